@@ -1,0 +1,81 @@
+"""Messages exchanged between replicas of one Raft group.
+
+One flat message type (as in etcd's ``raftpb.Message``) so that a transport can encode any
+of them with one schema. Which fields mean what, per type:
+
+=================  ===============================================================
+type               fields used
+=================  ===============================================================
+PRE_VOTE / VOTE    term (the term campaigned for), log_term/index (candidate's last
+                   entry), context (``CAMPAIGN_TRANSFER`` when forced by TimeoutNow)
+*_VOTE_RESP        term, reject
+APP                term, log_term/index (entry preceding ``entries``), entries, commit
+APP_RESP           term, index (last index now matching, or the rejected index),
+                   reject, reject_hint (follower's guess of its match),
+                   log_term (term at reject_hint, for the conflict-term skip)
+HEARTBEAT          term, commit (min of follower's match and leader's commit), context
+HEARTBEAT_RESP     term, context (echoed; used by ReadIndex)
+SNAP               term, snapshot
+TIMEOUT_NOW        term
+READ_INDEX         context (forwarded from a follower to the leader)
+READ_INDEX_RESP    index (the read index), context
+TRANSFER_LEADER    index (the node id that should become leader; forwarded to leader)
+=================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ._types import Entry, Snapshot
+
+CAMPAIGN_TRANSFER = b"transfer"
+
+
+class MsgType(enum.IntEnum):
+    PRE_VOTE = 1
+    PRE_VOTE_RESP = 2
+    VOTE = 3
+    VOTE_RESP = 4
+    APP = 5
+    APP_RESP = 6
+    HEARTBEAT = 7
+    HEARTBEAT_RESP = 8
+    SNAP = 9
+    TIMEOUT_NOW = 10
+    READ_INDEX = 11
+    READ_INDEX_RESP = 12
+    TRANSFER_LEADER = 13
+
+
+@dataclass(slots=True)
+class Message:
+    type: MsgType
+    to: int
+    frm: int
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    entries: list[Entry] = field(default_factory=list)
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    snapshot: Snapshot | None = None
+    context: bytes = b""
+
+    def __repr__(self) -> str:  # compact, for failing-seed traces
+        extra = f" entries={len(self.entries)}" if self.entries else ""
+        if self.snapshot is not None:
+            extra += f" snap@{self.snapshot.meta.index}"
+        return (
+            f"<{self.type.name} {self.frm}->{self.to} t{self.term} lt{self.log_term} "
+            f"i{self.index} c{self.commit}{' REJ' if self.reject else ''} "
+            f"hint{self.reject_hint}{extra}>"
+        )
+
+
+VOTE_TYPES = frozenset({MsgType.PRE_VOTE, MsgType.VOTE})
+RESPONSE_TYPES = frozenset(
+    {MsgType.PRE_VOTE_RESP, MsgType.VOTE_RESP, MsgType.APP_RESP, MsgType.HEARTBEAT_RESP}
+)
