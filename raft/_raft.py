@@ -153,7 +153,20 @@ class Raft:
         return HardState(self.term, self.vote, self.log.committed)
 
     def promotable(self) -> bool:
-        return self.id in self.conf.voters
+        """May this node campaign? Voters may. So may a node whose vote was taken away by
+        a configuration entry not yet known committed: otherwise a leader that removed
+        itself from a 2-voter group and then lost its leadership leaves a survivor that
+        needs its vote and a node that will never campaign. Votes are still counted in the
+        latest configuration, where its own vote does not count; once elected it commits
+        the change without counting itself and steps down (thesis §4.2.2)."""
+        if self.id in self.conf.voters:
+            return True
+        history = self.conf_history
+        return (
+            len(history) >= 2
+            and history[-1][0] > self.log.committed
+            and self.id in history[-2][1].voters
+        )
 
     def status(self) -> dict:
         return {

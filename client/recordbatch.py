@@ -1,0 +1,856 @@
+"""Kafka RecordBatch v2 (magic 2): the one module that knows the batch bytes.
+
+Clients build batches with :class:`BatchBuilder` (``append`` / ``extend`` / ``build``) or
+:func:`build_batch`. The node validates them with :func:`parse_header`,
+:func:`validate_batch` (exactly one batch) or :func:`split_batches` (a concatenation):
+header and CRC only, records are never decoded on the broker's hot path. It assigns offsets
+with :func:`assign_offsets`, :func:`set_base_offset` or :func:`with_base_offset` (and the
+leader epoch with :func:`set_partition_leader_epoch`), which rewrite fields the CRC does not
+cover. Consumers decode with :func:`decode_records` / :func:`decode_batches`. The bytes are
+exactly Kafka's, so a Kafka-protocol listener can serve them unchanged.
+
+Batch layout (big-endian, 61-byte header)::
+
+    off  size  field
+      0     8  baseOffset             int64   offset of the first record (set by the leader)
+      8     4  batchLength            int32   bytes after this field = total size - 12
+     12     4  partitionLeaderEpoch   int32   -1 from producers (set by the leader)
+     16     1  magic                  int8    always 2
+     17     4  crc                    uint32  CRC-32C (Castagnoli) of bytes 21..end
+     21     2  attributes             int16   bits 0-2 codec (0 none, 1 gzip, 2 snappy,
+                                              3 lz4, 4 zstd), bit 3 timestamp type
+                                              (0 create, 1 log-append), bit 4
+                                              transactional, bit 5 control batch
+     23     4  lastOffsetDelta        int32   recordCount - 1
+     27     8  baseTimestamp          int64   timestamp of the first record (ms)
+     35     8  maxTimestamp           int64   largest record timestamp (ms)
+     43     8  producerId             int64   -1 unless idempotent/transactional
+     51     2  producerEpoch          int16   -1 unless idempotent/transactional
+     53     4  baseSequence           int32   -1 unless idempotent/transactional
+     57     4  recordCount            int32   never compressed
+     61     -  records                        the whole section is compressed with the codec;
+                                              lz4 = LZ4 *frame* format, independent blocks
+
+Record layout (varint = zigzag LEB128 as in protobuf's sint32/sint64)::
+
+    length          varint   bytes after this field
+    attributes      int8     unused, 0
+    timestampDelta  varlong  timestamp - baseTimestamp
+    offsetDelta     varint   offset - baseOffset
+    keyLength       varint   -1 = null key
+    key             bytes
+    valueLength     varint   -1 = null value
+    value           bytes
+    headersCount    varint
+    headers         [headerKeyLength varint, headerKey utf-8,
+                     headerValueLength varint (-1 = null), headerValue bytes]
+
+All failures to validate or decode raise :class:`CorruptBatchError` (a ``ValueError``)
+with a message that says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from time import time_ns as _time_ns
+from typing import NamedTuple
+
+import lz4.frame as _lz4frame
+from crc32c import crc32c as _crc32c
+
+__all__ = [
+    "CODEC_LZ4",
+    "CODEC_NONE",
+    "HEADER_SIZE",
+    "LOG_OVERHEAD",
+    "MAGIC",
+    "BatchBuilder",
+    "BatchHeader",
+    "CorruptBatchError",
+    "Header",
+    "Record",
+    "assign_offsets",
+    "build_batch",
+    "decode_batches",
+    "decode_records",
+    "parse_header",
+    "set_base_offset",
+    "set_partition_leader_epoch",
+    "split_batches",
+    "validate_batch",
+    "with_base_offset",
+    "with_partition_leader_epoch",
+]
+
+MAGIC = 2
+HEADER_SIZE = 61
+LOG_OVERHEAD = 12  # baseOffset + batchLength: the bytes batchLength does not count
+_CRC_START = 21  # the CRC covers attributes .. end of batch
+_LOD_OFFSET = 23
+_MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49: a batch with no records
+
+CODEC_NONE = 0
+CODEC_LZ4 = 3
+_CODEC_MASK = 0x07
+_TIMESTAMP_TYPE_MASK = 0x08
+_TRANSACTIONAL_MASK = 0x10
+_CONTROL_MASK = 0x20
+_CODEC_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+_COMPRESSIONS = {"none": CODEC_NONE, "lz4": CODEC_LZ4}
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_TAIL = struct.Struct(">hiqqqhii")  # attributes .. recordCount (first CRC-covered bytes)
+_PREFIX = struct.Struct(">qiibI")  # baseOffset .. crc
+_I64 = struct.Struct(">q")
+_I32 = struct.Struct(">i")
+assert _HEADER.size == HEADER_SIZE
+
+_INT32_MAX = 2**31 - 1
+_tuple_new = tuple.__new__
+_DEFAULT_MAX_BYTES = 1 << 20
+
+Header = tuple[str, bytes | None]
+
+
+class CorruptBatchError(ValueError):
+    """A buffer is not a valid RecordBatch v2 (bad CRC, length, magic, codec or records)."""
+
+
+class Record(NamedTuple):
+    """One record. ``offset`` and ``timestamp_ms`` are always set on decoded records;
+    when building, ``timestamp_ms=None`` means "now" and ``offset`` is ignored."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...] = ()
+    timestamp_ms: int | None = None
+    offset: int = -1
+
+
+class BatchHeader(NamedTuple):
+    """The 61-byte batch header, as stored."""
+
+    base_offset: int
+    batch_length: int
+    partition_leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Total bytes of the batch, header included."""
+        return self.batch_length + LOG_OVERHEAD
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> str:
+        code = self.attributes & _CODEC_MASK
+        return _CODEC_NAMES.get(code, f"unknown({code})")
+
+    @property
+    def is_log_append_time(self) -> bool:
+        return bool(self.attributes & _TIMESTAMP_TYPE_MASK)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & _TRANSACTIONAL_MASK)
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & _CONTROL_MASK)
+
+
+# --------------------------------------------------------------------------- varints
+
+
+def _zigzag_varint(n: int) -> bytes:
+    """Zigzag + LEB128 encoding of a signed 64-bit integer."""
+    if not -(2**63) <= n < 2**63:
+        raise ValueError(f"value {n} does not fit a signed 64-bit varlong")
+    z = ((n << 1) ^ (n >> 63)) & 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+# Encoded zigzag varints of 0 .. _VT-1 (1 to 3 bytes): one list lookup per field instead of
+# a loop. Covers offset deltas, small timestamp deltas and key/value lengths below 16 KiB.
+_VT = 1 << 14
+_VARINT: list[bytes] = [_zigzag_varint(i) for i in range(_VT)]
+_NULL = b"\x01"  # zigzag(-1)
+_ZERO = b"\x00"
+# zigzag-decoded value of every one-byte varint (byte < 0x80)
+_UNZIG1: tuple[int, ...] = tuple((b >> 1) ^ -(b & 1) for b in range(128))
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Decode a zigzag varint (up to 10 bytes) at ``pos``; return (value, new_pos).
+
+    Raises IndexError on truncation (the callers turn it into CorruptBatchError)."""
+    z = 0
+    shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptBatchError(
+                "record batch holds a varint longer than 10 bytes; the records section is corrupt"
+            )
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _encode_headers(headers: Sequence[Header]) -> bytes:
+    n = len(headers)
+    parts = [_VARINT[n] if n < _VT else _zigzag_varint(n)]
+    for hk, hv in headers:
+        if not isinstance(hk, str):
+            raise TypeError(f"record header keys must be str, got {type(hk).__name__}")
+        kb = hk.encode("utf-8")
+        parts.append(_VARINT[len(kb)] if len(kb) < _VT else _zigzag_varint(len(kb)))
+        parts.append(kb)
+        if hv is None:
+            parts.append(_NULL)
+        else:
+            parts.append(_VARINT[len(hv)] if len(hv) < _VT else _zigzag_varint(len(hv)))
+            parts.append(hv)
+    return b"".join(parts)
+
+
+class BatchBuilder:
+    """Accumulates records into one RecordBatch v2.
+
+    ``max_bytes`` bounds the *uncompressed* batch size (header included). ``append``
+    returns False, adding nothing, when the record would push the batch over it; an empty
+    builder always accepts its first record, so a record bigger than the limit still gets
+    a batch of its own (the broker enforces the hard maximum). With ``compression="lz4"``
+    the records section is an LZ4 frame with independent 64 KiB blocks, as Kafka writes;
+    if compressing would not shrink it, the batch is written uncompressed instead (codec
+    none, which every reader accepts), so ``len(build()) <= max_bytes`` whenever more than
+    one record was appended.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_codec",
+        "_count",
+        "_base_ts",
+        "_max_ts",
+        "_max_bytes",
+        "_producer_id",
+        "_producer_epoch",
+        "_base_sequence",
+        "_partition_leader_epoch",
+    )
+
+    def __init__(
+        self,
+        compression: str = "lz4",
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+        base_sequence: int = -1,
+        max_bytes: int = _DEFAULT_MAX_BYTES,
+        partition_leader_epoch: int = -1,
+    ) -> None:
+        try:
+            self._codec = _COMPRESSIONS[compression]
+        except KeyError:
+            raise ValueError(
+                f"unsupported compression {compression!r}: use 'lz4' or 'none'"
+            ) from None
+        if max_bytes < HEADER_SIZE:
+            raise ValueError(f"max_bytes must be at least {HEADER_SIZE} (the batch header)")
+        # the header is written in place at build(); records follow it directly
+        self._buf = bytearray(HEADER_SIZE)
+        self._count = 0
+        self._base_ts = -1
+        self._max_ts = -1
+        self._max_bytes = max_bytes
+        self._producer_id = producer_id
+        self._producer_epoch = producer_epoch
+        self._base_sequence = base_sequence
+        self._partition_leader_epoch = partition_leader_epoch
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def size_in_bytes(self) -> int:
+        """Current uncompressed batch size, header included."""
+        return len(self._buf)
+
+    def append(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[Header] = (),
+        timestamp_ms: int | None = None,
+    ) -> bool:
+        """Add one record; False (and nothing added) if it would exceed ``max_bytes``."""
+        if timestamp_ms is None:
+            timestamp_ms = _time_ns() // 1_000_000
+        n = self._count
+        if n:
+            d = timestamp_ms - self._base_ts
+            tsd = _VARINT[d] if 0 <= d < _VT else _zigzag_varint(d)
+            od = _VARINT[n] if n < _VT else _zigzag_varint(n)
+        else:
+            tsd = od = _ZERO
+        if key is None:
+            kp = _NULL
+            key = b""
+        else:
+            kl = len(key)
+            kp = _VARINT[kl] if kl < _VT else _zigzag_varint(kl)
+        if value is None:
+            vp = _NULL
+            value = b""
+        else:
+            vl = len(value)
+            vp = _VARINT[vl] if vl < _VT else _zigzag_varint(vl)
+        hb = _encode_headers(headers) if headers else _ZERO
+        body = b"".join((_ZERO, tsd, od, kp, key, vp, value, hb))
+        bl = len(body)
+        lp = _VARINT[bl] if bl < _VT else _zigzag_varint(bl)
+        buf = self._buf
+        if n:
+            if len(buf) + len(lp) + bl > self._max_bytes:
+                return False
+            if n >= _INT32_MAX:
+                return False
+            if timestamp_ms > self._max_ts:
+                self._max_ts = timestamp_ms
+        else:
+            self._base_ts = self._max_ts = timestamp_ms
+        buf += lp
+        buf += body
+        self._count = n + 1
+        return True
+
+    def extend(self, records: Iterable[Record | Sequence[object]]) -> int:
+        """Append many records (Records or (key, value[, headers[, timestamp_ms]]) tuples)
+        in one call, without a method call per record. Stops at the first record that
+        does not fit ``max_bytes`` and returns how many were appended."""
+        buf = self._buf
+        n = self._count
+        base_ts = self._base_ts
+        max_ts = self._max_ts
+        limit = self._max_bytes
+        start = n
+        now = -1
+        vt = _VT
+        varint = _VARINT
+        try:
+            for r in records:
+                if len(r) == 2:
+                    key, value = r  # type: ignore[misc]
+                    headers: Sequence[Header] = ()
+                    ts = None
+                else:
+                    key, value, headers, ts = r[:4]  # type: ignore[misc]
+                if ts is None:
+                    if now < 0:  # one clock read per call: the records arrive together
+                        now = _time_ns() // 1_000_000
+                    ts = now
+                if n:
+                    d = ts - base_ts
+                    tsd = varint[d] if 0 <= d < vt else _zigzag_varint(d)
+                    od = varint[n] if n < vt else _zigzag_varint(n)
+                else:
+                    tsd = od = _ZERO
+                if key is None:
+                    kp = _NULL
+                    key = b""
+                else:
+                    kl = len(key)
+                    kp = varint[kl] if kl < vt else _zigzag_varint(kl)
+                if value is None:
+                    vp = _NULL
+                    value = b""
+                else:
+                    vl = len(value)
+                    vp = varint[vl] if vl < vt else _zigzag_varint(vl)
+                hb = _encode_headers(headers) if headers else _ZERO
+                body = b"".join((_ZERO, tsd, od, kp, key, vp, value, hb))
+                bl = len(body)
+                lp = varint[bl] if bl < vt else _zigzag_varint(bl)
+                if n:
+                    if len(buf) + len(lp) + bl > limit or n >= _INT32_MAX:
+                        break
+                    if ts > max_ts:
+                        max_ts = ts
+                else:
+                    base_ts = max_ts = ts
+                buf += lp
+                buf += body
+                n += 1
+        finally:
+            self._count = n
+            self._base_ts = base_ts
+            self._max_ts = max_ts
+        return n - start
+
+    def build(self, base_offset: int = 0) -> bytes:
+        """The finished batch (the builder stays usable; more appends extend it)."""
+        n = self._count
+        buf = self._buf
+        codec = self._codec
+        if codec == CODEC_LZ4 and n:
+            packed = _lz4frame.compress(
+                memoryview(buf)[HEADER_SIZE:],
+                block_size=_lz4frame.BLOCKSIZE_MAX64KB,
+                block_linked=False,  # Kafka rejects dependent blocks
+                content_checksum=False,
+                store_size=False,
+            )
+            if len(packed) < len(buf) - HEADER_SIZE:
+                out = bytearray(HEADER_SIZE)
+                out += packed
+            else:
+                out = buf  # incompressible: store it plain (the header is rewritten each build)
+                codec = CODEC_NONE
+        else:
+            out = buf
+            codec = CODEC_NONE
+        try:
+            _TAIL.pack_into(
+                out,
+                _CRC_START,
+                codec,
+                n - 1,
+                self._base_ts,
+                self._max_ts,
+                self._producer_id,
+                self._producer_epoch,
+                self._base_sequence,
+                n,
+            )
+            crc = _crc32c(memoryview(out)[_CRC_START:])
+            _PREFIX.pack_into(
+                out,
+                0,
+                base_offset,
+                len(out) - LOG_OVERHEAD,
+                self._partition_leader_epoch,
+                MAGIC,
+                crc,
+            )
+        except struct.error as e:
+            raise ValueError(f"record batch header field out of range: {e}") from None
+        return bytes(out)
+
+
+def build_batch(
+    records: Iterable[Record | Sequence[object]],
+    compression: str = "lz4",
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    base_offset: int = 0,
+) -> bytes:
+    """One batch holding all ``records`` (Records or (key, value[, headers[, ts]]) tuples)."""
+    b = BatchBuilder(
+        compression,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        max_bytes=2**31 - 1,
+    )
+    b.extend(records)
+    return b.build(base_offset)
+
+
+# --------------------------------------------------------------------------- validating
+
+
+def _corrupt(offset: int, msg: str) -> CorruptBatchError:
+    where = f"record batch at byte {offset}: " if offset else "record batch: "
+    return CorruptBatchError(where + msg)
+
+
+def parse_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> BatchHeader:
+    """Parse and validate the batch starting at ``offset`` (header fields and CRC).
+
+    The batch may be followed by more bytes (see :func:`split_batches`); records are not
+    decoded. Raises CorruptBatchError.
+    """
+    avail = len(buf) - offset
+    if avail < HEADER_SIZE:
+        raise _corrupt(
+            offset,
+            f"truncated: a batch header needs {HEADER_SIZE} bytes but only {max(avail, 0)} "
+            "remain; the buffer was cut short or is not a record batch",
+        )
+    h: BatchHeader = _tuple_new(BatchHeader, _HEADER.unpack_from(buf, offset))
+    if h.magic != MAGIC:
+        raise _corrupt(
+            offset,
+            f"unsupported magic {h.magic} (expected {MAGIC}); the producer uses the old "
+            "v0/v1 message format or the bytes are not a RecordBatch v2 (use a Kafka "
+            "0.11+ style client)",
+        )
+    bl = h.batch_length
+    if bl < _MIN_BATCH_LENGTH:
+        raise _corrupt(
+            offset,
+            f"batchLength {bl} is smaller than the {_MIN_BATCH_LENGTH}-byte header it must "
+            "cover; the length field is corrupt",
+        )
+    end = offset + LOG_OVERHEAD + bl
+    if end > len(buf):
+        raise _corrupt(
+            offset,
+            f"batchLength {bl} says the batch is {bl + LOG_OVERHEAD} bytes but only {avail} "
+            "remain; the batch was truncated in transit or its length field is corrupt",
+        )
+    crc = _crc32c(memoryview(buf)[offset + _CRC_START : end])
+    if crc != h.crc:
+        raise _corrupt(
+            offset,
+            f"CRC mismatch: stored 0x{h.crc:08x}, computed 0x{crc:08x}; the batch was "
+            "corrupted in transit or built wrongly (the CRC-32C covers attributes..end)",
+        )
+    codec = h.attributes & _CODEC_MASK
+    if codec != CODEC_NONE and codec != CODEC_LZ4:
+        name = _CODEC_NAMES.get(codec, "unknown")
+        raise _corrupt(
+            offset,
+            f"unsupported compression codec {name} ({codec}); only none (0) and lz4 (3) are "
+            "accepted: configure the producer with compression 'lz4' or 'none'",
+        )
+    count = h.record_count
+    if count < 0:
+        raise _corrupt(offset, f"negative recordCount {count}; the header is corrupt")
+    if count and h.last_offset_delta != count - 1:
+        raise _corrupt(
+            offset,
+            f"lastOffsetDelta {h.last_offset_delta} does not match recordCount {count} "
+            f"(expected {count - 1}); the producer built an inconsistent batch",
+        )
+    return h
+
+
+def validate_batch(buf: bytes | bytearray | memoryview) -> BatchHeader:
+    """Validate a buffer that must hold exactly one batch (no trailing bytes)."""
+    h = parse_header(buf)
+    if h.size != len(buf):
+        raise CorruptBatchError(
+            f"record batch: batchLength {h.batch_length} says the batch is {h.size} bytes but "
+            f"the buffer holds {len(buf)}; the length field is corrupt or extra bytes were "
+            "appended"
+        )
+    return h
+
+
+def split_batches(buf: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+    """(start, end) of every batch in a concatenation, each header and CRC validated.
+
+    The whole buffer must be batches: trailing bytes that are not a complete valid batch
+    raise CorruptBatchError naming their position. No records are decoded.
+    """
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    n = len(buf)
+    while pos < n:
+        h = parse_header(buf, pos)
+        end = pos + h.batch_length + LOG_OVERHEAD
+        spans.append((pos, end))
+        pos = end
+    return spans
+
+
+# --------------------------------------------------------------------------- rewriting
+
+
+def set_base_offset(buf: bytearray | memoryview, base_offset: int, offset: int = 0) -> None:
+    """Write baseOffset in place (the CRC does not cover it, so it stays valid)."""
+    if len(buf) - offset < LOG_OVERHEAD:
+        raise CorruptBatchError("record batch: too short to hold a baseOffset field")
+    try:
+        _I64.pack_into(buf, offset, base_offset)
+    except struct.error:
+        raise ValueError(f"base offset {base_offset} does not fit int64") from None
+
+
+def with_base_offset(batch: bytes | bytearray | memoryview, base_offset: int) -> bytes:
+    """A copy of ``batch`` with baseOffset replaced (no CRC recompute needed)."""
+    out = bytearray(batch)
+    set_base_offset(out, base_offset)
+    return bytes(out)
+
+
+def set_partition_leader_epoch(
+    buf: bytearray | memoryview, epoch: int, offset: int = 0
+) -> None:
+    """Write partitionLeaderEpoch in place (outside the CRC)."""
+    if len(buf) - offset < 16:
+        raise CorruptBatchError("record batch: too short to hold a partitionLeaderEpoch field")
+    try:
+        _I32.pack_into(buf, offset + 12, epoch)
+    except struct.error:
+        raise ValueError(f"partition leader epoch {epoch} does not fit int32") from None
+
+
+def with_partition_leader_epoch(batch: bytes | bytearray | memoryview, epoch: int) -> bytes:
+    """A copy of ``batch`` with partitionLeaderEpoch replaced."""
+    out = bytearray(batch)
+    set_partition_leader_epoch(out, epoch)
+    return bytes(out)
+
+
+def assign_offsets(
+    buf: bytearray | memoryview,
+    base_offset: int,
+    spans: Sequence[tuple[int, int]],
+    partition_leader_epoch: int | None = None,
+) -> int:
+    """Give consecutive offsets to the already-validated batches at ``spans`` (as returned
+    by :func:`split_batches`), in place; returns the next free offset."""
+    nxt = base_offset
+    for start, _end in spans:
+        _I64.pack_into(buf, start, nxt)
+        if partition_leader_epoch is not None:
+            _I32.pack_into(buf, start + 12, partition_leader_epoch)
+        nxt += _I32.unpack_from(buf, start + _LOD_OFFSET)[0] + 1
+    return nxt
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _read_headers(data: bytes, pos: int, count: int) -> tuple[tuple[Header, ...], int]:
+    if count < 0:
+        raise CorruptBatchError(
+            f"record batch: negative record header count {count}; the records section is corrupt"
+        )
+    out = []
+    for _ in range(count):
+        kl, pos = _read_varint(data, pos)
+        if kl < 0 or pos + kl > len(data):
+            raise CorruptBatchError(
+                f"record batch: bad record header key length {kl}; the records section is corrupt"
+            )
+        try:
+            hk = data[pos : pos + kl].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptBatchError(
+                "record batch: a record header key is not valid UTF-8; the records section "
+                "is corrupt"
+            ) from None
+        pos += kl
+        vl, pos = _read_varint(data, pos)
+        if vl >= 0:
+            hv: bytes | None = data[pos : pos + vl]
+            pos += vl
+        elif vl == -1:
+            hv = None
+        else:
+            raise CorruptBatchError(
+                f"record batch: bad record header value length {vl}; the records section "
+                "is corrupt"
+            )
+        out.append((hk, hv))
+    return tuple(out), pos
+
+
+def _bad_length(what: str, n: int) -> CorruptBatchError:
+    return CorruptBatchError(
+        f"record batch: invalid record {what} {n}; the records section is corrupt"
+    )
+
+
+def _decode_section(
+    data: bytes, count: int, base_offset: int, base_ts: int
+) -> list[Record]:
+    out: list[Record] = []
+    append = out.append
+    new = tuple.__new__
+    unzig = _UNZIG1
+    rv = _read_varint
+    pos = 0
+    end = len(data)
+    try:
+        for _ in range(count):
+            # length
+            b = data[pos]
+            if b < 0x80:
+                ln = unzig[b]
+                pos += 1
+            else:
+                c = data[pos + 1]
+                if c < 0x80:  # two-byte varint: values -8192..8191
+                    z = (b & 0x7F) | (c << 7)
+                    ln = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    ln, pos = rv(data, pos)
+            rec_end = pos + ln
+            if ln < 6 or rec_end > end:  # 6 = smallest record: six one-byte fields
+                raise _bad_length("length", ln)
+            pos += 1  # attributes: unused
+            b = data[pos]
+            if b < 0x80:
+                tsd = unzig[b]
+                pos += 1
+            else:
+                c = data[pos + 1]
+                if c < 0x80:  # two-byte varint: values -8192..8191
+                    z = (b & 0x7F) | (c << 7)
+                    tsd = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    tsd, pos = rv(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                od = unzig[b]
+                pos += 1
+            else:
+                c = data[pos + 1]
+                if c < 0x80:  # two-byte varint: values -8192..8191
+                    z = (b & 0x7F) | (c << 7)
+                    od = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    od, pos = rv(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                kl = unzig[b]
+                pos += 1
+            else:
+                c = data[pos + 1]
+                if c < 0x80:  # two-byte varint: values -8192..8191
+                    z = (b & 0x7F) | (c << 7)
+                    kl = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    kl, pos = rv(data, pos)
+            if kl >= 0:
+                key: bytes | None = data[pos : pos + kl]
+                pos += kl
+            elif kl == -1:
+                key = None
+            else:
+                raise _bad_length("key length", kl)
+            b = data[pos]
+            if b < 0x80:
+                vl = unzig[b]
+                pos += 1
+            else:
+                c = data[pos + 1]
+                if c < 0x80:  # two-byte varint: values -8192..8191
+                    z = (b & 0x7F) | (c << 7)
+                    vl = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    vl, pos = rv(data, pos)
+            if vl >= 0:
+                value: bytes | None = data[pos : pos + vl]
+                pos += vl
+            elif vl == -1:
+                value = None
+            else:
+                raise _bad_length("value length", vl)
+            b = data[pos]
+            if b == 0:
+                headers: tuple[Header, ...] = ()
+                pos += 1
+            else:
+                hc, pos = rv(data, pos)
+                headers, pos = _read_headers(data, pos, hc)
+            if pos != rec_end:
+                raise CorruptBatchError(
+                    f"record batch: record {len(out)} is {ln} bytes by its length field but "
+                    f"its fields take {ln + pos - rec_end}; the records section is corrupt"
+                )
+            append(new(Record, (key, value, headers, base_ts + tsd, base_offset + od)))
+    except IndexError:
+        raise CorruptBatchError(
+            f"record batch: records section ends inside record {len(out)} of {count}; the "
+            "batch is truncated or corrupt"
+        ) from None
+    if pos != end:
+        raise CorruptBatchError(
+            f"record batch: {end - pos} bytes left after the {count} records the header "
+            "announces; recordCount or the records section is corrupt"
+        )
+    return out
+
+
+def _lz4_decompress(section: memoryview) -> bytes:
+    # A frame may declare its content size (FLG bit 3; 8 bytes little-endian after FLG/BD).
+    # LZ4 cannot expand more than ~255x, so a larger claim is corruption, and trusting it
+    # would make the decompressor try to allocate it.
+    if len(section) >= 14 and section[4] & 0x08:
+        declared = int.from_bytes(section[6:14], "little")
+        if declared > 255 * len(section) + 65536:
+            raise CorruptBatchError(
+                f"record batch: lz4 frame claims {declared} decompressed bytes from "
+                f"{len(section)} compressed; the batch is corrupt"
+            )
+    try:
+        return _lz4frame.decompress(section)
+    except (RuntimeError, ValueError, MemoryError) as e:
+        raise CorruptBatchError(
+            f"record batch: lz4 frame does not decompress ({e!r}); the batch is corrupt"
+        ) from None
+
+
+def decode_records(
+    batch: bytes | bytearray | memoryview, offset: int = 0, verify: bool = True
+) -> list[Record]:
+    """Decode the records of the batch at ``offset`` (decompressing lz4), with absolute
+    offsets and timestamps. ``verify=False`` skips the CRC check only."""
+    if verify:
+        h = parse_header(batch, offset)
+    else:
+        if len(batch) - offset < HEADER_SIZE:
+            raise CorruptBatchError(
+                f"record batch: truncated, a batch header needs {HEADER_SIZE} bytes"
+            )
+        h = BatchHeader._make(_HEADER.unpack_from(batch, offset))
+        if h.magic != MAGIC or h.batch_length < _MIN_BATCH_LENGTH:
+            return parse_header(batch, offset)  # type: ignore[return-value]  # raises
+    end = offset + h.size
+    if end > len(batch):
+        parse_header(batch, offset)  # raises the truncation error
+    section = memoryview(batch)[offset + HEADER_SIZE : end]
+    codec = h.attributes & _CODEC_MASK
+    if codec == CODEC_LZ4:
+        data = _lz4_decompress(section)
+    elif codec == CODEC_NONE:
+        data = bytes(section)
+    else:
+        return parse_header(batch, offset)  # type: ignore[return-value]  # raises
+    return _decode_section(data, h.record_count, h.base_offset, h.base_timestamp)
+
+
+def decode_batches(buf: bytes | bytearray | memoryview) -> list[Record]:
+    """Decode every record of a concatenation of batches, in order."""
+    out: list[Record] = []
+    for start, _end in split_batches(buf):
+        out.extend(decode_records(buf, start, verify=False))
+    return out
