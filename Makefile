@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 20000
 JOBS ?= 2
 
-.PHONY: test dev bench soak clean
+.PHONY: test dev bench soak proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)
+
+proto: $(STAMP)
+	$(PY) -m client.pb._generate
 
 dev: $(STAMP)
 	@echo "raftka dev: the broker node is not built yet (issue 4); nothing to start."
