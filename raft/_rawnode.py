@@ -130,6 +130,15 @@ class RawNode:
     def conf_state(self) -> ConfState:
         return self._raft.conf
 
+    def log_entries(self, lo: int, hi: int | None = None, max_size: int | None = None) -> list[Entry]:
+        """Entries of this replica's log in ``[lo, hi)``, durable or not (the leader's
+        newest proposals included). Raises ``CompactedError`` below the first index."""
+        return self._raft.log.entries(lo, hi, max_size)
+
+    @property
+    def first_index(self) -> int:
+        return self._raft.log.first_index()
+
     def status(self) -> dict:
         return self._raft.status()
 

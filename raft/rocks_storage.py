@@ -386,6 +386,18 @@ class RocksLogDB:
                 return
             self._commit(db, batch, {gid: w.meta() for gid, w in work.items()}, destructive)
 
+    def drop_group(self, group_id: int) -> None:
+        """Durably delete everything stored for ``group_id`` (a deleted partition). Stores
+        handed out earlier for it must not be used afterwards."""
+        with self._write_lock:
+            db = self._require_writable()
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            batch.delete_range(struct.pack(">Q", group_id), struct.pack(">Q", group_id + 1))
+            with self._read_lock:
+                db.write(batch, self._write_options)
+                self._sync(db)
+                self._groups.pop(group_id, None)
+
     # -- internals ---------------------------------------------------------------------
     def _require_readable(self) -> rocksdict.Rdict:
         if self._db is None:

@@ -1,0 +1,185 @@
+"""The broker: one node's composition of storage, Raft host, controller and partitions.
+
+Asyncio tasks (besides gRPC's): the host's ticker and ready loop (``_host.py``), one sender
+per peer (``_transport.py``), and ``_maintenance`` here: retention, controller snapshots and
+moving leadership back to preferred leaders, every ``MAINTENANCE_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from raft import ConfState, Role, Snapshot
+from raft.rocks_storage import RocksLogDB
+
+from ._config import NodeConfig
+from ._controller import PartitionMeta, TopicMeta
+from ._controller_replica import ControllerReplica, controller_conf
+from ._errors import BrokerError, Code
+from ._host import RaftHost, RaftTiming
+from ._partition import PartitionConfig, PartitionReplica
+
+log = logging.getLogger("raftka.broker")
+
+MAINTENANCE_INTERVAL_S = 2.0
+
+
+class Broker:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = RocksLogDB(config.data_dir / "raft")
+        timing = RaftTiming(config.tick_ms / 1000, config.election_ticks, config.heartbeat_ticks)
+        self.host = RaftHost(config.node_id, self.db, config.peers, timing)
+        self.controller = ControllerReplica(list(config.peers), self._reconcile, self.host.mark)
+        self.partitions: dict[tuple[str, int], PartitionReplica] = {}
+        self._topic_ids: dict[str, str] = {}
+        self._tasks: list[asyncio.Task] = []
+        self.started_at = time.monotonic()
+        self.stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        group = self.host.add_group(
+            self.controller.group_id, self.controller, controller_conf(self.config.peers))
+        self.controller.group = group
+        self.host.start()
+        self._tasks.append(asyncio.get_running_loop().create_task(
+            self._maintenance(), name="broker-maintenance"))
+
+    async def stop(self, graceful: bool) -> None:
+        self.stopping = True
+        if graceful:
+            await self.host.transfer_leaderships_away(self.config.shutdown_transfer_s)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.host.stop()
+        shutting = BrokerError(Code.SHUTTING_DOWN, "the node is shutting down; retry on "
+                               "another node", retriable=True)
+        for p in self.partitions.values():
+            p.fail_waiters(shutting)
+        self.db.close()
+
+    # ------------------------------------------------------------------ metadata
+    def _reconcile(self) -> None:
+        """Start the replicas the committed metadata gives this node; stop the others."""
+        state = self.controller.state
+        wanted: dict[tuple[str, int], tuple[TopicMeta, PartitionMeta]] = {
+            (t.name, p.partition): (t, p) for t, p in state.partitions_on(self.node_id)
+        }
+        for key in list(self.partitions):
+            replica = self.partitions[key]
+            current = wanted.get(key)
+            if current is None or current[1].group_id != replica.group_id:
+                self._stop_partition(key)
+        for key, (topic, meta) in wanted.items():
+            if key not in self.partitions:
+                self._start_partition(topic, meta)
+
+    def _start_partition(self, topic: TopicMeta, meta: PartitionMeta) -> None:
+        replica = PartitionReplica(
+            topic.name, meta.partition, meta.group_id,
+            PartitionConfig.from_topic_configs(dict(topic.configs)), self.host.mark)
+        storage = self.db.group(meta.group_id)
+        fresh = storage.last_index() == 0 and storage.snapshot().is_empty and \
+            storage.snapshot().meta.conf_state == ConfState()
+        # Entries up to the stored commit index are already reflected in the log itself;
+        # the replica recovers its high watermark from the log tail instead of replaying.
+        applied = storage.hard_state().commit
+        group = self.host.add_group(
+            meta.group_id, replica, ConfState(frozenset(meta.replicas)), applied=applied)
+        replica.attach(group)
+        self.partitions[(topic.name, meta.partition)] = replica
+        if fresh and meta.replicas[0] == self.node_id and len(meta.replicas) > 1:
+            group.node.campaign()  # preferred leader: spread leaders from the start
+        elif fresh and len(meta.replicas) == 1:
+            group.node.campaign()
+        log.info("started replica of %s/%d (group %d, replicas %s)", topic.name,
+                 meta.partition, meta.group_id, list(meta.replicas))
+
+    def _stop_partition(self, key: tuple[str, int]) -> None:
+        replica = self.partitions.pop(key)
+        self.host.remove_group(replica.group_id, drop_data=True)
+        replica.fail_waiters(BrokerError(Code.UNKNOWN_TOPIC, f"topic {key[0]} was deleted"))
+        log.info("stopped replica of %s/%d (group %d)", key[0], key[1], replica.group_id)
+
+    def partition(self, topic: str, partition: int) -> PartitionReplica:
+        replica = self.partitions.get((topic, partition))
+        if replica is not None:
+            return replica
+        meta = self.controller.state.topic(topic)
+        if meta is None:
+            raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {topic!r} does not exist; create it "
+                              "first (raftka topic create)")
+        if not 0 <= partition < len(meta.partitions):
+            raise BrokerError(Code.UNKNOWN_PARTITION, f"topic {topic!r} has partitions "
+                              f"0..{len(meta.partitions) - 1}; partition {partition} does not exist")
+        preferred = meta.partitions[partition].replicas[0]
+        raise BrokerError(
+            Code.NOT_LEADER, f"node {self.node_id} holds no replica of {topic}/{partition}; "
+            f"try node {preferred}", retriable=True, leader_id=preferred,
+            leader_address=self.address_of(preferred))
+
+    def address_of(self, node_id: int) -> str:
+        return self.config.peers.get(node_id, "")
+
+    def leader_of(self, topic: TopicMeta, meta: PartitionMeta) -> int:
+        replica = self.partitions.get((topic.name, meta.partition))
+        if replica is not None and replica.group is not None:
+            return replica.group.node.leader_id
+        return meta.replicas[0]  # a hint: a replica answers NOT_LEADER naming the leader
+
+    # ------------------------------------------------------------------ maintenance
+    async def _maintenance(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                await self._apply_retention()
+                await self._snapshot_controller()
+                self._prefer_preferred_leaders()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - maintenance must never stop the node
+                log.exception("maintenance pass failed; will retry")
+
+    async def _apply_retention(self) -> None:
+        for replica in list(self.partitions.values()):
+            group = replica.group
+            if group is None or group.closed:
+                continue
+            point = replica.retention_point()
+            if point is None:
+                continue
+            index, data = point
+            snapshot = Snapshot(group.node.snapshot_meta(index), data)
+            await asyncio.to_thread(group.storage.compact, snapshot)
+            replica.compacted(index, data)
+
+    async def _snapshot_controller(self) -> None:
+        ctl = self.controller
+        if not ctl.snapshot_due() or ctl.group is None:
+            return
+        node = ctl.group.node
+        index = node.applied_index
+        snapshot = Snapshot(node.snapshot_meta(index), ctl.state.snapshot())
+        await asyncio.to_thread(ctl.group.storage.compact, snapshot)
+
+    def _prefer_preferred_leaders(self) -> None:
+        """Kafka's preferred-leader election: a leader that is not its partition's
+        preferred replica hands over once that replica is reachable and caught up."""
+        state = self.controller.state
+        for (topic, pnum), replica in self.partitions.items():
+            group = replica.group
+            if group is None or group.node.role != Role.LEADER:
+                continue
+            meta = state.topic(topic)
+            if meta is None or pnum >= len(meta.partitions):
+                continue
+            preferred = meta.partitions[pnum].replicas[0]
+            if preferred != self.node_id and self.host.transport.is_reachable(preferred):
+                group.node.transfer_leader(preferred)
+                self.host.mark(group.group_id)

@@ -1,0 +1,126 @@
+"""Node configuration: command-line flags or a TOML file with the same fields.
+
+TOML example::
+
+    id = 1
+    listen = "127.0.0.1:7001"
+    data_dir = "/var/lib/raftka/1"
+    peers = { 1 = "127.0.0.1:7001", 2 = "127.0.0.1:7002", 3 = "127.0.0.1:7003" }
+    # optional
+    advertise = "10.0.0.1:7001"   # address clients and peers use (default: listen)
+    tick_ms = 50
+    election_ticks = 6
+    heartbeat_ticks = 2
+    log_level = "warning"
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """The node cannot start with this configuration; the message says what to fix."""
+
+
+@dataclass
+class NodeConfig:
+    node_id: int
+    listen: str
+    data_dir: Path
+    peers: dict[int, str] = field(default_factory=dict)
+    advertise: str = ""
+    tick_ms: int = 50
+    election_ticks: int = 6
+    heartbeat_ticks: int = 2
+    log_level: str = "warning"
+    shutdown_transfer_s: float = 3.0
+
+    def validate(self) -> None:
+        if self.node_id <= 0:
+            raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
+        if self.node_id not in self.peers:
+            raise ConfigError(
+                f"--peers must include this node ({self.node_id}=host:port); got "
+                f"{format_peers(self.peers) or 'nothing'}"
+            )
+        for nid, addr in self.peers.items():
+            if nid <= 0 or ":" not in addr:
+                raise ConfigError(f"bad peer {nid}={addr!r}: expected id=host:port, id > 0")
+        if not 10 <= self.tick_ms <= 10_000:
+            raise ConfigError("tick_ms must be within 10..10000")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        if not self.advertise:
+            self.advertise = self.peers[self.node_id]
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    peers: dict[int, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        nid, sep, addr = part.partition("=")
+        if not sep or not nid.strip().isdigit() or not addr.strip():
+            raise ConfigError(f"bad --peers item {part!r}: expected id=host:port")
+        peers[int(nid)] = addr.strip()
+    return peers
+
+
+def format_peers(peers: dict[int, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(peers.items()))
+
+
+def load_toml(path: Path) -> NodeConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
+             "heartbeat_ticks", "log_level"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
+    try:
+        peers = {int(k): str(v) for k, v in dict(raw.get("peers", {})).items()}
+        return NodeConfig(
+            node_id=int(raw["id"]), listen=str(raw["listen"]), data_dir=Path(raw["data_dir"]),
+            peers=peers, advertise=str(raw.get("advertise", "")),
+            tick_ms=int(raw.get("tick_ms", 50)),
+            election_ticks=int(raw.get("election_ticks", 6)),
+            heartbeat_ticks=int(raw.get("heartbeat_ticks", 2)),
+            log_level=str(raw.get("log_level", "warning")),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"{path} is missing required key {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def from_args(argv: list[str] | None = None) -> NodeConfig:
+    p = argparse.ArgumentParser(prog="raftka node", description="Run one Raftka node.")
+    p.add_argument("--config", type=Path, help="TOML file with the fields below")
+    p.add_argument("--id", type=int, help="this node's id (> 0)")
+    p.add_argument("--listen", help="host:port to serve clients and peers on")
+    p.add_argument("--peers", help="every node of the cluster: 1=host:port,2=host:port,...")
+    p.add_argument("--data-dir", type=Path, help="where this node keeps its data")
+    p.add_argument("--advertise", default="", help="address others use (default: peers entry)")
+    p.add_argument("--tick-ms", type=int, default=None)
+    p.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
+    args = p.parse_args(argv)
+    if args.config:
+        cfg = load_toml(args.config)
+    else:
+        missing = [f for f in ("id", "listen", "peers", "data_dir") if getattr(args, f) is None]
+        if missing:
+            p.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
+                    + " (or give --config FILE)")
+        cfg = NodeConfig(node_id=args.id, listen=args.listen, data_dir=args.data_dir,
+                         peers=parse_peers(args.peers), advertise=args.advertise)
+    if args.tick_ms is not None:
+        cfg.tick_ms = args.tick_ms
+    if args.log_level is not None:
+        cfg.log_level = args.log_level
+    cfg.validate()
+    return cfg

@@ -1,0 +1,251 @@
+"""``RaftHost``: every Raft group replica of one node, driven by one loop.
+
+Asyncio tasks owned here (see also node/README.md):
+
+- ``_ticker``: every ``tick_s`` ticks every group and marks it dirty.
+- ``_ready_loop``: the only caller of ``ready()``/``advance()``. Each pass takes the Ready of
+  every dirty group and runs the RawNode ordering rules for all of them at once:
+  1. send every Ready's ``messages`` (leaders replicate while they write: thesis §10.2.1);
+  2. persist every group's hard state/entries/snapshot with ONE ``save_many`` (one WAL
+     sync) in a worker thread, so the event loop keeps serving while the disk syncs;
+  3. send ``messages_after_persist``;
+  4. hand snapshots and committed entries to each group's state machine;
+  5. ``advance``.
+  Messages and proposals that arrive during the sync are stepped into the RawNodes at once
+  and ride the next pass: that is the group commit.
+
+Messages from peers are stepped as they arrive (``deliver_many``), on the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Protocol
+
+from raft import Config, ConfState, Entry, Message, RawNode, Ready, Role, Snapshot
+from raft.rocks_storage import RocksGroupStorage, RocksLogDB
+
+from ._transport import PeerTransport
+
+log = logging.getLogger("raftka.host")
+
+
+class StateMachine(Protocol):
+    """What a Raft group's replica applies. Called on the loop thread, in log order."""
+
+    def restore(self, snapshot: Snapshot) -> None: ...
+
+    def apply(self, entries: list[Entry]) -> None: ...
+
+    def on_ready(self, rd: Ready) -> None:
+        """After the Ready is durable and applied: role changes, persisted entries."""
+        ...
+
+
+class RaftTiming:
+    def __init__(self, tick_s: float = 0.05, election_tick: int = 6, heartbeat_tick: int = 2):
+        self.tick_s = tick_s
+        self.election_tick = election_tick
+        self.heartbeat_tick = heartbeat_tick
+
+
+class Group:
+    __slots__ = ("group_id", "node", "storage", "sm", "closed")
+
+    def __init__(self, group_id: int, node: RawNode, storage: RocksGroupStorage,
+                 sm: StateMachine) -> None:
+        self.group_id = group_id
+        self.node = node
+        self.storage = storage
+        self.sm = sm
+        self.closed = False
+
+
+class RaftHost:
+    def __init__(self, node_id: int, db: RocksLogDB, peers: dict[int, str],
+                 timing: RaftTiming, seed: int | None = None) -> None:
+        self.node_id = node_id
+        self.db = db
+        self.timing = timing
+        self.groups: dict[int, Group] = {}
+        self.transport = PeerTransport(node_id, peers, self._on_unreachable)
+        self._rng = random.Random(seed if seed is not None else time.time_ns() ^ node_id)
+        self._dirty: set[int] = set()
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self.last_sync_s = 0.0
+        self.syncs = 0
+
+    # ------------------------------------------------------------------ groups
+    def add_group(self, group_id: int, sm: StateMachine, bootstrap: ConfState | None,
+                  applied: int | None = None) -> Group:
+        """Start the replica of ``group_id``. ``bootstrap``: the initial configuration if
+        nothing is stored yet. ``applied``: index the state machine already reflects
+        (default: the snapshot index, so every committed entry after it is re-applied)."""
+        if group_id in self.groups:
+            raise ValueError(f"group {group_id} is already running on node {self.node_id}")
+        storage = self.db.group(group_id)
+        if storage.last_index() == 0 and storage.snapshot().meta.conf_state == ConfState():
+            if bootstrap is None:
+                raise ValueError(f"group {group_id} has no state and no initial configuration")
+            storage.bootstrap(bootstrap)
+        snap = storage.snapshot()
+        if not snap.is_empty:
+            sm.restore(snap)
+        t = self.timing
+        cfg = Config(
+            self.node_id, election_tick=t.election_tick, heartbeat_tick=t.heartbeat_tick,
+            applied=applied if applied is not None else snap.meta.index,
+            max_size_per_msg=4 << 20, max_inflight_msgs=64,
+        )
+        node = RawNode(cfg, storage, random.Random(self._rng.getrandbits(64)))
+        group = Group(group_id, node, storage, sm)
+        self.groups[group_id] = group
+        self.mark(group_id)
+        return group
+
+    def remove_group(self, group_id: int, drop_data: bool) -> None:
+        group = self.groups.pop(group_id, None)
+        if group is not None:
+            group.closed = True
+        if drop_data:
+            self.db.drop_group(group_id)
+
+    def mark(self, group_id: int) -> None:
+        self._dirty.add(group_id)
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ inputs
+    def deliver_many(self, items: list[tuple[int, Message]]) -> None:
+        groups = self.groups
+        for group_id, m in items:
+            group = groups.get(group_id)
+            if group is None:
+                continue  # a group we do not host (yet, or any more)
+            try:
+                group.node.step(m)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the node
+                log.exception("group %d: dropping message %r", group_id, m)
+                continue
+            self._dirty.add(group_id)
+        self._wakeup.set()
+
+    def _on_unreachable(self, peer: int) -> None:
+        for group in self.groups.values():
+            group.node.report_unreachable(peer)
+
+    # ------------------------------------------------------------------ run
+    def start(self) -> None:
+        self.transport.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._ticker(), name="raft-ticker"),
+            loop.create_task(self._ready_loop(), name="raft-ready-loop"),
+        ]
+
+    @property
+    def ready_loop(self) -> asyncio.Task:
+        """Ends only if the loop failed (e.g. storage): the node must then stop."""
+        return self._tasks[1]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.transport.close()
+
+    async def _ticker(self) -> None:
+        interval = self.timing.tick_s
+        next_at = time.monotonic()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            for group in list(self.groups.values()):
+                group.node.tick()
+                self._dirty.add(group.group_id)
+            self._wakeup.set()
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._process_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Storage failures end up here: a node that cannot persist must not keep
+                # acknowledging. Stop the loop; the server notices and exits non-zero.
+                log.exception("raft ready loop failed; the node stops processing raft")
+                raise
+
+    async def _process_once(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        readies: list[tuple[Group, Ready]] = []
+        for group_id in dirty:
+            group = self.groups.get(group_id)
+            if group is not None and group.node.has_ready():
+                readies.append((group, group.node.ready()))
+        if not readies:
+            return
+        send = self.transport.send
+        items = []
+        for group, rd in readies:
+            for m in rd.messages:
+                send(group.group_id, m)
+            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+                items.append((group.group_id, rd.hard_state, rd.entries, rd.snapshot))
+        if items:
+            started = time.monotonic()
+            await asyncio.to_thread(self.db.save_many, items)
+            self.last_sync_s = time.monotonic() - started
+            self.syncs += 1
+        for group, rd in readies:
+            for m in rd.messages_after_persist:
+                send(group.group_id, m)
+            if not group.closed:
+                if rd.snapshot is not None:
+                    group.sm.restore(rd.snapshot)
+                if rd.committed_entries:
+                    group.sm.apply(rd.committed_entries)
+            group.node.advance(rd)
+            if not group.closed:
+                group.sm.on_ready(rd)
+            if group.node.has_ready():
+                self._dirty.add(group.group_id)
+        if self._dirty:
+            self._wakeup.set()
+
+    # ------------------------------------------------------------------ queries
+    def leader_of(self, group_id: int) -> int:
+        group = self.groups.get(group_id)
+        return group.node.leader_id if group is not None else 0
+
+    def is_leader(self, group_id: int) -> bool:
+        group = self.groups.get(group_id)
+        return group is not None and group.node.role == Role.LEADER
+
+    async def transfer_leaderships_away(self, timeout_s: float) -> None:
+        """Graceful shutdown: move every leadership we hold to an up-to-date peer."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            led = [g for g in self.groups.values() if g.node.role == Role.LEADER]
+            if not led:
+                return
+            for group in led:
+                voters = sorted(group.node.conf_state.voters - {self.node_id})
+                reachable = [v for v in voters if self.transport.is_reachable(v)]
+                if not reachable:
+                    continue
+                group.node.transfer_leader(reachable[0] if len(reachable) == 1 else
+                                           self._rng.choice(reachable))
+                self.mark(group.group_id)
+            await asyncio.sleep(self.timing.tick_s)
+            if all(not (g.node.conf_state.voters - {self.node_id}) for g in led):
+                return
+

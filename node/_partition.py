@@ -1,0 +1,431 @@
+"""A partition replica: Kafka meanings (offsets, high watermark, log start) on a Raft group.
+
+The Raft log *is* the partition log. A produce request becomes one Raft entry whose data is
+a small header plus the request's RecordBatch v2 bytes with offsets already assigned::
+
+    u8 magic 'R' | u8 version 1 | i64 base_offset | i64 last_offset | i64 append_time_ms
+    | i64 cumulative_bytes | batches...            (big-endian; 34-byte header)
+
+``cumulative_bytes`` counts batch bytes appended to the partition since its creation, up to
+and including this entry, so retention by size is a binary search, not a scan. Entries with
+no data (a new leader's empty entry, configuration entries) carry no offsets.
+
+Offset↔index translation lives here and only here. Rules:
+- The leader assigns offsets when it proposes, continuing from the last data entry in its
+  log (durable or not); a new leader first re-reads its log tail. Offsets are strictly
+  increasing in log order, so a committed record never appears at two offsets.
+- The high watermark is ``last_offset + 1`` of the last *applied* (committed) data entry;
+  it only moves forward. Fetch returns only entries up to the applied index.
+- acks=all answers when the entry is applied with the term it was proposed in; acks=1 when
+  the leader's own write of it is durable; a different term at that index means the write
+  was lost in a leader change (retriable, not written).
+
+Snapshot data (retention compaction point)::
+
+    u8 version 1 | i64 log_start_offset | i64 cumulative_bytes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from array import array
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from client.recordbatch import CorruptBatchError, assign_offsets, split_batches
+from raft import CompactedError, Entry, EntryKind, Ready, Role, Snapshot
+
+from ._errors import BrokerError, Code
+from ._host import Group
+
+ENTRY_MAGIC = 0x52
+_HEADER = struct.Struct(">BBqqqq")
+HEADER_SIZE = _HEADER.size
+_SNAP = struct.Struct(">Bqq")
+INDEX_CACHE_MAX = 1 << 20
+
+
+class EntryHeader:
+    __slots__ = ("base_offset", "last_offset", "append_time_ms", "cumulative_bytes")
+
+    def __init__(self, base: int, last: int, append_time_ms: int, cumulative: int) -> None:
+        self.base_offset = base
+        self.last_offset = last
+        self.append_time_ms = append_time_ms
+        self.cumulative_bytes = cumulative
+
+
+def entry_header(e: Entry) -> EntryHeader | None:
+    data = e.data
+    if e.kind != EntryKind.NORMAL or len(data) < HEADER_SIZE or data[0] != ENTRY_MAGIC:
+        return None
+    _, _, base, last, at, cum = _HEADER.unpack_from(data, 0)
+    return EntryHeader(base, last, at, cum)
+
+
+@dataclass
+class PartitionConfig:
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    retention_bytes: int = -1
+    max_message_bytes: int = 1 << 20
+
+    @classmethod
+    def from_topic_configs(cls, configs: dict[str, str]) -> PartitionConfig:
+        return cls(
+            retention_ms=int(configs.get("retention.ms", cls.retention_ms)),
+            retention_bytes=int(configs.get("retention.bytes", cls.retention_bytes)),
+            max_message_bytes=int(configs.get("max.message.bytes", cls.max_message_bytes)),
+        )
+
+
+class _Waiter:
+    __slots__ = ("index", "term", "future", "base", "last")
+
+    def __init__(self, index: int, term: int, future: asyncio.Future, base: int, last: int):
+        self.index = index
+        self.term = term
+        self.future = future
+        self.base = base
+        self.last = last
+
+
+class PartitionReplica:
+    """State machine of one partition replica; all methods run on the event loop."""
+
+    def __init__(self, topic: str, partition: int, group_id: int, config: PartitionConfig,
+                 mark_dirty: Callable[[int], None], clock_ms: Callable[[], int] | None = None):
+        self.topic = topic
+        self.partition = partition
+        self.group_id = group_id
+        self.config = config
+        self._mark_dirty = mark_dirty
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.group: Group | None = None
+        # high_watermark: offset after the last committed record; never decreases.
+        self.high_watermark = 0
+        self.log_start_offset = 0
+        self._snapshot_cumulative = 0
+        self.applied_index = 0
+        self._index_offsets = array("q")  # base offsets of applied data entries, ascending
+        self._index_raft = array("q")  # their raft indexes
+        self._alloc_term = 0  # term in which _next_offset/_cumulative are valid (leader)
+        self._next_offset = 0
+        self._cumulative = 0
+        self._acks_all: deque[_Waiter] = deque()
+        self._acks_leader: deque[_Waiter] = deque()
+        self._hw_changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, group: Group) -> None:
+        """Called once the Raft group exists; recovers the high watermark from the log."""
+        self.group = group
+        node = group.node
+        self.applied_index = node.applied_index
+        for index in range(node.applied_index, node.first_index - 1, -1):
+            header = self._header_at(index)
+            if header is not None:
+                self._advance_hw(header.last_offset + 1)
+                break
+
+    def _header_at(self, index: int) -> EntryHeader | None:
+        assert self.group is not None
+        try:
+            entries = self.group.node.log_entries(index, index + 1)
+        except CompactedError:
+            return None
+        return entry_header(entries[0]) if entries else None
+
+    # ------------------------------------------------------------------ StateMachine
+    def restore(self, snapshot: Snapshot) -> None:
+        version, log_start, cumulative = _SNAP.unpack_from(snapshot.data, 0)
+        if version != 1:
+            raise ValueError(f"partition {self.topic}/{self.partition}: unknown snapshot v{version}")
+        self.log_start_offset = max(self.log_start_offset, log_start)
+        self._snapshot_cumulative = cumulative
+        self._advance_hw(log_start)
+        self.applied_index = max(self.applied_index, snapshot.meta.index)
+        self._drop_index_below(snapshot.meta.index + 1)
+
+    def apply(self, entries: list[Entry]) -> None:
+        offsets, raft_indexes = self._index_offsets, self._index_raft
+        hw = self.high_watermark
+        magic = ENTRY_MAGIC
+        for e in entries:
+            data = e.data
+            if e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE and data[0] == magic:
+                _, _, base, last, _, _ = _HEADER.unpack_from(data, 0)
+                offsets.append(base)
+                raft_indexes.append(e.index)
+                hw = last + 1
+        self.applied_index = entries[-1].index
+        if len(offsets) > INDEX_CACHE_MAX:
+            del offsets[: INDEX_CACHE_MAX // 2]
+            del raft_indexes[: INDEX_CACHE_MAX // 2]
+        self._advance_hw(hw)
+        self._resolve(self._acks_all, entries)
+
+    def on_ready(self, rd: Ready) -> None:
+        if rd.role != Role.LEADER:
+            self._alloc_term = 0
+        if rd.entries and self._acks_leader:
+            self._resolve(self._acks_leader, rd.entries)
+
+    def _resolve(self, waiters: deque[_Waiter], entries: list[Entry]) -> None:
+        first, last = entries[0].index, entries[-1].index
+        while waiters and waiters[0].index <= last:
+            w = waiters.popleft()
+            if w.future.done():
+                continue
+            if w.index < first:
+                continue  # already settled by an earlier batch; cannot happen in order
+            if entries[w.index - first].term == w.term:
+                w.future.set_result((w.base, w.last))
+            else:
+                w.future.set_exception(BrokerError(
+                    Code.NOT_LEADER,
+                    "the write was lost in a leader change and not committed; retry it",
+                    retriable=True,
+                ))
+
+    def _advance_hw(self, hw: int) -> None:
+        if hw > self.high_watermark:
+            self.high_watermark = hw
+            self._hw_changed.set()
+            self._hw_changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ produce
+    async def produce(self, payload: bytes, acks: int, timeout_s: float) -> tuple[int, int]:
+        """Append ``payload`` (validated RecordBatch v2 bytes); returns (base, last) offset,
+        or (-1, -1) with acks=0. Raises BrokerError."""
+        group = self._require_group()
+        node = group.node
+        if node.role != Role.LEADER:
+            raise _not_leader(node.leader_id)
+        if len(payload) > self.config.max_message_bytes:
+            raise BrokerError(
+                Code.REQUEST_TOO_LARGE,
+                f"{len(payload)} bytes of record batches exceed max.message.bytes "
+                f"({self.config.max_message_bytes}) of topic {self.topic}; send smaller batches",
+            )
+        try:
+            spans = split_batches(payload)
+        except CorruptBatchError as exc:
+            raise BrokerError(Code.CORRUPT_BATCH, str(exc)) from None
+        if not spans:
+            raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no record batch")
+        if self._alloc_term != node.term:
+            self._reload_allocation()
+        buf = bytearray(HEADER_SIZE + len(payload))
+        buf[HEADER_SIZE:] = payload
+        view = memoryview(buf)[HEADER_SIZE:]
+        base = self._next_offset
+        nxt = assign_offsets(view, base, spans)
+        view.release()
+        cumulative = self._cumulative + len(payload)
+        _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, base, nxt - 1, self._clock_ms(), cumulative)
+        try:
+            index = node.propose(bytes(buf))
+        except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
+            raise _proposal_error(exc, node.leader_id) from None
+        self._next_offset = nxt
+        self._cumulative = cumulative
+        self._mark_dirty(self.group_id)
+        if acks == 0:
+            return -1, -1
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(index, node.term, future, base, nxt - 1)
+        (self._acks_all if acks < 0 else self._acks_leader).append(waiter)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()  # the waiter stays queued; _resolve skips settled futures
+            raise BrokerError(
+                Code.NO_QUORUM,
+                f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
+                f"{timeout_s:.1f}s (a replica may be down or partitioned); the write may "
+                "still be committed later, retry with idempotence to avoid a duplicate",
+                retriable=True,
+            ) from None
+
+    def _reload_allocation(self) -> None:
+        """New leadership: continue offsets after the last data entry in our log."""
+        node = self._require_group().node
+        next_offset, cumulative = self.log_start_offset, self._snapshot_cumulative
+        for index in range(node.last_index, node.first_index - 1, -1):
+            header = self._header_at(index)
+            if header is not None:
+                next_offset, cumulative = header.last_offset + 1, header.cumulative_bytes
+                break
+        if next_offset < self.high_watermark:
+            raise RuntimeError(
+                f"partition {self.topic}/{self.partition}: log tail offset {next_offset} is "
+                f"below the high watermark {self.high_watermark}"
+            )
+        self._next_offset, self._cumulative = next_offset, cumulative
+        self._alloc_term = node.term
+
+    # ------------------------------------------------------------------ fetch
+    async def wait_for_data(self, offset: int, timeout_s: float) -> None:
+        """Return when the high watermark passes ``offset`` or after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.high_watermark <= offset:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._hw_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def read(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """Committed batches from the one holding ``offset``: (bytes, next offset)."""
+        group = self._require_group()
+        if offset < self.log_start_offset or offset > self.high_watermark:
+            raise BrokerError(
+                Code.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is outside [{self.log_start_offset}, {self.high_watermark}] "
+                f"of {self.topic}/{self.partition}; seek to the log start or the end",
+            )
+        if offset == self.high_watermark:
+            return b"", offset
+        index = self._find_index(offset)
+        entries = group.node.log_entries(index, self.applied_index + 1, max_bytes)
+        parts = []
+        next_offset = offset
+        for e in entries:
+            header = entry_header(e)
+            if header is None:
+                continue
+            parts.append(memoryview(e.data)[HEADER_SIZE:])
+            next_offset = header.last_offset + 1
+        return b"".join(parts), next_offset
+
+    def _find_index(self, offset: int) -> int:
+        """Raft index of the data entry holding ``offset`` (committed, >= log start)."""
+        offsets = self._index_offsets
+        if offsets and offset >= offsets[0]:
+            return self._index_raft[bisect_right(offsets, offset) - 1]
+        node = self._require_group().node
+        lo = node.first_index
+        hi = self._index_raft[0] - 1 if self._index_raft else self.applied_index
+        # Binary search on disk over [lo, hi] for the last data entry with base <= offset.
+        found = lo
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            probe, header = self._next_data_entry(mid, hi)
+            if header is None:
+                hi = mid - 1
+            elif header.base_offset <= offset:
+                found = probe
+                lo = probe + 1
+            else:
+                hi = mid - 1
+        return found
+
+    def _next_data_entry(self, index: int, hi: int) -> tuple[int, EntryHeader | None]:
+        for i in range(index, hi + 1):
+            header = self._header_at(i)
+            if header is not None:
+                return i, header
+        return hi, None
+
+    def _drop_index_below(self, index: int) -> None:
+        raft_indexes = self._index_raft
+        cut = bisect_right(raft_indexes, index - 1)
+        if cut:
+            del raft_indexes[:cut]
+            del self._index_offsets[:cut]
+
+    # ------------------------------------------------------------------ retention
+    def retention_point(self) -> tuple[int, bytes] | None:
+        """The highest applied index whose entries retention drops (entries are removed
+        whole, up to and including it), with the snapshot data for that point, or None."""
+        group = self._require_group()
+        node = group.node
+        first, last = node.first_index, self.applied_index
+        if last < first:
+            return None
+        cut = 0
+        cfg = self.config
+        if cfg.retention_ms >= 0:
+            cutoff = self._clock_ms() - cfg.retention_ms
+            cut = max(cut, self._last_index_where(first, last, lambda h: h.append_time_ms < cutoff))
+        if cfg.retention_bytes >= 0:
+            _, tail = self._next_data_entry_backwards(last, first)
+            if tail is not None:
+                limit = tail.cumulative_bytes - cfg.retention_bytes
+                cut = max(cut, self._last_index_where(
+                    first, last, lambda h: h.cumulative_bytes <= limit))
+        if cut < first:
+            return None
+        index, header = self._next_data_entry_backwards(cut, first)
+        if header is None:
+            return None
+        return index, _SNAP.pack(1, header.last_offset + 1, header.cumulative_bytes)
+
+    def _last_index_where(self, lo: int, hi: int, pred: Callable[[EntryHeader], bool]) -> int:
+        """Largest data-entry index in [lo, hi] whose header satisfies ``pred`` (a predicate
+        true on a prefix of the log), or 0."""
+        found = 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            probe, header = self._next_data_entry(mid, hi)
+            if header is None:
+                hi = mid - 1
+            elif pred(header):
+                found = probe
+                lo = probe + 1
+            else:
+                hi = mid - 1
+        return found
+
+    def _next_data_entry_backwards(self, index: int, lo: int) -> tuple[int, EntryHeader | None]:
+        for i in range(index, lo - 1, -1):
+            header = self._header_at(i)
+            if header is not None:
+                return i, header
+        return lo, None
+
+    def compacted(self, index: int, snapshot_data: bytes) -> None:
+        """The store dropped entries <= ``index``; move the log start accordingly."""
+        _, log_start, cumulative = _SNAP.unpack_from(snapshot_data, 0)
+        self.log_start_offset = max(self.log_start_offset, log_start)
+        self._snapshot_cumulative = cumulative
+        self._drop_index_below(index + 1)
+
+    # ------------------------------------------------------------------ misc
+    def _require_group(self) -> Group:
+        if self.group is None or self.group.closed:
+            raise BrokerError(Code.UNKNOWN_PARTITION,
+                              f"{self.topic}/{self.partition} is not hosted here any more")
+        return self.group
+
+    def fail_waiters(self, error: BrokerError) -> None:
+        for waiters in (self._acks_all, self._acks_leader):
+            while waiters:
+                w = waiters.popleft()
+                if not w.future.done():
+                    w.future.set_exception(error)
+
+
+def _not_leader(leader_id: int) -> BrokerError:
+    return BrokerError(
+        Code.NOT_LEADER,
+        f"this node is not the partition leader; the leader is node {leader_id}"
+        if leader_id else "this node is not the partition leader and no leader is known yet; "
+        "retry after refreshing metadata",
+        retriable=True, leader_id=leader_id,
+    )
+
+
+def _proposal_error(exc: Exception, leader_id: int) -> BrokerError:
+    from raft import NotLeader
+
+    if isinstance(exc, NotLeader):
+        return _not_leader(exc.leader_id)
+    return BrokerError(Code.LEADER_NOT_AVAILABLE, f"write refused: {exc}", retriable=True,
+                       leader_id=leader_id)

@@ -1,0 +1,103 @@
+"""Run one node: the gRPC server (client, admin, peer, health, reflection services) and
+the broker behind it, until SIGTERM/SIGINT.
+
+SIGTERM is a graceful stop: leadership is transferred away first, then the server drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from client.pb.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from client.pb.raftka.v1 import raft_pb2, raft_pb2_grpc
+
+from ._broker import Broker
+from ._config import ConfigError, NodeConfig, from_args
+from ._services import AdminService, BrokerService
+from ._transport import RaftPeerService
+
+log = logging.getLogger("raftka.node")
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.WARNING),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: NodeConfig) -> int:
+    broker = Broker(config)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker), server)
+    raft_pb2_grpc.add_RaftPeerServicer_to_server(
+        RaftPeerService(config.node_id, broker.host.deliver_many), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((
+        broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
+        admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+        raft_pb2.DESCRIPTOR.services_by_name["RaftPeer"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ), server)
+    try:
+        port = server.add_insecure_port(config.listen)
+    except RuntimeError as exc:
+        log.error("cannot listen on %s: %s; is another process using the port?",
+                  config.listen, exc)
+        broker.db.close()
+        return 2
+    if port == 0:
+        log.error("cannot listen on %s; is another process using the port?", config.listen)
+        broker.db.close()
+        return 2
+    await server.start()
+    await broker.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready_loop = broker.host.ready_loop
+    done, _ = await asyncio.wait([loop.create_task(stop.wait()), ready_loop],
+                                 return_when=asyncio.FIRST_COMPLETED)
+    failed = ready_loop in done
+    await health_servicer.enter_graceful_shutdown()
+    await broker.stop(graceful=not failed)
+    await server.stop(grace=1.0)
+    if failed:
+        log.error("node %d stopped: its raft loop failed (see the error above)", config.node_id)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = from_args(argv)
+    except ConfigError as exc:
+        print(f"raftka node: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    return asyncio.run(serve(config))

@@ -1,0 +1,240 @@
+"""gRPC handlers for the client-facing services (Broker, Admin) of ``raftka.v1``.
+
+Every handler maps ``BrokerError`` to its status + ``ErrorInfo`` trailer, and any other
+exception to INTERNAL with a short message (logged with its traceback here, never sent to
+the client). Nothing a client sends can stop the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import grpc
+
+from client.pb.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
+from raft import Role
+
+from ._broker import Broker
+from ._controller import TopicMeta, encode_create_topic, encode_delete_topic
+from ._errors import BrokerError, Code, abort_with
+
+log = logging.getLogger("raftka.rpc")
+
+FETCH_MAX_BYTES_DEFAULT = 1 << 20
+FETCH_MAX_BYTES_MAX = 32 << 20
+FETCH_WAIT_MS_MAX = 30_000
+PRODUCE_TIMEOUT_MS_DEFAULT = 10_000
+PRODUCE_TIMEOUT_MS_MAX = 120_000
+ADMIN_TIMEOUT_S = 10.0
+_ACKS = {broker_pb2.ACKS_ALL: -1, broker_pb2.ACKS_LEADER: 1, broker_pb2.ACKS_NONE: 0}
+
+
+def _handler(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def wrapper(self: _Service, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except BrokerError as exc:
+            await abort_with(context, self.complete(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.exception("%s failed", method.__name__)
+            await abort_with(context, BrokerError(
+                Code.INTERNAL_ERROR, f"internal error in {method.__name__} "
+                f"({type(exc).__name__}); the node keeps serving, please report this"))
+    return wrapper
+
+
+class _Service:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def complete(self, exc: BrokerError) -> BrokerError:
+        if exc.leader_id and not exc.leader_address:
+            exc.leader_address = self.broker.address_of(exc.leader_id)
+        return exc
+
+    def topic_info(self, topic: TopicMeta) -> broker_pb2.TopicInfo:
+        b = self.broker
+        info = broker_pb2.TopicInfo(name=topic.name, replication_factor=topic.replication_factor,
+                                    configs=dict(topic.configs))
+        for meta in topic.partitions:
+            p = info.partitions.add(partition=meta.partition, replicas=list(meta.replicas),
+                                    leader_id=b.leader_of(topic, meta))
+            replica = b.partitions.get((topic.name, meta.partition))
+            if replica is not None and replica.group is not None:
+                p.high_watermark = replica.high_watermark
+                p.log_start_offset = replica.log_start_offset
+                p.leader_term = replica.group.node.term
+        return info
+
+
+def _require_leader(broker: Broker, topic: str, partition: int):
+    replica = broker.partition(topic, partition)
+    group = replica.group
+    if group is None or group.node.role != Role.LEADER:
+        leader = group.node.leader_id if group is not None else 0
+        raise BrokerError(
+            Code.NOT_LEADER,
+            f"node {broker.node_id} is not the leader of {topic}/{partition}"
+            + (f"; the leader is node {leader}" if leader else "; an election is in progress"),
+            retriable=True, leader_id=leader)
+    return replica
+
+
+class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
+    @_handler
+    async def Produce(self, request, context):  # noqa: N802
+        replica = _require_leader(self.broker, request.topic, request.partition)
+        acks = _ACKS.get(request.acks)
+        if acks is None:
+            raise BrokerError(Code.INVALID_REQUEST, f"unknown acks value {request.acks}")
+        which = request.WhichOneof("payload")
+        if which == "record_batches":
+            payload = request.record_batches
+        elif which == "records":
+            payload = _batch_from_records(request.records.records)
+        else:
+            raise BrokerError(Code.INVALID_REQUEST,
+                              "the produce request needs record_batches or records")
+        timeout_ms = min(request.timeout_ms or PRODUCE_TIMEOUT_MS_DEFAULT, PRODUCE_TIMEOUT_MS_MAX)
+        base, last = await replica.produce(payload, acks, timeout_ms / 1000)
+        return broker_pb2.ProduceResponse(base_offset=base, last_offset=last,
+                                          high_watermark=replica.high_watermark)
+
+    @_handler
+    async def Fetch(self, request, context):  # noqa: N802
+        replica = _require_leader(self.broker, request.topic, request.partition)
+        wait_ms = min(max(request.max_wait_ms, 0), FETCH_WAIT_MS_MAX)
+        if wait_ms and request.offset >= replica.high_watermark:
+            await replica.wait_for_data(request.offset, wait_ms / 1000)
+            replica = _require_leader(self.broker, request.topic, request.partition)
+        return self._read(replica, request, request.offset)
+
+    @_handler
+    async def FetchStream(self, request, context):  # noqa: N802
+        offset = request.offset
+        while True:
+            replica = _require_leader(self.broker, request.topic, request.partition)
+            if offset >= replica.high_watermark:
+                await replica.wait_for_data(offset, 5.0)
+                continue
+            response = self._read(replica, request, offset)
+            offset = response.next_offset
+            await context.write(response)
+
+    def _read(self, replica, request, offset: int) -> broker_pb2.FetchResponse:
+        max_bytes = min(request.max_bytes or FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_BYTES_MAX)
+        data, next_offset = replica.read(offset, max_bytes)
+        response = broker_pb2.FetchResponse(
+            high_watermark=replica.high_watermark, log_start_offset=replica.log_start_offset,
+            next_offset=next_offset)
+        if request.decode_records:
+            for r in decode_batches(data):
+                if r.offset < offset:
+                    continue  # a fetch returns whole batches; skip what precedes `offset`
+                pr = response.records.add(timestamp_ms=r.timestamp_ms, offset=r.offset)
+                if r.key is not None:
+                    pr.key = r.key
+                if r.value is not None:
+                    pr.value = r.value
+                for hk, hv in r.headers:
+                    h = pr.headers.add(key=hk)
+                    if hv is not None:
+                        h.value = hv
+        else:
+            response.record_batches = data
+        return response
+
+    @_handler
+    async def Metadata(self, request, context):  # noqa: N802
+        b = self.broker
+        state = b.controller.state
+        response = broker_pb2.MetadataResponse(controller_id=b.controller.leader_id())
+        for nid, addr in sorted(b.config.peers.items()):
+            response.brokers.add(id=nid, address=addr)
+        names = list(request.topics) or [t.name for t in state.topics_sorted()]
+        for name in names:
+            topic = state.topic(name)
+            if topic is None:
+                raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {name!r} does not exist")
+            response.topics.append(self.topic_info(topic))
+        return response
+
+
+def _batch_from_records(records) -> bytes:
+    builder = BatchBuilder(compression="lz4", max_bytes=64 << 20)
+    now_ms = int(time.time() * 1000)
+    for r in records:
+        headers = tuple((h.key, h.value if h.HasField("value") else None) for h in r.headers)
+        builder.append(r.key if r.HasField("key") else None,
+                       r.value if r.HasField("value") else None,
+                       headers, r.timestamp_ms or now_ms)
+    if not len(builder):
+        raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no records")
+    try:
+        return builder.build()
+    except CorruptBatchError as exc:
+        raise BrokerError(Code.INVALID_REQUEST, str(exc)) from None
+
+
+class AdminService(_Service, admin_pb2_grpc.AdminServicer):
+    @_handler
+    async def CreateTopic(self, request, context):  # noqa: N802
+        command = encode_create_topic(request.name, request.partitions or 1,
+                                      request.replication_factor or min(3, len(self.broker.config.peers)),
+                                      dict(request.configs))
+        result = await self.broker.controller.propose(command, ADMIN_TIMEOUT_S)
+        if not result.ok:
+            raise BrokerError(result.code, result.message)
+        topic = result.value
+        assert isinstance(topic, TopicMeta)
+        return admin_pb2.CreateTopicResponse(topic=self.topic_info(topic))
+
+    @_handler
+    async def DeleteTopic(self, request, context):  # noqa: N802
+        result = await self.broker.controller.propose(encode_delete_topic(request.name),
+                                                      ADMIN_TIMEOUT_S)
+        if not result.ok:
+            raise BrokerError(result.code, result.message)
+        return admin_pb2.DeleteTopicResponse()
+
+    @_handler
+    async def ListTopics(self, request, context):  # noqa: N802
+        state = self.broker.controller.state
+        return admin_pb2.ListTopicsResponse(names=[t.name for t in state.topics_sorted()])
+
+    @_handler
+    async def DescribeTopic(self, request, context):  # noqa: N802
+        topic = self.broker.controller.state.topic(request.name)
+        if topic is None:
+            raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {request.name!r} does not exist")
+        return admin_pb2.DescribeTopicResponse(topic=self.topic_info(topic))
+
+    @_handler
+    async def DescribeCluster(self, request, context):  # noqa: N802
+        b = self.broker
+        leaders: dict[int, int] = {}
+        under = 0
+        for replica in b.partitions.values():
+            group = replica.group
+            if group is None:
+                continue
+            leader = group.node.leader_id
+            if leader:
+                leaders[leader] = leaders.get(leader, 0) + 1
+            if group.node.role == Role.LEADER and any(
+                    not b.host.transport.is_reachable(v) for v in group.node.conf_state.voters):
+                under += 1
+        response = admin_pb2.DescribeClusterResponse(
+            controller_id=b.controller.leader_id(), under_replicated_partitions=under)
+        for nid, addr in sorted(b.config.peers.items()):
+            response.nodes.add(id=nid, address=addr, reachable=b.host.transport.is_reachable(nid),
+                               leader_count=leaders.get(nid, 0))
+        return response

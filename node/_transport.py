@@ -1,0 +1,221 @@
+"""Raft traffic between nodes over gRPC: one long-lived client stream per peer.
+
+Outgoing: ``PeerTransport.send(group_id, msg)`` queues a message for its peer; a sender task
+per peer drains the queue into ``RaftBatch``es (every group's messages, one protobuf per
+flush), with heartbeats and their answers packed as columns. If the peer is down the
+stream is re-opened with backoff and queued messages beyond a bound are dropped (Raft
+retransmits; losing messages is always safe, reordering too).
+
+Incoming: the ``RaftPeer.Stream`` handler decodes each batch and hands the messages to
+the ``deliver`` callback given at construction, on the event loop.
+
+Asyncio tasks owned here: one ``_sender`` per peer (owns that peer's queue and channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Iterable
+
+import grpc
+
+from client.pb.raftka.v1 import raft_pb2, raft_pb2_grpc
+from raft import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
+
+log = logging.getLogger("raftka.transport")
+
+# Channel settings from FAULTS.md: fast keepalive and reconnect backoff so that a healed
+# partition is usable again in well under a second.
+PEER_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+]
+
+QUEUE_MESSAGES_MAX = 20_000
+BATCH_MESSAGES_MAX = 2_000
+
+Deliver = Callable[[int, Message], None]
+
+
+# ----------------------------------------------------------------------- codec
+def message_to_proto(group_id: int, m: Message) -> raft_pb2.RaftMessage:
+    pm = raft_pb2.RaftMessage(
+        group_id=group_id, type=int(m.type), to=m.to, term=m.term, log_term=m.log_term,
+        index=m.index, commit=m.commit, reject=m.reject, reject_hint=m.reject_hint,
+        context=m.context,
+    )
+    if m.entries:
+        pm.entries.extend(
+            raft_pb2.RaftEntry(term=e.term, index=e.index, kind=e.kind, data=e.data)
+            for e in m.entries
+        )
+    if m.snapshot is not None:
+        meta = m.snapshot.meta
+        pm.snapshot.CopyFrom(raft_pb2.RaftSnapshot(
+            index=meta.index, term=meta.term, voters=sorted(meta.conf_state.voters),
+            learners=sorted(meta.conf_state.learners), data=m.snapshot.data,
+        ))
+    return pm
+
+
+def message_from_proto(pm: raft_pb2.RaftMessage, frm: int) -> Message:
+    snapshot = None
+    if pm.HasField("snapshot"):
+        s = pm.snapshot
+        conf = ConfState(frozenset(s.voters), frozenset(s.learners))
+        snapshot = Snapshot(SnapshotMeta(s.index, s.term, conf), s.data)
+    return Message(
+        MsgType(pm.type), pm.to, frm, term=pm.term, log_term=pm.log_term, index=pm.index,
+        entries=[Entry(e.term, e.index, e.kind, e.data) for e in pm.entries],
+        commit=pm.commit, reject=pm.reject, reject_hint=pm.reject_hint, snapshot=snapshot,
+        context=pm.context,
+    )
+
+
+def encode_batch(frm: int, to: int, items: Iterable[tuple[int, Message]]) -> raft_pb2.RaftBatch:
+    batch = raft_pb2.RaftBatch(from_node=frm, to_node=to)
+    hb, hbr = batch.heartbeats, batch.heartbeat_responses
+    for group_id, m in items:
+        if m.type == MsgType.HEARTBEAT and not m.context:
+            hb.group_id.append(group_id)
+            hb.term.append(m.term)
+            hb.commit.append(m.commit)
+        elif m.type == MsgType.HEARTBEAT_RESP and not m.context:
+            hbr.group_id.append(group_id)
+            hbr.term.append(m.term)
+        else:
+            batch.messages.append(message_to_proto(group_id, m))
+    return batch
+
+
+def decode_batch(batch: raft_pb2.RaftBatch) -> list[tuple[int, Message]]:
+    frm, to = batch.from_node, batch.to_node
+    out = [(pm.group_id, message_from_proto(pm, frm)) for pm in batch.messages]
+    hb = batch.heartbeats
+    for gid, term, commit in zip(hb.group_id, hb.term, hb.commit):
+        out.append((gid, Message(MsgType.HEARTBEAT, to, frm, term=term, commit=commit)))
+    hbr = batch.heartbeat_responses
+    for gid, term in zip(hbr.group_id, hbr.term):
+        out.append((gid, Message(MsgType.HEARTBEAT_RESP, to, frm, term=term)))
+    return out
+
+
+# ----------------------------------------------------------------------- sending
+class _Peer:
+    def __init__(self, node_id: int, address: str) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.queue: list[tuple[int, Message]] = []
+        self.wakeup = asyncio.Event()
+        self.connected = False
+        self.dropped = 0
+        self.task: asyncio.Task | None = None
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        node_id: int,
+        peers: dict[int, str],
+        on_unreachable: Callable[[int], None],
+    ) -> None:
+        self.node_id = node_id
+        self._peers = {pid: _Peer(pid, addr) for pid, addr in peers.items() if pid != node_id}
+        self._on_unreachable = on_unreachable
+        self._closed = False
+
+    def start(self) -> None:
+        for peer in self._peers.values():
+            peer.task = asyncio.get_running_loop().create_task(
+                self._sender(peer), name=f"raft-sender-{peer.node_id}"
+            )
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        for p in self._peers.values():
+            p.wakeup.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def is_reachable(self, node_id: int) -> bool:
+        peer = self._peers.get(node_id)
+        return node_id == self.node_id or (peer is not None and peer.connected)
+
+    def send(self, group_id: int, m: Message) -> None:
+        peer = self._peers.get(m.to)
+        if peer is None:
+            return  # not a node we know: nothing to do (configs name only known nodes)
+        if len(peer.queue) >= QUEUE_MESSAGES_MAX:
+            peer.dropped += 1  # bounded: Raft recovers lost messages by retransmission
+            return
+        peer.queue.append((group_id, m))
+        peer.wakeup.set()
+
+    async def _sender(self, peer: _Peer) -> None:
+        backoff = 0.05
+        while not self._closed:
+            channel = grpc.aio.insecure_channel(peer.address, options=PEER_CHANNEL_OPTIONS)
+            stub = raft_pb2_grpc.RaftPeerStub(channel)
+            try:
+                call = stub.Stream()
+                peer.connected = True
+                while not self._closed:
+                    if not peer.queue:
+                        peer.wakeup.clear()
+                        await peer.wakeup.wait()
+                        continue
+                    items = peer.queue[:BATCH_MESSAGES_MAX]
+                    del peer.queue[:BATCH_MESSAGES_MAX]
+                    await call.write(encode_batch(self.node_id, peer.node_id, items))
+                    backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any stream failure means: reconnect
+                if peer.connected:
+                    log.info("peer %d at %s unreachable: %s", peer.node_id, peer.address,
+                             _short(exc))
+                peer.connected = False
+                unsent = peer.queue
+                peer.queue = []
+                if unsent:
+                    self._on_unreachable(peer.node_id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 0.5)
+            finally:
+                await channel.close(grace=None)
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ----------------------------------------------------------------------- receiving
+class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
+    def __init__(self, node_id: int, deliver_many: Callable[[list[tuple[int, Message]]], None]):
+        self._node_id = node_id
+        self._deliver_many = deliver_many
+
+    async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC naming
+        count = 0
+        async for batch in request_iterator:
+            if batch.to_node != self._node_id:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"raft batch for node {batch.to_node} reached node {self._node_id}: "
+                    "the peer list of the sender is wrong",
+                )
+            count += 1
+            self._deliver_many(decode_batch(batch))
+        return raft_pb2.RaftStreamSummary(batches=count)
