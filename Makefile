@@ -27,7 +27,7 @@ proto: $(STAMP)
 	$(PY) -m client.pb._generate
 
 dev: $(STAMP)
-	@echo "raftka dev: the broker node is not built yet (issue 4); nothing to start."
+	$(PY) -m node.dev $(DEV_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks

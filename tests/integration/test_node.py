@@ -10,7 +10,7 @@ import pytest
 from client.pb.raftka.v1 import broker_pb2, errors_pb2
 from client.recordbatch import Record, build_batch, decode_batches
 
-from conftest import Cluster, error_info, wait_for
+from tests.harness import Cluster, error_info, wait_for
 
 
 def _batch(values: list[bytes]) -> bytes:
