@@ -66,6 +66,9 @@ class ControllerReplica:
         if results:
             self._on_applied()
 
+    def before_ready(self) -> None:
+        pass
+
     def on_ready(self, rd: Ready) -> None:
         pass
 

@@ -38,6 +38,10 @@ class StateMachine(Protocol):
 
     def restore(self, snapshot: Snapshot) -> None: ...
 
+    def before_ready(self) -> None:
+        """Just before the ready loop takes this group's Ready: propose what is queued."""
+        ...
+
     def apply(self, entries: list[Entry]) -> None: ...
 
     def on_ready(self, rd: Ready) -> None:
@@ -189,7 +193,10 @@ class RaftHost:
         readies: list[tuple[Group, Ready]] = []
         for group_id in dirty:
             group = self.groups.get(group_id)
-            if group is not None and group.node.has_ready():
+            if group is None:
+                continue
+            group.sm.before_ready()
+            if group.node.has_ready():
                 readies.append((group, group.node.ready()))
         if not readies:
             return

@@ -47,6 +47,7 @@ _HEADER = struct.Struct(">BBqqqq")
 HEADER_SIZE = _HEADER.size
 _SNAP = struct.Struct(">Bqq")
 INDEX_CACHE_MAX = 1 << 20
+PENDING_REQUESTS_MAX = 10_000
 
 
 class EntryHeader:
@@ -93,6 +94,23 @@ class _Waiter:
         self.last = last
 
 
+class _Pending:
+    __slots__ = ("payload", "spans", "acks", "future")
+
+    def __init__(self, payload: bytes, spans: list[tuple[int, int]], acks: int,
+                 future: asyncio.Future | None) -> None:
+        self.payload = payload
+        self.spans = spans
+        self.acks = acks
+        self.future = future
+
+
+def _fail(requests: list[_Pending], error: BrokerError) -> None:
+    for req in requests:
+        if req.future is not None and not req.future.done():
+            req.future.set_exception(error)
+
+
 class PartitionReplica:
     """State machine of one partition replica; all methods run on the event loop."""
 
@@ -117,6 +135,7 @@ class PartitionReplica:
         self._cumulative = 0
         self._acks_all: deque[_Waiter] = deque()
         self._acks_leader: deque[_Waiter] = deque()
+        self._pending: list[_Pending] = []  # produce requests not yet proposed
         self._hw_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -199,8 +218,12 @@ class PartitionReplica:
 
     # ------------------------------------------------------------------ produce
     async def produce(self, payload: bytes, acks: int, timeout_s: float) -> tuple[int, int]:
-        """Append ``payload`` (validated RecordBatch v2 bytes); returns (base, last) offset,
-        or (-1, -1) with acks=0. Raises BrokerError."""
+        """Append ``payload`` (RecordBatch v2 bytes, validated here); returns (base, last)
+        offset, or (-1, -1) with acks=0. Raises BrokerError.
+
+        Requests are not proposed one by one: they queue here and the host's ready loop
+        proposes everything queued as one batch of entries per pass (``before_ready``), so
+        concurrent producers share one replication round and one sync."""
         group = self._require_group()
         node = group.node
         if node.role != Role.LEADER:
@@ -217,32 +240,18 @@ class PartitionReplica:
             raise BrokerError(Code.CORRUPT_BATCH, str(exc)) from None
         if not spans:
             raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no record batch")
-        if self._alloc_term != node.term:
-            self._reload_allocation()
-        buf = bytearray(HEADER_SIZE + len(payload))
-        buf[HEADER_SIZE:] = payload
-        view = memoryview(buf)[HEADER_SIZE:]
-        base = self._next_offset
-        nxt = assign_offsets(view, base, spans)
-        view.release()
-        cumulative = self._cumulative + len(payload)
-        _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, base, nxt - 1, self._clock_ms(), cumulative)
-        try:
-            index = node.propose(bytes(buf))
-        except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
-            raise _proposal_error(exc, node.leader_id) from None
-        self._next_offset = nxt
-        self._cumulative = cumulative
+        if len(self._pending) >= PENDING_REQUESTS_MAX:
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
+                              "waiting for this partition; retry with backoff", retriable=True)
+        future = asyncio.get_running_loop().create_future() if acks != 0 else None
+        self._pending.append(_Pending(payload, spans, acks, future))
         self._mark_dirty(self.group_id)
-        if acks == 0:
+        if future is None:
             return -1, -1
-        future = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(index, node.term, future, base, nxt - 1)
-        (self._acks_all if acks < 0 else self._acks_leader).append(waiter)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
-            future.cancel()  # the waiter stays queued; _resolve skips settled futures
+            future.cancel()  # if still queued it is never proposed; if proposed, skipped
             raise BrokerError(
                 Code.NO_QUORUM,
                 f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
@@ -250,6 +259,55 @@ class PartitionReplica:
                 "still be committed later, retry with idempotence to avoid a duplicate",
                 retriable=True,
             ) from None
+
+    def before_ready(self) -> None:
+        """Propose every queued produce request as one batch of entries (the replicate
+        batcher). Offsets are assigned here, in proposal order."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        group = self.group
+        if group is None or group.closed:
+            _fail(pending, BrokerError(Code.UNKNOWN_PARTITION,
+                                       f"{self.topic}/{self.partition} is not hosted here"))
+            return
+        node = group.node
+        if node.role != Role.LEADER:
+            _fail(pending, _not_leader(node.leader_id))
+            return
+        if self._alloc_term != node.term:
+            self._reload_allocation()
+        next_offset, cumulative = self._next_offset, self._cumulative
+        now_ms = self._clock_ms()
+        datas: list[bytes] = []
+        placed: list[tuple[_Pending, int, int]] = []
+        for req in pending:
+            if req.future is not None and req.future.done():
+                continue  # the producer gave up before we proposed: never written
+            buf = bytearray(HEADER_SIZE + len(req.payload))
+            buf[HEADER_SIZE:] = req.payload
+            view = memoryview(buf)[HEADER_SIZE:]
+            nxt = assign_offsets(view, next_offset, req.spans)
+            view.release()
+            cumulative += len(req.payload)
+            _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, next_offset, nxt - 1, now_ms, cumulative)
+            datas.append(bytes(buf))
+            placed.append((req, next_offset, nxt - 1))
+            next_offset = nxt
+        if not datas:
+            return
+        try:
+            first_index, _ = node.propose_batch(datas)
+        except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
+            _fail([p for p, _, _ in placed], _proposal_error(exc, node.leader_id))
+            return
+        self._next_offset, self._cumulative = next_offset, cumulative
+        term = node.term
+        for i, (req, base, last) in enumerate(placed):
+            if req.future is None:
+                continue
+            waiter = _Waiter(first_index + i, term, req.future, base, last)
+            (self._acks_all if req.acks < 0 else self._acks_leader).append(waiter)
 
     def _reload_allocation(self) -> None:
         """New leadership: continue offsets after the last data entry in our log."""
@@ -405,6 +463,8 @@ class PartitionReplica:
         return self.group
 
     def fail_waiters(self, error: BrokerError) -> None:
+        pending, self._pending = self._pending, []
+        _fail(pending, error)
         for waiters in (self._acks_all, self._acks_leader):
             while waiters:
                 w = waiters.popleft()

@@ -209,13 +209,16 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
 
     async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC naming
         count = 0
-        async for batch in request_iterator:
-            if batch.to_node != self._node_id:
-                await context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"raft batch for node {batch.to_node} reached node {self._node_id}: "
-                    "the peer list of the sender is wrong",
-                )
-            count += 1
-            self._deliver_many(decode_batch(batch))
+        try:
+            async for batch in request_iterator:
+                if batch.to_node != self._node_id:
+                    await context.abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"raft batch for node {batch.to_node} reached node {self._node_id}: "
+                        "the peer list of the sender is wrong",
+                    )
+                count += 1
+                self._deliver_many(decode_batch(batch))
+        except asyncio.CancelledError:
+            pass  # server shutdown: the peer reconnects to whoever serves next
         return raft_pb2.RaftStreamSummary(batches=count)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,18 @@ def node_command(node_id: int, peers: dict[int, str], data_dir: Path,
         "--peers", ",".join(f"{k}={v}" for k, v in sorted(peers.items())),
         "--data-dir", str(data_dir / f"node-{node_id}"), *(extra or []),
     ]
+
+
+def ports_in_use(peers: dict[int, str]) -> list[str]:
+    busy = []
+    for address in peers.values():
+        host, _, port = address.rpartition(":")
+        with socket.socket() as s:
+            try:
+                s.bind((host, int(port)))
+            except OSError:
+                busy.append(address)
+    return busy
 
 
 def controller_leader(address: str, timeout_s: float = 1.0) -> int:
@@ -82,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     peers = cluster_peers(args.nodes, args.host, args.base_port)
+    busy = ports_in_use(peers)
+    if busy:
+        print(f"raftka dev: {', '.join(busy)} already in use (another cluster running?); "
+              "stop it or pick other ports with --base-port", file=sys.stderr)
+        return 1
     args.data_dir.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen(node_command(i, peers, args.data_dir, ["--log-level", args.log_level]))
              for i in peers]
