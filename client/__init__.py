@@ -1,1 +1,99 @@
-"""placeholder"""
+"""Raftka's Python client: ``Admin``, ``Producer`` and readers over the ``raftka.v1`` gRPC
+API (never the broker's code). The ``raftka`` command line lives in ``client.cli``.
+
+Minimal on purpose (DESIGN §5 lists the rest: idempotent pipelined producer, consumer
+groups): a synchronous API that follows leader changes on its own.
+
+    from client import Admin, Producer, PartitionReader
+
+    with Admin("127.0.0.1:7001") as admin:
+        admin.create_topic("events", partitions=3, replication_factor=3)
+        admin.wait_for_topic_ready("events", timeout=10)
+    with Producer("127.0.0.1:7001") as producer:
+        partition, offset = producer.send("events", b"hello", key=b"k").result()
+        offsets = producer.send_many("events", [b"a", b"b"], partition=0).result()  # bulk
+    with PartitionReader("127.0.0.1:7001", "events", partition, offset="earliest") as r:
+        records = r.poll(timeout=1.0)
+
+Errors are :class:`RaftkaError` subclasses with ``retriable`` / ``invalid_metadata`` flags.
+"""
+
+from client._admin import Admin
+from client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
+from client._errors import (
+    BrokerNotAvailableError,
+    CorruptBatchError,
+    InternalError,
+    InvalidConfigError,
+    InvalidRequestError,
+    LeaderNotAvailableError,
+    NoBrokersAvailable,
+    NoQuorumError,
+    NotEnoughReplicasError,
+    NotLeaderError,
+    OffsetOutOfRangeError,
+    ProducerClosedError,
+    RaftkaError,
+    RaftkaTimeoutError,
+    RequestTimedOutError,
+    RequestTooLargeError,
+    ShuttingDownError,
+    TopicExistsError,
+    UnknownPartitionError,
+    UnknownTopicError,
+    error_class_for_code,
+    error_from_rpc,
+)
+from client._partitioner import default_partition, murmur2
+from client._producer import Producer, RecordMetadata
+from client._reader import PartitionReader, TopicReader
+from client._types import (
+    BrokerDescription,
+    ClusterDescription,
+    ConsumedRecord,
+    NodeDescription,
+    PartitionDescription,
+    TopicDescription,
+)
+
+__all__ = [
+    "BOOTSTRAP_ENV",
+    "DEFAULT_BOOTSTRAP",
+    "Admin",
+    "BrokerDescription",
+    "BrokerNotAvailableError",
+    "ClusterDescription",
+    "ConsumedRecord",
+    "CorruptBatchError",
+    "InternalError",
+    "InvalidConfigError",
+    "InvalidRequestError",
+    "LeaderNotAvailableError",
+    "NoBrokersAvailable",
+    "NoQuorumError",
+    "NodeDescription",
+    "NotEnoughReplicasError",
+    "NotLeaderError",
+    "OffsetOutOfRangeError",
+    "PartitionDescription",
+    "PartitionReader",
+    "Producer",
+    "ProducerClosedError",
+    "RaftkaError",
+    "RaftkaTimeoutError",
+    "RecordMetadata",
+    "RequestTimedOutError",
+    "RequestTooLargeError",
+    "ShuttingDownError",
+    "TopicDescription",
+    "TopicExistsError",
+    "TopicReader",
+    "UnknownPartitionError",
+    "UnknownTopicError",
+    "channel_options",
+    "default_partition",
+    "error_class_for_code",
+    "error_from_rpc",
+    "murmur2",
+    "parse_bootstrap",
+]

@@ -1,0 +1,7 @@
+"""``python -m client`` = the ``raftka`` command."""
+
+import sys
+
+from client.cli import main
+
+sys.exit(main())

@@ -1,0 +1,447 @@
+"""Connections and the metadata cache shared by Admin, Producer and readers.
+
+- One gRPC channel per broker address, created on first use, with the options FAULTS.md
+  asks for: keepalive pings every ~1 s (a dead peer is noticed in about 2 s, not after TCP
+  retransmission backoff) and reconnect backoff 100-500 ms (a healed partition is usable
+  again in well under a second); message size limit 64 MiB both ways.
+- Every RPC has a deadline. A failed RPC becomes a :class:`RaftkaError` (see ``_errors``);
+  connection-level failures (UNAVAILABLE / DEADLINE_EXCEEDED without an ErrorInfo) mark the
+  address as recently failed so the next metadata request asks someone else first.
+- Metadata (brokers, controller, topics -> partitions -> leader) is refreshed on demand:
+  the callers refresh when an error says ``invalid_metadata``. A refreshed partition keeps
+  the leader it had if the new answer carries an older leader term (a lagging node must not
+  move us back to a deposed leader). A NOT_LEADER error that names the leader installs a
+  hint for that partition until the next refresh, so a redirect costs one round trip.
+
+Threading: every method may be called from any thread; the sync gRPC stubs are thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from client._errors import (
+    BrokerNotAvailableError,
+    NoBrokersAvailable,
+    NotLeaderError,
+    RaftkaError,
+    RaftkaTimeoutError,
+    RequestTimedOutError,
+    UnknownTopicError,
+    error_from_rpc,
+)
+from client._types import BrokerDescription, TopicDescription
+from client.pb.raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+
+__all__ = [
+    "BOOTSTRAP_ENV",
+    "DEFAULT_BOOTSTRAP",
+    "MAX_MESSAGE_BYTES",
+    "Backoff",
+    "Cluster",
+    "ClusterMetadata",
+    "channel_options",
+    "parse_bootstrap",
+]
+
+BOOTSTRAP_ENV = "RAFTKA_BOOTSTRAP"
+# What `raftka dev` prints with its defaults (3 nodes from port 7001).
+DEFAULT_BOOTSTRAP = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+KEEPALIVE_TIME_MS = 1000
+KEEPALIVE_TIMEOUT_MS = 1000
+RECONNECT_BACKOFF_MIN_MS = 100
+RECONNECT_BACKOFF_MAX_MS = 500
+
+_FAILED_RECENTLY_S = 5.0  # a failed address is asked last for this long
+_METADATA_CALL_TIMEOUT_S = 2.0  # per attempt; a refresh tries the next broker after it
+
+T = TypeVar("T")
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """gRPC channel options for client channels (see the module docstring).
+
+    The broker must accept pings this frequent, or it answers GOAWAY "too_many_pings":
+    its server needs ``grpc.http2.min_recv_ping_interval_without_data_ms`` <= 1000 (or
+    ``grpc.http2.max_ping_strikes`` = 0) and ``grpc.keepalive_permit_without_calls`` = 1.
+    """
+    return [
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MIN_MS),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MIN_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Retries are ours (they need metadata refreshes); gRPC's own would hide errors.
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def parse_bootstrap(bootstrap: str | Iterable[str]) -> list[str]:
+    """``"h1:p1,h2:p2"`` (or a list of ``"host:port"``) -> a deduplicated address list.
+
+    Raises ValueError naming the bad entry: an empty list, a missing host or a port that is
+    not a number in 1..65535.
+    """
+    if isinstance(bootstrap, str):
+        items = bootstrap.split(",")
+    else:
+        items = list(bootstrap)
+    out: list[str] = []
+    for raw in items:
+        entry = raw.strip()
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"bad bootstrap address {entry!r}: expected host:port, e.g. 127.0.0.1:7001"
+            )
+        if host.startswith("[") != host.endswith("]"):
+            raise ValueError(f"bad bootstrap address {entry!r}: unbalanced IPv6 brackets")
+        if entry not in out:
+            out.append(entry)
+    if not out:
+        raise ValueError(
+            "empty bootstrap list: give at least one broker address as host:port"
+        )
+    return out
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``next()`` returns the seconds to sleep."""
+
+    def __init__(self, initial_s: float = 0.05, maximum_s: float = 1.0) -> None:
+        self.initial_s = initial_s
+        self.maximum_s = maximum_s
+        self._current = initial_s
+
+    def next(self) -> float:
+        delay = random.uniform(self._current / 2, self._current)
+        self._current = min(self._current * 2, self.maximum_s)
+        return delay
+
+    def reset(self) -> None:
+        self._current = self.initial_s
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMetadata:
+    """One consistent view of the cluster (one node's answer, merged by leader term)."""
+
+    brokers: dict[int, str] = field(default_factory=dict)
+    controller_id: int = 0
+    topics: dict[str, TopicDescription] = field(default_factory=dict)
+    fetched_at: float = 0.0  # time.monotonic(); 0 = never fetched
+    source: str = ""  # the address that answered
+
+
+@dataclass(slots=True)
+class _Connection:
+    channel: grpc.Channel
+    broker: broker_pb2_grpc.BrokerStub
+    admin: admin_pb2_grpc.AdminStub
+
+
+def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
+    """``new``, except that partitions keep the leader they had when ``new`` carries an
+    older leader term for them."""
+    if not old.topics:
+        return new
+    topics: dict[str, TopicDescription] = {}
+    for name, t in new.topics.items():
+        prev = old.topics.get(name)
+        if prev is None:
+            topics[name] = t
+            continue
+        parts = []
+        changed = False
+        for p in t.partitions:
+            q = prev.partition(p.partition)
+            if q is not None and q.leader_id and q.leader_term > p.leader_term:
+                p = type(p)(p.partition, q.leader_id, p.replicas, p.high_watermark,
+                            p.log_start_offset, q.leader_term)
+                changed = True
+            parts.append(p)
+        topics[name] = (
+            TopicDescription(t.name, tuple(parts), t.replication_factor, t.configs)
+            if changed else t
+        )
+    return ClusterMetadata(new.brokers, new.controller_id, topics, new.fetched_at, new.source)
+
+
+class Cluster:
+    """Channels to brokers plus the metadata cache. Owned by one Admin/Producer/reader
+    (or shared by readers of one topic); ``close()`` closes every channel."""
+
+    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000) -> None:
+        self.bootstrap: list[str] = parse_bootstrap(bootstrap)
+        if request_timeout_ms <= 0:
+            raise ValueError(f"request_timeout_ms must be positive, got {request_timeout_ms}")
+        self.request_timeout_s = request_timeout_ms / 1000
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._connections: dict[str, _Connection] = {}
+        self._metadata = ClusterMetadata()
+        self._leader_hints: dict[tuple[str, int], str] = {}
+        self._failed_at: dict[str, float] = {}
+        self._last_good: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ connections
+
+    def _connection(self, address: str) -> _Connection:
+        with self._lock:
+            if self._closed:
+                raise RaftkaError("the client is closed")
+            conn = self._connections.get(address)
+            if conn is None:
+                channel = grpc.insecure_channel(address, options=channel_options())
+                conn = _Connection(channel, broker_pb2_grpc.BrokerStub(channel),
+                                   admin_pb2_grpc.AdminStub(channel))
+                self._connections[address] = conn
+            return conn
+
+    def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        return self._connection(address).broker
+
+    def admin_stub(self, address: str) -> admin_pb2_grpc.AdminStub:
+        return self._connection(address).admin
+
+    def note_success(self, address: str) -> None:
+        with self._lock:
+            self._failed_at.pop(address, None)
+            self._last_good = address
+
+    def note_failure(self, address: str, error: RaftkaError | None = None) -> None:
+        """Remember that ``address`` failed at connection level (it is asked last for a
+        while). Errors that a live broker sent (NOT_LEADER, ...) are not failures."""
+        if error is not None and not isinstance(
+            error, (BrokerNotAvailableError, RequestTimedOutError)
+        ):
+            return
+        with self._lock:
+            self._failed_at[address] = time.monotonic()
+            if self._last_good == address:
+                self._last_good = None
+            for key in [k for k, a in self._leader_hints.items() if a == address]:
+                del self._leader_hints[key]
+
+    def call(
+        self,
+        address: str,
+        fn: Callable[[Any], T],
+        request: Any,
+        timeout_s: float,
+        what: str,
+    ) -> T:
+        """Run one unary RPC ``fn`` (a stub method from ``broker_stub``/``admin_stub`` of
+        the same address) with a deadline; failures raise :class:`RaftkaError`."""
+        try:
+            response = fn(request, timeout=max(timeout_s, 0.001))  # type: ignore[call-arg]
+        except grpc.RpcError as e:
+            err = error_from_rpc(e, f"{what} at {address}")
+            self.note_failure(address, err)
+            raise err from e
+        self.note_success(address)
+        return response
+
+    def call_broker(self, address: str, method: str, request: Any, timeout_s: float,
+                    what: str = "") -> Any:
+        fn = getattr(self.broker_stub(address), method)
+        return self.call(address, fn, request, timeout_s, what or method)
+
+    def call_admin(self, address: str, method: str, request: Any, timeout_s: float,
+                   what: str = "") -> Any:
+        fn = getattr(self.admin_stub(address), method)
+        return self.call(address, fn, request, timeout_s, what or method)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._connections.values())
+            self._connections.clear()
+        for conn in conns:
+            conn.channel.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ addresses
+
+    def candidate_addresses(self) -> list[str]:
+        """Every address worth asking, best first: the last one that answered, the
+        brokers from metadata, the bootstrap list; recently failed ones last."""
+        with self._lock:
+            md = self._metadata
+            ordered: list[str] = []
+            if self._last_good:
+                ordered.append(self._last_good)
+            ordered += [md.brokers[i] for i in sorted(md.brokers)]
+            ordered += self.bootstrap
+            unique = [a for a in dict.fromkeys(ordered) if a]
+            now = time.monotonic()
+            failed = {a for a, t in self._failed_at.items() if now - t < _FAILED_RECENTLY_S}
+        return [a for a in unique if a not in failed] + [a for a in unique if a in failed]
+
+    def broker_address(self, broker_id: int) -> str | None:
+        return self._metadata.brokers.get(broker_id)
+
+    def brokers(self) -> list[BrokerDescription]:
+        md = self._metadata
+        return [BrokerDescription(i, md.brokers[i]) for i in sorted(md.brokers)]
+
+    def controller_address(self) -> str | None:
+        md = self._metadata
+        return md.brokers.get(md.controller_id) if md.controller_id else None
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def metadata(self) -> ClusterMetadata:
+        return self._metadata
+
+    def topic(self, name: str) -> TopicDescription | None:
+        return self._metadata.topics.get(name)
+
+    def leader_address(self, topic: str, partition: int) -> str | None:
+        """Where to send requests for a partition, or None while no leader is known."""
+        with self._lock:
+            hint = self._leader_hints.get((topic, partition))
+            if hint:
+                return hint
+            md = self._metadata
+        t = md.topics.get(topic)
+        p = t.partition(partition) if t is not None else None
+        if p is None or not p.leader_id:
+            return None
+        return md.brokers.get(p.leader_id)
+
+    def note_not_leader(self, topic: str, partition: int, error: NotLeaderError) -> bool:
+        """Install the leader a NOT_LEADER error named; True if it named one."""
+        address = error.leader_address or (
+            self.broker_address(error.leader_id) if error.leader_id else None
+        )
+        with self._lock:
+            if address:
+                self._leader_hints[(topic, partition)] = address
+                return True
+            self._leader_hints.pop((topic, partition), None)
+            return False
+
+    def forget_leader(self, topic: str, partition: int) -> None:
+        with self._lock:
+            self._leader_hints.pop((topic, partition), None)
+
+    def refresh_metadata(self, timeout_s: float | None = None,
+                         min_age_s: float = 0.0) -> ClusterMetadata:
+        """Ask brokers in :meth:`candidate_addresses` order until one answers.
+
+        Skipped (the cached view returned) when the cache is younger than ``min_age_s``:
+        callers that retry in a loop pass their backoff here so a burst of errors costs
+        one refresh. Concurrent callers share one request. Raises
+        :class:`NoBrokersAvailable` when nobody answered within ``timeout_s``.
+        """
+        timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        with self._refresh_lock:
+            md = self._metadata
+            if md.fetched_at and (md.fetched_at >= started
+                                  or time.monotonic() - md.fetched_at < min_age_s):
+                return md  # someone refreshed while we waited, or recently enough
+            deadline = started + timeout_s
+            tried: list[str] = []
+            last: RaftkaError | None = None
+            for address in self.candidate_addresses():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                tried.append(address)
+                try:
+                    resp = self.call_broker(
+                        address, "Metadata", broker_pb2.MetadataRequest(),
+                        min(remaining, _METADATA_CALL_TIMEOUT_S, self.request_timeout_s),
+                        "Metadata",
+                    )
+                except RaftkaError as e:
+                    last = e
+                    continue
+                new = ClusterMetadata(
+                    brokers={b.id: b.address for b in resp.brokers},
+                    controller_id=resp.controller_id,
+                    topics={t.name: TopicDescription.from_pb(t) for t in resp.topics},
+                    fetched_at=time.monotonic(),
+                    source=address,
+                )
+                with self._lock:
+                    self._metadata = _merge(self._metadata, new)
+                    self._leader_hints.clear()
+                    return self._metadata
+        raise NoBrokersAvailable(tried, last)
+
+    def wait_for_topic(self, name: str, timeout_s: float) -> TopicDescription:
+        """The topic's metadata, refreshing until it appears (a node may not have applied
+        a fresh creation yet). After ``timeout_s`` raises UnknownTopicError, or
+        NoBrokersAvailable if no broker answered at all."""
+        deadline = time.monotonic() + timeout_s
+        backoff = Backoff(0.05, 0.5)
+        answered = False
+        last: NoBrokersAvailable | None = None
+        while True:
+            t = self.topic(name)
+            if t is not None:
+                return t
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and (answered or last is not None):
+                if not answered and last is not None:
+                    raise NoBrokersAvailable(
+                        getattr(last, "tried", None), getattr(last, "last_error", last),
+                        timeout_s) from last
+                raise UnknownTopicError(
+                    f"topic {name!r} does not exist (not in the cluster metadata after "
+                    f"{timeout_s:g}s)"
+                )
+            try:
+                self.refresh_metadata(max(remaining, 0.5), min_age_s=0.0)
+                answered = True
+            except NoBrokersAvailable as e:
+                last = e
+            if self.topic(name) is None:
+                sleep_until(deadline, backoff.next())
+
+
+def sleep_until(deadline: float, delay_s: float) -> None:
+    """Sleep ``delay_s`` but never past ``deadline`` (time.monotonic())."""
+    time.sleep(max(0.0, min(delay_s, deadline - time.monotonic())))
+
+
+def resolve_bootstrap(value: str | Sequence[str] | None,
+                      environ: dict[str, str] | os._Environ[str] | None = None) -> str:
+    """The bootstrap to use: ``value`` if given, else ``$RAFTKA_BOOTSTRAP`` if set and
+    not blank, else :data:`DEFAULT_BOOTSTRAP`."""
+    if value:
+        return value if isinstance(value, str) else ",".join(value)
+    env = os.environ if environ is None else environ
+    from_env = env.get(BOOTSTRAP_ENV, "").strip()
+    return from_env or DEFAULT_BOOTSTRAP
+
+
+def deadline_error(what: str, timeout_s: float, last: BaseException | None) -> RaftkaTimeoutError:
+    detail = f"; last error: {last}" if last else ""
+    return RaftkaTimeoutError(f"{what} did not succeed within {timeout_s:g}s{detail}")

@@ -1,0 +1,369 @@
+"""The client's error table: one class per ``raftka.v1.ErrorCode``, in the aiokafka style.
+
+Retry logic branches on two class-level flags, never on message text:
+
+- ``retriable``: the same request may succeed if sent again (after a backoff);
+- ``invalid_metadata``: the cached metadata (who leads what, which brokers live) is stale,
+  so refresh it before retrying.
+
+Wire contract (``proto/raftka/v1/errors.proto``): every failed RPC carries a gRPC status
+code plus, in the trailing metadata key ``raftka-error-bin``, a serialized ``ErrorInfo``
+(code, message, retriable, leader_id, leader_address). :func:`error_from_rpc` turns a
+``grpc.RpcError`` into the matching :class:`RaftkaError`. When the trailer is absent (a dead
+node answers nothing, a stopped node lets the deadline pass) the gRPC status alone decides:
+UNAVAILABLE and DEADLINE_EXCEEDED are retriable with a metadata refresh.
+
+Table (code -> class, retriable, invalid_metadata)::
+
+    NOT_LEADER            NotLeaderError            yes  yes   carries leader_id/address
+    UNKNOWN_TOPIC         UnknownTopicError         yes  yes   retried only while metadata
+    UNKNOWN_PARTITION     UnknownPartitionError     yes  yes   still lists the topic
+    CORRUPT_BATCH         CorruptBatchError         no   no    also a recordbatch.CorruptBatchError
+    OFFSET_OUT_OF_RANGE   OffsetOutOfRangeError     no   no    readers reset per policy
+    TOPIC_EXISTS          TopicExistsError          no   no
+    REQUEST_TOO_LARGE     RequestTooLargeError      no   no
+    NO_QUORUM             NoQuorumError             yes  yes   the write may have happened
+    LEADER_NOT_AVAILABLE  LeaderNotAvailableError   yes  yes
+    INVALID_REQUEST       InvalidRequestError       no   no
+    INVALID_CONFIG        InvalidConfigError        no   no
+    SHUTTING_DOWN         ShuttingDownError         yes  yes
+    NOT_ENOUGH_REPLICAS   NotEnoughReplicasError    no   no
+    INTERNAL_ERROR        InternalError             no   no
+    (no trailer) UNAVAILABLE        BrokerNotAvailableError  yes  yes
+    (no trailer) DEADLINE_EXCEEDED  RequestTimedOutError     yes  yes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from client import recordbatch as _recordbatch
+from client.pb.raftka.v1 import errors_pb2
+
+__all__ = [
+    "ERROR_METADATA_KEY",
+    "BrokerNotAvailableError",
+    "CorruptBatchError",
+    "InternalError",
+    "InvalidConfigError",
+    "InvalidRequestError",
+    "LeaderNotAvailableError",
+    "NoBrokersAvailable",
+    "NoQuorumError",
+    "NotEnoughReplicasError",
+    "NotLeaderError",
+    "OffsetOutOfRangeError",
+    "ProducerClosedError",
+    "RaftkaError",
+    "RaftkaTimeoutError",
+    "RequestTimedOutError",
+    "RequestTooLargeError",
+    "ShuttingDownError",
+    "TopicExistsError",
+    "UnknownPartitionError",
+    "UnknownTopicError",
+    "error_class_for_code",
+    "error_from_rpc",
+]
+
+ERROR_METADATA_KEY = "raftka-error-bin"
+
+
+class RaftkaError(Exception):
+    """Base of every error the client raises or puts into a future.
+
+    ``code`` is the ``raftka.v1.ErrorCode`` (0 when the error did not come from a broker's
+    ErrorInfo); ``grpc_code`` the gRPC status when the error came from an RPC.
+    """
+
+    code: int = errors_pb2.ERROR_CODE_UNSPECIFIED  # per class; an instance may carry a newer one
+    retriable: bool = False
+    invalid_metadata: bool = False
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        grpc_code: grpc.StatusCode | None = None,
+        retriable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.grpc_code = grpc_code
+        if retriable is not None:
+            self.retriable = retriable  # instance override of the class default
+
+    @property
+    def code_name(self) -> str:
+        try:
+            return errors_pb2.ErrorCode.Name(self.code)
+        except ValueError:
+            return f"ERROR_CODE_{self.code}"
+
+    def __str__(self) -> str:
+        return self.message or type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class NotLeaderError(RaftkaError):
+    """The node is not the leader of the group the request is for (a partition or the
+    controller). ``leader_id`` / ``leader_address`` name the leader when it knows one
+    (0 / "" otherwise): go there directly."""
+
+    code = errors_pb2.NOT_LEADER
+    retriable = True
+    invalid_metadata = True
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        leader_id: int = 0,
+        leader_address: str = "",
+        grpc_code: grpc.StatusCode | None = None,
+        retriable: bool | None = None,
+    ) -> None:
+        super().__init__(message, grpc_code=grpc_code, retriable=retriable)
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class UnknownTopicError(RaftkaError):
+    """The topic does not exist (or this node has not applied its creation yet)."""
+
+    code = errors_pb2.UNKNOWN_TOPIC
+    retriable = True
+    invalid_metadata = True
+
+
+class UnknownPartitionError(RaftkaError):
+    code = errors_pb2.UNKNOWN_PARTITION
+    retriable = True
+    invalid_metadata = True
+
+
+class CorruptBatchError(RaftkaError, _recordbatch.CorruptBatchError):
+    """A record batch failed validation (bad magic, length, CRC or codec), on the broker or
+    while decoding a fetch. Also a :class:`client.recordbatch.CorruptBatchError`."""
+
+    code = errors_pb2.CORRUPT_BATCH
+
+
+class OffsetOutOfRangeError(RaftkaError):
+    """The requested offset is below the log start or beyond the high watermark."""
+
+    code = errors_pb2.OFFSET_OUT_OF_RANGE
+
+
+class TopicExistsError(RaftkaError):
+    code = errors_pb2.TOPIC_EXISTS
+
+
+class RequestTooLargeError(RaftkaError):
+    code = errors_pb2.REQUEST_TOO_LARGE
+
+
+class NoQuorumError(RaftkaError):
+    """Not committed in time (no majority reachable). The write may still have happened."""
+
+    code = errors_pb2.NO_QUORUM
+    retriable = True
+    invalid_metadata = True
+
+
+class LeaderNotAvailableError(RaftkaError):
+    """An election is in progress: retry shortly."""
+
+    code = errors_pb2.LEADER_NOT_AVAILABLE
+    retriable = True
+    invalid_metadata = True
+
+
+class InvalidRequestError(RaftkaError):
+    code = errors_pb2.INVALID_REQUEST
+
+
+class InvalidConfigError(RaftkaError):
+    code = errors_pb2.INVALID_CONFIG
+
+
+class ShuttingDownError(RaftkaError):
+    """The node is stopping: retry elsewhere."""
+
+    code = errors_pb2.SHUTTING_DOWN
+    retriable = True
+    invalid_metadata = True
+
+
+class NotEnoughReplicasError(RaftkaError):
+    """The replication factor asked for is larger than the number of live nodes."""
+
+    code = errors_pb2.NOT_ENOUGH_REPLICAS
+
+
+class InternalError(RaftkaError):
+    """A bug on the broker (it keeps serving). Not retried."""
+
+    code = errors_pb2.INTERNAL_ERROR
+
+
+# ---------------------------------------------------------------- client-side conditions
+
+
+class BrokerNotAvailableError(RaftkaError):
+    """The broker could not be reached (gRPC UNAVAILABLE without an ErrorInfo): it is down,
+    restarting or cut off. Try another broker after refreshing metadata."""
+
+    retriable = True
+    invalid_metadata = True
+
+
+class RequestTimedOutError(RaftkaError):
+    """One RPC hit its deadline (the node may be paused or overloaded). The request may
+    have been applied."""
+
+    retriable = True
+    invalid_metadata = True
+
+
+class NoBrokersAvailable(RaftkaError):
+    """None of the known brokers (bootstrap list included) answered. ``tried`` lists the
+    addresses asked; ``last_error`` is the last failure."""
+
+    retriable = True
+    invalid_metadata = True
+
+    def __init__(self, tried: list[str] | None = None, last_error: BaseException | None = None,
+                 waited_s: float | None = None) -> None:
+        self.tried = list(tried or [])
+        self.last_error = last_error
+        waited = f" for {waited_s:g}s" if waited_s is not None else ""
+        detail = f"; last error: {last_error}" if last_error is not None else ""
+        super().__init__(
+            f"no broker answered{waited} (tried {', '.join(self.tried) or 'nobody'}){detail}"
+        )
+
+
+class RaftkaTimeoutError(RaftkaError, TimeoutError):
+    """An operation (with all its retries) did not finish within its overall time limit.
+    The last underlying error, if any, is ``__cause__``. Also a builtin ``TimeoutError``."""
+
+
+class ProducerClosedError(RaftkaError):
+    """The producer was closed before the record could be delivered, or is closed."""
+
+
+_BY_CODE: dict[int, type[RaftkaError]] = {
+    cls.code: cls
+    for cls in (
+        NotLeaderError,
+        UnknownTopicError,
+        UnknownPartitionError,
+        CorruptBatchError,
+        OffsetOutOfRangeError,
+        TopicExistsError,
+        RequestTooLargeError,
+        NoQuorumError,
+        LeaderNotAvailableError,
+        InvalidRequestError,
+        InvalidConfigError,
+        ShuttingDownError,
+        NotEnoughReplicasError,
+        InternalError,
+    )
+}
+
+
+def error_class_for_code(code: int) -> type[RaftkaError]:
+    """The class for a ``raftka.v1.ErrorCode`` (``RaftkaError`` for unknown codes)."""
+    return _BY_CODE.get(code, RaftkaError)
+
+
+def _error_info(metadata: Iterable[Any] | None) -> errors_pb2.ErrorInfo | None:
+    """The ErrorInfo in trailing metadata, or None if absent or unparsable."""
+    if not metadata:
+        return None
+    for item in metadata:
+        try:
+            key, value = item[0], item[1]
+        except (TypeError, IndexError):
+            continue
+        if key != ERROR_METADATA_KEY:
+            continue
+        if isinstance(value, str):  # a "-bin" key always carries bytes; be lenient
+            value = value.encode("latin-1")
+        try:
+            return errors_pb2.ErrorInfo.FromString(bytes(value))
+        except Exception:  # noqa: BLE001 - a garbled trailer must not hide the status
+            return None
+    return None
+
+
+def _call(obj: Any, name: str) -> Any:
+    fn = getattr(obj, name, None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - some RpcError flavours raise when not a Call
+        return None
+
+
+def error_from_rpc(rpc_error: BaseException, what: str = "") -> RaftkaError:
+    """Turn a ``grpc.RpcError`` (anything with ``code()``, ``details()`` and
+    ``trailing_metadata()``) into the matching :class:`RaftkaError`.
+
+    ``what`` names the request for the message (e.g. ``"Produce t/0 to 127.0.0.1:7001"``).
+    """
+    status: grpc.StatusCode | None = _call(rpc_error, "code")
+    details: str = _call(rpc_error, "details") or ""
+    info = _error_info(_call(rpc_error, "trailing_metadata"))
+    prefix = f"{what}: " if what else ""
+    status_name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+
+    if info is not None and info.code != errors_pb2.ERROR_CODE_UNSPECIFIED:
+        cls = error_class_for_code(info.code)
+        text = info.message or details or cls.__name__
+        name = errors_pb2.ErrorCode.Name(info.code) if cls is not RaftkaError else status_name
+        message = f"{prefix}{name}: {text}"
+        retriable = cls.retriable or info.retriable
+        if cls is NotLeaderError:
+            if info.leader_address:
+                message += f" (leader: node {info.leader_id} at {info.leader_address})"
+            return NotLeaderError(
+                message,
+                leader_id=info.leader_id,
+                leader_address=info.leader_address,
+                grpc_code=status,
+                retriable=retriable,
+            )
+        err = cls(message, grpc_code=status, retriable=retriable)
+        if cls is RaftkaError:
+            err.code = info.code  # a code newer than this client: keep the number
+            if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                err.invalid_metadata = True
+        return err
+
+    text = details or status_name
+    if status == grpc.StatusCode.UNAVAILABLE:
+        return BrokerNotAvailableError(f"{prefix}broker unavailable: {text}", grpc_code=status)
+    if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RequestTimedOutError(f"{prefix}no answer before the deadline: {text}",
+                                    grpc_code=status)
+    if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return RequestTooLargeError(f"{prefix}request or response too large: {text}",
+                                    grpc_code=status)
+    if status == grpc.StatusCode.UNIMPLEMENTED:
+        return RaftkaError(
+            f"{prefix}the broker does not implement this call ({text}); client and broker "
+            "versions differ",
+            grpc_code=status,
+        )
+    if status == grpc.StatusCode.INTERNAL:
+        return InternalError(f"{prefix}internal error: {text}", grpc_code=status)
+    return RaftkaError(f"{prefix}{status_name}: {text}", grpc_code=status)

@@ -1,0 +1,408 @@
+"""Readers: committed records of a partition from an offset, following leader changes.
+
+:class:`PartitionReader` long-polls one partition with unary ``Fetch`` (``max_wait_ms``)
+against its leader, decodes the returned RecordBatch v2 bytes on the client
+(``client.recordbatch``) and keeps ``position`` (the next offset it will return). A fetch
+returns whole batches, so records below ``position`` are dropped; control batches are
+skipped. On NOT_LEADER it goes to the named leader; on other metadata errors (node down,
+paused, shutting down, election) it refreshes metadata and retries with backoff, within the
+``poll`` timeout.
+
+Start position: ``"earliest"`` (log start offset), ``"latest"`` (high watermark, i.e. only
+new records) or an offset. Both names are resolved by asking the partition leader's
+metadata (exact there). When the position falls out of the log (retention moved the log
+start past it, or an explicit offset beyond the end) ``offset_reset`` decides: jump to
+``"earliest"`` / ``"latest"``, or ``"none"``: raise OffsetOutOfRangeError.
+
+:class:`TopicReader` reads every partition of a topic round-robin (the CLI's consume
+without ``--partition``); consumer groups with committed offsets come with the full client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+
+from client._cluster import Backoff, Cluster, sleep_until
+from client._errors import (
+    CorruptBatchError,
+    NotLeaderError,
+    OffsetOutOfRangeError,
+    RaftkaError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from client._types import ConsumedRecord
+from client.pb.raftka.v1 import broker_pb2
+from client.recordbatch import CorruptBatchError as _DecodeError
+from client.recordbatch import decode_records, parse_header
+
+__all__ = ["PartitionReader", "TopicReader"]
+
+_OFFSET_NAMES = {"earliest": "earliest", "beginning": "earliest", "smallest": "earliest",
+                 "latest": "latest", "end": "latest", "largest": "latest"}
+_RESET_POLICIES = ("earliest", "latest", "none")
+
+
+def _start_spec(offset: str | int) -> str | int:
+    if isinstance(offset, bool):
+        raise TypeError("offset must be 'earliest', 'latest' or an int")
+    if isinstance(offset, int):
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        return offset
+    name = _OFFSET_NAMES.get(str(offset).strip().lower())
+    if name is None:
+        raise ValueError(f"offset must be 'earliest', 'latest' or an int, got {offset!r}")
+    return name
+
+
+class PartitionReader:
+    """Reads one partition from ``offset`` on. Not thread-safe (one reader, one thread).
+
+    ``poll(timeout)`` returns the next records (possibly none) within ``timeout`` seconds
+    (plus at most one RPC deadline when a broker stops answering mid-call); iterating
+    yields records forever.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str] | Cluster,
+        topic: str,
+        partition: int,
+        offset: str | int = "earliest",
+        *,
+        offset_reset: str | None = None,
+        max_wait_ms: int = 500,
+        max_bytes: int = 1024 * 1024,
+        request_timeout_ms: int = 2000,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self._start = _start_spec(offset)
+        if offset_reset is None:
+            offset_reset = self._start if isinstance(self._start, str) else "none"
+        if offset_reset not in _RESET_POLICIES:
+            raise ValueError(f"offset_reset must be one of {_RESET_POLICIES}, got {offset_reset!r}")
+        self._offset_reset = offset_reset
+        self._max_wait_ms = max_wait_ms
+        self._max_bytes = max_bytes
+        self._owns_cluster = not isinstance(bootstrap, Cluster)
+        self._cluster = (Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+                         if not isinstance(bootstrap, Cluster) else bootstrap)
+        self._rpc_margin_s = request_timeout_ms / 1000
+        self._position: int | None = self._start if isinstance(self._start, int) else None
+        self._high_watermark: int | None = None
+        self._log_start_offset: int | None = None
+        self._buffer: deque[ConsumedRecord] = deque()
+        self._backoff = Backoff(0.05, 0.5)
+        self._closed = False
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def position(self) -> int | None:
+        """The offset of the next record ``poll`` returns (None until resolved)."""
+        if self._buffer:
+            return self._buffer[0].offset
+        return self._position
+
+    @property
+    def high_watermark(self) -> int | None:
+        """Offset after the last committed record, as of the last fetch (None before)."""
+        return self._high_watermark
+
+    @property
+    def log_start_offset(self) -> int | None:
+        return self._log_start_offset
+
+    @property
+    def at_end(self) -> bool:
+        """True when everything committed as of the last fetch has been returned."""
+        pos = self.position
+        return (pos is not None and self._high_watermark is not None
+                and pos >= self._high_watermark)
+
+    def seek(self, offset: str | int) -> None:
+        """Continue from ``offset`` ('earliest', 'latest' or an int) at the next poll."""
+        spec = _start_spec(offset)
+        self._buffer.clear()
+        self._start = spec
+        self._position = spec if isinstance(spec, int) else None
+
+    # ------------------------------------------------------------------ reading
+
+    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
+        """The next records at ``position`` (advancing it), waiting up to ``timeout``
+        seconds for some to be committed. Retriable failures are retried inside the
+        timeout; the others raise (UnknownTopicError, OffsetOutOfRangeError with
+        offset_reset='none', ...)."""
+        if self._closed:
+            raise RaftkaError("the reader is closed")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        first = True
+        while not self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not first:
+                return []
+            first = False
+            self._fetch_once(max(remaining, 0.0), deadline)
+        n = len(self._buffer) if max_records is None else min(max_records, len(self._buffer))
+        return [self._buffer.popleft() for _ in range(n)]
+
+    def __iter__(self) -> Iterator[ConsumedRecord]:
+        while True:
+            yield from self.poll(1.0)
+
+    def _fetch_once(self, remaining: float, deadline: float) -> None:
+        """One attempt: resolve the start, fetch, decode. Retriable errors are absorbed
+        (after a backoff that respects ``deadline``); the others raise."""
+        address = self._cluster.leader_address(self.topic, self.partition)
+        try:
+            if address is None:
+                self._refresh(remaining)
+                address = self._cluster.leader_address(self.topic, self.partition)
+                if address is None:
+                    self._check_partition_exists()
+                    sleep_until(deadline, self._backoff.next())
+                    return
+            if self._position is None:
+                self._resolve_start(address, remaining)
+            assert self._position is not None
+            wait_ms = int(min(self._max_wait_ms, remaining * 1000))
+            response = self._cluster.call_broker(
+                address, "Fetch",
+                broker_pb2.FetchRequest(topic=self.topic, partition=self.partition,
+                                        offset=self._position, max_bytes=self._max_bytes,
+                                        max_wait_ms=wait_ms),
+                wait_ms / 1000 + self._rpc_margin_s,
+                f"Fetch {self.topic}/{self.partition}@{self._position}",
+            )
+        except NotLeaderError as e:
+            if not self._cluster.note_not_leader(self.topic, self.partition, e):
+                self._refresh(remaining)
+                sleep_until(deadline, self._backoff.next())
+            return
+        except OffsetOutOfRangeError:
+            self._reset_position(address, remaining)
+            return
+        except (UnknownTopicError, UnknownPartitionError):
+            # a lagging node, or really gone: the metadata decides
+            self._cluster.forget_leader(self.topic, self.partition)
+            self._refresh(remaining, force=True)
+            self._check_partition_exists()
+            sleep_until(deadline, self._backoff.next())
+            return
+        except RaftkaError as e:
+            if not e.retriable:
+                raise
+            if e.invalid_metadata:
+                self._cluster.forget_leader(self.topic, self.partition)
+                self._refresh(remaining)
+            sleep_until(deadline, self._backoff.next())
+            return
+        self._backoff.reset()
+        self._take(response)
+
+    def _take(self, response: broker_pb2.FetchResponse) -> None:
+        position = self._position
+        assert position is not None
+        # max(): a new leader may briefly report a lower watermark than its predecessor
+        # did; records below the higher one are committed and will be served.
+        self._high_watermark = max(self._high_watermark or 0, response.high_watermark)
+        self._log_start_offset = response.log_start_offset
+        buf = response.record_batches
+        topic, partition = self.topic, self.partition
+        out = self._buffer
+        next_position = position
+        if buf:
+            pos = 0
+            try:
+                while pos < len(buf):
+                    header = parse_header(buf, pos)  # validates length and CRC
+                    if header.next_offset > next_position and not header.is_control:
+                        for r in decode_records(buf, pos, verify=False):
+                            if r.offset >= next_position:
+                                out.append(ConsumedRecord(topic, partition, r.offset, r.key,
+                                                          r.value, r.headers,
+                                                          r.timestamp_ms or 0))
+                    next_position = max(next_position, header.next_offset)
+                    pos += header.size
+            except _DecodeError as e:
+                if next_position == position:  # nothing usable: refuse to skip data
+                    raise CorruptBatchError(
+                        f"fetch of {topic}/{partition}@{position} returned a corrupt batch: "
+                        f"{e}") from e
+                # keep what decoded; the next fetch starts right after it
+        elif response.records:  # a broker that answered with decoded records
+            for r in response.records:
+                if r.offset >= next_position:
+                    out.append(ConsumedRecord(
+                        topic, partition, r.offset,
+                        r.key if r.HasField("key") else None,
+                        r.value if r.HasField("value") else None,
+                        tuple((h.key, h.value if h.HasField("value") else None)
+                              for h in r.headers),
+                        r.timestamp_ms))
+                    next_position = r.offset + 1
+        elif position < response.next_offset <= response.high_watermark:
+            next_position = response.next_offset  # a gap the broker told us to skip
+        self._position = next_position
+
+    # ------------------------------------------------------------------ helpers
+
+    def _refresh(self, remaining: float, force: bool = False) -> None:
+        try:
+            self._cluster.refresh_metadata(min(max(remaining, 0.2), 5.0),
+                                           min_age_s=0.0 if force else 0.1)
+        except RaftkaError:
+            pass  # nobody answered: the caller backs off and tries again
+
+    def _check_partition_exists(self) -> None:
+        md = self._cluster.metadata
+        if not md.fetched_at:
+            return
+        t = md.topics.get(self.topic)
+        if t is None:
+            raise UnknownTopicError(f"topic {self.topic!r} does not exist")
+        if t.partition(self.partition) is None:
+            raise UnknownPartitionError(
+                f"topic {self.topic!r} has partitions 0..{t.partition_count - 1}, "
+                f"not {self.partition}")
+
+    def _leader_offsets(self, address: str, remaining: float) -> tuple[int, int]:
+        """(log_start_offset, high_watermark) from the leader's own metadata."""
+        response = self._cluster.call_broker(
+            address, "Metadata", broker_pb2.MetadataRequest(topics=[self.topic]),
+            min(max(remaining, 0.2), self._rpc_margin_s), f"Metadata {self.topic}",
+        )
+        for t in response.topics:
+            if t.name == self.topic:
+                for p in t.partitions:
+                    if p.partition == self.partition:
+                        return p.log_start_offset, p.high_watermark
+        raise UnknownPartitionError(f"{self.topic}/{self.partition} is not in the metadata "
+                                    f"of its leader at {address}")
+
+    def _resolve_start(self, address: str, remaining: float) -> None:
+        log_start, high_watermark = self._leader_offsets(address, remaining)
+        self._log_start_offset = log_start
+        self._high_watermark = high_watermark
+        self._position = log_start if self._start == "earliest" else high_watermark
+
+    def _reset_position(self, address: str | None, remaining: float) -> None:
+        position = self._position
+        if self._offset_reset == "none" or address is None:
+            if address is not None:
+                try:  # for the message only
+                    self._log_start_offset, self._high_watermark = self._leader_offsets(
+                        address, remaining)
+                except RaftkaError:
+                    pass
+            raise OffsetOutOfRangeError(
+                f"offset {position} is out of range for {self.topic}/{self.partition} "
+                f"(log start {self._log_start_offset}, high watermark {self._high_watermark})")
+        log_start, high_watermark = self._leader_offsets(address, remaining)
+        self._log_start_offset = log_start
+        self._high_watermark = high_watermark
+        self._position = log_start if self._offset_reset == "earliest" else high_watermark
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._closed = True
+        if self._owns_cluster:
+            self._cluster.close()
+
+    def __enter__(self) -> PartitionReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class TopicReader:
+    """Reads several partitions of one topic (all by default), round-robin, sharing one
+    connection pool. ``poll`` first asks every partition without waiting, then long-polls
+    them in turn with short waits until ``timeout``."""
+
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str],
+        topic: str,
+        partitions: Sequence[int] | None = None,
+        offset: str | int = "earliest",
+        *,
+        offset_reset: str | None = None,
+        metadata_timeout: float = 10.0,
+        request_timeout_ms: int = 2000,
+        max_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.topic = topic
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        try:
+            # fail fast (UnknownTopicError, NoBrokersAvailable) rather than poll forever
+            description = self._cluster.wait_for_topic(topic, metadata_timeout)
+            if partitions is None:
+                partitions = [p.partition for p in description.partitions]
+            for p in partitions:
+                if description.partition(p) is None:
+                    raise UnknownPartitionError(
+                        f"topic {topic!r} has partitions 0..{description.partition_count - 1}, "
+                        f"not {p}")
+            self._readers = [
+                PartitionReader(self._cluster, topic, p, offset, offset_reset=offset_reset,
+                                request_timeout_ms=request_timeout_ms, max_bytes=max_bytes)
+                for p in partitions
+            ]
+        except BaseException:
+            self._cluster.close()
+            raise
+        self._next = 0
+
+    @property
+    def readers(self) -> list[PartitionReader]:
+        return list(self._readers)
+
+    @property
+    def at_end(self) -> bool:
+        return all(r.at_end for r in self._readers)
+
+    def positions(self) -> dict[int, int | None]:
+        return {r.partition: r.position for r in self._readers}
+
+    def poll(self, timeout: float = 1.0) -> list[ConsumedRecord]:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        n = len(self._readers)
+        if not n:
+            return []
+        wait_s = 0.0  # the first round does not wait
+        while True:
+            for _ in range(n):
+                reader = self._readers[self._next]
+                self._next = (self._next + 1) % n
+                records = reader.poll(min(wait_s, max(deadline - time.monotonic(), 0.0)))
+                if records:
+                    return records
+            if time.monotonic() >= deadline:
+                return []
+            wait_s = min(0.1, 1.0 / n) if n > 1 else 1.0
+
+    def __iter__(self) -> Iterator[ConsumedRecord]:
+        while True:
+            yield from self.poll(1.0)
+
+    def close(self) -> None:
+        for r in self._readers:
+            r.close()
+        self._cluster.close()
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,500 @@
+"""``raftka``: the command line (rpk-like).
+
+::
+
+    raftka dev [--nodes 3] [--data-dir ./raftka-data] [--base-port 7001]   (python -m node.dev)
+    raftka node --id 1 --listen H:P --peers 1=H:P,... --data-dir D          (python -m node)
+    raftka topic create NAME [-p N] [-r R] [-c key=value ...] [--no-wait]
+    raftka topic list | describe NAME | delete NAME
+    raftka cluster status
+    raftka produce TOPIC [--partition N] [--key K] [--acks all|1|0]        (stdin lines)
+    raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
+
+Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
+then ``127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`` (what ``raftka dev`` prints by
+default). Topic and cluster commands print tables, or JSON with ``--json``.
+
+Exit codes: 0 success; 1 a failure, reported as one line on stderr saying what happened and
+what to do (never a traceback; ``RAFTKA_DEBUG=1`` shows one for bugs); 2 bad usage
+(argparse); 130 interrupted. ``dev`` and ``node`` replace this process with
+``python -m node[.dev]`` (the client never imports the broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any, NoReturn, TextIO
+
+from client._admin import Admin
+from client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
+from client._errors import (
+    BrokerNotAvailableError,
+    InvalidConfigError,
+    NoBrokersAvailable,
+    NotEnoughReplicasError,
+    OffsetOutOfRangeError,
+    RaftkaError,
+    RaftkaTimeoutError,
+    RequestTimedOutError,
+    RequestTooLargeError,
+    TopicExistsError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
+from client._producer import Producer, parse_acks
+from client._reader import TopicReader
+
+__all__ = ["build_parser", "main", "node_command"]
+
+PROG = "raftka"
+_PASS_THROUGH = {"node": "node", "dev": "node.dev"}
+_REACH_TIMEOUT_S = 5.0  # how long commands wait for any broker to answer at all
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-b", "--bootstrap", metavar="HOST:PORT,...", default=None,
+        help=f"brokers to contact first (default: ${BOOTSTRAP_ENV}, else {DEFAULT_BOOTSTRAP})",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    timeout = argparse.ArgumentParser(add_help=False)
+    timeout.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                         help="give up after this long, retries included (default 30)")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Raftka: a replicated log with Kafka's model and Raft's guarantees.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("dev", add_help=False,
+                   help="start a local N-node cluster (runs `python -m node.dev ARGS`)")
+    sub.add_parser("node", add_help=False,
+                   help="run one broker node (runs `python -m node ARGS`)")
+
+    topic = sub.add_parser("topic", help="create, list, describe or delete topics")
+    tsub = topic.add_subparsers(dest="topic_command", metavar="ACTION", required=True)
+    create = tsub.add_parser("create", parents=[common, as_json, timeout],
+                             help="create a topic and wait until every partition has a leader")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("-p", "--partitions", type=_positive_int, default=1,
+                        help="number of partitions (default 1)")
+    create.add_argument("-r", "--replicas", type=_positive_int, default=None,
+                        help="replication factor (default: 3, or the node count if smaller)")
+    create.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
+                        type=_key_value,
+                        help="topic config, repeatable (retention.ms, retention.bytes, "
+                             "max.message.bytes)")
+    create.add_argument("--no-wait", action="store_true",
+                        help="return once the controller accepted it, before leaders exist")
+    tsub.add_parser("list", parents=[common, as_json, timeout], help="list topics")
+    describe = tsub.add_parser("describe", parents=[common, as_json, timeout],
+                               help="partitions, leaders, replicas, watermarks, configs")
+    describe.add_argument("name", metavar="NAME")
+    delete = tsub.add_parser("delete", parents=[common, as_json, timeout],
+                             help="delete a topic and its data")
+    delete.add_argument("name", metavar="NAME")
+
+    cluster = sub.add_parser("cluster", help="cluster information")
+    csub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
+    csub.add_parser("status", parents=[common, as_json, timeout],
+                    help="nodes, reachability, controller, partition leaders")
+
+    produce = sub.add_parser(
+        "produce", parents=[common],
+        help="write stdin to a topic, one record per line",
+        description="Write one record per stdin line (without its newline). Prints only a "
+                    "summary on stderr; exits 0 only when every line was acknowledged.",
+    )
+    produce.add_argument("topic", metavar="TOPIC")
+    produce.add_argument("--partition", type=_non_negative_int, default=None,
+                         help="write to this partition (default: by key, else round-robin)")
+    produce.add_argument("-k", "--key", default=None, help="key for every record")
+    produce.add_argument("--acks", default="all", type=_acks, metavar="all|1|0",
+                         help="all: a majority has it durably (default); 1: the leader; "
+                              "0: no wait")
+    produce.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                         help="delivery timeout per record, retries included (default 30)")
+
+    consume = sub.add_parser(
+        "consume", parents=[common],
+        help="print a topic's records, one value per line",
+        description="Print committed records, one value per line (like kcat -C).",
+    )
+    consume.add_argument("topic", metavar="TOPIC")
+    consume.add_argument("--partition", type=_non_negative_int, default=None,
+                         help="only this partition (default: every partition)")
+    start = consume.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true",
+                       help="start at the oldest record (default: only new records)")
+    start.add_argument("-o", "--offset", type=_offset, default=None,
+                       help="start at this offset (needs --partition), or earliest/latest")
+    consume.add_argument("-e", "--exit-at-end", action="store_true",
+                         help="exit once every partition is read up to its high watermark")
+    consume.add_argument("-n", "--count", type=_positive_int, default=None,
+                         help="exit after this many records")
+    consume.add_argument("--print-offsets", action="store_true",
+                         help="prefix each value with PARTITION<TAB>OFFSET<TAB>")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _acks(text: str) -> str:
+    try:
+        parse_acks(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip().lower()
+
+
+def _offset(text: str) -> str | int:
+    t = text.strip().lower()
+    if t in ("earliest", "beginning", "latest", "end"):
+        return t
+    return _non_negative_int(text)
+
+
+def node_command(argv: Sequence[str]) -> list[str] | None:
+    """For ``raftka node|dev ARGS``: the argv to exec (``python -m node[.dev] ARGS``)."""
+    if not argv or argv[0] not in _PASS_THROUGH:
+        return None
+    return [sys.executable, "-m", _PASS_THROUGH[argv[0]], *argv[1:]]
+
+
+def bootstrap_from_args(args: argparse.Namespace,
+                        environ: dict[str, str] | None = None) -> list[str]:
+    """``--bootstrap``, else ``$RAFTKA_BOOTSTRAP``, else the ``raftka dev`` default."""
+    return parse_bootstrap(resolve_bootstrap(getattr(args, "bootstrap", None), environ))
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+                     for row in cells)
+
+
+def _json(obj: Any, out: TextIO) -> None:
+    def plain(o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return {f.name: plain(getattr(o, f.name)) for f in dataclasses.fields(o)}
+        if isinstance(o, (list, tuple)):
+            return [plain(x) for x in o]
+        if isinstance(o, dict):
+            return {k: plain(v) for k, v in o.items()}
+        return o
+
+    json.dump(plain(obj), out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def _print_topic(desc: Any, out: TextIO) -> None:
+    configs = ", ".join(f"{k}={v}" for k, v in sorted(desc.configs.items())) or "-"
+    out.write(_table(["NAME", desc.name], [
+        ["PARTITIONS", desc.partition_count],
+        ["REPLICATION", desc.replication_factor],
+        ["CONFIGS", configs],
+    ]) + "\n\n")
+    rows = [[p.partition, p.leader_id or "-", ",".join(map(str, p.replicas)) or "-",
+             p.high_watermark, p.log_start_offset, p.leader_term]
+            for p in desc.partitions]
+    out.write(_table(["PARTITION", "LEADER", "REPLICAS", "HIGH-WATERMARK", "LOG-START",
+                      "TERM"], rows) + "\n")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    out = sys.stdout
+    with Admin(bootstrap, default_timeout=args.timeout) as admin:
+        brokers = admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
+        action = args.topic_command
+        if action == "create":
+            replicas = args.replicas
+            if replicas is None:
+                nodes = len(brokers) or len(admin.describe_cluster().nodes)
+                replicas = max(1, min(3, nodes))
+            desc = admin.create_topic(args.name, args.partitions, replicas,
+                                      dict(args.config))
+            status = "created"
+            if not args.no_wait:
+                desc = admin.wait_for_topic_ready(args.name, timeout=args.timeout)
+                status = "ready"
+            if args.json:
+                _json(desc, out)
+            else:
+                out.write(_table(["TOPIC", "PARTITIONS", "REPLICAS", "STATUS"],
+                                 [[desc.name, desc.partition_count, desc.replication_factor,
+                                   status]]) + "\n")
+        elif action == "list":
+            names = admin.list_topics()
+            known = {t.name: t for t in admin.describe_topics(names)}
+            if args.json:
+                _json([{"name": n,
+                        "partitions": known[n].partition_count if n in known else None,
+                        "replication_factor":
+                            known[n].replication_factor if n in known else None}
+                       for n in names], out)
+            else:
+                rows = [[n, known[n].partition_count if n in known else "-",
+                         known[n].replication_factor if n in known else "-"] for n in names]
+                out.write(_table(["NAME", "PARTITIONS", "REPLICAS"], rows) + "\n")
+        elif action == "describe":
+            desc = admin.describe_topic(args.name)
+            if args.json:
+                _json(desc, out)
+            else:
+                _print_topic(desc, out)
+        elif action == "delete":
+            admin.delete_topic(args.name)
+            if args.json:
+                _json({"deleted": args.name}, out)
+            else:
+                out.write(f"deleted topic {args.name}\n")
+    return 0
+
+
+def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    out = sys.stdout
+    with Admin(bootstrap, default_timeout=args.timeout) as admin:
+        admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
+        desc = admin.describe_cluster()
+    if args.json:
+        _json(desc, out)
+        return 0
+    rows = [[n.id, n.address, "yes" if n.reachable else "NO", n.leader_count,
+             "controller" if n.id == desc.controller_id else ""] for n in desc.nodes]
+    out.write(_table(["ID", "ADDRESS", "REACHABLE", "LEADERS", "ROLE"], rows) + "\n\n")
+    controller = f"node {desc.controller_id}" if desc.controller_id else "none (election?)"
+    out.write(f"controller: {controller}\n")
+    out.write(f"under-replicated partitions: {desc.under_replicated_partitions}\n")
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    lock = threading.Lock()
+    acked = 0
+    failures = 0
+    first_error: BaseException | None = None
+
+    def on_done(f: Future[Any]) -> None:
+        nonlocal acked, failures, first_error
+        err = f.exception()
+        with lock:
+            if err is None:
+                acked += 1
+            else:
+                failures += 1
+                if first_error is None:
+                    first_error = err
+
+    sent = 0
+    delivery_ms = int(args.timeout * 1000)
+    producer = Producer(bootstrap, acks=args.acks, delivery_timeout_ms=delivery_ms,
+                        max_block_ms=min(delivery_ms, 5000))
+    try:
+        for line in sys.stdin.buffer:
+            if first_error is not None:
+                break  # stop at the first failure; what was sent is still flushed
+            value = line[:-1] if line.endswith(b"\n") else line
+            producer.send(args.topic, value, key=args.key,
+                          partition=args.partition).add_done_callback(on_done)
+            sent += 1
+        producer.flush()
+    except KeyboardInterrupt:
+        producer.close(timeout=1.0)  # deliver what is on its way, briefly
+        raise
+    finally:
+        producer.close()
+    if first_error is not None:
+        raise _ProduceFailed(acked, sent, first_error)
+    where = f"{args.topic}" + (f"/{args.partition}" if args.partition is not None else "")
+    sys.stderr.write(f"{PROG}: produced {acked} record{'s' if acked != 1 else ''} to {where} "
+                     f"(acks={args.acks})\n")
+    return 0
+
+
+class _ProduceFailed(Exception):
+    def __init__(self, acked: int, sent: int, error: BaseException) -> None:
+        super().__init__(f"{sent - acked} of {sent} records were not acknowledged; first "
+                         f"failure: {error}")
+        self.error = error
+
+
+def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    if args.from_beginning:
+        offset: str | int = "earliest"
+    elif args.offset is not None:
+        offset = args.offset
+    else:
+        offset = "latest"
+    if isinstance(offset, int) and args.partition is None:
+        raise _UsageError("--offset N needs --partition (offsets are per partition)")
+    partitions = None if args.partition is None else [args.partition]
+    out = sys.stdout.buffer
+    printed = 0
+    with TopicReader(bootstrap, args.topic, partitions, offset, metadata_timeout=5.0) as reader:
+        while True:
+            records = reader.poll(0.5)
+            for r in records:
+                if args.print_offsets:
+                    out.write(f"{r.partition}\t{r.offset}\t".encode())
+                out.write(r.value or b"")
+                out.write(b"\n")
+                printed += 1
+                if args.count is not None and printed >= args.count:
+                    break
+            out.flush()
+            if args.count is not None and printed >= args.count:
+                return 0
+            if args.exit_at_end and reader.at_end:
+                return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _hint(err: BaseException, args: argparse.Namespace, bootstrap: list[str] | None) -> str:
+    topic = getattr(args, "topic", None) or getattr(args, "name", None) or "TOPIC"
+    where = ",".join(bootstrap) if bootstrap else "the bootstrap brokers"
+    if isinstance(err, (NoBrokersAvailable, BrokerNotAvailableError)):
+        return (f"is a cluster running at {where}? start one with `{PROG} dev`, or point "
+                f"--bootstrap / ${BOOTSTRAP_ENV} at it")
+    if isinstance(err, RequestTimedOutError):
+        return f"a node is not answering; check `{PROG} cluster status`"
+    if isinstance(err, UnknownTopicError) and getattr(args, "topic_command", "") == "delete":
+        return f"see the topics with `{PROG} topic list`"
+    if isinstance(err, UnknownTopicError):
+        return f"create it with `{PROG} topic create {topic}`, or see `{PROG} topic list`"
+    if isinstance(err, UnknownPartitionError):
+        return f"see the partitions with `{PROG} topic describe {topic}`"
+    if isinstance(err, TopicExistsError):
+        return f"pick another name, or delete it first with `{PROG} topic delete {topic}`"
+    if isinstance(err, NotEnoughReplicasError):
+        return "lower --replicas, or start more nodes"
+    if isinstance(err, InvalidConfigError):
+        return "check the -c KEY=VALUE settings (retention.ms, retention.bytes, max.message.bytes)"
+    if isinstance(err, OffsetOutOfRangeError):
+        return (f"use --from-beginning, or an offset between the log start and the high "
+                f"watermark (`{PROG} topic describe {topic}`)")
+    if isinstance(err, RequestTooLargeError):
+        return "send smaller records"
+    if isinstance(err, RaftkaTimeoutError):
+        return f"the cluster may have lost its quorum or leader; check `{PROG} cluster status`"
+    return ""
+
+
+def _fail(message: str, hint: str = "") -> int:
+    line = f"{PROG}: error: {message}" + (f" -- {hint}" if hint else "")
+    sys.stderr.write(" ".join(line.split("\n")) + "\n")
+    return 1
+
+
+def _exec(command: list[str]) -> NoReturn:
+    try:
+        os.execv(command[0], command)
+    except OSError as e:
+        sys.stderr.write(f"{PROG}: error: cannot run {' '.join(command[:3])}: {e}\n")
+        raise SystemExit(1) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = node_command(argv)
+    if command is not None:
+        _exec(command)
+    args = build_parser().parse_args(argv)
+    bootstrap: list[str] | None = None
+    try:
+        bootstrap = bootstrap_from_args(args)
+        if args.command == "topic":
+            return _cmd_topic(args, bootstrap)
+        if args.command == "cluster":
+            return _cmd_cluster(args, bootstrap)
+        if args.command == "produce":
+            return _cmd_produce(args, bootstrap)
+        if args.command == "consume":
+            try:
+                return _cmd_consume(args, bootstrap)
+            except BrokenPipeError:
+                # the reader went away (`| head`): stop quietly, and keep Python from
+                # complaining when it flushes stdout at exit
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                return 0
+        raise AssertionError(f"unhandled command {args.command}")
+    except KeyboardInterrupt:
+        return 130
+    except _UsageError as e:
+        return _fail(str(e))
+    except _ProduceFailed as e:
+        return _fail(str(e), _hint(e.error, args, bootstrap))
+    except RaftkaError as e:
+        return _fail(str(e), _hint(e, args, bootstrap))
+    except (ValueError, TypeError) as e:
+        return _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless asked for more
+        if os.environ.get("RAFTKA_DEBUG"):
+            raise
+        return _fail(f"unexpected {type(e).__name__}: {e}",
+                     "this is a bug in raftka; rerun with RAFTKA_DEBUG=1 for the traceback")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
