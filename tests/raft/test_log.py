@@ -103,3 +103,13 @@ def test_entries_respect_size_limit_but_return_at_least_one() -> None:
     assert len(log.entries(1, None, 25)) == 2
     assert len(log.entries(1, None, 1)) == 1
     assert len(log.entries(4, None, 30)) == 3
+
+
+def test_follower_commits_only_what_the_leader_vouched_for() -> None:
+    """Raft figure 2, AppendEntries rule 5: commitIndex = min(leaderCommit, index of the last
+    *new* entry). Entries after the ones this APP carried may be a stale suffix from an old
+    term, so a large leaderCommit must not commit them."""
+    log = RaftLog(_storage_with([1, 1, 2, 2]))
+    result = log.maybe_append(1, 1, 4, [Entry(1, 2)])
+    assert result == (2, 0)
+    assert log.committed == 2
