@@ -34,11 +34,14 @@ def node_command(node_id: int, peers: dict[int, str], data_dir: Path,
     ]
 
 
-def ports_in_use(peers: dict[int, str]) -> list[str]:
+def ports_in_use(peers: dict[int, str], reuse: bool = False) -> list[str]:
+    """Addresses of ``peers`` something listens on (``reuse``: ignore TIME_WAIT leftovers)."""
     busy = []
     for address in peers.values():
         host, _, port = address.rpartition(":")
         with socket.socket() as s:
+            if reuse:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, int(port)))
             except OSError:
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     peers = cluster_peers(args.nodes, args.host, args.base_port)
-    busy = ports_in_use(peers)
+    busy = ports_in_use(peers, reuse=True)
     if busy:
         print(f"raftka dev: {', '.join(busy)} already in use (another cluster running?); "
               "stop it or pick other ports with --base-port", file=sys.stderr)

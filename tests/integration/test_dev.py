@@ -1,0 +1,51 @@
+"""`raftka dev` (python -m node.dev): starts a healthy cluster, prints how to reach it, and
+stops every node on SIGTERM/Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from client import Admin
+from node.dev import ports_in_use
+from tests.harness import REPO, free_ports
+
+
+def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
+    base = _free_consecutive_ports(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
+         "--base-port", str(base)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        bootstrap = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not bootstrap:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("bootstrap: "):
+                bootstrap = line.split(" ", 1)[1].strip()
+        assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3)), proc.stderr
+        with Admin(bootstrap) as admin:
+            assert len(admin.describe_cluster().nodes) == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Every node process is gone: its port can be bound again (TIME_WAIT aside).
+    assert not ports_in_use({i: f"127.0.0.1:{base + i}" for i in range(3)}, reuse=True)
+
+
+def _free_consecutive_ports(count: int) -> int:
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + count < 65535 and not ports_in_use(
+                {i: f"127.0.0.1:{base + i}" for i in range(count)}):
+            return base
+    raise RuntimeError("no free consecutive ports")

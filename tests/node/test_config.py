@@ -1,0 +1,45 @@
+"""Node configuration from flags and TOML: what is accepted and the errors users see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node._config import ConfigError, from_args, load_toml, parse_peers
+
+PEERS = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
+
+
+def test_flags() -> None:
+    cfg = from_args(["--id", "2", "--listen", "0.0.0.0:7002", "--peers", PEERS,
+                     "--data-dir", "/tmp/d"])
+    assert cfg.node_id == 2 and cfg.peers[3] == "127.0.0.1:7003"
+    assert cfg.advertise == "127.0.0.1:7002"  # defaults to this node's peers entry
+
+
+def test_toml_has_the_same_fields(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('id = 1\nlisten = "127.0.0.1:7001"\ndata_dir = "/tmp/x"\n'
+                    'peers = { 1 = "127.0.0.1:7001", 2 = "127.0.0.1:7002" }\ntick_ms = 20\n')
+    cfg = from_args(["--config", str(path)])
+    assert (cfg.node_id, cfg.tick_ms, sorted(cfg.peers)) == (1, 20, [1, 2])
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ('id = 1\nlisten = "a:1"\ndata_dir = "d"\n', "--peers must include this node"),
+    ('id = 1\nlisten = "a:1"\n', "missing required key"),
+    ('id = 1\nlisten = "a:1"\ndata_dir = "d"\npeers = {1 = "a:1"}\ncolour = 1\n', "unknown keys"),
+    ("id = = 1", "cannot read config file"),
+])
+def test_bad_toml_says_what_to_fix(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment):
+        load_toml(path).validate()
+
+
+@pytest.mark.parametrize("text", ["1:127.0.0.1:7001", "x=127.0.0.1:1", "1="])
+def test_bad_peers(text: str) -> None:
+    with pytest.raises(ConfigError, match="expected id=host:port"):
+        parse_peers(text)
