@@ -174,7 +174,26 @@ class Cluster:
                 return False
         wait_for(attempt, 20, f"topic {name} to be created")
         for p in range(partitions):
-            self.wait_leader(name, p)
+            self.wait_preferred_leader(name, p)
+
+    def preferred_replica(self, topic: str, partition: int) -> int:
+        for nid in self.live():
+            try:
+                md = self.broker(nid).Metadata(broker_pb2.MetadataRequest(topics=[topic]),
+                                               timeout=1)
+            except grpc.RpcError:
+                continue
+            return md.topics[0].partitions[partition].replicas[0]
+        return 0
+
+    def wait_preferred_leader(self, topic: str, partition: int, timeout: float = 20.0) -> int:
+        """A new partition may first elect any replica; the brokers then hand leadership to
+        the preferred one. Tests start from that settled state."""
+        preferred = self.preferred_replica(topic, partition)
+        if preferred not in self.procs:
+            return self.wait_leader(topic, partition, timeout)
+        return wait_for(lambda: self.partition_leader(topic, partition) == preferred and
+                        preferred, timeout, f"{topic}/{partition} led by node {preferred}")
 
     def partition_leader(self, topic: str, partition: int) -> int:
         """The leader as reported by a live replica that is itself that leader."""
