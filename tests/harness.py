@@ -176,14 +176,19 @@ class Cluster:
         for p in range(partitions):
             self.wait_preferred_leader(name, p)
 
-    def preferred_replica(self, topic: str, partition: int) -> int:
+    def _partition_views(self, topic: str, partition: int):
+        """(node id, that node's PartitionInfo) from every live node that answers."""
         for nid in self.live():
             try:
                 md = self.broker(nid).Metadata(broker_pb2.MetadataRequest(topics=[topic]),
                                                timeout=1)
             except grpc.RpcError:
                 continue
-            return md.topics[0].partitions[partition].replicas[0]
+            yield nid, md.topics[0].partitions[partition]
+
+    def preferred_replica(self, topic: str, partition: int) -> int:
+        for _, info in self._partition_views(topic, partition):
+            return info.replicas[0]
         return 0
 
     def wait_preferred_leader(self, topic: str, partition: int, timeout: float = 20.0) -> int:
@@ -197,15 +202,9 @@ class Cluster:
 
     def partition_leader(self, topic: str, partition: int) -> int:
         """The leader as reported by a live replica that is itself that leader."""
-        for nid in self.live():
-            try:
-                md = self.broker(nid).Metadata(broker_pb2.MetadataRequest(topics=[topic]),
-                                               timeout=1)
-            except grpc.RpcError:
-                continue
-            for p in md.topics[0].partitions:
-                if p.partition == partition and p.leader_id == nid:
-                    return nid
+        for nid, info in self._partition_views(topic, partition):
+            if info.leader_id == nid:
+                return nid
         return 0
 
     def wait_leader(self, topic: str, partition: int, timeout: float = 20.0) -> int:
