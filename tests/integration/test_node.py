@@ -196,3 +196,18 @@ def test_retention_by_size_advances_the_log_start(cluster: Cluster) -> None:
     assert error_info(err.value).code == errors_pb2.OFFSET_OUT_OF_RANGE
     remaining = [r.value[:4] for r in decode_batches(cluster.fetch_all("short", 0, start))]
     assert remaining == [b"%04d" % i for i in range(start, 30)]
+
+
+def test_retention_by_time_drops_old_entries_whole(cluster: Cluster) -> None:
+    cluster.create_topic("ephemeral", configs={"retention.ms": "1000"})
+    for i in range(5):
+        cluster.produce("ephemeral", 0, _batch([b"old-%d" % i]))
+    leader = cluster.wait_leader("ephemeral", 0)
+
+    def log_start() -> int:
+        return cluster.broker(leader).Fetch(
+            broker_pb2.FetchRequest(topic="ephemeral", offset=5), timeout=5).log_start_offset
+    assert wait_for(log_start, 15, "time retention to drop the old entries", interval=0.5) == 5
+    assert cluster.produce("ephemeral", 0, _batch([b"new"])).base_offset == 5  # never reused
+    records = decode_batches(cluster.fetch_all("ephemeral", 0, start=5))
+    assert [(r.offset, r.value) for r in records] == [(5, b"new")]
