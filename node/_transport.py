@@ -182,8 +182,11 @@ class PeerTransport:
                 raise
             except Exception as exc:  # noqa: BLE001 - any stream failure means: reconnect
                 if peer.connected:
+                    reason = _short(exc)
+                    if isinstance(exc, asyncio.InvalidStateError):  # the call ended first
+                        reason = f"{(await call.code()).name}: {await call.details()}"
                     log.info("peer %d at %s unreachable: %s", peer.node_id, peer.address,
-                             _short(exc))
+                             reason)
                 peer.connected = False
                 unsent = peer.queue
                 peer.queue = []
