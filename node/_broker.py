@@ -156,8 +156,10 @@ class Broker:
                 continue
             index, data = point
             snapshot = Snapshot(group.node.snapshot_meta(index), data)
-            await asyncio.to_thread(group.storage.compact, snapshot)
+            # Hide the entries first: a fetch running while the worker thread deletes them
+            # then sees OFFSET_OUT_OF_RANGE, never a half-deleted range.
             replica.compacted(index, data)
+            await asyncio.to_thread(group.storage.compact, snapshot)
 
     async def _snapshot_controller(self) -> None:
         ctl = self.controller

@@ -350,8 +350,15 @@ class PartitionReplica:
             )
         if offset == self.high_watermark:
             return b"", offset
-        index = self._find_index(offset)
-        entries = group.node.log_entries(index, self.applied_index + 1, max_bytes)
+        try:
+            index = self._find_index(offset)
+            entries = group.node.log_entries(index, self.applied_index + 1, max_bytes)
+        except CompactedError:
+            raise BrokerError(
+                Code.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} of {self.topic}/{self.partition} was just removed by "
+                f"retention; the log now starts at {self.log_start_offset}",
+            ) from None
         parts = []
         next_offset = offset
         for e in entries:
