@@ -202,16 +202,21 @@ class RaftHost:
             return
         send = self.transport.send
         items = []
+        must_sync = False
         for group, rd in readies:
             for m in rd.messages:
                 send(group.group_id, m)
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
                 items.append((group.group_id, rd.hard_state, rd.entries, rd.snapshot))
-        if items:
+                must_sync = must_sync or rd.must_sync
+        if items and must_sync:
             started = time.monotonic()
             await asyncio.to_thread(self.db.save_many, items)
             self.last_sync_s = time.monotonic() - started
             self.syncs += 1
+        elif items:
+            # Only commit indexes moved: an unsynced write, no thread hop, no fsync wait.
+            self.db.save_many(items, sync=False)
         for group, rd in readies:
             for m in rd.messages_after_persist:
                 send(group.group_id, m)

@@ -100,4 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raftka node: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
-    return asyncio.run(serve(config))
+    try:
+        import uvloop  # measured 30-50% faster for grpc.aio streams (PERF-FACTS.md)
+    except ImportError:
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))

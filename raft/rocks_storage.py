@@ -359,11 +359,15 @@ class RocksLogDB:
                 it.seek(struct.pack(">Q", gid + 1))
             return found
 
-    def save_many(self, items: Sequence[SaveItem]) -> None:
+    def save_many(self, items: Sequence[SaveItem], sync: bool = True) -> None:
         """Group commit: for each ``(group_id, hard_state, entries, snapshot)`` do what
         ``LogWriter.save`` does, all in one WriteBatch made durable by one sync. Atomic across
         groups: on any validation error nothing is written. Items apply in order; a group may
-        appear more than once."""
+        appear more than once.
+
+        ``sync=False`` is for batches that only move commit indexes (``Ready.must_sync`` is
+        false): the write reaches the WAL unsynced and becomes durable with the next synced
+        batch; losing it in a crash only makes a restarted node re-learn its commit index."""
         with self._write_lock:
             db = self._require_writable()
             batch = rocksdict.WriteBatch(raw_mode=True)
@@ -384,7 +388,8 @@ class RocksLogDB:
                     w.hard_state = hard_state
             if batch.is_empty():
                 return
-            self._commit(db, batch, {gid: w.meta() for gid, w in work.items()}, destructive)
+            self._commit(db, batch, {gid: w.meta() for gid, w in work.items()}, destructive,
+                         sync)
 
     def drop_group(self, group_id: int) -> None:
         """Durably delete everything stored for ``group_id`` (a deleted partition). Stores
@@ -418,7 +423,8 @@ class RocksLogDB:
         db.flush_wal(True)
 
     def _commit(
-        self, db: rocksdict.Rdict, batch: rocksdict.WriteBatch, metas: dict[int, _Meta], destructive: bool
+        self, db: rocksdict.Rdict, batch: rocksdict.WriteBatch, metas: dict[int, _Meta],
+        destructive: bool, sync: bool = True,
     ) -> None:
         """Write ``batch`` durably, then publish ``metas``. Caller holds the write lock.
 
@@ -428,7 +434,8 @@ class RocksLogDB:
             self._read_lock.acquire()
         try:
             db.write(batch, self._write_options)
-            self._sync(db)
+            if sync or destructive:
+                self._sync(db)
         except BaseException as exc:
             self._failed = exc
             self._reads_failed = destructive
