@@ -160,12 +160,20 @@ def test_request_to_a_follower_names_the_leader(cluster: Cluster) -> None:
     cluster.create_topic("routing")
     leader = cluster.wait_leader("routing", 0)
     follower = next(n for n in cluster.live() if n != leader)
-    with pytest.raises(grpc.RpcError) as err:
-        cluster.broker(follower).Produce(
-            broker_pb2.ProduceRequest(topic="routing", record_batches=_batch([b"x"])), timeout=5)
-    info = error_info(err.value)
-    assert info.code == errors_pb2.NOT_LEADER and info.leader_id == leader
-    assert info.leader_address == cluster.peers[leader]
+
+    def refusal() -> errors_pb2.ErrorInfo | None:
+        """Right after an election a follower may not have heard from the new leader yet
+        and answers NOT_LEADER without a name ("election in progress"); wait for the name."""
+        try:
+            cluster.broker(follower).Produce(broker_pb2.ProduceRequest(
+                topic="routing", record_batches=_batch([b"x"])), timeout=5)
+        except grpc.RpcError as exc:
+            info = error_info(exc)
+            assert info is not None and info.code == errors_pb2.NOT_LEADER
+            return info if info.leader_id else None
+        raise AssertionError("a follower accepted a produce request")
+    info = wait_for(refusal, 5, "the follower to name the leader")
+    assert info.leader_id == leader and info.leader_address == cluster.peers[leader]
 
 
 def test_sigterm_transfers_leadership_before_exit(cluster: Cluster) -> None:
