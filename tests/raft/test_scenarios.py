@@ -9,14 +9,10 @@ every step of every test; a failure prints the seed and the command that replays
 
 from __future__ import annotations
 
-import pathlib
 import random
-import sys
 
 import pytest
 
-# `python -m pytest` puts the repository root on sys.path; plain `pytest` does not.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from raft import ConfChange, ConfChangeKind, ConfChangeRejected, ConfState, MsgType, Role  # noqa: E402
 from tests.sim import Cluster  # noqa: E402

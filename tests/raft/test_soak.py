@@ -9,13 +9,9 @@ full trace: ``.venv/bin/python -m tests.sim.soak --seed N``.
 from __future__ import annotations
 
 import multiprocessing
-import pathlib
-import sys
 
 import pytest
 
-# `python -m pytest` puts the repository root on sys.path; plain `pytest` does not.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 from tests.sim.soak import _worker, replay_command  # noqa: E402
 
