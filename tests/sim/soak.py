@@ -25,7 +25,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from raft import ConfChange, ConfChangeKind, ConfChangeRejected, Role
+from raft import ConfChange, ConfChangeKind, ConfChangeRejected
 
 from .cluster import DOWN, STOPPED, UP, Cluster, SimOptions
 from .errors import LivenessFailure, SimulationFailure
