@@ -62,8 +62,21 @@ def raw_open(path: Path) -> rocksdict.Rdict:
 def crash_image(db: RocksLogDB, dest: Path) -> Path:
     """Copy the files of an open DB: what a crash right now leaves on disk (synced data in
     the WAL, memtables never flushed). rocksdict's close() and drop always flush."""
-    shutil.copytree(db.path, dest)
-    return dest
+    # RocksDB compacts in background threads and may delete an SST file while we copy
+    # (rocksdict has no DisableFileDeletions); a copy that lost a file is retried whole.
+    def live() -> list[str]:
+        return sorted(f["name"] for f in db._db.live_files())  # noqa: SLF001 - test only
+
+    for _ in range(20):
+        before = live()
+        try:
+            shutil.copytree(db.path, dest)
+            if live() == before:  # no compaction swapped files under the copy
+                return dest
+        except shutil.Error:
+            pass
+        shutil.rmtree(dest, ignore_errors=True)
+    raise RuntimeError(f"could not copy {db.path}: its files kept changing")
 
 
 @pytest.fixture
