@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from raft import ConfState, Role, Snapshot
 from raft.rocks_storage import RocksLogDB
@@ -38,8 +37,6 @@ class Broker:
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
         self._tasks: list[asyncio.Task] = []
-        self.started_at = time.monotonic()
-        self.stopping = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -51,7 +48,6 @@ class Broker:
             self._maintenance(), name="broker-maintenance"))
 
     async def stop(self, graceful: bool) -> None:
-        self.stopping = True
         if graceful:
             await self.host.transfer_leaderships_away(self.config.shutdown_transfer_s)
         for t in self._tasks:
@@ -85,8 +81,6 @@ class Broker:
             topic.name, meta.partition, meta.group_id,
             PartitionConfig.from_topic_configs(dict(topic.configs)), self.host.mark)
         storage = self.db.group(meta.group_id)
-        fresh = storage.last_index() == 0 and storage.snapshot().is_empty and \
-            storage.snapshot().meta.conf_state == ConfState()
         # Entries up to the stored commit index are already reflected in the log itself;
         # the replica recovers its high watermark from the log tail instead of replaying.
         applied = storage.hard_state().commit
@@ -94,10 +88,8 @@ class Broker:
             meta.group_id, replica, ConfState(frozenset(meta.replicas)), applied=applied)
         replica.attach(group)
         self.partitions[(topic.name, meta.partition)] = replica
-        if fresh and meta.replicas[0] == self.node_id and len(meta.replicas) > 1:
+        if group.bootstrapped and meta.replicas[0] == self.node_id:
             group.node.campaign()  # preferred leader: spread leaders from the start
-        elif fresh and len(meta.replicas) == 1:
-            group.node.campaign()
         log.info("started replica of %s/%d (group %d, replicas %s)", topic.name,
                  meta.partition, meta.group_id, list(meta.replicas))
 

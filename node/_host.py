@@ -57,7 +57,7 @@ class RaftTiming:
 
 
 class Group:
-    __slots__ = ("group_id", "node", "storage", "sm", "closed")
+    __slots__ = ("group_id", "node", "storage", "sm", "closed", "bootstrapped")
 
     def __init__(self, group_id: int, node: RawNode, storage: RocksGroupStorage,
                  sm: StateMachine) -> None:
@@ -66,6 +66,7 @@ class Group:
         self.storage = storage
         self.sm = sm
         self.closed = False
+        self.bootstrapped = False  # created empty by this add_group (a brand-new replica)
 
 
 class RaftHost:
@@ -80,9 +81,6 @@ class RaftHost:
         self._dirty: set[int] = set()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._stopping = False
-        self.last_sync_s = 0.0
-        self.syncs = 0
 
     # ------------------------------------------------------------------ groups
     def add_group(self, group_id: int, sm: StateMachine, bootstrap: ConfState | None,
@@ -93,7 +91,8 @@ class RaftHost:
         if group_id in self.groups:
             raise ValueError(f"group {group_id} is already running on node {self.node_id}")
         storage = self.db.group(group_id)
-        if storage.last_index() == 0 and storage.snapshot().meta.conf_state == ConfState():
+        fresh = storage.last_index() == 0 and storage.snapshot().meta.conf_state == ConfState()
+        if fresh:
             if bootstrap is None:
                 raise ValueError(f"group {group_id} has no state and no initial configuration")
             storage.bootstrap(bootstrap)
@@ -108,6 +107,7 @@ class RaftHost:
         )
         node = RawNode(cfg, storage, random.Random(self._rng.getrandbits(64)))
         group = Group(group_id, node, storage, sm)
+        group.bootstrapped = fresh
         self.groups[group_id] = group
         self.mark(group_id)
         return group
@@ -157,7 +157,6 @@ class RaftHost:
         return self._tasks[1]
 
     async def stop(self) -> None:
-        self._stopping = True
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -210,10 +209,7 @@ class RaftHost:
                 items.append((group.group_id, rd.hard_state, rd.entries, rd.snapshot))
                 must_sync = must_sync or rd.must_sync
         if items and must_sync:
-            started = time.monotonic()
             await asyncio.to_thread(self.db.save_many, items)
-            self.last_sync_s = time.monotonic() - started
-            self.syncs += 1
         elif items:
             # Only commit indexes moved: an unsynced write, no thread hop, no fsync wait.
             self.db.save_many(items, sync=False)
@@ -233,15 +229,7 @@ class RaftHost:
         if self._dirty:
             self._wakeup.set()
 
-    # ------------------------------------------------------------------ queries
-    def leader_of(self, group_id: int) -> int:
-        group = self.groups.get(group_id)
-        return group.node.leader_id if group is not None else 0
-
-    def is_leader(self, group_id: int) -> bool:
-        group = self.groups.get(group_id)
-        return group is not None and group.node.role == Role.LEADER
-
+    # ------------------------------------------------------------------ shutdown
     async def transfer_leaderships_away(self, timeout_s: float) -> None:
         """Graceful shutdown: move every leadership we hold to an up-to-date peer."""
         deadline = time.monotonic() + timeout_s

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from client.recordbatch import CorruptBatchError, assign_offsets, split_batches
-from raft import CompactedError, Entry, EntryKind, Ready, Role, Snapshot
+from raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role, Snapshot
 
 from ._errors import BrokerError, Code
 from ._host import Group
@@ -144,11 +144,9 @@ class PartitionReplica:
         self.group = group
         node = group.node
         self.applied_index = node.applied_index
-        for index in range(node.applied_index, node.first_index - 1, -1):
-            header = self._header_at(index)
-            if header is not None:
-                self._advance_hw(header.last_offset + 1)
-                break
+        _, header = self._next_data_entry_backwards(node.applied_index, node.first_index)
+        if header is not None:
+            self._advance_hw(header.last_offset + 1)
 
     def _header_at(self, index: int) -> EntryHeader | None:
         assert self.group is not None
@@ -313,11 +311,9 @@ class PartitionReplica:
         """New leadership: continue offsets after the last data entry in our log."""
         node = self._require_group().node
         next_offset, cumulative = self.log_start_offset, self._snapshot_cumulative
-        for index in range(node.last_index, node.first_index - 1, -1):
-            header = self._header_at(index)
-            if header is not None:
-                next_offset, cumulative = header.last_offset + 1, header.cumulative_bytes
-                break
+        _, header = self._next_data_entry_backwards(node.last_index, node.first_index)
+        if header is not None:
+            next_offset, cumulative = header.last_offset + 1, header.cumulative_bytes
         if next_offset < self.high_watermark:
             raise RuntimeError(
                 f"partition {self.topic}/{self.partition}: log tail offset {next_offset} is "
@@ -377,19 +373,8 @@ class PartitionReplica:
         node = self._require_group().node
         lo = node.first_index
         hi = self._index_raft[0] - 1 if self._index_raft else self.applied_index
-        # Binary search on disk over [lo, hi] for the last data entry with base <= offset.
-        found = lo
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            probe, header = self._next_data_entry(mid, hi)
-            if header is None:
-                hi = mid - 1
-            elif header.base_offset <= offset:
-                found = probe
-                lo = probe + 1
-            else:
-                hi = mid - 1
-        return found
+        # Older than the in-memory index: binary search of the entry headers on disk.
+        return self._last_index_where(lo, hi, lambda h: h.base_offset <= offset) or lo
 
     def _next_data_entry(self, index: int, hi: int) -> tuple[int, EntryHeader | None]:
         for i in range(index, hi + 1):
@@ -490,8 +475,6 @@ def _not_leader(leader_id: int) -> BrokerError:
 
 
 def _proposal_error(exc: Exception, leader_id: int) -> BrokerError:
-    from raft import NotLeader
-
     if isinstance(exc, NotLeader):
         return _not_leader(exc.leader_id)
     return BrokerError(Code.LEADER_NOT_AVAILABLE, f"write refused: {exc}", retriable=True,

@@ -42,8 +42,6 @@ PEER_CHANNEL_OPTIONS = [
 QUEUE_MESSAGES_MAX = 20_000
 BATCH_MESSAGES_MAX = 2_000
 
-Deliver = Callable[[int, Message], None]
-
 
 # ----------------------------------------------------------------------- codec
 def message_to_proto(group_id: int, m: Message) -> raft_pb2.RaftMessage:

@@ -8,7 +8,6 @@ every node (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import socket
 import subprocess

@@ -74,8 +74,3 @@ class Message:
             f"hint{self.reject_hint}{extra}>"
         )
 
-
-VOTE_TYPES = frozenset({MsgType.PRE_VOTE, MsgType.VOTE})
-RESPONSE_TYPES = frozenset(
-    {MsgType.PRE_VOTE_RESP, MsgType.VOTE_RESP, MsgType.APP_RESP, MsgType.HEARTBEAT_RESP}
-)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Cluster, error_info, wait_for  # noqa: F401  (re-exported to tests)
+from tests.harness import Cluster
 
 
 @pytest.hookimpl(hookwrapper=True)
