@@ -29,6 +29,17 @@ Table (code -> class, retriable, invalid_metadata)::
     SHUTTING_DOWN         ShuttingDownError         yes  yes
     NOT_ENOUGH_REPLICAS   NotEnoughReplicasError    no   no
     INTERNAL_ERROR        InternalError             no   no
+    OUT_OF_ORDER_SEQUENCE OutOfOrderSequenceError   no   no    the producer decides (earlier batch retried?)
+    PRODUCER_FENCED       ProducerFencedError       no   no
+    UNKNOWN_PRODUCER_ID   UnknownProducerIdError    no   no
+    NOT_COORDINATOR       NotCoordinatorError       yes  yes   carries the coordinator like NOT_LEADER
+    COORDINATOR_LOADING   CoordinatorLoadingError   yes  no
+    UNKNOWN_MEMBER_ID     UnknownMemberIdError      no   no    the consumer rejoins
+    FENCED_MEMBER_EPOCH   FencedMemberEpochError    no   no    the consumer heartbeats, then retries
+    PARTITION_NOT_ASSIGNED PartitionNotAssignedError no  no
+    GROUP_NOT_EMPTY       GroupNotEmptyError        no   no
+    UNKNOWN_GROUP         UnknownGroupError         no   no
+    INVALID_OFFSET        InvalidOffsetError        no   no
     (no trailer) UNAVAILABLE        BrokerNotAvailableError  yes  yes
     (no trailer) DEADLINE_EXCEEDED  RequestTimedOutError     yes  yes
 """
@@ -44,26 +55,37 @@ from client import recordbatch as _recordbatch
 from client.pb.raftka.v1 import errors_pb2
 
 __all__ = [
-    "ERROR_METADATA_KEY",
     "BrokerNotAvailableError",
+    "CoordinatorLoadingError",
     "CorruptBatchError",
+    "ERROR_METADATA_KEY",
+    "FencedMemberEpochError",
+    "GroupNotEmptyError",
     "InternalError",
     "InvalidConfigError",
+    "InvalidOffsetError",
     "InvalidRequestError",
     "LeaderNotAvailableError",
     "NoBrokersAvailable",
     "NoQuorumError",
+    "NotCoordinatorError",
     "NotEnoughReplicasError",
     "NotLeaderError",
     "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "PartitionNotAssignedError",
     "ProducerClosedError",
+    "ProducerFencedError",
     "RaftkaError",
     "RaftkaTimeoutError",
     "RequestTimedOutError",
     "RequestTooLargeError",
     "ShuttingDownError",
     "TopicExistsError",
+    "UnknownGroupError",
+    "UnknownMemberIdError",
     "UnknownPartitionError",
+    "UnknownProducerIdError",
     "UnknownTopicError",
     "error_class_for_code",
     "error_from_rpc",
@@ -212,6 +234,82 @@ class InternalError(RaftkaError):
     code = errors_pb2.INTERNAL_ERROR
 
 
+class OutOfOrderSequenceError(RaftkaError):
+    """The partition expected an earlier sequence from this producer: a batch before this
+    one is missing. The producer retries it while an earlier batch is being retried."""
+
+    code = errors_pb2.OUT_OF_ORDER_SEQUENCE
+
+
+class ProducerFencedError(RaftkaError):
+    """A newer producer with the same producer id (a higher epoch) exists."""
+
+    code = errors_pb2.PRODUCER_FENCED
+
+
+class UnknownProducerIdError(RaftkaError):
+    """The partition has no state for this producer id (e.g. expired): get a new one."""
+
+    code = errors_pb2.UNKNOWN_PRODUCER_ID
+
+
+class NotCoordinatorError(RaftkaError):
+    """This node is not the group's coordinator (any more): find the coordinator again.
+    ``leader_id`` / ``leader_address`` name it when known."""
+
+    code = errors_pb2.NOT_COORDINATOR
+    retriable = True
+    invalid_metadata = True
+
+    def __init__(self, message: str = "", *, leader_id: int = 0, leader_address: str = "",
+                 grpc_code: grpc.StatusCode | None = None, retriable: bool | None = None) -> None:
+        super().__init__(message, grpc_code=grpc_code, retriable=retriable)
+        self.leader_id = leader_id
+        self.leader_address = leader_address
+
+
+class CoordinatorLoadingError(RaftkaError):
+    """The group's new coordinator is still catching up on its log: retry shortly."""
+
+    code = errors_pb2.COORDINATOR_LOADING
+    retriable = True
+
+
+class UnknownMemberIdError(RaftkaError):
+    """The member is not in the group (it left, or was removed after its session timeout):
+    rejoin with an empty member id."""
+
+    code = errors_pb2.UNKNOWN_MEMBER_ID
+
+
+class FencedMemberEpochError(RaftkaError):
+    """The member's epoch is stale (its assignment changed): heartbeat, then retry."""
+
+    code = errors_pb2.FENCED_MEMBER_EPOCH
+
+
+class PartitionNotAssignedError(RaftkaError):
+    """A commit named a partition the member does not own."""
+
+    code = errors_pb2.PARTITION_NOT_ASSIGNED
+
+
+class GroupNotEmptyError(RaftkaError):
+    """The operation (reset offsets, delete) needs a group with no active members."""
+
+    code = errors_pb2.GROUP_NOT_EMPTY
+
+
+class UnknownGroupError(RaftkaError):
+    code = errors_pb2.UNKNOWN_GROUP
+
+
+class InvalidOffsetError(RaftkaError):
+    """A negative or otherwise impossible offset."""
+
+    code = errors_pb2.INVALID_OFFSET
+
+
 # ---------------------------------------------------------------- client-side conditions
 
 
@@ -275,6 +373,17 @@ _BY_CODE: dict[int, type[RaftkaError]] = {
         ShuttingDownError,
         NotEnoughReplicasError,
         InternalError,
+        OutOfOrderSequenceError,
+        ProducerFencedError,
+        UnknownProducerIdError,
+        NotCoordinatorError,
+        CoordinatorLoadingError,
+        UnknownMemberIdError,
+        FencedMemberEpochError,
+        PartitionNotAssignedError,
+        GroupNotEmptyError,
+        UnknownGroupError,
+        InvalidOffsetError,
     )
 }
 
@@ -332,10 +441,10 @@ def error_from_rpc(rpc_error: BaseException, what: str = "") -> RaftkaError:
         name = errors_pb2.ErrorCode.Name(info.code) if cls is not RaftkaError else status_name
         message = f"{prefix}{name}: {text}"
         retriable = cls.retriable or info.retriable
-        if cls is NotLeaderError:
+        if cls is NotLeaderError or cls is NotCoordinatorError:
             if info.leader_address:
                 message += f" (leader: node {info.leader_id} at {info.leader_address})"
-            return NotLeaderError(
+            return cls(
                 message,
                 leader_id=info.leader_id,
                 leader_address=info.leader_address,

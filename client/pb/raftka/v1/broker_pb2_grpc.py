@@ -54,6 +54,11 @@ class BrokerStub:
                 request_serializer=raftka_dot_v1_dot_broker__pb2.MetadataRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_broker__pb2.MetadataResponse.FromString,
                 _registered_method=True)
+        self.ListOffsets = channel.unary_unary(
+                '/raftka.v1.Broker/ListOffsets',
+                request_serializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -84,6 +89,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOffsets(self, request, context):
+        """Asked of the partition leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +118,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Metadata,
                     request_deserializer=raftka_dot_v1_dot_broker__pb2.MetadataRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_broker__pb2.MetadataResponse.SerializeToString,
+            ),
+            'ListOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOffsets,
+                    request_deserializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +233,33 @@ class Broker:
             '/raftka.v1.Broker/Metadata',
             raftka_dot_v1_dot_broker__pb2.MetadataRequest.SerializeToString,
             raftka_dot_v1_dot_broker__pb2.MetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Broker/ListOffsets',
+            raftka_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
+            raftka_dot_v1_dot_broker__pb2.ListOffsetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,17 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHUTTING_DOWN: _ClassVar[ErrorCode]
     NOT_ENOUGH_REPLICAS: _ClassVar[ErrorCode]
     INTERNAL_ERROR: _ClassVar[ErrorCode]
+    OUT_OF_ORDER_SEQUENCE: _ClassVar[ErrorCode]
+    PRODUCER_FENCED: _ClassVar[ErrorCode]
+    UNKNOWN_PRODUCER_ID: _ClassVar[ErrorCode]
+    NOT_COORDINATOR: _ClassVar[ErrorCode]
+    COORDINATOR_LOADING: _ClassVar[ErrorCode]
+    UNKNOWN_MEMBER_ID: _ClassVar[ErrorCode]
+    FENCED_MEMBER_EPOCH: _ClassVar[ErrorCode]
+    PARTITION_NOT_ASSIGNED: _ClassVar[ErrorCode]
+    GROUP_NOT_EMPTY: _ClassVar[ErrorCode]
+    UNKNOWN_GROUP: _ClassVar[ErrorCode]
+    INVALID_OFFSET: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 NOT_LEADER: ErrorCode
 UNKNOWN_TOPIC: ErrorCode
@@ -37,6 +48,17 @@ INVALID_CONFIG: ErrorCode
 SHUTTING_DOWN: ErrorCode
 NOT_ENOUGH_REPLICAS: ErrorCode
 INTERNAL_ERROR: ErrorCode
+OUT_OF_ORDER_SEQUENCE: ErrorCode
+PRODUCER_FENCED: ErrorCode
+UNKNOWN_PRODUCER_ID: ErrorCode
+NOT_COORDINATOR: ErrorCode
+COORDINATOR_LOADING: ErrorCode
+UNKNOWN_MEMBER_ID: ErrorCode
+FENCED_MEMBER_EPOCH: ErrorCode
+PARTITION_NOT_ASSIGNED: ErrorCode
+GROUP_NOT_EMPTY: ErrorCode
+UNKNOWN_GROUP: ErrorCode
+INVALID_OFFSET: ErrorCode
 
 class ErrorInfo(_message.Message):
     __slots__ = ("code", "message", "retriable", "leader_id", "leader_address")
