@@ -215,6 +215,10 @@ class Cluster:
                 self._connections[address] = conn
             return conn
 
+    def channel(self, address: str) -> grpc.Channel:
+        """The shared channel to ``address``, for stubs of other services (groups)."""
+        return self._connection(address).channel
+
     def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
         return self._connection(address).broker
 

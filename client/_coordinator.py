@@ -1,0 +1,241 @@
+"""Talking to a consumer group's coordinator (``raftka.v1.GroupCoordinator``).
+
+The coordinator of a group is the leader of one partition of ``__consumer_offsets``; any
+node answers ``FindCoordinator(group_id)`` with its id and address (node 0 while that
+partition has no leader). :class:`GroupCoordinatorClient` finds the coordinator, caches it,
+and runs group RPCs against it, following moves:
+
+1. No cached coordinator: ask ``FindCoordinator`` of the brokers in
+   ``Cluster.candidate_addresses()`` order (the next one on a connection failure). An
+   answer without a coordinator (node 0) is retried after a backoff.
+2. Call the coordinator. ``NOT_COORDINATOR`` naming the new coordinator: go there directly
+   (at most ``_REDIRECTS_MAX`` hops in a row, then find again). ``NOT_COORDINATOR`` without
+   a name, an unreachable or timed-out node, ``SHUTTING_DOWN`` or another retriable error
+   with ``invalid_metadata``: forget the coordinator, back off, find again.
+   ``COORDINATOR_LOADING`` (a new coordinator catching up): back off, same coordinator.
+3. Every other error is raised as is (``UNKNOWN_MEMBER_ID``, ``FENCED_MEMBER_EPOCH``, ...:
+   the caller decides). Retries stop at the caller's ``timeout_s`` (``RaftkaTimeoutError``
+   carrying the last error) or after ``attempts_max`` attempts, whichever comes first.
+
+Threading: ``call`` may run from several threads at once (a consumer's poll and heartbeat
+threads); the cached coordinator is guarded by a lock and a stale one is only forgotten
+if it is still the one that failed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from client._cluster import Backoff, Cluster, deadline_error, sleep_until
+from client._errors import (
+    CoordinatorLoadingError,
+    NotCoordinatorError,
+    RaftkaError,
+    RaftkaTimeoutError,
+)
+from client.pb.raftka.v1 import group_pb2, group_pb2_grpc
+
+__all__ = ["Coordinator", "GroupCoordinatorClient", "GroupCoordinatorNotAvailableError"]
+
+_REDIRECTS_MAX = 3  # NOT_COORDINATOR hints followed in a row before asking FindCoordinator
+ATTEMPTS_MAX_DEFAULT = 100  # a bound besides the deadline: backoff reaches 1 s quickly
+
+
+class GroupCoordinatorNotAvailableError(RaftkaError):
+    """FindCoordinator answered, but the group's offsets partition has no leader yet (an
+    election, or ``__consumer_offsets`` is being created). Retriable."""
+
+    retriable = True
+    invalid_metadata = True
+
+
+class Coordinator:
+    """Where a group's coordinator was last found."""
+
+    __slots__ = ("node_id", "address")
+
+    def __init__(self, node_id: int, address: str) -> None:
+        self.node_id = node_id
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"Coordinator(node_id={self.node_id}, address={self.address!r})"
+
+
+StubFactory = Callable[[str], Any]
+
+
+class GroupCoordinatorClient:
+    """Runs ``GroupCoordinator`` RPCs for one group against its current coordinator.
+
+    ``cluster`` is shared with the owner (Consumer or Admin), which closes it.
+    ``stub_factory(address)`` returns a ``GroupCoordinatorStub``-like object (tests pass
+    fakes); by default a stub over the cluster's channel to that address.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        group_id: str,
+        *,
+        stub_factory: StubFactory | None = None,
+        attempts_max: int = ATTEMPTS_MAX_DEFAULT,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 1.0,
+    ) -> None:
+        if not group_id:
+            raise ValueError("group_id must not be empty")
+        if attempts_max < 1:
+            raise ValueError(f"attempts_max must be at least 1, got {attempts_max}")
+        self.cluster = cluster
+        self.group_id = group_id
+        self.attempts_max = attempts_max
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._stub_factory = stub_factory or self._default_stub
+        self._stubs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._coordinator: Coordinator | None = None
+        self._rotation = 0
+
+    # ------------------------------------------------------------------ cache
+
+    def _default_stub(self, address: str) -> Any:
+        return group_pb2_grpc.GroupCoordinatorStub(self.cluster.channel(address))
+
+    def _stub(self, address: str) -> Any:
+        with self._lock:
+            stub = self._stubs.get(address)
+            if stub is None:
+                stub = self._stubs[address] = self._stub_factory(address)
+            return stub
+
+    @property
+    def coordinator(self) -> Coordinator | None:
+        """The cached coordinator (None until found, or after it failed)."""
+        return self._coordinator
+
+    def invalidate(self, failed: Coordinator | None = None) -> None:
+        """Forget the cached coordinator (only if it is still ``failed``, when given)."""
+        with self._lock:
+            if failed is None or self._coordinator is failed:
+                self._coordinator = None
+
+    def _set(self, node_id: int, address: str) -> Coordinator:
+        found = Coordinator(node_id, address)
+        with self._lock:
+            self._coordinator = found
+        return found
+
+    # ------------------------------------------------------------------ finding
+
+    def find(self, timeout_s: float) -> Coordinator:
+        """The coordinator, from the cache or by asking ``FindCoordinator`` (retrying
+        until ``timeout_s``). Raises RaftkaTimeoutError (with the last error) or a
+        non-retriable RaftkaError."""
+        deadline = time.monotonic() + timeout_s
+        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
+        last: RaftkaError | None = None
+        for _ in range(self.attempts_max):
+            cached = self._coordinator
+            if cached is not None:
+                return cached
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return self._find_once(remaining)
+            except RaftkaError as e:
+                if not e.retriable:
+                    raise
+                last = e
+            sleep_until(deadline, backoff.next())
+        raise deadline_error(f"find the coordinator of group {self.group_id!r}", timeout_s,
+                             last) from last
+
+    def _find_once(self, timeout_s: float) -> Coordinator:
+        """One FindCoordinator request to the next candidate broker."""
+        candidates = self.cluster.candidate_addresses()
+        address = candidates[self._rotation % len(candidates)]
+        request = group_pb2.FindCoordinatorRequest(group_id=self.group_id)
+        try:
+            resp = self.cluster.call(
+                address, self._stub(address).FindCoordinator, request,
+                min(timeout_s, self.cluster.request_timeout_s),
+                f"FindCoordinator({self.group_id!r})",
+            )
+        except RaftkaError:
+            self._rotation += 1  # ask the next broker next time
+            raise
+        target = resp.address or (self.cluster.broker_address(resp.node_id) or "")
+        if not resp.node_id or not target:
+            self._rotation += 1  # another node may already know the new leader
+            raise GroupCoordinatorNotAvailableError(
+                f"FindCoordinator({self.group_id!r}) at {address}: the group's coordinator "
+                f"(leader of __consumer_offsets/{resp.offsets_partition}) is not elected yet")
+        return self._set(resp.node_id, target)
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, method_name: str, request: Any, timeout_s: float, what: str = "") -> Any:
+        """Run ``GroupCoordinator.<method_name>(request)`` on the group's coordinator,
+        finding it first and following it when it moves (see the module docstring).
+        ``timeout_s`` bounds the whole call, retries included; each attempt's deadline is
+        at most ``cluster.request_timeout_s``."""
+        what = what or f"{method_name}({self.group_id!r})"
+        deadline = time.monotonic() + timeout_s
+        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
+        last: RaftkaError | None = None
+        redirects = 0
+        for _ in range(self.attempts_max):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            coordinator = self._coordinator
+            if coordinator is None:
+                try:
+                    coordinator = self._find_once(remaining)
+                except RaftkaError as e:
+                    if not e.retriable:
+                        raise
+                    last = e
+                    sleep_until(deadline, backoff.next())
+                    continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            stub = self._stub(coordinator.address)
+            try:
+                return self.cluster.call(
+                    coordinator.address, getattr(stub, method_name), request,
+                    min(remaining, self.cluster.request_timeout_s), what,
+                )
+            except NotCoordinatorError as e:
+                last = e
+                hinted = e.leader_address or (
+                    self.cluster.broker_address(e.leader_id) if e.leader_id else None)
+                if hinted and hinted != coordinator.address and redirects < _REDIRECTS_MAX:
+                    redirects += 1
+                    with self._lock:
+                        if self._coordinator is coordinator or self._coordinator is None:
+                            self._coordinator = Coordinator(e.leader_id, hinted)
+                    continue  # a redirect costs one round trip, no backoff
+                redirects = 0
+                self.invalidate(coordinator)
+            except CoordinatorLoadingError as e:
+                last = e  # the right node, still loading: same coordinator after a pause
+            except RaftkaError as e:
+                if not e.retriable:
+                    raise
+                last = e
+                if e.invalid_metadata:
+                    self.invalidate(coordinator)
+            sleep_until(deadline, backoff.next())
+        if last is not None and time.monotonic() < deadline:
+            raise RaftkaTimeoutError(
+                f"{what} did not succeed after {self.attempts_max} attempts; last error: "
+                f"{last}") from last
+        raise deadline_error(what, timeout_s, last) from last
