@@ -17,6 +17,7 @@ Command encoding (one command per Raft entry, no pickle)::
     {"configs":{},"internal":false,"name":"t","op":"create_topic","partitions":3,
      "replication_factor":3,"v":1}
     {"name":"t","op":"delete_topic","v":1}      (optional "internal": true, see below)
+    {"name":"t","op":"add_partitions","partitions":6,"v":1}   (the new total count)
     {"count":1000,"op":"allocate_producer_ids","v":1}
 
 ``"v"`` is the command format version (only 1 exists). Every op has an exact field set:
@@ -40,7 +41,11 @@ Determinism rules (every node must reach byte-identical state from the same log)
 Validation codes (``errors_pb2.ErrorCode``): a bad topic name, partition count or malformed
 command is ``INVALID_REQUEST``; an existing name ``TOPIC_EXISTS``; a replication factor above
 the node count ``NOT_ENOUGH_REPLICAS``; a bad topic config ``INVALID_CONFIG``; deleting an
-unknown topic ``UNKNOWN_TOPIC``.
+unknown topic ``UNKNOWN_TOPIC``. ``add_partitions`` only grows a topic: a total count not
+above the current one, or an internal topic (``__consumer_offsets`` maps groups to partitions
+by count), is ``INVALID_REQUEST``; an unknown topic ``UNKNOWN_TOPIC``. New partitions get
+fresh group ids and the same least-loaded placement as a create, counting every replica the
+nodes already hold; existing partitions keep their group ids and replicas.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ INT64_MAX: Final = 2**63 - 1
 OP_CREATE_TOPIC: Final = "create_topic"
 OP_DELETE_TOPIC: Final = "delete_topic"
 OP_ALLOCATE_PRODUCER_IDS: Final = "allocate_producer_ids"
+OP_ADD_PARTITIONS: Final = "add_partitions"
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -101,7 +107,7 @@ class ApplyResult(NamedTuple):
     ok: bool
     code: int  # errors_pb2.ErrorCode; 0 (ERROR_CODE_UNSPECIFIED) when ok
     message: str
-    value: object | None = None  # the created TopicMeta, or the first allocated producer id
+    value: object | None = None  # the created/grown TopicMeta, or the first producer id
 
 
 class _ConfigSpec(NamedTuple):
@@ -161,6 +167,13 @@ def encode_delete_topic(name: str, internal: bool = False) -> bytes:
     return _encode(fields)
 
 
+def encode_add_partitions(name: str, partitions: int) -> bytes:
+    """The command that grows topic ``name`` to ``partitions`` partitions in total."""
+    return _encode(
+        {"v": COMMAND_VERSION, "op": OP_ADD_PARTITIONS, "name": name, "partitions": partitions}
+    )
+
+
 def encode_allocate_producer_ids(count: int) -> bytes:
     """The command that reserves ``count`` consecutive producer ids."""
     return _encode({"v": COMMAND_VERSION, "op": OP_ALLOCATE_PRODUCER_IDS, "count": count})
@@ -215,6 +228,7 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     ),
     OP_DELETE_TOPIC: (frozenset({"name"}), frozenset({"internal"})),
     OP_ALLOCATE_PRODUCER_IDS: (frozenset({"count"}), frozenset()),
+    OP_ADD_PARTITIONS: (frozenset({"name", "partitions"}), frozenset()),
 }
 
 
@@ -320,7 +334,12 @@ class _AllocateProducerIds(NamedTuple):
     count: int
 
 
-_Validated = _CreateTopic | _DeleteTopic | _AllocateProducerIds
+class _AddPartitions(NamedTuple):
+    name: str
+    partitions: int  # the new total
+
+
+_Validated = _CreateTopic | _DeleteTopic | _AllocateProducerIds | _AddPartitions
 
 
 # ---------------------------------------------------------------------------- the state
@@ -431,6 +450,8 @@ class ControllerState:
             return self._create_topic(index, validated)
         if isinstance(validated, _DeleteTopic):
             return self._delete_topic(validated)
+        if isinstance(validated, _AddPartitions):
+            return self._add_partitions(validated)
         return self._allocate_producer_ids(validated)
 
     def check(self, command: bytes) -> ApplyResult:
@@ -465,6 +486,8 @@ class ControllerState:
             return self._validate_create_topic(cmd)
         if op == OP_DELETE_TOPIC:
             return self._validate_delete_topic(cmd)
+        if op == OP_ADD_PARTITIONS:
+            return self._validate_add_partitions(cmd)
         return self._validate_allocate_producer_ids(cmd)
 
     def _validate_create_topic(self, cmd: dict[str, Any]) -> _CreateTopic | ApplyResult:
@@ -513,6 +536,34 @@ class ControllerState:
                 errors_pb2.INVALID_REQUEST, f"topic {name!r} is internal and cannot be deleted"
             )
         return _DeleteTopic(name)
+
+    def _validate_add_partitions(self, cmd: dict[str, Any]) -> _AddPartitions | ApplyResult:
+        name = _str_field(cmd, "name")
+        partitions = _int_field(cmd, "partitions")
+        meta = self._topics.get(name)
+        if meta is None:
+            return _error(errors_pb2.UNKNOWN_TOPIC, f"unknown topic {name[:300]!r}")
+        if meta.internal:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"topic {name!r} is internal; its partition count cannot change",
+            )
+        current = len(meta.partitions)
+        if partitions <= current:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"topic {name!r} has {current} partition{'s' if current != 1 else ''}; the "
+                f"new total must be more than that (partitions are never removed), got "
+                f"{partitions}",
+            )
+        if partitions > PARTITION_COUNT_MAX:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"partitions must be at most {PARTITION_COUNT_MAX}, got {partitions}",
+            )
+        if self._next_group_id + (partitions - current) > INT64_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, "raft group ids exhausted")
+        return _AddPartitions(name, partitions)
 
     def _validate_allocate_producer_ids(
         self, cmd: dict[str, Any]
@@ -565,6 +616,36 @@ class ControllerState:
             for node in part.replicas:
                 self._replica_counts[node] -= 1
         return _ok(f"deleted topic {cmd.name!r}", meta)
+
+    def _add_partitions(self, cmd: _AddPartitions) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        current = len(meta.partitions)
+        added = cmd.partitions - current
+        assignment = assign_replicas(
+            self._node_ids,
+            added,
+            meta.replication_factor,
+            self._replica_counts,
+            self._leader_counts,
+        )
+        first_group_id = self._next_group_id
+        new_parts = tuple(
+            PartitionMeta(current + i, first_group_id + i, replicas)
+            for i, replicas in enumerate(assignment)
+        )
+        grown = meta._replace(partitions=meta.partitions + new_parts)
+        self._topics[cmd.name] = grown
+        for part in new_parts:
+            self._groups[part.group_id] = (cmd.name, part.partition)
+            self._leader_counts[part.replicas[0]] += 1
+            for node in part.replicas:
+                self._replica_counts[node] += 1
+        self._next_group_id = first_group_id + added
+        return _ok(
+            f"topic {cmd.name!r} grew from {current} to {cmd.partitions} partitions, groups "
+            f"{first_group_id}..{self._next_group_id - 1}",
+            grown,
+        )
 
     def _allocate_producer_ids(self, cmd: _AllocateProducerIds) -> ApplyResult:
         first = self._next_producer_id
@@ -838,6 +919,7 @@ __all__ = [
     "TOPIC_CONFIGS",
     "TopicMeta",
     "assign_replicas",
+    "encode_add_partitions",
     "encode_allocate_producer_ids",
     "encode_create_topic",
     "encode_delete_topic",

@@ -20,7 +20,7 @@ from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
 from raft import Role
 
 from ._broker import Broker
-from ._controller import TopicMeta, encode_create_topic, encode_delete_topic
+from ._controller import TopicMeta, encode_add_partitions, encode_create_topic, encode_delete_topic
 from ._errors import BrokerError, Code, abort_with
 
 log = logging.getLogger("raftka.rpc")
@@ -204,6 +204,18 @@ class AdminService(_Service, admin_pb2_grpc.AdminServicer):
         if not result.ok:
             raise BrokerError(result.code, result.message)
         return admin_pb2.DeleteTopicResponse()
+
+    @_handler
+    async def AddPartitions(self, request, context):  # noqa: N802
+        if not request.name:
+            raise BrokerError(Code.INVALID_REQUEST, "AddPartitions needs a topic name")
+        result = await self.broker.controller.propose(
+            encode_add_partitions(request.name, request.total_count), ADMIN_TIMEOUT_S)
+        if not result.ok:
+            raise BrokerError(result.code, result.message)
+        topic = result.value
+        assert isinstance(topic, TopicMeta)
+        return admin_pb2.AddPartitionsResponse(topic=self.topic_info(topic))
 
     @_handler
     async def ListTopics(self, request, context):  # noqa: N802

@@ -19,6 +19,7 @@ from node._controller import (
     ControllerState,
     TopicMeta,
     assign_replicas,
+    encode_add_partitions,
     encode_allocate_producer_ids,
     encode_create_topic,
     encode_delete_topic,
@@ -404,8 +405,10 @@ def _random_commands(seed: int, count: int) -> list[bytes]:
             )
         elif kind < 0.75:
             commands.append(encode_delete_topic(rng.choice(names)))
-        elif kind < 0.9:
+        elif kind < 0.82:
             commands.append(encode_allocate_producer_ids(rng.randrange(0, 2000)))
+        elif kind < 0.9:
+            commands.append(encode_add_partitions(rng.choice(names), rng.randrange(0, 16)))
         else:
             commands.append(rng.randbytes(rng.randrange(0, 20)))
     return commands

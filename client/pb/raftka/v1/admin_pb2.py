@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from client.pb.raftka.v1 import broker_pb2 as raftka_dot_v1_dot_broker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/admin.proto\x12\traftka.v1\x1a\x16raftka/v1/broker.proto\"\xbf\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12;\n\x07\x63onfigs\x18\x04 \x03(\x0b\x32*.raftka.v1.CreateTopicRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x13\x43reateTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x15\x44\x65scribeTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\x18\n\x16\x44\x65scribeClusterRequest\"R\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x14\n\x0cleader_count\x18\x04 \x01(\x05\"{\n\x17\x44\x65scribeClusterResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.raftka.v1.NodeStatus\x12\x15\n\rcontroller_id\x18\x02 \x01(\x05\x12#\n\x1bunder_replicated_partitions\x18\x03 \x01(\x05\x32\x9c\x03\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.raftka.v1.CreateTopicRequest\x1a\x1e.raftka.v1.CreateTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.raftka.v1.DeleteTopicRequest\x1a\x1e.raftka.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.raftka.v1.ListTopicsRequest\x1a\x1d.raftka.v1.ListTopicsResponse\x12R\n\rDescribeTopic\x12\x1f.raftka.v1.DescribeTopicRequest\x1a .raftka.v1.DescribeTopicResponse\x12X\n\x0f\x44\x65scribeCluster\x12!.raftka.v1.DescribeClusterRequest\x1a\".raftka.v1.DescribeClusterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/admin.proto\x12\traftka.v1\x1a\x16raftka/v1/broker.proto\"\xbf\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12;\n\x07\x63onfigs\x18\x04 \x03(\x0b\x32*.raftka.v1.CreateTopicRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x13\x43reateTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x15\x44\x65scribeTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"9\n\x14\x41\x64\x64PartitionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"<\n\x15\x41\x64\x64PartitionsResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\x18\n\x16\x44\x65scribeClusterRequest\"R\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x14\n\x0cleader_count\x18\x04 \x01(\x05\"{\n\x17\x44\x65scribeClusterResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.raftka.v1.NodeStatus\x12\x15\n\rcontroller_id\x18\x02 \x01(\x05\x12#\n\x1bunder_replicated_partitions\x18\x03 \x01(\x05\x32\xf0\x03\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.raftka.v1.CreateTopicRequest\x1a\x1e.raftka.v1.CreateTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.raftka.v1.DeleteTopicRequest\x1a\x1e.raftka.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.raftka.v1.ListTopicsRequest\x1a\x1d.raftka.v1.ListTopicsResponse\x12R\n\rDescribeTopic\x12\x1f.raftka.v1.DescribeTopicRequest\x1a .raftka.v1.DescribeTopicResponse\x12X\n\x0f\x44\x65scribeCluster\x12!.raftka.v1.DescribeClusterRequest\x1a\".raftka.v1.DescribeClusterResponse\x12R\n\rAddPartitions\x12\x1f.raftka.v1.AddPartitionsRequest\x1a .raftka.v1.AddPartitionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,12 +52,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBETOPICREQUEST']._serialized_end=467
   _globals['_DESCRIBETOPICRESPONSE']._serialized_start=469
   _globals['_DESCRIBETOPICRESPONSE']._serialized_end=529
-  _globals['_DESCRIBECLUSTERREQUEST']._serialized_start=531
-  _globals['_DESCRIBECLUSTERREQUEST']._serialized_end=555
-  _globals['_NODESTATUS']._serialized_start=557
-  _globals['_NODESTATUS']._serialized_end=639
-  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_start=641
-  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_end=764
-  _globals['_ADMIN']._serialized_start=767
-  _globals['_ADMIN']._serialized_end=1179
+  _globals['_ADDPARTITIONSREQUEST']._serialized_start=531
+  _globals['_ADDPARTITIONSREQUEST']._serialized_end=588
+  _globals['_ADDPARTITIONSRESPONSE']._serialized_start=590
+  _globals['_ADDPARTITIONSRESPONSE']._serialized_end=650
+  _globals['_DESCRIBECLUSTERREQUEST']._serialized_start=652
+  _globals['_DESCRIBECLUSTERREQUEST']._serialized_end=676
+  _globals['_NODESTATUS']._serialized_start=678
+  _globals['_NODESTATUS']._serialized_end=760
+  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_start=762
+  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_end=885
+  _globals['_ADMIN']._serialized_start=888
+  _globals['_ADMIN']._serialized_end=1384
 # @@protoc_insertion_point(module_scope)

@@ -64,6 +64,20 @@ class DescribeTopicResponse(_message.Message):
     topic: _broker_pb2.TopicInfo
     def __init__(self, topic: _Optional[_Union[_broker_pb2.TopicInfo, _Mapping]] = ...) -> None: ...
 
+class AddPartitionsRequest(_message.Message):
+    __slots__ = ("name", "total_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    total_count: int
+    def __init__(self, name: _Optional[str] = ..., total_count: _Optional[int] = ...) -> None: ...
+
+class AddPartitionsResponse(_message.Message):
+    __slots__ = ("topic",)
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    topic: _broker_pb2.TopicInfo
+    def __init__(self, topic: _Optional[_Union[_broker_pb2.TopicInfo, _Mapping]] = ...) -> None: ...
+
 class DescribeClusterRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
