@@ -376,6 +376,26 @@ class PartitionReplica:
         # Older than the in-memory index: binary search of the entry headers on disk.
         return self._last_index_where(lo, hi, lambda h: h.base_offset <= offset) or lo
 
+    def offset_for_time(self, timestamp_ms: int) -> int:
+        """ListOffsets: -2 the log start, -1 the high watermark, else the first committed
+        offset whose entry was appended at or after ``timestamp_ms`` (the high watermark if
+        none). A binary search on entry headers (append times rise along the log, the same
+        assumption retention by time makes); records are never decoded."""
+        if timestamp_ms == -2:
+            return self.log_start_offset
+        if timestamp_ms == -1:
+            return self.high_watermark
+        if timestamp_ms < 0:
+            raise BrokerError(Code.INVALID_REQUEST, f"timestamp_ms {timestamp_ms} is not a "
+                              "time: use -2 (earliest), -1 (latest) or a time in ms")
+        node = self._require_group().node
+        lo, hi = node.first_index, self.applied_index
+        before = self._last_index_where(lo, hi, lambda h: h.append_time_ms < timestamp_ms)
+        _, header = self._next_data_entry(before + 1 if before else lo, hi)
+        if header is None:
+            return self.high_watermark
+        return max(header.base_offset, self.log_start_offset)
+
     def _next_data_entry(self, index: int, hi: int) -> tuple[int, EntryHeader | None]:
         for i in range(index, hi + 1):
             header = self._header_at(i)
