@@ -153,6 +153,14 @@ class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
         return response
 
     @_handler
+    async def ListOffsets(self, request, context):  # noqa: N802
+        replica = _require_leader(self.broker, request.topic, request.partition)
+        offset = replica.offset_for_time(request.timestamp_ms)
+        return broker_pb2.ListOffsetsResponse(offset=offset,
+                                              high_watermark=replica.high_watermark,
+                                              log_start_offset=replica.log_start_offset)
+
+    @_handler
     async def Metadata(self, request, context):  # noqa: N802
         b = self.broker
         state = b.controller.state
