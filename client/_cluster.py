@@ -183,6 +183,31 @@ def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
     return ClusterMetadata(new.brokers, new.controller_id, topics, new.fetched_at, new.source)
 
 
+_LEADERLESS_ASKS_MAX = 5  # brokers asked in one refresh while some partition has no leader
+
+
+def _leaderless(md: ClusterMetadata) -> bool:
+    return any(not p.leader_id for t in md.topics.values() for p in t.partitions)
+
+
+def _fill_leaders(base: ClusterMetadata, other: ClusterMetadata) -> ClusterMetadata:
+    """``base`` with each leaderless partition taken from ``other`` where ``other``
+    names a leader (brokers and controller from ``base`` unless it has none)."""
+    topics: dict[str, TopicDescription] = {}
+    for name, t in base.topics.items():
+        o = other.topics.get(name)
+        parts = []
+        for p in t.partitions:
+            q = o.partition(p.partition) if o is not None else None
+            parts.append(q if not p.leader_id and q is not None and q.leader_id else p)
+        topics[name] = TopicDescription(t.name, tuple(parts), t.replication_factor, t.configs)
+    for name, t in other.topics.items():
+        topics.setdefault(name, t)
+    return ClusterMetadata(base.brokers or other.brokers,
+                           base.controller_id or other.controller_id, topics,
+                           other.fetched_at, base.source)
+
+
 class Cluster:
     """Channels to brokers plus the metadata cache. Owned by one Admin/Producer/reader
     (or shared by readers of one topic); ``close()`` closes every channel."""
@@ -372,6 +397,7 @@ class Cluster:
             deadline = started + timeout_s
             tried: list[str] = []
             last: RaftkaError | None = None
+            first: ClusterMetadata | None = None
             for address in self.candidate_addresses():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -393,8 +419,23 @@ class Cluster:
                     fetched_at=time.monotonic(),
                     source=address,
                 )
+                if first is None:
+                    first = new
+                else:
+                    new = _fill_leaders(first, new)
+                    first = new
+                if _leaderless(new) and len(tried) < _LEADERLESS_ASKS_MAX:
+                    # A node cut off from its peers answers "no leader" while the others
+                    # follow a new one: ask them too, else a client that still reaches
+                    # the cut-off node never finds the new leader (jepsen-like found it).
+                    continue
                 with self._lock:
                     self._metadata = _merge(self._metadata, new)
+                    self._leader_hints.clear()
+                    return self._metadata
+            if first is not None:  # every answer lacked some leader: use what we have
+                with self._lock:
+                    self._metadata = _merge(self._metadata, first)
                     self._leader_hints.clear()
                     return self._metadata
         raise NoBrokersAvailable(tried, last)
