@@ -19,6 +19,7 @@ Errors are :class:`RaftkaError` subclasses with ``retriable`` / ``invalid_metada
 """
 
 from client._admin import Admin
+from client._consumer import CommitFailedError, Consumer
 from client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
 from client._errors import (
     BrokerNotAvailableError,
@@ -61,24 +62,42 @@ from client._reader import PartitionReader, TopicReader
 from client._types import (
     BrokerDescription,
     ClusterDescription,
+    ClusterStatus,
     ConsumedRecord,
+    GroupDescription,
+    GroupListing,
+    GroupMemberDescription,
+    GroupOffsetReset,
+    GroupPartitionLag,
     NodeDescription,
+    NodeStatus,
     PartitionDescription,
+    PartitionOffsets,
+    PartitionStatus,
     TopicDescription,
+    TopicPartition,
 )
 
 __all__ = [
     "Admin",
+    "CommitFailedError",
+    "Consumer",
     "BOOTSTRAP_ENV",
     "BrokerDescription",
     "BrokerNotAvailableError",
     "ClusterDescription",
+    "ClusterStatus",
     "ConsumedRecord",
     "CoordinatorLoadingError",
     "CorruptBatchError",
     "DEFAULT_BOOTSTRAP",
     "FencedMemberEpochError",
+    "GroupDescription",
+    "GroupListing",
+    "GroupMemberDescription",
     "GroupNotEmptyError",
+    "GroupOffsetReset",
+    "GroupPartitionLag",
     "InternalError",
     "InvalidConfigError",
     "InvalidOffsetError",
@@ -87,6 +106,7 @@ __all__ = [
     "NoBrokersAvailable",
     "NoQuorumError",
     "NodeDescription",
+    "NodeStatus",
     "NotCoordinatorError",
     "NotEnoughReplicasError",
     "NotLeaderError",
@@ -94,7 +114,9 @@ __all__ = [
     "OutOfOrderSequenceError",
     "PartitionDescription",
     "PartitionNotAssignedError",
+    "PartitionOffsets",
     "PartitionReader",
+    "PartitionStatus",
     "Producer",
     "ProducerClosedError",
     "ProducerFencedError",
@@ -106,6 +128,7 @@ __all__ = [
     "ShuttingDownError",
     "TopicDescription",
     "TopicExistsError",
+    "TopicPartition",
     "TopicReader",
     "UnknownGroupError",
     "UnknownMemberIdError",

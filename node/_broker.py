@@ -14,15 +14,18 @@ from raft import ConfState, Role, Snapshot
 from raft.rocks_storage import RocksLogDB
 
 from ._config import NodeConfig
-from ._controller import PartitionMeta, TopicMeta
+from ._controller import PartitionMeta, TopicMeta, encode_create_topic
 from ._controller_replica import ControllerReplica, controller_conf
 from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
+from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
 from ._partition import PartitionConfig, PartitionReplica
 
 log = logging.getLogger("raftka.broker")
 
 MAINTENANCE_INTERVAL_S = 2.0
+OFFSETS_TOPIC_PARTITIONS = 6
+OFFSETS_TOPIC_CHECK_S = 0.2
 
 
 class Broker:
@@ -44,8 +47,10 @@ class Broker:
             self.controller.group_id, self.controller, controller_conf(self.config.peers))
         self.controller.group = group
         self.host.start()
-        self._tasks.append(asyncio.get_running_loop().create_task(
-            self._maintenance(), name="broker-maintenance"))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._maintenance(), name="broker-maintenance"))
+        self._tasks.append(loop.create_task(self._ensure_offsets_topic(),
+                                            name="offsets-topic"))
 
     async def stop(self, graceful: bool) -> None:
         if graceful:
@@ -77,7 +82,8 @@ class Broker:
                 self._start_partition(topic, meta)
 
     def _start_partition(self, topic: TopicMeta, meta: PartitionMeta) -> None:
-        replica = PartitionReplica(
+        kind = OffsetsReplica if topic.name == OFFSETS_TOPIC else PartitionReplica
+        replica = kind(
             topic.name, meta.partition, meta.group_id,
             PartitionConfig.from_topic_configs(dict(topic.configs)), self.host.mark)
         storage = self.db.group(meta.group_id)
@@ -126,6 +132,25 @@ class Broker:
         return meta.replicas[0]  # a hint: a replica answers NOT_LEADER naming the leader
 
     # ------------------------------------------------------------------ maintenance
+    async def _ensure_offsets_topic(self) -> None:
+        """The controller leader creates ``__consumer_offsets`` (consumer groups' committed
+        offsets) as soon as the cluster has one, so the first group need not wait for it."""
+        ctl = self.controller
+        while ctl.state.topic(OFFSETS_TOPIC) is None:
+            await asyncio.sleep(OFFSETS_TOPIC_CHECK_S)
+            if ctl.group is None or ctl.group.node.role != Role.LEADER:
+                continue
+            command = encode_create_topic(
+                OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, min(3, len(self.config.peers)),
+                OFFSETS_TOPIC_CONFIGS, internal=True)
+            try:
+                result = await ctl.propose(command, 5.0)
+            except BrokerError:
+                continue  # lost leadership or no quorum yet: check again
+            if not result.ok and result.code != Code.TOPIC_EXISTS:
+                log.warning("cannot create %s yet: %s; retrying", OFFSETS_TOPIC, result.message)
+                await asyncio.sleep(1.0)
+
     async def _maintenance(self) -> None:
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)

@@ -16,10 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from client.pb.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
-from client.pb.raftka.v1 import raft_pb2, raft_pb2_grpc
+from client.pb.raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
 
 from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
+from ._group_service import GroupCoordinatorService
 from ._services import AdminService, BrokerService
 from ._transport import RaftPeerService
 
@@ -49,6 +50,8 @@ async def serve(config: NodeConfig) -> int:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker), server)
+    groups = GroupCoordinatorService(broker)
+    group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     raft_pb2_grpc.add_RaftPeerServicer_to_server(
         RaftPeerService(config.node_id, broker.host.deliver_many), server)
     health_servicer = health.aio.HealthServicer()
@@ -56,6 +59,7 @@ async def serve(config: NodeConfig) -> int:
     reflection.enable_server_reflection((
         broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
         admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+        group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
         raft_pb2.DESCRIPTOR.services_by_name["RaftPeer"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
@@ -73,6 +77,7 @@ async def serve(config: NodeConfig) -> int:
         return 2
     await server.start()
     await broker.start()
+    groups.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
 
@@ -85,6 +90,7 @@ async def serve(config: NodeConfig) -> int:
                                  return_when=asyncio.FIRST_COMPLETED)
     failed = ready_loop in done
     await health_servicer.enter_graceful_shutdown()
+    await groups.stop()
     await broker.stop(graceful=not failed)
     await server.stop(grace=1.0)
     if failed:

@@ -1,0 +1,486 @@
+"""``Consumer``: a member of a consumer group (broker-side assignment, KIP-848 style).
+
+    with Consumer("127.0.0.1:7001", "billing", ["orders"]) as consumer:
+        for record in consumer:          # or: records = consumer.poll(1.0)
+            handle(record)
+            consumer.commit()            # commits the position after what poll returned
+
+Threads, and why:
+- the **heartbeat thread** keeps the membership alive on its own, so a slow handler between
+  two ``poll`` calls never makes the member miss its session timeout; it also brings new
+  target assignments from the coordinator;
+- one **fetcher thread per owned partition** reads ahead (long-poll Fetch against the
+  partition leader, following leader changes) into a bounded buffer, so partitions are read
+  in parallel and ``poll`` only hands records out.
+
+Assignment changes are applied inside ``poll`` (never behind the application's back):
+revoked partitions stop, and with auto-commit their positions are committed first; added
+partitions start from the group's committed offset (or ``auto_offset_reset`` when none).
+Only then does the heartbeat acknowledge the new assignment, and only after that will the
+coordinator give a revoked partition to another member. When the coordinator says the
+member is gone (session timeout, coordinator failover), the consumer drops every partition
+at once — its commits would be refused anyway — and joins again.
+
+Positions and commits use Kafka's meaning: the offset of the next record to read.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+
+from client._cluster import Backoff, Cluster
+from client._coordinator import GroupCoordinatorClient
+from client._errors import (
+    FencedMemberEpochError,
+    OffsetOutOfRangeError,
+    RaftkaError,
+    UnknownMemberIdError,
+    UnknownTopicError,
+)
+from client._reader import PartitionReader
+from client._types import ConsumedRecord, TopicPartition
+from client.pb.raftka.v1 import group_pb2
+
+__all__ = ["CommitFailedError", "Consumer"]
+
+log = logging.getLogger("raftka.consumer")
+
+_RESETS = ("earliest", "latest", "none")
+BUFFER_RECORDS_MAX = 20_000  # per partition, read ahead of poll
+
+
+class CommitFailedError(RaftkaError):
+    """The commit was refused because the consumer no longer owns the partition (the group
+    rebalanced, or the member was removed). Records since the last successful commit will be
+    delivered again to whoever owns the partition now."""
+
+
+class _Fetcher:
+    """Reads one partition ahead of ``poll`` in its own thread."""
+
+    def __init__(self, consumer: Consumer, tp: TopicPartition, start: int | str) -> None:
+        self.tp = tp
+        self.buffer: deque[ConsumedRecord] = deque()
+        self.error: BaseException | None = None
+        self._consumer = consumer
+        self._reader = PartitionReader(
+            consumer._cluster, tp.topic, tp.partition, start,
+            offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
+            max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"raftka-fetch-{tp.topic}-"
+                                        f"{tp.partition}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cond = self._consumer._cond
+        while not self._stop.is_set():
+            with cond:
+                while len(self.buffer) >= BUFFER_RECORDS_MAX and not self._stop.is_set():
+                    cond.wait(0.2)
+            if self._stop.is_set():
+                return
+            try:
+                records = self._reader.poll(0.5)
+            except RaftkaError as exc:
+                if exc.retriable:
+                    time.sleep(0.1)
+                    continue
+                with cond:
+                    self.error = exc
+                    cond.notify_all()
+                return
+            except Exception as exc:  # noqa: BLE001 - surfaced to the poll caller
+                with cond:
+                    self.error = exc
+                    cond.notify_all()
+                return
+            if records:
+                with cond:
+                    if not self._stop.is_set():
+                        self.buffer.extend(records)
+                        cond.notify_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        self._reader.close()
+
+
+class Consumer:
+    """A consumer-group member. Not thread-safe: call it from one thread (``wakeup`` and
+    ``close`` excepted)."""
+
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str],
+        group_id: str,
+        topics: str | Iterable[str],
+        *,
+        auto_offset_reset: str = "earliest",
+        enable_auto_commit: bool = False,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 10_000,
+        rebalance_timeout_ms: int = 30_000,
+        assignor: str = "sticky",
+        client_id: str = "",
+        max_poll_records: int = 500,
+        fetch_max_bytes: int = 1 << 20,
+        fetch_max_wait_ms: int = 500,
+        request_timeout_ms: int = 5000,
+    ) -> None:
+        if auto_offset_reset not in _RESETS:
+            raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
+                             f"{auto_offset_reset!r}")
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        if not topics:
+            raise ValueError("subscribe to at least one topic")
+        if max_poll_records < 1:
+            raise ValueError("max_poll_records must be at least 1")
+        self.group_id = group_id
+        self.topics = tuple(sorted(set(topics)))
+        self._auto_offset_reset = auto_offset_reset
+        self._auto_commit = enable_auto_commit
+        self._auto_commit_interval_s = auto_commit_interval_ms / 1000
+        self._session_timeout_ms = session_timeout_ms
+        self._rebalance_timeout_ms = rebalance_timeout_ms
+        self._assignor = assignor
+        self._client_id = client_id or f"raftka-python@{socket.gethostname()}"
+        self._max_poll_records = max_poll_records
+        self._fetch_max_bytes = fetch_max_bytes
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._request_timeout_ms = request_timeout_ms
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._coordinator = GroupCoordinatorClient(self._cluster, group_id)
+
+        self._cond = threading.Condition()
+        # Written by the heartbeat thread, read under _cond:
+        self._member_id = ""
+        self._membership = 0  # +1 each time the member is lost and rejoins
+        self._incoming: tuple[int, int, frozenset[TopicPartition]] | None = None
+        self._lost = False  # the coordinator no longer knows us: drop everything
+        self._hb_error: BaseException | None = None
+        # Owned by the poll thread (read by the heartbeat thread under _cond):
+        self._acked_epoch = 0
+        self._acked_membership = 0
+        self._owned: frozenset[TopicPartition] = frozenset()
+        self._fetchers: dict[TopicPartition, _Fetcher] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._next_auto_commit = time.monotonic() + self._auto_commit_interval_s
+        self._rotation = 0
+        self._closed = False
+        self._hb_wake = threading.Event()
+        self._hb_stop = threading.Event()
+        self._hb_thread = threading.Thread(target=self._heartbeat_loop, daemon=True,
+                                           name=f"raftka-heartbeat-{group_id}")
+        self._hb_thread.start()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def member_id(self) -> str:
+        return self._member_id
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer owns now (as of the last ``poll``)."""
+        return set(self._owned)
+
+    def position(self, topic: str, partition: int) -> int | None:
+        return self._positions.get(TopicPartition(topic, partition))
+
+    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
+        """Records from the owned partitions (possibly none), waiting up to ``timeout``
+        seconds. Applies assignment changes first (see the module docstring)."""
+        self._check_open()
+        limit = max_records or self._max_poll_records
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            self._apply_assignment_changes()
+            records = self._take(limit)
+            if records:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with self._cond:
+                if not self._ready_locked():
+                    self._cond.wait(min(remaining, 0.1))
+        if self._auto_commit and time.monotonic() >= self._next_auto_commit:
+            self._next_auto_commit = time.monotonic() + self._auto_commit_interval_s
+            try:
+                self.commit()
+            except RaftkaError as exc:
+                log.warning("auto-commit of group %s failed: %s", self.group_id, exc)
+        return records
+
+    def __iter__(self) -> Iterator[ConsumedRecord]:
+        while not self._closed:
+            yield from self.poll(1.0)
+
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None, *,
+               timeout: float = 10.0) -> None:
+        """Commit ``offsets`` ({(topic, partition): next offset}) or, by default, the current
+        position of every owned partition. Blocks until durable (replicated by a
+        majority). Raises :class:`CommitFailedError` when a partition is not owned any more."""
+        self._check_open()
+        if offsets is None:
+            offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
+        if not offsets:
+            return
+        request = group_pb2.OffsetCommitRequest(
+            group_id=self.group_id, member_id=self._member_id, member_epoch=self._acked_epoch)
+        for (topic, partition), offset in sorted(offsets.items()):
+            request.offsets.add(topic=topic, partition=partition, offset=int(offset))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._coordinator.call("CommitOffsets", request, deadline - time.monotonic())
+                return
+            except FencedMemberEpochError:
+                # Our epoch moved (an assignment change not yet applied): the heartbeat
+                # thread learns the new one; retry with it while time remains.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+                request.member_epoch = self._acked_epoch
+            except UnknownMemberIdError as exc:
+                raise CommitFailedError(f"commit refused: {exc}") from exc
+            except RaftkaError as exc:
+                if exc.code_name == "PARTITION_NOT_ASSIGNED":
+                    raise CommitFailedError(f"commit refused: {exc}") from exc
+                raise
+
+    def committed(self, partitions: Iterable[tuple[str, int]] | None = None, *,
+                  timeout: float = 10.0) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where nothing is committed); by default for
+        the owned partitions."""
+        self._check_open()
+        wanted = sorted(TopicPartition(*tp) for tp in (partitions if partitions is not None
+                                                       else self._owned))
+        return {tp: (o if o >= 0 else None) for tp, o in self._fetch_committed(wanted,
+                                                                               timeout).items()}
+
+    def seek(self, topic: str, partition: int, offset: int | str) -> None:
+        """Continue ``topic/partition`` (owned) from ``offset`` ('earliest', 'latest' or an
+        int) at the next poll."""
+        self._check_open()
+        tp = TopicPartition(topic, partition)
+        if tp not in self._owned:
+            raise ValueError(f"{topic}/{partition} is not assigned to this consumer "
+                             f"(assignment: {sorted(self._owned)})")
+        if isinstance(offset, int) and offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        self._restart_fetcher(tp, offset)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit (with auto-commit), leave the group and stop every thread."""
+        if self._closed:
+            return
+        if self._auto_commit:
+            try:
+                self.commit(timeout=timeout)
+            except RaftkaError as exc:
+                log.warning("final auto-commit of group %s failed: %s", self.group_id, exc)
+        self._closed = True
+        self._hb_stop.set()
+        self._hb_wake.set()
+        self._hb_thread.join(timeout)
+        for f in self._fetchers.values():
+            f.stop()
+        for f in self._fetchers.values():
+            f.join(timeout)
+        self._fetchers.clear()
+        if self._member_id:
+            leave = group_pb2.GroupHeartbeatRequest(
+                group_id=self.group_id, member_id=self._member_id, member_epoch=-1)
+            try:
+                self._coordinator.call("Heartbeat", leave, min(timeout, 2.0))
+            except RaftkaError as exc:
+                log.info("leaving group %s: %s (the coordinator removes the member after "
+                         "its session timeout)", self.group_id, exc)
+        self._cluster.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ poll internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RaftkaError("the consumer is closed")
+
+    def _ready_locked(self) -> bool:
+        return (self._incoming is not None or self._lost or self._hb_error is not None
+                or any(f.buffer or f.error for f in self._fetchers.values()))
+
+    def _take(self, limit: int) -> list[ConsumedRecord]:
+        out: list[ConsumedRecord] = []
+        fetchers = list(self._fetchers.values())
+        if not fetchers:
+            return out
+        with self._cond:
+            for f in fetchers:
+                if f.error is not None:
+                    err, f.error = f.error, None
+                    self._on_fetch_error(f, err)
+            n = len(fetchers)
+            for i in range(n):  # rotate the start so no partition starves the others
+                f = fetchers[(self._rotation + i) % n]
+                buf = f.buffer
+                while buf and len(out) < limit:
+                    out.append(buf.popleft())
+                if out and out[-1].topic == f.tp.topic and out[-1].partition == f.tp.partition:
+                    self._positions[f.tp] = out[-1].offset + 1
+                if len(out) >= limit:
+                    break
+            self._rotation += 1
+            self._cond.notify_all()  # fetchers waiting for room
+        return out
+
+    def _on_fetch_error(self, f: _Fetcher, err: BaseException) -> None:
+        if isinstance(err, (OffsetOutOfRangeError, UnknownTopicError)):
+            raise err
+        raise RaftkaError(f"reading {f.tp.topic}/{f.tp.partition} failed: {err}") from err
+
+    def _apply_assignment_changes(self) -> None:
+        with self._cond:
+            err, self._hb_error = self._hb_error, None
+            lost, self._lost = self._lost, False
+            incoming, self._incoming = self._incoming, None
+        if err is not None:
+            raise err
+        if lost:
+            log.info("group %s: membership lost; dropping partitions %s and rejoining",
+                     self.group_id, sorted(self._owned))
+            self._drop(self._owned)
+            self._owned = frozenset()
+            self._acked_epoch = 0
+        if incoming is None:
+            return
+        membership, epoch, target = incoming
+        if membership != self._membership:
+            return  # from a membership that has been lost since
+        revoked = self._owned - target
+        added = target - self._owned
+        if revoked:
+            if self._auto_commit:
+                offsets = {tp: self._positions[tp] for tp in revoked if tp in self._positions}
+                try:
+                    self.commit(offsets)
+                except RaftkaError as exc:
+                    log.warning("group %s: commit before revoking %s failed: %s",
+                                self.group_id, sorted(revoked), exc)
+            self._drop(revoked)
+        if added:
+            committed = self._fetch_committed(sorted(added), 10.0)
+            for tp in sorted(added):
+                offset = committed.get(tp, -1)
+                start: int | str = offset if offset >= 0 else self._auto_offset_reset
+                self._restart_fetcher(tp, start)
+        self._owned = target
+        with self._cond:
+            if membership == self._membership:
+                self._acked_epoch = epoch
+                self._acked_membership = membership
+        self._hb_wake.set()  # acknowledge now: the partitions we let go move on sooner
+
+    def _drop(self, tps: Iterable[TopicPartition]) -> None:
+        stopped = []
+        for tp in tps:
+            f = self._fetchers.pop(tp, None)
+            if f is not None:
+                f.stop()
+                stopped.append(f)
+            self._positions.pop(tp, None)
+        with self._cond:
+            self._cond.notify_all()
+        for f in stopped:
+            f.join(0)
+
+    def _restart_fetcher(self, tp: TopicPartition, start: int | str) -> None:
+        old = self._fetchers.pop(tp, None)
+        if old is not None:
+            old.stop()
+        if isinstance(start, int):
+            self._positions[tp] = start
+        else:
+            self._positions.pop(tp, None)
+        self._fetchers[tp] = _Fetcher(self, tp, start)
+
+    def _fetch_committed(self, tps: list[TopicPartition], timeout: float) -> dict[TopicPartition, int]:
+        if not tps:
+            return {}
+        request = group_pb2.OffsetFetchRequest(group_id=self.group_id)
+        by_topic: dict[str, list[int]] = {}
+        for t, p in tps:
+            by_topic.setdefault(t, []).append(p)
+        for t, ps in by_topic.items():
+            request.partitions.add(topic=t, partitions=ps)
+        response = self._coordinator.call("FetchOffsets", request, timeout)
+        return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+
+    # ------------------------------------------------------------------ heartbeat thread
+    def _heartbeat_loop(self) -> None:
+        backoff = Backoff(0.05, 1.0)
+        interval = 0.0
+        while not self._hb_stop.is_set():
+            self._hb_wake.wait(interval)
+            self._hb_wake.clear()
+            if self._hb_stop.is_set():
+                return
+            with self._cond:
+                member_id, owned = self._member_id, self._owned
+                epoch = (self._acked_epoch if self._acked_membership == self._membership
+                         and member_id else 0)
+            joining = not member_id
+            request = group_pb2.GroupHeartbeatRequest(
+                group_id=self.group_id, member_id=member_id, member_epoch=epoch,
+                topics=list(self.topics) if joining else [],
+                session_timeout_ms=self._session_timeout_ms,
+                rebalance_timeout_ms=self._rebalance_timeout_ms,
+                assignor=self._assignor, client_id=self._client_id)
+            by_topic: dict[str, list[int]] = {}
+            for t, p in sorted(owned):
+                by_topic.setdefault(t, []).append(p)
+            for t, ps in by_topic.items():
+                request.owned.add(topic=t, partitions=ps)
+            try:
+                response = self._coordinator.call(
+                    "Heartbeat", request, self._session_timeout_ms / 1000 / 2)
+            except (UnknownMemberIdError, FencedMemberEpochError) as exc:
+                log.info("group %s: %s; rejoining", self.group_id, exc)
+                with self._cond:
+                    self._member_id = ""
+                    self._membership += 1
+                    self._incoming = None
+                    self._lost = True
+                    self._cond.notify_all()
+                interval = 0.0
+                continue
+            except RaftkaError as exc:
+                if not exc.retriable:
+                    with self._cond:
+                        self._hb_error = exc
+                        self._cond.notify_all()
+                    return
+                interval = backoff.next()
+                continue
+            backoff.reset()
+            target = frozenset(TopicPartition(tp.topic, p) for tp in response.assignment
+                               for p in tp.partitions)
+            with self._cond:
+                self._member_id = response.member_id
+                acked = (self._acked_epoch if self._acked_membership == self._membership
+                         else 0)
+                if response.member_epoch != acked or target != self._owned:
+                    self._incoming = (self._membership, response.member_epoch, target)
+                    self._cond.notify_all()
+            interval = max(response.heartbeat_interval_ms, 10) / 1000

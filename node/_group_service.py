@@ -1,0 +1,328 @@
+"""The GroupCoordinator gRPC service: consumer groups on top of ``__consumer_offsets``.
+
+This node coordinates the groups whose offsets partition it leads (``_offsets.py``);
+membership and assignment follow the rules in ``_coordinator.py``. Membership lives in
+memory: when leadership of an offsets partition moves, the new coordinator starts with no
+members and every member rejoins (UNKNOWN_MEMBER_ID), then resumes from the committed
+offsets, which are in the replicated log. Offsets are served only once the coordinator has
+applied an entry of its own term (COORDINATOR_LOADING before), so it never answers with an
+offset older than one it acknowledged earlier.
+
+Commits still being replicated are tracked per group; a FetchOffsets waits for them, so a
+member that takes over a partition never starts from an offset older than a commit its
+previous owner had already been allowed to make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from client.pb.raftka.v1 import group_pb2, group_pb2_grpc
+from raft import Role
+
+from ._broker import Broker
+from ._controller import TopicMeta
+from ._coordinator import ConsumerGroup, TopicPartition
+from ._errors import BrokerError, Code
+from ._offsets import (
+    GROUP_ID_MAX,
+    OFFSETS_TOPIC,
+    OffsetsReplica,
+    encode_commits,
+    offsets_partition_for,
+)
+from ._services import _handler, _Service
+
+log = logging.getLogger("raftka.groups")
+
+COMMIT_TIMEOUT_S = 10.0
+EXPIRY_INTERVAL_S = 0.1
+METADATA_MAX = 4096
+
+
+class _Coordinated:
+    """A group this node coordinates, valid for one leadership term of its partition."""
+
+    __slots__ = ("term", "group", "inflight")
+
+    def __init__(self, term: int, group: ConsumerGroup) -> None:
+        self.term = term
+        self.group = group
+        self.inflight: set[asyncio.Future] = set()
+
+
+def _tps(items) -> list[TopicPartition]:
+    return [(tp.topic, p) for tp in items for p in tp.partitions]
+
+
+def _to_pb(tps) -> list[group_pb2.TopicPartitions]:
+    by_topic: dict[str, list[int]] = {}
+    for t, p in sorted(tps):
+        by_topic.setdefault(t, []).append(p)
+    return [group_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in by_topic.items()]
+
+
+def _check_group_id(group_id: str) -> None:
+    if not group_id or len(group_id) > GROUP_ID_MAX or not group_id.isprintable():
+        raise BrokerError(Code.INVALID_REQUEST, f"group id must be 1 to {GROUP_ID_MAX} printable "
+                          f"characters, got {group_id[:300]!r}")
+
+
+class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer):
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self._groups: dict[str, _Coordinated] = {}
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._expire_loop(),
+                                                            name="group-expiry")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL_S)
+            now = time.monotonic()
+            for group_id, c in list(self._groups.items()):
+                gone = c.group.expire(now)
+                if gone:
+                    log.info("group %s: removed members %s (session or rebalance timeout)",
+                             group_id, ", ".join(gone))
+
+    # ------------------------------------------------------------------ routing
+    def _offsets_topic(self) -> TopicMeta:
+        meta = self.broker.controller.state.topic(OFFSETS_TOPIC)
+        if meta is None:
+            raise BrokerError(Code.COORDINATOR_LOADING, f"the {OFFSETS_TOPIC} topic is being "
+                              "created; retry shortly", retriable=True)
+        return meta
+
+    def _replica(self, group_id: str) -> OffsetsReplica:
+        """This node's replica of the group's offsets partition, if it is the coordinator."""
+        _check_group_id(group_id)
+        meta = self._offsets_topic()
+        pnum = offsets_partition_for(group_id, len(meta.partitions))
+        replica = self.broker.partitions.get((OFFSETS_TOPIC, pnum))
+        leader = self.broker.leader_of(meta, meta.partitions[pnum])
+        if not isinstance(replica, OffsetsReplica) or replica.group is None \
+                or replica.group.node.role != Role.LEADER:
+            raise BrokerError(
+                Code.NOT_COORDINATOR,
+                f"node {self.broker.node_id} is not the coordinator of group {group_id!r}"
+                + (f"; node {leader} is" if leader and leader != self.broker.node_id
+                   else "; an election is in progress"),
+                retriable=True, leader_id=leader if leader != self.broker.node_id else 0)
+        if not replica.leader_ready():
+            raise BrokerError(Code.COORDINATOR_LOADING, f"the coordinator of group {group_id!r} "
+                              "is catching up on its log; retry shortly", retriable=True)
+        return replica
+
+    def _coordinated(self, group_id: str, replica: OffsetsReplica) -> _Coordinated:
+        term = replica.group.node.term
+        c = self._groups.get(group_id)
+        if c is None or c.term != term:
+            c = _Coordinated(term, ConsumerGroup(group_id))
+            self._groups[group_id] = c
+        return c
+
+    def _partition_counts(self, topics) -> dict[str, int]:
+        state = self.broker.controller.state
+        counts = {}
+        for t in topics:
+            meta = state.topic(t)
+            counts[t] = len(meta.partitions) if meta is not None else 0
+        return counts
+
+    # ------------------------------------------------------------------ RPCs
+    @_handler
+    async def FindCoordinator(self, request, context):  # noqa: N802
+        _check_group_id(request.group_id)
+        meta = self._offsets_topic()
+        pnum = offsets_partition_for(request.group_id, len(meta.partitions))
+        leader = self.broker.leader_of(meta, meta.partitions[pnum])
+        return group_pb2.FindCoordinatorResponse(
+            node_id=leader, address=self.broker.address_of(leader) if leader else "",
+            offsets_partition=pnum)
+
+    @_handler
+    async def Heartbeat(self, request, context):  # noqa: N802
+        replica = self._replica(request.group_id)
+        c = self._coordinated(request.group_id, replica)
+        group = c.group
+        topics = list(request.topics) or None
+        wanted = set(topics or ()) | group.subscribed_topics()
+        result = group.heartbeat(
+            member_id=request.member_id, member_epoch=request.member_epoch, topics=topics,
+            now=time.monotonic(), partition_counts=self._partition_counts(wanted),
+            session_timeout_ms=request.session_timeout_ms,
+            rebalance_timeout_ms=request.rebalance_timeout_ms, assignor=request.assignor,
+            client_id=request.client_id, host=context.peer() or "")
+        if result is None:
+            return group_pb2.GroupHeartbeatResponse(member_id=request.member_id, member_epoch=-1,
+                                                    group_epoch=group.group_epoch)
+        return group_pb2.GroupHeartbeatResponse(
+            member_id=result.member_id, member_epoch=result.member_epoch,
+            heartbeat_interval_ms=result.heartbeat_interval_ms,
+            assignment=_to_pb(result.assignment), group_epoch=result.group_epoch,
+            pending=result.pending)
+
+    @_handler
+    async def CommitOffsets(self, request, context):  # noqa: N802
+        replica = self._replica(request.group_id)
+        commits = self._validated_commits(request.offsets)
+        c = self._coordinated(request.group_id, replica)
+        c.group.check_commit(request.member_id, request.member_epoch,
+                             [(t, p) for t, p, _, _ in commits])
+        await self._write(c, replica, request.group_id, commits)
+        return group_pb2.OffsetCommitResponse()
+
+    def _validated_commits(self, entries) -> list[tuple[str, int, int, str]]:
+        if not entries:
+            raise BrokerError(Code.INVALID_REQUEST, "the commit names no partition")
+        state = self.broker.controller.state
+        out = []
+        for e in entries:
+            if e.offset < 0:
+                raise BrokerError(Code.INVALID_OFFSET, f"offset {e.offset} for {e.topic}/"
+                                  f"{e.partition} is negative; commit the next offset to read")
+            meta = state.topic(e.topic)
+            if meta is None:
+                raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {e.topic!r} does not exist")
+            if not 0 <= e.partition < len(meta.partitions):
+                raise BrokerError(Code.UNKNOWN_PARTITION, f"topic {e.topic!r} has partitions "
+                                  f"0..{len(meta.partitions) - 1}, not {e.partition}")
+            if len(e.metadata) > METADATA_MAX:
+                raise BrokerError(Code.INVALID_REQUEST, f"commit metadata is limited to "
+                                  f"{METADATA_MAX} characters")
+            out.append((e.topic, e.partition, e.offset, e.metadata))
+        return out
+
+    async def _write(self, c: _Coordinated, replica: OffsetsReplica, group_id: str,
+                     commits: list[tuple[str, int, int, str]]) -> None:
+        payload = encode_commits(group_id, commits, int(time.time() * 1000))
+        task = asyncio.ensure_future(replica.produce(payload, -1, COMMIT_TIMEOUT_S))
+        c.inflight.add(task)
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                c.inflight.discard(task)
+            else:
+                task.add_done_callback(c.inflight.discard)
+
+    @_handler
+    async def FetchOffsets(self, request, context):  # noqa: N802
+        replica = self._replica(request.group_id)
+        c = self._coordinated(request.group_id, replica)
+        if c.inflight:
+            await asyncio.gather(*list(c.inflight), return_exceptions=True)
+            replica = self._replica(request.group_id)
+        committed = replica.offsets.get(request.group_id, {})
+        wanted = _tps(request.partitions) or sorted(committed)
+        response = group_pb2.OffsetFetchResponse()
+        for t, p in wanted:
+            co = committed.get((t, p))
+            if co is None:
+                response.offsets.add(topic=t, partition=p, offset=-1)
+            else:
+                response.offsets.add(topic=t, partition=p, offset=co.offset,
+                                     metadata=co.metadata, commit_time_ms=co.commit_time_ms)
+        return response
+
+    @_handler
+    async def ListGroups(self, request, context):  # noqa: N802
+        listings: dict[str, group_pb2.GroupListing] = {}
+        for (topic, _), replica in self.broker.partitions.items():
+            if topic != OFFSETS_TOPIC or not isinstance(replica, OffsetsReplica):
+                continue
+            leader = replica.group.node.leader_id if replica.group is not None else 0
+            for group_id in replica.offsets:
+                listings[group_id] = group_pb2.GroupListing(
+                    group_id=group_id, state="empty", members=0, coordinator_id=leader)
+        for group_id, c in self._groups.items():
+            replica = self._current_replica(group_id, c)
+            if replica is None:
+                continue
+            if not c.group.members and group_id not in listings:
+                continue
+            listings[group_id] = group_pb2.GroupListing(
+                group_id=group_id, state=c.group.state, members=len(c.group.members),
+                coordinator_id=self.broker.node_id)
+        return group_pb2.ListGroupsResponse(groups=[listings[g] for g in sorted(listings)])
+
+    def _current_replica(self, group_id: str, c: _Coordinated) -> OffsetsReplica | None:
+        try:
+            replica = self._replica(group_id)
+        except BrokerError:
+            return None
+        return replica if replica.group.node.term == c.term else None
+
+    @_handler
+    async def DescribeGroup(self, request, context):  # noqa: N802
+        replica = self._replica(request.group_id)
+        c = self._coordinated(request.group_id, replica)
+        group = c.group
+        committed = replica.offsets.get(request.group_id, {})
+        response = group_pb2.DescribeGroupResponse(
+            group_id=request.group_id, state=group.state, group_epoch=group.group_epoch,
+            assignor=group.assignor, coordinator_id=self.broker.node_id)
+        for m in sorted(group.members.values(), key=lambda m: m.member_id):
+            response.members.add(
+                member_id=m.member_id, client_id=m.client_id, host=m.host,
+                member_epoch=m.epoch, topics=sorted(m.topics), assignment=_to_pb(m.held),
+                target=_to_pb(group.target.get(m.member_id, ())))
+        partitions = set(committed)
+        for t, n in self._partition_counts(group.subscribed_topics()).items():
+            partitions.update((t, p) for p in range(n))
+        for t, p in sorted(partitions):
+            co = committed.get((t, p))
+            end = self._log_end(t, p)
+            offset = co.offset if co is not None else -1
+            response.partitions.add(
+                topic=t, partition=p, committed_offset=offset, log_end_offset=end,
+                lag=max(end - offset, 0) if end >= 0 and offset >= 0 else -1,
+                member_id=group.owner_of((t, p)))
+        return response
+
+    def _log_end(self, topic: str, partition: int) -> int:
+        """The high watermark if this node leads the partition, else -1 (unknown here)."""
+        replica = self.broker.partitions.get((topic, partition))
+        if replica is None or replica.group is None or replica.group.node.role != Role.LEADER:
+            return -1
+        return replica.high_watermark
+
+    @_handler
+    async def ResetOffsets(self, request, context):  # noqa: N802
+        replica = self._replica(request.group_id)
+        c = self._coordinated(request.group_id, replica)
+        self._require_empty(c, "reset its offsets")
+        commits = self._validated_commits(request.offsets)
+        await self._write(c, replica, request.group_id, commits)
+        return group_pb2.ResetOffsetsResponse()
+
+    @_handler
+    async def DeleteGroup(self, request, context):  # noqa: N802
+        replica = self._replica(request.group_id)
+        c = self._coordinated(request.group_id, replica)
+        self._require_empty(c, "delete it")
+        committed = replica.offsets.get(request.group_id)
+        if not committed:
+            raise BrokerError(Code.UNKNOWN_GROUP, f"group {request.group_id!r} has no "
+                              "committed offsets and no members")
+        tombstones = [(t, p, -1, "") for t, p in sorted(committed)]
+        await self._write(c, replica, request.group_id, tombstones)
+        self._groups.pop(request.group_id, None)
+        return group_pb2.DeleteGroupResponse()
+
+    def _require_empty(self, c: _Coordinated, what: str) -> None:
+        c.group.expire(time.monotonic())
+        if c.group.members:
+            raise BrokerError(Code.GROUP_NOT_EMPTY, f"group {c.group.group_id!r} has "
+                              f"{len(c.group.members)} active member(s); stop its consumers "
+                              f"before you {what}")

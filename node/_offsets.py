@@ -1,0 +1,150 @@
+"""Committed offsets of consumer groups: a replica of a ``__consumer_offsets`` partition.
+
+``__consumer_offsets`` is an ordinary partitioned, Raft-replicated topic; group ``g`` lives in
+partition ``offsets_partition_for(g, N)``. Each commit is one RecordBatch appended through
+the normal produce path (acks=all), so a commit is acknowledged only once a majority made it
+durable, and the partition's leader (the group's coordinator) moves with Raft leadership.
+
+Record format (big-endian)::
+
+    key   = b"O" | u16 len | group | u16 len | topic | i32 partition
+    value = i64 offset | i64 commit_time_ms | metadata (utf-8)      (None: deleted)
+
+Unlike data partitions, every replica here *decodes* what it applies (commits are small and
+rare next to data) into ``offsets``: group -> {(topic, partition): CommittedOffset}. After a
+restart the map is rebuilt by replaying the log from its first index. Retention never drops
+this topic's entries (its topic configs say -1), so the log holds every commit.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
+from raft import CompactedError, Entry, Role
+
+from ._host import Group
+from ._partition import HEADER_SIZE, PartitionReplica, entry_header
+
+OFFSETS_TOPIC = "__consumer_offsets"
+OFFSETS_TOPIC_CONFIGS = {"retention.ms": "-1", "retention.bytes": "-1"}
+_U16 = struct.Struct(">H")
+_I32 = struct.Struct(">i")
+_VALUE = struct.Struct(">qq")
+GROUP_ID_MAX = 255
+REPLAY_CHUNK_BYTES = 4 << 20
+
+
+def offsets_partition_for(group_id: str, partitions: int) -> int:
+    """Stable across nodes, restarts and Python versions (unlike ``hash``)."""
+    return zlib.crc32(group_id.encode()) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOffset:
+    offset: int
+    metadata: str
+    commit_time_ms: int
+
+
+def offset_key(group_id: str, topic: str, partition: int) -> bytes:
+    g, t = group_id.encode(), topic.encode()
+    return b"O" + _U16.pack(len(g)) + g + _U16.pack(len(t)) + t + _I32.pack(partition)
+
+
+def parse_offset_key(key: bytes) -> tuple[str, str, int]:
+    if not key or key[0:1] != b"O":
+        raise ValueError("not an offset key")
+    (glen,) = _U16.unpack_from(key, 1)
+    group = key[3:3 + glen].decode()
+    pos = 3 + glen
+    (tlen,) = _U16.unpack_from(key, pos)
+    topic = key[pos + 2:pos + 2 + tlen].decode()
+    (partition,) = _I32.unpack_from(key, pos + 2 + tlen)
+    return group, topic, partition
+
+
+def encode_commits(group_id: str, commits: list[tuple[str, int, int, str]],
+                   now_ms: int) -> bytes:
+    """One batch holding ``(topic, partition, offset, metadata)`` commits; offset -1 deletes."""
+    builder = BatchBuilder(compression="none", max_bytes=64 << 20)
+    for topic, partition, offset, metadata in commits:
+        value = None if offset < 0 else _VALUE.pack(offset, now_ms) + metadata.encode()
+        builder.append(offset_key(group_id, topic, partition), value, (), now_ms)
+    return builder.build()
+
+
+class OffsetsReplica(PartitionReplica):
+    """A ``__consumer_offsets`` partition replica that also keeps the decoded offsets."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
+
+    def attach(self, group: Group) -> None:
+        super().attach(group)
+        self._replay(group)
+
+    def _replay(self, group: Group) -> None:
+        node = group.node
+        index, last = node.first_index, node.applied_index
+        while index <= last:
+            try:
+                entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
+            except CompactedError:
+                raise RuntimeError(f"{OFFSETS_TOPIC}/{self.partition}: entries below the "
+                                   "applied index were compacted; offsets cannot be rebuilt")
+            if not entries:
+                break
+            self._decode(entries)
+            index = entries[-1].index + 1
+
+    def apply(self, entries: list[Entry]) -> None:
+        self._decode(entries)  # before the base class answers the committers
+        super().apply(entries)
+
+    def _decode(self, entries: list[Entry]) -> None:
+        offsets = self.offsets
+        for e in entries:
+            if entry_header(e) is None:
+                continue
+            try:
+                records = decode_batches(memoryview(e.data)[HEADER_SIZE:])
+            except CorruptBatchError:
+                continue  # validated before it was proposed; nothing usable here
+            for r in records:
+                try:
+                    group, topic, partition = parse_offset_key(r.key or b"")
+                except (ValueError, struct.error, UnicodeDecodeError):
+                    continue  # not ours (someone produced to the internal topic)
+                if r.value is None:
+                    committed = offsets.get(group)
+                    if committed is not None:
+                        committed.pop((topic, partition), None)
+                        if not committed:
+                            del offsets[group]
+                    continue
+                if len(r.value) < _VALUE.size:
+                    continue
+                offset, at_ms = _VALUE.unpack_from(r.value, 0)
+                metadata = bytes(r.value[_VALUE.size:]).decode("utf-8", "replace")
+                offsets.setdefault(group, {})[(topic, partition)] = CommittedOffset(
+                    offset, metadata, at_ms)
+
+    def leader_ready(self) -> bool:
+        """Leader that has applied an entry of its own term: its ``offsets`` include every
+        commit acknowledged by any earlier leader."""
+        group = self.group
+        if group is None or group.closed:
+            return False
+        node = group.node
+        if node.role != Role.LEADER:
+            return False
+        applied = node.applied_index
+        try:
+            entries = node.log_entries(applied, applied + 1)
+        except CompactedError:
+            return False
+        return bool(entries) and entries[0].term == node.term
