@@ -1,4 +1,8 @@
-"""``Admin``: topics and cluster description over the ``raftka.v1.Admin`` service.
+"""``Admin``: topics, cluster status and consumer groups.
+
+Topics go through the ``raftka.v1.Admin`` service, groups through the group's coordinator
+(``raftka.v1.GroupCoordinator``, found and followed by ``GroupCoordinatorClient``), offsets
+through ``Broker.ListOffsets`` on each partition's leader.
 
 Topic changes go through the controller Raft group. Any node accepts an admin call and
 answers NOT_LEADER naming the controller leader if it is not it; ``Admin`` follows that
@@ -8,19 +12,35 @@ the other brokers with backoff until the call's overall ``timeout``.
 Retries after an *ambiguous* failure (the request may have been applied: a deadline, a
 dropped connection, NO_QUORUM) are made safe by checking the outcome: a create that then
 meets TOPIC_EXISTS returns the existing topic if it has the partition count and
-replication factor asked for; a delete that then meets UNKNOWN_TOPIC succeeds.
+replication factor asked for; a delete that then meets UNKNOWN_TOPIC succeeds; an
+add-partitions that then meets "already has N partitions" succeeds if N is the total asked
+for; a group delete that then meets UNKNOWN_GROUP succeeds.
+
+Offset resets resolve their targets on the client, like ``kafka-consumer-groups``: earliest,
+latest or a timestamp become offsets through ``ListOffsets`` on each partition's leader, an
+explicit offset is clamped into [log start, high watermark]; then one ``ResetOffsets`` call
+commits them all. The coordinator refuses it (GROUP_NOT_EMPTY) while the group has members.
+
+``cluster_status`` asks every node (in parallel) for its metadata and its view of its
+peers and merges them: a partition's leader is the replica that claims leadership with the
+newest term; a partition is under-replicated when one of its replicas is on a node that did
+not answer, that its leader cannot reach, or that does not run the replica.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from client._cluster import Backoff, Cluster, deadline_error, sleep_until
+from client._coordinator import GroupCoordinatorClient
 from client._errors import (
     BrokerNotAvailableError,
+    InvalidRequestError,
     NoBrokersAvailable,
     NoQuorumError,
     NotLeaderError,
@@ -29,15 +49,35 @@ from client._errors import (
     RaftkaTimeoutError,
     RequestTimedOutError,
     TopicExistsError,
+    UnknownGroupError,
+    UnknownPartitionError,
     UnknownTopicError,
 )
-from client._types import BrokerDescription, ClusterDescription, TopicDescription
-from client.pb.raftka.v1 import admin_pb2, broker_pb2
+from client._types import (
+    BrokerDescription,
+    ClusterDescription,
+    ClusterStatus,
+    GroupDescription,
+    GroupListing,
+    GroupMemberDescription,
+    GroupOffsetReset,
+    GroupPartitionLag,
+    NodeStatus,
+    PartitionOffsets,
+    PartitionStatus,
+    TopicDescription,
+    TopicPartition,
+)
+from client.pb.raftka.v1 import admin_pb2, broker_pb2, group_pb2, group_pb2_grpc
 
 __all__ = ["Admin"]
 
 _AMBIGUOUS = (BrokerNotAvailableError, RequestTimedOutError, NoQuorumError)
 _MAX_REDIRECTS = 3  # NOT_LEADER hops in a row before backing off (stale views can loop)
+_EARLIEST = -2  # ListOffsets' timestamp_ms for the log start
+_LATEST = -1  # ... and for the high watermark
+_STATUS_CALL_TIMEOUT_S = 2.0  # per node in cluster_status: a dead node costs this, once
+_GROUP_CLIENTS_MAX = 64  # cached coordinator clients (one per group asked about)
 
 
 class Admin:
@@ -57,6 +97,7 @@ class Admin:
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
         self._default_timeout = default_timeout
         self._rotation = 0
+        self._groups: dict[str, GroupCoordinatorClient] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,6 +179,34 @@ class Admin:
             if not ambiguous[0]:
                 raise
 
+    def add_partitions(self, topic: str, total_count: int, *,
+                       timeout: float | None = None) -> TopicDescription:
+        """Grow ``topic`` to ``total_count`` partitions (Kafka's create-partitions). The new
+        partitions are placed like a create's; their leaders may not be elected yet (see
+        :meth:`wait_for_topic_ready`). Keys may hash to other partitions afterwards.
+        Raises UnknownTopicError, or InvalidRequestError when ``total_count`` is not more
+        than the current count (partitions are never removed) or the topic is internal."""
+        if isinstance(total_count, bool) or not isinstance(total_count, int):
+            raise TypeError(f"total_count must be an int, got {total_count!r}")
+        if total_count < 1:
+            raise ValueError(f"total_count must be at least 1, got {total_count}")
+        request = admin_pb2.AddPartitionsRequest(name=topic, total_count=total_count)
+        ambiguous: list[bool] = [False]
+        try:
+            resp = self._call("AddPartitions", request, timeout,
+                              f"add partitions to {topic!r}", ambiguous)
+        except InvalidRequestError:
+            if not ambiguous[0]:
+                raise
+            # Our earlier attempt may have done it: accept the count we asked for.
+            existing = self.describe_topic(topic, timeout=timeout)
+            if existing.partition_count == total_count:
+                return existing
+            raise
+        if resp.HasField("topic"):
+            return TopicDescription.from_pb(resp.topic)
+        return self.describe_topic(topic, timeout=timeout)
+
     def list_topics(self, *, timeout: float | None = None) -> list[str]:
         """Topic names, sorted."""
         resp = self._call("ListTopics", admin_pb2.ListTopicsRequest(), timeout, "list topics")
@@ -164,6 +233,230 @@ class Admin:
         resp = self._call("DescribeCluster", admin_pb2.DescribeClusterRequest(), timeout,
                           "describe cluster")
         return ClusterDescription.from_pb(resp)
+
+    def cluster_status(self, *, timeout: float | None = None) -> ClusterStatus:
+        """A cluster-wide view: every node asked in parallel (see the module docstring).
+        ``describe_cluster`` is one node's local view; this merges all of them."""
+        timeout = self._default_timeout if timeout is None else timeout
+        md = self._cluster.refresh_metadata(timeout)
+        brokers = dict(md.brokers)
+        per_call = min(_STATUS_CALL_TIMEOUT_S, self._cluster.request_timeout_s, timeout)
+
+        def ask(address: str) -> tuple[Any, Any] | None:
+            try:
+                meta = self._cluster.call_broker(address, "Metadata",
+                                                 broker_pb2.MetadataRequest(), per_call)
+                peers = self._cluster.call_admin(address, "DescribeCluster",
+                                                 admin_pb2.DescribeClusterRequest(), per_call)
+            except RaftkaError:
+                return None
+            return meta, peers
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(brokers), 16) or 1,
+                                                   thread_name_prefix="raftka-status") as pool:
+            futures = {nid: pool.submit(ask, addr) for nid, addr in brokers.items()}
+            answers = {nid: f.result() for nid, f in futures.items()}
+        return merge_cluster_status(brokers, {n: a for n, a in answers.items() if a})
+
+    # ------------------------------------------------------------------ offsets
+
+    def list_offsets(self, topic: str, partition: int, spec: str | int = "latest", *,
+                     timeout: float | None = None) -> PartitionOffsets:
+        """The offset of ``spec`` in a partition, asked of its leader: ``"earliest"`` (the
+        log start), ``"latest"`` (the high watermark: the next offset to be written) or a
+        time in ms since the epoch (the first offset appended at or after it; the high
+        watermark if none was)."""
+        if isinstance(spec, bool):
+            raise TypeError("spec must be 'earliest', 'latest' or a timestamp in ms")
+        if isinstance(spec, int):
+            if spec < 0:
+                raise ValueError(f"a timestamp must be >= 0 ms, got {spec}")
+            timestamp_ms = spec
+        elif str(spec).strip().lower() in ("earliest", "beginning"):
+            timestamp_ms = _EARLIEST
+        elif str(spec).strip().lower() in ("latest", "end"):
+            timestamp_ms = _LATEST
+        else:
+            raise ValueError(f"spec must be 'earliest', 'latest' or a timestamp in ms, "
+                             f"got {spec!r}")
+        request = broker_pb2.ListOffsetsRequest(topic=topic, partition=partition,
+                                                timestamp_ms=timestamp_ms)
+        resp = self._call_leader(topic, partition, "ListOffsets", request, timeout,
+                                 f"ListOffsets {topic}/{partition}")
+        return PartitionOffsets(topic, partition, resp.offset, resp.high_watermark,
+                                resp.log_start_offset)
+
+    # ------------------------------------------------------------------ groups
+
+    def list_groups(self, *, timeout: float | None = None) -> list[GroupListing]:
+        """Every consumer group the answering node's coordinators know, sorted by id."""
+        resp = self._call_any_group("ListGroups", group_pb2.ListGroupsRequest(), timeout,
+                                    "list groups")
+        return sorted((GroupListing.from_pb(g) for g in resp.groups),
+                      key=lambda g: g.group_id)
+
+    def describe_group(self, group_id: str, *,
+                       timeout: float | None = None) -> GroupDescription:
+        """Members with their assignments, and per partition the committed offset, the log
+        end and the lag. A log end the coordinator did not know is asked of the
+        partition's leader. Raises UnknownGroupError."""
+        timeout = self._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        resp = self._group(group_id).call(
+            "DescribeGroup", group_pb2.DescribeGroupRequest(group_id=group_id), timeout,
+            f"describe group {group_id!r}")
+        partitions = []
+        for p in resp.partitions:
+            lag = GroupPartitionLag.from_pb(p)
+            if lag.log_end_offset is None:
+                lag = self._with_log_end(lag, deadline)
+            partitions.append(lag)
+        partitions.sort(key=lambda p: (p.topic, p.partition))
+        return GroupDescription(
+            group_id=resp.group_id or group_id,
+            state=resp.state,
+            group_epoch=resp.group_epoch,
+            assignor=resp.assignor,
+            coordinator_id=resp.coordinator_id,
+            members=tuple(sorted((GroupMemberDescription.from_pb(m) for m in resp.members),
+                                 key=lambda m: m.member_id)),
+            partitions=tuple(partitions),
+        )
+
+    def _with_log_end(self, lag: GroupPartitionLag, deadline: float) -> GroupPartitionLag:
+        remaining = min(deadline - time.monotonic(), self._cluster.request_timeout_s)
+        if remaining <= 0:
+            return lag
+        try:
+            end = self.list_offsets(lag.topic, lag.partition, "latest",
+                                    timeout=remaining).high_watermark
+        except RaftkaError:
+            return lag  # unknown stays unknown; the description is still useful
+        return GroupPartitionLag(
+            lag.topic, lag.partition, lag.committed_offset, end,
+            None if lag.committed_offset is None else max(end - lag.committed_offset, 0),
+            lag.member_id)
+
+    def committed_offsets(self, group_id: str,
+                          partitions: Iterable[tuple[str, int]] | None = None, *,
+                          timeout: float | None = None) -> dict[TopicPartition, int]:
+        """The group's committed offsets (every one, or those of ``partitions``); a
+        partition without a commit is left out."""
+        request = group_pb2.OffsetFetchRequest(group_id=group_id)
+        by_topic: dict[str, list[int]] = {}
+        for t, p in partitions or ():
+            by_topic.setdefault(t, []).append(p)
+        for t in sorted(by_topic):
+            request.partitions.add(topic=t, partitions=sorted(by_topic[t]))
+        resp = self._group(group_id).call("FetchOffsets", request,
+                                          self._default_timeout if timeout is None else timeout,
+                                          f"fetch offsets of group {group_id!r}")
+        return {TopicPartition(o.topic, o.partition): o.offset for o in resp.offsets
+                if o.offset >= 0}
+
+    def reset_group_offsets(
+        self,
+        group_id: str,
+        topic: str | None = None,
+        *,
+        partitions: Iterable[tuple[str, int]] | None = None,
+        to: str | int | None = None,
+        timestamp_ms: int | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> list[GroupOffsetReset]:
+        """Set the committed offsets of an empty group, like ``kafka-consumer-groups
+        --reset-offsets``. Targets: every partition of ``topic``, or the ``(topic,
+        partition)`` pairs in ``partitions``. Where to: ``to="earliest"`` (log start),
+        ``to="latest"`` (high watermark), ``to=N`` (an offset, clamped into [log start,
+        high watermark]) or ``timestamp_ms=T`` (the first record appended at or after T).
+        ``dry_run`` only computes the plan. Returns one entry per partition, sorted.
+        Raises GroupNotEmptyError while the group has members."""
+        if (to is None) == (timestamp_ms is None):
+            raise ValueError("give exactly one of to='earliest'|'latest'|OFFSET or "
+                             "timestamp_ms=MS")
+        if to is not None and not isinstance(to, int):
+            name = str(to).strip().lower()
+            if name not in ("earliest", "latest"):
+                raise ValueError(f"to must be 'earliest', 'latest' or an offset, got {to!r}")
+            to = name
+        if isinstance(to, bool):
+            raise TypeError("to must be 'earliest', 'latest' or an int offset")
+        if isinstance(to, int) and to < 0:
+            raise ValueError(f"an offset must be >= 0, got {to}")
+        if timestamp_ms is not None and (isinstance(timestamp_ms, bool) or timestamp_ms < 0):
+            raise ValueError(f"timestamp_ms must be >= 0, got {timestamp_ms!r}")
+        timeout = self._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        targets = self._reset_targets(topic, partitions, timeout)
+        previous = self.committed_offsets(group_id, targets, timeout=timeout)
+        plan: list[GroupOffsetReset] = []
+        for tp in targets:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            if timestamp_ms is not None:
+                new = self.list_offsets(tp.topic, tp.partition, timestamp_ms,
+                                        timeout=remaining).offset
+            elif isinstance(to, int):
+                bounds = self.list_offsets(tp.topic, tp.partition, "latest", timeout=remaining)
+                new = min(max(to, bounds.log_start_offset), bounds.high_watermark)
+            else:
+                new = self.list_offsets(tp.topic, tp.partition, to, timeout=remaining).offset
+            plan.append(GroupOffsetReset(tp.topic, tp.partition, previous.get(tp), new))
+        if not dry_run:
+            request = group_pb2.ResetOffsetsRequest(group_id=group_id)
+            for r in plan:
+                request.offsets.add(topic=r.topic, partition=r.partition, offset=r.new_offset)
+            self._group(group_id).call("ResetOffsets", request,
+                                       max(deadline - time.monotonic(), 0.1),
+                                       f"reset offsets of group {group_id!r}")
+        return plan
+
+    def _reset_targets(self, topic: str | None, partitions: Iterable[tuple[str, int]] | None,
+                       timeout: float) -> list[TopicPartition]:
+        if (topic is None) == (partitions is None):
+            raise ValueError("give either a topic (every partition) or partitions "
+                             "[(topic, partition), ...]")
+        try:  # a fresh view: partitions may have been added a moment ago
+            self._cluster.refresh_metadata(min(timeout, 5.0))
+        except RaftkaError:
+            pass  # wait_for_topic below retries and reports
+        if topic is not None:
+            desc = self._cluster.wait_for_topic(topic, min(timeout, 10.0))
+            return [TopicPartition(topic, p.partition) for p in desc.partitions]
+        wanted = sorted({TopicPartition(t, int(p)) for t, p in partitions or ()})
+        if not wanted:
+            raise ValueError("partitions is empty: name at least one (topic, partition)")
+        for t in sorted({tp.topic for tp in wanted}):
+            desc = self._cluster.wait_for_topic(t, min(timeout, 10.0))
+            count = desc.partition_count
+            for tp in wanted:
+                if tp.topic == t and not 0 <= tp.partition < count:
+                    raise UnknownPartitionError(
+                        f"topic {t!r} has partitions 0..{count - 1}; partition "
+                        f"{tp.partition} does not exist")
+        return wanted
+
+    def delete_group(self, group_id: str, *, timeout: float | None = None) -> None:
+        """Delete an empty group and its committed offsets. Raises UnknownGroupError, or
+        GroupNotEmptyError while it has members."""
+        ambiguous: list[bool] = [False]
+        try:
+            self._group(group_id).call(
+                "DeleteGroup", group_pb2.DeleteGroupRequest(group_id=group_id),
+                self._default_timeout if timeout is None else timeout,
+                f"delete group {group_id!r}", ambiguous)
+        except UnknownGroupError:
+            if not ambiguous[0]:
+                raise
+            # our earlier attempt deleted it
+
+    def _group(self, group_id: str) -> GroupCoordinatorClient:
+        client = self._groups.get(group_id)
+        if client is None:
+            if len(self._groups) >= _GROUP_CLIENTS_MAX:
+                self._groups.pop(next(iter(self._groups)))
+            client = self._groups[group_id] = GroupCoordinatorClient(self._cluster, group_id)
+        return client
 
     def wait_for_topic_ready(self, name: str, timeout: float = 30.0) -> TopicDescription:
         """Wait until every partition of the topic has a leader that serves it: the topic
@@ -292,3 +585,139 @@ class Admin:
                 # a stale view may keep naming the node that just failed: rotate instead
                 target = controller if controller and controller != address else None
             sleep_until(deadline, backoff.next())
+
+    def _call_any_group(self, method: str, request: Any, timeout: float | None,
+                        what: str) -> Any:
+        """A GroupCoordinator RPC any node answers (ListGroups), rotating over brokers on
+        retriable errors until ``timeout``."""
+        timeout = self._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        backoff = Backoff(0.05, 1.0)
+        last: RaftkaError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise deadline_error(what, timeout, last) from last
+            address = self._next_address()
+            stub = group_pb2_grpc.GroupCoordinatorStub(self._cluster.channel(address))
+            try:
+                return self._cluster.call(address, getattr(stub, method), request,
+                                          min(remaining, self._cluster.request_timeout_s), what)
+            except RaftkaError as e:
+                if not e.retriable:
+                    raise
+                last = e
+            sleep_until(deadline, backoff.next())
+
+    def _call_leader(self, topic: str, partition: int, method: str, request: Any,
+                     timeout: float | None, what: str) -> Any:
+        """A Broker RPC for one partition, sent to its leader: follows NOT_LEADER, refreshes
+        metadata on other retriable errors, until ``timeout``."""
+        timeout = self._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        backoff = Backoff(0.05, 1.0)
+        last: RaftkaError | None = None
+        cluster = self._cluster
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise deadline_error(what, timeout, last) from last
+            address = cluster.leader_address(topic, partition)
+            if address is None:
+                try:
+                    cluster.refresh_metadata(min(remaining, 5.0), min_age_s=0.2)
+                except RaftkaError as e:
+                    last = e
+                t = cluster.topic(topic)
+                if t is None:
+                    cluster.wait_for_topic(topic, max(deadline - time.monotonic(), 0.1))
+                    continue
+                if t.partition(partition) is None:
+                    raise UnknownPartitionError(
+                        f"topic {topic!r} has partitions 0..{t.partition_count - 1}; "
+                        f"partition {partition} does not exist")
+                address = cluster.leader_address(topic, partition)
+                if address is None:
+                    last = RaftkaError(f"{topic}/{partition} has no leader yet")
+                    sleep_until(deadline, backoff.next())
+                    continue
+            try:
+                return cluster.call_broker(address, method, request,
+                                           min(remaining, cluster.request_timeout_s), what)
+            except NotLeaderError as e:
+                last = e
+                if cluster.note_not_leader(topic, partition, e):
+                    continue
+            except RaftkaError as e:
+                if not e.retriable:
+                    raise
+                last = e
+                cluster.forget_leader(topic, partition)
+                if e.invalid_metadata:
+                    try:
+                        cluster.refresh_metadata(min(max(deadline - time.monotonic(), 0.1),
+                                                     2.0), min_age_s=0.5)
+                    except RaftkaError:
+                        pass
+            sleep_until(deadline, backoff.next())
+
+
+def merge_cluster_status(brokers: Mapping[int, str],
+                         answers: Mapping[int, tuple[Any, Any]]) -> ClusterStatus:
+    """Merge every answering node's (MetadataResponse, DescribeClusterResponse) into one
+    cluster-wide view. ``brokers``: every node id -> address; nodes missing from
+    ``answers`` did not answer. Pure (tested without a cluster)."""
+    # who each answering node cannot reach
+    unreachable_from: dict[int, set[int]] = {
+        nid: {n.id for n in peers.nodes if not n.reachable and n.id != nid}
+        for nid, (_, peers) in answers.items()
+    }
+    controllers = Counter(meta.controller_id for meta, _ in answers.values()
+                          if meta.controller_id)
+    # (topic, partition) -> node id -> that node's PartitionInfo
+    views: dict[tuple[str, int], dict[int, Any]] = {}
+    replicas_of: dict[tuple[str, int], tuple[int, ...]] = {}
+    for nid, (meta, _) in answers.items():
+        for t in meta.topics:
+            for p in t.partitions:
+                key = (t.name, p.partition)
+                views.setdefault(key, {})[nid] = p
+                replicas_of.setdefault(key, tuple(p.replicas))
+    leader_counts: Counter[int] = Counter()
+    replica_counts: Counter[int] = Counter()
+    leaderless: list[TopicPartition] = []
+    under: list[PartitionStatus] = []
+    for key in sorted(views):
+        replicas = replicas_of[key]
+        replica_counts.update(replicas)
+        claims = [(info.leader_term, nid) for nid, info in views[key].items()
+                  if info.leader_id == nid]
+        leader = max(claims)[1] if claims else 0
+        if leader:
+            leader_counts[leader] += 1
+        else:
+            leaderless.append(TopicPartition(*key))
+        missing = tuple(
+            r for r in replicas
+            if r not in answers  # down, or not answering us
+            or (leader and r in unreachable_from.get(leader, ()))  # cut off from its leader
+            or key not in views or r not in views[key]
+            or not views[key][r].leader_term  # the node does not run the replica (yet)
+        )
+        if missing or not leader:
+            under.append(PartitionStatus(key[0], key[1], leader, replicas, missing))
+    nodes = tuple(
+        NodeStatus(
+            id=nid, address=brokers[nid], reachable=nid in answers,
+            leader_count=leader_counts.get(nid, 0), replica_count=replica_counts.get(nid, 0),
+            seen_down_by=tuple(sorted(o for o, down in unreachable_from.items()
+                                      if nid in down)))
+        for nid in sorted(brokers)
+    )
+    return ClusterStatus(
+        nodes=nodes,
+        controller_id=controllers.most_common(1)[0][0] if controllers else 0,
+        partition_count=len(views),
+        leaderless=tuple(leaderless),
+        under_replicated=tuple(under),
+    )

@@ -31,16 +31,20 @@ from typing import Any
 
 from client._cluster import Backoff, Cluster, deadline_error, sleep_until
 from client._errors import (
+    BrokerNotAvailableError,
     CoordinatorLoadingError,
+    NoQuorumError,
     NotCoordinatorError,
     RaftkaError,
     RaftkaTimeoutError,
+    RequestTimedOutError,
 )
 from client.pb.raftka.v1 import group_pb2, group_pb2_grpc
 
 __all__ = ["Coordinator", "GroupCoordinatorClient", "GroupCoordinatorNotAvailableError"]
 
 _REDIRECTS_MAX = 3  # NOT_COORDINATOR hints followed in a row before asking FindCoordinator
+_AMBIGUOUS = (BrokerNotAvailableError, RequestTimedOutError, NoQuorumError)
 ATTEMPTS_MAX_DEFAULT = 100  # a bound besides the deadline: backoff reaches 1 s quickly
 
 
@@ -180,11 +184,14 @@ class GroupCoordinatorClient:
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, method_name: str, request: Any, timeout_s: float, what: str = "") -> Any:
+    def call(self, method_name: str, request: Any, timeout_s: float, what: str = "",
+             ambiguous: list[bool] | None = None) -> Any:
         """Run ``GroupCoordinator.<method_name>(request)`` on the group's coordinator,
         finding it first and following it when it moves (see the module docstring).
         ``timeout_s`` bounds the whole call, retries included; each attempt's deadline is
-        at most ``cluster.request_timeout_s``."""
+        at most ``cluster.request_timeout_s``. ``ambiguous[0]`` is set when an attempt
+        failed in a way that may have applied the request (a deadline or a dropped
+        connection at the coordinator), so the caller can judge a later answer."""
         what = what or f"{method_name}({self.group_id!r})"
         deadline = time.monotonic() + timeout_s
         backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
@@ -231,6 +238,8 @@ class GroupCoordinatorClient:
                 if not e.retriable:
                     raise
                 last = e
+                if ambiguous is not None and isinstance(e, _AMBIGUOUS):
+                    ambiguous[0] = True
                 if e.invalid_metadata:
                     self.invalidate(coordinator)
             sleep_until(deadline, backoff.next())

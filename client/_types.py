@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from client.pb.raftka.v1 import admin_pb2, broker_pb2
+from client.pb.raftka.v1 import admin_pb2, broker_pb2, group_pb2
 
 __all__ = [
     "BrokerDescription",
     "ClusterDescription",
+    "ClusterStatus",
     "ConsumedRecord",
+    "GroupDescription",
+    "GroupListing",
+    "GroupMemberDescription",
+    "GroupOffsetReset",
+    "GroupPartitionLag",
     "NodeDescription",
+    "NodeStatus",
     "PartitionDescription",
+    "PartitionOffsets",
+    "PartitionStatus",
     "TopicDescription",
+    "TopicPartition",
 ]
 
 
@@ -118,3 +129,148 @@ class ConsumedRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
     timestamp_ms: int
+
+
+# --------------------------------------------------------------------------- groups
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+def topic_partitions(items: list[group_pb2.TopicPartitions]) -> tuple[TopicPartition, ...]:
+    """``TopicPartitions`` messages -> sorted ``TopicPartition`` tuples."""
+    return tuple(sorted(TopicPartition(tp.topic, p) for tp in items for p in tp.partitions))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupListing:
+    group_id: str
+    state: str  # "stable", "reconciling", "empty"
+    member_count: int
+    coordinator_id: int
+
+    @classmethod
+    def from_pb(cls, g: group_pb2.GroupListing) -> GroupListing:
+        return cls(group_id=g.group_id, state=g.state, member_count=g.members,
+                   coordinator_id=g.coordinator_id)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberDescription:
+    member_id: str
+    client_id: str
+    host: str
+    member_epoch: int
+    topics: tuple[str, ...]  # the subscription
+    assignment: tuple[TopicPartition, ...]  # owned now, sorted
+    target: tuple[TopicPartition, ...]  # where reconciliation is heading, sorted
+
+    @classmethod
+    def from_pb(cls, m: group_pb2.GroupMember) -> GroupMemberDescription:
+        return cls(member_id=m.member_id, client_id=m.client_id, host=m.host,
+                   member_epoch=m.member_epoch, topics=tuple(sorted(m.topics)),
+                   assignment=topic_partitions(list(m.assignment)),
+                   target=topic_partitions(list(m.target)))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPartitionLag:
+    """One partition of a group: its committed offset against the log end."""
+
+    topic: str
+    partition: int
+    committed_offset: int | None  # the next offset the group will read; None: no commit
+    log_end_offset: int | None  # the high watermark; None when unknown
+    lag: int | None  # log end - committed (log end - log start without a commit); None: unknown
+    member_id: str  # owner now, "" when none
+
+    @classmethod
+    def from_pb(cls, p: group_pb2.GroupPartitionState) -> GroupPartitionLag:
+        return cls(topic=p.topic, partition=p.partition,
+                   committed_offset=p.committed_offset if p.committed_offset >= 0 else None,
+                   log_end_offset=p.log_end_offset if p.log_end_offset >= 0 else None,
+                   lag=p.lag if p.lag >= 0 else None, member_id=p.member_id)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupDescription:
+    group_id: str
+    state: str
+    group_epoch: int
+    assignor: str
+    coordinator_id: int
+    members: tuple[GroupMemberDescription, ...]  # sorted by member id
+    partitions: tuple[GroupPartitionLag, ...]  # sorted by topic, partition
+
+    @property
+    def total_lag(self) -> int | None:
+        """Sum of the known lags (None when no partition has a known lag)."""
+        known = [p.lag for p in self.partitions if p.lag is not None]
+        return sum(known) if known else None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.members
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOffsetReset:
+    """One partition of a (planned or done) offset reset."""
+
+    topic: str
+    partition: int
+    previous_offset: int | None  # committed before; None: nothing committed
+    new_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionOffsets:
+    """``Admin.list_offsets``: the offset asked for plus the partition's bounds, from its
+    leader."""
+
+    topic: str
+    partition: int
+    offset: int
+    high_watermark: int
+    log_start_offset: int
+
+
+# --------------------------------------------------------------------------- cluster status
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    id: int
+    address: str
+    reachable: bool  # answered this client
+    leader_count: int  # partitions it leads (its own claim, newest term wins)
+    replica_count: int  # partition replicas the metadata places on it
+    seen_down_by: tuple[int, ...]  # reachable nodes that report it unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStatus:
+    """A partition that is not fully replicated (``ClusterStatus.under_replicated``)."""
+
+    topic: str
+    partition: int
+    leader_id: int  # 0: no leader
+    replicas: tuple[int, ...]
+    missing: tuple[int, ...]  # replicas that are down, unreachable from the leader or not started
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """A cluster-wide view merged from every node's answer (``Admin.cluster_status``)."""
+
+    nodes: tuple[NodeStatus, ...]  # sorted by id
+    controller_id: int  # 0 while no controller leader is known
+    partition_count: int
+    leaderless: tuple[TopicPartition, ...]
+    under_replicated: tuple[PartitionStatus, ...]
+
+    @property
+    def under_replicated_partitions(self) -> int:
+        return len(self.under_replicated)

@@ -6,13 +6,19 @@
     raftka node --id 1 --listen H:P --peers 1=H:P,... --data-dir D          (python -m node)
     raftka topic create NAME [-p N] [-r R] [-c key=value ...] [--no-wait]
     raftka topic list | describe NAME | delete NAME
-    raftka cluster status
-    raftka produce TOPIC [--partition N] [--key K] [--acks all|1|0]        (stdin lines)
+    raftka topic add-partitions NAME -p TOTAL
+    raftka cluster status                       (every node asked; leaders, under-replicated)
+    raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
+    raftka consume TOPIC --group G [--from-beginning] [--count N] [--exit-at-end]
+    raftka group list | describe G | delete G
+    raftka group reset-offsets G --topic T [--partition N ...]
+        (--to-earliest | --to-latest | --to-offset N | --to-datetime ISO | --to-timestamp MS)
+        [--dry-run]
 
 Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
 then ``127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`` (what ``raftka dev`` prints by
-default). Topic and cluster commands print tables, or JSON with ``--json``.
+default). Topic, cluster and group commands print tables, or JSON with ``--json``.
 
 Exit codes: 0 success; 1 a failure, reported as one line on stderr saying what happened and
 what to do (never a traceback; ``RAFTKA_DEBUG=1`` shows one for bugs); 2 bad usage
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 import sys
@@ -33,9 +40,11 @@ from concurrent.futures import Future
 from typing import Any, NoReturn, TextIO
 
 from client._admin import Admin
+from client._consumer import Consumer
 from client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
 from client._errors import (
     BrokerNotAvailableError,
+    GroupNotEmptyError,
     InvalidConfigError,
     NoBrokersAvailable,
     NotEnoughReplicasError,
@@ -45,11 +54,13 @@ from client._errors import (
     RequestTimedOutError,
     RequestTooLargeError,
     TopicExistsError,
+    UnknownGroupError,
     UnknownPartitionError,
     UnknownTopicError,
 )
 from client._producer import Producer, parse_acks
 from client._reader import TopicReader
+from client._types import TopicPartition
 
 __all__ = ["build_parser", "main", "node_command"]
 
@@ -106,11 +117,55 @@ def build_parser() -> argparse.ArgumentParser:
     delete = tsub.add_parser("delete", parents=[common, as_json, timeout],
                              help="delete a topic and its data")
     delete.add_argument("name", metavar="NAME")
+    grow = tsub.add_parser(
+        "add-partitions", parents=[common, as_json, timeout],
+        help="grow a topic to a new partition count (never shrinks)",
+        description="Grow a topic to TOTAL partitions. Existing partitions and their data "
+                    "stay; keys may hash to other partitions afterwards.")
+    grow.add_argument("name", metavar="NAME")
+    grow.add_argument("-p", "--partitions", type=_positive_int, required=True,
+                      metavar="TOTAL", help="the new total number of partitions")
+    grow.add_argument("--no-wait", action="store_true",
+                      help="return once the controller accepted it, before leaders exist")
 
     cluster = sub.add_parser("cluster", help="cluster information")
     csub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     csub.add_parser("status", parents=[common, as_json, timeout],
-                    help="nodes, reachability, controller, partition leaders")
+                    help="nodes, reachability, leaders per node, under-replicated partitions")
+
+    group = sub.add_parser("group", help="list, describe, reset or delete consumer groups")
+    gsub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    gsub.add_parser("list", parents=[common, as_json, timeout], help="list consumer groups")
+    gdescribe = gsub.add_parser(
+        "describe", parents=[common, as_json, timeout],
+        help="members, and per partition the committed offset, log end and lag")
+    gdescribe.add_argument("group", metavar="GROUP")
+    gdelete = gsub.add_parser("delete", parents=[common, as_json, timeout],
+                              help="delete an empty group and its committed offsets")
+    gdelete.add_argument("group", metavar="GROUP")
+    reset = gsub.add_parser(
+        "reset-offsets", parents=[common, as_json, timeout],
+        help="set an empty group's committed offsets",
+        description="Set the committed offsets of a group that has no active members "
+                    "(stop its consumers first). Prints the plan (current -> new); "
+                    "--dry-run changes nothing.")
+    reset.add_argument("group", metavar="GROUP")
+    reset.add_argument("-t", "--topic", required=True, help="the topic whose offsets to set")
+    reset.add_argument("--partition", type=_non_negative_int, action="append", default=None,
+                       help="only this partition, repeatable (default: every partition)")
+    where = reset.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to-earliest", action="store_true", help="the log start")
+    where.add_argument("--to-latest", action="store_true",
+                       help="the high watermark (skip everything written so far)")
+    where.add_argument("--to-offset", type=_non_negative_int, metavar="N",
+                       help="offset N (clamped into [log start, high watermark])")
+    where.add_argument("--to-datetime", type=_datetime_ms, metavar="ISO-8601",
+                       help="the first record at or after this time, e.g. "
+                            "2026-01-31T12:00:00Z (no zone: local time)")
+    where.add_argument("--to-timestamp", type=_non_negative_int, metavar="MS",
+                       help="the first record at or after this time in ms since the epoch")
+    reset.add_argument("--dry-run", action="store_true",
+                       help="print what would change, change nothing")
 
     produce = sub.add_parser(
         "produce", parents=[common],
@@ -121,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("topic", metavar="TOPIC")
     produce.add_argument("--partition", type=_non_negative_int, default=None,
                          help="write to this partition (default: by key, else round-robin)")
-    produce.add_argument("-k", "--key", default=None, help="key for every record")
+    keys = produce.add_mutually_exclusive_group()
+    keys.add_argument("-k", "--key", default=None, help="key for every record")
+    keys.add_argument("--key-separator", default=None, metavar="SEP",
+                      help="each line is KEY SEP VALUE (split at the first SEP); a line "
+                           "without SEP has no key")
     produce.add_argument("--acks", default="all", type=_acks, metavar="all|1|0",
                          help="all: a majority has it durably (default); 1: the leader; "
                               "0: no wait")
@@ -147,7 +206,28 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit after this many records")
     consume.add_argument("--print-offsets", action="store_true",
                          help="prefix each value with PARTITION<TAB>OFFSET<TAB>")
+    consume.add_argument("-g", "--group", default=None, metavar="GROUP",
+                         help="consume as a member of this consumer group: partitions are "
+                              "shared with the group's other members and offsets are "
+                              "committed after each batch is printed (start: the committed "
+                              "offset; without one --from-beginning, else only new records)")
     return parser
+
+
+def _datetime_ms(text: str) -> int:
+    raw = text.strip()
+    try:
+        when = datetime.datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z"))
+                                               else raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 date-time: {text!r} (e.g. 2026-01-31T12:00:00Z)") from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time, like kafka-consumer-groups
+    ms = int(when.timestamp() * 1000)
+    if ms < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is before 1970")
+    return ms
 
 
 def _positive_int(text: str) -> int:
@@ -225,17 +305,21 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
                      for row in cells)
 
 
-def _json(obj: Any, out: TextIO) -> None:
-    def plain(o: Any) -> Any:
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return {f.name: plain(getattr(o, f.name)) for f in dataclasses.fields(o)}
-        if isinstance(o, (list, tuple)):
-            return [plain(x) for x in o]
-        if isinstance(o, dict):
-            return {k: plain(v) for k, v in o.items()}
-        return o
+def _plain(o: Any) -> Any:
+    """Dataclasses, named tuples, lists and dicts as JSON-ready values."""
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return {f.name: _plain(getattr(o, f.name)) for f in dataclasses.fields(o)}
+    if isinstance(o, tuple) and hasattr(o, "_asdict"):
+        return {k: _plain(v) for k, v in o._asdict().items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(x) for x in o]
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    return o
 
-    json.dump(plain(obj), out, indent=2, sort_keys=False)
+
+def _json(obj: Any, out: TextIO) -> None:
+    json.dump(_plain(obj), out, indent=2, sort_keys=False)
     out.write("\n")
 
 
@@ -303,6 +387,14 @@ def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
                 _json({"deleted": args.name}, out)
             else:
                 out.write(f"deleted topic {args.name}\n")
+        elif action == "add-partitions":
+            desc = admin.add_partitions(args.name, args.partitions)
+            if not args.no_wait:
+                desc = admin.wait_for_topic_ready(args.name, timeout=args.timeout)
+            if args.json:
+                _json(desc, out)
+            else:
+                _print_topic(desc, out)
     return 0
 
 
@@ -310,17 +402,130 @@ def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
     with Admin(bootstrap, default_timeout=args.timeout) as admin:
         admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
-        desc = admin.describe_cluster()
+        status = admin.cluster_status()
     if args.json:
-        _json(desc, out)
+        data = _plain(status)
+        data["under_replicated_partitions"] = status.under_replicated_partitions
+        _json(data, out)
         return 0
-    rows = [[n.id, n.address, "yes" if n.reachable else "NO", n.leader_count,
-             "controller" if n.id == desc.controller_id else ""] for n in desc.nodes]
-    out.write(_table(["ID", "ADDRESS", "REACHABLE", "LEADERS", "ROLE"], rows) + "\n\n")
-    controller = f"node {desc.controller_id}" if desc.controller_id else "none (election?)"
+    rows = []
+    for n in status.nodes:
+        reach = "yes" if n.reachable else "NO"
+        if n.reachable and n.seen_down_by:
+            reach = "partly (not from " + ",".join(map(str, n.seen_down_by)) + ")"
+        rows.append([n.id, n.address, reach, n.leader_count, n.replica_count,
+                     "controller" if n.id == status.controller_id else ""])
+    out.write(_table(["ID", "ADDRESS", "REACHABLE", "LEADERS", "REPLICAS", "ROLE"], rows)
+              + "\n\n")
+    controller = f"node {status.controller_id}" if status.controller_id else "none (election?)"
     out.write(f"controller: {controller}\n")
-    out.write(f"under-replicated partitions: {desc.under_replicated_partitions}\n")
+    out.write(f"partitions: {status.partition_count}\n")
+    out.write(f"under-replicated partitions: {status.under_replicated_partitions}\n")
+    if status.under_replicated:
+        out.write("\n" + _table(
+            ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "MISSING"],
+            [[p.topic, p.partition, p.leader_id or "none", ",".join(map(str, p.replicas)),
+              ",".join(map(str, p.missing)) or "-"] for p in status.under_replicated]) + "\n")
     return 0
+
+
+def _cmd_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    out = sys.stdout
+    action = args.group_command
+    with Admin(bootstrap, default_timeout=args.timeout) as admin:
+        admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
+        if action == "list":
+            groups = admin.list_groups()
+            if args.json:
+                _json(groups, out)
+            else:
+                out.write(_table(["GROUP", "STATE", "MEMBERS", "COORDINATOR"],
+                                 [[g.group_id, g.state, g.member_count,
+                                   g.coordinator_id or "-"] for g in groups]) + "\n")
+        elif action == "describe":
+            desc = admin.describe_group(args.group)
+            if args.json:
+                data = _plain(desc)
+                data["total_lag"] = desc.total_lag
+                _json(data, out)
+            else:
+                _print_group(desc, out)
+        elif action == "delete":
+            admin.delete_group(args.group)
+            if args.json:
+                _json({"deleted": args.group}, out)
+            else:
+                out.write(f"deleted group {args.group}\n")
+        elif action == "reset-offsets":
+            to: str | int | None = None
+            timestamp_ms: int | None = None
+            if args.to_earliest:
+                to = "earliest"
+            elif args.to_latest:
+                to = "latest"
+            elif args.to_offset is not None:
+                to = args.to_offset
+            else:
+                timestamp_ms = (args.to_datetime if args.to_datetime is not None
+                                else args.to_timestamp)
+            partitions = ([(args.topic, p) for p in args.partition]
+                          if args.partition else None)
+            plan = admin.reset_group_offsets(
+                args.group, None if partitions else args.topic, partitions=partitions, to=to,
+                timestamp_ms=timestamp_ms, dry_run=args.dry_run)
+            if args.json:
+                _json({"group": args.group, "dry_run": args.dry_run, "offsets": plan}, out)
+            else:
+                out.write(_table(
+                    ["TOPIC", "PARTITION", "CURRENT", "NEW"],
+                    [[r.topic, r.partition, "-" if r.previous_offset is None
+                      else r.previous_offset, r.new_offset] for r in plan]) + "\n")
+                verb = "would set" if args.dry_run else "set"
+                out.write(f"\n{verb} {len(plan)} offset{'s' if len(plan) != 1 else ''} of "
+                          f"group {args.group}" + (" (dry run: nothing changed)"
+                                                   if args.dry_run else "") + "\n")
+    return 0
+
+
+def _print_group(desc: Any, out: TextIO) -> None:
+    lag = desc.total_lag
+    out.write(_table(["GROUP", desc.group_id], [
+        ["STATE", desc.state],
+        ["MEMBERS", len(desc.members)],
+        ["COORDINATOR", desc.coordinator_id or "-"],
+        ["ASSIGNOR", desc.assignor or "-"],
+        ["EPOCH", desc.group_epoch],
+        ["TOTAL-LAG", "-" if lag is None else lag],
+    ]) + "\n\n")
+    members = {m.member_id: m for m in desc.members}
+    rows = [[p.topic, p.partition, "-" if p.committed_offset is None else p.committed_offset,
+             "-" if p.log_end_offset is None else p.log_end_offset,
+             "-" if p.lag is None else p.lag, _member_label(members.get(p.member_id),
+                                                             p.member_id)]
+            for p in desc.partitions]
+    out.write(_table(["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "MEMBER"], rows)
+              + "\n")
+    if desc.members:
+        out.write("\n" + _table(
+            ["MEMBER", "CLIENT", "HOST", "EPOCH", "PARTITIONS"],
+            [[m.member_id, m.client_id or "-", m.host or "-", m.member_epoch,
+              _partitions_label(m.assignment)] for m in desc.members]) + "\n")
+
+
+def _member_label(member: Any, member_id: str) -> str:
+    if not member_id:
+        return "-"
+    if member is not None and member.client_id:
+        return f"{member_id} ({member.client_id})"
+    return member_id
+
+
+def _partitions_label(assignment: Sequence[Any]) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for tp in assignment:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}:{','.join(map(str, sorted(ps)))}" for t, ps in sorted(by_topic.items())) \
+        or "-"
 
 
 def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
@@ -341,6 +546,11 @@ def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
                     first_error = err
 
     sent = 0
+    separator = None
+    if args.key_separator is not None:
+        if not args.key_separator:
+            raise _UsageError("--key-separator must not be empty")
+        separator = args.key_separator.encode()
     delivery_ms = int(args.timeout * 1000)
     producer = Producer(bootstrap, acks=args.acks, delivery_timeout_ms=delivery_ms,
                         max_block_ms=min(delivery_ms, 5000))
@@ -349,7 +559,11 @@ def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
             if first_error is not None:
                 break  # stop at the first failure; what was sent is still flushed
             value = line[:-1] if line.endswith(b"\n") else line
-            producer.send(args.topic, value, key=args.key,
+            key: str | bytes | None = args.key
+            if separator is not None:
+                head, sep, tail = value.partition(separator)
+                key, value = (head, tail) if sep else (None, value)
+            producer.send(args.topic, value, key=key,
                           partition=args.partition).add_done_callback(on_done)
             sent += 1
         producer.flush()
@@ -374,6 +588,8 @@ class _ProduceFailed(Exception):
 
 
 def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    if args.group is not None:
+        return _cmd_consume_group(args, bootstrap)
     if args.from_beginning:
         offset: str | int = "earliest"
     elif args.offset is not None:
@@ -401,6 +617,63 @@ def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
                 return 0
             if args.exit_at_end and reader.at_end:
                 return 0
+
+
+def _cmd_consume_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    """Consume as a group member; commit after each poll's records are printed (so a crash
+    re-delivers at most the last poll's records, never skips one)."""
+    if args.partition is not None or args.offset is not None:
+        raise _UsageError("--group shares the topic's partitions among the group's members: "
+                          "it cannot be combined with --partition or --offset (use `raftka "
+                          "group reset-offsets` to move the group)")
+    if not args.group.strip():
+        raise _UsageError("--group needs a non-empty group id")
+    out = sys.stdout.buffer
+    printed = 0
+    with Admin(bootstrap) as admin:
+        admin.wait_for_brokers(_REACH_TIMEOUT_S)
+        admin.describe_topic(args.topic)  # UnknownTopicError now, not a silent wait
+        with Consumer(bootstrap, args.group, [args.topic],
+                      auto_offset_reset="earliest" if args.from_beginning else "latest",
+                      enable_auto_commit=False, client_id=f"{PROG}-cli") as consumer:
+            while True:
+                limit = None if args.count is None else args.count - printed
+                records = consumer.poll(0.5, max_records=limit)
+                for r in records:
+                    if args.print_offsets:
+                        out.write(f"{r.partition}\t{r.offset}\t".encode())
+                    out.write(r.value or b"")
+                    out.write(b"\n")
+                printed += len(records)
+                out.flush()
+                if records:
+                    consumer.commit()  # the positions after what was just printed
+                if args.count is not None and printed >= args.count:
+                    return 0
+                if args.exit_at_end and not records and _group_at_end(admin, consumer,
+                                                                      args.topic):
+                    return 0
+
+
+def _group_at_end(admin: Admin, consumer: Consumer, topic: str) -> bool:
+    """True when the group has consumed every partition of ``topic`` up to its high
+    watermark: by its committed offsets, or by this member's positions for the partitions
+    it owns. Partitions that hold no records count as done."""
+    if not consumer.assignment():
+        return False  # not joined yet
+    committed = admin.committed_offsets(consumer.group_id)
+    desc = admin.describe_topics([topic])
+    if not desc:
+        return False
+    for p in desc[0].partitions:
+        bounds = admin.list_offsets(topic, p.partition, "latest")
+        if bounds.high_watermark <= bounds.log_start_offset:
+            continue
+        done = max(committed.get(TopicPartition(topic, p.partition), -1),
+                   consumer.position(topic, p.partition) or -1)
+        if done < bounds.high_watermark:
+            return False
+    return True
 
 
 class _UsageError(Exception):
@@ -435,6 +708,12 @@ def _hint(err: BaseException, args: argparse.Namespace, bootstrap: list[str] | N
                 f"watermark (`{PROG} topic describe {topic}`)")
     if isinstance(err, RequestTooLargeError):
         return "send smaller records"
+    if isinstance(err, GroupNotEmptyError):
+        group = getattr(args, "group", None) or "GROUP"
+        return (f"stop the group's consumers first (see the members with `{PROG} group "
+                f"describe {group}`); a member leaves after its session timeout")
+    if isinstance(err, UnknownGroupError):
+        return f"see the groups with `{PROG} group list`"
     if isinstance(err, RaftkaTimeoutError):
         return f"the cluster may have lost its quorum or leader; check `{PROG} cluster status`"
     return ""
@@ -467,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_topic(args, bootstrap)
         if args.command == "cluster":
             return _cmd_cluster(args, bootstrap)
+        if args.command == "group":
+            return _cmd_group(args, bootstrap)
         if args.command == "produce":
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":
