@@ -289,11 +289,50 @@ class Admin:
     # ------------------------------------------------------------------ groups
 
     def list_groups(self, *, timeout: float | None = None) -> list[GroupListing]:
-        """Every consumer group the answering node's coordinators know, sorted by id."""
-        resp = self._call_any_group("ListGroups", group_pb2.ListGroupsRequest(), timeout,
-                                    "list groups")
-        return sorted((GroupListing.from_pb(g) for g in resp.groups),
-                      key=lambda g: g.group_id)
+        """Every consumer group, sorted by id. A node lists the groups with offsets in the
+        ``__consumer_offsets`` partitions it holds plus the groups it coordinates, so every
+        node is asked (in parallel) and the answers merged; a group's entry from its own
+        coordinator wins (it knows the members). Raises NoBrokersAvailable when no node
+        answered."""
+        timeout = self._default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        brokers = dict(self._cluster.refresh_metadata(timeout).brokers)
+        per_call = min(_STATUS_CALL_TIMEOUT_S, self._cluster.request_timeout_s, timeout)
+
+        def ask(address: str) -> Any:
+            stub = group_pb2_grpc.GroupCoordinatorStub(self._cluster.channel(address))
+            try:
+                return self._cluster.call(address, stub.ListGroups,
+                                          group_pb2.ListGroupsRequest(), per_call, "ListGroups")
+            except RaftkaError as e:
+                return e
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(brokers), 16) or 1,
+                                                   thread_name_prefix="raftka-groups") as pool:
+            futures = {nid: pool.submit(ask, addr) for nid, addr in brokers.items()}
+            answers = {nid: f.result() for nid, f in futures.items()}
+        merged: dict[str, GroupListing] = {}
+        errors: list[RaftkaError] = []
+        for nid in sorted(answers):
+            resp = answers[nid]
+            if isinstance(resp, RaftkaError):
+                errors.append(resp)
+                continue
+            for g in resp.groups:
+                listing = GroupListing.from_pb(g)
+                known = merged.get(listing.group_id)
+                from_coordinator = g.coordinator_id == nid
+                if known is None or from_coordinator:
+                    merged[listing.group_id] = listing
+        if len(errors) == len(answers):
+            if errors and not errors[0].retriable:
+                raise errors[0]
+            # nobody answered: fall back to one node, retrying until the deadline
+            resp = self._call_any_group("ListGroups", group_pb2.ListGroupsRequest(),
+                                        max(deadline - time.monotonic(), 0.1), "list groups")
+            return sorted((GroupListing.from_pb(g) for g in resp.groups),
+                          key=lambda g: g.group_id)
+        return [merged[g] for g in sorted(merged)]
 
     def describe_group(self, group_id: str, *,
                        timeout: float | None = None) -> GroupDescription:
