@@ -1,0 +1,150 @@
+"""examples/orders against a real cluster: two inventory instances split the partitions;
+killing one (SIGKILL) hands its partitions to the other; every order is processed by the
+inventory and the payment service, and no committed order is processed again (the
+ledger check in examples/orders/common.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness import REPO, Cluster, wait_for
+
+EXAMPLE = REPO / "examples" / "orders"
+
+
+def _load_common():
+    spec = importlib.util.spec_from_file_location("orders_common", EXAMPLE / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load_common()
+
+
+class Services:
+    def __init__(self, cluster: Cluster, tmp: Path) -> None:
+        self.env = dict(os.environ, RAFTKA_BOOTSTRAP=",".join(cluster.peers.values()),
+                        PYTHONUNBUFFERED="1")
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, script: str, instance: str, *args: str) -> subprocess.Popen:
+        out = open(self.tmp / f"{instance}.out", "wb")
+        proc = subprocess.Popen([sys.executable, str(EXAMPLE / script), *args], cwd=self.tmp,
+                                env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs[instance] = proc
+        return proc
+
+    def service(self, name: str, instance: str) -> subprocess.Popen:
+        return self.start(f"{name}_service.py", instance, "--instance", instance,
+                          "--ledger", str(self.tmp / f"{name}.ledger"), "--work-ms", "5",
+                          "--session-timeout-ms", "3000")
+
+    def orders(self, first: int, count: int) -> None:
+        r = subprocess.run([sys.executable, str(EXAMPLE / "order_service.py"), "--first",
+                            str(first), "--count", str(count), "--rate", "0"],
+                           cwd=self.tmp, env=self.env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"placed {count} orders" in r.stdout
+
+    def output(self, instance: str) -> str:
+        return (self.tmp / f"{instance}.out").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _report(tmp: Path, name: str):
+    path = tmp / f"{name}.ledger"
+    return common.check_ledger(path) if path.exists() else None
+
+
+def _processed_all(tmp: Path, name: str, ids: list[str]) -> bool:
+    report = _report(tmp, name)
+    return report is not None and not report.missing(ids)
+
+
+def test_orders_example_survives_killing_an_inventory_instance(cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+    services = Services(cluster, tmp_path)
+    try:
+        services.orders(1, 40)  # creates the topic: 4 partitions
+        services.service("inventory", "inventory-a")
+        services.service("payment", "payment-1")
+        wait_for(lambda: "now owns partitions [0, 1, 2, 3]" in services.output("inventory-a"),
+                 60, "inventory-a to own every partition")
+        services.service("inventory", "inventory-b")
+        # two instances split the partitions
+        wait_for(lambda: "now owns partitions [" in services.output("inventory-b")
+                 and "now owns partitions [0, 1, 2, 3]" not in
+                 services.output("inventory-b"), 60, "inventory-b to get a share")
+        services.orders(41, 40)
+        first = [f"order-{n:06d}" for n in range(1, 81)]
+        wait_for(lambda: _processed_all(tmp_path, "inventory", first), 60,
+                 "inventory to process the first 80 orders")
+        before = _report(tmp_path, "inventory")
+        a_parts = before.by_instance.get("inventory-a", set())
+        b_parts = before.by_instance.get("inventory-b", set())
+        assert b_parts and a_parts, before.by_instance
+
+        # crash one instance: its partitions go to the other after its session timeout
+        victim = services.procs["inventory-a"]
+        victim.kill()
+        victim.wait()
+        services.orders(81, 80)
+        every = [f"order-{n:06d}" for n in range(1, 161)]
+        wait_for(lambda: _processed_all(tmp_path, "inventory", every), 90,
+                 "inventory to process every order after the kill")
+        wait_for(lambda: _processed_all(tmp_path, "payment", every), 90,
+                 "payment to process every order")
+        assert "now owns partitions [0, 1, 2, 3]" in services.output("inventory-b")
+
+        for name in ("inventory", "payment"):
+            report = _report(tmp_path, name)
+            assert report.violations == [], report.violations  # no committed order redone
+            assert not report.missing(every)
+        after = _report(tmp_path, "inventory")
+        assert after.by_instance["inventory-b"] == {0, 1, 2, 3}
+
+        # the ledger checker script agrees
+        r = subprocess.run([sys.executable, str(EXAMPLE / "check_ledger.py"),
+                            str(tmp_path / "inventory.ledger"), "--orders", "160"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout
+
+        # graceful stop: the services leave their groups and exit 0
+        for instance in ("inventory-b", "payment-1"):
+            services.procs[instance].send_signal(signal.SIGTERM)
+        for instance in ("inventory-b", "payment-1"):
+            assert services.procs[instance].wait(30) == 0, services.output(instance)
+    except BaseException:
+        for instance in services.procs:
+            print(f"==== {instance}\n" + services.output(instance)[-3000:])
+        raise
+    finally:
+        services.stop_all()
+
+
+def test_ledger_check_finds_a_committed_order_processed_again(tmp_path: Path) -> None:
+    ledger = tmp_path / "x.ledger"
+    ledger.write_text("processed a 0 0 order-1\n"
+                      "processed a 0 1 order-2\n"
+                      "committed a 0 1\n"
+                      "processed b 0 1 order-2\n"  # uncommitted: allowed again
+                      "committed b 0 2\n"
+                      "processed c 0 0 order-1\n")  # committed by a: a violation
+    report = common.check_ledger(ledger)
+    assert report.processed == {"order-1": 2, "order-2": 2}
+    assert len(report.violations) == 1 and "order-1" in report.violations[0]
+    assert report.missing(["order-1", "order-3"]) == ["order-3"]
