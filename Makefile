@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 20000
 JOBS ?= 2
 
-.PHONY: test dev bench soak proto clean
+.PHONY: test dev bench bench-quick bench-micro soak proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,23 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
-bench: $(STAMP)
+# Raftka vs NATS JetStream (bench/, issue 7). Go and nats.go come from Debian (installed only
+# when missing); nats-server, nats-py, matplotlib, tqdm and py-spy from the `bench` extra.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	command -v go >/dev/null && test -d /usr/share/gocode/src/github.com/nats-io/nats.go || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			golang-go golang-github-nats-io-go-nats-dev; }
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m bench --quick --out bench/results-quick $(BENCH_ARGS)
+
+bench-micro: $(STAMP)
 	$(PY) -m pytest -q tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 
 soak: $(STAMP)
@@ -30,4 +46,4 @@ dev: $(STAMP)
 	$(PY) -m node.dev $(DEV_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench/results-quick

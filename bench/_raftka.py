@@ -1,0 +1,237 @@
+"""Raftka's side: a fresh 3-node cluster (tests/harness.py: real ``python -m node``
+processes on loopback) driven only through the public client API (``client``: Admin,
+Producer, PartitionReader, TopicReader)."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+from client import Admin, PartitionReader, Producer, TopicReader
+from bench._common import Settings, Ticker, bar, idle_usage, pace, percentiles_ms, value_of
+from tests.harness import Cluster
+
+SEND_MANY_CHUNK = 1000  # records per send_many call in the bulk producer
+PRODUCER_BULK = {"linger_ms": 5, "batch_size": 256 * 1024}
+PRODUCER_LATENCY = {"linger_ms": 0}
+READER_MAX_BYTES = 4 << 20
+
+
+class RaftkaSystem:
+    name = "Raftka"
+
+    def __init__(self, settings: Settings, work_dir: Path) -> None:
+        self.settings = settings
+        self.work_dir = work_dir
+        self.cluster: Cluster | None = None
+        self._topics = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        root = Path(tempfile.mkdtemp(prefix="raftka-", dir=self.work_dir))
+        self.cluster = Cluster(root, 3)
+        self.cluster.start_all()
+        with Admin(self.bootstrap) as admin:
+            admin.wait_for_brokers(30)
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop_all()
+            shutil.rmtree(self.cluster.root, ignore_errors=True)
+            self.cluster = None
+
+    @property
+    def bootstrap(self) -> list[str]:
+        assert self.cluster is not None
+        return list(self.cluster.peers.values())
+
+    def describe(self) -> dict[str, str]:
+        return {"server": "raftka (this commit), python -m node x3, tick 50 ms",
+                "settings": "3 nodes on loopback; topics replication factor 3; acks=all "
+                            "(a majority fsynced: RocksDB WAL flush_wal(sync) before ack)",
+                "clients": f"client.Producer {PRODUCER_BULK} (send_many of "
+                           f"{SEND_MANY_CHUNK} records, and per-record send); latency runs "
+                           f"{PRODUCER_LATENCY}; PartitionReader max_bytes {READER_MAX_BYTES}"}
+
+    def new_topic(self, partitions: int = 1) -> str:
+        self._topics += 1
+        name = f"bench-{self._topics}"
+        with Admin(self.bootstrap) as admin:
+            admin.create_topic(name, partitions=partitions, replication_factor=3)
+            admin.wait_for_topic_ready(name, timeout=60)
+        assert self.cluster is not None
+        for p in range(partitions):  # start from the settled, balanced leadership
+            self.cluster.wait_preferred_leader(name, p)
+        return name
+
+    # ------------------------------------------------------------ workloads
+    def produce(self, client: str, size: int, partitions: int) -> dict:
+        """client 'bulk': send_many of SEND_MANY_CHUNK records per call, round-robin over
+        partitions; 'send': one send() per record (sticky partitioning)."""
+        topic = self.new_topic(partitions)
+        value = value_of(size)
+        secs = self.settings.produce_s
+        with Producer(self.bootstrap, acks="all", **PRODUCER_BULK) as producer:
+            stats = producer.statistics
+            with Ticker(bar(f"Raftka {client} produce {size}B x{partitions}", None),
+                        lambda: stats()["records_sent"]):
+                start = time.perf_counter()
+                if client == "bulk":
+                    chunk = [value] * SEND_MANY_CHUNK
+                    p = 0
+                    while time.perf_counter() - start < secs:
+                        producer.send_many(topic, chunk, partition=p)
+                        p = (p + 1) % partitions
+                else:
+                    send = producer.send
+                    while time.perf_counter() - start < secs:
+                        for _ in range(1000):
+                            send(topic, value)
+                producer.flush()
+                elapsed = time.perf_counter() - start
+            s = stats()
+        return {"rate": round(s["records_sent"] / elapsed), "acked": s["records_sent"],
+                "failed": s["records_failed"], "seconds": round(elapsed, 3),
+                "requests": s["requests"]}
+
+    def latency(self, rate: float) -> dict:
+        topic = self.new_topic(1)
+        value = value_of(100)
+        secs = self.settings.latency_s
+        samples: list[float] = []
+        with Producer(self.bootstrap, acks="all", **PRODUCER_LATENCY) as producer:
+            producer.send(topic, value, partition=0).result(10)  # warm the connection
+
+            def send(n: int) -> None:
+                t0 = time.perf_counter()
+                if n == 1:
+                    fut: Future = producer.send(topic, value, partition=0)
+                else:  # behind schedule: the due records go together
+                    fut = producer.send_many(topic, [value] * n, partition=0)
+                fut.add_done_callback(
+                    lambda f: samples.extend([time.perf_counter() - t0] * n)
+                    if f.exception() is None else None)
+            with Ticker(bar(f"Raftka latency @{rate:,.0f}/s", rate * secs), lambda: len(samples)):
+                sent, elapsed = pace(rate, secs, send)
+                producer.flush()
+        return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
+
+    def fill(self, records: int) -> str:
+        topic = self.new_topic(1)
+        chunk = [value_of(100)] * SEND_MANY_CHUNK
+        with Producer(self.bootstrap, acks="all", **PRODUCER_BULK) as producer:
+            with Ticker(bar(f"Raftka fill {records:,} x 100B", records),
+                        lambda: producer.statistics()["records_sent"]):
+                left = records
+                while left > 0:
+                    producer.send_many(topic, chunk[:left], partition=0)
+                    left -= len(chunk)
+                producer.flush()
+        return topic
+
+    def consume(self, topic: str, records: int) -> dict:
+        got = [0]
+        cap = self.settings.consume_cap_s
+        with PartitionReader(self.bootstrap, topic, 0, "earliest",
+                             max_bytes=READER_MAX_BYTES) as reader:
+            with Ticker(bar("Raftka PartitionReader consume backlog", records),
+                        lambda: got[0]):
+                start = time.perf_counter()
+                while got[0] < records and time.perf_counter() - start < cap:
+                    got[0] += len(reader.poll(timeout=1.0))
+                elapsed = time.perf_counter() - start
+        return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3),
+                "capped": got[0] < records}
+
+    def e2e(self, rate: float) -> dict:
+        """A producer thread paced at ``rate`` writes its monotonic clock into each value;
+        a TopicReader on another thread records delivery time minus that stamp."""
+        topic = self.new_topic(1)
+        secs = self.settings.e2e_s
+        total = int(rate * secs)
+        pad = value_of(100)[8:]
+        samples: list[float] = []
+        stop = threading.Event()
+
+        def consume() -> None:
+            with TopicReader(self.bootstrap, topic, offset="earliest") as reader:
+                while not stop.is_set() and len(samples) < total:
+                    for r in reader.poll(timeout=0.2):
+                        samples.append(time.monotonic_ns() / 1e9
+                                       - int.from_bytes(r.value[:8], "big") / 1e9)
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        time.sleep(0.5)  # the reader has resolved its position and is long-polling
+        with Producer(self.bootstrap, acks="all", **PRODUCER_LATENCY) as producer:
+            def send(n: int) -> None:
+                for _ in range(n):
+                    producer.send(topic, time.monotonic_ns().to_bytes(8, "big") + pad,
+                                  partition=0)
+            with Ticker(bar(f"Raftka end-to-end @{rate:,.0f}/s", total), lambda: len(samples)):
+                sent, elapsed = pace(rate, secs, send)
+                producer.flush()
+                deadline = time.monotonic() + 10
+                while len(samples) < total and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        stop.set()
+        consumer.join(5)
+        return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
+
+    # ------------------------------------------------------------ failover
+    def failover(self) -> dict:
+        cluster = self.cluster
+        assert cluster is not None
+        topic = self.new_topic(1)
+        value = value_of(100)
+        windows: list[float] = []
+        progress = bar("Raftka failover (kill -9 leader)", self.settings.failover_trials,
+                       unit="trial")
+        for _ in range(self.settings.failover_trials):
+            leader = cluster.wait_preferred_leader(topic, 0, timeout=30)
+            with Producer(list(cluster.peers.values()), acks="all", linger_ms=0,
+                          retry_backoff_ms=10, retry_backoff_max_ms=50,
+                          request_timeout_ms=1000, delivery_timeout_ms=60_000) as producer:
+                producer.send(topic, value, partition=0).result(10)
+                killed_at = time.perf_counter()
+                cluster.kill(leader)
+                producer.send(topic, value, partition=0).result(60)
+                windows.append(time.perf_counter() - killed_at)
+            cluster.start(leader)
+            cluster.wait_preferred_leader(topic, 0, timeout=60)
+            progress.update(1)
+        progress.close()
+        return {"median_s": round(statistics.median(windows), 3),
+                "max_s": round(max(windows), 3), "trials_s": [round(w, 3) for w in windows]}
+
+    # ------------------------------------------------------------ scale
+    def scale(self) -> dict:
+        cluster = self.cluster
+        assert cluster is not None
+        count = self.settings.scale_partitions
+        t0 = time.perf_counter()
+        progress = bar(f"Raftka create {count} partitions (RF 3)", count, unit="part")
+        with Admin(self.bootstrap) as admin:
+            admin.create_topic("idle", partitions=count, replication_factor=3, timeout=300)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                desc = admin.describe_topics(["idle"])
+                led = sum(p.has_leader for p in desc[0].partitions) if desc else 0
+                progress.n = led
+                progress.refresh()
+                if led == count:
+                    break
+                time.sleep(0.5)
+            admin.wait_for_topic_ready("idle", timeout=300)
+        progress.close()
+        created_s = time.perf_counter() - t0
+        time.sleep(5)  # let leadership settle (preferred-leader hand-backs) before sampling
+        pids = [p.pid for p in cluster.procs.values()]
+        usage = idle_usage(pids, self.settings.scale_idle_s,
+                           bar(f"Raftka idle with {count} partitions",
+                               self.settings.scale_idle_s, unit="s"))
+        return {**usage, "partitions": count, "create_s": round(created_s, 1)}

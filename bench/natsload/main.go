@@ -1,0 +1,311 @@
+// natsload: the NATS JetStream side of Raftka's comparison suite (bench/), driven with
+// the official Go client (nats.go), NATS's fastest. Built by bench/_nats.py in GOPATH
+// mode against Debian's golang-github-nats-io-go-nats-dev, so no module downloads:
+//
+//	GO111MODULE=off GOPATH=/usr/share/gocode go build -o natsload bench/natsload/main.go
+//
+// One run does one mode and prints one JSON object on stdout; while it runs it prints
+// "progress N" lines on stderr (N = messages done so far) for the caller's progress bar.
+//
+//	pub      async publish (PublishAsync, a window of -window unacked messages) to the
+//	         -subjects round-robin for -duration or until -count; rate of acked messages
+//	lat      publish at a fixed -rate for -duration; publish-to-ack latency of each message
+//	consume  pull-consume -count messages from -stream (ephemeral, AckNone, batches of
+//	         -batch) from the first message; rate
+//	e2e      a push consumer (AckNone, new messages only) plus publishing at -rate; the
+//	         time from publish to delivery of each message (send time in the payload)
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+type result map[string]interface{}
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "natsload: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// progress prints the counter every 200 ms until stop is closed.
+func progress(counter *int64, stop chan struct{}) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			fmt.Fprintf(os.Stderr, "progress %d\n", atomic.LoadInt64(counter))
+		case <-stop:
+			fmt.Fprintf(os.Stderr, "progress %d\n", atomic.LoadInt64(counter))
+			return
+		}
+	}
+}
+
+func percentiles(samples []time.Duration) result {
+	if len(samples) == 0 {
+		return result{"count": 0}
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+	at := func(q float64) float64 {
+		i := int(q * float64(len(samples)))
+		if i >= len(samples) {
+			i = len(samples) - 1
+		}
+		return float64(samples[i].Microseconds()) / 1000
+	}
+	var sum time.Duration
+	for _, s := range samples {
+		sum += s
+	}
+	return result{
+		"count": len(samples), "p50_ms": at(0.50), "p99_ms": at(0.99), "p999_ms": at(0.999),
+		"max_ms": float64(samples[len(samples)-1].Microseconds()) / 1000,
+		"mean_ms": float64(sum.Microseconds()) / 1000 / float64(len(samples)),
+	}
+}
+
+func payload(size int) []byte {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte('a' + i%26)
+	}
+	return b
+}
+
+func main() {
+	mode := flag.String("mode", "pub", "pub | lat | consume | e2e")
+	url := flag.String("url", nats.DefaultURL, "server URL(s), comma-separated")
+	subjects := flag.String("subjects", "bench.0", "comma-separated subjects (pub/lat/e2e)")
+	stream := flag.String("stream", "", "stream to consume (consume)")
+	size := flag.Int("size", 100, "message size in bytes")
+	duration := flag.Duration("duration", 10*time.Second, "how long to publish")
+	count := flag.Int64("count", 0, "messages to publish (pub, 0 = until -duration) or consume")
+	window := flag.Int("window", 4000, "unacked async publishes at most")
+	rate := flag.Float64("rate", 1000, "messages per second (lat, e2e)")
+	batch := flag.Int("batch", 1000, "pull batch size (consume)")
+	flag.Parse()
+
+	nc, err := nats.Connect(*url, nats.Name("raftka-bench-natsload"))
+	if err != nil {
+		fail("connect: %v", err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream(nats.PublishAsyncMaxPending(*window))
+	if err != nil {
+		fail("jetstream: %v", err)
+	}
+	subs := strings.Split(*subjects, ",")
+	var out result
+	switch *mode {
+	case "pub":
+		out = runPub(js, subs, *size, *duration, *count)
+	case "lat":
+		out = runLat(js, subs[0], *size, *duration, *rate)
+	case "consume":
+		out = runConsume(js, subs[0], *stream, *count, *batch)
+	case "e2e":
+		out = runE2E(js, subs[0], *size, *duration, *rate)
+	default:
+		fail("unknown mode %q", *mode)
+	}
+	out["mode"] = *mode
+	out["client"] = "nats.go " + nats.Version
+	enc, _ := json.Marshal(out)
+	fmt.Println(string(enc))
+}
+
+func runPub(js nats.JetStreamContext, subs []string, size int, duration time.Duration,
+	count int64) result {
+	data := payload(size)
+	var acked, failed int64
+	stop := make(chan struct{})
+	go progress(&acked, stop)
+	var wg sync.WaitGroup
+	// One goroutine drains the ack futures in order, so the publisher never waits on
+	// them except through the window (PublishAsyncMaxPending).
+	futures := make(chan nats.PubAckFuture, 1<<16)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for f := range futures {
+			select {
+			case <-f.Ok():
+				atomic.AddInt64(&acked, 1)
+			case <-f.Err():
+				atomic.AddInt64(&failed, 1)
+			}
+		}
+	}()
+	start := time.Now()
+	deadline := start.Add(duration)
+	var sent int64
+	for (count == 0 || sent < count) && (count > 0 || time.Now().Before(deadline)) {
+		f, err := js.PublishAsync(subs[sent%int64(len(subs))], data)
+		if err != nil {
+			failed++
+			continue
+		}
+		futures <- f
+		sent++
+	}
+	close(futures)
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stop)
+	return result{"sent": sent, "acked": acked, "failed": failed,
+		"seconds": elapsed.Seconds(), "rate": float64(acked) / elapsed.Seconds()}
+}
+
+// pace calls send(i) for i = 0, 1, ... at `rate` per second until `duration` has passed;
+// when late it catches up at once (no coordinated omission in the send schedule).
+func pace(rate float64, duration time.Duration, send func(i int64)) (int64, time.Duration) {
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / rate)
+	var i int64
+	for {
+		due := start.Add(time.Duration(i) * interval)
+		if due.Sub(start) >= duration {
+			break
+		}
+		if wait := time.Until(due); wait > 0 {
+			time.Sleep(wait)
+		}
+		send(i)
+		i++
+	}
+	return i, time.Since(start)
+}
+
+func runLat(js nats.JetStreamContext, subject string, size int, duration time.Duration,
+	rate float64) result {
+	data := payload(size)
+	var mu sync.Mutex
+	samples := make([]time.Duration, 0, int(rate*duration.Seconds())+16)
+	var done, failed int64
+	stop := make(chan struct{})
+	go progress(&done, stop)
+	var wg sync.WaitGroup
+	sent, elapsed := pace(rate, duration, func(int64) {
+		t0 := time.Now()
+		f, err := js.PublishAsync(subject, data)
+		if err != nil {
+			atomic.AddInt64(&failed, 1)
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-f.Ok():
+				d := time.Since(t0)
+				mu.Lock()
+				samples = append(samples, d)
+				mu.Unlock()
+				atomic.AddInt64(&done, 1)
+			case <-f.Err():
+				atomic.AddInt64(&failed, 1)
+			}
+		}()
+	})
+	wg.Wait()
+	close(stop)
+	out := percentiles(samples)
+	out["sent"], out["failed"], out["rate"] = sent, failed, float64(sent)/elapsed.Seconds()
+	return out
+}
+
+func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
+	batch int) result {
+	opts := []nats.SubOpt{nats.AckNone(), nats.DeliverAll()}
+	if stream != "" {
+		opts = append(opts, nats.BindStream(stream))
+	}
+	sub, err := js.PullSubscribe(subject, "", opts...)
+	if err != nil {
+		fail("pull subscribe: %v", err)
+	}
+	defer sub.Unsubscribe()
+	var got, bytes int64
+	stop := make(chan struct{})
+	go progress(&got, stop)
+	start := time.Now()
+	for got < count {
+		want := batch
+		if rest := count - got; rest < int64(want) {
+			want = int(rest)
+		}
+		msgs, err := sub.Fetch(want, nats.MaxWait(5*time.Second))
+		if err != nil {
+			fail("fetch after %d messages: %v", got, err)
+		}
+		for _, m := range msgs {
+			bytes += int64(len(m.Data))
+		}
+		atomic.AddInt64(&got, int64(len(msgs)))
+	}
+	elapsed := time.Since(start)
+	close(stop)
+	return result{"count": got, "bytes": bytes, "seconds": elapsed.Seconds(),
+		"rate": float64(got) / elapsed.Seconds()}
+}
+
+func runE2E(js nats.JetStreamContext, subject string, size int, duration time.Duration,
+	rate float64) result {
+	if size < 8 {
+		size = 8
+	}
+	var mu sync.Mutex
+	samples := make([]time.Duration, 0, int(rate*duration.Seconds())+16)
+	var received int64
+	sub, err := js.Subscribe(subject, func(m *nats.Msg) {
+		if len(m.Data) < 8 {
+			return
+		}
+		sent := int64(binary.BigEndian.Uint64(m.Data))
+		d := time.Duration(time.Now().UnixNano() - sent)
+		mu.Lock()
+		samples = append(samples, d)
+		mu.Unlock()
+		atomic.AddInt64(&received, 1)
+	}, nats.AckNone(), nats.DeliverNew())
+	if err != nil {
+		fail("subscribe: %v", err)
+	}
+	defer sub.Unsubscribe()
+	stop := make(chan struct{})
+	go progress(&received, stop)
+	var failed int64
+	sent, elapsed := pace(rate, duration, func(int64) {
+		data := payload(size)
+		binary.BigEndian.PutUint64(data, uint64(time.Now().UnixNano()))
+		if _, err := js.PublishAsync(subject, data); err != nil {
+			atomic.AddInt64(&failed, 1)
+		}
+	})
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for atomic.LoadInt64(&received) < sent-failed && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	mu.Lock()
+	out := percentiles(samples)
+	mu.Unlock()
+	out["sent"], out["failed"], out["rate"] = sent, failed, float64(sent)/elapsed.Seconds()
+	return out
+}
