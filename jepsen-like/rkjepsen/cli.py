@@ -1,0 +1,301 @@
+"""``jepsen-like/run`` and ``jepsen-like/check``."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rkjepsen import checker, history, report
+from rkjepsen.netcluster import REPO, HarnessError, NetCluster, check_privileges, enter_netns
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- check
+
+def check_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="jepsen-like/check",
+                                description="Rerun the checker on a saved history.")
+    p.add_argument("history", type=Path)
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--out", type=Path, help="also write the report (JSON) here")
+    args = p.parse_args(argv)
+    try:
+        ops = history.load(args.history)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"check: cannot read {args.history}: {exc}", file=sys.stderr)
+        return 2
+    rep = checker.check(ops)
+    summary = report.summarize(ops, rep)
+    doc = {**rep.to_json(), "summary": summary}
+    if args.out:
+        args.out.write_text(json.dumps(doc, indent=1))
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(report.format_summary(summary))
+        _print_examples(rep)
+    return 0 if rep.valid else 1
+
+
+def _print_examples(rep: checker.Report, per_class: int = 3) -> None:
+    for cls, items in rep.anomalies.items():
+        for item in items[:per_class]:
+            print(f"  {cls}: {json.dumps(item)[:600]}")
+
+
+# ---------------------------------------------------------------------------- run
+
+def _parse_run_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="jepsen-like/run",
+        description="Run a real Raftka cluster in network namespaces under faults, record a "
+                    "history and check it. Needs root, iproute2 and nftables.")
+    p.add_argument("--nemesis", default="partition,kill,pause",
+                   help="comma-separated: partition, kill, pause, clock (or none)")
+    p.add_argument("--time", type=float, default=60, help="seconds of workload under faults")
+    p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
+    p.add_argument("--interval", type=float, default=8.0,
+                   help="seconds a fault is held (jittered); quiet gaps are about half")
+    p.add_argument("--seed", type=int, default=None, help="fault schedule seed")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: jepsen-like/store/<timestamp>)")
+    p.add_argument("--keys", type=int, default=4, help="partitions of the test topic")
+    p.add_argument("--replication-factor", type=int, default=3)
+    p.add_argument("--producers", type=int, default=3)
+    p.add_argument("--consumers", type=int, default=2,
+                   help="consumer processes in the group (0: no consumer workload)")
+    p.add_argument("--consumer-crash-interval", type=float, default=15.0,
+                   help="seconds between kill -9 of a random consumer (0: never)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    from rkjepsen.nemesis import parse_nemeses
+
+    try:
+        args.nemeses = parse_nemeses(args.nemesis)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.replication_factor > args.nodes:
+        p.error("--replication-factor cannot exceed --nodes")
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1 << 31)
+    if args.out is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        args.out = HERE / "store" / stamp
+    return args
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def run_main(argv: list[str]) -> int:
+    args = _parse_run_args(argv)
+    try:
+        check_privileges()
+    except HarnessError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=False)
+    cluster = NetCluster(args.nodes, out, faketime="clock" in args.nemeses)
+    atexit.register(cluster.close)
+
+    def on_signal(signum, frame):
+        raise _Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    print(f"jepsen-like: {args.nodes} nodes, nemesis {','.join(args.nemeses) or 'none'}, "
+          f"{args.time:g}s, seed {args.seed}, run id {cluster.run_id}, out {out}", flush=True)
+    consumers: dict[int, subprocess.Popen] = {}
+    try:
+        cluster.create_network()
+        cluster.start_all()
+        enter_netns(cluster.client_ns)  # before any thread: gRPC's threads inherit it
+        return _run(args, cluster, consumers)
+    except _Interrupted as exc:
+        print(f"jepsen-like: interrupted ({exc}); tearing down", file=sys.stderr)
+        return 130
+    except HarnessError as exc:
+        print(f"jepsen-like: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for proc in consumers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        cluster.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _leader_finder(cluster: NetCluster):
+    import grpc
+
+    from client import channel_options
+    from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
+
+    stubs = {i: broker_pb2_grpc.BrokerStub(grpc.insecure_channel(a, options=channel_options()))
+             for i, a in cluster.addresses.items()}
+
+    def leader_of(key: int) -> int:
+        """The node that says it leads ``key``, highest term first (0: none)."""
+        best = (-1, 0)
+        for nid in cluster.alive():
+            if nid in cluster.paused:
+                continue
+            try:
+                md = stubs[nid].Metadata(broker_pb2.MetadataRequest(topics=["jepsen"]),
+                                         timeout=1.0)
+                info = md.topics[0].partitions[key]
+            except (grpc.RpcError, IndexError):
+                continue
+            if info.leader_id == nid and info.leader_term > best[0]:
+                best = (info.leader_term, nid)
+        return best[1]
+
+    return leader_of
+
+
+def _run(args: argparse.Namespace, cluster: NetCluster,
+         consumers: dict[int, subprocess.Popen]) -> int:
+    from client import Admin
+
+    from rkjepsen.nemesis import Nemesis
+    from rkjepsen.workload import TOPIC, Producers, final_read
+
+    out: Path = args.out
+    t0 = time.monotonic()
+    main_hist = history.HistoryWriter(out / "history.main.jsonl", t0)
+    problems: list[str] = []
+    with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
+        admin.wait_for_brokers(timeout=60)
+        admin.create_topic(TOPIC, partitions=args.keys,
+                           replication_factor=args.replication_factor)
+        admin.wait_for_topic_ready(TOPIC, timeout=60)
+    print(f"cluster up in {time.monotonic() - t0:.1f}s: {cluster.bootstrap}", flush=True)
+
+    rng = random.Random(args.seed ^ 0x5EED)
+    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{REPO}")
+    next_consumer = [1000]
+
+    def spawn_consumer() -> None:
+        pid = next_consumer[0]
+        next_consumer[0] += 1
+        log = open(out / f"consumer-{pid}.log", "ab")
+        consumers[pid] = subprocess.Popen(
+            [sys.executable, "-m", "rkjepsen.workload", "--bootstrap", cluster.bootstrap,
+             "--process", str(pid), "--history", str(out / f"history.consumer-{pid}.jsonl"),
+             "--t0", repr(t0)], cwd=REPO, env=env, stdout=log, stderr=log)
+        log.close()
+
+    for _ in range(args.consumers):
+        spawn_consumer()
+
+    producers = Producers(cluster.bootstrap, main_hist, args.producers, args.keys,
+                          seed=args.seed)
+    producers.start()
+    nemesis = Nemesis(cluster, main_hist, args.nemeses, args.interval, args.seed,
+                      _leader_finder(cluster), args.keys)
+    nemesis.start()
+    end = time.monotonic() + args.time
+    next_crash = time.monotonic() + args.consumer_crash_interval
+    next_report = time.monotonic() + 30
+    node_exits: dict[int, int] = {}
+    try:
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            for nid, code in cluster.exited().items():
+                node_exits[nid] = code
+                problems.append(f"node {nid} exited on its own with code {code} "
+                                f"(see node-{nid}.log)")
+                cluster.procs.pop(nid, None)
+                cluster.start(nid)
+            if args.consumers and args.consumer_crash_interval and \
+                    time.monotonic() >= next_crash:
+                next_crash = time.monotonic() + args.consumer_crash_interval
+                victim = rng.choice(sorted(consumers))
+                proc = consumers.pop(victim)
+                proc.kill()
+                proc.wait()
+                main_hist.event("info", victim, "crash", {"signal": "SIGKILL"})
+                spawn_consumer()
+            for pid, proc in list(consumers.items()):
+                if proc.poll() is not None:
+                    problems.append(f"consumer {pid} exited on its own ({proc.returncode}); "
+                                    f"see consumer-{pid}.log")
+                    consumers.pop(pid)
+                    spawn_consumer()
+            if time.monotonic() >= next_report:
+                next_report += 30
+                print(f"  t={time.monotonic() - t0:.0f}s faults {sum(nemesis.counts.values())}"
+                      f" producers idempotent={producers.idempotent}", flush=True)
+    finally:
+        nemesis.stop()  # heals everything
+    main_hist.event("info", "nemesis", "healed", {})
+    print(f"healed at t={time.monotonic() - t0:.0f}s; settling", flush=True)
+    producers.stop()
+    problems += producers.errors + [f"nemesis: {e}" for e in nemesis.errors]
+    # Settle: every key led and served again; consumers catch up on what is there.
+    with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
+        admin.wait_for_topic_ready(TOPIC, timeout=60)
+    time.sleep(5.0 if args.consumers else 0.5)  # consumers drain; not a correctness wait
+    for pid, proc in consumers.items():
+        proc.send_signal(signal.SIGTERM)
+    for pid, proc in list(consumers.items()):
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            main_hist.event("info", pid, "crash", {"signal": "SIGKILL (did not stop)"})
+    consumers.clear()
+    missing = final_read(cluster.bootstrap, main_hist, args.keys)
+    if missing:
+        problems.append(f"final read incomplete for keys {missing}")
+    main_hist.close()
+    cluster.close()
+
+    parts = [out / "history.main.jsonl", *sorted(out.glob("history.consumer-*.jsonl"))]
+    history.merge(parts, out / "history.jsonl")
+    for p in parts:
+        p.unlink()
+    ops = history.load(out / "history.jsonl")
+    rep = checker.check(ops)
+    summary = report.summarize(ops, rep)
+    summary.update(seed=args.seed, nodes=args.nodes, nemesis=args.nemeses,
+                   time_s=args.time, idempotent_producer=producers.idempotent,
+                   consumers=args.consumers, problems=problems)
+    (out / "report.json").write_text(json.dumps({**rep.to_json(), "summary": summary},
+                                                indent=1))
+    if not args.no_plots:
+        try:
+            report.plot(ops, out)
+        except Exception as exc:  # noqa: BLE001 - plots never hide a verdict
+            problems.append(f"plots failed: {exc!r}")
+    print(report.format_summary(summary))
+    _print_examples(rep)
+    if producers.idempotent is False:
+        print("note: this client has no enable_idempotence; producers ran without it")
+    for line in problems:
+        print(f"problem: {line}")
+    print(f"history, report.json and plots in {out}")
+    if not rep.valid:
+        return 1
+    if problems:
+        return 2
+    return 0

@@ -1,0 +1,178 @@
+"""Summary, availability and plots of a checked history."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rkjepsen.checker import CLASSES, Report
+from rkjepsen.history import Op
+
+FAULT_COLOURS = {"partition": "tab:red", "kill": "tab:purple", "pause": "tab:orange",
+                 "clock": "tab:cyan", "disk": "tab:brown"}
+
+
+def fault_windows(ops: list[Op], end_time: float | None = None) -> list[dict]:
+    """[{fault, start, stop, detail}] from nemesis start/stop pairs (same ``id``); a fault
+    never stopped in the history runs to ``end_time`` (the last event's time)."""
+    if end_time is None:
+        end_time = max((o.complete_time or o.invoke_time for o in ops), default=0.0)
+    open_: dict[Any, dict] = {}
+    out = []
+    for o in ops:
+        if o.process != "nemesis" or not isinstance(o.value, dict):
+            continue
+        if o.f == "start":
+            open_[o.value.get("id")] = {"fault": o.value.get("fault", "?"),
+                                        "start": o.invoke_time, "detail": o.value}
+        elif o.f == "stop":
+            w = open_.pop(o.value.get("id"), None)
+            if w is not None:
+                w["stop"] = o.invoke_time
+                out.append(w)
+    for w in open_.values():
+        w["stop"] = end_time
+        out.append(w)
+    return sorted(out, key=lambda w: w["start"])
+
+
+def _in_windows(t: float, windows: list[dict]) -> bool:
+    return any(w["start"] <= t < w["stop"] for w in windows)
+
+
+def availability(ops: list[Op], windows: list[dict]) -> dict:
+    """Share of sends that were acknowledged, for sends invoked during a fault window and
+    for the others; plus the fraction of run time under some fault."""
+    counts = {"during": [0, 0], "outside": [0, 0]}  # [ok, total]
+    for o in ops:
+        if o.f != "send":
+            continue
+        where = "during" if _in_windows(o.invoke_time, windows) else "outside"
+        counts[where][1] += 1
+        counts[where][0] += o.type == "ok"
+    out: dict[str, Any] = {}
+    for where, (ok, total) in counts.items():
+        out[f"sends_{where}_faults"] = total
+        out[f"availability_{where}_faults"] = round(ok / total, 4) if total else None
+    span = max((o.complete_time or o.invoke_time for o in ops), default=0.0)
+    faulted = sum(w["stop"] - w["start"] for w in _union(windows))
+    out["fault_time_fraction"] = round(faulted / span, 4) if span else 0.0
+    return out
+
+
+def _union(windows: list[dict]) -> list[dict]:
+    merged: list[dict] = []
+    for w in sorted(windows, key=lambda w: w["start"]):
+        if merged and w["start"] <= merged[-1]["stop"]:
+            merged[-1]["stop"] = max(merged[-1]["stop"], w["stop"])
+        else:
+            merged.append({"start": w["start"], "stop": w["stop"]})
+    return merged
+
+
+def summarize(ops: list[Op], report: Report) -> dict:
+    windows = fault_windows(ops)
+    faults: dict[str, int] = defaultdict(int)
+    for w in windows:
+        faults[w["detail"].get("kind", w["fault"])] += 1
+    return {
+        "valid": report.valid,
+        "ops": report.stats.get("ops", 0),
+        "by_f": report.stats.get("by_f", {}),
+        "anomalies": report.counts,
+        "faults_injected": len(windows),
+        "faults_by_kind": dict(sorted(faults.items())),
+        "consumer_crashes": sum(1 for o in ops if o.f == "crash"),
+        **availability(ops, windows),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"ops: {summary['ops']}"]
+    for f, d in sorted(summary["by_f"].items()):
+        lines.append(f"  {f:<11} ok {d.get('ok', 0):>7}  fail {d.get('fail', 0):>6}  "
+                     f"info {d.get('info', 0):>6}")
+    lines.append(f"faults injected: {summary['faults_injected']} "
+                 + (", ".join(f"{k} {v}" for k, v in summary["faults_by_kind"].items())
+                    or "none"))
+    if summary.get("consumer_crashes"):
+        lines.append(f"consumer crashes: {summary['consumer_crashes']}")
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    lines.append(f"availability (acked sends): during faults "
+                 f"{pct(summary['availability_during_faults'])} of "
+                 f"{summary['sends_during_faults']}, outside "
+                 f"{pct(summary['availability_outside_faults'])} of "
+                 f"{summary['sends_outside_faults']}; under faults "
+                 f"{pct(summary['fault_time_fraction'])} of the time")
+    lines.append("anomalies:")
+    for c in CLASSES:
+        lines.append(f"  {c:<28} {summary['anomalies'].get(c, 0)}")
+    lines.append("VALID: no anomaly" if summary["valid"] else "INVALID: anomalies found")
+    return "\n".join(lines)
+
+
+def plot(ops: list[Op], out_dir: Path) -> list[Path]:
+    """throughput.png (ops completed per second by outcome) and latency.png (send
+    latency over time), fault windows shaded by kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows = fault_windows(ops)
+    client = [o for o in ops if o.process != "nemesis" and o.f in ("send", "poll", "commit")]
+    span = max((o.complete_time or o.invoke_time for o in ops), default=1.0)
+    buckets = int(span) + 1
+
+    def shade(ax):
+        seen = set()
+        for w in windows:
+            kind = w["fault"]
+            ax.axvspan(w["start"], w["stop"], color=FAULT_COLOURS.get(kind, "grey"),
+                       alpha=0.15, lw=0, label=None if kind in seen else kind)
+            seen.add(kind)
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    series: dict[tuple[str, str], list[int]] = {}
+    for o in client:
+        t = o.complete_time if o.complete_time is not None else o.invoke_time
+        series.setdefault((o.f, o.type), [0] * buckets)[min(int(t), buckets - 1)] += 1
+    styles = {"ok": "-", "fail": ":", "info": "--"}
+    for (f, type_), ys in sorted(series.items()):
+        ax.plot(range(buckets), ys, styles.get(type_, "-"), lw=1, label=f"{f} {type_}")
+    shade(ax)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("ops completed / s")
+    ax.set_title("throughput")
+    ax.legend(loc="upper right", fontsize=7, ncol=3)
+    fig.tight_layout()
+    p = out_dir / "throughput.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    colours = {"ok": "tab:blue", "fail": "tab:red", "info": "tab:orange"}
+    for type_ in ("ok", "info", "fail"):
+        pts = [(o.invoke_time, 1000 * (o.complete_time - o.invoke_time)) for o in client
+               if o.f == "send" and o.type == type_ and o.complete_time is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=2, color=colours[type_], label=f"send {type_}")
+    shade(ax)
+    ax.set_yscale("log")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("send latency (ms)")
+    ax.set_title("latency")
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    p = out_dir / "latency.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths

@@ -1,0 +1,223 @@
+"""The workload (Jepsen's Kafka / Maelstrom "kafka" style) over the public client only.
+
+- Producers (threads of the harness): each sends unique values ``"<process>-<n>"`` to a
+  random key (a partition of one topic), one at a time, acks=all, idempotence on when the
+  client has it. An op whose outcome is unknown retires its process: the producer is
+  closed and a new one takes a new process number (Jepsen's rule), so a process never has
+  a write in flight that it does not know about.
+- Consumers (separate OS processes, so the harness can kill -9 them): members of one
+  group, ``poll`` then ``commit`` exactly the offsets after what the poll returned; they
+  read the group's committed offsets now and then. A killed consumer comes back as a new
+  process and resumes from the committed offsets.
+- The final read (after every fault healed): each key read from the start to its high
+  watermark with a ``PartitionReader``.
+
+Outcomes: ``ok``; ``fail`` only when the op certainly did not take effect (a send the
+client never put on the wire, a commit the coordinator refused); ``info`` otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rkjepsen.history import HistoryWriter
+
+TOPIC = "jepsen"
+GROUP = "jepsen-group"
+_NEVER_SENT = re.compile(r"after 0 attempt\(s\)")
+
+
+def _definitely_not_sent(exc: BaseException) -> bool:
+    """The producer gave up before any attempt reached the wire (no leader was ever known
+    within the delivery timeout): the record cannot have been written."""
+    from client import ProducerClosedError
+
+    return isinstance(exc, ProducerClosedError) or bool(_NEVER_SENT.search(str(exc)))
+
+
+def make_producer(bootstrap: str, delivery_timeout_ms: int):
+    from client import Producer
+
+    kwargs: dict[str, Any] = dict(acks="all", linger_ms=0, request_timeout_ms=3000,
+                                  delivery_timeout_ms=delivery_timeout_ms)
+    try:
+        return Producer(bootstrap, enable_idempotence=True, **kwargs), True
+    except TypeError:  # a client without idempotence yet
+        return Producer(bootstrap, **kwargs), False
+
+
+class Producers:
+    """``count`` producer threads writing to ``keys`` partitions until ``stop()``."""
+
+    def __init__(self, bootstrap: str, history: HistoryWriter, count: int, keys: int,
+                 seed: int, delivery_timeout_ms: int = 8000) -> None:
+        self.bootstrap = bootstrap
+        self.history = history
+        self.count = count
+        self.keys = keys
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self._rng = random.Random(seed)
+        self._next_process = count
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.idempotent: bool | None = None
+        self.errors: list[str] = []
+
+    def _new_process(self) -> int:
+        with self._lock:
+            p = self._next_process
+            self._next_process += 1
+            return p
+
+    def start(self) -> None:
+        for i in range(self.count):
+            t = threading.Thread(target=self._run, args=(i, self._rng.randrange(1 << 30)),
+                                 name=f"producer-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _run(self, process: int, seed: int) -> None:
+        rng = random.Random(seed)
+        producer, self.idempotent = make_producer(self.bootstrap, self.delivery_timeout_ms)
+        n = 0
+        try:
+            while not self._stop.is_set():
+                key = rng.randrange(self.keys)
+                value = f"{process}-{n}"
+                n += 1
+                self.history.invoke(process, "send", {"key": key, "value": value})
+                try:
+                    fut = producer.send(TOPIC, value.encode(), partition=key)
+                    partition, offset = fut.result(self.delivery_timeout_ms / 1000 + 5)
+                except Exception as exc:  # noqa: BLE001 - every failure is an outcome
+                    definite = _definitely_not_sent(exc)
+                    self.history.complete("fail" if definite else "info", process, "send",
+                                          {"key": key, "value": value,
+                                           "error": f"{type(exc).__name__}: {exc}"[:300]})
+                    if not definite:  # retire the process (its write may still land)
+                        producer.close(timeout=0)
+                        producer, _ = make_producer(self.bootstrap, self.delivery_timeout_ms)
+                        process, n = self._new_process(), 0
+                    continue
+                self.history.complete("ok", process, "send",
+                                      {"key": key, "value": value, "offset": offset})
+        except Exception as exc:  # noqa: BLE001 - reported by the runner
+            self.errors.append(f"producer {process} crashed: {exc!r}")
+        finally:
+            producer.close(timeout=0)
+
+
+def final_read(bootstrap: str, history: HistoryWriter, keys: int,
+               timeout_s: float = 60.0) -> list[int]:
+    """Read every key from the start to its end; returns the keys it could not read."""
+    from client import Admin, PartitionReader
+
+    failed = []
+    with Admin(bootstrap) as admin:
+        admin.wait_for_topic_ready(TOPIC, timeout=timeout_s)
+    for key in range(keys):
+        history.invoke("final", "final-read", {"key": key})
+        records: list[list[Any]] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            with PartitionReader(bootstrap, TOPIC, key, "earliest") as reader:
+                while time.monotonic() < deadline:
+                    batch = reader.poll(timeout=1.0)
+                    records += [[r.offset, r.value.decode()] for r in batch]
+                    if not batch and reader.at_end:
+                        break
+                else:
+                    raise TimeoutError(f"key {key} not read to its end in {timeout_s:g}s")
+        except Exception as exc:  # noqa: BLE001
+            history.complete("info", "final", "final-read",
+                             {"key": key, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            failed.append(key)
+            continue
+        history.complete("ok", "final", "final-read", {"key": key, "records": records})
+    return failed
+
+
+# ---------------------------------------------------------------------- consumer process
+
+def consumer_main(argv: list[str] | None = None) -> int:
+    """One consumer process: ``python -m rkjepsen.workload --process N --bootstrap ...``.
+    Runs until SIGTERM (then closes cleanly) or SIGKILL (a crash)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--process", type=int, required=True)
+    p.add_argument("--history", type=Path, required=True)
+    p.add_argument("--t0", type=float, required=True)
+    p.add_argument("--session-timeout-ms", type=int, default=6000)
+    args = p.parse_args(argv)
+
+    from client import Consumer, RaftkaError
+    from client._consumer import CommitFailedError
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    h = HistoryWriter(args.history, args.t0)
+    proc = args.process
+    consumer = Consumer(args.bootstrap, GROUP, [TOPIC], auto_offset_reset="earliest",
+                        enable_auto_commit=False, session_timeout_ms=args.session_timeout_ms)
+    polls = 0
+    try:
+        while not stop.is_set():
+            if polls % 20 == 0:
+                h.invoke(proc, "committed")
+                try:
+                    got = consumer.committed([(TOPIC, k.partition if hasattr(k, "partition")
+                                               else k[1]) for k in consumer.assignment()])
+                    h.complete("ok", proc, "committed", {"offsets": {
+                        tp[1]: off for tp, off in got.items() if off is not None}})
+                except RaftkaError as exc:
+                    h.complete("info", proc, "committed", {"error": str(exc)[:300]})
+            polls += 1
+            h.invoke(proc, "poll")
+            try:
+                records = consumer.poll(0.5)
+            except RaftkaError as exc:
+                h.complete("info", proc, "poll", {"error": f"{type(exc).__name__}: {exc}"[:300]})
+                time.sleep(0.1)
+                continue
+            by_key: dict[int, list[list[Any]]] = {}
+            for r in records:
+                by_key.setdefault(r.partition, []).append([r.offset, r.value.decode()])
+            assignment = sorted(tp[1] for tp in consumer.assignment())
+            h.complete("ok", proc, "poll", {"records": by_key, "assignment": assignment})
+            if not by_key:
+                continue
+            offsets = {k: recs[-1][0] + 1 for k, recs in by_key.items()}
+            h.invoke(proc, "commit", {"offsets": offsets})
+            try:
+                consumer.commit({(TOPIC, k): o for k, o in offsets.items()})
+                h.complete("ok", proc, "commit", {"offsets": offsets})
+            except CommitFailedError as exc:
+                h.complete("fail", proc, "commit", {"offsets": offsets, "error": str(exc)[:300]})
+            except RaftkaError as exc:
+                h.complete("info", proc, "commit", {"offsets": offsets, "error": str(exc)[:300]})
+    finally:
+        try:
+            consumer.close(timeout=3)
+        finally:
+            h.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.getcwd())
+    sys.exit(consumer_main())
