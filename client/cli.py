@@ -497,6 +497,10 @@ def _print_group(desc: Any, out: TextIO) -> None:
         ["EPOCH", desc.group_epoch],
         ["TOTAL-LAG", "-" if lag is None else lag],
     ]) + "\n\n")
+    if not desc.members and not desc.partitions:
+        out.write(f"group {desc.group_id} has no members and no committed offsets (it does "
+                  f"not exist, or was deleted; see `{PROG} group list`)\n")
+        return
     members = {m.member_id: m for m in desc.members}
     rows = [[p.topic, p.partition, "-" if p.committed_offset is None else p.committed_offset,
              "-" if p.log_end_offset is None else p.log_end_offset,
@@ -751,15 +755,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "produce":
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":
-            try:
-                return _cmd_consume(args, bootstrap)
-            except BrokenPipeError:
-                # the reader went away (`| head`): stop quietly, and keep Python from
-                # complaining when it flushes stdout at exit
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-                return 0
+            return _cmd_consume(args, bootstrap)
         raise AssertionError(f"unhandled command {args.command}")
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, and keep Python from complaining
+        # when it flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
     except _UsageError as e:
