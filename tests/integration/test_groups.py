@@ -1,0 +1,293 @@
+"""Consumer groups against real node processes: assignment, failover, fencing, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+
+from client import CommitFailedError, Consumer, Producer
+from client.pb.raftka.v1 import errors_pb2, group_pb2, group_pb2_grpc
+from tests.harness import REPO, Cluster, error_info, wait_for
+
+TOPIC = "orders"
+
+
+def bootstrap(cluster: Cluster) -> str:
+    return ",".join(cluster.peers[i] for i in sorted(cluster.peers))
+
+
+def produce_values(cluster: Cluster, values: list[str], topic: str = TOPIC) -> None:
+    with Producer(bootstrap(cluster)) as producer:
+        futures = [producer.send(topic, v.encode(), key=v.encode()) for v in values]
+        for f in futures:
+            f.result(timeout=30)
+
+
+def coordinator_stub(cluster: Cluster, group: str) -> tuple[int, group_pb2_grpc.GroupCoordinatorStub]:
+    """The coordinator of ``group`` once it is elected and loaded."""
+
+    def find():
+        for nid in cluster.live():
+            try:
+                stub = group_pb2_grpc.GroupCoordinatorStub(cluster.channel(nid))
+                r = stub.FindCoordinator(group_pb2.FindCoordinatorRequest(group_id=group),
+                                         timeout=2)
+                if not r.node_id or r.node_id not in cluster.live():
+                    continue
+                coord = group_pb2_grpc.GroupCoordinatorStub(cluster.channel(r.node_id))
+                coord.FetchOffsets(group_pb2.OffsetFetchRequest(group_id=group), timeout=2)
+                return r.node_id, coord
+            except grpc.RpcError:
+                continue
+        return None
+
+    return wait_for(find, 30, f"the coordinator of {group}")
+
+
+def drain(consumers: list[Consumer], want: int, timeout: float = 60) -> dict[int, list]:
+    """Poll every consumer (one thread each, committing after each poll) until ``want``
+    distinct (partition, offset) pairs were seen; returns who saw what."""
+    seen: dict[tuple[int, int], list[tuple[int, str]]] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def run(i: int, c: Consumer) -> None:
+        while not stop.is_set():
+            records = c.poll(0.2)
+            with lock:
+                for r in records:
+                    seen.setdefault((r.partition, r.offset), []).append((i, r.value.decode()))
+            if records:
+                c.commit()
+
+    threads = [threading.Thread(target=run, args=(i, c), daemon=True)
+               for i, c in enumerate(consumers)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(seen) >= want, timeout, f"{want} records consumed")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    return seen
+
+
+def test_three_consumers_share_six_partitions_disjointly_and_two_groups_each_see_all(
+        cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=6)
+    values = [f"order-{i}" for i in range(300)]
+    produce_values(cluster, values)
+    boot = bootstrap(cluster)
+    workers = [Consumer(boot, "inventory", [TOPIC]) for _ in range(3)]
+    audit = Consumer(boot, "audit", [TOPIC])
+    try:
+        seen = drain(workers, len(values))
+        assert sorted(v for entries in seen.values() for _, v in entries) == sorted(values)
+        assert all(len(entries) == 1 for entries in seen.values())  # each handled once
+        assignments = [c.assignment() for c in workers]
+        assert sorted(len(a) for a in assignments) == [2, 2, 2]
+        assert len(set().union(*assignments)) == 6
+        audit_seen = drain([audit], len(values))
+        assert sorted(v for e in audit_seen.values() for _, v in e) == sorted(values)
+    finally:
+        for c in [*workers, audit]:
+            c.close()
+
+
+def _member(cluster: Cluster, group: str, session_ms: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.group_member", bootstrap(cluster), group,
+         TOPIC, str(session_ms)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+class _Output:
+    """Reads a member process's JSON lines in a thread."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.assignment: list = []
+        self.records: list = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            event = json.loads(line)
+            if "assignment" in event:
+                self.assignment = event["assignment"]
+            else:
+                self.records.extend(event["records"])
+
+
+def test_a_killed_member_loses_its_partitions_to_the_survivor(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=6)
+    session_ms = 2000
+    procs = [_member(cluster, "billing", session_ms) for _ in range(2)]
+    outs = [_Output(p) for p in procs]
+    try:
+        wait_for(lambda: all(len(o.assignment) == 3 for o in outs), 60,
+                 "two members with three partitions each")
+        produce_values(cluster, [f"a-{i}" for i in range(120)])
+        wait_for(lambda: sum(len(o.records) for o in outs) >= 120, 60, "first batch consumed")
+        procs[0].kill()  # SIGKILL: no leave, no final commit
+        procs[0].wait()
+        # Removed after its session timeout; the survivor then owns all six.
+        wait_for(lambda: len(outs[1].assignment) == 6, session_ms / 1000 + 20,
+                 "the survivor to own all six partitions")
+        produce_values(cluster, [f"b-{i}" for i in range(120)])
+        wait_for(lambda: {v for _, _, v in outs[1].records} >= {f"b-{i}" for i in range(120)},
+                 60, "the survivor to read the second batch")
+        everything = [tuple(r) for o in outs for r in o.records]
+        values = {v for _, _, v in everything}
+        assert values == {f"a-{i}" for i in range(120)} | {f"b-{i}" for i in range(120)}
+        # Each (partition, offset) always carries the same value, wherever it was read.
+        by_offset: dict[tuple[int, int], set[str]] = {}
+        for p, o, v in everything:
+            by_offset.setdefault((p, o), set()).add(v)
+        assert all(len(v) == 1 for v in by_offset.values())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def test_committed_offsets_survive_kill_of_the_coordinator_node(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=3)
+    produce_values(cluster, [f"o-{i}" for i in range(90)])
+    boot = bootstrap(cluster)
+    with Consumer(boot, "payments", [TOPIC]) as consumer:
+        drain([consumer], 90)
+        committed = consumer.committed([(TOPIC, p) for p in range(3)])
+    assert sum(committed.values()) == 90
+    coord_id, _ = coordinator_stub(cluster, "payments")
+    cluster.kill(coord_id)
+    new_coord, _ = coordinator_stub(cluster, "payments")
+    assert new_coord != coord_id
+    with Consumer(boot, "payments", [TOPIC]) as consumer:
+        assert consumer.committed([(TOPIC, p) for p in range(3)]) == committed
+        produce_values(cluster, ["after-failover"])
+        seen = drain([consumer], 1)
+        assert [v for e in seen.values() for _, v in e] == ["after-failover"]
+
+
+def _join(stub, group: str, session_ms: int = 10_000) -> group_pb2.GroupHeartbeatResponse:
+    r = stub.Heartbeat(group_pb2.GroupHeartbeatRequest(
+        group_id=group, topics=[TOPIC], session_timeout_ms=session_ms), timeout=5)
+    return wait_for(lambda: _beat(stub, group, r.member_id, r.member_epoch), 10,
+                    "an assignment")
+
+
+def _beat(stub, group, member_id, epoch):
+    r = stub.Heartbeat(group_pb2.GroupHeartbeatRequest(
+        group_id=group, member_id=member_id, member_epoch=epoch), timeout=5)
+    if r.assignment and r.member_epoch == epoch:
+        return r
+    return stub.Heartbeat(group_pb2.GroupHeartbeatRequest(
+        group_id=group, member_id=member_id, member_epoch=r.member_epoch), timeout=5) \
+        if r.assignment else None
+
+
+def _commit_error(stub, group, member_id, epoch, partition=0, offset=1, topic=TOPIC):
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CommitOffsets(group_pb2.OffsetCommitRequest(
+            group_id=group, member_id=member_id, member_epoch=epoch,
+            offsets=[group_pb2.OffsetCommitEntry(topic=topic, partition=partition,
+                                                 offset=offset)]), timeout=5)
+    info = error_info(e.value)
+    assert info is not None and info.message
+    return e.value.code(), info.code
+
+
+def test_stale_member_commit_and_bad_input_are_refused(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=2)
+    # Bad input, each with a clear status (a long-lived member, so nothing times out).
+    _, stub = coordinator_stub(cluster, "careful")
+    x = _join(stub, "careful", session_ms=60_000)
+    assert _commit_error(stub, "careful", x.member_id, x.member_epoch, offset=-3) == (
+        grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.INVALID_OFFSET)
+    assert _commit_error(stub, "careful", "no-such-member", 1) == (
+        grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.UNKNOWN_MEMBER_ID)
+    assert _commit_error(stub, "careful", x.member_id, x.member_epoch, topic="nope") == (
+        grpc.StatusCode.NOT_FOUND, errors_pb2.UNKNOWN_TOPIC)
+    assert _commit_error(stub, "careful", x.member_id, x.member_epoch, partition=7) == (
+        grpc.StatusCode.NOT_FOUND, errors_pb2.UNKNOWN_PARTITION)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Heartbeat(group_pb2.GroupHeartbeatRequest(group_id="", topics=[TOPIC]), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    _, stub = coordinator_stub(cluster, "fenced")
+    a = _join(stub, "fenced", session_ms=1000)
+    assert sorted(p for tp in a.assignment for p in tp.partitions) == [0, 1]
+    stub.CommitOffsets(group_pb2.OffsetCommitRequest(
+        group_id="fenced", member_id=a.member_id, member_epoch=a.member_epoch,
+        offsets=[group_pb2.OffsetCommitEntry(topic=TOPIC, partition=0, offset=5)]), timeout=5)
+
+    # A stops heartbeating; B joins and gets both partitions once A is removed.
+    b = stub.Heartbeat(group_pb2.GroupHeartbeatRequest(
+        group_id="fenced", topics=[TOPIC], session_timeout_ms=10_000), timeout=5)
+    state = {"epoch": b.member_epoch}
+
+    def b_owns_both():
+        r = stub.Heartbeat(group_pb2.GroupHeartbeatRequest(
+            group_id="fenced", member_id=b.member_id, member_epoch=state["epoch"]), timeout=5)
+        state["epoch"] = r.member_epoch
+        return sorted(p for tp in r.assignment for p in tp.partitions) == [0, 1]
+
+    wait_for(b_owns_both, 15, "B to own both partitions after A's session timeout")
+    # The stale member's commit is refused: its partitions belong to B now.
+    assert _commit_error(stub, "fenced", a.member_id, a.member_epoch) == (
+        grpc.StatusCode.FAILED_PRECONDITION, errors_pb2.UNKNOWN_MEMBER_ID)
+    # B's own commits work; the committed offset A made earlier is still there.
+    r = stub.FetchOffsets(group_pb2.OffsetFetchRequest(group_id="fenced"), timeout=5)
+    assert {(o.partition, o.offset) for o in r.offsets} == {(0, 5)}
+
+
+def test_consumer_commit_after_losing_a_partition_raises_commit_failed(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=2)
+    boot = bootstrap(cluster)
+    first = Consumer(boot, "shared", [TOPIC])
+    second = None
+    try:
+        wait_for(lambda: first.poll(0.1) is not None and len(first.assignment()) == 2, 30,
+                 "the first member to own both partitions")
+        second = Consumer(boot, "shared", [TOPIC])
+        def both_own_one():
+            first.poll(0.05)  # applying the revocation happens inside poll
+            second.poll(0.05)
+            return len(first.assignment()) == 1 and len(second.assignment()) == 1
+
+        wait_for(both_own_one, 30, "each member to own one partition")
+        lost = next(iter(second.assignment()))
+        with pytest.raises(CommitFailedError):
+            first.commit({(lost.topic, lost.partition): 1})
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_rebalance_after_a_member_leaves(cluster: Cluster):
+    """close() leaves the group: the other member takes the partitions without waiting
+    for a session timeout."""
+    cluster.create_topic(TOPIC, partitions=4)
+    boot = bootstrap(cluster)
+    a = Consumer(boot, "leavers", [TOPIC], session_timeout_ms=60_000)
+    b = Consumer(boot, "leavers", [TOPIC], session_timeout_ms=60_000)
+    try:
+        wait_for(lambda: a.poll(0.05) is not None and b.poll(0.05) is not None
+                 and len(a.assignment()) == 2 and len(b.assignment()) == 2, 30,
+                 "two members with two partitions each")
+        a.close()
+        # Bounded far below the 60 s session timeout: the leave, not a timeout, moves them.
+        wait_for(lambda: b.poll(0.05) is not None and len(b.assignment()) == 4, 20,
+                 "the remaining member to own all four")
+    finally:
+        a.close()
+        b.close()
