@@ -130,6 +130,11 @@ class ConsumedRecord:
     headers: tuple[tuple[str, bytes | None], ...]
     timestamp_ms: int
 
+    @property
+    def timestamp(self) -> int:
+        """Kafka's name for ``timestamp_ms`` (milliseconds since the epoch)."""
+        return self.timestamp_ms
+
 
 # --------------------------------------------------------------------------- groups
 
