@@ -698,6 +698,9 @@ class Admin:
                                                      2.0), min_age_s=0.5)
                     except RaftkaError:
                         pass
+                    else:
+                        if isinstance(e, UnknownTopicError) and cluster.topic(topic) is None:
+                            raise  # deleted: the fresh metadata agrees
             sleep_until(deadline, backoff.next())
 
 
