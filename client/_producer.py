@@ -1,4 +1,4 @@
-"""``Producer``: batches records per partition and writes them with Produce RPCs.
+"""``Producer``: batches records per partition and writes them, pipelined, to leaders.
 
 Shape (the aiokafka split: a pure accumulator plus one I/O sender)::
 
@@ -6,27 +6,55 @@ Shape (the aiokafka split: a pure accumulator plus one I/O sender)::
                  │ a batch is *ready* when full, when linger_ms has passed since its first
                  │ record, on flush()/close(), or when it is a retry whose backoff ended
                  ▼
-              sender thread ─► Produce(record_batches=<one RecordBatch v2>) to the leader
-                 ▲              via grpc's future API (partitions proceed in parallel)
-                 └─ completions (grpc callback threads only enqueue them)
+              sender thread ─► one ProduceStream per broker: requests tagged with a
+                 ▲              correlation id, up to max_in_flight batches per partition
+                 └─ completions (the streams' reader threads only enqueue them)
 
-Rules of this minimal version (idempotence and pipelining are the next issue):
+**Why a bidirectional stream and not many unary calls.** Several unary calls on one HTTP/2
+connection are independent RPCs: the server runs each in its own handler task, so two
+batches sent in order may reach the partition in the other order. With idempotence that
+is safe (the second gets OUT_OF_ORDER_SEQUENCE) but costs a retry; without it, it
+reorders records. ``Broker.ProduceStream`` reads a stream's requests strictly in order
+and queues each on its partition before reading the next, so pipelined batches reach the
+Raft log in send order; answers come back tagged as each write completes. It is also
+cheaper per message than a unary call. Sequence numbers remain the safety net: order
+across streams (after a leader change) is never assumed.
 
-1. At most ONE Produce request is in flight per partition, and a batch leaves the head of
-   its partition's queue only when it is acknowledged or has failed for good. Retries thus
-   never reorder records within a partition.
-2. Retriable errors (see ``_errors``) are retried with exponential backoff until the
-   batch's ``delivery_timeout_ms`` (counted from its first record) runs out; then every
-   record of the batch fails with :class:`RaftkaTimeoutError` whose ``__cause__`` is the
-   last error. Non-retriable errors fail the batch at once.
-3. NOT_LEADER naming the leader is retried at once against that leader; other metadata
-   errors refresh the metadata first (at most once per ``retry_backoff_ms``), and retry
-   at once if it names a different leader, else after the backoff (a few immediate hops
-   in a row at most: stale nodes may point at each other).
-4. Without idempotence a retry after an ambiguous failure (deadline, dropped connection,
-   NO_QUORUM) may write the batch twice. Each record's future reports the offsets of the
-   write that was acknowledged.
-5. The offset of a record is the ``base_offset`` the broker returned for its batch plus the
+Rules:
+
+1. At most ``max_in_flight`` batches of a partition are in flight (default 5 with
+   idempotence, the number of batches the broker remembers per producer; 1 without). The
+   window counts from the oldest unfinished batch and includes batches acknowledged after
+   it, so a retry of the oldest is always among the broker's last 5 and recognised.
+2. Batches of a partition are sent in queue order; a batch is never sent before the ones
+   ahead of it have been sent (again, when they are retried).
+3. Retriable errors (NOT_LEADER, NO_QUORUM, LEADER_NOT_AVAILABLE, broker unavailable, a
+   stream without answer for ``request_timeout_ms``) send the batch again with
+   exponential backoff (at once to a newly named leader), refreshing metadata, until
+   ``delivery_timeout_ms`` (120 s, counted from the batch's first record) runs out; then
+   its records fail with :class:`RaftkaTimeoutError` whose ``__cause__`` is the last
+   error. Non-retriable errors fail the batch at once.
+4. Idempotence (``enable_idempotence``, default on with acks=all): the producer gets an id
+   and epoch from ``InitProducerId`` before its first batch. A batch is stamped with its
+   partition's epoch and next sequence when first sent, and every retry sends the same
+   bytes: a retry of a batch that was written is answered with the original offsets, so
+   nothing is written twice, also after a leader change.
+5. OUT_OF_ORDER_SEQUENCE (or UNKNOWN_PRODUCER_ID) while an earlier batch of the partition
+   is unfinished: an earlier batch is being retried; this one is sent again right after
+   it (rule 2), never before.
+6. The same error for the *oldest* unfinished batch means the gap before it is permanent:
+   a batch before it failed for good or expired without being written (the leader only
+   answers so once it has applied every earlier term's entries, so nothing it lacks can
+   still commit). The partition then waits until no request of it is in flight, starts a
+   new epoch for this partition (the broker accepts a higher epoch at sequence 0) and
+   re-stamps its unfinished batches from sequence 0. All of them were rejected under the
+   old epoch, so none is written twice, and the new epoch fences any old-epoch straggler.
+   PRODUCER_FENCED for the current epoch (another instance took over) fails the batch.
+7. Without idempotence a retry after an ambiguous failure (deadline, dropped connection,
+   NO_QUORUM) may write the batch twice, and with ``max_in_flight`` > 1 a retry may land
+   after a later batch. Each record's future reports the offsets of the write that was
+   acknowledged.
+8. The offset of a record is the ``base_offset`` the broker returned for its batch plus the
    record's index in the batch (-1 with acks=0, where the broker assigns none yet).
 
 Bulk path: ``send_many(topic, values)`` appends many records to one partition under one
@@ -47,7 +75,9 @@ Futures are resolved on the sender thread: done-callbacks must be quick and must
 
 from __future__ import annotations
 
+import queue
 import random
+import struct
 import threading
 import time
 from collections import deque
@@ -59,22 +89,36 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from crc32c import crc32c as _crc32c
 
 from client._cluster import Backoff, Cluster
 from client._errors import (
+    ERROR_METADATA_KEY,
+    BrokerNotAvailableError,
     NotLeaderError,
+    OutOfOrderSequenceError,
     ProducerClosedError,
+    ProducerFencedError,
     RaftkaError,
     RaftkaTimeoutError,
+    RequestTimedOutError,
     UnknownPartitionError,
+    UnknownProducerIdError,
     UnknownTopicError,
     error_from_rpc,
 )
 from client._partitioner import default_partition
-from client.pb.raftka.v1 import broker_pb2
+from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
 from client.recordbatch import BatchBuilder
 
 __all__ = ["Producer", "RecordMetadata", "parse_acks"]
+
+MAX_IN_FLIGHT_IDEMPOTENT = 5  # the broker keeps the last 5 batches per producer per partition
+MAX_IN_FLIGHT_LIMIT = 64
+_SEQUENCE_MOD = 1 << 31
+_EPOCH_MAX = 2**15 - 1
+_PRODUCER_FIELDS = struct.Struct(">qhi")  # producerId, producerEpoch, baseSequence at byte 43
+_CRC = struct.Struct(">I")  # at byte 17, over bytes 21..end
 
 _ACKS: dict[object, int] = {
     "all": broker_pb2.ACKS_ALL, "-1": broker_pb2.ACKS_ALL, -1: broker_pb2.ACKS_ALL,
@@ -84,6 +128,7 @@ _ACKS: dict[object, int] = {
 _RECORD_OVERHEAD_BYTES = 24  # varints and attributes per record, for buffer accounting
 _RPC_MARGIN_S = 1.0  # the gRPC deadline exceeds the broker's ack timeout by this much
 _UNKNOWN_TOPIC_CACHE_S = 1.0  # after a topic lookup failed, fail sends to it fast this long
+_STREAM_CLOSE = object()
 
 RecordMetadata = tuple[int, int]  # (partition, offset)
 
@@ -125,6 +170,106 @@ def _to_headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
             raise TypeError(f"record header keys must be str, not {type(k).__name__}")
         out.append((k, _to_bytes(v, "header value")))
     return tuple(out)
+
+
+class _StreamError:
+    """An ErrorInfo from a stream answer, shaped like the grpc.RpcError that
+    ``error_from_rpc`` reads (the same table of classes applies)."""
+
+    def __init__(self, info: Any) -> None:
+        self._info = info
+
+    def code(self) -> None:
+        return None
+
+    def details(self) -> str:
+        return self._info.message
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return ((ERROR_METADATA_KEY, self._info.SerializeToString()),)
+
+
+def error_from_info(info: Any, what: str) -> RaftkaError:
+    return error_from_rpc(_StreamError(info), what)
+
+
+def _restamp(batch: bytes, producer_id: int, epoch: int, sequence: int) -> bytes:
+    """``batch`` (one RecordBatch v2) with producerId/producerEpoch/baseSequence replaced
+    and its CRC-32C recomputed (the CRC covers those fields). Costs one CRC pass, no
+    record work."""
+    out = bytearray(batch)
+    _PRODUCER_FIELDS.pack_into(out, 43, producer_id, epoch, sequence)
+    _CRC.pack_into(out, 17, _crc32c(memoryview(out)[21:]))
+    return bytes(out)
+
+
+class _ProduceStream:
+    """One ``Broker.ProduceStream`` to one broker, shared by every partition it leads.
+
+    The broker handles a stream's requests in the order they were sent, so batches of a
+    partition pipelined on it reach the log in order (see the module docstring). The
+    sender thread calls ``send``; gRPC consumes the request queue in its own thread; a
+    reader thread matches answers to callbacks by correlation id. When the stream ends or
+    is abandoned, every unanswered request gets a retriable error."""
+
+    def __init__(self, stub: broker_pb2_grpc.BrokerStub, address: str) -> None:
+        self.address = address
+        self.broken = False
+        self._lock = threading.Lock()
+        self._callbacks: dict[int, Any] = {}
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._call = stub.ProduceStream(iter(self._requests.get, _STREAM_CLOSE))
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"raftka-producer-stream-{address}")
+        self._reader.start()
+
+    def has(self, correlation_id: int) -> bool:
+        with self._lock:
+            return correlation_id in self._callbacks
+
+    def send(self, correlation_id: int, request: broker_pb2.ProduceRequest, callback: Any) -> None:
+        with self._lock:
+            if not self.broken:
+                self._callbacks[correlation_id] = callback
+                self._requests.put(broker_pb2.ProduceStreamRequest(
+                    correlation_id=correlation_id, request=request))
+                return
+        err = BrokerNotAvailableError(f"ProduceStream to {self.address} has ended")
+        callback(None, err)
+
+    def abandon(self, error: RaftkaError) -> None:
+        self._call.cancel()
+        self._fail_all(error)
+
+    def _read(self) -> None:
+        error: RaftkaError
+        try:
+            for answer in self._call:
+                with self._lock:
+                    callback = self._callbacks.pop(answer.correlation_id, None)
+                if callback is None:
+                    continue
+                if answer.HasField("error"):
+                    callback(None, error_from_info(
+                        answer.error, f"Produce at {self.address}"))
+                else:
+                    callback(answer.response, None)
+            error = BrokerNotAvailableError(f"ProduceStream to {self.address} ended")
+        except grpc.RpcError as e:
+            error = error_from_rpc(e, f"ProduceStream to {self.address}")
+            if not error.retriable:  # e.g. CANCELLED: the answer may still come; retry
+                error = BrokerNotAvailableError(str(error))
+        except Exception as e:  # noqa: BLE001
+            error = BrokerNotAvailableError(f"ProduceStream to {self.address}: {e!r}")
+        self._fail_all(error)
+
+    def _fail_all(self, error: RaftkaError) -> None:
+        with self._lock:
+            self.broken = True
+            callbacks, self._callbacks = self._callbacks, {}
+        self._requests.put(_STREAM_CLOSE)
+        for callback in callbacks.values():
+            callback(None, error)
 
 
 class _RecordFuture(Future):  # type: ignore[type-arg]
@@ -190,16 +335,35 @@ class _Batch:
     done: bool = False  # acknowledged or failed for good
     attempts: int = 0
     redirects: int = 0  # consecutive immediate retries (to a newly learned leader)
-    payload: bytes | None = None  # built once, resent unchanged on retries
+    payload: bytes | None = None  # built once, resent unchanged on retries (re-stamped
+    # only by a sequence reset, see rule 6)
     last_error: RaftkaError | None = None
     backoff: Backoff | None = None
+    record_count: int = 0
+    # idempotence: the stamp in the payload's header; sequence -1 = not stamped yet
+    epoch: int = -1
+    sequence: int = -1
+    attempt: int = 0  # id of the attempt in flight (0: none); a response for another is stale
+    sent_at: float = 0.0  # time.monotonic() of the attempt in flight
+    retry_at: float = 0.0  # not to be sent again before this time
+    acked: bool = False
 
 
 @dataclass(eq=False, slots=True)
 class _PartitionQueue:
+    # unfinished batches in send order, plus finished ones not yet at the head (kept so
+    # that the window below counts them); the last one may still be open
     batches: deque[_Batch] = field(default_factory=deque)
-    in_flight: bool = False  # invariant: at most one request per partition
-    retry_at: float = 0.0  # the head batch may not be sent before this time
+    in_flight: int = 0  # batches with an attempt in flight; <= max_in_flight
+    reset_pending: bool = False  # rule 6: re-stamp once nothing is in flight
+
+
+@dataclass(eq=False, slots=True)
+class _Sequences:
+    """Per-partition idempotence state; survives the partition's queue."""
+
+    epoch: int
+    next_sequence: int = 0
 
 
 class Producer:
@@ -215,11 +379,13 @@ class Producer:
         batch_size: int = 256 * 1024,
         compression: str = "lz4",
         request_timeout_ms: int = 5000,
-        delivery_timeout_ms: int = 30000,
+        delivery_timeout_ms: int = 120_000,
         retry_backoff_ms: int = 50,
         retry_backoff_max_ms: int = 250,
         max_block_ms: int = 10000,
         buffer_memory: int = 64 * 1024 * 1024,
+        enable_idempotence: bool | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self._acks = parse_acks(acks)
         BatchBuilder(compression=compression, max_bytes=batch_size)  # validates both
@@ -228,6 +394,21 @@ class Producer:
                              "delivery_timeout_ms must be positive")
         if buffer_memory < batch_size:
             raise ValueError("buffer_memory must be at least batch_size")
+        if enable_idempotence is None:  # Kafka's default: on, unless acks says otherwise
+            enable_idempotence = self._acks == broker_pb2.ACKS_ALL
+        elif enable_idempotence and self._acks != broker_pb2.ACKS_ALL:
+            raise ValueError("enable_idempotence=True needs acks='all' (a sequence error "
+                             "is only seen on an acknowledgement)")
+        if max_in_flight is None:
+            max_in_flight = MAX_IN_FLIGHT_IDEMPOTENT if enable_idempotence else 1
+        if not 1 <= max_in_flight <= (MAX_IN_FLIGHT_IDEMPOTENT if enable_idempotence
+                                      else MAX_IN_FLIGHT_LIMIT):
+            raise ValueError(
+                f"max_in_flight must be 1..{MAX_IN_FLIGHT_IDEMPOTENT} with idempotence (the "
+                f"broker remembers the last {MAX_IN_FLIGHT_IDEMPOTENT} batches of a producer "
+                f"per partition), else 1..{MAX_IN_FLIGHT_LIMIT}; got {max_in_flight}")
+        self._idempotent = enable_idempotence
+        self._max_in_flight = max_in_flight
         self._compression = compression
         self._batch_size = batch_size
         self._linger_s = linger_ms / 1000
@@ -243,7 +424,12 @@ class Producer:
         # guarded by _cond:
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky: dict[str, tuple[int, _Batch | None]] = {}
-        self._completions: list[tuple[_Batch, str, grpc.Future]] = []
+        self._completions: list[tuple[_Batch, int, str, Any, RaftkaError | None]] = []
+        self._sequences: dict[tuple[str, int], _Sequences] = {}
+        self._producer_id = -1
+        self._producer_epoch = -1
+        self._streams: dict[str, _ProduceStream] = {}  # sender thread only
+        self._next_attempt = 1
         self._buffered_bytes = 0  # <= buffer_memory, except one oversized record alone
         self._flushing = 0
         self._closing = False
@@ -251,7 +437,7 @@ class Producer:
         self._crashed: BaseException | None = None
         self._unknown_topics: dict[str, float] = {}
         self._stats = {"records_sent": 0, "batches_sent": 0, "requests": 0, "retries": 0,
-                       "records_failed": 0}
+                       "records_failed": 0, "duplicates": 0, "sequence_resets": 0}
         self._sender = threading.Thread(target=self._run, name="raftka-producer-sender",
                                         daemon=True)
         self._sender.start()
@@ -445,8 +631,9 @@ class Producer:
             stats = dict(self._stats)
             stats["buffered_bytes"] = self._buffered_bytes
             stats["buffered_records"] = sum(len(b.futures) for q in self._queues.values()
-                                            for b in q.batches)
+                                            for b in q.batches if not b.done)
             stats["in_flight_requests"] = sum(q.in_flight for q in self._queues.values())
+            stats["producer_id"] = self._producer_id
         return stats
 
     # ------------------------------------------------------------------ send helpers
@@ -552,8 +739,8 @@ class Producer:
                             break
                         now = time.monotonic()
                         completions, self._completions = self._completions, []
-                        ready, expired, wake_at = self._collect(now)
-                        if completions or ready or expired:
+                        ready, expired, stuck, wake_at = self._collect(now)
+                        if completions or ready or expired or stuck:
                             break
                         if self._closing and not self._queues:
                             return
@@ -562,11 +749,17 @@ class Producer:
                     err = ProducerClosedError("the producer was closed before delivery")
                     for b in abandoned:
                         self._resolve_failure(b, err)
+                    self._close_streams()
                     return
-                for batch, address, grpc_future in completions:
-                    self._complete(batch, address, grpc_future)
+                for batch, attempt, address, response, error in completions:
+                    self._complete(batch, attempt, address, response, error)
+                for address in stuck:
+                    self._abandon_stream(address, "no answer within request_timeout_ms")
                 for batch in expired:
                     self._resolve_failure(batch, self._timeout_error(batch))
+                if ready and self._idempotent and self._producer_id < 0:
+                    if not self._init_producer_id(ready):
+                        continue
                 for batch in ready:
                     self._dispatch(batch)
         except BaseException as e:  # a bug: fail loudly through every future
@@ -576,6 +769,7 @@ class Producer:
                 self._cond.notify_all()
             for b in abandoned:
                 self._resolve_failure(b, ProducerClosedError(f"producer sender failed: {e!r}"))
+            self._close_streams()
             raise
 
     def _take_everything(self) -> list[_Batch]:
@@ -583,35 +777,70 @@ class Producer:
         self._queues.clear()
         return batches
 
-    def _collect(self, now: float) -> tuple[list[_Batch], list[_Batch], float | None]:
-        """Under _cond: the head batches to send now, the ones whose delivery timeout
-        passed (removed from their queues), and when to look again."""
+    def _collect(self, now: float) -> tuple[list[_Batch], list[_Batch], set[str], float | None]:
+        """Under _cond: the batches to send now (in each partition's order), the ones
+        whose delivery timeout passed, the streams whose oldest answer is overdue, and
+        when to look again."""
         ready: list[_Batch] = []
         expired: list[_Batch] = []
+        stuck: set[str] = set()
         wake_at: float | None = None
         urgent = self._flushing > 0 or self._closing
+        request_timeout_s = self._request_timeout_ms / 1000 + _RPC_MARGIN_S
+
+        def wake(at: float) -> None:
+            nonlocal wake_at
+            wake_at = at if wake_at is None else min(wake_at, at)
+
         for key in list(self._queues):
             q = self._queues[key]
-            if q.in_flight:
-                continue
-            while q.batches and now >= q.batches[0].created + self._delivery_timeout_s:
-                expired.append(q.batches.popleft())
-            if not q.batches:
+            batches = q.batches
+            while batches and (batches[0].done or (
+                    not batches[0].attempt
+                    and now >= batches[0].created + self._delivery_timeout_s)):
+                head = batches.popleft()
+                if not head.done:
+                    expired.append(head)  # failed by the caller, outside the lock
+            if not batches:
                 del self._queues[key]
                 continue
-            head = q.batches[0]
-            if now < q.retry_at:
-                at = q.retry_at
-            elif head.closed or head.attempts or urgent or now >= head.created + self._linger_s:
-                head.closed = True
-                q.in_flight = True
-                ready.append(head)
-                continue
-            else:
-                at = head.created + self._linger_s
-            at = min(at, head.created + self._delivery_timeout_s)
-            wake_at = at if wake_at is None else min(wake_at, at)
-        return ready, expired, wake_at
+            if q.reset_pending:
+                if q.in_flight:
+                    continue  # rule 6: wait for every old-stamp answer
+                self._reset_sequences(key, q)
+            for position, b in enumerate(batches):
+                if b.attempt:
+                    if now >= b.sent_at + request_timeout_s:
+                        stuck.add(self._stream_address_of(b))
+                    else:
+                        wake(b.sent_at + request_timeout_s)
+                    continue
+                if b.done:
+                    continue
+                if position >= self._max_in_flight or q.in_flight >= self._max_in_flight:
+                    break  # rule 1: the window counts from the oldest unfinished batch
+                if now < b.retry_at:
+                    wake(b.retry_at)
+                    break
+                if not (b.closed or b.attempts or urgent or now >= b.created + self._linger_s):
+                    wake(b.created + self._linger_s)
+                    break
+                b.closed = True
+                b.attempt = self._next_attempt
+                self._next_attempt += 1
+                b.sent_at = now
+                q.in_flight += 1
+                ready.append(b)
+            if batches and not batches[0].attempt:
+                wake(batches[0].created + self._delivery_timeout_s)
+        stuck.discard("")
+        return ready, expired, stuck, wake_at
+
+    def _stream_address_of(self, batch: _Batch) -> str:
+        for address, stream in self._streams.items():
+            if stream.has(batch.attempt):
+                return address
+        return ""
 
     def _timeout_error(self, batch: _Batch) -> RaftkaError:
         last = f"; last error: {batch.last_error}" if batch.last_error else ""
@@ -623,8 +852,85 @@ class Producer:
         err.__cause__ = batch.last_error
         return err
 
+    # ------------------------------------------------------------------ idempotence
+
+    def _init_producer_id(self, ready: list[_Batch]) -> bool:
+        """Get a producer id before the first idempotent batch (sender thread). On
+        failure the batches go back to their queues and are retried after a backoff."""
+        deadline = time.monotonic() + self._request_timeout_ms / 1000
+        last: RaftkaError | None = None
+        addresses = ([self._cluster.controller_address()] + self._cluster.candidate_addresses())
+        tried: set[str] = set()
+        while addresses and time.monotonic() < deadline:
+            address = addresses.pop(0)
+            if not address or address in tried:
+                continue
+            tried.add(address)
+            try:
+                r = self._cluster.call_broker(address, "InitProducerId",
+                                              broker_pb2.InitProducerIdRequest(),
+                                              max(deadline - time.monotonic(), 0.1))
+            except NotLeaderError as e:  # only the controller leader reserves id blocks
+                last = e
+                if e.leader_address:
+                    addresses.insert(0, e.leader_address)
+                    tried.discard(e.leader_address)
+                continue
+            except RaftkaError as e:
+                last = e
+                if not e.retriable:
+                    break
+                continue
+            with self._cond:
+                self._producer_id, self._producer_epoch = r.producer_id, r.producer_epoch
+            return True
+        err = last or RaftkaError("no broker answered InitProducerId", retriable=True)
+        for b in ready:
+            b.last_error = err
+            if not err.retriable:
+                self._finish_failed(b, err)
+            else:
+                self._back_off(b, immediate=False)
+        return False
+
+    def _stamp(self, batch: _Batch) -> None:
+        """First send of an idempotent batch: give it the partition's next sequence."""
+        key = (batch.topic, batch.partition)
+        with self._cond:
+            seq = self._sequences.get(key)
+            if seq is None:
+                seq = self._sequences[key] = _Sequences(self._producer_epoch)
+            batch.epoch, batch.sequence = seq.epoch, seq.next_sequence
+            seq.next_sequence = (seq.next_sequence + batch.record_count) % _SEQUENCE_MOD
+        batch.payload = _restamp(batch.payload, self._producer_id, batch.epoch,  # type: ignore[arg-type]
+                                 batch.sequence)
+
+    def _reset_sequences(self, key: tuple[str, int], q: _PartitionQueue) -> None:
+        """Under _cond, nothing of the partition in flight: rule 6. A new epoch for this
+        partition, sequences from 0, every unfinished batch re-stamped at its next send."""
+        q.reset_pending = False
+        seq = self._sequences.get(key)
+        if seq is None:
+            return
+        if seq.epoch >= _EPOCH_MAX:
+            err = ProducerFencedError(f"producer epoch exhausted for {key[0]}/{key[1]}")
+            for b in q.batches:
+                if not b.done:
+                    b.last_error = err
+                    b.retry_at = float("inf")  # fails at its delivery timeout
+            return
+        seq.epoch += 1
+        seq.next_sequence = 0
+        self._stats["sequence_resets"] += 1
+        for b in q.batches:
+            if not b.done:
+                b.sequence = -1
+                b.retry_at = 0.0
+
+    # ------------------------------------------------------------------ sending
+
     def _dispatch(self, batch: _Batch) -> None:
-        """Send one head batch to its partition leader (sender thread, no lock held)."""
+        """Send one batch to its partition leader (sender thread, no lock held)."""
         topic, partition = batch.topic, batch.partition
         remaining_s = batch.created + self._delivery_timeout_s - time.monotonic()
         address = self._cluster.leader_address(topic, partition)
@@ -644,7 +950,7 @@ class Producer:
                     self._finish_failed(batch, UnknownTopicError(
                         f"topic {topic!r} no longer exists"))
                     return
-                self._schedule_retry(batch, immediate=False)
+                self._back_off(batch, immediate=False)
                 return
         if batch.payload is None:
             assert batch.builder is not None
@@ -653,7 +959,10 @@ class Producer:
             except ValueError as e:  # a header field out of range, e.g. a wild timestamp
                 self._finish_failed(batch, RaftkaError(f"cannot build the batch: {e}"))
                 return
+            batch.record_count = len(batch.builder)
             batch.builder = None  # the records now live in the payload only
+        if self._idempotent and batch.sequence < 0:
+            self._stamp(batch)
         broker_timeout_ms = int(max(1, min(self._request_timeout_ms, remaining_s * 1000)))
         request = broker_pb2.ProduceRequest(
             topic=topic, partition=partition, acks=self._acks,  # type: ignore[arg-type]
@@ -664,41 +973,64 @@ class Producer:
             self._stats["requests"] += 1
             if batch.attempts > 1:
                 self._stats["retries"] += 1
+        attempt = batch.attempt
         try:
-            stub = self._cluster.broker_stub(address)
-            grpc_future = stub.Produce.future(request,
-                                              timeout=broker_timeout_ms / 1000 + _RPC_MARGIN_S)
+            stream = self._stream(address)
         except RaftkaError as e:  # the cluster was closed under us
             self._finish_failed(batch, e)
             return
-        grpc_future.add_done_callback(
-            lambda f, b=batch, a=address: self._on_done(b, a, f)
-        )
+        stream.send(attempt, request,
+                    lambda response, error, b=batch, a=address, n=attempt:
+                    self._on_done(b, n, a, response, error))
 
-    def _on_done(self, batch: _Batch, address: str, grpc_future: grpc.Future) -> None:
-        # gRPC's callback thread: hand over to the sender, do nothing else here.
+    def _stream(self, address: str) -> _ProduceStream:
+        stream = self._streams.get(address)
+        if stream is None or stream.broken:
+            stream = self._streams[address] = _ProduceStream(
+                self._cluster.broker_stub(address), address)
+        return stream
+
+    def _abandon_stream(self, address: str, why: str) -> None:
+        stream = self._streams.pop(address, None)
+        if stream is not None:
+            stream.abandon(RequestTimedOutError(f"ProduceStream to {address}: {why}"))
+
+    def _close_streams(self) -> None:
+        for stream in self._streams.values():
+            stream.abandon(ProducerClosedError("the producer is closed"))
+        self._streams.clear()
+
+    def _on_done(self, batch: _Batch, attempt: int, address: str, response: Any,
+                 error: RaftkaError | None) -> None:
+        # a stream's reader thread: hand over to the sender, do nothing else here.
         with self._cond:
-            self._completions.append((batch, address, grpc_future))
+            self._completions.append((batch, attempt, address, response, error))
             self._cond.notify_all()
 
-    def _complete(self, batch: _Batch, address: str, grpc_future: grpc.Future) -> None:
+    def _complete(self, batch: _Batch, attempt: int, address: str, response: Any,
+                  err: RaftkaError | None) -> None:
+        if batch.attempt != attempt:
+            return  # cannot happen: one attempt per batch at a time
+        with self._cond:
+            batch.attempt = 0
+            q = self._queues.get((batch.topic, batch.partition))
+            if q is not None:
+                q.in_flight -= 1
+            stale = q is not None and q.reset_pending
+            self._cond.notify_all()
         if batch.done:
             return
         topic, partition = batch.topic, batch.partition
-        try:
-            response = grpc_future.result()
-        except grpc.RpcError as e:
-            err = error_from_rpc(e, f"Produce {topic}/{partition} at {address}")
-        except Exception as e:  # noqa: BLE001 - e.g. cancelled when the channel closed
-            err = RaftkaError(f"Produce {topic}/{partition} at {address}: {e!r}",
-                              retriable=True)
-            err.invalid_metadata = True
-        else:
+        if err is None:
             self._cluster.note_success(address)
             self._finish_ok(batch, response.base_offset)
             return
         batch.last_error = err
         self._cluster.note_failure(address, err)
+        if self._idempotent and isinstance(err, (OutOfOrderSequenceError,
+                                                 UnknownProducerIdError, ProducerFencedError)):
+            self._sequence_error(batch, err, stale)
+            return
         if not err.retriable:
             self._finish_failed(batch, err)
             return
@@ -719,7 +1051,25 @@ class Producer:
         leader = self._cluster.leader_address(topic, partition)
         immediate = leader is not None and leader != address and batch.redirects < 3
         batch.redirects = batch.redirects + 1 if immediate else 0
-        self._schedule_retry(batch, immediate)
+        self._back_off(batch, immediate)
+
+    def _sequence_error(self, batch: _Batch, err: RaftkaError, stale: bool) -> None:
+        """Rules 4-6 for OUT_OF_ORDER_SEQUENCE, UNKNOWN_PRODUCER_ID, PRODUCER_FENCED."""
+        with self._cond:
+            q = self._queues.get((batch.topic, batch.partition))
+            seq = self._sequences.get((batch.topic, batch.partition))
+            head = q is not None and next((b for b in q.batches if not b.done), None) is batch
+            current = seq is not None and batch.epoch == seq.epoch and not stale
+            if isinstance(err, ProducerFencedError) and current:
+                fatal = True
+            else:
+                fatal = False
+                if current and head and q is not None:
+                    q.reset_pending = True  # rule 6: the gap before this batch is permanent
+                batch.retry_at = 0.0  # rule 5: resent right after the batches before it
+            self._cond.notify_all()
+        if fatal:
+            self._finish_failed(batch, err)
 
     def _still_exists(self, topic: str, partition: int) -> bool:
         if not self._refresh():
@@ -737,7 +1087,9 @@ class Producer:
             return False
         return True
 
-    def _schedule_retry(self, batch: _Batch, immediate: bool) -> None:
+    def _back_off(self, batch: _Batch, immediate: bool) -> None:
+        """A retriable failure: send the batch again after a backoff (at once when a new
+        leader is known), and nothing after it before it (rule 3)."""
         if batch.backoff is None:
             batch.backoff = Backoff(self._retry_backoff_s, self._retry_backoff_max_s)
         delay = 0.0 if immediate else batch.backoff.next()
@@ -746,15 +1098,18 @@ class Producer:
             self._finish_failed(batch, self._timeout_error(batch))
             return
         with self._cond:
-            q = self._queues.get((batch.topic, batch.partition))
-            if q is not None:
-                q.in_flight = False
-                q.retry_at = now + delay
+            if batch.attempt:  # the dispatch never left: undo its in-flight count
+                batch.attempt = 0
+                q = self._queues.get((batch.topic, batch.partition))
+                if q is not None:
+                    q.in_flight -= 1
+            batch.retry_at = now + delay
             self._cond.notify_all()
 
     def _finish_ok(self, batch: _Batch, base_offset: int) -> None:
         with self._cond:
-            self._release(batch)
+            self._mark_done(batch)
+            batch.acked = True
             self._stats["records_sent"] += len(batch.futures)
             self._stats["batches_sent"] += 1
         partition = batch.partition
@@ -772,22 +1127,16 @@ class Producer:
 
     def _finish_failed(self, batch: _Batch, err: BaseException) -> None:
         with self._cond:
-            self._release(batch)
+            if batch.attempt:
+                batch.attempt = 0
+                q = self._queues.get((batch.topic, batch.partition))
+                if q is not None:
+                    q.in_flight -= 1
         self._resolve_failure(batch, err)
 
-    def _release(self, batch: _Batch) -> None:
-        """Under _cond: take a finished batch off its queue and free its buffer room."""
-        q = self._queues.get((batch.topic, batch.partition))
-        if q is not None:
-            if q.batches and q.batches[0] is batch:
-                q.batches.popleft()
-            q.in_flight = False
-            q.retry_at = 0.0
-            if not q.batches:
-                del self._queues[(batch.topic, batch.partition)]
-        self._mark_done(batch)
-
     def _mark_done(self, batch: _Batch) -> None:
+        """Under _cond: free the batch's buffer room. It leaves its queue once it reaches
+        the head (``_collect``), so the window of rule 1 still counts it until then."""
         if not batch.done:
             batch.done = True
             batch.closed = True

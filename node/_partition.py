@@ -20,9 +20,29 @@ Offset↔index translation lives here and only here. Rules:
   the leader's own write of it is durable; a different term at that index means the write
   was lost in a leader change (retriable, not written).
 
+Idempotent producers (``_producer_state.py`` has the rules and verdicts):
+- A request whose batch carries a ``producerId`` >= 0 must hold exactly that one batch. The
+  leader checks its epoch and sequence when it proposes (``before_ready``, in queue order,
+  so pipelined requests of one producer are judged in arrival order) against the applied
+  producer table plus its own proposed-but-unapplied batches. A duplicate is not written:
+  it is answered with the original offsets (at once if applied, else when the original
+  commits with the term it was proposed in).
+- Every replica feeds the table from committed entries, reading only the first batch's
+  header (producerId, producerEpoch, baseSequence) and the entry header's offsets.
+- **A new leader accepts idempotent batches only once it has applied its log up to the
+  first entry of its own term.** Entries of earlier terms that sit in its log unapplied may
+  hold sequences the table does not show yet; accepting before that could write a batch
+  twice. Until then such requests get LEADER_NOT_AVAILABLE (retriable). Everything after
+  that entry was proposed by this leader and is in its pending overlay.
+
 Snapshot data (retention compaction point)::
 
-    u8 version 1 | i64 log_start_offset | i64 cumulative_bytes
+    u8 version 2 | i64 log_start_offset | i64 cumulative_bytes | producer table
+    (version 1, still read: the same without the producer table)
+
+The producer table is the one of the *applied* index (it may be ahead of the snapshot
+index; replaying entries after the snapshot into it changes nothing, see
+``ProducerStateTable.apply_batch``).
 """
 
 from __future__ import annotations
@@ -36,16 +56,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from client.recordbatch import CorruptBatchError, assign_offsets, split_batches
+from client.recordbatch import CorruptBatchError, assign_offsets, parse_header, split_batches
 from raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role, Snapshot
 
 from ._errors import BrokerError, Code
 from ._host import Group
+from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
 
 ENTRY_MAGIC = 0x52
 _HEADER = struct.Struct(">BBqqqq")
 HEADER_SIZE = _HEADER.size
 _SNAP = struct.Struct(">Bqq")
+SNAPSHOT_VERSION = 2
+# producerId | producerEpoch | baseSequence of a batch, at byte 43 of its header
+_PRODUCER_FIELDS = struct.Struct(">qhi")
+_PRODUCER_FIELDS_AT = HEADER_SIZE + 43
 INDEX_CACHE_MAX = 1 << 20
 PENDING_REQUESTS_MAX = 10_000
 
@@ -95,14 +120,20 @@ class _Waiter:
 
 
 class _Pending:
-    __slots__ = ("payload", "spans", "acks", "future")
+    __slots__ = ("payload", "spans", "acks", "future", "producer_id", "epoch", "sequence",
+                 "record_count")
 
     def __init__(self, payload: bytes, spans: list[tuple[int, int]], acks: int,
-                 future: asyncio.Future | None) -> None:
+                 future: asyncio.Future | None, producer_id: int = -1, epoch: int = -1,
+                 sequence: int = -1, record_count: int = 0) -> None:
         self.payload = payload
         self.spans = spans
         self.acks = acks
         self.future = future
+        self.producer_id = producer_id  # -1: not idempotent
+        self.epoch = epoch
+        self.sequence = sequence
+        self.record_count = record_count
 
 
 def _fail(requests: list[_Pending], error: BrokerError) -> None:
@@ -136,6 +167,11 @@ class PartitionReplica:
         self._acks_all: deque[_Waiter] = deque()
         self._acks_leader: deque[_Waiter] = deque()
         self._pending: list[_Pending] = []  # produce requests not yet proposed
+        self.producers = ProducerStateTable()
+        # first index of the current leader term; idempotent batches wait until it applies
+        self._term_start_index = 0
+        # duplicates of proposed-but-unapplied batches, answered when the original applies
+        self._dup_waiters: list[tuple[PendingBatch, asyncio.Future]] = []
         self._hw_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ wiring
@@ -159,7 +195,11 @@ class PartitionReplica:
     # ------------------------------------------------------------------ StateMachine
     def restore(self, snapshot: Snapshot) -> None:
         version, log_start, cumulative = _SNAP.unpack_from(snapshot.data, 0)
-        if version != 1:
+        if version == 1:
+            self.producers = ProducerStateTable()
+        elif version == 2:
+            self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[_SNAP.size:])
+        else:
             raise ValueError(f"partition {self.topic}/{self.partition}: unknown snapshot v{version}")
         self.log_start_offset = max(self.log_start_offset, log_start)
         self._snapshot_cumulative = cumulative
@@ -171,14 +211,26 @@ class PartitionReplica:
         offsets, raft_indexes = self._index_offsets, self._index_raft
         hw = self.high_watermark
         magic = ENTRY_MAGIC
+        producers = self.producers
+        pid_at, unpack_pid = _PRODUCER_FIELDS_AT, _PRODUCER_FIELDS.unpack_from
         for e in entries:
             data = e.data
             if e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE and data[0] == magic:
-                _, _, base, last, _, _ = _HEADER.unpack_from(data, 0)
+                _, _, base, last, at, _ = _HEADER.unpack_from(data, 0)
                 offsets.append(base)
                 raft_indexes.append(e.index)
                 hw = last + 1
+                producers.observe_time(at)
+                if len(data) >= pid_at + 14:
+                    pid, epoch, seq = unpack_pid(data, pid_at)
+                    if pid >= 0:  # idempotent: one batch per entry (checked at produce)
+                        producers.apply_batch(pid, epoch, seq, last - base + 1, base, last,
+                                              at, e.index)
         self.applied_index = entries[-1].index
+        if producers.pending_count:
+            producers.applied_through(self.applied_index)
+        if self._dup_waiters:
+            self._resolve_duplicates(entries)
         if len(offsets) > INDEX_CACHE_MAX:
             del offsets[: INDEX_CACHE_MAX // 2]
             del raft_indexes[: INDEX_CACHE_MAX // 2]
@@ -186,8 +238,9 @@ class PartitionReplica:
         self._resolve(self._acks_all, entries)
 
     def on_ready(self, rd: Ready) -> None:
-        if rd.role != Role.LEADER:
+        if rd.role != Role.LEADER and self._alloc_term:
             self._alloc_term = 0
+            self.producers.clear_pending()
         if rd.entries and self._acks_leader:
             self._resolve(self._acks_leader, rd.entries)
 
@@ -208,6 +261,25 @@ class PartitionReplica:
                     retriable=True,
                 ))
 
+    def _resolve_duplicates(self, entries: list[Entry]) -> None:
+        """Answer duplicates whose original is now applied: its offsets if it committed
+        with the term it was proposed in, else retriable (the original was lost, so the
+        retry itself must be written: the producer sends it again)."""
+        first, last = entries[0].index, entries[-1].index
+        keep = []
+        for original, future in self._dup_waiters:
+            if future.done():
+                continue
+            if original.index > last or original.index == 0:
+                keep.append((original, future))
+            elif original.index >= first and entries[original.index - first].term == original.term:
+                future.set_result((original.base_offset, original.last_offset))
+            else:
+                future.set_exception(BrokerError(
+                    Code.NOT_LEADER, "the original of this retried batch was lost in a leader "
+                    "change; send it again", retriable=True))
+        self._dup_waiters = keep
+
     def _advance_hw(self, hw: int) -> None:
         if hw > self.high_watermark:
             self.high_watermark = hw
@@ -222,6 +294,15 @@ class PartitionReplica:
         Requests are not proposed one by one: they queue here and the host's ready loop
         proposes everything queued as one batch of entries per pass (``before_ready``), so
         concurrent producers share one replication round and one sync."""
+        future = self.submit(payload, acks)
+        if future is None:
+            return -1, -1
+        return await self.wait_acked(future, acks, timeout_s)
+
+    def submit(self, payload: bytes, acks: int) -> asyncio.Future | None:
+        """Validate and queue ``payload``; the future of its (base, last) offsets (None with
+        acks=0). Synchronous, so a caller that submits in arrival order gets the requests
+        proposed (and sequence-checked) in that order. Raises BrokerError."""
         group = self._require_group()
         node = group.node
         if node.role != Role.LEADER:
@@ -232,20 +313,43 @@ class PartitionReplica:
                 f"{len(payload)} bytes of record batches exceed max.message.bytes "
                 f"({self.config.max_message_bytes}) of topic {self.topic}; send smaller batches",
             )
+        if not payload:
+            raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no record batch")
         try:
-            spans = split_batches(payload)
+            # the common case, one batch: validate it once and keep its header
+            header = parse_header(payload)
+            spans = [(0, len(payload))] if header.size == len(payload) else split_batches(payload)
         except CorruptBatchError as exc:
             raise BrokerError(Code.CORRUPT_BATCH, str(exc)) from None
-        if not spans:
-            raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no record batch")
+        if header.is_transactional or header.is_control:
+            raise BrokerError(Code.INVALID_REQUEST, "transactional and control batches are "
+                              "not supported; produce plain or idempotent batches")
         if len(self._pending) >= PENDING_REQUESTS_MAX:
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
                               "waiting for this partition; retry with backoff", retriable=True)
+        pid = header.producer_id
+        if pid < 0 and len(spans) > 1:
+            for start, _ in spans[1:]:
+                if _PRODUCER_FIELDS.unpack_from(payload, start + 43)[0] >= 0:
+                    pid = 0
+                    break
+        if pid >= 0:
+            if len(spans) != 1:
+                raise BrokerError(Code.INVALID_REQUEST, "an idempotent produce request must "
+                                  "hold exactly one record batch (sequences are per batch)")
+            if header.producer_epoch < 0 or header.base_sequence < 0 or not header.record_count:
+                raise BrokerError(Code.INVALID_REQUEST, f"idempotent batch of producer id "
+                                  f"{pid} has epoch {header.producer_epoch}, base sequence "
+                                  f"{header.base_sequence} and {header.record_count} records; "
+                                  "epoch and sequence must be >= 0 and the batch not empty")
         future = asyncio.get_running_loop().create_future() if acks != 0 else None
-        self._pending.append(_Pending(payload, spans, acks, future))
+        self._pending.append(_Pending(payload, spans, acks, future, pid, header.producer_epoch,
+                                      header.base_sequence, header.record_count))
         self._mark_dirty(self.group_id)
-        if future is None:
-            return -1, -1
+        return future
+
+    async def wait_acked(self, future: asyncio.Future, acks: int,
+                         timeout_s: float) -> tuple[int, int]:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
@@ -279,9 +383,33 @@ class PartitionReplica:
         now_ms = self._clock_ms()
         datas: list[bytes] = []
         placed: list[tuple[_Pending, int, int]] = []
+        accepted: list[PendingBatch] = []
+        duplicates: list[tuple[PendingBatch, asyncio.Future]] = []
+        producers = self.producers
+        loading = self.applied_index < self._term_start_index
         for req in pending:
             if req.future is not None and req.future.done():
                 continue  # the producer gave up before we proposed: never written
+            if req.producer_id >= 0:
+                if loading:
+                    _fail([req], BrokerError(
+                        Code.LEADER_NOT_AVAILABLE, f"the new leader of {self.topic}/"
+                        f"{self.partition} is still applying earlier terms' entries to its "
+                        "producer state; retry shortly", retriable=True))
+                    continue
+                verdict = producers.check(req.producer_id, req.epoch, req.sequence,
+                                          req.record_count)
+                if verdict.kind == REJECT:
+                    _fail([req], BrokerError(verdict.code, verdict.message))
+                    continue
+                if verdict.kind == DUPLICATE:
+                    original = verdict.duplicate_of
+                    if isinstance(original, PendingBatch):
+                        if req.future is not None:
+                            duplicates.append((original, req.future))
+                    elif req.future is not None:
+                        req.future.set_result((original.base_offset, original.last_offset))
+                    continue
             buf = bytearray(HEADER_SIZE + len(req.payload))
             buf[HEADER_SIZE:] = req.payload
             view = memoryview(buf)[HEADER_SIZE:]
@@ -291,21 +419,35 @@ class PartitionReplica:
             _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, next_offset, nxt - 1, now_ms, cumulative)
             datas.append(bytes(buf))
             placed.append((req, next_offset, nxt - 1))
+            if req.producer_id >= 0:
+                accepted.append(producers.add_pending(req.producer_id, req.epoch, req.sequence,
+                                                      req.record_count, next_offset, nxt - 1))
             next_offset = nxt
-        if not datas:
-            return
-        try:
-            first_index, _ = node.propose_batch(datas)
-        except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
-            _fail([p for p, _, _ in placed], _proposal_error(exc, node.leader_id))
-            return
-        self._next_offset, self._cumulative = next_offset, cumulative
-        term = node.term
-        for i, (req, base, last) in enumerate(placed):
-            if req.future is None:
-                continue
-            waiter = _Waiter(first_index + i, term, req.future, base, last)
-            (self._acks_all if req.acks < 0 else self._acks_leader).append(waiter)
+        if datas:
+            try:
+                first_index, _ = node.propose_batch(datas)
+            except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
+                producers.drop_pending(accepted)
+                error = _proposal_error(exc, node.leader_id)
+                _fail([p for p, _, _ in placed], error)
+                for _, future in duplicates:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            self._next_offset, self._cumulative = next_offset, cumulative
+            term = node.term
+            batches = iter(accepted)
+            for i, (req, base, last) in enumerate(placed):
+                if req.producer_id >= 0:
+                    batch = next(batches)
+                    batch.index, batch.term = first_index + i, term
+                if req.future is None:
+                    continue
+                waiter = _Waiter(first_index + i, term, req.future, base, last)
+                (self._acks_all if req.acks < 0 else self._acks_leader).append(waiter)
+        # a duplicate of a batch still in flight is answered when the original applies
+        # (acks=1 included: its own durable write is long past)
+        self._dup_waiters.extend(duplicates)
 
     def _reload_allocation(self) -> None:
         """New leadership: continue offsets after the last data entry in our log."""
@@ -321,6 +463,29 @@ class PartitionReplica:
             )
         self._next_offset, self._cumulative = next_offset, cumulative
         self._alloc_term = node.term
+        self.producers.clear_pending()
+        self._term_start_index = self._first_index_of_term(node.term)
+
+    def _first_index_of_term(self, term: int) -> int:
+        """Smallest log index whose entry has ``term`` (terms never decrease along the
+        log; a leader always holds its own empty entry). 0 if compacted away, i.e.
+        applied long ago."""
+        node = self._require_group().node
+        lo, hi = node.first_index, node.last_index
+        found = 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            try:
+                entries = node.log_entries(mid, mid + 1)
+            except CompactedError:
+                lo = mid + 1
+                continue
+            if entries and entries[0].term >= term:
+                found = mid if entries[0].term == term else found
+                hi = mid - 1
+            else:
+                lo = mid + 1
+        return found
 
     # ------------------------------------------------------------------ fetch
     async def wait_for_data(self, offset: int, timeout_s: float) -> None:
@@ -435,7 +600,8 @@ class PartitionReplica:
         index, header = self._next_data_entry_backwards(cut, first)
         if header is None:
             return None
-        return index, _SNAP.pack(1, header.last_offset + 1, header.cumulative_bytes)
+        return index, (_SNAP.pack(SNAPSHOT_VERSION, header.last_offset + 1,
+                                  header.cumulative_bytes) + self.producers.encode())
 
     def _last_index_where(self, lo: int, hi: int, pred: Callable[[EntryHeader], bool]) -> int:
         """Largest data-entry index in [lo, hi] whose header satisfies ``pred`` (a predicate
@@ -477,6 +643,10 @@ class PartitionReplica:
     def fail_waiters(self, error: BrokerError) -> None:
         pending, self._pending = self._pending, []
         _fail(pending, error)
+        duplicates, self._dup_waiters = self._dup_waiters, []
+        for _, future in duplicates:
+            if not future.done():
+                future.set_exception(error)
         for waiters in (self._acks_all, self._acks_leader):
             while waiters:
                 w = waiters.popleft()

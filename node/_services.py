@@ -20,7 +20,13 @@ from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
 from raft import Role
 
 from ._broker import Broker
-from ._controller import TopicMeta, encode_add_partitions, encode_create_topic, encode_delete_topic
+from ._controller import (
+    TopicMeta,
+    encode_add_partitions,
+    encode_allocate_producer_ids,
+    encode_create_topic,
+    encode_delete_topic,
+)
 from ._errors import BrokerError, Code, abort_with
 
 log = logging.getLogger("raftka.rpc")
@@ -31,6 +37,8 @@ FETCH_WAIT_MS_MAX = 30_000
 PRODUCE_TIMEOUT_MS_DEFAULT = 10_000
 PRODUCE_TIMEOUT_MS_MAX = 120_000
 ADMIN_TIMEOUT_S = 10.0
+PRODUCE_STREAM_IN_FLIGHT_MAX = 1000  # requests of one ProduceStream queued or unanswered
+PRODUCER_ID_BLOCK = 1000  # ids a node reserves from the controller at a time
 _ACKS = {broker_pb2.ACKS_ALL: -1, broker_pb2.ACKS_LEADER: 1, broker_pb2.ACKS_NONE: 0}
 
 
@@ -88,25 +96,141 @@ def _require_leader(broker: Broker, topic: str, partition: int):
     return replica
 
 
+def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
+    """(leader replica, payload, acks, timeout_s) of a ProduceRequest; raises BrokerError."""
+    replica = _require_leader(broker, request.topic, request.partition)
+    acks = _ACKS.get(request.acks)
+    if acks is None:
+        raise BrokerError(Code.INVALID_REQUEST, f"unknown acks value {request.acks}")
+    which = request.WhichOneof("payload")
+    if which == "record_batches":
+        payload = request.record_batches
+    elif which == "records":
+        payload = _batch_from_records(request.records.records)
+    else:
+        raise BrokerError(Code.INVALID_REQUEST,
+                          "the produce request needs record_batches or records")
+    timeout_ms = min(request.timeout_ms or PRODUCE_TIMEOUT_MS_DEFAULT, PRODUCE_TIMEOUT_MS_MAX)
+    return replica, payload, acks, max(timeout_ms, 1) / 1000
+
+
 class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
+    """Produce pipelining: ``ProduceStream`` reads one stream's requests in order and
+    queues each on its partition (``PartitionReplica.submit``, synchronous) before reading
+    the next, so a client's pipelined batches reach the Raft log in the order it sent
+    them. Unary ``Produce`` calls give no such order: several calls on one HTTP/2
+    connection are separate handler tasks. Answers are written as writes complete."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self._producer_ids = (0, 0)  # [next, end) of the block this node reserved
+        self._producer_ids_lock = asyncio.Lock()
+
     @_handler
     async def Produce(self, request, context):  # noqa: N802
-        replica = _require_leader(self.broker, request.topic, request.partition)
-        acks = _ACKS.get(request.acks)
-        if acks is None:
-            raise BrokerError(Code.INVALID_REQUEST, f"unknown acks value {request.acks}")
-        which = request.WhichOneof("payload")
-        if which == "record_batches":
-            payload = request.record_batches
-        elif which == "records":
-            payload = _batch_from_records(request.records.records)
-        else:
-            raise BrokerError(Code.INVALID_REQUEST,
-                              "the produce request needs record_batches or records")
-        timeout_ms = min(request.timeout_ms or PRODUCE_TIMEOUT_MS_DEFAULT, PRODUCE_TIMEOUT_MS_MAX)
-        base, last = await replica.produce(payload, acks, timeout_ms / 1000)
+        replica, payload, acks, timeout_s = _produce_args(self.broker, request)
+        base, last = await replica.produce(payload, acks, timeout_s)
         return broker_pb2.ProduceResponse(base_offset=base, last_offset=last,
                                           high_watermark=replica.high_watermark)
+
+    async def ProduceStream(self, request_iterator, context):  # noqa: N802
+        answers: asyncio.Queue[broker_pb2.ProduceStreamResponse] = asyncio.Queue()
+        slots = asyncio.Semaphore(PRODUCE_STREAM_IN_FLIGHT_MAX)
+
+        async def write_answers() -> None:
+            while True:
+                answer = await answers.get()
+                await context.write(answer)
+                slots.release()
+
+        writer = asyncio.create_task(write_answers())
+        try:
+            async for item in request_iterator:
+                await slots.acquire()  # bounds the requests of one stream in flight
+                if writer.done():
+                    break
+                self._stream_produce(item, answers)
+            for _ in range(PRODUCE_STREAM_IN_FLIGHT_MAX):  # until every answer is written
+                acquire = asyncio.ensure_future(slots.acquire())
+                await asyncio.wait([acquire, writer], return_when=asyncio.FIRST_COMPLETED)
+                if not acquire.done():
+                    acquire.cancel()
+                    break
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:  # noqa: BLE001 - a broken stream must not stop the node
+            log.exception("ProduceStream failed")
+        finally:
+            writer.cancel()
+
+    def _stream_produce(self, item, answers: asyncio.Queue) -> None:
+        """Validate and queue one stream request now; answer it when it completes."""
+        cid = item.correlation_id
+
+        def fail(exc: BrokerError) -> None:
+            answers.put_nowait(broker_pb2.ProduceStreamResponse(
+                correlation_id=cid, error=self.complete(exc).info()))
+
+        try:
+            replica, payload, acks, timeout_s = _produce_args(self.broker, item.request)
+            future = replica.submit(payload, acks)
+        except BrokerError as exc:
+            fail(exc)
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("ProduceStream request failed")
+            fail(BrokerError(Code.INTERNAL_ERROR, f"internal error in ProduceStream "
+                             f"({type(exc).__name__}); the node keeps serving, please report"))
+            return
+        if future is None:  # acks=0
+            answers.put_nowait(broker_pb2.ProduceStreamResponse(
+                correlation_id=cid, response=broker_pb2.ProduceResponse(
+                    base_offset=-1, last_offset=-1, high_watermark=replica.high_watermark)))
+            return
+        timer = asyncio.get_running_loop().call_later(timeout_s, future.cancel)
+
+        def done(f: asyncio.Future) -> None:
+            timer.cancel()
+            if f.cancelled():
+                fail(BrokerError(
+                    Code.NO_QUORUM,
+                    f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
+                    f"{timeout_s:.1f}s (a replica may be down or partitioned); the write may "
+                    "still be committed later, retry with idempotence to avoid a duplicate",
+                    retriable=True))
+                return
+            exc = f.exception()
+            if exc is None:
+                base, last = f.result()
+                answers.put_nowait(broker_pb2.ProduceStreamResponse(
+                    correlation_id=cid, response=broker_pb2.ProduceResponse(
+                        base_offset=base, last_offset=last,
+                        high_watermark=replica.high_watermark)))
+            elif isinstance(exc, BrokerError):
+                fail(exc)
+            else:
+                log.error("ProduceStream write failed: %r", exc)
+                fail(BrokerError(Code.INTERNAL_ERROR, f"internal error ({type(exc).__name__})"))
+
+        future.add_done_callback(done)
+
+    @_handler
+    async def InitProducerId(self, request, context):  # noqa: N802
+        """A fresh producer id with epoch 0, from this node's reserved block; a new block
+        of PRODUCER_ID_BLOCK ids is reserved through the controller when it runs out
+        (only the controller leader can do that: other nodes answer NOT_LEADER naming it).
+        Ids of a block left unused when a node restarts are skipped, never reused."""
+        async with self._producer_ids_lock:
+            nxt, end = self._producer_ids
+            if nxt >= end:
+                result = await self.broker.controller.propose(
+                    encode_allocate_producer_ids(PRODUCER_ID_BLOCK), ADMIN_TIMEOUT_S)
+                if not result.ok:
+                    raise BrokerError(result.code, result.message)
+                nxt = int(result.value)  # type: ignore[arg-type]
+                end = nxt + PRODUCER_ID_BLOCK
+            self._producer_ids = (nxt + 1, end)
+        return broker_pb2.InitProducerIdResponse(producer_id=nxt, producer_epoch=0)
 
     @_handler
     async def Fetch(self, request, context):  # noqa: N802

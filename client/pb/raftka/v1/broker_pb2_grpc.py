@@ -59,6 +59,16 @@ class BrokerStub:
                 request_serializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsResponse.FromString,
                 _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/raftka.v1.Broker/InitProducerId',
+                request_serializer=raftka_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
+        self.ProduceStream = channel.stream_stream(
+                '/raftka.v1.Broker/ProduceStream',
+                request_serializer=raftka_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -96,6 +106,20 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitProducerId(self, request, context):
+        """A producer id and epoch for an idempotent producer; any node answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProduceStream(self, request_iterator, context):
+        """Pipelined produce: many requests in flight, handled in arrival order, answers tagged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +147,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.ListOffsets,
                     request_deserializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_broker__pb2.ListOffsetsResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=raftka_dot_v1_dot_broker__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'ProduceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProduceStream,
+                    request_deserializer=raftka_dot_v1_dot_broker__pb2.ProduceStreamRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_broker__pb2.ProduceStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +294,60 @@ class Broker:
             '/raftka.v1.Broker/ListOffsets',
             raftka_dot_v1_dot_broker__pb2.ListOffsetsRequest.SerializeToString,
             raftka_dot_v1_dot_broker__pb2.ListOffsetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Broker/InitProducerId',
+            raftka_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+            raftka_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raftka.v1.Broker/ProduceStream',
+            raftka_dot_v1_dot_broker__pb2.ProduceStreamRequest.SerializeToString,
+            raftka_dot_v1_dot_broker__pb2.ProduceStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,205 @@
+"""Idempotent producing against real processes: no duplicates and no gaps across kill -9 of
+partition leaders with many batches in flight; duplicate retries answered with the original
+offsets (also by a new leader); out-of-order sequences and fenced epochs rejected."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+
+from client import Producer
+from client.pb.raftka.v1 import broker_pb2, errors_pb2
+from client.recordbatch import Record, build_batch, decode_batches
+
+from tests.harness import Cluster, error_info, wait_for
+
+
+def _idempotent_batch(pid: int, epoch: int, seq: int, *values: bytes) -> bytes:
+    return build_batch([Record(None, v) for v in values], compression="lz4",
+                       producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+
+
+def _init_producer_id(cluster: Cluster) -> tuple[int, int]:
+    def attempt():
+        for node in cluster.live():
+            try:
+                r = cluster.broker(node).InitProducerId(broker_pb2.InitProducerIdRequest(),
+                                                        timeout=5)
+                return r.producer_id, r.producer_epoch
+            except grpc.RpcError:
+                continue
+        return None
+    return wait_for(attempt, 20, "a producer id")
+
+
+def _produce(cluster: Cluster, topic: str, batch: bytes) -> tuple[int, int]:
+    r = cluster.produce(topic, 0, batch)
+    return r.base_offset, r.last_offset
+
+
+def _rejection(cluster: Cluster, topic: str, batch: bytes) -> errors_pb2.ErrorInfo:
+    with pytest.raises(grpc.RpcError) as exc:
+        cluster.produce(topic, 0, batch)
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(exc.value)
+    assert info is not None
+    return info
+
+
+def _values(cluster: Cluster, topic: str, partition: int = 0) -> list[tuple[int, bytes]]:
+    return [(r.offset, r.value) for r in decode_batches(cluster.fetch_all(topic, partition))]
+
+
+def test_producer_ids_are_unique_across_nodes(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    ids = set()
+    for node in cluster.live():
+        for _ in range(3):
+            r = wait_for(lambda n=node: _try_init(cluster, n), 20, "InitProducerId")
+            assert r.producer_epoch == 0
+            ids.add(r.producer_id)
+    assert len(ids) == 3 * len(cluster.live())
+
+
+def _try_init(cluster: Cluster, node: int):
+    try:
+        return cluster.broker(node).InitProducerId(broker_pb2.InitProducerIdRequest(), timeout=5)
+    except grpc.RpcError as e:
+        info = error_info(e)
+        if info is not None and info.code == errors_pb2.NOT_LEADER:
+            # only the controller leader reserves blocks; it is named in the error
+            return cluster.broker(info.leader_id).InitProducerId(
+                broker_pb2.InitProducerIdRequest(), timeout=5) if info.leader_id else None
+        raise
+
+
+def test_a_duplicate_retry_is_answered_with_the_original_offsets(cluster: Cluster) -> None:
+    cluster.create_topic("dups")
+    pid, epoch = _init_producer_id(cluster)
+    first = _idempotent_batch(pid, epoch, 0, b"a", b"b", b"c")
+    assert _produce(cluster, "dups", first) == (0, 2)
+    assert _produce(cluster, "dups", first) == (0, 2), "a retry is not written again"
+    second = _idempotent_batch(pid, epoch, 3, b"d")
+    assert _produce(cluster, "dups", second) == (3, 3)
+    assert _produce(cluster, "dups", first) == (0, 2), "still among the last 5 batches"
+    assert _produce(cluster, "dups", second) == (3, 3)
+    assert _values(cluster, "dups") == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+
+
+def test_a_retry_after_a_leader_change_is_not_written_twice(cluster: Cluster) -> None:
+    """The new leader rebuilt the producer state from its log (batch headers only)."""
+    cluster.create_topic("failover")
+    pid, epoch = _init_producer_id(cluster)
+    batches = [_idempotent_batch(pid, epoch, i * 2, b"%d-a" % i, b"%d-b" % i) for i in range(4)]
+    for i, b in enumerate(batches):
+        assert _produce(cluster, "failover", b) == (i * 2, i * 2 + 1)
+    old = cluster.wait_leader("failover", 0)
+    cluster.kill(old)
+    wait_for(lambda: cluster.partition_leader("failover", 0) not in (0, old), 20,
+             "a new leader")
+    for i, b in enumerate(batches[1:], start=1):  # retries of acknowledged batches
+        assert _produce(cluster, "failover", b) == (i * 2, i * 2 + 1)
+    assert _produce(cluster, "failover", _idempotent_batch(pid, epoch, 8, b"next")) == (8, 8)
+    cluster.start(old)  # it rejoins as a follower and rebuilds its state too
+    expected = [(i * 2 + j, b"%d-%s" % (i, x)) for i in range(4) for j, x in enumerate(
+        (b"a", b"b"))] + [(8, b"next")]
+    assert _values(cluster, "failover") == expected
+
+
+def test_an_out_of_order_sequence_is_rejected_with_a_clear_error(cluster: Cluster) -> None:
+    cluster.create_topic("ooo")
+    pid, epoch = _init_producer_id(cluster)
+    assert _produce(cluster, "ooo", _idempotent_batch(pid, epoch, 0, b"x", b"y")) == (0, 1)
+    info = _rejection(cluster, "ooo", _idempotent_batch(pid, epoch, 5, b"z"))
+    assert info.code == errors_pb2.OUT_OF_ORDER_SEQUENCE
+    assert "expected sequence 2, got 5" in info.message
+    info = _rejection(cluster, "ooo", _idempotent_batch(pid + 1000, 0, 7, b"z"))
+    assert info.code == errors_pb2.UNKNOWN_PRODUCER_ID, "no state: must start at 0"
+    assert _values(cluster, "ooo") == [(0, b"x"), (1, b"y")]
+
+
+def test_an_older_epoch_is_fenced(cluster: Cluster) -> None:
+    cluster.create_topic("fence")
+    pid, _ = _init_producer_id(cluster)
+    assert _produce(cluster, "fence", _idempotent_batch(pid, 0, 0, b"old")) == (0, 0)
+    assert _produce(cluster, "fence", _idempotent_batch(pid, 1, 0, b"new")) == (1, 1)
+    info = _rejection(cluster, "fence", _idempotent_batch(pid, 0, 1, b"zombie"))
+    assert info.code == errors_pb2.PRODUCER_FENCED and not info.retriable
+    assert "fenced" in info.message
+    assert [v for _, v in _values(cluster, "fence")] == [b"old", b"new"]
+
+
+def test_produce_stream_keeps_pipelined_batches_in_order(cluster: Cluster) -> None:
+    cluster.create_topic("stream")
+    pid, epoch = _init_producer_id(cluster)
+    leader = cluster.wait_leader("stream", 0)
+    requests = [broker_pb2.ProduceStreamRequest(
+        correlation_id=100 + i, request=broker_pb2.ProduceRequest(
+            topic="stream", partition=0,
+            record_batches=_idempotent_batch(pid, epoch, i, b"%03d" % i)))
+        for i in range(50)]
+    requests.append(broker_pb2.ProduceStreamRequest(  # a bad one does not end the stream
+        correlation_id=7, request=broker_pb2.ProduceRequest(topic="stream", partition=0,
+                                                            record_batches=b"junk")))
+    answers = {a.correlation_id: a for a in cluster.broker(leader).ProduceStream(
+        iter(requests), timeout=30)}
+    assert answers[7].error.code == errors_pb2.CORRUPT_BATCH
+    for i in range(50):
+        a = answers[100 + i]
+        assert not a.HasField("error"), a.error
+        assert a.response.base_offset == i
+    assert [v for _, v in _values(cluster, "stream")] == [b"%03d" % i for i in range(50)]
+
+
+def test_idempotent_producer_under_leader_kills_has_no_duplicates_and_no_gaps(
+        cluster: Cluster) -> None:
+    """kill -9 of the partition leader three times while a Producer keeps up to 5 batches
+    in flight; then every offset holds exactly the value sent in that position."""
+    cluster.create_topic("chaos", partitions=1)
+    cluster.wait_leader("chaos", 0)
+    producer = Producer(",".join(cluster.peers.values()), acks="all", linger_ms=1,
+                        batch_size=4096, buffer_memory=256 * 1024, enable_idempotence=True,
+                        request_timeout_ms=3000)
+    futures = []
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                futures.append(producer.send("chaos", b"value-%08d" % i, partition=0))
+                i += 1
+        except BaseException as e:  # noqa: BLE001
+            failures.append(e)
+
+    sender = threading.Thread(target=produce)
+    sender.start()
+    try:
+        for _ in range(3):
+            mark = len(futures) + 3000
+            wait_for(lambda: len(futures) >= mark, 60, "records to be sent")
+            leader = cluster.wait_leader("chaos", 0)
+            cluster.kill(leader)
+            wait_for(lambda: cluster.partition_leader("chaos", 0) not in (0, leader), 30,
+                     "a new leader")
+            cluster.start(leader)
+        mark = len(futures) + 3000
+        wait_for(lambda: len(futures) >= mark, 60, "records after the last kill")
+    finally:
+        stop.set()
+        sender.join(30)
+    producer.flush(120)
+    producer.close()
+    assert not failures
+    offsets = [f.result(0)[1] for f in futures]  # every record acknowledged
+    assert offsets == list(range(len(futures))), "offsets follow send order, no gaps"
+    stats = producer.statistics()
+    assert stats["retries"] > 0, "the kills did interrupt writes"
+    log = _values(cluster, "chaos")
+    assert len(log) == len(futures), "no duplicates"
+    for expected_offset, (offset, value) in enumerate(log):
+        assert offset == expected_offset
+        assert value == b"value-%08d" % expected_offset
