@@ -203,3 +203,41 @@ def test_idempotent_producer_under_leader_kills_has_no_duplicates_and_no_gaps(
     for expected_offset, (offset, value) in enumerate(log):
         assert offset == expected_offset
         assert value == b"value-%08d" % expected_offset
+
+
+def test_producer_state_survives_retention_and_a_restart_of_every_node(cluster: Cluster) -> None:
+    """The batches are gone from the log (retention) and every process restarts: the
+    table comes back from the partition snapshot, so retries are still recognised."""
+    cluster.create_topic("kept", configs={"retention.bytes": "1"})
+    pid, epoch = _init_producer_id(cluster)
+    batches = [_idempotent_batch(pid, epoch, i, b"r%d" % i) for i in range(4)]
+    for i, b in enumerate(batches):
+        assert _produce(cluster, "kept", b) == (i, i)
+
+    def log_start() -> int:
+        leader = cluster.wait_leader("kept", 0)
+        r = cluster.broker(leader).ListOffsets(broker_pb2.ListOffsetsRequest(
+            topic="kept", timestamp_ms=-2), timeout=5)
+        return r.offset if r.offset >= 3 else 0
+    wait_for(log_start, 20, "retention to drop the first batches", interval=0.2)
+    for node in list(cluster.live()):
+        cluster.kill(node)
+    for node in cluster.peers:
+        cluster.start(node)
+    cluster.wait_healthy()
+    for i, b in enumerate(batches[:3]):  # their entries were compacted away
+        assert wait_for(lambda b=b: _try_produce(cluster, "kept", b), 30,
+                        "a leader that answers") == (i, i)
+    assert _produce(cluster, "kept", _idempotent_batch(pid, epoch, 4, b"r4")) == (4, 4)
+    info = _rejection(cluster, "kept", _idempotent_batch(pid, epoch, 9, b"gap"))
+    assert info.code == errors_pb2.OUT_OF_ORDER_SEQUENCE
+
+
+def _try_produce(cluster: Cluster, topic: str, batch: bytes) -> tuple[int, int] | None:
+    try:
+        return _produce(cluster, topic, batch)
+    except grpc.RpcError as e:
+        info = error_info(e)
+        if info is not None and info.retriable:
+            return None
+        raise
