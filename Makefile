@@ -14,8 +14,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) jepsen-deps
 	$(PY) -m pytest -q tests --ignore=tests/bench
+
+# jepsen-like/ needs iproute2 and nftables (and libfaketime for the clock nemesis); as
+# root, install whichever is missing. Without root it does nothing: the harness refuses to
+# run with a clear message and tests/jepsen's real run is skipped.
+jepsen-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { ! command -v nft >/dev/null || ! command -v ip >/dev/null || \
+	      ! dpkg -s libfaketime >/dev/null 2>&1; }; then \
+	    echo "installing nftables, iproute2, libfaketime for jepsen-like/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
+
+.PHONY: jepsen jepsen-deps
+JEPSEN_TIME ?= 1800
+JEPSEN_NODES ?= 5
+JEPSEN_NEMESIS ?= partition,kill,pause,clock
+jepsen: $(STAMP) jepsen-deps
+	jepsen-like/run --nemesis $(JEPSEN_NEMESIS) --time $(JEPSEN_TIME) --nodes $(JEPSEN_NODES) \
+	    $(if $(JEPSEN_SEED),--seed $(JEPSEN_SEED)) $(if $(JEPSEN_OUT),--out $(JEPSEN_OUT))
 
 # Raftka vs NATS JetStream (bench/, issue 7). Go and nats.go come from Debian (installed only
 # when missing); nats-server, nats-py, matplotlib, tqdm and py-spy from the `bench` extra.
