@@ -313,6 +313,8 @@ class Admin:
             answers = {nid: f.result() for nid, f in futures.items()}
         merged: dict[str, GroupListing] = {}
         errors: list[RaftkaError] = []
+        listed_by = {nid: {g.group_id for g in resp.groups} for nid, resp in answers.items()
+                     if not isinstance(resp, RaftkaError)}
         for nid in sorted(answers):
             resp = answers[nid]
             if isinstance(resp, RaftkaError):
@@ -322,6 +324,12 @@ class Admin:
                 listing = GroupListing.from_pb(g)
                 known = merged.get(listing.group_id)
                 from_coordinator = g.coordinator_id == nid
+                # A follower replica of the offsets partition may not have applied a delete
+                # yet: when the coordinator it names answered without the group, it is gone.
+                stale = (not from_coordinator and g.coordinator_id in listed_by
+                         and g.group_id not in listed_by[g.coordinator_id])
+                if stale:
+                    continue
                 if known is None or from_coordinator:
                     merged[listing.group_id] = listing
         if len(errors) == len(answers):
