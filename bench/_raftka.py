@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from client import Admin, PartitionReader, Producer, TopicReader
+from client import Admin, PartitionReader, Producer, RaftkaError, TopicReader
 from bench._common import Settings, Ticker, bar, idle_usage, pace, percentiles_ms, value_of
 from tests.harness import Cluster
 
@@ -20,6 +20,7 @@ SEND_MANY_CHUNK = 1000  # records per send_many call in the bulk producer
 PRODUCER_BULK = {"linger_ms": 5, "batch_size": 256 * 1024}
 PRODUCER_LATENCY = {"linger_ms": 0}
 READER_MAX_BYTES = 4 << 20
+SCALE_SETTLE_S = 240.0  # bound on waiting for every partition of w7 to elect a leader
 
 
 class RaftkaSystem:
@@ -215,18 +216,21 @@ class RaftkaSystem:
         count = self.settings.scale_partitions
         t0 = time.perf_counter()
         progress = bar(f"Raftka create {count} partitions (RF 3)", count, unit="part")
-        with Admin(self.bootstrap) as admin:
+        leaderless = count
+        with Admin(self.bootstrap, request_timeout_ms=20_000) as admin:
             admin.create_topic("idle", partitions=count, replication_factor=3, timeout=300)
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + SCALE_SETTLE_S
             while time.monotonic() < deadline:
-                desc = admin.describe_topics(["idle"])
-                led = sum(p.has_leader for p in desc[0].partitions) if desc else 0
-                progress.n = led
+                try:
+                    status = admin.cluster_status(timeout=20)
+                except RaftkaError:
+                    continue  # nodes too busy to answer in time: ask again
+                leaderless = sum(1 for tp in status.leaderless if tp.topic == "idle")
+                progress.n = count - leaderless
                 progress.refresh()
-                if led == count:
+                if not leaderless:
                     break
-                time.sleep(0.5)
-            admin.wait_for_topic_ready("idle", timeout=300)
+                time.sleep(1.0)
         progress.close()
         created_s = time.perf_counter() - t0
         time.sleep(5)  # let leadership settle (preferred-leader hand-backs) before sampling
@@ -234,4 +238,5 @@ class RaftkaSystem:
         usage = idle_usage(pids, self.settings.scale_idle_s,
                            bar(f"Raftka idle with {count} partitions",
                                self.settings.scale_idle_s, unit="s"))
-        return {**usage, "partitions": count, "create_s": round(created_s, 1)}
+        return {**usage, "partitions": count, "create_s": round(created_s, 1),
+                "leaderless_at_start": leaderless}
