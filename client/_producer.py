@@ -732,6 +732,7 @@ class Producer:
         try:
             while True:
                 abandoned: list[_Batch] | None = None
+                finished = False
                 with self._cond:
                     while True:
                         if self._aborting:
@@ -743,12 +744,14 @@ class Producer:
                         if completions or ready or expired or stuck:
                             break
                         if self._closing and not self._queues:
-                            return
+                            finished = True
+                            break
                         self._cond.wait(None if wake_at is None else max(wake_at - now, 0.0005))
                 if abandoned is not None:
                     err = ProducerClosedError("the producer was closed before delivery")
                     for b in abandoned:
                         self._resolve_failure(b, err)
+                if abandoned is not None or finished:
                     self._close_streams()
                     return
                 for batch, attempt, address, response, error in completions:

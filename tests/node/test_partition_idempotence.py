@@ -1,0 +1,104 @@
+"""PartitionReplica with idempotent batches over a real single-voter RawNode (in memory):
+the new-leader rule (no idempotent batch before the leader applied its own term's first
+entry) and duplicates answered from the state rebuilt from the log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from client.recordbatch import Record, build_batch
+from node._errors import BrokerError, Code
+from node._host import Group
+from node._partition import PartitionConfig, PartitionReplica
+from raft import Config, ConfState, MemoryStorage, RawNode, Role
+
+PID = 42
+
+
+def _batch(seq: int, *values: bytes) -> bytes:
+    return build_batch([Record(None, v) for v in values], compression="none",
+                       producer_id=PID, producer_epoch=0, base_sequence=seq)
+
+
+def _start(storage: MemoryStorage, seed: int) -> tuple[PartitionReplica, RawNode]:
+    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1), storage, random.Random(seed))
+    replica = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
+                               clock_ms=lambda: 1_000_000)
+    replica.attach(Group(2, node, storage, replica))  # type: ignore[arg-type]
+    return replica, node
+
+
+def _drive(replica: PartitionReplica, node: RawNode, storage: MemoryStorage,
+           held: list | None = None) -> None:
+    """The host's ready loop; with ``held`` the committed entries are kept back (not
+    applied yet) instead of being applied."""
+    replica.before_ready()
+    while node.has_ready():
+        rd = node.ready()
+        storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        if rd.committed_entries:
+            if held is None:
+                replica.apply(rd.committed_entries)
+            else:
+                held.extend(rd.committed_entries)
+        node.advance(rd)
+        replica.on_ready(rd)
+
+
+def test_a_new_leader_waits_for_its_term_start_before_judging_sequences() -> None:
+    async def scenario() -> None:
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        first, node = _start(storage, 1)
+        node.campaign()
+        _drive(first, node, storage)
+        assert node.role == Role.LEADER
+        original = first.submit(_batch(0, b"a", b"b"), acks=-1)
+        first.before_ready()  # proposed; then the process dies before applying it
+        rd = node.ready()
+        storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        assert original is not None and not original.done()
+
+        # Restart: a new term, the old entry is in the log but not applied yet.
+        second, node = _start(storage, 2)
+        held: list = []
+        node.campaign()
+        _drive(second, node, storage, held)
+        assert node.role == Role.LEADER and second.applied_index == 0
+        early = second.submit(_batch(0, b"a", b"b"), acks=-1)
+        second.before_ready()
+        assert early is not None and early.done()
+        error = early.exception()
+        assert isinstance(error, BrokerError)
+        assert error.code == Code.LEADER_NOT_AVAILABLE and error.retriable
+
+        second.apply(held)  # now the earlier term's entries are applied
+        _drive(second, node, storage)
+        retry = second.submit(_batch(0, b"a", b"b"), acks=-1)
+        _drive(second, node, storage)
+        assert retry is not None and retry.result() == (0, 1), "the original offsets"
+        assert second.high_watermark == 2, "not written twice"
+        nxt = second.submit(_batch(2, b"c"), acks=-1)
+        _drive(second, node, storage)
+        assert nxt is not None and nxt.result() == (2, 2)
+
+    asyncio.run(scenario())
+
+
+def test_pipelined_batches_of_one_pass_are_judged_in_order() -> None:
+    async def scenario() -> None:
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        replica, node = _start(storage, 3)
+        node.campaign()
+        _drive(replica, node, storage)
+        futures = [replica.submit(_batch(i, b"%d" % i), acks=-1) for i in range(5)]
+        dup = replica.submit(_batch(2, b"2"), acks=-1)  # a retry while the original is pending
+        gap = replica.submit(_batch(9, b"9"), acks=-1)
+        _drive(replica, node, storage)
+        assert [f.result() for f in futures] == [(i, i) for i in range(5)]
+        assert dup.result() == (2, 2)
+        assert isinstance(gap.exception(), BrokerError)
+        assert gap.exception().code == Code.OUT_OF_ORDER_SEQUENCE
+        assert replica.high_watermark == 5
+
+    asyncio.run(scenario())
