@@ -31,7 +31,7 @@ jepsen-deps:
 .PHONY: jepsen jepsen-deps
 JEPSEN_TIME ?= 1800
 JEPSEN_NODES ?= 5
-JEPSEN_NEMESIS ?= partition,kill,pause,clock
+JEPSEN_NEMESIS ?= partition,kill,pause
 jepsen: $(STAMP) jepsen-deps
 	jepsen-like/run --nemesis $(JEPSEN_NEMESIS) --time $(JEPSEN_TIME) --nodes $(JEPSEN_NODES) \
 	    $(if $(JEPSEN_SEED),--seed $(JEPSEN_SEED)) $(if $(JEPSEN_OUT),--out $(JEPSEN_OUT))
