@@ -217,9 +217,9 @@ class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
     @_handler
     async def InitProducerId(self, request, context):  # noqa: N802
         """A fresh producer id with epoch 0, from this node's reserved block; a new block
-        of PRODUCER_ID_BLOCK ids is reserved through the controller when it runs out
+        of PRODUCER_ID_BLOCK ids is reserved through the controller log when it runs out
         (only the controller leader can do that: other nodes answer NOT_LEADER naming it).
-        Ids of a block left unused when a node restarts are skipped, never reused."""
+        Ids left unused in a block (restart, leader change) are skipped, never reused."""
         async with self._producer_ids_lock:
             nxt, end = self._producer_ids
             if nxt >= end:
