@@ -14,8 +14,10 @@ and runs group RPCs against it, following moves:
    with ``invalid_metadata``: forget the coordinator, back off, find again.
    ``COORDINATOR_LOADING`` (a new coordinator catching up): back off, same coordinator.
 3. Every other error is raised as is (``UNKNOWN_MEMBER_ID``, ``FENCED_MEMBER_EPOCH``, ...:
-   the caller decides). Retries stop at the caller's ``timeout_s`` (``RaftkaTimeoutError``
-   carrying the last error) or after ``attempts_max`` attempts, whichever comes first.
+   the caller decides). Retries stop at the caller's ``timeout_s`` or after ``attempts_max``
+   attempts, whichever comes first, with a ``RaftkaTimeoutError`` whose ``__cause__`` is
+   the last error. That timeout error is ``retriable`` (every error behind it was): a
+   caller with a longer horizon, like a consumer's heartbeat loop, simply tries again.
 
 Threading: ``call`` may run from several threads at once (a consumer's poll and heartbeat
 threads); the cached coordinator is guarded by a lock and a stale one is only forgotten
@@ -157,8 +159,10 @@ class GroupCoordinatorClient:
                     raise
                 last = e
             sleep_until(deadline, backoff.next())
-        raise deadline_error(f"find the coordinator of group {self.group_id!r}", timeout_s,
-                             last) from last
+        error = deadline_error(f"find the coordinator of group {self.group_id!r}", timeout_s,
+                               last)
+        error.retriable = True  # only retriable errors got here
+        raise error from last
 
     def _find_once(self, timeout_s: float) -> Coordinator:
         """One FindCoordinator request to the next candidate broker."""
@@ -244,7 +248,10 @@ class GroupCoordinatorClient:
                     self.invalidate(coordinator)
             sleep_until(deadline, backoff.next())
         if last is not None and time.monotonic() < deadline:
-            raise RaftkaTimeoutError(
+            error = RaftkaTimeoutError(
                 f"{what} did not succeed after {self.attempts_max} attempts; last error: "
-                f"{last}") from last
-        raise deadline_error(what, timeout_s, last) from last
+                f"{last}")
+        else:
+            error = deadline_error(what, timeout_s, last)
+        error.retriable = True  # only retriable errors got here: a later call may succeed
+        raise error from last

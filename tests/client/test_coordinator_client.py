@@ -185,16 +185,18 @@ def test_non_retriable_errors_are_raised_at_once(world: World) -> None:
 def test_gives_up_after_the_deadline_naming_the_last_error(world: World) -> None:
     world.down.update(ADDRESSES.values())
     c = client(world)
-    with pytest.raises(RaftkaTimeoutError, match="unavailable"):
+    with pytest.raises(RaftkaTimeoutError, match="unavailable") as info:
         describe(c, timeout_s=0.2)
+    assert info.value.retriable  # transient: a caller with more time tries again
 
 
 def test_gives_up_after_attempts_max(world: World) -> None:
     c = client(world, attempts_max=3)
     world.script["n2:2"] = [error(errors_pb2.COORDINATOR_LOADING,
                                   status=grpc.StatusCode.UNAVAILABLE)] * 10
-    with pytest.raises(RaftkaTimeoutError, match="3 attempts"):
+    with pytest.raises(RaftkaTimeoutError, match="3 attempts") as info:
         describe(c, timeout_s=30)
+    assert info.value.retriable
     assert len([m for _, m in world.calls if m == "DescribeGroup"]) == 3
 
 
