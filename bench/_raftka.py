@@ -55,9 +55,11 @@ class RaftkaSystem:
         return {"server": "raftka (this commit), python -m node x3, tick 50 ms",
                 "settings": "3 nodes on loopback; topics replication factor 3; acks=all "
                             "(a majority fsynced: RocksDB WAL flush_wal(sync) before ack)",
-                "clients": f"client.Producer {PRODUCER_BULK} (send_many of "
-                           f"{SEND_MANY_CHUNK} records, and per-record send); latency runs "
-                           f"{PRODUCER_LATENCY}; PartitionReader max_bytes {READER_MAX_BYTES}"}
+                "clients": f"client.Producer, defaults (acks=all, idempotent, lz4, batches "
+                           f"in flight per partition) with {PRODUCER_BULK}: send_many of "
+                           f"{SEND_MANY_CHUNK} records per call, and one send() per record; "
+                           f"latency runs {PRODUCER_LATENCY}; PartitionReader max_bytes "
+                           f"{READER_MAX_BYTES}"}
 
     def new_topic(self, partitions: int = 1) -> str:
         self._topics += 1
