@@ -151,6 +151,61 @@ class RaftkaSystem:
         return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3),
                 "capped": got[0] < records}
 
+    def consume_group(self, topic: str, records: int) -> dict:
+        """The same backlog through a consumer group member (``client.Consumer``), timed
+        from its creation: the group join is included (``first_record_s`` says how long
+        the first record took)."""
+        try:
+            from client import Consumer
+        except ImportError:
+            return {"error": "client.Consumer not available in this version"}
+        got = [0]
+        cap = self.settings.consume_cap_s
+        first_s = None
+        with Ticker(bar("Raftka Consumer (group) consume backlog", records), lambda: got[0]):
+            start = time.perf_counter()
+            consumer = Consumer(self.bootstrap, f"bench-{topic}", [topic],
+                                auto_offset_reset="earliest", max_poll_records=1000,
+                                fetch_max_bytes=READER_MAX_BYTES)
+            try:
+                while got[0] < records and time.perf_counter() - start < cap:
+                    got[0] += len(consumer.poll(1.0))
+                    if got[0] and first_s is None:
+                        first_s = time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+            finally:
+                consumer.close()
+        return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3),
+                "first_record_s": round(first_s or 0, 3), "capped": got[0] < records}
+
+    def consume_raw(self, topic: str, records: int) -> dict:
+        """What the broker serves: Fetch RPCs of 4 MiB through the public gRPC API
+        (``client.pb``), batches counted from their headers, records not decoded. Not a
+        like-for-like consumer: it shows the server's side of w4."""
+        from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
+        from client.recordbatch import split_batches, parse_header
+        import grpc
+
+        assert self.cluster is not None
+        leader = self.cluster.wait_leader(topic, 0)
+        got = [0]
+        with grpc.insecure_channel(self.cluster.peers[leader], options=[
+                ("grpc.max_receive_message_length", 64 << 20)]) as channel:
+            stub = broker_pb2_grpc.BrokerStub(channel)
+            with Ticker(bar("Raftka raw Fetch RPC (no decoding)", records), lambda: got[0]):
+                start = time.perf_counter()
+                offset = 0
+                while got[0] < records:
+                    r = stub.Fetch(broker_pb2.FetchRequest(
+                        topic=topic, partition=0, offset=offset, max_bytes=READER_MAX_BYTES),
+                        timeout=10)
+                    buf = r.record_batches
+                    for begin, _end in split_batches(buf):
+                        got[0] += parse_header(buf, begin).record_count
+                    offset = r.next_offset
+                elapsed = time.perf_counter() - start
+        return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3)}
+
     def e2e(self, rate: float) -> dict:
         """A producer thread paced at ``rate`` writes its monotonic clock into each value;
         a TopicReader on another thread records delivery time minus that stamp."""

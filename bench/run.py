@@ -89,7 +89,11 @@ class Runner:
                 self.step(out, "w3_latency_half", lambda: s.latency(half))
             if "w4" not in self.skip:
                 n = self.settings.backlog_records
-                self.step(out, "w4_consume", lambda: s.consume(s.fill(n), n))
+                backlog: list[str] = []
+                self.step(out, "w4_consume", lambda: s.consume(_keep(backlog, s.fill(n)), n))
+                if backlog:
+                    self.step(out, "w4_consume_group", lambda: s.consume_group(backlog[0], n))
+                    self.step(out, "w4_consume_raw", lambda: s.consume_raw(backlog[0], n))
             if "w5" not in self.skip:
                 self.step(out, "w5_e2e_1000", lambda: s.e2e(1000))
             if "w6" not in self.skip:
@@ -139,6 +143,11 @@ class Runner:
         finally:
             s.stop()
         return go, py
+
+
+def _keep(into: list[str], topic: str) -> str:
+    into.append(topic)
+    return topic
 
 
 def _half_max(results: dict) -> float:
