@@ -64,14 +64,17 @@ def test_producer_ids_are_unique_across_nodes(cluster: Cluster) -> None:
 
 
 def _try_init(cluster: Cluster, node: int):
+    """InitProducerId at ``node``, following a NOT_LEADER to the controller leader it
+    names; None (ask again) while a node is still starting or no leader is known."""
     try:
         return cluster.broker(node).InitProducerId(broker_pb2.InitProducerIdRequest(), timeout=5)
     except grpc.RpcError as e:
         info = error_info(e)
-        if info is not None and info.code == errors_pb2.NOT_LEADER:
+        if info is not None and info.code == errors_pb2.NOT_LEADER and info.leader_id:
             # only the controller leader reserves blocks; it is named in the error
-            return cluster.broker(info.leader_id).InitProducerId(
-                broker_pb2.InitProducerIdRequest(), timeout=5) if info.leader_id else None
+            return _try_init(cluster, info.leader_id) if info.leader_id != node else None
+        if e.code() == grpc.StatusCode.UNAVAILABLE or (info is not None and info.retriable):
+            return None
         raise
 
 
