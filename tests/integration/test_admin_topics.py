@@ -4,15 +4,23 @@ metadata and take writes), ListOffsets through the client, and the merged cluste
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import json
 import time
 
 import pytest
 
-from client import Admin, InvalidRequestError, PartitionReader, Producer, UnknownTopicError
+from client import (
+    Admin,
+    InvalidRequestError,
+    PartitionReader,
+    Producer,
+    TopicReader,
+    UnknownTopicError,
+    default_partition,
+)
 from tests.harness import REPO, Cluster, wait_for
 
 
@@ -122,3 +130,21 @@ def test_cluster_status_merges_every_node(cluster: Cluster) -> None:
     data = json.loads(r.stdout)
     assert data["under_replicated_partitions"] == count
     assert [n["reachable"] for n in data["nodes"]] == [True, True, False]
+
+
+def test_cli_produce_with_a_key_separator(cluster: Cluster) -> None:
+    r = _raftka(cluster, "topic", "create", "keyed", "-p", "3")
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, RAFTKA_BOOTSTRAP=_bootstrap(cluster))
+    r = subprocess.run([sys.executable, "-m", "client", "produce", "keyed",
+                        "--key-separator", ":"], input="k1:v1\nk2:v2\nk1:v3\nno key\n",
+                       text=True, capture_output=True, env=env, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    seen = []
+    with TopicReader(_bootstrap(cluster), "keyed", None, "earliest") as reader:
+        wait_for(lambda: seen.extend(reader.poll(1.0)) or len(seen) >= 4, 30, "4 records")
+    by_value = {r.value: r for r in seen}
+    assert by_value[b"v1"].key == b"k1" and by_value[b"v3"].key == b"k1"
+    assert by_value[b"v1"].partition == by_value[b"v3"].partition == default_partition(b"k1", 3)
+    assert by_value[b"v1"].offset < by_value[b"v3"].offset
+    assert by_value[b"v2"].key == b"k2" and by_value[b"no key"].key is None
