@@ -81,7 +81,9 @@ _GROUP_CLIENTS_MAX = 64  # cached coordinator clients (one per group asked about
 
 
 class Admin:
-    """Create, delete, list and describe topics; describe the cluster.
+    """Create, delete, list, describe and grow topics; list partition offsets; describe the
+    cluster (one node's view, or every node's merged); list, describe, reset and delete
+    consumer groups.
 
     ``timeout`` arguments are seconds for the whole operation, retries included; each RPC
     attempt has a deadline of at most ``request_timeout_ms``.
@@ -230,6 +232,8 @@ class Admin:
         return [md.topics[n] for n in sorted(md.topics) if wanted is None or n in wanted]
 
     def describe_cluster(self, *, timeout: float | None = None) -> ClusterDescription:
+        """The answering node's own view (reachability and leaders as it sees them); see
+        :meth:`cluster_status` for the merged cluster-wide view."""
         resp = self._call("DescribeCluster", admin_pb2.DescribeClusterRequest(), timeout,
                           "describe cluster")
         return ClusterDescription.from_pb(resp)
