@@ -4,6 +4,7 @@ offsets (also by a new leader); out-of-order sequences and fenced epochs rejecte
 
 from __future__ import annotations
 
+import os
 import threading
 
 import grpc
@@ -244,3 +245,25 @@ def _try_produce(cluster: Cluster, topic: str, batch: bytes) -> tuple[int, int] 
         if info is not None and info.retriable:
             return None
         raise
+
+
+def test_a_batch_that_fails_for_good_does_not_block_or_duplicate_the_ones_behind_it(
+        cluster: Cluster) -> None:
+    """The too-large batch leaves a permanent sequence gap; the batches pipelined behind
+    it get OUT_OF_ORDER_SEQUENCE, then a new epoch from sequence 0 (rule 6), once each."""
+    cluster.create_topic("gap", configs={"max.message.bytes": "2000"})
+    cluster.wait_leader("gap", 0)
+    with Producer(",".join(cluster.peers.values()), linger_ms=50, batch_size=1000,
+                  enable_idempotence=True) as producer:
+        a = producer.send("gap", b"a", partition=0)
+        big = producer.send("gap", os.urandom(5000), partition=0)  # incompressible, alone
+        rest = [producer.send("gap", b"c%d" % i, partition=0) for i in range(3)]
+        producer.flush(60)
+        assert a.result(0) == (0, 0)
+        with pytest.raises(Exception) as too_large:
+            big.result(0)
+        assert "REQUEST_TOO_LARGE" in str(too_large.value)
+        assert [f.result(0) for f in rest] == [(0, 1), (0, 2), (0, 3)]
+        stats = producer.statistics()
+    assert stats["sequence_resets"] == 1
+    assert [v for _, v in _values(cluster, "gap")] == [b"a", b"c0", b"c1", b"c2"]
