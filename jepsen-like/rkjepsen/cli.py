@@ -62,7 +62,7 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
         description="Run a real Raftka cluster in network namespaces under faults, record a "
                     "history and check it. Needs root, iproute2 and nftables.")
     p.add_argument("--nemesis", default="partition,kill,pause",
-                   help="comma-separated: partition, kill, pause, clock (or none)")
+                   help="comma-separated: partition, kill, pause, clock, disk (or none)")
     p.add_argument("--time", type=float, default=60, help="seconds of workload under faults")
     p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
     p.add_argument("--interval", type=float, default=8.0,
@@ -250,6 +250,9 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     print(f"healed at t={time.monotonic() - t0:.0f}s; settling", flush=True)
     producers.stop()
     problems += producers.errors + [f"nemesis: {e}" for e in nemesis.errors]
+    for r in nemesis.refusals:
+        print(f"disk fault detected: node {r['node']} refused to start (exit {r['code']}) "
+              f"after {r['damage']}: {' | '.join(r['log'])[:400]}")
     # Settle: every key led and served again; consumers catch up on what is there.
     with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
         admin.wait_for_topic_ready(TOPIC, timeout=60)

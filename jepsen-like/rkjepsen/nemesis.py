@@ -14,6 +14,14 @@ kill        kill -9 of ``one`` node, a ``minority``, or the ``leader`` of a key;
             restarted when the fault stops
 pause       SIGSTOP of ``one`` node or the ``leader`` of a key; SIGCONT at stop
 clock       wall-clock skew of ``one`` node by -300..+300 s (libfaketime)
+disk        kill -9 one node, then damage its data while it is down: ``truncate-wal``
+            (cut the newest RocksDB WAL file short) or ``flip-bits`` (flip 8 random
+            bits in a random WAL or SST file); restart at stop. A node must then
+            either repair itself or refuse to start; a refusal is recorded
+            (``disk-refused``) and the harness restores the exact pre-damage copy
+            of the data (as if the disk had been replaced from a snapshot taken
+            at the kill), so the run goes on. Serving damaged data shows up in the
+            checker.
 ==========  =====================================================================
 
 The schedule (families, kinds, node choices that do not depend on who leads, hold times)
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
 import threading
 import time
 from typing import Any, Callable
@@ -31,13 +40,15 @@ from typing import Any, Callable
 from rkjepsen.history import HistoryWriter
 from rkjepsen.netcluster import NetCluster
 
-FAMILIES = ("partition", "kill", "pause", "clock")
+FAMILIES = ("partition", "kill", "pause", "clock", "disk")
 KINDS = {
     "partition": ("halves", "isolate-one", "isolate-leader", "bridge", "one-way"),
     "kill": ("one", "minority", "leader"),
     "pause": ("one", "leader"),
     "clock": ("skew-one",),
+    "disk": ("truncate-wal", "flip-bits"),
 }
+REFUSAL_WAIT_S = 8.0  # a node that exits this soon after a disk fault refused to start
 
 
 def parse_nemeses(text: str) -> list[str]:
@@ -71,6 +82,7 @@ class Nemesis:
         self._thread: threading.Thread | None = None
         self.counts: dict[str, int] = {}
         self.errors: list[str] = []
+        self.refusals: list[dict] = []  # disk faults a node detected by refusing to start
 
     # ------------------------------------------------------------------ schedule
 
@@ -186,6 +198,17 @@ class Nemesis:
 
             def undo(victim=victim):
                 c.skew_clock(victim, 0)
+        elif family == "disk":
+            victim = self._pick_nodes(1)[0]
+            c.kill(victim)
+            data = c.data_dir(victim)
+            backup = c.workdir / f"disk-backup-{victim}"
+            shutil.rmtree(backup, ignore_errors=True)
+            shutil.copytree(data, backup)
+            detail.update(nodes=[victim], damage=self._damage(kind, data))
+
+            def undo(victim=victim, backup=backup, detail=detail):
+                self._restart_after_damage(victim, backup, detail)
         else:
             raise ValueError(f"unknown nemesis family {family}")
         fid = next(self._ids)
@@ -195,6 +218,64 @@ class Nemesis:
         self.counts[detail["kind"]] = self.counts.get(detail["kind"], 0) + 1
         self.history.event("info", "nemesis", "start", detail)
         return fid
+
+    def _damage(self, kind: str, data) -> dict:
+        files = sorted(p for p in data.rglob("*") if p.is_file()
+                       and (p.suffix in (".log", ".sst")) and p.stat().st_size > 64)
+        wals = [p for p in files if p.suffix == ".log"]
+        if kind == "truncate-wal" and wals:
+            target = max(wals, key=lambda p: p.name)
+            size = target.stat().st_size
+            new_size = int(size * self.rng.uniform(0.3, 0.95))
+            with open(target, "r+b") as fh:
+                fh.truncate(new_size)
+            return {"file": target.name, "size": size, "truncated_to": new_size}
+        if not files:
+            return {"file": None}
+        target = self.rng.choice(files)
+        size = target.stat().st_size
+        flips = []
+        with open(target, "r+b") as fh:
+            for _ in range(8):
+                pos = self.rng.randrange(size)
+                bit = self.rng.randrange(8)
+                fh.seek(pos)
+                byte = fh.read(1)[0]
+                fh.seek(pos)
+                fh.write(bytes([byte ^ (1 << bit)]))
+                flips.append([pos, bit])
+        return {"file": target.name, "size": size, "flipped": flips}
+
+    def _restart_after_damage(self, victim: int, backup, detail: dict) -> None:
+        c = self.cluster
+        c.expected_exits.add(victim)
+        try:
+            c.procs.pop(victim, None)
+            c.start(victim)
+            deadline = time.monotonic() + REFUSAL_WAIT_S
+            while time.monotonic() < deadline and c.running(victim):
+                time.sleep(0.1)
+            if c.running(victim):
+                self.history.event("info", "nemesis", "disk-accepted",
+                                   {"node": victim, "id": detail["id"],
+                                    "damage": detail["damage"]})
+                return
+            code = c.procs[victim].returncode
+            log = (c.workdir / f"node-{victim}.log").read_text(errors="replace")
+            tail = [line for line in log.splitlines() if line.strip()][-3:]
+            self.refusals.append({"node": victim, "code": code, "log": tail,
+                                  "damage": detail["damage"]})
+            self.history.event("info", "nemesis", "disk-refused",
+                               {"node": victim, "exit_code": code, "log_tail": tail,
+                                "id": detail["id"]})
+            data = c.data_dir(victim)
+            c.procs.pop(victim, None)
+            shutil.rmtree(data)
+            shutil.copytree(backup, data)
+            c.start(victim)
+        finally:
+            shutil.rmtree(backup, ignore_errors=True)
+            c.expected_exits.discard(victim)
 
     def _stop_fault(self, fid: int) -> None:
         with self._lock:

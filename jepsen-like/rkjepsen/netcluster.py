@@ -94,6 +94,7 @@ class NetCluster:
         self.tick_ms = tick_ms
         self.procs: dict[int, subprocess.Popen] = {}
         self.paused: set[int] = set()
+        self.expected_exits: set[int] = set()  # nodes the nemesis watches itself
         self._created: list[str] = []
         self._closed = False
 
@@ -216,7 +217,8 @@ class NetCluster:
 
     def exited(self) -> dict[int, int]:
         """Nodes that exited on their own (not killed by us): id -> return code."""
-        return {i: p.returncode for i, p in self.procs.items() if p.poll() is not None}
+        return {i: p.returncode for i, p in self.procs.items()
+                if p.poll() is not None and i not in self.expected_exits}
 
     # ------------------------------------------------------------------ teardown
 

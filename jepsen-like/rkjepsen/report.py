@@ -84,6 +84,8 @@ def summarize(ops: list[Op], report: Report) -> dict:
         "faults_injected": len(windows),
         "faults_by_kind": dict(sorted(faults.items())),
         "consumer_crashes": sum(1 for o in ops if o.f == "crash"),
+        "disk_damage_accepted": sum(1 for o in ops if o.f == "disk-accepted"),
+        "disk_damage_refused": sum(1 for o in ops if o.f == "disk-refused"),
         **availability(ops, windows),
     }
 
@@ -96,6 +98,10 @@ def format_summary(summary: dict) -> str:
     lines.append(f"faults injected: {summary['faults_injected']} "
                  + (", ".join(f"{k} {v}" for k, v in summary["faults_by_kind"].items())
                     or "none"))
+    if summary.get("disk_damage_accepted") or summary.get("disk_damage_refused"):
+        lines.append(f"disk damage: node refused to start {summary['disk_damage_refused']}, "
+                     f"started anyway {summary['disk_damage_accepted']} (see the nemesis' "
+                     f"disk-accepted / disk-refused events)")
     if summary.get("consumer_crashes"):
         lines.append(f"consumer crashes: {summary['consumer_crashes']}")
 
