@@ -20,7 +20,8 @@ ROWS: list[tuple[str, str, str, str, str | None]] = [
     ("w3 ack latency @50% max p50, ms", "w3_latency_half", "p50_ms", LOWER, None),
     ("w3 ack latency @50% max p99, ms", "w3_latency_half", "p99_ms", LOWER, None),
     ("w3 ack latency @50% max p99.9, ms", "w3_latency_half", "p999_ms", LOWER, None),
-    ("w4 consume backlog, records/s", "w4_consume", "rate", HIGHER, None),
+    ("w4 consume a backlog of {backlog} records, records/s", "w4_consume", "rate", HIGHER,
+     None),
     ("w4 same, Raftka Consumer (group member), records/s", "w4_consume", "rate", HIGHER,
      "w4_consume_group"),
     ("w4 same, Raftka raw Fetch RPC, no decoding (server side), records/s", "w4_consume",
@@ -30,8 +31,8 @@ ROWS: list[tuple[str, str, str, str, str | None]] = [
     ("w5 end-to-end @1,000/s p99.9, ms", "w5_e2e_1000", "p999_ms", LOWER, None),
     ("w6 failover after kill -9, median s", "w6_failover", "median_s", LOWER, None),
     ("w6 failover after kill -9, max s", "w6_failover", "max_s", LOWER, None),
-    ("w7 idle, 1,000 partitions: CPU % of a core", "w7_idle", "cpu_percent", LOWER, None),
-    ("w7 idle, 1,000 partitions: RSS MiB (3 nodes)", "w7_idle", "rss_mib", LOWER, None),
+    ("w7 idle, {scale} partitions: CPU % of a core", "w7_idle", "cpu_percent", LOWER, None),
+    ("w7 idle, {scale} partitions: RSS MiB (3 processes)", "w7_idle", "rss_mib", LOWER, None),
 ]
 SERVER_SIDE = {"w6_failover", "w7_idle"}  # client-independent: measured once for NATS
 
@@ -73,7 +74,11 @@ def render_table(results: dict) -> str:
         "Raftka/nats-py | better |",
         "|---|--:|--:|--:|--:|--:|:-:|",
     ]
+    settings = results.get("settings", {})
+    counts = {"backlog": f"{settings.get('backlog_records', 0):,}",
+              "scale": f"{settings.get('scale_partitions', 0):,}"}
     for label, key, field, better, rkey in ROWS:
+        label = label.format(**counts)
         r = _get(results, "raftka", rkey or key, field)
         g = _get(results, "nats_go", key, field)
         p = None if key in SERVER_SIDE else _get(results, "nats_py", key, field)
