@@ -789,7 +789,10 @@ class Producer:
         stuck: set[str] = set()
         wake_at: float | None = None
         urgent = self._flushing > 0 or self._closing
-        request_timeout_s = self._request_timeout_ms / 1000 + _RPC_MARGIN_S
+        # the broker answers every request within request_timeout_ms (NO_QUORUM at worst);
+        # a stream silent for half as long again is treated as dead (rule 3)
+        request_timeout_s = self._request_timeout_ms / 1000
+        request_timeout_s += max(_RPC_MARGIN_S, request_timeout_s / 2)
 
         def wake(at: float) -> None:
             nonlocal wake_at

@@ -157,56 +157,98 @@ def test_produce_stream_keeps_pipelined_batches_in_order(cluster: Cluster) -> No
     assert [v for _, v in _values(cluster, "stream")] == [b"%03d" % i for i in range(50)]
 
 
+class _Background:
+    """A Producer sending value-<i> to partition 0 in a thread until stopped."""
+
+    def __init__(self, cluster: Cluster, topic: str) -> None:
+        self.topic = topic
+        self.producer = Producer(",".join(cluster.peers.values()), acks="all", linger_ms=1,
+                                 batch_size=4096, buffer_memory=256 * 1024,
+                                 enable_idempotence=True, request_timeout_ms=3000)
+        self.futures: list = []
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            i = 0
+            while not self._stop.is_set():
+                self.futures.append(self.producer.send(self.topic, b"value-%08d" % i,
+                                                       partition=0))
+                i += 1
+        except BaseException as e:  # noqa: BLE001
+            self.failures.append(e)
+
+    def wait_progress(self, records: int) -> None:
+        mark = len(self.futures) + records
+        wait_for(lambda: len(self.futures) >= mark or self.failures, 60, "records to be sent")
+        assert not self.failures
+
+    def finish(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join(30)
+        self.producer.flush(120)
+        self.producer.close()
+        assert not self.failures
+        return self.producer.statistics()
+
+
+def _check_every_offset(cluster: Cluster, run: _Background) -> None:
+    offsets = [f.result(0)[1] for f in run.futures]  # every record acknowledged
+    assert offsets == list(range(len(run.futures))), "offsets follow send order, no gaps"
+    log = _values(cluster, run.topic)
+    assert len(log) == len(run.futures), "no duplicates"
+    for expected_offset, (offset, value) in enumerate(log):
+        assert offset == expected_offset
+        assert value == b"value-%08d" % expected_offset
+
+
 def test_idempotent_producer_under_leader_kills_has_no_duplicates_and_no_gaps(
         cluster: Cluster) -> None:
     """kill -9 of the partition leader three times while a Producer keeps up to 5 batches
     in flight; then every offset holds exactly the value sent in that position."""
     cluster.create_topic("chaos", partitions=1)
     cluster.wait_leader("chaos", 0)
-    producer = Producer(",".join(cluster.peers.values()), acks="all", linger_ms=1,
-                        batch_size=4096, buffer_memory=256 * 1024, enable_idempotence=True,
-                        request_timeout_ms=3000)
-    futures = []
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            i = 0
-            while not stop.is_set():
-                futures.append(producer.send("chaos", b"value-%08d" % i, partition=0))
-                i += 1
-        except BaseException as e:  # noqa: BLE001
-            failures.append(e)
-
-    sender = threading.Thread(target=produce)
-    sender.start()
+    run = _Background(cluster, "chaos")
     try:
         for _ in range(3):
-            mark = len(futures) + 3000
-            wait_for(lambda: len(futures) >= mark, 60, "records to be sent")
+            run.wait_progress(3000)
             leader = cluster.wait_leader("chaos", 0)
             cluster.kill(leader)
             wait_for(lambda: cluster.partition_leader("chaos", 0) not in (0, leader), 30,
                      "a new leader")
             cluster.start(leader)
-        mark = len(futures) + 3000
-        wait_for(lambda: len(futures) >= mark, 60, "records after the last kill")
+        run.wait_progress(3000)
     finally:
-        stop.set()
-        sender.join(30)
-    producer.flush(120)
-    producer.close()
-    assert not failures
-    offsets = [f.result(0)[1] for f in futures]  # every record acknowledged
-    assert offsets == list(range(len(futures))), "offsets follow send order, no gaps"
-    stats = producer.statistics()
+        stats = run.finish()
     assert stats["retries"] > 0, "the kills did interrupt writes"
-    log = _values(cluster, "chaos")
-    assert len(log) == len(futures), "no duplicates"
-    for expected_offset, (offset, value) in enumerate(log):
-        assert offset == expected_offset
-        assert value == b"value-%08d" % expected_offset
+    _check_every_offset(cluster, run)
+
+
+def test_idempotent_producer_across_a_paused_leader_has_no_duplicates_and_no_gaps(
+        cluster: Cluster) -> None:
+    """SIGSTOP of the leader: its stream goes silent with batches in flight (maybe
+    written, maybe not); the producer gives up on the stream and retries elsewhere."""
+    cluster.create_topic("paused", partitions=1)
+    cluster.wait_leader("paused", 0)
+    run = _Background(cluster, "paused")
+    try:
+        run.wait_progress(3000)
+        leader = cluster.wait_leader("paused", 0)
+        cluster.pause(leader)
+        try:
+            wait_for(lambda: cluster.partition_leader("paused", 0) not in (0, leader), 30,
+                     "a new leader")
+            run.wait_progress(3000)
+        finally:
+            cluster.resume(leader)
+        run.wait_progress(3000)
+    finally:
+        stats = run.finish()
+    assert stats["retries"] > 0
+    _check_every_offset(cluster, run)
 
 
 def test_producer_state_survives_retention_and_a_restart_of_every_node(cluster: Cluster) -> None:
