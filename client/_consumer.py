@@ -65,7 +65,8 @@ class _Fetcher:
 
     def __init__(self, consumer: Consumer, tp: TopicPartition, start: int | str) -> None:
         self.tp = tp
-        self.buffer: deque[ConsumedRecord] = deque()
+        self.buffer: deque[list[ConsumedRecord]] = deque()  # fetched chunks, in order
+        self.buffered = 0  # records in ``buffer``
         self.error: BaseException | None = None
         self._consumer = consumer
         self._reader = PartitionReader(
@@ -81,7 +82,7 @@ class _Fetcher:
         cond = self._consumer._cond
         while not self._stop.is_set():
             with cond:
-                while len(self.buffer) >= BUFFER_RECORDS_MAX and not self._stop.is_set():
+                while self.buffered >= BUFFER_RECORDS_MAX and not self._stop.is_set():
                     cond.wait(0.2)
             if self._stop.is_set():
                 return
@@ -103,7 +104,8 @@ class _Fetcher:
             if records:
                 with cond:
                     if not self._stop.is_set():
-                        self.buffer.extend(records)
+                        self.buffer.append(records)
+                        self.buffered += len(records)
                         cond.notify_all()
 
     def stop(self) -> None:
@@ -335,9 +337,20 @@ class Consumer:
             for i in range(n):  # rotate the start so no partition starves the others
                 f = fetchers[(self._rotation + i) % n]
                 buf = f.buffer
+                taken = 0
                 while buf and len(out) < limit:
-                    out.append(buf.popleft())
-                if out and out[-1].topic == f.tp.topic and out[-1].partition == f.tp.partition:
+                    chunk = buf[0]
+                    need = limit - len(out)
+                    if len(chunk) <= need:
+                        out.extend(chunk)
+                        buf.popleft()
+                        taken += len(chunk)
+                    else:
+                        out.extend(chunk[:need])
+                        buf[0] = chunk[need:]
+                        taken += need
+                if taken:
+                    f.buffered -= taken
                     self._positions[f.tp] = out[-1].offset + 1
                 if len(out) >= limit:
                     break
