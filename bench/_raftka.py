@@ -20,7 +20,7 @@ SEND_MANY_CHUNK = 1000  # records per send_many call in the bulk producer
 PRODUCER_BULK = {"linger_ms": 5, "batch_size": 256 * 1024}
 PRODUCER_LATENCY = {"linger_ms": 0}
 READER_MAX_BYTES = 4 << 20
-SCALE_SETTLE_S = 240.0  # bound on waiting for every partition of w7 to elect a leader
+SCALE_SETTLE_S = 150.0  # bound on waiting for every partition of w7 to elect a leader
 
 
 class RaftkaSystem:
@@ -283,11 +283,15 @@ class RaftkaSystem:
                 except RaftkaError:
                     continue  # nodes too busy to answer in time: ask again
                 leaderless = sum(1 for tp in status.leaderless if tp.topic == "idle")
+                if status.partition_count < count:  # not every node knows the topic yet
+                    leaderless = max(leaderless, count - status.partition_count)
                 progress.n = count - leaderless
                 progress.refresh()
                 if not leaderless:
                     break
                 time.sleep(1.0)
+            if not leaderless:  # every leader answers a fetch (1,000 probes)
+                admin.wait_for_topic_ready("idle", timeout=max(deadline - time.monotonic(), 30))
         progress.close()
         created_s = time.perf_counter() - t0
         time.sleep(5)  # let leadership settle (preferred-leader hand-backs) before sampling

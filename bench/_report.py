@@ -86,6 +86,10 @@ def render_table(results: dict) -> str:
             label += " (server-side)"
         lines.append(f"| {label} | {_fmt(r, field)} | {_fmt(g, field)} | {_fmt(p, field)} | "
                      f"{_ratio(r, g)} | {_ratio(r, p)} | {better} |")
+    w7 = results.get("raftka", {}).get("w7_idle", {})
+    if isinstance(w7, dict) and w7.get("leaderless_at_start"):
+        lines += ["", f"Note: w7 Raftka had {w7['leaderless_at_start']} partitions still "
+                  "without a leader when the idle sample was taken (not idle: elections ran)."]
     lines += ["", "Targets (issue 7):"]
     lines += [f"- {t}" for t in targets(results)]
     for system in ("raftka", "nats_go"):
