@@ -82,10 +82,13 @@ class Broker:
                 self._start_partition(topic, meta)
 
     def _start_partition(self, topic: TopicMeta, meta: PartitionMeta) -> None:
-        kind = OffsetsReplica if topic.name == OFFSETS_TOPIC else PartitionReplica
-        replica = kind(
-            topic.name, meta.partition, meta.group_id,
-            PartitionConfig.from_topic_configs(dict(topic.configs)), self.host.mark)
+        args = (topic.name, meta.partition, meta.group_id,
+                PartitionConfig.from_topic_configs(dict(topic.configs)), self.host.mark)
+        if topic.name == OFFSETS_TOPIC:
+            replica: PartitionReplica = OffsetsReplica(
+                *args, compact_after=self.config.offsets_compact_entries)
+        else:
+            replica = PartitionReplica(*args)
         storage = self.db.group(meta.group_id)
         # Entries up to the stored commit index are already reflected in the log itself;
         # the replica recovers its high watermark from the log tail instead of replaying.

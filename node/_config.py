@@ -38,6 +38,9 @@ class NodeConfig:
     heartbeat_ticks: int = 2
     log_level: str = "warning"
     shutdown_transfer_s: float = 3.0
+    # __consumer_offsets partitions snapshot their offsets and drop older entries once this
+    # many entries have been applied past their first index (bounds restart replay).
+    offsets_compact_entries: int = 10_000
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -52,6 +55,8 @@ class NodeConfig:
                 raise ConfigError(f"bad peer {nid}={addr!r}: expected id=host:port, id > 0")
         if not 10 <= self.tick_ms <= 10_000:
             raise ConfigError("tick_ms must be within 10..10000")
+        if self.offsets_compact_entries < 1:
+            raise ConfigError("offsets_compact_entries must be at least 1")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be greater than heartbeat_ticks")
         if not self.advertise:
@@ -78,7 +83,7 @@ def load_toml(path: Path) -> NodeConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
-             "heartbeat_ticks", "log_level"}
+             "heartbeat_ticks", "log_level", "offsets_compact_entries"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
@@ -91,6 +96,7 @@ def load_toml(path: Path) -> NodeConfig:
             election_ticks=int(raw.get("election_ticks", 6)),
             heartbeat_ticks=int(raw.get("heartbeat_ticks", 2)),
             log_level=str(raw.get("log_level", "warning")),
+            offsets_compact_entries=int(raw.get("offsets_compact_entries", 10_000)),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -108,6 +114,9 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--advertise", default="", help="address others use (default: peers entry)")
     p.add_argument("--tick-ms", type=int, default=None)
     p.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
+    p.add_argument("--offsets-compact-entries", type=int, default=None,
+                   help="compact a __consumer_offsets partition after this many entries "
+                   "(default 10000)")
     args = p.parse_args(argv)
     if args.config:
         cfg = load_toml(args.config)
@@ -122,5 +131,7 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.tick_ms = args.tick_ms
     if args.log_level is not None:
         cfg.log_level = args.log_level
+    if args.offsets_compact_entries is not None:
+        cfg.offsets_compact_entries = args.offsets_compact_entries
     cfg.validate()
     return cfg

@@ -11,22 +11,31 @@ Record format (big-endian)::
     value = i64 offset | i64 commit_time_ms | metadata (utf-8)      (None: deleted)
 
 Unlike data partitions, every replica here *decodes* what it applies (commits are small and
-rare next to data) into ``offsets``: group -> {(topic, partition): CommittedOffset}. After a
-restart the map is rebuilt by replaying the log from its first index. Retention never drops
-this topic's entries (its topic configs say -1), so the log holds every commit.
+rare next to data) into ``offsets``: group -> {(topic, partition): CommittedOffset}.
+
+Time and size retention never apply to this topic (its configs say -1). Instead the log is
+compacted Raft-style: once more than ``compact_after`` entries (node config
+``offsets_compact_entries``) are applied past the
+log's first index, the maintenance pass snapshots the whole map at the applied index and
+drops the entries below it. After a restart the map is the snapshot's plus a replay of the
+(few) entries after it. Snapshot data::
+
+    u32 len | partition snapshot data (see _partition.py) | JSON {group: [[topic, partition,
+    offset, metadata, commit_time_ms], ...]}
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from dataclasses import dataclass
 
 from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
-from raft import CompactedError, Entry, Role
+from raft import CompactedError, Entry, Role, Snapshot
 
 from ._host import Group
-from ._partition import HEADER_SIZE, PartitionReplica, entry_header
+from ._partition import _SNAP, HEADER_SIZE, SNAPSHOT_VERSION, PartitionReplica, entry_header
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_CONFIGS = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -35,6 +44,7 @@ _I32 = struct.Struct(">i")
 _VALUE = struct.Struct(">qq")
 GROUP_ID_MAX = 255
 REPLAY_CHUNK_BYTES = 4 << 20
+_LEN = struct.Struct(">I")
 
 
 def offsets_partition_for(group_id: str, partitions: int) -> int:
@@ -79,8 +89,9 @@ def encode_commits(group_id: str, commits: list[tuple[str, int, int, str]],
 class OffsetsReplica(PartitionReplica):
     """A ``__consumer_offsets`` partition replica that also keeps the decoded offsets."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, compact_after: int = 10_000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.compact_after = compact_after
         self.offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
 
     def attach(self, group: Group) -> None:
@@ -142,9 +153,40 @@ class OffsetsReplica(PartitionReplica):
         node = group.node
         if node.role != Role.LEADER:
             return False
-        applied = node.applied_index
-        try:
-            entries = node.log_entries(applied, applied + 1)
+        try:  # the applied index may be the snapshot's (compacted right after applying)
+            return node.term_at(node.applied_index) == node.term
         except CompactedError:
             return False
-        return bool(entries) and entries[0].term == node.term
+
+    # ------------------------------------------------------------------ compaction
+    def retention_point(self) -> tuple[int, bytes] | None:
+        group = self._require_group()
+        node = group.node
+        index = self.applied_index
+        if index - node.first_index < self.compact_after:
+            return None
+        _, header = self._next_data_entry_backwards(index, node.first_index)
+        if header is None:
+            return None
+        base = (_SNAP.pack(SNAPSHOT_VERSION, header.last_offset + 1, header.cumulative_bytes)
+                + self.producers.encode())
+        table = {g: [[t, p, c.offset, c.metadata, c.commit_time_ms]
+                     for (t, p), c in sorted(committed.items())]
+                 for g, committed in sorted(self.offsets.items())}
+        return index, _LEN.pack(len(base)) + base + json.dumps(table).encode()
+
+    def compacted(self, index: int, snapshot_data: bytes) -> None:
+        base, _ = _split(snapshot_data)
+        super().compacted(index, base)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        base, table = _split(snapshot.data)
+        super().restore(Snapshot(snapshot.meta, base))
+        self.offsets = {
+            g: {(t, p): CommittedOffset(o, m, at) for t, p, o, m, at in rows}
+            for g, rows in json.loads(table).items()}
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    (n,) = _LEN.unpack_from(data, 0)
+    return bytes(data[4:4 + n]), bytes(data[4 + n:])

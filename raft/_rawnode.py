@@ -139,6 +139,11 @@ class RawNode:
     def first_index(self) -> int:
         return self._raft.log.first_index()
 
+    def term_at(self, index: int) -> int:
+        """Term of the entry at ``index`` (at the snapshot index: the snapshot's term).
+        Raises ``CompactedError`` below it."""
+        return self._raft.log.term(index)
+
     def status(self) -> dict:
         return self._raft.status()
 
@@ -157,15 +162,19 @@ class RawNode:
     def has_ready(self) -> bool:
         raft = self._raft
         log = raft.log
-        return bool(
+        if (
             raft.msgs
             or raft.msgs_after_persist
             or raft.read_states
             or log.unstable_entries
             or log.unstable_snapshot is not None
             or log.committed > log.applying
-            or raft.hard_state() != self._prev_hard_state
-        )
+        ):
+            return True
+        # raft.hard_state() != prev, without building a HardState: the host asks this of
+        # every group on every tick, so it is the hot path of an idle node.
+        prev = self._prev_hard_state
+        return raft.term != prev.term or raft.vote != prev.vote or log.committed != prev.commit
 
     def ready(self) -> Ready:
         if self._outstanding is not None:

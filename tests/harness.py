@@ -60,10 +60,12 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int, tick_ms: int = 50) -> None:
+    def __init__(self, root: Path, size: int, tick_ms: int = 50,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.size = size
         self.tick_ms = tick_ms
+        self.extra_args = tuple(extra_args)  # more `python -m node` flags for every node
         ports = free_ports(size)
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
         self.procs: dict[int, subprocess.Popen] = {}
@@ -76,7 +78,7 @@ class Cluster:
             sys.executable, "-m", "node", "--id", str(node_id), "--listen", self.peers[node_id],
             "--peers", ",".join(f"{k}={v}" for k, v in sorted(self.peers.items())),
             "--data-dir", str(self.root / f"node-{node_id}"), "--tick-ms", str(self.tick_ms),
-            "--log-level", "info",
+            "--log-level", "info", *self.extra_args,
         ]
         self.procs[node_id] = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log)
 

@@ -291,3 +291,72 @@ def test_rebalance_after_a_member_leaves(cluster: Cluster):
     finally:
         a.close()
         b.close()
+
+
+def test_offsets_partition_compacts_and_offsets_survive_restarts(tmp_path):
+    """With a tiny compaction threshold the offsets partitions snapshot their map and drop
+    old entries. A node that missed the commits gets the map by snapshot; a restarted
+    coordinator rebuilds it from snapshot + tail."""
+    from client.pb.raftka.v1 import broker_pb2
+
+    c = Cluster(tmp_path, 3, extra_args=("--offsets-compact-entries", "20"))
+    try:
+        c.start_all()
+        c.create_topic(TOPIC, partitions=2)
+        coord, stub = coordinator_stub(c, "compacting")
+        find = group_pb2.FindCoordinatorRequest(group_id="compacting")
+        offsets_partition = stub.FindCoordinator(find, timeout=5).offsets_partition
+        down = next(n for n in sorted(c.peers) if n != coord)
+        c.kill(down)  # it misses every commit below; only a snapshot can bring them
+        for i in range(1, 121):
+            request = group_pb2.OffsetCommitRequest(
+                group_id="compacting",
+                offsets=[group_pb2.OffsetCommitEntry(topic=TOPIC, partition=i % 2, offset=i)])
+            while True:  # leadership may move (preferred-leader handoff): follow it
+                try:
+                    stub.CommitOffsets(request, timeout=5)
+                    break
+                except grpc.RpcError as e:
+                    info = error_info(e)
+                    assert info is not None and info.retriable, e
+                    coord, stub = coordinator_stub(c, "compacting")
+        expected = {(0, 120), (1, 119)}
+
+        def log_start_on(node_id):
+            r = c.broker(node_id).Metadata(
+                broker_pb2.MetadataRequest(topics=["__consumer_offsets"]), timeout=5)
+            return r.topics[0].partitions[offsets_partition].log_start_offset
+
+        wait_for(lambda: log_start_on(coord) > 0, 30, "the offsets partition to compact")
+
+        def listed_on(node_id):
+            try:
+                r = group_pb2_grpc.GroupCoordinatorStub(c.channel(node_id)).ListGroups(
+                    group_pb2.ListGroupsRequest(), timeout=2)
+            except grpc.RpcError:
+                return False
+            return "compacting" in {g.group_id for g in r.groups}
+
+        c.start(down)
+        wait_for(lambda: listed_on(down), 30, "the restarted node to install the snapshot")
+
+        def offsets():
+            _, stub = coordinator_stub(c, "compacting")
+            try:
+                r = stub.FetchOffsets(group_pb2.OffsetFetchRequest(group_id="compacting"),
+                                      timeout=5)
+            except grpc.RpcError:
+                return None  # moved between finding and asking: ask again
+            return {(o.partition, o.offset) for o in r.offsets}
+
+        assert wait_for(offsets, 30, "committed offsets") == expected
+        for _ in range(2):
+            coord, _ = coordinator_stub(c, "compacting")
+            c.kill(coord)
+            c.start(coord)
+            assert wait_for(offsets, 30, "committed offsets after a restart") == expected
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop_all()
