@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -360,3 +361,40 @@ def test_offsets_partition_compacts_and_offsets_survive_restarts(tmp_path):
         raise
     finally:
         c.stop_all()
+
+
+def test_a_slow_handler_neither_loses_membership_nor_stalls_the_others(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=4)
+    boot = bootstrap(cluster)
+    slow = Consumer(boot, "slowpoke", [TOPIC], session_timeout_ms=1500)
+    fast = Consumer(boot, "slowpoke", [TOPIC], session_timeout_ms=1500)
+    try:
+        def split():
+            slow.poll(0.05)
+            fast.poll(0.05)
+            return len(slow.assignment()) == 2 and len(fast.assignment()) == 2
+
+        wait_for(split, 30, "two members with two partitions each")
+        member_id, owned = slow.member_id, slow.assignment()
+        fast_partitions = sorted(tp.partition for tp in fast.assignment())
+        values = [f"p{p}-{i}" for p in fast_partitions for i in range(20)]
+        # The slow member "handles" a record for several session timeouts (no poll): its
+        # heartbeat thread keeps it in the group, and the fast one keeps consuming.
+        slow_since = time.monotonic()
+        got: list[str] = []
+        with Producer(boot) as producer:
+            for v in values:
+                producer.send(TOPIC, v.encode(), partition=int(v[1:v.index("-")]))
+
+        def fast_has_all():
+            got.extend(r.value.decode() for r in fast.poll(0.1))
+            return sorted(got) == sorted(values)
+
+        wait_for(fast_has_all, 60, "the fast member to consume while the slow one is busy")
+        time.sleep(max(0.0, slow_since + 5.0 - time.monotonic()))  # the slow handler's work
+        assert slow.member_id == member_id
+        slow.poll(0.05)
+        assert slow.assignment() == owned  # never removed, nothing moved
+    finally:
+        slow.close()
+        fast.close()
