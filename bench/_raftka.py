@@ -296,8 +296,22 @@ class RaftkaSystem:
         created_s = time.perf_counter() - t0
         time.sleep(5)  # let leadership settle (preferred-leader hand-backs) before sampling
         pids = [p.pid for p in cluster.procs.values()]
+        before = self._leader_terms("idle")
         usage = idle_usage(pids, self.settings.scale_idle_s,
                            bar(f"Raftka idle with {count} partitions",
                                self.settings.scale_idle_s, unit="s"))
+        after = self._leader_terms("idle")
+        changed = sum(1 for p, lt in after.items() if before.get(p) != lt)
         return {**usage, "partitions": count, "create_s": round(created_s, 1),
-                "leaderless_at_start": leaderless}
+                "leaderless_at_start": leaderless,
+                "leader_changes_while_idle": changed if before and after else None}
+
+    def _leader_terms(self, topic: str) -> dict[int, tuple[int, int]]:
+        """(leader, term) of every partition, from one node's metadata; {} if none
+        answered."""
+        try:
+            with Admin(self.bootstrap, request_timeout_ms=20_000) as admin:
+                [desc] = admin.describe_topics([topic], timeout=20)
+        except (RaftkaError, ValueError):
+            return {}
+        return {p.partition: (p.leader_id, p.leader_term) for p in desc.partitions}
