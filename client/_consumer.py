@@ -39,6 +39,7 @@ from client._errors import (
     FencedMemberEpochError,
     OffsetOutOfRangeError,
     RaftkaError,
+    RaftkaTimeoutError,
     UnknownMemberIdError,
     UnknownTopicError,
 )
@@ -383,6 +384,17 @@ class Consumer:
             return  # from a membership that has been lost since
         revoked = self._owned - target
         added = target - self._owned
+        try:  # where the new partitions start; first, so a failure here changes nothing
+            committed = self._fetch_committed(sorted(added), 10.0)
+        except RaftkaError as exc:
+            if not (exc.retriable or isinstance(exc, RaftkaTimeoutError)):
+                raise
+            log.info("group %s: cannot read committed offsets yet (%s); keeping the current "
+                     "assignment and retrying at the next poll", self.group_id, exc)
+            with self._cond:
+                if self._incoming is None:
+                    self._incoming = incoming
+            return
         if revoked:
             if self._auto_commit:
                 offsets = {tp: self._positions[tp] for tp in revoked if tp in self._positions}
@@ -392,12 +404,10 @@ class Consumer:
                     log.warning("group %s: commit before revoking %s failed: %s",
                                 self.group_id, sorted(revoked), exc)
             self._drop(revoked)
-        if added:
-            committed = self._fetch_committed(sorted(added), 10.0)
-            for tp in sorted(added):
-                offset = committed.get(tp, -1)
-                start: int | str = offset if offset >= 0 else self._auto_offset_reset
-                self._restart_fetcher(tp, start)
+        for tp in sorted(added):
+            offset = committed.get(tp, -1)
+            start: int | str = offset if offset >= 0 else self._auto_offset_reset
+            self._restart_fetcher(tp, start)
         self._owned = target
         with self._cond:
             if membership == self._membership:
