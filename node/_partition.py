@@ -32,8 +32,9 @@ Idempotent producers (``_producer_state.py`` has the rules and verdicts):
 - **A new leader accepts idempotent batches only once it has applied its log up to the
   first entry of its own term.** Entries of earlier terms that sit in its log unapplied may
   hold sequences the table does not show yet; accepting before that could write a batch
-  twice. Until then such requests get LEADER_NOT_AVAILABLE (retriable). Everything after
-  that entry was proposed by this leader and is in its pending overlay.
+  twice. Until then the queue waits (every request in it, so none overtakes an idempotent
+  one); that entry commits one round trip after the election. Everything after that entry
+  was proposed by this leader and is in its pending overlay.
 
 Snapshot data (retention compaction point)::
 
@@ -231,6 +232,8 @@ class PartitionReplica:
             producers.applied_through(self.applied_index)
         if self._dup_waiters:
             self._resolve_duplicates(entries)
+        if self._pending and self._term_start_index and self.applied_index >= self._term_start_index:
+            self._mark_dirty(self.group_id)  # a queue held for the producer state may go
         if len(offsets) > INDEX_CACHE_MAX:
             del offsets[: INDEX_CACHE_MAX // 2]
             del raft_indexes[: INDEX_CACHE_MAX // 2]
@@ -379,6 +382,13 @@ class PartitionReplica:
             return
         if self._alloc_term != node.term:
             self._reload_allocation()
+        if self.applied_index < self._term_start_index and any(
+                r.producer_id >= 0 for r in pending):
+            # New leader, producer state not complete yet: hold the queue, in order;
+            # apply() wakes us once the term's first entry is applied. Requests still time
+            # out (their futures), and fail NOT_LEADER if leadership ends meanwhile.
+            self._pending = pending + self._pending
+            return
         next_offset, cumulative = self._next_offset, self._cumulative
         now_ms = self._clock_ms()
         datas: list[bytes] = []
@@ -386,17 +396,10 @@ class PartitionReplica:
         accepted: list[PendingBatch] = []
         duplicates: list[tuple[PendingBatch, asyncio.Future]] = []
         producers = self.producers
-        loading = self.applied_index < self._term_start_index
         for req in pending:
             if req.future is not None and req.future.done():
                 continue  # the producer gave up before we proposed: never written
             if req.producer_id >= 0:
-                if loading:
-                    _fail([req], BrokerError(
-                        Code.LEADER_NOT_AVAILABLE, f"the new leader of {self.topic}/"
-                        f"{self.partition} is still applying earlier terms' entries to its "
-                        "producer state; retry shortly", retriable=True))
-                    continue
                 verdict = producers.check(req.producer_id, req.epoch, req.sequence,
                                           req.record_count)
                 if verdict.kind == REJECT:

@@ -104,7 +104,9 @@ def test_a_retry_after_a_leader_change_is_not_written_twice(cluster: Cluster) ->
     wait_for(lambda: cluster.partition_leader("failover", 0) not in (0, old), 20,
              "a new leader")
     for i, b in enumerate(batches[1:], start=1):  # retries of acknowledged batches
-        assert _produce(cluster, "failover", b) == (i * 2, i * 2 + 1)
+        # (LEADER_NOT_AVAILABLE, retriable, until the new leader applied its term start)
+        assert wait_for(lambda b=b: _try_produce(cluster, "failover", b), 30,
+                        "the new leader to answer") == (i * 2, i * 2 + 1)
     assert _produce(cluster, "failover", _idempotent_batch(pid, epoch, 8, b"next")) == (8, 8)
     cluster.start(old)  # it rejoins as a follower and rebuilds its state too
     expected = [(i * 2 + j, b"%d-%s" % (i, x)) for i in range(4) for j, x in enumerate(
