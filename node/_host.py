@@ -168,17 +168,10 @@ class RaftHost:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            # Only a tick that made work (heartbeats, an election, a step-down) needs the
-            # ready loop: it skips groups without a Ready anyway, and queued proposals mark
-            # their group themselves. Most ticks of an idle follower only count.
-            dirty = self._dirty
             for group in list(self.groups.values()):
-                node = group.node
-                node.tick()
-                if node.has_ready():
-                    dirty.add(group.group_id)
-            if dirty:
-                self._wakeup.set()
+                group.node.tick()
+                self._dirty.add(group.group_id)
+            self._wakeup.set()
 
     async def _ready_loop(self) -> None:
         while True:
