@@ -131,6 +131,12 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             self._groups[group_id] = c
         return c
 
+    def _existing(self, group_id: str, replica: OffsetsReplica) -> _Coordinated | None:
+        """The group's state in this term, without creating it (reads must not grow the
+        table with every group id anybody asks about)."""
+        c = self._groups.get(group_id)
+        return c if c is not None and c.term == replica.group.node.term else None
+
     def _partition_counts(self, topics) -> dict[str, int]:
         state = self.broker.controller.state
         counts = {}
@@ -219,8 +225,8 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
     @_handler
     async def FetchOffsets(self, request, context):  # noqa: N802
         replica = self._replica(request.group_id)
-        c = self._coordinated(request.group_id, replica)
-        if c.inflight:
+        c = self._existing(request.group_id, replica)
+        if c is not None and c.inflight:
             await asyncio.gather(*list(c.inflight), return_exceptions=True)
             replica = self._replica(request.group_id)
         committed = replica.offsets.get(request.group_id, {})
@@ -266,9 +272,12 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
     @_handler
     async def DescribeGroup(self, request, context):  # noqa: N802
         replica = self._replica(request.group_id)
-        c = self._coordinated(request.group_id, replica)
-        group = c.group
+        c = self._existing(request.group_id, replica)
         committed = replica.offsets.get(request.group_id, {})
+        if (c is None or not c.group.members) and not committed:
+            raise BrokerError(Code.UNKNOWN_GROUP, f"group {request.group_id!r} has no members "
+                              "and no committed offsets")
+        group = c.group if c is not None else ConsumerGroup(request.group_id)
         response = group_pb2.DescribeGroupResponse(
             group_id=request.group_id, state=group.state, group_epoch=group.group_epoch,
             assignor=group.assignor, coordinator_id=self.broker.node_id)
