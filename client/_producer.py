@@ -437,7 +437,7 @@ class Producer:
         self._crashed: BaseException | None = None
         self._unknown_topics: dict[str, float] = {}
         self._stats = {"records_sent": 0, "batches_sent": 0, "requests": 0, "retries": 0,
-                       "records_failed": 0, "duplicates": 0, "sequence_resets": 0}
+                       "records_failed": 0, "sequence_resets": 0}
         self._sender = threading.Thread(target=self._run, name="raftka-producer-sender",
                                         daemon=True)
         self._sender.start()
