@@ -810,27 +810,29 @@ class Producer:
             if not batches:
                 del self._queues[key]
                 continue
-            if q.reset_pending:
-                if q.in_flight:
-                    continue  # rule 6: wait for every old-stamp answer
+            if q.reset_pending and not q.in_flight:
                 self._reset_sequences(key, q)
+            blocked = q.reset_pending  # rule 6: wait for every old-stamp answer first
             for position, b in enumerate(batches):
-                if b.attempt:
+                if b.attempt:  # in flight: is its stream still answering?
                     if now >= b.sent_at + request_timeout_s:
                         stuck.add(self._stream_address_of(b))
                     else:
                         wake(b.sent_at + request_timeout_s)
                     continue
-                if b.done:
-                    continue
+                if b.done or blocked:
+                    continue  # keep looking at the batches in flight behind it
                 if position >= self._max_in_flight or q.in_flight >= self._max_in_flight:
-                    break  # rule 1: the window counts from the oldest unfinished batch
+                    blocked = True  # rule 1: the window counts from the oldest unfinished
+                    continue
                 if now < b.retry_at:
                     wake(b.retry_at)
-                    break
+                    blocked = True  # rule 2: nothing overtakes it
+                    continue
                 if not (b.closed or b.attempts or urgent or now >= b.created + self._linger_s):
                     wake(b.created + self._linger_s)
-                    break
+                    blocked = True
+                    continue
                 b.closed = True
                 b.attempt = self._next_attempt
                 self._next_attempt += 1
@@ -923,7 +925,7 @@ class Producer:
             for b in q.batches:
                 if not b.done:
                     b.last_error = err
-                    b.retry_at = float("inf")  # fails at its delivery timeout
+                    b.retry_at = b.created + self._delivery_timeout_s  # then fails
             return
         seq.epoch += 1
         seq.next_sequence = 0
