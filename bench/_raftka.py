@@ -124,6 +124,43 @@ class RaftkaSystem:
                 producer.flush()
         return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
 
+    def latency_raw(self, rate: float) -> dict:
+        """The server's part of w3: unary Produce RPCs of one pre-built single-record batch
+        (acks=all, not idempotent) straight to the leader through the public gRPC API
+        (``client.pb``), one in flight, paced like ``latency``. No producer threads."""
+        import grpc
+
+        from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
+        from client.recordbatch import build_batch
+
+        topic = self.new_topic(1)
+        assert self.cluster is not None
+        leader = self.cluster.wait_leader(topic, 0)
+        batch = build_batch([(None, value_of(100))], compression="none")
+        request = broker_pb2.ProduceRequest(topic=topic, partition=0, acks=broker_pb2.ACKS_ALL,
+                                            record_batches=batch)
+        secs = self.settings.latency_s
+        samples: list[float] = []
+        with grpc.insecure_channel(self.cluster.peers[leader]) as channel:
+            produce = broker_pb2_grpc.BrokerStub(channel).Produce
+            produce(request, timeout=10)
+
+            start = time.perf_counter()
+            stop_at = start + secs * 1.5  # one in flight may not keep up: bound the run
+
+            def send(n: int) -> None:
+                for _ in range(n):
+                    if time.perf_counter() > stop_at:
+                        return
+                    t0 = time.perf_counter()
+                    produce(request, timeout=10)
+                    samples.append(time.perf_counter() - t0)
+            with Ticker(bar(f"Raftka raw Produce RPC @{rate:,.0f}/s", rate * secs),
+                        lambda: len(samples)):
+                pace(rate, secs, send)
+                elapsed = time.perf_counter() - start
+        return {**percentiles_ms(samples), "rate": round(len(samples) / elapsed)}
+
     def fill(self, records: int) -> str:
         topic = self.new_topic(1)
         chunk = [value_of(100)] * SEND_MANY_CHUNK

@@ -85,6 +85,7 @@ class Runner:
                 self.step(out, "w2_produce_100B_6p", lambda: s.produce("bulk", 100, 6))
             if "w3" not in self.skip:
                 self.step(out, "w3_latency_1000", lambda: s.latency(1000))
+                self.step(out, "w3_latency_1000_raw", lambda: s.latency_raw(1000))
                 half = _half_max(out)
                 self.step(out, "w3_latency_half", lambda: s.latency(half))
             if "w4" not in self.skip:
