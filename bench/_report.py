@@ -67,12 +67,18 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
+def _load(avg: list[float] | None) -> str:
+    return "?" if not avg else "/".join(f"{x:.1f}" for x in avg)
+
+
 def render_table(results: dict) -> str:
     m = results.get("machine", {})
     lines = [
         f"Run {m.get('date_utc', '?')}, commit {m.get('commit', '?')}, {m.get('cpu', '?')}, "
         f"{m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB, "
-        f"mode {results.get('mode', '?')}, {results.get('runtime_s', '?')} s",
+        f"mode {results.get('mode', '?')}, {results.get('runtime_s', '?')} s, load average "
+        f"{_load(m.get('loadavg_at_start'))} at the start, {_load(m.get('loadavg_at_end'))} "
+        "at the end",
         "",
         "| figure | Raftka | NATS (Go client) | NATS (nats-py) | Raftka/NATS Go | "
         "Raftka/nats-py | better |",

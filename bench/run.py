@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["runtime_s"] = round(time.perf_counter() - started, 1)
+    results["machine"]["loadavg_at_end"] = os.getloadavg()
     results["errors"] = runner.errors
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
