@@ -479,12 +479,12 @@ class PartitionReplica:
         while lo <= hi:
             mid = (lo + hi) // 2
             try:
-                entries = node.log_entries(mid, mid + 1)
+                mid_term = node.term_at(mid)
             except CompactedError:
                 lo = mid + 1
                 continue
-            if entries and entries[0].term >= term:
-                found = mid if entries[0].term == term else found
+            if mid_term >= term:
+                found = mid if mid_term == term else found
                 hi = mid - 1
             else:
                 lo = mid + 1
