@@ -17,7 +17,7 @@ from bench._common import Settings, Ticker, bar, idle_usage, pace, percentiles_m
 from tests.harness import Cluster
 
 SEND_MANY_CHUNK = 1000  # records per send_many call in the bulk producer
-PRODUCER_BULK = {"linger_ms": 5, "batch_size": 256 * 1024}
+PRODUCER_BULK = {"linger_ms": 5, "batch_size": 1000 * 1024}  # < max.message.bytes (1 MiB)
 PRODUCER_LATENCY = {"linger_ms": 0}
 READER_MAX_BYTES = 4 << 20
 SCALE_SETTLE_S = 150.0  # bound on waiting for every partition of w7 to elect a leader
