@@ -143,16 +143,12 @@ def charts(results: dict, out_dir: Path) -> list[Path]:
 
     def grouped(ax, groups: list[tuple[str, str, str]], ylabel: str, title: str,
                 server_side: bool = False) -> None:
-        width = 0.8 / len(systems)
-        for i, (sysk, name, color) in enumerate(systems):
-            vals = []
-            for _label, key, field in groups:
-                if server_side and sysk == "nats_py":
-                    vals.append(0)
-                    continue
-                v = _get(results, sysk, key, field)
-                vals.append(v or 0)
-            xs = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(groups))]
+        shown = ([("raftka", "Raftka", "#d62728"), ("nats_go", "NATS", "#1f77b4")]
+                 if server_side else systems)  # server-side figures: one NATS column
+        width = 0.8 / len(shown)
+        for i, (sysk, name, color) in enumerate(shown):
+            vals = [_get(results, sysk, key, field) or 0 for _label, key, field in groups]
+            xs = [j + (i - (len(shown) - 1) / 2) * width for j in range(len(groups))]
             bars = ax.bar(xs, vals, width, label=name, color=color)
             for b, v in zip(bars, vals):
                 if v:
@@ -189,10 +185,11 @@ def charts(results: dict, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
     grouped(axes[0], [("median", "w6_failover", "median_s"), ("max", "w6_failover", "max_s")],
             "seconds", "failover after kill -9 of a leader", server_side=True)
-    grouped(axes[1], [("CPU", "w7_idle", "cpu_percent")], "% of one core",
-            "idle, 1,000 partitions/streams", server_side=True)
-    grouped(axes[2], [("RSS", "w7_idle", "rss_mib")], "MiB (3 processes)",
-            "idle, 1,000 partitions/streams", server_side=True)
+    scale = f"idle, {results.get('settings', {}).get('scale_partitions', 0):,} partitions/streams"
+    grouped(axes[1], [("CPU", "w7_idle", "cpu_percent")], "% of one core", scale,
+            server_side=True)
+    grouped(axes[2], [("RSS", "w7_idle", "rss_mib")], "MiB (3 processes)", scale,
+            server_side=True)
     fig.tight_layout()
     paths.append(out_dir / "failover_idle.png")
     fig.savefig(paths[-1], dpi=110)
