@@ -1,10 +1,9 @@
-"""Raftka's Python client: ``Admin``, ``Producer`` and readers over the ``raftka.v1`` gRPC
-API (never the broker's code). The ``raftka`` command line lives in ``client.cli``.
+"""Raftka's Python client: ``Admin``, ``Producer`` (idempotent, pipelined), ``Consumer``
+(consumer groups) and partition readers over the ``raftka.v1`` gRPC API (never the broker's
+code). The ``raftka`` command line lives in ``client.cli``. A synchronous API that follows
+leader and coordinator changes on its own.
 
-Minimal on purpose (DESIGN §5 lists the rest: idempotent pipelined producer, consumer
-groups): a synchronous API that follows leader changes on its own.
-
-    from client import Admin, Producer, PartitionReader
+    from client import Admin, Consumer, Producer, PartitionReader
 
     with Admin("127.0.0.1:7001") as admin:
         admin.create_topic("events", partitions=3, replication_factor=3)
@@ -14,6 +13,9 @@ groups): a synchronous API that follows leader changes on its own.
         offsets = producer.send_many("events", [b"a", b"b"], partition=0).result()  # bulk
     with PartitionReader("127.0.0.1:7001", "events", partition, offset="earliest") as r:
         records = r.poll(timeout=1.0)
+    with Consumer("127.0.0.1:7001", "billing", ["events"]) as consumer:
+        for record in consumer:
+            consumer.commit()
 
 Errors are :class:`RaftkaError` subclasses with ``retriable`` / ``invalid_metadata`` flags.
 """
