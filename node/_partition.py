@@ -73,6 +73,7 @@ SNAPSHOT_VERSION = 2
 _PRODUCER_FIELDS = struct.Struct(">qhi")
 _PRODUCER_FIELDS_AT = HEADER_SIZE + 43
 INDEX_CACHE_MAX = 1 << 20
+REPLAY_CHUNK_BYTES = 4 << 20
 PENDING_REQUESTS_MAX = 10_000
 
 
@@ -184,6 +185,32 @@ class PartitionReplica:
         _, header = self._next_data_entry_backwards(node.applied_index, node.first_index)
         if header is not None:
             self._advance_hw(header.last_offset + 1)
+        self._replay_producers(node)
+
+    def _replay_producers(self, node) -> None:
+        """Feed the producer table from the entries between the snapshot and the applied
+        index: the host does not re-apply them after a restart, and the snapshot's table
+        only covers what retention compacted. Reads batch headers only; replaying an entry
+        the table already reflects changes nothing (``apply_batch`` is keyed on the index).
+        Costs one pass over the retained log at startup (see node/README.md)."""
+        producers = self.producers
+        pid_at, unpack_pid = _PRODUCER_FIELDS_AT, _PRODUCER_FIELDS.unpack_from
+        index, last = node.first_index, node.applied_index
+        while index <= last:
+            entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
+            if not entries:
+                break
+            for e in entries:
+                data = e.data
+                if (e.kind == EntryKind.NORMAL and len(data) >= pid_at + 14
+                        and data[0] == ENTRY_MAGIC):
+                    _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
+                    producers.observe_time(at)
+                    pid, epoch, seq = unpack_pid(data, pid_at)
+                    if pid >= 0:
+                        producers.apply_batch(pid, epoch, seq, lst - base + 1, base, lst, at,
+                                              e.index)
+            index = entries[-1].index + 1
 
     def _header_at(self, index: int) -> EntryHeader | None:
         assert self.group is not None
