@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import shutil
 import statistics
 import sys
 import tempfile
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     finally:
         cluster.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
