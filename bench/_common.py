@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from tqdm import tqdm
+
+from tests.harness import free_ports  # noqa: F401 - shared with the test clusters
 
 PAYLOAD_100 = (b'{"order": 123456, "sku": "ABC-123", "qty": 2, "price": 1999, "note": "bench"}'
                .ljust(100, b" "))
@@ -44,18 +45,6 @@ def value_of(size: int, i: int = 0) -> bytes:
     systems)."""
     base = PAYLOAD_100 if size <= 100 else PAYLOAD_100 + b"x" * (size - 100)
     return base[:size]
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def percentiles_ms(samples_s: list[float]) -> dict[str, float]:

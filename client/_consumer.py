@@ -55,6 +55,13 @@ _RESETS = ("earliest", "latest", "none")
 BUFFER_RECORDS_MAX = 20_000  # per partition, read ahead of poll
 
 
+def _by_topic(tps: Iterable[tuple[str, int]]) -> list[group_pb2.TopicPartitions]:
+    grouped: dict[str, list[int]] = {}
+    for t, p in sorted(tps):
+        grouped.setdefault(t, []).append(p)
+    return [group_pb2.TopicPartitions(topic=t, partitions=ps) for t, ps in grouped.items()]
+
+
 class CommitFailedError(RaftkaError):
     """The commit was refused because the consumer no longer owns the partition (the group
     rebalanced, or the member was removed). Records since the last successful commit will be
@@ -441,12 +448,8 @@ class Consumer:
     def _fetch_committed(self, tps: list[TopicPartition], timeout: float) -> dict[TopicPartition, int]:
         if not tps:
             return {}
-        request = group_pb2.OffsetFetchRequest(group_id=self.group_id)
-        by_topic: dict[str, list[int]] = {}
-        for t, p in tps:
-            by_topic.setdefault(t, []).append(p)
-        for t, ps in by_topic.items():
-            request.partitions.add(topic=t, partitions=ps)
+        request = group_pb2.OffsetFetchRequest(group_id=self.group_id,
+                                               partitions=_by_topic(tps))
         response = self._coordinator.call("FetchOffsets", request, timeout)
         return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
 
@@ -470,11 +473,7 @@ class Consumer:
                 session_timeout_ms=self._session_timeout_ms,
                 rebalance_timeout_ms=self._rebalance_timeout_ms,
                 assignor=self._assignor, client_id=self._client_id)
-            by_topic: dict[str, list[int]] = {}
-            for t, p in sorted(owned):
-                by_topic.setdefault(t, []).append(p)
-            for t, ps in by_topic.items():
-                request.owned.add(topic=t, partitions=ps)
+            request.owned.extend(_by_topic(owned))
             try:
                 response = self._coordinator.call(
                     "Heartbeat", request, self._session_timeout_ms / 1000 / 2)
