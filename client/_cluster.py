@@ -282,16 +282,35 @@ class Cluster:
         try:
             response = fn(request, timeout=max(timeout_s, 0.001))  # type: ignore[call-arg]
         except grpc.RpcError as e:
-            err = error_from_rpc(e, f"{what} at {address}")
-            self.note_failure(address, err)
-            raise err from e
+            raise self._failed(address, e, what) from e
         self.note_success(address)
         return response
+
+    def _failed(self, address: str, e: grpc.RpcError, what: str) -> RaftkaError:
+        err = error_from_rpc(e, f"{what} at {address}")
+        self.note_failure(address, err)
+        return err
 
     def call_broker(self, address: str, method: str, request: Any, timeout_s: float,
                     what: str = "") -> Any:
         fn = getattr(self.broker_stub(address), method)
         return self.call(address, fn, request, timeout_s, what or method)
+
+    def start_broker_call(self, address: str, method: str, request: Any,
+                          timeout_s: float) -> grpc.Future:
+        """Start a unary broker RPC without waiting (read-ahead); :meth:`finish_call`
+        takes its answer."""
+        fn = getattr(self.broker_stub(address), method)
+        return fn.future(request, timeout=max(timeout_s, 0.001))
+
+    def finish_call(self, address: str, future: grpc.Future, what: str) -> Any:
+        """The answer of a call from :meth:`start_broker_call`, or its RaftkaError."""
+        try:
+            response = future.result()
+        except grpc.RpcError as e:
+            raise self._failed(address, e, what) from e
+        self.note_success(address)
+        return response
 
     def call_admin(self, address: str, method: str, request: Any, timeout_s: float,
                    what: str = "") -> Any:

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
+import grpc
+
 from client._cluster import Backoff, Cluster, sleep_until
 from client._errors import (
     CorruptBatchError,
@@ -37,13 +39,17 @@ from client._errors import (
 from client._types import ConsumedRecord
 from client.pb.raftka.v1 import broker_pb2
 from client.recordbatch import CorruptBatchError as _DecodeError
-from client.recordbatch import decode_records, parse_header
+from client.recordbatch import parse_header, raw_records
 
 __all__ = ["PartitionReader", "TopicReader"]
 
 _OFFSET_NAMES = {"earliest": "earliest", "beginning": "earliest", "smallest": "earliest",
                  "latest": "latest", "end": "latest", "largest": "latest"}
 _RESET_POLICIES = ("earliest", "latest", "none")
+_tuple_new = tuple.__new__  # a NamedTuple without its Python-level __new__: per record
+# What one poll returns at most unless told (whole batches up to here: a small batch is
+# topped up from the next ones, a big one is split).
+_POLL_RECORDS = 10_000
 
 
 def _start_spec(offset: str | int) -> str | int:
@@ -96,7 +102,14 @@ class PartitionReader:
         self._position: int | None = self._start if isinstance(self._start, int) else None
         self._high_watermark: int | None = None
         self._log_start_offset: int | None = None
-        self._buffer: deque[ConsumedRecord] = deque()
+        self._buffer: deque[list[ConsumedRecord]] = deque()  # decoded batches, in order
+        # Fetched batches not decoded yet: (bytes, start, first offset wanted). Decoding one
+        # batch per need keeps few records alive at once (a 4 MiB fetch can hold 500k), so
+        # the garbage collector's passes stay short.
+        self._undecoded: deque[tuple[bytes, int, int]] = deque()
+        # One Fetch started ahead while the caller handles the last one (a backlog only):
+        # (address, offset, future). The server's and the network's time overlap ours.
+        self._read_ahead: tuple[str, int, grpc.Future] | None = None
         self._backoff = Backoff(0.05, 0.5)
         self._closed = False
 
@@ -106,7 +119,9 @@ class PartitionReader:
     def position(self) -> int | None:
         """The offset of the next record ``poll`` returns (None until resolved)."""
         if self._buffer:
-            return self._buffer[0].offset
+            return self._buffer[0][0].offset
+        if self._undecoded:
+            return self._undecoded[0][2]
         return self._position
 
     @property
@@ -129,14 +144,16 @@ class PartitionReader:
         """Continue from ``offset`` ('earliest', 'latest' or an int) at the next poll."""
         spec = _start_spec(offset)
         self._buffer.clear()
+        self._undecoded.clear()
+        self._cancel_read_ahead()
         self._start = spec
         self._position = spec if isinstance(spec, int) else None
 
     # ------------------------------------------------------------------ reading
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
-        """The next records at ``position`` (advancing it), waiting up to ``timeout``
-        seconds for some to be committed. Retriable failures are retried inside the
+        """The next records at ``position`` (advancing it; at most ``max_records``, by
+        default 10,000), waiting up to ``timeout`` seconds for some to be committed. Retriable failures are retried inside the
         timeout; the others raise (UnknownTopicError, OffsetOutOfRangeError with
         offset_reset='none', ...)."""
         if self._closed:
@@ -144,13 +161,28 @@ class PartitionReader:
         deadline = time.monotonic() + max(timeout, 0.0)
         first = True
         while not self._buffer:
+            if self._undecoded:
+                self._decode_next()
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not first:
                 return []
             first = False
             self._fetch_once(max(remaining, 0.0), deadline)
-        n = len(self._buffer) if max_records is None else min(max_records, len(self._buffer))
-        return [self._buffer.popleft() for _ in range(n)]
+        limit = _POLL_RECORDS if max_records is None else max_records
+        out = self._buffer.popleft()
+        while len(out) < limit and (self._buffer or self._undecoded):
+            if not self._buffer:
+                try:
+                    self._decode_next()
+                except CorruptBatchError:
+                    break  # the next poll raises it, after these records are handed out
+                continue
+            out += self._buffer.popleft()
+        if len(out) > limit:
+            self._buffer.appendleft(out[limit:])
+            del out[limit:]
+        return out
 
     def __iter__(self) -> Iterator[ConsumedRecord]:
         while True:
@@ -171,15 +203,17 @@ class PartitionReader:
             if self._position is None:
                 self._resolve_start(address, remaining)
             assert self._position is not None
-            wait_ms = int(min(self._max_wait_ms, remaining * 1000))
-            response = self._cluster.call_broker(
-                address, "Fetch",
-                broker_pb2.FetchRequest(topic=self.topic, partition=self.partition,
-                                        offset=self._position, max_bytes=self._max_bytes,
-                                        max_wait_ms=wait_ms),
-                wait_ms / 1000 + self._rpc_margin_s,
-                f"Fetch {self.topic}/{self.partition}@{self._position}",
-            )
+            what = f"Fetch {self.topic}/{self.partition}@{self._position}"
+            ahead, self._read_ahead = self._read_ahead, None
+            if ahead is not None and ahead[:2] == (address, self._position):
+                response = self._cluster.finish_call(address, ahead[2], what)
+            else:
+                if ahead is not None:
+                    ahead[2].cancel()
+                wait_ms = int(min(self._max_wait_ms, remaining * 1000))
+                response = self._cluster.call_broker(
+                    address, "Fetch", self._fetch_request(self._position, wait_ms),
+                    wait_ms / 1000 + self._rpc_margin_s, what)
         except NotLeaderError as e:
             if not self._cluster.note_not_leader(self.topic, self.partition, e):
                 self._refresh(remaining)
@@ -204,7 +238,24 @@ class PartitionReader:
             sleep_until(deadline, self._backoff.next())
             return
         self._backoff.reset()
+        after = response.next_offset
+        if self._position < after < response.high_watermark:  # a backlog: read ahead
+            self._read_ahead = (address, after, self._cluster.start_broker_call(
+                address, "Fetch", self._fetch_request(after, self._max_wait_ms),
+                self._max_wait_ms / 1000 + self._rpc_margin_s))
         self._take(response)
+        if self._read_ahead is not None and self._read_ahead[1] != self._position:
+            self._cancel_read_ahead()  # the broker's next_offset was not where we stopped
+
+    def _fetch_request(self, offset: int, wait_ms: int) -> broker_pb2.FetchRequest:
+        return broker_pb2.FetchRequest(topic=self.topic, partition=self.partition,
+                                       offset=offset, max_bytes=self._max_bytes,
+                                       max_wait_ms=wait_ms)
+
+    def _cancel_read_ahead(self) -> None:
+        ahead, self._read_ahead = self._read_ahead, None
+        if ahead is not None:
+            ahead[2].cancel()
 
     def _take(self, response: broker_pb2.FetchResponse) -> None:
         position = self._position
@@ -214,8 +265,6 @@ class PartitionReader:
         self._high_watermark = max(self._high_watermark or 0, response.high_watermark)
         self._log_start_offset = response.log_start_offset
         buf = response.record_batches
-        topic, partition = self.topic, self.partition
-        out = self._buffer
         next_position = position
         if buf:
             pos = 0
@@ -223,20 +272,18 @@ class PartitionReader:
                 while pos < len(buf):
                     header = parse_header(buf, pos)  # validates length and CRC
                     if header.next_offset > next_position and not header.is_control:
-                        for r in decode_records(buf, pos, verify=False):
-                            if r.offset >= next_position:
-                                out.append(ConsumedRecord(topic, partition, r.offset, r.key,
-                                                          r.value, r.headers,
-                                                          r.timestamp_ms or 0))
+                        self._undecoded.append((buf, pos, max(next_position,
+                                                              header.base_offset)))
                     next_position = max(next_position, header.next_offset)
                     pos += header.size
             except _DecodeError as e:
                 if next_position == position:  # nothing usable: refuse to skip data
                     raise CorruptBatchError(
-                        f"fetch of {topic}/{partition}@{position} returned a corrupt batch: "
-                        f"{e}") from e
-                # keep what decoded; the next fetch starts right after it
+                        f"fetch of {self.topic}/{self.partition}@{position} returned a "
+                        f"corrupt batch: {e}") from e
+                # keep what is sound; the next fetch starts right after it
         elif response.records:  # a broker that answered with decoded records
+            out: list[ConsumedRecord] = []
             for r in response.records:
                 if r.offset >= next_position:
                     out.append(ConsumedRecord(
@@ -247,9 +294,31 @@ class PartitionReader:
                               for h in r.headers),
                         r.timestamp_ms))
                     next_position = r.offset + 1
+            if out:
+                self._buffer.append(out)
         elif position < response.next_offset <= response.high_watermark:
             next_position = response.next_offset  # a gap the broker told us to skip
         self._position = next_position
+
+    def _decode_next(self) -> None:
+        """Decode the oldest fetched batch into the buffer. A batch whose records do not
+        decode (its CRC was sound: a buggy producer) is never skipped: every poll raises
+        CorruptBatchError from it until ``seek`` moves past it."""
+        buf, pos, first = self._undecoded[0]
+        topic, partition = self.topic, self.partition
+        try:
+            records = raw_records(buf, pos, verify=False)
+        except _DecodeError as e:  # stays first in line: the next poll raises again
+            self._cancel_read_ahead()
+            raise CorruptBatchError(
+                f"fetch of {topic}/{partition}@{first} returned a corrupt batch: {e}") from e
+        self._undecoded.popleft()
+        new = _tuple_new
+        out = [new(ConsumedRecord, (topic, partition, r.offset, r.key, r.value,
+                                    tuple(r.headers) if r.headers else (), r.timestamp))
+               for r in records if r.offset >= first]
+        if out:
+            self._buffer.append(out)
 
     # ------------------------------------------------------------------ helpers
 
@@ -313,6 +382,7 @@ class PartitionReader:
 
     def close(self) -> None:
         self._closed = True
+        self._cancel_read_ahead()
         if self._owns_cluster:
             self._cluster.close()
 

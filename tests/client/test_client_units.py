@@ -412,6 +412,105 @@ def test_reader_refuses_to_skip_past_a_corrupt_first_batch() -> None:
         c.close()
 
 
+def test_reader_hands_out_records_before_a_corrupt_batch_then_stops_at_it() -> None:
+    c = Cluster("127.0.0.1:1")
+    try:
+        reader = PartitionReader(c, "t", 0, offset=0)
+        good = recordbatch.build_batch([(None, b"a"), (None, b"b")], base_offset=0)
+        # a CRC-valid batch whose records do not decode (a buggy producer)
+        bad = bytearray(recordbatch.build_batch([(None, b"c")], base_offset=2))
+        bad[57:61] = (2).to_bytes(4, "big")  # recordCount 2, one record present
+        bad[23:27] = (1).to_bytes(4, "big")  # lastOffsetDelta to match
+        bad[17:21] = crc32c(bytes(bad[21:])).to_bytes(4, "big")
+        reader._take(broker_pb2.FetchResponse(record_batches=good + bytes(bad),
+                                              high_watermark=4))
+        assert [r.value for r in reader.poll(0)] == [b"a", b"b"]
+        for _ in range(2):  # never skipped: the position stays at the corrupt batch
+            with pytest.raises(CorruptBatchError, match="t/0@2"):
+                reader.poll(0)
+            assert reader.position == 2
+        reader.seek(4)  # the way past it: an explicit seek
+        assert reader.position == 4
+    finally:
+        c.close()
+
+
+def test_reader_poll_splits_and_tops_up_batches() -> None:
+    c = Cluster("127.0.0.1:1")
+    try:
+        reader = PartitionReader(c, "t", 0, offset=0)
+        reader._take(_fetched([(0, [b"a", b"b", b"c"]), (3, [b"d"]), (4, [b"e", b"f"])],
+                              high_watermark=6))
+        assert [r.offset for r in reader.poll(0, max_records=2)] == [0, 1]
+        assert reader.position == 2
+        assert [r.offset for r in reader.poll(0, max_records=3)] == [2, 3, 4]
+        assert [r.offset for r in reader.poll(0)] == [5]
+        assert reader.position == 6 and reader.at_end
+    finally:
+        c.close()
+
+
+class _FakeLeader:
+    """Stands in for Cluster: one leader; Fetch answers from a list, and records which
+    fetches were started ahead and which were cancelled."""
+
+    def __init__(self, responses: dict[int, broker_pb2.FetchResponse]) -> None:
+        self.responses = responses
+        self.sync_calls: list[int] = []
+        self.started: list[int] = []
+        self.cancelled: list[int] = []
+
+    def leader_address(self, topic: str, partition: int) -> str:
+        return "leader:1"
+
+    def call_broker(self, address, method, request, timeout_s, what=""):  # noqa: ANN001, ANN201
+        self.sync_calls.append(request.offset)
+        return self.responses[request.offset]
+
+    def start_broker_call(self, address, method, request, timeout_s):  # noqa: ANN001, ANN201
+        self.started.append(request.offset)
+        fake = self
+
+        class _Future:
+            def result(self):  # noqa: ANN201
+                return fake.responses[request.offset]
+
+            def cancel(self) -> bool:
+                fake.cancelled.append(request.offset)
+                return True
+
+        return _Future()
+
+    def finish_call(self, address, future, what):  # noqa: ANN001, ANN201
+        return future.result()
+
+    def close(self) -> None:
+        pass
+
+
+def test_reader_fetches_ahead_while_a_backlog_remains_and_cancels_on_seek() -> None:
+    def response(base: int, n: int) -> broker_pb2.FetchResponse:
+        r = _fetched([(base, [b"v"] * n)], high_watermark=9)
+        r.next_offset = base + n
+        return r
+
+    fake = _FakeLeader({0: response(0, 3), 3: response(3, 3), 6: response(6, 3)})
+    reader = PartitionReader(c := Cluster("127.0.0.1:1"), "t", 0, offset=0)
+    c.close()
+    reader._cluster = fake  # type: ignore[assignment]
+    assert [r.offset for r in reader.poll(0)] == [0, 1, 2]
+    assert fake.sync_calls == [0] and fake.started == [3]  # 3.. asked for while we decode
+    assert [r.offset for r in reader.poll(0)] == [3, 4, 5]
+    assert fake.sync_calls == [0] and fake.started == [3, 6]
+    reader.seek(0)  # the fetch of 6.. is no longer wanted
+    assert fake.cancelled == [6]
+    assert [r.offset for r in reader.poll(0)] == [0, 1, 2] and fake.sync_calls == [0, 0]
+    assert [r.offset for r in reader.poll(0)] == [3, 4, 5]
+    assert [r.offset for r in reader.poll(0)] == [6, 7, 8]
+    assert fake.started == [3, 6, 3, 6]  # nothing started past the high watermark
+    reader.close()
+
+
 def test_reader_offset_arguments() -> None:
     c = Cluster("127.0.0.1:1")
     try:

@@ -521,10 +521,10 @@ def test_negative_record_count(small_batch: bytes) -> None:
 def test_record_count_disagreeing_with_records(compression: str) -> None:
     batch = _build(_sample_records(10), compression)
     fewer = _patch(_patch(batch, ">i", 57, 9), ">i", 23, 8)
-    with pytest.raises(CorruptBatchError, match="bytes left after the 9 records"):
+    with pytest.raises(CorruptBatchError, match="unconsumed bytes after all records"):
         decode_records(fewer)
     more = _patch(_patch(batch, ">i", 57, 11), ">i", 23, 10)
-    with pytest.raises(CorruptBatchError, match="ends inside record 10 of 11"):
+    with pytest.raises(CorruptBatchError, match="records section does not decode"):
         decode_records(more)
 
 
