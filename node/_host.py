@@ -7,7 +7,8 @@ Asyncio tasks owned here (see also node/README.md):
   every dirty group and runs the RawNode ordering rules for all of them at once:
   1. send every Ready's ``messages`` (leaders replicate while they write: thesis §10.2.1);
   2. persist every group's hard state/entries/snapshot with ONE ``save_many`` (one WAL
-     sync) in a worker thread, so the event loop keeps serving while the disk syncs;
+     sync) on the host's own sync thread (``_SyncThread``), so the event loop keeps
+     serving while the disk syncs;
   3. send ``messages_after_persist``;
   4. hand snapshots and committed entries to each group's state machine;
   5. ``advance``.
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import random
+import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from raft import Config, ConfState, Entry, Message, RawNode, Ready, Role, Snapshot
 from raft.rocks_storage import RocksGroupStorage, RocksLogDB
@@ -56,6 +59,57 @@ class RaftTiming:
         self.heartbeat_tick = heartbeat_tick
 
 
+class _SyncThread:
+    """One long-lived thread that runs the ready loop's synced writes.
+
+    Replaces ``asyncio.to_thread`` per pass (a thread-pool submit, a context copy and two
+    chained futures each time: ~12% of a leader's samples at 1,000 writes/s). The loop puts
+    ``(items, future)`` on a ``SimpleQueue`` (the thread blocks in ``get()`` without polling
+    and without the GIL) and awaits the future; the thread completes it with
+    ``call_soon_threadsafe``. The write itself is ``save_many`` (unsynced write, then
+    ``flush_wal(True)``, which releases the GIL during the fsync: PERF-FACTS), never on the
+    loop thread. At most one write is outstanding: the ready loop awaits each."""
+
+    def __init__(self, save: Callable[[list], None], name: str) -> None:
+        self._save = save
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            items, future, loop = job
+            try:
+                self._save(items)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting loop
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            else:
+                loop.call_soon_threadsafe(_set_result, future)
+
+    def save(self, items: list) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((items, future, loop))
+        return future
+
+    def stop(self) -> None:
+        """Ends the thread after the write in progress (if any); does not wait."""
+        self._queue.put(None)
+
+
+def _set_result(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
 class Group:
     __slots__ = ("group_id", "node", "storage", "sm", "closed", "bootstrapped")
 
@@ -81,6 +135,7 @@ class RaftHost:
         self._dirty: set[int] = set()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._sync: _SyncThread | None = None
 
     # ------------------------------------------------------------------ groups
     def add_group(self, group_id: int, sm: StateMachine, bootstrap: ConfState | None,
@@ -145,6 +200,7 @@ class RaftHost:
     # ------------------------------------------------------------------ run
     def start(self) -> None:
         self.transport.start()
+        self._sync = _SyncThread(self.db.save_many, f"raft-sync-{self.node_id}")
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._ticker(), name="raft-ticker"),
@@ -160,6 +216,8 @@ class RaftHost:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sync is not None:
+            self._sync.stop()
         await self.transport.close()
 
     async def _ticker(self) -> None:
@@ -209,7 +267,7 @@ class RaftHost:
                 items.append((group.group_id, rd.hard_state, rd.entries, rd.snapshot))
                 must_sync = must_sync or rd.must_sync
         if items and must_sync:
-            await asyncio.to_thread(self.db.save_many, items)
+            await self._sync.save(items)
         elif items:
             # Only commit indexes moved: an unsynced write, no thread hop, no fsync wait.
             self.db.save_many(items, sync=False)
