@@ -17,6 +17,8 @@ from grpc_reflection.v1alpha import reflection
 
 from client.pb.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from client.pb.raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
+from raft import StorageCorruption
+from raft.rocks_storage import StorageOpenError, damaged_store_advice
 
 from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
@@ -46,7 +48,16 @@ def setup_logging(level: str) -> None:
 
 
 async def serve(config: NodeConfig) -> int:
-    broker = Broker(config)
+    try:
+        broker = Broker(config)
+    except StorageOpenError as exc:  # already one line: what, where, what to do
+        log.error("node %d cannot start: %s", config.node_id, exc)
+        return 1
+    except OSError as exc:  # creating the data directory
+        log.error("node %d cannot start: cannot create data directory %s (%s); create it or "
+                  "fix its owner and mode", config.node_id, config.data_dir,
+                  exc.strerror or exc)
+        return 1
     server = grpc.aio.server(options=SERVER_OPTIONS)
     broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker), server)
@@ -76,7 +87,14 @@ async def serve(config: NodeConfig) -> int:
         broker.db.close()
         return 2
     await server.start()
-    await broker.start()
+    try:
+        await broker.start()  # loads the controller group's log: validated, may be damaged
+    except StorageCorruption as exc:
+        log.error("node %d cannot start: %s (raft log store %s); %s", config.node_id, exc,
+                  broker.db.path, damaged_store_advice(broker.db.path))
+        await server.stop(grace=None)
+        broker.db.close()
+        return 1
     groups.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
