@@ -10,8 +10,9 @@ Threads, and why:
   two ``poll`` calls never makes the member miss its session timeout; it also brings new
   target assignments from the coordinator;
 - one **fetcher thread per owned partition** reads ahead (long-poll Fetch against the
-  partition leader, following leader changes) into a bounded buffer, so partitions are read
-  in parallel and ``poll`` only hands records out.
+  partition leader, following leader changes; about two fetches' worth per partition), so
+  partitions are read in parallel; ``poll`` decodes the fetched batches in the caller's
+  thread and hands the records out.
 
 Assignment changes are applied inside ``poll`` (never behind the application's back):
 revoked partitions stop, and with auto-commit their positions are committed first; added
@@ -30,12 +31,12 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
 from client._cluster import Backoff, Cluster
 from client._coordinator import GroupCoordinatorClient
 from client._errors import (
+    CorruptBatchError,
     FencedMemberEpochError,
     OffsetOutOfRangeError,
     RaftkaError,
@@ -52,7 +53,9 @@ __all__ = ["CommitFailedError", "Consumer"]
 log = logging.getLogger("raftka.consumer")
 
 _RESETS = ("earliest", "latest", "none")
-BUFFER_RECORDS_MAX = 20_000  # per partition, read ahead of poll
+# Per partition: fetch again when fewer fetched batches than this wait for poll (the reader
+# also keeps one more Fetch in flight while a backlog remains).
+READ_AHEAD_BATCHES = 2
 
 
 def _by_topic(tps: Iterable[tuple[str, int]]) -> list[group_pb2.TopicPartitions]:
@@ -69,15 +72,15 @@ class CommitFailedError(RaftkaError):
 
 
 class _Fetcher:
-    """Reads one partition ahead of ``poll`` in its own thread."""
+    """Fetches one partition ahead of ``poll`` in its own thread. It never decodes: ``poll``
+    does, in the caller's thread, so this thread mostly waits on the network without the
+    GIL, and the caller does not queue for the GIL behind a decoding thread."""
 
     def __init__(self, consumer: Consumer, tp: TopicPartition, start: int | str) -> None:
         self.tp = tp
-        self.buffer: deque[list[ConsumedRecord]] = deque()  # fetched chunks, in order
-        self.buffered = 0  # records in ``buffer``
         self.error: BaseException | None = None
         self._consumer = consumer
-        self._reader = PartitionReader(
+        self.reader = PartitionReader(
             consumer._cluster, tp.topic, tp.partition, start,
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms)
@@ -88,14 +91,15 @@ class _Fetcher:
 
     def _run(self) -> None:
         cond = self._consumer._cond
+        reader = self.reader
         while not self._stop.is_set():
             with cond:
-                while self.buffered >= BUFFER_RECORDS_MAX and not self._stop.is_set():
+                while reader.fetched_batches >= READ_AHEAD_BATCHES and not self._stop.is_set():
                     cond.wait(0.2)
             if self._stop.is_set():
                 return
             try:
-                records = self._reader.poll(0.5)
+                reader.fetch(0.5)
             except RaftkaError as exc:
                 if exc.retriable:
                     time.sleep(0.1)
@@ -109,19 +113,16 @@ class _Fetcher:
                     self.error = exc
                     cond.notify_all()
                 return
-            if records:
+            if reader.fetched_batches:
                 with cond:
-                    if not self._stop.is_set():
-                        self.buffer.append(records)
-                        self.buffered += len(records)
-                        cond.notify_all()
+                    cond.notify_all()
 
     def stop(self) -> None:
         self._stop.set()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
-        self._reader.close()
+        self.reader.close()
 
 
 class Consumer:
@@ -329,7 +330,8 @@ class Consumer:
 
     def _ready_locked(self) -> bool:
         return (self._incoming is not None or self._lost or self._hb_error is not None
-                or any(f.buffer or f.error for f in self._fetchers.values()))
+                or any(f.reader.fetched_batches or f.error
+                       for f in self._fetchers.values()))
 
     def _take(self, limit: int) -> list[ConsumedRecord]:
         out: list[ConsumedRecord] = []
@@ -341,29 +343,29 @@ class Consumer:
                 if f.error is not None:
                     err, f.error = f.error, None
                     self._on_fetch_error(f, err)
-            n = len(fetchers)
-            for i in range(n):  # rotate the start so no partition starves the others
-                f = fetchers[(self._rotation + i) % n]
-                buf = f.buffer
-                taken = 0
-                while buf and len(out) < limit:
-                    chunk = buf[0]
-                    need = limit - len(out)
-                    if len(chunk) <= need:
-                        out.extend(chunk)
-                        buf.popleft()
-                        taken += len(chunk)
-                    else:
-                        out.extend(chunk[:need])
-                        buf[0] = chunk[need:]
-                        taken += need
-                if taken:
-                    f.buffered -= taken
-                    self._positions[f.tp] = out[-1].offset + 1
-                if len(out) >= limit:
-                    break
-            self._rotation += 1
-            self._cond.notify_all()  # fetchers waiting for room
+        n = len(fetchers)
+        for i in range(n):  # rotate the start so no partition starves the others
+            f = fetchers[(self._rotation + i) % n]
+            if not f.reader.fetched_batches:
+                continue
+            try:
+                records = f.reader.take(limit - len(out))  # decodes here, not in the fetcher
+            except CorruptBatchError as err:
+                if out:
+                    break  # hand these out first; the next poll raises it
+                self._on_fetch_error(f, err)
+            if records:
+                self._positions[f.tp] = records[-1].offset + 1
+                if out:
+                    out += records
+                else:
+                    out = records
+            if len(out) >= limit:
+                break
+        self._rotation += 1
+        if any(f.reader.fetched_batches < READ_AHEAD_BATCHES for f in fetchers):
+            with self._cond:
+                self._cond.notify_all()  # fetchers waiting for room
         return out
 
     def _on_fetch_error(self, f: _Fetcher, err: BaseException) -> None:

@@ -153,36 +153,58 @@ class PartitionReader:
 
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
         """The next records at ``position`` (advancing it; at most ``max_records``, by
-        default 10,000), waiting up to ``timeout`` seconds for some to be committed. Retriable failures are retried inside the
-        timeout; the others raise (UnknownTopicError, OffsetOutOfRangeError with
-        offset_reset='none', ...)."""
-        if self._closed:
-            raise RaftkaError("the reader is closed")
+        default 10,000), waiting up to ``timeout`` seconds for some to be committed.
+        Retriable failures are retried inside the timeout; the others raise
+        (UnknownTopicError, OffsetOutOfRangeError with offset_reset='none', ...)."""
+        self._check_open()
         deadline = time.monotonic() + max(timeout, 0.0)
         first = True
-        while not self._buffer:
-            if self._undecoded:
-                self._decode_next()
-                continue
+        while not (self._buffer or self._undecoded):
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not first:
                 return []
             first = False
             self._fetch_once(max(remaining, 0.0), deadline)
+        return self.take(max_records)
+
+    def fetch(self, timeout: float = 1.0) -> None:
+        """One fetch (with its retries) into the reader, without decoding: the records come
+        out of :meth:`take`. For a thread that reads ahead while another decodes — the only
+        two methods that may run in different threads at once (``take`` in one thread)."""
+        self._check_open()
+        self._fetch_once(max(timeout, 0.0), time.monotonic() + max(timeout, 0.0))
+
+    @property
+    def fetched_batches(self) -> int:
+        """Batches fetched and not yet handed out (decoded or not): a read-ahead depth."""
+        return len(self._undecoded) + len(self._buffer)
+
+    def take(self, max_records: int | None = None) -> list[ConsumedRecord]:
+        """Records already fetched (decoding as needed; never waits for the network), at
+        most ``max_records`` (default 10,000)."""
         limit = _POLL_RECORDS if max_records is None else max_records
-        out = self._buffer.popleft()
+        out: list[ConsumedRecord] = []
         while len(out) < limit and (self._buffer or self._undecoded):
             if not self._buffer:
                 try:
                     self._decode_next()
                 except CorruptBatchError:
-                    break  # the next poll raises it, after these records are handed out
+                    if out:
+                        break  # the next call raises it, after these records are handed out
+                    raise
                 continue
-            out += self._buffer.popleft()
+            if out:
+                out += self._buffer.popleft()
+            else:
+                out = self._buffer.popleft()
         if len(out) > limit:
             self._buffer.appendleft(out[limit:])
             del out[limit:]
         return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RaftkaError("the reader is closed")
 
     def __iter__(self) -> Iterator[ConsumedRecord]:
         while True:
