@@ -4,6 +4,7 @@ Producer, PartitionReader, TopicReader)."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import statistics
 import tempfile
@@ -21,6 +22,23 @@ PRODUCER_BULK = {"linger_ms": 5, "batch_size": 1000 * 1024}  # < max.message.byt
 PRODUCER_LATENCY = {"linger_ms": 0}
 READER_MAX_BYTES = 4 << 20
 SCALE_SETTLE_S = 150.0  # bound on waiting for every partition of w7 to elect a leader
+_WORDS = (b"alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
+          b"november oscar papa quebec romeo sierra tango uniform victor whiskey").split()
+
+
+def distinct_values(size: int, count: int = SEND_MANY_CHUNK) -> list[bytes]:
+    """``count`` different JSON-like values of exactly ``size`` bytes (ids, amounts, a random
+    token and words vary), so the producer's lz4 sees realistic data: one value repeated
+    would compress tens of times and flatter Raftka (NATS does not compress)."""
+    rng = random.Random(size)
+    out = []
+    for i in range(count):
+        head = (b'{"order": %d, "sku": "%s", "qty": %d, "price": %d, "note": "'
+                % (rng.randrange(10**8), rng.randbytes(6).hex().encode(), rng.randrange(1, 9),
+                   rng.randrange(100, 99_999)))
+        words = b" ".join(rng.choice(_WORDS) for _ in range(size // 5))
+        out.append((head + words)[: size - 2] + b'"}')
+    return out
 
 
 class RaftkaSystem:
@@ -59,7 +77,9 @@ class RaftkaSystem:
                            f"in flight per partition) with {PRODUCER_BULK}: send_many of "
                            f"{SEND_MANY_CHUNK} records per call, and one send() per record; "
                            f"latency runs {PRODUCER_LATENCY}; PartitionReader max_bytes "
-                           f"{READER_MAX_BYTES}"}
+                           f"{READER_MAX_BYTES}; throughput and backlog records cycle "
+                           f"through {SEND_MANY_CHUNK} distinct JSON-like values (lz4 "
+                           f"ratio ~2.2), latency records are one fixed value"}
 
     def new_topic(self, partitions: int = 1) -> str:
         self._topics += 1
@@ -77,7 +97,7 @@ class RaftkaSystem:
         """client 'bulk': send_many of SEND_MANY_CHUNK records per call, round-robin over
         partitions; 'send': one send() per record (sticky partitioning)."""
         topic = self.new_topic(partitions)
-        value = value_of(size)
+        chunk = distinct_values(size)
         secs = self.settings.produce_s
         with Producer(self.bootstrap, acks="all", **PRODUCER_BULK) as producer:
             stats = producer.statistics
@@ -85,7 +105,6 @@ class RaftkaSystem:
                         lambda: stats()["records_sent"]):
                 start = time.perf_counter()
                 if client == "bulk":
-                    chunk = [value] * SEND_MANY_CHUNK
                     p = 0
                     while time.perf_counter() - start < secs:
                         producer.send_many(topic, chunk, partition=p)
@@ -93,7 +112,7 @@ class RaftkaSystem:
                 else:
                     send = producer.send
                     while time.perf_counter() - start < secs:
-                        for _ in range(1000):
+                        for value in chunk:
                             send(topic, value)
                 producer.flush()
                 elapsed = time.perf_counter() - start
@@ -163,7 +182,7 @@ class RaftkaSystem:
 
     def fill(self, records: int) -> str:
         topic = self.new_topic(1)
-        chunk = [value_of(100)] * SEND_MANY_CHUNK
+        chunk = distinct_values(100)
         with Producer(self.bootstrap, acks="all", **PRODUCER_BULK) as producer:
             with Ticker(bar(f"Raftka fill {records:,} x 100B", records),
                         lambda: producer.statistics()["records_sent"]):
