@@ -72,6 +72,17 @@ SNAPSHOT_VERSION = 2
 # producerId | producerEpoch | baseSequence of a batch, at byte 43 of its header
 _PRODUCER_FIELDS = struct.Struct(">qhi")
 _PRODUCER_FIELDS_AT = HEADER_SIZE + 43
+
+
+def _feed_producers(producers: ProducerStateTable, data: bytes, base: int, last: int,
+                    at: int, index: int) -> None:
+    """One data entry's batch, as the producer table sees it: at apply, and when a restart
+    replays the retained log (from its producer fields alone: records are never read)."""
+    producers.observe_time(at)
+    if len(data) >= _PRODUCER_FIELDS_AT + _PRODUCER_FIELDS.size:
+        pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, _PRODUCER_FIELDS_AT)
+        if pid >= 0:  # idempotent: one batch per entry (checked at produce)
+            producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
 INDEX_CACHE_MAX = 1 << 20
 REPLAY_CHUNK_BYTES = 4 << 20
 PENDING_REQUESTS_MAX = 10_000
@@ -194,7 +205,6 @@ class PartitionReplica:
         the table already reflects changes nothing (``apply_batch`` is keyed on the index).
         Costs one pass over the retained log at startup (see node/README.md)."""
         producers = self.producers
-        pid_at, unpack_pid = _PRODUCER_FIELDS_AT, _PRODUCER_FIELDS.unpack_from
         index, last = node.first_index, node.applied_index
         while index <= last:
             entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
@@ -202,14 +212,10 @@ class PartitionReplica:
                 break
             for e in entries:
                 data = e.data
-                if (e.kind == EntryKind.NORMAL and len(data) >= pid_at + 14
+                if (e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE
                         and data[0] == ENTRY_MAGIC):
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
-                    producers.observe_time(at)
-                    pid, epoch, seq = unpack_pid(data, pid_at)
-                    if pid >= 0:
-                        producers.apply_batch(pid, epoch, seq, lst - base + 1, base, lst, at,
-                                              e.index)
+                    _feed_producers(producers, data, base, lst, at, e.index)
             index = entries[-1].index + 1
 
     def _header_at(self, index: int) -> EntryHeader | None:
@@ -240,7 +246,6 @@ class PartitionReplica:
         hw = self.high_watermark
         magic = ENTRY_MAGIC
         producers = self.producers
-        pid_at, unpack_pid = _PRODUCER_FIELDS_AT, _PRODUCER_FIELDS.unpack_from
         for e in entries:
             data = e.data
             if e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE and data[0] == magic:
@@ -248,12 +253,7 @@ class PartitionReplica:
                 offsets.append(base)
                 raft_indexes.append(e.index)
                 hw = last + 1
-                producers.observe_time(at)
-                if len(data) >= pid_at + 14:
-                    pid, epoch, seq = unpack_pid(data, pid_at)
-                    if pid >= 0:  # idempotent: one batch per entry (checked at produce)
-                        producers.apply_batch(pid, epoch, seq, last - base + 1, base, last,
-                                              at, e.index)
+                _feed_producers(producers, data, base, last, at, e.index)
         self.applied_index = entries[-1].index
         if producers.pending_count:
             producers.applied_through(self.applied_index)
