@@ -34,10 +34,28 @@ class Settings:
     scale_partitions: int = 1000
     scale_idle_s: float = 10.0
 
+    limit_scale: float = 1.0  # multiplies every workload's time bound (--limit-scale)
+
     @classmethod
-    def quick(cls) -> Settings:
-        return cls(produce_s=2.0, latency_s=2.0, e2e_s=2.0, backlog_records=100_000,
-                   consume_cap_s=5.0, failover_trials=2, scale_partitions=60, scale_idle_s=3.0)
+    def quick(cls, **overrides: float) -> Settings:
+        return cls(**{**dict(produce_s=2.0, latency_s=2.0, e2e_s=2.0, backlog_records=100_000,
+                             consume_cap_s=5.0, failover_trials=2, scale_partitions=60,
+                             scale_idle_s=3.0), **overrides})
+
+    def limit_s(self, kind: str) -> float:
+        """The time bound of one workload step (bench/run.py fails and cleans up a step that
+        runs past it): its nominal length plus 60 s of slack for setup (a cluster, a
+        stream, leaders) and a loaded machine, times ``limit_scale``."""
+        nominal = {
+            "produce": self.produce_s,
+            "latency": self.latency_s + 15,  # Raftka's raw-RPC run may lag up to 15 s
+            "fill": self.backlog_records / 4000,  # >= 4,000 records/s
+            "consume": max(self.consume_cap_s, self.backlog_records / 10000),
+            "e2e": self.e2e_s + 10,  # deliveries still due are awaited up to 10 s
+            "failover": self.failover_trials * 45,
+            "scale": 150 + 0.4 * self.scale_partitions + 5 + self.scale_idle_s,
+        }[kind]
+        return round((nominal + 60) * self.limit_scale)
 
 
 def value_of(size: int, i: int = 0) -> bytes:

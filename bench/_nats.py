@@ -9,6 +9,7 @@ nats.go client, built here in GOPATH mode from Debian's packages) and nats-py.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import shutil
@@ -39,6 +40,17 @@ from bench._common import (
 REPO = Path(__file__).resolve().parents[1]
 GOPATH = "/usr/share/gocode"  # Debian's golang-github-nats-io-go-nats-dev installs here
 WINDOW = 4000  # unacked async publishes per client (nats.go's and nats-py's default)
+ACK_TIMEOUT_S = 10.0  # a publish not acked by then is given up (and, in the fill, sent again)
+STALL_TIMEOUT_S = 60.0  # a run with no ack/delivery for this long fails (natsload exits)
+STREAM_SETTINGS = ("R3, file storage, retention limits with no limits (max msgs/bytes/age "
+                   "unlimited), discard old, duplicate window 2 min (server defaults), "
+                   "one subject per stream")
+CONSUMER_SETTINGS = ("w4: ephemeral pull consumer, AckNone, deliver all, fetch batches of "
+                     "1,000; w5: ephemeral push consumer, AckNone, deliver new")
+
+
+class WorkloadTimeout(TimeoutError):
+    """A workload ran past the time bound it was given (bench/run.py)."""
 
 
 def nats_server_binary() -> str:
@@ -174,6 +186,59 @@ async def _add_stream(js, name: str, subjects: list[str], timeout: float = 30.0)
             await asyncio.sleep(0.2)
 
 
+class _PyPublisher:
+    """nats-py async publishes with an ack timeout. nats-py's futures have none: a publish
+    whose ack never comes (a stream leader change) would hold one of the
+    ``publish_async_max_pending`` slots for ever, so the window would shrink to nothing;
+    here a future older than ACK_TIMEOUT_S is cancelled, which frees its slot."""
+
+    def __init__(self, js, data: bytes, samples: list[float] | None = None) -> None:  # noqa: ANN001
+        self.js = js
+        self.data = data
+        self.samples = samples  # publish-to-ack seconds of each acked message, if kept
+        self.acked = self.failed = self.timed_out = 0
+        self._pending: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
+        self._reaper: asyncio.Task | None = None
+
+    async def publish(self, subject: str) -> None:
+        if self._reaper is None:  # frees the slots of timed-out publishes, even while
+            self._reaper = asyncio.ensure_future(self._reap())  # publish_async stalls
+        t0 = time.perf_counter()
+        fut = await self.js.publish_async(subject, self.data)
+        fut.add_done_callback(lambda f, t0=t0: self._done(f, t0))
+        self._pending.append((t0, fut))
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self._expire(time.perf_counter())
+
+    def _done(self, fut: asyncio.Future, t0: float) -> None:
+        if fut.cancelled():
+            self.timed_out += 1
+        elif fut.exception() is not None:
+            self.failed += 1
+        else:
+            self.acked += 1
+            if self.samples is not None:
+                self.samples.append(time.perf_counter() - t0)
+
+    def _expire(self, now: float) -> None:
+        pending = self._pending
+        while pending and (pending[0][1].done() or now - pending[0][0] > ACK_TIMEOUT_S):
+            _, fut = pending.popleft()
+            fut.cancel()  # no-op when done
+
+    async def finish(self) -> None:
+        """Wait for every ack (or its timeout)."""
+        while self._pending:
+            self._expire(time.perf_counter())
+            if self._pending:
+                await asyncio.sleep(0.01)
+        if self._reaper is not None:
+            self._reaper.cancel()
+
+
 class NatsSystem:
     """Runs the workloads against a NATS cluster; each method returns a dict of figures."""
 
@@ -185,6 +250,9 @@ class NatsSystem:
         self.cluster: NatsCluster | None = None
         self.natsload: Path | None = None
         self._streams = 0
+        self.deadline: float | None = None  # time.monotonic() bound of the current workload
+        self._children: set[subprocess.Popen] = set()
+        self.backlog: tuple[str, str] | None = None  # w4's filled (stream, subject)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -195,15 +263,53 @@ class NatsSystem:
         self.cluster.start_all()
 
     def stop(self) -> None:
+        self.kill_children()
         if self.cluster is not None:
             self.cluster.stop_all()
             shutil.rmtree(self.cluster.root, ignore_errors=True)
             self.cluster = None
+        self.backlog = None
+
+    def kill_children(self) -> None:
+        """Kill the load generators still running (a workload that timed out)."""
+        for proc in list(self._children):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self._children.discard(proc)
+
+    def healthy(self) -> bool:
+        """Every server process still runs."""
+        return self.cluster is not None and len(self.cluster.procs) == 3 and all(
+            p.poll() is None for p in self.cluster.procs.values())
+
+    def left_s(self, default: float = 3600.0) -> float:
+        """Seconds left before the current workload's deadline."""
+        if self.deadline is None:
+            return default
+        return max(0.5, self.deadline - time.monotonic())
+
+    def run(self, coro):  # noqa: ANN001, ANN201 - a nats-py workload, bounded
+        """asyncio.run() of a nats-py workload, cancelled at the workload's deadline."""
+        left = self.left_s()
+
+        async def bounded():  # noqa: ANN202
+            try:
+                return await asyncio.wait_for(coro, left)
+            except asyncio.TimeoutError:
+                raise WorkloadTimeout(f"nats-py workload cancelled after {left:.0f} s") from None
+        return asyncio.run(bounded())
 
     def describe(self) -> dict[str, str]:
         return {"server": server_version(), "settings": NatsCluster.SETTINGS,
+                "streams": STREAM_SETTINGS, "consumers": CONSUMER_SETTINGS,
                 "clients": "nats.go (Go, bench/natsload) and nats-py "
-                           f"{metadata.version('nats-py')}; async publish window {WINDOW}"}
+                           f"{metadata.version('nats-py')}; async publish window {WINDOW} "
+                           "unacked in w1/w2/w4 fill (both clients) and w3 (Go; nats-py's w3 "
+                           f"and both w5 unbounded, paced); a publish unacked after "
+                           f"{ACK_TIMEOUT_S:.0f} s counts as timed out and frees its slot (the "
+                           "fill sends it again until every record is acked); a client with "
+                           f"no progress for {STALL_TIMEOUT_S:.0f} s fails the workload"}
 
     def new_streams(self, count: int) -> list[tuple[str, str]]:
         """``count`` fresh R3 file streams; (stream, subject) each."""
@@ -221,15 +327,17 @@ class NatsSystem:
                     await _add_stream(js, stream, [subject])
             finally:
                 await nc.close()
-        asyncio.run(create())
+        self.run(create())
         return out
 
     # ------------------------------------------------------------ Go client
     def go(self, desc: str, total: float | None, *args: str) -> dict:
         assert self.cluster is not None and self.natsload is not None
-        cmd = [str(self.natsload), "-url", ",".join(self.cluster.urls), *args]
+        cmd = [str(self.natsload), "-url", ",".join(self.cluster.urls),
+               "-ack-timeout", f"{ACK_TIMEOUT_S}s", "-stall-timeout", f"{STALL_TIMEOUT_S}s", *args]
         progress = bar(desc, total)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._children.add(proc)
         errors: list[str] = []
 
         def read_stderr() -> None:
@@ -242,11 +350,25 @@ class NatsSystem:
                     errors.append(line)
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
-        out, _ = proc.communicate()
-        reader.join()
-        progress.close()
+        limit = self.left_s()
+        try:
+            try:
+                out, _ = proc.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise WorkloadTimeout(f"natsload -mode {args[1] if len(args) > 1 else '?'} "
+                                      f"killed after {limit:.0f} s") from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self._children.discard(proc)
+            reader.join(5)
+            progress.close()
         if proc.returncode != 0:
-            raise RuntimeError(f"natsload {' '.join(args)} failed: {''.join(errors)[-2000:]}")
+            msg = "".join(errors).strip()[-2000:] or f"exit code {proc.returncode}"
+            raise RuntimeError(f"natsload {' '.join(args[:2])}: {msg}")
         return json.loads(out)
 
     # ------------------------------------------------------------ workloads
@@ -257,31 +379,29 @@ class NatsSystem:
         if client == "go":
             r = self.go(desc, None, "-mode", "pub", "-subjects", ",".join(subjects),
                         "-size", str(size), "-duration", f"{secs}s", "-window", str(WINDOW))
-            return {"rate": round(r["rate"]), "acked": r["acked"], "seconds": r["seconds"]}
-        return asyncio.run(self._py_produce(desc, subjects, size, secs))
+            return {"rate": round(r["rate"]), "acked": r["acked"], "seconds": r["seconds"],
+                    "failed": r["failed"], "timed_out": r["timed_out"]}
+        return self.run(self._py_produce(desc, subjects, size, secs))
 
     async def _py_produce(self, desc: str, subjects: list[str], size: int, secs: float) -> dict:
         nc = await _connect(self.cluster.urls)  # type: ignore[union-attr]
-        js = nc.jetstream(publish_async_max_pending=WINDOW)
-        data = value_of(size)
-        acked = [0]
-
-        def done(f: asyncio.Future) -> None:
-            if not f.cancelled() and f.exception() is None:
-                acked[0] += 1
-        with Ticker(bar(desc, None), lambda: acked[0]):
-            start = time.perf_counter()
-            i = 0
-            n = len(subjects)
-            while time.perf_counter() - start < secs:
-                for _ in range(100):
-                    fut = await js.publish_async(subjects[i % n], data)
-                    fut.add_done_callback(done)
-                    i += 1
-            await asyncio.wait_for(js.publish_async_completed(), 30)
-            elapsed = time.perf_counter() - start
-        await nc.close()
-        return {"rate": round(acked[0] / elapsed), "acked": acked[0], "seconds": elapsed}
+        try:
+            js = nc.jetstream(publish_async_max_pending=WINDOW)
+            pub = _PyPublisher(js, value_of(size))
+            with Ticker(bar(desc, None), lambda: pub.acked):
+                start = time.perf_counter()
+                i = 0
+                n = len(subjects)
+                while time.perf_counter() - start < secs:
+                    for _ in range(100):
+                        await pub.publish(subjects[i % n])
+                        i += 1
+                await pub.finish()
+                elapsed = time.perf_counter() - start
+        finally:
+            await nc.close()
+        return {"rate": round(pub.acked / elapsed), "acked": pub.acked, "seconds": elapsed,
+                "failed": pub.failed, "timed_out": pub.timed_out}
 
     def latency(self, client: str, rate: float) -> dict:
         [(_, subject)] = self.new_streams(1)
@@ -290,65 +410,95 @@ class NatsSystem:
         if client == "go":
             r = self.go(desc, rate * secs, "-mode", "lat", "-subjects", subject, "-size", "100",
                         "-duration", f"{secs}s", "-rate", str(rate))
-            return {k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "count", "rate")}
-        return asyncio.run(self._py_latency(desc, subject, rate, secs))
+            return {k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "count", "rate",
+                                      "failed", "timed_out")}
+        return self.run(self._py_latency(desc, subject, rate, secs))
 
     async def _py_latency(self, desc: str, subject: str, rate: float, secs: float) -> dict:
         nc = await _connect(self.cluster.urls)  # type: ignore[union-attr]
-        js = nc.jetstream(publish_async_max_pending=1 << 20)
-        data = value_of(100)
-        samples: list[float] = []
-        with Ticker(bar(desc, rate * secs), lambda: len(samples)):
-            start = time.perf_counter()
-            total = int(rate * secs)
-            done = 0
-            while done < total:
-                now = time.perf_counter()
-                due = min(total, int((now - start) * rate) + 1)
-                for _ in range(due - done):
-                    t0 = time.perf_counter()
-                    fut = await js.publish_async(subject, data)
-                    fut.add_done_callback(
-                        lambda f, t0=t0: samples.append(time.perf_counter() - t0))
-                if due > done:
-                    done = due
-                else:
-                    await asyncio.sleep(max(0.0, start + done / rate - now))
-            elapsed = time.perf_counter() - start
-            await asyncio.wait_for(js.publish_async_completed(), 30)
-        await nc.close()
-        return {**percentiles_ms(samples), "rate": round(total / elapsed)}
+        try:
+            js = nc.jetstream(publish_async_max_pending=1 << 20)
+            pub = _PyPublisher(js, value_of(100), samples=[])
+            assert pub.samples is not None
+            with Ticker(bar(desc, rate * secs), lambda: len(pub.samples or ())):
+                start = time.perf_counter()
+                total = int(rate * secs)
+                done = 0
+                while done < total:
+                    now = time.perf_counter()
+                    due = min(total, int((now - start) * rate) + 1)
+                    for _ in range(due - done):
+                        await pub.publish(subject)
+                    if due > done:
+                        done = due
+                    else:
+                        await asyncio.sleep(max(0.0, start + done / rate - now))
+                elapsed = time.perf_counter() - start
+                await pub.finish()
+        finally:
+            await nc.close()
+        return {**percentiles_ms(pub.samples), "rate": round(total / elapsed),
+                "failed": pub.failed, "timed_out": pub.timed_out}
 
-    def fill(self, records: int) -> tuple[str, str]:
+    def fill(self, records: int) -> dict:
+        """w4's backlog (not timed in the table): publish until ``records`` 100 B messages are
+        acked; a publish whose ack fails or times out is sent again, so the stream may end
+        with a few more (a timed-out publish may still have been stored)."""
+        self.backlog = None
         [(stream, subject)] = self.new_streams(1)
-        self.go(f"NATS go fill {records:,} x 100B", records, "-mode", "pub", "-subjects",
-                subject, "-size", "100", "-count", str(records), "-window", str(WINDOW))
-        return stream, subject
+        r = self.go(f"NATS go fill {records:,} x 100B", records, "-mode", "pub", "-subjects",
+                    subject, "-size", "100", "-count", str(records), "-window", str(WINDOW))
 
-    def consume(self, client: str, stream: str, subject: str, records: int) -> dict:
+        async def messages() -> int:
+            nc = await _connect(self.cluster.urls)  # type: ignore[union-attr]
+            try:
+                return (await nc.jetstream(timeout=10).stream_info(stream)).state.messages
+            finally:
+                await nc.close()
+        stored = self.run(messages())
+        if stored < records:
+            raise RuntimeError(f"backlog stream {stream} holds {stored:,} of {records:,} "
+                               "messages after the fill")
+        self.backlog = (stream, subject)
+        return {"records": records, "stream_messages": stored, "rate": round(r["rate"]),
+                "seconds": round(r["seconds"], 3), "sent": r["sent"], "failed": r["failed"],
+                "timed_out": r["timed_out"]}
+
+    def consume(self, client: str, records: int) -> dict:
+        if self.backlog is None:
+            raise RuntimeError("no backlog: the w4 fill failed or the cluster was restarted")
+        stream, subject = self.backlog
         desc = f"NATS {client} consume backlog"
         if client == "go":
             r = self.go(desc, records, "-mode", "consume", "-stream", stream, "-subjects",
                         subject, "-count", str(records), "-batch", "1000")
-            return {"rate": round(r["rate"]), "count": r["count"], "seconds": r["seconds"]}
-        return asyncio.run(self._py_consume(desc, stream, subject, records))
+            return {"rate": round(r["rate"]), "count": r["count"], "seconds": r["seconds"],
+                    "fetch_timeouts": r["fetch_timeouts"]}
+        return self.run(self._py_consume(desc, stream, subject, records))
 
     async def _py_consume(self, desc: str, stream: str, subject: str, records: int) -> dict:
         nc = await _connect(self.cluster.urls)  # type: ignore[union-attr]
-        js = nc.jetstream(timeout=10)
-        sub = await js.pull_subscribe(subject, stream=stream, config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL))
-        got = [0]
-        cap = self.settings.consume_cap_s
-        with Ticker(bar(desc, records), lambda: got[0]):
-            start = time.perf_counter()
-            while got[0] < records and time.perf_counter() - start < cap:
-                msgs = await sub.fetch(min(1000, records - got[0]), timeout=5)
-                got[0] += len(msgs)
-            elapsed = time.perf_counter() - start
-        await nc.close()
+        try:
+            js = nc.jetstream(timeout=10)
+            sub = await js.pull_subscribe(subject, stream=stream, config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL))
+            got = [0]
+            timeouts = 0
+            cap = self.settings.consume_cap_s
+            with Ticker(bar(desc, records), lambda: got[0]):
+                start = time.perf_counter()
+                while got[0] < records and time.perf_counter() - start < cap:
+                    try:
+                        msgs = await sub.fetch(min(1000, records - got[0]), timeout=5)
+                    except nats.errors.TimeoutError:  # nothing within 5 s; bounded by cap
+                        timeouts += 1
+                        continue
+                    got[0] += len(msgs)
+                elapsed = time.perf_counter() - start
+        finally:
+            await nc.close()
         return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": elapsed,
-                "capped": got[0] < records}
+                "capped": got[0] < records, "fetch_timeouts": timeouts}
 
     def e2e(self, client: str, rate: float) -> dict:
         [(_, subject)] = self.new_streams(1)
@@ -358,10 +508,17 @@ class NatsSystem:
             r = self.go(desc, rate * secs, "-mode", "e2e", "-subjects", subject, "-size", "100",
                         "-duration", f"{secs}s", "-rate", str(rate))
             return {k: r[k] for k in ("p50_ms", "p99_ms", "p999_ms", "max_ms", "count", "rate")}
-        return asyncio.run(self._py_e2e(desc, subject, rate, secs))
+        return self.run(self._py_e2e(desc, subject, rate, secs))
 
     async def _py_e2e(self, desc: str, subject: str, rate: float, secs: float) -> dict:
         nc = await _connect(self.cluster.urls)  # type: ignore[union-attr]
+        try:
+            return await self._py_e2e_on(nc, desc, subject, rate, secs)
+        finally:
+            await nc.close()
+
+    async def _py_e2e_on(self, nc: nats.NATS, desc: str, subject: str, rate: float,
+                         secs: float) -> dict:
         js = nc.jetstream(publish_async_max_pending=1 << 20)
         samples: list[float] = []
 
@@ -391,7 +548,8 @@ class NatsSystem:
             while len(samples) < total and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
         await sub.unsubscribe()
-        await nc.close()
+        if not samples:
+            raise RuntimeError(f"none of the {total:,} messages was delivered")
         return {**percentiles_ms(samples), "rate": round(total / elapsed)}
 
     # ------------------------------------------------------------ failover
@@ -401,7 +559,7 @@ class NatsSystem:
         windows: list[float] = []
         progress = bar("NATS failover (kill -9 leader)", trials, unit="trial")
         for _ in range(trials):
-            windows.append(asyncio.run(self._failover_once(stream, subject)))
+            windows.append(self.run(self._failover_once(stream, subject)))
             progress.update(1)
         progress.close()
         return {"median_s": round(statistics.median(windows), 3),
@@ -464,7 +622,7 @@ class NatsSystem:
                 progress.update(1)
             progress.close()
             await nc.close()
-        asyncio.run(create())
+        self.run(create())
         created_s = time.perf_counter() - t0
         time.sleep(5)  # let elections and catch-up settle before sampling
         usage = idle_usage(self.cluster.pids(), self.settings.scale_idle_s,

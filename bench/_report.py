@@ -42,11 +42,46 @@ SERVER_SIDE = {"w6_failover", "w7_idle"}  # client-independent: measured once fo
 
 
 def _get(results: dict, system: str, key: str, field: str) -> float | None:
-    value = results.get(system, {}).get(key, {})
+    side = results.get(system, {})
+    value = side.get(key, {}) if isinstance(side, dict) else {}
     if not isinstance(value, dict):
         return None
     v = value.get(field)
     return v if isinstance(v, (int, float)) else None
+
+
+SYSTEM_NAMES = {"raftka": "Raftka", "nats_go": "NATS (Go client)", "nats_py": "NATS (nats-py)"}
+
+
+def failure(results: dict, system: str, key: str) -> str | None:
+    """Why a figure is missing: the step failed or timed out (bench/run.py records
+    ``{"error": ..., "failed": true}``), or the whole system's run did."""
+    side = results.get(system)
+    if isinstance(side, dict) and side.get("failed") and "error" in side:
+        return str(side["error"])
+    value = side.get(key) if isinstance(side, dict) else None
+    if isinstance(value, dict) and "error" in value:
+        return str(value["error"])
+    return None
+
+
+class Footnotes:
+    """Numbered reasons of failed cells, printed under the table."""
+
+    def __init__(self) -> None:
+        self.notes: dict[tuple[str, str], int] = {}
+        self.lines: list[str] = []
+
+    def cell(self, results: dict, system: str, key: str, text: str) -> str:
+        why = failure(results, system, key)
+        if why is None:
+            return text
+        ref = self.notes.get((system, key))
+        if ref is None:
+            ref = self.notes[(system, key)] = len(self.notes) + 1
+            self.lines.append(f"[^{ref}]: {SYSTEM_NAMES.get(system, system)} {key} failed: "
+                              f"{why}")
+        return f"failed[^{ref}]"
 
 
 def _fmt(v: float | None, field: str) -> str:
@@ -87,15 +122,29 @@ def render_table(results: dict) -> str:
     settings = results.get("settings", {})
     counts = {"backlog": f"{settings.get('backlog_records', 0):,}",
               "scale": f"{settings.get('scale_partitions', 0):,}"}
+    notes = Footnotes()
     for label, key, field, better, rkey in ROWS:
         label = label.format(**counts)
         r = _get(results, "raftka", rkey or key, field)
         g = _get(results, "nats_go", key, field)
         p = None if key in SERVER_SIDE else _get(results, "nats_py", key, field)
+        rc = notes.cell(results, "raftka", rkey or key, _fmt(r, field))
+        gc = notes.cell(results, "nats_go", key, _fmt(g, field))
+        pc = _fmt(p, field) if key in SERVER_SIDE else notes.cell(results, "nats_py", key,
+                                                                   _fmt(p, field))
         if key in SERVER_SIDE:
             label += " (server-side)"
-        lines.append(f"| {label} | {_fmt(r, field)} | {_fmt(g, field)} | {_fmt(p, field)} | "
-                     f"{_ratio(r, g)} | {_ratio(r, p)} | {better} |")
+        if all(c == "–" for c in (rc, gc, pc)):
+            continue  # a workload not run in this (partial) run
+        lines.append(f"| {label} | {rc} | {gc} | {pc} | {_ratio(r, g)} | {_ratio(r, p)} | "
+                     f"{better} |")
+    if notes.lines:
+        lines += ["", *notes.lines]
+    fills = [f"{SYSTEM_NAMES[k].split(' (')[0]} {v['rate']:,}/s ({v['records']:,} records in "
+             f"{v['seconds']:.1f} s)" for k in ("raftka", "nats_go", "nats_py")
+             if isinstance(v := results.get(k, {}).get("w4_fill"), dict) and "rate" in v]
+    if fills:
+        lines += ["", "w4 backlog fill (not part of the comparison): " + "; ".join(fills)]
     w7 = results.get("raftka", {}).get("w7_idle", {})
     if isinstance(w7, dict) and w7.get("leaderless_at_start"):
         lines += ["", f"Note: w7 Raftka had {w7['leaderless_at_start']} partitions still "

@@ -23,13 +23,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
 from bench._common import Settings
-from bench._nats import NatsSystem
+from bench._nats import NatsSystem, WorkloadTimeout
 from bench._raftka import RaftkaSystem
 from bench._report import charts, render_table
 
@@ -58,92 +59,201 @@ def machine() -> dict[str, object]:
             "loadavg_at_start": os.getloadavg()}
 
 
-class Runner:
-    def __init__(self, settings: Settings, skip: set[str]) -> None:
-        self.settings = settings
-        self.skip = skip
-        self.errors: list[str] = []
+SYSTEMS = ("raftka", "nats-go", "nats-py")
+ALIASES = {"nats": ("nats-go", "nats-py"), "go": ("nats-go",), "py": ("nats-py",)}
 
-    def step(self, results: dict, key: str, fn: Callable[[], dict]) -> None:
+
+class Runner:
+    """Runs every workload step under a time bound (``Settings.limit_s``) on a worker
+    thread. A step that raises or runs past its bound is recorded as failed with the reason
+    (``{"error": ..., "failed": true}``), the processes it left (a load generator, a wedged
+    or dead cluster) are killed and the cluster restarted, and the suite goes on."""
+
+    GRACE_S = 20.0  # NATS steps stop themselves at the bound; this is the backstop after it
+
+    def __init__(self, settings: Settings, workloads: set[str],
+                 clients: tuple[str, ...] = ("go", "py")) -> None:
+        self.settings = settings
+        self.workloads = workloads
+        self.clients = clients
+        self.errors: list[str] = []
+        self.broken: dict[int, str] = {}  # id(system) -> why its cluster is down
+
+    def step(self, results: dict, key: str, fn: Callable[[], dict], kind: str,
+             system: RaftkaSystem | NatsSystem, side: str) -> bool:
+        """Run ``fn`` (one workload step) bounded by ``limit_s(kind)``; its dict goes to
+        ``results[key]``. True when it succeeded."""
+        limit = self.settings.limit_s(kind)
+        if id(system) in self.broken:
+            return self._failed(results, key, side, f"not run: {self.broken[id(system)]}",
+                                limit)
+        box: dict = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                box["error"] = e
+                box["trace"] = traceback.format_exc()
+
+        if isinstance(system, NatsSystem):
+            system.deadline = time.monotonic() + limit
+        worker = threading.Thread(target=target, name=f"bench {side} {key}", daemon=True)
+        t0 = time.perf_counter()
+        worker.start()
         try:
-            results[key] = fn()
-        except Exception as e:  # noqa: BLE001 - one failed figure must not lose the rest
+            worker.join(limit + (self.GRACE_S if isinstance(system, NatsSystem) else 0))
+        finally:
+            if isinstance(system, NatsSystem):
+                system.deadline = None
+        if worker.is_alive():
+            reason = f"timed out after {time.perf_counter() - t0:.0f} s (bound {limit:.0f} s)"
+            self._restart(system, side, reason)
+            worker.join(30)  # its clients now fail fast against the restarted cluster
+            return self._failed(results, key, side, reason, limit, timed_out=True)
+        if "error" in box:
+            e = box["error"]
+            if isinstance(e, KeyboardInterrupt):
+                raise e
+            print(box["trace"], file=sys.stderr, end="")
+            timed_out = isinstance(e, WorkloadTimeout)
+            reason = (f"timed out: {e}" if timed_out else f"{type(e).__name__}: {e}")
+            if timed_out or not _healthy(system):
+                self._restart(system, side, reason)
+            return self._failed(results, key, side, reason, limit, timed_out=timed_out)
+        results[key] = box["value"]
+        return True
+
+    def _failed(self, results: dict, key: str, side: str, reason: str, limit: float,
+                timed_out: bool = False) -> bool:
+        reason = " ".join(reason.split())[:300]
+        results[key] = {"error": reason, "failed": True, "timed_out": timed_out,
+                        "limit_s": limit}
+        self.errors.append(f"{side} {key}: {reason}")
+        print(f"!! {side} {key} failed: {reason}", file=sys.stderr, flush=True)
+        return False
+
+    def _restart(self, system: RaftkaSystem | NatsSystem, side: str, why: str) -> None:
+        """Kill whatever the failed step left running and start a fresh cluster."""
+        print(f"!! {side}: restarting the cluster ({why})", file=sys.stderr, flush=True)
+        try:
+            system.stop()
+            system.start()
+        except Exception as e:  # noqa: BLE001 - the remaining steps are reported as not run
             traceback.print_exc()
-            results[key] = {"error": repr(e)}
-            self.errors.append(f"{key}: {e!r}")
+            self.broken[id(system)] = f"the {side} cluster could not be restarted: {e!r}"
+
+    def has(self, workload: str) -> bool:
+        return workload in self.workloads
 
     def raftka(self, work: Path) -> dict:
         s = RaftkaSystem(self.settings, work)
         out: dict = {"describe": s.describe()}
+        side = "raftka"
         s.start()
         try:
-            if "w1" not in self.skip:
-                self.step(out, "w1_produce_100B", lambda: s.produce("bulk", 100, 1))
-                self.step(out, "w1_produce_100B_send", lambda: s.produce("send", 100, 1))
-            if "w2" not in self.skip:
-                self.step(out, "w2_produce_1KiB", lambda: s.produce("bulk", 1024, 1))
-                self.step(out, "w2_produce_100B_6p", lambda: s.produce("bulk", 100, 6))
-            if "w3" not in self.skip:
-                self.step(out, "w3_latency_1000", lambda: s.latency(1000))
-                self.step(out, "w3_latency_1000_raw", lambda: s.latency_raw(1000))
+            def step(key: str, fn: Callable[[], dict], kind: str) -> bool:
+                return self.step(out, key, fn, kind, s, side)
+            if self.has("w1"):
+                step("w1_produce_100B", lambda: s.produce("bulk", 100, 1), "produce")
+                step("w1_produce_100B_send", lambda: s.produce("send", 100, 1), "produce")
+            if self.has("w2"):
+                step("w2_produce_1KiB", lambda: s.produce("bulk", 1024, 1), "produce")
+                step("w2_produce_100B_6p", lambda: s.produce("bulk", 100, 6), "produce")
+            if self.has("w3"):
+                step("w3_latency_1000", lambda: s.latency(1000), "latency")
+                step("w3_latency_1000_raw", lambda: s.latency_raw(1000), "latency")
                 half = _half_max(out)
-                self.step(out, "w3_latency_half", lambda: s.latency(half))
-            if "w4" not in self.skip:
+                step("w3_latency_half", lambda: s.latency(half), "latency")
+            if self.has("w4"):
                 n = self.settings.backlog_records
                 backlog: list[str] = []
-                self.step(out, "w4_consume", lambda: s.consume(_keep(backlog, s.fill(n)), n))
-                if backlog:
-                    self.step(out, "w4_consume_group", lambda: s.consume_group(backlog[0], n))
-                    self.step(out, "w4_consume_raw", lambda: s.consume_raw(backlog[0], n))
-            if "w5" not in self.skip:
-                self.step(out, "w5_e2e_1000", lambda: s.e2e(1000))
-            if "w6" not in self.skip:
-                self.step(out, "w6_failover", s.failover)
-            if "w7" not in self.skip:
-                s.stop()
-                s.start()
-                self.step(out, "w7_idle", s.scale)
+
+                def fill() -> dict:
+                    t0 = time.perf_counter()
+                    backlog.append(s.fill(n))
+                    secs = time.perf_counter() - t0
+                    return {"records": n, "seconds": round(secs, 3), "rate": round(n / secs)}
+                if step("w4_fill", fill, "fill"):
+                    topic = backlog[0]
+                    step("w4_consume", lambda: s.consume(topic, n), "consume")
+                    step("w4_consume_group", lambda: s.consume_group(topic, n), "consume")
+                    step("w4_consume_raw", lambda: s.consume_raw(topic, n), "consume")
+                else:
+                    for key in ("w4_consume", "w4_consume_group", "w4_consume_raw"):
+                        self._failed(out, key, side, "not run: the backlog fill failed",
+                                     self.settings.limit_s("consume"))
+            if self.has("w5"):
+                step("w5_e2e_1000", lambda: s.e2e(1000), "e2e")
+            if self.has("w6"):
+                step("w6_failover", s.failover, "failover")
+            if self.has("w7"):
+                def scale() -> dict:
+                    s.stop()  # a fresh cluster
+                    s.start()
+                    return s.scale()
+                step("w7_idle", scale, "scale")
         finally:
             s.stop()
         return out
 
-    def nats(self, work: Path, client: str, system: NatsSystem) -> dict:
+    def nats(self, client: str, system: NatsSystem) -> dict:
         out: dict = {}
-        if "w1" not in self.skip:
-            self.step(out, "w1_produce_100B", lambda: system.produce(client, 100, 1))
-        if "w2" not in self.skip:
-            self.step(out, "w2_produce_1KiB", lambda: system.produce(client, 1024, 1))
-            self.step(out, "w2_produce_100B_6p", lambda: system.produce(client, 100, 6))
-        if "w3" not in self.skip:
-            self.step(out, "w3_latency_1000", lambda: system.latency(client, 1000))
+        side = f"nats-{client}"
+
+        def step(key: str, fn: Callable[[], dict], kind: str) -> bool:
+            return self.step(out, key, fn, kind, system, side)
+        if self.has("w1"):
+            step("w1_produce_100B", lambda: system.produce(client, 100, 1), "produce")
+        if self.has("w2"):
+            step("w2_produce_1KiB", lambda: system.produce(client, 1024, 1), "produce")
+            step("w2_produce_100B_6p", lambda: system.produce(client, 100, 6), "produce")
+        if self.has("w3"):
+            step("w3_latency_1000", lambda: system.latency(client, 1000), "latency")
             half = _half_max(out)
-            self.step(out, "w3_latency_half", lambda: system.latency(client, half))
-        if "w4" not in self.skip:
+            step("w3_latency_half", lambda: system.latency(client, half), "latency")
+        if self.has("w4"):
             n = self.settings.backlog_records
-            if client == "go":
-                self._backlog = system.fill(n)
-            stream, subject = self._backlog
-            self.step(out, "w4_consume", lambda: system.consume(client, stream, subject, n))
-        if "w5" not in self.skip:
-            self.step(out, "w5_e2e_1000", lambda: system.e2e(client, 1000))
+            if system.backlog is None:  # filled once (by the Go client), consumed by both
+                step("w4_fill", lambda: system.fill(n), "fill")
+            if system.backlog is not None:
+                step("w4_consume", lambda: system.consume(client, n), "consume")
+            else:
+                self._failed(out, "w4_consume", side, "not run: the backlog fill failed",
+                             self.settings.limit_s("consume"))
+        if self.has("w5"):
+            step("w5_e2e_1000", lambda: system.e2e(client, 1000), "e2e")
         return out
 
     def nats_all(self, work: Path) -> tuple[dict, dict]:
         s = NatsSystem(self.settings, work)
         s.start()
+        go: dict = {}
+        py: dict = {}
         try:
-            go = self.nats(work, "go", s)
-            py = self.nats(work, "py", s)
             go["describe"] = s.describe()
-            if "w6" not in self.skip:
-                self.step(go, "w6_failover", s.failover)
-            if "w7" not in self.skip:
-                s.stop()
-                s.start()
-                self.step(go, "w7_idle", s.scale)
+            if "go" in self.clients:
+                go.update(self.nats("go", s))
+            if "py" in self.clients:
+                py.update(self.nats("py", s))
+            if self.has("w6"):
+                self.step(go, "w6_failover", s.failover, "failover", s, "nats")
+            if self.has("w7"):
+                def scale() -> dict:
+                    s.stop()  # a fresh cluster
+                    s.start()
+                    return s.scale()
+                self.step(go, "w7_idle", scale, "scale", s, "nats")
         finally:
             s.stop()
         return go, py
+
+
+def _healthy(system: RaftkaSystem | NatsSystem) -> bool:
+    """Every server process of the system's cluster still runs."""
+    cluster = system.cluster
+    return cluster is not None and bool(cluster.procs) and all(
+        p.poll() is None for p in cluster.procs.values())
 
 
 def _keep(into: list[str], topic: str) -> str:
@@ -163,26 +273,50 @@ def main(argv: list[str] | None = None) -> int:
                     help="smoke run: a few seconds per workload, small backlog and scale")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results",
                     help="where results.json, results.md and the PNG charts go")
-    ap.add_argument("--only", choices=("raftka", "nats"), help="run one system only")
+    ap.add_argument("--only", default="",
+                    help="comma-separated systems (raftka, nats, nats-go, nats-py) and/or "
+                         "workloads (w1..w7) to run, e.g. 'nats,w4' or 'w3,w5'; a kind "
+                         "not named runs in full")
     ap.add_argument("--skip", default="", help="comma-separated workloads to skip, e.g. w6,w7")
+    ap.add_argument("--backlog", type=int,
+                    help="records in w4's backlog (default 1,000,000; --quick 100,000)")
+    ap.add_argument("--limit-scale", type=float, default=1.0,
+                    help="multiply every workload's time bound (see README) by this")
     args = ap.parse_args(argv)
-    settings = Settings.quick() if args.quick else Settings()
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
     skip = {w.strip() for w in args.skip.split(",") if w.strip()}
-    unknown = skip - set(WORKLOADS)
-    if unknown:
-        ap.error(f"unknown workloads {sorted(unknown)}; choose from {WORKLOADS}")
-    runner = Runner(settings, skip)
+    known = set(WORKLOADS) | set(SYSTEMS) | set(ALIASES)
+    if unknown := (only - known) | (skip - set(WORKLOADS)):
+        ap.error(f"unknown {sorted(unknown)}; workloads {WORKLOADS}, systems "
+                 f"{SYSTEMS + tuple(ALIASES)}")
+    systems = {x for w in only if w not in WORKLOADS for x in ALIASES.get(w, (w,))}
+    systems = systems or set(SYSTEMS)
+    workloads = ({w for w in only if w in WORKLOADS} or set(WORKLOADS)) - skip
+    overrides: dict = {"limit_scale": args.limit_scale}
+    if args.backlog:
+        overrides["backlog_records"] = args.backlog
+    settings = Settings.quick(**overrides) if args.quick else Settings(**overrides)
+    clients = tuple(c for c in ("go", "py") if f"nats-{c}" in systems)
+    runner = Runner(settings, workloads, clients)
     results: dict = {"machine": machine(), "settings": settings.__dict__,
-                     "mode": "quick" if args.quick else "full"}
+                     "mode": "quick" if args.quick else "full",
+                     "workloads": sorted(workloads), "systems": sorted(systems),
+                     "time_bounds_s": {k: settings.limit_s(k) for k in (
+                         "produce", "latency", "fill", "consume", "e2e", "failover",
+                         "scale")}}
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="raftka-bench-"))
     try:
-        if args.only != "nats":
+        if "raftka" in systems:
             print("== Raftka", flush=True)
-            results["raftka"] = runner.raftka(work)
-        if args.only != "raftka":
+            results["raftka"] = _side(runner, "raftka", lambda: runner.raftka(work))
+        if clients:
             print("== NATS JetStream", flush=True)
-            results["nats_go"], results["nats_py"] = runner.nats_all(work)
+            both = _side(runner, "nats", lambda: runner.nats_all(work))
+            if isinstance(both, tuple):
+                results["nats_go"], results["nats_py"] = both
+            else:
+                results["nats_go"] = both
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["runtime_s"] = round(time.perf_counter() - started, 1)
@@ -201,3 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         print("errors:\n  " + "\n  ".join(runner.errors), file=sys.stderr)
         return 1
     return 0
+
+
+def _side(runner: Runner, name: str, fn: Callable[[], object]) -> object:
+    """One system's run; if its cluster cannot even start, that is recorded and the
+    suite goes on."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001
+        traceback.print_exc()
+        runner.errors.append(f"{name}: {type(e).__name__}: {e}")
+        return {"error": f"{type(e).__name__}: {e}", "failed": True}

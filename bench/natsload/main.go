@@ -7,13 +7,23 @@
 // One run does one mode and prints one JSON object on stdout; while it runs it prints
 // "progress N" lines on stderr (N = messages done so far) for the caller's progress bar.
 //
-//	pub      async publish (PublishAsync, a window of -window unacked messages) to the
-//	         -subjects round-robin for -duration or until -count; rate of acked messages
+//	pub      async publish (PublishAsync, at most -window unacked messages) to the
+//	         -subjects round-robin for -duration, or until -count messages are acked
+//	         (a message whose ack failed or timed out is published again); rate of acked
+//	         messages
 //	lat      publish at a fixed -rate for -duration; publish-to-ack latency of each message
 //	consume  pull-consume -count messages from -stream (ephemeral, AckNone, batches of
 //	         -batch) from the first message; rate
 //	e2e      a push consumer (AckNone, new messages only) plus publishing at -rate; the
 //	         time from publish to delivery of each message (send time in the payload)
+//
+// Nothing waits forever. nats.go 1.22's PubAckFuture has no timeout: a publish whose ack
+// never comes (the stream leader changed while it was in flight, e.g. when the servers
+// are starved of CPU) stays pending for ever, and with it the old in-order ack drain and
+// one slot of nats.go's own window (PublishAsyncMaxPending), which collapsed. So the
+// window is ours (a slot is freed by an ack, an error or -ack-timeout), nats.go's limit
+// is set out of reach, and any mode exits non-zero (a message on stderr) when nothing
+// progresses for -stall-timeout.
 package main
 
 import (
@@ -21,6 +31,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -32,6 +43,41 @@ import (
 )
 
 type result map[string]interface{}
+
+var ackTimeout, stallTimeout time.Duration
+
+// watchdog exits the program when *counter has not moved for stallTimeout (until stop).
+func watchdog(what string, counter *int64, stop chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, since := atomic.LoadInt64(counter), time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			if v := atomic.LoadInt64(counter); v != last {
+				last, since = v, now
+			} else if now.Sub(since) >= stallTimeout {
+				fail("stalled: no message %s for %s (at %d)", what, stallTimeout, v)
+			}
+		}
+	}
+}
+
+// await waits for one publish's ack until deadline: "ok", "error" or "timeout".
+func await(f nats.PubAckFuture, deadline time.Time) string {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-f.Ok():
+		return "ok"
+	case <-f.Err():
+		return "error"
+	case <-timer.C:
+		return "timeout"
+	}
+}
 
 func fail(format string, args ...interface{}) {
 	fmt.Fprintf(os.Stderr, "natsload: "+format+"\n", args...)
@@ -71,7 +117,7 @@ func percentiles(samples []time.Duration) result {
 	}
 	return result{
 		"count": len(samples), "p50_ms": at(0.50), "p99_ms": at(0.99), "p999_ms": at(0.999),
-		"max_ms": float64(samples[len(samples)-1].Microseconds()) / 1000,
+		"max_ms":  float64(samples[len(samples)-1].Microseconds()) / 1000,
 		"mean_ms": float64(sum.Microseconds()) / 1000 / float64(len(samples)),
 	}
 }
@@ -95,14 +141,21 @@ func main() {
 	window := flag.Int("window", 4000, "unacked async publishes at most")
 	rate := flag.Float64("rate", 1000, "messages per second (lat, e2e)")
 	batch := flag.Int("batch", 1000, "pull batch size (consume)")
+	flag.DurationVar(&ackTimeout, "ack-timeout", 10*time.Second,
+		"a publish not acked by then is counted as timed out (and, with -count, sent again)")
+	flag.DurationVar(&stallTimeout, "stall-timeout", 60*time.Second,
+		"exit with an error when nothing is acked/received for this long")
 	flag.Parse()
 
-	nc, err := nats.Connect(*url, nats.Name("raftka-bench-natsload"))
+	nc, err := nats.Connect(*url, nats.Name("raftka-bench-natsload"),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		fail("connect: %v", err)
 	}
 	defer nc.Close()
-	js, err := nc.JetStream(nats.PublishAsyncMaxPending(*window))
+	// nats.go's own window never releases the slot of an ack that never comes; ours does
+	// (see the top of the file), so nats.go's is out of reach.
+	js, err := nc.JetStream(nats.PublishAsyncMaxPending(math.MaxInt32))
 	if err != nil {
 		fail("jetstream: %v", err)
 	}
@@ -110,9 +163,9 @@ func main() {
 	var out result
 	switch *mode {
 	case "pub":
-		out = runPub(js, subs, *size, *duration, *count)
+		out = runPub(js, subs, *size, *duration, *count, *window)
 	case "lat":
-		out = runLat(js, subs[0], *size, *duration, *rate)
+		out = runLat(js, subs[0], *size, *duration, *rate, *window)
 	case "consume":
 		out = runConsume(js, subs[0], *stream, *count, *batch)
 	case "e2e":
@@ -127,44 +180,77 @@ func main() {
 }
 
 func runPub(js nats.JetStreamContext, subs []string, size int, duration time.Duration,
-	count int64) result {
+	count int64, window int) result {
 	data := payload(size)
-	var acked, failed int64
+	var acked, errored, timedOut, resolved int64
 	stop := make(chan struct{})
 	go progress(&acked, stop)
-	var wg sync.WaitGroup
-	// One goroutine drains the ack futures in order, so the publisher never waits on
-	// them except through the window (PublishAsyncMaxPending).
-	futures := make(chan nats.PubAckFuture, 1<<16)
-	wg.Add(1)
+	go watchdog("acked", &acked, stop)
+	type inflight struct {
+		f        nats.PubAckFuture
+		deadline time.Time
+	}
+	// The window: a publish takes a slot of this channel, the drain frees it when the ack
+	// (or an error) arrives or when -ack-timeout passes, so a lost ack costs one timeout,
+	// never the window. Acks of one stream come back in order, so draining in publish
+	// order frees slots as they arrive.
+	queue := make(chan inflight, window)
+	wake := make(chan struct{}, 1)
+	drained := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		for f := range futures {
-			select {
-			case <-f.Ok():
+		defer close(drained)
+		for p := range queue {
+			switch await(p.f, p.deadline) {
+			case "ok":
 				atomic.AddInt64(&acked, 1)
-			case <-f.Err():
-				atomic.AddInt64(&failed, 1)
+			case "error":
+				atomic.AddInt64(&errored, 1)
+			default:
+				atomic.AddInt64(&timedOut, 1)
+			}
+			atomic.AddInt64(&resolved, 1)
+			select {
+			case wake <- struct{}{}:
+			default:
 			}
 		}
 	}()
 	start := time.Now()
 	deadline := start.Add(duration)
-	var sent int64
-	for (count == 0 || sent < count) && (count > 0 || time.Now().Before(deadline)) {
-		f, err := js.PublishAsync(subs[sent%int64(len(subs))], data)
-		if err != nil {
-			failed++
+	var sent, pubErrors int64
+	for {
+		if count > 0 {
+			// until -count messages are acked; a failed or timed-out one is sent again
+			a := atomic.LoadInt64(&acked)
+			if a >= count {
+				break
+			}
+			if a+(sent-atomic.LoadInt64(&resolved)) >= count {
+				select { // the rest is in flight: wait for an outcome
+				case <-wake:
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+		} else if !time.Now().Before(deadline) {
+			break
+		}
+		subj := subs[sent%int64(len(subs))]
+		f, err := js.PublishAsync(subj, data)
+		if err != nil { // e.g. the reconnect buffer is full: try again shortly
+			pubErrors++
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		futures <- f
 		sent++
+		queue <- inflight{f, time.Now().Add(ackTimeout)}
 	}
-	close(futures)
-	wg.Wait()
+	close(queue)
+	<-drained
 	elapsed := time.Since(start)
 	close(stop)
-	return result{"sent": sent, "acked": acked, "failed": failed,
+	return result{"sent": sent, "acked": acked, "failed": errored, "timed_out": timedOut,
+		"publish_errors": pubErrors, "window": window, "ack_timeout_s": ackTimeout.Seconds(),
 		"seconds": elapsed.Seconds(), "rate": float64(acked) / elapsed.Seconds()}
 }
 
@@ -189,40 +275,48 @@ func pace(rate float64, duration time.Duration, send func(i int64)) (int64, time
 }
 
 func runLat(js nats.JetStreamContext, subject string, size int, duration time.Duration,
-	rate float64) result {
+	rate float64, window int) result {
 	data := payload(size)
 	var mu sync.Mutex
 	samples := make([]time.Duration, 0, int(rate*duration.Seconds())+16)
-	var done, failed int64
+	var done, failed, timedOut int64
 	stop := make(chan struct{})
 	go progress(&done, stop)
+	go watchdog("acked", &done, stop)
+	slots := make(chan struct{}, window) // at most -window unacked (an ack or a timeout frees one)
 	var wg sync.WaitGroup
 	sent, elapsed := pace(rate, duration, func(int64) {
 		t0 := time.Now()
+		slots <- struct{}{}
 		f, err := js.PublishAsync(subject, data)
 		if err != nil {
+			<-slots
 			atomic.AddInt64(&failed, 1)
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case <-f.Ok():
+			switch await(f, t0.Add(ackTimeout)) {
+			case "ok":
 				d := time.Since(t0)
 				mu.Lock()
 				samples = append(samples, d)
 				mu.Unlock()
 				atomic.AddInt64(&done, 1)
-			case <-f.Err():
+			case "error":
 				atomic.AddInt64(&failed, 1)
+			default:
+				atomic.AddInt64(&timedOut, 1)
 			}
+			<-slots
 		}()
 	})
 	wg.Wait()
 	close(stop)
 	out := percentiles(samples)
 	out["sent"], out["failed"], out["rate"] = sent, failed, float64(sent)/elapsed.Seconds()
+	out["timed_out"], out["window"] = timedOut, window
 	return out
 }
 
@@ -237,9 +331,10 @@ func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
 		fail("pull subscribe: %v", err)
 	}
 	defer sub.Unsubscribe()
-	var got, bytes int64
+	var got, bytes, timeouts int64
 	stop := make(chan struct{})
 	go progress(&got, stop)
+	go watchdog("received", &got, stop)
 	start := time.Now()
 	for got < count {
 		want := batch
@@ -247,6 +342,10 @@ func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
 			want = int(rest)
 		}
 		msgs, err := sub.Fetch(want, nats.MaxWait(5*time.Second))
+		if err == nats.ErrTimeout { // nothing within 5 s (a leader change?): the watchdog bounds it
+			timeouts++
+			continue
+		}
 		if err != nil {
 			fail("fetch after %d messages: %v", got, err)
 		}
@@ -258,7 +357,7 @@ func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
 	elapsed := time.Since(start)
 	close(stop)
 	return result{"count": got, "bytes": bytes, "seconds": elapsed.Seconds(),
-		"rate": float64(got) / elapsed.Seconds()}
+		"fetch_timeouts": timeouts, "rate": float64(got) / elapsed.Seconds()}
 }
 
 func runE2E(js nats.JetStreamContext, subject string, size int, duration time.Duration,
@@ -286,6 +385,7 @@ func runE2E(js nats.JetStreamContext, subject string, size int, duration time.Du
 	defer sub.Unsubscribe()
 	stop := make(chan struct{})
 	go progress(&received, stop)
+	go watchdog("delivered", &received, stop)
 	var failed int64
 	sent, elapsed := pace(rate, duration, func(int64) {
 		data := payload(size)
