@@ -20,7 +20,13 @@ TIMEOUT_NOW        term
 READ_INDEX         context (forwarded from a follower to the leader)
 READ_INDEX_RESP    index (the read index), context
 TRANSFER_LEADER    index (the node id that should become leader; forwarded to leader)
+QUIESCE            term, index/log_term (leader's last entry), commit; no answer when
+                   the follower's log holds that entry, else a HEARTBEAT_RESP
 =================  ===============================================================
+
+QUIESCE (see ``raft._raft``, "Quiescence") is a heartbeat that also says: every replica
+holds my whole log and I will stop heartbeating until something happens; stop your
+election timer too.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class MsgType(enum.IntEnum):
     READ_INDEX = 11
     READ_INDEX_RESP = 12
     TRANSFER_LEADER = 13
+    QUIESCE = 14
 
 
 @dataclass(slots=True)

@@ -25,6 +25,30 @@ Rules this module keeps (numbers are referred to in comments):
    election timeout ignores (pre)vote requests, unless they come from a leadership
    transfer; a leader that did not hear from a quorum for an election timeout steps down.
 6. A committed entry is never truncated (checked: violating it raises).
+
+Quiescence (``Config.quiesce``; CockroachDB's quiesced ranges, TiKV's hibernate regions):
+an idle group stops its timers, so a node with many idle groups neither ticks nor
+heartbeats them. It changes only *when timers run*; terms, votes, the log and the commit
+rule are untouched, so safety does not depend on it.
+
+7. A leader quiesces, at a heartbeat tick, only if: every replica in its progress (learners
+   included) has ``match`` equal to the leader's last index (no snapshot in flight) and was heard
+   from in this check-quorum round, the whole log is committed and durable on the leader,
+   and no transfer or read is pending. It then sends QUIESCE (its last index and term, and
+   its commit) instead of a heartbeat, and its ticks do nothing.
+8. A follower quiesces on a QUIESCE from its leader whose last entry its own log holds
+   (it then commits to the leader's commit); otherwise it answers HEARTBEAT_RESP, which
+   wakes the leader. A quiesced follower's ticks do nothing.
+9. Anything wakes a quiesced replica: any message but QUIESCE, a proposal, a read, a
+   transfer, a campaign, and ``report_peer_down(node)`` (the application's node-level
+   liveness saw no sign of life from ``node`` for an election timeout) from a follower of
+   that node, or from a leader for one of its followers. A woken leader restarts its
+   check-quorum round (it must hear from a quorum within an election timeout); a follower
+   woken by its leader's node going down treats the lease as expired and campaigns within
+   its randomized timeout.
+10. A vote request from the node we know as leader is never ignored by the lease of rule
+   5: that leader has stepped down or restarted (otherwise a quiesced follower, whose
+   timer is frozen, would reject a restarted leader until woken by other means).
 """
 
 from __future__ import annotations
@@ -65,6 +89,9 @@ class Config:
     max_uncommitted_size: int = 64 << 20
     max_committed_size_per_ready: int = 64 << 20
     applied: int = 0
+    # Idle groups stop ticking and heartbeating (rules 7-9). The application must then
+    # call report_peer_down() when a peer node stops answering.
+    quiesce: bool = False
 
     def validate(self) -> None:
         if self.id <= 0:
@@ -89,9 +116,9 @@ class _ReadRequest:
 
 _IMMEDIATE_TYPES = frozenset(
     {MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.TIMEOUT_NOW, MsgType.PRE_VOTE,
-     MsgType.READ_INDEX, MsgType.TRANSFER_LEADER, MsgType.READ_INDEX_RESP}
+     MsgType.READ_INDEX, MsgType.TRANSFER_LEADER, MsgType.READ_INDEX_RESP, MsgType.QUIESCE}
 )
-_LEADER_CONTACT = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP})
+_LEADER_CONTACT = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.QUIESCE})
 # A snapshot in flight that produced no answer for this many heartbeats is resent.
 _SNAPSHOT_RETRY_HEARTBEATS = 20
 
@@ -137,6 +164,9 @@ class Raft:
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = config.election_tick
+        # quiesced: timers stopped (rules 7-9); only with cfg.quiesce. Cleared by _wake()
+        # and by every role change.
+        self.quiesced = False
         self.lead_transferee = NO_NODE
         self.pending_reads: deque[_ReadRequest] = deque()
         self.pending_reads_by_ctx: dict[bytes, _ReadRequest] = {}
@@ -173,7 +203,7 @@ class Raft:
             "id": self.id, "term": self.term, "vote": self.vote, "role": self.role.name,
             "leader": self.lead, "commit": self.log.committed, "applied": self.log.applied,
             "last_index": self.log.last_index(), "voters": sorted(self.conf.voters),
-            "learners": sorted(self.conf.learners),
+            "learners": sorted(self.conf.learners), "quiesced": self.quiesced,
             "progress": {k: repr(v) for k, v in self.progress.items()},
         }
 
@@ -195,6 +225,7 @@ class Raft:
             self.term = term
             self.vote = NO_NODE
         self.lead = NO_NODE
+        self.quiesced = False
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = self.cfg.election_tick + self.rng.randrange(
@@ -254,6 +285,7 @@ class Raft:
 
     # ---------------------------------------------------------------- elections
     def hup(self, transfer: bool = False) -> None:
+        self._wake()
         if self.role == Role.LEADER or not self.promotable():
             return
         if self.cfg.pre_vote and not transfer:
@@ -291,7 +323,64 @@ class Raft:
 
     # ---------------------------------------------------------------- ticks
     def tick(self) -> None:
+        if self.quiesced:
+            return  # rules 7 and 8: no heartbeats, no election timer
         self._tick_role()
+
+    # ---------------------------------------------------------------- quiescence
+    def _wake(self) -> None:
+        """Rule 9: restart the timers of a quiesced replica."""
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        if self.role == Role.LEADER:
+            # A fresh check-quorum round: a quorum must answer within an election timeout
+            # of waking, whatever it did before the group went quiet.
+            self.election_elapsed = 0
+            self.heartbeat_elapsed = 0
+            for node, pr in self.progress.items():
+                pr.recent_active = node == self.id
+
+    def report_peer_down(self, node: int) -> None:
+        """The application's node-level liveness heard nothing from ``node`` for an
+        election timeout (rule 9). Only quiesced replicas care: others have timers."""
+        if not self.quiesced:
+            return
+        if self.role == Role.LEADER:
+            if node in self.progress and node != self.id:
+                self._wake()  # check-quorum runs again and steps down if needed
+        elif node == self.lead:
+            self._wake()
+            # The lease is over: the leader's node has been silent for a timeout already.
+            self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick)
+
+    def _can_quiesce(self) -> bool:
+        """Rule 7."""
+        if self.lead_transferee != NO_NODE or self.pending_reads or self.reads_awaiting_commit:
+            return False
+        log = self.log
+        last = log.last_index()
+        if log.committed != last:
+            return False
+        me = self.id
+        for node, pr in self.progress.items():
+            if pr.match != last:
+                return False  # for us: our own write is not durable yet
+            # PROBE with a known full match is fine (a heartbeat answer never moves a
+            # follower out of PROBE once nothing is left to send it).
+            if node != me and (pr.state == ProgressState.SNAPSHOT or not pr.recent_active):
+                return False
+        return True
+
+    def _quiesce(self) -> None:
+        log = self.log
+        last = log.last_index()
+        last_term = log.term(last)
+        for node in self.progress:
+            if node != self.id:
+                self._send(Message(MsgType.QUIESCE, node, self.id, index=last,
+                                   log_term=last_term, commit=log.committed))
+        self.quiesced = True
 
     def _tick_election(self) -> None:
         self.election_elapsed += 1
@@ -312,6 +401,9 @@ class Raft:
                 self.lead_transferee = NO_NODE  # transfer timed out; accept proposals again
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
+            if self.cfg.quiesce and self._can_quiesce():
+                self._quiesce()  # rule 7: instead of this heartbeat
+                return
             self._bcast_heartbeat(b"")
             for node, pr in self.progress.items():
                 if pr.state == ProgressState.SNAPSHOT and node != self.id:
@@ -327,6 +419,8 @@ class Raft:
 
     # ---------------------------------------------------------------- step
     def step(self, m: Message) -> None:
+        if self.quiesced and m.type != MsgType.QUIESCE:
+            self._wake()  # rule 9
         if m.type in (MsgType.READ_INDEX, MsgType.TRANSFER_LEADER):
             pass  # forwarded requests carry no term
         elif m.term > self.term:
@@ -335,6 +429,7 @@ class Raft:
                 in_lease = (
                     self.cfg.check_quorum
                     and self.lead != NO_NODE
+                    and self.lead != m.frm  # rule 10
                     and self.election_elapsed < self.cfg.election_tick
                 )
                 if in_lease and not force:
@@ -349,7 +444,7 @@ class Raft:
                 self._become_follower(m.term, NO_NODE)
         elif m.term < self.term:
             if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
-                MsgType.HEARTBEAT, MsgType.APP
+                MsgType.HEARTBEAT, MsgType.APP, MsgType.QUIESCE
             ):
                 # A stale leader (maybe partitioned away) learns of the newer term and
                 # steps down, instead of us disrupting it with a new election later.
@@ -396,6 +491,10 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.frm
             self._handle_snapshot(m)
+        elif t == MsgType.QUIESCE:
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_quiesce(m)
         elif t == MsgType.TIMEOUT_NOW:
             # Leadership transfer (thesis §3.10): campaign at once, skipping pre-vote.
             if self.promotable():
@@ -428,6 +527,17 @@ class Raft:
     def _handle_heartbeat(self, m: Message) -> None:
         self.log.commit_to(m.commit)
         self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, context=m.context))
+
+    def _handle_quiesce(self, m: Message) -> None:
+        """Rule 8. The leader knows our log matches its own up to its last index (its
+        match for us), so the commit it sends is safe to take, like a heartbeat's."""
+        log = self.log
+        if self.cfg.quiesce and log.match_term(m.index, m.log_term):
+            log.commit_to(m.commit)
+            self.quiesced = True
+            return
+        # Not where the leader thinks (or quiescence is off here): wake it up.
+        self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id))
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
@@ -607,6 +717,7 @@ class Raft:
 
     # -- proposals
     def propose(self, datas: Sequence[bytes]) -> tuple[int, int]:
+        self._wake()
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
         if self.lead_transferee != NO_NODE:
@@ -634,6 +745,7 @@ class Raft:
         self.uncommitted.append((last_index, size))
 
     def propose_conf_change(self, cc: ConfChange) -> int:
+        self._wake()
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
         if self.lead_transferee != NO_NODE:
@@ -718,6 +830,7 @@ class Raft:
 
     # -- leadership transfer (thesis §3.10)
     def transfer_leader(self, target: int) -> None:
+        self._wake()
         if self.role != Role.LEADER:
             if self.lead != NO_NODE:
                 self._send(Message(MsgType.TRANSFER_LEADER, self.lead, self.id, index=target))
@@ -736,6 +849,7 @@ class Raft:
 
     # -- ReadIndex (thesis §6.4)
     def read_index(self, context: bytes) -> None:
+        self._wake()
         if self.role != Role.LEADER:
             if self.lead == NO_NODE:
                 raise NotLeader(NO_NODE, "no leader known; retry the read later")

@@ -97,6 +97,12 @@ class RawNode:
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         self._raft.report_snapshot(node_id, ok)
 
+    def report_peer_down(self, node_id: int) -> None:
+        """Node-level liveness (with ``Config.quiesce``): nothing was heard from node
+        ``node_id`` for an election timeout. Wakes this group if it is quiesced and that
+        node is its leader (it will campaign) or one of its followers (it leads)."""
+        self._raft.report_peer_down(node_id)
+
     # ------------------------------------------------------------------ state
     @property
     def id(self) -> int:
@@ -109,6 +115,11 @@ class RawNode:
     @property
     def role(self) -> Role:
         return self._raft.role
+
+    @property
+    def quiesced(self) -> bool:
+        """Timers stopped (``Config.quiesce``): ``tick()`` does nothing until woken."""
+        return self._raft.quiesced
 
     @property
     def leader_id(self) -> int:

@@ -26,6 +26,12 @@ disk that happened to be fast), never interleaved inside one Ready.
 Events sit in one heap ordered by ``(time, sequence)``: ticks, message deliveries, the end
 of a disk write, transport reports (unreachable peer, snapshot sent or failed). After
 every call into a RawNode the ``Checker`` runs (see ``checker.py``).
+
+With ``SimOptions.quiesce`` the RawNodes may quiesce (``raft._raft`` rules 7-10) and the
+cluster models the node-level liveness that RaftHost runs: every node pings every other
+node once per tick through the same faulty network; a node that has heard nothing (no
+ping, no Raft message) from a peer for an election timeout of its own ticks reports it
+down to its RawNode (``report_peer_down``), once until it hears from it again.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ EV_DELIVER = 1
 EV_PERSIST = 2
 EV_LOCAL = 3  # a report from the node's own transport, for the node's inbox
 EV_UNREACHABLE = 4
+EV_PING = 5  # node-level liveness ping (SimOptions.quiesce)
 
 UP = "up"
 DOWN = "down"  # crashed; may restart
@@ -97,6 +104,7 @@ class SimOptions:
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     max_uncommitted_size: int = 64 << 20
+    quiesce: bool = False  # idle groups stop their timers; node-level liveness pings run
     # the application
     snapshot_interval: int = 0  # compact once this many entries were applied (0: never)
     compaction_keep: int = 0  # entries kept behind the snapshot for slow followers
@@ -113,7 +121,7 @@ class SimNode:
     __slots__ = (
         "id", "storage", "raw", "sm", "status", "incarnation", "inbox", "busy",
         "busy_token", "tick_interval", "seen_commit", "seen_role", "seen_term", "was_member",
-        "commit_points",
+        "commit_points", "heard", "down_reported",
     )
 
     def __init__(self, node_id: int, storage: MemoryStorage, tick_interval: int) -> None:
@@ -133,6 +141,9 @@ class SimNode:
         self.seen_term = 0
         self.commit_points: dict[int, int] = {}  # index -> term, as leader (see checker)
         self.was_member = False
+        # node-level liveness (SimOptions.quiesce): peer -> time last heard from it
+        self.heard: dict[int, int] = {}
+        self.down_reported: set[int] = set()
 
     @property
     def up(self) -> bool:
@@ -236,6 +247,12 @@ class Cluster:
                 if node.status == UP and node.incarnation == incarnation:
                     node.inbox.append(item)
                     self._drive(node)
+            elif kind == EV_PING:
+                node = self.nodes.get(node_id)
+                if (node is not None and node.status == UP
+                        and not self.network.blocked(payload, node_id)):
+                    node.heard[payload] = self.now
+                    node.down_reported.discard(payload)
             elif kind == EV_UNREACHABLE:
                 incarnation, to = payload
                 self._pending_unreachable.discard((node_id, to))
@@ -542,6 +559,7 @@ class Cluster:
             pre_vote=o.pre_vote, check_quorum=o.check_quorum,
             max_size_per_msg=o.max_size_per_msg, max_inflight_msgs=o.max_inflight_msgs,
             max_uncommitted_size=o.max_uncommitted_size, applied=snapshot.meta.index,
+            quiesce=o.quiesce,
         )
         node.incarnation += 1
         node.status = UP
@@ -551,6 +569,8 @@ class Cluster:
         node.seen_role = None
         node.seen_term = 0
         node.commit_points = {}
+        node.heard = {}
+        node.down_reported = set()
         rng = random.Random(self.rng.getrandbits(64))
         try:
             node.raw = RawNode(config, node.storage, rng)
@@ -611,7 +631,28 @@ class Cluster:
             return
         self._schedule(self.now + node.tick_interval, EV_TICK, node_id, incarnation)
         node.inbox.append(TICK)
+        if self.options.quiesce:
+            self._liveness(node)
         self._drive(node)
+
+    def _liveness(self, node: SimNode) -> None:
+        """Node-level liveness (RaftHost's peer pings): ping every other node, and report
+        peers silent for an election timeout to the RawNode, once per silence."""
+        network = self.network
+        now = self.now
+        window = self.options.election_tick * node.tick_interval
+        for other in self.nodes.values():
+            peer = other.id
+            if peer == node.id:
+                continue
+            if other.status == UP and not network.blocked(node.id, peer):
+                delays = network.delays()
+                if delays:
+                    self._schedule(now + delays[0], EV_PING, peer, node.id)
+            heard = node.heard.setdefault(peer, now)
+            if now - heard >= window and peer not in node.down_reported:
+                node.down_reported.add(peer)
+                node.inbox.append(("peer_down", peer))
 
     def _on_deliver(self, node_id: int, payload: tuple[Message, tuple[int, int] | None]) -> None:
         msg, origin = payload
@@ -625,10 +666,12 @@ class Cluster:
             return
         self._trace("deliver %r", msg)
         self.stats["delivered"] += 1
-        if msg.type == MsgType.SNAP or msg.type == MsgType.TIMEOUT_NOW:
+        if msg.type in (MsgType.SNAP, MsgType.TIMEOUT_NOW, MsgType.QUIESCE):
             self.stats[f"delivered_{msg.type.name}"] += 1
         for observer in self.on_deliver:
             observer(msg)
+        node.heard[msg.frm] = self.now
+        node.down_reported.discard(msg.frm)
         node.inbox.append(msg)
         if origin is not None:
             self._report_local(msg.frm, origin, ("snapshot", node_id, True))
@@ -651,6 +694,10 @@ class Cluster:
                         raw.step(item)
                     elif item[0] == "unreachable":
                         raw.report_unreachable(item[1])
+                    elif item[0] == "peer_down":
+                        self._trace("n%d: node-level liveness reports n%d down", node.id,
+                                    item[1])
+                        raw.report_peer_down(item[1])
                     else:
                         raw.report_snapshot(item[1], item[2])
                     checker.observe(node)

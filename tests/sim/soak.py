@@ -4,7 +4,8 @@ Each seed picks its own fault mix -- cluster size, loss, duplication, latency an
 delays, disk latency, pre-vote / check-quorum, flow-control limits, snapshot frequency,
 and the weights of the faults injected during the run (symmetric and one-way partitions,
 isolation, crashes that lose unsaved writes, restarts, leadership transfers, membership
-changes, forced elections, ReadIndex reads) -- and runs a bounded simulated time with the
+changes, forced elections, ReadIndex reads), and for half the seeds quiescence of idle
+groups with node-level liveness -- and runs a bounded simulated time with the
 checker after every step. Then everything heals and the run must be LIVE: a leader is
 elected, a final proposal commits on every live member, and all logs and state machines
 converge.
@@ -59,7 +60,8 @@ class FaultMix:
                 f" election_tick={o.election_tick} heartbeat_tick={o.heartbeat_tick} "
                 f"pre_vote={o.pre_vote} check_quorum={o.check_quorum} inflight={o.max_inflight_msgs}"
                 f" msg_size={o.max_size_per_msg} snapshot_every={o.snapshot_interval}"
-                f" keep={o.compaction_keep} jitter={o.tick_jitter}\n  actions: {active}")
+                f" keep={o.compaction_keep} jitter={o.tick_jitter} quiesce={o.quiesce}"
+                f"\n  actions: {active}")
 
 
 def choose_mix(rng: random.Random, *, verbose: bool = False) -> FaultMix:
@@ -93,7 +95,11 @@ def choose_mix(rng: random.Random, *, verbose: bool = False) -> FaultMix:
     if rng.random() < 0.15:  # some seeds: a quiet network, only crashes and membership
         for action in ("partition", "one_way", "isolate"):
             weights[action] = 0
-    return FaultMix(rng.choice((1, 3, 3, 3, 4, 5, 5)), options, weights, rng.choice((10, 30, 60)))
+    mix = FaultMix(rng.choice((1, 3, 3, 3, 4, 5, 5)), options, weights, rng.choice((10, 30, 60)))
+    # Half the seeds run with quiescence (idle groups stop their timers; node-level liveness
+    # pings wake them). Drawn last so the rest of every seed's mix is what it was before.
+    options.quiesce = rng.random() < 0.5
+    return mix
 
 
 class Soak:
@@ -123,6 +129,10 @@ class Soak:
         end = cluster.now + self.run_time
         while cluster.now < end:
             cluster.run_for(rng.randint(1, self.mix.step_max))
+            if self.mix.options.quiesce and rng.random() < 0.03:
+                # a quiet spell: groups quiesce, and whatever faults are in force meet
+                # quiesced replicas (crashes, partitions, then the next proposal)
+                cluster.run_for(rng.randint(1, 6) * cluster.election_timeout)
             action = rng.choices(self._actions, self._weights)[0]
             getattr(self, "_" + action)()
         self._settle()
