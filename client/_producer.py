@@ -1,14 +1,19 @@
 """``Producer``: batches records per partition and writes them, pipelined, to leaders.
 
-Shape (the aiokafka split: a pure accumulator plus one I/O sender)::
+Shape (the aiokafka split: an accumulator plus I/O that sends what is ready)::
 
     send() ─► accumulator: per (topic, partition) a FIFO of batches (BatchBuilder)
                  │ a batch is *ready* when full, when linger_ms has passed since its first
                  │ record, on flush()/close(), or when it is a retry whose backoff ended
                  ▼
-              sender thread ─► one ProduceStream per broker: requests tagged with a
-                 ▲              correlation id, up to max_in_flight batches per partition
-                 └─ completions (the streams' reader threads only enqueue them)
+              sent by the thread that finds it ready (rule 9): the caller of send() with
+              linger_ms=0, the thread that delivered an answer, else the sender thread
+                 │
+                 ├─► a lone small batch: a unary Produce call (rule 10)
+                 └─► else one ProduceStream per broker: requests tagged with a correlation
+                     id, up to max_in_flight batches per partition
+              answers: successes complete their batch on the thread that delivers them;
+              errors go to the sender thread (retries, metadata refresh, timeouts)
 
 **Why a bidirectional stream and not many unary calls.** Several unary calls on one HTTP/2
 connection are independent RPCs: the server runs each in its own handler task, so two
@@ -18,7 +23,9 @@ reorders records. ``Broker.ProduceStream`` reads a stream's requests strictly in
 and queues each on its partition before reading the next, so pipelined batches reach the
 Raft log in send order; answers come back tagged as each write completes. It is also
 cheaper per message than a unary call. Sequence numbers remain the safety net: order
-across streams (after a leader change) is never assumed.
+across streams (after a leader change) is never assumed. The one exception, rule 10, sends
+a unary call only when nothing else of the partition is in flight, and nothing else until
+it is answered: there is then no second request to reorder against.
 
 Rules:
 
@@ -56,6 +63,28 @@ Rules:
    acknowledged.
 8. The offset of a record is the ``base_offset`` the broker returned for its batch plus the
    record's index in the batch (-1 with acks=0, where the broker assigns none yet).
+9. Any thread may send a partition's ready batches, one at a time: a thread that selects
+   some (marking them in flight, under the lock) holds the partition (``dispatching``)
+   until it has stamped and handed over all of them, then looks again before letting go;
+   no other thread selects the partition's batches meanwhile. So batches are stamped
+   (rule 4) and written in queue order (rule 2) whoever sends them, and nothing waits for
+   a thread that is busy elsewhere. With linger_ms=0 ``send()`` sends its record itself
+   when the window (rule 1) has room; a successful answer completes its batch where it
+   arrives and sends what the window now lets go. Whatever may block stays on the sender
+   thread: getting a producer id, a batch whose leader is unknown (metadata refresh),
+   errors and retries, linger and backoff deadlines, the timeouts of rule 3. A batch a
+   non-sender thread could not send goes to the sender together with every batch
+   selected behind it (rule 2).
+10. Low-rate path: a batch that is alone (nothing of its partition in flight, nothing
+   queued behind it) and holds at most ``UNARY_MAX_BYTES`` of records goes as a unary
+   ``Produce`` call. gRPC writes it from the sending thread and runs the answer's callback
+   on its channel thread, two thread hand-offs fewer each way than the stream (its
+   request-iterator thread, our reader thread): at low rates the hand-offs, not the
+   broker, were most of the latency. Nothing else of the partition goes while the call is
+   out (separate calls may reach the log in either order), so records arriving meanwhile
+   gather into the next batch; once batches queue up behind each other, the partition
+   pipelines them on its stream again. A unary call's deadline is the stream's silence
+   limit of rule 3.
 
 Bulk path: ``send_many(topic, values)`` appends many records to one partition under one
 lock round (``BatchBuilder.extend``) with one future for all of them; per-record ``send``
@@ -69,8 +98,10 @@ Bounds: ``buffer_memory`` bytes of records wait in the accumulator at most (``se
 blocks up to ``max_block_ms`` for room, then fails); ``send`` also blocks up to
 ``max_block_ms`` for the topic's metadata the first time.
 
-Futures are resolved on the sender thread: done-callbacks must be quick and must not call
-``flush()`` or ``close()`` (they would wait for the thread that runs them).
+Futures are resolved on a producer or gRPC thread (the sender, a stream's reader, gRPC's
+channel thread) or, when the answer is already there, inside the ``send()`` that sent it:
+done-callbacks must be quick and must not call ``flush()`` or ``close()`` or wait for
+another record's future (they would wait for the thread that runs them).
 """
 
 from __future__ import annotations
@@ -129,6 +160,7 @@ _RECORD_OVERHEAD_BYTES = 24  # varints and attributes per record, for buffer acc
 _RPC_MARGIN_S = 1.0  # the gRPC deadline exceeds the broker's ack timeout by this much
 _UNKNOWN_TOPIC_CACHE_S = 1.0  # after a topic lookup failed, fail sends to it fast this long
 _STREAM_CLOSE = object()
+UNARY_MAX_BYTES = 64 * 1024  # records of a lone batch sent as a unary call (rule 10)
 
 RecordMetadata = tuple[int, int]  # (partition, offset)
 
@@ -208,9 +240,10 @@ class _ProduceStream:
 
     The broker handles a stream's requests in the order they were sent, so batches of a
     partition pipelined on it reach the log in order (see the module docstring). The
-    sender thread calls ``send``; gRPC consumes the request queue in its own thread; a
-    reader thread matches answers to callbacks by correlation id. When the stream ends or
-    is abandoned, every unanswered request gets a retriable error."""
+    thread holding the partition calls ``send`` (rule 9); gRPC consumes the request queue
+    in its own thread; a reader thread matches answers to callbacks by correlation id.
+    When the stream ends or is abandoned, every unanswered request gets a retriable
+    error."""
 
     def __init__(self, stub: broker_pb2_grpc.BrokerStub, address: str) -> None:
         self.address = address
@@ -291,9 +324,9 @@ class _RecordFuture(Future):  # type: ignore[type-arg]
 
 class _Group:
     """The future of one ``send_many`` call: done when every batch holding a part of
-    it is done. Touched only by the sender thread once queued."""
+    it is done. Its parts may complete on different threads (rule 9)."""
 
-    __slots__ = ("future", "results", "pending", "failed")
+    __slots__ = ("future", "results", "pending", "failed", "_lock")
 
     def __init__(self, count: int) -> None:
         self.future: Future[list[RecordMetadata]] = Future()
@@ -301,6 +334,7 @@ class _Group:
         self.results: list[RecordMetadata] = [(-1, -1)] * count
         self.pending = 0  # parts (batches) not yet done
         self.failed = False
+        self._lock = threading.Lock()
 
     def part_ok(self, start: int, partition: int, base_offset: int, count: int) -> None:
         if base_offset >= 0:
@@ -308,14 +342,17 @@ class _Group:
                                                  for i in range(count)]
         else:
             self.results[start:start + count] = [(partition, -1)] * count
-        self.pending -= 1
-        if not self.pending and not self.failed:
+        with self._lock:
+            self.pending -= 1
+            last = not self.pending and not self.failed
+        if last:
             self.future.set_result(self.results)
 
     def part_failed(self, err: BaseException) -> None:
-        self.pending -= 1
-        if not self.failed:
-            self.failed = True
+        with self._lock:
+            self.pending -= 1
+            first, self.failed = not self.failed, True
+        if first:
             self.future.set_exception(err)
 
 
@@ -344,6 +381,7 @@ class _Batch:
     epoch: int = -1
     sequence: int = -1
     attempt: int = 0  # id of the attempt in flight (0: none); a response for another is stale
+    unary: bool = False  # the attempt in flight is a unary Produce call (rule 10)
     sent_at: float = 0.0  # time.monotonic() of the attempt in flight
     retry_at: float = 0.0  # not to be sent again before this time
     acked: bool = False
@@ -356,6 +394,10 @@ class _PartitionQueue:
     batches: deque[_Batch] = field(default_factory=deque)
     in_flight: int = 0  # batches with an attempt in flight; <= max_in_flight
     reset_pending: bool = False  # rule 6: re-stamp once nothing is in flight
+    # a thread is sending this partition's selected batches (rule 9): no other thread
+    # selects any until it is done
+    dispatching: bool = False
+    unary: bool = False  # a unary Produce of it is in flight: nothing else goes (rule 10)
 
 
 @dataclass(eq=False, slots=True)
@@ -413,14 +455,24 @@ class Producer:
         self._batch_size = batch_size
         self._linger_s = linger_ms / 1000
         self._request_timeout_ms = request_timeout_ms
+        # the broker answers every request within request_timeout_ms (NO_QUORUM at worst);
+        # a stream silent for half as long again is treated as dead (rule 3)
+        request_timeout_s = request_timeout_ms / 1000
+        self._stuck_after_s = request_timeout_s + max(_RPC_MARGIN_S, request_timeout_s / 2)
         self._delivery_timeout_s = delivery_timeout_ms / 1000
         self._retry_backoff_s = retry_backoff_ms / 1000
         self._retry_backoff_max_s = max(retry_backoff_max_ms, retry_backoff_ms) / 1000
         self._max_block_s = max_block_ms / 1000
         self._buffer_memory = buffer_memory
+        self._unary_max_bytes = UNARY_MAX_BYTES
 
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)  # callers waiting: flush(), buffer room
+        self._sender_cond = threading.Condition(lock)  # the sender thread waiting for work
+        # when the sleeping sender wakes by itself (inf: not before it is notified; 0: it
+        # is awake and looks at every queue before it sleeps again); guarded by the lock
+        self._sender_wake_at = 0.0
         # guarded by _cond:
         self._queues: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky: dict[str, tuple[int, _Batch | None]] = {}
@@ -428,7 +480,8 @@ class Producer:
         self._sequences: dict[tuple[str, int], _Sequences] = {}
         self._producer_id = -1
         self._producer_epoch = -1
-        self._streams: dict[str, _ProduceStream] = {}  # sender thread only
+        self._streams: dict[str, _ProduceStream] = {}  # guarded by _streams_lock
+        self._streams_lock = threading.Lock()  # taken after _cond, never before
         self._next_attempt = 1
         self._buffered_bytes = 0  # <= buffer_memory, except one oversized record alone
         self._flushing = 0
@@ -498,6 +551,9 @@ class Producer:
             self._buffered_bytes += size
             if sticky:
                 self._sticky[topic] = (partition, batch)
+            claimed = self._claim(topic, partition) if not self._linger_s else None
+        if claimed:
+            self._send_claimed(*claimed)
         return fut
 
     def send_many(
@@ -566,9 +622,15 @@ class Producer:
                 done += added
                 if done < n:
                     batch.closed = True  # full: the rest goes to the next batch
-            self._cond.notify_all()
             if sticky:
                 self._sticky[topic] = (part, batch)
+            if self._linger_s:
+                self._sender_cond.notify()
+                claimed = None
+            else:
+                claimed = self._claim(topic, part)
+        if claimed:
+            self._send_claimed(*claimed)
         return group.future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -579,7 +641,7 @@ class Producer:
         with self._cond:
             pending = [b for q in self._queues.values() for b in q.batches if not b.done]
             self._flushing += 1
-            self._cond.notify_all()
+            self._sender_cond.notify()
             try:
                 for b in pending:
                     while not b.done:
@@ -603,6 +665,7 @@ class Producer:
                 return
             self._closing = True
             self._cond.notify_all()
+            self._sender_cond.notify()
         try:
             self.flush(timeout)
         except RaftkaTimeoutError:
@@ -611,6 +674,7 @@ class Producer:
             with self._cond:
                 self._aborting = True
                 self._cond.notify_all()
+                self._sender_cond.notify()
             self._sender.join(timeout=5.0)
             self._cluster.close()
 
@@ -696,7 +760,8 @@ class Producer:
         if queue is None:
             queue = self._queues[(topic, partition)] = _PartitionQueue()
         queue.batches.append(batch)
-        self._cond.notify_all()  # the sender must learn the new linger deadline
+        if self._linger_s:
+            self._sender_cond.notify()  # the sender must learn the new linger deadline
         return batch
 
     def _append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
@@ -712,7 +777,8 @@ class Producer:
         if batch.builder.append(key, value, headers, timestamp_ms):
             return batch
         batch.closed = True
-        self._cond.notify_all()  # a full batch is ready at once
+        if self._linger_s:
+            self._sender_cond.notify()  # a full batch is ready at once
         return None
 
     def _sticky_partition(self, topic: str, count: int) -> int:
@@ -729,24 +795,34 @@ class Producer:
     # ------------------------------------------------------------------ sender thread
 
     def _run(self) -> None:
+        held: list[_PartitionQueue] = []  # queues whose batches this thread selected
         try:
             while True:
                 abandoned: list[_Batch] | None = None
                 finished = False
                 with self._cond:
+                    for q in held:
+                        q.dispatching = False
+                    held.clear()
                     while True:
+                        self._sender_wake_at = 0.0
                         if self._aborting:
                             abandoned = self._take_everything()
                             break
                         now = time.monotonic()
                         completions, self._completions = self._completions, []
-                        ready, expired, stuck, wake_at = self._collect(now)
+                        ready, expired, stuck, wake_at = self._collect(now, held)
                         if completions or ready or expired or stuck:
                             break
                         if self._closing and not self._queues:
                             finished = True
                             break
-                        self._cond.wait(None if wake_at is None else max(wake_at - now, 0.0005))
+                        if wake_at is None:
+                            self._sender_wake_at = float("inf")
+                            self._sender_cond.wait()
+                        else:
+                            self._sender_wake_at = wake_at
+                            self._sender_cond.wait(max(wake_at - now, 0.0005))
                 if abandoned is not None:
                     err = ProducerClosedError("the producer was closed before delivery")
                     for b in abandoned:
@@ -763,8 +839,13 @@ class Producer:
                 if ready and self._idempotent and self._producer_id < 0:
                     if not self._init_producer_id(ready):
                         continue
+                held_back: set[tuple[str, int]] = set()
                 for batch in ready:
-                    self._dispatch(batch)
+                    key = (batch.topic, batch.partition)
+                    if key in held_back:  # rule 2: not before the batch ahead of it
+                        self._back_off(batch, immediate=True)
+                    elif not self._dispatch(batch):
+                        held_back.add(key)
         except BaseException as e:  # a bug: fail loudly through every future
             with self._cond:
                 self._crashed = e
@@ -780,19 +861,18 @@ class Producer:
         self._queues.clear()
         return batches
 
-    def _collect(self, now: float) -> tuple[list[_Batch], list[_Batch], set[str], float | None]:
-        """Under _cond: the batches to send now (in each partition's order), the ones
-        whose delivery timeout passed, the streams whose oldest answer is overdue, and
-        when to look again."""
+    def _collect(self, now: float, held: list[_PartitionQueue]
+                 ) -> tuple[list[_Batch], list[_Batch], set[str], float | None]:
+        """Under _cond (sender thread): the batches to send now (in each partition's
+        order; their queues are appended to ``held``, see rule 9), the ones whose delivery
+        timeout passed, the streams whose oldest answer is overdue, and when to look
+        again."""
         ready: list[_Batch] = []
         expired: list[_Batch] = []
         stuck: set[str] = set()
         wake_at: float | None = None
         urgent = self._flushing > 0 or self._closing
-        # the broker answers every request within request_timeout_ms (NO_QUORUM at worst);
-        # a stream silent for half as long again is treated as dead (rule 3)
-        request_timeout_s = self._request_timeout_ms / 1000
-        request_timeout_s += max(_RPC_MARGIN_S, request_timeout_s / 2)
+        request_timeout_s = self._stuck_after_s
 
         def wake(at: float) -> None:
             nonlocal wake_at
@@ -808,44 +888,120 @@ class Producer:
                 if not head.done:
                     expired.append(head)  # failed by the caller, outside the lock
             if not batches:
-                del self._queues[key]
+                if not q.dispatching:
+                    del self._queues[key]
                 continue
-            if q.reset_pending and not q.in_flight:
-                self._reset_sequences(key, q)
-            blocked = q.reset_pending  # rule 6: wait for every old-stamp answer first
-            for position, b in enumerate(batches):
+            for b in batches:
                 if b.attempt:  # in flight: is its stream still answering?
                     if now >= b.sent_at + request_timeout_s:
                         stuck.add(self._stream_address_of(b))
                     else:
                         wake(b.sent_at + request_timeout_s)
-                    continue
-                if b.done or blocked:
-                    continue  # keep looking at the batches in flight behind it
-                if position >= self._max_in_flight or q.in_flight >= self._max_in_flight:
-                    blocked = True  # rule 1: the window counts from the oldest unfinished
-                    continue
-                if now < b.retry_at:
-                    wake(b.retry_at)
-                    blocked = True  # rule 2: nothing overtakes it
-                    continue
-                if not (b.closed or b.attempts or urgent or now >= b.created + self._linger_s):
-                    wake(b.created + self._linger_s)
-                    blocked = True
-                    continue
-                b.closed = True
-                b.attempt = self._next_attempt
-                self._next_attempt += 1
-                b.sent_at = now
-                q.in_flight += 1
-                ready.append(b)
+            if not q.dispatching:  # else the thread sending them looks again when done
+                if q.reset_pending and not q.in_flight:
+                    self._reset_sequences(key, q)
+                selected = self._select(q, now, urgent, wake)
+                if selected:
+                    q.dispatching = True
+                    held.append(q)
+                    ready.extend(selected)
             if batches and not batches[0].attempt:
                 wake(batches[0].created + self._delivery_timeout_s)
         stuck.discard("")
         return ready, expired, stuck, wake_at
 
+    def _select(self, q: _PartitionQueue, now: float, urgent: bool,
+                wake: Any) -> list[_Batch]:
+        """Under _cond: rules 1 and 2 for one partition. Marks the batches to send now
+        as in flight and returns them in queue order; calls ``wake(t)`` with the time a
+        batch it held back becomes ready."""
+        ready: list[_Batch] = []
+        if q.reset_pending or q.unary:  # rule 6: wait for every old-stamp answer first;
+            return ready  # rule 10: nothing overtakes a unary call
+        max_in_flight = self._max_in_flight
+        for position, b in enumerate(q.batches):
+            if b.attempt or b.done:
+                continue
+            if position >= max_in_flight or q.in_flight >= max_in_flight:
+                break  # rule 1: the window counts from the oldest unfinished
+            if now < b.retry_at:
+                wake(b.retry_at)
+                break  # rule 2: nothing overtakes it
+            if not (b.closed or b.attempts or urgent or now >= b.created + self._linger_s):
+                wake(b.created + self._linger_s)
+                break
+            b.closed = True
+            b.attempt = self._next_attempt
+            self._next_attempt += 1
+            b.sent_at = now
+            if (not q.in_flight and b.size_bytes <= self._unary_max_bytes
+                    and position == len(q.batches) - 1):
+                b.unary = q.unary = True  # rule 10
+                q.in_flight = 1
+                ready.append(b)
+                break
+            q.in_flight += 1
+            ready.append(b)
+        return ready
+
+    def _claim(self, topic: str, partition: int
+               ) -> tuple[_PartitionQueue, list[_Batch]] | None:
+        """Under _cond, on a caller or stream thread: select the partition's batches that
+        can go now (rule 9) so that this thread sends them itself, without waking the
+        sender. None when there are none, or when another thread is sending the
+        partition's batches (it looks again when done). Wakes the sender when it must act
+        sooner than it planned (a stuck check, a linger deadline) or must do what only it
+        does (get a producer id)."""
+        q = self._queues.get((topic, partition))
+        if q is None or q.dispatching or self._aborting:
+            return None
+        if self._idempotent and self._producer_id < 0:
+            self._sender_cond.notify()  # only the sender gets a producer id
+            return None
+        batches = q.batches
+        while batches and batches[0].done:  # so that the window of rule 1 moves on
+            batches.popleft()
+        if q.reset_pending and not q.in_flight:
+            self._reset_sequences((topic, partition), q)
+        now = time.monotonic()
+        wake_at = float("inf")
+
+        def wake(at: float) -> None:
+            nonlocal wake_at
+            wake_at = min(wake_at, at)
+
+        ready = self._select(q, now, self._flushing > 0 or self._closing, wake)
+        if ready:
+            wake(now + self._stuck_after_s)
+            q.dispatching = True
+        if wake_at < self._sender_wake_at:
+            self._sender_cond.notify()
+        return (q, ready) if ready else None
+
+    def _send_claimed(self, q: _PartitionQueue, ready: list[_Batch]) -> None:
+        """Send batches selected by ``_claim`` (no lock held), then look again for more of
+        the partition before letting other threads select its batches."""
+        topic, partition = ready[0].topic, ready[0].partition
+        while True:
+            for i, batch in enumerate(ready):
+                if not self._dispatch(batch, may_block=False):
+                    for behind in ready[i + 1:]:  # rule 2: retried after it, by the sender
+                        self._back_off(behind, immediate=True)
+                    with self._cond:
+                        q.dispatching = False
+                        self._sender_cond.notify()
+                    return
+            with self._cond:
+                q.dispatching = False
+                claimed = self._claim(topic, partition)
+            if claimed is None:
+                return
+            q, ready = claimed
+
     def _stream_address_of(self, batch: _Batch) -> str:
-        for address, stream in self._streams.items():
+        with self._streams_lock:
+            streams = list(self._streams.items())
+        for address, stream in streams:
             if stream.has(batch.attempt):
                 return address
         return ""
@@ -937,11 +1093,18 @@ class Producer:
 
     # ------------------------------------------------------------------ sending
 
-    def _dispatch(self, batch: _Batch) -> None:
-        """Send one batch to its partition leader (sender thread, no lock held)."""
+    def _dispatch(self, batch: _Batch, may_block: bool = True) -> bool:
+        """Send one batch to its partition leader (no lock held; the thread that selected
+        it, see rule 9). With ``may_block`` False (not the sender thread) a batch whose
+        leader is unknown goes back to the sender, which refreshes the metadata. False
+        when the batch was not sent and waits for a retry: then the batches selected
+        behind it must not go either (rule 2)."""
         topic, partition = batch.topic, batch.partition
         remaining_s = batch.created + self._delivery_timeout_s - time.monotonic()
         address = self._cluster.leader_address(topic, partition)
+        if address is None and not may_block:
+            self._back_off(batch, immediate=True)
+            return False
         if address is None:
             try:
                 self._cluster.refresh_metadata(min(max(remaining_s, 0.1), 5.0),
@@ -957,16 +1120,16 @@ class Producer:
                 if self._cluster.topic(topic) is None and self._cluster.metadata.fetched_at:
                     self._finish_failed(batch, UnknownTopicError(
                         f"topic {topic!r} no longer exists"))
-                    return
+                    return True
                 self._back_off(batch, immediate=False)
-                return
+                return False
         if batch.payload is None:
             assert batch.builder is not None
             try:
                 batch.payload = batch.builder.build()
             except ValueError as e:  # a header field out of range, e.g. a wild timestamp
                 self._finish_failed(batch, RaftkaError(f"cannot build the batch: {e}"))
-                return
+                return True
             batch.record_count = len(batch.builder)
             batch.builder = None  # the records now live in the payload only
         if self._idempotent and batch.sequence < 0:
@@ -982,50 +1145,87 @@ class Producer:
             if batch.attempts > 1:
                 self._stats["retries"] += 1
         attempt = batch.attempt
+        if batch.unary:
+            try:
+                call = self._cluster.broker_stub(address).Produce.future(
+                    request, timeout=self._stuck_after_s)
+            except (RaftkaError, ValueError) as e:  # the cluster was closed under us
+                self._finish_failed(batch, e)
+                return True
+            call.add_done_callback(
+                lambda c, b=batch, a=address, n=attempt: self._on_unary_done(b, n, a, c))
+            return True
         try:
             stream = self._stream(address)
         except RaftkaError as e:  # the cluster was closed under us
             self._finish_failed(batch, e)
-            return
+            return True
         stream.send(attempt, request,
                     lambda response, error, b=batch, a=address, n=attempt:
                     self._on_done(b, n, a, response, error))
+        return True
 
     def _stream(self, address: str) -> _ProduceStream:
-        stream = self._streams.get(address)
-        if stream is None or stream.broken:
-            stream = self._streams[address] = _ProduceStream(
-                self._cluster.broker_stub(address), address)
-        return stream
+        with self._streams_lock:
+            stream = self._streams.get(address)
+            if stream is None or stream.broken:
+                stream = self._streams[address] = _ProduceStream(
+                    self._cluster.broker_stub(address), address)
+            return stream
 
     def _abandon_stream(self, address: str, why: str) -> None:
-        stream = self._streams.pop(address, None)
+        with self._streams_lock:
+            stream = self._streams.pop(address, None)
         if stream is not None:
             stream.abandon(RequestTimedOutError(f"ProduceStream to {address}: {why}"))
 
     def _close_streams(self) -> None:
-        for stream in self._streams.values():
+        with self._streams_lock:
+            streams = list(self._streams.values())
+            self._streams.clear()
+        for stream in streams:
             stream.abandon(ProducerClosedError("the producer is closed"))
-        self._streams.clear()
 
     def _on_done(self, batch: _Batch, attempt: int, address: str, response: Any,
                  error: RaftkaError | None) -> None:
-        # a stream's reader thread: hand over to the sender, do nothing else here.
+        """An answer, on the stream's reader thread (or the sending thread when the
+        stream had already ended). A success is completed right here (futures resolved,
+        and the partition's next batches sent, rule 9); an error goes to the sender,
+        whose handling may block (metadata refresh)."""
+        if error is None:
+            self._complete(batch, attempt, address, response, None)
+            with self._cond:
+                claimed = self._claim(batch.topic, batch.partition)
+            if claimed:
+                self._send_claimed(*claimed)
+            return
         with self._cond:
             self._completions.append((batch, attempt, address, response, error))
-            self._cond.notify_all()
+            self._sender_cond.notify()
+
+    def _on_unary_done(self, batch: _Batch, attempt: int, address: str, call: Any) -> None:
+        """A unary Produce ended (on gRPC's channel thread, or the sending thread when it
+        ended at once)."""
+        try:
+            response = call.result()
+        except grpc.RpcError as e:
+            error = error_from_rpc(e, f"Produce to {address}")
+            if not error.retriable and e.code() == grpc.StatusCode.CANCELLED:
+                error = BrokerNotAvailableError(str(error))  # e.g. a channel closed under it
+            self._on_done(batch, attempt, address, None, error)
+        except Exception as e:  # noqa: BLE001 - e.g. CancelledError
+            self._on_done(batch, attempt, address, None,
+                          BrokerNotAvailableError(f"Produce to {address}: {e!r}"))
+        else:
+            self._on_done(batch, attempt, address, response, None)
 
     def _complete(self, batch: _Batch, attempt: int, address: str, response: Any,
                   err: RaftkaError | None) -> None:
         if batch.attempt != attempt:
             return  # cannot happen: one attempt per batch at a time
         with self._cond:
-            batch.attempt = 0
-            q = self._queues.get((batch.topic, batch.partition))
-            if q is not None:
-                q.in_flight -= 1
+            q = self._end_attempt(batch)
             stale = q is not None and q.reset_pending
-            self._cond.notify_all()
         if batch.done:
             return
         topic, partition = batch.topic, batch.partition
@@ -1075,7 +1275,7 @@ class Producer:
                 if current and head and q is not None:
                     q.reset_pending = True  # rule 6: the gap before this batch is permanent
                 batch.retry_at = 0.0  # rule 5: resent right after the batches before it
-            self._cond.notify_all()
+            self._sender_cond.notify()
         if fatal:
             self._finish_failed(batch, err)
 
@@ -1106,17 +1306,14 @@ class Producer:
             self._finish_failed(batch, self._timeout_error(batch))
             return
         with self._cond:
-            if batch.attempt:  # the dispatch never left: undo its in-flight count
-                batch.attempt = 0
-                q = self._queues.get((batch.topic, batch.partition))
-                if q is not None:
-                    q.in_flight -= 1
+            self._end_attempt(batch)  # when the dispatch never left
             batch.retry_at = now + delay
-            self._cond.notify_all()
+            self._sender_cond.notify()
 
     def _finish_ok(self, batch: _Batch, base_offset: int) -> None:
         with self._cond:
-            self._mark_done(batch)
+            if not self._mark_done(batch):
+                return  # failed meanwhile by another thread (close)
             batch.acked = True
             self._stats["records_sent"] += len(batch.futures)
             self._stats["batches_sent"] += 1
@@ -1135,25 +1332,37 @@ class Producer:
 
     def _finish_failed(self, batch: _Batch, err: BaseException) -> None:
         with self._cond:
-            if batch.attempt:
-                batch.attempt = 0
-                q = self._queues.get((batch.topic, batch.partition))
-                if q is not None:
-                    q.in_flight -= 1
+            self._end_attempt(batch)
         self._resolve_failure(batch, err)
 
-    def _mark_done(self, batch: _Batch) -> None:
+    def _end_attempt(self, batch: _Batch) -> _PartitionQueue | None:
+        """Under _cond: the batch's attempt in flight (if any) is over; its queue."""
+        q = self._queues.get((batch.topic, batch.partition))
+        if batch.attempt:
+            batch.attempt = 0
+            if q is not None:
+                q.in_flight -= 1
+                if batch.unary:
+                    q.unary = False
+            batch.unary = False
+        return q
+
+    def _mark_done(self, batch: _Batch) -> bool:
         """Under _cond: free the batch's buffer room. It leaves its queue once it reaches
-        the head (``_collect``), so the window of rule 1 still counts it until then."""
-        if not batch.done:
-            batch.done = True
-            batch.closed = True
-            self._buffered_bytes -= batch.size_bytes
-            self._cond.notify_all()
+        the head (``_collect``), so the window of rule 1 still counts it until then.
+        False if it was done already: then its futures are someone else's to resolve."""
+        if batch.done:
+            return False
+        batch.done = True
+        batch.closed = True
+        self._buffered_bytes -= batch.size_bytes
+        self._cond.notify_all()
+        return True
 
     def _resolve_failure(self, batch: _Batch, err: BaseException) -> None:
         with self._cond:
-            self._mark_done(batch)
+            if not self._mark_done(batch):
+                return
             self._stats["records_failed"] += len(batch.futures)
         for f in batch.futures:
             if f is not None and not f.done():

@@ -160,13 +160,19 @@ def test_produce_stream_keeps_pipelined_batches_in_order(cluster: Cluster) -> No
 
 
 class _Background:
-    """A Producer sending value-<i> to partition 0 in a thread until stopped."""
+    """A Producer sending value-<i> to partition 0 in a thread until stopped. With
+    ``wait_every`` it waits for every n-th record's acknowledgement, so that few records
+    are in flight: with linger_ms=0 these go from the sending thread, alone, as unary
+    calls (the low-rate path, rules 9 and 10 of client/_producer.py)."""
 
-    def __init__(self, cluster: Cluster, topic: str) -> None:
+    def __init__(self, cluster: Cluster, topic: str, linger_ms: int = 1,
+                 wait_every: int = 0) -> None:
         self.topic = topic
-        self.producer = Producer(",".join(cluster.peers.values()), acks="all", linger_ms=1,
-                                 batch_size=4096, buffer_memory=256 * 1024,
-                                 enable_idempotence=True, request_timeout_ms=3000)
+        self.wait_every = wait_every
+        self.producer = Producer(",".join(cluster.peers.values()), acks="all",
+                                 linger_ms=linger_ms, batch_size=4096,
+                                 buffer_memory=256 * 1024, enable_idempotence=True,
+                                 request_timeout_ms=3000)
         self.futures: list = []
         self.failures: list[BaseException] = []
         self._stop = threading.Event()
@@ -177,9 +183,11 @@ class _Background:
         try:
             i = 0
             while not self._stop.is_set():
-                self.futures.append(self.producer.send(self.topic, b"value-%08d" % i,
-                                                       partition=0))
+                future = self.producer.send(self.topic, b"value-%08d" % i, partition=0)
+                self.futures.append(future)
                 i += 1
+                if self.wait_every and i % self.wait_every == 0:
+                    future.exception(120)  # failures are reported by _check_every_offset
         except BaseException as e:  # noqa: BLE001
             self.failures.append(e)
 
@@ -207,13 +215,19 @@ def _check_every_offset(cluster: Cluster, run: _Background) -> None:
         assert value == b"value-%08d" % expected_offset
 
 
+_PACES = [pytest.param(1, 0, id="linger1-flat-out"),
+          pytest.param(0, 0, id="linger0-flat-out"),
+          pytest.param(0, 4, id="linger0-few-in-flight")]
+
+
+@pytest.mark.parametrize(("linger_ms", "wait_every"), _PACES)
 def test_idempotent_producer_under_leader_kills_has_no_duplicates_and_no_gaps(
-        cluster: Cluster) -> None:
+        cluster: Cluster, linger_ms: int, wait_every: int) -> None:
     """kill -9 of the partition leader three times while a Producer keeps up to 5 batches
     in flight; then every offset holds exactly the value sent in that position."""
     cluster.create_topic("chaos", partitions=1)
     cluster.wait_leader("chaos", 0)
-    run = _Background(cluster, "chaos")
+    run = _Background(cluster, "chaos", linger_ms, wait_every)
     try:
         for _ in range(3):
             run.wait_progress(3000)
@@ -229,13 +243,14 @@ def test_idempotent_producer_under_leader_kills_has_no_duplicates_and_no_gaps(
     _check_every_offset(cluster, run)
 
 
+@pytest.mark.parametrize(("linger_ms", "wait_every"), _PACES)
 def test_idempotent_producer_across_a_paused_leader_has_no_duplicates_and_no_gaps(
-        cluster: Cluster) -> None:
+        cluster: Cluster, linger_ms: int, wait_every: int) -> None:
     """SIGSTOP of the leader: its stream goes silent with batches in flight (maybe
     written, maybe not); the producer gives up on the stream and retries elsewhere."""
     cluster.create_topic("paused", partitions=1)
     cluster.wait_leader("paused", 0)
-    run = _Background(cluster, "paused")
+    run = _Background(cluster, "paused", linger_ms, wait_every)
     try:
         run.wait_progress(3000)
         leader = cluster.wait_leader("paused", 0)
