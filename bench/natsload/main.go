@@ -21,9 +21,9 @@
 // never comes (the stream leader changed while it was in flight, e.g. when the servers
 // are starved of CPU) stays pending for ever, and with it the old in-order ack drain and
 // one slot of nats.go's own window (PublishAsyncMaxPending), which collapsed. So the
-// window is ours (a slot is freed by an ack, an error or -ack-timeout), nats.go's limit
-// is set out of reach, and any mode exits non-zero (a message on stderr) when nothing
-// progresses for -stall-timeout.
+// window is ours (a slot is freed by an ack, an error or -ack-timeout, and a lost ack
+// holds only its own slot), nats.go's limit is set out of reach, and any mode exits
+// non-zero (a message on stderr) when nothing progresses for -stall-timeout.
 package main
 
 import (
@@ -44,7 +44,7 @@ import (
 
 type result map[string]interface{}
 
-var ackTimeout, stallTimeout time.Duration
+var ackTimeout, stallTimeout, handoff time.Duration
 
 // watchdog exits the program when *counter has not moved for stallTimeout (until stop).
 func watchdog(what string, counter *int64, stop chan struct{}) {
@@ -143,6 +143,8 @@ func main() {
 	batch := flag.Int("batch", 1000, "pull batch size (consume)")
 	flag.DurationVar(&ackTimeout, "ack-timeout", 10*time.Second,
 		"a publish not acked by then is counted as timed out (and, with -count, sent again)")
+	flag.DurationVar(&handoff, "handoff", 250*time.Millisecond,
+		"pub: an ack pending this long after its publish is awaited apart from the others")
 	flag.DurationVar(&stallTimeout, "stall-timeout", 60*time.Second,
 		"exit with an error when nothing is acked/received for this long")
 	flag.Parse()
@@ -182,38 +184,55 @@ func main() {
 func runPub(js nats.JetStreamContext, subs []string, size int, duration time.Duration,
 	count int64, window int) result {
 	data := payload(size)
-	var acked, errored, timedOut, resolved int64
+	var acked, errored, timedOut, resolved, handedOff int64
 	stop := make(chan struct{})
 	go progress(&acked, stop)
 	go watchdog("acked", &acked, stop)
 	type inflight struct {
-		f        nats.PubAckFuture
-		deadline time.Time
+		f         nats.PubAckFuture
+		published time.Time
 	}
-	// The window: a publish takes a slot of this channel, the drain frees it when the ack
-	// (or an error) arrives or when -ack-timeout passes, so a lost ack costs one timeout,
-	// never the window. Acks of one stream come back in order, so draining in publish
-	// order frees slots as they arrive.
+	// The window: a publish takes a slot, its outcome frees it: the ack, an error, or
+	// -ack-timeout. Outcomes are drained in publish order (the acks of a stream come in
+	// order), but a future still pending -handoff after its publish (a lost ack, or a very
+	// slow one) is handed to a goroutine of its own, so it holds its slot, never the slots
+	// of the acks behind it.
+	slots := make(chan struct{}, window)
 	queue := make(chan inflight, window)
 	wake := make(chan struct{}, 1)
+	resolve := func(outcome string) {
+		switch outcome {
+		case "ok":
+			atomic.AddInt64(&acked, 1)
+		case "error":
+			atomic.AddInt64(&errored, 1)
+		default:
+			atomic.AddInt64(&timedOut, 1)
+		}
+		atomic.AddInt64(&resolved, 1)
+		<-slots
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
+		var slow sync.WaitGroup
 		for p := range queue {
-			switch await(p.f, p.deadline) {
-			case "ok":
-				atomic.AddInt64(&acked, 1)
-			case "error":
-				atomic.AddInt64(&errored, 1)
-			default:
-				atomic.AddInt64(&timedOut, 1)
+			if o := await(p.f, p.published.Add(handoff)); o != "timeout" {
+				resolve(o)
+				continue
 			}
-			atomic.AddInt64(&resolved, 1)
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
+			slow.Add(1)
+			atomic.AddInt64(&handedOff, 1)
+			go func(p inflight) {
+				defer slow.Done()
+				resolve(await(p.f, p.published.Add(ackTimeout)))
+			}(p)
 		}
+		slow.Wait()
 	}()
 	start := time.Now()
 	deadline := start.Add(duration)
@@ -235,15 +254,17 @@ func runPub(js nats.JetStreamContext, subs []string, size int, duration time.Dur
 		} else if !time.Now().Before(deadline) {
 			break
 		}
+		slots <- struct{}{} // blocks while -window publishes are unresolved
 		subj := subs[sent%int64(len(subs))]
 		f, err := js.PublishAsync(subj, data)
 		if err != nil { // e.g. the reconnect buffer is full: try again shortly
+			<-slots
 			pubErrors++
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		sent++
-		queue <- inflight{f, time.Now().Add(ackTimeout)}
+		queue <- inflight{f, time.Now()}
 	}
 	close(queue)
 	<-drained
@@ -251,6 +272,7 @@ func runPub(js nats.JetStreamContext, subs []string, size int, duration time.Dur
 	close(stop)
 	return result{"sent": sent, "acked": acked, "failed": errored, "timed_out": timedOut,
 		"publish_errors": pubErrors, "window": window, "ack_timeout_s": ackTimeout.Seconds(),
+		"handoff_s": handoff.Seconds(), "handed_off": handedOff,
 		"seconds": elapsed.Seconds(), "rate": float64(acked) / elapsed.Seconds()}
 }
 
