@@ -58,6 +58,27 @@ class Settings:
         return round((nominal + 60) * self.limit_scale)
 
 
+class WorkloadTimeout(TimeoutError):
+    """A workload ran past the time bound it was given (bench/run.py)."""
+
+
+class Bounded:
+    """A system whose workloads stop themselves at ``deadline`` (a time.monotonic() value
+    bench/run.py sets around each step; None outside one)."""
+
+    deadline: float | None = None
+
+    def left_s(self, default: float = 3600.0) -> float:
+        """Seconds left before the current workload's deadline."""
+        if self.deadline is None:
+            return default
+        return max(0.5, self.deadline - time.monotonic())
+
+    def check_deadline(self, what: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise WorkloadTimeout(f"{what} still running at its time bound")
+
+
 def value_of(size: int, i: int = 0) -> bytes:
     """A JSON-like record value of exactly ``size`` bytes (the same bytes for both
     systems)."""

@@ -27,8 +27,10 @@ import nats
 from nats.js import api
 
 from bench._common import (
+    Bounded,
     Settings,
     Ticker,
+    WorkloadTimeout,
     bar,
     free_ports,
     idle_usage,
@@ -47,10 +49,6 @@ STREAM_SETTINGS = ("R3, file storage, retention limits with no limits (max msgs/
                    "one subject per stream")
 CONSUMER_SETTINGS = ("w4: ephemeral pull consumer, AckNone, deliver all, fetch batches of "
                      "1,000; w5: ephemeral push consumer, AckNone, deliver new")
-
-
-class WorkloadTimeout(TimeoutError):
-    """A workload ran past the time bound it was given (bench/run.py)."""
 
 
 def nats_server_binary() -> str:
@@ -239,7 +237,7 @@ class _PyPublisher:
             self._reaper.cancel()
 
 
-class NatsSystem:
+class NatsSystem(Bounded):
     """Runs the workloads against a NATS cluster; each method returns a dict of figures."""
 
     name = "NATS JetStream"
@@ -250,7 +248,6 @@ class NatsSystem:
         self.cluster: NatsCluster | None = None
         self.natsload: Path | None = None
         self._streams = 0
-        self.deadline: float | None = None  # time.monotonic() bound of the current workload
         self._children: set[subprocess.Popen] = set()
         self.backlog: tuple[str, str] | None = None  # w4's filled (stream, subject)
 
@@ -282,12 +279,6 @@ class NatsSystem:
         """Every server process still runs."""
         return self.cluster is not None and len(self.cluster.procs) == 3 and all(
             p.poll() is None for p in self.cluster.procs.values())
-
-    def left_s(self, default: float = 3600.0) -> float:
-        """Seconds left before the current workload's deadline."""
-        if self.deadline is None:
-            return default
-        return max(0.5, self.deadline - time.monotonic())
 
     def run(self, coro):  # noqa: ANN001, ANN201 - a nats-py workload, bounded
         """asyncio.run() of a nats-py workload, cancelled at the workload's deadline."""

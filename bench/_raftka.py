@@ -14,7 +14,16 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from client import Admin, PartitionReader, Producer, RaftkaError, TopicReader
-from bench._common import Settings, Ticker, bar, idle_usage, pace, percentiles_ms, value_of
+from bench._common import (
+    Bounded,
+    Settings,
+    Ticker,
+    bar,
+    idle_usage,
+    pace,
+    percentiles_ms,
+    value_of,
+)
 from tests.harness import Cluster
 
 SEND_MANY_CHUNK = 1000  # records per send_many call in the bulk producer
@@ -41,7 +50,7 @@ def distinct_values(size: int, count: int = SEND_MANY_CHUNK) -> list[bytes]:
     return out
 
 
-class RaftkaSystem:
+class RaftkaSystem(Bounded):
     name = "Raftka"
 
     def __init__(self, settings: Settings, work_dir: Path) -> None:
@@ -107,14 +116,16 @@ class RaftkaSystem:
                 if client == "bulk":
                     p = 0
                     while time.perf_counter() - start < secs:
+                        self.check_deadline("Raftka produce")
                         producer.send_many(topic, chunk, partition=p)
                         p = (p + 1) % partitions
                 else:
                     send = producer.send
                     while time.perf_counter() - start < secs:
+                        self.check_deadline("Raftka produce")
                         for value in chunk:
                             send(topic, value)
-                producer.flush()
+                producer.flush(self.left_s())
                 elapsed = time.perf_counter() - start
             s = stats()
         return {"rate": round(s["records_sent"] / elapsed), "acked": s["records_sent"],
@@ -140,7 +151,7 @@ class RaftkaSystem:
                     if f.exception() is None else None)
             with Ticker(bar(f"Raftka latency @{rate:,.0f}/s", rate * secs), lambda: len(samples)):
                 sent, elapsed = pace(rate, secs, send)
-                producer.flush()
+                producer.flush(self.left_s())
         return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
 
     def latency_raw(self, rate: float) -> dict:
@@ -188,9 +199,10 @@ class RaftkaSystem:
                         lambda: producer.statistics()["records_sent"]):
                 left = records
                 while left > 0:
+                    self.check_deadline(f"Raftka fill of {records:,} records")
                     producer.send_many(topic, chunk[:left], partition=0)
                     left -= len(chunk)
-                producer.flush()
+                producer.flush(self.left_s())
         return topic
 
     def consume(self, topic: str, records: int) -> dict:
@@ -252,6 +264,7 @@ class RaftkaSystem:
                 start = time.perf_counter()
                 offset = 0
                 while got[0] < records:
+                    self.check_deadline("Raftka raw Fetch")
                     r = stub.Fetch(broker_pb2.FetchRequest(
                         topic=topic, partition=0, offset=offset, max_bytes=READER_MAX_BYTES),
                         timeout=10)
@@ -288,7 +301,7 @@ class RaftkaSystem:
                                   partition=0)
             with Ticker(bar(f"Raftka end-to-end @{rate:,.0f}/s", total), lambda: len(samples)):
                 sent, elapsed = pace(rate, secs, send)
-                producer.flush()
+                producer.flush(self.left_s())
                 deadline = time.monotonic() + 10
                 while len(samples) < total and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -306,6 +319,7 @@ class RaftkaSystem:
         progress = bar("Raftka failover (kill -9 leader)", self.settings.failover_trials,
                        unit="trial")
         for _ in range(self.settings.failover_trials):
+            self.check_deadline("Raftka failover")
             leader = cluster.wait_preferred_leader(topic, 0, timeout=30)
             with Producer(list(cluster.peers.values()), acks="all", linger_ms=0,
                           retry_backoff_ms=10, retry_backoff_max_ms=50,

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from bench._common import Settings
-from bench._nats import NatsSystem, WorkloadTimeout
+from bench._common import WorkloadTimeout
+from bench._nats import NatsSystem
 from bench._raftka import RaftkaSystem
 from bench._report import charts, render_table
 
@@ -69,7 +70,7 @@ class Runner:
     (``{"error": ..., "failed": true}``), the processes it left (a load generator, a wedged
     or dead cluster) are killed and the cluster restarted, and the suite goes on."""
 
-    GRACE_S = 20.0  # NATS steps stop themselves at the bound; this is the backstop after it
+    GRACE_S = 20.0  # steps stop themselves at the bound; this is the backstop after it
 
     def __init__(self, settings: Settings, workloads: set[str],
                  clients: tuple[str, ...] = ("go", "py")) -> None:
@@ -96,16 +97,14 @@ class Runner:
                 box["error"] = e
                 box["trace"] = traceback.format_exc()
 
-        if isinstance(system, NatsSystem):
-            system.deadline = time.monotonic() + limit
+        system.deadline = time.monotonic() + limit
         worker = threading.Thread(target=target, name=f"bench {side} {key}", daemon=True)
         t0 = time.perf_counter()
         worker.start()
         try:
-            worker.join(limit + (self.GRACE_S if isinstance(system, NatsSystem) else 0))
+            worker.join(limit + self.GRACE_S)
         finally:
-            if isinstance(system, NatsSystem):
-                system.deadline = None
+            system.deadline = None
         if worker.is_alive():
             reason = f"timed out after {time.perf_counter() - t0:.0f} s (bound {limit:.0f} s)"
             self._restart(system, side, reason)
