@@ -2,7 +2,8 @@
 
 Asyncio tasks owned here (see also node/README.md):
 
-- ``_ticker``: every ``tick_s`` ticks every group and marks it dirty.
+- ``_ticker``: every ``tick_s`` ticks every group that is not quiesced and marks it dirty,
+  pings idle peers (``PeerTransport.tick``) and runs the node-level liveness check.
 - ``_ready_loop``: the only caller of ``ready()``/``advance()``. Each pass takes the Ready of
   every dirty group and runs the RawNode ordering rules for all of them at once:
   1. send every Ready's ``messages`` (leaders replicate while they write: thesis §10.2.1);
@@ -16,6 +17,16 @@ Asyncio tasks owned here (see also node/README.md):
   and ride the next pass: that is the group commit.
 
 Messages from peers are stepped as they arrive (``deliver_many``), on the loop thread.
+
+Quiescence (``RaftTiming.quiesce``, raft/_raft.py rules 7-10): an idle group's leader tells
+its followers to quiesce, and the group then costs nothing per tick: the ticker skips it
+and no heartbeat is sent for it. What a heartbeat told a follower per group (my leader is
+alive) comes from node-level liveness instead: every batch from a peer (messages, or the
+ping the transport sends each tick when it has nothing else for that peer) counts as a sign
+of life of that node. A peer silent for an election timeout is reported down to every
+quiesced group (``RawNode.report_peer_down``): followers of that node wake and campaign,
+leaders with a follower there wake and run check-quorum again. Any message, proposal or
+read wakes a group by itself.
 """
 
 from __future__ import annotations
@@ -53,10 +64,12 @@ class StateMachine(Protocol):
 
 
 class RaftTiming:
-    def __init__(self, tick_s: float = 0.05, election_tick: int = 6, heartbeat_tick: int = 2):
+    def __init__(self, tick_s: float = 0.05, election_tick: int = 6, heartbeat_tick: int = 2,
+                 quiesce: bool = True):
         self.tick_s = tick_s
         self.election_tick = election_tick
         self.heartbeat_tick = heartbeat_tick
+        self.quiesce = quiesce
 
 
 class _SyncThread:
@@ -136,6 +149,12 @@ class RaftHost:
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._sync: _SyncThread | None = None
+        # Node-level liveness: peer -> time we last got a batch from it; peer -> time we
+        # last reported it down to the quiesced groups (repeated every election timeout
+        # while it stays silent: a group may have quiesced since), until heard from again.
+        self._heard: dict[int, float] = {}
+        self._down_reported: dict[int, float] = {}
+        self._suspects: set[int] = set()
 
     # ------------------------------------------------------------------ groups
     def add_group(self, group_id: int, sm: StateMachine, bootstrap: ConfState | None,
@@ -158,7 +177,7 @@ class RaftHost:
         cfg = Config(
             self.node_id, election_tick=t.election_tick, heartbeat_tick=t.heartbeat_tick,
             applied=applied if applied is not None else snap.meta.index,
-            max_size_per_msg=4 << 20, max_inflight_msgs=64,
+            max_size_per_msg=4 << 20, max_inflight_msgs=64, quiesce=t.quiesce,
         )
         node = RawNode(cfg, storage, random.Random(self._rng.getrandbits(64)))
         group = Group(group_id, node, storage, sm)
@@ -179,7 +198,14 @@ class RaftHost:
         self._wakeup.set()
 
     # ------------------------------------------------------------------ inputs
-    def deliver_many(self, items: list[tuple[int, Message]]) -> None:
+    def deliver_many(self, items: list[tuple[int, Message]], frm: int = 0) -> None:
+        """Step messages from node ``frm`` (0: unknown) into their groups. Any batch, even
+        an empty one (a ping), is a sign of life of ``frm``."""
+        if frm:
+            self._heard[frm] = time.monotonic()
+            if frm in self._down_reported:
+                del self._down_reported[frm]
+                log.info("peer %d is heard from again", frm)
         groups = self.groups
         for group_id, m in items:
             group = groups.get(group_id)
@@ -222,13 +248,51 @@ class RaftHost:
 
     async def _ticker(self) -> None:
         interval = self.timing.tick_s
-        next_at = time.monotonic()
+        silence_s = self.timing.election_tick * interval
+        start = time.monotonic()
+        for peer in self.transport.peer_ids:
+            self._heard.setdefault(peer, start)
+        next_at = start
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            dirty = self._dirty
             for group in list(self.groups.values()):
-                group.node.tick()
-                self._dirty.add(group.group_id)
+                node = group.node
+                if node.quiesced:
+                    continue  # its timers are stopped: ticking it would do nothing
+                node.tick()
+                dirty.add(group.group_id)
+            self._wakeup.set()
+            self.transport.tick()
+            self._check_liveness(time.monotonic(), silence_s)
+
+    def _check_liveness(self, now: float, silence_s: float) -> None:
+        suspects = self._suspects
+        for peer, heard in self._heard.items():
+            if now - heard < silence_s:
+                suspects.discard(peer)
+                continue
+            if peer not in suspects:
+                # Silent at two ticks in a row before it counts: after a stall of our own
+                # loop the peer's batches may still sit unread in the stream handler.
+                suspects.add(peer)
+                continue
+            if now - self._down_reported.get(peer, 0.0) < silence_s:
+                continue
+            first = peer not in self._down_reported
+            self._down_reported[peer] = now
+            woken = 0
+            for group in self.groups.values():
+                node = group.node
+                if node.quiesced:
+                    node.report_peer_down(peer)
+                    if not node.quiesced:
+                        woken += 1
+                        self._dirty.add(group.group_id)
+            if first or woken:
+                log.info("peer %d silent for %.0f ms: woke %d quiesced groups", peer,
+                         (now - heard) * 1000, woken)
             self._wakeup.set()
 
     async def _ready_loop(self) -> None:

@@ -6,8 +6,14 @@ flush), with heartbeats and their answers packed as columns. If the peer is down
 stream is re-opened with backoff and queued messages beyond a bound are dropped (Raft
 retransmits; losing messages is always safe, reordering too).
 
-Incoming: the ``RaftPeer.Stream`` handler decodes each batch and hands the messages to
-the ``deliver`` callback given at construction, on the event loop.
+Incoming: the ``RaftPeer.Stream`` handler decodes each batch and hands the messages, and
+the sending node's id, to the ``deliver`` callback given at construction, on the event loop.
+
+Node-level liveness: every batch is a sign of life of its sender. ``PeerTransport.tick()``
+(called by the host every tick) makes each sender write an empty ``RaftBatch`` (a ping) to
+its peer if nothing else went to that peer since the previous tick, so a peer hears from us
+at least once per tick even when every group is quiesced: one ping per node pair, not one
+heartbeat per group.
 
 Asyncio tasks owned here: one ``_sender`` per peer (owns that peer's queue and channel).
 """
@@ -116,6 +122,8 @@ class _Peer:
         self.connected = False
         self.dropped = 0
         self.task: asyncio.Task | None = None
+        self.sent_since_tick = False  # a batch went out since the last tick()
+        self.ping_due = False
 
 
 class PeerTransport:
@@ -145,6 +153,19 @@ class PeerTransport:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    @property
+    def peer_ids(self) -> list[int]:
+        return list(self._peers)
+
+    def tick(self) -> None:
+        """Ping every peer that got nothing since the previous tick (node-level liveness)."""
+        for peer in self._peers.values():
+            if peer.sent_since_tick:
+                peer.sent_since_tick = False
+            elif peer.connected:
+                peer.ping_due = True
+                peer.wakeup.set()
+
     def is_reachable(self, node_id: int) -> bool:
         peer = self._peers.get(node_id)
         return node_id == self.node_id or (peer is not None and peer.connected)
@@ -169,11 +190,18 @@ class PeerTransport:
                 peer.connected = True
                 while not self._closed:
                     if not peer.queue:
+                        if peer.ping_due:
+                            peer.ping_due = False
+                            await call.write(raft_pb2.RaftBatch(from_node=self.node_id,
+                                                                to_node=peer.node_id))
+                            continue
                         peer.wakeup.clear()
                         await peer.wakeup.wait()
                         continue
                     items = peer.queue[:BATCH_MESSAGES_MAX]
                     del peer.queue[:BATCH_MESSAGES_MAX]
+                    peer.sent_since_tick = True
+                    peer.ping_due = False
                     await call.write(encode_batch(self.node_id, peer.node_id, items))
                     backoff = 0.05
             except asyncio.CancelledError:
@@ -204,7 +232,8 @@ def _short(exc: BaseException) -> str:
 
 # ----------------------------------------------------------------------- receiving
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
-    def __init__(self, node_id: int, deliver_many: Callable[[list[tuple[int, Message]]], None]):
+    def __init__(self, node_id: int,
+                 deliver_many: Callable[[list[tuple[int, Message]], int], None]):
         self._node_id = node_id
         self._deliver_many = deliver_many
 
@@ -219,7 +248,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                         "the peer list of the sender is wrong",
                     )
                 count += 1
-                self._deliver_many(decode_batch(batch))
+                self._deliver_many(decode_batch(batch), batch.from_node)
         except asyncio.CancelledError:
             pass  # server shutdown: the peer reconnects to whoever serves next
         return raft_pb2.RaftStreamSummary(batches=count)
