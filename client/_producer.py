@@ -953,8 +953,9 @@ class Producer:
         sooner than it planned (a stuck check, a linger deadline) or must do what only it
         does (get a producer id)."""
         q = self._queues.get((topic, partition))
-        if q is None or q.dispatching or self._aborting:
-            return None
+        if (q is None or q.dispatching or q.unary or q.in_flight >= self._max_in_flight
+                or self._aborting):
+            return None  # nothing can go before an answer comes (whose thread looks again)
         if self._idempotent and self._producer_id < 0:
             self._sender_cond.notify()  # only the sender gets a producer id
             return None
