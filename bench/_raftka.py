@@ -85,7 +85,8 @@ class RaftkaSystem(Bounded):
                 "clients": f"client.Producer, defaults (acks=all, idempotent, lz4, batches "
                            f"in flight per partition) with {PRODUCER_BULK}: send_many of "
                            f"{SEND_MANY_CHUNK} records per call, and one send() per record; "
-                           f"latency runs {PRODUCER_LATENCY}; PartitionReader max_bytes "
+                           f"latency runs {PRODUCER_LATENCY} at 1,000/s and w1's settings "
+                           f"at 50% of w1's maximum; PartitionReader max_bytes "
                            f"{READER_MAX_BYTES}; throughput and backlog records cycle "
                            f"through {SEND_MANY_CHUNK} distinct JSON-like values (lz4 "
                            f"ratio ~2.2), latency records are one fixed value"}
@@ -132,12 +133,16 @@ class RaftkaSystem(Bounded):
                 "failed": s["records_failed"], "seconds": round(elapsed, 3),
                 "requests": s["requests"]}
 
-    def latency(self, rate: float) -> dict:
+    def latency(self, rate: float, bulk: bool = False) -> dict:
+        """Send-to-ack latency at ``rate``, paced, one send() per due record (send_many of
+        the due ones when behind). ``bulk``: with w1's producer settings (PRODUCER_BULK),
+        for the rate at 50% of w1's maximum, which linger_ms=0 requests cannot carry."""
         topic = self.new_topic(1)
         value = value_of(100)
         secs = self.settings.latency_s
         samples: list[float] = []
-        with Producer(self.bootstrap, acks="all", **PRODUCER_LATENCY) as producer:
+        config = PRODUCER_BULK if bulk else PRODUCER_LATENCY
+        with Producer(self.bootstrap, acks="all", **config) as producer:
             producer.send(topic, value, partition=0).result(10)  # warm the connection
 
             def send(n: int) -> None:

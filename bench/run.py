@@ -163,7 +163,7 @@ class Runner:
                 step("w3_latency_1000", lambda: s.latency(1000), "latency")
                 step("w3_latency_1000_raw", lambda: s.latency_raw(1000), "latency")
                 half = _half_max(out)
-                step("w3_latency_half", lambda: s.latency(half), "latency")
+                step("w3_latency_half", lambda: s.latency(half, bulk=True), "latency")
             if self.has("w4"):
                 n = self.settings.backlog_records
                 backlog: list[str] = []

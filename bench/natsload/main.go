@@ -353,7 +353,7 @@ func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
 		fail("pull subscribe: %v", err)
 	}
 	defer sub.Unsubscribe()
-	var got, bytes, timeouts int64
+	var got, bytes, timeouts, noResponders int64
 	stop := make(chan struct{})
 	go progress(&got, stop)
 	go watchdog("received", &got, stop)
@@ -368,6 +368,11 @@ func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
 			timeouts++
 			continue
 		}
+		if err == nats.ErrNoResponders { // the consumer is not served yet (just created, or
+			noResponders++ // its leader moved): ask again; the watchdog bounds it
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			fail("fetch after %d messages: %v", got, err)
 		}
@@ -379,7 +384,8 @@ func runConsume(js nats.JetStreamContext, subject, stream string, count int64,
 	elapsed := time.Since(start)
 	close(stop)
 	return result{"count": got, "bytes": bytes, "seconds": elapsed.Seconds(),
-		"fetch_timeouts": timeouts, "rate": float64(got) / elapsed.Seconds()}
+		"fetch_timeouts": timeouts, "no_responders": noResponders,
+		"rate": float64(got) / elapsed.Seconds()}
 }
 
 func runE2E(js nats.JetStreamContext, subject string, size int, duration time.Duration,
