@@ -85,8 +85,9 @@ class RaftkaSystem(Bounded):
                 "clients": f"client.Producer, defaults (acks=all, idempotent, lz4, batches "
                            f"in flight per partition) with {PRODUCER_BULK}: send_many of "
                            f"{SEND_MANY_CHUNK} records per call, and one send() per record; "
-                           f"latency runs {PRODUCER_LATENCY} at 1,000/s and w1's settings "
-                           f"at 50% of w1's maximum; PartitionReader max_bytes "
+                           f"latency runs {PRODUCER_LATENCY} at 1,000/s, and w1's settings "
+                           f"with what is due sent once per ms at 50% of w1's maximum "
+                           f"(latency from when a record was due); PartitionReader max_bytes "
                            f"{READER_MAX_BYTES}; throughput and backlog records cycle "
                            f"through {SEND_MANY_CHUNK} distinct JSON-like values (lz4 "
                            f"ratio ~2.2), latency records are one fixed value"}
@@ -135,8 +136,10 @@ class RaftkaSystem(Bounded):
 
     def latency(self, rate: float, bulk: bool = False) -> dict:
         """Send-to-ack latency at ``rate``, paced, one send() per due record (send_many of
-        the due ones when behind). ``bulk``: with w1's producer settings (PRODUCER_BULK),
-        for the rate at 50% of w1's maximum, which linger_ms=0 requests cannot carry."""
+        the due ones when behind), counted from when each was due. ``bulk``: w1's producer
+        settings (PRODUCER_BULK) and what is due sent once per millisecond, for the rate at
+        50% of w1's maximum, which neither linger_ms=0 requests nor one Python call per record
+        can carry."""
         topic = self.new_topic(1)
         value = value_of(100)
         secs = self.settings.latency_s
@@ -145,8 +148,7 @@ class RaftkaSystem(Bounded):
         with Producer(self.bootstrap, acks="all", **config) as producer:
             producer.send(topic, value, partition=0).result(10)  # warm the connection
 
-            def send(n: int) -> None:
-                t0 = time.perf_counter()
+            def send(n: int, t0: float) -> None:
                 if n == 1:
                     fut: Future = producer.send(topic, value, partition=0)
                 else:  # behind schedule: the due records go together
@@ -155,7 +157,7 @@ class RaftkaSystem(Bounded):
                     lambda f: samples.extend([time.perf_counter() - t0] * n)
                     if f.exception() is None else None)
             with Ticker(bar(f"Raftka latency @{rate:,.0f}/s", rate * secs), lambda: len(samples)):
-                sent, elapsed = pace(rate, secs, send)
+                sent, elapsed = pace(rate, secs, send, tick_s=0.001 if bulk else 0.0)
                 producer.flush(self.left_s())
         return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
 
@@ -183,7 +185,7 @@ class RaftkaSystem(Bounded):
             start = time.perf_counter()
             stop_at = start + secs * 1.5  # one in flight may not keep up: bound the run
 
-            def send(n: int) -> None:
+            def send(n: int, _due: float) -> None:
                 for _ in range(n):
                     if time.perf_counter() > stop_at:
                         return
@@ -300,7 +302,7 @@ class RaftkaSystem(Bounded):
         consumer.start()
         time.sleep(0.5)  # the reader has resolved its position and is long-polling
         with Producer(self.bootstrap, acks="all", **PRODUCER_LATENCY) as producer:
-            def send(n: int) -> None:
+            def send(n: int, _due: float) -> None:
                 for _ in range(n):
                     producer.send(topic, time.monotonic_ns().to_bytes(8, "big") + pad,
                                   partition=0)
