@@ -159,7 +159,8 @@ class RaftkaSystem(Bounded):
             with Ticker(bar(f"Raftka latency @{rate:,.0f}/s", rate * secs), lambda: len(samples)):
                 sent, elapsed = pace(rate, secs, send, tick_s=0.001 if bulk else 0.0)
                 producer.flush(self.left_s())
-        return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
+            retries = producer.statistics()["retries"]  # > 0: a leader change in the run
+        return {**percentiles_ms(samples), "rate": round(sent / elapsed), "retries": retries}
 
     def latency_raw(self, rate: float) -> dict:
         """The server's part of w3: unary Produce RPCs of one pre-built single-record batch
@@ -178,10 +179,27 @@ class RaftkaSystem(Bounded):
                                             record_batches=batch)
         secs = self.settings.latency_s
         samples: list[float] = []
-        with grpc.insecure_channel(self.cluster.peers[leader]) as channel:
-            produce = broker_pb2_grpc.BrokerStub(channel).Produce
-            produce(request, timeout=10)
+        leader_changes = [0]
+        peers = self.cluster.peers
+        channels = {nid: grpc.insecure_channel(addr) for nid, addr in peers.items()}
+        stubs = {nid: broker_pb2_grpc.BrokerStub(ch).Produce for nid, ch in channels.items()}
+        current = [leader]
 
+        def produce() -> None:
+            """One call to the leader; a leader change (NOT_LEADER names the new one, or
+            the old one is unreachable) is followed and counted, the retry timed in."""
+            for _ in range(50):
+                try:
+                    stubs[current[0]](request, timeout=10)
+                    return
+                except grpc.RpcError:
+                    leader_changes[0] += 1
+                    time.sleep(0.01)
+                    current[0] = self.cluster.partition_leader(topic, 0) or current[0]
+            raise RuntimeError(f"no leader of {topic}/0 accepted a Produce in 50 tries")
+
+        try:
+            produce()
             start = time.perf_counter()
             stop_at = start + secs * 1.5  # one in flight may not keep up: bound the run
 
@@ -190,13 +208,17 @@ class RaftkaSystem(Bounded):
                     if time.perf_counter() > stop_at:
                         return
                     t0 = time.perf_counter()
-                    produce(request, timeout=10)
+                    produce()
                     samples.append(time.perf_counter() - t0)
             with Ticker(bar(f"Raftka raw Produce RPC @{rate:,.0f}/s", rate * secs),
                         lambda: len(samples)):
                 pace(rate, secs, send)
                 elapsed = time.perf_counter() - start
-        return {**percentiles_ms(samples), "rate": round(len(samples) / elapsed)}
+        finally:
+            for ch in channels.values():
+                ch.close()
+        return {**percentiles_ms(samples), "rate": round(len(samples) / elapsed),
+                "leader_changes_followed": leader_changes[0]}
 
     def fill(self, records: int) -> str:
         topic = self.new_topic(1)

@@ -22,6 +22,7 @@ import os
 import random
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -225,6 +226,7 @@ class Cluster:
         self._failed_at: dict[str, float] = {}
         self._last_good: str | None = None
         self._closed = False
+        self._workers: ThreadPoolExecutor | None = None  # read-ahead calls, made lazily
 
     # ------------------------------------------------------------------ connections
 
@@ -297,20 +299,25 @@ class Cluster:
         return self.call(address, fn, request, timeout_s, what or method)
 
     def start_broker_call(self, address: str, method: str, request: Any,
-                          timeout_s: float) -> grpc.Future:
+                          timeout_s: float, what: str = "") -> Future:
         """Start a unary broker RPC without waiting (read-ahead); :meth:`finish_call`
-        takes its answer."""
-        fn = getattr(self.broker_stub(address), method)
-        return fn.future(request, timeout=max(timeout_s, 0.001))
+        takes its answer. It runs as a blocking call on a worker thread, not as a gRPC
+        future: a blocking call receives and parses its answer with the GIL released while
+        it waits, where a future's answer is handled by gRPC's polling thread, which then
+        queues for the GIL behind the caller's own work (measured: a reader decoding 4 MiB
+        fetches went 2x slower with futures)."""
+        with self._lock:
+            if self._closed:
+                raise RaftkaError("the client is closed")
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(4, thread_name_prefix="raftka-read-ahead")
+            workers = self._workers
+        return workers.submit(self.call_broker, address, method, request, timeout_s,
+                              what or method)
 
-    def finish_call(self, address: str, future: grpc.Future, what: str) -> Any:
+    def finish_call(self, address: str, future: Future, what: str) -> Any:
         """The answer of a call from :meth:`start_broker_call`, or its RaftkaError."""
-        try:
-            response = future.result()
-        except grpc.RpcError as e:
-            raise self._failed(address, e, what) from e
-        self.note_success(address)
-        return response
+        return future.result()
 
     def call_admin(self, address: str, method: str, request: Any, timeout_s: float,
                    what: str = "") -> Any:
@@ -324,6 +331,8 @@ class Cluster:
             self._closed = True
             conns = list(self._connections.values())
             self._connections.clear()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
         for conn in conns:
             conn.channel.close()
 

@@ -83,7 +83,8 @@ class _Fetcher:
         self.reader = PartitionReader(
             consumer._cluster, tp.topic, tp.partition, start,
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
-            max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms)
+            max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
+            read_ahead=False)  # this thread is the read-ahead
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"raftka-fetch-{tp.topic}-"
                                         f"{tp.partition}", daemon=True)

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import Future
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
-import grpc
 
 from client._cluster import Backoff, Cluster, sleep_until
 from client._errors import (
@@ -84,8 +84,10 @@ class PartitionReader:
         max_wait_ms: int = 500,
         max_bytes: int = 1024 * 1024,
         request_timeout_ms: int = 2000,
+        read_ahead: bool = True,
     ) -> None:
         self.topic = topic
+        self._read_ahead_on = read_ahead  # off where a thread of the caller's reads ahead
         self.partition = partition
         self._start = _start_spec(offset)
         if offset_reset is None:
@@ -109,7 +111,7 @@ class PartitionReader:
         self._undecoded: deque[tuple[bytes, int, int]] = deque()
         # One Fetch started ahead while the caller handles the last one (a backlog only):
         # (address, offset, future). The server's and the network's time overlap ours.
-        self._read_ahead: tuple[str, int, grpc.Future] | None = None
+        self._read_ahead: tuple[str, int, Future] | None = None
         self._backoff = Backoff(0.05, 0.5)
         self._closed = False
 
@@ -261,7 +263,7 @@ class PartitionReader:
             return
         self._backoff.reset()
         after = response.next_offset
-        if self._position < after < response.high_watermark:  # a backlog: read ahead
+        if self._read_ahead_on and self._position < after < response.high_watermark:
             self._read_ahead = (address, after, self._cluster.start_broker_call(
                 address, "Fetch", self._fetch_request(after, self._max_wait_ms),
                 self._max_wait_ms / 1000 + self._rpc_margin_s))
