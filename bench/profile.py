@@ -96,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                 system.produce("bulk", 100, 1)
             elif args.workload == "latency":
                 system.latency(1000)
-            else:
-                system.consume(topic_holder["topic"], settings.backlog_records)
+            else:  # the backlog drains in about a second now: read it again until the end
+                until = time.monotonic() + args.seconds + 2
+                while time.monotonic() < until:
+                    system.consume(topic_holder["topic"], settings.backlog_records)
         worker = threading.Thread(target=run)
         worker.start()
         time.sleep(1.5)
