@@ -108,7 +108,7 @@ class PartitionReader:
         # Fetched batches not decoded yet: (bytes, start, first offset wanted). Decoding one
         # batch per need keeps few records alive at once (a 4 MiB fetch can hold 500k), so
         # the garbage collector's passes stay short.
-        self._undecoded: deque[tuple[bytes, int, int]] = deque()
+        self._undecoded: deque[tuple[bytes, int, int, bool]] = deque()  # + "skip below first"
         # One Fetch started ahead while the caller handles the last one (a backlog only):
         # (address, offset, future). The server's and the network's time overlap ours.
         self._read_ahead: tuple[str, int, Future] | None = None
@@ -297,7 +297,8 @@ class PartitionReader:
                     header = parse_header(buf, pos)  # validates length and CRC
                     if header.next_offset > next_position and not header.is_control:
                         self._undecoded.append((buf, pos, max(next_position,
-                                                              header.base_offset)))
+                                                              header.base_offset),
+                                                header.base_offset < next_position))
                     next_position = max(next_position, header.next_offset)
                     pos += header.size
             except _DecodeError as e:
@@ -328,7 +329,7 @@ class PartitionReader:
         """Decode the oldest fetched batch into the buffer. A batch whose records do not
         decode (its CRC was sound: a buggy producer) is never skipped: every poll raises
         CorruptBatchError from it until ``seek`` moves past it."""
-        buf, pos, first = self._undecoded[0]
+        buf, pos, first, partly_read = self._undecoded[0]
         topic, partition = self.topic, self.partition
         try:
             records = raw_records(buf, pos, verify=False)
@@ -337,10 +338,12 @@ class PartitionReader:
             raise CorruptBatchError(
                 f"fetch of {topic}/{partition}@{first} returned a corrupt batch: {e}") from e
         self._undecoded.popleft()
-        new = _tuple_new
-        out = [new(ConsumedRecord, (topic, partition, r.offset, r.key, r.value,
-                                    tuple(r.headers) if r.headers else (), r.timestamp))
-               for r in records if r.offset >= first]
+        if partly_read:  # the batch starts below our position (a fetch returns it whole)
+            records = [r for r in records if r.offset >= first]
+        new, cls, none = _tuple_new, ConsumedRecord, ()
+        out = [new(cls, (topic, partition, r.offset, r.key, r.value,
+                         tuple(h) if (h := r.headers) else none, r.timestamp))
+               for r in records]
         if out:
             self._buffer.append(out)
 
