@@ -29,8 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from bench._common import Settings
-from bench._common import WorkloadTimeout
+from bench._common import Settings, WorkloadTimeout, proc_cpu_seconds
 from bench._nats import NatsSystem
 from bench._raftka import RaftkaSystem
 from bench._report import charts, render_table
@@ -97,6 +96,7 @@ class Runner:
                 box["error"] = e
                 box["trace"] = traceback.format_exc()
 
+        settled_s = self._settle(system) if kind in ("latency", "e2e") else None
         system.deadline = time.monotonic() + limit
         worker = threading.Thread(target=target, name=f"bench {side} {key}", daemon=True)
         t0 = time.perf_counter()
@@ -121,7 +121,31 @@ class Runner:
                 self._restart(system, side, reason)
             return self._failed(results, key, side, reason, limit, timed_out=timed_out)
         results[key] = box["value"]
+        if settled_s is not None:
+            results[key]["settled_s"] = settled_s
         return True
+
+    SETTLE_CPU_PCT = 25.0  # servers' CPU summed, % of one core, over one second
+    SETTLE_MAX_S = 30.0
+
+    def _settle(self, system: RaftkaSystem | NatsSystem) -> float:
+        """Before a latency step: wait (up to SETTLE_MAX_S) until the servers are quiet, so
+        the step measures the steady state and not the tail of the previous step's
+        background work (Raftka: RocksDB compactions after w1/w2's bursts). Both systems
+        get the same treatment; the wait is recorded as ``settled_s``."""
+        cluster = getattr(system, "cluster", None)
+        procs = list(getattr(cluster, "procs", {}).values())
+        t0 = time.monotonic()
+        while procs and time.monotonic() - t0 < self.SETTLE_MAX_S:
+            try:
+                before = sum(proc_cpu_seconds(p.pid) for p in procs)
+                time.sleep(1.0)
+                used = sum(proc_cpu_seconds(p.pid) for p in procs) - before
+            except OSError:  # a server is gone: the step will report it
+                break
+            if used * 100 < self.SETTLE_CPU_PCT:
+                break
+        return round(time.monotonic() - t0, 1)
 
     def _failed(self, results: dict, key: str, side: str, reason: str, limit: float,
                 timed_out: bool = False) -> bool:
