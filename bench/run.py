@@ -96,7 +96,8 @@ class Runner:
                 box["error"] = e
                 box["trace"] = traceback.format_exc()
 
-        settled_s = self._settle(system) if kind in ("latency", "e2e") else None
+        settled_s = (self._settle(system)
+                     if kind in ("produce", "latency", "consume", "e2e") else None)
         system.deadline = time.monotonic() + limit
         worker = threading.Thread(target=target, name=f"bench {side} {key}", daemon=True)
         t0 = time.perf_counter()
@@ -129,10 +130,10 @@ class Runner:
     SETTLE_MAX_S = 30.0
 
     def _settle(self, system: RaftkaSystem | NatsSystem) -> float:
-        """Before a latency step: wait (up to SETTLE_MAX_S) until the servers are quiet, so
-        the step measures the steady state and not the tail of the previous step's
-        background work (Raftka: RocksDB compactions after w1/w2's bursts). Both systems
-        get the same treatment; the wait is recorded as ``settled_s``."""
+        """Before a measured step: wait (up to SETTLE_MAX_S) until the servers are quiet, so
+        the step measures itself and not the tail of the previous step's background work
+        (Raftka: RocksDB compactions after w1/w2's bursts or w4's fill). Both systems get
+        the same treatment; the wait is recorded as ``settled_s``."""
         cluster = getattr(system, "cluster", None)
         procs = list(getattr(cluster, "procs", {}).values())
         t0 = time.monotonic()
