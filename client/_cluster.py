@@ -284,14 +284,11 @@ class Cluster:
         try:
             response = fn(request, timeout=max(timeout_s, 0.001))  # type: ignore[call-arg]
         except grpc.RpcError as e:
-            raise self._failed(address, e, what) from e
+            err = error_from_rpc(e, f"{what} at {address}")
+            self.note_failure(address, err)
+            raise err from e
         self.note_success(address)
         return response
-
-    def _failed(self, address: str, e: grpc.RpcError, what: str) -> RaftkaError:
-        err = error_from_rpc(e, f"{what} at {address}")
-        self.note_failure(address, err)
-        return err
 
     def call_broker(self, address: str, method: str, request: Any, timeout_s: float,
                     what: str = "") -> Any:
@@ -300,12 +297,13 @@ class Cluster:
 
     def start_broker_call(self, address: str, method: str, request: Any,
                           timeout_s: float, what: str = "") -> Future:
-        """Start a unary broker RPC without waiting (read-ahead); :meth:`finish_call`
-        takes its answer. It runs as a blocking call on a worker thread, not as a gRPC
-        future: a blocking call receives and parses its answer with the GIL released while
-        it waits, where a future's answer is handled by gRPC's polling thread, which then
-        queues for the GIL behind the caller's own work (measured: a reader decoding 4 MiB
-        fetches went 2x slower with futures)."""
+        """Start a unary broker RPC without waiting (read-ahead); the future's result is
+        its answer, or its RaftkaError, as :meth:`call_broker` gives them. It runs as a
+        blocking call on a worker thread, not as a gRPC future: a blocking call receives
+        and parses its answer with the GIL released while it waits, where a future's answer
+        is handled by gRPC's polling thread, which then queues for the GIL behind the
+        caller's own work (measured: a reader decoding 4 MiB fetches went 2x slower with
+        futures)."""
         with self._lock:
             if self._closed:
                 raise RaftkaError("the client is closed")
@@ -314,10 +312,6 @@ class Cluster:
             workers = self._workers
         return workers.submit(self.call_broker, address, method, request, timeout_s,
                               what or method)
-
-    def finish_call(self, address: str, future: Future, what: str) -> Any:
-        """The answer of a call from :meth:`start_broker_call`, or its RaftkaError."""
-        return future.result()
 
     def call_admin(self, address: str, method: str, request: Any, timeout_s: float,
                    what: str = "") -> Any:

@@ -230,7 +230,7 @@ class PartitionReader:
             what = f"Fetch {self.topic}/{self.partition}@{self._position}"
             ahead, self._read_ahead = self._read_ahead, None
             if ahead is not None and ahead[:2] == (address, self._position):
-                response = self._cluster.finish_call(address, ahead[2], what)
+                response = ahead[2].result()
             else:
                 if ahead is not None:
                     ahead[2].cancel()
@@ -266,7 +266,8 @@ class PartitionReader:
         if self._read_ahead_on and self._position < after < response.high_watermark:
             self._read_ahead = (address, after, self._cluster.start_broker_call(
                 address, "Fetch", self._fetch_request(after, self._max_wait_ms),
-                self._max_wait_ms / 1000 + self._rpc_margin_s))
+                self._max_wait_ms / 1000 + self._rpc_margin_s,
+                f"Fetch {self.topic}/{self.partition}@{after}"))
         self._take(response)
         if self._read_ahead is not None and self._read_ahead[1] != self._position:
             self._cancel_read_ahead()  # the broker's next_offset was not where we stopped

@@ -467,7 +467,8 @@ class _FakeLeader:
         self.sync_calls.append(request.offset)
         return self.responses[request.offset]
 
-    def start_broker_call(self, address, method, request, timeout_s):  # noqa: ANN001, ANN201
+    def start_broker_call(self, address, method, request, timeout_s,  # noqa: ANN001, ANN201
+                          what=""):  # noqa: ANN001
         self.started.append(request.offset)
         fake = self
 
@@ -480,9 +481,6 @@ class _FakeLeader:
                 return True
 
         return _Future()
-
-    def finish_call(self, address, future, what):  # noqa: ANN001, ANN201
-        return future.result()
 
     def close(self) -> None:
         pass
