@@ -106,7 +106,18 @@ def test_describe_reset_and_delete_a_group(cluster: Cluster) -> None:
         with Consumer(bootstrap, "g1", ["events"]) as member:
             wait_for(lambda: member.poll(0.2) is not None and member.assignment(), 30,
                      "the member to own partitions")
-            desc = admin.describe_group("g1")
+
+            def described_with_its_member():
+                # Membership lives on the coordinator, in memory: if leadership of the
+                # group's __consumer_offsets partition moves (the preferred-leader hand-back
+                # a few seconds after start), the member joins the new coordinator at its
+                # next heartbeat, and until then that coordinator lists no member.
+                member.poll(0.1)
+                d = admin.describe_group("g1")
+                return d if d.members and d.members[0].assignment else None
+
+            desc = wait_for(described_with_its_member, 30,
+                            "the coordinator to list the member with its partitions")
             assert len(desc.members) == 1
             assert desc.members[0].assignment == tuple(
                 TopicPartition("events", p) for p in range(3))
