@@ -59,10 +59,10 @@ soak: $(STAMP)
 	$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)
 
 proto: $(STAMP)
-	$(PY) -m client.pb._generate
+	$(PY) proto/generate.py
 
 dev: $(STAMP)
-	$(PY) -m node.dev $(DEV_ARGS)
+	$(PY) -m raftka.node.dev $(DEV_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks bench/results-quick

@@ -1,4 +1,4 @@
-"""Raftka's side: a fresh 3-node cluster (tests/harness.py: real ``python -m node``
+"""Raftka's side: a fresh 3-node cluster (tests/harness.py: real ``python -m raftka.node``
 processes on loopback) driven only through the public client API (``client``: Admin,
 Producer, PartitionReader, TopicReader)."""
 
@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from client import Admin, PartitionReader, Producer, RaftkaError, TopicReader
+from raftka.client import Admin, PartitionReader, Producer, RaftkaError, TopicReader
 from bench._common import (
     Bounded,
     Settings,
@@ -79,7 +79,7 @@ class RaftkaSystem(Bounded):
         return list(self.cluster.peers.values())
 
     def describe(self) -> dict[str, str]:
-        return {"server": "raftka (this commit), python -m node x3, tick 50 ms",
+        return {"server": "raftka (this commit), python -m raftka.node x3, tick 50 ms",
                 "settings": "3 nodes on loopback; topics replication factor 3; acks=all "
                             "(a majority fsynced: RocksDB WAL flush_wal(sync) before ack)",
                 "clients": f"client.Producer, defaults (acks=all, idempotent, lz4, batches "
@@ -165,11 +165,11 @@ class RaftkaSystem(Bounded):
     def latency_raw(self, rate: float) -> dict:
         """The server's part of w3: unary Produce RPCs of one pre-built single-record batch
         (acks=all, not idempotent) straight to the leader through the public gRPC API
-        (``client.pb``), one in flight, paced like ``latency``. No producer threads."""
+        (``raftka.v1``), one in flight, paced like ``latency``. No producer threads."""
         import grpc
 
-        from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
-        from client.recordbatch import build_batch
+        from raftka.v1 import broker_pb2, broker_pb2_grpc
+        from raftka.v1.recordbatch import build_batch
 
         topic = self.new_topic(1)
         assert self.cluster is not None
@@ -253,7 +253,7 @@ class RaftkaSystem(Bounded):
         from its creation: the group join is included (``first_record_s`` says how long
         the first record took)."""
         try:
-            from client import Consumer
+            from raftka.client import Consumer
         except ImportError:
             return {"error": "client.Consumer not available in this version"}
         got = [0]
@@ -277,10 +277,10 @@ class RaftkaSystem(Bounded):
 
     def consume_raw(self, topic: str, records: int) -> dict:
         """What the broker serves: Fetch RPCs of 4 MiB through the public gRPC API
-        (``client.pb``), batches counted from their headers, records not decoded. Not a
+        (``raftka.v1``), batches counted from their headers, records not decoded. Not a
         like-for-like consumer: it shows the server's side of w4."""
-        from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
-        from client.recordbatch import split_batches, parse_header
+        from raftka.v1 import broker_pb2, broker_pb2_grpc
+        from raftka.v1.recordbatch import split_batches, parse_header
         import grpc
 
         assert self.cluster is not None

@@ -3,7 +3,7 @@
 code). The ``raftka`` command line lives in ``client.cli``. A synchronous API that follows
 leader and coordinator changes on its own.
 
-    from client import Admin, Consumer, Producer, PartitionReader
+    from raftka.client import Admin, Consumer, Producer, PartitionReader
 
     with Admin("127.0.0.1:7001") as admin:
         admin.create_topic("events", partitions=3, replication_factor=3)
@@ -20,10 +20,10 @@ leader and coordinator changes on its own.
 Errors are :class:`RaftkaError` subclasses with ``retriable`` / ``invalid_metadata`` flags.
 """
 
-from client._admin import Admin
-from client._consumer import CommitFailedError, Consumer
-from client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
-from client._errors import (
+from raftka.client._admin import Admin
+from raftka.client._consumer import CommitFailedError, Consumer
+from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
+from raftka.v1.errors import (
     BrokerNotAvailableError,
     CoordinatorLoadingError,
     CorruptBatchError,
@@ -58,10 +58,10 @@ from client._errors import (
     error_class_for_code,
     error_from_rpc,
 )
-from client._partitioner import default_partition, murmur2
-from client._producer import Producer, RecordMetadata
-from client._reader import PartitionReader, TopicReader
-from client._types import (
+from raftka.client._partitioner import default_partition, murmur2
+from raftka.client._producer import Producer, RecordMetadata
+from raftka.client._reader import PartitionReader, TopicReader
+from raftka.client._types import (
     BrokerDescription,
     ClusterDescription,
     ClusterStatus,

@@ -1,7 +1,7 @@
-"""``python -m client`` = the ``raftka`` command."""
+"""``python -m raftka.client`` = the ``raftka`` command."""
 
 import sys
 
-from client.cli import main
+from raftka.client.cli import main
 
 sys.exit(main())

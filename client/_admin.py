@@ -36,9 +36,9 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from client._cluster import Backoff, Cluster, deadline_error, sleep_until
-from client._coordinator import GroupCoordinatorClient
-from client._errors import (
+from raftka.client._cluster import Backoff, Cluster, deadline_error, sleep_until
+from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.v1.errors import (
     BrokerNotAvailableError,
     InvalidRequestError,
     NoBrokersAvailable,
@@ -53,7 +53,7 @@ from client._errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from client._types import (
+from raftka.client._types import (
     BrokerDescription,
     ClusterDescription,
     ClusterStatus,
@@ -68,7 +68,7 @@ from client._types import (
     TopicDescription,
     TopicPartition,
 )
-from client.pb.raftka.v1 import admin_pb2, broker_pb2, group_pb2, group_pb2_grpc
+from raftka.v1 import admin_pb2, broker_pb2, group_pb2, group_pb2_grpc
 
 __all__ = ["Admin"]
 

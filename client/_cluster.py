@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from client._errors import (
+from raftka.v1.errors import (
     BrokerNotAvailableError,
     NoBrokersAvailable,
     NotLeaderError,
@@ -39,8 +39,8 @@ from client._errors import (
     UnknownTopicError,
     error_from_rpc,
 )
-from client._types import BrokerDescription, TopicDescription
-from client.pb.raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from raftka.client._types import BrokerDescription, TopicDescription
+from raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 
 __all__ = [
     "BOOTSTRAP_ENV",

@@ -33,9 +33,9 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 
-from client._cluster import Backoff, Cluster
-from client._coordinator import GroupCoordinatorClient
-from client._errors import (
+from raftka.client._cluster import Backoff, Cluster
+from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.v1.errors import (
     CorruptBatchError,
     FencedMemberEpochError,
     OffsetOutOfRangeError,
@@ -44,9 +44,9 @@ from client._errors import (
     UnknownMemberIdError,
     UnknownTopicError,
 )
-from client._reader import PartitionReader
-from client._types import ConsumedRecord, TopicPartition
-from client.pb.raftka.v1 import group_pb2
+from raftka.client._reader import PartitionReader
+from raftka.client._types import ConsumedRecord, TopicPartition
+from raftka.v1 import group_pb2
 
 __all__ = ["CommitFailedError", "Consumer"]
 

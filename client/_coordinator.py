@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from client._cluster import Backoff, Cluster, deadline_error, sleep_until
-from client._errors import (
+from raftka.client._cluster import Backoff, Cluster, deadline_error, sleep_until
+from raftka.v1.errors import (
     BrokerNotAvailableError,
     CoordinatorLoadingError,
     NoQuorumError,
@@ -41,7 +41,7 @@ from client._errors import (
     RaftkaTimeoutError,
     RequestTimedOutError,
 )
-from client.pb.raftka.v1 import group_pb2, group_pb2_grpc
+from raftka.v1 import group_pb2, group_pb2_grpc
 
 __all__ = ["Coordinator", "GroupCoordinatorClient", "GroupCoordinatorNotAvailableError"]
 

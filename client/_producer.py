@@ -122,8 +122,8 @@ from typing import Any
 import grpc
 from crc32c import crc32c as _crc32c
 
-from client._cluster import Backoff, Cluster
-from client._errors import (
+from raftka.client._cluster import Backoff, Cluster
+from raftka.v1.errors import (
     ERROR_METADATA_KEY,
     BrokerNotAvailableError,
     NotLeaderError,
@@ -138,9 +138,9 @@ from client._errors import (
     UnknownTopicError,
     error_from_rpc,
 )
-from client._partitioner import default_partition
-from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
-from client.recordbatch import BatchBuilder
+from raftka.client._partitioner import default_partition
+from raftka.v1 import broker_pb2, broker_pb2_grpc
+from raftka.v1.recordbatch import BatchBuilder
 
 __all__ = ["Producer", "RecordMetadata", "parse_acks"]
 

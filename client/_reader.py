@@ -2,7 +2,7 @@
 
 :class:`PartitionReader` long-polls one partition with unary ``Fetch`` (``max_wait_ms``)
 against its leader, decodes the returned RecordBatch v2 bytes on the client
-(``client.recordbatch``) and keeps ``position`` (the next offset it will return). A fetch
+(``raftka.v1.recordbatch``) and keeps ``position`` (the next offset it will return). A fetch
 returns whole batches, so records below ``position`` are dropped; control batches are
 skipped. On NOT_LEADER it goes to the named leader; on other metadata errors (node down,
 paused, shutting down, election) it refreshes metadata and retries with backoff, within the
@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 
-from client._cluster import Backoff, Cluster, sleep_until
-from client._errors import (
+from raftka.client._cluster import Backoff, Cluster, sleep_until
+from raftka.v1.errors import (
     CorruptBatchError,
     NotLeaderError,
     OffsetOutOfRangeError,
@@ -36,10 +36,10 @@ from client._errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from client._types import ConsumedRecord
-from client.pb.raftka.v1 import broker_pb2
-from client.recordbatch import CorruptBatchError as _DecodeError
-from client.recordbatch import parse_header, raw_records
+from raftka.client._types import ConsumedRecord
+from raftka.v1 import broker_pb2
+from raftka.v1.recordbatch import CorruptBatchError as _DecodeError
+from raftka.v1.recordbatch import parse_header, raw_records
 
 __all__ = ["PartitionReader", "TopicReader"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from client.pb.raftka.v1 import admin_pb2, broker_pb2, group_pb2
+from raftka.v1 import admin_pb2, broker_pb2, group_pb2
 
 __all__ = [
     "BrokerDescription",

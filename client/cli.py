@@ -2,8 +2,8 @@
 
 ::
 
-    raftka dev [--nodes 3] [--data-dir ./raftka-data] [--base-port 7001]   (python -m node.dev)
-    raftka node --id 1 --listen H:P --peers 1=H:P,... --data-dir D          (python -m node)
+    raftka dev [--nodes 3] [--data-dir ./raftka-data] [--base-port 7001]   (python -m raftka.node.dev)
+    raftka node --id 1 --listen H:P --peers 1=H:P,... --data-dir D          (python -m raftka.node)
     raftka topic create NAME [-p N] [-r R] [-c key=value ...] [--no-wait]
     raftka topic list | describe NAME | delete NAME
     raftka topic add-partitions NAME -p TOTAL
@@ -23,7 +23,7 @@ default). Topic, cluster and group commands print tables, or JSON with ``--json`
 Exit codes: 0 success; 1 a failure, reported as one line on stderr saying what happened and
 what to do (never a traceback; ``RAFTKA_DEBUG=1`` shows one for bugs); 2 bad usage
 (argparse); 130 interrupted. ``dev`` and ``node`` replace this process with
-``python -m node[.dev]`` (the client never imports the broker).
+``python -m raftka.node[.dev]`` (the client never imports the broker).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, NoReturn, TextIO
 
-from client._admin import Admin
-from client._consumer import Consumer
-from client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
-from client._errors import (
+from raftka.client._admin import Admin
+from raftka.client._consumer import Consumer
+from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
+from raftka.v1.errors import (
     BrokerNotAvailableError,
     GroupNotEmptyError,
     InvalidConfigError,
@@ -58,14 +58,14 @@ from client._errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from client._producer import Producer, parse_acks
-from client._reader import TopicReader
-from client._types import TopicPartition
+from raftka.client._producer import Producer, parse_acks
+from raftka.client._reader import TopicReader
+from raftka.client._types import TopicPartition
 
 __all__ = ["build_parser", "main", "node_command"]
 
 PROG = "raftka"
-_PASS_THROUGH = {"node": "node", "dev": "node.dev"}
+_PASS_THROUGH = {"node": "raftka.node", "dev": "raftka.node.dev"}
 _REACH_TIMEOUT_S = 5.0  # how long commands wait for any broker to answer at all
 
 
@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("dev", add_help=False,
-                   help="start a local N-node cluster (runs `python -m node.dev ARGS`)")
+                   help="start a local N-node cluster (runs `python -m raftka.node.dev ARGS`)")
     sub.add_parser("node", add_help=False,
-                   help="run one broker node (runs `python -m node ARGS`)")
+                   help="run one broker node (runs `python -m raftka.node ARGS`)")
 
     topic = sub.add_parser("topic", help="create, list, describe or delete topics")
     tsub = topic.add_subparsers(dest="topic_command", metavar="ACTION", required=True)
@@ -283,7 +283,7 @@ def _offset(text: str) -> str | int:
 
 
 def node_command(argv: Sequence[str]) -> list[str] | None:
-    """For ``raftka node|dev ARGS``: the argv to exec (``python -m node[.dev] ARGS``)."""
+    """For ``raftka node|dev ARGS``: the argv to exec (``python -m raftka.node[.dev] ARGS``)."""
     if not argv or argv[0] not in _PASS_THROUGH:
         return None
     return [sys.executable, "-m", _PASS_THROUGH[argv[0]], *argv[1:]]

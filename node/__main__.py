@@ -1,4 +1,4 @@
-"""``python -m node`` runs one Raftka node (``raftka node`` execs this)."""
+"""``python -m raftka.node`` runs one Raftka node (``raftka node`` execs this)."""
 
 import sys
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from raft import ConfState, Role, Snapshot
-from raft.rocks_storage import RocksLogDB
+from raftka.raft import ConfState, Role, Snapshot
+from raftka.raft.rocksdb import RocksLogDB
 
 from ._config import NodeConfig
 from ._controller import PartitionMeta, TopicMeta, encode_create_topic

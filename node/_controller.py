@@ -57,7 +57,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
-from client.pb.raftka.v1 import errors_pb2
+from raftka.v1 import errors_pb2
 
 COMMAND_VERSION: Final = 1
 SNAPSHOT_FORMAT: Final = "raftka.controller.snapshot"

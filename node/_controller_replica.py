@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import Callable, Sequence
 
-from raft import ConfState, Entry, EntryKind, Ready, Role, Snapshot
+from raftka.raft import ConfState, Entry, EntryKind, Ready, Role, Snapshot
 
 from ._controller import CONTROLLER_GROUP_ID, ApplyResult, ControllerState
 from ._errors import BrokerError, Code

@@ -19,8 +19,8 @@ import asyncio
 import logging
 import time
 
-from client.pb.raftka.v1 import group_pb2, group_pb2_grpc
-from raft import Role
+from raftka.v1 import group_pb2, group_pb2_grpc
+from raftka.raft import Role
 
 from ._broker import Broker
 from ._controller import TopicMeta

@@ -39,8 +39,8 @@ import threading
 import time
 from typing import Callable, Protocol
 
-from raft import Config, ConfState, Entry, Message, RawNode, Ready, Role, Snapshot
-from raft.rocks_storage import RocksGroupStorage, RocksLogDB
+from raftka.raft import Config, ConfState, Entry, Message, RawNode, Ready, Role, Snapshot
+from raftka.raft.rocksdb import RocksGroupStorage, RocksLogDB
 
 from ._transport import PeerTransport
 

@@ -31,8 +31,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
-from raft import CompactedError, Entry, Role, Snapshot
+from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
+from raftka.raft import CompactedError, Entry, Role, Snapshot
 
 from ._host import Group
 from ._partition import _SNAP, HEADER_SIZE, SNAPSHOT_VERSION, PartitionReplica, entry_header

@@ -57,8 +57,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from client.recordbatch import CorruptBatchError, assign_offsets, parse_header, split_batches
-from raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role, Snapshot
+from raftka.v1.recordbatch import CorruptBatchError, assign_offsets, parse_header, split_batches
+from raftka.raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role, Snapshot
 
 from ._errors import BrokerError, Code
 from ._host import Group

@@ -15,10 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from client.pb.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
-from client.pb.raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
-from raft import StorageCorruption
-from raft.rocks_storage import StorageOpenError, damaged_store_advice
+from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
+from raftka.raft import StorageCorruption
+from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
 from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args

@@ -15,9 +15,9 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
-from client.pb.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
-from client.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
-from raft import Role
+from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
+from raftka.raft import Role
 
 from ._broker import Broker
 from ._controller import (

@@ -26,8 +26,8 @@ from typing import Callable, Iterable
 
 import grpc
 
-from client.pb.raftka.v1 import raft_pb2, raft_pb2_grpc
-from raft import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
+from raftka.v1 import raft_pb2, raft_pb2_grpc
+from raftka.raft import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
 
 log = logging.getLogger("raftka.transport")
 

@@ -1,4 +1,4 @@
-"""``python -m node.dev`` (``raftka dev``): a local N-node cluster on loopback.
+"""``python -m raftka.node.dev`` (``raftka dev``): a local N-node cluster on loopback.
 
 Starts every node as its own process, waits until the cluster is healthy (every node
 answers and a controller leader is elected), prints the bootstrap addresses, and stops
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
+from raftka.v1 import broker_pb2, broker_pb2_grpc
 
 
 def cluster_peers(nodes: int, host: str, base_port: int) -> dict[int, str]:
@@ -27,7 +27,7 @@ def cluster_peers(nodes: int, host: str, base_port: int) -> dict[int, str]:
 def node_command(node_id: int, peers: dict[int, str], data_dir: Path,
                  extra: list[str] | None = None) -> list[str]:
     return [
-        sys.executable, "-m", "node", "--id", str(node_id), "--listen", peers[node_id],
+        sys.executable, "-m", "raftka.node", "--id", str(node_id), "--listen", peers[node_id],
         "--peers", ",".join(f"{k}={v}" for k, v in sorted(peers.items())),
         "--data-dir", str(data_dir / f"node-{node_id}"), *(extra or []),
     ]

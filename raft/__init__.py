@@ -1,49 +1,13 @@
-"""Raftka's Raft consensus core: a pure, deterministic state machine plus storage adapters.
+"""Raftka's Raft: the pure consensus core and the storage adapter beside it.
 
-Public API (everything else is private):
+- ``raftka.raft.core``: the deterministic state machine (``RawNode``: ``tick()``, ``step()``,
+  ``propose()``, ``ready()``/``advance()``) with the storage interface and an in-memory store.
+  It imports nothing but the standard library: no clock, sockets, threads or RocksDB.
+- ``raftka.raft.rocksdb``: the RocksDB (rocksdict) log store for many groups in one DB.
 
-- ``RawNode(config, storage, rng)``: ``tick()``, ``step(msg)``, ``propose(data)``,
-  ``propose_batch(datas)``, ``propose_conf_change(cc)``, ``transfer_leader(id)``,
-  ``read_index(ctx)``, ``campaign()``, ``has_ready()``, ``ready()``, ``advance(ready)``.
-- ``Config``, ``Ready``, ``Message``/``MsgType``, value types from ``_types``.
-- ``Storage``/``LogWriter`` protocols and ``MemoryStorage``; the RocksDB adapter lives in
-  ``raft.rocks_storage`` so that importing the core never imports rocksdict.
+The core's public names are re-exported here for convenience; importing this package never
+imports rocksdict.
 """
 
-from ._errors import (
-    CompactedError,
-    ConfChangeRejected,
-    NotLeader,
-    ProposalDropped,
-    RaftError,
-    SnapshotOutOfDate,
-    StorageCorruption,
-    UnavailableError,
-)
-from ._messages import CAMPAIGN_TRANSFER, Message, MsgType
-from ._rawnode import Config, RawNode, Ready
-from ._storage import LogWriter, MemoryStorage, Storage
-from ._types import (
-    NO_NODE,
-    ConfChange,
-    ConfChangeKind,
-    ConfState,
-    Entry,
-    EntryKind,
-    HardState,
-    Index,
-    NodeId,
-    ReadState,
-    Role,
-    Snapshot,
-    SnapshotMeta,
-    Term,
-)
-
-__all__ = [
-    "CAMPAIGN_TRANSFER", "CompactedError", "ConfChange", "ConfChangeKind", "ConfChangeRejected",
-    "ConfState", "Config", "Entry", "EntryKind", "HardState", "Index", "LogWriter",
-    "MemoryStorage", "Message", "MsgType", "NO_NODE", "NodeId", "NotLeader", "ProposalDropped",
-    "RaftError", "RawNode", "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta",
-    "SnapshotOutOfDate", "Storage", "StorageCorruption", "Term", "UnavailableError",
-]
+from raftka.raft.core import *  # noqa: F403
+from raftka.raft.core import __all__  # noqa: F401

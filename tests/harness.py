@@ -1,6 +1,6 @@
 """Real multi-process Raftka clusters on loopback, for integration tests and benchmarks.
 
-``Cluster`` starts N ``python -m node`` processes on free ports with data in
+``Cluster`` starts N ``python -m raftka.node`` processes on free ports with data in
 the test's tmp dir, waits (bounded polling, never a fixed sleep) until a controller leader
 is elected, and on teardown stops every process it started by PID.
 """
@@ -18,7 +18,7 @@ from typing import Callable
 
 import grpc
 
-from client.pb.raftka.v1 import (
+from raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     broker_pb2,
@@ -65,7 +65,7 @@ class Cluster:
         self.root = root
         self.size = size
         self.tick_ms = tick_ms
-        self.extra_args = tuple(extra_args)  # more `python -m node` flags for every node
+        self.extra_args = tuple(extra_args)  # more `python -m raftka.node` flags for every node
         ports = free_ports(size)
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
         self.procs: dict[int, subprocess.Popen] = {}
@@ -75,7 +75,7 @@ class Cluster:
     def start(self, node_id: int) -> None:
         log = open(self.root / f"node-{node_id}.log", "ab")
         cmd = [
-            sys.executable, "-m", "node", "--id", str(node_id), "--listen", self.peers[node_id],
+            sys.executable, "-m", "raftka.node", "--id", str(node_id), "--listen", self.peers[node_id],
             "--peers", ",".join(f"{k}={v}" for k, v in sorted(self.peers.items())),
             "--data-dir", str(self.root / f"node-{node_id}"), "--tick-ms", str(self.tick_ms),
             "--log-level", "info", *self.extra_args,

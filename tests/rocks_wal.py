@@ -3,7 +3,7 @@
 RocksDB's log format (``db/log_format.h``): the file is a sequence of 32 KiB blocks; each
 physical record is ``u32 crc | u16 length | u8 type | payload`` (little-endian; the CRC covers
 type and payload); a block tail shorter than a header is zero padding. Types 1-4 are FULL,
-FIRST, MIDDLE, LAST; recyclable logs (11-byte headers) are not used by raft.rocks_storage.
+FIRST, MIDDLE, LAST; recyclable logs (11-byte headers) are not used by raftka.raft.rocksdb.
 """
 
 from __future__ import annotations

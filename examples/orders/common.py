@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client import DEFAULT_BOOTSTRAP, CommitFailedError, Consumer
+from raftka import DEFAULT_BOOTSTRAP, CommitFailedError, Consumer
 
 TOPIC = "orders"
 BOOTSTRAP_ENV = "RAFTKA_BOOTSTRAP"

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 
-from client import Admin, Producer, TopicExistsError
+from raftka import Admin, Producer, TopicExistsError
 
 from common import TOPIC, bootstrap_from_env, say
 

@@ -146,8 +146,8 @@ def run_main(argv: list[str]) -> int:
 def _leader_finder(cluster: NetCluster):
     import grpc
 
-    from client import channel_options
-    from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
+    from raftka.client import channel_options
+    from raftka.v1 import broker_pb2, broker_pb2_grpc
 
     stubs = {i: broker_pb2_grpc.BrokerStub(grpc.insecure_channel(a, options=channel_options()))
              for i, a in cluster.addresses.items()}
@@ -173,7 +173,7 @@ def _leader_finder(cluster: NetCluster):
 
 def _run(args: argparse.Namespace, cluster: NetCluster,
          consumers: dict[int, subprocess.Popen]) -> int:
-    from client import Admin
+    from raftka.client import Admin
 
     from rkjepsen.nemesis import Nemesis
     from rkjepsen.workload import TOPIC, Producers, final_read

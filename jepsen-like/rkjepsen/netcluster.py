@@ -13,7 +13,7 @@ on the forward hook): a rule ``iifname "pA" oifname "pB" drop`` drops every fram
 host A to host B (ARP passes, so neighbour caches stay warm and healing is instant). The
 whole rule set is replaced in one ``nft -f`` transaction, so a fault starts atomically.
 
-Node processes are ``ip netns exec NS python -m node ...``: ``ip`` execs the node in the
+Node processes are ``ip netns exec NS python -m raftka.node ...``: ``ip`` execs the node in the
 same process, so the recorded PID is the node's and ``kill -9`` / SIGSTOP hit it directly.
 Nodes run in their own session: a Ctrl-C in the terminal reaches only the harness, which
 then tears everything down itself (``close()``, idempotent, also called from atexit).
@@ -158,7 +158,7 @@ class NetCluster:
             raise HarnessError(f"node {node_id} is already running")
         log = open(self.workdir / f"node-{node_id}.log", "ab")
         peers = ",".join(f"{i}={a}" for i, a in sorted(self.addresses.items()))
-        cmd = ["ip", "netns", "exec", self.node_ns[node_id], sys.executable, "-m", "node",
+        cmd = ["ip", "netns", "exec", self.node_ns[node_id], sys.executable, "-m", "raftka.node",
                "--id", str(node_id), "--listen", self.addresses[node_id], "--peers", peers,
                "--data-dir", str(self.data_dir(node_id)), "--tick-ms", str(self.tick_ms),
                "--log-level", "info"]

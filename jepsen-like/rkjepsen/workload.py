@@ -39,13 +39,13 @@ _NEVER_SENT = re.compile(r"after 0 attempt\(s\)")
 def _definitely_not_sent(exc: BaseException) -> bool:
     """The producer gave up before any attempt reached the wire (no leader was ever known
     within the delivery timeout): the record cannot have been written."""
-    from client import ProducerClosedError
+    from raftka.client import ProducerClosedError
 
     return isinstance(exc, ProducerClosedError) or bool(_NEVER_SENT.search(str(exc)))
 
 
 def make_producer(bootstrap: str, delivery_timeout_ms: int):
-    from client import Producer
+    from raftka.client import Producer
 
     kwargs: dict[str, Any] = dict(acks="all", linger_ms=0, request_timeout_ms=3000,
                                   delivery_timeout_ms=delivery_timeout_ms)
@@ -125,7 +125,7 @@ class Producers:
 def final_read(bootstrap: str, history: HistoryWriter, keys: int,
                timeout_s: float = 60.0) -> list[int]:
     """Read every key from the start to its end; returns the keys it could not read."""
-    from client import Admin, PartitionReader
+    from raftka.client import Admin, PartitionReader
 
     failed = []
     with Admin(bootstrap) as admin:
@@ -165,8 +165,8 @@ def consumer_main(argv: list[str] | None = None) -> int:
     p.add_argument("--session-timeout-ms", type=int, default=6000)
     args = p.parse_args(argv)
 
-    from client import Consumer, RaftkaError
-    from client._consumer import CommitFailedError
+    from raftka.client import Consumer, RaftkaError
+    from raftka.client._consumer import CommitFailedError
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

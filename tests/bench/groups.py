@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from client import Consumer, Producer
+from raftka.client import Consumer, Producer
 from tests.harness import Cluster, wait_for
 
 TOPIC = "drain"

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from raft import Config, ConfState, MemoryStorage, RawNode, Role
+from raftka.raft import Config, ConfState, MemoryStorage, RawNode, Role
 
 PAYLOAD = b"x" * 100
 

@@ -23,8 +23,8 @@ from typing import Iterator
 import grpc
 import pytest
 
-from client.pb.raftka.v1 import broker_pb2, broker_pb2_grpc
-from client.recordbatch import BatchBuilder, Record, build_batch
+from raftka.v1 import broker_pb2, broker_pb2_grpc
+from raftka.v1.recordbatch import BatchBuilder, Record, build_batch
 from tests.harness import Cluster, wait_for
 
 RECORDS_PER_BATCH = 1000
@@ -93,7 +93,7 @@ def test_produce_throughput_acks_all(benchmark, cluster: Cluster, in_flight: int
 def test_produce_latency_at_1000_records_per_second(benchmark, cluster: Cluster) -> None:
     """What a user sees: the client Producer (linger 1 ms, acks=all) sending 1,000 records/s
     paced one by one; latency from send() to the acknowledgement of that record."""
-    from client import Producer
+    from raftka.client import Producer
 
     topic = "bench-latency"
     cluster.create_topic(topic)

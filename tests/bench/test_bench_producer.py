@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from client import Producer
+from raftka.client import Producer
 from tests.harness import Cluster
 
 RECORDS = 200_000

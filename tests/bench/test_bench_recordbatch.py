@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from client.recordbatch import BatchBuilder, decode_records, parse_header, split_batches
+from raftka.v1.recordbatch import BatchBuilder, decode_records, parse_header, split_batches
 
 RECORDS = 1000
 MIB = 1 << 20

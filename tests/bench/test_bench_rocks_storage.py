@@ -1,4 +1,4 @@
-"""Synced append and read rates of the RocksDB Raft log store (raft.rocks_storage).
+"""Synced append and read rates of the RocksDB Raft log store (raftka.raft.rocksdb).
 
 Every write round is durable when it returns (WriteBatch without sync + flush_wal(True)).
 Rates are derived from the median round and reported in extra_info (see conftest.py):
@@ -14,8 +14,8 @@ from typing import Iterator
 import pytest
 import rocksdict
 
-from raft import Entry, EntryKind, HardState
-from raft.rocks_storage import RocksLogDB
+from raftka.raft import Entry, EntryKind, HardState
+from raftka.raft.rocksdb import RocksLogDB
 
 MIB = 1 << 20
 

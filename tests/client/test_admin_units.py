@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from client import Admin, TopicPartition, cli
-from client._admin import merge_cluster_status
-from client.pb.raftka.v1 import admin_pb2, broker_pb2
+from raftka.client import Admin, TopicPartition, cli
+from raftka.client._admin import merge_cluster_status
+from raftka.v1 import admin_pb2, broker_pb2
 
 BROKERS = {1: "h:1", 2: "h:2", 3: "h:3"}
 

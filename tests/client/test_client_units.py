@@ -15,7 +15,7 @@ import grpc
 import pytest
 from crc32c import crc32c
 
-from client import (
+from raftka.client import (
     BrokerNotAvailableError,
     CorruptBatchError,
     NoQuorumError,
@@ -32,9 +32,9 @@ from client import (
     murmur2,
     parse_bootstrap,
 )
-from client import cli
-from client import recordbatch
-from client._cluster import (
+from raftka.client import cli
+from raftka.v1 import recordbatch
+from raftka.client._cluster import (
     BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
     Backoff,
@@ -44,10 +44,10 @@ from client._cluster import (
     channel_options,
     resolve_bootstrap,
 )
-from client._producer import _Group, _RecordFuture, parse_acks
-from client._reader import PartitionReader
-from client._types import PartitionDescription, TopicDescription
-from client.pb.raftka.v1 import broker_pb2, errors_pb2
+from raftka.client._producer import _Group, _RecordFuture, parse_acks
+from raftka.client._reader import PartitionReader
+from raftka.client._types import PartitionDescription, TopicDescription
+from raftka.v1 import broker_pb2, errors_pb2
 
 # --------------------------------------------------------------------------- murmur2
 
@@ -606,9 +606,9 @@ def test_cli_errors_are_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) 
 
 def test_node_and_dev_pass_their_arguments_to_python_m_node() -> None:
     assert cli.node_command(["node", "--id", "1", "--listen", "127.0.0.1:7001"]) == [
-        sys.executable, "-m", "node", "--id", "1", "--listen", "127.0.0.1:7001"]
+        sys.executable, "-m", "raftka.node", "--id", "1", "--listen", "127.0.0.1:7001"]
     assert cli.node_command(["dev", "--nodes", "5", "--help"]) == [
-        sys.executable, "-m", "node.dev", "--nodes", "5", "--help"]
+        sys.executable, "-m", "raftka.node.dev", "--nodes", "5", "--help"]
     assert cli.node_command(["topic", "list"]) is None
     assert cli.node_command([]) is None
 

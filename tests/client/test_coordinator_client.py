@@ -6,13 +6,13 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from client import (
+from raftka.client import (
     RaftkaTimeoutError,
     UnknownMemberIdError,
 )
-from client._cluster import Cluster
-from client._coordinator import GroupCoordinatorClient
-from client.pb.raftka.v1 import errors_pb2, group_pb2
+from raftka.client._cluster import Cluster
+from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.v1 import errors_pb2, group_pb2
 
 
 class FakeRpcError(grpc.RpcError):

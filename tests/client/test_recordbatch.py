@@ -9,7 +9,7 @@ import struct
 import pytest
 from crc32c import crc32c
 
-from client.recordbatch import (
+from raftka.v1.recordbatch import (
     HEADER_SIZE,
     BatchBuilder,
     BatchHeader,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from client import Consumer
+from raftka.client import Consumer
 
 
 def main() -> None:

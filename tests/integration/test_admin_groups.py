@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from client import (
+from raftka.client import (
     Admin,
     Consumer,
     GroupNotEmptyError,
@@ -29,7 +29,7 @@ def _bootstrap(cluster: Cluster) -> str:
 
 def _raftka(cluster: Cluster, *args: str, timeout: float = 60, stdin: str = ""):
     env = dict(os.environ, RAFTKA_BOOTSTRAP=_bootstrap(cluster))
-    return subprocess.run([sys.executable, "-m", "client", *args], text=True, input=stdin,
+    return subprocess.run([sys.executable, "-m", "raftka.client", *args], text=True, input=stdin,
                           capture_output=True, env=env, cwd=REPO, timeout=timeout)
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from client import (
+from raftka.client import (
     Admin,
     InvalidRequestError,
     PartitionReader,
@@ -30,7 +30,7 @@ def _bootstrap(cluster: Cluster) -> str:
 
 def _raftka(cluster: Cluster, *args: str, timeout: float = 60):
     env = dict(os.environ, RAFTKA_BOOTSTRAP=_bootstrap(cluster))
-    return subprocess.run([sys.executable, "-m", "client", *args], text=True,
+    return subprocess.run([sys.executable, "-m", "raftka.client", *args], text=True,
                           capture_output=True, env=env, cwd=REPO, timeout=timeout)
 
 
@@ -136,7 +136,7 @@ def test_cli_produce_with_a_key_separator(cluster: Cluster) -> None:
     r = _raftka(cluster, "topic", "create", "keyed", "-p", "3")
     assert r.returncode == 0, r.stderr
     env = dict(os.environ, RAFTKA_BOOTSTRAP=_bootstrap(cluster))
-    r = subprocess.run([sys.executable, "-m", "client", "produce", "keyed",
+    r = subprocess.run([sys.executable, "-m", "raftka.client", "produce", "keyed",
                         "--key-separator", ":"], input="k1:v1\nk2:v2\nk1:v3\nno key\n",
                        text=True, capture_output=True, env=env, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from client import Admin, PartitionReader, Producer
+from raftka.client import Admin, PartitionReader, Producer
 from tests.harness import REPO, Cluster, wait_for
 
 
@@ -16,7 +16,7 @@ def _bootstrap(cluster: Cluster) -> str:
 
 def _raftka(cluster: Cluster, *args: str, stdin: str = "", timeout: float = 60):
     env = dict(os.environ, RAFTKA_BOOTSTRAP=_bootstrap(cluster))
-    return subprocess.run([sys.executable, "-m", "client", *args], input=stdin, text=True,
+    return subprocess.run([sys.executable, "-m", "raftka.client", *args], input=stdin, text=True,
                           capture_output=True, env=env, cwd=REPO, timeout=timeout)
 
 

@@ -1,4 +1,4 @@
-"""`raftka dev` (python -m node.dev): starts a healthy cluster, prints how to reach it, and
+"""`raftka dev` (python -m raftka.node.dev): starts a healthy cluster, prints how to reach it, and
 stops every node on SIGTERM/Ctrl-C."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from client import Admin
-from node.dev import ports_in_use
+from raftka.client import Admin
+from raftka.node.dev import ports_in_use
 from tests.harness import REPO, free_ports
 
 
 def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
     base = _free_consecutive_ports(3)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "raftka.node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
          "--base-port", str(base)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:

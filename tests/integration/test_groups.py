@@ -11,8 +11,8 @@ import time
 import grpc
 import pytest
 
-from client import CommitFailedError, Consumer, Producer
-from client.pb.raftka.v1 import errors_pb2, group_pb2, group_pb2_grpc
+from raftka.client import CommitFailedError, Consumer, Producer
+from raftka.v1 import errors_pb2, group_pb2, group_pb2_grpc
 from tests.harness import REPO, Cluster, error_info, wait_for
 
 TOPIC = "orders"
@@ -298,7 +298,7 @@ def test_offsets_partition_compacts_and_offsets_survive_restarts(tmp_path):
     """With a tiny compaction threshold the offsets partitions snapshot their map and drop
     old entries. A node that missed the commits gets the map by snapshot; a restarted
     coordinator rebuilds it from snapshot + tail."""
-    from client.pb.raftka.v1 import broker_pb2
+    from raftka.v1 import broker_pb2
 
     c = Cluster(tmp_path, 3, extra_args=("--offsets-compact-entries", "20"))
     try:

@@ -10,9 +10,9 @@ import threading
 import grpc
 import pytest
 
-from client import Producer
-from client.pb.raftka.v1 import broker_pb2, errors_pb2
-from client.recordbatch import Record, build_batch, decode_batches
+from raftka.client import Producer
+from raftka.v1 import broker_pb2, errors_pb2
+from raftka.v1.recordbatch import Record, build_batch, decode_batches
 
 from tests.harness import Cluster, error_info, wait_for
 

@@ -7,8 +7,8 @@ import time
 import grpc
 import pytest
 
-from client.pb.raftka.v1 import broker_pb2, errors_pb2
-from client.recordbatch import Record, build_batch, decode_batches
+from raftka.v1 import broker_pb2, errors_pb2
+from raftka.v1.recordbatch import Record, build_batch, decode_batches
 
 from tests.harness import Cluster, error_info, wait_for
 

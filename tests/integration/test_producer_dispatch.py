@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from client import Producer
-from client.recordbatch import decode_batches
+from raftka.client import Producer
+from raftka.v1.recordbatch import decode_batches
 
 from tests.harness import Cluster, wait_for
 

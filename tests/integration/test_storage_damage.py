@@ -9,9 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
-from client.recordbatch import Record, build_batch, decode_batches
-from raft import Entry, EntryKind, HardState
-from raft.rocks_storage import RocksLogDB
+from raftka.v1.recordbatch import Record, build_batch, decode_batches
+from raftka.raft import Entry, EntryKind, HardState
+from raftka.raft.rocksdb import RocksLogDB
 
 from tests.harness import REPO, Cluster, free_ports, wait_for
 from tests.rocks_wal import damage_middle_record
@@ -28,7 +28,7 @@ def _values(cluster: Cluster, topic: str) -> list[bytes]:
 def _node_command(cluster: Cluster, node_id: int) -> list[str]:
     """What ``Cluster.start`` runs, to run it in the foreground."""
     return [
-        sys.executable, "-m", "node", "--id", str(node_id), "--listen", cluster.peers[node_id],
+        sys.executable, "-m", "raftka.node", "--id", str(node_id), "--listen", cluster.peers[node_id],
         "--peers", ",".join(f"{k}={v}" for k, v in sorted(cluster.peers.items())),
         "--data-dir", str(cluster.root / f"node-{node_id}"), "--tick-ms", str(cluster.tick_ms),
         "--log-level", "info",
@@ -136,7 +136,7 @@ def test_damaged_sst_block_of_the_controller_log_refuses_start_in_one_line(tmp_p
     sst.write_bytes(bytes(data))
     (port,) = free_ports(1)
     started = subprocess.run(
-        [sys.executable, "-m", "node", "--id", "1", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "raftka.node", "--id", "1", "--listen", f"127.0.0.1:{port}",
          "--peers", f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path / "node-1")],
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert started.returncode == 1, started.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node._config import ConfigError, from_args, load_toml, parse_peers
+from raftka.node._config import ConfigError, from_args, load_toml, parse_peers
 
 PEERS = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
 

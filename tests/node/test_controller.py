@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from client.pb.raftka.v1 import errors_pb2
-from node._controller import (
+from raftka.v1 import errors_pb2
+from raftka.node._controller import (
     COMMAND_SIZE_BYTES_MAX,
     CONTROLLER_GROUP_ID,
     FIRST_PARTITION_GROUP_ID,

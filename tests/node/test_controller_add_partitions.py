@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from client.pb.raftka.v1 import errors_pb2
-from node._controller import (
+from raftka.v1 import errors_pb2
+from raftka.node._controller import (
     PARTITION_COUNT_MAX,
     ControllerState,
     TopicMeta,

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from node._assignors import assign_range, assign_roundrobin, assign_sticky
-from node._coordinator import ConsumerGroup
-from node._errors import BrokerError, Code
+from raftka.node._assignors import assign_range, assign_roundrobin, assign_sticky
+from raftka.node._coordinator import ConsumerGroup
+from raftka.node._errors import BrokerError, Code
 
 COUNTS = {"orders": 6}
 

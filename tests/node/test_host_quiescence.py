@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from node._host import RaftHost, RaftTiming
-from raft import ConfState, Message, MsgType, Role
-from raft.rocks_storage import RocksLogDB
+from raftka.node._host import RaftHost, RaftTiming
+from raftka.raft import ConfState, Message, MsgType, Role
+from raftka.raft.rocksdb import RocksLogDB
 
 
 class _NullMachine:

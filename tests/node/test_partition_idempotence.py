@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import random
 
-from client.recordbatch import Record, build_batch
-from node._errors import BrokerError, Code
-from node._host import Group
-from node._partition import PartitionConfig, PartitionReplica
-from raft import Config, ConfState, MemoryStorage, RawNode, Role
+from raftka.v1.recordbatch import Record, build_batch
+from raftka.node._errors import BrokerError, Code
+from raftka.node._host import Group
+from raftka.node._partition import PartitionConfig, PartitionReplica
+from raftka.raft import Config, ConfState, MemoryStorage, RawNode, Role
 
 PID = 42
 

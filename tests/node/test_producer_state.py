@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from node._errors import Code
-from node._producer_state import (
+from raftka.node._errors import Code
+from raftka.node._producer_state import (
     APPEND,
     BATCHES_KEPT,
     DUPLICATE,

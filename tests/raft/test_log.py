@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from raft import CompactedError, ConfState, Entry, MemoryStorage, Snapshot, SnapshotMeta
-from raft._log import RaftLog
+from raftka.raft import CompactedError, ConfState, Entry, MemoryStorage, Snapshot, SnapshotMeta
+from raftka.raft.core._log import RaftLog
 
 
 def _storage_with(terms: list[int]) -> MemoryStorage:

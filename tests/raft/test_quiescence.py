@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from raft import Config, ConfState, MemoryStorage, Message, MsgType, RawNode, Role
+from raftka.raft import Config, ConfState, MemoryStorage, Message, MsgType, RawNode, Role
 from tests.sim import Cluster
 
 

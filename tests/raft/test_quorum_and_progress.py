@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from raft._progress import Inflights, Progress, ProgressState
-from raft._quorum import VoteResult, committed_index, has_quorum, majority, vote_result
+from raftka.raft.core._progress import Inflights, Progress, ProgressState
+from raftka.raft.core._quorum import VoteResult, committed_index, has_quorum, majority, vote_result
 
 
 @pytest.mark.parametrize("voters,expected", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)])

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from raft import (
+from raftka.raft import (
     ConfChange,
     ConfChangeKind,
     ConfChangeRejected,

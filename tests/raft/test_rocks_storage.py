@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import pytest
 import rocksdict
 
-from raft import (
+from raftka.raft import (
     CompactedError,
     ConfState,
     Entry,
@@ -33,8 +33,8 @@ from raft import (
     StorageCorruption,
     UnavailableError,
 )
-from raft import rocks_storage as rs
-from raft.rocks_storage import RocksLogDB, StorageFailed
+from raftka.raft import rocksdb as rs
+from raftka.raft.rocksdb import RocksLogDB, StorageFailed
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = ConfState(frozenset({1, 2, 3}))
@@ -514,8 +514,8 @@ def test_a_failed_destructive_write_poisons_reads_too(db: RocksLogDB) -> None:
 CHILD = textwrap.dedent(
     """
     import os, signal, sys, threading
-    from raft import Entry, HardState
-    from raft.rocks_storage import RocksLogDB
+    from raftka.raft import Entry, HardState
+    from raftka.raft.rocksdb import RocksLogDB
     path, mode, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
     db = RocksLogDB(path)
     die = lambda *_: os.kill(os.getpid(), signal.SIGKILL)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from raft import Entry, EntryKind, HardState, StorageCorruption
-from raft import rocks_storage as rs
-from raft.rocks_storage import RocksLogDB, StorageCorruptError, StorageOpenError
+from raftka.raft import Entry, EntryKind, HardState, StorageCorruption
+from raftka.raft import rocksdb as rs
+from raftka.raft.rocksdb import RocksLogDB, StorageCorruptError, StorageOpenError
 from tests.rocks_wal import damage_middle_record, flip_payload_byte, newest_wal, wal_records
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,8 +122,8 @@ def test_unsynced_tail_torn_by_a_crash_opens_with_every_synced_entry(tmp_path: P
 KILLED_WRITER = textwrap.dedent(
     """
     import os, signal, sys, threading
-    from raft import Entry, HardState
-    from raft.rocks_storage import RocksLogDB
+    from raftka.raft import Entry, HardState
+    from raftka.raft.rocksdb import RocksLogDB
     db = RocksLogDB(sys.argv[1])
     threading.Timer(float(sys.argv[2]), lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     for k in range(1, 10**6):  # 3 MiB batches: several write() calls, so a kill can tear one

@@ -14,7 +14,7 @@ import random
 import pytest
 
 
-from raft import ConfChange, ConfChangeKind, ConfChangeRejected, ConfState, MsgType, Role  # noqa: E402
+from raftka.raft import ConfChange, ConfChangeKind, ConfChangeRejected, ConfState, MsgType, Role  # noqa: E402
 from tests.sim import Cluster  # noqa: E402
 
 ADD_VOTER = ConfChangeKind.ADD_VOTER

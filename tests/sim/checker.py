@@ -35,7 +35,7 @@ from __future__ import annotations
 import bisect
 from typing import Callable, NoReturn, Sequence
 
-from raft import Entry, HardState, Message, MsgType, Role, Snapshot
+from raftka.raft import Entry, HardState, Message, MsgType, Role, Snapshot
 
 from .statemachine import decode_entries
 

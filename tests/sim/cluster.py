@@ -43,7 +43,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from raft import (
+from raftka.raft import (
     ConfChange,
     ConfChangeKind,
     ConfChangeRejected,

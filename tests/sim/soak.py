@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from raft import ConfChange, ConfChangeKind, ConfChangeRejected
+from raftka.raft import ConfChange, ConfChangeKind, ConfChangeRejected
 
 from .cluster import DOWN, STOPPED, UP, Cluster, SimOptions
 from .errors import LivenessFailure, SimulationFailure

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import struct
 
-from raft import Entry, EntryKind, Snapshot
+from raftka.raft import Entry, EntryKind, Snapshot
 
 _COUNT = struct.Struct(">I")
 _ITEM = struct.Struct(">QI")

@@ -1,4 +1,4 @@
-from client.pb.raftka.v1 import broker_pb2 as _broker_pb2
+from raftka.v1 import broker_pb2 as _broker_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

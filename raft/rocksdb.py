@@ -99,14 +99,14 @@ from typing import NamedTuple, Sequence
 
 import rocksdict
 
-from ._errors import (
+from .core._errors import (
     CompactedError,
     RaftError,
     SnapshotOutOfDate,
     StorageCorruption,
     UnavailableError,
 )
-from ._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from .core._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 
 __all__ = [
     "RocksLogDB", "RocksGroupStorage", "SaveItem", "StorageCorruptError", "StorageFailed",

@@ -1,4 +1,5 @@
-"""The client's error table: one class per ``raftka.v1.ErrorCode``, in the aiokafka style.
+"""The one error table of the contract: one class per ``raftka.v1.ErrorCode`` (aiokafka style),
+its gRPC status, and how an error travels on the wire. Client and broker both import it.
 
 Retry logic branches on two class-level flags, never on message text:
 
@@ -51,14 +52,16 @@ from typing import Any
 
 import grpc
 
-from client import recordbatch as _recordbatch
-from client.pb.raftka.v1 import errors_pb2
+from raftka.v1 import recordbatch as _recordbatch
+from raftka.v1 import errors_pb2
 
 __all__ = [
     "BrokerNotAvailableError",
     "CoordinatorLoadingError",
     "CorruptBatchError",
+    "Code",
     "ERROR_METADATA_KEY",
+    "STATUS_OF",
     "FencedMemberEpochError",
     "GroupNotEmptyError",
     "InternalError",
@@ -89,6 +92,8 @@ __all__ = [
     "UnknownTopicError",
     "error_class_for_code",
     "error_from_rpc",
+    "is_retriable",
+    "status_for_code",
 ]
 
 ERROR_METADATA_KEY = "raftka-error-bin"
@@ -171,7 +176,7 @@ class UnknownPartitionError(RaftkaError):
 
 class CorruptBatchError(RaftkaError, _recordbatch.CorruptBatchError):
     """A record batch failed validation (bad magic, length, CRC or codec), on the broker or
-    while decoding a fetch. Also a :class:`client.recordbatch.CorruptBatchError`."""
+    while decoding a fetch. Also a :class:`raftka.v1.recordbatch.CorruptBatchError`."""
 
     code = errors_pb2.CORRUPT_BATCH
 
@@ -356,36 +361,57 @@ class ProducerClosedError(RaftkaError):
     """The producer was closed before the record could be delivered, or is closed."""
 
 
-_BY_CODE: dict[int, type[RaftkaError]] = {
-    cls.code: cls
-    for cls in (
-        NotLeaderError,
-        UnknownTopicError,
-        UnknownPartitionError,
-        CorruptBatchError,
-        OffsetOutOfRangeError,
-        TopicExistsError,
-        RequestTooLargeError,
-        NoQuorumError,
-        LeaderNotAvailableError,
-        InvalidRequestError,
-        InvalidConfigError,
-        ShuttingDownError,
-        NotEnoughReplicasError,
-        InternalError,
-        OutOfOrderSequenceError,
-        ProducerFencedError,
-        UnknownProducerIdError,
-        NotCoordinatorError,
-        CoordinatorLoadingError,
-        UnknownMemberIdError,
-        FencedMemberEpochError,
-        PartitionNotAssignedError,
-        GroupNotEmptyError,
-        UnknownGroupError,
-        InvalidOffsetError,
-    )
-}
+# The one table of broker error codes: every ``raftka.v1.ErrorCode``, the gRPC status the
+# broker answers it with, and the exception class the client raises for it. The class carries
+# the ``retriable`` and ``invalid_metadata`` flags; the broker puts the same ``retriable`` into
+# the ErrorInfo it sends, so clients in other languages branch on the same flag.
+_TABLE: tuple[tuple[type[RaftkaError], grpc.StatusCode], ...] = (
+    (NotLeaderError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownTopicError, grpc.StatusCode.NOT_FOUND),
+    (UnknownPartitionError, grpc.StatusCode.NOT_FOUND),
+    (CorruptBatchError, grpc.StatusCode.INVALID_ARGUMENT),
+    (OffsetOutOfRangeError, grpc.StatusCode.OUT_OF_RANGE),
+    (TopicExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (RequestTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NoQuorumError, grpc.StatusCode.UNAVAILABLE),
+    (LeaderNotAvailableError, grpc.StatusCode.UNAVAILABLE),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
+    (NotEnoughReplicasError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InternalError, grpc.StatusCode.INTERNAL),
+    (OutOfOrderSequenceError, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProducerFencedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownProducerIdError, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotCoordinatorError, grpc.StatusCode.FAILED_PRECONDITION),
+    (CoordinatorLoadingError, grpc.StatusCode.UNAVAILABLE),
+    (UnknownMemberIdError, grpc.StatusCode.FAILED_PRECONDITION),
+    (FencedMemberEpochError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PartitionNotAssignedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (GroupNotEmptyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownGroupError, grpc.StatusCode.NOT_FOUND),
+    (InvalidOffsetError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+_BY_CODE: dict[int, type[RaftkaError]] = {cls.code: cls for cls, _ in _TABLE}
+STATUS_OF: dict[int, grpc.StatusCode] = {cls.code: status for cls, status in _TABLE}
+
+
+class Code:
+    """The ``raftka.v1.ErrorCode`` numbers by name (``Code.NOT_LEADER``), for the broker."""
+
+
+for _name, _number in errors_pb2.ErrorCode.items():
+    setattr(Code, _name, _number)
+
+
+def status_for_code(code: int) -> grpc.StatusCode:
+    """The gRPC status the broker answers a code with (UNKNOWN for a code not in the table)."""
+    return STATUS_OF.get(code, grpc.StatusCode.UNKNOWN)
+
+
+def is_retriable(code: int) -> bool:
+    """Whether a request that failed with this code may succeed if sent again."""
+    return error_class_for_code(code).retriable
 
 
 def error_class_for_code(code: int) -> type[RaftkaError]:
