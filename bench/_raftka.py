@@ -82,7 +82,7 @@ class RaftkaSystem(Bounded):
         return {"server": "raftka (this commit), python -m raftka.node x3, tick 50 ms",
                 "settings": "3 nodes on loopback; topics replication factor 3; acks=all "
                             "(a majority fsynced: RocksDB WAL flush_wal(sync) before ack)",
-                "clients": f"client.Producer, defaults (acks=all, idempotent, lz4, batches "
+                "clients": f"raftka.Producer, defaults (acks=all, idempotent, lz4, batches "
                            f"in flight per partition) with {PRODUCER_BULK}: send_many of "
                            f"{SEND_MANY_CHUNK} records per call, and one send() per record; "
                            f"latency runs {PRODUCER_LATENCY} at 1,000/s, and w1's settings "
