@@ -14,8 +14,9 @@ from raftka.raft import ConfState, Role, Snapshot
 from raftka.raft.rocksdb import RocksLogDB
 
 from ._config import NodeConfig
-from ._controller import PartitionMeta, TopicMeta, encode_create_topic
+from ._controller_commands import encode_create_topic
 from ._controller_replica import ControllerReplica, controller_conf
+from ._controller_state import PartitionMeta, TopicMeta
 from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
@@ -187,7 +188,7 @@ class Broker:
             return
         node = ctl.group.node
         index = node.applied_index
-        snapshot = Snapshot(node.snapshot_meta(index), ctl.state.snapshot())
+        snapshot = Snapshot(node.snapshot_meta(index), ctl.snapshot_data())
         await asyncio.to_thread(ctl.group.storage.compact, snapshot)
 
     def _prefer_preferred_leaders(self) -> None:

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 
 from raftka.raft import ConfState, Entry, EntryKind, Ready, Role, Snapshot
 
-from ._controller import CONTROLLER_GROUP_ID, ApplyResult, ControllerState
+from ._controller_snapshot import decode_snapshot, encode_snapshot
+from ._controller_state import CONTROLLER_GROUP_ID, ApplyResult, ControllerState
 from ._errors import BrokerError, Code
 from ._host import Group
 
@@ -41,7 +42,7 @@ class ControllerReplica:
 
     # ------------------------------------------------------------------ StateMachine
     def restore(self, snapshot: Snapshot) -> None:
-        self.state = ControllerState.restore(snapshot.data)
+        self.state = decode_snapshot(snapshot.data)
         self._on_applied()
 
     def apply(self, entries: list[Entry]) -> None:
@@ -102,6 +103,10 @@ class ControllerReplica:
                 Code.NO_QUORUM, f"the metadata change did not commit within {timeout_s:.0f}s: "
                 "a majority of controller nodes may be down; it may still apply later",
                 retriable=True) from None
+
+    def snapshot_data(self) -> bytes:
+        """The state as snapshot bytes, for compacting the controller log."""
+        return encode_snapshot(self.state)
 
     def snapshot_due(self) -> bool:
         group = self.group

@@ -23,7 +23,7 @@ from raftka.v1 import group_pb2, group_pb2_grpc
 from raftka.raft import Role
 
 from ._broker import Broker
-from ._controller import TopicMeta
+from ._controller_state import TopicMeta
 from ._coordinator import ConsumerGroup, TopicPartition
 from ._errors import BrokerError, Code
 from ._offsets import (

@@ -20,13 +20,13 @@ from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batche
 from raftka.raft import Role
 
 from ._broker import Broker
-from ._controller import (
-    TopicMeta,
+from ._controller_commands import (
     encode_add_partitions,
     encode_allocate_producer_ids,
     encode_create_topic,
     encode_delete_topic,
 )
+from ._controller_state import TopicMeta
 from ._errors import BrokerError, Code, abort_with
 
 log = logging.getLogger("raftka.rpc")

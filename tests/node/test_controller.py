@@ -10,19 +10,22 @@ from collections import Counter
 import pytest
 
 from raftka.v1 import errors_pb2
-from raftka.node._controller import (
+from raftka.node._controller_commands import (
     COMMAND_SIZE_BYTES_MAX,
+    encode_add_partitions,
+    encode_allocate_producer_ids,
+    encode_create_topic,
+    encode_delete_topic,
+)
+from raftka.node._controller_placement import assign_replicas
+from raftka.node._controller_snapshot import decode_snapshot, encode_snapshot
+from raftka.node._controller_state import (
     CONTROLLER_GROUP_ID,
     FIRST_PARTITION_GROUP_ID,
     PARTITION_COUNT_MAX,
     ApplyResult,
     ControllerState,
     TopicMeta,
-    assign_replicas,
-    encode_add_partitions,
-    encode_allocate_producer_ids,
-    encode_create_topic,
-    encode_delete_topic,
 )
 
 DEFAULT_CONFIGS = {
@@ -51,7 +54,7 @@ class Log:
 
 def content(state: ControllerState) -> dict:
     """The snapshot without ``version``, which moves on every applied entry, even a rejected one."""
-    obj = json.loads(state.snapshot())
+    obj = json.loads(encode_snapshot(state))
     del obj["version"]
     return obj
 
@@ -272,14 +275,14 @@ def test_invalid_configs_name_the_key(log: Log, key: str, value: str) -> None:
 
 def test_check_validates_without_applying(log: Log) -> None:
     log.create("t")
-    before = log.state.snapshot()
+    before = encode_snapshot(log.state)
     assert log.state.check(encode_create_topic("t", 1, 1, {})).code == errors_pb2.TOPIC_EXISTS
     assert log.state.check(encode_create_topic("u", 1, 9, {})).code == (
         errors_pb2.NOT_ENOUGH_REPLICAS
     )
     assert log.state.check(b"\xff").code == errors_pb2.INVALID_REQUEST
     assert log.state.check(encode_create_topic("u", 1, 1, {})).ok
-    assert log.state.snapshot() == before
+    assert encode_snapshot(log.state) == before
 
 
 # ---------------------------------------------------------------------------- producer ids
@@ -365,7 +368,7 @@ def test_malformed_commands_are_rejected_without_changing_state(log: Log, comman
 def test_random_bytes_never_raise_or_change_state(log: Log) -> None:
     rng = random.Random(20240611)
     log.create("existing")
-    saved = log.state.snapshot()
+    saved = encode_snapshot(log.state)
     before = content(log.state)
     valid = encode_create_topic("x", 1, 1, {})
     for _ in range(300):
@@ -381,7 +384,7 @@ def test_random_bytes_never_raise_or_change_state(log: Log) -> None:
         result = log.apply(command)
         assert isinstance(result, ApplyResult)
         if result.ok:  # a flip that still makes a valid command (e.g. another topic name)
-            log.state = ControllerState.restore(saved)  # undo it; later indexes stay higher
+            log.state = decode_snapshot(saved)  # undo it; later indexes stay higher
             continue
         assert result.code in (errors_pb2.INVALID_REQUEST, errors_pb2.INVALID_CONFIG)
         assert content(log.state) == before
@@ -421,7 +424,7 @@ def test_same_commands_give_identical_snapshots() -> None:
         results_a = [a.apply(c) for c in _random_commands(seed, 200)]
         results_b = [b.apply(c) for c in _random_commands(seed, 200)]
         assert results_a == results_b
-        assert a.state.snapshot() == b.state.snapshot()
+        assert encode_snapshot(a.state) == encode_snapshot(b.state)
         assert any(r.ok for r in results_a) and any(not r.ok for r in results_a)
 
 
@@ -430,9 +433,9 @@ def test_snapshot_restore_round_trip_then_continue() -> None:
     live = Log(ControllerState([1, 2, 3, 4]))
     for command in commands[:150]:
         live.apply(command)
-    data = live.state.snapshot()
-    restored = Log(ControllerState.restore(data))
-    assert restored.state.snapshot() == data
+    data = encode_snapshot(live.state)
+    restored = Log(decode_snapshot(data))
+    assert encode_snapshot(restored.state) == data
     assert restored.state.version == live.state.version == 150
     assert restored.state.topics_sorted() == live.state.topics_sorted()
     assert restored.state.replica_counts() == live.state.replica_counts()
@@ -445,14 +448,14 @@ def test_snapshot_restore_round_trip_then_continue() -> None:
         )
     for command in commands[150:]:
         assert restored.apply(command) == live.apply(command)
-    assert restored.state.snapshot() == live.state.snapshot()
+    assert encode_snapshot(restored.state) == encode_snapshot(live.state)
 
 
 def test_snapshot_bytes_are_canonical_json() -> None:
     log = Log(ControllerState([1, 2, 3]))
     log.create("b")
     log.create("a", configs={"retention.ms": "5"})
-    data = log.state.snapshot()
+    data = encode_snapshot(log.state)
     obj = json.loads(data)
     assert data == json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     assert [t["name"] for t in obj["topics"]] == ["a", "b"]
@@ -462,7 +465,7 @@ def test_snapshot_bytes_are_canonical_json() -> None:
 def _snapshot_obj() -> dict:
     log = Log(ControllerState([1, 2, 3]))
     log.create("t", partitions=2, rf=2)
-    return json.loads(log.state.snapshot())
+    return json.loads(encode_snapshot(log.state))
 
 
 def _mutated(change) -> bytes:
@@ -505,12 +508,12 @@ def _mutated(change) -> bytes:
 )
 def test_restore_rejects_garbage_with_a_clear_error(data: bytes) -> None:
     with pytest.raises(ValueError, match="controller snapshot"):
-        ControllerState.restore(data)
+        decode_snapshot(data)
 
 
 def test_restore_accepts_an_unmutated_snapshot() -> None:
     data = _mutated(lambda o: None)
-    assert ControllerState.restore(data).topic("t").replication_factor == 2
+    assert decode_snapshot(data).topic("t").replication_factor == 2
 
 
 # ---------------------------------------------------------------------------- placement balance
@@ -601,8 +604,8 @@ def test_largest_topic_is_placed_and_snapshotted_quickly() -> None:
     assert len(meta.partitions) == PARTITION_COUNT_MAX
     assert log.state.replica_counts() == {n: 6000 for n in range(1, 6)}
     assert log.state.leader_counts() == {n: 2000 for n in range(1, 6)}
-    data = log.state.snapshot()
-    assert ControllerState.restore(data).snapshot() == data
+    data = encode_snapshot(log.state)
+    assert encode_snapshot(decode_snapshot(data)) == data
 
 
 def test_node_ids_are_validated() -> None:

@@ -1,0 +1,222 @@
+"""The controller's command codec: one metadata command per entry of the controller Raft log.
+
+Byte layout (format version 1; every committed controller entry ever written is in it, so
+it never changes: a new field or op needs a new ``"v"``). A command is the canonical JSON
+(``_controller_json.py``: keys sorted, no whitespace, ASCII, integers only) of an object::
+
+    {"configs":{},"internal":false,"name":"t","op":"create_topic","partitions":3,
+     "replication_factor":3,"v":1}
+    {"name":"t","op":"delete_topic","v":1}      (optional "internal": true for an internal topic)
+    {"name":"t","op":"add_partitions","partitions":6,"v":1}   (the new total count)
+    {"count":1000,"op":"allocate_producer_ids","v":1}
+
+``"v"`` is the command format version (only 1 exists). Every op has an exact field set:
+``create_topic`` needs ``name`` (string), ``partitions`` and ``replication_factor``
+(integers), ``configs`` (an object of strings) and ``internal`` (true/false);
+``delete_topic`` needs ``name`` and may carry ``internal``; ``add_partitions`` needs
+``name`` and ``partitions``; ``allocate_producer_ids`` needs ``count``. A missing or unknown
+field, a wrong type, duplicate keys, a float, NaN, invalid UTF-8 or more than
+``COMMAND_SIZE_BYTES_MAX`` bytes makes ``decode_command`` raise ``MalformedCommand``
+(an ``INVALID_REQUEST`` result when applied). An empty entry (the no-op a new Raft leader
+appends) is not a command: the state machine skips it before decoding.
+
+The codec checks the layout only; whether a command is allowed (a valid name, an existing
+topic, a sane count) is the state machine's decision (``_controller_state.py``). Encoders
+validate nothing for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple
+
+from ._controller_json import DisallowedJson, StrictJsonError, canonical_json, strict_json
+
+COMMAND_VERSION: Final = 1
+COMMAND_SIZE_BYTES_MAX: Final = 64 * 1024
+
+OP_CREATE_TOPIC: Final = "create_topic"
+OP_DELETE_TOPIC: Final = "delete_topic"
+OP_ALLOCATE_PRODUCER_IDS: Final = "allocate_producer_ids"
+OP_ADD_PARTITIONS: Final = "add_partitions"
+
+
+class CreateTopic(NamedTuple):
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str]  # as requested: not normalized, defaults not filled
+    internal: bool
+
+
+class DeleteTopic(NamedTuple):
+    name: str
+    internal: bool  # the caller may delete an internal topic
+
+
+class AddPartitions(NamedTuple):
+    name: str
+    partitions: int  # the new total
+
+
+class AllocateProducerIds(NamedTuple):
+    count: int
+
+
+Command = CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds
+
+
+class MalformedCommand(ValueError):
+    """The bytes are not a well-formed command (the message says what is wrong)."""
+
+
+# ---------------------------------------------------------------------------- encoding
+
+
+def encode_create_topic(
+    name: str,
+    partitions: int,
+    replication_factor: int,
+    configs: Mapping[str, str] | None = None,
+    internal: bool = False,
+) -> bytes:
+    """The command that creates a topic."""
+    return canonical_json(
+        {
+            "v": COMMAND_VERSION,
+            "op": OP_CREATE_TOPIC,
+            "name": name,
+            "partitions": partitions,
+            "replication_factor": replication_factor,
+            "configs": dict(configs or {}),
+            "internal": internal,
+        }
+    )
+
+
+def encode_delete_topic(name: str, internal: bool = False) -> bytes:
+    """The command that deletes a topic; an internal topic needs ``internal=True``."""
+    fields: dict[str, Any] = {"v": COMMAND_VERSION, "op": OP_DELETE_TOPIC, "name": name}
+    if internal:
+        fields["internal"] = True
+    return canonical_json(fields)
+
+
+def encode_add_partitions(name: str, partitions: int) -> bytes:
+    """The command that grows topic ``name`` to ``partitions`` partitions in total."""
+    return canonical_json(
+        {"v": COMMAND_VERSION, "op": OP_ADD_PARTITIONS, "name": name, "partitions": partitions}
+    )
+
+
+def encode_allocate_producer_ids(count: int) -> bytes:
+    """The command that reserves ``count`` consecutive producer ids."""
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_ALLOCATE_PRODUCER_IDS, "count": count})
+
+
+# ---------------------------------------------------------------------------- decoding
+
+_OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
+    # op -> (required fields, optional fields), besides "v" and "op"
+    OP_CREATE_TOPIC: (
+        frozenset({"name", "partitions", "replication_factor", "configs", "internal"}),
+        frozenset(),
+    ),
+    OP_DELETE_TOPIC: (frozenset({"name"}), frozenset({"internal"})),
+    OP_ALLOCATE_PRODUCER_IDS: (frozenset({"count"}), frozenset()),
+    OP_ADD_PARTITIONS: (frozenset({"name", "partitions"}), frozenset()),
+}
+
+
+def decode_command(data: bytes | bytearray | memoryview) -> Command:
+    """The command ``data`` encodes (non-empty); raises MalformedCommand if it is not one."""
+    if len(data) > COMMAND_SIZE_BYTES_MAX:
+        raise MalformedCommand(f"command is {len(data)} bytes; at most {COMMAND_SIZE_BYTES_MAX}")
+    try:
+        obj = strict_json(data)
+    except DisallowedJson as error:
+        raise MalformedCommand(str(error)) from None
+    except StrictJsonError as error:
+        raise MalformedCommand(f"not a JSON command: {error}") from None
+    if not isinstance(obj, dict):
+        raise MalformedCommand("a command is a JSON object")
+    version = obj.get("v")
+    if version != COMMAND_VERSION or isinstance(version, bool):
+        raise MalformedCommand(
+            f"unsupported command version {version!r}; this node knows v={COMMAND_VERSION}"
+        )
+    op = obj.get("op")
+    if not isinstance(op, str) or op not in _OP_FIELDS:
+        raise MalformedCommand(f"unknown op {op!r}")
+    _check_fields(op, obj)
+    if op == OP_CREATE_TOPIC:
+        return CreateTopic(
+            _str_field(obj, "name"),
+            _int_field(obj, "partitions"),
+            _int_field(obj, "replication_factor"),
+            _configs_field(obj),
+            _bool_field(obj, "internal"),
+        )
+    if op == OP_DELETE_TOPIC:
+        return DeleteTopic(_str_field(obj, "name"), _bool_field(obj, "internal"))
+    if op == OP_ADD_PARTITIONS:
+        return AddPartitions(_str_field(obj, "name"), _int_field(obj, "partitions"))
+    return AllocateProducerIds(_int_field(obj, "count"))
+
+
+def _check_fields(op: str, obj: Mapping[str, Any]) -> None:
+    required, optional = _OP_FIELDS[op]
+    present = set(obj) - {"v", "op"}
+    missing = sorted(required - present)
+    if missing:
+        raise MalformedCommand(f"{op}: missing field {missing[0]!r}")
+    unknown = sorted(present - required - optional)
+    if unknown:
+        raise MalformedCommand(f"{op}: unknown field {unknown[0]!r}")
+
+
+def _int_field(obj: Mapping[str, Any], key: str) -> int:
+    value = obj[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedCommand(f"field {key!r} must be an integer")
+    return value
+
+
+def _str_field(obj: Mapping[str, Any], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise MalformedCommand(f"field {key!r} must be a string")
+    return value
+
+
+def _bool_field(obj: Mapping[str, Any], key: str) -> bool:
+    value = obj.get(key, False)
+    if not isinstance(value, bool):
+        raise MalformedCommand(f"field {key!r} must be true or false")
+    return value
+
+
+def _configs_field(obj: Mapping[str, Any]) -> dict[str, str]:
+    value = obj["configs"]
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise MalformedCommand("field 'configs' must map strings to strings")
+    return value
+
+
+__all__ = [
+    "AddPartitions",
+    "AllocateProducerIds",
+    "COMMAND_SIZE_BYTES_MAX",
+    "COMMAND_VERSION",
+    "Command",
+    "CreateTopic",
+    "DeleteTopic",
+    "MalformedCommand",
+    "decode_command",
+    "encode_add_partitions",
+    "encode_allocate_producer_ids",
+    "encode_create_topic",
+    "encode_delete_topic",
+]

@@ -1,0 +1,166 @@
+"""The controller snapshot: the whole ``ControllerState`` as bytes, and back.
+
+A node compacts its controller log into a snapshot (``_broker.py``) and a follower that is
+too far behind receives one instead of the entries; every snapshot ever written is in this
+layout (version 1), so it never changes: a new field needs a new ``"v"``.
+
+Layout: the canonical JSON (``_controller_json.py``: keys sorted, no whitespace, ASCII,
+integers only) of one object; topics sorted by name; the position of a partition in its
+topic's list is its number::
+
+    {"format": "raftka.controller.snapshot", "v": 1, "node_ids": [1, 2, 3],
+     "version": 17, "next_group_id": 8, "next_producer_id": 1001,
+     "topics": [{"name": "t", "topic_id": "<uuid>", "internal": false,
+                 "replication_factor": 3, "configs": {"retention.ms": "..."},
+                 "partitions": [[group_id, [preferred, replica, ...]], ...]}]}
+
+``encode_snapshot`` is canonical: equal states give equal bytes. ``decode_snapshot`` checks
+the layout (exact key sets, types, strict JSON) and leaves the values to
+``ControllerState.restored``, which checks every invariant; anything wrong raises
+``ValueError`` whose message starts ``invalid controller snapshot:`` (or ``controller
+snapshot is not valid JSON:``), so a node never starts from a snapshot it cannot trust.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Final
+
+from ._controller_json import StrictJsonError, canonical_json, strict_json
+from ._controller_state import PARTITION_COUNT_MAX, ControllerState, PartitionMeta, TopicMeta
+
+SNAPSHOT_FORMAT: Final = "raftka.controller.snapshot"
+SNAPSHOT_VERSION: Final = 1
+
+_SNAPSHOT_KEYS: Final = frozenset(
+    {"format", "v", "node_ids", "version", "next_group_id", "next_producer_id", "topics"}
+)
+_TOPIC_KEYS: Final = frozenset(
+    {"name", "topic_id", "internal", "replication_factor", "configs", "partitions"}
+)
+
+
+def encode_snapshot(state: ControllerState) -> bytes:
+    """The canonical bytes of the whole ``state``."""
+    return canonical_json(
+        {
+            "format": SNAPSHOT_FORMAT,
+            "v": SNAPSHOT_VERSION,
+            "node_ids": list(state.node_ids),
+            "version": state.version,
+            "next_group_id": state.next_group_id,
+            "next_producer_id": state.next_producer_id,
+            "topics": [
+                {
+                    "name": meta.name,
+                    "topic_id": meta.topic_id,
+                    "internal": meta.internal,
+                    "replication_factor": meta.replication_factor,
+                    "configs": dict(meta.configs),
+                    "partitions": [[p.group_id, list(p.replicas)] for p in meta.partitions],
+                }
+                for meta in state.topics_sorted()
+            ],
+        }
+    )
+
+
+def decode_snapshot(data: bytes) -> ControllerState:
+    """The state an ``encode_snapshot`` result describes; ValueError if ``data`` is not one."""
+    try:
+        obj = strict_json(data)
+    except StrictJsonError as error:
+        raise ValueError(f"controller snapshot is not valid JSON: {error}") from None
+    _require(isinstance(obj, dict), "top level must be a JSON object")
+    _require(obj.get("format") == SNAPSHOT_FORMAT, f"format must be {SNAPSHOT_FORMAT!r}")
+    version = obj.get("v")
+    _require(
+        _is_int(version) and version == SNAPSHOT_VERSION,
+        f"unsupported snapshot version {version!r}; this node reads v={SNAPSHOT_VERSION}",
+    )
+    _exact_keys(obj, _SNAPSHOT_KEYS, "snapshot")
+    node_ids = obj["node_ids"]
+    _require(
+        isinstance(node_ids, list) and all(_is_int(n) for n in node_ids),
+        "node_ids must be a list of integers",
+    )
+    for key in ("version", "next_group_id", "next_producer_id"):
+        _require(_is_int(obj[key]), f"{key} must be an integer")
+    _require(isinstance(obj["topics"], list), "topics must be a list")
+    topics = [_decode_topic(raw) for raw in obj["topics"]]
+    try:
+        return ControllerState.restored(
+            node_ids,
+            version=obj["version"],
+            next_group_id=obj["next_group_id"],
+            next_producer_id=obj["next_producer_id"],
+            topics=topics,
+        )
+    except ValueError as error:
+        raise ValueError(f"invalid controller snapshot: {error}") from None
+
+
+def _decode_topic(raw: Any) -> TopicMeta:
+    _exact_keys(raw, _TOPIC_KEYS, "a topic")
+    name = raw["name"]
+    _require(isinstance(name, str), "a topic name must be a string")
+    _require(isinstance(raw["internal"], bool), f"topic {name!r}: internal must be true or false")
+    _require(
+        isinstance(raw["topic_id"], str), f"topic {name!r}: topic_id must be a non-empty string"
+    )
+    _require(
+        _is_int(raw["replication_factor"]),
+        f"topic {name!r}: replication_factor must be an integer",
+    )
+    configs = raw["configs"]
+    _require(
+        isinstance(configs, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in configs.items()),
+        f"topic {name!r}: configs must map strings to strings",
+    )
+    parts = raw["partitions"]
+    _require(
+        isinstance(parts, list),
+        f"topic {name!r}: partitions must be a list of 1 to {PARTITION_COUNT_MAX}",
+    )
+    partitions = []
+    for number, part in enumerate(parts):
+        where = f"topic {name!r} partition {number}"
+        _require(
+            isinstance(part, list) and len(part) == 2, f"{where}: must be [group_id, replicas]"
+        )
+        group_id, replicas = part
+        _require(_is_int(group_id), f"{where}: group id {group_id!r} must be an integer")
+        _require(
+            isinstance(replicas, list) and all(_is_int(n) for n in replicas),
+            f"{where}: replicas must be a list of node ids",
+        )
+        partitions.append(PartitionMeta(number, group_id, tuple(replicas)))
+    return TopicMeta(
+        name=name,
+        topic_id=raw["topic_id"],
+        partitions=tuple(partitions),
+        replication_factor=raw["replication_factor"],
+        configs=types.MappingProxyType(configs),
+        internal=raw["internal"],
+    )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(f"invalid controller snapshot: {message}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _exact_keys(obj: Any, keys: frozenset[str], what: str) -> None:
+    _require(isinstance(obj, dict), f"{what} must be a JSON object")
+    missing = sorted(keys - set(obj))
+    unknown = sorted(set(obj) - keys)
+    _require(not missing, f"{what} is missing {missing}")
+    _require(not unknown, f"{what} has unknown fields {unknown}")
+
+
+__all__ = ["SNAPSHOT_FORMAT", "SNAPSHOT_VERSION", "decode_snapshot", "encode_snapshot"]

@@ -1,0 +1,578 @@
+"""The controller's replicated state machine: cluster metadata as a pure function of the log.
+
+Every node applies the committed entries of the controller Raft group (group id 1), in log
+order, to a ``ControllerState``. The state is
+
+- ``node_ids``: the cluster's nodes (the static peer list every node starts with; sorted);
+- ``topics``: name -> ``TopicMeta`` (topic id, configs with defaults filled, and per partition
+  its Raft group id and replica list, ``replicas[0]`` being the preferred leader);
+- ``next_group_id``: the next Raft group id to hand to a partition. Group id 1 is the
+  controller itself; partitions start at 2; ids are never reused, also after a delete;
+- ``next_producer_id``: the next idempotent-producer id to hand out (ids start at 1);
+- ``version``: the Raft index of the last applied entry.
+
+The entries are commands (``_controller_commands.py``, their byte layout); new partitions
+are placed by ``_controller_placement.py``; ``_controller_snapshot.py`` writes and reads the
+whole state, and hands what it read to ``ControllerState.restored``, which checks it.
+
+Determinism rules (every node must reach byte-identical state from the same log):
+
+1. ``apply`` reads only its arguments and the state: no clock, no randomness, no I/O, no
+   environment, no floats. Topic ids are derived from the entry's index and the name.
+2. Iteration never depends on dict or set order: nodes are a sorted tuple, candidates are
+   chosen by explicit sort keys that end in the node id, snapshots sort topics by name.
+3. A rejected command leaves the state unchanged except ``version`` (the entry was consumed).
+   Validation completes before the first mutation, so a bad entry can never half-apply.
+4. ``apply`` never raises because of a command's content: every node would crash on the same
+   committed entry. It raises only for a caller bug (an index that does not move forward).
+5. ``restored`` checks every invariant of the state and raises ``ValueError`` on anything
+   else, so a snapshot can never bring in a state that ``apply`` could not have built.
+
+Validation codes (``errors_pb2.ErrorCode``): a bad topic name, partition count or malformed
+command is ``INVALID_REQUEST``; an existing name ``TOPIC_EXISTS``; a replication factor above
+the node count ``NOT_ENOUGH_REPLICAS``; a bad topic config ``INVALID_CONFIG``; deleting an
+unknown topic ``UNKNOWN_TOPIC``. ``add_partitions`` only grows a topic: a total count not
+above the current one, or an internal topic (``__consumer_offsets`` maps groups to partitions
+by count), is ``INVALID_REQUEST``; an unknown topic ``UNKNOWN_TOPIC``. New partitions get
+fresh group ids and the same least-loaded placement as a create, counting every replica the
+nodes already hold; existing partitions keep their group ids and replicas.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final, NamedTuple
+
+from raftka.v1 import errors_pb2
+
+from ._controller_commands import (
+    AddPartitions,
+    AllocateProducerIds,
+    Command,
+    CreateTopic,
+    DeleteTopic,
+    MalformedCommand,
+    decode_command,
+)
+from ._controller_placement import assign_replicas
+
+CONTROLLER_GROUP_ID: Final = 1
+FIRST_PARTITION_GROUP_ID: Final = 2
+FIRST_PRODUCER_ID: Final = 1
+PRODUCER_ID_MAX: Final = 2**63 - 1  # Kafka's producerId is an int64
+PRODUCER_ID_COUNT_MAX: Final = 1_000_000  # per allocation
+
+TOPIC_NAME_LENGTH_MAX: Final = 249
+TOPIC_ID_LENGTH_MAX: Final = 64
+PARTITION_COUNT_MAX: Final = 10_000
+INT64_MAX: Final = 2**63 - 1
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+# Topic ids are UUIDs (as in Kafka), derived rather than random: uuid5(namespace, "index:name").
+_TOPIC_ID_NAMESPACE: Final = uuid.UUID("6f2d1c3e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
+
+
+# ---------------------------------------------------------------------------- value types
+
+
+class PartitionMeta(NamedTuple):
+    partition: int
+    group_id: int  # the partition's Raft group; unique in the cluster, never reused
+    replicas: tuple[int, ...]  # distinct node ids; replicas[0] is the preferred leader
+
+
+class TopicMeta(NamedTuple):
+    name: str
+    topic_id: str  # UUID string; differs between a deleted topic and its re-creation
+    partitions: tuple[PartitionMeta, ...]  # partitions[i].partition == i
+    replication_factor: int
+    configs: Mapping[str, str]  # read-only; every known key, normalized
+    internal: bool
+
+
+class ApplyResult(NamedTuple):
+    ok: bool
+    code: int  # errors_pb2.ErrorCode; 0 (ERROR_CODE_UNSPECIFIED) when ok
+    message: str
+    value: object | None = None  # the created/grown TopicMeta, or the first producer id
+
+
+class _ConfigSpec(NamedTuple):
+    default: str
+    minimum: int
+    maximum: int
+
+    def allowed(self) -> str:
+        return f"an integer from {self.minimum} to {self.maximum}"
+
+
+TOPIC_CONFIGS: Final[Mapping[str, _ConfigSpec]] = types.MappingProxyType(
+    {
+        "max.message.bytes": _ConfigSpec("1048576", 1, 64 * 1024 * 1024),
+        "retention.bytes": _ConfigSpec("-1", -1, INT64_MAX),  # -1: no size limit
+        "retention.ms": _ConfigSpec("604800000", -1, INT64_MAX),  # 7 days; -1: no time limit
+    }
+)
+"""The topic configs we know, with their defaults and bounds (values are decimal strings)."""
+
+
+# ---------------------------------------------------------------------------- topic rules
+
+
+def _ok(message: str, value: object | None = None) -> ApplyResult:
+    return ApplyResult(True, errors_pb2.ERROR_CODE_UNSPECIFIED, message, value)
+
+
+def _error(code: int, message: str) -> ApplyResult:
+    return ApplyResult(False, code, message, None)
+
+
+def topic_name_error(name: str, internal: bool = False) -> str | None:
+    """Why ``name`` is not a valid topic name (Kafka's rules), or None if it is."""
+    if not _TOPIC_NAME.fullmatch(name):
+        return (
+            f"invalid topic name {name[:300]!r}: use 1 to {TOPIC_NAME_LENGTH_MAX} characters "
+            "from a-z, A-Z, 0-9, '.', '_' and '-'"
+        )
+    if name in (".", ".."):
+        return f"invalid topic name {name!r}: '.' and '..' are not allowed"
+    if name.startswith("__") and not internal:
+        return f"invalid topic name {name!r}: names starting with '__' are reserved"
+    return None
+
+
+def normalize_configs(configs: Mapping[str, str]) -> tuple[dict[str, str] | None, str]:
+    """Topic configs with defaults filled and integers in canonical form.
+
+    Returns ``(configs, "")``, or ``(None, reason)`` naming the bad key and what it allows.
+    Keys are checked in sorted order so the reported key is the same on every node.
+    """
+    result = {key: spec.default for key, spec in sorted(TOPIC_CONFIGS.items())}
+    for key in sorted(configs):
+        value = configs[key]
+        spec = TOPIC_CONFIGS.get(key)
+        if spec is None:
+            known = ", ".join(sorted(TOPIC_CONFIGS))
+            return None, f"unknown topic config {key[:100]!r}; known configs: {known}"
+        number = int(value) if _INTEGER.fullmatch(value) else None
+        if number is None or not spec.minimum <= number <= spec.maximum:
+            return None, f"invalid value {value[:100]!r} for {key!r}: must be {spec.allowed()}"
+        result[key] = str(number)
+    return result, ""
+
+
+# ---------------------------------------------------------------------------- the state
+
+
+class ControllerState:
+    """Cluster metadata, changed only by ``apply`` (or built whole by ``restored``).
+
+    Invariants (checked by ``restored``, kept by ``apply``):
+    - ``version`` never decreases;
+    - every partition's replicas are ``replication_factor`` distinct members of ``node_ids``;
+    - group ids are unique, in ``[FIRST_PARTITION_GROUP_ID, next_group_id)``, and
+      ``next_group_id`` never decreases (ids are never reused);
+    - ``next_producer_id`` never decreases; ids below it have been handed out.
+    """
+
+    def __init__(self, node_ids: Sequence[int]) -> None:
+        nodes = tuple(sorted(node_ids))
+        if not nodes:
+            raise ValueError("a cluster needs at least one node")
+        if any(not isinstance(n, int) or isinstance(n, bool) or n <= 0 for n in nodes):
+            raise ValueError(f"node ids must be positive integers, got {list(node_ids)}")
+        if len(set(nodes)) != len(nodes):
+            raise ValueError(f"node ids must be distinct, got {list(node_ids)}")
+        self._node_ids: tuple[int, ...] = nodes
+        self._topics: dict[str, TopicMeta] = {}
+        # group id -> (topic name, partition); derived from _topics
+        self._groups: dict[int, tuple[str, int]] = {}
+        # node -> how many partition replicas / preferred leaderships it holds; derived
+        self._replica_counts: dict[int, int] = {n: 0 for n in nodes}
+        self._leader_counts: dict[int, int] = {n: 0 for n in nodes}
+        self._next_group_id = FIRST_PARTITION_GROUP_ID  # never decreases
+        self._next_producer_id = FIRST_PRODUCER_ID  # never decreases
+        self._version = 0  # index of the last applied entry; never decreases
+
+    # -- read-only views
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return self._node_ids
+
+    @property
+    def topics(self) -> Mapping[str, TopicMeta]:
+        return types.MappingProxyType(self._topics)
+
+    @property
+    def next_group_id(self) -> int:
+        return self._next_group_id
+
+    @property
+    def next_producer_id(self) -> int:
+        return self._next_producer_id
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def topic(self, name: str) -> TopicMeta | None:
+        return self._topics.get(name)
+
+    def topics_sorted(self) -> list[TopicMeta]:
+        return [self._topics[name] for name in sorted(self._topics)]
+
+    def partitions_on(self, node_id: int) -> list[tuple[TopicMeta, PartitionMeta]]:
+        """The partitions ``node_id`` must host, by topic name then partition."""
+        return [
+            (meta, part)
+            for meta in self.topics_sorted()
+            for part in meta.partitions
+            if node_id in part.replicas
+        ]
+
+    def partition_by_group(self, group_id: int) -> tuple[TopicMeta, PartitionMeta] | None:
+        where = self._groups.get(group_id)
+        if where is None:
+            return None
+        meta = self._topics[where[0]]
+        return meta, meta.partitions[where[1]]
+
+    def replica_counts(self) -> dict[int, int]:
+        """Node id -> number of partition replicas it holds, over all topics."""
+        return dict(self._replica_counts)
+
+    def leader_counts(self) -> dict[int, int]:
+        """Node id -> number of partitions whose preferred leader it is."""
+        return dict(self._leader_counts)
+
+    # -- applying commands
+
+    def apply(self, index: int, command: bytes) -> ApplyResult:
+        """Apply the committed entry at Raft ``index``; the same on every node.
+
+        Raises ValueError only if ``index`` does not exceed ``version`` (a caller bug:
+        entries are applied once, in log order; gaps for non-controller entries are fine).
+        Any problem with ``command`` itself is an error result, with the state unchanged
+        except ``version``.
+        """
+        if not isinstance(index, int) or isinstance(index, bool) or index <= self._version:
+            raise ValueError(
+                f"apply index {index!r} must be greater than version {self._version}: "
+                "entries are applied once, in log order"
+            )
+        self._version = index
+        validated = self._validate(command)
+        if isinstance(validated, ApplyResult):
+            return validated
+        if isinstance(validated, CreateTopic):
+            return self._create_topic(index, validated)
+        if isinstance(validated, DeleteTopic):
+            return self._delete_topic(validated)
+        if isinstance(validated, AddPartitions):
+            return self._add_partitions(validated)
+        return self._allocate_producer_ids(validated)
+
+    def check(self, command: bytes) -> ApplyResult:
+        """Validate ``command`` against the current state without applying it.
+
+        For a leader to reject bad requests before proposing them. Advisory only: the state
+        may change before the entry commits, and ``apply`` decides. An ok result has no value.
+        """
+        validated = self._validate(command)
+        if isinstance(validated, ApplyResult):
+            return validated
+        return _ok("valid")
+
+    def _validate(self, command: bytes) -> Command | ApplyResult:
+        """The command to apply (create_topic's configs normalized), or the result that
+        rejects it (or the no-op's)."""
+        if not isinstance(command, (bytes, bytearray, memoryview)):
+            return _error(errors_pb2.INVALID_REQUEST, f"a command is bytes, got {type(command)}")
+        if len(command) == 0:
+            return _ok("no-op")
+        try:
+            decoded = decode_command(command)
+            if isinstance(decoded, CreateTopic):
+                return self._validate_create_topic(decoded)
+            if isinstance(decoded, DeleteTopic):
+                return self._validate_delete_topic(decoded)
+            if isinstance(decoded, AddPartitions):
+                return self._validate_add_partitions(decoded)
+            return self._validate_allocate_producer_ids(decoded)
+        except MalformedCommand as error:
+            return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
+        except Exception as error:  # a bug in validation; must not take every node down
+            return _error(errors_pb2.INTERNAL_ERROR, f"controller command rejected: {error!r}")
+
+    def _validate_create_topic(self, cmd: CreateTopic) -> CreateTopic | ApplyResult:
+        name, partitions, replication_factor = cmd.name, cmd.partitions, cmd.replication_factor
+        name_error = topic_name_error(name, cmd.internal)
+        if name_error is not None:
+            return _error(errors_pb2.INVALID_REQUEST, name_error)
+        if name in self._topics:
+            return _error(errors_pb2.TOPIC_EXISTS, f"topic {name!r} already exists")
+        if not 1 <= partitions <= PARTITION_COUNT_MAX:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"partitions must be from 1 to {PARTITION_COUNT_MAX}, got {partitions}",
+            )
+        node_count = len(self._node_ids)
+        if replication_factor < 1:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"replication factor must be at least 1, got {replication_factor}",
+            )
+        if replication_factor > node_count:
+            return _error(
+                errors_pb2.NOT_ENOUGH_REPLICAS,
+                f"replication factor {replication_factor} is more than the {node_count} "
+                f"node{'s' if node_count != 1 else ''} in the cluster",
+            )
+        configs, reason = normalize_configs(cmd.configs)
+        if configs is None:
+            return _error(errors_pb2.INVALID_CONFIG, reason)
+        if self._next_group_id + partitions > INT64_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, "raft group ids exhausted")
+        return cmd._replace(configs=configs)
+
+    def _validate_delete_topic(self, cmd: DeleteTopic) -> DeleteTopic | ApplyResult:
+        name = cmd.name
+        meta = self._topics.get(name)
+        if meta is None:
+            return _error(errors_pb2.UNKNOWN_TOPIC, f"unknown topic {name[:300]!r}")
+        if meta.internal and not cmd.internal:
+            return _error(
+                errors_pb2.INVALID_REQUEST, f"topic {name!r} is internal and cannot be deleted"
+            )
+        return cmd
+
+    def _validate_add_partitions(self, cmd: AddPartitions) -> AddPartitions | ApplyResult:
+        name, partitions = cmd.name, cmd.partitions
+        meta = self._topics.get(name)
+        if meta is None:
+            return _error(errors_pb2.UNKNOWN_TOPIC, f"unknown topic {name[:300]!r}")
+        if meta.internal:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"topic {name!r} is internal; its partition count cannot change",
+            )
+        current = len(meta.partitions)
+        if partitions <= current:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"topic {name!r} has {current} partition{'s' if current != 1 else ''}; the "
+                f"new total must be more than that (partitions are never removed), got "
+                f"{partitions}",
+            )
+        if partitions > PARTITION_COUNT_MAX:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"partitions must be at most {PARTITION_COUNT_MAX}, got {partitions}",
+            )
+        if self._next_group_id + (partitions - current) > INT64_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, "raft group ids exhausted")
+        return cmd
+
+    def _validate_allocate_producer_ids(
+        self, cmd: AllocateProducerIds
+    ) -> AllocateProducerIds | ApplyResult:
+        count = cmd.count
+        if not 1 <= count <= PRODUCER_ID_COUNT_MAX:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"producer id count must be from 1 to {PRODUCER_ID_COUNT_MAX}, got {count}",
+            )
+        if self._next_producer_id + count - 1 > PRODUCER_ID_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, "producer ids exhausted")
+        return cmd
+
+    # -- mutations: called only after validation succeeded; they cannot fail
+
+    def _create_topic(self, index: int, cmd: CreateTopic) -> ApplyResult:
+        assignment = assign_replicas(
+            self._node_ids,
+            cmd.partitions,
+            cmd.replication_factor,
+            self._replica_counts,
+            self._leader_counts,
+        )
+        first_group_id = self._next_group_id
+        partitions = tuple(
+            PartitionMeta(p, first_group_id + p, replicas) for p, replicas in enumerate(assignment)
+        )
+        meta = TopicMeta(
+            name=cmd.name,
+            topic_id=str(uuid.uuid5(_TOPIC_ID_NAMESPACE, f"{index}:{cmd.name}")),
+            partitions=partitions,
+            replication_factor=cmd.replication_factor,
+            configs=types.MappingProxyType(cmd.configs),
+            internal=cmd.internal,
+        )
+        self._add_topic(meta)
+        self._next_group_id = first_group_id + cmd.partitions
+        return _ok(
+            f"created topic {cmd.name!r}: {cmd.partitions} partition(s), replication factor "
+            f"{cmd.replication_factor}, groups {first_group_id}..{self._next_group_id - 1}",
+            meta,
+        )
+
+    def _delete_topic(self, cmd: DeleteTopic) -> ApplyResult:
+        meta = self._topics.pop(cmd.name)
+        for part in meta.partitions:
+            del self._groups[part.group_id]
+            self._leader_counts[part.replicas[0]] -= 1
+            for node in part.replicas:
+                self._replica_counts[node] -= 1
+        return _ok(f"deleted topic {cmd.name!r}", meta)
+
+    def _add_partitions(self, cmd: AddPartitions) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        current = len(meta.partitions)
+        added = cmd.partitions - current
+        assignment = assign_replicas(
+            self._node_ids,
+            added,
+            meta.replication_factor,
+            self._replica_counts,
+            self._leader_counts,
+        )
+        first_group_id = self._next_group_id
+        new_parts = tuple(
+            PartitionMeta(current + i, first_group_id + i, replicas)
+            for i, replicas in enumerate(assignment)
+        )
+        grown = meta._replace(partitions=meta.partitions + new_parts)
+        self._topics[cmd.name] = grown
+        for part in new_parts:
+            self._groups[part.group_id] = (cmd.name, part.partition)
+            self._leader_counts[part.replicas[0]] += 1
+            for node in part.replicas:
+                self._replica_counts[node] += 1
+        self._next_group_id = first_group_id + added
+        return _ok(
+            f"topic {cmd.name!r} grew from {current} to {cmd.partitions} partitions, groups "
+            f"{first_group_id}..{self._next_group_id - 1}",
+            grown,
+        )
+
+    def _allocate_producer_ids(self, cmd: AllocateProducerIds) -> ApplyResult:
+        first = self._next_producer_id
+        self._next_producer_id = first + cmd.count
+        return _ok(f"allocated producer ids {first}..{self._next_producer_id - 1}", first)
+
+    def _add_topic(self, meta: TopicMeta) -> None:
+        self._topics[meta.name] = meta
+        for part in meta.partitions:
+            self._groups[part.group_id] = (meta.name, part.partition)
+            self._leader_counts[part.replicas[0]] += 1
+            for node in part.replicas:
+                self._replica_counts[node] += 1
+
+
+    # -- restoring (from a snapshot)
+
+    @classmethod
+    def restored(
+        cls,
+        node_ids: Sequence[int],
+        *,
+        version: int,
+        next_group_id: int,
+        next_producer_id: int,
+        topics: Iterable[TopicMeta],
+    ) -> ControllerState:
+        """The state with these parts, after checking every invariant ``apply`` keeps.
+
+        Raises ValueError naming the first part that breaks one: a node list, counter,
+        topic name, topic id, replication factor, config, group id or replica list that
+        ``apply`` could not have produced. ``_controller_snapshot.py`` checks the layout
+        and types; this checks the values.
+        """
+        state = cls(node_ids)
+        _check(version >= 0, "version must be >= 0")
+        _check(
+            FIRST_PARTITION_GROUP_ID <= next_group_id <= INT64_MAX,
+            f"next_group_id must be >= {FIRST_PARTITION_GROUP_ID}",
+        )
+        _check(
+            FIRST_PRODUCER_ID <= next_producer_id <= PRODUCER_ID_MAX + 1,
+            f"next_producer_id must be >= {FIRST_PRODUCER_ID}",
+        )
+        state._version = version
+        state._next_group_id = next_group_id
+        state._next_producer_id = next_producer_id
+        for meta in topics:
+            checked = state._checked_topic(meta)
+            _check(checked.name not in state._topics, f"topic {checked.name!r} appears twice")
+            state._add_topic(checked)
+        return state
+
+    def _checked_topic(self, meta: TopicMeta) -> TopicMeta:
+        """``meta`` with read-only normalized configs, if it fits this state beside the
+        topics added so far; else ValueError."""
+        name = meta.name
+        name_error = topic_name_error(name, meta.internal)
+        _check(name_error is None, str(name_error))
+        _check(
+            0 < len(meta.topic_id) <= TOPIC_ID_LENGTH_MAX,
+            f"topic {name!r}: topic_id must be a non-empty string",
+        )
+        rf = meta.replication_factor
+        _check(
+            1 <= rf <= len(self._node_ids),
+            f"topic {name!r}: replication_factor must be from 1 to {len(self._node_ids)}",
+        )
+        configs = dict(meta.configs)
+        normalized, reason = normalize_configs(configs)
+        _check(normalized == configs, f"topic {name!r}: configs are not normalized ({reason})")
+        _check(
+            1 <= len(meta.partitions) <= PARTITION_COUNT_MAX,
+            f"topic {name!r}: partitions must be a list of 1 to {PARTITION_COUNT_MAX}",
+        )
+        nodes = set(self._node_ids)
+        group_ids: set[int] = set()
+        for number, part in enumerate(meta.partitions):
+            where = f"topic {name!r} partition {number}"
+            _check(part.partition == number, f"{where}: numbered {part.partition}")
+            group_id, replicas = part.group_id, part.replicas
+            _check(
+                FIRST_PARTITION_GROUP_ID <= group_id < self._next_group_id,
+                f"{where}: group id {group_id!r} must be in "
+                f"[{FIRST_PARTITION_GROUP_ID}, next_group_id={self._next_group_id})",
+            )
+            _check(
+                group_id not in self._groups and group_id not in group_ids,
+                f"{where}: group id {group_id} is used twice",
+            )
+            _check(
+                len(replicas) == rf and all(n in nodes for n in replicas)
+                and len(set(replicas)) == rf,
+                f"{where}: replicas must be {rf} distinct node ids out of {sorted(nodes)}",
+            )
+            group_ids.add(group_id)
+        return meta._replace(configs=types.MappingProxyType(configs))
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+__all__ = [
+    "ApplyResult",
+    "CONTROLLER_GROUP_ID",
+    "ControllerState",
+    "FIRST_PARTITION_GROUP_ID",
+    "FIRST_PRODUCER_ID",
+    "PARTITION_COUNT_MAX",
+    "PartitionMeta",
+    "TOPIC_CONFIGS",
+    "TopicMeta",
+    "normalize_configs",
+    "topic_name_error",
+]
