@@ -19,7 +19,7 @@ test: $(STAMP) jepsen-deps
 
 # jepsen-like/ needs iproute2 and nftables (and libfaketime for the clock nemesis); as
 # root, install whichever is missing. Without root it does nothing: the harness refuses to
-# run with a clear message and tests/jepsen's real run is skipped.
+# run with a clear message and tests/jepsen's real run is skipped (as root it must run).
 jepsen-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    { ! command -v nft >/dev/null || ! command -v ip >/dev/null || \
@@ -31,7 +31,7 @@ jepsen-deps:
 .PHONY: jepsen jepsen-deps
 JEPSEN_TIME ?= 1800
 JEPSEN_NODES ?= 5
-JEPSEN_NEMESIS ?= partition,kill,pause
+JEPSEN_NEMESIS ?= partition,kill,pause,disk
 jepsen: $(STAMP) jepsen-deps
 	jepsen-like/run --nemesis $(JEPSEN_NEMESIS) --time $(JEPSEN_TIME) --nodes $(JEPSEN_NODES) \
 	    $(if $(JEPSEN_SEED),--seed $(JEPSEN_SEED)) $(if $(JEPSEN_OUT),--out $(JEPSEN_OUT))

@@ -37,6 +37,21 @@ Classes (each anomaly lists the ops involved):
 A consumer "keeps its assignment" from a poll that returns the key in its assignment
 until a poll that does not, a failed or unknown poll or commit, or a crash; tracking
 restarts then.
+
+A history without anomalies proves something only if it exercised what the classes check,
+so these are problems of the history, and each makes the verdict invalid too:
+
+``no-acked-sends``
+    No send was acknowledged: there is nothing to lose, duplicate or reorder.
+``no-polled-records``
+    No poll returned a record (unless the run had no consumers: its ``config`` event says
+    ``"consumers": 0``): the poll classes saw nothing.
+``no-final-read``
+    A key with acknowledged sends has no successful final read (none at all, or it
+    failed): its acked values drop out of the ``unseen`` check.
+``torn-history-line``
+    A history file ended in a torn line that nothing explains (see ``history``): an event
+    may be missing.
 """
 
 from __future__ import annotations
@@ -46,7 +61,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from rkjepsen.history import Op
+from rkjepsen.history import TORN_LINE, Op
 
 CLASSES = (
     "lost-write",
@@ -60,6 +75,12 @@ CLASSES = (
     "unseen",
     "committed-offset-regression",
 )
+HISTORY_PROBLEMS = (
+    "no-acked-sends",
+    "no-polled-records",
+    "no-final-read",
+    "torn-history-line",
+)
 MAX_EXAMPLES = 50  # per class, in the report; counts are always complete
 
 
@@ -67,6 +88,10 @@ MAX_EXAMPLES = 50  # per class, in the report; counts are always complete
 class Report:
     anomalies: dict[str, list[dict]] = field(default_factory=lambda: {c: [] for c in CLASSES})
     counts: dict[str, int] = field(default_factory=lambda: {c: 0 for c in CLASSES})
+    problems: dict[str, list[dict]] = field(
+        default_factory=lambda: {c: [] for c in HISTORY_PROBLEMS})
+    problem_counts: dict[str, int] = field(
+        default_factory=lambda: {c: 0 for c in HISTORY_PROBLEMS})
     stats: dict[str, Any] = field(default_factory=dict)
 
     def add(self, cls: str, **detail: Any) -> None:
@@ -74,13 +99,21 @@ class Report:
         if len(self.anomalies[cls]) < MAX_EXAMPLES:
             self.anomalies[cls].append(detail)
 
+    def add_problem(self, cls: str, **detail: Any) -> None:
+        self.problem_counts[cls] += 1
+        if len(self.problems[cls]) < MAX_EXAMPLES:
+            self.problems[cls].append(detail)
+
     @property
     def valid(self) -> bool:
-        return not any(self.counts.values())
+        """No anomaly, and a history that exercised what the anomaly classes check."""
+        return not any(self.counts.values()) and not any(self.problem_counts.values())
 
     def to_json(self) -> dict:
         return {"valid": self.valid, "counts": self.counts,
                 "anomalies": {c: a for c, a in self.anomalies.items() if a},
+                "history_problem_counts": self.problem_counts,
+                "history_problems": {c: a for c, a in self.problems.items() if a},
                 "stats": self.stats}
 
 
@@ -188,7 +221,25 @@ def check(ops: list[Op]) -> Report:
     _check_commits(ops, report)
 
     report.stats = _stats(ops, acked, final_keys)
+    _check_history(ops, acked, final_keys, report)
     return report
+
+
+def _check_history(ops: list[Op], acked: dict, final_keys: set[int], report: Report) -> None:
+    """The problems of a history that would make "no anomaly" say nothing."""
+    if not report.stats["acked_sends"]:
+        report.add_problem("no-acked-sends", sends=report.stats["by_f"].get("send", {}))
+    config = next((o.value for o in ops if o.process == "harness" and o.f == "config"
+                   and isinstance(o.value, dict)), {})
+    if not report.stats["polled_records"] and config.get("consumers") != 0:
+        report.add_problem("no-polled-records", polls=report.stats["by_f"].get("poll", {}))
+    for key in sorted(k for k, values in acked.items() if values and k not in final_keys):
+        tried = [o.brief() for o in ops if o.f == "final-read"
+                 and int((o.invoke_value or o.value or {}).get("key", -1)) == key]
+        report.add_problem("no-final-read", key=key, acked=len(acked[key]), ops=tried[:4])
+    for o in ops:
+        if o.f == TORN_LINE and not (o.value or {}).get("explained"):
+            report.add_problem("torn-history-line", **o.value)
 
 
 def _check_polls(ops: list[Op], by_offset: dict, report: Report) -> None:
@@ -272,11 +323,15 @@ def _check_commits(ops: list[Op], report: Report) -> None:
 def _stats(ops: list[Op], acked: dict, final_keys: set[int]) -> dict:
     out: dict[str, Any] = {"ops": 0, "by_f": {}}
     for o in ops:
-        if o.process == "nemesis" or o.f == "crash":
+        if o.process in ("nemesis", "harness") or o.f == "crash":
             continue
         out["ops"] += 1
         d = out["by_f"].setdefault(o.f, {"ok": 0, "fail": 0, "info": 0})
         d[o.type] = d.get(o.type, 0) + 1
     out["acked_sends"] = sum(len(v) for v in acked.values())
+    out["polled_records"] = sum(1 for o in ops if o.type == "ok" and o.f == "poll"
+                                for _ in _records_of(o))
     out["final_read_keys"] = sorted(final_keys)
+    out["final_read_records"] = sum(1 for o in ops if o.type == "ok" and o.f == "final-read"
+                                    for _ in _records_of(o))
     return out

@@ -49,7 +49,7 @@ def check_main(argv: list[str]) -> int:
 
 
 def _print_examples(rep: checker.Report, per_class: int = 3) -> None:
-    for cls, items in rep.anomalies.items():
+    for cls, items in [*rep.anomalies.items(), *rep.problems.items()]:
         for item in items[:per_class]:
             print(f"  {cls}: {json.dumps(item)[:600]}")
 
@@ -61,8 +61,9 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
         prog="jepsen-like/run",
         description="Run a real Raftka cluster in network namespaces under faults, record a "
                     "history and check it. Needs root, iproute2 and nftables.")
-    p.add_argument("--nemesis", default="partition,kill,pause",
-                   help="comma-separated: partition, kill, pause, clock, disk (or none)")
+    p.add_argument("--nemesis", default="partition,kill,pause,disk",
+                   help="comma-separated: partition, kill, pause, clock, disk (or none); "
+                        "default partition,kill,pause,disk")
     p.add_argument("--time", type=float, default=60, help="seconds of workload under faults")
     p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
     p.add_argument("--interval", type=float, default=8.0,
@@ -181,6 +182,9 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     out: Path = args.out
     t0 = time.monotonic()
     main_hist = history.HistoryWriter(out / "history.main.jsonl", t0)
+    main_hist.event("info", "harness", "config", {
+        "nodes": args.nodes, "nemesis": args.nemeses, "time_s": args.time, "seed": args.seed,
+        "keys": args.keys, "producers": args.producers, "consumers": args.consumers})
     problems: list[str] = []
     with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
         admin.wait_for_brokers(timeout=60)
@@ -220,10 +224,12 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         while time.monotonic() < end:
             time.sleep(0.2)
             for nid, code in cluster.exited().items():
+                cluster.procs.pop(nid, None)
+                if nemesis.take_refusal(nid, code):  # a damaged store: recovered before
+                    continue                         # the next fault
                 node_exits[nid] = code
                 problems.append(f"node {nid} exited on its own with code {code} "
                                 f"(see node-{nid}.log)")
-                cluster.procs.pop(nid, None)
                 cluster.start(nid)
             if args.consumers and args.consumer_crash_interval and \
                     time.monotonic() >= next_crash:
@@ -251,8 +257,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     producers.stop()
     problems += producers.errors + [f"nemesis: {e}" for e in nemesis.errors]
     for r in nemesis.refusals:
-        print(f"disk fault detected: node {r['node']} refused to start (exit {r['code']}) "
-              f"after {r['damage']}: {' | '.join(r['log'])[:400]}")
+        print(f"disk fault detected: node {r['node']} refused to start (exit {r['exit_code']},"
+              f" {r['when']}); its log moved to {r['moved_to']}: {r['error_line'][:300]}")
     # Settle: every key led and served again; consumers catch up on what is there.
     with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
         admin.wait_for_topic_ready(TOPIC, timeout=60)

@@ -26,7 +26,18 @@ Line shape (Jepsen's history, flattened)::
   ``crash``       info: the harness killed this process (kill -9)
   ``start`` /     nemesis: ``{"fault": name, ...details}``; a fault window runs from
   ``stop``        its start to the stop with the same ``"id"``
+  ``config``      harness (first event): ``{"consumers": n, "keys": n, ...}``, the run's
+                  settings; the checker reads ``consumers`` (0: no polls expected)
+  ``torn-line``   harness: a line that was cut short (a writer killed mid-line), see below
   ==============  ================================================================
+
+A torn line (not JSON) is only possible as the last line of a file, whose writer was killed
+while writing it; anywhere else a bad line is an error (ValueError naming it). Reading
+keeps a torn last line as a ``torn-line`` event of process ``"harness"`` (``{"file",
+"line", "process"}``, the process of the file's last whole event), which the checker counts
+as a problem of the history: its last event may be lost. When the run merges the
+per-process files, a torn line of a consumer the harness killed (a ``crash`` event) is
+explained: the event gets ``"explained"`` and is no problem.
 
 JSON object keys are strings; :func:`load` turns partition keys back into ints.
 """
@@ -101,10 +112,14 @@ class Op:
                 "complete": self.complete_time, "value": self.value}
 
 
+TORN_LINE = "torn-line"
+
+
 def read_events(path: Path) -> list[dict]:
-    """Events of one history file; a torn last line (writer killed mid-write) is
-    skipped, any other bad line raises ValueError naming it."""
-    events = []
+    """Events of one history file. A torn last line (writer killed mid-write) becomes a
+    ``torn-line`` event (see the module docstring); any other bad line raises ValueError
+    naming it."""
+    events: list[dict] = []
     lines = Path(path).read_text().splitlines()
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -112,15 +127,24 @@ def read_events(path: Path) -> list[dict]:
         try:
             events.append(json.loads(line))
         except json.JSONDecodeError as e:
-            if n == len(lines):
-                continue
-            raise ValueError(f"{path}:{n}: not a JSON object: {e}") from None
+            if n != len(lines):
+                raise ValueError(f"{path}:{n}: not a JSON object: {e}") from None
+            last = events[-1] if events else {"index": -1, "time": 0.0, "process": None}
+            events.append({"index": last["index"] + 1, "type": "info", "process": "harness",
+                           "f": TORN_LINE, "time": last["time"],
+                           "value": {"file": Path(path).name, "line": n,
+                                     "process": last["process"], "text": line[:120]}})
     return events
 
 
 def merge(paths: Iterable[Path], out: Path) -> list[dict]:
-    """Merge per-process history files into one, ordered by time, renumbered."""
+    """Merge per-process history files into one, ordered by time, renumbered. A torn
+    last line of a process the harness killed is marked ``explained``."""
     events = [e for p in paths if Path(p).exists() for e in read_events(p)]
+    killed = {e["process"] for e in events if e["f"] == "crash"}
+    for e in events:
+        if e["f"] == TORN_LINE and e["value"]["process"] in killed:
+            e["value"]["explained"] = f"process {e['value']['process']} was killed (kill -9)"
     events.sort(key=lambda e: (e["time"], e["index"]))
     with open(out, "w") as fh:
         for i, e in enumerate(events):

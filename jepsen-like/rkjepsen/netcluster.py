@@ -93,6 +93,7 @@ class NetCluster:
         self.faketime = faketime
         self.tick_ms = tick_ms
         self.procs: dict[int, subprocess.Popen] = {}
+        self.log_offsets: dict[int, int] = {}  # node -> size of its log at its last start
         self.paused: set[int] = set()
         self.expected_exits: set[int] = set()  # nodes the nemesis watches itself
         self._created: list[str] = []
@@ -153,10 +154,23 @@ class NetCluster:
     def faketime_file(self, node_id: int) -> Path:
         return self.workdir / f"faketime-{node_id}"
 
+    def log_path(self, node_id: int) -> Path:
+        return self.workdir / f"node-{node_id}.log"
+
+    def log_since_start(self, node_id: int) -> str:
+        """What node ``node_id`` logged since its last ``start`` (stdout and stderr)."""
+        try:
+            with open(self.log_path(node_id), "rb") as fh:
+                fh.seek(self.log_offsets.get(node_id, 0))
+                return fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def start(self, node_id: int) -> None:
         if node_id in self.procs:
             raise HarnessError(f"node {node_id} is already running")
-        log = open(self.workdir / f"node-{node_id}.log", "ab")
+        log = open(self.log_path(node_id), "ab")
+        self.log_offsets[node_id] = log.tell()
         peers = ",".join(f"{i}={a}" for i, a in sorted(self.addresses.items()))
         cmd = ["ip", "netns", "exec", self.node_ns[node_id], sys.executable, "-m", "raftka.node",
                "--id", str(node_id), "--listen", self.addresses[node_id], "--peers", peers,
@@ -217,7 +231,7 @@ class NetCluster:
 
     def exited(self) -> dict[int, int]:
         """Nodes that exited on their own (not killed by us): id -> return code."""
-        return {i: p.returncode for i, p in self.procs.items()
+        return {i: p.returncode for i, p in list(self.procs.items())  # nemesis thread
                 if p.poll() is not None and i not in self.expected_exits}
 
     # ------------------------------------------------------------------ teardown

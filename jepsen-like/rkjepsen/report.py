@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rkjepsen.checker import CLASSES, Report
+from rkjepsen.checker import CLASSES, HISTORY_PROBLEMS, Report
 from rkjepsen.history import Op
 
 FAULT_COLOURS = {"partition": "tab:red", "kill": "tab:purple", "pause": "tab:orange",
@@ -80,12 +80,19 @@ def summarize(ops: list[Op], report: Report) -> dict:
         "valid": report.valid,
         "ops": report.stats.get("ops", 0),
         "by_f": report.stats.get("by_f", {}),
+        "acked_sends": report.stats.get("acked_sends", 0),
+        "polled_records": report.stats.get("polled_records", 0),
+        "final_read_keys": report.stats.get("final_read_keys", []),
+        "final_read_records": report.stats.get("final_read_records", 0),
         "anomalies": report.counts,
+        "history_problems": report.problem_counts,
         "faults_injected": len(windows),
         "faults_by_kind": dict(sorted(faults.items())),
         "consumer_crashes": sum(1 for o in ops if o.f == "crash"),
         "disk_damage_accepted": sum(1 for o in ops if o.f == "disk-accepted"),
         "disk_damage_refused": sum(1 for o in ops if o.f == "disk-refused"),
+        "disk_catch_up_s": sorted(o.value.get("seconds") for o in ops
+                                  if o.f == "disk-caught-up" and isinstance(o.value, dict)),
         **availability(ops, windows),
     }
 
@@ -99,9 +106,11 @@ def format_summary(summary: dict) -> str:
                  + (", ".join(f"{k} {v}" for k, v in summary["faults_by_kind"].items())
                     or "none"))
     if summary.get("disk_damage_accepted") or summary.get("disk_damage_refused"):
-        lines.append(f"disk damage: node refused to start {summary['disk_damage_refused']}, "
-                     f"started anyway {summary['disk_damage_accepted']} (see the nemesis' "
-                     f"disk-accepted / disk-refused events)")
+        caught_up = summary.get("disk_catch_up_s") or []
+        lines.append(f"disk damage: node refused to start {summary['disk_damage_refused']} "
+                     f"(log moved aside, node restarted empty), started anyway "
+                     f"{summary['disk_damage_accepted']}; caught up {len(caught_up)} times"
+                     + (f", slowest {max(caught_up):.1f}s" if caught_up else ""))
     if summary.get("consumer_crashes"):
         lines.append(f"consumer crashes: {summary['consumer_crashes']}")
 
@@ -117,7 +126,21 @@ def format_summary(summary: dict) -> str:
     lines.append("anomalies:")
     for c in CLASSES:
         lines.append(f"  {c:<28} {summary['anomalies'].get(c, 0)}")
-    lines.append("VALID: no anomaly" if summary["valid"] else "INVALID: anomalies found")
+    counted = summary.get("history_problems", {})
+    problems = {c: counted[c] for c in HISTORY_PROBLEMS if counted.get(c)}
+    lines.append("history problems: " + (", ".join(f"{c} {n}" for c, n in problems.items())
+                                         or "none"))
+    evidence = (f"{summary.get('acked_sends', 0)} acked sends, "
+                f"{summary.get('polled_records', 0)} polled records, "
+                f"{len(summary.get('final_read_keys', []))} keys read to their end "
+                f"({summary.get('final_read_records', 0)} records)")
+    if any(summary["anomalies"].values()):
+        lines.append("INVALID: anomalies found")
+    if problems:
+        lines.append(f"INVALID: the history does not prove enough ({evidence}): "
+                     + ", ".join(problems))
+    if summary["valid"]:
+        lines.append(f"VALID: no anomaly in {evidence}")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rkjepsen import history, netcluster
+from rkjepsen import checker, history, netcluster
 from rkjepsen.nemesis import Nemesis, parse_nemeses
 
 
@@ -112,21 +112,30 @@ def test_the_schedule_is_reproducible_from_the_seed():
     assert schedule(11) != schedule(12)
 
 
-def test_merge_orders_by_time_and_pairs_per_process(tmp_path: Path):
+@pytest.mark.parametrize("killed", [True, False])
+def test_merge_orders_by_time_and_pairs_per_process(tmp_path: Path, killed: bool):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     wa = history.HistoryWriter(a, t0=0.0)
     wa.event("invoke", 1, "send", {"key": 0, "value": "1-0"}, at=1.0)
     wa.event("ok", 1, "send", {"key": 0, "value": "1-0", "offset": 0}, at=3.0)
+    if killed:
+        wa.event("info", 7, "crash", {"signal": "SIGKILL"}, at=4.0)
     wa.close()
     wb = history.HistoryWriter(b, t0=0.0)
     wb.event("invoke", 7, "poll", None, at=2.0)
     wb.close()
-    b.write_text(b.read_text() + '{"index": 9, "ty')  # killed mid-line
+    b.write_text(b.read_text() + '{"index": 9, "ty')  # cut mid-line
     events = history.merge([a, b], tmp_path / "h.jsonl")
-    assert [e["time"] for e in events] == [1.0, 2.0, 3.0]
+    assert [(e["time"], e["f"]) for e in events][:4] == [
+        (1.0, "send"), (2.0, "poll"), (2.0, "torn-line"), (3.0, "send")]
+    torn = events[2]["value"]
+    assert (torn["file"], torn["line"], torn["process"]) == ("b.jsonl", 2, 7)
+    # a consumer the harness killed may leave a torn line; any other one is a problem
+    assert ("explained" in torn) is killed
     ops = history.load(tmp_path / "h.jsonl")
     send = next(o for o in ops if o.f == "send")
     poll = next(o for o in ops if o.f == "poll")
     assert send.type == "ok" and send.value["offset"] == 0 and send.complete_time == 3.0
     assert poll.type == "info" and poll.complete_time is None
     assert all(json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines())
+    assert checker.check(ops).problem_counts["torn-history-line"] == (0 if killed else 1)
