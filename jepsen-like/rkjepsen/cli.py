@@ -174,7 +174,7 @@ def _leader_finder(cluster: NetCluster):
 
 def _run(args: argparse.Namespace, cluster: NetCluster,
          consumers: dict[int, subprocess.Popen]) -> int:
-    from raftka.client import Admin
+    from raftka.client import Admin, RaftkaError
 
     from rkjepsen.nemesis import Nemesis
     from rkjepsen.workload import TOPIC, Producers, final_read
@@ -260,8 +260,11 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         print(f"disk fault detected: node {r['node']} refused to start (exit {r['exit_code']},"
               f" {r['when']}); its log moved to {r['moved_to']}: {r['error_line'][:300]}")
     # Settle: every key led and served again; consumers catch up on what is there.
-    with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
-        admin.wait_for_topic_ready(TOPIC, timeout=60)
+    try:
+        with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
+            admin.wait_for_topic_ready(TOPIC, timeout=60)
+    except RaftkaError as exc:  # the final read shows which keys it cannot read
+        problems.append(f"after healing: {exc}")
     time.sleep(5.0 if args.consumers else 0.5)  # consumers drain; not a correctness wait
     for pid, proc in consumers.items():
         proc.send_signal(signal.SIGTERM)
