@@ -57,7 +57,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from raftka.v1.recordbatch import CorruptBatchError, assign_offsets, parse_header, split_batches
+from raftka.v1.recordbatch import (
+    BatchHeader,
+    CorruptBatchError,
+    assign_offsets,
+    parse_header,
+    validate_records,
+)
 from raftka.raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role, Snapshot
 
 from ._errors import BrokerError, Code
@@ -345,24 +351,12 @@ class PartitionReplica:
             )
         if not payload:
             raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no record batch")
-        try:
-            # the common case, one batch: validate it once and keep its header
-            header = parse_header(payload)
-            spans = [(0, len(payload))] if header.size == len(payload) else split_batches(payload)
-        except CorruptBatchError as exc:
-            raise BrokerError(Code.CORRUPT_BATCH, str(exc)) from None
-        if header.is_transactional or header.is_control:
-            raise BrokerError(Code.INVALID_REQUEST, "transactional and control batches are "
-                              "not supported; produce plain or idempotent batches")
         if len(self._pending) >= PENDING_REQUESTS_MAX:
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
                               "waiting for this partition; retry with backoff", retriable=True)
-        pid = header.producer_id
-        if pid < 0 and len(spans) > 1:
-            for start, _ in spans[1:]:
-                if _PRODUCER_FIELDS.unpack_from(payload, start + 43)[0] >= 0:
-                    pid = 0
-                    break
+        spans, headers = self._validated_batches(payload)
+        header = headers[0]
+        pid = max(h.producer_id for h in headers)
         if pid >= 0:
             if len(spans) != 1:
                 raise BrokerError(Code.INVALID_REQUEST, "an idempotent produce request must "
@@ -377,6 +371,37 @@ class PartitionReplica:
                                       header.base_sequence, header.record_count))
         self._mark_dirty(self.group_id)
         return future
+
+    def _validated_batches(self, payload: bytes) -> tuple[list[tuple[int, int]],
+                                                            list[BatchHeader]]:
+        """(start, end) and header of every batch in ``payload``, each checked whole:
+        header, CRC and records (``validate_records``: they decode as a reader will decode
+        them). Kafka's broker checks records too; without it, a batch whose CRC is right
+        but whose records are not would be stored and fail every reader that decodes it.
+        The records check runs in aiokafka's compiled reader, ~0.1 µs a record (~5% of a
+        core at 600k records/s); nothing per record in Python. Raises BrokerError."""
+        spans: list[tuple[int, int]] = []
+        headers: list[BatchHeader] = []
+        pos, size = 0, len(payload)
+        while pos < size:
+            try:
+                header = parse_header(payload, pos)
+                if header.is_transactional or header.is_control:
+                    raise BrokerError(Code.INVALID_REQUEST, "transactional and control "
+                                      "batches are not supported; produce plain or "
+                                      "idempotent batches")
+                if not header.record_count:
+                    raise BrokerError(Code.INVALID_REQUEST, f"the record batch at byte {pos} "
+                                      "holds no records; send at least one record")
+                validate_records(payload, pos, header)
+            except CorruptBatchError as exc:
+                raise BrokerError(Code.CORRUPT_BATCH, f"{self.topic}/{self.partition} "
+                                  f"refused the produce request: {exc}") from None
+            end = pos + header.size
+            spans.append((pos, end))
+            headers.append(header)
+            pos = end
+        return spans, headers
 
     async def wait_acked(self, future: asyncio.Future, acks: int,
                          timeout_s: float) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 
 from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
-from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
+from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, parse_header, raw_records
 from raftka.raft import Role
 
 from ._broker import Broker
@@ -51,6 +51,8 @@ def _handler(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
             await abort_with(context, self.complete(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
+        except CorruptBatchError as exc:  # bad data is the sender's or the log's, not a bug
+            await abort_with(context, BrokerError(Code.CORRUPT_BATCH, str(exc)))
         except Exception as exc:  # noqa: BLE001
             log.exception("%s failed", method.__name__)
             await abort_with(context, BrokerError(
@@ -260,18 +262,8 @@ class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
             high_watermark=replica.high_watermark, log_start_offset=replica.log_start_offset,
             next_offset=next_offset)
         if request.decode_records:
-            for r in decode_batches(data):
-                if r.offset < offset:
-                    continue  # a fetch returns whole batches; skip what precedes `offset`
-                pr = response.records.add(timestamp_ms=r.timestamp_ms, offset=r.offset)
-                if r.key is not None:
-                    pr.key = r.key
-                if r.value is not None:
-                    pr.value = r.value
-                for hk, hv in r.headers:
-                    h = pr.headers.add(key=hk)
-                    if hv is not None:
-                        h.value = hv
+            _add_decoded_records(response, data, offset,
+                                 f"{request.topic}/{request.partition}")
         else:
             response.record_batches = data
         return response
@@ -298,6 +290,64 @@ class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
                 raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {name!r} does not exist")
             response.topics.append(self.topic_info(topic))
         return response
+
+
+def _add_decoded_records(response: broker_pb2.FetchResponse, data: bytes, offset: int,
+                         where: str) -> None:
+    """Decode the batches of a read into ``response.records`` (what precedes ``offset`` in
+    its first batch skipped: a read starts at the batch holding it).
+
+    A batch that does not decode (written before produce checked records, or damaged)
+    never becomes INTERNAL: the response ends before it, with ``next_offset`` at its first
+    offset, so the records before it are delivered and the next fetch starts at it; a
+    fetch that starts at it fails with CORRUPT_BATCH naming its offsets, and the reader
+    seeks past it (``next_offset`` in the error's metadata) or fetches its raw bytes."""
+    records = response.records
+    pos, size = 0, len(data)
+    first_offset = offset
+    while pos < size:
+        try:
+            header = parse_header(data, pos)
+        except CorruptBatchError as exc:
+            # the header itself is damaged: its offsets cannot be trusted, so name the
+            # rest of this read (its end comes from the node's own entry headers)
+            _stop_at_corrupt_batch(response, first_offset, response.next_offset - 1, exc,
+                                   where)
+            return
+        try:
+            decoded = raw_records(data, pos, verify=False)
+        except CorruptBatchError as exc:
+            _stop_at_corrupt_batch(response, header.base_offset, header.last_offset, exc,
+                                   where)
+            return
+        for r in decoded:
+            if r.offset < offset:
+                continue
+            pr = records.add(timestamp_ms=r.timestamp, offset=r.offset)
+            if r.key is not None:
+                pr.key = r.key
+            if r.value is not None:
+                pr.value = r.value
+            for hk, hv in r.headers:
+                h = pr.headers.add(key=hk)
+                if hv is not None:
+                    h.value = hv
+        first_offset = header.next_offset
+        pos += header.size
+
+
+def _stop_at_corrupt_batch(response: broker_pb2.FetchResponse, first: int, last: int,
+                           exc: CorruptBatchError, where: str) -> None:
+    if response.records:  # deliver what came before; the next fetch starts at the batch
+        response.next_offset = first
+        return
+    log.warning("%s: records at offsets %d..%d do not decode: %s", where, first, last, exc)
+    raise BrokerError(
+        Code.CORRUPT_BATCH,
+        f"{where}: the records at offsets {first}..{last} do not decode ({exc}); fetch from "
+        f"offset {last + 1} to skip them, or without decode_records to get their bytes",
+        metadata={"first_offset": str(first), "last_offset": str(last),
+                  "next_offset": str(last + 1)})
 
 
 def _batch_from_records(records) -> bytes:

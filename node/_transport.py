@@ -29,6 +29,8 @@ import grpc
 from raftka.v1 import raft_pb2, raft_pb2_grpc
 from raftka.raft import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
 
+from ._errors import BrokerError, Code, abort_with
+
 log = logging.getLogger("raftka.transport")
 
 # Channel settings from FAULTS.md: fast keepalive and reconnect backoff so that a healed
@@ -242,11 +244,10 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         try:
             async for batch in request_iterator:
                 if batch.to_node != self._node_id:
-                    await context.abort(
-                        grpc.StatusCode.FAILED_PRECONDITION,
+                    await abort_with(context, BrokerError(
+                        Code.INVALID_REQUEST,
                         f"raft batch for node {batch.to_node} reached node {self._node_id}: "
-                        "the peer list of the sender is wrong",
-                    )
+                        "the peer list of the sender is wrong"))
                 count += 1
                 self._deliver_many(decode_batch(batch), batch.from_node)
         except asyncio.CancelledError:

@@ -24,6 +24,7 @@ from raftka.v1.recordbatch import (
     set_partition_leader_epoch,
     split_batches,
     validate_batch,
+    validate_records,
     with_base_offset,
     with_partition_leader_epoch,
 )
@@ -656,3 +657,76 @@ def test_interop_with_kafka_python() -> None:
         assert decode_records(kbytes) == [r._replace(offset=i) for i, r in enumerate(records)]
         if compression == "none":
             assert kbytes == ours  # byte-identical uncompressed batches
+
+
+# --------------------------------------------------------------------------- validate_records
+# What the node checks at produce: the records decode exactly as a reader will decode them.
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+@pytest.mark.parametrize("n", [1, 2, 17, 1000])
+def test_validate_records_accepts_what_the_builder_builds(compression: str, n: int) -> None:
+    batch = _build(_sample_records(n), compression)
+    validate_records(batch)
+    validate_records(batch * 2, len(batch), parse_header(batch * 2, len(batch)))
+    validate_records(with_base_offset(batch, 1234))  # deltas count from any base offset
+    validate_records(_GOLDEN)
+
+
+def test_validate_records_rejects_a_sound_crc_over_undecodable_records() -> None:
+    """The bug of issue 12: a producer's CRC is right but its records section is not."""
+    bad = bytearray(_GOLDEN)
+    bad[HEADER_SIZE] = 0x7E  # record length 63: past the end of the section
+    bad = bytearray(_recrc(bad))
+    parse_header(bad)  # the header check alone lets it through
+    with pytest.raises(CorruptBatchError, match="CRC is right but its records do not decode"):
+        validate_records(bad)
+    with pytest.raises(CorruptBatchError, match=f"at byte {len(_GOLDEN)}: its CRC is right"):
+        validate_records(_GOLDEN + bytes(bad), len(_GOLDEN))
+
+
+def test_validate_records_rejects_offset_deltas_out_of_sequence() -> None:
+    batch = bytearray(_build([Record(b"k", b"v", (), TS), Record(b"k", b"w", (), TS)], "none"))
+    second = HEADER_SIZE + 1 + batch[HEADER_SIZE] // 2  # after the first record's length + body
+    assert batch[second + 3] == 2  # the second record's offsetDelta: zigzag(1)
+    batch[second + 3] = 4  # offsetDelta 2: decodes, but readers would see offsets 0 and 2
+    batch = bytearray(_recrc(batch))
+    assert [r.offset for r in decode_records(batch)] == [0, 2]
+    with pytest.raises(CorruptBatchError, match="record 1 has offsetDelta 2"):
+        validate_records(batch)
+
+
+def test_validate_records_rejects_a_record_count_that_does_not_match() -> None:
+    batch = _build(_sample_records(10), "none")
+    with pytest.raises(CorruptBatchError):
+        validate_records(_patch(_patch(batch, ">i", 57, 11), ">i", 23, 10))
+    with pytest.raises(CorruptBatchError):
+        validate_records(_patch(_patch(batch, ">i", 57, 9), ">i", 23, 8))
+
+
+def test_validate_records_checks_the_crc_unless_given_the_header() -> None:
+    with pytest.raises(CorruptBatchError, match="CRC mismatch"):
+        validate_records(_patch(_GOLDEN, ">q", 27, 5, fix_crc=False))
+
+
+def test_validate_records_passes_exactly_what_readers_decode() -> None:
+    """Random damage under a valid CRC: whatever validate_records accepts, decode_records
+    reads with consecutive offsets; whatever it refuses, it refuses with CorruptBatchError."""
+    rng = random.Random(12)
+    plain = _build(_sample_records(30), "none")
+    compressed = _build(_sample_records(30), "lz4")
+    seen = {"ok": 0, "refused": 0}
+    for i in range(3000):
+        bad = bytearray(plain if i % 2 else compressed)
+        for _ in range(rng.randrange(1, 4)):
+            bad[rng.randrange(HEADER_SIZE, len(bad))] = rng.randrange(256)
+        bad = bytearray(_recrc(bad))
+        try:
+            validate_records(bad)
+        except CorruptBatchError:
+            seen["refused"] += 1
+            continue
+        seen["ok"] += 1
+        records = decode_records(bad)
+        assert [r.offset for r in records] == list(range(len(records)))
+    assert seen["refused"] > 500 and seen["ok"] > 500

@@ -8,11 +8,29 @@ Retry logic branches on two class-level flags, never on message text:
   so refresh it before retrying.
 
 Wire contract (``proto/raftka/v1/errors.proto``): every failed RPC carries a gRPC status
-code plus, in the trailing metadata key ``raftka-error-bin``, a serialized ``ErrorInfo``
-(code, message, retriable, leader_id, leader_address). :func:`error_from_rpc` turns a
-``grpc.RpcError`` into the matching :class:`RaftkaError`. When the trailer is absent (a dead
-node answers nothing, a stopped node lets the deadline pass) the gRPC status alone decides:
-UNAVAILABLE and DEADLINE_EXCEEDED are retriable with a metadata refresh.
+code and message plus gRPC's standard rich error model: a ``google.rpc.Status`` in the
+``grpc-status-details-bin`` trailer whose details hold one ``google.rpc.ErrorInfo`` with
+
+- ``reason``: the ``raftka.v1.ErrorCode`` name (``NOT_LEADER``, ``UNKNOWN_TOPIC``, ...),
+- ``domain``: ``raftka.v1`` (:data:`ERROR_DOMAIN`),
+- ``metadata``: ``retriable`` (``"true"``/``"false"``), and where the error names a node
+  (NOT_LEADER, NOT_COORDINATOR) ``leader_id`` and ``leader_address``; some errors add
+  more keys (CORRUPT_BATCH from a decoding Fetch: ``first_offset``, ``last_offset``,
+  ``next_offset``).
+
+grpcurl and every gRPC library's status-details helpers show it (built with grpcio-status
+on the node). The same error also travels, for clients written before the standard model,
+as our own ``raftka.v1.ErrorInfo`` (numeric code, message, retriable, leader id and
+address) in the trailer ``raftka-error-bin`` (:data:`ERROR_METADATA_KEY`); it is the same
+content, kept for compatibility (an older Python client reads only it), and
+``ProduceStreamResponse.error`` carries that message in-band because errors of single
+requests on a stream have no trailer of their own.
+
+:func:`error_from_rpc` turns a ``grpc.RpcError`` into the matching :class:`RaftkaError`,
+reading the standard details first and the ``raftka-error-bin`` trailer when they are
+absent. When neither is there (a dead node answers nothing, a stopped node lets the
+deadline pass) the gRPC status alone decides: UNAVAILABLE and DEADLINE_EXCEEDED are
+retriable with a metadata refresh.
 
 Table (code -> class, retriable, invalid_metadata)::
 
@@ -47,10 +65,12 @@ Table (code -> class, retriable, invalid_metadata)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from raftka.v1 import recordbatch as _recordbatch
 from raftka.v1 import errors_pb2
@@ -60,7 +80,9 @@ __all__ = [
     "CoordinatorLoadingError",
     "CorruptBatchError",
     "Code",
+    "ERROR_DOMAIN",
     "ERROR_METADATA_KEY",
+    "STATUS_DETAILS_KEY",
     "STATUS_OF",
     "FencedMemberEpochError",
     "GroupNotEmptyError",
@@ -93,10 +115,14 @@ __all__ = [
     "error_class_for_code",
     "error_from_rpc",
     "is_retriable",
+    "rich_status",
     "status_for_code",
 ]
 
-ERROR_METADATA_KEY = "raftka-error-bin"
+ERROR_METADATA_KEY = "raftka-error-bin"  # our own raftka.v1.ErrorInfo (kept: see above)
+STATUS_DETAILS_KEY = "grpc-status-details-bin"  # gRPC's standard google.rpc.Status
+ERROR_DOMAIN = "raftka.v1"  # google.rpc.ErrorInfo.domain of every error a node sends
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
 class RaftkaError(Exception):
@@ -109,6 +135,9 @@ class RaftkaError(Exception):
     code: int = errors_pb2.ERROR_CODE_UNSPECIFIED  # per class; an instance may carry a newer one
     retriable: bool = False
     invalid_metadata: bool = False
+    # google.rpc.ErrorInfo.metadata as the broker sent it (empty when it sent none): the
+    # keys named in the module docstring, e.g. a corrupt batch's offsets
+    metadata: Mapping[str, str] = _NO_METADATA
 
     def __init__(
         self,
@@ -419,24 +448,112 @@ def error_class_for_code(code: int) -> type[RaftkaError]:
     return _BY_CODE.get(code, RaftkaError)
 
 
-def _error_info(metadata: Iterable[Any] | None) -> errors_pb2.ErrorInfo | None:
-    """The ErrorInfo in trailing metadata, or None if absent or unparsable."""
+class _WireError(NamedTuple):
+    """An error as read from a failed call's trailers, whichever way it came."""
+
+    code: int  # ERROR_CODE_UNSPECIFIED when the reason is a name this client does not know
+    reason: str  # the ErrorCode name
+    message: str
+    retriable: bool
+    leader_id: int
+    leader_address: str
+    metadata: Mapping[str, str]
+
+
+def rich_status(code: int, message: str, retriable: bool, leader_id: int = 0,
+                leader_address: str = "",
+                metadata: Mapping[str, str] | None = None) -> status_pb2.Status:
+    """The ``google.rpc.Status`` a node sends for an error (status code from the table,
+    one ``google.rpc.ErrorInfo`` detail); see the module docstring for its fields."""
+    info = error_details_pb2.ErrorInfo(
+        reason=_code_name(code), domain=ERROR_DOMAIN,
+        metadata={"retriable": "true" if retriable else "false"})
+    if leader_id or leader_address:
+        info.metadata["leader_id"] = str(leader_id)
+        info.metadata["leader_address"] = leader_address
+    if metadata:
+        info.metadata.update(metadata)
+    status = status_pb2.Status(code=status_for_code(code).value[0], message=message)
+    status.details.add().Pack(info)
+    return status
+
+
+def _code_name(code: int) -> str:
+    try:
+        return errors_pb2.ErrorCode.Name(code)
+    except ValueError:
+        return f"ERROR_CODE_{code}"
+
+
+def _trailer(metadata: Iterable[Any] | None, key: str) -> bytes | None:
     if not metadata:
         return None
     for item in metadata:
         try:
-            key, value = item[0], item[1]
+            k, value = item[0], item[1]
         except (TypeError, IndexError):
             continue
-        if key != ERROR_METADATA_KEY:
-            continue
-        if isinstance(value, str):  # a "-bin" key always carries bytes; be lenient
-            value = value.encode("latin-1")
-        try:
-            return errors_pb2.ErrorInfo.FromString(bytes(value))
-        except Exception:  # noqa: BLE001 - a garbled trailer must not hide the status
-            return None
+        if k == key:
+            if isinstance(value, str):  # a "-bin" key always carries bytes; be lenient
+                value = value.encode("latin-1")
+            return bytes(value)
     return None
+
+
+def _standard_error(metadata: Iterable[Any] | None) -> _WireError | None:
+    """The error in the standard ``grpc-status-details-bin`` trailer (its
+    ``google.rpc.ErrorInfo`` of domain raftka.v1), or None if absent or unparsable."""
+    raw = _trailer(metadata, STATUS_DETAILS_KEY)
+    if raw is None:
+        return None
+    try:
+        status = status_pb2.Status.FromString(raw)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                if info.domain == ERROR_DOMAIN:
+                    break
+        else:
+            return None
+        meta = dict(info.metadata)
+        code = errors_pb2.ErrorCode.Value(info.reason) \
+            if info.reason in errors_pb2.ErrorCode.keys() else errors_pb2.ERROR_CODE_UNSPECIFIED
+        leader = meta.get("leader_id", "0")
+        return _WireError(code, info.reason, status.message, meta.get("retriable") == "true",
+                          int(leader) if leader.isdigit() else 0,
+                          meta.get("leader_address", ""), MappingProxyType(meta))
+    except Exception:  # noqa: BLE001 - a garbled trailer must not hide the status
+        return None
+
+
+def _legacy_error(metadata: Iterable[Any] | None) -> _WireError | None:
+    """The error in our own ``raftka-error-bin`` trailer, or None if absent or unparsable."""
+    raw = _trailer(metadata, ERROR_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        info = errors_pb2.ErrorInfo.FromString(raw)
+    except Exception:  # noqa: BLE001 - a garbled trailer must not hide the status
+        return None
+    if info.code == errors_pb2.ERROR_CODE_UNSPECIFIED:
+        return None
+    return _WireError(info.code, _code_name(info.code), info.message, info.retriable,
+                      info.leader_id, info.leader_address, _NO_METADATA)
+
+
+def _wire_error(metadata: Iterable[Any] | None) -> _WireError | None:
+    """The standard details first; our own trailer for what they lack (an older node
+    sends only it; a reason newer than this client has its number only there)."""
+    metadata = list(metadata) if metadata else []
+    standard = _standard_error(metadata)
+    if standard is None:
+        return _legacy_error(metadata)
+    if standard.code == errors_pb2.ERROR_CODE_UNSPECIFIED:
+        legacy = _legacy_error(metadata)
+        if legacy is not None:
+            return standard._replace(code=legacy.code)
+    return standard
 
 
 def _call(obj: Any, name: str) -> Any:
@@ -457,27 +574,29 @@ def error_from_rpc(rpc_error: BaseException, what: str = "") -> RaftkaError:
     """
     status: grpc.StatusCode | None = _call(rpc_error, "code")
     details: str = _call(rpc_error, "details") or ""
-    info = _error_info(_call(rpc_error, "trailing_metadata"))
+    info = _wire_error(_call(rpc_error, "trailing_metadata"))
     prefix = f"{what}: " if what else ""
     status_name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
 
-    if info is not None and info.code != errors_pb2.ERROR_CODE_UNSPECIFIED:
+    if info is not None:
         cls = error_class_for_code(info.code)
         text = info.message or details or cls.__name__
-        name = errors_pb2.ErrorCode.Name(info.code) if cls is not RaftkaError else status_name
+        name = info.reason or status_name
         message = f"{prefix}{name}: {text}"
         retriable = cls.retriable or info.retriable
         if cls is NotLeaderError or cls is NotCoordinatorError:
             if info.leader_address:
                 message += f" (leader: node {info.leader_id} at {info.leader_address})"
-            return cls(
+            err: RaftkaError = cls(
                 message,
                 leader_id=info.leader_id,
                 leader_address=info.leader_address,
                 grpc_code=status,
                 retriable=retriable,
             )
-        err = cls(message, grpc_code=status, retriable=retriable)
+        else:
+            err = cls(message, grpc_code=status, retriable=retriable)
+        err.metadata = info.metadata
         if cls is RaftkaError:
             err.code = info.code  # a code newer than this client: keep the number
             if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
