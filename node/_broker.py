@@ -126,6 +126,17 @@ class Broker:
             f"try node {preferred}", retriable=True, leader_id=preferred,
             leader_address=self.address_of(preferred))
 
+    def metadata_caught_up(self) -> bool:
+        """Whether this node can answer for the cluster's metadata: it knows a controller
+        leader and has applied every controller entry it knows to be committed. (The
+        readiness the health service reports; it does not go back to False on a later
+        controller election.)"""
+        group = self.controller.group
+        if group is None or group.closed:
+            return False
+        node = group.node
+        return node.leader_id != 0 and node.applied_index >= node.commit_index
+
     def address_of(self, node_id: int) -> str:
         return self.config.peers.get(node_id, "")
 

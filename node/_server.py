@@ -2,6 +2,20 @@
 the broker behind it, until SIGTERM/SIGINT.
 
 SIGTERM is a graceful stop: leadership is transferred away first, then the server drains.
+
+Health (``grpc.health.v1``), per service name, so a load balancer or an orchestrator can
+probe exactly what it routes:
+
+- ``raftka.v1.RaftPeer``: SERVING once the node's Raft host runs (its log is open).
+- ``raftka.v1.Broker``, ``raftka.v1.Admin``, ``raftka.v1.GroupCoordinator`` and ``""`` (the
+  whole node): SERVING once, in addition, the node knows a controller leader and has applied
+  the metadata it knows to be committed (``Broker.metadata_caught_up``): before that it
+  cannot say which topics exist or who leads them. A node that starts into a cluster
+  without a quorum stays NOT_SERVING.
+- Every name is NOT_SERVING from the start until then, and again as soon as a graceful stop
+  begins (before leaderships move away). Once SERVING, a name stays so while the node runs:
+  health says whether to send this node requests at all; who leads a partition is what
+  Metadata is for.
 """
 
 from __future__ import annotations
@@ -27,6 +41,15 @@ from ._services import AdminService, BrokerService
 from ._transport import RaftPeerService
 
 log = logging.getLogger("raftka.node")
+
+READY_POLL_S = 0.05  # how often a starting node checks whether it caught up on metadata
+RAFT_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["RaftPeer"].full_name
+CLIENT_SERVICES = (  # SERVING once the metadata caught up; "" is the whole node
+    broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
+    "",
+)
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
@@ -66,12 +89,12 @@ async def serve(config: NodeConfig) -> int:
     raft_pb2_grpc.add_RaftPeerServicer_to_server(
         RaftPeerService(config.node_id, broker.host.deliver_many), server)
     health_servicer = health.aio.HealthServicer()
+    for name in (RAFT_SERVICE, *CLIENT_SERVICES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((
-        broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
-        admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-        group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
-        raft_pb2.DESCRIPTOR.services_by_name["RaftPeer"].full_name,
+        *CLIENT_SERVICES[:-1],
+        RAFT_SERVICE,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ), server)
@@ -96,18 +119,20 @@ async def serve(config: NodeConfig) -> int:
         broker.db.close()
         return 1
     groups.start()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(RAFT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    readiness = loop.create_task(_report_ready(broker, health_servicer), name="readiness")
     ready_loop = broker.host.ready_loop
     done, _ = await asyncio.wait([loop.create_task(stop.wait()), ready_loop],
                                  return_when=asyncio.FIRST_COMPLETED)
     failed = ready_loop in done
-    await health_servicer.enter_graceful_shutdown()
+    readiness.cancel()
+    await health_servicer.enter_graceful_shutdown()  # every name NOT_SERVING, for good
     await groups.stop()
     await broker.stop(graceful=not failed)
     await server.stop(grace=1.0)
@@ -115,6 +140,16 @@ async def serve(config: NodeConfig) -> int:
         log.error("node %d stopped: its raft loop failed (see the error above)", config.node_id)
         return 1
     return 0
+
+
+async def _report_ready(broker: Broker, health_servicer: health.aio.HealthServicer) -> None:
+    """Turn the client-facing services SERVING once the node caught up on metadata."""
+    while not broker.metadata_caught_up():
+        await asyncio.sleep(READY_POLL_S)
+    for name in CLIENT_SERVICES:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("node %d is ready: controller leader %d, metadata applied", broker.node_id,
+             broker.controller.leader_id())
 
 
 def main(argv: list[str] | None = None) -> int:
