@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Callable
 
 from raftka.raft import ConfState, Role, Snapshot
 from raftka.raft.rocksdb import RocksLogDB
@@ -41,6 +42,7 @@ class Broker:
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
         self._tasks: list[asyncio.Task] = []
+        self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -81,6 +83,24 @@ class Broker:
         for key, (topic, meta) in wanted.items():
             if key not in self.partitions:
                 self._start_partition(topic, meta)
+        self._metadata_applied.set()
+        self._metadata_applied = asyncio.Event()
+
+    async def wait_for_metadata(self, predicate: Callable[[Any], bool], timeout_s: float) -> bool:
+        """Wait until ``predicate(controller state)`` holds in this node's applied metadata,
+        at most ``timeout_s``; whether it holds. (After a change made at the controller
+        leader, so that this node's next answers already show it.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not predicate(self.controller.state):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._metadata_applied.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     def _start_partition(self, topic: TopicMeta, meta: PartitionMeta) -> None:
         args = (topic.name, meta.partition, meta.group_id,

@@ -36,6 +36,7 @@ from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
 from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
+from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._services import AdminService, BrokerService
 from ._transport import RaftPeerService
@@ -82,8 +83,9 @@ async def serve(config: NodeConfig) -> int:
                   exc.strerror or exc)
         return 1
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker), server)
+    forwarder = ControllerForwarder(broker)  # controller writes at any node (KIP-590)
+    broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker, forwarder), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     groups = GroupCoordinatorService(broker)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     raft_pb2_grpc.add_RaftPeerServicer_to_server(
@@ -116,6 +118,7 @@ async def serve(config: NodeConfig) -> int:
         log.error("node %d cannot start: %s (raft log store %s); %s", config.node_id, exc,
                   broker.db.path, damaged_store_advice(broker.db.path))
         await server.stop(grace=None)
+        await forwarder.close()
         broker.db.close()
         return 1
     groups.start()
@@ -136,6 +139,7 @@ async def serve(config: NodeConfig) -> int:
     await groups.stop()
     await broker.stop(graceful=not failed)
     await server.stop(grace=1.0)
+    await forwarder.close()
     if failed:
         log.error("node %d stopped: its raft loop failed (see the error above)", config.node_id)
         return 1

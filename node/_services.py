@@ -28,6 +28,7 @@ from ._controller_commands import (
 )
 from ._controller_state import TopicMeta
 from ._errors import BrokerError, Code, abort_with
+from ._forwarding import ControllerForwarder
 
 log = logging.getLogger("raftka.rpc")
 
@@ -37,6 +38,7 @@ FETCH_WAIT_MS_MAX = 30_000
 PRODUCE_TIMEOUT_MS_DEFAULT = 10_000
 PRODUCE_TIMEOUT_MS_MAX = 120_000
 ADMIN_TIMEOUT_S = 10.0
+READ_YOUR_WRITES_S = 2.0  # a forwarded topic change: wait this long for this node to apply it
 PRODUCE_STREAM_IN_FLIGHT_MAX = 1000  # requests of one ProduceStream queued or unanswered
 PRODUCER_ID_BLOCK = 1000  # ids a node reserves from the controller at a time
 _ACKS = {broker_pb2.ACKS_ALL: -1, broker_pb2.ACKS_LEADER: 1, broker_pb2.ACKS_NONE: 0}
@@ -85,6 +87,31 @@ class _Service:
         return info
 
 
+class _ControllerWriter(_Service):
+    """A service with calls that write the controller log: they run at the controller
+    leader, forwarded there from any other node (``_forwarding.py``)."""
+
+    stub_class: Any = None  # this service's gRPC stub: calls the same method at the leader
+
+    def __init__(self, broker: Broker, forwarder: ControllerForwarder) -> None:
+        super().__init__(broker)
+        self.forwarder = forwarder
+
+    async def controller_write(self, context: grpc.aio.ServicerContext, method: str,
+                               request: Any, what: str,
+                               local: Callable[[float], Awaitable[Any]]) -> Any:
+        """``local`` at the controller leader: here, or at the leader by calling the same
+        ``method`` of this service there with the same request."""
+        stub_class = self.stub_class
+
+        async def remote(channel: grpc.aio.Channel, timeout_s: float,
+                         metadata: tuple[tuple[str, str], ...]) -> Any:
+            return await getattr(stub_class(channel), method)(
+                request, timeout=timeout_s, metadata=metadata)
+
+        return await self.forwarder.call(context, what, ADMIN_TIMEOUT_S, local, remote)
+
+
 def _require_leader(broker: Broker, topic: str, partition: int):
     replica = broker.partition(topic, partition)
     group = replica.group
@@ -116,15 +143,17 @@ def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
     return replica, payload, acks, max(timeout_ms, 1) / 1000
 
 
-class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
+class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
     """Produce pipelining: ``ProduceStream`` reads one stream's requests in order and
     queues each on its partition (``PartitionReplica.submit``, synchronous) before reading
     the next, so a client's pipelined batches reach the Raft log in the order it sent
     them. Unary ``Produce`` calls give no such order: several calls on one HTTP/2
     connection are separate handler tasks. Answers are written as writes complete."""
 
-    def __init__(self, broker: Broker) -> None:
-        super().__init__(broker)
+    stub_class = broker_pb2_grpc.BrokerStub
+
+    def __init__(self, broker: Broker, forwarder: ControllerForwarder) -> None:
+        super().__init__(broker, forwarder)
         self._producer_ids = (0, 0)  # [next, end) of the block this node reserved
         self._producer_ids_lock = asyncio.Lock()
 
@@ -218,21 +247,32 @@ class BrokerService(_Service, broker_pb2_grpc.BrokerServicer):
 
     @_handler
     async def InitProducerId(self, request, context):  # noqa: N802
-        """A fresh producer id with epoch 0, from this node's reserved block; a new block
-        of PRODUCER_ID_BLOCK ids is reserved through the controller log when it runs out
-        (only the controller leader can do that: other nodes answer NOT_LEADER naming it).
-        Ids left unused in a block (restart, leader change) are skipped, never reused."""
+        """A fresh producer id with epoch 0, from this node's reserved block. When the
+        block runs out, a new one of PRODUCER_ID_BLOCK ids is reserved through the
+        controller log, which only the controller leader can do: any other node forwards
+        the call to the leader, which answers from its own block. Ids left unused in a
+        block (restart, leader change) are skipped, never reused."""
         async with self._producer_ids_lock:
             nxt, end = self._producer_ids
-            if nxt >= end:
-                result = await self.broker.controller.propose(
-                    encode_allocate_producer_ids(PRODUCER_ID_BLOCK), ADMIN_TIMEOUT_S)
-                if not result.ok:
-                    raise BrokerError(result.code, result.message)
-                nxt = int(result.value)  # type: ignore[arg-type]
-                end = nxt + PRODUCER_ID_BLOCK
-            self._producer_ids = (nxt + 1, end)
-        return broker_pb2.InitProducerIdResponse(producer_id=nxt, producer_epoch=0)
+            if nxt < end:
+                self._producer_ids = (nxt + 1, end)
+                return broker_pb2.InitProducerIdResponse(producer_id=nxt, producer_epoch=0)
+
+        async def local(timeout_s: float) -> broker_pb2.InitProducerIdResponse:
+            async with self._producer_ids_lock:
+                nxt, end = self._producer_ids
+                if nxt >= end:
+                    result = await self.broker.controller.propose(
+                        encode_allocate_producer_ids(PRODUCER_ID_BLOCK), timeout_s)
+                    if not result.ok:
+                        raise BrokerError(result.code, result.message)
+                    nxt = int(result.value)  # type: ignore[arg-type]
+                    end = nxt + PRODUCER_ID_BLOCK
+                self._producer_ids = (nxt + 1, end)
+            return broker_pb2.InitProducerIdResponse(producer_id=nxt, producer_epoch=0)
+
+        return await self.controller_write(context, "InitProducerId", request,
+                                           "InitProducerId", local)
 
     @_handler
     async def Fetch(self, request, context):  # noqa: N802
@@ -366,38 +406,71 @@ def _batch_from_records(records) -> bytes:
         raise BrokerError(Code.INVALID_REQUEST, str(exc)) from None
 
 
-class AdminService(_Service, admin_pb2_grpc.AdminServicer):
+class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
+    """Topic changes run at the controller leader; any other node forwards them there
+    (``_forwarding.py``) and answers once its own metadata shows the change (at most
+    READ_YOUR_WRITES_S), so the caller's next call to this node sees it. Reads answer
+    from this node's applied metadata."""
+
+    stub_class = admin_pb2_grpc.AdminStub
+
     @_handler
     async def CreateTopic(self, request, context):  # noqa: N802
-        command = encode_create_topic(request.name, request.partitions or 1,
-                                      request.replication_factor or min(3, len(self.broker.config.peers)),
-                                      dict(request.configs))
-        result = await self.broker.controller.propose(command, ADMIN_TIMEOUT_S)
-        if not result.ok:
-            raise BrokerError(result.code, result.message)
-        topic = result.value
-        assert isinstance(topic, TopicMeta)
-        return admin_pb2.CreateTopicResponse(topic=self.topic_info(topic))
+        async def local(timeout_s: float) -> admin_pb2.CreateTopicResponse:
+            command = encode_create_topic(
+                request.name, request.partitions or 1,
+                request.replication_factor or min(3, len(self.broker.config.peers)),
+                dict(request.configs))
+            result = await self.broker.controller.propose(command, timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            topic = result.value
+            assert isinstance(topic, TopicMeta)
+            return admin_pb2.CreateTopicResponse(topic=self.topic_info(topic))
+
+        response = await self.controller_write(context, "CreateTopic", request,
+                                               f"CreateTopic {request.name}", local)
+        await self.broker.wait_for_metadata(
+            lambda state: state.topic(request.name) is not None, READ_YOUR_WRITES_S)
+        return response
 
     @_handler
     async def DeleteTopic(self, request, context):  # noqa: N802
-        result = await self.broker.controller.propose(encode_delete_topic(request.name),
-                                                      ADMIN_TIMEOUT_S)
-        if not result.ok:
-            raise BrokerError(result.code, result.message)
-        return admin_pb2.DeleteTopicResponse()
+        async def local(timeout_s: float) -> admin_pb2.DeleteTopicResponse:
+            result = await self.broker.controller.propose(encode_delete_topic(request.name),
+                                                          timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            return admin_pb2.DeleteTopicResponse()
+
+        response = await self.controller_write(context, "DeleteTopic", request,
+                                               f"DeleteTopic {request.name}", local)
+        await self.broker.wait_for_metadata(
+            lambda state: state.topic(request.name) is None, READ_YOUR_WRITES_S)
+        return response
 
     @_handler
     async def AddPartitions(self, request, context):  # noqa: N802
         if not request.name:
             raise BrokerError(Code.INVALID_REQUEST, "AddPartitions needs a topic name")
-        result = await self.broker.controller.propose(
-            encode_add_partitions(request.name, request.total_count), ADMIN_TIMEOUT_S)
-        if not result.ok:
-            raise BrokerError(result.code, result.message)
-        topic = result.value
-        assert isinstance(topic, TopicMeta)
-        return admin_pb2.AddPartitionsResponse(topic=self.topic_info(topic))
+
+        async def local(timeout_s: float) -> admin_pb2.AddPartitionsResponse:
+            result = await self.broker.controller.propose(
+                encode_add_partitions(request.name, request.total_count), timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            topic = result.value
+            assert isinstance(topic, TopicMeta)
+            return admin_pb2.AddPartitionsResponse(topic=self.topic_info(topic))
+
+        def grown(state: Any) -> bool:
+            topic = state.topic(request.name)
+            return topic is not None and len(topic.partitions) >= request.total_count
+
+        response = await self.controller_write(context, "AddPartitions", request,
+                                               f"AddPartitions {request.name}", local)
+        await self.broker.wait_for_metadata(grown, READ_YOUR_WRITES_S)
+        return response
 
     @_handler
     async def ListTopics(self, request, context):  # noqa: N802

@@ -107,7 +107,7 @@ class BrokerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InitProducerId(self, request, context):
-        """A producer id and epoch for an idempotent producer; ask the controller leader.
+        """A producer id and epoch for an idempotent producer; ask any node.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

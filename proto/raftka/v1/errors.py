@@ -112,7 +112,9 @@ __all__ = [
     "UnknownPartitionError",
     "UnknownProducerIdError",
     "UnknownTopicError",
+    "ErrorDetails",
     "error_class_for_code",
+    "error_details",
     "error_from_rpc",
     "is_retriable",
     "rich_status",
@@ -448,8 +450,8 @@ def error_class_for_code(code: int) -> type[RaftkaError]:
     return _BY_CODE.get(code, RaftkaError)
 
 
-class _WireError(NamedTuple):
-    """An error as read from a failed call's trailers, whichever way it came."""
+class ErrorDetails(NamedTuple):
+    """An error as a node sent it, read from a failed call's trailers (either format)."""
 
     code: int  # ERROR_CODE_UNSPECIFIED when the reason is a name this client does not know
     reason: str  # the ErrorCode name
@@ -500,7 +502,7 @@ def _trailer(metadata: Iterable[Any] | None, key: str) -> bytes | None:
     return None
 
 
-def _standard_error(metadata: Iterable[Any] | None) -> _WireError | None:
+def _standard_error(metadata: Iterable[Any] | None) -> ErrorDetails | None:
     """The error in the standard ``grpc-status-details-bin`` trailer (its
     ``google.rpc.ErrorInfo`` of domain raftka.v1), or None if absent or unparsable."""
     raw = _trailer(metadata, STATUS_DETAILS_KEY)
@@ -520,14 +522,14 @@ def _standard_error(metadata: Iterable[Any] | None) -> _WireError | None:
         code = errors_pb2.ErrorCode.Value(info.reason) \
             if info.reason in errors_pb2.ErrorCode.keys() else errors_pb2.ERROR_CODE_UNSPECIFIED
         leader = meta.get("leader_id", "0")
-        return _WireError(code, info.reason, status.message, meta.get("retriable") == "true",
+        return ErrorDetails(code, info.reason, status.message, meta.get("retriable") == "true",
                           int(leader) if leader.isdigit() else 0,
                           meta.get("leader_address", ""), MappingProxyType(meta))
     except Exception:  # noqa: BLE001 - a garbled trailer must not hide the status
         return None
 
 
-def _legacy_error(metadata: Iterable[Any] | None) -> _WireError | None:
+def _legacy_error(metadata: Iterable[Any] | None) -> ErrorDetails | None:
     """The error in our own ``raftka-error-bin`` trailer, or None if absent or unparsable."""
     raw = _trailer(metadata, ERROR_METADATA_KEY)
     if raw is None:
@@ -538,13 +540,15 @@ def _legacy_error(metadata: Iterable[Any] | None) -> _WireError | None:
         return None
     if info.code == errors_pb2.ERROR_CODE_UNSPECIFIED:
         return None
-    return _WireError(info.code, _code_name(info.code), info.message, info.retriable,
+    return ErrorDetails(info.code, _code_name(info.code), info.message, info.retriable,
                       info.leader_id, info.leader_address, _NO_METADATA)
 
 
-def _wire_error(metadata: Iterable[Any] | None) -> _WireError | None:
-    """The standard details first; our own trailer for what they lack (an older node
-    sends only it; a reason newer than this client has its number only there)."""
+def error_details(metadata: Iterable[Any] | None) -> ErrorDetails | None:
+    """The error a node put into a failed call's trailing metadata, or None (the call
+    never reached a node's handler). The standard details first; our own trailer for
+    what they lack (an older node sends only it; a reason newer than this client has its
+    number only there)."""
     metadata = list(metadata) if metadata else []
     standard = _standard_error(metadata)
     if standard is None:
@@ -574,7 +578,7 @@ def error_from_rpc(rpc_error: BaseException, what: str = "") -> RaftkaError:
     """
     status: grpc.StatusCode | None = _call(rpc_error, "code")
     details: str = _call(rpc_error, "details") or ""
-    info = _wire_error(_call(rpc_error, "trailing_metadata"))
+    info = error_details(_call(rpc_error, "trailing_metadata"))
     prefix = f"{what}: " if what else ""
     status_name = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
 
