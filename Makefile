@@ -14,8 +14,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) jepsen-deps
+test: $(STAMP) jepsen-deps interop-deps
 	$(PY) -m pytest -q tests --ignore=tests/bench
+
+# tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
+# files. As root, install Node.js and npm from Debian when missing (like jepsen-deps); then
+# the npm packages pinned by its package-lock.json, with npm ci into its node_modules
+# (gitignored). Without root and without node, the test says so and is skipped.
+INTEROP_JS := tests/interop/js
+interop-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then \
+	    echo "installing nodejs, npm for tests/interop/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq nodejs npm >/dev/null; fi
+	@if command -v npm >/dev/null; then \
+	    $(MAKE) -s --no-print-directory $(INTEROP_JS)/node_modules/.installed; fi
+
+$(INTEROP_JS)/node_modules/.installed: $(INTEROP_JS)/package.json $(INTEROP_JS)/package-lock.json
+	cd $(INTEROP_JS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
 # jepsen-like/ needs iproute2 and nftables (and libfaketime for the clock nemesis); as
 # root, install whichever is missing. Without root it does nothing: the harness refuses to
@@ -28,7 +46,7 @@ jepsen-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
 
-.PHONY: jepsen jepsen-deps
+.PHONY: jepsen jepsen-deps interop-deps
 JEPSEN_TIME ?= 1800
 JEPSEN_NODES ?= 5
 JEPSEN_NEMESIS ?= partition,kill,pause,disk
