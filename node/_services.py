@@ -139,6 +139,9 @@ def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
     else:
         raise BrokerError(Code.INVALID_REQUEST,
                           "the produce request needs record_batches or records")
+    if request.timeout_ms < 0:
+        raise BrokerError(Code.INVALID_REQUEST, f"timeout_ms {request.timeout_ms} is negative; "
+                          "use 0 for the broker default or a time in ms")
     timeout_ms = min(request.timeout_ms or PRODUCE_TIMEOUT_MS_DEFAULT, PRODUCE_TIMEOUT_MS_MAX)
     return replica, payload, acks, max(timeout_ms, 1) / 1000
 
@@ -393,17 +396,20 @@ def _stop_at_corrupt_batch(response: broker_pb2.FetchResponse, first: int, last:
 def _batch_from_records(records) -> bytes:
     builder = BatchBuilder(compression="lz4", max_bytes=64 << 20)
     now_ms = int(time.time() * 1000)
-    for r in records:
-        headers = tuple((h.key, h.value if h.HasField("value") else None) for h in r.headers)
-        builder.append(r.key if r.HasField("key") else None,
-                       r.value if r.HasField("value") else None,
-                       headers, r.timestamp_ms or now_ms)
-    if not len(builder):
-        raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no records")
     try:
+        for r in records:
+            headers = tuple((h.key, h.value if h.HasField("value") else None)
+                            for h in r.headers)
+            builder.append(r.key if r.HasField("key") else None,
+                           r.value if r.HasField("value") else None,
+                           headers, r.timestamp_ms or now_ms)
+        if not len(builder):
+            raise BrokerError(Code.INVALID_REQUEST, "the produce request holds no records")
         return builder.build()
-    except CorruptBatchError as exc:
-        raise BrokerError(Code.INVALID_REQUEST, str(exc)) from None
+    except ValueError as exc:  # CorruptBatchError too: a field the batch format cannot hold
+        raise BrokerError(Code.INVALID_REQUEST, f"the records do not fit a record batch: "
+                          f"{exc}; timestamps are milliseconds since the epoch and must lie "
+                          "within 2^63 ms of each other") from None
 
 
 class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
