@@ -99,3 +99,17 @@ def test_valid_batches_are_written_and_read_back() -> None:
         assert next_offset == 10
         assert [r.offset for r in decode_batches(data)] == list(range(10))
     asyncio.run(scenario())
+
+
+def test_plain_records_the_batch_format_cannot_hold_are_invalid_requests() -> None:
+    """The `records` path builds the batch on the node: a timestamp span no batch can
+    encode is the client's INVALID_REQUEST, not the node's INTERNAL error."""
+    from raftka.v1 import broker_pb2
+    from raftka.node._services import _batch_from_records
+
+    records = broker_pb2.RecordList(records=[
+        broker_pb2.Record(value=b"a", timestamp_ms=-(2**63)),
+        broker_pb2.Record(value=b"b", timestamp_ms=2**63 - 1)]).records
+    with pytest.raises(BrokerError) as caught:
+        _batch_from_records(records)
+    assert caught.value.code == Code.INVALID_REQUEST and "timestamps" in caught.value.message
