@@ -24,6 +24,12 @@ Rules this module keeps (numbers are referred to in comments):
 5. Pre-vote (thesis §9.6) and check-quorum: a node that heard from a leader within the
    election timeout ignores (pre)vote requests, unless they come from a leadership
    transfer; a leader that did not hear from a quorum for an election timeout steps down.
+   This lease (thesis §4.2.3) is kept only with check-quorum, as in etcd-io/raft: without
+   it a leader that cannot hear from a quorum never steps down, and followers that still
+   hear it would ignore every candidate for as long as that lasts (an asymmetric
+   partition would stall the group). So without check-quorum a removed server that never
+   learnt its removal disrupts the group (each of its VOTEs raises the term of whoever it
+   reaches and deposes the leader) but, by rule 11, cannot stall it.
 6. A committed entry is never truncated (checked: violating it raises).
 
 Quiescence (``Config.quiesce``; CockroachDB's quiesced ranges, TiKV's hibernate regions):
@@ -49,6 +55,16 @@ rule are untouched, so safety does not depend on it.
 10. A vote request from the node we know as leader is never ignored by the lease of rule
    5: that leader has stepped down or restarted (otherwise a quiesced follower, whose
    timer is frozen, would reject a restarted leader until woken by other means).
+
+11. A message from an older term that expects an answer gets one carrying our term, in
+   every configuration (Raft paper figure 2: replies carry currentTerm so the sender
+   updates itself): APP/HEARTBEAT/SNAP/QUIESCE get an APP_RESP (the stale leader steps
+   down), PRE_VOTE and VOTE a rejection (the candidate catches up). etcd-io/raft drops
+   stale VOTEs and answers stale leaders only with check-quorum or pre-vote, counting on
+   the node at the higher term to campaign and spread it; a node that cannot campaign (a
+   learner in its own latest configuration) never does, and a removed server raising its
+   term then stalls the group for good (soak seed 437). Answering never changes our
+   term, vote or log.
 """
 
 from __future__ import annotations
@@ -443,15 +459,17 @@ class Raft:
             else:
                 self._become_follower(m.term, NO_NODE)
         elif m.term < self.term:
-            if (self.cfg.check_quorum or self.cfg.pre_vote) and m.type in (
-                MsgType.HEARTBEAT, MsgType.APP, MsgType.QUIESCE
-            ):
-                # A stale leader (maybe partitioned away) learns of the newer term and
-                # steps down, instead of us disrupting it with a new election later.
+            # Rule 11: a stale sender that waits for an answer learns our term from it.
+            if m.type in _LEADER_CONTACT:
+                # A stale leader (maybe partitioned away) steps down, instead of us
+                # disrupting it with a new election later, or, if we cannot campaign,
+                # instead of never hearing from us again.
                 self._send(Message(MsgType.APP_RESP, m.frm, self.id))
             elif m.type == MsgType.PRE_VOTE:
                 self._send(Message(MsgType.PRE_VOTE_RESP, m.frm, self.id, term=self.term,
                                    reject=True))
+            elif m.type == MsgType.VOTE:
+                self._send(Message(MsgType.VOTE_RESP, m.frm, self.id, reject=True))
             return
 
         if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):

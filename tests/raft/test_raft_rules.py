@@ -155,6 +155,34 @@ def test_stale_leader_steps_down_on_higher_term_answer() -> None:
     assert old.role == Role.FOLLOWER and old.leader_id == 2
 
 
+@pytest.mark.parametrize("pre_vote, check_quorum", [(False, False), (True, True)])
+def test_stale_candidate_learns_the_term_from_the_rejection(pre_vote, check_quorum) -> None:
+    """Rule 11 (paper figure 2): a VOTE from an older term is rejected with our term, so
+    the candidate steps down to it instead of campaigning unheard (soak seed 437)."""
+    hand = Hand(pre_vote=pre_vote, check_quorum=check_quorum)
+    hand.elect(1)
+    term = hand.nodes[1].term
+    hand.nodes[3].step(Message(MsgType.VOTE, 3, 2, term=term - 1, index=100, log_term=term - 1))
+    sent = hand.process(3)
+    assert [(m.type, m.to, m.term, m.reject) for m in sent] == [
+        (MsgType.VOTE_RESP, 2, term, True)]
+    assert hand.nodes[3].term == term and hand.nodes[3].leader_id == 1  # nothing changed
+
+
+def test_stale_leader_is_answered_without_check_quorum_or_prevote() -> None:
+    """Rule 11: even with neither, a heartbeat from an older term is answered with our
+    term, so a stale leader whose follower's term a removed server raised steps down."""
+    hand = Hand(pre_vote=False, check_quorum=False)
+    old = hand.elect(1)
+    stale_term = old.term
+    hand.nodes[3].step(Message(MsgType.VOTE, 3, 4, term=stale_term + 3, index=0, log_term=0))
+    hand.settle(drop={4})  # a removed node 4 raised node 3's term (and lost the election)
+    assert hand.nodes[3].term == stale_term + 3
+    old.tick()  # a heartbeat of the stale term reaches 3, which answers with its term
+    hand.settle()
+    assert old.role == Role.FOLLOWER and old.term == stale_term + 3
+
+
 def test_check_quorum_leader_steps_down_when_isolated() -> None:
     hand = Hand()
     leader = hand.elect(1)

@@ -662,3 +662,59 @@ def test_leader_removing_itself_from_two_voters_does_not_deadlock(sim):
     c.wait_for(lambda: c.leader() is not None, 30 * c.election_timeout,
                "a leader after the removal that never replicated")
     c.replicate(b"v2", expected=1)
+
+
+# ---------------------------------------------------------------------------------------
+# A removed server that never learnt it was removed (thesis §4.2.3), without pre-vote and
+# check-quorum: it may disrupt the group, but must never stall it (soak seed 437)
+# ---------------------------------------------------------------------------------------
+def _strand_a_learner_behind_a_removed_server(c: Cluster) -> tuple[int, int, int]:
+    """Build soak seed 437's end state in three nodes. Returns (leader, survivor, removed).
+
+    The removed server R never learns of its removal and campaigns every election timeout;
+    its VOTEs reach the survivor S (not the leader L: in seed 437 R's stale configuration
+    did not name L) and raise S's term past L's. S was demoted to a learner, learnt that
+    committed, and missed its re-promotion, so it never campaigns itself; L's latest
+    configuration {L, S} needs S's vote and ack. Only L can bring S its own term back."""
+    leader = c.wait_for_leader()
+    survivor, removed = followers_of(c, leader)
+    c.replicate(b"v1")
+    c.isolate(removed)
+    _conf_change(c, ConfChange(REMOVE, removed), 10 * c.election_timeout)
+    demoted = _conf_change(c, ConfChange(ADD_LEARNER, survivor), 10 * c.election_timeout)
+    c.wait_for(lambda: c.raw(survivor).commit_index >= demoted, 5 * c.election_timeout,
+               "the survivor learns its demotion is committed")
+    c.heal()
+    c.partition([leader], [survivor, removed])
+    assert c.propose_conf_change(ConfChange(ADD_VOTER, survivor), leader) is not None
+    leader_term = c.raw(leader).term
+    c.wait_for(lambda: c.raw(survivor).term > leader_term + 5, 20 * c.election_timeout,
+               "the removed server raises the survivor's term")
+    assert c.raw(survivor).conf_state == ConfState(frozenset({leader}), frozenset({survivor}))
+    assert c.raw(leader).conf_state.voters == {leader, survivor}
+    return leader, survivor, removed
+
+
+@pytest.mark.parametrize("leader_restarts", [False, True], ids=["stale-leader", "stale-candidate"])
+def test_removed_server_disrupts_but_never_stalls_without_prevote_and_check_quorum(
+        sim, leader_restarts):
+    """Thesis §4.2.3: a server removed from the configuration that never learnt it keeps
+    campaigning, and without pre-vote and check-quorum (no lease) each of its VOTEs raises
+    the term of the servers it reaches. That is disruption, which only the lease prevents;
+    it must not become a stall. The survivor it disrupts cannot campaign (a learner in its
+    own latest configuration), so the node that needs the survivor's vote must learn the
+    higher term from the survivor's answers: a stale VOTE (stale-candidate: the leader
+    restarted and campaigns at its old term) and a stale APP or HEARTBEAT (stale-leader:
+    without check-quorum the leader never steps down on its own) are answered with the
+    survivor's term (Raft paper figure 2: replies carry currentTerm "for the candidate /
+    leader to update itself"). Soak seed 437 found the stale-candidate case."""
+    c = sim(3, seed=2, pre_vote=False, check_quorum=False)
+    leader, survivor, removed = _strand_a_learner_behind_a_removed_server(c)
+    if leader_restarts:
+        c.crash(leader)
+        c.restart(leader)
+    c.heal()
+    c.one_way(removed, leader)  # the removed server still cannot reach the leader
+    c.replicate(b"v2", expected=2)
+    assert c.raw(survivor).conf_state.voters == {leader, survivor}
+    assert c.applied(survivor) == [b"v1", b"v2"]
