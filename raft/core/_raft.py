@@ -42,9 +42,12 @@ rule are untouched, so safety does not depend on it.
    from in this check-quorum round, the whole log is committed and durable on the leader,
    and no transfer or read is pending. It then sends QUIESCE (its last index and term, and
    its commit) instead of a heartbeat, and its ticks do nothing.
-8. A follower quiesces on a QUIESCE from its leader whose last entry its own log holds
-   (it then commits to the leader's commit); otherwise it answers HEARTBEAT_RESP, which
-   wakes the leader. A quiesced follower's ticks do nothing.
+8. A follower quiesces on a QUIESCE from its leader whose last entry is its own last
+   entry (it then commits to the leader's commit); otherwise it answers HEARTBEAT_RESP,
+   which wakes the leader. A QUIESCE naming an entry below our last one was overtaken by
+   later appends: the leader has moved on since, and may have stepped down without a new
+   term (committing its own removal, thesis §4.2.2), so nobody would ever wake us (soak
+   seed 2693). A quiesced follower's ticks do nothing.
 9. Anything wakes a quiesced replica: any message but QUIESCE, a proposal, a read, a
    transfer, a campaign, and ``report_peer_down(node)`` (the application's node-level
    liveness saw no sign of life from ``node`` for an election timeout) from a follower of
@@ -550,11 +553,13 @@ class Raft:
         """Rule 8. The leader knows our log matches its own up to its last index (its
         match for us), so the commit it sends is safe to take, like a heartbeat's."""
         log = self.log
-        if self.cfg.quiesce and log.match_term(m.index, m.log_term):
+        if (self.cfg.quiesce and m.index == log.last_index()
+                and log.match_term(m.index, m.log_term)):
             log.commit_to(m.commit)
             self.quiesced = True
             return
-        # Not where the leader thinks (or quiescence is off here): wake it up.
+        # Not where the leader thinks, or an old QUIESCE overtaken by later appends (or
+        # quiescence is off here): stay awake, and wake the leader if it is quiet.
         self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id))
 
     def _handle_snapshot(self, m: Message) -> None:

@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from raftka.raft import Config, ConfState, MemoryStorage, Message, MsgType, RawNode, Role
+from raftka.raft import Config, ConfState, Entry, MemoryStorage, Message, MsgType, RawNode, Role
 from tests.sim import Cluster
 
 
@@ -203,3 +203,30 @@ def test_core_rules_without_a_simulator():
     for _ in range(20):  # randomized timeout in [10, 20): campaigns within 10 more ticks
         node.tick()
     assert node.role in (Role.PRE_CANDIDATE, Role.CANDIDATE)
+
+
+def test_a_quiesce_overtaken_by_later_appends_is_not_obeyed():
+    """Rule 8: a QUIESCE that names an entry below the follower's last one left the leader
+    before those appends, so the leader is no longer quiet (it may even have stepped down
+    at the same term, after committing its own removal): the follower stays awake and
+    campaigns when nobody leads (soak seed 2693: the only voter quiesced that way, behind
+    a leader that had demoted itself, and no leader was ever elected again)."""
+    storage = MemoryStorage(ConfState(frozenset({1, 2, 3})))
+    node = RawNode(Config(2, election_tick=10, quiesce=True), storage, random.Random(0))
+    entries = [Entry(1, 1), Entry(1, 2), Entry(1, 3)]
+    node.step(Message(MsgType.APP, 2, 1, term=1, index=0, log_term=0, entries=entries, commit=3))
+    rd = node.ready()
+    storage.save(rd.hard_state, rd.entries, rd.snapshot)
+    node.advance(rd)
+    node.step(Message(MsgType.QUIESCE, 2, 1, term=1, index=2, log_term=1, commit=2))
+    assert not node.quiesced
+    rd = node.ready()
+    assert [m.type for m in rd.messages_after_persist] == [MsgType.HEARTBEAT_RESP]
+    node.advance(rd)
+    for _ in range(20):  # the leader went silent: campaigns within its randomized timeout
+        node.tick()
+    assert node.role in (Role.PRE_CANDIDATE, Role.CANDIDATE)
+    # The QUIESCE for its last entry is obeyed.
+    node.step(Message(MsgType.APP, 2, 1, term=node.term, index=3, log_term=1, commit=3))
+    node.step(Message(MsgType.QUIESCE, 2, 1, term=node.term, index=3, log_term=1, commit=3))
+    assert node.quiesced
