@@ -41,6 +41,19 @@ def test_maybe_append_truncates_only_conflicting_suffix() -> None:
     assert log.committed == 3
 
 
+def test_maybe_append_commits_only_what_the_append_matched() -> None:
+    """Raft figure 2, AppendEntries rule 5: commit min(leader_commit, index of the last
+    new entry). Our entries past the APP's last one are not known to match the leader's:
+    here the follower's stale term-1 suffix 3..5 differs from the leader's committed
+    entries 3..4 (term 2), so committing to the leader's commit (4) would apply the wrong
+    entries. The simulator cannot catch this (tests/sim/test_core_mutations.py)."""
+    log = RaftLog(_storage_with([1, 1, 1, 1, 1]))
+    assert log.maybe_append(1, 1, 4, [Entry(1, 2)]) == (2, 0)
+    assert log.committed == 2
+    assert log.maybe_append(2, 1, 4, []) == (2, 0)  # a bare probe matches up to 2 only
+    assert log.committed == 2
+
+
 def test_maybe_append_rejects_mismatched_previous_entry() -> None:
     log = RaftLog(_storage_with([1, 1, 2]))
     assert log.maybe_append(3, 1, 0, [Entry(3, 4)]) is None

@@ -3,7 +3,8 @@
 Every seed picks its own fault mix, runs with the safety checker after every step, then
 heals and must make progress. 300 seeds in chunks of 25, spread over two worker processes;
 ``make soak`` runs thousands more. A failing seed prints the command that replays it with a
-full trace: ``.venv/bin/python -m tests.sim.soak --seed N``.
+full trace: ``.venv/bin/python -m tests.sim.soak --seed N``. Seeds outside that range that
+once found a core bug (tests/sim/FINDINGS.md) run as regressions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import multiprocessing
 import pytest
 
 
-from tests.sim.soak import _worker, replay_command  # noqa: E402
+from tests.sim.soak import _worker, replay_command, run_seed  # noqa: E402
 
 SEEDS = 300
 CHUNK = 25
@@ -35,3 +36,11 @@ def test_soak_seeds(pool, first):
         others = "".join(f"\n  {replay_command(s)}" for s, _ in failures[1:])
         pytest.fail(f"{len(failures)} of {CHUNK} seeds failed. First, seed {seed}:\n{error}"
                     + (f"\nAlso failing:{others}" if others else ""), pytrace=False)
+
+
+@pytest.mark.parametrize("seed", [437, 2693])
+def test_seeds_of_fixed_findings(seed):
+    """FINDINGS.md 2 (seed 437: a removed server stalled a group without pre-vote and
+    check-quorum) and 3 (seed 2693: a delayed QUIESCE quiesced the only voter behind a
+    leader that had stepped down). Both stay live."""
+    run_seed(seed)
