@@ -14,7 +14,9 @@ APP_RESP           term, index (last index now matching, or the rejected index),
                    reject, reject_hint (follower's guess of its match),
                    log_term (term at reject_hint, for the conflict-term skip)
 HEARTBEAT          term, commit (min of follower's match and leader's commit), context
-HEARTBEAT_RESP     term, context (echoed; used by ReadIndex)
+HEARTBEAT_RESP     term, context (echoed; used by ReadIndex); reject + reject_hint (our last
+                   index) when our log ends below what the leader knows we held
+                   (store lost; `_raft` rule 12)
 SNAP               term, snapshot
 TIMEOUT_NOW        term
 READ_INDEX         context (forwarded from a follower to the leader)

@@ -9,7 +9,9 @@ States (etcd's names):
 - SNAPSHOT: the follower needs entries the leader has compacted; one snapshot is in flight
   and nothing else is sent until it is acknowledged or reported failed.
 
-Invariants: ``match < next``; ``match`` never decreases within one leadership term.
+Invariants: ``match < next``; ``match`` never decreases within one leadership term, except
+through ``follower_lost_log`` (``_raft`` rule 12: the follower's store was lost and recreated,
+which is outside Raft's failure model and which the follower tells us explicitly).
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ class Progress:
         else:
             self._reset_state(ProgressState.PROBE)
             self.next = self.match + 1
+
+    def follower_lost_log(self, last_index: int) -> None:
+        """The follower no longer holds what it acknowledged: its log now ends at
+        ``last_index`` < ``match``. Probe again from there (a snapshot if we compacted)."""
+        if last_index >= self.match:
+            raise RuntimeError(f"follower_lost_log({last_index}) with match {self.match}")
+        self._reset_state(ProgressState.PROBE)
+        self.match = last_index
+        self.next = last_index + 1
 
     def become_replicate(self) -> None:
         self._reset_state(ProgressState.REPLICATE)

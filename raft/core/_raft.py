@@ -59,6 +59,20 @@ rule are untouched, so safety does not depend on it.
    5: that leader has stepped down or restarted (otherwise a quiesced follower, whose
    timer is frozen, would reject a restarted leader until woken by other means).
 
+A replica whose store was lost and recreated empty (the operator's recovery from a damaged
+disk, node/README.md) is outside Raft's model: it forgot entries it acknowledged, its term
+and its vote. Within a term the leader's ``match`` for a follower only counts what the
+follower acknowledged after persisting it, so a follower whose log ends below it can only
+have lost its store.
+
+12. A follower that receives a HEARTBEAT whose commit (``min(match, commit)`` on the leader)
+   is beyond its last index, or a QUIESCE naming an index beyond its last, does not commit:
+   it answers a HEARTBEAT_RESP with ``reject`` and its last index as ``reject_hint``. The
+   leader, on such an answer below its ``match`` for that follower, lowers ``match`` to the
+   hint and probes from there (``Progress.follower_lost_log``), so the follower is caught
+   up by appends or a snapshot instead of waiting forever for entries it will never ask
+   for. The commit index never moves back.
+
 11. A message from an older term that expects an answer gets one carrying our term, in
    every configuration (Raft paper figure 2: replies carry currentTerm so the sender
    updates itself): APP/HEARTBEAT/SNAP/QUIESCE get an APP_RESP (the stale leader steps
@@ -546,7 +560,12 @@ class Raft:
                            reject_hint=hint_index, log_term=hint_term))
 
     def _handle_heartbeat(self, m: Message) -> None:
-        self.log.commit_to(m.commit)
+        log = self.log
+        if m.commit > log.last_index():  # rule 12: our store was lost since we acknowledged
+            self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, context=m.context,
+                               reject=True, reject_hint=log.last_index()))
+            return
+        log.commit_to(m.commit)
         self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, context=m.context))
 
     def _handle_quiesce(self, m: Message) -> None:
@@ -560,7 +579,9 @@ class Raft:
             return
         # Not where the leader thinks, or an old QUIESCE overtaken by later appends (or
         # quiescence is off here): stay awake, and wake the leader if it is quiet.
-        self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id))
+        lost = m.index > log.last_index()  # rule 12: the leader's match is beyond our log
+        self._send(Message(MsgType.HEARTBEAT_RESP, m.frm, self.id, reject=lost,
+                           reject_hint=log.last_index() if lost else 0))
 
     def _handle_snapshot(self, m: Message) -> None:
         snap = m.snapshot
@@ -622,6 +643,8 @@ class Raft:
         elif t == MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
+            if m.reject and m.reject_hint < pr.match:
+                pr.follower_lost_log(m.reject_hint)  # rule 12
             if pr.state == ProgressState.REPLICATE and pr.inflights.full():
                 pr.inflights.free_first()
             if pr.match < self.log.last_index():

@@ -337,3 +337,58 @@ def test_transfer_refuses_proposals_until_done() -> None:
         leader.propose(b"x")
     hand.settle()
     assert hand.nodes[3].role == Role.LEADER and leader.role == Role.FOLLOWER
+
+
+def _wipe(hand: Hand, i: int) -> None:
+    """Node i's store is lost and recreated empty (the operator moved a damaged one aside)."""
+    hand.storage[i] = MemoryStorage(ConfState(frozenset(hand.nodes)))
+    hand.nodes[i] = hand._node(i)
+    hand.applied[i] = []
+
+
+def _ticks(hand: Hand, i: int, count: int) -> None:
+    for _ in range(count):
+        hand.nodes[i].tick()
+        hand.settle()
+
+
+@pytest.mark.parametrize("quiesce", [False, True], ids=["heartbeat", "quiesce"])
+def test_a_follower_whose_store_was_lost_is_caught_up_again(quiesce: bool) -> None:
+    """Rule 12 of ``_raft``: a follower that lost its store answers the leader's HEARTBEAT
+    (or QUIESCE), whose commit is beyond its empty log, with a rejection naming its last
+    index; the leader lowers its match and replicates everything again. Before the rule the
+    follower dropped the heartbeat (commit beyond its last index) and the leader, trusting
+    its old match, never sent it anything (a recovered jepsen-like node never caught up)."""
+    hand = Hand(quiesce=quiesce)
+    leader = hand.elect(1)
+    for value in (b"a", b"b", b"c"):
+        leader.propose(value)
+    hand.settle()
+    _ticks(hand, 1, 2)
+    assert hand.applied[3] == [b"a", b"b", b"c"]
+    assert leader.quiesced is quiesce
+
+    _wipe(hand, 3)
+    assert hand.nodes[3].last_index == 0
+    # The recreated follower hears nothing from a quiesced leader: its own election timer
+    # runs out, and its pre-vote wakes the leader (rule 9), which heartbeats again.
+    _ticks(hand, 3, 2 * 10)
+    _ticks(hand, 1, 2)
+    follower = hand.nodes[3]
+    assert leader.role == Role.LEADER and follower.leader_id == 1
+    assert follower.term == leader.term
+    assert follower.last_index == leader.last_index
+    assert follower.commit_index == leader.commit_index
+    assert hand.applied[3] == [b"a", b"b", b"c"]
+
+
+def test_a_heartbeat_beyond_a_followers_log_is_rejected_not_committed() -> None:
+    hand = Hand()
+    hand.elect(1)
+    _wipe(hand, 2)
+    node = hand.nodes[2]
+    node.step(Message(MsgType.HEARTBEAT, 2, 1, term=hand.nodes[1].term, commit=5))
+    rd = node.ready()
+    (answer,) = rd.messages + rd.messages_after_persist
+    assert answer.type == MsgType.HEARTBEAT_RESP and answer.reject and answer.reject_hint == 0
+    assert node.commit_index == 0
