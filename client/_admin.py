@@ -5,16 +5,18 @@ Topics go through the ``raftka.v1.Admin`` service, groups through the group's co
 through ``Broker.ListOffsets`` on each partition's leader.
 
 Topic changes go through the controller Raft group. Any node accepts an admin call and
-answers NOT_LEADER naming the controller leader if it is not it; ``Admin`` follows that
-redirect, and on retriable errors (no controller leader yet, node down or paused) tries
-the other brokers with backoff until the call's overall ``timeout``.
+answers NOT_LEADER naming the controller leader if it is not it. Every call retries by the
+client's one policy (``_retry.py``): it follows that redirect at once, refreshes the
+metadata on ``invalid_metadata`` errors, and on retriable errors (no controller leader yet,
+node down or paused) tries the other brokers with backoff until the call's overall
+``timeout``. UNKNOWN_TOPIC from the controller is definitive (not retried).
 
-Retries after an *ambiguous* failure (the request may have been applied: a deadline, a
-dropped connection, NO_QUORUM) are made safe by checking the outcome: a create that then
-meets TOPIC_EXISTS returns the existing topic if it has the partition count and
-replication factor asked for; a delete that then meets UNKNOWN_TOPIC succeeds; an
-add-partitions that then meets "already has N partitions" succeeds if N is the total asked
-for; a group delete that then meets UNKNOWN_GROUP succeeds.
+Retries after an *ambiguous* failure (rule 6 of the policy: the request may have been
+applied: a deadline, a dropped connection, NO_QUORUM) are made safe by checking the
+outcome: a create that then meets TOPIC_EXISTS returns the existing topic if it has the
+partition count and replication factor asked for; a delete that then meets UNKNOWN_TOPIC
+succeeds; an add-partitions that then meets "already has N partitions" succeeds if N is
+the total asked for; a group delete that then meets UNKNOWN_GROUP succeeds.
 
 Offset resets resolve their targets on the client, like ``kafka-consumer-groups``: earliest,
 latest or a timestamp become offsets through ``ListOffsets`` on each partition's leader, an
@@ -36,18 +38,16 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from raftka.client._cluster import Backoff, Cluster, deadline_error, sleep_until
+from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import (
-    BrokerNotAvailableError,
     InvalidRequestError,
     NoBrokersAvailable,
-    NoQuorumError,
     NotLeaderError,
     OffsetOutOfRangeError,
     RaftkaError,
     RaftkaTimeoutError,
-    RequestTimedOutError,
     TopicExistsError,
     UnknownGroupError,
     UnknownPartitionError,
@@ -72,8 +72,13 @@ from raftka.v1 import admin_pb2, broker_pb2, group_pb2, group_pb2_grpc
 
 __all__ = ["Admin"]
 
-_AMBIGUOUS = (BrokerNotAvailableError, RequestTimedOutError, NoQuorumError)
-_MAX_REDIRECTS = 3  # NOT_LEADER hops in a row before backing off (stale views can loop)
+# Calls (controller, partition leader, any node): backoff 50 ms-1 s, 3 redirects in a
+# row, metadata refreshed at most every 0.5 s (_retry.py).
+CALL_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=1.0, redirects_max=3,
+                         refresh_min_age_s=0.5)
+# Waiting for brokers or a topic's leaders: backoff 50-500 ms.
+WAIT_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.5)
+_LEADER_REFRESH_MIN_AGE_S = 0.2  # no leader known for a partition: refresh this often
 _EARLIEST = -2  # ListOffsets' timestamp_ms for the log start
 _LATEST = -1  # ... and for the high watermark
 _STATUS_CALL_TIMEOUT_S = 2.0  # per node in cluster_status: a dead node costs this, once
@@ -98,6 +103,7 @@ class Admin:
     ) -> None:
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
         self._default_timeout = default_timeout
+        self._retry = CALL_RETRY
         self._rotation = 0
         self._groups: dict[str, GroupCoordinatorClient] = {}
 
@@ -117,16 +123,15 @@ class Admin:
         """Wait until some broker answers a metadata request; returns the brokers it
         knows. Raises NoBrokersAvailable after ``timeout``. A cheap first call that tells
         "nothing is running there" apart from slower failures."""
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(0.05, 0.5)
+        retry = WAIT_RETRY.start(timeout)
         while True:
             try:
-                self._cluster.refresh_metadata(max(deadline - time.monotonic(), 0.1))
+                self._cluster.refresh_metadata(max(retry.remaining(), 0.1))
                 return self._cluster.brokers()
             except NoBrokersAvailable as e:
-                if time.monotonic() + 0.05 >= deadline:
+                if retry.remaining() <= 0.05:
                     raise NoBrokersAvailable(e.tried, e.last_error, timeout) from e
-            sleep_until(deadline, backoff.next())
+            retry.pause()
 
     # ------------------------------------------------------------------ topics
 
@@ -514,13 +519,13 @@ class Admin:
         description names a leader for each partition and each of those leaders answers a
         zero-wait Fetch (not NOT_LEADER). Returns the last description; raises
         RaftkaTimeoutError (or UnknownTopicError if it never appears)."""
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(0.05, 0.5)
+        retry = WAIT_RETRY.start(timeout)
+        deadline = retry.deadline
         ready: set[int] = set()
         last: BaseException | None = None
         desc: TopicDescription | None = None
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = retry.remaining()
             if remaining <= 0:
                 if desc is None and isinstance(last, UnknownTopicError):
                     raise last
@@ -534,7 +539,7 @@ class Admin:
                 desc = self.describe_topic(name, timeout=remaining)
             except UnknownTopicError as e:  # creation not applied on that node yet
                 last = e
-                sleep_until(deadline, backoff.next())
+                retry.pause()
                 continue
             except RaftkaTimeoutError as e:
                 last = e.__cause__ or e
@@ -553,7 +558,7 @@ class Admin:
                     ready.add(p.partition)
             if desc.partitions and len(ready) >= desc.partition_count:
                 return desc
-            sleep_until(deadline, backoff.next())
+            retry.pause()
 
     def _probe_leader(self, topic: str, partition: int, leader_id: int, deadline: float) -> bool:
         address = self._cluster.broker_address(leader_id)
@@ -589,99 +594,73 @@ class Admin:
         what: str,
         ambiguous: list[bool] | None = None,
     ) -> Any:
-        """Run one admin RPC against the controller leader, following NOT_LEADER and
-        retrying retriable errors on other brokers until ``timeout``. ``ambiguous[0]`` is
-        set when an attempt failed in a way that may have applied the request."""
-        timeout = self._default_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(0.05, 1.0)
-        target = self._cluster.controller_address()
-        redirects = 0
-        last: RaftkaError | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise deadline_error(what, timeout, last) from last
+        """Run one admin RPC against the controller leader, retrying by the policy
+        (``_retry.py``) until ``timeout``: NOT_LEADER is followed to the controller it
+        names, other retriable errors try other brokers. ``ambiguous[0]`` is set when an
+        attempt failed in a way that may have applied the request (rule 6)."""
+        cluster = self._cluster
+        retry = self._retry.start(self._default_timeout if timeout is None else timeout)
+        target = cluster.controller_address()
+        while retry.next_attempt():
             address = target or self._next_address()
             try:
-                return self._cluster.call_admin(
-                    address, method, request,
-                    min(remaining, self._cluster.request_timeout_s), what,
-                )
-            except NotLeaderError as e:
-                last = e
-                hinted = e.leader_address or self._cluster.broker_address(e.leader_id) or ""
-                if hinted and hinted != address and redirects < _MAX_REDIRECTS:
-                    target = hinted
-                    redirects += 1
-                    continue
-                target = None
-                redirects = 0
+                return cluster.call_admin(address, method, request,
+                                          retry.attempt_timeout(cluster.request_timeout_s),
+                                          what)
             except UnknownTopicError:
                 raise  # retriable for data requests, but an admin answer is definitive
             except RaftkaError as e:
-                if not e.retriable:
-                    raise
-                last = e
-                if ambiguous is not None and isinstance(e, _AMBIGUOUS):
+                leader = named_leader(e, cluster.broker_address)
+                step = retry.on_error(e, failed=address, leader=leader)
+                if ambiguous is not None and retry.ambiguous:
                     ambiguous[0] = True
-                target = None
-            if last is not None and last.invalid_metadata:
-                try:
-                    self._cluster.refresh_metadata(min(max(deadline - time.monotonic(), 0.1),
-                                                       2.0), min_age_s=0.5)
-                except RaftkaError:
-                    pass
-                controller = self._cluster.controller_address()
+                if step is Step.RAISE:
+                    raise
+            if step is Step.FOLLOW:
+                target = leader
+                continue
+            target = None
+            if step is Step.REFRESH:
+                cluster.try_refresh(min(max(retry.remaining(), 0.1), 2.0),
+                                    retry.policy.refresh_min_age_s)
+                controller = cluster.controller_address()
                 # a stale view may keep naming the node that just failed: rotate instead
                 target = controller if controller and controller != address else None
-            sleep_until(deadline, backoff.next())
+            retry.pause()
+        raise retry.timeout_error(what) from retry.last
 
     def _call_any_group(self, method: str, request: Any, timeout: float | None,
                         what: str) -> Any:
         """A GroupCoordinator RPC any node answers (ListGroups), rotating over brokers on
-        retriable errors until ``timeout``."""
-        timeout = self._default_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(0.05, 1.0)
-        last: RaftkaError | None = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise deadline_error(what, timeout, last) from last
+        retriable errors until ``timeout`` (the next broker is its metadata refresh)."""
+        cluster = self._cluster
+        retry = self._retry.start(self._default_timeout if timeout is None else timeout)
+        while retry.next_attempt():
             address = self._next_address()
-            stub = group_pb2_grpc.GroupCoordinatorStub(self._cluster.channel(address))
+            stub = group_pb2_grpc.GroupCoordinatorStub(cluster.channel(address))
             try:
-                return self._cluster.call(address, getattr(stub, method), request,
-                                          min(remaining, self._cluster.request_timeout_s), what)
+                return cluster.call(address, getattr(stub, method), request,
+                                    retry.attempt_timeout(cluster.request_timeout_s), what)
             except RaftkaError as e:
-                if not e.retriable:
+                if retry.classify(e) is Step.RAISE:
                     raise
-                last = e
-            sleep_until(deadline, backoff.next())
+            retry.pause()
+        raise retry.timeout_error(what) from retry.last
 
     def _call_leader(self, topic: str, partition: int, method: str, request: Any,
                      timeout: float | None, what: str) -> Any:
-        """A Broker RPC for one partition, sent to its leader: follows NOT_LEADER, refreshes
-        metadata on other retriable errors, until ``timeout``."""
-        timeout = self._default_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        backoff = Backoff(0.05, 1.0)
-        last: RaftkaError | None = None
+        """A Broker RPC for one partition, sent to its leader and retried by the policy
+        (``_retry.py``) until ``timeout``: NOT_LEADER is followed to the leader it names,
+        other ``invalid_metadata`` errors forget the leader and refresh the metadata."""
         cluster = self._cluster
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise deadline_error(what, timeout, last) from last
+        retry = self._retry.start(self._default_timeout if timeout is None else timeout)
+        while retry.next_attempt():
             address = cluster.leader_address(topic, partition)
             if address is None:
-                try:
-                    cluster.refresh_metadata(min(remaining, 5.0), min_age_s=0.2)
-                except RaftkaError as e:
-                    last = e
+                cluster.try_refresh(min(retry.remaining(), 5.0), _LEADER_REFRESH_MIN_AGE_S)
                 t = cluster.topic(topic)
                 if t is None:
-                    cluster.wait_for_topic(topic, max(deadline - time.monotonic(), 0.1))
+                    cluster.wait_for_topic(topic, max(retry.remaining(), 0.1))
                     continue
                 if t.partition(partition) is None:
                     raise UnknownPartitionError(
@@ -689,31 +668,33 @@ class Admin:
                         f"partition {partition} does not exist")
                 address = cluster.leader_address(topic, partition)
                 if address is None:
-                    last = RaftkaError(f"{topic}/{partition} has no leader yet")
-                    sleep_until(deadline, backoff.next())
+                    retry.last = RaftkaError(f"{topic}/{partition} has no leader yet",
+                                             retriable=True)
+                    retry.pause()
                     continue
             try:
                 return cluster.call_broker(address, method, request,
-                                           min(remaining, cluster.request_timeout_s), what)
-            except NotLeaderError as e:
-                last = e
-                if cluster.note_not_leader(topic, partition, e):
-                    continue
+                                           retry.attempt_timeout(cluster.request_timeout_s),
+                                           what)
             except RaftkaError as e:
-                if not e.retriable:
+                leader = named_leader(e, cluster.broker_address)
+                step = retry.on_error(e, failed=address, leader=leader)
+                if step is Step.RAISE:
                     raise
-                last = e
-                cluster.forget_leader(topic, partition)
-                if e.invalid_metadata:
-                    try:
-                        cluster.refresh_metadata(min(max(deadline - time.monotonic(), 0.1),
-                                                     2.0), min_age_s=0.5)
-                    except RaftkaError:
-                        pass
-                    else:
-                        if isinstance(e, UnknownTopicError) and cluster.topic(topic) is None:
-                            raise  # deleted: the fresh metadata agrees
-            sleep_until(deadline, backoff.next())
+                if isinstance(e, NotLeaderError):
+                    cluster.note_not_leader(topic, partition, e)  # the hint, or none
+                else:
+                    cluster.forget_leader(topic, partition)
+                if step is Step.FOLLOW:
+                    continue
+                if step is Step.REFRESH:
+                    if (cluster.try_refresh(min(max(retry.remaining(), 0.1), 2.0),
+                                            retry.policy.refresh_min_age_s)
+                            and isinstance(e, UnknownTopicError)
+                            and cluster.topic(topic) is None):
+                        raise  # deleted: the fresh metadata agrees
+            retry.pause()
+        raise retry.timeout_error(what) from retry.last
 
 
 def merge_cluster_status(brokers: Mapping[int, str],

@@ -8,7 +8,8 @@
   connection-level failures (UNAVAILABLE / DEADLINE_EXCEEDED without an ErrorInfo) mark the
   address as recently failed so the next metadata request asks someone else first.
 - Metadata (brokers, controller, topics -> partitions -> leader) is refreshed on demand:
-  the callers refresh when an error says ``invalid_metadata``. A refreshed partition keeps
+  the callers refresh when an error says ``invalid_metadata`` (rule 3 of the retry policy,
+  ``_retry.py``, which every retry loop of the client follows). A refreshed partition keeps
   the leader it had if the new answer carries an older leader term (a lagging node must not
   move us back to a deposed leader). A NOT_LEADER error that names the leader installs a
   hint for that partition until the next refresh, so a redirect costs one round trip.
@@ -19,7 +20,6 @@ Threading: every method may be called from any thread; the sync gRPC stubs are t
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,11 +34,11 @@ from raftka.v1.errors import (
     NoBrokersAvailable,
     NotLeaderError,
     RaftkaError,
-    RaftkaTimeoutError,
     RequestTimedOutError,
     UnknownTopicError,
     error_from_rpc,
 )
+from raftka.client._retry import RetryPolicy
 from raftka.client._types import BrokerDescription, TopicDescription
 from raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 
@@ -46,7 +46,6 @@ __all__ = [
     "BOOTSTRAP_ENV",
     "DEFAULT_BOOTSTRAP",
     "MAX_MESSAGE_BYTES",
-    "Backoff",
     "Cluster",
     "ClusterMetadata",
     "channel_options",
@@ -65,6 +64,10 @@ RECONNECT_BACKOFF_MAX_MS = 500
 
 _FAILED_RECENTLY_S = 5.0  # a failed address is asked last for this long
 _METADATA_CALL_TIMEOUT_S = 2.0  # per attempt; a refresh tries the next broker after it
+# Waiting for a topic to appear in the metadata: refresh, back off 50-500 ms, until the
+# caller's timeout (rules 4-5 of _retry.py).
+TOPIC_WAIT_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.5)
+_SWEEP = RetryPolicy()  # a refresh's one pass over the brokers: its deadline only
 
 T = TypeVar("T")
 
@@ -120,23 +123,6 @@ def parse_bootstrap(bootstrap: str | Iterable[str]) -> list[str]:
             "empty bootstrap list: give at least one broker address as host:port"
         )
     return out
-
-
-class Backoff:
-    """Exponential backoff with full jitter: ``next()`` returns the seconds to sleep."""
-
-    def __init__(self, initial_s: float = 0.05, maximum_s: float = 1.0) -> None:
-        self.initial_s = initial_s
-        self.maximum_s = maximum_s
-        self._current = initial_s
-
-    def next(self) -> float:
-        delay = random.uniform(self._current / 2, self._current)
-        self._current = min(self._current * 2, self.maximum_s)
-        return delay
-
-    def reset(self) -> None:
-        self._current = self.initial_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,23 +402,24 @@ class Cluster:
             if md.fetched_at and (md.fetched_at >= started
                                   or time.monotonic() - md.fetched_at < min_age_s):
                 return md  # someone refreshed while we waited, or recently enough
-            deadline = started + timeout_s
+            # One sweep over the candidates within the deadline (rule 5 of _retry.py): the
+            # next broker at once after a failure, no backoff (the caller's loop has it).
+            retry = _SWEEP.start(deadline=started + timeout_s)
             tried: list[str] = []
-            last: RaftkaError | None = None
             first: ClusterMetadata | None = None
             for address in self.candidate_addresses():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if not retry.next_attempt():
                     break
                 tried.append(address)
                 try:
                     resp = self.call_broker(
                         address, "Metadata", broker_pb2.MetadataRequest(),
-                        min(remaining, _METADATA_CALL_TIMEOUT_S, self.request_timeout_s),
+                        retry.attempt_timeout(min(_METADATA_CALL_TIMEOUT_S,
+                                                  self.request_timeout_s)),
                         "Metadata",
                     )
                 except RaftkaError as e:
-                    last = e
+                    retry.classify(e)
                     continue
                 new = ClusterMetadata(
                     brokers={b.id: b.address for b in resp.brokers},
@@ -460,21 +447,29 @@ class Cluster:
                     self._metadata = _merge(self._metadata, first)
                     self._leader_hints.clear()
                     return self._metadata
-        raise NoBrokersAvailable(tried, last)
+        raise NoBrokersAvailable(tried, retry.last)
+
+    def try_refresh(self, timeout_s: float, min_age_s: float) -> bool:
+        """:meth:`refresh_metadata` for a retry loop (rule 3 of ``_retry.py``): False
+        instead of an error when no broker answered (the loop backs off and retries)."""
+        try:
+            self.refresh_metadata(timeout_s, min_age_s=min_age_s)
+        except RaftkaError:
+            return False
+        return True
 
     def wait_for_topic(self, name: str, timeout_s: float) -> TopicDescription:
         """The topic's metadata, refreshing until it appears (a node may not have applied
         a fresh creation yet). After ``timeout_s`` raises UnknownTopicError, or
         NoBrokersAvailable if no broker answered at all."""
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(0.05, 0.5)
+        retry = TOPIC_WAIT_RETRY.start(timeout_s)
         answered = False
         last: NoBrokersAvailable | None = None
         while True:
             t = self.topic(name)
             if t is not None:
                 return t
-            remaining = deadline - time.monotonic()
+            remaining = retry.remaining()
             if remaining <= 0 and (answered or last is not None):
                 if not answered and last is not None:
                     raise NoBrokersAvailable(
@@ -490,12 +485,7 @@ class Cluster:
             except NoBrokersAvailable as e:
                 last = e
             if self.topic(name) is None:
-                sleep_until(deadline, backoff.next())
-
-
-def sleep_until(deadline: float, delay_s: float) -> None:
-    """Sleep ``delay_s`` but never past ``deadline`` (time.monotonic())."""
-    time.sleep(max(0.0, min(delay_s, deadline - time.monotonic())))
+                retry.pause()
 
 
 def resolve_bootstrap(value: str | Sequence[str] | None,
@@ -507,8 +497,3 @@ def resolve_bootstrap(value: str | Sequence[str] | None,
     env = os.environ if environ is None else environ
     from_env = env.get(BOOTSTRAP_ENV, "").strip()
     return from_env or DEFAULT_BOOTSTRAP
-
-
-def deadline_error(what: str, timeout_s: float, last: BaseException | None) -> RaftkaTimeoutError:
-    detail = f"; last error: {last}" if last else ""
-    return RaftkaTimeoutError(f"{what} did not succeed within {timeout_s:g}s{detail}")

@@ -33,8 +33,9 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 
-from raftka.client._cluster import Backoff, Cluster
+from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._retry import RetryPolicy
 from raftka.v1.errors import (
     CorruptBatchError,
     FencedMemberEpochError,
@@ -56,6 +57,13 @@ _RESETS = ("earliest", "latest", "none")
 # Per partition: fetch again when fewer fetched batches than this wait for poll (the reader
 # also keeps one more Fetch in flight while a backlog remains).
 READ_AHEAD_BATCHES = 2
+# Retries (_retry.py): the heartbeat backs off 50 ms-1 s after a retriable failure (the
+# coordinator client already retried within half a session); a fetcher whose reader gave
+# up on a retriable error backs off 50-500 ms like the reader; a commit refused for a stale
+# member epoch waits 50-200 ms for the heartbeat to bring the new one.
+HEARTBEAT_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=1.0)
+FETCH_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.5)
+COMMIT_EPOCH_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.2)
 
 
 def _by_topic(tps: Iterable[tuple[str, int]]) -> list[group_pb2.TopicPartitions]:
@@ -93,6 +101,7 @@ class _Fetcher:
     def _run(self) -> None:
         cond = self._consumer._cond
         reader = self.reader
+        retry = FETCH_RETRY.start()
         while not self._stop.is_set():
             with cond:
                 while reader.fetched_batches >= READ_AHEAD_BATCHES and not self._stop.is_set():
@@ -102,8 +111,9 @@ class _Fetcher:
             try:
                 reader.fetch(0.5)
             except RaftkaError as exc:
-                if exc.retriable:
-                    time.sleep(0.1)
+                if exc.retriable:  # the reader retried within its fetch already
+                    retry.classify(exc)
+                    self._stop.wait(retry.delay())
                     continue
                 with cond:
                     self.error = exc
@@ -114,6 +124,7 @@ class _Fetcher:
                     self.error = exc
                     cond.notify_all()
                 return
+            retry.succeeded()
             if reader.fetched_batches:
                 with cond:
                     cond.notify_all()
@@ -249,17 +260,18 @@ class Consumer:
             group_id=self.group_id, member_id=self._member_id, member_epoch=self._acked_epoch)
         for (topic, partition), offset in sorted(offsets.items()):
             request.offsets.add(topic=topic, partition=partition, offset=int(offset))
-        deadline = time.monotonic() + timeout
+        retry = COMMIT_EPOCH_RETRY.start(timeout)
         while True:
             try:
-                self._coordinator.call("CommitOffsets", request, deadline - time.monotonic())
+                self._coordinator.call("CommitOffsets", request, retry.remaining())
                 return
             except FencedMemberEpochError:
-                # Our epoch moved (an assignment change not yet applied): the heartbeat
+                # Not retriable by the table (rule 1 of _retry.py), but our own to judge:
+                # our epoch moved (an assignment change not yet applied), the heartbeat
                 # thread learns the new one; retry with it while time remains.
-                if time.monotonic() >= deadline:
+                if retry.expired():
                     raise
-                time.sleep(0.05)
+                retry.pause()
                 request.member_epoch = self._acked_epoch
             except UnknownMemberIdError as exc:
                 raise CommitFailedError(f"commit refused: {exc}") from exc
@@ -458,7 +470,7 @@ class Consumer:
 
     # ------------------------------------------------------------------ heartbeat thread
     def _heartbeat_loop(self) -> None:
-        backoff = Backoff(0.05, 1.0)
+        retry = HEARTBEAT_RETRY.start()  # no deadline: the membership lasts until close
         interval = 0.0
         while not self._hb_stop.is_set():
             self._hb_wake.wait(interval)
@@ -496,9 +508,10 @@ class Consumer:
                         self._hb_error = exc
                         self._cond.notify_all()
                     return
-                interval = backoff.next()
+                retry.classify(exc)
+                interval = retry.delay()
                 continue
-            backoff.reset()
+            retry.succeeded()
             target = frozenset(TopicPartition(tp.topic, p) for tp in response.assignment
                                for p in tp.partitions)
             with self._cond:

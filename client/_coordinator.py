@@ -5,14 +5,18 @@ node answers ``FindCoordinator(group_id)`` with its id and address (node 0 while
 partition has no leader). :class:`GroupCoordinatorClient` finds the coordinator, caches it,
 and runs group RPCs against it, following moves:
 
+The retries are the client's one policy (``_retry.py``); for a group that means:
+
 1. No cached coordinator: ask ``FindCoordinator`` of the brokers in
    ``Cluster.candidate_addresses()`` order (the next one on a connection failure). An
    answer without a coordinator (node 0) is retried after a backoff.
 2. Call the coordinator. ``NOT_COORDINATOR`` naming the new coordinator: go there directly
-   (at most ``_REDIRECTS_MAX`` hops in a row, then find again). ``NOT_COORDINATOR`` without
-   a name, an unreachable or timed-out node, ``SHUTTING_DOWN`` or another retriable error
-   with ``invalid_metadata``: forget the coordinator, back off, find again.
-   ``COORDINATOR_LOADING`` (a new coordinator catching up): back off, same coordinator.
+   (policy rule 2: at most ``_REDIRECTS_MAX`` hops in a row, then find again).
+   ``NOT_COORDINATOR`` without a name, an unreachable or timed-out node, ``SHUTTING_DOWN``
+   or another retriable error with ``invalid_metadata``: forget the coordinator (the
+   group's "metadata refresh", rule 3), back off, find again. ``COORDINATOR_LOADING`` (a
+   new coordinator catching up; retriable, not ``invalid_metadata``): back off, same
+   coordinator.
 3. Every other error is raised as is (``UNKNOWN_MEMBER_ID``, ``FENCED_MEMBER_EPOCH``, ...:
    the caller decides). Retries stop at the caller's ``timeout_s`` or after ``attempts_max``
    attempts, whichever comes first, with a ``RaftkaTimeoutError`` whose ``__cause__`` is
@@ -27,26 +31,17 @@ if it is still the one that failed.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from raftka.client._cluster import Backoff, Cluster, deadline_error, sleep_until
-from raftka.v1.errors import (
-    BrokerNotAvailableError,
-    CoordinatorLoadingError,
-    NoQuorumError,
-    NotCoordinatorError,
-    RaftkaError,
-    RaftkaTimeoutError,
-    RequestTimedOutError,
-)
+from raftka.client._cluster import Cluster
+from raftka.client._retry import RetryPolicy, Step, named_leader
+from raftka.v1.errors import RaftkaError
 from raftka.v1 import group_pb2, group_pb2_grpc
 
 __all__ = ["Coordinator", "GroupCoordinatorClient", "GroupCoordinatorNotAvailableError"]
 
 _REDIRECTS_MAX = 3  # NOT_COORDINATOR hints followed in a row before asking FindCoordinator
-_AMBIGUOUS = (BrokerNotAvailableError, RequestTimedOutError, NoQuorumError)
 ATTEMPTS_MAX_DEFAULT = 100  # a bound besides the deadline: backoff reaches 1 s quickly
 
 
@@ -91,6 +86,7 @@ class GroupCoordinatorClient:
         attempts_max: int = ATTEMPTS_MAX_DEFAULT,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 1.0,
+        policy: RetryPolicy | None = None,
     ) -> None:
         if not group_id:
             raise ValueError("group_id must not be empty")
@@ -98,9 +94,11 @@ class GroupCoordinatorClient:
             raise ValueError(f"attempts_max must be at least 1, got {attempts_max}")
         self.cluster = cluster
         self.group_id = group_id
-        self.attempts_max = attempts_max
-        self._backoff_initial_s = backoff_initial_s
-        self._backoff_max_s = backoff_max_s
+        # ``policy`` (tests inject clock, sleep and rng) wins over the three knobs above
+        self._retry = policy or RetryPolicy(
+            backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s,
+            redirects_max=_REDIRECTS_MAX, attempts_max=attempts_max)
+        self.attempts_max = self._retry.attempts_max
         self._stub_factory = stub_factory or self._default_stub
         self._stubs: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -142,27 +140,21 @@ class GroupCoordinatorClient:
         """The coordinator, from the cache or by asking ``FindCoordinator`` (retrying
         until ``timeout_s``). Raises RaftkaTimeoutError (with the last error) or a
         non-retriable RaftkaError."""
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
-        last: RaftkaError | None = None
-        for _ in range(self.attempts_max):
+        retry = self._retry.start(timeout_s)
+        while True:
             cached = self._coordinator
             if cached is not None:
                 return cached
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if not retry.next_attempt():
                 break
             try:
-                return self._find_once(remaining)
+                return self._find_once(retry.remaining())
             except RaftkaError as e:
-                if not e.retriable:
+                if retry.classify(e) is Step.RAISE:
                     raise
-                last = e
-            sleep_until(deadline, backoff.next())
-        error = deadline_error(f"find the coordinator of group {self.group_id!r}", timeout_s,
-                               last)
-        error.retriable = True  # only retriable errors got here
-        raise error from last
+            retry.pause()
+        raise retry.timeout_error(
+            f"find the coordinator of group {self.group_id!r}") from retry.last
 
     def _find_once(self, timeout_s: float) -> Coordinator:
         """One FindCoordinator request to the next candidate broker."""
@@ -197,25 +189,18 @@ class GroupCoordinatorClient:
         failed in a way that may have applied the request (a deadline or a dropped
         connection at the coordinator), so the caller can judge a later answer."""
         what = what or f"{method_name}({self.group_id!r})"
-        deadline = time.monotonic() + timeout_s
-        backoff = Backoff(self._backoff_initial_s, self._backoff_max_s)
-        last: RaftkaError | None = None
-        redirects = 0
-        for _ in range(self.attempts_max):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        retry = self._retry.start(timeout_s)
+        while retry.next_attempt():
             coordinator = self._coordinator
             if coordinator is None:
                 try:
-                    coordinator = self._find_once(remaining)
+                    coordinator = self._find_once(retry.remaining())
                 except RaftkaError as e:
-                    if not e.retriable:
+                    if retry.classify(e) is Step.RAISE:
                         raise
-                    last = e
-                    sleep_until(deadline, backoff.next())
+                    retry.pause()
                     continue
-            remaining = deadline - time.monotonic()
+            remaining = retry.remaining()
             if remaining <= 0:
                 break
             stub = self._stub(coordinator.address)
@@ -224,34 +209,20 @@ class GroupCoordinatorClient:
                     coordinator.address, getattr(stub, method_name), request,
                     min(remaining, self.cluster.request_timeout_s), what,
                 )
-            except NotCoordinatorError as e:
-                last = e
-                hinted = e.leader_address or (
-                    self.cluster.broker_address(e.leader_id) if e.leader_id else None)
-                if hinted and hinted != coordinator.address and redirects < _REDIRECTS_MAX:
-                    redirects += 1
-                    with self._lock:
-                        if self._coordinator is coordinator or self._coordinator is None:
-                            self._coordinator = Coordinator(e.leader_id, hinted)
-                    continue  # a redirect costs one round trip, no backoff
-                redirects = 0
-                self.invalidate(coordinator)
-            except CoordinatorLoadingError as e:
-                last = e  # the right node, still loading: same coordinator after a pause
             except RaftkaError as e:
-                if not e.retriable:
-                    raise
-                last = e
-                if ambiguous is not None and isinstance(e, _AMBIGUOUS):
+                leader = named_leader(e, self.cluster.broker_address)
+                leader_id = getattr(e, "leader_id", 0)
+                step = retry.on_error(e, failed=coordinator.address, leader=leader)
+                if ambiguous is not None and retry.ambiguous:
                     ambiguous[0] = True
-                if e.invalid_metadata:
-                    self.invalidate(coordinator)
-            sleep_until(deadline, backoff.next())
-        if last is not None and time.monotonic() < deadline:
-            error = RaftkaTimeoutError(
-                f"{what} did not succeed after {self.attempts_max} attempts; last error: "
-                f"{last}")
-        else:
-            error = deadline_error(what, timeout_s, last)
-        error.retriable = True  # only retriable errors got here: a later call may succeed
-        raise error from last
+                if step is Step.RAISE:
+                    raise
+            if step is Step.FOLLOW:  # a redirect costs one round trip, no backoff
+                with self._lock:
+                    if self._coordinator is coordinator or self._coordinator is None:
+                        self._coordinator = Coordinator(leader_id, leader)
+                continue
+            if step is Step.REFRESH:  # the group's metadata is where its coordinator is
+                self.invalidate(coordinator)
+            retry.pause()
+        raise retry.timeout_error(what) from retry.last

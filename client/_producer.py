@@ -122,7 +122,8 @@ from typing import Any
 import grpc
 from crc32c import crc32c as _crc32c
 
-from raftka.client._cluster import Backoff, Cluster
+from raftka.client._cluster import Cluster
+from raftka.client._retry import Backoff
 from raftka.v1.errors import (
     ERROR_METADATA_KEY,
     BrokerNotAvailableError,

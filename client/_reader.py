@@ -4,9 +4,12 @@
 against its leader, decodes the returned RecordBatch v2 bytes on the client
 (``raftka.v1.recordbatch``) and keeps ``position`` (the next offset it will return). A fetch
 returns whole batches, so records below ``position`` are dropped; control batches are
-skipped. On NOT_LEADER it goes to the named leader; on other metadata errors (node down,
-paused, shutting down, election) it refreshes metadata and retries with backoff, within the
-``poll`` timeout.
+skipped. Failures are retried by the client's one policy (``_retry.py``) within the
+``poll`` timeout: on NOT_LEADER it goes to the named leader at once (up to 3 hops in a
+row); on other metadata errors (node down, paused, shutting down, election) it forgets the
+leader, refreshes metadata and backs off (50-500 ms, reset by a successful fetch); an
+UNKNOWN_TOPIC / UNKNOWN_PARTITION is retried only while fresh metadata still lists the
+partition.
 
 Start position: ``"earliest"`` (log start offset), ``"latest"`` (high watermark, i.e. only
 new records) or an offset. Both names are resolved by asking the partition leader's
@@ -27,7 +30,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 
-from raftka.client._cluster import Backoff, Cluster, sleep_until
+from raftka.client._cluster import Cluster
+from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import (
     CorruptBatchError,
     NotLeaderError,
@@ -50,6 +54,10 @@ _tuple_new = tuple.__new__  # a NamedTuple without its Python-level __new__: per
 # What one poll returns at most unless told (whole batches up to here: a small batch is
 # topped up from the next ones, a big one is split).
 _POLL_RECORDS = 10_000
+# Retries (_retry.py): backoff 50-500 ms, 3 redirects in a row, metadata refreshed at most
+# every 100 ms. The state lasts across polls (each poll bounds the waits by its timeout).
+FETCH_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.5, redirects_max=3,
+                          refresh_min_age_s=0.1)
 
 
 def _start_spec(offset: str | int) -> str | int:
@@ -112,7 +120,7 @@ class PartitionReader:
         # One Fetch started ahead while the caller handles the last one (a backlog only):
         # (address, offset, future). The server's and the network's time overlap ours.
         self._read_ahead: tuple[str, int, Future] | None = None
-        self._backoff = Backoff(0.05, 0.5)
+        self._retry = FETCH_RETRY.start()  # no deadline of its own: each poll's bounds it
         self._closed = False
 
     # ------------------------------------------------------------------ state
@@ -222,7 +230,7 @@ class PartitionReader:
                 address = self._cluster.leader_address(self.topic, self.partition)
                 if address is None:
                     self._check_partition_exists()
-                    sleep_until(deadline, self._backoff.next())
+                    self._retry.pause(until=deadline)
                     return
             if self._position is None:
                 self._resolve_start(address, remaining)
@@ -238,30 +246,30 @@ class PartitionReader:
                 response = self._cluster.call_broker(
                     address, "Fetch", self._fetch_request(self._position, wait_ms),
                     wait_ms / 1000 + self._rpc_margin_s, what)
-        except NotLeaderError as e:
-            if not self._cluster.note_not_leader(self.topic, self.partition, e):
-                self._refresh(remaining)
-                sleep_until(deadline, self._backoff.next())
-            return
         except OffsetOutOfRangeError:
             self._reset_position(address, remaining)
             return
-        except (UnknownTopicError, UnknownPartitionError):
-            # a lagging node, or really gone: the metadata decides
-            self._cluster.forget_leader(self.topic, self.partition)
-            self._refresh(remaining, force=True)
-            self._check_partition_exists()
-            sleep_until(deadline, self._backoff.next())
-            return
         except RaftkaError as e:
-            if not e.retriable:
+            retry = self._retry
+            step = retry.on_error(e, failed=address or "",
+                                  leader=named_leader(e, self._cluster.broker_address))
+            if step is Step.RAISE:
                 raise
-            if e.invalid_metadata:
+            if isinstance(e, NotLeaderError):
+                self._cluster.note_not_leader(self.topic, self.partition, e)
+                if step is Step.FOLLOW:
+                    return  # the next attempt goes to the leader it named
+            elif step is Step.REFRESH:
                 self._cluster.forget_leader(self.topic, self.partition)
+            if isinstance(e, (UnknownTopicError, UnknownPartitionError)):
+                # a lagging node, or really gone: fresh metadata decides
+                self._refresh(remaining, force=True)
+                self._check_partition_exists()
+            elif step is Step.REFRESH:
                 self._refresh(remaining)
-            sleep_until(deadline, self._backoff.next())
+            retry.pause(until=deadline)
             return
-        self._backoff.reset()
+        self._retry.succeeded()
         after = response.next_offset
         if self._read_ahead_on and self._position < after < response.high_watermark:
             self._read_ahead = (address, after, self._cluster.start_broker_call(
@@ -351,11 +359,9 @@ class PartitionReader:
     # ------------------------------------------------------------------ helpers
 
     def _refresh(self, remaining: float, force: bool = False) -> None:
-        try:
-            self._cluster.refresh_metadata(min(max(remaining, 0.2), 5.0),
-                                           min_age_s=0.0 if force else 0.1)
-        except RaftkaError:
-            pass  # nobody answered: the caller backs off and tries again
+        # nobody answering is not an error here: the caller backs off and tries again
+        self._cluster.try_refresh(min(max(remaining, 0.2), 5.0),
+                                  0.0 if force else self._retry.policy.refresh_min_age_s)
 
     def _check_partition_exists(self) -> None:
         md = self._cluster.metadata

@@ -37,7 +37,6 @@ from raftka.v1 import recordbatch
 from raftka.client._cluster import (
     BOOTSTRAP_ENV,
     DEFAULT_BOOTSTRAP,
-    Backoff,
     Cluster,
     ClusterMetadata,
     _merge,
@@ -45,6 +44,7 @@ from raftka.client._cluster import (
     resolve_bootstrap,
 )
 from raftka.client._producer import _Group, _RecordFuture, parse_acks
+from raftka.client._retry import Backoff
 from raftka.client._reader import PartitionReader
 from raftka.client._types import PartitionDescription, TopicDescription
 from raftka.v1 import broker_pb2, errors_pb2
