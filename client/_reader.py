@@ -321,7 +321,7 @@ class PartitionReader:
             for r in response.records:
                 if r.offset >= next_position:
                     out.append(ConsumedRecord(
-                        topic, partition, r.offset,
+                        self.topic, self.partition, r.offset,
                         r.key if r.HasField("key") else None,
                         r.value if r.HasField("value") else None,
                         tuple((h.key, h.value if h.HasField("value") else None)
