@@ -163,7 +163,7 @@ class _Background:
     """A Producer sending value-<i> to partition 0 in a thread until stopped. With
     ``wait_every`` it waits for every n-th record's acknowledgement, so that few records
     are in flight: with linger_ms=0 these go from the sending thread, alone, as unary
-    calls (the low-rate path, rules 9 and 10 of client/_producer.py)."""
+    calls (the low-rate path, rules 4 and 5 of client/_sender.py)."""
 
     def __init__(self, cluster: Cluster, topic: str, linger_ms: int = 1,
                  wait_every: int = 0) -> None:
@@ -309,7 +309,8 @@ def _try_produce(cluster: Cluster, topic: str, batch: bytes) -> tuple[int, int] 
 def test_a_batch_that_fails_for_good_does_not_block_or_duplicate_the_ones_behind_it(
         cluster: Cluster) -> None:
     """The too-large batch leaves a permanent sequence gap; the batches pipelined behind
-    it get OUT_OF_ORDER_SEQUENCE, then a new epoch from sequence 0 (rule 6), once each."""
+    it get OUT_OF_ORDER_SEQUENCE, then a new epoch from sequence 0 (rule 4 of
+    client/_idempotence.py), once each."""
     cluster.create_topic("gap", configs={"max.message.bytes": "2000"})
     cluster.wait_leader("gap", 0)
     with Producer(",".join(cluster.peers.values()), linger_ms=50, batch_size=1000,

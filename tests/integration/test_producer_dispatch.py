@@ -1,5 +1,5 @@
-"""The Producer's low-latency paths against real processes (rules 9 and 10 of
-client/_producer.py): with linger_ms=0 a record is sent by the thread that called
+"""The Producer's low-latency paths against real processes (rules 4 and 5 of
+client/_sender.py): with linger_ms=0 a record is sent by the thread that called
 ``send()``, answers complete their batch on the thread that delivered them, and a lone
 small batch goes as a unary Produce call. These must keep the guarantees of the
 sender-thread path: per-partition order, no duplicates, retries after a leader change."""
