@@ -46,6 +46,9 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED as _FUTURE_CANCELLED
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED as _FUTURE_CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import FINISHED as _FUTURE_FINISHED
 from concurrent.futures._base import RUNNING as _FUTURE_RUNNING
 from types import TracebackType
 from typing import Any
@@ -74,6 +77,7 @@ _ACKS: dict[object, int] = {
     "1": broker_pb2.ACKS_LEADER, 1: broker_pb2.ACKS_LEADER, "leader": broker_pb2.ACKS_LEADER,
     "0": broker_pb2.ACKS_NONE, 0: broker_pb2.ACKS_NONE, "none": broker_pb2.ACKS_NONE,
 }
+_FUTURE_DONE = (_FUTURE_FINISHED, _FUTURE_CANCELLED, _FUTURE_CANCELLED_AND_NOTIFIED)
 _UNKNOWN_TOPIC_CACHE_S = 1.0  # after a topic lookup failed, fail sends to it fast this long
 _REDIRECTS_MAX = 3  # immediate retries to a newly learned leader in a row (_retry.py rule 2)
 
@@ -125,7 +129,11 @@ class _RecordFuture(Future):  # type: ignore[type-arg]
     the RUNNING state (not cancellable: a queued record may already be on the wire).
     Creating a plain Future and marking it running costs ~3 us, a third of a ``send``.
     Sets the attributes ``Future.__init__`` sets (CPython 3.8-3.13 keep the same ones;
-    tests/client checks result(), add_done_callback() and concurrent.futures.wait())."""
+    tests/client checks result(), add_done_callback() and concurrent.futures.wait()).
+
+    Because the Condition is shared, completing one record of a batch wakes the waiters
+    of the others: ``result`` and ``exception`` wait on until their own future is done
+    (``Future`` itself takes any wake-up without a result for its timeout)."""
 
     def __init__(self, condition: threading.Condition) -> None:  # noqa: D107
         self._condition = condition
@@ -134,6 +142,28 @@ class _RecordFuture(Future):  # type: ignore[type-arg]
         self._exception = None
         self._waiters: list[Any] = []
         self._done_callbacks: list[Any] = []
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state != _FUTURE_FINISHED:
+            self._wait_done(timeout)
+        return super().result(0)  # raises TimeoutError if still not done
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state != _FUTURE_FINISHED:
+            self._wait_done(timeout)
+        return super().exception(0)
+
+    def _wait_done(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._state not in _FUTURE_DONE:
+                if deadline is None:
+                    self._condition.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._condition.wait(remaining)
 
 
 class _Group:

@@ -350,6 +350,44 @@ def test_record_futures_behave_like_stdlib_futures() -> None:
     timer.join()
 
 
+@pytest.mark.parametrize("wait", ["result", "exception"])
+def test_a_record_future_waits_through_wakeups_meant_for_its_batch_mates(wait: str) -> None:
+    """The futures of a batch share one Condition, so completing one record wakes whoever
+    waits for another: that waiter must wait on, not report a timeout it was never given
+    (concurrent.futures.Future.result reports any wake-up without a result as one)."""
+    shared = threading.Condition()
+    first, second = _RecordFuture(shared), _RecordFuture(shared)
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(getattr(second, wait)())  # no timeout: waits until done
+        except concurrent.futures.TimeoutError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+
+    def waiting() -> bool:
+        with shared:
+            return bool(shared._waiters)  # type: ignore[attr-defined]
+
+    def poll(predicate, what: str) -> None:  # bounded polling, no fixed sleep
+        for _ in range(5000):
+            if predicate():
+                return
+            threading.Event().wait(0.001)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    poll(waiting, "the waiter to wait")
+    first.set_result((0, 1))  # wakes the waiter of `second` too
+    poll(lambda: waiting() or outcome, "the waiter to wait again or give up")
+    assert not outcome, f"woken by its batch mate, it reported {outcome[0]!r}"
+    second.set_result((0, 2))
+    thread.join(5)
+    assert outcome == [(0, 2) if wait == "result" else None]
+
+
 def test_send_many_group_resolves_when_every_batch_is_done() -> None:
     group = _Group(5)
     group.pending = 2  # two batches hold parts of it: records 0..2 and 3..4
