@@ -52,7 +52,9 @@ Rules, in the order a failed attempt meets them:
    with Kafka's ``enable.idempotence=false``): a batch may then be written twice.
 
 Threading: a :class:`RetryPolicy` is immutable and shared; a :class:`Retry` belongs to one
-operation (one thread at a time).
+operation (one thread at a time). Nothing here blocks except :meth:`Retry.pause` (the
+policy's ``sleep``): an event-driven caller (the producer's sender, an asyncio client)
+takes :meth:`Retry.delay` and schedules the retry itself.
 """
 
 from __future__ import annotations
