@@ -730,3 +730,17 @@ def test_validate_records_passes_exactly_what_readers_decode() -> None:
         records = decode_records(bad)
         assert [r.offset for r in records] == list(range(len(records)))
     assert seen["refused"] > 500 and seen["ok"] > 500
+
+
+def test_an_lz4_section_that_decompresses_beyond_the_bound_is_refused_without_inflating_it(
+        monkeypatch) -> None:
+    """A frame without a declared size can expand ~255x; the decoder stops at the bound."""
+    from raftka.v1 import recordbatch as rb
+
+    builder = rb.BatchBuilder(compression="lz4")
+    builder.append(None, b"\0" * (2 << 20))
+    batch = builder.build()
+    rb.validate_records(batch)  # within the bound: fine
+    monkeypatch.setattr(rb, "DECOMPRESSED_BYTES_MAX", 1 << 20)
+    with pytest.raises(rb.CorruptBatchError, match="decompress to more than"):
+        rb.validate_records(batch)

@@ -644,6 +644,12 @@ class RawRecord(Protocol):
     headers: list[Header]
 
 
+# The most a batch's records section may decompress to: the largest message gRPC carries
+# between our nodes and clients (64 MiB), so nothing that decompresses beyond it can be a
+# batch anyone could have fetched whole.
+DECOMPRESSED_BYTES_MAX = 64 << 20
+
+
 def _lz4_decompress(section: memoryview) -> bytes:
     # A frame may declare its content size (FLG bit 3; 8 bytes little-endian after FLG/BD).
     # LZ4 cannot expand more than ~255x, so a larger claim is corruption, and trusting it
@@ -655,12 +661,23 @@ def _lz4_decompress(section: memoryview) -> bytes:
                 f"record batch: lz4 frame claims {declared} decompressed bytes from "
                 f"{len(section)} compressed; the batch is corrupt"
             )
+    # A frame that does not declare its size can still expand ~255x: a 1 MiB batch of
+    # zeros would become 255 MiB in memory while the broker checks it. Stop at the bound.
+    decompressor = _lz4frame.LZ4FrameDecompressor()
     try:
-        return _lz4frame.decompress(section)
+        plain = decompressor.decompress(section, max_length=DECOMPRESSED_BYTES_MAX)
     except (RuntimeError, ValueError, MemoryError) as e:
         raise CorruptBatchError(
             f"record batch: lz4 frame does not decompress ({e!r}); the batch is corrupt"
         ) from None
+    if not decompressor.eof:
+        if len(plain) >= DECOMPRESSED_BYTES_MAX:
+            raise CorruptBatchError(
+                f"record batch: its records decompress to more than {DECOMPRESSED_BYTES_MAX} "
+                f"bytes (from {len(section)} compressed); send smaller batches"
+            )
+        raise CorruptBatchError("record batch: lz4 frame is truncated; the batch is corrupt")
+    return plain
 
 
 # What aiokafka's compiled reader raises on a records section that does not decode (bad
