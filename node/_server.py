@@ -37,6 +37,7 @@ from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
 from ._forwarding import ControllerForwarder
+from ._debug_service import add_debug_service
 from ._group_service import GroupCoordinatorService
 from ._services import AdminService, BrokerService
 from ._transport import RaftPeerService
@@ -90,6 +91,7 @@ async def serve(config: NodeConfig) -> int:
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     raft_pb2_grpc.add_RaftPeerServicer_to_server(
         RaftPeerService(config.node_id, broker.host.deliver_many), server)
+    add_debug_service(server, broker)
     health_servicer = health.aio.HealthServicer()
     for name in (RAFT_SERVICE, *CLIENT_SERVICES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

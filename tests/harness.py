@@ -2,22 +2,36 @@
 
 ``Cluster`` starts N ``python -m raftka.node`` processes on free ports with data in
 the test's tmp dir, waits (bounded polling, never a fixed sleep) until a controller leader
-is elected, and on teardown stops every process it started by PID.
+is elected, and on teardown stops every process it started.
+
+Processes: every node runs in its own process group and every process ever started is
+remembered until it has exited, so ``stop_all`` (the fixtures call it in ``finally``, also
+when a test fails or a fixture errors) kills each one by process group, including a node
+whose graceful ``terminate`` timed out. ``live()`` are the started, not killed nodes;
+``responsive()`` those of them that are not paused (SIGSTOP): the leader lookups ask only
+these, so a paused node neither costs a timeout nor answers with its stale view.
+
+Data safety (``tests/safety.py``): ``assert_acknowledged`` checks a partition's log
+against the acknowledgements; ``assert_replicas_agree`` compares every responsive
+replica's content, offset by offset, through the ``Debug`` service.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
 import grpc
 
+from raftka.v1.recordbatch import decode_batches
 from raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -25,6 +39,8 @@ from raftka.v1 import (
     broker_pb2_grpc,
     errors_pb2,
 )
+
+from tests.safety import assert_log_matches_acks, replica_disagreement
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +75,15 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+_CLUSTERS: weakref.WeakSet[Cluster] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_every_cluster() -> None:
+    for cluster in list(_CLUSTERS):
+        cluster.stop_all()
+
+
 class Cluster:
     def __init__(self, root: Path, size: int, tick_ms: int = 50,
                  extra_args: tuple[str, ...] = ()) -> None:
@@ -68,19 +93,28 @@ class Cluster:
         self.extra_args = tuple(extra_args)  # more `python -m raftka.node` flags for every node
         ports = free_ports(size)
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, subprocess.Popen] = {}  # running (maybe paused), by node id
+        self.paused: set[int] = set()
+        self._started: list[subprocess.Popen] = []  # every process, until it has exited
         self._channels: dict[int, grpc.Channel] = {}
+        _CLUSTERS.add(self)  # stop_all at interpreter exit, whatever happened before
 
     # -------------------------------------------------------------- processes
     def start(self, node_id: int) -> None:
-        log = open(self.root / f"node-{node_id}.log", "ab")
+        if node_id in self.procs:
+            raise RuntimeError(f"node {node_id} is already running (pid "
+                               f"{self.procs[node_id].pid}); stop it first")
         cmd = [
             sys.executable, "-m", "raftka.node", "--id", str(node_id), "--listen", self.peers[node_id],
             "--peers", ",".join(f"{k}={v}" for k, v in sorted(self.peers.items())),
             "--data-dir", str(self.root / f"node-{node_id}"), "--tick-ms", str(self.tick_ms),
             "--log-level", "info", *self.extra_args,
         ]
-        self.procs[node_id] = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log)
+        with open(self.root / f"node-{node_id}.log", "ab") as log:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
+                                    start_new_session=True)  # its own process group
+        self._started.append(proc)
+        self.procs[node_id] = proc
 
     def start_all(self) -> None:
         for nid in self.peers:
@@ -88,32 +122,49 @@ class Cluster:
         self.wait_healthy()
 
     def kill(self, node_id: int) -> None:
+        """kill -9 (SIGKILL) of the node's process group; returns once it is gone."""
         proc = self.procs.pop(node_id)
-        proc.kill()
-        proc.wait()
+        self.paused.discard(node_id)
+        _kill_group(proc)
 
     def terminate(self, node_id: int, timeout: float = 15.0) -> int:
-        proc = self.procs.pop(node_id)
+        """SIGTERM (graceful stop); its exit code. A node that does not exit within
+        ``timeout`` is killed and the test fails: it is never left running."""
+        proc = self.procs[node_id]
+        self.resume(node_id)
         proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise AssertionError(f"node {node_id} did not exit within {timeout:.0f}s of "
+                                 "SIGTERM; killed it") from None
+        finally:
+            if proc.poll() is not None:
+                self.procs.pop(node_id, None)
+        return code
 
     def pause(self, node_id: int) -> None:
-        os.kill(self.procs[node_id].pid, signal.SIGSTOP)
+        os.killpg(self.procs[node_id].pid, signal.SIGSTOP)
+        self.paused.add(node_id)
 
     def resume(self, node_id: int) -> None:
-        os.kill(self.procs[node_id].pid, signal.SIGCONT)
+        if node_id in self.paused:
+            os.killpg(self.procs[node_id].pid, signal.SIGCONT)
+            self.paused.discard(node_id)
 
     def stop_all(self) -> None:
-        for nid, proc in list(self.procs.items()):
-            try:
-                os.kill(proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            proc.kill()
-            proc.wait()
+        """Kill every process this cluster ever started that has not exited, by process
+        group; never raises, so a fixture's ``finally`` always gets through it."""
+        for proc in self._started:
+            if proc.poll() is None:  # never signal a reaped pid: it may be reused
+                _kill_group(proc)
+        self._started = [p for p in self._started if p.returncode is None]
         self.procs.clear()
+        self.paused.clear()
         for ch in self._channels.values():
             ch.close()
+        self._channels.clear()
 
     def logs(self) -> str:
         out = []
@@ -141,15 +192,20 @@ class Cluster:
         return admin_pb2_grpc.AdminStub(self.channel(node_id))
 
     def live(self) -> list[int]:
+        """Nodes started and not killed or stopped (paused ones included)."""
         return sorted(self.procs)
 
+    def responsive(self) -> list[int]:
+        """Live nodes that are not paused."""
+        return sorted(n for n in self.procs if n not in self.paused)
+
     def controller_leader(self) -> int:
-        for nid in self.live():
+        for nid in self.responsive():
             try:
                 md = self.broker(nid).Metadata(broker_pb2.MetadataRequest(), timeout=1)
             except grpc.RpcError:
                 continue
-            if md.controller_id and md.controller_id in self.procs:
+            if md.controller_id and md.controller_id in self.responsive():
                 return md.controller_id
         return 0
 
@@ -179,8 +235,8 @@ class Cluster:
             self.wait_preferred_leader(name, p)
 
     def _partition_views(self, topic: str, partition: int):
-        """(node id, that node's PartitionInfo) from every live node that answers."""
-        for nid in self.live():
+        """(node id, that node's PartitionInfo) from every responsive node that answers."""
+        for nid in self.responsive():
             try:
                 md = self.broker(nid).Metadata(broker_pb2.MetadataRequest(topics=[topic]),
                                                timeout=1)
@@ -197,17 +253,19 @@ class Cluster:
         """A new partition may first elect any replica; the brokers then hand leadership to
         the preferred one. Tests start from that settled state."""
         preferred = self.preferred_replica(topic, partition)
-        if preferred not in self.procs:
+        if preferred not in self.responsive():
             return self.wait_leader(topic, partition, timeout)
         return wait_for(lambda: self.partition_leader(topic, partition) == preferred and
                         preferred, timeout, f"{topic}/{partition} led by node {preferred}")
 
     def partition_leader(self, topic: str, partition: int) -> int:
-        """The leader as reported by a live replica that is itself that leader."""
+        """The leader as reported by a responsive replica that is itself that leader (with
+        the newest term, when two claim it: one of them is deposed and does not know)."""
+        best = (-1, 0)
         for nid, info in self._partition_views(topic, partition):
-            if info.leader_id == nid:
-                return nid
-        return 0
+            if info.leader_id == nid and info.leader_term > best[0]:
+                best = (info.leader_term, nid)
+        return best[1]
 
     def wait_leader(self, topic: str, partition: int, timeout: float = 20.0) -> int:
         return wait_for(lambda: self.partition_leader(topic, partition), timeout,
@@ -232,3 +290,39 @@ class Cluster:
             offset = r.next_offset
             if offset >= r.high_watermark:
                 return b"".join(out)
+
+    def values(self, topic: str, partition: int, start: int = 0) -> list[tuple[int, bytes]]:
+        """(offset, value) of every committed record from ``start``, from the leader."""
+        return [(r.offset, r.value) for r in decode_batches(self.fetch_all(topic, partition,
+                                                                           start))]
+
+    # -------------------------------------------------------------- data safety
+    def assert_acknowledged(self, topic: str, partition: int, sent: list[bytes],
+                            acked=None) -> None:
+        """The partition's log holds exactly the acknowledged records: see
+        ``tests.safety.assert_log_matches_acks`` (``acked`` defaults to all of ``sent``)."""
+        assert_log_matches_acks(self.values(topic, partition), sent, acked,
+                                where=f"{topic}/{partition}")
+
+    def assert_replicas_agree(self, topic: str, partition: int, timeout: float = 30.0) -> None:
+        """Every responsive replica holds the same records at the same offsets up to the
+        high watermark (after waiting, bounded, for them to reach the same one)."""
+        problem = replica_disagreement({n: self.peers[n] for n in self.responsive()},
+                                       topic, partition, timeout)
+        if problem:
+            raise AssertionError(problem)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group led by ``proc`` (a node started in its own session) and
+    reap it. SIGCONT first: a stopped process dies of SIGKILL anyway, but its group's
+    other members would stay stopped."""
+    for sig in (signal.SIGCONT, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        pass
