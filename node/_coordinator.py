@@ -19,6 +19,21 @@ Epochs and ownership, the rules that keep a partition with at most one member:
    free at once.
 6. Commits are fenced: only a known member, with an epoch not above its own, for a
    partition it holds.
+
+Durable membership (so that a live member survives a coordinator move):
+7. What a member was told, and what it may hold, is replicated before it is told: every
+   change of a member's persisted fields (client id, host, topics, timeouts, ``epoch``,
+   ``sent``, ``held``; joining, leaving, removal) and of the group's (``assignor``,
+   ``group_epoch``) is recorded in ``changed_members``/``changed_group``; the service takes
+   them with ``take_changes`` and writes them to the group's offsets partition before it
+   answers (``_group_service.py``).
+8. A new coordinator rebuilds the group from those records (``restore``): the same member
+   ids, epochs and holdings, each member's session starting afresh (``now`` + its
+   timeout), a revocation still unacknowledged getting a fresh rebalance timeout, and the
+   target recomputed. So a partition stays with its member across the move, and a member
+   joining the new coordinator first is only given partitions nobody holds (rule 4).
+   What was not written (acknowledgements, removals) only makes the new coordinator more
+   careful: a partition stays held a little longer, a gone member times out again.
 """
 
 from __future__ import annotations
@@ -72,6 +87,9 @@ class ConsumerGroup:
     target: dict[str, frozenset[TopicPartition]] = field(default_factory=dict)
     target_epoch: int = 0
     partition_counts: dict[str, int] = field(default_factory=dict)
+    # Rule 7: what changed since the last take_changes (member ids; removed ones too).
+    changed_members: set[str] = field(default_factory=set)
+    changed_group: bool = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -117,11 +135,14 @@ class ConsumerGroup:
                                   f"{member_epoch} but its epoch is {member.epoch}; rejoin")
             member.deadline = now + member.session_timeout_s
             if member_epoch == member.epoch:  # rule 3
-                member.held = member.sent
+                if member.held != member.sent:
+                    member.held = member.sent
+                    self.changed_members.add(member_id)
                 if member.revoke_deadline is not None and member.held <= self._target_of(member):
                     member.revoke_deadline = None
             if topics and frozenset(topics) != member.topics:
                 member.topics = frozenset(topics)
+                self.changed_members.add(member_id)
                 self._bump()
         self._refresh_counts(partition_counts)
         if self.target_epoch != self.group_epoch:
@@ -144,14 +165,16 @@ class ConsumerGroup:
         if assignor and assignor not in ASSIGNORS:
             raise BrokerError(Code.INVALID_REQUEST, f"unknown assignor {assignor!r}; use one "
                               f"of {', '.join(sorted(ASSIGNORS))}")
-        if not self.members and assignor:
+        if not self.members and assignor and assignor != self.assignor:
             self.assignor = assignor  # the group keeps the assignor of its first member
+            self.changed_group = True
         member = Member(
             member_id=uuid.uuid4().hex, client_id=client_id, host=host,
             topics=frozenset(topics), session_timeout_s=session_ms / 1000,
             rebalance_timeout_s=(rebalance_timeout_ms or REBALANCE_TIMEOUT_MS_DEFAULT) / 1000,
             deadline=now + session_ms / 1000)
         self.members[member.member_id] = member
+        self.changed_members.add(member.member_id)
         self._bump()
         return member
 
@@ -167,6 +190,7 @@ class ConsumerGroup:
             member.epoch = max(member.epoch + 1, self.group_epoch)
             member.sent = sent
             member.held = member.held | sent
+            self.changed_members.add(member.member_id)
             if revoked and member.revoke_deadline is None:
                 member.revoke_deadline = now + member.rebalance_timeout_s
         pending = sent != target or member.held != member.sent
@@ -188,10 +212,47 @@ class ConsumerGroup:
 
     def _remove(self, member_id: str) -> None:
         del self.members[member_id]
+        self.changed_members.add(member_id)
         self._bump()
 
     def _bump(self) -> None:
         self.group_epoch += 1
+        self.changed_group = True
+
+    # ------------------------------------------------------------------ durability
+    def take_changes(self) -> tuple[dict[str, dict | None], dict | None]:
+        """Rule 7: the records of what changed since the last call, and forget it.
+        ``({member_id: member record, or None if it is gone}, group record or None if
+        unchanged)``. Records are plain JSON-able dicts (``member_record``)."""
+        members = {m: (member_record(self.members[m]) if m in self.members else None)
+                   for m in sorted(self.changed_members)}
+        group = self.group_record() if self.changed_group else None
+        self.changed_members = set()
+        self.changed_group = False
+        return members, group
+
+    def mark_changed(self, member_ids, group: bool) -> None:
+        """A write of these changes failed: write the current state again next time."""
+        self.changed_members.update(member_ids)
+        self.changed_group = self.changed_group or group
+
+    def group_record(self) -> dict:
+        return {"assignor": self.assignor, "group_epoch": self.group_epoch}
+
+    @classmethod
+    def restore(cls, group_id: str, group: dict | None, members: dict[str, dict],
+                now: float) -> ConsumerGroup:
+        """Rule 8: the group as its records describe it, on a new coordinator."""
+        restored = cls(group_id)
+        if group is not None:
+            restored.assignor = group.get("assignor") or DEFAULT_ASSIGNOR
+            restored.group_epoch = int(group.get("group_epoch", 0))
+        if restored.assignor not in ASSIGNORS:
+            restored.assignor = DEFAULT_ASSIGNOR
+        for member_id, record in sorted(members.items()):
+            restored.members[member_id] = _member_from_record(member_id, record, now)
+        restored.target_epoch = -1  # recomputed at the first heartbeat
+        return restored
 
     def _refresh_counts(self, partition_counts: dict[str, int]) -> None:
         counts = {t: partition_counts.get(t, 0) for t in self.subscribed_topics()}
@@ -232,3 +293,26 @@ class ConsumerGroup:
             names = ", ".join(f"{t}/{p}" for t, p in sorted(missing)[:5])
             raise BrokerError(Code.PARTITION_NOT_ASSIGNED, f"member {member_id} does not own "
                               f"{names}; commit only the partitions assigned to it")
+
+
+def member_record(m: Member) -> dict:
+    """A member's persisted fields (rule 7), JSON-able."""
+    return {
+        "client_id": m.client_id, "host": m.host, "topics": sorted(m.topics),
+        "session_timeout_ms": round(m.session_timeout_s * 1000),
+        "rebalance_timeout_ms": round(m.rebalance_timeout_s * 1000),
+        "epoch": m.epoch, "sent": sorted(map(list, m.sent)), "held": sorted(map(list, m.held)),
+    }
+
+
+def _member_from_record(member_id: str, record: dict, now: float) -> Member:
+    session_s = int(record["session_timeout_ms"]) / 1000
+    rebalance_s = int(record["rebalance_timeout_ms"]) / 1000
+    sent = frozenset((str(t), int(p)) for t, p in record["sent"])
+    held = frozenset((str(t), int(p)) for t, p in record["held"]) | sent
+    return Member(
+        member_id=member_id, client_id=str(record.get("client_id", "")),
+        host=str(record.get("host", "")), topics=frozenset(map(str, record["topics"])),
+        session_timeout_s=session_s, rebalance_timeout_s=rebalance_s,
+        deadline=now + session_s, epoch=int(record["epoch"]), sent=sent, held=held,
+        revoke_deadline=now + rebalance_s if held != sent else None)

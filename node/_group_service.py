@@ -1,12 +1,18 @@
 """The GroupCoordinator gRPC service: consumer groups on top of ``__consumer_offsets``.
 
 This node coordinates the groups whose offsets partition it leads (``_offsets.py``);
-membership and assignment follow the rules in ``_coordinator.py``. Membership lives in
-memory: when leadership of an offsets partition moves, the new coordinator starts with no
-members and every member rejoins (UNKNOWN_MEMBER_ID), then resumes from the committed
-offsets, which are in the replicated log. Offsets are served only once the coordinator has
+membership and assignment follow the rules in ``_coordinator.py``. Membership is served
+from memory and *replicated* (rules 7 and 8 there): every change of what a member was
+told or may hold is written to the group's offsets partition before the heartbeat that
+caused it is answered (``_persist``), so when leadership of that partition moves (a
+preferred-leader handoff, a graceful stop, a failover) the new coordinator rebuilds the
+group with the same members, epochs and holdings, and a live member keeps its partitions
+without rejoining. (Before this, membership lived in memory only: a move made every member
+rejoin, and a member joining the new coordinator first was given partitions the others
+were still processing.) Offsets and membership are served only once the coordinator has
 applied an entry of its own term (COORDINATOR_LOADING before), so it never answers with an
-offset older than one it acknowledged earlier.
+offset older than one it acknowledged earlier, nor with a membership older than one it
+told a member.
 
 Commits still being replicated are tracked per group; a FetchOffsets waits for them, so a
 member that takes over a partition never starts from an offset older than a commit its
@@ -16,6 +22,7 @@ previous owner had already been allowed to make.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -31,6 +38,7 @@ from ._offsets import (
     OFFSETS_TOPIC,
     OffsetsReplica,
     encode_commits,
+    encode_group_changes,
     offsets_partition_for,
 )
 from ._services import _handler, _Service
@@ -45,12 +53,13 @@ METADATA_MAX = 4096
 class _Coordinated:
     """A group this node coordinates, valid for one leadership term of its partition."""
 
-    __slots__ = ("term", "group", "inflight")
+    __slots__ = ("term", "group", "inflight", "persisting")
 
     def __init__(self, term: int, group: ConsumerGroup) -> None:
         self.term = term
         self.group = group
-        self.inflight: set[asyncio.Future] = set()
+        self.inflight: set[asyncio.Future] = set()  # commits being replicated
+        self.persisting: set[asyncio.Future] = set()  # membership writes being replicated
 
 
 def _tps(items) -> list[TopicPartition]:
@@ -90,10 +99,14 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             await asyncio.sleep(EXPIRY_INTERVAL_S)
             now = time.monotonic()
             for group_id, c in list(self._groups.items()):
+                replica = self._current_replica(group_id, c)
+                if replica is None:
+                    continue  # not coordinating it in this term (any more)
                 gone = c.group.expire(now)
                 if gone:
                     log.info("group %s: removed members %s (session or rebalance timeout)",
                              group_id, ", ".join(gone))
+                    self._persist(c, replica)  # in the background
 
     # ------------------------------------------------------------------ routing
     def _offsets_topic(self) -> TopicMeta:
@@ -124,18 +137,70 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
         return replica
 
     def _coordinated(self, group_id: str, replica: OffsetsReplica) -> _Coordinated:
-        term = replica.group.node.term
-        c = self._groups.get(group_id)
-        if c is None or c.term != term:
-            c = _Coordinated(term, ConsumerGroup(group_id))
+        c = self._existing(group_id, replica)
+        if c is None:
+            c = _Coordinated(replica.group.node.term, ConsumerGroup(group_id))
             self._groups[group_id] = c
         return c
 
     def _existing(self, group_id: str, replica: OffsetsReplica) -> _Coordinated | None:
-        """The group's state in this term, without creating it (reads must not grow the
-        table with every group id anybody asks about)."""
+        """The group's state in this term: as this node keeps it, else rebuilt from the
+        replicated membership records (a new coordinator), else None (reads must not grow
+        the table with every group id anybody asks about)."""
+        term = replica.group.node.term
         c = self._groups.get(group_id)
-        return c if c is not None and c.term == replica.group.node.term else None
+        if c is not None and c.term == term:
+            return c
+        members = replica.members.get(group_id, {})
+        record = replica.groups.get(group_id)
+        if not members and record is None:
+            if c is not None:
+                del self._groups[group_id]  # a state of an earlier term
+            return None
+        c = _Coordinated(term, ConsumerGroup.restore(group_id, record, members,
+                                                     time.monotonic()))
+        self._groups[group_id] = c
+        if members:
+            log.info("group %s: coordinating it in term %d with its %d member(s) from the "
+                     "log", group_id, term, len(members))
+        return c
+
+    def _persist(self, c: _Coordinated, replica: OffsetsReplica,
+                 deleted: bool = False) -> list[asyncio.Future]:
+        """Start writing the group's membership changes (``_coordinator.py`` rule 7);
+        returns every membership write of the group still in flight, this one last. If the
+        write fails, the changes are marked again for the next one."""
+        members, record = c.group.take_changes()
+        if members or record is not None or deleted:
+            now_ms = int(time.time() * 1000)
+            for payload in encode_group_changes(c.group.group_id, members, record, now_ms,
+                                                deleted):
+                task = asyncio.ensure_future(replica.produce(payload, -1, COMMIT_TIMEOUT_S))
+                c.persisting.add(task)
+                task.add_done_callback(functools.partial(
+                    self._persisted, c, list(members), record is not None))
+        return list(c.persisting)
+
+    @staticmethod
+    def _persisted(c: _Coordinated, member_ids: list[str], group: bool,
+                   task: asyncio.Future) -> None:
+        c.persisting.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            c.group.mark_changed(member_ids, group)
+
+    async def _persisted_before_answering(self, c: _Coordinated, replica: OffsetsReplica,
+                                          deleted: bool = False) -> None:
+        """Write this heartbeat's changes and wait for them and for every earlier write of
+        the group: the answer may tell the member about any of them. Raises the first
+        failure (retriable: the member heartbeats again)."""
+        for outcome in await asyncio.gather(*self._persist(c, replica, deleted),
+                                            return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, BrokerError):
+                    raise outcome
+                raise BrokerError(Code.COORDINATOR_LOADING, f"group {c.group.group_id!r}: "
+                                  f"its membership could not be written ({outcome!r}); "
+                                  "retry", retriable=True)
 
     def _partition_counts(self, topics) -> dict[str, int]:
         state = self.broker.controller.state
@@ -169,6 +234,7 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             session_timeout_ms=request.session_timeout_ms,
             rebalance_timeout_ms=request.rebalance_timeout_ms, assignor=request.assignor,
             client_id=request.client_id, host=context.peer() or "")
+        await self._persisted_before_answering(c, replica)
         if result is None:
             return group_pb2.GroupHeartbeatResponse(member_id=request.member_id, member_epoch=-1,
                                                     group_epoch=group.group_epoch)
@@ -310,7 +376,7 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
     async def ResetOffsets(self, request, context):  # noqa: N802
         replica = self._replica(request.group_id)
         c = self._coordinated(request.group_id, replica)
-        self._require_empty(c, "reset its offsets")
+        self._require_empty(c, replica, "reset its offsets")
         commits = self._validated_commits(request.offsets)
         await self._write(c, replica, request.group_id, commits)
         return group_pb2.ResetOffsetsResponse()
@@ -319,18 +385,21 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
     async def DeleteGroup(self, request, context):  # noqa: N802
         replica = self._replica(request.group_id)
         c = self._coordinated(request.group_id, replica)
-        self._require_empty(c, "delete it")
+        self._require_empty(c, replica, "delete it")
         committed = replica.offsets.get(request.group_id)
-        if not committed:
+        if not committed and request.group_id not in replica.groups:
             raise BrokerError(Code.UNKNOWN_GROUP, f"group {request.group_id!r} has no "
                               "committed offsets and no members")
-        tombstones = [(t, p, -1, "") for t, p in sorted(committed)]
-        await self._write(c, replica, request.group_id, tombstones)
+        if committed:
+            tombstones = [(t, p, -1, "") for t, p in sorted(committed)]
+            await self._write(c, replica, request.group_id, tombstones)
+        await self._persisted_before_answering(c, replica, deleted=True)
         self._groups.pop(request.group_id, None)
         return group_pb2.DeleteGroupResponse()
 
-    def _require_empty(self, c: _Coordinated, what: str) -> None:
-        c.group.expire(time.monotonic())
+    def _require_empty(self, c: _Coordinated, replica: OffsetsReplica, what: str) -> None:
+        if c.group.expire(time.monotonic()):
+            self._persist(c, replica)
         if c.group.members:
             raise BrokerError(Code.GROUP_NOT_EMPTY, f"group {c.group.group_id!r} has "
                               f"{len(c.group.members)} active member(s); stop its consumers "

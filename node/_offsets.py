@@ -5,23 +5,37 @@ partition ``offsets_partition_for(g, N)``. Each commit is one RecordBatch append
 the normal produce path (acks=all), so a commit is acknowledged only once a majority made it
 durable, and the partition's leader (the group's coordinator) moves with Raft leadership.
 
-Record format (big-endian)::
+Record formats (big-endian)::
 
-    key   = b"O" | u16 len | group | u16 len | topic | i32 partition
-    value = i64 offset | i64 commit_time_ms | metadata (utf-8)      (None: deleted)
+    committed offset   key   = b"O" | u16 len | group | u16 len | topic | i32 partition
+                       value = i64 offset | i64 commit_time_ms | metadata (utf-8)
+                               (None: deleted)
+    group member       key   = b"M" | u16 len | group | u16 len | member id
+                       value = JSON member record (_coordinator.member_record)
+                               (None: the member left or was removed)
+    group              key   = b"G" | u16 len | group
+                       value = JSON {"assignor", "group_epoch"}
+                               (None: the group was deleted, its members with it)
 
-Unlike data partitions, every replica here *decodes* what it applies (commits are small and
-rare next to data) into ``offsets``: group -> {(topic, partition): CommittedOffset}.
+Unlike data partitions, every replica here *decodes* what it applies (commits and
+membership changes are small and rare next to data) into ``offsets``: group ->
+{(topic, partition): CommittedOffset}, ``members``: group -> {member id: record} and
+``groups``: group -> group record. The last two let a new coordinator (the next leader of
+the partition) rebuild the groups' membership (``_coordinator.py`` rules 7 and 8).
+Other keys are skipped, so a node that predates a record kind ignores it.
 
 Time and size retention never apply to this topic (its configs say -1). Instead the log is
 compacted Raft-style: once more than ``compact_after`` entries (node config
 ``offsets_compact_entries``) are applied past the
 log's first index, the maintenance pass snapshots the whole map at the applied index and
-drops the entries below it. After a restart the map is the snapshot's plus a replay of the
-(few) entries after it. Snapshot data::
+drops the entries below it. After a restart the maps are the snapshot's plus a replay of
+the (few) entries after it. Snapshot data::
 
-    u32 len | partition snapshot data (see _partition.py) | JSON {group: [[topic, partition,
-    offset, metadata, commit_time_ms], ...]}
+    u32 len | partition snapshot data (see _partition.py) | tables
+    tables, version 2 = b"\x02" | JSON {"offsets": OFFSETS, "members": {group: {member id:
+                        record}}, "groups": {group: group record}}
+    tables, version 1 = OFFSETS (still read: a JSON object, so its first byte is "{")
+    OFFSETS = {group: [[topic, partition, offset, metadata, commit_time_ms], ...]}
 """
 
 from __future__ import annotations
@@ -45,6 +59,8 @@ _VALUE = struct.Struct(">qq")
 GROUP_ID_MAX = 255
 REPLAY_CHUNK_BYTES = 4 << 20
 _LEN = struct.Struct(">I")
+TABLES_V2 = b"\x02"
+GROUP_RECORDS_BATCH_BYTES = 256 << 10  # below max.message.bytes (1 MiB) with room to spare
 
 
 def offsets_partition_for(group_id: str, partitions: int) -> int:
@@ -76,6 +92,55 @@ def parse_offset_key(key: bytes) -> tuple[str, str, int]:
     return group, topic, partition
 
 
+def _group_key(kind: bytes, group_id: str, member_id: str | None = None) -> bytes:
+    g = group_id.encode()
+    key = kind + _U16.pack(len(g)) + g
+    if member_id is not None:
+        m = member_id.encode()
+        key += _U16.pack(len(m)) + m
+    return key
+
+
+def _parse_group_key(key: bytes) -> tuple[str, str | None]:
+    (glen,) = _U16.unpack_from(key, 1)
+    group = key[3:3 + glen].decode()
+    if key[0:1] != b"M":
+        return group, None
+    pos = 3 + glen
+    (mlen,) = _U16.unpack_from(key, pos)
+    return group, key[pos + 2:pos + 2 + mlen].decode()
+
+
+def _json(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+def encode_group_changes(group_id: str, members: dict[str, dict | None], group: dict | None,
+                         now_ms: int, deleted: bool = False) -> list[bytes]:
+    """Batches recording membership changes (``ConsumerGroup.take_changes``): one record per
+    changed member, then the group record if it changed (a tombstone if ``deleted``). Split
+    into batches of at most about ``GROUP_RECORDS_BATCH_BYTES``; write them in order."""
+    records = [(_group_key(b"M", group_id, m), None if r is None else _json(r))
+               for m, r in members.items()]
+    if deleted:
+        records.append((_group_key(b"G", group_id), None))
+    elif group is not None:
+        records.append((_group_key(b"G", group_id), _json(group)))
+    batches: list[bytes] = []
+    builder = BatchBuilder(compression="none", max_bytes=64 << 20)
+    size = 0
+    for key, value in records:
+        if size and size + len(key) + len(value or b"") > GROUP_RECORDS_BATCH_BYTES:
+            batches.append(builder.build())
+            builder = BatchBuilder(compression="none", max_bytes=64 << 20)
+            size = 0
+        builder.append(key, value, (), now_ms)
+        size += len(key) + len(value or b"") + 16
+    if size:
+        batches.append(builder.build())
+    return batches
+
+
 def encode_commits(group_id: str, commits: list[tuple[str, int, int, str]],
                    now_ms: int) -> bytes:
     """One batch holding ``(topic, partition, offset, metadata)`` commits; offset -1 deletes."""
@@ -93,6 +158,8 @@ class OffsetsReplica(PartitionReplica):
         super().__init__(*args, **kwargs)
         self.compact_after = compact_after
         self.offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
+        self.members: dict[str, dict[str, dict]] = {}  # group -> member id -> record
+        self.groups: dict[str, dict] = {}  # group -> group record
 
     def attach(self, group: Group) -> None:
         super().attach(group)
@@ -126,8 +193,12 @@ class OffsetsReplica(PartitionReplica):
             except CorruptBatchError:
                 continue  # validated before it was proposed; nothing usable here
             for r in records:
+                key = r.key or b""
+                if key[0:1] in (b"M", b"G"):
+                    self._apply_group_record(key, r.value)
+                    continue
                 try:
-                    group, topic, partition = parse_offset_key(r.key or b"")
+                    group, topic, partition = parse_offset_key(key)
                 except (ValueError, struct.error, UnicodeDecodeError):
                     continue  # not ours (someone produced to the internal topic)
                 if r.value is None:
@@ -143,6 +214,26 @@ class OffsetsReplica(PartitionReplica):
                 metadata = bytes(r.value[_VALUE.size:]).decode("utf-8", "replace")
                 offsets.setdefault(group, {})[(topic, partition)] = CommittedOffset(
                     offset, metadata, at_ms)
+
+    def _apply_group_record(self, key: bytes, value: bytes | None) -> None:
+        try:
+            group, member_id = _parse_group_key(key)
+            record = None if value is None else json.loads(value)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            return  # not ours (someone produced to the internal topic)
+        if member_id is not None:
+            members = self.members.setdefault(group, {})
+            if record is None:
+                members.pop(member_id, None)
+            else:
+                members[member_id] = record
+            if not members:
+                del self.members[group]
+        elif record is None:
+            self.groups.pop(group, None)
+            self.members.pop(group, None)
+        else:
+            self.groups[group] = record
 
     def leader_ready(self) -> bool:
         """Leader that has applied an entry of its own term: its ``offsets`` include every
@@ -170,21 +261,34 @@ class OffsetsReplica(PartitionReplica):
             return None
         base = (_SNAP.pack(SNAPSHOT_VERSION, header.last_offset + 1, header.cumulative_bytes)
                 + self.producers.encode())
-        table = {g: [[t, p, c.offset, c.metadata, c.commit_time_ms]
-                     for (t, p), c in sorted(committed.items())]
-                 for g, committed in sorted(self.offsets.items())}
-        return index, _LEN.pack(len(base)) + base + json.dumps(table).encode()
+        return index, _LEN.pack(len(base)) + base + self.encode_tables()
+
+    def encode_tables(self) -> bytes:
+        """The maps, as the snapshot holds them (tables version 2)."""
+        offsets = {g: [[t, p, c.offset, c.metadata, c.commit_time_ms]
+                       for (t, p), c in sorted(committed.items())]
+                   for g, committed in sorted(self.offsets.items())}
+        return TABLES_V2 + _json({"offsets": offsets, "members": self.members,
+                                  "groups": self.groups})
 
     def compacted(self, index: int, snapshot_data: bytes) -> None:
         base, _ = _split(snapshot_data)
         super().compacted(index, base)
 
     def restore(self, snapshot: Snapshot) -> None:
-        base, table = _split(snapshot.data)
+        base, tables = _split(snapshot.data)
         super().restore(Snapshot(snapshot.meta, base))
+        if tables[:1] == TABLES_V2:
+            doc = json.loads(tables[1:])
+            offsets = doc["offsets"]
+            self.members = {g: dict(m) for g, m in doc.get("members", {}).items()}
+            self.groups = dict(doc.get("groups", {}))
+        else:  # version 1: committed offsets only
+            offsets = json.loads(tables)
+            self.members, self.groups = {}, {}
         self.offsets = {
             g: {(t, p): CommittedOffset(o, m, at) for t, p, o, m, at in rows}
-            for g, rows in json.loads(table).items()}
+            for g, rows in offsets.items()}
 
 
 def _split(data: bytes) -> tuple[bytes, bytes]:

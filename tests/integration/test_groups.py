@@ -398,3 +398,67 @@ def test_a_slow_handler_neither_loses_membership_nor_stalls_the_others(cluster: 
     finally:
         slow.close()
         fast.close()
+
+
+def test_members_keep_their_membership_and_partitions_when_the_coordinator_moves(
+        cluster: Cluster):
+    """The coordinator's node stops gracefully (its leaderships move to the others) and
+    comes back, twice: a live member keeps its member id, its partitions and its right to
+    commit through every move, and a member joining right after a move gets only
+    partitions nobody holds. This is how tests/integration/test_examples.py failed once:
+    the offsets partition's leadership moved (a first election won by a replica that is not
+    the preferred one, then the preferred-leader handoff), the new coordinator knew no
+    member, and a member joining just then was given every partition while the first one
+    still processed them."""
+    cluster.create_topic(TOPIC, partitions=4)
+    boot = bootstrap(cluster)
+    first = Consumer(boot, "steady", [TOPIC], session_timeout_ms=10_000)
+    second = None
+    try:
+        wait_for(lambda: first.poll(0.1) is not None and len(first.assignment()) == 4, 30,
+                 "the first member to own the four partitions")
+        ids = {"first": first.member_id}
+
+        def members_known() -> set[str]:
+            _, stub = coordinator_stub(cluster, "steady")
+            try:
+                r = stub.DescribeGroup(group_pb2.DescribeGroupRequest(group_id="steady"),
+                                       timeout=2)
+            except grpc.RpcError:
+                return set()
+            return {m.member_id for m in r.members}
+
+        def check_members() -> None:
+            first.poll(0.05)
+            assert first.member_id == ids["first"], "the first member lost its membership"
+            if second is not None:
+                second.poll(0.05)
+                assert second.member_id == ids.get("second", second.member_id), \
+                    "the second member lost its membership"
+                assert not first.assignment() & second.assignment(), "a partition owned twice"
+
+        def shared() -> bool:
+            check_members()
+            return len(first.assignment()) == 2 and len(second.assignment()) == 2
+
+        for move in range(2):
+            old, _ = coordinator_stub(cluster, "steady")
+            assert cluster.terminate(old) == 0
+            new, _ = coordinator_stub(cluster, "steady")
+            assert new != old
+            if second is None:  # joins the new coordinator at once, racing the first
+                second = Consumer(boot, "steady", [TOPIC], session_timeout_ms=10_000)
+                wait_for(lambda: second.poll(0.05) is not None and second.member_id, 30,
+                         "the second member to join")
+                ids["second"] = second.member_id
+            wait_for(shared, 30, f"the two members to share the partitions (move {move + 1})")
+            wait_for(lambda: set(ids.values()) <= members_known(), 30,
+                     f"coordinator node {new} to know both members")
+            first.commit()  # still members: their commits are accepted
+            second.commit()
+            cluster.start(old)
+            check_members()
+    finally:
+        first.close()
+        if second is not None:
+            second.close()

@@ -209,6 +209,126 @@ def test_random_membership_churn_never_gives_a_partition_to_two_members(seed):
         assert max(counts) - min(counts) <= 1
 
 
+
+class _Log:
+    """The membership records a coordinator wrote (what the offsets partition holds)."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, dict] = {}
+        self.group: dict | None = None
+
+    def write(self, g: ConsumerGroup) -> None:
+        members, group = g.take_changes()
+        for member_id, record in members.items():
+            if record is None:
+                self.members.pop(member_id, None)
+            else:
+                self.members[member_id] = record
+        if group is not None:
+            self.group = group
+
+    def restore(self, now: float) -> ConsumerGroup:
+        return ConsumerGroup.restore("g", self.group, dict(self.members), now)
+
+
+def test_changes_are_taken_once_and_a_quiet_heartbeat_changes_nothing():
+    g = ConsumerGroup("g")
+    a = join(g)
+    members, group = g.take_changes()
+    assert list(members) == [a.member_id] and members[a.member_id]["epoch"] == a.member_epoch
+    assert group == {"assignor": "sticky", "group_epoch": g.group_epoch}
+    assert g.take_changes() == ({}, None)
+    beat(g, a.member_id, a.member_epoch)  # acknowledges what it holds already
+    assert g.take_changes() == ({}, None)
+    g.heartbeat(member_id=a.member_id, member_epoch=-1, topics=None, now=0.0,
+                partition_counts=dict(COUNTS))
+    members, group = g.take_changes()
+    assert members == {a.member_id: None} and group is not None
+
+
+def test_a_restored_group_keeps_members_and_holdings_and_a_newcomer_gets_only_free_ones():
+    log = _Log()
+    g = ConsumerGroup("g")
+    a = join(g, session_timeout_ms=3000)
+    log.write(g)
+    assert len(a.assignment) == 6
+    # The coordinator moves: the next one knows A, its epoch and its six partitions.
+    g = log.restore(now=100.0)
+    assert set(g.members) == {a.member_id}
+    assert g.members[a.member_id].held == a.assignment
+    assert g.members[a.member_id].deadline == 103.0  # a fresh session
+    b = join(g, now=100.1)  # joins before A's first heartbeat to the new coordinator
+    log.write(g)
+    assert b.assignment == frozenset() and b.pending, "B waits for A to let go"
+    r = beat(g, a.member_id, a.member_epoch, now=100.2)  # A's epoch is still valid
+    assert len(r.assignment) == 3 and r.member_epoch > a.member_epoch
+    log.write(g)
+    beat(g, a.member_id, r.member_epoch, now=100.3)  # A acknowledges dropping three
+    r = beat(g, b.member_id, b.member_epoch, now=100.4)
+    assert len(r.assignment) == 3 and not r.assignment & g.members[a.member_id].held
+
+
+def test_a_restored_unacknowledged_revocation_gets_a_fresh_rebalance_timeout():
+    log = _Log()
+    g = ConsumerGroup("g")
+    a = join(g, rebalance_timeout_ms=2000)
+    join(g)
+    r = beat(g, a.member_id, a.member_epoch)  # A is told to let three go; not yet done
+    assert len(r.assignment) == 3
+    log.write(g)
+    g = log.restore(now=50.0)
+    assert len(g.members[a.member_id].held) == 6
+    assert g.members[a.member_id].revoke_deadline == 52.0
+    assert g.expire(51.0) == [] and g.expire(52.5) == [a.member_id]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_churn_with_coordinator_moves_never_gives_a_partition_to_two_members(seed):
+    """Like the churn above, but the coordinator moves at random moments: the next one is
+    rebuilt from what was written before each answer. What each member was told it owns
+    is always within what the coordinator thinks it holds, so no partition is with two
+    members, also across a move."""
+    rng = random.Random(seed)
+    log = _Log()
+    g = ConsumerGroup("g")
+    told: dict[str, tuple[int, frozenset]] = {}  # member -> (epoch, owned) it last heard
+    now = 0.0
+    for _ in range(200):
+        now += rng.random() * 0.3
+        action = rng.random()
+        if action < 0.05:
+            g = log.restore(now)  # a new coordinator; what was not written is gone
+            told = {m: t for m, t in told.items() if m in g.members}
+        elif action < 0.2 or not told:
+            r = join(g, now=now, session_timeout_ms=5000)
+            log.write(g)
+            told[r.member_id] = (r.member_epoch, r.assignment)
+        elif action < 0.26:
+            m = rng.choice(list(told))
+            g.heartbeat(member_id=m, member_epoch=-1, topics=None, now=now,
+                        partition_counts=COUNTS)
+            log.write(g)
+            told.pop(m)
+        else:
+            m = rng.choice(list(told))
+            try:
+                r = beat(g, m, told[m][0], now)
+            except BrokerError as exc:
+                assert exc.code == Code.UNKNOWN_MEMBER_ID  # timed out: gone everywhere
+                told.pop(m)
+                continue
+            finally:
+                log.write(g)  # (written before the answer leaves)
+            if rng.random() < 0.8:  # sometimes the answer is lost
+                told[m] = (r.member_epoch, r.assignment)
+        assert all(len(v) == 1 for v in owners(g).values()), seed
+        for m, (_, owned) in told.items():
+            if m in g.members:
+                assert owned <= g.members[m].held, (seed, m)
+    settle(g, {m: e for m, (e, _) in told.items() if m in g.members}, now)
+    if g.members:
+        assert len(owners(g)) == 6
+
 MEMBERS = {m: frozenset({"a", "b"}) for m in ("m1", "m2", "m3")}
 PARTS = {"a": 4, "b": 3}
 
