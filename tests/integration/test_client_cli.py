@@ -8,6 +8,7 @@ import sys
 
 from raftka.client import Admin, PartitionReader, Producer
 from tests.harness import REPO, Cluster, wait_for
+from tests.safety import assert_log_matches_acks
 
 
 def _bootstrap(cluster: Cluster) -> str:
@@ -47,18 +48,26 @@ def test_producer_and_reader_follow_a_leader_change(cluster: Cluster) -> None:
     with Admin(bootstrap) as admin:
         admin.create_topic("follow", partitions=1, replication_factor=3)
         admin.wait_for_topic_ready("follow", timeout=20)
-    with Producer(bootstrap, acks="all") as producer:
-        first = [producer.send("follow", b"a%d" % i, partition=0) for i in range(100)]
+    first_values = [b"a%d" % i for i in range(100)]
+    second_values = [b"b%d" % i for i in range(100)]
+    with Producer(bootstrap, acks="all") as producer:  # idempotent: no duplicates on retry
+        first = [producer.send("follow", v, partition=0) for v in first_values]
         producer.flush()
         assert [f.result(timeout=30)[1] for f in first] == list(range(100))
-        cluster.kill(cluster.wait_leader("follow", 0))
-        second = [producer.send("follow", b"b%d" % i, partition=0) for i in range(100)]
+        killed = cluster.wait_leader("follow", 0)
+        cluster.kill(killed)
+        second = [producer.send("follow", v, partition=0) for v in second_values]
         producer.flush()
-        offsets = [f.result(timeout=30)[1] for f in second]
-    assert offsets == sorted(offsets) and len(set(offsets)) == 100
+        acked = {v: f.result(timeout=30)[1] for v, f in zip(second_values, second)}
+    acked.update(zip(first_values, range(100)))
+    sent = first_values + second_values
     with PartitionReader(bootstrap, "follow", 0, offset="earliest") as reader:
-        seen: list[bytes] = []
-        wait_for(lambda: seen.extend(r.value for r in reader.poll(timeout=1.0)) or
-                 len(seen) >= 200, 30, "all 200 records")
-    assert seen[:100] == [b"a%d" % i for i in range(100)]
-    assert sorted(set(seen[100:])) == sorted(b"b%d" % i for i in range(100))
+        seen: list[tuple[int, bytes]] = []
+        wait_for(lambda: seen.extend((r.offset, r.value) for r in reader.poll(timeout=1.0))
+                 or len(seen) >= 200, 30, "all 200 records")
+    # Exactly the acknowledged records, in send order, once each, at their offsets.
+    assert_log_matches_acks(seen, sent, acked, where="follow/0 as the reader saw it")
+    cluster.assert_acknowledged("follow", 0, sent, acked)
+    cluster.assert_replicas_agree("follow", 0)
+    cluster.start(killed)
+    cluster.assert_replicas_agree("follow", 0)

@@ -14,6 +14,7 @@ import pytest
 from raftka.client import CommitFailedError, Consumer, Producer
 from raftka.v1 import errors_pb2, group_pb2, group_pb2_grpc
 from tests.harness import REPO, Cluster, error_info, wait_for
+from tests.safety import assert_log_matches_acks
 
 TOPIC = "orders"
 
@@ -22,11 +23,26 @@ def bootstrap(cluster: Cluster) -> str:
     return ",".join(cluster.peers[i] for i in sorted(cluster.peers))
 
 
-def produce_values(cluster: Cluster, values: list[str], topic: str = TOPIC) -> None:
+def produce_values(cluster: Cluster, values: list[str],
+                   topic: str = TOPIC) -> dict[str, tuple[int, int]]:
+    """Send every value (keyed by itself); {value: (partition, offset)} as acknowledged."""
     with Producer(bootstrap(cluster)) as producer:
         futures = [producer.send(topic, v.encode(), key=v.encode()) for v in values]
-        for f in futures:
-            f.result(timeout=30)
+        return {v: f.result(timeout=30) for v, f in zip(values, futures)}
+
+
+def assert_consumed_exactly_the_acks(seen: dict[tuple[int, int], list[tuple[int, str]]],
+                                     values: list[str],
+                                     acked: dict[str, tuple[int, int]]) -> None:
+    """``seen`` (from ``drain``) holds, per partition, exactly the acknowledged records:
+    each once, at its offset, in send order (``tests.safety.assert_log_matches_acks``)."""
+    for partition in sorted({p for p, _ in acked.values()} | {p for p, _ in seen}):
+        log = sorted((o, v.encode()) for (p, o), entries in seen.items() if p == partition
+                     for _, v in entries)
+        sent = [v.encode() for v in values if acked[v][0] == partition]
+        assert_log_matches_acks(log, sent, {v.encode(): acked[v][1] for v in values
+                                            if acked[v][0] == partition},
+                                where=f"{TOPIC}/{partition} as the group consumed it")
 
 
 def coordinator_stub(cluster: Cluster, group: str) -> tuple[int, group_pb2_grpc.GroupCoordinatorStub]:
@@ -83,19 +99,18 @@ def test_three_consumers_share_six_partitions_disjointly_and_two_groups_each_see
         cluster: Cluster):
     cluster.create_topic(TOPIC, partitions=6)
     values = [f"order-{i}" for i in range(300)]
-    produce_values(cluster, values)
+    acked = produce_values(cluster, values)
     boot = bootstrap(cluster)
     workers = [Consumer(boot, "inventory", [TOPIC]) for _ in range(3)]
     audit = Consumer(boot, "audit", [TOPIC])
     try:
         seen = drain(workers, len(values))
-        assert sorted(v for entries in seen.values() for _, v in entries) == sorted(values)
-        assert all(len(entries) == 1 for entries in seen.values())  # each handled once
+        assert_consumed_exactly_the_acks(seen, values, acked)  # each handled once
         assignments = [c.assignment() for c in workers]
         assert sorted(len(a) for a in assignments) == [2, 2, 2]
         assert len(set().union(*assignments)) == 6
         audit_seen = drain([audit], len(values))
-        assert sorted(v for e in audit_seen.values() for _, v in e) == sorted(values)
+        assert_consumed_exactly_the_acks(audit_seen, values, acked)
     finally:
         for c in [*workers, audit]:
             c.close()
@@ -134,24 +149,21 @@ def test_a_killed_member_loses_its_partitions_to_the_survivor(cluster: Cluster):
     try:
         wait_for(lambda: all(len(o.assignment) == 3 for o in outs), 60,
                  "two members with three partitions each")
-        produce_values(cluster, [f"a-{i}" for i in range(120)])
+        acked = produce_values(cluster, [f"a-{i}" for i in range(120)])
         wait_for(lambda: sum(len(o.records) for o in outs) >= 120, 60, "first batch consumed")
         procs[0].kill()  # SIGKILL: no leave, no final commit
         procs[0].wait()
         # Removed after its session timeout; the survivor then owns all six.
         wait_for(lambda: len(outs[1].assignment) == 6, session_ms / 1000 + 20,
                  "the survivor to own all six partitions")
-        produce_values(cluster, [f"b-{i}" for i in range(120)])
+        acked.update(produce_values(cluster, [f"b-{i}" for i in range(120)]))
         wait_for(lambda: {v for _, _, v in outs[1].records} >= {f"b-{i}" for i in range(120)},
                  60, "the survivor to read the second batch")
-        everything = [tuple(r) for o in outs for r in o.records]
-        values = {v for _, _, v in everything}
-        assert values == {f"a-{i}" for i in range(120)} | {f"b-{i}" for i in range(120)}
-        # Each (partition, offset) always carries the same value, wherever it was read.
-        by_offset: dict[tuple[int, int], set[str]] = {}
-        for p, o, v in everything:
-            by_offset.setdefault((p, o), set()).add(v)
-        assert all(len(v) == 1 for v in by_offset.values())
+        # Uncommitted records of the killed member are delivered again (at-least-once),
+        # so a (partition, offset) may be read twice; what was read is exactly what was
+        # acknowledged: every record, each at its offset, nothing else.
+        everything = {tuple(r) for o in outs for r in o.records}
+        assert everything == {(p, o, v) for v, (p, o) in acked.items()}
     finally:
         for p in procs:
             if p.poll() is None:

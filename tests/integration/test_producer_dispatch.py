@@ -106,6 +106,7 @@ def test_a_lone_record_follows_a_leader_change_without_idempotence(
     cluster.start(leader)
     values = [v for _, v in _log(cluster, "moving")]
     assert values[0] == b"before" and b"after" in values
+    cluster.assert_replicas_agree("moving", 0)  # the restarted old leader included
 
 
 def test_flush_and_close_wait_for_records_sent_by_the_callers(cluster: Cluster) -> None:
