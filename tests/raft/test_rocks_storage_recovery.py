@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -228,15 +229,67 @@ def test_a_db_in_use_is_refused_as_locked(tmp_path: Path) -> None:
 
 
 def test_permission_denied_names_the_fix() -> None:
-    # Tests run as root here, which ignores file modes: check the translation directly.
+    # The translation of RocksDB's message, directly (the next test gets a real one).
     error = rs._open_error("/data/raft", Exception(  # noqa: SLF001
         "IO error: While open a file for appending: /data/raft/000004.log: Permission denied"))
     assert type(error) is StorageOpenError
     assert_operator_message(error, Path("/data/raft"), "permission denied", "owner")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
+_OPEN_AND_REPORT = textwrap.dedent("""
+    import sys
+    from raftka.raft.rocksdb import RocksLogDB, StorageOpenError
+    try:
+        RocksLogDB(sys.argv[1])
+    except StorageOpenError as exc:
+        print(type(exc).__name__, exc)
+    else:
+        print("opened")
+""")
+
+
+def _as_unprivileged_user() -> tuple[list[str], int, int]:
+    """(command prefix, uid, gid) to run a process without root's power to ignore file
+    modes: as ``nobody`` through ``setpriv`` when the tests run as root (CI does), as is
+    otherwise."""
+    if os.geteuid() != 0:
+        return [], os.getuid(), os.getgid()
+    import pwd
+
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to run this test as an unprivileged user"
+    nobody = pwd.getpwnam("nobody")
+    prefix = [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+              "--clear-groups", "--"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import raftka.raft.rocksdb"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot run {sys.executable} with raftka importable "
+                    f"({probe.stderr.strip().splitlines()[-1:]}); install the venv where "
+                    "every user can read it")
+    return prefix, nobody.pw_uid, nobody.pw_gid
+
+
 def test_unreadable_directory_is_refused_with_permission_denied(tmp_path: Path) -> None:
-    (tmp_path / "db").mkdir(mode=0o500)
-    with pytest.raises(StorageOpenError, match="permission denied"):
-        RocksLogDB(tmp_path / "db" / "raft")
+    """The data directory's parent is not writable by the node's user: the open fails with
+    the one-line permission message. Root ignores file modes, so the open runs as an
+    unprivileged user, in a directory of its own under a world-accessible temp dir
+    (pytest's tmp_path is private to root)."""
+    prefix, uid, gid = _as_unprivileged_user()
+    base = Path(tempfile.mkdtemp(prefix="raftka-perm-"))
+    try:
+        base.chmod(0o755)  # reachable by that user
+        data = base / "db"
+        data.mkdir(mode=0o500)  # readable, not writable: `raft` cannot be created in it
+        if prefix:
+            os.chown(data, uid, gid)
+        opened = subprocess.run([*prefix, sys.executable, "-c", _OPEN_AND_REPORT,
+                                 str(data / "raft")], capture_output=True, text=True,
+                                cwd=base, timeout=60)
+        assert opened.returncode == 0, opened.stderr
+        assert opened.stdout.startswith("StorageOpenError "), opened.stdout + opened.stderr
+        assert "permission denied" in opened.stdout and str(data / "raft") in opened.stdout
+        assert not (data / "raft").exists()
+    finally:
+        data.chmod(0o700)
+        shutil.rmtree(base)
