@@ -117,6 +117,27 @@ def replica_disagreement(addresses: Mapping[int, str], topic: str, partition: in
             ch.close()
 
 
+def replica_disagreements(addresses: Mapping[int, str], topic: str,
+                           timeout: float = 60.0) -> list[str]:
+    """``replica_disagreement`` for every partition of ``topic`` (their number from
+    Metadata): one message per partition whose replicas disagree or did not settle."""
+    count = 0
+    for address in addresses.values():
+        with grpc.insecure_channel(address) as channel:
+            try:
+                md = broker_pb2_grpc.BrokerStub(channel).Metadata(
+                    broker_pb2.MetadataRequest(topics=[topic]), timeout=5)
+            except grpc.RpcError:
+                continue
+        if md.topics:
+            count = len(md.topics[0].partitions)
+            break
+    else:
+        return [f"{topic}: no node of {sorted(addresses)} answered Metadata"]
+    return [problem for partition in range(count)
+            if (problem := replica_disagreement(addresses, topic, partition, timeout))]
+
+
 def _compare(channels, debug, topic: str, partition: int, rpc_timeout: float) -> str | None:
     replicas = [nid for nid in _replicas(channels, topic, partition, rpc_timeout)
                 if nid in debug]

@@ -172,6 +172,23 @@ def _leader_finder(cluster: NetCluster):
     return leader_of
 
 
+def _replica_disagreements(cluster: NetCluster) -> list[str]:
+    """After the faults healed: every replica of every partition of the test topic and of
+    ``__consumer_offsets`` holds the same records at the same offsets up to the high
+    watermark (``tests/safety.py`` over the nodes' Debug service; it waits, bounded, for
+    followers to reach the leader's high watermark). One line per partition that does not,
+    naming the offset range; any makes the verdict invalid."""
+    from tests.safety import replica_disagreements
+    from rkjepsen.workload import TOPIC
+
+    up = {n: cluster.addresses[n] for n in cluster.alive() if n not in cluster.paused}
+    found = [line for topic in (TOPIC, "__consumer_offsets")
+             for line in replica_disagreements(up, topic)]
+    print(f"replicas compared on nodes {sorted(up)}: "
+          f"{'agree' if not found else f'{len(found)} partition(s) disagree'}", flush=True)
+    return found
+
+
 def _run(args: argparse.Namespace, cluster: NetCluster,
          consumers: dict[int, subprocess.Popen]) -> int:
     from raftka.client import Admin, RaftkaError
@@ -279,6 +296,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     missing = final_read(cluster.bootstrap, main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for keys {missing}")
+    disagreements = _replica_disagreements(cluster)
     main_hist.close()
     cluster.close()
 
@@ -291,7 +309,9 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     summary = report.summarize(ops, rep)
     summary.update(seed=args.seed, nodes=args.nodes, nemesis=args.nemeses,
                    time_s=args.time, idempotent_producer=producers.idempotent,
-                   consumers=args.consumers, problems=problems)
+                   consumers=args.consumers, problems=problems,
+                   replica_disagreements=disagreements)
+    summary["valid"] = summary["valid"] and not disagreements
     (out / "report.json").write_text(json.dumps({**rep.to_json(), "summary": summary},
                                                 indent=1))
     if not args.no_plots:
@@ -301,12 +321,16 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
             problems.append(f"plots failed: {exc!r}")
     print(report.format_summary(summary))
     _print_examples(rep)
+    for line in disagreements:
+        print(f"  replicas disagree: {line}")
+    if disagreements:
+        print(f"INVALID: the replicas of {len(disagreements)} partition(s) disagree")
     if producers.idempotent is False:
         print("note: this client has no enable_idempotence; producers ran without it")
     for line in problems:
         print(f"problem: {line}")
     print(f"history, report.json and plots in {out}")
-    if not rep.valid:
+    if not summary["valid"]:
         return 1
     if problems:
         return 2
