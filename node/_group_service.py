@@ -101,7 +101,11 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             for group_id, c in list(self._groups.items()):
                 replica = self._current_replica(group_id, c)
                 if replica is None:
-                    continue  # not coordinating it in this term (any more)
+                    # Not coordinating it in this term any more: the membership is in the
+                    # log for whoever (maybe this node again) coordinates it next.
+                    if self._groups.get(group_id) is c:
+                        del self._groups[group_id]
+                    continue
                 gone = c.group.expire(now)
                 if gone:
                     log.info("group %s: removed members %s (session or rebalance timeout)",
