@@ -66,6 +66,12 @@ def coordinator_stub(cluster: Cluster, group: str) -> tuple[int, group_pb2_grpc.
     return wait_for(find, 30, f"the coordinator of {group}")
 
 
+def offsets_partition_of(cluster: Cluster, group: str) -> int:
+    _, stub = coordinator_stub(cluster, group)
+    return stub.FindCoordinator(group_pb2.FindCoordinatorRequest(group_id=group),
+                                timeout=5).offsets_partition
+
+
 def drain(consumers: list[Consumer], want: int, timeout: float = 60) -> dict[int, list]:
     """Poll every consumer (one thread each, committing after each poll) until ``want``
     distinct (partition, offset) pairs were seen; returns who saw what."""
@@ -188,6 +194,10 @@ def test_committed_offsets_survive_kill_of_the_coordinator_node(cluster: Cluster
         produce_values(cluster, ["after-failover"])
         seen = drain([consumer], 1)
         assert [v for e in seen.values() for _, v in e] == ["after-failover"]
+    cluster.start(coord_id)
+    cluster.assert_replicas_agree("__consumer_offsets", offsets_partition_of(cluster, "payments"))
+    for p in range(3):
+        cluster.assert_replicas_agree(TOPIC, p)
 
 
 def _join(stub, group: str, session_ms: int = 10_000) -> group_pb2.GroupHeartbeatResponse:
@@ -368,6 +378,8 @@ def test_offsets_partition_compacts_and_offsets_survive_restarts(tmp_path):
             c.kill(coord)
             c.start(coord)
             assert wait_for(offsets, 30, "committed offsets after a restart") == expected
+        # compacted at different points on each replica: compared from the latest start
+        c.assert_replicas_agree("__consumer_offsets", offsets_partition)
     except BaseException:
         print(c.logs())
         raise
@@ -470,6 +482,8 @@ def test_members_keep_their_membership_and_partitions_when_the_coordinator_moves
             second.commit()
             cluster.start(old)
             check_members()
+        cluster.assert_replicas_agree("__consumer_offsets",
+                                      offsets_partition_of(cluster, "steady"))
     finally:
         first.close()
         if second is not None:
