@@ -37,10 +37,12 @@ from raftka.v1 import (
     admin_pb2_grpc,
     broker_pb2,
     broker_pb2_grpc,
+    debug_pb2,
+    debug_pb2_grpc,
     errors_pb2,
 )
 
-from tests.safety import assert_log_matches_acks, replica_disagreement
+from tests.safety import assert_log_matches_acks, check_replicas
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -296,6 +298,14 @@ class Cluster:
         return [(r.offset, r.value) for r in decode_batches(self.fetch_all(topic, partition,
                                                                            start))]
 
+    def replica_position(self, node_id: int, topic: str,
+                         partition: int) -> debug_pb2.ReplicaDigestResponse:
+        """Node ``node_id``'s own replica: log start, high watermark, last offset, role
+        (the Debug service's ReplicaDigest without ranges)."""
+        return debug_pb2_grpc.DebugStub(self.channel(node_id)).ReplicaDigest(
+            debug_pb2.ReplicaDigestRequest(topic=topic, partition=partition,
+                                           positions_only=True), timeout=5)
+
     # -------------------------------------------------------------- data safety
     def assert_acknowledged(self, topic: str, partition: int, sent: list[bytes],
                             acked=None) -> None:
@@ -307,10 +317,10 @@ class Cluster:
     def assert_replicas_agree(self, topic: str, partition: int, timeout: float = 30.0) -> None:
         """Every responsive replica holds the same records at the same offsets up to the
         high watermark (after waiting, bounded, for them to reach the same one)."""
-        problem = replica_disagreement({n: self.peers[n] for n in self.responsive()},
-                                       topic, partition, timeout)
-        if problem:
-            raise AssertionError(problem)
+        check = check_replicas({n: self.peers[n] for n in self.responsive()}, topic,
+                               partition, timeout)
+        if check.problem:
+            raise AssertionError(check.problem)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

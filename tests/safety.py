@@ -6,7 +6,7 @@ Two claims, each checked exactly (never by counts or sets standing in for conten
    in the order it was sent, at the offset its acknowledgement named; nothing that was
    never sent; a record whose acknowledgement is unknown (sent, but the answer was lost)
    at most once, in its place in the send order.
-2. ``replica_disagreement``: every replica of a partition holds the same records at the
+2. ``check_replicas``: every replica of a partition holds the same records at the
    same offsets, over ``[log start, high watermark)``, compared with the broker's
    ``raftka.v1.Debug/ReplicaDigest`` (CRC-32C of the raw batches per offset range, any
    replica answers for itself). Followers apply what the leader committed a moment later,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import grpc
 
@@ -92,13 +93,26 @@ class _Unsettled(Exception):
     """Not comparable yet (a replica unreachable, behind, or its log start moved)."""
 
 
-def replica_disagreement(addresses: Mapping[int, str], topic: str, partition: int,
-                         timeout: float = 30.0, rpc_timeout: float = 5.0) -> str | None:
+@dataclass(frozen=True)
+class ReplicaCheck:
+    """The outcome of comparing one partition's replicas. ``problem`` is empty when they
+    agree. ``settled`` is False when nothing could be compared within the time allowed (a
+    replica unreachable, not running the partition, or short of the others' high
+    watermark): a liveness problem, not proof of a divergence."""
+
+    topic: str
+    partition: int
+    problem: str = ""
+    settled: bool = True
+
+
+def check_replicas(addresses: Mapping[int, str], topic: str, partition: int,
+                   timeout: float = 30.0, rpc_timeout: float = 5.0) -> ReplicaCheck:
     """Compare the replicas of ``topic``/``partition`` on the nodes in ``addresses``
     (node id -> host:port: the nodes that are up; replicas elsewhere are not consulted).
-    Returns None when they agree, else a message naming the partition, the offset range
-    and what each replica holds there. Waits up to ``timeout`` seconds for the replicas to
-    reach the same high watermark (the message then says they did not)."""
+    Waits up to ``timeout`` seconds for them to reach the same high watermark; a
+    disagreement names the partition, the offset range, the first differing offset and
+    what each replica holds there."""
     channels = {nid: grpc.insecure_channel(addr, options=[
         ("grpc.max_receive_message_length", 64 << 20)]) for nid, addr in addresses.items()}
     try:
@@ -106,21 +120,25 @@ def replica_disagreement(addresses: Mapping[int, str], topic: str, partition: in
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return _compare(channels, debug, topic, partition, rpc_timeout)
+                problem = _compare(channels, debug, topic, partition, rpc_timeout)
+                return ReplicaCheck(topic, partition, problem or "")
             except _Unsettled as exc:
                 if time.monotonic() >= deadline:
-                    return (f"{topic}/{partition}: replicas did not settle within "
-                            f"{timeout:.0f}s: {exc}")
+                    return ReplicaCheck(topic, partition, f"{topic}/{partition}: replicas "
+                                        f"did not settle within {timeout:.0f}s: {exc}",
+                                        settled=False)
             time.sleep(0.1)
     finally:
         for ch in channels.values():
             ch.close()
 
 
-def replica_disagreements(addresses: Mapping[int, str], topic: str,
-                           timeout: float = 60.0) -> list[str]:
-    """``replica_disagreement`` for every partition of ``topic`` (their number from
-    Metadata): one message per partition whose replicas disagree or did not settle."""
+def check_topic_replicas(addresses: Mapping[int, str], topic: str,
+                         timeout: float = 60.0) -> list[ReplicaCheck]:
+    """``check_replicas`` for every partition of ``topic`` (their number from Metadata),
+    within ``timeout`` for all of them (each gets what is left, at least 2 s); returns the
+    partitions whose replicas disagree or did not settle."""
+    deadline = time.monotonic() + timeout
     count = 0
     for address in addresses.values():
         with grpc.insecure_channel(address) as channel:
@@ -133,9 +151,12 @@ def replica_disagreements(addresses: Mapping[int, str], topic: str,
             count = len(md.topics[0].partitions)
             break
     else:
-        return [f"{topic}: no node of {sorted(addresses)} answered Metadata"]
-    return [problem for partition in range(count)
-            if (problem := replica_disagreement(addresses, topic, partition, timeout))]
+        return [ReplicaCheck(topic, -1, f"{topic}: no node of {sorted(addresses)} answered "
+                             "Metadata", settled=False)]
+    checks = [check_replicas(addresses, topic, partition,
+                             max(2.0, deadline - time.monotonic()))
+              for partition in range(count)]
+    return [c for c in checks if c.problem]
 
 
 def _compare(channels, debug, topic: str, partition: int, rpc_timeout: float) -> str | None:

@@ -172,20 +172,25 @@ def _leader_finder(cluster: NetCluster):
     return leader_of
 
 
-def _replica_disagreements(cluster: NetCluster) -> list[str]:
+def _replica_disagreements(cluster: NetCluster, problems: list[str]) -> list[str]:
     """After the faults healed: every replica of every partition of the test topic and of
     ``__consumer_offsets`` holds the same records at the same offsets up to the high
-    watermark (``tests/safety.py`` over the nodes' Debug service; it waits, bounded, for
-    followers to reach the leader's high watermark). One line per partition that does not,
-    naming the offset range; any makes the verdict invalid."""
-    from tests.safety import replica_disagreements
+    watermark (``tests/safety.py`` over the nodes' Debug service, waiting, bounded, for
+    followers to reach the leader's high watermark). Returns one line per partition whose
+    replicas hold different records (the verdict is then invalid); replicas that could not
+    be compared in time (one not running its partition, or behind) are added to
+    ``problems``."""
+    from tests.safety import check_topic_replicas
     from rkjepsen.workload import TOPIC
 
     up = {n: cluster.addresses[n] for n in cluster.alive() if n not in cluster.paused}
-    found = [line for topic in (TOPIC, "__consumer_offsets")
-             for line in replica_disagreements(up, topic)]
-    print(f"replicas compared on nodes {sorted(up)}: "
-          f"{'agree' if not found else f'{len(found)} partition(s) disagree'}", flush=True)
+    checks = [c for topic in (TOPIC, "__consumer_offsets")
+              for c in check_topic_replicas(up, topic)]
+    problems += [f"replicas not compared: {c.problem}" for c in checks if not c.settled]
+    found = [c.problem for c in checks if c.settled]
+    verdict = "agree" if not checks else (f"{len(found)} partition(s) disagree, "
+                                          f"{len(checks) - len(found)} not compared")
+    print(f"replicas compared on nodes {sorted(up)}: {verdict}", flush=True)
     return found
 
 
@@ -296,7 +301,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     missing = final_read(cluster.bootstrap, main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for keys {missing}")
-    disagreements = _replica_disagreements(cluster)
+    disagreements = _replica_disagreements(cluster, problems)
     main_hist.close()
     cluster.close()
 
