@@ -59,9 +59,17 @@ def test_list_offsets_errors(cluster: Cluster) -> None:
     assert error_info(bad.value).code == errors_pb2.INVALID_REQUEST
 
     follower = next(n for n in cluster.live() if n != leader)
-    wait_for(lambda: cluster.broker(follower).Metadata(broker_pb2.MetadataRequest(
-        topics=["errs"]), timeout=5).topics[0].partitions[0].leader_id == leader, 10,
-        "the follower to know the leader")
+
+    def leader_known_to_follower() -> bool:
+        """The follower may not have applied the topic's creation yet (UNKNOWN_TOPIC)."""
+        try:
+            md = cluster.broker(follower).Metadata(
+                broker_pb2.MetadataRequest(topics=["errs"]), timeout=5)
+        except grpc.RpcError as exc:
+            assert error_info(exc).code == errors_pb2.UNKNOWN_TOPIC, exc
+            return False
+        return md.topics[0].partitions[0].leader_id == leader
+    wait_for(leader_known_to_follower, 10, "the follower to know the leader")
     with pytest.raises(grpc.RpcError) as not_leader:
         _list(cluster.broker(follower), "errs", -1)
     info = error_info(not_leader.value)
