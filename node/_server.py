@@ -36,8 +36,8 @@ from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
 from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
-from ._forwarding import ControllerForwarder
 from ._debug_service import add_debug_service
+from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._services import AdminService, BrokerService
 from ._transport import RaftPeerService
