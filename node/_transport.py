@@ -94,7 +94,10 @@ def encode_batch(frm: int, to: int, items: Iterable[tuple[int, Message]]) -> raf
             hb.group_id.append(group_id)
             hb.term.append(m.term)
             hb.commit.append(m.commit)
-        elif m.type == MsgType.HEARTBEAT_RESP and not m.context:
+        # Coalesced heartbeats carry only group, term (and commit): anything else a heartbeat
+        # or its answer says (a ReadIndex context, the rejection of Raft core rule 12 with
+        # the follower's last index) goes as a whole message.
+        elif m.type == MsgType.HEARTBEAT_RESP and not m.context and not m.reject:
             hbr.group_id.append(group_id)
             hbr.term.append(m.term)
         else:

@@ -134,11 +134,6 @@ def test_damaged_wal_refuses_start_in_one_line_and_moving_it_aside_recovers(clus
     cluster.assert_replicas_agree("precious", 0)  # and its log is the others', offset by offset
 
 
-@pytest.mark.xfail(strict=False, raises=AssertionError, reason=(
-    "jepsen-like/FINDINGS.md 5, not fixed for this case by Raft core rule 12: the restarted "
-    "node's partition group (sometimes its controller group) stays empty at term 1 (hard "
-    "state (1, 0, 0), last index 0) for 150 s while the leader holds 21 entries; it fails "
-    "in every run here"))
 def test_a_node_whose_log_was_moved_aside_catches_up_without_a_leader_change(
         cluster: Cluster) -> None:
     """node/README.md's recovery, step 4: the node, started with an empty log, gets its
