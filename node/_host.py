@@ -1,32 +1,39 @@
-"""``RaftHost``: every Raft group replica of one node, driven by one loop.
+"""``RaftHost``: the asyncio adapter around the node's ``HostDriver`` (``raftka.raft.host``).
+
+Every decision (what a pass serves, the order of sends, writes and applies, group commit,
+commit-only writes, ticking and quiescence, node-level liveness, leadership moves at
+shutdown) is the driver's, in ``raft/host.py``, whose module docstring has the numbered
+ordering rules. This module only runs it on the node's event loop (uvloop) and connects its
+seams: the clock is ``time.monotonic``, the transport the gRPC ``PeerTransport``, the log
+store the node's ``RocksLogDB`` (synced writes on the sync thread), the state machines the
+partition, offsets and controller replicas. The simulator (``tests/sim``) runs the same
+driver over a simulated network and disk.
 
 Asyncio tasks owned here (see also node/README.md):
 
-- ``_ticker``: every ``tick_s`` ticks every group that is not quiesced and marks it dirty,
-  pings idle peers (``PeerTransport.tick``) and runs the node-level liveness check.
-- ``_ready_loop``: the only caller of ``ready()``/``advance()``. Each pass takes the Ready of
-  every dirty group and runs the RawNode ordering rules for all of them at once:
-  1. send every Ready's ``messages`` (leaders replicate while they write: thesis §10.2.1);
-  2. persist every group's hard state/entries/snapshot with ONE ``save_many`` (one WAL
-     sync) on the host's own sync thread (``_SyncThread``), so the event loop keeps
-     serving while the disk syncs;
-  3. send ``messages_after_persist``;
-  4. hand snapshots and committed entries to each group's state machine;
-  5. ``advance``.
+- ``_ticker``: calls ``driver.tick()`` every ``tick_s`` (ticks every group that is not
+  quiesced, pings idle peers through ``PeerTransport.tick``, checks node-level liveness).
+- ``_ready_loop``: the only caller of ``driver.run_pass()``, whenever the driver called
+  ``wake`` (the ``_wakeup`` event). A pass that must sync hands its ONE ``save_many`` (one
+  WAL sync for every group of the pass) to the host's own sync thread (``_SyncThread``) and
+  awaits it, so the event loop keeps serving while the disk syncs; then it calls
+  ``driver.sync_completed()``, which sends the after-persist messages, applies and advances.
   Messages and proposals that arrive during the sync are stepped into the RawNodes at once
   and ride the next pass: that is the group commit.
 
-Messages from peers are stepped as they arrive (``deliver_many``), on the loop thread.
+Messages from peers are stepped as they arrive: the ``RaftPeer`` stream handler calls
+``driver.deliver_many`` (bound as ``RaftHost.deliver_many``) on the loop thread.
 
-Quiescence (``RaftTiming.quiesce``, raft/_raft.py rules 7-10): an idle group's leader tells
-its followers to quiesce, and the group then costs nothing per tick: the ticker skips it
-and no heartbeat is sent for it. What a heartbeat told a follower per group (my leader is
-alive) comes from node-level liveness instead: every batch from a peer (messages, or the
-ping the transport sends each tick when it has nothing else for that peer) counts as a sign
-of life of that node. A peer silent for an election timeout is reported down to every
-quiesced group (``RawNode.report_peer_down``): followers of that node wake and campaign,
-leaders with a follower there wake and run check-quorum again. Any message, proposal or
-read wakes a group by itself.
+Quiescence (``RaftTiming.quiesce``, raft/core/_raft.py rules 7-10): an idle group's leader
+tells its followers to quiesce, and the group then costs nothing per tick: the ticker skips
+it and no heartbeat is sent for it. What a heartbeat told a follower per group (my leader
+is alive) comes from node-level liveness instead (driver rule 9): every batch from a peer
+(messages, or the ping the transport sends each tick when it has nothing else for that
+peer) counts as a sign of life of that node. A peer silent for an election timeout at two
+ticks in a row is reported down to every quiesced group (``RawNode.report_peer_down``),
+again every election timeout while it stays silent: followers of that node wake and
+campaign, leaders with a follower there wake and run check-quorum again. Any message,
+proposal or read wakes a group by itself.
 """
 
 from __future__ import annotations
@@ -37,30 +44,17 @@ import queue
 import random
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
-from raftka.raft import Config, ConfState, Entry, Message, RawNode, Ready, Role, Snapshot
+from raftka.raft import Config, ConfState, RawNode
+from raftka.raft.host import HostClock, HostDriver, HostGroup, StateMachine
 from raftka.raft.rocksdb import RocksGroupStorage, RocksLogDB
 
 from ._transport import PeerTransport
 
+__all__ = ["Group", "RaftHost", "RaftTiming", "StateMachine"]
+
 log = logging.getLogger("raftka.host")
-
-
-class StateMachine(Protocol):
-    """What a Raft group's replica applies. Called on the loop thread, in log order."""
-
-    def restore(self, snapshot: Snapshot) -> None: ...
-
-    def before_ready(self) -> None:
-        """Just before the ready loop takes this group's Ready: propose what is queued."""
-        ...
-
-    def apply(self, entries: list[Entry]) -> None: ...
-
-    def on_ready(self, rd: Ready) -> None:
-        """After the Ready is durable and applied: role changes, persisted entries."""
-        ...
 
 
 class RaftTiming:
@@ -123,38 +117,65 @@ def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-class Group:
-    __slots__ = ("group_id", "node", "storage", "sm", "closed", "bootstrapped")
+class Group(HostGroup):
+    """A group on this node: the driver's ``HostGroup`` plus its RocksDB store."""
+
+    __slots__ = ("storage", "bootstrapped")
 
     def __init__(self, group_id: int, node: RawNode, storage: RocksGroupStorage,
                  sm: StateMachine) -> None:
-        self.group_id = group_id
-        self.node = node
+        super().__init__(group_id, node, sm)
         self.storage = storage
-        self.sm = sm
-        self.closed = False
         self.bootstrapped = False  # created empty by this add_group (a brand-new replica)
 
 
+class _MonotonicClock:
+    """``HostClock`` in seconds."""
+
+    now = staticmethod(time.monotonic)
+
+
+class _RocksHostStorage:
+    """``HostStorage`` over the node's RocksLogDB: unsynced writes inline on the loop
+    thread, synced ones on the sync thread; ``synced`` is the future of the last one."""
+
+    def __init__(self, db: RocksLogDB) -> None:
+        self._db = db
+        self.thread: _SyncThread | None = None
+        self.synced: asyncio.Future | None = None
+
+    def write(self, items: list) -> None:
+        self._db.save_many(items, sync=False)
+
+    def begin_sync(self, items: list) -> None:
+        self.synced = self.thread.save(items)
+
+
 class RaftHost:
+    """The asyncio adapter around the node's ``HostDriver`` (see the module docstring)."""
+
     def __init__(self, node_id: int, db: RocksLogDB, peers: dict[int, str],
-                 timing: RaftTiming, seed: int | None = None) -> None:
+                 timing: RaftTiming, seed: int | None = None,
+                 clock: HostClock | None = None) -> None:
+        """``clock``: seconds, ``time.monotonic`` unless a test drives time itself."""
         self.node_id = node_id
         self.db = db
         self.timing = timing
-        self.groups: dict[int, Group] = {}
         self.transport = PeerTransport(node_id, peers, self._on_unreachable)
         self._rng = random.Random(seed if seed is not None else time.time_ns() ^ node_id)
-        self._dirty: set[int] = set()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._sync: _SyncThread | None = None
-        # Node-level liveness: peer -> time we last got a batch from it; peer -> time we
-        # last reported it down to the quiesced groups (repeated every election timeout
-        # while it stays silent: a group may have quiesced since), until heard from again.
-        self._heard: dict[int, float] = {}
-        self._down_reported: dict[int, float] = {}
-        self._suspects: set[int] = set()
+        self._storage = _RocksHostStorage(db)
+        self.driver = HostDriver(
+            node_id, transport=self.transport, storage=self._storage,
+            clock=clock if clock is not None else _MonotonicClock(),
+            wake=self._wakeup.set, election_timeout=timing.election_tick * timing.tick_s,
+            rng=random.Random(self._rng.getrandbits(64)))
+        self.groups: dict[int, Group] = self.driver.groups  # type: ignore[assignment]
+        # The driver's inputs, bound once: the peer stream handler and the replicas call
+        # them per batch / per request.
+        self.deliver_many = self.driver.deliver_many
+        self.mark = self.driver.mark
 
     # ------------------------------------------------------------------ groups
     def add_group(self, group_id: int, sm: StateMachine, bootstrap: ConfState | None,
@@ -182,51 +203,21 @@ class RaftHost:
         node = RawNode(cfg, storage, random.Random(self._rng.getrandbits(64)))
         group = Group(group_id, node, storage, sm)
         group.bootstrapped = fresh
-        self.groups[group_id] = group
-        self.mark(group_id)
+        self.driver.add_group(group)
         return group
 
     def remove_group(self, group_id: int, drop_data: bool) -> None:
-        group = self.groups.pop(group_id, None)
-        if group is not None:
-            group.closed = True
+        self.driver.remove_group(group_id)
         if drop_data:
             self.db.drop_group(group_id)
 
-    def mark(self, group_id: int) -> None:
-        self._dirty.add(group_id)
-        self._wakeup.set()
-
-    # ------------------------------------------------------------------ inputs
-    def deliver_many(self, items: list[tuple[int, Message]], frm: int = 0) -> None:
-        """Step messages from node ``frm`` (0: unknown) into their groups. Any batch, even
-        an empty one (a ping), is a sign of life of ``frm``."""
-        if frm:
-            self._heard[frm] = time.monotonic()
-            if frm in self._down_reported:
-                del self._down_reported[frm]
-                log.info("peer %d is heard from again", frm)
-        groups = self.groups
-        for group_id, m in items:
-            group = groups.get(group_id)
-            if group is None:
-                continue  # a group we do not host (yet, or any more)
-            try:
-                group.node.step(m)
-            except Exception:  # noqa: BLE001 - one bad message must not stop the node
-                log.exception("group %d: dropping message %r", group_id, m)
-                continue
-            self._dirty.add(group_id)
-        self._wakeup.set()
-
     def _on_unreachable(self, peer: int) -> None:
-        for group in self.groups.values():
-            group.node.report_unreachable(peer)
+        self.driver.report_unreachable(peer)
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
         self.transport.start()
-        self._sync = _SyncThread(self.db.save_many, f"raft-sync-{self.node_id}")
+        self._storage.thread = _SyncThread(self.db.save_many, f"raft-sync-{self.node_id}")
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._ticker(), name="raft-ticker"),
@@ -242,65 +233,28 @@ class RaftHost:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sync is not None:
-            self._sync.stop()
+        if self._storage.thread is not None:
+            self._storage.thread.stop()
         await self.transport.close()
 
     async def _ticker(self) -> None:
         interval = self.timing.tick_s
-        silence_s = self.timing.election_tick * interval
-        start = time.monotonic()
+        driver = self.driver
         for peer in self.transport.peer_ids:
-            self._heard.setdefault(peer, start)
-        next_at = start
+            driver.add_peer(peer)
+        next_at = time.monotonic()
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            dirty = self._dirty
-            for group in list(self.groups.values()):
-                node = group.node
-                if node.quiesced:
-                    continue  # its timers are stopped: ticking it would do nothing
-                node.tick()
-                dirty.add(group.group_id)
-            self._wakeup.set()
-            self.transport.tick()
-            self._check_liveness(time.monotonic(), silence_s)
-
-    def _check_liveness(self, now: float, silence_s: float) -> None:
-        suspects = self._suspects
-        for peer, heard in self._heard.items():
-            if now - heard < silence_s:
-                suspects.discard(peer)
-                continue
-            if peer not in suspects:
-                # Silent at two ticks in a row before it counts: after a stall of our own
-                # loop the peer's batches may still sit unread in the stream handler.
-                suspects.add(peer)
-                continue
-            if now - self._down_reported.get(peer, 0.0) < silence_s:
-                continue
-            first = peer not in self._down_reported
-            self._down_reported[peer] = now
-            woken = 0
-            for group in self.groups.values():
-                node = group.node
-                if node.quiesced:
-                    node.report_peer_down(peer)
-                    if not node.quiesced:
-                        woken += 1
-                        self._dirty.add(group.group_id)
-            if first or woken:
-                log.info("peer %d silent for %.0f ms: woke %d quiesced groups", peer,
-                         (now - heard) * 1000, woken)
-            self._wakeup.set()
+            driver.tick()
 
     async def _ready_loop(self) -> None:
+        wakeup = self._wakeup
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            await wakeup.wait()
+            wakeup.clear()
             try:
-                await self._process_once()
+                await self._pass()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -309,65 +263,17 @@ class RaftHost:
                 log.exception("raft ready loop failed; the node stops processing raft")
                 raise
 
-    async def _process_once(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        readies: list[tuple[Group, Ready]] = []
-        for group_id in dirty:
-            group = self.groups.get(group_id)
-            if group is None:
-                continue
-            group.sm.before_ready()
-            if group.node.has_ready():
-                readies.append((group, group.node.ready()))
-        if not readies:
-            return
-        send = self.transport.send
-        items = []
-        must_sync = False
-        for group, rd in readies:
-            for m in rd.messages:
-                send(group.group_id, m)
-            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-                items.append((group.group_id, rd.hard_state, rd.entries, rd.snapshot))
-                must_sync = must_sync or rd.must_sync
-        if items and must_sync:
-            await self._sync.save(items)
-        elif items:
-            # Only commit indexes moved: an unsynced write, no thread hop, no fsync wait.
-            self.db.save_many(items, sync=False)
-        for group, rd in readies:
-            for m in rd.messages_after_persist:
-                send(group.group_id, m)
-            if not group.closed:
-                if rd.snapshot is not None:
-                    group.sm.restore(rd.snapshot)
-                if rd.committed_entries:
-                    group.sm.apply(rd.committed_entries)
-            group.node.advance(rd)
-            if not group.closed:
-                group.sm.on_ready(rd)
-            if group.node.has_ready():
-                self._dirty.add(group.group_id)
-        if self._dirty:
-            self._wakeup.set()
+    async def _pass(self) -> None:
+        """One pass of the driver; awaits its synced write (on the sync thread) if any."""
+        if self.driver.run_pass():
+            await self._storage.synced
+            self.driver.sync_completed()
 
     # ------------------------------------------------------------------ shutdown
     async def transfer_leaderships_away(self, timeout_s: float) -> None:
         """Graceful shutdown: move every leadership we hold to an up-to-date peer."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            led = [g for g in self.groups.values() if g.node.role == Role.LEADER]
-            if not led:
+            if not self.driver.transfer_leaderships(self.transport.is_reachable):
                 return
-            for group in led:
-                voters = sorted(group.node.conf_state.voters - {self.node_id})
-                reachable = [v for v in voters if self.transport.is_reachable(v)]
-                if not reachable:
-                    continue
-                group.node.transfer_leader(reachable[0] if len(reachable) == 1 else
-                                           self._rng.choice(reachable))
-                self.mark(group.group_id)
             await asyncio.sleep(self.timing.tick_s)
-            if all(not (g.node.conf_state.voters - {self.node_id}) for g in led):
-                return
-

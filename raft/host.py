@@ -1,0 +1,426 @@
+"""The host driver: every Raft group replica of one node, driven by one deterministic loop.
+
+``HostDriver`` makes every decision of a node's Raft host: which groups a pass serves, the
+order of sends, writes and applies (below), group commit, commit-only writes, ticking and
+quiescence, node-level liveness, and the moves of a graceful shutdown. It does no I/O and
+never reads a clock, sleeps, starts a thread or imports asyncio: the clock, the transport,
+the log store and the state machines come in through the narrow protocols below, and the
+owner calls it. Two owners run the very same driver:
+
+- ``raftka.node._host.RaftHost``, the node's asyncio adapter: a ticker task calls
+  ``tick()``, the peer stream handler ``deliver_many()``, the ready-loop task
+  ``run_pass()`` whenever ``wake`` was called, and, when a pass started a synced write (on
+  the host's sync thread), ``sync_completed()`` once the fsync returned;
+- ``tests/sim``, the deterministic simulator: one driver per simulated node over a
+  simulated network and a simulated disk whose syncs take simulated time.
+
+Ordering rules (``HostOrderError`` marks the ones checked at run time; a violation raises):
+
+1. One pass at a time. ``run_pass()`` asks the state machine of every dirty group to
+   propose what it queued (``before_ready``), then takes the Ready of every dirty group
+   that has one. A pass begins only once the write of the previous pass is complete
+   [checked], so writes are durable in the order they were issued.
+2. Every Ready's ``messages`` go out first, before the write: a leader replicates while it
+   writes its own disk (thesis §10.2.1); the core keeps in ``messages`` only what may leave
+   before the Ready is durable.
+3. ONE write per pass for every group of the pass: ``HostStorage.begin_sync`` if any Ready
+   must sync (a term, vote, entry or snapshot changed), else ``HostStorage.write`` (only
+   commit indexes moved: no fsync; it becomes durable with the next sync, and losing it in
+   a crash only makes a restarted node re-learn its commit index).
+4. A synced write is asynchronous: ``begin_sync`` returns at once and the owner calls
+   ``sync_completed()`` when it is durable [checked: only while one is outstanding].
+   Meanwhile inputs are taken at once: ``deliver_many``, ``tick``, proposals and ``mark``
+   step the RawNodes and mark groups dirty, and all of it rides the next pass: that is the
+   group commit (one sync for everything that arrived during the previous one).
+5. Only once the pass's write is complete [checked], for each Ready in turn: send
+   ``messages_after_persist`` (votes, vote grants and append acknowledgements promise that
+   what they depend on is durable);
+6. then, unless the group was removed meanwhile, restore the Ready's snapshot into its
+   state machine and apply its committed entries, in log order [checked with rule 5];
+7. then ``advance`` (only now does a leader count its own write toward commit) and the
+   state machine's ``on_ready``. A group with more to do stays dirty for the next pass.
+8. Ticks: ``tick()`` ticks every group that is not quiesced (a quiesced group's timers are
+   stopped: it is skipped and costs nothing) and asks the transport to ping every peer it
+   sent nothing to since the previous tick.
+9. Node-level liveness (for quiesced groups, which send no heartbeats): every batch from a
+   peer, messages or an empty ping, stamps it heard. At a tick, a peer silent for an
+   election timeout is a suspect; silent again at the next tick (two ticks in a row: after
+   a stall of our own loop its batches may still sit unread), it is reported with
+   ``RawNode.report_peer_down`` to every quiesced group, and again every election timeout
+   while it stays silent (a group may have quiesced since). A batch from it clears both.
+
+Messages from peers are stepped as they arrive (``deliver_many``); a message the core
+refuses is reported to ``HostEvents.message_failed`` and dropped: one bad message must not
+stop the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Callable, Protocol, Sequence
+
+from raftka.raft.core import Entry, HardState, Message, RawNode, Ready, Role, Snapshot
+
+__all__ = [
+    "HostClock", "HostDriver", "HostEvents", "HostGroup", "HostOrderError", "HostStorage",
+    "HostTransport", "LoggingHostEvents", "SaveItem", "StateMachine",
+]
+
+SaveItem = tuple[int, HardState | None, list[Entry], Snapshot | None]
+"""One group's write of a pass: ``(group_id, hard_state, entries, snapshot)``, what
+``LogWriter.save`` takes for that group."""
+
+
+class HostOrderError(RuntimeError):
+    """An ordering rule of the host driver (module docstring) would be broken."""
+
+
+# ------------------------------------------------------------------------------ seams
+class HostClock(Protocol):
+    def now(self) -> float:
+        """Monotonic time in the unit of the driver's ``election_timeout``; never goes
+        backwards. Read once per delivered batch and once per tick."""
+        ...
+
+
+class HostTransport(Protocol):
+    def send(self, group_id: int, message: Message) -> None:
+        """Queue ``message`` (of group ``group_id``) for node ``message.to`` and return at
+        once. May drop or delay it (Raft retransmits) but must not alter it."""
+        ...
+
+    def tick(self) -> None:
+        """Called once per tick: send an empty batch (a ping) to every peer that was sent
+        nothing since the previous tick, so each peer hears from this node every tick."""
+        ...
+
+
+class HostStorage(Protocol):
+    """The node's Raft log store, every group in one: each call writes its items (in
+    order, a group at most once) as one atomic batch, with exactly ``LogWriter.save``'s
+    effect per item. Reads through the groups' ``Storage`` see a write once it is done."""
+
+    def write(self, items: Sequence[SaveItem]) -> None:
+        """Write without waiting for durability (only commit indexes moved); done when it
+        returns. A crash may lose it until a later ``begin_sync`` completes."""
+        ...
+
+    def begin_sync(self, items: Sequence[SaveItem]) -> None:
+        """Start a durable write and return at once. When it is durable (and, with every
+        write before it, survives a crash), the owner calls ``HostDriver.sync_completed()``
+        once. The driver starts no other write before that."""
+        ...
+
+
+class StateMachine(Protocol):
+    """What a Raft group's replica applies. Called on the owner's thread, in log order."""
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the state with ``snapshot`` (durable by now)."""
+        ...
+
+    def before_ready(self) -> None:
+        """Just before a pass takes this group's Ready: propose what is queued."""
+        ...
+
+    def apply(self, entries: list[Entry]) -> None:
+        """Committed entries, durable on this node, consecutive, in log order."""
+        ...
+
+    def on_ready(self, rd: Ready) -> None:
+        """After the Ready is durable, applied and advanced: role changes, read states,
+        the entries this node just made durable."""
+        ...
+
+
+class HostEvents(Protocol):
+    """What the driver reports besides its effects (logging, a simulator's trace)."""
+
+    def message_failed(self, group_id: int, message: Message, error: Exception) -> None:
+        """The core refused ``message``; the driver dropped it and goes on."""
+        ...
+
+    def peer_silent(self, peer: int, silent_for: float, woken: int, first: bool) -> None:
+        """``peer`` was reported down to the quiesced groups; ``woken`` of them woke.
+        ``first``: the first report of this silence."""
+        ...
+
+    def peer_heard_again(self, peer: int) -> None:
+        """A batch came from a peer that had been reported down."""
+        ...
+
+
+_log = logging.getLogger("raftka.host")
+
+
+class LoggingHostEvents:
+    """``HostEvents`` for a node: to the ``raftka.host`` logger."""
+
+    def message_failed(self, group_id: int, message: Message, error: Exception) -> None:
+        _log.error("group %d: dropping message %r", group_id, message,
+                   exc_info=(type(error), error, error.__traceback__))
+
+    def peer_silent(self, peer: int, silent_for: float, woken: int, first: bool) -> None:
+        if first or woken:
+            _log.info("peer %d silent for %.0f ms: woke %d quiesced groups", peer,
+                      silent_for * 1000, woken)
+
+    def peer_heard_again(self, peer: int) -> None:
+        _log.info("peer %d is heard from again", peer)
+
+
+class HostGroup:
+    """One group's replica on this node. ``closed``: removed from the driver (a pass in
+    flight still advances it, but applies nothing more to its state machine)."""
+
+    __slots__ = ("group_id", "node", "sm", "closed")
+
+    def __init__(self, group_id: int, node: RawNode, sm: StateMachine) -> None:
+        self.group_id = group_id
+        self.node = node
+        self.sm = sm
+        self.closed = False
+
+
+# ------------------------------------------------------------------------------ driver
+class HostDriver:
+    """See the module docstring. Not thread-safe: the owner calls everything from one
+    thread (the node's event loop; the simulator's event loop)."""
+
+    def __init__(self, node_id: int, *, transport: HostTransport, storage: HostStorage,
+                 clock: HostClock, wake: Callable[[], None], election_timeout: float,
+                 rng: random.Random, events: HostEvents | None = None) -> None:
+        """``wake``: called whenever a pass is due (a group became dirty); the owner then
+        calls ``run_pass()`` soon, or after the outstanding sync completed.
+        ``election_timeout``: ``election_tick`` ticks, in the clock's unit (rule 9).
+        ``rng``: picks leadership transfer targets."""
+        self.node_id = node_id
+        self.groups: dict[int, HostGroup] = {}
+        self._transport = transport
+        self._send = transport.send
+        self._storage = storage
+        self._now = clock.now
+        self._wake = wake
+        self._silence = election_timeout
+        self._rng = rng
+        self._events: HostEvents = events if events is not None else LoggingHostEvents()
+        self._dirty: set[int] = set()
+        # The pass whose write is outstanding (rule 4), and whether that write is done.
+        self._readies: list[tuple[HostGroup, Ready]] | None = None
+        self._written = False
+        # Node-level liveness (rule 9): peer -> when we last got a batch from it; peer ->
+        # when we last reported it down (until heard from again); peers silent at the
+        # previous tick.
+        self._heard: dict[int, float] = {}
+        self._down_reported: dict[int, float] = {}
+        self._suspects: set[int] = set()
+
+    # ------------------------------------------------------------------ groups, peers
+    def add_group(self, group: HostGroup) -> None:
+        if group.group_id in self.groups:
+            raise ValueError(f"group {group.group_id} is already running on node "
+                             f"{self.node_id}")
+        self.groups[group.group_id] = group
+        self.mark(group.group_id)
+
+    def remove_group(self, group_id: int) -> HostGroup | None:
+        group = self.groups.pop(group_id, None)
+        if group is not None:
+            group.closed = True
+        return group
+
+    def add_peer(self, peer: int) -> None:
+        """Watch ``peer``'s liveness from now on (as if just heard from)."""
+        self._heard.setdefault(peer, self._now())
+
+    def mark(self, group_id: int) -> None:
+        """Group ``group_id`` has work (a proposal, a read, a transfer): serve it next pass."""
+        self._dirty.add(group_id)
+        self._wake()
+
+    @property
+    def syncing(self) -> bool:
+        """A pass's synced write is outstanding (``sync_completed()`` is due)."""
+        return self._readies is not None
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._dirty)
+
+    # ------------------------------------------------------------------ inputs
+    def deliver_many(self, items: list[tuple[int, Message]], frm: int = 0) -> None:
+        """Step messages from node ``frm`` (0: unknown) into their groups. Any batch, even
+        an empty one (a ping), is a sign of life of ``frm``."""
+        if frm:
+            self._heard[frm] = self._now()
+            if frm in self._down_reported:
+                del self._down_reported[frm]
+                self._events.peer_heard_again(frm)
+        groups = self.groups
+        dirty = self._dirty
+        for group_id, m in items:
+            group = groups.get(group_id)
+            if group is None:
+                continue  # a group we do not host (yet, or any more)
+            try:
+                group.node.step(m)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the node
+                self._events.message_failed(group_id, m, exc)
+                continue
+            dirty.add(group_id)
+        self._wake()
+
+    def report_unreachable(self, peer: int) -> None:
+        """The transport could not deliver to ``peer``: every group probes it again."""
+        for group in self.groups.values():
+            group.node.report_unreachable(peer)
+
+    def report_snapshot(self, group_id: int, peer: int, ok: bool) -> None:
+        group = self.groups.get(group_id)
+        if group is not None:
+            group.node.report_snapshot(peer, ok)
+            self.mark(group_id)
+
+    def tick(self) -> None:
+        """Rules 8 and 9: once per tick interval."""
+        dirty = self._dirty
+        for group in self.groups.values():
+            node = group.node
+            if node.quiesced:
+                continue  # its timers are stopped: ticking it would do nothing
+            node.tick()
+            dirty.add(group.group_id)
+        self._wake()
+        self._transport.tick()
+        self._check_liveness(self._now())
+
+    def _check_liveness(self, now: float) -> None:
+        silence = self._silence
+        suspects = self._suspects
+        down_reported = self._down_reported
+        for peer, heard in self._heard.items():
+            if now - heard < silence:
+                suspects.discard(peer)
+                continue
+            if peer not in suspects:
+                suspects.add(peer)  # silent at two ticks in a row before it counts
+                continue
+            reported = down_reported.get(peer)
+            if reported is not None and now - reported < silence:
+                continue
+            first = reported is None
+            down_reported[peer] = now
+            woken = 0
+            for group in self.groups.values():
+                node = group.node
+                if node.quiesced:
+                    node.report_peer_down(peer)
+                    if not node.quiesced:
+                        woken += 1
+                        self._dirty.add(group.group_id)
+            self._events.peer_silent(peer, now - heard, woken, first)
+            self._wake()
+
+    # ------------------------------------------------------------------ the pass
+    def run_pass(self) -> bool:
+        """Rules 1-3 (and 5-7 when no sync is needed). Returns True if it started a synced
+        write: the owner must call ``sync_completed()`` once it is durable."""
+        if self._readies is not None:
+            raise HostOrderError(f"node {self.node_id}: a pass began while the previous "
+                                 "pass's write is outstanding (rule 1)")
+        readies = self._take_readies()
+        if not readies:
+            return False
+        send = self._send
+        for group, rd in readies:
+            for m in rd.messages:
+                send(group.group_id, m)
+        return self._write(readies)
+
+    def _take_readies(self) -> list[tuple[HostGroup, Ready]]:
+        dirty, self._dirty = self._dirty, set()
+        groups = self.groups
+        readies = []
+        for group_id in dirty:
+            group = groups.get(group_id)
+            if group is None:
+                continue
+            group.sm.before_ready()
+            node = group.node
+            if node.has_ready():
+                readies.append((group, node.ready()))
+        return readies
+
+    def _write(self, readies: list[tuple[HostGroup, Ready]]) -> bool:
+        items: list[SaveItem] = []
+        must_sync = False
+        for group, rd in readies:
+            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+                items.append((group.group_id, rd.hard_state, rd.entries, rd.snapshot))
+                must_sync = must_sync or rd.must_sync
+        self._readies = readies
+        if items and must_sync:
+            self._written = False
+            self._storage.begin_sync(items)
+            return True
+        if items:
+            self._storage.write(items)
+        self._written = True
+        self._finish_pass()
+        return False
+
+    def sync_completed(self) -> None:
+        """Rule 4: the synced write that ``run_pass()`` started is durable."""
+        if self._readies is None or self._written:
+            raise HostOrderError(f"node {self.node_id}: sync_completed() without a synced "
+                                 "write outstanding (rule 4)")
+        self._written = True
+        self._finish_pass()
+
+    def _finish_pass(self) -> None:
+        """Rules 5-7, for the pass whose write is complete."""
+        readies = self._readies
+        if readies is None or not self._written:
+            raise HostOrderError(f"node {self.node_id}: after-persist work before the "
+                                 "pass's write is complete (rule 5)")
+        self._readies = None
+        send = self._send
+        dirty = self._dirty
+        for group, rd in readies:
+            for m in rd.messages_after_persist:
+                send(group.group_id, m)
+            sm = group.sm
+            if not group.closed:
+                if rd.snapshot is not None:
+                    sm.restore(rd.snapshot)
+                if rd.committed_entries:
+                    sm.apply(rd.committed_entries)
+            node = group.node
+            node.advance(rd)
+            if not group.closed:
+                sm.on_ready(rd)
+            if node.has_ready():
+                dirty.add(group.group_id)
+        if dirty:
+            self._wake()
+
+    # ------------------------------------------------------------------ shutdown
+    def transfer_leaderships(self, is_reachable: Callable[[int], bool]) -> bool:
+        """One round of a graceful shutdown: every group led here is asked to hand its
+        leadership to a reachable voter (chosen at random among several). Returns False
+        once nothing is left to move: no group is led here, or none has another voter."""
+        me = self.node_id
+        led = [g for g in self.groups.values() if g.node.role == Role.LEADER]
+        if all(not (g.node.conf_state.voters - {me}) for g in led):
+            return False
+        for group in led:
+            reachable = [v for v in sorted(group.node.conf_state.voters - {me})
+                         if is_reachable(v)]
+            if not reachable:
+                continue
+            group.node.transfer_leader(reachable[0] if len(reachable) == 1 else
+                                       self._rng.choice(reachable))
+            self.mark(group.group_id)
+        return True
+

@@ -1,0 +1,325 @@
+"""The host driver (``raftka.raft.host``) on its own: ordering rules, group commit, ticks,
+node-level liveness. Groups are real RawNodes over ``MemoryStorage``; the store below
+writes to those for real, and syncs complete when the test says so. The simulator
+(tests/sim) runs the same driver under faults; these tests pin the rules one by one.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftka.raft import Config, ConfState, Entry, MemoryStorage, Message, MsgType, RawNode, Role
+from raftka.raft.host import HostDriver, HostGroup, HostOrderError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+
+class Wire:
+    """A HostTransport that keeps what was sent, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, Message]] = []
+        self.ticks = 0
+
+    def send(self, group_id: int, message: Message) -> None:
+        self.sent.append((group_id, message))
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+    def take(self) -> list[tuple[int, Message]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class Disk:
+    """A HostStorage over the groups' MemoryStorages: a synced write lands when
+    ``complete()`` is called, as a real fsync returning later would."""
+
+    def __init__(self, stores: dict[int, MemoryStorage]) -> None:
+        self.stores = stores
+        self.unsynced: list[list] = []
+        self.syncing: list | None = None
+        self.synced: list[list] = []
+
+    def _save(self, items) -> None:
+        for group_id, hard_state, entries, snapshot in items:
+            self.stores[group_id].save(hard_state, entries, snapshot)
+
+    def write(self, items) -> None:
+        self.unsynced.append(list(items))
+        self._save(items)
+
+    def begin_sync(self, items) -> None:
+        assert self.syncing is None
+        self.syncing = list(items)
+
+    def complete(self) -> None:
+        items, self.syncing = self.syncing, None
+        self._save(items)
+        self.synced.append(items)
+
+
+class Machine:
+    def __init__(self) -> None:
+        self.applied: list[int] = []
+        self.readies = 0
+
+    def restore(self, snapshot) -> None: ...
+
+    def before_ready(self) -> None: ...
+
+    def apply(self, entries) -> None:
+        self.applied.extend(e.index for e in entries)
+
+    def on_ready(self, rd) -> None:
+        self.readies += 1
+
+
+VOTERS = ConfState(frozenset({1, 2, 3}))
+
+
+class Host:
+    """Node 1 with groups 1..n, all members {1, 2, 3}."""
+
+    def __init__(self, groups: int = 2, *, quiesce: bool = False) -> None:
+        self.clock = Clock()
+        self.wire = Wire()
+        self.stores = {g: MemoryStorage(VOTERS) for g in range(1, groups + 1)}
+        self.disk = Disk(self.stores)
+        self.wakes = 0
+        self.driver = HostDriver(1, transport=self.wire, storage=self.disk, clock=self.clock,
+                                 wake=self._wake, election_timeout=10.0,
+                                 rng=random.Random(1))
+        self.machines: dict[int, Machine] = {}
+        for g in self.stores:
+            node = RawNode(Config(1, election_tick=10, heartbeat_tick=1, quiesce=quiesce,
+                                  pre_vote=False),
+                           self.stores[g], random.Random(g))
+            self.machines[g] = Machine()
+            self.driver.add_group(HostGroup(g, node, self.machines[g]))
+
+    def _wake(self) -> None:
+        self.wakes += 1
+
+    def run(self) -> None:
+        """One pass, its sync completed at once if it started one."""
+        if self.driver.run_pass():
+            self.disk.complete()
+            self.driver.sync_completed()
+
+    def node(self, g: int) -> RawNode:
+        return self.driver.groups[g].node
+
+
+def _append(g: int, index: int, term: int = 1, commit: int = 0) -> tuple[int, Message]:
+    """Leader 2's APP of one entry at ``index`` (after ``index - 1``)."""
+    prev_term = term if index > 1 else 0
+    return g, Message(MsgType.APP, 1, 2, term=term, index=index - 1, log_term=prev_term,
+                      entries=[Entry(term, index, 0, b"x%d" % index)], commit=commit)
+
+
+def _types(sent) -> list[tuple[int, MsgType]]:
+    return [(g, m.type) for g, m in sent]
+
+
+def test_one_synced_write_per_pass_and_acknowledgements_only_after_it():
+    h = Host(2)
+    h.driver.deliver_many([_append(1, 1), _append(2, 1)], 2)
+    assert h.driver.run_pass() is True  # a synced write is outstanding
+    assert h.disk.syncing is not None and sorted(i[0] for i in h.disk.syncing) == [1, 2]
+    assert h.wire.take() == []  # the APP_RESPs promise durability: not yet
+    assert h.stores[1].last_index() == 0
+    h.disk.complete()
+    h.driver.sync_completed()
+    assert sorted(_types(h.wire.take())) == [(1, MsgType.APP_RESP), (2, MsgType.APP_RESP)]
+    assert h.stores[1].last_index() == 1 and h.stores[2].last_index() == 1
+    assert len(h.disk.synced) == 1  # one sync for both groups
+
+
+def test_inputs_during_a_sync_ride_the_next_pass():
+    h = Host(2)
+    h.driver.deliver_many([_append(1, 1)], 2)
+    assert h.driver.run_pass()
+    # Meanwhile: more entries for group 1, the first for group 2. Stepped at once ...
+    h.driver.deliver_many([_append(1, 2), _append(2, 1)], 2)
+    assert h.node(1).last_index == 2 and h.node(2).last_index == 1
+    with pytest.raises(HostOrderError, match="rule 1"):
+        h.driver.run_pass()
+    h.disk.complete()
+    h.driver.sync_completed()
+    assert [m.index for _, m in h.wire.take()] == [1]  # only what the first write covers
+    # ... and written together by the next pass: one sync for both groups.
+    assert h.driver.run_pass()
+    assert sorted((i[0], [e.index for e in i[2]]) for i in h.disk.syncing) == [(1, [2]), (2, [1])]
+    h.disk.complete()
+    h.driver.sync_completed()
+    assert sorted((g, m.index) for g, m in h.wire.take()) == [(1, 2), (2, 1)]
+
+
+def test_sync_completed_without_a_synced_write_is_refused():
+    h = Host(1)
+    with pytest.raises(HostOrderError, match="rule 4"):
+        h.driver.sync_completed()
+    h.driver.deliver_many([_append(1, 1)], 2)
+    h.driver.run_pass()
+    h.disk.complete()
+    h.driver.sync_completed()
+    with pytest.raises(HostOrderError, match="rule 4"):
+        h.driver.sync_completed()
+
+
+def test_a_commit_only_pass_writes_without_a_sync_and_applies_at_once():
+    h = Host(1)
+    h.driver.deliver_many([_append(1, 1)], 2)
+    h.driver.run_pass()
+    h.disk.complete()
+    h.driver.sync_completed()
+    h.wire.take()
+    h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1, commit=1))], 2)
+    assert h.driver.run_pass() is False  # no sync outstanding: the pass is complete
+    assert len(h.disk.unsynced) == 1 and h.disk.syncing is None
+    assert h.machines[1].applied == [1]
+    assert _types(h.wire.take()) == [(1, MsgType.HEARTBEAT_RESP)]
+
+
+def test_a_leader_replicates_before_its_own_write_and_commits_only_after_it():
+    h = Host(1)
+    node = h.node(1)
+    node.campaign()
+    h.driver.mark(1)
+    assert h.driver.run_pass()  # candidacy (term, vote) must be durable first
+    assert h.wire.take() == []
+    h.disk.complete()
+    h.driver.sync_completed()
+    votes = h.wire.take()
+    assert _types(votes) == [(1, MsgType.VOTE), (1, MsgType.VOTE)]
+    h.driver.deliver_many([(1, Message(MsgType.VOTE_RESP, 1, 2, term=node.term))], 2)
+    assert node.role == Role.LEADER
+    assert h.driver.run_pass()  # the new leader's empty entry: APPs go out before its write
+    assert {m.type for _, m in h.wire.take()} == {MsgType.APP}
+    h.disk.complete()
+    h.driver.sync_completed()
+    h.driver.deliver_many([(1, Message(MsgType.APP_RESP, 1, 2, term=node.term, index=1))], 2)
+    assert node.commit_index == 1  # a quorum of durable logs: node 2 and our own
+    h.driver.run_pass()
+    assert h.machines[1].applied == [1]
+
+
+def test_a_group_removed_during_the_sync_is_advanced_but_applies_nothing():
+    h = Host(1)
+    h.driver.deliver_many([_append(1, 1, commit=1)], 2)
+    assert h.driver.run_pass()
+    group = h.driver.remove_group(1)
+    h.disk.complete()
+    h.driver.sync_completed()
+    assert group.closed and h.machines[1].applied == [] and h.machines[1].readies == 0
+    assert not group.node.has_ready()  # advanced: the RawNode is consistent
+
+
+def test_the_ticker_skips_quiesced_groups_and_pings_each_tick():
+    h = Host(2, quiesce=True)
+    for g in (1, 2):
+        h.driver.deliver_many([(g, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
+                                           commit=0))], 2)
+    h.run()
+    assert h.node(1).quiesced and h.node(2).quiesced
+    h.driver.deliver_many([(2, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)  # wakes group 2
+    h.run()
+    elapsed = h.node(1)._raft.election_elapsed, h.node(2)._raft.election_elapsed
+    h.driver.tick()
+    assert h.wire.ticks == 1
+    assert h.node(1)._raft.election_elapsed == elapsed[0]  # skipped
+    assert h.node(2)._raft.election_elapsed == elapsed[1] + 1
+
+
+def test_a_silent_peer_is_reported_after_two_ticks_and_again_every_election_timeout():
+    h = Host(1, quiesce=True)
+    for peer in (2, 3):
+        h.driver.add_peer(peer)
+    reported: list[int] = []
+    node = h.node(1)
+    node.report_peer_down = reported.append  # what reaches the group, in order
+    h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
+                                       commit=0))], 2)
+    assert node.quiesced
+
+    def tick_at(t: float) -> None:
+        h.clock.t = t
+        h.driver.deliver_many([], 3)  # node 3 stays alive throughout
+        h.driver.tick()
+
+    tick_at(9.0)
+    tick_at(10.0)  # silent for an election timeout: a suspect only
+    assert reported == []
+    tick_at(11.0)  # silent at the second tick in a row
+    assert reported == [2]
+    tick_at(12.0)
+    tick_at(20.0)
+    assert reported == [2]  # not again within an election timeout
+    tick_at(21.0)
+    assert reported == [2, 2]  # still silent: again (a group may have quiesced since)
+    h.clock.t = 21.5
+    h.driver.deliver_many([], 2)  # heard from: cleared
+    tick_at(30.0)
+    tick_at(31.0)
+    assert reported == [2, 2]
+    tick_at(32.0)  # silent for an election timeout again: a suspect
+    assert reported == [2, 2]
+    tick_at(33.0)
+    assert reported == [2, 2, 2]
+
+
+def test_one_stalled_tick_does_not_report_a_peer_whose_batches_are_waiting():
+    h = Host(1, quiesce=True)
+    h.driver.add_peer(2)
+    reported: list[int] = []
+    h.node(1).report_peer_down = reported.append
+    h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
+                                       commit=0))], 2)
+    h.clock.t = 25.0  # our own loop stalled for 25 units: the first tick after it ...
+    h.driver.tick()
+    h.driver.deliver_many([], 2)  # ... is followed by node 2's batches that waited meanwhile
+    h.clock.t = 26.0
+    h.driver.tick()
+    assert reported == []
+
+
+def test_transfer_leaderships_moves_each_led_group_to_a_reachable_voter():
+    h = Host(1)
+    node = h.node(1)
+    node.campaign()
+    h.run()
+    h.driver.deliver_many([(1, Message(MsgType.VOTE_RESP, 1, 2, term=node.term))], 2)
+    assert node.role == Role.LEADER
+    assert h.driver.transfer_leaderships(lambda peer: peer == 3) is True
+    assert node._raft.lead_transferee == 3
+
+
+def test_the_driver_is_pure_like_the_core():
+    """No asyncio, threads, clock, sockets or RocksDB: only the stdlib and the core."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    from tests.raft.test_core_purity import FORBIDDEN
+
+    path = Path(__file__).resolve().parents[2] / "raft" / "host.py"
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module)
+    tops = {name.split(".")[0] for name in imported} - {"__future__", "raftka"}
+    assert not tops & FORBIDDEN, sorted(tops & FORBIDDEN)
+    assert all(name in sys.stdlib_module_names for name in tops), sorted(tops)
+    assert {n for n in imported if n.startswith("raftka")} == {"raftka.raft.core"}
