@@ -19,6 +19,14 @@ from tests.sim.soak import _worker, replay_command, run_seed  # noqa: E402
 SEEDS = 300
 CHUNK = 25
 WORKERS = 2
+# Seeds that fail on a known core bug, documented in tests/sim/FINDINGS.md, and the
+# invariant each must fail on. A listed seed that passes, or fails in another way, fails
+# the test: update the list once the core is fixed.
+KNOWN_CORE_FAILURES = {  # finding 4: a single-voter leader answers ReadIndex too early
+    104: "linearizable read",
+    231: "linearizable read",
+    283: "linearizable read",
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +37,16 @@ def pool():
 
 @pytest.mark.parametrize("first", range(0, SEEDS, CHUNK), ids=lambda s: f"seeds{s}-{s + CHUNK - 1}")
 def test_soak_seeds(pool, first):
-    failures = [(seed, error) for seed, error, _ in
-                pool.imap(_worker, range(first, first + CHUNK)) if error is not None]
+    failures = []
+    for seed, error, _ in pool.imap(_worker, range(first, first + CHUNK)):
+        known = KNOWN_CORE_FAILURES.get(seed)
+        if known is None:
+            if error is not None:
+                failures.append((seed, error))
+        elif error is None or f"invariant violated: {known}:" not in error:
+            failures.append((seed, f"listed in KNOWN_CORE_FAILURES as failing on '{known}' "
+                                   f"(tests/sim/FINDINGS.md), but it "
+                                   + ("passed" if error is None else f"failed otherwise:\n{error}")))
     if failures:
         seed, error = failures[0]
         others = "".join(f"\n  {replay_command(s)}" for s, _ in failures[1:])

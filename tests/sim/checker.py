@@ -1,15 +1,17 @@
 """Safety invariants of Raft, checked after every input a simulated replica processes.
 
-The cluster calls the hooks below at each point of its processing loop; a broken invariant
-calls ``fail(invariant, detail)``, which raises with the seed, the replay command and the
-recent trace. What is checked (Raft paper §5, figure 3, and thesis §3.6 / §10.2.1):
+The cluster calls the hooks below at each point of its processing loop (one ``Checker`` per
+Raft group; the "node" each hook gets is one replica: ``cluster.SimReplica``); a broken
+invariant calls ``fail(invariant, detail)``, which raises with the seed, the replay command
+and the recent trace. What is checked (Raft paper §5, figure 3, and thesis §3.6 / §10.2.1):
 
 1. Election safety: at most one leader per term, over the whole run.
 2. Log matching: two durable logs holding an entry with the same index and term hold the
    same entries up to it. Each replica's durable log is mirrored as a hash chain
    (``h(i) = hash(h(i-1), term, kind, data)``), and every ``(index, term)`` ever written
    anywhere maps to one chain hash, so the check is O(1) per written entry. Terms in a log
-   never decrease.
+   never decrease. The mirror follows what is *durable*: a write enters it when its sync
+   completes (an unsynced write is lost in a crash), and must then match the disk.
 3. Leader completeness: an entry applied anywhere, committed in term C, is in the log of
    every leader of a term T > C. Checked once per leader, when the first entry of its term
    is durable (its whole log as of the election is then on its disk).
@@ -21,13 +23,22 @@ recent trace. What is checked (Raft paper §5, figure 3, and thesis §3.6 / §10
    figure 8: checked when that leader applies the entry); the durable commit never
    decreases and never passes the durable log.
 6. Persistence before sending (§5.1, "Persistent state ... updated on stable storage before
-   responding to RPCs"): a granted vote, a vote request and an append acknowledgement that
-   go out before this Ready is durable may only depend on what is already durable. One
-   durable vote per term.
+   responding to RPCs"), for EVERY message as it leaves its node, whether the host sent it
+   from ``ready.messages`` or ``ready.messages_after_persist``, against what the node's
+   disk holds durably (synced) at that moment: a granted vote and a vote request name the
+   durable term and vote (or the durable term is past theirs); an append acknowledgement
+   of the durable term covers only durably written entries (or a durable snapshot); no
+   message but a pre-vote (or its answer) carries a term that is not durable. One durable
+   vote per term.
 7. Snapshots: a snapshot names an entry some log held, and its data is exactly the applied
    prefix up to its index.
 8. Linearizable reads: a ReadState's index is at least the commit index known anywhere when
    the read was requested.
+9. Acknowledged writes (acks=all, ``Cluster.produce``): a client is answered only for an
+   entry committed in the cluster and on the answering node; an answered entry is never
+   lost: no replica applies another entry at its index, no durable log drops it, every
+   later leader holds it when elected, and at the end of a run every live replica has
+   applied it at its index (``check_acks_final``).
 """
 
 from __future__ import annotations
@@ -91,6 +102,9 @@ class Checker:
         self.payload_index: dict[bytes, int] = {}
         self._checked_leaders: set[tuple[int, int]] = set()
         self.checks = 0
+        # Invariant 9: index -> (term, payload) of every acknowledged write.
+        self.acked: dict[int, tuple[int, bytes]] = {}
+        self.max_acked = 0
 
     def fail(self, invariant: str, detail: str) -> NoReturn:
         self._fail(invariant, detail)
@@ -113,6 +127,8 @@ class Checker:
             if holder != node.id:
                 self.fail("election safety",
                           f"n{holder} and n{node.id} were both leader in term {term}")
+            if self.max_acked and (node.seen_role != LEADER or node.seen_term != term):
+                self._check_leader_holds_acks(node)
         seen = node.seen_commit
         if commit != seen:
             if commit < seen:
@@ -134,47 +150,55 @@ class Checker:
         node.seen_role = role
         node.seen_term = term
 
-    # -- step 1 of the processing loop: messages that leave before the Ready is durable ----
-    def before_send(self, node, messages: Sequence[Message], entries: Sequence[Entry],
-                    snapshot: Snapshot | None) -> None:
-        durable = node.storage.hard_state()
-        first_new = entries[0].index if entries else None
-        for m in messages:
-            t = m.type
-            if t == MsgType.VOTE_RESP and not m.reject:
-                if durable.term != m.term or durable.vote != m.to:
-                    self.fail("vote is durable before it is granted",
-                              f"n{node.id} granted {m!r} but its disk holds {durable}")
-            elif t == MsgType.VOTE:
-                if durable.term != m.term or durable.vote != node.id:
-                    self.fail("candidacy is durable before votes are requested",
-                              f"n{node.id} sent {m!r} but its disk holds {durable}")
-            elif t == MsgType.APP_RESP and not m.reject:
-                if first_new is not None and m.index >= first_new:
-                    self.fail("entries are durable before they are acknowledged",
-                              f"n{node.id} sent {m!r} before saving entries from {first_new}")
-                if snapshot is not None and not snapshot.is_empty:
+    # -- every message, as it leaves its node ------------------------------------------------
+    def on_send(self, node, m: Message, durable: HardState) -> None:
+        """Invariant 6. ``durable``: the hard state on the node's disk now (synced writes
+        only); the durable log is this checker's mirror (``chain``)."""
+        t = m.type
+        # A durable term beyond the message's also keeps its promise: the node can never
+        # vote (or campaign) in that term again, even after a crash.
+        if t == MsgType.VOTE_RESP and not m.reject:
+            if durable.term < m.term or (durable.term == m.term and durable.vote != m.to):
+                self.fail("vote is durable before it is granted",
+                          f"n{node.id} granted {m!r} but its disk holds {durable}")
+        elif t == MsgType.VOTE:
+            if durable.term < m.term or (durable.term == m.term and durable.vote != node.id):
+                self.fail("candidacy is durable before votes are requested",
+                          f"n{node.id} sent {m!r} but its disk holds {durable}")
+        elif t == MsgType.APP_RESP and not m.reject and m.term == durable.term:
+            # (An acknowledgement of an older term than the durable one may name entries
+            # that a leader of a newer term replaced before they were written: the core
+            # queued it before the truncation. Only that older leader can count it, and it
+            # cannot lose a commit: see FINDINGS.md, finding 5.)
+            chain = self.chain(node.id)
+            if m.index > chain.last:
+                raw = node.raw
+                if raw is not None and raw.first_index - 1 >= m.index > chain.base:
                     self.fail("snapshot is durable before it is acknowledged",
-                              f"n{node.id} sent {m!r} before saving snapshot "
-                              f"@{snapshot.meta.index}")
-                if m.index > node.storage.last_index():
-                    self.fail("entries are durable before they are acknowledged",
                               f"n{node.id} sent {m!r} but its durable log ends at "
-                              f"{node.storage.last_index()}")
+                              f"{chain.last} and its snapshot @{raw.first_index - 1} is not "
+                              f"durable")
+                self.fail("entries are durable before they are acknowledged",
+                          f"n{node.id} sent {m!r} but its durable log ends at {chain.last}")
+        if m.term > durable.term and t != MsgType.PRE_VOTE and t != MsgType.PRE_VOTE_RESP:
+            self.fail("term is durable before messages carry it",
+                      f"n{node.id} sent {m!r} but its disk holds {durable}")
 
     # -- step 2: a Ready was made durable ----------------------------------------------
     def on_save(self, node, old: HardState, hard_state: HardState | None,
-                entries: Sequence[Entry], snapshot: Snapshot | None) -> None:
+                entries: Sequence[Entry], snapshot: Snapshot | None, *,
+                mirror: bool = True) -> None:
+        """A write became durable. ``old``: the durable hard state before it. ``mirror``:
+        compare the mirror with the disk now (False while more writes of the same sync are
+        still to be reported; then ``check_mirror`` after the last)."""
         nid = node.id
         chain = self.chain(nid)
         if snapshot is not None and not snapshot.is_empty:
             self._install_snapshot_chain(nid, chain, snapshot)
         if entries:
             self._append_chain(nid, chain, entries)
-        storage = node.storage
-        if chain.last != storage.last_index() or chain.base != storage.first_index() - 1:
-            self.fail("simulator log mirror", f"n{nid} mirror [{chain.base}, {chain.last}] vs "
-                      f"storage [{storage.first_index() - 1}, {storage.last_index()}]")
+        if mirror:
+            self.check_mirror(node)
         if hard_state is not None:
             if hard_state.term < old.term:
                 self.fail("durable term never decreases", f"n{nid}: {old} -> {hard_state}")
@@ -185,15 +209,24 @@ class Checker:
             if hard_state.commit > self.max_committed:
                 self.fail("durable commit is committed",
                           f"n{nid} saved {hard_state}, cluster commit {self.max_committed}")
-            if hard_state.commit > storage.last_index():
+            if hard_state.commit > chain.last:
                 self.fail("durable commit never passes the durable log",
-                          f"n{nid} saved {hard_state}, log ends at {storage.last_index()}")
+                          f"n{nid} saved {hard_state}, durable log ends at {chain.last}")
         raw = node.raw
         if entries and raw.role == LEADER and entries[-1].term == raw.term:
             key = (nid, raw.term)
             if key not in self._checked_leaders:
                 self._checked_leaders.add(key)
                 self._check_leader_completeness(nid, raw.term, chain)
+
+    def check_mirror(self, node) -> None:
+        """The mirror of the durable log matches the disk (once everything written is
+        durable)."""
+        chain = self.chain(node.id)
+        storage = node.storage
+        if chain.last != storage.last_index() or chain.base != storage.first_index() - 1:
+            self.fail("simulator log mirror", f"n{node.id} mirror [{chain.base}, {chain.last}]"
+                      f" vs storage [{storage.first_index() - 1}, {storage.last_index()}]")
 
     def _install_snapshot_chain(self, nid: int, chain: LogChain, snapshot: Snapshot) -> None:
         index, term = snapshot.meta.index, snapshot.meta.term
@@ -221,6 +254,8 @@ class Checker:
             first = entries[0].index
         if first > chain.last + 1:
             self.fail("log matching", f"n{nid} appended at {first} after {chain.last}: a gap")
+        if first <= chain.last and first <= self.max_acked:
+            self._check_truncation_keeps_acks(nid, chain, entries)
         keep = first - chain.base
         hashes, terms = chain.hashes, chain.terms
         del hashes[keep:]
@@ -327,6 +362,11 @@ class Checker:
         if h != chain.at(index):
             self.fail("apply what the log holds",
                       f"n{nid} applies @{index} t{entry.term}, its log holds another entry")
+        acked = self.acked.get(index)
+        if acked is not None and (acked[0] != entry.term or acked[1] != entry.data):
+            self.fail("acknowledged writes are never lost",
+                      f"n{nid} applies @{index} t{entry.term} {entry.data[:24]!r}, but "
+                      f"{acked[1][:24]!r} was acknowledged there in term {acked[0]}")
         self._record_applied(nid, index, h, entry)
 
     def _record_applied(self, nid: int, index: int, h: int, entry: Entry | None) -> None:
@@ -364,3 +404,73 @@ class Checker:
             self.fail("linearizable read",
                       f"n{node.id} got ReadState index {index} beyond the commit index "
                       f"{self.max_committed}")
+
+    # -- acknowledged writes (invariant 9) --------------------------------------------------
+    def on_ack(self, node, index: int, term: int, payload: bytes, data: bytes) -> None:
+        """``node`` answers the client of ``payload``, proposed at ``index`` in ``term``,
+        because it applies an entry of that term there now, holding ``data`` (a node
+        compares only the term, as ``PartitionReplica`` does)."""
+        raw = node.raw
+        if index > raw.commit_index or index > self.max_committed:
+            self.fail("acknowledged writes are committed",
+                      f"n{node.id} acknowledged @{index} t{term} {payload[:24]!r} with its "
+                      f"commit at {raw.commit_index} (cluster commit {self.max_committed})")
+        if data != payload:
+            self.fail("acknowledged writes are never lost",
+                      f"n{node.id} acknowledged {payload[:24]!r} at @{index} t{term}, where "
+                      f"its log holds {data[:24]!r}: the write was lost")
+        known = self.acked.get(index)
+        if known is not None and known != (term, payload):
+            self.fail("acknowledged writes are never lost",
+                      f"n{node.id} acknowledged @{index} t{term} {payload[:24]!r}, but "
+                      f"{known[1][:24]!r} was acknowledged there in term {known[0]}")
+        self.acked[index] = (term, payload)
+        if index > self.max_acked:
+            self.max_acked = index
+
+    def _check_leader_holds_acks(self, node) -> None:
+        """A new leader's log (durable or not yet) holds the newest acknowledged entry
+        (and, by log matching, every one before it)."""
+        raw = node.raw
+        index = self.max_acked
+        term = self.acked[index][0]
+        if index < raw.first_index - 1:
+            return  # behind its snapshot: compared with the applied prefix elsewhere
+        if index > raw.last_index or raw.term_at(index) != term:
+            self.fail("acknowledged writes are never lost",
+                      f"n{node.id} became leader of term {raw.term} without the entry "
+                      f"@{index} t{term} acknowledged to a client (its log ends at "
+                      f"{raw.last_index})")
+
+    def _check_truncation_keeps_acks(self, nid: int, chain: LogChain,
+                                     entries: Sequence[Entry]) -> None:
+        """``entries`` replace the durable log from their first index on: an acknowledged
+        entry there must come back (same index and term) or be beyond what is replaced."""
+        acked = self.acked
+        first = entries[0].index
+        for index in range(max(first, chain.base + 1), min(chain.last, self.max_acked) + 1):
+            known = acked.get(index)
+            if known is None or chain.term_at(index) != known[0]:
+                continue
+            offset = index - first
+            if offset >= len(entries) or entries[offset].term != known[0]:
+                self.fail("acknowledged writes are never lost",
+                          f"n{nid} dropped its durable entry @{index} t{known[0]}, "
+                          f"acknowledged to a client, writing from @{first}")
+
+    def check_acks_final(self, replicas) -> int:
+        """End of a run: every live replica has applied every acknowledged payload at its
+        index. Returns how many acknowledgements there are."""
+        acked = self.acked
+        for node in replicas:
+            applied = dict(node.sm.entries)
+            for index, (term, payload) in acked.items():
+                if index > node.sm.applied_index:
+                    self.fail("acknowledged writes are never lost",
+                              f"n{node.id} ends with applied index {node.sm.applied_index}, "
+                              f"below the acknowledged @{index}")
+                if applied.get(index) != payload:
+                    self.fail("acknowledged writes are never lost",
+                              f"n{node.id} ends with {applied.get(index)!r} at @{index}, "
+                              f"where {payload[:24]!r} was acknowledged")
+        return len(acked)

@@ -1,37 +1,41 @@
-"""A deterministic simulated cluster of real ``RawNode``s (TigerBeetle VOPR / FoundationDB
-simulation style).
+"""A deterministic simulated cluster of real ``RawNode``s driven by the node's real host
+driver (TigerBeetle VOPR / FoundationDB simulation style).
 
 One ``random.Random(seed)`` drives everything: the network's faults, every node's tick
 phase and drift, every RawNode's own RNG (derived from it in a fixed order), disk latency.
 Time is an integer; nothing reads the wall clock, sleeps or starts a thread, so a seed
 replays exactly.
 
-Each replica is a ``SimNode``: a RawNode, a ``MemoryStorage`` standing for its disk (it
-survives crashes), a ``ListStateMachine`` (lost on crash, rebuilt from the snapshot), and an
-inbox. It follows the processing loop of ``raft._rawnode`` to the letter:
+Each node is a ``SimNode`` running one ``raftka.raft.host.HostDriver`` -- the very driver
+the broker runs under asyncio (``node/_host.py``) -- for every Raft group it hosts
+(``SimOptions.groups``; group 1, ``MAIN_GROUP``, is the one the methods below talk about).
+The simulator only plays the driver's surroundings, through its protocols:
 
-1. ``ready()``; send ``ready.messages`` (allowed before persisting);
-2. ``storage.save(hard_state, entries, snapshot)``, which takes a random disk latency:
-   meanwhile the node is *busy* -- like a single-threaded node loop blocked on fsync --
-   and whatever arrives (messages, ticks) waits in its inbox. A crash while busy loses the
-   Ready, the inbox and all in-memory state;
-3. send ``ready.messages_after_persist``;
-4. install ``ready.snapshot`` in the state machine, then apply ``committed_entries``;
-5. ``advance(ready)``; then, now and then, snapshot the state machine and compact.
+- the clock: the simulated time;
+- the transport (``SimTransport``): every message goes through the faulty ``Network`` as
+  its own event; each tick, an empty batch (a ping) goes to every peer that was sent
+  nothing since the previous tick, as ``PeerTransport.tick`` does;
+- the storage (``disk.SimDisk``): a synced write completes after a random disk latency;
+  what is not synced is lost in a crash;
+- the state machines (``SimMachine``): a ``ListStateMachine`` per replica, the snapshot and
+  compaction policy, ReadIndex results, and the acks=all client: ``produce()`` queues
+  payloads at a node, the driver's pass proposes them as one batch (``before_ready``, as a
+  partition does), and the client is answered when the node applies the entry with the
+  term it was proposed in (committed and applied on that node, like ``PartitionReplica``).
 
-Inputs that do not come from the network (a proposal, a read, a transfer, a conf change)
-are handed to an idle node; if the node is busy its pending write is completed first (a
-disk that happened to be fast), never interleaved inside one Ready.
+So the node's own code decides the pass, group commit (what arrives while a sync is in
+flight rides the next pass), the persist-then-send order, commit-only writes, ticks and
+quiescence, and node-level liveness; the simulator decides nothing of that.
 
-Events sit in one heap ordered by ``(time, sequence)``: ticks, message deliveries, the end
-of a disk write, transport reports (unreachable peer, snapshot sent or failed). After
-every call into a RawNode the ``Checker`` runs (see ``checker.py``).
+Events sit in one heap ordered by ``(time, sequence)``: ticks, message deliveries, pings,
+the driver's passes (a wake schedules one at the current time, so whatever else is due at
+that time is stepped first and rides the same pass), the completion of a synced write,
+transport reports (unreachable peer, snapshot sent or failed). After every call into a
+driver (and so into its RawNodes) the ``Checker`` of each group runs (``checker.py``); every
+message is checked as it leaves its node, and every client acknowledgement when given.
 
-With ``SimOptions.quiesce`` the RawNodes may quiesce (``raft._raft`` rules 7-10) and the
-cluster models the node-level liveness that RaftHost runs: every node pings every other
-node once per tick through the same faulty network; a node that has heard nothing (no
-ping, no Raft message) from a peer for an election timeout of its own ticks reports it
-down to its RawNode (``report_peer_down``), once until it hears from it again.
+Membership changes (``propose_conf_change``) are simulated with one group: a node added
+then hosts that group only.
 """
 
 from __future__ import annotations
@@ -61,25 +65,28 @@ from raftka.raft import (
     Role,
     Snapshot,
 )
+from raftka.raft.host import HostDriver, HostGroup, HostOrderError, SaveItem
 
 from .checker import Checker
+from .disk import SimDisk
 from .errors import CoreError, InvariantViolation, LivenessFailure, SimulationFailure
 from .network import Network
 from .statemachine import ListStateMachine
 
 EV_TICK = 0
 EV_DELIVER = 1
-EV_PERSIST = 2
-EV_LOCAL = 3  # a report from the node's own transport, for the node's inbox
+EV_SYNC = 2  # a synced write of the disk completes
+EV_LOCAL = 3  # a snapshot report from the node's own transport
 EV_UNREACHABLE = 4
-EV_PING = 5  # node-level liveness ping (SimOptions.quiesce)
+EV_PING = 5  # node-level liveness ping (an empty batch)
+EV_PASS = 6  # the driver asked for a pass (its owner's ready loop runs)
 
 UP = "up"
 DOWN = "down"  # crashed; may restart
 STOPPED = "stopped"  # removed from the group and shut down; never restarts
 
-TICK = "tick"  # inbox marker
-MAX_READY_ROUNDS = 10_000  # Readys a node may produce for one batch of input
+MAIN_GROUP = 1
+MAX_PASSES_PER_TIME = 10_000  # passes one node may run at one simulated time
 
 
 @dataclass
@@ -95,7 +102,8 @@ class SimOptions:
     long_delay: float = 0.0  # probability a message is held back up to long_delay_max
     long_delay_max: int = 0
     disk_latency_min: int = 0
-    disk_latency_max: int = 0  # 0: a save completes within the event that asked for it
+    disk_latency_max: int = 0  # 0: a synced write completes at the time it began
+    groups: int = 1  # Raft groups on the initial nodes, all driven by each node's driver
     # RawNode configuration
     election_tick: int = 10
     heartbeat_tick: int = 1
@@ -104,7 +112,7 @@ class SimOptions:
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     max_uncommitted_size: int = 64 << 20
-    quiesce: bool = False  # idle groups stop their timers; node-level liveness pings run
+    quiesce: bool = False  # idle groups stop their timers (node-level liveness wakes them)
     # the application
     snapshot_interval: int = 0  # compact once this many entries were applied (0: never)
     compaction_keep: int = 0  # entries kept behind the snapshot for slow followers
@@ -115,52 +123,169 @@ class SimOptions:
     verbose: bool = False  # print every trace line as it happens
 
 
-class SimNode:
-    """One replica. ``storage`` is its disk; everything else is lost in a crash."""
+class SimReplica:
+    """One group's replica on one node: what the checker looks at. ``storage`` is on the
+    node's disk; ``raw``, ``sm`` and ``machine`` are lost in a crash."""
 
-    __slots__ = (
-        "id", "storage", "raw", "sm", "status", "incarnation", "inbox", "busy",
-        "busy_token", "tick_interval", "seen_commit", "seen_role", "seen_term", "was_member",
-        "commit_points", "heard", "down_reported",
-    )
+    __slots__ = ("id", "group_id", "storage", "raw", "sm", "machine", "seen_commit",
+                 "seen_role", "seen_term", "commit_points")
 
-    def __init__(self, node_id: int, storage: MemoryStorage, tick_interval: int) -> None:
+    def __init__(self, node_id: int, group_id: int, storage: MemoryStorage) -> None:
         self.id = node_id
+        self.group_id = group_id
         self.storage = storage
         self.raw: RawNode | None = None
         self.sm = ListStateMachine()
-        self.status = DOWN
-        self.incarnation = 0
-        self.inbox: list = []
-        self.busy: Ready | None = None  # the Ready whose save is in progress
-        self.busy_token = 0
-        self.tick_interval = tick_interval
+        self.machine: SimMachine | None = None
         # what the checker saw last in this incarnation
         self.seen_commit = 0
         self.seen_role: Role | None = None
         self.seen_term = 0
         self.commit_points: dict[int, int] = {}  # index -> term, as leader (see checker)
+
+
+class SimNode:
+    """One node: its disk survives crashes; its driver, RawNodes and state machines not."""
+
+    __slots__ = ("id", "status", "incarnation", "tick_interval", "disk", "driver",
+                 "transport", "replicas", "was_member", "pass_due", "passes_at")
+
+    def __init__(self, node_id: int, tick_interval: int, disk: SimDisk | None = None) -> None:
+        self.id = node_id
+        self.status = DOWN
+        self.incarnation = 0
+        self.tick_interval = tick_interval
+        self.disk = disk
+        self.driver: HostDriver | None = None
+        self.transport: SimTransport | None = None
+        self.replicas: dict[int, SimReplica] = {}
         self.was_member = False
-        # node-level liveness (SimOptions.quiesce): peer -> time last heard from it
-        self.heard: dict[int, int] = {}
-        self.down_reported: set[int] = set()
+        self.pass_due = False
+        self.passes_at = (0, 0)  # (time, passes run at that time)
 
     @property
     def up(self) -> bool:
         return self.status == UP
 
+    @property
+    def raw(self) -> RawNode | None:
+        """The main group's RawNode (None while down)."""
+        return self.replicas[MAIN_GROUP].raw
+
+    @property
+    def storage(self) -> MemoryStorage:
+        """The main group's log on this node's disk."""
+        return self.replicas[MAIN_GROUP].storage
+
+    @property
+    def sm(self) -> ListStateMachine:
+        return self.replicas[MAIN_GROUP].sm
+
+    @property
+    def busy(self) -> bool:
+        """A synced write is in flight (a crash now loses it)."""
+        return self.disk.syncing
+
     def describe(self) -> str:
         if self.status != UP:
             return f"n{self.id}:{self.status} last={self.storage.last_index()}"
-        raw = self.raw
-        busy = " busy" if self.busy is not None else ""
-        conf = raw.conf_state
-        members = "v" + ",".join(map(str, sorted(conf.voters)))
-        if conf.learners:
-            members += " l" + ",".join(map(str, sorted(conf.learners)))
-        return (f"n{self.id}:{raw.role.name[:4]} t{raw.term} commit={raw.commit_index} "
-                f"applied={self.sm.applied_index} last={self.storage.last_index()} "
-                f"[{members}]{busy}")
+        parts = []
+        for gid, replica in self.replicas.items():
+            raw = replica.raw
+            conf = raw.conf_state
+            members = "v" + ",".join(map(str, sorted(conf.voters)))
+            if conf.learners:
+                members += " l" + ",".join(map(str, sorted(conf.learners)))
+            group = f"g{gid} " if len(self.replicas) > 1 else ""
+            quiesced = " q" if raw.quiesced else ""
+            parts.append(f"{group}{raw.role.name[:4]} t{raw.term} commit={raw.commit_index} "
+                         f"applied={replica.sm.applied_index} last={replica.storage.last_index()}"
+                         f" [{members}]{quiesced}")
+        busy = " syncing" if self.busy else ""
+        return f"n{self.id}:" + " | ".join(parts) + busy
+
+
+class SimMachine:
+    """The driver's ``StateMachine`` for one replica: applies into its ``ListStateMachine``
+    and answers the acks=all client."""
+
+    __slots__ = ("cluster", "node", "replica", "queue", "waiters")
+
+    def __init__(self, cluster: Cluster, node: SimNode, replica: SimReplica) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.replica = replica
+        self.queue: list[bytes] = []  # produced, not proposed yet
+        self.waiters: collections.deque[tuple[int, int, bytes]] = collections.deque()
+        # (index, term proposed in, payload), in index order
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.cluster._restore(self, snapshot)
+
+    def before_ready(self) -> None:
+        if self.queue:
+            self.cluster._propose_queued(self)
+
+    def apply(self, entries: list[Entry]) -> None:
+        self.cluster._apply(self, entries)
+
+    def on_ready(self, rd: Ready) -> None:
+        self.cluster._on_ready(self, rd)
+
+
+class SimTransport:
+    """The driver's ``HostTransport`` for one node."""
+
+    __slots__ = ("cluster", "node", "sent_since_tick")
+
+    def __init__(self, cluster: Cluster, node: SimNode) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.sent_since_tick: set[int] = set()
+
+    def send(self, group_id: int, message: Message) -> None:
+        self.sent_since_tick.add(message.to)
+        self.cluster._send(self.node, group_id, message)
+
+    def tick(self) -> None:
+        self.cluster._ping_idle_peers(self.node, self.sent_since_tick)
+        self.sent_since_tick = set()
+
+
+class SimClock:
+    """The drivers' ``HostClock``: the simulated time."""
+
+    __slots__ = ("cluster",)
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def now(self) -> int:
+        return self.cluster.now
+
+
+class SimHostEvents:
+    """The driver's ``HostEvents``: into the trace; a message the core refuses fails the
+    run (the node would log it and go on, but in the simulator it is a core bug)."""
+
+    __slots__ = ("cluster", "node_id")
+
+    def __init__(self, cluster: Cluster, node_id: int) -> None:
+        self.cluster = cluster
+        self.node_id = node_id
+
+    def message_failed(self, group_id: int, message: Message, error: Exception) -> None:
+        raise CoreError(self.cluster.report(
+            f"step raised {type(error).__name__}",
+            f"n{self.node_id} group {group_id}: {message!r}: {error}")) from error
+
+    def peer_silent(self, peer: int, silent_for: float, woken: int, first: bool) -> None:
+        self.cluster._trace("n%d: node-level liveness reports n%d down (silent %d, woke %d)",
+                            self.node_id, peer, silent_for, woken)
+        self.cluster.stats["peer_down_reports"] += 1
+
+    def peer_heard_again(self, peer: int) -> None:
+        self.cluster._trace("n%d: hears n%d again", self.node_id, peer)
 
 
 @dataclass
@@ -180,8 +305,11 @@ class Cluster:
         *,
         options: SimOptions | None = None,
         replay: str | None = None,
+        driver_factory: Callable[..., HostDriver] = HostDriver,
         **overrides,
     ) -> None:
+        """``driver_factory``: builds each node's host driver (a test injecting a bug into
+        the driver passes a subclass)."""
         options = options or SimOptions()
         if overrides:
             options = dataclasses.replace(options, **overrides)
@@ -193,12 +321,17 @@ class Cluster:
         self.events = 0
         self._queue: list[tuple[int, int, int, int, object]] = []
         self._sequence = 0
+        self._driver_factory = driver_factory
+        self._clock = SimClock(self)
         self.network = Network(
             self.rng, loss=options.loss, duplication=options.duplication,
             latency_min=options.latency_min, latency_max=options.latency_max,
             long_delay=options.long_delay, long_delay_max=options.long_delay_max,
         )
-        self.checker = Checker(self._violation, unique_payloads=options.unique_payloads)
+        self.group_ids = list(range(MAIN_GROUP, MAIN_GROUP + max(1, options.groups)))
+        self.checkers = {gid: Checker(self._failer(gid), unique_payloads=options.unique_payloads)
+                         for gid in self.group_ids}
+        self.checker = self.checkers[MAIN_GROUP]
         self.nodes: dict[int, SimNode] = {}
         self.trace: collections.deque = collections.deque(maxlen=max(1, options.trace_size))
         self.stats: collections.Counter = collections.Counter()
@@ -214,10 +347,15 @@ class Cluster:
         else:
             conf = nodes
         for node_id in sorted(conf.all_nodes()):
-            node = self._create(node_id, MemoryStorage(conf))
+            node = self._create(node_id, conf, self.group_ids)
             node.was_member = True
         for node_id in sorted(conf.all_nodes()):
             self._start(self.nodes[node_id])
+
+    def _failer(self, group_id: int) -> Callable[[str, str], None]:
+        if len(self.group_ids) == 1:
+            return self._violation
+        return lambda invariant, detail: self._violation(invariant, f"group {group_id}: {detail}")
 
     # ==================================================================================
     # running
@@ -232,34 +370,32 @@ class Cluster:
         try:
             if kind == EV_DELIVER:
                 self._on_deliver(node_id, payload)
+            elif kind == EV_PASS:
+                self._on_pass(node_id, payload)
             elif kind == EV_TICK:
                 self._on_tick(node_id, payload)
-            elif kind == EV_PERSIST:
-                node = self.nodes[node_id]
-                if node.status == UP and node.busy is not None and node.busy_token == payload:
-                    ready = node.busy
-                    node.busy = None
-                    self._persist(node, ready)
-                    self._drive(node)
-            elif kind == EV_LOCAL:
-                incarnation, item = payload
-                node = self.nodes[node_id]
-                if node.status == UP and node.incarnation == incarnation:
-                    node.inbox.append(item)
-                    self._drive(node)
+            elif kind == EV_SYNC:
+                self._on_sync(node_id, payload)
             elif kind == EV_PING:
                 node = self.nodes.get(node_id)
                 if (node is not None and node.status == UP
                         and not self.network.blocked(payload, node_id)):
-                    node.heard[payload] = self.now
-                    node.down_reported.discard(payload)
+                    node.driver.deliver_many([], payload)  # steps no RawNode
+            elif kind == EV_LOCAL:
+                incarnation, (group_id, to, ok) = payload
+                node = self.nodes[node_id]
+                if node.status == UP and node.incarnation == incarnation:
+                    self._call(node, node.driver.report_snapshot, group_id, to, ok)
             elif kind == EV_UNREACHABLE:
                 incarnation, to = payload
                 self._pending_unreachable.discard((node_id, to))
                 node = self.nodes[node_id]
                 if node.status == UP and node.incarnation == incarnation:
-                    node.inbox.append(("unreachable", to))
-                    self._drive(node)
+                    self._call(node, node.driver.report_unreachable, to)
+            if self._pending_stops:
+                stops, self._pending_stops = self._pending_stops, []
+                for stopped in stops:
+                    self.stop(stopped)
         except SimulationFailure:
             raise
         except Exception as exc:
@@ -302,13 +438,19 @@ class Cluster:
     # ==================================================================================
     # looking at the cluster
     # ==================================================================================
-    def leader(self) -> int | None:
+    def leader(self, group: int = MAIN_GROUP) -> int | None:
         """The live leader with the highest term (a deposed one may not know it yet)."""
         best = None
         best_term = -1
         for node in self.nodes.values():
-            if node.status == UP and node.raw.role == Role.LEADER and node.raw.term > best_term:
-                best, best_term = node.id, node.raw.term
+            if node.status != UP:
+                continue
+            replica = node.replicas.get(group)
+            if replica is None:
+                continue
+            raw = replica.raw
+            if raw.role == Role.LEADER and raw.term > best_term:
+                best, best_term = node.id, raw.term
         return best
 
     def leaders(self) -> list[int]:
@@ -317,8 +459,11 @@ class Cluster:
     def node(self, node_id: int) -> SimNode:
         return self.nodes[node_id]
 
-    def raw(self, node_id: int) -> RawNode:
-        return self.nodes[node_id].raw
+    def raw(self, node_id: int, group: int = MAIN_GROUP) -> RawNode:
+        return self.nodes[node_id].replicas[group].raw
+
+    def replica(self, node_id: int, group: int = MAIN_GROUP) -> SimReplica:
+        return self.nodes[node_id].replicas[group]
 
     def live(self) -> list[int]:
         return [n.id for n in self.nodes.values() if n.status == UP]
@@ -327,10 +472,11 @@ class Cluster:
         """Payloads the node's state machine applied (NORMAL entries with data), in order."""
         return self.nodes[node_id].sm.payloads()
 
-    def applied_on(self, payload: bytes) -> list[int]:
+    def applied_on(self, payload: bytes, group: int = MAIN_GROUP) -> list[int]:
         """Live nodes whose state machine applied ``payload``."""
         return [n.id for n in self.nodes.values()
-                if n.status == UP and n.sm.index_of(payload) is not None]
+                if n.status == UP and group in n.replicas
+                and n.replicas[group].sm.index_of(payload) is not None]
 
     def describe(self) -> str:
         return "\n         ".join(n.describe() for n in self.nodes.values())
@@ -338,24 +484,26 @@ class Cluster:
     # ==================================================================================
     # what clients and operators do
     # ==================================================================================
-    def propose(self, data: bytes, node: int | None = None) -> int | None:
-        """Propose ``data`` at ``node`` (default: the leader). Returns the entry's index,
-        or None if there is no leader or it refused (NotLeader, ProposalDropped)."""
-        target = self._idle_target(node)
+    def propose(self, data: bytes, node: int | None = None, group: int = MAIN_GROUP) -> int | None:
+        """Propose ``data`` at ``node`` (default: the leader) at once, as the controller
+        does. Returns the entry's index, or None if there is no leader or it refused
+        (NotLeader, ProposalDropped)."""
+        target = self._target(node, group)
         if target is None:
             return None
+        raw = target.replicas[group].raw
         try:
-            index = self._guarded(target.raw.propose, data, expected=(ProposalDropped,))
+            index = self._guarded(raw.propose, data, expected=(ProposalDropped,))
         except ProposalDropped as exc:  # NotLeader included
             self._trace("n%d refused proposal %r: %s", target.id, data[:24], exc)
             self.stats["proposals_refused"] += 1
             return None
         self._trace("n%d proposed %r at @%d", target.id, data[:24], index)
-        self._after_input(target)
+        self._after_input(target, group)
         return index
 
     def propose_batch(self, datas: list[bytes], node: int | None = None) -> tuple[int, int] | None:
-        target = self._idle_target(node)
+        target = self._target(node, MAIN_GROUP)
         if target is None:
             return None
         try:
@@ -366,16 +514,33 @@ class Cluster:
             self.stats["proposals_refused"] += 1
             return None
         self._trace("n%d proposed a batch at @%d..%d", target.id, first, last)
-        self._after_input(target)
+        self._after_input(target, MAIN_GROUP)
         return first, last
+
+    def produce(self, payloads: list[bytes], node: int | None = None,
+                group: int = MAIN_GROUP) -> bool:
+        """An acks=all client: queue ``payloads`` at ``node`` (default: the leader), as a
+        produce request waits in a partition's queue. The node's next pass proposes the
+        queue as one batch (refused unless it leads then); a payload is acknowledged when
+        the node applies its entry with the term it was proposed in (the checker records
+        and watches every acknowledgement). Returns whether a node took the request."""
+        target = self._target(node, group)
+        if target is None:
+            return False
+        target.replicas[group].machine.queue.extend(payloads)
+        self._trace("n%d g%d queued %d produced payloads", target.id, group, len(payloads))
+        target.driver.mark(group)
+        return True
 
     def propose_conf_change(self, change: ConfChange, node: int | None = None) -> int | None:
         """Propose a one-server membership change; a node being added is created (with an
         empty disk) first. Returns the entry's index, None if not accepted by a leader;
         raises ConfChangeRejected if the leader refuses the change itself."""
+        if len(self.group_ids) > 1:
+            raise ValueError("membership changes are simulated with one group (groups=1)")
         if change.kind != ConfChangeKind.REMOVE_NODE and change.node_id not in self.nodes:
             self.add_node(change.node_id)
-        target = self._idle_target(node)
+        target = self._target(node, MAIN_GROUP)
         if target is None:
             return None
         try:
@@ -386,33 +551,33 @@ class Cluster:
             return None
         except ConfChangeRejected as exc:
             self._trace("n%d rejected %s: %s", target.id, change, exc)
-            self._after_input(target)
+            self._after_input(target, MAIN_GROUP)
             raise
         self._trace("n%d proposed %s %d at @%d", target.id, change.kind.name,
                     change.node_id, index)
-        self._after_input(target)
+        self._after_input(target, MAIN_GROUP)
         return index
 
-    def transfer_leader(self, to: int, node: int | None = None) -> bool:
-        target = self._idle_target(node)
+    def transfer_leader(self, to: int, node: int | None = None, group: int = MAIN_GROUP) -> bool:
+        target = self._target(node, group)
         if target is None:
             return False
         self._trace("n%d asked to transfer leadership to n%d", target.id, to)
-        self._guarded(target.raw.transfer_leader, to)
-        self._after_input(target)
+        self._guarded(target.replicas[group].raw.transfer_leader, to)
+        self._after_input(target, group)
         return True
 
-    def campaign(self, node_id: int) -> None:
-        target = self._idle_target(node_id)
+    def campaign(self, node_id: int, group: int = MAIN_GROUP) -> None:
+        target = self._target(node_id, group)
         if target is not None:
             self._trace("n%d campaigns", node_id)
-            self._guarded(target.raw.campaign)
-            self._after_input(target)
+            self._guarded(target.replicas[group].raw.campaign)
+            self._after_input(target, group)
 
     def read_index(self, node: int | None = None) -> bytes | None:
         """Start a ReadIndex read at ``node`` (default: the leader). Returns its context;
         results land in ``self.reads[context].results`` and are checked on arrival."""
-        target = self._idle_target(node)
+        target = self._target(node, MAIN_GROUP)
         if target is None:
             return None
         self._read_sequence += 1
@@ -425,7 +590,7 @@ class Cluster:
             return None
         self.reads[context] = ReadRequest(target.id, floor, self.now)
         self._trace("n%d read_index %r (floor %d)", target.id, context, floor)
-        self._after_input(target)
+        self._after_input(target, MAIN_GROUP)
         return context
 
     def replicate(self, data: bytes | Callable[[int], bytes], *, expected: int | None = None,
@@ -464,6 +629,16 @@ class Cluster:
             return self.live()
         members = self.nodes[leader].raw.conf_state.all_nodes()
         return [n for n in self.live() if n in members]
+
+    def check_acks(self) -> int:
+        """End of a run: every acknowledged payload is applied at its index on every live
+        replica of its group. Returns how many acknowledgements were checked."""
+        checked = 0
+        for gid, checker in self.checkers.items():
+            replicas = [n.replicas[gid] for n in self.nodes.values()
+                        if n.status == UP and gid in n.replicas]
+            checked += checker.check_acks_final(replicas)
+        return checked
 
     # -- faults ------------------------------------------------------------------------
     def partition(self, *groups: Iterable[int]) -> None:
@@ -505,11 +680,12 @@ class Cluster:
         self._trace("long delays p=%.3f up to %d", probability, longest)
 
     def crash(self, node_id: int) -> None:
-        """Lose everything not yet saved: RawNode, state machine, inbox, a pending write."""
+        """Lose everything not yet synced: driver, RawNodes, state machines, a synced
+        write in flight, unsynced writes."""
         node = self.nodes[node_id]
         if node.status != UP:
             return
-        lost = " (losing an unsaved Ready)" if node.busy is not None else ""
+        lost = " (losing a synced write in flight)" if node.busy else ""
         self._trace("crash n%d%s", node_id, lost)
         self.stats["crashes"] += 1
         if lost:
@@ -532,81 +708,99 @@ class Cluster:
         self._shut(node, STOPPED)
 
     def add_node(self, node_id: int) -> None:
-        """Start a new replica with an empty disk and no configuration; it waits for the
-        leader to send it the log (or a snapshot) once a conf change names it."""
+        """Start a new replica of the main group with an empty disk and no configuration;
+        it waits for the leader to send it the log (or a snapshot) once a conf change
+        names it."""
         if node_id in self.nodes:
             raise ValueError(f"node {node_id} exists")
         self._trace("add n%d (empty disk)", node_id)
-        self._start(self._create(node_id, MemoryStorage(ConfState())))
+        node = self._create(node_id, ConfState(), [MAIN_GROUP])
+        for other in self.nodes.values():
+            if other.status == UP and other is not node:
+                other.driver.add_peer(node_id)
+        self._start(node)
 
     # ==================================================================================
-    # the processing loop
+    # the nodes: starting, stopping, calling their drivers
     # ==================================================================================
-    def _create(self, node_id: int, storage: MemoryStorage) -> SimNode:
+    def _create(self, node_id: int, conf: ConfState, groups: list[int]) -> SimNode:
         jitter = self.options.tick_jitter
         interval = self.options.tick_interval
         if jitter:
             interval += self.rng.randint(-jitter, jitter)
-        node = SimNode(node_id, storage, max(1, interval))
+        node = SimNode(node_id, max(1, interval))
+        node.disk = SimDisk(lambda token, items, node=node: self._schedule_sync(node, token, items),
+                            lambda items, node=node: self._trace("%s", _Writes(node.id, items, False)))
+        for gid in groups:
+            storage = MemoryStorage(conf)
+            node.disk.add_group(gid, storage)
+            node.replicas[gid] = SimReplica(node_id, gid, storage)
         self.nodes[node_id] = node
         return node
 
     def _start(self, node: SimNode) -> None:
         o = self.options
-        snapshot = node.storage.snapshot()
-        config = Config(
-            id=node.id, election_tick=o.election_tick, heartbeat_tick=o.heartbeat_tick,
-            pre_vote=o.pre_vote, check_quorum=o.check_quorum,
-            max_size_per_msg=o.max_size_per_msg, max_inflight_msgs=o.max_inflight_msgs,
-            max_uncommitted_size=o.max_uncommitted_size, applied=snapshot.meta.index,
-            quiesce=o.quiesce,
-        )
         node.incarnation += 1
         node.status = UP
-        node.inbox = []
-        node.busy = None
-        node.seen_commit = 0
-        node.seen_role = None
-        node.seen_term = 0
-        node.commit_points = {}
-        node.heard = {}
-        node.down_reported = set()
-        rng = random.Random(self.rng.getrandbits(64))
-        try:
-            node.raw = RawNode(config, node.storage, rng)
-        except Exception as exc:
-            raise CoreError(self.report(f"RawNode() raised {type(exc).__name__}", str(exc))) from exc
-        node.sm = ListStateMachine.restore(snapshot)
-        self.checker.on_restore(node, snapshot)
-        self.checker.observe(node)
+        node.pass_due = False
+        node.transport = SimTransport(self, node)
+        driver = self._driver_factory(
+            node.id, transport=node.transport, storage=node.disk, clock=self._clock,
+            wake=lambda node=node, incarnation=node.incarnation: self._wake(node, incarnation),
+            election_timeout=o.election_tick * node.tick_interval,
+            rng=random.Random(node.id), events=SimHostEvents(self, node.id))
+        node.driver = driver
+        for peer in self.nodes:
+            if peer != node.id:
+                driver.add_peer(peer)
+        for gid, replica in node.replicas.items():
+            snapshot = replica.storage.snapshot()
+            config = Config(
+                id=node.id, election_tick=o.election_tick, heartbeat_tick=o.heartbeat_tick,
+                pre_vote=o.pre_vote, check_quorum=o.check_quorum,
+                max_size_per_msg=o.max_size_per_msg, max_inflight_msgs=o.max_inflight_msgs,
+                max_uncommitted_size=o.max_uncommitted_size, applied=snapshot.meta.index,
+                quiesce=o.quiesce,
+            )
+            rng = random.Random(self.rng.getrandbits(64))
+            try:
+                replica.raw = RawNode(config, replica.storage, rng)
+            except Exception as exc:
+                raise CoreError(self.report(f"RawNode() raised {type(exc).__name__}",
+                                            str(exc))) from exc
+            replica.sm = ListStateMachine.restore(snapshot)
+            replica.machine = SimMachine(self, node, replica)
+            replica.seen_commit = 0
+            replica.seen_role = None
+            replica.seen_term = 0
+            replica.commit_points = {}
+            checker = self.checkers[gid]
+            checker.on_restore(replica, snapshot)
+            checker.observe(replica)
+            driver.add_group(HostGroup(gid, replica.raw, replica.machine))
         self._schedule(self.now + self.rng.randint(1, node.tick_interval), EV_TICK, node.id,
                        node.incarnation)
-        self._drive(node)
 
     def _shut(self, node: SimNode, status: str) -> None:
         node.status = status
-        node.raw = None
-        node.sm = ListStateMachine()  # volatile: rebuilt from the snapshot on restart
-        node.inbox = []
-        node.busy = None
-        node.busy_token += 1
+        node.driver = None
+        node.transport = None
+        node.pass_due = False
+        node.disk.crash()
+        for replica in node.replicas.values():
+            replica.raw = None
+            replica.sm = ListStateMachine()  # volatile: rebuilt from the snapshot on restart
+            replica.machine = None
 
-    def _idle_target(self, node_id: int | None) -> SimNode | None:
-        """The node to hand a local input to, made idle (its pending save completed)."""
+    def _target(self, node_id: int | None, group: int) -> SimNode | None:
+        """The live node to hand a local input to (default: the group's leader)."""
         if node_id is None:
-            node_id = self.leader()
+            node_id = self.leader(group)
             if node_id is None:
                 return None
         node = self.nodes.get(node_id)
-        if node is None or node.status != UP:
+        if node is None or node.status != UP or group not in node.replicas:
             return None
-        if node.busy is not None:
-            ready = node.busy
-            node.busy = None
-            node.busy_token += 1
-            self._guarded(self._persist, node, ready)
-            if node.status != UP:  # the write applied its own removal: it shut down
-                return None
         return node
 
     def _guarded(self, function: Callable, *args, expected: tuple = ()):
@@ -618,167 +812,211 @@ class Cluster:
             raise
         except expected:
             raise
+        except HostOrderError as exc:
+            raise InvariantViolation(self.report("invariant violated: host driver ordering",
+                                                 str(exc))) from exc
         except Exception as exc:
             raise CoreError(self.report(f"unexpected {type(exc).__name__}", str(exc))) from exc
 
-    def _after_input(self, node: SimNode) -> None:
-        self.checker.observe(node)
-        self._guarded(self._drive, node)
+    def _observe(self, node: SimNode) -> None:
+        if node.status != UP:
+            return
+        checkers = self.checkers
+        for gid, replica in node.replicas.items():
+            checkers[gid].observe(replica)
+
+    def _call(self, node: SimNode, function: Callable, *args) -> None:
+        """Call the node's driver, then let every group's checker look at it."""
+        try:
+            function(*args)
+        except SimulationFailure:
+            raise
+        except Exception:
+            self._guarded(_reraise)
+        self._observe(node)
+
+    def _after_input(self, node: SimNode, group: int) -> None:
+        self._observe(node)
+        node.driver.mark(group)
+
+    def _wake(self, node: SimNode, incarnation: int) -> None:
+        """The driver's ``wake``: its owner runs a pass soon (after what is due now). A pass
+        with no dirty group, or one while a sync is in flight, would do nothing (the driver
+        wakes again when the sync completed if work is left): not scheduled."""
+        if node.pass_due or node.incarnation != incarnation or node.status != UP:
+            return
+        driver = node.driver
+        if driver.syncing or not driver.has_work:
+            return
+        node.pass_due = True
+        self._schedule(self.now, EV_PASS, node.id, incarnation)
+
+    def _on_pass(self, node_id: int, incarnation: int) -> None:
+        node = self.nodes[node_id]
+        if node.status != UP or node.incarnation != incarnation:
+            return
+        node.pass_due = False
+        if node.driver.syncing:
+            return  # the driver wakes us again once the sync completed, if work is left
+        at, passes = node.passes_at
+        passes = passes + 1 if at == self.now else 1
+        node.passes_at = (self.now, passes)
+        if passes > MAX_PASSES_PER_TIME:
+            self._violation("progress", f"n{node.id} ran {MAX_PASSES_PER_TIME} passes at one "
+                            f"simulated time")
+        self._call(node, node.driver.run_pass)
+
+    def _schedule_sync(self, node: SimNode, token: int, items: list[SaveItem]) -> None:
+        self._trace("%s", _Writes(node.id, items, True))
+        o = self.options
+        delay = self.rng.randint(o.disk_latency_min, o.disk_latency_max) if o.disk_latency_max else 0
+        self._schedule(self.now + delay, EV_SYNC, node.id, token)
+
+    def _on_sync(self, node_id: int, token: int) -> None:
+        node = self.nodes[node_id]
+        if node.status != UP or node.disk.token != token or not node.disk.syncing:
+            return
+        checkers = self.checkers
+        for gid, old, (_, hard_state, entries, snapshot) in node.disk.complete():
+            if snapshot is not None and snapshot.is_empty:
+                snapshot = None
+            checkers[gid].on_save(node.replicas[gid], old, hard_state, entries, snapshot,
+                                  mirror=False)
+        for gid, replica in node.replicas.items():
+            checkers[gid].check_mirror(replica)
+        self._trace("n%d sync done", node.id)
+        self._call(node, node.driver.sync_completed)
 
     def _on_tick(self, node_id: int, incarnation: int) -> None:
         node = self.nodes[node_id]
         if node.status != UP or node.incarnation != incarnation:
             return
         self._schedule(self.now + node.tick_interval, EV_TICK, node_id, incarnation)
-        node.inbox.append(TICK)
-        if self.options.quiesce:
-            self._liveness(node)
-        self._drive(node)
+        self._call(node, node.driver.tick)
 
-    def _liveness(self, node: SimNode) -> None:
-        """Node-level liveness (RaftHost's peer pings): ping every other node, and report
-        peers silent for an election timeout to the RawNode, once per silence."""
-        network = self.network
-        now = self.now
-        window = self.options.election_tick * node.tick_interval
-        for other in self.nodes.values():
-            peer = other.id
-            if peer == node.id:
-                continue
-            if other.status == UP and not network.blocked(node.id, peer):
-                delays = network.delays()
-                if delays:
-                    self._schedule(now + delays[0], EV_PING, peer, node.id)
-            heard = node.heard.setdefault(peer, now)
-            if now - heard >= window and peer not in node.down_reported:
-                node.down_reported.add(peer)
-                node.inbox.append(("peer_down", peer))
-
-    def _on_deliver(self, node_id: int, payload: tuple[Message, tuple[int, int] | None]) -> None:
-        msg, origin = payload
+    def _on_deliver(self, node_id: int,
+                    payload: tuple[int, Message, tuple[int, int] | None]) -> None:
+        group_id, msg, origin = payload
         node = self.nodes.get(node_id)
         if node is None or node.status != UP or self.network.blocked(msg.frm, node_id):
             self._trace("lost %r (%s)", msg, "cut" if node is not None and node.status == UP
                         else "target down")
             self.stats["lost_in_flight"] += 1
             if origin is not None:
-                self._report_local(msg.frm, origin, ("snapshot", node_id, False))
+                self._report_local(msg.frm, origin, (group_id, node_id, False))
             return
-        self._trace("deliver %r", msg)
+        self._trace("deliver g%d %r", group_id, msg)
         self.stats["delivered"] += 1
         if msg.type in (MsgType.SNAP, MsgType.TIMEOUT_NOW, MsgType.QUIESCE):
             self.stats[f"delivered_{msg.type.name}"] += 1
         for observer in self.on_deliver:
             observer(msg)
-        node.heard[msg.frm] = self.now
-        node.down_reported.discard(msg.frm)
-        node.inbox.append(msg)
+        try:
+            node.driver.deliver_many([(group_id, msg)], msg.frm)
+        except SimulationFailure:
+            raise
+        except Exception:
+            self._guarded(_reraise)
+        replica = node.replicas.get(group_id)
+        if replica is not None:
+            self.checkers[group_id].observe(replica)  # the only replica a message steps
         if origin is not None:
-            self._report_local(msg.frm, origin, ("snapshot", node_id, True))
-        self._drive(node)
+            self._report_local(msg.frm, origin, (group_id, node_id, True))
 
-    def _drive(self, node: SimNode) -> None:
-        """Feed the node its inbox and process Readys until it is busy or has nothing to do."""
-        checker = self.checker
-        for _ in range(MAX_READY_ROUNDS):
-            if node.status != UP or node.busy is not None:
-                return
-            raw = node.raw
-            if node.inbox:
-                items = node.inbox
-                node.inbox = []
-                for item in items:
-                    if item is TICK:
-                        raw.tick()
-                    elif isinstance(item, Message):
-                        raw.step(item)
-                    elif item[0] == "unreachable":
-                        raw.report_unreachable(item[1])
-                    elif item[0] == "peer_down":
-                        self._trace("n%d: node-level liveness reports n%d down", node.id,
-                                    item[1])
-                        raw.report_peer_down(item[1])
-                    else:
-                        raw.report_snapshot(item[1], item[2])
-                    checker.observe(node)
-            if not raw.has_ready():
-                return
-            self._handle_ready(node)
-        self._violation("progress", f"n{node.id} produced {MAX_READY_ROUNDS} Readys for one "
-                        f"batch of input")
+    # ==================================================================================
+    # the state machines (SimMachine calls these)
+    # ==================================================================================
+    def _propose_queued(self, machine: SimMachine) -> None:
+        """``before_ready``: propose the produced queue as one batch, as a partition does."""
+        queue, machine.queue = machine.queue, []
+        replica = machine.replica
+        raw = replica.raw
+        if raw.role != Role.LEADER:
+            self._trace("n%d g%d: %d produced payloads refused: not leader", replica.id,
+                        replica.group_id, len(queue))
+            self.stats["produce_refused"] += len(queue)
+            return
+        try:
+            first, last = raw.propose_batch(queue)
+        except ProposalDropped as exc:
+            self._trace("n%d g%d: %d produced payloads refused: %s", replica.id,
+                        replica.group_id, len(queue), exc)
+            self.stats["produce_refused"] += len(queue)
+            return
+        term = raw.term
+        waiters = machine.waiters
+        for offset, payload in enumerate(queue):
+            waiters.append((first + offset, term, payload))
+        self._trace("n%d g%d proposed %d produced payloads at @%d..%d", replica.id,
+                    replica.group_id, len(queue), first, last)
 
-    def _handle_ready(self, node: SimNode) -> None:
-        raw = node.raw
-        ready = raw.ready()
-        self.checker.observe(node)
-        self.stats["readys"] += 1
-        self._trace_ready(node, ready)
-        for read_state in ready.read_states:
-            self._on_read_state(node, read_state)
-        if ready.messages:
-            self.checker.before_send(node, ready.messages, ready.entries, ready.snapshot)
-            self._send(node, ready.messages)
-        o = self.options
-        delay = self.rng.randint(o.disk_latency_min, o.disk_latency_max) if o.disk_latency_max else 0
-        if delay > 0 and (ready.entries or ready.hard_state is not None or ready.snapshot):
-            node.busy = ready
-            node.busy_token += 1
-            self._schedule(self.now + delay, EV_PERSIST, node.id, node.busy_token)
-        else:
-            self._persist(node, ready)
+    def _restore(self, machine: SimMachine, snapshot: Snapshot) -> None:
+        replica = machine.replica
+        index = snapshot.meta.index
+        if index <= replica.sm.applied_index:
+            self._violation("snapshots move the state machine forward",
+                            f"n{replica.id} got snapshot @{index} after applying "
+                            f"@{replica.sm.applied_index}")
+        replica.sm = ListStateMachine.restore(snapshot)
+        self.checkers[replica.group_id].on_restore(replica, snapshot)
+        waiters = machine.waiters
+        while waiters and waiters[0][0] <= index:
+            waiters.popleft()  # never answered: the client times out and retries
+        self._trace("n%d g%d installed snapshot @%d", replica.id, replica.group_id, index)
+        self.stats["snapshots_installed"] += 1
 
-    def _persist(self, node: SimNode, ready: Ready) -> None:
-        storage = node.storage
-        checker = self.checker
-        old = storage.hard_state()
-        snapshot = ready.snapshot
-        if snapshot is not None and snapshot.is_empty:
-            snapshot = None
-        storage.save(ready.hard_state, ready.entries, snapshot)
-        checker.on_save(node, old, ready.hard_state, ready.entries, snapshot)
-        if ready.messages_after_persist:
-            self._send(node, ready.messages_after_persist)
-        if snapshot is not None:
-            if snapshot.meta.index <= node.sm.applied_index:
-                self._violation("snapshots move the state machine forward",
-                                f"n{node.id} got snapshot @{snapshot.meta.index} after applying "
-                                f"@{node.sm.applied_index}")
-            node.sm = ListStateMachine.restore(snapshot)
-            checker.on_restore(node, snapshot)
-            self._trace("n%d installed snapshot @%d", node.id, snapshot.meta.index)
-            self.stats["snapshots_installed"] += 1
-        sm = node.sm
-        for entry in ready.committed_entries:
-            checker.on_apply(node, entry)
+    def _apply(self, machine: SimMachine, entries: list[Entry]) -> None:
+        replica = machine.replica
+        checker = self.checkers[replica.group_id]
+        first, last = entries[0].index, entries[-1].index
+        # The client's answer is checked first: an answer given before the entry is
+        # committed is the violation, whatever the log checks would find next.
+        waiters = machine.waiters
+        while waiters and waiters[0][0] <= last:
+            index, term, payload = waiters.popleft()
+            if index < first:
+                continue  # skipped by a snapshot: never answered
+            entry = entries[index - first]
+            if entry.term == term:
+                checker.on_ack(replica, index, term, payload, entry.data)
+                self.stats["acks"] += 1
+            else:
+                self.stats["produce_lost_in_leader_change"] += 1  # answered retriable
+        sm = replica.sm
+        for entry in entries:
+            checker.on_apply(replica, entry)
             sm.apply(entry)
-            if entry.kind == EntryKind.CONF:
-                self._on_conf_applied(node, entry)
-        node.raw.advance(ready)
-        checker.observe(node)
-        self._maybe_compact(node)
-        if self._pending_stops:
-            stops, self._pending_stops = self._pending_stops, []
-            for node_id in stops:
-                self.stop(node_id)
+            if entry.kind == EntryKind.CONF and replica.group_id == MAIN_GROUP:
+                self._on_conf_applied(entry)
+        self._trace("n%d g%d applied @%d..%d", replica.id, replica.group_id, first, last)
 
-    def _maybe_compact(self, node: SimNode) -> None:
+    def _on_ready(self, machine: SimMachine, rd: Ready) -> None:
+        replica = machine.replica
+        for read_state in rd.read_states:
+            self._on_read_state(replica, read_state)
+        self._maybe_compact(replica)
+
+    def _maybe_compact(self, replica: SimReplica) -> None:
         interval = self.options.snapshot_interval
         if not interval:
             return
-        held = node.storage.snapshot().meta.index
-        index = node.sm.applied_index - self.options.compaction_keep
+        held = replica.storage.snapshot().meta.index
+        index = replica.sm.applied_index - self.options.compaction_keep
         if index - held < interval or index <= held:
             return
-        meta = node.raw.snapshot_meta(index)
+        raw = replica.raw
+        if index < raw.first_index - 1:
+            return  # a snapshot from the leader, newer than our applied state, is pending
+        meta = raw.snapshot_meta(index)
         if meta.index != index:
-            self._violation("snapshot_meta", f"n{node.id} snapshot_meta({index}) -> {meta}")
-        snapshot = Snapshot(meta, node.sm.snapshot_data(index))
-        node.storage.compact(snapshot)
-        self.checker.on_compact(node, snapshot)
+            self._violation("snapshot_meta", f"n{replica.id} snapshot_meta({index}) -> {meta}")
+        snapshot = Snapshot(meta, replica.sm.snapshot_data(index))
+        replica.storage.compact(snapshot)
+        self.checkers[replica.group_id].on_compact(replica, snapshot)
         self.stats["compactions"] += 1
-        self._trace("n%d compacted to @%d", node.id, index)
+        self._trace("n%d g%d compacted to @%d", replica.id, replica.group_id, index)
 
-    def _on_conf_applied(self, node: SimNode, entry: Entry) -> None:
+    def _on_conf_applied(self, entry: Entry) -> None:
         # Only the newest committed configuration counts: a restarted node re-applies old ones.
         if entry.index <= self._conf_applied_index:
             return
@@ -793,46 +1031,67 @@ class Cluster:
                   and other.id not in self._pending_stops):
                 self._pending_stops.append(other.id)
 
-    def _on_read_state(self, node: SimNode, read_state: ReadState) -> None:
+    def _on_read_state(self, replica: SimReplica, read_state: ReadState) -> None:
         request = self.reads.get(read_state.context)
         floor = request.floor if request is not None else None
-        self._trace("n%d ReadState index %d for %r", node.id, read_state.index, read_state.context)
-        self.checker.on_read_state(node, read_state.index, read_state.context, floor)
+        self._trace("n%d ReadState index %d for %r", replica.id, read_state.index,
+                    read_state.context)
+        self.checkers[replica.group_id].on_read_state(replica, read_state.index,
+                                                      read_state.context, floor)
         self.stats["reads_answered"] += 1
         if request is not None:
-            request.results.append((node.id, read_state.index, self.now))
+            request.results.append((replica.id, read_state.index, self.now))
 
-    # -- network ----------------------------------------------------------------------
-    def _send(self, node: SimNode, messages: list[Message]) -> None:
+    # ==================================================================================
+    # the network (SimTransport calls these)
+    # ==================================================================================
+    def _send(self, node: SimNode, group_id: int, msg: Message) -> None:
+        # Invariant 6 of the checker, for every message as it leaves (ready.messages and
+        # ready.messages_after_persist alike): against what the disk holds durably now.
+        self.checkers[group_id].on_send(node.replicas[group_id], msg,
+                                        node.disk.durable_hard_state(group_id))
         network = self.network
-        nodes = self.nodes
+        to = msg.to
+        target = self.nodes.get(to)
+        self.stats["sent"] += 1
+        if target is None or target.status != UP or network.blocked(node.id, to):
+            self._trace("drop %r (%s)", msg, "unreachable")
+            self.stats["dropped"] += 1
+            self._report_unreachable(node, to)
+            if msg.type == MsgType.SNAP:
+                self._report_local(node.id, node.incarnation, (group_id, to, False))
+            return
+        delays = network.delays()
+        if not delays:
+            self._trace("drop %r (loss)", msg)
+            self.stats["dropped"] += 1
+            if msg.type == MsgType.SNAP:
+                self._report_local(node.id, node.incarnation, (group_id, to, False))
+            return
+        self._trace("send g%d %r", group_id, msg)
+        origin = (node.incarnation if msg.type == MsgType.SNAP else None)
         now = self.now
-        for msg in messages:
-            to = msg.to
-            target = nodes.get(to)
-            self.stats["sent"] += 1
-            if target is None or target.status != UP or network.blocked(node.id, to):
-                self._trace("drop %r (%s)", msg, "unreachable")
-                self.stats["dropped"] += 1
-                self._report_unreachable(node, to)
-                if msg.type == MsgType.SNAP:
-                    self._report_local(node.id, node.incarnation, ("snapshot", to, False))
+        for copy_number, delay in enumerate(delays):
+            if copy_number:
+                self.stats["duplicated"] += 1
+                copy = dataclasses.replace(msg, entries=list(msg.entries))
+                self._schedule(now + delay, EV_DELIVER, to, (group_id, copy, None))
+            else:
+                self._schedule(now + delay, EV_DELIVER, to, (group_id, msg, origin))
+
+    def _ping_idle_peers(self, node: SimNode, sent_since_tick: set[int]) -> None:
+        """``SimTransport.tick``: an empty batch to every live, reachable peer that was sent
+        nothing since the previous tick."""
+        network = self.network
+        now = self.now
+        for other in self.nodes.values():
+            peer = other.id
+            if peer == node.id or peer in sent_since_tick:
                 continue
-            delays = network.delays()
-            if not delays:
-                self._trace("drop %r (loss)", msg)
-                self.stats["dropped"] += 1
-                if msg.type == MsgType.SNAP:
-                    self._report_local(node.id, node.incarnation, ("snapshot", to, False))
-                continue
-            origin = (node.incarnation if msg.type == MsgType.SNAP else None)
-            for copy_number, delay in enumerate(delays):
-                if copy_number:
-                    self.stats["duplicated"] += 1
-                    copy = dataclasses.replace(msg, entries=list(msg.entries))
-                    self._schedule(now + delay, EV_DELIVER, to, (copy, None))
-                else:
-                    self._schedule(now + delay, EV_DELIVER, to, (msg, origin))
+            if other.status == UP and not network.blocked(node.id, peer):
+                delays = network.delays()
+                if delays:
+                    self._schedule(now + delays[0], EV_PING, peer, node.id)
 
     def _report_local(self, node_id: int, incarnation: int, item: tuple) -> None:
         self._schedule(self.now, EV_LOCAL, node_id, (incarnation, item))
@@ -856,9 +1115,6 @@ class Cluster:
         self.trace.append((self.now, fmt, args))
         if self.options.verbose:
             print(f"{self.now:>7} {fmt % args}")
-
-    def _trace_ready(self, node: SimNode, ready: Ready) -> None:
-        self._trace("%s", _ReadySummary(node.id, ready))
 
     def format_trace(self) -> str:
         lines = []
@@ -885,33 +1141,33 @@ class Cluster:
         raise InvariantViolation(self.report(f"invariant violated: {invariant}", detail))
 
 
-class _ReadySummary:
-    """One Ready in the trace, formatted only if the trace is printed."""
+def _reraise() -> None:
+    """Re-raise the exception being handled (inside ``Cluster._guarded``, which turns it
+    into the simulator's failure with the seed and the trace)."""
+    raise  # noqa: PLE0704
 
-    __slots__ = ("node_id", "ready")
 
-    def __init__(self, node_id: int, ready: Ready) -> None:
+class _Writes:
+    """One write of a pass in the trace, formatted only if the trace is printed."""
+
+    __slots__ = ("node_id", "items", "synced")
+
+    def __init__(self, node_id: int, items: list[SaveItem], synced: bool) -> None:
         self.node_id = node_id
-        self.ready = ready
+        self.items = items
+        self.synced = synced
 
     def __str__(self) -> str:
-        ready = self.ready
         parts = []
-        if ready.hard_state is not None:
-            hs = ready.hard_state
-            parts.append(f"hs(t{hs.term} v{hs.vote} c{hs.commit})")
-        if ready.entries:
-            parts.append(f"entries @{ready.entries[0].index}..{ready.entries[-1].index}"
-                         f" t{ready.entries[-1].term}")
-        if ready.snapshot is not None and not ready.snapshot.is_empty:
-            parts.append(f"snapshot @{ready.snapshot.meta.index}")
-        if ready.committed_entries:
-            parts.append(f"apply @{ready.committed_entries[0].index}.."
-                         f"{ready.committed_entries[-1].index}")
-        if ready.read_states:
-            parts.append(f"{len(ready.read_states)} read states")
-        if ready.messages:
-            parts.append(f"send {ready.messages}")
-        if ready.messages_after_persist:
-            parts.append(f"after persist {ready.messages_after_persist}")
-        return f"n{self.node_id} ready {ready.role.name} t{ready.term}: {' '.join(parts)}"
+        for group_id, hs, entries, snapshot in self.items:
+            part = [f"g{group_id}"]
+            if hs is not None:
+                part.append(f"hs(t{hs.term} v{hs.vote} c{hs.commit})")
+            if entries:
+                part.append(f"entries @{entries[0].index}..{entries[-1].index} "
+                            f"t{entries[-1].term}")
+            if snapshot is not None and not snapshot.is_empty:
+                part.append(f"snapshot @{snapshot.meta.index}")
+            parts.append(" ".join(part))
+        kind = "sync begins" if self.synced else "unsynced write"
+        return f"n{self.node_id} {kind}: " + "; ".join(parts)

@@ -1,14 +1,17 @@
-"""Randomized soak of the Raft core in the deterministic simulator (VOPR style).
+"""Randomized soak of the Raft core and the node's host driver in the deterministic
+simulator (VOPR style).
 
 Each seed picks its own fault mix -- cluster size, loss, duplication, latency and long
 delays, disk latency, pre-vote / check-quorum, flow-control limits, snapshot frequency,
 and the weights of the faults injected during the run (symmetric and one-way partitions,
-isolation, crashes that lose unsaved writes, restarts, leadership transfers, membership
-changes, forced elections, ReadIndex reads), and for half the seeds quiescence of idle
-groups with node-level liveness -- and runs a bounded simulated time with the
-checker after every step. Then everything heals and the run must be LIVE: a leader is
-elected, a final proposal commits on every live member, and all logs and state machines
-converge.
+isolation, crashes that lose unsynced writes, restarts, leadership transfers, membership
+changes, forced elections, ReadIndex reads), for half the seeds quiescence of idle groups,
+and for half the seeds several Raft groups per node (all through each node's one host
+driver; then without membership changes) -- and runs a bounded simulated time with the
+checker after every step. The client is an acks=all producer (``Cluster.produce``): every
+acknowledgement is recorded and checked, during the run and at its end. Then everything
+heals and the run must be LIVE: a leader is elected in every group, a final proposal
+commits on every live member, and all logs and state machines converge.
 
     .venv/bin/python -m tests.sim.soak --seeds 1000 [--start 0] [--jobs 2]
     .venv/bin/python -m tests.sim.soak --seed 1234            # replay one, full trace
@@ -25,8 +28,10 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Callable
 
 from raftka.raft import ConfChange, ConfChangeKind, ConfChangeRejected
+from raftka.raft.host import HostDriver
 
 from .cluster import DOWN, STOPPED, UP, Cluster, SimOptions
 from .errors import LivenessFailure, SimulationFailure
@@ -61,6 +66,7 @@ class FaultMix:
                 f"pre_vote={o.pre_vote} check_quorum={o.check_quorum} inflight={o.max_inflight_msgs}"
                 f" msg_size={o.max_size_per_msg} snapshot_every={o.snapshot_interval}"
                 f" keep={o.compaction_keep} jitter={o.tick_jitter} quiesce={o.quiesce}"
+                f" groups={o.groups}"
                 f"\n  actions: {active}")
 
 
@@ -99,13 +105,22 @@ def choose_mix(rng: random.Random, *, verbose: bool = False) -> FaultMix:
     # Half the seeds run with quiescence (idle groups stop their timers; node-level liveness
     # pings wake them). Drawn last so the rest of every seed's mix is what it was before.
     options.quiesce = rng.random() < 0.5
+    # Half the seeds host several Raft groups on every node, all through each node's one
+    # host driver (one write per pass for all of them: group commit across groups);
+    # membership changes are simulated with one group only.
+    options.groups = rng.choice((1, 1, 2, 3))
+    if options.groups > 1:
+        mix.weights["conf_change"] = 0
     return mix
 
 
 class Soak:
     """One seed's run: the cluster plus the client and operator that torment it."""
 
-    def __init__(self, seed: int, *, verbose: bool = False, run_time: int = RUN_TIME) -> None:
+    def __init__(self, seed: int, *, verbose: bool = False, run_time: int = RUN_TIME,
+                 driver_factory: Callable[..., HostDriver] = HostDriver) -> None:
+        """``driver_factory``: builds each node's host driver (the driver mutation tests
+        pass a subclass with one bug)."""
         self.seed = seed
         # The fault mix and the injected actions draw from their own stream; the cluster
         # (network, nodes, disks) from Random(seed), so reports name the seed one replays.
@@ -113,10 +128,11 @@ class Soak:
         self.mix = choose_mix(self.rng, verbose=verbose)
         self.run_time = run_time
         self.cluster = Cluster(self.mix.nodes, seed, options=self.mix.options,
-                               replay=replay_command(seed))
+                               replay=replay_command(seed), driver_factory=driver_factory)
         self._proposals = 0
         self._created = 0
-        self._final: tuple[bytes, int, int, int] | None = None
+        # group -> (payload, leader, term, time) of its final proposal
+        self._final: dict[int, tuple[bytes, int, int, int]] = {}
         self._final_attempts = 0
         self._actions = list(self.mix.weights)
         self._weights = [self.mix.weights[a] for a in self._actions]
@@ -136,6 +152,9 @@ class Soak:
             action = rng.choices(self._actions, self._weights)[0]
             getattr(self, "_" + action)()
         self._settle()
+        acks = cluster.check_acks()
+        if self.mix.options.verbose:
+            print(f"seed {self.seed}: {acks} acknowledged writes, all applied everywhere")
         return cluster
 
     # -- the client -----------------------------------------------------------------------
@@ -143,16 +162,21 @@ class Soak:
         self._proposals += 1
         return b"s%d-%d" % (self.seed, self._proposals)
 
-    def _propose(self) -> None:
-        self.cluster.propose(self._payload())
+    def _group(self) -> int:
+        groups = self.cluster.group_ids
+        return groups[0] if len(groups) == 1 else self.rng.choice(groups)
+
+    def _propose(self) -> None:  # an acks=all produce request of one record, to the leader
+        self.cluster.produce([self._payload()], group=self._group())
 
     def _propose_batch(self) -> None:
-        self.cluster.propose_batch([self._payload() for _ in range(self.rng.randint(2, 8))])
+        payloads = [self._payload() for _ in range(self.rng.randint(2, 8))]
+        self.cluster.produce(payloads, group=self._group())
 
     def _propose_elsewhere(self) -> None:  # a client that does not know who leads
         live = self.cluster.live()
         if live:
-            self.cluster.propose(self._payload(), self.rng.choice(live))
+            self.cluster.produce([self._payload()], self.rng.choice(live), group=self._group())
 
     def _read(self) -> None:
         live = self.cluster.live()
@@ -202,7 +226,7 @@ class Soak:
         nodes = [n for n in self.cluster.nodes.values() if n.status == UP]
         if not nodes:
             return
-        busy = [n for n in nodes if n.busy is not None]
+        busy = [n for n in nodes if n.busy]
         # Half the time crash a node mid-write: it has sent messages whose Ready is unsaved.
         victim = self.rng.choice(busy if busy and self.rng.random() < 0.5 else nodes)
         self.cluster.crash(victim.id)
@@ -215,16 +239,17 @@ class Soak:
     def _campaign(self) -> None:
         live = self.cluster.live()
         if live:
-            self.cluster.campaign(self.rng.choice(live))
+            self.cluster.campaign(self.rng.choice(live), group=self._group())
 
     # -- the operator -----------------------------------------------------------------------
     def _transfer(self) -> None:
-        leader = self.cluster.leader()
+        group = self._group()
+        leader = self.cluster.leader(group)
         if leader is None:
             return
-        voters = sorted(self.cluster.raw(leader).conf_state.voters - {leader})
+        voters = sorted(self.cluster.raw(leader, group).conf_state.voters - {leader})
         if voters:
-            self.cluster.transfer_leader(self.rng.choice(voters))
+            self.cluster.transfer_leader(self.rng.choice(voters), group=group)
 
     def _conf_change(self) -> None:
         cluster = self.cluster
@@ -299,52 +324,60 @@ class Soak:
         reordering network (one entry per round trip while the leader re-probes) moves
         the second long before anything new commits."""
         up = [n for n in self.cluster.nodes.values() if n.status == UP]
-        return (sum(n.sm.applied_index for n in up),
-                sum(n.storage.last_index() for n in up))
+        return (sum(r.sm.applied_index for n in up for r in n.replicas.values()),
+                sum(r.storage.last_index() for n in up for r in n.replicas.values()))
 
     def _final_committed(self) -> bool:
-        """Keep one final proposal outstanding at the current leader; true once the
-        leader has applied it (so it is committed)."""
+        return all([self._group_final_committed(g) for g in self.cluster.group_ids])
+
+    def _group_final_committed(self, group: int) -> bool:
+        """Keep one final proposal outstanding at the group's current leader; true once
+        the leader has applied it (so it is committed)."""
         cluster = self.cluster
-        leader = cluster.leader()
+        leader = cluster.leader(group)
         if leader is None:
             return False
-        node = cluster.nodes[leader]
-        if self._final is not None:
-            payload, at_leader, at_term, at_time = self._final
-            if node.sm.index_of(payload) is not None:
+        replica = cluster.replica(leader, group)
+        final = self._final.get(group)
+        if final is not None:
+            payload, at_leader, at_term, at_time = final
+            if replica.sm.index_of(payload) is not None:
                 return True
-            if (at_leader, at_term) == (leader, node.raw.term) and (
+            if (at_leader, at_term) == (leader, replica.raw.term) and (
                     cluster.now - at_time < cluster.election_timeout):
                 return False
         self._final_attempts += 1
         payload = b"final-%d-%d" % (self.seed, self._final_attempts)
-        if cluster.propose(payload, leader) is not None:
-            self._final = (payload, leader, node.raw.term, cluster.now)
+        if cluster.propose(payload, leader, group) is not None:
+            self._final[group] = (payload, leader, replica.raw.term, cluster.now)
         return False
 
     def _converged(self) -> bool:
+        return all(self._group_converged(g) for g in self.cluster.group_ids)
+
+    def _group_converged(self, group: int) -> bool:
         cluster = self.cluster
-        leader = cluster.leader()
+        leader = cluster.leader(group)
         if leader is None:
             return False
-        raw = cluster.raw(leader)
+        raw = cluster.raw(leader, group)
         members = raw.conf_state.all_nodes()
         nodes = [cluster.nodes[m] for m in sorted(members)]
-        if any(n.status != UP or n.busy is not None for n in nodes):
+        if any(n.status != UP or n.busy for n in nodes):
             return False
-        reference = cluster.nodes[leader]
+        reference = cluster.replica(leader, group)
         last = reference.storage.last_index()
         if raw.commit_index != last:
             return False
-        chains = cluster.checker.chains
-        for node in nodes:
-            if node.storage.last_index() != last or node.sm.applied_index != last:
+        chains = cluster.checkers[group].chains
+        replicas = [n.replicas[group] for n in nodes]
+        for replica in replicas:
+            if replica.storage.last_index() != last or replica.sm.applied_index != last:
                 return False
-            if chains[node.id].at(last) != chains[leader].at(last):
+            if chains[replica.id].at(last) != chains[leader].at(last):
                 return False
         payloads = reference.sm.payloads()
-        return all(node.sm.payloads() == payloads for node in nodes)
+        return all(replica.sm.payloads() == payloads for replica in replicas)
 
 
 def run_seed(seed: int, *, verbose: bool = False, run_time: int = RUN_TIME) -> None:
