@@ -905,12 +905,14 @@ class Raft:
 
     def _handle_read_index(self, context: bytes, requester: int) -> None:
         log = self.log
+        if log.term_or_zero(log.committed) != self.term:
+            # Until an entry of our term commits we may not know the latest commit index;
+            # a single voter neither (after a restart its stored commit may lag what it had
+            # committed and acknowledged: soak seeds 19, 81, 104, 231, 283, FINDINGS 4).
+            self.reads_awaiting_commit.append((context, requester))
+            return
         if self.conf.voters == {self.id}:
             self._release_read(log.committed, context, requester)
-            return
-        if log.term_or_zero(log.committed) != self.term:
-            # Until an entry of our term commits we may not know the latest commit index.
-            self.reads_awaiting_commit.append((context, requester))
             return
         if context in self.pending_reads_by_ctx:
             return  # duplicate request (retried or duplicated by the network)
