@@ -5,7 +5,8 @@ Raft group; the "node" each hook gets is one replica: ``cluster.SimReplica``); a
 invariant calls ``fail(invariant, detail)``, which raises with the seed, the replay command
 and the recent trace. What is checked (Raft paper §5, figure 3, and thesis §3.6 / §10.2.1):
 
-1. Election safety: at most one leader per term, over the whole run.
+1. Election safety: at most one leader per term, over the whole run (a leader counts once
+   its vote for itself in that term is durable: see ``observe``).
 2. Log matching: two durable logs holding an entry with the same index and term hold the
    same entries up to it. Each replica's durable log is mirrored as a hash chain
    (``h(i) = hash(h(i-1), term, kind, data)``), and every ``(index, term)`` ever written
@@ -122,7 +123,13 @@ class Checker:
         role = raw.role
         term = raw.term
         commit = raw.commit_index
-        if role == LEADER:
+        # A leader counts for election safety once its own vote in its term is durable.
+        # Only a single voter gets there without asking anyone (persist-before-send makes
+        # every other candidate durable first); a crash before that write erases it without
+        # a trace: it sent, committed and acknowledged nothing, and may vote again in that
+        # term after the restart (soak seed 11428 of the simulator before the host driver).
+        durable = node.durable_hard_state()
+        if role == LEADER and durable.term == term and durable.vote == node.id:
             holder = self.leader_of_term.setdefault(term, node.id)
             if holder != node.id:
                 self.fail("election safety",

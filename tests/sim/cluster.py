@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import heapq
 import random
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from raftka.raft import (
     ConfState,
     Entry,
     EntryKind,
+    HardState,
     MemoryStorage,
     Message,
     MsgType,
@@ -128,13 +130,15 @@ class SimReplica:
     """One group's replica on one node: what the checker looks at. ``storage`` is on the
     node's disk; ``raw``, ``sm`` and ``machine`` are lost in a crash."""
 
-    __slots__ = ("id", "group_id", "storage", "raw", "sm", "machine", "seen_commit",
-                 "seen_role", "seen_term", "commit_points")
+    __slots__ = ("id", "group_id", "storage", "durable_hard_state", "raw", "sm", "machine",
+                 "seen_commit", "seen_role", "seen_term", "commit_points")
 
-    def __init__(self, node_id: int, group_id: int, storage: MemoryStorage) -> None:
+    def __init__(self, node_id: int, group_id: int, storage: MemoryStorage,
+                 durable_hard_state: Callable[[], HardState]) -> None:
         self.id = node_id
         self.group_id = group_id
         self.storage = storage
+        self.durable_hard_state = durable_hard_state  # what survives a crash now
         self.raw: RawNode | None = None
         self.sm = ListStateMachine()
         self.machine: SimMachine | None = None
@@ -739,7 +743,8 @@ class Cluster:
         for gid in groups:
             storage = MemoryStorage(conf)
             node.disk.add_group(gid, storage)
-            node.replicas[gid] = SimReplica(node_id, gid, storage)
+            node.replicas[gid] = SimReplica(
+                node_id, gid, storage, functools.partial(node.disk.durable_hard_state, gid))
         self.nodes[node_id] = node
         return node
 
