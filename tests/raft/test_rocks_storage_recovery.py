@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -248,48 +247,33 @@ _OPEN_AND_REPORT = textwrap.dedent("""
 """)
 
 
-def _as_unprivileged_user() -> tuple[list[str], int, int]:
-    """(command prefix, uid, gid) to run a process without root's power to ignore file
-    modes: as ``nobody`` through ``setpriv`` when the tests run as root (CI does), as is
-    otherwise."""
+def _without_root_powers() -> list[str]:
+    """The command prefix that runs a process without root's power to ignore file modes:
+    when the tests run as root (CI does), ``setpriv`` drops every capability from the
+    bounding set, so the process keeps uid 0 (it can still run this venv's interpreter,
+    wherever the checkout lives) but no longer has CAP_DAC_OVERRIDE; as another user,
+    nothing."""
     if os.geteuid() != 0:
-        return [], os.getuid(), os.getgid()
-    import pwd
-
+        return []
     setpriv = shutil.which("setpriv")
-    assert setpriv, "setpriv (util-linux) is needed to run this test as an unprivileged user"
-    nobody = pwd.getpwnam("nobody")
-    prefix = [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
-              "--clear-groups", "--"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import raftka.raft.rocksdb"],
-                           capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"user nobody cannot run {sys.executable} with raftka importable "
-                    f"({probe.stderr.strip().splitlines()[-1:]}); install the venv where "
-                    "every user can read it")
-    return prefix, nobody.pw_uid, nobody.pw_gid
+    assert setpriv, "setpriv (util-linux) is needed to run this test without root's powers"
+    return [setpriv, "--bounding-set=-all", "--inh-caps=-all", "--"]
 
 
 def test_unreadable_directory_is_refused_with_permission_denied(tmp_path: Path) -> None:
     """The data directory's parent is not writable by the node's user: the open fails with
-    the one-line permission message. Root ignores file modes, so the open runs as an
-    unprivileged user, in a directory of its own under a world-accessible temp dir
-    (pytest's tmp_path is private to root)."""
-    prefix, uid, gid = _as_unprivileged_user()
-    base = Path(tempfile.mkdtemp(prefix="raftka-perm-"))
+    the one-line permission message. Root ignores file modes, so as root the open runs
+    without root's capabilities (``_without_root_powers``)."""
+    prefix = _without_root_powers()
+    data = tmp_path / "db"
     try:
-        base.chmod(0o755)  # reachable by that user
-        data = base / "db"
         data.mkdir(mode=0o500)  # readable, not writable: `raft` cannot be created in it
-        if prefix:
-            os.chown(data, uid, gid)
         opened = subprocess.run([*prefix, sys.executable, "-c", _OPEN_AND_REPORT,
                                  str(data / "raft")], capture_output=True, text=True,
-                                cwd=base, timeout=60)
+                                cwd=tmp_path, timeout=60)
         assert opened.returncode == 0, opened.stderr
         assert opened.stdout.startswith("StorageOpenError "), opened.stdout + opened.stderr
         assert "permission denied" in opened.stdout and str(data / "raft") in opened.stdout
         assert not (data / "raft").exists()
     finally:
         data.chmod(0o700)
-        shutil.rmtree(base)
