@@ -654,6 +654,7 @@ def _lz4_decompress(section: memoryview) -> bytes:
     # A frame may declare its content size (FLG bit 3; 8 bytes little-endian after FLG/BD).
     # LZ4 cannot expand more than ~255x, so a larger claim is corruption, and trusting it
     # would make the decompressor try to allocate it.
+    bound = DECOMPRESSED_BYTES_MAX
     if len(section) >= 14 and section[4] & 0x08:
         declared = int.from_bytes(section[6:14], "little")
         if declared > 255 * len(section) + 65536:
@@ -661,16 +662,25 @@ def _lz4_decompress(section: memoryview) -> bytes:
                 f"record batch: lz4 frame claims {declared} decompressed bytes from "
                 f"{len(section)} compressed; the batch is corrupt"
             )
+        # The output buffer is allocated at max_length up front: bounding by the declared
+        # size (plus one byte, to notice a frame that holds more than it claims) keeps a
+        # 100 KiB batch from costing a 64 MiB allocation (~25 us a batch on the read path).
+        bound = min(bound, declared + 1)
     # A frame that does not declare its size can still expand ~255x: a 1 MiB batch of
     # zeros would become 255 MiB in memory while the broker checks it. Stop at the bound.
     decompressor = _lz4frame.LZ4FrameDecompressor()
     try:
-        plain = decompressor.decompress(section, max_length=DECOMPRESSED_BYTES_MAX)
+        plain = decompressor.decompress(section, max_length=bound)
     except (RuntimeError, ValueError, MemoryError) as e:
         raise CorruptBatchError(
             f"record batch: lz4 frame does not decompress ({e!r}); the batch is corrupt"
         ) from None
     if not decompressor.eof:
+        if bound < DECOMPRESSED_BYTES_MAX and len(plain) >= bound:
+            raise CorruptBatchError(
+                f"record batch: lz4 frame holds more than the {bound - 1} bytes it declares; "
+                "the batch is corrupt"
+            )
         if len(plain) >= DECOMPRESSED_BYTES_MAX:
             raise CorruptBatchError(
                 f"record batch: its records decompress to more than {DECOMPRESSED_BYTES_MAX} "
