@@ -5,7 +5,9 @@ Topics go through the ``raftka.v1.Admin`` service, groups through the group's co
 through ``Broker.ListOffsets`` on each partition's leader.
 
 Topic changes go through the controller Raft group. Any node accepts an admin call and
-answers NOT_LEADER naming the controller leader if it is not it. Every call retries by the
+forwards a write to the controller leader itself (KIP-590); a node that cannot (an older
+node, or no leader known within its forwarding deadline) answers NOT_LEADER naming the
+controller leader when it knows one. Every call retries by the
 client's one policy (``_retry.py``): it follows that redirect at once, refreshes the
 metadata on ``invalid_metadata`` errors, and on retriable errors (no controller leader yet,
 node down or paused) tries the other brokers with backoff until the call's overall

@@ -19,8 +19,10 @@ revoked partitions stop, and with auto-commit their positions are committed firs
 partitions start from the group's committed offset (or ``auto_offset_reset`` when none).
 Only then does the heartbeat acknowledge the new assignment, and only after that will the
 coordinator give a revoked partition to another member. When the coordinator says the
-member is gone (session timeout, coordinator failover), the consumer drops every partition
-at once — its commits would be refused anyway — and joins again.
+member is gone (session timeout, or it was fenced), the consumer drops every partition at
+once — its commits would be refused anyway — and joins again. A coordinator failover alone
+does not do that: membership is kept in the offsets partition, so the member goes on with
+the new coordinator at its next heartbeat.
 
 Positions and commits use Kafka's meaning: the offset of the next record to read.
 """
