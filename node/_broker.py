@@ -20,6 +20,7 @@ from ._controller_replica import ControllerReplica, controller_conf
 from ._controller_state import PartitionMeta, TopicMeta
 from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
+from ._metrics import NodeMetrics
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
 from ._partition import PartitionConfig, PartitionReplica
 
@@ -36,8 +37,10 @@ class Broker:
         self.node_id = config.node_id
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = RocksLogDB(config.data_dir / "raft")
+        self.metrics = NodeMetrics(config.node_id)  # served only with --metrics-listen
         timing = RaftTiming(config.tick_ms / 1000, config.election_ticks, config.heartbeat_ticks)
-        self.host = RaftHost(config.node_id, self.db, config.peers, timing)
+        self.host = RaftHost(config.node_id, self.db, config.peers, timing,
+                             observer=self.metrics)
         self.controller = ControllerReplica(list(config.peers), self._reconcile, self.host.mark)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
@@ -110,6 +113,7 @@ class Broker:
                 *args, compact_after=self.config.offsets_compact_entries)
         else:
             replica = PartitionReplica(*args)
+            replica.on_accepted = self.metrics.produce_accepted
         storage = self.db.group(meta.group_id)
         # Entries up to the stored commit index are already reflected in the log itself;
         # the replica recovers its high watermark from the log tail instead of replaying.

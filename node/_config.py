@@ -12,6 +12,7 @@ TOML example::
     election_ticks = 6
     heartbeat_ticks = 2
     log_level = "warning"
+    metrics_listen = "127.0.0.1:9301"   # Prometheus metrics over HTTP (default: off)
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class NodeConfig:
     election_ticks: int = 6
     heartbeat_ticks: int = 2
     log_level: str = "warning"
+    # host:port of the Prometheus metrics endpoint (node/_metrics.py); "" = not served
+    metrics_listen: str = ""
     shutdown_transfer_s: float = 3.0
     # __consumer_offsets partitions snapshot their offsets and drop older entries once this
     # many entries have been applied past their first index (bounds restart replay).
@@ -59,6 +62,11 @@ class NodeConfig:
             raise ConfigError("offsets_compact_entries must be at least 1")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        if self.metrics_listen:
+            host, sep, port = self.metrics_listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ConfigError(f"metrics_listen must be HOST:PORT, got "
+                                  f"{self.metrics_listen!r}")
         if not self.advertise:
             self.advertise = self.peers[self.node_id]
 
@@ -83,7 +91,7 @@ def load_toml(path: Path) -> NodeConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
-             "heartbeat_ticks", "log_level", "offsets_compact_entries"}
+             "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
@@ -97,6 +105,7 @@ def load_toml(path: Path) -> NodeConfig:
             heartbeat_ticks=int(raw.get("heartbeat_ticks", 2)),
             log_level=str(raw.get("log_level", "warning")),
             offsets_compact_entries=int(raw.get("offsets_compact_entries", 10_000)),
+            metrics_listen=str(raw.get("metrics_listen", "")),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -117,6 +126,9 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--offsets-compact-entries", type=int, default=None,
                    help="compact a __consumer_offsets partition after this many entries "
                    "(default 10000)")
+    p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics over HTTP there (GET /metrics); off by "
+                   "default")
     args = p.parse_args(argv)
     if args.config:
         cfg = load_toml(args.config)
@@ -131,6 +143,8 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.tick_ms = args.tick_ms
     if args.log_level is not None:
         cfg.log_level = args.log_level
+    if args.metrics_listen is not None:
+        cfg.metrics_listen = args.metrics_listen
     if args.offsets_compact_entries is not None:
         cfg.offsets_compact_entries = args.offsets_compact_entries
     cfg.validate()

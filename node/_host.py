@@ -44,7 +44,7 @@ import queue
 import random
 import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from raftka.raft import Config, ConfState, RawNode
 from raftka.raft.host import HostClock, HostDriver, HostGroup, StateMachine
@@ -52,7 +52,7 @@ from raftka.raft.rocksdb import RocksGroupStorage, RocksLogDB
 
 from ._transport import PeerTransport
 
-__all__ = ["Group", "RaftHost", "RaftTiming", "StateMachine"]
+__all__ = ["Group", "HostObserver", "RaftHost", "RaftTiming", "StateMachine"]
 
 log = logging.getLogger("raftka.host")
 
@@ -77,8 +77,10 @@ class _SyncThread:
     ``flush_wal(True)``, which releases the GIL during the fsync: PERF-FACTS), never on the
     loop thread. At most one write is outstanding: the ready loop awaits each."""
 
-    def __init__(self, save: Callable[[list], None], name: str) -> None:
+    def __init__(self, save: Callable[[list], None], name: str,
+                 observe: Callable[[float], None] | None = None) -> None:
         self._save = save
+        self._observe = observe  # seconds of each synced write (metrics; thread-safe)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -89,8 +91,11 @@ class _SyncThread:
             if job is None:
                 return
             items, future, loop = job
+            started = time.perf_counter()
             try:
                 self._save(items)
+                if self._observe is not None:
+                    self._observe(time.perf_counter() - started)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting loop
                 loop.call_soon_threadsafe(_set_exception, future, exc)
             else:
@@ -151,14 +156,31 @@ class _RocksHostStorage:
         self.synced = self.thread.save(items)
 
 
+class HostObserver(Protocol):
+    """What the host reports to the node's metrics (``_metrics.NodeMetrics``)."""
+
+    def pass_seconds(self, seconds: float) -> None:
+        """One ready-loop pass took ``seconds`` (its synced write included); loop thread."""
+        ...
+
+    def sync_seconds(self, seconds: float) -> None:
+        """One synced write (one WAL sync) took ``seconds``; called on the sync thread."""
+        ...
+
+
 class RaftHost:
     """The asyncio adapter around the node's ``HostDriver`` (see the module docstring)."""
 
     def __init__(self, node_id: int, db: RocksLogDB, peers: dict[int, str],
                  timing: RaftTiming, seed: int | None = None,
-                 clock: HostClock | None = None) -> None:
-        """``clock``: seconds, ``time.monotonic`` unless a test drives time itself."""
+                 clock: HostClock | None = None, observer: HostObserver | None = None) -> None:
+        """``clock``: seconds, ``time.monotonic`` unless a test drives time itself.
+        ``observer``: told the duration of every pass and sync (metrics)."""
         self.node_id = node_id
+        self.observer = observer
+        # RawNode.event_counts() of the groups removed so far, summed: the node's counters
+        # of elections and transfers must not go down when a topic is deleted.
+        self.retired_event_counts = [0, 0, 0, 0]
         self.db = db
         self.timing = timing
         self.transport = PeerTransport(node_id, peers, self._on_unreachable)
@@ -207,7 +229,10 @@ class RaftHost:
         return group
 
     def remove_group(self, group_id: int, drop_data: bool) -> None:
-        self.driver.remove_group(group_id)
+        group = self.driver.remove_group(group_id)
+        if group is not None:
+            for i, n in enumerate(group.node.event_counts()):
+                self.retired_event_counts[i] += n
         if drop_data:
             self.db.drop_group(group_id)
 
@@ -217,7 +242,9 @@ class RaftHost:
     # ------------------------------------------------------------------ run
     def start(self) -> None:
         self.transport.start()
-        self._storage.thread = _SyncThread(self.db.save_many, f"raft-sync-{self.node_id}")
+        self._storage.thread = _SyncThread(
+            self.db.save_many, f"raft-sync-{self.node_id}",
+            self.observer.sync_seconds if self.observer is not None else None)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._ticker(), name="raft-ticker"),
@@ -265,9 +292,12 @@ class RaftHost:
 
     async def _pass(self) -> None:
         """One pass of the driver; awaits its synced write (on the sync thread) if any."""
+        started = time.perf_counter()
         if self.driver.run_pass():
             await self._storage.synced
             self.driver.sync_completed()
+        if self.observer is not None:
+            self.observer.pass_seconds(time.perf_counter() - started)
 
     # ------------------------------------------------------------------ shutdown
     async def transfer_leaderships_away(self, timeout_s: float) -> None:

@@ -192,6 +192,16 @@ class PartitionReplica:
         # duplicates of proposed-but-unapplied batches, answered when the original applies
         self._dup_waiters: list[tuple[PendingBatch, asyncio.Future]] = []
         self._hw_changed = asyncio.Event()
+        # For metrics only (``_metrics.py``), kept where the data path already has the
+        # numbers: the offset after the last record in this replica's durable log
+        # (committed or not; from the entries each Ready made durable), and the cumulative
+        # batch bytes up to the last applied data entry (minus ``_snapshot_cumulative``:
+        # the bytes this replica stores).
+        self.log_end_offset = 0
+        self._applied_cumulative = 0
+        # Called with (records, bytes) of every produce request accepted here (the
+        # node's produce counters); per request, never per record.
+        self.on_accepted: Callable[[int, int], None] | None = None
 
     # ------------------------------------------------------------------ wiring
     def attach(self, group: Group) -> None:
@@ -202,6 +212,10 @@ class PartitionReplica:
         _, header = self._next_data_entry_backwards(node.applied_index, node.first_index)
         if header is not None:
             self._advance_hw(header.last_offset + 1)
+            self._applied_cumulative = header.cumulative_bytes
+        _, tail = self._next_data_entry_backwards(node.last_index, node.applied_index + 1)
+        self.log_end_offset = max(self.high_watermark,
+                                  tail.last_offset + 1 if tail is not None else 0)
         self._replay_producers(node)
 
     def _replay_producers(self, node) -> None:
@@ -243,24 +257,28 @@ class PartitionReplica:
             raise ValueError(f"partition {self.topic}/{self.partition}: unknown snapshot v{version}")
         self.log_start_offset = max(self.log_start_offset, log_start)
         self._snapshot_cumulative = cumulative
+        self._applied_cumulative = max(self._applied_cumulative, cumulative)
         self._advance_hw(log_start)
+        self.log_end_offset = max(self.log_end_offset, log_start)
         self.applied_index = max(self.applied_index, snapshot.meta.index)
         self._drop_index_below(snapshot.meta.index + 1)
 
     def apply(self, entries: list[Entry]) -> None:
         offsets, raft_indexes = self._index_offsets, self._index_raft
         hw = self.high_watermark
+        cumulative = self._applied_cumulative
         magic = ENTRY_MAGIC
         producers = self.producers
         for e in entries:
             data = e.data
             if e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE and data[0] == magic:
-                _, _, base, last, at, _ = _HEADER.unpack_from(data, 0)
+                _, _, base, last, at, cumulative = _HEADER.unpack_from(data, 0)
                 offsets.append(base)
                 raft_indexes.append(e.index)
                 hw = last + 1
                 _feed_producers(producers, data, base, last, at, e.index)
         self.applied_index = entries[-1].index
+        self._applied_cumulative = cumulative
         if producers.pending_count:
             producers.applied_through(self.applied_index)
         if self._dup_waiters:
@@ -277,8 +295,21 @@ class PartitionReplica:
         if rd.role != Role.LEADER and self._alloc_term:
             self._alloc_term = 0
             self.producers.clear_pending()
-        if rd.entries and self._acks_leader:
-            self._resolve(self._acks_leader, rd.entries)
+        if rd.entries:
+            if self._acks_leader:
+                self._resolve(self._acks_leader, rd.entries)
+            self._note_log_end(rd.entries)
+
+    def _note_log_end(self, entries: list[Entry]) -> None:
+        """``log_end_offset`` after ``entries`` became durable here (a truncated tail is
+        replaced by the entries that overwrite it, so the last data entry decides)."""
+        magic = ENTRY_MAGIC
+        for e in reversed(entries):
+            data = e.data
+            if e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE and data[0] == magic:
+                self.log_end_offset = max(_HEADER.unpack_from(data, 0)[3] + 1,
+                                          self.high_watermark)
+                return
 
     def _resolve(self, waiters: deque[_Waiter], entries: list[Entry]) -> None:
         first, last = entries[0].index, entries[-1].index
@@ -366,6 +397,11 @@ class PartitionReplica:
                                   f"{pid} has epoch {header.producer_epoch}, base sequence "
                                   f"{header.base_sequence} and {header.record_count} records; "
                                   "epoch and sequence must be >= 0 and the batch not empty")
+        if self.on_accepted is not None:
+            records = 0
+            for h in headers:
+                records += h.record_count
+            self.on_accepted(records, len(payload))
         future = asyncio.get_running_loop().create_future() if acks != 0 else None
         self._pending.append(_Pending(payload, spans, acks, future, pid, header.producer_epoch,
                                       header.base_sequence, header.record_count))
@@ -615,6 +651,39 @@ class PartitionReplica:
         if header is None:
             return self.high_watermark
         return max(header.base_offset, self.log_start_offset)
+
+    def stored_bytes(self) -> int:
+        """Record-batch bytes of the committed log this replica keeps (after retention)."""
+        return max(self._applied_cumulative - self._snapshot_cumulative, 0)
+
+    def append_time_ms_at(self, offset: int) -> int | None:
+        """When the leader appended the record at ``offset`` (committed, within the log;
+        its entry's append time), or None if it is not in this replica's committed log.
+        One entry read (the in-memory offset index finds it); for metrics."""
+        if self.group is None or self.group.closed:
+            return None
+        if offset < self.log_start_offset or offset >= self.high_watermark:
+            return None
+        try:
+            header = self._header_at(self._find_index(offset))
+        except (CompactedError, BrokerError):
+            return None
+        return header.append_time_ms if header is not None else None
+
+    def append_time_ms_after(self, index: int, scan_max: int = 4) -> int | None:
+        """Append time of the first data entry at Raft index >= ``index`` (within
+        ``scan_max`` entries of the log, durable or not), or None. For the replication lag
+        of a follower whose match index is ``index - 1``."""
+        group = self.group
+        if group is None or group.closed:
+            return None
+        node = group.node
+        hi = min(node.last_index, index + scan_max - 1)
+        for i in range(max(index, node.first_index), hi + 1):
+            header = self._header_at(i)
+            if header is not None:
+                return header.append_time_ms
+        return None
 
     def _next_data_entry(self, index: int, hi: int) -> tuple[int, EntryHeader | None]:
         for i in range(index, hi + 1):

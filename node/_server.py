@@ -39,6 +39,7 @@ from ._config import ConfigError, NodeConfig, from_args
 from ._debug_service import add_debug_service
 from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
+from ._metrics import MetricsServer, NodeCollector
 from ._services import AdminService, BrokerService
 from ._transport import RaftPeerService
 
@@ -124,8 +125,25 @@ async def serve(config: NodeConfig) -> int:
         broker.db.close()
         return 1
     groups.start()
+    metrics_server = None
+    if config.metrics_listen:
+        metrics_server = MetricsServer(config.metrics_listen, broker.metrics,
+                                       NodeCollector(broker, groups, broker.metrics))
+        try:
+            metrics_server.start()
+        except (OSError, ValueError) as exc:
+            log.error("cannot serve metrics on %s: %s; is another process using the port?",
+                      config.metrics_listen, exc)
+            await groups.stop()
+            await broker.stop(graceful=False)
+            await server.stop(grace=None)
+            await forwarder.close()
+            return 2
     await health_servicer.set(RAFT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
+    if metrics_server is not None:
+        print(f"raftka node {config.node_id} metrics on http://{metrics_server.address}/metrics",
+              file=sys.stderr, flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -139,6 +157,8 @@ async def serve(config: NodeConfig) -> int:
     readiness.cancel()
     await health_servicer.enter_graceful_shutdown()  # every name NOT_SERVING, for good
     await groups.stop()
+    if metrics_server is not None:
+        await metrics_server.stop()
     await broker.stop(graceful=not failed)
     await server.stop(grace=1.0)
     await forwarder.close()

@@ -45,18 +45,24 @@ _ACKS = {broker_pb2.ACKS_ALL: -1, broker_pb2.ACKS_LEADER: 1, broker_pb2.ACKS_NON
 
 
 def _handler(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Errors to statuses (module docstring); counts each error by method and code."""
+    name = method.__name__
+
     @functools.wraps(method)
     async def wrapper(self: _Service, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
         except BrokerError as exc:
+            self.broker.metrics.error(name, exc.code)
             await abort_with(context, self.complete(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except CorruptBatchError as exc:  # bad data is the sender's or the log's, not a bug
+            self.broker.metrics.error(name, Code.CORRUPT_BATCH)
             await abort_with(context, BrokerError(Code.CORRUPT_BATCH, str(exc)))
         except Exception as exc:  # noqa: BLE001
             log.exception("%s failed", method.__name__)
+            self.broker.metrics.error(name, Code.INTERNAL_ERROR)
             await abort_with(context, BrokerError(
                 Code.INTERNAL_ERROR, f"internal error in {method.__name__} "
                 f"({type(exc).__name__}); the node keeps serving, please report this"))
@@ -162,8 +168,15 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
 
     @_handler
     async def Produce(self, request, context):  # noqa: N802
-        replica, payload, acks, timeout_s = _produce_args(self.broker, request)
-        base, last = await replica.produce(payload, acks, timeout_s)
+        metrics = self.broker.metrics
+        acks_level = _ACKS.get(request.acks, -1)
+        metrics.produce_requests[acks_level].inc()
+        started = time.perf_counter()
+        try:
+            replica, payload, acks, timeout_s = _produce_args(self.broker, request)
+            base, last = await replica.produce(payload, acks, timeout_s)
+        finally:
+            metrics.produce_latency[acks_level].observe(time.perf_counter() - started)
         return broker_pb2.ProduceResponse(base_offset=base, last_offset=last,
                                           high_watermark=replica.high_watermark)
 
@@ -178,6 +191,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
                 slots.release()
 
         writer = asyncio.create_task(write_answers())
+        streams = self.broker.metrics.streams["produce"]
+        streams.inc()
         try:
             async for item in request_iterator:
                 await slots.acquire()  # bounds the requests of one stream in flight
@@ -195,13 +210,21 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         except Exception:  # noqa: BLE001 - a broken stream must not stop the node
             log.exception("ProduceStream failed")
         finally:
+            streams.dec()
             writer.cancel()
 
     def _stream_produce(self, item, answers: asyncio.Queue) -> None:
         """Validate and queue one stream request now; answer it when it completes."""
         cid = item.correlation_id
+        metrics = self.broker.metrics
+        acks_level = _ACKS.get(item.request.acks, -1)
+        metrics.produce_requests[acks_level].inc()
+        started = time.perf_counter()
+        latency = metrics.produce_latency[acks_level]
 
         def fail(exc: BrokerError) -> None:
+            metrics.error("ProduceStream", exc.code)
+            latency.observe(time.perf_counter() - started)
             answers.put_nowait(broker_pb2.ProduceStreamResponse(
                 correlation_id=cid, error=self.complete(exc).info()))
 
@@ -217,6 +240,7 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
                              f"({type(exc).__name__}); the node keeps serving, please report"))
             return
         if future is None:  # acks=0
+            latency.observe(time.perf_counter() - started)
             answers.put_nowait(broker_pb2.ProduceStreamResponse(
                 correlation_id=cid, response=broker_pb2.ProduceResponse(
                     base_offset=-1, last_offset=-1, high_watermark=replica.high_watermark)))
@@ -236,6 +260,7 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
             exc = f.exception()
             if exc is None:
                 base, last = f.result()
+                latency.observe(time.perf_counter() - started)
                 answers.put_nowait(broker_pb2.ProduceStreamResponse(
                     correlation_id=cid, response=broker_pb2.ProduceResponse(
                         base_offset=base, last_offset=last,
@@ -279,28 +304,38 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
 
     @_handler
     async def Fetch(self, request, context):  # noqa: N802
-        replica = _require_leader(self.broker, request.topic, request.partition)
-        wait_ms = min(max(request.max_wait_ms, 0), FETCH_WAIT_MS_MAX)
-        if wait_ms and request.offset >= replica.high_watermark:
-            await replica.wait_for_data(request.offset, wait_ms / 1000)
+        started = time.perf_counter()
+        try:
             replica = _require_leader(self.broker, request.topic, request.partition)
-        return self._read(replica, request, request.offset)
+            wait_ms = min(max(request.max_wait_ms, 0), FETCH_WAIT_MS_MAX)
+            if wait_ms and request.offset >= replica.high_watermark:
+                await replica.wait_for_data(request.offset, wait_ms / 1000)
+                replica = _require_leader(self.broker, request.topic, request.partition)
+            return self._read(replica, request, request.offset)
+        finally:
+            self.broker.metrics.fetch_latency.observe(time.perf_counter() - started)
 
     @_handler
     async def FetchStream(self, request, context):  # noqa: N802
         offset = request.offset
-        while True:
-            replica = _require_leader(self.broker, request.topic, request.partition)
-            if offset >= replica.high_watermark:
-                await replica.wait_for_data(offset, 5.0)
-                continue
-            response = self._read(replica, request, offset)
-            offset = response.next_offset
-            await context.write(response)
+        streams = self.broker.metrics.streams["fetch"]
+        streams.inc()
+        try:
+            while True:
+                replica = _require_leader(self.broker, request.topic, request.partition)
+                if offset >= replica.high_watermark:
+                    await replica.wait_for_data(offset, 5.0)
+                    continue
+                response = self._read(replica, request, offset)
+                offset = response.next_offset
+                await context.write(response)
+        finally:
+            streams.dec()
 
     def _read(self, replica, request, offset: int) -> broker_pb2.FetchResponse:
         max_bytes = min(request.max_bytes or FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_BYTES_MAX)
         data, next_offset = replica.read(offset, max_bytes)
+        self.broker.metrics.fetched(next_offset - offset, len(data))
         response = broker_pb2.FetchResponse(
             high_watermark=replica.high_watermark, log_start_offset=replica.log_start_offset,
             next_offset=next_offset)

@@ -424,6 +424,18 @@ class RocksLogDB:
             if db is not None:
                 db.close()
 
+    def int_property(self, name: str) -> int | None:
+        """A RocksDB integer property (``rocksdb.total-sst-files-size``, ...), or None if
+        the DB is closed or does not know it. Safe from any thread (metrics read it)."""
+        with self._read_lock:
+            db = self._db
+            if db is None:
+                return None
+            try:
+                return db.property_int_value(name)
+            except Exception:  # noqa: BLE001 - an unknown property or a closing DB
+                return None
+
     def group(self, group_id: int) -> RocksGroupStorage:
         """The store of one group (created empty if nothing is stored); loads and validates
         its metadata on first use (see the module docstring)."""

@@ -207,6 +207,15 @@ class Raft:
         # (last index of a proposal batch, cumulative bytes proposed) for the uncommitted bound.
         self.uncommitted: deque[tuple[int, int]] = deque()
         self.uncommitted_size = 0
+        # Event counters for the node's metrics (raftka.node._metrics); only ever
+        # incremented, never read by the algorithm: elections this replica started
+        # (candidate, not pre-candidate), elections it won, leadership transfers it began
+        # as leader, and proposals it refused (ProposalDropped: a transfer in progress or
+        # the uncommitted-bytes bound; NotLeader is not counted).
+        self.elections_started = 0
+        self.elections_won = 0
+        self.transfers_started = 0
+        self.proposals_dropped = 0
         self._step_role: Callable[[Message], None] = self._step_follower
         self._tick_role: Callable[[], None] = self._tick_election
         self._become_follower(self.term, NO_NODE)
@@ -291,6 +300,7 @@ class Raft:
 
     def _become_candidate(self) -> None:
         self._reset(self.term + 1)
+        self.elections_started += 1
         self.vote = self.id
         self.role = Role.CANDIDATE
         self._step_role = self._step_candidate
@@ -298,6 +308,7 @@ class Raft:
 
     def _become_leader(self) -> None:
         self._reset(self.term)
+        self.elections_won += 1
         self.lead = self.id
         self.role = Role.LEADER
         self._step_role = self._step_leader
@@ -767,6 +778,7 @@ class Raft:
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
         if self.lead_transferee != NO_NODE:
+            self.proposals_dropped += 1
             raise ProposalDropped(
                 f"leadership is being transferred to node {self.lead_transferee}; retry there"
             )
@@ -774,6 +786,7 @@ class Raft:
         for d in datas:
             size += len(d)
         if self.uncommitted_size and self.uncommitted_size + size > self.cfg.max_uncommitted_size:
+            self.proposals_dropped += 1
             raise ProposalDropped(
                 f"{self.uncommitted_size} bytes are proposed but not yet committed (limit "
                 f"{self.cfg.max_uncommitted_size}); retry after the followers catch up"
@@ -795,6 +808,7 @@ class Raft:
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
         if self.lead_transferee != NO_NODE:
+            self.proposals_dropped += 1
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
         log = self.log
         if log.term_or_zero(log.committed) != self.term:
@@ -886,6 +900,7 @@ class Raft:
         if self.lead_transferee == target:
             return
         self.lead_transferee = target
+        self.transfers_started += 1
         self.election_elapsed = 0  # the transfer is abandoned after one election timeout
         pr = self.progress[target]
         if pr.match == self.log.last_index():

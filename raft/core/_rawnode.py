@@ -158,6 +158,21 @@ class RawNode:
     def status(self) -> dict:
         return self._raft.status()
 
+    def event_counts(self) -> tuple[int, int, int, int]:
+        """(elections started, elections won, leadership transfers started, proposals
+        dropped) by this replica since it was created; for metrics, read-only."""
+        r = self._raft
+        return r.elections_started, r.elections_won, r.transfers_started, r.proposals_dropped
+
+    def follower_matches(self) -> dict[int, int]:
+        """On the leader: the match index it knows of every other replica (voters and
+        learners); empty on any other role. For metrics (replication lag), read-only."""
+        r = self._raft
+        if r.role != Role.LEADER:
+            return {}
+        me = r.id
+        return {n: pr.match for n, pr in r.progress.items() if n != me}
+
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Term and configuration as of ``index`` (<= applied), for building a snapshot."""
         raft = self._raft

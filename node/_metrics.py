@@ -1,0 +1,594 @@
+"""Prometheus metrics of a node: the instruments the data path increments, the collector
+that reads replica and group state at scrape time, and the HTTP endpoint.
+
+Everything is written with ``prometheus_client`` (no hand-made exposition) into a registry
+of this node's own (``NodeMetrics.registry``), served by ``MetricsServer`` on
+``--metrics-listen HOST:PORT`` (``metrics_listen`` in the TOML file; off unless given;
+``raftka dev`` turns it on). Names follow Prometheus conventions: prefix ``raftka_``, base
+units (``_seconds``, ``_bytes``), counters end in ``_total``. README.md, "Monitoring",
+lists every series and the label-cardinality bound.
+
+Three kinds of numbers, three ways of getting them:
+
+1. Request counters and histograms (``NodeMetrics``): incremented by the gRPC handlers and
+   the partition, once per request or per batch, never per record (records of a produce
+   request are the sum of its batch headers' record counts; of a fetch, the offsets it
+   spans). prometheus_client's instruments are thread-safe, so the scrape thread reads
+   them directly.
+2. Host timings: the ready loop observes each pass's duration, the sync thread each WAL
+   sync (``_host.HostObserver``); a lag probe task (``probe_event_loop``) measures how late
+   the loop wakes up: a wake-up later than ``STALL_S`` counts as a stall.
+3. State owned by the event loop (partition replicas, Raft groups, consumer groups):
+   read by ``NodeCollector`` at scrape time, so the data path pays nothing for it.
+
+Threading, the choice: the HTTP endpoint is prometheus_client's own WSGI server
+(``start_http_server``: a daemon thread, one more thread per scrape; no HTTP parsing of
+ours). A scrape must not read replica state from that thread while the event loop changes
+it, so ``NodeCollector.collect`` asks the loop for a *snapshot*: it schedules
+``_take_snapshot`` with ``loop.call_soon_threadsafe`` and waits for it (at most
+``SNAPSHOT_TIMEOUT_S``). The snapshot is plain tuples of numbers taken in one loop
+callback, so every partition and group is seen at the same instant (a consistent view),
+and the expensive part, building the metric families and formatting the text, runs in
+the scrape thread, not on the loop. Serving HTTP from the loop instead (aiohttp) would
+format every series on the loop thread, between produce requests. A loop that does not
+answer in time (stalled) gets a scrape without the loop-owned families (the request
+counters, process and storage numbers still come) and ``raftka_scrape_snapshot_timeouts_total``
+counts it. RocksDB properties and the data directory's free space are read in the scrape
+thread (RocksDB properties are thread-safe; ``RocksLogDB.int_property`` takes its read
+lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from raftka.v1.errors import Code
+from raftka.raft import Role
+
+from ._coordinator import ConsumerGroup
+from ._offsets import OFFSETS_TOPIC, OffsetsReplica, offsets_partition_for
+
+if TYPE_CHECKING:
+    from ._broker import Broker
+
+log = logging.getLogger("raftka.metrics")
+
+# Created series (``*_created``) double every counter's series for a number nobody graphs.
+prometheus_client.disable_created_metrics()
+
+SNAPSHOT_TIMEOUT_S = 5.0  # a scrape waits this long for the event loop's snapshot
+PROBE_INTERVAL_S = 0.25  # the event-loop lag probe sleeps this long, then measures lateness
+STALL_S = 0.1  # a wake-up this late is an event-loop stall
+UNDER_REPLICATED_LAG_S = 10.0  # a follower missing an entry this old makes it under-replicated
+FOLLOWER_LAG_SCAN = 4  # entries looked at to date a follower's oldest missing record
+APPEND_TIME_CACHE_MAX = 100_000
+
+# Request latencies: 0.5 ms .. 10 s (a produce waits for a majority's fsync; a long-poll
+# fetch up to its max_wait).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0)
+# Disk and loop timings: 50 µs .. 5 s.
+SHORT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+ACKS_LABELS = {-1: "all", 1: "leader", 0: "none"}
+ROLE_LABELS = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate",
+               Role.CANDIDATE: "candidate", Role.LEADER: "leader"}
+GROUP_STATES = ("empty", "reconciling", "stable")
+STREAM_KINDS = ("produce", "fetch")
+ROCKSDB_PROPERTIES = {  # metric suffix -> RocksDB property
+    "rocksdb_sst_files_bytes": ("rocksdb.total-sst-files-size",
+                                "Size of every SST file of the node's RocksDB (the Raft log "
+                                "of every group), including files awaiting deletion."),
+    "rocksdb_live_sst_files_bytes": ("rocksdb.live-sst-files-size",
+                                     "Size of the SST files of the current version."),
+    "rocksdb_memtable_bytes": ("rocksdb.cur-size-all-mem-tables",
+                               "Bytes in the RocksDB memtables (not yet flushed to SST)."),
+    "rocksdb_pending_compaction_bytes": ("rocksdb.estimate-pending-compaction-bytes",
+                                         "RocksDB's estimate of the bytes compaction must "
+                                         "rewrite to bring every level within its target."),
+}
+
+
+class NodeMetrics:
+    """The node's instruments (kind 1 and 2 of the module docstring) and its registry.
+    Also the Raft host's ``HostObserver``. Cheap enough to exist on every node; only
+    served when ``--metrics-listen`` is given."""
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        r = self.registry = CollectorRegistry(auto_describe=False)
+        self._produce_requests = Counter(
+            "raftka_produce_requests", "Produce requests received by this node (unary calls "
+            "and ProduceStream requests), by acks level.", ["acks"], registry=r)
+        self._produce_latency = Histogram(
+            "raftka_produce_request_duration_seconds", "Time from receiving a produce request "
+            "to answering it, by acks level (failed requests included).", ["acks"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.produce_records = Counter(
+            "raftka_produce_records", "Records accepted for append by the partitions this node "
+            "leads (the record counts of the batch headers).", registry=r)
+        self.produce_bytes = Counter(
+            "raftka_produce_bytes", "Record-batch bytes accepted for append by the partitions "
+            "this node leads.", registry=r)
+        self.fetch_requests = Counter(
+            "raftka_fetch_requests", "Fetch requests answered (a FetchStream response counts "
+            "as one).", registry=r)
+        self.fetch_records = Counter(
+            "raftka_fetch_records", "Records returned by fetches (the offsets each read "
+            "spans).", registry=r)
+        self.fetch_bytes = Counter(
+            "raftka_fetch_bytes", "Record-batch bytes returned by fetches.", registry=r)
+        self.fetch_latency = Histogram(
+            "raftka_fetch_request_duration_seconds", "Time to answer a unary Fetch, its "
+            "long-poll wait (max_wait_ms) included.", buckets=LATENCY_BUCKETS, registry=r)
+        self._errors = Counter(
+            "raftka_request_errors", "Requests answered with an error, by RPC method and "
+            "error code (the ErrorCode names of raftka.v1.errors).", ["method", "code"],
+            registry=r)
+        self._streams = Gauge(
+            "raftka_client_streams", "Client streams open on this node, by kind.", ["kind"],
+            registry=r)
+        self.wal_syncs = Counter(
+            "raftka_wal_syncs", "Synced writes of the Raft log (one WAL fsync each; one per "
+            "ready-loop pass that must sync, for every group of the pass).", registry=r)
+        self.wal_sync_latency = Histogram(
+            "raftka_wal_sync_duration_seconds", "Duration of a synced write of the Raft log "
+            "(write plus WAL fsync, on the sync thread).", buckets=SHORT_BUCKETS, registry=r)
+        self.pass_latency = Histogram(
+            "raftka_ready_pass_duration_seconds", "Duration of one pass of the Raft ready loop "
+            "(proposals, sends, its synced write, applies).", buckets=SHORT_BUCKETS,
+            registry=r)
+        self.loop_lag = Histogram(
+            "raftka_event_loop_lag_seconds", f"How late the event loop woke a task that slept "
+            f"{PROBE_INTERVAL_S} s (measured every {PROBE_INTERVAL_S} s while metrics are "
+            "served).", buckets=SHORT_BUCKETS, registry=r)
+        self.loop_stalls = Counter(
+            "raftka_event_loop_stalls", f"Event-loop wake-ups later than {STALL_S} s (the "
+            "loop was busy or blocked that long).", registry=r)
+        self.snapshot_timeouts = Counter(
+            "raftka_scrape_snapshot_timeouts", "Scrapes that got no snapshot of the replica "
+            f"and group state from the event loop within {SNAPSHOT_TIMEOUT_S} s.", registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes...
+        PlatformCollector(registry=r)  # python_info
+        # Children bound once: the data path does one dict lookup and one increment.
+        self.produce_requests = {a: self._produce_requests.labels(acks=n)
+                                 for a, n in ACKS_LABELS.items()}
+        self.produce_latency = {a: self._produce_latency.labels(acks=n)
+                                for a, n in ACKS_LABELS.items()}
+        self.streams = {k: self._streams.labels(kind=k) for k in STREAM_KINDS}
+        self._error_children: dict[tuple[str, int], Any] = {}
+
+    def error(self, method: str, code: int) -> None:
+        """One request of ``method`` answered with error ``code``."""
+        child = self._error_children.get((method, code))
+        if child is None:
+            try:
+                name = Code(code).name
+            except ValueError:
+                name = str(code)
+            child = self._errors.labels(method=method, code=name)
+            self._error_children[(method, code)] = child
+        child.inc()
+
+    def produce_accepted(self, records: int, size_bytes: int) -> None:
+        self.produce_records.inc(records)
+        self.produce_bytes.inc(size_bytes)
+
+    def fetched(self, records: int, size_bytes: int) -> None:
+        self.fetch_requests.inc()
+        if records > 0:
+            self.fetch_records.inc(records)
+        if size_bytes:
+            self.fetch_bytes.inc(size_bytes)
+
+    # HostObserver
+    def pass_seconds(self, seconds: float) -> None:
+        self.pass_latency.observe(seconds)
+
+    def sync_seconds(self, seconds: float) -> None:
+        self.wal_syncs.inc()
+        self.wal_sync_latency.observe(seconds)
+
+    async def probe_event_loop(self) -> None:
+        """Sleep ``PROBE_INTERVAL_S`` again and again; how late each wake-up is measures
+        what kept the loop busy (a long pass, a slow handler, a blocking call)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            late = max(loop.time() - before - PROBE_INTERVAL_S, 0.0)
+            self.loop_lag.observe(late)
+            if late >= STALL_S:
+                self.loop_stalls.inc()
+
+
+# ------------------------------------------------------------------------------ snapshot
+@dataclass(slots=True)
+class PartitionView:
+    topic: str
+    partition: int
+    role: Role
+    leader_id: int
+    term: int
+    log_start_offset: int
+    log_end_offset: int
+    high_watermark: int
+    commit_index: int
+    applied_index: int
+    stored_bytes: int
+    under_replicated: bool
+    # on the leader: (follower node id, lag in entries, lag in seconds or None if unknown)
+    followers: list[tuple[int, int, float | None]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class GroupView:
+    group_id: str
+    state: str
+    members: int
+    epoch: int
+    # (topic, partition, committed offset, lag in records or None, lag in seconds or None)
+    partitions: list[tuple[str, int, int, int | None, float | None]] = field(
+        default_factory=list)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    node_id: int
+    controller_leader: int
+    partitions: list[PartitionView]
+    groups: list[GroupView]
+    # elections started, won, leadership transfers, proposals dropped (every group)
+    raft_events: tuple[int, int, int, int]
+
+
+class NodeCollector(Collector):
+    """Replica, Raft and group state at scrape time (kind 3 of the module docstring).
+    ``take_snapshot`` runs on the event loop; ``collect`` in the scrape thread."""
+
+    def __init__(self, broker: Broker, groups: Any, metrics: NodeMetrics,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``groups``: the node's GroupCoordinatorService (its in-memory groups)."""
+        self.broker = broker
+        self.groups = groups
+        self.metrics = metrics
+        self.loop = loop
+        self._append_times: dict[tuple[str, int, int], int] = {}  # loop thread only
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families vary with what the node hosts; nothing to check at register
+
+    # -------------------------------------------------------------- scrape thread
+    def collect(self) -> Iterable[Metric]:
+        snapshot = self._snapshot_from_loop()
+        if snapshot is not None:
+            yield from families(snapshot)
+        yield from self._storage_families()
+
+    def _snapshot_from_loop(self) -> Snapshot | None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return None
+        done: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+
+        def take() -> None:
+            if not done.set_running_or_notify_cancel():
+                return  # the scrape gave up waiting
+            try:
+                done.set_result(self.take_snapshot())
+            except BaseException as exc:  # noqa: BLE001 - handed to the scrape thread
+                done.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(take)
+        except RuntimeError:  # the loop closed meanwhile: the node is stopping
+            return None
+        try:
+            return done.result(SNAPSHOT_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            done.cancel()
+            self.metrics.snapshot_timeouts.inc()
+            log.warning("metrics scrape: the event loop gave no snapshot within %.0f s",
+                        SNAPSHOT_TIMEOUT_S)
+            return None
+        except Exception:  # noqa: BLE001 - a scrape must never take the node down
+            log.exception("metrics scrape: taking the snapshot failed")
+            return None
+
+    def _storage_families(self) -> Iterable[Metric]:
+        db = self.broker.db
+        for suffix, (prop, doc) in ROCKSDB_PROPERTIES.items():
+            value = db.int_property(prop)
+            if value is not None:
+                yield GaugeMetricFamily(f"raftka_{suffix}", doc, value=value)
+        try:
+            st = os.statvfs(self.broker.config.data_dir)
+        except OSError:
+            return
+        yield GaugeMetricFamily(
+            "raftka_data_dir_capacity_bytes", "Size of the file system holding the node's "
+            "data directory.", value=st.f_blocks * st.f_frsize)
+        yield GaugeMetricFamily(
+            "raftka_data_dir_free_bytes", "Bytes of that file system available to the node "
+            "(not reserved for root).", value=st.f_bavail * st.f_frsize)
+
+    # -------------------------------------------------------------- event loop
+    def take_snapshot(self) -> Snapshot:
+        """Every number the collector needs, read in one go on the event loop: plain
+        values, no references into live state. Cost: a few attribute reads per replica,
+        plus one entry read per lagging follower and per group partition whose oldest
+        unconsumed record is not dated yet (cached by offset)."""
+        broker = self.broker
+        now_ms = int(time.time() * 1000)
+        reachable = broker.host.transport.is_reachable
+        partitions: list[PartitionView] = []
+        for (topic, pnum), replica in list(broker.partitions.items()):
+            group = replica.group
+            if group is None or group.closed:
+                continue
+            node = group.node
+            role = node.role
+            view = PartitionView(
+                topic, pnum, role, node.leader_id, node.term, replica.log_start_offset,
+                replica.log_end_offset, replica.high_watermark, node.commit_index,
+                node.applied_index, replica.stored_bytes(), False)
+            if role == Role.LEADER:
+                voters = node.conf_state.voters
+                last = node.last_index
+                for peer, match in sorted(node.follower_matches().items()):
+                    lag = max(last - match, 0)
+                    seconds: float | None = 0.0
+                    if lag:
+                        at = replica.append_time_ms_after(match + 1, FOLLOWER_LAG_SCAN)
+                        seconds = max(now_ms - at, 0) / 1000 if at is not None else None
+                    view.followers.append((peer, lag, seconds))
+                    if peer in voters and (not reachable(peer) or (
+                            seconds is not None and seconds > UNDER_REPLICATED_LAG_S)):
+                        view.under_replicated = True
+            partitions.append(view)
+        events = list(broker.host.retired_event_counts)
+        for group in broker.host.groups.values():
+            for i, n in enumerate(group.node.event_counts()):
+                events[i] += n
+        return Snapshot(broker.node_id, broker.controller.leader_id(), partitions,
+                        self._group_views(now_ms), tuple(events))  # type: ignore[arg-type]
+
+    def _group_views(self, now_ms: int) -> list[GroupView]:
+        """Groups this node coordinates: those whose offsets partition it leads (and has
+        caught up on, like the coordinator itself)."""
+        broker = self.broker
+        in_memory = getattr(self.groups, "_groups", {}) if self.groups is not None else {}
+        now = time.monotonic()
+        cache, used = self._append_times, {}
+        views: list[GroupView] = []
+        for (topic, pnum), replica in list(broker.partitions.items()):
+            if topic != OFFSETS_TOPIC or not isinstance(replica, OffsetsReplica):
+                continue
+            group = replica.group
+            if group is None or group.closed or group.node.role != Role.LEADER \
+                    or not replica.leader_ready():
+                continue
+            term = group.node.term
+            count = len(broker.controller.state.topic(OFFSETS_TOPIC).partitions) \
+                if broker.controller.state.topic(OFFSETS_TOPIC) is not None else 0
+            ids = set(replica.offsets) | set(replica.members) | set(replica.groups)
+            ids.update(g for g, c in in_memory.items()
+                       if c.term == term and count and offsets_partition_for(g, count) == pnum)
+            for group_id in sorted(ids):
+                c = in_memory.get(group_id)
+                if c is not None and c.term == term:
+                    cg = c.group
+                else:
+                    cg = ConsumerGroup.restore(group_id, replica.groups.get(group_id),
+                                               replica.members.get(group_id, {}), now)
+                view = GroupView(group_id, cg.state, len(cg.members), cg.group_epoch)
+                for (t, p), committed in sorted(replica.offsets.get(group_id, {}).items()):
+                    offset = committed.offset
+                    local = broker.partitions.get((t, p))
+                    lag: int | None = None
+                    seconds: float | None = None
+                    if local is not None and local.group is not None:
+                        lag = max(local.high_watermark - offset, 0)
+                        seconds = 0.0
+                        if lag:
+                            oldest = max(offset, local.log_start_offset)
+                            key = (t, p, oldest)
+                            at = cache.get(key)
+                            if at is None:
+                                at = local.append_time_ms_at(oldest)
+                            if at is not None:
+                                used[key] = at
+                                seconds = max(now_ms - at, 0) / 1000
+                            else:
+                                seconds = None
+                    view.partitions.append((t, p, offset, lag, seconds))
+                views.append(view)
+        if len(used) <= APPEND_TIME_CACHE_MAX:
+            self._append_times = used
+        return views
+
+
+# ------------------------------------------------------------------------------ families
+def families(s: Snapshot) -> list[Metric]:
+    """The metric families of a snapshot (pure; unit-tested)."""
+    out: list[Metric] = []
+    tp = ["topic", "partition"]
+
+    def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(name, doc, labels=labels)
+        out.append(family)
+        return family
+
+    node_id = GaugeMetricFamily("raftka_node_id", "This node's id.", value=s.node_id)
+    controller = GaugeMetricFamily(
+        "raftka_controller_leader_id", "The controller leader this node knows (0: none).",
+        value=s.controller_leader)
+    out += [node_id, controller]
+    names = ("elections_started", "elections_won", "leadership_transfers",
+             "proposals_dropped")
+    docs = ("Raft elections started by this node's replicas (candidacies, not pre-votes).",
+            "Raft elections won by this node's replicas (became leader).",
+            "Leadership transfers begun by this node's leaders (graceful stop, preferred "
+            "leader).",
+            "Proposals refused by this node's leaders (transfer in progress, too many "
+            "uncommitted bytes).")
+    for name, doc, value in zip(names, docs, s.raft_events):
+        out.append(CounterMetricFamily(f"raftka_raft_{name}", doc, value=value))
+
+    leader = gauge("raftka_partition_leader", "1 if this replica is the partition's "
+                   "leader, else 0.", tp)
+    role = gauge("raftka_partition_role", "This replica's Raft role (the series with the "
+                 "current role is 1).", tp + ["role"])
+    leader_id = gauge("raftka_partition_leader_id", "The partition leader this replica knows "
+                      "(node id; 0: none).", tp)
+    term = gauge("raftka_partition_term", "Raft term of this replica.", tp)
+    log_start = gauge("raftka_partition_log_start_offset", "First offset still stored "
+                      "(retention moves it).", tp)
+    log_end = gauge("raftka_partition_log_end_offset", "Offset after the last record in "
+                    "this replica's durable log, committed or not.", tp)
+    hw = gauge("raftka_partition_high_watermark", "Offset after the last committed record "
+               "applied by this replica.", tp)
+    commit = gauge("raftka_partition_commit_index", "Raft commit index of this replica.", tp)
+    applied = gauge("raftka_partition_applied_index", "Raft index applied by this "
+                    "replica.", tp)
+    stored = gauge("raftka_partition_stored_bytes", "Record-batch bytes of the committed log "
+                   "this replica stores.", tp)
+    under = gauge("raftka_partition_under_replicated", "On the leader: 1 if a replica is "
+                  f"unreachable or misses an entry older than {UNDER_REPLICATED_LAG_S:.0f} s; "
+                  "0 otherwise (and on followers).", tp)
+    lag_entries = gauge("raftka_partition_follower_lag_entries", "On the leader: entries of "
+                        "its log a follower has not acknowledged.", tp + ["follower"])
+    lag_seconds = gauge("raftka_partition_follower_lag_seconds", "On the leader: age of the "
+                        "oldest entry a follower has not acknowledged (its append time at the "
+                        "leader; 0 when caught up).", tp + ["follower"])
+    leaders = under_count = 0
+    for p in s.partitions:
+        labels = [p.topic, str(p.partition)]
+        is_leader = p.role == Role.LEADER
+        leaders += is_leader
+        under_count += p.under_replicated
+        leader.add_metric(labels, 1 if is_leader else 0)
+        role.add_metric(labels + [ROLE_LABELS[p.role]], 1)
+        leader_id.add_metric(labels, p.leader_id)
+        term.add_metric(labels, p.term)
+        log_start.add_metric(labels, p.log_start_offset)
+        log_end.add_metric(labels, p.log_end_offset)
+        hw.add_metric(labels, p.high_watermark)
+        commit.add_metric(labels, p.commit_index)
+        applied.add_metric(labels, p.applied_index)
+        stored.add_metric(labels, p.stored_bytes)
+        under.add_metric(labels, 1 if p.under_replicated else 0)
+        for follower, entries, seconds in p.followers:
+            flabels = labels + [str(follower)]
+            lag_entries.add_metric(flabels, entries)
+            if seconds is not None:
+                lag_seconds.add_metric(flabels, seconds)
+    out.append(GaugeMetricFamily("raftka_partition_replicas", "Partition replicas hosted "
+                                 "by this node.", value=len(s.partitions)))
+    out.append(GaugeMetricFamily("raftka_partition_leaders", "Partitions this node leads.",
+                                 value=leaders))
+    out.append(GaugeMetricFamily("raftka_under_replicated_partitions", "Partitions led by "
+                                 "this node that are under-replicated.", value=under_count))
+
+    g = ["group"]
+    members = gauge("raftka_group_members", "Members of a consumer group (on its "
+                    "coordinator).", g)
+    state = gauge("raftka_group_state", "Consumer group state (the series with the current "
+                  "state is 1).", g + ["state"])
+    epoch = gauge("raftka_group_epoch", "Group epoch: bumped at every change of membership, "
+                  "subscriptions or partition counts.", g)
+    rebalances = CounterMetricFamily("raftka_group_rebalances", "Rebalances of a consumer "
+                                     "group (target assignments computed: the group epoch).",
+                                     labels=g)
+    out.append(rebalances)
+    committed = gauge("raftka_group_committed_offset", "Committed offset of a consumer group "
+                      "for a partition.", g + tp)
+    lag = gauge("raftka_group_lag_records", "Records of a partition after the group's "
+                "committed offset (the coordinator's replica's high watermark minus the "
+                "commit; absent if the coordinator hosts no replica of the partition).", g + tp)
+    lag_s = gauge("raftka_group_lag_seconds", "Age of the oldest record the group has not "
+                  "consumed (committed) in a partition, by its append time; 0 when caught "
+                  "up.", g + tp)
+    for v in s.groups:
+        members.add_metric([v.group_id], v.members)
+        for name in GROUP_STATES:
+            state.add_metric([v.group_id, name], 1 if v.state == name else 0)
+        epoch.add_metric([v.group_id], v.epoch)
+        rebalances.add_metric([v.group_id], v.epoch)
+        for t, p, offset, records, seconds in v.partitions:
+            labels = [v.group_id, t, str(p)]
+            committed.add_metric(labels, offset)
+            if records is not None:
+                lag.add_metric(labels, records)
+            if seconds is not None:
+                lag_s.add_metric(labels, seconds)
+    return out
+
+
+# ------------------------------------------------------------------------------ server
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class MetricsServer:
+    """The HTTP endpoint: prometheus_client's WSGI server in a daemon thread (see the
+    module docstring for why a thread and how it reads loop state). ``GET /metrics``
+    (any path: prometheus_client serves every path; other methods get 405)."""
+
+    def __init__(self, listen: str, metrics: NodeMetrics, collector: NodeCollector) -> None:
+        self.listen = listen
+        self.metrics = metrics
+        self.collector = collector
+        self._httpd: Any = None
+        self._thread: Any = None
+        self._probe: asyncio.Task | None = None
+        self.address = ""
+
+    def start(self) -> str:
+        """Bind and serve; returns ``host:port`` bound. Raises OSError or ValueError."""
+        host, port = parse_listen(self.listen)
+        self.collector.loop = asyncio.get_running_loop()
+        self.metrics.registry.register(self.collector)
+        try:
+            self._httpd, self._thread = prometheus_client.start_http_server(
+                port, host, registry=self.metrics.registry)
+        except BaseException:
+            self.metrics.registry.unregister(self.collector)
+            raise
+        bound = self._httpd.server_address[1]
+        self.address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        self._probe = asyncio.get_running_loop().create_task(
+            self.metrics.probe_event_loop(), name="event-loop-probe")
+        return self.address
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+        if self._httpd is not None:
+            httpd, self._httpd = self._httpd, None
+            await asyncio.to_thread(httpd.shutdown)  # waits for serve_forever to return
+            httpd.server_close()
+        self.collector.loop = None
