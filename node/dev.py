@@ -1,7 +1,8 @@
 """``python -m raftka.node.dev`` (``raftka dev``): a local N-node cluster on loopback.
 
 Starts every node as its own process, waits until the cluster is healthy (every node
-answers and a controller leader is elected), prints the bootstrap addresses, and stops
+answers and a controller leader is elected), prints the bootstrap addresses and each
+node's Prometheus metrics URL (``--metrics-base-port``, 9301.. by default), and stops
 every node (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 """
 
@@ -93,17 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--base-port", type=int, default=7001)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--metrics-base-port", type=int, default=9301,
+                        help="node N serves Prometheus metrics on this port + N - 1 "
+                        "(default 9301); 0 turns metrics off")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     peers = cluster_peers(args.nodes, args.host, args.base_port)
-    busy = ports_in_use(peers, reuse=True)
+    metrics = ({i: f"{args.host}:{args.metrics_base_port + i - 1}" for i in peers}
+               if args.metrics_base_port else {})
+    busy = ports_in_use({**peers, **{-i: a for i, a in metrics.items()}}, reuse=True)
     if busy:
         print(f"raftka dev: {', '.join(busy)} already in use (another cluster running?); "
               "stop it or pick other ports with --base-port", file=sys.stderr)
         return 1
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    procs = [subprocess.Popen(node_command(i, peers, args.data_dir, ["--log-level", args.log_level]))
+    procs = [subprocess.Popen(node_command(
+        i, peers, args.data_dir, ["--log-level", args.log_level]
+        + (["--metrics-listen", metrics[i]] if metrics else [])))
              for i in peers]
     stopping = False
 
@@ -117,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raftka dev: {args.nodes} nodes healthy; data in {args.data_dir.resolve()}")
         print(f"bootstrap: {bootstrap}")
         print(f"  export RAFTKA_BOOTSTRAP={bootstrap}")
+        for i, address in metrics.items():
+            print(f"metrics: node {i} http://{address}/metrics")
+        if metrics:
+            print("  raftka top   (a live view; Prometheus and Grafana: examples/monitoring/)")
         print("  raftka topic create demo -p 3 && echo hello | raftka produce demo && "
               "raftka consume demo --from-beginning --exit-at-end")
         print("Ctrl-C stops every node.", flush=True)

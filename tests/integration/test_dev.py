@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from raftka.client import Admin
@@ -16,20 +17,32 @@ from tests.harness import REPO, free_ports
 
 def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
     base = _free_consecutive_ports(3)
+    metrics_base = _free_consecutive_ports(3)
+    while abs(metrics_base - base) < 3:  # the two ranges must not overlap
+        metrics_base = _free_consecutive_ports(3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftka.node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
-         "--base-port", str(base)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+         "--base-port", str(base), "--metrics-base-port", str(metrics_base)], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         bootstrap = ""
+        metrics_urls: list[str] = []
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not bootstrap:
+        while time.monotonic() < deadline and len(metrics_urls) < 3:
             line = proc.stdout.readline()
             if not line:
                 break
             if line.startswith("bootstrap: "):
                 bootstrap = line.split(" ", 1)[1].strip()
+            if line.startswith("metrics: node "):
+                metrics_urls.append(line.split()[-1])
         assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3)), proc.stderr
+        # make dev prints every node's metrics address, and each one answers
+        assert metrics_urls == [f"http://127.0.0.1:{metrics_base + i}/metrics"
+                                for i in range(3)]
+        for i, url in enumerate(metrics_urls):
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert f"raftka_node_id {i + 1}.0" in response.read().decode()
         with Admin(bootstrap) as admin:
             assert len(admin.describe_cluster().nodes) == 3
         proc.send_signal(signal.SIGTERM)
