@@ -60,7 +60,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from raftka.v1.errors import Code
+from raftka.v1 import errors_pb2
 from raftka.raft import Role
 
 from ._coordinator import ConsumerGroup
@@ -181,9 +181,9 @@ class NodeMetrics:
         child = self._error_children.get((method, code))
         if child is None:
             try:
-                name = Code(code).name
+                name = errors_pb2.ErrorCode.Name(code)
             except ValueError:
-                name = str(code)
+                name = f"ERROR_CODE_{code}"
             child = self._errors.labels(method=method, code=name)
             self._error_children[(method, code)] = child
         child.inc()

@@ -88,13 +88,16 @@ def _stop_every_cluster() -> None:
 
 class Cluster:
     def __init__(self, root: Path, size: int, tick_ms: int = 50,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), metrics: bool = False) -> None:
+        """``metrics``: every node serves Prometheus metrics (``metrics_url``)."""
         self.root = root
         self.size = size
         self.tick_ms = tick_ms
         self.extra_args = tuple(extra_args)  # more `python -m raftka.node` flags for every node
-        ports = free_ports(size)
+        ports = free_ports(size * 2 if metrics else size)
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
+        self.metrics = ({i + 1: f"127.0.0.1:{ports[size + i]}" for i in range(size)}
+                        if metrics else {})
         self.procs: dict[int, subprocess.Popen] = {}  # running (maybe paused), by node id
         self.paused: set[int] = set()
         self._started: list[subprocess.Popen] = []  # every process, until it has exited
@@ -112,6 +115,8 @@ class Cluster:
             "--data-dir", str(self.root / f"node-{node_id}"), "--tick-ms", str(self.tick_ms),
             "--log-level", "info", *self.extra_args,
         ]
+        if node_id in self.metrics:
+            cmd += ["--metrics-listen", self.metrics[node_id]]
         with open(self.root / f"node-{node_id}.log", "ab") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
                                     start_new_session=True)  # its own process group
@@ -186,6 +191,9 @@ class Cluster:
             ])
             self._channels[node_id] = ch
         return ch
+
+    def metrics_url(self, node_id: int) -> str:
+        return f"http://{self.metrics[node_id]}/metrics"
 
     def broker(self, node_id: int) -> broker_pb2_grpc.BrokerStub:
         return broker_pb2_grpc.BrokerStub(self.channel(node_id))
