@@ -43,3 +43,16 @@ def test_bad_toml_says_what_to_fix(tmp_path: Path, text: str, fragment: str) -> 
 def test_bad_peers(text: str) -> None:
     with pytest.raises(ConfigError, match="expected id=host:port"):
         parse_peers(text)
+
+
+def test_metrics_listen_is_off_by_default_and_set_by_flag_or_toml(tmp_path: Path) -> None:
+    base = ["--id", "1", "--listen", "127.0.0.1:7001", "--peers", PEERS, "--data-dir", "/tmp/d"]
+    assert from_args(base).metrics_listen == ""
+    assert from_args(base + ["--metrics-listen", "127.0.0.1:9301"]).metrics_listen \
+        == "127.0.0.1:9301"
+    path = tmp_path / "node.toml"
+    path.write_text('id = 1\nlisten = "127.0.0.1:7001"\ndata_dir = "/tmp/x"\n'
+                    'peers = { 1 = "127.0.0.1:7001" }\nmetrics_listen = "0.0.0.0:9301"\n')
+    assert from_args(["--config", str(path)]).metrics_listen == "0.0.0.0:9301"
+    with pytest.raises(ConfigError, match="metrics_listen must be HOST:PORT"):
+        from_args(base + ["--metrics-listen", "9301"])
