@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) jepsen-deps interop-deps
+test: $(STAMP) jepsen-deps interop-deps monitoring-deps
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
@@ -48,7 +48,17 @@ jepsen-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
 
-.PHONY: jepsen jepsen-deps interop-deps
+.PHONY: jepsen jepsen-deps interop-deps monitoring-deps
+# tests/integration/test_monitoring_examples.py checks examples/monitoring/ with promtool:
+# as root, install Debian's prometheus package (it ships promtool) when missing. Without
+# root and without promtool that check is skipped (the YAML is still checked); as root it
+# is an error.
+monitoring-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v promtool >/dev/null; then \
+	    echo "installing prometheus (promtool) for examples/monitoring/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends prometheus >/dev/null; fi
+
 JEPSEN_TIME ?= 1800
 JEPSEN_NODES ?= 5
 JEPSEN_NEMESIS ?= partition,kill,pause,disk
