@@ -248,6 +248,14 @@ class Admin:
     def cluster_status(self, *, timeout: float | None = None) -> ClusterStatus:
         """A cluster-wide view: every node asked in parallel (see the module docstring).
         ``describe_cluster`` is one node's local view; this merges all of them."""
+        brokers, answers = self._node_answers(timeout)
+        return merge_cluster_status(brokers, answers)
+
+    def _node_answers(self, timeout: float | None) -> tuple[dict[int, str],
+                                                              dict[int, tuple[Any, Any]]]:
+        """Every node asked in parallel for its Metadata and DescribeCluster: (node id ->
+        address, node id -> (MetadataResponse, DescribeClusterResponse) of those that
+        answered). ``cluster_status`` and ``raftka top`` merge them."""
         timeout = self._default_timeout if timeout is None else timeout
         md = self._cluster.refresh_metadata(timeout)
         brokers = dict(md.brokers)
@@ -267,7 +275,7 @@ class Admin:
                                                    thread_name_prefix="raftka-status") as pool:
             futures = {nid: pool.submit(ask, addr) for nid, addr in brokers.items()}
             answers = {nid: f.result() for nid, f in futures.items()}
-        return merge_cluster_status(brokers, {n: a for n, a in answers.items() if a})
+        return brokers, {n: a for n, a in answers.items() if a}
 
     # ------------------------------------------------------------------ offsets
 

@@ -15,6 +15,7 @@
     raftka group reset-offsets G --topic T [--partition N ...]
         (--to-earliest | --to-latest | --to-offset N | --to-datetime ISO | --to-timestamp MS)
         [--dry-run]
+    raftka top [--interval S] [--iterations N]  (live view: nodes, throughput per topic, group lag)
 
 Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
 then ``127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`` (what ``raftka dev`` prints by
@@ -22,7 +23,7 @@ default). Topic, cluster and group commands print tables, or JSON with ``--json`
 
 Exit codes: 0 success; 1 a failure, reported as one line on stderr saying what happened and
 what to do (never a traceback; ``RAFTKA_DEBUG=1`` shows one for bugs); 2 bad usage
-(argparse); 130 interrupted. ``dev`` and ``node`` replace this process with
+(argparse); 130 interrupted (``top`` exits 0 on Ctrl-C: that is how it is stopped). ``dev`` and ``node`` replace this process with
 ``python -m raftka.node[.dev]`` (the client never imports the broker).
 """
 
@@ -60,6 +61,7 @@ from raftka.v1.errors import (
 )
 from raftka.client._producer import Producer, parse_acks
 from raftka.client._reader import TopicReader
+from raftka.client._top import CALL_TIMEOUT_S, run_top
 from raftka.client._types import TopicPartition
 
 __all__ = ["build_parser", "main", "node_command"]
@@ -211,6 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
                               "shared with the group's other members and offsets are "
                               "committed after each batch is printed (start: the committed "
                               "offset; without one --from-beginning, else only new records)")
+
+    top = sub.add_parser(
+        "top", parents=[common],
+        help="live view of the cluster: nodes and leaders, throughput per topic, group lag",
+        description="A live view updated every --interval seconds: nodes (reachable, "
+                    "leaders, replicas), per topic the records committed and records/s "
+                    "(high-watermark growth), consumer groups and their lag. Redraws the "
+                    "screen on a terminal, prints frames one after the other otherwise. "
+                    "Ctrl-C quits (exit status 0).")
+    top.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                     help="seconds between frames (default 1)")
+    top.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
+                     help="print N frames, then exit (default: until Ctrl-C)")
     return parser
 
 
@@ -687,6 +702,17 @@ class _UsageError(Exception):
 # --------------------------------------------------------------------------- errors
 
 
+def _cmd_top(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    try:
+        with Admin(bootstrap, default_timeout=CALL_TIMEOUT_S) as admin:
+            admin.wait_for_brokers(_REACH_TIMEOUT_S)
+            return run_top(admin, sys.stdout, ",".join(bootstrap), args.interval,
+                           args.iterations)
+    except KeyboardInterrupt:  # Ctrl-C while connecting or closing: still a normal quit
+        sys.stdout.flush()
+        return 0
+
+
 def _hint(err: BaseException, args: argparse.Namespace, bootstrap: list[str] | None) -> str:
     topic = getattr(args, "topic", None) or getattr(args, "name", None) or "TOPIC"
     where = ",".join(bootstrap) if bootstrap else "the bootstrap brokers"
@@ -756,6 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":
             return _cmd_consume(args, bootstrap)
+        if args.command == "top":
+            return _cmd_top(args, bootstrap)
         raise AssertionError(f"unhandled command {args.command}")
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, and keep Python from complaining
