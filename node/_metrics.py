@@ -278,9 +278,15 @@ class NodeCollector(Collector):
 
     # -------------------------------------------------------------- scrape thread
     def collect(self) -> Iterable[Metric]:
+        """Runs in the scrape thread. prometheus_client formats each family as it is
+        yielded; ``time.sleep(0)`` between families releases the GIL, so the event loop
+        thread waits for at most one family's formatting, not for CPython's 5 ms switch
+        interval again and again while the whole text is built."""
         snapshot = self._snapshot_from_loop()
         if snapshot is not None:
-            yield from families(snapshot)
+            for family in families(snapshot):
+                yield family
+                time.sleep(0)
         yield from self._storage_families()
 
     def _snapshot_from_loop(self) -> Snapshot | None:
