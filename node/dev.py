@@ -3,6 +3,10 @@
 Starts every node as its own process, waits until the cluster is healthy (every node
 answers and a controller leader is elected), prints the bootstrap addresses, and stops
 every node (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
+
+It also starts the web console (``python -m raftka.client.cli console``, a subprocess: the
+broker never imports the client) on ``--console-port`` (8080; 0 turns it off) and prints its
+URL.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--base-port", type=int, default=7001)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--console-port", type=int, default=8080,
+                        help="port of the web console (0: do not start it)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
@@ -117,6 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raftka dev: {args.nodes} nodes healthy; data in {args.data_dir.resolve()}")
         print(f"bootstrap: {bootstrap}")
         print(f"  export RAFTKA_BOOTSTRAP={bootstrap}")
+        if args.console_port:
+            console_address = f"{args.host}:{args.console_port}"
+            if ports_in_use({0: console_address}, reuse=True):
+                print(f"raftka dev: {console_address} is in use: no web console "
+                      "(pick another with --console-port)", file=sys.stderr)
+            else:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "raftka.client.cli", "console", "--bootstrap",
+                     bootstrap, "--listen", console_address]))
+                print(f"console: http://{console_address}/")
         print("  raftka topic create demo -p 3 && echo hello | raftka produce demo && "
               "raftka consume demo --from-beginning --exit-at-end")
         print("Ctrl-C stops every node.", flush=True)
