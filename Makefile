@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) jepsen-deps interop-deps monitoring-deps
+test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
@@ -48,7 +48,7 @@ jepsen-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
 
-.PHONY: jepsen jepsen-deps interop-deps monitoring-deps
+.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps
 # tests/integration/test_monitoring_examples.py checks examples/monitoring/ with promtool:
 # as root, install Debian's prometheus package (it ships promtool) when missing. Without
 # root and without promtool that check is skipped (the YAML is still checked); as root it
@@ -58,6 +58,16 @@ monitoring-deps:
 	    echo "installing prometheus (promtool) for examples/monitoring/"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq --no-install-recommends prometheus >/dev/null; fi
+
+# tests/console/ drives the web console in a real browser: Debian's chromium and its
+# chromedriver, run by Selenium (never Selenium Manager's downloads). As root, install them
+# when missing; without root the browser tests skip, saying why (as root they must run).
+console-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then \
+	    echo "installing chromium, chromium-driver for tests/console/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq chromium chromium-driver >/dev/null; fi
 
 JEPSEN_TIME ?= 1800
 JEPSEN_NODES ?= 5

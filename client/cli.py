@@ -16,6 +16,7 @@
         (--to-earliest | --to-latest | --to-offset N | --to-datetime ISO | --to-timestamp MS)
         [--dry-run]
     raftka top [--interval S] [--iterations N]  (live view: nodes, throughput per topic, group lag)
+    raftka console [--listen 127.0.0.1:8080] [--sample-interval 2]   (web console, Ctrl-C stops)
 
 Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
 then ``127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`` (what ``raftka dev`` prints by
@@ -226,6 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between frames (default 1)")
     top.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
                      help="print N frames, then exit (default: until Ctrl-C)")
+    console = sub.add_parser(
+        "console", parents=[common],
+        help="serve the web console (overview, topics, messages, groups, charts)",
+        description="Serve a web console for the cluster until Ctrl-C: it reaches the "
+                    "cluster over gRPC like every other command.",
+    )
+    console.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                         help="address to serve HTTP on (default 127.0.0.1:8080; port 0: "
+                              "any free port)")
+    console.add_argument("--sample-interval", type=_positive_float, default=2.0,
+                         metavar="SECONDS",
+                         help="how often the charts' samples are taken (default 2)")
     return parser
 
 
@@ -695,6 +708,19 @@ def _group_at_end(admin: Admin, consumer: Consumer, topic: str) -> bool:
     return True
 
 
+def _cmd_console(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    from raftka.client.console import parse_listen, serve  # noqa: PLC0415 - Flask, on demand
+
+    parse_listen(args.listen)  # a malformed address is a usage error before anything starts
+    try:
+        serve(bootstrap, args.listen, sample_interval_s=args.sample_interval,
+              on_ready=lambda url: print(f"{PROG} console: {url} (cluster {','.join(bootstrap)}); "
+                                         "Ctrl-C stops it", file=sys.stderr, flush=True))
+    except OSError as e:
+        raise _UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+    return 0
+
+
 class _UsageError(Exception):
     pass
 
@@ -784,6 +810,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_consume(args, bootstrap)
         if args.command == "top":
             return _cmd_top(args, bootstrap)
+        if args.command == "console":
+            return _cmd_console(args, bootstrap)
         raise AssertionError(f"unhandled command {args.command}")
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, and keep Python from complaining

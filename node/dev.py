@@ -4,6 +4,10 @@ Starts every node as its own process, waits until the cluster is healthy (every 
 answers and a controller leader is elected), prints the bootstrap addresses and each
 node's Prometheus metrics URL (``--metrics-base-port``, 9301.. by default), and stops
 every node (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
+
+It also starts the web console (``python -m raftka.client.cli console``, a subprocess: the
+broker never imports the client) on ``--console-port`` (8080; 0 turns it off) and prints its
+URL.
 """
 
 from __future__ import annotations
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-base-port", type=int, default=9301,
                         help="node N serves Prometheus metrics on this port + N - 1 "
                         "(default 9301); 0 turns metrics off")
+    parser.add_argument("--console-port", type=int, default=8080,
+                        help="port of the web console (0: do not start it)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
@@ -129,6 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"metrics: node {i} http://{address}/metrics")
         if metrics:
             print("  raftka top   (a live view; Prometheus and Grafana: examples/monitoring/)")
+        if args.console_port:
+            console_address = f"{args.host}:{args.console_port}"
+            if ports_in_use({0: console_address}, reuse=True):
+                print(f"raftka dev: {console_address} is in use: no web console "
+                      "(pick another with --console-port)", file=sys.stderr)
+            else:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "raftka.client.cli", "console", "--bootstrap",
+                     bootstrap, "--listen", console_address]))
+                print(f"console: http://{console_address}/")
         print("  raftka topic create demo -p 3 && echo hello | raftka produce demo && "
               "raftka consume demo --from-beginning --exit-at-end")
         print("Ctrl-C stops every node.", flush=True)

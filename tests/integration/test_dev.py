@@ -12,7 +12,7 @@ from pathlib import Path
 
 from raftka.client import Admin
 from raftka.node.dev import ports_in_use
-from tests.harness import REPO, free_ports
+from tests.harness import REPO, free_ports, wait_for
 
 
 def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
@@ -20,9 +20,11 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
     metrics_base = _free_consecutive_ports(3)
     while abs(metrics_base - base) < 3:  # the two ranges must not overlap
         metrics_base = _free_consecutive_ports(3)
+    console_port = free_ports(1)[0]
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftka.node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
-         "--base-port", str(base), "--metrics-base-port", str(metrics_base)], cwd=REPO,
+         "--base-port", str(base), "--metrics-base-port", str(metrics_base),
+         "--console-port", str(console_port)], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         bootstrap = ""
@@ -36,6 +38,13 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
                 bootstrap = line.split(" ", 1)[1].strip()
             if line.startswith("metrics: node "):
                 metrics_urls.append(line.split()[-1])
+        console_url = ""
+        while time.monotonic() < deadline and not console_url:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("console: "):
+                console_url = line.split(" ", 1)[1].strip()
         assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3)), proc.stderr
         # make dev prints every node's metrics address, and each one answers
         assert metrics_urls == [f"http://127.0.0.1:{metrics_base + i}/metrics"
@@ -45,6 +54,8 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
                 assert f"raftka_node_id {i + 1}.0" in response.read().decode()
         with Admin(bootstrap) as admin:
             assert len(admin.describe_cluster().nodes) == 3
+        assert console_url == f"http://127.0.0.1:{console_port}/"
+        wait_for(lambda: _answers(console_url), 30, "the web console")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
@@ -62,3 +73,13 @@ def _free_consecutive_ports(count: int) -> int:
                 {i: f"127.0.0.1:{base + i}" for i in range(count)}):
             return base
     raise RuntimeError("no free consecutive ports")
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
