@@ -158,6 +158,14 @@ class RawNode:
     def status(self) -> dict:
         return self._raft.status()
 
+    def min_match_index(self) -> int:
+        """Leader only: the smallest index known to be in every replica's log (voters and
+        learners, this node included); 0 on any other role."""
+        raft = self._raft
+        if raft.role != Role.LEADER or not raft.progress:
+            return 0
+        return min(p.match for p in raft.progress.values())
+
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Term and configuration as of ``index`` (<= applied), for building a snapshot."""
         raft = self._raft
