@@ -111,6 +111,9 @@ class _ConfigSpec(NamedTuple):
     maximum: int | float = 0
     choices: tuple[str, ...] = ()  # a string config: one of these
     real: bool = False  # a number with a fraction (minimum..maximum)
+    # False: stored only when set (its default applies otherwise), so that the topics and
+    # snapshots of earlier versions, which do not have it, stay normalized
+    filled: bool = True
 
     def allowed(self) -> str:
         if self.choices:
@@ -139,11 +142,11 @@ TOPIC_CONFIGS: Final[Mapping[str, _ConfigSpec]] = types.MappingProxyType(
     {
         # log compaction (Kafka's meanings; node/_compaction.py)
         "cleanup.policy": _ConfigSpec("delete", choices=("compact", "compact,delete",
-                                                         "delete")),
-        "delete.retention.ms": _ConfigSpec("86400000", 0, INT64_MAX),  # 1 day
+                                                         "delete"), filled=False),
+        "delete.retention.ms": _ConfigSpec("86400000", 0, INT64_MAX, filled=False),  # 1 day
         "max.message.bytes": _ConfigSpec("1048576", 1, 64 * 1024 * 1024),
-        "min.cleanable.dirty.ratio": _ConfigSpec("0.5", 0.0, 1.0, real=True),
-        "min.compaction.lag.ms": _ConfigSpec("0", 0, INT64_MAX),
+        "min.cleanable.dirty.ratio": _ConfigSpec("0.5", 0.0, 1.0, real=True, filled=False),
+        "min.compaction.lag.ms": _ConfigSpec("0", 0, INT64_MAX, filled=False),
         "retention.bytes": _ConfigSpec("-1", -1, INT64_MAX),  # -1: no size limit
         "retention.ms": _ConfigSpec("604800000", -1, INT64_MAX),  # 7 days; -1: no time limit
     }
@@ -177,12 +180,13 @@ def topic_name_error(name: str, internal: bool = False) -> str | None:
 
 
 def normalize_configs(configs: Mapping[str, str]) -> tuple[dict[str, str] | None, str]:
-    """Topic configs with defaults filled and integers in canonical form.
+    """Topic configs with defaults filled (of the configs with ``filled``) and values in
+    canonical form.
 
     Returns ``(configs, "")``, or ``(None, reason)`` naming the bad key and what it allows.
     Keys are checked in sorted order so the reported key is the same on every node.
     """
-    result = {key: spec.default for key, spec in sorted(TOPIC_CONFIGS.items())}
+    result = {key: spec.default for key, spec in sorted(TOPIC_CONFIGS.items()) if spec.filled}
     for key in sorted(configs):
         value = configs[key]
         spec = TOPIC_CONFIGS.get(key)
