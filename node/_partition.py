@@ -109,9 +109,12 @@ def _feed_producers(producers: ProducerStateTable, data: bytes, base: int, last:
             producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
 INDEX_CACHE_MAX = 1 << 20
 REPLAY_CHUNK_BYTES = 4 << 20
-# Compaction reads this many bytes of entries per step and yields to the event loop
-# between steps (a step decodes ~2,500 records of 100 bytes: a few ms of one core).
+# Compaction reads entries this many bytes at a time, and yields to the event loop whenever
+# it has worked COMPACTION_SLICE_S since it last did (checked after each entry; an entry of
+# max.message.bytes, 1 MiB, decodes in ~5-10 ms). Compressed entries decode to far more
+# than their size, so the time slice, not the read size, bounds the stall.
 COMPACTION_CHUNK_BYTES = 256 << 10
+COMPACTION_SLICE_S = 0.002
 PENDING_REQUESTS_MAX = 10_000
 
 
@@ -891,8 +894,9 @@ class PartitionReplica:
 
     async def run_compaction(self) -> bool:
         """The background pass: compact this replica's entries below the replicated point,
-        in steps of ``COMPACTION_CHUNK_BYTES`` that yield to the event loop, each step's
-        rewrites written by a worker thread. Returns True if it reached the point (False:
+        in time slices of ``COMPACTION_SLICE_S`` between which it yields to the event
+        loop; the rewrites of each ``COMPACTION_CHUNK_BYTES`` read are written by a
+        worker thread. Returns True if it reached the point (False:
         nothing to do, the group went away, or part of the log is not stored here yet:
         the next call continues). Never runs twice at once for one replica."""
         if self._compaction_running or not self.compaction_pending:
@@ -952,11 +956,15 @@ class PartitionReplica:
         # (below that, at most one record per key remains: see _compaction.py)
         latest: dict[bytes, int] = {}
         since = self._compacted_through
+        clock = time.perf_counter
+        slice_end = clock() + COMPACTION_SLICE_S
         for chunk in self._entries_below(below):
             for e, header in chunk:
                 if header.last_offset >= since:
                     _compaction.index_keys(e.data, HEADER_SIZE, below, latest)
-            await asyncio.sleep(0)
+                if clock() >= slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = clock() + COMPACTION_SLICE_S
         # pass 2: rewrite every entry below the point that changes
         removed_records = removed_bytes = clean_bytes = 0
         clean_cumulative = 0
@@ -974,6 +982,9 @@ class PartitionReplica:
                     size = len(result.data) - HEADER_SIZE
                 clean_bytes += size
                 clean_cumulative = header.cumulative_bytes
+                if clock() >= slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = clock() + COMPACTION_SLICE_S
             if rewrites:
                 group = self.group
                 if group is None or group.closed:
@@ -982,7 +993,7 @@ class PartitionReplica:
                     group.storage.rewrite_entries, rewrites)
                 if beyond:
                     complete = False
-            await asyncio.sleep(0)
+                slice_end = clock() + COMPACTION_SLICE_S
         group = self.group
         if group is None or group.closed or not complete:
             return False
