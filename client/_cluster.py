@@ -160,7 +160,7 @@ def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
             q = prev.partition(p.partition)
             if q is not None and q.leader_id and q.leader_term > p.leader_term:
                 p = type(p)(p.partition, q.leader_id, p.replicas, p.high_watermark,
-                            p.log_start_offset, q.leader_term)
+                            p.log_start_offset, q.leader_term, p.dirty_ratio)
                 changed = True
             parts.append(p)
         topics[name] = (

@@ -37,6 +37,7 @@ class PartitionDescription:
     high_watermark: int
     log_start_offset: int
     leader_term: int
+    dirty_ratio: float = 0.0  # compacted topics: as the answering replica computes it
 
     @property
     def has_leader(self) -> bool:
@@ -51,6 +52,7 @@ class PartitionDescription:
             high_watermark=p.high_watermark,
             log_start_offset=p.log_start_offset,
             leader_term=p.leader_term,
+            dirty_ratio=p.dirty_ratio,
         )
 
 

@@ -358,11 +358,13 @@ def _print_topic(desc: Any, out: TextIO) -> None:
         ["REPLICATION", desc.replication_factor],
         ["CONFIGS", configs],
     ]) + "\n\n")
+    compacted = "compact" in desc.configs.get("cleanup.policy", "delete")
     rows = [[p.partition, p.leader_id or "-", ",".join(map(str, p.replicas)) or "-",
              p.high_watermark, p.log_start_offset, p.leader_term]
+            + ([f"{p.dirty_ratio:.2f}"] if compacted else [])
             for p in desc.partitions]
     out.write(_table(["PARTITION", "LEADER", "REPLICAS", "HIGH-WATERMARK", "LOG-START",
-                      "TERM"], rows) + "\n")
+                      "TERM"] + (["DIRTY-RATIO"] if compacted else []), rows) + "\n")
 
 
 # --------------------------------------------------------------------------- commands

@@ -2,7 +2,10 @@
 
 Asyncio tasks (besides gRPC's): the host's ticker and ready loop (``_host.py``), one sender
 per peer (``_transport.py``), and ``_maintenance`` here: retention, controller snapshots and
-moving leadership back to preferred leaders, every ``MAINTENANCE_INTERVAL_S``.
+moving leadership back to preferred leaders, every ``MAINTENANCE_INTERVAL_S``; and
+``_compaction`` here: log compaction of ``cleanup.policy=compact`` partitions (propose a
+compaction where this node leads and one is due; run each replica's background pass), every
+``COMPACTION_INTERVAL_S``, one replica's pass at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ._partition import PartitionConfig, PartitionReplica
 log = logging.getLogger("raftka.broker")
 
 MAINTENANCE_INTERVAL_S = 2.0
+COMPACTION_INTERVAL_S = 1.0
 OFFSETS_TOPIC_PARTITIONS = 6
 OFFSETS_TOPIC_CHECK_S = 0.2
 
@@ -55,6 +59,7 @@ class Broker:
         self.host.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._maintenance(), name="broker-maintenance"))
+        self._tasks.append(loop.create_task(self._compaction(), name="broker-compaction"))
         self._tasks.append(loop.create_task(self._ensure_offsets_topic(),
                                             name="offsets-topic"))
 
@@ -201,6 +206,24 @@ class Broker:
                 raise
             except Exception:  # noqa: BLE001 - maintenance must never stop the node
                 log.exception("maintenance pass failed; will retry")
+
+    async def _compaction(self) -> None:
+        while True:
+            await asyncio.sleep(COMPACTION_INTERVAL_S)
+            for replica in list(self.partitions.values()):
+                try:
+                    if not replica.config.compact:
+                        continue
+                    replica.maybe_propose_compaction()
+                    if replica.compaction_pending:
+                        await replica.run_compaction()
+                except asyncio.CancelledError:
+                    raise
+                except BrokerError:
+                    continue  # the replica went away meanwhile
+                except Exception:  # noqa: BLE001 - compaction must never stop the node
+                    log.exception("compaction of %s/%d failed; will retry", replica.topic,
+                                  replica.partition)
 
     async def _apply_retention(self) -> None:
         for replica in list(self.partitions.values()):

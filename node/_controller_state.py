@@ -72,6 +72,7 @@ INT64_MAX: Final = 2**63 - 1
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+_REAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,10})?")
 # Topic ids are UUIDs (as in Kafka), derived rather than random: uuid5(namespace, "index:name").
 _TOPIC_ID_NAMESPACE: Final = uuid.UUID("6f2d1c3e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 
@@ -101,18 +102,51 @@ class ApplyResult(NamedTuple):
     value: object | None = None  # the created/grown TopicMeta, or the first producer id
 
 
+_CHOICE_ALIASES = {"delete,compact": "compact,delete"}  # Kafka accepts either order
+
+
 class _ConfigSpec(NamedTuple):
     default: str
-    minimum: int
-    maximum: int
+    minimum: int | float = 0
+    maximum: int | float = 0
+    choices: tuple[str, ...] = ()  # a string config: one of these
+    real: bool = False  # a number with a fraction (minimum..maximum)
+    # False: stored only when set (its default applies otherwise), so that the topics and
+    # snapshots of earlier versions, which do not have it, stay normalized
+    filled: bool = True
 
     def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.real:
+            return f"a number from {self.minimum} to {self.maximum}"
         return f"an integer from {self.minimum} to {self.maximum}"
+
+    def normalized(self, value: str) -> str | None:
+        """The canonical form of ``value``, or None if it is not allowed."""
+        if self.choices:
+            value = _CHOICE_ALIASES.get(value, value)
+            return value if value in self.choices else None
+        if self.real:
+            if not _REAL.fullmatch(value):
+                return None
+            number = float(value)
+            return repr(number) if self.minimum <= number <= self.maximum else None
+        number = int(value) if _INTEGER.fullmatch(value) else None
+        if number is None or not self.minimum <= number <= self.maximum:
+            return None
+        return str(number)
 
 
 TOPIC_CONFIGS: Final[Mapping[str, _ConfigSpec]] = types.MappingProxyType(
     {
+        # log compaction (Kafka's meanings; node/_compaction.py)
+        "cleanup.policy": _ConfigSpec("delete", choices=("compact", "compact,delete",
+                                                         "delete"), filled=False),
+        "delete.retention.ms": _ConfigSpec("86400000", 0, INT64_MAX, filled=False),  # 1 day
         "max.message.bytes": _ConfigSpec("1048576", 1, 64 * 1024 * 1024),
+        "min.cleanable.dirty.ratio": _ConfigSpec("0.5", 0.0, 1.0, real=True, filled=False),
+        "min.compaction.lag.ms": _ConfigSpec("0", 0, INT64_MAX, filled=False),
         "retention.bytes": _ConfigSpec("-1", -1, INT64_MAX),  # -1: no size limit
         "retention.ms": _ConfigSpec("604800000", -1, INT64_MAX),  # 7 days; -1: no time limit
     }
@@ -146,22 +180,23 @@ def topic_name_error(name: str, internal: bool = False) -> str | None:
 
 
 def normalize_configs(configs: Mapping[str, str]) -> tuple[dict[str, str] | None, str]:
-    """Topic configs with defaults filled and integers in canonical form.
+    """Topic configs with defaults filled (of the configs with ``filled``) and values in
+    canonical form.
 
     Returns ``(configs, "")``, or ``(None, reason)`` naming the bad key and what it allows.
     Keys are checked in sorted order so the reported key is the same on every node.
     """
-    result = {key: spec.default for key, spec in sorted(TOPIC_CONFIGS.items())}
+    result = {key: spec.default for key, spec in sorted(TOPIC_CONFIGS.items()) if spec.filled}
     for key in sorted(configs):
         value = configs[key]
         spec = TOPIC_CONFIGS.get(key)
         if spec is None:
             known = ", ".join(sorted(TOPIC_CONFIGS))
             return None, f"unknown topic config {key[:100]!r}; known configs: {known}"
-        number = int(value) if _INTEGER.fullmatch(value) else None
-        if number is None or not spec.minimum <= number <= spec.maximum:
+        canonical = spec.normalized(value)
+        if canonical is None:
             return None, f"invalid value {value[:100]!r} for {key!r}: must be {spec.allowed()}"
-        result[key] = str(number)
+        result[key] = canonical
     return result, ""
 
 

@@ -38,8 +38,18 @@ Idempotent producers (``_producer_state.py`` has the rules and verdicts):
 
 Snapshot data (retention compaction point)::
 
-    u8 version 2 | i64 log_start_offset | i64 cumulative_bytes | producer table
-    (version 1, still read: the same without the producer table)
+    u8 version 3 | i64 log_start_offset | i64 cumulative_bytes
+    | i64 compaction_below_offset | i64 tombstones_below_offset | i64 compaction_horizon_ms
+    | producer table
+    (version 2, still read: without the two compaction fields; version 1: without the
+    producer table either)
+
+Log compaction (``cleanup.policy`` compact): the leader proposes control entries and every
+replica rewrites the entries below the compaction point in place, in the background; the
+rules and why replicas stay identical are in ``_compaction.py``. The compaction point
+(``compaction_below_offset``, ``compaction_horizon_ms``) is part of the replicated state:
+every replica moves it at the same log position (the componentwise maximum), and the
+snapshot carries it so that a replica rebuilt from a snapshot knows it.
 
 The producer table is the one of the *applied* index (it may be ahead of the snapshot
 index; replaying entries after the snapshot into it changes nothing, see
@@ -49,8 +59,10 @@ index; replaying entries after the snapshot into it changes nothing, see
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
+import zlib
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -62,10 +74,13 @@ from raftka.v1.recordbatch import (
     CorruptBatchError,
     assign_offsets,
     parse_header,
+    raw_records,
     validate_records,
 )
 from raftka.raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role, Snapshot
 
+from . import _compaction
+from ._compaction import CONTROL_MAGIC, CompactionCommand, compact_entry, decode_control
 from ._errors import BrokerError, Code
 from ._host import Group
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
@@ -74,7 +89,10 @@ ENTRY_MAGIC = 0x52
 _HEADER = struct.Struct(">BBqqqq")
 HEADER_SIZE = _HEADER.size
 _SNAP = struct.Struct(">Bqq")
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 2  # the __consumer_offsets replicas' snapshots (no compaction fields)
+_SNAP_COMPACTION = struct.Struct(">qqq")  # version 3: compaction point after _SNAP
+PARTITION_SNAPSHOT_VERSION = 3
+log = logging.getLogger("raftka.partition")
 # producerId | producerEpoch | baseSequence of a batch, at byte 43 of its header
 _PRODUCER_FIELDS = struct.Struct(">qhi")
 _PRODUCER_FIELDS_AT = HEADER_SIZE + 43
@@ -91,6 +109,12 @@ def _feed_producers(producers: ProducerStateTable, data: bytes, base: int, last:
             producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
 INDEX_CACHE_MAX = 1 << 20
 REPLAY_CHUNK_BYTES = 4 << 20
+# Compaction reads entries this many bytes at a time, and yields to the event loop whenever
+# it has worked COMPACTION_SLICE_S since it last did (checked after each entry; an entry of
+# max.message.bytes, 1 MiB, decodes in ~5-10 ms). Compressed entries decode to far more
+# than their size, so the time slice, not the read size, bounds the stall.
+COMPACTION_CHUNK_BYTES = 256 << 10
+COMPACTION_SLICE_S = 0.002
 PENDING_REQUESTS_MAX = 10_000
 
 
@@ -117,13 +141,36 @@ class PartitionConfig:
     retention_ms: int = 7 * 24 * 3600 * 1000
     retention_bytes: int = -1
     max_message_bytes: int = 1 << 20
+    cleanup_policy: str = "delete"  # 'delete' | 'compact' | 'compact,delete'
+    delete_retention_ms: int = 86_400_000  # tombstones live this long after compaction
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+
+    @property
+    def compact(self) -> bool:
+        return "compact" in self.cleanup_policy.split(",")
+
+    @property
+    def delete(self) -> bool:
+        """Retention by time and size applies (Kafka: 'compact' alone keeps everything)."""
+        return "delete" in self.cleanup_policy.split(",")
 
     @classmethod
     def from_topic_configs(cls, configs: dict[str, str]) -> PartitionConfig:
+        policy = configs.get("cleanup.policy", cls.cleanup_policy)
+        if policy == "delete,compact":
+            policy = "compact,delete"
         return cls(
             retention_ms=int(configs.get("retention.ms", cls.retention_ms)),
             retention_bytes=int(configs.get("retention.bytes", cls.retention_bytes)),
             max_message_bytes=int(configs.get("max.message.bytes", cls.max_message_bytes)),
+            cleanup_policy=policy,
+            delete_retention_ms=int(configs.get("delete.retention.ms",
+                                                cls.delete_retention_ms)),
+            min_cleanable_dirty_ratio=float(configs.get("min.cleanable.dirty.ratio",
+                                                        cls.min_cleanable_dirty_ratio)),
+            min_compaction_lag_ms=int(configs.get("min.compaction.lag.ms",
+                                                  cls.min_compaction_lag_ms)),
         )
 
 
@@ -202,6 +249,34 @@ class PartitionReplica:
         # Called with (records, bytes) of every produce request accepted here (the
         # node's produce counters); per request, never per record.
         self.on_accepted: Callable[[int, int], None] | None = None
+        # -- log compaction (see _compaction.py). Replicated state, moved by applied
+        # control entries (and restored from snapshots); both never decrease:
+        self.compaction_below_offset = 0
+        """Records below this offset are compacted (or will be by the background pass)."""
+        self.tombstones_below_offset = 0
+        self.compaction_horizon_ms = 0
+        """Tombstones below ``tombstones_below_offset`` appended before this time (ms)
+        are removed (``_compaction.py`` rule 2)."""
+        self._compaction_entry_index = 0  # raft index of the last applied control entry
+        # Local progress: the point up to which this replica's own entries are compacted
+        # (the background pass finished); 0 after a restart, so the first pass reads all.
+        self._compacted_through = 0
+        self._compaction_proposed_index = 0  # leader: our control entry not yet applied
+        self._compaction_running = False
+        self._clean_bytes = 0  # batch bytes below the local compaction point, after it
+        self._clean_cumulative = 0  # cumulative_bytes at the local compaction point
+        # -- progress counters for metrics (monotonic on this replica since it started)
+        self.compaction_runs = 0
+        """Background compaction passes this replica completed."""
+        self.compacted_records_removed = 0
+        """Records removed by those passes."""
+        self.compacted_bytes_removed = 0
+        """Batch bytes removed by those passes (stored size before minus after)."""
+        self.compaction_last_run_ms = 0
+        """Wall-clock time (ms) at which the last pass finished; 0 if none ran yet."""
+        self.compaction_last_duration_s = 0.0
+        """How long the last pass took, in seconds (it yields to the event loop between
+        steps, so this is elapsed time, not CPU time)."""
 
     # ------------------------------------------------------------------ wiring
     def attach(self, group: Group) -> None:
@@ -232,10 +307,18 @@ class PartitionReplica:
                 break
             for e in entries:
                 data = e.data
-                if (e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE
-                        and data[0] == ENTRY_MAGIC):
+                if e.kind != EntryKind.NORMAL or not data:
+                    continue
+                if len(data) >= HEADER_SIZE and data[0] == ENTRY_MAGIC:
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
                     _feed_producers(producers, data, base, lst, at, e.index)
+                elif data[0] == CONTROL_MAGIC:
+                    # the host does not re-apply committed entries at a restart: take the
+                    # compaction point from them (the background pass redoes it)
+                    command = decode_control(data)
+                    if command is not None:
+                        self._apply_compaction(command)
+                        self._compaction_entry_index = e.index
             index = entries[-1].index + 1
 
     def _header_at(self, index: int) -> EntryHeader | None:
@@ -253,6 +336,14 @@ class PartitionReplica:
             self.producers = ProducerStateTable()
         elif version == 2:
             self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[_SNAP.size:])
+        elif version == PARTITION_SNAPSHOT_VERSION:
+            below, tombstones_below, horizon = _SNAP_COMPACTION.unpack_from(snapshot.data,
+                                                                            _SNAP.size)
+            self._apply_compaction(CompactionCommand(below, tombstones_below, horizon, 0))
+            self._compaction_entry_index = max(self._compaction_entry_index,
+                                               snapshot.meta.index)
+            self.producers = ProducerStateTable.decode(
+                memoryview(snapshot.data)[_SNAP.size + _SNAP_COMPACTION.size:])
         else:
             raise ValueError(f"partition {self.topic}/{self.partition}: unknown snapshot v{version}")
         self.log_start_offset = max(self.log_start_offset, log_start)
@@ -277,6 +368,13 @@ class PartitionReplica:
                 raft_indexes.append(e.index)
                 hw = last + 1
                 _feed_producers(producers, data, base, last, at, e.index)
+            elif e.kind == EntryKind.NORMAL and data[:1] == b"C":
+                command = decode_control(data)
+                if command is not None:
+                    self._apply_compaction(command)
+                    self._compaction_entry_index = e.index
+                    if e.index == self._compaction_proposed_index:
+                        self._compaction_proposed_index = 0
         self.applied_index = entries[-1].index
         self._applied_cumulative = cumulative
         if producers.pending_count:
@@ -430,6 +528,8 @@ class PartitionReplica:
                     raise BrokerError(Code.INVALID_REQUEST, f"the record batch at byte {pos} "
                                       "holds no records; send at least one record")
                 validate_records(payload, pos, header)
+                if self.config.compact:
+                    self._check_keys(payload, pos)
             except CorruptBatchError as exc:
                 raise BrokerError(Code.CORRUPT_BATCH, f"{self.topic}/{self.partition} "
                                   f"refused the produce request: {exc}") from None
@@ -438,6 +538,18 @@ class PartitionReplica:
             headers.append(header)
             pos = end
         return spans, headers
+
+    def _check_keys(self, payload: bytes, pos: int) -> None:
+        """A compacted topic refuses records without a key (Kafka does too: compaction
+        keeps the last record *of each key*). Decodes the batch a second time and looks
+        at every record in Python: a cost only compacted topics pay."""
+        for r in raw_records(payload, pos, verify=False):
+            if r.key is None:
+                raise BrokerError(
+                    Code.INVALID_REQUEST, f"record at offset delta {r.offset} of the batch "
+                    f"at byte {pos} has no key; topic {self.topic} is compacted "
+                    "(cleanup.policy=compact) and compaction keeps the last record of each "
+                    "key, so every record needs one")
 
     async def wait_acked(self, future: asyncio.Future, acks: int,
                          timeout_s: float) -> tuple[int, int]:
@@ -710,6 +822,8 @@ class PartitionReplica:
             return None
         cut = 0
         cfg = self.config
+        if not cfg.delete:
+            return None  # cleanup.policy=compact: only compaction removes records
         if cfg.retention_ms >= 0:
             cutoff = self._clock_ms() - cfg.retention_ms
             cut = max(cut, self._last_index_where(first, last, lambda h: h.append_time_ms < cutoff))
@@ -724,8 +838,15 @@ class PartitionReplica:
         index, header = self._next_data_entry_backwards(cut, first)
         if header is None:
             return None
-        return index, (_SNAP.pack(SNAPSHOT_VERSION, header.last_offset + 1,
-                                  header.cumulative_bytes) + self.producers.encode())
+        return index, self._snapshot_data(header)
+
+    def _snapshot_data(self, header: EntryHeader) -> bytes:
+        return (_SNAP.pack(PARTITION_SNAPSHOT_VERSION, header.last_offset + 1,
+                           header.cumulative_bytes)
+                + _SNAP_COMPACTION.pack(self.compaction_below_offset,
+                                        self.tombstones_below_offset,
+                                        self.compaction_horizon_ms)
+                + self.producers.encode())
 
     def _last_index_where(self, lo: int, hi: int, pred: Callable[[EntryHeader], bool]) -> int:
         """Largest data-entry index in [lo, hi] whose header satisfies ``pred`` (a predicate
@@ -756,6 +877,199 @@ class PartitionReplica:
         self.log_start_offset = max(self.log_start_offset, log_start)
         self._snapshot_cumulative = cumulative
         self._drop_index_below(index + 1)
+
+    # ------------------------------------------------------------------ log compaction
+    def _apply_compaction(self, command: CompactionCommand) -> None:
+        """Move the replicated compaction point (componentwise maximum: see
+        ``_compaction.py`` for why that keeps replicas identical)."""
+        self.compaction_below_offset = max(self.compaction_below_offset, command.below_offset)
+        self.tombstones_below_offset = max(self.tombstones_below_offset,
+                                           command.tombstones_below_offset)
+        self.compaction_horizon_ms = max(self.compaction_horizon_ms,
+                                         command.tombstone_horizon_ms)
+
+    @property
+    def compaction_pending(self) -> bool:
+        """True while this replica's entries are not compacted up to the replicated point."""
+        return self._compacted_through < self.compaction_below_offset
+
+    @property
+    def dirty_ratio(self) -> float:
+        """Kafka's cleanable ratio: bytes appended since the local compaction point over
+        bytes stored (clean bytes after compaction + dirty bytes); 0.0 for a topic that
+        is not compacted or holds nothing. Computed from entry headers (their
+        cumulative byte counts) and the last pass's result; ``clean`` is 0 until this
+        replica has run a pass since it started, so the ratio then reads 1.0."""
+        if not self.config.compact or self.group is None or self.group.closed:
+            return 0.0
+        node = self.group.node
+        _, tail = self._next_data_entry_backwards(self.applied_index, node.first_index)
+        if tail is None:
+            return 0.0
+        dirty = tail.cumulative_bytes - max(self._clean_cumulative, self._snapshot_cumulative)
+        total = dirty + self._clean_bytes
+        return max(0.0, min(1.0, dirty / total)) if total > 0 else 0.0
+
+    def maybe_propose_compaction(self) -> bool:
+        """Leader only: propose a compaction control entry if one is due: the topic is
+        compacted, no earlier one of ours is in flight, the producer state of earlier
+        terms is applied (so our view of the compaction point is the log's), the dirty
+        ratio reached ``min.cleanable.dirty.ratio``, and committed records older than
+        ``min.compaction.lag.ms`` exist past the current point. Returns True if it did."""
+        cfg = self.config
+        group = self.group
+        if not cfg.compact or group is None or group.closed:
+            return False
+        node = group.node
+        if node.role != Role.LEADER:
+            self._compaction_proposed_index = 0
+            return False
+        if self._compaction_proposed_index:
+            if self.applied_index < self._compaction_proposed_index:
+                return False  # still in flight
+            self._compaction_proposed_index = 0  # applied, or lost in a leader change
+        if self._alloc_term != node.term:
+            return False  # the term's first proposal sets up the allocation; wait for it
+        if not self._term_start_index or self.applied_index < self._term_start_index:
+            return False
+        if self.compaction_pending:
+            return False  # our own pass has not caught up with the last point yet
+        now = self._clock_ms()
+        # the point: after the last committed entry appended at least the lag ago
+        lo, hi = max(node.first_index, 1), self.applied_index
+        cutoff = now - cfg.min_compaction_lag_ms
+        index = self._last_index_where(lo, hi, lambda h: h.append_time_ms <= cutoff)
+        if not index:
+            return False
+        header = self._header_at(index)
+        if header is None or header.last_offset + 1 <= self.compaction_below_offset:
+            return False
+        if self.dirty_ratio < cfg.min_cleanable_dirty_ratio:
+            return False
+        tombstones_below, horizon = self.tombstones_below_offset, self.compaction_horizon_ms
+        if node.min_match_index() >= self._compaction_entry_index:
+            # every replica holds the previous control entry (and so every entry below
+            # its point) and our pass of it finished: tombstones below it may go
+            # (_compaction.py explains why both are needed)
+            tombstones_below = self.compaction_below_offset
+            horizon = max(horizon, now - cfg.delete_retention_ms)
+        command = CompactionCommand(header.last_offset + 1, tombstones_below, horizon, now)
+        try:
+            self._compaction_proposed_index = node.propose(command.encode())
+        except Exception:  # NotLeader / ProposalDropped: try again next time
+            return False
+        self._mark_dirty(self.group_id)
+        return True
+
+    async def run_compaction(self) -> bool:
+        """The background pass: compact this replica's entries below the replicated point,
+        in time slices of ``COMPACTION_SLICE_S`` between which it yields to the event
+        loop; the rewrites of each ``COMPACTION_CHUNK_BYTES`` read are written by a
+        worker thread. Returns True if it reached the point (False:
+        nothing to do, the group went away, or part of the log is not stored here yet:
+        the next call continues). Never runs twice at once for one replica."""
+        if self._compaction_running or not self.compaction_pending:
+            return False
+        self._compaction_running = True
+        started = time.monotonic()
+        try:
+            below = self.compaction_below_offset
+            done = await self._compact_below(below, self.tombstones_below_offset,
+                                             self.compaction_horizon_ms)
+        finally:
+            self._compaction_running = False
+        if done:
+            self._compacted_through = below
+            self.compaction_runs += 1
+            self.compaction_last_run_ms = self._clock_ms()
+            self.compaction_last_duration_s = time.monotonic() - started
+        return done
+
+    def _entries_below(self, below: int):
+        """Chunks of (entry, header) of the applied data entries holding offsets below
+        ``below``, from the first stored entry; stops early if the group closes."""
+        index = None
+        while True:
+            group = self.group
+            if group is None or group.closed:
+                return
+            node = group.node
+            if index is None or index < node.first_index:
+                index = node.first_index  # retention moved the log start meanwhile
+            hi = self.applied_index
+            if index > hi:
+                return
+            try:
+                entries = node.log_entries(index, hi + 1, COMPACTION_CHUNK_BYTES)
+            except CompactedError:
+                index = None
+                continue
+            if not entries:
+                return
+            chunk = []
+            for e in entries:
+                header = entry_header(e)
+                if header is None:
+                    continue
+                if header.base_offset >= below:
+                    if chunk:
+                        yield chunk
+                    return
+                chunk.append((e, header))
+            if chunk:
+                yield chunk
+            index = entries[-1].index + 1
+
+    async def _compact_below(self, below: int, tombstones_below: int, horizon: int) -> bool:
+        # pass 1: the last offset of every key written since our last completed pass
+        # (below that, at most one record per key remains: see _compaction.py)
+        latest: dict[bytes, int] = {}
+        since = self._compacted_through
+        clock = time.perf_counter
+        slice_end = clock() + COMPACTION_SLICE_S
+        for chunk in self._entries_below(below):
+            for e, header in chunk:
+                if header.last_offset >= since:
+                    _compaction.index_keys(e.data, HEADER_SIZE, below, latest)
+                if clock() >= slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = clock() + COMPACTION_SLICE_S
+        # pass 2: rewrite every entry below the point that changes
+        removed_records = removed_bytes = clean_bytes = 0
+        clean_cumulative = 0
+        complete = True
+        for chunk in self._entries_below(below):
+            rewrites = []
+            for e, header in chunk:
+                result = compact_entry(e.data, HEADER_SIZE, header.append_time_ms, below,
+                                       tombstones_below, horizon, latest)
+                size = len(e.data) - HEADER_SIZE
+                if result.data is not None:
+                    rewrites.append((e.index, e.term, zlib.crc32(e.data), result.data))
+                    removed_records += result.records_removed
+                    removed_bytes += len(e.data) - len(result.data)
+                    size = len(result.data) - HEADER_SIZE
+                clean_bytes += size
+                clean_cumulative = header.cumulative_bytes
+                if clock() >= slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = clock() + COMPACTION_SLICE_S
+            if rewrites:
+                group = self.group
+                if group is None or group.closed:
+                    return False
+                _, beyond = await asyncio.to_thread(
+                    group.storage.rewrite_entries, rewrites)
+                if beyond:
+                    complete = False
+                slice_end = clock() + COMPACTION_SLICE_S
+        group = self.group
+        if group is None or group.closed or not complete:
+            return False
+        self.compacted_records_removed += removed_records
+        self.compacted_bytes_removed += removed_bytes
+        self._clean_bytes, self._clean_cumulative = clean_bytes, clean_cumulative
+        return True
 
     # ------------------------------------------------------------------ misc
     def _require_group(self) -> Group:

@@ -90,6 +90,8 @@ class _Service:
                 p.high_watermark = replica.high_watermark
                 p.log_start_offset = replica.log_start_offset
                 p.leader_term = replica.group.node.term
+                if replica.config.compact:
+                    p.dirty_ratio = replica.dirty_ratio
         return info
 
 

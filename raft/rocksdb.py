@@ -653,6 +653,48 @@ class RocksLogDB:
         w.last, w.last_term = entries[-1].index, entries[-1].term
         return overwrite
 
+    def rewrite_entries(self, group_id: int,
+                        rewrites: Sequence[tuple[int, int, int, bytes]]) -> tuple[int, int]:
+        """Replace the data of stored NORMAL entries in place, keeping index, term and kind:
+        the partition's log compaction (node/_compaction.py), which rewrites committed
+        entries the same way on every replica. Each item is ``(index, term, old_data_crc,
+        new_data)``; ``old_data_crc`` is ``zlib.crc32`` of the data the caller read.
+
+        An item is skipped, not an error, when the entry is no longer the one the caller
+        read: its index is below the first stored index (retention or a snapshot install
+        removed it) or its term or data CRC differ. Returns ``(written, beyond_last)``:
+        ``beyond_last`` counts items above the last stored index (not durable here yet:
+        the caller retries them later).
+
+        Not synced and not destructive: readers may see the old or the new value of an
+        entry, both valid (compaction only removes records that a later record of their
+        key replaces); a crash that loses the write leaves the old data, which the caller
+        compacts again after the restart. The write lock serializes it with ``save_many``
+        and ``compact`` (this may run on a worker thread)."""
+        with self._write_lock:
+            db = self._require_writable()
+            meta = self.group(group_id)._meta
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            written = beyond = 0
+            for index, term, old_crc, data in rewrites:
+                if index > meta.last:
+                    beyond += 1
+                    continue
+                if index < meta.first:
+                    continue
+                key = entry_key(group_id, index)
+                value = db.get(key)
+                if value is None:
+                    raise StorageCorruption(group_id, index, "missing entry inside [first, last]")
+                _, stored_term, kind, data_crc = _check_entry_head(group_id, index, key, value)
+                if stored_term != term or data_crc != old_crc or kind != EntryKind.NORMAL:
+                    continue
+                batch.put(key, _encode_entry(key, Entry(term, index, EntryKind.NORMAL, data)))
+                written += 1
+            if written:
+                self._commit(db, batch, {}, destructive=False, sync=False)
+            return written, beyond
+
     def _compact(self, group_id: int, snapshot: Snapshot) -> None:
         with self._write_lock:
             db = self._require_writable()
@@ -881,6 +923,10 @@ class RocksGroupStorage:
 
     def compact(self, snapshot: Snapshot) -> None:
         self._owner._compact(self._group_id, snapshot)
+
+    def rewrite_entries(self, rewrites: Sequence[tuple[int, int, int, bytes]]) -> tuple[int, int]:
+        """``RocksLogDB.rewrite_entries`` for this group (log compaction)."""
+        return self._owner.rewrite_entries(self._group_id, rewrites)
 
     def bootstrap(self, conf_state: ConfState) -> None:
         """Durably give a brand-new group its initial configuration (an empty snapshot

@@ -172,6 +172,13 @@ class RawNode:
             return {}
         me = r.id
         return {n: pr.match for n, pr in r.progress.items() if n != me}
+    def min_match_index(self) -> int:
+        """Leader only: the smallest index known to be in every replica's log (voters and
+        learners, this node included); 0 on any other role."""
+        raft = self._raft
+        if raft.role != Role.LEADER or not raft.progress:
+            return 0
+        return min(p.match for p in raft.progress.values())
 
     def snapshot_meta(self, index: int) -> SnapshotMeta:
         """Term and configuration as of ``index`` (<= applied), for building a snapshot."""

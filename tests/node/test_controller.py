@@ -28,7 +28,7 @@ from raftka.node._controller_state import (
     TopicMeta,
 )
 
-DEFAULT_CONFIGS = {
+DEFAULT_CONFIGS = {  # the compaction configs are stored only when set
     "max.message.bytes": "1048576",
     "retention.bytes": "-1",
     "retention.ms": "604800000",
@@ -122,12 +122,16 @@ def test_topic_meta_is_immutable(log: Log) -> None:
 def test_configs_are_normalized_and_defaults_filled(log: Log) -> None:
     meta = log.create("t", configs={"retention.ms": "007", "max.message.bytes": "67108864"}).value
     assert dict(meta.configs) == {
+        **DEFAULT_CONFIGS,
         "max.message.bytes": "67108864",
-        "retention.bytes": "-1",
         "retention.ms": "7",
     }
     assert log.create("u", configs={"retention.ms": "-1", "retention.bytes": "-0"}).ok
     assert log.state.topic("u").configs["retention.bytes"] == "0"
+    compacted = log.create("c", configs={"cleanup.policy": "delete,compact",
+                                         "min.cleanable.dirty.ratio": "0.10"}).value
+    assert compacted.configs["cleanup.policy"] == "compact,delete"
+    assert compacted.configs["min.cleanable.dirty.ratio"] == "0.1"
 
 
 def test_delete_topic_frees_its_partitions_but_never_its_group_ids(log: Log) -> None:
@@ -247,7 +251,14 @@ def test_replication_factor_below_one(log: Log, rf: int) -> None:
     "key,value",
     [
         ("segment.entries", "10"),
-        ("cleanup.policy", "compact"),
+        ("segment.ms", "1000"),
+        ("cleanup.policy", "compacted"),
+        ("cleanup.policy", "compact,compact"),
+        ("min.cleanable.dirty.ratio", "1.5"),
+        ("min.cleanable.dirty.ratio", "-0.1"),
+        ("min.cleanable.dirty.ratio", "nan"),
+        ("delete.retention.ms", "-1"),
+        ("min.compaction.lag.ms", "x"),
         ("retention.ms", "-2"),
         ("retention.ms", "1.5"),
         ("retention.ms", " 1"),
@@ -266,8 +277,12 @@ def test_invalid_configs_name_the_key(log: Log, key: str, value: str) -> None:
     result = log.create("t", configs={key: value})
     assert (result.ok, result.code) == (False, errors_pb2.INVALID_CONFIG)
     assert repr(key) in result.message
-    if key.startswith(("retention", "max")):
+    if key.startswith(("retention", "max", "delete", "min.compaction")):
         assert "integer from" in result.message  # says what is allowed
+    elif key == "cleanup.policy":
+        assert "one of 'compact'" in result.message
+    elif key == "min.cleanable.dirty.ratio":
+        assert "number from 0.0 to 1.0" in result.message
     else:
         assert "retention.ms" in result.message  # lists the known keys
     assert content(log.state) == before

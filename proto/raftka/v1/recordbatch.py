@@ -81,6 +81,7 @@ __all__ = [
     "decode_records",
     "parse_header",
     "raw_records",
+    "rebuild_batch",
     "set_base_offset",
     "set_partition_leader_epoch",
     "split_batches",
@@ -531,11 +532,13 @@ def parse_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> BatchH
     count = h.record_count
     if count < 0:
         raise _corrupt(offset, f"negative recordCount {count}; the header is corrupt")
-    if count and h.last_offset_delta != count - 1:
+    if count and h.last_offset_delta < count - 1:
+        # A compacted batch (rebuild_batch) keeps its lastOffsetDelta with fewer records;
+        # a produced one must match exactly (validate_records checks that).
         raise _corrupt(
             offset,
-            f"lastOffsetDelta {h.last_offset_delta} does not match recordCount {count} "
-            f"(expected {count - 1}); the producer built an inconsistent batch",
+            f"lastOffsetDelta {h.last_offset_delta} is below recordCount {count} - 1; "
+            "the producer built an inconsistent batch",
         )
     return h
 
@@ -623,6 +626,63 @@ def assign_offsets(
             _I32.pack_into(buf, start + 12, partition_leader_epoch)
         nxt += _I32.unpack_from(buf, start + _LOD_OFFSET)[0] + 1
     return nxt
+
+
+def rebuild_batch(batch: bytes | bytearray | memoryview, offset: int, header: BatchHeader,
+                  records: Sequence[RawRecord]) -> bytes:
+    """The batch at ``offset`` rewritten to hold only ``records`` (a subset of its own, as
+    :func:`raw_records` decoded them, in order): log compaction. Every header field but
+    attributes' codec, batchLength, CRC and recordCount is kept, so the batch keeps its
+    baseOffset, lastOffsetDelta, timestamps and producer id/epoch/base sequence: offsets
+    and the idempotent producer state are unchanged, and records keep their own offset
+    and timestamp (their deltas are no longer 0, 1, 2, ...: readers use the deltas). An
+    empty ``records`` gives an empty batch (61 bytes, recordCount 0), which Kafka's
+    readers skip.
+
+    The result depends only on the header and ``records``: the records section is lz4
+    compressed if that makes it smaller, else stored plain (whatever the original codec
+    was), so rebuilding an already rebuilt batch with the same records gives the same
+    bytes, on every replica."""
+    base_offset, base_ts = header.base_offset, header.base_timestamp
+    varint = _VARINT
+    buf = bytearray()
+    for r in records:
+        d = r.timestamp - base_ts
+        tsd = varint[d] if 0 <= d < _VT else _zigzag_varint(d)
+        n = r.offset - base_offset
+        od = varint[n] if 0 <= n < _VT else _zigzag_varint(n)
+        key, value = r.key, r.value
+        if key is None:
+            kp, key = _NULL, b""
+        else:
+            kp = varint[len(key)] if len(key) < _VT else _zigzag_varint(len(key))
+        if value is None:
+            vp, value = _NULL, b""
+        else:
+            vp = varint[len(value)] if len(value) < _VT else _zigzag_varint(len(value))
+        hb = _encode_headers(r.headers) if r.headers else _ZERO
+        body = b"".join((_ZERO, tsd, od, kp, key, vp, value, hb))
+        bl = len(body)
+        buf += varint[bl] if bl < _VT else _zigzag_varint(bl)
+        buf += body
+    codec = CODEC_NONE
+    section: bytes | bytearray = buf
+    if buf:
+        packed = _lz4frame.compress(bytes(buf), block_size=_lz4frame.BLOCKSIZE_MAX64KB,
+                                    block_linked=False, content_checksum=False,
+                                    store_size=False)
+        if len(packed) < len(buf):
+            section, codec = packed, CODEC_LZ4
+    out = bytearray(HEADER_SIZE)
+    out += section
+    attributes = (header.attributes & ~_CODEC_MASK) | codec
+    _TAIL.pack_into(out, _CRC_START, attributes, header.last_offset_delta, base_ts,
+                    header.max_timestamp, header.producer_id, header.producer_epoch,
+                    header.base_sequence, len(records))
+    crc = _crc32c(memoryview(out)[_CRC_START:])
+    _PREFIX.pack_into(out, 0, base_offset, len(out) - LOG_OVERHEAD,
+                      header.partition_leader_epoch, MAGIC, crc)
+    return bytes(out)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -775,6 +835,12 @@ def validate_records(batch: bytes | bytearray | memoryview, offset: int = 0,
             "recordCount): fix it or use a Kafka client library",
         ) from None
     count = header.record_count
+    if header.last_offset_delta != count - 1:
+        raise _corrupt(
+            offset,
+            f"lastOffsetDelta {header.last_offset_delta} does not match recordCount {count} "
+            f"(expected {count - 1}); the producer built an inconsistent batch",
+        )
     if len(offsets) != count:
         raise _corrupt(
             offset,
