@@ -59,6 +59,7 @@ from raftka.client._types import (
     BrokerDescription,
     ClusterDescription,
     ClusterStatus,
+    ConfigEntry,
     GroupDescription,
     GroupListing,
     GroupMemberDescription,
@@ -215,6 +216,42 @@ class Admin:
         if resp.HasField("topic"):
             return TopicDescription.from_pb(resp.topic)
         return self.describe_topic(topic, timeout=timeout)
+
+    def alter_topic_config(
+        self,
+        topic: str,
+        set: Mapping[str, Any] | None = None,  # noqa: A002 - Kafka's operation name
+        delete: Iterable[str] | None = None,
+        validate_only: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> list[ConfigEntry]:
+        """Set configs of ``topic`` and return the ``delete``d ones to their defaults
+        (Kafka's incremental alter-configs); the whole change applies on every replica, or
+        nothing does. Returns every config of the topic as altered (with
+        ``validate_only``: as it would be, changing nothing). Raises InvalidConfigError
+        naming an unknown config or a bad value and what it allows, InvalidRequestError
+        (a config both set and deleted, an internal topic), or UnknownTopicError."""
+        set_ = {str(k): str(v) for k, v in (set or {}).items()}
+        deleted = [str(k) for k in (delete or ())]
+        if isinstance(delete, str):
+            raise TypeError("delete is a list of config names, not a string")
+        request = admin_pb2.AlterTopicConfigsRequest(
+            name=topic, set=set_, delete=deleted, validate_only=validate_only)
+        # Setting and deleting are idempotent, so a retry after an ambiguous failure is safe.
+        resp = self._call("AlterTopicConfigs", request, timeout,
+                          f"alter configs of topic {topic!r}")
+        return [ConfigEntry.from_pb(c) for c in resp.configs]
+
+    def describe_topic_configs(self, topic: str, *,
+                               timeout: float | None = None) -> list[ConfigEntry]:
+        """Every config the node knows for ``topic``, by name: its value, whether it is set
+        on the topic (``source == "TOPIC"``) or the default, whether it is read-only, and
+        what it means. Raises UnknownTopicError if the topic does not exist."""
+        resp = self._call("DescribeTopicConfigs",
+                          admin_pb2.DescribeTopicConfigsRequest(name=topic), timeout,
+                          f"describe configs of topic {topic!r}")
+        return [ConfigEntry.from_pb(c) for c in resp.configs]
 
     def list_topics(self, *, timeout: float | None = None) -> list[str]:
         """Topic names, sorted."""

@@ -86,6 +86,25 @@ class TopicDescription:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigEntry:
+    """One config of a topic, as ``Admin.describe_topic_configs`` reports it."""
+
+    name: str
+    value: str  # normalized by the node (e.g. "7" for "007")
+    source: str  # "TOPIC" (set on the topic) or "DEFAULT"
+    read_only: bool  # every config of an internal topic
+    doc: str
+    default: str = ""  # the value it has when not set on the topic
+
+    @classmethod
+    def from_pb(cls, c: admin_pb2.ConfigEntry) -> ConfigEntry:
+        source = {admin_pb2.CONFIG_SOURCE_TOPIC: "TOPIC",
+                  admin_pb2.CONFIG_SOURCE_DEFAULT: "DEFAULT"}.get(c.source, "UNKNOWN")
+        return cls(name=c.name, value=c.value, source=source, read_only=c.read_only,
+                   doc=c.doc, default=c.default_value)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerDescription:
     id: int
     address: str

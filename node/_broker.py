@@ -78,7 +78,8 @@ class Broker:
 
     # ------------------------------------------------------------------ metadata
     def _reconcile(self) -> None:
-        """Start the replicas the committed metadata gives this node; stop the others."""
+        """Start the replicas the committed metadata gives this node, stop the others, and
+        hand every replica its topic's current configs (an alter takes effect at once)."""
         state = self.controller.state
         wanted: dict[tuple[str, int], tuple[TopicMeta, PartitionMeta]] = {
             (t.name, p.partition): (t, p) for t, p in state.partitions_on(self.node_id)
@@ -89,8 +90,15 @@ class Broker:
             if current is None or current[1].group_id != replica.group_id:
                 self._stop_partition(key)
         for key, (topic, meta) in wanted.items():
-            if key not in self.partitions:
+            replica = self.partitions.get(key)
+            if replica is None:
                 self._start_partition(topic, meta)
+                continue
+            config = PartitionConfig.from_topic_configs(topic.configs)
+            if config != replica.config:
+                replica.config = config
+                log.info("%s/%d: configs now %s", key[0], key[1],
+                         dict(topic.configs) or "the defaults")
         self._metadata_applied.set()
         self._metadata_applied = asyncio.Event()
 
@@ -112,7 +120,7 @@ class Broker:
 
     def _start_partition(self, topic: TopicMeta, meta: PartitionMeta) -> None:
         args = (topic.name, meta.partition, meta.group_id,
-                PartitionConfig.from_topic_configs(dict(topic.configs)), self.host.mark)
+                PartitionConfig.from_topic_configs(topic.configs), self.host.mark)
         if topic.name == OFFSETS_TOPIC:
             replica: PartitionReplica = OffsetsReplica(
                 *args, compact_after=self.config.offsets_compact_entries)

@@ -9,12 +9,18 @@ it never changes: a new field or op needs a new ``"v"``). A command is the canon
     {"name":"t","op":"delete_topic","v":1}      (optional "internal": true for an internal topic)
     {"name":"t","op":"add_partitions","partitions":6,"v":1}   (the new total count)
     {"count":1000,"op":"allocate_producer_ids","v":1}
+    {"delete":["retention.ms"],"name":"t","op":"alter_topic_configs",
+     "set":{"max.message.bytes":"2000"},"v":1}
 
 ``"v"`` is the command format version (only 1 exists). Every op has an exact field set:
 ``create_topic`` needs ``name`` (string), ``partitions`` and ``replication_factor``
 (integers), ``configs`` (an object of strings) and ``internal`` (true/false);
 ``delete_topic`` needs ``name`` and may carry ``internal``; ``add_partitions`` needs
-``name`` and ``partitions``; ``allocate_producer_ids`` needs ``count``. A missing or unknown
+``name`` and ``partitions``; ``allocate_producer_ids`` needs ``count``;
+``alter_topic_configs`` needs ``name``, ``set`` (an object of strings: configs to set) and
+``delete`` (a list of strings: configs to return to their defaults). (Ops are only ever
+added, like ``add_partitions`` and ``alter_topic_configs`` were: a node that does not know
+one rejects the entry, the same on every node of that version.) A missing or unknown
 field, a wrong type, duplicate keys, a float, NaN, invalid UTF-8 or more than
 ``COMMAND_SIZE_BYTES_MAX`` bytes makes ``decode_command`` raise ``MalformedCommand``
 (an ``INVALID_REQUEST`` result when applied). An empty entry (the no-op a new Raft leader
@@ -27,7 +33,7 @@ validate nothing for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from ._controller_json import DisallowedJson, StrictJsonError, canonical_json, strict_json
@@ -39,6 +45,7 @@ OP_CREATE_TOPIC: Final = "create_topic"
 OP_DELETE_TOPIC: Final = "delete_topic"
 OP_ALLOCATE_PRODUCER_IDS: Final = "allocate_producer_ids"
 OP_ADD_PARTITIONS: Final = "add_partitions"
+OP_ALTER_TOPIC_CONFIGS: Final = "alter_topic_configs"
 
 
 class CreateTopic(NamedTuple):
@@ -63,7 +70,13 @@ class AllocateProducerIds(NamedTuple):
     count: int
 
 
-Command = CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds
+class AlterTopicConfigs(NamedTuple):
+    name: str
+    set: dict[str, str]  # as requested: not normalized
+    delete: tuple[str, ...]  # configs to return to their defaults
+
+
+Command = CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
 
 
 class MalformedCommand(ValueError):
@@ -109,6 +122,21 @@ def encode_add_partitions(name: str, partitions: int) -> bytes:
     )
 
 
+def encode_alter_topic_configs(
+    name: str, set: Mapping[str, str] | None = None, delete: Sequence[str] = ()
+) -> bytes:
+    """The command that sets configs of topic ``name`` and returns others to their defaults."""
+    return canonical_json(
+        {
+            "v": COMMAND_VERSION,
+            "op": OP_ALTER_TOPIC_CONFIGS,
+            "name": name,
+            "set": dict(set or {}),
+            "delete": list(delete),
+        }
+    )
+
+
 def encode_allocate_producer_ids(count: int) -> bytes:
     """The command that reserves ``count`` consecutive producer ids."""
     return canonical_json({"v": COMMAND_VERSION, "op": OP_ALLOCATE_PRODUCER_IDS, "count": count})
@@ -125,6 +153,7 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_DELETE_TOPIC: (frozenset({"name"}), frozenset({"internal"})),
     OP_ALLOCATE_PRODUCER_IDS: (frozenset({"count"}), frozenset()),
     OP_ADD_PARTITIONS: (frozenset({"name", "partitions"}), frozenset()),
+    OP_ALTER_TOPIC_CONFIGS: (frozenset({"name", "set", "delete"}), frozenset()),
 }
 
 
@@ -161,6 +190,10 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return DeleteTopic(_str_field(obj, "name"), _bool_field(obj, "internal"))
     if op == OP_ADD_PARTITIONS:
         return AddPartitions(_str_field(obj, "name"), _int_field(obj, "partitions"))
+    if op == OP_ALTER_TOPIC_CONFIGS:
+        return AlterTopicConfigs(
+            _str_field(obj, "name"), _configs_field(obj, "set"), _str_list_field(obj, "delete")
+        )
     return AllocateProducerIds(_int_field(obj, "count"))
 
 
@@ -196,18 +229,26 @@ def _bool_field(obj: Mapping[str, Any], key: str) -> bool:
     return value
 
 
-def _configs_field(obj: Mapping[str, Any]) -> dict[str, str]:
-    value = obj["configs"]
+def _configs_field(obj: Mapping[str, Any], key: str = "configs") -> dict[str, str]:
+    value = obj[key]
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise MalformedCommand("field 'configs' must map strings to strings")
+        raise MalformedCommand(f"field {key!r} must map strings to strings")
     return value
+
+
+def _str_list_field(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = obj[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MalformedCommand(f"field {key!r} must be a list of strings")
+    return tuple(value)
 
 
 __all__ = [
     "AddPartitions",
     "AllocateProducerIds",
+    "AlterTopicConfigs",
     "COMMAND_SIZE_BYTES_MAX",
     "COMMAND_VERSION",
     "Command",
@@ -217,6 +258,7 @@ __all__ = [
     "decode_command",
     "encode_add_partitions",
     "encode_allocate_producer_ids",
+    "encode_alter_topic_configs",
     "encode_create_topic",
     "encode_delete_topic",
 ]

@@ -77,7 +77,8 @@ class ControllerReplica:
     def leader_id(self) -> int:
         return self.group.node.leader_id if self.group is not None else 0
 
-    async def propose(self, command: bytes, timeout_s: float) -> ApplyResult:
+    def require_leader(self) -> None:
+        """Raise NOT_LEADER (retriable, naming the leader if known) unless this node leads."""
         group = self.group
         if group is None or group.node.role != Role.LEADER:
             leader = self.leader_id()
@@ -87,6 +88,11 @@ class ControllerReplica:
                 "no controller leader is elected yet; retry shortly",
                 retriable=True, leader_id=leader,
             )
+
+    async def propose(self, command: bytes, timeout_s: float) -> ApplyResult:
+        self.require_leader()
+        group = self.group
+        assert group is not None
         try:
             index = group.node.propose(command)
         except Exception as exc:  # NotLeader / ProposalDropped: nothing written

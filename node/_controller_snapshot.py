@@ -1,14 +1,17 @@
 """The controller snapshot: the whole ``ControllerState`` as bytes, and back.
 
 A node compacts its controller log into a snapshot (``_broker.py``) and a follower that is
-too far behind receives one instead of the entries; every snapshot ever written is in this
-layout (version 1), so it never changes: a new field needs a new ``"v"``.
+too far behind receives one instead of the entries; every snapshot ever written is in one
+of these layouts, so they never change: a new field or meaning needs a new ``"v"``.
+Version 2 (written now): a topic's ``configs`` are the configs set on it. Version 1 (still
+read): they were every config known then, defaults filled; a value equal to its default is
+read as not set (whether it had been set explicitly was not recorded).
 
 Layout: the canonical JSON (``_controller_json.py``: keys sorted, no whitespace, ASCII,
 integers only) of one object; topics sorted by name; the position of a partition in its
 topic's list is its number::
 
-    {"format": "raftka.controller.snapshot", "v": 1, "node_ids": [1, 2, 3],
+    {"format": "raftka.controller.snapshot", "v": 2, "node_ids": [1, 2, 3],
      "version": 17, "next_group_id": 8, "next_producer_id": 1001,
      "topics": [{"name": "t", "topic_id": "<uuid>", "internal": false,
                  "replication_factor": 3, "configs": {"retention.ms": "..."},
@@ -27,10 +30,17 @@ import types
 from typing import Any, Final
 
 from ._controller_json import StrictJsonError, canonical_json, strict_json
-from ._controller_state import PARTITION_COUNT_MAX, ControllerState, PartitionMeta, TopicMeta
+from ._controller_state import (
+    DEFAULT_CONFIGS,
+    PARTITION_COUNT_MAX,
+    ControllerState,
+    PartitionMeta,
+    TopicMeta,
+)
 
 SNAPSHOT_FORMAT: Final = "raftka.controller.snapshot"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2})
 
 _SNAPSHOT_KEYS: Final = frozenset(
     {"format", "v", "node_ids", "version", "next_group_id", "next_producer_id", "topics"}
@@ -75,8 +85,9 @@ def decode_snapshot(data: bytes) -> ControllerState:
     _require(obj.get("format") == SNAPSHOT_FORMAT, f"format must be {SNAPSHOT_FORMAT!r}")
     version = obj.get("v")
     _require(
-        _is_int(version) and version == SNAPSHOT_VERSION,
-        f"unsupported snapshot version {version!r}; this node reads v={SNAPSHOT_VERSION}",
+        _is_int(version) and version in SNAPSHOT_VERSIONS_READ,
+        f"unsupported snapshot version {version!r}; this node reads v="
+        f"{' or '.join(map(str, sorted(SNAPSHOT_VERSIONS_READ)))}",
     )
     _exact_keys(obj, _SNAPSHOT_KEYS, "snapshot")
     node_ids = obj["node_ids"]
@@ -87,7 +98,7 @@ def decode_snapshot(data: bytes) -> ControllerState:
     for key in ("version", "next_group_id", "next_producer_id"):
         _require(_is_int(obj[key]), f"{key} must be an integer")
     _require(isinstance(obj["topics"], list), "topics must be a list")
-    topics = [_decode_topic(raw) for raw in obj["topics"]]
+    topics = [_decode_topic(raw, version) for raw in obj["topics"]]
     try:
         return ControllerState.restored(
             node_ids,
@@ -100,7 +111,7 @@ def decode_snapshot(data: bytes) -> ControllerState:
         raise ValueError(f"invalid controller snapshot: {error}") from None
 
 
-def _decode_topic(raw: Any) -> TopicMeta:
+def _decode_topic(raw: Any, version: int) -> TopicMeta:
     _exact_keys(raw, _TOPIC_KEYS, "a topic")
     name = raw["name"]
     _require(isinstance(name, str), "a topic name must be a string")
@@ -118,6 +129,8 @@ def _decode_topic(raw: Any) -> TopicMeta:
         and all(isinstance(k, str) and isinstance(v, str) for k, v in configs.items()),
         f"topic {name!r}: configs must map strings to strings",
     )
+    if version == 1:  # defaults were filled: only a value that differs was surely set
+        configs = {k: v for k, v in configs.items() if DEFAULT_CONFIGS.get(k) != v}
     parts = raw["partitions"]
     _require(
         isinstance(parts, list),

@@ -4,7 +4,8 @@ Every node applies the committed entries of the controller Raft group (group id 
 order, to a ``ControllerState``. The state is
 
 - ``node_ids``: the cluster's nodes (the static peer list every node starts with; sorted);
-- ``topics``: name -> ``TopicMeta`` (topic id, configs with defaults filled, and per partition
+- ``topics``: name -> ``TopicMeta`` (topic id, the configs set on it (``_topic_configs.py``
+  knows every config and its default), and per partition
   its Raft group id and replica list, ``replicas[0]`` being the preferred leader);
 - ``next_group_id``: the next Raft group id to hand to a partition. Group id 1 is the
   controller itself; partitions start at 2; ids are never reused, also after a delete;
@@ -36,6 +37,10 @@ above the current one, or an internal topic (``__consumer_offsets`` maps groups 
 by count), is ``INVALID_REQUEST``; an unknown topic ``UNKNOWN_TOPIC``. New partitions get
 fresh group ids and the same least-loaded placement as a create, counting every replica the
 nodes already hold; existing partitions keep their group ids and replicas.
+``alter_topic_configs`` sets configs and returns others to their defaults (Kafka's
+IncrementalAlterConfigs): an unknown topic is ``UNKNOWN_TOPIC``; an internal topic or a
+config both set and deleted ``INVALID_REQUEST``; an unknown config name or a bad value
+``INVALID_CONFIG``; then nothing changes.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from raftka.v1 import errors_pb2
 from ._controller_commands import (
     AddPartitions,
     AllocateProducerIds,
+    AlterTopicConfigs,
     Command,
     CreateTopic,
     DeleteTopic,
@@ -58,6 +64,13 @@ from ._controller_commands import (
     decode_command,
 )
 from ._controller_placement import assign_replicas
+from ._topic_configs import (
+    DEFAULT_CONFIGS,
+    TOPIC_CONFIGS,
+    effective_configs,
+    normalize_configs,
+    unknown_config,
+)
 
 CONTROLLER_GROUP_ID: Final = 1
 FIRST_PARTITION_GROUP_ID: Final = 2
@@ -71,8 +84,6 @@ PARTITION_COUNT_MAX: Final = 10_000
 INT64_MAX: Final = 2**63 - 1
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-_INTEGER = re.compile(r"-?[0-9]{1,19}")
-_REAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,10})?")
 # Topic ids are UUIDs (as in Kafka), derived rather than random: uuid5(namespace, "index:name").
 _TOPIC_ID_NAMESPACE: Final = uuid.UUID("6f2d1c3e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
 
@@ -91,8 +102,12 @@ class TopicMeta(NamedTuple):
     topic_id: str  # UUID string; differs between a deleted topic and its re-creation
     partitions: tuple[PartitionMeta, ...]  # partitions[i].partition == i
     replication_factor: int
-    configs: Mapping[str, str]  # read-only; every known key, normalized
+    configs: Mapping[str, str]  # read-only; the configs set on the topic, normalized
     internal: bool
+
+    def effective_configs(self) -> dict[str, str]:
+        """Every known config of the topic: the ones set on it, defaults for the rest."""
+        return effective_configs(self.configs)
 
 
 class ApplyResult(NamedTuple):
@@ -100,58 +115,6 @@ class ApplyResult(NamedTuple):
     code: int  # errors_pb2.ErrorCode; 0 (ERROR_CODE_UNSPECIFIED) when ok
     message: str
     value: object | None = None  # the created/grown TopicMeta, or the first producer id
-
-
-_CHOICE_ALIASES = {"delete,compact": "compact,delete"}  # Kafka accepts either order
-
-
-class _ConfigSpec(NamedTuple):
-    default: str
-    minimum: int | float = 0
-    maximum: int | float = 0
-    choices: tuple[str, ...] = ()  # a string config: one of these
-    real: bool = False  # a number with a fraction (minimum..maximum)
-    # False: stored only when set (its default applies otherwise), so that the topics and
-    # snapshots of earlier versions, which do not have it, stay normalized
-    filled: bool = True
-
-    def allowed(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.real:
-            return f"a number from {self.minimum} to {self.maximum}"
-        return f"an integer from {self.minimum} to {self.maximum}"
-
-    def normalized(self, value: str) -> str | None:
-        """The canonical form of ``value``, or None if it is not allowed."""
-        if self.choices:
-            value = _CHOICE_ALIASES.get(value, value)
-            return value if value in self.choices else None
-        if self.real:
-            if not _REAL.fullmatch(value):
-                return None
-            number = float(value)
-            return repr(number) if self.minimum <= number <= self.maximum else None
-        number = int(value) if _INTEGER.fullmatch(value) else None
-        if number is None or not self.minimum <= number <= self.maximum:
-            return None
-        return str(number)
-
-
-TOPIC_CONFIGS: Final[Mapping[str, _ConfigSpec]] = types.MappingProxyType(
-    {
-        # log compaction (Kafka's meanings; node/_compaction.py)
-        "cleanup.policy": _ConfigSpec("delete", choices=("compact", "compact,delete",
-                                                         "delete"), filled=False),
-        "delete.retention.ms": _ConfigSpec("86400000", 0, INT64_MAX, filled=False),  # 1 day
-        "max.message.bytes": _ConfigSpec("1048576", 1, 64 * 1024 * 1024),
-        "min.cleanable.dirty.ratio": _ConfigSpec("0.5", 0.0, 1.0, real=True, filled=False),
-        "min.compaction.lag.ms": _ConfigSpec("0", 0, INT64_MAX, filled=False),
-        "retention.bytes": _ConfigSpec("-1", -1, INT64_MAX),  # -1: no size limit
-        "retention.ms": _ConfigSpec("604800000", -1, INT64_MAX),  # 7 days; -1: no time limit
-    }
-)
-"""The topic configs we know, with their defaults and bounds (values are decimal strings)."""
 
 
 # ---------------------------------------------------------------------------- topic rules
@@ -177,27 +140,6 @@ def topic_name_error(name: str, internal: bool = False) -> str | None:
     if name.startswith("__") and not internal:
         return f"invalid topic name {name!r}: names starting with '__' are reserved"
     return None
-
-
-def normalize_configs(configs: Mapping[str, str]) -> tuple[dict[str, str] | None, str]:
-    """Topic configs with defaults filled (of the configs with ``filled``) and values in
-    canonical form.
-
-    Returns ``(configs, "")``, or ``(None, reason)`` naming the bad key and what it allows.
-    Keys are checked in sorted order so the reported key is the same on every node.
-    """
-    result = {key: spec.default for key, spec in sorted(TOPIC_CONFIGS.items()) if spec.filled}
-    for key in sorted(configs):
-        value = configs[key]
-        spec = TOPIC_CONFIGS.get(key)
-        if spec is None:
-            known = ", ".join(sorted(TOPIC_CONFIGS))
-            return None, f"unknown topic config {key[:100]!r}; known configs: {known}"
-        canonical = spec.normalized(value)
-        if canonical is None:
-            return None, f"invalid value {value[:100]!r} for {key!r}: must be {spec.allowed()}"
-        result[key] = canonical
-    return result, ""
 
 
 # ---------------------------------------------------------------------------- the state
@@ -310,6 +252,8 @@ class ControllerState:
             return self._delete_topic(validated)
         if isinstance(validated, AddPartitions):
             return self._add_partitions(validated)
+        if isinstance(validated, AlterTopicConfigs):
+            return self._alter_topic_configs(validated)
         return self._allocate_producer_ids(validated)
 
     def check(self, command: bytes) -> ApplyResult:
@@ -338,6 +282,8 @@ class ControllerState:
                 return self._validate_delete_topic(decoded)
             if isinstance(decoded, AddPartitions):
                 return self._validate_add_partitions(decoded)
+            if isinstance(decoded, AlterTopicConfigs):
+                return self._validate_alter_topic_configs(decoded)
             return self._validate_allocate_producer_ids(decoded)
         except MalformedCommand as error:
             return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
@@ -412,6 +358,33 @@ class ControllerState:
         if self._next_group_id + (partitions - current) > INT64_MAX:
             return _error(errors_pb2.INVALID_REQUEST, "raft group ids exhausted")
         return cmd
+
+    def _validate_alter_topic_configs(
+        self, cmd: AlterTopicConfigs
+    ) -> AlterTopicConfigs | ApplyResult:
+        """The command with ``set`` normalized, or the error that rejects it whole."""
+        name = cmd.name
+        meta = self._topics.get(name)
+        if meta is None:
+            return _error(errors_pb2.UNKNOWN_TOPIC, f"unknown topic {name[:300]!r}")
+        if meta.internal:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"topic {name!r} is internal; its configs cannot change",
+            )
+        both = sorted(set(cmd.set) & set(cmd.delete))
+        if both:
+            return _error(
+                errors_pb2.INVALID_REQUEST,
+                f"config {both[0][:100]!r} is both set and deleted; do one or the other",
+            )
+        for key in sorted(cmd.delete):
+            if key not in TOPIC_CONFIGS:
+                return _error(errors_pb2.INVALID_CONFIG, unknown_config(key))
+        normalized, reason = normalize_configs(cmd.set)
+        if normalized is None:
+            return _error(errors_pb2.INVALID_CONFIG, reason)
+        return cmd._replace(set=normalized)
 
     def _validate_allocate_producer_ids(
         self, cmd: AllocateProducerIds
@@ -494,6 +467,16 @@ class ControllerState:
             f"{first_group_id}..{self._next_group_id - 1}",
             grown,
         )
+
+    def _alter_topic_configs(self, cmd: AlterTopicConfigs) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        configs = {k: v for k, v in meta.configs.items() if k not in cmd.delete}
+        configs.update(cmd.set)
+        altered = meta._replace(configs=types.MappingProxyType(dict(sorted(configs.items()))))
+        self._topics[cmd.name] = altered
+        changes = [f"{k}={v}" for k, v in sorted(cmd.set.items())]
+        changes += [f"{k} to its default" for k in sorted(set(cmd.delete))]
+        return _ok(f"topic {cmd.name!r}: set {', '.join(changes) or 'nothing'}", altered)
 
     def _allocate_producer_ids(self, cmd: AllocateProducerIds) -> ApplyResult:
         first = self._next_producer_id
@@ -602,6 +585,7 @@ __all__ = [
     "ApplyResult",
     "CONTROLLER_GROUP_ID",
     "ControllerState",
+    "DEFAULT_CONFIGS",
     "FIRST_PARTITION_GROUP_ID",
     "FIRST_PRODUCER_ID",
     "PARTITION_COUNT_MAX",

@@ -67,7 +67,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from raftka.v1.recordbatch import (
     BatchHeader,
@@ -84,6 +84,7 @@ from ._compaction import CONTROL_MAGIC, CompactionCommand, compact_entry, decode
 from ._errors import BrokerError, Code
 from ._host import Group
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
+from ._topic_configs import effective_configs
 
 ENTRY_MAGIC = 0x52
 _HEADER = struct.Struct(">BBqqqq")
@@ -136,13 +137,16 @@ def entry_header(e: Entry) -> EntryHeader | None:
     return EntryHeader(base, last, at, cum)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PartitionConfig:
+    """A partition's topic configs as the data path reads them (the defaults and the rules
+    live in ``_topic_configs.py``). Replaced whole when the topic's configs change."""
+
     retention_ms: int = 7 * 24 * 3600 * 1000
     retention_bytes: int = -1
     max_message_bytes: int = 1 << 20
-    cleanup_policy: str = "delete"  # 'delete' | 'compact' | 'compact,delete'
-    delete_retention_ms: int = 86_400_000  # tombstones live this long after compaction
+    cleanup_policy: str = "delete"  # "delete", "compact" or "compact,delete"
+    delete_retention_ms: int = 86_400_000
     min_cleanable_dirty_ratio: float = 0.5
     min_compaction_lag_ms: int = 0
 
@@ -156,21 +160,17 @@ class PartitionConfig:
         return "delete" in self.cleanup_policy.split(",")
 
     @classmethod
-    def from_topic_configs(cls, configs: dict[str, str]) -> PartitionConfig:
-        policy = configs.get("cleanup.policy", cls.cleanup_policy)
-        if policy == "delete,compact":
-            policy = "compact,delete"
+    def from_topic_configs(cls, configs: Mapping[str, str]) -> PartitionConfig:
+        """From the configs set on a topic (normalized); the rest get their defaults."""
+        c = effective_configs(configs)
         return cls(
-            retention_ms=int(configs.get("retention.ms", cls.retention_ms)),
-            retention_bytes=int(configs.get("retention.bytes", cls.retention_bytes)),
-            max_message_bytes=int(configs.get("max.message.bytes", cls.max_message_bytes)),
-            cleanup_policy=policy,
-            delete_retention_ms=int(configs.get("delete.retention.ms",
-                                                cls.delete_retention_ms)),
-            min_cleanable_dirty_ratio=float(configs.get("min.cleanable.dirty.ratio",
-                                                        cls.min_cleanable_dirty_ratio)),
-            min_compaction_lag_ms=int(configs.get("min.compaction.lag.ms",
-                                                  cls.min_compaction_lag_ms)),
+            retention_ms=int(c["retention.ms"]),
+            retention_bytes=int(c["retention.bytes"]),
+            max_message_bytes=int(c["max.message.bytes"]),
+            cleanup_policy=c["cleanup.policy"],
+            delete_retention_ms=int(c["delete.retention.ms"]),
+            min_cleanable_dirty_ratio=float(c["min.cleanable.dirty.ratio"]),
+            min_compaction_lag_ms=int(c["min.compaction.lag.ms"]),
         )
 
 

@@ -23,10 +23,12 @@ from ._broker import Broker
 from ._controller_commands import (
     encode_add_partitions,
     encode_allocate_producer_ids,
+    encode_alter_topic_configs,
     encode_create_topic,
     encode_delete_topic,
 )
 from ._controller_state import TopicMeta
+from ._topic_configs import TOPIC_CONFIGS, normalize_configs
 from ._errors import BrokerError, Code, abort_with
 from ._forwarding import ControllerForwarder
 
@@ -81,7 +83,7 @@ class _Service:
     def topic_info(self, topic: TopicMeta) -> broker_pb2.TopicInfo:
         b = self.broker
         info = broker_pb2.TopicInfo(name=topic.name, replication_factor=topic.replication_factor,
-                                    configs=dict(topic.configs))
+                                    configs=topic.effective_configs())
         for meta in topic.partitions:
             p = info.partitions.add(partition=meta.partition, replicas=list(meta.replicas),
                                     leader_id=b.leader_of(topic, meta))
@@ -449,6 +451,18 @@ def _batch_from_records(records) -> bytes:
                           "within 2^63 ms of each other") from None
 
 
+def config_entries(configs: Any, internal: bool) -> list[admin_pb2.ConfigEntry]:
+    """Every known config, by name: the value set on the topic (``configs``) or the default."""
+    entries = []
+    for name, spec in sorted(TOPIC_CONFIGS.items()):
+        is_set = name in configs
+        entries.append(admin_pb2.ConfigEntry(
+            name=name, value=configs[name] if is_set else spec.default,
+            source=admin_pb2.CONFIG_SOURCE_TOPIC if is_set else admin_pb2.CONFIG_SOURCE_DEFAULT,
+            read_only=internal, doc=spec.doc, default_value=spec.default))
+    return entries
+
+
 class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
     """Topic changes run at the controller leader; any other node forwards them there
     (``_forwarding.py``) and answers once its own metadata shows the change (at most
@@ -514,6 +528,53 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                                                f"AddPartitions {request.name}", local)
         await self.broker.wait_for_metadata(grown, READ_YOUR_WRITES_S)
         return response
+
+    @_handler
+    async def AlterTopicConfigs(self, request, context):  # noqa: N802
+        if not request.name:
+            raise BrokerError(Code.INVALID_REQUEST, "AlterTopicConfigs needs a topic name")
+        command = encode_alter_topic_configs(request.name, dict(request.set), list(request.delete))
+
+        async def local(timeout_s: float) -> admin_pb2.AlterTopicConfigsResponse:
+            controller = self.broker.controller
+            if request.validate_only:
+                controller.require_leader()
+                result = controller.state.check(command)
+                if not result.ok:
+                    raise BrokerError(result.code, result.message)
+                topic = controller.state.topic(request.name)
+                assert topic is not None  # check() passed
+                configs = {k: v for k, v in topic.configs.items() if k not in request.delete}
+                configs.update(normalize_configs(dict(request.set))[0] or {})
+                return admin_pb2.AlterTopicConfigsResponse(
+                    configs=config_entries(configs, topic.internal))
+            result = await controller.propose(command, timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            topic = result.value
+            assert isinstance(topic, TopicMeta)
+            return admin_pb2.AlterTopicConfigsResponse(
+                configs=config_entries(topic.configs, topic.internal))
+
+        response = await self.controller_write(context, "AlterTopicConfigs", request,
+                                               f"AlterTopicConfigs {request.name}", local)
+        if not request.validate_only:
+            expected = {c.name: c.value for c in response.configs
+                        if c.source == admin_pb2.CONFIG_SOURCE_TOPIC}
+
+            def altered(state: Any) -> bool:
+                topic = state.topic(request.name)
+                return topic is not None and dict(topic.configs) == expected
+            await self.broker.wait_for_metadata(altered, READ_YOUR_WRITES_S)
+        return response
+
+    @_handler
+    async def DescribeTopicConfigs(self, request, context):  # noqa: N802
+        topic = self.broker.controller.state.topic(request.name)
+        if topic is None:
+            raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {request.name!r} does not exist")
+        return admin_pb2.DescribeTopicConfigsResponse(
+            configs=config_entries(topic.configs, topic.internal))
 
     @_handler
     async def ListTopics(self, request, context):  # noqa: N802

@@ -351,8 +351,9 @@ def test_a_delete_topic_proposes_no_compaction(tmp_path) -> None:
 
 
 def test_topic_configs_parse() -> None:
+    # from_topic_configs reads normalized configs (_topic_configs.normalize_configs)
     cfg = PartitionConfig.from_topic_configs({
-        "cleanup.policy": "delete,compact", "delete.retention.ms": "5",
+        "cleanup.policy": "compact,delete", "delete.retention.ms": "5",
         "min.cleanable.dirty.ratio": "0.25", "min.compaction.lag.ms": "7"})
     assert (cfg.cleanup_policy, cfg.delete_retention_ms, cfg.min_cleanable_dirty_ratio,
             cfg.min_compaction_lag_ms) == ("compact,delete", 5, 0.25, 7)

@@ -70,23 +70,36 @@ V1_SNAPSHOT = (
     b'"topic_id":"dc254c29-1977-5b17-880b-bb838dc4bd1f"}],"v":1,"version":6}'
 )
 
+# The same state in snapshot format 2 (written since topics keep only the configs set on
+# them): a v1 snapshot's configs equal to their defaults read as not set.
+V2_SNAPSHOT = (
+    b'{"format":"raftka.controller.snapshot","next_group_id":7,"next_producer_id":1001,'
+    b'"node_ids":[1,2,3],"topics":[{"configs":{},"internal":true,'
+    b'"name":"__consumer_offsets","partitions":[[5,[1,2,3]]],"replication_factor":3,'
+    b'"topic_id":"48042970-c8e5-57fa-9d44-f0ef6df97d2f"},{"configs":{"retention.ms":"-1"},'
+    b'"internal":false,"name":"orders",'
+    b'"partitions":[[2,[1,2]],[3,[3,1]],[4,[2,3]]],"replication_factor":2,'
+    b'"topic_id":"dc254c29-1977-5b17-880b-bb838dc4bd1f"}],"v":2,"version":6}'
+)
+
 
 @pytest.mark.parametrize("written, encoded, _message", V1_LOG)
 def test_encoders_write_the_v1_bytes(written: bytes, encoded: bytes, _message: str) -> None:
     assert encoded == written
 
 
-def test_a_v1_log_applies_to_the_v1_snapshot() -> None:
+def test_a_v1_log_applies_to_the_v2_snapshot() -> None:
     state = ControllerState([1, 2, 3])
     for index, (written, _, message) in enumerate(V1_LOG, start=1):
         result = state.apply(index, written)
         assert (result.ok, result.message) == (True, message)
-    assert encode_snapshot(state) == V1_SNAPSHOT
+    assert encode_snapshot(state) == V2_SNAPSHOT
 
 
-def test_a_v1_snapshot_decodes_to_the_same_state_and_bytes() -> None:
-    state = decode_snapshot(V1_SNAPSHOT)
-    assert encode_snapshot(state) == V1_SNAPSHOT
+@pytest.mark.parametrize("snapshot", [V1_SNAPSHOT, V2_SNAPSHOT])
+def test_v1_and_v2_snapshots_decode_to_the_state_the_log_builds(snapshot: bytes) -> None:
+    state = decode_snapshot(snapshot)
+    assert encode_snapshot(state) == V2_SNAPSHOT
     assert (state.version, state.next_group_id, state.next_producer_id) == (6, 7, 1001)
     orders = state.topic("orders")
     assert orders is not None and orders.partitions == (
@@ -94,7 +107,8 @@ def test_a_v1_snapshot_decodes_to_the_same_state_and_bytes() -> None:
         PartitionMeta(1, 3, (3, 1)),
         PartitionMeta(2, 4, (2, 3)),
     )
-    assert dict(orders.configs)["retention.ms"] == "-1"
+    assert dict(orders.configs) == {"retention.ms": "-1"}
+    assert orders.effective_configs()["retention.ms"] == "-1"
     assert state.replica_counts() == {1: 3, 2: 3, 3: 3}
     assert state.partition_by_group(5)[1].replicas == (1, 2, 3)
 
@@ -139,7 +153,7 @@ def test_restored_checks_invariants_that_the_layout_cannot_express() -> None:
         ControllerState.restored(
             [1, 2, 3], version=6, next_group_id=7, next_producer_id=1, topics=[misnumbered]
         )
-    unnormalized: TopicMeta = good._replace(configs={"retention.ms": "-1"})
+    unnormalized: TopicMeta = good._replace(configs={"retention.ms": "-01"})
     with pytest.raises(ValueError, match="configs are not normalized"):
         ControllerState.restored(
             [1, 2, 3], version=6, next_group_id=7, next_producer_id=1, topics=[unnormalized]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftka.v1 import broker_pb2 as raftka_dot_v1_dot_broker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/admin.proto\x12\traftka.v1\x1a\x16raftka/v1/broker.proto\"\xbf\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12;\n\x07\x63onfigs\x18\x04 \x03(\x0b\x32*.raftka.v1.CreateTopicRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x13\x43reateTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x15\x44\x65scribeTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"9\n\x14\x41\x64\x64PartitionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"<\n\x15\x41\x64\x64PartitionsResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\x18\n\x16\x44\x65scribeClusterRequest\"R\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x14\n\x0cleader_count\x18\x04 \x01(\x05\"{\n\x17\x44\x65scribeClusterResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.raftka.v1.NodeStatus\x12\x15\n\rcontroller_id\x18\x02 \x01(\x05\x12#\n\x1bunder_replicated_partitions\x18\x03 \x01(\x05\x32\xf0\x03\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.raftka.v1.CreateTopicRequest\x1a\x1e.raftka.v1.CreateTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.raftka.v1.DeleteTopicRequest\x1a\x1e.raftka.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.raftka.v1.ListTopicsRequest\x1a\x1d.raftka.v1.ListTopicsResponse\x12R\n\rDescribeTopic\x12\x1f.raftka.v1.DescribeTopicRequest\x1a .raftka.v1.DescribeTopicResponse\x12X\n\x0f\x44\x65scribeCluster\x12!.raftka.v1.DescribeClusterRequest\x1a\".raftka.v1.DescribeClusterResponse\x12R\n\rAddPartitions\x12\x1f.raftka.v1.AddPartitionsRequest\x1a .raftka.v1.AddPartitionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/admin.proto\x12\traftka.v1\x1a\x16raftka/v1/broker.proto\"\xbf\x01\n\x12\x43reateTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x01(\x05\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12;\n\x07\x63onfigs\x18\x04 \x03(\x0b\x32*.raftka.v1.CreateTopicRequest.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\":\n\x13\x43reateTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\"\n\x12\x44\x65leteTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteTopicResponse\"\x13\n\x11ListTopicsRequest\"#\n\x12ListTopicsResponse\x12\r\n\x05names\x18\x01 \x03(\t\"$\n\x14\x44\x65scribeTopicRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x15\x44\x65scribeTopicResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"9\n\x14\x41\x64\x64PartitionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"<\n\x15\x41\x64\x64PartitionsResponse\x12#\n\x05topic\x18\x01 \x01(\x0b\x32\x14.raftka.v1.TopicInfo\"\xb6\x01\n\x18\x41lterTopicConfigsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\x03set\x18\x02 \x03(\x0b\x32,.raftka.v1.AlterTopicConfigsRequest.SetEntry\x12\x0e\n\x06\x64\x65lete\x18\x03 \x03(\t\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x19\x41lterTopicConfigsResponse\x12\'\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x16.raftka.v1.ConfigEntry\"\x8a\x01\n\x0b\x43onfigEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\'\n\x06source\x18\x03 \x01(\x0e\x32\x17.raftka.v1.ConfigSource\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x0b\n\x03\x64oc\x18\x05 \x01(\t\x12\x15\n\rdefault_value\x18\x06 \x01(\t\"+\n\x1b\x44\x65scribeTopicConfigsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"G\n\x1c\x44\x65scribeTopicConfigsResponse\x12\'\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x16.raftka.v1.ConfigEntry\"\x18\n\x16\x44\x65scribeClusterRequest\"R\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x14\n\x0cleader_count\x18\x04 \x01(\x05\"{\n\x17\x44\x65scribeClusterResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.raftka.v1.NodeStatus\x12\x15\n\rcontroller_id\x18\x02 \x01(\x05\x12#\n\x1bunder_replicated_partitions\x18\x03 \x01(\x05*a\n\x0c\x43onfigSource\x12\x1d\n\x19\x43ONFIG_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONFIG_SOURCE_DEFAULT\x10\x01\x12\x17\n\x13\x43ONFIG_SOURCE_TOPIC\x10\x02\x32\xb9\x05\n\x05\x41\x64min\x12L\n\x0b\x43reateTopic\x12\x1d.raftka.v1.CreateTopicRequest\x1a\x1e.raftka.v1.CreateTopicResponse\x12L\n\x0b\x44\x65leteTopic\x12\x1d.raftka.v1.DeleteTopicRequest\x1a\x1e.raftka.v1.DeleteTopicResponse\x12I\n\nListTopics\x12\x1c.raftka.v1.ListTopicsRequest\x1a\x1d.raftka.v1.ListTopicsResponse\x12R\n\rDescribeTopic\x12\x1f.raftka.v1.DescribeTopicRequest\x1a .raftka.v1.DescribeTopicResponse\x12X\n\x0f\x44\x65scribeCluster\x12!.raftka.v1.DescribeClusterRequest\x1a\".raftka.v1.DescribeClusterResponse\x12R\n\rAddPartitions\x12\x1f.raftka.v1.AddPartitionsRequest\x1a .raftka.v1.AddPartitionsResponse\x12^\n\x11\x41lterTopicConfigs\x12#.raftka.v1.AlterTopicConfigsRequest\x1a$.raftka.v1.AlterTopicConfigsResponse\x12g\n\x14\x44\x65scribeTopicConfigs\x12&.raftka.v1.DescribeTopicConfigsRequest\x1a\'.raftka.v1.DescribeTopicConfigsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATETOPICREQUEST_CONFIGSENTRY']._loaded_options = None
   _globals['_CREATETOPICREQUEST_CONFIGSENTRY']._serialized_options = b'8\001'
+  _globals['_ALTERTOPICCONFIGSREQUEST_SETENTRY']._loaded_options = None
+  _globals['_ALTERTOPICCONFIGSREQUEST_SETENTRY']._serialized_options = b'8\001'
+  _globals['_CONFIGSOURCE']._serialized_start=1401
+  _globals['_CONFIGSOURCE']._serialized_end=1498
   _globals['_CREATETOPICREQUEST']._serialized_start=61
   _globals['_CREATETOPICREQUEST']._serialized_end=252
   _globals['_CREATETOPICREQUEST_CONFIGSENTRY']._serialized_start=206
@@ -56,12 +60,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDPARTITIONSREQUEST']._serialized_end=588
   _globals['_ADDPARTITIONSRESPONSE']._serialized_start=590
   _globals['_ADDPARTITIONSRESPONSE']._serialized_end=650
-  _globals['_DESCRIBECLUSTERREQUEST']._serialized_start=652
-  _globals['_DESCRIBECLUSTERREQUEST']._serialized_end=676
-  _globals['_NODESTATUS']._serialized_start=678
-  _globals['_NODESTATUS']._serialized_end=760
-  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_start=762
-  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_end=885
-  _globals['_ADMIN']._serialized_start=888
-  _globals['_ADMIN']._serialized_end=1384
+  _globals['_ALTERTOPICCONFIGSREQUEST']._serialized_start=653
+  _globals['_ALTERTOPICCONFIGSREQUEST']._serialized_end=835
+  _globals['_ALTERTOPICCONFIGSREQUEST_SETENTRY']._serialized_start=793
+  _globals['_ALTERTOPICCONFIGSREQUEST_SETENTRY']._serialized_end=835
+  _globals['_ALTERTOPICCONFIGSRESPONSE']._serialized_start=837
+  _globals['_ALTERTOPICCONFIGSRESPONSE']._serialized_end=905
+  _globals['_CONFIGENTRY']._serialized_start=908
+  _globals['_CONFIGENTRY']._serialized_end=1046
+  _globals['_DESCRIBETOPICCONFIGSREQUEST']._serialized_start=1048
+  _globals['_DESCRIBETOPICCONFIGSREQUEST']._serialized_end=1091
+  _globals['_DESCRIBETOPICCONFIGSRESPONSE']._serialized_start=1093
+  _globals['_DESCRIBETOPICCONFIGSRESPONSE']._serialized_end=1164
+  _globals['_DESCRIBECLUSTERREQUEST']._serialized_start=1166
+  _globals['_DESCRIBECLUSTERREQUEST']._serialized_end=1190
+  _globals['_NODESTATUS']._serialized_start=1192
+  _globals['_NODESTATUS']._serialized_end=1274
+  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_start=1276
+  _globals['_DESCRIBECLUSTERRESPONSE']._serialized_end=1399
+  _globals['_ADMIN']._serialized_start=1501
+  _globals['_ADMIN']._serialized_end=2198
 # @@protoc_insertion_point(module_scope)

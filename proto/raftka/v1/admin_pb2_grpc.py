@@ -64,6 +64,16 @@ class AdminStub:
                 request_serializer=raftka_dot_v1_dot_admin__pb2.AddPartitionsRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_admin__pb2.AddPartitionsResponse.FromString,
                 _registered_method=True)
+        self.AlterTopicConfigs = channel.unary_unary(
+                '/raftka.v1.Admin/AlterTopicConfigs',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.AlterTopicConfigsRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.AlterTopicConfigsResponse.FromString,
+                _registered_method=True)
+        self.DescribeTopicConfigs = channel.unary_unary(
+                '/raftka.v1.Admin/DescribeTopicConfigs',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -105,6 +115,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterTopicConfigs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeTopicConfigs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +159,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.AddPartitions,
                     request_deserializer=raftka_dot_v1_dot_admin__pb2.AddPartitionsRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_admin__pb2.AddPartitionsResponse.SerializeToString,
+            ),
+            'AlterTopicConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterTopicConfigs,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.AlterTopicConfigsRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.AlterTopicConfigsResponse.SerializeToString,
+            ),
+            'DescribeTopicConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeTopicConfigs,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +333,60 @@ class Admin:
             '/raftka.v1.Admin/AddPartitions',
             raftka_dot_v1_dot_admin__pb2.AddPartitionsRequest.SerializeToString,
             raftka_dot_v1_dot_admin__pb2.AddPartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterTopicConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/AlterTopicConfigs',
+            raftka_dot_v1_dot_admin__pb2.AlterTopicConfigsRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.AlterTopicConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeTopicConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/DescribeTopicConfigs',
+            raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsResponse.FromString,
             options,
             channel_credentials,
             insecure,
