@@ -237,6 +237,9 @@ class PartitionView:
     under_replicated: bool
     # on the leader: (follower node id, lag in entries, lag in seconds or None if unknown)
     followers: list[tuple[int, int, float | None]] = field(default_factory=list)
+    # compacted topics only (cleanup.policy has compact): (dirty ratio, passes, records
+    # removed, bytes removed, last pass end in ms or 0)
+    compaction: tuple[float, int, int, int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -356,6 +359,11 @@ class NodeCollector(Collector):
                 topic, pnum, role, node.leader_id, node.term, replica.log_start_offset,
                 replica.log_end_offset, replica.high_watermark, node.commit_index,
                 node.applied_index, replica.stored_bytes(), False)
+            if replica.config.compact:
+                view.compaction = (replica.dirty_ratio, replica.compaction_runs,
+                                   replica.compacted_records_removed,
+                                   replica.compacted_bytes_removed,
+                                   replica.compaction_last_run_ms)
             if role == Role.LEADER:
                 voters = node.conf_state.voters
                 last = node.last_index
@@ -485,8 +493,32 @@ def families(s: Snapshot) -> list[Metric]:
     lag_seconds = gauge("raftka_partition_follower_lag_seconds", "On the leader: age of the "
                         "oldest entry a follower has not acknowledged (its append time at the "
                         "leader; 0 when caught up).", tp + ["follower"])
+    dirty = gauge("raftka_partition_compaction_dirty_ratio", "Compacted topics: share of "
+                  "the log's bytes written since this replica's last compaction pass.", tp)
+    runs = CounterMetricFamily("raftka_partition_compaction_runs", "Compacted topics: "
+                               "compaction passes this replica completed since it started.",
+                               labels=tp)
+    removed_records = CounterMetricFamily(
+        "raftka_partition_compaction_removed_records", "Compacted topics: records removed "
+        "by this replica's compaction passes since it started.", labels=tp)
+    removed_bytes = CounterMetricFamily(
+        "raftka_partition_compaction_removed_bytes", "Compacted topics: batch bytes removed "
+        "by this replica's compaction passes since it started.", labels=tp)
+    last_run = gauge("raftka_partition_compaction_last_run_timestamp_seconds", "Compacted "
+                     "topics: when this replica's last compaction pass ended (absent before "
+                     "the first).", tp)
+    out += [runs, removed_records, removed_bytes]
     leaders = under_count = 0
     for p in s.partitions:
+        if p.compaction is not None:
+            ratio, passes, records, size, last_ms = p.compaction
+            clabels = [p.topic, str(p.partition)]
+            dirty.add_metric(clabels, ratio)
+            runs.add_metric(clabels, passes)
+            removed_records.add_metric(clabels, records)
+            removed_bytes.add_metric(clabels, size)
+            if last_ms:
+                last_run.add_metric(clabels, last_ms / 1000)
         labels = [p.topic, str(p.partition)]
         is_leader = p.role == Role.LEADER
         leaders += is_leader

@@ -184,3 +184,24 @@ def test_collector_reads_a_real_broker_from_a_scrape_thread(tmp_path: Path) -> N
             await broker.stop(graceful=False)
 
     asyncio.run(scenario())
+
+
+def test_compaction_series_only_for_compacted_partitions() -> None:
+    compacted = PartitionView("users", 0, Role.LEADER, 1, 2, 0, 90, 90, 30, 30, 2048, False,
+                              compaction=(0.25, 3, 120, 9000, 1_700_000_000_000))
+    fresh = PartitionView("users", 1, Role.FOLLOWER, 2, 2, 0, 5, 5, 5, 5, 10, False,
+                          compaction=(1.0, 0, 0, 0, 0))
+    plain = PartitionView("orders", 0, Role.LEADER, 1, 2, 0, 9, 9, 9, 9, 10, False)
+    registry = CollectorRegistry()
+    registry.register(_Fixed(Snapshot(1, 1, [compacted, fresh, plain], [], (0, 0, 0, 0))))
+    s = _samples(registry)
+    u0, u1 = _labels(topic="users", partition="0"), _labels(topic="users", partition="1")
+    assert s[("raftka_partition_compaction_dirty_ratio", u0)] == 0.25
+    assert s[("raftka_partition_compaction_runs_total", u0)] == 3
+    assert s[("raftka_partition_compaction_removed_records_total", u0)] == 120
+    assert s[("raftka_partition_compaction_removed_bytes_total", u0)] == 9000
+    assert s[("raftka_partition_compaction_last_run_timestamp_seconds", u0)] == 1_700_000_000
+    assert s[("raftka_partition_compaction_dirty_ratio", u1)] == 1.0
+    assert ("raftka_partition_compaction_last_run_timestamp_seconds", u1) not in s  # no pass
+    assert not [k for k in s if k[0].startswith("raftka_partition_compaction")
+                and dict(k[1]).get("topic") == "orders"]  # delete-only topics: no series
