@@ -7,6 +7,8 @@
     raftka topic create NAME [-p N] [-r R] [-c key=value ...] [--no-wait]
     raftka topic list | describe NAME | delete NAME
     raftka topic add-partitions NAME -p TOTAL
+    raftka topic alter-config NAME [--set key=value ...] [--delete key ...] [--dry-run]
+    raftka topic describe-configs NAME
     raftka cluster status                       (every node asked; leaders, under-replicated)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
@@ -109,14 +111,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replication factor (default: 3, or the node count if smaller)")
     create.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                         type=_key_value,
-                        help="topic config, repeatable (retention.ms, retention.bytes, "
-                             "max.message.bytes)")
+                        help="topic config, repeatable (see `raftka topic describe-configs`: "
+                             "retention.ms, retention.bytes, max.message.bytes, "
+                             "cleanup.policy, ...)")
     create.add_argument("--no-wait", action="store_true",
                         help="return once the controller accepted it, before leaders exist")
     tsub.add_parser("list", parents=[common, as_json, timeout], help="list topics")
     describe = tsub.add_parser("describe", parents=[common, as_json, timeout],
                                help="partitions, leaders, replicas, watermarks, configs")
     describe.add_argument("name", metavar="NAME")
+    alter = tsub.add_parser(
+        "alter-config", parents=[common, as_json, timeout],
+        help="set topic configs, or return them to their defaults",
+        description="Change configs of an existing topic (Kafka's incremental alter "
+                    "configs): every replica applies the whole change or none of it. "
+                    "Prints every config with its source afterwards.")
+    alter.add_argument("name", metavar="NAME")
+    alter.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       type=_key_value, dest="set_configs", help="set a config (repeatable)")
+    alter.add_argument("--delete", action="append", default=[], metavar="KEY",
+                       dest="delete_configs",
+                       help="return a config to its default (repeatable)")
+    alter.add_argument("--dry-run", action="store_true",
+                       help="validate and show the result; change nothing")
+    dconf = tsub.add_parser("describe-configs", parents=[common, as_json, timeout],
+                            help="every config of a topic: value, source, default, meaning")
+    dconf.add_argument("name", metavar="NAME")
     delete = tsub.add_parser("delete", parents=[common, as_json, timeout],
                              help="delete a topic and its data")
     delete.add_argument("name", metavar="NAME")
@@ -411,6 +431,24 @@ def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
                 _json(desc, out)
             else:
                 _print_topic(desc, out)
+        elif action in ("alter-config", "describe-configs"):
+            if action == "alter-config":
+                if not args.set_configs and not args.delete_configs:
+                    raise SystemExit("raftka topic alter-config: nothing to change: give "
+                                     "--set KEY=VALUE and/or --delete KEY")
+                entries = admin.alter_topic_config(
+                    args.name, dict(args.set_configs), args.delete_configs,
+                    validate_only=args.dry_run)
+            else:
+                entries = admin.describe_topic_configs(args.name)
+            if args.json:
+                _json(entries, out)
+            else:
+                if action == "alter-config" and args.dry_run:
+                    out.write("dry run: nothing changed; the configs would be\n")
+                out.write(_table(["CONFIG", "VALUE", "SOURCE", "DEFAULT"],
+                                 [[e.name, e.value, e.source, e.default] for e in entries])
+                          + "\n")
         elif action == "delete":
             admin.delete_topic(args.name)
             if args.json:

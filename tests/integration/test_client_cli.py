@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +72,29 @@ def test_producer_and_reader_follow_a_leader_change(cluster: Cluster) -> None:
     cluster.assert_replicas_agree("follow", 0)
     cluster.start(killed)
     cluster.assert_replicas_agree("follow", 0)
+
+
+def test_cli_alter_and_describe_topic_configs(cluster: Cluster) -> None:
+    assert _raftka(cluster, "topic", "create", "conf", "-c", "retention.ms=60000").returncode == 0
+    r = _raftka(cluster, "topic", "alter-config", "conf", "--set", "retention.bytes=1000",
+                "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "dry run" in r.stdout
+    with Admin(_bootstrap(cluster)) as admin:
+        by_name = {e.name: e for e in admin.describe_topic_configs("conf")}
+    assert (by_name["retention.bytes"].value, by_name["retention.bytes"].source) == (
+        "-1", "DEFAULT")  # the dry run changed nothing
+    r = _raftka(cluster, "topic", "alter-config", "conf", "--set", "retention.bytes=1000",
+                "--delete", "retention.ms")
+    assert r.returncode == 0, r.stderr
+    r = _raftka(cluster, "topic", "describe-configs", "conf", "--json")
+    assert r.returncode == 0, r.stderr
+    entries = {e["name"]: e for e in json.loads(r.stdout)}
+    assert (entries["retention.bytes"]["value"], entries["retention.bytes"]["source"]) == (
+        "1000", "TOPIC")
+    assert (entries["retention.ms"]["value"], entries["retention.ms"]["source"]) == (
+        entries["retention.ms"]["default"], "DEFAULT")
+    r = _raftka(cluster, "topic", "alter-config", "conf", "--set", "retention.ms=soon")
+    assert r.returncode == 1 and "retention.ms" in r.stderr and "Traceback" not in r.stderr
+    r = _raftka(cluster, "topic", "alter-config", "conf")
+    assert r.returncode != 0 and "nothing to change" in r.stderr
