@@ -215,7 +215,22 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     @app.get("/topics/<name>")
     def topic(name: str):
         desc = admin.describe_topic(name)
-        return render_template("topic.html", topic=desc, page="topics")
+        configs = admin.describe_topic_configs(name)
+        return render_template("topic.html", topic=desc, configs=configs, page="topics")
+
+    @app.post("/topics/<name>/configs")
+    def alter_configs(name: str):
+        form = request.form
+        to_set = parse_configs(form.get("set", ""))
+        to_reset = [k for k in form.getlist("reset") if k]
+        if not to_set and not to_reset:
+            raise FormError("nothing to change: give KEY=VALUE lines to set, or tick configs "
+                            "to return to their defaults")
+        admin.alter_topic_config(name, to_set, to_reset)  # checked whole by the controller
+        changed = ", ".join([f"{k}={v}" for k, v in sorted(to_set.items())]
+                            + [f"{k} (default)" for k in sorted(to_reset)])
+        flash(f"configs of {name} changed: {changed}")
+        return redirect(url_for("topic", name=name), 303)
 
     @app.post("/topics/<name>/partitions")
     def add_partitions(name: str):

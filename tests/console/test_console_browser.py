@@ -83,6 +83,16 @@ def test_topic_created_in_the_console_appears_in_raftka_topic_list(
     assert _text(browser, "#topic-name") == "from-console"
     assert len(browser.find_elements("css selector", "#partitions tbody tr")) == 2
     _shot(browser, screenshots, "topic")
+    # edit a config: it is set on the topic (source "topic") in the cluster, then reset
+    assert _text(browser, "#config-retention\\.ms td.source") == "default"
+    browser.find_element("id", "configs-set").send_keys("retention.ms=3600000")
+    browser.find_element("id", "configs-submit").click()
+    _wait(browser, lambda b: b.find_elements("css selector", ".flash"), 30, "the change")
+    assert _text(browser, "#config-retention\\.ms td.value") == "3600000"
+    assert _text(browser, "#config-retention\\.ms td.source") == "topic"
+    with Admin(_bootstrap(console_cluster)) as admin:
+        assert admin.describe_topic("from-console").configs["retention.ms"] == "3600000"
+    _shot(browser, screenshots, "topic-configs")
     listed = subprocess.run(
         [sys.executable, "-m", "raftka.client.cli", "topic", "list", "--bootstrap",
          _bootstrap(console_cluster)], cwd=REPO, capture_output=True, text=True, timeout=60)
@@ -225,6 +235,10 @@ def test_error_pages_answer_with_a_status_and_a_message(
     assert code == 400 and "invalid topic name" in body, body[:2000]
     code, body = console.get("/topics/browse/delete", {"confirm": "wrong"})
     assert code == 400 and "type the topic's name" in body
+    code, body = console.get("/topics/browse/configs", {"set": "retention.ms=soon"})
+    assert code == 400 and "retention.ms" in body and "Traceback" not in body
+    code, body = console.get("/topics/browse/configs", {"set": ""})
+    assert code == 400 and "nothing to change" in body
     browser.get(console.url + "/topics/no-such-topic")
     assert "404" in _text(browser, "#error h1")
     assert "no-such-topic" in _text(browser, "#error-message")
