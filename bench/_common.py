@@ -8,9 +8,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported where a bar is made: the paced, percentile helpers need no tqdm
+    from tqdm import tqdm
 
 from tests.harness import free_ports  # noqa: F401 - shared with the test clusters
 
@@ -156,6 +157,8 @@ def idle_usage(pids: list[int], seconds: float, bar: tqdm | None = None) -> dict
 # ---------------------------------------------------------------- progress
 
 def bar(desc: str, total: float | None, unit: str = "msg") -> tqdm:
+    from tqdm import tqdm
+
     return tqdm(total=total, desc=desc.ljust(34), unit=unit, unit_scale=True, leave=True,
                 dynamic_ncols=True, mininterval=0.2)
 

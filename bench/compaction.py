@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import threading
 import time
@@ -26,42 +25,13 @@ from pathlib import Path
 from raftka.client import Admin, Producer
 from raftka.v1 import broker_pb2
 from raftka.v1.recordbatch import build_batch, decode_batches
+from bench._common import pace, percentiles_ms
 from tests.harness import Cluster
 
 KEYS = 1000
 BATCH_RECORDS = 500
 BATCHES_PER_S = 10
 RATE = 1000.0
-
-
-def percentiles_ms(samples_s: list[float]) -> dict[str, float]:
-    """As bench._common's (nearest rank), without its progress-bar dependency."""
-    xs = sorted(samples_s)
-    n = len(xs)
-    if not n:
-        return {"count": 0}
-
-    def at(q: float) -> float:
-        return round(xs[min(n - 1, max(0, math.ceil(q * n) - 1))] * 1000, 3)
-
-    return {"count": n, "p50_ms": at(0.50), "p99_ms": at(0.99), "p999_ms": at(0.999),
-            "max_ms": round(xs[-1] * 1000, 3)}
-
-
-def pace(rate: float, duration_s: float, send) -> tuple[int, float]:
-    """bench._common.pace without ticks: ``send(n, first_due)`` for what is due."""
-    start = time.perf_counter()
-    total = int(rate * duration_s)
-    done = 0
-    while done < total:
-        now = time.perf_counter()
-        due = min(total, int((now - start) * rate) + 1)
-        if due > done:
-            send(due - done, start + done / rate)
-            done = due
-        else:
-            time.sleep(max(0.0, start + done / rate - now))
-    return done, time.perf_counter() - start
 
 
 def _background(cluster: Cluster, topic: str, stop: threading.Event) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import tempfile
 import threading
@@ -33,23 +32,11 @@ import urllib.request
 from pathlib import Path
 
 from raftka import Admin, Producer
+from bench._common import percentiles_ms
 from tests.harness import Cluster
 
 VALUE = (b'{"order":12345,"customer":"c-0042","items":[1,2,3],"total":99.5,'
          b'"currency":"EUR","note":"abcdefghij"}')[:100].ljust(100, b" ")
-
-
-def percentiles_ms(samples: list[float]) -> dict[str, float]:
-    xs = sorted(samples)
-    n = len(xs)
-    if not n:
-        return {"count": 0}
-
-    def at(q: float) -> float:
-        return round(xs[min(n - 1, max(0, math.ceil(q * n) - 1))] * 1000, 3)
-
-    return {"count": n, "p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999),
-            "max_ms": round(xs[-1] * 1000, 3)}
 
 
 class Scraper:
