@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable
 
 from raftka.raft import ConfState, Role, Snapshot
@@ -48,6 +49,9 @@ class Broker:
         self.controller = ControllerReplica(list(config.peers), self._reconcile, self.host.mark)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
+        # Topic names deleted (or re-created under a new id) with the wall-clock ms this
+        # node applied it; the group service drops their committed offsets and prunes this.
+        self.deleted_topics: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
 
@@ -81,6 +85,12 @@ class Broker:
         """Start the replicas the committed metadata gives this node, stop the others, and
         hand every replica its topic's current configs (an alter takes effect at once)."""
         state = self.controller.state
+        ids = {name: meta.topic_id for name, meta in state.topics.items()}
+        now_ms = int(time.time() * 1000)
+        for name, topic_id in self._topic_ids.items():
+            if ids.get(name) != topic_id:
+                self.deleted_topics[name] = now_ms
+        self._topic_ids = ids
         wanted: dict[tuple[str, int], tuple[TopicMeta, PartitionMeta]] = {
             (t.name, p.partition): (t, p) for t, p in state.partitions_on(self.node_id)
         }

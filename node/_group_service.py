@@ -92,11 +92,6 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
         super().__init__(broker)
         self._groups: dict[str, _Coordinated] = {}
         self._task: asyncio.Task | None = None
-        # Offsets of deleted topics (see _drop_offsets_of_deleted_topics): the topic ids
-        # last seen by name, and the names deleted (or re-created under a new id) with
-        # the wall-clock time this node saw it, kept for DELETED_TOPIC_MEMORY_S.
-        self._topic_ids: dict[str, str] | None = None
-        self._deleted: dict[str, int] = {}
         self._next_sweep = 0.0
 
     def start(self) -> None:
@@ -130,24 +125,20 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
                 self._drop_offsets_of_deleted_topics()
 
     def _drop_offsets_of_deleted_topics(self) -> None:
-        """Committed offsets of a deleted topic go with it (as in Kafka): every node notes
-        which topic names it saw deleted (or re-created under a new id) and when; the
+        """Committed offsets of a deleted topic go with it (as in Kafka): every node notes,
+        as it applies the metadata, which topic names were deleted (or re-created under a
+        new id) and when (``Broker.deleted_topics``; noted at apply time, not by polling,
+        so a topic deleted within a sweep interval of its creation is not missed); the
         coordinator of each offsets partition it leads then writes deletions (offset -1)
         for the offsets of those names committed before that time. Idempotent, so each
         sweep may retry (after a failed write or a coordinator move) until the note
         expires; commits made to a re-created topic after the deletion are kept."""
-        state = self.broker.controller.state
-        ids = {name: meta.topic_id for name, meta in state.topics.items()}
+        deleted = self.broker.deleted_topics
         now_ms = int(time.time() * 1000)
-        if self._topic_ids is not None:
-            for name, topic_id in self._topic_ids.items():
-                if ids.get(name) != topic_id:
-                    self._deleted[name] = now_ms
-        self._topic_ids = ids
-        for name, seen_ms in list(self._deleted.items()):
+        for name, seen_ms in list(deleted.items()):
             if now_ms - seen_ms > DELETED_TOPIC_MEMORY_S * 1000:
-                del self._deleted[name]
-        if not self._deleted:
+                del deleted[name]
+        if not deleted:
             return
         for (topic, _), replica in list(self.broker.partitions.items()):
             if topic != OFFSETS_TOPIC or not isinstance(replica, OffsetsReplica) \
@@ -155,7 +146,7 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
                 continue
             for group_id, committed in list(replica.offsets.items()):
                 stale = [(t, p, -1, "") for (t, p), co in committed.items()
-                         if t in self._deleted and co.commit_time_ms <= self._deleted[t]]
+                         if t in deleted and co.commit_time_ms <= deleted[t]]
                 if stale:
                     log.info("group %s: dropping committed offsets of deleted topics %s",
                              group_id, ", ".join(sorted({t for t, *_ in stale})))
