@@ -18,6 +18,8 @@ line, so the output can be logged or piped. Ctrl-C (SIGINT) ends it with exit st
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,7 +48,9 @@ class Sample:
 
 
 def take_sample(admin: Admin, groups_max: int = GROUPS_MAX,
-                clock: Callable[[], float] = time.monotonic) -> Sample:
+                clock: Callable[[], float] = time.monotonic,
+                stop: threading.Event | None = None) -> Sample:
+    """One sample of the cluster; with ``stop``, gives up asking more groups once set."""
     brokers, answers = admin._node_answers(CALL_TIMEOUT_S)
     taken_at = clock()
     status = merge_cluster_status(brokers, answers)
@@ -69,6 +73,8 @@ def take_sample(admin: Admin, groups_max: int = GROUPS_MAX,
         listings = []
         sample.group_errors += 1
     for listing in listings[:groups_max]:
+        if stop is not None and stop.is_set():
+            break
         try:
             sample.groups.append(admin.describe_group(listing.group_id,
                                                       timeout=CALL_TIMEOUT_S))
@@ -124,14 +130,25 @@ def render(sample: Sample, previous: Sample | None, bootstrap: str, interval: fl
 def run_top(admin: Admin, out: TextIO, bootstrap: str, interval: float = 1.0,
             iterations: int | None = None, tty: bool | None = None) -> int:
     """Print frames until ``iterations`` were printed (None: until Ctrl-C). Returns 0;
-    Ctrl-C ends it quietly with 0."""
+    Ctrl-C ends it quietly with 0.
+
+    Ctrl-C sets a flag rather than raising KeyboardInterrupt wherever the main thread
+    happens to be: raised inside the gRPC library's blocking call machinery, it once left
+    the process hanging at exit (the channel's close waited for a call it had abandoned).
+    The flag is looked at between calls, each of which ends within ``CALL_TIMEOUT_S``."""
     tty = out.isatty() if tty is None else tty
+    stop = threading.Event()
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
     previous: Sample | None = None
     shown = 0
     next_at = time.monotonic()
     try:
-        while iterations is None or shown < iterations:
-            sample = take_sample(admin)
+        while (iterations is None or shown < iterations) and not stop.is_set():
+            sample = take_sample(admin, stop=stop)
+            if stop.is_set():
+                break
             frame = render(sample, previous, bootstrap, interval)
             out.write((CLEAR + frame) if tty else (("\n" if shown else "") + frame))
             out.flush()
@@ -140,9 +157,13 @@ def run_top(admin: Admin, out: TextIO, bootstrap: str, interval: float = 1.0,
             if iterations is not None and shown >= iterations:
                 break
             next_at += interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
-    except KeyboardInterrupt:
-        if tty:
-            out.write("\n")
-        out.flush()
+            stop.wait(max(0.0, next_at - time.monotonic()))
+    except KeyboardInterrupt:  # not the main thread's handler (embedded use)
+        pass
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    if tty:
+        out.write("\n")
+    out.flush()
     return 0

@@ -114,31 +114,32 @@ async def serve(config: NodeConfig) -> int:
         log.error("cannot listen on %s; is another process using the port?", config.listen)
         broker.db.close()
         return 2
+    # Metrics first: its exporter process binds the port before the node reports healthy,
+    # and a port in use stops the node before it joins the cluster.
+    metrics_server = None
+    if config.metrics_listen:
+        metrics_server = MetricsServer(config.metrics_listen, broker.metrics,
+                                       NodeCollector(broker, groups, broker.metrics))
+        try:
+            await metrics_server.start()
+        except (OSError, ValueError) as exc:
+            log.error("cannot serve metrics on %s: %s; is another process using the port?",
+                      config.metrics_listen, exc)
+            broker.db.close()
+            return 2
     await server.start()
     try:
         await broker.start()  # loads the controller group's log: validated, may be damaged
     except StorageCorruption as exc:
         log.error("node %d cannot start: %s (raft log store %s); %s", config.node_id, exc,
                   broker.db.path, damaged_store_advice(broker.db.path))
+        if metrics_server is not None:
+            await metrics_server.stop()
         await server.stop(grace=None)
         await forwarder.close()
         broker.db.close()
         return 1
     groups.start()
-    metrics_server = None
-    if config.metrics_listen:
-        metrics_server = MetricsServer(config.metrics_listen, broker.metrics,
-                                       NodeCollector(broker, groups, broker.metrics))
-        try:
-            metrics_server.start()
-        except (OSError, ValueError) as exc:
-            log.error("cannot serve metrics on %s: %s; is another process using the port?",
-                      config.metrics_listen, exc)
-            await groups.stop()
-            await broker.stop(graceful=False)
-            await server.stop(grace=None)
-            await forwarder.close()
-            return 2
     await health_servicer.set(RAFT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
     if metrics_server is not None:

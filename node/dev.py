@@ -150,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         print("Ctrl-C stops every node.", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
-        dead = [p for p in procs if p.poll() is not None]
-        print(f"raftka dev: a node exited ({dead[0].returncode}); stopping the others",
+        dead = [p for p in procs if p.poll() is not None][0]
+        # the nodes come first in procs, in id order; the console (if any) last
+        what = (f"node {procs.index(dead) + 1}" if procs.index(dead) < args.nodes
+                else "the web console")
+        print(f"raftka dev: {what} exited ({dead.returncode}); stopping the others",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -4,6 +4,8 @@ own parser."""
 
 from __future__ import annotations
 
+import os
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -179,9 +181,60 @@ def test_group_lag_appears_and_drops_to_zero_after_consuming(metered: Cluster) -
         assert value(samples, "raftka_group_epoch", group="watchers") >= 1
 
 
-def test_the_metrics_endpoint_answers_other_methods_with_405(
+def test_the_metrics_endpoint_answers_other_methods_with_405_and_paths_with_404(
         metered: Cluster) -> None:
     request = urllib.request.Request(metered.metrics_url(1), data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 405
+    # only /metrics (and /) serve metrics
+    request = urllib.request.Request(metered.metrics_url(1).replace("/metrics", "/other"))
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 404
+    assert b"/metrics" in info.value.read()
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_the_exporter_process_is_restarted_and_ends_with_its_node(metered: Cluster) -> None:
+    """The metrics are served by a child process of the node (node/_metrics_exporter.py):
+    killed, the node starts it again on the same port; the node killed -9, it goes too."""
+    node_pid = metered.procs[1].pid
+    exporters = wait_for(lambda: _children(node_pid), 10, "the exporter process")
+    assert len(exporters) == 1
+    assert value(scrape(metered, 1), "raftka_node_id") == 1
+    assert value(scrape(metered, 1), "process_resident_memory_bytes") > 0  # the node's
+    os.kill(exporters[0], signal.SIGKILL)
+    wait_for(lambda: [p for p in _children(node_pid) if p != exporters[0]], 15,
+             "a new exporter process")
+
+    def serves() -> bool:
+        try:
+            return value(scrape(metered, 1), "raftka_node_id") == 1
+        except (OSError, urllib.error.URLError):
+            return False
+    wait_for(serves, 15, "metrics served again on the same port")
+    exporter = [p for p in _children(node_pid) if p != exporters[0]][0]
+    metered.kill(1)
+    wait_for(lambda: not _alive(exporter), 10, "the exporter to exit with its node")
