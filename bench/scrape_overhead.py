@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from raftka import Admin, Producer
 from bench._common import percentiles_ms
@@ -40,7 +42,9 @@ VALUE = (b'{"order":12345,"customer":"c-0042","items":[1,2,3],"total":99.5,'
 
 
 class Scraper:
-    """GETs every node's /metrics every ``interval`` seconds on a thread."""
+    """GETs every node's /metrics every ``interval`` seconds, in a process of its own (as
+    Prometheus would be: a scraper thread inside this process took the GIL from the
+    producer being measured, which counted its own cost as the node's)."""
 
     def __init__(self, urls: list[str], interval: float = 1.0) -> None:
         self.urls = urls
@@ -48,32 +52,41 @@ class Scraper:
         self.durations: list[float] = []
         self.sizes: list[int] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results, theirs = context.Pipe(duplex=False)
+        self._process = context.Process(target=_scrape_loop, name="scraper", daemon=True,
+                                        args=(urls, interval, self._stop, theirs))
 
     def __enter__(self) -> Scraper:
-        self._thread.start()
+        self._process.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        self.durations, self.sizes, self.failures = self._results.recv()
+        self._process.join()
 
-    def _run(self) -> None:
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            for url in self.urls:
-                started = time.perf_counter()
-                try:
-                    with urllib.request.urlopen(url, timeout=10) as response:
-                        body = response.read()
-                except OSError:
-                    self.failures += 1
-                    continue
-                self.durations.append(time.perf_counter() - started)
-                self.sizes.append(len(body))
-            next_at += self.interval
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+def _scrape_loop(urls: list[str], interval: float, stop: Any, results: Any) -> None:
+    durations: list[float] = []
+    sizes: list[int] = []
+    failures = 0
+    next_at = time.monotonic()
+    while not stop.is_set():
+        for url in urls:
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    body = response.read()
+            except OSError:
+                failures += 1
+                continue
+            durations.append(time.perf_counter() - started)
+            sizes.append(len(body))
+        next_at += interval
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    results.send((durations, sizes, failures))
 
 
 def latency_run(bootstrap: str, topic: str, rate: float, seconds: float) -> dict:

@@ -65,6 +65,7 @@ from raftka.client._types import (
     GroupMemberDescription,
     GroupOffsetReset,
     GroupPartitionLag,
+    NodeStats,
     NodeStatus,
     PartitionOffsets,
     PartitionStatus,
@@ -281,6 +282,26 @@ class Admin:
         resp = self._call("DescribeCluster", admin_pb2.DescribeClusterRequest(), timeout,
                           "describe cluster")
         return ClusterDescription.from_pb(resp)
+
+    def describe_node_stats(self, *, timeout: float | None = None) -> dict[int, NodeStats]:
+        """Every node's request statistics since it started (cumulative: produce and fetch
+        latency histograms, records and bytes), asked in parallel; nodes that do not
+        answer are left out. The web console charts latency from two of these."""
+        timeout = self._default_timeout if timeout is None else timeout
+        brokers = dict(self._cluster.refresh_metadata(timeout).brokers)
+
+        def ask(address: str) -> NodeStats | None:
+            try:
+                return NodeStats.from_pb(self._cluster.call_admin(
+                    address, "DescribeNodeStats", admin_pb2.DescribeNodeStatsRequest(),
+                    timeout))
+            except RaftkaError:
+                return None
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(brokers), 16) or 1,
+                                                   thread_name_prefix="raftka-stats") as pool:
+            answers = dict(zip(brokers, pool.map(ask, brokers.values())))
+        return {nid: s for nid, s in sorted(answers.items()) if s is not None}
 
     def cluster_status(self, *, timeout: float | None = None) -> ClusterStatus:
         """A cluster-wide view: every node asked in parallel (see the module docstring).

@@ -19,6 +19,7 @@ Threading: every method may be called from any thread; the sync gRPC stubs are t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -159,8 +160,7 @@ def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
         for p in t.partitions:
             q = prev.partition(p.partition)
             if q is not None and q.leader_id and q.leader_term > p.leader_term:
-                p = type(p)(p.partition, q.leader_id, p.replicas, p.high_watermark,
-                            p.log_start_offset, q.leader_term, p.dirty_ratio)
+                p = dataclasses.replace(p, leader_id=q.leader_id, leader_term=q.leader_term)
                 changed = True
             parts.append(p)
         topics[name] = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from raftka.v1 import admin_pb2, broker_pb2, group_pb2
 
@@ -17,7 +17,9 @@ __all__ = [
     "GroupMemberDescription",
     "GroupOffsetReset",
     "GroupPartitionLag",
+    "LatencyHistogram",
     "NodeDescription",
+    "NodeStats",
     "NodeStatus",
     "PartitionDescription",
     "PartitionOffsets",
@@ -38,6 +40,7 @@ class PartitionDescription:
     log_start_offset: int
     leader_term: int
     dirty_ratio: float = 0.0  # compacted topics: as the answering replica computes it
+    stored_bytes: int = 0  # batch bytes the answering node's replica keeps (0: none there)
 
     @property
     def has_leader(self) -> bool:
@@ -53,6 +56,7 @@ class PartitionDescription:
             log_start_offset=p.log_start_offset,
             leader_term=p.leader_term,
             dirty_ratio=p.dirty_ratio,
+            stored_bytes=p.stored_bytes,
         )
 
 
@@ -264,6 +268,63 @@ class PartitionOffsets:
 
 
 # --------------------------------------------------------------------------- cluster status
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyHistogram:
+    """Cumulative request latencies of one node (``Admin.describe_node_stats``)."""
+
+    upper_bounds_s: tuple[float, ...]  # ascending, the last is inf
+    cumulative_counts: tuple[int, ...]
+    sum_s: float
+    count: int
+
+    @classmethod
+    def from_pb(cls, h: Any) -> LatencyHistogram:
+        return cls(tuple(h.upper_bounds_seconds), tuple(h.cumulative_counts), h.sum_seconds,
+                   h.count)
+
+    def quantile_since(self, earlier: LatencyHistogram | None, q: float) -> float | None:
+        """The ``q`` quantile (0..1) in seconds of the requests between ``earlier`` and this
+        one (all of them with None), interpolated within a bucket as Prometheus'
+        ``histogram_quantile`` does; None without requests. Beyond the last finite bound
+        it says that bound."""
+        counts = self.cumulative_counts
+        if earlier is not None and earlier.upper_bounds_s == self.upper_bounds_s:
+            counts = tuple(a - b for a, b in zip(counts, earlier.cumulative_counts))
+        if not counts or counts[-1] <= 0:
+            return None
+        rank = q * counts[-1]
+        lower, below = 0.0, 0
+        for bound, cumulative in zip(self.upper_bounds_s, counts):
+            if cumulative >= rank:
+                if bound == float("inf"):
+                    return lower
+                inside = cumulative - below
+                return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+            lower, below = bound, cumulative
+        return lower
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """Request statistics of one node since it started (``Admin.describe_node_stats``)."""
+
+    node_id: int
+    produce_acks_all: LatencyHistogram
+    produce_acks_leader: LatencyHistogram
+    fetch: LatencyHistogram
+    produce_records: int
+    produce_bytes: int
+    fetch_records: int
+    fetch_bytes: int
+
+    @classmethod
+    def from_pb(cls, r: Any) -> NodeStats:
+        return cls(r.node_id, LatencyHistogram.from_pb(r.produce_acks_all),
+                   LatencyHistogram.from_pb(r.produce_acks_leader),
+                   LatencyHistogram.from_pb(r.fetch), r.produce_records, r.produce_bytes,
+                   r.fetch_records, r.fetch_bytes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from raftka.v1.errors import (
 )
 from raftka.client._producer import Producer, parse_acks
 from raftka.client._reader import TopicReader
+from raftka.client._units import human_bytes
 from raftka.client._top import CALL_TIMEOUT_S, run_top
 from raftka.client._types import TopicPartition
 
@@ -380,11 +381,11 @@ def _print_topic(desc: Any, out: TextIO) -> None:
     ]) + "\n\n")
     compacted = "compact" in desc.configs.get("cleanup.policy", "delete")
     rows = [[p.partition, p.leader_id or "-", ",".join(map(str, p.replicas)) or "-",
-             p.high_watermark, p.log_start_offset, p.leader_term]
+             p.high_watermark, p.log_start_offset, p.leader_term, human_bytes(p.stored_bytes)]
             + ([f"{p.dirty_ratio:.2f}"] if compacted else [])
             for p in desc.partitions]
     out.write(_table(["PARTITION", "LEADER", "REPLICAS", "HIGH-WATERMARK", "LOG-START",
-                      "TERM"] + (["DIRTY-RATIO"] if compacted else []), rows) + "\n")
+                      "TERM", "SIZE"] + (["DIRTY-RATIO"] if compacted else []), rows) + "\n")
 
 
 # --------------------------------------------------------------------------- commands

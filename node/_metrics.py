@@ -53,7 +53,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from raftka.v1 import errors_pb2
+from raftka.v1 import admin_pb2, errors_pb2
 from raftka.raft import Role
 
 from ._coordinator import ConsumerGroup
@@ -158,6 +158,10 @@ class NodeMetrics:
         self.loop_stalls = Counter(
             "raftka_event_loop_stalls", f"Event-loop wake-ups later than {STALL_S} s (the "
             "loop was busy or blocked that long).", registry=r)
+        self.scrape_loop_seconds = Histogram(
+            "raftka_scrape_loop_duration_seconds", "Event-loop time one scrape costs the node "
+            "(snapshot of replica and group state, its own registry, pickling; the text is "
+            "formatted by the exporter process).", buckets=SHORT_BUCKETS, registry=r)
         # process_* and python_info come from the exporter (it reads the node's /proc)
         # Children bound once: the data path does one dict lookup and one increment.
         self.produce_requests = {a: self._produce_requests.labels(acks=n)
@@ -178,6 +182,22 @@ class NodeMetrics:
             child = self._errors.labels(method=method, code=name)
             self._error_children[(method, code)] = child
         child.inc()
+
+    def node_stats(self) -> admin_pb2.DescribeNodeStatsResponse:
+        """The request statistics of ``Admin.DescribeNodeStats`` (the web console's latency
+        and rate charts), read from these instruments."""
+        response = admin_pb2.DescribeNodeStatsResponse(
+            node_id=self.node_id,
+            produce_records=_counter_value(self.produce_records),
+            produce_bytes=_counter_value(self.produce_bytes),
+            fetch_records=_counter_value(self.fetch_records),
+            fetch_bytes=_counter_value(self.fetch_bytes))
+        for target, family, labels in (
+                (response.produce_acks_all, self._produce_latency, {"acks": "all"}),
+                (response.produce_acks_leader, self._produce_latency, {"acks": "leader"}),
+                (response.fetch, self.fetch_latency, {})):
+            _fill_histogram(target, family, labels)
+        return response
 
     def produce_accepted(self, records: int, size_bytes: int) -> None:
         self.produce_records.inc(records)
@@ -209,6 +229,26 @@ class NodeMetrics:
             self.loop_lag.observe(late)
             if late >= STALL_S:
                 self.loop_stalls.inc()
+
+
+def _counter_value(counter: Counter) -> int:
+    return int(sum(sample.value for metric in counter.collect() for sample in metric.samples
+                   if sample.name.endswith("_total")))
+
+
+def _fill_histogram(target: admin_pb2.LatencyHistogram, histogram: Histogram,
+                    labels: dict[str, str]) -> None:
+    for metric in histogram.collect():
+        for sample in metric.samples:
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if sample.name.endswith("_bucket"):
+                target.upper_bounds_seconds.append(float(sample.labels["le"]))
+                target.cumulative_counts.append(int(sample.value))
+            elif sample.name.endswith("_sum"):
+                target.sum_seconds = sample.value
+            elif sample.name.endswith("_count"):
+                target.count = int(sample.value)
 
 
 # ------------------------------------------------------------------------------ snapshot
@@ -267,10 +307,15 @@ class NodeCollector:
 
     async def payload(self) -> bytes:
         """What one scrape needs from this process, pickled (``decode_payload``)."""
+        started = time.perf_counter()
         snapshot = self.take_snapshot()
         own = list(self.metrics.registry.collect())
+        on_loop = time.perf_counter() - started
         storage = await asyncio.to_thread(lambda: list(self.storage_families()))
-        return pickle.dumps((snapshot, own, storage), protocol=pickle.HIGHEST_PROTOCOL)
+        started = time.perf_counter()
+        payload = pickle.dumps((snapshot, own, storage), protocol=pickle.HIGHEST_PROTOCOL)
+        self.metrics.scrape_loop_seconds.observe(on_loop + time.perf_counter() - started)
+        return payload
 
     def storage_families(self) -> Iterable[Metric]:
         db = self.broker.db

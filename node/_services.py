@@ -92,6 +92,7 @@ class _Service:
                 p.high_watermark = replica.high_watermark
                 p.log_start_offset = replica.log_start_offset
                 p.leader_term = replica.group.node.term
+                p.stored_bytes = replica.stored_bytes()
                 if replica.config.compact:
                     p.dirty_ratio = replica.dirty_ratio
         return info
@@ -609,3 +610,7 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             response.nodes.add(id=nid, address=addr, reachable=b.host.transport.is_reachable(nid),
                                leader_count=leaders.get(nid, 0))
         return response
+
+    @_handler
+    async def DescribeNodeStats(self, request, context):  # noqa: N802
+        return self.broker.metrics.node_stats()

@@ -66,6 +66,16 @@ def error_info(exc: grpc.RpcError) -> errors_pb2.ErrorInfo | None:
     return None
 
 
+def _accepts(address: str) -> bool:
+    """Whether a TCP connection to ``host:port`` is accepted."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
@@ -127,6 +137,9 @@ class Cluster:
         for nid in self.peers:
             self.start(nid)
         self.wait_healthy()
+        for nid in self.metrics:  # a node binds it before serving gRPC: wait for each
+            wait_for(lambda nid=nid: _accepts(self.metrics[nid]), 30,
+                     f"node {nid}'s metrics endpoint")
 
     def kill(self, node_id: int) -> None:
         """kill -9 (SIGKILL) of the node's process group; returns once it is gone."""

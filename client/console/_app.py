@@ -19,8 +19,8 @@ Routes (GET unless said)::
     /topics/<t>/produce           POST  produce one test record
     /groups, /groups/<g>                groups; members, assignment, lag (+ chart)
     /groups/<g>/reset             POST  reset offsets: action=dry-run shows the plan, apply does it
-    /throughput                         records/s per topic (chart)
-    /api/overview, /api/throughput, /api/groups/<g>/lag    JSON for the pages' scripts
+    /throughput                         records/s per topic, produce latency per node (charts)
+    /api/overview, /api/throughput, /api/latency, /api/groups/<g>/lag    JSON for the pages' scripts
 
 POST requests must come from the console's own pages: a request whose ``Origin`` (or, without
 it, ``Referer``) names another host is refused (403), so another site cannot make a browser
@@ -43,6 +43,7 @@ from werkzeug.exceptions import HTTPException
 from raftka.client._admin import Admin
 from raftka.client._producer import Producer
 from raftka.client._reader import PartitionReader
+from raftka.client._units import human_bytes
 from raftka.client.console._forms import (
     FORMATS,
     FormError,
@@ -119,6 +120,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     app = Flask(__name__)
     app.secret_key = os.urandom(32)  # flashed messages only; nothing secret is kept
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024  # a test record, not a bulk load
+    app.add_template_filter(human_bytes, "human_bytes")
     admin = Admin(bootstrap, request_timeout_ms=request_timeout_ms,
                   default_timeout=call_timeout_s)
     sampler = Sampler(admin, interval_s=sample_interval_s)
@@ -383,6 +385,10 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     @app.get("/api/throughput")
     def api_throughput():
         return jsonify(sampler.throughput(request.args.get("topic") or None))
+
+    @app.get("/api/latency")
+    def api_latency():
+        return jsonify(sampler.latency())
 
     @app.get("/api/groups/<group_id>/lag")
     def api_lag(group_id: str):

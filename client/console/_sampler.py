@@ -11,6 +11,12 @@ Bounds: ``window_s / interval_s`` samples are kept per series (10 minutes at 2 s
 at most ``groups_max`` groups (the first by id) and ``series_max`` partitions per group are
 charted; a topic or group that disappears is dropped with its samples.
 
+Latency: each sample also asks every node for its request statistics (one
+``DescribeNodeStats`` per node: cumulative latency histograms, as in its metrics); the
+p50 and p99 of the acks=all produce requests between two samples come from the difference
+of the two histograms, interpolated within a bucket as Prometheus' ``histogram_quantile``
+does (so they are as coarse as the node's buckets: 1, 2.5, 5, 10, 25 ms...).
+
 Throughput of a topic is the sum of its partitions' high-watermark deltas divided by the
 time between two samples: records made visible (committed) per second. The high watermarks
 come from one node's metadata, which may trail a partition's leader by a moment, so a delta
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftka.client._admin import Admin
+from raftka.client._types import NodeStats
 from raftka.v1.errors import RaftkaError
 
 __all__ = ["Sampler"]
@@ -62,6 +69,7 @@ class Sampler:
         self._lock = threading.Lock()
         self._topics: dict[str, deque[_TopicSample]] = {}
         self._lags: dict[str, deque[_LagSample]] = {}
+        self._stats: dict[int, deque[tuple[float, NodeStats]]] = {}
         self.last_error: str = ""  # the last sample's failure, "" after a good one
         self.last_sample_at: float = 0.0
         self._stop = threading.Event()
@@ -102,6 +110,12 @@ class Sampler:
                 series.append(_TopicSample(now, hws))
             for gone in set(self._topics) - {t.name for t in topics}:
                 del self._topics[gone]
+        stats = self._admin.describe_node_stats(timeout=timeout)
+        now = time.time()
+        with self._lock:
+            for node_id, node_stats in stats.items():
+                self._stats.setdefault(node_id, deque(maxlen=self._points_max)).append(
+                    (now, node_stats))
         groups = self._admin.list_groups(timeout=timeout)[:self._groups_max]
         lags: dict[str, _LagSample] = {}
         for g in groups:
@@ -141,6 +155,25 @@ class Sampler:
                 per_time[after.at] = max(delta, 0) / dt
             rates[name] = per_time
         return _on_one_axis(rates)
+
+    def latency(self) -> dict[str, Any]:
+        """Produce latency (acks=all) per node between consecutive samples, in ms:
+        ``{"times": [...], "series": {"node 1 p50": [...], "node 1 p99": [...], ...}}``
+        (None where a node answered no produce request in the interval). A node that
+        restarted between two samples (its counts went down) has no point there."""
+        with self._lock:
+            chosen = {node_id: list(s) for node_id, s in self._stats.items()}
+        series: dict[str, dict[float, float]] = {}
+        for node_id, samples in sorted(chosen.items()):
+            for name, q in ((f"node {node_id} p50", 0.5), (f"node {node_id} p99", 0.99)):
+                points = series.setdefault(name, {})
+                for (_, before), (at, after) in zip(samples, samples[1:]):
+                    if after.produce_acks_all.count < before.produce_acks_all.count:
+                        continue
+                    value = after.produce_acks_all.quantile_since(before.produce_acks_all, q)
+                    if value is not None:
+                        points[at] = round(value * 1000, 3)
+        return _on_one_axis(series)
 
     def lag(self, group_id: str) -> dict[str, Any]:
         """Lag per partition of ``group_id`` over the window:

@@ -208,7 +208,18 @@ def test_group_lag_appears_then_drops_to_zero_and_offsets_reset_with_a_dry_run(
     _wait(browser, lambda b: b.execute_script(
         "const c = raftka.charts['throughput-chart']; return c && c.data.datasets.some("
         "d => d.label === 'lagged');"), 30, "the throughput chart to list the topic")
+
+    def latency_charted(b) -> bool:
+        with Producer(bootstrap, acks="all", linger_ms=0) as p:  # requests to chart
+            p.send("lagged", b"timed", partition=0).result(30)
+        return b.execute_script(
+            "const c = raftka.charts['latency-chart']; return c && c.data.datasets.some("
+            "d => d.label.endsWith(' p99') && d.data.some(v => typeof v === 'number' && v > 0));")
+    _wait(browser, latency_charted, 60, "the latency chart to show a produce p99")
     _shot(browser, screenshots, "throughput")
+    browser.get(console.url + "/topics/lagged")
+    size = _text(browser, "#topic-size")
+    assert size.endswith("B") and not size.startswith("0 "), size  # 30+ records stored
 
 
 def test_error_pages_answer_with_a_status_and_a_message(

@@ -145,6 +145,42 @@ class DescribeClusterRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DescribeNodeStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LatencyHistogram(_message.Message):
+    __slots__ = ("upper_bounds_seconds", "cumulative_counts", "sum_seconds", "count")
+    UPPER_BOUNDS_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    upper_bounds_seconds: _containers.RepeatedScalarFieldContainer[float]
+    cumulative_counts: _containers.RepeatedScalarFieldContainer[int]
+    sum_seconds: float
+    count: int
+    def __init__(self, upper_bounds_seconds: _Optional[_Iterable[float]] = ..., cumulative_counts: _Optional[_Iterable[int]] = ..., sum_seconds: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class DescribeNodeStatsResponse(_message.Message):
+    __slots__ = ("node_id", "produce_acks_all", "produce_acks_leader", "fetch", "produce_records", "produce_bytes", "fetch_records", "fetch_bytes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCE_ACKS_ALL_FIELD_NUMBER: _ClassVar[int]
+    PRODUCE_ACKS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    FETCH_FIELD_NUMBER: _ClassVar[int]
+    PRODUCE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FETCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    FETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    produce_acks_all: LatencyHistogram
+    produce_acks_leader: LatencyHistogram
+    fetch: LatencyHistogram
+    produce_records: int
+    produce_bytes: int
+    fetch_records: int
+    fetch_bytes: int
+    def __init__(self, node_id: _Optional[int] = ..., produce_acks_all: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., produce_acks_leader: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., fetch: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., produce_records: _Optional[int] = ..., produce_bytes: _Optional[int] = ..., fetch_records: _Optional[int] = ..., fetch_bytes: _Optional[int] = ...) -> None: ...
+
 class NodeStatus(_message.Message):
     __slots__ = ("id", "address", "reachable", "leader_count")
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -59,6 +59,11 @@ class AdminStub:
                 request_serializer=raftka_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
                 _registered_method=True)
+        self.DescribeNodeStats = channel.unary_unary(
+                '/raftka.v1.Admin/DescribeNodeStats',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.DescribeNodeStatsRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeNodeStatsResponse.FromString,
+                _registered_method=True)
         self.AddPartitions = channel.unary_unary(
                 '/raftka.v1.Admin/AddPartitions',
                 request_serializer=raftka_dot_v1_dot_admin__pb2.AddPartitionsRequest.SerializeToString,
@@ -109,6 +114,12 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeNodeStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddPartitions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -154,6 +165,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeClusterRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_admin__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'DescribeNodeStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeNodeStats,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeNodeStatsRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.DescribeNodeStatsResponse.SerializeToString,
             ),
             'AddPartitions': grpc.unary_unary_rpc_method_handler(
                     servicer.AddPartitions,
@@ -306,6 +322,33 @@ class Admin:
             '/raftka.v1.Admin/DescribeCluster',
             raftka_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
             raftka_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeNodeStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/DescribeNodeStats',
+            raftka_dot_v1_dot_admin__pb2.DescribeNodeStatsRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.DescribeNodeStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

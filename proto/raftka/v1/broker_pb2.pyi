@@ -116,7 +116,7 @@ class BrokerInfo(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class PartitionInfo(_message.Message):
-    __slots__ = ("partition", "leader_id", "replicas", "high_watermark", "log_start_offset", "leader_term", "dirty_ratio")
+    __slots__ = ("partition", "leader_id", "replicas", "high_watermark", "log_start_offset", "leader_term", "dirty_ratio", "stored_bytes")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class PartitionInfo(_message.Message):
     LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
     LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
     DIRTY_RATIO_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     partition: int
     leader_id: int
     replicas: _containers.RepeatedScalarFieldContainer[int]
@@ -131,7 +132,8 @@ class PartitionInfo(_message.Message):
     log_start_offset: int
     leader_term: int
     dirty_ratio: float
-    def __init__(self, partition: _Optional[int] = ..., leader_id: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., leader_term: _Optional[int] = ..., dirty_ratio: _Optional[float] = ...) -> None: ...
+    stored_bytes: int
+    def __init__(self, partition: _Optional[int] = ..., leader_id: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., leader_term: _Optional[int] = ..., dirty_ratio: _Optional[float] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class TopicInfo(_message.Message):
     __slots__ = ("name", "partitions", "replication_factor", "configs")
