@@ -24,8 +24,9 @@ Three kinds of numbers, three ways of getting them:
 Processes, the choice: the HTTP endpoint is a child process of the node
 (``_metrics_exporter.py``: prometheus_client's WSGI app and server, no HTTP parsing of
 ours). At each scrape it asks the node, over a private socket, for a *payload*: the node
-takes a snapshot of the replica and group state in one event-loop callback (plain tuples
-of numbers, so every partition and group is seen at the same instant), collects its own
+takes a snapshot of the replica and group state on its event loop (plain numbers; in
+slices of ``SNAPSHOT_SLICE`` replicas with the loop free to run between them, so each
+replica's numbers are consistent and thousands of replicas never stall the loop at once), collects its own
 registry (kinds 1 and 2: a few hundred samples) and pickles both; RocksDB properties and the
 data directory's free space are read in a worker thread (RocksDB properties are
 thread-safe; ``RocksLogDB.int_property`` takes its read lock). Building the families and
@@ -73,6 +74,7 @@ STALL_S = 0.1  # a wake-up this late is an event-loop stall
 UNDER_REPLICATED_LAG_S = 10.0  # a follower missing an entry this old makes it under-replicated
 FOLLOWER_LAG_SCAN = 4  # entries looked at to date a follower's oldest missing record
 APPEND_TIME_CACHE_MAX = 100_000
+SNAPSHOT_SLICE = 256  # replicas read per event-loop callback at a scrape
 EXPORTER_START_S = 30.0  # the exporter process binds its port within this
 EXPORTER_RESTART_S = 1.0  # a dead exporter is started again after this
 
@@ -306,15 +308,34 @@ class NodeCollector:
         self._append_times: dict[tuple[str, int, int], int] = {}  # loop thread only
 
     async def payload(self) -> bytes:
-        """What one scrape needs from this process, pickled (``decode_payload``)."""
-        started = time.perf_counter()
-        snapshot = self.take_snapshot()
+        """What one scrape needs from this process, pickled (``decode_payload``). The
+        replicas are read in slices of ``SNAPSHOT_SLICE``, letting the loop run between
+        them, so a node with thousands of replicas never stalls for the whole snapshot;
+        each replica's numbers are still read together (one view is consistent)."""
+        broker = self.broker
+        now_ms = int(time.time() * 1000)
+        items = list(broker.partitions.items())
+        partitions: list[PartitionView] = []
+        on_loop = 0.0
+        for start in range(0, len(items), SNAPSHOT_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            began = time.perf_counter()
+            partitions += self._partition_views(items[start:start + SNAPSHOT_SLICE], now_ms)
+            on_loop += time.perf_counter() - began
+        began = time.perf_counter()
+        events = list(broker.host.retired_event_counts)
+        for group in broker.host.groups.values():
+            for i, n in enumerate(group.node.event_counts()):
+                events[i] += n
+        snapshot = Snapshot(broker.node_id, broker.controller.leader_id(), partitions,
+                            self._group_views(now_ms), tuple(events))  # type: ignore[arg-type]
         own = list(self.metrics.registry.collect())
-        on_loop = time.perf_counter() - started
+        on_loop += time.perf_counter() - began
         storage = await asyncio.to_thread(lambda: list(self.storage_families()))
-        started = time.perf_counter()
+        began = time.perf_counter()
         payload = pickle.dumps((snapshot, own, storage), protocol=pickle.HIGHEST_PROTOCOL)
-        self.metrics.scrape_loop_seconds.observe(on_loop + time.perf_counter() - started)
+        self.metrics.scrape_loop_seconds.observe(on_loop + time.perf_counter() - began)
         return payload
 
     def storage_families(self) -> Iterable[Metric]:
@@ -335,16 +356,13 @@ class NodeCollector:
             "(not reserved for root).", value=st.f_bavail * st.f_frsize)
 
     # -------------------------------------------------------------- event loop
-    def take_snapshot(self) -> Snapshot:
-        """Every number the collector needs, read in one go on the event loop: plain
-        values, no references into live state. Cost: a few attribute reads per replica,
-        plus one entry read per lagging follower and per group partition whose oldest
-        unconsumed record is not dated yet (cached by offset)."""
-        broker = self.broker
-        now_ms = int(time.time() * 1000)
-        reachable = broker.host.transport.is_reachable
+    def _partition_views(self, items: list[tuple[tuple[str, int], Any]],
+                         now_ms: int) -> list[PartitionView]:
+        """Plain numbers of these replicas, no references into live state. Cost: a few
+        attribute reads per replica, plus one entry read per lagging follower."""
+        reachable = self.broker.host.transport.is_reachable
         partitions: list[PartitionView] = []
-        for (topic, pnum), replica in list(broker.partitions.items()):
+        for (topic, pnum), replica in items:
             group = replica.group
             if group is None or group.closed:
                 continue
@@ -373,12 +391,7 @@ class NodeCollector:
                             seconds is not None and seconds > UNDER_REPLICATED_LAG_S)):
                         view.under_replicated = True
             partitions.append(view)
-        events = list(broker.host.retired_event_counts)
-        for group in broker.host.groups.values():
-            for i, n in enumerate(group.node.event_counts()):
-                events[i] += n
-        return Snapshot(broker.node_id, broker.controller.leader_id(), partitions,
-                        self._group_views(now_ms), tuple(events))  # type: ignore[arg-type]
+        return partitions
 
     def _group_views(self, now_ms: int) -> list[GroupView]:
         """Groups this node coordinates: those whose offsets partition it leads (and has
