@@ -43,8 +43,13 @@ def test_top_prints_nodes_topics_and_group_lag(cluster: Cluster) -> None:
         nodes = [line.split() for line in lines if line[:1].isdigit()]
         assert [n[0] for n in nodes] == ["1", "2", "3"]
         assert all(n[2] == "yes" for n in nodes)
-        # leaders per node add up to every partition (2 of "shown" + 6 internal)
-        assert sum(int(n[3]) for n in nodes) == 8
+        # leaders per node add up to every partition (2 of "shown" + 6 internal) but those
+        # shown leaderless (an election on a loaded machine may be under way)
+        summary = next(line for line in lines if line.startswith("controller: "))
+        assert "partitions: 8 " in summary
+        leaderless = int(summary.rsplit("leaderless: ", 1)[1].split()[0])
+        assert leaderless <= 1
+        assert sum(int(n[3]) for n in nodes) == 8 - leaderless
         shown = next(line.split() for line in lines if line.startswith("shown "))
         assert shown[1:3] == ["2", "25"]  # partitions, records committed
         viewers = next(line.split() for line in lines if line.startswith("viewers "))
