@@ -196,6 +196,19 @@ class PartitionReaderCore:
         if self._closed:
             raise RaftkaError("the reader is closed")
 
+    def _poll_ops(self, timeout: float, max_records: int | None) -> Ops[list[ConsumedRecord]]:
+        """``poll``: fetch until some records are there or ``timeout`` passed."""
+        self._check_open()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        first = True
+        while not (self._buffer or self._undecoded):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not first:
+                return []
+            first = False
+            yield from self._fetch_once_ops(max(remaining, 0.0), deadline)
+        return self.take(max_records)
+
     def _fetch_once_ops(self, remaining: float, deadline: float) -> Ops[None]:
         """One attempt: resolve the start, fetch, decode. Retriable errors are absorbed
         (after a backoff that respects ``deadline``); the others raise."""
@@ -403,16 +416,7 @@ class PartitionReader(PartitionReaderCore):
         default 10,000), waiting up to ``timeout`` seconds for some to be committed.
         Retriable failures are retried inside the timeout; the others raise
         (UnknownTopicError, OffsetOutOfRangeError with offset_reset='none', ...)."""
-        self._check_open()
-        deadline = time.monotonic() + max(timeout, 0.0)
-        first = True
-        while not (self._buffer or self._undecoded):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and not first:
-                return []
-            first = False
-            self._fetch_once(max(remaining, 0.0), deadline)
-        return self.take(max_records)
+        return run_sync(self._cluster, self._poll_ops(timeout, max_records))
 
     def fetch(self, timeout: float = 1.0) -> None:
         """One fetch (with its retries) into the reader, without decoding: the records come
