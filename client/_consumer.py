@@ -33,10 +33,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._ops import Ops, backoff, run_sync
 from raftka.client._retry import RetryPolicy
 from raftka.v1.errors import (
     CorruptBatchError,
@@ -79,6 +81,79 @@ class CommitFailedError(RaftkaError):
     """The commit was refused because the consumer no longer owns the partition (the group
     rebalanced, or the member was removed). Records since the last successful commit will be
     delivered again to whoever owns the partition now."""
+
+
+# ---------------------------------------------------------------------- shared with aio
+# The requests, their answers' meaning and the commit rules, used by this Consumer and by
+# the asyncio one (raftka.client.aio._consumer), which drive them with their own I/O.
+
+
+def heartbeat_request(consumer: Any, member_id: str, epoch: int,
+                      owned: Iterable[TopicPartition]) -> group_pb2.GroupHeartbeatRequest:
+    """A member's heartbeat: joining (no member id yet) it names its topics; it always
+    reports the partitions it owns and acknowledges ``epoch`` (0 when joining)."""
+    joining = not member_id
+    request = group_pb2.GroupHeartbeatRequest(
+        group_id=consumer.group_id, member_id=member_id, member_epoch=epoch,
+        topics=list(consumer.topics) if joining else [],
+        session_timeout_ms=consumer._session_timeout_ms,
+        rebalance_timeout_ms=consumer._rebalance_timeout_ms,
+        assignor=consumer._assignor, client_id=consumer._client_id)
+    request.owned.extend(_by_topic(owned))
+    return request
+
+
+def leave_request(group_id: str, member_id: str) -> group_pb2.GroupHeartbeatRequest:
+    return group_pb2.GroupHeartbeatRequest(group_id=group_id, member_id=member_id,
+                                           member_epoch=-1)
+
+
+def target_assignment(response: Any) -> frozenset[TopicPartition]:
+    """The partitions a heartbeat answer assigns to the member."""
+    return frozenset(TopicPartition(tp.topic, p) for tp in response.assignment
+                     for p in tp.partitions)
+
+
+def commit_ops(coordinator: GroupCoordinatorClient, group_id: str, member_id: str,
+               epoch: Callable[[], int], offsets: Mapping[tuple[str, int], int],
+               timeout: float) -> Ops[None]:
+    """Commit ``offsets`` as ``member_id`` with its acknowledged epoch (``epoch()``, read
+    again after each FENCED_MEMBER_EPOCH: the heartbeat brings the new one). Raises
+    :class:`CommitFailedError` when the member or a partition is not ours any more."""
+    request = group_pb2.OffsetCommitRequest(
+        group_id=group_id, member_id=member_id, member_epoch=epoch())
+    for (topic, partition), offset in sorted(offsets.items()):
+        request.offsets.add(topic=topic, partition=partition, offset=int(offset))
+    retry = COMMIT_EPOCH_RETRY.start(timeout)
+    while True:
+        try:
+            yield from coordinator.call_ops("CommitOffsets", request, retry.remaining())
+            return
+        except FencedMemberEpochError:
+            # Not retriable by the table (rule 1 of _retry.py), but our own to judge:
+            # our epoch moved (an assignment change not yet applied), the heartbeat
+            # learns the new one; retry with it while time remains.
+            if retry.expired():
+                raise
+            yield backoff(retry)
+            request.member_epoch = epoch()
+        except UnknownMemberIdError as exc:
+            raise CommitFailedError(f"commit refused: {exc}") from exc
+        except RaftkaError as exc:
+            if exc.code_name == "PARTITION_NOT_ASSIGNED":
+                raise CommitFailedError(f"commit refused: {exc}") from exc
+            raise
+
+
+def fetch_committed_ops(coordinator: GroupCoordinatorClient, tps: list[TopicPartition],
+                        timeout: float) -> Ops[dict[TopicPartition, int]]:
+    """The group's committed offsets of ``tps`` (-1 where none)."""
+    if not tps:
+        return {}
+    request = group_pb2.OffsetFetchRequest(group_id=coordinator.group_id,
+                                           partitions=_by_topic(tps))
+    response = yield from coordinator.call_ops("FetchOffsets", request, timeout)
+    return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
 
 
 class _Fetcher:
@@ -258,29 +333,9 @@ class Consumer:
             offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
         if not offsets:
             return
-        request = group_pb2.OffsetCommitRequest(
-            group_id=self.group_id, member_id=self._member_id, member_epoch=self._acked_epoch)
-        for (topic, partition), offset in sorted(offsets.items()):
-            request.offsets.add(topic=topic, partition=partition, offset=int(offset))
-        retry = COMMIT_EPOCH_RETRY.start(timeout)
-        while True:
-            try:
-                self._coordinator.call("CommitOffsets", request, retry.remaining())
-                return
-            except FencedMemberEpochError:
-                # Not retriable by the table (rule 1 of _retry.py), but our own to judge:
-                # our epoch moved (an assignment change not yet applied), the heartbeat
-                # thread learns the new one; retry with it while time remains.
-                if retry.expired():
-                    raise
-                retry.pause()
-                request.member_epoch = self._acked_epoch
-            except UnknownMemberIdError as exc:
-                raise CommitFailedError(f"commit refused: {exc}") from exc
-            except RaftkaError as exc:
-                if exc.code_name == "PARTITION_NOT_ASSIGNED":
-                    raise CommitFailedError(f"commit refused: {exc}") from exc
-                raise
+        run_sync(self._cluster, commit_ops(
+            self._coordinator, self.group_id, self._member_id, lambda: self._acked_epoch,
+            offsets, timeout), self._coordinator._stubs_for)
 
     def committed(self, partitions: Iterable[tuple[str, int]] | None = None, *,
                   timeout: float = 10.0) -> dict[TopicPartition, int | None]:
@@ -323,8 +378,7 @@ class Consumer:
             f.join(timeout)
         self._fetchers.clear()
         if self._member_id:
-            leave = group_pb2.GroupHeartbeatRequest(
-                group_id=self.group_id, member_id=self._member_id, member_epoch=-1)
+            leave = leave_request(self.group_id, self._member_id)
             try:
                 self._coordinator.call("Heartbeat", leave, min(timeout, 2.0))
             except RaftkaError as exc:
@@ -463,12 +517,8 @@ class Consumer:
         self._fetchers[tp] = _Fetcher(self, tp, start)
 
     def _fetch_committed(self, tps: list[TopicPartition], timeout: float) -> dict[TopicPartition, int]:
-        if not tps:
-            return {}
-        request = group_pb2.OffsetFetchRequest(group_id=self.group_id,
-                                               partitions=_by_topic(tps))
-        response = self._coordinator.call("FetchOffsets", request, timeout)
-        return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+        return run_sync(self._cluster, fetch_committed_ops(self._coordinator, tps, timeout),
+                        self._coordinator._stubs_for)
 
     # ------------------------------------------------------------------ heartbeat thread
     def _heartbeat_loop(self) -> None:
@@ -483,14 +533,7 @@ class Consumer:
                 member_id, owned = self._member_id, self._owned
                 epoch = (self._acked_epoch if self._acked_membership == self._membership
                          and member_id else 0)
-            joining = not member_id
-            request = group_pb2.GroupHeartbeatRequest(
-                group_id=self.group_id, member_id=member_id, member_epoch=epoch,
-                topics=list(self.topics) if joining else [],
-                session_timeout_ms=self._session_timeout_ms,
-                rebalance_timeout_ms=self._rebalance_timeout_ms,
-                assignor=self._assignor, client_id=self._client_id)
-            request.owned.extend(_by_topic(owned))
+            request = heartbeat_request(self, member_id, epoch, owned)
             try:
                 response = self._coordinator.call(
                     "Heartbeat", request, self._session_timeout_ms / 1000 / 2)
@@ -514,8 +557,7 @@ class Consumer:
                 interval = retry.delay()
                 continue
             retry.succeeded()
-            target = frozenset(TopicPartition(tp.topic, p) for tp in response.assignment
-                               for p in tp.partitions)
+            target = target_assignment(response)
             with self._cond:
                 self._member_id = response.member_id
                 acked = (self._acked_epoch if self._acked_membership == self._membership
