@@ -146,7 +146,8 @@ class AdminOps:
         )
         ambiguous: list[bool] = [False]
         try:
-            resp = (yield from self._call_ops("CreateTopic", request, timeout, f"create topic {name!r}", ambiguous))
+            resp = (yield from self._call_ops("CreateTopic", request, timeout,
+                                              f"create topic {name!r}", ambiguous))
         except TopicExistsError:
             if not ambiguous[0]:
                 raise
@@ -164,7 +165,8 @@ class AdminOps:
         """Delete a topic. Raises UnknownTopicError if it does not exist."""
         ambiguous: list[bool] = [False]
         try:
-            (yield from self._call_ops("DeleteTopic", admin_pb2.DeleteTopicRequest(name=name), timeout,
+            (yield from self._call_ops("DeleteTopic", admin_pb2.DeleteTopicRequest(name=name),
+                                       timeout,
                        f"delete topic {name!r}", ambiguous))
         except UnknownTopicError:
             if not ambiguous[0]:
@@ -236,13 +238,16 @@ class AdminOps:
 
     def list_topics_ops(self, *, timeout: float | None = None) -> Ops[list[str]]:
         """Topic names, sorted."""
-        resp = (yield from self._call_ops("ListTopics", admin_pb2.ListTopicsRequest(), timeout, "list topics"))
+        resp = (yield from self._call_ops("ListTopics", admin_pb2.ListTopicsRequest(), timeout,
+                                          "list topics"))
         return sorted(resp.names)
 
-    def describe_topic_ops(self, name: str, *, timeout: float | None = None) -> Ops[TopicDescription]:
+    def describe_topic_ops(self, name: str, *,
+                           timeout: float | None = None) -> Ops[TopicDescription]:
         """Partitions, leaders, replicas, watermarks and configs of a topic. Raises
         UnknownTopicError if it does not exist."""
-        resp = (yield from self._call_ops("DescribeTopic", admin_pb2.DescribeTopicRequest(name=name), timeout,
+        resp = (yield from self._call_ops("DescribeTopic",
+                                          admin_pb2.DescribeTopicRequest(name=name), timeout,
                           f"describe topic {name!r}"))
         return TopicDescription.from_pb(resp.topic)
 
@@ -259,7 +264,8 @@ class AdminOps:
     def describe_cluster_ops(self, *, timeout: float | None = None) -> Ops[ClusterDescription]:
         """The answering node's own view (reachability and leaders as it sees them); see
         :meth:`cluster_status` for the merged cluster-wide view."""
-        resp = (yield from self._call_ops("DescribeCluster", admin_pb2.DescribeClusterRequest(), timeout,
+        resp = (yield from self._call_ops("DescribeCluster", admin_pb2.DescribeClusterRequest(),
+                                          timeout,
                           "describe cluster"))
         return ClusterDescription.from_pb(resp)
 
@@ -499,10 +505,12 @@ class AdminOps:
                 new = (yield from self.list_offsets_ops(tp.topic, tp.partition, timestamp_ms,
                                         timeout=remaining)).offset
             elif isinstance(to, int):
-                bounds = (yield from self.list_offsets_ops(tp.topic, tp.partition, "latest", timeout=remaining))
+                bounds = (yield from self.list_offsets_ops(tp.topic, tp.partition, "latest",
+                                                           timeout=remaining))
                 new = min(max(to, bounds.log_start_offset), bounds.high_watermark)
             else:
-                new = (yield from self.list_offsets_ops(tp.topic, tp.partition, to, timeout=remaining)).offset
+                new = (yield from self.list_offsets_ops(tp.topic, tp.partition, to,
+                                                        timeout=remaining)).offset
             plan.append(GroupOffsetReset(tp.topic, tp.partition, previous.get(tp), new))
         if not dry_run:
             request = group_pb2.ResetOffsetsRequest(group_id=group_id)
@@ -606,7 +614,8 @@ class AdminOps:
                 return desc
             yield backoff(retry)
 
-    def _probe_leader_ops(self, topic: str, partition: int, leader_id: int, deadline: float) -> Ops[bool]:
+    def _probe_leader_ops(self, topic: str, partition: int, leader_id: int,
+                          deadline: float) -> Ops[bool]:
         address = self._cluster.broker_address(leader_id)
         if address is None:
             return False
@@ -792,7 +801,8 @@ class Admin(AdminOps):
         elected yet: see :meth:`wait_for_topic_ready`). Raises TopicExistsError,
         NotEnoughReplicasError, InvalidConfigError, InvalidRequestError, or
         RaftkaTimeoutError when no controller accepted it in time."""
-        return self._run(self.create_topic_ops(name, partitions, replication_factor, configs, timeout=timeout))
+        return self._run(self.create_topic_ops(name, partitions, replication_factor, configs,
+                                               timeout=timeout))
 
     def delete_topic(self, name: str, *, timeout: float | None = None) -> None:
         """Delete a topic. Raises UnknownTopicError if it does not exist."""
@@ -822,7 +832,8 @@ class Admin(AdminOps):
         ``validate_only``: as it would be, changing nothing). Raises InvalidConfigError
         naming an unknown config or a bad value and what it allows, InvalidRequestError
         (a config both set and deleted, an internal topic), or UnknownTopicError."""
-        return self._run(self.alter_topic_config_ops(topic, set, validate_only, timeout=timeout))
+        return self._run(self.alter_topic_config_ops(topic, set, delete, validate_only,
+                                                          timeout=timeout))
 
     def describe_topic_configs(self, topic: str, *,
                                timeout: float | None = None) -> list[ConfigEntry]:

@@ -109,7 +109,8 @@ class GroupCoordinatorClient:
     # ------------------------------------------------------------------ cache
 
     def _default_stub(self, address: str) -> Any:
-        return group_pb2_grpc.GroupCoordinatorStub(self.cluster.channel(address))  # type: ignore[attr-defined]
+        channel = self.cluster.channel(address)  # type: ignore[attr-defined]
+        return group_pb2_grpc.GroupCoordinatorStub(channel)
 
     def _stub(self, address: str) -> Any:
         with self._lock:

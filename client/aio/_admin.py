@@ -86,7 +86,8 @@ class Admin(AdminOps):
         elected yet: see :meth:`wait_for_topic_ready`). Raises TopicExistsError,
         NotEnoughReplicasError, InvalidConfigError, InvalidRequestError, or
         RaftkaTimeoutError when no controller accepted it in time."""
-        return await self._run(self.create_topic_ops(name, partitions, replication_factor, configs, timeout=timeout))
+        return await self._run(self.create_topic_ops(name, partitions, replication_factor,
+                                                     configs, timeout=timeout))
 
     async def delete_topic(self, name: str, *, timeout: float | None = None) -> None:
         """Delete a topic. Raises UnknownTopicError if it does not exist."""
@@ -116,7 +117,8 @@ class Admin(AdminOps):
         ``validate_only``: as it would be, changing nothing). Raises InvalidConfigError
         naming an unknown config or a bad value and what it allows, InvalidRequestError
         (a config both set and deleted, an internal topic), or UnknownTopicError."""
-        return await self._run(self.alter_topic_config_ops(topic, set, validate_only, timeout=timeout))
+        return await self._run(self.alter_topic_config_ops(topic, set, delete, validate_only,
+                                                          timeout=timeout))
 
     async def describe_topic_configs(self, topic: str, *,
                                timeout: float | None = None) -> list[ConfigEntry]:

@@ -229,7 +229,8 @@ class AsyncSender(Sender):
     _cluster: AsyncCluster  # type: ignore[assignment]
 
     def __init__(self, cluster: AsyncCluster, *args: Any, **kwargs: Any) -> None:
-        super().__init__(cluster, *args, lock=threading.RLock(), **kwargs)  # type: ignore[arg-type, misc]
+        super().__init__(cluster, *args, lock=threading.RLock(),  # type: ignore[arg-type, misc]
+                         **kwargs)
         self.cond = _Signal()  # type: ignore[assignment]
         self.sender_cond = _Signal()  # type: ignore[assignment]
         self._refreshed: bool = True  # what the last awaited refresh said (for _refresh)
