@@ -12,10 +12,10 @@ docstring: broker-side assignment, KIP-848 style), with tasks where it has threa
 Assignment changes are applied inside ``poll`` (never behind the application's back):
 revoked partitions stop (with auto-commit their positions are committed first), added
 ones start at the group's committed offset (or ``auto_offset_reset``); only then does
-the heartbeat acknowledge the new epoch. Requests, their answers' meaning and the commit
-rules are the threaded consumer's functions (``heartbeat_request``,
-``target_assignment``, ``commit_ops``, ``fetch_committed_ops``); the coordinator calls
-are ``GroupCoordinatorClient``'s operations.
+the heartbeat acknowledge the new epoch. The membership's bookkeeping
+(``GroupMembership``: what the heartbeat learned, what poll applied and acknowledges),
+the requests and the commit rules (``commit_ops``, ``fetch_committed_ops``) are the
+threaded consumer's; the coordinator calls are ``GroupCoordinatorClient``'s operations.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from raftka.client._consumer import (
     HEARTBEAT_RETRY,
     READ_AHEAD_BATCHES,
     CommitFailedError,
+    GroupMembership,
     commit_ops,
     fetch_committed_ops,
-    heartbeat_request,
     leave_request,
-    target_assignment,
 )
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._types import ConsumedRecord, TopicPartition
@@ -159,16 +158,7 @@ class Consumer:
         self._coordinator = GroupCoordinatorClient(self._cluster, group_id)
 
         self._data = asyncio.Event()  # something for poll: records, an error, a change
-        # Written by the heartbeat task:
-        self._member_id = ""
-        self._membership = 0  # +1 each time the member is lost and rejoins
-        self._incoming: tuple[int, int, frozenset[TopicPartition]] | None = None
-        self._lost = False
-        self._hb_error: BaseException | None = None
-        # Owned by poll:
-        self._acked_epoch = 0
-        self._acked_membership = 0
-        self._owned: frozenset[TopicPartition] = frozenset()
+        self._group = GroupMembership()  # the heartbeat task's and poll's shared view
         self._fetchers: dict[TopicPartition, _Fetcher] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._next_auto_commit = time.monotonic() + self._auto_commit_interval_s
@@ -181,11 +171,11 @@ class Consumer:
 
     @property
     def member_id(self) -> str:
-        return self._member_id
+        return self._group.member_id
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer owns now (as of the last ``poll``)."""
-        return set(self._owned)
+        return set(self._group.owned)
 
     def position(self, topic: str, partition: int) -> int | None:
         return self._positions.get(TopicPartition(topic, partition))
@@ -230,12 +220,13 @@ class Consumer:
         position of every owned partition; returns once durable. Raises
         :class:`CommitFailedError` when a partition is not owned any more."""
         self._check_open()
+        group = self._group
         if offsets is None:
-            offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
+            offsets = {tp: pos for tp, pos in self._positions.items() if tp in group.owned}
         if not offsets:
             return
         await run(self._cluster, commit_ops(
-            self._coordinator, self.group_id, self._member_id, lambda: self._acked_epoch,
+            self._coordinator, self.group_id, group.member_id, lambda: group.acked_epoch,
             offsets, timeout))
 
     async def committed(self, partitions: Iterable[tuple[str, int]] | None = None, *,
@@ -244,7 +235,7 @@ class Consumer:
         for the owned partitions."""
         self._check_open()
         wanted = sorted(TopicPartition(*tp) for tp in (partitions if partitions is not None
-                                                       else self._owned))
+                                                       else self._group.owned))
         got = await run(self._cluster, fetch_committed_ops(self._coordinator, wanted, timeout))
         return {tp: (o if o >= 0 else None) for tp, o in got.items()}
 
@@ -252,9 +243,9 @@ class Consumer:
         """Continue ``topic/partition`` (owned) from ``offset`` at the next poll."""
         self._check_open()
         tp = TopicPartition(topic, partition)
-        if tp not in self._owned:
+        if tp not in self._group.owned:
             raise ValueError(f"{topic}/{partition} is not assigned to this consumer "
-                             f"(assignment: {sorted(self._owned)})")
+                             f"(assignment: {sorted(self._group.owned)})")
         if isinstance(offset, int) and offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
         self._restart_fetcher(tp, offset)
@@ -277,10 +268,10 @@ class Consumer:
             f.stop()
         for f in fetchers:
             await f.join()
-        if self._member_id:
+        if self._group.member_id:
             try:
                 await run(self._cluster, self._coordinator.call_ops(
-                    "Heartbeat", leave_request(self.group_id, self._member_id),
+                    "Heartbeat", leave_request(self.group_id, self._group.member_id),
                     min(timeout, 2.0)))
             except RaftkaError as exc:
                 log.info("leaving group %s: %s (the coordinator removes the member after "
@@ -301,8 +292,7 @@ class Consumer:
             raise RaftkaError("the consumer is closed")
 
     def _ready(self) -> bool:
-        return (self._incoming is not None or self._lost or self._hb_error is not None
-                or any(f.reader.fetched_batches or f.error for f in self._fetchers.values()))
+        return (self._group.has_news or any(f.reader.fetched_batches or f.error for f in self._fetchers.values()))
 
     def _take(self, limit: int) -> list[ConsumedRecord]:
         out: list[ConsumedRecord] = []
@@ -340,24 +330,20 @@ class Consumer:
         raise RaftkaError(f"reading {f.tp.topic}/{f.tp.partition} failed: {err}") from err
 
     async def _apply_assignment_changes(self) -> None:
-        err, self._hb_error = self._hb_error, None
-        lost, self._lost = self._lost, False
-        incoming, self._incoming = self._incoming, None
+        group = self._group
+        err, dropped, incoming = group.take()
         if err is not None:
             raise err
-        if lost:
+        if dropped is not None:
             log.info("group %s: membership lost; dropping partitions %s and rejoining",
-                     self.group_id, sorted(self._owned))
-            self._drop(self._owned)
-            self._owned = frozenset()
-            self._acked_epoch = 0
+                     self.group_id, sorted(dropped))
+            self._drop(dropped)
         if incoming is None:
             return
-        membership, epoch, target = incoming
-        if membership != self._membership:
+        plan = group.plan(incoming)
+        if plan is None:
             return  # from a membership that has been lost since
-        revoked = self._owned - target
-        added = target - self._owned
+        revoked, added = plan
         try:  # where the new partitions start; first, so a failure here changes nothing
             committed = await run(self._cluster, fetch_committed_ops(
                 self._coordinator, sorted(added), 10.0))
@@ -366,8 +352,7 @@ class Consumer:
                 raise
             log.info("group %s: cannot read committed offsets yet (%s); keeping the current "
                      "assignment and retrying at the next poll", self.group_id, exc)
-            if self._incoming is None:
-                self._incoming = incoming
+            group.keep(incoming)
             return
         if revoked:
             if self._auto_commit:
@@ -382,10 +367,7 @@ class Consumer:
             offset = committed.get(tp, -1)
             start: int | str = offset if offset >= 0 else self._auto_offset_reset
             self._restart_fetcher(tp, start)
-        self._owned = target
-        if membership == self._membership:
-            self._acked_epoch = epoch
-            self._acked_membership = membership
+        group.applied(incoming)
         self._hb_wake.set()  # acknowledge now: the partitions we let go move on sooner
 
     def _drop(self, tps: Iterable[TopicPartition]) -> None:
@@ -418,35 +400,25 @@ class Consumer:
             except asyncio.TimeoutError:
                 pass
             self._hb_wake.clear()
-            member_id, owned = self._member_id, self._owned
-            epoch = (self._acked_epoch if self._acked_membership == self._membership
-                     and member_id else 0)
-            request = heartbeat_request(self, member_id, epoch, owned)
+            request = self._group.heartbeat(self)
             try:
                 response = await run(self._cluster, self._coordinator.call_ops(
                     "Heartbeat", request, self._session_timeout_ms / 1000 / 2))
             except (UnknownMemberIdError, FencedMemberEpochError) as exc:
                 log.info("group %s: %s; rejoining", self.group_id, exc)
-                self._member_id = ""
-                self._membership += 1
-                self._incoming = None
-                self._lost = True
+                self._group.on_fenced()
                 self._data.set()
                 interval = 0.0
                 continue
             except RaftkaError as exc:
                 if not exc.retriable:
-                    self._hb_error = exc
+                    self._group.on_fatal(exc)
                     self._data.set()
                     return
                 retry.classify(exc)
                 interval = retry.delay()
                 continue
             retry.succeeded()
-            target = target_assignment(response)
-            self._member_id = response.member_id
-            acked = (self._acked_epoch if self._acked_membership == self._membership else 0)
-            if response.member_epoch != acked or target != self._owned:
-                self._incoming = (self._membership, response.member_epoch, target)
+            if self._group.on_answer(response):
                 self._data.set()
             interval = max(response.heartbeat_interval_ms, 10) / 1000

@@ -12,6 +12,7 @@ import pytest
 import raftka.aio
 from raftka.client._ops import Gather, Join, Refresh, Rpc, Sleep, Start
 from raftka.client.aio._cluster import AsyncCluster, run
+from raftka.client import TopicPartition
 from raftka.v1.errors import BrokerNotAvailableError, RaftkaError
 
 from tests.aio_loop import LoopBlocked, run_unblocked
@@ -130,3 +131,60 @@ def test_bad_settings_are_refused_before_any_io() -> None:
             raftka.aio.Consumer("127.0.0.1:1", "g", ["t"], auto_offset_reset="middle")
 
     run_unblocked(main)
+
+
+# ---------------------------------------------------------------------- GroupMembership
+# The membership bookkeeping both consumers drive (client/_consumer.py), without I/O.
+
+def _answer(member_id: str, epoch: int, *partitions: int):  # noqa: ANN202
+    from raftka.v1 import group_pb2
+
+    return group_pb2.GroupHeartbeatResponse(
+        member_id=member_id, member_epoch=epoch,
+        assignment=[group_pb2.TopicPartitions(topic="t", partitions=list(partitions))])
+
+
+class _Settings:
+    group_id, topics = "g", ("t",)
+    _session_timeout_ms, _rebalance_timeout_ms, _assignor, _client_id = 10_000, 30_000, "", "c"
+
+
+def test_membership_joins_applies_and_acknowledges() -> None:
+    from raftka.client._consumer import GroupMembership
+
+    m = GroupMembership()
+    join = m.heartbeat(_Settings)
+    assert (join.member_id, join.member_epoch, list(join.topics)) == ("", 0, ["t"])
+    assert m.on_answer(_answer("m1", 3, 0, 1))
+    err, dropped, incoming = m.take()
+    assert err is None and dropped is None
+    revoked, added = m.plan(incoming)
+    assert not revoked and added == {TopicPartition("t", 0), TopicPartition("t", 1)}
+    assert m.heartbeat(_Settings).member_epoch == 0, "not acknowledged before it is applied"
+    m.applied(incoming)
+    beat = m.heartbeat(_Settings)
+    assert (beat.member_id, beat.member_epoch, list(beat.topics)) == ("m1", 3, [])
+    assert not m.on_answer(_answer("m1", 3, 0, 1)), "nothing new"
+    assert m.on_answer(_answer("m1", 4, 1))
+    _, _, incoming = m.take()
+    revoked, added = m.plan(incoming)
+    assert revoked == {TopicPartition("t", 0)} and not added
+
+
+def test_a_fenced_member_drops_everything_and_ignores_the_old_target() -> None:
+    from raftka.client._consumer import GroupMembership
+
+    m = GroupMembership()
+    m.on_answer(_answer("m1", 3, 0, 1))
+    _, _, incoming = m.take()
+    m.applied(incoming)
+    m.on_answer(_answer("m1", 5, 0))  # a new target poll has not taken yet ...
+    stale = m.incoming
+    m.on_fenced()  # ... when the member is fenced
+    assert m.has_news
+    err, dropped, incoming = m.take()
+    assert dropped == {TopicPartition("t", 0), TopicPartition("t", 1)} and incoming is None
+    assert m.owned == frozenset() and m.heartbeat(_Settings).member_id == ""
+    assert m.plan(stale) is None, "a target of the lost membership is never applied"
+    m.keep(stale)
+    assert m.take()[2] == stale  # kept for the next poll, which refuses it again
