@@ -22,6 +22,7 @@ from raftka.client._types import (
     GroupDescription,
     GroupListing,
     GroupOffsetReset,
+    NodeStats,
     PartitionOffsets,
     TopicDescription,
     TopicPartition,
@@ -147,6 +148,13 @@ class Admin(AdminOps):
         """The answering node's own view (reachability and leaders as it sees them); see
         :meth:`cluster_status` for the merged cluster-wide view."""
         return await self._run(self.describe_cluster_ops(timeout=timeout))
+
+    async def describe_node_stats(self, *,
+                                  timeout: float | None = None) -> dict[int, NodeStats]:
+        """Every node's request statistics since it started (cumulative: produce and fetch
+        latency histograms, records and bytes), asked concurrently; nodes that do not
+        answer are left out."""
+        return await self._run(self.describe_node_stats_ops(timeout=timeout))
 
     async def cluster_status(self, *, timeout: float | None = None) -> ClusterStatus:
         """A cluster-wide view: every node asked in parallel (see the module docstring).
