@@ -15,6 +15,9 @@
   hint for that partition until the next refresh, so a redirect costs one round trip.
 
 Threading: every method may be called from any thread; the sync gRPC stubs are thread-safe.
+:class:`ClusterState` is the part without channels (the cache, hints, failed addresses and
+the refresh as an ``_ops.py`` operation), shared with the asyncio client's
+``AsyncCluster``; channels are made by :func:`make_channel` / :func:`aio_channel` only.
 """
 
 from __future__ import annotations

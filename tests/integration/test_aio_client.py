@@ -230,16 +230,22 @@ def test_two_asyncio_consumers_rebalance_and_resume_from_commits(cluster: Cluste
             await b.commit()
             b_committed = await b.committed()
             await b.close()  # leaves the group
+            a_reads_before = len(seen_a["by"])
             await produce(producer, 400, 100)
             await _until(lambda: a_owns(everything), 30, "A to own every partition again")
+            assert b_committed and all(b_committed[tp] is not None for tp in b_parts)
             await _until(lambda: _read_all(a, None, seen_a, seen_b, drain, 500), 30,
                          "A to read the rest")
             # A resumed B's partitions at B's commits: nothing B had committed came again
-            again = [(p, o) for _m, p, o in seen_a["by"]
+            again = [(p, o) for _m, p, o in seen_a["by"][a_reads_before:]
                      if TopicPartition(topic, p) in b_parts
                      and o < b_committed[TopicPartition(topic, p)]
                      and (p, o) in b_records]
             assert not again, f"A re-read what B had committed: {again[:5]}"
+            for tp in b_parts:  # and went on exactly where B's commit said
+                first = min(o for _m, p, o in seen_a["by"][a_reads_before:]
+                            if p == tp.partition)
+                assert first == b_committed[tp], (tp, first, b_committed[tp])
             await a.close()
 
     run_unblocked(main)
