@@ -72,7 +72,7 @@ from raftka.client._types import (
     TopicDescription,
     TopicPartition,
 )
-from raftka.v1 import admin_pb2, broker_pb2, group_pb2, group_pb2_grpc
+from raftka.v1 import admin_pb2, broker_pb2, group_pb2
 
 __all__ = ["Admin", "AdminOps"]
 
