@@ -157,8 +157,8 @@ class Sender:
 
     # ------------------------------------------------------------------ I/O seams
     # The asyncio producer (raftka.client.aio._producer.AsyncSender) overrides these
-    # four and runs its own loop in place of _run; every decision above and below is
-    # shared.
+    # four and _refresh (it awaits the refresh first), and runs its own loop in place of
+    # _run; every decision above and below is shared.
 
     def _make_streams(self) -> Any:
         return ProduceStreams(self._cluster.broker_stub)
