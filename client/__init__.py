@@ -18,6 +18,8 @@ leader and coordinator changes on its own.
             consumer.commit()
 
 Errors are :class:`RaftkaError` subclasses with ``retriable`` / ``invalid_metadata`` flags.
+The asyncio twin of this client is ``raftka.aio`` (``client/aio/``): the same parts and
+operations (``_ops.py``) with ``grpc.aio`` I/O.
 """
 
 from raftka.client._admin import Admin

@@ -33,14 +33,14 @@ not answer, that its leader cannot reach, or that does not run the replica.
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from raftka.client._cluster import Cluster
+from raftka.client._cluster import Cluster, ClusterState
+from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import (
@@ -72,9 +72,11 @@ from raftka.client._types import (
     TopicDescription,
     TopicPartition,
 )
-from raftka.v1 import admin_pb2, broker_pb2, group_pb2, group_pb2_grpc
+from raftka.v1 import admin_pb2, broker_pb2, group_pb2
 
-__all__ = ["Admin"]
+__all__ = ["Admin", "AdminOps"]
+
+T = TypeVar("T")
 
 # Calls (controller, partition leader, any node): backoff 50 ms-1 s, 3 redirects in a
 # row, metadata refreshed at most every 0.5 s (_retry.py).
@@ -89,57 +91,35 @@ _STATUS_CALL_TIMEOUT_S = 2.0  # per node in cluster_status: a dead node costs th
 _GROUP_CLIENTS_MAX = 64  # cached coordinator clients (one per group asked about)
 
 
-class Admin:
-    """Create, delete, list, describe and grow topics; list partition offsets; describe the
-    cluster (one node's view, or every node's merged); list, describe, reset and delete
-    consumer groups.
+class AdminOps:
+    """Admin's operations (``_ops.py`` generators) over a :class:`ClusterState`: the
+    logic of :class:`Admin` and of the asyncio ``raftka.client.aio.Admin``, which run
+    them with blocking and ``grpc.aio`` I/O respectively."""
 
-    ``timeout`` arguments are seconds for the whole operation, retries included; each RPC
-    attempt has a deadline of at most ``request_timeout_ms``.
-    """
-
-    def __init__(
-        self,
-        bootstrap: str | Iterable[str],
-        *,
-        request_timeout_ms: int = 5000,
-        default_timeout: float = 30.0,
-    ) -> None:
-        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+    def __init__(self, cluster: ClusterState, default_timeout: float = 30.0) -> None:
+        self._cluster = cluster
         self._default_timeout = default_timeout
         self._retry = CALL_RETRY
         self._rotation = 0
         self._groups: dict[str, GroupCoordinatorClient] = {}
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def close(self) -> None:
-        self._cluster.close()
-
-    def __enter__(self) -> Admin:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:
+    def wait_for_brokers_ops(self, timeout: float = 5.0) -> Ops[list[BrokerDescription]]:
         """Wait until some broker answers a metadata request; returns the brokers it
         knows. Raises NoBrokersAvailable after ``timeout``. A cheap first call that tells
         "nothing is running there" apart from slower failures."""
         retry = WAIT_RETRY.start(timeout)
         while True:
             try:
-                self._cluster.refresh_metadata(max(retry.remaining(), 0.1))
+                yield Refresh(max(retry.remaining(), 0.1), raise_errors=True)
                 return self._cluster.brokers()
             except NoBrokersAvailable as e:
                 if retry.remaining() <= 0.05:
                     raise NoBrokersAvailable(e.tried, e.last_error, timeout) from e
-            retry.pause()
+            yield backoff(retry)
 
     # ------------------------------------------------------------------ topics
 
-    def create_topic(
+    def create_topic_ops(
         self,
         name: str,
         partitions: int = 1,
@@ -147,7 +127,7 @@ class Admin:
         configs: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-    ) -> TopicDescription:
+    ) -> Ops[TopicDescription]:
         """Create a topic; returns it as the controller describes it (leaders may not be
         elected yet: see :meth:`wait_for_topic_ready`). Raises TopicExistsError,
         NotEnoughReplicasError, InvalidConfigError, InvalidRequestError, or
@@ -166,32 +146,34 @@ class Admin:
         )
         ambiguous: list[bool] = [False]
         try:
-            resp = self._call("CreateTopic", request, timeout, f"create topic {name!r}", ambiguous)
+            resp = (yield from self._call_ops("CreateTopic", request, timeout,
+                                              f"create topic {name!r}", ambiguous))
         except TopicExistsError:
             if not ambiguous[0]:
                 raise
             # Our earlier attempt may have created it: accept it if it is what we asked for.
-            existing = self.describe_topic(name, timeout=timeout)
+            existing = (yield from self.describe_topic_ops(name, timeout=timeout))
             if (existing.partition_count == partitions
                     and existing.replication_factor == replication_factor):
                 return existing
             raise
         if resp.HasField("topic"):
             return TopicDescription.from_pb(resp.topic)
-        return self.describe_topic(name, timeout=timeout)
+        return (yield from self.describe_topic_ops(name, timeout=timeout))
 
-    def delete_topic(self, name: str, *, timeout: float | None = None) -> None:
+    def delete_topic_ops(self, name: str, *, timeout: float | None = None) -> Ops[None]:
         """Delete a topic. Raises UnknownTopicError if it does not exist."""
         ambiguous: list[bool] = [False]
         try:
-            self._call("DeleteTopic", admin_pb2.DeleteTopicRequest(name=name), timeout,
-                       f"delete topic {name!r}", ambiguous)
+            (yield from self._call_ops("DeleteTopic", admin_pb2.DeleteTopicRequest(name=name),
+                                       timeout,
+                       f"delete topic {name!r}", ambiguous))
         except UnknownTopicError:
             if not ambiguous[0]:
                 raise
 
-    def add_partitions(self, topic: str, total_count: int, *,
-                       timeout: float | None = None) -> TopicDescription:
+    def add_partitions_ops(self, topic: str, total_count: int, *,
+                       timeout: float | None = None) -> Ops[TopicDescription]:
         """Grow ``topic`` to ``total_count`` partitions (Kafka's create-partitions). The new
         partitions are placed like a create's; their leaders may not be elected yet (see
         :meth:`wait_for_topic_ready`). Keys may hash to other partitions afterwards.
@@ -204,21 +186,21 @@ class Admin:
         request = admin_pb2.AddPartitionsRequest(name=topic, total_count=total_count)
         ambiguous: list[bool] = [False]
         try:
-            resp = self._call("AddPartitions", request, timeout,
-                              f"add partitions to {topic!r}", ambiguous)
+            resp = (yield from self._call_ops("AddPartitions", request, timeout,
+                              f"add partitions to {topic!r}", ambiguous))
         except InvalidRequestError:
             if not ambiguous[0]:
                 raise
             # Our earlier attempt may have done it: accept the count we asked for.
-            existing = self.describe_topic(topic, timeout=timeout)
+            existing = (yield from self.describe_topic_ops(topic, timeout=timeout))
             if existing.partition_count == total_count:
                 return existing
             raise
         if resp.HasField("topic"):
             return TopicDescription.from_pb(resp.topic)
-        return self.describe_topic(topic, timeout=timeout)
+        return (yield from self.describe_topic_ops(topic, timeout=timeout))
 
-    def alter_topic_config(
+    def alter_topic_config_ops(
         self,
         topic: str,
         set: Mapping[str, Any] | None = None,  # noqa: A002 - Kafka's operation name
@@ -226,7 +208,7 @@ class Admin:
         validate_only: bool = False,
         *,
         timeout: float | None = None,
-    ) -> list[ConfigEntry]:
+    ) -> Ops[list[ConfigEntry]]:
         """Set configs of ``topic`` and return the ``delete``d ones to their defaults
         (Kafka's incremental alter-configs); the whole change applies on every replica, or
         nothing does. Returns every config of the topic as altered (with
@@ -240,105 +222,109 @@ class Admin:
         request = admin_pb2.AlterTopicConfigsRequest(
             name=topic, set=set_, delete=deleted, validate_only=validate_only)
         # Setting and deleting are idempotent, so a retry after an ambiguous failure is safe.
-        resp = self._call("AlterTopicConfigs", request, timeout,
-                          f"alter configs of topic {topic!r}")
+        resp = (yield from self._call_ops("AlterTopicConfigs", request, timeout,
+                          f"alter configs of topic {topic!r}"))
         return [ConfigEntry.from_pb(c) for c in resp.configs]
 
-    def describe_topic_configs(self, topic: str, *,
-                               timeout: float | None = None) -> list[ConfigEntry]:
+    def describe_topic_configs_ops(self, topic: str, *,
+                               timeout: float | None = None) -> Ops[list[ConfigEntry]]:
         """Every config the node knows for ``topic``, by name: its value, whether it is set
         on the topic (``source == "TOPIC"``) or the default, whether it is read-only, and
         what it means. Raises UnknownTopicError if the topic does not exist."""
-        resp = self._call("DescribeTopicConfigs",
+        resp = (yield from self._call_ops("DescribeTopicConfigs",
                           admin_pb2.DescribeTopicConfigsRequest(name=topic), timeout,
-                          f"describe configs of topic {topic!r}")
+                          f"describe configs of topic {topic!r}"))
         return [ConfigEntry.from_pb(c) for c in resp.configs]
 
-    def list_topics(self, *, timeout: float | None = None) -> list[str]:
+    def list_topics_ops(self, *, timeout: float | None = None) -> Ops[list[str]]:
         """Topic names, sorted."""
-        resp = self._call("ListTopics", admin_pb2.ListTopicsRequest(), timeout, "list topics")
+        resp = (yield from self._call_ops("ListTopics", admin_pb2.ListTopicsRequest(), timeout,
+                                          "list topics"))
         return sorted(resp.names)
 
-    def describe_topic(self, name: str, *, timeout: float | None = None) -> TopicDescription:
+    def describe_topic_ops(self, name: str, *,
+                           timeout: float | None = None) -> Ops[TopicDescription]:
         """Partitions, leaders, replicas, watermarks and configs of a topic. Raises
         UnknownTopicError if it does not exist."""
-        resp = self._call("DescribeTopic", admin_pb2.DescribeTopicRequest(name=name), timeout,
-                          f"describe topic {name!r}")
+        resp = (yield from self._call_ops("DescribeTopic",
+                                          admin_pb2.DescribeTopicRequest(name=name), timeout,
+                          f"describe topic {name!r}"))
         return TopicDescription.from_pb(resp.topic)
 
-    def describe_topics(self, names: Iterable[str] | None = None, *,
-                        timeout: float | None = None) -> list[TopicDescription]:
+    def describe_topics_ops(self, names: Iterable[str] | None = None, *,
+                        timeout: float | None = None) -> Ops[list[TopicDescription]]:
         """Every topic (or the named ones that exist), sorted by name, from one broker's
         metadata in one request. That node may lag the controller by a moment; use
         :meth:`describe_topic` for the controller's view of one topic."""
-        md = self._cluster.refresh_metadata(self._default_timeout if timeout is None
-                                            else timeout)
+        md = yield Refresh(self._default_timeout if timeout is None else timeout,
+                           raise_errors=True)
         wanted = None if names is None else set(names)
         return [md.topics[n] for n in sorted(md.topics) if wanted is None or n in wanted]
 
-    def describe_cluster(self, *, timeout: float | None = None) -> ClusterDescription:
+    def describe_cluster_ops(self, *, timeout: float | None = None) -> Ops[ClusterDescription]:
         """The answering node's own view (reachability and leaders as it sees them); see
         :meth:`cluster_status` for the merged cluster-wide view."""
-        resp = self._call("DescribeCluster", admin_pb2.DescribeClusterRequest(), timeout,
-                          "describe cluster")
+        resp = (yield from self._call_ops("DescribeCluster", admin_pb2.DescribeClusterRequest(),
+                                          timeout,
+                          "describe cluster"))
         return ClusterDescription.from_pb(resp)
 
-    def describe_node_stats(self, *, timeout: float | None = None) -> dict[int, NodeStats]:
+    def describe_node_stats_ops(self, *, timeout: float | None = None
+                                ) -> Ops[dict[int, NodeStats]]:
         """Every node's request statistics since it started (cumulative: produce and fetch
         latency histograms, records and bytes), asked in parallel; nodes that do not
         answer are left out. The web console charts latency from two of these."""
         timeout = self._default_timeout if timeout is None else timeout
-        brokers = dict(self._cluster.refresh_metadata(timeout).brokers)
+        brokers = dict((yield Refresh(timeout, raise_errors=True)).brokers)
 
-        def ask(address: str) -> NodeStats | None:
+        def ask(address: str) -> Ops[NodeStats | None]:
             try:
-                return NodeStats.from_pb(self._cluster.call_admin(
-                    address, "DescribeNodeStats", admin_pb2.DescribeNodeStatsRequest(),
-                    timeout))
+                return NodeStats.from_pb((yield Rpc(
+                    address, "admin", "DescribeNodeStats", admin_pb2.DescribeNodeStatsRequest(),
+                    timeout)))
             except RaftkaError:
                 return None
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(brokers), 16) or 1,
-                                                   thread_name_prefix="raftka-stats") as pool:
-            answers = dict(zip(brokers, pool.map(ask, brokers.values())))
+        nids = list(brokers)
+        results = yield Gather([ask(brokers[nid]) for nid in nids])
+        answers = dict(zip(nids, results))
         return {nid: s for nid, s in sorted(answers.items()) if s is not None}
 
-    def cluster_status(self, *, timeout: float | None = None) -> ClusterStatus:
+    def cluster_status_ops(self, *, timeout: float | None = None) -> Ops[ClusterStatus]:
         """A cluster-wide view: every node asked in parallel (see the module docstring).
         ``describe_cluster`` is one node's local view; this merges all of them."""
-        brokers, answers = self._node_answers(timeout)
+        brokers, answers = (yield from self._node_answers_ops(timeout))
         return merge_cluster_status(brokers, answers)
 
-    def _node_answers(self, timeout: float | None) -> tuple[dict[int, str],
-                                                              dict[int, tuple[Any, Any]]]:
+    def _node_answers_ops(self, timeout: float | None) -> Ops[tuple[dict[int, str],
+                                                              dict[int, tuple[Any, Any]]]]:
         """Every node asked in parallel for its Metadata and DescribeCluster: (node id ->
         address, node id -> (MetadataResponse, DescribeClusterResponse) of those that
         answered). ``cluster_status`` and ``raftka top`` merge them."""
         timeout = self._default_timeout if timeout is None else timeout
-        md = self._cluster.refresh_metadata(timeout)
+        md = yield Refresh(timeout, raise_errors=True)
         brokers = dict(md.brokers)
         per_call = min(_STATUS_CALL_TIMEOUT_S, self._cluster.request_timeout_s, timeout)
 
-        def ask(address: str) -> tuple[Any, Any] | None:
+        def ask(address: str) -> Ops[tuple[Any, Any] | None]:
             try:
-                meta = self._cluster.call_broker(address, "Metadata",
-                                                 broker_pb2.MetadataRequest(), per_call)
-                peers = self._cluster.call_admin(address, "DescribeCluster",
-                                                 admin_pb2.DescribeClusterRequest(), per_call)
+                meta = yield Rpc(address, "broker", "Metadata", broker_pb2.MetadataRequest(),
+                                 per_call)
+                peers = yield Rpc(address, "admin", "DescribeCluster",
+                                  admin_pb2.DescribeClusterRequest(), per_call)
             except RaftkaError:
                 return None
             return meta, peers
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(brokers), 16) or 1,
-                                                   thread_name_prefix="raftka-status") as pool:
-            futures = {nid: pool.submit(ask, addr) for nid, addr in brokers.items()}
-            answers = {nid: f.result() for nid, f in futures.items()}
+        nids = list(brokers)
+        results = yield Gather([ask(brokers[nid]) for nid in nids])
+        answers = dict(zip(nids, results))
         return brokers, {n: a for n, a in answers.items() if a}
 
     # ------------------------------------------------------------------ offsets
 
-    def list_offsets(self, topic: str, partition: int, spec: str | int = "latest", *,
-                     timeout: float | None = None) -> PartitionOffsets:
+    def list_offsets_ops(self, topic: str, partition: int, spec: str | int = "latest", *,
+                     timeout: float | None = None) -> Ops[PartitionOffsets]:
         """The offset of ``spec`` in a partition, asked of its leader: ``"earliest"`` (the
         log start), ``"latest"`` (the high watermark: the next offset to be written) or a
         time in ms since the epoch (the first offset appended at or after it; the high
@@ -358,14 +344,14 @@ class Admin:
                              f"got {spec!r}")
         request = broker_pb2.ListOffsetsRequest(topic=topic, partition=partition,
                                                 timestamp_ms=timestamp_ms)
-        resp = self._call_leader(topic, partition, "ListOffsets", request, timeout,
-                                 f"ListOffsets {topic}/{partition}")
+        resp = (yield from self._call_leader_ops(topic, partition, "ListOffsets", request, timeout,
+                                 f"ListOffsets {topic}/{partition}"))
         return PartitionOffsets(topic, partition, resp.offset, resp.high_watermark,
                                 resp.log_start_offset)
 
     # ------------------------------------------------------------------ groups
 
-    def list_groups(self, *, timeout: float | None = None) -> list[GroupListing]:
+    def list_groups_ops(self, *, timeout: float | None = None) -> Ops[list[GroupListing]]:
         """Every consumer group, sorted by id. A node lists the groups with offsets in the
         ``__consumer_offsets`` partitions it holds plus the groups it coordinates, so every
         node is asked (in parallel) and the answers merged; a group's entry from its own
@@ -373,21 +359,19 @@ class Admin:
         answered."""
         timeout = self._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        brokers = dict(self._cluster.refresh_metadata(timeout).brokers)
+        brokers = dict((yield Refresh(timeout, raise_errors=True)).brokers)
         per_call = min(_STATUS_CALL_TIMEOUT_S, self._cluster.request_timeout_s, timeout)
 
-        def ask(address: str) -> Any:
-            stub = group_pb2_grpc.GroupCoordinatorStub(self._cluster.channel(address))
+        def ask(address: str) -> Ops[Any]:
             try:
-                return self._cluster.call(address, stub.ListGroups,
-                                          group_pb2.ListGroupsRequest(), per_call, "ListGroups")
+                return (yield Rpc(address, "group", "ListGroups",
+                                  group_pb2.ListGroupsRequest(), per_call, "ListGroups"))
             except RaftkaError as e:
                 return e
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(brokers), 16) or 1,
-                                                   thread_name_prefix="raftka-groups") as pool:
-            futures = {nid: pool.submit(ask, addr) for nid, addr in brokers.items()}
-            answers = {nid: f.result() for nid, f in futures.items()}
+        nids = list(brokers)
+        results = yield Gather([ask(brokers[nid]) for nid in nids])
+        answers = dict(zip(nids, results))
         merged: dict[str, GroupListing] = {}
         errors: list[RaftkaError] = []
         listed_by = {nid: {g.group_id for g in resp.groups} for nid, resp in answers.items()
@@ -413,27 +397,27 @@ class Admin:
             if errors and not errors[0].retriable:
                 raise errors[0]
             # nobody answered: fall back to one node, retrying until the deadline
-            resp = self._call_any_group("ListGroups", group_pb2.ListGroupsRequest(),
-                                        max(deadline - time.monotonic(), 0.1), "list groups")
+            resp = (yield from self._call_any_group_ops("ListGroups", group_pb2.ListGroupsRequest(),
+                                        max(deadline - time.monotonic(), 0.1), "list groups"))
             return sorted((GroupListing.from_pb(g) for g in resp.groups),
                           key=lambda g: g.group_id)
         return [merged[g] for g in sorted(merged)]
 
-    def describe_group(self, group_id: str, *,
-                       timeout: float | None = None) -> GroupDescription:
+    def describe_group_ops(self, group_id: str, *,
+                       timeout: float | None = None) -> Ops[GroupDescription]:
         """Members with their assignments, and per partition the committed offset, the log
         end and the lag. A log end the coordinator did not know is asked of the
         partition's leader. Raises UnknownGroupError."""
         timeout = self._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        resp = self._group(group_id).call(
+        resp = (yield from self._group(group_id).call_ops(
             "DescribeGroup", group_pb2.DescribeGroupRequest(group_id=group_id), timeout,
-            f"describe group {group_id!r}")
+            f"describe group {group_id!r}"))
         partitions = []
         for p in resp.partitions:
             lag = GroupPartitionLag.from_pb(p)
             if lag.log_end_offset is None:
-                lag = self._with_log_end(lag, deadline)
+                lag = (yield from self._with_log_end_ops(lag, deadline))
             partitions.append(lag)
         partitions.sort(key=lambda p: (p.topic, p.partition))
         return GroupDescription(
@@ -447,13 +431,13 @@ class Admin:
             partitions=tuple(partitions),
         )
 
-    def _with_log_end(self, lag: GroupPartitionLag, deadline: float) -> GroupPartitionLag:
+    def _with_log_end_ops(self, lag: GroupPartitionLag, deadline: float) -> Ops[GroupPartitionLag]:
         remaining = min(deadline - time.monotonic(), self._cluster.request_timeout_s)
         if remaining <= 0:
             return lag
         try:
-            end = self.list_offsets(lag.topic, lag.partition, "latest",
-                                    timeout=remaining).high_watermark
+            end = (yield from self.list_offsets_ops(lag.topic, lag.partition, "latest",
+                                    timeout=remaining)).high_watermark
         except RaftkaError:
             return lag  # unknown stays unknown; the description is still useful
         return GroupPartitionLag(
@@ -461,9 +445,9 @@ class Admin:
             None if lag.committed_offset is None else max(end - lag.committed_offset, 0),
             lag.member_id)
 
-    def committed_offsets(self, group_id: str,
+    def committed_offsets_ops(self, group_id: str,
                           partitions: Iterable[tuple[str, int]] | None = None, *,
-                          timeout: float | None = None) -> dict[TopicPartition, int]:
+                          timeout: float | None = None) -> Ops[dict[TopicPartition, int]]:
         """The group's committed offsets (every one, or those of ``partitions``); a
         partition without a commit is left out."""
         request = group_pb2.OffsetFetchRequest(group_id=group_id)
@@ -472,13 +456,13 @@ class Admin:
             by_topic.setdefault(t, []).append(p)
         for t in sorted(by_topic):
             request.partitions.add(topic=t, partitions=sorted(by_topic[t]))
-        resp = self._group(group_id).call("FetchOffsets", request,
+        resp = (yield from self._group(group_id).call_ops("FetchOffsets", request,
                                           self._default_timeout if timeout is None else timeout,
-                                          f"fetch offsets of group {group_id!r}")
+                                          f"fetch offsets of group {group_id!r}"))
         return {TopicPartition(o.topic, o.partition): o.offset for o in resp.offsets
                 if o.offset >= 0}
 
-    def reset_group_offsets(
+    def reset_group_offsets_ops(
         self,
         group_id: str,
         topic: str | None = None,
@@ -488,7 +472,7 @@ class Admin:
         timestamp_ms: int | None = None,
         dry_run: bool = False,
         timeout: float | None = None,
-    ) -> list[GroupOffsetReset]:
+    ) -> Ops[list[GroupOffsetReset]]:
         """Set the committed offsets of an empty group, like ``kafka-consumer-groups
         --reset-offsets``. Targets: every partition of ``topic``, or the ``(topic,
         partition)`` pairs in ``partitions``. Where to: ``to="earliest"`` (log start),
@@ -512,46 +496,48 @@ class Admin:
             raise ValueError(f"timestamp_ms must be >= 0, got {timestamp_ms!r}")
         timeout = self._default_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        targets = self._reset_targets(topic, partitions, timeout)
-        previous = self.committed_offsets(group_id, targets, timeout=timeout)
+        targets = (yield from self._reset_targets_ops(topic, partitions, timeout))
+        previous = (yield from self.committed_offsets_ops(group_id, targets, timeout=timeout))
         plan: list[GroupOffsetReset] = []
         for tp in targets:
             remaining = max(deadline - time.monotonic(), 0.1)
             if timestamp_ms is not None:
-                new = self.list_offsets(tp.topic, tp.partition, timestamp_ms,
-                                        timeout=remaining).offset
+                new = (yield from self.list_offsets_ops(tp.topic, tp.partition, timestamp_ms,
+                                        timeout=remaining)).offset
             elif isinstance(to, int):
-                bounds = self.list_offsets(tp.topic, tp.partition, "latest", timeout=remaining)
+                bounds = (yield from self.list_offsets_ops(tp.topic, tp.partition, "latest",
+                                                           timeout=remaining))
                 new = min(max(to, bounds.log_start_offset), bounds.high_watermark)
             else:
-                new = self.list_offsets(tp.topic, tp.partition, to, timeout=remaining).offset
+                new = (yield from self.list_offsets_ops(tp.topic, tp.partition, to,
+                                                        timeout=remaining)).offset
             plan.append(GroupOffsetReset(tp.topic, tp.partition, previous.get(tp), new))
         if not dry_run:
             request = group_pb2.ResetOffsetsRequest(group_id=group_id)
             for r in plan:
                 request.offsets.add(topic=r.topic, partition=r.partition, offset=r.new_offset)
-            self._group(group_id).call("ResetOffsets", request,
+            (yield from self._group(group_id).call_ops("ResetOffsets", request,
                                        max(deadline - time.monotonic(), 0.1),
-                                       f"reset offsets of group {group_id!r}")
+                                       f"reset offsets of group {group_id!r}"))
         return plan
 
-    def _reset_targets(self, topic: str | None, partitions: Iterable[tuple[str, int]] | None,
-                       timeout: float) -> list[TopicPartition]:
+    def _reset_targets_ops(self, topic: str | None, partitions: Iterable[tuple[str, int]] | None,
+                       timeout: float) -> Ops[list[TopicPartition]]:
         if (topic is None) == (partitions is None):
             raise ValueError("give either a topic (every partition) or partitions "
                              "[(topic, partition), ...]")
         try:  # a fresh view: partitions may have been added a moment ago
-            self._cluster.refresh_metadata(min(timeout, 5.0))
+            yield Refresh(min(timeout, 5.0), raise_errors=True)
         except RaftkaError:
             pass  # wait_for_topic below retries and reports
         if topic is not None:
-            desc = self._cluster.wait_for_topic(topic, min(timeout, 10.0))
+            desc = (yield from self._cluster.wait_for_topic_ops(topic, min(timeout, 10.0)))
             return [TopicPartition(topic, p.partition) for p in desc.partitions]
         wanted = sorted({TopicPartition(t, int(p)) for t, p in partitions or ()})
         if not wanted:
             raise ValueError("partitions is empty: name at least one (topic, partition)")
         for t in sorted({tp.topic for tp in wanted}):
-            desc = self._cluster.wait_for_topic(t, min(timeout, 10.0))
+            desc = (yield from self._cluster.wait_for_topic_ops(t, min(timeout, 10.0)))
             count = desc.partition_count
             for tp in wanted:
                 if tp.topic == t and not 0 <= tp.partition < count:
@@ -560,15 +546,15 @@ class Admin:
                         f"{tp.partition} does not exist")
         return wanted
 
-    def delete_group(self, group_id: str, *, timeout: float | None = None) -> None:
+    def delete_group_ops(self, group_id: str, *, timeout: float | None = None) -> Ops[None]:
         """Delete an empty group and its committed offsets. Raises UnknownGroupError, or
         GroupNotEmptyError while it has members."""
         ambiguous: list[bool] = [False]
         try:
-            self._group(group_id).call(
+            (yield from self._group(group_id).call_ops(
                 "DeleteGroup", group_pb2.DeleteGroupRequest(group_id=group_id),
                 self._default_timeout if timeout is None else timeout,
-                f"delete group {group_id!r}", ambiguous)
+                f"delete group {group_id!r}", ambiguous))
         except UnknownGroupError:
             if not ambiguous[0]:
                 raise
@@ -582,7 +568,7 @@ class Admin:
             client = self._groups[group_id] = GroupCoordinatorClient(self._cluster, group_id)
         return client
 
-    def wait_for_topic_ready(self, name: str, timeout: float = 30.0) -> TopicDescription:
+    def wait_for_topic_ready_ops(self, name: str, timeout: float = 30.0) -> Ops[TopicDescription]:
         """Wait until every partition of the topic has a leader that serves it: the topic
         description names a leader for each partition and each of those leaders answers a
         zero-wait Fetch (not NOT_LEADER). Returns the last description; raises
@@ -604,16 +590,16 @@ class Admin:
                     f"topic {name!r} not ready within {timeout:g}s (partitions without a "
                     f"serving leader: {waiting}){detail}") from last
             try:
-                desc = self.describe_topic(name, timeout=remaining)
+                desc = (yield from self.describe_topic_ops(name, timeout=remaining))
             except UnknownTopicError as e:  # creation not applied on that node yet
                 last = e
-                retry.pause()
+                yield backoff(retry)
                 continue
             except RaftkaTimeoutError as e:
                 last = e.__cause__ or e
                 continue
             try:  # for the leaders' addresses
-                self._cluster.refresh_metadata(min(remaining, 5.0), min_age_s=0.2)
+                yield Refresh(min(remaining, 5.0), 0.2, raise_errors=True)
             except RaftkaError as e:
                 last = e
             for p in desc.partitions:
@@ -622,24 +608,23 @@ class Admin:
                 if not p.has_leader:
                     last = RaftkaError(f"partition {p.partition} has no leader yet")
                     continue
-                if self._probe_leader(name, p.partition, p.leader_id, deadline):
+                if (yield from self._probe_leader_ops(name, p.partition, p.leader_id, deadline)):
                     ready.add(p.partition)
             if desc.partitions and len(ready) >= desc.partition_count:
                 return desc
-            retry.pause()
+            yield backoff(retry)
 
-    def _probe_leader(self, topic: str, partition: int, leader_id: int, deadline: float) -> bool:
+    def _probe_leader_ops(self, topic: str, partition: int, leader_id: int,
+                          deadline: float) -> Ops[bool]:
         address = self._cluster.broker_address(leader_id)
         if address is None:
             return False
         request = broker_pb2.FetchRequest(topic=topic, partition=partition, offset=0,
                                           max_bytes=1, max_wait_ms=0)
         try:
-            self._cluster.call_broker(
-                address, "Fetch", request,
-                min(deadline - time.monotonic(), self._cluster.request_timeout_s),
-                f"Fetch {topic}/{partition}",
-            )
+            yield Rpc(address, "broker", "Fetch", request,
+                      min(deadline - time.monotonic(), self._cluster.request_timeout_s),
+                      f"Fetch {topic}/{partition}")
         except OffsetOutOfRangeError:
             return True  # the leader answered; the log just does not start at 0
         except RaftkaError:
@@ -654,14 +639,14 @@ class Admin:
         self._rotation += 1
         return address
 
-    def _call(
+    def _call_ops(
         self,
         method: str,
         request: Any,
         timeout: float | None,
         what: str,
         ambiguous: list[bool] | None = None,
-    ) -> Any:
+    ) -> Ops[Any]:
         """Run one admin RPC against the controller leader, retrying by the policy
         (``_retry.py``) until ``timeout``: NOT_LEADER is followed to the controller it
         names, other retriable errors try other brokers. ``ambiguous[0]`` is set when an
@@ -672,9 +657,8 @@ class Admin:
         while retry.next_attempt():
             address = target or self._next_address()
             try:
-                return cluster.call_admin(address, method, request,
-                                          retry.attempt_timeout(cluster.request_timeout_s),
-                                          what)
+                return (yield Rpc(address, "admin", method, request,
+                                  retry.attempt_timeout(cluster.request_timeout_s), what))
             except UnknownTopicError:
                 raise  # retriable for data requests, but an admin answer is definitive
             except RaftkaError as e:
@@ -689,34 +673,33 @@ class Admin:
                 continue
             target = None
             if step is Step.REFRESH:
-                cluster.try_refresh(min(max(retry.remaining(), 0.1), 2.0),
-                                    retry.policy.refresh_min_age_s)
+                yield Refresh(min(max(retry.remaining(), 0.1), 2.0),
+                              retry.policy.refresh_min_age_s)
                 controller = cluster.controller_address()
                 # a stale view may keep naming the node that just failed: rotate instead
                 target = controller if controller and controller != address else None
-            retry.pause()
+            yield backoff(retry)
         raise retry.timeout_error(what) from retry.last
 
-    def _call_any_group(self, method: str, request: Any, timeout: float | None,
-                        what: str) -> Any:
+    def _call_any_group_ops(self, method: str, request: Any, timeout: float | None,
+                        what: str) -> Ops[Any]:
         """A GroupCoordinator RPC any node answers (ListGroups), rotating over brokers on
         retriable errors until ``timeout`` (the next broker is its metadata refresh)."""
         cluster = self._cluster
         retry = self._retry.start(self._default_timeout if timeout is None else timeout)
         while retry.next_attempt():
             address = self._next_address()
-            stub = group_pb2_grpc.GroupCoordinatorStub(cluster.channel(address))
             try:
-                return cluster.call(address, getattr(stub, method), request,
-                                    retry.attempt_timeout(cluster.request_timeout_s), what)
+                return (yield Rpc(address, "group", method, request,
+                                  retry.attempt_timeout(cluster.request_timeout_s), what))
             except RaftkaError as e:
                 if retry.classify(e) is Step.RAISE:
                     raise
-            retry.pause()
+            yield backoff(retry)
         raise retry.timeout_error(what) from retry.last
 
-    def _call_leader(self, topic: str, partition: int, method: str, request: Any,
-                     timeout: float | None, what: str) -> Any:
+    def _call_leader_ops(self, topic: str, partition: int, method: str, request: Any,
+                     timeout: float | None, what: str) -> Ops[Any]:
         """A Broker RPC for one partition, sent to its leader and retried by the policy
         (``_retry.py``) until ``timeout``: NOT_LEADER is followed to the leader it names,
         other ``invalid_metadata`` errors forget the leader and refresh the metadata."""
@@ -725,10 +708,10 @@ class Admin:
         while retry.next_attempt():
             address = cluster.leader_address(topic, partition)
             if address is None:
-                cluster.try_refresh(min(retry.remaining(), 5.0), _LEADER_REFRESH_MIN_AGE_S)
+                yield Refresh(min(retry.remaining(), 5.0), _LEADER_REFRESH_MIN_AGE_S)
                 t = cluster.topic(topic)
                 if t is None:
-                    cluster.wait_for_topic(topic, max(retry.remaining(), 0.1))
+                    yield from cluster.wait_for_topic_ops(topic, max(retry.remaining(), 0.1))
                     continue
                 if t.partition(partition) is None:
                     raise UnknownPartitionError(
@@ -738,12 +721,11 @@ class Admin:
                 if address is None:
                     retry.last = RaftkaError(f"{topic}/{partition} has no leader yet",
                                              retriable=True)
-                    retry.pause()
+                    yield backoff(retry)
                     continue
             try:
-                return cluster.call_broker(address, method, request,
-                                           retry.attempt_timeout(cluster.request_timeout_s),
-                                           what)
+                return (yield Rpc(address, "broker", method, request,
+                                  retry.attempt_timeout(cluster.request_timeout_s), what))
             except RaftkaError as e:
                 leader = named_leader(e, cluster.broker_address)
                 step = retry.on_error(e, failed=address, leader=leader)
@@ -756,14 +738,212 @@ class Admin:
                 if step is Step.FOLLOW:
                     continue
                 if step is Step.REFRESH:
-                    if (cluster.try_refresh(min(max(retry.remaining(), 0.1), 2.0),
-                                            retry.policy.refresh_min_age_s)
+                    if ((yield Refresh(min(max(retry.remaining(), 0.1), 2.0),
+                                       retry.policy.refresh_min_age_s))
                             and isinstance(e, UnknownTopicError)
                             and cluster.topic(topic) is None):
-                        raise  # deleted: the fresh metadata agrees
-            retry.pause()
+                        raise e  # deleted: the fresh metadata agrees
+            yield backoff(retry)
         raise retry.timeout_error(what) from retry.last
 
+
+class Admin(AdminOps):
+    """Create, delete, list, describe and grow topics; list partition offsets; describe the
+    cluster (one node's view, or every node's merged); list, describe, reset and delete
+    consumer groups.
+
+    ``timeout`` arguments are seconds for the whole operation, retries included; each RPC
+    attempt has a deadline of at most ``request_timeout_ms``. Blocking; the asyncio twin
+    is ``raftka.aio.Admin`` (the same operations, see ``AdminOps``).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str],
+        *,
+        request_timeout_ms: int = 5000,
+        default_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(Cluster(bootstrap, request_timeout_ms=request_timeout_ms),
+                         default_timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._cluster.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _run(self, ops: Ops[T]) -> T:
+        return run_sync(self._cluster, ops)  # type: ignore[arg-type]
+
+    def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:
+        """Wait until some broker answers a metadata request; returns the brokers it
+        knows. Raises NoBrokersAvailable after ``timeout``. A cheap first call that tells
+        "nothing is running there" apart from slower failures."""
+        return self._run(self.wait_for_brokers_ops(timeout))
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication_factor: int = 3,
+        configs: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> TopicDescription:
+        """Create a topic; returns it as the controller describes it (leaders may not be
+        elected yet: see :meth:`wait_for_topic_ready`). Raises TopicExistsError,
+        NotEnoughReplicasError, InvalidConfigError, InvalidRequestError, or
+        RaftkaTimeoutError when no controller accepted it in time."""
+        return self._run(self.create_topic_ops(name, partitions, replication_factor, configs,
+                                               timeout=timeout))
+
+    def delete_topic(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete a topic. Raises UnknownTopicError if it does not exist."""
+        return self._run(self.delete_topic_ops(name, timeout=timeout))
+
+    def add_partitions(self, topic: str, total_count: int, *,
+                       timeout: float | None = None) -> TopicDescription:
+        """Grow ``topic`` to ``total_count`` partitions (Kafka's create-partitions). The new
+        partitions are placed like a create's; their leaders may not be elected yet (see
+        :meth:`wait_for_topic_ready`). Keys may hash to other partitions afterwards.
+        Raises UnknownTopicError, or InvalidRequestError when ``total_count`` is not more
+        than the current count (partitions are never removed) or the topic is internal."""
+        return self._run(self.add_partitions_ops(topic, total_count, timeout=timeout))
+
+    def alter_topic_config(
+        self,
+        topic: str,
+        set: Mapping[str, Any] | None = None,  # noqa: A002 - Kafka's operation name
+        delete: Iterable[str] | None = None,
+        validate_only: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> list[ConfigEntry]:
+        """Set configs of ``topic`` and return the ``delete``d ones to their defaults
+        (Kafka's incremental alter-configs); the whole change applies on every replica, or
+        nothing does. Returns every config of the topic as altered (with
+        ``validate_only``: as it would be, changing nothing). Raises InvalidConfigError
+        naming an unknown config or a bad value and what it allows, InvalidRequestError
+        (a config both set and deleted, an internal topic), or UnknownTopicError."""
+        return self._run(self.alter_topic_config_ops(topic, set, delete, validate_only,
+                                                          timeout=timeout))
+
+    def describe_topic_configs(self, topic: str, *,
+                               timeout: float | None = None) -> list[ConfigEntry]:
+        """Every config the node knows for ``topic``, by name: its value, whether it is set
+        on the topic (``source == "TOPIC"``) or the default, whether it is read-only, and
+        what it means. Raises UnknownTopicError if the topic does not exist."""
+        return self._run(self.describe_topic_configs_ops(topic, timeout=timeout))
+
+    def list_topics(self, *, timeout: float | None = None) -> list[str]:
+        """Topic names, sorted."""
+        return self._run(self.list_topics_ops(timeout=timeout))
+
+    def describe_topic(self, name: str, *, timeout: float | None = None) -> TopicDescription:
+        """Partitions, leaders, replicas, watermarks and configs of a topic. Raises
+        UnknownTopicError if it does not exist."""
+        return self._run(self.describe_topic_ops(name, timeout=timeout))
+
+    def describe_topics(self, names: Iterable[str] | None = None, *,
+                        timeout: float | None = None) -> list[TopicDescription]:
+        """Every topic (or the named ones that exist), sorted by name, from one broker's
+        metadata in one request. That node may lag the controller by a moment; use
+        :meth:`describe_topic` for the controller's view of one topic."""
+        return self._run(self.describe_topics_ops(names, timeout=timeout))
+
+    def describe_cluster(self, *, timeout: float | None = None) -> ClusterDescription:
+        """The answering node's own view (reachability and leaders as it sees them); see
+        :meth:`cluster_status` for the merged cluster-wide view."""
+        return self._run(self.describe_cluster_ops(timeout=timeout))
+
+    def describe_node_stats(self, *, timeout: float | None = None) -> dict[int, NodeStats]:
+        """Every node's request statistics since it started (cumulative: produce and fetch
+        latency histograms, records and bytes), asked in parallel; nodes that do not
+        answer are left out. The web console charts latency from two of these."""
+        return self._run(self.describe_node_stats_ops(timeout=timeout))
+
+    def cluster_status(self, *, timeout: float | None = None) -> ClusterStatus:
+        """A cluster-wide view: every node asked in parallel (see the module docstring).
+        ``describe_cluster`` is one node's local view; this merges all of them."""
+        return self._run(self.cluster_status_ops(timeout=timeout))
+
+    def list_offsets(self, topic: str, partition: int, spec: str | int = "latest", *,
+                     timeout: float | None = None) -> PartitionOffsets:
+        """The offset of ``spec`` in a partition, asked of its leader: ``"earliest"`` (the
+        log start), ``"latest"`` (the high watermark: the next offset to be written) or a
+        time in ms since the epoch (the first offset appended at or after it; the high
+        watermark if none was)."""
+        return self._run(self.list_offsets_ops(topic, partition, spec, timeout=timeout))
+
+    def list_groups(self, *, timeout: float | None = None) -> list[GroupListing]:
+        """Every consumer group, sorted by id. A node lists the groups with offsets in the
+        ``__consumer_offsets`` partitions it holds plus the groups it coordinates, so every
+        node is asked (in parallel) and the answers merged; a group's entry from its own
+        coordinator wins (it knows the members). Raises NoBrokersAvailable when no node
+        answered."""
+        return self._run(self.list_groups_ops(timeout=timeout))
+
+    def describe_group(self, group_id: str, *,
+                       timeout: float | None = None) -> GroupDescription:
+        """Members with their assignments, and per partition the committed offset, the log
+        end and the lag. A log end the coordinator did not know is asked of the
+        partition's leader. Raises UnknownGroupError."""
+        return self._run(self.describe_group_ops(group_id, timeout=timeout))
+
+    def committed_offsets(self, group_id: str,
+                          partitions: Iterable[tuple[str, int]] | None = None, *,
+                          timeout: float | None = None) -> dict[TopicPartition, int]:
+        """The group's committed offsets (every one, or those of ``partitions``); a
+        partition without a commit is left out."""
+        return self._run(self.committed_offsets_ops(group_id, partitions, timeout=timeout))
+
+    def reset_group_offsets(
+        self,
+        group_id: str,
+        topic: str | None = None,
+        *,
+        partitions: Iterable[tuple[str, int]] | None = None,
+        to: str | int | None = None,
+        timestamp_ms: int | None = None,
+        dry_run: bool = False,
+        timeout: float | None = None,
+    ) -> list[GroupOffsetReset]:
+        """Set the committed offsets of an empty group, like ``kafka-consumer-groups
+        --reset-offsets``. Targets: every partition of ``topic``, or the ``(topic,
+        partition)`` pairs in ``partitions``. Where to: ``to="earliest"`` (log start),
+        ``to="latest"`` (high watermark), ``to=N`` (an offset, clamped into [log start,
+        high watermark]) or ``timestamp_ms=T`` (the first record appended at or after T).
+        ``dry_run`` only computes the plan. Returns one entry per partition, sorted.
+        Raises GroupNotEmptyError while the group has members."""
+        return self._run(self.reset_group_offsets_ops(
+            group_id, topic, partitions=partitions, to=to, timestamp_ms=timestamp_ms,
+            dry_run=dry_run, timeout=timeout))
+
+    def delete_group(self, group_id: str, *, timeout: float | None = None) -> None:
+        """Delete an empty group and its committed offsets. Raises UnknownGroupError, or
+        GroupNotEmptyError while it has members."""
+        return self._run(self.delete_group_ops(group_id, timeout=timeout))
+
+    def wait_for_topic_ready(self, name: str, timeout: float = 30.0) -> TopicDescription:
+        """Wait until every partition of the topic has a leader that serves it: the topic
+        description names a leader for each partition and each of those leaders answers a
+        zero-wait Fetch (not NOT_LEADER). Returns the last description; raises
+        RaftkaTimeoutError (or UnknownTopicError if it never appears)."""
+        return self._run(self.wait_for_topic_ready_ops(name, timeout))
+
+    def _node_answers(self, timeout: float | None) -> tuple[dict[int, str],
+                                                              dict[int, tuple[Any, Any]]]:
+        """Every node asked in parallel for its Metadata and DescribeCluster: (node id ->
+        address, node id -> (MetadataResponse, DescribeClusterResponse) of those that
+        answered). ``cluster_status`` and ``raftka top`` merge them."""
+        return self._run(self._node_answers_ops(timeout))
 
 def merge_cluster_status(brokers: Mapping[int, str],
                          answers: Mapping[int, tuple[Any, Any]]) -> ClusterStatus:

@@ -15,6 +15,9 @@
   hint for that partition until the next refresh, so a redirect costs one round trip.
 
 Threading: every method may be called from any thread; the sync gRPC stubs are thread-safe.
+:class:`ClusterState` is the part without channels (the cache, hints, failed addresses and
+the refresh as an ``_ops.py`` operation), shared with the asyncio client's
+``AsyncCluster``; channels are made by :func:`make_channel` / :func:`aio_channel` only.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from raftka.v1.errors import (
     UnknownTopicError,
     error_from_rpc,
 )
+from raftka.client._ops import Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._retry import RetryPolicy
 from raftka.client._types import BrokerDescription, TopicDescription
-from raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, group_pb2_grpc
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -49,7 +53,10 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "Cluster",
     "ClusterMetadata",
+    "ClusterState",
+    "aio_channel",
     "channel_options",
+    "make_channel",
     "parse_bootstrap",
 ]
 
@@ -93,6 +100,17 @@ def channel_options() -> list[tuple[str, Any]]:
         # Retries are ours (they need metadata refreshes); gRPC's own would hide errors.
         ("grpc.enable_retries", 0),
     ]
+
+
+def make_channel(address: str) -> grpc.Channel:
+    """The blocking client's channel to ``address`` (one place: TLS and credentials
+    options plug in here, like ``aio_channel`` for the asyncio client)."""
+    return grpc.insecure_channel(address, options=channel_options())
+
+
+def aio_channel(address: str) -> grpc.aio.Channel:
+    """The asyncio client's channel to ``address``, with the same options."""
+    return grpc.aio.insecure_channel(address, options=channel_options())
 
 
 def parse_bootstrap(bootstrap: str | Iterable[str]) -> list[str]:
@@ -142,6 +160,7 @@ class _Connection:
     channel: grpc.Channel
     broker: broker_pb2_grpc.BrokerStub
     admin: admin_pb2_grpc.AdminStub
+    group: Any = None  # GroupCoordinatorStub, made on first use
 
 
 def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
@@ -195,9 +214,12 @@ def _fill_leaders(base: ClusterMetadata, other: ClusterMetadata) -> ClusterMetad
                            other.fetched_at, base.source)
 
 
-class Cluster:
-    """Channels to brokers plus the metadata cache. Owned by one Admin/Producer/reader
-    (or shared by readers of one topic); ``close()`` closes every channel."""
+class ClusterState:
+    """The metadata cache, leader hints and failed addresses, with the operations that
+    read and refresh them (``_ops.py`` generators): no channels, no I/O. :class:`Cluster`
+    (blocking gRPC) and ``raftka.client.aio``'s ``AsyncCluster`` (``grpc.aio``) add the
+    channels and run the operations. Its lock only guards quick updates, so an event loop
+    may take it."""
 
     def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000) -> None:
         self.bootstrap: list[str] = parse_bootstrap(bootstrap)
@@ -205,38 +227,15 @@ class Cluster:
             raise ValueError(f"request_timeout_ms must be positive, got {request_timeout_ms}")
         self.request_timeout_s = request_timeout_ms / 1000
         self._lock = threading.Lock()
-        self._refresh_lock = threading.Lock()
-        self._connections: dict[str, _Connection] = {}
         self._metadata = ClusterMetadata()
         self._leader_hints: dict[tuple[str, int], str] = {}
         self._failed_at: dict[str, float] = {}
         self._last_good: str | None = None
         self._closed = False
-        self._workers: ThreadPoolExecutor | None = None  # read-ahead calls, made lazily
 
-    # ------------------------------------------------------------------ connections
-
-    def _connection(self, address: str) -> _Connection:
-        with self._lock:
-            if self._closed:
-                raise RaftkaError("the client is closed")
-            conn = self._connections.get(address)
-            if conn is None:
-                channel = grpc.insecure_channel(address, options=channel_options())
-                conn = _Connection(channel, broker_pb2_grpc.BrokerStub(channel),
-                                   admin_pb2_grpc.AdminStub(channel))
-                self._connections[address] = conn
-            return conn
-
-    def channel(self, address: str) -> grpc.Channel:
-        """The shared channel to ``address``, for stubs of other services (groups)."""
-        return self._connection(address).channel
-
-    def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
-        return self._connection(address).broker
-
-    def admin_stub(self, address: str) -> admin_pb2_grpc.AdminStub:
-        return self._connection(address).admin
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def note_success(self, address: str) -> None:
         with self._lock:
@@ -256,69 +255,6 @@ class Cluster:
                 self._last_good = None
             for key in [k for k, a in self._leader_hints.items() if a == address]:
                 del self._leader_hints[key]
-
-    def call(
-        self,
-        address: str,
-        fn: Callable[[Any], T],
-        request: Any,
-        timeout_s: float,
-        what: str,
-    ) -> T:
-        """Run one unary RPC ``fn`` (a stub method from ``broker_stub``/``admin_stub`` of
-        the same address) with a deadline; failures raise :class:`RaftkaError`."""
-        try:
-            response = fn(request, timeout=max(timeout_s, 0.001))  # type: ignore[call-arg]
-        except grpc.RpcError as e:
-            err = error_from_rpc(e, f"{what} at {address}")
-            self.note_failure(address, err)
-            raise err from e
-        self.note_success(address)
-        return response
-
-    def call_broker(self, address: str, method: str, request: Any, timeout_s: float,
-                    what: str = "") -> Any:
-        fn = getattr(self.broker_stub(address), method)
-        return self.call(address, fn, request, timeout_s, what or method)
-
-    def start_broker_call(self, address: str, method: str, request: Any,
-                          timeout_s: float, what: str = "") -> Future:
-        """Start a unary broker RPC without waiting (read-ahead); the future's result is
-        its answer, or its RaftkaError, as :meth:`call_broker` gives them. It runs as a
-        blocking call on a worker thread, not as a gRPC future: a blocking call receives
-        and parses its answer with the GIL released while it waits, where a future's answer
-        is handled by gRPC's polling thread, which then queues for the GIL behind the
-        caller's own work (measured: a reader decoding 4 MiB fetches went 2x slower with
-        futures)."""
-        with self._lock:
-            if self._closed:
-                raise RaftkaError("the client is closed")
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(4, thread_name_prefix="raftka-read-ahead")
-            workers = self._workers
-        return workers.submit(self.call_broker, address, method, request, timeout_s,
-                              what or method)
-
-    def call_admin(self, address: str, method: str, request: Any, timeout_s: float,
-                   what: str = "") -> Any:
-        fn = getattr(self.admin_stub(address), method)
-        return self.call(address, fn, request, timeout_s, what or method)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            conns = list(self._connections.values())
-            self._connections.clear()
-        if self._workers is not None:
-            self._workers.shutdown(wait=False, cancel_futures=True)
-        for conn in conns:
-            conn.channel.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # ------------------------------------------------------------------ addresses
 
@@ -386,79 +322,64 @@ class Cluster:
         with self._lock:
             self._leader_hints.pop((topic, partition), None)
 
-    def refresh_metadata(self, timeout_s: float | None = None,
-                         min_age_s: float = 0.0) -> ClusterMetadata:
-        """Ask brokers in :meth:`candidate_addresses` order until one answers.
 
-        Skipped (the cached view returned) when the cache is younger than ``min_age_s``:
-        callers that retry in a loop pass their backoff here so a burst of errors costs
-        one refresh. Concurrent callers share one request. Raises
-        :class:`NoBrokersAvailable` when nobody answered within ``timeout_s``.
-        """
-        timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
-        started = time.monotonic()
-        with self._refresh_lock:
-            md = self._metadata
-            if md.fetched_at and (md.fetched_at >= started
-                                  or time.monotonic() - md.fetched_at < min_age_s):
-                return md  # someone refreshed while we waited, or recently enough
-            # One sweep over the candidates within the deadline (rule 5 of _retry.py): the
-            # next broker at once after a failure, no backoff (the caller's loop has it).
-            retry = _SWEEP.start(deadline=started + timeout_s)
-            tried: list[str] = []
-            first: ClusterMetadata | None = None
-            for address in self.candidate_addresses():
-                if not retry.next_attempt():
-                    break
-                tried.append(address)
-                try:
-                    resp = self.call_broker(
-                        address, "Metadata", broker_pb2.MetadataRequest(),
-                        retry.attempt_timeout(min(_METADATA_CALL_TIMEOUT_S,
-                                                  self.request_timeout_s)),
-                        "Metadata",
-                    )
-                except RaftkaError as e:
-                    retry.classify(e)
-                    continue
-                new = ClusterMetadata(
-                    brokers={b.id: b.address for b in resp.brokers},
-                    controller_id=resp.controller_id,
-                    topics={t.name: TopicDescription.from_pb(t) for t in resp.topics},
-                    fetched_at=time.monotonic(),
-                    source=address,
-                )
-                if first is None:
-                    first = new
-                else:
-                    new = _fill_leaders(first, new)
-                    first = new
-                if _leaderless(new) and len(tried) < _LEADERLESS_ASKS_MAX:
-                    # A node cut off from its peers answers "no leader" while the others
-                    # follow a new one: ask them too, else a client that still reaches
-                    # the cut-off node never finds the new leader (jepsen-like found it).
-                    continue
-                with self._lock:
-                    self._metadata = _merge(self._metadata, new)
-                    self._leader_hints.clear()
-                    return self._metadata
-            if first is not None:  # every answer lacked some leader: use what we have
-                with self._lock:
-                    self._metadata = _merge(self._metadata, first)
-                    self._leader_hints.clear()
-                    return self._metadata
+    # ------------------------------------------------------------------ metadata operations
+
+    def refresh_ops(self, timeout_s: float, min_age_s: float, started: float
+                    ) -> Ops[ClusterMetadata]:
+        """The operation behind ``refresh_metadata`` (its driver holds the refresh lock):
+        ask brokers in :meth:`candidate_addresses` order until one answers."""
+        md = self._metadata
+        if md.fetched_at and (md.fetched_at >= started
+                              or time.monotonic() - md.fetched_at < min_age_s):
+            return md  # someone refreshed while we waited, or recently enough
+        # One sweep over the candidates within the deadline (rule 5 of _retry.py): the
+        # next broker at once after a failure, no backoff (the caller's loop has it).
+        retry = _SWEEP.start(deadline=started + timeout_s)
+        tried: list[str] = []
+        first: ClusterMetadata | None = None
+        for address in self.candidate_addresses():
+            if not retry.next_attempt():
+                break
+            tried.append(address)
+            try:
+                resp = yield Rpc(
+                    address, "broker", "Metadata", broker_pb2.MetadataRequest(),
+                    retry.attempt_timeout(min(_METADATA_CALL_TIMEOUT_S,
+                                              self.request_timeout_s)),
+                    "Metadata")
+            except RaftkaError as e:
+                retry.classify(e)
+                continue
+            new = ClusterMetadata(
+                brokers={b.id: b.address for b in resp.brokers},
+                controller_id=resp.controller_id,
+                topics={t.name: TopicDescription.from_pb(t) for t in resp.topics},
+                fetched_at=time.monotonic(),
+                source=address,
+            )
+            if first is None:
+                first = new
+            else:
+                new = _fill_leaders(first, new)
+                first = new
+            if _leaderless(new) and len(tried) < _LEADERLESS_ASKS_MAX:
+                # A node cut off from its peers answers "no leader" while the others
+                # follow a new one: ask them too, else a client that still reaches
+                # the cut-off node never finds the new leader (jepsen-like found it).
+                continue
+            return self._install(new)
+        if first is not None:  # every answer lacked some leader: use what we have
+            return self._install(first)
         raise NoBrokersAvailable(tried, retry.last)
 
-    def try_refresh(self, timeout_s: float, min_age_s: float) -> bool:
-        """:meth:`refresh_metadata` for a retry loop (rule 3 of ``_retry.py``): False
-        instead of an error when no broker answered (the loop backs off and retries)."""
-        try:
-            self.refresh_metadata(timeout_s, min_age_s=min_age_s)
-        except RaftkaError:
-            return False
-        return True
+    def _install(self, new: ClusterMetadata) -> ClusterMetadata:
+        with self._lock:
+            self._metadata = _merge(self._metadata, new)
+            self._leader_hints.clear()
+            return self._metadata
 
-    def wait_for_topic(self, name: str, timeout_s: float) -> TopicDescription:
+    def wait_for_topic_ops(self, name: str, timeout_s: float) -> Ops[TopicDescription]:
         """The topic's metadata, refreshing until it appears (a node may not have applied
         a fresh creation yet). After ``timeout_s`` raises UnknownTopicError, or
         NoBrokersAvailable if no broker answered at all."""
@@ -480,12 +401,149 @@ class Cluster:
                     f"{timeout_s:g}s)"
                 )
             try:
-                self.refresh_metadata(max(remaining, 0.5), min_age_s=0.0)
+                yield Refresh(max(remaining, 0.5), 0.0, raise_errors=True)
                 answered = True
             except NoBrokersAvailable as e:
                 last = e
             if self.topic(name) is None:
-                retry.pause()
+                yield backoff(retry)
+
+
+class Cluster(ClusterState):
+    """Channels to brokers plus the metadata cache. Owned by one Admin/Producer/reader
+    (or shared by readers of one topic); ``close()`` closes every channel."""
+
+    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000) -> None:
+        super().__init__(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._refresh_lock = threading.Lock()
+        self._connections: dict[str, _Connection] = {}
+        self._workers: ThreadPoolExecutor | None = None  # read-ahead calls, made lazily
+
+    # ------------------------------------------------------------------ connections
+
+    def _connection(self, address: str) -> _Connection:
+        with self._lock:
+            if self._closed:
+                raise RaftkaError("the client is closed")
+            conn = self._connections.get(address)
+            if conn is None:
+                channel = make_channel(address)
+                conn = _Connection(channel, broker_pb2_grpc.BrokerStub(channel),
+                                   admin_pb2_grpc.AdminStub(channel))
+                self._connections[address] = conn
+            return conn
+
+    def channel(self, address: str) -> grpc.Channel:
+        """The shared channel to ``address``, for stubs of other services (groups)."""
+        return self._connection(address).channel
+
+    def broker_stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        return self._connection(address).broker
+
+    def admin_stub(self, address: str) -> admin_pb2_grpc.AdminStub:
+        return self._connection(address).admin
+
+    def stub(self, address: str, service: str) -> Any:
+        """The stub of ``service`` ("broker", "admin", "group") for ``address``."""
+        conn = self._connection(address)
+        if service == "broker":
+            return conn.broker
+        if service == "admin":
+            return conn.admin
+        if conn.group is None:
+            conn.group = group_pb2_grpc.GroupCoordinatorStub(conn.channel)
+        return conn.group
+
+    def call(
+        self,
+        address: str,
+        fn: Callable[[Any], T],
+        request: Any,
+        timeout_s: float,
+        what: str,
+    ) -> T:
+        """Run one unary RPC ``fn`` (a stub method from ``broker_stub``/``admin_stub`` of
+        the same address) with a deadline; failures raise :class:`RaftkaError`."""
+        try:
+            response = fn(request, timeout=max(timeout_s, 0.001))  # type: ignore[call-arg]
+        except grpc.RpcError as e:
+            err = error_from_rpc(e, f"{what} at {address}")
+            self.note_failure(address, err)
+            raise err from e
+        self.note_success(address)
+        return response
+
+    def call_broker(self, address: str, method: str, request: Any, timeout_s: float,
+                    what: str = "") -> Any:
+        fn = getattr(self.broker_stub(address), method)
+        return self.call(address, fn, request, timeout_s, what or method)
+
+    def start_broker_call(self, address: str, method: str, request: Any,
+                          timeout_s: float, what: str = "") -> Future:
+        """Start a unary broker RPC without waiting (read-ahead); the future's result is
+        its answer, or its RaftkaError, as :meth:`call_broker` gives them. It runs as a
+        blocking call on a worker thread, not as a gRPC future: a blocking call receives
+        and parses its answer with the GIL released while it waits, where a future's answer
+        is handled by gRPC's polling thread, which then queues for the GIL behind the
+        caller's own work (measured: a reader decoding 4 MiB fetches went 2x slower with
+        futures)."""
+        with self._lock:
+            if self._closed:
+                raise RaftkaError("the client is closed")
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(4, thread_name_prefix="raftka-read-ahead")
+            workers = self._workers
+        return workers.submit(self.call_broker, address, method, request, timeout_s,
+                              what or method)
+
+    def call_admin(self, address: str, method: str, request: Any, timeout_s: float,
+                   what: str = "") -> Any:
+        fn = getattr(self.admin_stub(address), method)
+        return self.call(address, fn, request, timeout_s, what or method)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns = list(self._connections.values())
+            self._connections.clear()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+        for conn in conns:
+            conn.channel.close()
+
+
+    # ------------------------------------------------------------------ metadata
+
+    def refresh_metadata(self, timeout_s: float | None = None,
+                         min_age_s: float = 0.0) -> ClusterMetadata:
+        """Ask brokers in :meth:`candidate_addresses` order until one answers.
+
+        Skipped (the cached view returned) when the cache is younger than ``min_age_s``:
+        callers that retry in a loop pass their backoff here so a burst of errors costs
+        one refresh. Concurrent callers share one request. Raises
+        :class:`NoBrokersAvailable` when nobody answered within ``timeout_s``.
+        """
+        timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        with self._refresh_lock:
+            return run_sync(self, self.refresh_ops(timeout_s, min_age_s, started))
+
+    def try_refresh(self, timeout_s: float, min_age_s: float) -> bool:
+        """:meth:`refresh_metadata` for a retry loop (rule 3 of ``_retry.py``): False
+        instead of an error when no broker answered (the loop backs off and retries)."""
+        try:
+            self.refresh_metadata(timeout_s, min_age_s=min_age_s)
+        except RaftkaError:
+            return False
+        return True
+
+    def wait_for_topic(self, name: str, timeout_s: float) -> TopicDescription:
+        """The topic's metadata, refreshing until it appears (a node may not have applied
+        a fresh creation yet). After ``timeout_s`` raises UnknownTopicError, or
+        NoBrokersAvailable if no broker answered at all."""
+        return run_sync(self, self.wait_for_topic_ops(name, timeout_s))
 
 
 def resolve_bootstrap(value: str | Sequence[str] | None,

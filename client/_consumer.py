@@ -33,10 +33,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._ops import Ops, backoff, run_sync
 from raftka.client._retry import RetryPolicy
 from raftka.v1.errors import (
     CorruptBatchError,
@@ -79,6 +81,177 @@ class CommitFailedError(RaftkaError):
     """The commit was refused because the consumer no longer owns the partition (the group
     rebalanced, or the member was removed). Records since the last successful commit will be
     delivered again to whoever owns the partition now."""
+
+
+# ---------------------------------------------------------------------- shared with aio
+# The requests, their answers' meaning and the commit rules, used by this Consumer and by
+# the asyncio one (raftka.client.aio._consumer), which drive them with their own I/O.
+
+
+def heartbeat_request(consumer: Any, member_id: str, epoch: int,
+                      owned: Iterable[TopicPartition]) -> group_pb2.GroupHeartbeatRequest:
+    """A member's heartbeat: joining (no member id yet) it names its topics; it always
+    reports the partitions it owns and acknowledges ``epoch`` (0 when joining)."""
+    joining = not member_id
+    request = group_pb2.GroupHeartbeatRequest(
+        group_id=consumer.group_id, member_id=member_id, member_epoch=epoch,
+        topics=list(consumer.topics) if joining else [],
+        session_timeout_ms=consumer._session_timeout_ms,
+        rebalance_timeout_ms=consumer._rebalance_timeout_ms,
+        assignor=consumer._assignor, client_id=consumer._client_id)
+    request.owned.extend(_by_topic(owned))
+    return request
+
+
+def leave_request(group_id: str, member_id: str) -> group_pb2.GroupHeartbeatRequest:
+    return group_pb2.GroupHeartbeatRequest(group_id=group_id, member_id=member_id,
+                                           member_epoch=-1)
+
+
+def target_assignment(response: Any) -> frozenset[TopicPartition]:
+    """The partitions a heartbeat answer assigns to the member."""
+    return frozenset(TopicPartition(tp.topic, p) for tp in response.assignment
+                     for p in tp.partitions)
+
+
+def commit_ops(coordinator: GroupCoordinatorClient, group_id: str, member_id: str,
+               epoch: Callable[[], int], offsets: Mapping[tuple[str, int], int],
+               timeout: float) -> Ops[None]:
+    """Commit ``offsets`` as ``member_id`` with its acknowledged epoch (``epoch()``, read
+    again after each FENCED_MEMBER_EPOCH: the heartbeat brings the new one). Raises
+    :class:`CommitFailedError` when the member or a partition is not ours any more."""
+    request = group_pb2.OffsetCommitRequest(
+        group_id=group_id, member_id=member_id, member_epoch=epoch())
+    for (topic, partition), offset in sorted(offsets.items()):
+        request.offsets.add(topic=topic, partition=partition, offset=int(offset))
+    retry = COMMIT_EPOCH_RETRY.start(timeout)
+    while True:
+        try:
+            yield from coordinator.call_ops("CommitOffsets", request, retry.remaining())
+            return
+        except FencedMemberEpochError:
+            # Not retriable by the table (rule 1 of _retry.py), but our own to judge:
+            # our epoch moved (an assignment change not yet applied), the heartbeat
+            # learns the new one; retry with it while time remains.
+            if retry.expired():
+                raise
+            yield backoff(retry)
+            request.member_epoch = epoch()
+        except UnknownMemberIdError as exc:
+            raise CommitFailedError(f"commit refused: {exc}") from exc
+        except RaftkaError as exc:
+            if exc.code_name == "PARTITION_NOT_ASSIGNED":
+                raise CommitFailedError(f"commit refused: {exc}") from exc
+            raise
+
+
+def fetch_committed_ops(coordinator: GroupCoordinatorClient, tps: list[TopicPartition],
+                        timeout: float) -> Ops[dict[TopicPartition, int]]:
+    """The group's committed offsets of ``tps`` (-1 where none)."""
+    if not tps:
+        return {}
+    request = group_pb2.OffsetFetchRequest(group_id=coordinator.group_id,
+                                           partitions=_by_topic(tps))
+    response = yield from coordinator.call_ops("FetchOffsets", request, timeout)
+    return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+
+
+class GroupMembership:
+    """A member's view of its group, sans-I/O, shared by this Consumer and the asyncio
+    one: the heartbeat side records what the coordinator says (:meth:`on_answer`,
+    :meth:`on_fenced`, :meth:`on_fatal`); the poll side takes the changes
+    (:meth:`take`), applies them (:meth:`plan`) and acknowledges (:meth:`applied`), so
+    the next heartbeat reports the new epoch. The owner serializes calls (the threaded
+    Consumer under its condition's lock; the asyncio one on its loop).
+
+    ``generation`` counts memberships: +1 each time the coordinator forgot the member
+    (fenced, or its session expired), so a target meant for a lost membership is never
+    applied. ``owned``: what poll hands out now; ``acked_epoch``: the epoch of the
+    assignment poll last applied (0 before any)."""
+
+    __slots__ = ("member_id", "generation", "incoming", "lost", "error", "acked_epoch",
+                 "acked_generation", "owned")
+
+    def __init__(self) -> None:
+        self.member_id = ""
+        self.generation = 0
+        self.incoming: tuple[int, int, frozenset[TopicPartition]] | None = None
+        self.lost = False  # the coordinator no longer knows us: drop everything
+        self.error: BaseException | None = None  # the heartbeat gave up: poll raises it
+        self.acked_epoch = 0
+        self.acked_generation = 0
+        self.owned: frozenset[TopicPartition] = frozenset()
+
+    # ------------------------------------------------------------------ heartbeat side
+
+    def heartbeat(self, consumer: Any) -> group_pb2.GroupHeartbeatRequest:
+        """The next heartbeat: joining without a member id, else acknowledging the epoch
+        poll applied in this membership (0 when it applied none yet)."""
+        epoch = (self.acked_epoch if self.acked_generation == self.generation
+                 and self.member_id else 0)
+        return heartbeat_request(consumer, self.member_id, epoch, self.owned)
+
+    def on_answer(self, response: Any) -> bool:
+        """A heartbeat answer; True when poll has a new target to apply."""
+        target = target_assignment(response)
+        self.member_id = response.member_id
+        acked = self.acked_epoch if self.acked_generation == self.generation else 0
+        if response.member_epoch != acked or target != self.owned:
+            self.incoming = (self.generation, response.member_epoch, target)
+            return True
+        return False
+
+    def on_fenced(self) -> None:
+        """UNKNOWN_MEMBER_ID / FENCED_MEMBER_EPOCH: rejoin as a new member; poll drops
+        every partition (their commits would be refused anyway)."""
+        self.member_id = ""
+        self.generation += 1
+        self.incoming = None
+        self.lost = True
+
+    def on_fatal(self, error: BaseException) -> None:
+        self.error = error
+
+    @property
+    def has_news(self) -> bool:
+        return self.incoming is not None or self.lost or self.error is not None
+
+    # ------------------------------------------------------------------ poll side
+
+    def take(self) -> tuple[BaseException | None, frozenset[TopicPartition] | None,
+                            tuple[int, int, frozenset[TopicPartition]] | None]:
+        """(the heartbeat's fatal error, the partitions to drop when the membership was
+        lost (else None), the target to apply): each handed out once."""
+        error, self.error = self.error, None
+        lost, self.lost = self.lost, False
+        incoming, self.incoming = self.incoming, None
+        dropped = None
+        if lost:
+            dropped, self.owned, self.acked_epoch = self.owned, frozenset(), 0
+        return error, dropped, incoming
+
+    def plan(self, incoming: tuple[int, int, frozenset[TopicPartition]]
+             ) -> tuple[frozenset[TopicPartition], frozenset[TopicPartition]] | None:
+        """(revoked, added) to go from what is owned to ``incoming``'s target; None when
+        it belongs to a membership lost since."""
+        generation, _epoch, target = incoming
+        if generation != self.generation:
+            return None
+        return self.owned - target, target - self.owned
+
+    def keep(self, incoming: tuple[int, int, frozenset[TopicPartition]]) -> None:
+        """Applying ``incoming`` failed for now: try again at the next poll (unless a
+        newer target came meanwhile)."""
+        if self.incoming is None:
+            self.incoming = incoming
+
+    def applied(self, incoming: tuple[int, int, frozenset[TopicPartition]]) -> None:
+        """Poll now owns ``incoming``'s target; the next heartbeat acknowledges it."""
+        generation, epoch, target = incoming
+        self.owned = target
+        if generation == self.generation:
+            self.acked_epoch = epoch
+            self.acked_generation = generation
 
 
 class _Fetcher:
@@ -186,16 +359,7 @@ class Consumer:
         self._coordinator = GroupCoordinatorClient(self._cluster, group_id)
 
         self._cond = threading.Condition()
-        # Written by the heartbeat thread, read under _cond:
-        self._member_id = ""
-        self._membership = 0  # +1 each time the member is lost and rejoins
-        self._incoming: tuple[int, int, frozenset[TopicPartition]] | None = None
-        self._lost = False  # the coordinator no longer knows us: drop everything
-        self._hb_error: BaseException | None = None
-        # Owned by the poll thread (read by the heartbeat thread under _cond):
-        self._acked_epoch = 0
-        self._acked_membership = 0
-        self._owned: frozenset[TopicPartition] = frozenset()
+        self._group = GroupMembership()  # under _cond: heartbeat thread and poll thread
         self._fetchers: dict[TopicPartition, _Fetcher] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._next_auto_commit = time.monotonic() + self._auto_commit_interval_s
@@ -210,11 +374,11 @@ class Consumer:
     # ------------------------------------------------------------------ public API
     @property
     def member_id(self) -> str:
-        return self._member_id
+        return self._group.member_id
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions this consumer owns now (as of the last ``poll``)."""
-        return set(self._owned)
+        return set(self._group.owned)
 
     def position(self, topic: str, partition: int) -> int | None:
         return self._positions.get(TopicPartition(topic, partition))
@@ -254,33 +418,14 @@ class Consumer:
         position of every owned partition. Blocks until durable (replicated by a
         majority). Raises :class:`CommitFailedError` when a partition is not owned any more."""
         self._check_open()
+        group = self._group
         if offsets is None:
-            offsets = {tp: pos for tp, pos in self._positions.items() if tp in self._owned}
+            offsets = {tp: pos for tp, pos in self._positions.items() if tp in group.owned}
         if not offsets:
             return
-        request = group_pb2.OffsetCommitRequest(
-            group_id=self.group_id, member_id=self._member_id, member_epoch=self._acked_epoch)
-        for (topic, partition), offset in sorted(offsets.items()):
-            request.offsets.add(topic=topic, partition=partition, offset=int(offset))
-        retry = COMMIT_EPOCH_RETRY.start(timeout)
-        while True:
-            try:
-                self._coordinator.call("CommitOffsets", request, retry.remaining())
-                return
-            except FencedMemberEpochError:
-                # Not retriable by the table (rule 1 of _retry.py), but our own to judge:
-                # our epoch moved (an assignment change not yet applied), the heartbeat
-                # thread learns the new one; retry with it while time remains.
-                if retry.expired():
-                    raise
-                retry.pause()
-                request.member_epoch = self._acked_epoch
-            except UnknownMemberIdError as exc:
-                raise CommitFailedError(f"commit refused: {exc}") from exc
-            except RaftkaError as exc:
-                if exc.code_name == "PARTITION_NOT_ASSIGNED":
-                    raise CommitFailedError(f"commit refused: {exc}") from exc
-                raise
+        run_sync(self._cluster, commit_ops(
+            self._coordinator, self.group_id, group.member_id, lambda: group.acked_epoch,
+            offsets, timeout), self._coordinator._stubs_for)
 
     def committed(self, partitions: Iterable[tuple[str, int]] | None = None, *,
                   timeout: float = 10.0) -> dict[TopicPartition, int | None]:
@@ -288,7 +433,7 @@ class Consumer:
         the owned partitions."""
         self._check_open()
         wanted = sorted(TopicPartition(*tp) for tp in (partitions if partitions is not None
-                                                       else self._owned))
+                                                       else self._group.owned))
         return {tp: (o if o >= 0 else None) for tp, o in self._fetch_committed(wanted,
                                                                                timeout).items()}
 
@@ -297,9 +442,9 @@ class Consumer:
         int) at the next poll."""
         self._check_open()
         tp = TopicPartition(topic, partition)
-        if tp not in self._owned:
+        if tp not in self._group.owned:
             raise ValueError(f"{topic}/{partition} is not assigned to this consumer "
-                             f"(assignment: {sorted(self._owned)})")
+                             f"(assignment: {sorted(self._group.owned)})")
         if isinstance(offset, int) and offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
         self._restart_fetcher(tp, offset)
@@ -322,9 +467,8 @@ class Consumer:
         for f in self._fetchers.values():
             f.join(timeout)
         self._fetchers.clear()
-        if self._member_id:
-            leave = group_pb2.GroupHeartbeatRequest(
-                group_id=self.group_id, member_id=self._member_id, member_epoch=-1)
+        if self._group.member_id:
+            leave = leave_request(self.group_id, self._group.member_id)
             try:
                 self._coordinator.call("Heartbeat", leave, min(timeout, 2.0))
             except RaftkaError as exc:
@@ -344,8 +488,7 @@ class Consumer:
             raise RaftkaError("the consumer is closed")
 
     def _ready_locked(self) -> bool:
-        return (self._incoming is not None or self._lost or self._hb_error is not None
-                or any(f.reader.fetched_batches or f.error
+        return (self._group.has_news or any(f.reader.fetched_batches or f.error
                        for f in self._fetchers.values()))
 
     def _take(self, limit: int) -> list[ConsumedRecord]:
@@ -389,25 +532,22 @@ class Consumer:
         raise RaftkaError(f"reading {f.tp.topic}/{f.tp.partition} failed: {err}") from err
 
     def _apply_assignment_changes(self) -> None:
+        group = self._group
         with self._cond:
-            err, self._hb_error = self._hb_error, None
-            lost, self._lost = self._lost, False
-            incoming, self._incoming = self._incoming, None
+            err, dropped, incoming = group.take()
         if err is not None:
             raise err
-        if lost:
+        if dropped is not None:
             log.info("group %s: membership lost; dropping partitions %s and rejoining",
-                     self.group_id, sorted(self._owned))
-            self._drop(self._owned)
-            self._owned = frozenset()
-            self._acked_epoch = 0
+                     self.group_id, sorted(dropped))
+            self._drop(dropped)
         if incoming is None:
             return
-        membership, epoch, target = incoming
-        if membership != self._membership:
+        with self._cond:
+            plan = group.plan(incoming)
+        if plan is None:
             return  # from a membership that has been lost since
-        revoked = self._owned - target
-        added = target - self._owned
+        revoked, added = plan
         try:  # where the new partitions start; first, so a failure here changes nothing
             committed = self._fetch_committed(sorted(added), 10.0)
         except RaftkaError as exc:
@@ -416,8 +556,7 @@ class Consumer:
             log.info("group %s: cannot read committed offsets yet (%s); keeping the current "
                      "assignment and retrying at the next poll", self.group_id, exc)
             with self._cond:
-                if self._incoming is None:
-                    self._incoming = incoming
+                group.keep(incoming)
             return
         if revoked:
             if self._auto_commit:
@@ -432,11 +571,8 @@ class Consumer:
             offset = committed.get(tp, -1)
             start: int | str = offset if offset >= 0 else self._auto_offset_reset
             self._restart_fetcher(tp, start)
-        self._owned = target
         with self._cond:
-            if membership == self._membership:
-                self._acked_epoch = epoch
-                self._acked_membership = membership
+            group.applied(incoming)
         self._hb_wake.set()  # acknowledge now: the partitions we let go move on sooner
 
     def _drop(self, tps: Iterable[TopicPartition]) -> None:
@@ -463,12 +599,8 @@ class Consumer:
         self._fetchers[tp] = _Fetcher(self, tp, start)
 
     def _fetch_committed(self, tps: list[TopicPartition], timeout: float) -> dict[TopicPartition, int]:
-        if not tps:
-            return {}
-        request = group_pb2.OffsetFetchRequest(group_id=self.group_id,
-                                               partitions=_by_topic(tps))
-        response = self._coordinator.call("FetchOffsets", request, timeout)
-        return {TopicPartition(o.topic, o.partition): o.offset for o in response.offsets}
+        return run_sync(self._cluster, fetch_committed_ops(self._coordinator, tps, timeout),
+                        self._coordinator._stubs_for)
 
     # ------------------------------------------------------------------ heartbeat thread
     def _heartbeat_loop(self) -> None:
@@ -480,47 +612,28 @@ class Consumer:
             if self._hb_stop.is_set():
                 return
             with self._cond:
-                member_id, owned = self._member_id, self._owned
-                epoch = (self._acked_epoch if self._acked_membership == self._membership
-                         and member_id else 0)
-            joining = not member_id
-            request = group_pb2.GroupHeartbeatRequest(
-                group_id=self.group_id, member_id=member_id, member_epoch=epoch,
-                topics=list(self.topics) if joining else [],
-                session_timeout_ms=self._session_timeout_ms,
-                rebalance_timeout_ms=self._rebalance_timeout_ms,
-                assignor=self._assignor, client_id=self._client_id)
-            request.owned.extend(_by_topic(owned))
+                request = self._group.heartbeat(self)
             try:
                 response = self._coordinator.call(
                     "Heartbeat", request, self._session_timeout_ms / 1000 / 2)
             except (UnknownMemberIdError, FencedMemberEpochError) as exc:
                 log.info("group %s: %s; rejoining", self.group_id, exc)
                 with self._cond:
-                    self._member_id = ""
-                    self._membership += 1
-                    self._incoming = None
-                    self._lost = True
+                    self._group.on_fenced()
                     self._cond.notify_all()
                 interval = 0.0
                 continue
             except RaftkaError as exc:
                 if not exc.retriable:
                     with self._cond:
-                        self._hb_error = exc
+                        self._group.on_fatal(exc)
                         self._cond.notify_all()
                     return
                 retry.classify(exc)
                 interval = retry.delay()
                 continue
             retry.succeeded()
-            target = frozenset(TopicPartition(tp.topic, p) for tp in response.assignment
-                               for p in tp.partitions)
             with self._cond:
-                self._member_id = response.member_id
-                acked = (self._acked_epoch if self._acked_membership == self._membership
-                         else 0)
-                if response.member_epoch != acked or target != self._owned:
-                    self._incoming = (self._membership, response.member_epoch, target)
+                if self._group.on_answer(response):
                     self._cond.notify_all()
             interval = max(response.heartbeat_interval_ms, 10) / 1000

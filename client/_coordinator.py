@@ -34,7 +34,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from raftka.client._cluster import Cluster
+from raftka.client._cluster import ClusterState
+from raftka.client._ops import Ops, Rpc, backoff, run_sync
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import RaftkaError
 from raftka.v1 import group_pb2, group_pb2_grpc
@@ -79,7 +80,7 @@ class GroupCoordinatorClient:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: ClusterState,
         group_id: str,
         *,
         stub_factory: StubFactory | None = None,
@@ -108,7 +109,8 @@ class GroupCoordinatorClient:
     # ------------------------------------------------------------------ cache
 
     def _default_stub(self, address: str) -> Any:
-        return group_pb2_grpc.GroupCoordinatorStub(self.cluster.channel(address))
+        channel = self.cluster.channel(address)  # type: ignore[attr-defined]
+        return group_pb2_grpc.GroupCoordinatorStub(channel)
 
     def _stub(self, address: str) -> Any:
         with self._lock:
@@ -140,6 +142,26 @@ class GroupCoordinatorClient:
         """The coordinator, from the cache or by asking ``FindCoordinator`` (retrying
         until ``timeout_s``). Raises RaftkaTimeoutError (with the last error) or a
         non-retriable RaftkaError."""
+        return run_sync(self.cluster, self.find_ops(timeout_s), self._stubs_for)
+
+    def call(self, method_name: str, request: Any, timeout_s: float, what: str = "",
+             ambiguous: list[bool] | None = None) -> Any:
+        """Run ``GroupCoordinator.<method_name>(request)`` on the group's coordinator,
+        finding it first and following it when it moves (see the module docstring).
+        ``timeout_s`` bounds the whole call, retries included; each attempt's deadline is
+        at most ``cluster.request_timeout_s``. ``ambiguous[0]`` is set when an attempt
+        failed in a way that may have applied the request (a deadline or a dropped
+        connection at the coordinator), so the caller can judge a later answer."""
+        return run_sync(self.cluster,
+                        self.call_ops(method_name, request, timeout_s, what, ambiguous),
+                        self._stubs_for)
+
+    def _stubs_for(self, address: str, service: str) -> Any:
+        return self._stub(address)
+
+    # ------------------------------------------------------------------ operations (_ops.py)
+
+    def find_ops(self, timeout_s: float) -> Ops[Coordinator]:
         retry = self._retry.start(timeout_s)
         while True:
             cached = self._coordinator
@@ -148,25 +170,23 @@ class GroupCoordinatorClient:
             if not retry.next_attempt():
                 break
             try:
-                return self._find_once(retry.remaining())
+                return (yield from self._find_once_ops(retry.remaining()))
             except RaftkaError as e:
                 if retry.classify(e) is Step.RAISE:
                     raise
-            retry.pause()
+            yield backoff(retry)
         raise retry.timeout_error(
             f"find the coordinator of group {self.group_id!r}") from retry.last
 
-    def _find_once(self, timeout_s: float) -> Coordinator:
+    def _find_once_ops(self, timeout_s: float) -> Ops[Coordinator]:
         """One FindCoordinator request to the next candidate broker."""
         candidates = self.cluster.candidate_addresses()
         address = candidates[self._rotation % len(candidates)]
         request = group_pb2.FindCoordinatorRequest(group_id=self.group_id)
         try:
-            resp = self.cluster.call(
-                address, self._stub(address).FindCoordinator, request,
-                min(timeout_s, self.cluster.request_timeout_s),
-                f"FindCoordinator({self.group_id!r})",
-            )
+            resp = yield Rpc(address, "group", "FindCoordinator", request,
+                             min(timeout_s, self.cluster.request_timeout_s),
+                             f"FindCoordinator({self.group_id!r})")
         except RaftkaError:
             self._rotation += 1  # ask the next broker next time
             raise
@@ -178,37 +198,27 @@ class GroupCoordinatorClient:
                 f"(leader of __consumer_offsets/{resp.offsets_partition}) is not elected yet")
         return self._set(resp.node_id, target)
 
-    # ------------------------------------------------------------------ calls
-
-    def call(self, method_name: str, request: Any, timeout_s: float, what: str = "",
-             ambiguous: list[bool] | None = None) -> Any:
-        """Run ``GroupCoordinator.<method_name>(request)`` on the group's coordinator,
-        finding it first and following it when it moves (see the module docstring).
-        ``timeout_s`` bounds the whole call, retries included; each attempt's deadline is
-        at most ``cluster.request_timeout_s``. ``ambiguous[0]`` is set when an attempt
-        failed in a way that may have applied the request (a deadline or a dropped
-        connection at the coordinator), so the caller can judge a later answer."""
+    def call_ops(self, method_name: str, request: Any, timeout_s: float, what: str = "",
+                 ambiguous: list[bool] | None = None) -> Ops[Any]:
+        """The operation behind :meth:`call`."""
         what = what or f"{method_name}({self.group_id!r})"
         retry = self._retry.start(timeout_s)
         while retry.next_attempt():
             coordinator = self._coordinator
             if coordinator is None:
                 try:
-                    coordinator = self._find_once(retry.remaining())
+                    coordinator = yield from self._find_once_ops(retry.remaining())
                 except RaftkaError as e:
                     if retry.classify(e) is Step.RAISE:
                         raise
-                    retry.pause()
+                    yield backoff(retry)
                     continue
             remaining = retry.remaining()
             if remaining <= 0:
                 break
-            stub = self._stub(coordinator.address)
             try:
-                return self.cluster.call(
-                    coordinator.address, getattr(stub, method_name), request,
-                    min(remaining, self.cluster.request_timeout_s), what,
-                )
+                return (yield Rpc(coordinator.address, "group", method_name, request,
+                                  min(remaining, self.cluster.request_timeout_s), what))
             except RaftkaError as e:
                 leader = named_leader(e, self.cluster.broker_address)
                 leader_id = getattr(e, "leader_id", 0)
@@ -224,5 +234,5 @@ class GroupCoordinatorClient:
                 continue
             if step is Step.REFRESH:  # the group's metadata is where its coordinator is
                 self.invalidate(coordinator)
-            retry.pause()
+            yield backoff(retry)
         raise retry.timeout_error(what) from retry.last

@@ -54,7 +54,8 @@ from types import TracebackType
 from typing import Any
 
 from raftka.client._accumulator import RECORD_OVERHEAD_BYTES, Accumulator
-from raftka.client._cluster import Cluster
+from raftka.client._cluster import Cluster, ClusterState
+from raftka.client._ops import Ops, run_sync
 from raftka.client._idempotence import MAX_IN_FLIGHT_IDEMPOTENT, IdempotenceState
 from raftka.client._partitioner import default_partition
 from raftka.client._retry import RetryPolicy
@@ -69,7 +70,8 @@ from raftka.v1.errors import (
 )
 from raftka.v1.recordbatch import BatchBuilder
 
-__all__ = ["Producer", "RecordMetadata", "parse_acks"]
+__all__ = ["Producer", "RecordMetadata", "parse_acks", "pick_partition", "producer_settings",
+           "record_size"]
 
 MAX_IN_FLIGHT_LIMIT = 64
 _ACKS: dict[object, int] = {
@@ -89,6 +91,84 @@ def _failed_future(err: BaseException) -> Future[Any]:
     fut.set_running_or_notify_cancel()
     fut.set_exception(err)
     return fut
+
+
+def producer_settings(*, acks: str | int, linger_ms: int, batch_size: int, compression: str,
+                      delivery_timeout_ms: int, retry_backoff_ms: int,
+                      retry_backoff_max_ms: int, buffer_memory: int,
+                      enable_idempotence: bool | None, max_in_flight: int | None
+                      ) -> tuple[int, bool, int, RetryPolicy]:
+    """Validate a producer's settings (both clients'): (acks value, idempotence,
+    max_in_flight, retry policy). Raises ValueError naming the bad one."""
+    acks_value = parse_acks(acks)
+    BatchBuilder(compression=compression, max_bytes=batch_size)  # validates both
+    if linger_ms < 0 or retry_backoff_ms <= 0 or delivery_timeout_ms <= 0:
+        raise ValueError("linger_ms must be >= 0; retry_backoff_ms and "
+                         "delivery_timeout_ms must be positive")
+    if buffer_memory < batch_size:
+        raise ValueError("buffer_memory must be at least batch_size")
+    if enable_idempotence is None:  # Kafka's default: on, unless acks says otherwise
+        enable_idempotence = acks_value == broker_pb2.ACKS_ALL
+    elif enable_idempotence and acks_value != broker_pb2.ACKS_ALL:
+        raise ValueError("enable_idempotence=True needs acks='all' (a sequence error "
+                         "is only seen on an acknowledgement)")
+    if max_in_flight is None:
+        max_in_flight = MAX_IN_FLIGHT_IDEMPOTENT if enable_idempotence else 1
+    if not 1 <= max_in_flight <= (MAX_IN_FLIGHT_IDEMPOTENT if enable_idempotence
+                                  else MAX_IN_FLIGHT_LIMIT):
+        raise ValueError(
+            f"max_in_flight must be 1..{MAX_IN_FLIGHT_IDEMPOTENT} with idempotence (the "
+            f"broker remembers the last {MAX_IN_FLIGHT_IDEMPOTENT} batches of a producer "
+            f"per partition), else 1..{MAX_IN_FLIGHT_LIMIT}; got {max_in_flight}")
+    retry_backoff_s = retry_backoff_ms / 1000
+    retry = RetryPolicy(
+        backoff_initial_s=retry_backoff_s,
+        backoff_max_s=max(retry_backoff_max_ms, retry_backoff_ms) / 1000,
+        redirects_max=_REDIRECTS_MAX, refresh_min_age_s=retry_backoff_s)
+    return acks_value, enable_idempotence, max_in_flight, retry
+
+
+def pick_partition(topic: str, count: int, key: bytes | None,
+                   partition: int | None) -> int | None:
+    """The partition of a record (both clients): ``partition`` if valid, else the key's,
+    else None for the sticky choice of the accumulator."""
+    if partition is not None:
+        if not 0 <= partition < count:
+            raise UnknownPartitionError(
+                f"topic {topic!r} has partitions 0..{count - 1}, not {partition}")
+        return partition
+    if key is not None:
+        return default_partition(key, count)
+    return None
+
+
+def partition_count_ops(cluster: ClusterState, topic: str, unknown_topics: dict[str, float],
+                        max_block_s: float) -> Ops[int]:
+    """The topic's partition count, waiting up to ``max_block_s`` for its metadata; a
+    topic found missing fails fast for a while (``unknown_topics``: topic -> when)."""
+    t = cluster.topic(topic)
+    if t is None:
+        failed_at = unknown_topics.get(topic)
+        if failed_at is not None and time.monotonic() - failed_at < _UNKNOWN_TOPIC_CACHE_S:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        try:
+            t = yield from cluster.wait_for_topic_ops(topic, max_block_s)
+        except UnknownTopicError:
+            unknown_topics[topic] = time.monotonic()
+            raise
+        unknown_topics.pop(topic, None)
+    if not t.partitions:
+        raise UnknownTopicError(f"topic {topic!r} has no partitions in the metadata")
+    return t.partition_count
+
+
+def record_size(key: bytes | None, value: bytes | None,
+                headers: tuple[tuple[str, bytes | None], ...]) -> int:
+    """A record's bytes for ``buffer_memory`` (``_accumulator.py`` rule 3)."""
+    size = len(key or b"") + len(value or b"") + RECORD_OVERHEAD_BYTES
+    if headers:
+        size += sum(len(k) + len(v or b"") for k, v in headers)
+    return size
 
 
 def parse_acks(acks: str | int) -> int:
@@ -172,9 +252,11 @@ class _Group:
 
     __slots__ = ("future", "results", "pending", "failed", "_lock")
 
-    def __init__(self, count: int) -> None:
-        self.future: Future[list[RecordMetadata]] = Future()
-        self.future.set_running_or_notify_cancel()
+    def __init__(self, count: int, future: Any = None) -> None:
+        if future is None:  # the asyncio producer passes an asyncio future
+            future = Future()
+            future.set_running_or_notify_cancel()
+        self.future = future
         self.results: list[RecordMetadata] = [(-1, -1)] * count
         self.pending = 0  # parts (batches) not yet done
         self.failed = False
@@ -189,14 +271,14 @@ class _Group:
         with self._lock:
             self.pending -= 1
             last = not self.pending and not self.failed
-        if last:
+        if last and not self.future.done():
             self.future.set_result(self.results)
 
     def part_failed(self, err: BaseException) -> None:
         with self._lock:
             self.pending -= 1
             first, self.failed = not self.failed, True
-        if first:
+        if first and not self.future.done():
             self.future.set_exception(err)
 
 
@@ -222,33 +304,14 @@ class Producer:
         enable_idempotence: bool | None = None,
         max_in_flight: int | None = None,
     ) -> None:
-        acks_value = parse_acks(acks)
-        BatchBuilder(compression=compression, max_bytes=batch_size)  # validates both
-        if linger_ms < 0 or retry_backoff_ms <= 0 or delivery_timeout_ms <= 0:
-            raise ValueError("linger_ms must be >= 0; retry_backoff_ms and "
-                             "delivery_timeout_ms must be positive")
-        if buffer_memory < batch_size:
-            raise ValueError("buffer_memory must be at least batch_size")
-        if enable_idempotence is None:  # Kafka's default: on, unless acks says otherwise
-            enable_idempotence = acks_value == broker_pb2.ACKS_ALL
-        elif enable_idempotence and acks_value != broker_pb2.ACKS_ALL:
-            raise ValueError("enable_idempotence=True needs acks='all' (a sequence error "
-                             "is only seen on an acknowledgement)")
-        if max_in_flight is None:
-            max_in_flight = MAX_IN_FLIGHT_IDEMPOTENT if enable_idempotence else 1
-        if not 1 <= max_in_flight <= (MAX_IN_FLIGHT_IDEMPOTENT if enable_idempotence
-                                      else MAX_IN_FLIGHT_LIMIT):
-            raise ValueError(
-                f"max_in_flight must be 1..{MAX_IN_FLIGHT_IDEMPOTENT} with idempotence (the "
-                f"broker remembers the last {MAX_IN_FLIGHT_IDEMPOTENT} batches of a producer "
-                f"per partition), else 1..{MAX_IN_FLIGHT_LIMIT}; got {max_in_flight}")
+        settings = producer_settings(
+            acks=acks, linger_ms=linger_ms, batch_size=batch_size, compression=compression,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms, buffer_memory=buffer_memory,
+            enable_idempotence=enable_idempotence, max_in_flight=max_in_flight)
+        acks_value, enable_idempotence, max_in_flight, retry = settings
         self._linger_s = linger_ms / 1000
         self._max_block_s = max_block_ms / 1000
-        retry_backoff_s = retry_backoff_ms / 1000
-        retry = RetryPolicy(
-            backoff_initial_s=retry_backoff_s,
-            backoff_max_s=max(retry_backoff_max_ms, retry_backoff_ms) / 1000,
-            redirects_max=_REDIRECTS_MAX, refresh_min_age_s=retry_backoff_s)
 
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
         self._accumulator = Accumulator(compression=compression, batch_size=batch_size,
@@ -293,9 +356,7 @@ class Producer:
         value_b = (value if value is None or type(value) is bytes
                    else _to_bytes(value, "value"))
         hdrs = _to_headers(headers) if headers else ()
-        size = len(key_b or b"") + len(value_b or b"") + RECORD_OVERHEAD_BYTES
-        if hdrs:
-            size += sum(len(k) + len(v or b"") for k, v in hdrs)
+        size = record_size(key_b, value_b, hdrs)
         try:
             partition, count = self._choose_partition(topic, key_b, partition)
         except RaftkaError as e:
@@ -445,32 +506,16 @@ class Producer:
 
     def _partition_count(self, topic: str) -> int:
         t = self._cluster.topic(topic)
-        if t is None:
-            failed_at = self._unknown_topics.get(topic)
-            if failed_at is not None and time.monotonic() - failed_at < _UNKNOWN_TOPIC_CACHE_S:
-                raise UnknownTopicError(f"topic {topic!r} does not exist")
-            try:
-                t = self._cluster.wait_for_topic(topic, self._max_block_s)
-            except UnknownTopicError:
-                self._unknown_topics[topic] = time.monotonic()
-                raise
-            self._unknown_topics.pop(topic, None)
-        if not t.partitions:
-            raise UnknownTopicError(f"topic {topic!r} has no partitions in the metadata")
-        return t.partition_count
+        if t is not None and t.partitions:
+            return t.partition_count  # the common case, without an operation
+        return run_sync(self._cluster, partition_count_ops(
+            self._cluster, topic, self._unknown_topics, self._max_block_s))
 
     def _choose_partition(self, topic: str, key: bytes | None,
                           partition: int | None) -> tuple[int | None, int]:
         """(partition or None for sticky, partition count); may block for metadata."""
         count = self._partition_count(topic)
-        if partition is not None:
-            if not 0 <= partition < count:
-                raise UnknownPartitionError(
-                    f"topic {topic!r} has partitions 0..{count - 1}, not {partition}")
-            return partition, count
-        if key is not None:
-            return default_partition(key, count), count
-        return None, count
+        return pick_partition(topic, count, key, partition), count
 
     def _wait_for_room(self, size: int) -> RaftkaError | None:
         """Under _cond: wait (up to max_block_ms) until ``size`` more bytes fit in

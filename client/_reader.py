@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 
-from raftka.client._cluster import Cluster
+from raftka.client._cluster import Cluster, ClusterState
+from raftka.client._ops import Join, Ops, Refresh, Rpc, Start, backoff, run_sync
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import (
     CorruptBatchError,
@@ -73,17 +74,14 @@ def _start_spec(offset: str | int) -> str | int:
     return name
 
 
-class PartitionReader:
-    """Reads one partition from ``offset`` on. Not thread-safe (one reader, one thread).
-
-    ``poll(timeout)`` returns the next records (possibly none) within ``timeout`` seconds
-    (plus at most one RPC deadline when a broker stops answering mid-call); iterating
-    yields records forever.
-    """
+class PartitionReaderCore:
+    """A partition reader's state and its fetch operation (``_ops.py``): everything but
+    the I/O, shared by :class:`PartitionReader` and the asyncio ``raftka.aio``
+    reader, which run :meth:`_fetch_once_ops` with blocking and ``grpc.aio`` I/O."""
 
     def __init__(
         self,
-        bootstrap: str | Iterable[str] | Cluster,
+        bootstrap: str | Iterable[str] | ClusterState,
         topic: str,
         partition: int,
         offset: str | int = "earliest",
@@ -105,9 +103,10 @@ class PartitionReader:
         self._offset_reset = offset_reset
         self._max_wait_ms = max_wait_ms
         self._max_bytes = max_bytes
-        self._owns_cluster = not isinstance(bootstrap, Cluster)
-        self._cluster = (Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
-                         if not isinstance(bootstrap, Cluster) else bootstrap)
+        self._owns_cluster = not isinstance(bootstrap, ClusterState)
+        self._cluster: ClusterState = (
+            self._new_cluster(bootstrap, request_timeout_ms)
+            if not isinstance(bootstrap, ClusterState) else bootstrap)
         self._rpc_margin_s = request_timeout_ms / 1000
         self._position: int | None = self._start if isinstance(self._start, int) else None
         self._high_watermark: int | None = None
@@ -122,6 +121,10 @@ class PartitionReader:
         self._read_ahead: tuple[str, int, Future] | None = None
         self._retry = FETCH_RETRY.start()  # no deadline of its own: each poll's bounds it
         self._closed = False
+
+    def _new_cluster(self, bootstrap: str | Iterable[str],
+                     request_timeout_ms: int) -> ClusterState:
+        return Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
 
     # ------------------------------------------------------------------ state
 
@@ -161,29 +164,6 @@ class PartitionReader:
 
     # ------------------------------------------------------------------ reading
 
-    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
-        """The next records at ``position`` (advancing it; at most ``max_records``, by
-        default 10,000), waiting up to ``timeout`` seconds for some to be committed.
-        Retriable failures are retried inside the timeout; the others raise
-        (UnknownTopicError, OffsetOutOfRangeError with offset_reset='none', ...)."""
-        self._check_open()
-        deadline = time.monotonic() + max(timeout, 0.0)
-        first = True
-        while not (self._buffer or self._undecoded):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and not first:
-                return []
-            first = False
-            self._fetch_once(max(remaining, 0.0), deadline)
-        return self.take(max_records)
-
-    def fetch(self, timeout: float = 1.0) -> None:
-        """One fetch (with its retries) into the reader, without decoding: the records come
-        out of :meth:`take`. For a thread that reads ahead while another decodes — the only
-        two methods that may run in different threads at once (``take`` in one thread)."""
-        self._check_open()
-        self._fetch_once(max(timeout, 0.0), time.monotonic() + max(timeout, 0.0))
-
     @property
     def fetched_batches(self) -> int:
         """Batches fetched and not yet handed out (decoded or not): a read-ahead depth."""
@@ -216,38 +196,47 @@ class PartitionReader:
         if self._closed:
             raise RaftkaError("the reader is closed")
 
-    def __iter__(self) -> Iterator[ConsumedRecord]:
-        while True:
-            yield from self.poll(1.0)
+    def _poll_ops(self, timeout: float, max_records: int | None) -> Ops[list[ConsumedRecord]]:
+        """``poll``: fetch until some records are there or ``timeout`` passed."""
+        self._check_open()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        first = True
+        while not (self._buffer or self._undecoded):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not first:
+                return []
+            first = False
+            yield from self._fetch_once_ops(max(remaining, 0.0), deadline)
+        return self.take(max_records)
 
-    def _fetch_once(self, remaining: float, deadline: float) -> None:
+    def _fetch_once_ops(self, remaining: float, deadline: float) -> Ops[None]:
         """One attempt: resolve the start, fetch, decode. Retriable errors are absorbed
         (after a backoff that respects ``deadline``); the others raise."""
         address = self._cluster.leader_address(self.topic, self.partition)
         try:
             if address is None:
-                self._refresh(remaining)
+                yield self._refresh(remaining)
                 address = self._cluster.leader_address(self.topic, self.partition)
                 if address is None:
                     self._check_partition_exists()
-                    self._retry.pause(until=deadline)
+                    yield backoff(self._retry, until=deadline)
                     return
             if self._position is None:
-                self._resolve_start(address, remaining)
+                yield from self._resolve_start_ops(address, remaining)
             assert self._position is not None
             what = f"Fetch {self.topic}/{self.partition}@{self._position}"
             ahead, self._read_ahead = self._read_ahead, None
             if ahead is not None and ahead[:2] == (address, self._position):
-                response = ahead[2].result()
+                response = yield Join(ahead[2])
             else:
                 if ahead is not None:
                     ahead[2].cancel()
                 wait_ms = int(min(self._max_wait_ms, remaining * 1000))
-                response = self._cluster.call_broker(
-                    address, "Fetch", self._fetch_request(self._position, wait_ms),
+                response = yield Rpc(
+                    address, "broker", "Fetch", self._fetch_request(self._position, wait_ms),
                     wait_ms / 1000 + self._rpc_margin_s, what)
         except OffsetOutOfRangeError:
-            self._reset_position(address, remaining)
+            yield from self._reset_position_ops(address, remaining)
             return
         except RaftkaError as e:
             retry = self._retry
@@ -263,19 +252,19 @@ class PartitionReader:
                 self._cluster.forget_leader(self.topic, self.partition)
             if isinstance(e, (UnknownTopicError, UnknownPartitionError)):
                 # a lagging node, or really gone: fresh metadata decides
-                self._refresh(remaining, force=True)
+                yield self._refresh(remaining, force=True)
                 self._check_partition_exists()
             elif step is Step.REFRESH:
-                self._refresh(remaining)
-            retry.pause(until=deadline)
+                yield self._refresh(remaining)
+            yield backoff(retry, until=deadline)
             return
         self._retry.succeeded()
         after = response.next_offset
         if self._read_ahead_on and self._position < after < response.high_watermark:
-            self._read_ahead = (address, after, self._cluster.start_broker_call(
-                address, "Fetch", self._fetch_request(after, self._max_wait_ms),
+            self._read_ahead = (address, after, (yield Start(Rpc(
+                address, "broker", "Fetch", self._fetch_request(after, self._max_wait_ms),
                 self._max_wait_ms / 1000 + self._rpc_margin_s,
-                f"Fetch {self.topic}/{self.partition}@{after}"))
+                f"Fetch {self.topic}/{self.partition}@{after}"))))
         self._take(response)
         if self._read_ahead is not None and self._read_ahead[1] != self._position:
             self._cancel_read_ahead()  # the broker's next_offset was not where we stopped
@@ -358,10 +347,10 @@ class PartitionReader:
 
     # ------------------------------------------------------------------ helpers
 
-    def _refresh(self, remaining: float, force: bool = False) -> None:
+    def _refresh(self, remaining: float, force: bool = False) -> Refresh:
         # nobody answering is not an error here: the caller backs off and tries again
-        self._cluster.try_refresh(min(max(remaining, 0.2), 5.0),
-                                  0.0 if force else self._retry.policy.refresh_min_age_s)
+        return Refresh(min(max(remaining, 0.2), 5.0),
+                       0.0 if force else self._retry.policy.refresh_min_age_s)
 
     def _check_partition_exists(self) -> None:
         md = self._cluster.metadata
@@ -375,12 +364,11 @@ class PartitionReader:
                 f"topic {self.topic!r} has partitions 0..{t.partition_count - 1}, "
                 f"not {self.partition}")
 
-    def _leader_offsets(self, address: str, remaining: float) -> tuple[int, int]:
+    def _leader_offsets_ops(self, address: str, remaining: float) -> Ops[tuple[int, int]]:
         """(log_start_offset, high_watermark) from the leader's own metadata."""
-        response = self._cluster.call_broker(
-            address, "Metadata", broker_pb2.MetadataRequest(topics=[self.topic]),
-            min(max(remaining, 0.2), self._rpc_margin_s), f"Metadata {self.topic}",
-        )
+        response = yield Rpc(
+            address, "broker", "Metadata", broker_pb2.MetadataRequest(topics=[self.topic]),
+            min(max(remaining, 0.2), self._rpc_margin_s), f"Metadata {self.topic}")
         for t in response.topics:
             if t.name == self.topic:
                 for p in t.partitions:
@@ -389,28 +377,60 @@ class PartitionReader:
         raise UnknownPartitionError(f"{self.topic}/{self.partition} is not in the metadata "
                                     f"of its leader at {address}")
 
-    def _resolve_start(self, address: str, remaining: float) -> None:
-        log_start, high_watermark = self._leader_offsets(address, remaining)
+    def _resolve_start_ops(self, address: str, remaining: float) -> Ops[None]:
+        log_start, high_watermark = yield from self._leader_offsets_ops(address, remaining)
         self._log_start_offset = log_start
         self._high_watermark = high_watermark
         self._position = log_start if self._start == "earliest" else high_watermark
 
-    def _reset_position(self, address: str | None, remaining: float) -> None:
+    def _reset_position_ops(self, address: str | None, remaining: float) -> Ops[None]:
         position = self._position
         if self._offset_reset == "none" or address is None:
             if address is not None:
                 try:  # for the message only
-                    self._log_start_offset, self._high_watermark = self._leader_offsets(
-                        address, remaining)
+                    self._log_start_offset, self._high_watermark = (
+                        yield from self._leader_offsets_ops(address, remaining))
                 except RaftkaError:
                     pass
             raise OffsetOutOfRangeError(
                 f"offset {position} is out of range for {self.topic}/{self.partition} "
                 f"(log start {self._log_start_offset}, high watermark {self._high_watermark})")
-        log_start, high_watermark = self._leader_offsets(address, remaining)
+        log_start, high_watermark = yield from self._leader_offsets_ops(address, remaining)
         self._log_start_offset = log_start
         self._high_watermark = high_watermark
         self._position = log_start if self._offset_reset == "earliest" else high_watermark
+
+
+class PartitionReader(PartitionReaderCore):
+    """Reads one partition from ``offset`` on. Not thread-safe (one reader, one thread).
+
+    ``poll(timeout)`` returns the next records (possibly none) within ``timeout`` seconds
+    (plus at most one RPC deadline when a broker stops answering mid-call); iterating
+    yields records forever.
+    """
+
+    _cluster: Cluster
+
+    def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
+        """The next records at ``position`` (advancing it; at most ``max_records``, by
+        default 10,000), waiting up to ``timeout`` seconds for some to be committed.
+        Retriable failures are retried inside the timeout; the others raise
+        (UnknownTopicError, OffsetOutOfRangeError with offset_reset='none', ...)."""
+        return run_sync(self._cluster, self._poll_ops(timeout, max_records))
+
+    def fetch(self, timeout: float = 1.0) -> None:
+        """One fetch (with its retries) into the reader, without decoding: the records come
+        out of :meth:`take`. For a thread that reads ahead while another decodes — the only
+        two methods that may run in different threads at once (``take`` in one thread)."""
+        self._check_open()
+        self._fetch_once(max(timeout, 0.0), time.monotonic() + max(timeout, 0.0))
+
+    def __iter__(self) -> Iterator[ConsumedRecord]:
+        while True:
+            yield from self.poll(1.0)
+
+    def _fetch_once(self, remaining: float, deadline: float) -> None:
+        run_sync(self._cluster, self._fetch_once_ops(remaining, deadline))
 
     # ------------------------------------------------------------------ lifecycle
 

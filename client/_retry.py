@@ -284,9 +284,14 @@ class Retry:
     def pause(self, until: float | None = None) -> None:
         """Sleep the next backoff, never past the deadline (nor past ``until``, a time of
         the policy's clock)."""
+        self.policy.sleep(self.pause_s(until))
+
+    def pause_s(self, until: float | None = None) -> float:
+        """The seconds :meth:`pause` would sleep (the next backoff, bounded by the
+        deadline and ``until``), for a caller that sleeps itself (``_ops.Sleep``)."""
         end = self.deadline if until is None else min(self.deadline, until)
         delay = self.delay()
-        self.policy.sleep(max(0.0, min(delay, end - self.policy.clock())))
+        return max(0.0, min(delay, end - self.policy.clock()))
 
     # ------------------------------------------------------------------ giving up (rule 5)
 

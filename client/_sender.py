@@ -83,6 +83,7 @@ from typing import Any
 from raftka.client._accumulator import Accumulator, Batch, PartitionQueue
 from raftka.client._cluster import Cluster
 from raftka.client._idempotence import IdempotenceState, Verdict, is_sequence_error, restamp
+from raftka.client._ops import Ops, Rpc, run_sync
 from raftka.client._produce_stream import ProduceStreams, produce_unary
 from raftka.client._retry import Retry, RetryPolicy, Step
 from raftka.v1 import broker_pb2
@@ -150,9 +151,34 @@ class Sender:
         self.crashed: BaseException | None = None
         self.stats = {"records_sent": 0, "batches_sent": 0, "requests": 0, "retries": 0,
                       "records_failed": 0, "sequence_resets": 0}
-        self._streams = ProduceStreams(cluster.broker_stub)
+        self._streams = self._make_streams()
         self._thread = threading.Thread(target=self._run, name="raftka-producer-sender",
                                         daemon=True)
+
+    # ------------------------------------------------------------------ I/O seams
+    # The asyncio producer (raftka.client.aio._producer.AsyncSender) overrides these
+    # four and _refresh (it awaits the refresh first), and runs its own loop in place of
+    # _run; every decision above and below is shared.
+
+    def _make_streams(self) -> Any:
+        return ProduceStreams(self._cluster.broker_stub)
+
+    def _refresh_for_send(self, remaining_s: float) -> RaftkaError | None:
+        """The metadata refresh of a dispatch whose leader is unknown (sender thread);
+        the error if no broker answered."""
+        try:
+            self._cluster.refresh_metadata(min(max(remaining_s, 0.1), 5.0),
+                                           min_age_s=self._retry.refresh_min_age_s)
+        except RaftkaError as e:
+            return e
+        return None
+
+    def _send_unary(self, address: str, request: Any, callback: Any) -> None:
+        produce_unary(self._cluster.broker_stub(address), address, request,
+                      self.stuck_after_s, callback)
+
+    def _send_stream(self, address: str, attempt: int, request: Any, callback: Any) -> None:
+        self._streams.get(address).send(attempt, request, callback)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -395,11 +421,9 @@ class Sender:
             return False
         if address is None:
             retry = self._retry_of(batch)
-            try:
-                cluster.refresh_metadata(min(max(remaining_s, 0.1), 5.0),
-                                         min_age_s=self._retry.refresh_min_age_s)
-            except RaftkaError as e:
-                retry.last = e
+            refresh_error = self._refresh_for_send(remaining_s)
+            if refresh_error is not None:
+                retry.last = refresh_error
             address = cluster.leader_address(topic, partition)
             if address is None:
                 if retry.last is None or not retry.last.retriable:
@@ -434,23 +458,15 @@ class Sender:
             if batch.attempts > 1:
                 self.stats["retries"] += 1
         attempt = batch.attempt
-        if batch.unary:
-            try:
-                produce_unary(
-                    cluster.broker_stub(address), address, request, self.stuck_after_s,
-                    lambda response, error, b=batch, a=address, n=attempt:
+        callback = (lambda response, error, b=batch, a=address, n=attempt:
                     self._on_done(b, n, a, response, error))
-            except (RaftkaError, ValueError) as e:  # the cluster was closed under us
-                self._finish_failed(batch, e)
-            return True
         try:
-            stream = self._streams.get(address)
-        except RaftkaError as e:  # the cluster was closed under us
+            if batch.unary:
+                self._send_unary(address, request, callback)
+            else:
+                self._send_stream(address, attempt, request, callback)
+        except (RaftkaError, ValueError) as e:  # the cluster was closed under us
             self._finish_failed(batch, e)
-            return True
-        stream.send(attempt, request,
-                    lambda response, error, b=batch, a=address, n=attempt:
-                    self._on_done(b, n, a, response, error))
         return True
 
     def _stamp(self, batch: Batch) -> None:
@@ -673,10 +689,14 @@ class Sender:
     # ------------------------------------------------------------------ producer id
 
     def _init_producer_id(self, ready: list[Batch]) -> bool:
-        """``_idempotence.py`` rule 1 (sender thread), one sweep within
-        ``request_timeout_ms``: the controller first, then every candidate, following a
-        NOT_LEADER that names the controller leader. On failure the batches go back to
-        their queues and are retried after a backoff."""
+        """``_idempotence.py`` rule 1 (sender thread): :meth:`init_producer_id_ops`."""
+        return run_sync(self._cluster, self.init_producer_id_ops(ready))
+
+    def init_producer_id_ops(self, ready: list[Batch]) -> Ops[bool]:
+        """``_idempotence.py`` rule 1, one sweep within ``request_timeout_ms``: the
+        controller first, then every candidate, following a NOT_LEADER that names the
+        controller leader. On failure the batches go back to their queues and are retried
+        after a backoff."""
         assert self._idempotence is not None
         cluster = self._cluster
         retry = self._retry.start(self._request_timeout_ms / 1000)
@@ -688,9 +708,9 @@ class Sender:
                 continue
             tried.add(address)
             try:
-                r = cluster.call_broker(address, "InitProducerId",
-                                        broker_pb2.InitProducerIdRequest(),
-                                        max(retry.remaining(), 0.1))
+                r = yield Rpc(address, "broker", "InitProducerId",
+                              broker_pb2.InitProducerIdRequest(),
+                              max(retry.remaining(), 0.1), "InitProducerId")
             except RaftkaError as e:
                 step = retry.classify(e)
                 if step is Step.RAISE:

@@ -10,6 +10,7 @@ The public client API, importable from here::
 The namespace (one distribution, nothing else at the top of site-packages):
 
 - ``raftka.client``: the Python client library and the ``raftka`` command (``client/``);
+- ``raftka.aio``: the asyncio client (``client/aio/``, re-exported by ``proto/raftka/aio.py``);
 - ``raftka.node``: the broker (``node/``, run with ``python -m raftka.node``);
 - ``raftka.raft``: the Raft core (``raftka.raft.core``, pure) and its RocksDB store (``raft/``);
 - ``raftka.v1``: the wire contract that client and broker share (``proto/raftka/v1``): the

@@ -1,0 +1,614 @@
+"""``raftka.aio.Producer``: the asyncio twin of :class:`raftka.client.Producer`.
+
+The same parts, driven from one event loop instead of threads::
+
+    await send() / send_many()      argument checks, partition choice and record size:
+       │                            the threaded producer's functions (_producer.py)
+       ▼
+    Accumulator (_accumulator.py)   the same object: batches, linger, buffer_memory
+       ▼
+    AsyncSender (here)              a subclass of the threaded Sender (_sender.py): the
+       │                            window, queue order, unary-or-stream choice, stamping,
+       │                            answers, retries, sequence resets and timeouts are
+       │                            its code; this class replaces only the I/O seams and
+       │                            runs the sender loop as a task
+       ├─► IdempotenceState (_idempotence.py), RetryPolicy (_retry.py): the same
+       ▼
+    AsyncProduceStreams (here)      one grpc.aio ProduceStream per broker (answers by
+                                    correlation id, _produce_stream.py's rules), unary
+                                    Produce calls as tasks
+
+Everything runs on the loop: the Sender's lock is replaced by a no-op (one thread), its
+condition variables by events the loop awaits. A metadata refresh the threaded sender
+does inline (an unknown leader before a send, an error with ``invalid_metadata``) is
+awaited by the sender task first, so the shared code then finds the metadata fresh.
+
+Futures are asyncio futures: ``fut = await producer.send(...)`` queues the record (it
+waits only for the topic's metadata the first time or for buffer room), ``await fut``
+gives ``(partition, offset)``; ``await producer.send_and_wait(...)`` does both.
+Cancelling a record's future does not withdraw the record (it may already be on the
+wire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from raftka.client._accumulator import Accumulator, Batch
+from raftka.client._idempotence import IdempotenceState
+from raftka.client._produce_stream import error_from_info
+from raftka.client._producer import (
+    RecordMetadata,
+    _Group,
+    _to_bytes,
+    _to_headers,
+    partition_count_ops,
+    pick_partition,
+    producer_settings,
+    record_size,
+)
+from raftka.client._sender import Sender
+from raftka.client.aio._cluster import AsyncCluster, run
+from raftka.v1 import broker_pb2
+from raftka.v1.errors import (
+    BrokerNotAvailableError,
+    NotLeaderError,
+    ProducerClosedError,
+    RaftkaError,
+    RaftkaTimeoutError,
+    RequestTimedOutError,
+    error_from_rpc,
+)
+
+__all__ = ["Producer"]
+
+_CLOSE = object()
+
+
+class _RecordFuture(asyncio.Future):  # type: ignore[type-arg]
+    """A record's future; a result arriving after the caller cancelled it is dropped."""
+
+    def set_result(self, result: Any) -> None:
+        if not self.done():
+            super().set_result(result)
+
+    def set_exception(self, exception: Any) -> None:
+        if not self.done():
+            super().set_exception(exception)
+
+
+class _NoLock:
+    """The Sender's lock on one event loop: every caller is the loop's thread."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Signal(_NoLock):
+    """Stands in for a ``threading.Condition`` of the Sender: ``notify`` sets an event
+    that the loop awaits (the sender task, or callers waiting for room or a flush)."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def notify(self, n: int = 1) -> None:
+        self.event.set()
+
+    def notify_all(self) -> None:
+        self.event.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until the next notify (or ``timeout``); notifies before the call count."""
+        if timeout is not None and timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self.event.clear()
+
+
+# ---------------------------------------------------------------------- streams
+
+
+class AsyncProduceStream:
+    """One ``Broker.ProduceStream`` on ``grpc.aio`` (``_produce_stream.py`` rules 1-3):
+    requests go through a queue the call's request iterator drains in order; a reader
+    task matches answers to callbacks by correlation id and fails the open ones when the
+    stream ends."""
+
+    def __init__(self, stub: Any, address: str) -> None:
+        self.address = address
+        self.broken = False
+        self._callbacks: dict[int, Any] = {}
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._call = stub.ProduceStream(self._requests())
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _requests(self) -> Any:
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSE:
+                return
+            yield item
+
+    def has(self, correlation_id: int) -> bool:
+        return correlation_id in self._callbacks
+
+    def send(self, correlation_id: int, request: broker_pb2.ProduceRequest,
+             callback: Any) -> None:
+        if not self.broken:
+            self._callbacks[correlation_id] = callback
+            self._queue.put_nowait(broker_pb2.ProduceStreamRequest(
+                correlation_id=correlation_id, request=request))
+            return
+        callback(None, BrokerNotAvailableError(f"ProduceStream to {self.address} has ended"))
+
+    def abandon(self, error: RaftkaError) -> None:
+        self._call.cancel()
+        self._fail_all(error)
+
+    async def _read(self) -> None:
+        error: RaftkaError
+        try:
+            async for answer in self._call:
+                callback = self._callbacks.pop(answer.correlation_id, None)
+                if callback is None:
+                    continue
+                if answer.HasField("error"):
+                    callback(None, error_from_info(answer.error, f"Produce at {self.address}"))
+                else:
+                    callback(answer.response, None)
+            error = BrokerNotAvailableError(f"ProduceStream to {self.address} ended")
+        except grpc.RpcError as e:
+            error = error_from_rpc(e, f"ProduceStream to {self.address}")
+            if not error.retriable:  # e.g. CANCELLED: the answer may still come; retry
+                error = BrokerNotAvailableError(str(error))
+        except asyncio.CancelledError:
+            error = BrokerNotAvailableError(f"ProduceStream to {self.address} was cancelled")
+        except Exception as e:  # noqa: BLE001
+            error = BrokerNotAvailableError(f"ProduceStream to {self.address}: {e!r}")
+        self._fail_all(error)
+
+    def _fail_all(self, error: RaftkaError) -> None:
+        self.broken = True
+        callbacks, self._callbacks = self._callbacks, {}
+        self._queue.put_nowait(_CLOSE)
+        for callback in callbacks.values():
+            callback(None, error)
+
+
+class AsyncProduceStreams:
+    """``ProduceStreams`` on ``grpc.aio``: one stream per broker, replaced when broken."""
+
+    def __init__(self, cluster: AsyncCluster) -> None:
+        self._cluster = cluster
+        self._streams: dict[str, AsyncProduceStream] = {}
+
+    def get(self, address: str) -> AsyncProduceStream:
+        stream = self._streams.get(address)
+        if stream is None or stream.broken:
+            stream = self._streams[address] = AsyncProduceStream(
+                self._cluster.stub(address, "broker"), address)
+        return stream
+
+    def address_of(self, correlation_id: int) -> str:
+        for address, stream in self._streams.items():
+            if stream.has(correlation_id):
+                return address
+        return ""
+
+    def abandon(self, address: str, error: RaftkaError) -> None:
+        stream = self._streams.pop(address, None)
+        if stream is not None:
+            stream.abandon(error)
+
+    def close(self, error: RaftkaError) -> None:
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            stream.abandon(error)
+
+
+# ---------------------------------------------------------------------- sender
+
+
+class AsyncSender(Sender):
+    """The threaded :class:`Sender` with asyncio I/O (see the module docstring)."""
+
+    _cluster: AsyncCluster  # type: ignore[assignment]
+
+    def __init__(self, cluster: AsyncCluster, *args: Any, **kwargs: Any) -> None:
+        super().__init__(cluster, *args, lock=threading.RLock(),  # type: ignore[arg-type, misc]
+                         **kwargs)
+        self.cond = _Signal()  # type: ignore[assignment]
+        self.sender_cond = _Signal()  # type: ignore[assignment]
+        self._refreshed: bool = True  # what the last awaited refresh said (for _refresh)
+        self._send_refresh_error: RaftkaError | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._unary_tasks: set[asyncio.Future[Any]] = set()
+
+    # ------------------------------------------------------------------ I/O seams
+
+    def _make_streams(self) -> Any:
+        return AsyncProduceStreams(self._cluster)
+
+    def _refresh_for_send(self, remaining_s: float) -> RaftkaError | None:
+        return self._send_refresh_error  # awaited by _run just before
+
+    def _refresh(self) -> bool:
+        return self._refreshed  # awaited by _run before _complete needs it
+
+    def _send_unary(self, address: str, request: Any, callback: Any) -> None:
+        call = self._cluster.stub(address, "broker").Produce(
+            request, timeout=self.stuck_after_s)
+        task = asyncio.ensure_future(call)
+        self._unary_tasks.add(task)
+        task.add_done_callback(lambda t: self._unary_done(t, address, callback))
+
+    def _unary_done(self, task: asyncio.Future[Any], address: str, callback: Any) -> None:
+        self._unary_tasks.discard(task)
+        if task.cancelled():
+            callback(None, BrokerNotAvailableError(f"Produce to {address} was cancelled"))
+            return
+        e = task.exception()
+        if e is None:
+            callback(task.result(), None)
+            return
+        if isinstance(e, grpc.RpcError):
+            error = error_from_rpc(e, f"Produce to {address}")
+            if not error.retriable and e.code() == grpc.StatusCode.CANCELLED:
+                error = BrokerNotAvailableError(str(error))
+        else:
+            error = BrokerNotAvailableError(f"Produce to {address}: {e!r}")
+        callback(None, error)
+
+    # ------------------------------------------------------------------ the loop
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run_async())
+
+    def is_alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def join_async(self) -> None:
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
+    def _needs_refresh(self, err: RaftkaError | None) -> bool:
+        if err is None or not err.invalid_metadata:
+            return False
+        return not (isinstance(err, NotLeaderError) and (err.leader_address or err.leader_id))
+
+    async def _refresh_now(self) -> bool:
+        return await self._cluster.try_refresh(min(self._request_timeout_ms / 1000, 2.0),
+                                               self._retry.refresh_min_age_s)
+
+    async def _run_async(self) -> None:
+        """The sender thread's loop (``Sender._run``) as a task: the same steps, with
+        the waits and the refreshes awaited."""
+        held: list[Any] = []
+        signal: _Signal = self.sender_cond  # type: ignore[assignment]
+        try:
+            while True:
+                abandoned: list[Batch] | None = None
+                finished = False
+                for q in held:
+                    q.dispatching = False
+                held.clear()
+                while True:
+                    self._wake_at = 0.0
+                    if self.aborting:
+                        abandoned = self._accumulator.take_everything()
+                        break
+                    now = time.monotonic()
+                    completions, self._completions = self._completions, []
+                    ready, expired, stuck, wake_at = self._collect(now, held)
+                    if completions or ready or expired or stuck:
+                        break
+                    if self.closing and not self._queues:
+                        finished = True
+                        break
+                    self._wake_at = float("inf") if wake_at is None else wake_at
+                    await signal.wait(None if wake_at is None
+                                      else max(wake_at - now, 0.0005))
+                if abandoned is not None:
+                    err = ProducerClosedError("the producer was closed before delivery")
+                    for b in abandoned:
+                        self._resolve_failure(b, err)
+                if abandoned is not None or finished:
+                    self._streams.close(ProducerClosedError("the producer is closed"))
+                    return
+                for batch, attempt, address, response, error in completions:
+                    if self._needs_refresh(error):
+                        self._refreshed = await self._refresh_now()
+                    self._complete(batch, attempt, address, response, error)
+                for address in stuck:
+                    self._streams.abandon(address, RequestTimedOutError(
+                        f"ProduceStream to {address}: no answer within request_timeout_ms"))
+                for batch in expired:
+                    self._resolve_failure(batch, self._timeout_error(batch))
+                if (ready and self._idempotence is not None
+                        and not self._idempotence.has_producer_id):
+                    if not await run(self._cluster, self.init_producer_id_ops(ready)):
+                        continue
+                held_back: set[tuple[str, int]] = set()
+                for batch in ready:
+                    key = (batch.topic, batch.partition)
+                    if key in held_back:  # rule 2: not before the batch ahead of it
+                        self._back_off(batch, immediate=True)
+                        continue
+                    if self._cluster.leader_address(*key) is None:
+                        remaining_s = (batch.created + self._delivery_timeout_s
+                                       - time.monotonic())
+                        try:
+                            await self._cluster.refresh_metadata(
+                                min(max(remaining_s, 0.1), 5.0),
+                                min_age_s=self._retry.refresh_min_age_s)
+                            self._send_refresh_error = None
+                        except RaftkaError as e:
+                            self._send_refresh_error = e
+                    if not self._dispatch(batch):
+                        held_back.add(key)
+        except BaseException as e:  # a bug, or the loop closing: fail every future
+            self.crashed = e
+            abandoned = self._accumulator.take_everything()
+            self.cond.notify_all()
+            for b in abandoned:
+                self._resolve_failure(b, ProducerClosedError(f"producer sender failed: {e!r}"))
+            self._streams.close(ProducerClosedError("the producer is closed"))
+            if not isinstance(e, asyncio.CancelledError):
+                raise
+
+
+# ---------------------------------------------------------------------- producer
+
+
+class Producer:
+    """Writes records to partition leaders from an event loop (see the module
+    docstring). The settings and their meaning are :class:`raftka.client.Producer`'s.
+
+    Create it inside a running loop (``async with raftka.aio.Producer(...) as p``); use
+    it from that loop only.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | Iterable[str],
+        *,
+        acks: str | int = "all",
+        linger_ms: int = 5,
+        batch_size: int = 256 * 1024,
+        compression: str = "lz4",
+        request_timeout_ms: int = 5000,
+        delivery_timeout_ms: int = 120_000,
+        retry_backoff_ms: int = 50,
+        retry_backoff_max_ms: int = 250,
+        max_block_ms: int = 10000,
+        buffer_memory: int = 64 * 1024 * 1024,
+        enable_idempotence: bool | None = None,
+        max_in_flight: int | None = None,
+    ) -> None:
+        acks_value, idempotence, max_in_flight, retry = producer_settings(
+            acks=acks, linger_ms=linger_ms, batch_size=batch_size, compression=compression,
+            delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
+            retry_backoff_max_ms=retry_backoff_max_ms, buffer_memory=buffer_memory,
+            enable_idempotence=enable_idempotence, max_in_flight=max_in_flight)
+        self._loop = asyncio.get_running_loop()  # raises outside a loop: say so early
+        self._linger_s = linger_ms / 1000
+        self._max_block_s = max_block_ms / 1000
+        self._cluster = AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._accumulator = Accumulator(compression=compression, batch_size=batch_size,
+                                        buffer_memory=buffer_memory)
+        self._idempotence = IdempotenceState() if idempotence else None
+        self._sender = AsyncSender(
+            self._cluster, self._accumulator, self._idempotence, acks=acks_value,
+            max_in_flight=max_in_flight, linger_s=self._linger_s,
+            request_timeout_ms=request_timeout_ms,
+            delivery_timeout_s=delivery_timeout_ms / 1000, retry=retry)
+        self._progress: _Signal = self._sender.cond  # type: ignore[assignment]
+        self._wake_sender: _Signal = self._sender.sender_cond  # type: ignore[assignment]
+        self._unknown_topics: dict[str, float] = {}
+        self._sender.start()
+
+    # ------------------------------------------------------------------ public API
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | str | None,
+        key: bytes | str | None = None,
+        headers: Mapping[str, bytes | str | None] | Iterable[tuple[str, bytes | str | None]]
+        | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue one record; returns a future of ``(partition, offset)``, resolved once
+        the broker acknowledged it per ``acks`` (or failed with a :class:`RaftkaError`).
+        Waits (up to ``max_block_ms``) only for the topic's metadata the first time or
+        for buffer room. Raises ProducerClosedError after ``close()``."""
+        self._check_open()
+        key_b = key if key is None or type(key) is bytes else _to_bytes(key, "key")
+        value_b = (value if value is None or type(value) is bytes
+                   else _to_bytes(value, "value"))
+        hdrs = _to_headers(headers) if headers else ()
+        size = record_size(key_b, value_b, hdrs)
+        fut: _RecordFuture = _RecordFuture()
+        try:
+            chosen, count = await self._choose_partition(topic, key_b, partition)
+            await self._wait_for_room(size)
+        except RaftkaError as e:
+            fut.set_exception(e)
+            return fut
+        batch, changed = self._accumulator.append(topic, chosen, count, key_b, value_b,
+                                                  hdrs, timestamp_ms, size)
+        batch.futures.append(fut)
+        self._kick(topic, batch.partition, changed)
+        return fut
+
+    async def send_and_wait(self, topic: str, value: bytes | str | None,
+                            **kwargs: Any) -> RecordMetadata:
+        """``await (await send(...))``: the record's ``(partition, offset)``."""
+        return await (await self.send(topic, value, **kwargs))
+
+    async def send_many(
+        self,
+        topic: str,
+        values: Iterable[bytes | str | None],
+        *,
+        key: bytes | str | None = None,
+        headers: Mapping[str, bytes | str | None] | Iterable[tuple[str, bytes | str | None]]
+        | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> asyncio.Future[list[RecordMetadata]]:
+        """Queue many records for ONE partition in one call (see the threaded
+        ``send_many``); the future gives every record's ``(partition, offset)``."""
+        self._check_open()
+        key_b = _to_bytes(key, "key")
+        hdrs = _to_headers(headers)
+        records: list[tuple[bytes | None, bytes | None, tuple[Any, ...], int | None]] = []
+        sizes: list[int] = []
+        for v in values:
+            vb = v if v is None or type(v) is bytes else _to_bytes(v, "value")
+            records.append((key_b, vb, hdrs, timestamp_ms))
+            sizes.append(record_size(key_b, vb, hdrs))
+        group = _Group(len(records), self._loop.create_future())
+        if not records:
+            group.future.set_result([])
+            return group.future  # type: ignore[no-any-return]
+        try:
+            chosen, count = await self._choose_partition(topic, key_b, partition)
+            await self._wait_for_room(sum(sizes))
+        except RaftkaError as e:
+            group.future.set_exception(e)
+            return group.future  # type: ignore[no-any-return]
+        part = self._accumulator.extend(topic, chosen, count, records, sizes, group)
+        self._kick(topic, part, True)
+        return group.future  # type: ignore[no-any-return]
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued now and wait until each of those records is
+        acknowledged or failed. Raises RaftkaTimeoutError if ``timeout`` ends first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sender = self._sender
+        pending = self._accumulator.unfinished()
+        sender.flushing += 1
+        self._wake_sender.notify()
+        try:
+            for b in pending:
+                while not b.done:
+                    if sender.crashed is not None and not sender.is_alive():
+                        return
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        left = sum(len(x.futures) for x in pending if not x.done)
+                        raise RaftkaTimeoutError(
+                            f"flush: {left} records still unacknowledged after {timeout:g}s")
+                    await self._progress.wait(remaining if remaining is not None else 1.0)
+        finally:
+            sender.flushing -= 1
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Flush (up to ``timeout`` seconds), then stop: records still queued fail with
+        ProducerClosedError. Idempotent."""
+        sender = self._sender
+        if sender.closing and not sender.is_alive():
+            return
+        sender.closing = True
+        self._progress.notify_all()
+        self._wake_sender.notify()
+        try:
+            await self.flush(timeout)
+        except RaftkaTimeoutError:
+            pass
+        finally:
+            sender.aborting = True
+            self._progress.notify_all()
+            self._wake_sender.notify()
+            try:
+                await asyncio.wait_for(sender.join_async(), 5.0)
+            except asyncio.TimeoutError:
+                pass
+            await self._cluster.close()
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def partitions_for(self, topic: str) -> list[int]:
+        return list(range(await self._partition_count(topic)))
+
+    def statistics(self) -> dict[str, int]:
+        """Counters since creation plus what is buffered now."""
+        stats = dict(self._sender.stats)
+        stats["buffered_bytes"] = self._accumulator.buffered_bytes
+        stats["buffered_records"] = self._accumulator.buffered_records()
+        stats["in_flight_requests"] = self._sender.in_flight()
+        stats["producer_id"] = (self._idempotence.producer_id
+                                if self._idempotence is not None else -1)
+        return stats
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_open(self) -> None:
+        sender = self._sender
+        if sender.closing:
+            raise ProducerClosedError("send() after close(): the producer is closed")
+        if sender.crashed is not None:
+            raise ProducerClosedError(f"the producer's sender failed: {sender.crashed!r}")
+
+    def _kick(self, topic: str, partition: int, changed: bool) -> None:
+        """After an append: with linger, wake the sender for a new deadline or a full
+        batch; with linger_ms=0 send now when the window has room (``_sender.py``
+        rule 4: this task is the one that finds the batch ready)."""
+        sender = self._sender
+        if self._linger_s:
+            if changed:
+                self._wake_sender.notify()
+            return
+        claimed = sender.claim(topic, partition)
+        if claimed:
+            sender.send_claimed(*claimed)
+
+    async def _partition_count(self, topic: str) -> int:
+        t = self._cluster.topic(topic)
+        if t is not None and t.partitions:
+            return t.partition_count
+        return await run(self._cluster, partition_count_ops(
+            self._cluster, topic, self._unknown_topics, self._max_block_s))
+
+    async def _choose_partition(self, topic: str, key: bytes | None,
+                                partition: int | None) -> tuple[int | None, int]:
+        count = await self._partition_count(topic)
+        return pick_partition(topic, count, key, partition), count
+
+    async def _wait_for_room(self, size: int) -> None:
+        """Wait (up to max_block_ms) until ``size`` more bytes fit in buffer_memory."""
+        accumulator = self._accumulator
+        if accumulator.fits(size):
+            return
+        deadline = time.monotonic() + self._max_block_s
+        while not accumulator.fits(size):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RaftkaTimeoutError(
+                    f"producer buffer full ({accumulator.buffered_bytes} of "
+                    f"{accumulator.buffer_memory} bytes) for {self._max_block_s:g}s: the "
+                    "cluster is not keeping up or is unreachable")
+            await self._progress.wait(remaining)
+            if self._sender.closing:
+                raise ProducerClosedError("the producer was closed while send() waited")

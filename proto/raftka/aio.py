@@ -1,0 +1,7 @@
+"""``raftka.aio``: the asyncio client (``Producer``, ``Consumer``, ``PartitionReader``,
+``Admin`` with coroutine methods). It lives in ``raftka.client.aio`` (``client/aio/``);
+this module re-exports it so applications write ``import raftka.aio``."""
+
+from raftka.client.aio import Admin, AsyncCluster, Consumer, PartitionReader, Producer
+
+__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer"]
