@@ -38,10 +38,10 @@ Idempotent producers (``_producer_state.py`` has the rules and verdicts):
 
 Snapshot data (retention compaction point)::
 
-    u8 version 3 | i64 log_start_offset | i64 cumulative_bytes
+    u8 version 4 | i64 log_start_offset | i64 cumulative_bytes
     | i64 compaction_below_offset | i64 tombstones_below_offset | i64 compaction_horizon_ms
-    | producer table
-    (version 2, still read: without the two compaction fields; version 1: without the
+    | u32 len | share table (``_share_state.ShareTable``, JSON) | producer table
+    (version 3, still read: without the share table; version 2, still read: without the two compaction fields; version 1: without the
     producer table either)
 
 Log compaction (``cleanup.policy`` compact): the leader proposes control entries and every
@@ -50,6 +50,11 @@ rules and why replicas stay identical are in ``_compaction.py``. The compaction 
 (``compaction_below_offset``, ``compaction_horizon_ms``) is part of the replicated state:
 every replica moves it at the same log position (the componentwise maximum), and the
 snapshot carries it so that a replica rebuilt from a snapshot knows it.
+
+Share groups (``_share_state.py``): share operations are control entries (``b"S"``) of
+this log; every replica applies them at their log position into ``shares``. The share
+table in a snapshot, like the producer table, is the one of the applied index; it records
+the index of the last share entry it includes, and later replays skip entries up to it.
 
 The producer table is the one of the *applied* index (it may be ahead of the snapshot
 index; replaying entries after the snapshot into it changes nothing, see
@@ -84,6 +89,8 @@ from ._compaction import CONTROL_MAGIC, CompactionCommand, compact_entry, decode
 from ._errors import BrokerError, Code
 from ._host import Group
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
+from ._share_state import ENTRY_MAGIC as SHARE_MAGIC
+from ._share_state import ShareOpError, ShareTable, decode_op, encode_op
 from ._topic_configs import effective_configs
 
 ENTRY_MAGIC = 0x52
@@ -92,7 +99,8 @@ HEADER_SIZE = _HEADER.size
 _SNAP = struct.Struct(">Bqq")
 SNAPSHOT_VERSION = 2  # the __consumer_offsets replicas' snapshots (no compaction fields)
 _SNAP_COMPACTION = struct.Struct(">qqq")  # version 3: compaction point after _SNAP
-PARTITION_SNAPSHOT_VERSION = 3
+PARTITION_SNAPSHOT_VERSION = 4
+_SHARE_LEN = struct.Struct(">I")  # version 4: u32 len | share table (JSON) before producers
 log = logging.getLogger("raftka.partition")
 # producerId | producerEpoch | baseSequence of a batch, at byte 43 of its header
 _PRODUCER_FIELDS = struct.Struct(">qhi")
@@ -239,6 +247,11 @@ class PartitionReplica:
         # duplicates of proposed-but-unapplied batches, answered when the original applies
         self._dup_waiters: list[tuple[PendingBatch, asyncio.Future]] = []
         self._hw_changed = asyncio.Event()
+        # -- share groups (_share_state.py): replicated state, and the leader's waiters for
+        # the outcome of its share operations: raft index -> (term, future)
+        self.shares = ShareTable()
+        self._share_waiters: dict[int, tuple[int, asyncio.Future]] = {}
+        self.share_changed = asyncio.Event()
         # For metrics only (``_metrics.py``), kept where the data path already has the
         # numbers: the offset after the last record in this replica's durable log
         # (committed or not; from the entries each Ready made durable), and the cumulative
@@ -301,6 +314,7 @@ class PartitionReplica:
         Costs one pass over the retained log at startup (see node/README.md)."""
         producers = self.producers
         index, last = node.first_index, node.applied_index
+        hw = self.log_start_offset
         while index <= last:
             entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
             if not entries:
@@ -312,6 +326,9 @@ class PartitionReplica:
                 if len(data) >= HEADER_SIZE and data[0] == ENTRY_MAGIC:
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
                     _feed_producers(producers, data, base, lst, at, e.index)
+                    hw = lst + 1
+                elif data[0] == SHARE_MAGIC:
+                    self._apply_share(e, hw)
                 elif data[0] == CONTROL_MAGIC:
                     # the host does not re-apply committed entries at a restart: take the
                     # compaction point from them (the background pass redoes it)
@@ -336,14 +353,21 @@ class PartitionReplica:
             self.producers = ProducerStateTable()
         elif version == 2:
             self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[_SNAP.size:])
-        elif version == PARTITION_SNAPSHOT_VERSION:
+        elif version in (3, PARTITION_SNAPSHOT_VERSION):
             below, tombstones_below, horizon = _SNAP_COMPACTION.unpack_from(snapshot.data,
                                                                             _SNAP.size)
             self._apply_compaction(CompactionCommand(below, tombstones_below, horizon, 0))
             self._compaction_entry_index = max(self._compaction_entry_index,
                                                snapshot.meta.index)
-            self.producers = ProducerStateTable.decode(
-                memoryview(snapshot.data)[_SNAP.size + _SNAP_COMPACTION.size:])
+            pos = _SNAP.size + _SNAP_COMPACTION.size
+            if version == PARTITION_SNAPSHOT_VERSION:
+                (n,) = _SHARE_LEN.unpack_from(snapshot.data, pos)
+                pos += _SHARE_LEN.size
+                shares = ShareTable.decode(bytes(snapshot.data[pos:pos + n]))
+                if shares.applied_index >= self.shares.applied_index:
+                    self.shares = shares
+                pos += n
+            self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[pos:])
         else:
             raise ValueError(f"partition {self.topic}/{self.partition}: unknown snapshot v{version}")
         self.log_start_offset = max(self.log_start_offset, log_start)
@@ -368,6 +392,8 @@ class PartitionReplica:
                 raft_indexes.append(e.index)
                 hw = last + 1
                 _feed_producers(producers, data, base, last, at, e.index)
+            elif e.kind == EntryKind.NORMAL and data[:1] == b"S":
+                self._apply_share(e, hw)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"C":
                 command = decode_control(data)
                 if command is not None:
@@ -388,6 +414,8 @@ class PartitionReplica:
             del raft_indexes[: INDEX_CACHE_MAX // 2]
         self._advance_hw(hw)
         self._resolve(self._acks_all, entries)
+        if self._share_waiters:
+            self._fail_lost_share_ops(entries)
 
     def on_ready(self, rd: Ready) -> None:
         if rd.role != Role.LEADER and self._alloc_term:
@@ -841,12 +869,88 @@ class PartitionReplica:
         return index, self._snapshot_data(header)
 
     def _snapshot_data(self, header: EntryHeader) -> bytes:
+        shares = self.shares.encode()
         return (_SNAP.pack(PARTITION_SNAPSHOT_VERSION, header.last_offset + 1,
                            header.cumulative_bytes)
                 + _SNAP_COMPACTION.pack(self.compaction_below_offset,
                                         self.tombstones_below_offset,
                                         self.compaction_horizon_ms)
+                + _SHARE_LEN.pack(len(shares)) + shares
                 + self.producers.encode())
+
+    # ------------------------------------------------------------------ share groups
+    def _apply_share(self, e: Entry, hw: int) -> None:
+        """One share control entry (``_share_state.py``), at its log position: ``hw`` is
+        the high watermark there. The leader's waiter gets the outcome."""
+        op = decode_op(e.data)
+        waiter = self._share_waiters.pop(e.index, None)
+        if op is None:
+            outcome: object = ShareOpError("INVALID_REQUEST", "malformed share operation")
+        else:
+            try:
+                outcome = self.shares.apply(e.index, op, hw)
+            except ShareOpError as exc:
+                outcome = exc
+            except (KeyError, TypeError, ValueError) as exc:
+                outcome = ShareOpError("INVALID_REQUEST", f"malformed share operation: {exc}")
+        self.share_changed.set()
+        self.share_changed = asyncio.Event()
+        if waiter is None or waiter[1].done():
+            return
+        term, future = waiter
+        if e.term != term:
+            future.set_exception(BrokerError(Code.NOT_LEADER, "the share operation was lost "
+                                             "in a leader change; retry", retriable=True))
+        elif isinstance(outcome, ShareOpError):
+            future.set_exception(BrokerError(getattr(Code, outcome.code), outcome.message))
+        else:
+            future.set_result(outcome)
+
+    def _fail_lost_share_ops(self, entries: list[Entry]) -> None:
+        """Waiters whose index was applied by something else (a non-share entry of a
+        new leader) lost their operation."""
+        last = entries[-1].index
+        for index in [i for i in self._share_waiters if i <= last]:
+            _, future = self._share_waiters.pop(index)
+            if not future.done():
+                future.set_exception(BrokerError(Code.NOT_LEADER, "the share operation was "
+                                                 "lost in a leader change; retry",
+                                                 retriable=True))
+
+    async def share_op(self, op: dict, timeout_s: float):
+        """Leader only: replicate one share operation; its outcome once applied (raises
+        BrokerError: refused, not leader, lost, timed out)."""
+        group = self._require_group()
+        node = group.node
+        if node.role != Role.LEADER:
+            raise _not_leader(node.leader_id)
+        try:
+            index = node.propose(encode_op(op))
+        except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
+            raise _proposal_error(exc, node.leader_id) from None
+        future = asyncio.get_running_loop().create_future()
+        self._share_waiters[index] = (node.term, future)
+        self._mark_dirty(self.group_id)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise BrokerError(Code.NO_QUORUM, f"{self.topic}/{self.partition}: the share "
+                              "operation was not committed in time; retry",
+                              retriable=True) from None
+        finally:
+            self._share_waiters.pop(index, None)
+
+    def share_ready(self) -> bool:
+        """Leader that applied an entry of its own term: its share state includes every
+        operation an earlier leader answered."""
+        group = self.group
+        if group is None or group.closed or group.node.role != Role.LEADER:
+            return False
+        node = group.node
+        try:  # the applied index may be the snapshot's (compacted right after applying)
+            return node.term_at(node.applied_index) == node.term
+        except CompactedError:
+            return False
 
     def _last_index_where(self, lo: int, hi: int, pred: Callable[[EntryHeader], bool]) -> int:
         """Largest data-entry index in [lo, hi] whose header satisfies ``pred`` (a predicate

@@ -346,6 +346,21 @@ class InvalidOffsetError(RaftkaError):
     code = errors_pb2.INVALID_OFFSET
 
 
+class InvalidRecordStateError(RaftkaError):
+    """A share-group acknowledgement named a record the member does not hold (never
+    acquired by it, already settled, or its acquisition lock expired): nothing of that
+    acknowledgement was applied. Not retriable as is."""
+
+    code = errors_pb2.INVALID_RECORD_STATE
+
+
+class InconsistentGroupTypeError(RaftkaError):
+    """The group id belongs to a consumer group and was used as a share group, or the
+    other way round: use another group id."""
+
+    code = errors_pb2.INCONSISTENT_GROUP_TYPE
+
+
 # ---------------------------------------------------------------- client-side conditions
 
 
@@ -422,6 +437,8 @@ _TABLE: tuple[tuple[type[RaftkaError], grpc.StatusCode], ...] = (
     (GroupNotEmptyError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownGroupError, grpc.StatusCode.NOT_FOUND),
     (InvalidOffsetError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRecordStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InconsistentGroupTypeError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 _BY_CODE: dict[int, type[RaftkaError]] = {cls.code: cls for cls, _ in _TABLE}
 STATUS_OF: dict[int, grpc.StatusCode] = {cls.code: status for cls, status in _TABLE}

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16raftka/v1/errors.proto\x12\traftka.v1\"~\n\tErrorInfo\x12\"\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretriable\x18\x03 \x01(\x08\x12\x11\n\tleader_id\x18\x04 \x01(\x05\x12\x16\n\x0eleader_address\x18\x05 \x01(\t*\xc7\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x11\n\rUNKNOWN_TOPIC\x10\x02\x12\x15\n\x11UNKNOWN_PARTITION\x10\x03\x12\x11\n\rCORRUPT_BATCH\x10\x04\x12\x17\n\x13OFFSET_OUT_OF_RANGE\x10\x05\x12\x10\n\x0cTOPIC_EXISTS\x10\x06\x12\x15\n\x11REQUEST_TOO_LARGE\x10\x07\x12\r\n\tNO_QUORUM\x10\x08\x12\x18\n\x14LEADER_NOT_AVAILABLE\x10\t\x12\x13\n\x0fINVALID_REQUEST\x10\n\x12\x12\n\x0eINVALID_CONFIG\x10\x0b\x12\x11\n\rSHUTTING_DOWN\x10\x0c\x12\x17\n\x13NOT_ENOUGH_REPLICAS\x10\r\x12\x12\n\x0eINTERNAL_ERROR\x10\x0e\x12\x19\n\x15OUT_OF_ORDER_SEQUENCE\x10\x0f\x12\x13\n\x0fPRODUCER_FENCED\x10\x10\x12\x17\n\x13UNKNOWN_PRODUCER_ID\x10\x11\x12\x13\n\x0fNOT_COORDINATOR\x10\x12\x12\x17\n\x13\x43OORDINATOR_LOADING\x10\x13\x12\x15\n\x11UNKNOWN_MEMBER_ID\x10\x14\x12\x17\n\x13\x46\x45NCED_MEMBER_EPOCH\x10\x15\x12\x1a\n\x16PARTITION_NOT_ASSIGNED\x10\x16\x12\x13\n\x0fGROUP_NOT_EMPTY\x10\x17\x12\x11\n\rUNKNOWN_GROUP\x10\x18\x12\x12\n\x0eINVALID_OFFSET\x10\x19\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16raftka/v1/errors.proto\x12\traftka.v1\"~\n\tErrorInfo\x12\"\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tretriable\x18\x03 \x01(\x08\x12\x11\n\tleader_id\x18\x04 \x01(\x05\x12\x16\n\x0eleader_address\x18\x05 \x01(\t*\xfe\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x11\n\rUNKNOWN_TOPIC\x10\x02\x12\x15\n\x11UNKNOWN_PARTITION\x10\x03\x12\x11\n\rCORRUPT_BATCH\x10\x04\x12\x17\n\x13OFFSET_OUT_OF_RANGE\x10\x05\x12\x10\n\x0cTOPIC_EXISTS\x10\x06\x12\x15\n\x11REQUEST_TOO_LARGE\x10\x07\x12\r\n\tNO_QUORUM\x10\x08\x12\x18\n\x14LEADER_NOT_AVAILABLE\x10\t\x12\x13\n\x0fINVALID_REQUEST\x10\n\x12\x12\n\x0eINVALID_CONFIG\x10\x0b\x12\x11\n\rSHUTTING_DOWN\x10\x0c\x12\x17\n\x13NOT_ENOUGH_REPLICAS\x10\r\x12\x12\n\x0eINTERNAL_ERROR\x10\x0e\x12\x19\n\x15OUT_OF_ORDER_SEQUENCE\x10\x0f\x12\x13\n\x0fPRODUCER_FENCED\x10\x10\x12\x17\n\x13UNKNOWN_PRODUCER_ID\x10\x11\x12\x13\n\x0fNOT_COORDINATOR\x10\x12\x12\x17\n\x13\x43OORDINATOR_LOADING\x10\x13\x12\x15\n\x11UNKNOWN_MEMBER_ID\x10\x14\x12\x17\n\x13\x46\x45NCED_MEMBER_EPOCH\x10\x15\x12\x1a\n\x16PARTITION_NOT_ASSIGNED\x10\x16\x12\x13\n\x0fGROUP_NOT_EMPTY\x10\x17\x12\x11\n\rUNKNOWN_GROUP\x10\x18\x12\x12\n\x0eINVALID_OFFSET\x10\x19\x12\x18\n\x14INVALID_RECORD_STATE\x10(\x12\x1b\n\x17INCONSISTENT_GROUP_TYPE\x10)b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftka.v1.errors_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORCODE']._serialized_start=166
-  _globals['_ERRORCODE']._serialized_end=749
+  _globals['_ERRORCODE']._serialized_end=804
   _globals['_ERRORINFO']._serialized_start=37
   _globals['_ERRORINFO']._serialized_end=163
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GROUP_NOT_EMPTY: _ClassVar[ErrorCode]
     UNKNOWN_GROUP: _ClassVar[ErrorCode]
     INVALID_OFFSET: _ClassVar[ErrorCode]
+    INVALID_RECORD_STATE: _ClassVar[ErrorCode]
+    INCONSISTENT_GROUP_TYPE: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 NOT_LEADER: ErrorCode
 UNKNOWN_TOPIC: ErrorCode
@@ -59,6 +61,8 @@ PARTITION_NOT_ASSIGNED: ErrorCode
 GROUP_NOT_EMPTY: ErrorCode
 UNKNOWN_GROUP: ErrorCode
 INVALID_OFFSET: ErrorCode
+INVALID_RECORD_STATE: ErrorCode
+INCONSISTENT_GROUP_TYPE: ErrorCode
 
 class ErrorInfo(_message.Message):
     __slots__ = ("code", "message", "retriable", "leader_id", "leader_address")
