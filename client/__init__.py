@@ -152,3 +152,10 @@ __all__ = [
     "murmur2",
     "parse_bootstrap",
 ]
+
+# Share groups (KIP-932): per-record acquisition and acknowledgement, dead-letter topics.
+from raftka.client._share import ShareConsumer, ShareRecord  # noqa: E402
+from raftka.v1.errors import InconsistentGroupTypeError, InvalidRecordStateError  # noqa: E402
+
+__all__ += ["InconsistentGroupTypeError", "InvalidRecordStateError", "ShareConsumer",
+            "ShareRecord"]

@@ -184,6 +184,9 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
         return replica
 
     def _coordinated(self, group_id: str, replica: OffsetsReplica) -> _Coordinated:
+        if (replica.groups.get(group_id) or {}).get("type") == "share":  # _share_service.py
+            raise BrokerError(Code.INCONSISTENT_GROUP_TYPE, f"group id {group_id!r} is used "
+                              "by a share group; a consumer group needs another id")
         c = self._existing(group_id, replica)
         if c is None:
             c = _Coordinated(replica.group.node.term, ConsumerGroup(group_id))

@@ -33,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
+from raftka.v1 import share_pb2, share_pb2_grpc
 from raftka.raft import StorageCorruption
 from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
@@ -43,6 +44,7 @@ from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._metrics import MetricsServer, NodeCollector
 from ._services import AdminService, BrokerService
+from ._share_service import ShareService
 from ._transport import RaftPeerService
 
 log = logging.getLogger("raftka.node")
@@ -53,6 +55,7 @@ CLIENT_SERVICES = (  # SERVING once the metadata caught up; "" is the whole node
     broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
+    share_pb2.DESCRIPTOR.services_by_name["Share"].full_name,
     "",
 )
 
@@ -92,6 +95,8 @@ async def serve(config: NodeConfig) -> int:
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     groups = GroupCoordinatorService(broker)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
+    shares = ShareService(broker, groups)
+    share_pb2_grpc.add_ShareServicer_to_server(shares, server)
     raft_pb2_grpc.add_RaftPeerServicer_to_server(
         RaftPeerService(config.node_id, broker.host.deliver_many), server)
     add_debug_service(server, broker)
@@ -142,6 +147,7 @@ async def serve(config: NodeConfig) -> int:
         broker.db.close()
         return 1
     groups.start()
+    shares.start()
     await health_servicer.set(RAFT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
     if metrics_server is not None:
@@ -160,6 +166,7 @@ async def serve(config: NodeConfig) -> int:
     readiness.cancel()
     await health_servicer.enter_graceful_shutdown()  # every name NOT_SERVING, for good
     await groups.stop()
+    await shares.stop()
     if metrics_server is not None:
         await metrics_server.stop()
     await broker.stop(graceful=not failed)

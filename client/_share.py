@@ -1,0 +1,418 @@
+"""``ShareConsumer``: a member of a share group (Kafka KIP-932): any number of members read
+the same partitions, each record is handed to one member at a time and settled on its own.
+
+    with ShareConsumer("127.0.0.1:7001", "workers", ["tasks"]) as consumer:
+        for record in consumer:                 # auto_accept=True (the default)
+            handle(record)                      # returned: accepted; raised: released
+    # or explicitly:
+        for record in consumer.poll(1.0):
+            try:
+                handle(record)
+                consumer.accept(record)
+            except Poison as exc:
+                consumer.reject(record, error=str(exc))        # to the dead-letter topic
+            except Exception as exc:
+                consumer.release(record, delay_s=5, error=str(exc))  # again later
+
+Records come under an acquisition lock (the group's ``record_lock_duration_ms``, 30 s by
+default): settle them before it expires, else they go to another member (with a higher
+``delivery_count``) and this member's late acknowledgement fails with
+InvalidRecordStateError. A record delivered ``max_delivery_attempts`` times (5) and not
+accepted goes to the group's dead-letter topic (``<group>.dlq``).
+
+Acknowledgements are queued and sent, as offset ranges, at the next ``poll`` (or
+``flush``/``close``). With ``auto_accept`` every record of the previous ``poll`` that was
+not acknowledged is accepted at the next ``poll`` (or, iterating, when the loop body
+returns for it); ``close`` releases whatever is still unacknowledged and leaves the group.
+A heartbeat thread keeps the membership (listed by ``raftka share describe``) alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+from raftka.client._cluster import Cluster
+from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.v1 import group_pb2_grpc, share_pb2, share_pb2_grpc
+from raftka.v1.errors import (
+    BrokerNotAvailableError,
+    CorruptBatchError,
+    NotLeaderError,
+    RaftkaError,
+    RaftkaTimeoutError,
+    UnknownTopicError,
+)
+from raftka.v1.recordbatch import decode_batches
+
+__all__ = ["ShareConsumer", "ShareRecord"]
+
+log = logging.getLogger("raftka.share")
+
+ACCEPT, RELEASE, REJECT = share_pb2.ACCEPT, share_pb2.RELEASE, share_pb2.REJECT
+LONG_POLL_MS = 1000
+
+
+class ShareRecord(NamedTuple):
+    """One record acquired by a share-group member."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    timestamp_ms: int
+    delivery_count: int  # 1 on the first delivery
+
+
+class _Stubs:
+    """FindCoordinator (GroupCoordinator) plus the Share RPCs over one channel."""
+
+    def __init__(self, channel) -> None:
+        groups = group_pb2_grpc.GroupCoordinatorStub(channel)
+        share = share_pb2_grpc.ShareStub(channel)
+        self.FindCoordinator = groups.FindCoordinator
+        self.ShareGroupHeartbeat = share.ShareGroupHeartbeat
+        self.DescribeShareGroup = share.DescribeShareGroup
+        self.ShareFetch = share.ShareFetch
+        self.ShareAcknowledge = share.ShareAcknowledge
+        self.DescribeSharePartition = share.DescribeSharePartition
+
+
+def share_coordinator(cluster: Cluster, group_id: str) -> GroupCoordinatorClient:
+    return GroupCoordinatorClient(cluster, group_id,
+                                  stub_factory=lambda a: _Stubs(cluster.channel(a)))
+
+
+def call_partition_leader(cluster: Cluster, topic: str, partition: int, method: str,
+                          request: Any, timeout_s: float) -> Any:
+    """A Share RPC at the partition's leader, following leader changes until
+    ``timeout_s``. Non-retriable errors are raised at once."""
+    deadline = time.monotonic() + timeout_s
+    backoff = 0.05
+    last: RaftkaError | None = None
+    while time.monotonic() < deadline:
+        address = cluster.leader_address(topic, partition)
+        if address is None:
+            try:
+                cluster.refresh_metadata(min_age_s=backoff)
+            except RaftkaError as exc:
+                last = exc
+            address = cluster.leader_address(topic, partition)
+            if address is None:
+                if cluster.topic(topic) is None and last is None:
+                    raise UnknownTopicError(f"topic {topic!r} does not exist")
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 0.5)
+                continue
+        stub = _Stubs(cluster.channel(address))
+        remaining = deadline - time.monotonic()
+        try:
+            return cluster.call(address, getattr(stub, method), request,
+                                max(min(remaining, cluster.request_timeout_s + 31), 0.01),
+                                f"{method} {topic}/{partition}")
+        except NotLeaderError as exc:
+            last = exc
+            if cluster.note_not_leader(topic, partition, exc):
+                continue
+        except RaftkaError as exc:
+            if not exc.retriable:
+                raise
+            last = exc
+            cluster.forget_leader(topic, partition)
+            if isinstance(exc, BrokerNotAvailableError):
+                try:
+                    cluster.refresh_metadata(min_age_s=backoff)
+                except RaftkaError:
+                    pass
+        time.sleep(backoff)
+        backoff = min(backoff * 2, 0.5)
+    raise RaftkaTimeoutError(f"{method} {topic}/{partition}: no answer within "
+                             f"{timeout_s:g}s") from last
+
+
+class ShareConsumer:
+    """A share-group member (see the module docstring).
+
+    ``record_lock_duration_ms``, ``max_delivery_attempts``, ``dead_letter_topic`` and
+    ``max_in_flight_records`` configure the group when this member creates it (the first
+    to join); later members get the group's configuration (``self.config``).
+    """
+
+    def __init__(self, bootstrap: str | Iterable[str], group_id: str,
+                 topics: str | Iterable[str], *, auto_accept: bool = True,
+                 max_records: int = 500, client_id: str = "raftka-share",
+                 record_lock_duration_ms: int = 0, max_delivery_attempts: int = 0,
+                 dead_letter_topic: str = "", max_in_flight_records: int = 0,
+                 request_timeout_ms: int = 5000, join_timeout_s: float = 30.0) -> None:
+        self.group_id = group_id
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        if not self.topics:
+            raise ValueError("subscribe to at least one topic")
+        if not 1 <= max_records <= 10_000:
+            raise ValueError(f"max_records must be from 1 to 10000, got {max_records}")
+        self.auto_accept = auto_accept
+        self.max_records = max_records
+        self.client_id = client_id
+        self.member_id = uuid.uuid4().hex
+        self._requested = share_pb2.ShareGroupConfig(
+            record_lock_duration_ms=record_lock_duration_ms,
+            max_delivery_attempts=max_delivery_attempts, dead_letter_topic=dead_letter_topic,
+            max_in_flight_records=max_in_flight_records)
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._coordinator = share_coordinator(self._cluster, group_id)
+        self._lock = threading.Lock()
+        self._partitions: list[tuple[str, int]] = []
+        self._unacked: dict[tuple[str, int, int], ShareRecord] = {}  # polled, not settled
+        self._acks: dict[tuple[str, int], list[list]] = {}  # queued [offset, type, delay, error]
+        self._touched: set[tuple[str, int]] = set()  # partitions we acquired from
+        self._closed = False
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="raftka-share-fetch")
+        self._stop = threading.Event()
+        self.config = share_pb2.ShareGroupConfig()
+        try:
+            self._heartbeat(join_timeout_s)
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            self._cluster.close()
+            raise
+        self._interval_s = 3.0
+        self._thread = threading.Thread(target=self._heartbeats, name="raftka-share-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ membership
+    def _heartbeat(self, timeout_s: float, leave: bool = False) -> None:
+        request = share_pb2.ShareGroupHeartbeatRequest(
+            group_id=self.group_id, member_id=self.member_id, topics=self.topics, leave=leave,
+            client_id=self.client_id, config=self._requested)
+        answer = self._coordinator.call("ShareGroupHeartbeat", request, timeout_s)
+        if leave:
+            return
+        self.config = answer.config
+        self._interval_s = max(answer.heartbeat_interval_ms, 100) / 1000
+        partitions = sorted((tp.topic, p) for tp in answer.assignment for p in tp.partitions)
+        with self._lock:
+            self._partitions = partitions
+
+    def _heartbeats(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._heartbeat(max(self._interval_s, 5.0))
+            except RaftkaError as exc:
+                log.warning("share group %s: heartbeat failed: %s", self.group_id, exc)
+
+    # ------------------------------------------------------------------ consuming
+    def poll(self, timeout_s: float = 1.0, max_records: int | None = None) -> list[ShareRecord]:
+        """Acknowledge what is queued (with ``auto_accept``, accept every record of the
+        previous poll not yet acknowledged), then acquire records from any partition of
+        the subscription, waiting up to ``timeout_s`` for some. Raises RaftkaError (e.g.
+        InvalidRecordStateError if a queued acknowledgement names a record this member
+        no longer holds: nothing of that partition's acknowledgement was applied)."""
+        self._check_open()
+        if self.auto_accept:
+            self.accept_all()
+        self.flush()
+        deadline = time.monotonic() + max(timeout_s, 0)
+        wait_ms = 0
+        while True:
+            records = self._fetch_round(max_records or self.max_records, wait_ms)
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            wait_ms = int(min(remaining * 1000, LONG_POLL_MS))
+
+    def _fetch_round(self, max_records: int, wait_ms: int) -> list[ShareRecord]:
+        with self._lock:
+            partitions = list(self._partitions)
+        if not partitions:
+            time.sleep(wait_ms / 1000)
+            return []
+        per = max(1, max_records // len(partitions))
+        futures = [(tp, self._pool.submit(self._fetch_one, tp, per, wait_ms))
+                   for tp in partitions]
+        out: list[ShareRecord] = []
+        errors: list[RaftkaError] = []
+        for _, future in futures:
+            try:
+                out.extend(future.result())
+            except RaftkaError as exc:
+                errors.append(exc)
+        if errors and not out:
+            fatal = [e for e in errors if not e.retriable]
+            if fatal:
+                raise fatal[0]
+        return out
+
+    def _fetch_one(self, tp: tuple[str, int], max_records: int,
+                   wait_ms: int) -> list[ShareRecord]:
+        topic, partition = tp
+        request = share_pb2.ShareFetchRequest(
+            group_id=self.group_id, member_id=self.member_id, topic=topic,
+            partition=partition, max_records=max_records, max_wait_ms=wait_ms)
+        answer = call_partition_leader(self._cluster, topic, partition, "ShareFetch", request,
+                                       self._cluster.request_timeout_s + wait_ms / 1000)
+        if not answer.acquired:
+            return []
+        ranges = [(a.first_offset, a.last_offset, a.delivery_count) for a in answer.acquired]
+        try:
+            decoded = decode_batches(answer.record_batches)
+        except CorruptBatchError as exc:
+            log.warning("share group %s: %s/%d: undecodable records (%s); releasing them",
+                        self.group_id, topic, partition, exc)
+            decoded = []
+        by_offset = {r.offset: r for r in decoded}
+        records = []
+        gaps = []
+        for first, last, count in ranges:
+            for offset in range(first, last + 1):
+                r = by_offset.get(offset)
+                if r is None:
+                    gaps.append(offset)  # no record there (compacted away): finished
+                    continue
+                records.append(ShareRecord(topic, partition, offset, r.key, r.value,
+                                           tuple(r.headers), r.timestamp_ms, count))
+        with self._lock:
+            self._touched.add(tp)
+            for rec in records:
+                self._unacked[(topic, partition, rec.offset)] = rec
+            queued = self._acks.setdefault(tp, [])
+            queued.extend([o, ACCEPT, 0, ""] for o in gaps)
+        return records
+
+    def __iter__(self) -> Iterator[ShareRecord]:
+        """Records one by one (polling as needed). With ``auto_accept``, a record is
+        accepted when the loop body returns for it (the next record is asked for); if the
+        body raises, the record stays unacknowledged and ``close`` releases it."""
+        while not self._closed:
+            for record in self.poll(1.0):
+                yield record
+                if self.auto_accept and not self._closed:
+                    self.accept(record)
+
+    # ------------------------------------------------------------------ acknowledging
+    def accept(self, record: ShareRecord) -> None:
+        """Done with it: it is never delivered again."""
+        self._queue(record, ACCEPT, 0, "")
+
+    def release(self, record: ShareRecord, delay_s: float = 0.0, error: str = "") -> None:
+        """Give it back to be delivered again (to any member), after ``delay_s``."""
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        self._queue(record, RELEASE, int(delay_s * 1000), error)
+
+    def reject(self, record: ShareRecord, error: str = "") -> None:
+        """Poison: straight to the group's dead-letter topic, with ``error`` in its
+        headers."""
+        self._queue(record, REJECT, 0, error)
+
+    def accept_all(self) -> None:
+        for record in self._take_unacked():
+            self._queue(record, ACCEPT, 0, "")
+
+    def release_all(self, delay_s: float = 0.0, error: str = "") -> None:
+        for record in self._take_unacked():
+            self._queue(record, RELEASE, int(delay_s * 1000), error)
+
+    def reject_all(self, error: str = "") -> None:
+        for record in self._take_unacked():
+            self._queue(record, REJECT, 0, error)
+
+    def _take_unacked(self) -> list[ShareRecord]:
+        with self._lock:
+            return list(self._unacked.values())
+
+    def _queue(self, record: ShareRecord, kind: int, delay_ms: int, error: str) -> None:
+        key = (record.topic, record.partition, record.offset)
+        with self._lock:
+            if self._unacked.pop(key, None) is None:
+                return  # already acknowledged (or never polled by this member)
+            self._acks.setdefault((record.topic, record.partition), []).append(
+                [record.offset, kind, delay_ms, error])
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Send the queued acknowledgements (one request per partition, as ranges)."""
+        with self._lock:
+            acks, self._acks = self._acks, {}
+        first_error: RaftkaError | None = None
+        for (topic, partition), items in acks.items():
+            if not items:
+                continue
+            request = share_pb2.ShareAcknowledgeRequest(
+                group_id=self.group_id, member_id=self.member_id, topic=topic,
+                partition=partition, ranges=_ranges(items))
+            try:
+                call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge",
+                                      request, timeout_s)
+            except RaftkaError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    # ------------------------------------------------------------------ closing
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RaftkaError("the share consumer is closed")
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send queued acknowledgements, release every record still unacknowledged,
+        leave the group."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        try:
+            self.release_all()
+            try:
+                self.flush(timeout_s)
+            except RaftkaError as exc:
+                log.warning("share group %s: acknowledgements at close failed: %s",
+                            self.group_id, exc)
+            for topic, partition in sorted(self._touched):
+                try:
+                    call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge",
+                                          share_pb2.ShareAcknowledgeRequest(
+                                              group_id=self.group_id, member_id=self.member_id,
+                                              topic=topic, partition=partition, leave=True),
+                                          timeout_s)
+                except RaftkaError as exc:
+                    log.warning("share group %s: leaving %s/%d failed (its records return "
+                                "when their locks expire): %s", self.group_id, topic,
+                                partition, exc)
+            try:
+                self._heartbeat(timeout_s, leave=True)
+            except RaftkaError:
+                pass
+        finally:
+            self._thread.join(timeout=1.0)
+            self._pool.shutdown(wait=False)
+            self._cluster.close()
+
+    def __enter__(self) -> ShareConsumer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _ranges(items: list[list]) -> list[share_pb2.AcknowledgeRange]:
+    """Queued per-offset acknowledgements as ordered ranges (consecutive offsets with the
+    same type, delay and error merged). A later acknowledgement of the same offset wins."""
+    latest = {o: (kind, delay, error) for o, kind, delay, error in items}
+    out: list[share_pb2.AcknowledgeRange] = []
+    for offset in sorted(latest):
+        kind, delay, error = latest[offset]
+        if out and out[-1].last_offset == offset - 1 and out[-1].type == kind \
+                and out[-1].release_delay_ms == delay and out[-1].error == error:
+            out[-1].last_offset = offset
+        else:
+            out.append(share_pb2.AcknowledgeRange(first_offset=offset, last_offset=offset,
+                                                  type=kind, release_delay_ms=delay,
+                                                  error=error))
+    return out

@@ -1,0 +1,166 @@
+"""Share groups (KIP-932) against real 3-node clusters: several members on one partition,
+accept / release / reject, lock expiry, the delivery limit and the dead-letter topic,
+a kill -9 of the share-partition leader, bad input."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from raftka.client import (
+    InconsistentGroupTypeError,
+    InvalidRecordStateError,
+    Producer,
+    ShareConsumer,
+    UnknownGroupError,
+)
+from raftka.client import Consumer
+from raftka.v1 import errors_pb2, share_pb2, share_pb2_grpc
+from tests.harness import Cluster, error_info, wait_for
+
+TOPIC = "tasks"
+
+
+def bootstrap(cluster: Cluster) -> str:
+    return ",".join(cluster.peers[i] for i in sorted(cluster.peers))
+
+
+def produce(cluster: Cluster, values: list[str], topic: str = TOPIC, partition: int = 0,
+            headers=()) -> list[int]:
+    with Producer(bootstrap(cluster)) as producer:
+        futures = [producer.send(topic, v.encode(), key=v.encode(), partition=partition,
+                                 headers=list(headers)) for v in values]
+        return [f.result(timeout=30)[1] for f in futures]
+
+
+def drain(consumer: ShareConsumer, want: int, timeout: float = 30.0, accept: bool = True):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        records = consumer.poll(0.5)
+        for r in records:
+            got.append(r)
+            if accept:
+                consumer.accept(r)
+    consumer.flush()
+    return got
+
+
+def test_members_share_one_partition_and_each_record_is_accepted_once(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=1)
+    values = [f"task-{i}" for i in range(300)]
+    produce(cluster, values)
+    seen: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def member(name: str) -> None:
+        with ShareConsumer(bootstrap(cluster), "workers", [TOPIC], max_records=20,
+                           auto_accept=False) as consumer:
+            idle_until = time.monotonic() + 30
+            while time.monotonic() < idle_until:
+                records = consumer.poll(0.5)
+                for r in records:
+                    with lock:
+                        seen.setdefault(r.value.decode(), []).append(name)
+                    consumer.accept(r)
+                    time.sleep(0.002)  # work, so that the others get records too
+                with lock:
+                    if len(seen) == len(values):
+                        break
+
+    threads = [threading.Thread(target=member, args=(f"m{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(seen) == sorted(values)
+    assert all(len(who) == 1 for who in seen.values()), "a record was delivered twice"
+    assert len({who[0] for who in seen.values()}) >= 2, "one member got everything"
+    with ShareConsumer(bootstrap(cluster), "workers", [TOPIC]) as late:
+        assert late.poll(1.0) == []  # everything was accepted: nothing comes back
+
+
+def test_release_redelivers_and_reject_dead_letters_with_headers(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=1)
+    produce(cluster, ["ok", "again", "poison"], headers=[("trace", b"t-1")])
+    with ShareConsumer(bootstrap(cluster), "g1", [TOPIC], auto_accept=False) as consumer:
+        first = {r.value: r for r in drain(consumer, 3, accept=False)}
+        assert all(r.delivery_count == 1 for r in first.values())
+        consumer.accept(first[b"ok"])
+        consumer.release(first[b"again"], error="try later")
+        consumer.reject(first[b"poison"], error="cannot parse")
+        consumer.flush()
+        again = drain(consumer, 1, accept=False)
+        assert [(r.value, r.delivery_count) for r in again] == [(b"again", 2)]
+        consumer.accept(again[0])
+        consumer.flush()
+        with pytest.raises(InvalidRecordStateError):  # settled already: not held
+            call(cluster, "ShareAcknowledge", share_pb2.ShareAcknowledgeRequest(
+                group_id="g1", member_id=consumer.member_id, topic=TOPIC, partition=0,
+                ranges=[share_pb2.AcknowledgeRange(first_offset=0, last_offset=0,
+                                                   type=share_pb2.ACCEPT)]))
+    dead = read_dlq(cluster, "g1.dlq", 1)
+    assert [r.value for r in dead] == [b"poison"]
+    headers = dict(dead[0].headers)
+    assert headers["trace"] == b"t-1" and dead[0].key == b"poison"
+    assert headers["raftka.dlq.topic"] == TOPIC.encode()
+    assert headers["raftka.dlq.partition"] == b"0"
+    assert headers["raftka.dlq.offset"] == b"2"
+    assert headers["raftka.dlq.group"] == b"g1"
+    assert headers["raftka.dlq.delivery.count"] == b"1"
+    assert headers["raftka.dlq.reason"] == b"rejected"
+    assert headers["raftka.dlq.error"] == b"cannot parse"
+
+
+def test_lock_expiry_redelivers_and_the_delivery_limit_dead_letters(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=1)
+    produce(cluster, ["slow"])
+    counts = []
+    with ShareConsumer(bootstrap(cluster), "g2", [TOPIC], auto_accept=False,
+                       record_lock_duration_ms=1000, max_delivery_attempts=3) as consumer:
+        deadline = time.monotonic() + 30
+        while len(counts) < 3 and time.monotonic() < deadline:
+            for r in consumer.poll(0.5):
+                counts.append(r.delivery_count)  # never settled: the lock expires
+        assert counts == [1, 2, 3]
+        assert consumer.poll(2.5) == []  # after the third expiry: dead-lettered
+    dead = read_dlq(cluster, "g2.dlq", 1)
+    headers = dict(dead[0].headers)
+    assert headers["raftka.dlq.reason"] == b"attempts exhausted"
+    assert headers["raftka.dlq.delivery.count"] == b"3"
+
+
+def read_dlq(cluster: Cluster, topic: str, want: int, timeout: float = 30.0):
+    from raftka.client import TopicReader
+    out = []
+    deadline = time.monotonic() + timeout
+    wait_for(lambda: _topic_exists(cluster, topic), timeout, f"dead-letter topic {topic}")
+    with TopicReader(bootstrap(cluster), topic, offset="earliest") as reader:
+        while len(out) < want and time.monotonic() < deadline:
+            out.extend(reader.poll(0.5))
+    time.sleep(0.5)
+    return out
+
+
+def _topic_exists(cluster: Cluster, topic: str) -> bool:
+    from raftka.v1 import admin_pb2
+    try:
+        cluster.admin(cluster.live()[0]).DescribeTopic(admin_pb2.DescribeTopicRequest(
+            name=topic), timeout=2)
+        return True
+    except grpc.RpcError:
+        return False
+
+
+def call(cluster: Cluster, method: str, request):
+    """One Share RPC at the leader of tasks/0, errors as client exceptions."""
+    from raftka.v1.errors import error_from_rpc
+    leader = cluster.wait_leader(TOPIC, 0)
+    stub = share_pb2_grpc.ShareStub(cluster.channel(leader))
+    try:
+        return getattr(stub, method)(request, timeout=10)
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc) from None
