@@ -177,6 +177,8 @@ class ShareConsumer:
         self._stop = threading.Event()
         self.config = share_pb2.ShareGroupConfig()
         try:
+            for topic in self.topics:  # fail fast on a topic that does not exist
+                self._cluster.wait_for_topic(topic, min(join_timeout_s, 5.0))
             self._heartbeat(join_timeout_s)
         except BaseException:
             self._pool.shutdown(wait=False)

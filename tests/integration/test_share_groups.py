@@ -164,3 +164,118 @@ def call(cluster: Cluster, method: str, request):
         return getattr(stub, method)(request, timeout=10)
     except grpc.RpcError as exc:
         raise error_from_rpc(exc) from None
+
+
+def test_kill_of_the_share_partition_leader_loses_nothing_and_redelivers_no_accepted_record(
+        cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=1)
+    values = [f"job-{i}" for i in range(600)]
+    produce(cluster, values)
+    leader = cluster.wait_preferred_leader(TOPIC, 0)
+    lock = threading.Lock()
+    confirmed: dict[str, float] = {}  # value -> when its acceptance was acknowledged
+    deliveries: dict[str, list[tuple[float, int]]] = {}  # value -> [(when, count)]
+    killed = threading.Event()
+    errors: list[BaseException] = []
+
+    def member() -> None:
+        try:
+            with ShareConsumer(bootstrap(cluster), "failover", [TOPIC], max_records=10,
+                               auto_accept=False, request_timeout_ms=3000) as consumer:
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    with lock:
+                        if len(confirmed) == len(values):
+                            return
+                    try:
+                        records = consumer.poll(0.5)
+                    except InvalidRecordStateError:
+                        continue  # an acknowledgement of records it no longer holds
+                    now = time.monotonic()
+                    with lock:
+                        for r in records:
+                            deliveries.setdefault(r.value.decode(), []).append(
+                                (now, r.delivery_count))
+                    for r in records:
+                        consumer.accept(r)
+                    try:
+                        consumer.flush()
+                    except InvalidRecordStateError:
+                        continue  # outcome unknown (an ack retried across the failover)
+                    done = time.monotonic()
+                    with lock:
+                        for r in records:
+                            confirmed.setdefault(r.value.decode(), done)
+                        if len(confirmed) >= 150 and not killed.is_set():
+                            killed.set()
+                            cluster.kill(leader)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=member) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert killed.is_set()
+    assert cluster.partition_leader(TOPIC, 0) != leader
+    assert sorted(confirmed) == sorted(values), "records lost"
+    for value, when in confirmed.items():
+        late = [d for d in deliveries[value] if d[0] > when]
+        assert not late, f"{value} delivered again after its acceptance was acknowledged"
+    for value, ds in deliveries.items():  # a redelivery says so in its count
+        counts = [c for _, c in ds]
+        assert counts == sorted(counts) and len(set(counts)) == len(counts), (value, counts)
+
+
+def test_bad_input_is_refused_with_clear_errors_and_changes_nothing(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=1)
+    produce(cluster, ["a", "b"])
+    b = bootstrap(cluster)
+    with pytest.raises(UnknownGroupError):  # a partition leader knows no such group
+        call(cluster, "ShareFetch", share_pb2.ShareFetchRequest(
+            group_id="nobody", member_id="m", topic=TOPIC, partition=0))
+    from raftka.client import UnknownTopicError
+    with pytest.raises(UnknownTopicError):
+        ShareConsumer(b, "g-topic", ["no-such-topic"], join_timeout_s=5)
+    with ShareConsumer(b, "share-one", [TOPIC], auto_accept=False) as consumer:
+        got = drain(consumer, 2, accept=False)
+        assert len(got) == 2
+        for bad, exc in (
+                ([share_pb2.AcknowledgeRange(first_offset=0, last_offset=5,
+                                             type=share_pb2.ACCEPT)], InvalidRecordStateError),
+                ([share_pb2.AcknowledgeRange(first_offset=1, last_offset=0,
+                                             type=share_pb2.ACCEPT)], None),
+                ([share_pb2.AcknowledgeRange(first_offset=0, last_offset=0, type=0)], None),
+                ([share_pb2.AcknowledgeRange(first_offset=0, last_offset=0,
+                                             type=share_pb2.RELEASE, release_delay_ms=-1)],
+                 None)):
+            from raftka.client import InvalidRequestError
+            with pytest.raises(exc or InvalidRequestError):
+                call(cluster, "ShareAcknowledge", share_pb2.ShareAcknowledgeRequest(
+                    group_id="share-one", member_id=consumer.member_id, topic=TOPIC,
+                    partition=0, ranges=bad))
+        with pytest.raises(InvalidRecordStateError):  # held by this member, not "intruder"
+            call(cluster, "ShareAcknowledge", share_pb2.ShareAcknowledgeRequest(
+                group_id="share-one", member_id="intruder", topic=TOPIC, partition=0,
+                ranges=[share_pb2.AcknowledgeRange(first_offset=0, last_offset=1,
+                                                   type=share_pb2.ACCEPT)]))
+        # nothing of that changed the records: this member still holds and settles both
+        for r in got:
+            consumer.accept(r)
+        consumer.flush()
+    # a share group's id cannot be used by a consumer group, nor the other way round
+    with pytest.raises(InconsistentGroupTypeError):
+        with Consumer(b, "share-one", [TOPIC]) as c:
+            c.poll(2.0)
+    with Consumer(b, "classic", [TOPIC], auto_offset_reset="earliest") as c:
+        wait_for(lambda: c.poll(0.5), 30, "the consumer group to read")
+        c.commit()
+    with pytest.raises(InconsistentGroupTypeError):
+        ShareConsumer(b, "classic", [TOPIC], join_timeout_s=5)
+    from raftka.client import InvalidConfigError
+    with pytest.raises(InvalidConfigError):
+        ShareConsumer(b, "bad-config", [TOPIC], record_lock_duration_ms=10, join_timeout_s=5)
+    # the process logs no traceback for any of it
+    assert "Traceback" not in cluster.logs()
