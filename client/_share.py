@@ -50,7 +50,8 @@ from raftka.v1.errors import (
 )
 from raftka.v1.recordbatch import decode_batches
 
-__all__ = ["ShareConsumer", "ShareRecord"]
+__all__ = ["ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
+           "describe_share_group"]
 
 log = logging.getLogger("raftka.share")
 
@@ -418,3 +419,70 @@ def _ranges(items: list[list]) -> list[share_pb2.AcknowledgeRange]:
                                                   type=kind, release_delay_ms=delay,
                                                   error=error))
     return out
+
+
+class SharePartitionState(NamedTuple):
+    """A share group's state on one partition (``describe_share_group``)."""
+
+    topic: str
+    partition: int
+    start_offset: int  # everything below is finished (accepted or dead-lettered)
+    end_offset: int  # offsets from here were never delivered
+    high_watermark: int
+    acquired: int  # records held by members now
+    available: int  # released, awaiting redelivery
+    dead_lettering: int  # on their way to the dead-letter topic
+    dead_lettered: int  # written to the dead-letter topic (total)
+    accepted: int  # accepted (total)
+    members: tuple[str, ...]  # members holding records
+
+    @property
+    def in_flight(self) -> int:
+        return self.end_offset - self.start_offset
+
+    @property
+    def lag(self) -> int:
+        """Records not finished yet: in flight or never delivered."""
+        return max(self.high_watermark - self.start_offset, 0)
+
+
+class ShareGroupDescription(NamedTuple):
+    group_id: str
+    coordinator_id: int
+    record_lock_duration_ms: int
+    max_delivery_attempts: int
+    dead_letter_topic: str
+    max_in_flight_records: int
+    members: tuple[tuple[str, str, tuple[str, ...], str], ...]  # (id, client id, topics, host)
+    partitions: tuple[SharePartitionState, ...]
+
+
+def describe_share_group(cluster: Cluster, group_id: str,
+                         timeout_s: float = 30.0) -> ShareGroupDescription:
+    """The group's configuration and members (from its coordinator) and its state on
+    every partition of every topic it ever read (from each partition leader). Raises
+    UnknownGroupError, InconsistentGroupTypeError (a consumer group), RaftkaError."""
+    answer = share_coordinator(cluster, group_id).call(
+        "DescribeShareGroup", share_pb2.DescribeShareGroupRequest(group_id=group_id),
+        timeout_s)
+    states = []
+    for topic in answer.topics:
+        try:
+            description = cluster.wait_for_topic(topic, min(timeout_s, 5.0))
+        except UnknownTopicError:
+            continue  # deleted since
+        for p in range(len(description.partitions)):
+            s = call_partition_leader(cluster, topic, p, "DescribeSharePartition",
+                                      share_pb2.DescribeSharePartitionRequest(
+                                          group_id=group_id, topic=topic, partition=p),
+                                      timeout_s)
+            states.append(SharePartitionState(
+                topic, p, s.start_offset, s.end_offset, s.high_watermark, s.acquired,
+                s.available, s.dead_lettering, s.dead_lettered, s.accepted,
+                tuple(s.members)))
+    c = answer.config
+    return ShareGroupDescription(
+        group_id, answer.coordinator_id, c.record_lock_duration_ms, c.max_delivery_attempts,
+        c.dead_letter_topic, c.max_in_flight_records,
+        tuple((m.member_id, m.client_id, tuple(m.topics), m.host) for m in answer.members),
+        tuple(states))

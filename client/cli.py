@@ -64,6 +64,7 @@ from raftka.v1.errors import (
 )
 from raftka.client._producer import Producer, parse_acks
 from raftka.client._reader import TopicReader
+from raftka.client._share_cli import add_share_parser, cmd_share
 from raftka.client._units import human_bytes
 from raftka.client._top import CALL_TIMEOUT_S, run_top
 from raftka.client._types import TopicPartition
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "shared with the group's other members and offsets are "
                               "committed after each batch is printed (start: the committed "
                               "offset; without one --from-beginning, else only new records)")
+
+    add_share_parser(sub, common, as_json, timeout)  # raftka share consume|describe
 
     top = sub.add_parser(
         "top", parents=[common],
@@ -849,6 +852,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":
             return _cmd_consume(args, bootstrap)
+        if args.command == "share":
+            return cmd_share(args, bootstrap, _table, _json)
         if args.command == "top":
             return _cmd_top(args, bootstrap)
         if args.command == "console":

@@ -170,6 +170,11 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                                   "it first (raftka topic create)")
             assignment.append(group_pb2.TopicPartitions(
                 topic=t, partitions=range(len(meta.partitions))))
+        known = record.get("topics", [])
+        if not set(topics) <= set(known):  # remembered for describe (written, acks=all)
+            record = {**record, "topics": sorted(set(known) | set(topics))}
+            for payload in encode_group_changes(group_id, {}, record, int(time.time() * 1000)):
+                await replica.produce(payload, -1, OP_TIMEOUT_S)
         members[request.member_id] = _Member(request.client_id, topics, context.peer() or "",
                                              time.monotonic() + SESSION_TIMEOUT_S)
         return share_pb2.ShareGroupHeartbeatResponse(
@@ -191,7 +196,8 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                                          host=v.host)
                    for m, v in sorted(self._members.get(request.group_id, {}).items())]
         return share_pb2.DescribeShareGroupResponse(config=_config_pb(record), members=members,
-                                                    coordinator_id=self.broker.node_id)
+                                                    coordinator_id=self.broker.node_id,
+                                                    topics=record.get("topics", []))
 
     def _expire_members(self, group_id: str) -> None:
         members = self._members.get(group_id)

@@ -4,6 +4,10 @@ a kill -9 of the share-partition leader, bad input."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,8 +22,8 @@ from raftka.client import (
     UnknownGroupError,
 )
 from raftka.client import Consumer
-from raftka.v1 import errors_pb2, share_pb2, share_pb2_grpc
-from tests.harness import Cluster, error_info, wait_for
+from raftka.v1 import share_pb2, share_pb2_grpc
+from tests.harness import REPO, Cluster, wait_for
 
 TOPIC = "tasks"
 
@@ -279,3 +283,33 @@ def test_bad_input_is_refused_with_clear_errors_and_changes_nothing(cluster: Clu
         ShareConsumer(b, "bad-config", [TOPIC], record_lock_duration_ms=10, join_timeout_s=5)
     # the process logs no traceback for any of it
     assert "Traceback" not in cluster.logs()
+
+
+def _raftka(cluster: Cluster, *args: str, timeout: float = 60):
+    env = {**os.environ, "RAFTKA_BOOTSTRAP": bootstrap(cluster)}
+    return subprocess.run([sys.executable, "-m", "raftka.client", *args], text=True,
+                          capture_output=True, env=env, cwd=REPO, timeout=timeout)
+
+
+def test_cli_share_consume_and_describe(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=2)
+    produce(cluster, [f"p0-{i}" for i in range(3)], partition=0)
+    produce(cluster, [f"p1-{i}" for i in range(2)], partition=1)
+    r = _raftka(cluster, "share", "consume", "cli-group", "--topic", TOPIC, "-n", "5")
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.split()) == sorted([f"p0-{i}" for i in range(3)]
+                                              + [f"p1-{i}" for i in range(2)])
+    r = _raftka(cluster, "share", "consume", "cli-group", "--topic", TOPIC, "--idle-exit", "1")
+    assert (r.returncode, r.stdout) == (0, "")  # all accepted: nothing comes again
+    r = _raftka(cluster, "share", "describe", "cli-group", "--json")
+    assert r.returncode == 0, r.stderr
+    desc = json.loads(r.stdout)
+    assert desc["dead_letter_topic"] == "cli-group.dlq"
+    assert desc["max_delivery_attempts"] == 5
+    by_partition = {p["partition"]: p for p in desc["partitions"]}
+    assert {p: (s["start_offset"], s["lag"], s["accepted"])
+            for p, s in by_partition.items()} == {0: (3, 0, 3), 1: (2, 0, 2)}
+    r = _raftka(cluster, "share", "describe", "cli-group")
+    assert r.returncode == 0 and "cli-group.dlq" in r.stdout and "ACCEPTED" in r.stdout
+    r = _raftka(cluster, "share", "describe", "no-such-group")
+    assert r.returncode == 1 and "UNKNOWN_GROUP" in r.stderr and "Traceback" not in r.stderr

@@ -76,14 +76,16 @@ class ShareMember(_message.Message):
     def __init__(self, member_id: _Optional[str] = ..., client_id: _Optional[str] = ..., topics: _Optional[_Iterable[str]] = ..., host: _Optional[str] = ...) -> None: ...
 
 class DescribeShareGroupResponse(_message.Message):
-    __slots__ = ("config", "members", "coordinator_id")
+    __slots__ = ("config", "members", "coordinator_id", "topics")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
     config: ShareGroupConfig
     members: _containers.RepeatedCompositeFieldContainer[ShareMember]
     coordinator_id: int
-    def __init__(self, config: _Optional[_Union[ShareGroupConfig, _Mapping]] = ..., members: _Optional[_Iterable[_Union[ShareMember, _Mapping]]] = ..., coordinator_id: _Optional[int] = ...) -> None: ...
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, config: _Optional[_Union[ShareGroupConfig, _Mapping]] = ..., members: _Optional[_Iterable[_Union[ShareMember, _Mapping]]] = ..., coordinator_id: _Optional[int] = ..., topics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AcquiredRecords(_message.Message):
     __slots__ = ("first_offset", "last_offset", "delivery_count")
