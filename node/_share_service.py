@@ -508,12 +508,7 @@ class _DeadLetterWriter:
         dlq = cfg["dlq"]
         meta = await self._dlq_topic(dlq)
         if sp.dlq_producer_id < 0:
-            answer = await self.service.call(
-                self.broker.address_of(self.broker.node_id), broker_pb2_grpc.BrokerStub,
-                "InitProducerId", broker_pb2.InitProducerIdRequest(), OP_TIMEOUT_S)
-            await replica.share_op({**self._base("dlq_init"), "pid": answer.producer_id,
-                                    "partition": replica.partition % len(meta.partitions)},
-                                   OP_TIMEOUT_S)
+            await self._init_producer(meta)
             sp = replica.shares.groups[self.group_id]
         ranges = await replica.share_op({**self._base("dlq_prepare"), "max": DLQ_BATCH_MAX},
                                         OP_TIMEOUT_S)
@@ -526,7 +521,20 @@ class _DeadLetterWriter:
             builder = BatchBuilder("lz4", sp.dlq_producer_id, 0, seq, max_bytes=2**31 - 1)
             for key, value, headers, ts in records:
                 builder.append(key, value, headers, ts)
-            await self._produce(dlq, meta, sp.dlq_partition, builder.build())
+            try:
+                await self._produce(dlq, meta, sp.dlq_partition, builder.build())
+            except BrokerError as exc:
+                if exc.code not in (Code.UNKNOWN_PRODUCER_ID, Code.OUT_OF_ORDER_SEQUENCE):
+                    raise
+                # the dead-letter partition no longer knows our producer id (its state
+                # expired): continue under a fresh id from sequence 0; the next step
+                # writes the same prepared batch
+                log.warning("share group %s: %s/%d: dead-letter producer id %d was "
+                            "forgotten by %s (%s); taking a fresh one", self.group_id,
+                            replica.topic, replica.partition, sp.dlq_producer_id, dlq,
+                            exc.message)
+                await self._init_producer(meta, reset_from=sp.dlq_producer_id)
+                return True
         await replica.share_op({**self._base("dlq_done"), "seq": seq, "n": len(records)},
                                OP_TIMEOUT_S)
         log.info("share group %s: %d record(s) of %s/%d dead-lettered to %s", self.group_id,
@@ -564,6 +572,16 @@ class _DeadLetterWriter:
                         out.append((r.key, r.value, headers, r.timestamp_ms))
                 offset = nxt
         return out
+
+    async def _init_producer(self, meta, reset_from: int | None = None) -> None:
+        answer = await self.service.call(
+            self.broker.address_of(self.broker.node_id), broker_pb2_grpc.BrokerStub,
+            "InitProducerId", broker_pb2.InitProducerIdRequest(), OP_TIMEOUT_S)
+        op = {**self._base("dlq_init"), "pid": answer.producer_id,
+              "partition": self.replica.partition % len(meta.partitions)}
+        if reset_from is not None:
+            op.update(reset=True, old=reset_from)
+        await self.replica.share_op(op, OP_TIMEOUT_S)
 
     async def _dlq_topic(self, name: str):
         state = self.broker.controller.state

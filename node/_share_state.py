@@ -152,9 +152,17 @@ class SharePartition:
             if kind == "tick":
                 return None
             if kind == "dlq_init":
-                if self.dlq_producer_id < 0:
+                if self.dlq_producer_id < 0 or op.get("reset"):
+                    # reset: the dead-letter partition forgot the producer id; a fresh id
+                    # starts again at sequence 0 (the prepared batch with it)
+                    if op.get("reset") and int(op.get("old", -2)) != self.dlq_producer_id:
+                        return None  # a reset already done by another (stale) writer
                     self.dlq_producer_id = int(op["pid"])
                     self.dlq_partition = int(op["partition"])
+                    if op.get("reset"):
+                        self.dlq_seq = 0
+                        if self.prepared_seq >= 0:
+                            self.prepared_seq = 0
                 return None
             if kind == "dlq_prepare":
                 return self._dlq_prepare(int(op["max"]))

@@ -139,3 +139,20 @@ def test_table_skips_replayed_entries_and_round_trips():
     copy = ShareTable.decode(table.encode())
     assert copy.encode() == table.encode()
     assert copy.groups["g"].spans[0].state == ACQUIRED
+
+
+def test_a_fresh_dead_letter_producer_id_restarts_the_sequence_once():
+    sp = SharePartition()
+    sp.apply({"g": "g", "op": "dlq_init", "pid": 7, "partition": 0}, 0)
+    sp.apply({"g": "g", "op": "dlq_init", "pid": 8, "partition": 1}, 0)  # set once
+    assert (sp.dlq_producer_id, sp.dlq_partition) == (7, 0)
+    acquire(sp, "a", 0, hw=2)
+    ack(sp, "a", 1, [(0, 1, REJECT, 0, "")])
+    sp.apply({"g": "g", "op": "dlq_prepare", "max": 1}, 2)
+    sp.apply({"g": "g", "op": "dlq_done", "seq": 0, "n": 1}, 2)
+    sp.apply({"g": "g", "op": "dlq_prepare", "max": 1}, 2)
+    assert sp.prepared_seq == 1
+    sp.apply({"g": "g", "op": "dlq_init", "pid": 9, "partition": 0, "reset": True, "old": 7}, 2)
+    sp.apply({"g": "g", "op": "dlq_init", "pid": 10, "partition": 0, "reset": True, "old": 7},
+             2)  # a second writer's stale reset: ignored
+    assert (sp.dlq_producer_id, sp.dlq_seq, sp.prepared_seq) == (9, 0, 0)

@@ -1,0 +1,88 @@
+"""Share state in a PartitionReplica over a real single-voter RawNode (in memory): share
+ops are control entries of the partition log, rebuilt by a restart's replay and carried
+by the snapshot (v4), never read as records."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from raftka.v1.recordbatch import Record, build_batch
+from raftka.node._errors import BrokerError, Code
+from raftka.raft import ConfState, MemoryStorage, Role, Snapshot, SnapshotMeta
+
+from raftka.node._host import Group
+from raftka.node._partition import PartitionConfig, PartitionReplica
+from raftka.raft import Config, RawNode
+from tests.node.test_partition_idempotence import _drive, _start
+
+LOCK = 30_000
+
+
+def _records(*values: bytes) -> bytes:
+    return build_batch([Record(None, v) for v in values], compression="none")
+
+
+def _restart(storage: MemoryStorage) -> PartitionReplica:
+    """As the broker restarts a replica: committed entries are not applied again
+    (``applied`` = the stored commit index); ``attach`` replays the log."""
+    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1,
+                          applied=storage.hard_state().commit), storage, random.Random(9))
+    replica = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
+                               clock_ms=lambda: 1_000_000)
+    replica.attach(Group(2, node, storage, replica))  # type: ignore[arg-type]
+    return replica
+
+
+async def _op(replica, node, storage, op: dict):
+    task = asyncio.ensure_future(replica.share_op(op, 5.0))
+    await asyncio.sleep(0)  # proposed
+    _drive(replica, node, storage)
+    return await task
+
+
+def test_share_ops_survive_restart_and_snapshot_and_are_not_records() -> None:
+    async def scenario() -> None:
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        replica, node = _start(storage, 1)
+        node.campaign()
+        _drive(replica, node, storage)
+        assert node.role == Role.LEADER and replica.share_ready()
+        produced = replica.submit(_records(b"a", b"b", b"c"), acks=-1)
+        _drive(replica, node, storage)
+        assert produced.result() == (0, 2)
+        base = {"g": "g", "now": 1000, "attempts": 5, "log_start": 0}
+        got = await _op(replica, node, storage, {**base, "op": "acquire", "m": "m1",
+                                                 "lock_ms": LOCK, "max": 2, "cap": 100})
+        assert got == [(0, 1, 1)]
+        await _op(replica, node, storage, {**base, "op": "ack", "m": "m1",
+                                           "acks": [[0, 0, 1, 0, ""]]})
+        try:
+            await _op(replica, node, storage, {**base, "op": "ack", "m": "m2",
+                                               "acks": [[1, 1, 1, 0, ""]]})
+            raise AssertionError("an ack of a record held by another member was applied")
+        except BrokerError as exc:
+            assert exc.code == Code.INVALID_RECORD_STATE
+        produced = replica.submit(_records(b"d"), acks=-1)  # offsets continue past ops
+        _drive(replica, node, storage)
+        assert produced.result() == (3, 3)
+        data, _ = replica.read(0, 1 << 20)
+        assert len(data) > 0 and replica.high_watermark == 4
+        state = replica.shares.encode()
+        sp = replica.shares.groups["g"]
+        assert (sp.start, sp.end, sp.held_by("m1")) == (1, 2, [(1, 1)])
+
+        restarted = _restart(storage)  # the restart's replay rebuilds it
+        assert restarted.applied_index == replica.applied_index
+        assert restarted.shares.encode() == state
+
+        header = replica._header_at(replica.applied_index) or replica._header_at(
+            replica.applied_index - 1)
+        snap = replica._snapshot_data(header)
+        fresh, _ = _start(MemoryStorage(ConfState(frozenset({1}))), 3)
+        fresh.restore(Snapshot(SnapshotMeta(replica.applied_index, 1,
+                                            ConfState(frozenset({1}))), snap))
+        assert fresh.shares.encode() == state
+        assert fresh.log_start_offset == header.last_offset + 1
+
+    asyncio.run(scenario())
