@@ -65,6 +65,7 @@ TICK_S = 0.2
 RECHECK_S = 0.1  # a long poll re-checks for released records whose delay passed
 READ_BYTES_MAX = 64 << 20
 DLQ_BATCH_MAX = 500
+DLQ_BATCH_BYTES = 512 << 10  # below the default max.message.bytes (1 MiB)
 DLQ_HEADER = "raftka.dlq."
 ERROR_TEXT_MAX = 1000
 
@@ -309,7 +310,8 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
             now_ms = int(time.time() * 1000)
             sp = replica.shares.groups.get(group_id)
             hw = replica.high_watermark
-            if sp is None or sp.acquirable(now_ms, hw, cfg["in_flight"]):
+            if (sp is None and hw > replica.log_start_offset) or (
+                    sp is not None and sp.acquirable(now_ms, hw, cfg["in_flight"])):
                 op = {"g": group_id, "op": "acquire", "m": request.member_id, "now": now_ms,
                       "lock_ms": cfg["lock_ms"], "max": max_records, "cap": cfg["in_flight"],
                       "attempts": cfg["attempts"], "log_start": replica.log_start_offset}
@@ -510,8 +512,8 @@ class _DeadLetterWriter:
         if sp.dlq_producer_id < 0:
             await self._init_producer(meta)
             sp = replica.shares.groups[self.group_id]
-        ranges = await replica.share_op({**self._base("dlq_prepare"), "max": DLQ_BATCH_MAX},
-                                        OP_TIMEOUT_S)
+        ranges = await replica.share_op({**self._base("dlq_prepare"),
+                                         "max": self._fitting(sp)}, OP_TIMEOUT_S)
         sp = replica.shares.groups[self.group_id]
         if not ranges:
             return False
@@ -540,6 +542,35 @@ class _DeadLetterWriter:
         log.info("share group %s: %d record(s) of %s/%d dead-lettered to %s", self.group_id,
                  len(records), replica.topic, replica.partition, dlq)
         return True
+
+    def _fitting(self, sp) -> int:
+        """How many dead offsets to prepare so that the batch stays under
+        ``DLQ_BATCH_BYTES`` (at least one; at most ``DLQ_BATCH_MAX``). Only decides the
+        size of the *next* prepared batch: a prepared batch is written as it is."""
+        counted, size, records = 0, 0, 0  # dead offsets before the current span
+        for first, last in sp.dead():
+            offset = first
+            while offset <= last:
+                try:
+                    data, nxt = self.replica.read(offset, 1 << 20)
+                    decoded = decode_batches(data)
+                except (BrokerError, CorruptBatchError):
+                    break
+                if nxt <= offset:
+                    break
+                for r in decoded:
+                    if not offset <= r.offset <= last:
+                        continue
+                    size += len(r.key or b"") + len(r.value or b"") + 200 + sum(
+                        len(k) + len(v or b"") for k, v in r.headers)
+                    if records and size > DLQ_BATCH_BYTES:
+                        return max(min(counted + r.offset - first, DLQ_BATCH_MAX), 1)
+                    records += 1
+                offset = nxt
+            counted += last - first + 1
+            if counted >= DLQ_BATCH_MAX:
+                break
+        return max(min(counted, DLQ_BATCH_MAX), 1)
 
     def _records(self, sp, ranges, dlq: str) -> list:
         """The prepared records as read from the source log, with the dead-letter headers;

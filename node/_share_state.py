@@ -101,6 +101,10 @@ class Span:
                 self.reason, self.error]
 
 
+def _first(span: Span) -> int:
+    return span.first
+
+
 def encode_op(op: dict) -> bytes:
     return bytes((ENTRY_MAGIC, ENTRY_VERSION)) + json.dumps(
         op, separators=(",", ":"), sort_keys=True).encode()
@@ -294,7 +298,7 @@ class SharePartition:
     # ------------------------------------------------------------------ spans
     def _index(self, offset: int) -> int:
         """Index of the span holding ``offset`` (start <= offset < end)."""
-        return bisect_right([s.first for s in self.spans], offset) - 1
+        return bisect_right(self.spans, offset, key=_first) - 1
 
     def _cut(self, offset: int) -> None:
         """Make ``offset`` the first offset of a span (if inside [start, end))."""
@@ -332,6 +336,10 @@ class SharePartition:
         self.spans = merged
 
     # ------------------------------------------------------------------ views
+    def dead(self) -> list[tuple[int, int]]:
+        """The ranges waiting to be prepared for the dead-letter topic, in order."""
+        return [(s.first, s.last) for s in self.spans if s.state == DEAD]
+
     def prepared(self) -> list[tuple[int, int]]:
         return [(s.first, s.last) for s in self.spans if s.state == PREPARED]
 
