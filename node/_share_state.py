@@ -30,7 +30,7 @@ State (per group and partition), all in offsets and offset *ranges*:
 Rules (applied in this order by every operation):
 1. Lock expiry: an ``ACQUIRED`` span whose ``until_ms <= now`` becomes ``AVAILABLE`` (now
    redeliverable), or ``DEAD`` ("attempts exhausted") if its count reached the delivery
-   limit.
+   limit. Only operations that carry the limit (``attempts``) expire locks.
 2. Acquire (member ``m``, at most ``max_records``): ``AVAILABLE`` spans whose delay has
    passed, in offset order, then fresh offsets from ``end`` up to
    ``min(high watermark, start + cap)``. Each acquired record's count goes up by one and
@@ -142,17 +142,18 @@ class SharePartition:
         last)] of the prepared batch, others -> None."""
         kind = op.get("op")
         now = int(op.get("now", 0))
-        limit = int(op.get("attempts", 5))
+        limit = int(op.get("attempts", 0))
         self._skip_below(int(op.get("log_start", 0)))
-        self._expire(now, limit)
+        if limit > 0:  # ops that do not carry the delivery limit expire nothing
+            self._expire(now, limit)
         try:
             if kind == "acquire":
                 return self._acquire(op["m"], now, int(op["lock_ms"]), int(op["max"]),
-                                     int(op["cap"]), high_watermark)
+                                     int(op["cap"]), high_watermark, max(limit, 1))
             if kind == "ack":
-                return self._ack(op["m"], now, limit, op["acks"])
+                return self._ack(op["m"], now, max(limit, 1), op["acks"])
             if kind == "leave":
-                return self._leave(op["m"], now, limit)
+                return self._leave(op["m"], now, max(limit, 1))
             if kind == "tick":
                 return None
             if kind == "dlq_init":
@@ -197,13 +198,16 @@ class SharePartition:
                     s.state, s.until_ms = AVAILABLE, 0
 
     def _acquire(self, member: str, now: int, lock_ms: int, max_records: int, cap: int,
-                 high_watermark: int) -> list[tuple[int, int, int]]:  # rule 2
+                 high_watermark: int, limit: int) -> list[tuple[int, int, int]]:  # rule 2
         got: list[tuple[int, int, int]] = []
         remaining = max_records
         for s in list(self.spans):
             if remaining <= 0:
                 break
             if s.state != AVAILABLE or s.until_ms > now:
+                continue
+            if s.count >= limit:  # never delivered beyond the limit
+                s.state, s.reason, s.until_ms = DEAD, REASON_EXHAUSTED, 0
                 continue
             last = min(s.last, s.first + remaining - 1)
             self._cut(last + 1)  # s now ends at ``last``

@@ -156,3 +156,13 @@ def test_a_fresh_dead_letter_producer_id_restarts_the_sequence_once():
     sp.apply({"g": "g", "op": "dlq_init", "pid": 10, "partition": 0, "reset": True, "old": 7},
              2)  # a second writer's stale reset: ignored
     assert (sp.dlq_producer_id, sp.dlq_seq, sp.prepared_seq) == (9, 0, 0)
+
+
+def test_ops_without_the_delivery_limit_expire_nothing_and_the_limit_is_never_passed():
+    sp = SharePartition()
+    acquire(sp, "a", 0, hw=1, attempts=2)
+    acquire(sp, "a", LOCK, hw=1, attempts=2)  # second delivery
+    sp.apply({"g": "g", "op": "dlq_prepare", "max": 10, "now": 2 * LOCK}, 1)  # no limit
+    assert sp.record_info(0).state == ACQUIRED  # not released as if the limit were 5
+    assert acquire(sp, "b", 2 * LOCK, hw=1, attempts=2) == []
+    assert sp.record_info(0).state == DEAD
