@@ -349,7 +349,8 @@ class ShareConsumer:
                 continue
             request = share_pb2.ShareAcknowledgeRequest(
                 group_id=self.group_id, member_id=self.member_id, topic=topic,
-                partition=partition, ranges=_ranges(items))
+                partition=partition, ranges=_ranges(items),
+                request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
             try:
                 call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge",
                                       request, timeout_s)

@@ -368,6 +368,8 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                                   f"{r.last_offset}")
             acks.append([r.first_offset, r.last_offset, r.type, r.release_delay_ms,
                          r.error[:ERROR_TEXT_MAX]])
+        if len(request.request_id) > 64:
+            raise BrokerError(Code.INVALID_REQUEST, "request_id is limited to 64 characters")
         replica = self._leader_replica(request.topic, request.partition)
         cfg = await self._config(request.group_id)
         if request.group_id not in replica.shares.groups and acks:
@@ -377,7 +379,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                 "log_start": replica.log_start_offset}
         if acks:
             await replica.share_op({**base, "op": "ack", "now": int(time.time() * 1000),
-                                    "acks": acks}, OP_TIMEOUT_S)
+                                    "acks": acks, "id": request.request_id}, OP_TIMEOUT_S)
         if request.leave and request.group_id in replica.shares.groups:
             await replica.share_op({**base, "op": "leave", "now": int(time.time() * 1000)},
                                    OP_TIMEOUT_S)

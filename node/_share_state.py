@@ -38,7 +38,8 @@ Rules (applied in this order by every operation):
    never acquired (rule 1 and 3 make it ``DEAD`` first).
 3. Acknowledge (member ``m``, offset ranges): refused whole, changing nothing, unless every
    offset named is ``ACQUIRED`` by ``m`` (so after its lock expired, it is not: rule 1 ran
-   first). ``accept`` -> ``DONE``; ``release`` -> ``AVAILABLE`` after ``delay_ms`` (or
+   first). An acknowledgement whose ``id`` is among the last ``ACK_IDS_MAX`` applied is a
+   retry of one already applied: nothing to do, and success again. ``accept`` -> ``DONE``; ``release`` -> ``AVAILABLE`` after ``delay_ms`` (or
    ``DEAD``, "attempts exhausted", at the limit); ``reject`` -> ``DEAD`` ("rejected").
 4. Leave (member ``m``): every record ``m`` holds is released at once (its count stays).
 5. Dead letters: ``dlq_prepare`` freezes the first ``DEAD`` records (at most ``max``
@@ -65,6 +66,7 @@ REASON_EXHAUSTED = "attempts exhausted"
 ENTRY_MAGIC = 0x53  # 'S'
 ENTRY_VERSION = 1
 ERROR_TEXT_MAX = 1000
+ACK_IDS_MAX = 1000  # acknowledgement ids remembered per share-partition (retries)
 
 
 class ShareOpError(Exception):
@@ -134,6 +136,7 @@ class SharePartition:
         self.prepared_seq = -1  # sequence of the batch being written, -1: none
         self.dead_lettered = 0  # records written to the dead-letter topic (total)
         self.accepted = 0  # records accepted (total)
+        self.ack_ids: list[str] = []  # ids of the last ACK_IDS_MAX applied acknowledgements
 
     # ------------------------------------------------------------------ apply
     def apply(self, op: dict, high_watermark: int):
@@ -151,7 +154,14 @@ class SharePartition:
                 return self._acquire(op["m"], now, int(op["lock_ms"]), int(op["max"]),
                                      int(op["cap"]), high_watermark, max(limit, 1))
             if kind == "ack":
-                return self._ack(op["m"], now, max(limit, 1), op["acks"])
+                ack_id = str(op.get("id", ""))
+                if ack_id and ack_id in self.ack_ids:
+                    return None  # a retry of an acknowledgement already applied
+                self._ack(op["m"], now, max(limit, 1), op["acks"])
+                if ack_id:
+                    self.ack_ids.append(ack_id)
+                    del self.ack_ids[:-ACK_IDS_MAX]
+                return None
             if kind == "leave":
                 return self._leave(op["m"], now, max(limit, 1))
             if kind == "tick":
@@ -385,7 +395,8 @@ class SharePartition:
     def encode(self) -> dict:
         return {"start": self.start, "end": self.end, "spans": [s.encode() for s in self.spans],
                 "dlq": [self.dlq_producer_id, self.dlq_partition, self.dlq_seq,
-                        self.prepared_seq, self.dead_lettered, self.accepted]}
+                        self.prepared_seq, self.dead_lettered, self.accepted],
+                "ack_ids": list(self.ack_ids)}
 
     @classmethod
     def decode(cls, doc: dict) -> SharePartition:
@@ -394,6 +405,7 @@ class SharePartition:
         sp.spans = [Span(*s) for s in doc["spans"]]
         (sp.dlq_producer_id, sp.dlq_partition, sp.dlq_seq, sp.prepared_seq,
          sp.dead_lettered, sp.accepted) = (int(x) for x in doc["dlq"])
+        sp.ack_ids = [str(x) for x in doc.get("ack_ids", [])]
         return sp
 
 

@@ -14,7 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.harness import Cluster, wait_for
 
-CLIENT_SERVICES = ["", "raftka.v1.Broker", "raftka.v1.Admin", "raftka.v1.GroupCoordinator"]
+CLIENT_SERVICES = ["", "raftka.v1.Broker", "raftka.v1.Admin", "raftka.v1.GroupCoordinator",
+                   "raftka.v1.Share"]
 RAFT = "raftka.v1.RaftPeer"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -166,3 +166,15 @@ def test_ops_without_the_delivery_limit_expire_nothing_and_the_limit_is_never_pa
     assert sp.record_info(0).state == ACQUIRED  # not released as if the limit were 5
     assert acquire(sp, "b", 2 * LOCK, hw=1, attempts=2) == []
     assert sp.record_info(0).state == DEAD
+
+
+def test_a_retried_acknowledgement_with_the_same_id_succeeds_again():
+    sp = SharePartition()
+    acquire(sp, "a", 0, hw=2)
+    op = {"g": "g", "op": "ack", "m": "a", "now": 1, "attempts": 5, "id": "x1",
+          "acks": [[0, 1, ACCEPT, 0, ""]]}
+    sp.apply(op, 2)
+    sp.apply(op, 2)  # the answer was lost; the retry is not refused
+    with pytest.raises(ShareOpError):
+        sp.apply({**op, "id": "x2"}, 2)  # a different acknowledgement of the same records
+    assert SharePartition.decode(sp.encode()).ack_ids == ["x1"]

@@ -140,20 +140,22 @@ class AcknowledgeRange(_message.Message):
     def __init__(self, first_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., type: _Optional[_Union[AcknowledgeType, str]] = ..., release_delay_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ShareAcknowledgeRequest(_message.Message):
-    __slots__ = ("group_id", "member_id", "topic", "partition", "ranges", "leave")
+    __slots__ = ("group_id", "member_id", "topic", "partition", "ranges", "leave", "request_id")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     RANGES_FIELD_NUMBER: _ClassVar[int]
     LEAVE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     member_id: str
     topic: str
     partition: int
     ranges: _containers.RepeatedCompositeFieldContainer[AcknowledgeRange]
     leave: bool
-    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[AcknowledgeRange, _Mapping]]] = ..., leave: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., ranges: _Optional[_Iterable[_Union[AcknowledgeRange, _Mapping]]] = ..., leave: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ShareAcknowledgeResponse(_message.Message):
     __slots__ = ()
