@@ -214,8 +214,9 @@ class ShareConsumer:
     # ------------------------------------------------------------------ consuming
     def poll(self, timeout_s: float = 1.0, max_records: int | None = None) -> list[ShareRecord]:
         """Acknowledge what is queued (with ``auto_accept``, accept every record of the
-        previous poll not yet acknowledged), then acquire records from any partition of
-        the subscription, waiting up to ``timeout_s`` for some. Raises RaftkaError (e.g.
+        previous poll not yet acknowledged), then acquire records from every partition of
+        the subscription at once (up to ``max_records`` from each), waiting up to
+        ``timeout_s`` for some. Raises RaftkaError (e.g.
         InvalidRecordStateError if a queued acknowledgement names a record this member
         no longer holds: nothing of that partition's acknowledgement was applied)."""
         self._check_open()
@@ -237,7 +238,7 @@ class ShareConsumer:
         if not partitions:
             time.sleep(wait_ms / 1000)
             return []
-        per = max(1, max_records // len(partitions))
+        per = max_records  # each partition may give up to max_records
         futures = [(tp, self._pool.submit(self._fetch_one, tp, per, wait_ms))
                    for tp in partitions]
         out: list[ShareRecord] = []
@@ -340,10 +341,12 @@ class ShareConsumer:
                 [record.offset, kind, delay_ms, error])
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        """Send the queued acknowledgements (one request per partition, as ranges)."""
+        """Send the queued acknowledgements: one request per partition, as ranges, to the
+        partitions' leaders in parallel. Raises the first error (the other partitions'
+        acknowledgements were still sent)."""
         with self._lock:
             acks, self._acks = self._acks, {}
-        first_error: RaftkaError | None = None
+        futures = []
         for (topic, partition), items in acks.items():
             if not items:
                 continue
@@ -351,9 +354,13 @@ class ShareConsumer:
                 group_id=self.group_id, member_id=self.member_id, topic=topic,
                 partition=partition, ranges=_ranges(items),
                 request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
+            futures.append(self._pool.submit(call_partition_leader, self._cluster, topic,
+                                             partition, "ShareAcknowledge", request,
+                                             timeout_s))
+        first_error: RaftkaError | None = None
+        for future in futures:
             try:
-                call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge",
-                                      request, timeout_s)
+                future.result()
             except RaftkaError as exc:
                 first_error = first_error or exc
         if first_error is not None:
