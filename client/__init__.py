@@ -154,8 +154,16 @@ __all__ = [
 ]
 
 # Share groups (KIP-932): per-record acquisition and acknowledgement, dead-letter topics.
-from raftka.client._share import ShareConsumer, ShareRecord  # noqa: E402
+from raftka.client._dlq import DeadLetter, list_dead_letters, replay_dead_letters  # noqa: E402
+from raftka.client._share import (  # noqa: E402
+    ShareConsumer,
+    ShareGroupDescription,
+    SharePartitionState,
+    ShareRecord,
+    describe_share_group,
+)
 from raftka.v1.errors import InconsistentGroupTypeError, InvalidRecordStateError  # noqa: E402
 
-__all__ += ["InconsistentGroupTypeError", "InvalidRecordStateError", "ShareConsumer",
-            "ShareRecord"]
+__all__ += ["DeadLetter", "InconsistentGroupTypeError", "InvalidRecordStateError",
+            "ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
+            "describe_share_group", "list_dead_letters", "replay_dead_letters"]

@@ -465,11 +465,21 @@ class ShareGroupDescription(NamedTuple):
     partitions: tuple[SharePartitionState, ...]
 
 
-def describe_share_group(cluster: Cluster, group_id: str,
+def describe_share_group(bootstrap: str | Iterable[str] | Cluster, group_id: str,
                          timeout_s: float = 30.0) -> ShareGroupDescription:
     """The group's configuration and members (from its coordinator) and its state on
     every partition of every topic it ever read (from each partition leader). Raises
     UnknownGroupError, InconsistentGroupTypeError (a consumer group), RaftkaError."""
+    if isinstance(bootstrap, Cluster):
+        return _describe(bootstrap, group_id, timeout_s)
+    cluster = Cluster(bootstrap)
+    try:
+        return _describe(cluster, group_id, timeout_s)
+    finally:
+        cluster.close()
+
+
+def _describe(cluster: Cluster, group_id: str, timeout_s: float) -> ShareGroupDescription:
     answer = share_coordinator(cluster, group_id).call(
         "DescribeShareGroup", share_pb2.DescribeShareGroupRequest(group_id=group_id),
         timeout_s)

@@ -1,5 +1,6 @@
-"""``raftka share consume|describe``: share groups from the command line (cli.py wires
-these in; kept apart so that the share commands do not grow cli.py)."""
+"""``raftka share consume|describe`` and ``raftka dlq list|show|replay``: share groups and
+their dead letters from the command line (cli.py wires these in; kept apart so that the
+share commands do not grow cli.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import argparse
 import sys
 from typing import Any
 
-from raftka.client._cluster import Cluster
 from raftka.client._share import ShareConsumer, describe_share_group
 
 
@@ -38,15 +38,117 @@ def add_share_parser(sub: Any, common: argparse.ArgumentParser,
                                     "state")
     describe.add_argument("group", metavar="GROUP")
 
+    dlq = sub.add_parser("dlq", help="list, show or replay a share group's dead letters")
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    dlist = dsub.add_parser("list", parents=[common, as_json, timeout],
+                            help="the group's dead letters (not yet replayed)")
+    dlist.add_argument("group", metavar="GROUP")
+    dlist.add_argument("--all", action="store_true", help="include replayed ones")
+    show = dsub.add_parser("show", parents=[common, as_json, timeout],
+                           help="one dead letter in full (value, headers)")
+    show.add_argument("group", metavar="GROUP")
+    show.add_argument("letter", metavar="PARTITION:OFFSET", type=_letter,
+                      help="its place in the dead-letter topic (as `dlq list` shows)")
+    replay = dsub.add_parser(
+        "replay", parents=[common, as_json, timeout],
+        help="send dead letters back to their source topic and mark them replayed",
+        description="Send the chosen dead letters back to their source topic and partition "
+                    "(same key, value and headers, plus raftka.dlq.replayed-from) and mark "
+                    "them replayed in the dead-letter topic.")
+    replay.add_argument("group", metavar="GROUP")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("letters", metavar="PARTITION:OFFSET", type=_letter, nargs="*",
+                       default=[])
+    which.add_argument("--all", action="store_true", help="every dead letter not replayed")
+    replay.add_argument("--dry-run", action="store_true", help="only list what would be sent")
+
+
+def _letter(text: str) -> tuple[int, int]:
+    try:
+        partition, offset = text.split(":")
+        p, o = int(partition), int(offset)
+        if p < 0 or o < 0:
+            raise ValueError
+        return p, o
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PARTITION:OFFSET (e.g. 0:17), got "
+                                         f"{text!r}") from None
+
+
+def cmd_dlq(args: argparse.Namespace, bootstrap: list[str], table, to_json) -> int:
+    from raftka.client._dlq import list_dead_letters, replay_dead_letters
+    out = sys.stdout
+    letters = list_dead_letters(bootstrap, args.group, timeout_s=args.timeout,
+                                include_replayed=args.dlq_command != "replay" and
+                                (args.dlq_command == "show" or args.all))
+    if args.dlq_command == "list":
+        if args.json:
+            to_json([_letter_json(x) for x in letters], out)
+        else:
+            out.write(table(["DLQ", "SOURCE", "COUNT", "REASON", "ERROR", "KEY", "REPLAYED"], [
+                [f"{x.dlq_partition}:{x.dlq_offset}",
+                 f"{x.source_topic}/{x.source_partition}@{x.source_offset}", x.delivery_count,
+                 x.reason, (x.error[:40] or "-"), _short(x.key), "yes" if x.replayed else "-"]
+                for x in letters]) + "\n")
+        return 0
+    by_place = {(x.dlq_partition, x.dlq_offset): x for x in letters}
+    if args.dlq_command == "show":
+        letter = by_place.get(args.letter)
+        if letter is None:
+            raise ValueError(f"no dead letter at {args.letter[0]}:{args.letter[1]} of group "
+                             f"{args.group}'s dead-letter topic; see `raftka dlq list "
+                             f"{args.group}`")
+        if args.json:
+            to_json(_letter_json(letter), out)
+        else:
+            out.write(table(["FIELD", "VALUE"], [[k, v] for k, v in
+                                                 _letter_json(letter).items()]) + "\n")
+        return 0
+    if not args.all and not args.letters:
+        raise ValueError("name the dead letters to replay (PARTITION:OFFSET, as `raftka dlq "
+                         "list` shows them) or use --all")
+    chosen = list(letters) if args.all else []
+    for place in args.letters:
+        if place not in by_place:
+            raise ValueError(f"no dead letter waiting at {place[0]}:{place[1]} (never "
+                             f"dead-lettered there, or already replayed)")
+        chosen.append(by_place[place])
+    done = [] if args.dry_run else replay_dead_letters(bootstrap, chosen, args.timeout)
+    if args.json:
+        to_json({"dry_run": args.dry_run, "replayed": [
+            {**_letter_json(x), "to": [x.source_topic, p, o]} for x, p, o in done]
+            if not args.dry_run else [_letter_json(x) for x in chosen]}, out)
+    else:
+        verb = "would replay" if args.dry_run else "replayed"
+        for x in chosen:
+            out.write(f"{verb} {x.dlq_partition}:{x.dlq_offset} -> {x.source_topic}/"
+                      f"{x.source_partition}\n")
+        out.write(f"{verb} {len(chosen)} dead letter{'s' if len(chosen) != 1 else ''}\n")
+    return 0
+
+
+def _short(data: bytes | None) -> str:
+    if data is None:
+        return "-"
+    text = data.decode("utf-8", "replace")
+    return text if len(text) <= 20 else text[:19] + "…"
+
+
+def _letter_json(x) -> dict:
+    d = x._asdict()
+    for k in ("key", "value"):
+        d[k] = None if d[k] is None else d[k].decode("utf-8", "replace")
+    d["headers"] = {k: (v.decode("utf-8", "replace") if v is not None else None)
+                    for k, v in x.headers}
+    return d
+
 
 def cmd_share(args: argparse.Namespace, bootstrap: list[str], table, to_json) -> int:
+    if args.command == "dlq":
+        return cmd_dlq(args, bootstrap, table, to_json)
     if args.share_command == "consume":
         return _consume(args, bootstrap)
-    cluster = Cluster(bootstrap)
-    try:
-        desc = describe_share_group(cluster, args.group, args.timeout)
-    finally:
-        cluster.close()
+    desc = describe_share_group(bootstrap, args.group, args.timeout)
     out = sys.stdout
     if args.json:
         data = desc._asdict()

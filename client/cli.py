@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "committed after each batch is printed (start: the committed "
                               "offset; without one --from-beginning, else only new records)")
 
-    add_share_parser(sub, common, as_json, timeout)  # raftka share consume|describe
+    add_share_parser(sub, common, as_json, timeout)  # raftka share ..., raftka dlq ...
 
     top = sub.add_parser(
         "top", parents=[common],
@@ -852,7 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":
             return _cmd_consume(args, bootstrap)
-        if args.command == "share":
+        if args.command in ("share", "dlq"):
             return cmd_share(args, bootstrap, _table, _json)
         if args.command == "top":
             return _cmd_top(args, bootstrap)

@@ -42,7 +42,7 @@ from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batche
 from ._broker import Broker
 from ._errors import BrokerError, Code
 from ._forwarding import CHANNEL_OPTIONS
-from ._offsets import OffsetsReplica, encode_group_changes
+from ._offsets import OffsetsReplica, encode_group_changes, offsets_partition_for
 from ._partition import PartitionReplica
 from ._services import _handler, _require_leader, _Service
 from ._share_state import ACCEPT, REJECT, RELEASE
@@ -262,7 +262,6 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
 
     async def _remote_config(self, group_id: str) -> dict:
         meta = self._groups._offsets_topic()
-        from ._offsets import offsets_partition_for
         pnum = offsets_partition_for(group_id, len(meta.partitions))
         leader = self.broker.leader_of(meta, meta.partitions[pnum])
         if not leader or leader == self.broker.node_id:
@@ -541,7 +540,7 @@ class _DeadLetterWriter:
                 return True
         await replica.share_op({**self._base("dlq_done"), "seq": seq, "n": len(records)},
                                OP_TIMEOUT_S)
-        log.info("share group %s: %d record(s) of %s/%d dead-lettered to %s", self.group_id,
+        log.debug("share group %s: %d record(s) of %s/%d dead-lettered to %s", self.group_id,
                  len(records), replica.topic, replica.partition, dlq)
         return True
 

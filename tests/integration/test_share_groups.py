@@ -230,13 +230,8 @@ def test_kill_of_the_share_partition_leader_loses_nothing_and_redelivers_no_acce
 
 
 def describe(cluster: Cluster, group: str):
-    from raftka.client._cluster import Cluster as ClientCluster
-    from raftka.client._share import describe_share_group
-    client = ClientCluster(bootstrap(cluster))
-    try:
-        return describe_share_group(client, group)
-    finally:
-        client.close()
+    from raftka.client import describe_share_group
+    return describe_share_group(bootstrap(cluster), group)
 
 
 def test_bad_input_is_refused_with_clear_errors_and_changes_nothing(cluster: Cluster):
@@ -319,3 +314,56 @@ def test_cli_share_consume_and_describe(cluster: Cluster):
     assert r.returncode == 0 and "cli-group.dlq" in r.stdout and "ACCEPTED" in r.stdout
     r = _raftka(cluster, "share", "describe", "no-such-group")
     assert r.returncode == 1 and "UNKNOWN_GROUP" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dead_letters_are_listed_shown_and_replayed_once(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=2)
+    produce(cluster, ["bad-0", "good"], partition=0, headers=[("h", b"1")])
+    produce(cluster, ["bad-1"], partition=1)
+    with ShareConsumer(bootstrap(cluster), "dl", [TOPIC], auto_accept=False) as consumer:
+        for r in drain(consumer, 3, accept=False):
+            if r.value.startswith(b"bad"):
+                consumer.reject(r, error=f"no {r.value.decode()}")
+            else:
+                consumer.accept(r)
+        consumer.flush()
+    wait_for(lambda: len(_letters(cluster)) == 2, 30, "two dead letters")
+    r = _raftka(cluster, "dlq", "list", "dl", "--json")
+    assert r.returncode == 0, r.stderr
+    letters = json.loads(r.stdout)
+    assert sorted((x["source_partition"], x["source_offset"], x["reason"], x["error"])
+                  for x in letters) == [(0, 0, "rejected", "no bad-0"),
+                                        (1, 0, "rejected", "no bad-1")]
+    first = next(x for x in letters if x["source_partition"] == 0)
+    place = f"{first['dlq_partition']}:{first['dlq_offset']}"
+    r = _raftka(cluster, "dlq", "show", "dl", place, "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.loads(r.stdout)
+    assert (shown["value"], shown["headers"]) == ("bad-0", {"h": "1"})
+    r = _raftka(cluster, "dlq", "replay", "dl", place, "--dry-run")
+    assert r.returncode == 0 and "would replay 1 dead letter" in r.stdout
+    assert len(_letters(cluster)) == 2
+    r = _raftka(cluster, "dlq", "replay", "dl", place)
+    assert r.returncode == 0 and "replayed 1 dead letter" in r.stdout, r.stderr
+    r = _raftka(cluster, "dlq", "replay", "dl", place)  # already replayed: refused
+    assert r.returncode == 1 and "already replayed" in r.stderr
+    assert [x.source_partition for x in _letters(cluster)] == [1]
+    assert [x.replayed for x in _letters(cluster, include_replayed=True)
+            if x.source_partition == 0] == [True]
+    with ShareConsumer(bootstrap(cluster), "dl", [TOPIC], auto_accept=False) as consumer:
+        again = drain(consumer, 1)
+    assert [(r.partition, r.value) for r in again] == [(0, b"bad-0")]
+    headers = dict(again[0].headers)
+    assert headers["h"] == b"1" and headers["raftka.dlq.replayed-from"] == (
+        f"dl.dlq/{first['dlq_partition']}/{first['dlq_offset']}".encode())
+    r = _raftka(cluster, "dlq", "list", "nobody")
+    assert r.returncode == 1 and "UNKNOWN_GROUP" in r.stderr and "Traceback" not in r.stderr
+
+
+def _letters(cluster: Cluster, include_replayed: bool = False):
+    from raftka.client import UnknownTopicError, list_dead_letters
+    try:
+        return list_dead_letters(bootstrap(cluster), "dl", include_replayed=include_replayed,
+                                 timeout_s=10)
+    except UnknownTopicError:
+        return []  # not created yet
