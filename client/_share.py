@@ -141,9 +141,12 @@ def call_partition_leader(cluster: Cluster, topic: str, partition: int, method: 
 class ShareConsumer:
     """A share-group member (see the module docstring).
 
-    ``record_lock_duration_ms``, ``max_delivery_attempts``, ``dead_letter_topic`` and
-    ``max_in_flight_records`` configure the group when this member creates it (the first
-    to join); later members get the group's configuration (``self.config``).
+    ``record_lock_duration_ms``, ``max_delivery_attempts``, ``dead_letter_topic``,
+    ``max_in_flight_records`` and the ``redelivery_backoff_*`` policy (initial ms,
+    multiplier, maximum ms: a record whose lock expired, or released without a delay, is
+    redelivered after ``min(max, initial * multiplier ** (deliveries - 1))``) configure
+    the group when this member creates it (the first to join); later members get the
+    group's configuration (``self.config``).
     """
 
     def __init__(self, bootstrap: str | Iterable[str], group_id: str,
@@ -151,6 +154,9 @@ class ShareConsumer:
                  max_records: int = 500, client_id: str = "raftka-share",
                  record_lock_duration_ms: int = 0, max_delivery_attempts: int = 0,
                  dead_letter_topic: str = "", max_in_flight_records: int = 0,
+                 redelivery_backoff_initial_ms: int = 0,
+                 redelivery_backoff_multiplier: float = 0.0,
+                 redelivery_backoff_max_ms: int = 0,
                  request_timeout_ms: int = 5000, join_timeout_s: float = 30.0) -> None:
         self.group_id = group_id
         self.topics = [topics] if isinstance(topics, str) else list(topics)
@@ -165,7 +171,10 @@ class ShareConsumer:
         self._requested = share_pb2.ShareGroupConfig(
             record_lock_duration_ms=record_lock_duration_ms,
             max_delivery_attempts=max_delivery_attempts, dead_letter_topic=dead_letter_topic,
-            max_in_flight_records=max_in_flight_records)
+            max_in_flight_records=max_in_flight_records,
+            redelivery_backoff_initial_ms=redelivery_backoff_initial_ms,
+            redelivery_backoff_multiplier=redelivery_backoff_multiplier,
+            redelivery_backoff_max_ms=redelivery_backoff_max_ms)
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
         self._coordinator = share_coordinator(self._cluster, group_id)
         self._lock = threading.Lock()
@@ -461,6 +470,7 @@ class ShareGroupDescription(NamedTuple):
     max_delivery_attempts: int
     dead_letter_topic: str
     max_in_flight_records: int
+    redelivery_backoff: tuple[int, float, int]  # initial ms (0: none), multiplier, max ms
     members: tuple[tuple[str, str, tuple[str, ...], str], ...]  # (id, client id, topics, host)
     partitions: tuple[SharePartitionState, ...]
 
@@ -502,5 +512,7 @@ def _describe(cluster: Cluster, group_id: str, timeout_s: float) -> ShareGroupDe
     return ShareGroupDescription(
         group_id, answer.coordinator_id, c.record_lock_duration_ms, c.max_delivery_attempts,
         c.dead_letter_topic, c.max_in_flight_records,
+        (c.redelivery_backoff_initial_ms, c.redelivery_backoff_multiplier,
+         c.redelivery_backoff_max_ms),
         tuple((m.member_id, m.client_id, tuple(m.topics), m.host) for m in answer.members),
         tuple(states))

@@ -164,6 +164,8 @@ def cmd_share(args: argparse.Namespace, bootstrap: list[str], table, to_json) ->
         ["max delivery attempts", desc.max_delivery_attempts],
         ["dead-letter topic", desc.dead_letter_topic],
         ["max in-flight records", desc.max_in_flight_records],
+        ["redelivery backoff", "none" if not desc.redelivery_backoff[0] else
+         "{} ms x{:g} up to {} ms".format(*desc.redelivery_backoff)],
         ["members", len(desc.members)]]) + "\n\n")
     out.write(table(
         ["TOPIC", "PARTITION", "START", "END", "LOG-END", "LAG", "IN-FLIGHT", "ACQUIRED",

@@ -96,20 +96,38 @@ def _config_record(group_id: str, cfg: share_pb2.ShareGroupConfig) -> dict:
     if len(dlq) > 249 or not dlq.isprintable() or dlq.startswith("__"):
         raise BrokerError(Code.INVALID_CONFIG, f"dead_letter_topic {dlq[:300]!r} is not a "
                           "valid topic name")
+    initial = cfg.redelivery_backoff_initial_ms
+    multiplier = cfg.redelivery_backoff_multiplier or 2.0
+    maximum = cfg.redelivery_backoff_max_ms or max(60_000, initial)
+    if not (0 <= initial <= 3_600_000 and 1.0 <= multiplier <= 10.0
+            and initial <= maximum <= 86_400_000):
+        raise BrokerError(Code.INVALID_CONFIG, "redelivery backoff: initial must be from 0 "
+                          "to 3600000 ms, the multiplier from 1.0 to 10.0 and the maximum "
+                          f"from initial to 86400000 ms; got {initial}, {multiplier}, "
+                          f"{maximum}")
     return {"type": "share", "lock_ms": lock_ms, "attempts": attempts, "in_flight": in_flight,
-            "dlq": dlq}
+            "dlq": dlq, "backoff": [initial, multiplier, maximum]}
 
 
 def _config_pb(record: dict) -> share_pb2.ShareGroupConfig:
+    initial, multiplier, maximum = record.get("backoff") or (0, 2.0, 60_000)
     return share_pb2.ShareGroupConfig(
         record_lock_duration_ms=record["lock_ms"], max_delivery_attempts=record["attempts"],
-        dead_letter_topic=record["dlq"], max_in_flight_records=record["in_flight"])
+        dead_letter_topic=record["dlq"], max_in_flight_records=record["in_flight"],
+        redelivery_backoff_initial_ms=initial, redelivery_backoff_multiplier=multiplier,
+        redelivery_backoff_max_ms=maximum)
 
 
 def _record_from_pb(cfg: share_pb2.ShareGroupConfig) -> dict:
     return {"type": "share", "lock_ms": cfg.record_lock_duration_ms,
             "attempts": cfg.max_delivery_attempts, "in_flight": cfg.max_in_flight_records,
-            "dlq": cfg.dead_letter_topic}
+            "dlq": cfg.dead_letter_topic,
+            "backoff": [cfg.redelivery_backoff_initial_ms, cfg.redelivery_backoff_multiplier,
+                        cfg.redelivery_backoff_max_ms]}
+
+
+def _backoff(cfg: dict) -> list:
+    return list(cfg.get("backoff") or (0, 2.0, 60_000))
 
 
 def is_share_record(record: dict | None) -> bool:
@@ -313,7 +331,8 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                     sp is not None and sp.acquirable(now_ms, hw, cfg["in_flight"])):
                 op = {"g": group_id, "op": "acquire", "m": request.member_id, "now": now_ms,
                       "lock_ms": cfg["lock_ms"], "max": max_records, "cap": cfg["in_flight"],
-                      "attempts": cfg["attempts"], "log_start": replica.log_start_offset}
+                      "attempts": cfg["attempts"], "log_start": replica.log_start_offset,
+                      "backoff": _backoff(cfg)}
                 acquired = await replica.share_op(op, OP_TIMEOUT_S)
                 if acquired:
                     return self._fetched(replica, acquired, now_ms + cfg["lock_ms"])
@@ -375,7 +394,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
             raise BrokerError(Code.INVALID_RECORD_STATE, f"group {request.group_id!r} holds "
                               f"no records of {request.topic}/{request.partition}")
         base = {"g": request.group_id, "m": request.member_id, "attempts": cfg["attempts"],
-                "log_start": replica.log_start_offset}
+                "log_start": replica.log_start_offset, "backoff": _backoff(cfg)}
         if acks:
             await replica.share_op({**base, "op": "ack", "now": int(time.time() * 1000),
                                     "acks": acks, "id": request.request_id}, OP_TIMEOUT_S)
@@ -431,7 +450,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         try:
             cfg = await self._config(group_id)
             await replica.share_op({"g": group_id, "op": "tick", "now": now_ms,
-                                    "attempts": cfg["attempts"],
+                                    "attempts": cfg["attempts"], "backoff": _backoff(cfg),
                                     "log_start": replica.log_start_offset}, OP_TIMEOUT_S)
         except BrokerError as exc:
             log.debug("share group %s: tick on %s/%d failed: %s", group_id, replica.topic,

@@ -49,6 +49,11 @@ Rules (applied in this order by every operation):
    rewrites exactly the same records with the same producer id and sequence, and the
    dead-letter partition's idempotence check drops the copy if the first write had landed.
 6. Log start: an offset below the log start (retention removed it) is finished.
+7. Redelivery backoff (the group's ``backoff`` = initial ms, multiplier, maximum ms, in
+   each op that may release records; initial 0 = none): a record released by lock expiry,
+   or by a ``release`` without a delay of its own, is redelivered no sooner than
+   ``min(maximum, initial * multiplier ** (count - 1))`` after its lock expired or it
+   was released. A member's leave releases without backoff.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class SharePartition:
         self.dead_lettered = 0  # records written to the dead-letter topic (total)
         self.accepted = 0  # records accepted (total)
         self.ack_ids: list[str] = []  # ids of the last ACK_IDS_MAX applied acknowledgements
+        self._backoff: tuple[int, float, int] = (0, 1.0, 0)  # of the op being applied
 
     # ------------------------------------------------------------------ apply
     def apply(self, op: dict, high_watermark: int):
@@ -146,6 +152,8 @@ class SharePartition:
         kind = op.get("op")
         now = int(op.get("now", 0))
         limit = int(op.get("attempts", 0))
+        backoff = op.get("backoff") or (0, 1.0, 0)
+        self._backoff = (int(backoff[0]), float(backoff[1]), int(backoff[2]))
         self._skip_below(int(op.get("log_start", 0)))
         if limit > 0:  # ops that do not carry the delivery limit expire nothing
             self._expire(now, limit)
@@ -204,8 +212,15 @@ class SharePartition:
                 s.member = ""
                 if s.count >= limit:
                     s.state, s.reason, s.until_ms = DEAD, REASON_EXHAUSTED, 0
-                else:
-                    s.state, s.until_ms = AVAILABLE, 0
+                else:  # redelivered after the backoff, counted from the lock's expiry
+                    s.state, s.until_ms = AVAILABLE, s.until_ms + self._delay(s.count)
+
+    def _delay(self, count: int) -> int:
+        """Rule 7: the group's redelivery backoff after ``count`` deliveries (ms)."""
+        initial, multiplier, maximum = self._backoff
+        if initial <= 0 or count < 1:
+            return 0
+        return int(min(maximum, initial * multiplier ** min(count - 1, 64)))
 
     def _acquire(self, member: str, now: int, lock_ms: int, max_records: int, cap: int,
                  high_watermark: int, limit: int) -> list[tuple[int, int, int]]:  # rule 2
@@ -260,7 +275,8 @@ class SharePartition:
                     if s.count >= limit:
                         s.state, s.until_ms, s.reason = DEAD, 0, REASON_EXHAUSTED
                     else:
-                        s.state, s.until_ms = AVAILABLE, now + delay_ms
+                        s.state = AVAILABLE
+                        s.until_ms = now + (delay_ms or self._delay(s.count))
 
     def _check_held(self, member: str, first: int, last: int) -> None:
         if first < self.start or last >= self.end:
@@ -279,8 +295,11 @@ class SharePartition:
     def _leave(self, member: str, now: int, limit: int) -> None:  # rule 4
         for s in self.spans:
             if s.state == ACQUIRED and s.member == member:
-                s.until_ms = now - 1  # expire now
-        self._expire(now, limit)
+                s.member = ""  # not the record's fault: no backoff
+                if s.count >= limit:
+                    s.state, s.reason, s.until_ms = DEAD, REASON_EXHAUSTED, 0
+                else:
+                    s.state, s.until_ms = AVAILABLE, 0
 
     def _dlq_prepare(self, max_offsets: int) -> list[tuple[int, int]]:  # rule 5
         if self.prepared_seq >= 0:

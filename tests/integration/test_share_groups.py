@@ -367,3 +367,25 @@ def _letters(cluster: Cluster, include_replayed: bool = False):
                                  timeout_s=10)
     except UnknownTopicError:
         return []  # not created yet
+
+
+def test_group_redelivery_backoff_holds_a_released_record_back(cluster: Cluster):
+    cluster.create_topic(TOPIC, partitions=1)
+    produce(cluster, ["flaky"])
+    with ShareConsumer(bootstrap(cluster), "backoff", [TOPIC], auto_accept=False,
+                       redelivery_backoff_initial_ms=8000, redelivery_backoff_multiplier=3,
+                       redelivery_backoff_max_ms=20000) as consumer:
+        assert (consumer.config.redelivery_backoff_initial_ms,
+                consumer.config.redelivery_backoff_multiplier) == (8000, 3.0)
+        first = drain(consumer, 1, accept=False)
+        consumer.release(first[0], error="downstream busy")  # no delay of its own
+        consumer.flush()
+        assert consumer.poll(1.0) == []  # held back by the group's backoff (8 s)
+        again = drain(consumer, 1)
+        assert [(r.value, r.delivery_count) for r in again] == [(b"flaky", 2)]
+    desc = describe(cluster, "backoff")
+    assert desc.redelivery_backoff == (8000, 3.0, 20000)
+    from raftka.client import InvalidConfigError
+    with pytest.raises(InvalidConfigError):
+        ShareConsumer(bootstrap(cluster), "bad-backoff", [TOPIC], join_timeout_s=5,
+                      redelivery_backoff_initial_ms=100, redelivery_backoff_multiplier=50)

@@ -178,3 +178,28 @@ def test_a_retried_acknowledgement_with_the_same_id_succeeds_again():
     with pytest.raises(ShareOpError):
         sp.apply({**op, "id": "x2"}, 2)  # a different acknowledgement of the same records
     assert SharePartition.decode(sp.encode()).ack_ids == ["x1"]
+
+
+def test_redelivery_backoff_grows_per_delivery_up_to_its_maximum():
+    sp = SharePartition()
+    backoff = [100, 2.0, 300]
+
+    def op(kind, now, **kw):
+        return sp.apply({"g": "g", "op": kind, "m": "a", "now": now, "attempts": 10,
+                         "backoff": backoff, "lock_ms": LOCK, "max": 10, "cap": 100,
+                         "log_start": 0, **kw}, 1)
+
+    assert op("acquire", 0) == [(0, 0, 1)]
+    op("ack", 1, acks=[[0, 0, RELEASE, 0, ""]])  # after 1 delivery: 100 ms
+    assert op("acquire", 100) == []
+    assert op("acquire", 101) == [(0, 0, 2)]
+    # the lock expires at 101 + LOCK; after 2 deliveries: 200 ms from then
+    assert op("acquire", 101 + LOCK + 199) == []
+    assert op("acquire", 101 + LOCK + 200) == [(0, 0, 3)]
+    op("ack", 101 + LOCK + 201, acks=[[0, 0, RELEASE, 0, ""]])  # 400 -> capped at 300
+    assert op("acquire", 101 + LOCK + 500) == []
+    assert op("acquire", 101 + LOCK + 501) == [(0, 0, 4)]
+    op("ack", 101 + LOCK + 502, acks=[[0, 0, RELEASE, 50, ""]])  # its own delay wins
+    assert op("acquire", 101 + LOCK + 552) == [(0, 0, 5)]
+    op("leave", 101 + LOCK + 553)  # leaving: no backoff
+    assert op("acquire", 101 + LOCK + 553) == [(0, 0, 6)]

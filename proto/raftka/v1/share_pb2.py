@@ -25,43 +25,43 @@ _sym_db = _symbol_database.Default()
 from raftka.v1 import group_pb2 as raftka_dot_v1_dot_group__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/share.proto\x12\traftka.v1\x1a\x15raftka/v1/group.proto\"\x8c\x01\n\x10ShareGroupConfig\x12\x1f\n\x17record_lock_duration_ms\x18\x01 \x01(\x05\x12\x1d\n\x15max_delivery_attempts\x18\x02 \x01(\x05\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12\x1d\n\x15max_in_flight_records\x18\x04 \x01(\x05\"\xa0\x01\n\x1aShareGroupHeartbeatRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\r\n\x05leave\x18\x04 \x01(\x08\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12+\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x1b.raftka.v1.ShareGroupConfig\"\x99\x01\n\x1bShareGroupHeartbeatResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\x05\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.raftka.v1.ShareGroupConfig\x12.\n\nassignment\x18\x03 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\"-\n\x19\x44\x65scribeShareGroupRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"Q\n\x0bShareMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\"\x9a\x01\n\x1a\x44\x65scribeShareGroupResponse\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.raftka.v1.ShareGroupConfig\x12\'\n\x07members\x18\x02 \x03(\x0b\x32\x16.raftka.v1.ShareMember\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\x05\x12\x0e\n\x06topics\x18\x04 \x03(\t\"T\n\x0f\x41\x63quiredRecords\x12\x14\n\x0c\x66irst_offset\x18\x01 \x01(\x03\x12\x13\n\x0blast_offset\x18\x02 \x01(\x03\x12\x16\n\x0e\x64\x65livery_count\x18\x03 \x01(\x05\"\x84\x01\n\x11ShareFetchRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x13\n\x0bmax_records\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\"\x8c\x01\n\x12ShareFetchResponse\x12,\n\x08\x61\x63quired\x18\x01 \x03(\x0b\x32\x1a.raftka.v1.AcquiredRecords\x12\x16\n\x0erecord_batches\x18\x02 \x01(\x0c\x12\x18\n\x10lock_deadline_ms\x18\x03 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\"\x90\x01\n\x10\x41\x63knowledgeRange\x12\x14\n\x0c\x66irst_offset\x18\x01 \x01(\x03\x12\x13\n\x0blast_offset\x18\x02 \x01(\x03\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.raftka.v1.AcknowledgeType\x12\x18\n\x10release_delay_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xb0\x01\n\x17ShareAcknowledgeRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12+\n\x06ranges\x18\x05 \x03(\x0b\x32\x1b.raftka.v1.AcknowledgeRange\x12\r\n\x05leave\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"\x1a\n\x18ShareAcknowledgeResponse\"S\n\x1d\x44\x65scribeSharePartitionRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\"\xd9\x01\n\x1e\x44\x65scribeSharePartitionResponse\x12\x14\n\x0cstart_offset\x18\x01 \x01(\x03\x12\x12\n\nend_offset\x18\x02 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63quired\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x16\n\x0e\x64\x65\x61\x64_lettering\x18\x06 \x01(\x03\x12\x15\n\rdead_lettered\x18\x07 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x08 \x01(\x03\x12\x0f\n\x07members\x18\t \x03(\t*X\n\x0f\x41\x63knowledgeType\x12 \n\x1c\x41\x43KNOWLEDGE_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\x0b\n\x07RELEASE\x10\x02\x12\n\n\x06REJECT\x10\x03\x32\xe7\x03\n\x05Share\x12\x64\n\x13ShareGroupHeartbeat\x12%.raftka.v1.ShareGroupHeartbeatRequest\x1a&.raftka.v1.ShareGroupHeartbeatResponse\x12\x61\n\x12\x44\x65scribeShareGroup\x12$.raftka.v1.DescribeShareGroupRequest\x1a%.raftka.v1.DescribeShareGroupResponse\x12I\n\nShareFetch\x12\x1c.raftka.v1.ShareFetchRequest\x1a\x1d.raftka.v1.ShareFetchResponse\x12[\n\x10ShareAcknowledge\x12\".raftka.v1.ShareAcknowledgeRequest\x1a#.raftka.v1.ShareAcknowledgeResponse\x12m\n\x16\x44\x65scribeSharePartition\x12(.raftka.v1.DescribeSharePartitionRequest\x1a).raftka.v1.DescribeSharePartitionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/share.proto\x12\traftka.v1\x1a\x15raftka/v1/group.proto\"\xfd\x01\n\x10ShareGroupConfig\x12\x1f\n\x17record_lock_duration_ms\x18\x01 \x01(\x05\x12\x1d\n\x15max_delivery_attempts\x18\x02 \x01(\x05\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x03 \x01(\t\x12\x1d\n\x15max_in_flight_records\x18\x04 \x01(\x05\x12%\n\x1dredelivery_backoff_initial_ms\x18\x05 \x01(\x05\x12%\n\x1dredelivery_backoff_multiplier\x18\x06 \x01(\x01\x12!\n\x19redelivery_backoff_max_ms\x18\x07 \x01(\x05\"\xa0\x01\n\x1aShareGroupHeartbeatRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\r\n\x05leave\x18\x04 \x01(\x08\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12+\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x1b.raftka.v1.ShareGroupConfig\"\x99\x01\n\x1bShareGroupHeartbeatResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\x05\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.raftka.v1.ShareGroupConfig\x12.\n\nassignment\x18\x03 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\"-\n\x19\x44\x65scribeShareGroupRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"Q\n\x0bShareMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\"\x9a\x01\n\x1a\x44\x65scribeShareGroupResponse\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.raftka.v1.ShareGroupConfig\x12\'\n\x07members\x18\x02 \x03(\x0b\x32\x16.raftka.v1.ShareMember\x12\x16\n\x0e\x63oordinator_id\x18\x03 \x01(\x05\x12\x0e\n\x06topics\x18\x04 \x03(\t\"T\n\x0f\x41\x63quiredRecords\x12\x14\n\x0c\x66irst_offset\x18\x01 \x01(\x03\x12\x13\n\x0blast_offset\x18\x02 \x01(\x03\x12\x16\n\x0e\x64\x65livery_count\x18\x03 \x01(\x05\"\x84\x01\n\x11ShareFetchRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x13\n\x0bmax_records\x18\x05 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x06 \x01(\x05\"\x8c\x01\n\x12ShareFetchResponse\x12,\n\x08\x61\x63quired\x18\x01 \x03(\x0b\x32\x1a.raftka.v1.AcquiredRecords\x12\x16\n\x0erecord_batches\x18\x02 \x01(\x0c\x12\x18\n\x10lock_deadline_ms\x18\x03 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\"\x90\x01\n\x10\x41\x63knowledgeRange\x12\x14\n\x0c\x66irst_offset\x18\x01 \x01(\x03\x12\x13\n\x0blast_offset\x18\x02 \x01(\x03\x12(\n\x04type\x18\x03 \x01(\x0e\x32\x1a.raftka.v1.AcknowledgeType\x12\x18\n\x10release_delay_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xb0\x01\n\x17ShareAcknowledgeRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12+\n\x06ranges\x18\x05 \x03(\x0b\x32\x1b.raftka.v1.AcknowledgeRange\x12\r\n\x05leave\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"\x1a\n\x18ShareAcknowledgeResponse\"S\n\x1d\x44\x65scribeSharePartitionRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\"\xd9\x01\n\x1e\x44\x65scribeSharePartitionResponse\x12\x14\n\x0cstart_offset\x18\x01 \x01(\x03\x12\x12\n\nend_offset\x18\x02 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63quired\x18\x04 \x01(\x03\x12\x11\n\tavailable\x18\x05 \x01(\x03\x12\x16\n\x0e\x64\x65\x61\x64_lettering\x18\x06 \x01(\x03\x12\x15\n\rdead_lettered\x18\x07 \x01(\x03\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x08 \x01(\x03\x12\x0f\n\x07members\x18\t \x03(\t*X\n\x0f\x41\x63knowledgeType\x12 \n\x1c\x41\x43KNOWLEDGE_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06\x41\x43\x43\x45PT\x10\x01\x12\x0b\n\x07RELEASE\x10\x02\x12\n\n\x06REJECT\x10\x03\x32\xe7\x03\n\x05Share\x12\x64\n\x13ShareGroupHeartbeat\x12%.raftka.v1.ShareGroupHeartbeatRequest\x1a&.raftka.v1.ShareGroupHeartbeatResponse\x12\x61\n\x12\x44\x65scribeShareGroup\x12$.raftka.v1.DescribeShareGroupRequest\x1a%.raftka.v1.DescribeShareGroupResponse\x12I\n\nShareFetch\x12\x1c.raftka.v1.ShareFetchRequest\x1a\x1d.raftka.v1.ShareFetchResponse\x12[\n\x10ShareAcknowledge\x12\".raftka.v1.ShareAcknowledgeRequest\x1a#.raftka.v1.ShareAcknowledgeResponse\x12m\n\x16\x44\x65scribeSharePartition\x12(.raftka.v1.DescribeSharePartitionRequest\x1a).raftka.v1.DescribeSharePartitionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftka.v1.share_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKNOWLEDGETYPE']._serialized_start=1831
-  _globals['_ACKNOWLEDGETYPE']._serialized_end=1919
+  _globals['_ACKNOWLEDGETYPE']._serialized_start=1944
+  _globals['_ACKNOWLEDGETYPE']._serialized_end=2032
   _globals['_SHAREGROUPCONFIG']._serialized_start=60
-  _globals['_SHAREGROUPCONFIG']._serialized_end=200
-  _globals['_SHAREGROUPHEARTBEATREQUEST']._serialized_start=203
-  _globals['_SHAREGROUPHEARTBEATREQUEST']._serialized_end=363
-  _globals['_SHAREGROUPHEARTBEATRESPONSE']._serialized_start=366
-  _globals['_SHAREGROUPHEARTBEATRESPONSE']._serialized_end=519
-  _globals['_DESCRIBESHAREGROUPREQUEST']._serialized_start=521
-  _globals['_DESCRIBESHAREGROUPREQUEST']._serialized_end=566
-  _globals['_SHAREMEMBER']._serialized_start=568
-  _globals['_SHAREMEMBER']._serialized_end=649
-  _globals['_DESCRIBESHAREGROUPRESPONSE']._serialized_start=652
-  _globals['_DESCRIBESHAREGROUPRESPONSE']._serialized_end=806
-  _globals['_ACQUIREDRECORDS']._serialized_start=808
-  _globals['_ACQUIREDRECORDS']._serialized_end=892
-  _globals['_SHAREFETCHREQUEST']._serialized_start=895
-  _globals['_SHAREFETCHREQUEST']._serialized_end=1027
-  _globals['_SHAREFETCHRESPONSE']._serialized_start=1030
-  _globals['_SHAREFETCHRESPONSE']._serialized_end=1170
-  _globals['_ACKNOWLEDGERANGE']._serialized_start=1173
-  _globals['_ACKNOWLEDGERANGE']._serialized_end=1317
-  _globals['_SHAREACKNOWLEDGEREQUEST']._serialized_start=1320
-  _globals['_SHAREACKNOWLEDGEREQUEST']._serialized_end=1496
-  _globals['_SHAREACKNOWLEDGERESPONSE']._serialized_start=1498
-  _globals['_SHAREACKNOWLEDGERESPONSE']._serialized_end=1524
-  _globals['_DESCRIBESHAREPARTITIONREQUEST']._serialized_start=1526
-  _globals['_DESCRIBESHAREPARTITIONREQUEST']._serialized_end=1609
-  _globals['_DESCRIBESHAREPARTITIONRESPONSE']._serialized_start=1612
-  _globals['_DESCRIBESHAREPARTITIONRESPONSE']._serialized_end=1829
-  _globals['_SHARE']._serialized_start=1922
-  _globals['_SHARE']._serialized_end=2409
+  _globals['_SHAREGROUPCONFIG']._serialized_end=313
+  _globals['_SHAREGROUPHEARTBEATREQUEST']._serialized_start=316
+  _globals['_SHAREGROUPHEARTBEATREQUEST']._serialized_end=476
+  _globals['_SHAREGROUPHEARTBEATRESPONSE']._serialized_start=479
+  _globals['_SHAREGROUPHEARTBEATRESPONSE']._serialized_end=632
+  _globals['_DESCRIBESHAREGROUPREQUEST']._serialized_start=634
+  _globals['_DESCRIBESHAREGROUPREQUEST']._serialized_end=679
+  _globals['_SHAREMEMBER']._serialized_start=681
+  _globals['_SHAREMEMBER']._serialized_end=762
+  _globals['_DESCRIBESHAREGROUPRESPONSE']._serialized_start=765
+  _globals['_DESCRIBESHAREGROUPRESPONSE']._serialized_end=919
+  _globals['_ACQUIREDRECORDS']._serialized_start=921
+  _globals['_ACQUIREDRECORDS']._serialized_end=1005
+  _globals['_SHAREFETCHREQUEST']._serialized_start=1008
+  _globals['_SHAREFETCHREQUEST']._serialized_end=1140
+  _globals['_SHAREFETCHRESPONSE']._serialized_start=1143
+  _globals['_SHAREFETCHRESPONSE']._serialized_end=1283
+  _globals['_ACKNOWLEDGERANGE']._serialized_start=1286
+  _globals['_ACKNOWLEDGERANGE']._serialized_end=1430
+  _globals['_SHAREACKNOWLEDGEREQUEST']._serialized_start=1433
+  _globals['_SHAREACKNOWLEDGEREQUEST']._serialized_end=1609
+  _globals['_SHAREACKNOWLEDGERESPONSE']._serialized_start=1611
+  _globals['_SHAREACKNOWLEDGERESPONSE']._serialized_end=1637
+  _globals['_DESCRIBESHAREPARTITIONREQUEST']._serialized_start=1639
+  _globals['_DESCRIBESHAREPARTITIONREQUEST']._serialized_end=1722
+  _globals['_DESCRIBESHAREPARTITIONRESPONSE']._serialized_start=1725
+  _globals['_DESCRIBESHAREPARTITIONRESPONSE']._serialized_end=1942
+  _globals['_SHARE']._serialized_start=2035
+  _globals['_SHARE']._serialized_end=2522
 # @@protoc_insertion_point(module_scope)

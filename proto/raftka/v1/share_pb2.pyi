@@ -20,16 +20,22 @@ RELEASE: AcknowledgeType
 REJECT: AcknowledgeType
 
 class ShareGroupConfig(_message.Message):
-    __slots__ = ("record_lock_duration_ms", "max_delivery_attempts", "dead_letter_topic", "max_in_flight_records")
+    __slots__ = ("record_lock_duration_ms", "max_delivery_attempts", "dead_letter_topic", "max_in_flight_records", "redelivery_backoff_initial_ms", "redelivery_backoff_multiplier", "redelivery_backoff_max_ms")
     RECORD_LOCK_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_DELIVERY_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_TOPIC_FIELD_NUMBER: _ClassVar[int]
     MAX_IN_FLIGHT_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERY_BACKOFF_INITIAL_MS_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERY_BACKOFF_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERY_BACKOFF_MAX_MS_FIELD_NUMBER: _ClassVar[int]
     record_lock_duration_ms: int
     max_delivery_attempts: int
     dead_letter_topic: str
     max_in_flight_records: int
-    def __init__(self, record_lock_duration_ms: _Optional[int] = ..., max_delivery_attempts: _Optional[int] = ..., dead_letter_topic: _Optional[str] = ..., max_in_flight_records: _Optional[int] = ...) -> None: ...
+    redelivery_backoff_initial_ms: int
+    redelivery_backoff_multiplier: float
+    redelivery_backoff_max_ms: int
+    def __init__(self, record_lock_duration_ms: _Optional[int] = ..., max_delivery_attempts: _Optional[int] = ..., dead_letter_topic: _Optional[str] = ..., max_in_flight_records: _Optional[int] = ..., redelivery_backoff_initial_ms: _Optional[int] = ..., redelivery_backoff_multiplier: _Optional[float] = ..., redelivery_backoff_max_ms: _Optional[int] = ...) -> None: ...
 
 class ShareGroupHeartbeatRequest(_message.Message):
     __slots__ = ("group_id", "member_id", "topics", "leave", "client_id", "config")
