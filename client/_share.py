@@ -268,7 +268,8 @@ class ShareConsumer:
         topic, partition = tp
         request = share_pb2.ShareFetchRequest(
             group_id=self.group_id, member_id=self.member_id, topic=topic,
-            partition=partition, max_records=max_records, max_wait_ms=wait_ms)
+            partition=partition, max_records=max_records, max_wait_ms=wait_ms,
+            request_id=uuid.uuid4().hex)  # a retry after a lost answer gets the same records
         answer = call_partition_leader(self._cluster, topic, partition, "ShareFetch", request,
                                        self._cluster.request_timeout_s + wait_ms / 1000)
         if not answer.acquired:

@@ -318,6 +318,8 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         if not 0 <= request.max_records <= MAX_RECORDS_MAX or request.max_wait_ms < 0:
             raise BrokerError(Code.INVALID_REQUEST, f"max_records must be from 0 to "
                               f"{MAX_RECORDS_MAX} and max_wait_ms >= 0")
+        if len(request.request_id) > 64:
+            raise BrokerError(Code.INVALID_REQUEST, "request_id is limited to 64 characters")
         replica = self._leader_replica(request.topic, request.partition)
         cfg = await self._config(request.group_id)
         group_id, max_records = request.group_id, request.max_records or MAX_RECORDS_DEFAULT
@@ -327,12 +329,14 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
             now_ms = int(time.time() * 1000)
             sp = replica.shares.groups.get(group_id)
             hw = replica.high_watermark
-            if (sp is None and hw > replica.log_start_offset) or (
+            retry = request.request_id and sp is not None and any(
+                i == request.request_id for i, _, _ in sp.fetch_ids)
+            if retry or (sp is None and hw > replica.log_start_offset) or (
                     sp is not None and sp.acquirable(now_ms, hw, cfg["in_flight"])):
                 op = {"g": group_id, "op": "acquire", "m": request.member_id, "now": now_ms,
                       "lock_ms": cfg["lock_ms"], "max": max_records, "cap": cfg["in_flight"],
                       "attempts": cfg["attempts"], "log_start": replica.log_start_offset,
-                      "backoff": _backoff(cfg)}
+                      "backoff": _backoff(cfg), "id": request.request_id}
                 acquired = await replica.share_op(op, OP_TIMEOUT_S)
                 if acquired:
                     return self._fetched(replica, acquired, now_ms + cfg["lock_ms"])

@@ -31,7 +31,9 @@ Rules (applied in this order by every operation):
 1. Lock expiry: an ``ACQUIRED`` span whose ``until_ms <= now`` becomes ``AVAILABLE`` (now
    redeliverable), or ``DEAD`` ("attempts exhausted") if its count reached the delivery
    limit. Only operations that carry the limit (``attempts``) expire locks.
-2. Acquire (member ``m``, at most ``max_records``): ``AVAILABLE`` spans whose delay has
+2. Acquire (member ``m``, at most ``max_records``). An acquisition whose ``id`` is among
+   the last ``FETCH_IDS_MAX`` that got records is a retry: it gets what the member still
+   holds of that acquisition, nothing new. Otherwise: ``AVAILABLE`` spans whose delay has
    passed, in offset order, then fresh offsets from ``end`` up to
    ``min(high watermark, start + cap)``. Each acquired record's count goes up by one and
    it is held by ``m`` until ``now + lock_ms``. A record whose count reached the limit is
@@ -72,6 +74,7 @@ ENTRY_MAGIC = 0x53  # 'S'
 ENTRY_VERSION = 1
 ERROR_TEXT_MAX = 1000
 ACK_IDS_MAX = 1000  # acknowledgement ids remembered per share-partition (retries)
+FETCH_IDS_MAX = 1000  # acquisition ids remembered per share-partition (retries)
 
 
 class ShareOpError(Exception):
@@ -142,6 +145,8 @@ class SharePartition:
         self.dead_lettered = 0  # records written to the dead-letter topic (total)
         self.accepted = 0  # records accepted (total)
         self.ack_ids: list[str] = []  # ids of the last ACK_IDS_MAX applied acknowledgements
+        # (id, member, ranges) of the last FETCH_IDS_MAX acquisitions that got records
+        self.fetch_ids: list[tuple[str, str, list]] = []
         self._backoff: tuple[int, float, int] = (0, 1.0, 0)  # of the op being applied
 
     # ------------------------------------------------------------------ apply
@@ -159,8 +164,17 @@ class SharePartition:
             self._expire(now, limit)
         try:
             if kind == "acquire":
-                return self._acquire(op["m"], now, int(op["lock_ms"]), int(op["max"]),
-                                     int(op["cap"]), high_watermark, max(limit, 1))
+                fetch_id = str(op.get("id", ""))
+                if fetch_id:
+                    for seen_id, member, ranges in self.fetch_ids:
+                        if seen_id == fetch_id and member == op["m"]:
+                            return self._still_held(member, ranges)  # a retry
+                got = self._acquire(op["m"], now, int(op["lock_ms"]), int(op["max"]),
+                                    int(op["cap"]), high_watermark, max(limit, 1))
+                if fetch_id and got:
+                    self.fetch_ids.append((fetch_id, op["m"], [[f, la] for f, la, _ in got]))
+                    del self.fetch_ids[:-FETCH_IDS_MAX]
+                return got
             if kind == "ack":
                 ack_id = str(op.get("id", ""))
                 if ack_id and ack_id in self.ack_ids:
@@ -277,6 +291,17 @@ class SharePartition:
                     else:
                         s.state = AVAILABLE
                         s.until_ms = now + (delay_ms or self._delay(s.count))
+
+    def _still_held(self, member: str, ranges: list) -> list[tuple[int, int, int]]:
+        """The parts of ``ranges`` that ``member`` still holds, with their counts."""
+        out = []
+        for first, last in ranges:
+            if last < self.start or first >= self.end:
+                continue
+            for s in self._covering(max(first, self.start), min(last, self.end - 1)):
+                if s.state == ACQUIRED and s.member == member:
+                    out.append((max(s.first, first), min(s.last, last), s.count))
+        return out
 
     def _check_held(self, member: str, first: int, last: int) -> None:
         if first < self.start or last >= self.end:
@@ -415,7 +440,8 @@ class SharePartition:
         return {"start": self.start, "end": self.end, "spans": [s.encode() for s in self.spans],
                 "dlq": [self.dlq_producer_id, self.dlq_partition, self.dlq_seq,
                         self.prepared_seq, self.dead_lettered, self.accepted],
-                "ack_ids": list(self.ack_ids)}
+                "ack_ids": list(self.ack_ids),
+                "fetch_ids": [list(x) for x in self.fetch_ids]}
 
     @classmethod
     def decode(cls, doc: dict) -> SharePartition:
@@ -425,6 +451,8 @@ class SharePartition:
         (sp.dlq_producer_id, sp.dlq_partition, sp.dlq_seq, sp.prepared_seq,
          sp.dead_lettered, sp.accepted) = (int(x) for x in doc["dlq"])
         sp.ack_ids = [str(x) for x in doc.get("ack_ids", [])]
+        sp.fetch_ids = [(str(i), str(m), [[int(a), int(b)] for a, b in r])
+                        for i, m, r in doc.get("fetch_ids", [])]
         return sp
 
 

@@ -159,15 +159,21 @@ def _topic_exists(cluster: Cluster, topic: str) -> bool:
         return False
 
 
-def call(cluster: Cluster, method: str, request):
-    """One Share RPC at the leader of tasks/0, errors as client exceptions."""
+def call(cluster: Cluster, method: str, request, timeout: float = 30.0):
+    """One Share RPC at the leader of tasks/0, errors as client exceptions; retriable ones
+    (an election in progress, e.g. of the group's coordinator) are retried."""
     from raftka.v1.errors import error_from_rpc
-    leader = cluster.wait_leader(TOPIC, 0)
-    stub = share_pb2_grpc.ShareStub(cluster.channel(leader))
-    try:
-        return getattr(stub, method)(request, timeout=10)
-    except grpc.RpcError as exc:
-        raise error_from_rpc(exc) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        leader = cluster.wait_leader(TOPIC, 0)
+        stub = share_pb2_grpc.ShareStub(cluster.channel(leader))
+        try:
+            return getattr(stub, method)(request, timeout=10)
+        except grpc.RpcError as exc:
+            err = error_from_rpc(exc)
+            if not err.retriable or time.monotonic() > deadline:
+                raise err from None
+        time.sleep(0.1)
 
 
 def test_kill_of_the_share_partition_leader_loses_nothing_and_redelivers_no_accepted_record(

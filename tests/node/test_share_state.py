@@ -203,3 +203,14 @@ def test_redelivery_backoff_grows_per_delivery_up_to_its_maximum():
     assert op("acquire", 101 + LOCK + 552) == [(0, 0, 5)]
     op("leave", 101 + LOCK + 553)  # leaving: no backoff
     assert op("acquire", 101 + LOCK + 553) == [(0, 0, 6)]
+
+
+def test_a_retried_acquisition_gets_what_the_member_still_holds_of_it():
+    sp = SharePartition()
+    op = {"g": "g", "op": "acquire", "m": "a", "now": 0, "lock_ms": LOCK, "max": 3,
+          "cap": 100, "attempts": 5, "log_start": 0, "id": "f1"}
+    assert sp.apply(op, 10) == [(0, 2, 1)]
+    ack(sp, "a", 1, [(1, 1, ACCEPT, 0, "")])
+    assert sp.apply({**op, "now": 2}, 10) == [(0, 0, 1), (2, 2, 1)]  # nothing new
+    assert sp.apply({**op, "m": "b", "now": 3}, 10) == [(3, 5, 1)]  # same id, other member
+    assert SharePartition.decode(sp.encode()).fetch_ids == sp.fetch_ids

@@ -104,20 +104,22 @@ class AcquiredRecords(_message.Message):
     def __init__(self, first_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., delivery_count: _Optional[int] = ...) -> None: ...
 
 class ShareFetchRequest(_message.Message):
-    __slots__ = ("group_id", "member_id", "topic", "partition", "max_records", "max_wait_ms")
+    __slots__ = ("group_id", "member_id", "topic", "partition", "max_records", "max_wait_ms", "request_id")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     member_id: str
     topic: str
     partition: int
     max_records: int
     max_wait_ms: int
-    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., max_records: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., max_records: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ShareFetchResponse(_message.Message):
     __slots__ = ("acquired", "record_batches", "lock_deadline_ms", "high_watermark")
