@@ -495,10 +495,11 @@ def _describe(cluster: Cluster, group_id: str, timeout_s: float) -> ShareGroupDe
         "DescribeShareGroup", share_pb2.DescribeShareGroupRequest(group_id=group_id),
         timeout_s)
     states = []
+    if answer.topics:
+        cluster.refresh_metadata(min(timeout_s, cluster.request_timeout_s))
     for topic in answer.topics:
-        try:
-            description = cluster.wait_for_topic(topic, min(timeout_s, 5.0))
-        except UnknownTopicError:
+        description = cluster.topic(topic)
+        if description is None:
             continue  # deleted since
         for p in range(len(description.partitions)):
             s = call_partition_leader(cluster, topic, p, "DescribeSharePartition",

@@ -125,6 +125,7 @@ REPLAY_CHUNK_BYTES = 4 << 20
 COMPACTION_CHUNK_BYTES = 256 << 10
 COMPACTION_SLICE_S = 0.002
 PENDING_REQUESTS_MAX = 10_000
+SCAN_CHUNK_BYTES = 64 << 10  # _next_data_entry's read size (at least one entry per read)
 
 
 class EntryHeader:
@@ -826,10 +827,24 @@ class PartitionReplica:
         return None
 
     def _next_data_entry(self, index: int, hi: int) -> tuple[int, EntryHeader | None]:
-        for i in range(index, hi + 1):
-            header = self._header_at(i)
-            if header is not None:
-                return i, header
+        """The first data entry in ``[index, hi]``. Reads the log in chunks (not an entry
+        per read): runs of small control entries between data entries (share groups
+        write one per acquisition and acknowledgement) cost one read, not one each."""
+        node = self._require_group().node
+        i = index
+        while i <= hi:
+            try:
+                entries = node.log_entries(i, hi + 1, SCAN_CHUNK_BYTES)
+            except CompactedError:
+                i = max(i + 1, node.first_index)
+                continue
+            if not entries:
+                break
+            for e in entries:
+                header = entry_header(e)
+                if header is not None:
+                    return e.index, header
+            i = entries[-1].index + 1
         return hi, None
 
     def _drop_index_below(self, index: int) -> None:

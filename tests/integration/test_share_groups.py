@@ -395,3 +395,57 @@ def test_group_redelivery_backoff_holds_a_released_record_back(cluster: Cluster)
     with pytest.raises(InvalidConfigError):
         ShareConsumer(bootstrap(cluster), "bad-backoff", [TOPIC], join_timeout_s=5,
                       redelivery_backoff_initial_ms=100, redelivery_backoff_multiplier=50)
+
+
+def test_share_state_survives_retention_snapshots_and_a_full_restart(cluster: Cluster):
+    from raftka.v1 import broker_pb2
+    from raftka.v1.recordbatch import Record, build_batch
+    cluster.create_topic(TOPIC, partitions=1)
+    for i in range(50):  # one entry each, so that retention drops a few at a time
+        cluster.produce(TOPIC, 0, build_batch([Record(None, b"%04d" % i + b"x" * 96)],
+                                              compression="none"))
+    with ShareConsumer(bootstrap(cluster), "durable", [TOPIC], max_records=5,
+                       auto_accept=False) as consumer:
+        accepted = []
+        while len(accepted) < 30:  # many share entries, interleaved with nothing else
+            for r in consumer.poll(1.0):
+                if len(accepted) < 30:
+                    consumer.accept(r)
+                    accepted.append(r.offset)
+                else:
+                    consumer.release(r)
+            consumer.flush()
+        released = drain(consumer, 1, accept=False)
+        consumer.release_all()
+        consumer.flush()
+    assert sorted(accepted) == list(range(30))
+    assert released and all(r.offset >= 30 for r in released)
+    for i in range(50, 70):  # later entries, so that retention drops the share entries
+        cluster.produce(TOPIC, 0, build_batch([Record(None, b"%04d" % i + b"x" * 96)],
+                                              compression="none"))
+    from raftka.client import Admin
+    with Admin(bootstrap(cluster)) as admin:  # now keep about the last 15 entries
+        admin.alter_topic_config(TOPIC, set={"retention.bytes": "2500"})
+    leader = cluster.wait_leader(TOPIC, 0)
+
+    def log_start() -> int:
+        return cluster.broker(leader).Fetch(broker_pb2.FetchRequest(
+            topic=TOPIC, partition=0, offset=69), timeout=5).log_start_offset
+    start = wait_for(lambda: log_start() > 50, 30, "retention to drop past the share "
+                     "entries", interval=0.5) and log_start()
+    # the share state of the dropped entries is in the retention snapshot only now
+    for nid in sorted(cluster.live()):
+        cluster.kill(nid)
+    cluster.start_all()
+    cluster.wait_healthy()
+    with ShareConsumer(bootstrap(cluster), "durable", [TOPIC], auto_accept=False) as consumer:
+        rest = drain(consumer, 70 - start)
+        assert consumer.poll(1.0) == []
+    # nothing accepted again; what retention removed is finished; the rest comes once
+    assert sorted(r.offset for r in rest) == list(range(start, 70))
+    again = {r.offset for r in released}  # released once before the restart
+    assert {r.offset: r.delivery_count for r in rest} == {
+        o: 2 if o in again else 1 for o in range(start, 70)}
+    state = describe(cluster, "durable").partitions[0]
+    assert (state.start_offset, state.in_flight) == (70, 0)
+    assert state.accepted == 30 + 70 - start
