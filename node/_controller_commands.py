@@ -12,6 +12,18 @@ it never changes: a new field or op needs a new ``"v"``). A command is the canon
     {"delete":["retention.ms"],"name":"t","op":"alter_topic_configs",
      "set":{"max.message.bytes":"2000"},"v":1}
 
+Security (issue 16)::
+
+    {"iterations":4096,"mechanism":"SCRAM-SHA-256","name":"alice","op":"put_user",
+     "replace":false,"salt":"<base64>","server_key":"<base64>","stored_key":"<base64>","v":1}
+    {"name":"alice","op":"delete_user","v":1}
+    {"acls":[{"host":"*","operation":"READ","pattern_type":"LITERAL","permission":"ALLOW",
+              "principal":"User:alice","resource_name":"t","resource_type":"TOPIC"}],
+     "op":"create_acls","v":1}
+    {"acls":[...],"op":"delete_acls","v":1}      (exact matches)
+
+A user's password is never in a command: only its salted SCRAM keys (``_auth.py``).
+
 ``"v"`` is the command format version (only 1 exists). Every op has an exact field set:
 ``create_topic`` needs ``name`` (string), ``partitions`` and ``replication_factor``
 (integers), ``configs`` (an object of strings) and ``internal`` (true/false);
@@ -46,6 +58,12 @@ OP_DELETE_TOPIC: Final = "delete_topic"
 OP_ALLOCATE_PRODUCER_IDS: Final = "allocate_producer_ids"
 OP_ADD_PARTITIONS: Final = "add_partitions"
 OP_ALTER_TOPIC_CONFIGS: Final = "alter_topic_configs"
+OP_PUT_USER: Final = "put_user"
+OP_DELETE_USER: Final = "delete_user"
+OP_CREATE_ACLS: Final = "create_acls"
+OP_DELETE_ACLS: Final = "delete_acls"
+ACL_FIELDS: Final = ("principal", "host", "operation", "resource_type", "resource_name",
+                     "pattern_type", "permission")  # AclBinding's fields, in its order
 
 
 class CreateTopic(NamedTuple):
@@ -76,7 +94,30 @@ class AlterTopicConfigs(NamedTuple):
     delete: tuple[str, ...]  # configs to return to their defaults
 
 
-Command = CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
+class PutUser(NamedTuple):
+    name: str
+    mechanism: str
+    iterations: int
+    salt: str  # base64
+    stored_key: str  # base64
+    server_key: str  # base64
+    replace: bool  # False: USER_EXISTS if the user exists
+
+
+class DeleteUser(NamedTuple):
+    name: str
+
+
+class CreateAcls(NamedTuple):
+    acls: tuple[tuple[str, ...], ...]  # each: ACL_FIELDS' values, in order
+
+
+class DeleteAcls(NamedTuple):
+    acls: tuple[tuple[str, ...], ...]
+
+
+Command = (CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
+           | PutUser | DeleteUser | CreateAcls | DeleteAcls)
 
 
 class MalformedCommand(ValueError):
@@ -142,6 +183,35 @@ def encode_allocate_producer_ids(count: int) -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_ALLOCATE_PRODUCER_IDS, "count": count})
 
 
+def encode_put_user(name: str, mechanism: str, iterations: int, salt: str, stored_key: str,
+                    server_key: str, replace: bool = False) -> bytes:
+    """The command that creates a user (or changes its credential: ``replace``)."""
+    return canonical_json({
+        "v": COMMAND_VERSION, "op": OP_PUT_USER, "name": name, "mechanism": mechanism,
+        "iterations": iterations, "salt": salt, "stored_key": stored_key,
+        "server_key": server_key, "replace": replace,
+    })
+
+
+def encode_delete_user(name: str) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_DELETE_USER, "name": name})
+
+
+def _encode_acls(op: str, acls: Sequence[Sequence[str]]) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": op,
+                           "acls": [dict(zip(ACL_FIELDS, acl)) for acl in acls]})
+
+
+def encode_create_acls(acls: Sequence[Sequence[str]]) -> bytes:
+    """The command that adds ACLs (each a sequence of ACL_FIELDS' values)."""
+    return _encode_acls(OP_CREATE_ACLS, acls)
+
+
+def encode_delete_acls(acls: Sequence[Sequence[str]]) -> bytes:
+    """The command that removes these exact ACLs."""
+    return _encode_acls(OP_DELETE_ACLS, acls)
+
+
 # ---------------------------------------------------------------------------- decoding
 
 _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
@@ -154,6 +224,11 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_ALLOCATE_PRODUCER_IDS: (frozenset({"count"}), frozenset()),
     OP_ADD_PARTITIONS: (frozenset({"name", "partitions"}), frozenset()),
     OP_ALTER_TOPIC_CONFIGS: (frozenset({"name", "set", "delete"}), frozenset()),
+    OP_PUT_USER: (frozenset({"name", "mechanism", "iterations", "salt", "stored_key",
+                             "server_key", "replace"}), frozenset()),
+    OP_DELETE_USER: (frozenset({"name"}), frozenset()),
+    OP_CREATE_ACLS: (frozenset({"acls"}), frozenset()),
+    OP_DELETE_ACLS: (frozenset({"acls"}), frozenset()),
 }
 
 
@@ -194,7 +269,31 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return AlterTopicConfigs(
             _str_field(obj, "name"), _configs_field(obj, "set"), _str_list_field(obj, "delete")
         )
+    if op == OP_PUT_USER:
+        return PutUser(_str_field(obj, "name"), _str_field(obj, "mechanism"),
+                       _int_field(obj, "iterations"), _str_field(obj, "salt"),
+                       _str_field(obj, "stored_key"), _str_field(obj, "server_key"),
+                       _bool_field(obj, "replace"))
+    if op == OP_DELETE_USER:
+        return DeleteUser(_str_field(obj, "name"))
+    if op == OP_CREATE_ACLS:
+        return CreateAcls(_acls_field(obj))
+    if op == OP_DELETE_ACLS:
+        return DeleteAcls(_acls_field(obj))
     return AllocateProducerIds(_int_field(obj, "count"))
+
+
+def _acls_field(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
+    value = obj["acls"]
+    if not isinstance(value, list):
+        raise MalformedCommand("field 'acls' must be a list")
+    out = []
+    for acl in value:
+        if (not isinstance(acl, dict) or set(acl) != set(ACL_FIELDS)
+                or not all(isinstance(v, str) for v in acl.values())):
+            raise MalformedCommand(f"an ACL is an object of the strings {', '.join(ACL_FIELDS)}")
+        out.append(tuple(acl[k] for k in ACL_FIELDS))
+    return tuple(out)
 
 
 def _check_fields(op: str, obj: Mapping[str, Any]) -> None:
@@ -249,7 +348,16 @@ __all__ = [
     "AddPartitions",
     "AllocateProducerIds",
     "AlterTopicConfigs",
+    "ACL_FIELDS",
     "COMMAND_SIZE_BYTES_MAX",
+    "CreateAcls",
+    "DeleteAcls",
+    "DeleteUser",
+    "PutUser",
+    "encode_create_acls",
+    "encode_delete_acls",
+    "encode_delete_user",
+    "encode_put_user",
     "COMMAND_VERSION",
     "Command",
     "CreateTopic",

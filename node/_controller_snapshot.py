@@ -3,9 +3,12 @@
 A node compacts its controller log into a snapshot (``_broker.py``) and a follower that is
 too far behind receives one instead of the entries; every snapshot ever written is in one
 of these layouts, so they never change: a new field or meaning needs a new ``"v"``.
-Version 2 (written now): a topic's ``configs`` are the configs set on it. Version 1 (still
-read): they were every config known then, defaults filled; a value equal to its default is
-read as not set (whether it had been set explicitly was not recorded).
+Version 3 (written now) adds ``users`` (sorted by name: name, mechanism, iterations and
+the base64 salt, stored key and server key; never a password) and ``acls`` (sorted, each
+an object of the ``ACL_FIELDS`` strings). Version 2 (still read, as no users and no ACLs):
+a topic's ``configs`` are the configs set on it. Version 1 (still read): they were every
+config known then, defaults filled; a value equal to its default is read as not set
+(whether it had been set explicitly was not recorded).
 
 Layout: the canonical JSON (``_controller_json.py``: keys sorted, no whitespace, ASCII,
 integers only) of one object; topics sorted by name; the position of a partition in its
@@ -15,7 +18,12 @@ topic's list is its number::
      "version": 17, "next_group_id": 8, "next_producer_id": 1001,
      "topics": [{"name": "t", "topic_id": "<uuid>", "internal": false,
                  "replication_factor": 3, "configs": {"retention.ms": "..."},
-                 "partitions": [[group_id, [preferred, replica, ...]], ...]}]}
+                 "partitions": [[group_id, [preferred, replica, ...]], ...]}],
+     "users": [{"name": "alice", "mechanism": "SCRAM-SHA-256", "iterations": 4096,
+                "salt": "...", "stored_key": "...", "server_key": "..."}],
+     "acls": [{"principal": "User:alice", "host": "*", "operation": "READ",
+               "resource_type": "TOPIC", "resource_name": "t", "pattern_type": "LITERAL",
+               "permission": "ALLOW"}]}
 
 ``encode_snapshot`` is canonical: equal states give equal bytes. ``decode_snapshot`` checks
 the layout (exact key sets, types, strict JSON) and leaves the values to
@@ -29,8 +37,11 @@ from __future__ import annotations
 import types
 from typing import Any, Final
 
+from ._acl import AclBinding
+from ._controller_commands import ACL_FIELDS
 from ._controller_json import StrictJsonError, canonical_json, strict_json
 from ._controller_state import (
+    UserCredential,
     DEFAULT_CONFIGS,
     PARTITION_COUNT_MAX,
     ControllerState,
@@ -39,12 +50,14 @@ from ._controller_state import (
 )
 
 SNAPSHOT_FORMAT: Final = "raftka.controller.snapshot"
-SNAPSHOT_VERSION: Final = 2
-SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2})
+SNAPSHOT_VERSION: Final = 3
+SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2, 3})
 
 _SNAPSHOT_KEYS: Final = frozenset(
     {"format", "v", "node_ids", "version", "next_group_id", "next_producer_id", "topics"}
 )
+_SNAPSHOT_KEYS_V3: Final = _SNAPSHOT_KEYS | {"users", "acls"}
+_USER_KEYS: Final = frozenset(UserCredential._fields)
 _TOPIC_KEYS: Final = frozenset(
     {"name", "topic_id", "internal", "replication_factor", "configs", "partitions"}
 )
@@ -71,6 +84,8 @@ def encode_snapshot(state: ControllerState) -> bytes:
                 }
                 for meta in state.topics_sorted()
             ],
+            "users": [user._asdict() for _, user in sorted(state.users.items())],
+            "acls": [dict(zip(ACL_FIELDS, acl)) for acl in state.acls],
         }
     )
 
@@ -89,7 +104,7 @@ def decode_snapshot(data: bytes) -> ControllerState:
         f"unsupported snapshot version {version!r}; this node reads v="
         f"{' or '.join(map(str, sorted(SNAPSHOT_VERSIONS_READ)))}",
     )
-    _exact_keys(obj, _SNAPSHOT_KEYS, "snapshot")
+    _exact_keys(obj, _SNAPSHOT_KEYS_V3 if version >= 3 else _SNAPSHOT_KEYS, "snapshot")
     node_ids = obj["node_ids"]
     _require(
         isinstance(node_ids, list) and all(_is_int(n) for n in node_ids),
@@ -99,6 +114,21 @@ def decode_snapshot(data: bytes) -> ControllerState:
         _require(_is_int(obj[key]), f"{key} must be an integer")
     _require(isinstance(obj["topics"], list), "topics must be a list")
     topics = [_decode_topic(raw, version) for raw in obj["topics"]]
+    users: list[UserCredential] = []
+    acls: list[AclBinding] = []
+    if version >= 3:
+        _require(isinstance(obj["users"], list), "users must be a list")
+        for raw in obj["users"]:
+            _exact_keys(raw, _USER_KEYS, "a user")
+            _require(all(isinstance(raw[k], str) for k in _USER_KEYS - {"iterations"})
+                     and _is_int(raw["iterations"]), "a user's fields are strings and "
+                     "an integer iteration count")
+            users.append(UserCredential(**raw))
+        _require(isinstance(obj["acls"], list), "acls must be a list")
+        for raw in obj["acls"]:
+            _exact_keys(raw, frozenset(ACL_FIELDS), "an ACL")
+            _require(all(isinstance(v, str) for v in raw.values()), "an ACL's fields are strings")
+            acls.append(AclBinding(*(raw[k] for k in ACL_FIELDS)))
     try:
         return ControllerState.restored(
             node_ids,
@@ -106,6 +136,8 @@ def decode_snapshot(data: bytes) -> ControllerState:
             next_group_id=obj["next_group_id"],
             next_producer_id=obj["next_producer_id"],
             topics=topics,
+            users=users,
+            acls=acls,
         )
     except ValueError as error:
         raise ValueError(f"invalid controller snapshot: {error}") from None

@@ -10,7 +10,10 @@ order, to a ``ControllerState``. The state is
 - ``next_group_id``: the next Raft group id to hand to a partition. Group id 1 is the
   controller itself; partitions start at 2; ids are never reused, also after a delete;
 - ``next_producer_id``: the next idempotent-producer id to hand out (ids start at 1);
-- ``version``: the Raft index of the last applied entry.
+- ``version``: the Raft index of the last applied entry;
+- ``users``: name -> ``UserCredential`` (SCRAM-SHA-256 salt and keys, never a password);
+- ``acls``: the ACLs (``_acl.AclBinding``), a sorted tuple without duplicates; a new tuple
+  object whenever it changes (the authorizer's cache key).
 
 The entries are commands (``_controller_commands.py``, their byte layout); new partitions
 are placed by ``_controller_placement.py``; ``_controller_snapshot.py`` writes and reads the
@@ -41,10 +44,17 @@ nodes already hold; existing partitions keep their group ids and replicas.
 IncrementalAlterConfigs): an unknown topic is ``UNKNOWN_TOPIC``; an internal topic or a
 config both set and deleted ``INVALID_REQUEST``; an unknown config name or a bad value
 ``INVALID_CONFIG``; then nothing changes.
+``put_user``: a bad name or credential is ``INVALID_REQUEST``, an existing user without
+``replace`` ``USER_EXISTS``; ``delete_user`` of an unknown user ``UNKNOWN_USER``.
+``create_acls``/``delete_acls``: an invalid ACL is ``INVALID_REQUEST`` (none of the
+command's ACLs is applied); adding an existing ACL or deleting a missing one changes
+nothing. More than ``ACLS_MAX`` ACLs in total is ``INVALID_REQUEST``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import types
 import uuid
@@ -53,7 +63,12 @@ from typing import Final, NamedTuple
 
 from raftka.v1 import errors_pb2
 
+from ._acl import AclBinding, acl_error
 from ._controller_commands import (
+    CreateAcls,
+    DeleteAcls,
+    DeleteUser,
+    PutUser,
     AddPartitions,
     AllocateProducerIds,
     AlterTopicConfigs,
@@ -83,6 +98,13 @@ TOPIC_ID_LENGTH_MAX: Final = 64
 PARTITION_COUNT_MAX: Final = 10_000
 INT64_MAX: Final = 2**63 - 1
 
+USER_NAME_LENGTH_MAX: Final = 255
+SCRAM_MECHANISM: Final = "SCRAM-SHA-256"
+SCRAM_ITERATIONS_MIN: Final = 4096
+SCRAM_ITERATIONS_MAX: Final = 10_000_000
+ACLS_MAX: Final = 100_000
+_USER_NAME = re.compile(r"[a-zA-Z0-9._@=+-]{1,255}")
+
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 # Topic ids are UUIDs (as in Kafka), derived rather than random: uuid5(namespace, "index:name").
 _TOPIC_ID_NAMESPACE: Final = uuid.UUID("6f2d1c3e-8a4b-5c7d-9e0f-1a2b3c4d5e6f")
@@ -108,6 +130,35 @@ class TopicMeta(NamedTuple):
     def effective_configs(self) -> dict[str, str]:
         """Every known config of the topic: the ones set on it, defaults for the rest."""
         return effective_configs(self.configs)
+
+
+class UserCredential(NamedTuple):
+    name: str
+    mechanism: str  # SCRAM_MECHANISM
+    iterations: int
+    salt: str  # base64, at least 16 bytes
+    stored_key: str  # base64 of H(HMAC(SaltedPassword, "Client Key")), 32 bytes
+    server_key: str  # base64 of HMAC(SaltedPassword, "Server Key"), 32 bytes
+
+
+def user_error(user: UserCredential) -> str | None:
+    """Why ``user`` is not a valid user record, or None."""
+    if not _USER_NAME.fullmatch(user.name):
+        return (f"invalid user name {user.name[:100]!r}: use 1 to {USER_NAME_LENGTH_MAX} "
+                "characters from a-z, A-Z, 0-9 and . _ @ = + -")
+    if user.mechanism != SCRAM_MECHANISM:
+        return f"mechanism must be {SCRAM_MECHANISM}, got {user.mechanism[:50]!r}"
+    if not SCRAM_ITERATIONS_MIN <= user.iterations <= SCRAM_ITERATIONS_MAX:
+        return f"iterations must be from {SCRAM_ITERATIONS_MIN} to {SCRAM_ITERATIONS_MAX}"
+    for field, size_min, size_max in (("salt", 16, 64), ("stored_key", 32, 32),
+                                      ("server_key", 32, 32)):
+        try:
+            raw = base64.b64decode(getattr(user, field), validate=True)
+        except (binascii.Error, ValueError):
+            return f"{field} must be base64"
+        if not size_min <= len(raw) <= size_max:
+            return f"{field} must be {size_min} to {size_max} bytes"
+    return None
 
 
 class ApplyResult(NamedTuple):
@@ -174,6 +225,8 @@ class ControllerState:
         self._next_group_id = FIRST_PARTITION_GROUP_ID  # never decreases
         self._next_producer_id = FIRST_PRODUCER_ID  # never decreases
         self._version = 0  # index of the last applied entry; never decreases
+        self._users: dict[str, UserCredential] = {}
+        self._acls: tuple[AclBinding, ...] = ()  # sorted, distinct; replaced on change
 
     # -- read-only views
 
@@ -196,6 +249,14 @@ class ControllerState:
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def users(self) -> Mapping[str, UserCredential]:
+        return types.MappingProxyType(self._users)
+
+    @property
+    def acls(self) -> tuple[AclBinding, ...]:
+        return self._acls
 
     def topic(self, name: str) -> TopicMeta | None:
         return self._topics.get(name)
@@ -254,6 +315,14 @@ class ControllerState:
             return self._add_partitions(validated)
         if isinstance(validated, AlterTopicConfigs):
             return self._alter_topic_configs(validated)
+        if isinstance(validated, PutUser):
+            return self._put_user(validated)
+        if isinstance(validated, DeleteUser):
+            return self._delete_user(validated)
+        if isinstance(validated, CreateAcls):
+            return self._create_acls(validated)
+        if isinstance(validated, DeleteAcls):
+            return self._delete_acls(validated)
         return self._allocate_producer_ids(validated)
 
     def check(self, command: bytes) -> ApplyResult:
@@ -284,6 +353,15 @@ class ControllerState:
                 return self._validate_add_partitions(decoded)
             if isinstance(decoded, AlterTopicConfigs):
                 return self._validate_alter_topic_configs(decoded)
+            if isinstance(decoded, PutUser):
+                return self._validate_put_user(decoded)
+            if isinstance(decoded, DeleteUser):
+                if decoded.name not in self._users:
+                    return _error(errors_pb2.UNKNOWN_USER,
+                                  f"unknown user {decoded.name[:300]!r}")
+                return decoded
+            if isinstance(decoded, (CreateAcls, DeleteAcls)):
+                return self._validate_acls(decoded)
             return self._validate_allocate_producer_ids(decoded)
         except MalformedCommand as error:
             return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
@@ -399,7 +477,51 @@ class ControllerState:
             return _error(errors_pb2.INVALID_REQUEST, "producer ids exhausted")
         return cmd
 
+    def _validate_put_user(self, cmd: PutUser) -> PutUser | ApplyResult:
+        reason = user_error(UserCredential(cmd.name, cmd.mechanism, cmd.iterations, cmd.salt,
+                                           cmd.stored_key, cmd.server_key))
+        if reason is not None:
+            return _error(errors_pb2.INVALID_REQUEST, reason)
+        if cmd.name in self._users and not cmd.replace:
+            return _error(errors_pb2.USER_EXISTS, f"user {cmd.name!r} already exists; "
+                          "replace its password to change it")
+        return cmd
+
+    def _validate_acls(self, cmd: CreateAcls | DeleteAcls) -> CreateAcls | DeleteAcls | ApplyResult:
+        if not cmd.acls:
+            return _error(errors_pb2.INVALID_REQUEST, "the command names no ACL")
+        for fields in cmd.acls:
+            reason = acl_error(AclBinding(*fields))
+            if reason is not None:
+                return _error(errors_pb2.INVALID_REQUEST, f"invalid ACL: {reason}")
+        if isinstance(cmd, CreateAcls) and len(set(self._acls) | set(
+                AclBinding(*f) for f in cmd.acls)) > ACLS_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, f"at most {ACLS_MAX} ACLs in a cluster")
+        return cmd
+
     # -- mutations: called only after validation succeeded; they cannot fail
+
+    def _put_user(self, cmd: PutUser) -> ApplyResult:
+        existed = cmd.name in self._users
+        self._users[cmd.name] = UserCredential(cmd.name, cmd.mechanism, cmd.iterations,
+                                               cmd.salt, cmd.stored_key, cmd.server_key)
+        return _ok(f"{'changed the password of' if existed else 'created'} user {cmd.name!r}")
+
+    def _delete_user(self, cmd: DeleteUser) -> ApplyResult:
+        del self._users[cmd.name]
+        return _ok(f"deleted user {cmd.name!r}")
+
+    def _create_acls(self, cmd: CreateAcls) -> ApplyResult:
+        new = set(AclBinding(*f) for f in cmd.acls) - set(self._acls)
+        if new:
+            self._acls = tuple(sorted(set(self._acls) | new))
+        return _ok(f"added {len(new)} ACL(s)", len(new))
+
+    def _delete_acls(self, cmd: DeleteAcls) -> ApplyResult:
+        gone = set(AclBinding(*f) for f in cmd.acls) & set(self._acls)
+        if gone:
+            self._acls = tuple(a for a in self._acls if a not in gone)
+        return _ok(f"deleted {len(gone)} ACL(s)", len(gone))
 
     def _create_topic(self, index: int, cmd: CreateTopic) -> ApplyResult:
         assignment = assign_replicas(
@@ -503,6 +625,8 @@ class ControllerState:
         next_group_id: int,
         next_producer_id: int,
         topics: Iterable[TopicMeta],
+        users: Iterable[UserCredential] = (),
+        acls: Iterable[AclBinding] = (),
     ) -> ControllerState:
         """The state with these parts, after checking every invariant ``apply`` keeps.
 
@@ -528,6 +652,17 @@ class ControllerState:
             checked = state._checked_topic(meta)
             _check(checked.name not in state._topics, f"topic {checked.name!r} appears twice")
             state._add_topic(checked)
+        for user in users:
+            reason = user_error(user)
+            _check(reason is None, f"user {user.name[:100]!r}: {reason}")
+            _check(user.name not in state._users, f"user {user.name!r} appears twice")
+            state._users[user.name] = user
+        acl_list = list(acls)
+        for acl in acl_list:
+            reason = acl_error(acl)
+            _check(reason is None, f"ACL {acl.describe()[:300]}: {reason}")
+        _check(acl_list == sorted(set(acl_list)), "ACLs must be sorted and distinct")
+        state._acls = tuple(acl_list)
         return state
 
     def _checked_topic(self, meta: TopicMeta) -> TopicMeta:
@@ -592,6 +727,7 @@ __all__ = [
     "PartitionMeta",
     "TOPIC_CONFIGS",
     "TopicMeta",
+    "UserCredential",
     "normalize_configs",
     "topic_name_error",
 ]

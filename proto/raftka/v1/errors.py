@@ -59,6 +59,13 @@ Table (code -> class, retriable, invalid_metadata)::
     GROUP_NOT_EMPTY       GroupNotEmptyError        no   no
     UNKNOWN_GROUP         UnknownGroupError         no   no
     INVALID_OFFSET        InvalidOffsetError        no   no
+    TOPIC_AUTHORIZATION_FAILED   TopicAuthorizationFailedError    no no  PERMISSION_DENIED
+    GROUP_AUTHORIZATION_FAILED   GroupAuthorizationFailedError    no no  PERMISSION_DENIED
+    CLUSTER_AUTHORIZATION_FAILED ClusterAuthorizationFailedError  no no  PERMISSION_DENIED
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED TransactionalIdAuthorizationFailedError no no
+    AUTHENTICATION_FAILED AuthenticationFailedError no   no    UNAUTHENTICATED
+    UNKNOWN_USER          UnknownUserError          no   no
+    USER_EXISTS           UserExistsError           no   no
     (no trailer) UNAVAILABLE        BrokerNotAvailableError  yes  yes
     (no trailer) DEADLINE_EXCEEDED  RequestTimedOutError     yes  yes
 """
@@ -76,7 +83,15 @@ from raftka.v1 import recordbatch as _recordbatch
 from raftka.v1 import errors_pb2
 
 __all__ = [
+    "AuthenticationFailedError",
+    "AuthorizationFailedError",
     "BrokerNotAvailableError",
+    "ClusterAuthorizationFailedError",
+    "GroupAuthorizationFailedError",
+    "TopicAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailedError",
+    "UnknownUserError",
+    "UserExistsError",
     "CoordinatorLoadingError",
     "CorruptBatchError",
     "Code",
@@ -361,6 +376,42 @@ class InconsistentGroupTypeError(RaftkaError):
     code = errors_pb2.INCONSISTENT_GROUP_TYPE
 
 
+class AuthorizationFailedError(RaftkaError):
+    """Base of the ``*_AUTHORIZATION_FAILED`` errors: the principal may not do this (the
+    message names the operation and the resource); nothing was written."""
+
+
+class TopicAuthorizationFailedError(AuthorizationFailedError):
+    code = errors_pb2.TOPIC_AUTHORIZATION_FAILED
+
+
+class GroupAuthorizationFailedError(AuthorizationFailedError):
+    code = errors_pb2.GROUP_AUTHORIZATION_FAILED
+
+
+class ClusterAuthorizationFailedError(AuthorizationFailedError):
+    code = errors_pb2.CLUSTER_AUTHORIZATION_FAILED
+
+
+class TransactionalIdAuthorizationFailedError(AuthorizationFailedError):
+    code = errors_pb2.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+
+
+class AuthenticationFailedError(RaftkaError):
+    """The node requires credentials and got none, or wrong ones (bad password, unknown
+    user, a certificate whose subject maps to no principal)."""
+
+    code = errors_pb2.AUTHENTICATION_FAILED
+
+
+class UnknownUserError(RaftkaError):
+    code = errors_pb2.UNKNOWN_USER
+
+
+class UserExistsError(RaftkaError):
+    code = errors_pb2.USER_EXISTS
+
+
 # ---------------------------------------------------------------- client-side conditions
 
 
@@ -439,6 +490,13 @@ _TABLE: tuple[tuple[type[RaftkaError], grpc.StatusCode], ...] = (
     (InvalidOffsetError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRecordStateError, grpc.StatusCode.FAILED_PRECONDITION),
     (InconsistentGroupTypeError, grpc.StatusCode.FAILED_PRECONDITION),
+    (TopicAuthorizationFailedError, grpc.StatusCode.PERMISSION_DENIED),
+    (GroupAuthorizationFailedError, grpc.StatusCode.PERMISSION_DENIED),
+    (ClusterAuthorizationFailedError, grpc.StatusCode.PERMISSION_DENIED),
+    (TransactionalIdAuthorizationFailedError, grpc.StatusCode.PERMISSION_DENIED),
+    (AuthenticationFailedError, grpc.StatusCode.UNAUTHENTICATED),
+    (UnknownUserError, grpc.StatusCode.NOT_FOUND),
+    (UserExistsError, grpc.StatusCode.ALREADY_EXISTS),
 )
 _BY_CODE: dict[int, type[RaftkaError]] = {cls.code: cls for cls, _ in _TABLE}
 STATUS_OF: dict[int, grpc.StatusCode] = {cls.code: status for cls, status in _TABLE}

@@ -35,6 +35,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_OFFSET: _ClassVar[ErrorCode]
     INVALID_RECORD_STATE: _ClassVar[ErrorCode]
     INCONSISTENT_GROUP_TYPE: _ClassVar[ErrorCode]
+    TOPIC_AUTHORIZATION_FAILED: _ClassVar[ErrorCode]
+    GROUP_AUTHORIZATION_FAILED: _ClassVar[ErrorCode]
+    CLUSTER_AUTHORIZATION_FAILED: _ClassVar[ErrorCode]
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED: _ClassVar[ErrorCode]
+    AUTHENTICATION_FAILED: _ClassVar[ErrorCode]
+    UNKNOWN_USER: _ClassVar[ErrorCode]
+    USER_EXISTS: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 NOT_LEADER: ErrorCode
 UNKNOWN_TOPIC: ErrorCode
@@ -63,6 +70,13 @@ UNKNOWN_GROUP: ErrorCode
 INVALID_OFFSET: ErrorCode
 INVALID_RECORD_STATE: ErrorCode
 INCONSISTENT_GROUP_TYPE: ErrorCode
+TOPIC_AUTHORIZATION_FAILED: ErrorCode
+GROUP_AUTHORIZATION_FAILED: ErrorCode
+CLUSTER_AUTHORIZATION_FAILED: ErrorCode
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode
+AUTHENTICATION_FAILED: ErrorCode
+UNKNOWN_USER: ErrorCode
+USER_EXISTS: ErrorCode
 
 class ErrorInfo(_message.Message):
     __slots__ = ("code", "message", "retriable", "leader_id", "leader_address")
