@@ -25,7 +25,16 @@ operations (``_ops.py``) with ``grpc.aio`` I/O.
 from raftka.client._admin import Admin
 from raftka.client._consumer import CommitFailedError, Consumer
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
+from raftka.client._security import Acl, ClientSecurity, UserDescription
 from raftka.v1.errors import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+    UnknownUserError,
+    UserExistsError,
     BrokerNotAvailableError,
     CoordinatorLoadingError,
     CorruptBatchError,
@@ -86,6 +95,17 @@ from raftka.client._types import (
 )
 
 __all__ = [
+    "Acl",
+    "AuthenticationFailedError",
+    "AuthorizationFailedError",
+    "ClientSecurity",
+    "ClusterAuthorizationFailedError",
+    "GroupAuthorizationFailedError",
+    "TopicAuthorizationFailedError",
+    "TransactionalIdAuthorizationFailedError",
+    "UnknownUserError",
+    "UserDescription",
+    "UserExistsError",
     "Admin",
     "CommitFailedError",
     "Consumer",

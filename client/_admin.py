@@ -631,6 +631,60 @@ class AdminOps:
             return False
         return True
 
+    # ------------------------------------------------------------------ security
+
+    def create_user(self, name: str, password: str, *, replace: bool = False,
+                    iterations: int = 0, timeout: float | None = None) -> None:
+        """Create a user with this password (the node stores only salted SCRAM-SHA-256
+        keys). ``replace``: change the password of an existing user. Raises
+        UserExistsError (an existing user without ``replace``)."""
+        from raftka.v1 import security_pb2
+        self._call("CreateUser", security_pb2.CreateUserRequest(
+            name=name, password=password, replace=replace, iterations=iterations),
+            timeout, f"create user {name!r}", service="security")
+
+    def delete_user(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete a user. Raises UnknownUserError."""
+        from raftka.v1 import security_pb2
+        self._call("DeleteUser", security_pb2.DeleteUserRequest(name=name), timeout,
+                   f"delete user {name!r}", service="security")
+
+    def list_users(self, *, timeout: float | None = None) -> list[UserDescription]:
+        from raftka.v1 import security_pb2
+        resp = self._call("ListUsers", security_pb2.ListUsersRequest(), timeout,
+                          "list users", service="security")
+        return [UserDescription(u.name, u.mechanism, u.iterations) for u in resp.users]
+
+    def create_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> None:
+        """Add ACLs (adding an existing one changes nothing)."""
+        from raftka.v1 import security_pb2
+        self._call("CreateAcls", security_pb2.CreateAclsRequest(
+            acls=[a.to_pb() for a in acls]), timeout, "create ACLs", service="security")
+
+    def delete_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> int:
+        """Remove these exact ACLs; how many existed."""
+        from raftka.v1 import security_pb2
+        resp = self._call("DeleteAcls", security_pb2.DeleteAclsRequest(
+            acls=[a.to_pb() for a in acls]), timeout, "delete ACLs", service="security")
+        return resp.deleted
+
+    def list_acls(self, *, principal: str = "", resource_type: str = "",
+                  resource_name: str = "", timeout: float | None = None) -> list[Acl]:
+        """Every ACL, or those matching the given filters."""
+        from raftka.v1 import security_pb2
+        rtype = (security_pb2.ResourceType.Value("RESOURCE_TYPE_" + resource_type.upper())
+                 if resource_type else 0)
+        resp = self._call("ListAcls", security_pb2.ListAclsRequest(
+            principal=principal, resource_type=rtype, resource_name=resource_name),
+            timeout, "list ACLs", service="security")
+        return [Acl.from_pb(a) for a in resp.acls]
+
+    def whoami(self, *, timeout: float | None = None) -> str:
+        """The principal this client authenticates as (``User:...``)."""
+        from raftka.v1 import security_pb2
+        return self._call("WhoAmI", security_pb2.WhoAmIRequest(), timeout, "whoami",
+                          service="security").principal
+
     # ------------------------------------------------------------------ calls
 
     def _next_address(self) -> str:

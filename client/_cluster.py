@@ -44,6 +44,7 @@ from raftka.v1.errors import (
 )
 from raftka.client._ops import Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._retry import RetryPolicy
+from raftka.client._security import PLAINTEXT, ClientSecurity
 from raftka.client._types import BrokerDescription, TopicDescription
 from raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, group_pb2_grpc
 
@@ -221,8 +222,12 @@ class ClusterState:
     channels and run the operations. Its lock only guards quick updates, so an event loop
     may take it."""
 
-    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000) -> None:
+    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000,
+                 security: ClientSecurity | None = None) -> None:
+        """``security``: TLS and credentials (``_security.py``); plain text if None."""
         self.bootstrap: list[str] = parse_bootstrap(bootstrap)
+        self.security = security or PLAINTEXT
+        self.security.credentials()  # fail now (unreadable files), not at the first call
         if request_timeout_ms <= 0:
             raise ValueError(f"request_timeout_ms must be positive, got {request_timeout_ms}")
         self.request_timeout_s = request_timeout_ms / 1000

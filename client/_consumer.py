@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from raftka.client._security import ClientSecurity
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._ops import Ops, backoff, run_sync
@@ -333,6 +334,7 @@ class Consumer:
         fetch_max_bytes: int = 1 << 20,
         fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 5000,
+        security: ClientSecurity | None = None,
     ) -> None:
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
@@ -355,7 +357,8 @@ class Consumer:
         self._fetch_max_bytes = fetch_max_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._request_timeout_ms = request_timeout_ms
-        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                security=security)
         self._coordinator = GroupCoordinatorClient(self._cluster, group_id)
 
         self._cond = threading.Condition()

@@ -53,6 +53,7 @@ from concurrent.futures._base import RUNNING as _FUTURE_RUNNING
 from types import TracebackType
 from typing import Any
 
+from raftka.client._security import ClientSecurity
 from raftka.client._accumulator import RECORD_OVERHEAD_BYTES, Accumulator
 from raftka.client._cluster import Cluster, ClusterState
 from raftka.client._ops import Ops, run_sync
@@ -296,6 +297,7 @@ class Producer:
         batch_size: int = 256 * 1024,
         compression: str = "lz4",
         request_timeout_ms: int = 5000,
+        security: ClientSecurity | None = None,
         delivery_timeout_ms: int = 120_000,
         retry_backoff_ms: int = 50,
         retry_backoff_max_ms: int = 250,
@@ -313,7 +315,8 @@ class Producer:
         self._linger_s = linger_ms / 1000
         self._max_block_s = max_block_ms / 1000
 
-        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                security=security)
         self._accumulator = Accumulator(compression=compression, batch_size=batch_size,
                                         buffer_memory=buffer_memory)
         self._idempotence = IdempotenceState() if enable_idempotence else None

@@ -90,6 +90,7 @@ class PartitionReaderCore:
         max_wait_ms: int = 500,
         max_bytes: int = 1024 * 1024,
         request_timeout_ms: int = 2000,
+        security: ClientSecurity | None = None,
         read_ahead: bool = True,
     ) -> None:
         self.topic = topic
@@ -463,10 +464,12 @@ class TopicReader:
         offset_reset: str | None = None,
         metadata_timeout: float = 10.0,
         request_timeout_ms: int = 2000,
+        security: ClientSecurity | None = None,
         max_bytes: int = 1024 * 1024,
     ) -> None:
         self.topic = topic
-        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                security=security)
         try:
             # fail fast (UnknownTopicError, NoBrokersAvailable) rather than poll forever
             description = self._cluster.wait_for_topic(topic, metadata_timeout)

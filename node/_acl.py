@@ -132,6 +132,24 @@ class Authorizer:
         self._by_type = {k: tuple(v) for k, v in by_type.items()}
         self._cache = {}
 
+    def may_write_some_topic(self, principal: str, host: str) -> bool:
+        """Whether some ACL lets the principal WRITE some topic (and no ACL denies it
+        every topic): Kafka's rule for InitProducerId without IDEMPOTENT_WRITE."""
+        if principal in self.super_users:
+            return True
+        allowed = False
+        for acl in self._by_type.get("TOPIC", ()):
+            if acl.principal not in (principal, "User:*") or acl.host not in (host, WILDCARD):
+                continue
+            if acl.operation not in ("WRITE", "ALL"):
+                continue
+            if acl.permission == "DENY":
+                if acl.pattern_type == "LITERAL" and acl.resource_name == WILDCARD:
+                    return False
+            else:
+                allowed = True
+        return allowed
+
     def allowed(self, principal: str, host: str, operation: str, resource_type: str,
                 name: str) -> bool:
         key = (principal, host, operation, resource_type, name)

@@ -26,6 +26,7 @@ from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
 from ._metrics import NodeMetrics
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
+from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
 
 log = logging.getLogger("raftka.broker")
@@ -44,8 +45,9 @@ class Broker:
         self.db = RocksLogDB(config.data_dir / "raft")
         self.metrics = NodeMetrics(config.node_id)  # served only with --metrics-listen
         timing = RaftTiming(config.tick_ms / 1000, config.election_ticks, config.heartbeat_ticks)
-        self.host = RaftHost(config.node_id, self.db, config.peers, timing,
-                             observer=self.metrics)
+        self.peer_channels = peer_channels(config)  # where and how Raft traffic goes
+        self.host = RaftHost(config.node_id, self.db, self.peer_channels.addresses, timing,
+                             observer=self.metrics, open_channel=self.peer_channels.open)
         self.controller = ControllerReplica(list(config.peers), self._reconcile, self.host.mark)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}

@@ -93,8 +93,10 @@ def issue(ca: Issued, directory: Path, file_stem: str, common_name: str,
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
+    # DER order O, CN (the usual: most general first), so the RFC 4514 form that
+    # principal mapping rules see is "CN=<name>,O=<organization>"
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(ca_cert.subject).public_key(key.public_key())

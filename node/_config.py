@@ -13,6 +13,23 @@ TOML example::
     heartbeat_ticks = 2
     log_level = "warning"
     metrics_listen = "127.0.0.1:9301"   # Prometheus metrics over HTTP (default: off)
+
+    # Security (README, Security; node/_tls.py, _auth.py, _authz.py)
+    tls_cert = "node1.pem"              # client port TLS (default: plain text)
+    tls_key = "node1-key.pem"
+    tls_ca = "ca.pem"                   # CA bundle for client certificates
+    tls_require_client_cert = true      # refuse clients without one at the handshake
+    peer_listen = "10.0.0.1:8001"       # Raft and forwarded calls: mutual TLS, members only
+    peer_peers = { 1 = "10.0.0.1:8001", 2 = "10.0.0.2:8001", 3 = "10.0.0.3:8001" }
+    peer_tls_cert = "node1.pem"
+    peer_tls_key = "node1-key.pem"
+    peer_tls_ca = "ca.pem"
+    peer_name_template = "raftka-node-{id}"   # the name a member's certificate carries
+    authentication = ["mtls", "password"]     # default: none (everyone is User:ANONYMOUS)
+    allow_anonymous = false             # default: true without authentication
+    authorization = true                # ACLs enforced; default: on with authentication
+    super_users = ["User:admin"]
+    principal_mapping_rules = ["RULE:^CN=(.*?),.*$/$1/", "DEFAULT"]
 """
 
 from __future__ import annotations
@@ -44,6 +61,73 @@ class NodeConfig:
     # __consumer_offsets partitions snapshot their offsets and drop older entries once this
     # many entries have been applied past their first index (bounds restart replay).
     offsets_compact_entries: int = 10_000
+    # security (see the module docstring)
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_require_client_cert: bool = False
+    peer_listen: str = ""
+    peer_peers: dict[int, str] = field(default_factory=dict)
+    peer_tls_cert: str = ""
+    peer_tls_key: str = ""
+    peer_tls_ca: str = ""
+    peer_name_template: str = "raftka-node-{id}"
+    authentication: list[str] = field(default_factory=list)
+    allow_anonymous: bool | None = None  # None: true unless authentication is configured
+    authorization: bool | None = None  # None: on when authentication is configured
+    super_users: list[str] = field(default_factory=list)
+    principal_mapping_rules: list[str] = field(default_factory=lambda: ["DEFAULT"])
+
+    @property
+    def secured(self) -> bool:
+        """Whether calls are authenticated or authorized (the interceptor runs)."""
+        return bool(self.authentication) or bool(self.authorization)
+
+    def _validate_security(self) -> None:
+        if (self.tls_key or self.tls_ca or self.tls_require_client_cert) and not self.tls_cert:
+            raise ConfigError("tls_key, tls_ca and tls_require_client_cert need tls_cert")
+        if self.tls_require_client_cert and not self.tls_ca:
+            raise ConfigError("tls_require_client_cert needs tls_ca (the CA that signs "
+                              "client certificates)")
+        if self.peer_listen:
+            if not (self.peer_tls_cert and self.peer_tls_key and self.peer_tls_ca):
+                raise ConfigError("peer_listen is mutual TLS: give peer_tls_cert, "
+                                  "peer_tls_key and peer_tls_ca")
+            missing = sorted(set(self.peers) - set(self.peer_peers))
+            if missing or set(self.peer_peers) != set(self.peers):
+                raise ConfigError("peer_peers must give the peer address of every node in "
+                                  f"peers ({format_peers(self.peers)}); missing {missing}")
+            if "{id}" not in self.peer_name_template:
+                raise ConfigError("peer_name_template must contain {id}")
+        elif self.peer_tls_cert or self.peer_tls_key or self.peer_tls_ca or self.peer_peers:
+            raise ConfigError("peer TLS settings need peer_listen (the peer port)")
+        unknown = sorted(set(self.authentication) - {"mtls", "password"})
+        if unknown:
+            raise ConfigError(f"authentication mechanisms are mtls and password, not "
+                              f"{', '.join(unknown)}")
+        if "mtls" in self.authentication and not self.tls_require_client_cert:
+            # grpcio's TLS either does not ask for a client certificate or requires one
+            raise ConfigError("mtls authentication needs tls_require_client_cert (and "
+                              "tls_ca): the node only sees certificates it requires")
+        if self.authorization is None:
+            self.authorization = bool(self.authentication)
+        if self.allow_anonymous is None:
+            self.allow_anonymous = not self.authentication
+        if self.secured and not self.peer_listen:
+            raise ConfigError("authentication and authorization need the peer port "
+                              "(peer_listen, peer_peers and peer TLS): Raft and forwarded "
+                              "calls between nodes must not share the client port")
+        for user in self.super_users:
+            if not user.startswith("User:") or len(user) < 6:
+                raise ConfigError(f"super user {user!r} must be User:<name>")
+        from ._auth import PrincipalMapper  # the rules' syntax; imports cryptography
+        from ._tls import client_tls, peer_tls
+        try:
+            PrincipalMapper(self.principal_mapping_rules)
+            client_tls(self)
+            peer_tls(self)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -69,6 +153,7 @@ class NodeConfig:
                                   f"{self.metrics_listen!r}")
         if not self.advertise:
             self.advertise = self.peers[self.node_id]
+        self._validate_security()
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -85,13 +170,41 @@ def format_peers(peers: dict[int, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(peers.items()))
 
 
+_SECURITY_KEYS = ("tls_cert", "tls_key", "tls_ca", "tls_require_client_cert", "peer_listen",
+                  "peer_peers", "peer_tls_cert", "peer_tls_key", "peer_tls_ca",
+                  "peer_name_template", "authentication", "allow_anonymous", "authorization",
+                  "super_users", "principal_mapping_rules")
+
+
+def _security_from_toml(raw: dict) -> dict:
+    out: dict = {}
+    for key in ("tls_cert", "tls_key", "tls_ca", "peer_listen", "peer_tls_cert",
+                "peer_tls_key", "peer_tls_ca", "peer_name_template"):
+        if key in raw:
+            out[key] = str(raw[key])
+    for key in ("tls_require_client_cert", "allow_anonymous", "authorization"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise ValueError(f"{key} must be true or false")
+            out[key] = raw[key]
+    for key in ("authentication", "super_users", "principal_mapping_rules"):
+        if key in raw:
+            if not isinstance(raw[key], list) or not all(isinstance(v, str) for v in raw[key]):
+                raise ValueError(f"{key} must be a list of strings")
+            out[key] = list(raw[key])
+    if "peer_peers" in raw:
+        out["peer_peers"] = {int(k): str(v) for k, v in dict(raw["peer_peers"]).items()}
+    return out
+
+
 def load_toml(path: Path) -> NodeConfig:
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
-             "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen"}
+             "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen",
+             *_SECURITY_KEYS}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
@@ -106,6 +219,7 @@ def load_toml(path: Path) -> NodeConfig:
             log_level=str(raw.get("log_level", "warning")),
             offsets_compact_entries=int(raw.get("offsets_compact_entries", 10_000)),
             metrics_listen=str(raw.get("metrics_listen", "")),
+            **_security_from_toml(raw),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -129,6 +243,28 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics over HTTP there (GET /metrics); off by "
                    "default")
+    s = p.add_argument_group("security (README, Security)")
+    s.add_argument("--tls-cert", help="client port: this node's certificate (PEM); plain "
+                   "text without it")
+    s.add_argument("--tls-key", help="client port: the certificate's key")
+    s.add_argument("--tls-ca", help="client port: CA bundle client certificates must chain to")
+    s.add_argument("--tls-require-client-cert", action="store_true", default=None,
+                   help="refuse clients without a certificate from --tls-ca")
+    s.add_argument("--peer-listen", help="host:port of the peer port (Raft, forwarded "
+                   "calls; mutual TLS with cluster members only)")
+    s.add_argument("--peer-peers", help="every node's peer port: 1=host:port,2=...")
+    s.add_argument("--peer-tls-cert")
+    s.add_argument("--peer-tls-key")
+    s.add_argument("--peer-tls-ca")
+    s.add_argument("--peer-name-template", help="name in a member's certificate (default "
+                   "raftka-node-{id})")
+    s.add_argument("--authentication", help="comma-separated: mtls, password")
+    s.add_argument("--allow-anonymous", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--authorization", action=argparse.BooleanOptionalAction, default=None,
+                   help="enforce ACLs (default: on with --authentication)")
+    s.add_argument("--super-users", help="comma-separated principals, e.g. User:admin")
+    s.add_argument("--principal-mapping-rule", action="append", default=None,
+                   help="repeatable: RULE:<regex>/<replacement>/[L|U] or DEFAULT, in order")
     args = p.parse_args(argv)
     if args.config:
         cfg = load_toml(args.config)
@@ -147,5 +283,18 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.metrics_listen = args.metrics_listen
     if args.offsets_compact_entries is not None:
         cfg.offsets_compact_entries = args.offsets_compact_entries
+    for key in ("tls_cert", "tls_key", "tls_ca", "tls_require_client_cert", "peer_listen",
+                "peer_tls_cert", "peer_tls_key", "peer_tls_ca", "peer_name_template",
+                "allow_anonymous", "authorization"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    if args.peer_peers is not None:
+        cfg.peer_peers = parse_peers(args.peer_peers)
+    if args.authentication is not None:
+        cfg.authentication = [m.strip() for m in args.authentication.split(",") if m.strip()]
+    if args.super_users is not None:
+        cfg.super_users = [u.strip() for u in args.super_users.split(",") if u.strip()]
+    if args.principal_mapping_rule is not None:
+        cfg.principal_mapping_rules = args.principal_mapping_rule
     cfg.validate()
     return cfg

@@ -18,6 +18,9 @@ Rules:
   reached (gRPC UNAVAILABLE without error details: it is down or cut off, so a new leader
   will be elected). When the time is up, the last of these errors is the answer (a
   NOT_LEADER names the leader, so a client that follows redirects still can).
+- With a peer port (``_tls.py``) the call goes there, over mutual TLS, and carries the
+  principal and host of the original caller (``raftka-forwarded-principal``/``-host``),
+  which the leader trusts from a cluster member only and authorizes again (``_authz.py``).
 - Every other answer of the leader, success or error (TOPIC_EXISTS, NO_QUORUM, ...), is
   passed through unchanged: status, message and error details.
 - A forwarded call that times out is NO_QUORUM: the change may still apply, as with a
@@ -34,6 +37,7 @@ import grpc
 
 from raftka.v1.errors import error_details
 
+from ._authz import CALLER, FORWARDED_HOST_KEY, FORWARDED_PRINCIPAL_KEY
 from ._broker import Broker
 from ._errors import BrokerError, Code
 
@@ -101,16 +105,21 @@ class ControllerForwarder:
 
     async def _remote(self, leader: int, what: str, timeout_s: float, remote: Remote[T]) -> T:
         broker = self._broker
-        address = broker.address_of(leader)
+        address = broker.peer_channels.addresses.get(leader, "")
         if not address:
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"the controller leader, node {leader}, "
                               "is not in this node's peer list", retriable=True)
         channel = self._channels.get(leader)
         if channel is None:
-            channel = self._channels[leader] = grpc.aio.insecure_channel(
-                address, options=CHANNEL_OPTIONS)
+            channel = self._channels[leader] = broker.peer_channels.open(
+                leader, CHANNEL_OPTIONS)
+        metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY_KEY, str(broker.node_id)),)
+        caller = CALLER.get()
+        if caller is not None:
+            metadata += ((FORWARDED_PRINCIPAL_KEY, caller.principal),
+                         (FORWARDED_HOST_KEY, caller.host))
         try:
-            return await remote(channel, timeout_s, ((FORWARDED_BY_KEY, str(broker.node_id)),))
+            return await remote(channel, timeout_s, metadata)
         except grpc.aio.AioRpcError as exc:
             details = error_details(exc.trailing_metadata())
             if details is not None and details.code:

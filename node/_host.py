@@ -173,7 +173,8 @@ class RaftHost:
 
     def __init__(self, node_id: int, db: RocksLogDB, peers: dict[int, str],
                  timing: RaftTiming, seed: int | None = None,
-                 clock: HostClock | None = None, observer: HostObserver | None = None) -> None:
+                 clock: HostClock | None = None, observer: HostObserver | None = None,
+                 open_channel: Callable | None = None) -> None:
         """``clock``: seconds, ``time.monotonic`` unless a test drives time itself.
         ``observer``: told the duration of every pass and sync (metrics)."""
         self.node_id = node_id
@@ -183,7 +184,7 @@ class RaftHost:
         self.retired_event_counts = [0, 0, 0, 0]
         self.db = db
         self.timing = timing
-        self.transport = PeerTransport(node_id, peers, self._on_unreachable)
+        self.transport = PeerTransport(node_id, peers, self._on_unreachable, open_channel)
         self._rng = random.Random(seed if seed is not None else time.time_ns() ^ node_id)
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
 from raftka.v1 import share_pb2, share_pb2_grpc
+from raftka.v1 import security_pb2, security_pb2_grpc
 from raftka.raft import StorageCorruption
 from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
@@ -46,6 +47,11 @@ from ._metrics import MetricsServer, NodeCollector
 from ._services import AdminService, BrokerService
 from ._share_service import ShareService
 from ._transport import RaftPeerService
+from ._acl import Authorizer
+from ._auth import Authenticator, PrincipalMapper
+from ._authz import NodeSecurity, SecurityInterceptor
+from ._security_service import SecurityService
+from ._tls import client_tls, peer_identity, peer_tls, warn_plain_text
 
 log = logging.getLogger("raftka.node")
 
@@ -56,6 +62,7 @@ CLIENT_SERVICES = (  # SERVING once the metadata caught up; "" is the whole node
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
     share_pb2.DESCRIPTOR.services_by_name["Share"].full_name,
+    security_pb2.DESCRIPTOR.services_by_name["Security"].full_name,
     "",
 )
 
@@ -89,16 +96,22 @@ async def serve(config: NodeConfig) -> int:
                   "fix its owner and mode", config.node_id, config.data_dir,
                   exc.strerror or exc)
         return 1
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    security = node_security(config, broker)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=(
+        [SecurityInterceptor(security, peer_port=False)] if config.secured else None))
     forwarder = ControllerForwarder(broker)  # controller writes at any node (KIP-590)
-    broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker, forwarder), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     groups = GroupCoordinatorService(broker)
-    group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     shares = ShareService(broker, groups)
-    share_pb2_grpc.add_ShareServicer_to_server(shares, server)
-    raft_pb2_grpc.add_RaftPeerServicer_to_server(
-        RaftPeerService(config.node_id, broker.host.deliver_many), server)
+    raft_service = RaftPeerService(config.node_id, broker.host.deliver_many)
+    peer_server = None
+    if config.peer_listen:  # Raft and forwarded calls on their own mutual-TLS port
+        peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
+            SecurityInterceptor(security, peer_port=True)])
+        _add_services(peer_server, broker, forwarder, groups, shares)
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(raft_service, peer_server)
+    _add_services(server, broker, forwarder, groups, shares)
+    if peer_server is None:
+        raft_pb2_grpc.add_RaftPeerServicer_to_server(raft_service, server)
     add_debug_service(server, broker)
     health_servicer = health.aio.HealthServicer()
     for name in (RAFT_SERVICE, *CLIENT_SERVICES):
@@ -110,17 +123,26 @@ async def serve(config: NodeConfig) -> int:
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     ), server)
-    try:
-        port = server.add_insecure_port(config.listen)
-    except RuntimeError as exc:
-        log.error("cannot listen on %s: %s; is another process using the port?",
-                  config.listen, exc)
-        broker.db.close()
-        return 2
-    if port == 0:
-        log.error("cannot listen on %s; is another process using the port?", config.listen)
-        broker.db.close()
-        return 2
+    tls = client_tls(config)  # read and checked by config.validate()
+    ports = [(server, config.listen, tls.server_credentials(config.tls_require_client_cert)
+              if tls is not None else None)]
+    if tls is None:
+        warn_plain_text("the client port", config.listen)
+    if peer_server is not None:
+        peer = peer_tls(config)
+        assert peer is not None
+        ports.append((peer_server, config.peer_listen, peer.server_credentials(True)))
+    for srv, address, credentials in ports:
+        try:
+            port = (srv.add_secure_port(address, credentials) if credentials is not None
+                    else srv.add_insecure_port(address))
+        except RuntimeError as exc:
+            port = 0
+            log.error("cannot listen on %s: %s", address, exc)
+        if port == 0:
+            log.error("cannot listen on %s; is another process using the port?", address)
+            broker.db.close()
+            return 2
     # Metrics first: its exporter process binds the port before the node reports healthy,
     # and a port in use stops the node before it joins the cluster.
     metrics_server = None
@@ -134,6 +156,8 @@ async def serve(config: NodeConfig) -> int:
                       config.metrics_listen, exc)
             broker.db.close()
             return 2
+    if peer_server is not None:
+        await peer_server.start()
     await server.start()
     try:
         await broker.start()  # loads the controller group's log: validated, may be damaged
@@ -143,6 +167,8 @@ async def serve(config: NodeConfig) -> int:
         if metrics_server is not None:
             await metrics_server.stop()
         await server.stop(grace=None)
+        if peer_server is not None:
+            await peer_server.stop(grace=None)
         await forwarder.close()
         broker.db.close()
         return 1
@@ -171,11 +197,36 @@ async def serve(config: NodeConfig) -> int:
         await metrics_server.stop()
     await broker.stop(graceful=not failed)
     await server.stop(grace=1.0)
+    if peer_server is not None:
+        await peer_server.stop(grace=1.0)
     await forwarder.close()
     if failed:
         log.error("node %d stopped: its raft loop failed (see the error above)", config.node_id)
         return 1
     return 0
+
+
+def node_security(config: NodeConfig, broker: Broker) -> NodeSecurity:
+    """Who is who and who may do what on this node (``_authz.py``)."""
+    state = lambda: broker.controller.state  # noqa: E731 - replaced on snapshot restore
+    authenticator = None
+    if config.authentication or not config.allow_anonymous:
+        authenticator = Authenticator(frozenset(config.authentication),
+                                      bool(config.allow_anonymous),
+                                      PrincipalMapper(config.principal_mapping_rules),
+                                      lambda: state().users)
+    authorizer = Authorizer(config.super_users) if config.authorization else None
+    return NodeSecurity(authenticator, authorizer, lambda: state().acls,
+                        peer_identity(config))
+
+
+def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: ControllerForwarder,
+                  groups: GroupCoordinatorService, shares: ShareService) -> None:
+    broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker, forwarder), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
+    group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
+    share_pb2_grpc.add_ShareServicer_to_server(shares, server)
+    security_pb2_grpc.add_SecurityServicer_to_server(SecurityService(broker, forwarder), server)
 
 
 async def _report_ready(broker: Broker, health_servicer: health.aio.HealthServicer) -> None:

@@ -19,6 +19,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, parse_header, raw_records
 from raftka.raft import Role
 
+from ._authz import Denied
 from ._broker import Broker
 from ._controller_commands import (
     encode_add_partitions,
@@ -219,7 +220,12 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
             writer.cancel()
 
     def _stream_produce(self, item, answers: asyncio.Queue) -> None:
-        """Validate and queue one stream request now; answer it when it completes."""
+        """Validate and queue one stream request now; answer it when it completes. A
+        ``Denied`` item (the caller may not write its topic: ``_authz.py``) is answered
+        with its error and never written."""
+        denied = item if isinstance(item, Denied) else None
+        if denied is not None:
+            item = denied.item
         cid = item.correlation_id
         metrics = self.broker.metrics
         acks_level = _ACKS.get(item.request.acks, -1)
@@ -233,6 +239,9 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
             answers.put_nowait(broker_pb2.ProduceStreamResponse(
                 correlation_id=cid, error=self.complete(exc).info()))
 
+        if denied is not None:
+            fail(denied.error)
+            return
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, item.request)
             future = replica.submit(payload, acks)

@@ -105,3 +105,59 @@ def warn_plain_text(what: str, address: str) -> None:
     log.warning("\n%s\n!! INSECURE: %s on %s is PLAIN TEXT (no TLS): anyone on the network can "
                 "read and\n!! write every topic and every record sent. Configure TLS (see "
                 "README, Security).\n%s", bar, what, address, bar)
+
+
+class PeerChannels:
+    """How this node dials another: the address (peer port if any) and the credentials."""
+
+    def __init__(self, addresses: dict[int, str], credentials: grpc.ChannelCredentials | None,
+                 identity: PeerIdentity | None) -> None:
+        self.addresses = addresses
+        self._credentials = credentials
+        self.identity = identity  # set with a peer port: the target's name is checked
+
+    def open(self, node_id: int, options: list) -> grpc.aio.Channel:
+        address = self.addresses[node_id]
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(address, options=options)
+        if self.identity is not None:
+            options = [*options, ("grpc.ssl_target_name_override",
+                                  self.identity.name_of(node_id))]
+        return grpc.aio.secure_channel(address, self._credentials, options=options)
+
+
+def client_tls(config) -> TlsFiles | None:
+    """The client port's TLS files (None: plain text). Raises ValueError."""
+    if not config.tls_cert:
+        return None
+    return TlsFiles.load(config.tls_cert, config.tls_key, config.tls_ca, "client-port TLS")
+
+
+def peer_tls(config) -> TlsFiles | None:
+    """The peer port's TLS files (None: no peer port). Raises ValueError."""
+    if not config.peer_listen:
+        return None
+    return TlsFiles.load(config.peer_tls_cert, config.peer_tls_key, config.peer_tls_ca,
+                         "peer TLS")
+
+
+def peer_identity(config) -> PeerIdentity | None:
+    if not config.peer_listen:
+        return None
+    return PeerIdentity(sorted(config.peers), config.peer_name_template)
+
+
+def peer_channels(config) -> PeerChannels:
+    """Raft traffic and forwarded calls: to the peer port with the peer certificate when
+    there is one, else to the client port (with TLS if it has TLS; the node's certificate
+    as client certificate)."""
+    peer = peer_tls(config)
+    if peer is not None:
+        return PeerChannels(dict(config.peer_peers), peer.channel_credentials(),
+                            peer_identity(config))
+    client = client_tls(config)
+    if client is not None:
+        ca = client.ca
+        return PeerChannels(dict(config.peers), grpc.ssl_channel_credentials(
+            ca, client.key, client.cert), None)
+    return PeerChannels(dict(config.peers), None, None)

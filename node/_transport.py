@@ -29,6 +29,7 @@ import grpc
 from raftka.v1 import raft_pb2, raft_pb2_grpc
 from raftka.raft import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
 
+from ._authz import CALLER
 from ._errors import BrokerError, Code, abort_with
 
 log = logging.getLogger("raftka.transport")
@@ -137,8 +138,12 @@ class PeerTransport:
         node_id: int,
         peers: dict[int, str],
         on_unreachable: Callable[[int], None],
+        open_channel: Callable[[int, list], grpc.aio.Channel] | None = None,
     ) -> None:
+        """``peers``: node id -> the address its Raft traffic goes to; ``open_channel(node_id,
+        options)`` opens a channel there (TLS: ``_tls.PeerChannels``), plain text if None."""
         self.node_id = node_id
+        self._open_channel = open_channel
         self._peers = {pid: _Peer(pid, addr) for pid, addr in peers.items() if pid != node_id}
         self._on_unreachable = on_unreachable
         self._closed = False
@@ -188,7 +193,9 @@ class PeerTransport:
     async def _sender(self, peer: _Peer) -> None:
         backoff = 0.05
         while not self._closed:
-            channel = grpc.aio.insecure_channel(peer.address, options=PEER_CHANNEL_OPTIONS)
+            channel = (self._open_channel(peer.node_id, PEER_CHANNEL_OPTIONS)
+                       if self._open_channel is not None else
+                       grpc.aio.insecure_channel(peer.address, options=PEER_CHANNEL_OPTIONS))
             stub = raft_pb2_grpc.RaftPeerStub(channel)
             try:
                 call = stub.Stream()
@@ -246,6 +253,12 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         count = 0
         try:
             async for batch in request_iterator:
+                caller = CALLER.get()
+                if caller is not None and caller.peer_node and caller.peer_node != batch.from_node:
+                    await abort_with(context, BrokerError(
+                        Code.AUTHENTICATION_FAILED,
+                        f"raft batch from node {batch.from_node} came with the certificate "
+                        f"of node {caller.peer_node}"))
                 if batch.to_node != self._node_id:
                     await abort_with(context, BrokerError(
                         Code.INVALID_REQUEST,

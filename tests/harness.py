@@ -98,8 +98,14 @@ def _stop_every_cluster() -> None:
 
 class Cluster:
     def __init__(self, root: Path, size: int, tick_ms: int = 50,
-                 extra_args: tuple[str, ...] = (), metrics: bool = False) -> None:
-        """``metrics``: every node serves Prometheus metrics (``metrics_url``)."""
+                 extra_args: tuple[str, ...] = (), metrics: bool = False,
+                 node_args: Callable[[int], list[str]] | None = None,
+                 channel_credentials: grpc.ChannelCredentials | None = None) -> None:
+        """``metrics``: every node serves Prometheus metrics (``metrics_url``).
+        ``node_args(node_id)``: more flags for one node (its own certificate);
+        ``channel_credentials``: TLS for the harness's own channels (``channel``)."""
+        self.node_args = node_args
+        self.channel_credentials = channel_credentials
         self.root = root
         self.size = size
         self.tick_ms = tick_ms
@@ -124,6 +130,7 @@ class Cluster:
             "--peers", ",".join(f"{k}={v}" for k, v in sorted(self.peers.items())),
             "--data-dir", str(self.root / f"node-{node_id}"), "--tick-ms", str(self.tick_ms),
             "--log-level", "info", *self.extra_args,
+            *(self.node_args(node_id) if self.node_args is not None else ()),
         ]
         if node_id in self.metrics:
             cmd += ["--metrics-listen", self.metrics[node_id]]
@@ -196,12 +203,16 @@ class Cluster:
     def channel(self, node_id: int) -> grpc.Channel:
         ch = self._channels.get(node_id)
         if ch is None:
-            ch = grpc.insecure_channel(self.peers[node_id], options=[
+            options = [
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 300),
-            ])
+            ]
+            ch = (grpc.secure_channel(self.peers[node_id], self.channel_credentials,
+                                      options=options)
+                  if self.channel_credentials is not None
+                  else grpc.insecure_channel(self.peers[node_id], options=options))
             self._channels[node_id] = ch
         return ch
 

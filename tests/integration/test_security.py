@@ -1,0 +1,359 @@
+"""Security against real secured clusters, certificates made at test time (node/_certs.py):
+TLS handshakes refused without a good client certificate, peer traffic for members only,
+users and ACLs through the controller log, PERMISSION_DENIED per RPC family with nothing
+written, prefixed and deny rules, changes on every node and after a full restart."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from raftka.client import (
+    Acl,
+    Admin,
+    AuthenticationFailedError,
+    ClientSecurity,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    PartitionReader,
+    Producer,
+    TopicAuthorizationFailedError,
+    UnknownTopicError,
+)
+from raftka.node._certs import Issued, issue, make_ca, node_name
+from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, group_pb2, group_pb2_grpc
+from raftka.v1.recordbatch import BatchBuilder
+
+from tests.harness import Cluster, error_info, free_ports, wait_for
+
+
+class Pki:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ca = make_ca(root / "ca")
+        self.other_ca = make_ca(root / "other-ca", name="some other CA")
+        self.nodes = {i: issue(self.ca, root / "certs", f"node{i}", node_name(i),
+                               (node_name(i), "localhost"), ("127.0.0.1",)) for i in (1, 2, 3, 4)}
+        self.admin = self.client("admin")
+        self.alice = self.client("alice")
+        # grpcio servers either require client certificates or never ask for one: with
+        # mtls on, password users present some certificate too (the password wins)
+        self.generic = self.client("generic-client")
+
+    def client(self, name: str, ca: Issued | None = None, **kw) -> Issued:
+        return issue(ca or self.ca, self.root / "certs", f"{name}-{id(ca)}", name, **kw)
+
+    def security(self, cert: Issued | None = None, **kw) -> ClientSecurity:
+        cert = cert or self.generic
+        return ClientSecurity(ca=str(self.ca.cert), cert=str(cert.cert), key=str(cert.key), **kw)
+
+
+def _secured_cluster(tmp_path: Path, pki: Pki, size: int = 3,
+                     node_certs: dict[int, Issued] | None = None) -> Cluster:
+    peer_ports = free_ports(size)
+    peer_peers = {i + 1: f"127.0.0.1:{peer_ports[i]}" for i in range(size)}
+    certs = node_certs or pki.nodes
+
+    def node_args(node_id: int) -> list[str]:
+        cert = certs[node_id]
+        return ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+                "--tls-ca", str(pki.ca.cert), "--tls-require-client-cert",
+                "--peer-listen", peer_peers[node_id],
+                "--peer-peers", ",".join(f"{k}={v}" for k, v in sorted(peer_peers.items())),
+                "--peer-tls-cert", str(cert.cert), "--peer-tls-key", str(cert.key),
+                "--peer-tls-ca", str(cert.ca),
+                "--authentication", "mtls,password", "--super-users", "User:admin",
+                "--principal-mapping-rule", "RULE:^CN=(.*?),.*$/$1/",
+                "--principal-mapping-rule", "DEFAULT"]
+
+    creds = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), pki.admin.key.read_bytes(),
+                                         pki.admin.cert.read_bytes())
+    (tmp_path / "data").mkdir(exist_ok=True)
+    cluster = Cluster(tmp_path / "data", size, node_args=node_args, channel_credentials=creds)
+    cluster.peer_peers = peer_peers  # type: ignore[attr-defined]
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Pki]]:
+    root = tmp_path_factory.mktemp("secured")
+    pki = Pki(root)
+    cluster = _secured_cluster(root, pki)
+    try:
+        cluster.start_all()
+        with Admin(",".join(cluster.peers.values()), security=pki.security(pki.admin)) as admin:
+            admin.create_topic("orders", partitions=1, replication_factor=3)
+            admin.create_topic("app.events", partitions=1, replication_factor=3)
+            admin.create_topic("secret", partitions=1, replication_factor=3)
+            admin.wait_for_topic_ready("orders", 20)
+            admin.wait_for_topic_ready("secret", 20)
+            admin.create_user("bob", "bob-secret")
+        yield cluster, pki
+    finally:
+        cluster.stop_all()
+
+
+def _bootstrap(cluster: Cluster) -> str:
+    return ",".join(cluster.peers.values())
+
+
+def _call(cluster: Cluster, creds: grpc.ChannelCredentials, fn, node: int = 1):
+    with grpc.secure_channel(cluster.peers[node], creds) as channel:
+        return fn(channel)
+
+
+def _list_topics(channel: grpc.Channel):
+    return admin_pb2_grpc.AdminStub(channel).ListTopics(admin_pb2.ListTopicsRequest(), timeout=5)
+
+
+# ------------------------------------------------------------------ TLS handshakes
+def test_handshake_refuses_no_cert_other_ca_and_expired(secured) -> None:
+    cluster, pki = secured
+    ca = pki.ca.cert.read_bytes()
+    other = pki.client("mallory", ca=pki.other_ca)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    expired = pki.client("late", not_before=now - datetime.timedelta(days=10),
+                         not_after=now - datetime.timedelta(days=1))
+    refused = {
+        "plain text": grpc.insecure_channel,
+        "no client certificate": None,
+        "certificate of another CA": grpc.ssl_channel_credentials(
+            ca, other.key.read_bytes(), other.cert.read_bytes()),
+        "expired certificate": grpc.ssl_channel_credentials(
+            ca, expired.key.read_bytes(), expired.cert.read_bytes()),
+    }
+    for what, creds in refused.items():
+        if creds is grpc.insecure_channel:
+            channel = grpc.insecure_channel(cluster.peers[1])
+        elif creds is None:
+            channel = grpc.secure_channel(cluster.peers[1], grpc.ssl_channel_credentials(ca))
+        else:
+            channel = grpc.secure_channel(cluster.peers[1], creds)
+        with channel:
+            with pytest.raises(grpc.RpcError) as info:
+                _list_topics(channel)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, what
+    # the good certificate gets through the same way
+    good = grpc.ssl_channel_credentials(ca, pki.alice.key.read_bytes(),
+                                        pki.alice.cert.read_bytes())
+    assert _call(cluster, good, _list_topics).names == []  # alice may describe nothing yet
+
+
+def test_peer_port_refuses_client_certificates(secured) -> None:
+    """The peer port is for members: a valid client certificate of the same CA that names
+    no node is refused (UNAUTHENTICATED), also for a forwarded-looking call."""
+    cluster, pki = secured
+    creds = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), pki.admin.key.read_bytes(),
+                                         pki.admin.cert.read_bytes())
+    address = cluster.peer_peers[1]  # type: ignore[attr-defined]
+    with grpc.secure_channel(address, creds, options=[
+            ("grpc.ssl_target_name_override", node_name(1))]) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            admin_pb2_grpc.AdminStub(channel).DeleteTopic(
+                admin_pb2.DeleteTopicRequest(name="orders"), timeout=5, metadata=(
+                    ("raftka-forwarded-by", "2"), ("raftka-forwarded-principal", "User:admin")))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_node_with_a_foreign_certificate_cannot_join(tmp_path: Path) -> None:
+    """Node 3 has a certificate from another CA: nodes 1 and 2 refuse its Raft traffic and
+    it never learns the metadata; the two members work on."""
+    pki = Pki(tmp_path)
+    certs = dict(pki.nodes)
+    foreign_ca = make_ca(tmp_path / "foreign")
+    certs[3] = issue(foreign_ca, tmp_path / "foreign", "node3", node_name(3),
+                     (node_name(3), "localhost"), ("127.0.0.1",))
+    cluster = _secured_cluster(tmp_path, pki, node_certs=certs)
+    try:
+        for nid in (1, 2, 3):
+            cluster.start(nid)
+        wait_for(lambda: cluster.controller_leader() in (1, 2), 30, "a controller leader")
+        with Admin(f"{cluster.peers[1]},{cluster.peers[2]}",
+                   security=pki.security(pki.admin)) as admin:
+            admin.create_topic("t", partitions=1, replication_factor=2)
+        log3 = (tmp_path / "data" / "node-3.log")
+        md = _call(cluster, grpc.ssl_channel_credentials(
+            pki.ca.cert.read_bytes(), pki.admin.key.read_bytes(), pki.admin.cert.read_bytes()),
+            lambda ch: admin_pb2_grpc.AdminStub(ch).DescribeCluster(
+                admin_pb2.DescribeClusterRequest(), timeout=5))
+        reach = {n.id: n.reachable for n in md.nodes}
+        assert reach[2] and not reach[3], (reach, log3.read_text()[-2000:])
+    finally:
+        cluster.stop_all()
+
+
+# ------------------------------------------------------------------ authentication
+def test_passwords_and_certificates_give_principals(secured) -> None:
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    with Admin(bootstrap, security=pki.security(username="bob", password="bob-secret")) as a:
+        assert a.whoami() == "User:bob"
+    with Admin(bootstrap, security=pki.security(pki.alice)) as a:
+        assert a.whoami() == "User:alice"
+    with Admin(bootstrap, security=pki.security(username="bob", password="wrong"),
+               default_timeout=3) as a:
+        with pytest.raises(AuthenticationFailedError):
+            a.whoami()
+    # users are stored hashed: the list shows no secret
+    with Admin(bootstrap, security=pki.security(pki.admin)) as a:
+        users = a.list_users()
+    assert [(u.name, u.mechanism) for u in users] == [("bob", "SCRAM-SHA-256")]
+
+
+# ------------------------------------------------------------------ authorization
+def _builder_batch(value: bytes) -> bytes:
+    builder = BatchBuilder(max_bytes=1 << 20)
+    builder.append(None, value, (), 1)
+    return builder.build()
+
+
+def _code(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    info = error_info(exc)
+    from raftka.v1 import errors_pb2
+    return exc.code(), errors_pb2.ErrorCode.Name(info.code) if info else ""
+
+
+def test_each_rpc_family_is_denied_without_rights_and_writes_nothing(secured) -> None:
+    cluster, pki = secured
+    carol = pki.client("carol")
+    creds = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), carol.key.read_bytes(),
+                                         carol.cert.read_bytes())
+    leader = cluster.wait_leader("orders", 0)
+    before = cluster.values("orders", 0)
+    calls = {
+        "produce": (lambda ch: broker_stub(ch).Produce(broker_pb2.ProduceRequest(
+            topic="orders", partition=0, record_batches=_builder_batch(b"x")), timeout=5),
+            "TOPIC_AUTHORIZATION_FAILED"),
+        "fetch": (lambda ch: broker_stub(ch).Fetch(broker_pb2.FetchRequest(
+            topic="orders", partition=0, offset=0), timeout=5), "TOPIC_AUTHORIZATION_FAILED"),
+        "metadata of a named topic": (lambda ch: broker_stub(ch).Metadata(
+            broker_pb2.MetadataRequest(topics=["orders"]), timeout=5),
+            "TOPIC_AUTHORIZATION_FAILED"),
+        "create topic": (lambda ch: admin_pb2_grpc.AdminStub(ch).CreateTopic(
+            admin_pb2.CreateTopicRequest(name="carols"), timeout=5),
+            "TOPIC_AUTHORIZATION_FAILED"),
+        "delete topic": (lambda ch: admin_pb2_grpc.AdminStub(ch).DeleteTopic(
+            admin_pb2.DeleteTopicRequest(name="orders"), timeout=5),
+            "TOPIC_AUTHORIZATION_FAILED"),
+        "describe cluster": (lambda ch: admin_pb2_grpc.AdminStub(ch).DescribeCluster(
+            admin_pb2.DescribeClusterRequest(), timeout=5), "CLUSTER_AUTHORIZATION_FAILED"),
+        "commit offsets": (lambda ch: group_pb2_grpc.GroupCoordinatorStub(ch).CommitOffsets(
+            group_pb2.OffsetCommitRequest(group_id="g", offsets=[group_pb2.OffsetCommitEntry(
+                topic="orders", partition=0, offset=1)]), timeout=5),
+            "GROUP_AUTHORIZATION_FAILED"),
+        "delete group": (lambda ch: group_pb2_grpc.GroupCoordinatorStub(ch).DeleteGroup(
+            group_pb2.DeleteGroupRequest(group_id="g"), timeout=5),
+            "GROUP_AUTHORIZATION_FAILED"),
+        "create ACLs": (lambda ch: __import__("raftka.v1.security_pb2_grpc").v1
+                        .security_pb2_grpc.SecurityStub(ch).CreateAcls(
+                            __import__("raftka.v1.security_pb2").v1.security_pb2
+                            .CreateAclsRequest(acls=[Acl("User:carol", "ALL", "TOPIC", "*")
+                                                     .to_pb()]), timeout=5),
+                        "CLUSTER_AUTHORIZATION_FAILED"),
+    }
+    for what, (fn, reason) in calls.items():
+        with pytest.raises(grpc.RpcError) as info:
+            _call(cluster, creds, fn, node=leader)
+        assert _code(info.value) == (grpc.StatusCode.PERMISSION_DENIED, reason), what
+        assert "User:carol" in info.value.details(), what
+    assert cluster.values("orders", 0) == before  # nothing was written
+    md = _call(cluster, creds, lambda ch: broker_stub(ch).Metadata(
+        broker_pb2.MetadataRequest(), timeout=5))
+    assert [t.name for t in md.topics] == []  # carol may describe no topic
+    with Admin(_bootstrap(cluster), security=pki.security(pki.admin)) as admin:
+        assert "carols" not in admin.list_topics()
+        assert admin.list_acls(principal="User:carol") == []
+
+
+def broker_stub(channel: grpc.Channel):
+    from raftka.v1 import broker_pb2_grpc
+    return broker_pb2_grpc.BrokerStub(channel)
+
+
+def test_prefixed_allow_and_deny_rules_with_the_client(secured) -> None:
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    dave = pki.client("dave")
+    acls = [Acl("User:dave", "WRITE", "TOPIC", "app.", "PREFIXED"),
+            Acl("User:dave", "READ", "TOPIC", "app.", "PREFIXED"),
+            Acl("User:dave", "ALL", "TOPIC", "secret"),
+            Acl("User:dave", "WRITE", "TOPIC", "secret", permission="DENY")]
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_acls(acls)
+        assert set(acls) <= set(admin.list_acls(principal="User:dave"))
+    security = pki.security(dave)
+    with Producer(bootstrap, security=security, delivery_timeout_ms=5000) as producer:
+        partition, offset = producer.send("app.events", b"ok").result(10)
+        assert offset >= 0
+        with pytest.raises(TopicAuthorizationFailedError) as info:
+            producer.send("secret", b"no").result(10)  # ALL allows, DENY WRITE wins
+        assert "WRITE TOPIC 'secret'" in str(info.value)
+        # no ACL at all: not even DESCRIBE, so the topic is absent from its metadata
+        with pytest.raises((TopicAuthorizationFailedError, UnknownTopicError)):
+            producer.send("orders", b"no").result(15)
+    with PartitionReader(bootstrap, "app.events", 0, security=security) as reader:
+        values = wait_for(lambda: [r.value for r in reader.poll(timeout=1.0)], 10, "records")
+    assert b"ok" in values
+    with Admin(bootstrap, security=security) as admin:
+        assert admin.list_topics() == ["app.events", "secret"]  # describable ones only
+    assert cluster.values("secret", 0) == []
+
+
+def test_acl_and_user_changes_reach_every_node_and_survive_a_full_restart(secured) -> None:
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_user("erin", "erin-pw")
+        admin.create_acls([Acl("User:erin", "DESCRIBE", "TOPIC", "orders")])
+
+    def erin_sees_orders_everywhere() -> bool:
+        for node in cluster.peers:
+            with Admin(cluster.peers[node], security=pki.security(
+                    username="erin", password="erin-pw"), default_timeout=3) as a:
+                try:
+                    if a.list_topics() != ["orders"]:
+                        return False
+                except AuthenticationFailedError:
+                    return False
+        return True
+
+    wait_for(erin_sees_orders_everywhere, 20, "erin's ACL on every node")
+    for node in list(cluster.live()):
+        cluster.terminate(node)
+    cluster.start_all()
+    wait_for(erin_sees_orders_everywhere, 30, "erin's ACL after a full restart")
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.delete_user("erin")
+    with Admin(cluster.peers[2], security=pki.security(username="erin", password="erin-pw"),
+               default_timeout=3) as a:
+        wait_for(lambda: _fails_auth(a), 10, "erin refused after her deletion")
+
+
+def _fails_auth(admin: Admin) -> bool:
+    try:
+        admin.list_topics()
+    except AuthenticationFailedError:
+        return True
+    return False
+
+
+def test_group_calls_need_read_on_group_and_topic(secured) -> None:
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    frank = pki.client("frank")
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_acls([Acl("User:frank", "READ", "TOPIC", "orders")])
+    with Admin(bootstrap, security=pki.security(frank), default_timeout=5) as admin:
+        with pytest.raises(GroupAuthorizationFailedError):
+            admin.reset_group_offsets("frank-group", topic="orders", to="earliest")
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_acls([Acl("User:frank", "READ", "GROUP", "frank-", "PREFIXED"),
+                           Acl("User:frank", "DESCRIBE", "GROUP", "frank-", "PREFIXED")])
+    with Admin(bootstrap, security=pki.security(frank), default_timeout=10) as admin:
+        admin.reset_group_offsets("frank-group", topic="orders", to="earliest")
+        with pytest.raises(ClusterAuthorizationFailedError):
+            admin.create_acls([Acl("User:frank", "ALL", "TOPIC", "*")])
