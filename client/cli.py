@@ -19,10 +19,19 @@
         [--dry-run]
     raftka top [--interval S] [--iterations N]  (live view: nodes, throughput per topic, group lag)
     raftka console [--listen 127.0.0.1:8080] [--sample-interval 2]   (web console, Ctrl-C stops)
+    raftka user create NAME [--replace] [--password-stdin] | delete NAME | list
+    raftka acl add|remove --principal User:P --operation OP (--topic T | --group G | --cluster
+        | --transactional-id ID) [--prefixed] [--deny] [--host IP]
+    raftka acl list [--principal User:P] [--topic T | --group G | --cluster]
+    raftka whoami
 
 Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
 then ``127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`` (what ``raftka dev`` prints by
 default). Topic, cluster and group commands print tables, or JSON with ``--json``.
+Security (README, Security): ``--tls-ca``, ``--tls-cert``, ``--tls-key``,
+``--tls-server-name`` and ``--user`` (the password from ``$RAFTKA_PASSWORD``, else asked for
+on a terminal), defaulting to ``$RAFTKA_TLS_CA``, ``$RAFTKA_TLS_CERT``, ``$RAFTKA_TLS_KEY``,
+``$RAFTKA_TLS_SERVER_NAME``, ``$RAFTKA_USERNAME``.
 
 Exit codes: 0 success; 1 a failure, reported as one line on stderr saying what happened and
 what to do (never a traceback; ``RAFTKA_DEBUG=1`` shows one for bugs); 2 bad usage
@@ -45,8 +54,11 @@ from typing import Any, NoReturn, TextIO
 
 from raftka.client._admin import Admin
 from raftka.client._consumer import Consumer
+from raftka.client._security import Acl, ClientSecurity
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
 from raftka.v1.errors import (
+    AuthenticationFailedError,
+    AuthorizationFailedError,
     BrokerNotAvailableError,
     GroupNotEmptyError,
     InvalidConfigError,
@@ -85,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         "-b", "--bootstrap", metavar="HOST:PORT,...", default=None,
         help=f"brokers to contact first (default: ${BOOTSTRAP_ENV}, else {DEFAULT_BOOTSTRAP})",
     )
+    sec = common.add_argument_group("security")
+    sec.add_argument("--tls-ca", metavar="FILE", default=None,
+                     help="CA bundle to check the nodes' certificates (implies TLS; "
+                     "default $RAFTKA_TLS_CA)")
+    sec.add_argument("--tls-cert", metavar="FILE", default=None,
+                     help="client certificate for mutual TLS (default $RAFTKA_TLS_CERT)")
+    sec.add_argument("--tls-key", metavar="FILE", default=None,
+                     help="its key (default $RAFTKA_TLS_KEY)")
+    sec.add_argument("--tls-server-name", metavar="NAME", default=None,
+                     help="name to check the node certificate against (default: the host)")
+    sec.add_argument("--user", metavar="NAME", default=None,
+                     help="authenticate with this user (default $RAFTKA_USERNAME); the "
+                     "password comes from $RAFTKA_PASSWORD, else it is asked for")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable JSON output")
     timeout = argparse.ArgumentParser(add_help=False)
@@ -251,6 +276,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds between frames (default 1)")
     top.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
                      help="print N frames, then exit (default: until Ctrl-C)")
+    user = sub.add_parser("user", help="create, delete or list users (password logins)")
+    usub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    ucreate = usub.add_parser("create", parents=[common, timeout], help="create a user")
+    ucreate.add_argument("name")
+    ucreate.add_argument("--replace", action="store_true",
+                         help="change the password of an existing user")
+    ucreate.add_argument("--password-stdin", action="store_true",
+                         help="read the new password from the first line of stdin (else "
+                         "$RAFTKA_NEW_PASSWORD, else asked for twice)")
+    udelete = usub.add_parser("delete", parents=[common, timeout], help="delete a user")
+    udelete.add_argument("name")
+    usub.add_parser("list", parents=[common, as_json, timeout], help="list users")
+
+    acl = sub.add_parser("acl", help="add, remove or list ACLs")
+    asub = acl.add_subparsers(dest="acl_command", metavar="ACTION", required=True)
+    for name, what in (("add", "add an ACL"), ("remove", "remove an ACL (exact match)")):
+        a = asub.add_parser(name, parents=[common, timeout], help=what)
+        a.add_argument("--principal", required=True, help="User:NAME, or User:* (everyone)")
+        a.add_argument("--operation", required=True, type=str.upper,
+                       help="ALL, READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, "
+                       "CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE")
+        _resource_args(a, required=True)
+        a.add_argument("--prefixed", action="store_true",
+                       help="match every name starting with the given one")
+        a.add_argument("--deny", action="store_true", help="a DENY rule (deny wins)")
+        a.add_argument("--host", default="*", help="client IP address (default *: any)")
+    alist = asub.add_parser("list", parents=[common, as_json, timeout], help="list ACLs")
+    alist.add_argument("--principal", default="")
+    _resource_args(alist, required=False)
+    sub.add_parser("whoami", parents=[common, timeout],
+                   help="the principal the cluster sees for these credentials")
+
     console = sub.add_parser(
         "console", parents=[common],
         help="serve the web console (overview, topics, messages, groups, charts)",
@@ -264,6 +321,108 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="SECONDS",
                          help="how often the charts' samples are taken (default 2)")
     return parser
+
+
+def _resource_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--topic", metavar="NAME", help="a topic (* = every topic)")
+    group.add_argument("--group", metavar="NAME", help="a consumer group (* = every group)")
+    group.add_argument("--transactional-id", metavar="ID")
+    group.add_argument("--cluster", action="store_true", help="the cluster resource")
+
+
+def _resource(args: argparse.Namespace) -> tuple[str, str]:
+    if args.topic is not None:
+        return "TOPIC", args.topic
+    if args.group is not None:
+        return "GROUP", args.group
+    if args.transactional_id is not None:
+        return "TRANSACTIONAL_ID", args.transactional_id
+    if args.cluster:
+        return "CLUSTER", "kafka-cluster"
+    return "", ""
+
+
+def security_from_args(args: argparse.Namespace) -> ClientSecurity:
+    """TLS and credentials from the flags, then the RAFTKA_* environment."""
+    username = getattr(args, "user", None) or os.environ.get("RAFTKA_USERNAME") or None
+    password = os.environ.get("RAFTKA_PASSWORD") or None
+    if username and password is None:
+        if not sys.stdin.isatty():
+            raise _UsageError("--user needs a password: set $RAFTKA_PASSWORD")
+        import getpass  # noqa: PLC0415
+        password = getpass.getpass(f"password for {username}: ")
+    return ClientSecurity.from_env(
+        ca=getattr(args, "tls_ca", None), cert=getattr(args, "tls_cert", None),
+        key=getattr(args, "tls_key", None), server_name=getattr(args, "tls_server_name", None),
+        username=username, password=password)
+
+
+def _new_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif os.environ.get("RAFTKA_NEW_PASSWORD"):
+        password = os.environ["RAFTKA_NEW_PASSWORD"]
+    elif sys.stdin.isatty():
+        import getpass  # noqa: PLC0415
+        password = getpass.getpass(f"new password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise _UsageError("the passwords differ")
+    else:
+        raise _UsageError("give the password with --password-stdin or $RAFTKA_NEW_PASSWORD")
+    if not password:
+        raise _UsageError("the password is empty")
+    return password
+
+
+def _cmd_user(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    with Admin(bootstrap, default_timeout=args.timeout, security=security_from_args(args)) as admin:
+        if args.user_command == "create":
+            admin.create_user(args.name, _new_password(args), replace=args.replace)
+            print(f"user {args.name} {'changed' if args.replace else 'created'}")
+        elif args.user_command == "delete":
+            admin.delete_user(args.name)
+            print(f"user {args.name} deleted")
+        else:
+            users = admin.list_users()
+            if getattr(args, "json", False):
+                _json([u._asdict() for u in users], sys.stdout)
+            else:
+                print(_table(["NAME", "MECHANISM", "ITERATIONS"],
+                             [(u.name, u.mechanism, u.iterations) for u in users]))
+    return 0
+
+
+def _cmd_acl(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    rtype, name = _resource(args)
+    with Admin(bootstrap, default_timeout=args.timeout, security=security_from_args(args)) as admin:
+        if args.acl_command in ("add", "remove"):
+            acl = Acl(args.principal, args.operation, rtype, name,
+                      "PREFIXED" if args.prefixed else "LITERAL",
+                      "DENY" if args.deny else "ALLOW", args.host)
+            if args.acl_command == "add":
+                admin.create_acls([acl])
+                print(f"added: {acl.describe()}")
+            else:
+                count = admin.delete_acls([acl])
+                print(f"removed: {acl.describe()}" if count else f"no such ACL: {acl.describe()}")
+            return 0
+        acls = admin.list_acls(principal=args.principal, resource_type=rtype,
+                               resource_name=name if rtype != "CLUSTER" else "")
+        if args.json:
+            _json([a._asdict() for a in acls], sys.stdout)
+        else:
+            print(_table(["PRINCIPAL", "HOST", "OPERATION", "RESOURCE", "PATTERN", "NAME",
+                          "PERMISSION"],
+                         [(a.principal, a.host, a.operation, a.resource_type, a.pattern_type,
+                           a.resource_name, a.permission) for a in acls]))
+    return 0
+
+
+def _cmd_whoami(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    with Admin(bootstrap, default_timeout=args.timeout, security=security_from_args(args)) as admin:
+        print(admin.whoami())
+    return 0
 
 
 def _datetime_ms(text: str) -> int:
@@ -396,7 +555,8 @@ def _print_topic(desc: Any, out: TextIO) -> None:
 
 def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
-    with Admin(bootstrap, default_timeout=args.timeout) as admin:
+    with Admin(bootstrap, default_timeout=args.timeout,
+               security=security_from_args(args)) as admin:
         brokers = admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
         action = args.topic_command
         if action == "create":
@@ -472,7 +632,8 @@ def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
 
 def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
-    with Admin(bootstrap, default_timeout=args.timeout) as admin:
+    with Admin(bootstrap, default_timeout=args.timeout,
+               security=security_from_args(args)) as admin:
         admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
         status = admin.cluster_status()
     if args.json:
@@ -504,7 +665,8 @@ def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
 def _cmd_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
     action = args.group_command
-    with Admin(bootstrap, default_timeout=args.timeout) as admin:
+    with Admin(bootstrap, default_timeout=args.timeout,
+               security=security_from_args(args)) as admin:
         admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
         if action == "list":
             groups = admin.list_groups()
@@ -629,7 +791,7 @@ def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
         separator = args.key_separator.encode()
     delivery_ms = int(args.timeout * 1000)
     producer = Producer(bootstrap, acks=args.acks, delivery_timeout_ms=delivery_ms,
-                        max_block_ms=min(delivery_ms, 5000))
+                        max_block_ms=min(delivery_ms, 5000), security=security_from_args(args))
     try:
         for line in sys.stdin.buffer:
             if first_error is not None:
@@ -677,7 +839,8 @@ def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
     partitions = None if args.partition is None else [args.partition]
     out = sys.stdout.buffer
     printed = 0
-    with TopicReader(bootstrap, args.topic, partitions, offset, metadata_timeout=5.0) as reader:
+    with TopicReader(bootstrap, args.topic, partitions, offset, metadata_timeout=5.0,
+                     security=security_from_args(args)) as reader:
         while True:
             records = reader.poll(0.5)
             for r in records:
@@ -706,12 +869,13 @@ def _cmd_consume_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
         raise _UsageError("--group needs a non-empty group id")
     out = sys.stdout.buffer
     printed = 0
-    with Admin(bootstrap) as admin:
+    with Admin(bootstrap, security=security_from_args(args)) as admin:
         admin.wait_for_brokers(_REACH_TIMEOUT_S)
         admin.describe_topic(args.topic)  # UnknownTopicError now, not a silent wait
         with Consumer(bootstrap, args.group, [args.topic],
                       auto_offset_reset="earliest" if args.from_beginning else "latest",
-                      enable_auto_commit=False, client_id=f"{PROG}-cli") as consumer:
+                      enable_auto_commit=False, client_id=f"{PROG}-cli",
+                      security=security_from_args(args)) as consumer:
             while True:
                 limit = None if args.count is None else args.count - printed
                 records = consumer.poll(0.5, max_records=limit)
@@ -774,7 +938,8 @@ class _UsageError(Exception):
 
 def _cmd_top(args: argparse.Namespace, bootstrap: list[str]) -> int:
     try:
-        with Admin(bootstrap, default_timeout=CALL_TIMEOUT_S) as admin:
+        with Admin(bootstrap, default_timeout=CALL_TIMEOUT_S,
+                   security=security_from_args(args)) as admin:
             admin.wait_for_brokers(_REACH_TIMEOUT_S)
             return run_top(admin, sys.stdout, ",".join(bootstrap), args.interval,
                            args.iterations)
@@ -816,6 +981,12 @@ def _hint(err: BaseException, args: argparse.Namespace, bootstrap: list[str] | N
         return f"see the groups with `{PROG} group list`"
     if isinstance(err, RaftkaTimeoutError):
         return f"the cluster may have lost its quorum or leader; check `{PROG} cluster status`"
+    if isinstance(err, AuthenticationFailedError):
+        return ("give a client certificate (--tls-cert/--tls-key) or --user with "
+                "$RAFTKA_PASSWORD, as the cluster requires")
+    if isinstance(err, AuthorizationFailedError):
+        return (f"an ACL must allow it: ask an administrator (`{PROG} acl add ...`); "
+                f"`{PROG} whoami` shows who you are to the cluster")
     return ""
 
 
@@ -858,6 +1029,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_top(args, bootstrap)
         if args.command == "console":
             return _cmd_console(args, bootstrap)
+        if args.command == "user":
+            return _cmd_user(args, bootstrap)
+        if args.command == "acl":
+            return _cmd_acl(args, bootstrap)
+        if args.command == "whoami":
+            return _cmd_whoami(args, bootstrap)
         raise AssertionError(f"unhandled command {args.command}")
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, and keep Python from complaining

@@ -62,6 +62,12 @@ def acl_to_pb(acl: AclBinding) -> security_pb2.Acl:
         permission=security_pb2.AclPermission.Value("ACL_PERMISSION_" + acl.permission))
 
 
+def _forwarded() -> bool:
+    """A call another node forwarded here: that node writes its audit line."""
+    caller = CALLER.get()
+    return caller is not None and caller.peer_node != 0
+
+
 def _who() -> str:
     caller = CALLER.get()
     if caller is None:
@@ -92,7 +98,7 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
         await self._propose(context, "CreateAcls", request, "CreateAcls", command)
         await self.broker.wait_for_metadata(
             lambda state: set(acls) <= set(state.acls), READ_YOUR_WRITES_S)
-        for acl in acls:
+        for acl in acls if not _forwarded() else ():
             audit.warning("event=acl_added %s acl=%r", _who(), acl.describe())
         return security_pb2.CreateAclsResponse()
 
@@ -109,7 +115,7 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
         await self.broker.wait_for_metadata(
             lambda state: not set(acls) & set(state.acls), READ_YOUR_WRITES_S)
         deleted = [a for a in acls if a in present]
-        for acl in deleted:
+        for acl in deleted if not _forwarded() else ():
             audit.warning("event=acl_removed %s acl=%r", _who(), acl.describe())
         return security_pb2.DeleteAclsResponse(deleted=len(deleted))
 
@@ -149,8 +155,9 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
         await self.broker.wait_for_metadata(
             lambda state: state.users.get(request.name) not in (None, before),
             READ_YOUR_WRITES_S)
-        audit.warning("event=%s %s user=%r", "user_password_changed" if before else
-                      "user_created", _who(), request.name)
+        if not _forwarded():
+            audit.warning("event=%s %s user=%r", "user_password_changed" if before else
+                          "user_created", _who(), request.name)
         return security_pb2.CreateUserResponse()
 
     @_handler
@@ -161,7 +168,8 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
                             command)
         await self.broker.wait_for_metadata(lambda state: request.name not in state.users,
                                             READ_YOUR_WRITES_S)
-        audit.warning("event=user_deleted %s user=%r", _who(), request.name)
+        if not _forwarded():
+            audit.warning("event=user_deleted %s user=%r", _who(), request.name)
         return security_pb2.DeleteUserResponse()
 
     @_handler

@@ -54,9 +54,8 @@ class Pki:
 
 def _secured_cluster(tmp_path: Path, pki: Pki, size: int = 3,
                      node_certs: dict[int, Issued] | None = None) -> Cluster:
-    peer_ports = free_ports(size)
-    peer_peers = {i + 1: f"127.0.0.1:{peer_ports[i]}" for i in range(size)}
     certs = node_certs or pki.nodes
+    peer_peers: dict[int, str] = {}
 
     def node_args(node_id: int) -> list[str]:
         cert = certs[node_id]
@@ -74,6 +73,12 @@ def _secured_cluster(tmp_path: Path, pki: Pki, size: int = 3,
                                          pki.admin.cert.read_bytes())
     (tmp_path / "data").mkdir(exist_ok=True)
     cluster = Cluster(tmp_path / "data", size, node_args=node_args, channel_credentials=creds)
+    taken = set(cluster.peers.values())
+    while True:  # peer ports distinct from the client ports the harness picked
+        ports = [f"127.0.0.1:{p}" for p in free_ports(size)]
+        if not taken & set(ports):
+            break
+    peer_peers.update({i + 1: ports[i] for i in range(size)})
     cluster.peer_peers = peer_peers  # type: ignore[attr-defined]
     return cluster
 
@@ -92,6 +97,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster,
             admin.wait_for_topic_ready("orders", 20)
             admin.wait_for_topic_ready("secret", 20)
             admin.create_user("bob", "bob-secret")
+        _wait_everywhere(cluster, pki, users=["bob"])
         yield cluster, pki
     finally:
         cluster.stop_all()
@@ -104,6 +110,34 @@ def _bootstrap(cluster: Cluster) -> str:
 def _call(cluster: Cluster, creds: grpc.ChannelCredentials, fn, node: int = 1):
     with grpc.secure_channel(cluster.peers[node], creds) as channel:
         return fn(channel)
+
+
+def _admin_creds(pki: Pki) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), pki.admin.key.read_bytes(),
+                                        pki.admin.cert.read_bytes())
+
+
+def _wait_everywhere(cluster: Cluster, pki: Pki, acls=(), users=()) -> None:
+    """Until every node has applied these ACLs and users (a change is answered once the
+    node that took it applied it; the others follow within a moment)."""
+    from raftka.v1 import security_pb2, security_pb2_grpc
+
+    def applied() -> bool:
+        for node in cluster.live():
+            def ask(ch):
+                stub = security_pb2_grpc.SecurityStub(ch)
+                return (stub.ListAcls(security_pb2.ListAclsRequest(), timeout=5),
+                        stub.ListUsers(security_pb2.ListUsersRequest(), timeout=5))
+            try:
+                listed, listed_users = _call(cluster, _admin_creds(pki), ask, node)
+            except grpc.RpcError:  # not up yet
+                return False
+            if not set(acls) <= {Acl.from_pb(a) for a in listed.acls}:
+                return False
+            if not set(users) <= {u.name for u in listed_users.users}:
+                return False
+        return True
+    wait_for(applied, 30, "the change on every node")
 
 
 def _list_topics(channel: grpc.Channel):
@@ -284,7 +318,7 @@ def test_prefixed_allow_and_deny_rules_with_the_client(secured) -> None:
             Acl("User:dave", "WRITE", "TOPIC", "secret", permission="DENY")]
     with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
         admin.create_acls(acls)
-        assert set(acls) <= set(admin.list_acls(principal="User:dave"))
+    _wait_everywhere(cluster, pki, acls)
     security = pki.security(dave)
     with Producer(bootstrap, security=security, delivery_timeout_ms=5000) as producer:
         partition, offset = producer.send("app.events", b"ok").result(10)
@@ -345,14 +379,18 @@ def test_group_calls_need_read_on_group_and_topic(secured) -> None:
     cluster, pki = secured
     bootstrap = _bootstrap(cluster)
     frank = pki.client("frank")
+    first = [Acl("User:frank", "READ", "TOPIC", "orders")]
     with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
-        admin.create_acls([Acl("User:frank", "READ", "TOPIC", "orders")])
+        admin.create_acls(first)
+    _wait_everywhere(cluster, pki, first)
     with Admin(bootstrap, security=pki.security(frank), default_timeout=5) as admin:
         with pytest.raises(GroupAuthorizationFailedError):
             admin.reset_group_offsets("frank-group", topic="orders", to="earliest")
+    second = [Acl("User:frank", "READ", "GROUP", "frank-", "PREFIXED"),
+              Acl("User:frank", "DESCRIBE", "GROUP", "frank-", "PREFIXED")]
     with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
-        admin.create_acls([Acl("User:frank", "READ", "GROUP", "frank-", "PREFIXED"),
-                           Acl("User:frank", "DESCRIBE", "GROUP", "frank-", "PREFIXED")])
+        admin.create_acls(second)
+    _wait_everywhere(cluster, pki, second)
     with Admin(bootstrap, security=pki.security(frank), default_timeout=10) as admin:
         admin.reset_group_offsets("frank-group", topic="orders", to="earliest")
         with pytest.raises(ClusterAuthorizationFailedError):
