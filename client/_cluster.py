@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import grpc
 
 from raftka.v1.errors import (
+    AuthorizationFailedError,
     BrokerNotAvailableError,
     NoBrokersAvailable,
     NotLeaderError,
@@ -390,6 +391,7 @@ class ClusterState:
         NoBrokersAvailable if no broker answered at all."""
         retry = TOPIC_WAIT_RETRY.start(timeout_s)
         answered = False
+        asked_by_name = False
         last: NoBrokersAvailable | None = None
         while True:
             t = self.topic(name)
@@ -549,6 +551,22 @@ class Cluster(ClusterState):
         a fresh creation yet). After ``timeout_s`` raises UnknownTopicError, or
         NoBrokersAvailable if no broker answered at all."""
         return run_sync(self, self.wait_for_topic_ops(name, timeout_s))
+
+    def _raise_if_not_authorized(self, name: str) -> None:
+        """A topic the principal may not describe is absent from its metadata listings:
+        ask for it by name once, which a node answers with TOPIC_AUTHORIZATION_FAILED, so
+        the caller learns why instead of waiting for a topic that exists."""
+        source = self._metadata.source
+        if not source:
+            return
+        try:
+            self.call_broker(source, "Metadata", broker_pb2.MetadataRequest(topics=[name]),
+                             min(_METADATA_CALL_TIMEOUT_S, self.request_timeout_s),
+                             f"Metadata {name}")
+        except AuthorizationFailedError:
+            raise
+        except RaftkaError:
+            return  # unknown topic, or the node went away: keep waiting
 
 
 def resolve_bootstrap(value: str | Sequence[str] | None,

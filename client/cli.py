@@ -922,6 +922,7 @@ def _cmd_console(args: argparse.Namespace, bootstrap: list[str]) -> int:
     parse_listen(args.listen)  # a malformed address is a usage error before anything starts
     try:
         serve(bootstrap, args.listen, sample_interval_s=args.sample_interval,
+              security=security_from_args(args),
               on_ready=lambda url: print(f"{PROG} console: {url} (cluster {','.join(bootstrap)}); "
                                          "Ctrl-C stops it", file=sys.stderr, flush=True))
     except OSError as e:

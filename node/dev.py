@@ -5,6 +5,14 @@ answers and a controller leader is elected), prints the bootstrap addresses and 
 node's Prometheus metrics URL (``--metrics-base-port``, 9301.. by default), and stops
 every node (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 
+``--tls`` makes a throwaway CA and certificates in ``<data-dir>/tls`` (``node/_certs.py``):
+one per node (``raftka-node-<id>``, also valid for ``localhost`` and the host address) and
+an ``admin`` client certificate. Nodes serve TLS on their client ports and mutual TLS on
+peer ports (``--peer-base-port``, 8001..). ``--auth`` (implies ``--tls``) turns on
+authentication (client certificates, whose CN is the user name, and passwords) and ACLs,
+with ``User:admin`` as super user, and creates a password user ``dev`` with a random
+password and no rights. It prints the environment for the CLI either way.
+
 It also starts the web console (``python -m raftka.client.cli console``, a subprocess: the
 broker never imports the client) on ``--console-port`` (8080; 0 turns it off) and prints its
 URL.
@@ -13,6 +21,7 @@ URL.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import subprocess
@@ -23,6 +32,8 @@ from pathlib import Path
 import grpc
 
 from raftka.v1 import broker_pb2, broker_pb2_grpc
+
+_credentials: grpc.ChannelCredentials | None = None  # the dev cluster's admin TLS, if any
 
 
 def cluster_peers(nodes: int, host: str, base_port: int) -> dict[int, str]:
@@ -55,7 +66,9 @@ def ports_in_use(peers: dict[int, str], reuse: bool = False) -> list[str]:
 
 def controller_leader(address: str, timeout_s: float = 1.0) -> int:
     """The controller leader as seen by the node at ``address`` (0 if none/unreachable)."""
-    with grpc.insecure_channel(address) as channel:
+    channel = (grpc.secure_channel(address, _credentials) if _credentials is not None
+               else grpc.insecure_channel(address))
+    with channel:
         try:
             response = broker_pb2_grpc.BrokerStub(channel).Metadata(
                 broker_pb2.MetadataRequest(), timeout=timeout_s)
@@ -76,6 +89,60 @@ def wait_healthy(peers: dict[int, str], timeout_s: float, procs: list[subprocess
             return
         time.sleep(0.1)
     raise TimeoutError(f"the cluster did not become healthy within {timeout_s:.0f}s")
+
+
+def make_tls(directory: Path, peers: dict[int, str], peer_peers: dict[int, str], host: str,
+             auth: bool) -> tuple[dict[int, list[str]], dict[str, str]]:
+    """Certificates for every node and an admin client; the node flags and client env."""
+    global _credentials
+    from ._certs import issue, make_ca, node_name  # noqa: PLC0415 - cryptography, on demand
+
+    ca = make_ca(directory, name="raftka dev CA")
+    ips = tuple(dict.fromkeys(["127.0.0.1", host] if _is_ip(host) else ["127.0.0.1"]))
+    names = ("localhost",) if _is_ip(host) else ("localhost", host)
+    admin = issue(ca, directory, "admin", "admin")
+    flags: dict[int, list[str]] = {}
+    peer_list = ",".join(f"{k}={v}" for k, v in sorted(peer_peers.items()))
+    for i in peers:
+        cert = issue(ca, directory, f"node{i}", node_name(i), (node_name(i), *names), ips)
+        flags[i] = ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+                    "--tls-ca", str(ca.cert), "--peer-listen", peer_peers[i],
+                    "--peer-peers", peer_list, "--peer-tls-cert", str(cert.cert),
+                    "--peer-tls-key", str(cert.key), "--peer-tls-ca", str(ca.cert)]
+        if auth:
+            flags[i] += ["--tls-require-client-cert", "--authentication", "mtls,password",
+                         "--super-users", "User:admin",
+                         "--principal-mapping-rule", "RULE:^CN=(.*?),.*$/$1/",
+                         "--principal-mapping-rule", "DEFAULT"]
+    _credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes(), admin.key.read_bytes(),
+                                                admin.cert.read_bytes())
+    env = {"RAFTKA_TLS_CA": str(ca.cert.resolve()), "RAFTKA_TLS_CERT": str(admin.cert.resolve()),
+           "RAFTKA_TLS_KEY": str(admin.key.resolve())}
+    return flags, env
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress  # noqa: PLC0415
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def create_dev_user(address: str) -> str:
+    """A password user ``dev`` (random password) through the Security service, as admin."""
+    import secrets  # noqa: PLC0415
+
+    from raftka.v1 import security_pb2, security_pb2_grpc  # noqa: PLC0415
+
+    password = secrets.token_urlsafe(12)
+    assert _credentials is not None
+    with grpc.secure_channel(address, _credentials) as channel:
+        security_pb2_grpc.SecurityStub(channel).CreateUser(
+            security_pb2.CreateUserRequest(name="dev", password=password, replace=True),
+            timeout=15)
+    return password
 
 
 def stop_all(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
@@ -103,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 9301); 0 turns metrics off")
     parser.add_argument("--console-port", type=int, default=8080,
                         help="port of the web console (0: do not start it)")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS with a throwaway CA and certificates (see --help text)")
+    parser.add_argument("--auth", action="store_true",
+                        help="authentication and ACLs (implies --tls); User:admin is super user")
+    parser.add_argument("--peer-base-port", type=int, default=8001,
+                        help="with --tls: node N's peer port is this + N - 1 (default 8001)")
     args = parser.parse_args(argv)
+    args.tls = args.tls or args.auth
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
     peers = cluster_peers(args.nodes, args.host, args.base_port)
@@ -115,9 +189,20 @@ def main(argv: list[str] | None = None) -> int:
               "stop it or pick other ports with --base-port", file=sys.stderr)
         return 1
     args.data_dir.mkdir(parents=True, exist_ok=True)
+    security: dict[int, list[str]] = {i: [] for i in peers}
+    client_env: dict[str, str] = {}
+    if args.tls:
+        peer_peers = cluster_peers(args.nodes, args.host, args.peer_base_port)
+        busy = ports_in_use(peer_peers, reuse=True)
+        if busy:
+            print(f"raftka dev: {', '.join(busy)} already in use; pick other peer ports with "
+                  "--peer-base-port", file=sys.stderr)
+            return 1
+        security, client_env = make_tls(args.data_dir / "tls", peers, peer_peers, args.host,
+                                        args.auth)
     procs = [subprocess.Popen(node_command(
         i, peers, args.data_dir, ["--log-level", args.log_level]
-        + (["--metrics-listen", metrics[i]] if metrics else [])))
+        + (["--metrics-listen", metrics[i]] if metrics else []) + security[i]))
              for i in peers]
     stopping = False
 
@@ -131,6 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raftka dev: {args.nodes} nodes healthy; data in {args.data_dir.resolve()}")
         print(f"bootstrap: {bootstrap}")
         print(f"  export RAFTKA_BOOTSTRAP={bootstrap}")
+        if client_env:
+            print(f"TLS: certificates in {(args.data_dir / 'tls').resolve()}; the CLI as "
+                  f"{'User:admin (super user)' if args.auth else 'a TLS client'}:")
+            for key, value in client_env.items():
+                print(f"  export {key}={value}")
+        if args.auth:
+            password = create_dev_user(peers[1])
+            print("a password user without rights (grant some with `raftka acl add`):")
+            print(f"  RAFTKA_PASSWORD={password} raftka whoami --user dev")
+            print("  (client certificates are required, so the admin one still opens the "
+                  "connection; the password decides who you are)")
         for i, address in metrics.items():
             print(f"metrics: node {i} http://{address}/metrics")
         if metrics:
@@ -143,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "raftka.client.cli", "console", "--bootstrap",
-                     bootstrap, "--listen", console_address]))
+                     bootstrap, "--listen", console_address],
+                    env={**os.environ, **client_env}))
                 print(f"console: http://{console_address}/")
         print("  raftka topic create demo -p 3 && echo hello | raftka produce demo && "
               "raftka consume demo --from-beginning --exit-at-end")

@@ -114,15 +114,16 @@ def error_status(err: RaftkaError) -> tuple[int, str]:
 
 def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
                request_timeout_ms: int = 3000, call_timeout_s: float = 8.0,
-               start_sampler: bool = True) -> Flask:
+               start_sampler: bool = True, security: Any = None) -> Flask:
     """The console for the cluster at ``bootstrap``. ``start_sampler`` starts the
-    background sampling thread (throughput and lag charts)."""
+    background sampling thread (throughput and lag charts). ``security``: the
+    ``ClientSecurity`` (TLS, credentials) its calls use; it acts as that principal."""
     app = Flask(__name__)
     app.secret_key = os.urandom(32)  # flashed messages only; nothing secret is kept
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024  # a test record, not a bulk load
     app.add_template_filter(human_bytes, "human_bytes")
     admin = Admin(bootstrap, request_timeout_ms=request_timeout_ms,
-                  default_timeout=call_timeout_s)
+                  default_timeout=call_timeout_s, security=security)
     sampler = Sampler(admin, interval_s=sample_interval_s)
     producer_lock = threading.Lock()
     producer: list[Producer] = []  # created on the first test record
@@ -134,7 +135,8 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
             if not producer:
                 producer.append(Producer(bootstrap, acks="all", linger_ms=0,
                                          delivery_timeout_ms=int(call_timeout_s * 1000),
-                                         request_timeout_ms=request_timeout_ms))
+                                         request_timeout_ms=request_timeout_ms,
+                                         security=security))
             return producer[0]
 
     if start_sampler:
