@@ -109,6 +109,9 @@ class NodeConfig:
             # grpcio's TLS either does not ask for a client certificate or requires one
             raise ConfigError("mtls authentication needs tls_require_client_cert (and "
                               "tls_ca): the node only sees certificates it requires")
+        if "password" in self.authentication and not self.tls_cert:
+            raise ConfigError("password authentication needs TLS on the client port "
+                              "(tls_cert, tls_key): passwords must not travel in plain text")
         if self.authorization is None:
             self.authorization = bool(self.authentication)
         if self.allow_anonymous is None:

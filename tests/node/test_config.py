@@ -56,3 +56,85 @@ def test_metrics_listen_is_off_by_default_and_set_by_flag_or_toml(tmp_path: Path
     assert from_args(["--config", str(path)]).metrics_listen == "0.0.0.0:9301"
     with pytest.raises(ConfigError, match="metrics_listen must be HOST:PORT"):
         from_args(base + ["--metrics-listen", "9301"])
+
+
+# ------------------------------------------------------------------ security settings
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory):
+    from raftka.node._certs import issue, make_ca, node_name
+    root = tmp_path_factory.mktemp("certs")
+    ca = make_ca(root)
+    return ca, issue(ca, root, "node1", node_name(1), (node_name(1),), ("127.0.0.1",))
+
+
+def _secured_args(ca, node, *extra: str) -> list[str]:
+    return ["--id", "1", "--listen", "127.0.0.1:7001", "--peers", "1=127.0.0.1:7001",
+            "--data-dir", "/tmp/d", "--tls-cert", str(node.cert), "--tls-key", str(node.key),
+            "--tls-ca", str(ca.cert), "--peer-listen", "127.0.0.1:8001",
+            "--peer-peers", "1=127.0.0.1:8001", "--peer-tls-cert", str(node.cert),
+            "--peer-tls-key", str(node.key), "--peer-tls-ca", str(ca.cert), *extra]
+
+
+def test_security_flags_and_their_defaults(certs) -> None:
+    ca, node = certs
+    cfg = from_args(_secured_args(ca, node, "--tls-require-client-cert", "--authentication",
+                                  "mtls,password", "--super-users", "User:admin",
+                                  "--principal-mapping-rule", "RULE:^CN=(.*?),.*$/$1/L"))
+    assert cfg.authentication == ["mtls", "password"] and cfg.secured
+    assert cfg.authorization is True and cfg.allow_anonymous is False  # implied
+    assert cfg.principal_mapping_rules == ["RULE:^CN=(.*?),.*$/$1/L"]
+    plain = from_args(["--id", "1", "--listen", "0.0.0.0:7001", "--peers", "1=1.2.3.4:7001",
+                       "--data-dir", "/tmp/d"])
+    assert not plain.secured and plain.allow_anonymous is True
+
+
+def test_security_keys_in_toml(tmp_path: Path, certs) -> None:
+    ca, node = certs
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'id = 1\nlisten = "127.0.0.1:7001"\ndata_dir = "/tmp/x"\n'
+        'peers = { 1 = "127.0.0.1:7001" }\n'
+        f'tls_cert = "{node.cert}"\ntls_key = "{node.key}"\ntls_ca = "{ca.cert}"\n'
+        'tls_require_client_cert = true\npeer_listen = "127.0.0.1:8001"\n'
+        'peer_peers = { 1 = "127.0.0.1:8001" }\n'
+        f'peer_tls_cert = "{node.cert}"\npeer_tls_key = "{node.key}"\n'
+        f'peer_tls_ca = "{ca.cert}"\nauthentication = ["mtls"]\n'
+        'super_users = ["User:admin"]\nallow_anonymous = false\n'
+        'principal_mapping_rules = ["RULE:^CN=(.*?),.*$/$1/", "DEFAULT"]\n')
+    cfg = from_args(["--config", str(path)])
+    assert cfg.peer_peers == {1: "127.0.0.1:8001"} and cfg.super_users == ["User:admin"]
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--authentication", "kerberos"], "mechanisms are mtls and password"),
+    (["--authentication", "mtls"], "needs tls_require_client_cert"),
+    (["--super-users", "admin"], "must be User:<name>"),
+    (["--principal-mapping-rule", "RULE:(/x"], "bad principal mapping rule"),
+    (["--peer-peers", "1=127.0.0.1:8001,2=127.0.0.1:8002"], "peer_peers must give"),
+    (["--peer-name-template", "node"], "must contain {id}"),
+])
+def test_bad_security_settings_say_what_to_fix(certs, extra, fragment) -> None:
+    ca, node = certs
+    with pytest.raises(ConfigError, match=fragment):
+        from_args(_secured_args(ca, node, *extra))
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--authentication", "password"], "need the peer port|needs TLS on the client port"),
+    (["--tls-require-client-cert"], "need tls_cert"),
+    (["--peer-tls-cert", "x.pem"], "need peer_listen"),
+    (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"], "cannot read"),
+])
+def test_security_needs_its_prerequisites(args, fragment) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        from_args(["--id", "1", "--listen", "127.0.0.1:7001", "--peers", "1=127.0.0.1:7001",
+                   "--data-dir", "/tmp/d", *args])
+
+
+def test_plain_text_beyond_loopback_is_a_loud_warning(caplog) -> None:
+    from raftka.node._tls import warn_plain_text
+    with caplog.at_level("WARNING", logger="raftka.node"):
+        warn_plain_text("the client port", "127.0.0.1:7001")
+        assert not caplog.records
+        warn_plain_text("the client port", "0.0.0.0:7001")
+    assert "INSECURE" in caplog.text and "0.0.0.0:7001" in caplog.text
