@@ -149,6 +149,7 @@ RULES: dict[str, Rule] = {
     _A + "ListTopics": Rule(filter=_filter_names),
     _A + "DescribeTopic": Rule(_named_topic("DESCRIBE")),
     _A + "DescribeCluster": Rule(_cluster("DESCRIBE")),
+    _A + "DescribeNodeStats": Rule(_cluster("DESCRIBE")),
     _A + "AddPartitions": Rule(_named_topic("ALTER")),
     _A + "AlterTopicConfigs": Rule(_named_topic("ALTER_CONFIGS")),
     _A + "DescribeTopicConfigs": Rule(_named_topic("DESCRIBE_CONFIGS")),
