@@ -158,6 +158,10 @@ def peer_channels(config) -> PeerChannels:
     client = client_tls(config)
     if client is not None:
         ca = client.ca
+        if ca is None:
+            log.warning("TLS without a peer port and without tls_ca: nodes check each "
+                        "other's certificates against the system's roots; give tls_ca if "
+                        "the nodes' CA is private")
         return PeerChannels(dict(config.peers), grpc.ssl_channel_credentials(
             ca, client.key, client.cert), None)
     return PeerChannels(dict(config.peers), None, None)

@@ -223,8 +223,10 @@ class PeerTransport:
                     reason = _short(exc)
                     if isinstance(exc, asyncio.InvalidStateError):  # the call ended first
                         reason = f"{(await call.code()).name}: {await call.details()}"
-                    log.info("peer %d at %s unreachable: %s", peer.node_id, peer.address,
-                             reason)
+                    # a TLS failure will not heal by itself: say so louder than a peer down
+                    level = logging.WARNING if "handshake" in reason.lower() else logging.INFO
+                    log.log(level, "peer %d at %s unreachable: %s", peer.node_id,
+                            peer.address, reason)
                 peer.connected = False
                 unsent = peer.queue
                 peer.queue = []

@@ -83,3 +83,66 @@ def _answers(url: str) -> bool:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def test_dev_auth_starts_a_secured_cluster_the_cli_uses_with_what_it_prints(
+        tmp_path: Path) -> None:
+    """`raftka dev --auth`: TLS, authentication and ACLs; the printed environment makes the
+    CLI the super user, the printed password makes it `dev`, who may do nothing until an
+    ACL allows it; without a client certificate nothing gets through."""
+    import os
+    import re
+
+    base = _free_consecutive_ports(3)
+    peer_base = _free_consecutive_ports(3)
+    while abs(peer_base - base) < 3:
+        peer_base = _free_consecutive_ports(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raftka.node.dev", "--auth", "--data-dir", str(tmp_path),
+         "--base-port", str(base), "--peer-base-port", str(peer_base),
+         "--metrics-base-port", "0", "--console-port", "0"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        env = dict(os.environ)
+        password = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line or line.startswith("Ctrl-C"):
+                break
+            m = re.match(r"\s+export (RAFTKA_\w+)=(\S+)", line)
+            if m:
+                env[m.group(1)] = m.group(2)
+            m = re.search(r"RAFTKA_PASSWORD=(\S+)", line)
+            if m:
+                password = m.group(1)
+        assert {"RAFTKA_BOOTSTRAP", "RAFTKA_TLS_CA", "RAFTKA_TLS_CERT"} <= set(env), env
+        assert password
+
+        def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "raftka.client.cli", *args],
+                                  env={**env, **extra}, cwd=REPO, capture_output=True,
+                                  text=True, timeout=60)
+
+        assert cli("whoami").stdout.strip() == "User:admin"
+        assert cli("whoami", "--user", "dev", RAFTKA_PASSWORD=password).stdout.strip() \
+            == "User:dev"
+        assert cli("topic", "create", "demo", "-p", "1").returncode == 0
+        denied = cli("topic", "describe", "demo", "--user", "dev", "--timeout", "5",
+                     RAFTKA_PASSWORD=password)
+        assert denied.returncode == 1 and "TOPIC_AUTHORIZATION_FAILED" in denied.stderr
+        assert cli("acl", "add", "--principal", "User:dev", "--operation", "DESCRIBE",
+                   "--topic", "de", "--prefixed").returncode == 0
+        listed = cli("acl", "list", "--principal", "User:dev", "--json")
+        assert '"pattern_type": "PREFIXED"' in listed.stdout, listed
+        wait_for(lambda: cli("topic", "describe", "demo", "--user", "dev", "--timeout", "5",
+                             RAFTKA_PASSWORD=password).returncode == 0, 20,
+                 "dev allowed to describe demo")
+        no_cert = cli("topic", "list", "--timeout", "3", RAFTKA_TLS_CERT="", RAFTKA_TLS_KEY="")
+        assert no_cert.returncode == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

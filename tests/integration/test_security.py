@@ -415,3 +415,35 @@ def test_group_calls_need_read_on_group_and_topic(secured) -> None:
         admin.reset_group_offsets("frank-group", topic="orders", to="earliest")
         with pytest.raises(ClusterAuthorizationFailedError):
             admin.create_acls([Acl("User:frank", "ALL", "TOPIC", "*")])
+
+
+def test_tls_without_authentication_encrypts_client_and_raft_traffic(tmp_path: Path) -> None:
+    """TLS on the client port only (no client certificates, no peer port): clients need
+    the CA, not a certificate; Raft between the nodes runs over the same TLS port (the
+    nodes check each other against tls_ca), and plain text is refused."""
+    pki = Pki(tmp_path)
+
+    def node_args(node_id: int) -> list[str]:
+        cert = pki.nodes[node_id]
+        return ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+                "--tls-ca", str(pki.ca.cert)]
+
+    (tmp_path / "data").mkdir()
+    cluster = Cluster(tmp_path / "data", 3, node_args=node_args,
+                      channel_credentials=grpc.ssl_channel_credentials(pki.ca.cert.read_bytes()))
+    try:
+        cluster.start_all()
+        security = ClientSecurity(ca=str(pki.ca.cert))
+        with Admin(_bootstrap(cluster), security=security) as admin:
+            admin.create_topic("t", partitions=1, replication_factor=3)
+            admin.wait_for_topic_ready("t", 20)
+            assert admin.whoami() == "User:ANONYMOUS"
+        with Producer(_bootstrap(cluster), security=security) as producer:
+            # acks=all: committed by a majority, so replicated over the TLS Raft streams
+            producer.send("t", b"over tls").result(10)
+        with grpc.insecure_channel(cluster.peers[1]) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                _list_topics(channel)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        cluster.stop_all()
