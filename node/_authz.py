@@ -15,7 +15,8 @@ is configured, and always on the peer port):
 1. authenticates the call (``_auth.Authenticator``): AUTHENTICATION_FAILED if it must and
    cannot. On the peer port the caller must be a cluster member (its certificate names a
    configured node); a controller write forwarded by a member carries the principal and
-   host of the original caller (``raftka-forwarded-principal``/``-host``), trusted there only.
+   host of the original caller (``raftka-forwarded-principal``/``-host``; none: anonymous),
+   trusted there only, and is authorized again for that principal.
 2. authorizes it (``_acl.Authorizer`` over the controller state's ACLs): a denied check
    ends the call with PERMISSION_DENIED and ``<TYPE>_AUTHORIZATION_FAILED`` naming the
    operation and resource before the handler runs, so nothing is written. A denied item
@@ -40,7 +41,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, NamedTuple
 
 import grpc
 
-from ._acl import CLUSTER_NAME, Authorizer
+from ._acl import ANONYMOUS, CLUSTER_NAME, Authorizer
 from ._auth import Authenticator
 from ._errors import BrokerError, Code, abort_with
 from ._tls import PeerIdentity
@@ -286,12 +287,9 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                                   "members only: the certificate names no configured node")
             if rule.peers_only:
                 caller = Caller(f"User:node-{node}", host, node)
-            elif FORWARDED_PRINCIPAL_KEY in metadata:
-                caller = Caller(metadata[FORWARDED_PRINCIPAL_KEY],
+            else:  # a call a member forwards: its caller's principal (anonymous if none)
+                caller = Caller(metadata.get(FORWARDED_PRINCIPAL_KEY, ANONYMOUS),
                                 metadata.get(FORWARDED_HOST_KEY, host), node)
-            else:
-                raise BrokerError(Code.AUTHENTICATION_FAILED, f"{method} on the peer port "
-                                  "needs the principal of the call a member forwards")
         else:
             if rule.peers_only and security.identity is not None:
                 raise BrokerError(Code.AUTHENTICATION_FAILED, "Raft traffic goes to the "

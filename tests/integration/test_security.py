@@ -51,6 +51,15 @@ class Pki:
         return ClientSecurity(ca=str(self.ca.cert), cert=str(cert.cert), key=str(cert.key), **kw)
 
 
+def _peer_addresses(cluster: Cluster) -> dict[int, str]:
+    """Free peer ports for every node, distinct from the client ports the harness picked."""
+    taken = set(cluster.peers.values())
+    while True:
+        ports = [f"127.0.0.1:{p}" for p in free_ports(len(cluster.peers))]
+        if not taken & set(ports):
+            return {i + 1: ports[i] for i in range(len(ports))}
+
+
 def _secured_cluster(tmp_path: Path, pki: Pki, size: int = 3,
                      node_certs: dict[int, Issued] | None = None) -> Cluster:
     certs = node_certs or pki.nodes
@@ -72,12 +81,7 @@ def _secured_cluster(tmp_path: Path, pki: Pki, size: int = 3,
                                          pki.admin.cert.read_bytes())
     (tmp_path / "data").mkdir(exist_ok=True)
     cluster = Cluster(tmp_path / "data", size, node_args=node_args, channel_credentials=creds)
-    taken = set(cluster.peers.values())
-    while True:  # peer ports distinct from the client ports the harness picked
-        ports = [f"127.0.0.1:{p}" for p in free_ports(size)]
-        if not taken & set(ports):
-            break
-    peer_peers.update({i + 1: ports[i] for i in range(size)})
+    peer_peers.update(_peer_addresses(cluster))
     cluster.peer_peers = peer_peers  # type: ignore[attr-defined]
     return cluster
 
@@ -417,6 +421,38 @@ def test_group_calls_need_read_on_group_and_topic(secured) -> None:
             admin.create_acls([Acl("User:frank", "ALL", "TOPIC", "*")])
 
 
+def test_tls_and_a_peer_port_without_authentication_forward_controller_writes(
+        tmp_path: Path) -> None:
+    """`raftka dev --tls`'s setup: TLS clients without certificates, mutual TLS between
+    nodes on the peer port, no authentication: a follower forwards a topic creation to
+    the leader over the peer port (as User:ANONYMOUS, which may do anything here)."""
+    pki = Pki(tmp_path)
+    peers: dict[int, str] = {}
+
+    def node_args(node_id: int) -> list[str]:
+        cert = pki.nodes[node_id]
+        return ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key),
+                "--peer-listen", peers[node_id],
+                "--peer-peers", ",".join(f"{k}={v}" for k, v in sorted(peers.items())), "--peer-tls-cert", str(cert.cert),
+                "--peer-tls-key", str(cert.key), "--peer-tls-ca", str(pki.ca.cert)]
+
+    (tmp_path / "data").mkdir()
+    cluster = Cluster(tmp_path / "data", 3, node_args=node_args,
+                      channel_credentials=grpc.ssl_channel_credentials(pki.ca.cert.read_bytes()))
+    peers.update(_peer_addresses(cluster))
+    try:
+        cluster.start_all()
+        follower = next(n for n in cluster.peers if n != cluster.controller_leader())
+        with grpc.secure_channel(cluster.peers[follower], grpc.ssl_channel_credentials(
+                pki.ca.cert.read_bytes())) as channel:
+            created = admin_pb2_grpc.AdminStub(channel).CreateTopic(
+                admin_pb2.CreateTopicRequest(name="fwd", partitions=1, replication_factor=3),
+                timeout=10)
+        assert created.topic.name == "fwd"
+    finally:
+        cluster.stop_all()
+
+
 def test_tls_without_authentication_encrypts_client_and_raft_traffic(tmp_path: Path) -> None:
     """TLS on the client port only (no client certificates, no peer port): clients need
     the CA, not a certificate; Raft between the nodes runs over the same TLS port (the
@@ -447,3 +483,37 @@ def test_tls_without_authentication_encrypts_client_and_raft_traffic(tmp_path: P
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         cluster.stop_all()
+
+
+def test_controller_writes_at_a_follower_are_forwarded_with_the_callers_principal(
+        secured) -> None:
+    """A follower forwards a controller write to the leader over the peer port with the
+    caller's principal, and the leader authorizes that principal again: what the caller
+    may do is what happens, whichever node it asked."""
+    cluster, pki = secured
+    leader = cluster.controller_leader()
+    follower = next(n for n in cluster.live() if n != leader)
+    gina = pki.client("gina")
+    creds = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), gina.key.read_bytes(),
+                                         gina.cert.read_bytes())
+    allowed = [Acl("User:gina", "CREATE", "TOPIC", "gina.", "PREFIXED")]
+    with Admin(_bootstrap(cluster), security=pki.security(pki.admin)) as admin:
+        admin.create_acls(allowed)
+    _wait_everywhere(cluster, pki, allowed)
+
+    def create(name: str):
+        return _call(cluster, creds, lambda ch: admin_pb2_grpc.AdminStub(ch).CreateTopic(
+            admin_pb2.CreateTopicRequest(name=name, partitions=1, replication_factor=3),
+            timeout=10), node=follower)
+
+    assert create("gina.one").topic.name == "gina.one"
+    with pytest.raises(grpc.RpcError) as info:
+        create("other")
+    assert _code(info.value) == (grpc.StatusCode.PERMISSION_DENIED,
+                                 "TOPIC_AUTHORIZATION_FAILED")
+    with Admin(_bootstrap(cluster), security=pki.security(pki.admin)) as admin:
+        names = admin.list_topics()
+    assert "gina.one" in names and "other" not in names
+    logs = "".join((cluster.root / f"node-{n}.log").read_text(errors="replace")
+                   for n in cluster.peers)
+    assert "principal=User:gina" in logs  # the denial's audit line names gina
