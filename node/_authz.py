@@ -258,17 +258,27 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, security: NodeSecurity, peer_port: bool) -> None:
         self._security = security
         self._peer_port = peer_port
+        # method -> (the registered handler, its wrapped form): built once per method
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         rule = RULES.get(method)
         if rule is not None and rule.public and not self._peer_port:
-            return handler
-        return _wrap(handler, lambda request, context: self._enter(method, rule, context),
-                     rule, self._security, method)
+            wrapped = handler
+        else:
+            wrapped = _wrap(handler,
+                            lambda request, context: self._enter(method, rule, context),
+                            rule, self._security, method)
+        if len(self._wrapped) < 1000:  # methods are few; unknown names are not kept
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     async def _enter(self, method: str, rule: Rule | None, context) -> Caller:
         """Authenticate the call and set CALLER; raises BrokerError."""

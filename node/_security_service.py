@@ -18,6 +18,7 @@ from ._acl import CLUSTER_NAME, AclBinding
 from ._auth import scram_credential
 from ._authz import CALLER
 from ._controller_commands import (
+    COMMAND_SIZE_BYTES_MAX,
     encode_create_acls,
     encode_delete_acls,
     encode_delete_user,
@@ -81,6 +82,10 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
     async def _propose(self, context, method: str, request, what: str, command_of) -> object:
         async def local(timeout_s: float):
             command = await command_of()
+            if len(command) > COMMAND_SIZE_BYTES_MAX:  # never into the log
+                raise BrokerError(Code.INVALID_REQUEST, f"{what}: the change is "
+                                  f"{len(command)} bytes as a controller command; at most "
+                                  f"{COMMAND_SIZE_BYTES_MAX}: send fewer ACLs at a time")
             result = await self.broker.controller.propose(command, timeout_s)
             if not result.ok:
                 raise BrokerError(result.code, result.message)
