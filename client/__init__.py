@@ -25,7 +25,7 @@ operations (``_ops.py``) with ``grpc.aio`` I/O.
 from raftka.client._admin import Admin
 from raftka.client._consumer import CommitFailedError, Consumer
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
-from raftka.client._security import Acl, ClientSecurity, UserDescription
+from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.v1.errors import (
     AuthenticationFailedError,
     AuthorizationFailedError,
@@ -101,6 +101,7 @@ __all__ = [
     "ClientSecurity",
     "ClusterAuthorizationFailedError",
     "GroupAuthorizationFailedError",
+    "Quota",
     "TopicAuthorizationFailedError",
     "TransactionalIdAuthorizationFailedError",
     "UnknownUserError",

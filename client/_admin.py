@@ -679,6 +679,24 @@ class AdminOps:
             timeout, "list ACLs", service="security")
         return [Acl.from_pb(a) for a in resp.acls]
 
+    def set_quota(self, entity: str, *, produce_bytes_per_s: int = 0,
+                  fetch_bytes_per_s: int = 0, timeout: float | None = None) -> None:
+        """Limit what ``entity`` (``User:<name>`` or ``<default>``) may produce to / fetch
+        from each node, in bytes per second (0: no limit; both 0 removes the quota). Over
+        it, a node holds the requests back: nothing is refused."""
+        from raftka.v1 import security_pb2
+        self._call("SetQuota", security_pb2.SetQuotaRequest(quota=security_pb2.Quota(
+            entity=entity, produce_bytes_per_s=produce_bytes_per_s,
+            fetch_bytes_per_s=fetch_bytes_per_s)), timeout, f"set the quota of {entity}",
+            service="security")
+
+    def list_quotas(self, *, timeout: float | None = None) -> list[Quota]:
+        from raftka.v1 import security_pb2
+        resp = self._call("ListQuotas", security_pb2.ListQuotasRequest(), timeout,
+                          "list quotas", service="security")
+        return [Quota(q.entity, q.produce_bytes_per_s, q.fetch_bytes_per_s)
+                for q in resp.quotas]
+
     def whoami(self, *, timeout: float | None = None) -> str:
         """The principal this client authenticates as (``User:...``)."""
         from raftka.v1 import security_pb2

@@ -20,7 +20,7 @@ from typing import Any, Mapping, NamedTuple
 
 import grpc
 
-__all__ = ["Acl", "ClientSecurity", "PLAINTEXT", "UserDescription"]
+__all__ = ["Acl", "ClientSecurity", "PLAINTEXT", "Quota", "UserDescription"]
 
 USERNAME_KEY = "raftka-username"
 PASSWORD_KEY = "raftka-password"
@@ -156,3 +156,12 @@ class UserDescription(NamedTuple):
     name: str
     mechanism: str
     iterations: int
+
+
+class Quota(NamedTuple):
+    """Bytes per second ``entity`` (``User:<name>``, or ``<default>`` for every principal
+    without its own) may produce to / fetch from each node; 0 = no limit."""
+
+    entity: str
+    produce_bytes_per_s: int = 0
+    fetch_bytes_per_s: int = 0

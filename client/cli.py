@@ -23,6 +23,8 @@
     raftka acl add|remove --principal User:P --operation OP (--topic T | --group G | --cluster
         | --transactional-id ID) [--prefixed] [--deny] [--host IP]
     raftka acl list [--principal User:P] [--topic T | --group G | --cluster]
+    raftka quota set (--principal User:P | --default) [--produce-bytes-per-s N]
+        [--fetch-bytes-per-s N]      (0: no limit; both 0 removes it) | quota list
     raftka whoami
 
 Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
@@ -305,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     alist = asub.add_parser("list", parents=[common, as_json, timeout], help="list ACLs")
     alist.add_argument("--principal", default="")
     _resource_args(alist, required=False)
+    quota = sub.add_parser("quota", help="set or list quotas (bytes/s per principal and node)")
+    qsub = quota.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
+    qset = qsub.add_parser("set", parents=[common, timeout], help="set a quota")
+    who = qset.add_mutually_exclusive_group(required=True)
+    who.add_argument("--principal", help="User:NAME")
+    who.add_argument("--default", action="store_true",
+                     help="every principal without a quota of its own")
+    qset.add_argument("--produce-bytes-per-s", type=_non_negative_int, default=0)
+    qset.add_argument("--fetch-bytes-per-s", type=_non_negative_int, default=0)
+    qsub.add_parser("list", parents=[common, as_json, timeout], help="list quotas")
     sub.add_parser("whoami", parents=[common, timeout],
                    help="the principal the cluster sees for these credentials")
 
@@ -416,6 +428,25 @@ def _cmd_acl(args: argparse.Namespace, bootstrap: list[str]) -> int:
                           "PERMISSION"],
                          [(a.principal, a.host, a.operation, a.resource_type, a.pattern_type,
                            a.resource_name, a.permission) for a in acls]))
+    return 0
+
+
+def _cmd_quota(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    with Admin(bootstrap, default_timeout=args.timeout, security=security_from_args(args)) as admin:
+        if args.quota_command == "set":
+            entity = "<default>" if args.default else args.principal
+            admin.set_quota(entity, produce_bytes_per_s=args.produce_bytes_per_s,
+                            fetch_bytes_per_s=args.fetch_bytes_per_s)
+            print(f"quota of {entity}: produce {args.produce_bytes_per_s or 'unlimited'} B/s, "
+                  f"fetch {args.fetch_bytes_per_s or 'unlimited'} B/s per node")
+            return 0
+        quotas = admin.list_quotas()
+        if args.json:
+            _json([q._asdict() for q in quotas], sys.stdout)
+        else:
+            print(_table(["ENTITY", "PRODUCE-B/S", "FETCH-B/S"],
+                         [(q.entity, q.produce_bytes_per_s or "-", q.fetch_bytes_per_s or "-")
+                          for q in quotas]))
     return 0
 
 
@@ -1036,6 +1067,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_acl(args, bootstrap)
         if args.command == "whoami":
             return _cmd_whoami(args, bootstrap)
+        if args.command == "quota":
+            return _cmd_quota(args, bootstrap)
         raise AssertionError(f"unhandled command {args.command}")
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, and keep Python from complaining

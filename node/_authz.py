@@ -25,6 +25,10 @@ is configured, and always on the peer port):
 3. sets ``CALLER`` (principal, host, peer node) for the handler (audit lines, WhoAmI,
    the Raft stream's sender check).
 
+Quotas (``_quota.py``): a rule's ``quota`` names the direction and how to size a
+request (produce: held before the handler, ProduceStream: before the item is read on) or
+an answer (fetch: held before it is sent); unary answers carry ``throttle_time_ms``.
+
 Audit (logger ``raftka.audit``, WARNING, ``key=value``): one line per denied request
 (``event=denied``), at most ``AUDIT_DENIALS_PER_S`` per second with a count of the
 suppressed ones, and one per security change (``_security_service.py``).
@@ -32,6 +36,7 @@ suppressed ones, and one per security change (``_security_service.py``).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import logging
@@ -43,6 +48,7 @@ import grpc
 
 from ._acl import ANONYMOUS, CLUSTER_NAME, Authorizer
 from ._auth import Authenticator
+from ._quota import QuotaLimiter
 from ._errors import BrokerError, Code, abort_with
 from ._tls import PeerIdentity
 
@@ -80,6 +86,8 @@ class Rule:
     filter: Callable[[Any, Callable[[str, str, str], bool]], None] | None = None
     public: bool = False  # no authentication (health, reflection)
     peers_only: bool = False  # only cluster members, on the peer port (Raft)
+    # ("produce", size of a request or stream item) or ("fetch", size of an answer)
+    quota: tuple[str, Callable[[Any], int]] | None = None
 
 
 def _topic(op: str) -> Callable[[Any], Iterable[Check]]:
@@ -136,10 +144,10 @@ _PUBLIC = Rule(public=True)
 
 RULES: dict[str, Rule] = {
     # Broker
-    _B + "Produce": Rule(_topic("WRITE")),
+    _B + "Produce": Rule(_topic("WRITE"), quota=("produce", lambda r: r.ByteSize())),
     _B + "ProduceStream": Rule(lambda item: (("WRITE", "TOPIC", item.request.topic),),
-                               per_item=True),
-    _B + "Fetch": Rule(_topic("READ")),
+                               per_item=True, quota=("produce", lambda i: i.ByteSize())),
+    _B + "Fetch": Rule(_topic("READ"), quota=("fetch", lambda r: r.ByteSize())),
     _B + "FetchStream": Rule(_topic("READ")),
     _B + "ListOffsets": Rule(_topic("DESCRIBE")),
     _B + "Metadata": Rule(_metadata_checks, filter=_filter_metadata),
@@ -171,6 +179,8 @@ RULES: dict[str, Rule] = {
     _S + "CreateUser": Rule(_cluster("ALTER")),
     _S + "DeleteUser": Rule(_cluster("ALTER")),
     _S + "ListUsers": Rule(_cluster("DESCRIBE")),
+    _S + "SetQuota": Rule(_cluster("ALTER_CONFIGS")),
+    _S + "ListQuotas": Rule(_cluster("DESCRIBE_CONFIGS")),
     _S + "WhoAmI": Rule(),  # authenticated, nothing else
     # Debug: replica digests read partition contents of any topic
     "/raftka.v1.Debug/ReplicaDigest": Rule(_cluster("CLUSTER_ACTION")),
@@ -225,7 +235,9 @@ class NodeSecurity:
     """What the interceptor needs: who is who, who may do what."""
 
     def __init__(self, authenticator: Authenticator | None, authorizer: Authorizer | None,
-                 acls: Callable[[], Any], identity: PeerIdentity | None) -> None:
+                 acls: Callable[[], Any], identity: PeerIdentity | None,
+                 limiter: QuotaLimiter | None = None) -> None:
+        self.limiter = limiter  # None: no quotas
         self.authenticator = authenticator  # None: everyone is User:ANONYMOUS
         self.authorizer = authorizer  # None: every authenticated call is allowed
         self._acls = acls
@@ -242,6 +254,12 @@ class NodeSecurity:
         # InitProducerId: IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (Kafka 3)
         return (op == "IDEMPOTENT_WRITE" and rtype == "CLUSTER"
                 and authorizer.may_write_some_topic(caller.principal, caller.host))
+
+    def throttle_s(self, caller: Caller, direction: str, size_bytes: int) -> float:
+        """How long to hold this request or answer (0: within the principal's quota)."""
+        if self.limiter is None or caller.peer_node:  # forwarded: counted where received
+            return 0.0
+        return self.limiter.delay_s(caller.principal, direction, size_bytes)
 
     def check(self, caller: Caller, method: str, checks: Iterable[Check]) -> None:
         for op, rtype, name in checks:
@@ -334,11 +352,24 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
     if handler.unary_unary:
         inner = handler.unary_unary
 
+        quota = rule.quota if rule is not None else None
+
         async def unary_unary(request, context):
             caller = await admit(request, context)
+            delay_s = 0.0
+            if quota is not None and caller is not None and quota[0] == "produce":
+                delay_s = security.throttle_s(caller, "produce", quota[1](request))
+                if delay_s:
+                    await asyncio.sleep(delay_s)  # before anything is written
             response = await inner(request, context)
             if rule is not None and rule.filter is not None and caller is not None:
                 rule.filter(response, allowed_for(caller))
+            if quota is not None and caller is not None and quota[0] == "fetch":
+                delay_s = security.throttle_s(caller, "fetch", quota[1](response))
+                if delay_s:
+                    await asyncio.sleep(delay_s)
+            if delay_s:
+                response.throttle_time_ms = int(delay_s * 1000)
             return response
         return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
     if handler.unary_stream:
@@ -359,6 +390,8 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
         if rule is None or not rule.per_item:
             return request_iterator
 
+        quota = rule.quota
+
         async def checked() -> AsyncIterator[Any]:
             async for item in request_iterator:
                 try:
@@ -366,6 +399,10 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
                 except BrokerError as exc:
                     yield Denied(item, exc)
                     continue
+                if quota is not None:  # not reading on holds the client back (flow control)
+                    delay_s = security.throttle_s(caller, quota[0], quota[1](item))
+                    if delay_s:
+                        await asyncio.sleep(delay_s)
                 yield item
         return checked()
 

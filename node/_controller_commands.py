@@ -21,6 +21,9 @@ Security (issue 16)::
               "principal":"User:alice","resource_name":"t","resource_type":"TOPIC"}],
      "op":"create_acls","v":1}
     {"acls":[...],"op":"delete_acls","v":1}      (exact matches)
+    {"entity":"User:alice","fetch_bytes_per_s":0,"op":"set_quota",
+     "produce_bytes_per_s":1048576,"v":1}        (entity "<default>": everyone else;
+                                                  0 = no limit, both 0 removes it)
 
 A user's password is never in a command: only its salted SCRAM keys (``_auth.py``).
 
@@ -62,6 +65,7 @@ OP_PUT_USER: Final = "put_user"
 OP_DELETE_USER: Final = "delete_user"
 OP_CREATE_ACLS: Final = "create_acls"
 OP_DELETE_ACLS: Final = "delete_acls"
+OP_SET_QUOTA: Final = "set_quota"
 ACL_FIELDS: Final = ("principal", "host", "operation", "resource_type", "resource_name",
                      "pattern_type", "permission")  # AclBinding's fields, in its order
 
@@ -116,7 +120,13 @@ class DeleteAcls(NamedTuple):
     acls: tuple[tuple[str, ...], ...]
 
 
-Command = (CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
+class SetQuota(NamedTuple):
+    entity: str  # "User:<name>" or "<default>"
+    produce_bytes_per_s: int  # 0: no limit
+    fetch_bytes_per_s: int
+
+
+Command = (SetQuota | CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
            | PutUser | DeleteUser | CreateAcls | DeleteAcls)
 
 
@@ -193,6 +203,12 @@ def encode_put_user(name: str, mechanism: str, iterations: int, salt: str, store
     })
 
 
+def encode_set_quota(entity: str, produce_bytes_per_s: int, fetch_bytes_per_s: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_SET_QUOTA, "entity": entity,
+                           "produce_bytes_per_s": produce_bytes_per_s,
+                           "fetch_bytes_per_s": fetch_bytes_per_s})
+
+
 def encode_delete_user(name: str) -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_DELETE_USER, "name": name})
 
@@ -229,6 +245,8 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_DELETE_USER: (frozenset({"name"}), frozenset()),
     OP_CREATE_ACLS: (frozenset({"acls"}), frozenset()),
     OP_DELETE_ACLS: (frozenset({"acls"}), frozenset()),
+    OP_SET_QUOTA: (frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"}),
+                   frozenset()),
 }
 
 
@@ -280,6 +298,9 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return CreateAcls(_acls_field(obj))
     if op == OP_DELETE_ACLS:
         return DeleteAcls(_acls_field(obj))
+    if op == OP_SET_QUOTA:
+        return SetQuota(_str_field(obj, "entity"), _int_field(obj, "produce_bytes_per_s"),
+                        _int_field(obj, "fetch_bytes_per_s"))
     return AllocateProducerIds(_int_field(obj, "count"))
 
 
@@ -354,6 +375,8 @@ __all__ = [
     "DeleteAcls",
     "DeleteUser",
     "PutUser",
+    "SetQuota",
+    "encode_set_quota",
     "encode_create_acls",
     "encode_delete_acls",
     "encode_delete_user",

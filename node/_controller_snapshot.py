@@ -4,8 +4,8 @@ A node compacts its controller log into a snapshot (``_broker.py``) and a follow
 too far behind receives one instead of the entries; every snapshot ever written is in one
 of these layouts, so they never change: a new field or meaning needs a new ``"v"``.
 Version 3 (written now) adds ``users`` (sorted by name: name, mechanism, iterations and
-the base64 salt, stored key and server key; never a password) and ``acls`` (sorted, each
-an object of the ``ACL_FIELDS`` strings). Version 2 (still read, as no users and no ACLs):
+the base64 salt, stored key and server key; never a password), ``acls`` (sorted, each
+an object of the ``ACL_FIELDS`` strings) and ``quotas`` (sorted by entity). Version 2 (still read, as no users and no ACLs):
 a topic's ``configs`` are the configs set on it. Version 1 (still read): they were every
 config known then, defaults filled; a value equal to its default is read as not set
 (whether it had been set explicitly was not recorded).
@@ -23,7 +23,9 @@ topic's list is its number::
                 "salt": "...", "stored_key": "...", "server_key": "..."}],
      "acls": [{"principal": "User:alice", "host": "*", "operation": "READ",
                "resource_type": "TOPIC", "resource_name": "t", "pattern_type": "LITERAL",
-               "permission": "ALLOW"}]}
+               "permission": "ALLOW"}],
+     "quotas": [{"entity": "User:alice", "produce_bytes_per_s": 1048576,
+                 "fetch_bytes_per_s": 0}]}
 
 ``encode_snapshot`` is canonical: equal states give equal bytes. ``decode_snapshot`` checks
 the layout (exact key sets, types, strict JSON) and leaves the values to
@@ -41,6 +43,7 @@ from ._acl import AclBinding
 from ._controller_commands import ACL_FIELDS
 from ._controller_json import StrictJsonError, canonical_json, strict_json
 from ._controller_state import (
+    QuotaLimits,
     UserCredential,
     DEFAULT_CONFIGS,
     PARTITION_COUNT_MAX,
@@ -56,7 +59,8 @@ SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2, 3})
 _SNAPSHOT_KEYS: Final = frozenset(
     {"format", "v", "node_ids", "version", "next_group_id", "next_producer_id", "topics"}
 )
-_SNAPSHOT_KEYS_V3: Final = _SNAPSHOT_KEYS | {"users", "acls"}
+_SNAPSHOT_KEYS_V3: Final = _SNAPSHOT_KEYS | {"users", "acls", "quotas"}
+_QUOTA_KEYS: Final = frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"})
 _USER_KEYS: Final = frozenset(UserCredential._fields)
 _TOPIC_KEYS: Final = frozenset(
     {"name", "topic_id", "internal", "replication_factor", "configs", "partitions"}
@@ -86,6 +90,8 @@ def encode_snapshot(state: ControllerState) -> bytes:
             ],
             "users": [user._asdict() for _, user in sorted(state.users.items())],
             "acls": [dict(zip(ACL_FIELDS, acl)) for acl in state.acls],
+            "quotas": [{"entity": entity, **limits._asdict()}
+                       for entity, limits in sorted(state.quotas.items())],
         }
     )
 
@@ -116,7 +122,17 @@ def decode_snapshot(data: bytes) -> ControllerState:
     topics = [_decode_topic(raw, version) for raw in obj["topics"]]
     users: list[UserCredential] = []
     acls: list[AclBinding] = []
+    quotas: dict[str, QuotaLimits] = {}
     if version >= 3:
+        _require(isinstance(obj["quotas"], list), "quotas must be a list")
+        for raw in obj["quotas"]:
+            _exact_keys(raw, _QUOTA_KEYS, "a quota")
+            _require(isinstance(raw["entity"], str) and _is_int(raw["produce_bytes_per_s"])
+                     and _is_int(raw["fetch_bytes_per_s"]), "a quota is an entity and two "
+                     "integer rates")
+            _require(raw["entity"] not in quotas, f"quota of {raw['entity']!r} appears twice")
+            quotas[raw["entity"]] = QuotaLimits(raw["produce_bytes_per_s"],
+                                                raw["fetch_bytes_per_s"])
         _require(isinstance(obj["users"], list), "users must be a list")
         for raw in obj["users"]:
             _exact_keys(raw, _USER_KEYS, "a user")
@@ -138,6 +154,7 @@ def decode_snapshot(data: bytes) -> ControllerState:
             topics=topics,
             users=users,
             acls=acls,
+            quotas=quotas,
         )
     except ValueError as error:
         raise ValueError(f"invalid controller snapshot: {error}") from None

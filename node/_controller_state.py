@@ -13,7 +13,9 @@ order, to a ``ControllerState``. The state is
 - ``version``: the Raft index of the last applied entry;
 - ``users``: name -> ``UserCredential`` (SCRAM-SHA-256 salt and keys, never a password);
 - ``acls``: the ACLs (``_acl.AclBinding``), a sorted tuple without duplicates; a new tuple
-  object whenever it changes (the authorizer's cache key).
+  object whenever it changes (the authorizer's cache key);
+- ``quotas``: entity (``User:<name>`` or ``<default>``) -> ``QuotaLimits`` (bytes per
+  second per node; 0 = no limit).
 
 The entries are commands (``_controller_commands.py``, their byte layout); new partitions
 are placed by ``_controller_placement.py``; ``_controller_snapshot.py`` writes and reads the
@@ -48,7 +50,8 @@ config both set and deleted ``INVALID_REQUEST``; an unknown config name or a bad
 ``replace`` ``USER_EXISTS``; ``delete_user`` of an unknown user ``UNKNOWN_USER``.
 ``create_acls``/``delete_acls``: an invalid ACL is ``INVALID_REQUEST`` (none of the
 command's ACLs is applied); adding an existing ACL or deleting a missing one changes
-nothing. More than ``ACLS_MAX`` ACLs in total is ``INVALID_REQUEST``.
+nothing. More than ``ACLS_MAX`` ACLs in total is ``INVALID_REQUEST``. ``set_quota`` with a
+bad entity or a rate outside 0..``QUOTA_BYTES_PER_S_MAX`` is ``INVALID_REQUEST``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from raftka.v1 import errors_pb2
 
 from ._acl import AclBinding, acl_error
 from ._controller_commands import (
+    SetQuota,
     CreateAcls,
     DeleteAcls,
     DeleteUser,
@@ -103,6 +107,9 @@ SCRAM_MECHANISM: Final = "SCRAM-SHA-256"
 SCRAM_ITERATIONS_MIN: Final = 4096
 SCRAM_ITERATIONS_MAX: Final = 10_000_000
 ACLS_MAX: Final = 100_000
+QUOTA_DEFAULT_ENTITY: Final = "<default>"
+QUOTA_BYTES_PER_S_MAX: Final = 1 << 40
+QUOTAS_MAX: Final = 100_000
 _USER_NAME = re.compile(r"[a-zA-Z0-9._@=+-]{1,255}")
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -158,6 +165,21 @@ def user_error(user: UserCredential) -> str | None:
             return f"{field} must be base64"
         if not size_min <= len(raw) <= size_max:
             return f"{field} must be {size_min} to {size_max} bytes"
+    return None
+
+
+class QuotaLimits(NamedTuple):
+    produce_bytes_per_s: int  # 0: no limit
+    fetch_bytes_per_s: int
+
+
+def quota_error(entity: str, limits: QuotaLimits) -> str | None:
+    if entity != QUOTA_DEFAULT_ENTITY and not (
+            entity.startswith("User:") and 5 < len(entity) <= 1000):
+        return f"quota entity {entity[:100]!r} must be User:<name> or {QUOTA_DEFAULT_ENTITY}"
+    for value in limits:
+        if not 0 <= value <= QUOTA_BYTES_PER_S_MAX:
+            return f"a quota is 0 (no limit) to {QUOTA_BYTES_PER_S_MAX} bytes per second"
     return None
 
 
@@ -227,6 +249,7 @@ class ControllerState:
         self._version = 0  # index of the last applied entry; never decreases
         self._users: dict[str, UserCredential] = {}
         self._acls: tuple[AclBinding, ...] = ()  # sorted, distinct; replaced on change
+        self._quotas: dict[str, QuotaLimits] = {}
 
     # -- read-only views
 
@@ -257,6 +280,10 @@ class ControllerState:
     @property
     def acls(self) -> tuple[AclBinding, ...]:
         return self._acls
+
+    @property
+    def quotas(self) -> Mapping[str, QuotaLimits]:
+        return types.MappingProxyType(self._quotas)
 
     def topic(self, name: str) -> TopicMeta | None:
         return self._topics.get(name)
@@ -323,6 +350,8 @@ class ControllerState:
             return self._create_acls(validated)
         if isinstance(validated, DeleteAcls):
             return self._delete_acls(validated)
+        if isinstance(validated, SetQuota):
+            return self._set_quota(validated)
         return self._allocate_producer_ids(validated)
 
     def check(self, command: bytes) -> ApplyResult:
@@ -362,6 +391,14 @@ class ControllerState:
                 return decoded
             if isinstance(decoded, (CreateAcls, DeleteAcls)):
                 return self._validate_acls(decoded)
+            if isinstance(decoded, SetQuota):
+                reason = quota_error(decoded.entity, QuotaLimits(decoded.produce_bytes_per_s,
+                                                                 decoded.fetch_bytes_per_s))
+                if reason is not None:
+                    return _error(errors_pb2.INVALID_REQUEST, reason)
+                if decoded.entity not in self._quotas and len(self._quotas) >= QUOTAS_MAX:
+                    return _error(errors_pb2.INVALID_REQUEST, f"at most {QUOTAS_MAX} quotas")
+                return decoded
             return self._validate_allocate_producer_ids(decoded)
         except MalformedCommand as error:
             return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
@@ -517,6 +554,15 @@ class ControllerState:
             self._acls = tuple(sorted(set(self._acls) | new))
         return _ok(f"added {len(new)} ACL(s)", len(new))
 
+    def _set_quota(self, cmd: SetQuota) -> ApplyResult:
+        limits = QuotaLimits(cmd.produce_bytes_per_s, cmd.fetch_bytes_per_s)
+        if limits == (0, 0):
+            self._quotas.pop(cmd.entity, None)
+            return _ok(f"removed the quota of {cmd.entity}")
+        self._quotas[cmd.entity] = limits
+        return _ok(f"quota of {cmd.entity}: produce {limits[0]} B/s, fetch {limits[1]} B/s "
+                   "(0: no limit)")
+
     def _delete_acls(self, cmd: DeleteAcls) -> ApplyResult:
         gone = set(AclBinding(*f) for f in cmd.acls) & set(self._acls)
         if gone:
@@ -627,6 +673,7 @@ class ControllerState:
         topics: Iterable[TopicMeta],
         users: Iterable[UserCredential] = (),
         acls: Iterable[AclBinding] = (),
+        quotas: Mapping[str, QuotaLimits] | None = None,
     ) -> ControllerState:
         """The state with these parts, after checking every invariant ``apply`` keeps.
 
@@ -663,6 +710,11 @@ class ControllerState:
             _check(reason is None, f"ACL {acl.describe()[:300]}: {reason}")
         _check(acl_list == sorted(set(acl_list)), "ACLs must be sorted and distinct")
         state._acls = tuple(acl_list)
+        for entity, limits in (quotas or {}).items():
+            reason = quota_error(entity, limits)
+            _check(reason is None and limits != (0, 0), f"quota of {entity[:100]!r}: "
+                   f"{reason or 'an entry without a limit'}")
+            state._quotas[entity] = QuotaLimits(*limits)
         return state
 
     def _checked_topic(self, meta: TopicMeta) -> TopicMeta:
@@ -728,6 +780,7 @@ __all__ = [
     "TOPIC_CONFIGS",
     "TopicMeta",
     "UserCredential",
+    "QuotaLimits",
     "normalize_configs",
     "topic_name_error",
 ]

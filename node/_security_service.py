@@ -23,8 +23,9 @@ from ._controller_commands import (
     encode_delete_acls,
     encode_delete_user,
     encode_put_user,
+    encode_set_quota,
 )
-from ._controller_state import SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN
+from ._controller_state import SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN, QuotaLimits
 from ._errors import BrokerError, Code
 from ._services import ADMIN_TIMEOUT_S, READ_YOUR_WRITES_S, _ControllerWriter, _handler
 
@@ -183,6 +184,30 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
         return security_pb2.ListUsersResponse(users=[
             security_pb2.UserInfo(name=u.name, mechanism=u.mechanism, iterations=u.iterations)
             for _, u in sorted(users.items())])
+
+    @_handler
+    async def SetQuota(self, request, context):  # noqa: N802
+        q = request.quota
+        limits = QuotaLimits(q.produce_bytes_per_s, q.fetch_bytes_per_s)
+
+        async def command() -> bytes:
+            return encode_set_quota(q.entity, *limits)
+        await self._propose(context, "SetQuota", request, f"SetQuota {q.entity}", command)
+        await self.broker.wait_for_metadata(
+            lambda state: state.quotas.get(q.entity, QuotaLimits(0, 0)) == limits,
+            READ_YOUR_WRITES_S)
+        if not _forwarded():
+            audit.warning("event=quota_set %s entity=%r produce_bytes_per_s=%d "
+                          "fetch_bytes_per_s=%d", _who(), q.entity, *limits)
+        return security_pb2.SetQuotaResponse()
+
+    @_handler
+    async def ListQuotas(self, request, context):  # noqa: N802
+        quotas = self.broker.controller.state.quotas
+        return security_pb2.ListQuotasResponse(quotas=[
+            security_pb2.Quota(entity=e, produce_bytes_per_s=q.produce_bytes_per_s,
+                               fetch_bytes_per_s=q.fetch_bytes_per_s)
+            for e, q in sorted(quotas.items())])
 
     @_handler
     async def WhoAmI(self, request, context):  # noqa: N802

@@ -50,6 +50,7 @@ from ._transport import RaftPeerService
 from ._acl import Authorizer
 from ._auth import Authenticator, PrincipalMapper
 from ._authz import NodeSecurity, SecurityInterceptor
+from ._quota import QuotaLimiter
 from ._security_service import SecurityService
 from ._tls import client_tls, peer_identity, peer_tls, warn_plain_text
 
@@ -217,7 +218,7 @@ def node_security(config: NodeConfig, broker: Broker) -> NodeSecurity:
                                       lambda: state().users)
     authorizer = Authorizer(config.super_users) if config.authorization else None
     return NodeSecurity(authenticator, authorizer, lambda: state().acls,
-                        peer_identity(config))
+                        peer_identity(config), QuotaLimiter(lambda: state().quotas))
 
 
 def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: ControllerForwarder,

@@ -138,6 +138,8 @@ def test_dev_auth_starts_a_secured_cluster_the_cli_uses_with_what_it_prints(
         wait_for(lambda: cli("topic", "describe", "demo", "--user", "dev", "--timeout", "5",
                              RAFTKA_PASSWORD=password).returncode == 0, 20,
                  "dev allowed to describe demo")
+        assert cli("quota", "set", "--default", "--produce-bytes-per-s", "1000000").returncode == 0
+        assert '"entity": "<default>"' in cli("quota", "list", "--json").stdout
         no_cert = cli("topic", "list", "--timeout", "3", RAFTKA_TLS_CERT="", RAFTKA_TLS_KEY="")
         assert no_cert.returncode == 1
         proc.send_signal(signal.SIGTERM)

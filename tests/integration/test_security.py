@@ -6,6 +6,7 @@ written, prefixed and deny rules, changes on every node and after a full restart
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -517,3 +518,64 @@ def test_controller_writes_at_a_follower_are_forwarded_with_the_callers_principa
     logs = "".join((cluster.root / f"node-{n}.log").read_text(errors="replace")
                    for n in cluster.peers)
     assert "principal=User:gina" in logs  # the denial's audit line names gina
+
+
+def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
+    """Over its quota a principal is held back, never refused: every write lands, the
+    unary answers say how long they were held (throttle_time_ms), and the producer's
+    records take at least as long as the quota allows."""
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    hank = pki.client("hank")
+    grants = [Acl("User:hank", "WRITE", "TOPIC", "hank"), Acl("User:hank", "READ", "TOPIC",
+                                                               "hank")]
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_topic("hank", partitions=1, replication_factor=3)
+        admin.wait_for_topic_ready("hank", 20)
+        admin.create_acls(grants)
+        admin.set_quota("User:hank", produce_bytes_per_s=4_000, fetch_bytes_per_s=4_000)
+        assert ("User:hank", 4_000, 4_000) in admin.list_quotas()
+    _wait_everywhere(cluster, pki, grants)
+    wait_for(lambda: all(_quota_on(cluster, pki, n) for n in cluster.live()), 10,
+             "the quota on every node")
+    creds = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), hank.key.read_bytes(),
+                                         hank.cert.read_bytes())
+    leader = cluster.wait_leader("hank", 0)
+    throttled = []
+    for i in range(3):  # 8 kB (incompressible) each, twice the 1 s burst: every one is held
+        resp = _call(cluster, creds, lambda ch: broker_stub(ch).Produce(
+            broker_pb2.ProduceRequest(topic="hank", partition=0,
+                                      record_batches=_builder_batch(os.urandom(8_000))),
+            timeout=30), node=leader)
+        assert resp.base_offset == i  # written, not refused
+        throttled.append(resp.throttle_time_ms)
+    assert all(ms > 0 for ms in throttled), throttled
+    fetched = _call(cluster, creds, lambda ch: broker_stub(ch).Fetch(
+        broker_pb2.FetchRequest(topic="hank", partition=0, offset=0), timeout=30), node=leader)
+    assert fetched.next_offset == 3 and fetched.throttle_time_ms > 0
+    # the client's produce stream: held back by flow control, all delivered
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.set_quota("User:hank", produce_bytes_per_s=20_000)
+    wait_for(lambda: all(_quota_on(cluster, pki, n, 20_000) for n in cluster.live()), 10,
+             "the new quota on every node")
+    import time
+    started = time.monotonic()
+    with Producer(bootstrap, security=pki.security(hank), delivery_timeout_ms=60_000) as p:
+        futures = [p.send("hank", os.urandom(1_000), partition=0) for _ in range(80)]
+        offsets = [f.result(60)[1] for f in futures]
+    elapsed = time.monotonic() - started
+    assert len(set(offsets)) == 80
+    # 80 kB at 20 kB/s with a 20 kB burst cannot take less than 3 s (the bound the
+    # node's holding guarantees; how much longer depends on the machine)
+    assert elapsed >= 2.5, elapsed
+
+
+def _quota_on(cluster: Cluster, pki: Pki, node: int, produce: int = 4_000) -> bool:
+    from raftka.v1 import security_pb2, security_pb2_grpc
+    try:
+        listed = _call(cluster, _admin_creds(pki), lambda ch: security_pb2_grpc.SecurityStub(
+            ch).ListQuotas(security_pb2.ListQuotasRequest(), timeout=5), node)
+    except grpc.RpcError:
+        return False
+    return any(q.entity == "User:hank" and q.produce_bytes_per_s == produce
+               for q in listed.quotas)

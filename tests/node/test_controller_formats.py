@@ -85,7 +85,8 @@ V2_SNAPSHOT = (
 
 # Format 3 (users and ACLs added): the same state has none of either.
 V3_SNAPSHOT = (
-    b'{"acls":[],' + V2_SNAPSHOT[1:].replace(b'"v":2,', b'"users":[],"v":3,')
+    b'{"acls":[],' + V2_SNAPSHOT[1:].replace(b'"node_ids"', b'"node_ids"').replace(
+        b'"topics":', b'"quotas":[],"topics":').replace(b'"v":2,', b'"users":[],"v":3,')
 )
 
 

@@ -64,6 +64,16 @@ class SecurityStub:
                 request_serializer=raftka_dot_v1_dot_security__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_security__pb2.ListUsersResponse.FromString,
                 _registered_method=True)
+        self.SetQuota = channel.unary_unary(
+                '/raftka.v1.Security/SetQuota',
+                request_serializer=raftka_dot_v1_dot_security__pb2.SetQuotaRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_security__pb2.SetQuotaResponse.FromString,
+                _registered_method=True)
+        self.ListQuotas = channel.unary_unary(
+                '/raftka.v1.Security/ListQuotas',
+                request_serializer=raftka_dot_v1_dot_security__pb2.ListQuotasRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_security__pb2.ListQuotasResponse.FromString,
+                _registered_method=True)
         self.WhoAmI = channel.unary_unary(
                 '/raftka.v1.Security/WhoAmI',
                 request_serializer=raftka_dot_v1_dot_security__pb2.WhoAmIRequest.SerializeToString,
@@ -110,6 +120,18 @@ class SecurityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetQuota(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQuotas(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WhoAmI(self, request, context):
         """The principal this call authenticated as (needs no ACL).
         """
@@ -149,6 +171,16 @@ def add_SecurityServicer_to_server(servicer, server):
                     servicer.ListUsers,
                     request_deserializer=raftka_dot_v1_dot_security__pb2.ListUsersRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_security__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'SetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQuota,
+                    request_deserializer=raftka_dot_v1_dot_security__pb2.SetQuotaRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_security__pb2.SetQuotaResponse.SerializeToString,
+            ),
+            'ListQuotas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQuotas,
+                    request_deserializer=raftka_dot_v1_dot_security__pb2.ListQuotasRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_security__pb2.ListQuotasResponse.SerializeToString,
             ),
             'WhoAmI': grpc.unary_unary_rpc_method_handler(
                     servicer.WhoAmI,
@@ -318,6 +350,60 @@ class Security:
             '/raftka.v1.Security/ListUsers',
             raftka_dot_v1_dot_security__pb2.ListUsersRequest.SerializeToString,
             raftka_dot_v1_dot_security__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Security/SetQuota',
+            raftka_dot_v1_dot_security__pb2.SetQuotaRequest.SerializeToString,
+            raftka_dot_v1_dot_security__pb2.SetQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQuotas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Security/ListQuotas',
+            raftka_dot_v1_dot_security__pb2.ListQuotasRequest.SerializeToString,
+            raftka_dot_v1_dot_security__pb2.ListQuotasResponse.FromString,
             options,
             channel_credentials,
             insecure,
