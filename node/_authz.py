@@ -148,7 +148,7 @@ RULES: dict[str, Rule] = {
     _B + "ProduceStream": Rule(lambda item: (("WRITE", "TOPIC", item.request.topic),),
                                per_item=True, quota=("produce", lambda i: i.ByteSize())),
     _B + "Fetch": Rule(_topic("READ"), quota=("fetch", lambda r: r.ByteSize())),
-    _B + "FetchStream": Rule(_topic("READ")),
+    _B + "FetchStream": Rule(_topic("READ"), quota=("fetch", lambda r: r.ByteSize())),
     _B + "ListOffsets": Rule(_topic("DESCRIBE")),
     _B + "Metadata": Rule(_metadata_checks, filter=_filter_metadata),
     _B + "InitProducerId": Rule(_cluster("IDEMPOTENT_WRITE")),
@@ -330,6 +330,30 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         return caller
 
 
+class _ThrottledWrites:
+    """A server-streaming call's context whose ``write`` holds each answer back while the
+    caller is over its quota (FetchStream); everything else is the real context's."""
+
+    def __init__(self, context: Any, security: NodeSecurity, caller: Caller, direction: str,
+                 size: Callable[[Any], int]) -> None:
+        self._context = context
+        self._security = security
+        self._caller = caller
+        self._direction = direction
+        self._size = size
+
+    async def write(self, message: Any) -> None:
+        delay_s = self._security.throttle_s(self._caller, self._direction, self._size(message))
+        if delay_s:
+            await asyncio.sleep(delay_s)
+            if hasattr(message, "throttle_time_ms"):
+                message.throttle_time_ms = int(delay_s * 1000)
+        await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: NodeSecurity,
           method: str) -> grpc.RpcMethodHandler:
     """``handler`` with authentication and the rule's checks in front of it."""
@@ -382,7 +406,9 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
             return grpc.unary_stream_rpc_method_handler(unary_stream_gen, **kw)
 
         async def unary_stream(request, context):
-            await admit(request, context)
+            caller = await admit(request, context)
+            if rule is not None and rule.quota is not None and caller is not None:
+                context = _ThrottledWrites(context, security, caller, *rule.quota)
             return await inner_us(request, context)
         return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
 

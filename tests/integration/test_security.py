@@ -553,6 +553,10 @@ def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
     fetched = _call(cluster, creds, lambda ch: broker_stub(ch).Fetch(
         broker_pb2.FetchRequest(topic="hank", partition=0, offset=0), timeout=30), node=leader)
     assert fetched.next_offset == 3 and fetched.throttle_time_ms > 0
+    stream = _call(cluster, creds, lambda ch: next(iter(broker_stub(ch).FetchStream(
+        broker_pb2.FetchRequest(topic="hank", partition=0, offset=0), timeout=30))),
+        node=leader)
+    assert stream.next_offset == 3 and stream.throttle_time_ms > 0  # held, then sent
     # the client's produce stream: held back by flow control, all delivered
     with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
         admin.set_quota("User:hank", produce_bytes_per_s=20_000)
