@@ -191,7 +191,10 @@ class Authenticator:
         now = time.monotonic()
         if failed_at is not None and now - failed_at < FAILURE_CACHE_S:
             raise _bad_password()
-        ok = user is not None and await asyncio.to_thread(verify_password, user, password)
+        # an unknown user costs the same hashing as a wrong password: no user enumeration
+        # by timing
+        ok = await asyncio.to_thread(verify_password, user or _DUMMY_USER, password) \
+            and user is not None
         if not ok or self._users().get(username) is not user:
             self._failed[key] = now
             if len(self._failed) > CACHE_ENTRIES_MAX:
@@ -202,6 +205,9 @@ class Authenticator:
         if len(self._verified) > CACHE_ENTRIES_MAX:
             self._verified.popitem(last=False)
         return f"User:{username}"
+
+
+_DUMMY_USER = scram_credential("-", "-", salt=b"\0" * SALT_BYTES)
 
 
 def _bad_password() -> BrokerError:

@@ -16,6 +16,7 @@ from raftka.node._acl import (
     Authorizer,
 )
 from raftka.node._auth import PrincipalMapper, scram_credential, verify_password
+from raftka.node._errors import Code
 
 
 def _contract_methods() -> list[str]:
@@ -107,3 +108,45 @@ def test_scram_credentials_verify_only_the_right_password() -> None:
 def test_host_of_peer_strings() -> None:
     assert _authz.host_of("ipv4:127.0.0.1:5000") == "127.0.0.1"
     assert _authz.host_of("ipv6:[::1]:5000") == "::1"
+
+
+def test_authenticator_passwords_certificates_and_anonymous() -> None:
+    import asyncio
+
+    from raftka.node._auth import Authenticator
+    from raftka.node._certs import issue, make_ca
+    from raftka.node._errors import BrokerError
+
+    users = {"alice": scram_credential("alice", "right")}
+    authn = Authenticator(frozenset({"mtls", "password"}), False,
+                          PrincipalMapper(["RULE:^CN=(.*?),.*$/$1/", "DEFAULT"]),
+                          lambda: users)
+
+    async def principal(metadata, pem=None):
+        return await authn.principal({"x509_pem_cert": [pem]} if pem else {}, metadata)
+
+    async def scenario(tmp: str) -> None:
+        from pathlib import Path
+        ca = make_ca(Path(tmp))
+        cert = issue(ca, Path(tmp), "bob", "bob").cert.read_bytes()
+        assert await principal({}, cert) == "User:bob"
+        good = {"raftka-username": "alice", "raftka-password": "right"}
+        assert await principal(good, cert) == "User:alice"  # a password wins
+        assert await principal(good) == "User:alice"  # cached now
+        for bad in ({"raftka-username": "alice", "raftka-password": "wrong"},
+                    {"raftka-username": "nobody", "raftka-password": "right"}, {}):
+            with pytest.raises(BrokerError) as info:
+                await principal(bad)
+            assert info.value.code == Code.AUTHENTICATION_FAILED
+        users["alice"] = scram_credential("alice", "new")  # a changed password
+        with pytest.raises(BrokerError):
+            await principal(good)  # the cached verification no longer counts
+        del users["alice"]
+        with pytest.raises(BrokerError):
+            await principal({"raftka-username": "alice", "raftka-password": "new"})
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(scenario(tmp))
+    anonymous = Authenticator(frozenset(), True, PrincipalMapper([]), lambda: {})
+    assert asyncio.run(anonymous.principal({}, {})) == "User:ANONYMOUS"
