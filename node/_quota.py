@@ -5,8 +5,11 @@ too). A bucket holds up to ``BURST_S`` seconds of its rate; every request takes 
 a bucket in debt says how long the request must wait for its debt to be paid at the quota
 rate (``delay_s``), and the interceptor (``_authz.py``) holds the produce request (before
 it is written) or the fetch answer that long, reporting it as ``throttle_time_ms``.
-Nothing is refused: a client over its quota is slowed to it. Delays are capped at
-``DELAY_S_MAX`` per request; the debt stays, so later requests keep paying it.
+Nothing is refused: a client over its quota is slowed to it. A request is held at most
+``DELAY_S_MAX`` of its direction (below the Python client's request timeouts: 5 s for
+produce, 2 s for a fetch beyond its long-poll wait, so a held request is never given up
+and sent again); the debt stays, so later requests keep paying it. The rate holds while a
+request is smaller than that many seconds of the quota; a bigger one passes after it.
 
 Pure except for the injected clock; buckets of principals idle for ``IDLE_S`` are dropped
 (at most ``BUCKETS_MAX`` are kept).
@@ -21,7 +24,7 @@ from typing import Final
 from ._controller_state import QUOTA_DEFAULT_ENTITY, QuotaLimits
 
 BURST_S: Final = 1.0
-DELAY_S_MAX: Final = 30.0
+DELAY_S_MAX: Final = {"produce": 4.0, "fetch": 1.0}
 IDLE_S: Final = 60.0
 BUCKETS_MAX: Final = 100_000
 
@@ -58,7 +61,7 @@ class QuotaLimiter:
             bucket = self._buckets[key] = [rate * BURST_S, now, float(rate)]
         tokens = min(bucket[0] + (now - bucket[1]) * rate, rate * BURST_S) - size_bytes
         bucket[0], bucket[1] = tokens, now
-        return 0.0 if tokens >= 0 else min(-tokens / rate, DELAY_S_MAX)
+        return 0.0 if tokens >= 0 else min(-tokens / rate, DELAY_S_MAX[direction])
 
     def _drop_idle(self, now: float) -> None:
         idle = [k for k, b in self._buckets.items() if now - b[1] > IDLE_S]

@@ -540,7 +540,7 @@ def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
              "the quota on every node")
     creds = grpc.ssl_channel_credentials(pki.ca.cert.read_bytes(), hank.key.read_bytes(),
                                          hank.cert.read_bytes())
-    leader = cluster.wait_leader("hank", 0)
+    leader = cluster.wait_preferred_leader("hank", 0)  # settled: it will not move
     throttled = []
     for i in range(3):  # 8 kB (incompressible) each, twice the 1 s burst: every one is held
         resp = _call(cluster, creds, lambda ch: broker_stub(ch).Produce(

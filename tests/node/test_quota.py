@@ -37,10 +37,14 @@ def test_default_quota_and_own_quota() -> None:
     clock = Clock()
     quotas = {"<default>": QuotaLimits(0, 1_000), "User:vip": QuotaLimits(0, 1_000_000)}
     limiter = QuotaLimiter(lambda: quotas, clock)
-    assert limiter.delay_s("User:x", "fetch", 3_000) == 2.0  # 1 s burst, 2 s of debt
+    assert limiter.delay_s("User:x", "fetch", 1_500) == 0.5  # 1 s burst, 0.5 s of debt
     assert limiter.delay_s("User:vip", "fetch", 3_000) == 0.0
-    clock.now += 2.0
-    assert limiter.delay_s("User:x", "fetch", 1_000) == 1.0
+    clock.now += 0.5
+    assert limiter.delay_s("User:x", "fetch", 500) == 0.5
+    clock.now += 0.5
+    assert limiter.delay_s("User:x", "fetch", 5_000) == 1.0  # held at most DELAY_S_MAX
+    clock.now += 1.0
+    assert limiter.delay_s("User:x", "fetch", 1) == 1.0  # the rest of the debt stays
     quotas.clear()
     assert limiter.delay_s("User:x", "fetch", 10**9) == 0.0  # removed: no limit
 
