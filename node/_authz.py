@@ -21,7 +21,8 @@ is configured, and always on the peer port):
    ends the call with PERMISSION_DENIED and ``<TYPE>_AUTHORIZATION_FAILED`` naming the
    operation and resource before the handler runs, so nothing is written. A denied item
    of ProduceStream reaches the handler as ``Denied`` and is answered in-band with the
-   error (the stream stays open), so the handler never writes it.
+   error (the stream stays open), so the handler never writes it; an item a quota held
+   back arrives as ``Held`` (its answer carries ``throttle_time_ms``).
 3. sets ``CALLER`` (principal, host, peer node) for the handler (audit lines, WhoAmI,
    the Raft stream's sender check).
 
@@ -77,6 +78,15 @@ class Denied:
 
     item: Any
     error: BrokerError
+
+
+@dataclass(frozen=True)
+class Held:
+    """A ProduceStream item a quota held back ``throttle_time_ms`` before it was read on;
+    the handler puts that into its answer."""
+
+    item: Any
+    throttle_time_ms: int
 
 
 @dataclass(frozen=True)
@@ -429,6 +439,8 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
                     delay_s = security.throttle_s(caller, quota[0], quota[1](item))
                     if delay_s:
                         await asyncio.sleep(delay_s)
+                        yield Held(item, int(delay_s * 1000))
+                        continue
                 yield item
         return checked()
 

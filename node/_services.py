@@ -19,7 +19,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, parse_header, raw_records
 from raftka.raft import Role
 
-from ._authz import Denied
+from ._authz import Denied, Held
 from ._broker import Broker
 from ._controller_commands import (
     encode_add_partitions,
@@ -226,6 +226,9 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         denied = item if isinstance(item, Denied) else None
         if denied is not None:
             item = denied.item
+        throttle_ms = 0
+        if isinstance(item, Held):  # held back by a quota first: the answer says how long
+            item, throttle_ms = item.item, item.throttle_time_ms
         cid = item.correlation_id
         metrics = self.broker.metrics
         acks_level = _ACKS.get(item.request.acks, -1)
@@ -278,7 +281,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
                 answers.put_nowait(broker_pb2.ProduceStreamResponse(
                     correlation_id=cid, response=broker_pb2.ProduceResponse(
                         base_offset=base, last_offset=last,
-                        high_watermark=replica.high_watermark)))
+                        high_watermark=replica.high_watermark,
+                        throttle_time_ms=throttle_ms)))
             elif isinstance(exc, BrokerError):
                 fail(exc)
             else:

@@ -557,6 +557,13 @@ def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
         broker_pb2.FetchRequest(topic="hank", partition=0, offset=0), timeout=30))),
         node=leader)
     assert stream.next_offset == 3 and stream.throttle_time_ms > 0  # held, then sent
+    requests = [broker_pb2.ProduceStreamRequest(correlation_id=i, request=broker_pb2.ProduceRequest(
+        topic="hank", partition=0, record_batches=_builder_batch(os.urandom(8_000))))
+        for i in range(2)]
+    answers = _call(cluster, creds, lambda ch: list(broker_stub(ch).ProduceStream(
+        iter(requests), timeout=30)), node=leader)
+    assert [a.response.base_offset for a in answers] == [3, 4]
+    assert all(a.response.throttle_time_ms > 0 for a in answers), answers
     # the client's produce stream: held back by flow control, all delivered
     with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
         admin.set_quota("User:hank", produce_bytes_per_s=20_000)
