@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from raftka.client._cluster import Cluster, ClusterState
+from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._retry import RetryPolicy, Step, named_leader
@@ -633,75 +634,70 @@ class AdminOps:
 
     # ------------------------------------------------------------------ security
 
-    def create_user(self, name: str, password: str, *, replace: bool = False,
-                    iterations: int = 0, timeout: float | None = None) -> None:
-        """Create a user with this password (the node stores only salted SCRAM-SHA-256
-        keys). ``replace``: change the password of an existing user. Raises
-        UserExistsError (an existing user without ``replace``)."""
+    def _security_ops(self, method: str, request: Any, timeout: float | None,
+                      what: str) -> Ops[Any]:
+        return (yield from self._call_ops(method, request, timeout, what, service="security"))
+
+    def create_user_ops(self, name: str, password: str, *, replace: bool = False,
+                        iterations: int = 0, timeout: float | None = None) -> Ops[None]:
         from raftka.v1 import security_pb2
-        self._call("CreateUser", security_pb2.CreateUserRequest(
+        yield from self._security_ops("CreateUser", security_pb2.CreateUserRequest(
             name=name, password=password, replace=replace, iterations=iterations),
-            timeout, f"create user {name!r}", service="security")
+            timeout, f"create user {name!r}")
 
-    def delete_user(self, name: str, *, timeout: float | None = None) -> None:
-        """Delete a user. Raises UnknownUserError."""
+    def delete_user_ops(self, name: str, *, timeout: float | None = None) -> Ops[None]:
         from raftka.v1 import security_pb2
-        self._call("DeleteUser", security_pb2.DeleteUserRequest(name=name), timeout,
-                   f"delete user {name!r}", service="security")
+        yield from self._security_ops("DeleteUser", security_pb2.DeleteUserRequest(name=name),
+                                      timeout, f"delete user {name!r}")
 
-    def list_users(self, *, timeout: float | None = None) -> list[UserDescription]:
+    def list_users_ops(self, *, timeout: float | None = None) -> Ops[list[UserDescription]]:
         from raftka.v1 import security_pb2
-        resp = self._call("ListUsers", security_pb2.ListUsersRequest(), timeout,
-                          "list users", service="security")
+        resp = yield from self._security_ops("ListUsers", security_pb2.ListUsersRequest(),
+                                             timeout, "list users")
         return [UserDescription(u.name, u.mechanism, u.iterations) for u in resp.users]
 
-    def create_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> None:
-        """Add ACLs (adding an existing one changes nothing)."""
+    def create_acls_ops(self, acls: Iterable[Acl], *,
+                        timeout: float | None = None) -> Ops[None]:
         from raftka.v1 import security_pb2
-        self._call("CreateAcls", security_pb2.CreateAclsRequest(
-            acls=[a.to_pb() for a in acls]), timeout, "create ACLs", service="security")
+        request = security_pb2.CreateAclsRequest(acls=[a.to_pb() for a in acls])
+        yield from self._security_ops("CreateAcls", request, timeout, "create ACLs")
 
-    def delete_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> int:
-        """Remove these exact ACLs; how many existed."""
+    def delete_acls_ops(self, acls: Iterable[Acl], *, timeout: float | None = None) -> Ops[int]:
         from raftka.v1 import security_pb2
-        resp = self._call("DeleteAcls", security_pb2.DeleteAclsRequest(
-            acls=[a.to_pb() for a in acls]), timeout, "delete ACLs", service="security")
+        request = security_pb2.DeleteAclsRequest(acls=[a.to_pb() for a in acls])
+        resp = yield from self._security_ops("DeleteAcls", request, timeout, "delete ACLs")
         return resp.deleted
 
-    def list_acls(self, *, principal: str = "", resource_type: str = "",
-                  resource_name: str = "", timeout: float | None = None) -> list[Acl]:
-        """Every ACL, or those matching the given filters."""
+    def list_acls_ops(self, *, principal: str = "", resource_type: str = "",
+                      resource_name: str = "", timeout: float | None = None) -> Ops[list[Acl]]:
         from raftka.v1 import security_pb2
         rtype = (security_pb2.ResourceType.Value("RESOURCE_TYPE_" + resource_type.upper())
                  if resource_type else 0)
-        resp = self._call("ListAcls", security_pb2.ListAclsRequest(
+        resp = yield from self._security_ops("ListAcls", security_pb2.ListAclsRequest(
             principal=principal, resource_type=rtype, resource_name=resource_name),
-            timeout, "list ACLs", service="security")
+            timeout, "list ACLs")
         return [Acl.from_pb(a) for a in resp.acls]
 
-    def set_quota(self, entity: str, *, produce_bytes_per_s: int = 0,
-                  fetch_bytes_per_s: int = 0, timeout: float | None = None) -> None:
-        """Limit what ``entity`` (``User:<name>`` or ``<default>``) may produce to / fetch
-        from each node, in bytes per second (0: no limit; both 0 removes the quota). Over
-        it, a node holds the requests back: nothing is refused."""
+    def set_quota_ops(self, entity: str, *, produce_bytes_per_s: int = 0,
+                      fetch_bytes_per_s: int = 0, timeout: float | None = None) -> Ops[None]:
         from raftka.v1 import security_pb2
-        self._call("SetQuota", security_pb2.SetQuotaRequest(quota=security_pb2.Quota(
-            entity=entity, produce_bytes_per_s=produce_bytes_per_s,
-            fetch_bytes_per_s=fetch_bytes_per_s)), timeout, f"set the quota of {entity}",
-            service="security")
+        yield from self._security_ops("SetQuota", security_pb2.SetQuotaRequest(
+            quota=security_pb2.Quota(entity=entity, produce_bytes_per_s=produce_bytes_per_s,
+                                     fetch_bytes_per_s=fetch_bytes_per_s)),
+            timeout, f"set the quota of {entity}")
 
-    def list_quotas(self, *, timeout: float | None = None) -> list[Quota]:
+    def list_quotas_ops(self, *, timeout: float | None = None) -> Ops[list[Quota]]:
         from raftka.v1 import security_pb2
-        resp = self._call("ListQuotas", security_pb2.ListQuotasRequest(), timeout,
-                          "list quotas", service="security")
+        resp = yield from self._security_ops("ListQuotas", security_pb2.ListQuotasRequest(),
+                                             timeout, "list quotas")
         return [Quota(q.entity, q.produce_bytes_per_s, q.fetch_bytes_per_s)
                 for q in resp.quotas]
 
-    def whoami(self, *, timeout: float | None = None) -> str:
-        """The principal this client authenticates as (``User:...``)."""
+    def whoami_ops(self, *, timeout: float | None = None) -> Ops[str]:
         from raftka.v1 import security_pb2
-        return self._call("WhoAmI", security_pb2.WhoAmIRequest(), timeout, "whoami",
-                          service="security").principal
+        resp = yield from self._security_ops("WhoAmI", security_pb2.WhoAmIRequest(), timeout,
+                                             "whoami")
+        return resp.principal
 
     # ------------------------------------------------------------------ calls
 
@@ -718,8 +714,9 @@ class AdminOps:
         timeout: float | None,
         what: str,
         ambiguous: list[bool] | None = None,
+        service: str = "admin",
     ) -> Ops[Any]:
-        """Run one admin RPC against the controller leader, retrying by the policy
+        """Run one admin RPC (``service``: "admin" or "security") against the controller leader, retrying by the policy
         (``_retry.py``) until ``timeout``: NOT_LEADER is followed to the controller it
         names, other retriable errors try other brokers. ``ambiguous[0]`` is set when an
         attempt failed in a way that may have applied the request (rule 6)."""
@@ -729,7 +726,7 @@ class AdminOps:
         while retry.next_attempt():
             address = target or self._next_address()
             try:
-                return (yield Rpc(address, "admin", method, request,
+                return (yield Rpc(address, service, method, request,
                                   retry.attempt_timeout(cluster.request_timeout_s), what))
             except UnknownTopicError:
                 raise  # retriable for data requests, but an admin answer is definitive
@@ -835,9 +832,11 @@ class Admin(AdminOps):
         *,
         request_timeout_ms: int = 5000,
         default_timeout: float = 30.0,
+        security: ClientSecurity | None = None,
     ) -> None:
-        super().__init__(Cluster(bootstrap, request_timeout_ms=request_timeout_ms),
-                         default_timeout)
+        """``security``: TLS and credentials (README, Security); plain text if None."""
+        super().__init__(Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                 security=security), default_timeout)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -853,6 +852,53 @@ class Admin(AdminOps):
 
     def _run(self, ops: Ops[T]) -> T:
         return run_sync(self._cluster, ops)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ security
+
+    def create_user(self, name: str, password: str, *, replace: bool = False,
+                    iterations: int = 0, timeout: float | None = None) -> None:
+        """Create a user with this password (the node stores only salted SCRAM-SHA-256
+        keys). ``replace``: change the password of an existing user. Raises
+        UserExistsError (an existing user without ``replace``)."""
+        return self._run(self.create_user_ops(name, password, replace=replace,
+                                              iterations=iterations, timeout=timeout))
+
+    def delete_user(self, name: str, *, timeout: float | None = None) -> None:
+        """Delete a user. Raises UnknownUserError."""
+        return self._run(self.delete_user_ops(name, timeout=timeout))
+
+    def list_users(self, *, timeout: float | None = None) -> list[UserDescription]:
+        return self._run(self.list_users_ops(timeout=timeout))
+
+    def create_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> None:
+        """Add ACLs (adding an existing one changes nothing)."""
+        return self._run(self.create_acls_ops(acls, timeout=timeout))
+
+    def delete_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> int:
+        """Remove these exact ACLs; how many existed."""
+        return self._run(self.delete_acls_ops(acls, timeout=timeout))
+
+    def list_acls(self, *, principal: str = "", resource_type: str = "",
+                  resource_name: str = "", timeout: float | None = None) -> list[Acl]:
+        """Every ACL, or those matching the given filters."""
+        return self._run(self.list_acls_ops(principal=principal, resource_type=resource_type,
+                                            resource_name=resource_name, timeout=timeout))
+
+    def set_quota(self, entity: str, *, produce_bytes_per_s: int = 0,
+                  fetch_bytes_per_s: int = 0, timeout: float | None = None) -> None:
+        """Limit what ``entity`` (``User:<name>`` or ``<default>``) may produce to / fetch
+        from each node, in bytes per second (0: no limit; both 0 removes the quota). Over
+        it, a node holds the requests back: nothing is refused."""
+        return self._run(self.set_quota_ops(entity, produce_bytes_per_s=produce_bytes_per_s,
+                                            fetch_bytes_per_s=fetch_bytes_per_s,
+                                            timeout=timeout))
+
+    def list_quotas(self, *, timeout: float | None = None) -> list[Quota]:
+        return self._run(self.list_quotas_ops(timeout=timeout))
+
+    def whoami(self, *, timeout: float | None = None) -> str:
+        """The principal this client authenticates as (``User:...``)."""
+        return self._run(self.whoami_ops(timeout=timeout))
 
     def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:
         """Wait until some broker answers a metadata request; returns the brokers it

@@ -104,15 +104,15 @@ def channel_options() -> list[tuple[str, Any]]:
     ]
 
 
-def make_channel(address: str) -> grpc.Channel:
-    """The blocking client's channel to ``address`` (one place: TLS and credentials
-    options plug in here, like ``aio_channel`` for the asyncio client)."""
-    return grpc.insecure_channel(address, options=channel_options())
+def make_channel(address: str, security: ClientSecurity | None = None) -> grpc.Channel:
+    """The blocking client's channel to ``address``: plain text, or TLS and credentials
+    as ``security`` says (``_security.py``), like ``aio_channel`` for the asyncio client."""
+    return (security or PLAINTEXT).channel(address, channel_options())
 
 
-def aio_channel(address: str) -> grpc.aio.Channel:
+def aio_channel(address: str, security: ClientSecurity | None = None) -> grpc.aio.Channel:
     """The asyncio client's channel to ``address``, with the same options."""
-    return grpc.aio.insecure_channel(address, options=channel_options())
+    return (security or PLAINTEXT).aio_channel(address, channel_options())
 
 
 def parse_bootstrap(bootstrap: str | Iterable[str]) -> list[str]:
@@ -413,15 +413,34 @@ class ClusterState:
             except NoBrokersAvailable as e:
                 last = e
             if self.topic(name) is None:
+                if answered and not asked_by_name:
+                    asked_by_name = True
+                    yield from self._raise_if_not_authorized_ops(name)
                 yield backoff(retry)
+
+    def _raise_if_not_authorized_ops(self, name: str) -> Ops[None]:
+        """A topic the principal may not describe is absent from its metadata listings:
+        ask for it by name once, which a node answers with TOPIC_AUTHORIZATION_FAILED, so
+        the caller learns why instead of waiting for a topic that exists."""
+        source = self._metadata.source
+        if not source:
+            return
+        try:
+            yield Rpc(source, "broker", "Metadata", broker_pb2.MetadataRequest(topics=[name]),
+                      min(_METADATA_CALL_TIMEOUT_S, self.request_timeout_s), f"Metadata {name}")
+        except AuthorizationFailedError:
+            raise
+        except RaftkaError:
+            return  # unknown topic, or the node went away: keep waiting
 
 
 class Cluster(ClusterState):
     """Channels to brokers plus the metadata cache. Owned by one Admin/Producer/reader
     (or shared by readers of one topic); ``close()`` closes every channel."""
 
-    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000) -> None:
-        super().__init__(bootstrap, request_timeout_ms=request_timeout_ms)
+    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(bootstrap, request_timeout_ms=request_timeout_ms, security=security)
         self._refresh_lock = threading.Lock()
         self._connections: dict[str, _Connection] = {}
         self._workers: ThreadPoolExecutor | None = None  # read-ahead calls, made lazily
@@ -434,7 +453,7 @@ class Cluster(ClusterState):
                 raise RaftkaError("the client is closed")
             conn = self._connections.get(address)
             if conn is None:
-                channel = make_channel(address)
+                channel = make_channel(address, self.security)
                 conn = _Connection(channel, broker_pb2_grpc.BrokerStub(channel),
                                    admin_pb2_grpc.AdminStub(channel))
                 self._connections[address] = conn
@@ -457,6 +476,9 @@ class Cluster(ClusterState):
             return conn.broker
         if service == "admin":
             return conn.admin
+        if service == "security":
+            from raftka.v1 import security_pb2_grpc  # noqa: PLC0415 - admin tools only
+            return security_pb2_grpc.SecurityStub(conn.channel)
         if conn.group is None:
             conn.group = group_pb2_grpc.GroupCoordinatorStub(conn.channel)
         return conn.group
@@ -551,22 +573,6 @@ class Cluster(ClusterState):
         a fresh creation yet). After ``timeout_s`` raises UnknownTopicError, or
         NoBrokersAvailable if no broker answered at all."""
         return run_sync(self, self.wait_for_topic_ops(name, timeout_s))
-
-    def _raise_if_not_authorized(self, name: str) -> None:
-        """A topic the principal may not describe is absent from its metadata listings:
-        ask for it by name once, which a node answers with TOPIC_AUTHORIZATION_FAILED, so
-        the caller learns why instead of waiting for a topic that exists."""
-        source = self._metadata.source
-        if not source:
-            return
-        try:
-            self.call_broker(source, "Metadata", broker_pb2.MetadataRequest(topics=[name]),
-                             min(_METADATA_CALL_TIMEOUT_S, self.request_timeout_s),
-                             f"Metadata {name}")
-        except AuthorizationFailedError:
-            raise
-        except RaftkaError:
-            return  # unknown topic, or the node went away: keep waiting
 
 
 def resolve_bootstrap(value: str | Sequence[str] | None,

@@ -106,7 +106,7 @@ class PartitionReaderCore:
         self._max_bytes = max_bytes
         self._owns_cluster = not isinstance(bootstrap, ClusterState)
         self._cluster: ClusterState = (
-            self._new_cluster(bootstrap, request_timeout_ms)
+            self._new_cluster(bootstrap, request_timeout_ms, security)
             if not isinstance(bootstrap, ClusterState) else bootstrap)
         self._rpc_margin_s = request_timeout_ms / 1000
         self._position: int | None = self._start if isinstance(self._start, int) else None
@@ -123,9 +123,9 @@ class PartitionReaderCore:
         self._retry = FETCH_RETRY.start()  # no deadline of its own: each poll's bounds it
         self._closed = False
 
-    def _new_cluster(self, bootstrap: str | Iterable[str],
-                     request_timeout_ms: int) -> ClusterState:
-        return Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+    def _new_cluster(self, bootstrap: str | Iterable[str], request_timeout_ms: int,
+                     security: ClientSecurity | None = None) -> ClusterState:
+        return Cluster(bootstrap, request_timeout_ms=request_timeout_ms, security=security)
 
     # ------------------------------------------------------------------ state
 

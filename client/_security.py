@@ -5,7 +5,10 @@ reusable piece that builds gRPC channels (sync and asyncio alike).
 given CA bundle (the system's roots without one) and, when given, a client certificate and
 key; a username/password rides on every call as call credentials (metadata
 ``raftka-username`` / ``raftka-password``, which gRPC sends only over TLS: a password never
-travels in plain text). ``channel()`` / ``aio_channel()`` open a channel with it.
+travels in plain text). ``channel()`` / ``aio_channel()`` open a channel with it; every
+client (``Admin``, ``Producer``, ``Consumer``, the readers, and their ``raftka.aio``
+twins) takes one as ``security=`` and builds its channels through
+``_cluster.make_channel`` / ``aio_channel``.
 
 Environment (the CLI's defaults): ``RAFTKA_TLS_CA``, ``RAFTKA_TLS_CERT``,
 ``RAFTKA_TLS_KEY``, ``RAFTKA_TLS_SERVER_NAME``, ``RAFTKA_USERNAME``, ``RAFTKA_PASSWORD``.

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._admin import AdminOps
 from raftka.client._ops import Ops
 from raftka.client._types import (
@@ -50,9 +51,11 @@ class Admin(AdminOps):
         bootstrap: str | Iterable[str],
         *,
         request_timeout_ms: int = 5000,
+        security: ClientSecurity | None = None,
         default_timeout: float = 30.0,
     ) -> None:
-        super().__init__(AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms),
+        super().__init__(AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                  security=security),
                          default_timeout)
 
     async def close(self) -> None:
@@ -67,6 +70,44 @@ class Admin(AdminOps):
 
     async def _run(self, ops: Ops[T]) -> T:
         return await run(self._cluster, ops)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ security
+
+    async def create_user(self, name: str, password: str, *, replace: bool = False,
+                          iterations: int = 0, timeout: float | None = None) -> None:
+        """As ``raftka.Admin.create_user``."""
+        return await self._run(self.create_user_ops(name, password, replace=replace,
+                                                    iterations=iterations, timeout=timeout))
+
+    async def delete_user(self, name: str, *, timeout: float | None = None) -> None:
+        return await self._run(self.delete_user_ops(name, timeout=timeout))
+
+    async def list_users(self, *, timeout: float | None = None) -> list[UserDescription]:
+        return await self._run(self.list_users_ops(timeout=timeout))
+
+    async def create_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> None:
+        return await self._run(self.create_acls_ops(acls, timeout=timeout))
+
+    async def delete_acls(self, acls: Iterable[Acl], *, timeout: float | None = None) -> int:
+        return await self._run(self.delete_acls_ops(acls, timeout=timeout))
+
+    async def list_acls(self, *, principal: str = "", resource_type: str = "",
+                        resource_name: str = "", timeout: float | None = None) -> list[Acl]:
+        return await self._run(self.list_acls_ops(
+            principal=principal, resource_type=resource_type, resource_name=resource_name,
+            timeout=timeout))
+
+    async def set_quota(self, entity: str, *, produce_bytes_per_s: int = 0,
+                        fetch_bytes_per_s: int = 0, timeout: float | None = None) -> None:
+        return await self._run(self.set_quota_ops(
+            entity, produce_bytes_per_s=produce_bytes_per_s,
+            fetch_bytes_per_s=fetch_bytes_per_s, timeout=timeout))
+
+    async def list_quotas(self, *, timeout: float | None = None) -> list[Quota]:
+        return await self._run(self.list_quotas_ops(timeout=timeout))
+
+    async def whoami(self, *, timeout: float | None = None) -> str:
+        return await self._run(self.whoami_ops(timeout=timeout))
 
     async def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:
         """Wait until some broker answers a metadata request; returns the brokers it

@@ -32,7 +32,8 @@ import grpc.aio
 from raftka.client._cluster import ClusterMetadata, ClusterState, aio_channel
 from raftka.client._ops import Gather, Join, Ops, Refresh, Rpc, Sleep, Start
 from raftka.client._types import TopicDescription
-from raftka.v1 import admin_pb2_grpc, broker_pb2_grpc, group_pb2_grpc
+from raftka.v1 import admin_pb2_grpc, broker_pb2_grpc, group_pb2_grpc, security_pb2_grpc
+from raftka.client._security import ClientSecurity
 from raftka.v1.errors import BrokerNotAvailableError, RaftkaError, error_from_rpc
 
 __all__ = ["AsyncCluster", "run"]
@@ -43,6 +44,7 @@ _STUBS = {
     "broker": broker_pb2_grpc.BrokerStub,
     "admin": admin_pb2_grpc.AdminStub,
     "group": group_pb2_grpc.GroupCoordinatorStub,
+    "security": security_pb2_grpc.SecurityStub,
 }
 
 
@@ -50,8 +52,9 @@ class AsyncCluster(ClusterState):
     """``grpc.aio`` channels to brokers plus the shared metadata cache. Used from one
     event loop; ``await close()`` closes every channel."""
 
-    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000) -> None:
-        super().__init__(bootstrap, request_timeout_ms=request_timeout_ms)
+    def __init__(self, bootstrap: str | Iterable[str], *, request_timeout_ms: int = 5000,
+                 security: ClientSecurity | None = None) -> None:
+        super().__init__(bootstrap, request_timeout_ms=request_timeout_ms, security=security)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, str], Any] = {}
         self._refresh_lock: asyncio.Lock | None = None  # made on the loop, at first use
@@ -63,7 +66,7 @@ class AsyncCluster(ClusterState):
             raise RaftkaError("the client is closed")
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = aio_channel(address)
+            channel = self._channels[address] = aio_channel(address, self.security)
         return channel
 
     def stub(self, address: str, service: str) -> Any:

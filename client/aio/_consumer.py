@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 
+from raftka.client._security import ClientSecurity
 from raftka.client._consumer import (
     _RESETS,
     FETCH_RETRY,
@@ -131,6 +132,7 @@ class Consumer:
         fetch_max_bytes: int = 1 << 20,
         fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 5000,
+        security: ClientSecurity | None = None,
     ) -> None:
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
@@ -154,7 +156,8 @@ class Consumer:
         self._fetch_max_bytes = fetch_max_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._request_timeout_ms = request_timeout_ms
-        self._cluster = AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                  security=security)
         self._coordinator = GroupCoordinatorClient(self._cluster, group_id)
 
         self._data = asyncio.Event()  # something for poll: records, an error, a change

@@ -41,6 +41,7 @@ from typing import Any
 
 import grpc
 
+from raftka.client._security import ClientSecurity
 from raftka.client._accumulator import Accumulator, Batch
 from raftka.client._idempotence import IdempotenceState
 from raftka.client._produce_stream import error_from_info
@@ -391,6 +392,7 @@ class Producer:
         batch_size: int = 256 * 1024,
         compression: str = "lz4",
         request_timeout_ms: int = 5000,
+        security: ClientSecurity | None = None,
         delivery_timeout_ms: int = 120_000,
         retry_backoff_ms: int = 50,
         retry_backoff_max_ms: int = 250,
@@ -407,7 +409,8 @@ class Producer:
         self._loop = asyncio.get_running_loop()  # raises outside a loop: say so early
         self._linger_s = linger_ms / 1000
         self._max_block_s = max_block_ms / 1000
-        self._cluster = AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                  security=security)
         self._accumulator = Accumulator(compression=compression, batch_size=batch_size,
                                         buffer_memory=buffer_memory)
         self._idempotence = IdempotenceState() if idempotence else None

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
+from raftka.client._security import ClientSecurity
 from raftka.client._cluster import ClusterState
 from raftka.client._reader import PartitionReaderCore
 from raftka.client._types import ConsumedRecord
@@ -34,9 +35,10 @@ class PartitionReader(PartitionReaderCore):
 
     _cluster: AsyncCluster
 
-    def _new_cluster(self, bootstrap: str | Iterable[str],
-                     request_timeout_ms: int) -> ClusterState:
-        return AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms)
+    def _new_cluster(self, bootstrap: str | Iterable[str], request_timeout_ms: int,
+                     security: ClientSecurity | None = None) -> ClusterState:
+        return AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                            security=security)
 
     async def poll(self, timeout: float = 1.0,
                    max_records: int | None = None) -> list[ConsumedRecord]:

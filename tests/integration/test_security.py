@@ -590,3 +590,24 @@ def _quota_on(cluster: Cluster, pki: Pki, node: int, produce: int = 4_000) -> bo
         return False
     return any(q.entity == "User:hank" and q.produce_bytes_per_s == produce
                for q in listed.quotas)
+
+
+def test_asyncio_client_uses_the_same_security(secured) -> None:
+    """raftka.aio's clients take the same ClientSecurity (TLS, certificate, password)."""
+    import asyncio
+
+    from raftka import aio
+
+    cluster, pki = secured
+
+    async def scenario() -> tuple[str, str, list[str]]:
+        async with aio.Admin(_bootstrap(cluster), security=pki.security(pki.admin)) as admin:
+            as_admin = await admin.whoami()
+            names = await admin.list_topics()
+        async with aio.Admin(_bootstrap(cluster), security=pki.security(
+                username="bob", password="bob-secret"), default_timeout=10) as admin:
+            as_bob = await admin.whoami()
+        return as_admin, as_bob, names
+
+    as_admin, as_bob, names = asyncio.run(scenario())
+    assert (as_admin, as_bob) == ("User:admin", "User:bob") and "orders" in names
