@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 
 
+from raftka.client._security import ClientSecurity
 from raftka.client._cluster import Cluster, ClusterState
 from raftka.client._ops import Join, Ops, Refresh, Rpc, Start, backoff, run_sync
 from raftka.client._retry import RetryPolicy, Step, named_leader
