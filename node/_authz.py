@@ -149,7 +149,7 @@ def _create_topic_checks(r: Any) -> Iterable[Check]:
 
 
 _B, _A, _G = "/raftka.v1.Broker/", "/raftka.v1.Admin/", "/raftka.v1.GroupCoordinator/"
-_S = "/raftka.v1.Security/"
+_S, _SH = "/raftka.v1.Security/", "/raftka.v1.Share/"
 _PUBLIC = Rule(public=True)
 
 RULES: dict[str, Rule] = {
@@ -182,6 +182,13 @@ RULES: dict[str, Rule] = {
     _G + "DescribeGroup": Rule(_group("DESCRIBE")),
     _G + "ResetOffsets": Rule(_group("READ", "READ", lambda r: (e.topic for e in r.offsets))),
     _G + "DeleteGroup": Rule(_group("DELETE")),
+    # Share groups (KIP-932's rules: READ on the group and on the topics it reads)
+    _SH + "ShareGroupHeartbeat": Rule(_group("READ", "READ", lambda r: r.topics)),
+    _SH + "DescribeShareGroup": Rule(_group("DESCRIBE")),
+    _SH + "ShareFetch": Rule(_group("READ", "READ", lambda r: (r.topic,)),
+                             quota=("fetch", lambda r: r.ByteSize())),
+    _SH + "ShareAcknowledge": Rule(_group("READ", "READ", lambda r: (r.topic,))),
+    _SH + "DescribeSharePartition": Rule(_group("DESCRIBE", "DESCRIBE", lambda r: (r.topic,))),
     # Security
     _S + "CreateAcls": Rule(_cluster("ALTER")),
     _S + "DeleteAcls": Rule(_cluster("ALTER")),
