@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from raftka.client._security import ClientSecurity
 from raftka.client._producer import Producer
 from raftka.client._reader import TopicReader
 from raftka.client._share import describe_share_group
@@ -62,22 +63,24 @@ def _int(headers: dict, name: str) -> int:
 
 
 def dead_letter_topic(bootstrap: str | Iterable[str], group_id: str,
-                      timeout_s: float = 30.0) -> str:
-    return describe_share_group(bootstrap, group_id, timeout_s).dead_letter_topic
+                      timeout_s: float = 30.0, security: ClientSecurity | None = None) -> str:
+    return describe_share_group(bootstrap, group_id, timeout_s,
+                                security=security).dead_letter_topic
 
 
 def list_dead_letters(bootstrap: str | Iterable[str], group_id: str, *,
                       include_replayed: bool = False,
-                      timeout_s: float = 30.0) -> list[DeadLetter]:
+                      timeout_s: float = 30.0,
+                      security: ClientSecurity | None = None) -> list[DeadLetter]:
     """Every dead letter of the group, in (partition, offset) order (read from the start
     of its dead-letter topic to its end); replayed ones only with ``include_replayed``.
     Raises UnknownGroupError, UnknownTopicError (nothing was dead-lettered yet: the topic
     is created on first use), RaftkaError."""
-    topic = dead_letter_topic(bootstrap, group_id, timeout_s)
+    topic = dead_letter_topic(bootstrap, group_id, timeout_s, security)
     records = []
     deadline = time.monotonic() + timeout_s
     with TopicReader(bootstrap, topic, offset="earliest",
-                     metadata_timeout=min(timeout_s, 5.0)) as reader:
+                     metadata_timeout=min(timeout_s, 5.0), security=security) as reader:
         while time.monotonic() < deadline:
             batch = reader.poll(0.2)
             records.extend(batch)
@@ -111,12 +114,14 @@ def list_dead_letters(bootstrap: str | Iterable[str], group_id: str, *,
 
 
 def replay_dead_letters(bootstrap: str | Iterable[str], letters: Iterable[DeadLetter],
-                        timeout_s: float = 30.0) -> list[tuple[DeadLetter, int, int]]:
+                        timeout_s: float = 30.0, security: ClientSecurity | None = None
+                        ) -> list[tuple[DeadLetter, int, int]]:
     """Send each dead letter back to its source topic and partition, then mark it
     replayed (see the module docstring); returns ``(letter, partition, offset)`` of
     each new copy. Raises RaftkaError (the letters before the failing one are done)."""
     done = []
-    with Producer(bootstrap, delivery_timeout_ms=int(timeout_s * 1000)) as producer:
+    with Producer(bootstrap, delivery_timeout_ms=int(timeout_s * 1000),
+                  security=security) as producer:
         for letter in letters:
             if letter.replayed:
                 continue

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+from raftka.client._security import ClientSecurity
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.v1 import group_pb2_grpc, share_pb2, share_pb2_grpc
@@ -157,7 +158,8 @@ class ShareConsumer:
                  redelivery_backoff_initial_ms: int = 0,
                  redelivery_backoff_multiplier: float = 0.0,
                  redelivery_backoff_max_ms: int = 0,
-                 request_timeout_ms: int = 5000, join_timeout_s: float = 30.0) -> None:
+                 request_timeout_ms: int = 5000, join_timeout_s: float = 30.0,
+                 security: ClientSecurity | None = None) -> None:
         self.group_id = group_id
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         if not self.topics:
@@ -175,7 +177,8 @@ class ShareConsumer:
             redelivery_backoff_initial_ms=redelivery_backoff_initial_ms,
             redelivery_backoff_multiplier=redelivery_backoff_multiplier,
             redelivery_backoff_max_ms=redelivery_backoff_max_ms)
-        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms)
+        self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
+                                security=security)
         self._coordinator = share_coordinator(self._cluster, group_id)
         self._lock = threading.Lock()
         self._partitions: list[tuple[str, int]] = []
@@ -477,13 +480,14 @@ class ShareGroupDescription(NamedTuple):
 
 
 def describe_share_group(bootstrap: str | Iterable[str] | Cluster, group_id: str,
-                         timeout_s: float = 30.0) -> ShareGroupDescription:
+                         timeout_s: float = 30.0,
+                         security: ClientSecurity | None = None) -> ShareGroupDescription:
     """The group's configuration and members (from its coordinator) and its state on
     every partition of every topic it ever read (from each partition leader). Raises
     UnknownGroupError, InconsistentGroupTypeError (a consumer group), RaftkaError."""
     if isinstance(bootstrap, Cluster):
         return _describe(bootstrap, group_id, timeout_s)
-    cluster = Cluster(bootstrap)
+    cluster = Cluster(bootstrap, security=security)
     try:
         return _describe(cluster, group_id, timeout_s)
     finally:

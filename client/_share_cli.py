@@ -63,6 +63,11 @@ def add_share_parser(sub: Any, common: argparse.ArgumentParser,
     replay.add_argument("--dry-run", action="store_true", help="only list what would be sent")
 
 
+def _security(args: argparse.Namespace):
+    from raftka.client.cli import security_from_args  # noqa: PLC0415 - cli imports this
+    return security_from_args(args)
+
+
 def _letter(text: str) -> tuple[int, int]:
     try:
         partition, offset = text.split(":")
@@ -79,6 +84,7 @@ def cmd_dlq(args: argparse.Namespace, bootstrap: list[str], table, to_json) -> i
     from raftka.client._dlq import list_dead_letters, replay_dead_letters
     out = sys.stdout
     letters = list_dead_letters(bootstrap, args.group, timeout_s=args.timeout,
+                                security=_security(args),
                                 include_replayed=args.dlq_command != "replay" and
                                 (args.dlq_command == "show" or args.all))
     if args.dlq_command == "list":
@@ -113,7 +119,8 @@ def cmd_dlq(args: argparse.Namespace, bootstrap: list[str], table, to_json) -> i
             raise ValueError(f"no dead letter waiting at {place[0]}:{place[1]} (never "
                              f"dead-lettered there, or already replayed)")
         chosen.append(by_place[place])
-    done = [] if args.dry_run else replay_dead_letters(bootstrap, chosen, args.timeout)
+    done = [] if args.dry_run else replay_dead_letters(bootstrap, chosen, args.timeout,
+                                                          security=_security(args))
     if args.json:
         to_json({"dry_run": args.dry_run, "replayed": [
             {**_letter_json(x), "to": [x.source_topic, p, o]} for x, p, o in done]
@@ -148,7 +155,8 @@ def cmd_share(args: argparse.Namespace, bootstrap: list[str], table, to_json) ->
         return cmd_dlq(args, bootstrap, table, to_json)
     if args.share_command == "consume":
         return _consume(args, bootstrap)
-    desc = describe_share_group(bootstrap, args.group, args.timeout)
+    desc = describe_share_group(bootstrap, args.group, args.timeout,
+                                security=_security(args))
     out = sys.stdout
     if args.json:
         data = desc._asdict()
@@ -184,7 +192,7 @@ def _consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout.buffer
     printed = 0
     with ShareConsumer(bootstrap, args.group, args.topic, auto_accept=False,
-                       client_id="raftka-cli") as consumer:
+                       client_id="raftka-cli", security=_security(args)) as consumer:
         import time
         idle_since = time.monotonic()
         while True:

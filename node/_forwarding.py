@@ -113,11 +113,7 @@ class ControllerForwarder:
         if channel is None:
             channel = self._channels[leader] = broker.peer_channels.open(
                 leader, CHANNEL_OPTIONS)
-        metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY_KEY, str(broker.node_id)),)
-        caller = CALLER.get()
-        if caller is not None:
-            metadata += ((FORWARDED_PRINCIPAL_KEY, caller.principal),
-                         (FORWARDED_HOST_KEY, caller.host))
+        metadata = forwarded_metadata(broker.node_id)
         try:
             return await remote(channel, timeout_s, metadata)
         except grpc.aio.AioRpcError as exc:
@@ -145,6 +141,17 @@ class ControllerForwarder:
                 f"{what}: forwarding to the controller leader, node {leader} at {address}, "
                 f"failed with {status.name if status else 'no status'}: {exc.details()}",
             ) from None
+
+
+def forwarded_metadata(node_id: int) -> tuple[tuple[str, str], ...]:
+    """The metadata of a call this node makes to another on behalf of its caller: who
+    forwards it and, when known, the caller's principal and host (``_authz.py``)."""
+    metadata: tuple[tuple[str, str], ...] = ((FORWARDED_BY_KEY, str(node_id)),)
+    caller = CALLER.get()
+    if caller is not None:
+        metadata += ((FORWARDED_PRINCIPAL_KEY, caller.principal),
+                     (FORWARDED_HOST_KEY, caller.host))
+    return metadata
 
 
 def _forwarded_by(context: grpc.aio.ServicerContext) -> int:

@@ -40,6 +40,7 @@ from raftka.v1.errors import error_details
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
 
 from ._broker import Broker
+from ._forwarding import forwarded_metadata
 from ._errors import BrokerError, Code
 from ._forwarding import CHANNEL_OPTIONS
 from ._offsets import OffsetsReplica, encode_group_changes, offsets_partition_for
@@ -147,7 +148,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         self._members: dict[str, dict[str, _Member]] = {}
         self._creating: dict[str, asyncio.Lock] = {}
         self._configs: dict[str, tuple[float, dict]] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[int, grpc.aio.Channel] = {}  # by node id
         self._writers: dict[tuple[str, int, str], asyncio.Task] = {}
         self._ticking: set[tuple[str, int, str]] = set()
         self._task: asyncio.Task | None = None
@@ -285,19 +286,22 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         if not leader or leader == self.broker.node_id:
             raise BrokerError(Code.COORDINATOR_LOADING, f"the coordinator of group "
                               f"{group_id!r} is being elected; retry", retriable=True)
-        stub = share_pb2_grpc.ShareStub(self._channel(self.broker.address_of(leader)))
+        stub = share_pb2_grpc.ShareStub(self._channel(leader))
         try:
             answer = await stub.DescribeShareGroup(
-                share_pb2.DescribeShareGroupRequest(group_id=group_id), timeout=5.0)
+                share_pb2.DescribeShareGroupRequest(group_id=group_id), timeout=5.0,
+                metadata=forwarded_metadata(self.broker.node_id))
         except grpc.aio.AioRpcError as exc:
             raise _remote_error(exc, f"asking node {leader} for group {group_id!r}") from None
         return _record_from_pb(answer.config)
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
+    def _channel(self, node_id: int) -> grpc.aio.Channel:
+        """To another node as Raft traffic goes (its peer port and certificate, when the
+        cluster has them: ``_tls.PeerChannels``)."""
+        channel = self._channels.get(node_id)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=CHANNEL_OPTIONS)
+            channel = self._channels[node_id] = self.broker.peer_channels.open(
+                node_id, CHANNEL_OPTIONS)
         return channel
 
     def _leader_replica(self, topic: str, partition: int) -> PartitionReplica:

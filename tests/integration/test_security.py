@@ -611,3 +611,45 @@ def test_asyncio_client_uses_the_same_security(secured) -> None:
 
     as_admin, as_bob, names = asyncio.run(scenario())
     assert (as_admin, as_bob) == ("User:admin", "User:bob") and "orders" in names
+
+
+def test_share_groups_need_read_on_group_and_topic(secured) -> None:
+    """A share consumer (issue: share groups) goes through the same checks: READ on the
+    group and the topic; with them it gets every record, asking the group's coordinator
+    across nodes over the peer port as itself."""
+    from raftka.client import ShareConsumer
+
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    ivy = pki.client("ivy")
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_topic("jobs", partitions=3, replication_factor=3)
+        admin.wait_for_topic_ready("jobs", 20)
+    with Producer(bootstrap, security=pki.security(pki.admin)) as producer:
+        for i in range(30):
+            producer.send("jobs", f"job-{i}".encode(), partition=i % 3)
+        producer.flush(30)
+    def join() -> None:
+        with ShareConsumer(bootstrap, "ivy-workers", ["jobs"], security=pki.security(ivy),
+                           join_timeout_s=5) as consumer:
+            consumer.poll(1.0)
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        join()  # not even DESCRIBE on the topic
+    topic_grant = [Acl("User:ivy", "READ", "TOPIC", "jobs")]
+    group_grant = [Acl("User:ivy", "READ", "GROUP", "ivy-", "PREFIXED")]
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_acls(topic_grant)
+    _wait_everywhere(cluster, pki, topic_grant)
+    with pytest.raises(GroupAuthorizationFailedError):
+        join()
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.create_acls(group_grant)
+    _wait_everywhere(cluster, pki, group_grant)
+    seen: set[bytes] = set()
+    with ShareConsumer(bootstrap, "ivy-workers", ["jobs"], security=pki.security(ivy)) as c:
+        def all_seen() -> bool:
+            for r in c.poll(0.5):
+                seen.add(r.value)
+            return len(seen) == 30
+        wait_for(all_seen, 30, "every job delivered to ivy's share consumer")
