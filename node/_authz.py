@@ -14,9 +14,11 @@ is configured, and always on the peer port):
 
 1. authenticates the call (``_auth.Authenticator``): AUTHENTICATION_FAILED if it must and
    cannot. On the peer port the caller must be a cluster member (its certificate names a
-   configured node); a controller write forwarded by a member carries the principal and
-   host of the original caller (``raftka-forwarded-principal``/``-host``; none: anonymous),
-   trusted there only, and is authorized again for that principal.
+   configured node); a call a member makes for its caller (a forwarded controller write,
+   a share coordinator asked across nodes) carries that caller's principal and host
+   (``raftka-forwarded-principal``/``-host``), trusted there only and authorized again for
+   that principal; a member's call without them is its own (a node dead-lettering records,
+   or one whose client port authenticates nobody) and is not checked against ACLs.
 2. authorizes it (``_acl.Authorizer`` over the controller state's ACLs): a denied check
    ends the call with PERMISSION_DENIED and ``<TYPE>_AUTHORIZATION_FAILED`` naming the
    operation and resource before the handler runs, so nothing is written. A denied item
@@ -47,7 +49,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, NamedTuple
 
 import grpc
 
-from ._acl import ANONYMOUS, CLUSTER_NAME, Authorizer
+from ._acl import CLUSTER_NAME, Authorizer
 from ._auth import Authenticator
 from ._quota import QuotaLimiter
 from ._errors import BrokerError, Code, abort_with
@@ -66,6 +68,7 @@ class Caller(NamedTuple):
     principal: str
     host: str
     peer_node: int  # the cluster member on the other end of a peer-port call, else 0
+    trusted: bool = False  # a member acting for itself (its own internal calls): no ACLs
 
 
 CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("raftka_caller",
@@ -262,7 +265,7 @@ class NodeSecurity:
         self._limiter = _AuditLimiter()
 
     def allowed(self, caller: Caller, op: str, rtype: str, name: str) -> bool:
-        if self.authorizer is None:
+        if self.authorizer is None or caller.trusted:
             return True
         authorizer = self.authorizer
         authorizer.set_acls(self._acls())
@@ -332,9 +335,12 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
                                   "members only: the certificate names no configured node")
             if rule.peers_only:
                 caller = Caller(f"User:node-{node}", host, node)
-            else:  # a call a member forwards: its caller's principal (anonymous if none)
-                caller = Caller(metadata.get(FORWARDED_PRINCIPAL_KEY, ANONYMOUS),
+            elif FORWARDED_PRINCIPAL_KEY in metadata:  # a call a member makes for its caller
+                caller = Caller(metadata[FORWARDED_PRINCIPAL_KEY],
                                 metadata.get(FORWARDED_HOST_KEY, host), node)
+            else:  # a member's own call (dead-lettering, or a node that checks nobody)
+                caller = Caller(f"User:{security.identity.name_of(node)}", host, node,
+                                trusted=True)
         else:
             if rule.peers_only and security.identity is not None:
                 raise BrokerError(Code.AUTHENTICATION_FAILED, "Raft traffic goes to the "

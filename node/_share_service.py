@@ -295,9 +295,14 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
             raise _remote_error(exc, f"asking node {leader} for group {group_id!r}") from None
         return _record_from_pb(answer.config)
 
-    def _channel(self, node_id: int) -> grpc.aio.Channel:
-        """To another node as Raft traffic goes (its peer port and certificate, when the
-        cluster has them: ``_tls.PeerChannels``)."""
+    def _channel(self, node: int | str) -> grpc.aio.Channel:
+        """To another node (by id, or by its client address) as Raft traffic goes: its
+        peer port and certificate when the cluster has them (``_tls.PeerChannels``)."""
+        node_id = node if isinstance(node, int) else next(
+            (n for n, a in self.broker.config.peers.items() if a == node), 0)
+        if not node_id:
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"{node} is not a cluster member",
+                              retriable=True)
         channel = self._channels.get(node_id)
         if channel is None:
             channel = self._channels[node_id] = self.broker.peer_channels.open(
