@@ -98,8 +98,10 @@ def _stop_every_cluster() -> None:
 
 class Cluster:
     def __init__(self, root: Path, size: int, tick_ms: int = 50,
-                 extra_args: tuple[str, ...] = (), metrics: bool = False) -> None:
-        """``metrics``: every node serves Prometheus metrics (``metrics_url``)."""
+                 extra_args: tuple[str, ...] = (), metrics: bool = False,
+                 kafka: bool = False) -> None:
+        """``metrics``: every node serves Prometheus metrics (``metrics_url``); ``kafka``:
+        every node serves the Kafka protocol (``kafka_bootstrap``)."""
         self.root = root
         self.size = size
         self.tick_ms = tick_ms
@@ -108,6 +110,8 @@ class Cluster:
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
         self.metrics = ({i + 1: f"127.0.0.1:{ports[size + i]}" for i in range(size)}
                         if metrics else {})
+        self.kafka = ({i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(size))}
+                      if kafka else {})
         self.procs: dict[int, subprocess.Popen] = {}  # running (maybe paused), by node id
         self.paused: set[int] = set()
         self._started: list[subprocess.Popen] = []  # every process, until it has exited
@@ -127,6 +131,9 @@ class Cluster:
         ]
         if node_id in self.metrics:
             cmd += ["--metrics-listen", self.metrics[node_id]]
+        if node_id in self.kafka:
+            cmd += ["--kafka-listen", self.kafka[node_id], "--kafka-peers",
+                    ",".join(f"{k}={v}" for k, v in sorted(self.kafka.items()))]
         with open(self.root / f"node-{node_id}.log", "ab") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
                                     start_new_session=True)  # its own process group
@@ -204,6 +211,11 @@ class Cluster:
             ])
             self._channels[node_id] = ch
         return ch
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Every node's Kafka listener, as Kafka clients' bootstrap.servers."""
+        return ",".join(self.kafka[n] for n in sorted(self.kafka))
 
     def metrics_url(self, node_id: int) -> str:
         return f"http://{self.metrics[node_id]}/metrics"
