@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps
+test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
@@ -48,7 +48,16 @@ jepsen-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
 
-.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps
+.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
+# tests/kafka/ (and the `raftka dev` test) drive the Kafka listener with Debian's kcat too:
+# as root, install it when missing. Without root and without kcat those checks are
+# skipped (they say why); as root they are errors.
+kafka-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v kcat >/dev/null; then \
+	    echo "installing kcat for tests/kafka/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends kcat >/dev/null; fi
+
 # tests/integration/test_monitoring_examples.py checks examples/monitoring/ with promtool:
 # as root, install Debian's prometheus package (it ships promtool) when missing. Without
 # root and without promtool that check is skipped (the YAML is still checked); as root it

@@ -5,6 +5,10 @@ answers and a controller leader is elected), prints the bootstrap addresses and 
 node's Prometheus metrics URL (``--metrics-base-port``, 9301.. by default), and stops
 every node (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM.
 
+Every node also serves the Kafka protocol (``--kafka-base-port``, 9092.. by default; 0
+turns it off) and the bootstrap string for Kafka clients is printed
+(``kcat -b 127.0.0.1:9092 -L``).
+
 It also starts the web console (``python -m raftka.client.cli console``, a subprocess: the
 broker never imports the client) on ``--console-port`` (8080; 0 turns it off) and prints its
 URL.
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-base-port", type=int, default=9301,
                         help="node N serves Prometheus metrics on this port + N - 1 "
                         "(default 9301); 0 turns metrics off")
+    parser.add_argument("--kafka-base-port", type=int, default=9092,
+                        help="node N serves the Kafka protocol on this port + N - 1 "
+                        "(default 9092); 0 turns it off")
     parser.add_argument("--console-port", type=int, default=8080,
                         help="port of the web console (0: do not start it)")
     args = parser.parse_args(argv)
@@ -109,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     peers = cluster_peers(args.nodes, args.host, args.base_port)
     metrics = ({i: f"{args.host}:{args.metrics_base_port + i - 1}" for i in peers}
                if args.metrics_base_port else {})
-    busy = ports_in_use({**peers, **{-i: a for i, a in metrics.items()}}, reuse=True)
+    kafka = ({i: f"{args.host}:{args.kafka_base_port + i - 1}" for i in peers}
+             if args.kafka_base_port else {})
+    kafka_flags = ["--kafka-peers", ",".join(f"{k}={v}" for k, v in sorted(kafka.items()))] \
+        if kafka else []
+    busy = ports_in_use({**peers, **{-i: a for i, a in metrics.items()},
+                         **{-100 - i: a for i, a in kafka.items()}}, reuse=True)
     if busy:
         print(f"raftka dev: {', '.join(busy)} already in use (another cluster running?); "
               "stop it or pick other ports with --base-port", file=sys.stderr)
@@ -117,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     procs = [subprocess.Popen(node_command(
         i, peers, args.data_dir, ["--log-level", args.log_level]
-        + (["--metrics-listen", metrics[i]] if metrics else [])))
+        + (["--metrics-listen", metrics[i]] if metrics else [])
+        + (["--kafka-listen", kafka[i], *kafka_flags] if kafka else [])))
              for i in peers]
     stopping = False
 
@@ -131,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raftka dev: {args.nodes} nodes healthy; data in {args.data_dir.resolve()}")
         print(f"bootstrap: {bootstrap}")
         print(f"  export RAFTKA_BOOTSTRAP={bootstrap}")
+        if kafka:
+            kafka_bootstrap = ",".join(kafka.values())
+            print(f"kafka bootstrap: {kafka_bootstrap}   (Kafka clients and tools, e.g. "
+                  f"kcat -b {kafka_bootstrap} -L)")
         for i, address in metrics.items():
             print(f"metrics: node {i} http://{address}/metrics")
         if metrics:

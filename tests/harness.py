@@ -106,11 +106,11 @@ class Cluster:
         self.size = size
         self.tick_ms = tick_ms
         self.extra_args = tuple(extra_args)  # more `python -m raftka.node` flags for every node
-        ports = free_ports(size * 2 if metrics else size)
+        ports = free_ports(size * (1 + bool(metrics) + bool(kafka)))  # all distinct
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
         self.metrics = ({i + 1: f"127.0.0.1:{ports[size + i]}" for i in range(size)}
                         if metrics else {})
-        self.kafka = ({i + 1: f"127.0.0.1:{p}" for i, p in enumerate(free_ports(size))}
+        self.kafka = ({i + 1: f"127.0.0.1:{ports[-size + i]}" for i in range(size)}
                       if kafka else {})
         self.procs: dict[int, subprocess.Popen] = {}  # running (maybe paused), by node id
         self.paused: set[int] = set()
@@ -245,7 +245,21 @@ class Cluster:
         return 0
 
     def wait_healthy(self, timeout: float = 30.0) -> int:
-        return wait_for(self.controller_leader, timeout, "a controller leader")
+        leader = wait_for(self.controller_leader, timeout, "a controller leader")
+        for nid in self.responsive():
+            if nid in self.kafka:
+                wait_for(lambda: self._accepts(self.kafka[nid]), timeout,
+                         f"node {nid}'s Kafka listener")
+        return leader
+
+    @staticmethod
+    def _accepts(address: str) -> bool:
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def create_topic(self, name: str, partitions: int = 1, replicas: int = 3,
                      configs: dict[str, str] | None = None) -> None:

@@ -493,19 +493,17 @@ class KafkaApis:
             entry.update(error_code=code, error_message=exc.message)
             return entry
         topic = answer.topic
-        entry.update(error_code=K.none, topic_id=self._topic_id(t.name),
+        meta = self.broker.controller.state.topic(t.name)
+        configs = meta.configs if meta is not None else {}
+        entry.update(error_code=K.none, topic_id=meta.topic_id if meta is not None else None,
                      num_partitions=len(topic.partitions),
                      replication_factor=topic.replication_factor,
                      configs=[{"name": c.name, "value": c.value, "read_only": False,
                                "config_source": _CONFIG_SOURCE_TOPIC
                                if c.source == admin_pb2.CONFIG_SOURCE_TOPIC
                                else _CONFIG_SOURCE_DEFAULT, "is_sensitive": False}
-                              for c in config_entries(topic.configs, False)])
+                              for c in config_entries(configs, False)])
         return entry
-
-    def _topic_id(self, name: str) -> str | None:
-        meta = self.broker.controller.state.topic(name)
-        return meta.topic_id if meta is not None else None
 
     async def delete_topics(self, request, version, ctx, header) -> dict:
         async def one(name: str) -> dict:
