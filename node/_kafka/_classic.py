@@ -216,12 +216,12 @@ class ClassicGroups:
         m.deadline = now + m.session_timeout_s
         if m.join is not None and not m.join.done():
             m.join.set_result({**failure, "error_code": K.unknown_member_id})
-        m.join = asyncio.get_running_loop().create_future()
+        join = m.join = asyncio.get_running_loop().create_future()
         g.protocol_type = request.protocol_type
         self._rebalance(g, now)
         g.joined.add(member_id)
         self._maybe_complete(g, now)
-        return await asyncio.shield(m.join)
+        return await asyncio.shield(join)
 
     @staticmethod
     def _common_protocols(members, protocols: list[tuple[str, bytes]]) -> set[str]:
@@ -306,7 +306,7 @@ class ClassicGroups:
             return {**answer, "assignment": m.assignment}
         if m.sync is not None and not m.sync.done():
             m.sync.set_result({"error_code": K.rebalance_in_progress, "assignment": b""})
-        m.sync = asyncio.get_running_loop().create_future()
+        sync = m.sync = asyncio.get_running_loop().create_future()
         if request.member_id == g.leader:
             given = {a.member_id: bytes(a.assignment) for a in request.assignments}
             g.state = STABLE
@@ -315,8 +315,7 @@ class ClassicGroups:
                 if o.sync is not None and not o.sync.done():
                     o.sync.set_result({**answer, "assignment": o.assignment})
                 o.sync = None
-        return await asyncio.shield(m.sync) if m.sync is not None else \
-            {**answer, "assignment": m.assignment}
+        return await asyncio.shield(sync)
 
     # ------------------------------------------------------------------ Heartbeat, Leave
     async def heartbeat(self, request, version, ctx, header) -> dict:

@@ -1,0 +1,250 @@
+"""Real Kafka clients against the Kafka listener of a real 3-node cluster, and one truth:
+what goes in through one door (Kafka or gRPC) comes out of the other with the same offsets,
+keys, headers and timestamps, and a group's committed offsets are the same through both."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import kafka as kafka_python
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+from raftka.client import Admin, Consumer as RaftkaConsumer, PartitionReader
+from raftka.client import Producer as RaftkaProducer
+from tests.harness import Cluster, wait_for
+
+from ._clients import consume, quiet
+
+
+def _bootstrap(cluster: Cluster) -> str:
+    return ",".join(cluster.peers.values())  # the gRPC door
+
+
+def test_confluent_kafka_admin_idempotent_producer_and_group_consumer(
+        kafka_cluster: Cluster) -> None:
+    b = kafka_cluster.kafka_bootstrap
+    admin = AdminClient(quiet({"bootstrap.servers": b}))
+    admin.create_topics([NewTopic("ck-orders", 3, 3, config={"retention.ms": "3600000"})]
+                        )["ck-orders"].result(30)
+    configs = admin.describe_configs([ConfigResource("topic", "ck-orders")])
+    [entries] = [f.result(30) for f in configs.values()]
+    assert entries["retention.ms"].value == "3600000"
+    assert entries["cleanup.policy"].value == "delete" and entries["cleanup.policy"].is_default
+
+    producer = Producer(quiet({"bootstrap.servers": b, "enable.idempotence": True,
+                               "acks": "all", "compression.type": "lz4", "linger.ms": 5}))
+    delivered = []
+    for i in range(60):
+        producer.produce("ck-orders", key=f"order-{i % 10}", value=f"v{i}",
+                         headers=[("source", b"ck"), ("n", str(i).encode())],
+                         on_delivery=lambda err, msg: delivered.append((err, msg)))
+    assert producer.flush(30) == 0
+    assert [err for err, _ in delivered if err is not None] == []
+    # Kafka's murmur2 partitioner, like ours: one key always lands on one partition
+    by_key = {}
+    for _, msg in delivered:
+        by_key.setdefault(msg.key(), set()).add(msg.partition())
+    assert all(len(ps) == 1 for ps in by_key.values())
+
+    def member() -> Consumer:
+        c = Consumer(quiet({"bootstrap.servers": b, "group.id": "ck-billing",
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                            "partition.assignment.strategy": "cooperative-sticky"}))
+        c.subscribe(["ck-orders"])
+        return c
+
+    consumer = member()
+    got = consume(consumer, 60)
+    assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(60))
+    assert all(dict(m.headers())["source"] == b"ck" for m in got)
+    consumer.commit(asynchronous=False)
+    committed = {tp.partition: tp.offset for tp in consumer.committed(
+        [TopicPartition("ck-orders", p) for p in range(3)], timeout=30)}
+    consumer.close()
+    ends = {}
+    for _, msg in delivered:
+        ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+    assert committed == ends
+
+    # the same offsets through the gRPC door
+    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
+        assert {tp.partition: o for tp, o in
+                grpc_admin.committed_offsets("ck-billing").items()} == ends
+
+    # a restarted member resumes after the commit
+    for i in range(60, 70):
+        producer.produce("ck-orders", key=f"order-{i % 10}", value=f"v{i}")
+    assert producer.flush(30) == 0
+    consumer = member()
+    got = consume(consumer, 10)
+    assert sorted(m.value() for m in got) == sorted(f"v{i}".encode() for i in range(60, 70))
+    groups = admin.list_consumer_groups().result(30)
+    assert "ck-billing" in {g.group_id for g in groups.valid}
+    consumer.close()
+
+    admin.create_partitions([NewPartitions("ck-orders", 5)])["ck-orders"].result(30)
+    wait_for(lambda: len(admin.list_topics("ck-orders", timeout=10).topics["ck-orders"]
+                         .partitions) == 5, 30, "5 partitions")
+    admin.delete_topics(["ck-orders"])["ck-orders"].result(30)
+    wait_for(lambda: "ck-orders" not in admin.list_topics(timeout=10).topics, 30,
+             "the topic gone")
+
+
+def test_two_confluent_consumers_share_a_group_and_rebalance(kafka_cluster: Cluster) -> None:
+    b = kafka_cluster.kafka_bootstrap
+    with Admin(_bootstrap(kafka_cluster)) as admin:
+        admin.create_topic("ck-shared", partitions=4, replication_factor=3)
+        admin.wait_for_topic_ready("ck-shared", timeout=30)
+
+    def member(strategy: str) -> Consumer:
+        c = Consumer(quiet({"bootstrap.servers": b, "group.id": "ck-shared-g",
+                            "auto.offset.reset": "earliest",
+                            "partition.assignment.strategy": strategy}))
+        c.subscribe(["ck-shared"])
+        return c
+
+    first, second = member("range"), member("range")
+    assigned: dict[str, set] = {}
+
+    def both_assigned() -> bool:
+        for name, c in (("a", first), ("b", second)):
+            message = c.poll(0.2)
+            assert message is None or message.error() is None
+            assigned[name] = {tp.partition for tp in c.assignment()}
+        return bool(assigned["a"]) and bool(assigned["b"]) \
+            and assigned["a"] | assigned["b"] == {0, 1, 2, 3} \
+            and not assigned["a"] & assigned["b"]
+
+    wait_for(both_assigned, 60, "the 4 partitions split between the two members")
+    second.close()  # LeaveGroup: the other member gets every partition
+    wait_for(lambda: first.poll(0.2) is None and len(first.assignment()) == 4, 60,
+             "the remaining member owns every partition")
+    first.close()
+
+
+def test_kcat_produces_consumes_and_lists(kafka_cluster: Cluster, kcat: str) -> None:
+    b = kafka_cluster.kafka_bootstrap
+    with Admin(_bootstrap(kafka_cluster)) as admin:
+        admin.create_topic("kcat-t", partitions=2, replication_factor=3)
+        admin.wait_for_topic_ready("kcat-t", timeout=30)
+    lines = "".join(f"k{i}:value-{i}\n" for i in range(20))
+    run = subprocess.run([kcat, "-b", b, "-t", "kcat-t", "-P", "-K:", "-H", "via=kcat",
+                          "-X", "enable.idempotence=true"],
+                         input=lines, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = subprocess.run([kcat, "-b", b, "-t", "kcat-t", "-C", "-e", "-q",
+                          "-f", "%p %o %k %s %h\\n"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()]
+    assert sorted(r[3] for r in rows) == sorted(f"value-{i}" for i in range(20))
+    assert all(r[4] == "via=kcat" for r in rows)
+    # the same records, offsets and headers through the gRPC door
+    grpc_rows = []
+    for p in (0, 1):
+        with PartitionReader(_bootstrap(kafka_cluster), "kcat-t", p, offset="earliest") as r:
+            while len([x for x in grpc_rows if x[0] == str(p)]) < \
+                    len([x for x in rows if x[0] == str(p)]):
+                for rec in r.poll(timeout=1.0):
+                    grpc_rows.append([str(p), str(rec.offset), rec.key.decode(),
+                                      rec.value.decode(),
+                                      ",".join(f"{k}={v.decode()}" for k, v in rec.headers)])
+    assert sorted(grpc_rows) == sorted(rows)
+    listed = subprocess.run([kcat, "-b", b, "-L", "-t", "kcat-t"], capture_output=True,
+                            text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    assert " 3 brokers:" in listed.stdout
+    assert 'topic "kcat-t" with 2 partitions:' in listed.stdout
+    assert listed.stdout.count("replicas: ") == 2
+
+
+def test_kafka_python_producer_group_consumer_and_admin(kafka_cluster: Cluster) -> None:
+    servers = kafka_cluster.kafka_bootstrap.split(",")
+    admin = kafka_python.KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=30000)
+    admin.create_topics([kafka_python.admin.NewTopic("kp-t", 2, 3)])
+    wait_for(lambda: "kp-t" in admin.list_topics(), 30, "kp-t listed")
+    producer = kafka_python.KafkaProducer(bootstrap_servers=servers, acks="all",
+                                          enable_idempotence=True)
+    futures = [producer.send("kp-t", key=f"k{i}".encode(), value=f"v{i}".encode(),
+                             headers=[("h", b"kp")]) for i in range(30)]
+    producer.flush(30)
+    sent = {(f.get(30).partition, f.get(30).offset) for f in futures}
+    producer.close()
+    consumer = kafka_python.KafkaConsumer(
+        "kp-t", bootstrap_servers=servers, group_id="kp-g", auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=2000)
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 30 and time.monotonic() < deadline:
+        got.extend(consumer)
+    assert {(m.partition, m.offset) for m in got} == sent
+    assert all(m.headers == [("h", b"kp")] for m in got)
+    consumer.commit()
+    consumer.close()
+    offsets = admin.list_group_offsets("kp-g")["kp-g"]
+    assert sum(om.offset for om in offsets.values()) == 30
+    listed = admin.list_groups()
+    assert "kp-g" in {g["group_id"] if isinstance(g, dict) else g[0] for g in listed}, listed
+    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
+        assert {(tp.topic, tp.partition): o for tp, o in
+                grpc_admin.committed_offsets("kp-g").items()} == \
+            {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+    admin.delete_topics(["kp-t"])
+    admin.close()
+
+
+def test_one_truth_records_cross_the_doors_unchanged(kafka_cluster: Cluster) -> None:
+    b = kafka_cluster.kafka_bootstrap
+    grpc_bootstrap = _bootstrap(kafka_cluster)
+    with Admin(grpc_bootstrap) as admin:
+        admin.create_topic("two-doors", partitions=1, replication_factor=3)
+        admin.wait_for_topic_ready("two-doors", timeout=30)
+    # Kafka in, gRPC out
+    producer = Producer(quiet({"bootstrap.servers": b, "enable.idempotence": True}))
+    sent = [(f"key-{i}".encode() if i % 3 else None, f"value-{i}".encode(),
+             [("a", b"1"), ("b", None)] if i % 2 else [], 1_700_000_000_000 + i)
+            for i in range(12)]
+    for key, value, headers, ts in sent:
+        producer.produce("two-doors", key=key, value=value, headers=headers, timestamp=ts,
+                         partition=0)
+    assert producer.flush(30) == 0
+    with PartitionReader(grpc_bootstrap, "two-doors", 0, offset="earliest") as reader:
+        records = []
+        while len(records) < 12:
+            records.extend(reader.poll(timeout=1.0))
+    assert [(r.offset, r.key, r.value, list(r.headers), r.timestamp_ms) for r in records] == \
+        [(i, k, v, h, ts) for i, (k, v, h, ts) in enumerate(sent)]
+    # gRPC in, Kafka out
+    with RaftkaProducer(grpc_bootstrap) as ours:
+        for i in range(12, 20):
+            ours.send("two-doors", f"value-{i}".encode(), key=f"key-{i}".encode(),
+                      headers=[("from", b"grpc")], partition=0,
+                      timestamp_ms=1_700_000_000_000 + i).result(30)
+    consumer = Consumer(quiet({"bootstrap.servers": b, "group.id": "two-doors-reader",
+                               "enable.auto.commit": False}))
+    consumer.assign([TopicPartition("two-doors", 0, 12)])
+    got = consume(consumer, 8)
+    assert [(m.offset(), m.key(), m.value(), m.headers(), m.timestamp()[1]) for m in got] == \
+        [(i, f"key-{i}".encode(), f"value-{i}".encode(), [("from", b"grpc")],
+          1_700_000_000_000 + i) for i in range(12, 20)]
+    # ListOffsets through Kafka agrees with the partition
+    low, high = consumer.get_watermark_offsets(TopicPartition("two-doors", 0), timeout=30)
+    assert (low, high) == (0, 20)
+    found = consumer.offsets_for_times([TopicPartition("two-doors", 0, 0)], timeout=30)
+    assert found[0].offset == 0
+    consumer.close()
+
+    # a group's offsets committed by our consumer are the ones Kafka clients see
+    with RaftkaConsumer(grpc_bootstrap, "two-doors-g", ["two-doors"]) as ours:
+        seen = 0
+        deadline = time.monotonic() + 60
+        while seen < 20 and time.monotonic() < deadline:
+            seen += len(ours.poll(1.0))
+        assert seen == 20
+        ours.commit()
+    kafka_view = Consumer(quiet({"bootstrap.servers": b, "group.id": "two-doors-g"}))
+    [tp] = kafka_view.committed([TopicPartition("two-doors", 0)], timeout=30)
+    assert tp.offset == 20
+    kafka_view.close()
