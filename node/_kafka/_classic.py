@@ -18,10 +18,13 @@ How classic members map onto our groups (the choice, and why):
   (``GroupCoordinatorService._write``) to the same partition, so a group's committed
   offsets read the same through both doors, and an empty group's offsets can be
   committed, fetched and reset from either.
-- Classic membership lives in the coordinator's memory for its term of leadership, not in
-  the log: when the coordinator moves, members get NOT_COORDINATOR, find the new one and
-  rejoin (the classic protocol's own recovery; their offsets are in the log). Classic
-  membership fencing (generation ids) protects commits meanwhile.
+- Classic membership lives in the coordinator's memory while it coordinates the group
+  (checked at every request and every ``EXPIRY_INTERVAL_S``), not in the log: when the
+  coordinator moves, members get NOT_COORDINATOR, find the new one and rejoin there (the
+  classic protocol's own recovery; their offsets are in the log); a commit in between
+  fails with UNKNOWN_MEMBER_ID, which a Kafka client answers by rejoining. Generation ids
+  and member ids fence commits meanwhile. (Kafka's own coordinator writes classic
+  membership to its log so members survive a move; not done here yet.)
 
 State machine per group (Kafka's GroupCoordinator, without static membership):
 
@@ -95,7 +98,6 @@ class _Member:
 @dataclass
 class _Group:
     group_id: str
-    term: int
     state: str = EMPTY
     generation: int = 0
     protocol_type: str = ""
@@ -139,16 +141,12 @@ class ClassicGroups:
 
     # ------------------------------------------------------------------ lookup
     def _group(self, group_id: str, create: bool) -> _Group | None:
-        """The group in the coordinator's current term; raises BrokerError (NOT_COORDINATOR,
+        """The group, while this node coordinates it; raises BrokerError (NOT_COORDINATOR,
         COORDINATOR_LOADING, INVALID_REQUEST for a bad id) when this node cannot serve it."""
-        replica = self.groups._replica(group_id)
-        term = replica.group.node.term
+        self.groups._replica(group_id)  # raises unless this node coordinates it now
         g = self._groups.get(group_id)
-        if g is not None and g.term != term:
-            self._drop(g)
-            g = None
         if g is None and create:
-            g = self._groups[group_id] = _Group(group_id, term)
+            g = self._groups[group_id] = _Group(group_id)
         return g
 
     def _drop(self, g: _Group) -> None:
@@ -380,11 +378,9 @@ class ClassicGroups:
             now = time.monotonic()
             for group_id, g in list(self._groups.items()):
                 try:
-                    replica = self.groups._replica(group_id)
-                    if replica.group.node.term != g.term:
-                        raise BrokerError(Code.NOT_COORDINATOR, "moved")
+                    self.groups._replica(group_id)
                 except BrokerError:
-                    self._drop(g)  # rule: membership lives for one term of the coordinator
+                    self._drop(g)  # membership lives while this node coordinates the group
                     continue
                 for m in list(g.members.values()):
                     waiting = m.join is not None and not m.join.done()
@@ -459,10 +455,10 @@ class ClassicGroups:
         out = {}
         for group_id, g in self._groups.items():
             try:
-                if self.groups._replica(group_id).group.node.term == g.term:
-                    out[group_id] = g.state
+                self.groups._replica(group_id)
             except BrokerError:
                 continue
+            out[group_id] = g.state
         return out
 
     def describe(self, group_id: str) -> dict | None:

@@ -1,0 +1,99 @@
+"""A partition leader killed (kill -9) while a Kafka client produces to it with
+idempotence and another consumes in a group: the producer follows NOT_LEADER_OR_FOLLOWER
+to the new leader, every record is in the log exactly once and in order (read back
+through the gRPC door), and the consumer group sees every record."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+from raftka.client import Admin, PartitionReader
+from tests.harness import Cluster, wait_for
+
+from ._clients import quiet
+from .conftest import wait_group_coordinators_settled
+
+RECORDS = 1500
+
+
+def test_leader_kill_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 3, kafka=True)
+    try:
+        cluster.start_all()
+        wait_group_coordinators_settled(cluster)
+        _run(cluster)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop_all()
+
+
+def _run(cluster: Cluster) -> None:
+    grpc_bootstrap = ",".join(cluster.peers.values())
+    with Admin(grpc_bootstrap) as admin:
+        admin.create_topic("failover", partitions=1, replication_factor=3)
+        admin.wait_for_topic_ready("failover", timeout=30)
+    leader = cluster.wait_leader("failover", 0)
+    producer = Producer(quiet({"bootstrap.servers": cluster.kafka_bootstrap,
+                               "enable.idempotence": True, "acks": "all",
+                               "linger.ms": 2, "message.timeout.ms": 60000}))
+    errors: list = []
+    delivered: list[int] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            delivered.append(int(msg.value()))
+
+    consumed: set[int] = set()
+    stop = threading.Event()
+
+    def consume() -> None:
+        consumer = Consumer(quiet({"bootstrap.servers": cluster.kafka_bootstrap,
+                                   "group.id": "failover-g", "auto.offset.reset": "earliest",
+                                   "enable.auto.commit": True}))
+        consumer.subscribe(["failover"])
+        try:
+            while not stop.is_set():
+                message = consumer.poll(0.2)
+                if message is not None and message.error() is None:
+                    consumed.add(int(message.value()))
+        finally:
+            consumer.close()
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    killed_at = None
+    for i in range(RECORDS):
+        while i - len(delivered) - len(errors) > 100:  # at most 100 records unacknowledged
+            producer.poll(0.05)
+        producer.produce("failover", value=str(i).encode(), key=b"k", partition=0,
+                         on_delivery=on_delivery)
+        producer.poll(0)
+        if killed_at is None and len(delivered) >= RECORDS // 4:
+            cluster.kill(leader)  # kill -9 in the middle of the run
+            killed_at = len(delivered)
+    assert producer.flush(90) == 0
+    assert killed_at is not None, "the leader was never killed: the run ended too early"
+    assert errors == []
+    assert cluster.wait_leader("failover", 0) != leader
+    # exactly once and in order in the log, read back through the gRPC door
+    values = []
+    with PartitionReader(grpc_bootstrap, "failover", 0, offset="earliest") as r:
+        while len(values) < RECORDS:
+            batch = r.poll(timeout=2.0)
+            assert batch or len(values) >= RECORDS, f"the log ends at {len(values)} records"
+            values.extend(int(rec.value) for rec in batch)
+    assert values == list(range(RECORDS))
+    assert sorted(delivered) == list(range(RECORDS))
+    wait_for(lambda: len(consumed) == RECORDS, 60, "the group to consume every record")
+    stop.set()
+    reader.join(30)
+    cluster.start(leader)  # the killed node rejoins and catches up
+    cluster.assert_replicas_agree("failover", 0)
