@@ -72,6 +72,26 @@ _RESOURCE_TOPIC = 2
 _RESOURCE_BROKER = 4
 
 
+_CODECS = (0, 3)  # none, lz4: what the partition accepts (raftka.v1.recordbatch)
+_ATTRIBUTES_AT = 21  # of a RecordBatch v2 header: int16, bits 0-2 the codec
+
+
+def _codec_of(records: bytes) -> int:
+    """The compression codec of the first batch (0 when too short: the partition's own
+    checks name what is wrong)."""
+    if len(records) < _ATTRIBUTES_AT + 2:
+        return 0
+    return records[_ATTRIBUTES_AT + 1] & 0x07
+
+
+class _Refused:
+    """A partition's produce answer decided before the partition saw the batch."""
+
+    def __init__(self, code: K, message: str) -> None:
+        self.code = code
+        self.message = message
+
+
 class _Context:
     """What the gRPC services' methods read from a call's context, for a Kafka request."""
 
@@ -230,7 +250,14 @@ class KafkaApis:
                         raise BrokerError(Code.INVALID_REQUEST, f"acks {acks} is not 0, 1 "
                                           "or -1")
                     replica = _require_leader(self.broker, t.name, p.index)
-                    future = replica.submit(bytes(p.records or b""), acks)
+                    records = bytes(p.records or b"")
+                    codec = _codec_of(records)
+                    if codec not in _CODECS:
+                        pending.append((t.name, p.index, None, _Refused(
+                            K.unsupported_compression_type, f"compression codec {codec} is "
+                            "not supported; use none or lz4")))
+                        continue
+                    future = replica.submit(records, acks)
                     pending.append((t.name, p.index, replica, future))
                 except BrokerError as exc:
                     pending.append((t.name, p.index, None, exc))
@@ -248,6 +275,9 @@ class KafkaApis:
                         timeout_s: float) -> dict:
         if isinstance(future, BrokerError):
             return {"index": partition, "base_offset": -1, **_err(future)}
+        if isinstance(future, _Refused):
+            return {"index": partition, "base_offset": -1, "error_code": future.code,
+                    "error_message": future.message}
         try:
             base, _ = await replica.wait_acked(future, acks, timeout_s)
         except BrokerError as exc:
