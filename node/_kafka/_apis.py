@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 from kio.index import load_response_schema
@@ -37,6 +38,7 @@ from .._services import (
     config_entries,
 )
 from ._classic import ClassicGroups
+from ._consumer_protocol import ConsumerProtocol
 from ._errors import kafka_code
 
 log = logging.getLogger("raftka.kafka")
@@ -65,6 +67,7 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     32: ("DescribeConfigs", 1, 4),
     37: ("CreatePartitions", 0, 3),
     60: ("DescribeCluster", 0, 1),
+    68: ("ConsumerGroupHeartbeat", 0, 1),
 }
 _CONFIG_SOURCE_TOPIC = 1  # DYNAMIC_TOPIC_CONFIG
 _CONFIG_SOURCE_DEFAULT = 5  # DEFAULT_CONFIG
@@ -130,6 +133,7 @@ class KafkaApis:
         self.admin = admin
         self.groups = groups
         self.classic = ClassicGroups(broker, groups)
+        self.consumer_protocol = ConsumerProtocol(broker, groups)
         self._handlers: dict[int, Callable[..., Awaitable[Any]]] = {
             0: self.produce, 1: self.fetch, 2: self.list_offsets, 3: self.metadata,
             8: self.offset_commit, 9: self.offset_fetch, 10: self.find_coordinator,
@@ -138,6 +142,7 @@ class KafkaApis:
             15: self.describe_groups, 16: self.list_groups, 18: self.api_versions,
             19: self.create_topics, 20: self.delete_topics, 22: self.init_producer_id,
             32: self.describe_configs, 37: self.create_partitions, 60: self.describe_cluster,
+            68: self.consumer_protocol.heartbeat,
         }
 
     def start(self) -> None:
@@ -181,10 +186,18 @@ class KafkaApis:
 
     async def metadata(self, request, version, ctx, header) -> dict:
         state = self.broker.controller.state
+        unknown_ids: list = []
         if request.topics is None or (version == 0 and not request.topics):
             names = [t.name for t in state.topics_sorted() if t.name != OFFSETS_TOPIC]
         else:
-            names = [t.name for t in request.topics if t.name is not None]
+            by_id = {}
+            if any(t.name is None for t in request.topics):  # v10+: asked by topic id
+                by_id = {uuid.UUID(t.topic_id): t.name for t in state.topics_sorted()}
+            names = [t.name if t.name is not None else by_id.get(getattr(t, "topic_id", None))
+                     for t in request.topics]
+            unknown_ids = [t.topic_id for t in request.topics
+                           if t.name is None and getattr(t, "topic_id", None) not in by_id]
+            names = [n for n in names if n is not None]
         topics = []
         for name in names:
             meta = state.topic(name)
@@ -196,6 +209,8 @@ class KafkaApis:
                            "is_internal": meta.internal,
                            "partitions": [self._partition_metadata(meta, p)
                                           for p in meta.partitions]})
+        topics.extend({"error_code": K.unknown_topic_id, "name": None, "topic_id": tid,
+                       "partitions": []} for tid in unknown_ids)
         controller = self.broker.controller.leader_id()
         return {"brokers": self._brokers(), "cluster_id": CLUSTER_ID,
                 "controller_id": controller or -1, "topics": topics}

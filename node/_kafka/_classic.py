@@ -411,6 +411,12 @@ class ClassicGroups:
         if generation < 0 and not member_id:
             if (g is not None and g.members) or c.group.members:
                 return all_failed(K.unknown_member_id)
+        elif member_id in c.group.members:  # a member of the consumer protocol (KIP-848)
+            try:
+                c.group.check_commit(member_id, generation, [
+                    (t.name, p.partition_index) for t in request.topics for p in t.partitions])
+            except BrokerError as exc:
+                return all_failed(kafka_code(exc.code))
         elif g is None or member_id not in g.members:
             return all_failed(K.unknown_member_id)
         elif g.state == PREPARING:

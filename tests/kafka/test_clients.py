@@ -248,3 +248,106 @@ def test_one_truth_records_cross_the_doors_unchanged(kafka_cluster: Cluster) -> 
     [tp] = kafka_view.committed([TopicPartition("two-doors", 0)], timeout=30)
     assert tp.offset == 20
     kafka_view.close()
+
+
+def test_aiokafka_producer_and_group_consumer(kafka_cluster: Cluster) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    with Admin(_bootstrap(kafka_cluster)) as admin:
+        admin.create_topic("aio-t", partitions=2, replication_factor=3)
+        admin.wait_for_topic_ready("aio-t", timeout=30)
+
+    async def run() -> tuple[set, set, dict]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_cluster.kafka_bootstrap,
+                                    enable_idempotence=True, acks="all")
+        await producer.start()
+        try:
+            sent = set()
+            for i in range(25):
+                md = await producer.send_and_wait("aio-t", f"v{i}".encode(),
+                                                  key=f"k{i}".encode(),
+                                                  headers=[("h", b"aio")])
+                sent.add((md.partition, md.offset))
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer("aio-t", bootstrap_servers=kafka_cluster.kafka_bootstrap,
+                                    group_id="aio-g", auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            got = set()
+            async with asyncio.timeout(60):
+                async for m in consumer:
+                    assert m.headers == (("h", b"aio"),)
+                    got.add((m.partition, m.offset))
+                    if len(got) == 25:
+                        break
+            await consumer.commit()
+            committed = {p: await consumer.committed(
+                __import__("aiokafka").TopicPartition("aio-t", p)) for p in (0, 1)}
+        finally:
+            await consumer.stop()
+        return sent, got, committed
+
+    sent, got, committed = asyncio.run(run())
+    assert got == sent
+    with Admin(_bootstrap(kafka_cluster)) as admin:
+        assert {tp.partition: o for tp, o in admin.committed_offsets("aio-g").items()} == \
+            {p: o for p, o in committed.items() if o}
+
+
+def test_kip848_kafka_consumer_and_our_consumer_share_one_group(kafka_cluster: Cluster) -> None:
+    """librdkafka with group.protocol=consumer (KIP-848) joins the same broker-assigned
+    group as our gRPC consumer: the partitions are split between them, each record is
+    read once, and commits from both land in the one set of group offsets."""
+    grpc_bootstrap = _bootstrap(kafka_cluster)
+    with Admin(grpc_bootstrap) as admin:
+        admin.create_topic("k848", partitions=4, replication_factor=3)
+        admin.wait_for_topic_ready("k848", timeout=30)
+    kafka_member = Consumer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap,
+                                   "group.id": "mixed", "group.protocol": "consumer",
+                                   "auto.offset.reset": "earliest",
+                                   "enable.auto.commit": False}))
+    kafka_member.subscribe(["k848"])
+    ours = RaftkaConsumer(grpc_bootstrap, "mixed", ["k848"])
+    try:
+        by_kafka: list[int] = []
+        by_ours: list[int] = []
+
+        def split() -> bool:  # polling drives both members' heartbeats
+            for message in [kafka_member.poll(0.1)]:
+                assert message is None or message.error() is None
+            assert ours.poll(0.1) == []
+            kafka_parts = {tp.partition for tp in kafka_member.assignment()}
+            our_parts = {tp.partition for tp in ours.assignment()}
+            return bool(kafka_parts) and bool(our_parts) and not kafka_parts & our_parts \
+                and kafka_parts | our_parts == {0, 1, 2, 3}
+
+        wait_for(split, 60, "the 4 partitions split between the Kafka member and ours")
+        producer = Producer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap}))
+        for i in range(200):
+            producer.produce("k848", value=str(i).encode(), key=str(i).encode())
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 60
+        while len(by_kafka) + len(by_ours) < 200 and time.monotonic() < deadline:
+            message = kafka_member.poll(0.2)
+            if message is not None:
+                assert message.error() is None, message.error()
+                by_kafka.append(int(message.value()))
+            by_ours.extend(int(r.value) for r in ours.poll(0.1))
+        assert sorted(by_kafka + by_ours) == list(range(200))  # each read once
+        assert by_kafka and by_ours, "both members own partitions"
+        kafka_parts = {tp.partition for tp in kafka_member.assignment()}
+        our_parts = {tp.partition for tp in ours.assignment()}
+        assert kafka_parts | our_parts == {0, 1, 2, 3} and not kafka_parts & our_parts
+        kafka_member.commit(asynchronous=False)
+        ours.commit()
+        with Admin(grpc_bootstrap) as admin:
+            committed = admin.committed_offsets("mixed")
+        assert sum(committed.values()) == 200
+        assert {tp.partition for tp in committed} == {0, 1, 2, 3}
+    finally:
+        kafka_member.close()
+        ours.close()
