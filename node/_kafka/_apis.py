@@ -66,6 +66,8 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     22: ("InitProducerId", 0, 4),
     32: ("DescribeConfigs", 1, 4),
     37: ("CreatePartitions", 0, 3),
+    42: ("DeleteGroups", 0, 2),
+    44: ("IncrementalAlterConfigs", 0, 1),
     60: ("DescribeCluster", 0, 1),
     68: ("ConsumerGroupHeartbeat", 0, 1),
 }
@@ -141,7 +143,8 @@ class KafkaApis:
             13: self.classic.leave_group, 14: self.classic.sync_group,
             15: self.describe_groups, 16: self.list_groups, 18: self.api_versions,
             19: self.create_topics, 20: self.delete_topics, 22: self.init_producer_id,
-            32: self.describe_configs, 37: self.create_partitions, 60: self.describe_cluster,
+            32: self.describe_configs, 37: self.create_partitions, 42: self.delete_groups,
+            44: self.incremental_alter_configs, 60: self.describe_cluster,
             68: self.consumer_protocol.heartbeat,
         }
 
@@ -609,6 +612,46 @@ class KafkaApis:
                         if not keys or c.name in keys])
             results.append(entry)
         return {"results": results}
+
+
+    async def incremental_alter_configs(self, request, version, ctx, header) -> dict:
+        """Topic configs: SET and DELETE (APPEND and SUBTRACT are for list-valued configs,
+        which topics here do not have); broker configs are not alterable."""
+        async def one(r) -> dict:
+            entry = {"resource_type": r.resource_type, "resource_name": r.resource_name}
+            try:
+                if r.resource_type != _RESOURCE_TOPIC:
+                    raise BrokerError(Code.INVALID_REQUEST, "only topic configs can be altered")
+                pb = admin_pb2.AlterTopicConfigsRequest(name=r.resource_name,
+                                                        validate_only=request.validate_only)
+                for c in r.configs:
+                    if c.config_operation == 0 and c.value is not None:
+                        pb.set[c.name] = c.value
+                    elif c.config_operation == 1:
+                        pb.delete.append(c.name)
+                    else:
+                        raise BrokerError(Code.INVALID_REQUEST, f"config {c.name}: only SET "
+                                          "(with a value) and DELETE are supported")
+                await AdminService.AlterTopicConfigs.__wrapped__(self.admin, pb, ctx)
+            except BrokerError as exc:
+                return {**entry, **_err(exc)}
+            return {**entry, "error_code": K.none}
+        return {"responses": await asyncio.gather(*(one(r) for r in request.resources))}
+
+    async def delete_groups(self, request, version, ctx, header) -> dict:
+        async def one(group_id: str) -> dict:
+            if self.classic.has_members(group_id):
+                return {"group_id": group_id, "error_code": K.non_empty_group}
+            try:
+                await GroupCoordinatorService.DeleteGroup.__wrapped__(
+                    self.groups, group_pb2.DeleteGroupRequest(group_id=group_id), ctx)
+            except BrokerError as exc:
+                code = kafka_code(exc.code)
+                if exc.code == Code.INVALID_REQUEST:
+                    code = K.invalid_group_id
+                return {"group_id": group_id, "error_code": code}
+            return {"group_id": group_id, "error_code": K.none}
+        return {"results": await asyncio.gather(*(one(g) for g in request.groups_names))}
 
 
 _STATES = {"empty": "Empty", "stable": "Stable", "reconciling": "Reconciling",

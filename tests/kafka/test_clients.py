@@ -351,3 +351,37 @@ def test_kip848_kafka_consumer_and_our_consumer_share_one_group(kafka_cluster: C
     finally:
         kafka_member.close()
         ours.close()
+
+
+def test_confluent_admin_alters_configs_and_deletes_a_group(kafka_cluster: Cluster) -> None:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    b = kafka_cluster.kafka_bootstrap
+    admin = AdminClient(quiet({"bootstrap.servers": b}))
+    admin.create_topics([NewTopic("alter-t", 1, 3)])["alter-t"].result(30)
+    resource = ConfigResource("topic", "alter-t", incremental_configs=[
+        ConfigEntry("retention.ms", "120000", incremental_operation=AlterConfigOpType.SET)])
+    [f.result(30) for f in admin.incremental_alter_configs([resource]).values()]
+    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
+        assert grpc_admin.describe_topic("alter-t").configs["retention.ms"] == "120000"
+    bad = ConfigResource("topic", "alter-t", incremental_configs=[
+        ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET)])
+    [future] = admin.incremental_alter_configs([bad]).values()
+    try:
+        future.result(30)
+        raise AssertionError("an unknown config was accepted")
+    except Exception as exc:  # noqa: BLE001 - KafkaException with INVALID_CONFIG
+        assert "INVALID_CONFIG" in str(exc) or "no.such.config" in str(exc), exc
+    # a group with committed offsets and no members can be deleted through Kafka's API
+    producer = Producer(quiet({"bootstrap.servers": b}))
+    producer.produce("alter-t", value=b"x")
+    assert producer.flush(30) == 0
+    consumer = Consumer(quiet({"bootstrap.servers": b, "group.id": "doomed-g",
+                               "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    consumer.subscribe(["alter-t"])
+    consume(consumer, 1)
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    admin.delete_consumer_groups(["doomed-g"])["doomed-g"].result(30)
+    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
+        assert grpc_admin.committed_offsets("doomed-g") == {}
