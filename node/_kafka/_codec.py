@@ -66,19 +66,24 @@ def _response_writers(response_cls: type):
     return header_cls, entity_writer(header_cls), entity_writer(response_cls)
 
 
-def encode_response(response_cls: type, correlation_id: int, values: dict) -> bytes:
+class _Parts(list):
+    """A writable for kio's writers that keeps the pieces instead of copying them into
+    one buffer: a Fetch answer's record batches (megabytes) are written to the socket as
+    they came from the partition, never copied here."""
+
+    write = list.append
+
+
+def encode_response(response_cls: type, correlation_id: int, values: dict) -> list:
     """The whole response frame (size prefix, header, body) of ``values`` fitted to
-    ``response_cls``."""
+    ``response_cls``, as a list of byte strings to write in order."""
     header_cls, write_header, write_body = _response_writers(response_cls)
-    buf = io.BytesIO()
-    buf.write(b"\0\0\0\0")
-    write_header(buf, header_cls(correlation_id=correlation_id))
-    write_body(buf, build(response_cls, values))
-    data = buf.getbuffer()
-    _SIZE.pack_into(data, 0, len(data) - 4)
-    out = bytes(data)
-    data.release()
-    return out
+    parts = _Parts()
+    parts.append(b"")
+    write_header(parts, header_cls(correlation_id=correlation_id))
+    write_body(parts, build(response_cls, values))
+    parts[0] = _SIZE.pack(sum(map(len, parts)))
+    return parts
 
 
 # ---------------------------------------------------------------------------- building

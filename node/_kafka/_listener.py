@@ -177,7 +177,7 @@ class _Connection:
             if values is None:  # Produce with acks=0: no answer
                 continue
             try:
-                writer.write(encode_response(response_cls, correlation_id, values))
+                writer.writelines(encode_response(response_cls, correlation_id, values))
                 if writer.transport.get_write_buffer_size() > (1 << 20):
                     await writer.drain()
             except ConnectionError:

@@ -29,7 +29,7 @@ METADATA = {
 @pytest.mark.parametrize("version", range(SUPPORTED[3][1], SUPPORTED[3][2] + 1))
 def test_one_metadata_answer_encodes_at_every_served_version(version: int) -> None:
     cls = load_response_schema(3, version)
-    frame = encode_response(cls, 42, METADATA)
+    frame = b"".join(encode_response(cls, 42, METADATA))
     header, used = entity_reader(cls.__header_schema__)(frame, 4)
     body, size = entity_reader(cls)(frame, 4 + used)
     assert header.correlation_id == 42 and 4 + used + size == len(frame)
