@@ -413,7 +413,7 @@ class KafkaApis:
         out = []
         for key in keys:
             entry: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1}
-            if request.key_type != 0:
+            if getattr(request, "key_type", 0) != 0:
                 entry.update(error_code=K.coordinator_not_available,
                              error_message="transactions are not supported yet")
                 out.append(entry)

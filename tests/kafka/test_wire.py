@@ -130,3 +130,19 @@ def test_pipelined_requests_are_answered_in_order(kafka_cluster: Cluster) -> Non
                            for cid in range(1, 41)))
         ids = [struct.unpack_from(">i", _read_frame(s))[0] for _ in range(40)]
     assert ids == list(range(1, 41))
+
+
+def test_every_served_api_version_answers_a_minimal_request(kafka_cluster: Cluster) -> None:
+    """Each API at each advertised version, with every field at its default (empty names,
+    no topics): an answer with the request's correlation id, never a closed connection.
+    (Produce with acks=1: acks=0 is answered with silence by design.)"""
+    special = {0: {"acks": 1, "timeout": 1000}, 1: {"max_wait": 0}}
+    with _connect(kafka_cluster) as s:
+        cid = 1000
+        for api_key, (name, low, high) in sorted(SUPPORTED.items()):
+            for version in range(low, high + 1):
+                cid += 1
+                s.sendall(_request(api_key, version, cid, special.get(api_key, {})))
+                header, _ = _answer(_read_frame(s), api_key, version)
+                assert header.correlation_id == cid, (name, version)
+    assert "Traceback" not in kafka_cluster.logs()
