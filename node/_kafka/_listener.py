@@ -14,7 +14,9 @@ One connection, rules:
    connection is read, so an idempotent producer's pipelined batches reach the log in the
    order it sent them.
 3. At most ``IN_FLIGHT_MAX`` requests of one connection are unanswered; reading waits
-   beyond that (back-pressure on the socket).
+   beyond that (back-pressure on the socket). A connection idle for ``IDLE_TIMEOUT_S``
+   (Kafka's ``connections.max.idle.ms``), or whose request does not arrive whole within
+   ``FRAME_TIMEOUT_S`` of its size, is closed.
 4. An unexpected exception in a handler is logged with its traceback and closes that
    connection; the node keeps serving. A client that goes away ends its connection's
    tasks.
@@ -34,6 +36,8 @@ log = logging.getLogger("raftka.kafka")
 
 REQUEST_SIZE_MAX = 100 << 20
 IN_FLIGHT_MAX = 100
+IDLE_TIMEOUT_S = 600.0  # Kafka's connections.max.idle.ms default
+FRAME_TIMEOUT_S = 60.0  # a request whose size arrived must arrive whole within this
 _SIZE = struct.Struct(">i")
 
 
@@ -109,7 +113,11 @@ class _Connection:
         reader = self.reader
         while not writing.done():
             try:
-                size_bytes = await reader.readexactly(4)
+                size_bytes = await asyncio.wait_for(reader.readexactly(4), IDLE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.info("kafka client %s: idle for %.0f s; closing the connection", self.peer,
+                         IDLE_TIMEOUT_S)
+                return
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             (size,) = _SIZE.unpack(size_bytes)
@@ -118,7 +126,11 @@ class _Connection:
                             "connection", self.peer, size, REQUEST_SIZE_MAX)
                 return
             try:
-                frame = await reader.readexactly(size)
+                frame = await asyncio.wait_for(reader.readexactly(size), FRAME_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("kafka client %s: a %d-byte request did not arrive within %.0f s; "
+                            "closing the connection", self.peer, size, FRAME_TIMEOUT_S)
+                return
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             await self.slots.acquire()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from raftka.client import Admin, PartitionReader
 from tests.harness import Cluster, wait_for
@@ -79,6 +80,15 @@ def _run(cluster: Cluster) -> None:
         if killed_at is None and len(delivered) >= RECORDS // 4:
             cluster.kill(leader)  # kill -9 in the middle of the run
             killed_at = len(delivered)
+    # Metadata through Kafka: the killed node is an offline replica, out of the ISR
+    admin = AdminClient(quiet({"bootstrap.servers": cluster.kafka_bootstrap}))
+
+    def reported_offline() -> bool:
+        [partition] = admin.list_topics("failover", timeout=10).topics["failover"] \
+            .partitions.values()
+        return leader not in partition.isrs and partition.leader not in (-1, leader)
+
+    wait_for(reported_offline, 30, "Metadata to report the killed leader out of the ISR")
     assert producer.flush(90) == 0
     assert killed_at is not None, "the leader was never killed: the run ended too early"
     assert errors == []
