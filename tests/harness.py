@@ -248,18 +248,9 @@ class Cluster:
         leader = wait_for(self.controller_leader, timeout, "a controller leader")
         for nid in self.responsive():
             if nid in self.kafka:
-                wait_for(lambda: self._accepts(self.kafka[nid]), timeout,
+                wait_for(lambda: _accepts(self.kafka[nid]), timeout,
                          f"node {nid}'s Kafka listener")
         return leader
-
-    @staticmethod
-    def _accepts(address: str) -> bool:
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-        except OSError:
-            return False
-        return True
 
     def create_topic(self, name: str, partitions: int = 1, replicas: int = 3,
                      configs: dict[str, str] | None = None) -> None:

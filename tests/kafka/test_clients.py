@@ -28,8 +28,15 @@ def test_confluent_kafka_admin_idempotent_producer_and_group_consumer(
     admin = AdminClient(quiet({"bootstrap.servers": b}))
     admin.create_topics([NewTopic("ck-orders", 3, 3, config={"retention.ms": "3600000"})]
                         )["ck-orders"].result(30)
-    configs = admin.describe_configs([ConfigResource("topic", "ck-orders")])
-    [entries] = [f.result(30) for f in configs.values()]
+
+    def described() -> dict | None:  # by any node: once it applied the new topic
+        [future] = admin.describe_configs([ConfigResource("topic", "ck-orders")]).values()
+        try:
+            return future.result(30)
+        except Exception:  # noqa: BLE001 - UNKNOWN_TOPIC_OR_PARTITION until then
+            return None
+
+    entries = wait_for(described, 30, "the new topic's configs")
     assert entries["retention.ms"].value == "3600000"
     assert entries["cleanup.policy"].value == "delete" and entries["cleanup.policy"].is_default
 
@@ -362,8 +369,9 @@ def test_confluent_admin_alters_configs_and_deletes_a_group(kafka_cluster: Clust
     resource = ConfigResource("topic", "alter-t", incremental_configs=[
         ConfigEntry("retention.ms", "120000", incremental_operation=AlterConfigOpType.SET)])
     [f.result(30) for f in admin.incremental_alter_configs([resource]).values()]
-    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
-        assert grpc_admin.describe_topic("alter-t").configs["retention.ms"] == "120000"
+    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:  # any node, once it applied it
+        wait_for(lambda: grpc_admin.describe_topic("alter-t").configs["retention.ms"]
+                 == "120000", 30, "the altered config through gRPC")
     bad = ConfigResource("topic", "alter-t", incremental_configs=[
         ConfigEntry("no.such.config", "1", incremental_operation=AlterConfigOpType.SET)])
     [future] = admin.incremental_alter_configs([bad]).values()
