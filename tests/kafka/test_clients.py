@@ -393,3 +393,39 @@ def test_confluent_admin_alters_configs_and_deletes_a_group(kafka_cluster: Clust
     admin.delete_consumer_groups(["doomed-g"])["doomed-g"].result(30)
     with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
         assert grpc_admin.committed_offsets("doomed-g") == {}
+
+
+def test_compression_codecs_from_kafka_producers(kafka_cluster: Cluster) -> None:
+    """gzip and lz4 batches are stored as sent and read back through both doors; a codec the
+    partition does not accept is refused with UNSUPPORTED_COMPRESSION_TYPE, which the
+    producer reports as a failed delivery (nothing half-written)."""
+    from confluent_kafka import KafkaError
+
+    grpc_bootstrap = _bootstrap(kafka_cluster)
+    with Admin(grpc_bootstrap) as admin:
+        admin.create_topic("codecs", partitions=1, replication_factor=3)
+        admin.wait_for_topic_ready("codecs", timeout=30)
+    for codec in ("gzip", "lz4", "none"):
+        producer = Producer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap,
+                                   "compression.type": codec, "linger.ms": 20}))
+        for i in range(50):
+            producer.produce("codecs", value=f"{codec}-{i}".encode() * 10, partition=0)
+        assert producer.flush(30) == 0
+    with PartitionReader(grpc_bootstrap, "codecs", 0, offset="earliest") as reader:
+        values = []
+        while len(values) < 150:
+            values.extend(r.value for r in reader.poll(timeout=2.0))
+    assert values == [f"{c}-{i}".encode() * 10 for c in ("gzip", "lz4", "none")
+                      for i in range(50)]
+    refused = []
+    producer = Producer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap,
+                               "compression.type": "zstd", "retries": 0}))
+    producer.produce("codecs", value=b"z" * 1000, partition=0,
+                     on_delivery=lambda err, msg: refused.append(err))
+    producer.flush(30)
+    assert [e.code() for e in refused] == [KafkaError.UNSUPPORTED_COMPRESSION_TYPE]
+    consumer = Consumer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap,
+                               "group.id": "codecs-reader", "enable.auto.commit": False}))
+    consumer.assign([TopicPartition("codecs", 0, 0)])
+    assert [m.value() for m in consume(consumer, 150)] == values
+    consumer.close()
