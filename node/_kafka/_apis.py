@@ -259,6 +259,8 @@ class KafkaApis:
                     {"index": p.index, "base_offset": -1, **error} for p in t.partition_data]}
                 for t in request.topic_data]}
         acks = request.acks
+        metrics = self.broker.metrics
+        started = time.perf_counter()
         timeout_s = min(max(_ms(request.timeout), 1), PRODUCE_TIMEOUT_MS_MAX) / 1000
         pending: list[tuple[str, int, Any, Any]] = []
         for t in request.topic_data:
@@ -279,11 +281,17 @@ class KafkaApis:
                     pending.append((t.name, p.index, replica, future))
                 except BrokerError as exc:
                     pending.append((t.name, p.index, None, exc))
+        level = acks if acks in (0, 1, -1) else -1
+        metrics.produce_requests[level].inc(len(pending))
         if acks == 0:
+            metrics.produce_latency[level].observe(time.perf_counter() - started)
             return None
         by_topic: dict[str, list[dict]] = {}
         results = await asyncio.gather(*(self._produced(*item, acks, timeout_s)
                                          for item in pending))
+        elapsed = time.perf_counter() - started
+        for _ in pending:  # one per partition request, as the gRPC door counts them
+            metrics.produce_latency[level].observe(elapsed)
         for (name, _, _, _), result in zip(pending, results):
             by_topic.setdefault(name, []).append(result)
         return {"responses": [{"name": n, "partition_responses": ps}
@@ -292,6 +300,7 @@ class KafkaApis:
     async def _produced(self, topic: str, partition: int, replica, future, acks: int,
                         timeout_s: float) -> dict:
         if isinstance(future, BrokerError):
+            self.broker.metrics.error("Kafka.Produce", future.code)
             return {"index": partition, "base_offset": -1, **_err(future)}
         if isinstance(future, _Refused):
             return {"index": partition, "base_offset": -1, "error_code": future.code,
@@ -299,6 +308,7 @@ class KafkaApis:
         try:
             base, _ = await replica.wait_acked(future, acks, timeout_s)
         except BrokerError as exc:
+            self.broker.metrics.error("Kafka.Produce", exc.code)
             return {"index": partition, "base_offset": -1, **_err(exc)}
         return {"index": partition, "error_code": K.none, "base_offset": base,
                 "log_start_offset": replica.log_start_offset}
@@ -313,11 +323,12 @@ class KafkaApis:
             return {"error_code": K.fetch_session_id_not_found, "session_id": 0,
                     "responses": []}
         wait_s = min(max(_ms(request.max_wait), 0), FETCH_WAIT_MS_MAX) / 1000
-        deadline = time.monotonic() + wait_s
+        started = time.monotonic()
+        deadline = started + wait_s
         total_max = min(max(request.max_bytes or FETCH_MAX_BYTES_MAX, 1), FETCH_MAX_BYTES_MAX) \
             if version >= 3 else FETCH_MAX_BYTES_MAX
         while True:
-            answers, size, replicas = self._read_all(request, total_max)
+            answers, size, replicas, counts = self._read_all(request, total_max)
             if size >= request.min_bytes or any(
                     p["error_code"] != K.none for ps in answers.values() for p in ps):
                 break
@@ -330,12 +341,17 @@ class KafkaApis:
             finally:
                 for w in waits:
                     w.cancel()
+        metrics = self.broker.metrics
+        for records, size_bytes in counts:  # what the answer carries (the last read)
+            metrics.fetched(records, size_bytes)
+        metrics.fetch_latency.observe(time.monotonic() - started)
         return {"error_code": K.none, "session_id": 0,
                 "responses": [{"topic": t, "partitions": ps} for t, ps in answers.items()]}
 
     def _read_all(self, request, total_max: int):
         answers: dict[str, list[dict]] = {}
         replicas = []  # (replica, offset) of the partitions that returned nothing
+        counts: list[tuple[int, int]] = []  # (records, bytes) per partition read
         size = 0
         metrics = self.broker.metrics
         for t in request.topics:
@@ -347,7 +363,7 @@ class KafkaApis:
                     data = b""
                     if budget or not size:  # at least one batch for the first (KIP-74)
                         data, next_offset = replica.read(p.fetch_offset, max(budget, 1))
-                        metrics.fetched(next_offset - p.fetch_offset, len(data))
+                        counts.append((next_offset - p.fetch_offset, len(data)))
                     if not data:
                         replicas.append((replica, p.fetch_offset))
                     size += len(data)
@@ -358,12 +374,13 @@ class KafkaApis:
                                 "aborted_transactions": None, "preferred_read_replica": -1,
                                 "records": data})
                 except BrokerError as exc:
+                    metrics.error("Kafka.Fetch", exc.code)
                     out.append({"partition_index": p.partition,
                                 "error_code": kafka_code(exc.code), "high_watermark": -1,
                                 "last_stable_offset": -1, "log_start_offset": -1,
                                 "aborted_transactions": None, "preferred_read_replica": -1,
                                 "records": None})
-        return answers, size, replicas
+        return answers, size, replicas, counts
 
     async def list_offsets(self, request, version, ctx, header) -> dict:
         topics = []
