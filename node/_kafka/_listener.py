@@ -42,6 +42,7 @@ FRAME_TIMEOUT_S = 60.0  # a request whose size arrived must arrive whole within 
 # request handler runs (asyncio's default, 64 KiB, made a 1 MB produce request take ~16
 # trips through a busy event loop before it could be handled).
 READ_BUFFER_BYTES = 4 << 20
+ANSWER_DRAIN_S = 35.0  # after the client closed its side: the longest long poll, and some
 _SIZE = struct.Struct(">i")
 
 
@@ -105,14 +106,17 @@ class _Connection:
         writing = asyncio.ensure_future(self._write_answers())
         try:
             await self._read_requests(writing)
-        finally:
-            if not writing.done():
-                self.answers.put_nowait(None)  # write what is answered, then stop
-                try:
-                    await asyncio.wait_for(asyncio.shield(writing), 30)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
-                    writing.cancel()
-                    raise
+        except asyncio.CancelledError:  # the node stops: drop what is unanswered
+            writing.cancel()
+            self._abandon()
+            raise
+        if not writing.done():
+            self.answers.put_nowait(None)  # the client closed: write what is answered
+            try:
+                await asyncio.wait_for(asyncio.shield(writing), ANSWER_DRAIN_S)
+            except asyncio.TimeoutError:
+                writing.cancel()
+                self._abandon()
 
     async def _read_requests(self, writing: asyncio.Future) -> None:
         reader = self.reader
