@@ -107,3 +107,41 @@ def _run(cluster: Cluster) -> None:
     reader.join(30)
     cluster.start(leader)  # the killed node rejoins and catches up
     cluster.assert_replicas_agree("failover", 0)
+
+
+def test_a_node_stops_gracefully_with_kafka_clients_long_polling(tmp_path: Path) -> None:
+    """SIGTERM while a Kafka consumer long-polls the node (Fetch max wait 30 s) and a
+    producer is connected: the node drops the unanswered requests and exits 0 (the
+    harness fails the test if it has not exited within 15 s); the clients carry on with
+    the other nodes."""
+    cluster = Cluster(tmp_path, 3, kafka=True)
+    try:
+        cluster.start_all()
+        grpc_bootstrap = ",".join(cluster.peers.values())
+        with Admin(grpc_bootstrap) as admin:
+            admin.create_topic("stop-t", partitions=1, replication_factor=3)
+            admin.wait_for_topic_ready("stop-t", timeout=30)
+        leader = cluster.wait_preferred_leader("stop-t", 0)
+        consumer = Consumer(quiet({"bootstrap.servers": cluster.kafka[leader],
+                                   "group.id": "stop-g", "auto.offset.reset": "earliest",
+                                   "fetch.wait.max.ms": 30000}))
+        consumer.subscribe(["stop-t"])
+        wait_for(lambda: consumer.poll(0.2) is None and consumer.assignment(), 60,
+                 "the consumer's assignment")
+        consumer.poll(1.0)  # a long-poll Fetch is now waiting at the leader
+        assert cluster.terminate(leader) == 0
+        producer = Producer(quiet({"bootstrap.servers": cluster.kafka_bootstrap,
+                                   "enable.idempotence": True}))
+        producer.produce("stop-t", value=b"after", partition=0)
+        assert producer.flush(60) == 0
+        got = []
+        wait_for(lambda: got.extend(m for m in [consumer.poll(0.5)]
+                                    if m is not None and m.error() is None) or got, 60,
+                 "the consumer to read from the new leader")
+        assert got[0].value() == b"after"
+        consumer.close()
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop_all()
