@@ -68,6 +68,7 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     37: ("CreatePartitions", 0, 3),
     42: ("DeleteGroups", 0, 2),
     44: ("IncrementalAlterConfigs", 0, 1),
+    47: ("OffsetDelete", 0, 0),
     60: ("DescribeCluster", 0, 1),
     68: ("ConsumerGroupHeartbeat", 0, 1),
 }
@@ -144,7 +145,8 @@ class KafkaApis:
             15: self.describe_groups, 16: self.list_groups, 18: self.api_versions,
             19: self.create_topics, 20: self.delete_topics, 22: self.init_producer_id,
             32: self.describe_configs, 37: self.create_partitions, 42: self.delete_groups,
-            44: self.incremental_alter_configs, 60: self.describe_cluster,
+            44: self.incremental_alter_configs, 47: self.classic.offset_delete,
+            60: self.describe_cluster,
             68: self.consumer_protocol.heartbeat,
         }
 

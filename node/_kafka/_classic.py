@@ -455,6 +455,41 @@ class ClassicGroups:
                             p["error_code"] = code
         return {"topics": topics}
 
+    async def offset_delete(self, request, version, ctx, header) -> dict:
+        """OffsetDelete: the group's committed offsets of the named partitions are deleted,
+        except for topics the group's members consume (GROUP_SUBSCRIBED_TO_TOPIC: for a
+        classic group with members every topic counts, its subscriptions being in the
+        clients' own metadata format)."""
+        group_id = request.group_id
+        try:
+            replica = self.groups._replica(group_id)
+            g = self._group(group_id, create=False)
+            c = self.groups._coordinated(group_id, replica)
+        except BrokerError as exc:
+            return {"error_code": _group_code(exc), "topics": []}
+        committed = replica.offsets.get(group_id, {})
+        if not committed and not c.group.members and (g is None or not g.members):
+            return {"error_code": K.group_id_not_found, "topics": []}
+        busy = c.group.subscribed_topics()
+        classic_members = g is not None and bool(g.members)
+        deletions, topics = [], []
+        for t in request.topics:
+            parts = []
+            for p in t.partitions:
+                code = K.none
+                if classic_members or t.name in busy:
+                    code = K.group_subscribed_to_topic
+                elif (t.name, p.partition_index) in committed:
+                    deletions.append((t.name, p.partition_index, -1, ""))
+                parts.append({"partition_index": p.partition_index, "error_code": code})
+            topics.append({"name": t.name, "partitions": parts})
+        if deletions:
+            try:
+                await self.groups._write(c, replica, group_id, deletions)
+            except BrokerError as exc:
+                return {"error_code": _group_code(exc), "topics": []}
+        return {"error_code": K.none, "topics": topics}
+
     # ------------------------------------------------------------------ listing
     def listing(self) -> dict[str, str]:
         """State of every classic group this node coordinates now."""

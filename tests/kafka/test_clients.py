@@ -390,6 +390,20 @@ def test_confluent_admin_alters_configs_and_deletes_a_group(kafka_cluster: Clust
     consume(consumer, 1)
     consumer.commit(asynchronous=False)
     consumer.close()
+    # OffsetDelete of one partition (kafka-python's admin: confluent-kafka's has no call
+    # for it), then DeleteGroups
+    kp_admin = kafka_python.KafkaAdminClient(bootstrap_servers=b.split(","),
+                                             request_timeout_ms=30000)
+    deleted = kp_admin.delete_group_offsets(
+        "doomed-g", [kafka_python.TopicPartition("alter-t", 0)])
+    kp_admin.close()
+    assert [getattr(e, "errno", e) for e in deleted.values()] in ([0], [None]), deleted
+    with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
+        assert grpc_admin.committed_offsets("doomed-g") == {}
+    consumer = Consumer(quiet({"bootstrap.servers": b, "group.id": "doomed-g",
+                               "enable.auto.commit": False}))
+    consumer.commit(offsets=[TopicPartition("alter-t", 0, 1)], asynchronous=False)
+    consumer.close()
     admin.delete_consumer_groups(["doomed-g"])["doomed-g"].result(30)
     with Admin(_bootstrap(kafka_cluster)) as grpc_admin:
         assert grpc_admin.committed_offsets("doomed-g") == {}
