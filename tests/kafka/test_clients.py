@@ -101,9 +101,7 @@ def test_confluent_kafka_admin_idempotent_producer_and_group_consumer(
 
 def test_two_confluent_consumers_share_a_group_and_rebalance(kafka_cluster: Cluster) -> None:
     b = kafka_cluster.kafka_bootstrap
-    with Admin(_bootstrap(kafka_cluster)) as admin:
-        admin.create_topic("ck-shared", partitions=4, replication_factor=3)
-        admin.wait_for_topic_ready("ck-shared", timeout=30)
+    kafka_cluster.create_topic("ck-shared", partitions=4)  # preferred leaders
 
     def member(strategy: str) -> Consumer:
         c = Consumer(quiet({"bootstrap.servers": b, "group.id": "ck-shared-g",
@@ -133,9 +131,7 @@ def test_two_confluent_consumers_share_a_group_and_rebalance(kafka_cluster: Clus
 
 def test_kcat_produces_consumes_and_lists(kafka_cluster: Cluster, kcat: str) -> None:
     b = kafka_cluster.kafka_bootstrap
-    with Admin(_bootstrap(kafka_cluster)) as admin:
-        admin.create_topic("kcat-t", partitions=2, replication_factor=3)
-        admin.wait_for_topic_ready("kcat-t", timeout=30)
+    kafka_cluster.create_topic("kcat-t", partitions=2)  # preferred leaders
     lines = "".join(f"k{i}:value-{i}\n" for i in range(20))
     run = subprocess.run([kcat, "-b", b, "-t", "kcat-t", "-P", "-K:", "-H", "via=kcat",
                           "-X", "enable.idempotence=true"],
@@ -205,9 +201,7 @@ def test_kafka_python_producer_group_consumer_and_admin(kafka_cluster: Cluster) 
 def test_one_truth_records_cross_the_doors_unchanged(kafka_cluster: Cluster) -> None:
     b = kafka_cluster.kafka_bootstrap
     grpc_bootstrap = _bootstrap(kafka_cluster)
-    with Admin(grpc_bootstrap) as admin:
-        admin.create_topic("two-doors", partitions=1, replication_factor=3)
-        admin.wait_for_topic_ready("two-doors", timeout=30)
+    kafka_cluster.create_topic("two-doors", partitions=1)  # preferred leaders
     # Kafka in, gRPC out
     producer = Producer(quiet({"bootstrap.servers": b, "enable.idempotence": True}))
     sent = [(f"key-{i}".encode() if i % 3 else None, f"value-{i}".encode(),
@@ -262,9 +256,7 @@ def test_aiokafka_producer_and_group_consumer(kafka_cluster: Cluster) -> None:
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    with Admin(_bootstrap(kafka_cluster)) as admin:
-        admin.create_topic("aio-t", partitions=2, replication_factor=3)
-        admin.wait_for_topic_ready("aio-t", timeout=30)
+    kafka_cluster.create_topic("aio-t", partitions=2)  # preferred leaders
 
     async def run() -> tuple[set, set, dict]:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_cluster.kafka_bootstrap,
@@ -310,9 +302,7 @@ def test_kip848_kafka_consumer_and_our_consumer_share_one_group(kafka_cluster: C
     group as our gRPC consumer: the partitions are split between them, each record is
     read once, and commits from both land in the one set of group offsets."""
     grpc_bootstrap = _bootstrap(kafka_cluster)
-    with Admin(grpc_bootstrap) as admin:
-        admin.create_topic("k848", partitions=4, replication_factor=3)
-        admin.wait_for_topic_ready("k848", timeout=30)
+    kafka_cluster.create_topic("k848", partitions=4)  # preferred leaders
     kafka_member = Consumer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap,
                                    "group.id": "mixed", "group.protocol": "consumer",
                                    "auto.offset.reset": "earliest",
@@ -416,9 +406,7 @@ def test_compression_codecs_from_kafka_producers(kafka_cluster: Cluster) -> None
     from confluent_kafka import KafkaError
 
     grpc_bootstrap = _bootstrap(kafka_cluster)
-    with Admin(grpc_bootstrap) as admin:
-        admin.create_topic("codecs", partitions=1, replication_factor=3)
-        admin.wait_for_topic_ready("codecs", timeout=30)
+    kafka_cluster.create_topic("codecs", partitions=1)  # preferred leaders
     for codec in ("gzip", "lz4", "none"):
         producer = Producer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap,
                                    "compression.type": codec, "linger.ms": 20}))

@@ -36,9 +36,7 @@ def test_leader_kill_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> Non
 
 def _run(cluster: Cluster) -> None:
     grpc_bootstrap = ",".join(cluster.peers.values())
-    with Admin(grpc_bootstrap) as admin:
-        admin.create_topic("failover", partitions=1, replication_factor=3)
-        admin.wait_for_topic_ready("failover", timeout=30)
+    cluster.create_topic("failover", partitions=1)  # preferred leaders
     leader = cluster.wait_leader("failover", 0)
     producer = Producer(quiet({"bootstrap.servers": cluster.kafka_bootstrap,
                                "enable.idempotence": True, "acks": "all",
@@ -118,9 +116,7 @@ def test_a_node_stops_gracefully_with_kafka_clients_long_polling(tmp_path: Path)
     try:
         cluster.start_all()
         grpc_bootstrap = ",".join(cluster.peers.values())
-        with Admin(grpc_bootstrap) as admin:
-            admin.create_topic("stop-t", partitions=1, replication_factor=3)
-            admin.wait_for_topic_ready("stop-t", timeout=30)
+        cluster.create_topic("stop-t", partitions=1)  # preferred leaders
         leader = cluster.wait_preferred_leader("stop-t", 0)
         consumer = Consumer(quiet({"bootstrap.servers": cluster.kafka[leader],
                                    "group.id": "stop-g", "auto.offset.reset": "earliest",

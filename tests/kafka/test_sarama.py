@@ -47,9 +47,7 @@ def test_sarama_idempotent_producer_and_consumer_group(kafka_cluster: Cluster,
                                                        sarama_check: Path) -> None:
     b = kafka_cluster.kafka_bootstrap
     grpc_bootstrap = ",".join(kafka_cluster.peers.values())
-    with Admin(grpc_bootstrap) as admin:
-        admin.create_topic("sarama-t", partitions=2, replication_factor=3)
-        admin.wait_for_topic_ready("sarama-t", timeout=30)
+    kafka_cluster.create_topic("sarama-t", partitions=2)  # preferred leaders
     produced = _run(sarama_check, "produce", b, "sarama-t", "20")
     assert len(produced) == 20
     # the records as sarama wrote them, through the gRPC door
