@@ -21,6 +21,8 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 from kio.index import load_response_schema
+from kio.schema.consumer_protocol_assignment.v0.data import ConsumerProtocolAssignment
+from kio.schema.consumer_protocol_subscription.v0.data import ConsumerProtocolSubscription
 from kio.schema.errors import ErrorCode as K
 
 from raftka.v1 import admin_pb2, broker_pb2, group_pb2
@@ -38,6 +40,7 @@ from .._services import (
     config_entries,
 )
 from ._classic import ClassicGroups
+from ._codec import encode_data
 from ._consumer_protocol import ConsumerProtocol
 from ._errors import kafka_code
 
@@ -526,12 +529,20 @@ class KafkaApis:
             return {"error_code": code, "group_id": group_id,
                     "group_state": "Dead" if code == K.none else "", "protocol_type": "",
                     "protocol_data": "", "members": []}
+        # the members' subscriptions and assignments in the consumer protocol's own format,
+        # as Kafka's tools (kafka-consumer-groups --describe) decode them
         return {"error_code": K.none, "group_id": group_id,
                 "group_state": _state_name(answer.state), "protocol_type": "consumer",
                 "protocol_data": answer.assignor,
                 "members": [{"member_id": m.member_id, "client_id": m.client_id,
-                             "client_host": m.host, "member_metadata": b"",
-                             "member_assignment": b""} for m in answer.members]}
+                             "client_host": m.host,
+                             "member_metadata": encode_data(
+                                 ConsumerProtocolSubscription, {"topics": list(m.topics)}),
+                             "member_assignment": encode_data(
+                                 ConsumerProtocolAssignment, {"assigned_partitions": [
+                                     {"topic": tp.topic, "partitions": list(tp.partitions)}
+                                     for tp in m.assignment]})}
+                            for m in answer.members]}
 
     # ------------------------------------------------------------------ admin
     async def create_topics(self, request, version, ctx, header) -> dict:

@@ -86,6 +86,18 @@ def encode_response(response_cls: type, correlation_id: int, values: dict) -> li
     return parts
 
 
+def encode_data(cls: type, values: dict, version: int = 0) -> bytes:
+    """A versioned data structure of Kafka's (an int16 version, then the entity), e.g. the
+    consumer protocol's subscription and assignment inside group messages."""
+    parts = _Parts()
+    parts.append(_VERSION.pack(version))
+    entity_writer(cls)(parts, build(cls, values))
+    return b"".join(parts)
+
+
+_VERSION = struct.Struct(">h")
+
+
 # ---------------------------------------------------------------------------- building
 
 

@@ -339,6 +339,13 @@ def test_kip848_kafka_consumer_and_our_consumer_share_one_group(kafka_cluster: C
         kafka_parts = {tp.partition for tp in kafka_member.assignment()}
         our_parts = {tp.partition for tp in ours.assignment()}
         assert kafka_parts | our_parts == {0, 1, 2, 3} and not kafka_parts & our_parts
+        # Kafka's DescribeGroups shows both members, their assignments in the consumer
+        # protocol's format (decoded here by confluent-kafka)
+        admin = AdminClient(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap}))
+        [described] = [f.result(30) for f in
+                       admin.describe_consumer_groups(["mixed"]).values()]
+        owned = {tp.partition for m in described.members for tp in m.assignment.topic_partitions}
+        assert len(described.members) == 2 and owned == {0, 1, 2, 3}
         kafka_member.commit(asynchronous=False)
         ours.commit()
         with Admin(grpc_bootstrap) as admin:
