@@ -28,7 +28,9 @@ How classic members map onto our groups (the choice, and why):
 
 State machine per group (Kafka's GroupCoordinator, without static membership):
 
-1. Empty -> PreparingRebalance on the first JoinGroup. A rebalance completes when every
+1. Empty -> PreparingRebalance on the first JoinGroup with a member id (KIP-394: a join
+   without one is answered MEMBER_ID_REQUIRED with an id, kept pending for a session
+   timeout, not a member yet: nothing waits for it). A rebalance completes when every
    member of the previous generation has joined again, or when the longest rebalance
    timeout of the members has passed (members that did not join are removed), or at once
    for a group that had no members before (after ``INITIAL_DELAY_S``, so consumers
@@ -107,6 +109,9 @@ class _Group:
     rebalance_deadline: float = 0.0
     joined: set[str] = field(default_factory=set)  # members that joined this rebalance
     new: bool = False  # this rebalance started without members (rule 1's initial delay)
+    # ids given with MEMBER_ID_REQUIRED (KIP-394) whose join has not come yet: not members
+    # (a rebalance does not wait for them), forgotten after their session timeout
+    pending: dict[str, float] = field(default_factory=dict)
 
 
 def _ms(value: Any) -> int:
@@ -186,19 +191,18 @@ class ClassicGroups:
                 or not self._common_protocols(others, protocols):
             return {**failure, "error_code": K.inconsistent_group_protocol}
         now = time.monotonic()
-        if member_id and member_id not in g.members:
+        if member_id and member_id not in g.members and member_id not in g.pending:
             return {**failure, "error_code": K.unknown_member_id}
         if not member_id:
             if len(g.members) >= MEMBERS_MAX:
                 return {**failure, "error_code": K.group_max_size_reached}
             member_id = f"{header.client_id or 'member'}-{uuid.uuid4()}"
             if version >= 4:  # KIP-394: the client rejoins with the id it is given
-                g.members[member_id] = _Member(
-                    member_id, header.client_id or "", ctx.peer(), session_ms / 1000,
-                    rebalance_ms / 1000, request.protocol_type, protocols,
-                    now + session_ms / 1000)
-                self._rebalance(g, now)
+                if len(g.pending) >= MEMBERS_MAX:
+                    return {**failure, "error_code": K.group_max_size_reached}
+                g.pending[member_id] = now + session_ms / 1000
                 return {**failure, "member_id": member_id, "error_code": K.member_id_required}
+        g.pending.pop(member_id, None)
         m = g.members.get(member_id)
         if m is None:
             m = g.members[member_id] = _Member(
@@ -382,13 +386,16 @@ class ClassicGroups:
                 except BrokerError:
                     self._drop(g)  # membership lives while this node coordinates the group
                     continue
+                for member_id, deadline in list(g.pending.items()):
+                    if deadline < now:
+                        del g.pending[member_id]
                 for m in list(g.members.values()):
                     waiting = m.join is not None and not m.join.done()
                     if not waiting and m.deadline < now:
                         log.info("group %s: classic member %s timed out", group_id, m.member_id)
                         self._remove(g, m.member_id, K.unknown_member_id, rebalance=True)
                 self._maybe_complete(g, now)
-                if not g.members and g.state == EMPTY:
+                if not g.members and not g.pending and g.state == EMPTY:
                     del self._groups[group_id]
 
     # ------------------------------------------------------------------ offsets
