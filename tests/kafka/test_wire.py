@@ -146,3 +146,54 @@ def test_every_served_api_version_answers_a_minimal_request(kafka_cluster: Clust
                 header, _ = _answer(_read_frame(s), api_key, version)
                 assert header.correlation_id == cid, (name, version)
     assert "Traceback" not in kafka_cluster.logs()
+
+
+def test_errors_clients_act_on_come_with_the_kafka_codes(kafka_cluster: Cluster) -> None:
+    """Produce, Fetch and ListOffsets at a node that is not the partition's leader answer
+    NOT_LEADER_OR_FOLLOWER; an unknown topic UNKNOWN_TOPIC_OR_PARTITION; a fetch beyond the
+    end OFFSET_OUT_OF_RANGE; a group asked at a node that does not coordinate it
+    NOT_COORDINATOR (what makes clients refresh metadata or find the coordinator again)."""
+    from raftka.v1.recordbatch import Record, build_batch
+
+    kafka_cluster.create_topic("wire-errors", partitions=1)
+    leader = kafka_cluster.wait_preferred_leader("wire-errors", 0)
+    follower = next(n for n in kafka_cluster.peers if n != leader)
+    batch = build_batch([Record(b"k", b"v", (), 1_700_000_000_000)], "none")
+    produce = {"acks": -1, "timeout": 10000, "topic_data": [
+        {"name": "wire-errors", "partition_data": [{"index": 0, "records": batch}]},
+        {"name": "no-such-topic", "partition_data": [{"index": 0, "records": batch}]}]}
+    with _connect(kafka_cluster, follower) as s:
+        s.sendall(_request(0, 9, 1, produce))
+        _, answer = _answer(_read_frame(s), 0, 9)
+        codes = {t.name: t.partition_responses[0].error_code for t in answer.responses}
+        assert codes == {"wire-errors": ErrorCode.not_leader_or_follower,
+                         "no-such-topic": ErrorCode.unknown_topic_or_partition}
+        s.sendall(_request(1, 12, 2, {"max_wait": 0, "max_bytes": 1 << 20, "topics": [
+            {"topic": "wire-errors", "partitions": [
+                {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}]}]}))
+        _, answer = _answer(_read_frame(s), 1, 12)
+        assert answer.responses[0].partitions[0].error_code == \
+            ErrorCode.not_leader_or_follower
+        s.sendall(_request(2, 6, 3, {"replica_id": -1, "topics": [
+            {"name": "wire-errors", "partitions": [{"partition_index": 0, "timestamp": -1}]}]}))
+        _, answer = _answer(_read_frame(s), 2, 6)
+        assert answer.topics[0].partitions[0].error_code == ErrorCode.not_leader_or_follower
+    with _connect(kafka_cluster, leader) as s:
+        s.sendall(_request(0, 9, 4, produce))
+        _, answer = _answer(_read_frame(s), 0, 9)
+        assert answer.responses[0].partition_responses[0].error_code == ErrorCode.none
+        s.sendall(_request(1, 12, 5, {"max_wait": 0, "max_bytes": 1 << 20, "topics": [
+            {"topic": "wire-errors", "partitions": [
+                {"partition": 0, "fetch_offset": 99, "partition_max_bytes": 1 << 20}]}]}))
+        _, answer = _answer(_read_frame(s), 1, 12)
+        assert answer.responses[0].partitions[0].error_code == ErrorCode.offset_out_of_range
+    # the group's coordinator, and a node that is not it
+    with _connect(kafka_cluster) as s:
+        s.sendall(_request(10, 3, 6, {"key": "wire-g", "key_type": 0}))
+        _, answer = _answer(_read_frame(s), 10, 3)
+        coordinator = answer.node_id
+    other = next(n for n in kafka_cluster.peers if n != coordinator)
+    with _connect(kafka_cluster, other) as s:
+        s.sendall(_request(9, 7, 7, {"group_id": "wire-g", "topics": None}))
+        _, answer = _answer(_read_frame(s), 9, 7)
+        assert answer.error_code == ErrorCode.not_coordinator
