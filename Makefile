@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps
+test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
 	$(PY) -m pytest -q tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
@@ -48,7 +48,20 @@ jepsen-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
 
-.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps
+.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
+# tests/kafka/ (and the `raftka dev` test) drive the Kafka listener with Debian's kcat and
+# Go's sarama too (golang-github-shopify-sarama-dev, built in GOPATH mode like
+# bench/natsload): as root, install whichever is missing. Without root and without them
+# those checks are skipped (they say why); as root they are errors.
+SARAMA_SRC := /usr/share/gocode/src/github.com/Shopify/sarama
+kafka-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { ! command -v kcat >/dev/null || ! command -v go >/dev/null || [ ! -d $(SARAMA_SRC) ]; }; then \
+	    echo "installing kcat, golang-go, golang-github-shopify-sarama-dev for tests/kafka/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends kcat golang-go \
+	        golang-github-shopify-sarama-dev >/dev/null; fi
+
 # tests/integration/test_monitoring_examples.py checks examples/monitoring/ with promtool:
 # as root, install Debian's prometheus package (it ships promtool) when missing. Without
 # root and without promtool that check is skipped (the YAML is still checked); as root it

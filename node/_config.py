@@ -30,6 +30,11 @@ TOML example::
     authorization = true                # ACLs enforced; default: on with authentication
     super_users = ["User:admin"]
     principal_mapping_rules = ["RULE:^CN=(.*?),.*$/$1/", "DEFAULT"]
+    kafka_listen = "127.0.0.1:9092"     # Kafka-protocol listener (default: off)
+    kafka_advertised = "10.0.0.1:9092"  # the address Kafka clients use (default: kafka_listen)
+    kafka_peers = { 1 = "10.0.0.1:9092", 2 = "10.0.0.2:9092", 3 = "10.0.0.3:9092" }
+    # every node's Kafka address, for Metadata answers (default: each peer's host with
+    # this node's Kafka port)
 """
 
 from __future__ import annotations
@@ -131,6 +136,10 @@ class NodeConfig:
             peer_tls(self)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    # the Kafka-protocol listener (node/_kafka/); "" = not served
+    kafka_listen: str = ""
+    kafka_advertised: str = ""  # what Metadata names this node as (default: kafka_listen)
+    kafka_peers: dict[int, str] = field(default_factory=dict)  # every node's Kafka address
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -157,6 +166,39 @@ class NodeConfig:
         if not self.advertise:
             self.advertise = self.peers[self.node_id]
         self._validate_security()
+        self._validate_kafka()
+
+    def _validate_kafka(self) -> None:
+        for name, value in (("kafka_listen", self.kafka_listen),
+                            ("kafka_advertised", self.kafka_advertised),
+                            *((f"kafka_peers {nid}", a) for nid, a in self.kafka_peers.items())):
+            if value and not _is_host_port(value):
+                raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+        if not self.kafka_listen:
+            if self.kafka_advertised or self.kafka_peers:
+                raise ConfigError("kafka_advertised and kafka_peers need kafka_listen")
+            return
+        if self.secured:
+            # it speaks neither SASL nor TLS yet and does not go through _authz.py: served
+            # next to authentication it would be a door around every ACL
+            raise ConfigError("the Kafka listener (kafka_listen) cannot be served with "
+                              "authentication or authorization yet: it has no SASL, TLS or "
+                              "ACL checks; turn one of them off")
+        unknown = set(self.kafka_peers) - set(self.peers)
+        if unknown:
+            raise ConfigError(f"kafka_peers names nodes {sorted(unknown)} that are not in "
+                              "peers")
+        if not self.kafka_advertised:
+            self.kafka_advertised = self.kafka_peers.get(self.node_id, self.kafka_listen)
+        self.kafka_peers[self.node_id] = self.kafka_advertised
+        port = self.kafka_advertised.rpartition(":")[2]
+        for nid, addr in self.peers.items():  # default: the peer's host, our Kafka port
+            self.kafka_peers.setdefault(nid, f"{addr.rpartition(':')[0]}:{port}")
+
+
+def _is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -207,7 +249,7 @@ def load_toml(path: Path) -> NodeConfig:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen",
-             *_SECURITY_KEYS}
+             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
@@ -223,6 +265,9 @@ def load_toml(path: Path) -> NodeConfig:
             offsets_compact_entries=int(raw.get("offsets_compact_entries", 10_000)),
             metrics_listen=str(raw.get("metrics_listen", "")),
             **_security_from_toml(raw),
+            kafka_listen=str(raw.get("kafka_listen", "")),
+            kafka_advertised=str(raw.get("kafka_advertised", "")),
+            kafka_peers={int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()},
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -268,6 +313,15 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     s.add_argument("--super-users", help="comma-separated principals, e.g. User:admin")
     s.add_argument("--principal-mapping-rule", action="append", default=None,
                    help="repeatable: RULE:<regex>/<replacement>/[L|U] or DEFAULT, in order")
+    p.add_argument("--kafka-listen", default=None, metavar="HOST:PORT",
+                   help="serve the Kafka protocol there (Kafka clients' bootstrap); off by "
+                   "default")
+    p.add_argument("--kafka-advertised", default=None, metavar="HOST:PORT",
+                   help="the address Kafka clients are told to use for this node "
+                   "(default: --kafka-listen)")
+    p.add_argument("--kafka-peers", default=None, metavar="ID=HOST:PORT,...",
+                   help="every node's Kafka address (default: each peer's host with this "
+                   "node's Kafka port)")
     args = p.parse_args(argv)
     if args.config:
         cfg = load_toml(args.config)
@@ -284,6 +338,12 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.log_level = args.log_level
     if args.metrics_listen is not None:
         cfg.metrics_listen = args.metrics_listen
+    if args.kafka_listen is not None:
+        cfg.kafka_listen = args.kafka_listen
+    if args.kafka_advertised is not None:
+        cfg.kafka_advertised = args.kafka_advertised
+    if args.kafka_peers is not None:
+        cfg.kafka_peers = parse_peers(args.kafka_peers)
     if args.offsets_compact_entries is not None:
         cfg.offsets_compact_entries = args.offsets_compact_entries
     for key in ("tls_cert", "tls_key", "tls_ca", "tls_require_client_cert", "peer_listen",

@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 import time
+from typing import Callable
 
 from raftka.v1 import group_pb2, group_pb2_grpc
 from raftka.raft import Role
@@ -93,6 +94,9 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
         self._groups: dict[str, _Coordinated] = {}
         self._task: asyncio.Task | None = None
         self._next_sweep = 0.0
+        # Whether a group has members of Kafka's classic protocol (set by the Kafka
+        # listener, node/_kafka/_classic.py): such a group refuses members of ours.
+        self.classic_members: Callable[[str], bool] = lambda group_id: False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._expire_loop(),
@@ -274,6 +278,9 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
     @_handler
     async def Heartbeat(self, request, context):  # noqa: N802
         replica = self._replica(request.group_id)
+        if self.classic_members(request.group_id):
+            raise BrokerError(Code.INVALID_REQUEST, f"group {request.group_id!r} has members "
+                              "of Kafka's classic group protocol; use another group id")
         c = self._coordinated(request.group_id, replica)
         group = c.group
         topics = list(request.topics) or None

@@ -43,6 +43,7 @@ from ._config import ConfigError, NodeConfig, from_args
 from ._debug_service import add_debug_service
 from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
+from ._kafka import KafkaApis, KafkaListener
 from ._metrics import MetricsServer, NodeCollector
 from ._services import AdminService, BrokerService
 from ._share_service import ShareService
@@ -101,6 +102,9 @@ async def serve(config: NodeConfig) -> int:
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=(
         [SecurityInterceptor(security, peer_port=False)] if config.secured else None))
     forwarder = ControllerForwarder(broker)  # controller writes at any node (KIP-590)
+    # the Kafka listener's handlers call these services' methods (one truth, two doors)
+    broker_service = BrokerService(broker, forwarder)
+    admin_service = AdminService(broker, forwarder)
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
     raft_service = RaftPeerService(config.node_id, broker.host.deliver_many)
@@ -175,8 +179,31 @@ async def serve(config: NodeConfig) -> int:
         return 1
     groups.start()
     shares.start()
+    kafka = None
+    if config.kafka_listen:
+        kafka_apis = KafkaApis(broker, broker_service, admin_service, groups)
+        kafka = KafkaListener(broker, kafka_apis)
+        try:
+            await kafka.start()
+        except OSError as exc:
+            log.error("cannot serve the Kafka protocol on %s: %s; is another process using "
+                      "the port?", config.kafka_listen, exc)
+            if metrics_server is not None:
+                await metrics_server.stop()
+            await groups.stop()
+            await shares.stop()
+            await broker.stop(graceful=False)
+            await server.stop(grace=None)
+            if peer_server is not None:
+                await peer_server.stop(grace=None)
+            await forwarder.close()
+            return 2
+        kafka_apis.start()
     await health_servicer.set(RAFT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     print(f"raftka node {config.node_id} serving on {config.listen}", file=sys.stderr, flush=True)
+    if kafka is not None:
+        print(f"raftka node {config.node_id} Kafka protocol on {kafka.address} (advertised "
+              f"as {config.kafka_advertised})", file=sys.stderr, flush=True)
     if metrics_server is not None:
         print(f"raftka node {config.node_id} metrics on http://{metrics_server.address}/metrics",
               file=sys.stderr, flush=True)
@@ -192,6 +219,9 @@ async def serve(config: NodeConfig) -> int:
     failed = ready_loop in done
     readiness.cancel()
     await health_servicer.enter_graceful_shutdown()  # every name NOT_SERVING, for good
+    if kafka is not None:
+        await kafka_apis.stop()
+        await kafka.stop()
     await groups.stop()
     await shares.stop()
     if metrics_server is not None:

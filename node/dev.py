@@ -12,6 +12,9 @@ peer ports (``--peer-base-port``, 8001..). ``--auth`` (implies ``--tls``) turns 
 authentication (client certificates, whose CN is the user name, and passwords) and ACLs,
 with ``User:admin`` as super user, and creates a password user ``dev`` with a random
 password and no rights. It prints the environment for the CLI either way.
+Every node also serves the Kafka protocol (``--kafka-base-port``, 9092.. by default; 0
+turns it off; off with ``--auth``, as the listener has no SASL or ACL checks yet) and the
+bootstrap string for Kafka clients is printed (``kcat -b 127.0.0.1:9092 -L``).
 
 It also starts the web console (``python -m raftka.client.cli console``, a subprocess: the
 broker never imports the client) on ``--console-port`` (8080; 0 turns it off) and prints its
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-base-port", type=int, default=9301,
                         help="node N serves Prometheus metrics on this port + N - 1 "
                         "(default 9301); 0 turns metrics off")
+    parser.add_argument("--kafka-base-port", type=int, default=9092,
+                        help="node N serves the Kafka protocol on this port + N - 1 "
+                        "(default 9092); 0 turns it off")
     parser.add_argument("--console-port", type=int, default=8080,
                         help="port of the web console (0: do not start it)")
     parser.add_argument("--tls", action="store_true",
@@ -183,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     peers = cluster_peers(args.nodes, args.host, args.base_port)
     metrics = ({i: f"{args.host}:{args.metrics_base_port + i - 1}" for i in peers}
                if args.metrics_base_port else {})
-    busy = ports_in_use({**peers, **{-i: a for i, a in metrics.items()}}, reuse=True)
+    # the Kafka listener has no SASL, TLS or ACL checks yet: a node refuses it with --auth
+    kafka = ({i: f"{args.host}:{args.kafka_base_port + i - 1}" for i in peers}
+             if args.kafka_base_port and not args.auth else {})
+    kafka_flags = ["--kafka-peers", ",".join(f"{k}={v}" for k, v in sorted(kafka.items()))] \
+        if kafka else []
+    busy = ports_in_use({**peers, **{-i: a for i, a in metrics.items()},
+                         **{-100 - i: a for i, a in kafka.items()}}, reuse=True)
     if busy:
         print(f"raftka dev: {', '.join(busy)} already in use (another cluster running?); "
               "stop it or pick other ports with --base-port", file=sys.stderr)
@@ -202,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                                         args.auth)
     procs = [subprocess.Popen(node_command(
         i, peers, args.data_dir, ["--log-level", args.log_level]
-        + (["--metrics-listen", metrics[i]] if metrics else []) + security[i]))
+        + (["--metrics-listen", metrics[i]] if metrics else []) + security[i]
+        + (["--kafka-listen", kafka[i], *kafka_flags] if kafka else [])))
              for i in peers]
     stopping = False
 
@@ -227,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  RAFTKA_PASSWORD={password} raftka whoami --user dev")
             print("  (client certificates are required, so the admin one still opens the "
                   "connection; the password decides who you are)")
+        if kafka:
+            kafka_bootstrap = ",".join(kafka.values())
+            print(f"kafka bootstrap: {kafka_bootstrap}   (Kafka clients and tools, e.g. "
+                  f"kcat -b {kafka_bootstrap} -L)")
         for i, address in metrics.items():
             print(f"metrics: node {i} http://{address}/metrics")
         if metrics:

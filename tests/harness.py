@@ -100,20 +100,24 @@ class Cluster:
     def __init__(self, root: Path, size: int, tick_ms: int = 50,
                  extra_args: tuple[str, ...] = (), metrics: bool = False,
                  node_args: Callable[[int], list[str]] | None = None,
-                 channel_credentials: grpc.ChannelCredentials | None = None) -> None:
+                 channel_credentials: grpc.ChannelCredentials | None = None,
+                 kafka: bool = False) -> None:
         """``metrics``: every node serves Prometheus metrics (``metrics_url``).
         ``node_args(node_id)``: more flags for one node (its own certificate);
-        ``channel_credentials``: TLS for the harness's own channels (``channel``)."""
+        ``channel_credentials``: TLS for the harness's own channels (``channel``);
+        ``kafka``: every node serves the Kafka protocol (``kafka_bootstrap``)."""
         self.node_args = node_args
         self.channel_credentials = channel_credentials
         self.root = root
         self.size = size
         self.tick_ms = tick_ms
         self.extra_args = tuple(extra_args)  # more `python -m raftka.node` flags for every node
-        ports = free_ports(size * 2 if metrics else size)
+        ports = free_ports(size * (1 + bool(metrics) + bool(kafka)))  # all distinct
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
         self.metrics = ({i + 1: f"127.0.0.1:{ports[size + i]}" for i in range(size)}
                         if metrics else {})
+        self.kafka = ({i + 1: f"127.0.0.1:{ports[-size + i]}" for i in range(size)}
+                      if kafka else {})
         self.procs: dict[int, subprocess.Popen] = {}  # running (maybe paused), by node id
         self.paused: set[int] = set()
         self._started: list[subprocess.Popen] = []  # every process, until it has exited
@@ -134,6 +138,9 @@ class Cluster:
         ]
         if node_id in self.metrics:
             cmd += ["--metrics-listen", self.metrics[node_id]]
+        if node_id in self.kafka:
+            cmd += ["--kafka-listen", self.kafka[node_id], "--kafka-peers",
+                    ",".join(f"{k}={v}" for k, v in sorted(self.kafka.items()))]
         with open(self.root / f"node-{node_id}.log", "ab") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
                                     start_new_session=True)  # its own process group
@@ -216,6 +223,11 @@ class Cluster:
             self._channels[node_id] = ch
         return ch
 
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Every node's Kafka listener, as Kafka clients' bootstrap.servers."""
+        return ",".join(self.kafka[n] for n in sorted(self.kafka))
+
     def metrics_url(self, node_id: int) -> str:
         return f"http://{self.metrics[node_id]}/metrics"
 
@@ -244,7 +256,12 @@ class Cluster:
         return 0
 
     def wait_healthy(self, timeout: float = 30.0) -> int:
-        return wait_for(self.controller_leader, timeout, "a controller leader")
+        leader = wait_for(self.controller_leader, timeout, "a controller leader")
+        for nid in self.responsive():
+            if nid in self.kafka:
+                wait_for(lambda: _accepts(self.kafka[nid]), timeout,
+                         f"node {nid}'s Kafka listener")
+        return leader
 
     def create_topic(self, name: str, partitions: int = 1, replicas: int = 3,
                      configs: dict[str, str] | None = None) -> None:

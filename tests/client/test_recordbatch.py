@@ -492,7 +492,7 @@ def test_validate_batch_rejects_trailing_bytes(small_batch: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("codec", "name"), [(1, "gzip"), (2, "snappy"), (4, "zstd"), (5, "unknown"), (7, "unknown")]
+    ("codec", "name"), [(2, "snappy"), (4, "zstd"), (5, "unknown"), (7, "unknown")]
 )
 def test_unknown_codecs_are_named(small_batch: bytes, codec: int, name: str) -> None:
     bad = _patch(small_batch, ">h", 21, codec)
@@ -751,3 +751,38 @@ def test_an_lz4_section_that_decompresses_beyond_the_bound_is_refused_without_in
     monkeypatch.setattr(rb, "DECOMPRESSED_BYTES_MAX", 1 << 20)
     with pytest.raises(rb.CorruptBatchError, match="decompress to more than"):
         rb.validate_records(batch)
+
+
+def _gzipped(batch: bytes, section: bytes | None = None) -> bytes:
+    """``batch`` (uncompressed) with its records section gzipped as a Kafka client sends
+    it (or ``section`` in its place): codec bits 1, batchLength and CRC fixed."""
+    import gzip
+
+    packed = gzip.compress(batch[HEADER_SIZE:]) if section is None else section
+    out = bytearray(batch[:HEADER_SIZE]) + packed
+    struct.pack_into(">i", out, 8, len(out) - 12)
+    struct.pack_into(">h", out, 21, (struct.unpack_from(">h", out, 21)[0] & ~7) | 1)
+    return _recrc(out)
+
+
+def test_gzip_batches_from_kafka_clients_decode_like_uncompressed_ones() -> None:
+    records = _sample_records(40)
+    plain = build_batch(records, "none")
+    gz = _gzipped(plain)
+    assert parse_header(gz).attributes & 7 == 1
+    validate_records(gz)
+    assert decode_records(gz) == decode_records(plain)
+
+
+def test_gzip_sections_that_are_truncated_corrupt_or_too_large_are_refused() -> None:
+    import gzip
+
+    plain = build_batch(_sample_records(10), "none")
+    whole = gzip.compress(plain[HEADER_SIZE:])
+    with pytest.raises(CorruptBatchError, match="gzip section is truncated"):
+        decode_records(_gzipped(plain, whole[:-12]))
+    with pytest.raises(CorruptBatchError, match="gzip section does not decompress"):
+        decode_records(_gzipped(plain, b"\x1f\x8b" + b"\x00" * 30))
+    bomb = gzip.compress(b"\0" * (65 << 20), compresslevel=1)  # ~64 KiB expanding to 65 MiB
+    with pytest.raises(CorruptBatchError, match="decompress to more than"):
+        decode_records(_gzipped(plain, bomb))

@@ -3,6 +3,8 @@ stops every node on SIGTERM/Ctrl-C."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +22,17 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
     metrics_base = _free_consecutive_ports(3)
     while abs(metrics_base - base) < 3:  # the two ranges must not overlap
         metrics_base = _free_consecutive_ports(3)
+    kafka_base = _free_consecutive_ports(3)
+    while min(abs(kafka_base - base), abs(kafka_base - metrics_base)) < 3:
+        kafka_base = _free_consecutive_ports(3)
     console_port = free_ports(1)[0]
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftka.node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
          "--base-port", str(base), "--metrics-base-port", str(metrics_base),
-         "--console-port", str(console_port)], cwd=REPO,
+         "--kafka-base-port", str(kafka_base), "--console-port", str(console_port)], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        bootstrap = ""
+        bootstrap = kafka_bootstrap = ""
         metrics_urls: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(metrics_urls) < 3:
@@ -36,6 +41,8 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
                 break
             if line.startswith("bootstrap: "):
                 bootstrap = line.split(" ", 1)[1].strip()
+            if line.startswith("kafka bootstrap: "):
+                kafka_bootstrap = line.split()[2]
             if line.startswith("metrics: node "):
                 metrics_urls.append(line.split()[-1])
         console_url = ""
@@ -54,6 +61,15 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
                 assert f"raftka_node_id {i + 1}.0" in response.read().decode()
         with Admin(bootstrap) as admin:
             assert len(admin.describe_cluster().nodes) == 3
+        # the Kafka bootstrap it prints is one Kafka tools can use (kcat from Debian)
+        assert kafka_bootstrap == ",".join(f"127.0.0.1:{kafka_base + i}" for i in range(3))
+        kcat = shutil.which("kcat")
+        assert kcat or os.geteuid() != 0, "kcat is missing: make kafka-deps installs it"
+        if kcat:
+            listed = subprocess.run([kcat, "-b", kafka_bootstrap, "-L", "-m", "10"],
+                                    capture_output=True, text=True, timeout=30)
+            assert listed.returncode == 0, listed.stderr
+            assert " 3 brokers:" in listed.stdout, listed.stdout
         assert console_url == f"http://127.0.0.1:{console_port}/"
         wait_for(lambda: _answers(console_url), 30, "the web console")
         proc.send_signal(signal.SIGTERM)

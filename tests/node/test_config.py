@@ -138,3 +138,49 @@ def test_plain_text_beyond_loopback_is_a_loud_warning(caplog) -> None:
         assert not caplog.records
         warn_plain_text("the client port", "0.0.0.0:7001")
     assert "INSECURE" in caplog.text and "0.0.0.0:7001" in caplog.text
+def test_kafka_listener_is_off_by_default_and_set_by_flags_or_toml(tmp_path: Path) -> None:
+    base = ["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", str(tmp_path),
+            "--peers", "1=10.0.0.1:7001,2=10.0.0.2:7001"]
+    off = from_args(base)
+    assert (off.kafka_listen, off.kafka_advertised, off.kafka_peers) == ("", "", {})
+    on = from_args(base + ["--kafka-listen", "0.0.0.0:9092", "--kafka-advertised",
+                           "kafka-1.example:9092"])
+    assert on.kafka_advertised == "kafka-1.example:9092"
+    # every node's Kafka address: this node's advertised one, the others by default the
+    # peer's host with this node's Kafka port
+    assert on.kafka_peers == {1: "kafka-1.example:9092", 2: "10.0.0.2:9092"}
+    assert from_args(base + ["--kafka-listen", "127.0.0.1:9092", "--kafka-peers",
+                             "2=k2:19092"]).kafka_peers == {1: "127.0.0.1:9092", 2: "k2:19092"}
+    path = tmp_path / "node.toml"
+    path.write_text('id = 1\nlisten = "127.0.0.1:7001"\ndata_dir = "/tmp/x"\n'
+                    'peers = { 1 = "127.0.0.1:7001", 2 = "127.0.0.1:7002" }\n'
+                    'kafka_listen = "127.0.0.1:9092"\n'
+                    'kafka_peers = { 2 = "127.0.0.1:9093" }\n')
+    cfg = from_args(["--config", str(path)])
+    assert (cfg.kafka_listen, cfg.kafka_advertised) == ("127.0.0.1:9092", "127.0.0.1:9092")
+    assert cfg.kafka_peers == {1: "127.0.0.1:9092", 2: "127.0.0.1:9093"}
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--kafka-listen", "9092"], "kafka_listen must be HOST:PORT"),
+    (["--kafka-listen", "h:9092", "--kafka-advertised", "h:x"], "kafka_advertised must be"),
+    (["--kafka-advertised", "h:9092"], "need kafka_listen"),
+    (["--kafka-listen", "h:9092", "--kafka-peers", "7=h:1"], "not in peers"),
+])
+def test_bad_kafka_settings_say_what_to_fix(tmp_path: Path, flags: list[str],
+                                            fragment: str) -> None:
+    base = ["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", str(tmp_path),
+            "--peers", "1=127.0.0.1:7001"]
+    with pytest.raises(ConfigError, match=fragment):
+        from_args(base + flags)
+
+
+def test_the_kafka_listener_is_refused_with_authentication(tmp_path: Path, certs) -> None:
+    """It has no SASL, TLS or ACL checks yet: next to authentication it would be a door
+    around every ACL, so the node refuses the combination."""
+    _, node = certs
+    flags = ["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", str(tmp_path),
+             "--peers", "1=127.0.0.1:7001", "--kafka-listen", "127.0.0.1:9092",
+             "--authorization"]
+    with pytest.raises(ConfigError, match="Kafka listener"):
+        from_args(flags)

@@ -32,7 +32,9 @@ Batch layout (big-endian, 61-byte header)::
      53     4  baseSequence           int32   -1 unless idempotent/transactional
      57     4  recordCount            int32   never compressed
      61     -  records                        the whole section is compressed with the codec;
-                                              lz4 = LZ4 *frame* format, independent blocks
+                                              lz4 = LZ4 *frame* format, independent blocks;
+                                              gzip (read, never written: Kafka clients
+                                              send it) = one gzip member
 
 Record layout (varint = zigzag LEB128 as in protobuf's sint32/sint64)::
 
@@ -55,6 +57,7 @@ with a message that says what was wrong and what to do about it.
 from __future__ import annotations
 
 import struct
+import zlib as _zlib
 from collections.abc import Iterable, Sequence
 from time import time_ns as _time_ns
 from typing import NamedTuple, Protocol
@@ -99,6 +102,7 @@ _LOD_OFFSET = 23
 _MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49: a batch with no records
 
 CODEC_NONE = 0
+CODEC_GZIP = 1  # read (Kafka clients produce it), never written here
 CODEC_LZ4 = 3
 _CODEC_MASK = 0x07
 _TIMESTAMP_TYPE_MASK = 0x08
@@ -522,12 +526,12 @@ def parse_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> BatchH
             "corrupted in transit or built wrongly (the CRC-32C covers attributes..end)",
         )
     codec = h.attributes & _CODEC_MASK
-    if codec != CODEC_NONE and codec != CODEC_LZ4:
+    if codec != CODEC_NONE and codec != CODEC_LZ4 and codec != CODEC_GZIP:
         name = _CODEC_NAMES.get(codec, "unknown")
         raise _corrupt(
             offset,
-            f"unsupported compression codec {name} ({codec}); only none (0) and lz4 (3) are "
-            "accepted: configure the producer with compression 'lz4' or 'none'",
+            f"unsupported compression codec {name} ({codec}); only none (0), gzip (1) and "
+            "lz4 (3) are accepted: configure the producer with compression 'lz4' or 'none'",
         )
     count = h.record_count
     if count < 0:
@@ -750,6 +754,25 @@ def _lz4_decompress(section: memoryview) -> bytes:
     return plain
 
 
+def _gzip_decompress(section: memoryview) -> bytes:
+    # Bounded like lz4: at most DECOMPRESSED_BYTES_MAX come out, whatever the input claims.
+    decompressor = _zlib.decompressobj(16 + _zlib.MAX_WBITS)  # a gzip member
+    try:
+        plain = decompressor.decompress(section, DECOMPRESSED_BYTES_MAX)
+    except _zlib.error as e:
+        raise CorruptBatchError(
+            f"record batch: gzip section does not decompress ({e}); the batch is corrupt"
+        ) from None
+    if decompressor.unconsumed_tail:
+        raise CorruptBatchError(
+            f"record batch: its records decompress to more than {DECOMPRESSED_BYTES_MAX} "
+            f"bytes (from {len(section)} compressed); send smaller batches"
+        )
+    if not decompressor.eof:
+        raise CorruptBatchError("record batch: gzip section is truncated; the batch is corrupt")
+    return plain
+
+
 # What aiokafka's compiled reader raises on a records section that does not decode (bad
 # varints or lengths, a header key that is not UTF-8, bytes left over or missing).
 _DECODE_ERRORS = (_CorruptRecord, UnicodeDecodeError, IndexError, ValueError, OverflowError,
@@ -781,6 +804,10 @@ def _plain_batch(batch: bytes | bytearray | memoryview, offset: int,
         return h, bytes(header) + _lz4_decompress(view[offset + HEADER_SIZE : end])
     if codec == CODEC_NONE:
         return h, bytes(view[offset:end])
+    if codec == CODEC_GZIP:
+        header = bytearray(view[offset : offset + HEADER_SIZE])
+        header[22] &= 0xFF ^ _CODEC_MASK
+        return h, bytes(header) + _gzip_decompress(view[offset + HEADER_SIZE : end])
     parse_header(batch, offset)  # raises: unsupported codec
     raise AssertionError("unreachable")
 

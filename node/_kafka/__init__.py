@@ -1,0 +1,13 @@
+"""The Kafka-protocol listener: Kafka clients and tools talk to the same partitions,
+groups and controller as the gRPC API (one truth, two doors).
+
+Modules: ``_listener`` (TCP server, framing, per-connection ordering), ``_codec`` (kio:
+request parsing, response building), ``_apis`` (one handler per API, ``SUPPORTED`` =
+what ApiVersions advertises), ``_classic`` (the classic group protocol), ``_errors``
+(our error codes as Kafka's).
+"""
+
+from ._apis import SUPPORTED, KafkaApis
+from ._listener import KafkaListener
+
+__all__ = ["KafkaApis", "KafkaListener", "SUPPORTED"]
