@@ -18,7 +18,7 @@
         (--to-earliest | --to-latest | --to-offset N | --to-datetime ISO | --to-timestamp MS)
         [--dry-run]
     raftka top [--interval S] [--iterations N]  (live view: nodes, throughput per topic, group lag)
-    raftka console [--listen 127.0.0.1:8080] [--sample-interval 2]   (web console, Ctrl-C stops)
+    raftka console [--listen 127.0.0.1:8080] [--sample-interval 2] [--login]   (web console, Ctrl-C stops)
     raftka user create NAME [--replace] [--password-stdin] | delete NAME | list
     raftka acl add|remove --principal User:P --operation OP (--topic T | --group G | --cluster
         | --transactional-id ID) [--prefixed] [--deny] [--host IP]
@@ -332,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("--sample-interval", type=_positive_float, default=2.0,
                          metavar="SECONDS",
                          help="how often the charts' samples are taken (default 2)")
+    console.add_argument("--login", action="store_true",
+                         help="every visitor signs in with a user name and password (a "
+                              "cluster with password authentication) and the console acts "
+                              "as that user; the charts' sampling keeps the console's own "
+                              "credentials")
     return parser
 
 
@@ -953,7 +958,7 @@ def _cmd_console(args: argparse.Namespace, bootstrap: list[str]) -> int:
     parse_listen(args.listen)  # a malformed address is a usage error before anything starts
     try:
         serve(bootstrap, args.listen, sample_interval_s=args.sample_interval,
-              security=security_from_args(args),
+              security=security_from_args(args), login=args.login,
               on_ready=lambda url: print(f"{PROG} console: {url} (cluster {','.join(bootstrap)}); "
                                          "Ctrl-C stops it", file=sys.stderr, flush=True))
     except OSError as e:

@@ -38,7 +38,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def serve(bootstrap: str | list[str], listen: str = "127.0.0.1:8080", *,
           sample_interval_s: float = 2.0,
-          on_ready: Callable[[str], None] | None = None, security: Any = None) -> None:
+          on_ready: Callable[[str], None] | None = None, security: Any = None,
+          login: bool = False) -> None:
     """Serve the console until interrupted (KeyboardInterrupt propagates). ``on_ready`` gets
     the URL once the socket listens (``listen`` may name port 0). Raises OSError when the
     address cannot be bound."""
@@ -46,7 +47,8 @@ def serve(bootstrap: str | list[str], listen: str = "127.0.0.1:8080", *,
 
     host, port = parse_listen(listen)
     logging.getLogger("waitress").setLevel(logging.WARNING)
-    app = create_app(bootstrap, sample_interval_s=sample_interval_s, security=security)
+    app = create_app(bootstrap, sample_interval_s=sample_interval_s, security=security,
+                     login=login)
     try:
         server = waitress.create_server(app, host=host, port=port, threads=THREADS,
                                         ident="raftka-console")

@@ -29,15 +29,27 @@ delete topics behind its user's back.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException
 
 from raftka.client._admin import Admin
@@ -57,6 +69,8 @@ from raftka.client.console._forms import (
 from raftka.client.console._sampler import Sampler
 from raftka.v1.errors import (
     BrokerNotAvailableError,
+    AuthenticationFailedError,
+    AuthorizationFailedError,
     GroupNotEmptyError,
     InvalidConfigError,
     InvalidOffsetError,
@@ -81,6 +95,8 @@ log = logging.getLogger("raftka.console")
 # RaftkaError class -> HTTP status of the page. Checked in order; retriable errors not listed
 # here mean the cluster cannot answer now (503), other errors the cluster refused (502).
 _STATUS: tuple[tuple[type[RaftkaError], int, str], ...] = (
+    (AuthenticationFailedError, 401, "Not signed in"),
+    (AuthorizationFailedError, 403, "Not allowed"),
     (UnknownTopicError, 404, "Unknown topic"),
     (UnknownPartitionError, 404, "Unknown partition"),
     (UnknownGroupError, 404, "Unknown group"),
@@ -114,10 +130,13 @@ def error_status(err: RaftkaError) -> tuple[int, str]:
 
 def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
                request_timeout_ms: int = 3000, call_timeout_s: float = 8.0,
-               start_sampler: bool = True, security: Any = None) -> Flask:
+               start_sampler: bool = True, security: Any = None,
+               login: bool = False) -> Flask:
     """The console for the cluster at ``bootstrap``. ``start_sampler`` starts the
     background sampling thread (throughput and lag charts). ``security``: the
-    ``ClientSecurity`` (TLS, credentials) its calls use; it acts as that principal."""
+    ``ClientSecurity`` (TLS, credentials) its calls use; without ``login`` every page acts
+    as that principal. With ``login`` (a cluster with password authentication) every
+    page asks to sign in first and then acts as the signed-in user (``_Sessions``)."""
     app = Flask(__name__)
     app.secret_key = os.urandom(32)  # flashed messages only; nothing secret is kept
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024  # a test record, not a bulk load
@@ -128,9 +147,25 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     producer_lock = threading.Lock()
     producer: list[Producer] = []  # created on the first test record
     bootstrap_text = bootstrap if isinstance(bootstrap, str) else ",".join(bootstrap)
-    app.extensions["raftka"] = {"admin": admin, "sampler": sampler, "producer": producer}
+    sessions = _Sessions(bootstrap, security, request_timeout_ms, call_timeout_s)
+    app.extensions["raftka"] = {"admin": admin, "sampler": sampler, "producer": producer,
+                                "sessions": sessions}
+
+    def user_admin() -> Admin:
+        """The Admin of the signed-in user (with ``login``), else the console's own."""
+        if not login:
+            return admin
+        found = sessions.get(session.get("token", ""))
+        if found is None:
+            raise AuthenticationFailedError("sign in first (the session ended)")
+        return found.admin
 
     def get_producer() -> Producer:
+        if login:
+            found = sessions.get(session.get("token", ""))
+            if found is None:
+                raise AuthenticationFailedError("sign in first (the session ended)")
+            return found.producer()
         with producer_lock:
             if not producer:
                 producer.append(Producer(bootstrap, acks="all", linger_ms=0,
@@ -144,8 +179,48 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
+        signed_in = sessions.get(session.get("token", "")) if login else None
         return {"bootstrap": bootstrap_text, "sampler": sampler.status(),
-                "fmt_time": _fmt_time}
+                "fmt_time": _fmt_time, "login": login,
+                "user": signed_in.principal if signed_in is not None else ""}
+
+    # ------------------------------------------------------------------ sign-in
+
+    @app.before_request
+    def _require_sign_in():
+        if not login or request.endpoint in ("sign_in", "static"):
+            return None
+        if sessions.get(session.get("token", "")) is not None:
+            return None
+        if request.path.startswith("/api/"):
+            return jsonify({"error": "sign in first", "status": 401}), 401
+        return redirect(url_for("sign_in", next=request.full_path.rstrip("?")))
+
+    @app.route("/login", methods=["GET", "POST"])
+    def sign_in():
+        if not login:
+            return redirect(url_for("overview"))
+        if request.method == "GET":
+            return render_template("login.html", page="login", error="")
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        if not username or not password:
+            return render_template("login.html", page="login",
+                                   error="give a user name and a password"), 400
+        try:
+            token = sessions.open(username, password)
+        except AuthenticationFailedError:
+            return render_template("login.html", page="login",
+                                   error="unknown user or wrong password"), 401
+        session["token"] = token
+        target = request.args.get("next", "")
+        return redirect(target if target.startswith("/") and not target.startswith("//")
+                        else url_for("overview"))
+
+    @app.post("/logout")
+    def sign_out():
+        sessions.close(session.pop("token", ""))
+        return redirect(url_for("sign_in"))
 
     # ------------------------------------------------------------------ errors
 
@@ -188,17 +263,17 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
 
     @app.get("/")
     def overview():
-        return render_template("overview.html", status=_overview(admin), page="overview")
+        return render_template("overview.html", status=_overview(user_admin()), page="overview")
 
     @app.get("/api/overview")
     def api_overview():
-        return jsonify(_overview(admin))
+        return jsonify(_overview(user_admin()))
 
     # ------------------------------------------------------------------ topics
 
     @app.get("/topics")
     def topics():
-        described = admin.describe_topics()
+        described = user_admin().describe_topics()
         return render_template("topics.html", topics=described, page="topics")
 
     @app.post("/topics")
@@ -212,14 +287,14 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
         replicas = parse_int(form.get("replication_factor"), "replication factor",
                              minimum=1, maximum=100, default=3)
         configs = parse_configs(form.get("configs", ""))
-        admin.create_topic(name, partitions, replicas, configs)
+        user_admin().create_topic(name, partitions, replicas, configs)
         flash(f"created topic {name} with {partitions} partition(s)")
         return redirect(url_for("topic", name=name), 303)
 
     @app.get("/topics/<name>")
     def topic(name: str):
-        desc = admin.describe_topic(name)
-        configs = admin.describe_topic_configs(name)
+        desc = user_admin().describe_topic(name)
+        configs = user_admin().describe_topic_configs(name)
         return render_template("topic.html", topic=desc, configs=configs, page="topics")
 
     @app.post("/topics/<name>/configs")
@@ -230,7 +305,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
         if not to_set and not to_reset:
             raise FormError("nothing to change: give KEY=VALUE lines to set, or tick configs "
                             "to return to their defaults")
-        admin.alter_topic_config(name, to_set, to_reset)  # checked whole by the controller
+        user_admin().alter_topic_config(name, to_set, to_reset)  # checked whole by the controller
         changed = ", ".join([f"{k}={v}" for k, v in sorted(to_set.items())]
                             + [f"{k} (default)" for k in sorted(to_reset)])
         flash(f"configs of {name} changed: {changed}")
@@ -240,26 +315,26 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     def add_partitions(name: str):
         total = parse_int(request.form.get("total"), "new partition count", minimum=1,
                           maximum=10000)
-        admin.add_partitions(name, total)
+        user_admin().add_partitions(name, total)
         flash(f"topic {name} now has {total} partitions")
         return redirect(url_for("topic", name=name), 303)
 
     @app.route("/topics/<name>/delete", methods=["GET", "POST"])
     def delete_topic(name: str):
-        desc = admin.describe_topic(name)  # 404 before asking for a confirmation
+        desc = user_admin().describe_topic(name)  # 404 before asking for a confirmation
         if request.method == "GET":
             return render_template("delete_topic.html", topic=desc, page="topics")
         typed = request.form.get("confirm", "").strip()
         if typed != name:
             raise FormError(f"type the topic's name ({name}) to confirm its deletion; "
                             f"got {typed[:100]!r}")
-        admin.delete_topic(name)
+        user_admin().delete_topic(name)
         flash(f"deleted topic {name}")
         return redirect(url_for("topics"), 303)
 
     @app.get("/topics/<name>/messages")
     def messages(name: str):
-        desc = admin.describe_topic(name)
+        desc = user_admin().describe_topic(name)
         args = request.args
         fmt = args.get("format", "text")
         if fmt not in FORMATS:
@@ -271,7 +346,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
                 f"{partition} does not exist")
         limit = parse_int(args.get("limit"), "limit", minimum=1, maximum=MESSAGES_LIMIT_MAX,
                           default=MESSAGES_LIMIT_DEFAULT)
-        bounds = admin.list_offsets(name, partition, "latest")
+        bounds = user_admin().list_offsets(name, partition, "latest")
         start_text = args.get("offset", "").strip()
         ts_text = args.get("timestamp", "").strip()
         if start_text and ts_text:
@@ -279,7 +354,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
         timestamp_ms = None
         if ts_text:
             timestamp_ms = parse_timestamp_ms(ts_text)
-            start = admin.list_offsets(name, partition, timestamp_ms).offset
+            start = user_admin().list_offsets(name, partition, timestamp_ms).offset
         elif start_text:
             start = parse_int(start_text, "offset", minimum=0)
             if not bounds.log_start_offset <= start <= bounds.high_watermark:
@@ -291,7 +366,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
                     f"{held} (the next record gets offset {bounds.high_watermark})")
         else:  # the newest `limit` records
             start = max(bounds.log_start_offset, bounds.high_watermark - limit)
-        records = _read(admin, name, partition, start, limit, bounds.high_watermark)
+        records = _read(user_admin(), name, partition, start, limit, bounds.high_watermark)
         rows = [{
             "offset": r.offset,
             "timestamp": _fmt_time(r.timestamp_ms),
@@ -310,7 +385,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     @app.post("/topics/<name>/produce")
     def produce(name: str):
         form = request.form
-        admin.describe_topic(name)  # a clear 404 for a missing topic
+        user_admin().describe_topic(name)  # a clear 404 for a missing topic
         partition_text = form.get("partition", "").strip()
         partition = (parse_int(partition_text, "partition", minimum=0)
                      if partition_text else None)
@@ -329,11 +404,11 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
 
     @app.get("/groups")
     def groups():
-        return render_template("groups.html", groups=admin.list_groups(), page="groups")
+        return render_template("groups.html", groups=user_admin().list_groups(), page="groups")
 
     @app.get("/groups/<group_id>")
     def group(group_id: str):
-        desc = admin.describe_group(group_id)
+        desc = user_admin().describe_group(group_id)
         topic_names = sorted({p.topic for p in desc.partitions}
                              | {t for m in desc.members for t in m.topics})
         return render_template("group.html", group=desc, topic_names=topic_names,
@@ -342,7 +417,7 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
     @app.post("/groups/<group_id>/reset")
     def reset_group(group_id: str):
         form = request.form
-        desc = admin.describe_group(group_id)
+        desc = user_admin().describe_group(group_id)
         action = form.get("action", "dry-run")
         if action not in ("dry-run", "apply"):
             raise FormError(f"action must be dry-run or apply, got {action[:50]!r}")
@@ -362,16 +437,16 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
             raise FormError(f"reset to must be earliest, latest, offset or timestamp, "
                             f"got {to[:50]!r}")
         if partitions:
-            plan = admin.reset_group_offsets(group_id, partitions=[(topic_name, p)
+            plan = user_admin().reset_group_offsets(group_id, partitions=[(topic_name, p)
                                                                    for p in partitions],
                                              dry_run=action == "dry-run", **kwargs)
         else:
-            admin.describe_topic(topic_name)  # 404 for a missing topic, at once
-            plan = admin.reset_group_offsets(group_id, topic_name,
+            user_admin().describe_topic(topic_name)  # 404 for a missing topic, at once
+            plan = user_admin().reset_group_offsets(group_id, topic_name,
                                              dry_run=action == "dry-run", **kwargs)
         if action == "apply":
             flash(f"reset {len(plan)} offset(s) of group {group_id}")
-            desc = admin.describe_group(group_id)
+            desc = user_admin().describe_group(group_id)
         topic_names = sorted({p.topic for p in desc.partitions}
                              | {t for m in desc.members for t in m.topics} | {topic_name})
         return render_template("group.html", group=desc, topic_names=topic_names,
@@ -386,21 +461,121 @@ def create_app(bootstrap: str | list[str], *, sample_interval_s: float = 2.0,
 
     @app.get("/api/throughput")
     def api_throughput():
-        return jsonify(sampler.throughput(request.args.get("topic") or None))
+        chart = sampler.throughput(request.args.get("topic") or None)
+        if login:  # the sampler reads as the console: show only the user's topics
+            visible = {t.name for t in user_admin().describe_topics()}
+            chart["series"] = {k: v for k, v in chart["series"].items() if k in visible}
+        return jsonify(chart)
 
     @app.get("/api/latency")
     def api_latency():
+        if login:
+            user_admin().describe_cluster()  # the user may describe the cluster, or 403
         return jsonify(sampler.latency())
 
     @app.get("/api/groups/<group_id>/lag")
     def api_lag(group_id: str):
+        if login:
+            user_admin().describe_group(group_id)  # the user may describe the group, or 403
         return jsonify(sampler.lag(group_id))
 
     return app
 
 
+class _Session:
+    __slots__ = ("principal", "admin", "_producer", "_security", "_args", "last_used")
+
+    def __init__(self, principal: str, admin: Admin, security: Any, args: tuple) -> None:
+        self.principal = principal
+        self.admin = admin
+        self._producer: Producer | None = None
+        self._security = security
+        self._args = args
+        self.last_used = time.monotonic()
+
+    def producer(self) -> Producer:
+        if self._producer is None:
+            bootstrap, request_timeout_ms, call_timeout_s = self._args
+            self._producer = Producer(bootstrap, acks="all", linger_ms=0,
+                                      delivery_timeout_ms=int(call_timeout_s * 1000),
+                                      request_timeout_ms=request_timeout_ms,
+                                      security=self._security)
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(5)
+        self.admin.close()
+
+
+class _Sessions:
+    """Signed-in users: a random token (kept in the browser's signed session cookie) ->
+    the user's own Admin (and Producer, made on first use) with the console's TLS settings
+    and the user's name and password, so every call is the user's and the nodes' ACLs
+    decide what each page shows. The password stays in this process's memory only, for
+    as long as the session lasts (``IDLE_S`` without a request ends it)."""
+
+    IDLE_S = 30 * 60.0
+
+    def __init__(self, bootstrap: Any, security: Any, request_timeout_ms: int,
+                 call_timeout_s: float) -> None:
+        self._bootstrap = bootstrap
+        self._security = security
+        self._args = (bootstrap, request_timeout_ms, call_timeout_s)
+        self._lock = threading.Lock()
+        self._open: dict[str, _Session] = {}
+
+    def open(self, username: str, password: str) -> str:
+        """Sign in: raises AuthenticationFailedError for a wrong name or password."""
+        from raftka.client._security import ClientSecurity  # noqa: PLC0415
+        base = self._security if self._security is not None else ClientSecurity()
+        security = dataclasses.replace(base, username=username, password=password)
+        _, request_timeout_ms, call_timeout_s = self._args
+        admin = Admin(self._bootstrap, request_timeout_ms=request_timeout_ms,
+                      default_timeout=call_timeout_s, security=security)
+        try:
+            principal = admin.whoami()
+        except BaseException:
+            admin.close()
+            raise
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            self._open[token] = _Session(principal, admin, security, self._args)
+        self._expire()
+        return token
+
+    def get(self, token: str) -> _Session | None:
+        self._expire()
+        with self._lock:
+            found = self._open.get(token) if token else None
+            if found is not None:
+                found.last_used = time.monotonic()
+            return found
+
+    def close(self, token: str) -> None:
+        with self._lock:
+            found = self._open.pop(token, None) if token else None
+        if found is not None:
+            found.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            found, self._open = list(self._open.values()), {}
+        for s in found:
+            s.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [t for t, s in self._open.items() if now - s.last_used > self.IDLE_S]
+            gone = [self._open.pop(t) for t in idle]
+        for s in gone:
+            s.close()
+
+
 def close_app(app: Flask) -> None:
     state = app.extensions["raftka"]
+    state["sessions"].close_all()
     state["sampler"].stop()
     for p in state["producer"]:
         p.close(5)

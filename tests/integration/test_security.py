@@ -653,3 +653,42 @@ def test_share_groups_need_read_on_group_and_topic(secured) -> None:
                 seen.add(r.value)
             return len(seen) == 30
         wait_for(all_seen, 30, "every job delivered to ivy's share consumer")
+
+
+def test_the_console_signs_users_in_and_shows_only_what_they_may_see(secured) -> None:
+    """raftka console --login: every page asks to sign in; then each call is the user's
+    own (a password login over the console's TLS settings), so the nodes' ACLs decide what
+    the pages show and allow. Flask's test client against the real secured cluster."""
+    from raftka.client.console import close_app, create_app
+
+    cluster, pki = secured
+    acls = [Acl("User:viewer", "DESCRIBE", "TOPIC", "orders")]
+    with Admin(_bootstrap(cluster), security=pki.security(pki.admin)) as admin:
+        admin.create_user("viewer", "viewer-pass", replace=True)
+        admin.create_acls(acls)
+    _wait_everywhere(cluster, pki, acls=acls, users=["viewer"])
+    app = create_app(_bootstrap(cluster), security=pki.security(), login=True,
+                     start_sampler=False)
+    try:
+        web = app.test_client()
+        page = web.get("/topics")
+        assert page.status_code == 302 and "/login" in page.location
+        assert web.get("/api/overview").status_code == 401
+        assert web.post("/login", data={"username": "viewer",
+                                        "password": "wrong"}).status_code == 401
+        page = web.post("/login?next=/topics", data={"username": "viewer",
+                                                     "password": "viewer-pass"})
+        assert page.status_code == 302 and page.location.endswith("/topics")
+        listing = web.get("/topics").get_data(as_text=True)
+        assert 'id="topic-orders"' in listing and "secret" not in listing
+        assert "User:viewer" in listing  # who is signed in
+        assert web.get("/topics/secret").status_code == 403
+        created = web.post("/topics", data={"name": "viewer-made", "partitions": "1"})
+        assert created.status_code == 403  # no right to create topics: nothing written
+        with Admin(_bootstrap(cluster), security=pki.security(pki.admin)) as admin:
+            assert "viewer-made" not in {t.name for t in admin.describe_topics()}
+        assert web.get("/api/throughput").get_json()["series"].keys() <= {"orders"}
+        web.post("/logout")
+        assert web.get("/topics").status_code == 302
+    finally:
+        close_app(app)

@@ -175,12 +175,11 @@ def test_bad_kafka_settings_say_what_to_fix(tmp_path: Path, flags: list[str],
         from_args(base + flags)
 
 
-def test_the_kafka_listener_is_refused_with_authentication(tmp_path: Path, certs) -> None:
+def test_the_kafka_listener_is_refused_with_authentication(certs) -> None:
     """It has no SASL, TLS or ACL checks yet: next to authentication it would be a door
     around every ACL, so the node refuses the combination."""
-    _, node = certs
-    flags = ["--id", "1", "--listen", "127.0.0.1:7001", "--data-dir", str(tmp_path),
-             "--peers", "1=127.0.0.1:7001", "--kafka-listen", "127.0.0.1:9092",
-             "--authorization"]
+    ca, node = certs
     with pytest.raises(ConfigError, match="Kafka listener"):
-        from_args(flags)
+        from_args(_secured_args(ca, node, "--authorization", "--kafka-listen",
+                                "127.0.0.1:9092"))
+    assert from_args(_secured_args(ca, node, "--kafka-listen", "127.0.0.1:9092")).kafka_listen
