@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SEEDS ?= 20000
 JOBS ?= 2
+# make test: pytest-xdist workers; --dist loadfile keeps a file's tests (and its module-scoped
+# clusters) on one worker
+TEST_JOBS ?= 2
 
 .PHONY: test dev bench bench-quick bench-micro soak proto clean
 
@@ -15,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
-	$(PY) -m pytest -q tests --ignore=tests/bench
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
 # files. As root, install Node.js and npm from Debian when missing (like jepsen-deps); then

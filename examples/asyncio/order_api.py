@@ -149,6 +149,9 @@ async def _handle(service: Service, reader: asyncio.StreamReader,
     writer.close()
 
 
+STOP_TIMEOUT_S = 10.0
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")
@@ -165,7 +168,10 @@ async def main() -> None:
         async with server:
             await server.serve_forever()
     finally:
-        await service.stop()
+        try:  # Ctrl-C: leave the group and flush, but never hang the exit on it
+            await asyncio.wait_for(service.stop(), STOP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("stopping took over %.0f s; exiting anyway", STOP_TIMEOUT_S)
 
 
 if __name__ == "__main__":
