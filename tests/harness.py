@@ -47,16 +47,39 @@ from tests.safety import assert_log_matches_acks, check_replicas
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Ports for test clusters come from a band of this process's own, below the kernel's
+# ephemeral range (32768-60999 here): a port the kernel handed out for "bind to 0" and that
+# was released again could be taken, before the node bound it, by any outgoing connection
+# or by another pytest-xdist worker's cluster (a node then failed to start in CI).
+_BAND_BASE, _BAND_SIZE, _BANDS = 12_000, 1_500, 13  # 12000-31499
+
+
+def _band() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker[2:].isdigit() else os.getpid()
+    start = _BAND_BASE + (index % _BANDS) * _BAND_SIZE
+    return range(start, start + _BAND_SIZE)
+
+
+_next_port = [0]  # cursor into the band: ports are not handed out again soon
+
+
 def free_ports(count: int) -> list[int]:
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """``count`` distinct loopback ports free now, from this process's band."""
+    band = _band()
+    ports: list[int] = []
+    for _ in range(len(band)):
+        port = band[_next_port[0] % len(band)]
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or still in TIME_WAIT for a listener)
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports left in {band}")
 
 
 def error_info(exc: grpc.RpcError) -> errors_pb2.ErrorInfo | None:

@@ -43,6 +43,7 @@ from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client.aio._reader import PartitionReader
+from raftka.client.aio._waits import wait_event
 from raftka.v1.errors import (
     CorruptBatchError,
     FencedMemberEpochError,
@@ -71,6 +72,7 @@ class _Fetcher:
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
             read_ahead=False)  # this task is the read-ahead
         self._room = asyncio.Event()
+        self._stopped = False
         self._task = asyncio.ensure_future(self._run())
 
     def wake(self) -> None:
@@ -80,8 +82,8 @@ class _Fetcher:
         reader = self.reader
         retry = FETCH_RETRY.start()
         consumer = self._consumer
-        while True:
-            while reader.fetched_batches >= READ_AHEAD_BATCHES:
+        while not self._stopped:  # the flag too: a cancellation may be lost (_waits.py)
+            while reader.fetched_batches >= READ_AHEAD_BATCHES and not self._stopped:
                 self._room.clear()
                 await self._room.wait()
             try:
@@ -103,6 +105,8 @@ class _Fetcher:
                 consumer._data.set()
 
     def stop(self) -> None:
+        self._stopped = True
+        self._room.set()
         self._task.cancel()
 
     async def join(self) -> None:
@@ -200,10 +204,7 @@ class Consumer:
                 break
             if not self._ready():
                 self._data.clear()
-                try:
-                    await asyncio.wait_for(self._data.wait(), min(remaining, 0.1))
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._data, min(remaining, 0.1))
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._next_auto_commit = time.monotonic() + self._auto_commit_interval_s
             try:
@@ -398,10 +399,7 @@ class Consumer:
         retry = HEARTBEAT_RETRY.start()  # no deadline: the membership lasts until close
         interval = 0.0
         while not self._closed:
-            try:
-                await asyncio.wait_for(self._hb_wake.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._hb_wake, interval)
             self._hb_wake.clear()
             request = self._group.heartbeat(self)
             try:

@@ -57,6 +57,7 @@ from raftka.client._producer import (
 )
 from raftka.client._sender import Sender
 from raftka.client.aio._cluster import AsyncCluster, run
+from raftka.client.aio._waits import wait_event, wait_until
 from raftka.v1 import broker_pb2
 from raftka.v1.errors import (
     BrokerNotAvailableError,
@@ -112,10 +113,7 @@ class _Signal(_NoLock):
         """Until the next notify (or ``timeout``); notifies before the call count."""
         if timeout is not None and timeout <= 0:
             return
-        try:
-            await asyncio.wait_for(self.event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self.event, timeout)
         self.event.clear()
 
 
@@ -539,10 +537,7 @@ class Producer:
             sender.aborting = True
             self._progress.notify_all()
             self._wake_sender.notify()
-            try:
-                await asyncio.wait_for(sender.join_async(), 5.0)
-            except asyncio.TimeoutError:
-                pass
+            await wait_until(sender.join_async(), 5.0)
             await self._cluster.close()
 
     async def __aenter__(self) -> Producer:

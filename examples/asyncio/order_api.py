@@ -169,8 +169,9 @@ async def main() -> None:
             await server.serve_forever()
     finally:
         try:  # Ctrl-C: leave the group and flush, but never hang the exit on it
-            await asyncio.wait_for(service.stop(), STOP_TIMEOUT_S)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(STOP_TIMEOUT_S):  # (not wait_for: see raftka.aio)
+                await service.stop()
+        except TimeoutError:
             log.warning("stopping took over %.0f s; exiting anyway", STOP_TIMEOUT_S)
 
 

@@ -188,3 +188,35 @@ def test_a_fenced_member_drops_everything_and_ignores_the_old_target() -> None:
     assert m.plan(stale) is None, "a target of the lost membership is never applied"
     m.keep(stale)
     assert m.take()[2] == stale  # kept for the next poll, which refuses it again
+
+
+def test_a_cancellation_is_never_lost_while_waiting_for_an_event() -> None:
+    """The event set and the waiting task cancelled in the same loop iteration: on Python
+    3.11 asyncio.wait_for returns normally there (the cancellation is lost; a cancelled
+    consumer task went on polling and an application's shutdown hung); wait_event
+    raises CancelledError."""
+    from raftka.client.aio._waits import wait_event
+
+    async def scenario() -> str:
+        event = asyncio.Event()
+
+        async def waiter() -> str:
+            await wait_event(event, 1.0)
+            return "returned"
+
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)  # the task now waits inside
+        event.set()
+        task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(scenario()) == "cancelled"
+    assert asyncio.run(_timed_out()) is False
+
+
+async def _timed_out() -> bool:
+    from raftka.client.aio._waits import wait_event
+    return await wait_event(asyncio.Event(), 0.01)

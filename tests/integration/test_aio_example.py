@@ -38,7 +38,9 @@ def test_order_api_example_places_and_finds_orders(cluster: Cluster, tmp_path: P
     (port,) = free_ports(1)
     log = open(tmp_path / "order_api.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--bootstrap", ",".join(cluster.peers.values()),
+        # -X faulthandler: a SIGABRT (below, if Ctrl-C does not stop it) dumps every thread
+        [sys.executable, "-X", "faulthandler", str(EXAMPLE),
+         "--bootstrap", ",".join(cluster.peers.values()),
          "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _up(port) or proc.poll() is not None, 60, "the service to serve")
@@ -59,7 +61,11 @@ def test_order_api_example_places_and_finds_orders(cluster: Cluster, tmp_path: P
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            proc.send_signal(signal.SIGABRT)  # where it hangs goes to its log
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
         log.close()
     assert proc.returncode == 0, (tmp_path / "order_api.log").read_text()
