@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/bench
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=25 tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
 # files. As root, install Node.js and npm from Debian when missing (like jepsen-deps); then
@@ -109,7 +109,7 @@ bench-quick: $(BENCH_STAMP)
 	$(PY) -m bench --quick --out bench/results-quick $(BENCH_ARGS)
 
 bench-micro: $(STAMP)
-	$(PY) -m pytest -q tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+	$(PY) -m pytest -q --timeout=0 tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
 
 soak: $(STAMP)
 	$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)
