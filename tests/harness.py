@@ -82,6 +82,60 @@ def free_ports(count: int) -> list[int]:
     raise RuntimeError(f"no {count} free ports left in {band}")
 
 
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports free now, from this process's band
+    (for tools that take a base port: ``raftka dev --base-port``). The cursor moves past the
+    whole range, so later ``free_ports`` calls never hand out a port inside it."""
+    band = _band()
+    for _ in range(len(band)):
+        start = _next_port[0] % len(band)
+        if start + count > len(band):
+            _next_port[0] += len(band) - start  # wrap: a range never straddles the band's end
+            continue
+        ports = [band[start + i] for i in range(count)]
+        _next_port[0] += count
+        free = True
+        for port in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return ports[0]
+    raise RuntimeError(f"no {count} consecutive free ports left in {band}")
+
+
+class LineReader:
+    """Lines of a child's text stream read on a thread, so that a test waits for a line with
+    a deadline: a bare ``readline()`` blocks for ever on a child that hangs without writing
+    or exiting (one held a CI run until its time limit)."""
+
+    def __init__(self, stream) -> None:
+        import queue
+        import threading
+
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        for line in iter(stream.readline, ""):
+            self._lines.put(line)
+        self._lines.put("")  # end of stream
+
+    def readline(self, deadline: float) -> str:
+        """The next line, or "" at the end of the stream or once ``deadline``
+        (time.monotonic()) has passed."""
+        import queue
+
+        try:
+            return self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            return ""
+
+
 def error_info(exc: grpc.RpcError) -> errors_pb2.ErrorInfo | None:
     for key, value in exc.trailing_metadata() or ():
         if key == "raftka-error-bin":

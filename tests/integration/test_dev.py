@@ -14,29 +14,26 @@ from pathlib import Path
 
 from raftka.client import Admin
 from raftka.node.dev import ports_in_use
-from tests.harness import REPO, free_ports, wait_for
+from tests.harness import REPO, LineReader, free_port_range, free_ports, wait_for
 
 
 def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
-    base = _free_consecutive_ports(3)
-    metrics_base = _free_consecutive_ports(3)
-    while abs(metrics_base - base) < 3:  # the two ranges must not overlap
-        metrics_base = _free_consecutive_ports(3)
-    kafka_base = _free_consecutive_ports(3)
-    while min(abs(kafka_base - base), abs(kafka_base - metrics_base)) < 3:
-        kafka_base = _free_consecutive_ports(3)
+    # each range from the test's own port band; the cursor moves past it, so none overlap
+    base, metrics_base, kafka_base = (free_port_range(3) for _ in range(3))
     console_port = free_ports(1)[0]
+    log = open(tmp_path / "dev.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "raftka.node.dev", "--nodes", "3", "--data-dir", str(tmp_path),
-         "--base-port", str(base), "--metrics-base-port", str(metrics_base),
-         "--kafka-base-port", str(kafka_base), "--console-port", str(console_port)], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "raftka.node.dev", "--nodes", "3", "--data-dir",
+         str(tmp_path / "data"), "--base-port", str(base), "--metrics-base-port",
+         str(metrics_base), "--kafka-base-port", str(kafka_base), "--console-port",
+         str(console_port)], cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    out = LineReader(proc.stdout)
     try:
         bootstrap = kafka_bootstrap = ""
         metrics_urls: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(metrics_urls) < 3:
-            line = proc.stdout.readline()
+            line = out.readline(deadline)
             if not line:
                 break
             if line.startswith("bootstrap: "):
@@ -47,12 +44,13 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
                 metrics_urls.append(line.split()[-1])
         console_url = ""
         while time.monotonic() < deadline and not console_url:
-            line = proc.stdout.readline()
+            line = out.readline(deadline)
             if not line:
                 break
             if line.startswith("console: "):
                 console_url = line.split(" ", 1)[1].strip()
-        assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3)), proc.stderr
+        assert bootstrap == ",".join(f"127.0.0.1:{base + i}" for i in range(3)), \
+            (tmp_path / "dev.log").read_text()
         # make dev prints every node's metrics address, and each one answers
         assert metrics_urls == [f"http://127.0.0.1:{metrics_base + i}/metrics"
                                 for i in range(3)]
@@ -77,18 +75,10 @@ def test_dev_starts_a_healthy_cluster_and_stops_it(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(10)
+        log.close()
     # Every node process is gone: its port can be bound again (TIME_WAIT aside).
     assert not ports_in_use({i: f"127.0.0.1:{base + i}" for i in range(3)}, reuse=True)
-
-
-def _free_consecutive_ports(count: int) -> int:
-    for _ in range(50):
-        base = free_ports(1)[0]
-        if base + count < 65535 and not ports_in_use(
-                {i: f"127.0.0.1:{base + i}" for i in range(count)}):
-            return base
-    raise RuntimeError("no free consecutive ports")
 
 
 def _answers(url: str) -> bool:
@@ -109,21 +99,19 @@ def test_dev_auth_starts_a_secured_cluster_the_cli_uses_with_what_it_prints(
     import os
     import re
 
-    base = _free_consecutive_ports(3)
-    peer_base = _free_consecutive_ports(3)
-    while abs(peer_base - base) < 3:
-        peer_base = _free_consecutive_ports(3)
+    base, peer_base = free_port_range(3), free_port_range(3)
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftka.node.dev", "--auth", "--data-dir", str(tmp_path),
          "--base-port", str(base), "--peer-base-port", str(peer_base),
          "--metrics-base-port", "0", "--console-port", "0"], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = LineReader(proc.stdout)
     try:
         env = dict(os.environ)
         password = ""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            line = out.readline(deadline)
             if not line or line.startswith("Ctrl-C"):
                 break
             m = re.match(r"\s+export (RAFTKA_\w+)=(\S+)", line)
@@ -163,4 +151,4 @@ def test_dev_auth_starts_a_secured_cluster_the_cli_uses_with_what_it_prints(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(10)
