@@ -550,6 +550,8 @@ class RocksLogDB:
             db.write(batch, self._write_options)
             if sync or destructive:
                 self._sync(db)
+            if destructive:  # before readers get in: the old metadata names deleted keys
+                self._publish(metas)
         except BaseException as exc:
             self._failed = exc
             self._reads_failed = destructive
@@ -559,9 +561,13 @@ class RocksLogDB:
         finally:
             if destructive:
                 self._read_lock.release()
-        with self._read_lock:
-            for gid, meta in metas.items():
-                self._groups[gid]._meta = meta
+        if not destructive:
+            with self._read_lock:
+                self._publish(metas)
+
+    def _publish(self, metas: dict[int, _Meta]) -> None:
+        for gid, meta in metas.items():
+            self._groups[gid]._meta = meta
 
     def _stored_term(self, db: rocksdict.Rdict, group_id: int, w: _Work, index: int) -> int:
         """Term at ``index`` (first - 1 <= index <= last) during planning."""

@@ -35,6 +35,7 @@ from raftka.client._types import TopicDescription
 from raftka.v1 import admin_pb2_grpc, broker_pb2_grpc, group_pb2_grpc, security_pb2_grpc
 from raftka.client._security import ClientSecurity
 from raftka.v1.errors import BrokerNotAvailableError, RaftkaError, error_from_rpc
+from raftka.client.aio._waits import cancellation_kept
 
 __all__ = ["AsyncCluster", "run"]
 
@@ -81,7 +82,8 @@ class AsyncCluster(ClusterState):
         :class:`RaftkaError` (and notes a connection-level failure of ``address``)."""
         fn = getattr(self.stub(address, service), method)
         try:
-            response = await fn(request, timeout=max(timeout_s, 0.001))
+            # cancellation_kept: a grpc.aio call can swallow its caller's cancellation
+            response = await cancellation_kept(fn(request, timeout=max(timeout_s, 0.001)))
         except grpc.RpcError as e:  # grpc.aio.AioRpcError
             err = error_from_rpc(e, f"{what or method} at {address}")
             if not err.retriable and e.code() == grpc.StatusCode.CANCELLED:

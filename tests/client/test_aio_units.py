@@ -220,3 +220,36 @@ def test_a_cancellation_is_never_lost_while_waiting_for_an_event() -> None:
 async def _timed_out() -> bool:
     from raftka.client.aio._waits import wait_event
     return await wait_event(asyncio.Event(), 0.01)
+
+
+def test_a_cancellation_swallowed_by_the_awaited_call_is_raised_again() -> None:
+    """What a grpc.aio call does when its answer and the caller's cancel meet: the inner
+    task catches CancelledError and finishes with the answer. A bare await then returns
+    (the caller never learns it was cancelled); cancellation_kept raises CancelledError."""
+    from raftka.client.aio._waits import cancellation_kept
+
+    async def scenario(guarded: bool) -> str:
+        answered = asyncio.Event()
+
+        async def swallowing_call() -> str:
+            try:
+                await answered.wait()
+            except asyncio.CancelledError:
+                pass  # grpc.aio's _invoke: the RPC was done already; return its answer
+            return "answer"
+
+        async def caller() -> str:
+            inner = asyncio.ensure_future(swallowing_call())
+            return await (cancellation_kept(inner) if guarded else inner)
+
+        task = asyncio.ensure_future(caller())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the caller waits on the inner task now
+        task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(scenario(guarded=False)) == "answer"  # the loss this guards against
+    assert asyncio.run(scenario(guarded=True)) == "cancelled"
