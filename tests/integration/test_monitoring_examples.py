@@ -13,10 +13,12 @@ import subprocess
 from pathlib import Path
 from typing import Iterator
 
+import grpc
 import pytest
 import yaml
 
 from raftka import Admin, Producer
+from raftka.v1 import broker_pb2
 from tests.harness import REPO, Cluster, wait_for
 from tests.integration.test_metrics import scrape
 
@@ -104,6 +106,12 @@ def busy_cluster(tmp_path: Path) -> Iterator[Cluster]:
             producer.flush()
         with Admin(bootstrap) as admin:
             admin.reset_group_offsets("dashboards", "watched", to="earliest")
+        # an answered error on every node (raftka_request_errors_total has no series until
+        # one happens; a run without a NOT_LEADER while the cluster settled had none)
+        for nid in cluster.peers:
+            with pytest.raises(grpc.RpcError):
+                cluster.broker(nid).Fetch(broker_pb2.FetchRequest(
+                    topic="no-such-topic", partition=0, offset=0), timeout=10)
         yield cluster
     finally:
         cluster.stop_all()
