@@ -45,6 +45,15 @@ def _wait(browser, condition, timeout: float, what: str):
 
 
 def _text(browser, selector: str) -> str:
+    """The element's text; found again if a live update replaced it between the find and
+    the read (StaleElementReferenceException in a clean-clone run)."""
+    from selenium.common.exceptions import StaleElementReferenceException  # noqa: PLC0415
+
+    for _ in range(20):
+        try:
+            return browser.find_element("css selector", selector).text
+        except StaleElementReferenceException:
+            continue
     return browser.find_element("css selector", selector).text
 
 
