@@ -94,8 +94,12 @@ def test_a_node_without_a_replica_says_where_the_replicas_are(cluster: Cluster) 
         with pytest.raises(grpc.RpcError) as err:
             _digest(cluster, other, topic="single")
         info = error_info(err.value)
+        if info is None and err.value.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                 grpc.StatusCode.DEADLINE_EXCEEDED):
+            return None  # the connection, not the answer (seen once in a loaded CI run)
         assert info is not None and info.code in (errors_pb2.UNKNOWN_TOPIC,
-                                                  errors_pb2.UNKNOWN_PARTITION), info
+                                                  errors_pb2.UNKNOWN_PARTITION), \
+            (err.value.code(), err.value.details(), info)
         return info if info.code == errors_pb2.UNKNOWN_PARTITION else None
     info = wait_for(refusal, 10, f"node {other} to learn about the topic")
     assert f"nodes [{holder}]" in info.message, info.message
