@@ -81,7 +81,7 @@ _RESOURCE_TOPIC = 2
 _RESOURCE_BROKER = 4
 
 
-_CODECS = (0, 1, 3)  # none, gzip, lz4: what the partition accepts (raftka.v1.recordbatch)
+_CODECS = (0, 1, 2, 3, 4)  # none, gzip, snappy, lz4, zstd: what the partition accepts
 _ATTRIBUTES_AT = 21  # of a RecordBatch v2 header: int16, bits 0-2 the codec
 
 
@@ -280,7 +280,7 @@ class KafkaApis:
                     if codec not in _CODECS:
                         pending.append((t.name, p.index, None, _Refused(
                             K.unsupported_compression_type, f"compression codec {codec} is "
-                            "not supported; use none, gzip or lz4")))
+                            "not supported; use none, gzip, snappy, lz4 or zstd")))
                         continue
                     future = replica.submit(records, acks)
                     pending.append((t.name, p.index, replica, future))

@@ -33,8 +33,10 @@ Batch layout (big-endian, 61-byte header)::
      57     4  recordCount            int32   never compressed
      61     -  records                        the whole section is compressed with the codec;
                                               lz4 = LZ4 *frame* format, independent blocks;
-                                              gzip (read, never written: Kafka clients
-                                              send it) = one gzip member
+                                              gzip, snappy, zstd (read, never written:
+                                              Kafka clients send them) = one gzip member,
+                                              snappy-java's xerial framing or one raw
+                                              snappy block, one zstd frame
 
 Record layout (varint = zigzag LEB128 as in protobuf's sint32/sint64)::
 
@@ -62,6 +64,7 @@ from collections.abc import Iterable, Sequence
 from time import time_ns as _time_ns
 from typing import NamedTuple, Protocol
 
+import cramjam as _cramjam
 import lz4.frame as _lz4frame
 from aiokafka.errors import CorruptRecordException as _CorruptRecord
 from aiokafka.record.default_records import DefaultRecordBatch as _CompiledBatch
@@ -103,7 +106,10 @@ _MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49: a batch with no records
 
 CODEC_NONE = 0
 CODEC_GZIP = 1  # read (Kafka clients produce it), never written here
+CODEC_SNAPPY = 2  # read, never written: Kafka clients produce it
 CODEC_LZ4 = 3
+CODEC_ZSTD = 4  # read, never written: Kafka clients produce it
+_READABLE_CODECS = (CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD)
 _CODEC_MASK = 0x07
 _TIMESTAMP_TYPE_MASK = 0x08
 _TRANSACTIONAL_MASK = 0x10
@@ -526,12 +532,11 @@ def parse_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> BatchH
             "corrupted in transit or built wrongly (the CRC-32C covers attributes..end)",
         )
     codec = h.attributes & _CODEC_MASK
-    if codec != CODEC_NONE and codec != CODEC_LZ4 and codec != CODEC_GZIP:
-        name = _CODEC_NAMES.get(codec, "unknown")
+    if codec != CODEC_NONE and codec not in _READABLE_CODECS:
         raise _corrupt(
             offset,
-            f"unsupported compression codec {name} ({codec}); only none (0), gzip (1) and "
-            "lz4 (3) are accepted: configure the producer with compression 'lz4' or 'none'",
+            f"unknown compression codec {codec}; Kafka's are none (0), gzip (1), snappy (2), "
+            "lz4 (3) and zstd (4): the attributes field is corrupt",
         )
     count = h.record_count
     if count < 0:
@@ -804,12 +809,106 @@ def _plain_batch(batch: bytes | bytearray | memoryview, offset: int,
         return h, bytes(header) + _lz4_decompress(view[offset + HEADER_SIZE : end])
     if codec == CODEC_NONE:
         return h, bytes(view[offset:end])
-    if codec == CODEC_GZIP:
+    decompress = _DECOMPRESSORS.get(codec)
+    if decompress is not None:
         header = bytearray(view[offset : offset + HEADER_SIZE])
         header[22] &= 0xFF ^ _CODEC_MASK
-        return h, bytes(header) + _gzip_decompress(view[offset + HEADER_SIZE : end])
-    parse_header(batch, offset)  # raises: unsupported codec
+        return h, bytes(header) + decompress(view[offset + HEADER_SIZE : end])
+    parse_header(batch, offset)  # raises: unknown codec
     raise AssertionError("unreachable")
+
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"  # snappy-java's framing, what the Java client sends
+
+
+def _snappy_decompress(section: memoryview) -> bytes:
+    """Kafka's snappy: snappy-java's xerial framing (16-byte header, then blocks of
+    big-endian int32 length + raw snappy) or one raw snappy block (librdkafka may send
+    either). Every block's declared length (its varint preamble) is checked against the
+    bound before cramjam allocates it."""
+    if bytes(section[:8]) == _XERIAL_MAGIC and len(section) >= 16:
+        blocks, pos = [], 16
+        while pos < len(section):
+            if pos + 4 > len(section):
+                raise CorruptBatchError("record batch: snappy block length is truncated; "
+                                        "the batch is corrupt")
+            size = int.from_bytes(section[pos : pos + 4], "big", signed=True)
+            if size < 0 or pos + 4 + size > len(section):
+                raise CorruptBatchError(f"record batch: snappy block of {size} bytes at "
+                                        f"{pos} overruns the section; the batch is corrupt")
+            blocks.append(section[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+    else:
+        blocks = [section]
+    out, total = [], 0
+    for block in blocks:
+        declared, shift, i = 0, 0, 0
+        while True:  # the raw block's preamble: its uncompressed length, a varint
+            if i >= len(block) or i > 4:
+                raise CorruptBatchError("record batch: snappy block has no valid length "
+                                        "preamble; the batch is corrupt")
+            byte = block[i]
+            declared |= (byte & 0x7F) << shift
+            i, shift = i + 1, shift + 7
+            if not byte & 0x80:
+                break
+        total += declared
+        if total > DECOMPRESSED_BYTES_MAX:
+            raise CorruptBatchError(
+                f"record batch: its records decompress to more than {DECOMPRESSED_BYTES_MAX} "
+                f"bytes (from {len(section)} compressed); send smaller batches")
+        try:
+            out.append(bytes(_cramjam.snappy.decompress_raw(block)))
+        except _cramjam.DecompressionError as e:
+            raise CorruptBatchError(f"record batch: snappy section does not decompress "
+                                    f"({e}); the batch is corrupt") from None
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_declared_size(section: memoryview) -> int | None:
+    """The Frame_Content_Size of a zstd frame header (RFC 8878 3.1.1.1), None if absent."""
+    if len(section) < 6 or bytes(section[:4]) != _ZSTD_MAGIC:
+        raise CorruptBatchError("record batch: the zstd section is not a zstd frame; the "
+                                "batch is corrupt")
+    fhd = section[4]
+    fcs_flag, single_segment, dict_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_flag]
+    size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+    if size == 0:
+        return None
+    if pos + size > len(section):
+        raise CorruptBatchError("record batch: zstd frame header is truncated; the batch "
+                                "is corrupt")
+    value = int.from_bytes(section[pos : pos + size], "little")
+    return value + 256 if size == 2 else value
+
+
+def _zstd_decompress(section: memoryview) -> bytes:
+    """Into a buffer the size the frame declares (one byte more, to notice a frame that
+    holds more than it claims), or the bound when it declares none: never more."""
+    declared = _zstd_declared_size(section)
+    if declared is not None and declared > DECOMPRESSED_BYTES_MAX:
+        raise CorruptBatchError(
+            f"record batch: its records decompress to {declared} bytes, more than "
+            f"{DECOMPRESSED_BYTES_MAX}; send smaller batches")
+    out = bytearray(DECOMPRESSED_BYTES_MAX if declared is None else declared + 1)
+    try:
+        n = _cramjam.zstd.decompress_into(bytes(section), out)
+    except _cramjam.DecompressionError as e:
+        raise CorruptBatchError(f"record batch: zstd section does not decompress into "
+                                f"{len(out)} bytes ({e}); the batch is corrupt or its "
+                                "records exceed the bound") from None
+    if declared is not None and n != declared:
+        raise CorruptBatchError(f"record batch: zstd frame declares {declared} bytes but "
+                                f"holds {n}; the batch is corrupt")
+    return bytes(memoryview(out)[:n])
+
+
+_DECOMPRESSORS = {CODEC_GZIP: _gzip_decompress, CODEC_SNAPPY: _snappy_decompress,
+                  CODEC_ZSTD: _zstd_decompress}
 
 
 def raw_records(
