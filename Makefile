@@ -9,7 +9,7 @@ JOBS ?= 2
 # clusters) on one worker
 TEST_JOBS ?= 2
 
-.PHONY: test dev bench bench-quick bench-micro soak proto clean
+.PHONY: test dev bench bench-quick bench-micro soak fuzz proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -110,6 +110,18 @@ bench-quick: $(BENCH_STAMP)
 
 bench-micro: $(STAMP)
 	$(PY) -m pytest -q --timeout=0 tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops,rounds
+
+# Coverage-guided fuzzing (tests/fuzz, atheris): every target for FUZZ_SECONDS each, corpora
+# kept in .fuzz/ between runs; a crash is saved as .fuzz/TARGET-crash-* (make test runs each
+# target briefly and replays tests/fuzz/regressions/).
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= recordbatch kafka_request raft_batch
+fuzz: $(STAMP)
+	@for t in $(FUZZ_TARGETS); do mkdir -p .fuzz/$$t; \
+	    echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	    $(PY) -m tests.fuzz $$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 \
+	        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=.fuzz/$$t- .fuzz/$$t \
+	        || exit 1; done
 
 soak: $(STAMP)
 	$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)

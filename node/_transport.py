@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 import grpc
 
 from raftka.v1 import raft_pb2, raft_pb2_grpc
-from raftka.raft import ConfState, Entry, Message, MsgType, Snapshot, SnapshotMeta
+from raftka.raft import ConfState, Entry, EntryKind, Message, MsgType, Snapshot, SnapshotMeta
 
 from ._authz import CALLER
 from ._errors import BrokerError, Code, abort_with
@@ -73,14 +73,31 @@ def message_to_proto(group_id: int, m: Message) -> raft_pb2.RaftMessage:
     return pm
 
 
+_ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
+
+
+class MalformedPeerBatch(ValueError):
+    """A peer's batch names no message type, entry kind or node the core knows: refused
+    whole (the stream ends with INVALID_REQUEST), nothing of it delivered."""
+
+
 def message_from_proto(pm: raft_pb2.RaftMessage, frm: int) -> Message:
+    try:
+        kind = MsgType(pm.type)
+    except ValueError:
+        raise MalformedPeerBatch(f"message type {pm.type} of group {pm.group_id} is not a "
+                                 "Raft message type this node knows") from None
+    for e in pm.entries:
+        if e.kind not in _ENTRY_KINDS:
+            raise MalformedPeerBatch(f"entry {e.index} of group {pm.group_id} has kind "
+                                     f"{e.kind}, not one this node knows")
     snapshot = None
     if pm.HasField("snapshot"):
         s = pm.snapshot
         conf = ConfState(frozenset(s.voters), frozenset(s.learners))
         snapshot = Snapshot(SnapshotMeta(s.index, s.term, conf), s.data)
     return Message(
-        MsgType(pm.type), pm.to, frm, term=pm.term, log_term=pm.log_term, index=pm.index,
+        kind, pm.to, frm, term=pm.term, log_term=pm.log_term, index=pm.index,
         entries=[Entry(e.term, e.index, e.kind, e.data) for e in pm.entries],
         commit=pm.commit, reject=pm.reject, reject_hint=pm.reject_hint, snapshot=snapshot,
         context=pm.context,
@@ -107,7 +124,12 @@ def encode_batch(frm: int, to: int, items: Iterable[tuple[int, Message]]) -> raf
 
 
 def decode_batch(batch: raft_pb2.RaftBatch) -> list[tuple[int, Message]]:
+    """The batch's messages by group. Raises MalformedPeerBatch for what no node of this
+    version sends (tests/fuzz feeds it arbitrary bytes)."""
     frm, to = batch.from_node, batch.to_node
+    if frm <= 0 or to <= 0:
+        raise MalformedPeerBatch(f"a raft batch from node {frm} to node {to}: node ids are "
+                                 "positive")
     out = [(pm.group_id, message_from_proto(pm, frm)) for pm in batch.messages]
     hb = batch.heartbeats
     for gid, term, commit in zip(hb.group_id, hb.term, hb.commit):
@@ -267,7 +289,13 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                         f"raft batch for node {batch.to_node} reached node {self._node_id}: "
                         "the peer list of the sender is wrong"))
                 count += 1
-                self._deliver_many(decode_batch(batch), batch.from_node)
+                try:
+                    messages = decode_batch(batch)
+                except MalformedPeerBatch as exc:
+                    await abort_with(context, BrokerError(
+                        Code.INVALID_REQUEST, f"raft batch from node {batch.from_node}: {exc}; "
+                        "is the peer a Raftka node of a compatible version?"))
+                self._deliver_many(messages, batch.from_node)
         except asyncio.CancelledError:
             pass  # server shutdown: the peer reconnects to whoever serves next
         return raft_pb2.RaftStreamSummary(batches=count)

@@ -25,6 +25,8 @@ from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 
+from ._frame_check import FrameTooShort, check_entity
+
 _FIXED_HEADER = struct.Struct(">hhi")  # api key, api version, correlation id
 _SIZE = struct.Struct(">i")
 
@@ -48,10 +50,21 @@ def _request_codec(api_key: int, version: int):
             load_response_schema(api_key, version))
 
 
+@cache
+def _request_classes(api_key: int, version: int) -> tuple[type, type]:
+    schema = load_request_schema(api_key, version)
+    return schema.__header_schema__, schema
+
+
 def parse_request(frame: bytes, api_key: int, version: int) -> tuple[Any, Any, type]:
     """(header, request, response class) of a supported API version. Raises
     MalformedRequest when the bytes do not decode."""
     read_header, read_body, response_cls = _request_codec(api_key, version)
+    header_cls, body_cls = _request_classes(api_key, version)
+    try:  # lengths first: kio's native reader aborts the process on a huge one
+        check_entity(frame, check_entity(frame, 0, header_cls), body_cls)
+    except FrameTooShort as exc:
+        raise MalformedRequest(str(exc)) from None
     try:
         header, used = read_header(frame, 0)
         body, body_size = read_body(frame, used)

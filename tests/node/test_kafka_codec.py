@@ -55,3 +55,16 @@ def test_every_error_code_maps_to_a_kafka_code() -> None:
     assert kafka_code(Code.NOT_LEADER) == ErrorCode.not_leader_or_follower
     assert kafka_code(Code.NOT_COORDINATOR) == ErrorCode.not_coordinator
     assert kafka_code(Code.OFFSET_OUT_OF_RANGE) == ErrorCode.offset_out_of_range
+
+
+def test_a_length_prefix_beyond_the_frame_is_malformed_before_kio_reads_it() -> None:
+    """DescribeGroups v5 whose groups array claims ~2^34 elements in a 20-byte frame: kio's
+    compiled reader would try to allocate them and abort the process (tests/fuzz)."""
+    import pytest
+
+    from raftka.node._kafka._codec import MalformedRequest, parse_request
+
+    frame = (b"\x00\x0f\x00\x05" + b"\x00\x00\x00\x07" + b"\x00\x00"  # header v2, client ""
+             + b"\x00" + b"\xff\xff\xff\xff\x40" + b"\x00")  # tags; groups: huge count
+    with pytest.raises(MalformedRequest, match="claims"):
+        parse_request(frame, 15, 5)

@@ -30,3 +30,23 @@ def test_every_message_survives_the_batch_codec_field_for_field() -> None:
     ]
     key = lambda item: (item[0], item[1].type, item[1].context, item[1].reject_hint)  # noqa: E731
     assert sorted(_round_trip(items), key=key) == sorted(items, key=key)
+
+
+def test_a_batch_no_node_sends_is_refused_whole() -> None:
+    """Unknown message types or entry kinds and non-positive node ids: MalformedPeerBatch
+    (the peer service ends the stream with INVALID_REQUEST), never a ValueError escaping."""
+    import pytest
+
+    from raftka.node._transport import MalformedPeerBatch, decode_batch
+    from raftka.v1 import raft_pb2
+
+    unknown_type = raft_pb2.RaftBatch(from_node=1, to_node=2, messages=[
+        raft_pb2.RaftMessage(group_id=3, type=99, to=2)])
+    unknown_kind = raft_pb2.RaftBatch(from_node=1, to_node=2, messages=[
+        raft_pb2.RaftMessage(group_id=3, type=5, to=2,
+                             entries=[raft_pb2.RaftEntry(term=1, index=1, kind=7)])])
+    no_sender = raft_pb2.RaftBatch(from_node=0, to_node=2)
+    for batch, words in ((unknown_type, "message type 99"), (unknown_kind, "kind 7"),
+                         (no_sender, "node ids are positive")):
+        with pytest.raises(MalformedPeerBatch, match=words):
+            decode_batch(batch)
