@@ -115,7 +115,7 @@ bench-micro: $(STAMP)
 # kept in .fuzz/ between runs; a crash is saved as .fuzz/TARGET-crash-* (make test runs each
 # target briefly and replays tests/fuzz/regressions/).
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= recordbatch kafka_request raft_batch
+FUZZ_TARGETS ?= recordbatch kafka_request raft_batch rpc
 fuzz: $(STAMP)
 	@for t in $(FUZZ_TARGETS); do mkdir -p .fuzz/$$t; \
 	    echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \

@@ -34,7 +34,12 @@ PASSWORD_LENGTH_MAX = 1024
 
 
 def _name(enum, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix)
+    try:
+        return enum.Name(value).removeprefix(prefix)
+    except ValueError:  # a client built from a newer .proto, or a bad one
+        known = ", ".join(f"{v.name} ({v.number})" for v in enum.DESCRIPTOR.values)
+        raise BrokerError(Code.INVALID_REQUEST, f"{value} is not a {enum.DESCRIPTOR.name}; "
+                          f"this node knows {known}") from None
 
 
 def acl_from_pb(acl: security_pb2.Acl) -> AclBinding:

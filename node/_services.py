@@ -137,9 +137,20 @@ def _require_leader(broker: Broker, topic: str, partition: int):
     return replica
 
 
+def _require_producible_leader(broker: Broker, topic: str, partition: int):
+    """The leader replica of a topic clients may write to: an internal topic holds the
+    node's own records (``__consumer_offsets``: committed offsets, group state), which a
+    client's batch would corrupt when replicas apply it."""
+    meta = broker.controller.state.topic(topic)
+    if meta is not None and meta.internal:
+        raise BrokerError(Code.INVALID_REQUEST, f"topic {topic} is internal: only the nodes "
+                          "write to it (commit offsets with CommitOffsets)")
+    return _require_leader(broker, topic, partition)
+
+
 def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
     """(leader replica, payload, acks, timeout_s) of a ProduceRequest; raises BrokerError."""
-    replica = _require_leader(broker, request.topic, request.partition)
+    replica = _require_producible_leader(broker, request.topic, request.partition)
     acks = _ACKS.get(request.acks)
     if acks is None:
         raise BrokerError(Code.INVALID_REQUEST, f"unknown acks value {request.acks}")

@@ -37,6 +37,7 @@ from .._services import (
     AdminService,
     BrokerService,
     _require_leader,
+    _require_producible_leader,
     config_entries,
 )
 from ._classic import ClassicGroups
@@ -274,7 +275,7 @@ class KafkaApis:
                     if acks not in (0, 1, -1):
                         raise BrokerError(Code.INVALID_REQUEST, f"acks {acks} is not 0, 1 "
                                           "or -1")
-                    replica = _require_leader(self.broker, t.name, p.index)
+                    replica = _require_producible_leader(self.broker, t.name, p.index)
                     records = bytes(p.records or b"")
                     codec = _codec_of(records)
                     if codec not in _CODECS:

@@ -11,11 +11,16 @@ import atheris
 
 with atheris.instrument_imports(include=["raftka"]):
     from tests.fuzz.targets import TARGETS
+    if len(sys.argv) > 1 and sys.argv[1] == "rpc":  # loads (and instruments) the whole node
+        from tests.fuzz.rpc import rpc
+
+        TARGETS = {**TARGETS, "rpc": rpc}
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
-        sys.exit(f"usage: python -m tests.fuzz {{{','.join(TARGETS)}}} [libFuzzer flags]")
+        sys.exit(f"usage: python -m tests.fuzz {{{','.join([*TARGETS, 'rpc'])}}} "
+                 "[libFuzzer flags]")
     target = TARGETS[sys.argv[1]]
     atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
     atheris.Fuzz()
