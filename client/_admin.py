@@ -1057,7 +1057,7 @@ class Admin(AdminOps):
                         ) -> list[NodeRestart]:
         """Restart ``nodes`` (default all) one at a time, each back and caught up on every
         partition it replicates before the next; ``restart(node)`` restarts one node
-        (``raftka.client._rolling.exec_restart(template)`` runs a shell command; None: the
+        (``raftka.client.exec_restart(template)`` runs a shell command; None: the
         operator does, when ``progress`` says so). Refuses to begin on an unhealthy cluster
         or, unless ``allow_unavailable``, with partitions of fewer than 3 replicas. Raises
         ``RollingRestartError``. See ``client/_rolling.py`` for the procedure."""
