@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument(
         "--exec", dest="exec_command", metavar="CMD", default=None,
         help="shell command that restarts one node, e.g. 'ssh {host} sudo systemctl restart "
-             "raftka' ({id}, {host}, {port}, {address} are filled in); without it you are "
-             "told which node to restart and it waits until you have")
+             "raftka' ({id}, {host}, {port}, {address} are filled in, shell-quoted; write "
+             "a literal brace twice); without it you are told which node to restart and "
+             "it waits until you have")
     restart.add_argument("--nodes", type=_node_ids, default=None, metavar="ID,...",
                          help="only these nodes (default: all)")
     restart.add_argument("--node-timeout", type=_positive_float, default=300.0,

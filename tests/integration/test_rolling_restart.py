@@ -150,6 +150,37 @@ def test_rolling_restart_of_every_node_under_produce_fails_and_loses_nothing(
         cluster.assert_replicas_agree(TOPIC, p)
 
 
+def test_without_exec_the_operator_is_told_which_node_to_restart_and_it_waits(
+        cluster: Cluster) -> None:
+    """Node 2 only: the CLI names it, waits while the "operator" (this test) has not restarted
+    it yet, and finishes once it went down, came back and caught up."""
+    cli = _raftka(cluster, "cluster", "restart", "--rolling", "--nodes", "2",
+                  "--node-timeout", "120", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    told = threading.Event()
+
+    def read() -> None:
+        for line in cli.stdout:
+            lines.append(line)
+            if "restart it now" in line:
+                told.set()
+    reader = threading.Thread(target=read, name="cli-output")
+    reader.start()
+    try:
+        assert told.wait(60), "".join(lines)
+        assert "node 2 (" in lines[-1], lines
+        assert cli.poll() is None, "it waits for the restart"
+        assert cluster.terminate(2) == 0
+        cluster.start(2)
+        assert cli.wait(150) == 0, "".join(lines)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        reader.join(10)
+    output = "".join(lines)
+    assert "node 2: back and caught up on " in output and "done: 1 node(s)" in output, output
+
+
 def _run(cluster: Cluster, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     cli = _raftka(cluster, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = cli.communicate(timeout=timeout)
