@@ -98,8 +98,9 @@ def exec_restart(template: str) -> RestartAction:
 
 
 def restart_order(admin: Admin, nodes: Sequence[int] | None = None,
-                  timeout: float = 10.0) -> list[BrokerDescription]:
-    """The nodes to restart, in order: by id, the controller leader last."""
+                  timeout: float = 10.0) -> tuple[list[BrokerDescription], int]:
+    """The nodes to restart, in order: by id, the controller leader last; and the
+    controller leader's id (0 if none is known)."""
     brokers = {b.id: b for b in admin.wait_for_brokers(timeout)}
     wanted = list(dict.fromkeys(nodes)) if nodes else sorted(brokers)
     unknown = [n for n in wanted if n not in brokers]
@@ -109,7 +110,7 @@ def restart_order(admin: Admin, nodes: Sequence[int] | None = None,
             f"{','.join(map(str, sorted(brokers)))}")
     controller = admin.cluster_status(timeout=timeout).controller_id
     ordered = sorted(wanted, key=lambda n: (n == controller, n))
-    return [brokers[n] for n in ordered]
+    return [brokers[n] for n in ordered], controller
 
 
 def rolling_restart(admin: Admin, restart: RestartAction | None = None, *,
@@ -118,12 +119,12 @@ def rolling_restart(admin: Admin, restart: RestartAction | None = None, *,
                     progress: Callable[[str], None] = lambda line: None) -> list[NodeRestart]:
     """Restart ``nodes`` (default every node) one at a time with ``restart`` (None: the
     operator restarts each node when ``progress`` says so), as the module docstring says."""
-    order = restart_order(admin, nodes)
-    status = _wait_healthy(admin, node_timeout, "before the rolling restart")
+    _wait_healthy(admin, node_timeout, "before the rolling restart")
+    order, controller = restart_order(admin, nodes)
     if not allow_unavailable:
         _refuse_small_partitions(admin, {n.id for n in order})
     progress(f"rolling restart of {len(order)} node(s), in this order: "
-             f"{', '.join(str(n.id) for n in order)} (controller: node {status.controller_id})")
+             f"{', '.join(str(n.id) for n in order)} (controller: node {controller})")
     done: list[NodeRestart] = []
     for node in order:
         try:

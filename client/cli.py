@@ -748,9 +748,10 @@ def _cmd_cluster_restart(args: argparse.Namespace, bootstrap: list[str]) -> int:
     with Admin(bootstrap, security=security_from_args(args)) as admin:
         admin.wait_for_brokers(_REACH_TIMEOUT_S)
         if args.dry_run:
-            order = restart_order(admin, args.nodes)
-            out.write(_table(["ORDER", "ID", "ADDRESS"],
-                             [[i + 1, n.id, n.address] for i, n in enumerate(order)]) + "\n")
+            order, controller = restart_order(admin, args.nodes)
+            out.write(_table(["ORDER", "ID", "ADDRESS", "ROLE"],
+                             [[i + 1, n.id, n.address, "controller" if n.id == controller else ""]
+                              for i, n in enumerate(order)]) + "\n")
             return 0
         started = datetime.datetime.now()
         done = admin.rolling_restart(action, nodes=args.nodes, node_timeout=args.node_timeout,
