@@ -165,7 +165,9 @@ def _restart_one(admin: Admin, node: BrokerDescription, restart: RestartAction |
     finally:
         watch.close()
     progress(f"node {node.id}: down; waiting for it to come back and catch up")
-    deadline = started + timeout if restart is not None else time.monotonic() + timeout
+    if restart is None:
+        started = time.monotonic()  # from when it went down: not the operator's delay
+    deadline = started + timeout
     _wait(lambda: _serving(channel), deadline,
           f"node {node.id} to answer SERVING on grpc.health again")
     partitions = _wait_caught_up(admin, node.id, deadline)
