@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
+test: $(STAMP) jepsen-deps interop-deps monitoring-deps console-deps kafka-deps deploy-deps
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=25 tests --ignore=tests/bench
 
 # tests/interop/ drives a real cluster from Node.js, a client that knows only the .proto
@@ -51,7 +51,19 @@ jepsen-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	        apt-get install -y -qq nftables iproute2 libfaketime >/dev/null; fi
 
-.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps kafka-deps
+.PHONY: jepsen jepsen-deps interop-deps monitoring-deps console-deps kafka-deps deploy-deps
+# tests/deploy/ checks examples/deploy/ without a container engine: the compose file with
+# `docker compose config` (else Debian's docker-compose) and the systemd unit with
+# systemd-analyze. As root, install whichever is missing; without root and without them
+# those checks are skipped (they say why); as root they are errors.
+deploy-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { ! command -v systemd-analyze >/dev/null || \
+	      { ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; }; }; then \
+	    echo "installing docker-compose, systemd for tests/deploy/"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends docker-compose systemd >/dev/null; fi
+
 # tests/kafka/ (and the `raftka dev` test) drive the Kafka listener with Debian's kcat and
 # Go's sarama too (golang-github-shopify-sarama-dev, built in GOPATH mode like
 # bench/natsload): as root, install whichever is missing. Without root and without them

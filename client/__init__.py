@@ -188,3 +188,12 @@ from raftka.v1.errors import InconsistentGroupTypeError, InvalidRecordStateError
 __all__ += ["DeadLetter", "InconsistentGroupTypeError", "InvalidRecordStateError",
             "ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
             "describe_share_group", "list_dead_letters", "replay_dead_letters"]
+
+# Rolling restart (README, Rolling restart and upgrade): Admin.rolling_restart's pieces
+from raftka.client._rolling import (  # noqa: E402
+    NodeRestart,
+    RollingRestartError,
+    exec_restart,
+)
+
+__all__ += ["NodeRestart", "RollingRestartError", "exec_restart"]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._retry import RetryPolicy, Step, named_leader
+from raftka.client._rolling import NodeRestart, rolling_restart
 from raftka.v1.errors import (
     InvalidRequestError,
     NoBrokersAvailable,
@@ -1048,6 +1049,20 @@ class Admin(AdminOps):
         """Delete an empty group and its committed offsets. Raises UnknownGroupError, or
         GroupNotEmptyError while it has members."""
         return self._run(self.delete_group_ops(group_id, timeout=timeout))
+
+    def rolling_restart(self, restart: Callable[[BrokerDescription], None] | None = None, *,
+                        nodes: Sequence[int] | None = None, node_timeout: float = 300.0,
+                        allow_unavailable: bool = False,
+                        progress: Callable[[str], None] = lambda line: None
+                        ) -> list[NodeRestart]:
+        """Restart ``nodes`` (default all) one at a time, each back and caught up on every
+        partition it replicates before the next; ``restart(node)`` restarts one node
+        (``raftka.client.exec_restart(template)`` runs a shell command; None: the
+        operator does, when ``progress`` says so). Refuses to begin on an unhealthy cluster
+        or, unless ``allow_unavailable``, with partitions of fewer than 3 replicas. Raises
+        ``RollingRestartError``. See ``client/_rolling.py`` for the procedure."""
+        return rolling_restart(self, restart, nodes=nodes, node_timeout=node_timeout,
+                               allow_unavailable=allow_unavailable, progress=progress)
 
     def wait_for_topic_ready(self, name: str, timeout: float = 30.0) -> TopicDescription:
         """Wait until every partition of the topic has a leader that serves it: the topic

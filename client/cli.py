@@ -10,6 +10,8 @@
     raftka topic alter-config NAME [--set key=value ...] [--delete key ...] [--dry-run]
     raftka topic describe-configs NAME
     raftka cluster status                       (every node asked; leaders, under-replicated)
+    raftka cluster restart --rolling [--exec CMD] [--nodes 1,2,...] [--node-timeout S]
+        [--allow-unavailable] [--dry-run]     (one node at a time, each caught up before the next)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
     raftka consume TOPIC --group G [--from-beginning] [--count N] [--exit-at-end]
@@ -55,6 +57,7 @@ from concurrent.futures import Future
 from typing import Any, NoReturn, TextIO
 
 from raftka.client._admin import Admin
+from raftka.client._rolling import exec_restart, restart_order
 from raftka.client._consumer import Consumer
 from raftka.client._security import Acl, ClientSecurity
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
@@ -184,6 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     csub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     csub.add_parser("status", parents=[common, as_json, timeout],
                     help="nodes, reachability, leaders per node, under-replicated partitions")
+    restart = csub.add_parser(
+        "restart", parents=[common],
+        help="restart every node in turn, each caught up before the next (--rolling)",
+        description="Restart the nodes one at a time: each is restarted (by --exec, or by "
+                    "you when told), then awaited until it serves again and has caught up "
+                    "on every partition it replicates, before the next one. Refuses to "
+                    "begin unless the cluster is healthy. The controller leader goes last.")
+    restart.add_argument("--rolling", action="store_true", required=True,
+                         help="one node at a time (the only kind of restart there is)")
+    restart.add_argument(
+        "--exec", dest="exec_command", metavar="CMD", default=None,
+        help="shell command that restarts one node, e.g. 'ssh {host} sudo systemctl restart "
+             "raftka' ({id}, {host}, {port}, {address} are filled in, shell-quoted; write "
+             "a literal brace twice); without it you are told which node to restart and "
+             "it waits until you have")
+    restart.add_argument("--nodes", type=_node_ids, default=None, metavar="ID,...",
+                         help="only these nodes (default: all)")
+    restart.add_argument("--node-timeout", type=_positive_float, default=300.0,
+                         metavar="SECONDS",
+                         help="give up if a node is not back and caught up after this long "
+                              "(default 300)")
+    restart.add_argument("--allow-unavailable", action="store_true",
+                         help="go on although partitions with fewer than 3 replicas lose "
+                              "their quorum while one of their nodes restarts")
+    restart.add_argument("--dry-run", action="store_true",
+                         help="print the order and exit")
 
     group = sub.add_parser("group", help="list, describe, reset or delete consumer groups")
     gsub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
@@ -487,6 +516,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _node_ids(text: str) -> list[int]:
+    ids = [_positive_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"no node ids in {text!r}")
+    return ids
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -668,6 +704,8 @@ def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
 
 def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
+    if args.cluster_command == "restart":
+        return _cmd_cluster_restart(args, bootstrap)
     with Admin(bootstrap, default_timeout=args.timeout,
                security=security_from_args(args)) as admin:
         admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
@@ -695,6 +733,32 @@ def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
             ["TOPIC", "PARTITION", "LEADER", "REPLICAS", "MISSING"],
             [[p.topic, p.partition, p.leader_id or "none", ",".join(map(str, p.replicas)),
               ",".join(map(str, p.missing)) or "-"] for p in status.under_replicated]) + "\n")
+    return 0
+
+
+def _cmd_cluster_restart(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    out = sys.stdout
+
+    def progress(line: str) -> None:
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        out.write(f"{stamp} {line}\n")
+        out.flush()
+
+    action = exec_restart(args.exec_command) if args.exec_command else None
+    with Admin(bootstrap, security=security_from_args(args)) as admin:
+        admin.wait_for_brokers(_REACH_TIMEOUT_S)
+        if args.dry_run:
+            order, controller = restart_order(admin, args.nodes)
+            out.write(_table(["ORDER", "ID", "ADDRESS", "ROLE"],
+                             [[i + 1, n.id, n.address, "controller" if n.id == controller else ""]
+                              for i, n in enumerate(order)]) + "\n")
+            return 0
+        started = datetime.datetime.now()
+        done = admin.rolling_restart(action, nodes=args.nodes, node_timeout=args.node_timeout,
+                                     allow_unavailable=args.allow_unavailable,
+                                     progress=progress)
+    seconds = (datetime.datetime.now() - started).total_seconds()
+    progress(f"rolling restart done: {len(done)} node(s) in {seconds:.0f}s")
     return 0
 
 

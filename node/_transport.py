@@ -15,6 +15,15 @@ its peer if nothing else went to that peer since the previous tick, so a peer he
 at least once per tick even when every group is quiesced: one ping per node pair, not one
 heartbeat per group.
 
+Versions: every batch carries the sender's ``PROTOCOL_VERSION``. A node accepts batches of
+``PROTOCOL_VERSIONS_ACCEPTED`` (its own version and the previous one: 0 is a node from before
+the field, which sends none), so nodes of two consecutive releases form one cluster during a
+rolling upgrade. Any other version ends the stream with INVALID_REQUEST naming both versions;
+the receiver logs a warning once per peer and version, the sender once per refusal reason
+(it keeps reconnecting with backoff: the peer may be upgraded meanwhile).
+Version history: 0 = no field; 1 = ``RaftBatch.protocol_version`` (the messages are those of
+version 0).
+
 Asyncio tasks owned here: one ``_sender`` per peer (owns that peer's queue and channel).
 """
 
@@ -47,6 +56,9 @@ PEER_CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 256 << 20),
     ("grpc.max_receive_message_length", 256 << 20),
 ]
+
+PROTOCOL_VERSION = 1
+PROTOCOL_VERSIONS_ACCEPTED = range(PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1)
 
 QUEUE_MESSAGES_MAX = 20_000
 BATCH_MESSAGES_MAX = 2_000
@@ -105,7 +117,7 @@ def message_from_proto(pm: raft_pb2.RaftMessage, frm: int) -> Message:
 
 
 def encode_batch(frm: int, to: int, items: Iterable[tuple[int, Message]]) -> raft_pb2.RaftBatch:
-    batch = raft_pb2.RaftBatch(from_node=frm, to_node=to)
+    batch = raft_pb2.RaftBatch(from_node=frm, to_node=to, protocol_version=PROTOCOL_VERSION)
     hb, hbr = batch.heartbeats, batch.heartbeat_responses
     for group_id, m in items:
         if m.type == MsgType.HEARTBEAT and not m.context:
@@ -152,6 +164,7 @@ class _Peer:
         self.task: asyncio.Task | None = None
         self.sent_since_tick = False  # a batch went out since the last tick()
         self.ping_due = False
+        self.refused = ""  # why the peer refused our version, once logged
 
 
 class PeerTransport:
@@ -226,8 +239,9 @@ class PeerTransport:
                     if not peer.queue:
                         if peer.ping_due:
                             peer.ping_due = False
-                            await call.write(raft_pb2.RaftBatch(from_node=self.node_id,
-                                                                to_node=peer.node_id))
+                            await call.write(raft_pb2.RaftBatch(
+                                from_node=self.node_id, to_node=peer.node_id,
+                                protocol_version=PROTOCOL_VERSION))
                             continue
                         peer.wakeup.clear()
                         await peer.wakeup.wait()
@@ -245,10 +259,18 @@ class PeerTransport:
                     reason = _short(exc)
                     if isinstance(exc, asyncio.InvalidStateError):  # the call ended first
                         reason = f"{(await call.code()).name}: {await call.details()}"
-                    # a TLS failure will not heal by itself: say so louder than a peer down
-                    level = logging.WARNING if "handshake" in reason.lower() else logging.INFO
-                    log.log(level, "peer %d at %s unreachable: %s", peer.node_id,
-                            peer.address, reason)
+                    if _VERSION_REFUSAL in reason:
+                        # will not heal until one side is upgraded: say it loudly, once
+                        if reason != peer.refused:
+                            peer.refused = reason
+                            log.warning("peer %d at %s refuses this node: %s", peer.node_id,
+                                        peer.address, reason)
+                    else:
+                        # a TLS failure will not heal by itself: say so louder than a peer down
+                        level = (logging.WARNING if "handshake" in reason.lower()
+                                 else logging.INFO)
+                        log.log(level, "peer %d at %s unreachable: %s", peer.node_id,
+                                peer.address, reason)
                 peer.connected = False
                 unsent = peer.queue
                 peer.queue = []
@@ -267,11 +289,28 @@ def _short(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------- receiving
+_VERSION_REFUSAL = "unsupported peer protocol version"
+_REFUSALS_LOGGED_MAX = 1024  # (peer, version) pairs warned about; the ids come off the wire
+
+
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
     def __init__(self, node_id: int,
                  deliver_many: Callable[[list[tuple[int, Message]], int], None]):
         self._node_id = node_id
         self._deliver_many = deliver_many
+        self._refusals_logged: set[tuple[int, int]] = set()  # (peer, version): bounded by peers
+
+    async def _refuse_version(self, context, batch: raft_pb2.RaftBatch) -> None:
+        version = batch.protocol_version
+        message = (f"{_VERSION_REFUSAL} {version} from node {batch.from_node}: node "
+                   f"{self._node_id} speaks version {PROTOCOL_VERSION} and accepts "
+                   f"{PROTOCOL_VERSIONS_ACCEPTED.start}-{PROTOCOL_VERSIONS_ACCEPTED.stop - 1}; "
+                   "upgrade one release at a time (README, Rolling restart and upgrade)")
+        if ((batch.from_node, version) not in self._refusals_logged
+                and len(self._refusals_logged) < _REFUSALS_LOGGED_MAX):
+            self._refusals_logged.add((batch.from_node, version))
+            log.warning("refusing raft traffic: %s", message)
+        await abort_with(context, BrokerError(Code.INVALID_REQUEST, message))
 
     async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC naming
         count = 0
@@ -288,6 +327,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                         Code.INVALID_REQUEST,
                         f"raft batch for node {batch.to_node} reached node {self._node_id}: "
                         "the peer list of the sender is wrong"))
+                if batch.protocol_version not in PROTOCOL_VERSIONS_ACCEPTED:
+                    await self._refuse_version(context, batch)
                 count += 1
                 try:
                     messages = decode_batch(batch)
