@@ -1,0 +1,190 @@
+"""Partition reassignment and node decommission on a real 4-node cluster (issue 19): a move
+while a producer with acks=all writes loses no acknowledged record, the new replicas agree
+record for record (Debug ReplicaDigest), the old replica is gone; a decommission drains a node
+and removes it; bad input is refused with nothing changed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from raftka.client import Admin
+from raftka.v1 import debug_pb2, debug_pb2_grpc, errors_pb2
+from raftka.v1.errors import InvalidRequestError, NotEnoughReplicasError
+from raftka.v1.recordbatch import Record, build_batch
+
+from tests.harness import Cluster, error_info, wait_for
+from tests.safety import check_replicas
+
+
+@pytest.fixture(scope="module")
+def cluster4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("reassign"), 4)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.stop_all()
+
+
+@pytest.fixture
+def admin(cluster4: Cluster) -> Iterator[Admin]:
+    with Admin(",".join(cluster4.peers.values())) as a:
+        yield a
+
+
+class Writer:
+    """Produces unique values with acks=all to one partition in a thread, following leader
+    changes; a failed send is never retried with the same value (so no duplicates), it
+    only counts as sent."""
+
+    def __init__(self, cluster: Cluster, topic: str) -> None:
+        self.cluster, self.topic = cluster, topic
+        self.sent: list[bytes] = []
+        self.acked: list[bytes] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            value = b"%s-%d-" % (self.topic.encode(), i) + bytes(1024)
+            i += 1
+            self.sent.append(value)
+            try:
+                self.cluster.produce(self.topic, 0, build_batch([Record(None, value)],
+                                                                compression="lz4"), timeout=5)
+            except grpc.RpcError:
+                continue  # not acknowledged: may or may not be in the log, never twice
+            self.acked.append(value)
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def _replicas(admin: Admin, topic: str) -> tuple[int, ...]:
+    return tuple(admin.describe_topic(topic).partitions[0].replicas)
+
+
+def _has_replica(cluster: Cluster, node: int, topic: str) -> bool:
+    try:
+        debug_pb2_grpc.DebugStub(cluster.channel(node)).ReplicaDigest(
+            debug_pb2.ReplicaDigestRequest(topic=topic, partition=0, positions_only=True),
+            timeout=5)
+        return True
+    except grpc.RpcError as exc:
+        info = error_info(exc)
+        assert info is not None and info.code in (errors_pb2.NOT_LEADER,
+                                                  errors_pb2.UNKNOWN_PARTITION), exc
+        return False
+
+
+def _assert_new_replicas_hold_every_ack(cluster: Cluster, topic: str, writer: Writer,
+                                        replicas: tuple[int, ...]) -> None:
+    cluster.assert_acknowledged(topic, 0, writer.sent, writer.acked)
+    check = check_replicas({n: cluster.peers[n] for n in replicas}, topic, 0, timeout=30)
+    assert not check.problem, check.problem
+
+
+def test_move_while_producing_keeps_every_acknowledged_write(cluster4: Cluster,
+                                                             admin: Admin) -> None:
+    cluster4.create_topic("moving", replicas=3)
+    before = _replicas(admin, "moving")
+    newcomer = next(n for n in cluster4.peers if n not in before)
+    # the preferred leader leaves: leadership must be handed over first
+    target = before[1:] + (newcomer,)
+    with Writer(cluster4, "moving") as writer:
+        wait_for(lambda: len(writer.acked) >= 50, 30, "writes before the move")
+        admin.reassign_partition("moving", 0, target)
+        moves = admin.list_reassignments()
+        assert [(m.topic, m.partition, m.target) for m in moves] in (
+            [("moving", 0, target)], [])  # [] if it already finished
+        wait_for(lambda: _replicas(admin, "moving") == target, 60, "the move to finish")
+        count = len(writer.acked)
+        wait_for(lambda: len(writer.acked) >= count + 20, 30, "writes after the move")
+    assert admin.list_reassignments() == []
+    assert len(writer.acked) > 70
+    _assert_new_replicas_hold_every_ack(cluster4, "moving", writer, target)
+    leaving = before[0]
+    wait_for(lambda: not _has_replica(cluster4, leaving, "moving"), 30,
+             f"node {leaving} to delete its replica")
+    assert f"stopped replica of moving/0" in (
+        cluster4.root / f"node-{leaving}.log").read_text(errors="replace")
+
+
+def test_bad_reassignments_are_refused_and_change_nothing(cluster4: Cluster,
+                                                          admin: Admin) -> None:
+    cluster4.create_topic("fixed", replicas=3)
+    before = _replicas(admin, "fixed")
+    spare = next(n for n in cluster4.peers if n not in before)
+    for replicas, words in [((before[0], before[0], before[1]), "twice"),
+                            ((before[0], before[1], 9), "unknown node 9"),
+                            ((), "empty"),
+                            (before, "already has replicas")]:
+        with pytest.raises(InvalidRequestError, match=words):
+            admin.reassign_partition("fixed", 0, replicas)
+    assert _replicas(admin, "fixed") == before and admin.list_reassignments("fixed") == []
+    # a second, conflicting move of a moving partition: refused; cancel goes back
+    admin.set_reassignment_throttle(64 << 10)  # slow catch-up keeps the move in flight
+    try:
+        cluster4.produce("fixed", 0, build_batch([Record(None, bytes(200_000))] * 5))
+        target = (before[0], before[1], spare)
+        admin.reassign_partition("fixed", 0, target)
+        with pytest.raises(InvalidRequestError, match="already moving"):
+            admin.reassign_partition("fixed", 0, (before[1], before[2], spare))
+        admin.cancel_reassignment("fixed", 0)
+    finally:
+        admin.set_reassignment_throttle(0)
+    wait_for(lambda: admin.list_reassignments("fixed") == [], 60, "the cancel to finish")
+    assert _replicas(admin, "fixed") == before
+    wait_for(lambda: not _has_replica(cluster4, spare, "fixed"), 30,
+             f"node {spare} to drop the copy it got for the cancelled move")
+
+
+def test_alter_replication_factor_grows_and_shrinks(cluster4: Cluster, admin: Admin) -> None:
+    cluster4.create_topic("grow", replicas=2)
+    cluster4.produce("grow", 0, build_batch([Record(None, b"before")]))
+    admin.alter_replication_factor("grow", 4)
+    wait_for(lambda: len(_replicas(admin, "grow")) == 4, 60, "replication factor 4")
+    admin.alter_replication_factor("grow", 1)
+    wait_for(lambda: len(_replicas(admin, "grow")) == 1, 60, "replication factor 1")
+    assert [v for _, v in cluster4.values("grow", 0)] == [b"before"]
+
+
+def test_decommission_drains_a_node_while_producing(cluster4: Cluster, admin: Admin) -> None:
+    cluster4.create_topic("drain", replicas=3)
+    victim = _replicas(admin, "drain")[0]
+    with pytest.raises(InvalidRequestError, match="unknown node"):
+        admin.decommission_node(9)
+    with Writer(cluster4, "drain") as writer:
+        wait_for(lambda: len(writer.acked) >= 30, 30, "writes before the decommission")
+        admin.decommission_node(victim)
+        states = {n.id: n.state for n in admin.list_nodes()}
+        assert states[victim] in ("decommissioning", "removed")
+
+        def removed() -> bool:
+            return {n.id: n.state for n in admin.list_nodes()}[victim] == "removed"
+        wait_for(removed, 120, f"node {victim} to be drained and removed")
+        count = len(writer.acked)
+        wait_for(lambda: len(writer.acked) >= count + 20, 30, "writes after the drain")
+    nodes = {n.id: n for n in admin.list_nodes()}
+    assert nodes[victim].replica_count == 0
+    replicas = _replicas(admin, "drain")
+    assert victim not in replicas
+    _assert_new_replicas_hold_every_ack(cluster4, "drain", writer, replicas)
+    # no node could take the replicas of one more: 2 active nodes for rf 3
+    other = next(n for n in replicas)
+    with pytest.raises(NotEnoughReplicasError, match="no node could take"):
+        admin.decommission_node(other)
+    # a removed node gets no new replica
+    cluster4.create_topic("after", partitions=3, replicas=3)
+    assert all(victim not in p.replicas for p in admin.describe_topic("after").partitions)
