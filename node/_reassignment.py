@@ -12,8 +12,9 @@ second one while one is uncommitted; thesis §4.1, etcd's learner-first member a
    started an empty replica when it saw itself in the target (``Broker._start_partition``:
    no configuration, never campaigns); the leader catches it up with its log, or with a
    snapshot when its log is compacted below what the learner holds;
-2. a learner of ``desired`` whose match index is within ``CATCH_UP_SLACK_ENTRIES`` of the
-   leader's commit index is promoted to VOTER;
+2. a learner of ``desired`` whose match index has reached the leader's commit index is
+   promoted to VOTER (under writes a follower's match runs ahead of the commit index, which
+   waits for a majority, so this is reached as soon as it is within a round trip);
 3. only when every node of ``desired`` votes: learners outside ``desired`` are removed, then
    voters outside it. Voters are thus never fewer than ``len(desired)`` (the replication
    factor) during the move, and every acknowledged write stays on a majority of the old
@@ -31,8 +32,10 @@ whoever leads next.
 
 Throttle: APP and SNAP messages to a *learner* of a moving group share a token bucket of
 the controller's ``reassign_throttle_bytes_per_s`` (per sending node); a message over budget
-is dropped, which Raft repairs by retransmission (a cap, not a pacer). Voters are never
-throttled: they carry the writes being acknowledged.
+is dropped, which Raft repairs by retransmission (the leader probes again at the next
+heartbeat), so the bytes sent stay under the rate on average (a message larger than a
+second's worth waits until the bucket has filled to its size). Voters are never throttled:
+they carry the writes being acknowledged.
 
 On the controller leader, the same step plans decommissions: for each decommissioning
 node, ``ControllerState.plan_moves_off`` proposes moves (at most ``DECOMMISSION_MOVES_MAX``
@@ -64,7 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("raftka.reassignment")
 
 STEP_INTERVAL_S = 0.2
-CATCH_UP_SLACK_ENTRIES = 64
 DECOMMISSION_MOVES_MAX = 2
 REPORT_RETRY_S = 1.0
 
@@ -93,14 +95,17 @@ class ReassignmentDriver:
         group = self.broker.host.groups.get(group_id)
         if group is None or m.to not in group.node.conf_state.learners:
             return True
-        now = time.monotonic()
-        self._tokens = min(self._tokens + (now - self._tokens_at) * rate, float(rate))
-        self._tokens_at = now
-        if self._tokens <= 0:
-            self.throttled_messages += 1
-            return False
         size = (len(m.snapshot.data) if m.snapshot is not None else 0) + sum(
             len(e.data) for e in m.entries)
+        now = time.monotonic()
+        # The bucket holds a second's worth, or one message if that is bigger (else a
+        # message larger than the rate could never go).
+        self._tokens = min(self._tokens + (now - self._tokens_at) * rate,
+                           float(max(rate, size)))
+        self._tokens_at = now
+        if self._tokens < size:
+            self.throttled_messages += 1
+            return False
         self._tokens -= size
         return True
 
@@ -141,7 +146,7 @@ class ReassignmentDriver:
         else:
             matches = node.follower_matches()
             ready = [n for n in desired if n in learners
-                     and matches.get(n, 0) + CATCH_UP_SLACK_ENTRIES >= node.commit_index]
+                     and matches.get(n, 0) >= node.commit_index]
             if ready:
                 change = ConfChange(ConfChangeKind.ADD_VOTER, ready[0])
             elif any(n in learners for n in desired):

@@ -5,8 +5,11 @@ and removes it; bad input is refused with nothing changed."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import grpc
@@ -17,7 +20,7 @@ from raftka.v1 import debug_pb2, debug_pb2_grpc, errors_pb2
 from raftka.v1.errors import InvalidRequestError, NotEnoughReplicasError
 from raftka.v1.recordbatch import Record, build_batch
 
-from tests.harness import Cluster, error_info, wait_for
+from tests.harness import REPO, Cluster, error_info, wait_for
 from tests.safety import check_replicas
 
 
@@ -160,6 +163,67 @@ def test_alter_replication_factor_grows_and_shrinks(cluster4: Cluster, admin: Ad
     assert [v for _, v in cluster4.values("grow", 0)] == [b"before"]
 
 
+def _raftka(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAFTKA_BOOTSTRAP=",".join(cluster.peers.values()))
+    return subprocess.run([sys.executable, "-m", "raftka.client", *args], text=True,
+                          capture_output=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_throttled_move_shows_a_learner_catching_up_and_cancels(cluster4: Cluster,
+                                                                 admin: Admin) -> None:
+    cluster4.create_topic("slow", replicas=3)
+    before = _replicas(admin, "slow")
+    spare = next(n for n in cluster4.peers if n not in before and
+                 {x.id: x.state for x in admin.list_nodes()}[n] == "active")
+    for _ in range(8):  # 8 x 256 KiB: at 64 KiB/s the catch-up takes half a minute
+        cluster4.produce("slow", 0, build_batch([Record(None, os.urandom(256 << 10))]))
+    hw = cluster4.replica_position(before[0], "slow", 0).high_watermark
+    admin.set_reassignment_throttle(64 << 10)
+    try:
+        admin.reassign_partition("slow", 0, (before[0], before[1], spare))
+
+        def learner_behind():
+            for move in admin.list_reassignments("slow"):
+                for p in move.progress:
+                    if p.node_id == spare and p.role == "learner" and \
+                            p.caught_up_offset < move.high_watermark == hw:
+                        return move
+            return None
+        move = wait_for(learner_behind, 30, f"node {spare} to be a learner catching up")
+        assert {p.node_id: p.role for p in move.progress}[before[0]] == "voter"
+        r = _raftka(cluster4, "topic", "reassign", "--status")
+        assert r.returncode == 0, r.stderr
+        assert f"{spare}:learner@" in r.stdout, r.stdout
+        r = _raftka(cluster4, "topic", "reassign", "slow", "-p", "0", "--cancel")
+        assert r.returncode == 0, r.stderr
+    finally:
+        admin.set_reassignment_throttle(0)
+    wait_for(lambda: admin.list_reassignments("slow") == [], 60, "the cancel to finish")
+    assert _replicas(admin, "slow") == before
+    wait_for(lambda: not _has_replica(cluster4, spare, "slow"), 30,
+             f"node {spare} to drop its copy")
+    assert len(cluster4.values("slow", 0)) == 8
+
+
+def test_cli_reassign_and_nodes(cluster4: Cluster, admin: Admin) -> None:
+    cluster4.create_topic("viacli", replicas=2)
+    before = _replicas(admin, "viacli")
+    active = [n.id for n in admin.list_nodes() if n.state == "active"]
+    target = [n for n in active if n not in before][:1] + [before[0]]
+    r = _raftka(cluster4, "topic", "reassign", "viacli", "-p", "0", "--replicas",
+                ",".join(map(str, target)), "--wait")
+    assert r.returncode == 0, r.stderr
+    assert _replicas(admin, "viacli") == tuple(target)
+    r = _raftka(cluster4, "topic", "reassign", "viacli", "-p", "0", "--replicas", "1,1")
+    assert r.returncode == 1 and "twice" in r.stderr and "Traceback" not in r.stderr
+    r = _raftka(cluster4, "cluster", "nodes", "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(n["id"] for n in json.loads(r.stdout)) == sorted(cluster4.peers)
+    r = _raftka(cluster4, "cluster", "decommission", "77")
+    assert r.returncode == 1 and "unknown node 77" in r.stderr
+
+
+# last: it leaves the cluster with three active nodes
 def test_decommission_drains_a_node_while_producing(cluster4: Cluster, admin: Admin) -> None:
     cluster4.create_topic("drain", replicas=3)
     victim = _replicas(admin, "drain")[0]
