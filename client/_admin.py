@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from raftka.client._cluster import Cluster, ClusterState
-from raftka.client._cluster_ops import NodeDescription, Reassignment
+from raftka.client._cluster_ops import ClusterNode, Reassignment
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
@@ -684,10 +684,10 @@ class AdminOps:
                                   f"{'cancel the decommission of' if cancel else 'decommission'}"
                                   f" node {node_id}")
 
-    def list_nodes_ops(self, *, timeout: float | None = None) -> Ops[list[NodeDescription]]:
+    def list_nodes_ops(self, *, timeout: float | None = None) -> Ops[list[ClusterNode]]:
         resp = yield from self._call_ops("ListNodes", admin_pb2.ListNodesRequest(), timeout,
                                          "list nodes")
-        return [NodeDescription.from_pb(n) for n in resp.nodes]
+        return [ClusterNode.from_pb(n) for n in resp.nodes]
 
     # ------------------------------------------------------------------ security
 
@@ -983,7 +983,7 @@ class Admin(AdminOps):
                           timeout: float | None = None) -> None:
         self._run(self.decommission_node_ops(node_id, cancel=cancel, timeout=timeout))
 
-    def list_nodes(self, *, timeout: float | None = None) -> list[NodeDescription]:
+    def list_nodes(self, *, timeout: float | None = None) -> list[ClusterNode]:
         return self._run(self.list_nodes_ops(timeout=timeout))
 
     def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:

@@ -8,7 +8,7 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class NodeDescription:
+class ClusterNode:
     id: int
     address: str
     state: str  # "active", "decommissioning" or "removed"
@@ -17,7 +17,7 @@ class NodeDescription:
     leader_count: int  # partitions it leads, as the answering node knows
 
     @classmethod
-    def from_pb(cls, pb: Any) -> NodeDescription:
+    def from_pb(cls, pb: Any) -> ClusterNode:
         return cls(pb.id, pb.address, pb.state, pb.reachable, pb.replica_count,
                    pb.leader_count)
 
@@ -49,4 +49,4 @@ class Reassignment:
                        for p in pb.progress))
 
 
-__all__ = ["NodeDescription", "Reassignment", "ReplicaProgress"]
+__all__ = ["ClusterNode", "Reassignment", "ReplicaProgress"]
