@@ -676,10 +676,13 @@ class AdminOps:
                                   "set the reassignment throttle")
 
     def decommission_node_ops(self, node_id: int, *, cancel: bool = False,
+                              dead: bool = False,
                               timeout: float | None = None) -> Ops[None]:
         """Drain node ``node_id`` (its replicas move away; it is then removed), or stop
-        draining it (``cancel``). NotEnoughReplicasError if no node could take them."""
-        request = admin_pb2.DecommissionNodeRequest(node_id=node_id, cancel=cancel)
+        draining it (``cancel``). NotEnoughReplicasError if no node could take them.
+        ``dead``: the node is gone for good; its replicas are re-created from the others
+        (InvalidRequestError if the controller heard from it in the last 5 s)."""
+        request = admin_pb2.DecommissionNodeRequest(node_id=node_id, cancel=cancel, dead=dead)
         yield from self._call_ops("DecommissionNode", request, timeout,
                                   f"{'cancel the decommission of' if cancel else 'decommission'}"
                                   f" node {node_id}")
@@ -979,9 +982,10 @@ class Admin(AdminOps):
                                   timeout: float | None = None) -> None:
         self._run(self.set_reassignment_throttle_ops(bytes_per_s, timeout=timeout))
 
-    def decommission_node(self, node_id: int, *, cancel: bool = False,
+    def decommission_node(self, node_id: int, *, cancel: bool = False, dead: bool = False,
                           timeout: float | None = None) -> None:
-        self._run(self.decommission_node_ops(node_id, cancel=cancel, timeout=timeout))
+        self._run(self.decommission_node_ops(node_id, cancel=cancel, dead=dead,
+                                             timeout=timeout))
 
     def list_nodes(self, *, timeout: float | None = None) -> list[ClusterNode]:
         return self._run(self.list_nodes_ops(timeout=timeout))

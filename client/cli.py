@@ -14,6 +14,7 @@
     raftka cluster status                       (every node asked; leaders, under-replicated)
     raftka cluster nodes                        (state: active, decommissioning, removed)
     raftka cluster decommission N [--wait] [--cancel]
+    raftka cluster remove N --dead [--wait]     (a node gone for good: re-create its replicas)
     raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: no limit)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
@@ -228,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     decom.add_argument("node_id", metavar="N", type=_positive_int)
     decom.add_argument("--cancel", action="store_true", help="stop draining the node")
     decom.add_argument("--wait", action="store_true", help="show progress until removed")
+    remove = csub.add_parser(
+        "remove", parents=[common, as_json, timeout],
+        help="remove a node that will never come back (--dead)",
+        description="Remove dead node N: its replicas are re-created on the least-loaded "
+                    "active nodes from the surviving replicas, then it is marked removed. "
+                    "Refused for a node the controller heard from in the last 5 s (drain a "
+                    "live node with `decommission`).")
+    remove.add_argument("node_id", metavar="N", type=_positive_int)
+    remove.add_argument("--dead", action="store_true", required=True,
+                        help="confirm that the node is gone for good")
+    remove.add_argument("--wait", action="store_true", help="show progress until removed")
     throttle = csub.add_parser(
         "reassign-throttle", parents=[common, as_json, timeout],
         help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
@@ -810,15 +822,16 @@ def _cmd_cluster_ops(args: argparse.Namespace, admin: Admin) -> int:
         out.write(f"reassignment throttle: {args.bytes_per_s} B/s per node"
                   f"{' (no limit)' if not args.bytes_per_s else ''}\n")
         return 0
-    if action == "decommission":
+    if action in ("decommission", "remove"):
         node = args.node_id
-        admin.decommission_node(node, cancel=args.cancel)
-        if args.cancel:
+        cancel = action == "decommission" and args.cancel
+        admin.decommission_node(node, cancel=cancel, dead=action == "remove")
+        if cancel:
             out.write(f"node {node} is active again (moves already running finish)\n")
             return 0
         if not args.wait:
-            out.write(f"node {node} is decommissioning (see `raftka cluster nodes` and "
-                      "`raftka topic reassign --status`)\n")
+            out.write(f"node {node} is {'being removed' if action == 'remove' else 'decommissioning'}"
+                      " (see `raftka cluster nodes` and `raftka topic reassign --status`)\n")
             return 0
 
         def state() -> str:

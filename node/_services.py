@@ -48,6 +48,7 @@ FETCH_WAIT_MS_MAX = 30_000
 PRODUCE_TIMEOUT_MS_DEFAULT = 10_000
 PRODUCE_TIMEOUT_MS_MAX = 120_000
 ADMIN_TIMEOUT_S = 10.0
+DEAD_SILENCE_S = 5.0  # remove --dead: a node heard from more recently is alive
 READ_YOUR_WRITES_S = 2.0  # a forwarded topic change: wait this long for this node to apply it
 PRODUCE_STREAM_IN_FLIGHT_MAX = 1000  # requests of one ProduceStream queued or unanswered
 PRODUCER_ID_BLOCK = 1000  # ids a node reserves from the controller at a time
@@ -752,6 +753,28 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             command = encode_decommission_node(node_id)
             what = f"DecommissionNode {node_id}"
         wanted = ("active",) if request.cancel else ("decommissioning", "removed")
+        if request.dead and not request.cancel:
+            what = f"remove dead node {node_id}"
+
+            async def local(timeout_s: float) -> Any:
+                b = self.broker
+                b.controller.require_leader()
+                silent = b.host.driver.silent_for(node_id)
+                if node_id == b.node_id or (node_id in b.config.peers
+                                            and silent < DEAD_SILENCE_S):
+                    raise BrokerError(Code.INVALID_REQUEST, f"node {node_id} is alive (the "
+                                      f"controller leader heard from it {silent:.1f}s ago); "
+                                      "drain it with `raftka cluster decommission` instead")
+                result = await b.controller.propose(command, timeout_s)
+                if not result.ok:
+                    raise BrokerError(result.code, result.message)
+                return admin_pb2.DecommissionNodeResponse()
+
+            answer = await self.controller_write(context, "DecommissionNode", request, what,
+                                                 local)
+            await self.broker.wait_for_metadata(
+                lambda state: state.node_state(node_id) in wanted, READ_YOUR_WRITES_S)
+            return answer
         return await self._command(
             context, "DecommissionNode", request, what, command,
             admin_pb2.DecommissionNodeResponse(),

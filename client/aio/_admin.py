@@ -158,8 +158,9 @@ class Admin(AdminOps):
         await self._run(self.set_reassignment_throttle_ops(bytes_per_s, timeout=timeout))
 
     async def decommission_node(self, node_id: int, *, cancel: bool = False,
-                                timeout: float | None = None) -> None:
-        await self._run(self.decommission_node_ops(node_id, cancel=cancel, timeout=timeout))
+                                dead: bool = False, timeout: float | None = None) -> None:
+        await self._run(self.decommission_node_ops(node_id, cancel=cancel, dead=dead,
+                                                   timeout=timeout))
 
     async def list_nodes(self, *, timeout: float | None = None):
         return await self._run(self.list_nodes_ops(timeout=timeout))

@@ -249,3 +249,36 @@ def test_decommission_drains_a_node_while_producing(cluster4: Cluster, admin: Ad
     # a removed node gets no new replica
     cluster4.create_topic("after", partitions=3, replicas=3)
     assert all(victim not in p.replicas for p in admin.describe_topic("after").partitions)
+
+
+@pytest.mark.parametrize("cluster", [4], indirect=True)
+def test_remove_dead_node_recreates_its_replicas(cluster: Cluster) -> None:
+    with Admin(",".join(cluster.peers.values())) as admin:
+        cluster.create_topic("orphaned", replicas=3)
+        victim = _replicas(admin, "orphaned")[1]
+        values = [b"kept-%d" % i for i in range(20)]
+        for value in values:
+            cluster.produce("orphaned", 0, build_batch([Record(None, value)]))
+        with pytest.raises(InvalidRequestError, match="is alive"):
+            admin.decommission_node(victim, dead=True)
+        assert {n.id: n.state for n in admin.list_nodes()}[victim] == "active"
+        cluster.kill(victim)
+
+        def accepted() -> bool:
+            try:
+                admin.decommission_node(victim, dead=True, timeout=5)
+                return True
+            except InvalidRequestError as exc:
+                assert "is alive" in str(exc)
+                return False
+        wait_for(accepted, 30, f"the controller to see node {victim} dead", interval=0.5)
+
+        def removed() -> bool:
+            return {n.id: n.state for n in admin.list_nodes()}[victim] == "removed"
+        wait_for(removed, 90, f"node {victim} to be removed")
+        replicas = _replicas(admin, "orphaned")
+        assert victim not in replicas and len(replicas) == 3
+        assert [v for _, v in cluster.values("orphaned", 0)] == values
+        check = check_replicas({n: cluster.peers[n] for n in replicas}, "orphaned", 0,
+                               timeout=30)
+        assert not check.problem, check.problem

@@ -318,12 +318,14 @@ class SetReassignmentThrottleResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class DecommissionNodeRequest(_message.Message):
-    __slots__ = ("node_id", "cancel")
+    __slots__ = ("node_id", "cancel", "dead")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     cancel: bool
-    def __init__(self, node_id: _Optional[int] = ..., cancel: _Optional[bool] = ...) -> None: ...
+    dead: bool
+    def __init__(self, node_id: _Optional[int] = ..., cancel: _Optional[bool] = ..., dead: _Optional[bool] = ...) -> None: ...
 
 class DecommissionNodeResponse(_message.Message):
     __slots__ = ()
