@@ -15,11 +15,12 @@ class ClusterNode:
     reachable: bool  # as seen by the node that answered
     replica_count: int  # partitions it hosts (a move counts on both sides)
     leader_count: int  # partitions it leads, as the answering node knows
+    controller_voter: bool  # votes in the controller group (the others follow it)
 
     @classmethod
     def from_pb(cls, pb: Any) -> ClusterNode:
         return cls(pb.id, pb.address, pb.state, pb.reachable, pb.replica_count,
-                   pb.leader_count)
+                   pb.leader_count, pb.controller_voter)
 
 
 @dataclass(frozen=True)

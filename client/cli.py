@@ -843,9 +843,13 @@ def _cmd_cluster_ops(args: argparse.Namespace, admin: Admin) -> int:
     if args.json:
         _json(nodes, out)
     else:
-        out.write(_table(["ID", "ADDRESS", "STATE", "REACHABLE", "REPLICAS", "LEADERS"],
+        controller = admin.describe_cluster().controller_id
+        out.write(_table(["ID", "ADDRESS", "STATE", "REACHABLE", "REPLICAS", "LEADERS",
+                          "CONTROLLER"],
                          [[n.id, n.address, n.state, "yes" if n.reachable else "NO",
-                           n.replica_count, n.leader_count] for n in nodes]) + "\n")
+                           n.replica_count, n.leader_count,
+                           ("leader" if n.id == controller else "voter")
+                           if n.controller_voter else "-"] for n in nodes]) + "\n")
     return 0
 
 

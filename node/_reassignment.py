@@ -41,6 +41,16 @@ On the controller leader, the same step plans decommissions: for each decommissi
 node, ``ControllerState.plan_moves_off`` proposes moves (at most ``DECOMMISSION_MOVES_MAX``
 partitions moving off that node at once); once the node hosts nothing it proposes
 ``remove_node``.
+
+It also replaces controller voters (``_replace_controller_voters``): every node follows the
+controller group (voters, or learners for the others), so a voter that is decommissioning or
+removed is replaced by promoting the lowest-id active learner whose log has reached the
+commit index (ADD_VOTER), then demoted to learner (ADD_LEARNER; demoted rather than removed
+so that a node whose decommission is cancelled still follows the metadata). One change at a
+time, promotion first: the group never has fewer voters than it started with while a
+replacement exists, and a lost voter of three (``remove --dead``) gets the group back to
+three healthy voters without an outage. A leader that is itself to be demoted hands its
+leadership to the most caught-up other voter first.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ from ._controller_commands import (
     encode_reassign_partition,
     encode_remove_node,
 )
+from ._controller_replica import CONTROLLER_VOTERS_MAX
 from ._controller_state import PartitionMeta, TopicMeta
 from ._errors import BrokerError
 
@@ -126,8 +137,54 @@ class ReassignmentDriver:
                          exc.message)
         ctl = broker.controller
         if ctl.group is not None and ctl.group.node.role == Role.LEADER:
+            self._replace_controller_voters()
             for node_id in sorted(state.decommissioning):
                 await self._drain(node_id)
+
+    def _replace_controller_voters(self) -> None:
+        ctl = self.broker.controller
+        group = ctl.group
+        assert group is not None
+        node = group.node
+        if node.conf_change_pending:
+            return
+        state = ctl.state
+        leaving = state.decommissioning | state.removed_nodes
+        conf = node.conf_state
+        gone = sorted(conf.voters & leaving)
+        if not gone:
+            return
+        matches = node.follower_matches()
+        candidates = [n for n in state.active_node_ids if n in conf.learners
+                      and matches.get(n, 0) >= node.commit_index]
+        healthy = len(conf.voters) - len(gone)
+        wanted = min(CONTROLLER_VOTERS_MAX, len(state.active_node_ids))
+        change: ConfChange | None = None
+        if healthy < wanted:
+            if not candidates:
+                return  # wait for an active learner to catch up
+            change = ConfChange(ConfChangeKind.ADD_VOTER, candidates[0])
+        elif gone[0] == self.broker.node_id:
+            others = [n for n in conf.voters if n not in leaving]
+            if not others:
+                return
+            best = max(others, key=lambda n: (matches.get(n, 0), -n))
+            log.info("controller: node %d leaves the voters; handing leadership to node %d",
+                     self.broker.node_id, best)
+            node.transfer_leader(best)
+            self.broker.host.mark(group.group_id)
+            return
+        else:
+            change = ConfChange(ConfChangeKind.ADD_LEARNER, gone[0])  # demote
+        try:
+            node.propose_conf_change(change)
+        except Exception as exc:  # noqa: BLE001 - refused: retried at the next step
+            log.info("controller: %s of node %d refused: %s", change.kind.name,
+                     change.node_id, exc)
+            return
+        self.broker.host.mark(group.group_id)
+        log.info("controller: %s node %d (voters were %s)", change.kind.name,
+                 change.node_id, sorted(conf.voters))
 
     async def _drive(self, topic: TopicMeta, meta: PartitionMeta,
                      replica: PartitionReplica) -> None:

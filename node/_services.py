@@ -791,11 +791,14 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                 leader = replica.group.node.leader_id
                 leaders[leader] = leaders.get(leader, 0) + 1
         response = admin_pb2.ListNodesResponse(controller_id=b.controller.leader_id())
+        group = b.controller.group
+        voters = group.node.conf_state.voters if group is not None else frozenset()
         for nid in state.node_ids:
             response.nodes.add(
                 id=nid, address=b.address_of(nid), state=state.node_state(nid),
                 reachable=b.host.transport.is_reachable(nid),
-                replica_count=loads.get(nid, 0), leader_count=leaders.get(nid, 0))
+                replica_count=loads.get(nid, 0), leader_count=leaders.get(nid, 0),
+                controller_voter=nid in voters)
         return response
 
     @_handler

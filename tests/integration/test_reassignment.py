@@ -255,7 +255,10 @@ def test_decommission_drains_a_node_while_producing(cluster4: Cluster, admin: Ad
 def test_remove_dead_node_recreates_its_replicas(cluster: Cluster) -> None:
     with Admin(",".join(cluster.peers.values())) as admin:
         cluster.create_topic("orphaned", replicas=3)
-        victim = _replicas(admin, "orphaned")[1]
+        voters = {n.id for n in admin.list_nodes() if n.controller_voter}
+        assert len(voters) == 3
+        # a controller voter: the controller gets back to three healthy voters
+        victim = next(n for n in _replicas(admin, "orphaned") if n in voters)
         values = [b"kept-%d" % i for i in range(20)]
         for value in values:
             cluster.produce("orphaned", 0, build_batch([Record(None, value)]))
@@ -278,6 +281,12 @@ def test_remove_dead_node_recreates_its_replicas(cluster: Cluster) -> None:
         wait_for(removed, 90, f"node {victim} to be removed")
         replicas = _replicas(admin, "orphaned")
         assert victim not in replicas and len(replicas) == 3
+
+        def controller_voters() -> set[int]:
+            return {n.id for n in admin.list_nodes() if n.controller_voter}
+        wait_for(lambda: len(controller_voters()) == 3 and victim not in controller_voters(),
+                 30, "a new controller voter in place of the dead one")
+        admin.create_topic("after-loss", 1, 3)  # the controller still commits
         assert [v for _, v in cluster.values("orphaned", 0)] == values
         check = check_replicas({n: cluster.peers[n] for n in replicas}, "orphaned", 0,
                                timeout=30)

@@ -336,20 +336,22 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("id", "address", "state", "reachable", "replica_count", "leader_count")
+    __slots__ = ("id", "address", "state", "reachable", "replica_count", "leader_count", "controller_voter")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     REPLICA_COUNT_FIELD_NUMBER: _ClassVar[int]
     LEADER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONTROLLER_VOTER_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
     state: str
     reachable: bool
     replica_count: int
     leader_count: int
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., reachable: _Optional[bool] = ..., replica_count: _Optional[int] = ..., leader_count: _Optional[int] = ...) -> None: ...
+    controller_voter: bool
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., reachable: _Optional[bool] = ..., replica_count: _Optional[int] = ..., leader_count: _Optional[int] = ..., controller_voter: _Optional[bool] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes", "controller_id")
