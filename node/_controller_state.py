@@ -267,7 +267,11 @@ class ControllerState:
 
     Invariants (checked by ``restored``, kept by ``apply``):
     - ``version`` never decreases;
-    - every partition's replicas are ``replication_factor`` distinct members of ``node_ids``;
+    - every partition's replicas are ``replication_factor`` distinct members of ``node_ids``,
+      except during a move started by ``alter_replication_factor`` (the replicas keep the
+      old size; the target has the new one); a move's target is ``replication_factor``
+      distinct nodes; only a moving partition is ``cancelled``;
+    - a removed node hosts no partition;
     - group ids are unique, in ``[FIRST_PARTITION_GROUP_ID, next_group_id)``, and
       ``next_group_id`` never decreases (ids are never reused);
     - ``next_producer_id`` never decreases; ids below it have been handed out.
