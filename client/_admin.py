@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from raftka.client._cluster import Cluster, ClusterState
+from raftka.client._cluster_ops import ClusterNode, Reassignment
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
@@ -633,6 +634,65 @@ class AdminOps:
             return False
         return True
 
+    # ------------------------------------------------------------------ cluster operations
+
+    def reassign_partition_ops(self, topic: str, partition: int, replicas: Iterable[int], *,
+                               timeout: float | None = None) -> Ops[None]:
+        """Move ``topic``/``partition`` to ``replicas`` (``[0]``: the preferred leader).
+        Returns once the controller recorded the move; it runs in the background (see
+        :meth:`list_reassignments`). InvalidRequestError for an empty, duplicated or
+        wrong-sized set, an unknown or draining node, or a partition already moving."""
+        request = admin_pb2.ReassignPartitionRequest(topic=topic, partition=partition,
+                                                     replicas=list(replicas))
+        yield from self._call_ops("ReassignPartition", request, timeout,
+                                  f"reassign {topic}/{partition}")
+
+    def cancel_reassignment_ops(self, topic: str, partition: int, *,
+                                timeout: float | None = None) -> Ops[None]:
+        """Send the move of ``topic``/``partition`` back to its old replicas."""
+        request = admin_pb2.CancelReassignmentRequest(topic=topic, partition=partition)
+        yield from self._call_ops("CancelReassignment", request, timeout,
+                                  f"cancel the move of {topic}/{partition}")
+
+    def list_reassignments_ops(self, topic: str = "", *, timeout: float | None = None
+                               ) -> Ops[list[Reassignment]]:
+        """The moves in progress, with each replica's progress as its leader knows it."""
+        resp = yield from self._call_ops("ListReassignments", admin_pb2.ListReassignmentsRequest(
+            topic=topic), timeout, "list reassignments")
+        return [Reassignment.from_pb(r) for r in resp.reassignments]
+
+    def alter_replication_factor_ops(self, topic: str, replication_factor: int, *,
+                                     timeout: float | None = None) -> Ops[None]:
+        """Move every partition of ``topic`` to ``replication_factor`` replicas."""
+        request = admin_pb2.AlterReplicationFactorRequest(
+            topic=topic, replication_factor=replication_factor)
+        yield from self._call_ops("AlterReplicationFactor", request, timeout,
+                                  f"alter the replication factor of {topic!r}")
+
+    def set_reassignment_throttle_ops(self, bytes_per_s: int, *,
+                                      timeout: float | None = None) -> Ops[None]:
+        """What each node may send per second to catch up moving replicas (0: no limit)."""
+        request = admin_pb2.SetReassignmentThrottleRequest(bytes_per_s=bytes_per_s)
+        yield from self._call_ops("SetReassignmentThrottle", request, timeout,
+                                  "set the reassignment throttle")
+
+    def decommission_node_ops(self, node_id: int, *, cancel: bool = False,
+                              dead: bool = False,
+                              timeout: float | None = None) -> Ops[None]:
+        """Drain node ``node_id`` (its replicas move away; it is then removed), or stop
+        draining it (``cancel``). NotEnoughReplicasError if no node could take them.
+        ``dead``: the node is gone for good; its replicas are re-created from the others
+        (InvalidRequestError if the controller heard from it in the last 5 s)."""
+        request = admin_pb2.DecommissionNodeRequest(node_id=node_id, cancel=cancel, dead=dead)
+        yield from self._call_ops("DecommissionNode", request, timeout,
+                                  f"{'cancel the decommission of' if cancel else 'decommission'}"
+                                  f" node {node_id}")
+
+    def list_nodes_ops(self, *, timeout: float | None = None) -> Ops[list[ClusterNode]]:
+        resp = yield from self._call_ops("ListNodes", admin_pb2.ListNodesRequest(), timeout,
+                                         "list nodes")
+        return [ClusterNode.from_pb(n) for n in resp.nodes]
+
     # ------------------------------------------------------------------ security
 
     def _security_ops(self, method: str, request: Any, timeout: float | None,
@@ -900,6 +960,36 @@ class Admin(AdminOps):
     def whoami(self, *, timeout: float | None = None) -> str:
         """The principal this client authenticates as (``User:...``)."""
         return self._run(self.whoami_ops(timeout=timeout))
+
+    def reassign_partition(self, topic: str, partition: int, replicas: Iterable[int], *,
+                           timeout: float | None = None) -> None:
+        """See :meth:`AdminOps.reassign_partition_ops`."""
+        self._run(self.reassign_partition_ops(topic, partition, replicas, timeout=timeout))
+
+    def cancel_reassignment(self, topic: str, partition: int, *,
+                            timeout: float | None = None) -> None:
+        self._run(self.cancel_reassignment_ops(topic, partition, timeout=timeout))
+
+    def list_reassignments(self, topic: str = "", *,
+                           timeout: float | None = None) -> list[Reassignment]:
+        return self._run(self.list_reassignments_ops(topic, timeout=timeout))
+
+    def alter_replication_factor(self, topic: str, replication_factor: int, *,
+                                 timeout: float | None = None) -> None:
+        self._run(self.alter_replication_factor_ops(topic, replication_factor,
+                                                    timeout=timeout))
+
+    def set_reassignment_throttle(self, bytes_per_s: int, *,
+                                  timeout: float | None = None) -> None:
+        self._run(self.set_reassignment_throttle_ops(bytes_per_s, timeout=timeout))
+
+    def decommission_node(self, node_id: int, *, cancel: bool = False, dead: bool = False,
+                          timeout: float | None = None) -> None:
+        self._run(self.decommission_node_ops(node_id, cancel=cancel, dead=dead,
+                                             timeout=timeout))
+
+    def list_nodes(self, *, timeout: float | None = None) -> list[ClusterNode]:
+        return self._run(self.list_nodes_ops(timeout=timeout))
 
     def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:
         """Wait until some broker answers a metadata request; returns the brokers it

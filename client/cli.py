@@ -9,9 +9,15 @@
     raftka topic add-partitions NAME -p TOTAL
     raftka topic alter-config NAME [--set key=value ...] [--delete key ...] [--dry-run]
     raftka topic describe-configs NAME
+    raftka topic reassign TOPIC -p N --replicas 2,3,4 [--wait] | --cancel | --status
+    raftka topic alter-rf TOPIC -r RF [--wait]
     raftka cluster status                       (every node asked; leaders, under-replicated)
     raftka cluster restart --rolling [--exec CMD] [--nodes 1,2,...] [--node-timeout S]
         [--allow-unavailable] [--dry-run]     (one node at a time, each caught up before the next)
+    raftka cluster nodes                        (state: active, decommissioning, removed)
+    raftka cluster decommission N [--wait] [--cancel]
+    raftka cluster remove N --dead [--wait]     (a node gone for good: re-create its replicas)
+    raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: no limit)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
     raftka consume TOPIC --group G [--from-beginning] [--count N] [--exit-at-end]
@@ -52,6 +58,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, NoReturn, TextIO
@@ -183,7 +190,32 @@ def build_parser() -> argparse.ArgumentParser:
     grow.add_argument("--no-wait", action="store_true",
                       help="return once the controller accepted it, before leaders exist")
 
-    cluster = sub.add_parser("cluster", help="cluster information")
+    reassign = tsub.add_parser(
+        "reassign", parents=[common, as_json, timeout],
+        help="move a partition to other nodes, show moves in progress, or cancel one",
+        description="Move partition P of TOPIC to the nodes of --replicas (the first one "
+                    "becomes the preferred leader): each new node joins as a learner, "
+                    "catches up, becomes a voter, then the old ones leave. --status shows "
+                    "every move in progress with each replica's progress; --cancel sends a "
+                    "move back to its old replicas.")
+    reassign.add_argument("name", metavar="TOPIC", nargs="?")
+    reassign.add_argument("-p", "--partition", type=int, default=None)
+    how = reassign.add_mutually_exclusive_group(required=True)
+    how.add_argument("--replicas", type=_node_list, metavar="N,N,...",
+                     help="the new replica set, e.g. 2,3,4")
+    how.add_argument("--status", action="store_true", help="show moves in progress")
+    how.add_argument("--cancel", action="store_true", help="cancel the partition's move")
+    reassign.add_argument("--wait", action="store_true",
+                          help="with --replicas: wait until the move is done")
+    alter_rf = tsub.add_parser(
+        "alter-rf", parents=[common, as_json, timeout],
+        help="change a topic's replication factor (moves replicas like reassign)")
+    alter_rf.add_argument("name", metavar="TOPIC")
+    alter_rf.add_argument("-r", "--replicas", type=_positive_int, required=True,
+                          metavar="RF", help="the new replication factor")
+    alter_rf.add_argument("--wait", action="store_true", help="wait until every move is done")
+
+    cluster = sub.add_parser("cluster", help="cluster information and operations")
     csub = cluster.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     csub.add_parser("status", parents=[common, as_json, timeout],
                     help="nodes, reachability, leaders per node, under-replicated partitions")
@@ -213,6 +245,34 @@ def build_parser() -> argparse.ArgumentParser:
                               "their quorum while one of their nodes restarts")
     restart.add_argument("--dry-run", action="store_true",
                          help="print the order and exit")
+    csub.add_parser("nodes", parents=[common, as_json, timeout],
+                    help="nodes with their state (active, decommissioning, removed)")
+    decom = csub.add_parser(
+        "decommission", parents=[common, as_json, timeout],
+        help="move every replica off a node, then remove it from the cluster",
+        description="Drain node N: the controller moves its replicas (a few partitions at "
+                    "a time) to the least-loaded active nodes, then marks it removed (it "
+                    "gets no new replica). Refused when the other nodes could not hold "
+                    "them. --wait shows the progress until it is done (Ctrl-C leaves it "
+                    "running); --cancel stops it.")
+    decom.add_argument("node_id", metavar="N", type=_positive_int)
+    decom.add_argument("--cancel", action="store_true", help="stop draining the node")
+    decom.add_argument("--wait", action="store_true", help="show progress until removed")
+    remove = csub.add_parser(
+        "remove", parents=[common, as_json, timeout],
+        help="remove a node that will never come back (--dead)",
+        description="Remove dead node N: its replicas are re-created on the least-loaded "
+                    "active nodes from the surviving replicas, then it is marked removed. "
+                    "Refused for a node the controller heard from in the last 5 s (drain a "
+                    "live node with `decommission`).")
+    remove.add_argument("node_id", metavar="N", type=_positive_int)
+    remove.add_argument("--dead", action="store_true", required=True,
+                        help="confirm that the node is gone for good")
+    remove.add_argument("--wait", action="store_true", help="show progress until removed")
+    throttle = csub.add_parser(
+        "reassign-throttle", parents=[common, as_json, timeout],
+        help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
+    throttle.add_argument("bytes_per_s", metavar="BYTES_PER_S", type=_size)
 
     group = sub.add_parser("group", help="list, describe, reset or delete consumer groups")
     gsub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
@@ -631,6 +691,8 @@ def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
                security=security_from_args(args)) as admin:
         brokers = admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
         action = args.topic_command
+        if action in ("reassign", "alter-rf"):
+            return _cmd_reassign(args, admin)
         if action == "create":
             replicas = args.replicas
             if replicas is None:
@@ -702,6 +764,131 @@ def _cmd_topic(args: argparse.Namespace, bootstrap: list[str]) -> int:
     return 0
 
 
+def _node_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected node ids separated by commas, e.g. 2,3,4; got {text!r}") from None
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """A byte count: digits, optionally followed by k, m or g (KiB, MiB, GiB)."""
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = raw[-1:] if raw[-1:] in ("k", "m", "g") else ""
+    number = raw[:-1] if unit else raw
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a byte count like 1048576 or 10m, got "
+                                         f"{text!r}")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _print_reassignments(moves: list, out) -> None:
+    if not moves:
+        out.write("no partition is moving\n")
+        return
+    rows = []
+    for m in moves:
+        progress = " ".join(
+            f"{p.node_id}:{p.role}@{p.caught_up_offset}/{m.high_watermark}"
+            for p in m.progress) or "(leader unknown)"
+        rows.append([m.topic, m.partition, ",".join(map(str, m.replicas)),
+                     ",".join(map(str, m.target)) + (" (cancelled)" if m.cancelled else ""),
+                     m.leader_id or "-", progress])
+    out.write(_table(["TOPIC", "PARTITION", "FROM", "TO", "LEADER",
+                      "PROGRESS (node:role@caught-up/high watermark)"], rows) + "\n")
+
+
+def _wait_moves(admin: Admin, topic: str, done, out, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{PROG}: not done within {timeout:.0f}s; it goes on in the "
+                             "background (see `raftka topic reassign --status`)")
+        _print_reassignments(admin.list_reassignments(topic), out)
+        out.flush()
+        time.sleep(1.0)
+
+
+def _cmd_reassign(args: argparse.Namespace, admin: Admin) -> int:
+    out = sys.stdout
+    if args.topic_command == "alter-rf":
+        admin.alter_replication_factor(args.name, args.replicas)
+        if args.wait:
+            _wait_moves(admin, args.name, lambda: not admin.list_reassignments(args.name),
+                        out, args.timeout)
+        _print_topic(admin.describe_topic(args.name), out) if not args.json else _json(
+            admin.describe_topic(args.name), out)
+        return 0
+    if args.status:
+        moves = admin.list_reassignments(args.name or "")
+        if args.json:
+            _json(moves, out)
+        else:
+            _print_reassignments(moves, out)
+        return 0
+    if not args.name or args.partition is None:
+        raise SystemExit(f"{PROG} topic reassign: give TOPIC and -p PARTITION")
+    if args.cancel:
+        admin.cancel_reassignment(args.name, args.partition)
+        out.write(f"cancelled: {args.name}/{args.partition} goes back to its old replicas\n")
+        return 0
+    admin.reassign_partition(args.name, args.partition, args.replicas)
+    target = tuple(args.replicas)
+    if args.wait:
+        _wait_moves(admin, args.name, lambda: tuple(admin.describe_topic(
+            args.name).partitions[args.partition].replicas) == target, out, args.timeout)
+        out.write(f"{args.name}/{args.partition} now on {','.join(map(str, target))}\n")
+    elif args.json:
+        _json({"topic": args.name, "partition": args.partition, "target": list(target)}, out)
+    else:
+        out.write(f"moving {args.name}/{args.partition} to {','.join(map(str, target))} "
+                  "(see `raftka topic reassign --status`)\n")
+    return 0
+
+
+def _cmd_cluster_ops(args: argparse.Namespace, admin: Admin) -> int:
+    out = sys.stdout
+    action = args.cluster_command
+    if action == "reassign-throttle":
+        admin.set_reassignment_throttle(args.bytes_per_s)
+        out.write(f"reassignment throttle: {args.bytes_per_s} B/s per node"
+                  f"{' (no limit)' if not args.bytes_per_s else ''}\n")
+        return 0
+    if action in ("decommission", "remove"):
+        node = args.node_id
+        cancel = action == "decommission" and args.cancel
+        admin.decommission_node(node, cancel=cancel, dead=action == "remove")
+        if cancel:
+            out.write(f"node {node} is active again (moves already running finish)\n")
+            return 0
+        if not args.wait:
+            out.write(f"node {node} is {'being removed' if action == 'remove' else 'decommissioning'}"
+                      " (see `raftka cluster nodes` and `raftka topic reassign --status`)\n")
+            return 0
+
+        def state() -> str:
+            return {n.id: n.state for n in admin.list_nodes()}.get(node, "removed")
+        _wait_moves(admin, "", lambda: state() == "removed", out, args.timeout)
+        out.write(f"node {node} is drained and removed\n")
+        return 0
+    nodes = admin.list_nodes()
+    if args.json:
+        _json(nodes, out)
+    else:
+        controller = admin.describe_cluster().controller_id
+        out.write(_table(["ID", "ADDRESS", "STATE", "REACHABLE", "REPLICAS", "LEADERS",
+                          "CONTROLLER"],
+                         [[n.id, n.address, n.state, "yes" if n.reachable else "NO",
+                           n.replica_count, n.leader_count,
+                           ("leader" if n.id == controller else "voter")
+                           if n.controller_voter else "-"] for n in nodes]) + "\n")
+    return 0
+
+
 def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
     if args.cluster_command == "restart":
@@ -709,6 +896,8 @@ def _cmd_cluster(args: argparse.Namespace, bootstrap: list[str]) -> int:
     with Admin(bootstrap, default_timeout=args.timeout,
                security=security_from_args(args)) as admin:
         admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
+        if args.cluster_command != "status":
+            return _cmd_cluster_ops(args, admin)
         status = admin.cluster_status()
     if args.json:
         data = _plain(status)

@@ -175,6 +175,15 @@ RULES: dict[str, Rule] = {
     _A + "AddPartitions": Rule(_named_topic("ALTER")),
     _A + "AlterTopicConfigs": Rule(_named_topic("ALTER_CONFIGS")),
     _A + "DescribeTopicConfigs": Rule(_named_topic("DESCRIBE_CONFIGS")),
+    # Cluster operations (Kafka: AlterPartitionReassignments needs ALTER on the cluster)
+    _A + "ReassignPartition": Rule(_cluster("ALTER")),
+    _A + "CancelReassignment": Rule(_cluster("ALTER")),
+    _A + "CompleteReassignment": Rule(_cluster("CLUSTER_ACTION")),
+    _A + "ListReassignments": Rule(_cluster("DESCRIBE")),
+    _A + "AlterReplicationFactor": Rule(_cluster("ALTER")),
+    _A + "SetReassignmentThrottle": Rule(_cluster("ALTER_CONFIGS")),
+    _A + "DecommissionNode": Rule(_cluster("ALTER")),
+    _A + "ListNodes": Rule(_cluster("DESCRIBE")),
     # GroupCoordinator
     _G + "FindCoordinator": Rule(_group("DESCRIBE")),
     _G + "Heartbeat": Rule(_group("READ", "READ", lambda r: r.topics)),

@@ -5,7 +5,9 @@ per peer (``_transport.py``), and ``_maintenance`` here: retention, controller s
 moving leadership back to preferred leaders, every ``MAINTENANCE_INTERVAL_S``; and
 ``_compaction`` here: log compaction of ``cleanup.policy=compact`` partitions (propose a
 compaction where this node leads and one is due; run each replica's background pass), every
-``COMPACTION_INTERVAL_S``, one replica's pass at a time.
+``COMPACTION_INTERVAL_S``, one replica's pass at a time; and ``_reassignments``
+(``_reassignment.py``): partition moves this node leads, decommission planning on the
+controller leader.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._metrics import NodeMetrics
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
 from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
+from ._reassignment import ReassignmentDriver, run as run_reassignments
 
 log = logging.getLogger("raftka.broker")
 
@@ -56,6 +59,8 @@ class Broker:
         self.deleted_topics: dict[str, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
+        self.reassignments = ReassignmentDriver(self)
+        self.host.transport.allow = self.reassignments.allow  # the catch-up throttle
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -66,6 +71,8 @@ class Broker:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._maintenance(), name="broker-maintenance"))
         self._tasks.append(loop.create_task(self._compaction(), name="broker-compaction"))
+        self._tasks.append(loop.create_task(run_reassignments(self.reassignments),
+                                            name="broker-reassignments"))
         self._tasks.append(loop.create_task(self._ensure_offsets_topic(),
                                             name="offsets-topic"))
 
@@ -140,14 +147,18 @@ class Broker:
             replica = PartitionReplica(*args)
             replica.on_accepted = self.metrics.produce_accepted
         storage = self.db.group(meta.group_id)
+        # A node only in a move's target starts empty, outside any configuration: the
+        # leader adds it as a learner and catches it up (_reassignment.py).
+        conf = (ConfState(frozenset(meta.replicas)) if self.node_id in meta.replicas
+                else ConfState())
         # Entries up to the stored commit index are already reflected in the log itself;
         # the replica recovers its high watermark from the log tail instead of replaying.
         applied = storage.hard_state().commit
         group = self.host.add_group(
-            meta.group_id, replica, ConfState(frozenset(meta.replicas)), applied=applied)
+            meta.group_id, replica, conf, applied=applied)
         replica.attach(group)
         self.partitions[(topic.name, meta.partition)] = replica
-        if group.bootstrapped and meta.replicas[0] == self.node_id:
+        if group.bootstrapped and not meta.target and meta.replicas[0] == self.node_id:
             group.node.campaign()  # preferred leader: spread leaders from the start
         log.info("started replica of %s/%d (group %d, replicas %s)", topic.name,
                  meta.partition, meta.group_id, list(meta.replicas))
@@ -155,7 +166,15 @@ class Broker:
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
         self.host.remove_group(replica.group_id, drop_data=True)
-        replica.fail_waiters(BrokerError(Code.UNKNOWN_TOPIC, f"topic {key[0]} was deleted"))
+        meta = self.controller.state.topic(key[0])
+        if meta is not None and key[1] < len(meta.partitions):  # moved off this node
+            leader = meta.partitions[key[1]].replicas[0]
+            replica.fail_waiters(BrokerError(
+                Code.NOT_LEADER, f"{key[0]}/{key[1]} moved off node {self.node_id}",
+                retriable=True, leader_id=leader, leader_address=self.address_of(leader)))
+        else:
+            replica.fail_waiters(BrokerError(Code.UNKNOWN_TOPIC,
+                                             f"topic {key[0]} was deleted"))
         log.info("stopped replica of %s/%d (group %d)", key[0], key[1], replica.group_id)
 
     def partition(self, topic: str, partition: int) -> PartitionReplica:
@@ -280,7 +299,10 @@ class Broker:
             meta = state.topic(topic)
             if meta is None or pnum >= len(meta.partitions):
                 continue
-            preferred = meta.partitions[pnum].replicas[0]
+            # during a move: the target's first node, once it votes (_reassignment.py)
+            preferred = meta.partitions[pnum].desired[0]
+            if preferred not in group.node.conf_state.voters:
+                continue
             if preferred != self.node_id and self.host.transport.is_reachable(preferred):
                 group.node.transfer_leader(preferred)
                 self.host.mark(group.group_id)

@@ -25,6 +25,20 @@ Security (issue 16)::
      "produce_bytes_per_s":1048576,"v":1}        (entity "<default>": everyone else;
                                                   0 = no limit, both 0 removes it)
 
+Cluster operations (issue 19)::
+
+    {"name":"t","op":"reassign_partition","partition":0,"replicas":[2,3,4],"v":1}
+    {"name":"t","op":"cancel_reassignment","partition":0,"v":1}
+    {"group_id":2,"name":"t","op":"complete_reassignment","partition":0,
+     "replicas":[2,3,4],"v":1}            (by the partition's leader, once its Raft
+                                          configuration is exactly these voters)
+    {"name":"t","op":"alter_replication_factor","replication_factor":2,"v":1}
+    {"bytes_per_s":1048576,"op":"set_reassignment_throttle","v":1}   (0 = no limit)
+    {"node_id":4,"op":"decommission_node","v":1}
+    {"node_id":4,"op":"cancel_decommission","v":1}
+    {"node_id":4,"op":"remove_node","v":1}   (by the controller leader, once a
+                                             decommissioned node holds no replica)
+
 A user's password is never in a command: only its salted SCRAM keys (``_auth.py``).
 
 ``"v"`` is the command format version (only 1 exists). Every op has an exact field set:
@@ -66,6 +80,14 @@ OP_DELETE_USER: Final = "delete_user"
 OP_CREATE_ACLS: Final = "create_acls"
 OP_DELETE_ACLS: Final = "delete_acls"
 OP_SET_QUOTA: Final = "set_quota"
+OP_REASSIGN_PARTITION: Final = "reassign_partition"
+OP_CANCEL_REASSIGNMENT: Final = "cancel_reassignment"
+OP_COMPLETE_REASSIGNMENT: Final = "complete_reassignment"
+OP_ALTER_REPLICATION_FACTOR: Final = "alter_replication_factor"
+OP_SET_REASSIGNMENT_THROTTLE: Final = "set_reassignment_throttle"
+OP_DECOMMISSION_NODE: Final = "decommission_node"
+OP_CANCEL_DECOMMISSION: Final = "cancel_decommission"
+OP_REMOVE_NODE: Final = "remove_node"
 ACL_FIELDS: Final = ("principal", "host", "operation", "resource_type", "resource_name",
                      "pattern_type", "permission")  # AclBinding's fields, in its order
 
@@ -126,7 +148,48 @@ class SetQuota(NamedTuple):
     fetch_bytes_per_s: int
 
 
-Command = (SetQuota | CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
+class ReassignPartition(NamedTuple):
+    name: str
+    partition: int
+    replicas: tuple[int, ...]  # the target replica set; [0] the preferred leader
+
+
+class CancelReassignment(NamedTuple):
+    name: str
+    partition: int
+
+
+class CompleteReassignment(NamedTuple):
+    name: str
+    partition: int
+    group_id: int  # the partition's Raft group (a re-created topic never matches)
+    replicas: tuple[int, ...]  # the voters the leader reached
+
+
+class AlterReplicationFactor(NamedTuple):
+    name: str
+    replication_factor: int
+
+
+class SetReassignmentThrottle(NamedTuple):
+    bytes_per_s: int  # 0: no limit
+
+
+class DecommissionNode(NamedTuple):
+    node_id: int
+
+
+class CancelDecommission(NamedTuple):
+    node_id: int
+
+
+class RemoveNode(NamedTuple):
+    node_id: int
+
+
+Command = (ReassignPartition | CancelReassignment | CompleteReassignment
+           | AlterReplicationFactor | SetReassignmentThrottle | DecommissionNode
+           | CancelDecommission | RemoveNode | SetQuota | CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
            | PutUser | DeleteUser | CreateAcls | DeleteAcls)
 
 
@@ -209,6 +272,48 @@ def encode_set_quota(entity: str, produce_bytes_per_s: int, fetch_bytes_per_s: i
                            "fetch_bytes_per_s": fetch_bytes_per_s})
 
 
+def encode_reassign_partition(name: str, partition: int, replicas: Sequence[int]) -> bytes:
+    """The command that moves partition ``partition`` of ``name`` to ``replicas``."""
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_REASSIGN_PARTITION, "name": name,
+                           "partition": partition, "replicas": list(replicas)})
+
+
+def encode_cancel_reassignment(name: str, partition: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_CANCEL_REASSIGNMENT, "name": name,
+                           "partition": partition})
+
+
+def encode_complete_reassignment(name: str, partition: int, group_id: int,
+                                 replicas: Sequence[int]) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_COMPLETE_REASSIGNMENT,
+                           "name": name, "partition": partition, "group_id": group_id,
+                           "replicas": list(replicas)})
+
+
+def encode_alter_replication_factor(name: str, replication_factor: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_ALTER_REPLICATION_FACTOR,
+                           "name": name, "replication_factor": replication_factor})
+
+
+def encode_set_reassignment_throttle(bytes_per_s: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_SET_REASSIGNMENT_THROTTLE,
+                           "bytes_per_s": bytes_per_s})
+
+
+def encode_decommission_node(node_id: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_DECOMMISSION_NODE,
+                           "node_id": node_id})
+
+
+def encode_cancel_decommission(node_id: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_CANCEL_DECOMMISSION,
+                           "node_id": node_id})
+
+
+def encode_remove_node(node_id: int) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_REMOVE_NODE, "node_id": node_id})
+
+
 def encode_delete_user(name: str) -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_DELETE_USER, "name": name})
 
@@ -247,6 +352,15 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_DELETE_ACLS: (frozenset({"acls"}), frozenset()),
     OP_SET_QUOTA: (frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"}),
                    frozenset()),
+    OP_REASSIGN_PARTITION: (frozenset({"name", "partition", "replicas"}), frozenset()),
+    OP_CANCEL_REASSIGNMENT: (frozenset({"name", "partition"}), frozenset()),
+    OP_COMPLETE_REASSIGNMENT: (frozenset({"name", "partition", "group_id", "replicas"}),
+                               frozenset()),
+    OP_ALTER_REPLICATION_FACTOR: (frozenset({"name", "replication_factor"}), frozenset()),
+    OP_SET_REASSIGNMENT_THROTTLE: (frozenset({"bytes_per_s"}), frozenset()),
+    OP_DECOMMISSION_NODE: (frozenset({"node_id"}), frozenset()),
+    OP_CANCEL_DECOMMISSION: (frozenset({"node_id"}), frozenset()),
+    OP_REMOVE_NODE: (frozenset({"node_id"}), frozenset()),
 }
 
 
@@ -301,7 +415,35 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
     if op == OP_SET_QUOTA:
         return SetQuota(_str_field(obj, "entity"), _int_field(obj, "produce_bytes_per_s"),
                         _int_field(obj, "fetch_bytes_per_s"))
+    if op == OP_REASSIGN_PARTITION:
+        return ReassignPartition(_str_field(obj, "name"), _int_field(obj, "partition"),
+                                 _int_list_field(obj, "replicas"))
+    if op == OP_CANCEL_REASSIGNMENT:
+        return CancelReassignment(_str_field(obj, "name"), _int_field(obj, "partition"))
+    if op == OP_COMPLETE_REASSIGNMENT:
+        return CompleteReassignment(_str_field(obj, "name"), _int_field(obj, "partition"),
+                                    _int_field(obj, "group_id"),
+                                    _int_list_field(obj, "replicas"))
+    if op == OP_ALTER_REPLICATION_FACTOR:
+        return AlterReplicationFactor(_str_field(obj, "name"),
+                                      _int_field(obj, "replication_factor"))
+    if op == OP_SET_REASSIGNMENT_THROTTLE:
+        return SetReassignmentThrottle(_int_field(obj, "bytes_per_s"))
+    if op == OP_DECOMMISSION_NODE:
+        return DecommissionNode(_int_field(obj, "node_id"))
+    if op == OP_CANCEL_DECOMMISSION:
+        return CancelDecommission(_int_field(obj, "node_id"))
+    if op == OP_REMOVE_NODE:
+        return RemoveNode(_int_field(obj, "node_id"))
     return AllocateProducerIds(_int_field(obj, "count"))
+
+
+def _int_list_field(obj: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    value = obj[key]
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise MalformedCommand(f"field {key!r} must be a list of integers")
+    return tuple(value)
 
 
 def _acls_field(obj: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
@@ -366,6 +508,22 @@ def _str_list_field(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 __all__ = [
+    "AlterReplicationFactor",
+    "CancelDecommission",
+    "CancelReassignment",
+    "CompleteReassignment",
+    "DecommissionNode",
+    "ReassignPartition",
+    "RemoveNode",
+    "SetReassignmentThrottle",
+    "encode_alter_replication_factor",
+    "encode_cancel_decommission",
+    "encode_cancel_reassignment",
+    "encode_complete_reassignment",
+    "encode_decommission_node",
+    "encode_reassign_partition",
+    "encode_remove_node",
+    "encode_set_reassignment_throttle",
     "AddPartitions",
     "AllocateProducerIds",
     "AlterTopicConfigs",

@@ -67,4 +67,26 @@ def assign_replicas(
     return result
 
 
-__all__ = ["assign_replicas"]
+
+
+def least_loaded(candidates: Sequence[int], count: int, loads: Mapping[int, int]) -> list[int]:
+    """The ``count`` candidates holding the fewest replicas (ties: lower id); fewer if there
+    are not that many. Deterministic: the key ends in the node id."""
+    return sorted(candidates, key=lambda n: (loads.get(n, 0), n))[:count]
+
+
+def resized_replicas(replicas: Sequence[int], replication_factor: int,
+                     active: Sequence[int], loads: Mapping[int, int]) -> tuple[int, ...]:
+    """``replicas`` grown or shrunk to ``replication_factor`` nodes: growing appends the
+    least-loaded active nodes not already replicas; shrinking drops inactive nodes first,
+    then from the end (the preferred leader, ``[0]``, stays while it is active)."""
+    current = list(replicas)
+    if replication_factor >= len(current):
+        spare = [n for n in active if n not in current]
+        return tuple(current + least_loaded(spare, replication_factor - len(current), loads))
+    active_set = set(active)
+    keep = [n for n in current if n in active_set] + [n for n in current if n not in active_set]
+    return tuple(keep[:replication_factor])
+
+
+__all__ = ["assign_replicas", "least_loaded", "resized_replicas"]

@@ -3,7 +3,9 @@
 A node compacts its controller log into a snapshot (``_broker.py``) and a follower that is
 too far behind receives one instead of the entries; every snapshot ever written is in one
 of these layouts, so they never change: a new field or meaning needs a new ``"v"``.
-Version 3 (written now) adds ``users`` (sorted by name: name, mechanism, iterations and
+Version 4 (written now) adds ``decommissioning`` and ``removed_nodes`` (sorted node ids),
+``reassign_throttle_bytes_per_s``, and a partition moving is ``[group_id, replicas,
+target, cancelled]`` (one that is not stays ``[group_id, replicas]``). Version 3 adds ``users`` (sorted by name: name, mechanism, iterations and
 the base64 salt, stored key and server key; never a password), ``acls`` (sorted, each
 an object of the ``ACL_FIELDS`` strings) and ``quotas`` (sorted by entity). Version 2 (still read, as no users and no ACLs):
 a topic's ``configs`` are the configs set on it. Version 1 (still read): they were every
@@ -53,13 +55,15 @@ from ._controller_state import (
 )
 
 SNAPSHOT_FORMAT: Final = "raftka.controller.snapshot"
-SNAPSHOT_VERSION: Final = 3
-SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2, 3})
+SNAPSHOT_VERSION: Final = 4
+SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2, 3, 4})
 
 _SNAPSHOT_KEYS: Final = frozenset(
     {"format", "v", "node_ids", "version", "next_group_id", "next_producer_id", "topics"}
 )
 _SNAPSHOT_KEYS_V3: Final = _SNAPSHOT_KEYS | {"users", "acls", "quotas"}
+_SNAPSHOT_KEYS_V4: Final = _SNAPSHOT_KEYS_V3 | {"decommissioning", "removed_nodes",
+                                                "reassign_throttle_bytes_per_s"}
 _QUOTA_KEYS: Final = frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"})
 _USER_KEYS: Final = frozenset(UserCredential._fields)
 _TOPIC_KEYS: Final = frozenset(
@@ -84,7 +88,7 @@ def encode_snapshot(state: ControllerState) -> bytes:
                     "internal": meta.internal,
                     "replication_factor": meta.replication_factor,
                     "configs": dict(meta.configs),
-                    "partitions": [[p.group_id, list(p.replicas)] for p in meta.partitions],
+                    "partitions": [_encode_partition(p) for p in meta.partitions],
                 }
                 for meta in state.topics_sorted()
             ],
@@ -92,8 +96,17 @@ def encode_snapshot(state: ControllerState) -> bytes:
             "acls": [dict(zip(ACL_FIELDS, acl)) for acl in state.acls],
             "quotas": [{"entity": entity, **limits._asdict()}
                        for entity, limits in sorted(state.quotas.items())],
+            "decommissioning": sorted(state.decommissioning),
+            "removed_nodes": sorted(state.removed_nodes),
+            "reassign_throttle_bytes_per_s": state.reassign_throttle_bytes_per_s,
         }
     )
+
+
+def _encode_partition(part: PartitionMeta) -> list[Any]:
+    if not part.target:
+        return [part.group_id, list(part.replicas)]
+    return [part.group_id, list(part.replicas), list(part.target), part.cancelled]
 
 
 def decode_snapshot(data: bytes) -> ControllerState:
@@ -110,7 +123,8 @@ def decode_snapshot(data: bytes) -> ControllerState:
         f"unsupported snapshot version {version!r}; this node reads v="
         f"{' or '.join(map(str, sorted(SNAPSHOT_VERSIONS_READ)))}",
     )
-    _exact_keys(obj, _SNAPSHOT_KEYS_V3 if version >= 3 else _SNAPSHOT_KEYS, "snapshot")
+    _exact_keys(obj, _SNAPSHOT_KEYS_V4 if version >= 4 else
+                _SNAPSHOT_KEYS_V3 if version >= 3 else _SNAPSHOT_KEYS, "snapshot")
     node_ids = obj["node_ids"]
     _require(
         isinstance(node_ids, list) and all(_is_int(n) for n in node_ids),
@@ -120,6 +134,16 @@ def decode_snapshot(data: bytes) -> ControllerState:
         _require(_is_int(obj[key]), f"{key} must be an integer")
     _require(isinstance(obj["topics"], list), "topics must be a list")
     topics = [_decode_topic(raw, version) for raw in obj["topics"]]
+    node_sets: dict[str, list[int]] = {"decommissioning": [], "removed_nodes": []}
+    throttle = 0
+    if version >= 4:
+        for key in node_sets:
+            value = obj[key]
+            _require(isinstance(value, list) and all(_is_int(n) for n in value)
+                     and value == sorted(set(value)), f"{key} must be sorted node ids")
+            node_sets[key] = value
+        throttle = obj["reassign_throttle_bytes_per_s"]
+        _require(_is_int(throttle), "reassign_throttle_bytes_per_s must be an integer")
     users: list[UserCredential] = []
     acls: list[AclBinding] = []
     quotas: dict[str, QuotaLimits] = {}
@@ -155,6 +179,9 @@ def decode_snapshot(data: bytes) -> ControllerState:
             users=users,
             acls=acls,
             quotas=quotas,
+            decommissioning=node_sets["decommissioning"],
+            removed_nodes=node_sets["removed_nodes"],
+            reassign_throttle_bytes_per_s=throttle,
         )
     except ValueError as error:
         raise ValueError(f"invalid controller snapshot: {error}") from None
@@ -188,16 +215,26 @@ def _decode_topic(raw: Any, version: int) -> TopicMeta:
     partitions = []
     for number, part in enumerate(parts):
         where = f"topic {name!r} partition {number}"
+        moving = version >= 4 and isinstance(part, list) and len(part) == 4
         _require(
-            isinstance(part, list) and len(part) == 2, f"{where}: must be [group_id, replicas]"
+            isinstance(part, list) and (len(part) == 2 or moving),
+            f"{where}: must be [group_id, replicas] or [group_id, replicas, target, cancelled]"
         )
-        group_id, replicas = part
+        group_id, replicas = part[0], part[1]
+        target: list[int] = []
+        cancelled = False
+        if moving:
+            target, cancelled = part[2], part[3]
+            _require(isinstance(target, list) and target and all(_is_int(n) for n in target)
+                     and isinstance(cancelled, bool),
+                     f"{where}: a move is a non-empty target list and a cancelled flag")
         _require(_is_int(group_id), f"{where}: group id {group_id!r} must be an integer")
         _require(
             isinstance(replicas, list) and all(_is_int(n) for n in replicas),
             f"{where}: replicas must be a list of node ids",
         )
-        partitions.append(PartitionMeta(number, group_id, tuple(replicas)))
+        partitions.append(PartitionMeta(number, group_id, tuple(replicas), tuple(target),
+                                        cancelled))
     return TopicMeta(
         name=name,
         topic_id=raw["topic_id"],

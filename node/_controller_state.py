@@ -15,7 +15,15 @@ order, to a ``ControllerState``. The state is
 - ``acls``: the ACLs (``_acl.AclBinding``), a sorted tuple without duplicates; a new tuple
   object whenever it changes (the authorizer's cache key);
 - ``quotas``: entity (``User:<name>`` or ``<default>``) -> ``QuotaLimits`` (bytes per
-  second per node; 0 = no limit).
+  second per node; 0 = no limit);
+- per partition, a move in progress (issue 19): ``target`` (the replica set it moves to;
+  empty when none) and ``cancelled`` (the move goes back to ``replicas``). The nodes that
+  host a partition are ``replicas`` and ``target`` together, until the partition's leader
+  records the move complete (``complete_reassignment``, naming exactly the set it was
+  moving to); ``replicas`` then become that set and the others delete their copy;
+- ``decommissioning`` and ``removed_nodes``: nodes being drained and nodes drained (they
+  get no new replica; a removed node holds none); ``reassign_throttle_bytes_per_s``: what
+  catch-up of moving replicas may send per second from each node (0: no limit).
 
 The entries are commands (``_controller_commands.py``, their byte layout); new partitions
 are placed by ``_controller_placement.py``; ``_controller_snapshot.py`` writes and reads the
@@ -46,6 +54,17 @@ nodes already hold; existing partitions keep their group ids and replicas.
 IncrementalAlterConfigs): an unknown topic is ``UNKNOWN_TOPIC``; an internal topic or a
 config both set and deleted ``INVALID_REQUEST``; an unknown config name or a bad value
 ``INVALID_CONFIG``; then nothing changes.
+``reassign_partition``: an unknown topic ``UNKNOWN_TOPIC``, partition ``UNKNOWN_PARTITION``;
+an empty, duplicated or wrong-sized (not the replication factor) set, an unknown,
+decommissioning or removed node, the current set again, or a partition already moving
+``INVALID_REQUEST``. ``alter_replication_factor`` moves every partition of a topic to
+``resized_replicas`` at once (refused while any of them moves, or above the active node
+count: ``NOT_ENOUGH_REPLICAS``). ``cancel_reassignment`` of a partition not moving (or
+already cancelled) and a ``complete_reassignment`` whose group or set is not the one the
+partition moves to (a stale leader's) are ``INVALID_REQUEST``. ``decommission_node``: an
+unknown or removed node, or one already decommissioning, is ``INVALID_REQUEST``; leaving
+fewer active nodes than some topic's replication factor ``NOT_ENOUGH_REPLICAS``.
+``remove_node`` needs a decommissioning node that hosts nothing.
 ``put_user``: a bad name or credential is ``INVALID_REQUEST``, an existing user without
 ``replace`` ``USER_EXISTS``; ``delete_user`` of an unknown user ``UNKNOWN_USER``.
 ``create_acls``/``delete_acls``: an invalid ACL is ``INVALID_REQUEST`` (none of the
@@ -68,6 +87,14 @@ from raftka.v1 import errors_pb2
 
 from ._acl import AclBinding, acl_error
 from ._controller_commands import (
+    AlterReplicationFactor,
+    CancelDecommission,
+    CancelReassignment,
+    CompleteReassignment,
+    DecommissionNode,
+    ReassignPartition,
+    RemoveNode,
+    SetReassignmentThrottle,
     SetQuota,
     CreateAcls,
     DeleteAcls,
@@ -82,7 +109,7 @@ from ._controller_commands import (
     MalformedCommand,
     decode_command,
 )
-from ._controller_placement import assign_replicas
+from ._controller_placement import assign_replicas, least_loaded, resized_replicas
 from ._topic_configs import (
     DEFAULT_CONFIGS,
     TOPIC_CONFIGS,
@@ -124,6 +151,23 @@ class PartitionMeta(NamedTuple):
     partition: int
     group_id: int  # the partition's Raft group; unique in the cluster, never reused
     replicas: tuple[int, ...]  # distinct node ids; replicas[0] is the preferred leader
+    target: tuple[int, ...] = ()  # a move in progress: the set it moves to; () if none
+    cancelled: bool = False  # the move in progress goes back to ``replicas``
+
+    @property
+    def desired(self) -> tuple[int, ...]:
+        """The replica set the partition's Raft group is heading for."""
+        if not self.target or self.cancelled:
+            return self.replicas
+        return self.target
+
+    @property
+    def hosts(self) -> tuple[int, ...]:
+        """Every node that keeps a replica of the partition: the current replicas and,
+        during a move, the target's too (sorted)."""
+        if not self.target:
+            return tuple(sorted(self.replicas))
+        return tuple(sorted(set(self.replicas) | set(self.target)))
 
 
 class TopicMeta(NamedTuple):
@@ -223,7 +267,11 @@ class ControllerState:
 
     Invariants (checked by ``restored``, kept by ``apply``):
     - ``version`` never decreases;
-    - every partition's replicas are ``replication_factor`` distinct members of ``node_ids``;
+    - every partition's replicas are ``replication_factor`` distinct members of ``node_ids``,
+      except during a move started by ``alter_replication_factor`` (the replicas keep the
+      old size; the target has the new one); a move's target is ``replication_factor``
+      distinct nodes; only a moving partition is ``cancelled``;
+    - a removed node hosts no partition;
     - group ids are unique, in ``[FIRST_PARTITION_GROUP_ID, next_group_id)``, and
       ``next_group_id`` never decreases (ids are never reused);
     - ``next_producer_id`` never decreases; ids below it have been handed out.
@@ -250,6 +298,9 @@ class ControllerState:
         self._users: dict[str, UserCredential] = {}
         self._acls: tuple[AclBinding, ...] = ()  # sorted, distinct; replaced on change
         self._quotas: dict[str, QuotaLimits] = {}
+        self._decommissioning: frozenset[int] = frozenset()
+        self._removed: frozenset[int] = frozenset()
+        self._reassign_throttle = 0  # bytes/s per node; 0: no limit
 
     # -- read-only views
 
@@ -285,6 +336,74 @@ class ControllerState:
     def quotas(self) -> Mapping[str, QuotaLimits]:
         return types.MappingProxyType(self._quotas)
 
+    @property
+    def decommissioning(self) -> frozenset[int]:
+        return self._decommissioning
+
+    @property
+    def removed_nodes(self) -> frozenset[int]:
+        return self._removed
+
+    @property
+    def active_node_ids(self) -> tuple[int, ...]:
+        """Nodes that may get new replicas: neither decommissioning nor removed."""
+        gone = self._decommissioning | self._removed
+        return tuple(n for n in self._node_ids if n not in gone)
+
+    @property
+    def reassign_throttle_bytes_per_s(self) -> int:
+        return self._reassign_throttle
+
+    def node_state(self, node_id: int) -> str:
+        if node_id in self._removed:
+            return "removed"
+        if node_id in self._decommissioning:
+            return "decommissioning"
+        return "active"
+
+    def reassignments(self) -> list[tuple[TopicMeta, PartitionMeta]]:
+        """Partitions with a move in progress, by topic name then partition."""
+        return [(meta, part) for meta in self.topics_sorted() for part in meta.partitions
+                if part.target]
+
+    def host_loads(self) -> dict[int, int]:
+        """Node id -> partitions it hosts (moves in progress counted on both sides)."""
+        loads = {n: 0 for n in self._node_ids}
+        for meta in self._topics.values():
+            for part in meta.partitions:
+                for n in part.hosts:
+                    loads[n] += 1
+        return loads
+
+    def plan_moves_off(self, node_id: int, limit: int) -> list[tuple[str, int, tuple[int, ...]]]:
+        """Up to ``limit`` moves (topic, partition, new replicas) that take replicas off
+        ``node_id``, counting the moves already in progress against ``limit``: each
+        partition on it that is not moving gets the least-loaded active node it lacks in
+        its place (appended last, so another replica becomes the preferred leader).
+        Partitions for which no active node is free are skipped."""
+        loads = self.host_loads()
+        active = self.active_node_ids
+        busy = sum(1 for _, part in self.reassignments() if node_id in part.hosts)
+        moves: list[tuple[str, int, tuple[int, ...]]] = []
+        for meta in self.topics_sorted():
+            for part in meta.partitions:
+                if busy + len(moves) >= limit:
+                    return moves
+                if part.target or node_id not in part.replicas:
+                    continue
+                spare = [n for n in active if n not in part.replicas]
+                pick = least_loaded(spare, 1, loads)
+                if not pick:
+                    continue
+                loads[pick[0]] += 1
+                moves.append((meta.name, part.partition,
+                              tuple(n for n in part.replicas if n != node_id) + (pick[0],)))
+        return moves
+
+    def hosts_anything(self, node_id: int) -> bool:
+        return any(node_id in part.hosts for meta in self._topics.values()
+                   for part in meta.partitions)
+
     def topic(self, name: str) -> TopicMeta | None:
         return self._topics.get(name)
 
@@ -292,12 +411,13 @@ class ControllerState:
         return [self._topics[name] for name in sorted(self._topics)]
 
     def partitions_on(self, node_id: int) -> list[tuple[TopicMeta, PartitionMeta]]:
-        """The partitions ``node_id`` must host, by topic name then partition."""
+        """The partitions ``node_id`` must host (during a move: also as a target), by
+        topic name then partition."""
         return [
             (meta, part)
             for meta in self.topics_sorted()
             for part in meta.partitions
-            if node_id in part.replicas
+            if node_id in part.replicas or node_id in part.target
         ]
 
     def partition_by_group(self, group_id: int) -> tuple[TopicMeta, PartitionMeta] | None:
@@ -352,6 +472,28 @@ class ControllerState:
             return self._delete_acls(validated)
         if isinstance(validated, SetQuota):
             return self._set_quota(validated)
+        if isinstance(validated, ReassignPartition):
+            return self._reassign(validated)
+        if isinstance(validated, CancelReassignment):
+            return self._cancel_reassignment(validated)
+        if isinstance(validated, CompleteReassignment):
+            return self._complete_reassignment(validated)
+        if isinstance(validated, AlterReplicationFactor):
+            return self._alter_replication_factor(validated)
+        if isinstance(validated, SetReassignmentThrottle):
+            self._reassign_throttle = validated.bytes_per_s
+            return _ok(f"reassignment throttle: {validated.bytes_per_s} B/s per node "
+                       "(0: no limit)")
+        if isinstance(validated, DecommissionNode):
+            self._decommissioning = self._decommissioning | {validated.node_id}
+            return _ok(f"node {validated.node_id} is decommissioning")
+        if isinstance(validated, CancelDecommission):
+            self._decommissioning = self._decommissioning - {validated.node_id}
+            return _ok(f"node {validated.node_id} is active again")
+        if isinstance(validated, RemoveNode):
+            self._decommissioning = self._decommissioning - {validated.node_id}
+            self._removed = self._removed | {validated.node_id}
+            return _ok(f"node {validated.node_id} is removed")
         return self._allocate_producer_ids(validated)
 
     def check(self, command: bytes) -> ApplyResult:
@@ -399,6 +541,16 @@ class ControllerState:
                 if decoded.entity not in self._quotas and len(self._quotas) >= QUOTAS_MAX:
                     return _error(errors_pb2.INVALID_REQUEST, f"at most {QUOTAS_MAX} quotas")
                 return decoded
+            if isinstance(decoded, (ReassignPartition, CancelReassignment,
+                                    CompleteReassignment, AlterReplicationFactor)):
+                return self._validate_move(decoded)
+            if isinstance(decoded, SetReassignmentThrottle):
+                if not 0 <= decoded.bytes_per_s <= QUOTA_BYTES_PER_S_MAX:
+                    return _error(errors_pb2.INVALID_REQUEST, "the reassignment throttle is 0 "
+                                  f"(no limit) to {QUOTA_BYTES_PER_S_MAX} bytes per second")
+                return decoded
+            if isinstance(decoded, (DecommissionNode, CancelDecommission, RemoveNode)):
+                return self._validate_node_change(decoded)
             return self._validate_allocate_producer_ids(decoded)
         except MalformedCommand as error:
             return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
@@ -417,7 +569,7 @@ class ControllerState:
                 errors_pb2.INVALID_REQUEST,
                 f"partitions must be from 1 to {PARTITION_COUNT_MAX}, got {partitions}",
             )
-        node_count = len(self._node_ids)
+        node_count = len(self.active_node_ids)
         if replication_factor < 1:
             return _error(
                 errors_pb2.INVALID_REQUEST,
@@ -435,6 +587,98 @@ class ControllerState:
         if self._next_group_id + partitions > INT64_MAX:
             return _error(errors_pb2.INVALID_REQUEST, "raft group ids exhausted")
         return cmd._replace(configs=configs)
+
+    def _validate_move(self, cmd: ReassignPartition | CancelReassignment | CompleteReassignment
+                       | AlterReplicationFactor) -> Command | ApplyResult:
+        meta = self._topics.get(cmd.name)
+        if meta is None:
+            return _error(errors_pb2.UNKNOWN_TOPIC, f"unknown topic {cmd.name[:300]!r}")
+        if isinstance(cmd, AlterReplicationFactor):
+            rf = cmd.replication_factor
+            active = len(self.active_node_ids)
+            moving = [p.partition for p in meta.partitions if p.target]
+            if moving:
+                return _error(errors_pb2.INVALID_REQUEST, f"topic {cmd.name!r} has partitions "
+                              f"moving ({moving[:10]}); wait for them or cancel them first")
+            if rf < 1:
+                return _error(errors_pb2.INVALID_REQUEST,
+                              f"replication factor must be at least 1, got {rf}")
+            if rf > active:
+                return _error(errors_pb2.NOT_ENOUGH_REPLICAS, f"replication factor {rf} is "
+                              f"more than the {active} active node(s) in the cluster")
+            if rf == meta.replication_factor:
+                return _error(errors_pb2.INVALID_REQUEST, f"topic {cmd.name!r} already has "
+                              f"replication factor {rf}")
+            return cmd
+        if not 0 <= cmd.partition < len(meta.partitions):
+            return _error(errors_pb2.UNKNOWN_PARTITION, f"topic {cmd.name!r} has partitions "
+                          f"0..{len(meta.partitions) - 1}; partition {cmd.partition} does not "
+                          "exist")
+        part = meta.partitions[cmd.partition]
+        where = f"{cmd.name}/{cmd.partition}"
+        if isinstance(cmd, CancelReassignment):
+            if not part.target:
+                return _error(errors_pb2.INVALID_REQUEST, f"{where} is not moving")
+            if part.cancelled:
+                return _error(errors_pb2.INVALID_REQUEST, f"the move of {where} is already "
+                              "cancelled")
+            return cmd
+        if isinstance(cmd, CompleteReassignment):
+            if cmd.group_id != part.group_id or not part.target or \
+                    cmd.replicas != part.desired:
+                return _error(errors_pb2.INVALID_REQUEST, f"{where} is not moving to "
+                              f"{list(cmd.replicas)} in group {cmd.group_id} (a stale report)")
+            return cmd
+        replicas = cmd.replicas
+        if not replicas:
+            return _error(errors_pb2.INVALID_REQUEST, "the new replica set is empty")
+        if len(set(replicas)) != len(replicas):
+            return _error(errors_pb2.INVALID_REQUEST,
+                          f"the new replica set {list(replicas)} names a node twice")
+        for n in replicas:
+            if n not in self._node_ids:
+                return _error(errors_pb2.INVALID_REQUEST, f"unknown node {n}; the cluster's "
+                              f"nodes are {list(self._node_ids)}")
+            if n in self._removed or n in self._decommissioning:
+                return _error(errors_pb2.INVALID_REQUEST, f"node {n} is {self.node_state(n)} "
+                              "and takes no new replicas")
+        if len(replicas) != meta.replication_factor:
+            return _error(errors_pb2.INVALID_REQUEST, f"topic {cmd.name!r} has replication "
+                          f"factor {meta.replication_factor}; name that many replicas (change "
+                          "the factor with alter-rf)")
+        if part.target:
+            return _error(errors_pb2.INVALID_REQUEST, f"{where} is already moving from "
+                          f"{list(part.replicas)} to {list(part.target)}; wait for it or cancel "
+                          "it first")
+        if replicas == part.replicas:
+            return _error(errors_pb2.INVALID_REQUEST, f"{where} already has replicas "
+                          f"{list(replicas)}")
+        return cmd
+
+    def _validate_node_change(self, cmd: DecommissionNode | CancelDecommission | RemoveNode
+                              ) -> Command | ApplyResult:
+        node = cmd.node_id
+        if node not in self._node_ids:
+            return _error(errors_pb2.INVALID_REQUEST, f"unknown node {node}; the cluster's "
+                          f"nodes are {list(self._node_ids)}")
+        if node in self._removed:
+            return _error(errors_pb2.INVALID_REQUEST, f"node {node} is already removed")
+        if isinstance(cmd, DecommissionNode):
+            if node in self._decommissioning:
+                return _error(errors_pb2.INVALID_REQUEST,
+                              f"node {node} is already decommissioning")
+            remaining = len(self.active_node_ids) - 1
+            need = max((m.replication_factor for m in self._topics.values()), default=1)
+            if remaining < max(need, 1):
+                return _error(errors_pb2.NOT_ENOUGH_REPLICAS, f"no node could take node "
+                              f"{node}'s replicas: {remaining} active node(s) would be left and "
+                              f"a topic has replication factor {need}")
+            return cmd
+        if node not in self._decommissioning:
+            return _error(errors_pb2.INVALID_REQUEST, f"node {node} is not decommissioning")
+        if isinstance(cmd, RemoveNode) and self.hosts_anything(node):
+            return _error(errors_pb2.INVALID_REQUEST, f"node {node} still hosts replicas")
+        return cmd
 
     def _validate_delete_topic(self, cmd: DeleteTopic) -> DeleteTopic | ApplyResult:
         name = cmd.name
@@ -472,6 +716,10 @@ class ControllerState:
             )
         if self._next_group_id + (partitions - current) > INT64_MAX:
             return _error(errors_pb2.INVALID_REQUEST, "raft group ids exhausted")
+        if meta.replication_factor > len(self.active_node_ids):
+            return _error(errors_pb2.NOT_ENOUGH_REPLICAS, f"replication factor "
+                          f"{meta.replication_factor} is more than the "
+                          f"{len(self.active_node_ids)} active node(s)")
         return cmd
 
     def _validate_alter_topic_configs(
@@ -569,9 +817,57 @@ class ControllerState:
             self._acls = tuple(a for a in self._acls if a not in gone)
         return _ok(f"deleted {len(gone)} ACL(s)", len(gone))
 
+    def _reassign(self, cmd: ReassignPartition) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        part = meta.partitions[cmd.partition]
+        self._set_partition(meta, part._replace(target=cmd.replicas, cancelled=False))
+        return _ok(f"{cmd.name}/{cmd.partition} moves from {list(part.replicas)} to "
+                   f"{list(cmd.replicas)}")
+
+    def _cancel_reassignment(self, cmd: CancelReassignment) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        part = meta.partitions[cmd.partition]
+        self._set_partition(meta, part._replace(cancelled=True))
+        return _ok(f"the move of {cmd.name}/{cmd.partition} to {list(part.target)} is "
+                   f"cancelled; it goes back to {list(part.replicas)}")
+
+    def _complete_reassignment(self, cmd: CompleteReassignment) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        part = meta.partitions[cmd.partition]
+        self._leader_counts[part.replicas[0]] -= 1
+        for n in part.replicas:
+            self._replica_counts[n] -= 1
+        done = part._replace(replicas=cmd.replicas, target=(), cancelled=False)
+        self._leader_counts[done.replicas[0]] += 1
+        for n in done.replicas:
+            self._replica_counts[n] += 1
+        self._set_partition(meta, done)
+        return _ok(f"{cmd.name}/{cmd.partition} now has replicas {list(done.replicas)}")
+
+    def _alter_replication_factor(self, cmd: AlterReplicationFactor) -> ApplyResult:
+        meta = self._topics[cmd.name]
+        loads = self.host_loads()
+        active = self.active_node_ids
+        parts = []
+        for part in meta.partitions:
+            target = resized_replicas(part.replicas, cmd.replication_factor, active, loads)
+            for n in set(target) - set(part.replicas):
+                loads[n] += 1
+            parts.append(part._replace(target=target, cancelled=False))
+        altered = meta._replace(partitions=tuple(parts),
+                                replication_factor=cmd.replication_factor)
+        self._topics[cmd.name] = altered
+        return _ok(f"topic {cmd.name!r} moves to replication factor {cmd.replication_factor}",
+                   altered)
+
+    def _set_partition(self, meta: TopicMeta, part: PartitionMeta) -> None:
+        parts = list(meta.partitions)
+        parts[part.partition] = part
+        self._topics[meta.name] = meta._replace(partitions=tuple(parts))
+
     def _create_topic(self, index: int, cmd: CreateTopic) -> ApplyResult:
         assignment = assign_replicas(
-            self._node_ids,
+            self.active_node_ids,
             cmd.partitions,
             cmd.replication_factor,
             self._replica_counts,
@@ -611,7 +907,7 @@ class ControllerState:
         current = len(meta.partitions)
         added = cmd.partitions - current
         assignment = assign_replicas(
-            self._node_ids,
+            self.active_node_ids,
             added,
             meta.replication_factor,
             self._replica_counts,
@@ -674,6 +970,9 @@ class ControllerState:
         users: Iterable[UserCredential] = (),
         acls: Iterable[AclBinding] = (),
         quotas: Mapping[str, QuotaLimits] | None = None,
+        decommissioning: Iterable[int] = (),
+        removed_nodes: Iterable[int] = (),
+        reassign_throttle_bytes_per_s: int = 0,
     ) -> ControllerState:
         """The state with these parts, after checking every invariant ``apply`` keeps.
 
@@ -693,6 +992,16 @@ class ControllerState:
             f"next_producer_id must be >= {FIRST_PRODUCER_ID}",
         )
         state._version = version
+        decommissioning = frozenset(decommissioning)
+        removed = frozenset(removed_nodes)
+        _check(decommissioning <= set(state._node_ids) and removed <= set(state._node_ids)
+               and not decommissioning & removed,
+               "decommissioning and removed nodes must be distinct cluster nodes")
+        _check(0 <= reassign_throttle_bytes_per_s <= QUOTA_BYTES_PER_S_MAX,
+               "reassign_throttle_bytes_per_s out of range")
+        state._decommissioning = decommissioning
+        state._removed = removed
+        state._reassign_throttle = reassign_throttle_bytes_per_s
         state._next_group_id = next_group_id
         state._next_producer_id = next_producer_id
         for meta in topics:
@@ -715,6 +1024,8 @@ class ControllerState:
             _check(reason is None and limits != (0, 0), f"quota of {entity[:100]!r}: "
                    f"{reason or 'an entry without a limit'}")
             state._quotas[entity] = QuotaLimits(*limits)
+        for node in sorted(removed):
+            _check(not state.hosts_anything(node), f"removed node {node} hosts replicas")
         return state
 
     def _checked_topic(self, meta: TopicMeta) -> TopicMeta:
@@ -754,11 +1065,20 @@ class ControllerState:
                 group_id not in self._groups and group_id not in group_ids,
                 f"{where}: group id {group_id} is used twice",
             )
+            size = len(replicas) if part.target else rf
             _check(
-                len(replicas) == rf and all(n in nodes for n in replicas)
-                and len(set(replicas)) == rf,
-                f"{where}: replicas must be {rf} distinct node ids out of {sorted(nodes)}",
+                len(replicas) == size and all(n in nodes for n in replicas)
+                and len(set(replicas)) == size and size >= 1,
+                f"{where}: replicas must be {size} distinct node ids out of {sorted(nodes)}",
             )
+            target = part.target
+            _check(
+                not target or (len(target) == rf and len(set(target)) == rf
+                               and all(n in nodes for n in target)),
+                f"{where}: a move's target must be {rf} distinct node ids out of "
+                f"{sorted(nodes)}",
+            )
+            _check(target or not part.cancelled, f"{where}: only a move can be cancelled")
             group_ids.add(group_id)
         return meta._replace(configs=types.MappingProxyType(configs))
 

@@ -70,15 +70,16 @@ class ControllerForwarder:
         channels, self._channels = self._channels, {}
         await asyncio.gather(*(ch.close() for ch in channels.values()), return_exceptions=True)
 
-    async def call(self, context: grpc.aio.ServicerContext, what: str, timeout_s: float,
+    async def call(self, context: grpc.aio.ServicerContext | None, what: str, timeout_s: float,
                    local: Callable[[float], Awaitable[T]], remote: Remote) -> T:
         """``local(timeout_s)`` if this node leads the controller (or the call was
         forwarded to it), else ``remote(channel, timeout_s, metadata)`` at the leader,
-        following leader changes as the module docstring says. Raises BrokerError."""
+        following leader changes as the module docstring says. Raises BrokerError.
+        ``context`` None: a call of this node's own (``_reassignment.py``), not a client's."""
         loop = asyncio.get_running_loop()
-        remaining = context.time_remaining()
+        remaining = context.time_remaining() if context is not None else None
         deadline = loop.time() + (timeout_s if remaining is None else min(timeout_s, remaining))
-        if _forwarded_by(context):
+        if context is not None and _forwarded_by(context):
             return await local(max(deadline - loop.time(), 0.001))
         broker = self._broker
         hint = 0  # a leader named by the last NOT_LEADER answer
@@ -102,6 +103,20 @@ class ControllerForwarder:
             log.info("%s: %s; retrying in %.2fs", what, last.message, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def channel(self, node_id: int) -> grpc.aio.Channel:
+        """The channel kept to node ``node_id`` (opened on first use); raises BrokerError
+        if it is not a known peer."""
+        broker = self._broker
+        if not broker.peer_channels.addresses.get(node_id):
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE,
+                              f"node {node_id} is not in this node's peer list",
+                              retriable=True)
+        channel = self._channels.get(node_id)
+        if channel is None:
+            channel = self._channels[node_id] = broker.peer_channels.open(
+                node_id, CHANNEL_OPTIONS)
+        return channel
 
     async def _remote(self, leader: int, what: str, timeout_s: float, remote: Remote[T]) -> T:
         broker = self._broker

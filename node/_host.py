@@ -204,7 +204,9 @@ class RaftHost:
     def add_group(self, group_id: int, sm: StateMachine, bootstrap: ConfState | None,
                   applied: int | None = None) -> Group:
         """Start the replica of ``group_id``. ``bootstrap``: the initial configuration if
-        nothing is stored yet. ``applied``: index the state machine already reflects
+        nothing is stored yet; an empty ``ConfState()`` starts a replica that belongs to no
+        configuration until the group's leader adds it (a partition move): it never
+        campaigns and learns the configuration from the log or a snapshot. ``applied``: index the state machine already reflects
         (default: the snapshot index, so every committed entry after it is re-applied)."""
         if group_id in self.groups:
             raise ValueError(f"group {group_id} is already running on node {self.node_id}")
@@ -213,7 +215,8 @@ class RaftHost:
         if fresh:
             if bootstrap is None:
                 raise ValueError(f"group {group_id} has no state and no initial configuration")
-            storage.bootstrap(bootstrap)
+            if bootstrap != ConfState():  # empty: a new replica that the leader will add
+                storage.bootstrap(bootstrap)
         snap = storage.snapshot()
         if not snap.is_empty:
             sm.restore(snap)

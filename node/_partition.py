@@ -793,6 +793,19 @@ class PartitionReplica:
             return self.high_watermark
         return max(header.base_offset, self.log_start_offset)
 
+    def offset_after_index(self, index: int) -> int:
+        """A lower bound of the offset after the records in raft entries up to ``index``
+        (a move's progress: what a replica whose log matches up to ``index`` holds)."""
+        if index >= self.applied_index:
+            return self.high_watermark
+        raft_indexes = self._index_raft
+        if not raft_indexes or index < raft_indexes[0]:
+            return self.log_start_offset  # older than the in-memory index
+        position = bisect_right(raft_indexes, index)
+        if position < len(raft_indexes):
+            return self._index_offsets[position]
+        return self.high_watermark
+
     def stored_bytes(self) -> int:
         """Record-batch bytes of the committed log this replica keeps (after retention)."""
         return max(self._applied_cumulative - self._snapshot_cumulative, 0)

@@ -105,6 +105,7 @@ async def serve(config: NodeConfig) -> int:
     # the Kafka listener's handlers call these services' methods (one truth, two doors)
     broker_service = BrokerService(broker, forwarder)
     admin_service = AdminService(broker, forwarder)
+    broker.reassignments.controller_write = admin_service.complete_reassignment
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
     raft_service = RaftPeerService(config.node_id, broker.host.deliver_many)

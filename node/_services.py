@@ -22,6 +22,13 @@ from raftka.raft import Role
 from ._authz import Denied, Held
 from ._broker import Broker
 from ._controller_commands import (
+    encode_alter_replication_factor,
+    encode_cancel_decommission,
+    encode_cancel_reassignment,
+    encode_complete_reassignment,
+    encode_decommission_node,
+    encode_reassign_partition,
+    encode_set_reassignment_throttle,
     encode_add_partitions,
     encode_allocate_producer_ids,
     encode_alter_topic_configs,
@@ -31,7 +38,7 @@ from ._controller_commands import (
 from ._controller_state import TopicMeta
 from ._topic_configs import TOPIC_CONFIGS, normalize_configs
 from ._errors import BrokerError, Code, abort_with
-from ._forwarding import ControllerForwarder
+from ._forwarding import ControllerForwarder, forwarded_metadata
 
 log = logging.getLogger("raftka.rpc")
 
@@ -41,6 +48,7 @@ FETCH_WAIT_MS_MAX = 30_000
 PRODUCE_TIMEOUT_MS_DEFAULT = 10_000
 PRODUCE_TIMEOUT_MS_MAX = 120_000
 ADMIN_TIMEOUT_S = 10.0
+DEAD_SILENCE_S = 5.0  # remove --dead: a node heard from more recently is alive
 READ_YOUR_WRITES_S = 2.0  # a forwarded topic change: wait this long for this node to apply it
 PRODUCE_STREAM_IN_FLIGHT_MAX = 1000  # requests of one ProduceStream queued or unanswered
 PRODUCER_ID_BLOCK = 1000  # ids a node reserves from the controller at a time
@@ -638,3 +646,232 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
     @_handler
     async def DescribeNodeStats(self, request, context):  # noqa: N802
         return self.broker.metrics.node_stats()
+
+    # ------------------------------------------------------------ cluster operations
+    async def _command(self, context, method: str, request: Any, what: str, command: bytes,
+                       response: Any, applied: Callable[[Any], bool] | None = None) -> Any:
+        """Propose ``command`` at the controller leader (forwarded there if need be); its
+        refusal is the call's error. Then wait (bounded) until ``applied(state)`` holds
+        here, so the caller's next call to this node sees the change."""
+        async def local(timeout_s: float) -> Any:
+            result = await self.broker.controller.propose(command, timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            return response
+
+        answer = await self.controller_write(context, method, request, what, local)
+        if applied is not None:
+            await self.broker.wait_for_metadata(applied, READ_YOUR_WRITES_S)
+        return answer
+
+    def _partition_of(self, state: Any, topic: str, partition: int) -> Any:
+        meta = state.topic(topic)
+        if meta is None or not 0 <= partition < len(meta.partitions):
+            return None
+        return meta.partitions[partition]
+
+    @_handler
+    async def ReassignPartition(self, request, context):  # noqa: N802
+        if not request.topic:
+            raise BrokerError(Code.INVALID_REQUEST, "ReassignPartition needs a topic name")
+        replicas = tuple(request.replicas)
+
+        def moving(state: Any) -> bool:
+            part = self._partition_of(state, request.topic, request.partition)
+            return part is not None and replicas in (part.target, part.replicas)
+
+        return await self._command(
+            context, "ReassignPartition", request,
+            f"ReassignPartition {request.topic}/{request.partition}",
+            encode_reassign_partition(request.topic, request.partition, replicas),
+            admin_pb2.ReassignPartitionResponse(), moving)
+
+    @_handler
+    async def CancelReassignment(self, request, context):  # noqa: N802
+        if not request.topic:
+            raise BrokerError(Code.INVALID_REQUEST, "CancelReassignment needs a topic name")
+
+        def cancelled(state: Any) -> bool:
+            part = self._partition_of(state, request.topic, request.partition)
+            return part is None or part.cancelled or not part.target
+
+        return await self._command(
+            context, "CancelReassignment", request,
+            f"CancelReassignment {request.topic}/{request.partition}",
+            encode_cancel_reassignment(request.topic, request.partition),
+            admin_pb2.CancelReassignmentResponse(), cancelled)
+
+    @_handler
+    async def CompleteReassignment(self, request, context):  # noqa: N802
+        return await self._command(
+            context, "CompleteReassignment", request,
+            f"CompleteReassignment {request.topic}/{request.partition}",
+            encode_complete_reassignment(request.topic, request.partition, request.group_id,
+                                         list(request.replicas)),
+            admin_pb2.CompleteReassignmentResponse())
+
+    async def complete_reassignment(self, request: Any) -> None:
+        """A move this node leads is done: record it at the controller leader (the
+        ``ReassignmentDriver``'s ``controller_write``)."""
+        async def local(timeout_s: float) -> Any:
+            result = await self.broker.controller.propose(encode_complete_reassignment(
+                request.topic, request.partition, request.group_id, list(request.replicas)),
+                timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            return admin_pb2.CompleteReassignmentResponse()
+
+        stub_class = self.stub_class
+
+        async def remote(channel: grpc.aio.Channel, timeout_s: float,
+                         metadata: tuple[tuple[str, str], ...]) -> Any:
+            return await stub_class(channel).CompleteReassignment(
+                request, timeout=timeout_s, metadata=metadata)
+
+        await self.forwarder.call(None, f"CompleteReassignment {request.topic}/"
+                                  f"{request.partition}", ADMIN_TIMEOUT_S, local, remote)
+
+    @_handler
+    async def AlterReplicationFactor(self, request, context):  # noqa: N802
+        if not request.topic:
+            raise BrokerError(Code.INVALID_REQUEST, "AlterReplicationFactor needs a topic name")
+
+        def altered(state: Any) -> bool:
+            meta = state.topic(request.topic)
+            return meta is not None and meta.replication_factor == request.replication_factor
+
+        return await self._command(
+            context, "AlterReplicationFactor", request,
+            f"AlterReplicationFactor {request.topic}",
+            encode_alter_replication_factor(request.topic, request.replication_factor),
+            admin_pb2.AlterReplicationFactorResponse(), altered)
+
+    @_handler
+    async def SetReassignmentThrottle(self, request, context):  # noqa: N802
+        return await self._command(
+            context, "SetReassignmentThrottle", request, "SetReassignmentThrottle",
+            encode_set_reassignment_throttle(request.bytes_per_s),
+            admin_pb2.SetReassignmentThrottleResponse(),
+            lambda state: state.reassign_throttle_bytes_per_s == request.bytes_per_s)
+
+    @_handler
+    async def DecommissionNode(self, request, context):  # noqa: N802
+        node_id = request.node_id
+        if request.cancel:
+            command = encode_cancel_decommission(node_id)
+            what = f"cancel the decommission of node {node_id}"
+        else:
+            command = encode_decommission_node(node_id)
+            what = f"DecommissionNode {node_id}"
+        wanted = ("active",) if request.cancel else ("decommissioning", "removed")
+        if request.dead and not request.cancel:
+            what = f"remove dead node {node_id}"
+
+            async def local(timeout_s: float) -> Any:
+                b = self.broker
+                b.controller.require_leader()
+                silent = b.host.driver.silent_for(node_id)
+                if node_id == b.node_id or (node_id in b.config.peers
+                                            and silent < DEAD_SILENCE_S):
+                    raise BrokerError(Code.INVALID_REQUEST, f"node {node_id} is alive (the "
+                                      f"controller leader heard from it {silent:.1f}s ago); "
+                                      "drain it with `raftka cluster decommission` instead")
+                result = await b.controller.propose(command, timeout_s)
+                if not result.ok:
+                    raise BrokerError(result.code, result.message)
+                return admin_pb2.DecommissionNodeResponse()
+
+            answer = await self.controller_write(context, "DecommissionNode", request, what,
+                                                 local)
+            await self.broker.wait_for_metadata(
+                lambda state: state.node_state(node_id) in wanted, READ_YOUR_WRITES_S)
+            return answer
+        return await self._command(
+            context, "DecommissionNode", request, what, command,
+            admin_pb2.DecommissionNodeResponse(),
+            lambda state: state.node_state(node_id) in wanted)
+
+    @_handler
+    async def ListNodes(self, request, context):  # noqa: N802
+        b = self.broker
+        state = b.controller.state
+        loads = state.host_loads()
+        leaders: dict[int, int] = {}
+        for replica in b.partitions.values():
+            if replica.group is not None and replica.group.node.leader_id:
+                leader = replica.group.node.leader_id
+                leaders[leader] = leaders.get(leader, 0) + 1
+        response = admin_pb2.ListNodesResponse(controller_id=b.controller.leader_id())
+        group = b.controller.group
+        voters = group.node.conf_state.voters if group is not None else frozenset()
+        for nid in state.node_ids:
+            response.nodes.add(
+                id=nid, address=b.address_of(nid), state=state.node_state(nid),
+                reachable=b.host.transport.is_reachable(nid),
+                replica_count=loads.get(nid, 0), leader_count=leaders.get(nid, 0),
+                controller_voter=nid in voters)
+        return response
+
+    @_handler
+    async def ListReassignments(self, request, context):  # noqa: N802
+        b = self.broker
+        state = b.controller.state
+        response = admin_pb2.ListReassignmentsResponse(
+            throttle_bytes_per_s=state.reassign_throttle_bytes_per_s)
+        elsewhere: set[int] = set()
+        for topic, part in state.reassignments():
+            if request.topic and topic.name != request.topic:
+                continue
+            entry = self._reassignment(topic, part)
+            if entry.leader_id == b.node_id or request.local_only:
+                if entry.leader_id == b.node_id:
+                    response.reassignments.append(entry)
+                continue
+            if entry.leader_id:
+                elsewhere.add(entry.leader_id)
+            response.reassignments.append(entry)
+        if elsewhere:  # the leaders know the progress: ask each once
+            answers = await asyncio.gather(*(
+                self._reassignments_at(node, request.topic) for node in sorted(elsewhere)))
+            progress = {(r.topic, r.partition): r for answer in answers for r in answer}
+            for i, entry in enumerate(response.reassignments):
+                fresh = progress.get((entry.topic, entry.partition))
+                if fresh is not None:
+                    response.reassignments[i].CopyFrom(fresh)
+        return response
+
+    def _reassignment(self, topic: TopicMeta, part: Any) -> admin_pb2.Reassignment:
+        b = self.broker
+        entry = admin_pb2.Reassignment(
+            topic=topic.name, partition=part.partition, replicas=list(part.replicas),
+            target=list(part.target), cancelled=part.cancelled)
+        replica = b.partitions.get((topic.name, part.partition))
+        if replica is None or replica.group is None:
+            return entry
+        node = replica.group.node
+        entry.leader_id = node.leader_id
+        if node.role != Role.LEADER:
+            return entry
+        entry.leader_last_index = node.last_index
+        entry.high_watermark = replica.high_watermark
+        conf = node.conf_state
+        matches = node.follower_matches()
+        for n in part.hosts:
+            match = node.last_index if n == b.node_id else matches.get(n, 0)
+            entry.progress.add(
+                node_id=n, match_index=match,
+                role="voter" if n in conf.voters else
+                "learner" if n in conf.learners else "absent",
+                caught_up_offset=replica.offset_after_index(match) if n in matches
+                or n == b.node_id else 0)
+        return entry
+
+    async def _reassignments_at(self, node: int, topic: str) -> list[admin_pb2.Reassignment]:
+        try:
+            channel = self.forwarder.channel(node)
+            answer = await admin_pb2_grpc.AdminStub(channel).ListReassignments(
+                admin_pb2.ListReassignmentsRequest(topic=topic, local_only=True),
+                timeout=2.0, metadata=forwarded_metadata(self.broker.node_id))
+        except (grpc.aio.AioRpcError, BrokerError):
+            return []  # that leader is unreachable: its moves show without progress
+        return list(answer.reassignments)

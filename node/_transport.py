@@ -182,6 +182,9 @@ class PeerTransport:
         self._peers = {pid: _Peer(pid, addr) for pid, addr in peers.items() if pid != node_id}
         self._on_unreachable = on_unreachable
         self._closed = False
+        # (group id, message) -> whether it may go now; False drops it (the reassignment
+        # throttle, _reassignment.py; Raft retransmits). None: everything goes.
+        self.allow: Callable[[int, Message], bool] | None = None
 
     def start(self) -> None:
         for peer in self._peers.values():
@@ -219,6 +222,8 @@ class PeerTransport:
         peer = self._peers.get(m.to)
         if peer is None:
             return  # not a node we know: nothing to do (configs name only known nodes)
+        if self.allow is not None and not self.allow(group_id, m):
+            return
         if len(peer.queue) >= QUEUE_MESSAGES_MAX:
             peer.dropped += 1  # bounded: Raft recovers lost messages by retransmission
             return

@@ -234,6 +234,12 @@ class HostDriver:
         """Watch ``peer``'s liveness from now on (as if just heard from)."""
         self._heard.setdefault(peer, self._now())
 
+    def silent_for(self, peer: int) -> float:
+        """Seconds since anything was last heard from ``peer`` (0 for an unknown peer);
+        read-only, for the node's operators' checks (a node removed as dead)."""
+        heard = self._heard.get(peer)
+        return 0.0 if heard is None else max(0.0, self._now() - heard)
+
     def mark(self, group_id: int) -> None:
         """Group ``group_id`` has work (a proposal, a read, a transfer): serve it next pass."""
         self._dirty.add(group_id)

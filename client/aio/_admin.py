@@ -135,6 +135,36 @@ class Admin(AdminOps):
         """Delete a topic. Raises UnknownTopicError if it does not exist."""
         return await self._run(self.delete_topic_ops(name, timeout=timeout))
 
+    # cluster operations (the sync Admin's docstrings; README "Cluster operations")
+    async def reassign_partition(self, topic: str, partition: int, replicas, *,
+                                 timeout: float | None = None) -> None:
+        await self._run(self.reassign_partition_ops(topic, partition, replicas,
+                                                    timeout=timeout))
+
+    async def cancel_reassignment(self, topic: str, partition: int, *,
+                                  timeout: float | None = None) -> None:
+        await self._run(self.cancel_reassignment_ops(topic, partition, timeout=timeout))
+
+    async def list_reassignments(self, topic: str = "", *, timeout: float | None = None):
+        return await self._run(self.list_reassignments_ops(topic, timeout=timeout))
+
+    async def alter_replication_factor(self, topic: str, replication_factor: int, *,
+                                       timeout: float | None = None) -> None:
+        await self._run(self.alter_replication_factor_ops(topic, replication_factor,
+                                                          timeout=timeout))
+
+    async def set_reassignment_throttle(self, bytes_per_s: int, *,
+                                        timeout: float | None = None) -> None:
+        await self._run(self.set_reassignment_throttle_ops(bytes_per_s, timeout=timeout))
+
+    async def decommission_node(self, node_id: int, *, cancel: bool = False,
+                                dead: bool = False, timeout: float | None = None) -> None:
+        await self._run(self.decommission_node_ops(node_id, cancel=cancel, dead=dead,
+                                                   timeout=timeout))
+
+    async def list_nodes(self, *, timeout: float | None = None):
+        return await self._run(self.list_nodes_ops(timeout=timeout))
+
     async def add_partitions(self, topic: str, total_count: int, *,
                        timeout: float | None = None) -> TopicDescription:
         """Grow ``topic`` to ``total_count`` partitions (Kafka's create-partitions). The new

@@ -141,6 +141,13 @@ class RawNode:
     def conf_state(self) -> ConfState:
         return self._raft.conf
 
+    @property
+    def conf_change_pending(self) -> bool:
+        """A configuration change is in the log but not known committed yet (a new one
+        would be refused: rule 4 of ``_raft``)."""
+        raft = self._raft
+        return raft.conf_history[-1][0] > raft.log.committed
+
     def log_entries(self, lo: int, hi: int | None = None, max_size: int | None = None) -> list[Entry]:
         """Entries of this replica's log in ``[lo, hi)``, durable or not (the leader's
         newest proposals included). Raises ``CompactedError`` below the first index."""

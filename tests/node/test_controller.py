@@ -474,7 +474,7 @@ def test_snapshot_bytes_are_canonical_json() -> None:
     obj = json.loads(data)
     assert data == json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     assert [t["name"] for t in obj["topics"]] == ["a", "b"]
-    assert obj["format"] == "raftka.controller.snapshot" and obj["v"] == 3
+    assert obj["format"] == "raftka.controller.snapshot" and obj["v"] == 4
 
 
 def _snapshot_obj() -> dict:
@@ -498,7 +498,7 @@ def _mutated(change) -> bytes:
         b"[]",
         b'{"format":"raftka.controller.snapshot","v":1}',
         _mutated(lambda o: o.update(format="other")),
-        _mutated(lambda o: o.update(v=4)),
+        _mutated(lambda o: o.update(v=5)),
         _mutated(lambda o: o.pop("users")),
         _mutated(lambda o: o.update(users=[{"name": "x"}])),
         _mutated(lambda o: o.update(acls=[{"principal": "User:a"}])),

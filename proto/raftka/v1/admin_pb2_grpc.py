@@ -79,6 +79,46 @@ class AdminStub:
                 request_serializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsResponse.FromString,
                 _registered_method=True)
+        self.ReassignPartition = channel.unary_unary(
+                '/raftka.v1.Admin/ReassignPartition',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.ReassignPartitionRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.ReassignPartitionResponse.FromString,
+                _registered_method=True)
+        self.CancelReassignment = channel.unary_unary(
+                '/raftka.v1.Admin/CancelReassignment',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.CancelReassignmentRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.CancelReassignmentResponse.FromString,
+                _registered_method=True)
+        self.CompleteReassignment = channel.unary_unary(
+                '/raftka.v1.Admin/CompleteReassignment',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.CompleteReassignmentRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.CompleteReassignmentResponse.FromString,
+                _registered_method=True)
+        self.ListReassignments = channel.unary_unary(
+                '/raftka.v1.Admin/ListReassignments',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.ListReassignmentsRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.ListReassignmentsResponse.FromString,
+                _registered_method=True)
+        self.AlterReplicationFactor = channel.unary_unary(
+                '/raftka.v1.Admin/AlterReplicationFactor',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.AlterReplicationFactorRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.AlterReplicationFactorResponse.FromString,
+                _registered_method=True)
+        self.SetReassignmentThrottle = channel.unary_unary(
+                '/raftka.v1.Admin/SetReassignmentThrottle',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.SetReassignmentThrottleRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.SetReassignmentThrottleResponse.FromString,
+                _registered_method=True)
+        self.DecommissionNode = channel.unary_unary(
+                '/raftka.v1.Admin/DecommissionNode',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.DecommissionNodeRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.DecommissionNodeResponse.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/raftka.v1.Admin/ListNodes',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -138,6 +178,54 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReassignPartition(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelReassignment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteReassignment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReassignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AlterReplicationFactor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReassignmentThrottle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecommissionNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +273,46 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DescribeTopicConfigs,
                     request_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsResponse.SerializeToString,
+            ),
+            'ReassignPartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReassignPartition,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.ReassignPartitionRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.ReassignPartitionResponse.SerializeToString,
+            ),
+            'CancelReassignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelReassignment,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.CancelReassignmentRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.CancelReassignmentResponse.SerializeToString,
+            ),
+            'CompleteReassignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteReassignment,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.CompleteReassignmentRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.CompleteReassignmentResponse.SerializeToString,
+            ),
+            'ListReassignments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReassignments,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.ListReassignmentsRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.ListReassignmentsResponse.SerializeToString,
+            ),
+            'AlterReplicationFactor': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterReplicationFactor,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.AlterReplicationFactorRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.AlterReplicationFactorResponse.SerializeToString,
+            ),
+            'SetReassignmentThrottle': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReassignmentThrottle,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.SetReassignmentThrottleRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.SetReassignmentThrottleResponse.SerializeToString,
+            ),
+            'DecommissionNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecommissionNode,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.DecommissionNodeRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.DecommissionNodeResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.ListNodesRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.ListNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +558,222 @@ class Admin:
             '/raftka.v1.Admin/DescribeTopicConfigs',
             raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsRequest.SerializeToString,
             raftka_dot_v1_dot_admin__pb2.DescribeTopicConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReassignPartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/ReassignPartition',
+            raftka_dot_v1_dot_admin__pb2.ReassignPartitionRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.ReassignPartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelReassignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/CancelReassignment',
+            raftka_dot_v1_dot_admin__pb2.CancelReassignmentRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.CancelReassignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteReassignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/CompleteReassignment',
+            raftka_dot_v1_dot_admin__pb2.CompleteReassignmentRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.CompleteReassignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReassignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/ListReassignments',
+            raftka_dot_v1_dot_admin__pb2.ListReassignmentsRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.ListReassignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterReplicationFactor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/AlterReplicationFactor',
+            raftka_dot_v1_dot_admin__pb2.AlterReplicationFactorRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.AlterReplicationFactorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReassignmentThrottle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/SetReassignmentThrottle',
+            raftka_dot_v1_dot_admin__pb2.SetReassignmentThrottleRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.SetReassignmentThrottleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecommissionNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/DecommissionNode',
+            raftka_dot_v1_dot_admin__pb2.DecommissionNodeRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.DecommissionNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/ListNodes',
+            raftka_dot_v1_dot_admin__pb2.ListNodesRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,

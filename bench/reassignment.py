@@ -1,0 +1,101 @@
+"""How long does a partition move take, and what does it do to producers?
+``python -m bench.reassignment [--mib 256] [--rate 500] [--throttle 0]``
+
+A fresh 4-node cluster (tests/harness.py). One partition (replication factor 3) is filled
+with ``--mib`` batches of 1000 KiB of random bytes (under max.message.bytes); then a
+``Producer`` (acks=all, linger_ms=0) sends ``--rate`` records/s of 1 KiB, paced, to the same partition. After
+``--before`` seconds the partition is moved so that its preferred leader leaves and the
+fourth node joins (issue 19: learner, catch-up, promotion, leadership hand-over, removal);
+the producer goes on for ``--after`` seconds after the move finished. Printed: the move's
+duration (reassign call to the metadata showing the new replicas) and the producer's
+latency percentiles before and during the move (the send-to-ack latency, measured from
+when each record was due). Not part of ``make test``; figures quoted in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+from raftka.client import Admin, Producer
+from raftka.v1.recordbatch import Record, build_batch
+from bench._common import pace, percentiles_ms
+from tests.harness import Cluster
+
+TOPIC = "moving"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256, help="data in the partition (MiB)")
+    parser.add_argument("--rate", type=float, default=500.0, help="records/s during the test")
+    parser.add_argument("--before", type=float, default=10.0, help="seconds before the move")
+    parser.add_argument("--after", type=float, default=5.0, help="seconds after it")
+    parser.add_argument("--throttle", type=int, default=0, help="catch-up bytes/s (0: none)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="raftka-bench-reassign-") as tmp:
+        cluster = Cluster(Path(tmp), 4)
+        try:
+            cluster.start_all()
+            print(json.dumps(run(cluster, args)), flush=True)
+        finally:
+            cluster.stop_all()
+
+
+def run(cluster: Cluster, args: argparse.Namespace) -> dict:
+    bootstrap = ",".join(cluster.peers.values())
+    cluster.create_topic(TOPIC, replicas=3)
+    filled = time.perf_counter()
+    for _ in range(args.mib):
+        cluster.produce(TOPIC, 0, build_batch([Record(None, os.urandom(1000 << 10))]))
+    filled = time.perf_counter() - filled
+    value = b"v" * 1024
+    phases: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+    phase = ["before"]
+    moved = {"seconds": 0.0}
+    with Admin(bootstrap) as admin, Producer(bootstrap, acks="all", linger_ms=0) as producer:
+        admin.set_reassignment_throttle(args.throttle)
+        before = tuple(admin.describe_topic(TOPIC).partitions[0].replicas)
+        newcomer = next(n for n in cluster.peers if n not in before)
+        target = before[1:] + (newcomer,)
+
+        def mover() -> None:
+            time.sleep(args.before)
+            phase[0] = "during"
+            started = time.perf_counter()
+            admin.reassign_partition(TOPIC, 0, target)
+            while tuple(admin.describe_topic(TOPIC).partitions[0].replicas) != target:
+                time.sleep(0.05)
+            moved["seconds"] = time.perf_counter() - started
+            phase[0] = "after"
+
+        def send(n: int, t0: float) -> None:
+            samples = phases[phase[0]]
+            fut: Future = (producer.send(TOPIC, value, partition=0) if n == 1 else
+                           producer.send_many(TOPIC, [value] * n, partition=0))
+            fut.add_done_callback(lambda f: samples.extend([time.perf_counter() - t0] * n)
+                                  if f.exception() is None else None)
+
+        thread = threading.Thread(target=mover)
+        thread.start()
+        producer.send(TOPIC, value, partition=0).result(10)
+        # pace until the move is done and --after seconds more
+        while phase[0] != "after":
+            pace(args.rate, 1.0, send)
+        pace(args.rate, args.after, send)
+        producer.flush(30)
+        thread.join()
+    return {"mib": args.mib, "fill_s": round(filled, 1), "move_s": round(moved["seconds"], 1),
+            "throttle_bytes_per_s": args.throttle, "rate": args.rate,
+            **{f"{name}_{k}": v for name, samples in phases.items()
+               for k, v in percentiles_ms(samples).items() if k in ("count", "p50_ms", "p99_ms", "max_ms")}}
+
+
+if __name__ == "__main__":
+    main()

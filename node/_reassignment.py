@@ -1,0 +1,284 @@
+"""Carrying out partition moves and node decommissions (issue 19).
+
+The controller only records intent (``_controller_state.py``: a partition's ``target``, a
+node ``decommissioning``); the work happens here, on every node, in one asyncio task
+(``Broker._reassignments``) that runs ``ReassignmentDriver.step`` every ``STEP_INTERVAL_S``.
+
+Per partition this node *leads* whose metadata has a move (``desired`` = the target, or the
+old replicas after a cancel), one single-server Raft change at a time (the core refuses a
+second one while one is uncommitted; thesis §4.1, etcd's learner-first member add):
+
+1. a node of ``desired`` in neither voters nor learners is added as a LEARNER. That node
+   started an empty replica when it saw itself in the target (``Broker._start_partition``:
+   no configuration, never campaigns); the leader catches it up with its log, or with a
+   snapshot when its log is compacted below what the learner holds;
+2. a learner of ``desired`` whose match index has reached the leader's commit index is
+   promoted to VOTER (under writes a follower's match runs ahead of the commit index, which
+   waits for a majority, so this is reached as soon as it is within a round trip);
+3. only when every node of ``desired`` votes: learners outside ``desired`` are removed, then
+   voters outside it. Voters are thus never fewer than ``len(desired)`` (the replication
+   factor) during the move, and every acknowledged write stays on a majority of the old
+   *and* the new configuration (single-server changes overlap in a majority). If this leader
+   itself leaves, it first hands leadership to the most caught-up voter of ``desired``
+   (TimeoutNow); the new leader goes on from there;
+4. when the voters are exactly ``desired``, there is no learner and the configuration is
+   committed, it reports completion to the controller (``CompleteReassignment``). Every
+   node then applies metadata in which it may no longer host the partition: it stops the
+   replica and deletes its data (``Broker._reconcile``).
+
+Nothing here is remembered between steps: each step reads the Raft configuration and the
+metadata afresh, so a leader change, a restart or a cancel in the middle is picked up by
+whoever leads next.
+
+Throttle: APP and SNAP messages to a *learner* of a moving group share a token bucket of
+the controller's ``reassign_throttle_bytes_per_s`` (per sending node); a message over budget
+is dropped, which Raft repairs by retransmission (the leader probes again at the next
+heartbeat), so the bytes sent stay under the rate on average (a message larger than a
+second's worth waits until the bucket has filled to its size). Voters are never throttled:
+they carry the writes being acknowledged.
+
+On the controller leader, the same step plans decommissions: for each decommissioning
+node, ``ControllerState.plan_moves_off`` proposes moves (at most ``DECOMMISSION_MOVES_MAX``
+partitions moving off that node at once); once the node hosts nothing it proposes
+``remove_node``.
+
+It also replaces controller voters (``_replace_controller_voters``): every node follows the
+controller group (voters, or learners for the others), so a voter that is decommissioning or
+removed is replaced by promoting the lowest-id active learner whose log has reached the
+commit index (ADD_VOTER), then demoted to learner (ADD_LEARNER; demoted rather than removed
+so that a node whose decommission is cancelled still follows the metadata). One change at a
+time, promotion first: the group never has fewer voters than it started with while a
+replacement exists, and a lost voter of three (``remove --dead``) gets the group back to
+three healthy voters without an outage. A leader that is itself to be demoted hands its
+leadership to the most caught-up other voter first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from raftka.raft import ConfChange, ConfChangeKind, Message, MsgType, Role
+from raftka.v1 import admin_pb2
+
+from ._controller_commands import (
+    encode_reassign_partition,
+    encode_remove_node,
+)
+from ._controller_replica import CONTROLLER_VOTERS_MAX
+from ._controller_state import PartitionMeta, TopicMeta
+from ._errors import BrokerError
+
+if TYPE_CHECKING:
+    from ._broker import Broker
+    from ._partition import PartitionReplica
+
+log = logging.getLogger("raftka.reassignment")
+
+STEP_INTERVAL_S = 0.2
+DECOMMISSION_MOVES_MAX = 2
+REPORT_RETRY_S = 1.0
+
+# Records a finished move at the controller leader (here or forwarded there); raises
+# BrokerError. Set by the server (``AdminService.complete_reassignment``).
+ControllerWrite = Callable[[admin_pb2.CompleteReassignmentRequest], Awaitable[None]]
+
+
+class ReassignmentDriver:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.controller_write: ControllerWrite | None = None
+        self._reported: dict[tuple[int, tuple[int, ...]], float] = {}  # -> when (monotonic)
+        self._tokens = 0.0
+        self._tokens_at = time.monotonic()
+        self.throttled_messages = 0  # dropped by the throttle (for tests and logs)
+
+    # ------------------------------------------------------------------ throttle
+    def allow(self, group_id: int, m: Message) -> bool:
+        """Whether the transport may send ``m`` of ``group_id`` now (module docstring)."""
+        if m.type not in (MsgType.APP, MsgType.SNAP):
+            return True
+        rate = self.broker.controller.state.reassign_throttle_bytes_per_s
+        if rate <= 0:
+            return True
+        group = self.broker.host.groups.get(group_id)
+        if group is None or m.to not in group.node.conf_state.learners:
+            return True
+        size = (len(m.snapshot.data) if m.snapshot is not None else 0) + sum(
+            len(e.data) for e in m.entries)
+        now = time.monotonic()
+        # The bucket holds a second's worth, or one message if that is bigger (else a
+        # message larger than the rate could never go).
+        self._tokens = min(self._tokens + (now - self._tokens_at) * rate,
+                           float(max(rate, size)))
+        self._tokens_at = now
+        if self._tokens < size:
+            self.throttled_messages += 1
+            return False
+        self._tokens -= size
+        return True
+
+    # ------------------------------------------------------------------ the step
+    async def step(self) -> None:
+        broker = self.broker
+        state = broker.controller.state
+        for topic, meta in state.reassignments():
+            replica = broker.partitions.get((topic.name, meta.partition))
+            if replica is None or replica.group is None or replica.group.closed:
+                continue
+            if replica.group.node.role != Role.LEADER:
+                continue
+            try:
+                await self._drive(topic, meta, replica)
+            except BrokerError as exc:
+                log.info("move of %s/%d: %s; retrying", topic.name, meta.partition,
+                         exc.message)
+        ctl = broker.controller
+        if ctl.group is not None and ctl.group.node.role == Role.LEADER:
+            self._replace_controller_voters()
+            for node_id in sorted(state.decommissioning):
+                await self._drain(node_id)
+
+    def _replace_controller_voters(self) -> None:
+        ctl = self.broker.controller
+        group = ctl.group
+        assert group is not None
+        node = group.node
+        if node.conf_change_pending:
+            return
+        state = ctl.state
+        leaving = state.decommissioning | state.removed_nodes
+        conf = node.conf_state
+        gone = sorted(conf.voters & leaving)
+        if not gone:
+            return
+        matches = node.follower_matches()
+        candidates = [n for n in state.active_node_ids if n in conf.learners
+                      and matches.get(n, 0) >= node.commit_index]
+        healthy = len(conf.voters) - len(gone)
+        wanted = min(CONTROLLER_VOTERS_MAX, len(state.active_node_ids))
+        change: ConfChange | None = None
+        if healthy < wanted:
+            if not candidates:
+                return  # wait for an active learner to catch up
+            change = ConfChange(ConfChangeKind.ADD_VOTER, candidates[0])
+        elif gone[0] == self.broker.node_id:
+            others = [n for n in conf.voters if n not in leaving]
+            if not others:
+                return
+            best = max(others, key=lambda n: (matches.get(n, 0), -n))
+            log.info("controller: node %d leaves the voters; handing leadership to node %d",
+                     self.broker.node_id, best)
+            node.transfer_leader(best)
+            self.broker.host.mark(group.group_id)
+            return
+        else:
+            change = ConfChange(ConfChangeKind.ADD_LEARNER, gone[0])  # demote
+        try:
+            node.propose_conf_change(change)
+        except Exception as exc:  # noqa: BLE001 - refused: retried at the next step
+            log.info("controller: %s of node %d refused: %s", change.kind.name,
+                     change.node_id, exc)
+            return
+        self.broker.host.mark(group.group_id)
+        log.info("controller: %s node %d (voters were %s)", change.kind.name,
+                 change.node_id, sorted(conf.voters))
+
+    async def _drive(self, topic: TopicMeta, meta: PartitionMeta,
+                     replica: PartitionReplica) -> None:
+        group = replica.group
+        assert group is not None
+        node = group.node
+        if node.conf_change_pending:
+            return  # one change at a time: wait for the last one to commit
+        desired = meta.desired
+        conf = node.conf_state
+        voters, learners = conf.voters, conf.learners
+        change: ConfChange | None = None
+        missing = [n for n in desired if n not in voters and n not in learners]
+        if missing:
+            change = ConfChange(ConfChangeKind.ADD_LEARNER, missing[0])
+        else:
+            matches = node.follower_matches()
+            ready = [n for n in desired if n in learners
+                     and matches.get(n, 0) >= node.commit_index]
+            if ready:
+                change = ConfChange(ConfChangeKind.ADD_VOTER, ready[0])
+            elif any(n in learners for n in desired):
+                return  # catching up
+            else:
+                extra_learners = sorted(learners - set(desired))
+                extra_voters = sorted(voters - set(desired))
+                if extra_learners:
+                    change = ConfChange(ConfChangeKind.REMOVE_NODE, extra_learners[0])
+                elif extra_voters:
+                    me = broker_id = self.broker.node_id
+                    others = [n for n in extra_voters if n != me]
+                    if others:
+                        change = ConfChange(ConfChangeKind.REMOVE_NODE, others[0])
+                    else:
+                        best = max(desired, key=lambda n: (matches.get(n, 0), -n))
+                        log.info("%s/%d: node %d leaves the group; handing leadership to "
+                                 "node %d", topic.name, meta.partition, broker_id, best)
+                        node.transfer_leader(best)
+                        self.broker.host.mark(group.group_id)
+                        return
+        if change is not None:
+            try:
+                node.propose_conf_change(change)
+            except Exception as exc:  # noqa: BLE001 - refused (not leader, pending): retry
+                log.info("%s/%d: %s of node %d refused: %s", topic.name, meta.partition,
+                         change.kind.name, change.node_id, exc)
+                return
+            self.broker.host.mark(group.group_id)
+            log.info("%s/%d: %s node %d (moving to %s)", topic.name, meta.partition,
+                     change.kind.name, change.node_id, list(desired))
+            return
+        await self._report(topic, meta)
+
+    async def _report(self, topic: TopicMeta, meta: PartitionMeta) -> None:
+        key = (meta.group_id, meta.desired)
+        now = time.monotonic()
+        if now - self._reported.get(key, -REPORT_RETRY_S) < REPORT_RETRY_S:
+            return
+        self._reported[key] = now
+        if len(self._reported) > 10_000:
+            self._reported.clear()
+        write = self.controller_write
+        if write is None:
+            return
+        await write(admin_pb2.CompleteReassignmentRequest(
+            topic=topic.name, partition=meta.partition, group_id=meta.group_id,
+            replicas=list(meta.desired)))
+        log.info("%s/%d: moved to %s", topic.name, meta.partition, list(meta.desired))
+
+    async def _drain(self, node_id: int) -> None:
+        ctl = self.broker.controller
+        state = ctl.state
+        if not state.hosts_anything(node_id):
+            result = await ctl.propose(encode_remove_node(node_id), 5.0)
+            if result.ok:
+                log.info("node %d is drained and removed from the cluster", node_id)
+            return
+        for topic, partition, replicas in state.plan_moves_off(node_id,
+                                                               DECOMMISSION_MOVES_MAX):
+            result = await ctl.propose(encode_reassign_partition(topic, partition, replicas),
+                                       5.0)
+            if result.ok:
+                log.info("decommission of node %d: %s/%d moves to %s", node_id, topic,
+                         partition, list(replicas))
+            state = ctl.state
+
+
+async def run(driver: ReassignmentDriver) -> None:
+    """The task: ``driver.step()`` every ``STEP_INTERVAL_S``; never ends on an error."""
+    while True:
+        await asyncio.sleep(STEP_INTERVAL_S)
+        try:
+            await driver.step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - must never stop the node
+            log.exception("reassignment step failed; will retry")
