@@ -740,18 +740,20 @@ class AdminOps:
         return [Acl.from_pb(a) for a in resp.acls]
 
     def set_quota_ops(self, entity: str, *, produce_bytes_per_s: int = 0,
-                      fetch_bytes_per_s: int = 0, timeout: float | None = None) -> Ops[None]:
+                      fetch_bytes_per_s: int = 0, requests_per_s: int = 0,
+                      timeout: float | None = None) -> Ops[None]:
         from raftka.v1 import security_pb2
         yield from self._security_ops("SetQuota", security_pb2.SetQuotaRequest(
             quota=security_pb2.Quota(entity=entity, produce_bytes_per_s=produce_bytes_per_s,
-                                     fetch_bytes_per_s=fetch_bytes_per_s)),
+                                     fetch_bytes_per_s=fetch_bytes_per_s,
+                                     requests_per_s=requests_per_s)),
             timeout, f"set the quota of {entity}")
 
     def list_quotas_ops(self, *, timeout: float | None = None) -> Ops[list[Quota]]:
         from raftka.v1 import security_pb2
         resp = yield from self._security_ops("ListQuotas", security_pb2.ListQuotasRequest(),
                                              timeout, "list quotas")
-        return [Quota(q.entity, q.produce_bytes_per_s, q.fetch_bytes_per_s)
+        return [Quota(q.entity, q.produce_bytes_per_s, q.fetch_bytes_per_s, q.requests_per_s)
                 for q in resp.quotas]
 
     def whoami_ops(self, *, timeout: float | None = None) -> Ops[str]:
@@ -946,13 +948,15 @@ class Admin(AdminOps):
                                             resource_name=resource_name, timeout=timeout))
 
     def set_quota(self, entity: str, *, produce_bytes_per_s: int = 0,
-                  fetch_bytes_per_s: int = 0, timeout: float | None = None) -> None:
+                  fetch_bytes_per_s: int = 0, requests_per_s: int = 0,
+                  timeout: float | None = None) -> None:
         """Limit what ``entity`` (``User:<name>`` or ``<default>``) may produce to / fetch
-        from each node, in bytes per second (0: no limit; both 0 removes the quota). Over
-        it, a node holds the requests back: nothing is refused."""
+        from each node, in bytes per second, and how many requests per second it may send
+        to each (0: no limit; all 0 removes the quota). Over it, a node holds the requests
+        back: nothing is refused."""
         return self._run(self.set_quota_ops(entity, produce_bytes_per_s=produce_bytes_per_s,
                                             fetch_bytes_per_s=fetch_bytes_per_s,
-                                            timeout=timeout))
+                                            requests_per_s=requests_per_s, timeout=timeout))
 
     def list_quotas(self, *, timeout: float | None = None) -> list[Quota]:
         return self._run(self.list_quotas_ops(timeout=timeout))

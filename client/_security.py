@@ -163,8 +163,10 @@ class UserDescription(NamedTuple):
 
 class Quota(NamedTuple):
     """Bytes per second ``entity`` (``User:<name>``, or ``<default>`` for every principal
-    without its own) may produce to / fetch from each node; 0 = no limit."""
+    without its own) may produce to / fetch from each node, and requests per second it may
+    send to each; 0 = no limit."""
 
     entity: str
     produce_bytes_per_s: int = 0
     fetch_bytes_per_s: int = 0
+    requests_per_s: int = 0

@@ -32,7 +32,8 @@
         | --transactional-id ID) [--prefixed] [--deny] [--host IP]
     raftka acl list [--principal User:P] [--topic T | --group G | --cluster]
     raftka quota set (--principal User:P | --default) [--produce-bytes-per-s N]
-        [--fetch-bytes-per-s N]      (0: no limit; both 0 removes it) | quota list
+        [--fetch-bytes-per-s N] [--requests-per-s N]  (0: no limit; all 0 removes it)
+    raftka quota list
     raftka whoami
 
 Every client command takes ``--bootstrap host:port,...``; without it ``$RAFTKA_BOOTSTRAP``,
@@ -405,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="every principal without a quota of its own")
     qset.add_argument("--produce-bytes-per-s", type=_non_negative_int, default=0)
     qset.add_argument("--fetch-bytes-per-s", type=_non_negative_int, default=0)
+    qset.add_argument("--requests-per-s", type=_non_negative_int, default=0,
+                      help="requests per second to each node (every RPC counts)")
     qsub.add_parser("list", parents=[common, as_json, timeout], help="list quotas")
     sub.add_parser("whoami", parents=[common, timeout],
                    help="the principal the cluster sees for these credentials")
@@ -530,17 +533,19 @@ def _cmd_quota(args: argparse.Namespace, bootstrap: list[str]) -> int:
         if args.quota_command == "set":
             entity = "<default>" if args.default else args.principal
             admin.set_quota(entity, produce_bytes_per_s=args.produce_bytes_per_s,
-                            fetch_bytes_per_s=args.fetch_bytes_per_s)
+                            fetch_bytes_per_s=args.fetch_bytes_per_s,
+                            requests_per_s=args.requests_per_s)
             print(f"quota of {entity}: produce {args.produce_bytes_per_s or 'unlimited'} B/s, "
-                  f"fetch {args.fetch_bytes_per_s or 'unlimited'} B/s per node")
+                  f"fetch {args.fetch_bytes_per_s or 'unlimited'} B/s, "
+                  f"{args.requests_per_s or 'unlimited'} requests/s per node")
             return 0
         quotas = admin.list_quotas()
         if args.json:
             _json([q._asdict() for q in quotas], sys.stdout)
         else:
-            print(_table(["ENTITY", "PRODUCE-B/S", "FETCH-B/S"],
-                         [(q.entity, q.produce_bytes_per_s or "-", q.fetch_bytes_per_s or "-")
-                          for q in quotas]))
+            print(_table(["ENTITY", "PRODUCE-B/S", "FETCH-B/S", "REQUESTS/S"],
+                         [(q.entity, q.produce_bytes_per_s or "-", q.fetch_bytes_per_s or "-",
+                           q.requests_per_s or "-") for q in quotas]))
     return 0
 
 

@@ -73,6 +73,8 @@ class Caller(NamedTuple):
 
 CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("raftka_caller",
                                                                         default=None)
+# seconds the request-rate quota held the current request (admit -> throttle_time_ms)
+held_s: contextvars.ContextVar[float] = contextvars.ContextVar("raftka_held_s", default=0.0)
 
 
 @dataclass(frozen=True)
@@ -395,10 +397,15 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
             caller = await enter(request, context)
             if rule is not None and not rule.per_item and not rule.peers_only:
                 security.check(caller, method, rule.checks(request))
-            return caller
         except BrokerError as exc:
             await abort_with(context, exc)
             return None  # not reached: abort raises
+        if caller is not None:  # the request-rate quota: held before it is handled
+            delay_s = security.throttle_s(caller, "request", 1)
+            if delay_s:
+                await asyncio.sleep(delay_s)
+                held_s.set(delay_s)
+        return caller
 
     def allowed_for(caller: Caller) -> Callable[[str, str, str], bool]:
         return lambda op, rtype, name: security.allowed(caller, op, rtype, name)
@@ -411,20 +418,23 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
         quota = rule.quota if rule is not None else None
 
         async def unary_unary(request, context):
+            held_s.set(0.0)
             caller = await admit(request, context)
-            delay_s = 0.0
+            delay_s = held_s.get()
             if quota is not None and caller is not None and quota[0] == "produce":
-                delay_s = security.throttle_s(caller, "produce", quota[1](request))
-                if delay_s:
-                    await asyncio.sleep(delay_s)  # before anything is written
+                produce_s = security.throttle_s(caller, "produce", quota[1](request))
+                if produce_s:
+                    await asyncio.sleep(produce_s)  # before anything is written
+                    delay_s += produce_s
             response = await inner(request, context)
             if rule is not None and rule.filter is not None and caller is not None:
                 rule.filter(response, allowed_for(caller))
             if quota is not None and caller is not None and quota[0] == "fetch":
-                delay_s = security.throttle_s(caller, "fetch", quota[1](response))
-                if delay_s:
-                    await asyncio.sleep(delay_s)
-            if delay_s:
+                fetch_s = security.throttle_s(caller, "fetch", quota[1](response))
+                if fetch_s:
+                    await asyncio.sleep(fetch_s)
+                    delay_s += fetch_s
+            if delay_s and hasattr(response, "throttle_time_ms"):
                 response.throttle_time_ms = int(delay_s * 1000)
             return response
         return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
@@ -458,7 +468,8 @@ def _wrap(handler: grpc.RpcMethodHandler, enter, rule: Rule | None, security: No
                     yield Denied(item, exc)
                     continue
                 if quota is not None:  # not reading on holds the client back (flow control)
-                    delay_s = security.throttle_s(caller, quota[0], quota[1](item))
+                    delay_s = security.throttle_s(caller, quota[0], quota[1](item)) + \
+                        security.throttle_s(caller, "request", 1)
                     if delay_s:
                         await asyncio.sleep(delay_s)
                         yield Held(item, int(delay_s * 1000))

@@ -146,6 +146,7 @@ class SetQuota(NamedTuple):
     entity: str  # "User:<name>" or "<default>"
     produce_bytes_per_s: int  # 0: no limit
     fetch_bytes_per_s: int
+    requests_per_s: int = 0
 
 
 class ReassignPartition(NamedTuple):
@@ -266,10 +267,13 @@ def encode_put_user(name: str, mechanism: str, iterations: int, salt: str, store
     })
 
 
-def encode_set_quota(entity: str, produce_bytes_per_s: int, fetch_bytes_per_s: int) -> bytes:
-    return canonical_json({"v": COMMAND_VERSION, "op": OP_SET_QUOTA, "entity": entity,
-                           "produce_bytes_per_s": produce_bytes_per_s,
-                           "fetch_bytes_per_s": fetch_bytes_per_s})
+def encode_set_quota(entity: str, produce_bytes_per_s: int, fetch_bytes_per_s: int,
+                     requests_per_s: int = 0) -> bytes:
+    cmd = {"v": COMMAND_VERSION, "op": OP_SET_QUOTA, "entity": entity,
+           "produce_bytes_per_s": produce_bytes_per_s, "fetch_bytes_per_s": fetch_bytes_per_s}
+    if requests_per_s:  # absent when 0: a node of the previous release applies it the same
+        cmd["requests_per_s"] = requests_per_s
+    return canonical_json(cmd)
 
 
 def encode_reassign_partition(name: str, partition: int, replicas: Sequence[int]) -> bytes:
@@ -350,8 +354,10 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_DELETE_USER: (frozenset({"name"}), frozenset()),
     OP_CREATE_ACLS: (frozenset({"acls"}), frozenset()),
     OP_DELETE_ACLS: (frozenset({"acls"}), frozenset()),
+    # requests_per_s: written only when set; a node of the previous release refuses such a
+    # command (deterministically, as malformed): set request quotas after an upgrade
     OP_SET_QUOTA: (frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"}),
-                   frozenset()),
+                   frozenset({"requests_per_s"})),
     OP_REASSIGN_PARTITION: (frozenset({"name", "partition", "replicas"}), frozenset()),
     OP_CANCEL_REASSIGNMENT: (frozenset({"name", "partition"}), frozenset()),
     OP_COMPLETE_REASSIGNMENT: (frozenset({"name", "partition", "group_id", "replicas"}),
@@ -414,7 +420,8 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return DeleteAcls(_acls_field(obj))
     if op == OP_SET_QUOTA:
         return SetQuota(_str_field(obj, "entity"), _int_field(obj, "produce_bytes_per_s"),
-                        _int_field(obj, "fetch_bytes_per_s"))
+                        _int_field(obj, "fetch_bytes_per_s"),
+                        _int_field(obj, "requests_per_s") if "requests_per_s" in obj else 0)
     if op == OP_REASSIGN_PARTITION:
         return ReassignPartition(_str_field(obj, "name"), _int_field(obj, "partition"),
                                  _int_list_field(obj, "replicas"))

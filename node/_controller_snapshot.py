@@ -65,6 +65,16 @@ _SNAPSHOT_KEYS_V3: Final = _SNAPSHOT_KEYS | {"users", "acls", "quotas"}
 _SNAPSHOT_KEYS_V4: Final = _SNAPSHOT_KEYS_V3 | {"decommissioning", "removed_nodes",
                                                 "reassign_throttle_bytes_per_s"}
 _QUOTA_KEYS: Final = frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"})
+# requests_per_s is written only when set, so a node of the previous release (which knows
+# only the keys above) still reads every snapshot of a cluster that uses no request quota
+_QUOTA_KEYS_WITH_REQUESTS: Final = _QUOTA_KEYS | {"requests_per_s"}
+
+
+def _encode_quota(entity: str, limits: QuotaLimits) -> dict:
+    quota = {"entity": entity, **limits._asdict()}
+    if not limits.requests_per_s:
+        del quota["requests_per_s"]
+    return quota
 _USER_KEYS: Final = frozenset(UserCredential._fields)
 _TOPIC_KEYS: Final = frozenset(
     {"name", "topic_id", "internal", "replication_factor", "configs", "partitions"}
@@ -94,7 +104,7 @@ def encode_snapshot(state: ControllerState) -> bytes:
             ],
             "users": [user._asdict() for _, user in sorted(state.users.items())],
             "acls": [dict(zip(ACL_FIELDS, acl)) for acl in state.acls],
-            "quotas": [{"entity": entity, **limits._asdict()}
+            "quotas": [_encode_quota(entity, limits)
                        for entity, limits in sorted(state.quotas.items())],
             "decommissioning": sorted(state.decommissioning),
             "removed_nodes": sorted(state.removed_nodes),
@@ -150,13 +160,15 @@ def decode_snapshot(data: bytes) -> ControllerState:
     if version >= 3:
         _require(isinstance(obj["quotas"], list), "quotas must be a list")
         for raw in obj["quotas"]:
-            _exact_keys(raw, _QUOTA_KEYS, "a quota")
+            _exact_keys(raw, _QUOTA_KEYS_WITH_REQUESTS if "requests_per_s" in raw
+                        else _QUOTA_KEYS, "a quota")
+            requests = raw.get("requests_per_s", 0)
             _require(isinstance(raw["entity"], str) and _is_int(raw["produce_bytes_per_s"])
-                     and _is_int(raw["fetch_bytes_per_s"]), "a quota is an entity and two "
-                     "integer rates")
+                     and _is_int(raw["fetch_bytes_per_s"]) and _is_int(requests),
+                     "a quota is an entity and integer rates")
             _require(raw["entity"] not in quotas, f"quota of {raw['entity']!r} appears twice")
             quotas[raw["entity"]] = QuotaLimits(raw["produce_bytes_per_s"],
-                                                raw["fetch_bytes_per_s"])
+                                                raw["fetch_bytes_per_s"], requests)
         _require(isinstance(obj["users"], list), "users must be a list")
         for raw in obj["users"]:
             _exact_keys(raw, _USER_KEYS, "a user")

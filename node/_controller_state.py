@@ -136,6 +136,7 @@ SCRAM_ITERATIONS_MAX: Final = 10_000_000
 ACLS_MAX: Final = 100_000
 QUOTA_DEFAULT_ENTITY: Final = "<default>"
 QUOTA_BYTES_PER_S_MAX: Final = 1 << 40
+QUOTA_REQUESTS_PER_S_MAX: Final = 1_000_000
 QUOTAS_MAX: Final = 100_000
 _USER_NAME = re.compile(r"[a-zA-Z0-9._@=+-]{1,255}")
 
@@ -215,15 +216,18 @@ def user_error(user: UserCredential) -> str | None:
 class QuotaLimits(NamedTuple):
     produce_bytes_per_s: int  # 0: no limit
     fetch_bytes_per_s: int
+    requests_per_s: int = 0  # every RPC (a stream's items each) of the principal
 
 
 def quota_error(entity: str, limits: QuotaLimits) -> str | None:
     if entity != QUOTA_DEFAULT_ENTITY and not (
             entity.startswith("User:") and 5 < len(entity) <= 1000):
         return f"quota entity {entity[:100]!r} must be User:<name> or {QUOTA_DEFAULT_ENTITY}"
-    for value in limits:
+    for value in limits[:2]:
         if not 0 <= value <= QUOTA_BYTES_PER_S_MAX:
             return f"a quota is 0 (no limit) to {QUOTA_BYTES_PER_S_MAX} bytes per second"
+    if not 0 <= limits.requests_per_s <= QUOTA_REQUESTS_PER_S_MAX:
+        return f"a request quota is 0 (no limit) to {QUOTA_REQUESTS_PER_S_MAX} requests per second"
     return None
 
 
@@ -534,8 +538,9 @@ class ControllerState:
             if isinstance(decoded, (CreateAcls, DeleteAcls)):
                 return self._validate_acls(decoded)
             if isinstance(decoded, SetQuota):
-                reason = quota_error(decoded.entity, QuotaLimits(decoded.produce_bytes_per_s,
-                                                                 decoded.fetch_bytes_per_s))
+                reason = quota_error(decoded.entity, QuotaLimits(
+                    decoded.produce_bytes_per_s, decoded.fetch_bytes_per_s,
+                    decoded.requests_per_s))
                 if reason is not None:
                     return _error(errors_pb2.INVALID_REQUEST, reason)
                 if decoded.entity not in self._quotas and len(self._quotas) >= QUOTAS_MAX:
@@ -803,13 +808,13 @@ class ControllerState:
         return _ok(f"added {len(new)} ACL(s)", len(new))
 
     def _set_quota(self, cmd: SetQuota) -> ApplyResult:
-        limits = QuotaLimits(cmd.produce_bytes_per_s, cmd.fetch_bytes_per_s)
-        if limits == (0, 0):
+        limits = QuotaLimits(cmd.produce_bytes_per_s, cmd.fetch_bytes_per_s, cmd.requests_per_s)
+        if limits == (0, 0, 0):
             self._quotas.pop(cmd.entity, None)
             return _ok(f"removed the quota of {cmd.entity}")
         self._quotas[cmd.entity] = limits
-        return _ok(f"quota of {cmd.entity}: produce {limits[0]} B/s, fetch {limits[1]} B/s "
-                   "(0: no limit)")
+        return _ok(f"quota of {cmd.entity}: produce {limits[0]} B/s, fetch {limits[1]} B/s, "
+                   f"{limits[2]} requests/s (0: no limit)")
 
     def _delete_acls(self, cmd: DeleteAcls) -> ApplyResult:
         gone = set(AclBinding(*f) for f in cmd.acls) & set(self._acls)
@@ -1021,7 +1026,7 @@ class ControllerState:
         state._acls = tuple(acl_list)
         for entity, limits in (quotas or {}).items():
             reason = quota_error(entity, limits)
-            _check(reason is None and limits != (0, 0), f"quota of {entity[:100]!r}: "
+            _check(reason is None and tuple(limits) not in ((0, 0), (0, 0, 0)), f"quota of {entity[:100]!r}: "
                    f"{reason or 'an entry without a limit'}")
             state._quotas[entity] = QuotaLimits(*limits)
         for node in sorted(removed):

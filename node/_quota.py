@@ -1,4 +1,6 @@
-"""Quotas: bytes per second a principal may produce to / fetch from this node.
+"""Quotas: bytes per second a principal may produce to / fetch from this node, and
+requests per second it may send (direction "request": every RPC, and every item of a
+produce stream, takes one token; the request is held before it is handled).
 
 One token bucket per (principal, direction) on each node (Kafka's quotas are per broker
 too). A bucket holds up to ``BURST_S`` seconds of its rate; every request takes its bytes;
@@ -24,7 +26,7 @@ from typing import Final
 from ._controller_state import QUOTA_DEFAULT_ENTITY, QuotaLimits
 
 BURST_S: Final = 1.0
-DELAY_S_MAX: Final = {"produce": 4.0, "fetch": 1.0}
+DELAY_S_MAX: Final = {"produce": 4.0, "fetch": 1.0, "request": 1.0}
 IDLE_S: Final = 60.0
 BUCKETS_MAX: Final = 100_000
 
@@ -38,17 +40,21 @@ class QuotaLimiter:
         self._buckets: dict[tuple[str, str], list[float]] = {}
 
     def rate(self, principal: str, direction: str) -> int:
-        """The principal's limit in bytes/s for ``direction`` ("produce"/"fetch"); 0: none."""
+        """The principal's limit for ``direction``: bytes/s ("produce"/"fetch") or
+        requests/s ("request"); 0: none."""
         quotas = self._quotas()
         if not quotas:
             return 0
         limits = quotas.get(principal) or quotas.get(QUOTA_DEFAULT_ENTITY)
         if limits is None:
             return 0
+        if direction == "request":
+            return limits.requests_per_s
         return limits.produce_bytes_per_s if direction == "produce" else limits.fetch_bytes_per_s
 
     def delay_s(self, principal: str, direction: str, size_bytes: int) -> float:
-        """Take ``size_bytes`` from the principal's bucket; how long to hold the request."""
+        """Take ``size_bytes`` (one, for "request") from the principal's bucket; how long
+        to hold the request."""
         rate = self.rate(principal, direction)
         if rate <= 0:
             return 0.0

@@ -193,17 +193,17 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
     @_handler
     async def SetQuota(self, request, context):  # noqa: N802
         q = request.quota
-        limits = QuotaLimits(q.produce_bytes_per_s, q.fetch_bytes_per_s)
+        limits = QuotaLimits(q.produce_bytes_per_s, q.fetch_bytes_per_s, q.requests_per_s)
 
         async def command() -> bytes:
             return encode_set_quota(q.entity, *limits)
         await self._propose(context, "SetQuota", request, f"SetQuota {q.entity}", command)
         await self.broker.wait_for_metadata(
-            lambda state: state.quotas.get(q.entity, QuotaLimits(0, 0)) == limits,
+            lambda state: state.quotas.get(q.entity, QuotaLimits(0, 0, 0)) == limits,
             READ_YOUR_WRITES_S)
         if not _forwarded():
             audit.warning("event=quota_set %s entity=%r produce_bytes_per_s=%d "
-                          "fetch_bytes_per_s=%d", _who(), q.entity, *limits)
+                          "fetch_bytes_per_s=%d requests_per_s=%d", _who(), q.entity, *limits)
         return security_pb2.SetQuotaResponse()
 
     @_handler
@@ -211,7 +211,8 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
         quotas = self.broker.controller.state.quotas
         return security_pb2.ListQuotasResponse(quotas=[
             security_pb2.Quota(entity=e, produce_bytes_per_s=q.produce_bytes_per_s,
-                               fetch_bytes_per_s=q.fetch_bytes_per_s)
+                               fetch_bytes_per_s=q.fetch_bytes_per_s,
+                               requests_per_s=q.requests_per_s)
             for e, q in sorted(quotas.items())])
 
     @_handler

@@ -98,10 +98,12 @@ class Admin(AdminOps):
             timeout=timeout))
 
     async def set_quota(self, entity: str, *, produce_bytes_per_s: int = 0,
-                        fetch_bytes_per_s: int = 0, timeout: float | None = None) -> None:
+                        fetch_bytes_per_s: int = 0, requests_per_s: int = 0,
+                        timeout: float | None = None) -> None:
         return await self._run(self.set_quota_ops(
             entity, produce_bytes_per_s=produce_bytes_per_s,
-            fetch_bytes_per_s=fetch_bytes_per_s, timeout=timeout))
+            fetch_bytes_per_s=fetch_bytes_per_s, requests_per_s=requests_per_s,
+            timeout=timeout))
 
     async def list_quotas(self, *, timeout: float | None = None) -> list[Quota]:
         return await self._run(self.list_quotas_ops(timeout=timeout))

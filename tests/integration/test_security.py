@@ -534,7 +534,7 @@ def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
         admin.wait_for_topic_ready("hank", 20)
         admin.create_acls(grants)
         admin.set_quota("User:hank", produce_bytes_per_s=4_000, fetch_bytes_per_s=4_000)
-        assert ("User:hank", 4_000, 4_000) in admin.list_quotas()
+        assert ("User:hank", 4_000, 4_000, 0) in admin.list_quotas()
     _wait_everywhere(cluster, pki, grants)
     wait_for(lambda: all(_quota_on(cluster, pki, n) for n in cluster.live()), 10,
              "the quota on every node")
@@ -579,6 +579,23 @@ def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
     # 80 kB at 20 kB/s with a 20 kB burst cannot take less than 3 s (the bound the
     # node's holding guarantees; how much longer depends on the machine)
     assert elapsed >= 2.5, elapsed
+    # a request-rate quota: every call counts, whatever its size
+    with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
+        admin.set_quota("User:hank", requests_per_s=5)
+        assert ("User:hank", 0, 0, 5) in admin.list_quotas()
+    wait_for(lambda: all(_quota_on(cluster, pki, n, 0) for n in cluster.live()), 10,
+             "the request quota on every node")
+    started = time.monotonic()
+    held = []
+    for _ in range(15):
+        fetched = _call(cluster, creds, lambda ch: broker_stub(ch).Fetch(
+            broker_pb2.FetchRequest(topic="hank", partition=0, offset=0, max_bytes=1),
+            timeout=30), node=leader)
+        held.append(fetched.throttle_time_ms)
+    elapsed = time.monotonic() - started
+    # 15 requests at 5/s with a burst of 5 cannot take less than 2 s
+    assert elapsed >= 1.8, elapsed
+    assert held[0] == 0 and held[-1] > 0, held
 
 
 def _quota_on(cluster: Cluster, pki: Pki, node: int, produce: int = 4_000) -> bool:

@@ -55,7 +55,26 @@ def test_quota_commands_and_snapshot() -> None:
     assert s.apply(2, encode_set_quota("<default>", 0, 500)).ok
     assert s.apply(3, encode_set_quota("alice", 1, 1)).code == errors_pb2.INVALID_REQUEST
     assert s.apply(4, encode_set_quota("User:a", -1, 0)).code == errors_pb2.INVALID_REQUEST
-    assert dict(s.quotas) == {"User:a": (1000, 0), "<default>": (0, 500)}
+    assert dict(s.quotas) == {"User:a": (1000, 0, 0), "<default>": (0, 500, 0)}
+    # without a request quota the snapshot has no requests_per_s key at all: a node of the
+    # previous release, which knows only the byte rates, reads it
+    assert b"requests_per_s" not in encode_snapshot(s)
     restored = decode_snapshot(encode_snapshot(s))
     assert dict(restored.quotas) == dict(s.quotas)
     assert s.apply(5, encode_set_quota("User:a", 0, 0)).ok and "User:a" not in s.quotas
+    assert s.apply(6, encode_set_quota("User:r", 0, 0, 50)).ok
+    assert s.quotas["User:r"] == QuotaLimits(0, 0, 50)
+    assert decode_snapshot(encode_snapshot(s)).quotas["User:r"].requests_per_s == 50
+    assert s.apply(7, encode_set_quota("User:r", 0, 0, -1)).code == errors_pb2.INVALID_REQUEST
+    assert s.apply(8, encode_set_quota("User:r", 0, 0, 0)).ok and "User:r" not in s.quotas
+
+
+def test_a_request_quota_counts_requests_not_bytes() -> None:
+    clock = Clock()
+    quotas = {"User:a": QuotaLimits(0, 0, 10)}
+    limiter = QuotaLimiter(lambda: quotas, clock)
+    assert [limiter.delay_s("User:a", "request", 1) for _ in range(10)] == [0.0] * 10  # burst
+    assert limiter.delay_s("User:a", "request", 1) == 0.1
+    assert limiter.delay_s("User:a", "produce", 10**9) == 0.0  # no byte limits set
+    clock.now += 0.2
+    assert limiter.delay_s("User:a", "request", 1) == 0.0

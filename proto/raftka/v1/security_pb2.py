@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18raftka/v1/security.proto\x12\traftka.v1\"\xf5\x01\n\x03\x41\x63l\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12*\n\toperation\x18\x03 \x01(\x0e\x32\x17.raftka.v1.AclOperation\x12.\n\rresource_type\x18\x04 \x01(\x0e\x32\x17.raftka.v1.ResourceType\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12,\n\x0cpattern_type\x18\x06 \x01(\x0e\x32\x16.raftka.v1.PatternType\x12,\n\npermission\x18\x07 \x01(\x0e\x32\x18.raftka.v1.AclPermission\"1\n\x11\x43reateAclsRequest\x12\x1c\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0e.raftka.v1.Acl\"\x14\n\x12\x43reateAclsResponse\"1\n\x11\x44\x65leteAclsRequest\x12\x1c\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0e.raftka.v1.Acl\"%\n\x12\x44\x65leteAclsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"k\n\x0fListAclsRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12.\n\rresource_type\x18\x02 \x01(\x0e\x32\x17.raftka.v1.ResourceType\x12\x15\n\rresource_name\x18\x03 \x01(\t\"0\n\x10ListAclsResponse\x12\x1c\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0e.raftka.v1.Acl\"X\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\x12\n\niterations\x18\x04 \x01(\x05\"\x14\n\x12\x43reateUserResponse\"!\n\x11\x44\x65leteUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteUserResponse\"\x12\n\x10ListUsersRequest\"?\n\x08UserInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\x12\x12\n\niterations\x18\x03 \x01(\x05\"7\n\x11ListUsersResponse\x12\"\n\x05users\x18\x01 \x03(\x0b\x32\x13.raftka.v1.UserInfo\"O\n\x05Quota\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x1b\n\x13produce_bytes_per_s\x18\x02 \x01(\x03\x12\x19\n\x11\x66\x65tch_bytes_per_s\x18\x03 \x01(\x03\"2\n\x0fSetQuotaRequest\x12\x1f\n\x05quota\x18\x01 \x01(\x0b\x32\x10.raftka.v1.Quota\"\x12\n\x10SetQuotaResponse\"\x13\n\x11ListQuotasRequest\"6\n\x12ListQuotasResponse\x12 \n\x06quotas\x18\x01 \x03(\x0b\x32\x10.raftka.v1.Quota\"\x0f\n\rWhoAmIRequest\"1\n\x0eWhoAmIResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t*\xe9\x02\n\x0c\x41\x63lOperation\x12\x1d\n\x19\x41\x43L_OPERATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43L_OPERATION_ALL\x10\x01\x12\x16\n\x12\x41\x43L_OPERATION_READ\x10\x02\x12\x17\n\x13\x41\x43L_OPERATION_WRITE\x10\x03\x12\x18\n\x14\x41\x43L_OPERATION_CREATE\x10\x04\x12\x18\n\x14\x41\x43L_OPERATION_DELETE\x10\x05\x12\x17\n\x13\x41\x43L_OPERATION_ALTER\x10\x06\x12\x1a\n\x16\x41\x43L_OPERATION_DESCRIBE\x10\x07\x12 \n\x1c\x41\x43L_OPERATION_CLUSTER_ACTION\x10\x08\x12\"\n\x1e\x41\x43L_OPERATION_DESCRIBE_CONFIGS\x10\t\x12\x1f\n\x1b\x41\x43L_OPERATION_ALTER_CONFIGS\x10\n\x12\"\n\x1e\x41\x43L_OPERATION_IDEMPOTENT_WRITE\x10\x0b*\x9e\x01\n\x0cResourceType\x12\x1d\n\x19RESOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13RESOURCE_TYPE_TOPIC\x10\x01\x12\x17\n\x13RESOURCE_TYPE_GROUP\x10\x02\x12\x19\n\x15RESOURCE_TYPE_CLUSTER\x10\x03\x12\"\n\x1eRESOURCE_TYPE_TRANSACTIONAL_ID\x10\x04*`\n\x0bPatternType\x12\x1c\n\x18PATTERN_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14PATTERN_TYPE_LITERAL\x10\x01\x12\x19\n\x15PATTERN_TYPE_PREFIXED\x10\x02*b\n\rAclPermission\x12\x1e\n\x1a\x41\x43L_PERMISSION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43L_PERMISSION_ALLOW\x10\x01\x12\x17\n\x13\x41\x43L_PERMISSION_DENY\x10\x02\x32\x92\x05\n\x08Security\x12I\n\nCreateAcls\x12\x1c.raftka.v1.CreateAclsRequest\x1a\x1d.raftka.v1.CreateAclsResponse\x12I\n\nDeleteAcls\x12\x1c.raftka.v1.DeleteAclsRequest\x1a\x1d.raftka.v1.DeleteAclsResponse\x12\x43\n\x08ListAcls\x12\x1a.raftka.v1.ListAclsRequest\x1a\x1b.raftka.v1.ListAclsResponse\x12I\n\nCreateUser\x12\x1c.raftka.v1.CreateUserRequest\x1a\x1d.raftka.v1.CreateUserResponse\x12I\n\nDeleteUser\x12\x1c.raftka.v1.DeleteUserRequest\x1a\x1d.raftka.v1.DeleteUserResponse\x12\x46\n\tListUsers\x12\x1b.raftka.v1.ListUsersRequest\x1a\x1c.raftka.v1.ListUsersResponse\x12\x43\n\x08SetQuota\x12\x1a.raftka.v1.SetQuotaRequest\x1a\x1b.raftka.v1.SetQuotaResponse\x12I\n\nListQuotas\x12\x1c.raftka.v1.ListQuotasRequest\x1a\x1d.raftka.v1.ListQuotasResponse\x12=\n\x06WhoAmI\x12\x18.raftka.v1.WhoAmIRequest\x1a\x19.raftka.v1.WhoAmIResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18raftka/v1/security.proto\x12\traftka.v1\"\xf5\x01\n\x03\x41\x63l\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12*\n\toperation\x18\x03 \x01(\x0e\x32\x17.raftka.v1.AclOperation\x12.\n\rresource_type\x18\x04 \x01(\x0e\x32\x17.raftka.v1.ResourceType\x12\x15\n\rresource_name\x18\x05 \x01(\t\x12,\n\x0cpattern_type\x18\x06 \x01(\x0e\x32\x16.raftka.v1.PatternType\x12,\n\npermission\x18\x07 \x01(\x0e\x32\x18.raftka.v1.AclPermission\"1\n\x11\x43reateAclsRequest\x12\x1c\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0e.raftka.v1.Acl\"\x14\n\x12\x43reateAclsResponse\"1\n\x11\x44\x65leteAclsRequest\x12\x1c\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0e.raftka.v1.Acl\"%\n\x12\x44\x65leteAclsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\"k\n\x0fListAclsRequest\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12.\n\rresource_type\x18\x02 \x01(\x0e\x32\x17.raftka.v1.ResourceType\x12\x15\n\rresource_name\x18\x03 \x01(\t\"0\n\x10ListAclsResponse\x12\x1c\n\x04\x61\x63ls\x18\x01 \x03(\x0b\x32\x0e.raftka.v1.Acl\"X\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\x12\n\niterations\x18\x04 \x01(\x05\"\x14\n\x12\x43reateUserResponse\"!\n\x11\x44\x65leteUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteUserResponse\"\x12\n\x10ListUsersRequest\"?\n\x08UserInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\x12\x12\n\niterations\x18\x03 \x01(\x05\"7\n\x11ListUsersResponse\x12\"\n\x05users\x18\x01 \x03(\x0b\x32\x13.raftka.v1.UserInfo\"g\n\x05Quota\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x1b\n\x13produce_bytes_per_s\x18\x02 \x01(\x03\x12\x19\n\x11\x66\x65tch_bytes_per_s\x18\x03 \x01(\x03\x12\x16\n\x0erequests_per_s\x18\x04 \x01(\x03\"2\n\x0fSetQuotaRequest\x12\x1f\n\x05quota\x18\x01 \x01(\x0b\x32\x10.raftka.v1.Quota\"\x12\n\x10SetQuotaResponse\"\x13\n\x11ListQuotasRequest\"6\n\x12ListQuotasResponse\x12 \n\x06quotas\x18\x01 \x03(\x0b\x32\x10.raftka.v1.Quota\"\x0f\n\rWhoAmIRequest\"1\n\x0eWhoAmIResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t*\xe9\x02\n\x0c\x41\x63lOperation\x12\x1d\n\x19\x41\x43L_OPERATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43L_OPERATION_ALL\x10\x01\x12\x16\n\x12\x41\x43L_OPERATION_READ\x10\x02\x12\x17\n\x13\x41\x43L_OPERATION_WRITE\x10\x03\x12\x18\n\x14\x41\x43L_OPERATION_CREATE\x10\x04\x12\x18\n\x14\x41\x43L_OPERATION_DELETE\x10\x05\x12\x17\n\x13\x41\x43L_OPERATION_ALTER\x10\x06\x12\x1a\n\x16\x41\x43L_OPERATION_DESCRIBE\x10\x07\x12 \n\x1c\x41\x43L_OPERATION_CLUSTER_ACTION\x10\x08\x12\"\n\x1e\x41\x43L_OPERATION_DESCRIBE_CONFIGS\x10\t\x12\x1f\n\x1b\x41\x43L_OPERATION_ALTER_CONFIGS\x10\n\x12\"\n\x1e\x41\x43L_OPERATION_IDEMPOTENT_WRITE\x10\x0b*\x9e\x01\n\x0cResourceType\x12\x1d\n\x19RESOURCE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13RESOURCE_TYPE_TOPIC\x10\x01\x12\x17\n\x13RESOURCE_TYPE_GROUP\x10\x02\x12\x19\n\x15RESOURCE_TYPE_CLUSTER\x10\x03\x12\"\n\x1eRESOURCE_TYPE_TRANSACTIONAL_ID\x10\x04*`\n\x0bPatternType\x12\x1c\n\x18PATTERN_TYPE_UNSPECIFIED\x10\x00\x12\x18\n\x14PATTERN_TYPE_LITERAL\x10\x01\x12\x19\n\x15PATTERN_TYPE_PREFIXED\x10\x02*b\n\rAclPermission\x12\x1e\n\x1a\x41\x43L_PERMISSION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43L_PERMISSION_ALLOW\x10\x01\x12\x17\n\x13\x41\x43L_PERMISSION_DENY\x10\x02\x32\x92\x05\n\x08Security\x12I\n\nCreateAcls\x12\x1c.raftka.v1.CreateAclsRequest\x1a\x1d.raftka.v1.CreateAclsResponse\x12I\n\nDeleteAcls\x12\x1c.raftka.v1.DeleteAclsRequest\x1a\x1d.raftka.v1.DeleteAclsResponse\x12\x43\n\x08ListAcls\x12\x1a.raftka.v1.ListAclsRequest\x1a\x1b.raftka.v1.ListAclsResponse\x12I\n\nCreateUser\x12\x1c.raftka.v1.CreateUserRequest\x1a\x1d.raftka.v1.CreateUserResponse\x12I\n\nDeleteUser\x12\x1c.raftka.v1.DeleteUserRequest\x1a\x1d.raftka.v1.DeleteUserResponse\x12\x46\n\tListUsers\x12\x1b.raftka.v1.ListUsersRequest\x1a\x1c.raftka.v1.ListUsersResponse\x12\x43\n\x08SetQuota\x12\x1a.raftka.v1.SetQuotaRequest\x1a\x1b.raftka.v1.SetQuotaResponse\x12I\n\nListQuotas\x12\x1c.raftka.v1.ListQuotasRequest\x1a\x1d.raftka.v1.ListQuotasResponse\x12=\n\x06WhoAmI\x12\x18.raftka.v1.WhoAmIRequest\x1a\x19.raftka.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftka.v1.security_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACLOPERATION']._serialized_start=1219
-  _globals['_ACLOPERATION']._serialized_end=1580
-  _globals['_RESOURCETYPE']._serialized_start=1583
-  _globals['_RESOURCETYPE']._serialized_end=1741
-  _globals['_PATTERNTYPE']._serialized_start=1743
-  _globals['_PATTERNTYPE']._serialized_end=1839
-  _globals['_ACLPERMISSION']._serialized_start=1841
-  _globals['_ACLPERMISSION']._serialized_end=1939
+  _globals['_ACLOPERATION']._serialized_start=1243
+  _globals['_ACLOPERATION']._serialized_end=1604
+  _globals['_RESOURCETYPE']._serialized_start=1607
+  _globals['_RESOURCETYPE']._serialized_end=1765
+  _globals['_PATTERNTYPE']._serialized_start=1767
+  _globals['_PATTERNTYPE']._serialized_end=1863
+  _globals['_ACLPERMISSION']._serialized_start=1865
+  _globals['_ACLPERMISSION']._serialized_end=1963
   _globals['_ACL']._serialized_start=40
   _globals['_ACL']._serialized_end=285
   _globals['_CREATEACLSREQUEST']._serialized_start=287
@@ -68,19 +68,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTUSERSRESPONSE']._serialized_start=863
   _globals['_LISTUSERSRESPONSE']._serialized_end=918
   _globals['_QUOTA']._serialized_start=920
-  _globals['_QUOTA']._serialized_end=999
-  _globals['_SETQUOTAREQUEST']._serialized_start=1001
-  _globals['_SETQUOTAREQUEST']._serialized_end=1051
-  _globals['_SETQUOTARESPONSE']._serialized_start=1053
-  _globals['_SETQUOTARESPONSE']._serialized_end=1071
-  _globals['_LISTQUOTASREQUEST']._serialized_start=1073
-  _globals['_LISTQUOTASREQUEST']._serialized_end=1092
-  _globals['_LISTQUOTASRESPONSE']._serialized_start=1094
-  _globals['_LISTQUOTASRESPONSE']._serialized_end=1148
-  _globals['_WHOAMIREQUEST']._serialized_start=1150
-  _globals['_WHOAMIREQUEST']._serialized_end=1165
-  _globals['_WHOAMIRESPONSE']._serialized_start=1167
-  _globals['_WHOAMIRESPONSE']._serialized_end=1216
-  _globals['_SECURITY']._serialized_start=1942
-  _globals['_SECURITY']._serialized_end=2600
+  _globals['_QUOTA']._serialized_end=1023
+  _globals['_SETQUOTAREQUEST']._serialized_start=1025
+  _globals['_SETQUOTAREQUEST']._serialized_end=1075
+  _globals['_SETQUOTARESPONSE']._serialized_start=1077
+  _globals['_SETQUOTARESPONSE']._serialized_end=1095
+  _globals['_LISTQUOTASREQUEST']._serialized_start=1097
+  _globals['_LISTQUOTASREQUEST']._serialized_end=1116
+  _globals['_LISTQUOTASRESPONSE']._serialized_start=1118
+  _globals['_LISTQUOTASRESPONSE']._serialized_end=1172
+  _globals['_WHOAMIREQUEST']._serialized_start=1174
+  _globals['_WHOAMIREQUEST']._serialized_end=1189
+  _globals['_WHOAMIRESPONSE']._serialized_start=1191
+  _globals['_WHOAMIRESPONSE']._serialized_end=1240
+  _globals['_SECURITY']._serialized_start=1966
+  _globals['_SECURITY']._serialized_end=2624
 # @@protoc_insertion_point(module_scope)

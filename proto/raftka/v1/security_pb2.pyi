@@ -168,14 +168,16 @@ class ListUsersResponse(_message.Message):
     def __init__(self, users: _Optional[_Iterable[_Union[UserInfo, _Mapping]]] = ...) -> None: ...
 
 class Quota(_message.Message):
-    __slots__ = ("entity", "produce_bytes_per_s", "fetch_bytes_per_s")
+    __slots__ = ("entity", "produce_bytes_per_s", "fetch_bytes_per_s", "requests_per_s")
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     PRODUCE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     FETCH_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_S_FIELD_NUMBER: _ClassVar[int]
     entity: str
     produce_bytes_per_s: int
     fetch_bytes_per_s: int
-    def __init__(self, entity: _Optional[str] = ..., produce_bytes_per_s: _Optional[int] = ..., fetch_bytes_per_s: _Optional[int] = ...) -> None: ...
+    requests_per_s: int
+    def __init__(self, entity: _Optional[str] = ..., produce_bytes_per_s: _Optional[int] = ..., fetch_bytes_per_s: _Optional[int] = ..., requests_per_s: _Optional[int] = ...) -> None: ...
 
 class SetQuotaRequest(_message.Message):
     __slots__ = ("quota",)
