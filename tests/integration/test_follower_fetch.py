@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import raftka.aio
 from raftka.client import Admin, Consumer, PartitionReader, Producer
@@ -28,7 +30,7 @@ def rack_of(node_id: int) -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("follower-fetch"), 3,
+    c = Cluster(tmp_path_factory.mktemp("follower-fetch"), 3, metrics=True,
                 node_args=lambda nid: ["--rack", rack_of(nid)])
     try:
         c.start_all()
@@ -46,6 +48,17 @@ def follower_records(cluster: Cluster, node_id: int) -> int:
     stats = cluster.admin(node_id).DescribeNodeStats(admin_pb2.DescribeNodeStatsRequest(),
                                                      timeout=5)
     return stats.follower_fetch_records
+
+
+def scraped_follower_records(cluster: Cluster, node_id: int) -> float:
+    """The same count from the node's Prometheus endpoint."""
+    with urllib.request.urlopen(cluster.metrics_url(node_id), timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "raftka_fetch_follower_records_total":
+                return sample.value
+    raise AssertionError(f"node {node_id} has no raftka_fetch_follower_records_total")
 
 
 def _answers(cluster: Cluster, node_id: int) -> bool:
@@ -134,6 +147,7 @@ def test_nearest_reads_come_from_the_follower_in_the_readers_rack(cluster: Clust
     grown = {n: follower_records(cluster, n) - before[n] for n in cluster.peers}
     assert grown[follower] >= len(values), f"the follower served {grown}"
     assert grown[leader] == 0
+    assert scraped_follower_records(cluster, follower) >= grown[follower]
 
 
 def test_a_follower_behind_the_reader_answers_empty_not_out_of_range(cluster: Cluster):
