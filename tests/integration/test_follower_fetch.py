@@ -214,6 +214,34 @@ def test_offsets_never_go_backwards_when_the_follower_dies_and_comes_back(cluste
     assert_read_in_order(seen, values, acked, "switch/0 across replicas")
 
 
+def test_a_reader_falls_back_to_the_leader_when_its_follower_stops_answering(
+        cluster: Cluster):
+    """The follower is paused (SIGSTOP: it neither answers nor closes connections, like a
+    machine cut off): the reader's fetch times out and it goes on at the leader."""
+    leader, follower = new_topic(cluster, "paused")
+    values = [f"paused-{i}".encode() for i in range(200)]
+    acked = produce(cluster, "paused", values[:100])
+    seen: list = []
+    with PartitionReader(bootstrap(cluster), "paused", 0, "earliest", read_from="nearest",
+                         rack=rack_of(follower), request_timeout_ms=1000) as reader:
+        read_until(reader, 100, seen)
+        # the producer has its producer id before the pause: a paused node may be the
+        # controller leader, and this test is about the reader
+        with Producer(bootstrap(cluster), linger_ms=0) as producer:
+            acked[b"warm-up"] = producer.send("paused", b"warm-up",
+                                              partition=0).result(timeout=30)[1]
+            values.insert(100, b"warm-up")
+            cluster.pause(follower)
+            try:
+                futures = [producer.send("paused", v, partition=0) for v in values[101:]]
+                acked.update({v: f.result(timeout=30)[1]
+                              for v, f in zip(values[101:], futures)})
+                read_until(reader, len(values), seen)
+            finally:
+                cluster.resume(follower)
+    assert_read_in_order(seen, values, acked, "paused/0")
+
+
 def test_any_spreads_a_consumer_group_over_the_replicas(cluster: Cluster):
     """Consumers with read_from="any" on a topic of six partitions: records come from
     followers too, and each record is consumed once, in order per partition."""
