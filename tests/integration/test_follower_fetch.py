@@ -176,6 +176,14 @@ def test_a_follower_behind_the_reader_answers_empty_not_out_of_range(cluster: Cl
         topic="behind", partition=0, offset=0, allow_follower=True, decode_records=True),
         timeout=10)
     assert [r.value for r in response.records] == [b"a", b"b", b"c"]
+    stream = cluster.broker(follower).FetchStream(broker_pb2.FetchRequest(
+        topic="behind", partition=0, offset=1, allow_follower=True, decode_records=True),
+        timeout=10)
+    try:
+        first = next(stream)
+    finally:
+        stream.cancel()
+    assert [r.value for r in first.records] == [b"b", b"c"]
 
 
 def test_offsets_never_go_backwards_when_the_follower_dies_and_comes_back(cluster: Cluster):
