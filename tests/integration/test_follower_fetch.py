@@ -292,6 +292,25 @@ def test_asyncio_reader_reads_from_the_nearest_follower(cluster: Cluster):
     assert follower_records(cluster, follower) - before >= len(values)
 
 
+def test_asyncio_consumer_reads_from_the_nearest_follower(cluster: Cluster):
+    leader, follower = new_topic(cluster, "aio-group")
+    values = [f"aio-group-{i}".encode() for i in range(100)]
+    acked = produce(cluster, "aio-group", values)
+    before = follower_records(cluster, follower)
+
+    async def consume() -> list:
+        seen: list = []
+        async with raftka.aio.Consumer(bootstrap(cluster), "aio-near", ["aio-group"],
+                                       read_from="nearest", rack=rack_of(follower)) as c:
+            while len(seen) < len(values):
+                seen.extend(await c.poll(1.0))
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(consume(), 60))
+    assert_read_in_order(seen, values, acked, "aio-group/0")
+    assert follower_records(cluster, follower) - before >= len(values)
+
+
 def test_bad_read_from_is_refused(cluster: Cluster):
     with pytest.raises(ValueError, match="read_from"):
         PartitionReader(bootstrap(cluster), "near", 0, read_from="closest")
