@@ -22,9 +22,10 @@ Follower fetching (``read_from``): ``"leader"`` (default) reads from the leader;
 replica is), ``"any"`` from a replica picked at random (spreading readers over every
 replica). A reader keeps its replica until it fails. A follower serves only committed
 records; one behind the reader's position waits for its watermark and then answers
-empty. A follower that fails (down, cut off from its leader, an error), or still lags
-after a full long-poll wait, is avoided for ``FOLLOWER_AVOID_S`` and the next fetch goes
-to the leader at once (which alone decides that an offset is out of range). Positions
+empty. A follower that fails (down, not answering in time), or still lags after a full
+long-poll wait, is avoided for ``FOLLOWER_AVOID_S`` (one that answers with an error: no
+live leader, replica not started, log starting later, for ``FOLLOWER_RECHECK_S``) and the
+next fetch goes to the leader at once (which alone decides that an offset is out of range). Positions
 only move forward, whichever replica answered.
 
 :class:`TopicReader` reads every partition of a topic round-robin (the CLI's consume
@@ -46,10 +47,12 @@ from raftka.client._cluster import Cluster, ClusterState
 from raftka.client._ops import Join, Ops, Refresh, Rpc, Start, backoff, run_sync
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import (
+    BrokerNotAvailableError,
     CorruptBatchError,
     NotLeaderError,
     OffsetOutOfRangeError,
     RaftkaError,
+    RequestTimedOutError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -74,6 +77,9 @@ READ_FROM = ("leader", "nearest", "any")
 # the leader, or another replica); a follower behind the reader after a long-poll wait of
 # at least FOLLOWER_LAG_WAIT_MS counts as lagging.
 FOLLOWER_AVOID_S = 10.0
+# A follower that answered with an error (no live leader yet, a replica not started yet,
+# its log starting later) is asked again sooner: it is up, and asking costs one round trip.
+FOLLOWER_RECHECK_S = 2.0
 FOLLOWER_LAG_WAIT_MS = 100
 FETCH_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.5, redirects_max=3,
                           refresh_min_age_s=0.1)
@@ -277,7 +283,8 @@ class PartitionReaderCore:
             if follower is not None:
                 # down, cut off from its leader, or its log starts later: the leader
                 # decides, at once (no backoff; each replica is avoided in turn)
-                self._avoid_replica(follower)
+                down = isinstance(e, (BrokerNotAvailableError, RequestTimedOutError))
+                self._avoid_replica(follower, FOLLOWER_AVOID_S if down else FOLLOWER_RECHECK_S)
                 return
             if isinstance(e, OffsetOutOfRangeError):
                 yield from self._reset_position_ops(address, remaining)
@@ -343,8 +350,8 @@ class PartitionReaderCore:
             return None, leader_address
         return self._replica, address
 
-    def _avoid_replica(self, replica: int) -> None:
-        self._avoid[replica] = time.monotonic() + FOLLOWER_AVOID_S
+    def _avoid_replica(self, replica: int, seconds: float = FOLLOWER_AVOID_S) -> None:
+        self._avoid[replica] = time.monotonic() + seconds
         if self._replica == replica:
             self._replica = None
         self._cancel_read_ahead()

@@ -74,6 +74,16 @@ def new_topic(cluster: Cluster, name: str) -> tuple[int, int]:
     cluster.create_topic(name, partitions=1, replicas=3)
     leader = cluster.wait_leader(name, 0)
     follower = min(n for n in cluster.peers if n != leader)
+
+    def follows() -> bool:  # else it refuses reads for now and the reader skips it a while
+        try:
+            cluster.replica_position(follower, name, 0)  # its replica runs
+        except grpc.RpcError:
+            return False
+        md = cluster.broker(follower).Metadata(broker_pb2.MetadataRequest(topics=[name]),
+                                               timeout=5)
+        return md.topics[0].partitions[0].leader_id == leader
+    wait_for(follows, 20, f"node {follower} to follow node {leader} for {name}")
     return leader, follower
 
 
