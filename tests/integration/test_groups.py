@@ -550,9 +550,15 @@ def test_three_members_keep_ids_epochs_and_partitions_when_the_coordinator_is_ki
     try:
         for t in threads:
             t.start()
-        wait_for(lambda: describe().state == "stable" and len(describe().members) == 3
-                 and all(len(tps) == 2 for _, tps in membership(describe()).values()),
-                 30, "three members with two partitions each, stable")
+        def settled() -> bool:
+            try:
+                d = describe()
+            except grpc.RpcError:  # NOT_FOUND until the first member joined
+                return False
+            return d.state == "stable" and len(d.members) == 3 and all(
+                len(tps) == 2 for _, tps in membership(d).values())
+
+        wait_for(settled, 30, "three members with two partitions each, stable")
         before = describe()
         ids = [c.member_id for c in consumers]
         assignments = [c.assignment() for c in consumers]
