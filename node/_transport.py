@@ -315,6 +315,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
         self._node_id = node_id
         self._deliver_many = deliver_many
         self._refusals_logged: set[tuple[int, int]] = set()  # (peer, version): bounded by peers
+        self._racks = racks if racks is not None else {}
 
     async def _refuse_version(self, context, batch: raft_pb2.RaftBatch) -> None:
         version = batch.protocol_version
@@ -327,7 +328,6 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
             self._refusals_logged.add((batch.from_node, version))
             log.warning("refusing raft traffic: %s", message)
         await abort_with(context, BrokerError(Code.INVALID_REQUEST, message))
-        self._racks = racks if racks is not None else {}
 
     async def Stream(self, request_iterator, context):  # noqa: N802 - gRPC naming
         count = 0
