@@ -155,6 +155,7 @@ class ClusterMetadata:
     topics: dict[str, TopicDescription] = field(default_factory=dict)
     fetched_at: float = 0.0  # time.monotonic(); 0 = never fetched
     source: str = ""  # the address that answered
+    racks: dict[int, str] = field(default_factory=dict)  # broker id -> its --rack (if any)
 
 
 @dataclass(slots=True)
@@ -188,7 +189,8 @@ def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
             TopicDescription(t.name, tuple(parts), t.replication_factor, t.configs)
             if changed else t
         )
-    return ClusterMetadata(new.brokers, new.controller_id, topics, new.fetched_at, new.source)
+    return ClusterMetadata(new.brokers, new.controller_id, topics, new.fetched_at, new.source,
+                           new.racks)
 
 
 _LEADERLESS_ASKS_MAX = 5  # brokers asked in one refresh while some partition has no leader
@@ -213,7 +215,8 @@ def _fill_leaders(base: ClusterMetadata, other: ClusterMetadata) -> ClusterMetad
         topics.setdefault(name, t)
     return ClusterMetadata(base.brokers or other.brokers,
                            base.controller_id or other.controller_id, topics,
-                           other.fetched_at, base.source)
+                           other.fetched_at, base.source,
+                           {**other.racks, **{i: r for i, r in base.racks.items() if r}})
 
 
 class ClusterState:
@@ -284,7 +287,8 @@ class ClusterState:
 
     def brokers(self) -> list[BrokerDescription]:
         md = self._metadata
-        return [BrokerDescription(i, md.brokers[i]) for i in sorted(md.brokers)]
+        return [BrokerDescription(i, md.brokers[i], md.racks.get(i, ""))
+                for i in sorted(md.brokers)]
 
     def controller_address(self) -> str | None:
         md = self._metadata
@@ -363,6 +367,7 @@ class ClusterState:
                 topics={t.name: TopicDescription.from_pb(t) for t in resp.topics},
                 fetched_at=time.monotonic(),
                 source=address,
+                racks={b.id: b.rack for b in resp.brokers if b.rack},
             )
             if first is None:
                 first = new

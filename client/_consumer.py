@@ -50,7 +50,7 @@ from raftka.v1.errors import (
     UnknownMemberIdError,
     UnknownTopicError,
 )
-from raftka.client._reader import PartitionReader
+from raftka.client._reader import PartitionReader, check_read_from
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.v1 import group_pb2
 
@@ -268,7 +268,8 @@ class _Fetcher:
             consumer._cluster, tp.topic, tp.partition, start,
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
-            read_ahead=False)  # this thread is the read-ahead
+            read_ahead=False,  # this thread is the read-ahead
+            read_from=consumer._read_from, rack=consumer._rack)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"raftka-fetch-{tp.topic}-"
                                         f"{tp.partition}", daemon=True)
@@ -335,7 +336,10 @@ class Consumer:
         fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 5000,
         security: ClientSecurity | None = None,
+        read_from: str = "leader",
+        rack: str | None = None,
     ) -> None:
+        check_read_from(read_from, rack)
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
                              f"{auto_offset_reset!r}")
@@ -357,6 +361,8 @@ class Consumer:
         self._fetch_max_bytes = fetch_max_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._request_timeout_ms = request_timeout_ms
+        self._read_from = read_from  # follower fetching (_reader.py)
+        self._rack = rack
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
                                 security=security)
         self._coordinator = GroupCoordinatorClient(self._cluster, group_id)

@@ -17,12 +17,24 @@ metadata (exact there). When the position falls out of the log (retention moved 
 start past it, or an explicit offset beyond the end) ``offset_reset`` decides: jump to
 ``"earliest"`` / ``"latest"``, or ``"none"``: raise OffsetOutOfRangeError.
 
+Follower fetching (``read_from``): ``"leader"`` (default) reads from the leader;
+``"nearest"`` from a replica in the reader's ``rack`` (the leader when it is there or no
+replica is), ``"any"`` from a replica picked at random (spreading readers over every
+replica). A reader keeps its replica until it fails. A follower serves only committed
+records; one behind the reader's position waits for its watermark and then answers
+empty. A follower that fails (down, not answering in time), or still lags after a full
+long-poll wait, is avoided for ``FOLLOWER_AVOID_S`` (one that answers with an error: no
+live leader, replica not started, log starting later, for ``FOLLOWER_RECHECK_S``) and the
+next fetch goes to the leader at once (which alone decides that an offset is out of range). Positions
+only move forward, whichever replica answered.
+
 :class:`TopicReader` reads every partition of a topic round-robin (the CLI's consume
 without ``--partition``); consumer groups with committed offsets come with the full client.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -35,10 +47,12 @@ from raftka.client._cluster import Cluster, ClusterState
 from raftka.client._ops import Join, Ops, Refresh, Rpc, Start, backoff, run_sync
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.v1.errors import (
+    BrokerNotAvailableError,
     CorruptBatchError,
     NotLeaderError,
     OffsetOutOfRangeError,
     RaftkaError,
+    RequestTimedOutError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -58,8 +72,25 @@ _tuple_new = tuple.__new__  # a NamedTuple without its Python-level __new__: per
 _POLL_RECORDS = 10_000
 # Retries (_retry.py): backoff 50-500 ms, 3 redirects in a row, metadata refreshed at most
 # every 100 ms. The state lasts across polls (each poll bounds the waits by its timeout).
+READ_FROM = ("leader", "nearest", "any")
+# A follower that failed or lagged is not read from for this long (its reader goes to
+# the leader, or another replica); a follower behind the reader after a long-poll wait of
+# at least FOLLOWER_LAG_WAIT_MS counts as lagging.
+FOLLOWER_AVOID_S = 10.0
+# A follower that answered with an error (no live leader yet, a replica not started yet,
+# its log starting later) is asked again sooner: it is up, and asking costs one round trip.
+FOLLOWER_RECHECK_S = 2.0
+FOLLOWER_LAG_WAIT_MS = 100
 FETCH_RETRY = RetryPolicy(backoff_initial_s=0.05, backoff_max_s=0.5, redirects_max=3,
                           refresh_min_age_s=0.1)
+
+
+def check_read_from(read_from: str, rack: str | None) -> None:
+    """Raise ValueError unless ``read_from``/``rack`` are a valid follower-fetching choice."""
+    if read_from not in READ_FROM:
+        raise ValueError(f"read_from must be one of {READ_FROM}, got {read_from!r}")
+    if read_from == "nearest" and not rack:
+        raise ValueError('read_from="nearest" needs rack (the rack this client runs in)')
 
 
 def _start_spec(offset: str | int) -> str | int:
@@ -93,7 +124,14 @@ class PartitionReaderCore:
         request_timeout_ms: int = 2000,
         security: ClientSecurity | None = None,
         read_ahead: bool = True,
+        read_from: str = "leader",
+        rack: str | None = None,
     ) -> None:
+        check_read_from(read_from, rack)
+        self._read_from = read_from
+        self._rack = rack or ""
+        self._replica: int | None = None  # the follower-fetching replica in use (node id)
+        self._avoid: dict[int, float] = {}  # replica -> avoided until (monotonic s)
         self.topic = topic
         self._read_ahead_on = read_ahead  # off where a thread of the caller's reads ahead
         self.partition = partition
@@ -215,6 +253,7 @@ class PartitionReaderCore:
         """One attempt: resolve the start, fetch, decode. Retriable errors are absorbed
         (after a backoff that respects ``deadline``); the others raise."""
         address = self._cluster.leader_address(self.topic, self.partition)
+        follower: int | None = None  # the replica read instead of the leader
         try:
             if address is None:
                 yield self._refresh(remaining)
@@ -226,9 +265,12 @@ class PartitionReaderCore:
             if self._position is None:
                 yield from self._resolve_start_ops(address, remaining)
             assert self._position is not None
+            if self._read_from != "leader":
+                follower, address = self._replica_address(address)
             what = f"Fetch {self.topic}/{self.partition}@{self._position}"
             ahead, self._read_ahead = self._read_ahead, None
             if ahead is not None and ahead[:2] == (address, self._position):
+                wait_ms = self._max_wait_ms  # what a read-ahead asks for
                 response = yield Join(ahead[2])
             else:
                 if ahead is not None:
@@ -237,10 +279,16 @@ class PartitionReaderCore:
                 response = yield Rpc(
                     address, "broker", "Fetch", self._fetch_request(self._position, wait_ms),
                     wait_ms / 1000 + self._rpc_margin_s, what)
-        except OffsetOutOfRangeError:
-            yield from self._reset_position_ops(address, remaining)
-            return
         except RaftkaError as e:
+            if follower is not None:
+                # down, cut off from its leader, or its log starts later: the leader
+                # decides, at once (no backoff; each replica is avoided in turn)
+                down = isinstance(e, (BrokerNotAvailableError, RequestTimedOutError))
+                self._avoid_replica(follower, FOLLOWER_AVOID_S if down else FOLLOWER_RECHECK_S)
+                return
+            if isinstance(e, OffsetOutOfRangeError):
+                yield from self._reset_position_ops(address, remaining)
+                return
             retry = self._retry
             step = retry.on_error(e, failed=address or "",
                                   leader=named_leader(e, self._cluster.broker_address))
@@ -261,6 +309,10 @@ class PartitionReaderCore:
             yield backoff(retry, until=deadline)
             return
         self._retry.succeeded()
+        if follower is not None and response.high_watermark < self._position \
+                and not response.record_batches and not response.records \
+                and wait_ms >= FOLLOWER_LAG_WAIT_MS:
+            self._avoid_replica(follower)  # still behind us after waiting: lagging
         after = response.next_offset
         if self._read_ahead_on and self._position < after < response.high_watermark:
             self._read_ahead = (address, after, (yield Start(Rpc(
@@ -274,7 +326,35 @@ class PartitionReaderCore:
     def _fetch_request(self, offset: int, wait_ms: int) -> broker_pb2.FetchRequest:
         return broker_pb2.FetchRequest(topic=self.topic, partition=self.partition,
                                        offset=offset, max_bytes=self._max_bytes,
-                                       max_wait_ms=wait_ms)
+                                       max_wait_ms=wait_ms,
+                                       allow_follower=self._read_from != "leader")
+
+    def _replica_address(self, leader_address: str) -> tuple[int | None, str]:
+        """(the follower to read, its address), or (None, the leader's address)."""
+        md = self._cluster.metadata
+        t = md.topics.get(self.topic)
+        p = t.partition(self.partition) if t is not None else None
+        if p is None:
+            return None, leader_address
+        now = time.monotonic()
+        candidates = [r for r in p.replicas
+                      if r in md.brokers and self._avoid.get(r, 0.0) <= now]
+        if self._read_from == "nearest":
+            candidates = [r for r in candidates if md.racks.get(r) == self._rack]
+            if p.leader_id in candidates:
+                candidates = [p.leader_id]  # the leader is near: no reason to go elsewhere
+        if self._replica not in candidates:
+            self._replica = random.choice(candidates) if candidates else None
+        address = md.brokers.get(self._replica) if self._replica is not None else None
+        if address is None or address == leader_address:
+            return None, leader_address
+        return self._replica, address
+
+    def _avoid_replica(self, replica: int, seconds: float = FOLLOWER_AVOID_S) -> None:
+        self._avoid[replica] = time.monotonic() + seconds
+        if self._replica == replica:
+            self._replica = None
+        self._cancel_read_ahead()
 
     def _cancel_read_ahead(self) -> None:
         ahead, self._read_ahead = self._read_ahead, None
@@ -467,6 +547,8 @@ class TopicReader:
         request_timeout_ms: int = 2000,
         security: ClientSecurity | None = None,
         max_bytes: int = 1024 * 1024,
+        read_from: str = "leader",
+        rack: str | None = None,
     ) -> None:
         self.topic = topic
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
@@ -483,7 +565,8 @@ class TopicReader:
                         f"not {p}")
             self._readers = [
                 PartitionReader(self._cluster, topic, p, offset, offset_reset=offset_reset,
-                                request_timeout_ms=request_timeout_ms, max_bytes=max_bytes)
+                                request_timeout_ms=request_timeout_ms, max_bytes=max_bytes,
+                                read_from=read_from, rack=rack)
                 for p in partitions
             ]
         except BaseException:

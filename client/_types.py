@@ -112,6 +112,7 @@ class ConfigEntry:
 class BrokerDescription:
     id: int
     address: str
+    rack: str = ""  # its --rack ("" = none declared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +121,12 @@ class NodeDescription:
     address: str
     reachable: bool  # as seen by the answering node
     leader_count: int  # partitions it leads
+    rack: str = ""  # its --rack ("" = none declared, or not known to the answering node)
 
     @classmethod
     def from_pb(cls, n: admin_pb2.NodeStatus) -> NodeDescription:
         return cls(id=n.id, address=n.address, reachable=n.reachable,
-                   leader_count=n.leader_count)
+                   leader_count=n.leader_count, rack=n.rack)
 
 
 @dataclass(frozen=True, slots=True)

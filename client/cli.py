@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit once every partition is read up to its high watermark")
     consume.add_argument("-n", "--count", type=_positive_int, default=None,
                          help="exit after this many records")
+    consume.add_argument("--read-from", choices=("leader", "nearest", "any"), default="leader",
+                         help="which replica to read: the leader (default), the nearest "
+                         "(one in --rack, else the leader) or any (spread over replicas)")
+    consume.add_argument("--rack", default=None,
+                         help="the rack (zone) this client runs in, for --read-from nearest")
     consume.add_argument("--print-offsets", action="store_true",
                          help="prefix each value with PARTITION<TAB>OFFSET<TAB>")
     consume.add_argument("-g", "--group", default=None, metavar="GROUP",
@@ -1120,6 +1125,8 @@ class _ProduceFailed(Exception):
 
 
 def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    if args.read_from == "nearest" and not args.rack:
+        raise _UsageError("--read-from nearest needs --rack (the rack this client runs in)")
     if args.group is not None:
         return _cmd_consume_group(args, bootstrap)
     if args.from_beginning:
@@ -1134,7 +1141,8 @@ def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout.buffer
     printed = 0
     with TopicReader(bootstrap, args.topic, partitions, offset, metadata_timeout=5.0,
-                     security=security_from_args(args)) as reader:
+                     security=security_from_args(args), read_from=args.read_from,
+                     rack=args.rack) as reader:
         while True:
             records = reader.poll(0.5)
             for r in records:
@@ -1169,7 +1177,8 @@ def _cmd_consume_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
         with Consumer(bootstrap, args.group, [args.topic],
                       auto_offset_reset="earliest" if args.from_beginning else "latest",
                       enable_auto_commit=False, client_id=f"{PROG}-cli",
-                      security=security_from_args(args)) as consumer:
+                      security=security_from_args(args), read_from=args.read_from,
+                      rack=args.rack) as consumer:
             while True:
                 limit = None if args.count is None else args.count - printed
                 records = consumer.poll(0.5, max_records=limit)

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from raftka.raft import ConfState, Role, Snapshot
+from raftka.v1 import raft_pb2
 from raftka.raft.rocksdb import RocksLogDB
 
 from ._config import NodeConfig
@@ -52,6 +53,11 @@ class Broker:
         self.host = RaftHost(config.node_id, self.db, self.peer_channels.addresses, timing,
                              observer=self.metrics, open_channel=self.peer_channels.open)
         self.controller = ControllerReplica(list(config.peers), self._reconcile, self.host.mark)
+        # node id -> rack (follower fetching): ours from the config, the peers' from the
+        # hello that opens each of their Raft streams to us (_transport.py)
+        self.racks: dict[int, str] = {nid: "" for nid in config.peers}
+        self.racks[config.node_id] = config.rack
+        self.host.transport.hello = raft_pb2.NodeHello(rack=config.rack)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
         # Topic names deleted (or re-created under a new id) with the wall-clock ms this

@@ -13,6 +13,7 @@ TOML example::
     heartbeat_ticks = 2
     log_level = "warning"
     metrics_listen = "127.0.0.1:9301"   # Prometheus metrics over HTTP (default: off)
+    rack = "eu-west-1a"                 # where this node runs (follower fetching; default: none)
 
     # Security (README, Security; node/_tls.py, _auth.py, _authz.py)
     tls_cert = "node1.pem"              # client port TLS (default: plain text)
@@ -45,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+RACK_LENGTH_MAX = 64
+
+
 class ConfigError(ValueError):
     """The node cannot start with this configuration; the message says what to fix."""
 
@@ -66,6 +70,9 @@ class NodeConfig:
     # __consumer_offsets partitions snapshot their offsets and drop older entries once this
     # many entries have been applied past their first index (bounds restart replay).
     offsets_compact_entries: int = 10_000
+    # The rack (zone, room) this node runs in, shown in Metadata; readers with
+    # read_from="nearest" prefer a replica in their own rack. "" = none declared.
+    rack: str = ""
     # security (see the module docstring)
     tls_cert: str = ""
     tls_key: str = ""
@@ -165,6 +172,10 @@ class NodeConfig:
                                   f"{self.metrics_listen!r}")
         if not self.advertise:
             self.advertise = self.peers[self.node_id]
+        if len(self.rack) > RACK_LENGTH_MAX or not self.rack.isprintable() \
+                or self.rack != self.rack.strip():
+            raise ConfigError(f"rack must be printable, without surrounding spaces and at "
+                              f"most {RACK_LENGTH_MAX} characters, got {self.rack!r}")
         self._validate_security()
         self._validate_kafka()
 
@@ -248,7 +259,7 @@ def load_toml(path: Path) -> NodeConfig:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
-             "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen",
+             "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
              *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers"}
     unknown = set(raw) - known
     if unknown:
@@ -264,6 +275,7 @@ def load_toml(path: Path) -> NodeConfig:
             log_level=str(raw.get("log_level", "warning")),
             offsets_compact_entries=int(raw.get("offsets_compact_entries", 10_000)),
             metrics_listen=str(raw.get("metrics_listen", "")),
+            rack=str(raw.get("rack", "")),
             **_security_from_toml(raw),
             kafka_listen=str(raw.get("kafka_listen", "")),
             kafka_advertised=str(raw.get("kafka_advertised", "")),
@@ -291,6 +303,8 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics over HTTP there (GET /metrics); off by "
                    "default")
+    p.add_argument("--rack", default=None, help="the rack (zone) this node runs in, for "
+                   "consumers that read from the nearest replica (default: none)")
     s = p.add_argument_group("security (README, Security)")
     s.add_argument("--tls-cert", help="client port: this node's certificate (PEM); plain "
                    "text without it")
@@ -338,6 +352,8 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.log_level = args.log_level
     if args.metrics_listen is not None:
         cfg.metrics_listen = args.metrics_listen
+    if args.rack is not None:
+        cfg.rack = args.rack
     if args.kafka_listen is not None:
         cfg.kafka_listen = args.kafka_listen
     if args.kafka_advertised is not None:

@@ -24,7 +24,8 @@ Durable membership (so that a live member survives a coordinator move):
 7. What a member was told, and what it may hold, is replicated before it is told: every
    change of a member's persisted fields (client id, host, topics, timeouts, ``epoch``,
    ``sent``, ``held``; joining, leaving, removal) and of the group's (``assignor``,
-   ``group_epoch``) is recorded in ``changed_members``/``changed_group``; the service takes
+   ``group_epoch`` and the partition counts it was computed with) is recorded in
+   ``changed_members``/``changed_group``; the service takes
    them with ``take_changes`` and writes them to the group's offsets partition before it
    answers (``_group_service.py``).
 8. A new coordinator rebuilds the group from those records (``restore``): the same member
@@ -237,7 +238,10 @@ class ConsumerGroup:
         self.changed_group = self.changed_group or group
 
     def group_record(self) -> dict:
-        return {"assignor": self.assignor, "group_epoch": self.group_epoch}
+        # partition_counts: what the group epoch was computed with, so a new coordinator
+        # does not take the first heartbeat's counts for a change and bump the epoch
+        return {"assignor": self.assignor, "group_epoch": self.group_epoch,
+                "partition_counts": dict(sorted(self.partition_counts.items()))}
 
     @classmethod
     def restore(cls, group_id: str, group: dict | None, members: dict[str, dict],
@@ -247,6 +251,11 @@ class ConsumerGroup:
         if group is not None:
             restored.assignor = group.get("assignor") or DEFAULT_ASSIGNOR
             restored.group_epoch = int(group.get("group_epoch", 0))
+            # absent in records written before it was recorded: the first heartbeat then
+            # sees the counts as new and bumps the epoch once (harmless, just not quiet)
+            counts = group.get("partition_counts")
+            if isinstance(counts, dict):
+                restored.partition_counts = {str(t): int(n) for t, n in counts.items()}
         if restored.assignor not in ASSIGNORS:
             restored.assignor = DEFAULT_ASSIGNOR
         for member_id, record in sorted(members.items()):

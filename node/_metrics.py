@@ -133,6 +133,13 @@ class NodeMetrics:
             "spans).", registry=r)
         self.fetch_bytes = Counter(
             "raftka_fetch_bytes", "Record-batch bytes returned by fetches.", registry=r)
+        self.follower_fetch_requests = Counter(
+            "raftka_fetch_follower_requests", "Fetch requests this node answered for "
+            "partitions it does not lead (follower fetching; counted in "
+            "raftka_fetch_requests too).", registry=r)
+        self.follower_fetch_records = Counter(
+            "raftka_fetch_follower_records", "Records returned by those fetches.",
+            registry=r)
         self.fetch_latency = Histogram(
             "raftka_fetch_request_duration_seconds", "Time to answer a unary Fetch, its "
             "long-poll wait (max_wait_ms) included.", buckets=LATENCY_BUCKETS, registry=r)
@@ -193,7 +200,9 @@ class NodeMetrics:
             produce_records=_counter_value(self.produce_records),
             produce_bytes=_counter_value(self.produce_bytes),
             fetch_records=_counter_value(self.fetch_records),
-            fetch_bytes=_counter_value(self.fetch_bytes))
+            fetch_bytes=_counter_value(self.fetch_bytes),
+            follower_fetch_requests=_counter_value(self.follower_fetch_requests),
+            follower_fetch_records=_counter_value(self.follower_fetch_records))
         for target, family, labels in (
                 (response.produce_acks_all, self._produce_latency, {"acks": "all"}),
                 (response.produce_acks_leader, self._produce_latency, {"acks": "leader"}),
@@ -205,8 +214,12 @@ class NodeMetrics:
         self.produce_records.inc(records)
         self.produce_bytes.inc(size_bytes)
 
-    def fetched(self, records: int, size_bytes: int) -> None:
+    def fetched(self, records: int, size_bytes: int, follower: bool = False) -> None:
         self.fetch_requests.inc()
+        if follower:
+            self.follower_fetch_requests.inc()
+            if records > 0:
+                self.follower_fetch_records.inc(records)
         if records > 0:
             self.fetch_records.inc(records)
         if size_bytes:

@@ -108,7 +108,7 @@ async def serve(config: NodeConfig) -> int:
     broker.reassignments.controller_write = admin_service.complete_reassignment
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
-    raft_service = RaftPeerService(config.node_id, broker.host.deliver_many)
+    raft_service = RaftPeerService(config.node_id, broker.host.deliver_many, broker.racks)
     peer_server = None
     if config.peer_listen:  # Raft and forwarded calls on their own mutual-TLS port
         peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[

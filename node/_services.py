@@ -156,6 +156,25 @@ def _require_producible_leader(broker: Broker, topic: str, partition: int):
     return _require_leader(broker, topic, partition)
 
 
+def _readable(broker: Broker, request):
+    """The replica a Fetch reads: the leader, or with ``allow_follower`` a follower that
+    hears from its leader (node-level liveness). A follower applies only what its leader
+    told it is committed, so its high watermark never passes the leader's. A replica
+    without a live leader (an election, cut off from the leader) answers NOT_LEADER, and
+    the reader goes to the leader."""
+    if not request.allow_follower:
+        return _require_leader(broker, request.topic, request.partition)
+    replica = broker.partition(request.topic, request.partition)
+    group = replica.group
+    if group is not None:
+        node = group.node
+        if node.role == Role.LEADER or (
+                node.role == Role.FOLLOWER and node.leader_id
+                and broker.host.driver.heard_recently(node.leader_id)):
+            return replica
+    return _require_leader(broker, request.topic, request.partition)
+
+
 def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
     """(leader replica, payload, acks, timeout_s) of a ProduceRequest; raises BrokerError."""
     replica = _require_producible_leader(broker, request.topic, request.partition)
@@ -343,11 +362,19 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
     async def Fetch(self, request, context):  # noqa: N802
         started = time.perf_counter()
         try:
-            replica = _require_leader(self.broker, request.topic, request.partition)
+            replica = _readable(self.broker, request)
             wait_ms = min(max(request.max_wait_ms, 0), FETCH_WAIT_MS_MAX)
             if wait_ms and request.offset >= replica.high_watermark:
                 await replica.wait_for_data(request.offset, wait_ms / 1000)
-                replica = _require_leader(self.broker, request.topic, request.partition)
+                replica = _readable(self.broker, request)
+            if request.allow_follower and request.offset > replica.high_watermark and \
+                    replica.group.node.role != Role.LEADER:
+                # a follower behind the reader (it read further elsewhere): nothing yet,
+                # not OFFSET_OUT_OF_RANGE; the leader decides what is out of range
+                self.broker.metrics.fetched(0, 0, follower=True)
+                return broker_pb2.FetchResponse(
+                    high_watermark=replica.high_watermark,
+                    log_start_offset=replica.log_start_offset, next_offset=request.offset)
             return self._read(replica, request, request.offset)
         finally:
             self.broker.metrics.fetch_latency.observe(time.perf_counter() - started)
@@ -359,7 +386,7 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         streams.inc()
         try:
             while True:
-                replica = _require_leader(self.broker, request.topic, request.partition)
+                replica = _readable(self.broker, request)
                 if offset >= replica.high_watermark:
                     await replica.wait_for_data(offset, 5.0)
                     continue
@@ -372,7 +399,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
     def _read(self, replica, request, offset: int) -> broker_pb2.FetchResponse:
         max_bytes = min(request.max_bytes or FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_BYTES_MAX)
         data, next_offset = replica.read(offset, max_bytes)
-        self.broker.metrics.fetched(next_offset - offset, len(data))
+        self.broker.metrics.fetched(next_offset - offset, len(data),
+                                    follower=replica.group.node.role != Role.LEADER)
         response = broker_pb2.FetchResponse(
             high_watermark=replica.high_watermark, log_start_offset=replica.log_start_offset,
             next_offset=next_offset)
@@ -397,7 +425,7 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         state = b.controller.state
         response = broker_pb2.MetadataResponse(controller_id=b.controller.leader_id())
         for nid, addr in sorted(b.config.peers.items()):
-            response.brokers.add(id=nid, address=addr)
+            response.brokers.add(id=nid, address=addr, rack=b.racks.get(nid, ""))
         names = list(request.topics) or [t.name for t in state.topics_sorted()]
         for name in names:
             topic = state.topic(name)
@@ -640,7 +668,7 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             controller_id=b.controller.leader_id(), under_replicated_partitions=under)
         for nid, addr in sorted(b.config.peers.items()):
             response.nodes.add(id=nid, address=addr, reachable=b.host.transport.is_reachable(nid),
-                               leader_count=leaders.get(nid, 0))
+                               leader_count=leaders.get(nid, 0), rack=b.racks.get(nid, ""))
         return response
 
     @_handler

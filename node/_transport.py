@@ -22,7 +22,8 @@ rolling upgrade. Any other version ends the stream with INVALID_REQUEST naming b
 the receiver logs a warning once per peer and version, the sender once per refusal reason
 (it keeps reconnecting with backoff: the peer may be upgraded meanwhile).
 Version history: 0 = no field; 1 = ``RaftBatch.protocol_version`` (the messages are those of
-version 0).
+version 0). ``RaftBatch.hello`` (the sender's rack, first batch of a stream) is optional
+and ignored by nodes that do not know it, so it needed no new version.
 
 Asyncio tasks owned here: one ``_sender`` per peer (owns that peer's queue and channel).
 """
@@ -61,6 +62,7 @@ PROTOCOL_VERSION = 1
 PROTOCOL_VERSIONS_ACCEPTED = range(PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1)
 
 QUEUE_MESSAGES_MAX = 20_000
+RACK_LENGTH_MAX = 64  # a peer's rack is cut there (node/_config.py refuses longer ones)
 BATCH_MESSAGES_MAX = 2_000
 
 
@@ -185,6 +187,8 @@ class PeerTransport:
         # (group id, message) -> whether it may go now; False drops it (the reassignment
         # throttle, _reassignment.py; Raft retransmits). None: everything goes.
         self.allow: Callable[[int, Message], bool] | None = None
+        # sent as the first batch of every stream (this node's rack: RaftBatch.hello)
+        self.hello: raft_pb2.NodeHello | None = None
 
     def start(self) -> None:
         for peer in self._peers.values():
@@ -239,6 +243,10 @@ class PeerTransport:
             stub = raft_pb2_grpc.RaftPeerStub(channel)
             try:
                 call = stub.Stream()
+                if self.hello is not None:
+                    await call.write(raft_pb2.RaftBatch(from_node=self.node_id,
+                                                        to_node=peer.node_id, hello=self.hello,
+                                                        protocol_version=PROTOCOL_VERSION))
                 peer.connected = True
                 while not self._closed:
                     if not peer.queue:
@@ -300,10 +308,14 @@ _REFUSALS_LOGGED_MAX = 1024  # (peer, version) pairs warned about; the ids come 
 
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
     def __init__(self, node_id: int,
-                 deliver_many: Callable[[list[tuple[int, Message]], int], None]):
+                 deliver_many: Callable[[list[tuple[int, Message]], int], None],
+                 racks: dict[int, str] | None = None):
+        """``racks``: node id -> rack of every cluster member, updated from the peers'
+        hellos (Metadata shows them); ids not in it are not recorded."""
         self._node_id = node_id
         self._deliver_many = deliver_many
         self._refusals_logged: set[tuple[int, int]] = set()  # (peer, version): bounded by peers
+        self._racks = racks if racks is not None else {}
 
     async def _refuse_version(self, context, batch: raft_pb2.RaftBatch) -> None:
         version = batch.protocol_version
@@ -335,6 +347,8 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                 if batch.protocol_version not in PROTOCOL_VERSIONS_ACCEPTED:
                     await self._refuse_version(context, batch)
                 count += 1
+                if batch.HasField("hello") and batch.from_node in self._racks:
+                    self._racks[batch.from_node] = batch.hello.rack[:RACK_LENGTH_MAX]
                 try:
                     messages = decode_batch(batch)
                 except MalformedPeerBatch as exc:

@@ -240,6 +240,11 @@ class HostDriver:
         heard = self._heard.get(peer)
         return 0.0 if heard is None else max(0.0, self._now() - heard)
 
+    def heard_recently(self, peer: int) -> bool:
+        """Whether a batch (or ping) came from ``peer`` within an election timeout."""
+        heard = self._heard.get(peer)
+        return heard is not None and self._now() - heard < self._silence
+
     def mark(self, group_id: int) -> None:
         """Group ``group_id`` has work (a proposal, a read, a transfer): serve it next pass."""
         self._dirty.add(group_id)

@@ -42,6 +42,7 @@ from raftka.client._consumer import (
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
+from raftka.client._reader import check_read_from
 from raftka.client.aio._reader import PartitionReader
 from raftka.client.aio._waits import wait_event
 from raftka.v1.errors import (
@@ -70,7 +71,8 @@ class _Fetcher:
             consumer._cluster, tp.topic, tp.partition, start,
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
-            read_ahead=False)  # this task is the read-ahead
+            read_ahead=False,  # this task is the read-ahead
+            read_from=consumer._read_from, rack=consumer._rack)
         self._room = asyncio.Event()
         self._stopped = False
         self._task = asyncio.ensure_future(self._run())
@@ -137,7 +139,10 @@ class Consumer:
         fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 5000,
         security: ClientSecurity | None = None,
+        read_from: str = "leader",
+        rack: str | None = None,
     ) -> None:
+        check_read_from(read_from, rack)
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
                              f"{auto_offset_reset!r}")
@@ -160,6 +165,8 @@ class Consumer:
         self._fetch_max_bytes = fetch_max_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._request_timeout_ms = request_timeout_ms
+        self._read_from = read_from  # follower fetching (_reader.py)
+        self._rack = rack
         self._cluster = AsyncCluster(bootstrap, request_timeout_ms=request_timeout_ms,
                                   security=security)
         self._coordinator = GroupCoordinatorClient(self._cluster, group_id)

@@ -236,7 +236,8 @@ def test_changes_are_taken_once_and_a_quiet_heartbeat_changes_nothing():
     a = join(g)
     members, group = g.take_changes()
     assert list(members) == [a.member_id] and members[a.member_id]["epoch"] == a.member_epoch
-    assert group == {"assignor": "sticky", "group_epoch": g.group_epoch}
+    assert group == {"assignor": "sticky", "group_epoch": g.group_epoch,
+                     "partition_counts": COUNTS}
     assert g.take_changes() == ({}, None)
     beat(g, a.member_id, a.member_epoch)  # acknowledges what it holds already
     assert g.take_changes() == ({}, None)
@@ -266,6 +267,41 @@ def test_a_restored_group_keeps_members_and_holdings_and_a_newcomer_gets_only_fr
     beat(g, a.member_id, r.member_epoch, now=100.3)  # A acknowledges dropping three
     r = beat(g, b.member_id, b.member_epoch, now=100.4)
     assert len(r.assignment) == 3 and not r.assignment & g.members[a.member_id].held
+
+
+def test_a_restored_stable_group_keeps_its_epochs_and_assignment_at_the_next_heartbeats():
+    """A coordinator move is not a membership change: the restored group answers the
+    members' next heartbeats with the same group epoch, member epochs and partitions, and
+    writes nothing (issue 19: no rebalance storm after a failover)."""
+    log = _Log()
+    g = ConsumerGroup("g")
+    results = [join(g) for _ in range(3)]
+    epochs = {r.member_id: r.member_epoch for r in results}
+    settle(g, epochs)
+    log.write(g)
+    owned = {m: g.members[m].held for m in epochs}
+    group_epoch = g.group_epoch
+    g = log.restore(now=100.0)
+    for member_id, epoch in epochs.items():
+        r = beat(g, member_id, epoch, now=100.1)
+        assert (r.member_epoch, r.assignment, r.group_epoch, r.pending) == (
+            epoch, owned[member_id], group_epoch, False)
+    assert g.take_changes() == ({}, None)
+
+
+def test_a_group_record_without_partition_counts_still_restores():
+    """Records written before the counts were recorded: the first heartbeat bumps the
+    group epoch once (the counts look new) and changes no assignment."""
+    log = _Log()
+    g = ConsumerGroup("g")
+    a = join(g)
+    epochs = {a.member_id: a.member_epoch}
+    settle(g, epochs)
+    log.write(g)
+    del log.group["partition_counts"]
+    g = log.restore(now=10.0)
+    r = beat(g, a.member_id, epochs[a.member_id], now=10.1)
+    assert r.assignment == frozenset(("orders", p) for p in range(6))
 
 
 def test_a_restored_unacknowledged_revocation_gets_a_fresh_rebalance_timeout():

@@ -162,7 +162,7 @@ class LatencyHistogram(_message.Message):
     def __init__(self, upper_bounds_seconds: _Optional[_Iterable[float]] = ..., cumulative_counts: _Optional[_Iterable[int]] = ..., sum_seconds: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class DescribeNodeStatsResponse(_message.Message):
-    __slots__ = ("node_id", "produce_acks_all", "produce_acks_leader", "fetch", "produce_records", "produce_bytes", "fetch_records", "fetch_bytes")
+    __slots__ = ("node_id", "produce_acks_all", "produce_acks_leader", "fetch", "produce_records", "produce_bytes", "fetch_records", "fetch_bytes", "follower_fetch_requests", "follower_fetch_records")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCE_ACKS_ALL_FIELD_NUMBER: _ClassVar[int]
     PRODUCE_ACKS_LEADER_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +171,8 @@ class DescribeNodeStatsResponse(_message.Message):
     PRODUCE_BYTES_FIELD_NUMBER: _ClassVar[int]
     FETCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
     FETCH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWER_FETCH_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWER_FETCH_RECORDS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     produce_acks_all: LatencyHistogram
     produce_acks_leader: LatencyHistogram
@@ -179,19 +181,23 @@ class DescribeNodeStatsResponse(_message.Message):
     produce_bytes: int
     fetch_records: int
     fetch_bytes: int
-    def __init__(self, node_id: _Optional[int] = ..., produce_acks_all: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., produce_acks_leader: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., fetch: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., produce_records: _Optional[int] = ..., produce_bytes: _Optional[int] = ..., fetch_records: _Optional[int] = ..., fetch_bytes: _Optional[int] = ...) -> None: ...
+    follower_fetch_requests: int
+    follower_fetch_records: int
+    def __init__(self, node_id: _Optional[int] = ..., produce_acks_all: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., produce_acks_leader: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., fetch: _Optional[_Union[LatencyHistogram, _Mapping]] = ..., produce_records: _Optional[int] = ..., produce_bytes: _Optional[int] = ..., fetch_records: _Optional[int] = ..., fetch_bytes: _Optional[int] = ..., follower_fetch_requests: _Optional[int] = ..., follower_fetch_records: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "address", "reachable", "leader_count")
+    __slots__ = ("id", "address", "reachable", "leader_count", "rack")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
     reachable: bool
     leader_count: int
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., leader_count: _Optional[int] = ...) -> None: ...
+    rack: str
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., leader_count: _Optional[int] = ..., rack: _Optional[str] = ...) -> None: ...
 
 class DescribeClusterResponse(_message.Message):
     __slots__ = ("nodes", "controller_id", "under_replicated_partitions")

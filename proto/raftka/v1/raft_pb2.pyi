@@ -71,20 +71,28 @@ class HeartbeatPack(_message.Message):
     def __init__(self, group_id: _Optional[_Iterable[int]] = ..., term: _Optional[_Iterable[int]] = ..., commit: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RaftBatch(_message.Message):
-    __slots__ = ("from_node", "to_node", "messages", "heartbeats", "heartbeat_responses", "protocol_version")
+    __slots__ = ("from_node", "to_node", "messages", "heartbeats", "heartbeat_responses", "protocol_version", "hello")
     FROM_NODE_FIELD_NUMBER: _ClassVar[int]
     TO_NODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_RESPONSES_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
     from_node: int
     to_node: int
     messages: _containers.RepeatedCompositeFieldContainer[RaftMessage]
     heartbeats: HeartbeatPack
     heartbeat_responses: HeartbeatPack
     protocol_version: int
-    def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., heartbeats: _Optional[_Union[HeartbeatPack, _Mapping]] = ..., heartbeat_responses: _Optional[_Union[HeartbeatPack, _Mapping]] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    hello: NodeHello
+    def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., heartbeats: _Optional[_Union[HeartbeatPack, _Mapping]] = ..., heartbeat_responses: _Optional[_Union[HeartbeatPack, _Mapping]] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[NodeHello, _Mapping]] = ...) -> None: ...
+
+class NodeHello(_message.Message):
+    __slots__ = ("rack",)
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    rack: str
+    def __init__(self, rack: _Optional[str] = ...) -> None: ...
 
 class RaftStreamSummary(_message.Message):
     __slots__ = ("batches",)
