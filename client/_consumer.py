@@ -50,7 +50,7 @@ from raftka.v1.errors import (
     UnknownMemberIdError,
     UnknownTopicError,
 )
-from raftka.client._reader import PartitionReader
+from raftka.client._reader import PartitionReader, _isolation
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.v1 import group_pb2
 
@@ -268,7 +268,8 @@ class _Fetcher:
             consumer._cluster, tp.topic, tp.partition, start,
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
-            read_ahead=False)  # this thread is the read-ahead
+            read_ahead=False,  # this thread is the read-ahead
+            isolation_level=consumer._isolation_level)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"raftka-fetch-{tp.topic}-"
                                         f"{tp.partition}", daemon=True)
@@ -335,7 +336,10 @@ class Consumer:
         fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 5000,
         security: ClientSecurity | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        _isolation(isolation_level)  # a bad value fails here, not in the fetchers
+        self._isolation_level = isolation_level
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
                              f"{auto_offset_reset!r}")

@@ -75,6 +75,19 @@ def _start_spec(offset: str | int) -> str | int:
     return name
 
 
+_ISOLATION_LEVELS = {"read_uncommitted": broker_pb2.READ_UNCOMMITTED,
+                     "read_committed": broker_pb2.READ_COMMITTED}
+
+
+def _isolation(level: str) -> int:
+    """``isolation_level`` as Kafka names it (also with a dash, as the CLI takes it)."""
+    value = _ISOLATION_LEVELS.get(str(level).strip().lower().replace("-", "_"))
+    if value is None:
+        raise ValueError("isolation_level must be 'read_uncommitted' (the default) or "
+                         f"'read_committed', got {level!r}")
+    return value
+
+
 class PartitionReaderCore:
     """A partition reader's state and its fetch operation (``_ops.py``): everything but
     the I/O, shared by :class:`PartitionReader` and the asyncio ``raftka.aio``
@@ -93,7 +106,9 @@ class PartitionReaderCore:
         request_timeout_ms: int = 2000,
         security: ClientSecurity | None = None,
         read_ahead: bool = True,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        self._isolation = _isolation(isolation_level)
         self.topic = topic
         self._read_ahead_on = read_ahead  # off where a thread of the caller's reads ahead
         self.partition = partition
@@ -274,7 +289,7 @@ class PartitionReaderCore:
     def _fetch_request(self, offset: int, wait_ms: int) -> broker_pb2.FetchRequest:
         return broker_pb2.FetchRequest(topic=self.topic, partition=self.partition,
                                        offset=offset, max_bytes=self._max_bytes,
-                                       max_wait_ms=wait_ms)
+                                       max_wait_ms=wait_ms, isolation_level=self._isolation)
 
     def _cancel_read_ahead(self) -> None:
         ahead, self._read_ahead = self._read_ahead, None
@@ -301,6 +316,11 @@ class PartitionReaderCore:
                                                 header.base_offset < next_position))
                     next_position = max(next_position, header.next_offset)
                     pos += header.size
+                if (self._isolation and next_position < response.next_offset
+                        <= response.high_watermark):
+                    # read_committed: the broker left out aborted batches and markers
+                    # after the last one it returned
+                    next_position = response.next_offset
             except _DecodeError as e:
                 if next_position == position:  # nothing usable: refuse to skip data
                     raise CorruptBatchError(
@@ -467,7 +487,9 @@ class TopicReader:
         request_timeout_ms: int = 2000,
         security: ClientSecurity | None = None,
         max_bytes: int = 1024 * 1024,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        _isolation(isolation_level)  # a bad value fails before any connection
         self.topic = topic
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
                                 security=security)
@@ -483,7 +505,8 @@ class TopicReader:
                         f"not {p}")
             self._readers = [
                 PartitionReader(self._cluster, topic, p, offset, offset_reset=offset_reset,
-                                request_timeout_ms=request_timeout_ms, max_bytes=max_bytes)
+                                request_timeout_ms=request_timeout_ms, max_bytes=max_bytes,
+                                isolation_level=isolation_level)
                 for p in partitions
             ]
         except BaseException:

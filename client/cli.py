@@ -20,6 +20,7 @@
     raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: no limit)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
+                   [--isolation read-committed]
     raftka consume TOPIC --group G [--from-beginning] [--count N] [--exit-at-end]
     raftka group list | describe G | delete G
     raftka group reset-offsets G --topic T [--partition N ...]
@@ -346,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit once every partition is read up to its high watermark")
     consume.add_argument("-n", "--count", type=_positive_int, default=None,
                          help="exit after this many records")
+    consume.add_argument("--isolation", choices=("read-uncommitted", "read-committed"),
+                         default="read-uncommitted",
+                         help="read-committed: only records of committed transactions, up "
+                              "to the last stable offset (default read-uncommitted, as "
+                              "Kafka's isolation.level)")
     consume.add_argument("--print-offsets", action="store_true",
                          help="prefix each value with PARTITION<TAB>OFFSET<TAB>")
     consume.add_argument("-g", "--group", default=None, metavar="GROUP",
@@ -1134,7 +1140,8 @@ def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout.buffer
     printed = 0
     with TopicReader(bootstrap, args.topic, partitions, offset, metadata_timeout=5.0,
-                     security=security_from_args(args)) as reader:
+                     security=security_from_args(args),
+                     isolation_level=args.isolation) as reader:
         while True:
             records = reader.poll(0.5)
             for r in records:
@@ -1169,7 +1176,8 @@ def _cmd_consume_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
         with Consumer(bootstrap, args.group, [args.topic],
                       auto_offset_reset="earliest" if args.from_beginning else "latest",
                       enable_auto_commit=False, client_id=f"{PROG}-cli",
-                      security=security_from_args(args)) as consumer:
+                      security=security_from_args(args),
+                      isolation_level=args.isolation) as consumer:
             while True:
                 limit = None if args.count is None else args.count - printed
                 records = consumer.poll(0.5, max_records=limit)

@@ -35,6 +35,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
 from raftka.v1 import share_pb2, share_pb2_grpc
 from raftka.v1 import security_pb2, security_pb2_grpc
+from raftka.v1 import txn_pb2, txn_pb2_grpc
 from raftka.raft import StorageCorruption
 from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
@@ -45,7 +46,7 @@ from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._kafka import KafkaApis, KafkaListener
 from ._metrics import MetricsServer, NodeCollector
-from ._services import AdminService, BrokerService
+from ._services import AdminService, BrokerService, TxnMarkersService
 from ._share_service import ShareService
 from ._transport import RaftPeerService
 from ._acl import Authorizer
@@ -65,6 +66,7 @@ CLIENT_SERVICES = (  # SERVING once the metadata caught up; "" is the whole node
     group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
     share_pb2.DESCRIPTOR.services_by_name["Share"].full_name,
     security_pb2.DESCRIPTOR.services_by_name["Security"].full_name,
+    txn_pb2.DESCRIPTOR.services_by_name["TxnMarkers"].full_name,
     "",
 )
 
@@ -258,6 +260,7 @@ def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: Controller
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     share_pb2_grpc.add_ShareServicer_to_server(shares, server)
+    txn_pb2_grpc.add_TxnMarkersServicer_to_server(TxnMarkersService(broker), server)
     security_pb2_grpc.add_SecurityServicer_to_server(SecurityService(broker, forwarder), server)
 
 

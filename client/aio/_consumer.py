@@ -43,6 +43,7 @@ from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client.aio._reader import PartitionReader
+from raftka.client._reader import _isolation
 from raftka.client.aio._waits import wait_event
 from raftka.v1.errors import (
     CorruptBatchError,
@@ -70,7 +71,8 @@ class _Fetcher:
             consumer._cluster, tp.topic, tp.partition, start,
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
-            read_ahead=False)  # this task is the read-ahead
+            read_ahead=False,  # this task is the read-ahead
+            isolation_level=consumer._isolation_level)
         self._room = asyncio.Event()
         self._stopped = False
         self._task = asyncio.ensure_future(self._run())
@@ -137,7 +139,10 @@ class Consumer:
         fetch_max_wait_ms: int = 500,
         request_timeout_ms: int = 5000,
         security: ClientSecurity | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        _isolation(isolation_level)  # a bad value fails here, not in the fetchers
+        self._isolation_level = isolation_level
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
                              f"{auto_offset_reset!r}")

@@ -1,0 +1,195 @@
+"""Transactions on the partitions of a real 3-node cluster, driven the way the transaction
+coordinator will drive them (the coordinator itself is not built yet): transactional
+batches from an InitProducerId producer, TxnMarkers.WriteTxnMarkers to each partition
+leader, and read_committed fetches (gRPC and the client's readers). A commit across three
+partitions is seen whole; an abort is invisible to read_committed but visible to
+read_uncommitted; the state survives kill -9 of a partition leader; markers fence older
+epochs; bad inputs are refused and change nothing."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from raftka.client import PartitionReader, TopicReader
+from raftka.v1 import broker_pb2, errors_pb2, txn_pb2, txn_pb2_grpc
+from raftka.v1.recordbatch import Record, build_batch, build_control_batch, decode_batches
+
+from tests.harness import Cluster, error_info, wait_for
+
+TOPIC = "orders"
+
+
+def _pid(cluster: Cluster) -> tuple[int, int]:
+    def attempt():
+        for node in cluster.live():
+            try:
+                r = cluster.broker(node).InitProducerId(broker_pb2.InitProducerIdRequest(),
+                                                        timeout=5)
+                return r.producer_id, r.producer_epoch
+            except grpc.RpcError:
+                continue
+        return None
+    return wait_for(attempt, 20, "a producer id")
+
+
+def _txn_batch(pid: int, epoch: int, seq: int, *values: bytes) -> bytes:
+    return build_batch([Record(None, v) for v in values], compression="lz4",
+                       producer_id=pid, producer_epoch=epoch, base_sequence=seq,
+                       transactional=True)
+
+
+def _markers(cluster: Cluster, pid: int, epoch: int, commit: bool,
+             partitions: list[int]) -> dict[int, txn_pb2.TxnMarkerResult]:
+    """What a coordinator does: each partition's marker to its leader, retried (a retry
+    after a lost answer is harmless) until every one is committed."""
+    done: dict[int, txn_pb2.TxnMarkerResult] = {}
+
+    def attempt():
+        for p in [p for p in partitions if p not in done]:
+            leader = cluster.partition_leader(TOPIC, p)
+            if not leader:
+                continue
+            stub = txn_pb2_grpc.TxnMarkersStub(cluster.channel(leader))
+            try:
+                r = stub.WriteTxnMarkers(txn_pb2.WriteTxnMarkersRequest(
+                    producer_id=pid, producer_epoch=epoch,
+                    result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT,
+                    partitions=[txn_pb2.TxnMarkerPartition(topic=TOPIC, partition=p)]),
+                    timeout=10)
+            except grpc.RpcError:
+                continue
+            if not r.results[0].HasField("error"):
+                done[p] = r.results[0]
+        return len(done) == len(partitions)
+    wait_for(attempt, 30, f"markers on {partitions}")
+    return done
+
+
+def _committed(cluster: Cluster, partition: int, start: int = 0) -> tuple[list[bytes], int]:
+    """read_committed values from ``start`` up to the last stable offset, and the LSO."""
+    leader = cluster.wait_leader(TOPIC, partition)
+    values, offset = [], start
+    while True:
+        r = cluster.broker(leader).Fetch(broker_pb2.FetchRequest(
+            topic=TOPIC, partition=partition, offset=offset, max_bytes=1 << 20,
+            isolation_level=broker_pb2.READ_COMMITTED), timeout=10)
+        values += [x.value for x in decode_batches(r.record_batches)]
+        assert r.next_offset >= offset
+        if r.next_offset == offset or r.next_offset >= r.last_stable_offset:
+            return values, r.last_stable_offset
+        offset = r.next_offset
+
+
+def _uncommitted(cluster: Cluster, partition: int) -> list[bytes]:
+    return [v for _, v in cluster.values(TOPIC, partition)]
+
+
+def test_commit_is_seen_whole_and_abort_never_under_read_committed(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=3)
+    pid, epoch = _pid(cluster)
+    for p in range(3):
+        cluster.produce(TOPIC, p, build_batch([Record(None, b"before-%d" % p)]))
+        cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 0, b"t1-%d-a" % p, b"t1-%d-b" % p))
+    for p in range(3):  # open: nothing of it, nor anything after its first offset
+        values, lso = _committed(cluster, p)
+        assert values == [b"before-%d" % p] and lso == 1
+    results = _markers(cluster, pid, epoch, True, [0, 1, 2])
+    assert all(r.offset == 3 for r in results.values())
+    for p in range(3):
+        values, lso = _committed(cluster, p)
+        assert values == [b"before-%d" % p, b"t1-%d-a" % p, b"t1-%d-b" % p] and lso == 4
+
+    # the next transaction of the same producer aborts
+    for p in range(3):
+        cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 2, b"t2-%d" % p))
+        cluster.produce(TOPIC, p, build_batch([Record(None, b"plain-%d" % p)]))
+    _markers(cluster, pid, epoch, False, [0, 1, 2])
+    for p in range(3):
+        values, lso = _committed(cluster, p)
+        assert b"t2-%d" % p not in values and values[-1] == b"plain-%d" % p
+        assert b"t2-%d" % p in _uncommitted(cluster, p), "read_uncommitted sees it (Kafka)"
+
+    # the client's readers: read_committed by name, the default unchanged
+    with TopicReader(",".join(cluster.peers.values()), TOPIC, isolation_level="read_committed") as reader:
+        seen: list[bytes] = []
+        wait_for(lambda: seen.extend(r.value for r in reader.poll(0.5)) or len(seen) >= 12,
+                 30, "every committed record")
+        assert sorted(seen) == sorted(
+            [b"before-%d" % p for p in range(3)] + [b"plain-%d" % p for p in range(3)]
+            + [b"t1-%d-%s" % (p, s) for p in range(3) for s in (b"a", b"b")])
+    with PartitionReader(",".join(cluster.peers.values()), TOPIC, 0) as reader:
+        got: list[bytes] = []
+        wait_for(lambda: got.extend(r.value for r in reader.poll(0.5)) or len(got) >= 5,
+                 30, "every record of partition 0")
+        assert b"t2-0" in got
+    with pytest.raises(ValueError):
+        PartitionReader(",".join(cluster.peers.values()), TOPIC, 0, isolation_level="serializable")
+
+
+def test_state_survives_leader_kill_and_markers_fence_old_epochs(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=1)
+    pid, epoch = _pid(cluster)
+    cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 0, b"aborted"))
+    _markers(cluster, pid, epoch, False, [0])
+    cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 1, b"open"))
+    assert _committed(cluster, 0) == ([], 2)
+
+    old = cluster.wait_leader(TOPIC, 0)
+    cluster.kill(old)
+    wait_for(lambda: cluster.partition_leader(TOPIC, 0) not in (0, old), 30, "a new leader")
+    # the new leader rebuilt the aborted index and the open transaction from the log
+    assert _committed(cluster, 0) == ([], 2)
+    # a coordinator aborting a timed-out transaction bumps the epoch: the old one is fenced
+    _markers(cluster, pid, epoch + 1, False, [0])
+    with pytest.raises(grpc.RpcError) as exc:
+        cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 2, b"zombie"))
+    assert error_info(exc.value).code == errors_pb2.PRODUCER_FENCED
+    cluster.produce(TOPIC, 0, _txn_batch(pid, epoch + 1, 0, b"new"))
+    _markers(cluster, pid, epoch + 1, True, [0])
+    cluster.start(old)
+    values, _ = _committed(cluster, 0)
+    assert values == [b"new"]
+    assert b"zombie" not in _uncommitted(cluster, 0)
+    cluster.assert_replicas_agree(TOPIC, 0)
+
+
+def test_bad_inputs_are_refused_and_write_nothing(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=1)
+    pid, epoch = _pid(cluster)
+    cluster.produce(TOPIC, 0, build_batch([Record(None, b"x")]))
+    leader = cluster.wait_leader(TOPIC, 0)
+
+    def refused(batch: bytes) -> int:
+        with pytest.raises(grpc.RpcError) as exc:
+            cluster.produce(TOPIC, 0, batch)
+        return error_info(exc.value).code
+
+    assert refused(build_control_batch(pid, epoch, True, 0, 1)) == errors_pb2.INVALID_REQUEST
+    cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 0, b"t"))
+    idempotent = build_batch([Record(None, b"i")], producer_id=pid, producer_epoch=epoch,
+                             base_sequence=1)
+    assert refused(idempotent) == errors_pb2.INVALID_TXN_STATE
+    stub = txn_pb2_grpc.TxnMarkersStub(cluster.channel(leader))
+    with pytest.raises(grpc.RpcError) as exc:
+        stub.WriteTxnMarkers(txn_pb2.WriteTxnMarkersRequest(
+            producer_id=pid, producer_epoch=epoch,
+            partitions=[txn_pb2.TxnMarkerPartition(topic=TOPIC, partition=0)]), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    follower = next(n for n in cluster.live() if n != leader)
+    r = txn_pb2_grpc.TxnMarkersStub(cluster.channel(follower)).WriteTxnMarkers(
+        txn_pb2.WriteTxnMarkersRequest(
+            producer_id=pid, producer_epoch=epoch, result=txn_pb2.TXN_COMMIT,
+            partitions=[txn_pb2.TxnMarkerPartition(topic=TOPIC, partition=0),
+                        txn_pb2.TxnMarkerPartition(topic="nope", partition=0)]), timeout=10)
+    assert [x.error.code for x in r.results] == [errors_pb2.NOT_LEADER,
+                                                  errors_pb2.UNKNOWN_TOPIC]
+    with pytest.raises(grpc.RpcError) as exc:
+        cluster.broker(leader).Fetch(broker_pb2.FetchRequest(
+            topic=TOPIC, partition=0, offset=0, isolation_level=7), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _uncommitted(cluster, 0) == [b"x", b"t"], "nothing else was written"
+    assert _committed(cluster, 0) == ([b"x"], 1)
