@@ -279,6 +279,7 @@ class PartitionReplica:
         # epoch such a marker fences is refused before the marker applies
         self.txns = TxnIndex()
         self._marker_epochs: dict[int, tuple[int, int]] = {}
+        self._expiring: set[int] = set()  # producer ids whose expired txn we are aborting
         # first index of the current leader term; idempotent batches wait until it applies
         self._term_start_index = 0
         # duplicates of proposed-but-unapplied batches, answered when the original applies
@@ -780,6 +781,31 @@ class PartitionReplica:
                 f"producer id {pid} has an open transaction on {self.topic}/"
                 f"{self.partition}: its batches must be transactional until it ends"))
         return None
+
+    def expired_transactions(self, max_timeout_ms: int) -> list[tuple[int, int]]:
+        """Leader only: (producer id, epoch) of the transactions open here for longer than
+        ``max_timeout_ms`` since their first batch (by its append time, our own clock: the
+        leader appended it or applied it), that no abort of ours is writing already."""
+        group = self.group
+        if (not self.txns.open or group is None or group.closed
+                or group.node.role != Role.LEADER):
+            return []
+        cutoff = self._clock_ms() - max_timeout_ms
+        return [(pid, t.epoch) for pid, t in sorted(self.txns.open.items())
+                if t.start_ms < cutoff and pid not in self._marker_epochs
+                and pid not in self._expiring]
+
+    async def abort_expired(self, producer_id: int, epoch: int, timeout_s: float) -> int:
+        """Abort one expired transaction (``expired_transactions``) with the epoch it
+        began with; its offset. The producer is not fenced: a late batch of its would open
+        a new transaction, which expires in turn."""
+        self._expiring.add(producer_id)
+        try:
+            current = self.producers.current_epoch(producer_id)
+            return await self.write_marker(producer_id, max(epoch, current or 0), False, -1,
+                                           timeout_s)
+        finally:
+            self._expiring.discard(producer_id)
 
     async def write_marker(self, producer_id: int, epoch: int, commit: bool,
                            coordinator_epoch: int, timeout_s: float) -> int:

@@ -193,3 +193,24 @@ def test_bad_inputs_are_refused_and_write_nothing(cluster: Cluster) -> None:
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _uncommitted(cluster, 0) == [b"x", b"t"], "nothing else was written"
     assert _committed(cluster, 0) == ([b"x"], 1)
+
+
+def test_a_transaction_nobody_ends_is_aborted_after_the_max_timeout(tmp_path) -> None:
+    cluster = Cluster(tmp_path, 3, extra_args=("--transaction-max-timeout-ms", "1000"))
+    try:
+        cluster.start_all()
+        cluster.wait_healthy()
+        cluster.create_topic(TOPIC, partitions=1)
+        pid, epoch = _pid(cluster)
+        cluster.produce(TOPIC, 0, build_batch([Record(None, b"a")]))
+        cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 0, b"forgotten"))
+        cluster.produce(TOPIC, 0, build_batch([Record(None, b"b")]))
+        # the leader aborts it (maintenance pass): the LSO moves past the marker
+        wait_for(lambda: _committed(cluster, 0)[1] == 4, 30, "the expired transaction aborted")
+        assert _committed(cluster, 0) == ([b"a", b"b"], 4)
+        assert b"forgotten" in _uncommitted(cluster, 0)
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop_all()

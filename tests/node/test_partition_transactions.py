@@ -230,3 +230,31 @@ def test_txn_index_encoding_and_retention() -> None:
     assert t2.aborted == [AbortedTxn(5, 21, 30)]
     with pytest.raises(ValueError):
         TxnIndex.decode(t.encode()[:-3])
+
+
+def test_a_transaction_open_too_long_is_aborted_by_the_leader() -> None:
+    async def scenario() -> None:
+        now = [1_000_000]
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        node = RawNode(Config(1, election_tick=10, heartbeat_tick=1), storage,
+                       random.Random(1))
+        r = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
+                             clock_ms=lambda: now[0])
+        r.attach(Group(2, node, storage, r))  # type: ignore[arg-type]
+        node.campaign()
+        _drive(r, node, storage)
+        r.submit(_txn(7, 3, 0, b"forgotten"), -1)
+        _drive(r, node, storage)
+        assert r.expired_transactions(60_000) == []
+        now[0] += 60_001
+        assert r.expired_transactions(60_000) == [(7, 3)]
+        task = asyncio.ensure_future(r.abort_expired(7, 3, 5.0))
+        await asyncio.sleep(0)
+        assert r.expired_transactions(60_000) == [], "one abort at a time"
+        _drive(r, node, storage)
+        assert await task == 1
+        assert r.last_stable_offset == r.high_watermark == 2
+        assert r.txns.aborted == [AbortedTxn(7, 0, 1)]
+        assert r.expired_transactions(60_000) == []
+
+    asyncio.run(scenario())
