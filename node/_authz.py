@@ -228,6 +228,7 @@ RULES: dict[str, Rule] = {
     _SH + "DescribeSharePartition": Rule(_group("DESCRIBE", "DESCRIBE", lambda r: (r.topic,))),
     # Transactions (txn.proto; Kafka's rules: WRITE on the transactional id, WRITE on
     # the topics added, READ on the group whose offsets are committed; listings filtered)
+    _T + "FindCoordinator": Rule(_txn_id("DESCRIBE")),
     _T + "InitTransactions": Rule(_txn_id("WRITE")),
     _T + "AddPartitionsToTxn": Rule(_txn_id("WRITE", "WRITE",
                                             lambda r: (t.topic for t in r.topics))),

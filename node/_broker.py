@@ -28,6 +28,7 @@ from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
 from ._metrics import NodeMetrics
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
+from ._txn_state import TXN_TOPIC, TxnStateReplica
 from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
 from ._reassignment import ReassignmentDriver, run as run_reassignments
@@ -152,6 +153,8 @@ class Broker:
         if topic.name == OFFSETS_TOPIC:
             replica: PartitionReplica = OffsetsReplica(
                 *args, compact_after=self.config.offsets_compact_entries)
+        elif topic.name == TXN_TOPIC:
+            replica = TxnStateReplica(*args, compact_after=self.config.offsets_compact_entries)
         else:
             replica = PartitionReplica(*args)
             replica.on_accepted = self.metrics.produce_accepted

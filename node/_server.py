@@ -48,6 +48,7 @@ from ._kafka import KafkaApis, KafkaListener
 from ._metrics import MetricsServer, NodeCollector
 from ._services import AdminService, BrokerService, TxnMarkersService
 from ._share_service import ShareService
+from ._txn_service import TransactionCoordinatorService
 from ._transport import RaftPeerService
 from ._acl import Authorizer
 from ._auth import Authenticator, PrincipalMapper
@@ -67,6 +68,7 @@ CLIENT_SERVICES = (  # SERVING once the metadata caught up; "" is the whole node
     share_pb2.DESCRIPTOR.services_by_name["Share"].full_name,
     security_pb2.DESCRIPTOR.services_by_name["Security"].full_name,
     txn_pb2.DESCRIPTOR.services_by_name["TxnMarkers"].full_name,
+    txn_pb2.DESCRIPTOR.services_by_name["TransactionCoordinator"].full_name,
     "",
 )
 
@@ -110,14 +112,15 @@ async def serve(config: NodeConfig) -> int:
     broker.reassignments.controller_write = admin_service.complete_reassignment
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
+    txns = TransactionCoordinatorService(broker, forwarder, broker_service)
     raft_service = RaftPeerService(config.node_id, broker.host.deliver_many)
     peer_server = None
     if config.peer_listen:  # Raft and forwarded calls on their own mutual-TLS port
         peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             SecurityInterceptor(security, peer_port=True)])
-        _add_services(peer_server, broker, forwarder, groups, shares)
+        _add_services(peer_server, broker, forwarder, groups, shares, txns)
         raft_pb2_grpc.add_RaftPeerServicer_to_server(raft_service, peer_server)
-    _add_services(server, broker, forwarder, groups, shares)
+    _add_services(server, broker, forwarder, groups, shares, txns)
     if peer_server is None:
         raft_pb2_grpc.add_RaftPeerServicer_to_server(raft_service, server)
     add_debug_service(server, broker)
@@ -182,6 +185,7 @@ async def serve(config: NodeConfig) -> int:
         return 1
     groups.start()
     shares.start()
+    txns.start()
     kafka = None
     if config.kafka_listen:
         kafka_apis = KafkaApis(broker, broker_service, admin_service, groups)
@@ -195,6 +199,7 @@ async def serve(config: NodeConfig) -> int:
                 await metrics_server.stop()
             await groups.stop()
             await shares.stop()
+            await txns.close()
             await broker.stop(graceful=False)
             await server.stop(grace=None)
             if peer_server is not None:
@@ -227,6 +232,7 @@ async def serve(config: NodeConfig) -> int:
         await kafka.stop()
     await groups.stop()
     await shares.stop()
+    await txns.close()
     if metrics_server is not None:
         await metrics_server.stop()
     await broker.stop(graceful=not failed)
@@ -255,12 +261,14 @@ def node_security(config: NodeConfig, broker: Broker) -> NodeSecurity:
 
 
 def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: ControllerForwarder,
-                  groups: GroupCoordinatorService, shares: ShareService) -> None:
+                  groups: GroupCoordinatorService, shares: ShareService,
+                  txns: TransactionCoordinatorService) -> None:
     broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker, forwarder), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     share_pb2_grpc.add_ShareServicer_to_server(shares, server)
     txn_pb2_grpc.add_TxnMarkersServicer_to_server(TxnMarkersService(broker), server)
+    txn_pb2_grpc.add_TransactionCoordinatorServicer_to_server(txns, server)
     security_pb2_grpc.add_SecurityServicer_to_server(SecurityService(broker, forwarder), server)
 
 

@@ -364,6 +364,11 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         controller log, which only the controller leader can do: any other node forwards
         the call to the leader, which answers from its own block. Ids left unused in a
         block (restart, leader change) are skipped, never reused."""
+        return await self.new_producer_id(context)
+
+    async def new_producer_id(self, context) -> broker_pb2.InitProducerIdResponse:
+        """``InitProducerId``'s answer (also the transaction coordinator's source of ids)."""
+        request = broker_pb2.InitProducerIdRequest()
         async with self._producer_ids_lock:
             nxt, end = self._producer_ids
             if nxt < end:

@@ -214,3 +214,187 @@ def test_a_transaction_nobody_ends_is_aborted_after_the_max_timeout(tmp_path) ->
         raise
     finally:
         cluster.stop_all()
+
+
+# ---------------------------------------------------------------- the coordinator
+
+
+def _coordinator(cluster: Cluster, tid: str, timeout: float = 30) -> int:
+    def attempt():
+        for node in cluster.live():
+            if node in cluster.paused:
+                continue
+            try:
+                r = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(node)) \
+                    .FindCoordinator(txn_pb2.FindTxnCoordinatorRequest(transactional_id=tid),
+                                     timeout=5)
+            except grpc.RpcError:
+                continue
+            if r.node_id and r.node_id in cluster.live() and r.node_id not in cluster.paused:
+                return r.node_id
+        return None
+    return wait_for(attempt, timeout, f"the coordinator of {tid}")
+
+
+def _call(cluster: Cluster, tid: str, method: str, request, timeout: float = 60):
+    """A coordinator call, following NOT_COORDINATOR / COORDINATOR_LOADING as a client
+    does; other errors are raised."""
+    last: list = []
+
+    def attempt():
+        node = _coordinator(cluster, tid)
+        stub = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(node))
+        try:
+            return getattr(stub, method)(request, timeout=15)
+        except grpc.RpcError as exc:
+            info = error_info(exc)
+            if info is None or info.code in (errors_pb2.NOT_COORDINATOR,
+                                             errors_pb2.COORDINATOR_LOADING,
+                                             errors_pb2.CONCURRENT_TRANSACTIONS):
+                last[:] = [exc]
+                return None
+            raise
+    return wait_for(attempt, timeout, f"{method} of {tid}")
+
+
+def _init(cluster: Cluster, tid: str, timeout_ms: int = 60_000) -> tuple[int, int]:
+    r = _call(cluster, tid, "InitTransactions", txn_pb2.InitTransactionsRequest(
+        transactional_id=tid, transaction_timeout_ms=timeout_ms))
+    return r.producer_id, r.producer_epoch
+
+
+def _add(cluster: Cluster, tid: str, pid: int, epoch: int, partitions: list[int]) -> None:
+    _call(cluster, tid, "AddPartitionsToTxn", txn_pb2.AddPartitionsToTxnRequest(
+        transactional_id=tid, producer_id=pid, producer_epoch=epoch,
+        topics=[txn_pb2.TxnTopicPartitions(topic=TOPIC, partitions=partitions)]))
+
+
+def _end(cluster: Cluster, tid: str, pid: int, epoch: int, commit: bool) -> None:
+    _call(cluster, tid, "EndTxn", txn_pb2.EndTxnRequest(
+        transactional_id=tid, producer_id=pid, producer_epoch=epoch,
+        result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT))
+
+
+def _describe(cluster: Cluster, tid: str) -> txn_pb2.TransactionState:
+    return _call(cluster, tid, "DescribeTransactions", txn_pb2.DescribeTransactionsRequest(
+        transactional_ids=[tid])).transactions[0]
+
+
+def _code(call) -> int:
+    with pytest.raises(grpc.RpcError) as exc:
+        call()
+    info = error_info(exc.value)
+    assert info is not None, exc.value
+    return info.code
+
+
+def test_coordinator_commit_abort_fencing_and_bad_inputs(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=3)
+    tid = "orders-service"
+    pid, epoch = _init(cluster, tid)
+    assert _describe(cluster, tid).state == "empty"
+    _add(cluster, tid, pid, epoch, [0, 1, 2])
+    seqs = [0, 0, 0]
+    for p in range(3):
+        cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 0, b"c-%d" % p))
+        seqs[p] = 1
+    d = _describe(cluster, tid)
+    assert d.state == "ongoing" and [tuple(t.partitions) for t in d.topics] == [(0, 1, 2)]
+    assert all(_committed(cluster, p)[0] == [] for p in range(3))
+    _end(cluster, tid, pid, epoch, commit=True)
+    assert _describe(cluster, tid).state == "complete_commit"
+    # EndTxn answers once every marker is written: read_committed sees it all at once
+    assert [_committed(cluster, p)[0] for p in range(3)] == [[b"c-%d" % p] for p in range(3)]
+    _end(cluster, tid, pid, epoch, commit=True)  # a retried commit is answered OK
+
+    # the next transaction aborts
+    _add(cluster, tid, pid, epoch, [1])
+    cluster.produce(TOPIC, 1, _txn_batch(pid, epoch, 1, b"a-1"))
+    _end(cluster, tid, pid, epoch, commit=False)
+    assert _committed(cluster, 1)[0] == [b"c-1"]
+
+    # a new incarnation fences the old one, aborting its open transaction
+    _add(cluster, tid, pid, epoch, [2])
+    cluster.produce(TOPIC, 2, _txn_batch(pid, epoch, 1, b"zombie-1"))
+    pid2, epoch2 = _init(cluster, tid)
+    assert (pid2, epoch2) == (pid, epoch + 1)
+    assert _describe(cluster, tid).state == "empty"
+    coordinator = txn_pb2_grpc.TransactionCoordinatorStub(
+        cluster.channel(_coordinator(cluster, tid)))
+    assert _code(lambda: coordinator.EndTxn(txn_pb2.EndTxnRequest(
+        transactional_id=tid, producer_id=pid, producer_epoch=epoch,
+        result=txn_pb2.TXN_COMMIT), timeout=10)) == errors_pb2.PRODUCER_FENCED
+    assert _code(lambda: cluster.produce(TOPIC, 2, _txn_batch(pid, epoch, 2, b"zombie-2"))) \
+        == errors_pb2.PRODUCER_FENCED
+    assert _committed(cluster, 2)[0] == [b"c-2"]
+
+    # bad inputs: clear errors, nothing changes
+    assert _code(lambda: coordinator.EndTxn(txn_pb2.EndTxnRequest(
+        transactional_id=tid, producer_id=pid2, producer_epoch=epoch2,
+        result=txn_pb2.TXN_COMMIT), timeout=10)) == errors_pb2.INVALID_TXN_STATE
+    any_node = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(cluster.live()[0]))
+    assert _code(lambda: _call(cluster, "nobody", "EndTxn", txn_pb2.EndTxnRequest(
+        transactional_id="nobody", producer_id=1, producer_epoch=0,
+        result=txn_pb2.TXN_COMMIT))) == errors_pb2.TRANSACTIONAL_ID_NOT_FOUND
+    assert _code(lambda: any_node.InitTransactions(txn_pb2.InitTransactionsRequest(
+        transactional_id=tid, transaction_timeout_ms=0), timeout=10)) \
+        == errors_pb2.INVALID_TRANSACTION_TIMEOUT
+    assert _code(lambda: coordinator.AddPartitionsToTxn(txn_pb2.AddPartitionsToTxnRequest(
+        transactional_id=tid, producer_id=pid2, producer_epoch=epoch2,
+        topics=[txn_pb2.TxnTopicPartitions(topic=TOPIC, partitions=[7])]), timeout=10)) \
+        == errors_pb2.UNKNOWN_PARTITION
+    assert _describe(cluster, tid).state == "empty"
+    listed = [t for node in cluster.live() for t in txn_pb2_grpc.TransactionCoordinatorStub(
+        cluster.channel(node)).ListTransactions(txn_pb2.ListTransactionsRequest(),
+                                                timeout=10).transactions]
+    assert [(t.transactional_id, t.producer_epoch) for t in listed] == [(tid, epoch2)]
+
+
+def test_coordinator_kill_between_prepare_and_complete_finishes_the_commit(
+        cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    tid = "pipeline"
+    pid, epoch = _init(cluster, tid)
+    coordinator = _coordinator(cluster, tid)
+    # single-replica partitions: pausing a node stops its partitions' markers for sure
+    cluster.create_topic(TOPIC, partitions=3, replicas=1)
+    leaders = {p: cluster.wait_leader(TOPIC, p) for p in range(3)}
+    # the transaction's partitions: those the coordinator does not host (it is killed)
+    parts = [p for p in range(3) if leaders[p] != coordinator]
+    if not parts:
+        pytest.skip("placement put every partition on the coordinator")  # not with 3 nodes
+    held = leaders[parts[0]]
+    _add(cluster, tid, pid, epoch, parts)
+    for p in parts:
+        cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 0, b"r-%d" % p))
+    cluster.pause(held)
+    stub = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(coordinator))
+    with pytest.raises(grpc.RpcError):  # the decision is durable, a marker cannot land
+        stub.EndTxn(txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
+                                          producer_epoch=epoch, result=txn_pb2.TXN_COMMIT),
+                    timeout=3)
+    assert stub.DescribeTransactions(txn_pb2.DescribeTransactionsRequest(
+        transactional_ids=[tid]), timeout=10).transactions[0].state == "prepare_commit"
+    cluster.kill(coordinator)
+    cluster.resume(held)
+    # the next coordinator resumes the prepared commit and completes it
+    wait_for(lambda: _describe(cluster, tid).state == "complete_commit", 60,
+             "the commit completed by the new coordinator")
+    assert [_committed(cluster, p)[0] for p in parts] == [[b"r-%d" % p] for p in parts]
+    cluster.start(coordinator)
+
+
+def test_coordinator_aborts_a_timed_out_transaction_and_fences_it(cluster: Cluster) -> None:
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=1)
+    tid = "slow"
+    pid, epoch = _init(cluster, tid, timeout_ms=1000)
+    _add(cluster, tid, pid, epoch, [0])
+    cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 0, b"late"))
+    wait_for(lambda: _describe(cluster, tid).state == "complete_abort", 30, "the abort")
+    assert _describe(cluster, tid).producer_epoch == epoch + 1
+    assert _code(lambda: _call(cluster, tid, "EndTxn", txn_pb2.EndTxnRequest(
+        transactional_id=tid, producer_id=pid, producer_epoch=epoch,
+        result=txn_pb2.TXN_COMMIT))) == errors_pb2.PRODUCER_FENCED
+    assert _committed(cluster, 0)[0] == []

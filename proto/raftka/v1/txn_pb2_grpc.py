@@ -109,6 +109,11 @@ class TransactionCoordinatorStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.FindCoordinator = channel.unary_unary(
+                '/raftka.v1.TransactionCoordinator/FindCoordinator',
+                request_serializer=raftka_dot_v1_dot_txn__pb2.FindTxnCoordinatorRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_txn__pb2.FindTxnCoordinatorResponse.FromString,
+                _registered_method=True)
         self.InitTransactions = channel.unary_unary(
                 '/raftka.v1.TransactionCoordinator/InitTransactions',
                 request_serializer=raftka_dot_v1_dot_txn__pb2.InitTransactionsRequest.SerializeToString,
@@ -153,6 +158,12 @@ class TransactionCoordinatorStub:
 
 class TransactionCoordinatorServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def FindCoordinator(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def InitTransactions(self, request, context):
         """A producer id for this transactional id and a bumped epoch; aborts its open transaction.
@@ -207,6 +218,11 @@ class TransactionCoordinatorServicer:
 
 def add_TransactionCoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'FindCoordinator': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindCoordinator,
+                    request_deserializer=raftka_dot_v1_dot_txn__pb2.FindTxnCoordinatorRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_txn__pb2.FindTxnCoordinatorResponse.SerializeToString,
+            ),
             'InitTransactions': grpc.unary_unary_rpc_method_handler(
                     servicer.InitTransactions,
                     request_deserializer=raftka_dot_v1_dot_txn__pb2.InitTransactionsRequest.FromString,
@@ -257,6 +273,33 @@ def add_TransactionCoordinatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TransactionCoordinator:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def FindCoordinator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.TransactionCoordinator/FindCoordinator',
+            raftka_dot_v1_dot_txn__pb2.FindTxnCoordinatorRequest.SerializeToString,
+            raftka_dot_v1_dot_txn__pb2.FindTxnCoordinatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def InitTransactions(request,
