@@ -398,3 +398,57 @@ def test_coordinator_aborts_a_timed_out_transaction_and_fences_it(cluster: Clust
         transactional_id=tid, producer_id=pid, producer_epoch=epoch,
         result=txn_pb2.TXN_COMMIT))) == errors_pb2.PRODUCER_FENCED
     assert _committed(cluster, 0)[0] == []
+
+
+# ---------------------------------------------------------------- the Producer
+
+
+def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> None:
+    from raftka.client import InvalidTxnStateError, Producer, ProducerFencedError
+
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=3)
+    bootstrap = ",".join(cluster.peers.values())
+    with Producer(bootstrap, transactional_id="shop") as producer:
+        with pytest.raises(InvalidTxnStateError):
+            producer.send(TOPIC, b"no-begin")  # send without begin_transaction
+        producer.init_transactions()
+        with pytest.raises(InvalidTxnStateError):
+            producer.send(TOPIC, b"no-begin")
+        producer.begin_transaction()
+        for i in range(30):
+            producer.send(TOPIC, b"c%d" % i, partition=i % 3)
+        producer.commit_transaction()
+        producer.begin_transaction()
+        for i in range(9):
+            producer.send(TOPIC, b"a%d" % i, key=b"k%d" % i)
+        producer.abort_transaction()
+        producer.begin_transaction()
+        producer.send(TOPIC, b"keyless-1")
+        producer.send(TOPIC, b"keyless-2")
+        producer.commit_transaction()
+        with pytest.raises(InvalidTxnStateError):
+            producer.commit_transaction()  # none open
+        producer.begin_transaction()
+        producer.send(TOPIC, b"zombie", partition=0).result(10)
+        with Producer(bootstrap, transactional_id="shop") as newer:
+            newer.init_transactions()  # fences `producer`, aborts its open transaction
+            with pytest.raises(ProducerFencedError):
+                producer.commit_transaction()
+            with pytest.raises(ProducerFencedError):
+                producer.begin_transaction()
+            newer.begin_transaction()
+            newer.send(TOPIC, b"newer", partition=1)
+            newer.commit_transaction()
+
+    committed = sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+    assert committed == sorted([b"c%d" % i for i in range(30)]
+                               + [b"keyless-1", b"keyless-2", b"newer"])
+    everything = [v for p in range(3) for v in _uncommitted(cluster, p)]
+    assert b"a0" in everything and b"zombie" in everything
+    # the whole of transaction 1 is on the three partitions, in order, under read_committed
+    with TopicReader(bootstrap, TOPIC, isolation_level="read_committed") as reader:
+        seen: list[bytes] = []
+        wait_for(lambda: seen.extend(r.value for r in reader.poll(0.5)) or len(seen) >= 33,
+                 30, "the committed records")
+        assert sorted(seen) == committed
