@@ -22,6 +22,7 @@ abortable: ``commit_transaction`` raises the error, ``abort_transaction`` is the
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from raftka.client._coordinator import Coordinator, GroupCoordinatorClient
@@ -33,7 +34,28 @@ from raftka.v1.errors import (
     RaftkaError,
 )
 
-__all__ = ["TransactionManager", "TxnCoordinatorClient"]
+__all__ = ["TransactionDescription", "TransactionManager", "TxnCoordinatorClient"]
+
+
+@dataclass(frozen=True)
+class TransactionDescription:
+    """A transactional id's state at its coordinator (``Admin.describe_transaction``)."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str  # empty, ongoing, prepare_commit, prepare_abort, complete_commit, complete_abort
+    timeout_ms: int
+    start_time_ms: int  # when the open transaction began; 0 when none is open
+    partitions: tuple[tuple[str, int], ...]
+    coordinator_id: int
+
+    @classmethod
+    def from_pb(cls, t: Any) -> TransactionDescription:
+        return cls(t.transactional_id, t.producer_id, t.producer_epoch, t.state,
+                   t.transaction_timeout_ms, t.start_time_ms,
+                   tuple((x.topic, p) for x in t.topics for p in x.partitions),
+                   t.coordinator_id)
 
 
 class TxnCoordinatorNotAvailableError(RaftkaError):
@@ -46,6 +68,8 @@ class TxnCoordinatorNotAvailableError(RaftkaError):
 
 class TxnCoordinatorClient(GroupCoordinatorClient):
     """``TransactionCoordinator`` RPCs for one transactional id at its coordinator."""
+
+    service = "txn"
 
     def _default_stub(self, address: str) -> Any:
         return txn_pb2_grpc.TransactionCoordinatorStub(

@@ -23,6 +23,7 @@
                    [--isolation read-committed]
     raftka consume TOPIC --group G [--from-beginning] [--count N] [--exit-at-end]
     raftka group list | describe G | delete G
+    raftka txn list [--state S] | describe ID | abort ID
     raftka group reset-offsets G --topic T [--partition N ...]
         (--to-earliest | --to-latest | --to-offset N | --to-datetime ISO | --to-timestamp MS)
         [--dry-run]
@@ -275,6 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
         "reassign-throttle", parents=[common, as_json, timeout],
         help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
     throttle.add_argument("bytes_per_s", metavar="BYTES_PER_S", type=_size)
+
+    txn = sub.add_parser("txn", help="list, describe or abort transactions")
+    tsub = txn.add_subparsers(dest="txn_command", metavar="ACTION", required=True)
+    tlist = tsub.add_parser("list", parents=[common, as_json, timeout],
+                            help="list transactional ids and their state")
+    tlist.add_argument("--state", action="append", default=None,
+                       choices=("empty", "ongoing", "prepare_commit", "prepare_abort",
+                                "complete_commit", "complete_abort"),
+                       help="only ids in this state (repeatable)")
+    tdescribe = tsub.add_parser("describe", parents=[common, as_json, timeout],
+                                help="one transactional id: producer id/epoch, state, "
+                                     "partitions, age")
+    tdescribe.add_argument("transactional_id", metavar="ID")
+    tabort = tsub.add_parser("abort", parents=[common, as_json, timeout],
+                             help="abort the open transaction of ID (its producer is fenced)")
+    tabort.add_argument("transactional_id", metavar="ID")
 
     group = sub.add_parser("group", help="list, describe, reset or delete consumer groups")
     gsub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
@@ -962,6 +979,35 @@ def _cmd_cluster_restart(args: argparse.Namespace, bootstrap: list[str]) -> int:
     return 0
 
 
+def _cmd_txn(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    out = sys.stdout
+    action = args.txn_command
+    with Admin(bootstrap, default_timeout=args.timeout,
+               security=security_from_args(args)) as admin:
+        admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
+        if action == "abort":
+            admin.abort_transaction(args.transactional_id)
+            if args.json:
+                _json({"aborted": args.transactional_id}, out)
+            else:
+                out.write(f"aborted the transaction of {args.transactional_id}\n")
+            return 0
+        txns = (admin.list_transactions(states=args.state or ()) if action == "list"
+                else [admin.describe_transaction(args.transactional_id)])
+        if args.json:
+            _json(txns if action == "list" else txns[0], out)
+            return 0
+        now_ms = time.time() * 1000
+        out.write(_table(
+            ["TRANSACTIONAL ID", "STATE", "PRODUCER ID", "EPOCH", "PARTITIONS", "AGE",
+             "COORDINATOR"],
+            [[t.transactional_id, t.state, t.producer_id, t.producer_epoch,
+              ",".join(f"{topic}/{p}" for topic, p in t.partitions) or "-",
+              f"{max(now_ms - t.start_time_ms, 0) / 1000:.1f}s" if t.start_time_ms else "-",
+              t.coordinator_id] for t in txns]) + "\n")
+    return 0
+
+
 def _cmd_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
     action = args.group_command
@@ -1322,6 +1368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_cluster(args, bootstrap)
         if args.command == "group":
             return _cmd_group(args, bootstrap)
+        if args.command == "txn":
+            return _cmd_txn(args, bootstrap)
         if args.command == "produce":
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":

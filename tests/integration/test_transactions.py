@@ -452,3 +452,49 @@ def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> Non
         wait_for(lambda: seen.extend(r.value for r in reader.poll(0.5)) or len(seen) >= 33,
                  30, "the committed records")
         assert sorted(seen) == committed
+
+
+def test_admin_and_cli_list_describe_abort(cluster: Cluster) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from raftka.client import Admin, InvalidTxnStateError, Producer, TransactionalIdNotFoundError
+
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=2)
+    bootstrap = ",".join(cluster.peers.values())
+
+    def raftka(*args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, RAFTKA_BOOTSTRAP=bootstrap)
+        return subprocess.run([sys.executable, "-m", "raftka.client", *args], text=True,
+                              capture_output=True, env=env, timeout=60)
+
+    with Producer(bootstrap, transactional_id="stuck") as producer, \
+            Admin(bootstrap) as admin:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(TOPIC, b"left-open", partition=1).result(10)
+        d = admin.describe_transaction("stuck")
+        assert (d.state, d.partitions) == ("ongoing", ((TOPIC, 1),)) and d.start_time_ms > 0
+        r = raftka("txn", "list")
+        assert r.returncode == 0, r.stderr
+        assert "stuck" in r.stdout and "ongoing" in r.stdout and f"{TOPIC}/1" in r.stdout
+        r = raftka("txn", "describe", "stuck", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["state"] == "ongoing"
+        assert _committed(cluster, 1) == ([], 0)
+        r = raftka("txn", "abort", "stuck")  # the operator clears it
+        assert r.returncode == 0, r.stderr
+        assert admin.describe_transaction("stuck").state == "complete_abort"
+        assert _committed(cluster, 1)[0] == []
+        assert _committed(cluster, 1)[1] == 2, "the LSO moved past the abort marker"
+        with pytest.raises(InvalidTxnStateError):
+            admin.abort_transaction("stuck")  # nothing open any more
+        with pytest.raises(TransactionalIdNotFoundError):
+            admin.describe_transaction("nobody")
+        r = raftka("txn", "describe", "nobody")
+        assert r.returncode != 0 and "nobody" in r.stderr and "Traceback" not in r.stderr
+        assert [t.transactional_id for t in admin.list_transactions(
+            states=["complete_abort"])] == ["stuck"]
