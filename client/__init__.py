@@ -26,7 +26,7 @@ from raftka.client._admin import Admin
 from raftka.client._consumer import CommitFailedError, Consumer
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
-from raftka.client._transactions import TransactionDescription
+from raftka.client._transactions import ConsumerGroupMetadata, TransactionDescription
 from raftka.v1.errors import (
     AuthenticationFailedError,
     AuthorizationFailedError,
@@ -163,6 +163,7 @@ __all__ = [
     "ProducerClosedError",
     "ProducerFencedError",
     "TransactionDescription",
+    "ConsumerGroupMetadata",
     "InvalidTxnStateError",
     "TransactionalIdNotFoundError",
     "ConcurrentTransactionsError",

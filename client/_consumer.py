@@ -39,6 +39,7 @@ from typing import Any
 from raftka.client._security import ClientSecurity
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._transactions import ConsumerGroupMetadata
 from raftka.client._ops import Ops, backoff, run_sync
 from raftka.client._retry import RetryPolicy
 from raftka.v1.errors import (
@@ -418,6 +419,13 @@ class Consumer:
     def __iter__(self) -> Iterator[ConsumedRecord]:
         while not self._closed:
             yield from self.poll(1.0)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's identity for ``Producer.send_offsets_to_transaction`` (KIP-447):
+        group id, member id and the member epoch of the assignment poll applied."""
+        group = self._group
+        return ConsumerGroupMetadata(self.group_id, group.member_id, group.acked_epoch
+                                     if group.member_id else -1)
 
     def commit(self, offsets: Mapping[tuple[str, int], int] | None = None, *,
                timeout: float = 10.0) -> None:

@@ -61,7 +61,11 @@ from raftka.client._idempotence import MAX_IN_FLIGHT_IDEMPOTENT, IdempotenceStat
 from raftka.client._partitioner import default_partition
 from raftka.client._retry import RetryPolicy
 from raftka.client._sender import Sender
-from raftka.client._transactions import TransactionManager, TxnCoordinatorClient
+from raftka.client._transactions import (
+    ConsumerGroupMetadata,
+    TransactionManager,
+    TxnCoordinatorClient,
+)
 from raftka.v1 import broker_pb2
 from raftka.v1.errors import (
     InvalidTxnStateError,
@@ -520,6 +524,22 @@ class Producer:
         self.flush(timeout_s)  # no batch of it may land after the abort marker
         txn.end(False, timeout_s)
         self._txn_futures = []
+
+    def send_offsets_to_transaction(self, offsets: Mapping[tuple[str, int], int],
+                                    group_metadata: ConsumerGroupMetadata | str,
+                                    timeout: float | None = None) -> None:
+        """Commit a consumer group's offsets ({(topic, partition): next offset to read})
+        as part of the open transaction (KIP-447, consume-transform-produce exactly once):
+        the group sees them if and only if the transaction commits. ``group_metadata`` is
+        ``consumer.group_metadata()`` (the coordinator fences a member that lost its
+        partitions, as for its own commits) or a group id for a standalone consumer."""
+        txn = self._require_txn("send_offsets_to_transaction()")
+        group = (ConsumerGroupMetadata(group_metadata) if isinstance(group_metadata, str)
+                 else group_metadata)
+        if not offsets:
+            return
+        txn.send_offsets(dict(offsets), group,
+                         self._max_block_s if timeout is None else timeout)
 
     def _require_txn(self, what: str) -> TransactionManager:
         if self._txn is None:

@@ -34,7 +34,19 @@ from raftka.v1.errors import (
     RaftkaError,
 )
 
-__all__ = ["TransactionDescription", "TransactionManager", "TxnCoordinatorClient"]
+__all__ = ["ConsumerGroupMetadata", "TransactionDescription", "TransactionManager",
+           "TxnCoordinatorClient"]
+
+
+@dataclass(frozen=True)
+class ConsumerGroupMetadata:
+    """A group member's identity for ``Producer.send_offsets_to_transaction``
+    (``Consumer.group_metadata()``): the group coordinator fences the commit as it fences
+    the member's own commits (KIP-447)."""
+
+    group_id: str
+    member_id: str = ""
+    member_epoch: int = -1
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,24 @@ class TxnCoordinatorClient(GroupCoordinatorClient):
             raise TxnCoordinatorNotAvailableError(
                 f"the coordinator of transactional id {self.group_id!r} is not elected yet")
         return self._set(resp.node_id, target)
+
+
+class GroupTxnClient(GroupCoordinatorClient):
+    """TxnOffsetCommit at a GROUP's coordinator: found as the group's (GroupCoordinator.
+    FindCoordinator), called on its TransactionCoordinator service."""
+
+    service = "txn"
+
+    def _stubs_for(self, address: str, service: str) -> Any:
+        if service != "txn":
+            return self._stub(address)  # the group's FindCoordinator
+        with self._lock:
+            key = "txn:" + address
+            stub = self._stubs.get(key)
+            if stub is None:
+                stub = self._stubs[key] = txn_pb2_grpc.TransactionCoordinatorStub(
+                    self.cluster.channel(address))  # type: ignore[attr-defined]
+            return stub
 
 
 UNINITIALIZED, READY, IN_TRANSACTION, FATAL = "uninitialized", "ready", "in_transaction", "fatal"
@@ -173,6 +203,33 @@ class TransactionManager:
                 self.error = self.error or e
                 raise
             self.partitions.add(key)
+
+    def send_offsets(self, offsets: dict[tuple[str, int], int],
+                     group: ConsumerGroupMetadata, timeout_s: float) -> None:
+        """KIP-447: the group's offsets partition joins the transaction (AddOffsetsToTxn
+        at our coordinator), then the offsets are written pending at the group's
+        coordinator (TxnOffsetCommit); they count iff the transaction commits."""
+        with self._lock:
+            self._require(IN_TRANSACTION, what="send_offsets_to_transaction()")
+            try:
+                self._call("AddOffsetsToTxn", txn_pb2.AddOffsetsToTxnRequest(
+                    transactional_id=self.transactional_id, producer_id=self.producer_id,
+                    producer_epoch=self.epoch, group_id=group.group_id), timeout_s)
+                request = txn_pb2.TxnOffsetCommitRequest(
+                    transactional_id=self.transactional_id, producer_id=self.producer_id,
+                    producer_epoch=self.epoch, group_id=group.group_id,
+                    member_id=group.member_id, member_epoch=group.member_epoch)
+                for (topic, partition), offset in sorted(offsets.items()):
+                    request.offsets.add(topic=topic, partition=partition, offset=int(offset))
+                client = GroupTxnClient(self.coordinator.cluster, group.group_id)
+                try:
+                    client.call("TxnOffsetCommit", request, timeout_s)
+                except ProducerFencedError as e:
+                    self.state, self.fatal = FATAL, e
+                    raise
+            except RaftkaError as e:
+                self.error = self.error or e
+                raise
 
     def failed(self, error: BaseException) -> None:
         """A record of the open transaction failed: only an abort can end it now."""

@@ -112,7 +112,7 @@ async def serve(config: NodeConfig) -> int:
     broker.reassignments.controller_write = admin_service.complete_reassignment
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
-    txns = TransactionCoordinatorService(broker, forwarder, broker_service)
+    txns = TransactionCoordinatorService(broker, forwarder, broker_service, groups)
     raft_service = RaftPeerService(config.node_id, broker.host.deliver_many)
     peer_server = None
     if config.peer_listen:  # Raft and forwarded calls on their own mutual-TLS port

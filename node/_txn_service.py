@@ -46,6 +46,8 @@ from ._broker import Broker
 from ._controller_commands import encode_create_topic
 from ._errors import BrokerError, Code
 from ._forwarding import CHANNEL_OPTIONS, FORWARDED_BY_KEY, ControllerForwarder
+from ._group_service import GroupCoordinatorService
+from ._offsets import GROUP_ID_MAX, OFFSETS_TOPIC, encode_pending_commits, offsets_partition_for
 from ._services import BrokerService, _ControllerWriter, _handler, _require_leader
 from ._txn_state import (
     COMPLETE_ABORT,
@@ -84,9 +86,10 @@ class TransactionCoordinatorService(_ControllerWriter,
     stub_class = txn_pb2_grpc.TransactionCoordinatorStub
 
     def __init__(self, broker: Broker, forwarder: ControllerForwarder,
-                 producer_ids: BrokerService) -> None:
+                 producer_ids: BrokerService, groups: GroupCoordinatorService) -> None:
         super().__init__(broker, forwarder)
         self._producer_ids = producer_ids
+        self._groups = groups
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._finishing: set[str] = set()
@@ -210,33 +213,73 @@ class TransactionCoordinatorService(_ControllerWriter,
 
     @_handler
     async def AddPartitionsToTxn(self, request, context):  # noqa: N802
-        tid = request.transactional_id
         wanted = {(t.topic, p) for t in request.topics for p in t.partitions}
         if not wanted:
             raise BrokerError(Code.INVALID_REQUEST, "name at least one partition")
         self._check_partitions(wanted)
+        await self._add(request.transactional_id, request.producer_id,
+                        request.producer_epoch, wanted, set())
+        return txn_pb2.AddPartitionsToTxnResponse()
+
+    async def _add(self, tid: str, pid: int, epoch: int, wanted: set[tuple[str, int]],
+                   groups: set[str]) -> None:
+        """Rule 2 for AddPartitionsToTxn and AddOffsetsToTxn."""
         replica = self._replica(tid)
         async with self._locks[tid]:
             replica = self._replica(tid)
-            state = self._current(replica, tid, request.producer_id, request.producer_epoch)
+            state = self._current(replica, tid, pid, epoch)
             if state["state"] in PREPARED:
                 raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction "
                                   f"of {tid!r} is still completing; retry shortly")
-            have = {tuple(x) for x in state["partitions"]} if state["state"] == ONGOING \
-                else set()
+            ongoing = state["state"] == ONGOING
+            have = {tuple(x) for x in state["partitions"]} if ongoing else set()
+            have_groups = set(state.get("groups", [])) if ongoing else set()
             union = have | wanted
             limit = self.broker.config.transaction_max_partitions
             if len(union) > limit:
                 raise BrokerError(Code.INVALID_REQUEST, f"transaction of {tid!r} would touch "
                                   f"{len(union)} partitions, more than the maximum {limit} "
                                   "(node config transaction_max_partitions); nothing added")
-            if state["state"] != ONGOING:
-                state = dict(state, state=ONGOING, start_ms=_now_ms(), groups=[])
-            elif union == have:
-                return txn_pb2.AddPartitionsToTxnResponse()
-            await self._write(replica, tid, dict(state, partitions=sorted(
-                [t, p] for t, p in union)))
-        return txn_pb2.AddPartitionsToTxnResponse()
+            if ongoing and union == have and groups <= have_groups:
+                return
+            if not ongoing:
+                state = dict(state, state=ONGOING, start_ms=_now_ms())
+            await self._write(replica, tid, dict(
+                state, partitions=sorted([t, p] for t, p in union),
+                groups=sorted(have_groups | groups)))
+
+    @_handler
+    async def AddOffsetsToTxn(self, request, context):  # noqa: N802
+        group_id = request.group_id
+        meta = self.broker.controller.state.topic(OFFSETS_TOPIC)
+        if not group_id or len(group_id) > GROUP_ID_MAX:
+            raise BrokerError(Code.INVALID_REQUEST, f"group_id must be 1..{GROUP_ID_MAX} "
+                              "characters")
+        if meta is None:
+            raise BrokerError(Code.COORDINATOR_LOADING, f"{OFFSETS_TOPIC} is being created; "
+                              "retry shortly", retriable=True)
+        partition = offsets_partition_for(group_id, len(meta.partitions))
+        await self._add(request.transactional_id, request.producer_id,
+                        request.producer_epoch, {(OFFSETS_TOPIC, partition)}, {group_id})
+        return txn_pb2.AddOffsetsToTxnResponse()
+
+    @_handler
+    async def TxnOffsetCommit(self, request, context):  # noqa: N802
+        """At the group's coordinator (module docstring of txn.proto): pending offsets."""
+        groups = self._groups
+        replica = groups._replica(request.group_id)
+        commits = groups._validated_commits(request.offsets)
+        current = replica.producers.current_epoch(request.producer_id)
+        if current is not None and request.producer_epoch < current:
+            raise BrokerError(Code.PRODUCER_FENCED, f"producer id {request.producer_id} "
+                              f"epoch {request.producer_epoch} is fenced (epoch {current} "
+                              "reached the group's offsets partition)")
+        c = groups._coordinated(request.group_id, replica)
+        c.group.check_commit(request.member_id, request.member_epoch,
+                             [(t, p) for t, p, _, _ in commits])
+        await replica.produce(encode_pending_commits(
+            request.group_id, request.producer_id, commits, _now_ms()), -1, WRITE_TIMEOUT_S)
+        return txn_pb2.TxnOffsetCommitResponse()
 
     def _check_partitions(self, wanted: set[tuple[str, int]]) -> None:
         state = self.broker.controller.state

@@ -40,6 +40,7 @@ from raftka.client._consumer import (
     leave_request,
 )
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._transactions import ConsumerGroupMetadata
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client.aio._reader import PartitionReader
@@ -222,6 +223,13 @@ class Consumer:
         while not self._closed:
             for record in await self.poll(1.0):
                 yield record
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's identity for ``Producer.send_offsets_to_transaction`` (KIP-447):
+        group id, member id and the member epoch of the assignment poll applied."""
+        group = self._group
+        return ConsumerGroupMetadata(self.group_id, group.member_id, group.acked_epoch
+                                     if group.member_id else -1)
 
     async def commit(self, offsets: Mapping[tuple[str, int], int] | None = None, *,
                      timeout: float = 10.0) -> None:

@@ -498,3 +498,64 @@ def test_admin_and_cli_list_describe_abort(cluster: Cluster) -> None:
         assert r.returncode != 0 and "nobody" in r.stderr and "Traceback" not in r.stderr
         assert [t.transactional_id for t in admin.list_transactions(
             states=["complete_abort"])] == ["stuck"]
+
+
+def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None:
+    from raftka.client import (
+        Admin,
+        Consumer,
+        ConsumerGroupMetadata,
+        InvalidTxnStateError,
+        Producer,
+        TopicPartition,
+        UnknownMemberIdError,
+    )
+
+    cluster.wait_healthy()
+    cluster.create_topic("in", partitions=1)
+    cluster.create_topic(TOPIC, partitions=1)
+    bootstrap = ",".join(cluster.peers.values())
+    for i in range(10):
+        cluster.produce("in", 0, build_batch([Record(None, b"in-%d" % i)]))
+    tp = TopicPartition("in", 0)
+    with Producer(bootstrap, transactional_id="etl") as producer, Admin(bootstrap) as admin:
+        producer.init_transactions()
+        # a standalone consumer's offsets (a group without members)
+        producer.begin_transaction()
+        producer.send(TOPIC, b"out-0-4", partition=0)
+        producer.send_offsets_to_transaction({("in", 0): 5}, "solo")
+        assert admin.committed_offsets("solo") == {}, "pending until the commit"
+        producer.commit_transaction()
+        assert admin.committed_offsets("solo") == {tp: 5}
+        producer.begin_transaction()
+        producer.send(TOPIC, b"out-5-9", partition=0)
+        producer.send_offsets_to_transaction({("in", 0): 10}, "solo")
+        producer.abort_transaction()
+        assert admin.committed_offsets("solo") == {tp: 5}, "an aborted commit never counts"
+        assert _committed(cluster, 0)[0] == [b"out-0-4"]
+
+        # a group member: consume, transform, produce, commit its position, exactly once
+        with Consumer(bootstrap, "members", ["in"], auto_offset_reset="earliest",
+                      enable_auto_commit=False,
+                      isolation_level="read_committed") as consumer:
+            got: list = []
+            wait_for(lambda: got.extend(consumer.poll(0.5)) or len(got) >= 10, 30,
+                     "the input")
+            meta = consumer.group_metadata()
+            assert meta.member_id and meta.member_epoch > 0
+            producer.begin_transaction()
+            for r in got:
+                producer.send(TOPIC, r.value.upper(), partition=0)
+            producer.send_offsets_to_transaction({("in", 0): got[-1].offset + 1}, meta)
+            producer.commit_transaction()
+            assert admin.committed_offsets("members") == {tp: 10}
+            # KIP-447 fencing: a member the group does not know cannot commit
+            producer.begin_transaction()
+            with pytest.raises(UnknownMemberIdError):
+                producer.send_offsets_to_transaction(
+                    {("in", 0): 3}, ConsumerGroupMetadata("members", "not-a-member", 1))
+            with pytest.raises(InvalidTxnStateError):
+                producer.commit_transaction()  # the failure made it abortable
+            producer.abort_transaction()
+            assert admin.committed_offsets("members") == {tp: 10}
+    assert len(_committed(cluster, 0)[0]) == 11
