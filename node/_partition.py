@@ -36,12 +36,20 @@ Idempotent producers (``_producer_state.py`` has the rules and verdicts):
   one); that entry commits one round trip after the election. Everything after that entry
   was proposed by this leader and is in its pending overlay.
 
+Transactions (``_txn_index.py``): a transactional batch is an idempotent batch with the
+transactional attribute bit; a marker is a control batch the leader builds
+(``write_marker``) and appends as a data entry. Every replica feeds ``txns`` from the first
+batch header of each applied entry (open transactions, aborted index); ``read_committed``
+stops at the last stable offset and leaves out markers and aborted batches, per entry.
+
 Snapshot data (retention compaction point)::
 
-    u8 version 4 | i64 log_start_offset | i64 cumulative_bytes
+    u8 version 5 | i64 log_start_offset | i64 cumulative_bytes
     | i64 compaction_below_offset | i64 tombstones_below_offset | i64 compaction_horizon_ms
-    | u32 len | share table (``_share_state.ShareTable``, JSON) | producer table
-    (version 3, still read: without the share table; version 2, still read: without the two compaction fields; version 1: without the
+    | u32 len | share table (``_share_state.ShareTable``, JSON)
+    | u32 len | transaction index (``_txn_index.TxnIndex``) | producer table
+    (version 4, still read: without the transaction index; version 3: without the share
+    table either; version 2: without the two compaction fields; version 1: without the
     producer table either)
 
 Log compaction (``cleanup.policy`` compact): the leader proposes control entries and every

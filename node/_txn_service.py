@@ -27,6 +27,10 @@ handled one at a time (a lock per id). Rules:
 5. A transaction open longer than its timeout is aborted by the coordinator with a bumped
    epoch (the producer is fenced, as Kafka does); ``AbortTransaction`` (an operator) does
    the same at once.
+6. ``AddOffsetsToTxn`` adds the group's ``__consumer_offsets`` partition to the
+   transaction (it gets a marker like any other); ``TxnOffsetCommit``, served by the
+   GROUP's coordinator, checks the member as ``CommitOffsets`` does and writes the offsets
+   pending there (``_offsets.py``): the marker makes them committed, or drops them.
 
 The coordinator epoch in markers is the term of the coordinator's partition.
 """
