@@ -236,6 +236,17 @@ def _coordinator(cluster: Cluster, tid: str, timeout: float = 30) -> int:
     return wait_for(attempt, timeout, f"the coordinator of {tid}")
 
 
+def _settled_coordinator(cluster: Cluster, tid: str) -> int:
+    """The coordinator once leadership of the id's __transaction_state partition settled
+    on its preferred replica (a new partition may first elect another one, and the nodes
+    then hand it over): tests that call one coordinator directly start from there."""
+    from raftka.node._txn_state import TXN_TOPIC, TXN_TOPIC_PARTITIONS, txn_partition_for
+
+    _coordinator(cluster, tid)  # the topic exists
+    return cluster.wait_preferred_leader(TXN_TOPIC,
+                                         txn_partition_for(tid, TXN_TOPIC_PARTITIONS), 30)
+
+
 def _call(cluster: Cluster, tid: str, method: str, request, timeout: float = 60):
     """A coordinator call, following NOT_COORDINATOR / COORDINATOR_LOADING as a client
     does; other errors are raised."""
@@ -321,7 +332,7 @@ def test_coordinator_commit_abort_fencing_and_bad_inputs(cluster: Cluster) -> No
     assert (pid2, epoch2) == (pid, epoch + 1)
     assert _describe(cluster, tid).state == "empty"
     coordinator = txn_pb2_grpc.TransactionCoordinatorStub(
-        cluster.channel(_coordinator(cluster, tid)))
+        cluster.channel(_settled_coordinator(cluster, tid)))
     assert _code(lambda: coordinator.EndTxn(txn_pb2.EndTxnRequest(
         transactional_id=tid, producer_id=pid, producer_epoch=epoch,
         result=txn_pb2.TXN_COMMIT), timeout=10)) == errors_pb2.PRODUCER_FENCED
@@ -356,7 +367,7 @@ def test_coordinator_kill_between_prepare_and_complete_finishes_the_commit(
     cluster.wait_healthy()
     tid = "pipeline"
     pid, epoch = _init(cluster, tid)
-    coordinator = _coordinator(cluster, tid)
+    coordinator = _settled_coordinator(cluster, tid)
     # single-replica partitions: pausing a node stops its partitions' markers for sure
     cluster.create_topic(TOPIC, partitions=3, replicas=1)
     leaders = {p: cluster.wait_leader(TOPIC, p) for p in range(3)}
