@@ -26,6 +26,7 @@ from raftka.client._admin import Admin
 from raftka.client._consumer import CommitFailedError, Consumer
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, channel_options, parse_bootstrap
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
+from raftka.client._transactions import ConsumerGroupMetadata, TransactionDescription
 from raftka.v1.errors import (
     AuthenticationFailedError,
     AuthorizationFailedError,
@@ -55,6 +56,12 @@ from raftka.v1.errors import (
     PartitionNotAssignedError,
     ProducerClosedError,
     ProducerFencedError,
+    InvalidTxnStateError,
+    TransactionalIdNotFoundError,
+    ConcurrentTransactionsError,
+    InvalidTransactionTimeoutError,
+    TransactionCoordinatorFencedError,
+    InvalidProducerEpochError,
     RaftkaError,
     RaftkaTimeoutError,
     RequestTimedOutError,
@@ -155,6 +162,14 @@ __all__ = [
     "Producer",
     "ProducerClosedError",
     "ProducerFencedError",
+    "TransactionDescription",
+    "ConsumerGroupMetadata",
+    "InvalidTxnStateError",
+    "TransactionalIdNotFoundError",
+    "ConcurrentTransactionsError",
+    "InvalidTransactionTimeoutError",
+    "TransactionCoordinatorFencedError",
+    "InvalidProducerEpochError",
     "RaftkaError",
     "RaftkaTimeoutError",
     "RecordMetadata",

@@ -213,6 +213,20 @@ class Accumulator:
         queue.batches.append(batch)
         return batch
 
+    def sticky_choice(self, topic: str, count: int) -> int:
+        """The sticky partition for keyless records of ``topic``, fixed until
+        ``forget_sticky`` (a transactional producer: it must add the partition to its
+        transaction before the record is queued)."""
+        current = self._sticky.get(topic)
+        if current is not None and current[1] is None:
+            return current[0] % count
+        partition = self._sticky_partition(topic, count)
+        self._sticky[topic] = (partition, None)
+        return partition
+
+    def forget_sticky(self) -> None:
+        self._sticky.clear()
+
     def _sticky_partition(self, topic: str, count: int) -> int:
         """Rule 5: the partition keyless records of ``topic`` go to now."""
         current = self._sticky.get(topic)

@@ -44,6 +44,7 @@ from raftka.client._cluster_ops import ClusterNode, Reassignment
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._transactions import TransactionDescription, TxnCoordinatorClient
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.client._rolling import NodeRestart, rolling_restart
 from raftka.v1.errors import (
@@ -75,7 +76,7 @@ from raftka.client._types import (
     TopicDescription,
     TopicPartition,
 )
-from raftka.v1 import admin_pb2, broker_pb2, group_pb2
+from raftka.v1 import admin_pb2, broker_pb2, group_pb2, txn_pb2
 
 __all__ = ["Admin", "AdminOps"]
 
@@ -562,6 +563,69 @@ class AdminOps:
             if not ambiguous[0]:
                 raise
             # our earlier attempt deleted it
+
+    # ------------------------------------------------------------------ transactions
+
+    def list_transactions_ops(self, *, states: Iterable[str] = (),
+                              timeout: float | None = None
+                              ) -> Ops[list[TransactionDescription]]:
+        """Every transactional id (in ``states``, if given), sorted by id: each node lists
+        the ids it coordinates, so every node is asked (in parallel) and the answers
+        merged. Raises NoBrokersAvailable when no node answered."""
+        timeout = self._default_timeout if timeout is None else timeout
+        brokers = dict((yield Refresh(timeout, raise_errors=True)).brokers)
+        per_call = min(_STATUS_CALL_TIMEOUT_S, self._cluster.request_timeout_s, timeout)
+        request = txn_pb2.ListTransactionsRequest(states=list(states))
+
+        def ask(address: str) -> Ops[Any]:
+            try:
+                return (yield Rpc(address, "txn", "ListTransactions", request, per_call,
+                                  "ListTransactions"))
+            except RaftkaError as e:
+                return e
+
+        results = yield Gather([ask(brokers[nid]) for nid in brokers])
+        answers = [r for r in results if not isinstance(r, RaftkaError)]
+        if not answers:
+            errors = [r for r in results if isinstance(r, RaftkaError)]
+            if errors and not errors[0].retriable:
+                raise errors[0]
+            raise NoBrokersAvailable(list(brokers.values()), errors[0] if errors else None)
+        merged: dict[str, TransactionDescription] = {}
+        for r in answers:
+            for t in r.transactions:
+                merged[t.transactional_id] = TransactionDescription.from_pb(t)
+        return [merged[k] for k in sorted(merged)]
+
+    def describe_transaction_ops(self, transactional_id: str, *,
+                                 timeout: float | None = None) -> Ops[TransactionDescription]:
+        """The id's state at its coordinator. Raises TransactionalIdNotFoundError."""
+        resp = (yield from self._txn(transactional_id).call_ops(
+            "DescribeTransactions", txn_pb2.DescribeTransactionsRequest(
+                transactional_ids=[transactional_id]),
+            self._default_timeout if timeout is None else timeout,
+            f"describe transactional id {transactional_id!r}"))
+        return TransactionDescription.from_pb(resp.transactions[0])
+
+    def abort_transaction_ops(self, transactional_id: str, *,
+                              timeout: float | None = None) -> Ops[None]:
+        """An operator's abort of the id's open transaction (its producer is fenced: its
+        epoch is bumped). Raises TransactionalIdNotFoundError, InvalidTxnStateError when no
+        transaction is open."""
+        (yield from self._txn(transactional_id).call_ops(
+            "AbortTransaction", txn_pb2.AbortTransactionRequest(
+                transactional_id=transactional_id),
+            self._default_timeout if timeout is None else timeout,
+            f"abort the transaction of {transactional_id!r}"))
+
+    def _txn(self, transactional_id: str) -> TxnCoordinatorClient:
+        key = "\0txn:" + transactional_id  # shares the group clients' bounded cache
+        client = self._groups.get(key)
+        if client is None:
+            if len(self._groups) >= _GROUP_CLIENTS_MAX:
+                self._groups.pop(next(iter(self._groups)))
+            client = self._groups[key] = TxnCoordinatorClient(self._cluster, transactional_id)
+        return client  # type: ignore[return-value]
 
     def _group(self, group_id: str) -> GroupCoordinatorClient:
         client = self._groups.get(group_id)
@@ -1102,6 +1166,23 @@ class Admin(AdminOps):
         coordinator wins (it knows the members). Raises NoBrokersAvailable when no node
         answered."""
         return self._run(self.list_groups_ops(timeout=timeout))
+
+    def list_transactions(self, *, states: Iterable[str] = (),
+                          timeout: float | None = None) -> list[TransactionDescription]:
+        """Every transactional id (in ``states``, if given), sorted by id."""
+        return self._run(self.list_transactions_ops(states=states, timeout=timeout))
+
+    def describe_transaction(self, transactional_id: str, *,
+                             timeout: float | None = None) -> TransactionDescription:
+        """The id's state at its coordinator: producer id and epoch, state, partitions,
+        start time. Raises TransactionalIdNotFoundError."""
+        return self._run(self.describe_transaction_ops(transactional_id, timeout=timeout))
+
+    def abort_transaction(self, transactional_id: str, *,
+                          timeout: float | None = None) -> None:
+        """Abort the id's open transaction (an operator clearing a stuck one); its
+        producer is fenced. Raises InvalidTxnStateError when none is open."""
+        self._run(self.abort_transaction_ops(transactional_id, timeout=timeout))
 
     def describe_group(self, group_id: str, *,
                        timeout: float | None = None) -> GroupDescription:

@@ -475,7 +475,8 @@ class Cluster(ClusterState):
         return self._connection(address).admin
 
     def stub(self, address: str, service: str) -> Any:
-        """The stub of ``service`` ("broker", "admin", "group") for ``address``."""
+        """The stub of ``service`` ("broker", "admin", "group", "security", "txn") for
+        ``address``."""
         conn = self._connection(address)
         if service == "broker":
             return conn.broker
@@ -484,6 +485,9 @@ class Cluster(ClusterState):
         if service == "security":
             from raftka.v1 import security_pb2_grpc  # noqa: PLC0415 - admin tools only
             return security_pb2_grpc.SecurityStub(conn.channel)
+        if service == "txn":
+            from raftka.v1 import txn_pb2_grpc  # noqa: PLC0415 - transactions only
+            return txn_pb2_grpc.TransactionCoordinatorStub(conn.channel)
         if conn.group is None:
             conn.group = group_pb2_grpc.GroupCoordinatorStub(conn.channel)
         return conn.group

@@ -39,6 +39,7 @@ from typing import Any
 from raftka.client._security import ClientSecurity
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._transactions import ConsumerGroupMetadata
 from raftka.client._ops import Ops, backoff, run_sync
 from raftka.client._retry import RetryPolicy
 from raftka.v1.errors import (
@@ -50,7 +51,7 @@ from raftka.v1.errors import (
     UnknownMemberIdError,
     UnknownTopicError,
 )
-from raftka.client._reader import PartitionReader, check_read_from
+from raftka.client._reader import PartitionReader, _isolation, check_read_from
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.v1 import group_pb2
 
@@ -269,7 +270,8 @@ class _Fetcher:
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
             read_ahead=False,  # this thread is the read-ahead
-            read_from=consumer._read_from, rack=consumer._rack)
+            read_from=consumer._read_from, rack=consumer._rack,
+            isolation_level=consumer._isolation_level)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"raftka-fetch-{tp.topic}-"
                                         f"{tp.partition}", daemon=True)
@@ -338,8 +340,11 @@ class Consumer:
         security: ClientSecurity | None = None,
         read_from: str = "leader",
         rack: str | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
         check_read_from(read_from, rack)
+        _isolation(isolation_level)  # a bad value fails here, not in the fetchers
+        self._isolation_level = isolation_level
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
                              f"{auto_offset_reset!r}")
@@ -420,6 +425,13 @@ class Consumer:
     def __iter__(self) -> Iterator[ConsumedRecord]:
         while not self._closed:
             yield from self.poll(1.0)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's identity for ``Producer.send_offsets_to_transaction`` (KIP-447):
+        group id, member id and the member epoch of the assignment poll applied."""
+        group = self._group
+        return ConsumerGroupMetadata(self.group_id, group.member_id, group.acked_epoch
+                                     if group.member_id else -1)
 
     def commit(self, offsets: Mapping[tuple[str, int], int] | None = None, *,
                timeout: float = 10.0) -> None:

@@ -78,6 +78,8 @@ class GroupCoordinatorClient:
     fakes); by default a stub over the cluster's channel to that address.
     """
 
+    service = "group"  # the Rpc service name of the calls (_ops.py)
+
     def __init__(
         self,
         cluster: ClusterState,
@@ -217,7 +219,7 @@ class GroupCoordinatorClient:
             if remaining <= 0:
                 break
             try:
-                return (yield Rpc(coordinator.address, "group", method_name, request,
+                return (yield Rpc(coordinator.address, self.service, method_name, request,
                                   min(remaining, self.cluster.request_timeout_s), what))
             except RaftkaError as e:
                 leader = named_leader(e, self.cluster.broker_address)

@@ -73,12 +73,15 @@ _SEQUENCE_ERRORS = (OutOfOrderSequenceError, UnknownProducerIdError, ProducerFen
 PartitionKey = tuple[str, int]
 
 
-def restamp(batch: bytes, producer_id: int, epoch: int, sequence: int) -> bytes:
+def restamp(batch: bytes, producer_id: int, epoch: int, sequence: int,
+            transactional: bool = False) -> bytes:
     """``batch`` (one RecordBatch v2) with producerId/producerEpoch/baseSequence replaced
-    and its CRC-32C recomputed (the CRC covers those fields). Costs one CRC pass, no
-    record work."""
+    (and the transactional attribute bit set, for a transactional producer) and its CRC-32C
+    recomputed (the CRC covers those fields). Costs one CRC pass, no record work."""
     out = bytearray(batch)
     _PRODUCER_FIELDS.pack_into(out, 43, producer_id, epoch, sequence)
+    if transactional:
+        out[22] |= 0x10  # attributes (int16 at byte 21): bit 4
     _CRC.pack_into(out, 17, _crc32c(memoryview(out)[21:]))
     return bytes(out)
 
@@ -106,19 +109,25 @@ class _Sequences:
 class IdempotenceState:
     """Rules 1-5 of the module docstring. Not thread-safe: the owner serializes calls."""
 
-    __slots__ = ("producer_id", "producer_epoch", "_sequences")
+    __slots__ = ("producer_id", "producer_epoch", "_sequences", "transactional")
 
-    def __init__(self) -> None:
+    def __init__(self, transactional: bool = False) -> None:
         self.producer_id = -1
         self.producer_epoch = -1
         self._sequences: dict[PartitionKey, _Sequences] = {}
+        # A transactional producer's epoch is the coordinator's: a partition never starts a
+        # new one on its own (rule 4 would desynchronize it from the markers), so a
+        # permanent sequence gap fails the batches instead (the transaction must abort).
+        self.transactional = transactional
 
     @property
     def has_producer_id(self) -> bool:
         return self.producer_id >= 0
 
     def set_producer_id(self, producer_id: int, epoch: int) -> None:
-        """Rule 1."""
+        """Rule 1 (and a transactional producer's InitTransactions: sequences restart)."""
+        if (producer_id, epoch) != (self.producer_id, self.producer_epoch):
+            self._sequences.clear()
         self.producer_id, self.producer_epoch = producer_id, epoch
 
     def stamp(self, key: PartitionKey, record_count: int) -> tuple[int, int]:
@@ -156,7 +165,7 @@ class IdempotenceState:
         seq = self._sequences.get(key)
         if seq is None:
             return None
-        if seq.epoch >= EPOCH_MAX:
+        if seq.epoch >= EPOCH_MAX or self.transactional:
             return False
         seq.epoch += 1
         seq.next_sequence = 0

@@ -61,8 +61,14 @@ from raftka.client._idempotence import MAX_IN_FLIGHT_IDEMPOTENT, IdempotenceStat
 from raftka.client._partitioner import default_partition
 from raftka.client._retry import RetryPolicy
 from raftka.client._sender import Sender
+from raftka.client._transactions import (
+    ConsumerGroupMetadata,
+    TransactionManager,
+    TxnCoordinatorClient,
+)
 from raftka.v1 import broker_pb2
 from raftka.v1.errors import (
+    InvalidTxnStateError,
     ProducerClosedError,
     RaftkaError,
     RaftkaTimeoutError,
@@ -305,7 +311,20 @@ class Producer:
         buffer_memory: int = 64 * 1024 * 1024,
         enable_idempotence: bool | None = None,
         max_in_flight: int | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
     ) -> None:
+        if transactional_id is not None:
+            if not transactional_id:
+                raise ValueError("transactional_id must not be empty")
+            if enable_idempotence is False:
+                raise ValueError("a transactional producer is idempotent: leave "
+                                 "enable_idempotence unset or True")
+            if parse_acks(acks) != broker_pb2.ACKS_ALL:
+                raise ValueError("a transactional producer needs acks='all'")
+            if transaction_timeout_ms < 1:
+                raise ValueError("transaction_timeout_ms must be at least 1")
+            enable_idempotence = True
         settings = producer_settings(
             acks=acks, linger_ms=linger_ms, batch_size=batch_size, compression=compression,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
@@ -319,7 +338,15 @@ class Producer:
                                 security=security)
         self._accumulator = Accumulator(compression=compression, batch_size=batch_size,
                                         buffer_memory=buffer_memory)
-        self._idempotence = IdempotenceState() if enable_idempotence else None
+        self._idempotence = (IdempotenceState(transactional=transactional_id is not None)
+                             if enable_idempotence else None)
+        self._request_timeout_s = request_timeout_ms / 1000
+        self._txn: TransactionManager | None = None
+        self._txn_futures: list[Future[Any]] = []  # the open transaction's records
+        if transactional_id is not None:
+            self._txn = TransactionManager(
+                TxnCoordinatorClient(self._cluster, transactional_id), transactional_id,
+                transaction_timeout_ms)
         self._sender = Sender(
             self._cluster, self._accumulator, self._idempotence, acks=acks_value,
             max_in_flight=max_in_flight, linger_s=self._linger_s,
@@ -348,7 +375,8 @@ class Producer:
 
         Blocks (up to ``max_block_ms``) only to learn the topic's partitions the first
         time or to wait for buffer room. Raises ProducerClosedError after ``close()``,
-        TypeError/ValueError for bad arguments; every other failure goes into the future.
+        TypeError/ValueError for bad arguments, InvalidTxnStateError for a transactional
+        producer outside a transaction; every other failure goes into the future.
         """
         sender = self._sender
         if sender.closing:
@@ -360,10 +388,14 @@ class Producer:
                    else _to_bytes(value, "value"))
         hdrs = _to_headers(headers) if headers else ()
         size = record_size(key_b, value_b, hdrs)
+        if self._txn is not None:
+            self._txn.check_send()  # raises: a send outside a transaction is a bug (Kafka)
         try:
             partition, count = self._choose_partition(topic, key_b, partition)
+            if self._txn is not None:
+                partition = self._txn_partition(topic, partition, count)
         except RaftkaError as e:
-            return _failed_future(e)
+            return self._txn_failed(_failed_future(e), e)
         with self._cond:
             err = self._wait_for_room(size)
             if err is not None:
@@ -383,6 +415,8 @@ class Producer:
                 claimed = sender.claim(topic, batch.partition)
         if claimed:
             sender.send_claimed(*claimed)
+        if self._txn is not None:
+            self._txn_futures.append(fut)
         return fut
 
     def send_many(
@@ -413,14 +447,18 @@ class Producer:
             vb = v if v is None or type(v) is bytes else _to_bytes(v, "value")
             records.append((key_b, vb, hdrs, timestamp_ms))
             sizes.append(base + len(vb or b""))
+        if self._txn is not None:
+            self._txn.check_send()
         group = _Group(len(records))
         if not records:
             group.future.set_result([])
             return group.future
         try:
             chosen, count = self._choose_partition(topic, key_b, partition)
+            if self._txn is not None:
+                chosen = self._txn_partition(topic, chosen, count)
         except RaftkaError as e:
-            return _failed_future(e)
+            return self._txn_failed(_failed_future(e), e)
         total = sum(sizes)
         with self._cond:
             err = self._wait_for_room(total)
@@ -434,7 +472,97 @@ class Producer:
                 claimed = self._sender.claim(topic, part)
         if claimed:
             self._sender.send_claimed(*claimed)
+        if self._txn is not None:
+            self._txn_futures.append(group.future)
         return group.future
+
+    # ------------------------------------------------------------------ transactions
+
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Register the ``transactional_id`` with its coordinator (Kafka's
+        initTransactions): a producer id and a new epoch, which fences every older
+        producer with this id (their later sends and commits fail with
+        ProducerFencedError) and aborts a transaction one of them left open. Call once,
+        before the first transaction."""
+        txn = self._require_txn("init_transactions()")
+        pid, epoch = txn.init(self._max_block_s if timeout is None else timeout)
+        with self._cond:
+            assert self._idempotence is not None
+            self._idempotence.set_producer_id(pid, epoch)
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: the records sent until commit_transaction() or
+        abort_transaction() become visible to read_committed consumers all together, or
+        never."""
+        self._require_txn("begin_transaction()").begin()
+        self._txn_futures = []
+        with self._cond:
+            self._accumulator.forget_sticky()  # keyless records: a partition per transaction
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Flush the transaction's records, then commit it; returns once every partition
+        has its commit marker. Raises the error of a record that failed (the transaction
+        must then be aborted), ProducerFencedError if a newer producer took over."""
+        txn = self._require_txn("commit_transaction()")
+        txn.check_send()
+        timeout_s = self._max_block_s if timeout is None else timeout
+        self.flush(timeout_s)
+        for f in self._txn_futures:
+            err = f.exception()
+            if err is not None:
+                txn.failed(err)
+                break
+        txn.end(True, timeout_s)
+        self._txn_futures = []
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the transaction: none of its records is ever visible to read_committed
+        consumers (read_uncommitted ones see them, as in Kafka)."""
+        txn = self._require_txn("abort_transaction()")
+        txn.check_send()
+        timeout_s = self._max_block_s if timeout is None else timeout
+        self.flush(timeout_s)  # no batch of it may land after the abort marker
+        txn.end(False, timeout_s)
+        self._txn_futures = []
+
+    def send_offsets_to_transaction(self, offsets: Mapping[tuple[str, int], int],
+                                    group_metadata: ConsumerGroupMetadata | str,
+                                    timeout: float | None = None) -> None:
+        """Commit a consumer group's offsets ({(topic, partition): next offset to read})
+        as part of the open transaction (KIP-447, consume-transform-produce exactly once):
+        the group sees them if and only if the transaction commits. ``group_metadata`` is
+        ``consumer.group_metadata()`` (the coordinator fences a member that lost its
+        partitions, as for its own commits) or a group id for a standalone consumer."""
+        txn = self._require_txn("send_offsets_to_transaction()")
+        group = (ConsumerGroupMetadata(group_metadata) if isinstance(group_metadata, str)
+                 else group_metadata)
+        if not offsets:
+            return
+        txn.send_offsets(dict(offsets), group,
+                         self._max_block_s if timeout is None else timeout)
+
+    def _require_txn(self, what: str) -> TransactionManager:
+        if self._txn is None:
+            raise InvalidTxnStateError(f"{what} needs a transactional producer: create it "
+                                       "with transactional_id=...")
+        return self._txn
+
+    def _txn_partition(self, topic: str, partition: int | None, count: int) -> int:
+        """A transactional send's partition, added to the transaction before the record is
+        queued (so no batch reaches a partition the coordinator does not know)."""
+        txn = self._txn
+        assert txn is not None
+        txn.check_send()
+        if partition is None:
+            with self._cond:
+                partition = self._accumulator.sticky_choice(topic, count)
+        txn.add_partition(topic, partition, self._max_block_s)
+        return partition
+
+    def _txn_failed(self, future: Future[Any], error: BaseException) -> Future[Any]:
+        if self._txn is not None:
+            self._txn.failed(error)
+        return future
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued now and wait until each of those records is

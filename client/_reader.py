@@ -106,6 +106,19 @@ def _start_spec(offset: str | int) -> str | int:
     return name
 
 
+_ISOLATION_LEVELS = {"read_uncommitted": broker_pb2.READ_UNCOMMITTED,
+                     "read_committed": broker_pb2.READ_COMMITTED}
+
+
+def _isolation(level: str) -> int:
+    """``isolation_level`` as Kafka names it (also with a dash, as the CLI takes it)."""
+    value = _ISOLATION_LEVELS.get(str(level).strip().lower().replace("-", "_"))
+    if value is None:
+        raise ValueError("isolation_level must be 'read_uncommitted' (the default) or "
+                         f"'read_committed', got {level!r}")
+    return value
+
+
 class PartitionReaderCore:
     """A partition reader's state and its fetch operation (``_ops.py``): everything but
     the I/O, shared by :class:`PartitionReader` and the asyncio ``raftka.aio``
@@ -126,7 +139,9 @@ class PartitionReaderCore:
         read_ahead: bool = True,
         read_from: str = "leader",
         rack: str | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        self._isolation = _isolation(isolation_level)
         check_read_from(read_from, rack)
         self._read_from = read_from
         self._rack = rack or ""
@@ -327,7 +342,8 @@ class PartitionReaderCore:
         return broker_pb2.FetchRequest(topic=self.topic, partition=self.partition,
                                        offset=offset, max_bytes=self._max_bytes,
                                        max_wait_ms=wait_ms,
-                                       allow_follower=self._read_from != "leader")
+                                       allow_follower=self._read_from != "leader",
+                                       isolation_level=self._isolation)
 
     def _replica_address(self, leader_address: str) -> tuple[int | None, str]:
         """(the follower to read, its address), or (None, the leader's address)."""
@@ -381,6 +397,11 @@ class PartitionReaderCore:
                                                 header.base_offset < next_position))
                     next_position = max(next_position, header.next_offset)
                     pos += header.size
+                if (self._isolation and next_position < response.next_offset
+                        <= response.high_watermark):
+                    # read_committed: the broker left out aborted batches and markers
+                    # after the last one it returned
+                    next_position = response.next_offset
             except _DecodeError as e:
                 if next_position == position:  # nothing usable: refuse to skip data
                     raise CorruptBatchError(
@@ -549,7 +570,9 @@ class TopicReader:
         max_bytes: int = 1024 * 1024,
         read_from: str = "leader",
         rack: str | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        _isolation(isolation_level)  # a bad value fails before any connection
         self.topic = topic
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
                                 security=security)
@@ -566,7 +589,8 @@ class TopicReader:
             self._readers = [
                 PartitionReader(self._cluster, topic, p, offset, offset_reset=offset_reset,
                                 request_timeout_ms=request_timeout_ms, max_bytes=max_bytes,
-                                read_from=read_from, rack=rack)
+                                read_from=read_from, rack=rack,
+                                isolation_level=isolation_level)
                 for p in partitions
             ]
         except BaseException:

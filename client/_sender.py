@@ -478,7 +478,7 @@ class Sender:
                                                             batch.record_count)
             producer_id = idempotence.producer_id
         batch.payload = restamp(batch.payload, producer_id, batch.epoch,  # type: ignore[arg-type]
-                                batch.sequence)
+                                batch.sequence, idempotence.transactional)
 
     def _reset_sequences(self, key: tuple[str, int], q: PartitionQueue) -> None:
         """Under the lock, nothing of the partition in flight: ``_idempotence.py`` rule 4.
@@ -490,7 +490,10 @@ class Sender:
         if bumped is None:
             return
         if not bumped:
-            err = ProducerFencedError(f"producer epoch exhausted for {key[0]}/{key[1]}")
+            err = ProducerFencedError(
+                f"{key[0]}/{key[1]} lost a batch of this transaction for good (a sequence "
+                "gap); abort the transaction" if self._idempotence.transactional
+                else f"producer epoch exhausted for {key[0]}/{key[1]}")
             for b in q.batches:
                 if not b.done:
                     self._retry_of(b).last = err

@@ -20,8 +20,10 @@
     raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: no limit)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
+                   [--isolation read-committed]
     raftka consume TOPIC --group G [--from-beginning] [--count N] [--exit-at-end]
     raftka group list | describe G | delete G
+    raftka txn list [--state S] | describe ID | abort ID
     raftka group reset-offsets G --topic T [--partition N ...]
         (--to-earliest | --to-latest | --to-offset N | --to-datetime ISO | --to-timestamp MS)
         [--dry-run]
@@ -275,6 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
     throttle.add_argument("bytes_per_s", metavar="BYTES_PER_S", type=_size)
 
+    txn = sub.add_parser("txn", help="list, describe or abort transactions")
+    tsub = txn.add_subparsers(dest="txn_command", metavar="ACTION", required=True)
+    tlist = tsub.add_parser("list", parents=[common, as_json, timeout],
+                            help="list transactional ids and their state")
+    tlist.add_argument("--state", action="append", default=None,
+                       choices=("empty", "ongoing", "prepare_commit", "prepare_abort",
+                                "complete_commit", "complete_abort"),
+                       help="only ids in this state (repeatable)")
+    tdescribe = tsub.add_parser("describe", parents=[common, as_json, timeout],
+                                help="one transactional id: producer id/epoch, state, "
+                                     "partitions, age")
+    tdescribe.add_argument("transactional_id", metavar="ID")
+    tabort = tsub.add_parser("abort", parents=[common, as_json, timeout],
+                             help="abort the open transaction of ID (its producer is fenced)")
+    tabort.add_argument("transactional_id", metavar="ID")
+
     group = sub.add_parser("group", help="list, describe, reset or delete consumer groups")
     gsub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
     gsub.add_parser("list", parents=[common, as_json, timeout], help="list consumer groups")
@@ -351,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(one in --rack, else the leader) or any (spread over replicas)")
     consume.add_argument("--rack", default=None,
                          help="the rack (zone) this client runs in, for --read-from nearest")
+    consume.add_argument("--isolation", choices=("read-uncommitted", "read-committed"),
+                         default="read-uncommitted",
+                         help="read-committed: only records of committed transactions, up "
+                              "to the last stable offset (default read-uncommitted, as "
+                              "Kafka's isolation.level)")
     consume.add_argument("--print-offsets", action="store_true",
                          help="prefix each value with PARTITION<TAB>OFFSET<TAB>")
     consume.add_argument("-g", "--group", default=None, metavar="GROUP",
@@ -961,6 +984,35 @@ def _cmd_cluster_restart(args: argparse.Namespace, bootstrap: list[str]) -> int:
     return 0
 
 
+def _cmd_txn(args: argparse.Namespace, bootstrap: list[str]) -> int:
+    out = sys.stdout
+    action = args.txn_command
+    with Admin(bootstrap, default_timeout=args.timeout,
+               security=security_from_args(args)) as admin:
+        admin.wait_for_brokers(min(_REACH_TIMEOUT_S, args.timeout))
+        if action == "abort":
+            admin.abort_transaction(args.transactional_id)
+            if args.json:
+                _json({"aborted": args.transactional_id}, out)
+            else:
+                out.write(f"aborted the transaction of {args.transactional_id}\n")
+            return 0
+        txns = (admin.list_transactions(states=args.state or ()) if action == "list"
+                else [admin.describe_transaction(args.transactional_id)])
+        if args.json:
+            _json(txns if action == "list" else txns[0], out)
+            return 0
+        now_ms = time.time() * 1000
+        out.write(_table(
+            ["TRANSACTIONAL ID", "STATE", "PRODUCER ID", "EPOCH", "PARTITIONS", "AGE",
+             "COORDINATOR"],
+            [[t.transactional_id, t.state, t.producer_id, t.producer_epoch,
+              ",".join(f"{topic}/{p}" for topic, p in t.partitions) or "-",
+              f"{max(now_ms - t.start_time_ms, 0) / 1000:.1f}s" if t.start_time_ms else "-",
+              t.coordinator_id] for t in txns]) + "\n")
+    return 0
+
+
 def _cmd_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
     out = sys.stdout
     action = args.group_command
@@ -1142,7 +1194,7 @@ def _cmd_consume(args: argparse.Namespace, bootstrap: list[str]) -> int:
     printed = 0
     with TopicReader(bootstrap, args.topic, partitions, offset, metadata_timeout=5.0,
                      security=security_from_args(args), read_from=args.read_from,
-                     rack=args.rack) as reader:
+                     rack=args.rack, isolation_level=args.isolation) as reader:
         while True:
             records = reader.poll(0.5)
             for r in records:
@@ -1178,7 +1230,7 @@ def _cmd_consume_group(args: argparse.Namespace, bootstrap: list[str]) -> int:
                       auto_offset_reset="earliest" if args.from_beginning else "latest",
                       enable_auto_commit=False, client_id=f"{PROG}-cli",
                       security=security_from_args(args), read_from=args.read_from,
-                      rack=args.rack) as consumer:
+                      rack=args.rack, isolation_level=args.isolation) as consumer:
             while True:
                 limit = None if args.count is None else args.count - printed
                 records = consumer.poll(0.5, max_records=limit)
@@ -1323,6 +1375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_cluster(args, bootstrap)
         if args.command == "group":
             return _cmd_group(args, bootstrap)
+        if args.command == "txn":
+            return _cmd_txn(args, bootstrap)
         if args.command == "produce":
             return _cmd_produce(args, bootstrap)
         if args.command == "consume":

@@ -145,6 +145,28 @@ def _filter_groups(response: Any, allowed: Callable[[str, str, str], bool]) -> N
     response.groups.extend(keep)
 
 
+def _txn_id(op: str, topics_op: str | None = None,
+            topics: Callable[[Any], Iterable[str]] = lambda r: (),
+            group: Callable[[Any], str] | None = None) -> Callable[[Any], Iterable[Check]]:
+    """Kafka's transaction ACLs: ``op`` on the TRANSACTIONAL_ID, plus ``topics_op`` on each
+    topic named and READ on the group named (TxnOffsetCommit, AddOffsetsToTxn)."""
+    def checks(r: Any) -> Iterable[Check]:
+        yield (op, "TRANSACTIONAL_ID", r.transactional_id)
+        if topics_op:
+            for t in sorted(set(topics(r))):
+                yield (topics_op, "TOPIC", t)
+        if group is not None:
+            yield ("READ", "GROUP", group(r))
+    return checks
+
+
+def _filter_transactions(response: Any, allowed: Callable[[str, str, str], bool]) -> None:
+    keep = [t for t in response.transactions
+            if allowed("DESCRIBE", "TRANSACTIONAL_ID", t.transactional_id)]
+    del response.transactions[:]
+    response.transactions.extend(keep)
+
+
 def _metadata_checks(r: Any) -> Iterable[Check]:
     return [("DESCRIBE", "TOPIC", t) for t in r.topics]  # listed: each; else filtered
 
@@ -155,6 +177,7 @@ def _create_topic_checks(r: Any) -> Iterable[Check]:
 
 _B, _A, _G = "/raftka.v1.Broker/", "/raftka.v1.Admin/", "/raftka.v1.GroupCoordinator/"
 _S, _SH = "/raftka.v1.Security/", "/raftka.v1.Share/"
+_T = "/raftka.v1.TransactionCoordinator/"
 _PUBLIC = Rule(public=True)
 
 RULES: dict[str, Rule] = {
@@ -203,6 +226,22 @@ RULES: dict[str, Rule] = {
                              quota=("fetch", lambda r: r.ByteSize())),
     _SH + "ShareAcknowledge": Rule(_group("READ", "READ", lambda r: (r.topic,))),
     _SH + "DescribeSharePartition": Rule(_group("DESCRIBE", "DESCRIBE", lambda r: (r.topic,))),
+    # Transactions (txn.proto; Kafka's rules: WRITE on the transactional id, WRITE on
+    # the topics added, READ on the group whose offsets are committed; listings filtered)
+    _T + "FindCoordinator": Rule(_txn_id("DESCRIBE")),
+    _T + "InitTransactions": Rule(_txn_id("WRITE")),
+    _T + "AddPartitionsToTxn": Rule(_txn_id("WRITE", "WRITE",
+                                            lambda r: (t.topic for t in r.topics))),
+    _T + "AddOffsetsToTxn": Rule(_txn_id("WRITE", group=lambda r: r.group_id)),
+    _T + "TxnOffsetCommit": Rule(_txn_id("WRITE", "READ", lambda r: (o.topic for o in r.offsets),
+                                         group=lambda r: r.group_id)),
+    _T + "EndTxn": Rule(_txn_id("WRITE")),
+    _T + "ListTransactions": Rule(filter=_filter_transactions),
+    _T + "DescribeTransactions": Rule(lambda r: [("DESCRIBE", "TRANSACTIONAL_ID", t)
+                                                 for t in r.transactional_ids]),
+    _T + "AbortTransaction": Rule(_txn_id("ALTER")),
+    # markers: a coordinator (cluster member) or an operator's tool (Kafka: CLUSTER_ACTION)
+    "/raftka.v1.TxnMarkers/WriteTxnMarkers": Rule(_cluster("CLUSTER_ACTION")),
     # Security
     _S + "CreateAcls": Rule(_cluster("ALTER")),
     _S + "DeleteAcls": Rule(_cluster("ALTER")),

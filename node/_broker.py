@@ -29,6 +29,7 @@ from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
 from ._metrics import NodeMetrics
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
+from ._txn_state import TXN_TOPIC, TxnStateReplica
 from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
 from ._reassignment import ReassignmentDriver, run as run_reassignments
@@ -41,10 +42,19 @@ OFFSETS_TOPIC_PARTITIONS = 6
 OFFSETS_TOPIC_CHECK_S = 0.2
 
 
+def _log_abort_failure(task: asyncio.Future) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:  # retried at the next maintenance pass
+        log.info("aborting an expired transaction failed: %s; will retry", exc)
+
+
 class Broker:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.node_id = config.node_id
+        self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = RocksLogDB(config.data_dir / "raft")
         self.metrics = NodeMetrics(config.node_id)  # served only with --metrics-listen
@@ -149,6 +159,8 @@ class Broker:
         if topic.name == OFFSETS_TOPIC:
             replica: PartitionReplica = OffsetsReplica(
                 *args, compact_after=self.config.offsets_compact_entries)
+        elif topic.name == TXN_TOPIC:
+            replica = TxnStateReplica(*args, compact_after=self.config.offsets_compact_entries)
         else:
             replica = PartitionReplica(*args)
             replica.on_accepted = self.metrics.produce_accepted
@@ -245,12 +257,27 @@ class Broker:
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
             try:
                 await self._apply_retention()
+                self._expire_transactions()
                 await self._snapshot_controller()
                 self._prefer_preferred_leaders()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - maintenance must never stop the node
                 log.exception("maintenance pass failed; will retry")
+
+    def _expire_transactions(self) -> None:
+        """Abort the transactions open on a partition this node leads for longer than
+        ``transaction_max_timeout_ms`` (in the background: a marker waits for its commit)."""
+        max_ms = self.config.transaction_max_timeout_ms
+        for replica in list(self.partitions.values()):
+            for pid, epoch in replica.expired_transactions(max_ms):
+                log.warning("%s/%d: aborting the transaction of producer id %d epoch %d, "
+                            "open for more than %d ms", replica.topic, replica.partition,
+                            pid, epoch, max_ms)
+                task = asyncio.ensure_future(replica.abort_expired(pid, epoch, 30.0))
+                self._txn_aborts.add(task)
+                task.add_done_callback(self._txn_aborts.discard)
+                task.add_done_callback(_log_abort_failure)
 
     async def _compaction(self) -> None:
         while True:

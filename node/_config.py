@@ -73,6 +73,12 @@ class NodeConfig:
     # The rack (zone, room) this node runs in, shown in Metadata; readers with
     # read_from="nearest" prefer a replica in their own rack. "" = none declared.
     rack: str = ""
+    # A partition leader aborts a transaction still open on its partition this long after
+    # its first batch (Kafka's transaction.max.timeout.ms): the backstop against a
+    # transaction nobody ends, which would hold the last stable offset back for ever.
+    transaction_max_timeout_ms: int = 900_000
+    # The most partitions one transaction may touch (AddPartitionsToTxn refuses more).
+    transaction_max_partitions: int = 1000
     # security (see the module docstring)
     tls_cert: str = ""
     tls_key: str = ""
@@ -163,6 +169,10 @@ class NodeConfig:
             raise ConfigError("tick_ms must be within 10..10000")
         if self.offsets_compact_entries < 1:
             raise ConfigError("offsets_compact_entries must be at least 1")
+        if not 1000 <= self.transaction_max_timeout_ms <= 86_400_000:
+            raise ConfigError("transaction_max_timeout_ms must be within 1000..86400000")
+        if not 1 <= self.transaction_max_partitions <= 100_000:
+            raise ConfigError("transaction_max_partitions must be within 1..100000")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be greater than heartbeat_ticks")
         if self.metrics_listen:
@@ -260,6 +270,7 @@ def load_toml(path: Path) -> NodeConfig:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
+             "transaction_max_timeout_ms", "transaction_max_partitions",
              *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers"}
     unknown = set(raw) - known
     if unknown:
@@ -274,6 +285,8 @@ def load_toml(path: Path) -> NodeConfig:
             heartbeat_ticks=int(raw.get("heartbeat_ticks", 2)),
             log_level=str(raw.get("log_level", "warning")),
             offsets_compact_entries=int(raw.get("offsets_compact_entries", 10_000)),
+            transaction_max_timeout_ms=int(raw.get("transaction_max_timeout_ms", 900_000)),
+            transaction_max_partitions=int(raw.get("transaction_max_partitions", 1000)),
             metrics_listen=str(raw.get("metrics_listen", "")),
             rack=str(raw.get("rack", "")),
             **_security_from_toml(raw),
@@ -300,6 +313,11 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--offsets-compact-entries", type=int, default=None,
                    help="compact a __consumer_offsets partition after this many entries "
                    "(default 10000)")
+    p.add_argument("--transaction-max-timeout-ms", type=int, default=None,
+                   help="a partition leader aborts a transaction still open this long after "
+                   "its first batch (default 900000, Kafka's transaction.max.timeout.ms)")
+    p.add_argument("--transaction-max-partitions", type=int, default=None,
+                   help="the most partitions one transaction may touch (default 1000)")
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics over HTTP there (GET /metrics); off by "
                    "default")
@@ -362,6 +380,10 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.kafka_peers = parse_peers(args.kafka_peers)
     if args.offsets_compact_entries is not None:
         cfg.offsets_compact_entries = args.offsets_compact_entries
+    if args.transaction_max_timeout_ms is not None:
+        cfg.transaction_max_timeout_ms = args.transaction_max_timeout_ms
+    if args.transaction_max_partitions is not None:
+        cfg.transaction_max_partitions = args.transaction_max_partitions
     for key in ("tls_cert", "tls_key", "tls_ca", "tls_require_client_cert", "peer_listen",
                 "peer_tls_cert", "peer_tls_key", "peer_tls_ca", "peer_name_template",
                 "allow_anonymous", "authorization"):

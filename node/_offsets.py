@@ -16,6 +16,12 @@ Record formats (big-endian)::
     group              key   = b"G" | u16 len | group
                        value = JSON {"assignor", "group_epoch"}
                                (None: the group was deleted, its members with it)
+    pending offset     key   = b"P" | i64 producer id | u16 len | group | u16 len | topic
+                               | i32 partition
+                       value = as a committed offset
+                       (TxnOffsetCommit, KIP-447: kept in ``pending`` by producer id until
+                       that producer's transaction marker reaches this partition: a commit
+                       marker makes them committed offsets, an abort marker drops them)
 
 Unlike data partitions, every replica here *decodes* what it applies (commits and
 membership changes are small and rare next to data) into ``offsets``: group ->
@@ -33,7 +39,9 @@ the (few) entries after it. Snapshot data::
 
     u32 len | partition snapshot data (see _partition.py) | tables
     tables, version 2 = b"\x02" | JSON {"offsets": OFFSETS, "members": {group: {member id:
-                        record}}, "groups": {group: group record}}
+                        record}}, "groups": {group: group record},
+                        "pending": {producer id: OFFSETS}}  (pending: absent before
+                        transactions)
     tables, version 1 = OFFSETS (still read: a JSON object, so its first byte is "{")
     OFFSETS = {group: [[topic, partition, offset, metadata, commit_time_ms], ...]}
 """
@@ -49,7 +57,19 @@ from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batche
 from raftka.raft import CompactedError, Entry, Role, Snapshot
 
 from ._host import Group
-from ._partition import _SNAP, HEADER_SIZE, SNAPSHOT_VERSION, PartitionReplica, entry_header
+from ._partition import (
+    _ATTRIBUTES,
+    _ATTRIBUTES_AT,
+    _CONTROL_BIT,
+    _PRODUCER_FIELDS,
+    _PRODUCER_FIELDS_AT,
+    _SNAP,
+    HEADER_SIZE,
+    SNAPSHOT_VERSION,
+    PartitionReplica,
+    _marker_commits,
+    entry_header,
+)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_CONFIGS = {"retention.ms": "-1", "retention.bytes": "-1"}
@@ -141,6 +161,17 @@ def encode_group_changes(group_id: str, members: dict[str, dict | None], group: 
     return batches
 
 
+def encode_pending_commits(group_id: str, producer_id: int,
+                           commits: list[tuple[str, int, int, str]], now_ms: int) -> bytes:
+    """One record batch of a transaction's pending offsets (TxnOffsetCommit)."""
+    builder = BatchBuilder(compression="none", max_bytes=64 << 20)
+    for topic, partition, offset, metadata in commits:
+        value = _VALUE.pack(offset, now_ms) + metadata.encode()
+        builder.append(b"P" + struct.pack(">q", producer_id)
+                       + offset_key(group_id, topic, partition)[1:], value, (), now_ms)
+    return builder.build()
+
+
 def encode_commits(group_id: str, commits: list[tuple[str, int, int, str]],
                    now_ms: int) -> bytes:
     """One batch holding ``(topic, partition, offset, metadata)`` commits; offset -1 deletes."""
@@ -160,6 +191,8 @@ class OffsetsReplica(PartitionReplica):
         self.offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
         self.members: dict[str, dict[str, dict]] = {}  # group -> member id -> record
         self.groups: dict[str, dict] = {}  # group -> group record
+        # producer id -> {(group, topic, partition): offset} of its open transaction
+        self.pending: dict[int, dict[tuple[str, str, int], CommittedOffset]] = {}
 
     def attach(self, group: Group) -> None:
         super().attach(group)
@@ -188,6 +221,12 @@ class OffsetsReplica(PartitionReplica):
         for e in entries:
             if entry_header(e) is None:
                 continue
+            data = e.data
+            if len(data) >= _PRODUCER_FIELDS_AT + _PRODUCER_FIELDS.size and \
+                    _ATTRIBUTES.unpack_from(data, _ATTRIBUTES_AT)[0] & _CONTROL_BIT:
+                pid = _PRODUCER_FIELDS.unpack_from(data, _PRODUCER_FIELDS_AT)[0]
+                self._end_pending(pid, _marker_commits(data))
+                continue
             try:
                 records = decode_batches(memoryview(e.data)[HEADER_SIZE:])
             except CorruptBatchError:
@@ -196,6 +235,9 @@ class OffsetsReplica(PartitionReplica):
                 key = r.key or b""
                 if key[0:1] in (b"M", b"G"):
                     self._apply_group_record(key, r.value)
+                    continue
+                if key[0:1] == b"P":
+                    self._apply_pending(key, r.value)
                     continue
                 try:
                     group, topic, partition = parse_offset_key(key)
@@ -214,6 +256,30 @@ class OffsetsReplica(PartitionReplica):
                 metadata = bytes(r.value[_VALUE.size:]).decode("utf-8", "replace")
                 offsets.setdefault(group, {})[(topic, partition)] = CommittedOffset(
                     offset, metadata, at_ms)
+
+    def _apply_pending(self, key: bytes, value: bytes | None) -> None:
+        try:
+            (pid,) = struct.unpack_from(">q", key, 1)
+            group, topic, partition = parse_offset_key(b"O" + bytes(key[9:]))
+        except (ValueError, struct.error, UnicodeDecodeError):
+            return
+        if value is None or len(value) < _VALUE.size:
+            return
+        offset, at_ms = _VALUE.unpack_from(value, 0)
+        metadata = bytes(value[_VALUE.size:]).decode("utf-8", "replace")
+        self.pending.setdefault(pid, {})[(group, topic, partition)] = CommittedOffset(
+            offset, metadata, at_ms)
+
+    def _end_pending(self, producer_id: int, commit: bool) -> None:
+        """A transaction marker of ``producer_id`` reached this partition."""
+        pending = self.pending.pop(producer_id, None)
+        if not pending or not commit:
+            return
+        for (group, topic, partition), committed in pending.items():
+            self.offsets.setdefault(group, {})[(topic, partition)] = committed
+
+    def has_pending(self, group_id: str, topic: str, partition: int) -> bool:
+        return any((group_id, topic, partition) in p for p in self.pending.values())
 
     def _apply_group_record(self, key: bytes, value: bytes | None) -> None:
         try:
@@ -268,8 +334,11 @@ class OffsetsReplica(PartitionReplica):
         offsets = {g: [[t, p, c.offset, c.metadata, c.commit_time_ms]
                        for (t, p), c in sorted(committed.items())]
                    for g, committed in sorted(self.offsets.items())}
+        pending = {str(pid): [[g, t, p, c.offset, c.metadata, c.commit_time_ms]
+                              for (g, t, p), c in sorted(rows.items())]
+                   for pid, rows in sorted(self.pending.items())}
         return TABLES_V2 + _json({"offsets": offsets, "members": self.members,
-                                  "groups": self.groups})
+                                  "groups": self.groups, "pending": pending})
 
     def compacted(self, index: int, snapshot_data: bytes) -> None:
         base, _ = _split(snapshot_data)
@@ -283,9 +352,12 @@ class OffsetsReplica(PartitionReplica):
             offsets = doc["offsets"]
             self.members = {g: dict(m) for g, m in doc.get("members", {}).items()}
             self.groups = dict(doc.get("groups", {}))
+            self.pending = {int(pid): {(g, t, p): CommittedOffset(o, m, at)
+                                       for g, t, p, o, m, at in rows}
+                            for pid, rows in doc.get("pending", {}).items()}
         else:  # version 1: committed offsets only
             offsets = json.loads(tables)
-            self.members, self.groups = {}, {}
+            self.members, self.groups, self.pending = {}, {}, {}
         self.offsets = {
             g: {(t, p): CommittedOffset(o, m, at) for t, p, o, m, at in rows}
             for g, rows in offsets.items()}

@@ -36,12 +36,20 @@ Idempotent producers (``_producer_state.py`` has the rules and verdicts):
   one); that entry commits one round trip after the election. Everything after that entry
   was proposed by this leader and is in its pending overlay.
 
+Transactions (``_txn_index.py``): a transactional batch is an idempotent batch with the
+transactional attribute bit; a marker is a control batch the leader builds
+(``write_marker``) and appends as a data entry. Every replica feeds ``txns`` from the first
+batch header of each applied entry (open transactions, aborted index); ``read_committed``
+stops at the last stable offset and leaves out markers and aborted batches, per entry.
+
 Snapshot data (retention compaction point)::
 
-    u8 version 4 | i64 log_start_offset | i64 cumulative_bytes
+    u8 version 5 | i64 log_start_offset | i64 cumulative_bytes
     | i64 compaction_below_offset | i64 tombstones_below_offset | i64 compaction_horizon_ms
-    | u32 len | share table (``_share_state.ShareTable``, JSON) | producer table
-    (version 3, still read: without the share table; version 2, still read: without the two compaction fields; version 1: without the
+    | u32 len | share table (``_share_state.ShareTable``, JSON)
+    | u32 len | transaction index (``_txn_index.TxnIndex``) | producer table
+    (version 4, still read: without the transaction index; version 3: without the share
+    table either; version 2: without the two compaction fields; version 1: without the
     producer table either)
 
 Log compaction (``cleanup.policy`` compact): the leader proposes control entries and every
@@ -75,9 +83,12 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from raftka.v1.recordbatch import (
+    CONTROL_COMMIT,
     BatchHeader,
     CorruptBatchError,
     assign_offsets,
+    build_control_batch,
+    control_type,
     parse_header,
     raw_records,
     validate_records,
@@ -92,6 +103,7 @@ from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
 from ._share_state import ENTRY_MAGIC as SHARE_MAGIC
 from ._share_state import ShareOpError, ShareTable, decode_op, encode_op
 from ._topic_configs import effective_configs
+from ._txn_index import TxnIndex
 
 ENTRY_MAGIC = 0x52
 _HEADER = struct.Struct(">BBqqqq")
@@ -99,23 +111,47 @@ HEADER_SIZE = _HEADER.size
 _SNAP = struct.Struct(">Bqq")
 SNAPSHOT_VERSION = 2  # the __consumer_offsets replicas' snapshots (no compaction fields)
 _SNAP_COMPACTION = struct.Struct(">qqq")  # version 3: compaction point after _SNAP
-PARTITION_SNAPSHOT_VERSION = 4
+PARTITION_SNAPSHOT_VERSION = 5
 _SHARE_LEN = struct.Struct(">I")  # version 4: u32 len | share table (JSON) before producers
+_TXN_LEN = struct.Struct(">I")  # version 5: u32 len | transaction index after the shares
 log = logging.getLogger("raftka.partition")
 # producerId | producerEpoch | baseSequence of a batch, at byte 43 of its header
 _PRODUCER_FIELDS = struct.Struct(">qhi")
 _PRODUCER_FIELDS_AT = HEADER_SIZE + 43
+_ATTRIBUTES = struct.Struct(">h")  # a batch's attributes, at byte 21 of its header
+_ATTRIBUTES_AT = HEADER_SIZE + 21
+_TRANSACTIONAL_BIT = 0x10
+_CONTROL_BIT = 0x20
 
 
-def _feed_producers(producers: ProducerStateTable, data: bytes, base: int, last: int,
-                    at: int, index: int) -> None:
-    """One data entry's batch, as the producer table sees it: at apply, and when a restart
-    replays the retained log (from its producer fields alone: records are never read)."""
+def _feed_producers(producers: ProducerStateTable, txns: TxnIndex, data: bytes, base: int,
+                    last: int, at: int, index: int) -> None:
+    """One data entry's batch, as the producer table and the transaction index see it: at
+    apply, and when a restart replays the retained log (from its header fields alone;
+    records are never read, except the one record of a transaction marker)."""
     producers.observe_time(at)
     if len(data) >= _PRODUCER_FIELDS_AT + _PRODUCER_FIELDS.size:
         pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, _PRODUCER_FIELDS_AT)
         if pid >= 0:  # idempotent: one batch per entry (checked at produce)
+            (attributes,) = _ATTRIBUTES.unpack_from(data, _ATTRIBUTES_AT)
+            if attributes & _CONTROL_BIT:  # a marker (only WriteTxnMarkers writes them)
+                producers.apply_epoch(pid, epoch, at, index)
+                txns.apply_marker(pid, _marker_commits(data), base, index)
+                return
             producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
+            if attributes & _TRANSACTIONAL_BIT:
+                txns.apply_batch(pid, epoch, base, at, index)
+
+
+def _marker_commits(data: bytes) -> bool:
+    """Whether the marker in this entry commits (its control record's key). The leader
+    built it (clients cannot send control batches), so it decodes; anything else would
+    count as an abort, which hides data rather than showing an unfinished transaction."""
+    try:
+        records = raw_records(data, HEADER_SIZE, verify=False)
+    except CorruptBatchError:
+        return False
+    return bool(records) and control_type(records[0].key) == CONTROL_COMMIT
 INDEX_CACHE_MAX = 1 << 20
 REPLAY_CHUNK_BYTES = 4 << 20
 # Compaction reads entries this many bytes at a time, and yields to the event loop whenever
@@ -196,11 +232,14 @@ class _Waiter:
 
 class _Pending:
     __slots__ = ("payload", "spans", "acks", "future", "producer_id", "epoch", "sequence",
-                 "record_count")
+                 "record_count", "transactional", "marker")
 
     def __init__(self, payload: bytes, spans: list[tuple[int, int]], acks: int,
                  future: asyncio.Future | None, producer_id: int = -1, epoch: int = -1,
-                 sequence: int = -1, record_count: int = 0) -> None:
+                 sequence: int = -1, record_count: int = 0, transactional: bool = False,
+                 marker: bool = False) -> None:
+        self.transactional = transactional
+        self.marker = marker  # a transaction marker (write_marker), not a client's batch
         self.payload = payload
         self.spans = spans
         self.acks = acks
@@ -243,6 +282,12 @@ class PartitionReplica:
         self._acks_leader: deque[_Waiter] = deque()
         self._pending: list[_Pending] = []  # produce requests not yet proposed
         self.producers = ProducerStateTable()
+        # -- transactions (_txn_index.py): replicated; and the leader's markers proposed
+        # but not applied yet: producer id -> (epoch, raft index), so a batch of an
+        # epoch such a marker fences is refused before the marker applies
+        self.txns = TxnIndex()
+        self._marker_epochs: dict[int, tuple[int, int]] = {}
+        self._expiring: set[int] = set()  # producer ids whose expired txn we are aborting
         # first index of the current leader term; idempotent batches wait until it applies
         self._term_start_index = 0
         # duplicates of proposed-but-unapplied batches, answered when the original applies
@@ -313,7 +358,7 @@ class PartitionReplica:
         only covers what retention compacted. Reads batch headers only; replaying an entry
         the table already reflects changes nothing (``apply_batch`` is keyed on the index).
         Costs one pass over the retained log at startup (see node/README.md)."""
-        producers = self.producers
+        producers, txns = self.producers, self.txns
         index, last = node.first_index, node.applied_index
         hw = self.log_start_offset
         while index <= last:
@@ -326,7 +371,7 @@ class PartitionReplica:
                     continue
                 if len(data) >= HEADER_SIZE and data[0] == ENTRY_MAGIC:
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
-                    _feed_producers(producers, data, base, lst, at, e.index)
+                    _feed_producers(producers, txns, data, base, lst, at, e.index)
                     hw = lst + 1
                 elif data[0] == SHARE_MAGIC:
                     self._apply_share(e, hw)
@@ -354,24 +399,32 @@ class PartitionReplica:
             self.producers = ProducerStateTable()
         elif version == 2:
             self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[_SNAP.size:])
-        elif version in (3, PARTITION_SNAPSHOT_VERSION):
+        elif version in (3, 4, PARTITION_SNAPSHOT_VERSION):
             below, tombstones_below, horizon = _SNAP_COMPACTION.unpack_from(snapshot.data,
                                                                             _SNAP.size)
             self._apply_compaction(CompactionCommand(below, tombstones_below, horizon, 0))
             self._compaction_entry_index = max(self._compaction_entry_index,
                                                snapshot.meta.index)
             pos = _SNAP.size + _SNAP_COMPACTION.size
-            if version == PARTITION_SNAPSHOT_VERSION:
+            if version >= 4:
                 (n,) = _SHARE_LEN.unpack_from(snapshot.data, pos)
                 pos += _SHARE_LEN.size
                 shares = ShareTable.decode(bytes(snapshot.data[pos:pos + n]))
                 if shares.applied_index >= self.shares.applied_index:
                     self.shares = shares
                 pos += n
+            if version >= 5:
+                (n,) = _TXN_LEN.unpack_from(snapshot.data, pos)
+                pos += _TXN_LEN.size
+                txns = TxnIndex.decode(memoryview(snapshot.data)[pos:pos + n])
+                if txns.applied_index >= self.txns.applied_index:
+                    self.txns = txns
+                pos += n
             self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[pos:])
         else:
             raise ValueError(f"partition {self.topic}/{self.partition}: unknown snapshot v{version}")
         self.log_start_offset = max(self.log_start_offset, log_start)
+        self.txns.truncate_below(self.log_start_offset)
         self._snapshot_cumulative = cumulative
         self._applied_cumulative = max(self._applied_cumulative, cumulative)
         self._advance_hw(log_start)
@@ -384,7 +437,7 @@ class PartitionReplica:
         hw = self.high_watermark
         cumulative = self._applied_cumulative
         magic = ENTRY_MAGIC
-        producers = self.producers
+        producers, txns = self.producers, self.txns
         for e in entries:
             data = e.data
             if e.kind == EntryKind.NORMAL and len(data) >= HEADER_SIZE and data[0] == magic:
@@ -392,7 +445,7 @@ class PartitionReplica:
                 offsets.append(base)
                 raft_indexes.append(e.index)
                 hw = last + 1
-                _feed_producers(producers, data, base, last, at, e.index)
+                _feed_producers(producers, txns, data, base, last, at, e.index)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"S":
                 self._apply_share(e, hw)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"C":
@@ -406,6 +459,10 @@ class PartitionReplica:
         self._applied_cumulative = cumulative
         if producers.pending_count:
             producers.applied_through(self.applied_index)
+        if self._marker_epochs:
+            applied = self.applied_index
+            for pid in [p for p, (_, i) in self._marker_epochs.items() if 0 < i <= applied]:
+                del self._marker_epochs[pid]
         if self._dup_waiters:
             self._resolve_duplicates(entries)
         if self._pending and self._term_start_index and self.applied_index >= self._term_start_index:
@@ -422,6 +479,7 @@ class PartitionReplica:
         if rd.role != Role.LEADER and self._alloc_term:
             self._alloc_term = 0
             self.producers.clear_pending()
+            self._marker_epochs.clear()
         if rd.entries:
             if self._acks_leader:
                 self._resolve(self._acks_leader, rd.entries)
@@ -493,10 +551,13 @@ class PartitionReplica:
             return -1, -1
         return await self.wait_acked(future, acks, timeout_s)
 
-    def submit(self, payload: bytes, acks: int) -> asyncio.Future | None:
+    def submit(self, payload: bytes, acks: int,
+               transactional: bool = True) -> asyncio.Future | None:
         """Validate and queue ``payload``; the future of its (base, last) offsets (None with
         acks=0). Synchronous, so a caller that submits in arrival order gets the requests
-        proposed (and sequence-checked) in that order. Raises BrokerError."""
+        proposed (and sequence-checked) in that order. ``transactional=False`` refuses
+        transactional batches (a door that does not serve transactions). Raises
+        BrokerError."""
         group = self._require_group()
         node = group.node
         if node.role != Role.LEADER:
@@ -512,9 +573,13 @@ class PartitionReplica:
         if len(self._pending) >= PENDING_REQUESTS_MAX:
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
                               "waiting for this partition; retry with backoff", retriable=True)
-        spans, headers = self._validated_batches(payload)
+        spans, headers = self._validated_batches(payload, transactional)
         header = headers[0]
         pid = max(h.producer_id for h in headers)
+        if header.is_transactional and acks == 0:
+            raise BrokerError(Code.INVALID_REQUEST, "transactional batches need acks=all "
+                              "(or 1): the producer must know they were written before it "
+                              "commits")
         if pid >= 0:
             if len(spans) != 1:
                 raise BrokerError(Code.INVALID_REQUEST, "an idempotent produce request must "
@@ -531,12 +596,13 @@ class PartitionReplica:
             self.on_accepted(records, len(payload))
         future = asyncio.get_running_loop().create_future() if acks != 0 else None
         self._pending.append(_Pending(payload, spans, acks, future, pid, header.producer_epoch,
-                                      header.base_sequence, header.record_count))
+                                      header.base_sequence, header.record_count,
+                                      header.is_transactional))
         self._mark_dirty(self.group_id)
         return future
 
-    def _validated_batches(self, payload: bytes) -> tuple[list[tuple[int, int]],
-                                                            list[BatchHeader]]:
+    def _validated_batches(self, payload: bytes, transactional: bool = True
+                           ) -> tuple[list[tuple[int, int]], list[BatchHeader]]:
         """(start, end) and header of every batch in ``payload``, each checked whole:
         header, CRC and records (``validate_records``: they decode as a reader will decode
         them). Kafka's broker checks records too; without it, a batch whose CRC is right
@@ -549,10 +615,12 @@ class PartitionReplica:
         while pos < size:
             try:
                 header = parse_header(payload, pos)
-                if header.is_transactional or header.is_control:
-                    raise BrokerError(Code.INVALID_REQUEST, "transactional and control "
-                                      "batches are not supported; produce plain or "
-                                      "idempotent batches")
+                if header.is_control:
+                    raise BrokerError(Code.INVALID_REQUEST, "control batches (transaction "
+                                      "markers) are written by the transaction coordinator "
+                                      "(TxnMarkers.WriteTxnMarkers), never produced")
+                if header.is_transactional:
+                    self._check_transactional(header, transactional)
                 if not header.record_count:
                     raise BrokerError(Code.INVALID_REQUEST, f"the record batch at byte {pos} "
                                       "holds no records; send at least one record")
@@ -567,6 +635,19 @@ class PartitionReplica:
             headers.append(header)
             pos = end
         return spans, headers
+
+    def _check_transactional(self, header: BatchHeader, allowed: bool) -> None:
+        if not allowed:
+            raise BrokerError(Code.INVALID_REQUEST, "transactional batches are not "
+                              "supported on this listener; use the gRPC API")
+        if header.producer_id < 0 or header.producer_epoch < 0:
+            raise BrokerError(Code.INVALID_REQUEST, "a transactional batch needs a producer "
+                              "id and epoch (InitProducerId); this one has producer id "
+                              f"{header.producer_id} epoch {header.producer_epoch}")
+        if self.config.compact:
+            raise BrokerError(Code.INVALID_REQUEST, f"topic {self.topic} is compacted "
+                              "(cleanup.policy=compact): transactional batches are not "
+                              "supported on compacted topics yet")
 
     def _check_keys(self, payload: bytes, pos: int) -> None:
         """A compacted topic refuses records without a key (Kafka does too: compaction
@@ -628,7 +709,18 @@ class PartitionReplica:
         for req in pending:
             if req.future is not None and req.future.done():
                 continue  # the producer gave up before we proposed: never written
-            if req.producer_id >= 0:
+            if req.marker:
+                current = producers.current_epoch(req.producer_id)
+                if current is not None and req.epoch < current:
+                    _fail([req], BrokerError(Code.INVALID_PRODUCER_EPOCH, (
+                        f"marker for producer id {req.producer_id} epoch {req.epoch}: the "
+                        f"partition has seen epoch {current}; not written")))
+                    continue
+            elif req.producer_id >= 0:
+                error = self._txn_refusal(req)
+                if error is not None:
+                    _fail([req], error)
+                    continue
                 verdict = producers.check(req.producer_id, req.epoch, req.sequence,
                                           req.record_count)
                 if verdict.kind == REJECT:
@@ -651,7 +743,7 @@ class PartitionReplica:
             _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, next_offset, nxt - 1, now_ms, cumulative)
             datas.append(bytes(buf))
             placed.append((req, next_offset, nxt - 1))
-            if req.producer_id >= 0:
+            if req.producer_id >= 0 and not req.marker:
                 accepted.append(producers.add_pending(req.producer_id, req.epoch, req.sequence,
                                                       req.record_count, next_offset, nxt - 1))
             next_offset = nxt
@@ -670,7 +762,9 @@ class PartitionReplica:
             term = node.term
             batches = iter(accepted)
             for i, (req, base, last) in enumerate(placed):
-                if req.producer_id >= 0:
+                if req.marker:
+                    self._marker_epochs[req.producer_id] = (req.epoch, first_index + i)
+                elif req.producer_id >= 0:
                     batch = next(batches)
                     batch.index, batch.term = first_index + i, term
                 if req.future is None:
@@ -680,6 +774,70 @@ class PartitionReplica:
         # a duplicate of a batch still in flight is answered when the original applies
         # (acks=1 included: its own durable write is long past)
         self._dup_waiters.extend(duplicates)
+
+    def _txn_refusal(self, req: _Pending) -> BrokerError | None:
+        """Transaction rules for an idempotent batch at proposal time (the leader's view:
+        applied state plus its own proposed markers), or None to go on."""
+        pid = req.producer_id
+        marker = self._marker_epochs.get(pid)
+        if marker is not None and req.epoch < marker[0]:
+            return BrokerError(Code.PRODUCER_FENCED, (
+                f"producer id {pid} epoch {req.epoch} is fenced: a transaction marker of "
+                f"epoch {marker[0]} was written; a newer producer instance took over"))
+        if not req.transactional and pid in self.txns.open:
+            return BrokerError(Code.INVALID_TXN_STATE, (
+                f"producer id {pid} has an open transaction on {self.topic}/"
+                f"{self.partition}: its batches must be transactional until it ends"))
+        return None
+
+    def expired_transactions(self, max_timeout_ms: int) -> list[tuple[int, int]]:
+        """Leader only: (producer id, epoch) of the transactions open here for longer than
+        ``max_timeout_ms`` since their first batch (by its append time, our own clock: the
+        leader appended it or applied it), that no abort of ours is writing already."""
+        group = self.group
+        if (not self.txns.open or group is None or group.closed
+                or group.node.role != Role.LEADER):
+            return []
+        cutoff = self._clock_ms() - max_timeout_ms
+        return [(pid, t.epoch) for pid, t in sorted(self.txns.open.items())
+                if t.start_ms < cutoff and pid not in self._marker_epochs
+                and pid not in self._expiring]
+
+    async def abort_expired(self, producer_id: int, epoch: int, timeout_s: float) -> int:
+        """Abort one expired transaction (``expired_transactions``) with the epoch it
+        began with; its offset. The producer is not fenced: a late batch of its would open
+        a new transaction, which expires in turn."""
+        self._expiring.add(producer_id)
+        try:
+            current = self.producers.current_epoch(producer_id)
+            return await self.write_marker(producer_id, max(epoch, current or 0), False, -1,
+                                           timeout_s)
+        finally:
+            self._expiring.discard(producer_id)
+
+    async def write_marker(self, producer_id: int, epoch: int, commit: bool,
+                           coordinator_epoch: int, timeout_s: float) -> int:
+        """Leader only: append a commit/abort marker for the producer's transaction (Kafka's
+        control batch) through the Raft log; its offset once committed. Raises
+        BrokerError (INVALID_PRODUCER_EPOCH for an epoch older than the producer's)."""
+        group = self._require_group()
+        node = group.node
+        if node.role != Role.LEADER:
+            raise _not_leader(node.leader_id)
+        if producer_id < 0 or not 0 <= epoch <= 32767:
+            raise BrokerError(Code.INVALID_REQUEST, f"a marker needs a producer id >= 0 and "
+                              f"an epoch in 0..32767, got {producer_id}/{epoch}")
+        if len(self._pending) >= PENDING_REQUESTS_MAX:
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
+                              "waiting for this partition; retry with backoff", retriable=True)
+        payload = build_control_batch(producer_id, epoch, commit, coordinator_epoch,
+                                      self._clock_ms())
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(payload, [(0, len(payload))], -1, future, producer_id,
+                                      epoch, -1, 1, transactional=True, marker=True))
+        self._mark_dirty(self.group_id)
+        base, _ = await self.wait_acked(future, -1, timeout_s)
+        return base
 
     def _reload_allocation(self) -> None:
         """New leadership: continue offsets after the last data entry in our log."""
@@ -696,6 +854,7 @@ class PartitionReplica:
         self._next_offset, self._cumulative = next_offset, cumulative
         self._alloc_term = node.term
         self.producers.clear_pending()
+        self._marker_epochs.clear()
         self._term_start_index = self._first_index_of_term(node.term)
 
     def _first_index_of_term(self, term: int) -> int:
@@ -760,6 +919,73 @@ class PartitionReplica:
                 continue
             parts.append(memoryview(e.data)[HEADER_SIZE:])
             next_offset = header.last_offset + 1
+        return b"".join(parts), next_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the oldest open transaction, else the high watermark."""
+        return self.txns.last_stable_offset(self.high_watermark)
+
+    async def wait_for_stable(self, offset: int, timeout_s: float) -> None:
+        """Return when the last stable offset passes ``offset`` or after ``timeout_s``
+        (it moves only when an entry applies, i.e. with the high watermark)."""
+        deadline = time.monotonic() + timeout_s
+        while self.last_stable_offset <= offset:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._hw_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def read_committed(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """``read`` for isolation read_committed: only below the last stable offset, and
+        without control batches or batches of aborted transactions. Decided per entry from
+        its first batch header (a transactional batch is alone in its entry); what is left
+        out is skipped (the next offset jumps over it). Records are never decoded."""
+        lso = self.last_stable_offset
+        if offset >= lso and self.log_start_offset <= offset <= self.high_watermark:
+            return b"", offset
+        group = self._require_group()
+        if offset < self.log_start_offset or offset > self.high_watermark:
+            raise BrokerError(
+                Code.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is outside [{self.log_start_offset}, {self.high_watermark}] "
+                f"of {self.topic}/{self.partition}; seek to the log start or the end",
+            )
+        try:
+            index = self._find_index(offset)
+            entries = group.node.log_entries(index, self.applied_index + 1, max_bytes)
+        except CompactedError:
+            raise BrokerError(
+                Code.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} of {self.topic}/{self.partition} was just removed by "
+                f"retention; the log now starts at {self.log_start_offset}",
+            ) from None
+        aborted = self.txns.aborted_between(offset, lso) if self.txns.aborted else {}
+        parts = []
+        next_offset = offset
+        minimum = _PRODUCER_FIELDS_AT + _PRODUCER_FIELDS.size
+        for e in entries:
+            header = entry_header(e)
+            if header is None:
+                continue
+            if header.base_offset >= lso:
+                break
+            next_offset = header.last_offset + 1
+            data = e.data
+            if len(data) >= minimum:
+                (attributes,) = _ATTRIBUTES.unpack_from(data, _ATTRIBUTES_AT)
+                if attributes & _CONTROL_BIT:
+                    continue
+                if attributes & _TRANSACTIONAL_BIT and aborted:
+                    ranges = aborted.get(_PRODUCER_FIELDS.unpack_from(data,
+                                                                      _PRODUCER_FIELDS_AT)[0])
+                    base = header.base_offset
+                    if ranges and any(first <= base <= last for first, last in ranges):
+                        continue
+            parts.append(memoryview(data)[HEADER_SIZE:])
         return b"".join(parts), next_offset
 
     def _find_index(self, offset: int) -> int:
@@ -898,12 +1124,14 @@ class PartitionReplica:
 
     def _snapshot_data(self, header: EntryHeader) -> bytes:
         shares = self.shares.encode()
+        txns = self.txns.encode()
         return (_SNAP.pack(PARTITION_SNAPSHOT_VERSION, header.last_offset + 1,
                            header.cumulative_bytes)
                 + _SNAP_COMPACTION.pack(self.compaction_below_offset,
                                         self.tombstones_below_offset,
                                         self.compaction_horizon_ms)
                 + _SHARE_LEN.pack(len(shares)) + shares
+                + _TXN_LEN.pack(len(txns)) + txns
                 + self.producers.encode())
 
     # ------------------------------------------------------------------ share groups
@@ -1009,6 +1237,7 @@ class PartitionReplica:
         self.log_start_offset = max(self.log_start_offset, log_start)
         self._snapshot_cumulative = cumulative
         self._drop_index_below(index + 1)
+        self.txns.truncate_below(self.log_start_offset)
 
     # ------------------------------------------------------------------ log compaction
     def _apply_compaction(self, command: CompactionCommand) -> None:

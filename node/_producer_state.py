@@ -39,11 +39,16 @@ Rules that keep the applied table deterministic and bounded:
   The sweep runs when an entry's append time enters a new ``SWEEP_INTERVAL_MS`` bucket,
   i.e. as a function of the log only, never of a replica's clock or apply batching.
 - ``apply_batch`` never raises on content: every replica applies the same entries.
+- A transaction marker (``apply_epoch``) carries the producer's current epoch as the
+  coordinator knows it: a higher one (the coordinator aborted a timed-out transaction, or a
+  new incarnation was initialized) fences the older epoch here too, with no batch of the
+  new epoch kept yet (its first batch must then start at sequence 0).
 
 Snapshot encoding (big-endian; producers sorted by id, so equal tables give equal bytes)::
 
-    u8 version 1 | i64 sweep_bucket | u32 producer_count
+    u8 version 2 | i64 sweep_bucket | u32 producer_count
     per producer: i64 producer_id | i16 epoch | i64 last_append_ms | u8 batch_count
+                  | i64 raft_index (of the last entry that changed it; version 2 only)
         per batch (oldest first): i32 first_seq | i32 last_seq | i64 base_offset
                                   | i64 last_offset | i64 raft_index
 """
@@ -60,10 +65,11 @@ BATCHES_KEPT = 5
 SEQUENCE_MOD = 1 << 31
 PRODUCER_EXPIRY_MS = 7 * 24 * 3600 * 1000
 SWEEP_INTERVAL_MS = 3600 * 1000
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2  # 1 (still read): no raft_index per producer, batch_count >= 1
 
 _HEAD = struct.Struct(">BqI")
 _PRODUCER = struct.Struct(">qhqB")
+_PRODUCER_INDEX = struct.Struct(">q")
 _BATCH = struct.Struct(">iiqqq")
 
 
@@ -96,13 +102,15 @@ class PendingBatch:
 
 
 class ProducerEntry:
-    __slots__ = ("epoch", "batches", "last_append_ms")
+    __slots__ = ("epoch", "batches", "last_append_ms", "index")
 
-    def __init__(self, epoch: int, last_append_ms: int) -> None:
+    def __init__(self, epoch: int, last_append_ms: int, index: int = 0) -> None:
         self.epoch = epoch
-        # the last BATCHES_KEPT batches of this epoch, oldest first; never empty
+        # the last BATCHES_KEPT batches of this epoch, oldest first; empty only after a
+        # marker moved the producer to a new epoch (``apply_epoch``)
         self.batches: deque[BatchMeta] = deque(maxlen=BATCHES_KEPT)
         self.last_append_ms = last_append_ms
+        self.index = index  # Raft index of the last entry that changed this producer
 
 
 # Verdict kinds
@@ -143,13 +151,37 @@ class ProducerStateTable:
                          last_offset, index)
         if entry is None:
             entry = self.producers[producer_id] = ProducerEntry(epoch, append_ms)
-        elif index <= entry.batches[-1].index or epoch < entry.epoch:
+        elif index <= entry.index or epoch < entry.epoch:
             return  # already reflected (replay after a snapshot) / fenced: not ours to judge
         elif epoch > entry.epoch:
             entry.epoch = epoch
             entry.batches.clear()
         entry.batches.append(meta)
+        entry.index = index
         entry.last_append_ms = max(entry.last_append_ms, append_ms)
+
+    def apply_epoch(self, producer_id: int, epoch: int, append_ms: int, index: int) -> None:
+        """A committed transaction marker at ``index`` carries ``epoch`` for this producer:
+        an older epoch is fenced from here on (see the module docstring)."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            self.producers[producer_id] = ProducerEntry(epoch, append_ms, index)
+            return
+        if index <= entry.index:
+            return
+        entry.index = index
+        if epoch > entry.epoch:
+            entry.epoch = epoch
+            entry.batches.clear()
+        entry.last_append_ms = max(entry.last_append_ms, append_ms)
+
+    def current_epoch(self, producer_id: int) -> int | None:
+        """The producer's epoch as the leader sees it (proposed batches included)."""
+        pending = self._pending.get(producer_id)
+        if pending:
+            return pending[-1].epoch
+        entry = self.producers.get(producer_id)
+        return entry.epoch if entry is not None else None
 
     def observe_time(self, append_ms: int) -> None:
         """Every applied data entry's append time, in log order: expires idle producers
@@ -197,6 +229,13 @@ class ProducerStateTable:
                 return _APPEND
             return Verdict(REJECT, code=Code.OUT_OF_ORDER_SEQUENCE, message=(
                 f"producer id {producer_id}: new epoch {epoch} must start at sequence 0, "
+                f"got {first_seq}"))
+        if not pending and not entry.batches:  # type: ignore[union-attr]
+            # the epoch a marker moved this producer to: it starts at sequence 0
+            if first_seq == 0:
+                return _APPEND
+            return Verdict(REJECT, code=Code.OUT_OF_ORDER_SEQUENCE, message=(
+                f"producer id {producer_id}: epoch {epoch} must start at sequence 0, "
                 f"got {first_seq}"))
         last = pending[-1].last_seq if pending else entry.batches[-1].last_seq  # type: ignore[union-attr]
         expected = (last + 1) % SEQUENCE_MOD
@@ -253,6 +292,7 @@ class ProducerStateTable:
         for pid in sorted(self.producers):
             e = self.producers[pid]
             parts.append(_PRODUCER.pack(pid, e.epoch, e.last_append_ms, len(e.batches)))
+            parts.append(_PRODUCER_INDEX.pack(e.index))
             for b in e.batches:
                 parts.append(_BATCH.pack(b.first_seq, b.last_seq, b.base_offset,
                                          b.last_offset, b.index))
@@ -264,18 +304,25 @@ class ProducerStateTable:
         table = cls()
         try:
             version, bucket, count = _HEAD.unpack_from(data, 0)
-            if version != ENCODING_VERSION:
+            if version not in (1, ENCODING_VERSION):
                 raise ValueError(f"unknown producer state encoding v{version}")
             pos = _HEAD.size
             for _ in range(count):
                 pid, epoch, last_ms, nbatches = _PRODUCER.unpack_from(data, pos)
                 pos += _PRODUCER.size
-                if nbatches < 1 or nbatches > BATCHES_KEPT or pid in table.producers:
+                index = 0
+                if version >= 2:
+                    (index,) = _PRODUCER_INDEX.unpack_from(data, pos)
+                    pos += _PRODUCER_INDEX.size
+                least = 1 if version == 1 else 0
+                if nbatches < least or nbatches > BATCHES_KEPT or pid in table.producers:
                     raise ValueError(f"producer {pid}: bad batch count {nbatches} or repeated")
-                e = ProducerEntry(epoch, last_ms)
+                e = ProducerEntry(epoch, last_ms, index)
                 for _ in range(nbatches):
                     e.batches.append(BatchMeta(*_BATCH.unpack_from(data, pos)))
                     pos += _BATCH.size
+                if version == 1:
+                    e.index = e.batches[-1].index
                 table.producers[pid] = e
         except struct.error as exc:
             raise ValueError(f"truncated producer state: {exc}") from None

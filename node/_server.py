@@ -35,6 +35,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
 from raftka.v1 import group_pb2, group_pb2_grpc, raft_pb2, raft_pb2_grpc
 from raftka.v1 import share_pb2, share_pb2_grpc
 from raftka.v1 import security_pb2, security_pb2_grpc
+from raftka.v1 import txn_pb2, txn_pb2_grpc
 from raftka.raft import StorageCorruption
 from raftka.raft.rocksdb import StorageOpenError, damaged_store_advice
 
@@ -45,8 +46,9 @@ from ._forwarding import ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._kafka import KafkaApis, KafkaListener
 from ._metrics import MetricsServer, NodeCollector
-from ._services import AdminService, BrokerService
+from ._services import AdminService, BrokerService, TxnMarkersService
 from ._share_service import ShareService
+from ._txn_service import TransactionCoordinatorService
 from ._transport import RaftPeerService
 from ._acl import Authorizer
 from ._auth import Authenticator, PrincipalMapper
@@ -65,6 +67,8 @@ CLIENT_SERVICES = (  # SERVING once the metadata caught up; "" is the whole node
     group_pb2.DESCRIPTOR.services_by_name["GroupCoordinator"].full_name,
     share_pb2.DESCRIPTOR.services_by_name["Share"].full_name,
     security_pb2.DESCRIPTOR.services_by_name["Security"].full_name,
+    txn_pb2.DESCRIPTOR.services_by_name["TxnMarkers"].full_name,
+    txn_pb2.DESCRIPTOR.services_by_name["TransactionCoordinator"].full_name,
     "",
 )
 
@@ -108,14 +112,15 @@ async def serve(config: NodeConfig) -> int:
     broker.reassignments.controller_write = admin_service.complete_reassignment
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
+    txns = TransactionCoordinatorService(broker, forwarder, broker_service, groups)
     raft_service = RaftPeerService(config.node_id, broker.host.deliver_many, broker.racks)
     peer_server = None
     if config.peer_listen:  # Raft and forwarded calls on their own mutual-TLS port
         peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[
             SecurityInterceptor(security, peer_port=True)])
-        _add_services(peer_server, broker, forwarder, groups, shares)
+        _add_services(peer_server, broker, forwarder, groups, shares, txns)
         raft_pb2_grpc.add_RaftPeerServicer_to_server(raft_service, peer_server)
-    _add_services(server, broker, forwarder, groups, shares)
+    _add_services(server, broker, forwarder, groups, shares, txns)
     if peer_server is None:
         raft_pb2_grpc.add_RaftPeerServicer_to_server(raft_service, server)
     add_debug_service(server, broker)
@@ -180,6 +185,7 @@ async def serve(config: NodeConfig) -> int:
         return 1
     groups.start()
     shares.start()
+    txns.start()
     kafka = None
     if config.kafka_listen:
         kafka_apis = KafkaApis(broker, broker_service, admin_service, groups)
@@ -193,6 +199,7 @@ async def serve(config: NodeConfig) -> int:
                 await metrics_server.stop()
             await groups.stop()
             await shares.stop()
+            await txns.close()
             await broker.stop(graceful=False)
             await server.stop(grace=None)
             if peer_server is not None:
@@ -225,6 +232,7 @@ async def serve(config: NodeConfig) -> int:
         await kafka.stop()
     await groups.stop()
     await shares.stop()
+    await txns.close()
     if metrics_server is not None:
         await metrics_server.stop()
     await broker.stop(graceful=not failed)
@@ -253,11 +261,14 @@ def node_security(config: NodeConfig, broker: Broker) -> NodeSecurity:
 
 
 def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: ControllerForwarder,
-                  groups: GroupCoordinatorService, shares: ShareService) -> None:
+                  groups: GroupCoordinatorService, shares: ShareService,
+                  txns: TransactionCoordinatorService) -> None:
     broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker, forwarder), server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     share_pb2_grpc.add_ShareServicer_to_server(shares, server)
+    txn_pb2_grpc.add_TxnMarkersServicer_to_server(TxnMarkersService(broker), server)
+    txn_pb2_grpc.add_TransactionCoordinatorServicer_to_server(txns, server)
     security_pb2_grpc.add_SecurityServicer_to_server(SecurityService(broker, forwarder), server)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
-from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
+from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, txn_pb2, txn_pb2_grpc
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, parse_header, raw_records
 from raftka.raft import Role
 
@@ -173,6 +173,53 @@ def _readable(broker: Broker, request):
                 and broker.host.driver.heard_recently(node.leader_id)):
             return replica
     return _require_leader(broker, request.topic, request.partition)
+
+
+def _read_committed(request) -> bool:
+    level = request.isolation_level
+    if level not in (broker_pb2.READ_UNCOMMITTED, broker_pb2.READ_COMMITTED):
+        raise BrokerError(Code.INVALID_REQUEST, f"unknown isolation_level {level}; use "
+                          "READ_UNCOMMITTED (0) or READ_COMMITTED (1)")
+    return level == broker_pb2.READ_COMMITTED
+
+
+MARKER_TIMEOUT_MS_DEFAULT = 30_000
+
+
+class TxnMarkersService(_Service, txn_pb2_grpc.TxnMarkersServicer):
+    """``TxnMarkers.WriteTxnMarkers`` (txn.proto): a transaction coordinator (or an
+    operator's tool) ends a producer's transaction on partitions this node leads. Each
+    marker goes through its partition's Raft log (``PartitionReplica.write_marker``); the
+    partitions are written concurrently and answered one by one (a partition this node does
+    not lead answers NOT_LEADER in its result, the others are still written)."""
+
+    @_handler
+    async def WriteTxnMarkers(self, request, context):  # noqa: N802
+        if request.result not in (txn_pb2.TXN_COMMIT, txn_pb2.TXN_ABORT):
+            raise BrokerError(Code.INVALID_REQUEST, "result must be TXN_COMMIT or TXN_ABORT")
+        if request.timeout_ms < 0:
+            raise BrokerError(Code.INVALID_REQUEST, f"timeout_ms {request.timeout_ms} is "
+                              "negative; use 0 for the default or a time in ms")
+        if not request.partitions:
+            raise BrokerError(Code.INVALID_REQUEST, "name at least one partition")
+        timeout_s = min(request.timeout_ms or MARKER_TIMEOUT_MS_DEFAULT,
+                        PRODUCE_TIMEOUT_MS_MAX) / 1000
+        commit = request.result == txn_pb2.TXN_COMMIT
+
+        async def one(tp) -> txn_pb2.TxnMarkerResult:
+            result = txn_pb2.TxnMarkerResult(topic=tp.topic, partition=tp.partition, offset=-1)
+            try:
+                replica = _require_leader(self.broker, tp.topic, tp.partition)
+                result.offset = await replica.write_marker(
+                    request.producer_id, request.producer_epoch, commit,
+                    request.coordinator_epoch, timeout_s)
+            except BrokerError as exc:
+                self.broker.metrics.error("WriteTxnMarkers", exc.code)
+                result.error.CopyFrom(self.complete(exc).info())
+            return result
+
+        results = await asyncio.gather(*(one(tp) for tp in request.partitions))
+        return txn_pb2.WriteTxnMarkersResponse(results=results)
 
 
 def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
@@ -336,6 +383,11 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         controller log, which only the controller leader can do: any other node forwards
         the call to the leader, which answers from its own block. Ids left unused in a
         block (restart, leader change) are skipped, never reused."""
+        return await self.new_producer_id(context)
+
+    async def new_producer_id(self, context) -> broker_pb2.InitProducerIdResponse:
+        """``InitProducerId``'s answer (also the transaction coordinator's source of ids)."""
+        request = broker_pb2.InitProducerIdRequest()
         async with self._producer_ids_lock:
             nxt, end = self._producer_ids
             if nxt < end:
@@ -363,8 +415,13 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         started = time.perf_counter()
         try:
             replica = _readable(self.broker, request)
+            committed = _read_committed(request)
             wait_ms = min(max(request.max_wait_ms, 0), FETCH_WAIT_MS_MAX)
-            if wait_ms and request.offset >= replica.high_watermark:
+            if committed:
+                if wait_ms and request.offset >= replica.last_stable_offset:
+                    await replica.wait_for_stable(request.offset, wait_ms / 1000)
+                    replica = _require_leader(self.broker, request.topic, request.partition)
+            elif wait_ms and request.offset >= replica.high_watermark:
                 await replica.wait_for_data(request.offset, wait_ms / 1000)
                 replica = _readable(self.broker, request)
             if request.allow_follower and request.offset > replica.high_watermark and \
@@ -382,12 +439,17 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
     @_handler
     async def FetchStream(self, request, context):  # noqa: N802
         offset = request.offset
+        committed = _read_committed(request)
         streams = self.broker.metrics.streams["fetch"]
         streams.inc()
         try:
             while True:
                 replica = _readable(self.broker, request)
-                if offset >= replica.high_watermark:
+                if committed:
+                    if offset >= replica.last_stable_offset:
+                        await replica.wait_for_stable(offset, 5.0)
+                        continue
+                elif offset >= replica.high_watermark:
                     await replica.wait_for_data(offset, 5.0)
                     continue
                 response = self._read(replica, request, offset)
@@ -398,12 +460,15 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
 
     def _read(self, replica, request, offset: int) -> broker_pb2.FetchResponse:
         max_bytes = min(request.max_bytes or FETCH_MAX_BYTES_DEFAULT, FETCH_MAX_BYTES_MAX)
-        data, next_offset = replica.read(offset, max_bytes)
+        if request.isolation_level == broker_pb2.READ_COMMITTED:
+            data, next_offset = replica.read_committed(offset, max_bytes)
+        else:
+            data, next_offset = replica.read(offset, max_bytes)
         self.broker.metrics.fetched(next_offset - offset, len(data),
                                     follower=replica.group.node.role != Role.LEADER)
         response = broker_pb2.FetchResponse(
             high_watermark=replica.high_watermark, log_start_offset=replica.log_start_offset,
-            next_offset=next_offset)
+            next_offset=next_offset, last_stable_offset=replica.last_stable_offset)
         if request.decode_records:
             _add_decoded_records(response, data, offset,
                                  f"{request.topic}/{request.partition}")

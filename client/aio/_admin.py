@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._admin import AdminOps
+from raftka.client._transactions import TransactionDescription
 from raftka.client._ops import Ops
 from raftka.client._types import (
     BrokerDescription,
@@ -249,6 +250,22 @@ class Admin(AdminOps):
         coordinator wins (it knows the members). Raises NoBrokersAvailable when no node
         answered."""
         return await self._run(self.list_groups_ops(timeout=timeout))
+
+    async def list_transactions(self, *, states: Iterable[str] = (),
+                                timeout: float | None = None) -> list[TransactionDescription]:
+        """Every transactional id (in ``states``, if given), sorted by id."""
+        return await self._run(self.list_transactions_ops(states=states, timeout=timeout))
+
+    async def describe_transaction(self, transactional_id: str, *,
+                                   timeout: float | None = None) -> TransactionDescription:
+        """The id's state at its coordinator. Raises TransactionalIdNotFoundError."""
+        return await self._run(self.describe_transaction_ops(transactional_id,
+                                                             timeout=timeout))
+
+    async def abort_transaction(self, transactional_id: str, *,
+                                timeout: float | None = None) -> None:
+        """Abort the id's open transaction; its producer is fenced."""
+        await self._run(self.abort_transaction_ops(transactional_id, timeout=timeout))
 
     async def describe_group(self, group_id: str, *,
                        timeout: float | None = None) -> GroupDescription:

@@ -40,10 +40,12 @@ from raftka.client._consumer import (
     leave_request,
 )
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._transactions import ConsumerGroupMetadata
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client._reader import check_read_from
 from raftka.client.aio._reader import PartitionReader
+from raftka.client._reader import _isolation
 from raftka.client.aio._waits import wait_event
 from raftka.v1.errors import (
     CorruptBatchError,
@@ -72,7 +74,8 @@ class _Fetcher:
             offset_reset=consumer._auto_offset_reset, max_wait_ms=consumer._fetch_max_wait_ms,
             max_bytes=consumer._fetch_max_bytes, request_timeout_ms=consumer._request_timeout_ms,
             read_ahead=False,  # this task is the read-ahead
-            read_from=consumer._read_from, rack=consumer._rack)
+            read_from=consumer._read_from, rack=consumer._rack,
+            isolation_level=consumer._isolation_level)
         self._room = asyncio.Event()
         self._stopped = False
         self._task = asyncio.ensure_future(self._run())
@@ -141,8 +144,11 @@ class Consumer:
         security: ClientSecurity | None = None,
         read_from: str = "leader",
         rack: str | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
         check_read_from(read_from, rack)
+        _isolation(isolation_level)  # a bad value fails here, not in the fetchers
+        self._isolation_level = isolation_level
         if auto_offset_reset not in _RESETS:
             raise ValueError(f"auto_offset_reset must be one of {_RESETS}, got "
                              f"{auto_offset_reset!r}")
@@ -224,6 +230,13 @@ class Consumer:
         while not self._closed:
             for record in await self.poll(1.0):
                 yield record
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's identity for ``Producer.send_offsets_to_transaction`` (KIP-447):
+        group id, member id and the member epoch of the assignment poll applied."""
+        group = self._group
+        return ConsumerGroupMetadata(self.group_id, group.member_id, group.acked_epoch
+                                     if group.member_id else -1)
 
     async def commit(self, offsets: Mapping[tuple[str, int], int] | None = None, *,
                      timeout: float = 10.0) -> None:

@@ -283,7 +283,9 @@ class KafkaApis:
                             K.unsupported_compression_type, f"compression codec {codec} is "
                             "not supported; use none, gzip, snappy, lz4 or zstd")))
                         continue
-                    future = replica.submit(records, acks)
+                    # transactional batches need the transaction coordinator, which this
+                    # listener does not serve yet (gRPC only): refused, nothing written
+                    future = replica.submit(records, acks, transactional=False)
                     pending.append((t.name, p.index, replica, future))
                 except BrokerError as exc:
                     pending.append((t.name, p.index, None, exc))
@@ -360,6 +362,10 @@ class KafkaApis:
         counts: list[tuple[int, int]] = []  # (records, bytes) per partition read
         size = 0
         metrics = self.broker.metrics
+        # read_committed (isolation_level 1): the node leaves out aborted transactions and
+        # markers itself and stops at the last stable offset, so the answer lists no
+        # aborted transactions for the client to filter
+        committed = getattr(request, "isolation_level", 0) == 1
         for t in request.topics:
             out = answers.setdefault(t.topic, [])
             for p in t.partitions:
@@ -368,14 +374,16 @@ class KafkaApis:
                     budget = min(max(p.partition_max_bytes, 1), max(total_max - size, 0))
                     data = b""
                     if budget or not size:  # at least one batch for the first (KIP-74)
-                        data, next_offset = replica.read(p.fetch_offset, max(budget, 1))
+                        read = replica.read_committed if committed else replica.read
+                        data, next_offset = read(p.fetch_offset, max(budget, 1))
                         counts.append((next_offset - p.fetch_offset, len(data)))
                     if not data:
                         replicas.append((replica, p.fetch_offset))
                     size += len(data)
                     hw = replica.high_watermark
                     out.append({"partition_index": p.partition, "error_code": K.none,
-                                "high_watermark": hw, "last_stable_offset": hw,
+                                "high_watermark": hw,
+                                "last_stable_offset": replica.last_stable_offset,
                                 "log_start_offset": replica.log_start_offset,
                                 "aborted_transactions": None, "preferred_read_replica": -1,
                                 "records": data})
@@ -399,6 +407,8 @@ class KafkaApis:
                         raise BrokerError(Code.INVALID_REQUEST, f"timestamp {p.timestamp} "
                                           "is not served: use -2, -1 or a time in ms")
                     offset = replica.offset_for_time(p.timestamp)
+                    if p.timestamp == -1 and getattr(request, "isolation_level", 0) == 1:
+                        offset = replica.last_stable_offset  # latest, read_committed
                     timestamp = -1
                     if p.timestamp >= 0:
                         if offset >= replica.high_watermark:

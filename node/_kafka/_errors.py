@@ -40,6 +40,12 @@ _MAP = {
     Code.GROUP_NOT_EMPTY: K.non_empty_group,
     Code.UNKNOWN_GROUP: K.group_id_not_found,
     Code.INVALID_OFFSET: K.invalid_request,
+    Code.INVALID_TXN_STATE: K.invalid_txn_state,
+    Code.TRANSACTIONAL_ID_NOT_FOUND: K.transactional_id_not_found,
+    Code.CONCURRENT_TRANSACTIONS: K.concurrent_transactions,
+    Code.INVALID_TRANSACTION_TIMEOUT: K.invalid_transaction_timeout,
+    Code.TRANSACTION_COORDINATOR_FENCED: K.transaction_coordinator_fenced,
+    Code.INVALID_PRODUCER_EPOCH: K.invalid_producer_epoch,
 }
 
 

@@ -21,10 +21,10 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from raftka.node._config import from_args
 from raftka.node._server import serve
-from raftka.v1 import admin_pb2, broker_pb2, debug_pb2, group_pb2, security_pb2, share_pb2
+from raftka.v1 import admin_pb2, broker_pb2, debug_pb2, group_pb2, security_pb2, share_pb2, txn_pb2
 from raftka.v1.recordbatch import Record, build_batch
 
-_MODULES = (broker_pb2, admin_pb2, group_pb2, share_pb2, security_pb2, debug_pb2)
+_MODULES = (broker_pb2, admin_pb2, group_pb2, share_pb2, security_pb2, debug_pb2, txn_pb2)
 _NAMES = ("t", "t", "", "nope", "__consumer_offsets", "g", "x" * 300, "bad/name", "ü")
 _DEADLINE_S = 5.0
 _INTERNAL = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)

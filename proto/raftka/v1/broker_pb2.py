@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftka.v1 import errors_pb2 as raftka_dot_v1_dot_errors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16raftka/v1/broker.proto\x12\traftka.v1\x1a\x16raftka/v1/errors.proto\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x8a\x01\n\x06Record\x12\x10\n\x03key\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x12\"\n\x07headers\x18\x03 \x03(\x0b\x32\x11.raftka.v1.Header\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x42\x06\n\x04_keyB\x08\n\x06_value\"0\n\nRecordList\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.raftka.v1.Record\"\xb4\x01\n\x0eProduceRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x1d\n\x04\x61\x63ks\x18\x03 \x01(\x0e\x32\x0f.raftka.v1.Acks\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x05\x12\x18\n\x0erecord_batches\x18\x05 \x01(\x0cH\x00\x12(\n\x07records\x18\x06 \x01(\x0b\x32\x15.raftka.v1.RecordListH\x00\x42\t\n\x07payload\"m\n\x0fProduceResponse\x12\x13\n\x0b\x62\x61se_offset\x18\x01 \x01(\x03\x12\x13\n\x0blast_offset\x18\x02 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x18\n\x10throttle_time_ms\x18\n \x01(\x05\"\x98\x01\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65\x63ode_records\x18\x06 \x01(\x08\x12\x16\n\x0e\x61llow_follower\x18\x07 \x01(\x08\"\xac\x01\n\rFetchResponse\x12\x16\n\x0erecord_batches\x18\x01 \x01(\x0c\x12\"\n\x07records\x18\x02 \x03(\x0b\x32\x11.raftka.v1.Record\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x04 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x05 \x01(\x03\x12\x18\n\x10throttle_time_ms\x18\n \x01(\x05\"!\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"7\n\nBrokerInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04rack\x18\x03 \x01(\t\"\xb9\x01\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x11\n\tleader_id\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x13\n\x0bleader_term\x18\x06 \x01(\x04\x12\x13\n\x0b\x64irty_ratio\x18\x07 \x01(\x01\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\"\xc7\x01\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\npartitions\x18\x02 \x03(\x0b\x32\x18.raftka.v1.PartitionInfo\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12\x32\n\x07\x63onfigs\x18\x04 \x03(\x0b\x32!.raftka.v1.TopicInfo.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x10MetadataResponse\x12&\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x15.raftka.v1.BrokerInfo\x12\x15\n\rcontroller_id\x18\x02 \x01(\x05\x12$\n\x06topics\x18\x03 \x03(\x0b\x32\x14.raftka.v1.TopicInfo\"L\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"W\n\x13ListOffsetsResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\"\x17\n\x15InitProducerIdRequest\"E\n\x16InitProducerIdResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"Z\n\x14ProduceStreamRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\x04\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.raftka.v1.ProduceRequest\"\x82\x01\n\x15ProduceStreamResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\x04\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x1a.raftka.v1.ProduceResponse\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.raftka.v1.ErrorInfo*4\n\x04\x41\x63ks\x12\x0c\n\x08\x41\x43KS_ALL\x10\x00\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x01\x12\r\n\tACKS_NONE\x10\x02\x32\x8c\x04\n\x06\x42roker\x12@\n\x07Produce\x12\x19.raftka.v1.ProduceRequest\x1a\x1a.raftka.v1.ProduceResponse\x12:\n\x05\x46\x65tch\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponse\x12\x42\n\x0b\x46\x65tchStream\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponse0\x01\x12\x43\n\x08Metadata\x12\x1a.raftka.v1.MetadataRequest\x1a\x1b.raftka.v1.MetadataResponse\x12L\n\x0bListOffsets\x12\x1d.raftka.v1.ListOffsetsRequest\x1a\x1e.raftka.v1.ListOffsetsResponse\x12U\n\x0eInitProducerId\x12 .raftka.v1.InitProducerIdRequest\x1a!.raftka.v1.InitProducerIdResponse\x12V\n\rProduceStream\x12\x1f.raftka.v1.ProduceStreamRequest\x1a .raftka.v1.ProduceStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16raftka/v1/broker.proto\x12\traftka.v1\x1a\x16raftka/v1/errors.proto\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\x8a\x01\n\x06Record\x12\x10\n\x03key\x18\x01 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x01\x88\x01\x01\x12\"\n\x07headers\x18\x03 \x03(\x0b\x32\x11.raftka.v1.Header\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x42\x06\n\x04_keyB\x08\n\x06_value\"0\n\nRecordList\x12\"\n\x07records\x18\x01 \x03(\x0b\x32\x11.raftka.v1.Record\"\xb4\x01\n\x0eProduceRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x1d\n\x04\x61\x63ks\x18\x03 \x01(\x0e\x32\x0f.raftka.v1.Acks\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x05\x12\x18\n\x0erecord_batches\x18\x05 \x01(\x0cH\x00\x12(\n\x07records\x18\x06 \x01(\x0b\x32\x15.raftka.v1.RecordListH\x00\x42\t\n\x07payload\"m\n\x0fProduceResponse\x12\x13\n\x0b\x62\x61se_offset\x18\x01 \x01(\x03\x12\x13\n\x0blast_offset\x18\x02 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x18\n\x10throttle_time_ms\x18\n \x01(\x05\"\xcc\x01\n\x0c\x46\x65tchRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x11\n\tmax_bytes\x18\x04 \x01(\x05\x12\x13\n\x0bmax_wait_ms\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65\x63ode_records\x18\x06 \x01(\x08\x12\x32\n\x0fisolation_level\x18\x07 \x01(\x0e\x32\x19.raftka.v1.IsolationLevel\x12\x16\n\x0e\x61llow_follower\x18\x08 \x01(\x08\"\xc8\x01\n\rFetchResponse\x12\x16\n\x0erecord_batches\x18\x01 \x01(\x0c\x12\"\n\x07records\x18\x02 \x03(\x0b\x32\x11.raftka.v1.Record\x12\x16\n\x0ehigh_watermark\x18\x03 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x04 \x01(\x03\x12\x13\n\x0bnext_offset\x18\x05 \x01(\x03\x12\x1a\n\x12last_stable_offset\x18\x06 \x01(\x03\x12\x18\n\x10throttle_time_ms\x18\n \x01(\x05\"!\n\x0fMetadataRequest\x12\x0e\n\x06topics\x18\x01 \x03(\t\"7\n\nBrokerInfo\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04rack\x18\x03 \x01(\t\"\xb9\x01\n\rPartitionInfo\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x11\n\tleader_id\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x16\n\x0ehigh_watermark\x18\x04 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x05 \x01(\x03\x12\x13\n\x0bleader_term\x18\x06 \x01(\x04\x12\x13\n\x0b\x64irty_ratio\x18\x07 \x01(\x01\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\"\xc7\x01\n\tTopicInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\npartitions\x18\x02 \x03(\x0b\x32\x18.raftka.v1.PartitionInfo\x12\x1a\n\x12replication_factor\x18\x03 \x01(\x05\x12\x32\n\x07\x63onfigs\x18\x04 \x03(\x0b\x32!.raftka.v1.TopicInfo.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x10MetadataResponse\x12&\n\x07\x62rokers\x18\x01 \x03(\x0b\x32\x15.raftka.v1.BrokerInfo\x12\x15\n\rcontroller_id\x18\x02 \x01(\x05\x12$\n\x06topics\x18\x03 \x03(\x0b\x32\x14.raftka.v1.TopicInfo\"L\n\x12ListOffsetsRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x03\"W\n\x13ListOffsetsResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x16\n\x0ehigh_watermark\x18\x02 \x01(\x03\x12\x18\n\x10log_start_offset\x18\x03 \x01(\x03\"\x17\n\x15InitProducerIdRequest\"E\n\x16InitProducerIdResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"Z\n\x14ProduceStreamRequest\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\x04\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.raftka.v1.ProduceRequest\"\x82\x01\n\x15ProduceStreamResponse\x12\x16\n\x0e\x63orrelation_id\x18\x01 \x01(\x04\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x1a.raftka.v1.ProduceResponse\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.raftka.v1.ErrorInfo*4\n\x04\x41\x63ks\x12\x0c\n\x08\x41\x43KS_ALL\x10\x00\x12\x0f\n\x0b\x41\x43KS_LEADER\x10\x01\x12\r\n\tACKS_NONE\x10\x02*:\n\x0eIsolationLevel\x12\x14\n\x10READ_UNCOMMITTED\x10\x00\x12\x12\n\x0eREAD_COMMITTED\x10\x01\x32\x8c\x04\n\x06\x42roker\x12@\n\x07Produce\x12\x19.raftka.v1.ProduceRequest\x1a\x1a.raftka.v1.ProduceResponse\x12:\n\x05\x46\x65tch\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponse\x12\x42\n\x0b\x46\x65tchStream\x12\x17.raftka.v1.FetchRequest\x1a\x18.raftka.v1.FetchResponse0\x01\x12\x43\n\x08Metadata\x12\x1a.raftka.v1.MetadataRequest\x1a\x1b.raftka.v1.MetadataResponse\x12L\n\x0bListOffsets\x12\x1d.raftka.v1.ListOffsetsRequest\x1a\x1e.raftka.v1.ListOffsetsResponse\x12U\n\x0eInitProducerId\x12 .raftka.v1.InitProducerIdRequest\x1a!.raftka.v1.InitProducerIdResponse\x12V\n\rProduceStream\x12\x1f.raftka.v1.ProduceStreamRequest\x1a .raftka.v1.ProduceStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOPICINFO_CONFIGSENTRY']._loaded_options = None
   _globals['_TOPICINFO_CONFIGSENTRY']._serialized_options = b'8\001'
-  _globals['_ACKS']._serialized_start=2020
-  _globals['_ACKS']._serialized_end=2072
+  _globals['_ACKS']._serialized_start=2100
+  _globals['_ACKS']._serialized_end=2152
+  _globals['_ISOLATIONLEVEL']._serialized_start=2154
+  _globals['_ISOLATIONLEVEL']._serialized_end=2212
   _globals['_HEADER']._serialized_start=61
   _globals['_HEADER']._serialized_end=112
   _globals['_RECORD']._serialized_start=115
@@ -47,33 +49,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCERESPONSE']._serialized_start=488
   _globals['_PRODUCERESPONSE']._serialized_end=597
   _globals['_FETCHREQUEST']._serialized_start=600
-  _globals['_FETCHREQUEST']._serialized_end=752
-  _globals['_FETCHRESPONSE']._serialized_start=755
-  _globals['_FETCHRESPONSE']._serialized_end=927
-  _globals['_METADATAREQUEST']._serialized_start=929
-  _globals['_METADATAREQUEST']._serialized_end=962
-  _globals['_BROKERINFO']._serialized_start=964
-  _globals['_BROKERINFO']._serialized_end=1019
-  _globals['_PARTITIONINFO']._serialized_start=1022
-  _globals['_PARTITIONINFO']._serialized_end=1207
-  _globals['_TOPICINFO']._serialized_start=1210
-  _globals['_TOPICINFO']._serialized_end=1409
-  _globals['_TOPICINFO_CONFIGSENTRY']._serialized_start=1363
-  _globals['_TOPICINFO_CONFIGSENTRY']._serialized_end=1409
-  _globals['_METADATARESPONSE']._serialized_start=1411
-  _globals['_METADATARESPONSE']._serialized_end=1530
-  _globals['_LISTOFFSETSREQUEST']._serialized_start=1532
-  _globals['_LISTOFFSETSREQUEST']._serialized_end=1608
-  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1610
-  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1697
-  _globals['_INITPRODUCERIDREQUEST']._serialized_start=1699
-  _globals['_INITPRODUCERIDREQUEST']._serialized_end=1722
-  _globals['_INITPRODUCERIDRESPONSE']._serialized_start=1724
-  _globals['_INITPRODUCERIDRESPONSE']._serialized_end=1793
-  _globals['_PRODUCESTREAMREQUEST']._serialized_start=1795
-  _globals['_PRODUCESTREAMREQUEST']._serialized_end=1885
-  _globals['_PRODUCESTREAMRESPONSE']._serialized_start=1888
-  _globals['_PRODUCESTREAMRESPONSE']._serialized_end=2018
-  _globals['_BROKER']._serialized_start=2075
-  _globals['_BROKER']._serialized_end=2599
+  _globals['_FETCHREQUEST']._serialized_end=804
+  _globals['_FETCHRESPONSE']._serialized_start=807
+  _globals['_FETCHRESPONSE']._serialized_end=1007
+  _globals['_METADATAREQUEST']._serialized_start=1009
+  _globals['_METADATAREQUEST']._serialized_end=1042
+  _globals['_BROKERINFO']._serialized_start=1044
+  _globals['_BROKERINFO']._serialized_end=1099
+  _globals['_PARTITIONINFO']._serialized_start=1102
+  _globals['_PARTITIONINFO']._serialized_end=1287
+  _globals['_TOPICINFO']._serialized_start=1290
+  _globals['_TOPICINFO']._serialized_end=1489
+  _globals['_TOPICINFO_CONFIGSENTRY']._serialized_start=1443
+  _globals['_TOPICINFO_CONFIGSENTRY']._serialized_end=1489
+  _globals['_METADATARESPONSE']._serialized_start=1491
+  _globals['_METADATARESPONSE']._serialized_end=1610
+  _globals['_LISTOFFSETSREQUEST']._serialized_start=1612
+  _globals['_LISTOFFSETSREQUEST']._serialized_end=1688
+  _globals['_LISTOFFSETSRESPONSE']._serialized_start=1690
+  _globals['_LISTOFFSETSRESPONSE']._serialized_end=1777
+  _globals['_INITPRODUCERIDREQUEST']._serialized_start=1779
+  _globals['_INITPRODUCERIDREQUEST']._serialized_end=1802
+  _globals['_INITPRODUCERIDRESPONSE']._serialized_start=1804
+  _globals['_INITPRODUCERIDRESPONSE']._serialized_end=1873
+  _globals['_PRODUCESTREAMREQUEST']._serialized_start=1875
+  _globals['_PRODUCESTREAMREQUEST']._serialized_end=1965
+  _globals['_PRODUCESTREAMRESPONSE']._serialized_start=1968
+  _globals['_PRODUCESTREAMRESPONSE']._serialized_end=2098
+  _globals['_BROKER']._serialized_start=2215
+  _globals['_BROKER']._serialized_end=2739
 # @@protoc_insertion_point(module_scope)

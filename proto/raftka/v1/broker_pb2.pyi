@@ -13,9 +13,16 @@ class Acks(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACKS_ALL: _ClassVar[Acks]
     ACKS_LEADER: _ClassVar[Acks]
     ACKS_NONE: _ClassVar[Acks]
+
+class IsolationLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ_UNCOMMITTED: _ClassVar[IsolationLevel]
+    READ_COMMITTED: _ClassVar[IsolationLevel]
 ACKS_ALL: Acks
 ACKS_LEADER: Acks
 ACKS_NONE: Acks
+READ_UNCOMMITTED: IsolationLevel
+READ_COMMITTED: IsolationLevel
 
 class Header(_message.Message):
     __slots__ = ("key", "value")
@@ -74,13 +81,14 @@ class ProduceResponse(_message.Message):
     def __init__(self, base_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., throttle_time_ms: _Optional[int] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
-    __slots__ = ("topic", "partition", "offset", "max_bytes", "max_wait_ms", "decode_records", "allow_follower")
+    __slots__ = ("topic", "partition", "offset", "max_bytes", "max_wait_ms", "decode_records", "isolation_level", "allow_follower")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_LEVEL_FIELD_NUMBER: _ClassVar[int]
     ALLOW_FOLLOWER_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
@@ -88,24 +96,27 @@ class FetchRequest(_message.Message):
     max_bytes: int
     max_wait_ms: int
     decode_records: bool
+    isolation_level: IsolationLevel
     allow_follower: bool
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., decode_records: _Optional[bool] = ..., allow_follower: _Optional[bool] = ...) -> None: ...
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., offset: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., decode_records: _Optional[bool] = ..., isolation_level: _Optional[_Union[IsolationLevel, str]] = ..., allow_follower: _Optional[bool] = ...) -> None: ...
 
 class FetchResponse(_message.Message):
-    __slots__ = ("record_batches", "records", "high_watermark", "log_start_offset", "next_offset", "throttle_time_ms")
+    __slots__ = ("record_batches", "records", "high_watermark", "log_start_offset", "next_offset", "last_stable_offset", "throttle_time_ms")
     RECORD_BATCHES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
     LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
     NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LAST_STABLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     THROTTLE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     record_batches: bytes
     records: _containers.RepeatedCompositeFieldContainer[Record]
     high_watermark: int
     log_start_offset: int
     next_offset: int
+    last_stable_offset: int
     throttle_time_ms: int
-    def __init__(self, record_batches: _Optional[bytes] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., next_offset: _Optional[int] = ..., throttle_time_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, record_batches: _Optional[bytes] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., high_watermark: _Optional[int] = ..., log_start_offset: _Optional[int] = ..., next_offset: _Optional[int] = ..., last_stable_offset: _Optional[int] = ..., throttle_time_ms: _Optional[int] = ...) -> None: ...
 
 class MetadataRequest(_message.Message):
     __slots__ = ("topics",)

@@ -66,6 +66,12 @@ Table (code -> class, retriable, invalid_metadata)::
     AUTHENTICATION_FAILED AuthenticationFailedError no   no    UNAUTHENTICATED
     UNKNOWN_USER          UnknownUserError          no   no
     USER_EXISTS           UserExistsError           no   no
+    INVALID_TXN_STATE     InvalidTxnStateError      no   no    transactions (txn.proto)
+    TRANSACTIONAL_ID_NOT_FOUND TransactionalIdNotFoundError no no
+    CONCURRENT_TRANSACTIONS ConcurrentTransactionsError yes no  the previous one is completing
+    INVALID_TRANSACTION_TIMEOUT InvalidTransactionTimeoutError no no
+    TRANSACTION_COORDINATOR_FENCED TransactionCoordinatorFencedError no no
+    INVALID_PRODUCER_EPOCH InvalidProducerEpochError no  no
     (no trailer) UNAVAILABLE        BrokerNotAvailableError  yes  yes
     (no trailer) DEADLINE_EXCEEDED  RequestTimedOutError     yes  yes
 """
@@ -102,6 +108,12 @@ __all__ = [
     "FencedMemberEpochError",
     "GroupNotEmptyError",
     "InternalError",
+    "InvalidTxnStateError",
+    "TransactionalIdNotFoundError",
+    "ConcurrentTransactionsError",
+    "InvalidTransactionTimeoutError",
+    "TransactionCoordinatorFencedError",
+    "InvalidProducerEpochError",
     "InvalidConfigError",
     "InvalidOffsetError",
     "InvalidRequestError",
@@ -412,6 +424,44 @@ class UserExistsError(RaftkaError):
     code = errors_pb2.USER_EXISTS
 
 
+class InvalidTxnStateError(RaftkaError):
+    """The request does not fit the state of the transaction (a transactional send without
+    ``begin_transaction``, a commit while none is open, a transactional batch that no
+    coordinator opened). Nothing was written."""
+
+    code = errors_pb2.INVALID_TXN_STATE
+
+
+class TransactionalIdNotFoundError(RaftkaError):
+    code = errors_pb2.TRANSACTIONAL_ID_NOT_FOUND
+
+
+class ConcurrentTransactionsError(RaftkaError):
+    """The previous transaction of this transactional id is still being completed (its
+    markers are being written): retry shortly."""
+
+    code = errors_pb2.CONCURRENT_TRANSACTIONS
+    retriable = True
+
+
+class InvalidTransactionTimeoutError(RaftkaError):
+    code = errors_pb2.INVALID_TRANSACTION_TIMEOUT
+
+
+class TransactionCoordinatorFencedError(RaftkaError):
+    """A transaction marker came from a coordinator older than one the partition already
+    heard from for this producer (a deposed coordinator): it was not written."""
+
+    code = errors_pb2.TRANSACTION_COORDINATOR_FENCED
+
+
+class InvalidProducerEpochError(RaftkaError):
+    """A transaction marker or transactional offset commit carried an epoch older than the
+    producer's current one: it was not written."""
+
+    code = errors_pb2.INVALID_PRODUCER_EPOCH
+
+
 # ---------------------------------------------------------------- client-side conditions
 
 
@@ -497,6 +547,12 @@ _TABLE: tuple[tuple[type[RaftkaError], grpc.StatusCode], ...] = (
     (AuthenticationFailedError, grpc.StatusCode.UNAUTHENTICATED),
     (UnknownUserError, grpc.StatusCode.NOT_FOUND),
     (UserExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (InvalidTxnStateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (TransactionalIdNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (ConcurrentTransactionsError, grpc.StatusCode.UNAVAILABLE),
+    (InvalidTransactionTimeoutError, grpc.StatusCode.INVALID_ARGUMENT),
+    (TransactionCoordinatorFencedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (InvalidProducerEpochError, grpc.StatusCode.FAILED_PRECONDITION),
 )
 _BY_CODE: dict[int, type[RaftkaError]] = {cls.code: cls for cls, _ in _TABLE}
 STATUS_OF: dict[int, grpc.StatusCode] = {cls.code: status for cls, status in _TABLE}

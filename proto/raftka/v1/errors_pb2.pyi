@@ -42,6 +42,12 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUTHENTICATION_FAILED: _ClassVar[ErrorCode]
     UNKNOWN_USER: _ClassVar[ErrorCode]
     USER_EXISTS: _ClassVar[ErrorCode]
+    INVALID_TXN_STATE: _ClassVar[ErrorCode]
+    TRANSACTIONAL_ID_NOT_FOUND: _ClassVar[ErrorCode]
+    CONCURRENT_TRANSACTIONS: _ClassVar[ErrorCode]
+    INVALID_TRANSACTION_TIMEOUT: _ClassVar[ErrorCode]
+    TRANSACTION_COORDINATOR_FENCED: _ClassVar[ErrorCode]
+    INVALID_PRODUCER_EPOCH: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 NOT_LEADER: ErrorCode
 UNKNOWN_TOPIC: ErrorCode
@@ -77,6 +83,12 @@ TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode
 AUTHENTICATION_FAILED: ErrorCode
 UNKNOWN_USER: ErrorCode
 USER_EXISTS: ErrorCode
+INVALID_TXN_STATE: ErrorCode
+TRANSACTIONAL_ID_NOT_FOUND: ErrorCode
+CONCURRENT_TRANSACTIONS: ErrorCode
+INVALID_TRANSACTION_TIMEOUT: ErrorCode
+TRANSACTION_COORDINATOR_FENCED: ErrorCode
+INVALID_PRODUCER_EPOCH: ErrorCode
 
 class ErrorInfo(_message.Message):
     __slots__ = ("code", "message", "retriable", "leader_id", "leader_address")

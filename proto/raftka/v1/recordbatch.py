@@ -83,6 +83,10 @@ __all__ = [
     "Record",
     "assign_offsets",
     "build_batch",
+    "build_control_batch",
+    "control_type",
+    "CONTROL_ABORT",
+    "CONTROL_COMMIT",
     "decode_batches",
     "decode_records",
     "parse_header",
@@ -262,6 +266,7 @@ class BatchBuilder:
         "_producer_epoch",
         "_base_sequence",
         "_partition_leader_epoch",
+        "_attributes",
     )
 
     def __init__(
@@ -272,7 +277,11 @@ class BatchBuilder:
         base_sequence: int = -1,
         max_bytes: int = _DEFAULT_MAX_BYTES,
         partition_leader_epoch: int = -1,
+        transactional: bool = False,
     ) -> None:
+        if transactional and producer_id < 0:
+            raise ValueError("a transactional batch needs a producer id (>= 0)")
+        self._attributes = _TRANSACTIONAL_MASK if transactional else 0
         try:
             self._codec = _COMPRESSIONS[compression]
         except KeyError:
@@ -437,7 +446,7 @@ class BatchBuilder:
             _TAIL.pack_into(
                 out,
                 _CRC_START,
-                codec,
+                codec | self._attributes,
                 n - 1,
                 self._base_ts,
                 self._max_ts,
@@ -468,6 +477,7 @@ def build_batch(
     producer_epoch: int = -1,
     base_sequence: int = -1,
     base_offset: int = 0,
+    transactional: bool = False,
 ) -> bytes:
     """One batch holding all ``records`` (Records or (key, value[, headers[, ts]]) tuples)."""
     b = BatchBuilder(
@@ -476,9 +486,44 @@ def build_batch(
         producer_epoch,
         base_sequence,
         max_bytes=2**31 - 1,
+        transactional=transactional,
     )
     b.extend(records)
     return b.build(base_offset)
+
+
+# --------------------------------------------------------------------------- control batches
+
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")  # version 0 | type (0 abort, 1 commit)
+_CONTROL_VALUE = struct.Struct(">hi")  # version 0 | coordinator epoch
+
+
+def build_control_batch(producer_id: int, producer_epoch: int, commit: bool,
+                        coordinator_epoch: int, timestamp_ms: int,
+                        base_offset: int = 0) -> bytes:
+    """A transaction marker exactly as Kafka writes it: a batch with the transactional and
+    control bits set, the producer's id and epoch, baseSequence -1, no compression, and
+    one record whose key is ``version int16 (0) | type int16 (0 abort, 1 commit)`` and whose
+    value is ``version int16 (0) | coordinator epoch int32``."""
+    if producer_id < 0 or producer_epoch < 0:
+        raise ValueError("a transaction marker needs a producer id and epoch (>= 0)")
+    b = BatchBuilder("none", producer_id, producer_epoch, -1, max_bytes=2**31 - 1,
+                     transactional=True)
+    b.append(_CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT),
+             _CONTROL_VALUE.pack(0, coordinator_epoch), timestamp_ms=timestamp_ms)
+    b._attributes |= _CONTROL_MASK
+    return b.build(base_offset)
+
+
+def control_type(key: bytes | None) -> int | None:
+    """The marker type (CONTROL_ABORT / CONTROL_COMMIT) of a control record's key, or None
+    if the key is not a transaction marker's."""
+    if key is None or len(key) < _CONTROL_KEY.size:
+        return None
+    version, kind = _CONTROL_KEY.unpack_from(key, 0)
+    return kind if version == 0 and kind in (CONTROL_ABORT, CONTROL_COMMIT) else None
 
 
 # --------------------------------------------------------------------------- validating

@@ -1,0 +1,256 @@
+"""A transactional producer's side of transactions (KIP-98): the transaction coordinator's
+client and the producer's transaction state.
+
+The coordinator of a transactional id is the leader of its ``__transaction_state``
+partition; :class:`TxnCoordinatorClient` finds it (``TransactionCoordinator.
+FindCoordinator`` at any node) and follows it when it moves, with the group coordinator
+client's retry rules (``_coordinator.py``): NOT_COORDINATOR naming the new one is followed,
+COORDINATOR_LOADING and CONCURRENT_TRANSACTIONS are retried after a backoff.
+
+:class:`TransactionManager` is the producer's state machine (names as Kafka's)::
+
+    uninitialized --init_transactions--> ready --begin_transaction--> in_transaction
+    in_transaction --commit_transaction / abort_transaction--> ready
+    any --fenced (PRODUCER_FENCED) or a failed init--> fatal (close the producer)
+
+A send in a transaction adds its partition to the transaction (AddPartitionsToTxn, durable
+at the coordinator) before the record is queued, so a batch never reaches a partition the
+coordinator would not write a marker to. A failed send makes the transaction
+abortable: ``commit_transaction`` raises the error, ``abort_transaction`` is the way on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from raftka.client._coordinator import Coordinator, GroupCoordinatorClient
+from raftka.client._ops import Ops, Rpc
+from raftka.v1 import txn_pb2, txn_pb2_grpc
+from raftka.v1.errors import (
+    InvalidTxnStateError,
+    ProducerFencedError,
+    RaftkaError,
+)
+
+__all__ = ["ConsumerGroupMetadata", "TransactionDescription", "TransactionManager",
+           "TxnCoordinatorClient"]
+
+
+@dataclass(frozen=True)
+class ConsumerGroupMetadata:
+    """A group member's identity for ``Producer.send_offsets_to_transaction``
+    (``Consumer.group_metadata()``): the group coordinator fences the commit as it fences
+    the member's own commits (KIP-447)."""
+
+    group_id: str
+    member_id: str = ""
+    member_epoch: int = -1
+
+
+@dataclass(frozen=True)
+class TransactionDescription:
+    """A transactional id's state at its coordinator (``Admin.describe_transaction``)."""
+
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    state: str  # empty, ongoing, prepare_commit, prepare_abort, complete_commit, complete_abort
+    timeout_ms: int
+    start_time_ms: int  # when the open transaction began; 0 when none is open
+    partitions: tuple[tuple[str, int], ...]
+    coordinator_id: int
+
+    @classmethod
+    def from_pb(cls, t: Any) -> TransactionDescription:
+        return cls(t.transactional_id, t.producer_id, t.producer_epoch, t.state,
+                   t.transaction_timeout_ms, t.start_time_ms,
+                   tuple((x.topic, p) for x in t.topics for p in x.partitions),
+                   t.coordinator_id)
+
+
+class TxnCoordinatorNotAvailableError(RaftkaError):
+    """FindCoordinator answered, but the transactional id's ``__transaction_state``
+    partition has no leader yet (an election, or the topic is being created)."""
+
+    retriable = True
+    invalid_metadata = True
+
+
+class TxnCoordinatorClient(GroupCoordinatorClient):
+    """``TransactionCoordinator`` RPCs for one transactional id at its coordinator."""
+
+    service = "txn"
+
+    def _default_stub(self, address: str) -> Any:
+        return txn_pb2_grpc.TransactionCoordinatorStub(
+            self.cluster.channel(address))  # type: ignore[attr-defined]
+
+    def _find_once_ops(self, timeout_s: float) -> Ops[Coordinator]:
+        candidates = self.cluster.candidate_addresses()
+        address = candidates[self._rotation % len(candidates)]
+        request = txn_pb2.FindTxnCoordinatorRequest(transactional_id=self.group_id)
+        try:
+            resp = yield Rpc(address, "txn", "FindCoordinator", request,
+                             min(timeout_s, self.cluster.request_timeout_s),
+                             f"FindCoordinator(transactional id {self.group_id!r})")
+        except RaftkaError:
+            self._rotation += 1
+            raise
+        target = resp.address or (self.cluster.broker_address(resp.node_id) or "")
+        if not resp.node_id or not target:
+            self._rotation += 1
+            raise TxnCoordinatorNotAvailableError(
+                f"the coordinator of transactional id {self.group_id!r} is not elected yet")
+        return self._set(resp.node_id, target)
+
+
+class GroupTxnClient(GroupCoordinatorClient):
+    """TxnOffsetCommit at a GROUP's coordinator: found as the group's (GroupCoordinator.
+    FindCoordinator), called on its TransactionCoordinator service."""
+
+    service = "txn"
+
+    def _stubs_for(self, address: str, service: str) -> Any:
+        if service != "txn":
+            return self._stub(address)  # the group's FindCoordinator
+        with self._lock:
+            key = "txn:" + address
+            stub = self._stubs.get(key)
+            if stub is None:
+                stub = self._stubs[key] = txn_pb2_grpc.TransactionCoordinatorStub(
+                    self.cluster.channel(address))  # type: ignore[attr-defined]
+            return stub
+
+
+UNINITIALIZED, READY, IN_TRANSACTION, FATAL = "uninitialized", "ready", "in_transaction", "fatal"
+
+
+class TransactionManager:
+    """The producer's transaction state (module docstring). Thread-safe."""
+
+    def __init__(self, coordinator: TxnCoordinatorClient, transactional_id: str,
+                 timeout_ms: int) -> None:
+        self.coordinator = coordinator
+        self.transactional_id = transactional_id
+        self.timeout_ms = timeout_ms
+        self.state = UNINITIALIZED
+        self.producer_id = -1
+        self.epoch = -1
+        self.partitions: set[tuple[str, int]] = set()
+        self.error: BaseException | None = None  # makes the open transaction abortable
+        self.fatal: BaseException | None = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ checks
+    def _require(self, *states: str, what: str) -> None:
+        if self.state == FATAL:
+            raise ProducerFencedError(f"{what}: the producer is fenced or failed for good "
+                                      f"({self.fatal}); close it and create a new one") \
+                from self.fatal
+        if self.state not in states:
+            hint = {UNINITIALIZED: "call init_transactions() first",
+                    READY: "call begin_transaction() first",
+                    IN_TRANSACTION: "a transaction is open: commit or abort it first"}
+            raise InvalidTxnStateError(f"{what} while {self.state.replace('_', ' ')}: "
+                                       f"{hint.get(self.state, '')}")
+
+    def _call(self, method: str, request: Any, timeout_s: float) -> Any:
+        try:
+            return self.coordinator.call(method, request, timeout_s)
+        except ProducerFencedError as e:
+            self.state, self.fatal = FATAL, e
+            raise
+
+    # ------------------------------------------------------------------ API
+    def init(self, timeout_s: float) -> tuple[int, int]:
+        with self._lock:
+            self._require(UNINITIALIZED, READY, what="init_transactions()")
+            r = self._call("InitTransactions", txn_pb2.InitTransactionsRequest(
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=self.timeout_ms), timeout_s)
+            self.producer_id, self.epoch = r.producer_id, r.producer_epoch
+            self.state = READY
+            return self.producer_id, self.epoch
+
+    def begin(self) -> None:
+        with self._lock:
+            self._require(READY, what="begin_transaction()")
+            self.partitions = set()
+            self.error = None
+            self.state = IN_TRANSACTION
+
+    def check_send(self) -> None:
+        self._require(IN_TRANSACTION, what="send()")
+
+    def add_partition(self, topic: str, partition: int, timeout_s: float) -> None:
+        """Before a record of the transaction is queued for (topic, partition)."""
+        key = (topic, partition)
+        if key in self.partitions:
+            return
+        with self._lock:
+            self._require(IN_TRANSACTION, what="send()")
+            if key in self.partitions:
+                return
+            try:
+                self._call("AddPartitionsToTxn", txn_pb2.AddPartitionsToTxnRequest(
+                    transactional_id=self.transactional_id, producer_id=self.producer_id,
+                    producer_epoch=self.epoch,
+                    topics=[txn_pb2.TxnTopicPartitions(topic=topic, partitions=[partition])]),
+                    timeout_s)
+            except RaftkaError as e:
+                self.error = self.error or e
+                raise
+            self.partitions.add(key)
+
+    def send_offsets(self, offsets: dict[tuple[str, int], int],
+                     group: ConsumerGroupMetadata, timeout_s: float) -> None:
+        """KIP-447: the group's offsets partition joins the transaction (AddOffsetsToTxn
+        at our coordinator), then the offsets are written pending at the group's
+        coordinator (TxnOffsetCommit); they count iff the transaction commits."""
+        with self._lock:
+            self._require(IN_TRANSACTION, what="send_offsets_to_transaction()")
+            try:
+                self._call("AddOffsetsToTxn", txn_pb2.AddOffsetsToTxnRequest(
+                    transactional_id=self.transactional_id, producer_id=self.producer_id,
+                    producer_epoch=self.epoch, group_id=group.group_id), timeout_s)
+                request = txn_pb2.TxnOffsetCommitRequest(
+                    transactional_id=self.transactional_id, producer_id=self.producer_id,
+                    producer_epoch=self.epoch, group_id=group.group_id,
+                    member_id=group.member_id, member_epoch=group.member_epoch)
+                for (topic, partition), offset in sorted(offsets.items()):
+                    request.offsets.add(topic=topic, partition=partition, offset=int(offset))
+                client = GroupTxnClient(self.coordinator.cluster, group.group_id)
+                try:
+                    client.call("TxnOffsetCommit", request, timeout_s)
+                except ProducerFencedError as e:
+                    self.state, self.fatal = FATAL, e
+                    raise
+            except RaftkaError as e:
+                self.error = self.error or e
+                raise
+
+    def failed(self, error: BaseException) -> None:
+        """A record of the open transaction failed: only an abort can end it now."""
+        with self._lock:
+            if self.state == IN_TRANSACTION and self.error is None:
+                self.error = error
+            if isinstance(error, ProducerFencedError):
+                self.state, self.fatal = FATAL, error
+
+    def end(self, commit: bool, timeout_s: float) -> None:
+        with self._lock:
+            what = "commit_transaction()" if commit else "abort_transaction()"
+            self._require(IN_TRANSACTION, what=what)
+            if commit and self.error is not None:
+                raise InvalidTxnStateError(f"commit_transaction(): a send of this transaction "
+                                           f"failed ({self.error}); abort it") from self.error
+            if self.partitions:
+                self._call("EndTxn", txn_pb2.EndTxnRequest(
+                    transactional_id=self.transactional_id, producer_id=self.producer_id,
+                    producer_epoch=self.epoch,
+                    result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
+            self.partitions = set()
+            self.error = None
+            self.state = READY

@@ -1,0 +1,530 @@
+"""The TransactionCoordinator gRPC service (txn.proto): transactions on ``__transaction_state``.
+
+This node coordinates the transactional ids whose ``__transaction_state`` partition it leads
+(``_txn_state.py``), and only once it applied an entry of its own term (COORDINATOR_LOADING
+before; NOT_COORDINATOR naming the leader elsewhere). Calls of one transactional id are
+handled one at a time (a lock per id). Rules:
+
+1. ``InitTransactions``: a new id gets a producer id (the cluster's allocator) and epoch 0.
+   A known id gets its epoch bumped, which fences every older incarnation: their
+   AddPartitionsToTxn/EndTxn fail PRODUCER_FENCED here, their batches PRODUCER_FENCED at
+   the partitions once a marker of the new epoch reached them. An open transaction of the
+   id is aborted first with the new epoch (rule 3), a prepared one completed (rule 4).
+2. ``AddPartitionsToTxn`` begins a transaction (state ongoing, start time now) or extends
+   it; the set is durable before the answer, so the coordinator knows every partition it
+   must write a marker to. More than ``transaction_max_partitions``: INVALID_REQUEST,
+   nothing added.
+3. ``EndTxn`` writes the decision (prepare_commit / prepare_abort) through Raft, then a
+   marker to every partition of the transaction (``WriteTxnMarkers`` at each partition's
+   leader, this node's own directly; retried until every partition has one), then the
+   completion (complete_commit / complete_abort). It answers once the transaction is
+   complete, so a read_committed reader that starts after ``commit_transaction`` returned
+   sees the whole transaction. A retried EndTxn of a completed transaction with the same
+   result is answered OK; the other result is INVALID_TXN_STATE.
+4. A prepared transaction always completes: the resume loop (every ``RESUME_INTERVAL_S``)
+   finishes every prepared transaction this node coordinates that no call is finishing,
+   which covers a coordinator failover between prepare and complete.
+5. A transaction open longer than its timeout is aborted by the coordinator with a bumped
+   epoch (the producer is fenced, as Kafka does); ``AbortTransaction`` (an operator) does
+   the same at once.
+6. ``AddOffsetsToTxn`` adds the group's ``__consumer_offsets`` partition to the
+   transaction (it gets a marker like any other); ``TxnOffsetCommit``, served by the
+   GROUP's coordinator, checks the member as ``CommitOffsets`` does and writes the offsets
+   pending there (``_offsets.py``): the marker makes them committed, or drops them.
+
+The coordinator epoch in markers is the term of the coordinator's partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+import grpc
+
+from raftka.v1 import txn_pb2, txn_pb2_grpc
+from raftka.raft import Role
+
+from ._broker import Broker
+from ._controller_commands import encode_create_topic
+from ._errors import BrokerError, Code
+from ._forwarding import CHANNEL_OPTIONS, FORWARDED_BY_KEY, ControllerForwarder
+from ._group_service import GroupCoordinatorService
+from ._offsets import GROUP_ID_MAX, OFFSETS_TOPIC, encode_pending_commits, offsets_partition_for
+from ._services import BrokerService, _ControllerWriter, _handler, _require_leader
+from ._txn_state import (
+    COMPLETE_ABORT,
+    COMPLETE_COMMIT,
+    EMPTY,
+    ONGOING,
+    PREPARE_ABORT,
+    PREPARE_COMMIT,
+    PREPARED,
+    TRANSACTIONAL_ID_MAX,
+    TXN_TOPIC,
+    TXN_TOPIC_CONFIGS,
+    TXN_TOPIC_PARTITIONS,
+    TxnStateReplica,
+    encode_state,
+    txn_partition_for,
+)
+
+log = logging.getLogger("raftka.transactions")
+
+WRITE_TIMEOUT_S = 10.0
+MARKER_TIMEOUT_S = 10.0
+MARKER_BACKOFF_S = 0.1
+RESUME_INTERVAL_S = 0.5
+EPOCH_MAX = 32767
+_MARKER_DONE = frozenset({Code.UNKNOWN_TOPIC, Code.UNKNOWN_PARTITION,
+                          Code.INVALID_PRODUCER_EPOCH})
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TransactionCoordinatorService(_ControllerWriter,
+                                    txn_pb2_grpc.TransactionCoordinatorServicer):
+    stub_class = txn_pb2_grpc.TransactionCoordinatorStub
+
+    def __init__(self, broker: Broker, forwarder: ControllerForwarder,
+                 producer_ids: BrokerService, groups: GroupCoordinatorService) -> None:
+        super().__init__(broker, forwarder)
+        self._producer_ids = producer_ids
+        self._groups = groups
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._channels: dict[int, grpc.aio.Channel] = {}
+        self._finishing: set[str] = set()
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._resume_loop(),
+                                                            name="txn-resume")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(c.close() for c in channels.values()), return_exceptions=True)
+
+    # ------------------------------------------------------------------ routing
+    def _replica(self, tid: str) -> TxnStateReplica:
+        _check_id(tid)
+        meta = self.broker.controller.state.topic(TXN_TOPIC)
+        if meta is None:
+            raise BrokerError(Code.COORDINATOR_LOADING, f"the {TXN_TOPIC} topic is being "
+                              "created; retry shortly", retriable=True)
+        pnum = txn_partition_for(tid, len(meta.partitions))
+        replica = self.broker.partitions.get((TXN_TOPIC, pnum))
+        leader = self.broker.leader_of(meta, meta.partitions[pnum])
+        if not isinstance(replica, TxnStateReplica) or replica.group is None \
+                or replica.group.node.role != Role.LEADER:
+            raise BrokerError(
+                Code.NOT_COORDINATOR,
+                f"node {self.broker.node_id} is not the coordinator of transactional id "
+                f"{tid!r}" + (f"; node {leader} is" if leader and leader != self.broker.node_id
+                              else "; an election is in progress"),
+                retriable=True, leader_id=leader if leader != self.broker.node_id else 0)
+        if not replica.leader_ready():
+            raise BrokerError(Code.COORDINATOR_LOADING, f"the coordinator of transactional "
+                              f"id {tid!r} is catching up on its log; retry shortly",
+                              retriable=True)
+        return replica
+
+    async def _write(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
+        state = dict(state, update_ms=_now_ms())
+        await replica.produce(encode_state(tid, state, state["update_ms"]), -1,
+                              WRITE_TIMEOUT_S)
+        return state
+
+    def _current(self, replica: TxnStateReplica, tid: str, pid: int, epoch: int) -> dict:
+        """The id's state, checked against the caller's producer id and epoch."""
+        state = replica.transactions.get(tid)
+        if state is None:
+            raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND, f"transactional id {tid!r} is "
+                              "not known here; call InitTransactions first")
+        if pid != state["pid"] or epoch < state["epoch"]:
+            raise BrokerError(Code.PRODUCER_FENCED, f"producer id {pid} epoch {epoch} is "
+                              f"fenced: transactional id {tid!r} is at producer id "
+                              f"{state['pid']} epoch {state['epoch']} (a newer instance "
+                              "initialized it, or the coordinator aborted a timed-out "
+                              "transaction); close this producer")
+        if epoch > state["epoch"]:
+            raise BrokerError(Code.INVALID_PRODUCER_EPOCH, f"epoch {epoch} is newer than "
+                              f"transactional id {tid!r}'s ({state['epoch']})")
+        return state
+
+    # ------------------------------------------------------------------ RPCs
+    @_handler
+    async def FindCoordinator(self, request, context):  # noqa: N802
+        _check_id(request.transactional_id)
+        meta = self.broker.controller.state.topic(TXN_TOPIC)
+        if meta is None:
+            await self._create_topic(context, request)
+            return txn_pb2.FindTxnCoordinatorResponse()
+        pnum = txn_partition_for(request.transactional_id, len(meta.partitions))
+        leader = self.broker.leader_of(meta, meta.partitions[pnum])
+        return txn_pb2.FindTxnCoordinatorResponse(node_id=leader,
+                                                  address=self.broker.address_of(leader))
+
+    async def _create_topic(self, context, request) -> None:
+        async def local(timeout_s: float) -> txn_pb2.FindTxnCoordinatorResponse:
+            if self.broker.controller.state.topic(TXN_TOPIC) is None:
+                result = await self.broker.controller.propose(encode_create_topic(
+                    TXN_TOPIC, TXN_TOPIC_PARTITIONS, min(3, len(self.broker.config.peers)),
+                    TXN_TOPIC_CONFIGS, internal=True), timeout_s)
+                if not result.ok and result.code != Code.TOPIC_EXISTS:
+                    raise BrokerError(result.code, result.message)
+            return txn_pb2.FindTxnCoordinatorResponse()
+
+        await self.controller_write(context, "FindCoordinator", request,
+                                    f"create {TXN_TOPIC}", local)
+
+    @_handler
+    async def InitTransactions(self, request, context):  # noqa: N802
+        tid = request.transactional_id
+        timeout_ms = request.transaction_timeout_ms
+        max_ms = self.broker.config.transaction_max_timeout_ms
+        if not 1 <= timeout_ms <= max_ms:
+            raise BrokerError(Code.INVALID_TRANSACTION_TIMEOUT, f"transaction_timeout_ms "
+                              f"{timeout_ms} must be within 1..{max_ms} (the node's "
+                              "transaction_max_timeout_ms)")
+        replica = self._replica(tid)
+        async with self._locks[tid]:
+            replica = self._replica(tid)
+            state = replica.transactions.get(tid)
+            if state is None:
+                answer = await self._producer_ids.new_producer_id(context)
+                pid, epoch = answer.producer_id, 0
+            else:
+                pid, epoch = state["pid"], state["epoch"] + 1
+                if epoch > EPOCH_MAX:  # a new producer id starts again at epoch 0
+                    answer = await self._producer_ids.new_producer_id(context)
+                    pid, epoch = answer.producer_id, 0
+                if state["state"] == ONGOING:
+                    # abort the open transaction with the new epoch: fences the old one
+                    state = await self._end(replica, tid, dict(state, epoch=epoch)
+                                            if pid == state["pid"] else state, commit=False)
+                elif state["state"] in PREPARED:
+                    state = await self._finish(replica, tid, state)
+            await self._write(replica, tid, {
+                "pid": pid, "epoch": epoch, "state": EMPTY, "timeout_ms": timeout_ms,
+                "start_ms": 0, "partitions": [], "groups": []})
+        return txn_pb2.InitTransactionsResponse(producer_id=pid, producer_epoch=epoch)
+
+    @_handler
+    async def AddPartitionsToTxn(self, request, context):  # noqa: N802
+        wanted = {(t.topic, p) for t in request.topics for p in t.partitions}
+        if not wanted:
+            raise BrokerError(Code.INVALID_REQUEST, "name at least one partition")
+        self._check_partitions(wanted)
+        await self._add(request.transactional_id, request.producer_id,
+                        request.producer_epoch, wanted, set())
+        return txn_pb2.AddPartitionsToTxnResponse()
+
+    async def _add(self, tid: str, pid: int, epoch: int, wanted: set[tuple[str, int]],
+                   groups: set[str]) -> None:
+        """Rule 2 for AddPartitionsToTxn and AddOffsetsToTxn."""
+        replica = self._replica(tid)
+        async with self._locks[tid]:
+            replica = self._replica(tid)
+            state = self._current(replica, tid, pid, epoch)
+            if state["state"] in PREPARED:
+                raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction "
+                                  f"of {tid!r} is still completing; retry shortly")
+            ongoing = state["state"] == ONGOING
+            have = {tuple(x) for x in state["partitions"]} if ongoing else set()
+            have_groups = set(state.get("groups", [])) if ongoing else set()
+            union = have | wanted
+            limit = self.broker.config.transaction_max_partitions
+            if len(union) > limit:
+                raise BrokerError(Code.INVALID_REQUEST, f"transaction of {tid!r} would touch "
+                                  f"{len(union)} partitions, more than the maximum {limit} "
+                                  "(node config transaction_max_partitions); nothing added")
+            if ongoing and union == have and groups <= have_groups:
+                return
+            if not ongoing:
+                state = dict(state, state=ONGOING, start_ms=_now_ms())
+            await self._write(replica, tid, dict(
+                state, partitions=sorted([t, p] for t, p in union),
+                groups=sorted(have_groups | groups)))
+
+    @_handler
+    async def AddOffsetsToTxn(self, request, context):  # noqa: N802
+        group_id = request.group_id
+        meta = self.broker.controller.state.topic(OFFSETS_TOPIC)
+        if not group_id or len(group_id) > GROUP_ID_MAX:
+            raise BrokerError(Code.INVALID_REQUEST, f"group_id must be 1..{GROUP_ID_MAX} "
+                              "characters")
+        if meta is None:
+            raise BrokerError(Code.COORDINATOR_LOADING, f"{OFFSETS_TOPIC} is being created; "
+                              "retry shortly", retriable=True)
+        partition = offsets_partition_for(group_id, len(meta.partitions))
+        await self._add(request.transactional_id, request.producer_id,
+                        request.producer_epoch, {(OFFSETS_TOPIC, partition)}, {group_id})
+        return txn_pb2.AddOffsetsToTxnResponse()
+
+    @_handler
+    async def TxnOffsetCommit(self, request, context):  # noqa: N802
+        """At the group's coordinator (module docstring of txn.proto): pending offsets."""
+        groups = self._groups
+        replica = groups._replica(request.group_id)
+        commits = groups._validated_commits(request.offsets)
+        current = replica.producers.current_epoch(request.producer_id)
+        if current is not None and request.producer_epoch < current:
+            raise BrokerError(Code.PRODUCER_FENCED, f"producer id {request.producer_id} "
+                              f"epoch {request.producer_epoch} is fenced (epoch {current} "
+                              "reached the group's offsets partition)")
+        c = groups._coordinated(request.group_id, replica)
+        c.group.check_commit(request.member_id, request.member_epoch,
+                             [(t, p) for t, p, _, _ in commits])
+        await replica.produce(encode_pending_commits(
+            request.group_id, request.producer_id, commits, _now_ms()), -1, WRITE_TIMEOUT_S)
+        return txn_pb2.TxnOffsetCommitResponse()
+
+    def _check_partitions(self, wanted: set[tuple[str, int]]) -> None:
+        state = self.broker.controller.state
+        for topic, p in sorted(wanted):
+            meta = state.topic(topic)
+            if meta is None:
+                raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {topic!r} does not exist")
+            if meta.internal:
+                raise BrokerError(Code.INVALID_REQUEST, f"{topic} is internal; transactions "
+                                  "write ordinary topics")
+            if not 0 <= p < len(meta.partitions):
+                raise BrokerError(Code.UNKNOWN_PARTITION, f"topic {topic!r} has partitions "
+                                  f"0..{len(meta.partitions) - 1}, not {p}")
+
+    @_handler
+    async def EndTxn(self, request, context):  # noqa: N802
+        tid = request.transactional_id
+        if request.result not in (txn_pb2.TXN_COMMIT, txn_pb2.TXN_ABORT):
+            raise BrokerError(Code.INVALID_REQUEST, "result must be TXN_COMMIT or TXN_ABORT")
+        commit = request.result == txn_pb2.TXN_COMMIT
+        replica = self._replica(tid)
+        async with self._locks[tid]:
+            replica = self._replica(tid)
+            state = self._current(replica, tid, request.producer_id, request.producer_epoch)
+            kind = state["state"]
+            if kind in PREPARED:
+                if (kind == PREPARE_COMMIT) != commit:
+                    raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} is completing a "
+                                      f"{'commit' if kind == PREPARE_COMMIT else 'abort'}")
+                await self._finish(replica, tid, state)
+            elif kind in (COMPLETE_COMMIT, COMPLETE_ABORT):
+                if (kind == COMPLETE_COMMIT) != commit:
+                    raise BrokerError(Code.INVALID_TXN_STATE, f"the last transaction of "
+                                      f"{tid!r} was {kind.split('_')[1]}ed; no transaction "
+                                      "is open")
+            elif kind == EMPTY:
+                raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open transaction "
+                                  "(nothing was sent in it)")
+            else:
+                await self._end(replica, tid, state, commit)
+        return txn_pb2.EndTxnResponse()
+
+    @_handler
+    async def AbortTransaction(self, request, context):  # noqa: N802
+        tid = request.transactional_id
+        replica = self._replica(tid)
+        async with self._locks[tid]:
+            replica = self._replica(tid)
+            state = replica.transactions.get(tid)
+            if state is None:
+                raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND,
+                                  f"transactional id {tid!r} is not known")
+            if state["state"] in PREPARED:
+                await self._finish(replica, tid, state)
+            elif state["state"] == ONGOING:
+                await self._abort_fencing(replica, tid, state, "operator")
+            else:
+                raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open transaction "
+                                  f"(state {state['state']})")
+        return txn_pb2.AbortTransactionResponse()
+
+    @_handler
+    async def ListTransactions(self, request, context):  # noqa: N802
+        """The transactions this node coordinates (ask every node for all of them)."""
+        states = set(request.states)
+        response = txn_pb2.ListTransactionsResponse()
+        for replica in self._led_replicas():
+            for tid, state in sorted(replica.transactions.items()):
+                if not states or state["state"] in states:
+                    response.transactions.append(self._describe(tid, state))
+        return response
+
+    @_handler
+    async def DescribeTransactions(self, request, context):  # noqa: N802
+        response = txn_pb2.DescribeTransactionsResponse()
+        for tid in request.transactional_ids:
+            replica = self._replica(tid)
+            state = replica.transactions.get(tid)
+            if state is None:
+                raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND,
+                                  f"transactional id {tid!r} is not known")
+            response.transactions.append(self._describe(tid, state))
+        return response
+
+    def _describe(self, tid: str, state: dict) -> txn_pb2.TransactionState:
+        out = txn_pb2.TransactionState(
+            transactional_id=tid, producer_id=state["pid"], producer_epoch=state["epoch"],
+            state=state["state"], transaction_timeout_ms=state["timeout_ms"],
+            start_time_ms=state["start_ms"] if state["state"] != EMPTY else 0,
+            groups=state.get("groups", []), coordinator_id=self.broker.node_id)
+        by_topic: dict[str, list[int]] = {}
+        for t, p in state["partitions"]:
+            by_topic.setdefault(t, []).append(p)
+        for t in sorted(by_topic):
+            out.topics.add(topic=t, partitions=sorted(by_topic[t]))
+        return out
+
+    def _led_replicas(self) -> list[TxnStateReplica]:
+        return [r for (topic, _), r in sorted(self.broker.partitions.items())
+                if topic == TXN_TOPIC and isinstance(r, TxnStateReplica) and r.leader_ready()]
+
+    # ------------------------------------------------------------------ ending
+    async def _end(self, replica: TxnStateReplica, tid: str, state: dict,
+                   commit: bool) -> dict:
+        """Rule 3: decision, markers, completion (under the id's lock)."""
+        state = await self._write(replica, tid, dict(
+            state, state=PREPARE_COMMIT if commit else PREPARE_ABORT))
+        return await self._finish(replica, tid, state)
+
+    async def _abort_fencing(self, replica: TxnStateReplica, tid: str, state: dict,
+                             why: str) -> dict:
+        """Rule 5: abort an open transaction with a bumped epoch."""
+        epoch = state["epoch"] + 1
+        if epoch > EPOCH_MAX:
+            epoch = state["epoch"]  # cannot bump: abort without fencing
+        log.warning("transactional id %s: aborting its transaction (%s), producer id %d "
+                    "fenced at epoch %d", tid, why, state["pid"], epoch)
+        return await self._end(replica, tid, dict(state, epoch=epoch), commit=False)
+
+    async def _finish(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
+        """Rule 4: write the markers of a prepared transaction until all are written, then
+        its completion. Raises NOT_COORDINATOR if this node stops coordinating it (the next
+        coordinator finishes it)."""
+        commit = state["state"] == PREPARE_COMMIT
+        remaining = sorted((t, p) for t, p in state["partitions"])
+        coordinator_epoch = min(replica.group.node.term, 2**31 - 1) if replica.group else 0
+        while remaining:
+            remaining = await self._markers(state["pid"], state["epoch"], commit,
+                                            coordinator_epoch, remaining)
+            if remaining:
+                if not replica.leader_ready():
+                    raise BrokerError(Code.NOT_COORDINATOR, f"this node stopped coordinating "
+                                      f"{tid!r}; its next coordinator completes the "
+                                      "transaction", retriable=True)
+                await asyncio.sleep(MARKER_BACKOFF_S)
+        return await self._write(replica, tid, dict(
+            state, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT))
+
+    async def _markers(self, pid: int, epoch: int, commit: bool, coordinator_epoch: int,
+                       partitions: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """One round: a marker to each partition at its leader; the ones still missing."""
+        by_leader: dict[int, list[tuple[str, int]]] = {}
+        state = self.broker.controller.state
+        missing: list[tuple[str, int]] = []
+        for t, p in partitions:
+            meta = state.topic(t)
+            if meta is None or p >= len(meta.partitions):
+                continue  # the topic was deleted: nothing left to mark
+            leader = self.broker.leader_of(meta, meta.partitions[p])
+            if not leader:
+                missing.append((t, p))
+            else:
+                by_leader.setdefault(leader, []).append((t, p))
+        rounds = await asyncio.gather(*(
+            self._markers_at(leader, tps, pid, epoch, commit, coordinator_epoch)
+            for leader, tps in by_leader.items()))
+        for r in rounds:
+            missing += r
+        return missing
+
+    async def _markers_at(self, leader: int, tps: list[tuple[str, int]], pid: int,
+                          epoch: int, commit: bool, coordinator_epoch: int
+                          ) -> list[tuple[str, int]]:
+        if leader == self.broker.node_id:
+            async def one(tp: tuple[str, int]) -> tuple[str, int] | None:
+                try:
+                    replica = _require_leader(self.broker, *tp)
+                    await replica.write_marker(pid, epoch, commit, coordinator_epoch,
+                                               MARKER_TIMEOUT_S)
+                except BrokerError as exc:
+                    return None if exc.code in _MARKER_DONE else tp
+                return None
+            return [tp for tp in await asyncio.gather(*(one(tp) for tp in tps)) if tp]
+        request = txn_pb2.WriteTxnMarkersRequest(
+            producer_id=pid, producer_epoch=epoch,
+            result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT,
+            coordinator_epoch=coordinator_epoch, timeout_ms=int(MARKER_TIMEOUT_S * 1000),
+            partitions=[txn_pb2.TxnMarkerPartition(topic=t, partition=p) for t, p in tps])
+        try:
+            answer = await txn_pb2_grpc.TxnMarkersStub(self._channel(leader)).WriteTxnMarkers(
+                request, timeout=MARKER_TIMEOUT_S + 2,
+                metadata=((FORWARDED_BY_KEY, str(self.broker.node_id)),))  # our own call
+        except grpc.aio.AioRpcError:
+            return tps  # unreachable or timed out: next round (after a metadata change)
+        except BrokerError:
+            return tps
+        return [(r.topic, r.partition) for r in answer.results
+                if r.HasField("error") and r.error.code not in _MARKER_DONE]
+
+    def _channel(self, node_id: int) -> grpc.aio.Channel:
+        channel = self._channels.get(node_id)
+        if channel is None:
+            channel = self._channels[node_id] = self.broker.peer_channels.open(
+                node_id, CHANNEL_OPTIONS)
+        return channel
+
+    # ------------------------------------------------------------------ background
+    async def _resume_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESUME_INTERVAL_S)
+            try:
+                self._resume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - must never stop the node
+                log.exception("transaction resume pass failed; will retry")
+
+    def _resume(self) -> None:
+        """Rules 4 and 5 for every id this node coordinates that no call holds."""
+        now = _now_ms()
+        for replica in self._led_replicas():
+            for tid, state in list(replica.transactions.items()):
+                if tid in self._finishing or self._locks[tid].locked():
+                    continue
+                kind = state["state"]
+                if kind in PREPARED or (kind == ONGOING
+                                        and now - state["start_ms"] > state["timeout_ms"]):
+                    self._finishing.add(tid)
+                    task = asyncio.ensure_future(self._background_end(replica, tid))
+                    task.add_done_callback(lambda _t, tid=tid: self._finishing.discard(tid))
+
+    async def _background_end(self, replica: TxnStateReplica, tid: str) -> None:
+        try:
+            async with self._locks[tid]:
+                if not replica.leader_ready():
+                    return
+                state = replica.transactions.get(tid)
+                if state is None:
+                    return
+                if state["state"] in PREPARED:
+                    await self._finish(replica, tid, state)
+                elif state["state"] == ONGOING and \
+                        _now_ms() - state["start_ms"] > state["timeout_ms"]:
+                    await self._abort_fencing(replica, tid, state, "timed out")
+        except BrokerError as exc:
+            log.info("transactional id %s: completing failed (%s); will retry", tid,
+                     exc.message)
+
+
+def _check_id(tid: str) -> None:
+    if not tid or len(tid.encode()) > TRANSACTIONAL_ID_MAX:
+        raise BrokerError(Code.INVALID_REQUEST, f"transactional_id must be 1..{TRANSACTIONAL_ID_MAX} "
+                          "bytes of UTF-8")
+
