@@ -243,11 +243,13 @@ class PeerTransport:
             stub = raft_pb2_grpc.RaftPeerStub(channel)
             try:
                 call = stub.Stream()
+                # before the hello: its write is where a TLS handshake failure shows, and
+                # only a stream marked connected has its failure logged
+                peer.connected = True
                 if self.hello is not None:
                     await call.write(raft_pb2.RaftBatch(from_node=self.node_id,
                                                         to_node=peer.node_id, hello=self.hello,
                                                         protocol_version=PROTOCOL_VERSION))
-                peer.connected = True
                 while not self._closed:
                     if not peer.queue:
                         if peer.ping_due:
