@@ -58,6 +58,7 @@ from raftka.raft import CompactedError, Entry, Role, Snapshot
 
 from ._host import Group
 from ._partition import (
+    replay_applied_log,
     _ATTRIBUTES,
     _ATTRIBUTES_AT,
     _CONTROL_BIT,
@@ -77,7 +78,6 @@ _U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
 _VALUE = struct.Struct(">qq")
 GROUP_ID_MAX = 255
-REPLAY_CHUNK_BYTES = 4 << 20
 _LEN = struct.Struct(">I")
 TABLES_V2 = b"\x02"
 GROUP_RECORDS_BATCH_BYTES = 256 << 10  # below max.message.bytes (1 MiB) with room to spare
@@ -199,18 +199,7 @@ class OffsetsReplica(PartitionReplica):
         self._replay(group)
 
     def _replay(self, group: Group) -> None:
-        node = group.node
-        index, last = node.first_index, node.applied_index
-        while index <= last:
-            try:
-                entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
-            except CompactedError:
-                raise RuntimeError(f"{OFFSETS_TOPIC}/{self.partition}: entries below the "
-                                   "applied index were compacted; offsets cannot be rebuilt")
-            if not entries:
-                break
-            self._decode(entries)
-            index = entries[-1].index + 1
+        replay_applied_log(group, f"{OFFSETS_TOPIC}/{self.partition}", self._decode)
 
     def apply(self, entries: list[Entry]) -> None:
         self._decode(entries)  # before the base class answers the committers

@@ -1468,3 +1468,21 @@ def _proposal_error(exc: Exception, leader_id: int) -> BrokerError:
         return _not_leader(exc.leader_id)
     return BrokerError(Code.LEADER_NOT_AVAILABLE, f"write refused: {exc}", retriable=True,
                        leader_id=leader_id)
+
+
+def replay_applied_log(group, name: str, decode) -> None:
+    """Feed ``decode`` every entry of ``group``'s log from its first index up to its applied
+    index, in chunks: how a replica whose state lives in its own log entries (offsets,
+    transaction states) rebuilds it when it starts. ``name`` is for the error only."""
+    node = group.node
+    index, last = node.first_index, node.applied_index
+    while index <= last:
+        try:
+            entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
+        except CompactedError:
+            raise RuntimeError(f"{name}: entries below the applied index were compacted; "
+                               "its state cannot be rebuilt") from None
+        if not entries:
+            break
+        decode(entries)
+        index = entries[-1].index + 1

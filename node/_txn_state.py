@@ -36,13 +36,19 @@ from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batche
 from raftka.raft import CompactedError, Entry, Role, Snapshot
 
 from ._host import Group
-from ._partition import _SNAP, HEADER_SIZE, SNAPSHOT_VERSION, PartitionReplica, entry_header
+from ._partition import (
+    _SNAP,
+    HEADER_SIZE,
+    SNAPSHOT_VERSION,
+    PartitionReplica,
+    entry_header,
+    replay_applied_log,
+)
 
 TXN_TOPIC = "__transaction_state"
 TXN_TOPIC_CONFIGS = {"retention.ms": "-1", "retention.bytes": "-1"}
 TXN_TOPIC_PARTITIONS = 6
 TRANSACTIONAL_ID_MAX = 255
-REPLAY_CHUNK_BYTES = 4 << 20
 _LEN = struct.Struct(">I")
 
 EMPTY = "empty"
@@ -80,18 +86,7 @@ class TxnStateReplica(PartitionReplica):
 
     def attach(self, group: Group) -> None:
         super().attach(group)
-        node = group.node
-        index, last = node.first_index, node.applied_index
-        while index <= last:
-            try:
-                entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
-            except CompactedError:
-                raise RuntimeError(f"{TXN_TOPIC}/{self.partition}: entries below the applied "
-                                   "index were compacted; states cannot be rebuilt")
-            if not entries:
-                break
-            self._decode(entries)
-            index = entries[-1].index + 1
+        replay_applied_log(group, f"{TXN_TOPIC}/{self.partition}", self._decode)
 
     def apply(self, entries: list[Entry]) -> None:
         self._decode(entries)  # before the base class answers the writer
