@@ -559,6 +559,9 @@ def test_three_members_keep_ids_epochs_and_partitions_when_the_coordinator_is_ki
                 len(tps) == 2 for _, tps in membership(d).values())
 
         wait_for(settled, 30, "three members with two partitions each, stable")
+        # the coordinator's view settles before every member has taken its partitions
+        wait_for(lambda: all(len(c.assignment()) == 2 for c in consumers), 30,
+                 "every member holding its two partitions")
         before = describe()
         ids = [c.member_id for c in consumers]
         assignments = [c.assignment() for c in consumers]
