@@ -75,7 +75,7 @@ def _plan(entity_type: type) -> tuple[bool, tuple]:
             kind = get_schema_field_type(field)
             if header and field.name == "client_id":
                 item = ("str", False, 2)  # always a legacy nullable string (kio, Kafka)
-            elif kind in ("string",):
+            elif kind == "string":
                 item = ("str", flexible, 2)
             elif kind in ("bytes", "records"):
                 item = ("str", flexible, 4)
