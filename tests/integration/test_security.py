@@ -582,7 +582,9 @@ def test_quota_throttles_produce_and_fetch_without_refusing(secured) -> None:
     # a request-rate quota: every call counts, whatever its size
     with Admin(bootstrap, security=pki.security(pki.admin)) as admin:
         admin.set_quota("User:hank", requests_per_s=5)
-        assert ("User:hank", 0, 0, 5) in admin.list_quotas()
+        # read-your-writes holds on the node that took the write; list may ask another
+        wait_for(lambda: ("User:hank", 0, 0, 5) in admin.list_quotas(), 10,
+                 "the request quota listed")
     wait_for(lambda: all(_quota_on(cluster, pki, n, 0) for n in cluster.live()), 10,
              "the request quota on every node")
     started = time.monotonic()
