@@ -167,10 +167,14 @@ def test_request_to_a_follower_names_the_leader(cluster: Cluster) -> None:
                 topic="routing", record_batches=_batch([b"x"])), timeout=5)
         except grpc.RpcError as exc:
             info = error_info(exc)
-            assert info is not None and info.code == errors_pb2.NOT_LEADER
+            if info is None and exc.code() in (grpc.StatusCode.UNAVAILABLE,
+                                               grpc.StatusCode.DEADLINE_EXCEEDED):
+                return None  # the connection, not the answer (a loaded clean-clone run)
+            assert info is not None and info.code == errors_pb2.NOT_LEADER, \
+                (exc.code(), exc.details(), info)
             return info if info.leader_id else None
         raise AssertionError("a follower accepted a produce request")
-    info = wait_for(refusal, 5, "the follower to name the leader")
+    info = wait_for(refusal, 15, "the follower to name the leader")
     assert info.leader_id == leader and info.leader_address == cluster.peers[leader]
 
 
