@@ -102,6 +102,7 @@ __all__ = ["RPC_MARGIN_S", "UNARY_MAX_BYTES", "Sender"]
 
 UNARY_MAX_BYTES = 64 * 1024  # records of a lone batch sent as a unary call (rule 5)
 RPC_MARGIN_S = 1.0  # a stream is silent too long after request_timeout + max(this, half)
+INIT_PRODUCER_ID_ATTEMPT_S = 1.0  # per node while other nodes are left to ask (a paused one)
 
 
 class Sender:
@@ -711,9 +712,12 @@ class Sender:
                 continue
             tried.add(address)
             try:
+                # a node that holds the call without answering (paused, cut off) must not
+                # take the whole sweep while others are left to ask
+                cap = INIT_PRODUCER_ID_ATTEMPT_S if addresses else retry.remaining()
                 r = yield Rpc(address, "broker", "InitProducerId",
                               broker_pb2.InitProducerIdRequest(),
-                              max(retry.remaining(), 0.1), "InitProducerId")
+                              max(retry.attempt_timeout(cap), 0.1), "InitProducerId")
             except RaftkaError as e:
                 step = retry.classify(e)
                 if step is Step.RAISE:

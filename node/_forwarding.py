@@ -25,6 +25,11 @@ Rules:
   passed through unchanged: status, message and error details.
 - A forwarded call that times out is NO_QUORUM: the change may still apply, as with a
   local proposal that did not commit in time.
+- A call whose repetition is harmless (``retry_if_leader_moves``: InitProducerId, whose
+  unused ids are skipped, never reused) does not wait on a leader that stopped answering:
+  once this node applies another leader (the old one was paused or cut off and the rest
+  elected a new one), the call in flight is dropped and sent to the new leader. Other writes
+  keep waiting for their answer: sending them again could apply them twice.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ log = logging.getLogger("raftka.forwarding")
 FORWARDED_BY_KEY = "raftka-forwarded-by"
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 0.5
+LEADER_WATCH_S = 0.05  # how often a call in flight looks whether the controller leader moved
 _RETRIED = frozenset({Code.NOT_LEADER, Code.LEADER_NOT_AVAILABLE})
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
@@ -71,11 +77,13 @@ class ControllerForwarder:
         await asyncio.gather(*(ch.close() for ch in channels.values()), return_exceptions=True)
 
     async def call(self, context: grpc.aio.ServicerContext | None, what: str, timeout_s: float,
-                   local: Callable[[float], Awaitable[T]], remote: Remote) -> T:
+                   local: Callable[[float], Awaitable[T]], remote: Remote,
+                   retry_if_leader_moves: bool = False) -> T:
         """``local(timeout_s)`` if this node leads the controller (or the call was
         forwarded to it), else ``remote(channel, timeout_s, metadata)`` at the leader,
         following leader changes as the module docstring says. Raises BrokerError.
-        ``context`` None: a call of this node's own (``_reassignment.py``), not a client's."""
+        ``context`` None: a call of this node's own (``_reassignment.py``), not a client's.
+        ``retry_if_leader_moves``: the call may be repeated (module docstring)."""
         loop = asyncio.get_running_loop()
         remaining = context.time_remaining() if context is not None else None
         deadline = loop.time() + (timeout_s if remaining is None else min(timeout_s, remaining))
@@ -90,6 +98,8 @@ class ControllerForwarder:
             try:
                 if leader == 0 or leader == broker.node_id:
                     return await local(budget)  # no leader known: NOT_LEADER, retried
+                if retry_if_leader_moves:
+                    return await self._remote_while_leader(leader, what, budget, remote)
                 return await self._remote(leader, what, budget, remote)
             except BrokerError as exc:
                 if exc.code not in _RETRIED:
@@ -117,6 +127,26 @@ class ControllerForwarder:
             channel = self._channels[node_id] = broker.peer_channels.open(
                 node_id, CHANNEL_OPTIONS)
         return channel
+
+    async def _remote_while_leader(self, leader: int, what: str, timeout_s: float,
+                                   remote: Remote[T]) -> T:
+        """:meth:`_remote`, dropped with NOT_LEADER (retried at once) when this node
+        applies a different controller leader while the call is in flight."""
+        controller = self._broker.controller
+        call = asyncio.ensure_future(self._remote(leader, what, timeout_s, remote))
+        try:
+            while True:
+                done, _ = await asyncio.wait((call,), timeout=LEADER_WATCH_S)
+                if done:
+                    return call.result()
+                now_leading = controller.leader_id()
+                if now_leading not in (0, leader):
+                    raise BrokerError(
+                        Code.NOT_LEADER, f"{what}: node {leader} stopped answering and node "
+                        f"{now_leading} now leads the controller", retriable=True,
+                        leader_id=now_leading)
+        finally:
+            call.cancel()
 
     async def _remote(self, leader: int, what: str, timeout_s: float, remote: Remote[T]) -> T:
         broker = self._broker

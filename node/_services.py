@@ -119,9 +119,11 @@ class _ControllerWriter(_Service):
 
     async def controller_write(self, context: grpc.aio.ServicerContext, method: str,
                                request: Any, what: str,
-                               local: Callable[[float], Awaitable[Any]]) -> Any:
+                               local: Callable[[float], Awaitable[Any]],
+                               retry_if_leader_moves: bool = False) -> Any:
         """``local`` at the controller leader: here, or at the leader by calling the same
-        ``method`` of this service there with the same request."""
+        ``method`` of this service there with the same request. ``retry_if_leader_moves``:
+        see ``_forwarding.py`` (only for calls whose repetition is harmless)."""
         stub_class = self.stub_class
 
         async def remote(channel: grpc.aio.Channel, timeout_s: float,
@@ -129,7 +131,8 @@ class _ControllerWriter(_Service):
             return await getattr(stub_class(channel), method)(
                 request, timeout=timeout_s, metadata=metadata)
 
-        return await self.forwarder.call(context, what, ADMIN_TIMEOUT_S, local, remote)
+        return await self.forwarder.call(context, what, ADMIN_TIMEOUT_S, local, remote,
+                                         retry_if_leader_moves)
 
 
 def _require_leader(broker: Broker, topic: str, partition: int):
@@ -407,8 +410,9 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
                 self._producer_ids = (nxt + 1, end)
             return broker_pb2.InitProducerIdResponse(producer_id=nxt, producer_epoch=0)
 
+        # repeating it only skips ids (never reused): follow a new leader at once
         return await self.controller_write(context, "InitProducerId", request,
-                                           "InitProducerId", local)
+                                           "InitProducerId", local, retry_if_leader_moves=True)
 
     @_handler
     async def Fetch(self, request, context):  # noqa: N802

@@ -270,6 +270,30 @@ def test_idempotent_producer_across_a_paused_leader_has_no_duplicates_and_no_gap
     _check_every_offset(cluster, run)
 
 
+def test_a_new_producer_does_not_wait_on_a_paused_controller_leader(cluster: Cluster) -> None:
+    """SIGSTOP of the controller leader: a producer created then gets its producer id from
+    the new controller leader. Its request timeout (20 s) outlasts its delivery timeout
+    (10 s), so a producer that waited for the paused node's answer, or a node that waited on
+    its forwarded call, would fail the record instead of delivering it."""
+    cluster.create_topic("paused-controller", partitions=1)
+    cluster.wait_leader("paused-controller", 0)
+    controller = cluster.controller_leader()
+    cluster.pause(controller)
+    try:
+        others = [n for n in cluster.live() if n != controller]
+        producer = Producer(",".join(cluster.peers[n] for n in others),
+                            enable_idempotence=True, acks="all", request_timeout_ms=20_000,
+                            delivery_timeout_ms=10_000)
+        try:
+            partition, offset = producer.send("paused-controller", b"first",
+                                              partition=0).result(30)
+        finally:
+            producer.close()
+    finally:
+        cluster.resume(controller)
+    assert (partition, offset) == (0, 0)
+
+
 def test_producer_state_survives_retention_and_a_restart_of_every_node(cluster: Cluster) -> None:
     """The batches are gone from the log (retention) and every process restarts: the
     table comes back from the partition snapshot, so retries are still recognised."""
