@@ -224,7 +224,8 @@ class RaftHost:
         cfg = Config(
             self.node_id, election_tick=t.election_tick, heartbeat_tick=t.heartbeat_tick,
             applied=applied if applied is not None else snap.meta.index,
-            max_size_per_msg=4 << 20, max_inflight_msgs=64, quiesce=t.quiesce,
+            max_size_per_msg=4 << 20, max_inflight_msgs=64, max_inflight_learner_msgs=4,
+            quiesce=t.quiesce,
         )
         node = RawNode(cfg, storage, random.Random(self._rng.getrandbits(64)))
         group = Group(group_id, node, storage, sm)

@@ -119,6 +119,10 @@ class Config:
     check_quorum: bool = True
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
+    # A learner catching up (a replica being moved in) gets a smaller window: with the full
+    # one a leader sends it max_inflight_msgs x max_size_per_msg at once and the work crowds
+    # out the voters' traffic that acknowledges writes. 0: the same as max_inflight_msgs.
+    max_inflight_learner_msgs: int = 0
     max_uncommitted_size: int = 64 << 20
     max_committed_size_per_ready: int = 64 << 20
     applied: int = 0
@@ -135,6 +139,13 @@ class Config:
             raise ValueError("election_tick must be greater than heartbeat_tick")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be > 0")
+        if self.max_inflight_learner_msgs < 0:
+            raise ValueError("max_inflight_learner_msgs must be >= 0")
+
+    def inflight_window(self, is_learner: bool) -> int:
+        if is_learner and self.max_inflight_learner_msgs:
+            return min(self.max_inflight_learner_msgs, self.max_inflight_msgs)
+        return self.max_inflight_msgs
 
 
 class _ReadRequest:
@@ -325,7 +336,8 @@ class Raft:
         self._append_entries([Entry(self.term, last + 1, EntryKind.NORMAL, b"")])
 
     def _new_progress(self, node: int, next_index: int) -> Progress:
-        return Progress(next_index, self.cfg.max_inflight_msgs, node not in self.conf.voters)
+        is_learner = node not in self.conf.voters
+        return Progress(next_index, self.cfg.inflight_window(is_learner), is_learner)
 
     # ---------------------------------------------------------------- elections
     def hup(self, transfer: bool = False) -> None:
@@ -872,6 +884,7 @@ class Raft:
                     self.progress[node].maybe_update(self.log.persisted_index())
             else:
                 pr.is_learner = node not in conf.voters
+                pr.inflights.capacity = self.cfg.inflight_window(pr.is_learner)
         if self.lead_transferee != NO_NODE and self.lead_transferee not in conf.voters:
             self.lead_transferee = NO_NODE
         # Removing a slow voter can let the commit index move on.

@@ -392,3 +392,38 @@ def test_a_heartbeat_beyond_a_followers_log_is_rejected_not_committed() -> None:
     (answer,) = rd.messages + rd.messages_after_persist
     assert answer.type == MsgType.HEARTBEAT_RESP and answer.reject and answer.reject_hint == 0
     assert node.commit_index == 0
+
+
+def test_a_learner_gets_the_smaller_inflight_window_until_it_is_promoted() -> None:
+    """A replica being moved in catches up through max_inflight_learner_msgs messages at
+    a time (so its catch-up cannot crowd out the voters' appends); promoted, it gets the
+    voters' window."""
+    hand = Hand(max_inflight_msgs=8, max_inflight_learner_msgs=2, max_size_per_msg=1)
+    leader = hand.elect(1)
+    for i in range(20):
+        leader.propose(b"%d" % i)
+    hand.settle()
+    hand.storage[4] = MemoryStorage(ConfState())
+    hand.nodes[4] = hand._node(4)
+    hand.applied[4] = []
+    leader.propose_conf_change(ConfChange(ConfChangeKind.ADD_LEARNER, 4))
+    progress = leader._raft.progress
+    assert progress[4].inflights.capacity == 2
+    assert progress[2].inflights.capacity == 8
+    # the learner catches up two APPs at a time
+    sent_to_learner = 0
+    for _ in range(200):
+        for i in hand.nodes:
+            hand.process(i)
+        if not hand.inbox:
+            break
+        batch, hand.inbox = hand.inbox, []
+        in_flight = sum(1 for m in batch if m.to == 4 and m.type == MsgType.APP)
+        assert in_flight <= 2
+        sent_to_learner += in_flight
+        for m in batch:
+            hand.nodes[m.to].step(m)
+    assert sent_to_learner >= 10  # one entry per message: it did catch up through the window
+    assert hand.applied[4] == hand.applied[1]
+    leader.propose_conf_change(ConfChange(ConfChangeKind.ADD_VOTER, 4))
+    assert progress[4].inflights.capacity == 8

@@ -114,6 +114,7 @@ class SimOptions:
     check_quorum: bool = True
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
+    max_inflight_learner_msgs: int = 0
     max_uncommitted_size: int = 64 << 20
     quiesce: bool = False  # idle groups stop their timers (node-level liveness wakes them)
     # the application
@@ -769,6 +770,7 @@ class Cluster:
                 id=node.id, election_tick=o.election_tick, heartbeat_tick=o.heartbeat_tick,
                 pre_vote=o.pre_vote, check_quorum=o.check_quorum,
                 max_size_per_msg=o.max_size_per_msg, max_inflight_msgs=o.max_inflight_msgs,
+                max_inflight_learner_msgs=o.max_inflight_learner_msgs,
                 max_uncommitted_size=o.max_uncommitted_size, applied=snapshot.meta.index,
                 quiesce=o.quiesce,
             )
