@@ -4,6 +4,7 @@ retry and dead-letter topics, dead letters through ``Admin``, and bad share-grou
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -89,3 +90,111 @@ def test_a_queue_topic_deletes_what_every_share_group_finished(cluster: Cluster)
     # a group that joins now starts at the log start: nothing of the old records is left
     with ShareConsumer(b, "late", ["jobs"], auto_accept=False) as late:
         assert late.poll(1.0) == []
+
+
+class Poison(Exception):
+    pass
+
+
+def test_consumer_retry_topics_do_not_block_and_dead_letter_after_max_attempts(
+        cluster: Cluster):
+    from raftka.client import Admin, Consumer, Producer, RetryTopics
+    cluster.create_topic("payments-in")
+    with Producer(bootstrap(cluster)) as producer:
+        for value in (b"ok-1", b"poison", b"flaky", b"reject", b"ok-2"):
+            producer.send("payments-in", value, key=value, partition=0,
+                          headers=[("trace", b"t-" + value)]).result(timeout=30)
+    calls: list[tuple[bytes, str, int, int]] = []  # value, topic, offset, failures before
+    early: list[bytes] = []
+
+    def handle(record) -> None:
+        headers = dict(record.headers)
+        failures = int(headers.get("raftka.retry.attempts", b"0"))
+        if int(headers.get("raftka.retry.not-before", b"0")) > time.time() * 1000:
+            early.append(record.value)
+        calls.append((record.value, record.topic, record.offset, failures))
+        if record.value == b"poison" or (record.value == b"flaky" and failures == 0):
+            raise RuntimeError(f"cannot pay {record.value.decode()}")
+        if record.value == b"reject":
+            raise Poison("not a payment")
+
+    policy = RetryTopics(max_attempts=3, backoff_initial_ms=300, backoff_multiplier=2.0,
+                         not_retried=(Poison,))
+    with Consumer(bootstrap(cluster), "billing", ["payments-in"],
+                  retry_topics=policy) as consumer:
+        assert consumer.topics == ("billing.retry", "payments-in")
+        wait_for(lambda: consumer.process(handle, 0.5) is not None and
+                 sum(1 for c in calls if c[0] == b"poison") == 3, 60,
+                 "three deliveries of the poison record")
+        committed = consumer.committed([("payments-in", 0)])
+    assert early == []  # a retry is never delivered before its not-before time
+    firsts = [c[0] for c in calls if c[3] == 0]
+    assert firsts == [b"ok-1", b"poison", b"flaky", b"reject", b"ok-2"]  # in order, at once
+    later = [(c[0], c[3]) for c in calls if c[3] > 0]
+    assert sorted(later) == [(b"flaky", 1), (b"poison", 1), (b"poison", 2)]
+    # the handler sees every attempt as the source record (same topic and offset)
+    assert {(c[1], c[2]) for c in calls if c[0] == b"poison"} == {("payments-in", 1)}
+    assert committed == {("payments-in", 0): 5}
+    with Admin(bootstrap(cluster)) as admin:
+        letters = wait_for(lambda: len(admin.list_dead_letters("billing")) == 2
+                           and admin.list_dead_letters("billing"), 30, "two dead letters")
+        by_value = {x.value: x for x in letters}
+        poison, rejected = by_value[b"poison"], by_value[b"reject"]
+        assert (poison.dlq_topic, poison.source_topic, poison.source_partition,
+                poison.source_offset, poison.group, poison.delivery_count, poison.reason) == (
+            "billing.dlq", "payments-in", 0, 1, "billing", 3, "attempts exhausted")
+        assert "RuntimeError: cannot pay poison" in poison.error
+        assert poison.headers == (("trace", b"t-poison"),)  # retry headers are not kept
+        assert (rejected.delivery_count, rejected.reason) == (1, "rejected")
+        shown = admin.dead_letter("billing", poison.dlq_partition, poison.dlq_offset)
+        assert shown == poison
+        with pytest.raises(ValueError, match="no dead letter"):
+            admin.dead_letter("billing", 0, 999)
+        with pytest.raises(ValueError, match="no dead letter waiting"):  # nothing is sent
+            admin.replay_dead_letters("billing", [(poison.dlq_partition, poison.dlq_offset),
+                                                  (0, 999)])
+        done = admin.replay_dead_letters("billing", [(poison.dlq_partition,
+                                                      poison.dlq_offset)])
+        assert [(x.value, p) for x, p, _ in done] == [(b"poison", 0)]
+        assert [x.value for x in admin.list_dead_letters("billing")] == [b"reject"]
+    copy = cluster.values("payments-in", 0, start=done[0][2])
+    assert [v for _, v in copy] == [b"poison"]
+
+
+def test_aio_consumer_and_admin_retry_and_dead_letter(cluster: Cluster):
+    import asyncio
+
+    import raftka.aio
+    from raftka.client import Producer
+    from tests.aio_loop import run_unblocked
+    cluster.create_topic("aio-in")
+    with Producer(bootstrap(cluster)) as producer:
+        for value in (b"bad", b"good"):
+            producer.send("aio-in", value, partition=0).result(timeout=30)
+    seen: list[bytes] = []
+
+    async def handle(record) -> None:
+        await asyncio.sleep(0)
+        seen.append(record.value)
+        if record.value == b"bad":
+            raise RuntimeError("bad record")
+
+    async def main():
+        policy = raftka.aio.RetryTopics(max_attempts=2, backoff_initial_ms=200)
+        async with raftka.aio.Consumer(bootstrap(cluster), "aio-billing", ["aio-in"],
+                                       retry_topics=policy) as consumer:
+            deadline = time.monotonic() + 60
+            while seen.count(b"bad") < 2 and time.monotonic() < deadline:
+                await consumer.process(handle, 0.5)
+        async with raftka.aio.Admin(bootstrap(cluster)) as admin:
+            for _ in range(100):
+                letters = await admin.list_dead_letters("aio-billing")
+                if letters:
+                    return letters
+                await asyncio.sleep(0.2)
+        return []
+
+    letters = run_unblocked(main)
+    assert seen == [b"bad", b"good", b"bad"]
+    assert [(x.value, x.delivery_count, x.reason, x.source_offset) for x in letters] == [
+        (b"bad", 2, "attempts exhausted", 0)]
