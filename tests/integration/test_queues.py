@@ -198,3 +198,92 @@ def test_aio_consumer_and_admin_retry_and_dead_letter(cluster: Cluster):
     assert seen == [b"bad", b"good", b"bad"]
     assert [(x.value, x.delivery_count, x.reason, x.source_offset) for x in letters] == [
         (b"bad", 2, "attempts exhausted", 0)]
+
+
+def share_call(cluster: Cluster, method: str, request, topic: str | None = None):
+    """One Share RPC at the leader of ``topic``/0 (any node for an unknown topic), its
+    error as the client's exception; retriable errors other than UNKNOWN_TOPIC retried."""
+    import grpc
+
+    from raftka.v1 import share_pb2_grpc
+    from raftka.v1.errors import UnknownTopicError, error_from_rpc
+    deadline = time.monotonic() + 30
+    while True:
+        node = cluster.wait_leader(topic, 0) if topic else cluster.live()[0]
+        try:
+            return getattr(share_pb2_grpc.ShareStub(cluster.channel(node)), method)(
+                request, timeout=10)
+        except grpc.RpcError as exc:
+            err = error_from_rpc(exc)
+            if (isinstance(err, UnknownTopicError) or not err.retriable
+                    or time.monotonic() > deadline):
+                raise err from None
+        time.sleep(0.1)
+
+
+def test_bad_share_input_is_refused_and_changes_nothing(cluster: Cluster):
+    from raftka.client import (
+        Admin,
+        InconsistentGroupTypeError,
+        InvalidRecordStateError,
+        UnknownGroupError,
+        UnknownTopicError,
+        describe_share_group,
+    )
+    from raftka.v1 import share_pb2
+    cluster.create_topic("bad-in")
+    produce_entries(cluster, "bad-in", 2)
+    b = bootstrap(cluster)
+    accept_0 = [share_pb2.AcknowledgeRange(first_offset=0, last_offset=0,
+                                           type=share_pb2.ACCEPT)]
+    with pytest.raises(UnknownGroupError, match="does not exist"):  # acknowledging for a
+        share_call(cluster, "ShareAcknowledge", share_pb2.ShareAcknowledgeRequest(  # group
+            group_id="no-group", member_id="m", topic="bad-in", partition=0,  # never made
+            ranges=accept_0), "bad-in")
+    with pytest.raises(UnknownGroupError):
+        share_call(cluster, "InitializeSharePartition", share_pb2.InitializeSharePartitionRequest(
+            group_id="no-group", topic="bad-in", partition=0), "bad-in")
+    for method, request in (
+            ("ShareFetch", share_pb2.ShareFetchRequest(group_id="g", member_id="m",
+                                                       topic="no-topic", partition=0)),
+            ("ShareAcknowledge", share_pb2.ShareAcknowledgeRequest(
+                group_id="g", member_id="m", topic="no-topic", partition=0,
+                ranges=accept_0))):
+        with pytest.raises(UnknownTopicError):
+            share_call(cluster, method, request)
+    with ShareConsumer(b, "short-locks", ["bad-in"], auto_accept=False,
+                       record_lock_duration_ms=1000) as first:
+        held: list = []
+        wait_for(lambda: held.extend(first.poll(0.5)) or len(held) >= 2, 30, "two records")
+        # the locks expire: the records go back; an acknowledgement of them now is refused
+        # whole and changes nothing (they are not accepted, and are delivered again)
+        with ShareConsumer(b, "short-locks", ["bad-in"], auto_accept=False) as second:
+            again: list = []
+            wait_for(lambda: again.extend(second.poll(0.5)) or len(again) >= 2, 30,
+                     "the records again after the locks expired")
+            assert sorted((r.offset, r.delivery_count) for r in again) == [(0, 2), (1, 2)]
+            with pytest.raises(InvalidRecordStateError, match="not acquired by member"):
+                share_call(cluster, "ShareAcknowledge", share_pb2.ShareAcknowledgeRequest(
+                    group_id="short-locks", member_id=first.member_id, topic="bad-in",
+                    partition=0, ranges=accept_0), "bad-in")
+            state = describe_share_group(b, "short-locks").partitions[0]
+            assert (state.accepted, state.acquired, state.members) == (
+                0, 2, (second.member_id,))
+            for r in again:
+                second.accept(r)
+            second.flush()
+    state = describe_share_group(b, "short-locks").partitions[0]
+    assert (state.start_offset, state.accepted) == (2, 2)
+    # a consumer group's id is not a share group's, for the Admin and share RPCs either
+    from raftka.client import Consumer
+    with Consumer(b, "classic-q", ["bad-in"]) as c:
+        wait_for(lambda: c.poll(0.5), 30, "the consumer group to read")
+        c.commit()
+    with pytest.raises(InconsistentGroupTypeError):
+        describe_share_group(b, "classic-q")
+    with Admin(b) as admin:
+        with pytest.raises(InconsistentGroupTypeError):
+            admin.describe_group("short-locks")
+        with pytest.raises(UnknownGroupError):
+            admin.list_dead_letters("no-group")
+    assert "Traceback" not in cluster.logs()
