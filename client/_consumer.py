@@ -367,7 +367,9 @@ class Consumer:
         self.topics = tuple(sorted(set(topics)))
         self._bootstrap, self._security = bootstrap, security  # the retry producer's
         self._retry_producer: Any = None
-        self._paused: set[TopicPartition] = set()
+        # paused partitions (pause/resume) -> where they resume: the position when paused,
+        # or what seek said since
+        self._paused: dict[TopicPartition, int | str] = {}
         self._auto_offset_reset = auto_offset_reset
         self._auto_commit = enable_auto_commit
         self._auto_commit_interval_s = auto_commit_interval_ms / 1000
@@ -481,6 +483,13 @@ class Consumer:
                              f"(assignment: {sorted(self._group.owned)})")
         if isinstance(offset, int) and offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
+        if tp in self._paused:  # stays paused; resumes from there
+            self._paused[tp] = offset
+            if isinstance(offset, int):
+                self._positions[tp] = offset
+            else:
+                self._positions.pop(tp, None)
+            return
         self._restart_fetcher(tp, offset)
 
     def pause(self, topic: str, partition: int) -> None:
@@ -494,19 +503,18 @@ class Consumer:
         f = self._fetchers.pop(tp, None)
         if f is not None:
             f.stop()
-        self._paused.add(tp)
+        self._paused[tp] = self._positions.get(tp, self._auto_offset_reset)
 
     def resume(self, topic: str, partition: int) -> None:
         """Fetch a paused partition again, from its position."""
         self._check_open()
         tp = TopicPartition(topic, partition)
-        if tp in self._paused:
-            self._paused.discard(tp)
-            if tp in self._group.owned:
-                self._restart_fetcher(tp, self._positions.get(tp, self._auto_offset_reset))
+        start = self._paused.pop(tp, None)
+        if start is not None and tp in self._group.owned:
+            self._restart_fetcher(tp, start)
 
     def paused(self) -> set[TopicPartition]:
-        return set(self._paused)
+        return set(self._paused)  # the keys
 
     def process(self, handler: Callable[[ConsumedRecord], Any], timeout: float = 1.0,
                 max_records: int | None = None) -> int:
@@ -539,13 +547,15 @@ class Consumer:
                 continue
             handled += 1
             try:
-                check_handler_result(handler(router.view(r)))
+                result = handler(router.view(r))
             except Exception as exc:  # noqa: BLE001 - the handler's failure is the input
                 send = router.on_failure(r, exc, now_ms())
                 log.info("group %s: %s/%d@%d failed (%s); to %s", self.group_id, r.topic,
                          r.partition, r.offset, exc, send.topic)
                 sends.append(self._producer().send(send.topic, send.value, key=send.key,
                                                    headers=send.headers))
+            else:
+                check_handler_result(result)  # a coroutine: a usage error, raised
             ends[tp] = r.offset + 1
         for f in sends:
             f.result(timeout=self._request_timeout_ms / 1000 * 6)
@@ -701,7 +711,7 @@ class Consumer:
                 f.stop()
                 stopped.append(f)
             self._positions.pop(tp, None)
-            self._paused.discard(tp)
+            self._paused.pop(tp, None)
         if self._router is not None:
             self._router.forget(tps)
         with self._cond:

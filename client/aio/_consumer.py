@@ -170,7 +170,9 @@ class Consumer:
         self.topics = tuple(sorted(set(topics)))
         self._bootstrap, self._security = bootstrap, security  # the retry producer's
         self._retry_producer: Any = None
-        self._paused: set[TopicPartition] = set()
+        # paused partitions (pause/resume) -> where they resume: the position when paused,
+        # or what seek said since
+        self._paused: dict[TopicPartition, int | str] = {}
         self._auto_offset_reset = auto_offset_reset
         self._auto_commit = enable_auto_commit
         self._auto_commit_interval_s = auto_commit_interval_ms / 1000
@@ -283,6 +285,13 @@ class Consumer:
                              f"(assignment: {sorted(self._group.owned)})")
         if isinstance(offset, int) and offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
+        if tp in self._paused:  # stays paused; resumes from there
+            self._paused[tp] = offset
+            if isinstance(offset, int):
+                self._positions[tp] = offset
+            else:
+                self._positions.pop(tp, None)
+            return
         self._restart_fetcher(tp, offset)
 
     def pause(self, topic: str, partition: int) -> None:
@@ -295,16 +304,15 @@ class Consumer:
         if f is not None:
             f.stop()
             asyncio.ensure_future(f.join())
-        self._paused.add(tp)
+        self._paused[tp] = self._positions.get(tp, self._auto_offset_reset)
 
     def resume(self, topic: str, partition: int) -> None:
         """As ``raftka.Consumer.resume``."""
         self._check_open()
         tp = TopicPartition(topic, partition)
-        if tp in self._paused:
-            self._paused.discard(tp)
-            if tp in self._group.owned:
-                self._restart_fetcher(tp, self._positions.get(tp, self._auto_offset_reset))
+        start = self._paused.pop(tp, None)
+        if start is not None and tp in self._group.owned:
+            self._restart_fetcher(tp, start)
 
     def paused(self) -> set[TopicPartition]:
         return set(self._paused)
@@ -492,7 +500,7 @@ class Consumer:
                 f.stop()
                 asyncio.ensure_future(f.join())
             self._positions.pop(tp, None)
-            self._paused.discard(tp)
+            self._paused.pop(tp, None)
         if self._router is not None:
             self._router.forget(tps)
 
