@@ -359,6 +359,9 @@ class Consumer:
             raise ValueError("subscribe to at least one topic")
         if max_poll_records < 1:
             raise ValueError("max_poll_records must be at least 1")
+        if retry_topics is not None and enable_auto_commit:
+            raise ValueError("retry_topics commits after each process() round: use it with "
+                             "enable_auto_commit=False")
         self.group_id = group_id
         self._router = RetryRouter(retry_topics, group_id) if retry_topics else None
         if self._router is not None:
@@ -533,32 +536,42 @@ class Consumer:
             self.resume(tp.topic, tp.partition)
         records = self.poll(router.wait_s(now_ms(), timeout), max_records)
         handled, sends, ends = 0, [], {}
-        waiting: set[tuple[str, int]] = set()
+        firsts: dict[TopicPartition, int] = {}  # where each partition's batch began
         for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if tp in waiting:
-                continue
-            at = router.not_yet(r, now_ms())
-            if at:  # not due: wait at this record, then read on from it
-                waiting.add(tp)
-                self._positions[tp] = r.offset
-                self.pause(r.topic, r.partition)
-                router.paused_until_ms[tp] = at
-                continue
-            handled += 1
-            try:
-                result = handler(router.view(r))
-            except Exception as exc:  # noqa: BLE001 - the handler's failure is the input
-                send = router.on_failure(r, exc, now_ms())
-                log.info("group %s: %s/%d@%d failed (%s); to %s", self.group_id, r.topic,
-                         r.partition, r.offset, exc, send.topic)
-                sends.append(self._producer().send(send.topic, send.value, key=send.key,
-                                                   headers=send.headers))
-            else:
-                check_handler_result(result)  # a coroutine: a usage error, raised
-            ends[tp] = r.offset + 1
-        for f in sends:
-            f.result(timeout=self._request_timeout_ms / 1000 * 6)
+            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        try:
+            waiting: set[tuple[str, int]] = set()
+            for r in records:
+                tp = TopicPartition(r.topic, r.partition)
+                if tp in waiting:
+                    continue
+                at = router.not_yet(r, now_ms())
+                if at:  # not due: wait at this record, then read on from it
+                    waiting.add(tp)
+                    self._positions[tp] = r.offset
+                    self.pause(r.topic, r.partition)
+                    router.paused_until_ms[tp] = at
+                    continue
+                handled += 1
+                try:
+                    result = handler(router.view(r))
+                except Exception as exc:  # noqa: BLE001 - the handler's failure is the input
+                    send = router.on_failure(r, exc, now_ms())
+                    log.info("group %s: %s/%d@%d failed (%s); to %s", self.group_id,
+                             r.topic, r.partition, r.offset, exc, send.topic)
+                    sends.append(self._producer().send(
+                        send.topic, send.value, key=send.key, headers=send.headers))
+                else:
+                    check_handler_result(result)  # a coroutine: a usage error, raised
+                ends[tp] = r.offset + 1
+            for f in sends:
+                f.result(timeout=self._request_timeout_ms / 1000 * 6)
+        except BaseException:
+            # nothing of this batch is committed: read it again (at-least-once), not past it
+            for tp, offset in firsts.items():
+                if tp in self._group.owned and not self._closed:
+                    self.seek(tp.topic, tp.partition, offset)
+            raise
         if ends:
             try:
                 self.commit(ends)

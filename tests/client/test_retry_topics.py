@@ -105,3 +105,12 @@ def test_listing_skips_markers_and_what_they_mark():
     assert choose_dead_letters(every, [(0, 1)]) == [every[1]]
     with pytest.raises(ValueError, match="already replayed"):
         choose_dead_letters(every, [(0, 1), (0, 0)])
+
+
+def test_retry_topics_refuse_auto_commit_and_process_needs_the_option():
+    from raftka.client import Consumer
+    with pytest.raises(ValueError, match="enable_auto_commit=False"):
+        Consumer("127.0.0.1:1", "g", ["t"], enable_auto_commit=True,
+                 retry_topics=RetryTopics())
+    with pytest.raises(ValueError, match="dead-letter topic"):
+        Consumer("127.0.0.1:1", "g", ["t", "g.dlq"], retry_topics=RetryTopics())

@@ -161,6 +161,33 @@ def test_consumer_retry_topics_do_not_block_and_dead_letter_after_max_attempts(
     assert [v for _, v in copy] == [b"poison"]
 
 
+class Stop(BaseException):
+    pass
+
+
+def test_process_stopped_in_the_middle_of_a_batch_reads_the_batch_again(cluster: Cluster):
+    from raftka.client import Consumer, Producer, RetryTopics
+    cluster.create_topic("stop-in")
+    with Producer(bootstrap(cluster)) as producer:
+        for value in (b"1", b"2", b"3"):
+            producer.send("stop-in", value, partition=0).result(timeout=30)
+    seen: list[bytes] = []
+
+    def handle(record) -> None:
+        seen.append(record.value)
+        if record.value == b"2" and seen.count(b"2") == 1:
+            raise Stop()  # not an Exception: not a failed delivery, it stops process()
+
+    with Consumer(bootstrap(cluster), "stopper", ["stop-in"],
+                  retry_topics=RetryTopics()) as consumer:
+        with pytest.raises(Stop):
+            wait_for(lambda: consumer.process(handle, 0.5) < 0, 30, "the stop")
+        wait_for(lambda: consumer.process(handle, 0.5) is not None and b"3" in seen, 30,
+                 "the rest")
+        assert consumer.committed([("stop-in", 0)]) == {("stop-in", 0): 3}
+    assert seen.count(b"2") == 2 and seen.count(b"3") == 1  # 2 again, nothing skipped
+
+
 def test_aio_consumer_and_admin_retry_and_dead_letter(cluster: Cluster):
     import asyncio
 
