@@ -157,6 +157,17 @@ def test_consumer_retry_topics_do_not_block_and_dead_letter_after_max_attempts(
                                                       poison.dlq_offset)])
         assert [(x.value, p) for x, p, _ in done] == [(b"poison", 0)]
         assert [x.value for x in admin.list_dead_letters("billing")] == [b"reject"]
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness import REPO
+    r = subprocess.run([sys.executable, "-m", "raftka.client", "dlq", "list", "billing",
+                        "--json"], text=True, capture_output=True, cwd=REPO, timeout=60,
+                       env={**os.environ, "RAFTKA_BOOTSTRAP": bootstrap(cluster)})
+    assert r.returncode == 0, r.stderr
+    assert [(x["value"], x["reason"]) for x in json.loads(r.stdout)] == [("reject", "rejected")]
     copy = cluster.values("payments-in", 0, start=done[0][2])
     assert [v for _, v in copy] == [b"poison"]
 
