@@ -203,8 +203,9 @@ from raftka.client._share import (  # noqa: E402
     describe_share_group,
 )
 from raftka.v1.errors import InconsistentGroupTypeError, InvalidRecordStateError  # noqa: E402
+from raftka.client._retry_topics import RetryTopics  # noqa: E402 - Consumer(retry_topics=)
 
-__all__ += ["DeadLetter", "InconsistentGroupTypeError", "InvalidRecordStateError",
+__all__ += ["DeadLetter", "InconsistentGroupTypeError", "InvalidRecordStateError", "RetryTopics",
             "ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
             "describe_share_group", "list_dead_letters", "replay_dead_letters"]
 

@@ -44,6 +44,7 @@ from raftka.client._cluster_ops import ClusterNode, Reassignment
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._dlq import DeadLetter, DeadLetterOps
 from raftka.client._transactions import TransactionDescription, TxnCoordinatorClient
 from raftka.client._retry import RetryPolicy, Step, named_leader
 from raftka.client._rolling import NodeRestart, rolling_restart
@@ -95,7 +96,7 @@ _STATUS_CALL_TIMEOUT_S = 2.0  # per node in cluster_status: a dead node costs th
 _GROUP_CLIENTS_MAX = 64  # cached coordinator clients (one per group asked about)
 
 
-class AdminOps:
+class AdminOps(DeadLetterOps):
     """Admin's operations (``_ops.py`` generators) over a :class:`ClusterState`: the
     logic of :class:`Admin` and of the asyncio ``raftka.client.aio.Admin``, which run
     them with blocking and ``grpc.aio`` I/O respectively."""
@@ -1224,6 +1225,45 @@ class Admin(AdminOps):
         """Delete an empty group and its committed offsets. Raises UnknownGroupError, or
         GroupNotEmptyError while it has members."""
         return self._run(self.delete_group_ops(group_id, timeout=timeout))
+
+    # ------------------------------------------------------------------ dead letters
+    # (``_dlq.py``: whose dead-letter topic, the headers, replay and its markers)
+
+    def list_dead_letters(self, group_id: str, *, include_replayed: bool = False,
+                          dead_letter_topic: str | None = None,
+                          timeout: float | None = None) -> list[DeadLetter]:
+        """The group's dead letters (a share group's, or a consumer group's written by the
+        Consumer's retry option), in (partition, offset) order; replayed ones only with
+        ``include_replayed``. Raises UnknownGroupError, UnknownTopicError (nothing
+        dead-lettered yet)."""
+        return self._run(self.list_dead_letters_ops(
+            group_id, include_replayed=include_replayed,
+            dead_letter_topic=dead_letter_topic, timeout=timeout))
+
+    def dead_letter(self, group_id: str, partition: int, offset: int, *,
+                    dead_letter_topic: str | None = None,
+                    timeout: float | None = None) -> DeadLetter:
+        """The dead letter at ``partition:offset`` of the group's dead-letter topic.
+        Raises ValueError if none is there."""
+        return self._run(self.dead_letter_ops(group_id, partition, offset,
+                                              dead_letter_topic=dead_letter_topic,
+                                              timeout=timeout))
+
+    def replay_dead_letters(self, group_id: str,
+                            places: Iterable[tuple[int, int]] | None = None, *,
+                            dead_letter_topic: str | None = None,
+                            timeout: float | None = None) -> list[tuple[DeadLetter, int, int]]:
+        """Send the dead letters at ``places`` ((partition, offset) in the dead-letter
+        topic; None: every one not replayed) back to their source topic and partition and
+        mark them replayed. Every place is checked first (ValueError, nothing sent).
+        Returns ``(letter, partition, offset)`` of each copy."""
+        return self._run(self.replay_dead_letters_ops(
+            group_id, places, dead_letter_topic=dead_letter_topic, timeout=timeout))
+
+    def replay_letters(self, letters: Iterable[DeadLetter], *,
+                       timeout: float | None = None) -> list[tuple[DeadLetter, int, int]]:
+        """Replay these dead letters (from ``list_dead_letters``)."""
+        return self._run(self.replay_letters_ops(letters, timeout=timeout))
 
     def rolling_restart(self, restart: Callable[[BrokerDescription], None] | None = None, *,
                         nodes: Sequence[int] | None = None, node_timeout: float = 300.0,

@@ -475,7 +475,7 @@ class Cluster(ClusterState):
         return self._connection(address).admin
 
     def stub(self, address: str, service: str) -> Any:
-        """The stub of ``service`` ("broker", "admin", "group", "security", "txn") for
+        """The stub of ``service`` ("broker", "admin", "group", "security", "txn", "share") for
         ``address``."""
         conn = self._connection(address)
         if service == "broker":
@@ -488,6 +488,9 @@ class Cluster(ClusterState):
         if service == "txn":
             from raftka.v1 import txn_pb2_grpc  # noqa: PLC0415 - transactions only
             return txn_pb2_grpc.TransactionCoordinatorStub(conn.channel)
+        if service == "share":
+            from raftka.v1 import share_pb2_grpc  # noqa: PLC0415 - share groups only
+            return share_pb2_grpc.ShareStub(conn.channel)
         if conn.group is None:
             conn.group = group_pb2_grpc.GroupCoordinatorStub(conn.channel)
         return conn.group

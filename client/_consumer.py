@@ -37,11 +37,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from raftka.client._security import ClientSecurity
+from raftka.client._admin import AdminOps
 from raftka.client._cluster import Cluster
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._transactions import ConsumerGroupMetadata
 from raftka.client._ops import Ops, backoff, run_sync
 from raftka.client._retry import RetryPolicy
+from raftka.client._retry_topics import RetryRouter, RetryTopics, check_handler_result, now_ms
 from raftka.v1.errors import (
     CorruptBatchError,
     FencedMemberEpochError,
@@ -341,7 +343,11 @@ class Consumer:
         read_from: str = "leader",
         rack: str | None = None,
         isolation_level: str = "read_uncommitted",
+        retry_topics: RetryTopics | None = None,
     ) -> None:
+        """``retry_topics``: ``process(handler)`` sends a record whose handler raised to a
+        retry topic and, after ``max_attempts``, to a dead-letter topic, without blocking
+        its partition (``_retry_topics.py``)."""
         check_read_from(read_from, rack)
         _isolation(isolation_level)  # a bad value fails here, not in the fetchers
         self._isolation_level = isolation_level
@@ -353,8 +359,20 @@ class Consumer:
             raise ValueError("subscribe to at least one topic")
         if max_poll_records < 1:
             raise ValueError("max_poll_records must be at least 1")
+        if retry_topics is not None and enable_auto_commit:
+            raise ValueError("retry_topics commits after each process() round: use it with "
+                             "enable_auto_commit=False")
         self.group_id = group_id
+        self._router = RetryRouter(retry_topics, group_id) if retry_topics else None
+        if self._router is not None:
+            self._router.check_topics(topics)
+            topics = list(self._router.subscription(topics))
         self.topics = tuple(sorted(set(topics)))
+        self._bootstrap, self._security = bootstrap, security  # the retry producer's
+        self._retry_producer: Any = None
+        # paused partitions (pause/resume) -> where they resume: the position when paused,
+        # or what seek said since
+        self._paused: dict[TopicPartition, int | str] = {}
         self._auto_offset_reset = auto_offset_reset
         self._auto_commit = enable_auto_commit
         self._auto_commit_interval_s = auto_commit_interval_ms / 1000
@@ -468,7 +486,106 @@ class Consumer:
                              f"(assignment: {sorted(self._group.owned)})")
         if isinstance(offset, int) and offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
+        if tp in self._paused:  # stays paused; resumes from there
+            self._paused[tp] = offset
+            if isinstance(offset, int):
+                self._positions[tp] = offset
+            else:
+                self._positions.pop(tp, None)
+            return
         self._restart_fetcher(tp, offset)
+
+    def pause(self, topic: str, partition: int) -> None:
+        """Stop fetching ``topic/partition`` (owned) until ``resume``: ``poll`` returns
+        nothing of it; its position (the next record to hand out) stays and commits as
+        it is. A revoked partition is no longer paused."""
+        self._check_open()
+        tp = TopicPartition(topic, partition)
+        if tp not in self._group.owned:
+            raise ValueError(f"{topic}/{partition} is not assigned to this consumer")
+        f = self._fetchers.pop(tp, None)
+        if f is not None:
+            f.stop()
+        self._paused[tp] = self._positions.get(tp, self._auto_offset_reset)
+
+    def resume(self, topic: str, partition: int) -> None:
+        """Fetch a paused partition again, from its position."""
+        self._check_open()
+        tp = TopicPartition(topic, partition)
+        start = self._paused.pop(tp, None)
+        if start is not None and tp in self._group.owned:
+            self._restart_fetcher(tp, start)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)  # the keys
+
+    def process(self, handler: Callable[[ConsumedRecord], Any], timeout: float = 1.0,
+                max_records: int | None = None) -> int:
+        """One round of the ``retry_topics`` option (``_retry_topics.py``): poll, hand
+        each record to ``handler``; a record whose handler raised goes to the retry topic
+        (or, at the last attempt, to the dead-letter topic) and its partition moves on;
+        once those records are acknowledged, commit the offsets of the batch. Returns
+        the number of records handed to the handler (failed ones included). A commit
+        refused because the partitions moved (CommitFailedError) is logged: their new
+        owner redoes those records (at-least-once)."""
+        router = self._router
+        if router is None:
+            raise ValueError("process() needs the retry_topics option (Consumer(..., "
+                             "retry_topics=RetryTopics(...)))")
+        for tp in router.due(now_ms()):
+            self.resume(tp.topic, tp.partition)
+        records = self.poll(router.wait_s(now_ms(), timeout), max_records)
+        handled, sends, ends = 0, [], {}
+        firsts: dict[TopicPartition, int] = {}  # where each partition's batch began
+        for r in records:
+            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        try:
+            waiting: set[tuple[str, int]] = set()
+            for r in records:
+                tp = TopicPartition(r.topic, r.partition)
+                if tp in waiting:
+                    continue
+                at = router.not_yet(r, now_ms())
+                if at:  # not due: wait at this record, then read on from it
+                    waiting.add(tp)
+                    self._positions[tp] = r.offset
+                    self.pause(r.topic, r.partition)
+                    router.paused_until_ms[tp] = at
+                    continue
+                handled += 1
+                try:
+                    result = handler(router.view(r))
+                except Exception as exc:  # noqa: BLE001 - the handler's failure is the input
+                    send = router.on_failure(r, exc, now_ms())
+                    log.info("group %s: %s/%d@%d failed (%s); to %s", self.group_id,
+                             r.topic, r.partition, r.offset, exc, send.topic)
+                    sends.append(self._producer().send(
+                        send.topic, send.value, key=send.key, headers=send.headers))
+                else:
+                    check_handler_result(result)  # a coroutine: a usage error, raised
+                ends[tp] = r.offset + 1
+            for f in sends:
+                f.result(timeout=self._request_timeout_ms / 1000 * 6)
+        except BaseException:
+            # nothing of this batch is committed: read it again (at-least-once), not past it
+            for tp, offset in firsts.items():
+                if tp in self._group.owned and not self._closed:
+                    self.seek(tp.topic, tp.partition, offset)
+            raise
+        if ends:
+            try:
+                self.commit(ends)
+            except CommitFailedError as exc:
+                log.warning("group %s: %s; the new owner redoes these records",
+                            self.group_id, exc)
+        return handled
+
+    def _producer(self) -> Any:
+        if self._retry_producer is None:
+            from raftka.client._producer import Producer  # noqa: PLC0415 - only for retries
+            self._retry_producer = Producer(self._bootstrap, security=self._security,
+                                            request_timeout_ms=self._request_timeout_ms)
+        return self._retry_producer
 
     def close(self, timeout: float = 5.0) -> None:
         """Commit (with auto-commit), leave the group and stop every thread."""
@@ -480,6 +597,8 @@ class Consumer:
             except RaftkaError as exc:
                 log.warning("final auto-commit of group %s failed: %s", self.group_id, exc)
         self._closed = True
+        if self._retry_producer is not None:
+            self._retry_producer.close(timeout)
         self._hb_stop.set()
         self._hb_wake.set()
         self._hb_thread.join(timeout)
@@ -597,6 +716,7 @@ class Consumer:
         self._hb_wake.set()  # acknowledge now: the partitions we let go move on sooner
 
     def _drop(self, tps: Iterable[TopicPartition]) -> None:
+        tps = list(tps)
         stopped = []
         for tp in tps:
             f = self._fetchers.pop(tp, None)
@@ -604,6 +724,9 @@ class Consumer:
                 f.stop()
                 stopped.append(f)
             self._positions.pop(tp, None)
+            self._paused.pop(tp, None)
+        if self._router is not None:
+            self._router.forget(tps)
         with self._cond:
             self._cond.notify_all()
         for f in stopped:
@@ -625,6 +748,15 @@ class Consumer:
 
     # ------------------------------------------------------------------ heartbeat thread
     def _heartbeat_loop(self) -> None:
+        if self._router is not None:  # the retry and dead-letter topics, before joining
+            try:
+                run_sync(self._cluster, self._router.ensure_topics_ops(
+                    AdminOps(self._cluster), self.topics, self._session_timeout_ms / 1000 * 3))
+            except RaftkaError as exc:
+                with self._cond:
+                    self._group.on_fatal(exc)
+                    self._cond.notify_all()
+                return
         retry = HEARTBEAT_RETRY.start()  # no deadline: the membership lasts until close
         interval = 0.0
         while not self._hb_stop.is_set():

@@ -48,8 +48,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Rpc:
-    """One unary RPC: ``service`` is ``"broker"``, ``"admin"`` or ``"group"`` (the
-    ``raftka.v1`` services Broker, Admin, GroupCoordinator), ``method`` its RPC name."""
+    """One unary RPC: ``service`` is ``"broker"``, ``"admin"``, ``"group"``, ``"security"``,
+    ``"txn"`` or ``"share"`` (the ``raftka.v1`` services Broker, Admin, GroupCoordinator,
+    Security, TransactionCoordinator, Share), ``method`` its RPC name."""
 
     address: str
     service: str

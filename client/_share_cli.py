@@ -38,19 +38,25 @@ def add_share_parser(sub: Any, common: argparse.ArgumentParser,
                                     "state")
     describe.add_argument("group", metavar="GROUP")
 
-    dlq = sub.add_parser("dlq", help="list, show or replay a share group's dead letters")
+    dlq = sub.add_parser("dlq", help="list, show or replay a group's dead letters (a share "
+                                     "group's, or a consumer group's from the Consumer's "
+                                     "retry option)")
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    dlist = dsub.add_parser("list", parents=[common, as_json, timeout],
+    which_topic = argparse.ArgumentParser(add_help=False)
+    which_topic.add_argument("--dlq-topic", default=None, metavar="TOPIC",
+                             help="the dead-letter topic (default: a share group's "
+                                  "configured one; <group>.dlq for a consumer group)")
+    dlist = dsub.add_parser("list", parents=[common, as_json, timeout, which_topic],
                             help="the group's dead letters (not yet replayed)")
     dlist.add_argument("group", metavar="GROUP")
     dlist.add_argument("--all", action="store_true", help="include replayed ones")
-    show = dsub.add_parser("show", parents=[common, as_json, timeout],
+    show = dsub.add_parser("show", parents=[common, as_json, timeout, which_topic],
                            help="one dead letter in full (value, headers)")
     show.add_argument("group", metavar="GROUP")
     show.add_argument("letter", metavar="PARTITION:OFFSET", type=_letter,
                       help="its place in the dead-letter topic (as `dlq list` shows)")
     replay = dsub.add_parser(
-        "replay", parents=[common, as_json, timeout],
+        "replay", parents=[common, as_json, timeout, which_topic],
         help="send dead letters back to their source topic and mark them replayed",
         description="Send the chosen dead letters back to their source topic and partition "
                     "(same key, value and headers, plus raftka.dlq.replayed-from) and mark "
@@ -81,46 +87,43 @@ def _letter(text: str) -> tuple[int, int]:
 
 
 def cmd_dlq(args: argparse.Namespace, bootstrap: list[str], table, to_json) -> int:
-    from raftka.client._dlq import list_dead_letters, replay_dead_letters
+    from raftka.client._admin import Admin  # noqa: PLC0415 - only for these commands
+    from raftka.client._dlq import choose_dead_letters  # noqa: PLC0415
     out = sys.stdout
-    letters = list_dead_letters(bootstrap, args.group, timeout_s=args.timeout,
-                                security=_security(args),
-                                include_replayed=args.dlq_command != "replay" and
-                                (args.dlq_command == "show" or args.all))
-    if args.dlq_command == "list":
-        if args.json:
-            to_json([_letter_json(x) for x in letters], out)
-        else:
-            out.write(table(["DLQ", "SOURCE", "COUNT", "REASON", "ERROR", "KEY", "REPLAYED"], [
-                [f"{x.dlq_partition}:{x.dlq_offset}",
-                 f"{x.source_topic}/{x.source_partition}@{x.source_offset}", x.delivery_count,
-                 x.reason, (x.error[:40] or "-"), _short(x.key), "yes" if x.replayed else "-"]
-                for x in letters]) + "\n")
-        return 0
-    by_place = {(x.dlq_partition, x.dlq_offset): x for x in letters}
-    if args.dlq_command == "show":
-        letter = by_place.get(args.letter)
-        if letter is None:
-            raise ValueError(f"no dead letter at {args.letter[0]}:{args.letter[1]} of group "
-                             f"{args.group}'s dead-letter topic; see `raftka dlq list "
-                             f"{args.group}`")
-        if args.json:
-            to_json(_letter_json(letter), out)
-        else:
-            out.write(table(["FIELD", "VALUE"], [[k, v] for k, v in
-                                                 _letter_json(letter).items()]) + "\n")
-        return 0
-    if not args.all and not args.letters:
-        raise ValueError("name the dead letters to replay (PARTITION:OFFSET, as `raftka dlq "
-                         "list` shows them) or use --all")
-    chosen = list(letters) if args.all else []
-    for place in args.letters:
-        if place not in by_place:
-            raise ValueError(f"no dead letter waiting at {place[0]}:{place[1]} (never "
-                             f"dead-lettered there, or already replayed)")
-        chosen.append(by_place[place])
-    done = [] if args.dry_run else replay_dead_letters(bootstrap, chosen, args.timeout,
-                                                          security=_security(args))
+    with Admin(bootstrap, security=_security(args), default_timeout=args.timeout) as admin:
+        letters = admin.list_dead_letters(
+            args.group, dead_letter_topic=args.dlq_topic,
+            include_replayed=args.dlq_command == "show" or (
+                args.dlq_command == "list" and args.all))
+        if args.dlq_command == "list":
+            if args.json:
+                to_json([_letter_json(x) for x in letters], out)
+            else:
+                out.write(table(["DLQ", "SOURCE", "COUNT", "REASON", "ERROR", "KEY",
+                                 "REPLAYED"], [
+                    [f"{x.dlq_partition}:{x.dlq_offset}",
+                     f"{x.source_topic}/{x.source_partition}@{x.source_offset}",
+                     x.delivery_count, x.reason, (x.error[:40] or "-"), _short(x.key),
+                     "yes" if x.replayed else "-"] for x in letters]) + "\n")
+            return 0
+        if args.dlq_command == "show":
+            letter = next((x for x in letters
+                           if (x.dlq_partition, x.dlq_offset) == args.letter), None)
+            if letter is None:
+                raise ValueError(f"no dead letter at {args.letter[0]}:{args.letter[1]} of "
+                                 f"group {args.group}'s dead-letter topic; see `raftka dlq "
+                                 f"list {args.group}`")
+            if args.json:
+                to_json(_letter_json(letter), out)
+            else:
+                out.write(table(["FIELD", "VALUE"], [[k, v] for k, v in
+                                                     _letter_json(letter).items()]) + "\n")
+            return 0
+        if not args.all and not args.letters:
+            raise ValueError("name the dead letters to replay (PARTITION:OFFSET, as `raftka "
+                             "dlq list` shows them) or use --all")
+        chosen = choose_dead_letters(letters, None if args.all else args.letters)
+        done = [] if args.dry_run else admin.replay_letters(chosen)
     if args.json:
         to_json({"dry_run": args.dry_run, "replayed": [
             {**_letter_json(x), "to": [x.source_topic, p, o]} for x, p, o in done]

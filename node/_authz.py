@@ -226,6 +226,7 @@ RULES: dict[str, Rule] = {
                              quota=("fetch", lambda r: r.ByteSize())),
     _SH + "ShareAcknowledge": Rule(_group("READ", "READ", lambda r: (r.topic,))),
     _SH + "DescribeSharePartition": Rule(_group("DESCRIBE", "DESCRIBE", lambda r: (r.topic,))),
+    _SH + "InitializeSharePartition": Rule(_group("READ", "READ", lambda r: (r.topic,))),
     # Transactions (txn.proto; Kafka's rules: WRITE on the transactional id, WRITE on
     # the topics added, READ on the group whose offsets are committed; listings filtered)
     _T + "FindCoordinator": Rule(_txn_id("DESCRIBE")),

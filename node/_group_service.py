@@ -395,6 +395,10 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
     @_handler
     async def DescribeGroup(self, request, context):  # noqa: N802
         replica = self._replica(request.group_id)
+        if (replica.groups.get(request.group_id) or {}).get("type") == "share":
+            raise BrokerError(Code.INCONSISTENT_GROUP_TYPE, f"group {request.group_id!r} is a "
+                              "share group; describe it with `raftka share describe` "
+                              "(Share.DescribeShareGroup)")
         c = self._existing(request.group_id, replica)
         committed = replica.offsets.get(request.group_id, {})
         if (c is None or not c.group.members) and not committed:

@@ -194,6 +194,7 @@ class PartitionConfig:
     delete_retention_ms: int = 86_400_000
     min_cleanable_dirty_ratio: float = 0.5
     min_compaction_lag_ms: int = 0
+    retention_share_groups: bool = False  # a queue topic: finished records are deleted
 
     @property
     def compact(self) -> bool:
@@ -216,6 +217,7 @@ class PartitionConfig:
             delete_retention_ms=int(c["delete.retention.ms"]),
             min_cleanable_dirty_ratio=float(c["min.cleanable.dirty.ratio"]),
             min_compaction_lag_ms=int(c["min.compaction.lag.ms"]),
+            retention_share_groups=c["retention.share.groups"] == "true",
         )
 
 
@@ -1104,12 +1106,14 @@ class PartitionReplica:
             return None
         cut = 0
         cfg = self.config
-        if not cfg.delete:
-            return None  # cleanup.policy=compact: only compaction removes records
-        if cfg.retention_ms >= 0:
+        finished = self.share_retention_offset() if cfg.retention_share_groups else None
+        if finished is not None:  # a queue topic: what every share group finished goes
+            cut = self._last_index_where(first, last, lambda h: h.last_offset < finished)
+        # cleanup.policy=compact alone: only compaction (and a queue's share groups)
+        if cfg.delete and cfg.retention_ms >= 0:
             cutoff = self._clock_ms() - cfg.retention_ms
             cut = max(cut, self._last_index_where(first, last, lambda h: h.append_time_ms < cutoff))
-        if cfg.retention_bytes >= 0:
+        if cfg.delete and cfg.retention_bytes >= 0:
             _, tail = self._next_data_entry_backwards(last, first)
             if tail is not None:
                 limit = tail.cumulative_bytes - cfg.retention_bytes
@@ -1121,6 +1125,15 @@ class PartitionReplica:
         if header is None:
             return None
         return index, self._snapshot_data(header)
+
+    def share_retention_offset(self) -> int | None:
+        """Queue topics (``retention.share.groups``): every offset below this is finished
+        by every share group with state on this partition (the minimum of their share
+        start offsets, replicated state of the applied index, so each replica computes it
+        alike); None while no share group has any (the records are kept)."""
+        if not self.shares.groups:
+            return None
+        return min(sp.start for sp in self.shares.groups.values())
 
     def _snapshot_data(self, header: EntryHeader) -> bytes:
         shares = self.shares.encode()

@@ -192,6 +192,9 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                 topic=t, partitions=range(len(meta.partitions))))
         known = record.get("topics", [])
         if not set(topics) <= set(known):  # remembered for describe (written, acks=all)
+            # queue topics first: the group's state on every partition, so that what it
+            # has not read yet is kept (the record is written only once that succeeded)
+            await self._initialize_queues(group_id, [t for t in topics if t not in known])
             record = {**record, "topics": sorted(set(known) | set(topics))}
             for payload in encode_group_changes(group_id, {}, record, int(time.time() * 1000)):
                 await replica.produce(payload, -1, OP_TIMEOUT_S)
@@ -200,6 +203,36 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         return share_pb2.ShareGroupHeartbeatResponse(
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS, config=_config_pb(record),
             assignment=assignment)
+
+    async def _initialize_queues(self, group_id: str, topics: list[str]) -> None:
+        """``InitializeSharePartition`` on every partition of each queue topic
+        (``retention.share.groups=true``) among ``topics``, at its leader; raises
+        BrokerError (retriable while a leader is unknown: the member retries its join)."""
+        async def initialize(meta, p: int) -> None:
+            leader = self.broker.leader_of(meta, meta.partitions[p])
+            request = share_pb2.InitializeSharePartitionRequest(group_id=group_id,
+                                                                topic=meta.name, partition=p)
+            for _ in range(5):  # leader_of may be a hint: follow NOT_LEADER's leader
+                address = self.broker.address_of(leader) if leader else ""
+                if not address:
+                    break
+                try:
+                    await self.call(address, share_pb2_grpc.ShareStub,
+                                    "InitializeSharePartition", request, OP_TIMEOUT_S)
+                    return
+                except BrokerError as exc:
+                    if exc.code != Code.NOT_LEADER or not exc.leader_id:
+                        raise
+                    leader = exc.leader_id
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"{meta.name}/{p} has no leader yet; "
+                              "retry", retriable=True)
+
+        state = self.broker.controller.state
+        calls = [initialize(meta, p) for meta in map(state.topic, topics)
+                 if meta is not None and meta.configs.get("retention.share.groups") == "true"
+                 for p in range(len(meta.partitions))]
+        if calls:
+            await asyncio.gather(*calls)
 
     @_handler
     async def DescribeShareGroup(self, request, context):  # noqa: N802
@@ -432,6 +465,18 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
             acquired=c["acquired"], available=c["available"],
             dead_lettering=c["dead"] + c["dead-lettering"], dead_lettered=s["dead_lettered"],
             accepted=s["accepted"], members=s["members"])
+
+    @_handler
+    async def InitializeSharePartition(self, request, context):  # noqa: N802
+        replica = self._leader_replica(request.topic, request.partition)
+        await self._config(request.group_id)
+        if request.group_id not in replica.shares.groups:
+            await replica.share_op({"g": request.group_id, "op": "tick",
+                                    "now": int(time.time() * 1000),
+                                    "log_start": replica.log_start_offset}, OP_TIMEOUT_S)
+        sp = replica.shares.groups.get(request.group_id)
+        return share_pb2.InitializeSharePartitionResponse(
+            start_offset=sp.start if sp is not None else replica.log_start_offset)
 
     # ------------------------------------------------------------------ maintenance
     async def _maintenance(self) -> None:

@@ -57,6 +57,11 @@ def _cleanup_policy(value: str) -> str | None:
     return ",".join(sorted(set(parts)))
 
 
+def _boolean(value: str) -> str | None:
+    lowered = value.strip().lower()
+    return lowered if lowered in ("true", "false") else None
+
+
 def _spec(default: str, rule: tuple[str, Callable[[str], str | None]], doc: str) -> ConfigSpec:
     allowed, normalize = rule
     if normalize(default) != default:
@@ -85,6 +90,11 @@ TOPIC_CONFIGS: Final[Mapping[str, ConfigSpec]] = types.MappingProxyType({
     "retention.bytes": _spec(
         "-1", _integer(-1, INT64_MAX),
         "delete the oldest records once a partition holds more bytes than this; -1: no limit"),
+    "retention.share.groups": _spec(
+        "false", ("true or false", _boolean),
+        "true: a queue topic; records that every share group reading the topic has "
+        "finished (accepted or dead-lettered) are deleted, on top of retention.ms and "
+        "retention.bytes; records of a partition no share group has read yet are kept"),
     "retention.ms": _spec(
         "604800000", _integer(-1, INT64_MAX),
         "delete records older than this, in ms (default 7 days); -1: no time limit"),

@@ -23,7 +23,8 @@ code, run here by an asyncio driver (``aio/_cluster.py``). Errors are the same
 from raftka.client.aio._admin import Admin
 from raftka.client.aio._cluster import AsyncCluster
 from raftka.client.aio._consumer import Consumer
+from raftka.client._retry_topics import RetryTopics
 from raftka.client.aio._producer import Producer
 from raftka.client.aio._reader import PartitionReader
 
-__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer"]
+__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer", "RetryTopics"]

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._admin import AdminOps
+from raftka.client._dlq import DeadLetter
 from raftka.client._transactions import TransactionDescription
 from raftka.client._ops import Ops
 from raftka.client._types import (
@@ -307,6 +308,38 @@ class Admin(AdminOps):
         """Delete an empty group and its committed offsets. Raises UnknownGroupError, or
         GroupNotEmptyError while it has members."""
         return await self._run(self.delete_group_ops(group_id, timeout=timeout))
+
+    # ------------------------------------------------------------------ dead letters
+
+    async def list_dead_letters(self, group_id: str, *, include_replayed: bool = False,
+                                dead_letter_topic: str | None = None,
+                                timeout: float | None = None) -> list[DeadLetter]:
+        """As ``raftka.Admin.list_dead_letters``."""
+        return await self._run(self.list_dead_letters_ops(
+            group_id, include_replayed=include_replayed,
+            dead_letter_topic=dead_letter_topic, timeout=timeout))
+
+    async def dead_letter(self, group_id: str, partition: int, offset: int, *,
+                          dead_letter_topic: str | None = None,
+                          timeout: float | None = None) -> DeadLetter:
+        """As ``raftka.Admin.dead_letter``."""
+        return await self._run(self.dead_letter_ops(group_id, partition, offset,
+                                                    dead_letter_topic=dead_letter_topic,
+                                                    timeout=timeout))
+
+    async def replay_dead_letters(self, group_id: str,
+                                  places: Iterable[tuple[int, int]] | None = None, *,
+                                  dead_letter_topic: str | None = None,
+                                  timeout: float | None = None
+                                  ) -> list[tuple[DeadLetter, int, int]]:
+        """As ``raftka.Admin.replay_dead_letters``."""
+        return await self._run(self.replay_dead_letters_ops(
+            group_id, places, dead_letter_topic=dead_letter_topic, timeout=timeout))
+
+    async def replay_letters(self, letters: Iterable[DeadLetter], *,
+                             timeout: float | None = None) -> list[tuple[DeadLetter, int, int]]:
+        """As ``raftka.Admin.replay_letters``."""
+        return await self._run(self.replay_letters_ops(letters, timeout=timeout))
 
     async def wait_for_topic_ready(self, name: str, timeout: float = 30.0) -> TopicDescription:
         """Wait until every partition of the topic has a leader that serves it: the topic

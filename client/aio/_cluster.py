@@ -33,7 +33,7 @@ from raftka.client._cluster import ClusterMetadata, ClusterState, aio_channel
 from raftka.client._ops import Gather, Join, Ops, Refresh, Rpc, Sleep, Start
 from raftka.client._types import TopicDescription
 from raftka.v1 import admin_pb2_grpc, broker_pb2_grpc, group_pb2_grpc, security_pb2_grpc
-from raftka.v1 import txn_pb2_grpc
+from raftka.v1 import share_pb2_grpc, txn_pb2_grpc
 from raftka.client._security import ClientSecurity
 from raftka.v1.errors import BrokerNotAvailableError, RaftkaError, error_from_rpc
 from raftka.client.aio._waits import cancellation_kept
@@ -48,6 +48,7 @@ _STUBS = {
     "group": group_pb2_grpc.GroupCoordinatorStub,
     "security": security_pb2_grpc.SecurityStub,
     "txn": txn_pb2_grpc.TransactionCoordinatorStub,
+    "share": share_pb2_grpc.ShareStub,
 }
 
 

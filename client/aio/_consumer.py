@@ -24,7 +24,8 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 from types import TracebackType
 
 from raftka.client._security import ClientSecurity
@@ -39,7 +40,9 @@ from raftka.client._consumer import (
     fetch_committed_ops,
     leave_request,
 )
+from raftka.client._admin import AdminOps
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._retry_topics import RetryRouter, RetryTopics, now_ms
 from raftka.client._transactions import ConsumerGroupMetadata
 from raftka.client._types import ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
@@ -145,6 +148,7 @@ class Consumer:
         read_from: str = "leader",
         rack: str | None = None,
         isolation_level: str = "read_uncommitted",
+        retry_topics: RetryTopics | None = None,
     ) -> None:
         check_read_from(read_from, rack)
         _isolation(isolation_level)  # a bad value fails here, not in the fetchers
@@ -158,8 +162,20 @@ class Consumer:
         if max_poll_records < 1:
             raise ValueError("max_poll_records must be at least 1")
         asyncio.get_running_loop()  # raises outside a loop: say so early
+        if retry_topics is not None and enable_auto_commit:
+            raise ValueError("retry_topics commits after each process() round: use it with "
+                             "enable_auto_commit=False")
         self.group_id = group_id
+        self._router = RetryRouter(retry_topics, group_id) if retry_topics else None
+        if self._router is not None:
+            self._router.check_topics(topics)
+            topics = list(self._router.subscription(topics))
         self.topics = tuple(sorted(set(topics)))
+        self._bootstrap, self._security = bootstrap, security  # the retry producer's
+        self._retry_producer: Any = None
+        # paused partitions (pause/resume) -> where they resume: the position when paused,
+        # or what seek said since
+        self._paused: dict[TopicPartition, int | str] = {}
         self._auto_offset_reset = auto_offset_reset
         self._auto_commit = enable_auto_commit
         self._auto_commit_interval_s = auto_commit_interval_ms / 1000
@@ -272,7 +288,100 @@ class Consumer:
                              f"(assignment: {sorted(self._group.owned)})")
         if isinstance(offset, int) and offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
+        if tp in self._paused:  # stays paused; resumes from there
+            self._paused[tp] = offset
+            if isinstance(offset, int):
+                self._positions[tp] = offset
+            else:
+                self._positions.pop(tp, None)
+            return
         self._restart_fetcher(tp, offset)
+
+    def pause(self, topic: str, partition: int) -> None:
+        """As ``raftka.Consumer.pause``."""
+        self._check_open()
+        tp = TopicPartition(topic, partition)
+        if tp not in self._group.owned:
+            raise ValueError(f"{topic}/{partition} is not assigned to this consumer")
+        f = self._fetchers.pop(tp, None)
+        if f is not None:
+            f.stop()
+            asyncio.ensure_future(f.join())
+        self._paused[tp] = self._positions.get(tp, self._auto_offset_reset)
+
+    def resume(self, topic: str, partition: int) -> None:
+        """As ``raftka.Consumer.resume``."""
+        self._check_open()
+        tp = TopicPartition(topic, partition)
+        start = self._paused.pop(tp, None)
+        if start is not None and tp in self._group.owned:
+            self._restart_fetcher(tp, start)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    async def process(self, handler: Callable[[ConsumedRecord], Any], timeout: float = 1.0,
+                      max_records: int | None = None) -> int:
+        """As ``raftka.Consumer.process``; ``handler`` may be a coroutine function."""
+        router = self._router
+        if router is None:
+            raise ValueError("process() needs the retry_topics option (Consumer(..., "
+                             "retry_topics=RetryTopics(...)))")
+        for tp in router.due(now_ms()):
+            self.resume(tp.topic, tp.partition)
+        records = await self.poll(router.wait_s(now_ms(), timeout), max_records)
+        handled, sends, ends = 0, [], {}
+        firsts: dict[TopicPartition, int] = {}  # where each partition's batch began
+        for r in records:
+            firsts.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        try:
+            waiting: set[TopicPartition] = set()
+            for r in records:
+                tp = TopicPartition(r.topic, r.partition)
+                if tp in waiting:
+                    continue
+                at = router.not_yet(r, now_ms())
+                if at:  # not due: wait at this record, then read on from it
+                    waiting.add(tp)
+                    self._positions[tp] = r.offset
+                    self.pause(r.topic, r.partition)
+                    router.paused_until_ms[tp] = at
+                    continue
+                handled += 1
+                try:
+                    result = handler(router.view(r))
+                    if hasattr(result, "__await__"):
+                        await result
+                except Exception as exc:  # noqa: BLE001 - the handler's failure is the input
+                    send = router.on_failure(r, exc, now_ms())
+                    log.info("group %s: %s/%d@%d failed (%s); to %s", self.group_id,
+                             r.topic, r.partition, r.offset, exc, send.topic)
+                    sends.append(await self._producer().send(
+                        send.topic, send.value, key=send.key, headers=send.headers))
+                ends[tp] = r.offset + 1
+            if sends:
+                await asyncio.wait_for(asyncio.gather(*sends),
+                                       self._request_timeout_ms / 1000 * 6)
+        except BaseException:
+            # nothing of this batch is committed: read it again (at-least-once), not past it
+            for tp, offset in firsts.items():
+                if tp in self._group.owned and not self._closed:
+                    self.seek(tp.topic, tp.partition, offset)
+            raise
+        if ends:
+            try:
+                await self.commit(ends)
+            except CommitFailedError as exc:
+                log.warning("group %s: %s; the new owner redoes these records",
+                            self.group_id, exc)
+        return handled
+
+    def _producer(self) -> Any:
+        if self._retry_producer is None:
+            from raftka.client.aio._producer import Producer  # noqa: PLC0415 - retries only
+            self._retry_producer = Producer(self._bootstrap, security=self._security,
+                                            request_timeout_ms=self._request_timeout_ms)
+        return self._retry_producer
 
     async def close(self, timeout: float = 5.0) -> None:
         """Commit (with auto-commit), leave the group and stop every task."""
@@ -284,6 +393,8 @@ class Consumer:
             except RaftkaError as exc:
                 log.warning("final auto-commit of group %s failed: %s", self.group_id, exc)
         self._closed = True
+        if self._retry_producer is not None:
+            await self._retry_producer.close(timeout)
         self._hb_task.cancel()
         await asyncio.wait([self._hb_task])
         fetchers = list(self._fetchers.values())
@@ -395,12 +506,16 @@ class Consumer:
         self._hb_wake.set()  # acknowledge now: the partitions we let go move on sooner
 
     def _drop(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in list(tps):
+        tps = list(tps)
+        for tp in tps:
             f = self._fetchers.pop(tp, None)
             if f is not None:
                 f.stop()
                 asyncio.ensure_future(f.join())
             self._positions.pop(tp, None)
+            self._paused.pop(tp, None)
+        if self._router is not None:
+            self._router.forget(tps)
 
     def _restart_fetcher(self, tp: TopicPartition, start: int | str) -> None:
         old = self._fetchers.pop(tp, None)
@@ -416,6 +531,14 @@ class Consumer:
     # ------------------------------------------------------------------ heartbeat task
 
     async def _heartbeat_loop(self) -> None:
+        if self._router is not None:  # the retry and dead-letter topics, before joining
+            try:
+                await run(self._cluster, self._router.ensure_topics_ops(
+                    AdminOps(self._cluster), self.topics, self._session_timeout_ms / 1000 * 3))
+            except RaftkaError as exc:
+                self._group.on_fatal(exc)
+                self._data.set()
+                return
         retry = HEARTBEAT_RETRY.start()  # no deadline: the membership lasts until close
         interval = 0.0
         while not self._closed:

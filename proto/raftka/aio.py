@@ -2,6 +2,6 @@
 ``Admin`` with coroutine methods). It lives in ``raftka.client.aio`` (``client/aio/``);
 this module re-exports it so applications write ``import raftka.aio``."""
 
-from raftka.client.aio import Admin, AsyncCluster, Consumer, PartitionReader, Producer
+from raftka.client.aio import Admin, AsyncCluster, Consumer, PartitionReader, Producer, RetryTopics
 
-__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer"]
+__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer", "RetryTopics"]

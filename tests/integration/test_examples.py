@@ -6,6 +6,7 @@ ledger check in examples/orders/common.py)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -47,9 +48,9 @@ class Services:
                           "--ledger", str(self.tmp / f"{name}.ledger"), "--work-ms", "5",
                           "--session-timeout-ms", "3000")
 
-    def orders(self, first: int, count: int) -> None:
+    def orders(self, first: int, count: int, *extra: str) -> None:
         r = subprocess.run([sys.executable, str(EXAMPLE / "order_service.py"), "--first",
-                            str(first), "--count", str(count), "--rate", "0"],
+                            str(first), "--count", str(count), "--rate", "0", *extra],
                            cwd=self.tmp, env=self.env, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -138,6 +139,60 @@ def test_orders_example_survives_killing_an_inventory_instance(cluster: Cluster,
         for instance in ("inventory-b", "payment-1"):
             services.procs[instance].send_signal(signal.SIGTERM)
         for instance in ("inventory-b", "payment-1"):
+            assert services.procs[instance].wait(30) == 0, services.output(instance)
+    except BaseException:
+        for instance in services.procs:
+            print(f"==== {instance}\n" + services.output(instance)[-3000:])
+        raise
+    finally:
+        services.stop_all()
+
+
+def _payments(tmp: Path) -> dict[str, list[tuple[str, int]]]:
+    """payment-workers.ledger: order id -> [(paid|failed, delivery count)] in order."""
+    path = tmp / "payment-workers.ledger"
+    out: dict[str, list[tuple[str, int]]] = {}
+    for line in (path.read_text().splitlines() if path.exists() else []):
+        event, _, order_id, count = line.split()
+        out.setdefault(order_id, []).append((event, int(count)))
+    return out
+
+
+def test_payment_workers_share_orders_and_dead_letter_the_poison_one(cluster: Cluster,
+                                                                     tmp_path: Path) -> None:
+    from raftka import Admin
+    services = Services(cluster, tmp_path)
+    try:
+        services.orders(1, 30, "--poison", "7")  # order-000007's card is always declined
+        for name in ("a", "b"):  # two processes of two workers each: one share group
+            services.start("payment_workers.py", f"workers-{name}", "--workers", "2",
+                           "--name", name, "--work-ms", "5", "--backoff-ms", "200",
+                           "--ledger", str(tmp_path / "payment-workers.ledger"))
+        good = [f"order-{n:06d}" for n in range(1, 31) if n != 7]
+        wait_for(lambda: all(("paid", 1) in _payments(tmp_path).get(o, []) for o in good)
+                 and len(_payments(tmp_path).get("order-000007", [])) == 3, 90,
+                 "every good order paid and three failed deliveries of the poison one")
+        from raftka import UnknownTopicError
+
+        def dead_letters(admin: Admin) -> list:
+            try:
+                return admin.list_dead_letters("payment-workers")
+            except UnknownTopicError:
+                return []  # created with the first dead letter
+
+        with Admin(",".join(cluster.peers.values())) as admin:
+            letters = wait_for(lambda: dead_letters(admin), 60,
+                               "the poison order in the dead-letter topic")
+        assert [(json.loads(x.value)["order_id"], x.source_topic, x.delivery_count, x.reason,
+                 x.error) for x in letters] == [
+            ("order-000007", "orders", 3, "attempts exhausted",
+             "card declined for order-000007")]
+        payments = _payments(tmp_path)
+        assert payments["order-000007"] == [("failed", 1), ("failed", 2), ("failed", 3)]
+        assert all(payments[o] == [("paid", 1)] for o in good)  # each paid once
+        for instance in ("workers-a", "workers-b"):
+            services.procs[instance].send_signal(signal.SIGTERM)
+        for instance in ("workers-a", "workers-b"):
             assert services.procs[instance].wait(30) == 0, services.output(instance)
     except BaseException:
         for instance in services.procs:

@@ -37,6 +37,7 @@ DEFAULT_CONFIGS = {
     "min.compaction.lag.ms": "0",
     "retention.bytes": "-1",
     "retention.ms": "604800000",
+    "retention.share.groups": "false",
 }
 
 

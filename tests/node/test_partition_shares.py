@@ -86,3 +86,35 @@ def test_share_ops_survive_restart_and_snapshot_and_are_not_records() -> None:
         assert fresh.log_start_offset == header.last_offset + 1
 
     asyncio.run(scenario())
+
+
+def test_a_queue_topic_retains_what_some_share_group_has_not_finished() -> None:
+    """retention.share.groups: the retention point drops the entries below the smallest
+    share start offset, nothing while no group has state, and only on a queue topic."""
+    async def scenario() -> None:
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        replica, node = _start(storage, 3)
+        replica.config = PartitionConfig(retention_share_groups=True)
+        node.campaign()
+        _drive(replica, node, storage)
+        for value in (b"a", b"b", b"c", b"d"):  # one entry each: offsets 0..3
+            replica.submit(_records(value), acks=-1)
+            _drive(replica, node, storage)
+        assert replica.retention_point() is None  # no share group yet: all kept
+        base = {"now": 1000, "attempts": 5, "log_start": 0}
+        await _op(replica, node, storage, {**base, "g": "slow", "op": "tick"})
+        for group, upto in (("fast", 3), ("slow", 1)):  # fast finishes 0-3, slow 0-1
+            await _op(replica, node, storage, {**base, "g": group, "op": "acquire",
+                                               "m": "m", "lock_ms": LOCK, "max": upto + 1,
+                                               "cap": 100})
+            await _op(replica, node, storage, {**base, "g": group, "op": "ack", "m": "m",
+                                               "acks": [[0, upto, 1, 0, ""]]})
+        assert replica.share_retention_offset() == 2
+        index, data = replica.retention_point()
+        assert replica._header_at(index).last_offset == 1  # entries of offsets 0-1 only
+        replica.compacted(index, data)
+        assert replica.log_start_offset == 2
+        replica.config = PartitionConfig()  # not a queue: retention by time/size alone
+        assert replica.retention_point() is None
+
+    asyncio.run(scenario())

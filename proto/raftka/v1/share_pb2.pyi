@@ -200,3 +200,19 @@ class DescribeSharePartitionResponse(_message.Message):
     accepted: int
     members: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., acquired: _Optional[int] = ..., available: _Optional[int] = ..., dead_lettering: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., accepted: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class InitializeSharePartitionRequest(_message.Message):
+    __slots__ = ("group_id", "topic", "partition")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    topic: str
+    partition: int
+    def __init__(self, group_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
+
+class InitializeSharePartitionResponse(_message.Message):
+    __slots__ = ("start_offset",)
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    start_offset: int
+    def __init__(self, start_offset: _Optional[int] = ...) -> None: ...

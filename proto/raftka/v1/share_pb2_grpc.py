@@ -59,6 +59,11 @@ class ShareStub:
                 request_serializer=raftka_dot_v1_dot_share__pb2.DescribeSharePartitionRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_share__pb2.DescribeSharePartitionResponse.FromString,
                 _registered_method=True)
+        self.InitializeSharePartition = channel.unary_unary(
+                '/raftka.v1.Share/InitializeSharePartition',
+                request_serializer=raftka_dot_v1_dot_share__pb2.InitializeSharePartitionRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_share__pb2.InitializeSharePartitionResponse.FromString,
+                _registered_method=True)
 
 
 class ShareServicer:
@@ -99,6 +104,18 @@ class ShareServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitializeSharePartition(self, request, context):
+        """To the partition leader: start the group's state on the partition (at the log start)
+        unless it has one. A queue topic (topic config retention.share.groups=true) deletes
+        the records every share group with state on a partition has finished; the
+        coordinator calls this for every partition of a queue topic when a group first
+        subscribes to it, so that records the new group has not read yet are kept.
+        Idempotent; UNKNOWN_GROUP for a group that does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShareServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +143,11 @@ def add_ShareServicer_to_server(servicer, server):
                     servicer.DescribeSharePartition,
                     request_deserializer=raftka_dot_v1_dot_share__pb2.DescribeSharePartitionRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_share__pb2.DescribeSharePartitionResponse.SerializeToString,
+            ),
+            'InitializeSharePartition': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitializeSharePartition,
+                    request_deserializer=raftka_dot_v1_dot_share__pb2.InitializeSharePartitionRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_share__pb2.InitializeSharePartitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +285,33 @@ class Share:
             '/raftka.v1.Share/DescribeSharePartition',
             raftka_dot_v1_dot_share__pb2.DescribeSharePartitionRequest.SerializeToString,
             raftka_dot_v1_dot_share__pb2.DescribeSharePartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitializeSharePartition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Share/InitializeSharePartition',
+            raftka_dot_v1_dot_share__pb2.InitializeSharePartitionRequest.SerializeToString,
+            raftka_dot_v1_dot_share__pb2.InitializeSharePartitionResponse.FromString,
             options,
             channel_credentials,
             insecure,
