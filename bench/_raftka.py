@@ -13,7 +13,9 @@ import time
 from concurrent.futures import Future
 from pathlib import Path
 
-from raftka.client import Admin, PartitionReader, Producer, RaftkaError, TopicReader
+from raftka.client import (
+    Acl, Admin, ClientSecurity, PartitionReader, Producer, RaftkaError, TopicReader,
+)
 from bench._common import (
     Bounded,
     Settings,
@@ -53,19 +55,39 @@ def distinct_values(size: int, count: int = SEND_MANY_CHUNK) -> list[bytes]:
 class RaftkaSystem(Bounded):
     name = "Raftka"
 
-    def __init__(self, settings: Settings, work_dir: Path) -> None:
+    def __init__(self, settings: Settings, work_dir: Path, secured: bool = False) -> None:
         self.settings = settings
         self.work_dir = work_dir
+        self.secured = secured
         self.cluster: Cluster | None = None
         self._topics = 0
+        # secured: the producer/reader principal's and the admin's (a super user) settings
+        self.security: ClientSecurity | None = None
+        self.admin_security: ClientSecurity | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         root = Path(tempfile.mkdtemp(prefix="raftka-", dir=self.work_dir))
-        self.cluster = Cluster(root, 3)
+        if not self.secured:
+            self.cluster = Cluster(root, 3)
+            self.cluster.start_all()
+            with Admin(self.bootstrap, security=self.admin_security) as admin:
+                admin.wait_for_brokers(30)
+            return
+        # like `raftka dev --auth`: TLS with client certificates on the client port, mutual
+        # TLS between nodes, mtls+password authentication, ACLs; the bench's clients are an
+        # ordinary principal with rights on the bench's topics and groups only
+        from tests.integration.test_security import Pki, _secured_cluster  # noqa: PLC0415
+        pki = Pki(root)
+        self.cluster = _secured_cluster(root, pki)
         self.cluster.start_all()
-        with Admin(self.bootstrap) as admin:
+        self.admin_security = pki.security(pki.admin)
+        self.security = pki.security(pki.client("bench"))
+        with Admin(self.bootstrap, security=self.admin_security) as admin:
             admin.wait_for_brokers(30)
+            admin.create_acls([Acl("User:bench", op, kind, "bench-", "PREFIXED")
+                               for op, kind in (("WRITE", "TOPIC"), ("READ", "TOPIC"),
+                                                ("DESCRIBE", "TOPIC"), ("READ", "GROUP"))])
 
     def stop(self) -> None:
         if self.cluster is not None:
@@ -95,7 +117,7 @@ class RaftkaSystem(Bounded):
     def new_topic(self, partitions: int = 1) -> str:
         self._topics += 1
         name = f"bench-{self._topics}"
-        with Admin(self.bootstrap) as admin:
+        with Admin(self.bootstrap, security=self.admin_security) as admin:
             admin.create_topic(name, partitions=partitions, replication_factor=3)
             admin.wait_for_topic_ready(name, timeout=60)
         assert self.cluster is not None
@@ -110,7 +132,7 @@ class RaftkaSystem(Bounded):
         topic = self.new_topic(partitions)
         chunk = distinct_values(size)
         secs = self.settings.produce_s
-        with Producer(self.bootstrap, acks="all", **PRODUCER_BULK) as producer:
+        with Producer(self.bootstrap, acks="all", security=self.security, **PRODUCER_BULK) as producer:
             stats = producer.statistics
             with Ticker(bar(f"Raftka {client} produce {size}B x{partitions}", None),
                         lambda: stats()["records_sent"]):
@@ -145,7 +167,7 @@ class RaftkaSystem(Bounded):
         secs = self.settings.latency_s
         samples: list[float] = []
         config = PRODUCER_BULK if bulk else PRODUCER_LATENCY
-        with Producer(self.bootstrap, acks="all", **config) as producer:
+        with Producer(self.bootstrap, acks="all", security=self.security, **config) as producer:
             producer.send(topic, value, partition=0).result(10)  # warm the connection
 
             def send(n: int, t0: float) -> None:
@@ -223,7 +245,7 @@ class RaftkaSystem(Bounded):
     def fill(self, records: int) -> str:
         topic = self.new_topic(1)
         chunk = distinct_values(100)
-        with Producer(self.bootstrap, acks="all", **PRODUCER_BULK) as producer:
+        with Producer(self.bootstrap, acks="all", security=self.security, **PRODUCER_BULK) as producer:
             with Ticker(bar(f"Raftka fill {records:,} x 100B", records),
                         lambda: producer.statistics()["records_sent"]):
                 left = records
@@ -237,7 +259,7 @@ class RaftkaSystem(Bounded):
     def consume(self, topic: str, records: int) -> dict:
         got = [0]
         cap = self.settings.consume_cap_s
-        with PartitionReader(self.bootstrap, topic, 0, "earliest",
+        with PartitionReader(self.bootstrap, topic, 0, "earliest", security=self.security,
                              max_bytes=READER_MAX_BYTES) as reader:
             with Ticker(bar("Raftka PartitionReader consume backlog", records),
                         lambda: got[0]):
@@ -261,7 +283,7 @@ class RaftkaSystem(Bounded):
         first_s = None
         with Ticker(bar("Raftka Consumer (group) consume backlog", records), lambda: got[0]):
             start = time.perf_counter()
-            consumer = Consumer(self.bootstrap, f"bench-{topic}", [topic],
+            consumer = Consumer(self.bootstrap, f"bench-{topic}", [topic], security=self.security,
                                 auto_offset_reset="earliest", max_poll_records=1000,
                                 fetch_max_bytes=READER_MAX_BYTES)
             try:
@@ -323,7 +345,7 @@ class RaftkaSystem(Bounded):
         consumer = threading.Thread(target=consume, daemon=True)
         consumer.start()
         time.sleep(0.5)  # the reader has resolved its position and is long-polling
-        with Producer(self.bootstrap, acks="all", **PRODUCER_LATENCY) as producer:
+        with Producer(self.bootstrap, acks="all", security=self.security, **PRODUCER_LATENCY) as producer:
             def send(n: int, _due: float) -> None:
                 for _ in range(n):
                     producer.send(topic, time.monotonic_ns().to_bytes(8, "big") + pad,
@@ -373,7 +395,8 @@ class RaftkaSystem(Bounded):
         t0 = time.perf_counter()
         progress = bar(f"Raftka create {count} partitions (RF 3)", count, unit="part")
         leaderless = count
-        with Admin(self.bootstrap, request_timeout_ms=20_000) as admin:
+        with Admin(self.bootstrap, request_timeout_ms=20_000,
+                   security=self.admin_security) as admin:
             admin.create_topic("idle", partitions=count, replication_factor=3, timeout=300)
             deadline = time.monotonic() + SCALE_SETTLE_S
             while time.monotonic() < deadline:
@@ -409,7 +432,8 @@ class RaftkaSystem(Bounded):
         """(leader, term) of every partition, from one node's metadata; {} if none
         answered."""
         try:
-            with Admin(self.bootstrap, request_timeout_ms=20_000) as admin:
+            with Admin(self.bootstrap, request_timeout_ms=20_000,
+                       security=self.admin_security) as admin:
                 [desc] = admin.describe_topics([topic], timeout=20)
         except (RaftkaError, ValueError):
             return {}

@@ -50,7 +50,16 @@ def _get(results: dict, system: str, key: str, field: str) -> float | None:
     return v if isinstance(v, (int, float)) else None
 
 
-SYSTEM_NAMES = {"raftka": "Raftka", "nats_go": "NATS (Go client)", "nats_py": "NATS (nats-py)"}
+SYSTEM_NAMES = {"raftka": "Raftka", "raftka_secure": "Raftka secured",
+                "nats_go": "NATS (Go client)", "nats_py": "NATS (nats-py)"}
+# (label, workload key, field, better): the secured run against the plain one (issue 16)
+SECURED_ROWS: list[tuple[str, str, str, str]] = [
+    ("w1 produce 100 B, 1 partition, records/s", "w1_produce_100B", "rate", HIGHER),
+    ("w3 ack latency @1,000/s p50, ms", "w3_latency_1000", "p50_ms", LOWER),
+    ("w3 ack latency @1,000/s p99, ms", "w3_latency_1000", "p99_ms", LOWER),
+    ("w3 ack latency @1,000/s p99.9, ms", "w3_latency_1000", "p999_ms", LOWER),
+]
+SECURED_THROUGHPUT_MIN = 0.85  # issue 16: at most 15% lower throughput with security on
 
 
 def failure(results: dict, system: str, key: str) -> str | None:
@@ -138,6 +147,7 @@ def render_table(results: dict) -> str:
             continue  # a workload not run in this (partial) run
         lines.append(f"| {label} | {rc} | {gc} | {pc} | {_ratio(r, g)} | {_ratio(r, p)} | "
                      f"{better} |")
+    lines += _secured_table(results, notes)
     if notes.lines:
         lines += ["", *notes.lines]
     fills = [f"{SYSTEM_NAMES[k].split(' (')[0]} {v['rate']:,}/s ({v['records']:,} records in "
@@ -159,6 +169,26 @@ def render_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _secured_table(results: dict, notes: Footnotes) -> list[str]:
+    """The secured run (TLS, mutual TLS between nodes, authentication, ACLs) beside the
+    plain one; nothing when it was not run."""
+    if "raftka_secure" not in results:
+        return []
+    lines = ["", "Security cost (the same workloads on a secured cluster: TLS with client "
+             "certificates, mutual TLS between nodes, authentication, ACLs):", "",
+             "| figure | Raftka | Raftka secured | secured/plain | better |",
+             "|---|--:|--:|--:|:-:|"]
+    for label, key, field, better in SECURED_ROWS:
+        plain = _get(results, "raftka", key, field)
+        secured = _get(results, "raftka_secure", key, field)
+        pc = notes.cell(results, "raftka", key, _fmt(plain, field))
+        sc = notes.cell(results, "raftka_secure", key, _fmt(secured, field))
+        if pc == sc == "–":
+            continue
+        lines.append(f"| {label} | {pc} | {sc} | {_ratio(secured, plain)} | {better} |")
+    return lines
+
+
 def targets(results: dict) -> list[str]:
     def check(ok: bool | None, text: str) -> str:
         mark = "?" if ok is None else ("MET" if ok else "MISSED")
@@ -177,6 +207,13 @@ def targets(results: dict) -> list[str]:
     r6 = _get(results, "raftka", "w6_failover", "median_s")
     out.append(check(None if r6 is None else r6 < 0.5,
                      f"w6 failover median < 0.5 s ({_fmt(r6, 'median_s')} s)"))
+    if "raftka_secure" in results:
+        plain, secured = (_get(results, s, "w1_produce_100B", "rate")
+                          for s in ("raftka", "raftka_secure"))
+        out.append(check(None if None in (plain, secured)
+                         else secured >= SECURED_THROUGHPUT_MIN * plain,
+                         f"w1 secured >= {SECURED_THROUGHPUT_MIN:.0%} of plain "
+                         f"({_ratio(secured, plain)}; issue 16)"))
     return out
 
 

@@ -10,6 +10,10 @@ Workloads (issue 7):
   w5  end-to-end latency (produce to consumer delivery) at 1,000/s
   w6  failover: unavailability after kill -9 of a leader (median and max of 10)
   w7  scale: CPU and memory of an idle 3-node cluster holding 1,000 partitions/streams
+
+And the cost of security (issue 16): w1 (bulk) and w3 (@1,000/s) again on a fresh secured
+Raftka cluster (system ``raftka-secure``: TLS with client certificates, mutual TLS between
+nodes, authentication, ACLs checked on every call), against the plain run's figures.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def machine() -> dict[str, object]:
             "loadavg_at_start": os.getloadavg()}
 
 
-SYSTEMS = ("raftka", "nats-go", "nats-py")
+SYSTEMS = ("raftka", "raftka-secure", "nats-go", "nats-py")
 ALIASES = {"nats": ("nats-go", "nats-py"), "go": ("nats-go",), "py": ("nats-py",)}
 
 
@@ -180,48 +184,68 @@ class Runner:
         try:
             def step(key: str, fn: Callable[[], dict], kind: str) -> bool:
                 return self.step(out, key, fn, kind, s, side)
-            if self.has("w1"):
-                step("w1_produce_100B", lambda: s.produce("bulk", 100, 1), "produce")
-                step("w1_produce_100B_send", lambda: s.produce("send", 100, 1), "produce")
-            if self.has("w2"):
-                step("w2_produce_1KiB", lambda: s.produce("bulk", 1024, 1), "produce")
-                step("w2_produce_100B_6p", lambda: s.produce("bulk", 100, 6), "produce")
-            if self.has("w3"):
-                step("w3_latency_1000", lambda: s.latency(1000), "latency")
-                step("w3_latency_1000_raw", lambda: s.latency_raw(1000), "latency")
-                half = _half_max(out)
-                step("w3_latency_half", lambda: s.latency(half, bulk=True), "latency")
-            if self.has("w4"):
-                n = self.settings.backlog_records
-                backlog: list[str] = []
-
-                def fill() -> dict:
-                    t0 = time.perf_counter()
-                    backlog.append(s.fill(n))
-                    secs = time.perf_counter() - t0
-                    return {"records": n, "seconds": round(secs, 3), "rate": round(n / secs)}
-                if step("w4_fill", fill, "fill"):
-                    topic = backlog[0]
-                    step("w4_consume", lambda: s.consume(topic, n), "consume")
-                    step("w4_consume_group", lambda: s.consume_group(topic, n), "consume")
-                    step("w4_consume_raw", lambda: s.consume_raw(topic, n), "consume")
-                else:
-                    for key in ("w4_consume", "w4_consume_group", "w4_consume_raw"):
-                        self._failed(out, key, side, "not run: the backlog fill failed",
-                                     self.settings.limit_s("consume"))
-            if self.has("w5"):
-                step("w5_e2e_1000", lambda: s.e2e(1000), "e2e")
-            if self.has("w6"):
-                step("w6_failover", s.failover, "failover")
-            if self.has("w7"):
-                def scale() -> dict:
-                    s.stop()  # a fresh cluster
-                    s.start()
-                    return s.scale()
-                step("w7_idle", scale, "scale")
+            self._raftka_workloads(s, out, side, step)
         finally:
             s.stop()
         return out
+
+    def raftka_secure(self, work: Path) -> dict:
+        """w1's bulk produce and w3 at 1,000/s on a secured cluster (module docstring)."""
+        s = RaftkaSystem(self.settings, work, secured=True)
+        out: dict = {}
+        side = "raftka-secure"
+        s.start()
+        try:
+            if self.has("w1"):
+                self.step(out, "w1_produce_100B", lambda: s.produce("bulk", 100, 1),
+                          "produce", s, side)
+            if self.has("w3"):
+                self.step(out, "w3_latency_1000", lambda: s.latency(1000), "latency", s, side)
+        finally:
+            s.stop()
+        return out
+
+    def _raftka_workloads(self, s: RaftkaSystem, out: dict, side: str,
+                          step: Callable[[str, Callable[[], dict], str], bool]) -> None:
+        if self.has("w1"):
+            step("w1_produce_100B", lambda: s.produce("bulk", 100, 1), "produce")
+            step("w1_produce_100B_send", lambda: s.produce("send", 100, 1), "produce")
+        if self.has("w2"):
+            step("w2_produce_1KiB", lambda: s.produce("bulk", 1024, 1), "produce")
+            step("w2_produce_100B_6p", lambda: s.produce("bulk", 100, 6), "produce")
+        if self.has("w3"):
+            step("w3_latency_1000", lambda: s.latency(1000), "latency")
+            step("w3_latency_1000_raw", lambda: s.latency_raw(1000), "latency")
+            half = _half_max(out)
+            step("w3_latency_half", lambda: s.latency(half, bulk=True), "latency")
+        if self.has("w4"):
+            n = self.settings.backlog_records
+            backlog: list[str] = []
+
+            def fill() -> dict:
+                t0 = time.perf_counter()
+                backlog.append(s.fill(n))
+                secs = time.perf_counter() - t0
+                return {"records": n, "seconds": round(secs, 3), "rate": round(n / secs)}
+            if step("w4_fill", fill, "fill"):
+                topic = backlog[0]
+                step("w4_consume", lambda: s.consume(topic, n), "consume")
+                step("w4_consume_group", lambda: s.consume_group(topic, n), "consume")
+                step("w4_consume_raw", lambda: s.consume_raw(topic, n), "consume")
+            else:
+                for key in ("w4_consume", "w4_consume_group", "w4_consume_raw"):
+                    self._failed(out, key, side, "not run: the backlog fill failed",
+                                 self.settings.limit_s("consume"))
+        if self.has("w5"):
+            step("w5_e2e_1000", lambda: s.e2e(1000), "e2e")
+        if self.has("w6"):
+            step("w6_failover", s.failover, "failover")
+        if self.has("w7"):
+            def scale() -> dict:
+                s.stop()  # a fresh cluster
+                s.start()
+                return s.scale()
+            step("w7_idle", scale, "scale")
 
     def nats(self, client: str, system: NatsSystem) -> dict:
         out: dict = {}
@@ -336,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         if "raftka" in systems:
             print("== Raftka", flush=True)
             results["raftka"] = _side(runner, "raftka", lambda: runner.raftka(work))
+        if "raftka-secure" in systems and workloads & {"w1", "w3"}:
+            print("== Raftka, secured (TLS, mTLS peers, authentication, ACLs)", flush=True)
+            results["raftka_secure"] = _side(runner, "raftka-secure",
+                                             lambda: runner.raftka_secure(work))
         if clients:
             print("== NATS JetStream", flush=True)
             both = _side(runner, "nats", lambda: runner.nats_all(work))
