@@ -445,12 +445,13 @@ class Sender:
                 return True
             batch.record_count = len(batch.builder)
             batch.builder = None  # the records now live in the payload only
-        if self._idempotence is not None and batch.sequence < 0:
-            self._stamp(batch)
+        if self._idempotence is not None and batch.sequence < 0 and not batch.deliver_at_ms:
+            self._stamp(batch)  # delayed batches are never idempotent (the broker refuses)
         broker_timeout_ms = int(max(1, min(self._request_timeout_ms, remaining_s * 1000)))
         request = broker_pb2.ProduceRequest(
             topic=topic, partition=partition, acks=self._acks,  # type: ignore[arg-type]
             timeout_ms=broker_timeout_ms, record_batches=batch.payload,
+            deliver_at_ms=batch.deliver_at_ms,
         )
         batch.attempts += 1
         with self.cond:
