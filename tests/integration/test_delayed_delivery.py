@@ -5,6 +5,10 @@ none and doubles none; bad delivery times are refused with nothing written."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -131,3 +135,26 @@ def test_bad_delivery_times_are_refused_and_nothing_is_written(cluster: Cluster,
     assert words in info.message
     assert cluster.values(topic, 0) == before
     assert set(_replica_high_watermarks(cluster, topic)) == {0}
+
+
+def _cli(cluster: Cluster, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAFTKA_BOOTSTRAP=_bootstrap(cluster))
+    return subprocess.run([sys.executable, "-m", "raftka.client", *args], input=stdin,
+                          text=True, capture_output=True, env=env, timeout=60)
+
+
+def test_cli_produce_with_a_delay_and_a_time(cluster: Cluster) -> None:
+    cluster.create_topic("cli-later", partitions=1)
+    start = time.time()
+    done = _cli(cluster, "produce", "cli-later", "--delay", "1500ms", stdin="a\nb\n")
+    assert done.returncode == 0, done.stderr
+    assert "produced 2 records" in done.stderr and "delivered after 1.5s" in done.stderr
+    at = datetime.datetime.fromtimestamp(time.time() + 1.5, datetime.timezone.utc)
+    done = _cli(cluster, "produce", "cli-later", "--deliver-at", at.isoformat(), stdin="c\n")
+    assert done.returncode == 0, done.stderr
+    if time.time() - start < 1.4:  # the CLI started fast enough to look before the time
+        assert cluster.values("cli-later", 0) == []
+    wait_for(lambda: len(cluster.values("cli-later", 0)) >= 3, 20, "the CLI's records")
+    assert sorted(v for _, v in cluster.values("cli-later", 0)) == [b"a", b"b", b"c"]
+    bad = _cli(cluster, "produce", "cli-later", "--delay=-5s", stdin="x\n")
+    assert bad.returncode == 2 and "negative delays are not allowed" in bad.stderr
