@@ -189,6 +189,7 @@ class Broker:
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
         self.host.remove_group(replica.group_id, drop_data=True)
+        replica.delayed.reset()  # its pending keys (the scheduled entries went with the log)
         meta = self.controller.state.topic(key[0])
         if meta is not None and key[1] < len(meta.partitions):  # moved off this node
             leader = meta.partitions[key[1]].replicas[0]

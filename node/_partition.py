@@ -176,6 +176,10 @@ COMPACTION_CHUNK_BYTES = 256 << 10
 COMPACTION_SLICE_S = 0.002
 PENDING_REQUESTS_MAX = 10_000
 RELEASE_RETRY_S = 0.05  # a release proposal that was dropped is tried again after this
+# Releases of one partition are at least this far apart (ms): at 10,000 due records/s with
+# a distinct time per ms, one release per ms would cost a Raft round and sync each; 5 ms
+# batches them ~5x for at most 5 ms of extra lateness.
+RELEASE_INTERVAL_MS = 5
 SCAN_CHUNK_BYTES = 64 << 10  # _next_data_entry's read size (at least one entry per read)
 
 
@@ -321,7 +325,8 @@ class PartitionReplica:
         # the log, rebuilt at attach) and the leader's wake-up at the next due time
         self.delayed = DelayedState(schedule_index)
         self._release_timer: asyncio.TimerHandle | None = None
-        self._release_timer_at = 0  # deliver_at_ms the armed timer wakes for
+        self._release_timer_at = 0  # time (ms) the armed timer wakes at
+        self._last_release_ms = 0  # when this leader last proposed releases
         # For metrics only (``_metrics.py``), kept where the data path already has the
         # numbers: the offset after the last record in this replica's durable log
         # (committed or not; from the entries each Ready made durable), and the cumulative
@@ -1301,6 +1306,7 @@ class PartitionReplica:
                 return
             self._next_offset, self._cumulative = next_offset, cumulative
             delayed.in_flight.update(proposed)
+            self._last_release_ms = now_ms
         self._arm_release_timer()
 
     def _arm_release_timer(self) -> None:
@@ -1315,6 +1321,7 @@ class PartitionReplica:
         if due is None:
             self._cancel_release_timer()
             return
+        due = max(due, self._last_release_ms + RELEASE_INTERVAL_MS)
         if self._release_timer is not None:
             if self._release_timer_at <= due:
                 return
