@@ -12,10 +12,11 @@ A fresh 3-node cluster (tests/harness.py, metrics on).
    wall-clock time the reader got it minus its delivery time (same machine, one clock).
    Printed: p50/p99/p99.9/max lateness and how many records were read early (must be 0)
    or twice (must be 0).
-2. Memory: ``--pending`` records (default 1,000,000) due in an hour, 10 per delivery time
-   (100,000 scheduled entries), are sent to a second topic; the leader's RSS before and
-   after, its ``raftka_partition_delayed_pending`` gauge, and, for comparison, the RSS
-   growth from the same number of ordinary records to a third topic.
+2. Memory: ``--pending`` records (default 1,000,000) due in an hour, 10 per partition and
+   delivery time (100,000 scheduled entries), are sent to a 6-partition topic; every
+   node's RSS before and after, its ``raftka_partition_delayed_pending`` gauges (summed:
+   every node holds a replica of every partition), and, for comparison, the RSS growth
+   from the same number of ordinary records to another 6-partition topic.
 
 Not part of ``make test``; results quoted in README.md ("Delayed delivery").
 """
@@ -35,9 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raftka.client import Admin, PartitionReader, Producer
 from bench._common import percentiles_ms, proc_rss_bytes
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster
 
 PER_MS = 10
+PARTITIONS = 6
 _AT = struct.Struct(">q")
 
 
@@ -57,7 +59,8 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
     _create(cluster, bootstrap, topic)
     total_ms = int(seconds * 1000)
     count = total_ms * PER_MS
-    start_at = int(time.time() * 1000) + 5000 + count // 8  # sending: ~10 records/ms
+    # sending takes ~1 ms per delivery time here (one request each), more under load
+    start_at = int(time.time() * 1000) + 5000 + count // 3
     sent_at = time.time()
     with Producer(bootstrap, linger_ms=5) as producer:
         for ms in range(total_ms):
@@ -91,50 +94,61 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
             "lateness": percentiles_ms(lateness)}
 
 
-def _pending_gauge(cluster: Cluster, node_id: int, topic: str) -> float | None:
+def _pending_gauge(cluster: Cluster, node_id: int, topic: str) -> float:
+    """The node's ``raftka_partition_delayed_pending`` summed over the topic's replicas."""
     with urllib.request.urlopen(cluster.metrics_url(node_id), timeout=10) as response:
         text = response.read().decode()
+    total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if (sample.name == "raftka_partition_delayed_pending"
                     and sample.labels.get("topic") == topic):
-                return sample.value
-    return None
+                total += sample.value
+    return total
 
 
-def _send_many(bootstrap: str, topic: str, pending: int, delayed: bool) -> float:
+def _send_many(bootstrap: str, topic: str, pending: int, delayed: bool) -> tuple[float, int]:
+    """(seconds, records that failed) for ``pending`` records over PARTITIONS partitions,
+    PER_MS records per partition and delivery time."""
     base = int(time.time() * 1000) + 3_600_000
+    failed = 0
+
+    def count(f) -> None:
+        nonlocal failed
+        if f.exception() is not None:
+            failed += 1
+
     started = time.time()
-    with Producer(bootstrap, linger_ms=5) as producer:
+    with Producer(bootstrap, linger_ms=5, delivery_timeout_ms=600_000) as producer:
         for i in range(pending):
-            at = base + i // PER_MS
-            if delayed:
-                producer.send(topic, _value(at, i), partition=0, deliver_at=at)
-            else:
-                producer.send(topic, _value(at, i), partition=0)
+            at = base + i // (PER_MS * PARTITIONS)
+            f = producer.send(topic, _value(at, i), partition=i % PARTITIONS,
+                              deliver_at=at if delayed else None)
+            f.add_done_callback(count)
         producer.flush()
-    return round(time.time() - started, 1)
+    return round(time.time() - started, 1), failed
 
 
 def memory(cluster: Cluster, bootstrap: str, pending: int) -> dict:
-    out: dict = {"records": pending, "scheduled_entries": pending // PER_MS}
+    out: dict = {"records": pending, "partitions": PARTITIONS,
+                 "scheduled_entries": pending // PER_MS}
+    pids = {n: cluster.procs[n].pid for n in sorted(cluster.procs)}
     for name, delayed in (("delayed", True), ("ordinary", False)):
         topic = f"delay-memory-{name}"
-        leader = _create(cluster, bootstrap, topic)
-        pid = cluster.procs[leader].pid
-        before = proc_rss_bytes(pid)
-        took = _send_many(bootstrap, topic, pending, delayed)
+        with Admin(bootstrap) as admin:
+            admin.create_topic(topic, partitions=PARTITIONS, replication_factor=3)
+            admin.wait_for_topic_ready(topic, timeout=60)
+        before = {n: proc_rss_bytes(pid) for n, pid in pids.items()}
+        took, failed = _send_many(bootstrap, topic, pending, delayed)
         time.sleep(2)  # let the followers apply what they hold
-        after = proc_rss_bytes(pid)
-        out[name] = {"leader": leader, "send_s": took,
-                     "rss_before_mib": round(before / 2**20, 1),
-                     "rss_after_mib": round(after / 2**20, 1),
-                     "rss_growth_mib": round((after - before) / 2**20, 1)}
+        after = {n: proc_rss_bytes(pid) for n, pid in pids.items()}
+        out[name] = {"send_s": took, "failed": failed,
+                     "rss_before_mib": {n: round(b / 2**20, 1) for n, b in before.items()},
+                     "rss_after_mib": {n: round(a / 2**20, 1) for n, a in after.items()},
+                     "rss_growth_mib": {n: round((after[n] - before[n]) / 2**20, 1)
+                                        for n in pids}}
         if delayed:
-            out[name]["pending_gauge"] = wait_for(
-                lambda: _pending_gauge(cluster, leader, topic), 30, "the pending gauge")
-            out[name]["high_watermark"] = cluster.replica_position(
-                leader, topic, 0).high_watermark
+            out[name]["pending_gauge"] = {n: _pending_gauge(cluster, n, topic) for n in pids}
     return out
 
 

@@ -753,7 +753,14 @@ class PartitionReplica:
         batcher). Offsets are assigned here, in proposal order. Due delayed records are
         released first (``_propose_releases``)."""
         if self.delayed.pending_count:
-            self._propose_releases()
+            try:
+                self._propose_releases()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the ready loop
+                log.exception("%s/%d: releasing delayed records failed; retrying",
+                              self.topic, self.partition)
+                self._cancel_release_timer()
+                self._release_timer = asyncio.get_running_loop().call_later(
+                    RELEASE_RETRY_S * 20, self._release_due)
         if not self._pending:
             return
         pending, self._pending = self._pending, []
