@@ -68,9 +68,11 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
             for j in range(PER_MS):
                 producer.send(topic, _value(at, ms * PER_MS + j), partition=0, deliver_at=at)
         producer.flush()
+        retries = producer.statistics().get("retries", 0)
     acked_ms = int(time.time() * 1000)
     lateness: list[float] = []
     seen: Counter[bytes] = Counter()
+    offsets: Counter[int] = Counter()
     early = 0
     reader = PartitionReader(bootstrap, topic, 0, "earliest", max_wait_ms=200)
     try:
@@ -81,6 +83,7 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
             for r in records:
                 (at,) = _AT.unpack_from(r.value, 0)
                 seen[r.value] += 1
+                offsets[r.offset] += 1
                 if now_ms < at:
                     early += 1
                 lateness.append(max(0.0, now_ms - at) / 1000)
@@ -91,6 +94,8 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
             "sending_s": round(acked_ms / 1000 - sent_at, 2),
             "read": len(lateness), "read_early": early,
             "read_twice": sum(1 for n in seen.values() if n > 1),
+            "offsets_read_twice": sum(1 for n in offsets.values() if n > 1),
+            "producer_retries": retries,
             "lateness": percentiles_ms(lateness)}
 
 
