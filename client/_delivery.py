@@ -3,8 +3,7 @@
 The producers (threaded and asyncio) turn either into one absolute time in ms since the
 Unix epoch (``ProduceRequest.deliver_at_ms``), so the broker only compares it with its
 clock; records with a delivery time travel in batches of their own (``_accumulator.py``
-rule 6), without producer id (never idempotent: the broker refuses that) and never in a
-transaction.
+rule 6), idempotent like any batch, and never in a transaction.
 """
 
 from __future__ import annotations

@@ -380,7 +380,7 @@ class Producer:
         Delayed delivery: with ``delay`` (seconds or a ``timedelta``) or ``deliver_at``
         (a ``datetime`` or epoch ms) the record is stored durably when acknowledged but
         no consumer sees it before that time; its offset is then unknown, so the future
-        resolves to ``(partition, -1)``. Not in a transaction; never idempotent.
+        resolves to ``(partition, -1)``. Not in a transaction.
 
         Blocks (up to ``max_block_ms``) only to learn the topic's partitions the first
         time or to wait for buffer room. Raises ProducerClosedError after ``close()``,

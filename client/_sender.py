@@ -445,8 +445,8 @@ class Sender:
                 return True
             batch.record_count = len(batch.builder)
             batch.builder = None  # the records now live in the payload only
-        if self._idempotence is not None and batch.sequence < 0 and not batch.deliver_at_ms:
-            self._stamp(batch)  # delayed batches are never idempotent (the broker refuses)
+        if self._idempotence is not None and batch.sequence < 0:
+            self._stamp(batch)
         broker_timeout_ms = int(max(1, min(self._request_timeout_ms, remaining_s * 1000)))
         request = broker_pb2.ProduceRequest(
             topic=topic, partition=partition, acks=self._acks,  # type: ignore[arg-type]

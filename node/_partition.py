@@ -135,6 +135,8 @@ _PRODUCER_FIELDS_AT = HEADER_SIZE + 43
 _ATTRIBUTES = struct.Struct(">h")  # a batch's attributes, at byte 21 of its header
 _ATTRIBUTES_AT = HEADER_SIZE + 21
 _TRANSACTIONAL_BIT = 0x10
+_SCHEDULED_TIMES = struct.Struct(">q")  # a scheduled entry's append time, at byte 10
+_LAST_DELTA = struct.Struct(">i")  # a batch's lastOffsetDelta, at byte 23 of its header
 _CONTROL_BIT = 0x20
 
 
@@ -155,6 +157,22 @@ def _feed_producers(producers: ProducerStateTable, txns: TxnIndex, data: bytes, 
             producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
             if attributes & _TRANSACTIONAL_BIT:
                 txns.apply_batch(pid, epoch, base, at, index)
+
+
+def _feed_scheduled(producers: ProducerStateTable, data: bytes, index: int) -> None:
+    """A scheduled entry (``_delayed.py``) of an idempotent producer takes its batch's
+    sequences at its own log position, with offsets -1 (a retry is answered -1, -1); its
+    release later is a data entry that does not feed the table again."""
+    at = SCHEDULED_HEADER_SIZE + 43
+    if len(data) < at + _PRODUCER_FIELDS.size:
+        return
+    pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, at)
+    if pid < 0:
+        return
+    append_ms = _SCHEDULED_TIMES.unpack_from(data, 10)[0]
+    (last_delta,) = _LAST_DELTA.unpack_from(data, SCHEDULED_HEADER_SIZE + 23)
+    producers.observe_time(append_ms)
+    producers.apply_batch(pid, epoch, seq, last_delta + 1, -1, -1, append_ms, index)
 
 
 def _marker_commits(data: bytes) -> bool:
@@ -401,11 +419,12 @@ class PartitionReplica:
                     continue
                 if len(data) >= HEADER_SIZE and data[0] == ENTRY_MAGIC:
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
-                    _feed_producers(producers, txns, data, base, lst, at, e.index)
+                    if not self.delayed.apply_data(e.index, e.term):  # not a release
+                        _feed_producers(producers, txns, data, base, lst, at, e.index)
                     hw = lst + 1
-                    self.delayed.apply_data(e.index, e.term)
                 elif data[0] == SCHEDULED_MAGIC:
                     self.delayed.apply_scheduled(e.index, data)
+                    _feed_scheduled(producers, data, e.index)
                 elif data[0] == RELEASE_MAGIC:
                     self.delayed.apply_tag(e.index, e.term, data)
                 elif data[0] == SHARE_MAGIC:
@@ -481,10 +500,11 @@ class PartitionReplica:
                 offsets.append(base)
                 raft_indexes.append(e.index)
                 hw = last + 1
-                _feed_producers(producers, txns, data, base, last, at, e.index)
-                self.delayed.apply_data(e.index, e.term)
+                if not self.delayed.apply_data(e.index, e.term):  # not a release
+                    _feed_producers(producers, txns, data, base, last, at, e.index)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"D":
                 self.delayed.apply_scheduled(e.index, data)
+                _feed_scheduled(producers, data, e.index)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"E":
                 self.delayed.apply_tag(e.index, e.term, data)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"S":
@@ -627,12 +647,11 @@ class PartitionReplica:
         spans, headers = self._validated_batches(payload, transactional)
         header = headers[0]
         pid = max(h.producer_id for h in headers)
-        if deliver_at_ms and pid >= 0:
-            raise BrokerError(Code.INVALID_REQUEST, "delayed batches cannot be idempotent or "
-                              f"transactional (this one has producer id {pid}): a delayed "
-                              "batch gets its offsets when it is due, after later batches, "
-                              "so it cannot take part in a producer's sequence; send it "
-                              "with producer id -1")
+        if deliver_at_ms and header.is_transactional:
+            raise BrokerError(Code.INVALID_REQUEST, "delayed batches cannot be transactional "
+                              f"(producer id {pid}): a delayed batch gets its offsets when it "
+                              "is due, after the transaction ended; send it outside the "
+                              "transaction")
         if header.is_transactional and acks == 0:
             raise BrokerError(Code.INVALID_REQUEST, "transactional batches need acks=all "
                               "(or 1): the producer must know they were written before it "
@@ -820,6 +839,10 @@ class PartitionReplica:
             if req.deliver_at_ms:  # a scheduled entry: no offsets until it is released
                 datas.append(encode_scheduled(req.deliver_at_ms, now_ms, req.payload))
                 placed.append((req, -1, -1))
+                if req.producer_id >= 0:  # its sequences are taken now (duplicates: -1, -1)
+                    accepted.append(producers.add_pending(req.producer_id, req.epoch,
+                                                          req.sequence, req.record_count,
+                                                          -1, -1))
                 continue
             buf = bytearray(HEADER_SIZE + len(req.payload))
             buf[HEADER_SIZE:] = req.payload

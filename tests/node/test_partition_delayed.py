@@ -167,6 +167,39 @@ def test_a_release_lost_before_it_reached_the_log_is_released_by_the_next_leader
     asyncio.run(scenario())
 
 
+def test_idempotent_delayed_batches_take_their_sequences_when_scheduled() -> None:
+    def batch(seq: int, value: bytes) -> bytes:
+        return build_batch([Record(None, value)], compression="none", producer_id=7,
+                           producer_epoch=0, base_sequence=seq)
+
+    async def scenario() -> None:
+        clock = [T0]
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        replica, node = _leader(storage, clock, 12)
+        first = replica.submit(batch(0, b"later"), acks=-1, deliver_at_ms=T0 + 100)
+        retry = replica.submit(batch(0, b"later"), acks=-1, deliver_at_ms=T0 + 100)
+        _drive(replica, node, storage)
+        assert first.result() == (-1, -1) and retry.result() == (-1, -1)
+        assert replica.delayed_pending == 1, "a retried delayed batch is not stored twice"
+        late_retry = replica.submit(batch(0, b"later"), acks=-1, deliver_at_ms=T0 + 100)
+        after = replica.submit(batch(1, b"now"), acks=-1)
+        _drive(replica, node, storage)
+        assert late_retry.result() == (-1, -1) and after.result() == (0, 0)
+        clock[0] = T0 + 100
+        for _ in range(2):
+            _drive(replica, node, storage)
+        assert _values(replica) == [b"now", b"later"]
+        again = replica.submit(batch(0, b"later"), acks=-1)  # a retry after its time
+        nxt = replica.submit(batch(2, b"next"), acks=-1)
+        _drive(replica, node, storage)
+        assert again.result() == (-1, -1), "still a duplicate once released"
+        assert nxt.result() == (2, 2), "the release did not move the producer's sequence"
+        restarted, _ = _replica(storage, clock, 13)
+        assert restarted.producers.encode() == replica.producers.encode()
+
+    asyncio.run(scenario())
+
+
 def test_a_tag_pairs_only_with_the_next_entry_of_its_own_term() -> None:
     state = DelayedState(MemoryScheduleIndex())
     state.apply_scheduled(3, encode_scheduled(500, 1, b""))
@@ -223,11 +256,11 @@ def test_bad_delivery_times_are_refused_and_nothing_is_written(deliver_at, words
         with pytest.raises(BrokerError) as err:
             replica.submit(_records(b"bad"), acks=-1, deliver_at_ms=deliver_at)
         assert err.value.code == Code.INVALID_REQUEST and words in err.value.message
-        idempotent = build_batch([Record(None, b"i")], compression="none", producer_id=7,
-                                 producer_epoch=0, base_sequence=0)
+        transactional = build_batch([Record(None, b"i")], compression="none", producer_id=7,
+                                    producer_epoch=0, base_sequence=0, transactional=True)
         with pytest.raises(BrokerError) as err:
-            replica.submit(idempotent, acks=-1, deliver_at_ms=T0 + 1000)
-        assert err.value.code == Code.INVALID_REQUEST and "idempotent" in err.value.message
+            replica.submit(transactional, acks=-1, deliver_at_ms=T0 + 1000)
+        assert err.value.code == Code.INVALID_REQUEST and "transactional" in err.value.message
         _drive(replica, node, storage)
         assert node.last_index == last and replica.delayed_pending == 0
 
