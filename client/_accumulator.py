@@ -28,6 +28,10 @@ Rules:
 5. Keyless records are *sticky*: they fill one partition's batch, and once that batch is
    closed the next keyless record goes to the next partition (Kafka's sticky
    partitioner). The first partition of a topic is drawn at random.
+6. Delayed records (a delivery time, ``deliver_at_ms`` > 0) share a batch only with
+   records of the same partition and the same delivery time: the broker schedules a
+   produce request whole, so a batch has one delivery time. A record whose time differs
+   from the open batch's closes it (rule 1) and opens a new one.
 
 A batch carries the owner's per-record completion handles (``futures``, one per record,
 ``None`` for records of a ``send_many`` group, which are listed in ``groups``); the
@@ -84,6 +88,7 @@ class Batch:
     sent_at: float = 0.0  # the clock at the attempt in flight
     retry_at: float = 0.0  # not to be sent again before this time
     acked: bool = False
+    deliver_at_ms: int = 0  # > 0: delivered (made visible) at this time (rule 6)
 
 
 @dataclass(eq=False, slots=True)
@@ -124,11 +129,13 @@ class Accumulator:
 
     def append(self, topic: str, partition: int | None, partition_count: int,
                key: bytes | None, value: bytes | None, headers: Headers,
-               timestamp_ms: int | None, size: int) -> tuple[Batch, bool]:
+               timestamp_ms: int | None, size: int,
+               deliver_at_ms: int = 0) -> tuple[Batch, bool]:
         """Append one record of ``size`` bytes (rule 3) to ``partition``, or with None to
-        the topic's sticky partition (rule 5). Returns its batch (the record's index is
-        ``len(batch.futures)``, where the owner appends its future) and whether a batch was
-        opened or closed (a linger deadline or a ready batch the sender must learn of)."""
+        the topic's sticky partition (rule 5), delivered at ``deliver_at_ms`` (rule 6; 0:
+        at once). Returns its batch (the record's index is ``len(batch.futures)``, where
+        the owner appends its future) and whether a batch was opened or closed (a linger
+        deadline or a ready batch the sender must learn of)."""
         sticky = partition is None
         if sticky:
             partition = self._sticky_partition(topic, partition_count)
@@ -136,13 +143,20 @@ class Accumulator:
         queue = self.queues.get((topic, partition))
         batch = queue.batches[-1] if queue is not None and queue.batches else None
         if (batch is not None and not batch.closed
+                and batch.deliver_at_ms != deliver_at_ms):
+            batch.closed = True  # rule 6: one delivery time per batch
+            changed_time = True
+            batch = None
+        else:
+            changed_time = False
+        if (batch is not None and not batch.closed
                 and batch.builder.append(key, value, headers, timestamp_ms)):  # type: ignore[union-attr]
             batch.size_bytes += size
             self.buffered_bytes += size
             if sticky:
                 self._sticky[topic] = (partition, batch)
             return batch, False
-        changed = False
+        changed = changed_time
         if batch is not None and not batch.closed:
             batch.closed = True  # it is full (rule 1)
             changed = True
@@ -151,7 +165,10 @@ class Accumulator:
             partition = self._sticky_partition(topic, partition_count)  # (rule 5)
             queue = self.queues.get((topic, partition))
             tail = queue.batches[-1] if queue is not None and queue.batches else None
-            if tail is not None and not tail.closed:
+            if tail is not None and not tail.closed and tail.deliver_at_ms != deliver_at_ms:
+                tail.closed = True  # rule 6
+                changed = True
+            elif tail is not None and not tail.closed:
                 if tail.builder.append(key, value, headers, timestamp_ms):  # type: ignore[union-attr]
                     batch = tail
                 else:
@@ -159,6 +176,7 @@ class Accumulator:
                     changed = True
         if batch is None:
             batch = self._open(topic, partition)
+            batch.deliver_at_ms = deliver_at_ms
             batch.builder.append(key, value, headers, timestamp_ms)  # type: ignore[union-attr]
             changed = True
         batch.size_bytes += size
@@ -181,6 +199,8 @@ class Accumulator:
         while done < n:
             queue = self.queues.get((topic, part))
             batch = queue.batches[-1] if queue is not None and queue.batches else None
+            if batch is not None and not batch.closed and batch.deliver_at_ms:
+                batch.closed = True  # rule 6: send_many records are delivered at once
             if batch is None or batch.closed:
                 batch = self._open(topic, part)
             assert batch.builder is not None

@@ -55,6 +55,7 @@ from typing import Any
 
 from raftka.client._security import ClientSecurity
 from raftka.client._accumulator import RECORD_OVERHEAD_BYTES, Accumulator
+from raftka.client._delivery import Delay, DeliverAt, delivery_time_ms
 from raftka.client._cluster import Cluster, ClusterState
 from raftka.client._ops import Ops, run_sync
 from raftka.client._idempotence import MAX_IN_FLIGHT_IDEMPOTENT, IdempotenceState
@@ -369,9 +370,17 @@ class Producer:
         | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        *,
+        deliver_at: DeliverAt | None = None,
+        delay: Delay | None = None,
     ) -> Future[RecordMetadata]:
         """Queue one record; the future resolves to ``(partition, offset)`` once the
         broker acknowledged it per ``acks``, or fails with a :class:`RaftkaError`.
+
+        Delayed delivery: with ``delay`` (seconds or a ``timedelta``) or ``deliver_at``
+        (a ``datetime`` or epoch ms) the record is stored durably when acknowledged but
+        no consumer sees it before that time; its offset is then unknown, so the future
+        resolves to ``(partition, -1)``. Not in a transaction.
 
         Blocks (up to ``max_block_ms``) only to learn the topic's partitions the first
         time or to wait for buffer room. Raises ProducerClosedError after ``close()``,
@@ -388,6 +397,11 @@ class Producer:
                    else _to_bytes(value, "value"))
         hdrs = _to_headers(headers) if headers else ()
         size = record_size(key_b, value_b, hdrs)
+        deliver_at_ms = (delivery_time_ms(deliver_at, delay)
+                         if deliver_at is not None or delay is not None else 0)
+        if deliver_at_ms and self._txn is not None:
+            raise ValueError("delayed records cannot be sent in a transaction: send them "
+                             "with a producer that has no transactional_id")
         if self._txn is not None:
             self._txn.check_send()  # raises: a send outside a transaction is a bug (Kafka)
         try:
@@ -401,7 +415,7 @@ class Producer:
             if err is not None:
                 return _failed_future(err)
             batch, changed = self._accumulator.append(topic, partition, count, key_b, value_b,
-                                                      hdrs, timestamp_ms, size)
+                                                      hdrs, timestamp_ms, size, deliver_at_ms)
             waiter = batch.waiter
             if waiter is None:  # one Condition per batch, borrowed by its records' futures
                 waiter = batch.waiter = threading.Condition()

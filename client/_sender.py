@@ -452,6 +452,7 @@ class Sender:
         request = broker_pb2.ProduceRequest(
             topic=topic, partition=partition, acks=self._acks,  # type: ignore[arg-type]
             timeout_ms=broker_timeout_ms, record_batches=batch.payload,
+            deliver_at_ms=batch.deliver_at_ms,
         )
         batch.attempts += 1
         with self.cond:

@@ -69,6 +69,7 @@ from typing import Any, NoReturn, TextIO
 from raftka.client._admin import Admin
 from raftka.client._rolling import exec_restart, restart_order
 from raftka.client._consumer import Consumer
+from raftka.client._delivery import parse_delay
 from raftka.client._security import Acl, ClientSecurity
 from raftka.client._cluster import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP, parse_bootstrap, resolve_bootstrap
 from raftka.v1.errors import (
@@ -346,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "0: no wait")
     produce.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                          help="delivery timeout per record, retries included (default 30)")
+    when = produce.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=_delay_s, default=None, metavar="DURATION",
+                      help="delayed delivery: consumers see each record this long after it "
+                           "is sent, e.g. 30s, 500ms, 5m, 2h, 1d (at most the topic's "
+                           "max.delivery.delay.ms)")
+    when.add_argument("--deliver-at", type=_datetime_ms, default=None, metavar="ISO-8601",
+                      help="delayed delivery: consumers see the records at this time, e.g. "
+                           "2026-01-31T12:00:00Z (no zone: local time)")
 
     consume = sub.add_parser(
         "consume", parents=[common],
@@ -581,6 +590,13 @@ def _cmd_whoami(args: argparse.Namespace, bootstrap: list[str]) -> int:
     with Admin(bootstrap, default_timeout=args.timeout, security=security_from_args(args)) as admin:
         print(admin.whoami())
     return 0
+
+
+def _delay_s(text: str) -> float:
+    try:
+        return parse_delay(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _datetime_ms(text: str) -> int:
@@ -1152,8 +1168,9 @@ def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
             if separator is not None:
                 head, sep, tail = value.partition(separator)
                 key, value = (head, tail) if sep else (None, value)
-            producer.send(args.topic, value, key=key,
-                          partition=args.partition).add_done_callback(on_done)
+            producer.send(args.topic, value, key=key, partition=args.partition,
+                          delay=args.delay, deliver_at=args.deliver_at
+                          ).add_done_callback(on_done)
             sent += 1
         producer.flush()
     except KeyboardInterrupt:
@@ -1164,8 +1181,14 @@ def _cmd_produce(args: argparse.Namespace, bootstrap: list[str]) -> int:
     if first_error is not None:
         raise _ProduceFailed(acked, sent, first_error)
     where = f"{args.topic}" + (f"/{args.partition}" if args.partition is not None else "")
+    later = ""
+    if args.delay is not None:
+        later = f", delivered after {args.delay:g}s"
+    elif args.deliver_at is not None:
+        later = (", delivered at " + datetime.datetime.fromtimestamp(
+            args.deliver_at / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds"))
     sys.stderr.write(f"{PROG}: produced {acked} record{'s' if acked != 1 else ''} to {where} "
-                     f"(acks={args.acks})\n")
+                     f"(acks={args.acks}{later})\n")
     return 0
 
 

@@ -25,6 +25,7 @@ from ._config import NodeConfig
 from ._controller_commands import encode_create_topic
 from ._controller_replica import ControllerReplica, controller_conf
 from ._controller_state import PartitionMeta, TopicMeta
+from ._delayed import RocksScheduleStore
 from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
 from ._metrics import NodeMetrics
@@ -57,6 +58,8 @@ class Broker:
         self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = RocksLogDB(config.data_dir / "raft")
+        # delayed delivery's pending keys (derived from the partition logs, rebuilt at start)
+        self.schedule = RocksScheduleStore(config.data_dir / "schedule")
         self.metrics = NodeMetrics(config.node_id)  # served only with --metrics-listen
         timing = RaftTiming(config.tick_ms / 1000, config.election_ticks, config.heartbeat_ticks)
         self.peer_channels = peer_channels(config)  # where and how Raft traffic goes
@@ -104,6 +107,7 @@ class Broker:
         for p in self.partitions.values():
             p.fail_waiters(shutting)
         self.db.close()
+        self.schedule.close()
 
     # ------------------------------------------------------------------ metadata
     def _reconcile(self) -> None:
@@ -162,7 +166,8 @@ class Broker:
         elif topic.name == TXN_TOPIC:
             replica = TxnStateReplica(*args, compact_after=self.config.offsets_compact_entries)
         else:
-            replica = PartitionReplica(*args)
+            replica = PartitionReplica(*args,
+                                       schedule_index=self.schedule.index(meta.group_id))
             replica.on_accepted = self.metrics.produce_accepted
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
@@ -184,6 +189,7 @@ class Broker:
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
         self.host.remove_group(replica.group_id, drop_data=True)
+        replica.delayed.reset()  # its pending keys (the scheduled entries went with the log)
         meta = self.controller.state.topic(key[0])
         if meta is not None and key[1] < len(meta.partitions):  # moved off this node
             leader = meta.partitions[key[1]].replicas[0]

@@ -286,6 +286,8 @@ class PartitionView:
     # compacted topics only (cleanup.policy has compact): (dirty ratio, passes, records
     # removed, bytes removed, last pass end in ms or 0)
     compaction: tuple[float, int, int, int, int] | None = None
+    # delayed delivery: scheduled produce requests not released yet (_delayed.py)
+    delayed_pending: int = 0
 
 
 @dataclass(slots=True)
@@ -385,6 +387,7 @@ class NodeCollector:
                 topic, pnum, role, node.leader_id, node.term, replica.log_start_offset,
                 replica.log_end_offset, replica.high_watermark, node.commit_index,
                 node.applied_index, replica.stored_bytes(), False)
+            view.delayed_pending = getattr(replica, "delayed_pending", 0)
             if replica.config.compact:
                 view.compaction = (replica.dirty_ratio, replica.compaction_runs,
                                    replica.compacted_records_removed,
@@ -512,6 +515,8 @@ def families(s: Snapshot) -> list[Metric]:
                     "replica.", tp)
     stored = gauge("raftka_partition_stored_bytes", "Record-batch bytes of the committed log "
                    "this replica stores.", tp)
+    delayed = gauge("raftka_partition_delayed_pending", "Delayed produce requests (scheduled "
+                    "entries) this replica holds that are not due or not released yet.", tp)
     under = gauge("raftka_partition_under_replicated", "On the leader: 1 if a replica is "
                   f"unreachable or misses an entry older than {UNDER_REPLICATED_LAG_S:.0f} s; "
                   "0 otherwise (and on followers).", tp)
@@ -560,6 +565,7 @@ def families(s: Snapshot) -> list[Metric]:
         commit.add_metric(labels, p.commit_index)
         applied.add_metric(labels, p.applied_index)
         stored.add_metric(labels, p.stored_bytes)
+        delayed.add_metric(labels, p.delayed_pending)
         under.add_metric(labels, 1 if p.under_replicated else 0)
         for follower, entries, seconds in p.followers:
             flabels = labels + [str(follower)]

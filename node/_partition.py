@@ -97,6 +97,20 @@ from raftka.raft import CompactedError, Entry, EntryKind, NotLeader, Ready, Role
 
 from . import _compaction
 from ._compaction import CONTROL_MAGIC, CompactionCommand, compact_entry, decode_control
+from ._delayed import (
+    IN_FLIGHT_MAX,
+    RELEASE_BYTES_MAX,
+    RELEASE_KEYS_MAX,
+    RELEASE_MAGIC,
+    SCHEDULED_HEADER_SIZE,
+    SCHEDULED_MAGIC,
+    DelayedState,
+    Key,
+    ScheduleIndex,
+    encode_release_tag,
+    encode_scheduled,
+    scheduled_deliver_at,
+)
 from ._errors import BrokerError, Code
 from ._host import Group
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
@@ -121,6 +135,8 @@ _PRODUCER_FIELDS_AT = HEADER_SIZE + 43
 _ATTRIBUTES = struct.Struct(">h")  # a batch's attributes, at byte 21 of its header
 _ATTRIBUTES_AT = HEADER_SIZE + 21
 _TRANSACTIONAL_BIT = 0x10
+_SCHEDULED_TIMES = struct.Struct(">q")  # a scheduled entry's append time, at byte 10
+_LAST_DELTA = struct.Struct(">i")  # a batch's lastOffsetDelta, at byte 23 of its header
 _CONTROL_BIT = 0x20
 
 
@@ -143,6 +159,22 @@ def _feed_producers(producers: ProducerStateTable, txns: TxnIndex, data: bytes, 
                 txns.apply_batch(pid, epoch, base, at, index)
 
 
+def _feed_scheduled(producers: ProducerStateTable, data: bytes, index: int) -> None:
+    """A scheduled entry (``_delayed.py``) of an idempotent producer takes its batch's
+    sequences at its own log position, with offsets -1 (a retry is answered -1, -1); its
+    release later is a data entry that does not feed the table again."""
+    at = SCHEDULED_HEADER_SIZE + 43
+    if len(data) < at + _PRODUCER_FIELDS.size:
+        return
+    pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, at)
+    if pid < 0:
+        return
+    append_ms = _SCHEDULED_TIMES.unpack_from(data, 10)[0]
+    (last_delta,) = _LAST_DELTA.unpack_from(data, SCHEDULED_HEADER_SIZE + 23)
+    producers.observe_time(append_ms)
+    producers.apply_batch(pid, epoch, seq, last_delta + 1, -1, -1, append_ms, index)
+
+
 def _marker_commits(data: bytes) -> bool:
     """Whether the marker in this entry commits (its control record's key). The leader
     built it (clients cannot send control batches), so it decodes; anything else would
@@ -161,6 +193,11 @@ REPLAY_CHUNK_BYTES = 4 << 20
 COMPACTION_CHUNK_BYTES = 256 << 10
 COMPACTION_SLICE_S = 0.002
 PENDING_REQUESTS_MAX = 10_000
+RELEASE_RETRY_S = 0.05  # a release proposal that was dropped is tried again after this
+# Releases of one partition are at least this far apart (ms): at 10,000 due records/s with
+# a distinct time per ms, one release per ms would cost a Raft round and sync each; 5 ms
+# batches them ~5x for at most 5 ms of extra lateness.
+RELEASE_INTERVAL_MS = 5
 SCAN_CHUNK_BYTES = 64 << 10  # _next_data_entry's read size (at least one entry per read)
 
 
@@ -195,6 +232,7 @@ class PartitionConfig:
     min_cleanable_dirty_ratio: float = 0.5
     min_compaction_lag_ms: int = 0
     retention_share_groups: bool = False  # a queue topic: finished records are deleted
+    max_delivery_delay_ms: int = 7 * 24 * 3600 * 1000
 
     @property
     def compact(self) -> bool:
@@ -218,6 +256,7 @@ class PartitionConfig:
             min_cleanable_dirty_ratio=float(c["min.cleanable.dirty.ratio"]),
             min_compaction_lag_ms=int(c["min.compaction.lag.ms"]),
             retention_share_groups=c["retention.share.groups"] == "true",
+            max_delivery_delay_ms=int(c["max.delivery.delay.ms"]),
         )
 
 
@@ -234,12 +273,13 @@ class _Waiter:
 
 class _Pending:
     __slots__ = ("payload", "spans", "acks", "future", "producer_id", "epoch", "sequence",
-                 "record_count", "transactional", "marker")
+                 "record_count", "transactional", "marker", "deliver_at_ms")
 
     def __init__(self, payload: bytes, spans: list[tuple[int, int]], acks: int,
                  future: asyncio.Future | None, producer_id: int = -1, epoch: int = -1,
                  sequence: int = -1, record_count: int = 0, transactional: bool = False,
-                 marker: bool = False) -> None:
+                 marker: bool = False, deliver_at_ms: int = 0) -> None:
+        self.deliver_at_ms = deliver_at_ms  # > 0: a scheduled entry (_delayed.py)
         self.transactional = transactional
         self.marker = marker  # a transaction marker (write_marker), not a client's batch
         self.payload = payload
@@ -262,7 +302,8 @@ class PartitionReplica:
     """State machine of one partition replica; all methods run on the event loop."""
 
     def __init__(self, topic: str, partition: int, group_id: int, config: PartitionConfig,
-                 mark_dirty: Callable[[int], None], clock_ms: Callable[[], int] | None = None):
+                 mark_dirty: Callable[[int], None], clock_ms: Callable[[], int] | None = None,
+                 schedule_index: ScheduleIndex | None = None):
         self.topic = topic
         self.partition = partition
         self.group_id = group_id
@@ -300,6 +341,12 @@ class PartitionReplica:
         self.shares = ShareTable()
         self._share_waiters: dict[int, tuple[int, asyncio.Future]] = {}
         self.share_changed = asyncio.Event()
+        # -- delayed delivery (_delayed.py): the pending scheduled entries (derived from
+        # the log, rebuilt at attach) and the leader's wake-up at the next due time
+        self.delayed = DelayedState(schedule_index)
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._release_timer_at = 0  # time (ms) the armed timer wakes at
+        self._last_release_ms = 0  # when this leader last proposed releases
         # For metrics only (``_metrics.py``), kept where the data path already has the
         # numbers: the offset after the last record in this replica's durable log
         # (committed or not; from the entries each Ready made durable), and the cumulative
@@ -352,6 +399,7 @@ class PartitionReplica:
         _, tail = self._next_data_entry_backwards(node.last_index, node.applied_index + 1)
         self.log_end_offset = max(self.high_watermark,
                                   tail.last_offset + 1 if tail is not None else 0)
+        self.delayed.reset()
         self._replay_producers(node)
 
     def _replay_producers(self, node) -> None:
@@ -373,8 +421,14 @@ class PartitionReplica:
                     continue
                 if len(data) >= HEADER_SIZE and data[0] == ENTRY_MAGIC:
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
-                    _feed_producers(producers, txns, data, base, lst, at, e.index)
+                    if not self.delayed.apply_data(e.index, e.term):  # not a release
+                        _feed_producers(producers, txns, data, base, lst, at, e.index)
                     hw = lst + 1
+                elif data[0] == SCHEDULED_MAGIC:
+                    self.delayed.apply_scheduled(e.index, data)
+                    _feed_scheduled(producers, data, e.index)
+                elif data[0] == RELEASE_MAGIC:
+                    self.delayed.apply_tag(e.index, e.term, data)
                 elif data[0] == SHARE_MAGIC:
                     self._apply_share(e, hw)
                 elif data[0] == CONTROL_MAGIC:
@@ -433,6 +487,7 @@ class PartitionReplica:
         self.log_end_offset = max(self.log_end_offset, log_start)
         self.applied_index = max(self.applied_index, snapshot.meta.index)
         self._drop_index_below(snapshot.meta.index + 1)
+        self.delayed.drop_through(snapshot.meta.index)
 
     def apply(self, entries: list[Entry]) -> None:
         offsets, raft_indexes = self._index_offsets, self._index_raft
@@ -447,7 +502,13 @@ class PartitionReplica:
                 offsets.append(base)
                 raft_indexes.append(e.index)
                 hw = last + 1
-                _feed_producers(producers, txns, data, base, last, at, e.index)
+                if not self.delayed.apply_data(e.index, e.term):  # not a release
+                    _feed_producers(producers, txns, data, base, last, at, e.index)
+            elif e.kind == EntryKind.NORMAL and data[:1] == b"D":
+                self.delayed.apply_scheduled(e.index, data)
+                _feed_scheduled(producers, data, e.index)
+            elif e.kind == EntryKind.NORMAL and data[:1] == b"E":
+                self.delayed.apply_tag(e.index, e.term, data)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"S":
                 self._apply_share(e, hw)
             elif e.kind == EntryKind.NORMAL and data[:1] == b"C":
@@ -476,12 +537,18 @@ class PartitionReplica:
         self._resolve(self._acks_all, entries)
         if self._share_waiters:
             self._fail_lost_share_ops(entries)
+        if self.delayed.changed or (self.delayed.pending_count
+                                    and self._release_timer is None):
+            self.delayed.changed = False
+            self._arm_release_timer()
 
     def on_ready(self, rd: Ready) -> None:
         if rd.role != Role.LEADER and self._alloc_term:
             self._alloc_term = 0
             self.producers.clear_pending()
             self._marker_epochs.clear()
+        if rd.role != Role.LEADER and self._release_timer is not None:
+            self._cancel_release_timer()
         if rd.entries:
             if self._acks_leader:
                 self._resolve(self._acks_leader, rd.entries)
@@ -541,25 +608,27 @@ class PartitionReplica:
             self._hw_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ produce
-    async def produce(self, payload: bytes, acks: int, timeout_s: float) -> tuple[int, int]:
+    async def produce(self, payload: bytes, acks: int, timeout_s: float,
+                      deliver_at_ms: int = 0) -> tuple[int, int]:
         """Append ``payload`` (RecordBatch v2 bytes, validated here); returns (base, last)
-        offset, or (-1, -1) with acks=0. Raises BrokerError.
+        offset, or (-1, -1) with acks=0 or a delivery time in the future (``deliver_at_ms``:
+        stored as a scheduled entry, ``_delayed.py``). Raises BrokerError.
 
         Requests are not proposed one by one: they queue here and the host's ready loop
         proposes everything queued as one batch of entries per pass (``before_ready``), so
         concurrent producers share one replication round and one sync."""
-        future = self.submit(payload, acks)
+        future = self.submit(payload, acks, deliver_at_ms=deliver_at_ms)
         if future is None:
             return -1, -1
         return await self.wait_acked(future, acks, timeout_s)
 
-    def submit(self, payload: bytes, acks: int,
-               transactional: bool = True) -> asyncio.Future | None:
+    def submit(self, payload: bytes, acks: int, transactional: bool = True,
+               deliver_at_ms: int = 0) -> asyncio.Future | None:
         """Validate and queue ``payload``; the future of its (base, last) offsets (None with
-        acks=0). Synchronous, so a caller that submits in arrival order gets the requests
-        proposed (and sequence-checked) in that order. ``transactional=False`` refuses
-        transactional batches (a door that does not serve transactions). Raises
-        BrokerError."""
+        acks=0; (-1, -1) for a delivery time ``deliver_at_ms`` in the future). Synchronous,
+        so a caller that submits in arrival order gets the requests proposed (and
+        sequence-checked) in that order. ``transactional=False`` refuses transactional
+        batches (a door that does not serve transactions). Raises BrokerError."""
         group = self._require_group()
         node = group.node
         if node.role != Role.LEADER:
@@ -575,9 +644,16 @@ class PartitionReplica:
         if len(self._pending) >= PENDING_REQUESTS_MAX:
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
                               "waiting for this partition; retry with backoff", retriable=True)
+        if deliver_at_ms:
+            deliver_at_ms = self._check_delivery_time(deliver_at_ms)
         spans, headers = self._validated_batches(payload, transactional)
         header = headers[0]
         pid = max(h.producer_id for h in headers)
+        if deliver_at_ms and header.is_transactional:
+            raise BrokerError(Code.INVALID_REQUEST, "delayed batches cannot be transactional "
+                              f"(producer id {pid}): a delayed batch gets its offsets when it "
+                              "is due, after the transaction ended; send it outside the "
+                              "transaction")
         if header.is_transactional and acks == 0:
             raise BrokerError(Code.INVALID_REQUEST, "transactional batches need acks=all "
                               "(or 1): the producer must know they were written before it "
@@ -599,9 +675,25 @@ class PartitionReplica:
         future = asyncio.get_running_loop().create_future() if acks != 0 else None
         self._pending.append(_Pending(payload, spans, acks, future, pid, header.producer_epoch,
                                       header.base_sequence, header.record_count,
-                                      header.is_transactional))
+                                      header.is_transactional, deliver_at_ms=deliver_at_ms))
         self._mark_dirty(self.group_id)
         return future
+
+    def _check_delivery_time(self, deliver_at_ms: int) -> int:
+        """The delivery time to schedule (0: now, an ordinary write); refuses a negative
+        time and one beyond the topic's ``max.delivery.delay.ms`` by the leader's clock."""
+        if deliver_at_ms < 0:
+            raise BrokerError(Code.INVALID_REQUEST, f"deliver_at_ms {deliver_at_ms} is "
+                              "negative; give a time in ms since the Unix epoch (a delay "
+                              "cannot be negative), or 0 to deliver at once")
+        now = self._clock_ms()
+        limit = self.config.max_delivery_delay_ms
+        if deliver_at_ms - now > limit:
+            raise BrokerError(Code.INVALID_REQUEST, f"deliver_at_ms {deliver_at_ms} is "
+                              f"{deliver_at_ms - now} ms ahead of the broker's clock, beyond "
+                              f"max.delivery.delay.ms ({limit}) of topic {self.topic}; "
+                              "deliver sooner or raise the topic's max.delivery.delay.ms")
+        return deliver_at_ms if deliver_at_ms > now else 0
 
     def _validated_batches(self, payload: bytes, transactional: bool = True
                            ) -> tuple[list[tuple[int, int]], list[BatchHeader]]:
@@ -679,7 +771,17 @@ class PartitionReplica:
 
     def before_ready(self) -> None:
         """Propose every queued produce request as one batch of entries (the replicate
-        batcher). Offsets are assigned here, in proposal order."""
+        batcher). Offsets are assigned here, in proposal order. Due delayed records are
+        released first (``_propose_releases``)."""
+        if self.delayed.pending_count:
+            try:
+                self._propose_releases()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the ready loop
+                log.exception("%s/%d: releasing delayed records failed; retrying",
+                              self.topic, self.partition)
+                self._cancel_release_timer()
+                self._release_timer = asyncio.get_running_loop().call_later(
+                    RELEASE_RETRY_S * 20, self._release_due)
         if not self._pending:
             return
         pending, self._pending = self._pending, []
@@ -736,6 +838,14 @@ class PartitionReplica:
                     elif req.future is not None:
                         req.future.set_result((original.base_offset, original.last_offset))
                     continue
+            if req.deliver_at_ms:  # a scheduled entry: no offsets until it is released
+                datas.append(encode_scheduled(req.deliver_at_ms, now_ms, req.payload))
+                placed.append((req, -1, -1))
+                if req.producer_id >= 0:  # its sequences are taken now (duplicates: -1, -1)
+                    accepted.append(producers.add_pending(req.producer_id, req.epoch,
+                                                          req.sequence, req.record_count,
+                                                          -1, -1))
+                continue
             buf = bytearray(HEADER_SIZE + len(req.payload))
             buf[HEADER_SIZE:] = req.payload
             view = memoryview(buf)[HEADER_SIZE:]
@@ -1119,6 +1229,9 @@ class PartitionReplica:
                 limit = tail.cumulative_bytes - cfg.retention_bytes
                 cut = max(cut, self._last_index_where(
                     first, last, lambda h: h.cumulative_bytes <= limit))
+        oldest = self.delayed.index.oldest_index() if self.delayed.pending_count else None
+        if oldest is not None:
+            cut = min(cut, oldest - 1)  # never drop a pending scheduled entry (_delayed.py 4)
         if cut < first:
             return None
         index, header = self._next_data_entry_backwards(cut, first)
@@ -1146,6 +1259,134 @@ class PartitionReplica:
                 + _SHARE_LEN.pack(len(shares)) + shares
                 + _TXN_LEN.pack(len(txns)) + txns
                 + self.producers.encode())
+
+    # ------------------------------------------------------------------ delayed delivery
+    def _propose_releases(self) -> None:
+        """Leader: propose the release of every due scheduled entry not yet proposed this
+        term (``_delayed.py`` rules 2-3): per up to ``RELEASE_KEYS_MAX`` of them, a release
+        tag and, right after it, one data entry with their batches (offsets assigned now,
+        in key order). The batches are copied as stored; never decoded."""
+        group = self.group
+        if group is None or group.closed:
+            return
+        node = group.node
+        if node.role != Role.LEADER:
+            return
+        if self._alloc_term != node.term:
+            self._reload_allocation()
+        delayed = self.delayed
+        delayed.new_term(node.term)
+        start = self._term_start_index
+        if self.applied_index < start or (not start and not self.share_ready()):
+            return  # apply() arms the timer again once our term's first entry applied
+        now_ms = self._clock_ms()
+        keys = delayed.due(now_ms, min(IN_FLIGHT_MAX - len(delayed.in_flight),
+                                       RELEASE_KEYS_MAX * 4))
+        if not keys:
+            self._arm_release_timer()
+            return
+        next_offset, cumulative = self._next_offset, self._cumulative
+        datas: list[bytes] = []
+        proposed: list[Key] = []
+        chunk_keys: list[Key] = []
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+
+        def flush() -> None:
+            nonlocal next_offset, cumulative, chunk_bytes
+            payload = b"".join(chunk)
+            spans = []
+            pos = 0
+            while pos < len(payload):
+                end = pos + parse_header(payload, pos).size
+                spans.append((pos, end))
+                pos = end
+            buf = bytearray(HEADER_SIZE + len(payload))
+            buf[HEADER_SIZE:] = payload
+            view = memoryview(buf)[HEADER_SIZE:]
+            nxt = assign_offsets(view, next_offset, spans)
+            view.release()
+            cumulative += len(payload)
+            _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, next_offset, nxt - 1, now_ms, cumulative)
+            datas.append(encode_release_tag(chunk_keys))
+            datas.append(bytes(buf))
+            proposed.extend(chunk_keys)
+            next_offset = nxt
+            chunk_keys.clear()
+            chunk.clear()
+            chunk_bytes = 0
+
+        for key in keys:
+            try:
+                entries = node.log_entries(key[1], key[1] + 1)
+            except CompactedError:
+                entries = []
+            data = entries[0].data if entries else b""
+            if scheduled_deliver_at(data) != key[0]:
+                # cannot happen (retention keeps pending entries); never retried this term
+                log.error("%s/%d: scheduled entry %d (due %d) is not in the log; not released",
+                          self.topic, self.partition, key[1], key[0])
+                delayed.in_flight.add(key)
+                continue
+            batches = memoryview(data)[SCHEDULED_HEADER_SIZE:]
+            if chunk and (len(chunk_keys) >= RELEASE_KEYS_MAX
+                          or chunk_bytes + len(batches) > RELEASE_BYTES_MAX):
+                flush()
+            chunk_keys.append(key)
+            chunk.append(batches)
+            chunk_bytes += len(batches)
+        if chunk:
+            flush()
+        if datas:
+            try:
+                node.propose_batch(datas)
+            except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
+                log.debug("%s/%d: release not proposed: %r", self.topic, self.partition, exc)
+                self._cancel_release_timer()  # try again shortly (a transfer may be on)
+                self._release_timer_at = now_ms
+                self._release_timer = asyncio.get_running_loop().call_later(
+                    RELEASE_RETRY_S, self._release_due)
+                return
+            self._next_offset, self._cumulative = next_offset, cumulative
+            delayed.in_flight.update(proposed)
+            self._last_release_ms = now_ms
+        self._arm_release_timer()
+
+    def _arm_release_timer(self) -> None:
+        """Leader: wake the ready loop for this group when the next pending key not yet
+        proposed is due (at once if it is); earlier timers win. Not a poll: one timer."""
+        group = self.group
+        if group is None or group.closed or group.node.role != Role.LEADER:
+            self._cancel_release_timer()
+            return
+        self.delayed.new_term(group.node.term)
+        due = self.delayed.next_due_ms()
+        if due is None:
+            self._cancel_release_timer()
+            return
+        due = max(due, self._last_release_ms + RELEASE_INTERVAL_MS)
+        if self._release_timer is not None:
+            if self._release_timer_at <= due:
+                return
+            self._release_timer.cancel()
+        delay_s = max(0.0, (due - self._clock_ms()) / 1000)
+        self._release_timer_at = due
+        self._release_timer = asyncio.get_running_loop().call_later(delay_s,
+                                                                    self._release_due)
+
+    def _release_due(self) -> None:
+        self._release_timer = None
+        self._mark_dirty(self.group_id)
+
+    def _cancel_release_timer(self) -> None:
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+
+    @property
+    def delayed_pending(self) -> int:
+        """Scheduled entries (produce requests) not released yet on this replica."""
+        return self.delayed.pending_count
 
     # ------------------------------------------------------------------ share groups
     def _apply_share(self, e: Entry, hw: int) -> None:
@@ -1453,6 +1694,7 @@ class PartitionReplica:
         return self.group
 
     def fail_waiters(self, error: BrokerError) -> None:
+        self._cancel_release_timer()
         pending, self._pending = self._pending, []
         _fail(pending, error)
         duplicates, self._dup_waiters = self._dup_waiters, []

@@ -268,7 +268,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         started = time.perf_counter()
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, request)
-            base, last = await replica.produce(payload, acks, timeout_s)
+            base, last = await replica.produce(payload, acks, timeout_s,
+                                               deliver_at_ms=request.deliver_at_ms)
         finally:
             metrics.produce_latency[acks_level].observe(time.perf_counter() - started)
         return broker_pb2.ProduceResponse(base_offset=base, last_offset=last,
@@ -335,7 +336,7 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
             return
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, item.request)
-            future = replica.submit(payload, acks)
+            future = replica.submit(payload, acks, deliver_at_ms=item.request.deliver_at_ms)
         except BrokerError as exc:
             fail(exc)
             return

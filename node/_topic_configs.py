@@ -78,6 +78,10 @@ TOPIC_CONFIGS: Final[Mapping[str, ConfigSpec]] = types.MappingProxyType({
     "delete.retention.ms": _spec(
         "86400000", _integer(0, INT64_MAX),
         "how long compaction keeps a tombstone (a record with a null value), in ms"),
+    "max.delivery.delay.ms": _spec(
+        "604800000", _integer(0, INT64_MAX),
+        "the furthest ahead a producer may set a record's delivery time (delayed "
+        "delivery), in ms (default 7 days); 0: no delayed records"),
     "max.message.bytes": _spec(
         "1048576", _integer(1, 64 * 1024 * 1024),
         "the largest record batch the topic accepts, in bytes"),

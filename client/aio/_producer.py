@@ -43,6 +43,7 @@ import grpc
 
 from raftka.client._security import ClientSecurity
 from raftka.client._accumulator import Accumulator, Batch
+from raftka.client._delivery import Delay, DeliverAt, delivery_time_ms
 from raftka.client._idempotence import IdempotenceState
 from raftka.client._produce_stream import error_from_info
 from raftka.client._producer import (
@@ -433,12 +434,19 @@ class Producer:
         | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
+        *,
+        deliver_at: DeliverAt | None = None,
+        delay: Delay | None = None,
     ) -> asyncio.Future[RecordMetadata]:
         """Queue one record; returns a future of ``(partition, offset)``, resolved once
         the broker acknowledged it per ``acks`` (or failed with a :class:`RaftkaError`).
         Waits (up to ``max_block_ms``) only for the topic's metadata the first time or
-        for buffer room. Raises ProducerClosedError after ``close()``."""
+        for buffer room. Raises ProducerClosedError after ``close()``. ``delay`` /
+        ``deliver_at``: delayed delivery, as the threaded ``Producer.send`` (the offset
+        is then -1)."""
         self._check_open()
+        deliver_at_ms = (delivery_time_ms(deliver_at, delay)
+                         if deliver_at is not None or delay is not None else 0)
         key_b = key if key is None or type(key) is bytes else _to_bytes(key, "key")
         value_b = (value if value is None or type(value) is bytes
                    else _to_bytes(value, "value"))
@@ -452,7 +460,7 @@ class Producer:
             fut.set_exception(e)
             return fut
         batch, changed = self._accumulator.append(topic, chosen, count, key_b, value_b,
-                                                  hdrs, timestamp_ms, size)
+                                                  hdrs, timestamp_ms, size, deliver_at_ms)
         batch.futures.append(fut)
         self._kick(topic, batch.partition, changed)
         return fut

@@ -32,6 +32,7 @@ from raftka.node._topic_configs import TOPIC_CONFIGS
 DEFAULT_CONFIGS = {
     "cleanup.policy": "delete",
     "delete.retention.ms": "86400000",
+    "max.delivery.delay.ms": "604800000",
     "max.message.bytes": "1048576",
     "min.cleanable.dirty.ratio": "0.5",
     "min.compaction.lag.ms": "0",

@@ -53,20 +53,22 @@ class RecordList(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("topic", "partition", "acks", "timeout_ms", "record_batches", "records")
+    __slots__ = ("topic", "partition", "acks", "timeout_ms", "record_batches", "records", "deliver_at_ms")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     RECORD_BATCHES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
     acks: Acks
     timeout_ms: int
     record_batches: bytes
     records: RecordList
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., acks: _Optional[_Union[Acks, str]] = ..., timeout_ms: _Optional[int] = ..., record_batches: _Optional[bytes] = ..., records: _Optional[_Union[RecordList, _Mapping]] = ...) -> None: ...
+    deliver_at_ms: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., acks: _Optional[_Union[Acks, str]] = ..., timeout_ms: _Optional[int] = ..., record_batches: _Optional[bytes] = ..., records: _Optional[_Union[RecordList, _Mapping]] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
 
 class ProduceResponse(_message.Message):
     __slots__ = ("base_offset", "last_offset", "high_watermark", "throttle_time_ms")
