@@ -752,6 +752,10 @@ class ControllerState:
         reason = node_address_error(addr)
         if reason is not None:
             return _error(errors_pb2.INVALID_REQUEST, reason)
+        if node == 0:  # the same node asking again (its answer was lost): its id
+            for other, known in sorted(self._addresses.items()):
+                if known[:3] == addr[:3]:
+                    return cmd._replace(node_id=other)
         if node == 0 and max(self._node_ids) >= NODE_ID_MAX:
             return _error(errors_pb2.INVALID_REQUEST, "node ids exhausted; join with an --id")
         if node in self._removed:
