@@ -235,9 +235,6 @@ class NodeConfig:
             os.close(fd)
 
     def _validate_join(self) -> None:
-        if self.peers:
-            raise ConfigError("--join and --peers exclude each other: a node either is one of "
-                              "the cluster's first nodes (--peers) or joins a running one")
         if self.node_id < 0:
             raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
         for addr in self.join:
@@ -251,8 +248,11 @@ class NodeConfig:
             self.advertise = self.listen
 
     def validate(self) -> None:
+        if self.join and self.peers:
+            raise ConfigError("--join and --peers exclude each other: a node either is one of "
+                              "the cluster's first nodes (--peers) or joins a running one")
         if not self.peers and self.membership_path().exists():
-            self._load_membership()
+            self._load_membership()  # joined before: a join given again is not needed
         if self.join_pending:
             self._validate_join()
         elif self.node_id <= 0:
