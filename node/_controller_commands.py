@@ -38,8 +38,8 @@ Cluster operations (issue 19)::
     {"node_id":4,"op":"cancel_decommission","v":1}
     {"node_id":4,"op":"remove_node","v":1}   (by the controller leader, once a
                                              decommissioned node holds no replica)
-    {"address":"10.0.0.4:7001","joining":true,"kafka_address":"","node_id":4,
-     "op":"register_node","peer_address":"","rack":"","v":1}
+    {"address":"10.0.0.4:7001","kafka_address":"","node_id":4,"op":"register_node",
+     "peer_address":"","rack":"","v":1}
                                  (a node joins, or re-registers on restart; node_id 0: the
                                   controller picks the next unused id when it applies it)
 
@@ -199,7 +199,6 @@ class RegisterNode(NamedTuple):
     peer_address: str  # host:port of the node's peer port; "" if it has none
     kafka_address: str  # host:port Kafka clients use; "" without a Kafka listener
     rack: str
-    joining: bool  # a node that was not in --peers (refused for an id in use)
 
 
 Command = (ReassignPartition | CancelReassignment | CompleteReassignment
@@ -333,10 +332,10 @@ def encode_remove_node(node_id: int) -> bytes:
 
 
 def encode_register_node(node_id: int, address: str, peer_address: str = "",
-                         kafka_address: str = "", rack: str = "", joining: bool = True) -> bytes:
+                         kafka_address: str = "", rack: str = "") -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_REGISTER_NODE, "node_id": node_id,
                            "address": address, "peer_address": peer_address,
-                           "kafka_address": kafka_address, "rack": rack, "joining": joining})
+                           "kafka_address": kafka_address, "rack": rack})
 
 
 def encode_delete_user(name: str) -> bytes:
@@ -389,7 +388,7 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_CANCEL_DECOMMISSION: (frozenset({"node_id"}), frozenset()),
     OP_REMOVE_NODE: (frozenset({"node_id"}), frozenset()),
     OP_REGISTER_NODE: (frozenset({"node_id", "address", "peer_address", "kafka_address",
-                                  "rack", "joining"}), frozenset()),
+                                  "rack"}), frozenset()),
 }
 
 
@@ -468,7 +467,7 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
     if op == OP_REGISTER_NODE:
         return RegisterNode(_int_field(obj, "node_id"), _str_field(obj, "address"),
                             _str_field(obj, "peer_address"), _str_field(obj, "kafka_address"),
-                            _str_field(obj, "rack"), _bool_field(obj, "joining"))
+                            _str_field(obj, "rack"))
     return AllocateProducerIds(_int_field(obj, "count"))
 
 

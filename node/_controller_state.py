@@ -766,18 +766,14 @@ class ControllerState:
         if current is not None:
             if current[:3] == addr[:3]:
                 return cmd  # a restart: the same node again
-            if cmd.joining:
-                return _error(errors_pb2.INVALID_REQUEST, f"node id {node} is in use by the "
-                              f"node at {current.address}; join with another --id, or none "
-                              "to let the controller pick one")
-        elif node in self._node_ids and cmd.joining:
+            return _error(errors_pb2.INVALID_REQUEST, f"node id {node} is in use by the "
+                          f"node at {current.address}; join with another --id, or none to "
+                          "let the controller pick one")
+        if node in self._node_ids:
             return _error(errors_pb2.INVALID_REQUEST, f"node id {node} is in use by one of "
                           f"the cluster's first nodes {list(self._initial_ids)}; join with "
                           "another --id, or none to let the controller pick one")
-        elif node not in self._node_ids and not cmd.joining:
-            return _error(errors_pb2.INVALID_REQUEST, f"node {node} is not a cluster node; "
-                          "a new node joins")
-        if node not in self._node_ids and len(self._node_ids) >= NODES_MAX:
+        if len(self._node_ids) >= NODES_MAX:
             return _error(errors_pb2.INVALID_REQUEST, f"at most {NODES_MAX} nodes in a cluster")
         for other, known in self._addresses.items():
             if other != node and known.address == addr.address:

@@ -924,7 +924,7 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                                       f"{nid}'s; give the new node its own --advertise address")
             result = await b.controller.propose(encode_register_node(
                 request.node_id, request.address, request.peer_address,
-                request.kafka_address, request.rack, joining=True), timeout_s)
+                request.kafka_address, request.rack), timeout_s)
             if not result.ok:
                 raise BrokerError(result.code, result.message)
             return admin_pb2.JoinClusterResponse(

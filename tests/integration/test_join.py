@@ -7,6 +7,7 @@ controller; a join with an id in use is refused and changes nothing."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,12 @@ def test_a_node_joins_takes_a_moved_partition_and_restarts_without_join(
     # it has the metadata: it answers Metadata naming every node
     wait_for(lambda: set(_brokers(cluster3, 4)) == {1, 2, 3, 4}, 30,
              "the new node to answer Metadata")
+    wait_for(lambda: {n.id: n.reachable for n in admin.describe_cluster().nodes}.get(4), 30,
+             "DescribeCluster to show node 4 reachable")
+    env = dict(os.environ, RAFTKA_BOOTSTRAP=cluster3.peers[1])
+    shown = subprocess.run([sys.executable, "-m", "raftka.client", "cluster", "nodes"],
+                           text=True, capture_output=True, env=env, cwd=REPO, timeout=60)
+    assert shown.returncode == 0 and address in shown.stdout, shown.stdout + shown.stderr
 
     cluster3.create_topic("onto-new", replicas=3)
     before = tuple(admin.describe_topic("onto-new").partitions[0].replicas)

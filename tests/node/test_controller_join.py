@@ -37,7 +37,7 @@ def join(log: Log, node_id: int, address: str, **kw):
 
 def test_the_command_round_trips() -> None:
     data = encode_register_node(4, "h:1", "h:2", "h:3", "rack-a")
-    assert decode_command(data) == RegisterNode(4, "h:1", "h:2", "h:3", "rack-a", True)
+    assert decode_command(data) == RegisterNode(4, "h:1", "h:2", "h:3", "rack-a")
 
 
 def test_a_node_joins_with_its_id_and_can_take_replicas(log: Log) -> None:
