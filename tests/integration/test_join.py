@@ -2,7 +2,8 @@
 only ``--join`` (and ``--id``) is registered through the controller, shows in Metadata,
 follows the controller group as a learner, takes a partition moved onto it under an acks=all
 producer, and restarts without ``--join``; a node without ``--id`` gets one from the
-controller; a join with an id in use is refused and changes nothing."""
+controller and may get replicas of a new topic; a joined learner takes a decommissioned
+controller voter's place; a join with an id in use is refused and changes nothing."""
 
 from __future__ import annotations
 
@@ -142,14 +143,33 @@ def test_the_controller_picks_an_unused_id(cluster3: Cluster, admin: Admin) -> N
     assert node_id in placed
 
 
+def test_a_joined_learner_replaces_a_decommissioned_controller_voter(
+        cluster3: Cluster, admin: Admin) -> None:
+    voters = {x.id for x in admin.list_nodes() if x.controller_voter}
+    assert voters == {1, 2, 3}  # joined nodes are learners until a voter must be replaced
+    admin.decommission_node(3)
+
+    def replaced():
+        nodes = {x.id: x for x in admin.list_nodes()}
+        now = {n for n, x in nodes.items() if x.controller_voter}
+        return nodes[3].state == "removed" and len(now) == 3 and 3 not in now and now
+    now = wait_for(replaced, 60, "node 3 drained and a joined node voting in its place")
+    assert now & {n for n in cluster3.peers if n > 3}
+    wait_for(lambda: cluster3.broker(1).Metadata(broker_pb2.MetadataRequest(),
+                                                 timeout=5).controller_id in now, 30,
+             "a controller leader among the voters")
+
+
 def test_a_join_with_an_id_in_use_is_refused(cluster3: Cluster, admin: Admin) -> None:
     before = sorted((x.id, x.address) for x in admin.list_nodes())
-    for taken in (2, 4):  # a first node's id; a joined node's id with another address
+    # a first node's id; a joined node's id with another address; a removed node's id
+    for taken, words in ((2, "node id 2 is in use"), (4, "node id 4 is in use"),
+                         (3, "ids are never reused")):
         address = f"127.0.0.1:{free_ports(1)[0]}"
         result = subprocess.run(
             _node_command(cluster3, cluster3.root / f"node-taken-{taken}", address, taken,
                           True), cwd=REPO, capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, result.stderr[-2000:]
-        assert f"node id {taken} is in use" in result.stderr, result.stderr[-2000:]
+        assert words in result.stderr, result.stderr[-2000:]
         assert not (cluster3.root / f"node-taken-{taken}" / "membership.json").exists()
     assert sorted((x.id, x.address) for x in admin.list_nodes()) == before
