@@ -51,6 +51,12 @@ time, promotion first: the group never has fewer voters than it started with whi
 replacement exists, and a lost voter of three (``remove --dead``) gets the group back to
 three healthy voters without an outage. A leader that is itself to be demoted hands its
 leadership to the most caught-up other voter first.
+
+Before any of that, a node registered by a join (``register_node``, ``_join.py``) that is in
+neither the voters nor the learners of the controller group is added as a learner (etcd's
+learner-first member add), one per step; and while the voters are fewer than
+``min(CONTROLLER_VOTERS_MAX, active nodes)`` (a cluster that started with fewer nodes), a
+caught-up learner is promoted.
 """
 
 from __future__ import annotations
