@@ -200,8 +200,10 @@ class NodeConfig:
         self.node_id = node_id
         self.peers = peers
         self.initial_node_ids = initial
-        for nid, addr in kafka_peers.items():
-            self.kafka_peers.setdefault(nid, addr)
+        if self.kafka_listen:  # without a Kafka listener, nobody asks for them
+            for nid, addr in kafka_peers.items():
+                if nid != node_id:
+                    self.kafka_peers.setdefault(nid, addr)
 
     def joined_as(self, node_id: int, peers: dict[int, str], kafka_peers: dict[int, str],
                   initial_node_ids: tuple[int, ...]) -> None:
@@ -211,15 +213,15 @@ class NodeConfig:
         self.peers = dict(peers)
         self.peers[node_id] = self.advertise
         self.initial_node_ids = tuple(sorted(initial_node_ids))
-        for nid, addr in kafka_peers.items():
-            if addr:
-                self.kafka_peers.setdefault(nid, addr)
         if self.kafka_listen:
+            for nid, addr in kafka_peers.items():
+                if addr and nid != node_id:
+                    self.kafka_peers.setdefault(nid, addr)
             self._fill_kafka_peers()
         body = json.dumps({"node_id": node_id, "initial_node_ids": list(self.initial_node_ids),
                            "peers": {str(k): v for k, v in sorted(self.peers.items())},
-                           "kafka_peers": {str(k): v for k, v in
-                                           sorted(self.kafka_peers.items())}}, indent=1)
+                           "kafka_peers": {str(k): v for k, v in sorted(kafka_peers.items())
+                                           if v and k != node_id}}, indent=1)
         path = self.membership_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -20,12 +20,13 @@ from raftka.client import Admin
 from raftka.v1 import broker_pb2
 
 from tests.harness import REPO, Cluster, free_ports, wait_for
+from tests.kafka.test_wire import _answer, _connect, _read_frame, _request
 from tests.integration.test_reassignment import Writer, _assert_new_replicas_hold_every_ack
 
 
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("join"), 3)
+    c = Cluster(tmp_path_factory.mktemp("join"), 3, kafka=True)
     try:
         c.start_all()
         yield c
@@ -40,9 +41,11 @@ def admin(cluster3: Cluster) -> Iterator[Admin]:
 
 
 def _node_command(cluster: Cluster, data_dir: Path, address: str, node_id: int | None,
-                  join: bool) -> list[str]:
+                  join: bool, kafka: str = "") -> list[str]:
     cmd = [sys.executable, "-m", "raftka.node", "--listen", address, "--data-dir",
            str(data_dir), "--tick-ms", str(cluster.tick_ms), "--log-level", "info"]
+    if kafka:
+        cmd += ["--kafka-listen", kafka]
     if node_id is not None:
         cmd += ["--id", str(node_id)]
     if join:  # any member will do; two given, tried in turn
@@ -51,13 +54,15 @@ def _node_command(cluster: Cluster, data_dir: Path, address: str, node_id: int |
 
 
 def _start_joiner(cluster: Cluster, name: str, node_id: int | None, join: bool = True,
-                  address: str | None = None) -> tuple[subprocess.Popen, str]:
+                  address: str | None = None, kafka: str = ""
+                  ) -> tuple[subprocess.Popen, str]:
     """Start a node outside the harness's --peers (it joins, or restarts after joining);
     the cluster's stop_all stops it like the others."""
     address = address or f"127.0.0.1:{free_ports(1)[0]}"
     with open(cluster.root / f"node-{name}.log", "ab") as log:
         proc = subprocess.Popen(
-            _node_command(cluster, cluster.root / f"node-{name}", address, node_id, join),
+            _node_command(cluster, cluster.root / f"node-{name}", address, node_id, join,
+                          kafka),
             cwd=REPO, stdout=log, stderr=log, start_new_session=True)
     cluster._started.append(proc)
     return proc, address
@@ -74,6 +79,14 @@ def _brokers(cluster: Cluster, node: int) -> dict[int, str]:
     return {b.id: b.address for b in md.brokers}
 
 
+def _kafka_brokers(cluster: Cluster, node: int) -> dict[int, str]:
+    """Node id -> host:port in a Kafka Metadata (v12) answer of ``node``'s Kafka listener."""
+    with _connect(cluster, node) as s:
+        s.sendall(_request(3, 12, 1, {"topics": None}))
+        _, body = _answer(_read_frame(s), 3, 12)
+    return {b.node_id: f"{b.host}:{b.port}" for b in body.brokers}
+
+
 def _wait_member(cluster: Cluster, admin: Admin, node_id: int, address: str) -> None:
     for n in (1, 2, 3):
         wait_for(lambda n=n: _brokers(cluster, n).get(node_id) == address, 30,
@@ -85,10 +98,14 @@ def _wait_member(cluster: Cluster, admin: Admin, node_id: int, address: str) -> 
 
 def test_a_node_joins_takes_a_moved_partition_and_restarts_without_join(
         cluster3: Cluster, admin: Admin) -> None:
-    proc, address = _start_joiner(cluster3, "4", 4)
+    kafka = f"127.0.0.1:{free_ports(1)[0]}"
+    proc, address = _start_joiner(cluster3, "4", 4, kafka=kafka)
     assert _joined_id(cluster3, "4") == 4
     _wait_member(cluster3, admin, 4, address)
     cluster3.procs[4] = proc
+    # Kafka clients see it too, at the Kafka address it advertised
+    wait_for(lambda: _kafka_brokers(cluster3, 1).get(4) == kafka, 30,
+             "the Kafka listener's Metadata to list node 4")
     # learner-first: it follows the controller group without voting (3 voters stay)
     nodes = {x.id: x for x in admin.list_nodes()}
     assert nodes[4].state == "active" and not nodes[4].controller_voter
@@ -117,7 +134,7 @@ def test_a_node_joins_takes_a_moved_partition_and_restarts_without_join(
 
     # restart without --join: it starts from what it persisted, with its replica
     cluster3.terminate(4)
-    proc, _ = _start_joiner(cluster3, "4", None, join=False, address=address)
+    proc, _ = _start_joiner(cluster3, "4", None, join=False, address=address, kafka=kafka)
     cluster3.procs[4] = proc
     cluster3.produce("onto-new", 0, _batch(b"after the restart"))
     writer.sent.append(b"after the restart")

@@ -126,9 +126,14 @@ def test_join_flags_need_no_peers_and_exclude_them(tmp_path) -> None:
 def test_a_joined_node_restarts_from_its_membership_file(tmp_path) -> None:
     cfg = from_args(["--id", "7", "--join", "h:1", "--listen", "127.0.0.1:7007",
                      "--data-dir", str(tmp_path)])
-    cfg.joined_as(7, {1: "h:1", 2: "h:2"}, {}, (1, 2))
+    cfg.joined_as(7, {1: "h:1", 2: "h:2"}, {1: "h:9092"}, (1, 2))
     again = from_args(["--listen", "127.0.0.1:7007", "--data-dir", str(tmp_path)])
     assert (again.node_id, again.initial_node_ids, again.joined) == (7, (1, 2), True)
     assert again.peers == {1: "h:1", 2: "h:2", 7: "127.0.0.1:7007"}
+    assert again.kafka_peers == {}  # no Kafka listener here: the members' are not needed
+    with_kafka = from_args(["--listen", "127.0.0.1:7007", "--data-dir", str(tmp_path),
+                            "--kafka-listen", "127.0.0.1:9097"])
+    assert with_kafka.kafka_peers[1] == "h:9092"
+    assert with_kafka.kafka_peers[7] == "127.0.0.1:9097"
     with pytest.raises(ConfigError, match="differs from the id this node joined with"):
         from_args(["--id", "8", "--listen", "127.0.0.1:7007", "--data-dir", str(tmp_path)])
