@@ -190,3 +190,21 @@ def test_a_join_with_an_id_in_use_is_refused(cluster3: Cluster, admin: Admin) ->
         assert words in result.stderr, result.stderr[-2000:]
         assert not (cluster3.root / f"node-taken-{taken}" / "membership.json").exists()
     assert sorted((x.id, x.address) for x in admin.list_nodes()) == before
+
+
+def test_a_one_node_cluster_grows_to_three_controller_voters_by_joins(
+        tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, 1)
+    try:
+        cluster.start_all()
+        cluster.peers[2] = cluster.peers[1]  # _node_command joins through "2,1"
+        for name in ("a", "b"):
+            _start_joiner(cluster, name, None)
+            _joined_id(cluster, name)
+        with Admin(cluster.peers[1]) as admin:
+            def voters() -> list[int] | None:
+                ids = [x.id for x in admin.list_nodes() if x.controller_voter]
+                return ids if len(ids) == 3 else None
+            assert wait_for(voters, 60, "three controller voters") == [1, 2, 3]
+    finally:
+        cluster.stop_all()
