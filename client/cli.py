@@ -4,6 +4,7 @@
 
     raftka dev [--nodes 3] [--data-dir ./raftka-data] [--base-port 7001]   (python -m raftka.node.dev)
     raftka node --id 1 --listen H:P --peers 1=H:P,... --data-dir D          (python -m raftka.node)
+    raftka node --listen H:P --join H:P,... --data-dir D [--id N]             (join a running cluster)
     raftka topic create NAME [-p N] [-r R] [-c key=value ...] [--no-wait]
     raftka topic list | describe NAME | delete NAME
     raftka topic add-partitions NAME -p TOTAL

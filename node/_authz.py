@@ -209,6 +209,7 @@ RULES: dict[str, Rule] = {
     _A + "SetReassignmentThrottle": Rule(_cluster("ALTER_CONFIGS")),
     _A + "DecommissionNode": Rule(_cluster("ALTER")),
     _A + "ListNodes": Rule(_cluster("DESCRIBE")),
+    _A + "JoinCluster": Rule(_cluster("CLUSTER_ACTION")),  # Kafka: BrokerRegistration
     # GroupCoordinator
     _G + "FindCoordinator": Rule(_group("DESCRIBE")),
     _G + "Heartbeat": Rule(_group("READ", "READ", lambda r: r.topics)),

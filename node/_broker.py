@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from raftka.raft import ConfState, Role, Snapshot
-from raftka.v1 import raft_pb2
+from raftka.v1 import admin_pb2, raft_pb2
 from raftka.raft.rocksdb import RocksLogDB
 
 from ._config import NodeConfig
@@ -53,6 +53,10 @@ def _log_abort_failure(task: asyncio.Future) -> None:
 
 class Broker:
     def __init__(self, config: NodeConfig) -> None:
+        # The cluster's nodes: config.peers (client addresses), config.kafka_peers and
+        # peer_channels.addresses start from --peers (or the membership file of a node that
+        # joined) and grow with every node registered in the controller metadata
+        # (``_learn_nodes``); they are never shrunk (a removed node keeps its address).
         self.config = config
         self.node_id = config.node_id
         self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
@@ -65,7 +69,8 @@ class Broker:
         self.peer_channels = peer_channels(config)  # where and how Raft traffic goes
         self.host = RaftHost(config.node_id, self.db, self.peer_channels.addresses, timing,
                              observer=self.metrics, open_channel=self.peer_channels.open)
-        self.controller = ControllerReplica(list(config.peers), self._reconcile, self.host.mark)
+        self.controller = ControllerReplica(
+            list(config.initial_node_ids or config.peers), self._reconcile, self.host.mark)
         # node id -> rack (follower fetching): ours from the config, the peers' from the
         # hello that opens each of their Raft streams to us (_transport.py)
         self.racks: dict[int, str] = {nid: "" for nid in config.peers}
@@ -83,8 +88,11 @@ class Broker:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        # A node that joined starts outside the controller group's configuration: the
+        # controller leader adds it as a learner and catches it up (_reassignment.py).
         group = self.host.add_group(
-            self.controller.group_id, self.controller, controller_conf(self.config.peers))
+            self.controller.group_id, self.controller,
+            ConfState() if self.config.joined else controller_conf(self.config.peers))
         self.controller.group = group
         self.host.start()
         loop = asyncio.get_running_loop()
@@ -114,6 +122,7 @@ class Broker:
         """Start the replicas the committed metadata gives this node, stop the others, and
         hand every replica its topic's current configs (an alter takes effect at once)."""
         state = self.controller.state
+        self._learn_nodes()
         ids = {name: meta.topic_id for name, meta in state.topics.items()}
         now_ms = int(time.time() * 1000)
         for name, topic_id in self._topic_ids.items():
@@ -140,6 +149,43 @@ class Broker:
                          dict(topic.configs) or "the defaults")
         self._metadata_applied.set()
         self._metadata_applied = asyncio.Event()
+
+    def _learn_nodes(self) -> None:
+        """Take the addresses of the nodes registered in the metadata (nodes that joined):
+        the transport connects to new ones; Metadata, DescribeCluster and the Kafka
+        listener name them."""
+        config = self.config
+        for nid, addr in self.controller.state.node_addresses.items():
+            if config.peers.get(nid) != addr.address:
+                config.peers[nid] = addr.address
+            peer = addr.peer_address or addr.address
+            if nid != self.node_id and self.peer_channels.addresses.get(nid) != peer:
+                self.peer_channels.addresses[nid] = peer
+                if self.host.transport.add_peer(nid, peer):
+                    self.host.driver.add_peer(nid)
+                    log.info("node %d joined the cluster at %s", nid, addr.address)
+            if addr.rack or nid not in self.racks:
+                self.racks[nid] = addr.rack if nid != self.node_id else config.rack
+            if config.kafka_listen:
+                port = config.kafka_advertised.rpartition(":")[2]
+                kafka = addr.kafka_address or f"{addr.address.rpartition(':')[0]}:{port}"
+                if nid != self.node_id:
+                    config.kafka_peers[nid] = kafka
+
+    def cluster_nodes(self) -> list[admin_pb2.ClusterNode]:
+        """Every node this node knows, with its addresses (the join answer)."""
+        config = self.config
+        registered = self.controller.state.node_addresses
+        out = []
+        for nid in sorted(set(config.peers) | set(registered)):
+            addr = registered.get(nid)
+            out.append(admin_pb2.ClusterNode(
+                id=nid, address=config.peers.get(nid, addr.address if addr else ""),
+                peer_address=(addr.peer_address if addr else
+                              config.peer_peers.get(nid, "")),
+                kafka_address=config.kafka_peers.get(nid, ""),
+                rack=self.racks.get(nid, "")))
+        return out
 
     async def wait_for_metadata(self, predicate: Callable[[Any], bool], timeout_s: float) -> bool:
         """Wait until ``predicate(controller state)`` holds in this node's applied metadata,

@@ -36,17 +36,28 @@ TOML example::
     kafka_peers = { 1 = "10.0.0.1:9092", 2 = "10.0.0.2:9092", 3 = "10.0.0.3:9092" }
     # every node's Kafka address, for Metadata answers (default: each peer's host with
     # this node's Kafka port)
+
+Joining a running cluster (instead of ``peers``; ``id`` optional: the controller picks one)::
+
+    join = ["10.0.0.1:7001", "10.0.0.2:7001"]   # any members; tried in turn
+
+The node asks a member to register it (``_join.py``) and writes what it learned to
+``<data_dir>/membership.json``; from then on it starts from that file, without ``join``
+(a ``join`` given again is ignored once the file exists).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 RACK_LENGTH_MAX = 64
+MEMBERSHIP_FILE = "membership.json"
 
 
 class ConfigError(ValueError):
@@ -153,11 +164,102 @@ class NodeConfig:
     kafka_listen: str = ""
     kafka_advertised: str = ""  # what Metadata names this node as (default: kafka_listen)
     kafka_peers: dict[int, str] = field(default_factory=dict)  # every node's Kafka address
+    # members to ask to join through (``_join.py``); [] for a node listed in --peers or one
+    # that joined before (its membership file says so)
+    join: list[str] = field(default_factory=list)
+    # the nodes the cluster started with (its first nodes' --peers); () = sorted(peers)
+    initial_node_ids: tuple[int, ...] = ()
+
+    @property
+    def join_pending(self) -> bool:
+        """Whether this node must still ask a member to join (no membership file yet)."""
+        return bool(self.join) and not self.peers
+
+    @property
+    def joined(self) -> bool:
+        """Whether this node joined a running cluster (it is not one of the first nodes)."""
+        return bool(self.initial_node_ids) and self.node_id not in self.initial_node_ids
+
+    def membership_path(self) -> Path:
+        return self.data_dir / MEMBERSHIP_FILE
+
+    def _load_membership(self) -> None:
+        path = self.membership_path()
+        try:
+            raw = json.loads(path.read_text())
+            node_id = int(raw["node_id"])
+            peers = {int(k): str(v) for k, v in dict(raw["peers"]).items()}
+            kafka_peers = {int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()}
+            initial = tuple(sorted(int(n) for n in raw["initial_node_ids"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"cannot read {path} (written when this node joined): {exc}; "
+                              "restore it, or wipe the data directory and join again") from None
+        if self.node_id and self.node_id != node_id:
+            raise ConfigError(f"--id {self.node_id} differs from the id this node joined "
+                              f"with, {node_id} ({path}); drop --id or use {node_id}")
+        self.node_id = node_id
+        self.peers = peers
+        self.initial_node_ids = initial
+        if self.kafka_listen:  # without a Kafka listener, nobody asks for them
+            for nid, addr in kafka_peers.items():
+                if nid != node_id:
+                    self.kafka_peers.setdefault(nid, addr)
+
+    def joined_as(self, node_id: int, peers: dict[int, str], kafka_peers: dict[int, str],
+                  initial_node_ids: tuple[int, ...]) -> None:
+        """Take what the join answer said, and persist it (fsynced) before anything else
+        runs: a restart then starts from it without ``join``."""
+        self.node_id = node_id
+        self.peers = dict(peers)
+        self.peers[node_id] = self.advertise
+        self.initial_node_ids = tuple(sorted(initial_node_ids))
+        if self.kafka_listen:
+            for nid, addr in kafka_peers.items():
+                if addr and nid != node_id:
+                    self.kafka_peers.setdefault(nid, addr)
+            self._fill_kafka_peers()
+        body = json.dumps({"node_id": node_id, "initial_node_ids": list(self.initial_node_ids),
+                           "peers": {str(k): v for k, v in sorted(self.peers.items())},
+                           "kafka_peers": {str(k): v for k, v in sorted(kafka_peers.items())
+                                           if v and k != node_id}}, indent=1)
+        path = self.membership_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _validate_join(self) -> None:
+        if self.node_id < 0:
+            raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
+        for addr in self.join:
+            if not _is_host_port(addr):
+                raise ConfigError(f"--join takes HOST:PORT of running members, got {addr!r}")
+        if self.peer_listen or self.secured:
+            raise ConfigError("joining a cluster with a peer port or authentication is not "
+                              "supported yet: list the node in every node's --peers and "
+                              "peer_peers instead")
+        if not self.advertise:
+            self.advertise = self.listen
 
     def validate(self) -> None:
-        if self.node_id <= 0:
+        if self.join and self.peers:
+            raise ConfigError("--join and --peers exclude each other: a node either is one of "
+                              "the cluster's first nodes (--peers) or joins a running one")
+        if not self.peers and self.membership_path().exists():
+            self._load_membership()  # joined before: a join given again is not needed
+        if self.join_pending:
+            self._validate_join()
+        elif self.node_id <= 0:
             raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
-        if self.node_id not in self.peers:
+        elif self.node_id not in self.peers:
             raise ConfigError(
                 f"--peers must include this node ({self.node_id}=host:port); got "
                 f"{format_peers(self.peers) or 'nothing'}"
@@ -181,7 +283,7 @@ class NodeConfig:
                 raise ConfigError(f"metrics_listen must be HOST:PORT, got "
                                   f"{self.metrics_listen!r}")
         if not self.advertise:
-            self.advertise = self.peers[self.node_id]
+            self.advertise = self.peers.get(self.node_id, self.listen)
         if len(self.rack) > RACK_LENGTH_MAX or not self.rack.isprintable() \
                 or self.rack != self.rack.strip():
             raise ConfigError(f"rack must be printable, without surrounding spaces and at "
@@ -205,12 +307,19 @@ class NodeConfig:
             raise ConfigError("the Kafka listener (kafka_listen) cannot be served with "
                               "authentication or authorization yet: it has no SASL, TLS or "
                               "ACL checks; turn one of them off")
+        if self.join_pending:
+            if not self.kafka_advertised:
+                self.kafka_advertised = self.kafka_listen
+            return  # the rest once the join answer named the nodes (joined_as)
         unknown = set(self.kafka_peers) - set(self.peers)
-        if unknown:
+        if unknown and not self.initial_node_ids:
             raise ConfigError(f"kafka_peers names nodes {sorted(unknown)} that are not in "
                               "peers")
         if not self.kafka_advertised:
             self.kafka_advertised = self.kafka_peers.get(self.node_id, self.kafka_listen)
+        self._fill_kafka_peers()
+
+    def _fill_kafka_peers(self) -> None:
         self.kafka_peers[self.node_id] = self.kafka_advertised
         port = self.kafka_advertised.rpartition(":")[2]
         for nid, addr in self.peers.items():  # default: the peer's host, our Kafka port
@@ -271,14 +380,14 @@ def load_toml(path: Path) -> NodeConfig:
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
              "transaction_max_timeout_ms", "transaction_max_partitions",
-             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers"}
+             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers", "join"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
     try:
         peers = {int(k): str(v) for k, v in dict(raw.get("peers", {})).items()}
         return NodeConfig(
-            node_id=int(raw["id"]), listen=str(raw["listen"]), data_dir=Path(raw["data_dir"]),
+            node_id=int(raw.get("id", 0) if "join" in raw else raw["id"]), listen=str(raw["listen"]), data_dir=Path(raw["data_dir"]),
             peers=peers, advertise=str(raw.get("advertise", "")),
             tick_ms=int(raw.get("tick_ms", 50)),
             election_ticks=int(raw.get("election_ticks", 6)),
@@ -293,6 +402,7 @@ def load_toml(path: Path) -> NodeConfig:
             kafka_listen=str(raw.get("kafka_listen", "")),
             kafka_advertised=str(raw.get("kafka_advertised", "")),
             kafka_peers={int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()},
+            join=[str(a) for a in raw.get("join", [])],
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -307,6 +417,10 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--listen", help="host:port to serve clients and peers on")
     p.add_argument("--peers", help="every node of the cluster: 1=host:port,2=host:port,...")
     p.add_argument("--data-dir", type=Path, help="where this node keeps its data")
+    p.add_argument("--join", default=None, metavar="HOST:PORT,...",
+                   help="join a running cluster through any of these members (instead of "
+                   "--peers; --id optional: the controller picks one); a restart needs no "
+                   "--join")
     p.add_argument("--advertise", default="", help="address others use (default: peers entry)")
     p.add_argument("--tick-ms", type=int, default=None)
     p.add_argument("--log-level", default=None, help="debug, info, warning (default), error")
@@ -358,12 +472,18 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     if args.config:
         cfg = load_toml(args.config)
     else:
-        missing = [f for f in ("id", "listen", "peers", "data_dir") if getattr(args, f) is None]
+        required = ("id", "listen", "peers", "data_dir")
+        if args.join is not None or (args.data_dir is not None and args.peers is None and (
+                args.data_dir / MEMBERSHIP_FILE).exists()):
+            required = ("listen", "data_dir")  # joining, or joined before
+        missing = [f for f in required if getattr(args, f) is None]
         if missing:
             p.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing)
                     + " (or give --config FILE)")
-        cfg = NodeConfig(node_id=args.id, listen=args.listen, data_dir=args.data_dir,
-                         peers=parse_peers(args.peers), advertise=args.advertise)
+        cfg = NodeConfig(node_id=args.id or 0, listen=args.listen, data_dir=args.data_dir,
+                         peers=parse_peers(args.peers) if args.peers else {},
+                         advertise=args.advertise,
+                         join=[a.strip() for a in (args.join or "").split(",") if a.strip()])
     if args.tick_ms is not None:
         cfg.tick_ms = args.tick_ms
     if args.log_level is not None:

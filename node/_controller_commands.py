@@ -38,6 +38,10 @@ Cluster operations (issue 19)::
     {"node_id":4,"op":"cancel_decommission","v":1}
     {"node_id":4,"op":"remove_node","v":1}   (by the controller leader, once a
                                              decommissioned node holds no replica)
+    {"address":"10.0.0.4:7001","kafka_address":"","node_id":4,"op":"register_node",
+     "peer_address":"","rack":"","v":1}
+                                 (a node joins, or re-registers on restart; node_id 0: the
+                                  controller picks the next unused id when it applies it)
 
 A user's password is never in a command: only its salted SCRAM keys (``_auth.py``).
 
@@ -88,6 +92,7 @@ OP_SET_REASSIGNMENT_THROTTLE: Final = "set_reassignment_throttle"
 OP_DECOMMISSION_NODE: Final = "decommission_node"
 OP_CANCEL_DECOMMISSION: Final = "cancel_decommission"
 OP_REMOVE_NODE: Final = "remove_node"
+OP_REGISTER_NODE: Final = "register_node"
 ACL_FIELDS: Final = ("principal", "host", "operation", "resource_type", "resource_name",
                      "pattern_type", "permission")  # AclBinding's fields, in its order
 
@@ -188,9 +193,17 @@ class RemoveNode(NamedTuple):
     node_id: int
 
 
+class RegisterNode(NamedTuple):
+    node_id: int  # 0: the controller picks the next unused id
+    address: str  # host:port clients (and peers, without a peer port) use
+    peer_address: str  # host:port of the node's peer port; "" if it has none
+    kafka_address: str  # host:port Kafka clients use; "" without a Kafka listener
+    rack: str
+
+
 Command = (ReassignPartition | CancelReassignment | CompleteReassignment
            | AlterReplicationFactor | SetReassignmentThrottle | DecommissionNode
-           | CancelDecommission | RemoveNode | SetQuota | CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
+           | CancelDecommission | RemoveNode | RegisterNode | SetQuota | CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
            | PutUser | DeleteUser | CreateAcls | DeleteAcls)
 
 
@@ -318,6 +331,13 @@ def encode_remove_node(node_id: int) -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_REMOVE_NODE, "node_id": node_id})
 
 
+def encode_register_node(node_id: int, address: str, peer_address: str = "",
+                         kafka_address: str = "", rack: str = "") -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_REGISTER_NODE, "node_id": node_id,
+                           "address": address, "peer_address": peer_address,
+                           "kafka_address": kafka_address, "rack": rack})
+
+
 def encode_delete_user(name: str) -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_DELETE_USER, "name": name})
 
@@ -367,6 +387,8 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_DECOMMISSION_NODE: (frozenset({"node_id"}), frozenset()),
     OP_CANCEL_DECOMMISSION: (frozenset({"node_id"}), frozenset()),
     OP_REMOVE_NODE: (frozenset({"node_id"}), frozenset()),
+    OP_REGISTER_NODE: (frozenset({"node_id", "address", "peer_address", "kafka_address",
+                                  "rack"}), frozenset()),
 }
 
 
@@ -442,6 +464,10 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return CancelDecommission(_int_field(obj, "node_id"))
     if op == OP_REMOVE_NODE:
         return RemoveNode(_int_field(obj, "node_id"))
+    if op == OP_REGISTER_NODE:
+        return RegisterNode(_int_field(obj, "node_id"), _str_field(obj, "address"),
+                            _str_field(obj, "peer_address"), _str_field(obj, "kafka_address"),
+                            _str_field(obj, "rack"))
     return AllocateProducerIds(_int_field(obj, "count"))
 
 
@@ -521,7 +547,9 @@ __all__ = [
     "CompleteReassignment",
     "DecommissionNode",
     "ReassignPartition",
+    "RegisterNode",
     "RemoveNode",
+    "encode_register_node",
     "SetReassignmentThrottle",
     "encode_alter_replication_factor",
     "encode_cancel_decommission",

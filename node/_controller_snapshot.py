@@ -3,7 +3,11 @@
 A node compacts its controller log into a snapshot (``_broker.py``) and a follower that is
 too far behind receives one instead of the entries; every snapshot ever written is in one
 of these layouts, so they never change: a new field or meaning needs a new ``"v"``.
-Version 4 (written now) adds ``decommissioning`` and ``removed_nodes`` (sorted node ids),
+Version 5 (written once a node has joined; until then version 4, which the previous release
+reads, so a rolling upgrade mixes releases) adds ``initial_node_ids`` (the nodes the
+cluster started with, sorted) and ``nodes`` (every registered node, sorted by id:
+``{"id", "address", "peer_address", "kafka_address", "rack"}``); ``node_ids`` is then every
+node, initial and joined. Version 4 adds ``decommissioning`` and ``removed_nodes`` (sorted node ids),
 ``reassign_throttle_bytes_per_s``, and a partition moving is ``[group_id, replicas,
 target, cancelled]`` (one that is not stays ``[group_id, replicas]``). Version 3 adds ``users`` (sorted by name: name, mechanism, iterations and
 the base64 salt, stored key and server key; never a password), ``acls`` (sorted, each
@@ -45,6 +49,7 @@ from ._acl import AclBinding
 from ._controller_commands import ACL_FIELDS
 from ._controller_json import StrictJsonError, canonical_json, strict_json
 from ._controller_state import (
+    NodeAddress,
     QuotaLimits,
     UserCredential,
     DEFAULT_CONFIGS,
@@ -55,8 +60,8 @@ from ._controller_state import (
 )
 
 SNAPSHOT_FORMAT: Final = "raftka.controller.snapshot"
-SNAPSHOT_VERSION: Final = 4
-SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2, 3, 4})
+SNAPSHOT_VERSION: Final = 5
+SNAPSHOT_VERSIONS_READ: Final = frozenset({1, 2, 3, 4, 5})
 
 _SNAPSHOT_KEYS: Final = frozenset(
     {"format", "v", "node_ids", "version", "next_group_id", "next_producer_id", "topics"}
@@ -64,6 +69,8 @@ _SNAPSHOT_KEYS: Final = frozenset(
 _SNAPSHOT_KEYS_V3: Final = _SNAPSHOT_KEYS | {"users", "acls", "quotas"}
 _SNAPSHOT_KEYS_V4: Final = _SNAPSHOT_KEYS_V3 | {"decommissioning", "removed_nodes",
                                                 "reassign_throttle_bytes_per_s"}
+_SNAPSHOT_KEYS_V5: Final = _SNAPSHOT_KEYS_V4 | {"initial_node_ids", "nodes"}
+_NODE_KEYS: Final = frozenset({"id", *NodeAddress._fields})
 _QUOTA_KEYS: Final = frozenset({"entity", "produce_bytes_per_s", "fetch_bytes_per_s"})
 # requests_per_s is written only when set, so a node of the previous release (which knows
 # only the keys above) still reads every snapshot of a cluster that uses no request quota
@@ -83,8 +90,7 @@ _TOPIC_KEYS: Final = frozenset(
 
 def encode_snapshot(state: ControllerState) -> bytes:
     """The canonical bytes of the whole ``state``."""
-    return canonical_json(
-        {
+    obj = {
             "format": SNAPSHOT_FORMAT,
             "v": SNAPSHOT_VERSION,
             "node_ids": list(state.node_ids),
@@ -109,8 +115,14 @@ def encode_snapshot(state: ControllerState) -> bytes:
             "decommissioning": sorted(state.decommissioning),
             "removed_nodes": sorted(state.removed_nodes),
             "reassign_throttle_bytes_per_s": state.reassign_throttle_bytes_per_s,
-        }
-    )
+    }
+    if state.node_addresses or state.initial_node_ids != state.node_ids:
+        obj["initial_node_ids"] = list(state.initial_node_ids)
+        obj["nodes"] = [{"id": n, **addr._asdict()}
+                        for n, addr in sorted(state.node_addresses.items())]
+    else:
+        obj["v"] = 4  # nothing joined: the layout the previous release reads
+    return canonical_json(obj)
 
 
 def _encode_partition(part: PartitionMeta) -> list[Any]:
@@ -133,7 +145,8 @@ def decode_snapshot(data: bytes) -> ControllerState:
         f"unsupported snapshot version {version!r}; this node reads v="
         f"{' or '.join(map(str, sorted(SNAPSHOT_VERSIONS_READ)))}",
     )
-    _exact_keys(obj, _SNAPSHOT_KEYS_V4 if version >= 4 else
+    _exact_keys(obj, _SNAPSHOT_KEYS_V5 if version >= 5 else
+                _SNAPSHOT_KEYS_V4 if version >= 4 else
                 _SNAPSHOT_KEYS_V3 if version >= 3 else _SNAPSHOT_KEYS, "snapshot")
     node_ids = obj["node_ids"]
     _require(
@@ -154,6 +167,20 @@ def decode_snapshot(data: bytes) -> ControllerState:
             node_sets[key] = value
         throttle = obj["reassign_throttle_bytes_per_s"]
         _require(_is_int(throttle), "reassign_throttle_bytes_per_s must be an integer")
+    initial: list[int] | None = None
+    addresses: dict[int, NodeAddress] = {}
+    if version >= 5:
+        initial = obj["initial_node_ids"]
+        _require(isinstance(initial, list) and all(_is_int(n) for n in initial)
+                 and initial == sorted(set(initial)), "initial_node_ids must be sorted node ids")
+        _require(isinstance(obj["nodes"], list), "nodes must be a list")
+        for raw in obj["nodes"]:
+            _exact_keys(raw, _NODE_KEYS, "a node")
+            _require(_is_int(raw["id"]) and all(isinstance(raw[k], str)
+                                                for k in NodeAddress._fields),
+                     "a node is an integer id and string addresses")
+            _require(raw["id"] not in addresses, f"node {raw['id']} appears twice")
+            addresses[raw["id"]] = NodeAddress(*(raw[k] for k in NodeAddress._fields))
     users: list[UserCredential] = []
     acls: list[AclBinding] = []
     quotas: dict[str, QuotaLimits] = {}
@@ -194,6 +221,8 @@ def decode_snapshot(data: bytes) -> ControllerState:
             decommissioning=node_sets["decommissioning"],
             removed_nodes=node_sets["removed_nodes"],
             reassign_throttle_bytes_per_s=throttle,
+            initial_node_ids=initial,
+            node_addresses=addresses,
         )
     except ValueError as error:
         raise ValueError(f"invalid controller snapshot: {error}") from None

@@ -3,7 +3,11 @@
 Every node applies the committed entries of the controller Raft group (group id 1), in log
 order, to a ``ControllerState``. The state is
 
-- ``node_ids``: the cluster's nodes (the static peer list every node starts with; sorted);
+- ``node_ids``: the cluster's nodes (sorted): ``initial_node_ids`` (the static peer list
+  the first nodes start with) and every node that joined since (``register_node``);
+- ``node_addresses``: node id -> ``NodeAddress`` (client, peer and Kafka addresses, rack) of
+  every node that registered (a joined node; the first nodes' addresses come from each
+  node's ``--peers``, and the join answer carries them to a new node);
 - ``topics``: name -> ``TopicMeta`` (topic id, the configs set on it (``_topic_configs.py``
   knows every config and its default), and per partition
   its Raft group id and replica list, ``replicas[0]`` being the preferred leader);
@@ -65,6 +69,11 @@ partition moves to (a stale leader's) are ``INVALID_REQUEST``. ``decommission_no
 unknown or removed node, or one already decommissioning, is ``INVALID_REQUEST``; leaving
 fewer active nodes than some topic's replication factor ``NOT_ENOUGH_REPLICAS``.
 ``remove_node`` needs a decommissioning node that hosts nothing.
+``register_node`` (a node joins): a malformed address or rack, or more than ``NODES_MAX``
+nodes, is ``INVALID_REQUEST``; a joining node whose id is in use (a first node's, a removed
+node's, or a registered node's with other addresses) ``INVALID_REQUEST`` naming the holder; re-registering an id
+with the same addresses is a no-op (a restart; only its rack may change). Node id 0 gets the
+next unused id (one above the highest ever known): the result's value is the id.
 ``put_user``: a bad name or credential is ``INVALID_REQUEST``, an existing user without
 ``replace`` ``USER_EXISTS``; ``delete_user`` of an unknown user ``UNKNOWN_USER``.
 ``create_acls``/``delete_acls``: an invalid ACL is ``INVALID_REQUEST`` (none of the
@@ -93,6 +102,7 @@ from ._controller_commands import (
     CompleteReassignment,
     DecommissionNode,
     ReassignPartition,
+    RegisterNode,
     RemoveNode,
     SetReassignmentThrottle,
     SetQuota,
@@ -138,6 +148,10 @@ QUOTA_DEFAULT_ENTITY: Final = "<default>"
 QUOTA_BYTES_PER_S_MAX: Final = 1 << 40
 QUOTA_REQUESTS_PER_S_MAX: Final = 1_000_000
 QUOTAS_MAX: Final = 100_000
+NODES_MAX: Final = 1000
+NODE_ID_MAX: Final = 2**31 - 1
+ADDRESS_LENGTH_MAX: Final = 255
+RACK_LENGTH_MAX: Final = 64
 _USER_NAME = re.compile(r"[a-zA-Z0-9._@=+-]{1,255}")
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -182,6 +196,33 @@ class TopicMeta(NamedTuple):
     def effective_configs(self) -> dict[str, str]:
         """Every known config of the topic: the ones set on it, defaults for the rest."""
         return effective_configs(self.configs)
+
+
+class NodeAddress(NamedTuple):
+    """Where a registered node is reached: what it told the controller when it joined."""
+    address: str  # host:port of its client port (peers too, without a peer port)
+    peer_address: str = ""  # host:port of its peer port; "" when it has none
+    kafka_address: str = ""  # host:port Kafka clients use; "" without a Kafka listener
+    rack: str = ""
+
+
+def node_address_error(addr: NodeAddress) -> str | None:
+    """Why ``addr`` cannot be registered, or None."""
+    for field, value, required in (("address", addr.address, True),
+                                   ("peer_address", addr.peer_address, False),
+                                   ("kafka_address", addr.kafka_address, False)):
+        if not value and not required:
+            continue
+        host, sep, port = value.rpartition(":")
+        if (len(value) > ADDRESS_LENGTH_MAX or not sep or not host or not port.isdigit()
+                or not 0 < int(port) <= 65535 or not value.isprintable() or " " in value):
+            return f"{field} must be HOST:PORT (at most {ADDRESS_LENGTH_MAX} characters), " \
+                   f"got {value[:300]!r}"
+    if len(addr.rack) > RACK_LENGTH_MAX or not addr.rack.isprintable() \
+            or addr.rack != addr.rack.strip():
+        return f"rack must be printable, without surrounding spaces and at most " \
+               f"{RACK_LENGTH_MAX} characters, got {addr.rack[:100]!r}"
+    return None
 
 
 class UserCredential(NamedTuple):
@@ -289,7 +330,9 @@ class ControllerState:
             raise ValueError(f"node ids must be positive integers, got {list(node_ids)}")
         if len(set(nodes)) != len(nodes):
             raise ValueError(f"node ids must be distinct, got {list(node_ids)}")
-        self._node_ids: tuple[int, ...] = nodes
+        self._node_ids: tuple[int, ...] = nodes  # the initial ones and the registered ones
+        self._initial_ids: tuple[int, ...] = nodes  # never changes
+        self._addresses: dict[int, NodeAddress] = {}  # registered nodes only
         self._topics: dict[str, TopicMeta] = {}
         # group id -> (topic name, partition); derived from _topics
         self._groups: dict[int, tuple[str, int]] = {}
@@ -311,6 +354,17 @@ class ControllerState:
     @property
     def node_ids(self) -> tuple[int, ...]:
         return self._node_ids
+
+    @property
+    def initial_node_ids(self) -> tuple[int, ...]:
+        """The nodes the cluster started with (the ``--peers`` of its first nodes); a node
+        that joins starts its controller state from these to replay the log from its start."""
+        return self._initial_ids
+
+    @property
+    def node_addresses(self) -> Mapping[str, NodeAddress]:
+        """Node id -> addresses of every registered (joined) node."""
+        return types.MappingProxyType(self._addresses)
 
     @property
     def topics(self) -> Mapping[str, TopicMeta]:
@@ -494,6 +548,8 @@ class ControllerState:
         if isinstance(validated, CancelDecommission):
             self._decommissioning = self._decommissioning - {validated.node_id}
             return _ok(f"node {validated.node_id} is active again")
+        if isinstance(validated, RegisterNode):
+            return self._register_node(validated)
         if isinstance(validated, RemoveNode):
             self._decommissioning = self._decommissioning - {validated.node_id}
             self._removed = self._removed | {validated.node_id}
@@ -556,6 +612,8 @@ class ControllerState:
                 return decoded
             if isinstance(decoded, (DecommissionNode, CancelDecommission, RemoveNode)):
                 return self._validate_node_change(decoded)
+            if isinstance(decoded, RegisterNode):
+                return self._validate_register_node(decoded)
             return self._validate_allocate_producer_ids(decoded)
         except MalformedCommand as error:
             return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
@@ -684,6 +742,56 @@ class ControllerState:
         if isinstance(cmd, RemoveNode) and self.hosts_anything(node):
             return _error(errors_pb2.INVALID_REQUEST, f"node {node} still hosts replicas")
         return cmd
+
+    def _validate_register_node(self, cmd: RegisterNode) -> RegisterNode | ApplyResult:
+        node = cmd.node_id
+        if not 0 <= node <= NODE_ID_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, f"a node id is from 1 to {NODE_ID_MAX} "
+                          f"(0: let the controller pick one), got {node}")
+        addr = NodeAddress(cmd.address, cmd.peer_address, cmd.kafka_address, cmd.rack)
+        reason = node_address_error(addr)
+        if reason is not None:
+            return _error(errors_pb2.INVALID_REQUEST, reason)
+        if node == 0:  # the same node asking again (its answer was lost): its id
+            for other, known in sorted(self._addresses.items()):
+                if known[:3] == addr[:3]:
+                    return cmd._replace(node_id=other)
+        if node == 0 and max(self._node_ids) >= NODE_ID_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, "node ids exhausted; join with an --id")
+        if node in self._removed:
+            return _error(errors_pb2.INVALID_REQUEST, f"node id {node} belonged to a node "
+                          "that was removed from the cluster; ids are never reused: join with "
+                          "another --id, or none to let the controller pick one")
+        current = self._addresses.get(node)
+        if current is not None:
+            if current[:3] == addr[:3]:
+                return cmd  # a restart: the same node again
+            return _error(errors_pb2.INVALID_REQUEST, f"node id {node} is in use by the "
+                          f"node at {current.address}; join with another --id, or none to "
+                          "let the controller pick one")
+        if node in self._node_ids:
+            return _error(errors_pb2.INVALID_REQUEST, f"node id {node} is in use by one of "
+                          f"the cluster's first nodes {list(self._initial_ids)}; join with "
+                          "another --id, or none to let the controller pick one")
+        if len(self._node_ids) >= NODES_MAX:
+            return _error(errors_pb2.INVALID_REQUEST, f"at most {NODES_MAX} nodes in a cluster")
+        for other, known in self._addresses.items():
+            if other != node and known.address == addr.address:
+                return _error(errors_pb2.INVALID_REQUEST, f"address {addr.address} is node "
+                              f"{other}'s; give this node its own --advertise address")
+        return cmd
+
+    def _register_node(self, cmd: RegisterNode) -> ApplyResult:
+        node = cmd.node_id or max(self._node_ids) + 1
+        addr = NodeAddress(cmd.address, cmd.peer_address, cmd.kafka_address, cmd.rack)
+        existed = node in self._addresses
+        self._addresses[node] = addr
+        if node not in self._node_ids:
+            self._node_ids = tuple(sorted(self._node_ids + (node,)))
+            self._replica_counts[node] = 0
+            self._leader_counts[node] = 0
+        return _ok(f"node {node} {'re-registered' if existed else 'joined'} at {addr.address}",
+                   node)
 
     def _validate_delete_topic(self, cmd: DeleteTopic) -> DeleteTopic | ApplyResult:
         name = cmd.name
@@ -978,6 +1086,8 @@ class ControllerState:
         decommissioning: Iterable[int] = (),
         removed_nodes: Iterable[int] = (),
         reassign_throttle_bytes_per_s: int = 0,
+        initial_node_ids: Sequence[int] | None = None,
+        node_addresses: Mapping[int, NodeAddress] | None = None,
     ) -> ControllerState:
         """The state with these parts, after checking every invariant ``apply`` keeps.
 
@@ -986,7 +1096,24 @@ class ControllerState:
         ``apply`` could not have produced. ``_controller_snapshot.py`` checks the layout
         and types; this checks the values.
         """
-        state = cls(node_ids)
+        initial = tuple(sorted(initial_node_ids if initial_node_ids is not None else node_ids))
+        state = cls(initial)
+        addresses = dict(node_addresses or {})
+        joined = sorted(set(node_ids) - set(initial))
+        _check(set(initial) <= set(node_ids), "initial_node_ids must be cluster nodes")
+        _check(set(joined) <= set(addresses) and set(addresses) <= set(node_ids),
+               "every joined node, and only cluster nodes, have registered addresses")
+        _check(len(node_ids) == len(set(node_ids)) and len(node_ids) <= NODES_MAX
+               and all(isinstance(n, int) and 0 < n <= NODE_ID_MAX for n in node_ids),
+               f"node_ids must be at most {NODES_MAX} distinct ids from 1 to {NODE_ID_MAX}")
+        for node, addr in sorted(addresses.items()):
+            reason = node_address_error(addr)
+            _check(reason is None, f"node {node}: {reason}")
+        state._node_ids = tuple(sorted(node_ids))
+        state._addresses = addresses
+        for node in joined:
+            state._replica_counts[node] = 0
+            state._leader_counts[node] = 0
         _check(version >= 0, "version must be >= 0")
         _check(
             FIRST_PARTITION_GROUP_ID <= next_group_id <= INT64_MAX,
@@ -1096,6 +1223,7 @@ def _check(condition: bool, message: str) -> None:
 __all__ = [
     "ApplyResult",
     "CONTROLLER_GROUP_ID",
+    "NodeAddress",
     "ControllerState",
     "DEFAULT_CONFIGS",
     "FIRST_PARTITION_GROUP_ID",

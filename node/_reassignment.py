@@ -51,6 +51,12 @@ time, promotion first: the group never has fewer voters than it started with whi
 replacement exists, and a lost voter of three (``remove --dead``) gets the group back to
 three healthy voters without an outage. A leader that is itself to be demoted hands its
 leadership to the most caught-up other voter first.
+
+Before any of that, a node registered by a join (``register_node``, ``_join.py``) that is in
+neither the voters nor the learners of the controller group is added as a learner (etcd's
+learner-first member add), one per step; and while the voters are fewer than
+``min(CONTROLLER_VOTERS_MAX, active nodes)`` (a cluster that started with fewer nodes), a
+caught-up learner is promoted.
 """
 
 from __future__ import annotations
@@ -151,14 +157,29 @@ class ReassignmentDriver:
         state = ctl.state
         leaving = state.decommissioning | state.removed_nodes
         conf = node.conf_state
-        gone = sorted(conf.voters & leaving)
-        if not gone:
+        # A node that joined follows the metadata as a learner first (etcd's learner-first
+        # member add); one at a time, like every change here.
+        outside = [n for n in state.node_ids if n not in conf.voters
+                   and n not in conf.learners and n not in state.removed_nodes]
+        if outside:
+            change = ConfChange(ConfChangeKind.ADD_LEARNER, outside[0])
+            try:
+                node.propose_conf_change(change)
+            except Exception as exc:  # noqa: BLE001 - refused: retried at the next step
+                log.info("controller: adding node %d as a learner refused: %s",
+                         outside[0], exc)
+                return
+            self.broker.host.mark(group.group_id)
+            log.info("controller: node %d follows the metadata as a learner", outside[0])
             return
+        gone = sorted(conf.voters & leaving)
         matches = node.follower_matches()
         candidates = [n for n in state.active_node_ids if n in conf.learners
                       and matches.get(n, 0) >= node.commit_index]
         healthy = len(conf.voters) - len(gone)
         wanted = min(CONTROLLER_VOTERS_MAX, len(state.active_node_ids))
+        if not gone and healthy >= wanted:
+            return
         change: ConfChange | None = None
         if healthy < wanted:
             if not candidates:

@@ -43,6 +43,7 @@ from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
 from ._debug_service import add_debug_service
 from ._forwarding import ControllerForwarder
+from ._join import join as join_cluster
 from ._group_service import GroupCoordinatorService
 from ._kafka import KafkaApis, KafkaListener
 from ._metrics import MetricsServer, NodeCollector
@@ -92,6 +93,12 @@ def setup_logging(level: str) -> None:
 
 
 async def serve(config: NodeConfig) -> int:
+    if config.join_pending:
+        try:
+            await join_cluster(config)
+        except ConfigError as exc:
+            log.error("node cannot start: %s", exc)
+            return 2
     try:
         broker = Broker(config)
     except StorageOpenError as exc:  # already one line: what, where, what to do

@@ -22,6 +22,7 @@ from raftka.raft import Role
 from ._authz import Denied, Held
 from ._broker import Broker
 from ._controller_commands import (
+    encode_register_node,
     encode_alter_replication_factor,
     encode_cancel_decommission,
     encode_cancel_reassignment,
@@ -909,6 +910,35 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                 replica_count=loads.get(nid, 0), leader_count=leaders.get(nid, 0),
                 controller_voter=nid in voters)
         return response
+
+    @_handler
+    async def JoinCluster(self, request, context):  # noqa: N802
+        """A new node joins (``_join.py``): registered at the controller leader."""
+        b = self.broker
+        if request.node_id < 0:
+            raise BrokerError(Code.INVALID_REQUEST, f"a node id is positive (0: let the "
+                              f"controller pick one), got {request.node_id}")
+
+        async def local(timeout_s: float) -> Any:
+            b.controller.require_leader()
+            state = b.controller.state
+            for nid, address in sorted(b.config.peers.items()):  # the first nodes'
+                if (address == request.address and nid != request.node_id
+                        and nid not in state.node_addresses):
+                    raise BrokerError(Code.INVALID_REQUEST, f"address {address} is node "
+                                      f"{nid}'s; give the new node its own --advertise address")
+            result = await b.controller.propose(encode_register_node(
+                request.node_id, request.address, request.peer_address,
+                request.kafka_address, request.rack), timeout_s)
+            if not result.ok:
+                raise BrokerError(result.code, result.message)
+            return admin_pb2.JoinClusterResponse(
+                node_id=result.value, nodes=b.cluster_nodes(),
+                initial_node_ids=list(b.controller.state.initial_node_ids))
+
+        return await self.controller_write(
+            context, "JoinCluster", request,
+            f"JoinCluster {request.node_id or '(any id)'} at {request.address}", local)
 
     @_handler
     async def ListReassignments(self, request, context):  # noqa: N802

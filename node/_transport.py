@@ -184,6 +184,7 @@ class PeerTransport:
         self._peers = {pid: _Peer(pid, addr) for pid, addr in peers.items() if pid != node_id}
         self._on_unreachable = on_unreachable
         self._closed = False
+        self._started = False
         # (group id, message) -> whether it may go now; False drops it (the reassignment
         # throttle, _reassignment.py; Raft retransmits). None: everything goes.
         self.allow: Callable[[int, Message], bool] | None = None
@@ -191,10 +192,28 @@ class PeerTransport:
         self.hello: raft_pb2.NodeHello | None = None
 
     def start(self) -> None:
+        self._started = True
         for peer in self._peers.values():
-            peer.task = asyncio.get_running_loop().create_task(
-                self._sender(peer), name=f"raft-sender-{peer.node_id}"
-            )
+            self._start_sender(peer)
+
+    def _start_sender(self, peer: _Peer) -> None:
+        peer.task = asyncio.get_running_loop().create_task(
+            self._sender(peer), name=f"raft-sender-{peer.node_id}")
+
+    def add_peer(self, node_id: int, address: str) -> bool:
+        """Send to node ``node_id`` at ``address`` from now on (a node that joined the
+        cluster); its sender starts at once if the transport runs. A known peer's address
+        is updated (its next connection uses it). Whether the peer is new."""
+        if node_id == self.node_id:
+            return False
+        peer = self._peers.get(node_id)
+        if peer is not None:
+            peer.address = address
+            return False
+        peer = self._peers[node_id] = _Peer(node_id, address)
+        if self._started and not self._closed:
+            self._start_sender(peer)
+        return True
 
     async def close(self) -> None:
         self._closed = True

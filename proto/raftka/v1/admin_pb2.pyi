@@ -366,3 +366,41 @@ class ListNodesResponse(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     controller_id: int
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., controller_id: _Optional[int] = ...) -> None: ...
+
+class JoinClusterRequest(_message.Message):
+    __slots__ = ("node_id", "address", "peer_address", "kafka_address", "rack")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    KAFKA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    address: str
+    peer_address: str
+    kafka_address: str
+    rack: str
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ..., peer_address: _Optional[str] = ..., kafka_address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
+
+class ClusterNode(_message.Message):
+    __slots__ = ("id", "address", "peer_address", "kafka_address", "rack")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    KAFKA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    address: str
+    peer_address: str
+    kafka_address: str
+    rack: str
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., peer_address: _Optional[str] = ..., kafka_address: _Optional[str] = ..., rack: _Optional[str] = ...) -> None: ...
+
+class JoinClusterResponse(_message.Message):
+    __slots__ = ("node_id", "nodes", "initial_node_ids")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    nodes: _containers.RepeatedCompositeFieldContainer[ClusterNode]
+    initial_node_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ..., initial_node_ids: _Optional[_Iterable[int]] = ...) -> None: ...

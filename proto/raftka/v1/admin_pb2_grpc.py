@@ -119,6 +119,11 @@ class AdminStub:
                 request_serializer=raftka_dot_v1_dot_admin__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_admin__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.JoinCluster = channel.unary_unary(
+                '/raftka.v1.Admin/JoinCluster',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.JoinClusterRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.JoinClusterResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -226,6 +231,12 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -313,6 +324,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=raftka_dot_v1_dot_admin__pb2.ListNodesRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_admin__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'JoinCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinCluster,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.JoinClusterRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.JoinClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -774,6 +790,33 @@ class Admin:
             '/raftka.v1.Admin/ListNodes',
             raftka_dot_v1_dot_admin__pb2.ListNodesRequest.SerializeToString,
             raftka_dot_v1_dot_admin__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/JoinCluster',
+            raftka_dot_v1_dot_admin__pb2.JoinClusterRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.JoinClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,
