@@ -36,6 +36,10 @@ TOML example::
     kafka_peers = { 1 = "10.0.0.1:9092", 2 = "10.0.0.2:9092", 3 = "10.0.0.3:9092" }
     # every node's Kafka address, for Metadata answers (default: each peer's host with
     # this node's Kafka port)
+    # The Kafka listener uses the client port's TLS files (tls_cert, tls_key, tls_ca) and
+    # its authentication, ACLs and quotas (node/_kafka/_security.py):
+    kafka_ssl_client_auth = "requested" # Kafka's ssl.client.auth: required, requested or
+    # none (default: required with tls_require_client_cert, else requested with tls_ca)
 """
 
 from __future__ import annotations
@@ -153,6 +157,9 @@ class NodeConfig:
     kafka_listen: str = ""
     kafka_advertised: str = ""  # what Metadata names this node as (default: kafka_listen)
     kafka_peers: dict[int, str] = field(default_factory=dict)  # every node's Kafka address
+    # Kafka's ssl.client.auth on the Kafka listener: "required", "requested" or "none"
+    # ("" = required with tls_require_client_cert, else requested when tls_ca is given)
+    kafka_ssl_client_auth: str = ""
 
     def validate(self) -> None:
         if self.node_id <= 0:
@@ -196,15 +203,24 @@ class NodeConfig:
             if value and not _is_host_port(value):
                 raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
         if not self.kafka_listen:
-            if self.kafka_advertised or self.kafka_peers:
-                raise ConfigError("kafka_advertised and kafka_peers need kafka_listen")
+            if self.kafka_advertised or self.kafka_peers or self.kafka_ssl_client_auth:
+                raise ConfigError("kafka_advertised, kafka_peers and kafka_ssl_client_auth "
+                                  "need kafka_listen")
             return
-        if self.secured:
-            # it speaks neither SASL nor TLS yet and does not go through _authz.py: served
-            # next to authentication it would be a door around every ACL
-            raise ConfigError("the Kafka listener (kafka_listen) cannot be served with "
-                              "authentication or authorization yet: it has no SASL, TLS or "
-                              "ACL checks; turn one of them off")
+        if not self.kafka_ssl_client_auth:
+            self.kafka_ssl_client_auth = "required" if self.tls_require_client_cert else \
+                "requested" if self.tls_ca else "none"
+        if self.kafka_ssl_client_auth not in ("required", "requested", "none"):
+            raise ConfigError("kafka_ssl_client_auth must be required, requested or none, "
+                              f"got {self.kafka_ssl_client_auth!r}")
+        if self.kafka_ssl_client_auth != "none" and not self.tls_ca:
+            raise ConfigError("kafka_ssl_client_auth required or requested needs tls_cert and "
+                              "tls_ca (the CA that signs client certificates)")
+        if self.secured and "password" not in self.authentication and \
+                "mtls" in self.authentication and self.kafka_ssl_client_auth == "none":
+            raise ConfigError("the Kafka listener would authenticate nobody: mtls "
+                              "authentication needs kafka_ssl_client_auth required or "
+                              "requested (or add password authentication: SASL)")
         unknown = set(self.kafka_peers) - set(self.peers)
         if unknown:
             raise ConfigError(f"kafka_peers names nodes {sorted(unknown)} that are not in "
@@ -271,7 +287,8 @@ def load_toml(path: Path) -> NodeConfig:
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
              "transaction_max_timeout_ms", "transaction_max_partitions",
-             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers"}
+             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers",
+             "kafka_ssl_client_auth"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
@@ -293,6 +310,7 @@ def load_toml(path: Path) -> NodeConfig:
             kafka_listen=str(raw.get("kafka_listen", "")),
             kafka_advertised=str(raw.get("kafka_advertised", "")),
             kafka_peers={int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()},
+            kafka_ssl_client_auth=str(raw.get("kafka_ssl_client_auth", "")),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -354,6 +372,11 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--kafka-peers", default=None, metavar="ID=HOST:PORT,...",
                    help="every node's Kafka address (default: each peer's host with this "
                    "node's Kafka port)")
+    p.add_argument("--kafka-ssl-client-auth", default=None,
+                   choices=("required", "requested", "none"),
+                   help="Kafka's ssl.client.auth on the Kafka listener, which uses the client "
+                   "port's TLS files (default: required with --tls-require-client-cert, else "
+                   "requested with --tls-ca)")
     args = p.parse_args(argv)
     if args.config:
         cfg = load_toml(args.config)
@@ -378,6 +401,8 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.kafka_advertised = args.kafka_advertised
     if args.kafka_peers is not None:
         cfg.kafka_peers = parse_peers(args.kafka_peers)
+    if args.kafka_ssl_client_auth is not None:
+        cfg.kafka_ssl_client_auth = args.kafka_ssl_client_auth
     if args.offsets_compact_entries is not None:
         cfg.offsets_compact_entries = args.offsets_compact_entries
     if args.transaction_max_timeout_ms is not None:
