@@ -188,7 +188,8 @@ async def serve(config: NodeConfig) -> int:
     txns.start()
     kafka = None
     if config.kafka_listen:
-        kafka_apis = KafkaApis(broker, broker_service, admin_service, groups, security)
+        kafka_apis = KafkaApis(broker, broker_service, admin_service, groups, security,
+                               txns)
         try:
             kafka = KafkaListener(broker, kafka_apis, kafka_ssl_context(config))
             if not config.tls_cert:

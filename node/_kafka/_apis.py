@@ -48,6 +48,7 @@ from ._consumer_protocol import ConsumerProtocol
 from ._errors import kafka_code
 from ._security import APIS, Connection, Ctx, ListenerSecurity, request_denial
 from . import _acls
+from ._txn import KafkaTransactions
 
 log = logging.getLogger("raftka.kafka")
 
@@ -82,6 +83,13 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     29: ("DescribeAcls", 1, 3),
     30: ("CreateAcls", 1, 3),
     31: ("DeleteAcls", 1, 3),
+}
+# served when the node runs a transaction coordinator (``_txn.py``)
+TXN_APIS: dict[int, tuple[str, int, int]] = {
+    24: ("AddPartitionsToTxn", 0, 3),  # v4+: between brokers (KIP-890)
+    25: ("AddOffsetsToTxn", 0, 3),
+    26: ("EndTxn", 0, 3),
+    28: ("TxnOffsetCommit", 0, 3),
 }
 # served only when the node authenticates with passwords
 SASL_APIS: dict[int, tuple[str, int, int]] = {
@@ -132,7 +140,7 @@ def _ms(value: Any) -> int:
 class KafkaApis:
     def __init__(self, broker: Broker, broker_service: BrokerService,
                  admin: AdminService, groups: GroupCoordinatorService,
-                 security: NodeSecurity | None = None) -> None:
+                 security: NodeSecurity | None = None, txns: Any = None) -> None:
         self.broker = broker
         self.listener_security = ListenerSecurity(
             security, broker.config.secured, lambda: broker.controller.state.users)
@@ -140,6 +148,7 @@ class KafkaApis:
         if self.listener_security.mechanisms:
             self.supported.update(SASL_APIS)
         self.acls = _acls.KafkaAcls(broker, admin)
+        self.txns: KafkaTransactions | None = None
         self.broker_service = broker_service
         self.admin = admin
         self.groups = groups
@@ -158,6 +167,12 @@ class KafkaApis:
             68: self.consumer_protocol.heartbeat,
             29: self.acls.describe, 30: self.acls.create, 31: self.acls.delete,
         }
+        if txns is not None:
+            self.txns = KafkaTransactions(txns, self.classic)
+            self.supported.update(TXN_APIS)
+            self._handlers.update({
+                24: self.txns.add_partitions, 25: self.txns.add_offsets,
+                26: self.txns.end_txn, 28: self.txns.txn_offset_commit})
 
     def start(self) -> None:
         self.classic.start()
@@ -282,10 +297,18 @@ class KafkaApis:
     async def produce(self, request, version, ctx, header) -> dict | None:
         """Every partition's batches are queued (``submit``, synchronous) before the first
         await: the listener's ordering rule 2."""
-        if request.transactional_id is not None:
-            ctx.denied("WRITE", "TRANSACTIONAL_ID", request.transactional_id, "Produce")
-            error = {"error_code": K.transactional_id_authorization_failed,
-                     "error_message": "transactions are not supported yet"}
+        transactional = request.transactional_id is not None
+        refused = None
+        if transactional and self.txns is None:
+            refused = {"error_code": K.transactional_id_authorization_failed,
+                       "error_message": "this node serves no transactions"}
+        elif transactional:
+            code = ctx.denied("WRITE", "TRANSACTIONAL_ID", request.transactional_id, "Produce")
+            if code is not None:
+                refused = {"error_code": code, "error_message": "not authorized to WRITE "
+                           f"transactional id {request.transactional_id!r}"}
+        if refused is not None:
+            error = refused
             return {"responses": [
                 {"name": t.name, "partition_responses": [
                     {"index": p.index, "base_offset": -1, **error} for p in t.partition_data]}
@@ -315,9 +338,9 @@ class KafkaApis:
                             K.unsupported_compression_type, f"compression codec {codec} is "
                             "not supported; use none, gzip, snappy, lz4 or zstd")))
                         continue
-                    # transactional batches need the transaction coordinator, which this
-                    # listener does not serve yet (gRPC only): refused, nothing written
-                    future = replica.submit(records, acks, transactional=False)
+                    # transactional batches only in a transactional request (the partition
+                    # checks them against the producer's epoch and opens the transaction)
+                    future = replica.submit(records, acks, transactional=transactional)
                     pending.append((t.name, p.index, replica, future))
                 except BrokerError as exc:
                     pending.append((t.name, p.index, None, exc))
@@ -475,8 +498,10 @@ class KafkaApis:
 
     async def init_producer_id(self, request, version, ctx, header) -> dict:
         if request.transactional_id is not None:
-            return {"error_code": K.transactional_id_authorization_failed,
-                    "producer_id": -1, "producer_epoch": -1}
+            if self.txns is None:
+                return {"error_code": K.transactional_id_authorization_failed,
+                        "producer_id": -1, "producer_epoch": -1}
+            return await self.txns.init_producer_id(request, ctx)
         try:
             answer = await BrokerService.InitProducerId.__wrapped__(
                 self.broker_service, broker_pb2.InitProducerIdRequest(), ctx)
@@ -500,6 +525,22 @@ class KafkaApis:
             if denied is not None:
                 entry.update(error_code=denied, error_message="not authorized to DESCRIBE "
                              f"{key!r}")
+                out.append(entry)
+                continue
+            if key_type == 1 and self.txns is not None:
+                try:
+                    node_id = await self.txns.find_coordinator(key, ctx)
+                    address = self.broker.config.kafka_peers.get(node_id)
+                    if not address:
+                        raise BrokerError(Code.LEADER_NOT_AVAILABLE, "the coordinator is "
+                                          "being elected; retry")
+                    host, port = _host_port(address)
+                    entry.update(node_id=node_id, host=host, port=port, error_code=K.none)
+                except BrokerError as exc:
+                    code = K.coordinator_not_available
+                    if exc.code == Code.INVALID_REQUEST:
+                        code = K.invalid_request
+                    entry.update(error_code=code, error_message=exc.message)
                 out.append(entry)
                 continue
             if key_type != 0:

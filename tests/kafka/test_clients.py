@@ -437,3 +437,39 @@ def test_compression_codecs_from_kafka_producers(kafka_cluster: Cluster) -> None
     consumer.assign([TopicPartition("codecs", 0, 0)])
     assert [m.value() for m in consume(consumer, total)] == values
     consumer.close()
+
+
+def test_confluent_kafka_transactions_commit_and_abort_read_committed_sees_only_committed(
+        kafka_cluster: Cluster) -> None:
+    """A transactional producer through the listener (FindCoordinator TRANSACTION,
+    InitProducerId with a transactional id, AddPartitionsToTxn, EndTxn): a read_committed
+    consumer gets the committed transactions and none of the aborted one, in order; a
+    read_uncommitted one sees all three."""
+    kafka_cluster.create_topic("ck-txn", partitions=2)
+    b = kafka_cluster.kafka_bootstrap
+    producer = Producer(quiet({"bootstrap.servers": b, "transactional.id": "ck-txn-1",
+                               "transaction.timeout.ms": 60_000}))
+    producer.init_transactions(30)
+    for outcome in ("commit", "abort", "commit"):
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce("ck-txn", key=f"k{i}", value=f"{outcome}-{i}", partition=i % 2)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)  # written, then aborted
+            producer.abort_transaction(30)
+
+    def values(isolation: str, count: int) -> list[bytes]:
+        consumer = Consumer(quiet({"bootstrap.servers": b, "group.id": f"ck-txn-{isolation}",
+                                   "auto.offset.reset": "earliest",
+                                   "isolation.level": isolation}))
+        try:
+            consumer.subscribe(["ck-txn"])
+            return sorted(m.value() for m in consume(consumer, count))
+        finally:
+            consumer.close()
+
+    committed = values("read_committed", 10)
+    assert committed == sorted([f"commit-{i}".encode() for i in range(5)] * 2)
+    assert sum(v.startswith(b"abort") for v in values("read_uncommitted", 15)) == 5
