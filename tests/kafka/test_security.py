@@ -256,3 +256,26 @@ def test_every_served_api_has_an_authorization_rule() -> None:
     from raftka.node._kafka._security import APIS
 
     assert set(SUPPORTED) | set(SASL_APIS) | set(TXN_APIS) <= set(APIS)
+
+
+def test_an_unauthenticated_connection_may_only_ask_api_versions_and_sasl(
+        secured: tuple[Cluster, Pki]) -> None:
+    """TLS without a certificate or SASL: ApiVersions is answered (and advertises the SASL
+    APIs), a Metadata request closes the connection."""
+    import socket
+    import ssl
+
+    from tests.kafka.test_wire import _answer, _read_frame, _request
+
+    cluster, pki = secured
+    context = ssl.create_default_context(cafile=str(pki.ca.cert))
+    context.check_hostname = False
+    host, port = cluster.kafka[1].rsplit(":", 1)
+    with context.wrap_socket(socket.create_connection((host, int(port)), timeout=10)) as s:
+        s.sendall(_request(18, 3, 1, {"client_software_name": "t",
+                                      "client_software_version": "1"}))
+        _, body = _answer(_read_frame(s), 18, 3)
+        assert {17, 36} <= {k.api_key for k in body.api_keys}
+        s.sendall(_request(3, 12, 2, {"topics": None}))
+        with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
+            _read_frame(s)
