@@ -36,6 +36,10 @@ TOML example::
     kafka_peers = { 1 = "10.0.0.1:9092", 2 = "10.0.0.2:9092", 3 = "10.0.0.3:9092" }
     # every node's Kafka address, for Metadata answers (default: each peer's host with
     # this node's Kafka port)
+    # The Kafka listener uses the client port's TLS files (tls_cert, tls_key, tls_ca) and
+    # its authentication, ACLs and quotas (node/_kafka/_security.py):
+    kafka_ssl_client_auth = "requested" # Kafka's ssl.client.auth: required, requested or
+    # none (default: required with tls_require_client_cert, else requested with tls_ca)
 
 Joining a running cluster (instead of ``peers``; ``id`` optional: the controller picks one)::
 
@@ -164,6 +168,9 @@ class NodeConfig:
     kafka_listen: str = ""
     kafka_advertised: str = ""  # what Metadata names this node as (default: kafka_listen)
     kafka_peers: dict[int, str] = field(default_factory=dict)  # every node's Kafka address
+    # Kafka's ssl.client.auth on the Kafka listener: "required", "requested" or "none"
+    # ("" = required with tls_require_client_cert, else requested when tls_ca is given)
+    kafka_ssl_client_auth: str = ""
     # members to ask to join through (``_join.py``); [] for a node listed in --peers or one
     # that joined before (its membership file says so)
     join: list[str] = field(default_factory=list)
@@ -298,8 +305,9 @@ class NodeConfig:
             if value and not _is_host_port(value):
                 raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
         if not self.kafka_listen:
-            if self.kafka_advertised or self.kafka_peers:
-                raise ConfigError("kafka_advertised and kafka_peers need kafka_listen")
+            if self.kafka_advertised or self.kafka_peers or self.kafka_ssl_client_auth:
+                raise ConfigError("kafka_advertised, kafka_peers and kafka_ssl_client_auth "
+                                  "need kafka_listen")
             return
         if self.secured:
             # it speaks neither SASL nor TLS yet and does not go through _authz.py: served
@@ -311,6 +319,20 @@ class NodeConfig:
             if not self.kafka_advertised:
                 self.kafka_advertised = self.kafka_listen
             return  # the rest once the join answer named the nodes (joined_as)
+        if not self.kafka_ssl_client_auth:
+            self.kafka_ssl_client_auth = "required" if self.tls_require_client_cert else \
+                "requested" if self.tls_ca else "none"
+        if self.kafka_ssl_client_auth not in ("required", "requested", "none"):
+            raise ConfigError("kafka_ssl_client_auth must be required, requested or none, "
+                              f"got {self.kafka_ssl_client_auth!r}")
+        if self.kafka_ssl_client_auth != "none" and not self.tls_ca:
+            raise ConfigError("kafka_ssl_client_auth required or requested needs tls_cert and "
+                              "tls_ca (the CA that signs client certificates)")
+        if self.secured and "password" not in self.authentication and \
+                "mtls" in self.authentication and self.kafka_ssl_client_auth == "none":
+            raise ConfigError("the Kafka listener would authenticate nobody: mtls "
+                              "authentication needs kafka_ssl_client_auth required or "
+                              "requested (or add password authentication: SASL)")
         unknown = set(self.kafka_peers) - set(self.peers)
         if unknown and not self.initial_node_ids:
             raise ConfigError(f"kafka_peers names nodes {sorted(unknown)} that are not in "
@@ -381,6 +403,8 @@ def load_toml(path: Path) -> NodeConfig:
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
              "transaction_max_timeout_ms", "transaction_max_partitions",
              *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers", "join"}
+             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers",
+             "kafka_ssl_client_auth"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")
@@ -403,6 +427,7 @@ def load_toml(path: Path) -> NodeConfig:
             kafka_advertised=str(raw.get("kafka_advertised", "")),
             kafka_peers={int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()},
             join=[str(a) for a in raw.get("join", [])],
+            kafka_ssl_client_auth=str(raw.get("kafka_ssl_client_auth", "")),
         )
     except KeyError as exc:
         raise ConfigError(f"{path} is missing required key {exc}") from None
@@ -468,6 +493,11 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--kafka-peers", default=None, metavar="ID=HOST:PORT,...",
                    help="every node's Kafka address (default: each peer's host with this "
                    "node's Kafka port)")
+    p.add_argument("--kafka-ssl-client-auth", default=None,
+                   choices=("required", "requested", "none"),
+                   help="Kafka's ssl.client.auth on the Kafka listener, which uses the client "
+                   "port's TLS files (default: required with --tls-require-client-cert, else "
+                   "requested with --tls-ca)")
     args = p.parse_args(argv)
     if args.config:
         cfg = load_toml(args.config)
@@ -498,6 +528,8 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.kafka_advertised = args.kafka_advertised
     if args.kafka_peers is not None:
         cfg.kafka_peers = parse_peers(args.kafka_peers)
+    if args.kafka_ssl_client_auth is not None:
+        cfg.kafka_ssl_client_auth = args.kafka_ssl_client_auth
     if args.offsets_compact_entries is not None:
         cfg.offsets_compact_entries = args.offsets_compact_entries
     if args.transaction_max_timeout_ms is not None:

@@ -45,7 +45,7 @@ from ._debug_service import add_debug_service
 from ._forwarding import ControllerForwarder
 from ._join import join as join_cluster
 from ._group_service import GroupCoordinatorService
-from ._kafka import KafkaApis, KafkaListener
+from ._kafka import KafkaApis, KafkaListener, kafka_ssl_context
 from ._metrics import MetricsServer, NodeCollector
 from ._services import AdminService, BrokerService, TxnMarkersService
 from ._share_service import ShareService
@@ -195,11 +195,14 @@ async def serve(config: NodeConfig) -> int:
     txns.start()
     kafka = None
     if config.kafka_listen:
-        kafka_apis = KafkaApis(broker, broker_service, admin_service, groups)
-        kafka = KafkaListener(broker, kafka_apis)
+        kafka_apis = KafkaApis(broker, broker_service, admin_service, groups, security,
+                               txns)
         try:
+            kafka = KafkaListener(broker, kafka_apis, kafka_ssl_context(config))
+            if not config.tls_cert:
+                warn_plain_text("the Kafka listener", config.kafka_listen)
             await kafka.start()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             log.error("cannot serve the Kafka protocol on %s: %s; is another process using "
                       "the port?", config.kafka_listen, exc)
             if metrics_server is not None:

@@ -13,7 +13,7 @@ authentication (client certificates, whose CN is the user name, and passwords) a
 with ``User:admin`` as super user, and creates a password user ``dev`` with a random
 password and no rights. It prints the environment for the CLI either way.
 Every node also serves the Kafka protocol (``--kafka-base-port``, 9092.. by default; 0
-turns it off; off with ``--auth``, as the listener has no SASL or ACL checks yet) and the
+turns it off; with ``--tls`` it speaks TLS, with ``--auth`` SASL SCRAM-SHA-256 too) and the
 bootstrap string for Kafka clients is printed (``kcat -b 127.0.0.1:9092 -L``).
 
 It also starts the web console (``python -m raftka.client.cli console``, a subprocess: the
@@ -189,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     peers = cluster_peers(args.nodes, args.host, args.base_port)
     metrics = ({i: f"{args.host}:{args.metrics_base_port + i - 1}" for i in peers}
                if args.metrics_base_port else {})
-    # the Kafka listener has no SASL, TLS or ACL checks yet: a node refuses it with --auth
     kafka = ({i: f"{args.host}:{args.kafka_base_port + i - 1}" for i in peers}
-             if args.kafka_base_port and not args.auth else {})
+             if args.kafka_base_port else {})
     kafka_flags = ["--kafka-peers", ",".join(f"{k}={v}" for k, v in sorted(kafka.items()))] \
         if kafka else []
+    if kafka and args.tls:  # SASL clients need no certificate; one given is still checked
+        kafka_flags += ["--kafka-ssl-client-auth", "requested"]
     busy = ports_in_use({**peers, **{-i: a for i, a in metrics.items()},
                          **{-100 - i: a for i, a in kafka.items()}}, reuse=True)
     if busy:
@@ -242,8 +243,17 @@ def main(argv: list[str] | None = None) -> int:
                   "connection; the password decides who you are)")
         if kafka:
             kafka_bootstrap = ",".join(kafka.values())
-            print(f"kafka bootstrap: {kafka_bootstrap}   (Kafka clients and tools, e.g. "
-                  f"kcat -b {kafka_bootstrap} -L)")
+            if not args.tls:
+                print(f"kafka bootstrap: {kafka_bootstrap}   (Kafka clients and tools, e.g. "
+                      f"kcat -b {kafka_bootstrap} -L)")
+            else:
+                tls = (f"-X ssl.ca.location={client_env['RAFTKA_TLS_CA']} "
+                       "-X ssl.endpoint.identification.algorithm=none")
+                sasl = (" -X security.protocol=SASL_SSL -X sasl.mechanisms=SCRAM-SHA-256 "
+                        f"-X sasl.username=dev -X sasl.password={password}"
+                        if args.auth else " -X security.protocol=SSL")
+                print(f"kafka bootstrap: {kafka_bootstrap}   (TLS; e.g. "
+                      f"kcat -b {kafka_bootstrap} -L {tls}{sasl})")
         for i, address in metrics.items():
             print(f"metrics: node {i} http://{address}/metrics")
         if metrics:

@@ -15,6 +15,7 @@ lists the same versions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -27,6 +28,7 @@ from kio.schema.errors import ErrorCode as K
 
 from raftka.v1 import admin_pb2, broker_pb2, group_pb2
 
+from .._authz import NodeSecurity
 from .._broker import Broker
 from .._errors import BrokerError, Code
 from .._group_service import GroupCoordinatorService
@@ -44,6 +46,9 @@ from ._classic import ClassicGroups
 from ._codec import encode_data
 from ._consumer_protocol import ConsumerProtocol
 from ._errors import kafka_code
+from ._security import APIS, Connection, Ctx, ListenerSecurity, request_denial
+from . import _acls
+from ._txn import KafkaTransactions
 
 log = logging.getLogger("raftka.kafka")
 
@@ -75,7 +80,23 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     47: ("OffsetDelete", 0, 0),
     60: ("DescribeCluster", 0, 1),
     68: ("ConsumerGroupHeartbeat", 0, 1),
+    29: ("DescribeAcls", 1, 3),
+    30: ("CreateAcls", 1, 3),
+    31: ("DeleteAcls", 1, 3),
 }
+# served when the node runs a transaction coordinator (``_txn.py``)
+TXN_APIS: dict[int, tuple[str, int, int]] = {
+    24: ("AddPartitionsToTxn", 0, 3),  # v4+: between brokers (KIP-890)
+    25: ("AddOffsetsToTxn", 0, 3),
+    26: ("EndTxn", 0, 3),
+    28: ("TxnOffsetCommit", 0, 3),
+}
+# served only when the node authenticates with passwords
+SASL_APIS: dict[int, tuple[str, int, int]] = {
+    17: ("SaslHandshake", 0, 1),  # v0: raw SASL tokens follow (``Connection.raw``)
+    36: ("SaslAuthenticate", 0, 2),
+}
+
 _CONFIG_SOURCE_TOPIC = 1  # DYNAMIC_TOPIC_CONFIG
 _CONFIG_SOURCE_DEFAULT = 5  # DEFAULT_CONFIG
 _RESOURCE_TOPIC = 2
@@ -102,22 +123,6 @@ class _Refused:
         self.message = message
 
 
-class _Context:
-    """What the gRPC services' methods read from a call's context, for a Kafka request."""
-
-    def __init__(self, peer: str) -> None:
-        self._peer = peer
-
-    def peer(self) -> str:
-        return self._peer
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def invocation_metadata(self) -> tuple:
-        return ()
-
-
 def _err(exc: BrokerError) -> dict:
     return {"error_code": kafka_code(exc.code), "error_message": exc.message}
 
@@ -134,8 +139,16 @@ def _ms(value: Any) -> int:
 
 class KafkaApis:
     def __init__(self, broker: Broker, broker_service: BrokerService,
-                 admin: AdminService, groups: GroupCoordinatorService) -> None:
+                 admin: AdminService, groups: GroupCoordinatorService,
+                 security: NodeSecurity | None = None, txns: Any = None) -> None:
         self.broker = broker
+        self.listener_security = ListenerSecurity(
+            security, broker.config.secured, lambda: broker.controller.state.users)
+        self.supported = dict(SUPPORTED)
+        if self.listener_security.mechanisms:
+            self.supported.update(SASL_APIS)
+        self.acls = _acls.KafkaAcls(broker, admin)
+        self.txns: KafkaTransactions | None = None
         self.broker_service = broker_service
         self.admin = admin
         self.groups = groups
@@ -152,7 +165,14 @@ class KafkaApis:
             44: self.incremental_alter_configs, 47: self.classic.offset_delete,
             60: self.describe_cluster,
             68: self.consumer_protocol.heartbeat,
+            29: self.acls.describe, 30: self.acls.create, 31: self.acls.delete,
         }
+        if txns is not None:
+            self.txns = KafkaTransactions(txns, self.classic)
+            self.supported.update(TXN_APIS)
+            self._handlers.update({
+                24: self.txns.add_partitions, 25: self.txns.add_offsets,
+                26: self.txns.end_txn, 28: self.txns.txn_offset_commit})
 
     def start(self) -> None:
         self.classic.start()
@@ -162,7 +182,7 @@ class KafkaApis:
 
     # ------------------------------------------------------------------ dispatch
     def supports(self, api_key: int, version: int) -> bool:
-        entry = SUPPORTED.get(api_key)
+        entry = self.supported.get(api_key)
         return entry is not None and entry[1] <= version <= entry[2]
 
     def unsupported_api_versions(self, api_key: int, version: int) -> tuple[type, dict] | None:
@@ -175,12 +195,26 @@ class KafkaApis:
             "error_code": K.unsupported_version, "api_keys": self._api_keys()}
 
     async def handle(self, api_key: int, version: int, header: Any, request: Any,
-                     peer: str) -> dict | None:
-        return await self._handlers[api_key](request, version, _Context(peer), header)
+                     peer: str, auth: Connection, request_bytes: int = 0) -> dict | None:
+        if api_key == 17:
+            return auth.handshake(request.mechanism, raw=version == 0)
+        if api_key == 36:
+            return await auth.authenticate(bytes(request.auth_bytes))
+        ctx = auth.ctx(peer)
+        api = self.supported[api_key][0]
+        values = request_denial(api_key, request, version, ctx, api)
+        if values is None:
+            values = await self._handlers[api_key](request, version, ctx, header)
+        if ctx.security is not None and values is not None:
+            answer_bytes = ctx.answer_bytes if api_key == 1 else 0
+            throttle_ms = auth.throttle(ctx, api_key, request_bytes, answer_bytes)
+            if throttle_ms:
+                values["throttle_time"] = throttle_ms
+        return values
 
     def _api_keys(self) -> list[dict]:
         return [{"api_key": k, "min_version": lo, "max_version": hi}
-                for k, (_, lo, hi) in sorted(SUPPORTED.items())]
+                for k, (_, lo, hi) in sorted(self.supported.items())]
 
     # ------------------------------------------------------------------ cluster
     async def api_versions(self, request, version, ctx, header) -> dict:
@@ -196,8 +230,10 @@ class KafkaApis:
     async def metadata(self, request, version, ctx, header) -> dict:
         state = self.broker.controller.state
         unknown_ids: list = []
-        if request.topics is None or (version == 0 and not request.topics):
-            names = [t.name for t in state.topics_sorted() if t.name != OFFSETS_TOPIC]
+        every = request.topics is None or (version == 0 and not request.topics)
+        if every:
+            names = [t.name for t in state.topics_sorted() if t.name != OFFSETS_TOPIC
+                     and ctx.allowed("DESCRIBE", "TOPIC", t.name)]
         else:
             by_id = {}
             if any(t.name is None for t in request.topics):  # v10+: asked by topic id
@@ -210,6 +246,10 @@ class KafkaApis:
         topics = []
         for name in names:
             meta = state.topic(name)
+            denied = None if every else ctx.denied("DESCRIBE", "TOPIC", name, "Metadata")
+            if denied is not None:  # before existence: names are not disclosed
+                topics.append({"error_code": denied, "name": name, "partitions": []})
+                continue
             if meta is None:
                 topics.append({"error_code": K.unknown_topic_or_partition, "name": name,
                                "partitions": []})
@@ -257,9 +297,18 @@ class KafkaApis:
     async def produce(self, request, version, ctx, header) -> dict | None:
         """Every partition's batches are queued (``submit``, synchronous) before the first
         await: the listener's ordering rule 2."""
-        if request.transactional_id is not None:
-            error = {"error_code": K.transactional_id_authorization_failed,
-                     "error_message": "transactions are not supported yet"}
+        transactional = request.transactional_id is not None
+        refused = None
+        if transactional and self.txns is None:
+            refused = {"error_code": K.transactional_id_authorization_failed,
+                       "error_message": "this node serves no transactions"}
+        elif transactional:
+            code = ctx.denied("WRITE", "TRANSACTIONAL_ID", request.transactional_id, "Produce")
+            if code is not None:
+                refused = {"error_code": code, "error_message": "not authorized to WRITE "
+                           f"transactional id {request.transactional_id!r}"}
+        if refused is not None:
+            error = refused
             return {"responses": [
                 {"name": t.name, "partition_responses": [
                     {"index": p.index, "base_offset": -1, **error} for p in t.partition_data]}
@@ -270,7 +319,13 @@ class KafkaApis:
         timeout_s = min(max(_ms(request.timeout), 1), PRODUCE_TIMEOUT_MS_MAX) / 1000
         pending: list[tuple[str, int, Any, Any]] = []
         for t in request.topic_data:
+            denied = ctx.denied("WRITE", "TOPIC", t.name, "Produce") \
+                if ctx.security is not None else None
             for p in t.partition_data:
+                if denied is not None:  # nothing of it is written
+                    pending.append((t.name, p.index, None, _Refused(
+                        denied, f"{ctx.caller.principal} may not WRITE topic {t.name!r}")))
+                    continue
                 try:
                     if acks not in (0, 1, -1):
                         raise BrokerError(Code.INVALID_REQUEST, f"acks {acks} is not 0, 1 "
@@ -283,9 +338,9 @@ class KafkaApis:
                             K.unsupported_compression_type, f"compression codec {codec} is "
                             "not supported; use none, gzip, snappy, lz4 or zstd")))
                         continue
-                    # transactional batches need the transaction coordinator, which this
-                    # listener does not serve yet (gRPC only): refused, nothing written
-                    future = replica.submit(records, acks, transactional=False)
+                    # transactional batches only in a transactional request (the partition
+                    # checks them against the producer's epoch and opens the transaction)
+                    future = replica.submit(records, acks, transactional=transactional)
                     pending.append((t.name, p.index, replica, future))
                 except BrokerError as exc:
                     pending.append((t.name, p.index, None, exc))
@@ -335,8 +390,11 @@ class KafkaApis:
         deadline = started + wait_s
         total_max = min(max(request.max_bytes or FETCH_MAX_BYTES_MAX, 1), FETCH_MAX_BYTES_MAX) \
             if version >= 3 else FETCH_MAX_BYTES_MAX
+        denied = {t.topic: code for t in request.topics
+                  if (code := ctx.denied("READ", "TOPIC", t.topic, "Fetch")) is not None} \
+            if ctx.security is not None else {}
         while True:
-            answers, size, replicas, counts = self._read_all(request, total_max)
+            answers, size, replicas, counts = self._read_all(request, total_max, denied)
             if size >= request.min_bytes or any(
                     p["error_code"] != K.none for ps in answers.values() for p in ps):
                 break
@@ -353,10 +411,11 @@ class KafkaApis:
         for records, size_bytes in counts:  # what the answer carries (the last read)
             metrics.fetched(records, size_bytes)
         metrics.fetch_latency.observe(time.monotonic() - started)
+        ctx.answer_bytes = size
         return {"error_code": K.none, "session_id": 0,
                 "responses": [{"topic": t, "partitions": ps} for t, ps in answers.items()]}
 
-    def _read_all(self, request, total_max: int):
+    def _read_all(self, request, total_max: int, denied: dict):
         answers: dict[str, list[dict]] = {}
         replicas = []  # (replica, offset) of the partitions that returned nothing
         counts: list[tuple[int, int]] = []  # (records, bytes) per partition read
@@ -368,7 +427,14 @@ class KafkaApis:
         committed = getattr(request, "isolation_level", 0) == 1
         for t in request.topics:
             out = answers.setdefault(t.topic, [])
+            refused = denied.get(t.topic) if denied else None
             for p in t.partitions:
+                if refused is not None:
+                    out.append({"partition_index": p.partition, "error_code": refused,
+                                "high_watermark": -1, "last_stable_offset": -1,
+                                "log_start_offset": -1, "aborted_transactions": None,
+                                "preferred_read_replica": -1, "records": None})
+                    continue
                 try:
                     replica = _require_leader(self.broker, t.topic, p.partition)
                     budget = min(max(p.partition_max_bytes, 1), max(total_max - size, 0))
@@ -400,7 +466,12 @@ class KafkaApis:
         topics = []
         for t in request.topics:
             parts = []
+            denied = ctx.denied("DESCRIBE", "TOPIC", t.name, "ListOffsets")
             for p in t.partitions:
+                if denied is not None:
+                    parts.append({"partition_index": p.partition_index, "error_code": denied,
+                                  "timestamp": -1, "offset": -1})
+                    continue
                 try:
                     replica = _require_leader(self.broker, t.name, p.partition_index)
                     if p.timestamp < -2:
@@ -427,8 +498,10 @@ class KafkaApis:
 
     async def init_producer_id(self, request, version, ctx, header) -> dict:
         if request.transactional_id is not None:
-            return {"error_code": K.transactional_id_authorization_failed,
-                    "producer_id": -1, "producer_epoch": -1}
+            if self.txns is None:
+                return {"error_code": K.transactional_id_authorization_failed,
+                        "producer_id": -1, "producer_epoch": -1}
+            return await self.txns.init_producer_id(request, ctx)
         try:
             answer = await BrokerService.InitProducerId.__wrapped__(
                 self.broker_service, broker_pb2.InitProducerIdRequest(), ctx)
@@ -446,7 +519,31 @@ class KafkaApis:
         out = []
         for key in keys:
             entry: dict[str, Any] = {"key": key, "node_id": -1, "host": "", "port": -1}
-            if getattr(request, "key_type", 0) != 0:
+            key_type = getattr(request, "key_type", 0)
+            denied = ctx.denied("DESCRIBE", "TRANSACTIONAL_ID" if key_type == 1 else "GROUP",
+                                key, "FindCoordinator") if key_type in (0, 1) else None
+            if denied is not None:
+                entry.update(error_code=denied, error_message="not authorized to DESCRIBE "
+                             f"{key!r}")
+                out.append(entry)
+                continue
+            if key_type == 1 and self.txns is not None:
+                try:
+                    node_id = await self.txns.find_coordinator(key, ctx)
+                    address = self.broker.config.kafka_peers.get(node_id)
+                    if not address:
+                        raise BrokerError(Code.LEADER_NOT_AVAILABLE, "the coordinator is "
+                                          "being elected; retry")
+                    host, port = _host_port(address)
+                    entry.update(node_id=node_id, host=host, port=port, error_code=K.none)
+                except BrokerError as exc:
+                    code = K.coordinator_not_available
+                    if exc.code == Code.INVALID_REQUEST:
+                        code = K.invalid_request
+                    entry.update(error_code=code, error_message=exc.message)
+                out.append(entry)
+                continue
+            if key_type != 0:
                 entry.update(error_code=K.coordinator_not_available,
                              error_message="transactions are not supported yet")
                 out.append(entry)
@@ -471,7 +568,22 @@ class KafkaApis:
         return out[0]
 
     async def offset_commit(self, request, version, ctx, header) -> dict:
-        return await self.classic.offset_commit(request, version)
+        if ctx.security is None:
+            return await self.classic.offset_commit(request, version)
+        group_denied = ctx.denied("READ", "GROUP", request.group_id, "OffsetCommit")
+        refused = {t.name: group_denied or ctx.denied("READ", "TOPIC", t.name, "OffsetCommit")
+                   for t in request.topics}
+        allowed = tuple(t for t in request.topics if refused[t.name] is None)
+        answer = {"topics": []}
+        if allowed:
+            answer = await self.classic.offset_commit(
+                dataclasses.replace(request, topics=allowed), version)
+        answer["topics"].extend(
+            {"name": t.name, "partitions": [{"partition_index": p.partition_index,
+                                             "error_code": refused[t.name]}
+                                            for p in t.partitions]}
+            for t in request.topics if refused[t.name] is not None)
+        return answer
 
     async def offset_fetch(self, request, version, ctx, header) -> dict:
         if version >= 8:
@@ -488,6 +600,14 @@ class KafkaApis:
         return {"topics": answer, "error_code": error}
 
     async def _offsets_of(self, group_id: str, topics, ctx) -> tuple[K, list[dict]]:
+        denied = ctx.denied("DESCRIBE", "GROUP", group_id, "OffsetFetch")
+        if denied is not None:
+            return denied, []
+        if topics is not None and ctx.security is not None:
+            topics = [(n, ps) for n, ps in topics
+                      if ctx.denied("DESCRIBE", "TOPIC", n, "OffsetFetch") is None]
+            if not topics:
+                return K.none, []
         pb = group_pb2.OffsetFetchRequest(group_id=group_id)
         for name, partitions in topics or ():
             pb.partitions.add(topic=name, partitions=partitions)
@@ -497,6 +617,8 @@ class KafkaApis:
             return kafka_code(exc.code), []
         by_topic: dict[str, list[dict]] = {}
         for o in answer.offsets:
+            if not ctx.allowed("DESCRIBE", "TOPIC", o.topic):
+                continue
             by_topic.setdefault(o.topic, []).append({
                 "partition_index": o.partition, "committed_offset": o.offset,
                 "committed_leader_epoch": -1, "metadata": o.metadata, "error_code": K.none})
@@ -519,12 +641,18 @@ class KafkaApis:
                                 "group_state": state, "group_type": "classic"}
         wanted = set(getattr(request, "states_filter", ()) or ())
         groups = [g for _, g in sorted(listed.items())
-                  if not wanted or g["group_state"] in wanted]
+                  if (not wanted or g["group_state"] in wanted)
+                  and ctx.allowed("DESCRIBE", "GROUP", g["group_id"])]
         return {"error_code": K.none, "groups": groups}
 
     async def describe_groups(self, request, version, ctx, header) -> dict:
         out = []
         for group_id in request.groups:
+            denied = ctx.denied("DESCRIBE", "GROUP", group_id, "DescribeGroups")
+            if denied is not None:
+                out.append({"error_code": denied, "group_id": group_id, "group_state": "",
+                            "protocol_type": "", "protocol_data": "", "members": []})
+                continue
             described = self.classic.describe(group_id)
             if described is None:
                 described = await self._describe_consumer_group(group_id, ctx)
@@ -564,6 +692,12 @@ class KafkaApis:
     async def _create_topic(self, t, request, ctx) -> dict:
         entry: dict[str, Any] = {"name": t.name, "num_partitions": -1,
                                  "replication_factor": -1}
+        if ctx.security is not None and not ctx.allowed("CREATE", "CLUSTER", "kafka-cluster"):
+            denied = ctx.denied("CREATE", "TOPIC", t.name, "CreateTopics")
+            if denied is not None:
+                entry.update(error_code=denied, error_message="CREATE on the cluster or the "
+                             "topic is needed")
+                return entry
         try:
             if t.assignments:
                 raise BrokerError(Code.INVALID_REQUEST, "manual replica assignments are not "
@@ -596,6 +730,9 @@ class KafkaApis:
 
     async def delete_topics(self, request, version, ctx, header) -> dict:
         async def one(name: str) -> dict:
+            denied = ctx.denied("DELETE", "TOPIC", name, "DeleteTopics")
+            if denied is not None:
+                return {"name": name, "error_code": denied}
             try:
                 await AdminService.DeleteTopic.__wrapped__(
                     self.admin, admin_pb2.DeleteTopicRequest(name=name), ctx)
@@ -606,6 +743,9 @@ class KafkaApis:
 
     async def create_partitions(self, request, version, ctx, header) -> dict:
         async def one(t) -> dict:
+            denied = ctx.denied("ALTER", "TOPIC", t.name, "CreatePartitions")
+            if denied is not None:
+                return {"name": t.name, "error_code": denied}
             try:
                 if t.assignments:
                     raise BrokerError(Code.INVALID_REQUEST, "manual replica assignments are "
@@ -628,7 +768,13 @@ class KafkaApis:
         for r in request.resources:
             entry: dict[str, Any] = {"resource_type": r.resource_type,
                                      "resource_name": r.resource_name, "configs": []}
-            if r.resource_type == _RESOURCE_BROKER:
+            denied = ctx.denied("DESCRIBE_CONFIGS", "CLUSTER", "kafka-cluster",
+                                "DescribeConfigs") if r.resource_type == _RESOURCE_BROKER \
+                else ctx.denied("DESCRIBE_CONFIGS", "TOPIC", r.resource_name, "DescribeConfigs") \
+                if r.resource_type == _RESOURCE_TOPIC else None
+            if denied is not None:
+                entry["error_code"] = denied
+            elif r.resource_type == _RESOURCE_BROKER:
                 entry["error_code"] = K.none
             elif r.resource_type != _RESOURCE_TOPIC:
                 entry.update(error_code=K.invalid_request,
@@ -660,6 +806,11 @@ class KafkaApis:
         which topics here do not have); broker configs are not alterable."""
         async def one(r) -> dict:
             entry = {"resource_type": r.resource_type, "resource_name": r.resource_name}
+            denied = ctx.denied("ALTER_CONFIGS", "TOPIC", r.resource_name,
+                                "IncrementalAlterConfigs") \
+                if r.resource_type == _RESOURCE_TOPIC else None
+            if denied is not None:
+                return {**entry, "error_code": denied}
             try:
                 if r.resource_type != _RESOURCE_TOPIC:
                     raise BrokerError(Code.INVALID_REQUEST, "only topic configs can be altered")
@@ -681,6 +832,9 @@ class KafkaApis:
 
     async def delete_groups(self, request, version, ctx, header) -> dict:
         async def one(group_id: str) -> dict:
+            denied = ctx.denied("DELETE", "GROUP", group_id, "DeleteGroups")
+            if denied is not None:
+                return {"group_id": group_id, "error_code": denied}
             if self.classic.has_members(group_id):
                 return {"group_id": group_id, "error_code": K.non_empty_group}
             try:

@@ -46,6 +46,11 @@ _MAP = {
     Code.INVALID_TRANSACTION_TIMEOUT: K.invalid_transaction_timeout,
     Code.TRANSACTION_COORDINATOR_FENCED: K.transaction_coordinator_fenced,
     Code.INVALID_PRODUCER_EPOCH: K.invalid_producer_epoch,
+    Code.TOPIC_AUTHORIZATION_FAILED: K.topic_authorization_failed,
+    Code.GROUP_AUTHORIZATION_FAILED: K.group_authorization_failed,
+    Code.CLUSTER_AUTHORIZATION_FAILED: K.cluster_authorization_failed,
+    Code.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: K.transactional_id_authorization_failed,
+    Code.AUTHENTICATION_FAILED: K.sasl_authentication_failed,
 }
 
 

@@ -20,17 +20,24 @@ One connection, rules:
 4. An unexpected exception in a handler is logged with its traceback and closes that
    connection; the node keeps serving. A client that goes away ends its connection's
    tasks.
+5. Security (``_security.py``): TLS when the node has a certificate; a connection that is
+   not authenticated may send only ApiVersions and the SASL APIs (anything else closes
+   it after one log line), and a failed SASL exchange closes it after its answer. A
+   connection over a quota is muted (no request read) until its throttle time passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
+import time
 
 from .._broker import Broker
 from ._apis import KafkaApis
 from ._codec import MalformedRequest, encode_response, fixed_header, parse_request
+from ._security import PRE_AUTH_APIS, Connection, ListenerSecurity
 
 log = logging.getLogger("raftka.kafka")
 
@@ -49,9 +56,11 @@ _SIZE = struct.Struct(">i")
 class KafkaListener:
     """Serves the Kafka protocol on ``broker.config.kafka_listen``."""
 
-    def __init__(self, broker: Broker, apis: KafkaApis) -> None:
+    def __init__(self, broker: Broker, apis: KafkaApis,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._broker = broker
         self._apis = apis
+        self._tls = tls
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task] = set()
 
@@ -65,7 +74,8 @@ class KafkaListener:
         host, _, port = self._broker.config.kafka_listen.rpartition(":")
         self._server = await asyncio.start_server(
             self._accept, host.strip("[]"), int(port), reuse_address=True,
-            limit=READ_BUFFER_BYTES)
+            limit=READ_BUFFER_BYTES, ssl=self._tls,
+            ssl_handshake_timeout=FRAME_TIMEOUT_S if self._tls is not None else None)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -82,8 +92,13 @@ class KafkaListener:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         peer_name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        ssl_object = writer.get_extra_info("ssl_object")
+        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:
-            await _Connection(self._apis, reader, writer, peer_name).run()
+            auth = Connection(self._apis.listener_security, host, cert)
+            await auth.start()
+            await _Connection(self._apis, reader, writer, peer_name, auth).run()
         except asyncio.CancelledError:
             pass
         finally:
@@ -93,8 +108,9 @@ class KafkaListener:
 
 class _Connection:
     def __init__(self, apis: KafkaApis, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, peer: str) -> None:
+                 writer: asyncio.StreamWriter, peer: str, auth: Connection) -> None:
         self.apis = apis
+        self.auth = auth
         self.reader = reader
         self.writer = writer
         self.peer = peer
@@ -120,7 +136,11 @@ class _Connection:
 
     async def _read_requests(self, writing: asyncio.Future) -> None:
         reader = self.reader
+        auth = self.auth
         while not writing.done():
+            muted_s = auth.muted_until - time.monotonic()
+            if muted_s > 0:  # over a quota: rule 5
+                await asyncio.sleep(muted_s)
             try:
                 size_bytes = await asyncio.wait_for(reader.readexactly(4), IDLE_TIMEOUT_S)
             except asyncio.TimeoutError:
@@ -143,7 +163,12 @@ class _Connection:
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             await self.slots.acquire()
-            if not self._dispatch(frame):
+            if auth.raw:  # a bare SASL token (SaslHandshake v0): the client sends it once
+                # it has the handshake's answer, and waits for this one before going on
+                self.answers.put_nowait((asyncio.ensure_future(auth.raw_token(frame)), None,
+                                         0, "SASL token"))
+                continue
+            if auth.failed or not self._dispatch(frame):
                 return
 
     def _dispatch(self, frame: bytes) -> bool:
@@ -154,6 +179,10 @@ class _Connection:
             log.warning("kafka client %s: %s; closing the connection", self.peer, exc)
             return False
         apis = self.apis
+        if not self.auth.authenticated and api_key not in PRE_AUTH_APIS:
+            log.warning("kafka client %s: API key %d before authentication (SASL or a "
+                        "client certificate); closing the connection", self.peer, api_key)
+            return False
         if not apis.supports(api_key, version):
             answer = apis.unsupported_api_versions(api_key, version)
             if answer is None:
@@ -172,7 +201,8 @@ class _Connection:
                         "(%s); closing the connection", self.peer, api_key, version, exc)
             return False
         name = type(request).__name__
-        task = asyncio.ensure_future(apis.handle(api_key, version, header, request, self.peer))
+        task = asyncio.ensure_future(apis.handle(api_key, version, header, request, self.peer,
+                                                 self.auth, len(frame)))
         self.answers.put_nowait((task, response_cls, correlation_id, name))
         return True
 
@@ -198,7 +228,10 @@ class _Connection:
             if values is None:  # Produce with acks=0: no answer
                 continue
             try:
-                writer.writelines(encode_response(response_cls, correlation_id, values))
+                if response_cls is None:  # a bare SASL token
+                    writer.writelines((_SIZE.pack(len(values)), values))
+                else:
+                    writer.writelines(encode_response(response_cls, correlation_id, values))
                 if writer.transport.get_write_buffer_size() > (1 << 20):
                     await writer.drain()
             except ConnectionError:
@@ -207,6 +240,13 @@ class _Connection:
             except Exception:  # noqa: BLE001 - an answer that does not encode is a bug
                 log.exception("kafka client %s: the %s answer does not encode; closing the "
                               "connection", self.peer, name)
+                self._abandon()
+                writer.close()
+                return
+            if self.auth.failed:  # rule 5: the SASL failure is answered, then closed
+                log.info("kafka client %s: authentication failed; closing the connection",
+                         self.peer)
+                await writer.drain()
                 self._abandon()
                 writer.close()
                 return

@@ -103,7 +103,8 @@ def test_dev_auth_starts_a_secured_cluster_the_cli_uses_with_what_it_prints(
     proc = subprocess.Popen(
         [sys.executable, "-m", "raftka.node.dev", "--auth", "--data-dir", str(tmp_path),
          "--base-port", str(base), "--peer-base-port", str(peer_base),
-         "--metrics-base-port", "0", "--console-port", "0"], cwd=REPO,
+         "--metrics-base-port", "0", "--console-port", "0",
+         "--kafka-base-port", "0"], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out = LineReader(proc.stdout)
     try:

@@ -437,3 +437,77 @@ def test_compression_codecs_from_kafka_producers(kafka_cluster: Cluster) -> None
     consumer.assign([TopicPartition("codecs", 0, 0)])
     assert [m.value() for m in consume(consumer, total)] == values
     consumer.close()
+
+
+def test_confluent_kafka_transactions_commit_and_abort_read_committed_sees_only_committed(
+        kafka_cluster: Cluster) -> None:
+    """A transactional producer through the listener (FindCoordinator TRANSACTION,
+    InitProducerId with a transactional id, AddPartitionsToTxn, EndTxn): a read_committed
+    consumer gets the committed transactions and none of the aborted one, in order; a
+    read_uncommitted one sees all three."""
+    kafka_cluster.create_topic("ck-txn", partitions=2)
+    b = kafka_cluster.kafka_bootstrap
+    producer = Producer(quiet({"bootstrap.servers": b, "transactional.id": "ck-txn-1",
+                               "transaction.timeout.ms": 60_000}))
+    producer.init_transactions(30)
+    for outcome in ("commit", "abort", "commit"):
+        producer.begin_transaction()
+        for i in range(5):
+            producer.produce("ck-txn", key=f"k{i}", value=f"{outcome}-{i}", partition=i % 2)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)  # written, then aborted
+            producer.abort_transaction(30)
+
+    def values(isolation: str, count: int) -> list[bytes]:
+        consumer = Consumer(quiet({"bootstrap.servers": b, "group.id": f"ck-txn-{isolation}",
+                                   "auto.offset.reset": "earliest",
+                                   "isolation.level": isolation}))
+        try:
+            consumer.subscribe(["ck-txn"])
+            return sorted(m.value() for m in consume(consumer, count))
+        finally:
+            consumer.close()
+
+    committed = values("read_committed", 10)
+    assert committed == sorted([f"commit-{i}".encode() for i in range(5)] * 2)
+    assert sum(v.startswith(b"abort") for v in values("read_uncommitted", 15)) == 5
+
+
+def test_confluent_kafka_consume_transform_produce_commits_offsets_in_the_transaction(
+        kafka_cluster: Cluster) -> None:
+    """send_offsets_to_transaction (AddOffsetsToTxn, TxnOffsetCommit at the group's
+    coordinator, checked against the classic member's generation): the group's offsets
+    become committed with the transaction, and only then."""
+    kafka_cluster.create_topic("ck-ctp-in", partitions=1)
+    kafka_cluster.create_topic("ck-ctp-out", partitions=1)
+    b = kafka_cluster.kafka_bootstrap
+    plain = Producer(quiet({"bootstrap.servers": b}))
+    for i in range(4):
+        plain.produce("ck-ctp-in", value=f"in-{i}")
+    assert plain.flush(30) == 0
+    consumer = Consumer(quiet({"bootstrap.servers": b, "group.id": "ck-ctp",
+                               "auto.offset.reset": "earliest", "enable.auto.commit": False}))
+    producer = Producer(quiet({"bootstrap.servers": b, "transactional.id": "ck-ctp-1"}))
+    try:
+        consumer.subscribe(["ck-ctp-in"])
+        got = consume(consumer, 4)
+        producer.init_transactions(30)
+        for outcome in ("abort", "commit"):
+            producer.begin_transaction()
+            for m in got:
+                producer.produce("ck-ctp-out", value=m.value().replace(b"in", b"out"))
+            producer.send_offsets_to_transaction(
+                [TopicPartition("ck-ctp-in", 0, got[-1].offset() + 1)],
+                consumer.consumer_group_metadata(), 30)
+            if outcome == "abort":
+                producer.abort_transaction(30)
+                [tp] = consumer.committed([TopicPartition("ck-ctp-in", 0)], timeout=30)
+                assert tp.offset < 0  # nothing committed by the aborted transaction
+            else:
+                producer.commit_transaction(30)
+        [tp] = consumer.committed([TopicPartition("ck-ctp-in", 0)], timeout=30)
+        assert tp.offset == got[-1].offset() + 1
+    finally:
+        consumer.close()

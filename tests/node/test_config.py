@@ -175,11 +175,18 @@ def test_bad_kafka_settings_say_what_to_fix(tmp_path: Path, flags: list[str],
         from_args(base + flags)
 
 
-def test_the_kafka_listener_is_refused_with_authentication(certs) -> None:
-    """It has no SASL, TLS or ACL checks yet: next to authentication it would be a door
-    around every ACL, so the node refuses the combination."""
+def test_the_kafka_listener_of_a_secured_node_takes_client_auth_from_the_client_port(
+        certs) -> None:
+    """The listener uses the client port's TLS files; Kafka's ssl.client.auth follows
+    tls_require_client_cert unless kafka_ssl_client_auth says otherwise."""
     ca, node = certs
-    with pytest.raises(ConfigError, match="Kafka listener"):
-        from_args(_secured_args(ca, node, "--authorization", "--kafka-listen",
-                                "127.0.0.1:9092"))
-    assert from_args(_secured_args(ca, node, "--kafka-listen", "127.0.0.1:9092")).kafka_listen
+    cfg = from_args(_secured_args(ca, node, "--tls-require-client-cert", "--authentication",
+                                  "mtls,password", "--kafka-listen", "127.0.0.1:9092"))
+    assert cfg.kafka_ssl_client_auth == "required"
+    cfg = from_args(_secured_args(ca, node, "--authentication", "password", "--kafka-listen",
+                                  "127.0.0.1:9092", "--kafka-ssl-client-auth", "none"))
+    assert cfg.kafka_ssl_client_auth == "none"
+    with pytest.raises(ConfigError, match="authenticate nobody"):
+        from_args(_secured_args(ca, node, "--tls-require-client-cert", "--authentication",
+                                "mtls", "--kafka-listen", "127.0.0.1:9092",
+                                "--kafka-ssl-client-auth", "none"))
