@@ -314,8 +314,9 @@ def test_coordinator_commit_abort_fencing_and_bad_inputs(cluster: Cluster) -> No
     assert d.state == "ongoing" and [tuple(t.partitions) for t in d.topics] == [(0, 1, 2)]
     assert all(_committed(cluster, p)[0] == [] for p in range(3))
     _end(cluster, tid, pid, epoch, commit=True)
-    assert _describe(cluster, tid).state == "complete_commit"
-    # EndTxn answers once every marker is written: read_committed sees it all at once
+    # EndTxn answers once the decision is durable; the markers follow
+    assert _describe(cluster, tid).state in ("prepare_commit", "complete_commit")
+    wait_for(lambda: _describe(cluster, tid).state == "complete_commit", 30, "the markers")
     assert [_committed(cluster, p)[0] for p in range(3)] == [[b"c-%d" % p] for p in range(3)]
     _end(cluster, tid, pid, epoch, commit=True)  # a retried commit is answered OK
 
@@ -381,10 +382,10 @@ def test_coordinator_kill_between_prepare_and_complete_finishes_the_commit(
         cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 0, b"r-%d" % p))
     cluster.pause(held)
     stub = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(coordinator))
-    with pytest.raises(grpc.RpcError):  # the decision is durable, a marker cannot land
-        stub.EndTxn(txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
-                                          producer_epoch=epoch, result=txn_pb2.TXN_COMMIT),
-                    timeout=3)
+    # answered once the decision is durable; a marker cannot land (its leader is paused)
+    stub.EndTxn(txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
+                                      producer_epoch=epoch, result=txn_pb2.TXN_COMMIT),
+                timeout=10)
     assert stub.DescribeTransactions(txn_pb2.DescribeTransactionsRequest(
         transactional_ids=[tid]), timeout=10).transactions[0].state == "prepare_commit"
     cluster.kill(coordinator)
@@ -452,7 +453,11 @@ def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> Non
             newer.send(TOPIC, b"newer", partition=1)
             newer.commit_transaction()
 
-    committed = sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+    committed = sorted([b"c%d" % i for i in range(30)]
+                       + [b"keyless-1", b"keyless-2", b"newer"])
+    # commit_transaction returned once the decision was durable; the markers follow
+    wait_for(lambda: sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+             == committed, 30, "the last commit's markers")
     assert committed == sorted([b"c%d" % i for i in range(30)]
                                + [b"keyless-1", b"keyless-2", b"newer"])
     everything = [v for p in range(3) for v in _uncommitted(cluster, p)]
@@ -537,7 +542,8 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
         producer.send_offsets_to_transaction({("in", 0): 5}, "solo")
         assert admin.committed_offsets("solo") == {}, "pending until the commit"
         producer.commit_transaction()
-        assert admin.committed_offsets("solo") == {tp: 5}
+        # committed once the marker reaches the offsets partition (moments after)
+        wait_for(lambda: admin.committed_offsets("solo") == {tp: 5}, 30, "the offsets")
         producer.begin_transaction()
         producer.send(TOPIC, b"out-5-9", partition=0)
         producer.send_offsets_to_transaction({("in", 0): 10}, "solo")
@@ -559,7 +565,8 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
                 producer.send(TOPIC, r.value.upper(), partition=0)
             producer.send_offsets_to_transaction({("in", 0): got[-1].offset + 1}, meta)
             producer.commit_transaction()
-            assert admin.committed_offsets("members") == {tp: 10}
+            wait_for(lambda: admin.committed_offsets("members") == {tp: 10}, 30,
+                     "the offsets")
             # KIP-447 fencing: a member the group does not know cannot commit
             producer.begin_transaction()
             with pytest.raises(UnknownMemberIdError):
@@ -569,4 +576,4 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
                 producer.commit_transaction()  # the failure made it abortable
             producer.abort_transaction()
             assert admin.committed_offsets("members") == {tp: 10}
-    assert len(_committed(cluster, 0)[0]) == 11
+    wait_for(lambda: len(_committed(cluster, 0)[0]) == 11, 30, "the last markers")
