@@ -512,8 +512,9 @@ class Producer:
             self._accumulator.forget_sticky()  # keyless records: a partition per transaction
 
     def commit_transaction(self, timeout: float | None = None) -> None:
-        """Flush the transaction's records, then commit it; returns once every partition
-        has its commit marker. Raises the error of a record that failed (the transaction
+        """Flush the transaction's records, then commit it; returns once the coordinator
+        made the decision durable (the markers reach the partitions moments later, as in
+        Kafka). Raises the error of a record that failed (the transaction
         must then be aborted), ProducerFencedError if a newer producer took over."""
         txn = self._require_txn("commit_transaction()")
         txn.check_send()
