@@ -416,7 +416,7 @@ def test_coordinator_aborts_a_timed_out_transaction_and_fences_it(cluster: Clust
 
 
 def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> None:
-    from raftka.client import InvalidTxnStateError, Producer, ProducerFencedError
+    from raftka.client import InvalidTxnStateError, Producer, ProducerFencedError, RaftkaError
 
     cluster.wait_healthy()
     cluster.create_topic(TOPIC, partitions=3)
@@ -435,6 +435,17 @@ def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> Non
         for i in range(9):
             producer.send(TOPIC, b"a%d" % i, key=b"k%d" % i)
         producer.abort_transaction()
+        # the coordinator refuses to add a partition (an internal topic): the records
+        # waiting for it fail, the transaction can only be aborted
+        producer.begin_transaction()
+        ok = producer.send(TOPIC, b"with-refused", partition=0)
+        refused = producer.send("__consumer_offsets", b"x", partition=0)
+        with pytest.raises(RaftkaError, match="internal"):
+            refused.result(30)
+        with pytest.raises(InvalidTxnStateError):
+            producer.commit_transaction()
+        producer.abort_transaction()
+        assert ok.done()
         producer.begin_transaction()
         producer.send(TOPIC, b"keyless-1")
         producer.send(TOPIC, b"keyless-2")
