@@ -196,11 +196,12 @@ def test_bad_inputs_are_refused_and_write_nothing(cluster: Cluster) -> None:
 
 
 def test_a_transaction_nobody_ends_is_aborted_after_the_max_timeout(tmp_path) -> None:
-    cluster = Cluster(tmp_path, 3, extra_args=("--transaction-max-timeout-ms", "1000"))
+    cluster = Cluster(tmp_path, 3, extra_args=("--transaction-max-timeout-ms", "1000",
+                                               "--transaction-max-partitions", "2"))
     try:
         cluster.start_all()
         cluster.wait_healthy()
-        cluster.create_topic(TOPIC, partitions=1)
+        cluster.create_topic(TOPIC, partitions=3)
         pid, epoch = _pid(cluster)
         cluster.produce(TOPIC, 0, build_batch([Record(None, b"a")]))
         cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 0, b"forgotten"))
@@ -209,6 +210,25 @@ def test_a_transaction_nobody_ends_is_aborted_after_the_max_timeout(tmp_path) ->
         wait_for(lambda: _committed(cluster, 0)[1] == 4, 30, "the expired transaction aborted")
         assert _committed(cluster, 0) == ([b"a", b"b"], 4)
         assert b"forgotten" in _uncommitted(cluster, 0)
+
+        # a transaction may touch at most transaction_max_partitions partitions: more is
+        # refused with a clear error and nothing is added
+        tid = "wide"
+        pid, epoch = _init(cluster, tid, timeout_ms=1000)
+        with pytest.raises(grpc.RpcError) as exc:
+            _add(cluster, tid, pid, epoch, [0, 1, 2])
+        info = error_info(exc.value)
+        assert info is not None and info.code == errors_pb2.INVALID_REQUEST
+        assert "maximum 2" in exc.value.details() and "transaction_max_partitions" in \
+            exc.value.details()
+        assert _describe(cluster, tid).state == "empty"
+        _add(cluster, tid, pid, epoch, [0, 1])
+        with pytest.raises(grpc.RpcError) as exc:
+            _add(cluster, tid, pid, epoch, [2])
+        assert error_info(exc.value).code == errors_pb2.INVALID_REQUEST
+        d = _describe(cluster, tid)
+        # (ongoing, or aborted by now: its 1 s timeout; the partitions stay on record)
+        assert [tuple(t.partitions) for t in d.topics] == [(0, 1)], d
     except BaseException:
         print(cluster.logs())
         raise
