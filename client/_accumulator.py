@@ -101,6 +101,9 @@ class PartitionQueue:
     reset_pending: bool = False  # re-stamp once nothing is in flight (_idempotence.py)
     dispatching: bool = False  # a thread is sending its selected batches
     unary: bool = False  # a unary Produce of it is in flight: nothing else goes
+    # a transactional producer's partition not yet added to the transaction (its
+    # AddPartitionsToTxn is queued or out, _transactions.py): nothing of it goes
+    txn_gated: bool = False
 
 
 class Accumulator:

@@ -348,12 +348,16 @@ class Producer:
             self._txn = TransactionManager(
                 TxnCoordinatorClient(self._cluster, transactional_id), transactional_id,
                 transaction_timeout_ms)
+        lock = threading.RLock()
         self._sender = Sender(
             self._cluster, self._accumulator, self._idempotence, acks=acks_value,
             max_in_flight=max_in_flight, linger_s=self._linger_s,
             request_timeout_ms=request_timeout_ms,
             delivery_timeout_s=delivery_timeout_ms / 1000, retry=retry,
-            lock=threading.RLock())
+            lock=lock)
+        # the AddPartitionsToTxn thread waits on this (started by init_transactions)
+        self._txn_cond = threading.Condition(lock)
+        self._txn_thread: threading.Thread | None = None
         self._cond = self._sender.cond  # callers waiting: flush(), buffer room
         self._sender_cond = self._sender.sender_cond  # the sender thread waiting for work
         self._unknown_topics: dict[str, float] = {}
@@ -416,6 +420,8 @@ class Producer:
                 return _failed_future(err)
             batch, changed = self._accumulator.append(topic, partition, count, key_b, value_b,
                                                       hdrs, timestamp_ms, size, deliver_at_ms)
+            if self._txn is not None:
+                self._txn_gate(topic, batch.partition)
             waiter = batch.waiter
             if waiter is None:  # one Condition per batch, borrowed by its records' futures
                 waiter = batch.waiter = threading.Condition()
@@ -479,6 +485,8 @@ class Producer:
             if err is not None:
                 return _failed_future(err)
             part = self._accumulator.extend(topic, chosen, count, records, sizes, group)
+            if self._txn is not None:
+                self._txn_gate(topic, part)
             if self._linger_s:
                 self._sender_cond.notify()
                 claimed = None
@@ -503,6 +511,10 @@ class Producer:
         with self._cond:
             assert self._idempotence is not None
             self._idempotence.set_producer_id(pid, epoch)
+            if self._txn_thread is None:
+                self._txn_thread = threading.Thread(target=self._run_adds, daemon=True,
+                                                    name="raftka-producer-txn")
+                self._txn_thread.start()
 
     def begin_transaction(self) -> None:
         """Start a transaction: the records sent until commit_transaction() or
@@ -514,19 +526,22 @@ class Producer:
             self._accumulator.forget_sticky()  # keyless records: a partition per transaction
 
     def commit_transaction(self, timeout: float | None = None) -> None:
-        """Flush the transaction's records, then commit it; returns once every partition
-        has its commit marker. Raises the error of a record that failed (the transaction
+        """Flush the transaction's records, then commit it; returns once the coordinator
+        made the decision durable (the markers reach the partitions moments later, as in
+        Kafka). Raises the error of a record that failed (the transaction
         must then be aborted), ProducerFencedError if a newer producer took over."""
         txn = self._require_txn("commit_transaction()")
         txn.check_send()
         timeout_s = self._max_block_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)
         for f in self._txn_futures:
             err = f.exception()
             if err is not None:
                 txn.failed(err)
                 break
-        txn.end(True, timeout_s)
+        self._wait_adds_idle(deadline)
+        txn.end(True, max(deadline - time.monotonic(), 0.001))
         self._txn_futures = []
 
     def abort_transaction(self, timeout: float | None = None) -> None:
@@ -535,8 +550,10 @@ class Producer:
         txn = self._require_txn("abort_transaction()")
         txn.check_send()
         timeout_s = self._max_block_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)  # no batch of it may land after the abort marker
-        txn.end(False, timeout_s)
+        self._wait_adds_idle(deadline)
+        txn.end(False, max(deadline - time.monotonic(), 0.001))
         self._txn_futures = []
 
     def send_offsets_to_transaction(self, offsets: Mapping[tuple[str, int], int],
@@ -562,16 +579,70 @@ class Producer:
         return self._txn
 
     def _txn_partition(self, topic: str, partition: int | None, count: int) -> int:
-        """A transactional send's partition, added to the transaction before the record is
-        queued (so no batch reaches a partition the coordinator does not know)."""
+        """A transactional send's partition (the sticky choice made now, so that
+        :meth:`_txn_gate` knows it)."""
         txn = self._txn
         assert txn is not None
         txn.check_send()
         if partition is None:
             with self._cond:
                 partition = self._accumulator.sticky_choice(topic, count)
-        txn.add_partition(topic, partition, self._max_block_s)
         return partition
+
+    def _txn_gate(self, topic: str, partition: int) -> None:
+        """Under the lock, after a transactional record was queued: a partition not yet in
+        the transaction holds its batches back until its AddPartitionsToTxn succeeded
+        (``_transactions.py``), so no batch reaches a partition the coordinator does not
+        know."""
+        txn = self._txn
+        assert txn is not None
+        if txn.queue_partition((topic, partition)):
+            self._accumulator.queues[(topic, partition)].txn_gated = True
+            self._txn_cond.notify()
+
+    def _run_adds(self) -> None:
+        """The AddPartitionsToTxn thread: one call at a time for every partition queued
+        meanwhile; then their batches go (or fail with the call's error)."""
+        txn, sender = self._txn, self._sender
+        assert txn is not None
+        while True:
+            with self._cond:
+                request = txn.take_adds()
+                while request is None:
+                    if sender.closing or sender.crashed is not None:
+                        return
+                    self._txn_cond.wait(1.0)
+                    request = txn.take_adds()
+            error: BaseException | None = None
+            try:
+                txn.coordinator.call("AddPartitionsToTxn", request, self._max_block_s)
+            except RaftkaError as e:
+                error = e
+            failing: list[Any] = []
+            with self._cond:
+                for key in txn.adds_done(error):
+                    q = self._accumulator.queues.get(key)
+                    if q is None:
+                        continue
+                    q.txn_gated = False
+                    if error is not None:
+                        failing += [b for b in q.batches if not b.done and not b.attempt]
+                self._txn_cond.notify_all()
+                self._sender_cond.notify()
+            for batch in failing:
+                sender._resolve_failure(batch, error)
+
+    def _wait_adds_idle(self, deadline: float) -> None:
+        """Before EndTxn: every AddPartitionsToTxn of the transaction has ended."""
+        txn = self._txn
+        assert txn is not None
+        with self._cond:
+            while not txn.adds_idle():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RaftkaTimeoutError("the transaction's AddPartitionsToTxn did not "
+                                             "finish in time")
+                self._txn_cond.wait(remaining)
 
     def _txn_failed(self, future: Future[Any], error: BaseException) -> Future[Any]:
         if self._txn is not None:
@@ -622,6 +693,7 @@ class Producer:
                 sender.aborting = True
                 self._cond.notify_all()
                 self._sender_cond.notify()
+                self._txn_cond.notify_all()
             sender.join(timeout=5.0)
             self._cluster.close()
 

@@ -319,8 +319,9 @@ class Sender:
         now as in flight and returns them in queue order; calls ``wake(t)`` with the time
         a batch it held back becomes ready."""
         ready: list[Batch] = []
-        if q.reset_pending or q.unary:  # _idempotence.py rule 4: every old-stamp answer
-            return ready  # first; rule 5: nothing overtakes a unary call
+        if q.reset_pending or q.unary or q.txn_gated:  # _idempotence.py rule 4: every
+            return ready  # old-stamp answer first; rule 5: nothing overtakes a unary call;
+        # a partition not yet in the transaction waits for its AddPartitionsToTxn
         max_in_flight = self._max_in_flight
         for position, b in enumerate(q.batches):
             if b.attempt or b.done:

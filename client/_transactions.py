@@ -13,10 +13,22 @@ COORDINATOR_LOADING and CONCURRENT_TRANSACTIONS are retried after a backoff.
     in_transaction --commit_transaction / abort_transaction--> ready
     any --fenced (PRODUCER_FENCED) or a failed init--> fatal (close the producer)
 
-A send in a transaction adds its partition to the transaction (AddPartitionsToTxn, durable
-at the coordinator) before the record is queued, so a batch never reaches a partition the
-coordinator would not write a marker to. A failed send makes the transaction
-abortable: ``commit_transaction`` raises the error, ``abort_transaction`` is the way on.
+A send in a transaction queues its partition for the transaction and returns at once
+(Kafka's producer does the same): one AddPartitionsToTxn call adds every partition queued
+meanwhile (:meth:`TransactionManager.take_adds` / :meth:`TransactionManager.adds_done`,
+driven by the producer's I/O: a thread, or a task in ``raftka.aio``), and a partition's
+records wait in the accumulator (its queue is ``txn_gated``) until the call that adds it
+succeeded. So a batch never reaches a partition the coordinator would not write a marker
+to, and the adds of a transaction cost one round trip in parallel with filling the
+batches, not one per partition before the first record. A failed add fails the records
+waiting for it. A failed send makes the transaction abortable: ``commit_transaction``
+raises the error, ``abort_transaction`` is the way on.
+
+``commit_transaction`` returns once the coordinator made the decision durable (KIP-98);
+the markers follow asynchronously, so a read_committed reader sees the transaction on each
+partition moments later (never partly for good). The next transaction's first
+AddPartitionsToTxn waits at the coordinator until every marker of the previous one is
+written, so its batches always land after them.
 """
 
 from __future__ import annotations
@@ -138,7 +150,13 @@ class TransactionManager:
         self.state = UNINITIALIZED
         self.producer_id = -1
         self.epoch = -1
+        # the open transaction's partitions the coordinator has (added), that wait for the
+        # next AddPartitionsToTxn (queued), that are in the call in flight (adding); the
+        # three are disjoint. Guarded by the owner's lock (the producer's).
         self.partitions: set[tuple[str, int]] = set()
+        self.queued: set[tuple[str, int]] = set()
+        self.adding: frozenset[tuple[str, int]] = frozenset()
+        self.offsets_added = False  # AddOffsetsToTxn made the transaction open
         self.error: BaseException | None = None  # makes the open transaction abortable
         self.fatal: BaseException | None = None
         self._lock = threading.RLock()
@@ -177,32 +195,57 @@ class TransactionManager:
     def begin(self) -> None:
         with self._lock:
             self._require(READY, what="begin_transaction()")
+            if self.queued or self.adding:  # end() waits for them: a bug if not
+                raise RuntimeError("begin_transaction() while partitions are being added")
             self.partitions = set()
+            self.offsets_added = False
             self.error = None
             self.state = IN_TRANSACTION
 
     def check_send(self) -> None:
         self._require(IN_TRANSACTION, what="send()")
 
-    def add_partition(self, topic: str, partition: int, timeout_s: float) -> None:
-        """Before a record of the transaction is queued for (topic, partition)."""
-        key = (topic, partition)
+    # ------------------------------------------------------------------ adding partitions
+    # All under the owner's lock (the producer's); the owner's I/O makes the calls.
+
+    def queue_partition(self, key: tuple[str, int]) -> bool:
+        """A record of the transaction was queued for ``key``: whether its partition's
+        records must wait for an AddPartitionsToTxn (then the owner gates its queue)."""
         if key in self.partitions:
-            return
-        with self._lock:
-            self._require(IN_TRANSACTION, what="send()")
-            if key in self.partitions:
-                return
-            try:
-                self._call("AddPartitionsToTxn", txn_pb2.AddPartitionsToTxnRequest(
-                    transactional_id=self.transactional_id, producer_id=self.producer_id,
-                    producer_epoch=self.epoch,
-                    topics=[txn_pb2.TxnTopicPartitions(topic=topic, partitions=[partition])]),
-                    timeout_s)
-            except RaftkaError as e:
-                self.error = self.error or e
-                raise
-            self.partitions.add(key)
+            return False
+        if key not in self.adding:
+            self.queued.add(key)
+        return True
+
+    def take_adds(self) -> Any | None:
+        """The next AddPartitionsToTxnRequest (every queued partition), or None when
+        nothing is queued or a call is still out (one at a time: the next one carries
+        what queued meanwhile)."""
+        if self.adding or not self.queued:
+            return None
+        self.adding, self.queued = frozenset(self.queued), set()
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in sorted(self.adding):
+            by_topic.setdefault(topic, []).append(partition)
+        return txn_pb2.AddPartitionsToTxnRequest(
+            transactional_id=self.transactional_id, producer_id=self.producer_id,
+            producer_epoch=self.epoch,
+            topics=[txn_pb2.TxnTopicPartitions(topic=t, partitions=ps)
+                    for t, ps in by_topic.items()])
+
+    def adds_done(self, error: BaseException | None) -> frozenset[tuple[str, int]]:
+        """The call of :meth:`take_adds` ended (``error`` None: the partitions are in the
+        transaction); the partitions it was for (the owner ungates them, and on an error
+        fails their records, as does every later queued one's)."""
+        keys, self.adding = self.adding, frozenset()
+        if error is None:
+            self.partitions |= keys
+        else:
+            self.failed(error)
+        return keys
+
+    def adds_idle(self) -> bool:
+        return not self.queued and not self.adding
 
     def send_offsets(self, offsets: dict[tuple[str, int], int],
                      group: ConsumerGroupMetadata, timeout_s: float) -> None:
@@ -215,6 +258,7 @@ class TransactionManager:
                 self._call("AddOffsetsToTxn", txn_pb2.AddOffsetsToTxnRequest(
                     transactional_id=self.transactional_id, producer_id=self.producer_id,
                     producer_epoch=self.epoch, group_id=group.group_id), timeout_s)
+                self.offsets_added = True  # open at the coordinator: EndTxn must end it
                 request = txn_pb2.TxnOffsetCommitRequest(
                     transactional_id=self.transactional_id, producer_id=self.producer_id,
                     producer_epoch=self.epoch, group_id=group.group_id,
@@ -246,11 +290,14 @@ class TransactionManager:
             if commit and self.error is not None:
                 raise InvalidTxnStateError(f"commit_transaction(): a send of this transaction "
                                            f"failed ({self.error}); abort it") from self.error
-            if self.partitions:
+            if self.queued or self.adding:  # the owner waits for the adds first
+                raise RuntimeError(f"{what} while partitions are being added")
+            if self.partitions or self.offsets_added:
                 self._call("EndTxn", txn_pb2.EndTxnRequest(
                     transactional_id=self.transactional_id, producer_id=self.producer_id,
                     producer_epoch=self.epoch,
                     result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
             self.partitions = set()
+            self.offsets_added = False
             self.error = None
             self.state = READY

@@ -402,9 +402,8 @@ def load_toml(path: Path) -> NodeConfig:
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
              "transaction_max_timeout_ms", "transaction_max_partitions",
-             *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers", "join"}
              *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers",
-             "kafka_ssl_client_auth"}
+             "kafka_ssl_client_auth", "join"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}")

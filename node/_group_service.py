@@ -44,6 +44,9 @@ from ._offsets import (
 )
 from ._services import _handler, _Service
 
+STABLE_WAIT_S = 5.0  # FetchOffsets waits this long for a transaction's pending offsets
+STABLE_POLL_S = 0.01
+
 log = logging.getLogger("raftka.groups")
 
 COMMIT_TIMEOUT_S = 10.0
@@ -354,6 +357,8 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             replica = self._replica(request.group_id)
         committed = replica.offsets.get(request.group_id, {})
         wanted = _tps(request.partitions) or sorted(committed)
+        replica = await self._wait_stable(request.group_id, wanted, replica)
+        committed = replica.offsets.get(request.group_id, {})
         response = group_pb2.OffsetFetchResponse()
         for t, p in wanted:
             co = committed.get((t, p))
@@ -363,6 +368,27 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
                 response.offsets.add(topic=t, partition=p, offset=co.offset,
                                      metadata=co.metadata, commit_time_ms=co.commit_time_ms)
         return response
+
+    async def _wait_stable(self, group_id: str, wanted, replica):
+        """KIP-447's stable offsets: while a transaction holds pending offsets of the group
+        for a wanted partition (TxnOffsetCommit, decided but its marker not yet applied
+        here), wait for its marker, up to STABLE_WAIT_S; then CONCURRENT_TRANSACTIONS
+        (retriable: Kafka's UNSTABLE_OFFSET_COMMIT). Answering the older committed offset
+        instead would let a consumer that takes over right after commit_transaction
+        reprocess what the transaction consumed. The replica to read."""
+        deadline = time.monotonic() + STABLE_WAIT_S
+        while True:
+            unstable = [(t, p) for t, p in wanted if replica.has_pending(group_id, t, p)]
+            if not unstable:
+                return replica
+            if time.monotonic() >= deadline:
+                t, p = unstable[0]
+                raise BrokerError(Code.CONCURRENT_TRANSACTIONS, (
+                    f"a transaction holds pending offsets of group {group_id!r} for {t}/{p} "
+                    "(its commit or abort marker is on the way; KIP-447 unstable offset "
+                    "commit); retry shortly"), retriable=True)
+            await asyncio.sleep(STABLE_POLL_S)
+            replica = self._replica(group_id)
 
     @_handler
     async def ListGroups(self, request, context):  # noqa: N802

@@ -152,7 +152,8 @@ def _feed_producers(producers: ProducerStateTable, txns: TxnIndex, data: bytes, 
             (attributes,) = _ATTRIBUTES.unpack_from(data, _ATTRIBUTES_AT)
             if attributes & _CONTROL_BIT:  # a marker (only WriteTxnMarkers writes them)
                 producers.apply_epoch(pid, epoch, at, index)
-                txns.apply_marker(pid, _marker_commits(data), base, index)
+                commit, coordinator_epoch = _marker_fields(data)
+                txns.apply_marker(pid, commit, base, index, coordinator_epoch)
                 return
             producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
             if attributes & _TRANSACTIONAL_BIT:
@@ -179,11 +180,22 @@ def _marker_commits(data: bytes) -> bool:
     """Whether the marker in this entry commits (its control record's key). The leader
     built it (clients cannot send control batches), so it decodes; anything else would
     count as an abort, which hides data rather than showing an unfinished transaction."""
+    return _marker_fields(data)[0]
+
+
+def _marker_fields(data: bytes) -> tuple[bool, int]:
+    """(commits, coordinator epoch) of the marker in this entry (see _marker_commits; the
+    epoch is the control record value's int32 after its int16 version, -1 if unreadable)."""
     try:
         records = raw_records(data, HEADER_SIZE, verify=False)
     except CorruptBatchError:
-        return False
-    return bool(records) and control_type(records[0].key) == CONTROL_COMMIT
+        return False, -1
+    if not records:
+        return False, -1
+    value = records[0].value
+    epoch = (int.from_bytes(bytes(value[2:6]), "big", signed=True)
+             if value is not None and len(value) >= 6 else -1)
+    return control_type(records[0].key) == CONTROL_COMMIT, epoch
 INDEX_CACHE_MAX = 1 << 20
 REPLAY_CHUNK_BYTES = 4 << 20
 # Compaction reads entries this many bytes at a time, and yields to the event loop whenever
@@ -939,6 +951,12 @@ class PartitionReplica:
         if producer_id < 0 or not 0 <= epoch <= 32767:
             raise BrokerError(Code.INVALID_REQUEST, f"a marker needs a producer id >= 0 and "
                               f"an epoch in 0..32767, got {producer_id}/{epoch}")
+        known = self.txns.coordinator_epochs.get(producer_id, -1)
+        if 0 <= coordinator_epoch < known:  # -1: our own abort (expired_transactions)
+            raise BrokerError(Code.TRANSACTION_COORDINATOR_FENCED, (
+                f"marker for producer id {producer_id} from coordinator epoch "
+                f"{coordinator_epoch}: this partition has applied a marker of coordinator "
+                f"epoch {known}; a newer coordinator took over; not written"))
         if len(self._pending) >= PENDING_REQUESTS_MAX:
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, "too many produce requests are "
                               "waiting for this partition; retry with backoff", retriable=True)

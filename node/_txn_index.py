@@ -21,13 +21,21 @@ entries (and the one control record of a marker); ``applied_index`` makes a repl
 entries already reflected (after restoring a snapshot taken at a later applied index)
 change nothing. Retention drops aborted ranges that end below the log start.
 
+- **Coordinator epochs**: per producer id, the highest coordinator epoch of its applied
+  markers (Kafka keeps it in the producer state): a marker from a coordinator with an
+  older epoch (a deposed coordinator whose call arrives late) is refused
+  TRANSACTION_COORDINATOR_FENCED by the leader, so it can never end a later transaction
+  of the same producer epoch.
+
 Snapshot encoding (big-endian; sorted, so equal states give equal bytes)::
 
-    u8 version 1 | i64 applied_index | u32 open_count
+    u8 version 2 | i64 applied_index | u32 open_count
     per open txn (by producer id): i64 producer_id | i16 epoch | i64 first_offset
                                    | i64 start_ms
     u32 aborted_count | per aborted txn (by last offset): i64 producer_id
                                    | i64 first_offset | i64 last_offset
+    u32 coordinator_epochs_count | per producer id (sorted): i64 producer_id
+                                   | i32 coordinator_epoch          (absent in version 1)
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ import struct
 from bisect import bisect_left
 from typing import NamedTuple
 
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2
+_VERSIONS = (1, 2)
+_COORDINATOR_EPOCH = struct.Struct(">qi")
 _HEAD = struct.Struct(">BqI")
 _OPEN = struct.Struct(">qhqq")
 _COUNT = struct.Struct(">I")
@@ -62,6 +72,7 @@ class TxnIndex:
         self.open: dict[int, OpenTxn] = {}
         self.aborted: list[AbortedTxn] = []
         self._aborted_last: list[int] = []  # last offsets of ``aborted`` (bisect)
+        self.coordinator_epochs: dict[int, int] = {}  # producer id -> highest, never lower
         self.applied_index = 0
         self._first_open: int | None = None  # cache of min first offset; None = recompute
 
@@ -76,11 +87,15 @@ class TxnIndex:
             self.open[producer_id] = OpenTxn(epoch, base_offset, append_ms)
             self._first_open = None
 
-    def apply_marker(self, producer_id: int, commit: bool, offset: int, index: int) -> None:
-        """A committed commit/abort marker at ``offset`` (Raft index ``index``)."""
+    def apply_marker(self, producer_id: int, commit: bool, offset: int, index: int,
+                     coordinator_epoch: int = -1) -> None:
+        """A committed commit/abort marker at ``offset`` (Raft index ``index``), written by
+        a coordinator of ``coordinator_epoch`` (-1: the partition's own abort)."""
         if index <= self.applied_index:
             return
         self.applied_index = index
+        if coordinator_epoch > self.coordinator_epochs.get(producer_id, -1):
+            self.coordinator_epochs[producer_id] = coordinator_epoch
         txn = self.open.pop(producer_id, None)
         if txn is None:
             return  # nothing of this transaction reached this partition (or a retry)
@@ -129,6 +144,9 @@ class TxnIndex:
         parts.append(_COUNT.pack(len(self.aborted)))
         for a in self.aborted:
             parts.append(_ABORTED.pack(*a))
+        parts.append(_COUNT.pack(len(self.coordinator_epochs)))
+        for pid in sorted(self.coordinator_epochs):
+            parts.append(_COORDINATOR_EPOCH.pack(pid, self.coordinator_epochs[pid]))
         return b"".join(parts)
 
     @classmethod
@@ -137,7 +155,7 @@ class TxnIndex:
         index = cls()
         try:
             version, applied, count = _HEAD.unpack_from(data, 0)
-            if version != ENCODING_VERSION:
+            if version not in _VERSIONS:
                 raise ValueError(f"unknown transaction index encoding v{version}")
             pos = _HEAD.size
             for _ in range(count):
@@ -153,6 +171,13 @@ class TxnIndex:
                     raise ValueError("aborted transactions out of order")
                 index.aborted.append(a)
                 index._aborted_last.append(a.last_offset)
+            if version >= 2:
+                (count,) = _COUNT.unpack_from(data, pos)
+                pos += _COUNT.size
+                for _ in range(count):
+                    pid, epoch = _COORDINATOR_EPOCH.unpack_from(data, pos)
+                    pos += _COORDINATOR_EPOCH.size
+                    index.coordinator_epochs[pid] = epoch
         except struct.error as exc:
             raise ValueError(f"truncated transaction index: {exc}") from None
         if pos != len(data):

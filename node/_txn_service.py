@@ -14,16 +14,29 @@ handled one at a time (a lock per id). Rules:
    it; the set is durable before the answer, so the coordinator knows every partition it
    must write a marker to. More than ``transaction_max_partitions``: INVALID_REQUEST,
    nothing added.
-3. ``EndTxn`` writes the decision (prepare_commit / prepare_abort) through Raft, then a
-   marker to every partition of the transaction (``WriteTxnMarkers`` at each partition's
+3. ``EndTxn`` writes the decision (prepare_commit / prepare_abort) through Raft and
+   answers once it is durable (as Kafka's coordinator does): from then on the outcome is
+   fixed and survives any failover. A completion task then writes a marker to every
+   partition of the transaction, all in parallel (``WriteTxnMarkers`` at each partition's
    leader, this node's own directly; retried until every partition has one), then the
-   completion (complete_commit / complete_abort). It answers once the transaction is
-   complete, so a read_committed reader that starts after ``commit_transaction`` returned
-   sees the whole transaction. A retried EndTxn of a completed transaction with the same
-   result is answered OK; the other result is INVALID_TXN_STATE.
-4. A prepared transaction always completes: the resume loop (every ``RESUME_INTERVAL_S``)
-   finishes every prepared transaction this node coordinates that no call is finishing,
-   which covers a coordinator failover between prepare and complete.
+   completion (complete_commit / complete_abort). A read_committed reader sees the
+   transaction on a partition once its marker is there. A retried EndTxn of a prepared or
+   completed transaction with the same result is answered OK; the other result is
+   INVALID_TXN_STATE.
+4. A prepared transaction always completes: while its completion task runs, only that
+   task writes the id's state; every call that must change the state of an id whose
+   transaction is prepared (AddPartitionsToTxn of the next transaction, InitTransactions,
+   AbortTransaction) waits for that task, under the id's lock, for up to
+   ``COMPLETION_WAIT_S`` and then answers CONCURRENT_TRANSACTIONS (retriable, as Kafka).
+   So the next transaction's batches never reach a partition before the previous one's
+   marker: its partitions are added only after every marker is written. An
+   AddPartitionsToTxn/AddOffsetsToTxn waiting so hands the next transaction's state
+   (ongoing, its partitions) to the completion task, which writes it in place of the
+   completion record (one Raft write less per transaction; the markers are all written
+   before it, so a failover after it has nothing left to finish). The resume loop
+   (every ``RESUME_INTERVAL_S``) starts the completion task of every prepared transaction
+   this node coordinates that has none, which covers a coordinator failover between
+   prepare and complete.
 5. A transaction open longer than its timeout is aborted by the coordinator with a bumped
    epoch (the producer is fenced, as Kafka does); ``AbortTransaction`` (an operator) does
    the same at once.
@@ -76,6 +89,7 @@ WRITE_TIMEOUT_S = 10.0
 MARKER_TIMEOUT_S = 10.0
 MARKER_BACKOFF_S = 0.1
 RESUME_INTERVAL_S = 0.5
+COMPLETION_WAIT_S = 5.0  # rule 4: then CONCURRENT_TRANSACTIONS
 EPOCH_MAX = 32767
 _MARKER_DONE = frozenset({Code.UNKNOWN_TOPIC, Code.UNKNOWN_PARTITION,
                           Code.INVALID_PRODUCER_EPOCH})
@@ -96,7 +110,13 @@ class TransactionCoordinatorService(_ControllerWriter,
         self._groups = groups
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._channels: dict[int, grpc.aio.Channel] = {}
-        self._finishing: set[str] = set()
+        self._finishing: set[str] = set()  # ids a timeout abort is being started for
+        # rule 4: the completion task of each id whose transaction is prepared (at most one;
+        # it alone writes the id's state while it runs)
+        self._completing: dict[str, asyncio.Task] = {}
+        # rule 4: the next transaction's first state of an id, waiting for the completion
+        # task, which writes it in place of the completion record (one Raft write less)
+        self._successors: dict[str, tuple[dict, asyncio.Future]] = {}
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -107,6 +127,8 @@ class TransactionCoordinatorService(_ControllerWriter,
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        for task in list(self._completing.values()):
+            task.cancel()
         channels, self._channels = self._channels, {}
         await asyncio.gather(*(c.close() for c in channels.values()), return_exceptions=True)
 
@@ -208,8 +230,8 @@ class TransactionCoordinatorService(_ControllerWriter,
                     # abort the open transaction with the new epoch: fences the old one
                     state = await self._end(replica, tid, dict(state, epoch=epoch)
                                             if pid == state["pid"] else state, commit=False)
-                elif state["state"] in PREPARED:
-                    state = await self._finish(replica, tid, state)
+                if state["state"] in PREPARED:
+                    state = await self._wait_completed(replica, tid, state)
             await self._write(replica, tid, {
                 "pid": pid, "epoch": epoch, "state": EMPTY, "timeout_ms": timeout_ms,
                 "start_ms": 0, "partitions": [], "groups": []})
@@ -232,9 +254,10 @@ class TransactionCoordinatorService(_ControllerWriter,
         async with self._locks[tid]:
             replica = self._replica(tid)
             state = self._current(replica, tid, pid, epoch)
-            if state["state"] in PREPARED:
-                raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction "
-                                  f"of {tid!r} is still completing; retry shortly")
+            if state["state"] in PREPARED:  # rule 4: after the previous one's markers
+                if await self._begin_after(replica, tid, state, wanted, groups):
+                    return
+                state = self._current(replica, tid, pid, epoch)
             ongoing = state["state"] == ONGOING
             have = {tuple(x) for x in state["partitions"]} if ongoing else set()
             have_groups = set(state.get("groups", [])) if ongoing else set()
@@ -313,7 +336,7 @@ class TransactionCoordinatorService(_ControllerWriter,
                 if (kind == PREPARE_COMMIT) != commit:
                     raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} is completing a "
                                       f"{'commit' if kind == PREPARE_COMMIT else 'abort'}")
-                await self._finish(replica, tid, state)
+                self._complete_later(replica, tid, state)  # a retry: the decision stands
             elif kind in (COMPLETE_COMMIT, COMPLETE_ABORT):
                 if (kind == COMPLETE_COMMIT) != commit:
                     raise BrokerError(Code.INVALID_TXN_STATE, f"the last transaction of "
@@ -336,13 +359,12 @@ class TransactionCoordinatorService(_ControllerWriter,
             if state is None:
                 raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND,
                                   f"transactional id {tid!r} is not known")
-            if state["state"] in PREPARED:
-                await self._finish(replica, tid, state)
-            elif state["state"] == ONGOING:
-                await self._abort_fencing(replica, tid, state, "operator")
-            else:
+            if state["state"] == ONGOING:
+                state = await self._abort_fencing(replica, tid, state, "operator")
+            elif state["state"] not in PREPARED:
                 raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open transaction "
                                   f"(state {state['state']})")
+            await self._wait_completed(replica, tid, state)
         return txn_pb2.AbortTransactionResponse()
 
     @_handler
@@ -388,10 +410,75 @@ class TransactionCoordinatorService(_ControllerWriter,
     # ------------------------------------------------------------------ ending
     async def _end(self, replica: TxnStateReplica, tid: str, state: dict,
                    commit: bool) -> dict:
-        """Rule 3: decision, markers, completion (under the id's lock)."""
+        """Rule 3 (under the id's lock): the decision, durable; then the completion task.
+        The prepared state."""
         state = await self._write(replica, tid, dict(
             state, state=PREPARE_COMMIT if commit else PREPARE_ABORT))
-        return await self._finish(replica, tid, state)
+        self._complete_later(replica, tid, state)
+        return state
+
+    def _complete_later(self, replica: TxnStateReplica, tid: str, state: dict
+                        ) -> asyncio.Task:
+        """Rule 4: the completion task of ``tid``'s prepared transaction (started if none
+        runs)."""
+        task = self._completing.get(tid)
+        if task is not None and not task.done():
+            return task
+        task = asyncio.get_running_loop().create_task(self._finish(replica, tid, state),
+                                                      name=f"txn-complete-{tid}")
+        self._completing[tid] = task
+
+        def done(t: asyncio.Task) -> None:
+            if self._completing.get(tid) is t:
+                del self._completing[tid]
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                log.info("transactional id %s: completing its transaction stopped (%s); "
+                         "its coordinator resumes it", tid,
+                         exc.message if isinstance(exc, BrokerError) else repr(exc))
+
+        task.add_done_callback(done)
+        return task
+
+    async def _begin_after(self, replica: TxnStateReplica, tid: str, state: dict,
+                           wanted: set[tuple[str, int]], groups: set[str]) -> bool:
+        """Rule 4 for AddPartitionsToTxn/AddOffsetsToTxn (under the id's lock) while the
+        previous transaction completes: the completion task writes the new transaction's
+        state (ongoing, these partitions) in place of the completion record, once every
+        marker is written. True once that is durable; False if the task completed the
+        old one without it (then the caller goes on as usual)."""
+        limit = self.broker.config.transaction_max_partitions
+        if len(wanted) > limit:
+            raise BrokerError(Code.INVALID_REQUEST, f"transaction of {tid!r} would touch "
+                              f"{len(wanted)} partitions, more than the maximum {limit} "
+                              "(node config transaction_max_partitions); nothing added")
+        successor = dict(state, state=ONGOING, start_ms=_now_ms(),
+                         partitions=sorted([t, p] for t, p in wanted), groups=sorted(groups))
+        entry = (successor, asyncio.get_running_loop().create_future())
+        self._successors[tid] = entry
+        try:
+            await self._wait_completed(replica, tid, state)
+        finally:
+            if self._successors.get(tid) is entry:
+                del self._successors[tid]
+        future = entry[1]
+        return future.done() and not future.cancelled() and future.exception() is None
+
+    async def _wait_completed(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
+        """Rule 4 (under the id's lock): wait for the prepared transaction to complete; the
+        state then. CONCURRENT_TRANSACTIONS after COMPLETION_WAIT_S."""
+        task = self._complete_later(replica, tid, state)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), COMPLETION_WAIT_S)
+        except asyncio.TimeoutError:
+            raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction of "
+                              f"{tid!r} is still writing its markers; retry shortly",
+                              retriable=True) from None
+        current = replica.transactions.get(tid)
+        if current is None or current["state"] in PREPARED:
+            raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction of "
+                              f"{tid!r} is still completing; retry shortly", retriable=True)
+        return current
 
     async def _abort_fencing(self, replica: TxnStateReplica, tid: str, state: dict,
                              why: str) -> dict:
@@ -419,6 +506,19 @@ class TransactionCoordinatorService(_ControllerWriter,
                                       f"{tid!r}; its next coordinator completes the "
                                       "transaction", retriable=True)
                 await asyncio.sleep(MARKER_BACKOFF_S)
+        successor = self._successors.pop(tid, None)
+        if successor is not None:  # rule 4: the next transaction's state says it all
+            next_state, future = successor
+            try:
+                written = await self._write(replica, tid, next_state)
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: the waiter reads the state instead
+                raise
+            if not future.done():
+                future.set_result(written)
+            return written
         return await self._write(replica, tid, dict(
             state, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT))
 
@@ -496,11 +596,14 @@ class TransactionCoordinatorService(_ControllerWriter,
         now = _now_ms()
         for replica in self._led_replicas():
             for tid, state in list(replica.transactions.items()):
+                kind = state["state"]
+                if kind in PREPARED:
+                    if tid not in self._completing:
+                        self._complete_later(replica, tid, state)
+                    continue
                 if tid in self._finishing or self._locks[tid].locked():
                     continue
-                kind = state["state"]
-                if kind in PREPARED or (kind == ONGOING
-                                        and now - state["start_ms"] > state["timeout_ms"]):
+                if kind == ONGOING and now - state["start_ms"] > state["timeout_ms"]:
                     self._finishing.add(tid)
                     task = asyncio.ensure_future(self._background_end(replica, tid))
                     task.add_done_callback(lambda _t, tid=tid: self._finishing.discard(tid))
@@ -513,9 +616,7 @@ class TransactionCoordinatorService(_ControllerWriter,
                 state = replica.transactions.get(tid)
                 if state is None:
                     return
-                if state["state"] in PREPARED:
-                    await self._finish(replica, tid, state)
-                elif state["state"] == ONGOING and \
+                if state["state"] == ONGOING and \
                         _now_ms() - state["start_ms"] > state["timeout_ms"]:
                     await self._abort_fencing(replica, tid, state, "timed out")
         except BrokerError as exc:

@@ -196,11 +196,12 @@ def test_bad_inputs_are_refused_and_write_nothing(cluster: Cluster) -> None:
 
 
 def test_a_transaction_nobody_ends_is_aborted_after_the_max_timeout(tmp_path) -> None:
-    cluster = Cluster(tmp_path, 3, extra_args=("--transaction-max-timeout-ms", "1000"))
+    cluster = Cluster(tmp_path, 3, extra_args=("--transaction-max-timeout-ms", "1000",
+                                               "--transaction-max-partitions", "2"))
     try:
         cluster.start_all()
         cluster.wait_healthy()
-        cluster.create_topic(TOPIC, partitions=1)
+        cluster.create_topic(TOPIC, partitions=3)
         pid, epoch = _pid(cluster)
         cluster.produce(TOPIC, 0, build_batch([Record(None, b"a")]))
         cluster.produce(TOPIC, 0, _txn_batch(pid, epoch, 0, b"forgotten"))
@@ -209,6 +210,25 @@ def test_a_transaction_nobody_ends_is_aborted_after_the_max_timeout(tmp_path) ->
         wait_for(lambda: _committed(cluster, 0)[1] == 4, 30, "the expired transaction aborted")
         assert _committed(cluster, 0) == ([b"a", b"b"], 4)
         assert b"forgotten" in _uncommitted(cluster, 0)
+
+        # a transaction may touch at most transaction_max_partitions partitions: more is
+        # refused with a clear error and nothing is added
+        tid = "wide"
+        pid, epoch = _init(cluster, tid, timeout_ms=1000)
+        with pytest.raises(grpc.RpcError) as exc:
+            _add(cluster, tid, pid, epoch, [0, 1, 2])
+        info = error_info(exc.value)
+        assert info is not None and info.code == errors_pb2.INVALID_REQUEST
+        assert "maximum 2" in exc.value.details() and "transaction_max_partitions" in \
+            exc.value.details()
+        assert _describe(cluster, tid).state == "empty"
+        _add(cluster, tid, pid, epoch, [0, 1])
+        with pytest.raises(grpc.RpcError) as exc:
+            _add(cluster, tid, pid, epoch, [2])
+        assert error_info(exc.value).code == errors_pb2.INVALID_REQUEST
+        d = _describe(cluster, tid)
+        # (ongoing, or aborted by now: its 1 s timeout; the partitions stay on record)
+        assert [tuple(t.partitions) for t in d.topics] == [(0, 1)], d
     except BaseException:
         print(cluster.logs())
         raise
@@ -314,8 +334,9 @@ def test_coordinator_commit_abort_fencing_and_bad_inputs(cluster: Cluster) -> No
     assert d.state == "ongoing" and [tuple(t.partitions) for t in d.topics] == [(0, 1, 2)]
     assert all(_committed(cluster, p)[0] == [] for p in range(3))
     _end(cluster, tid, pid, epoch, commit=True)
-    assert _describe(cluster, tid).state == "complete_commit"
-    # EndTxn answers once every marker is written: read_committed sees it all at once
+    # EndTxn answers once the decision is durable; the markers follow
+    assert _describe(cluster, tid).state in ("prepare_commit", "complete_commit")
+    wait_for(lambda: _describe(cluster, tid).state == "complete_commit", 30, "the markers")
     assert [_committed(cluster, p)[0] for p in range(3)] == [[b"c-%d" % p] for p in range(3)]
     _end(cluster, tid, pid, epoch, commit=True)  # a retried commit is answered OK
 
@@ -381,10 +402,10 @@ def test_coordinator_kill_between_prepare_and_complete_finishes_the_commit(
         cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 0, b"r-%d" % p))
     cluster.pause(held)
     stub = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(coordinator))
-    with pytest.raises(grpc.RpcError):  # the decision is durable, a marker cannot land
-        stub.EndTxn(txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
-                                          producer_epoch=epoch, result=txn_pb2.TXN_COMMIT),
-                    timeout=3)
+    # answered once the decision is durable; a marker cannot land (its leader is paused)
+    stub.EndTxn(txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
+                                      producer_epoch=epoch, result=txn_pb2.TXN_COMMIT),
+                timeout=10)
     assert stub.DescribeTransactions(txn_pb2.DescribeTransactionsRequest(
         transactional_ids=[tid]), timeout=10).transactions[0].state == "prepare_commit"
     cluster.kill(coordinator)
@@ -415,7 +436,7 @@ def test_coordinator_aborts_a_timed_out_transaction_and_fences_it(cluster: Clust
 
 
 def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> None:
-    from raftka.client import InvalidTxnStateError, Producer, ProducerFencedError
+    from raftka.client import InvalidTxnStateError, Producer, ProducerFencedError, RaftkaError
 
     cluster.wait_healthy()
     cluster.create_topic(TOPIC, partitions=3)
@@ -434,6 +455,17 @@ def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> Non
         for i in range(9):
             producer.send(TOPIC, b"a%d" % i, key=b"k%d" % i)
         producer.abort_transaction()
+        # the coordinator refuses to add a partition (an internal topic): the records
+        # waiting for it fail, the transaction can only be aborted
+        producer.begin_transaction()
+        ok = producer.send(TOPIC, b"with-refused", partition=0)
+        refused = producer.send("__consumer_offsets", b"x", partition=0)
+        with pytest.raises(RaftkaError, match="internal"):
+            refused.result(30)
+        with pytest.raises(InvalidTxnStateError):
+            producer.commit_transaction()
+        producer.abort_transaction()
+        assert ok.done()
         producer.begin_transaction()
         producer.send(TOPIC, b"keyless-1")
         producer.send(TOPIC, b"keyless-2")
@@ -452,7 +484,11 @@ def test_producer_transactions_commit_abort_and_fencing(cluster: Cluster) -> Non
             newer.send(TOPIC, b"newer", partition=1)
             newer.commit_transaction()
 
-    committed = sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+    committed = sorted([b"c%d" % i for i in range(30)]
+                       + [b"keyless-1", b"keyless-2", b"newer"])
+    # commit_transaction returned once the decision was durable; the markers follow
+    wait_for(lambda: sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+             == committed, 30, "the last commit's markers")
     assert committed == sorted([b"c%d" % i for i in range(30)]
                                + [b"keyless-1", b"keyless-2", b"newer"])
     everything = [v for p in range(3) for v in _uncommitted(cluster, p)]
@@ -537,7 +573,9 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
         producer.send_offsets_to_transaction({("in", 0): 5}, "solo")
         assert admin.committed_offsets("solo") == {}, "pending until the commit"
         producer.commit_transaction()
-        assert admin.committed_offsets("solo") == {tp: 5}
+        # the marker reaches the offsets partition moments after; a fetch of the partition
+        # meanwhile waits for it (KIP-447 stable offsets), never answers the older offset
+        assert admin.committed_offsets("solo", [("in", 0)]) == {tp: 5}
         producer.begin_transaction()
         producer.send(TOPIC, b"out-5-9", partition=0)
         producer.send_offsets_to_transaction({("in", 0): 10}, "solo")
@@ -559,7 +597,7 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
                 producer.send(TOPIC, r.value.upper(), partition=0)
             producer.send_offsets_to_transaction({("in", 0): got[-1].offset + 1}, meta)
             producer.commit_transaction()
-            assert admin.committed_offsets("members") == {tp: 10}
+            assert admin.committed_offsets("members", [("in", 0)]) == {tp: 10}
             # KIP-447 fencing: a member the group does not know cannot commit
             producer.begin_transaction()
             with pytest.raises(UnknownMemberIdError):
@@ -569,4 +607,4 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
                 producer.commit_transaction()  # the failure made it abortable
             producer.abort_transaction()
             assert admin.committed_offsets("members") == {tp: 10}
-    assert len(_committed(cluster, 0)[0]) == 11
+    wait_for(lambda: len(_committed(cluster, 0)[0]) == 11, 30, "the last markers")

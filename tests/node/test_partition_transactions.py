@@ -258,3 +258,32 @@ def test_a_transaction_open_too_long_is_aborted_by_the_leader() -> None:
         assert r.expired_transactions(60_000) == []
 
     asyncio.run(scenario())
+
+
+def test_a_deposed_coordinators_marker_is_refused() -> None:
+    """A marker from an older coordinator epoch than one the partition applied for the
+    producer (a deposed coordinator's late call) is refused and writes nothing; the
+    epoch survives the snapshot encoding; the partition's own abort (-1) is not checked."""
+    async def scenario() -> None:
+        c = _Cluster()
+        r = c.replica
+        c.produce(_txn(7, 0, 0, b"a"))
+        task = asyncio.ensure_future(r.write_marker(7, 0, True, 5, 5.0))
+        await asyncio.sleep(0)
+        c.drive()
+        await task
+        assert r.txns.coordinator_epochs == {7: 5}
+        c.produce(_txn(7, 0, 1, b"b"))  # the next transaction, same producer epoch
+        hw = r.high_watermark
+        with pytest.raises(BrokerError) as info:
+            await r.write_marker(7, 0, True, 4, 5.0)  # the old coordinator, late
+        assert info.value.code == Code.TRANSACTION_COORDINATOR_FENCED
+        assert r.high_watermark == hw and c.values(True) == [b"a"], "nothing written"
+        assert TxnIndex.decode(r.txns.encode()).coordinator_epochs == {7: 5}
+        task = asyncio.ensure_future(r.write_marker(7, 0, False, -1, 5.0))
+        await asyncio.sleep(0)
+        c.drive()
+        await task
+        assert c.values(True) == [b"a"] and r.txns.coordinator_epochs == {7: 5}
+
+    asyncio.run(scenario())

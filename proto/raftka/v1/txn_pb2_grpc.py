@@ -191,7 +191,11 @@ class TransactionCoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def EndTxn(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Answered once the decision (prepare_commit/prepare_abort) is durable; the coordinator
+        then writes the markers to every partition in parallel and records the completion. The
+        next AddPartitionsToTxn of the id waits until every marker is written
+        (CONCURRENT_TRANSACTIONS after a few seconds: retry).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -1,0 +1,66 @@
+"""The transactional producer's AddPartitionsToTxn batching (``client/_transactions.py``):
+sends queue their partitions, one call carries every partition queued while no call is
+out, a failed call makes the transaction abortable, and the transaction ends only once the
+adds are idle. Pure state: no cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftka.client._transactions import IN_TRANSACTION, TransactionManager
+from raftka.v1.errors import ProducerFencedError, RaftkaError
+
+
+def _open() -> TransactionManager:
+    txn = TransactionManager(coordinator=None, transactional_id="t", timeout_ms=60_000)
+    txn.state, txn.producer_id, txn.epoch = "ready", 7, 3
+    txn.begin()
+    return txn
+
+
+def _partitions(request) -> set[tuple[str, int]]:
+    return {(t.topic, p) for t in request.topics for p in t.partitions}
+
+
+def test_one_call_carries_every_partition_queued_while_none_is_out() -> None:
+    txn = _open()
+    assert txn.queue_partition(("a", 0)) and txn.queue_partition(("a", 1))
+    first = txn.take_adds()
+    assert (first.transactional_id, first.producer_id, first.producer_epoch) == ("t", 7, 3)
+    assert _partitions(first) == {("a", 0), ("a", 1)}
+    # queued while the call is out: waits for the next call, not a second one in parallel
+    assert txn.queue_partition(("b", 2)) and txn.queue_partition(("a", 0))
+    assert txn.take_adds() is None
+    assert txn.adds_done(None) == {("a", 0), ("a", 1)}
+    assert not txn.queue_partition(("a", 0)), "added: its records go at once"
+    second = txn.take_adds()
+    assert _partitions(second) == {("b", 2)}
+    assert not txn.adds_idle()
+    txn.adds_done(None)
+    assert txn.adds_idle() and txn.partitions == {("a", 0), ("a", 1), ("b", 2)}
+
+
+def test_a_failed_add_makes_the_transaction_abortable_and_a_fence_fatal() -> None:
+    txn = _open()
+    txn.queue_partition(("a", 0))
+    txn.take_adds()
+    err = RaftkaError("coordinator unreachable")
+    assert txn.adds_done(err) == {("a", 0)}
+    assert txn.error is err and txn.state == IN_TRANSACTION and txn.partitions == set()
+    txn.queue_partition(("a", 1))
+    txn.take_adds()
+    txn.adds_done(ProducerFencedError("fenced"))
+    assert txn.state == "fatal"
+
+
+def test_ending_while_adds_are_queued_or_out_is_refused() -> None:
+    txn = _open()
+    txn.queue_partition(("a", 0))
+    with pytest.raises(RuntimeError):
+        txn.end(True, 1.0)
+    txn.take_adds()
+    txn.adds_done(None)
+    txn.queue_partition(("a", 1))
+    txn.take_adds()  # out: an abort waits for it too
+    with pytest.raises(RuntimeError):
+        txn.end(False, 1.0)
