@@ -234,7 +234,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         next_consumer[0] += 1
         log = open(out / f"consumer-{pid}.log", "ab")
         module = "rkjepsen.queue" if args.workload == "queue" else "rkjepsen.workload"
-        extra = ["--seed", str(args.seed)] if args.workload == "queue" else []
+        extra = ["--seed", str(args.seed), "--drain-flag", str(out / "draining")] \
+            if args.workload == "queue" else []
         consumers[pid] = subprocess.Popen(
             [sys.executable, "-m", module, "--bootstrap", cluster.bootstrap,
              "--process", str(pid), "--history", str(out / f"history.consumer-{pid}.jsonl"),
@@ -276,6 +277,10 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
                 main_hist.event("info", victim, "crash", {"signal": "SIGKILL"})
                 spawn_consumer()
             for pid, proc in list(consumers.items()):
+                if args.workload == "queue" and proc.poll() == queue.CRASH_EXIT:
+                    consumers.pop(pid)  # crashed on purpose, holding records
+                    spawn_consumer()
+                    continue
                 if proc.poll() is not None:
                     problems.append(f"consumer {pid} exited on its own ({proc.returncode}); "
                                     f"see consumer-{pid}.log")
@@ -301,6 +306,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     except RaftkaError as exc:  # the final read shows which keys it cannot read
         problems.append(f"after healing: {exc}")
     if args.workload == "queue":  # the workers finish every record (bounded wait)
+        (out / "draining").touch()  # workers stop crashing on purpose
         if args.consumers and not queue.drain(cluster.bootstrap, main_hist, args.keys):
             problems.append("the share group did not drain within "
                             f"{queue.DRAIN_TIMEOUT_S:g}s (see share-state in the history)")

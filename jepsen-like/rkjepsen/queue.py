@@ -11,7 +11,11 @@
   records): members of share group ``jepsen-share`` (``ShareConsumer``, no auto-accept,
   lock ``LOCK_MS``). Each ``poll``s, "works" a few ms (so a kill often lands while it holds
   records), then acknowledges one partition at a time (``ack``: one request, applied or
-  refused whole), so each ``ack`` op's outcome is known per record.
+  refused whole), so each ``ack`` op's outcome is known per record. Besides the harness's
+  kill -9 at random moments, each worker dies by itself (``os._exit``: no release, no
+  leave, connections dropped as by kill -9) right after a poll that returned records, once
+  per lifetime after ``HOLD_CRASH_POLLS`` such polls, writing a ``crash`` event first
+  (not once the harness drains the queue: ``--drain-flag``).
 - After healing, the harness lets the workers drain the queue (until the group's state
   says every partition is finished: nothing acquired, released or waiting for the
   dead-letter topic, the start offset at the high watermark; ``share-state`` in the
@@ -58,6 +62,11 @@ POISON_P = 0.03  # share of values that are poison (rejected)
 FAILING_P = 0.01  # share of values every worker releases (dead-lettered when exhausted)
 RELEASE_P = 0.05  # a plain value is released (redelivered) now and then
 MAX_RECORDS = 50  # per partition per poll
+# A worker crashes by itself while holding records after this many polls that returned
+# some (drawn per worker), on top of the harness's kill -9 at random moments: so every run
+# has workers that die holding records, whose records must go to others.
+HOLD_CRASH_POLLS = (30, 90)
+CRASH_EXIT = 77  # the exit code of such a crash (the harness starts a new worker)
 DRAIN_TIMEOUT_S = 60.0
 DLQ_HEADER = "raftka.dlq."
 
@@ -114,6 +123,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--t0", type=float, required=True)
     p.add_argument("--lock-ms", type=int, default=LOCK_MS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--drain-flag", type=Path, default=None,
+                   help="once this file exists the worker no longer crashes by itself")
     args = p.parse_args(argv)
 
     from raftka.client import InvalidRecordStateError, RaftkaError
@@ -127,6 +138,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     if consumer is None:
         h.close()
         return 0
+    crash_after = rng.randint(*HOLD_CRASH_POLLS)
     try:
         while not stop.is_set():
             h.invoke(proc, "poll")
@@ -140,6 +152,13 @@ def worker_main(argv: list[str] | None = None) -> int:
                 [r.partition, r.offset, r.value.decode(), r.delivery_count] for r in records]})
             if not records:
                 continue
+            crash_after -= 1
+            if crash_after <= 0 and not (args.drain_flag and args.drain_flag.exists()):
+                # die holding the records just polled
+                h.event("info", proc, "crash", {"signal": f"exit {CRASH_EXIT} while "
+                                                f"holding {len(records)} records"})
+                h.close()
+                os._exit(CRASH_EXIT)
             time.sleep(rng.uniform(0.0, 0.02))  # the work; a kill -9 here holds records
             by_key: dict[int, list] = {}
             for r in records:

@@ -30,7 +30,8 @@ Classes (each anomaly lists the ops involved):
     by a poll that completed before it. (Delayed delivery: the workload does not send
     delayed records yet; see ``queue.value_suffix``.)
 ``inconsistent-offsets``
-    A delivery or a dead letter whose value is not the value the log holds at its offset.
+    A delivery or a dead letter whose value is not the value the log holds at its offset,
+    or a send acknowledged at an offset where the final read found another value.
 ``unknown-value``
     A value delivered or dead-lettered that no send tried to write.
 ``aborted-read``
@@ -201,6 +202,11 @@ def check(ops: list[Op]):
             report.add("lost-record", record=list(record), why="acked send missing from "
                        "the final read of the topic", ops=[acked[record].brief()])
             continue
+        if record in acked and record in log and log[record] != _acked_value(acked[record]):
+            report.add("inconsistent-offsets", record=list(record),
+                       values=[_acked_value(acked[record]), log[record]],
+                       what="acked at this offset, another value in the final read",
+                       ops=[acked[record].brief()])
         if final_start is None or offset >= final_start.get(key, 0):
             undrained.append(record)
             continue
@@ -223,7 +229,7 @@ def check(ops: list[Op]):
         report.add_problem("no-accepts", acks=stats["by_f"].get("ack", {}))
     poison_sent = any(o.type == "ok" and (o.invoke_value or {}).get("value", "").endswith("p")
                       for o in send_of.values())
-    if poison_sent and not dead:
+    if poison_sent and dlq_reads and not dead:  # (no read: no-final-read says so)
         report.add_problem("no-dead-letters", poison_acked=sum(
             1 for v, o in send_of.items() if v.endswith("p") and o.type == "ok"))
     for key in sorted({k for k, _ in acked} - final_keys):
