@@ -65,6 +65,7 @@ CONFIG_CACHE_S = 10.0
 TICK_S = 0.2
 RECHECK_S = 0.1  # a long poll re-checks for released records whose delay passed
 READ_BYTES_MAX = 64 << 20
+FIRST_READ_BYTES = 16 << 10  # of a ShareFetch answer, before the bytes per offset are known
 DLQ_BATCH_MAX = 500
 DLQ_BATCH_BYTES = 512 << 10  # below the default max.message.bytes (1 MiB)
 DLQ_HEADER = "raftka.dlq."
@@ -360,19 +361,30 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                 w.cancel()
 
     def _fetched(self, replica: PartitionReplica, acquired, lock_deadline_ms: int):
+        """The answer to a ShareFetch: the acquired ranges and the batches that hold them.
+        Reads only about as many bytes as the ranges need (a read returns whole entries
+        up to a byte budget, at least one): the budget is the range's length times the
+        bytes per offset the previous read saw, so a member asking for 1,000 records is
+        not sent (and does not decode) the megabyte that follows them."""
         parts: list[bytes] = []
         covered, size = -1, 0  # offsets below ``covered`` are in ``parts`` already
+        per_offset = 0.0  # bytes per offset of the last read (0: unknown yet)
         for first, last, _ in acquired:
             offset = max(first, covered)
             while offset <= last and size < READ_BYTES_MAX:
+                want = (last - offset + 1) * per_offset if per_offset else FIRST_READ_BYTES
+                budget = int(min(max(want, FIRST_READ_BYTES), 1 << 20))
                 try:
-                    data, nxt = replica.read(offset, 1 << 20)
+                    data, nxt = replica.read(offset, budget)
+                    if nxt <= offset and budget < 1 << 20:  # only share control entries
+                        data, nxt = replica.read(offset, 1 << 20)  # fitted: read on
                 except BrokerError:
                     break  # removed by retention meanwhile: the member accepts the gap
                 if nxt <= offset:
                     break
                 parts.append(data)
                 size += len(data)
+                per_offset = len(data) / (nxt - offset)
                 offset = covered = nxt
         return share_pb2.ShareFetchResponse(
             acquired=[share_pb2.AcquiredRecords(first_offset=f, last_offset=lst,
