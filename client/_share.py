@@ -49,7 +49,7 @@ from raftka.v1.errors import (
     RaftkaTimeoutError,
     UnknownTopicError,
 )
-from raftka.v1.recordbatch import decode_batches
+from raftka.v1.recordbatch import LOG_OVERHEAD, decode_records, parse_header
 
 __all__ = ["ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
            "describe_share_group"]
@@ -279,28 +279,32 @@ class ShareConsumer:
             return []
         ranges = [(a.first_offset, a.last_offset, a.delivery_count) for a in answer.acquired]
         try:
-            decoded = decode_batches(answer.record_batches)
+            decoded, sent_until = _decode_overlapping(answer.record_batches, ranges[0][0],
+                                                      ranges[-1][1])
         except CorruptBatchError as exc:
             log.warning("share group %s: %s/%d: undecodable records (%s); releasing them",
                         self.group_id, topic, partition, exc)
-            decoded = []
+            decoded, sent_until = [], -1
         by_offset = {r.offset: r for r in decoded}
         records = []
-        gaps = []
+        gaps = []  # inside the batches sent, no record (compacted away): finished
+        unsent = []  # after the batches sent (the answer's size limit): given back
         for first, last, count in ranges:
             for offset in range(first, last + 1):
                 r = by_offset.get(offset)
                 if r is None:
-                    gaps.append(offset)  # no record there (compacted away): finished
+                    (gaps if offset <= sent_until else unsent).append(offset)
                     continue
                 records.append(ShareRecord(topic, partition, offset, r.key, r.value,
-                                           tuple(r.headers), r.timestamp_ms, count))
+                                           r.headers, r.timestamp_ms, count))
         with self._lock:
             self._touched.add(tp)
+            unacked = self._unacked
             for rec in records:
-                self._unacked[(topic, partition, rec.offset)] = rec
+                unacked[(topic, partition, rec.offset)] = rec
             queued = self._acks.setdefault(tp, [])
             queued.extend([o, ACCEPT, 0, ""] for o in gaps)
+            queued.extend([o, RELEASE, 0, ""] for o in unsent)
         return records
 
     def __iter__(self) -> Iterator[ShareRecord]:
@@ -423,6 +427,21 @@ class ShareConsumer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _decode_overlapping(buf: bytes, lo: int, hi: int) -> tuple[list, int]:
+    """The records of the batches in ``buf`` that overlap offsets ``[lo, hi]`` (the others
+    are not decoded), and the last offset the batches cover (-1: none)."""
+    out: list = []
+    pos, n, sent_until = 0, len(buf), -1
+    while pos < n:
+        h = parse_header(buf, pos)  # validates the header and the CRC
+        last = h.base_offset + h.last_offset_delta
+        sent_until = max(sent_until, last)
+        if last >= lo and h.base_offset <= hi:
+            out.extend(decode_records(buf, pos, verify=False))
+        pos += h.batch_length + LOG_OVERHEAD
+    return out, sent_until
 
 
 def _ranges(items: list[list]) -> list[share_pb2.AcknowledgeRange]:
