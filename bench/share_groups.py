@@ -6,7 +6,8 @@ one group accept records one by one, in batches; accepted records per second.
 
 **Raftka**: a 3-node cluster (tests/harness.py), a ``--partitions`` topic, a backlog of
 ``--records`` 100-byte records produced first. ``--members`` processes, each a
-``ShareConsumer`` (``auto_accept=False``): poll (up to 1,000 records per partition),
+``ShareConsumer`` (``auto_accept=False``; the group's in-flight cap 10,000 records per
+partition, so every member's poll finds room): poll (up to 1,000 records per partition),
 ``accept`` every record, then ``poll`` again, which sends the acceptances (as offset ranges,
 one ShareAcknowledge per partition, replicated by Raft) before acquiring more. Done when
 the group's state says every partition is finished (start offset at the high watermark:
@@ -41,13 +42,16 @@ from bench._common import value_of
 
 GROUP = "bench-share"
 MAX_RECORDS = 1000  # per partition per poll
+# records in flight per partition (the group's cap; 2,000 by default): room for every
+# member's poll, as NATS's consumer gets MaxAckPending of 1M
+IN_FLIGHT = 10_000
 
 
 def _member(bootstrap: str, topic: str, ready, go, out) -> None:
     from raftka.client import ShareConsumer
     count = 0
-    with ShareConsumer(bootstrap, GROUP, [topic], auto_accept=False,
-                       max_records=MAX_RECORDS) as consumer:
+    with ShareConsumer(bootstrap, GROUP, [topic], auto_accept=False, max_records=MAX_RECORDS,
+                       max_in_flight_records=IN_FLIGHT) as consumer:
         ready.put(1)
         go.wait()
         idle = time.monotonic()
