@@ -230,41 +230,82 @@ class ShareConsumer:
         the subscription at once (up to ``max_records`` from each), waiting up to
         ``timeout_s`` for some. Raises RaftkaError (e.g.
         InvalidRecordStateError if a queued acknowledgement names a record this member
-        no longer holds: nothing of that partition's acknowledgement was applied)."""
+        no longer holds: nothing of that partition's acknowledgement was applied, and the
+        records this poll acquired meanwhile are given back).
+
+        Each partition's acknowledgement and acquisition go one after the other on one
+        worker thread, the partitions in parallel: a partition acquires as soon as its
+        own acknowledgement is applied, not after every partition's."""
         self._check_open()
         if self.auto_accept:
             self.accept_all()
-        self.flush()
+        with self._lock:
+            acks, self._acks = self._acks, {}
         deadline = time.monotonic() + max(timeout_s, 0)
         wait_ms = 0
         while True:
-            records = self._fetch_round(max_records or self.max_records, wait_ms)
+            records = self._fetch_round(max_records or self.max_records, wait_ms, acks)
+            acks = {}
             remaining = deadline - time.monotonic()
             if records or remaining <= 0:
                 return records
             wait_ms = int(min(remaining * 1000, LONG_POLL_MS))
 
-    def _fetch_round(self, max_records: int, wait_ms: int) -> list[ShareRecord]:
+    def _fetch_round(self, max_records: int, wait_ms: int,
+                     acks: dict[tuple[str, int], list[list]] | None = None
+                     ) -> list[ShareRecord]:
+        """One acquisition from every partition, each after sending its queued ``acks``
+        (partitions no longer assigned only send theirs)."""
+        acks = {tp: items for tp, items in (acks or {}).items() if items}
         with self._lock:
             partitions = list(self._partitions)
-        if not partitions:
+        if not partitions and not acks:
             time.sleep(wait_ms / 1000)
             return []
         per = max_records  # each partition may give up to max_records
-        futures = [(tp, self._pool.submit(self._fetch_one, tp, per, wait_ms))
-                   for tp in partitions]
+        futures = [(tp, self._pool.submit(self._ack_then_fetch, tp, acks.get(tp), per,
+                                          wait_ms)) for tp in partitions]
+        futures += [(tp, self._pool.submit(self._ack_then_fetch, tp, items, 0, 0))
+                    for tp, items in acks.items() if tp not in partitions]
         out: list[ShareRecord] = []
         errors: list[RaftkaError] = []
+        ack_errors: list[RaftkaError] = []
         for _, future in futures:
             try:
                 out.extend(future.result())
+            except _AckFailed as exc:
+                ack_errors.append(exc.error)
             except RaftkaError as exc:
                 errors.append(exc)
+        if ack_errors:  # the caller sees the error, not the records: give them back
+            for record in out:
+                self._queue(record, RELEASE, 0, "")
+            raise ack_errors[0]
         if errors and not out:
             fatal = [e for e in errors if not e.retriable]
             if fatal:
                 raise fatal[0]
         return out
+
+    def _ack_then_fetch(self, tp: tuple[str, int], acks: list[list] | None,
+                        max_records: int, wait_ms: int) -> list[ShareRecord]:
+        if acks:
+            try:
+                self._acknowledge(tp, acks, 10.0)
+            except RaftkaError as exc:
+                raise _AckFailed(exc) from exc
+        if not max_records:
+            return []
+        return self._fetch_one(tp, max_records, wait_ms)
+
+    def _acknowledge(self, tp: tuple[str, int], items: list[list], timeout_s: float) -> None:
+        topic, partition = tp
+        request = share_pb2.ShareAcknowledgeRequest(
+            group_id=self.group_id, member_id=self.member_id, topic=topic,
+            partition=partition, ranges=_ranges(items),
+            request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
+        call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge", request,
+                              timeout_s)
 
     def _fetch_one(self, tp: tuple[str, int], max_records: int,
                    wait_ms: int) -> list[ShareRecord]:
@@ -363,17 +404,8 @@ class ShareConsumer:
         acknowledgements were still sent)."""
         with self._lock:
             acks, self._acks = self._acks, {}
-        futures = []
-        for (topic, partition), items in acks.items():
-            if not items:
-                continue
-            request = share_pb2.ShareAcknowledgeRequest(
-                group_id=self.group_id, member_id=self.member_id, topic=topic,
-                partition=partition, ranges=_ranges(items),
-                request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
-            futures.append(self._pool.submit(call_partition_leader, self._cluster, topic,
-                                             partition, "ShareAcknowledge", request,
-                                             timeout_s))
+        futures = [self._pool.submit(self._acknowledge, tp, items, timeout_s)
+                   for tp, items in acks.items() if items]
         first_error: RaftkaError | None = None
         for future in futures:
             try:
@@ -427,6 +459,14 @@ class ShareConsumer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _AckFailed(Exception):
+    """A partition's acknowledgement failed (``error``) before its acquisition."""
+
+    def __init__(self, error: RaftkaError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _decode_overlapping(buf: bytes, lo: int, hi: int) -> tuple[list, int]:
