@@ -2,7 +2,7 @@
 one group accept records one by one, in batches; accepted records per second.
 
     .venv/bin/python -m bench.share_groups [--records 300000] [--members 3] [--partitions 6]
-        [--only raftka|nats] [--profile DIR]
+        [--only raftka|nats] [--repeat N] [--profile DIR]
 
 **Raftka**: a 3-node cluster (tests/harness.py), a ``--partitions`` topic, a backlog of
 ``--records`` 100-byte records produced first. ``--members`` processes, each a
@@ -198,22 +198,32 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--only", choices=("raftka", "nats"))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each system, alternated; medians are compared")
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--profile-seconds", type=float, default=8.0)
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory(prefix="raftka-share-bench-") as root:
-        if args.only != "nats":
-            results.append(run_raftka(args, Path(root) / "raftka"))
-            print(json.dumps(results[-1]), flush=True)
-        if args.only != "raftka":
-            results.append(run_nats(args, Path(root)))
-            print(json.dumps(results[-1]), flush=True)
-    if len(results) == 2:
-        print(f"members={args.members} partitions={args.partitions} 100-byte records, "
-              f"accept per record: raftka {results[0]['rate']:,}/s, "
-              f"{results[1]['system']} {results[1]['rate']:,}/s "
-              f"({results[0]['rate'] / max(results[1]['rate'], 1):.2f}x)")
+    rates: dict[str, list[int]] = {}
+    names: dict[str, str] = {}
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="raftka-share-bench-") as root:
+            for system, run in (("raftka", run_raftka), ("nats", run_nats)):
+                if args.only not in (None, system):
+                    continue
+                result = run(args, Path(root) / system if system == "raftka" else Path(root))
+                print(json.dumps({"run": i + 1, **result}), flush=True)
+                rates.setdefault(system, []).append(result["rate"])
+                names[system] = result["system"]
+                args.profile = None  # the first Raftka run only
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    print(f"members={args.members} partitions={args.partitions} records={args.records} "
+          f"100-byte, accept per record, load average {load}: "
+          + ", ".join(f"{names[k]} median {median[k]:,}/s of {sorted(v)}"
+                      for k, v in rates.items())
+          + (f"; raftka/nats {median['raftka'] / max(median['nats'], 1):.2f}x"
+             if len(median) == 2 else ""))
 
 
 if __name__ == "__main__":
