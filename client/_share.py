@@ -289,14 +289,24 @@ class ShareConsumer:
 
     def _ack_then_fetch(self, tp: tuple[str, int], acks: list[list] | None,
                         max_records: int, wait_ms: int) -> list[ShareRecord]:
-        if acks:
+        """The acknowledgements ride in the ShareFetch (applied just before its
+        acquisition, one Raft round); a server that does not know them answers
+        ``acknowledged=False`` and they go by ShareAcknowledge then."""
+        if acks and not max_records:
             try:
                 self._acknowledge(tp, acks, 10.0)
             except RaftkaError as exc:
                 raise _AckFailed(exc) from exc
-        if not max_records:
             return []
-        return self._fetch_one(tp, max_records, wait_ms)
+        if not acks:
+            return self._fetch_one(tp, max_records, wait_ms)
+        try:
+            records, acknowledged = self._fetch_one(tp, max_records, wait_ms, acks)
+            if not acknowledged:
+                self._acknowledge(tp, acks, 10.0)
+        except RaftkaError as exc:
+            raise _AckFailed(exc) from exc
+        return records
 
     def _acknowledge(self, tp: tuple[str, int], items: list[list], timeout_s: float) -> None:
         topic, partition = tp
@@ -307,15 +317,25 @@ class ShareConsumer:
         call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge", request,
                               timeout_s)
 
-    def _fetch_one(self, tp: tuple[str, int], max_records: int,
-                   wait_ms: int) -> list[ShareRecord]:
+    def _fetch_one(self, tp: tuple[str, int], max_records: int, wait_ms: int,
+                   acks: list[list] | None = None):
+        """The records acquired; with ``acks`` (sent in the request), also whether the
+        server applied them."""
         topic, partition = tp
         request = share_pb2.ShareFetchRequest(
             group_id=self.group_id, member_id=self.member_id, topic=topic,
             partition=partition, max_records=max_records, max_wait_ms=wait_ms,
             request_id=uuid.uuid4().hex)  # a retry after a lost answer gets the same records
+        if acks:
+            request.acknowledgements.extend(_ranges(acks))
+            request.acknowledge_request_id = uuid.uuid4().hex
         answer = call_partition_leader(self._cluster, topic, partition, "ShareFetch", request,
                                        self._cluster.request_timeout_s + wait_ms / 1000)
+        records = self._take(tp, answer)
+        return (records, answer.acknowledged) if acks else records
+
+    def _take(self, tp: tuple[str, int], answer) -> list[ShareRecord]:
+        topic, partition = tp
         if not answer.acquired:
             return []
         ranges = [(a.first_offset, a.last_offset, a.delivery_count) for a in answer.acquired]
