@@ -20,8 +20,8 @@ default): settle them before it expires, else they go to another member (with a 
 InvalidRecordStateError. A record delivered ``max_delivery_attempts`` times (5) and not
 accepted goes to the group's dead-letter topic (``<group>.dlq``).
 
-Acknowledgements are queued and sent, as offset ranges, at the next ``poll`` (or
-``flush``/``close``). With ``auto_accept`` every record of the previous ``poll`` that was
+Acknowledgements are queued and sent, as offset ranges, at the next ``poll`` (inside
+that partition's ShareFetch: one Raft round for both) or ``flush``/``close``. With ``auto_accept`` every record of the previous ``poll`` that was
 not acknowledged is accepted at the next ``poll`` (or, iterating, when the loop body
 returns for it); ``close`` releases whatever is still unacknowledged and leaves the group.
 A heartbeat thread keeps the membership (listed by ``raftka share describe``) alive.
