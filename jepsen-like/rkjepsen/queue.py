@@ -28,7 +28,8 @@ History ops of this workload (besides ``send`` and ``final-read`` of the log wor
 ``poll``            ok: ``{"records": [[key, offset, value, delivery_count], ...]}``
 ``ack``             ``{"key": k, "accept": [[offset, value]...], "release": [...],
                     "reject": [...]}``; ``fail``: refused whole (InvalidRecordState:
-                    nothing applied), ``info``: unknown
+                    nothing applied), ``info``: unknown. Sent with the next poll (process
+                    ``"<worker>-acks"``): ``{"partitions": [{"key", "accept", ...}, ...]}``
 ``share-state``     harness, after the drain: ``{"partitions": {key: {"start", "hw",
                     "acquired", "available", "dead_lettering"}}}``
 ``final-read-dlq``  ok: ``{"records": [[dlq_partition, dlq_offset, value, source_key,
@@ -139,11 +140,36 @@ def worker_main(argv: list[str] | None = None) -> int:
         h.close()
         return 0
     crash_after = rng.randint(*HOLD_CRASH_POLLS)
+    # Odd workers acknowledge partition by partition with flush() (ShareAcknowledge: each
+    # ack op's outcome is known); even ones leave their acknowledgements queued for the
+    # next poll, which sends them inside its ShareFetch requests (the production path):
+    # one ack op of process "<worker>-acks" over every partition, ok when the poll
+    # returns, info when it raises (which partition was refused is not known).
+    poll_acks = proc % 2 == 0
+    ack_proc = f"{proc}-acks"
+    pending: list[dict] = []
+
+    def send_pending(call) -> None:
+        value = {"partitions": list(pending)}
+        pending.clear()
+        h.invoke(ack_proc, "ack", value)
+        try:
+            result = call()
+        except RaftkaError as exc:
+            h.complete("info", ack_proc, "ack",
+                       {**value, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            raise
+        h.complete("ok", ack_proc, "ack", value)
+        return result
+
     try:
         while not stop.is_set():
             h.invoke(proc, "poll")
             try:
-                records = consumer.poll(0.5)
+                if pending:
+                    records = send_pending(lambda: consumer.poll(0.5))
+                else:
+                    records = consumer.poll(0.5)
             except RaftkaError as exc:
                 h.complete("info", proc, "poll", {"error": f"{type(exc).__name__}: {exc}"[:300]})
                 time.sleep(0.1)
@@ -177,6 +203,9 @@ def worker_main(argv: list[str] | None = None) -> int:
                     else:
                         consumer.accept(r)
                         value["accept"].append([r.offset, v])
+                if poll_acks:
+                    pending.append(value)
+                    continue
                 h.invoke(proc, "ack", value)
                 try:
                     consumer.flush()
@@ -186,6 +215,11 @@ def worker_main(argv: list[str] | None = None) -> int:
                 except RaftkaError as exc:
                     h.complete("info", proc, "ack",
                                {**value, "error": f"{type(exc).__name__}: {exc}"[:300]})
+        if pending:  # queued acknowledgements go now, recorded, not silently by close()
+            try:
+                send_pending(consumer.flush)
+            except RaftkaError:
+                pass
     finally:
         try:
             consumer.close(timeout_s=3)

@@ -151,13 +151,13 @@ def check(ops: list[Op]):
     for o in ops:
         if o.f != "ack" or o.type == "fail":
             continue
-        v = o.invoke_value or o.value
-        key = int(v["key"])
-        for offset, _ in v.get("accept") or []:
-            record = (key, int(offset))
-            accepts_maybe.add(record)
-            if o.type == "ok":
-                accepts_ok[record].append(o)
+        for part in ack_parts(o):
+            key = int(part["key"])
+            for offset, _ in part.get("accept") or []:
+                record = (key, int(offset))
+                accepts_maybe.add(record)
+                if o.type == "ok":
+                    accepts_ok[record].append(o)
     for record, acks in accepts_ok.items():
         if len(acks) > 1:
             report.add("accepted-twice", record=list(record), ops=[a.brief() for a in acks])
@@ -248,6 +248,20 @@ def check(ops: list[Op]):
     return report
 
 
+def ack_parts(op: Op) -> list[dict]:
+    """The per-partition acknowledgements of an ``ack`` op: one partition
+    (``{"key", "accept", ...}``) or several sent with a poll (``{"partitions": [...]}``)."""
+    v = op.invoke_value or op.value or {}
+    return list(v["partitions"]) if "partitions" in v else [v]
+
+
+def _worker(process: Any) -> Any:
+    """The worker of a process id (``"<worker>-acks"`` is its poll-borne acks)."""
+    if isinstance(process, str) and process.endswith("-acks"):
+        return int(process[:-len("-acks")])
+    return process
+
+
 def _acked_value(op: Op | None) -> str | None:
     return None if op is None else (op.invoke_value or op.value)["value"]
 
@@ -290,9 +304,10 @@ def _crashes_holding(ops: list[Op]) -> int:
         if o.f == "poll" and o.type == "ok":
             holding[o.process] |= {(k, off) for k, off, _, _ in o.value.get("records") or []}
         elif o.f == "ack" and o.type != "info":
-            v = o.invoke_value or o.value
-            for name in ("accept", "release", "reject"):
-                holding[o.process] -= {(int(v["key"]), int(off)) for off, _ in v.get(name) or []}
+            for part in ack_parts(o):
+                for name in ("accept", "release", "reject"):
+                    holding[_worker(o.process)] -= {(int(part["key"]), int(off))
+                                                    for off, _ in part.get(name) or []}
         elif o.f == "crash" and holding.get(o.process):
             crashes += 1
     return crashes

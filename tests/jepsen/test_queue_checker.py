@@ -265,3 +265,19 @@ def test_check_cli_reads_a_queue_history(tmp_path: Path):
                           text=True, timeout=60)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "delivered-after-accept" in proc.stdout and "INVALID" in proc.stdout
+
+
+def test_acknowledgements_sent_with_a_poll_count_per_partition():
+    """A worker that leaves its acknowledgements for its next poll records one ack op of
+    process "<worker>-acks" over several partitions."""
+    q = Q()
+    q.send(0, 0, "0-0", 0).send(0, 1, "0-1", 0)
+    q.poll(10, (0, 0, "0-0", 1), (1, 0, "0-1", 1))
+    parts = {"partitions": [{"key": 0, "accept": [[0, "0-0"]], "release": [], "reject": []},
+                            {"key": 1, "accept": [[0, "0-1"]], "release": [], "reject": []}]}
+    q.op("10-acks", "ack", parts, "ok")
+    q.state({0: 1, 1: 1}).final(0, [(0, "0-0")]).final(1, [(0, "0-1")]).dlq()
+    r = q.check()
+    assert only(r) == {} and problems(r) == {} and r.stats["accepted"] == 2
+    q.poll(11, (1, 0, "0-1", 2))  # after the poll-borne accept completed
+    assert only(q.check()) == {"delivered-after-accept": 1}
