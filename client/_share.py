@@ -20,8 +20,8 @@ default): settle them before it expires, else they go to another member (with a 
 InvalidRecordStateError. A record delivered ``max_delivery_attempts`` times (5) and not
 accepted goes to the group's dead-letter topic (``<group>.dlq``).
 
-Acknowledgements are queued and sent, as offset ranges, at the next ``poll`` (or
-``flush``/``close``). With ``auto_accept`` every record of the previous ``poll`` that was
+Acknowledgements are queued and sent, as offset ranges, at the next ``poll`` (inside
+that partition's ShareFetch: one Raft round for both) or ``flush``/``close``. With ``auto_accept`` every record of the previous ``poll`` that was
 not acknowledged is accepted at the next ``poll`` (or, iterating, when the loop body
 returns for it); ``close`` releases whatever is still unacknowledged and leaves the group.
 A heartbeat thread keeps the membership (listed by ``raftka share describe``) alive.
@@ -49,7 +49,7 @@ from raftka.v1.errors import (
     RaftkaTimeoutError,
     UnknownTopicError,
 )
-from raftka.v1.recordbatch import decode_batches
+from raftka.v1.recordbatch import LOG_OVERHEAD, decode_records, parse_header
 
 __all__ = ["ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
            "describe_share_group"]
@@ -230,77 +230,142 @@ class ShareConsumer:
         the subscription at once (up to ``max_records`` from each), waiting up to
         ``timeout_s`` for some. Raises RaftkaError (e.g.
         InvalidRecordStateError if a queued acknowledgement names a record this member
-        no longer holds: nothing of that partition's acknowledgement was applied)."""
+        no longer holds: nothing of that partition's acknowledgement was applied, and the
+        records this poll acquired meanwhile are given back).
+
+        Each partition's acknowledgement and acquisition go one after the other on one
+        worker thread, the partitions in parallel: a partition acquires as soon as its
+        own acknowledgement is applied, not after every partition's."""
         self._check_open()
         if self.auto_accept:
             self.accept_all()
-        self.flush()
+        with self._lock:
+            acks, self._acks = self._acks, {}
         deadline = time.monotonic() + max(timeout_s, 0)
         wait_ms = 0
         while True:
-            records = self._fetch_round(max_records or self.max_records, wait_ms)
+            records = self._fetch_round(max_records or self.max_records, wait_ms, acks)
+            acks = {}
             remaining = deadline - time.monotonic()
             if records or remaining <= 0:
                 return records
             wait_ms = int(min(remaining * 1000, LONG_POLL_MS))
 
-    def _fetch_round(self, max_records: int, wait_ms: int) -> list[ShareRecord]:
+    def _fetch_round(self, max_records: int, wait_ms: int,
+                     acks: dict[tuple[str, int], list[list]] | None = None
+                     ) -> list[ShareRecord]:
+        """One acquisition from every partition, each after sending its queued ``acks``
+        (partitions no longer assigned only send theirs)."""
+        acks = {tp: items for tp, items in (acks or {}).items() if items}
         with self._lock:
             partitions = list(self._partitions)
-        if not partitions:
+        if not partitions and not acks:
             time.sleep(wait_ms / 1000)
             return []
         per = max_records  # each partition may give up to max_records
-        futures = [(tp, self._pool.submit(self._fetch_one, tp, per, wait_ms))
-                   for tp in partitions]
+        futures = [(tp, self._pool.submit(self._ack_then_fetch, tp, acks.get(tp), per,
+                                          wait_ms)) for tp in partitions]
+        futures += [(tp, self._pool.submit(self._ack_then_fetch, tp, items, 0, 0))
+                    for tp, items in acks.items() if tp not in partitions]
         out: list[ShareRecord] = []
         errors: list[RaftkaError] = []
+        ack_errors: list[RaftkaError] = []
         for _, future in futures:
             try:
                 out.extend(future.result())
+            except _AckFailed as exc:
+                ack_errors.append(exc.error)
             except RaftkaError as exc:
                 errors.append(exc)
+        if ack_errors:  # the caller sees the error, not the records: give them back
+            for record in out:
+                self._queue(record, RELEASE, 0, "")
+            raise ack_errors[0]
         if errors and not out:
             fatal = [e for e in errors if not e.retriable]
             if fatal:
                 raise fatal[0]
         return out
 
-    def _fetch_one(self, tp: tuple[str, int], max_records: int,
-                   wait_ms: int) -> list[ShareRecord]:
+    def _ack_then_fetch(self, tp: tuple[str, int], acks: list[list] | None,
+                        max_records: int, wait_ms: int) -> list[ShareRecord]:
+        """The acknowledgements ride in the ShareFetch (applied just before its
+        acquisition, one Raft round); a server that does not know them answers
+        ``acknowledged=False`` and they go by ShareAcknowledge then."""
+        if acks and not max_records:
+            try:
+                self._acknowledge(tp, acks, 10.0)
+            except RaftkaError as exc:
+                raise _AckFailed(exc) from exc
+            return []
+        if not acks:
+            return self._fetch_one(tp, max_records, wait_ms)
+        try:
+            records, acknowledged = self._fetch_one(tp, max_records, wait_ms, acks)
+            if not acknowledged:
+                self._acknowledge(tp, acks, 10.0)
+        except RaftkaError as exc:
+            raise _AckFailed(exc) from exc
+        return records
+
+    def _acknowledge(self, tp: tuple[str, int], items: list[list], timeout_s: float) -> None:
+        topic, partition = tp
+        request = share_pb2.ShareAcknowledgeRequest(
+            group_id=self.group_id, member_id=self.member_id, topic=topic,
+            partition=partition, ranges=_ranges(items),
+            request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
+        call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge", request,
+                              timeout_s)
+
+    def _fetch_one(self, tp: tuple[str, int], max_records: int, wait_ms: int,
+                   acks: list[list] | None = None):
+        """The records acquired; with ``acks`` (sent in the request), also whether the
+        server applied them."""
         topic, partition = tp
         request = share_pb2.ShareFetchRequest(
             group_id=self.group_id, member_id=self.member_id, topic=topic,
             partition=partition, max_records=max_records, max_wait_ms=wait_ms,
             request_id=uuid.uuid4().hex)  # a retry after a lost answer gets the same records
+        if acks:
+            request.acknowledgements.extend(_ranges(acks))
+            request.acknowledge_request_id = uuid.uuid4().hex
         answer = call_partition_leader(self._cluster, topic, partition, "ShareFetch", request,
                                        self._cluster.request_timeout_s + wait_ms / 1000)
+        records = self._take(tp, answer)
+        return (records, answer.acknowledged) if acks else records
+
+    def _take(self, tp: tuple[str, int], answer) -> list[ShareRecord]:
+        topic, partition = tp
         if not answer.acquired:
             return []
         ranges = [(a.first_offset, a.last_offset, a.delivery_count) for a in answer.acquired]
         try:
-            decoded = decode_batches(answer.record_batches)
+            decoded, sent_until = _decode_overlapping(answer.record_batches, ranges[0][0],
+                                                      ranges[-1][1])
         except CorruptBatchError as exc:
             log.warning("share group %s: %s/%d: undecodable records (%s); releasing them",
                         self.group_id, topic, partition, exc)
-            decoded = []
+            decoded, sent_until = [], -1
         by_offset = {r.offset: r for r in decoded}
         records = []
-        gaps = []
+        gaps = []  # inside the batches sent, no record (compacted away): finished
+        unsent = []  # after the batches sent (the answer's size limit): given back
         for first, last, count in ranges:
             for offset in range(first, last + 1):
                 r = by_offset.get(offset)
                 if r is None:
-                    gaps.append(offset)  # no record there (compacted away): finished
+                    (gaps if offset <= sent_until else unsent).append(offset)
                     continue
                 records.append(ShareRecord(topic, partition, offset, r.key, r.value,
-                                           tuple(r.headers), r.timestamp_ms, count))
+                                           r.headers, r.timestamp_ms, count))
         with self._lock:
             self._touched.add(tp)
+            unacked = self._unacked
             for rec in records:
-                self._unacked[(topic, partition, rec.offset)] = rec
+                unacked[(topic, partition, rec.offset)] = rec
             queued = self._acks.setdefault(tp, [])
             queued.extend([o, ACCEPT, 0, ""] for o in gaps)
+            queued.extend([o, RELEASE, 0, ""] for o in unsent)
         return records
 
     def __iter__(self) -> Iterator[ShareRecord]:
@@ -359,17 +424,8 @@ class ShareConsumer:
         acknowledgements were still sent)."""
         with self._lock:
             acks, self._acks = self._acks, {}
-        futures = []
-        for (topic, partition), items in acks.items():
-            if not items:
-                continue
-            request = share_pb2.ShareAcknowledgeRequest(
-                group_id=self.group_id, member_id=self.member_id, topic=topic,
-                partition=partition, ranges=_ranges(items),
-                request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
-            futures.append(self._pool.submit(call_partition_leader, self._cluster, topic,
-                                             partition, "ShareAcknowledge", request,
-                                             timeout_s))
+        futures = [self._pool.submit(self._acknowledge, tp, items, timeout_s)
+                   for tp, items in acks.items() if items]
         first_error: RaftkaError | None = None
         for future in futures:
             try:
@@ -423,6 +479,29 @@ class ShareConsumer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _AckFailed(Exception):
+    """A partition's acknowledgement failed (``error``) before its acquisition."""
+
+    def __init__(self, error: RaftkaError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _decode_overlapping(buf: bytes, lo: int, hi: int) -> tuple[list, int]:
+    """The records of the batches in ``buf`` that overlap offsets ``[lo, hi]`` (the others
+    are not decoded), and the last offset the batches cover (-1: none)."""
+    out: list = []
+    pos, n, sent_until = 0, len(buf), -1
+    while pos < n:
+        h = parse_header(buf, pos)  # validates the header and the CRC
+        last = h.base_offset + h.last_offset_delta
+        sent_until = max(sent_until, last)
+        if last >= lo and h.base_offset <= hi:
+            out.extend(decode_records(buf, pos, verify=False))
+        pos += h.batch_length + LOG_OVERHEAD
+    return out, sent_until
 
 
 def _ranges(items: list[list]) -> list[share_pb2.AcknowledgeRange]:

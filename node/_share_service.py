@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
 import grpc
 
@@ -65,6 +66,7 @@ CONFIG_CACHE_S = 10.0
 TICK_S = 0.2
 RECHECK_S = 0.1  # a long poll re-checks for released records whose delay passed
 READ_BYTES_MAX = 64 << 20
+FIRST_READ_BYTES = 16 << 10  # of a ShareFetch answer, before the bytes per offset are known
 DLQ_BATCH_MAX = 500
 DLQ_BATCH_BYTES = 512 << 10  # below the default max.message.bytes (1 MiB)
 DLQ_HEADER = "raftka.dlq."
@@ -360,13 +362,47 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         if not 0 <= request.max_records <= MAX_RECORDS_MAX or request.max_wait_ms < 0:
             raise BrokerError(Code.INVALID_REQUEST, f"max_records must be from 0 to "
                               f"{MAX_RECORDS_MAX} and max_wait_ms >= 0")
-        if len(request.request_id) > 64:
-            raise BrokerError(Code.INVALID_REQUEST, "request_id is limited to 64 characters")
+        if len(request.request_id) > 64 or len(request.acknowledge_request_id) > 64:
+            raise BrokerError(Code.INVALID_REQUEST, "request_id and acknowledge_request_id "
+                              "are limited to 64 characters")
+        acks = _parse_acks(request.acknowledgements)
         replica = self._leader_replica(request.topic, request.partition)
         cfg = await self._config(request.group_id)
         group_id, max_records = request.group_id, request.max_records or MAX_RECORDS_DEFAULT
         deadline = time.monotonic() + min(request.max_wait_ms, FETCH_WAIT_MS_MAX) / 1000
+        ack_task: asyncio.Future | None = None
+        ack_id = ""
+        if acks:  # proposed first: the acquisition below lands after it in the log
+            if group_id not in replica.shares.groups:
+                raise BrokerError(Code.INVALID_RECORD_STATE, f"group {group_id!r} holds no "
+                                  f"records of {request.topic}/{request.partition}")
+            ack_id = request.acknowledge_request_id or uuid.uuid4().hex
+            ack_task = asyncio.ensure_future(replica.share_op(
+                {"g": group_id, "m": request.member_id, "attempts": cfg["attempts"],
+                 "log_start": replica.log_start_offset, "backoff": _backoff(cfg),
+                 "op": "ack", "now": int(time.time() * 1000), "acks": acks, "id": ack_id},
+                OP_TIMEOUT_S))
+            await asyncio.sleep(0)  # let it propose (the next step of the loop's tasks)
+        try:
+            return await self._share_fetch(request, replica, cfg, group_id, max_records,
+                                           deadline, ack_task, ack_id)
+        finally:
+            if ack_task is not None and not ack_task.done():
+                ack_task.cancel()  # the operation stays proposed; only its waiter goes
+            elif ack_task is not None and not ack_task.cancelled():
+                ack_task.exception()  # retrieved (the answer carried it, or another error)
+
+    async def _share_fetch(self, request, replica, cfg, group_id, max_records, deadline,
+                           ack_task, ack_id):
+        async def answer(response):
+            if ack_task is not None:
+                await ack_task  # raises the acknowledgement's error (nothing acquired)
+                response.acknowledged = True
+            return response
+
         while True:
+            if ack_task is not None and ack_task.done() and ack_task.exception():
+                raise ack_task.exception()  # refused: answer now, not after the long poll
             replica = self._leader_replica(request.topic, request.partition)
             now_ms = int(time.time() * 1000)
             sp = replica.shares.groups.get(group_id)
@@ -379,12 +415,16 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                       "lock_ms": cfg["lock_ms"], "max": max_records, "cap": cfg["in_flight"],
                       "attempts": cfg["attempts"], "log_start": replica.log_start_offset,
                       "backoff": _backoff(cfg), "id": request.request_id}
+                if ack_task is not None and not ack_task.done():
+                    op["after_ack"] = ack_id  # nothing if the acknowledgement is refused
                 acquired = await replica.share_op(op, OP_TIMEOUT_S)
                 if acquired:
-                    return self._fetched(replica, acquired, now_ms + cfg["lock_ms"])
+                    return await answer(self._fetched(replica, acquired,
+                                                      now_ms + cfg["lock_ms"]))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return share_pb2.ShareFetchResponse(high_watermark=replica.high_watermark)
+                return await answer(share_pb2.ShareFetchResponse(
+                    high_watermark=replica.high_watermark))
             waits = [asyncio.ensure_future(replica.wait_for_data(hw, remaining)),
                      asyncio.ensure_future(replica.share_changed.wait())]
             await asyncio.wait(waits, timeout=min(remaining, RECHECK_S),
@@ -393,19 +433,30 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
                 w.cancel()
 
     def _fetched(self, replica: PartitionReplica, acquired, lock_deadline_ms: int):
+        """The answer to a ShareFetch: the acquired ranges and the batches that hold them.
+        Reads only about as many bytes as the ranges need (a read returns whole entries
+        up to a byte budget, at least one): the budget is the range's length times the
+        bytes per offset the previous read saw, so a member asking for 1,000 records is
+        not sent (and does not decode) the megabyte that follows them."""
         parts: list[bytes] = []
         covered, size = -1, 0  # offsets below ``covered`` are in ``parts`` already
+        per_offset = 0.0  # bytes per offset of the last read (0: unknown yet)
         for first, last, _ in acquired:
             offset = max(first, covered)
             while offset <= last and size < READ_BYTES_MAX:
+                want = (last - offset + 1) * per_offset if per_offset else FIRST_READ_BYTES
+                budget = int(min(max(want, FIRST_READ_BYTES), 1 << 20))
                 try:
-                    data, nxt = replica.read(offset, 1 << 20)
+                    data, nxt = replica.read(offset, budget)
+                    if nxt <= offset and budget < 1 << 20:  # only share control entries
+                        data, nxt = replica.read(offset, 1 << 20)  # fitted: read on
                 except BrokerError:
                     break  # removed by retention meanwhile: the member accepts the gap
                 if nxt <= offset:
                     break
                 parts.append(data)
                 size += len(data)
+                per_offset = len(data) / (nxt - offset)
                 offset = covered = nxt
         return share_pb2.ShareFetchResponse(
             acquired=[share_pb2.AcquiredRecords(first_offset=f, last_offset=lst,
@@ -416,22 +467,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
     @_handler
     async def ShareAcknowledge(self, request, context):  # noqa: N802
         _check_member_id(request.member_id)
-        if len(request.ranges) > ACK_RANGES_MAX:
-            raise BrokerError(Code.INVALID_REQUEST, f"at most {ACK_RANGES_MAX} ranges per "
-                              "acknowledgement")
-        acks = []
-        for r in request.ranges:
-            if r.type not in (ACCEPT, RELEASE, REJECT):
-                raise BrokerError(Code.INVALID_REQUEST, f"unknown acknowledgement type "
-                                  f"{r.type}; use ACCEPT, RELEASE or REJECT")
-            if not 0 <= r.release_delay_ms <= RELEASE_DELAY_MS_MAX:
-                raise BrokerError(Code.INVALID_REQUEST, f"release_delay_ms must be from 0 to "
-                                  f"{RELEASE_DELAY_MS_MAX}, got {r.release_delay_ms}")
-            if r.first_offset < 0 or r.last_offset < r.first_offset:
-                raise BrokerError(Code.INVALID_REQUEST, f"bad offset range {r.first_offset}-"
-                                  f"{r.last_offset}")
-            acks.append([r.first_offset, r.last_offset, r.type, r.release_delay_ms,
-                         r.error[:ERROR_TEXT_MAX]])
+        acks = _parse_acks(request.ranges)
         if len(request.request_id) > 64:
             raise BrokerError(Code.INVALID_REQUEST, "request_id is limited to 64 characters")
         replica = self._leader_replica(request.topic, request.partition)
@@ -521,6 +557,27 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
             return await getattr(stub, method)(request, timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise _remote_error(exc, f"{method} at {address}") from None
+
+
+def _parse_acks(ranges) -> list[list]:
+    """Acknowledgement ranges as share operations' ``acks``; raises BrokerError."""
+    if len(ranges) > ACK_RANGES_MAX:
+        raise BrokerError(Code.INVALID_REQUEST, f"at most {ACK_RANGES_MAX} ranges per "
+                          "acknowledgement")
+    acks = []
+    for r in ranges:
+        if r.type not in (ACCEPT, RELEASE, REJECT):
+            raise BrokerError(Code.INVALID_REQUEST, f"unknown acknowledgement type "
+                              f"{r.type}; use ACCEPT, RELEASE or REJECT")
+        if not 0 <= r.release_delay_ms <= RELEASE_DELAY_MS_MAX:
+            raise BrokerError(Code.INVALID_REQUEST, f"release_delay_ms must be from 0 to "
+                              f"{RELEASE_DELAY_MS_MAX}, got {r.release_delay_ms}")
+        if r.first_offset < 0 or r.last_offset < r.first_offset:
+            raise BrokerError(Code.INVALID_REQUEST, f"bad offset range {r.first_offset}-"
+                              f"{r.last_offset}")
+        acks.append([r.first_offset, r.last_offset, r.type, r.release_delay_ms,
+                     r.error[:ERROR_TEXT_MAX]])
+    return acks
 
 
 def _remote_error(exc: grpc.aio.AioRpcError, what: str) -> BrokerError:

@@ -35,7 +35,9 @@ Rules (applied in this order by every operation):
    the last ``FETCH_IDS_MAX`` that got records is a retry: it gets what the member still
    holds of that acquisition, nothing new. Otherwise: ``AVAILABLE`` spans whose delay has
    passed, in offset order, then fresh offsets from ``end`` up to
-   ``min(high watermark, start + cap)``. Each acquired record's count goes up by one and
+   ``min(high watermark, start + cap)``. An acquisition that names ``after_ack`` (a
+   ShareFetch carrying acknowledgements, proposed right after them) acquires nothing
+   unless that acknowledgement was applied. Each acquired record's count goes up by one and
    it is held by ``m`` until ``now + lock_ms``. A record whose count reached the limit is
    never acquired (rule 1 and 3 make it ``DEAD`` first).
 3. Acknowledge (member ``m``, offset ranges): refused whole, changing nothing, unless every
@@ -169,6 +171,9 @@ class SharePartition:
                     for seen_id, member, ranges in self.fetch_ids:
                         if seen_id == fetch_id and member == op["m"]:
                             return self._still_held(member, ranges)  # a retry
+                after = str(op.get("after_ack", ""))
+                if after and after not in self.ack_ids:
+                    return []  # its acknowledgement (proposed just before) was refused
                 got = self._acquire(op["m"], now, int(op["lock_ms"]), int(op["max"]),
                                     int(op["cap"]), high_watermark, max(limit, 1))
                 if fetch_id and got:

@@ -14,6 +14,11 @@
 //	lat      publish at a fixed -rate for -duration; publish-to-ack latency of each message
 //	consume  pull-consume -count messages from -stream (ephemeral, AckNone, batches of
 //	         -batch) from the first message; rate
+//	work     -workers work-queue members (one connection each) share one durable pull
+//	         consumer (AckExplicit) of -stream: each fetches batches of -batch and acks
+//	         every message on its own (Ack, not awaited); done when -count messages were
+//	         delivered and the stream (WorkQueue retention) holds no message: every ack
+//	         was applied; rate of acknowledged messages
 //	e2e      a push consumer (AckNone, new messages only) plus publishing at -rate; the
 //	         time from publish to delivery of each message (send time in the payload)
 //
@@ -131,7 +136,8 @@ func payload(size int) []byte {
 }
 
 func main() {
-	mode := flag.String("mode", "pub", "pub | lat | consume | e2e")
+	mode := flag.String("mode", "pub", "pub | lat | consume | work | e2e")
+	workers := flag.Int("workers", 3, "work-queue members (work)")
 	url := flag.String("url", nats.DefaultURL, "server URL(s), comma-separated")
 	subjects := flag.String("subjects", "bench.0", "comma-separated subjects (pub/lat/e2e)")
 	stream := flag.String("stream", "", "stream to consume (consume)")
@@ -170,6 +176,8 @@ func main() {
 		out = runLat(js, subs[0], *size, *duration, *rate, *window)
 	case "consume":
 		out = runConsume(js, subs[0], *stream, *count, *batch)
+	case "work":
+		out = runWork(*url, js, subs[0], *stream, *count, *batch, *workers)
 	case "e2e":
 		out = runE2E(js, subs[0], *size, *duration, *rate)
 	default:
@@ -436,4 +444,62 @@ func runE2E(js nats.JetStreamContext, subject string, size int, duration time.Du
 	mu.Unlock()
 	out["sent"], out["failed"], out["rate"] = sent, failed, float64(sent)/elapsed.Seconds()
 	return out
+}
+
+func runWork(url string, js nats.JetStreamContext, subject, stream string, count int64,
+	batch, workers int) result {
+	_, err := js.AddConsumer(stream, &nats.ConsumerConfig{
+		Durable: "work", AckPolicy: nats.AckExplicitPolicy, DeliverPolicy: nats.DeliverAllPolicy,
+		MaxAckPending: 1 << 20, AckWait: 30 * time.Second})
+	if err != nil {
+		fail("add consumer: %v", err)
+	}
+	var got int64
+	stop := make(chan struct{})
+	go progress(&got, stop)
+	go watchdog("received", &got, stop)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := nats.Connect(url, nats.Name("raftka-bench-worker"))
+			if err != nil {
+				fail("connect: %v", err)
+			}
+			defer nc.Close()
+			wjs, _ := nc.JetStream()
+			sub, err := wjs.PullSubscribe(subject, "work", nats.Bind(stream, "work"))
+			if err != nil {
+				fail("pull subscribe: %v", err)
+			}
+			for atomic.LoadInt64(&got) < count {
+				msgs, err := sub.Fetch(batch, nats.MaxWait(500*time.Millisecond))
+				if err == nats.ErrTimeout || err == nats.ErrNoResponders {
+					continue
+				}
+				if err != nil {
+					fail("fetch: %v", err)
+				}
+				for _, m := range msgs {
+					m.Ack()
+				}
+				atomic.AddInt64(&got, int64(len(msgs)))
+			}
+			nc.Flush()
+		}()
+	}
+	wg.Wait()
+	for { // every ack applied: the work queue is empty
+		info, err := js.StreamInfo(stream)
+		if err == nil && info.State.Msgs == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	close(stop)
+	return result{"count": got, "seconds": elapsed.Seconds(), "workers": workers,
+		"rate": float64(got) / elapsed.Seconds()}
 }

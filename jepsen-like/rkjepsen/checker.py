@@ -94,6 +94,12 @@ class Report:
         default_factory=lambda: {c: 0 for c in HISTORY_PROBLEMS})
     stats: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_classes(cls, classes: Iterable[str], problems: Iterable[str]) -> Report:
+        """An empty report over another workload's classes (``queue_checker``)."""
+        return cls(anomalies={c: [] for c in classes}, counts={c: 0 for c in classes},
+                   problems={c: [] for c in problems}, problem_counts={c: 0 for c in problems})
+
     def add(self, cls: str, **detail: Any) -> None:
         self.counts[cls] += 1
         if len(self.anomalies[cls]) < MAX_EXAMPLES:
@@ -130,6 +136,12 @@ def _records_of(op: Op) -> Iterable[tuple[int, int, Any]]:
 
 
 def check(ops: list[Op]) -> Report:
+    config = next((o.value for o in ops if o.process == "harness" and o.f == "config"
+                   and isinstance(o.value, dict)), {})
+    if config.get("workload") == "queue":  # share groups: rkjepsen/queue_checker.py
+        from rkjepsen import queue_checker
+
+        return queue_checker.check(ops)
     report = Report()
     sends = [o for o in ops if o.f == "send"]
     reads = [o for o in ops if o.type == "ok" and o.f in ("poll", "final-read")]

@@ -61,6 +61,10 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
         prog="jepsen-like/run",
         description="Run a real Raftka cluster in network namespaces under faults, record a "
                     "history and check it. Needs root, iproute2 and nftables.")
+    p.add_argument("--workload", default="log", choices=("log", "queue"),
+                   help="log: producers and a consumer group (Jepsen's Kafka test); "
+                        "queue: producers and share-group workers with poison records and "
+                        "a dead-letter topic (see README)")
     p.add_argument("--nemesis", default="partition,kill,pause,disk",
                    help="comma-separated: partition, kill, pause, clock, disk (or none); "
                         "default partition,kill,pause,disk")
@@ -75,7 +79,8 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--replication-factor", type=int, default=3)
     p.add_argument("--producers", type=int, default=3)
     p.add_argument("--consumers", type=int, default=2,
-                   help="consumer processes in the group (0: no consumer workload)")
+                   help="consumer processes in the group, or share-group workers with "
+                        "--workload queue (0: no consumer workload)")
     p.add_argument("--consumer-crash-interval", type=float, default=15.0,
                    help="seconds between kill -9 of a random consumer (0: never)")
     p.add_argument("--no-plots", action="store_true")
@@ -172,7 +177,8 @@ def _leader_finder(cluster: NetCluster):
     return leader_of
 
 
-def _replica_disagreements(cluster: NetCluster, problems: list[str]) -> list[str]:
+def _replica_disagreements(cluster: NetCluster, problems: list[str],
+                           extra_topics: tuple[str, ...] = ()) -> list[str]:
     """After the faults healed: every replica of every partition of the test topic and of
     ``__consumer_offsets`` holds the same records at the same offsets up to the high
     watermark (``tests/safety.py`` over the nodes' Debug service, waiting, bounded, for
@@ -184,7 +190,7 @@ def _replica_disagreements(cluster: NetCluster, problems: list[str]) -> list[str
     from rkjepsen.workload import TOPIC
 
     up = {n: cluster.addresses[n] for n in cluster.alive() if n not in cluster.paused}
-    checks = [c for topic in (TOPIC, "__consumer_offsets")
+    checks = [c for topic in (TOPIC, "__consumer_offsets", *extra_topics)
               for c in check_topic_replicas(up, topic)]
     problems += [f"replicas not compared: {c.problem}" for c in checks if not c.settled]
     found = [c.problem for c in checks if c.settled]
@@ -199,6 +205,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     from raftka.client import Admin, RaftkaError
 
     from rkjepsen.nemesis import Nemesis
+    from rkjepsen import queue
     from rkjepsen.workload import TOPIC, Producers, final_read
 
     out: Path = args.out
@@ -206,7 +213,10 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     main_hist = history.HistoryWriter(out / "history.main.jsonl", t0)
     main_hist.event("info", "harness", "config", {
         "nodes": args.nodes, "nemesis": args.nemeses, "time_s": args.time, "seed": args.seed,
-        "keys": args.keys, "producers": args.producers, "consumers": args.consumers})
+        "keys": args.keys, "producers": args.producers, "consumers": args.consumers,
+        "workload": args.workload,
+        **({"attempts": queue.ATTEMPTS, "lock_ms": queue.LOCK_MS, "poison": queue.POISON_P,
+            "failing": queue.FAILING_P} if args.workload == "queue" else {})})
     problems: list[str] = []
     with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
         admin.wait_for_brokers(timeout=60)
@@ -223,17 +233,21 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         pid = next_consumer[0]
         next_consumer[0] += 1
         log = open(out / f"consumer-{pid}.log", "ab")
+        module = "rkjepsen.queue" if args.workload == "queue" else "rkjepsen.workload"
+        extra = ["--seed", str(args.seed), "--drain-flag", str(out / "draining")] \
+            if args.workload == "queue" else []
         consumers[pid] = subprocess.Popen(
-            [sys.executable, "-m", "rkjepsen.workload", "--bootstrap", cluster.bootstrap,
+            [sys.executable, "-m", module, "--bootstrap", cluster.bootstrap,
              "--process", str(pid), "--history", str(out / f"history.consumer-{pid}.jsonl"),
-             "--t0", repr(t0)], cwd=REPO, env=env, stdout=log, stderr=log)
+             "--t0", repr(t0), *extra], cwd=REPO, env=env, stdout=log, stderr=log)
         log.close()
 
     for _ in range(args.consumers):
         spawn_consumer()
 
     producers = Producers(cluster.bootstrap, main_hist, args.producers, args.keys,
-                          seed=args.seed)
+                          seed=args.seed, value_suffix=queue.value_suffix
+                          if args.workload == "queue" else None)
     producers.start()
     nemesis = Nemesis(cluster, main_hist, args.nemeses, args.interval, args.seed,
                       _leader_finder(cluster), args.keys)
@@ -263,6 +277,10 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
                 main_hist.event("info", victim, "crash", {"signal": "SIGKILL"})
                 spawn_consumer()
             for pid, proc in list(consumers.items()):
+                if args.workload == "queue" and proc.poll() == queue.CRASH_EXIT:
+                    consumers.pop(pid)  # crashed on purpose, holding records
+                    spawn_consumer()
+                    continue
                 if proc.poll() is not None:
                     problems.append(f"consumer {pid} exited on its own ({proc.returncode}); "
                                     f"see consumer-{pid}.log")
@@ -287,7 +305,13 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
             admin.wait_for_topic_ready(TOPIC, timeout=60)
     except RaftkaError as exc:  # the final read shows which keys it cannot read
         problems.append(f"after healing: {exc}")
-    time.sleep(5.0 if args.consumers else 0.5)  # consumers drain; not a correctness wait
+    if args.workload == "queue":  # the workers finish every record (bounded wait)
+        (out / "draining").touch()  # workers stop crashing on purpose
+        if args.consumers and not queue.drain(cluster.bootstrap, main_hist, args.keys):
+            problems.append("the share group did not drain within "
+                            f"{queue.DRAIN_TIMEOUT_S:g}s (see share-state in the history)")
+    else:
+        time.sleep(5.0 if args.consumers else 0.5)  # consumers drain; not a correctness wait
     for pid, proc in consumers.items():
         proc.send_signal(signal.SIGTERM)
     for pid, proc in list(consumers.items()):
@@ -301,7 +325,14 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     missing = final_read(cluster.bootstrap, main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for keys {missing}")
-    disagreements = _replica_disagreements(cluster, problems)
+    extra_topics: tuple[str, ...] = ()
+    if args.workload == "queue":
+        read = queue.final_read_dlq(cluster.bootstrap, main_hist)
+        if read is None:
+            problems.append(f"final read of {queue.DLQ_TOPIC} incomplete")
+        if read is not False:  # it exists: its replicas are compared too
+            extra_topics = (queue.DLQ_TOPIC,)
+    disagreements = _replica_disagreements(cluster, problems, extra_topics)
     main_hist.close()
     cluster.close()
 

@@ -71,12 +71,19 @@ def _union(windows: list[dict]) -> list[dict]:
     return merged
 
 
+QUEUE_STATS = ("records_delivered", "redeliveries", "accepted", "dead_lettered",
+               "dead_letter_reasons", "crashes_holding_records")
+
+
 def summarize(ops: list[Op], report: Report) -> dict:
     windows = fault_windows(ops)
     faults: dict[str, int] = defaultdict(int)
     for w in windows:
         faults[w["detail"].get("kind", w["fault"])] += 1
+    extra = {k: report.stats[k] for k in QUEUE_STATS if k in report.stats}
     return {
+        **extra,
+        "workload": report.stats.get("workload", "log"),
         "valid": report.valid,
         "ops": report.stats.get("ops", 0),
         "by_f": report.stats.get("by_f", {}),
@@ -100,7 +107,7 @@ def summarize(ops: list[Op], report: Report) -> dict:
 def format_summary(summary: dict) -> str:
     lines = [f"ops: {summary['ops']}"]
     for f, d in sorted(summary["by_f"].items()):
-        lines.append(f"  {f:<11} ok {d.get('ok', 0):>7}  fail {d.get('fail', 0):>6}  "
+        lines.append(f"  {f:<14} ok {d.get('ok', 0):>7}  fail {d.get('fail', 0):>6}  "
                      f"info {d.get('info', 0):>6}")
     lines.append(f"faults injected: {summary['faults_injected']} "
                  + (", ".join(f"{k} {v}" for k, v in summary["faults_by_kind"].items())
@@ -123,16 +130,26 @@ def format_summary(summary: dict) -> str:
                  f"{pct(summary['availability_outside_faults'])} of "
                  f"{summary['sends_outside_faults']}; under faults "
                  f"{pct(summary['fault_time_fraction'])} of the time")
+    queue = summary.get("workload") == "queue"
+    if queue:
+        lines.append(f"queue: {summary.get('records_delivered', 0)} records delivered "
+                     f"({summary.get('redeliveries', 0)} redeliveries), "
+                     f"{summary.get('accepted', 0)} accepted, "
+                     f"{summary.get('dead_lettered', 0)} dead-lettered "
+                     f"{summary.get('dead_letter_reasons', {})}; workers killed while "
+                     f"holding records: {summary.get('crashes_holding_records', 0)}")
     lines.append("anomalies:")
-    for c in CLASSES:
+    for c in summary["anomalies"] if queue else CLASSES:
         lines.append(f"  {c:<28} {summary['anomalies'].get(c, 0)}")
     counted = summary.get("history_problems", {})
-    problems = {c: counted[c] for c in HISTORY_PROBLEMS if counted.get(c)}
+    problems = {c: n for c, n in counted.items() if n and (queue or c in HISTORY_PROBLEMS)}
     lines.append("history problems: " + (", ".join(f"{c} {n}" for c, n in problems.items())
                                          or "none"))
     evidence = (f"{summary.get('acked_sends', 0)} acked sends, "
                 f"{summary.get('polled_records', 0)} polled records, "
-                f"{len(summary.get('final_read_keys', []))} keys read to their end "
+                + (f"{summary.get('accepted', 0)} accepted, "
+                   f"{summary.get('dead_lettered', 0)} dead-lettered, " if queue else "")
+                + f"{len(summary.get('final_read_keys', []))} keys read to their end "
                 f"({summary.get('final_read_records', 0)} records)")
     if any(summary["anomalies"].values()):
         lines.append("INVALID: anomalies found")
@@ -153,7 +170,8 @@ def plot(ops: list[Op], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     windows = fault_windows(ops)
-    client = [o for o in ops if o.process != "nemesis" and o.f in ("send", "poll", "commit")]
+    client = [o for o in ops if o.process != "nemesis"
+              and o.f in ("send", "poll", "commit", "ack")]
     span = max((o.complete_time or o.invoke_time for o in ops), default=1.0)
     buckets = int(span) + 1
 

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rkjepsen.history import HistoryWriter
 
@@ -59,8 +59,11 @@ class Producers:
     """``count`` producer threads writing to ``keys`` partitions until ``stop()``."""
 
     def __init__(self, bootstrap: str, history: HistoryWriter, count: int, keys: int,
-                 seed: int, delivery_timeout_ms: int = 8000) -> None:
+                 seed: int, delivery_timeout_ms: int = 8000,
+                 value_suffix: Callable[[random.Random], str] | None = None) -> None:
         self.bootstrap = bootstrap
+        # the queue workload marks some values (poison, always failing) by a suffix
+        self.value_suffix = value_suffix
         self.history = history
         self.count = count
         self.keys = keys
@@ -99,6 +102,8 @@ class Producers:
             while not self._stop.is_set():
                 key = rng.randrange(self.keys)
                 value = f"{process}-{n}"
+                if self.value_suffix is not None:
+                    value += self.value_suffix(rng)
                 n += 1
                 self.history.invoke(process, "send", {"key": key, "value": value})
                 try:
@@ -123,7 +128,7 @@ class Producers:
 
 
 def final_read(bootstrap: str, history: HistoryWriter, keys: int,
-               timeout_s: float = 60.0) -> list[int]:
+               timeout_s: float = 60.0, topic: str = TOPIC) -> list[int]:
     """Read every key from the start to its end; returns the keys it could not read (each
     is an ``info`` final-read in the history, so the checker reports it too)."""
     from raftka.client import Admin, PartitionReader, RaftkaError
@@ -131,7 +136,7 @@ def final_read(bootstrap: str, history: HistoryWriter, keys: int,
     failed = []
     try:
         with Admin(bootstrap) as admin:
-            admin.wait_for_topic_ready(TOPIC, timeout=timeout_s)
+            admin.wait_for_topic_ready(topic, timeout=timeout_s)
     except RaftkaError:
         pass  # a key without a serving leader fails its own read below, with the reason
     for key in range(keys):
@@ -139,7 +144,7 @@ def final_read(bootstrap: str, history: HistoryWriter, keys: int,
         records: list[list[Any]] = []
         deadline = time.monotonic() + timeout_s
         try:
-            with PartitionReader(bootstrap, TOPIC, key, "earliest") as reader:
+            with PartitionReader(bootstrap, topic, key, "earliest") as reader:
                 while time.monotonic() < deadline:
                     batch = reader.poll(timeout=1.0)
                     records += [[r.offset, r.value.decode()] for r in batch]

@@ -137,6 +137,37 @@ def test_lock_expiry_redelivers_and_the_delivery_limit_dead_letters(cluster: Clu
     assert headers["raftka.dlq.delivery.count"] == b"3"
 
 
+def test_a_refused_acknowledgement_at_poll_gives_back_what_that_poll_acquired(
+        cluster: Cluster):
+    """poll sends each partition's acknowledgement, then acquires from it, partitions in
+    parallel; when one is refused (the lock expired, another member holds the record),
+    poll raises, and the records it acquired from other partitions go back to the group
+    (the caller never saw them) instead of staying held or being auto-accepted."""
+    cluster.create_topic(TOPIC, partitions=2)
+    produce(cluster, ["late"], partition=0)
+    b = bootstrap(cluster)
+    with ShareConsumer(b, "g-late", [TOPIC], auto_accept=False,
+                       record_lock_duration_ms=1000) as slow, \
+            ShareConsumer(b, "g-late", [TOPIC], auto_accept=False) as other:
+        [late] = drain(slow, 1, accept=False)
+        taken = drain(other, 1, accept=False)  # once slow's lock expired
+        assert [(r.value, r.delivery_count) for r in taken] == [(b"late", 2)]
+        other.accept(taken[0])
+        other.flush()
+        produce(cluster, ["fresh"], partition=1)
+        slow.accept(late)
+        with pytest.raises(InvalidRecordStateError):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until a poll acquires "fresh" too
+                assert slow.poll(0.5) == []
+        slow.flush()  # sends the release of what that poll acquired
+        # given back at once, not held until slow's lock expires (1 s later)
+        [p1] = [s for s in describe(cluster, "g-late").partitions if s.partition == 1]
+        assert (p1.acquired, p1.available) == (0, 1), p1
+        again = drain(other, 1, accept=True)
+        assert [(r.value, r.delivery_count) for r in again] == [(b"fresh", 2)]
+
+
 def read_dlq(cluster: Cluster, topic: str, want: int, timeout: float = 30.0):
     from raftka.client import TopicReader
     out = []

@@ -214,3 +214,22 @@ def test_a_retried_acquisition_gets_what_the_member_still_holds_of_it():
     assert sp.apply({**op, "now": 2}, 10) == [(0, 0, 1), (2, 2, 1)]  # nothing new
     assert sp.apply({**op, "m": "b", "now": 3}, 10) == [(3, 5, 1)]  # same id, other member
     assert SharePartition.decode(sp.encode()).fetch_ids == sp.fetch_ids
+
+
+def test_an_acquisition_after_a_refused_acknowledgement_acquires_nothing():
+    """ShareFetch with acknowledgements proposes the ack, then an acquisition naming it
+    (``after_ack``): if the ack was refused, the acquisition takes nothing."""
+    def acquire_after(sp, ack_id, now):
+        return sp.apply({"g": "g", "op": "acquire", "m": "a", "now": now, "lock_ms": LOCK,
+                         "max": 5, "cap": 2000, "attempts": 5, "after_ack": ack_id}, 10)
+
+    sp = SharePartition()
+    assert acquire(sp, "a", 0, hw=10, max_records=5) == [(0, 4, 1)]
+    with pytest.raises(ShareOpError):  # 7 is not held: refused whole
+        sp.apply({"g": "g", "op": "ack", "m": "a", "now": 1, "attempts": 5, "id": "x1",
+                  "acks": [[0, 7, ACCEPT, 0, ""]]}, 10)
+    before = sp.encode()
+    assert acquire_after(sp, "x1", 2) == [] and sp.encode() == before
+    sp.apply({"g": "g", "op": "ack", "m": "a", "now": 3, "attempts": 5, "id": "x2",
+              "acks": [[0, 4, ACCEPT, 0, ""]]}, 10)
+    assert acquire_after(sp, "x2", 4) == [(5, 9, 1)]

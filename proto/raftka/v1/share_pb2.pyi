@@ -104,7 +104,7 @@ class AcquiredRecords(_message.Message):
     def __init__(self, first_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., delivery_count: _Optional[int] = ...) -> None: ...
 
 class ShareFetchRequest(_message.Message):
-    __slots__ = ("group_id", "member_id", "topic", "partition", "max_records", "max_wait_ms", "request_id")
+    __slots__ = ("group_id", "member_id", "topic", "partition", "max_records", "max_wait_ms", "request_id", "acknowledgements", "acknowledge_request_id")
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,8 @@ class ShareFetchRequest(_message.Message):
     MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGEMENTS_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGE_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     group_id: str
     member_id: str
     topic: str
@@ -119,19 +121,23 @@ class ShareFetchRequest(_message.Message):
     max_records: int
     max_wait_ms: int
     request_id: str
-    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., max_records: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    acknowledgements: _containers.RepeatedCompositeFieldContainer[AcknowledgeRange]
+    acknowledge_request_id: str
+    def __init__(self, group_id: _Optional[str] = ..., member_id: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., max_records: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., request_id: _Optional[str] = ..., acknowledgements: _Optional[_Iterable[_Union[AcknowledgeRange, _Mapping]]] = ..., acknowledge_request_id: _Optional[str] = ...) -> None: ...
 
 class ShareFetchResponse(_message.Message):
-    __slots__ = ("acquired", "record_batches", "lock_deadline_ms", "high_watermark")
+    __slots__ = ("acquired", "record_batches", "lock_deadline_ms", "high_watermark", "acknowledged")
     ACQUIRED_FIELD_NUMBER: _ClassVar[int]
     RECORD_BATCHES_FIELD_NUMBER: _ClassVar[int]
     LOCK_DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     acquired: _containers.RepeatedCompositeFieldContainer[AcquiredRecords]
     record_batches: bytes
     lock_deadline_ms: int
     high_watermark: int
-    def __init__(self, acquired: _Optional[_Iterable[_Union[AcquiredRecords, _Mapping]]] = ..., record_batches: _Optional[bytes] = ..., lock_deadline_ms: _Optional[int] = ..., high_watermark: _Optional[int] = ...) -> None: ...
+    acknowledged: bool
+    def __init__(self, acquired: _Optional[_Iterable[_Union[AcquiredRecords, _Mapping]]] = ..., record_batches: _Optional[bytes] = ..., lock_deadline_ms: _Optional[int] = ..., high_watermark: _Optional[int] = ..., acknowledged: _Optional[bool] = ...) -> None: ...
 
 class AcknowledgeRange(_message.Message):
     __slots__ = ("first_offset", "last_offset", "type", "release_delay_ms", "error")
