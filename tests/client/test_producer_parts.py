@@ -1,6 +1,6 @@
 """The producer's sans-I/O parts on their own (client/_accumulator.py,
-client/_idempotence.py): batching, stickiness and buffer accounting; stamps, sequence
-verdicts and epoch bumps. An injected clock and rng, no threads, no network."""
+client/_idempotence.py, the sender's selection of client/_sender.py): batching, stickiness
+and buffer accounting; stamps, sequence verdicts and epoch bumps; unary calls or stream. An injected clock and rng, no threads, no network."""
 
 from __future__ import annotations
 
@@ -230,3 +230,50 @@ def test_restamp_rewrites_the_producer_fields_and_keeps_the_crc_valid() -> None:
     assert (header.producer_id, header.producer_epoch, header.base_sequence) == (4242, 7, 1000)
     assert [r.value for r in recordbatch.decode_batches(stamped)] == [b"v", b"w"]
     assert len(stamped) == len(raw)
+
+
+# --------------------------------------------------------------------------- sender rule 5
+
+
+def _sender(acc: Accumulator, idempotent: bool):
+    import threading
+    import types
+
+    from raftka.client._retry import RetryPolicy
+    from raftka.client._sender import Sender
+
+    return Sender(types.SimpleNamespace(broker_stub=None), acc,
+                  IdempotenceState() if idempotent else None, acks=-1, max_in_flight=5,
+                  linger_s=0.0, request_timeout_ms=5000, delivery_timeout_s=120.0,
+                  retry=RetryPolicy(), lock=threading.RLock())
+
+
+def _select(sender, acc: Accumulator, clock: Clock):
+    return sender._select(acc.queues[("t", 0)], clock.now, False, lambda at: None)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_lone_batches_pipeline_as_unary_calls_only_with_idempotence(idempotent) -> None:
+    clock = Clock()
+    acc = accumulator(buffer_memory=1 << 20, clock=clock)
+    sender = _sender(acc, idempotent)
+    b1, _ = add(acc, 0, b"a")
+    assert _select(sender, acc, clock) == [b1] and b1.unary
+    b2, _ = add(acc, 0, b"b")  # b1 is out: b2 is a batch of its own
+    q = acc.queues[("t", 0)]
+    if not idempotent:  # nothing would catch a reordering: b2 waits for b1's answer
+        assert _select(sender, acc, clock) == [] and q.in_flight == 1
+        return
+    assert _select(sender, acc, clock) == [b2] and b2.unary  # does not wait for b1
+    assert (q.unary, q.in_flight) == (2, 2)
+    b3, _ = add(acc, 0, b"c")
+    b3.closed = True
+    b4, _ = add(acc, 0, b"d")  # two batches queued: not alone, so for the stream, which
+    assert _select(sender, acc, clock) == []  # waits until the unary calls are answered
+    with sender.cond:  # both answered
+        for b in (b1, b2):
+            sender._end_attempt(b)
+            b.done = True
+    assert q.unary == 0
+    assert _select(sender, acc, clock) == [b3, b4]
+    assert not b3.unary and not b4.unary and q.in_flight == 2
