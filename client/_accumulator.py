@@ -81,6 +81,9 @@ class Batch:
     sequence: int = -1  # stamped yet
     attempt: int = 0  # id of the attempt in flight (0: none); a response for another is stale
     unary: bool = False  # the attempt in flight is a unary Produce call
+    # sent as a unary call while earlier batches of its partition were in flight: it may
+    # have overtaken them (_sender.py rule 5)
+    overlapped: bool = False
     sent_at: float = 0.0  # the clock at the attempt in flight
     retry_at: float = 0.0  # not to be sent again before this time
     acked: bool = False

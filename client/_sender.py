@@ -63,13 +63,16 @@ Rules:
    a ~2 ms round trip, that wait was most of the client's share of the latency).
    Separate calls may reach the log in either order; the sequence numbers make that
    safe: the broker refuses a batch that overtook its predecessor
-   (OUT_OF_ORDER_SEQUENCE) and ``_idempotence.py`` rule 3 resends it after it (or, if
-   the predecessor was answered first, rule 4 starts a new epoch: nothing is written
-   twice or lost, at the cost of a reset). Without idempotence nothing else of the
-   partition goes while a unary call is out, since nothing would catch a reordering.
-   A batch that is not alone (batches queue up behind each other) waits until the unary
-   calls are answered and then goes on the partition's stream, which keeps order. A
-   unary call's deadline is the stream's silence limit of rule 3.
+   (OUT_OF_ORDER_SEQUENCE) and ``_idempotence.py`` rule 3 resends it after it. If the
+   predecessor's answer came first, the refused batch is the oldest unfinished one, which
+   rule 4 would take for a permanent gap (a new epoch; for a transactional producer, an
+   aborted transaction): a batch sent while earlier ones were in flight
+   (``overlapped``) is resent once instead, and only a second sequence error is a gap.
+   Without idempotence nothing else of the partition goes while a unary call is out,
+   since nothing would catch a reordering. A batch that is not alone (batches queue up
+   behind each other) waits until the unary calls are answered and then goes on the
+   partition's stream, which keeps order. A unary call's deadline is the stream's
+   silence limit of rule 3.
 6. The offset of a record is the ``base_offset`` the broker returned for its batch plus the
    record's index in the batch (-1 with acks=0, where the broker assigns none yet).
 7. Without idempotence a retry after an ambiguous failure (deadline, dropped connection,
@@ -351,6 +354,7 @@ class Sender:
             b.attempt = self._next_attempt
             self._next_attempt += 1
             b.sent_at = now
+            b.overlapped = unary and q.in_flight > 0  # behind unary calls still out
             if unary:  # rule 5
                 b.unary = True
                 q.unary += 1
@@ -588,6 +592,11 @@ class Sender:
             q = self._queues.get(key)
             oldest = q is not None and next((b for b in q.batches if not b.done),
                                             None) is batch
+            if oldest and batch.overlapped:
+                # rule 5: it may have overtaken a batch answered since (a reorder between
+                # unary calls, not a gap): resent once before a gap is concluded
+                batch.overlapped = False
+                oldest = False
             verdict = self._idempotence.judge(err, key, batch.epoch, oldest=oldest,
                                               reset_pending=reset_pending)
             if verdict is Verdict.RESET and q is not None:

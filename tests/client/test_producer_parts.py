@@ -277,3 +277,30 @@ def test_lone_batches_pipeline_as_unary_calls_only_with_idempotence(idempotent) 
     assert q.unary == 0
     assert _select(sender, acc, clock) == [b3, b4]
     assert not b3.unary and not b4.unary and q.in_flight == 2
+
+
+def test_a_pipelined_batch_refused_after_its_predecessor_was_answered_is_resent_first() -> None:
+    """b2 overtook b1 at the broker (OUT_OF_ORDER_SEQUENCE) but b1's answer came first:
+    b2 is now the oldest unfinished batch, yet a reorder, not a gap. It is resent once;
+    a second sequence error is a gap (a new epoch)."""
+    clock = Clock()
+    acc = accumulator(buffer_memory=1 << 20, clock=clock)
+    sender = _sender(acc, idempotent=True)
+    idempotence = sender._idempotence
+    idempotence.set_producer_id(7, 0)
+    b1, _ = add(acc, 0, b"a")
+    assert _select(sender, acc, clock) == [b1] and not b1.overlapped
+    b2, _ = add(acc, 0, b"b")
+    assert _select(sender, acc, clock) == [b2] and b2.overlapped
+    for b in (b1, b2):
+        b.epoch, b.sequence = idempotence.stamp(("t", 0), 1)
+    q = acc.queues[("t", 0)]
+    with sender.cond:
+        sender._end_attempt(b1)
+        b1.done = True  # answered: written
+        sender._end_attempt(b2)
+    refused = OutOfOrderSequenceError("expected sequence 1")
+    sender._sequence_error(b2, refused, reset_pending=False)
+    assert not q.reset_pending  # resent, no new epoch
+    sender._sequence_error(b2, refused, reset_pending=False)
+    assert q.reset_pending  # refused again: the gap is real
