@@ -81,9 +81,6 @@ class Batch:
     sequence: int = -1  # stamped yet
     attempt: int = 0  # id of the attempt in flight (0: none); a response for another is stale
     unary: bool = False  # the attempt in flight is a unary Produce call
-    # sent as a unary call while earlier batches of its partition were in flight: it may
-    # have overtaken them (_sender.py rule 5)
-    overlapped: bool = False
     sent_at: float = 0.0  # the clock at the attempt in flight
     retry_at: float = 0.0  # not to be sent again before this time
     acked: bool = False
@@ -98,7 +95,7 @@ class PartitionQueue:
     in_flight: int = 0  # batches with an attempt in flight; <= max_in_flight
     reset_pending: bool = False  # re-stamp once nothing is in flight (_idempotence.py)
     dispatching: bool = False  # a thread is sending its selected batches
-    unary: int = 0  # unary Produce calls of it in flight (_sender.py rule 5)
+    unary: bool = False  # a unary Produce of it is in flight: nothing else goes
 
 
 class Accumulator:

@@ -56,23 +56,11 @@ Rules:
    ``Produce`` call. gRPC writes it from the sending thread and runs the answer's callback
    on its channel thread, two thread hand-offs fewer each way than the stream (its
    request-iterator thread, our reader thread): at low rates the hand-offs, not the
-   broker, were most of the latency (p50 at 1k records/s ~40% lower). With idempotence
-   the unary calls pipeline: the next lone small batch goes as another unary call while
-   only unary calls are in flight (up to ``max_in_flight``), so a record sent while the
-   previous one is out does not wait a round trip for its answer (at 1,000 records/s and
-   a ~2 ms round trip, that wait was most of the client's share of the latency).
-   Separate calls may reach the log in either order; the sequence numbers make that
-   safe: the broker refuses a batch that overtook its predecessor
-   (OUT_OF_ORDER_SEQUENCE) and ``_idempotence.py`` rule 3 resends it after it. If the
-   predecessor's answer came first, the refused batch is the oldest unfinished one, which
-   rule 4 would take for a permanent gap (a new epoch; for a transactional producer, an
-   aborted transaction): a batch sent while earlier ones were in flight
-   (``overlapped``) is resent once instead, and only a second sequence error is a gap.
-   Without idempotence nothing else of the partition goes while a unary call is out,
-   since nothing would catch a reordering. A batch that is not alone (batches queue up
-   behind each other) waits until the unary calls are answered and then goes on the
-   partition's stream, which keeps order. A unary call's deadline is the stream's
-   silence limit of rule 3.
+   broker, were most of the latency (p50 at 1k records/s ~40% lower). Nothing else of the
+   partition goes while the call is out (separate calls may reach the log in either
+   order), so records arriving meanwhile gather into the next batch; once batches queue
+   up behind each other, the partition pipelines them on its stream again. A unary call's
+   deadline is the stream's silence limit of rule 3.
 6. The offset of a record is the ``base_offset`` the broker returned for its batch plus the
    record's index in the batch (-1 with acks=0, where the broker assigns none yet).
 7. Without idempotence a retry after an ambiguous failure (deadline, dropped connection,
@@ -331,9 +319,8 @@ class Sender:
         now as in flight and returns them in queue order; calls ``wake(t)`` with the time
         a batch it held back becomes ready."""
         ready: list[Batch] = []
-        pipelined = self._idempotence is not None  # rule 5: unary calls may pipeline
-        if q.reset_pending or (q.unary and not pipelined):  # _idempotence.py rule 4:
-            return ready  # every old-stamp answer first; rule 5: nothing overtakes a unary
+        if q.reset_pending or q.unary:  # _idempotence.py rule 4: every old-stamp answer
+            return ready  # first; rule 5: nothing overtakes a unary call
         max_in_flight = self._max_in_flight
         for position, b in enumerate(q.batches):
             if b.attempt or b.done:
@@ -346,19 +333,14 @@ class Sender:
             if not (b.closed or b.attempts or urgent or now >= b.created + self._linger_s):
                 wake(b.created + self._linger_s)
                 break
-            unary = (b.size_bytes <= self._unary_max_bytes and position == len(q.batches) - 1
-                     and (not q.in_flight or (pipelined and q.unary == q.in_flight)))
-            if q.unary and not unary:
-                break  # rule 5: the stream waits until the unary calls are answered
             b.closed = True
             b.attempt = self._next_attempt
             self._next_attempt += 1
             b.sent_at = now
-            b.overlapped = unary and q.in_flight > 0  # behind unary calls still out
-            if unary:  # rule 5
-                b.unary = True
-                q.unary += 1
-                q.in_flight += 1
+            if (not q.in_flight and b.size_bytes <= self._unary_max_bytes
+                    and position == len(q.batches) - 1):
+                b.unary = q.unary = True  # rule 5
+                q.in_flight = 1
                 ready.append(b)
                 break
             q.in_flight += 1
@@ -376,8 +358,8 @@ class Sender:
         sooner than it planned (a stuck check, a linger deadline) or must do what only it
         does (get a producer id)."""
         q = self._queues.get((topic, partition))
-        if (q is None or q.dispatching or q.in_flight >= self._max_in_flight or self.aborting
-                or (q.unary and self._idempotence is None)):
+        if (q is None or q.dispatching or q.unary or q.in_flight >= self._max_in_flight
+                or self.aborting):
             return None  # nothing can go before an answer comes (whose thread looks again)
         idempotence = self._idempotence
         if idempotence is not None and idempotence.producer_id < 0:
@@ -592,11 +574,6 @@ class Sender:
             q = self._queues.get(key)
             oldest = q is not None and next((b for b in q.batches if not b.done),
                                             None) is batch
-            if oldest and batch.overlapped:
-                # rule 5: it may have overtaken a batch answered since (a reorder between
-                # unary calls, not a gap): resent once before a gap is concluded
-                batch.overlapped = False
-                oldest = False
             verdict = self._idempotence.judge(err, key, batch.epoch, oldest=oldest,
                                               reset_pending=reset_pending)
             if verdict is Verdict.RESET and q is not None:
@@ -690,7 +667,7 @@ class Sender:
             if q is not None:
                 q.in_flight -= 1
                 if batch.unary:
-                    q.unary -= 1
+                    q.unary = False
             batch.unary = False
         return q
 

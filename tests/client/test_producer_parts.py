@@ -1,6 +1,6 @@
 """The producer's sans-I/O parts on their own (client/_accumulator.py,
-client/_idempotence.py, the sender's selection of client/_sender.py): batching, stickiness
-and buffer accounting; stamps, sequence verdicts and epoch bumps; unary calls or stream. An injected clock and rng, no threads, no network."""
+client/_idempotence.py): batching, stickiness and buffer accounting; stamps, sequence
+verdicts and epoch bumps. An injected clock and rng, no threads, no network."""
 
 from __future__ import annotations
 
@@ -230,77 +230,3 @@ def test_restamp_rewrites_the_producer_fields_and_keeps_the_crc_valid() -> None:
     assert (header.producer_id, header.producer_epoch, header.base_sequence) == (4242, 7, 1000)
     assert [r.value for r in recordbatch.decode_batches(stamped)] == [b"v", b"w"]
     assert len(stamped) == len(raw)
-
-
-# --------------------------------------------------------------------------- sender rule 5
-
-
-def _sender(acc: Accumulator, idempotent: bool):
-    import threading
-    import types
-
-    from raftka.client._retry import RetryPolicy
-    from raftka.client._sender import Sender
-
-    return Sender(types.SimpleNamespace(broker_stub=None), acc,
-                  IdempotenceState() if idempotent else None, acks=-1, max_in_flight=5,
-                  linger_s=0.0, request_timeout_ms=5000, delivery_timeout_s=120.0,
-                  retry=RetryPolicy(), lock=threading.RLock())
-
-
-def _select(sender, acc: Accumulator, clock: Clock):
-    return sender._select(acc.queues[("t", 0)], clock.now, False, lambda at: None)
-
-
-@pytest.mark.parametrize("idempotent", [True, False])
-def test_lone_batches_pipeline_as_unary_calls_only_with_idempotence(idempotent) -> None:
-    clock = Clock()
-    acc = accumulator(buffer_memory=1 << 20, clock=clock)
-    sender = _sender(acc, idempotent)
-    b1, _ = add(acc, 0, b"a")
-    assert _select(sender, acc, clock) == [b1] and b1.unary
-    b2, _ = add(acc, 0, b"b")  # b1 is out: b2 is a batch of its own
-    q = acc.queues[("t", 0)]
-    if not idempotent:  # nothing would catch a reordering: b2 waits for b1's answer
-        assert _select(sender, acc, clock) == [] and q.in_flight == 1
-        return
-    assert _select(sender, acc, clock) == [b2] and b2.unary  # does not wait for b1
-    assert (q.unary, q.in_flight) == (2, 2)
-    b3, _ = add(acc, 0, b"c")
-    b3.closed = True
-    b4, _ = add(acc, 0, b"d")  # two batches queued: not alone, so for the stream, which
-    assert _select(sender, acc, clock) == []  # waits until the unary calls are answered
-    with sender.cond:  # both answered
-        for b in (b1, b2):
-            sender._end_attempt(b)
-            b.done = True
-    assert q.unary == 0
-    assert _select(sender, acc, clock) == [b3, b4]
-    assert not b3.unary and not b4.unary and q.in_flight == 2
-
-
-def test_a_pipelined_batch_refused_after_its_predecessor_was_answered_is_resent_first() -> None:
-    """b2 overtook b1 at the broker (OUT_OF_ORDER_SEQUENCE) but b1's answer came first:
-    b2 is now the oldest unfinished batch, yet a reorder, not a gap. It is resent once;
-    a second sequence error is a gap (a new epoch)."""
-    clock = Clock()
-    acc = accumulator(buffer_memory=1 << 20, clock=clock)
-    sender = _sender(acc, idempotent=True)
-    idempotence = sender._idempotence
-    idempotence.set_producer_id(7, 0)
-    b1, _ = add(acc, 0, b"a")
-    assert _select(sender, acc, clock) == [b1] and not b1.overlapped
-    b2, _ = add(acc, 0, b"b")
-    assert _select(sender, acc, clock) == [b2] and b2.overlapped
-    for b in (b1, b2):
-        b.epoch, b.sequence = idempotence.stamp(("t", 0), 1)
-    q = acc.queues[("t", 0)]
-    with sender.cond:
-        sender._end_attempt(b1)
-        b1.done = True  # answered: written
-        sender._end_attempt(b2)
-    refused = OutOfOrderSequenceError("expected sequence 1")
-    sender._sequence_error(b2, refused, reset_pending=False)
-    assert not q.reset_pending  # resent, no new epoch
-    sender._sequence_error(b2, refused, reset_pending=False)
-    assert q.reset_pending  # refused again: the gap is real
