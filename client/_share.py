@@ -52,8 +52,8 @@ from raftka.v1.errors import (
 )
 from raftka.v1.recordbatch import decode_batches
 
-__all__ = ["ShareConsumer", "ShareGroupDescription", "ShareMember", "SharePartitionState", "ShareRecord",
-           "describe_share_group"]
+__all__ = ["ShareConsumer", "ShareGroupDescription", "ShareMember", "SharePartitionState",
+           "ShareRecord", "describe_share_group"]
 
 log = logging.getLogger("raftka.share")
 
