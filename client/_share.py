@@ -38,8 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from raftka.client._security import ClientSecurity
-from raftka.client._cluster import Cluster
+from raftka.client._cluster import Cluster, ClusterState
 from raftka.client._coordinator import GroupCoordinatorClient
+from raftka.client._ops import Ops, Refresh, Rpc, Sleep, run_sync
 from raftka.v1 import group_pb2_grpc, share_pb2, share_pb2_grpc
 from raftka.v1.errors import (
     BrokerNotAvailableError,
@@ -51,8 +52,8 @@ from raftka.v1.errors import (
 )
 from raftka.v1.recordbatch import LOG_OVERHEAD, decode_records, parse_header
 
-__all__ = ["ShareConsumer", "ShareGroupDescription", "SharePartitionState", "ShareRecord",
-           "describe_share_group"]
+__all__ = ["ShareConsumer", "ShareGroupDescription", "ShareMember", "SharePartitionState",
+           "ShareRecord", "describe_share_group"]
 
 log = logging.getLogger("raftka.share")
 
@@ -87,38 +88,52 @@ class _Stubs:
         self.DescribeSharePartition = share.DescribeSharePartition
 
 
-def share_coordinator(cluster: Cluster, group_id: str) -> GroupCoordinatorClient:
-    return GroupCoordinatorClient(cluster, group_id,
-                                  stub_factory=lambda a: _Stubs(cluster.channel(a)))
+def share_coordinator(cluster: ClusterState, group_id: str) -> GroupCoordinatorClient:
+    """The group's coordinator client: FindCoordinator on GroupCoordinator, the calls
+    (ShareGroupHeartbeat, DescribeShareGroup) on Share."""
+    if isinstance(cluster, Cluster):
+        coordinator = GroupCoordinatorClient(
+            cluster, group_id, stub_factory=lambda a: _Stubs(cluster.channel(a)))
+    else:  # the asyncio driver makes its stubs from the Rpc's service name
+        coordinator = GroupCoordinatorClient(cluster, group_id)
+    coordinator.service = "share"
+    return coordinator
 
 
 def call_partition_leader(cluster: Cluster, topic: str, partition: int, method: str,
                           request: Any, timeout_s: float) -> Any:
     """A Share RPC at the partition's leader, following leader changes until
     ``timeout_s``. Non-retriable errors are raised at once."""
+    return run_sync(cluster, partition_leader_ops(cluster, topic, partition, method, request,
+                                                  timeout_s))
+
+
+def partition_leader_ops(cluster: ClusterState, topic: str, partition: int, method: str,
+                         request: Any, timeout_s: float) -> Ops[Any]:
+    """The operation behind :func:`call_partition_leader` (``_ops.py``: the threaded and
+    the asyncio share consumer run the same one)."""
     deadline = time.monotonic() + timeout_s
-    backoff = 0.05
+    pause = 0.05
     last: RaftkaError | None = None
     while time.monotonic() < deadline:
         address = cluster.leader_address(topic, partition)
         if address is None:
             try:
-                cluster.refresh_metadata(min_age_s=backoff)
+                yield Refresh(cluster.request_timeout_s, min_age_s=pause, raise_errors=True)
             except RaftkaError as exc:
                 last = exc
             address = cluster.leader_address(topic, partition)
             if address is None:
                 if cluster.topic(topic) is None and last is None:
                     raise UnknownTopicError(f"topic {topic!r} does not exist")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 0.5)
+                yield Sleep(pause)
+                pause = min(pause * 2, 0.5)
                 continue
-        stub = _Stubs(cluster.channel(address))
         remaining = deadline - time.monotonic()
         try:
-            return cluster.call(address, getattr(stub, method), request,
-                                max(min(remaining, cluster.request_timeout_s + 31), 0.01),
-                                f"{method} {topic}/{partition}")
+            return (yield Rpc(address, "share", method, request,
+                              max(min(remaining, cluster.request_timeout_s + 31), 0.01),
+                              f"{method} {topic}/{partition}"))
         except NotLeaderError as exc:
             last = exc
             if cluster.note_not_leader(topic, partition, exc):
@@ -130,16 +145,192 @@ def call_partition_leader(cluster: Cluster, topic: str, partition: int, method: 
             cluster.forget_leader(topic, partition)
             if isinstance(exc, BrokerNotAvailableError):
                 try:
-                    cluster.refresh_metadata(min_age_s=backoff)
+                    yield Refresh(cluster.request_timeout_s, min_age_s=pause,
+                                  raise_errors=True)
                 except RaftkaError:
                     pass
-        time.sleep(backoff)
-        backoff = min(backoff * 2, 0.5)
+        yield Sleep(pause)
+        pause = min(pause * 2, 0.5)
     raise RaftkaTimeoutError(f"{method} {topic}/{partition}: no answer within "
                              f"{timeout_s:g}s") from last
 
 
-class ShareConsumer:
+class ShareMember:
+    """A share-group member's state and requests, without I/O: what to send, what an
+    answer means, which records are held and which acknowledgements are queued. The
+    threaded :class:`ShareConsumer` and ``raftka.aio.ShareConsumer`` are this plus their
+    I/O (blocking calls and threads, or ``grpc.aio`` and tasks); their operations
+    (``fetch_ops``, ``partition_leader_ops``) are ``_ops.py`` generators run by each
+    client's driver. Guarded by a lock: a threaded member polls from several threads."""
+
+    def __init__(self, group_id: str, topics: str | Iterable[str], *, auto_accept: bool,
+                 max_records: int, client_id: str, record_lock_duration_ms: int,
+                 max_delivery_attempts: int, dead_letter_topic: str,
+                 max_in_flight_records: int, redelivery_backoff_initial_ms: int,
+                 redelivery_backoff_multiplier: float, redelivery_backoff_max_ms: int) -> None:
+        self.group_id = group_id
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        if not self.topics:
+            raise ValueError("subscribe to at least one topic")
+        if not 1 <= max_records <= 10_000:
+            raise ValueError(f"max_records must be from 1 to 10000, got {max_records}")
+        self.auto_accept = auto_accept
+        self.max_records = max_records
+        self.client_id = client_id
+        self.member_id = uuid.uuid4().hex
+        self._requested = share_pb2.ShareGroupConfig(
+            record_lock_duration_ms=record_lock_duration_ms,
+            max_delivery_attempts=max_delivery_attempts, dead_letter_topic=dead_letter_topic,
+            max_in_flight_records=max_in_flight_records,
+            redelivery_backoff_initial_ms=redelivery_backoff_initial_ms,
+            redelivery_backoff_multiplier=redelivery_backoff_multiplier,
+            redelivery_backoff_max_ms=redelivery_backoff_max_ms)
+        self._lock = threading.Lock()
+        self._partitions: list[tuple[str, int]] = []
+        self._unacked: dict[tuple[str, int, int], ShareRecord] = {}  # polled, not settled
+        self._acks: dict[tuple[str, int], list[list]] = {}  # queued [offset, type, delay, error]
+        self._touched: set[tuple[str, int]] = set()  # partitions we acquired from
+        self._closed = False
+        self._interval_s = 3.0
+        self.config = share_pb2.ShareGroupConfig()
+
+    # ------------------------------------------------------------------ membership
+    def _heartbeat_request(self, leave: bool = False) -> share_pb2.ShareGroupHeartbeatRequest:
+        return share_pb2.ShareGroupHeartbeatRequest(
+            group_id=self.group_id, member_id=self.member_id, topics=self.topics, leave=leave,
+            client_id=self.client_id, config=self._requested)
+
+    def _heartbeat_answered(self, answer: share_pb2.ShareGroupHeartbeatResponse) -> None:
+        self.config = answer.config
+        self._interval_s = max(answer.heartbeat_interval_ms, 100) / 1000
+        partitions = sorted((tp.topic, p) for tp in answer.assignment for p in tp.partitions)
+        with self._lock:
+            self._partitions = partitions
+
+    def _assigned(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._partitions)
+
+    # ------------------------------------------------------------------ consuming
+    def _fetch_ops(self, cluster: ClusterState, tp: tuple[str, int], max_records: int,
+                   wait_ms: int, acks: list[list] | None = None) -> Ops[Any]:
+        """One ShareFetch of one partition at its leader; the records acquired. With
+        ``acks`` (queued acknowledgements of that partition, applied by the server just
+        before the acquisition, in one Raft round): (records, whether the server applied
+        them; a server without the field does not, and they go by ShareAcknowledge)."""
+        topic, partition = tp
+        request = share_pb2.ShareFetchRequest(
+            group_id=self.group_id, member_id=self.member_id, topic=topic,
+            partition=partition, max_records=max_records, max_wait_ms=wait_ms,
+            request_id=uuid.uuid4().hex)  # a retry after a lost answer gets the same records
+        if acks:
+            request.acknowledgements.extend(_ranges(acks))
+            request.acknowledge_request_id = uuid.uuid4().hex
+        answer = yield from partition_leader_ops(cluster, topic, partition, "ShareFetch",
+                                                 request,
+                                                 cluster.request_timeout_s + wait_ms / 1000)
+        records = self._fetched(tp, answer)
+        return (records, answer.acknowledged) if acks else records
+
+    def _fetched(self, tp: tuple[str, int],
+                 answer: share_pb2.ShareFetchResponse) -> list[ShareRecord]:
+        """The records of a ShareFetch answer, now held by this member. Only the batches
+        overlapping the acquired ranges are decoded. Offsets acquired without a record
+        inside the batches sent (compacted away) are queued as accepted: nothing to do;
+        offsets after the batches sent (the answer's size limit cut them) are queued as
+        released: never taken as done unseen."""
+        topic, partition = tp
+        if not answer.acquired:
+            return []
+        ranges = [(a.first_offset, a.last_offset, a.delivery_count) for a in answer.acquired]
+        try:
+            decoded, sent_until = _decode_overlapping(answer.record_batches, ranges[0][0],
+                                                      ranges[-1][1])
+        except CorruptBatchError as exc:
+            log.warning("share group %s: %s/%d: undecodable records (%s); releasing them",
+                        self.group_id, topic, partition, exc)
+            decoded, sent_until = [], -1
+        by_offset = {r.offset: r for r in decoded}
+        records = []
+        gaps = []  # inside the batches sent, no record (compacted away): finished
+        unsent = []  # after the batches sent (the answer's size limit): given back
+        for first, last, count in ranges:
+            for offset in range(first, last + 1):
+                r = by_offset.get(offset)
+                if r is None:
+                    (gaps if offset <= sent_until else unsent).append(offset)
+                    continue
+                records.append(ShareRecord(topic, partition, offset, r.key, r.value,
+                                           r.headers, r.timestamp_ms, count))
+        with self._lock:
+            self._touched.add(tp)
+            unacked = self._unacked
+            for rec in records:
+                unacked[(topic, partition, rec.offset)] = rec
+            queued = self._acks.setdefault(tp, [])
+            queued.extend([o, ACCEPT, 0, ""] for o in gaps)
+            queued.extend([o, RELEASE, 0, ""] for o in unsent)
+        return records
+
+    @staticmethod
+    def _first_fatal(errors: list[RaftkaError], got_records: bool) -> RaftkaError | None:
+        """A fetch round's error to raise: a non-retriable one, when nothing came."""
+        if errors and not got_records:
+            fatal = [e for e in errors if not e.retriable]
+            if fatal:
+                return fatal[0]
+        return None
+
+    # ------------------------------------------------------------------ acknowledging
+    def _take_unacked(self) -> list[ShareRecord]:
+        with self._lock:
+            return list(self._unacked.values())
+
+    def _queue(self, record: ShareRecord, kind: int, delay_ms: int, error: str) -> None:
+        key = (record.topic, record.partition, record.offset)
+        with self._lock:
+            if self._unacked.pop(key, None) is None:
+                return  # already acknowledged (or never polled by this member)
+            self._acks.setdefault((record.topic, record.partition), []).append(
+                [record.offset, kind, delay_ms, error])
+
+    def _queue_all(self, kind: int, delay_ms: int = 0, error: str = "") -> None:
+        for record in self._take_unacked():
+            self._queue(record, kind, delay_ms, error)
+
+    @staticmethod
+    def _check_release_delay(delay_s: float) -> int:
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
+        return int(delay_s * 1000)
+
+    def _ack_request(self, tp: tuple[str, int],
+                     items: list[list]) -> share_pb2.ShareAcknowledgeRequest:
+        topic, partition = tp
+        return share_pb2.ShareAcknowledgeRequest(
+            group_id=self.group_id, member_id=self.member_id, topic=topic,
+            partition=partition, ranges=_ranges(items),
+            request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
+
+    def _ack_requests(self) -> list[share_pb2.ShareAcknowledgeRequest]:
+        """The queued acknowledgements (taken off the queue), one request per partition."""
+        with self._lock:
+            acks, self._acks = self._acks, {}
+        return [self._ack_request(tp, items) for tp, items in acks.items() if items]
+
+    def _leave_requests(self) -> list[share_pb2.ShareAcknowledgeRequest]:
+        """One per partition this member acquired from: its records go back at once."""
+        return [share_pb2.ShareAcknowledgeRequest(group_id=self.group_id,
+                                                  member_id=self.member_id, topic=topic,
+                                                  partition=partition, leave=True)
+                for topic, partition in sorted(self._touched)]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RaftkaError("the share consumer is closed")
+
+
+class ShareConsumer(ShareMember):
     """A share-group member (see the module docstring).
 
     ``record_lock_duration_ms``, ``max_delivery_attempts``, ``dead_letter_topic``,
@@ -160,18 +351,9 @@ class ShareConsumer:
                  redelivery_backoff_max_ms: int = 0,
                  request_timeout_ms: int = 5000, join_timeout_s: float = 30.0,
                  security: ClientSecurity | None = None) -> None:
-        self.group_id = group_id
-        self.topics = [topics] if isinstance(topics, str) else list(topics)
-        if not self.topics:
-            raise ValueError("subscribe to at least one topic")
-        if not 1 <= max_records <= 10_000:
-            raise ValueError(f"max_records must be from 1 to 10000, got {max_records}")
-        self.auto_accept = auto_accept
-        self.max_records = max_records
-        self.client_id = client_id
-        self.member_id = uuid.uuid4().hex
-        self._requested = share_pb2.ShareGroupConfig(
-            record_lock_duration_ms=record_lock_duration_ms,
+        super().__init__(
+            group_id, topics, auto_accept=auto_accept, max_records=max_records,
+            client_id=client_id, record_lock_duration_ms=record_lock_duration_ms,
             max_delivery_attempts=max_delivery_attempts, dead_letter_topic=dead_letter_topic,
             max_in_flight_records=max_in_flight_records,
             redelivery_backoff_initial_ms=redelivery_backoff_initial_ms,
@@ -180,15 +362,8 @@ class ShareConsumer:
         self._cluster = Cluster(bootstrap, request_timeout_ms=request_timeout_ms,
                                 security=security)
         self._coordinator = share_coordinator(self._cluster, group_id)
-        self._lock = threading.Lock()
-        self._partitions: list[tuple[str, int]] = []
-        self._unacked: dict[tuple[str, int, int], ShareRecord] = {}  # polled, not settled
-        self._acks: dict[tuple[str, int], list[list]] = {}  # queued [offset, type, delay, error]
-        self._touched: set[tuple[str, int]] = set()  # partitions we acquired from
-        self._closed = False
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="raftka-share-fetch")
         self._stop = threading.Event()
-        self.config = share_pb2.ShareGroupConfig()
         try:
             for topic in self.topics:  # fail fast on a topic that does not exist
                 self._cluster.wait_for_topic(topic, min(join_timeout_s, 5.0))
@@ -197,24 +372,16 @@ class ShareConsumer:
             self._pool.shutdown(wait=False)
             self._cluster.close()
             raise
-        self._interval_s = 3.0
         self._thread = threading.Thread(target=self._heartbeats, name="raftka-share-heartbeat",
                                         daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ membership
     def _heartbeat(self, timeout_s: float, leave: bool = False) -> None:
-        request = share_pb2.ShareGroupHeartbeatRequest(
-            group_id=self.group_id, member_id=self.member_id, topics=self.topics, leave=leave,
-            client_id=self.client_id, config=self._requested)
-        answer = self._coordinator.call("ShareGroupHeartbeat", request, timeout_s)
-        if leave:
-            return
-        self.config = answer.config
-        self._interval_s = max(answer.heartbeat_interval_ms, 100) / 1000
-        partitions = sorted((tp.topic, p) for tp in answer.assignment for p in tp.partitions)
-        with self._lock:
-            self._partitions = partitions
+        answer = self._coordinator.call("ShareGroupHeartbeat", self._heartbeat_request(leave),
+                                        timeout_s)
+        if not leave:
+            self._heartbeat_answered(answer)
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -281,17 +448,16 @@ class ShareConsumer:
             for record in out:
                 self._queue(record, RELEASE, 0, "")
             raise ack_errors[0]
-        if errors and not out:
-            fatal = [e for e in errors if not e.retriable]
-            if fatal:
-                raise fatal[0]
+        fatal = self._first_fatal(errors, bool(out))
+        if fatal is not None:
+            raise fatal
         return out
 
     def _ack_then_fetch(self, tp: tuple[str, int], acks: list[list] | None,
                         max_records: int, wait_ms: int) -> list[ShareRecord]:
-        """The acknowledgements ride in the ShareFetch (applied just before its
-        acquisition, one Raft round); a server that does not know them answers
-        ``acknowledged=False`` and they go by ShareAcknowledge then."""
+        """The acknowledgements ride in the ShareFetch (``_fetch_ops``); a server that
+        does not know them answers ``acknowledged=False`` and they go by ShareAcknowledge
+        then. Partitions no longer assigned only send theirs."""
         if acks and not max_records:
             try:
                 self._acknowledge(tp, acks, 10.0)
@@ -309,64 +475,13 @@ class ShareConsumer:
         return records
 
     def _acknowledge(self, tp: tuple[str, int], items: list[list], timeout_s: float) -> None:
-        topic, partition = tp
-        request = share_pb2.ShareAcknowledgeRequest(
-            group_id=self.group_id, member_id=self.member_id, topic=topic,
-            partition=partition, ranges=_ranges(items),
-            request_id=uuid.uuid4().hex)  # a retry after a lost answer is not refused
-        call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge", request,
-                              timeout_s)
+        call_partition_leader(self._cluster, tp[0], tp[1], "ShareAcknowledge",
+                              self._ack_request(tp, items), timeout_s)
 
     def _fetch_one(self, tp: tuple[str, int], max_records: int, wait_ms: int,
                    acks: list[list] | None = None):
-        """The records acquired; with ``acks`` (sent in the request), also whether the
-        server applied them."""
-        topic, partition = tp
-        request = share_pb2.ShareFetchRequest(
-            group_id=self.group_id, member_id=self.member_id, topic=topic,
-            partition=partition, max_records=max_records, max_wait_ms=wait_ms,
-            request_id=uuid.uuid4().hex)  # a retry after a lost answer gets the same records
-        if acks:
-            request.acknowledgements.extend(_ranges(acks))
-            request.acknowledge_request_id = uuid.uuid4().hex
-        answer = call_partition_leader(self._cluster, topic, partition, "ShareFetch", request,
-                                       self._cluster.request_timeout_s + wait_ms / 1000)
-        records = self._take(tp, answer)
-        return (records, answer.acknowledged) if acks else records
-
-    def _take(self, tp: tuple[str, int], answer) -> list[ShareRecord]:
-        topic, partition = tp
-        if not answer.acquired:
-            return []
-        ranges = [(a.first_offset, a.last_offset, a.delivery_count) for a in answer.acquired]
-        try:
-            decoded, sent_until = _decode_overlapping(answer.record_batches, ranges[0][0],
-                                                      ranges[-1][1])
-        except CorruptBatchError as exc:
-            log.warning("share group %s: %s/%d: undecodable records (%s); releasing them",
-                        self.group_id, topic, partition, exc)
-            decoded, sent_until = [], -1
-        by_offset = {r.offset: r for r in decoded}
-        records = []
-        gaps = []  # inside the batches sent, no record (compacted away): finished
-        unsent = []  # after the batches sent (the answer's size limit): given back
-        for first, last, count in ranges:
-            for offset in range(first, last + 1):
-                r = by_offset.get(offset)
-                if r is None:
-                    (gaps if offset <= sent_until else unsent).append(offset)
-                    continue
-                records.append(ShareRecord(topic, partition, offset, r.key, r.value,
-                                           r.headers, r.timestamp_ms, count))
-        with self._lock:
-            self._touched.add(tp)
-            unacked = self._unacked
-            for rec in records:
-                unacked[(topic, partition, rec.offset)] = rec
-            queued = self._acks.setdefault(tp, [])
-            queued.extend([o, ACCEPT, 0, ""] for o in gaps)
-            queued.extend([o, RELEASE, 0, ""] for o in unsent)
-        return records
+        return run_sync(self._cluster, self._fetch_ops(self._cluster, tp, max_records,
+                                                       wait_ms, acks))
 
     def __iter__(self) -> Iterator[ShareRecord]:
         """Records one by one (polling as needed). With ``auto_accept``, a record is
@@ -385,9 +500,7 @@ class ShareConsumer:
 
     def release(self, record: ShareRecord, delay_s: float = 0.0, error: str = "") -> None:
         """Give it back to be delivered again (to any member), after ``delay_s``."""
-        if delay_s < 0:
-            raise ValueError(f"delay_s must be >= 0, got {delay_s}")
-        self._queue(record, RELEASE, int(delay_s * 1000), error)
+        self._queue(record, RELEASE, self._check_release_delay(delay_s), error)
 
     def reject(self, record: ShareRecord, error: str = "") -> None:
         """Poison: straight to the group's dead-letter topic, with ``error`` in its
@@ -395,37 +508,21 @@ class ShareConsumer:
         self._queue(record, REJECT, 0, error)
 
     def accept_all(self) -> None:
-        for record in self._take_unacked():
-            self._queue(record, ACCEPT, 0, "")
+        self._queue_all(ACCEPT)
 
     def release_all(self, delay_s: float = 0.0, error: str = "") -> None:
-        for record in self._take_unacked():
-            self._queue(record, RELEASE, int(delay_s * 1000), error)
+        self._queue_all(RELEASE, self._check_release_delay(delay_s), error)
 
     def reject_all(self, error: str = "") -> None:
-        for record in self._take_unacked():
-            self._queue(record, REJECT, 0, error)
-
-    def _take_unacked(self) -> list[ShareRecord]:
-        with self._lock:
-            return list(self._unacked.values())
-
-    def _queue(self, record: ShareRecord, kind: int, delay_ms: int, error: str) -> None:
-        key = (record.topic, record.partition, record.offset)
-        with self._lock:
-            if self._unacked.pop(key, None) is None:
-                return  # already acknowledged (or never polled by this member)
-            self._acks.setdefault((record.topic, record.partition), []).append(
-                [record.offset, kind, delay_ms, error])
+        self._queue_all(REJECT, 0, error)
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Send the queued acknowledgements: one request per partition, as ranges, to the
         partitions' leaders in parallel. Raises the first error (the other partitions'
         acknowledgements were still sent)."""
-        with self._lock:
-            acks, self._acks = self._acks, {}
-        futures = [self._pool.submit(self._acknowledge, tp, items, timeout_s)
-                   for tp, items in acks.items() if items]
+        futures = [self._pool.submit(call_partition_leader, self._cluster, r.topic,
+                                     r.partition, "ShareAcknowledge", r, timeout_s)
+                   for r in self._ack_requests()]
         first_error: RaftkaError | None = None
         for future in futures:
             try:
@@ -436,10 +533,6 @@ class ShareConsumer:
             raise first_error
 
     # ------------------------------------------------------------------ closing
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RaftkaError("the share consumer is closed")
-
     def close(self, timeout_s: float = 10.0) -> None:
         """Send queued acknowledgements, release every record still unacknowledged,
         leave the group."""
@@ -454,17 +547,14 @@ class ShareConsumer:
             except RaftkaError as exc:
                 log.warning("share group %s: acknowledgements at close failed: %s",
                             self.group_id, exc)
-            for topic, partition in sorted(self._touched):
+            for request in self._leave_requests():
                 try:
-                    call_partition_leader(self._cluster, topic, partition, "ShareAcknowledge",
-                                          share_pb2.ShareAcknowledgeRequest(
-                                              group_id=self.group_id, member_id=self.member_id,
-                                              topic=topic, partition=partition, leave=True),
-                                          timeout_s)
+                    call_partition_leader(self._cluster, request.topic, request.partition,
+                                          "ShareAcknowledge", request, timeout_s)
                 except RaftkaError as exc:
                     log.warning("share group %s: leaving %s/%d failed (its records return "
-                                "when their locks expire): %s", self.group_id, topic,
-                                partition, exc)
+                                "when their locks expire): %s", self.group_id, request.topic,
+                                request.partition, exc)
             try:
                 self._heartbeat(timeout_s, leave=True)
             except RaftkaError:

@@ -36,7 +36,15 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    ``messages_after_persist`` (votes, vote grants and append acknowledgements promise that
    what they depend on is durable);
 6. then, unless the group was removed meanwhile, restore the Ready's snapshot into its
-   state machine and apply its committed entries, in log order [checked with rule 5];
+   state machine and apply its committed entries, in log order [checked with rule 5].
+   Except (6a): committed entries that were durable here before the pass began (all
+   below the first of the Ready's own ``entries``, no snapshot, no configuration entry)
+   are applied as soon as the synced write has started, while it syncs. A leader learns
+   of a follower's acknowledgement in a pass that usually also carries new proposals;
+   their fsync no longer delays the answers to writes a majority already holds. They
+   are committed (on a majority's disks) and durable in this log, so applying them first
+   is what the checker's state machine safety allows; passes stay serialized (rule 1),
+   so the log order of applies holds;
 7. then ``advance`` (only now does a leader count its own write toward commit) and the
    state machine's ``on_ready``. A group with more to do stays dirty for the next pass.
 8. Ticks: ``tick()`` ticks every group that is not quiesced (a quiesced group's timers are
@@ -60,7 +68,8 @@ import logging
 import random
 from typing import Callable, Protocol, Sequence
 
-from raftka.raft.core import Entry, HardState, Message, RawNode, Ready, Role, Snapshot
+from raftka.raft.core import (Entry, EntryKind, HardState, Message, RawNode, Ready,
+                              Role, Snapshot)
 
 __all__ = [
     "HostClock", "HostDriver", "HostEvents", "HostGroup", "HostOrderError", "HostStorage",
@@ -183,6 +192,18 @@ class HostGroup:
         self.closed = False
 
 
+def _durable_before(rd: Ready) -> bool:
+    """Rule 6a: the Ready's committed entries were all durable in this log before its
+    pass: below its own new ``entries`` (which the pass is writing), no snapshot to
+    restore first, only normal entries."""
+    committed = rd.committed_entries
+    if not committed or rd.snapshot is not None:
+        return False
+    if rd.entries and committed[-1].index >= rd.entries[0].index:
+        return False
+    return all(e.kind == EntryKind.NORMAL for e in committed)
+
+
 # ------------------------------------------------------------------------------ driver
 class HostDriver:
     """See the module docstring. Not thread-safe: the owner calls everything from one
@@ -209,6 +230,7 @@ class HostDriver:
         # The pass whose write is outstanding (rule 4), and whether that write is done.
         self._readies: list[tuple[HostGroup, Ready]] | None = None
         self._written = False
+        self._early_applied: set[int] = set()  # groups of that pass applied early (rule 6a)
         # Node-level liveness (rule 9): peer -> when we last got a batch from it; peer ->
         # when we last reported it down (until heard from again); peers silent at the
         # previous tick.
@@ -347,7 +369,14 @@ class HostDriver:
         for group, rd in readies:
             for m in rd.messages:
                 send(group.group_id, m)
-        return self._write(readies)
+        if not self._write(readies):
+            return False
+        early = self._early_applied
+        for group, rd in readies:  # rule 6a, while the write syncs
+            if not group.closed and _durable_before(rd):
+                group.sm.apply(rd.committed_entries)
+                early.add(group.group_id)
+        return True
 
     def _take_readies(self) -> list[tuple[HostGroup, Ready]]:
         dirty, self._dirty = self._dirty, set()
@@ -396,6 +425,7 @@ class HostDriver:
             raise HostOrderError(f"node {self.node_id}: after-persist work before the "
                                  "pass's write is complete (rule 5)")
         self._readies = None
+        early, self._early_applied = self._early_applied, set()
         send = self._send
         dirty = self._dirty
         for group, rd in readies:
@@ -405,7 +435,7 @@ class HostDriver:
             if not group.closed:
                 if rd.snapshot is not None:
                     sm.restore(rd.snapshot)
-                if rd.committed_entries:
+                if rd.committed_entries and group.group_id not in early:
                     sm.apply(rd.committed_entries)
             node = group.node
             node.advance(rd)

@@ -1,5 +1,6 @@
 """Raftka's asyncio client: ``Producer``, ``Consumer`` (consumer groups),
-``PartitionReader`` and ``Admin`` whose methods are coroutines, on ``grpc.aio``.
+``ShareConsumer`` (share groups), ``PartitionReader`` and ``Admin`` whose methods are
+coroutines, on ``grpc.aio``.
 
     import raftka.aio
 
@@ -26,5 +27,7 @@ from raftka.client.aio._consumer import Consumer
 from raftka.client._retry_topics import RetryTopics
 from raftka.client.aio._producer import Producer
 from raftka.client.aio._reader import PartitionReader
+from raftka.client.aio._share import ShareConsumer
 
-__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer", "RetryTopics"]
+__all__ = ["Admin", "AsyncCluster", "Consumer", "PartitionReader", "Producer", "RetryTopics",
+           "ShareConsumer"]

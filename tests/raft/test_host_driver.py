@@ -214,6 +214,43 @@ def test_a_leader_replicates_before_its_own_write_and_commits_only_after_it():
     assert h.machines[1].applied == [1]
 
 
+def test_durable_committed_entries_apply_while_the_pass_syncs_new_ones():
+    """Rule 6a: the pass that learns of a follower's acknowledgement also writes new
+    proposals; the entries the acknowledgement committed (durable here already) are
+    applied as soon as that write starts, not after its sync. Entries of the Ready's
+    own write are not applied before it is durable."""
+    h = Host(1)
+    node = h.node(1)
+    node.campaign()
+    h.driver.mark(1)
+    h.run()
+    h.wire.take()
+    h.driver.deliver_many([(1, Message(MsgType.VOTE_RESP, 1, 2, term=node.term))], 2)
+    h.run()  # the leader's empty entry at index 1, durable here
+    h.wire.take()
+    node.propose(b"next")  # index 2, not written yet
+    h.driver.deliver_many([(1, Message(MsgType.APP_RESP, 1, 2, term=node.term, index=1))], 2)
+    assert node.commit_index == 1
+    assert h.driver.run_pass()  # writes index 2 (a sync) ...
+    assert h.machines[1].applied == [1]  # ... and index 1 is applied meanwhile
+    h.disk.complete()
+    h.driver.sync_completed()
+    assert h.machines[1].applied == [1]  # once, not again after the sync
+    h.driver.deliver_many([(1, Message(MsgType.APP_RESP, 1, 2, term=node.term, index=2))], 2)
+    h.driver.run_pass()
+    assert h.machines[1].applied == [1, 2]
+
+
+def test_a_follower_applies_entries_of_its_own_pending_write_only_after_the_sync():
+    h = Host(1)
+    h.driver.deliver_many([_append(1, 1, commit=1)], 2)  # committed, but not on our disk
+    assert h.driver.run_pass()
+    assert h.machines[1].applied == []
+    h.disk.complete()
+    h.driver.sync_completed()
+    assert h.machines[1].applied == [1]
+
+
 def test_a_group_removed_during_the_sync_is_advanced_but_applies_nothing():
     h = Host(1)
     h.driver.deliver_many([_append(1, 1, commit=1)], 2)
