@@ -75,6 +75,7 @@ class Broker:
         # hello that opens each of their Raft streams to us (_transport.py)
         self.racks: dict[int, str] = {nid: "" for nid in config.peers}
         self.racks[config.node_id] = config.rack
+        self._metadata_ready = False  # metadata_ready()
         self.host.transport.hello = raft_pb2.NodeHello(rack=config.rack)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
@@ -263,6 +264,15 @@ class Broker:
             Code.NOT_LEADER, f"node {self.node_id} holds no replica of {topic}/{partition}; "
             f"try node {preferred}", retriable=True, leader_id=preferred,
             leader_address=self.address_of(preferred))
+
+    def metadata_ready(self) -> bool:
+        """:meth:`metadata_caught_up` once since this node started (a latch: later
+        controller elections do not take it back). Before it, a node restarted with a
+        controller log it has not replayed yet would answer Metadata without topics that
+        exist, and a client takes a missing topic for a deleted one."""
+        if not self._metadata_ready and self.metadata_caught_up():
+            self._metadata_ready = True
+        return self._metadata_ready
 
     def metadata_caught_up(self) -> bool:
         """Whether this node can answer for the cluster's metadata: it knows a controller

@@ -309,12 +309,6 @@ class NodeConfig:
                 raise ConfigError("kafka_advertised, kafka_peers and kafka_ssl_client_auth "
                                   "need kafka_listen")
             return
-        if self.secured:
-            # it speaks neither SASL nor TLS yet and does not go through _authz.py: served
-            # next to authentication it would be a door around every ACL
-            raise ConfigError("the Kafka listener (kafka_listen) cannot be served with "
-                              "authentication or authorization yet: it has no SASL, TLS or "
-                              "ACL checks; turn one of them off")
         if self.join_pending:
             if not self.kafka_advertised:
                 self.kafka_advertised = self.kafka_listen
@@ -410,7 +404,8 @@ def load_toml(path: Path) -> NodeConfig:
     try:
         peers = {int(k): str(v) for k, v in dict(raw.get("peers", {})).items()}
         return NodeConfig(
-            node_id=int(raw.get("id", 0) if "join" in raw else raw["id"]), listen=str(raw["listen"]), data_dir=Path(raw["data_dir"]),
+            node_id=int(raw.get("id", 0) if "join" in raw else raw["id"]),
+            listen=str(raw["listen"]), data_dir=Path(raw["data_dir"]),
             peers=peers, advertise=str(raw.get("advertise", "")),
             tick_ms=int(raw.get("tick_ms", 50)),
             election_ticks=int(raw.get("election_ticks", 6)),

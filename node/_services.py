@@ -493,6 +493,10 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
     @_handler
     async def Metadata(self, request, context):  # noqa: N802
         b = self.broker
+        if not b.metadata_ready():
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"node {b.node_id} has just started "
+                              "and has not caught up with the cluster metadata yet; ask another "
+                              "node or retry", retriable=True)
         state = b.controller.state
         response = broker_pb2.MetadataResponse(controller_id=b.controller.leader_id())
         for nid, addr in sorted(b.config.peers.items()):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+import grpc
 import pytest
 
 from raftka.client import Admin
@@ -75,7 +76,12 @@ def _joined_id(cluster: Cluster, name: str) -> int:
 
 
 def _brokers(cluster: Cluster, node: int) -> dict[int, str]:
-    md = cluster.broker(node).Metadata(broker_pb2.MetadataRequest(), timeout=5)
+    try:
+        md = cluster.broker(node).Metadata(broker_pb2.MetadataRequest(), timeout=5)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAVAILABLE:  # not caught up with the metadata yet
+            raise
+        return {}
     return {b.id: b.address for b in md.brokers}
 
 

@@ -220,18 +220,24 @@ def test_node_with_a_foreign_certificate_cannot_join(tmp_path: Path) -> None:
         foreign = grpc.ssl_channel_credentials(foreign_ca.cert.read_bytes(),
                                                pki.admin.key.read_bytes(),
                                                pki.admin.cert.read_bytes())
-        md = wait_for(lambda: _metadata_or_none(cluster, foreign, 3), 30, "node 3 answering")
-        assert md.controller_id == 0 and not md.topics, md
+        refusal = wait_for(lambda: _metadata_refusal(cluster, foreign, 3), 30,
+                           "node 3 answering")
+        assert refusal.code() == grpc.StatusCode.UNAVAILABLE, refusal
+        assert "has not caught up with the cluster metadata" in refusal.details(), refusal
     finally:
         cluster.stop_all()
 
 
-def _metadata_or_none(cluster: Cluster, creds: grpc.ChannelCredentials, node: int):
+def _metadata_refusal(cluster: Cluster, creds: grpc.ChannelCredentials, node: int):
+    """The error a node's Metadata answers with, or None while it does not answer at all
+    (a node that never heard a member has no metadata to give: it refuses, retriably)."""
     try:
-        return _call(cluster, creds, lambda ch: broker_stub(ch).Metadata(
+        md = _call(cluster, creds, lambda ch: broker_stub(ch).Metadata(
             broker_pb2.MetadataRequest(), timeout=3), node)
-    except grpc.RpcError:
-        return None
+    except grpc.RpcError as e:
+        return e if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED and \
+            "has not caught up" in (e.details() or "") else None
+    raise AssertionError(f"node 3 answered Metadata without ever hearing a member: {md}")
 
 
 # ------------------------------------------------------------------ authentication
