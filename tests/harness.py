@@ -228,6 +228,9 @@ class Cluster:
         for nid in self.peers:
             self.start(nid)
         self.wait_healthy()
+        for nid in self.responsive():  # every node, not only a majority, before the test
+            wait_for(lambda nid=nid: self._answers_metadata(nid), 30,
+                     f"node {nid} to answer Metadata")
         for nid in self.metrics:  # a node binds it before serving gRPC: wait for each
             wait_for(lambda nid=nid: _accepts(self.metrics[nid]), 30,
                      f"node {nid}'s metrics endpoint")
@@ -321,6 +324,16 @@ class Cluster:
     def responsive(self) -> list[int]:
         """Live nodes that are not paused."""
         return sorted(n for n in self.procs if n not in self.paused)
+
+    def _answers_metadata(self, node_id: int) -> bool:
+        """Whether the node serves and has caught up with the controller log (a channel
+        that failed to connect while the node started answers UNAVAILABLE until gRPC's
+        reconnect backoff ends)."""
+        try:
+            self.broker(node_id).Metadata(broker_pb2.MetadataRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+        return True
 
     def controller_leader(self) -> int:
         for nid in self.responsive():

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import grpc
 import pytest
 
 from raftka.v1.recordbatch import Record, build_batch
@@ -97,8 +98,18 @@ def _produce_one_write_each(cluster: Cluster, topic: str, follower: int,
     few WAL records to damage one in the middle)."""
     for value in values:
         hw = cluster.produce(topic, 0, _batch(value)).last_offset + 1
-        wait_for(lambda: cluster.replica_position(follower, topic, 0).high_watermark >= hw,
+        wait_for(lambda: _high_watermark(cluster, follower, topic) >= hw,
                  20, f"node {follower} to apply offset {hw - 1}")
+
+
+def _high_watermark(cluster: Cluster, node: int, topic: str) -> int:
+    """-1 while the node does not answer (still starting after the previous test's restart)."""
+    try:
+        return cluster.replica_position(node, topic, 0).high_watermark
+    except grpc.RpcError as e:
+        if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise
+        return -1
 
 
 def test_damaged_wal_refuses_start_in_one_line_and_moving_it_aside_recovers(cluster: Cluster) -> None:
