@@ -608,3 +608,62 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
             producer.abort_transaction()
             assert admin.committed_offsets("members") == {tp: 10}
     wait_for(lambda: len(_committed(cluster, 0)[0]) == 11, 30, "the last markers")
+
+
+def test_aio_producer_commit_abort_offsets_and_fencing(cluster: Cluster) -> None:
+    """raftka.aio.Producer's transactions: the threaded producer's TransactionManager
+    operations, awaited; the event loop never blocks (run_unblocked)."""
+    import asyncio
+
+    import raftka.aio
+    from raftka.client import Admin, InvalidTxnStateError, ProducerFencedError, TopicPartition
+
+    from tests.aio_loop import run_unblocked
+
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=3)
+    cluster.create_topic("in", partitions=1)
+    bootstrap = ",".join(cluster.peers.values())
+
+    async def main() -> None:
+        async with raftka.aio.Producer(bootstrap, transactional_id="aio-shop") as producer:
+            with pytest.raises(InvalidTxnStateError):
+                await producer.send(TOPIC, b"no-init")
+            await producer.init_transactions()
+            with pytest.raises(InvalidTxnStateError):
+                await producer.send(TOPIC, b"no-begin")
+            producer.begin_transaction()
+            futures = [await producer.send(TOPIC, b"c%d" % i, partition=i % 3)
+                       for i in range(30)]
+            many = await producer.send_many(TOPIC, [b"m0", b"m1"], partition=2)
+            await producer.send_offsets_to_transaction({("in", 0): 7}, "aio-etl")
+            await producer.commit_transaction()
+            assert all(f.done() for f in futures) and len(many.result()) == 2
+            producer.begin_transaction()
+            for i in range(6):
+                await producer.send(TOPIC, b"a%d" % i, partition=i % 3)
+            await producer.send_offsets_to_transaction({("in", 0): 99}, "aio-etl")
+            await producer.abort_transaction()
+            with pytest.raises(InvalidTxnStateError):
+                await producer.commit_transaction()  # none open
+            producer.begin_transaction()
+            await (await producer.send(TOPIC, b"zombie", partition=0))
+            async with raftka.aio.Producer(bootstrap, transactional_id="aio-shop") as newer:
+                await newer.init_transactions()  # fences `producer`, aborts its transaction
+                with pytest.raises(ProducerFencedError):
+                    await producer.commit_transaction()
+                with pytest.raises(ProducerFencedError):
+                    producer.begin_transaction()
+                newer.begin_transaction()
+                await newer.send(TOPIC, b"newer", partition=1)
+                await newer.commit_transaction()
+        await asyncio.sleep(0)
+
+    run_unblocked(main)
+    committed = sorted([b"c%d" % i for i in range(30)] + [b"m0", b"m1", b"newer"])
+    wait_for(lambda: sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+             == committed, 30, "the committed records, and nothing aborted")
+    everything = [v for p in range(3) for v in _uncommitted(cluster, p)]
+    assert b"a0" in everything and b"zombie" in everything
+    with Admin(bootstrap) as admin:  # offsets of the commit count, of the abort never
+        assert admin.committed_offsets("aio-etl", [("in", 0)]) == {TopicPartition("in", 0): 7}
