@@ -598,6 +598,18 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
             producer.send_offsets_to_transaction({("in", 0): got[-1].offset + 1}, meta)
             producer.commit_transaction()
             assert admin.committed_offsets("members", [("in", 0)]) == {tp: 10}
+            # lag of a read_committed group: against the last stable offset, so records
+            # of an open transaction (which its members cannot read yet) are no lag
+            with Producer(bootstrap, transactional_id="etl-open") as other:
+                other.init_transactions()
+                other.begin_transaction()
+                other.send_many("in", [b"open-%d" % i for i in range(5)], partition=0).result(10)
+                desc = admin.describe_group("members")
+                (lag,) = [p for p in desc.partitions if (p.topic, p.partition) == ("in", 0)]
+                assert desc.isolation_level == "read_committed"
+                assert (lag.committed_offset, lag.log_end_offset, lag.last_stable_offset,
+                        lag.lag) == (10, 15, 10, 0)
+                other.abort_transaction()
             # KIP-447 fencing: a member the group does not know cannot commit
             producer.begin_transaction()
             with pytest.raises(UnknownMemberIdError):
