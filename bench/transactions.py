@@ -18,7 +18,10 @@ total, records/s = records acknowledged (committed) / elapsed:
    (``begin_transaction``, 100 ``send``, ``commit_transaction``, which returns once the
    decision is durable);
 4. ``groups xN`` / 5. ``txn xN``: the same with ``--producers`` producers at once (one
-   thread each, transactional ids ``bench-0..N-1``), the groups split evenly.
+   thread each, transactional ids ``bench-0..N-1``), the groups split evenly;
+6. with ``--aio``, ``aio groups xN`` / ``aio txn xN``: the same with ``raftka.aio``
+   producers, all on one event loop (no thread per producer, so less GIL hand-off in the
+   client process than N threads).
 
 **The target (>= 60%) is ``txn xN`` against ``groups xN``**: the same work (groups of
 100 records, each durable before its producer goes on) by the same number of producers,
@@ -145,6 +148,53 @@ def _transactional(bootstrap: str, producers: int, groups: int
             producer.close()
 
 
+def _aio(bootstrap: str, producers: int, groups: int, transactional: bool
+         ) -> tuple[float, list[float]]:
+    """``_grouped`` / ``_transactional`` with ``raftka.aio`` producers, all on one event
+    loop (no thread per producer): records/s and commit durations."""
+    import asyncio
+
+    import raftka.aio
+
+    async def main() -> tuple[float, list[float]]:
+        each = max(1, groups // producers)
+        topic = "txn" if transactional else "plain"
+        clients = [raftka.aio.Producer(bootstrap, linger_ms=5, transactional_id=(
+            f"bench-aio-{k}" if transactional else None)) for k in range(producers)]
+        latencies: list[float] = []
+        try:
+            for producer in clients:
+                if transactional:
+                    await producer.init_transactions()
+                    producer.begin_transaction()
+                await producer.send_and_wait(topic, PAYLOAD_100, partition=0)  # warm
+                if transactional:
+                    await producer.commit_transaction()
+
+            async def work(producer) -> None:
+                for _ in range(each):
+                    if transactional:
+                        producer.begin_transaction()
+                    futures = [await producer.send(topic, PAYLOAD_100, partition=i % 3)
+                               for i in range(GROUP)]
+                    t0 = time.perf_counter()
+                    if transactional:
+                        await producer.commit_transaction()
+                        latencies.append(time.perf_counter() - t0)
+                    else:
+                        await producer.flush()
+                        for f in futures:
+                            f.result()  # raises a failed record's error
+            started = time.perf_counter()
+            await asyncio.gather(*(work(p) for p in clients))
+            return each * producers * GROUP / (time.perf_counter() - started), latencies
+        finally:
+            for producer in clients:
+                await producer.close()
+
+    return asyncio.run(main())
+
+
 def _latency(latencies: list[float]) -> str:
     return (f"commit p50 {_pct(latencies, 0.5) * 1000:.1f} ms, p99 "
             f"{_pct(latencies, 0.99) * 1000:.1f} ms, mean "
@@ -158,6 +208,8 @@ def main() -> None:
                              "transactional runs)")
     parser.add_argument("--consume", type=int, default=1_000_000)
     parser.add_argument("--producers", type=int, default=4)
+    parser.add_argument("--aio", action="store_true",
+                        help="also run groups/txn xN with raftka.aio producers on one loop")
     args = parser.parse_args()
     from raftka.client import PartitionReader, Producer
     from tests.harness import Cluster
@@ -184,6 +236,12 @@ def main() -> None:
             print(f"groups x{k}: {grouped_n:,.0f} records/s")
             print(f"txn x{k}:    {txn_n:,.0f} records/s = {txn_n / grouped_n:.0%} of groups "
                   f"x{k} (the target), {txn_n / best:.0%} of best case; {_latency(lat_n)}")
+            if args.aio:
+                grouped_a, _ = _aio(bootstrap, k, n, False)
+                txn_a, lat_a = _aio(bootstrap, k, n, True)
+                print(f"aio groups x{k}: {grouped_a:,.0f} records/s")
+                print(f"aio txn x{k}:    {txn_a:,.0f} records/s = {txn_a / grouped_a:.0%} of "
+                      f"aio groups x{k}; {_latency(lat_a)}")
 
             total = args.consume
             half = total // 2
