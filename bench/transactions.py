@@ -3,11 +3,11 @@ partitions against the same records sent without transactions, and the cost of
 read_committed against read_uncommitted on one consume.
 
     .venv/bin/python -m bench.transactions [--transactions 400] [--producers 4]
-                                          [--consume 1000000]
+                                          [--consume 1000000] [--records 100] [--aio]
 
 A 3-node cluster on this machine (loopback, tick 50 ms), 3-partition topics, replication
 factor 3, acks=all, idempotent producers (``linger_ms=5``). One unit of work is a *group*
-of 100 records of 100 B, partition ``i % 3``. Five runs, each ``--transactions`` groups in
+of 100 records of 100 B (``--records``: larger transactions), partition ``i % 3``. Five runs, each ``--transactions`` groups in
 total, records/s = records acknowledged (committed) / elapsed:
 
 1. ``best case``: one producer sends every record, one flush at the end (w1's shape: as
@@ -51,7 +51,7 @@ from pathlib import Path
 
 from bench._common import PAYLOAD_100
 
-GROUP = 100  # records per group / transaction
+GROUP = 100  # records per group / transaction (--records)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -208,9 +208,13 @@ def main() -> None:
                              "transactional runs)")
     parser.add_argument("--consume", type=int, default=1_000_000)
     parser.add_argument("--producers", type=int, default=4)
+    parser.add_argument("--records", type=int, default=100,
+                        help="records per group / transaction (the issue's figure: 100)")
     parser.add_argument("--aio", action="store_true",
                         help="also run groups/txn xN with raftka.aio producers on one loop")
     args = parser.parse_args()
+    global GROUP
+    GROUP = args.records
     from raftka.client import PartitionReader, Producer
     from tests.harness import Cluster
     with tempfile.TemporaryDirectory(prefix="raftka-txn-bench-") as root:
@@ -229,8 +233,8 @@ def main() -> None:
             grouped_n = _grouped(bootstrap, k, n)
             txn_n, lat_n = _transactional(bootstrap, k, n)
             print(f"best case (one producer, one flush at the end): {best:,.0f} records/s")
-            print(f"groups x1 (100 records, flush each):  {grouped1:,.0f} records/s")
-            print(f"txn x1    (100 records per transaction): {txn1:,.0f} records/s = "
+            print(f"groups x1 ({GROUP} records, flush each):  {grouped1:,.0f} records/s")
+            print(f"txn x1    ({GROUP} records per transaction): {txn1:,.0f} records/s = "
                   f"{txn1 / grouped1:.0%} of groups x1, {txn1 / best:.0%} of best case; "
                   f"{_latency(lat1)}")
             print(f"groups x{k}: {grouped_n:,.0f} records/s")
