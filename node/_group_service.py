@@ -358,7 +358,8 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             replica = self._replica(request.group_id)
         committed = replica.offsets.get(request.group_id, {})
         wanted = _tps(request.partitions) or sorted(committed)
-        replica = await self._wait_stable(request.group_id, wanted, replica)
+        replica = await self._wait_stable(request.group_id, wanted, replica,
+                                          0.0 if request.require_stable else STABLE_WAIT_S)
         committed = replica.offsets.get(request.group_id, {})
         response = group_pb2.OffsetFetchResponse()
         for t, p in wanted:
@@ -370,14 +371,16 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
                                      metadata=co.metadata, commit_time_ms=co.commit_time_ms)
         return response
 
-    async def _wait_stable(self, group_id: str, wanted, replica):
+    async def _wait_stable(self, group_id: str, wanted, replica,
+                           wait_s: float = STABLE_WAIT_S):
         """KIP-447's stable offsets: while a transaction holds pending offsets of the group
         for a wanted partition (TxnOffsetCommit, decided but its marker not yet applied
-        here), wait for its marker, up to STABLE_WAIT_S; then CONCURRENT_TRANSACTIONS
+        here), wait for its marker, up to ``wait_s`` (0: require_stable, the caller
+        retries); then CONCURRENT_TRANSACTIONS
         (retriable: Kafka's UNSTABLE_OFFSET_COMMIT). Answering the older committed offset
         instead would let a consumer that takes over right after commit_transaction
         reprocess what the transaction consumed. The replica to read."""
-        deadline = time.monotonic() + STABLE_WAIT_S
+        deadline = time.monotonic() + wait_s
         while True:
             unstable = [(t, p) for t, p in wanted if replica.has_pending(group_id, t, p)]
             if not unstable:

@@ -547,6 +547,29 @@ def test_admin_and_cli_list_describe_abort(cluster: Cluster) -> None:
             states=["complete_abort"])] == ["stuck"]
 
 
+def _unstable_code(cluster: Cluster, group: str, tp: tuple[str, int]) -> int:
+    """FetchOffsets(require_stable) of ``tp`` at the group's coordinator: its error code
+    (0 when answered), within one attempt's short deadline (no server-side wait)."""
+    from raftka.v1 import group_pb2, group_pb2_grpc
+
+    def attempt():
+        for node in cluster.live():
+            stub = group_pb2_grpc.GroupCoordinatorStub(cluster.channel(node))
+            try:
+                stub.FetchOffsets(group_pb2.OffsetFetchRequest(
+                    group_id=group, require_stable=True, partitions=[
+                        group_pb2.TopicPartitions(topic=tp[0], partitions=[tp[1]])]),
+                    timeout=4)  # below the 5 s the node waits without require_stable
+                return 0
+            except grpc.RpcError as exc:
+                info = error_info(exc)
+                if info is not None and info.code not in (errors_pb2.NOT_COORDINATOR,
+                                                          errors_pb2.COORDINATOR_LOADING):
+                    return info.code
+        return None
+    return wait_for(attempt, 30, "an answer of the group's coordinator")
+
+
 def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None:
     from raftka.client import (
         Admin,
@@ -572,6 +595,8 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
         producer.send(TOPIC, b"out-0-4", partition=0)
         producer.send_offsets_to_transaction({("in", 0): 5}, "solo")
         assert admin.committed_offsets("solo") == {}, "pending until the commit"
+        # KIP-447 require_stable: answered at once, retriable, nothing older is answered
+        assert _unstable_code(cluster, "solo", ("in", 0)) == errors_pb2.CONCURRENT_TRANSACTIONS
         producer.commit_transaction()
         # the marker reaches the offsets partition moments after; a fetch of the partition
         # meanwhile waits for it (KIP-447 stable offsets), never answers the older offset
