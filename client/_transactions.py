@@ -24,6 +24,13 @@ batches, not one per partition before the first record. A failed add fails the r
 waiting for it. A failed send makes the transaction abortable: ``commit_transaction``
 raises the error, ``abort_transaction`` is the way on.
 
+Written once for both producers: every coordinator call of the manager is a sans-I/O
+operation (``init_ops``, ``send_offsets_ops``, ``end_ops``; ``_ops.py``), which the threaded
+``Producer`` runs with blocking gRPC (``init``, ``send_offsets``, ``end``) and
+``raftka.aio.Producer`` awaits; the add-partitions bookkeeping (``take_adds``,
+``adds_done``, :func:`adds_finished`) and the configuration checks
+(:func:`transactional_settings`) are shared the same way.
+
 ``commit_transaction`` returns once the coordinator made the decision durable (KIP-98);
 the markers follow asynchronously, so a read_committed reader sees the transaction on each
 partition moments later (never partly for good). The next transaction's first
