@@ -23,6 +23,11 @@ condition variables by events the loop awaits. A metadata refresh the threaded s
 does inline (an unknown leader before a send, an error with ``invalid_metadata``) is
 awaited by the sender task first, so the shared code then finds the metadata fresh.
 
+Transactions (``transactional_id=...``): the threaded producer's TransactionManager
+(``_transactions.py``) with its coordinator calls awaited as operations, its
+AddPartitionsToTxn calls made by a task instead of a thread; ``begin_transaction()`` is a
+plain method, the others coroutines.
+
 Futures are asyncio futures: ``fut = await producer.send(...)`` queues the record (it
 waits only for the topic's metadata the first time or for buffer room), ``await fut``
 gives ``(partition, offset)``; ``await producer.send_and_wait(...)`` does both.
