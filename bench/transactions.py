@@ -109,7 +109,8 @@ def _grouped(bootstrap: str, producers: int, groups: int) -> float:
                            for i in range(GROUP)]
                 producer.flush()
                 for f in futures:
-                    f.result(0)  # raises a failed record's error
+                    f.result(30)  # raises a failed record's error (flush returns once the
+                    # batches are done; their futures are resolved a moment later)
         return each * producers * GROUP / _in_threads(clients, work)
     finally:
         for producer in clients:
