@@ -352,7 +352,7 @@ class AdminOps(DeadLetterOps):
         resp = (yield from self._call_leader_ops(topic, partition, "ListOffsets", request, timeout,
                                  f"ListOffsets {topic}/{partition}"))
         return PartitionOffsets(topic, partition, resp.offset, resp.high_watermark,
-                                resp.log_start_offset)
+                                resp.log_start_offset, resp.last_stable_offset)
 
     # ------------------------------------------------------------------ groups
 
@@ -419,10 +419,11 @@ class AdminOps(DeadLetterOps):
             "DescribeGroup", group_pb2.DescribeGroupRequest(group_id=group_id), timeout,
             f"describe group {group_id!r}"))
         partitions = []
+        read_committed = resp.isolation_level == "read_committed"
         for p in resp.partitions:
             lag = GroupPartitionLag.from_pb(p)
             if lag.log_end_offset is None:
-                lag = (yield from self._with_log_end_ops(lag, deadline))
+                lag = (yield from self._with_log_end_ops(lag, deadline, read_committed))
             partitions.append(lag)
         partitions.sort(key=lambda p: (p.topic, p.partition))
         return GroupDescription(
@@ -434,21 +435,25 @@ class AdminOps(DeadLetterOps):
             members=tuple(sorted((GroupMemberDescription.from_pb(m) for m in resp.members),
                                  key=lambda m: m.member_id)),
             partitions=tuple(partitions),
+            isolation_level=resp.isolation_level or "read_uncommitted",
         )
 
-    def _with_log_end_ops(self, lag: GroupPartitionLag, deadline: float) -> Ops[GroupPartitionLag]:
+    def _with_log_end_ops(self, lag: GroupPartitionLag, deadline: float,
+                          read_committed: bool = False) -> Ops[GroupPartitionLag]:
         remaining = min(deadline - time.monotonic(), self._cluster.request_timeout_s)
         if remaining <= 0:
             return lag
         try:
-            end = (yield from self.list_offsets_ops(lag.topic, lag.partition, "latest",
-                                    timeout=remaining)).high_watermark
+            offsets = (yield from self.list_offsets_ops(lag.topic, lag.partition, "latest",
+                                                        timeout=remaining))
         except RaftkaError:
             return lag  # unknown stays unknown; the description is still useful
+        end, stable = offsets.high_watermark, offsets.last_stable_offset
+        reach = stable if read_committed and stable is not None else end
         return GroupPartitionLag(
             lag.topic, lag.partition, lag.committed_offset, end,
-            None if lag.committed_offset is None else max(end - lag.committed_offset, 0),
-            lag.member_id)
+            None if lag.committed_offset is None else max(reach - lag.committed_offset, 0),
+            lag.member_id, stable)
 
     def committed_offsets_ops(self, group_id: str,
                           partitions: Iterable[tuple[str, int]] | None = None, *,

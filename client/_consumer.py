@@ -102,7 +102,8 @@ def heartbeat_request(consumer: Any, member_id: str, epoch: int,
         topics=list(consumer.topics) if joining else [],
         session_timeout_ms=consumer._session_timeout_ms,
         rebalance_timeout_ms=consumer._rebalance_timeout_ms,
-        assignor=consumer._assignor, client_id=consumer._client_id)
+        assignor=consumer._assignor, client_id=consumer._client_id,
+        read_committed=joining and consumer._isolation_level == "read_committed")
     request.owned.extend(_by_topic(owned))
     return request
 

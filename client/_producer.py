@@ -66,6 +66,8 @@ from raftka.client._transactions import (
     ConsumerGroupMetadata,
     TransactionManager,
     TxnCoordinatorClient,
+    adds_finished,
+    transactional_settings,
 )
 from raftka.v1 import broker_pb2
 from raftka.v1.errors import (
@@ -315,17 +317,8 @@ class Producer:
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 60_000,
     ) -> None:
-        if transactional_id is not None:
-            if not transactional_id:
-                raise ValueError("transactional_id must not be empty")
-            if enable_idempotence is False:
-                raise ValueError("a transactional producer is idempotent: leave "
-                                 "enable_idempotence unset or True")
-            if parse_acks(acks) != broker_pb2.ACKS_ALL:
-                raise ValueError("a transactional producer needs acks='all'")
-            if transaction_timeout_ms < 1:
-                raise ValueError("transaction_timeout_ms must be at least 1")
-            enable_idempotence = True
+        enable_idempotence = transactional_settings(
+            transactional_id, enable_idempotence, parse_acks(acks), transaction_timeout_ms)
         settings = producer_settings(
             acks=acks, linger_ms=linger_ms, batch_size=batch_size, compression=compression,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
@@ -535,11 +528,7 @@ class Producer:
         timeout_s = self._max_block_s if timeout is None else timeout
         deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)
-        for f in self._txn_futures:
-            err = f.exception()
-            if err is not None:
-                txn.failed(err)
-                break
+        txn.records_failed([f.exception() for f in self._txn_futures])
         self._wait_adds_idle(deadline)
         txn.end(True, max(deadline - time.monotonic(), 0.001))
         self._txn_futures = []
@@ -618,15 +607,8 @@ class Producer:
                 txn.coordinator.call("AddPartitionsToTxn", request, self._max_block_s)
             except RaftkaError as e:
                 error = e
-            failing: list[Any] = []
             with self._cond:
-                for key in txn.adds_done(error):
-                    q = self._accumulator.queues.get(key)
-                    if q is None:
-                        continue
-                    q.txn_gated = False
-                    if error is not None:
-                        failing += [b for b in q.batches if not b.done and not b.attempt]
+                failing = adds_finished(txn, self._accumulator.queues, error)
                 self._txn_cond.notify_all()
                 self._sender_cond.notify()
             for batch in failing:

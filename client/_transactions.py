@@ -24,6 +24,13 @@ batches, not one per partition before the first record. A failed add fails the r
 waiting for it. A failed send makes the transaction abortable: ``commit_transaction``
 raises the error, ``abort_transaction`` is the way on.
 
+Written once for both producers: every coordinator call of the manager is a sans-I/O
+operation (``init_ops``, ``send_offsets_ops``, ``end_ops``; ``_ops.py``), which the threaded
+``Producer`` runs with blocking gRPC (``init``, ``send_offsets``, ``end``) and
+``raftka.aio.Producer`` awaits; the add-partitions bookkeeping (``take_adds``,
+``adds_done``, :func:`adds_finished`) and the configuration checks
+(:func:`transactional_settings`) are shared the same way.
+
 ``commit_transaction`` returns once the coordinator made the decision durable (KIP-98);
 the markers follow asynchronously, so a read_committed reader sees the transaction on each
 partition moments later (never partly for good). The next transaction's first
@@ -38,8 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftka.client._coordinator import Coordinator, GroupCoordinatorClient
-from raftka.client._ops import Ops, Rpc
-from raftka.v1 import txn_pb2, txn_pb2_grpc
+from raftka.client._ops import Ops, Rpc, run_sync
+from raftka.v1 import broker_pb2, txn_pb2, txn_pb2_grpc
 from raftka.v1.errors import (
     InvalidTxnStateError,
     ProducerFencedError,
@@ -47,7 +54,7 @@ from raftka.v1.errors import (
 )
 
 __all__ = ["ConsumerGroupMetadata", "TransactionDescription", "TransactionManager",
-           "TxnCoordinatorClient"]
+           "TxnCoordinatorClient", "adds_finished", "transactional_settings"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,8 @@ class GroupTxnClient(GroupCoordinatorClient):
             return stub
 
 
+_ACKS_ALL = broker_pb2.ACKS_ALL
+
 UNINITIALIZED, READY, IN_TRANSACTION, FATAL = "uninitialized", "ready", "in_transaction", "fatal"
 
 
@@ -174,23 +183,39 @@ class TransactionManager:
             raise InvalidTxnStateError(f"{what} while {self.state.replace('_', ' ')}: "
                                        f"{hint.get(self.state, '')}")
 
-    def _call(self, method: str, request: Any, timeout_s: float) -> Any:
+    def _fencing(self, ops: Ops[Any]) -> Ops[Any]:
+        """``ops``, with a PRODUCER_FENCED answer making the producer fatal."""
         try:
-            return self.coordinator.call(method, request, timeout_s)
+            return (yield from ops)
         except ProducerFencedError as e:
             self.state, self.fatal = FATAL, e
             raise
 
+    def _call_ops(self, method: str, request: Any, timeout_s: float) -> Ops[Any]:
+        return self._fencing(self.coordinator.call_ops(method, request, timeout_s))
+
+    def _run(self, ops: Ops[Any]) -> Any:
+        """The threaded producer's driver (the asyncio one awaits the same operations)."""
+        cluster = self.coordinator.cluster if self.coordinator is not None else None
+        return run_sync(cluster, ops)  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ API
+    # Each call is an operation (``_ops.py``): the decisions live here once, the threaded
+    # producer runs them with ``run_sync`` (the blocking methods below, under the lock), the
+    # asyncio producer with ``await run(...)``. ``*_ops`` check the state when started.
+
     def init(self, timeout_s: float) -> tuple[int, int]:
         with self._lock:
-            self._require(UNINITIALIZED, READY, what="init_transactions()")
-            r = self._call("InitTransactions", txn_pb2.InitTransactionsRequest(
-                transactional_id=self.transactional_id,
-                transaction_timeout_ms=self.timeout_ms), timeout_s)
-            self.producer_id, self.epoch = r.producer_id, r.producer_epoch
-            self.state = READY
-            return self.producer_id, self.epoch
+            return self._run(self.init_ops(timeout_s))  # type: ignore[no-any-return]
+
+    def init_ops(self, timeout_s: float) -> Ops[tuple[int, int]]:
+        self._require(UNINITIALIZED, READY, what="init_transactions()")
+        r = yield from self._call_ops("InitTransactions", txn_pb2.InitTransactionsRequest(
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=self.timeout_ms), timeout_s)
+        self.producer_id, self.epoch = r.producer_id, r.producer_epoch
+        self.state = READY
+        return self.producer_id, self.epoch
 
     def begin(self) -> None:
         with self._lock:
@@ -249,31 +274,39 @@ class TransactionManager:
 
     def send_offsets(self, offsets: dict[tuple[str, int], int],
                      group: ConsumerGroupMetadata, timeout_s: float) -> None:
+        with self._lock:
+            self._run(self.send_offsets_ops(offsets, group, timeout_s))
+
+    def send_offsets_ops(self, offsets: dict[tuple[str, int], int],
+                         group: ConsumerGroupMetadata, timeout_s: float) -> Ops[None]:
         """KIP-447: the group's offsets partition joins the transaction (AddOffsetsToTxn
         at our coordinator), then the offsets are written pending at the group's
         coordinator (TxnOffsetCommit); they count iff the transaction commits."""
-        with self._lock:
-            self._require(IN_TRANSACTION, what="send_offsets_to_transaction()")
-            try:
-                self._call("AddOffsetsToTxn", txn_pb2.AddOffsetsToTxnRequest(
-                    transactional_id=self.transactional_id, producer_id=self.producer_id,
-                    producer_epoch=self.epoch, group_id=group.group_id), timeout_s)
-                self.offsets_added = True  # open at the coordinator: EndTxn must end it
-                request = txn_pb2.TxnOffsetCommitRequest(
-                    transactional_id=self.transactional_id, producer_id=self.producer_id,
-                    producer_epoch=self.epoch, group_id=group.group_id,
-                    member_id=group.member_id, member_epoch=group.member_epoch)
-                for (topic, partition), offset in sorted(offsets.items()):
-                    request.offsets.add(topic=topic, partition=partition, offset=int(offset))
-                client = GroupTxnClient(self.coordinator.cluster, group.group_id)
-                try:
-                    client.call("TxnOffsetCommit", request, timeout_s)
-                except ProducerFencedError as e:
-                    self.state, self.fatal = FATAL, e
-                    raise
-            except RaftkaError as e:
-                self.error = self.error or e
-                raise
+        self._require(IN_TRANSACTION, what="send_offsets_to_transaction()")
+        try:
+            yield from self._call_ops("AddOffsetsToTxn", txn_pb2.AddOffsetsToTxnRequest(
+                transactional_id=self.transactional_id, producer_id=self.producer_id,
+                producer_epoch=self.epoch, group_id=group.group_id), timeout_s)
+            self.offsets_added = True  # open at the coordinator: EndTxn must end it
+            request = txn_pb2.TxnOffsetCommitRequest(
+                transactional_id=self.transactional_id, producer_id=self.producer_id,
+                producer_epoch=self.epoch, group_id=group.group_id,
+                member_id=group.member_id, member_epoch=group.member_epoch)
+            for (topic, partition), offset in sorted(offsets.items()):
+                request.offsets.add(topic=topic, partition=partition, offset=int(offset))
+            client = GroupTxnClient(self.coordinator.cluster, group.group_id)
+            yield from self._fencing(client.call_ops("TxnOffsetCommit", request, timeout_s))
+        except RaftkaError as e:
+            self.error = self.error or e
+            raise
+
+    def records_failed(self, errors: list[BaseException | None]) -> None:
+        """Before a commit: the first error among the transaction's records (their
+        futures' exceptions) makes it abortable."""
+        for err in errors:
+            if err is not None:
+                self.failed(err)
+                return
 
     def failed(self, error: BaseException) -> None:
         """A record of the open transaction failed: only an abort can end it now."""
@@ -285,19 +318,58 @@ class TransactionManager:
 
     def end(self, commit: bool, timeout_s: float) -> None:
         with self._lock:
-            what = "commit_transaction()" if commit else "abort_transaction()"
-            self._require(IN_TRANSACTION, what=what)
-            if commit and self.error is not None:
-                raise InvalidTxnStateError(f"commit_transaction(): a send of this transaction "
-                                           f"failed ({self.error}); abort it") from self.error
-            if self.queued or self.adding:  # the owner waits for the adds first
-                raise RuntimeError(f"{what} while partitions are being added")
-            if self.partitions or self.offsets_added:
-                self._call("EndTxn", txn_pb2.EndTxnRequest(
-                    transactional_id=self.transactional_id, producer_id=self.producer_id,
-                    producer_epoch=self.epoch,
-                    result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
-            self.partitions = set()
-            self.offsets_added = False
-            self.error = None
-            self.state = READY
+            self._run(self.end_ops(commit, timeout_s))
+
+    def end_ops(self, commit: bool, timeout_s: float) -> Ops[None]:
+        """EndTxn (when anything was added); the owner flushed the transaction's records
+        and waited for its adds first."""
+        what = "commit_transaction()" if commit else "abort_transaction()"
+        self._require(IN_TRANSACTION, what=what)
+        if commit and self.error is not None:
+            raise InvalidTxnStateError(f"commit_transaction(): a send of this transaction "
+                                       f"failed ({self.error}); abort it") from self.error
+        if self.queued or self.adding:  # the owner waits for the adds first
+            raise RuntimeError(f"{what} while partitions are being added")
+        if self.partitions or self.offsets_added:
+            yield from self._call_ops("EndTxn", txn_pb2.EndTxnRequest(
+                transactional_id=self.transactional_id, producer_id=self.producer_id,
+                producer_epoch=self.epoch,
+                result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
+        self.partitions = set()
+        self.offsets_added = False
+        self.error = None
+        self.state = READY
+
+
+def transactional_settings(transactional_id: str | None, enable_idempotence: bool | None,
+                           acks_value: int, timeout_ms: int) -> bool | None:
+    """Both producers' checks of a transactional configuration; the ``enable_idempotence``
+    to use (a transactional producer is idempotent)."""
+    if transactional_id is None:
+        return enable_idempotence
+    if not transactional_id:
+        raise ValueError("transactional_id must not be empty")
+    if enable_idempotence is False:
+        raise ValueError("a transactional producer is idempotent: leave "
+                         "enable_idempotence unset or True")
+    if acks_value != _ACKS_ALL:
+        raise ValueError("a transactional producer needs acks='all'")
+    if timeout_ms < 1:
+        raise ValueError("transaction_timeout_ms must be at least 1")
+    return True
+
+
+def adds_finished(txn: TransactionManager, queues: dict[Any, Any],
+                  error: BaseException | None) -> list[Any]:
+    """An AddPartitionsToTxn call ended (both producers' I/O, under their lock): its
+    partitions' queues (the accumulator's) are ungated; on an error, the batches of
+    theirs not yet sent are returned, for the owner to fail with ``error``."""
+    failing: list[Any] = []
+    for key in txn.adds_done(error):
+        q = queues.get(key)
+        if q is None:
+            continue
+        q.txn_gated = False
+        if error is not None:
+            failing += [b for b in q.batches if not b.done and not b.attempt]
+    return failing

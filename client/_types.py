@@ -209,7 +209,8 @@ class GroupMemberDescription:
 
 @dataclass(frozen=True, slots=True)
 class GroupPartitionLag:
-    """One partition of a group: its committed offset against the log end."""
+    """One partition of a group: its committed offset against the log end (the last
+    stable offset for a read_committed group: what its members can read)."""
 
     topic: str
     partition: int
@@ -217,13 +218,16 @@ class GroupPartitionLag:
     log_end_offset: int | None  # the high watermark; None when unknown
     lag: int | None  # log end - committed (log end - log start without a commit); None: unknown
     member_id: str  # owner now, "" when none
+    last_stable_offset: int | None = None  # None when unknown
 
     @classmethod
     def from_pb(cls, p: group_pb2.GroupPartitionState) -> GroupPartitionLag:
+        known = p.log_end_offset >= 0  # both come from the partition's leader, or neither
         return cls(topic=p.topic, partition=p.partition,
                    committed_offset=p.committed_offset if p.committed_offset >= 0 else None,
                    log_end_offset=p.log_end_offset if p.log_end_offset >= 0 else None,
-                   lag=p.lag if p.lag >= 0 else None, member_id=p.member_id)
+                   lag=p.lag if p.lag >= 0 else None, member_id=p.member_id,
+                   last_stable_offset=p.last_stable_offset if known else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +239,9 @@ class GroupDescription:
     coordinator_id: int
     members: tuple[GroupMemberDescription, ...]  # sorted by member id
     partitions: tuple[GroupPartitionLag, ...]  # sorted by topic, partition
+    # "read_committed" when a member reads committed records only: lag is then against
+    # the last stable offset (transactions), else against the high watermark
+    isolation_level: str = "read_uncommitted"
 
     @property
     def total_lag(self) -> int | None:
@@ -267,6 +274,7 @@ class PartitionOffsets:
     offset: int
     high_watermark: int
     log_start_offset: int
+    last_stable_offset: int | None = None  # what read_committed readers can reach
 
 
 # --------------------------------------------------------------------------- cluster status

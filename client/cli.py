@@ -1097,6 +1097,7 @@ def _print_group(desc: Any, out: TextIO) -> None:
         ["COORDINATOR", desc.coordinator_id or "-"],
         ["ASSIGNOR", desc.assignor or "-"],
         ["EPOCH", desc.group_epoch],
+        ["ISOLATION", desc.isolation_level],
         ["TOTAL-LAG", "-" if lag is None else lag],
     ]) + "\n\n")
     if not desc.members and not desc.partitions:
@@ -1106,11 +1107,14 @@ def _print_group(desc: Any, out: TextIO) -> None:
     members = {m.member_id: m for m in desc.members}
     rows = [[p.topic, p.partition, "-" if p.committed_offset is None else p.committed_offset,
              "-" if p.log_end_offset is None else p.log_end_offset,
+             "-" if p.last_stable_offset is None else p.last_stable_offset,
              "-" if p.lag is None else p.lag, _member_label(members.get(p.member_id),
                                                              p.member_id)]
             for p in desc.partitions]
-    out.write(_table(["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "MEMBER"], rows)
-              + "\n")
+    # LAG is against LOG-END, or against STABLE (the last stable offset) for a
+    # read_committed group: what its members can read
+    out.write(_table(["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "STABLE", "LAG", "MEMBER"],
+                     rows) + "\n")
     if desc.members:
         out.write("\n" + _table(
             ["MEMBER", "CLIENT", "HOST", "EPOCH", "PARTITIONS"],

@@ -67,6 +67,7 @@ class Member:
     sent: frozenset[TopicPartition] = frozenset()
     held: frozenset[TopicPartition] = frozenset()
     revoke_deadline: float | None = None  # set while a revocation is unacknowledged
+    read_committed: bool = False  # reads with isolation_level read_committed (lag: the LSO)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class ConsumerGroup:
     def heartbeat(self, *, member_id: str, member_epoch: int, topics: list[str] | None,
                   now: float, partition_counts: dict[str, int], session_timeout_ms: int = 0,
                   rebalance_timeout_ms: int = 0, assignor: str = "", client_id: str = "",
-                  host: str = "") -> HeartbeatResult | None:
+                  host: str = "", read_committed: bool = False) -> HeartbeatResult | None:
         """One member heartbeat; returns None for a leave. Raises BrokerError."""
         self.expire(now)
         if member_epoch == -1:
@@ -125,6 +126,7 @@ class ConsumerGroup:
         if not member_id:
             member = self._join(topics, now, session_timeout_ms, rebalance_timeout_ms,
                                 assignor, client_id, host)
+            member.read_committed = read_committed
         else:
             member = self.members.get(member_id)
             if member is None:
@@ -311,6 +313,7 @@ def member_record(m: Member) -> dict:
         "session_timeout_ms": round(m.session_timeout_s * 1000),
         "rebalance_timeout_ms": round(m.rebalance_timeout_s * 1000),
         "epoch": m.epoch, "sent": sorted(map(list, m.sent)), "held": sorted(map(list, m.held)),
+        **({"read_committed": True} if m.read_committed else {}),
     }
 
 
@@ -324,4 +327,5 @@ def _member_from_record(member_id: str, record: dict, now: float) -> Member:
         host=str(record.get("host", "")), topics=frozenset(map(str, record["topics"])),
         session_timeout_s=session_s, rebalance_timeout_s=rebalance_s,
         deadline=now + session_s, epoch=int(record["epoch"]), sent=sent, held=held,
-        revoke_deadline=now + rebalance_s if held != sent else None)
+        revoke_deadline=now + rebalance_s if held != sent else None,
+        read_committed=bool(record.get("read_committed", False)))

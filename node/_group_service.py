@@ -293,7 +293,8 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             now=time.monotonic(), partition_counts=self._partition_counts(wanted),
             session_timeout_ms=request.session_timeout_ms,
             rebalance_timeout_ms=request.rebalance_timeout_ms, assignor=request.assignor,
-            client_id=request.client_id, host=context.peer() or "")
+            client_id=request.client_id, host=context.peer() or "",
+            read_committed=request.read_committed)
         await self._persisted_before_answering(c, replica)
         if result is None:
             return group_pb2.GroupHeartbeatResponse(member_id=request.member_id, member_epoch=-1,
@@ -357,7 +358,8 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             replica = self._replica(request.group_id)
         committed = replica.offsets.get(request.group_id, {})
         wanted = _tps(request.partitions) or sorted(committed)
-        replica = await self._wait_stable(request.group_id, wanted, replica)
+        replica = await self._wait_stable(request.group_id, wanted, replica,
+                                          0.0 if request.require_stable else STABLE_WAIT_S)
         committed = replica.offsets.get(request.group_id, {})
         response = group_pb2.OffsetFetchResponse()
         for t, p in wanted:
@@ -369,14 +371,16 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
                                      metadata=co.metadata, commit_time_ms=co.commit_time_ms)
         return response
 
-    async def _wait_stable(self, group_id: str, wanted, replica):
+    async def _wait_stable(self, group_id: str, wanted, replica,
+                           wait_s: float = STABLE_WAIT_S):
         """KIP-447's stable offsets: while a transaction holds pending offsets of the group
         for a wanted partition (TxnOffsetCommit, decided but its marker not yet applied
-        here), wait for its marker, up to STABLE_WAIT_S; then CONCURRENT_TRANSACTIONS
+        here), wait for its marker, up to ``wait_s`` (0: require_stable, the caller
+        retries); then CONCURRENT_TRANSACTIONS
         (retriable: Kafka's UNSTABLE_OFFSET_COMMIT). Answering the older committed offset
         instead would let a consumer that takes over right after commit_transaction
         reprocess what the transaction consumed. The replica to read."""
-        deadline = time.monotonic() + STABLE_WAIT_S
+        deadline = time.monotonic() + wait_s
         while True:
             unstable = [(t, p) for t, p in wanted if replica.has_pending(group_id, t, p)]
             if not unstable:
@@ -431,9 +435,13 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             raise BrokerError(Code.UNKNOWN_GROUP, f"group {request.group_id!r} has no members "
                               "and no committed offsets")
         group = c.group if c is not None else ConsumerGroup(request.group_id)
+        # lag against what the group can read: the last stable offset when a member reads
+        # committed records only (transactions), else the high watermark
+        read_committed = any(m.read_committed for m in group.members.values())
         response = group_pb2.DescribeGroupResponse(
             group_id=request.group_id, state=group.state, group_epoch=group.group_epoch,
-            assignor=group.assignor, coordinator_id=self.broker.node_id)
+            assignor=group.assignor, coordinator_id=self.broker.node_id,
+            isolation_level="read_committed" if read_committed else "read_uncommitted")
         for m in sorted(group.members.values(), key=lambda m: m.member_id):
             response.members.add(
                 member_id=m.member_id, client_id=m.client_id, host=m.host,
@@ -444,20 +452,23 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
             partitions.update((t, p) for p in range(n))
         for t, p in sorted(partitions):
             co = committed.get((t, p))
-            end = self._log_end(t, p)
+            end, stable = self._log_end(t, p)
             offset = co.offset if co is not None else -1
+            reach = stable if read_committed else end
             response.partitions.add(
                 topic=t, partition=p, committed_offset=offset, log_end_offset=end,
-                lag=max(end - offset, 0) if end >= 0 and offset >= 0 else -1,
+                last_stable_offset=stable,
+                lag=max(reach - offset, 0) if reach >= 0 and offset >= 0 else -1,
                 member_id=group.owner_of((t, p)))
         return response
 
-    def _log_end(self, topic: str, partition: int) -> int:
-        """The high watermark if this node leads the partition, else -1 (unknown here)."""
+    def _log_end(self, topic: str, partition: int) -> tuple[int, int]:
+        """The high watermark and the last stable offset if this node leads the partition,
+        else -1, -1 (unknown here)."""
         replica = self.broker.partitions.get((topic, partition))
         if replica is None or replica.group is None or replica.group.node.role != Role.LEADER:
-            return -1
-        return replica.high_watermark
+            return -1, -1
+        return replica.high_watermark, replica.last_stable_offset
 
     @_handler
     async def ResetOffsets(self, request, context):  # noqa: N802

@@ -488,7 +488,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         offset = replica.offset_for_time(request.timestamp_ms)
         return broker_pb2.ListOffsetsResponse(offset=offset,
                                               high_watermark=replica.high_watermark,
-                                              log_start_offset=replica.log_start_offset)
+                                              log_start_offset=replica.log_start_offset,
+                                              last_stable_offset=replica.last_stable_offset)
 
     @_handler
     async def Metadata(self, request, context):  # noqa: N802

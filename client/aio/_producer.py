@@ -23,6 +23,11 @@ condition variables by events the loop awaits. A metadata refresh the threaded s
 does inline (an unknown leader before a send, an error with ``invalid_metadata``) is
 awaited by the sender task first, so the shared code then finds the metadata fresh.
 
+Transactions (``transactional_id=...``): the threaded producer's TransactionManager
+(``_transactions.py``) with its coordinator calls awaited as operations, its
+AddPartitionsToTxn calls made by a task instead of a thread; ``begin_transaction()`` is a
+plain method, the others coroutines.
+
 Futures are asyncio futures: ``fut = await producer.send(...)`` queues the record (it
 waits only for the topic's metadata the first time or for buffer room), ``await fut``
 gives ``(partition, offset)``; ``await producer.send_and_wait(...)`` does both.
@@ -51,17 +56,26 @@ from raftka.client._producer import (
     _Group,
     _to_bytes,
     _to_headers,
+    parse_acks,
     partition_count_ops,
     pick_partition,
     producer_settings,
     record_size,
 )
 from raftka.client._sender import Sender
+from raftka.client._transactions import (
+    ConsumerGroupMetadata,
+    TransactionManager,
+    TxnCoordinatorClient,
+    adds_finished,
+    transactional_settings,
+)
 from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client.aio._waits import wait_event, wait_until
 from raftka.v1 import broker_pb2
 from raftka.v1.errors import (
     BrokerNotAvailableError,
+    InvalidTxnStateError,
     NotLeaderError,
     ProducerClosedError,
     RaftkaError,
@@ -399,7 +413,11 @@ class Producer:
         buffer_memory: int = 64 * 1024 * 1024,
         enable_idempotence: bool | None = None,
         max_in_flight: int | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
     ) -> None:
+        enable_idempotence = transactional_settings(
+            transactional_id, enable_idempotence, parse_acks(acks), transaction_timeout_ms)
         acks_value, idempotence, max_in_flight, retry = producer_settings(
             acks=acks, linger_ms=linger_ms, batch_size=batch_size, compression=compression,
             delivery_timeout_ms=delivery_timeout_ms, retry_backoff_ms=retry_backoff_ms,
@@ -412,7 +430,18 @@ class Producer:
                                   security=security)
         self._accumulator = Accumulator(compression=compression, batch_size=batch_size,
                                         buffer_memory=buffer_memory)
-        self._idempotence = IdempotenceState() if idempotence else None
+        self._idempotence = (IdempotenceState(transactional=transactional_id is not None)
+                             if idempotence else None)
+        # transactions: the threaded producer's TransactionManager, its operations awaited
+        self._txn: TransactionManager | None = None
+        self._txn_futures: list[asyncio.Future[Any]] = []  # the open transaction's records
+        self._adds_task: asyncio.Task[None] | None = None
+        self._adds_signal = _Signal()  # the AddPartitionsToTxn task's wake-up
+        self._adds_ended = _Signal()  # a call of it ended (_end waits for none out)
+        if transactional_id is not None:
+            self._txn = TransactionManager(
+                TxnCoordinatorClient(self._cluster, transactional_id), transactional_id,
+                transaction_timeout_ms)
         self._sender = AsyncSender(
             self._cluster, self._accumulator, self._idempotence, acks=acks_value,
             max_in_flight=max_in_flight, linger_s=self._linger_s,
@@ -447,6 +476,11 @@ class Producer:
         self._check_open()
         deliver_at_ms = (delivery_time_ms(deliver_at, delay)
                          if deliver_at is not None or delay is not None else 0)
+        if self._txn is not None:
+            if deliver_at_ms:
+                raise ValueError("delayed records cannot be sent in a transaction: send "
+                                 "them with a producer that has no transactional_id")
+            self._txn.check_send()  # raises: a send outside a transaction is a bug (Kafka)
         key_b = key if key is None or type(key) is bytes else _to_bytes(key, "key")
         value_b = (value if value is None or type(value) is bytes
                    else _to_bytes(value, "value"))
@@ -458,10 +492,13 @@ class Producer:
             await self._wait_for_room(size)
         except RaftkaError as e:
             fut.set_exception(e)
-            return fut
+            return self._txn_failed(fut, e)
         batch, changed = self._accumulator.append(topic, chosen, count, key_b, value_b,
                                                   hdrs, timestamp_ms, size, deliver_at_ms)
         batch.futures.append(fut)
+        if self._txn is not None:
+            self._txn_gate(topic, batch.partition)
+            self._txn_futures.append(fut)
         self._kick(topic, batch.partition, changed)
         return fut
 
@@ -484,6 +521,8 @@ class Producer:
         """Queue many records for ONE partition in one call (see the threaded
         ``send_many``); the future gives every record's ``(partition, offset)``."""
         self._check_open()
+        if self._txn is not None:
+            self._txn.check_send()
         key_b = _to_bytes(key, "key")
         hdrs = _to_headers(headers)
         records: list[tuple[bytes | None, bytes | None, tuple[Any, ...], int | None]] = []
@@ -501,8 +540,11 @@ class Producer:
             await self._wait_for_room(sum(sizes))
         except RaftkaError as e:
             group.future.set_exception(e)
-            return group.future  # type: ignore[no-any-return]
+            return self._txn_failed(group.future, e)  # type: ignore[no-any-return]
         part = self._accumulator.extend(topic, chosen, count, records, sizes, group)
+        if self._txn is not None:
+            self._txn_gate(topic, part)
+            self._txn_futures.append(group.future)
         self._kick(topic, part, True)
         return group.future  # type: ignore[no-any-return]
 
@@ -545,7 +587,11 @@ class Producer:
             sender.aborting = True
             self._progress.notify_all()
             self._wake_sender.notify()
+            self._adds_signal.notify()
+            self._adds_ended.notify()
             await wait_until(sender.join_async(), 5.0)
+            if self._adds_task is not None:
+                await wait_until(self._adds_task, 5.0)
             await self._cluster.close()
 
     async def __aenter__(self) -> Producer:
@@ -554,6 +600,116 @@ class Producer:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.close()
+
+    # ------------------------------------------------------------------ transactions
+    # The threaded Producer's API and rules (its docstrings); the state and every
+    # coordinator call are TransactionManager's operations (_transactions.py), awaited here.
+
+    async def init_transactions(self, timeout: float | None = None) -> None:
+        """Register the ``transactional_id`` with its coordinator: a producer id and a new
+        epoch, which fences every older producer with this id and aborts a transaction
+        one of them left open. Call once, before the first transaction."""
+        txn = self._require_txn("init_transactions()")
+        pid, epoch = await run(self._cluster, txn.init_ops(
+            self._max_block_s if timeout is None else timeout))
+        assert self._idempotence is not None
+        self._idempotence.set_producer_id(pid, epoch)
+        if self._adds_task is None:
+            self._adds_task = self._loop.create_task(self._run_adds(),
+                                                     name="raftka-producer-txn")
+
+    def begin_transaction(self) -> None:
+        """Start a transaction (no I/O: a plain method, as in aiokafka)."""
+        self._require_txn("begin_transaction()").begin()
+        self._txn_futures = []
+        self._accumulator.forget_sticky()  # keyless records: a partition per transaction
+
+    async def commit_transaction(self, timeout: float | None = None) -> None:
+        """Flush the transaction's records, then commit it; returns once the coordinator
+        made the decision durable. Raises the error of a record that failed (abort the
+        transaction then), ProducerFencedError if a newer producer took over."""
+        await self._end(True, "commit_transaction()", timeout)
+
+    async def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the transaction: none of its records is ever visible to read_committed
+        consumers."""
+        await self._end(False, "abort_transaction()", timeout)
+
+    async def send_offsets_to_transaction(self, offsets: Mapping[tuple[str, int], int],
+                                          group_metadata: ConsumerGroupMetadata | str,
+                                          timeout: float | None = None) -> None:
+        """Commit a group's offsets ({(topic, partition): next offset}) as part of the
+        open transaction (KIP-447): ``group_metadata`` is ``consumer.group_metadata()``
+        or a group id."""
+        txn = self._require_txn("send_offsets_to_transaction()")
+        group = (ConsumerGroupMetadata(group_metadata) if isinstance(group_metadata, str)
+                 else group_metadata)
+        if not offsets:
+            return
+        await run(self._cluster, txn.send_offsets_ops(
+            dict(offsets), group, self._max_block_s if timeout is None else timeout))
+
+    async def _end(self, commit: bool, what: str, timeout: float | None) -> None:
+        txn = self._require_txn(what)
+        txn.check_send()
+        timeout_s = self._max_block_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout_s
+        await self.flush(timeout_s)  # no batch of it may land after the marker
+        if commit:
+            txn.records_failed([f.exception() if f.done() and not f.cancelled() else None
+                                for f in self._txn_futures])
+        while not txn.adds_idle():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RaftkaTimeoutError("the transaction's AddPartitionsToTxn did not "
+                                         "finish in time")
+            await self._adds_ended.wait(remaining)
+        await run(self._cluster, txn.end_ops(commit, max(deadline - time.monotonic(), 0.001)))
+        self._txn_futures = []
+
+    def _require_txn(self, what: str) -> TransactionManager:
+        if self._txn is None:
+            raise InvalidTxnStateError(f"{what} needs a transactional producer: create it "
+                                       "with transactional_id=...")
+        return self._txn
+
+    def _txn_gate(self, topic: str, partition: int) -> None:
+        """A partition not yet in the transaction holds its batches back until its
+        AddPartitionsToTxn succeeded (the threaded producer's rule)."""
+        txn = self._txn
+        assert txn is not None
+        if txn.queue_partition((topic, partition)):
+            self._accumulator.queues[(topic, partition)].txn_gated = True
+            self._adds_signal.notify()
+
+    def _txn_failed(self, future: Any, error: BaseException) -> Any:
+        if self._txn is not None:
+            self._txn.failed(error)
+        return future
+
+    async def _run_adds(self) -> None:
+        """The AddPartitionsToTxn task: one call at a time for every partition queued
+        meanwhile; then their batches go (or fail with the call's error)."""
+        txn, sender = self._txn, self._sender
+        assert txn is not None
+        while True:
+            request = txn.take_adds()
+            if request is None:
+                if sender.closing or sender.crashed is not None:
+                    return
+                await self._adds_signal.wait(1.0)
+                continue
+            error: BaseException | None = None
+            try:
+                await run(self._cluster, txn.coordinator.call_ops(
+                    "AddPartitionsToTxn", request, self._max_block_s))
+            except RaftkaError as e:
+                error = e
+            failing = adds_finished(txn, self._accumulator.queues, error)
+            self._adds_ended.notify()  # _end waits for the adds to be idle
+            self._wake_sender.notify()
+            for batch in failing:
+                sender._resolve_failure(batch, error)
 
     async def partitions_for(self, topic: str) -> list[int]:
         return list(range(await self._partition_count(topic)))

@@ -64,3 +64,45 @@ def test_ending_while_adds_are_queued_or_out_is_refused() -> None:
     txn.take_adds()  # out: an abort waits for it too
     with pytest.raises(RuntimeError):
         txn.end(False, 1.0)
+
+
+def test_adds_finished_ungates_and_hands_back_unsent_batches_on_error() -> None:
+    """Both producers' step after an AddPartitionsToTxn call (``adds_finished``): the
+    call's partitions are ungated; on an error the batches not yet sent (no attempt,
+    not done) are returned for the owner to fail, the others are left alone."""
+    from types import SimpleNamespace
+
+    from raftka.client._accumulator import PartitionQueue
+    from raftka.client._transactions import adds_finished
+
+    def batch(attempt: int = 0, done: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(attempt=attempt, done=done)
+
+    txn = _open()
+    queues = {("a", 0): PartitionQueue(txn_gated=True), ("a", 1): PartitionQueue(txn_gated=True)}
+    waiting, sent, finished = batch(), batch(attempt=1), batch(done=True)
+    queues[("a", 1)].batches.extend([finished, sent, waiting])
+    txn.queue_partition(("a", 0))
+    txn.take_adds()
+    assert adds_finished(txn, queues, None) == []
+    assert not queues[("a", 0)].txn_gated and queues[("a", 1)].txn_gated
+    txn.queue_partition(("a", 1))
+    txn.take_adds()
+    err = RaftkaError("refused")
+    assert adds_finished(txn, queues, err) == [waiting]
+    assert not queues[("a", 1)].txn_gated and txn.error is err
+
+
+def test_transactional_settings_checks_the_configuration() -> None:
+    from raftka.client._transactions import transactional_settings
+    from raftka.v1 import broker_pb2
+
+    all_ = broker_pb2.ACKS_ALL
+    assert transactional_settings(None, None, broker_pb2.ACKS_LEADER, 0) is None
+    assert transactional_settings("t", None, all_, 60_000) is True
+    for args, message in [(("", None, all_, 1), "empty"),
+                          (("t", False, all_, 1), "idempotent"),
+                          (("t", None, broker_pb2.ACKS_LEADER, 1), "acks='all'"),
+                          (("t", None, all_, 0), "at least 1")]:
+        with pytest.raises(ValueError, match=message):
+            transactional_settings(*args)

@@ -680,6 +680,77 @@ def test_share_groups_need_read_on_group_and_topic(secured) -> None:
         wait_for(all_seen, 30, "every job delivered to ivy's share consumer")
 
 
+def test_transactions_need_transactional_id_write_topic_write_and_group_read(
+        secured) -> None:
+    """Transactions under ACLs (Kafka's rules): WRITE on the TRANSACTIONAL_ID, WRITE on each
+    topic written, READ on the group and its topics for offsets sent in the transaction.
+    Without the id's WRITE: TRANSACTIONAL_ID_AUTHORIZATION_FAILED and nothing written; a
+    topic without WRITE fails its records and the transaction can only be aborted."""
+    from raftka.client import (
+        InvalidTxnStateError,
+        TopicPartition,
+        TransactionalIdAuthorizationFailedError,
+        TransactionalIdNotFoundError,
+    )
+
+    cluster, pki = secured
+    bootstrap = _bootstrap(cluster)
+    tina = pki.security(pki.client("tina"))
+    admin_security = pki.security(pki.admin)
+    with Admin(bootstrap, security=admin_security) as admin:
+        for topic in ("tina-out", "tina-in"):
+            admin.create_topic(topic, partitions=1, replication_factor=3)
+            admin.wait_for_topic_ready(topic, 20)
+    topics = [Acl("User:tina", "WRITE", "TOPIC", "tina-out"),
+              Acl("User:tina", "READ", "TOPIC", "tina-in"),
+              Acl("User:tina", "READ", "GROUP", "tina-etl")]
+    with Admin(bootstrap, security=admin_security) as admin:
+        admin.create_acls(topics)
+    _wait_everywhere(cluster, pki, topics)
+    with Producer(bootstrap, security=tina, transactional_id="tina-1") as producer:
+        with pytest.raises(TransactionalIdAuthorizationFailedError, match="tina-1"):
+            producer.init_transactions(timeout=20)
+    with Admin(bootstrap, security=admin_security) as admin:
+        with pytest.raises(TransactionalIdNotFoundError):
+            admin.describe_transaction("tina-1")  # the refusal registered nothing
+    grant = [Acl("User:tina", "WRITE", "TRANSACTIONAL_ID", "tina-", "PREFIXED")]
+    with Admin(bootstrap, security=admin_security) as admin:
+        admin.create_acls(grant)
+    _wait_everywhere(cluster, pki, grant)
+    with Producer(bootstrap, security=tina, transactional_id="tina-1") as producer:
+        producer.init_transactions(timeout=20)
+        producer.begin_transaction()
+        producer.send("tina-out", b"granted", partition=0)
+        producer.send_offsets_to_transaction({("tina-in", 0): 3}, "tina-etl")
+        producer.commit_transaction(timeout=20)
+        # a topic tina may not write: its records fail, only an abort ends the transaction
+        producer.begin_transaction()
+        producer.send("tina-out", b"aborted", partition=0)
+        refused = producer.send("secret", b"never", partition=0)
+        with pytest.raises(TopicAuthorizationFailedError):
+            refused.result(20)
+        with pytest.raises(InvalidTxnStateError):
+            producer.commit_transaction(timeout=20)
+        producer.abort_transaction(timeout=20)
+    with Admin(bootstrap, security=admin_security) as admin:
+        assert admin.committed_offsets("tina-etl", [("tina-in", 0)]) == {
+            TopicPartition("tina-in", 0): 3}
+        wait_for(lambda: admin.describe_transaction("tina-1").state == "complete_abort", 30,
+                 "the abort's markers")
+    readers = {}
+    for level in ("read_committed", "read_uncommitted"):
+        with PartitionReader(bootstrap, "tina-out", 0, security=admin_security,
+                             isolation_level=level) as reader:
+            got: list[bytes] = []
+            wait_for(lambda: got.extend(r.value for r in reader.poll(0.5)) or reader.at_end
+                     and (level == "read_uncommitted" or len(got) >= 1), 30, level)
+            readers[level] = got
+    assert readers["read_committed"] == [b"granted"]
+    assert readers["read_uncommitted"] == [b"granted", b"aborted"]
+    with PartitionReader(bootstrap, "secret", 0, security=admin_security) as reader:
+        assert b"never" not in [r.value for r in reader.poll(2.0)]
+
+
 def test_the_console_signs_users_in_and_shows_only_what_they_may_see(secured) -> None:
     """raftka console --login: every page asks to sign in; then each call is the user's
     own (a password login over the console's TLS settings), so the nodes' ACLs decide what

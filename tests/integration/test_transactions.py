@@ -547,6 +547,29 @@ def test_admin_and_cli_list_describe_abort(cluster: Cluster) -> None:
             states=["complete_abort"])] == ["stuck"]
 
 
+def _unstable_code(cluster: Cluster, group: str, tp: tuple[str, int]) -> int:
+    """FetchOffsets(require_stable) of ``tp`` at the group's coordinator: its error code
+    (0 when answered), within one attempt's short deadline (no server-side wait)."""
+    from raftka.v1 import group_pb2, group_pb2_grpc
+
+    def attempt():
+        for node in cluster.live():
+            stub = group_pb2_grpc.GroupCoordinatorStub(cluster.channel(node))
+            try:
+                stub.FetchOffsets(group_pb2.OffsetFetchRequest(
+                    group_id=group, require_stable=True, partitions=[
+                        group_pb2.TopicPartitions(topic=tp[0], partitions=[tp[1]])]),
+                    timeout=4)  # below the 5 s the node waits without require_stable
+                return 0
+            except grpc.RpcError as exc:
+                info = error_info(exc)
+                if info is not None and info.code not in (errors_pb2.NOT_COORDINATOR,
+                                                          errors_pb2.COORDINATOR_LOADING):
+                    return info.code
+        return None
+    return wait_for(attempt, 30, "an answer of the group's coordinator")
+
+
 def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None:
     from raftka.client import (
         Admin,
@@ -572,6 +595,8 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
         producer.send(TOPIC, b"out-0-4", partition=0)
         producer.send_offsets_to_transaction({("in", 0): 5}, "solo")
         assert admin.committed_offsets("solo") == {}, "pending until the commit"
+        # KIP-447 require_stable: answered at once, retriable, nothing older is answered
+        assert _unstable_code(cluster, "solo", ("in", 0)) == errors_pb2.CONCURRENT_TRANSACTIONS
         producer.commit_transaction()
         # the marker reaches the offsets partition moments after; a fetch of the partition
         # meanwhile waits for it (KIP-447 stable offsets), never answers the older offset
@@ -598,6 +623,18 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
             producer.send_offsets_to_transaction({("in", 0): got[-1].offset + 1}, meta)
             producer.commit_transaction()
             assert admin.committed_offsets("members", [("in", 0)]) == {tp: 10}
+            # lag of a read_committed group: against the last stable offset, so records
+            # of an open transaction (which its members cannot read yet) are no lag
+            with Producer(bootstrap, transactional_id="etl-open") as other:
+                other.init_transactions()
+                other.begin_transaction()
+                other.send_many("in", [b"open-%d" % i for i in range(5)], partition=0).result(10)
+                desc = admin.describe_group("members")
+                (lag,) = [p for p in desc.partitions if (p.topic, p.partition) == ("in", 0)]
+                assert desc.isolation_level == "read_committed"
+                assert (lag.committed_offset, lag.log_end_offset, lag.last_stable_offset,
+                        lag.lag) == (10, 15, 10, 0)
+                other.abort_transaction()
             # KIP-447 fencing: a member the group does not know cannot commit
             producer.begin_transaction()
             with pytest.raises(UnknownMemberIdError):
@@ -608,3 +645,62 @@ def test_offsets_in_a_transaction_count_iff_it_commits(cluster: Cluster) -> None
             producer.abort_transaction()
             assert admin.committed_offsets("members") == {tp: 10}
     wait_for(lambda: len(_committed(cluster, 0)[0]) == 11, 30, "the last markers")
+
+
+def test_aio_producer_commit_abort_offsets_and_fencing(cluster: Cluster) -> None:
+    """raftka.aio.Producer's transactions: the threaded producer's TransactionManager
+    operations, awaited; the event loop never blocks (run_unblocked)."""
+    import asyncio
+
+    import raftka.aio
+    from raftka.client import Admin, InvalidTxnStateError, ProducerFencedError, TopicPartition
+
+    from tests.aio_loop import run_unblocked
+
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=3)
+    cluster.create_topic("in", partitions=1)
+    bootstrap = ",".join(cluster.peers.values())
+
+    async def main() -> None:
+        async with raftka.aio.Producer(bootstrap, transactional_id="aio-shop") as producer:
+            with pytest.raises(InvalidTxnStateError):
+                await producer.send(TOPIC, b"no-init")
+            await producer.init_transactions()
+            with pytest.raises(InvalidTxnStateError):
+                await producer.send(TOPIC, b"no-begin")
+            producer.begin_transaction()
+            futures = [await producer.send(TOPIC, b"c%d" % i, partition=i % 3)
+                       for i in range(30)]
+            many = await producer.send_many(TOPIC, [b"m0", b"m1"], partition=2)
+            await producer.send_offsets_to_transaction({("in", 0): 7}, "aio-etl")
+            await producer.commit_transaction()
+            assert all(f.done() for f in futures) and len(many.result()) == 2
+            producer.begin_transaction()
+            for i in range(6):
+                await producer.send(TOPIC, b"a%d" % i, partition=i % 3)
+            await producer.send_offsets_to_transaction({("in", 0): 99}, "aio-etl")
+            await producer.abort_transaction()
+            with pytest.raises(InvalidTxnStateError):
+                await producer.commit_transaction()  # none open
+            producer.begin_transaction()
+            await (await producer.send(TOPIC, b"zombie", partition=0))
+            async with raftka.aio.Producer(bootstrap, transactional_id="aio-shop") as newer:
+                await newer.init_transactions()  # fences `producer`, aborts its transaction
+                with pytest.raises(ProducerFencedError):
+                    await producer.commit_transaction()
+                with pytest.raises(ProducerFencedError):
+                    producer.begin_transaction()
+                newer.begin_transaction()
+                await newer.send(TOPIC, b"newer", partition=1)
+                await newer.commit_transaction()
+        await asyncio.sleep(0)
+
+    run_unblocked(main)
+    committed = sorted([b"c%d" % i for i in range(30)] + [b"m0", b"m1", b"newer"])
+    wait_for(lambda: sorted(v for p in range(3) for v in _committed(cluster, p)[0])
+             == committed, 30, "the committed records, and nothing aborted")
+    everything = [v for p in range(3) for v in _uncommitted(cluster, p)]
+    assert b"a0" in everything and b"zombie" in everything
+    with Admin(bootstrap) as admin:  # offsets of the commit count, of the abort never
+        assert admin.committed_offsets("aio-etl", [("in", 0)]) == {TopicPartition("in", 0): 7}

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/group.proto\x12\traftka.v1\"4\n\x0fTopicPartitions\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"*\n\x16\x46indCoordinatorRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"V\n\x17\x46indCoordinatorResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x19\n\x11offsets_partition\x18\x03 \x01(\x05\"\xec\x01\n\x15GroupHeartbeatRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06topics\x18\x04 \x03(\t\x12)\n\x05owned\x18\x05 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12\x1a\n\x12session_timeout_ms\x18\x06 \x01(\x05\x12\x1c\n\x14rebalance_timeout_ms\x18\x07 \x01(\x05\x12\x10\n\x08\x61ssignor\x18\x08 \x01(\t\x12\x11\n\tclient_id\x18\t \x01(\t\"\xb6\x01\n\x16GroupHeartbeatResponse\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x02 \x01(\x05\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x05\x12.\n\nassignment\x18\x04 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12\x13\n\x0bgroup_epoch\x18\x05 \x01(\x05\x12\x0f\n\x07pending\x18\x06 \x01(\x08\"W\n\x11OffsetCommitEntry\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\"\x7f\n\x13OffsetCommitRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12-\n\x07offsets\x18\x04 \x03(\x0b\x32\x1c.raftka.v1.OffsetCommitEntry\"\x16\n\x14OffsetCommitResponse\"V\n\x12OffsetFetchRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12.\n\npartitions\x18\x02 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\"m\n\x0f\x43ommittedOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\x12\x16\n\x0e\x63ommit_time_ms\x18\x05 \x01(\x03\"B\n\x13OffsetFetchResponse\x12+\n\x07offsets\x18\x01 \x03(\x0b\x32\x1a.raftka.v1.CommittedOffset\"\x13\n\x11ListGroupsRequest\"X\n\x0cGroupListing\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x01(\x05\x12\x16\n\x0e\x63oordinator_id\x18\x04 \x01(\x05\"=\n\x12ListGroupsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.raftka.v1.GroupListing\"(\n\x14\x44\x65scribeGroupRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"\xc3\x01\n\x0bGroupMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x04 \x01(\x05\x12\x0e\n\x06topics\x18\x05 \x03(\t\x12.\n\nassignment\x18\x06 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12*\n\x06target\x18\x07 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\"\x89\x01\n\x13GroupPartitionState\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x11\n\tmember_id\x18\x06 \x01(\t\"\xd4\x01\n\x15\x44\x65scribeGroupResponse\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x13\n\x0bgroup_epoch\x18\x03 \x01(\x05\x12\x10\n\x08\x61ssignor\x18\x04 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x05 \x01(\x05\x12\'\n\x07members\x18\x06 \x03(\x0b\x32\x16.raftka.v1.GroupMember\x12\x32\n\npartitions\x18\x07 \x03(\x0b\x32\x1e.raftka.v1.GroupPartitionState\"V\n\x13ResetOffsetsRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12-\n\x07offsets\x18\x02 \x03(\x0b\x32\x1c.raftka.v1.OffsetCommitEntry\"\x16\n\x14ResetOffsetsResponse\"&\n\x12\x44\x65leteGroupRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse2\x9d\x05\n\x10GroupCoordinator\x12X\n\x0f\x46indCoordinator\x12!.raftka.v1.FindCoordinatorRequest\x1a\".raftka.v1.FindCoordinatorResponse\x12P\n\tHeartbeat\x12 .raftka.v1.GroupHeartbeatRequest\x1a!.raftka.v1.GroupHeartbeatResponse\x12P\n\rCommitOffsets\x12\x1e.raftka.v1.OffsetCommitRequest\x1a\x1f.raftka.v1.OffsetCommitResponse\x12M\n\x0c\x46\x65tchOffsets\x12\x1d.raftka.v1.OffsetFetchRequest\x1a\x1e.raftka.v1.OffsetFetchResponse\x12I\n\nListGroups\x12\x1c.raftka.v1.ListGroupsRequest\x1a\x1d.raftka.v1.ListGroupsResponse\x12R\n\rDescribeGroup\x12\x1f.raftka.v1.DescribeGroupRequest\x1a .raftka.v1.DescribeGroupResponse\x12O\n\x0cResetOffsets\x12\x1e.raftka.v1.ResetOffsetsRequest\x1a\x1f.raftka.v1.ResetOffsetsResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.raftka.v1.DeleteGroupRequest\x1a\x1e.raftka.v1.DeleteGroupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15raftka/v1/group.proto\x12\traftka.v1\"4\n\x0fTopicPartitions\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"*\n\x16\x46indCoordinatorRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"V\n\x17\x46indCoordinatorResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x19\n\x11offsets_partition\x18\x03 \x01(\x05\"\x84\x02\n\x15GroupHeartbeatRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12\x0e\n\x06topics\x18\x04 \x03(\t\x12)\n\x05owned\x18\x05 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12\x1a\n\x12session_timeout_ms\x18\x06 \x01(\x05\x12\x1c\n\x14rebalance_timeout_ms\x18\x07 \x01(\x05\x12\x10\n\x08\x61ssignor\x18\x08 \x01(\t\x12\x11\n\tclient_id\x18\t \x01(\t\x12\x16\n\x0eread_committed\x18x \x01(\x08\"\xb6\x01\n\x16GroupHeartbeatResponse\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x02 \x01(\x05\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x05\x12.\n\nassignment\x18\x04 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12\x13\n\x0bgroup_epoch\x18\x05 \x01(\x05\x12\x0f\n\x07pending\x18\x06 \x01(\x08\"W\n\x11OffsetCommitEntry\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\"\x7f\n\x13OffsetCommitRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x03 \x01(\x05\x12-\n\x07offsets\x18\x04 \x03(\x0b\x32\x1c.raftka.v1.OffsetCommitEntry\"\x16\n\x14OffsetCommitResponse\"n\n\x12OffsetFetchRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12.\n\npartitions\x18\x02 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12\x16\n\x0erequire_stable\x18x \x01(\x08\"m\n\x0f\x43ommittedOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\x12\x16\n\x0e\x63ommit_time_ms\x18\x05 \x01(\x03\"B\n\x13OffsetFetchResponse\x12+\n\x07offsets\x18\x01 \x03(\x0b\x32\x1a.raftka.v1.CommittedOffset\"\x13\n\x11ListGroupsRequest\"X\n\x0cGroupListing\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x01(\x05\x12\x16\n\x0e\x63oordinator_id\x18\x04 \x01(\x05\"=\n\x12ListGroupsResponse\x12\'\n\x06groups\x18\x01 \x03(\x0b\x32\x17.raftka.v1.GroupListing\"(\n\x14\x44\x65scribeGroupRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"\xc3\x01\n\x0bGroupMember\x12\x11\n\tmember_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x04 \x01(\x05\x12\x0e\n\x06topics\x18\x05 \x03(\t\x12.\n\nassignment\x18\x06 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\x12*\n\x06target\x18\x07 \x03(\x0b\x32\x1a.raftka.v1.TopicPartitions\"\xa5\x01\n\x13GroupPartitionState\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x03 \x01(\x03\x12\x16\n\x0elog_end_offset\x18\x04 \x01(\x03\x12\x0b\n\x03lag\x18\x05 \x01(\x03\x12\x11\n\tmember_id\x18\x06 \x01(\t\x12\x1a\n\x12last_stable_offset\x18x \x01(\x03\"\xed\x01\n\x15\x44\x65scribeGroupResponse\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x13\n\x0bgroup_epoch\x18\x03 \x01(\x05\x12\x10\n\x08\x61ssignor\x18\x04 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x05 \x01(\x05\x12\'\n\x07members\x18\x06 \x03(\x0b\x32\x16.raftka.v1.GroupMember\x12\x32\n\npartitions\x18\x07 \x03(\x0b\x32\x1e.raftka.v1.GroupPartitionState\x12\x17\n\x0fisolation_level\x18x \x01(\t\"V\n\x13ResetOffsetsRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\x12-\n\x07offsets\x18\x02 \x03(\x0b\x32\x1c.raftka.v1.OffsetCommitEntry\"\x16\n\x14ResetOffsetsResponse\"&\n\x12\x44\x65leteGroupRequest\x12\x10\n\x08group_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteGroupResponse2\x9d\x05\n\x10GroupCoordinator\x12X\n\x0f\x46indCoordinator\x12!.raftka.v1.FindCoordinatorRequest\x1a\".raftka.v1.FindCoordinatorResponse\x12P\n\tHeartbeat\x12 .raftka.v1.GroupHeartbeatRequest\x1a!.raftka.v1.GroupHeartbeatResponse\x12P\n\rCommitOffsets\x12\x1e.raftka.v1.OffsetCommitRequest\x1a\x1f.raftka.v1.OffsetCommitResponse\x12M\n\x0c\x46\x65tchOffsets\x12\x1d.raftka.v1.OffsetFetchRequest\x1a\x1e.raftka.v1.OffsetFetchResponse\x12I\n\nListGroups\x12\x1c.raftka.v1.ListGroupsRequest\x1a\x1d.raftka.v1.ListGroupsResponse\x12R\n\rDescribeGroup\x12\x1f.raftka.v1.DescribeGroupRequest\x1a .raftka.v1.DescribeGroupResponse\x12O\n\x0cResetOffsets\x12\x1e.raftka.v1.ResetOffsetsRequest\x1a\x1f.raftka.v1.ResetOffsetsResponse\x12L\n\x0b\x44\x65leteGroup\x12\x1d.raftka.v1.DeleteGroupRequest\x1a\x1e.raftka.v1.DeleteGroupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,43 +38,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FINDCOORDINATORRESPONSE']._serialized_start=134
   _globals['_FINDCOORDINATORRESPONSE']._serialized_end=220
   _globals['_GROUPHEARTBEATREQUEST']._serialized_start=223
-  _globals['_GROUPHEARTBEATREQUEST']._serialized_end=459
-  _globals['_GROUPHEARTBEATRESPONSE']._serialized_start=462
-  _globals['_GROUPHEARTBEATRESPONSE']._serialized_end=644
-  _globals['_OFFSETCOMMITENTRY']._serialized_start=646
-  _globals['_OFFSETCOMMITENTRY']._serialized_end=733
-  _globals['_OFFSETCOMMITREQUEST']._serialized_start=735
-  _globals['_OFFSETCOMMITREQUEST']._serialized_end=862
-  _globals['_OFFSETCOMMITRESPONSE']._serialized_start=864
-  _globals['_OFFSETCOMMITRESPONSE']._serialized_end=886
-  _globals['_OFFSETFETCHREQUEST']._serialized_start=888
-  _globals['_OFFSETFETCHREQUEST']._serialized_end=974
-  _globals['_COMMITTEDOFFSET']._serialized_start=976
-  _globals['_COMMITTEDOFFSET']._serialized_end=1085
-  _globals['_OFFSETFETCHRESPONSE']._serialized_start=1087
-  _globals['_OFFSETFETCHRESPONSE']._serialized_end=1153
-  _globals['_LISTGROUPSREQUEST']._serialized_start=1155
-  _globals['_LISTGROUPSREQUEST']._serialized_end=1174
-  _globals['_GROUPLISTING']._serialized_start=1176
-  _globals['_GROUPLISTING']._serialized_end=1264
-  _globals['_LISTGROUPSRESPONSE']._serialized_start=1266
-  _globals['_LISTGROUPSRESPONSE']._serialized_end=1327
-  _globals['_DESCRIBEGROUPREQUEST']._serialized_start=1329
-  _globals['_DESCRIBEGROUPREQUEST']._serialized_end=1369
-  _globals['_GROUPMEMBER']._serialized_start=1372
-  _globals['_GROUPMEMBER']._serialized_end=1567
-  _globals['_GROUPPARTITIONSTATE']._serialized_start=1570
-  _globals['_GROUPPARTITIONSTATE']._serialized_end=1707
-  _globals['_DESCRIBEGROUPRESPONSE']._serialized_start=1710
-  _globals['_DESCRIBEGROUPRESPONSE']._serialized_end=1922
-  _globals['_RESETOFFSETSREQUEST']._serialized_start=1924
-  _globals['_RESETOFFSETSREQUEST']._serialized_end=2010
-  _globals['_RESETOFFSETSRESPONSE']._serialized_start=2012
-  _globals['_RESETOFFSETSRESPONSE']._serialized_end=2034
-  _globals['_DELETEGROUPREQUEST']._serialized_start=2036
-  _globals['_DELETEGROUPREQUEST']._serialized_end=2074
-  _globals['_DELETEGROUPRESPONSE']._serialized_start=2076
-  _globals['_DELETEGROUPRESPONSE']._serialized_end=2097
-  _globals['_GROUPCOORDINATOR']._serialized_start=2100
-  _globals['_GROUPCOORDINATOR']._serialized_end=2769
+  _globals['_GROUPHEARTBEATREQUEST']._serialized_end=483
+  _globals['_GROUPHEARTBEATRESPONSE']._serialized_start=486
+  _globals['_GROUPHEARTBEATRESPONSE']._serialized_end=668
+  _globals['_OFFSETCOMMITENTRY']._serialized_start=670
+  _globals['_OFFSETCOMMITENTRY']._serialized_end=757
+  _globals['_OFFSETCOMMITREQUEST']._serialized_start=759
+  _globals['_OFFSETCOMMITREQUEST']._serialized_end=886
+  _globals['_OFFSETCOMMITRESPONSE']._serialized_start=888
+  _globals['_OFFSETCOMMITRESPONSE']._serialized_end=910
+  _globals['_OFFSETFETCHREQUEST']._serialized_start=912
+  _globals['_OFFSETFETCHREQUEST']._serialized_end=1022
+  _globals['_COMMITTEDOFFSET']._serialized_start=1024
+  _globals['_COMMITTEDOFFSET']._serialized_end=1133
+  _globals['_OFFSETFETCHRESPONSE']._serialized_start=1135
+  _globals['_OFFSETFETCHRESPONSE']._serialized_end=1201
+  _globals['_LISTGROUPSREQUEST']._serialized_start=1203
+  _globals['_LISTGROUPSREQUEST']._serialized_end=1222
+  _globals['_GROUPLISTING']._serialized_start=1224
+  _globals['_GROUPLISTING']._serialized_end=1312
+  _globals['_LISTGROUPSRESPONSE']._serialized_start=1314
+  _globals['_LISTGROUPSRESPONSE']._serialized_end=1375
+  _globals['_DESCRIBEGROUPREQUEST']._serialized_start=1377
+  _globals['_DESCRIBEGROUPREQUEST']._serialized_end=1417
+  _globals['_GROUPMEMBER']._serialized_start=1420
+  _globals['_GROUPMEMBER']._serialized_end=1615
+  _globals['_GROUPPARTITIONSTATE']._serialized_start=1618
+  _globals['_GROUPPARTITIONSTATE']._serialized_end=1783
+  _globals['_DESCRIBEGROUPRESPONSE']._serialized_start=1786
+  _globals['_DESCRIBEGROUPRESPONSE']._serialized_end=2023
+  _globals['_RESETOFFSETSREQUEST']._serialized_start=2025
+  _globals['_RESETOFFSETSREQUEST']._serialized_end=2111
+  _globals['_RESETOFFSETSRESPONSE']._serialized_start=2113
+  _globals['_RESETOFFSETSRESPONSE']._serialized_end=2135
+  _globals['_DELETEGROUPREQUEST']._serialized_start=2137
+  _globals['_DELETEGROUPREQUEST']._serialized_end=2175
+  _globals['_DELETEGROUPRESPONSE']._serialized_start=2177
+  _globals['_DELETEGROUPRESPONSE']._serialized_end=2198
+  _globals['_GROUPCOORDINATOR']._serialized_start=2201
+  _globals['_GROUPCOORDINATOR']._serialized_end=2870
 # @@protoc_insertion_point(module_scope)
