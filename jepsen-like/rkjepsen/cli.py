@@ -293,6 +293,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
                 print(f"  t={time.monotonic() - t0:.0f}s faults {sum(nemesis.counts.values())}"
                       f" producers idempotent={producers.idempotent}", flush=True)
     finally:
+        if args.workload == "queue":  # workers stop crashing on purpose: the harness no
+            (out / "draining").touch()  # longer replaces them until the drain below
         nemesis.stop()  # heals everything
     main_hist.event("info", "nemesis", "healed", {})
     print(f"healed at t={time.monotonic() - t0:.0f}s; settling", flush=True)
@@ -308,7 +310,13 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     except RaftkaError as exc:  # the final read shows which keys it cannot read
         problems.append(f"after healing: {exc}")
     if args.workload == "queue":  # the workers finish every record (bounded wait)
-        (out / "draining").touch()  # workers stop crashing on purpose
+        for pid, proc in list(consumers.items()):  # died after the loop's last look
+            if proc.poll() is not None:
+                if proc.returncode != queue.CRASH_EXIT:
+                    problems.append(f"consumer {pid} exited on its own ({proc.returncode})"
+                                    f"; see consumer-{pid}.log")
+                consumers.pop(pid)
+                spawn_consumer()
         if not queue.wait_delayed_released(cluster.bootstrap, main_hist,
                                            producers.delayed_acked, producers.last_due):
             problems.append("acknowledged delayed records not released within "
