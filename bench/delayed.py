@@ -11,7 +11,10 @@ A fresh 3-node cluster (tests/harness.py, metrics on).
    ``PartitionReader`` reads the partition from the leader; a record's *lateness* is the
    wall-clock time the reader got it minus its delivery time (same machine, one clock).
    Printed: p50/p99/p99.9/max lateness and how many records were read early (must be 0)
-   or twice (must be 0).
+   or twice (must be 0), and the machine's load while the records were due (the machine
+   may be shared: ``load``: the 1-minute load average before and after, the share of
+   all cores busy, and the share busy with processes other than this benchmark and its
+   nodes).
 2. Memory: ``--pending`` records (default 1,000,000) due in an hour, 10 per partition and
    delivery time (100,000 scheduled entries), are sent to a 6-partition topic; every
    node's RSS before and after, its ``raftka_partition_delayed_pending`` gauges (summed:
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import struct
 import tempfile
 import time
@@ -35,16 +39,51 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from raftka.client import Admin, PartitionReader, Producer
-from bench._common import percentiles_ms, proc_rss_bytes
+from bench._common import percentiles_ms, proc_cpu_seconds, proc_rss_bytes
 from tests.harness import Cluster
 
 PER_MS = 10
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PARTITIONS = 6
 _AT = struct.Struct(">q")
 
 
 def _value(deliver_at_ms: int, i: int) -> bytes:
     return (_AT.pack(deliver_at_ms) + b"%08d" % i).ljust(100, b"x")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # without guest time (already in user)
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+def _loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+class Load:
+    """The machine's load over a window: is the cluster alone on the machine?"""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.load_before = _loadavg()
+        self.busy0, self.total0 = _machine_busy()
+        self.ours0 = sum(proc_cpu_seconds(p) for p in pids)
+
+    def result(self) -> dict:
+        busy, total = _machine_busy()
+        ours = sum(proc_cpu_seconds(p) for p in self.pids) - self.ours0
+        span = max(total - self.total0, 1e-9)
+        return {"loadavg_1m_before": self.load_before, "loadavg_1m_after": _loadavg(),
+                "cpus": os.cpu_count(),
+                "machine_busy_percent": round((busy - self.busy0) / span * 100, 1),
+                "others_busy_percent": round(max(0.0, busy - self.busy0 - ours) / span * 100,
+                                             1)}
 
 
 def _create(cluster: Cluster, bootstrap: str, topic: str) -> int:
@@ -75,11 +114,14 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
     offsets: Counter[int] = Counter()
     early = 0
     reader = PartitionReader(bootstrap, topic, 0, "earliest", max_wait_ms=200)
+    load = None
     try:
         deadline = time.monotonic() + seconds + 60
         while len(lateness) < count and time.monotonic() < deadline:
             records = reader.poll(1.0)
             now_ms = time.time() * 1000
+            if load is None and now_ms >= start_at:
+                load = Load([os.getpid(), *(p.pid for p in cluster.procs.values())])
             for r in records:
                 (at,) = _AT.unpack_from(r.value, 0)
                 seen[r.value] += 1
@@ -96,7 +138,8 @@ def accuracy(cluster: Cluster, bootstrap: str, seconds: float) -> dict:
             "read_twice": sum(1 for n in seen.values() if n > 1),
             "offsets_read_twice": sum(1 for n in offsets.values() if n > 1),
             "producer_retries": retries,
-            "lateness": percentiles_ms(lateness)}
+            "lateness": percentiles_ms(lateness),
+            "load": load.result() if load is not None else None}
 
 
 def _pending_gauge(cluster: Cluster, node_id: int, topic: str) -> float:

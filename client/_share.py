@@ -50,7 +50,7 @@ from raftka.v1.errors import (
     RaftkaTimeoutError,
     UnknownTopicError,
 )
-from raftka.v1.recordbatch import LOG_OVERHEAD, decode_records, parse_header
+from raftka.v1.recordbatch import LOG_OVERHEAD, parse_header, raw_records
 
 __all__ = ["ShareConsumer", "ShareGroupDescription", "ShareMember", "SharePartitionState",
            "ShareRecord", "describe_share_group"]
@@ -188,7 +188,7 @@ class ShareMember:
         self._lock = threading.Lock()
         self._partitions: list[tuple[str, int]] = []
         self._unacked: dict[tuple[str, int, int], ShareRecord] = {}  # polled, not settled
-        self._acks: dict[tuple[str, int], list[list]] = {}  # queued [offset, type, delay, error]
+        self._acks: dict[tuple[str, int], list[tuple]] = {}  # queued (offset, type, delay, error)
         self._touched: set[tuple[str, int]] = set()  # partitions we acquired from
         self._closed = False
         self._interval_s = 3.0
@@ -213,7 +213,7 @@ class ShareMember:
 
     # ------------------------------------------------------------------ consuming
     def _fetch_ops(self, cluster: ClusterState, tp: tuple[str, int], max_records: int,
-                   wait_ms: int, acks: list[list] | None = None) -> Ops[Any]:
+                   wait_ms: int, acks: list[tuple] | None = None) -> Ops[Any]:
         """One ShareFetch of one partition at its leader; the records acquired. With
         ``acks`` (queued acknowledgements of that partition, applied by the server just
         before the acquisition, in one Raft round): (records, whether the server applied
@@ -250,26 +250,14 @@ class ShareMember:
             log.warning("share group %s: %s/%d: undecodable records (%s); releasing them",
                         self.group_id, topic, partition, exc)
             decoded, sent_until = [], -1
-        by_offset = {r.offset: r for r in decoded}
-        records = []
-        gaps = []  # inside the batches sent, no record (compacted away): finished
-        unsent = []  # after the batches sent (the answer's size limit): given back
-        for first, last, count in ranges:
-            for offset in range(first, last + 1):
-                r = by_offset.get(offset)
-                if r is None:
-                    (gaps if offset <= sent_until else unsent).append(offset)
-                    continue
-                records.append(ShareRecord(topic, partition, offset, r.key, r.value,
-                                           r.headers, r.timestamp_ms, count))
+        records, gaps, unsent = _share_records(topic, partition, ranges, decoded, sent_until)
         with self._lock:
             self._touched.add(tp)
-            unacked = self._unacked
-            for rec in records:
-                unacked[(topic, partition, rec.offset)] = rec
-            queued = self._acks.setdefault(tp, [])
-            queued.extend([o, ACCEPT, 0, ""] for o in gaps)
-            queued.extend([o, RELEASE, 0, ""] for o in unsent)
+            self._unacked.update([((topic, partition, rec[2]), rec) for rec in records])
+            if gaps or unsent:
+                queued = self._acks.setdefault(tp, [])
+                queued.extend((o, ACCEPT, 0, "") for o in gaps)
+                queued.extend((o, RELEASE, 0, "") for o in unsent)
         return records
 
     @staticmethod
@@ -287,12 +275,14 @@ class ShareMember:
             return list(self._unacked.values())
 
     def _queue(self, record: ShareRecord, kind: int, delay_ms: int, error: str) -> None:
-        key = (record.topic, record.partition, record.offset)
-        with self._lock:
-            if self._unacked.pop(key, None) is None:
+        topic, partition, offset = record[0], record[1], record[2]  # (once per record:
+        with self._lock:                                           # no attribute lookups)
+            if self._unacked.pop((topic, partition, offset), None) is None:
                 return  # already acknowledged (or never polled by this member)
-            self._acks.setdefault((record.topic, record.partition), []).append(
-                [record.offset, kind, delay_ms, error])
+            queued = self._acks.get((topic, partition))
+            if queued is None:
+                queued = self._acks[(topic, partition)] = []
+            queued.append((offset, kind, delay_ms, error))
 
     def _queue_all(self, kind: int, delay_ms: int = 0, error: str = "") -> None:
         for record in self._take_unacked():
@@ -305,7 +295,7 @@ class ShareMember:
         return int(delay_s * 1000)
 
     def _ack_request(self, tp: tuple[str, int],
-                     items: list[list]) -> share_pb2.ShareAcknowledgeRequest:
+                     items: list[tuple]) -> share_pb2.ShareAcknowledgeRequest:
         topic, partition = tp
         return share_pb2.ShareAcknowledgeRequest(
             group_id=self.group_id, member_id=self.member_id, topic=topic,
@@ -419,7 +409,7 @@ class ShareConsumer(ShareMember):
             wait_ms = int(min(remaining * 1000, LONG_POLL_MS))
 
     def _fetch_round(self, max_records: int, wait_ms: int,
-                     acks: dict[tuple[str, int], list[list]] | None = None
+                     acks: dict[tuple[str, int], list[tuple]] | None = None
                      ) -> list[ShareRecord]:
         """One acquisition from every partition, each after sending its queued ``acks``
         (partitions no longer assigned only send theirs)."""
@@ -453,7 +443,7 @@ class ShareConsumer(ShareMember):
             raise fatal
         return out
 
-    def _ack_then_fetch(self, tp: tuple[str, int], acks: list[list] | None,
+    def _ack_then_fetch(self, tp: tuple[str, int], acks: list[tuple] | None,
                         max_records: int, wait_ms: int) -> list[ShareRecord]:
         """The acknowledgements ride in the ShareFetch (``_fetch_ops``); a server that
         does not know them answers ``acknowledged=False`` and they go by ShareAcknowledge
@@ -474,12 +464,12 @@ class ShareConsumer(ShareMember):
             raise _AckFailed(exc) from exc
         return records
 
-    def _acknowledge(self, tp: tuple[str, int], items: list[list], timeout_s: float) -> None:
+    def _acknowledge(self, tp: tuple[str, int], items: list[tuple], timeout_s: float) -> None:
         call_partition_leader(self._cluster, tp[0], tp[1], "ShareAcknowledge",
                               self._ack_request(tp, items), timeout_s)
 
     def _fetch_one(self, tp: tuple[str, int], max_records: int, wait_ms: int,
-                   acks: list[list] | None = None):
+                   acks: list[tuple] | None = None):
         return run_sync(self._cluster, self._fetch_ops(self._cluster, tp, max_records,
                                                        wait_ms, acks))
 
@@ -580,8 +570,9 @@ class _AckFailed(Exception):
 
 
 def _decode_overlapping(buf: bytes, lo: int, hi: int) -> tuple[list, int]:
-    """The records of the batches in ``buf`` that overlap offsets ``[lo, hi]`` (the others
-    are not decoded), and the last offset the batches cover (-1: none)."""
+    """The records (``raw_records``: ``offset``, ``key``, ``value``, ``headers``,
+    ``timestamp``) of the batches in ``buf`` that overlap offsets ``[lo, hi]`` (the others
+    are not decoded), in log order, and the last offset the batches cover (-1: none)."""
     out: list = []
     pos, n, sent_until = 0, len(buf), -1
     while pos < n:
@@ -589,26 +580,93 @@ def _decode_overlapping(buf: bytes, lo: int, hi: int) -> tuple[list, int]:
         last = h.base_offset + h.last_offset_delta
         sent_until = max(sent_until, last)
         if last >= lo and h.base_offset <= hi:
-            out.extend(decode_records(buf, pos, verify=False))
+            out.extend(raw_records(buf, pos, verify=False))
         pos += h.batch_length + LOG_OVERHEAD
     return out, sent_until
 
 
-def _ranges(items: list[list]) -> list[share_pb2.AcknowledgeRange]:
-    """Queued per-offset acknowledgements as ordered ranges (consecutive offsets with the
-    same type, delay and error merged). A later acknowledgement of the same offset wins."""
-    latest = {o: (kind, delay, error) for o, kind, delay, error in items}
-    out: list[share_pb2.AcknowledgeRange] = []
-    for offset in sorted(latest):
-        kind, delay, error = latest[offset]
-        if out and out[-1].last_offset == offset - 1 and out[-1].type == kind \
-                and out[-1].release_delay_ms == delay and out[-1].error == error:
-            out[-1].last_offset = offset
-        else:
-            out.append(share_pb2.AcknowledgeRange(first_offset=offset, last_offset=offset,
-                                                  type=kind, release_delay_ms=delay,
-                                                  error=error))
+_new = tuple.__new__  # a NamedTuple without its Python-level __new__ (once per record)
+
+
+def _share_records(topic: str, partition: int, ranges: list[tuple[int, int, int]],
+                   decoded: list, sent_until: int) -> tuple[list, list[int], list[int]]:
+    """(records, gaps, unsent) of an answer: a ShareRecord per decoded record inside an
+    acquired range (``ranges``: first, last, delivery count), the acquired offsets without
+    a record inside the batches sent (``gaps``: compacted away) and those after them
+    (``unsent``: the answer's size limit cut them). One merge pass over the records and
+    the ranges, both in offset order (the broker answers ranges in order; out of order,
+    they are sorted first)."""
+    if any(ranges[k][0] <= ranges[k - 1][1] for k in range(1, len(ranges))):
+        ranges = sorted(ranges)
+    records: list = []
+    gaps: list[int] = []
+    unsent: list[int] = []
+    append = records.append
+    i, n = 0, len(decoded)
+
+    def missing(first: int, last: int) -> None:  # acquired, no record: [first, last]
+        if first > last:
+            return
+        if first <= sent_until:
+            gaps.extend(range(first, min(last, sent_until) + 1))
+        if last > sent_until:
+            unsent.extend(range(max(first, sent_until + 1), last + 1))
+
+    for first, last, count in ranges:
+        while i < n and decoded[i].offset < first:
+            i += 1
+        expect = first
+        while i < n:
+            r = decoded[i]
+            offset = r.offset
+            if offset > last:
+                break
+            i += 1
+            if offset < expect:
+                continue  # (a record twice in the answer: taken once)
+            if offset != expect:
+                missing(expect, offset - 1)
+            headers = r.headers
+            append(_new(ShareRecord, (topic, partition, offset, r.key, r.value,
+                                      tuple(headers) if headers else (), r.timestamp,
+                                      count)))
+            expect = offset + 1
+        missing(expect, last)
+    return records, gaps, unsent
+
+
+def _ranges(items: list) -> list[share_pb2.AcknowledgeRange]:
+    """Queued per-offset acknowledgements ``(offset, type, delay_ms, error)`` as ordered
+    ranges (consecutive offsets with the same type, delay and error merged). A later
+    acknowledgement of the same offset wins. Queued in increasing offset order (the common
+    case: records acknowledged as polled) they are merged as they come; else sorted first."""
+    out = _merged(items)
+    if out is None:
+        latest = {item[0]: item for item in items}
+        out = _merged([latest[o] for o in sorted(latest)])
     return out
+
+
+def _merged(items: list) -> list[share_pb2.AcknowledgeRange] | None:
+    """``_ranges`` of items in strictly increasing offset order; None if they are not."""
+    spans: list[tuple] = []
+    first = last = -2
+    kind = delay = error = None
+    for o, k, d, e in items:
+        if o <= last:
+            return None
+        if o == last + 1 and k == kind and d == delay and e == error:
+            last = o
+            continue
+        if first >= 0:
+            spans.append((first, last, kind, delay, error))
+        first = last = o
+        kind, delay, error = k, d, e
+    if first >= 0:
+        spans.append((first, last, kind, delay, error))
+    return [share_pb2.AcknowledgeRange(first_offset=f, last_offset=la, type=k,
+                                       release_delay_ms=d, error=e)
+            for f, la, k, d, e in spans]
 
 
 class SharePartitionState(NamedTuple):

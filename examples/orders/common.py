@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raftka import DEFAULT_BOOTSTRAP, CommitFailedError, Consumer
+from raftka import DEFAULT_BOOTSTRAP, Admin, CommitFailedError, Consumer, TopicExistsError
 
 TOPIC = "orders"
+TIMEOUTS_TOPIC = "order-timeouts"  # delayed "cancel if unpaid" messages
 BOOTSTRAP_ENV = "RAFTKA_BOOTSTRAP"
 
 
@@ -37,6 +38,18 @@ def bootstrap_from_env() -> str:
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def ensure_topic(admin: Admin, topic: str, partitions: int) -> bool:
+    """Create ``topic`` (replication factor 3) unless it exists; wait until it is ready.
+    True if this call created it."""
+    try:
+        admin.create_topic(topic, partitions=partitions, replication_factor=3)
+        created = True
+    except TopicExistsError:
+        created = False
+    admin.wait_for_topic_ready(topic, timeout=30)
+    return created
 
 
 class Ledger:

@@ -2,6 +2,9 @@
 
 Keying by order id sends every event of an order to the same partition (in order). The
 producer is idempotent: a retry after a lost acknowledgement never writes an order twice.
+For each order it also schedules a "cancel if unpaid" message on ``order-timeouts``,
+delivered ``--cancel-after`` seconds later (delayed delivery; ``payment_workers.py`` acts
+on it).
 
     python examples/orders/order_service.py --count 100 --rate 20
 """
@@ -13,20 +16,26 @@ import json
 import random
 import sys
 import time
+from concurrent.futures import Future
 
-from raftka import Admin, Producer, TopicExistsError
+from raftka import Admin, Producer
 
-from common import TOPIC, bootstrap_from_env, say
+from common import TIMEOUTS_TOPIC, TOPIC, bootstrap_from_env, ensure_topic, say
 
 SKUS = ["sku-apple", "sku-pear", "sku-plum", "sku-fig", "sku-kiwi"]
 
 
-def schedule_cancel_if_unpaid(producer: Producer, order: dict) -> None:
-    """HOOK (issue 14, delayed delivery): once producers can set a delivery time
-    (``Producer.send(..., deliver_at=...)``, being built on the ``delay`` branch), send a
-    "cancel unpaid order" message for ``order`` to an ``order-timeouts`` topic, delivered
-    e.g. 15 minutes from now; a canceller (a share group) then cancels the order unless
-    ``payment-workers.ledger`` says it was paid. Until then: nothing is scheduled."""
+def schedule_cancel_if_unpaid(producer: Producer, order: dict, after_s: float) -> Future:
+    """Send a "cancel unpaid order" message for ``order`` to ``order-timeouts``, delivered
+    ``after_s`` seconds from now: the broker stores it at once (durable when acknowledged)
+    but no consumer sees it before then. The canceller in ``payment_workers.py`` then
+    cancels the order unless it was paid meanwhile. The message carries its delivery time
+    (epoch ms), so the canceller can tell how late it came. Returns the send's future."""
+    cancel_at_ms = int((time.time() + after_s) * 1000)
+    message = {"order_id": order["order_id"], "cancel_at_ms": cancel_at_ms}
+    # keyed by order id: the same partition for every message of one order
+    return producer.send(TIMEOUTS_TOPIC, json.dumps(message).encode(),
+                         key=order["order_id"].encode(), deliver_at=cancel_at_ms)
 
 
 def main() -> int:
@@ -40,16 +49,20 @@ def main() -> int:
     parser.add_argument("--poison", type=int, action="append", default=[], metavar="NUMBER",
                         help="place order NUMBER with a card that is always declined (a "
                              "poison order for payment_workers.py; repeatable)")
+    parser.add_argument("--cancel-after", type=float, default=900, metavar="SECONDS",
+                        help="cancel an order not paid this many seconds after it was "
+                             "placed: a delayed message on order-timeouts (default 900; "
+                             "0 = never)")
     args = parser.parse_args()
+    if args.cancel_after < 0:
+        parser.error("--cancel-after must be 0 (never) or a number of seconds")
     bootstrap = bootstrap_from_env()
     with Admin(bootstrap) as admin:
-        try:
-            admin.create_topic(TOPIC, partitions=args.partitions, replication_factor=3)
-            say(f"created topic {TOPIC!r} with {args.partitions} partitions")
-        except TopicExistsError:
-            pass
-        admin.wait_for_topic_ready(TOPIC, timeout=30)
+        for topic in (TOPIC, TIMEOUTS_TOPIC):
+            if ensure_topic(admin, topic, args.partitions):
+                say(f"created topic {topic!r} with {args.partitions} partitions")
     rng = random.Random(args.first)
+    scheduled: list[Future] = []
     with Producer(bootstrap, acks="all", enable_idempotence=True) as producer:
         for number in range(args.first, args.first + args.count):
             order_id = f"order-{number:06d}"
@@ -59,11 +72,16 @@ def main() -> int:
                 order["card"] = "declined"
             partition, offset = producer.send(TOPIC, json.dumps(order).encode(),
                                               key=order_id.encode()).result(timeout=60)
-            schedule_cancel_if_unpaid(producer, order)
+            cancel = ""
+            if args.cancel_after > 0:
+                scheduled.append(schedule_cancel_if_unpaid(producer, order, args.cancel_after))
+                cancel = f", cancelled if unpaid in {args.cancel_after:g} s"
             say(f"placed {order_id}: {order['quantity']} x {order['sku']} "
-                f"({TOPIC}/{partition}@{offset})")
+                f"({TOPIC}/{partition}@{offset}{cancel})")
             if args.rate > 0:
                 time.sleep(1 / args.rate)
+        for future in scheduled:
+            future.result(timeout=60)  # raises if a cancel message was not stored
     say(f"placed {args.count} orders")
     return 0
 

@@ -216,7 +216,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         "keys": args.keys, "producers": args.producers, "consumers": args.consumers,
         "workload": args.workload,
         **({"attempts": queue.ATTEMPTS, "lock_ms": queue.LOCK_MS, "poison": queue.POISON_P,
-            "failing": queue.FAILING_P} if args.workload == "queue" else {})})
+            "failing": queue.FAILING_P, "delayed": queue.DELAYED_P,
+            "delay_max_s": queue.DELAY_MAX_S} if args.workload == "queue" else {})})
     problems: list[str] = []
     with Admin(cluster.bootstrap, request_timeout_ms=3000) as admin:
         admin.wait_for_brokers(timeout=60)
@@ -247,7 +248,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
 
     producers = Producers(cluster.bootstrap, main_hist, args.producers, args.keys,
                           seed=args.seed, value_suffix=queue.value_suffix
-                          if args.workload == "queue" else None)
+                          if args.workload == "queue" else None,
+                          delivery=queue.delivery if args.workload == "queue" else None)
     producers.start()
     nemesis = Nemesis(cluster, main_hist, args.nemeses, args.interval, args.seed,
                       _leader_finder(cluster), args.keys)
@@ -291,6 +293,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
                 print(f"  t={time.monotonic() - t0:.0f}s faults {sum(nemesis.counts.values())}"
                       f" producers idempotent={producers.idempotent}", flush=True)
     finally:
+        if args.workload == "queue":  # workers stop crashing on purpose: the harness no
+            (out / "draining").touch()  # longer replaces them until the drain below
         nemesis.stop()  # heals everything
     main_hist.event("info", "nemesis", "healed", {})
     print(f"healed at t={time.monotonic() - t0:.0f}s; settling", flush=True)
@@ -306,7 +310,17 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     except RaftkaError as exc:  # the final read shows which keys it cannot read
         problems.append(f"after healing: {exc}")
     if args.workload == "queue":  # the workers finish every record (bounded wait)
-        (out / "draining").touch()  # workers stop crashing on purpose
+        for pid, proc in list(consumers.items()):  # died after the loop's last look
+            if proc.poll() is not None:
+                if proc.returncode != queue.CRASH_EXIT:
+                    problems.append(f"consumer {pid} exited on its own ({proc.returncode})"
+                                    f"; see consumer-{pid}.log")
+                consumers.pop(pid)
+                spawn_consumer()
+        if not queue.wait_delayed_released(cluster.bootstrap, main_hist,
+                                           producers.delayed_acked, producers.last_due):
+            problems.append("acknowledged delayed records not released within "
+                            f"{queue.DRAIN_TIMEOUT_S:g}s of their time")
         if args.consumers and not queue.drain(cluster.bootstrap, main_hist, args.keys):
             problems.append("the share group did not drain within "
                             f"{queue.DRAIN_TIMEOUT_S:g}s (see share-state in the history)")

@@ -6,7 +6,12 @@
   rejects it: it must end in the dead-letter topic, reason "rejected"), ``f`` *always
   fails* (every worker releases it: after ``ATTEMPTS`` deliveries it must end in the
   dead-letter topic, reason "attempts exhausted"); a plain value is accepted, except that a
-  worker releases it now and then (``RELEASE_P``) to exercise redelivery.
+  worker releases it now and then (``RELEASE_P``) to exercise redelivery. Some sends
+  (``DELAYED_P``, any kind of value) are *delayed*: ``delay=`` or ``deliver_at=`` up to
+  ``DELAY_MAX_S`` ahead; the send's history value carries its due time as
+  ``"deliver_after"`` (history seconds) and an acknowledged delayed send has offset -1
+  (assigned when the broker releases the record). No poll may return it before it is due
+  (``delayed-early``); once released it is a record like any other.
 - Workers (separate OS processes, so the harness can kill -9 them while they hold
   records): members of share group ``jepsen-share`` (``ShareConsumer``, no auto-accept,
   lock ``LOCK_MS``). Each ``poll``s, "works" a few ms (so a kill often lands while it holds
@@ -16,7 +21,9 @@
   leave, connections dropped as by kill -9) right after a poll that returned records, once
   per lifetime after ``HOLD_CRASH_POLLS`` such polls, writing a ``crash`` event first
   (not once the harness drains the queue: ``--drain-flag``).
-- After healing, the harness lets the workers drain the queue (until the group's state
+- After healing, the harness waits until every delayed send is due and every acknowledged
+  one is in its partition (``delayed-released`` event: the broker releases on its own, so
+  the drain below must not end before), then lets the workers drain the queue (until the group's state
   says every partition is finished: nothing acquired, released or waiting for the
   dead-letter topic, the start offset at the high watermark; ``share-state`` in the
   history), stops them, and reads the topic (``final-read``) and the dead-letter topic
@@ -70,23 +77,30 @@ HOLD_CRASH_POLLS = (30, 90)
 CRASH_EXIT = 77  # the exit code of such a crash (the harness starts a new worker)
 DRAIN_TIMEOUT_S = 60.0
 DLQ_HEADER = "raftka.dlq."
+DELAYED_P = 0.1  # share of sends that are delayed
+DELAY_MIN_S, DELAY_MAX_S = 0.05, 2.0  # short: due within the run, the drain waits for them
+DELIVER_AT_P = 0.5  # of the delayed sends: deliver_at (epoch ms) rather than delay (s)
 
 
 def value_suffix(rng: random.Random) -> str:
-    """The suffix of the next produced value: ``p`` poison, ``f`` always fails, ``""``.
-
-    DELAYED DELIVERY (issue 14, helper ``delay``, ProduceRequest.deliver_at_ms): when
-    delayed records land, some sends get a delay; the producer records the due time in the
-    send's history value as ``"deliver_after"`` (history seconds, i.e. the wall-clock due
-    time minus the wall-clock time of the run's start), and ``queue_checker`` already
-    reports a delivery polled before it (``delayed-early``). Add it in
-    ``workload.Producers._run`` next to ``value_suffix``."""
+    """The suffix of the next produced value: ``p`` poison, ``f`` always fails, ``""``."""
     x = rng.random()
     if x < POISON_P:
         return "p"
     if x < POISON_P + FAILING_P:
         return "f"
     return ""
+
+
+def delivery(rng: random.Random) -> dict:
+    """Keyword arguments of the next send: ``{}`` (at once), ``{"delay": s}`` or
+    ``{"deliver_at": epoch_ms}`` (``workload.Producers`` records the due time)."""
+    if rng.random() >= DELAYED_P:
+        return {}
+    delay = rng.uniform(DELAY_MIN_S, DELAY_MAX_S)
+    if rng.random() < DELIVER_AT_P:
+        return {"deliver_at": int((time.time() + delay) * 1000)}
+    return {"delay": round(delay, 3)}
 
 
 def kind_of(value: str) -> str:
@@ -242,6 +256,37 @@ def share_state(bootstrap: str) -> dict[int, dict] | None:
                           "acquired": s.acquired, "available": s.available,
                           "dead_lettering": s.dead_lettering}
             for s in d.partitions if s.topic == TOPIC}
+
+
+def wait_delayed_released(bootstrap: str, history: HistoryWriter,
+                          acked: list[tuple[int, str, float]], last_due: float,
+                          timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+    """Wait (bounded) until every delayed send tried is due (``last_due``, history s) and
+    every acknowledged one (``acked``: key, value, due) is in its partition; records a
+    ``delayed-released`` event. The share state cannot tell a drained queue from one whose
+    delayed records are still to come; after this, only delayed sends of unknown outcome
+    could still appear, and they are due already (released in time order, within a tick)."""
+    from raftka.client import PartitionReader, RaftkaError
+
+    deadline = time.monotonic() + timeout_s
+    wait = last_due - history.now()
+    if wait > 0:
+        time.sleep(min(wait, timeout_s))
+    missing: dict[int, set[str]] = {}
+    for key, value, _ in acked:
+        missing.setdefault(key, set()).add(value)
+    for key, values in sorted(missing.items()):
+        try:
+            with PartitionReader(bootstrap, TOPIC, key, "earliest") as reader:
+                while values and time.monotonic() < deadline:
+                    for r in reader.poll(timeout=0.5):
+                        values.discard((r.value or b"").decode())
+        except RaftkaError as exc:
+            print(f"delayed records of key {key} not read: {exc}", file=sys.stderr)
+    left = sum(len(v) for v in missing.values())
+    history.event("info", "harness", "delayed-released",
+                  {"acked": len(acked), "missing": left, "last_due": last_due})
+    return left == 0
 
 
 def drained(state: dict[int, dict] | None, keys: int) -> bool:

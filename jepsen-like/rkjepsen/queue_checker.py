@@ -4,7 +4,8 @@ its ``config`` event says ``"workload": "queue"``.
 
 A *record* is (key, offset) of the topic; values are unique, so a value names its record.
 The records of a run are those the final read found plus those whose send was
-acknowledged. An accept whose ``ack`` op is ``ok`` certainly happened; ``info`` may have.
+acknowledged (a delayed send is acknowledged without an offset, -1: its record is where
+the final read found its value). An accept whose ``ack`` op is ``ok`` certainly happened; ``info`` may have.
 
 Classes (each anomaly lists the ops involved):
 
@@ -27,8 +28,15 @@ Classes (each anomaly lists the ops involved):
     A record delivered with a count above the group's ``max_delivery_attempts``.
 ``delayed-early``
     A record whose send named a due time (``deliver_after``, history seconds) was returned
-    by a poll that completed before it. (Delayed delivery: the workload does not send
-    delayed records yet; see ``queue.value_suffix``.)
+    by a poll that completed more than ``CLOCK_TOLERANCE_S`` before it. The brokers release
+    by their wall clock, the history runs on the monotonic clock; every process of a run
+    reads the same host clocks (network namespaces do not separate clocks), so the only
+    slack is in reading them: the due time is moved onto the history clock from two reads
+    microseconds apart, delivery times are whole milliseconds (``delay`` is truncated to
+    the ms by the client), history times are rounded to the µs; 5 ms covers that with
+    room. A run with the ``clock`` nemesis skews one node's wall clock by up to
+    ``CLOCK_SKEW_MAX_S``: a skewed leader may release that much early (delayed delivery
+    follows the leader's clock), so such a run adds that to the tolerance.
 ``inconsistent-offsets``
     A delivery or a dead letter whose value is not the value the log holds at its offset,
     or a send acknowledged at an offset where the final read found another value.
@@ -75,6 +83,8 @@ HISTORY_PROBLEMS = (
     "torn-history-line",
 )
 ATTEMPTS_DEFAULT = 5
+CLOCK_TOLERANCE_S = 0.005  # see delayed-early above
+CLOCK_SKEW_MAX_S = 300.0  # the clock nemesis's largest skew (nemesis.py)
 
 Record = tuple[int, int]  # (key, offset)
 
@@ -86,17 +96,24 @@ def check(ops: list[Op]):
     config = next((o.value for o in ops if o.process == "harness" and o.f == "config"
                    and isinstance(o.value, dict)), {})
     attempts = int(config.get("attempts") or ATTEMPTS_DEFAULT)
+    tolerance = CLOCK_TOLERANCE_S + (CLOCK_SKEW_MAX_S if "clock" in
+                                     (config.get("nemesis") or ()) else 0.0)
 
     # sends: value -> op; the log: record -> value (final read and acked sends)
     send_of: dict[str, Op] = {}
     acked: dict[Record, Op] = {}
+    acked_delayed: dict[str, Op] = {}  # value -> ok send without an offset
     for o in ops:
         if o.f != "send":
             continue
         v = o.invoke_value or o.value
         send_of[v["value"]] = o
         if o.type == "ok":
-            acked[(int(v["key"]), int(o.value["offset"]))] = o
+            offset = int(o.value["offset"])
+            if offset < 0 and v.get("deliver_after") is not None:
+                acked_delayed[v["value"]] = o
+            else:
+                acked[(int(v["key"]), offset)] = o
     log: dict[Record, str] = {}
     final_keys: set[int] = set()
     for o in ops:
@@ -105,6 +122,16 @@ def check(ops: list[Op]):
             final_keys.add(key)
             for offset, value in o.value.get("records") or []:
                 log[(key, int(offset))] = value
+    where = {value: record for record, value in log.items()}
+    for value, o in acked_delayed.items():
+        key = int((o.invoke_value or o.value)["key"])
+        record = where.get(value)
+        if record is not None and record[0] == key:
+            acked[record] = o
+        elif key in final_keys:
+            report.add("lost-record", record=[key, -1], value=value,
+                       why="acked delayed send missing from the final read of the topic",
+                       ops=[o.brief()])
     dlq_reads = [o for o in ops if o.f == "final-read-dlq" and o.type == "ok"]
     state_op = next((o for o in ops if o.f == "share-state" and o.type == "ok"), None)
     final_start: dict[int, int] | None = None
@@ -124,6 +151,8 @@ def check(ops: list[Op]):
     # deliveries
     deliveries: dict[Record, list[tuple[Op, int]]] = defaultdict(list)
     delivered = 0
+    delayed_delivered = 0
+    earliest: float | None = None  # the least (poll completed - due) of a delayed record
     for o in ops:
         if o.f != "poll" or o.type != "ok":
             continue
@@ -141,9 +170,14 @@ def check(ops: list[Op]):
                            attempts=attempts, ops=[o.brief()])
             due = ((send.invoke_value or {}).get("deliver_after")
                    if send is not None else None)
-            if due is not None and o.complete_time is not None and o.complete_time < due:
-                report.add("delayed-early", record=list(record), due=due,
-                           polled=o.complete_time, ops=[send.brief(), o.brief()])
+            if due is not None and o.complete_time is not None:
+                delayed_delivered += 1
+                margin = o.complete_time - due
+                earliest = margin if earliest is None else min(earliest, margin)
+                if margin < -tolerance:
+                    report.add("delayed-early", record=list(record), due=due,
+                               polled=o.complete_time, early_s=round(-margin, 6),
+                               tolerance_s=tolerance, ops=[send.brief(), o.brief()])
 
     # acknowledgements
     accepts_ok: dict[Record, list[Op]] = defaultdict(list)
@@ -218,10 +252,14 @@ def check(ops: list[Op]):
                        ops=ops_of)
 
     stats = _stats(ops, acked, deliveries, delivered, accepts_ok, dead, final_keys)
+    stats["delayed_acked_sends"] = len(acked_delayed)
+    stats["delayed_deliveries"] = delayed_delivered
+    stats["delayed_earliest_margin_s"] = None if earliest is None else round(earliest, 6)
+    stats["delayed_tolerance_s"] = tolerance
     report.stats = stats
 
     # problems of the history
-    if not acked:
+    if not acked and not acked_delayed:
         report.add_problem("no-acked-sends", sends=stats["by_f"].get("send", {}))
     if not delivered:
         report.add_problem("no-delivered-records", polls=stats["by_f"].get("poll", {}))

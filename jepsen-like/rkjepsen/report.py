@@ -72,7 +72,8 @@ def _union(windows: list[dict]) -> list[dict]:
 
 
 QUEUE_STATS = ("records_delivered", "redeliveries", "accepted", "dead_lettered",
-               "dead_letter_reasons", "crashes_holding_records")
+               "dead_letter_reasons", "crashes_holding_records", "delayed_acked_sends",
+               "delayed_deliveries", "delayed_earliest_margin_s", "delayed_tolerance_s")
 
 
 def summarize(ops: list[Op], report: Report) -> dict:
@@ -138,6 +139,11 @@ def format_summary(summary: dict) -> str:
                      f"{summary.get('dead_lettered', 0)} dead-lettered "
                      f"{summary.get('dead_letter_reasons', {})}; workers killed while "
                      f"holding records: {summary.get('crashes_holding_records', 0)}")
+        if summary.get("delayed_acked_sends"):
+            lines.append(f"delayed: {summary['delayed_acked_sends']} acked delayed sends, "
+                         f"{summary.get('delayed_deliveries', 0)} deliveries, the earliest "
+                         f"{summary.get('delayed_earliest_margin_s')} s after its due time "
+                         f"(tolerance {summary.get('delayed_tolerance_s')} s)")
     lines.append("anomalies:")
     for c in summary["anomalies"] if queue else CLASSES:
         lines.append(f"  {c:<28} {summary['anomalies'].get(c, 0)}")

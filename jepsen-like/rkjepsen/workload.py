@@ -60,10 +60,16 @@ class Producers:
 
     def __init__(self, bootstrap: str, history: HistoryWriter, count: int, keys: int,
                  seed: int, delivery_timeout_ms: int = 8000,
-                 value_suffix: Callable[[random.Random], str] | None = None) -> None:
+                 value_suffix: Callable[[random.Random], str] | None = None,
+                 delivery: Callable[[random.Random], dict] | None = None) -> None:
         self.bootstrap = bootstrap
         # the queue workload marks some values (poison, always failing) by a suffix
         self.value_suffix = value_suffix
+        # ... and delays some (``delivery``: {} or send()'s ``delay``/``deliver_at``); the
+        # due time goes into the send's history value as "deliver_after" (history s)
+        self.delivery = delivery
+        self.delayed_acked: list[tuple[int, str, float]] = []  # (key, value, due)
+        self.last_due = 0.0  # the latest due time of any delayed send tried (history s)
         self.history = history
         self.count = count
         self.keys = keys
@@ -105,9 +111,15 @@ class Producers:
                 if self.value_suffix is not None:
                     value += self.value_suffix(rng)
                 n += 1
-                self.history.invoke(process, "send", {"key": key, "value": value})
+                invoke: dict[str, Any] = {"key": key, "value": value}
+                options = self.delivery(rng) if self.delivery is not None else {}
+                if options:
+                    invoke["deliver_after"] = due = _due(options, self.history.now())
+                    with self._lock:
+                        self.last_due = max(self.last_due, due)
+                self.history.invoke(process, "send", invoke)
                 try:
-                    fut = producer.send(TOPIC, value.encode(), partition=key)
+                    fut = producer.send(TOPIC, value.encode(), partition=key, **options)
                     partition, offset = fut.result(self.delivery_timeout_ms / 1000 + 5)
                 except Exception as exc:  # noqa: BLE001 - every failure is an outcome
                     definite = _definitely_not_sent(exc)
@@ -121,10 +133,24 @@ class Producers:
                     continue
                 self.history.complete("ok", process, "send",
                                       {"key": key, "value": value, "offset": offset})
+                if options:  # offset -1: assigned when the broker releases it
+                    with self._lock:
+                        self.delayed_acked.append((key, value, invoke["deliver_after"]))
         except Exception as exc:  # noqa: BLE001 - reported by the runner
             self.errors.append(f"producer {process} crashed: {exc!r}")
         finally:
             producer.close(timeout=0)
+
+
+def _due(options: dict, now_h: float) -> float:
+    """The history time (s) at which a send with ``options`` is due: its wall-clock due
+    time moved onto the history's monotonic clock (both read here, microseconds apart).
+    For ``delay`` it is read just before send(), which reads the wall clock again: the
+    real due time is at most microseconds later (the checker's tolerance covers it)."""
+    wall = time.time()
+    due_wall = options["deliver_at"] / 1000 if "deliver_at" in options \
+        else wall + options["delay"]
+    return round(now_h + (due_wall - wall), 6)
 
 
 def final_read(bootstrap: str, history: HistoryWriter, keys: int,

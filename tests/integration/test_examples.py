@@ -149,7 +149,7 @@ def test_orders_example_survives_killing_an_inventory_instance(cluster: Cluster,
 
 
 def _payments(tmp: Path) -> dict[str, list[tuple[str, int]]]:
-    """payment-workers.ledger: order id -> [(paid|failed, delivery count)] in order."""
+    """payment-workers.ledger: order id -> [(event, delivery count or late ms)] in order."""
     path = tmp / "payment-workers.ledger"
     out: dict[str, list[tuple[str, int]]] = {}
     for line in (path.read_text().splitlines() if path.exists() else []):
@@ -160,6 +160,8 @@ def _payments(tmp: Path) -> dict[str, list[tuple[str, int]]]:
 
 def test_payment_workers_share_orders_and_dead_letter_the_poison_one(cluster: Cluster,
                                                                      tmp_path: Path) -> None:
+    """Then the delayed "cancel if unpaid" messages: the poison order is cancelled, the
+    paid one kept, neither before its time."""
     from raftka import Admin
     services = Services(cluster, tmp_path)
     try:
@@ -190,6 +192,22 @@ def test_payment_workers_share_orders_and_dead_letter_the_poison_one(cluster: Cl
         payments = _payments(tmp_path)
         assert payments["order-000007"] == [("failed", 1), ("failed", 2), ("failed", 3)]
         assert all(payments[o] == [("paid", 1)] for o in good)  # each paid once
+        # (orders 1-30 got cancel messages due in 15 minutes: none came)
+
+        # delayed delivery: two more orders, cancelled if not paid within 3 s; the poison
+        # one (32) is never paid, so its cancel message cancels it; 31 is paid long before
+        # (the workers are running) and kept
+        services.orders(31, 2, "--poison", "32", "--cancel-after", "3")
+        wait_for(lambda: len(_payments(tmp_path).get("order-000031", [])) == 2
+                 and len(_payments(tmp_path).get("order-000032", [])) == 4, 60,
+                 "the cancel messages of orders 31 and 32 to be handled")
+        payments = _payments(tmp_path)
+        (paid, kept), [*failed, cancelled] = payments["order-000031"], payments["order-000032"]
+        assert paid == ("paid", 1) and kept[0] == "kept", payments["order-000031"]
+        assert failed == [("failed", 1), ("failed", 2), ("failed", 3)], failed
+        assert cancelled[0] == "cancelled", payments["order-000032"]
+        # never before its time: the producer, the brokers and the canceller read one clock
+        assert kept[1] >= 0 and cancelled[1] >= 0, (kept, cancelled)
         for instance in ("workers-a", "workers-b"):
             services.procs[instance].send_signal(signal.SIGTERM)
         for instance in ("workers-a", "workers-b"):

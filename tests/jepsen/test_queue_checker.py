@@ -16,11 +16,11 @@ from rkjepsen import checker, history, queue_checker, report
 class Q:
     """Builds a queue history event by event, one time step per event."""
 
-    def __init__(self, attempts: int = 5) -> None:
+    def __init__(self, attempts: int = 5, nemesis: tuple[str, ...] = ()) -> None:
         self.events: list[dict] = []
         self.t = 0.0
         self._event("info", "harness", "config", {"workload": "queue", "attempts": attempts,
-                                                  "consumers": 2})
+                                                  "consumers": 2, "nemesis": list(nemesis)})
 
     def _event(self, type_, process, f, value):
         self.t += 1.0
@@ -211,17 +211,50 @@ def test_delivered_beyond_the_attempts_limit():
     assert problems(r) == {"no-accepts": 1}
 
 
+def delayed(due: float, nemesis: tuple[str, ...] = (), in_final_read: bool = True) -> Q:
+    """A delayed send of 0-0 to key 0 (acked without an offset: -1), due at history time
+    ``due``; polled (completed at t=5), accepted, in the final read at offset 0."""
+    q = Q(nemesis=nemesis)
+    q.send(0, 0, "0-0", -1, deliver_after=due)  # t=2..3
+    q.poll(10, (0, 0, "0-0", 1))  # completes at t=5
+    assert q.events[-1]["time"] == 5.0
+    q.ack(10, 0, accept=[(0, "0-0")])
+    q.state({0: 1}).final(0, [(0, "0-0")] if in_final_read else []).dlq()
+    return q
+
+
 def test_delayed_record_seen_early():
-    q = Q()
-    q.send(0, 0, "0-0", 0, deliver_after=100.0)
-    q.poll(10, (0, 0, "0-0", 1)).ack(10, 0, accept=[(0, "0-0")])
-    q.state({0: 1}).final(0, [(0, "0-0")]).dlq()
-    assert only(q.check()) == {"delayed-early": 1}
-    q = Q()
-    q.send(0, 0, "0-0", 0, deliver_after=2.0)  # due before the poll
-    q.poll(10, (0, 0, "0-0", 1)).ack(10, 0, accept=[(0, "0-0")])
-    q.state({0: 1}).final(0, [(0, "0-0")]).dlq()
-    assert only(q.check()) == {}
+    r = delayed(100.0).check()  # polled 95 s before its time
+    assert only(r) == {"delayed-early": 1}
+    early = r.anomalies["delayed-early"][0]
+    assert early["record"] == [0, 0] and early["early_s"] == 95.0
+    assert r.stats["delayed_acked_sends"] == 1 and r.stats["delayed_deliveries"] == 1
+    assert r.stats["delayed_earliest_margin_s"] == -95.0
+    # found at offset 0 by the final read: the offset-less acked send is that record
+    assert r.stats["acked_sends"] == 1 and problems(r) == {}
+
+
+def test_delayed_record_due_before_the_poll_or_within_the_clock_tolerance():
+    assert only(delayed(2.0).check()) == {}  # due before the poll
+    tolerance = queue_checker.CLOCK_TOLERANCE_S
+    assert only(delayed(5.0 + tolerance * 0.8).check()) == {}
+    assert only(delayed(5.0 + tolerance * 1.2).check()) == {"delayed-early": 1}
+
+
+def test_a_skewed_clock_widens_the_tolerance_of_delayed_records():
+    # the clock nemesis moves a leader's clock up to CLOCK_SKEW_MAX_S: it may release
+    # that much early, which is not an anomaly of the broker
+    assert only(delayed(100.0, nemesis=("partition", "clock")).check()) == {}
+    late = 5.0 + queue_checker.CLOCK_SKEW_MAX_S + 1
+    assert only(delayed(late, nemesis=("clock",)).check()) == {"delayed-early": 1}
+
+
+def test_acked_delayed_send_missing_from_the_final_read_is_lost():
+    r = delayed(2.0, in_final_read=False).check()
+    assert only(r) == {"lost-record": 1} and problems(r) == {}
+    lost = r.anomalies["lost-record"][0]
+    assert lost["record"] == [0, -1] and lost["value"] == "0-0"
+    assert "delayed send missing" in lost["why"]
 
 
 def test_wrong_value_unknown_value_and_aborted_read():

@@ -1,7 +1,8 @@
 """The short queue run of `make test` (issue 14): share-group workers on a real 3-node
 cluster in network namespaces under partitions, kill -9 and SIGSTOP for 20 s, with poison
 records (rejected to the dead-letter topic), records that always fail (dead-lettered when
-their attempts run out) and workers killed while they hold records; the queue checker must
+their attempts run out), delayed records (none may be polled before its time) and workers
+killed while they hold records; the queue checker must
 find no anomaly in a history that proves something (minimum counts from report.json).
 
 Needs root, iproute2 and nftables; skipped only when not root, as the log workload's short
@@ -30,6 +31,7 @@ ACKED_SENDS_MIN = 300
 ACCEPTED_MIN = 200
 DEAD_LETTERED_MIN = 3
 CRASHES_HOLDING_MIN = 2
+DELAYED_MIN = 10  # a tenth of the sends are delayed
 FAULTS_MIN = 2
 
 
@@ -70,6 +72,8 @@ def test_queue_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
         summary
     assert summary["redeliveries"] >= 1, summary
     assert summary["crashes_holding_records"] >= CRASHES_HOLDING_MIN, summary
+    assert summary["delayed_acked_sends"] >= DELAYED_MIN, summary
+    assert summary["delayed_deliveries"] >= DELAYED_MIN, summary  # (lost ones: lost-record)
     assert summary["final_read_keys"] == list(range(KEYS)), summary
     assert summary["faults_injected"] >= FAULTS_MIN, summary
     assert "VALID: no anomaly in" in text
