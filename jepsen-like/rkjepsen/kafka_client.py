@@ -27,6 +27,7 @@ nemesis, replica comparison) still uses gRPC.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -43,8 +44,15 @@ _COMMIT_REFUSED = ("ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "REBALANCE_IN_PROG
                    "FENCED_INSTANCE_ID")
 
 
+# librdkafka's own log lines (a killed node's "Connection refused", ...) go here, not to
+# the harness's terminal: the history records every outcome. A consumer process's go to
+# its consumer-N.log.
+_LIBRDKAFKA_LOG = logging.getLogger("rkjepsen.librdkafka")
+_LIBRDKAFKA_LOG.addHandler(logging.NullHandler())  # in the harness: nowhere (no root handler)
+
+
 def _common(bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "log_level": 3,
+    return {"bootstrap.servers": bootstrap, "log_level": 3, "logger": _LIBRDKAFKA_LOG,
             # partitions and kills: find a new leader fast, reconnect fast
             "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 2000, "socket.timeout.ms": 5000}
@@ -193,6 +201,7 @@ def consumer_main(argv: list[str] | None = None) -> int:
 
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     h = HistoryWriter(args.history, args.t0)

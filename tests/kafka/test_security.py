@@ -157,10 +157,26 @@ def test_scram_producer_writes_where_allowed_and_gets_topic_authorization_failed
         consumer.close()
 
 
-def test_a_wrong_password_fails_authentication(secured: tuple[Cluster, Pki]) -> None:
+def test_scram_sha512_producer_writes_with_the_keys_stored_when_the_user_was_created(
+        secured: tuple[Cluster, Pki]) -> None:
+    """alice was created through the gRPC door: her SHA-512 keys were stored with her
+    SHA-256 ones, so librdkafka's SCRAM-SHA-512 exchange proves her password."""
+    cluster, pki = secured
+    producer = Producer(quiet({**_sasl(pki, "SCRAM-SHA-512"),
+                               "bootstrap.servers": cluster.kafka_bootstrap}))
+    delivered: list = []
+    producer.produce("granted", b"v-512", key=b"k512",
+                     on_delivery=lambda err, msg: delivered.append(err))
+    assert producer.flush(20) == 0
+    assert delivered == [None]
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_wrong_password_fails_authentication(secured: tuple[Cluster, Pki],
+                                               mechanism: str) -> None:
     cluster, pki = secured
     errors: list[KafkaError] = []
-    admin = AdminClient({**_sasl(pki, "SCRAM-SHA-256", "wrong"), "log_level": 0,
+    admin = AdminClient({**_sasl(pki, mechanism, "wrong"), "log_level": 0,
                          "bootstrap.servers": cluster.kafka[1], "error_cb": errors.append})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=2)
