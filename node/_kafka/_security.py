@@ -372,6 +372,16 @@ def _consumer_group_heartbeat(r: Any, v: int) -> Iterable[Check]:
         yield ("READ", "TOPIC", t)
 
 
+def _share_group_heartbeat(r: Any, v: int) -> Iterable[Check]:
+    yield ("READ", "GROUP", r.group_id)
+    for t in sorted(set(r.subscribed_topic_names or ())):
+        yield ("READ", "TOPIC", t)
+
+
+def _share_group(r: Any, v: int) -> Iterable[Check]:
+    return (("READ", "GROUP", r.group_id or ""),)
+
+
 def _init_producer_id(r: Any, v: int) -> Iterable[Check]:
     if r.transactional_id is None:
         return (("IDEMPOTENT_WRITE", "CLUSTER", CLUSTER_NAME),)
@@ -431,6 +441,10 @@ APIS: dict[int, tuple[str, Any]] = {
     47: (REQUEST, _offset_delete),
     60: (REQUEST, _cluster("DESCRIBE")),
     68: (REQUEST, _consumer_group_heartbeat),
+    76: (REQUEST, _share_group_heartbeat),
+    77: (IN_HANDLER, "DESCRIBE GROUP per group"),
+    78: (REQUEST, _share_group),  # and READ TOPIC per topic in the handler
+    79: (REQUEST, _share_group),  # and READ TOPIC per topic in the handler
 }
 
 

@@ -268,10 +268,10 @@ def test_a_producer_over_its_quota_is_throttled(secured: tuple[Cluster, Pki]) ->
 def test_every_served_api_has_an_authorization_rule() -> None:
     """The listener refuses an API without a rule (fail closed); this keeps a new API from
     being served without its checks."""
-    from raftka.node._kafka._apis import SASL_APIS, SUPPORTED, TXN_APIS
+    from raftka.node._kafka._apis import SASL_APIS, SHARE_APIS, SUPPORTED, TXN_APIS
     from raftka.node._kafka._security import APIS
 
-    assert set(SUPPORTED) | set(SASL_APIS) | set(TXN_APIS) <= set(APIS)
+    assert set(SUPPORTED) | set(SASL_APIS) | set(TXN_APIS) | set(SHARE_APIS) <= set(APIS)
 
 
 def test_an_unauthenticated_connection_may_only_ask_api_versions_and_sasl(

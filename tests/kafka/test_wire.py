@@ -13,7 +13,7 @@ from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 
 from raftka.node._kafka import SUPPORTED
-from raftka.node._kafka._apis import TXN_APIS
+from raftka.node._kafka._apis import SHARE_APIS, TXN_APIS
 from raftka.node._kafka._codec import build
 from tests.harness import Cluster
 
@@ -80,7 +80,7 @@ def test_api_versions_advertises_exactly_the_served_versions(kafka_cluster: Clus
     assert header.correlation_id == 7
     assert body.error_code == ErrorCode.none
     assert {k.api_key: (k.min_version, k.max_version) for k in body.api_keys} == {
-        key: (lo, hi) for key, (_, lo, hi) in {**SUPPORTED, **TXN_APIS}.items()}
+        key: (lo, hi) for key, (_, lo, hi) in {**SUPPORTED, **TXN_APIS, **SHARE_APIS}.items()}
 
 
 def test_api_versions_at_an_unknown_version_gets_unsupported_version_and_the_list(
@@ -140,7 +140,7 @@ def test_every_served_api_version_answers_a_minimal_request(kafka_cluster: Clust
     special = {0: {"acks": 1, "timeout": 1000}, 1: {"max_wait": 0}}
     with _connect(kafka_cluster) as s:
         cid = 1000
-        for api_key, (name, low, high) in sorted({**SUPPORTED, **TXN_APIS}.items()):
+        for api_key, (name, low, high) in sorted({**SUPPORTED, **TXN_APIS, **SHARE_APIS}.items()):
             for version in range(low, high + 1):
                 cid += 1
                 s.sendall(_request(api_key, version, cid, special.get(api_key, {})))
