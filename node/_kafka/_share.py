@@ -295,7 +295,7 @@ class KafkaShareGroups:
         group_id, member_id = request.group_id or "", request.member_id or ""
         wanted, refused = self._checked_partitions(request.topics, ctx, "ShareFetch")
         if request.share_session_epoch == 0 and any(
-                p.acknowledgement_batches for p in wanted.values()):
+                p.acknowledgement_batches for t in request.topics for p in t.partitions):
             return {"error_code": K.invalid_request, "error_message": "a ShareFetch that "
                     "opens a share session (epoch 0) carries no acknowledgements",
                     "responses": []}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import uuid
 
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
@@ -198,3 +199,28 @@ def test_errors_clients_act_on_come_with_the_kafka_codes(kafka_cluster: Cluster)
         s.sendall(_request(9, 7, 7, {"group_id": "wire-g", "topics": None}))
         _, answer = _answer(_read_frame(s), 9, 7)
         assert answer.error_code == ErrorCode.not_coordinator
+
+
+def test_share_sessions_follow_kip_932_epochs(kafka_cluster: Cluster) -> None:
+    """ShareFetch (78) without a session, at the wrong epoch, and with acknowledgements in
+    the opening request: the KIP-932 errors, a kio-built request each."""
+    base = {"group_id": "wire-share", "member_id": "m-1", "max_wait": 0, "min_bytes": 1,
+            "max_records": 10, "batch_size": 10, "topics": [], "forgotten_topics_data": []}
+
+    def fetch(s: socket.socket, cid: int, epoch: int, **extra):
+        s.sendall(_request(78, 1, cid, {**base, "share_session_epoch": epoch, **extra}))
+        header, body = _answer(_read_frame(s), 78, 1)
+        assert header.correlation_id == cid
+        return body
+
+    with _connect(kafka_cluster) as s:
+        assert fetch(s, 1, 3).error_code == ErrorCode.share_session_not_found
+        assert fetch(s, 2, 0).error_code == ErrorCode.none  # opens: next epoch is 1
+        assert fetch(s, 3, 2).error_code == ErrorCode.invalid_share_session_epoch
+        assert fetch(s, 4, 1).error_code == ErrorCode.none
+        opening_with_acks = fetch(s, 5, 0, topics=[{
+            "topic_id": uuid.uuid4(), "partitions": [{
+                "partition_index": 0, "acknowledgement_batches": [
+                    {"first_offset": 0, "last_offset": 0, "acknowledge_types": [1]}]}]}])
+        assert opening_with_acks.error_code == ErrorCode.invalid_request
+    assert "Traceback" not in kafka_cluster.logs()
