@@ -295,3 +295,46 @@ def test_an_unauthenticated_connection_may_only_ask_api_versions_and_sasl(
         s.sendall(_request(3, 12, 2, {"topics": None}))
         with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
             _read_frame(s)
+
+
+def test_share_groups_go_through_the_same_acls(secured: tuple[Cluster, Pki]) -> None:
+    """KIP-932 over SASL: alice may READ groups ``g-*`` and topic 'granted', so her share
+    consumer in ``g-share`` gets its records; in a group she may not read, the heartbeat is
+    refused with GROUP_AUTHORIZATION_FAILED and nothing is delivered."""
+    from confluent_kafka import ShareConsumer
+
+    cluster, pki = secured
+    producer = Producer(quiet({**_sasl(pki, "SCRAM-SHA-256"),
+                               "bootstrap.servers": cluster.kafka_bootstrap}))
+    producer.produce("granted", b"v-share")
+    assert producer.flush(20) == 0
+    allowed = ShareConsumer(quiet({**_sasl(pki, "SCRAM-SHA-256"), "group.id": "g-share",
+                                   "bootstrap.servers": cluster.kafka_bootstrap}))
+    try:
+        allowed.subscribe(["granted"])
+        deadline = time.monotonic() + 60
+        got: list = []
+        problems: list = []
+        while not got and time.monotonic() < deadline:
+            for m in allowed.poll(1.0) or []:
+                (got if m.error() is None else problems).append(m)
+        assert got and all(m.topic() == "granted" for m in got), \
+            [m.error() for m in problems]
+    finally:
+        allowed.close()
+    refused = ShareConsumer(quiet({**_sasl(pki, "SCRAM-SHA-256"), "group.id": "h-share",
+                                   "bootstrap.servers": cluster.kafka_bootstrap}))
+    try:
+        refused.subscribe(["granted"])
+        errors: list = []
+        deadline = time.monotonic() + 30
+        while not errors and time.monotonic() < deadline:
+            try:
+                for m in refused.poll(1.0) or []:
+                    assert m.error() is not None, "a record delivered to a denied group"
+                    errors.append(m.error())
+            except KafkaException as exc:
+                errors.append(exc.args[0])
+        assert errors and errors[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, errors
+    finally:
+        refused.close()
