@@ -224,3 +224,45 @@ def test_share_sessions_follow_kip_932_epochs(kafka_cluster: Cluster) -> None:
                     {"first_offset": 0, "last_offset": 0, "acknowledge_types": [1]}]}]}])
         assert opening_with_acks.error_code == ErrorCode.invalid_request
     assert "Traceback" not in kafka_cluster.logs()
+
+
+def test_share_group_heartbeat_assigns_every_partition_and_describe_lists_the_member(
+        kafka_cluster: Cluster) -> None:
+    """ShareGroupHeartbeat (76) and ShareGroupDescribe (77) at the group's coordinator:
+    a member joins with its own id, gets every partition (topics by id) at epoch 1, keeps
+    the epoch while nothing changes, is described, and leaves with epoch -1."""
+    kafka_cluster.create_topic("wire-share", partitions=2)
+    group = "wire-share-group"
+    with _connect(kafka_cluster) as s:
+        s.sendall(_request(10, 4, 1, {"key_type": 0, "coordinator_keys": [group]}))
+        _, found = _answer(_read_frame(s), 10, 4)
+    [coordinator] = found.coordinators
+    node = next(n for n, a in kafka_cluster.kafka.items()
+                if a.endswith(f":{coordinator.port}"))
+    with _connect(kafka_cluster, node) as s:
+        s.sendall(_request(3, 12, 9, {"topics": [{"name": "wire-share",
+                                                  "topic_id": uuid.UUID(int=0)}]}))
+        _, metadata = _answer(_read_frame(s), 3, 12)
+        topic_id = metadata.topics[0].topic_id
+
+        def heartbeat(cid: int, epoch: int, topics):
+            s.sendall(_request(76, 1, cid, {"group_id": group, "member_id": "m-1",
+                                            "member_epoch": epoch,
+                                            "subscribed_topic_names": topics}))
+            header, body = _answer(_read_frame(s), 76, 1)
+            assert header.correlation_id == cid and body.error_code == ErrorCode.none, body
+            return body
+
+        joined = heartbeat(1, 0, ["wire-share"])
+        assert joined.member_epoch == 1
+        assert [(tp.topic_id, sorted(tp.partitions))
+                for tp in joined.assignment.topic_partitions] == [(topic_id, [0, 1])]
+        assert heartbeat(2, 1, None).member_epoch == 1  # null: the same subscription
+        s.sendall(_request(77, 1, 3, {"group_ids": [group, "no-such-share-group"],
+                                      "include_authorized_operations": False}))
+        _, described = _answer(_read_frame(s), 77, 1)
+        ours, unknown = described.groups
+        assert ours.error_code == ErrorCode.none and unknown.error_code != ErrorCode.none
+        [member] = ours.members
+        assert (member.member_id, member.subscribed_topic_names) == ("m-1", ("wire-share",))
+        assert heartbeat(4, -1, None).member_epoch == -1
