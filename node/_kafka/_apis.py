@@ -365,8 +365,11 @@ class KafkaApis:
             metrics.produce_latency[level].observe(time.perf_counter() - started)
             return None
         by_topic: dict[str, list[dict]] = {}
-        results = await asyncio.gather(*(self._produced(*item, acks, timeout_s)
-                                         for item in pending))
+        if len(pending) == 1:  # the usual request: no task for gather to make
+            results = [await self._produced(*pending[0], acks, timeout_s)]
+        else:
+            results = await asyncio.gather(*(self._produced(*item, acks, timeout_s)
+                                             for item in pending))
         elapsed = time.perf_counter() - started
         for _ in pending:  # one per partition request, as the gRPC door counts them
             metrics.produce_latency[level].observe(elapsed)
