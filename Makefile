@@ -103,7 +103,8 @@ JEPSEN_NEMESIS ?= partition,kill,pause,disk
 jepsen: $(STAMP) jepsen-deps
 	jepsen-like/run --nemesis $(JEPSEN_NEMESIS) --time $(JEPSEN_TIME) --nodes $(JEPSEN_NODES) \
 	    $(if $(JEPSEN_SEED),--seed $(JEPSEN_SEED)) $(if $(JEPSEN_OUT),--out $(JEPSEN_OUT)) \
-	    $(if $(JEPSEN_WORKLOAD),--workload $(JEPSEN_WORKLOAD))
+	    $(if $(JEPSEN_WORKLOAD),--workload $(JEPSEN_WORKLOAD)) \
+	    $(if $(JEPSEN_CLIENT),--client $(JEPSEN_CLIENT))
 
 # Raftka vs NATS JetStream (bench/, issue 7). Go and nats.go come from Debian (installed only
 # when missing); nats-server, nats-py, matplotlib, tqdm and py-spy from the `bench` extra.

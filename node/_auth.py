@@ -12,7 +12,8 @@ Principals are ``User:<name>``.
   gives the name; no match means the certificate maps to no principal (refused).
 - **Password** (``password``): metadata ``raftka-username`` and ``raftka-password`` (send
   them only over TLS). Checked against the user's SCRAM-SHA-256 credential in the
-  controller state: PBKDF2-HMAC-SHA256(password, salt, iterations) gives the salted
+  controller state (users also hold SCRAM-SHA-512 keys, for the Kafka listener's
+  SCRAM-SHA-512, when their password was set since those are stored): PBKDF2-HMAC-SHA256(password, salt, iterations) gives the salted
   password; ``H(HMAC(salted, "Client Key"))`` must equal the stored key. A password is
   never stored: users hold salt, iteration count, stored key and server key (RFC 5802).
   Verifications are cached per (user, password) under a keyed hash (never the password
@@ -48,21 +49,32 @@ FAILURE_CACHE_S = 1.0  # a wrong password is answered from cache for this long
 
 
 # ----------------------------------------------------------------------- SCRAM
-def _salted(password: str, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+def _salted(password: str, salt: bytes, iterations: int, digest: str = "sha256") -> bytes:
+    return hashlib.pbkdf2_hmac(digest, password.encode("utf-8"), salt, iterations)
+
+
+def _scram_keys(password: str, salt: bytes, iterations: int, digest: str) -> tuple[str, ...]:
+    """RFC 5802's stored form: base64 (salt, H(HMAC(salted, "Client Key")),
+    HMAC(salted, "Server Key")) with ``digest`` as H."""
+    salted = _salted(password, salt, iterations, digest)
+    client_key = hmac.digest(salted, b"Client Key", digest)
+    server_key = hmac.digest(salted, b"Server Key", digest)
+    b64 = base64.b64encode
+    return (b64(salt).decode(), b64(hashlib.new(digest, client_key).digest()).decode(),
+            b64(server_key).decode())
 
 
 def scram_credential(name: str, password: str, iterations: int = SCRAM_ITERATIONS_MIN,
-                     salt: bytes | None = None) -> UserCredential:
-    """The stored credential for ``password`` (a fresh random salt unless given)."""
-    salt = os.urandom(SALT_BYTES) if salt is None else salt
-    salted = _salted(password, salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-    b64 = base64.b64encode
-    return UserCredential(name, SCRAM_MECHANISM, iterations, b64(salt).decode(),
-                          b64(hashlib.sha256(client_key).digest()).decode(),
-                          b64(server_key).decode())
+                     salt: bytes | None = None, sha512: bool = True) -> UserCredential:
+    """The stored credential for ``password``: SCRAM-SHA-256 keys (PLAIN, the gRPC door,
+    SCRAM-SHA-256) and, with ``sha512``, SCRAM-SHA-512 keys (the Kafka listener's
+    SCRAM-SHA-512) under a salt of their own; fresh random salts unless ``salt`` is given
+    (then both use it). Never the password."""
+    sha256_keys = _scram_keys(password, os.urandom(SALT_BYTES) if salt is None else salt,
+                              iterations, "sha256")
+    sha512_keys = _scram_keys(password, os.urandom(SALT_BYTES) if salt is None else salt,
+                              iterations, "sha512") if sha512 else ("", "", "")
+    return UserCredential(name, SCRAM_MECHANISM, iterations, *sha256_keys, *sha512_keys)
 
 
 def verify_password(user: UserCredential, password: str) -> bool:
@@ -207,7 +219,7 @@ class Authenticator:
         return f"User:{username}"
 
 
-_DUMMY_USER = scram_credential("-", "-", salt=b"\0" * SALT_BYTES)
+_DUMMY_USER = scram_credential("-", "-", salt=b"\0" * SALT_BYTES, sha512=False)
 
 
 def _bad_password() -> BrokerError:

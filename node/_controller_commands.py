@@ -133,6 +133,9 @@ class PutUser(NamedTuple):
     stored_key: str  # base64
     server_key: str  # base64
     replace: bool  # False: USER_EXISTS if the user exists
+    # SCRAM-SHA-512 (salt, stored key, server key), base64; ("", "", "") in commands
+    # written before they were stored (the keys are absent from such a command)
+    sha512: tuple[str, str, str] = ("", "", "")
 
 
 class DeleteUser(NamedTuple):
@@ -271,13 +274,22 @@ def encode_allocate_producer_ids(count: int) -> bytes:
 
 
 def encode_put_user(name: str, mechanism: str, iterations: int, salt: str, stored_key: str,
-                    server_key: str, replace: bool = False) -> bytes:
-    """The command that creates a user (or changes its credential: ``replace``)."""
-    return canonical_json({
+                    server_key: str, replace: bool = False,
+                    sha512: tuple[str, str, str] = ("", "", "")) -> bytes:
+    """The command that creates a user (or changes its credential: ``replace``).
+    ``sha512``: the SCRAM-SHA-512 salt, stored key and server key (base64), written as
+    ``sha512_salt``, ``sha512_stored_key`` and ``sha512_server_key`` only when given."""
+    cmd = {
         "v": COMMAND_VERSION, "op": OP_PUT_USER, "name": name, "mechanism": mechanism,
         "iterations": iterations, "salt": salt, "stored_key": stored_key,
         "server_key": server_key, "replace": replace,
-    })
+    }
+    if any(sha512):
+        cmd.update(zip(_SHA512_KEYS, sha512))
+    return canonical_json(cmd)
+
+
+_SHA512_KEYS = ("sha512_salt", "sha512_stored_key", "sha512_server_key")
 
 
 def encode_set_quota(entity: str, produce_bytes_per_s: int, fetch_bytes_per_s: int,
@@ -370,7 +382,8 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_ADD_PARTITIONS: (frozenset({"name", "partitions"}), frozenset()),
     OP_ALTER_TOPIC_CONFIGS: (frozenset({"name", "set", "delete"}), frozenset()),
     OP_PUT_USER: (frozenset({"name", "mechanism", "iterations", "salt", "stored_key",
-                             "server_key", "replace"}), frozenset()),
+                             "server_key", "replace"}),
+                  frozenset({"sha512_salt", "sha512_stored_key", "sha512_server_key"})),
     OP_DELETE_USER: (frozenset({"name"}), frozenset()),
     OP_CREATE_ACLS: (frozenset({"acls"}), frozenset()),
     OP_DELETE_ACLS: (frozenset({"acls"}), frozenset()),
@@ -433,7 +446,8 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return PutUser(_str_field(obj, "name"), _str_field(obj, "mechanism"),
                        _int_field(obj, "iterations"), _str_field(obj, "salt"),
                        _str_field(obj, "stored_key"), _str_field(obj, "server_key"),
-                       _bool_field(obj, "replace"))
+                       _bool_field(obj, "replace"),
+                       tuple(_str_field(obj, k) if k in obj else "" for k in _SHA512_KEYS))
     if op == OP_DELETE_USER:
         return DeleteUser(_str_field(obj, "name"))
     if op == OP_CREATE_ACLS:

@@ -10,7 +10,10 @@ cluster started with, sorted) and ``nodes`` (every registered node, sorted by id
 node, initial and joined. Version 4 adds ``decommissioning`` and ``removed_nodes`` (sorted node ids),
 ``reassign_throttle_bytes_per_s``, and a partition moving is ``[group_id, replicas,
 target, cancelled]`` (one that is not stays ``[group_id, replicas]``). Version 3 adds ``users`` (sorted by name: name, mechanism, iterations and
-the base64 salt, stored key and server key; never a password), ``acls`` (sorted, each
+the base64 salt, stored key and server key; never a password; a user whose password was set
+since SCRAM-SHA-512 credentials are stored also has ``sha512_salt``, ``sha512_stored_key``
+and ``sha512_server_key``, absent otherwise, so a snapshot without such users is read by
+the previous release), ``acls`` (sorted, each
 an object of the ``ACL_FIELDS`` strings) and ``quotas`` (sorted by entity). Version 2 (still read, as no users and no ACLs):
 a topic's ``configs`` are the configs set on it. Version 1 (still read): they were every
 config known then, defaults filled; a value equal to its default is read as not set
@@ -82,7 +85,19 @@ def _encode_quota(entity: str, limits: QuotaLimits) -> dict:
     if not limits.requests_per_s:
         del quota["requests_per_s"]
     return quota
-_USER_KEYS: Final = frozenset(UserCredential._fields)
+_SHA512_USER_KEYS: Final = frozenset({"sha512_salt", "sha512_stored_key", "sha512_server_key"})
+_USER_KEYS: Final = frozenset(UserCredential._fields) - _SHA512_USER_KEYS
+# the SCRAM-SHA-512 keys are written only for users that have them, so snapshots of users
+# whose passwords were set before (and every older snapshot) keep the version-3 user layout
+_USER_KEYS_WITH_SHA512: Final = _USER_KEYS | _SHA512_USER_KEYS
+
+
+def _encode_user(user: UserCredential) -> dict:
+    raw = user._asdict()
+    if not user.sha512_salt:
+        for key in _SHA512_USER_KEYS:
+            del raw[key]
+    return raw
 _TOPIC_KEYS: Final = frozenset(
     {"name", "topic_id", "internal", "replication_factor", "configs", "partitions"}
 )
@@ -108,7 +123,7 @@ def encode_snapshot(state: ControllerState) -> bytes:
                 }
                 for meta in state.topics_sorted()
             ],
-            "users": [user._asdict() for _, user in sorted(state.users.items())],
+            "users": [_encode_user(user) for _, user in sorted(state.users.items())],
             "acls": [dict(zip(ACL_FIELDS, acl)) for acl in state.acls],
             "quotas": [_encode_quota(entity, limits)
                        for entity, limits in sorted(state.quotas.items())],
@@ -198,8 +213,9 @@ def decode_snapshot(data: bytes) -> ControllerState:
                                                 raw["fetch_bytes_per_s"], requests)
         _require(isinstance(obj["users"], list), "users must be a list")
         for raw in obj["users"]:
-            _exact_keys(raw, _USER_KEYS, "a user")
-            _require(all(isinstance(raw[k], str) for k in _USER_KEYS - {"iterations"})
+            keys = _USER_KEYS_WITH_SHA512 if "sha512_salt" in raw else _USER_KEYS
+            _exact_keys(raw, keys, "a user")
+            _require(all(isinstance(raw[k], str) for k in keys - {"iterations"})
                      and _is_int(raw["iterations"]), "a user's fields are strings and "
                      "an integer iteration count")
             users.append(UserCredential(**raw))

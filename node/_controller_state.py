@@ -232,6 +232,11 @@ class UserCredential(NamedTuple):
     salt: str  # base64, at least 16 bytes
     stored_key: str  # base64 of H(HMAC(SaltedPassword, "Client Key")), 32 bytes
     server_key: str  # base64 of HMAC(SaltedPassword, "Server Key"), 32 bytes
+    # SCRAM-SHA-512 (Kafka listener), same iteration count, its own salt; "" for users
+    # whose password was set before SHA-512 credentials were stored (SHA-256 only)
+    sha512_salt: str = ""  # base64, at least 16 bytes
+    sha512_stored_key: str = ""  # base64, 64 bytes
+    sha512_server_key: str = ""  # base64, 64 bytes
 
 
 def user_error(user: UserCredential) -> str | None:
@@ -243,8 +248,14 @@ def user_error(user: UserCredential) -> str | None:
         return f"mechanism must be {SCRAM_MECHANISM}, got {user.mechanism[:50]!r}"
     if not SCRAM_ITERATIONS_MIN <= user.iterations <= SCRAM_ITERATIONS_MAX:
         return f"iterations must be from {SCRAM_ITERATIONS_MIN} to {SCRAM_ITERATIONS_MAX}"
-    for field, size_min, size_max in (("salt", 16, 64), ("stored_key", 32, 32),
-                                      ("server_key", 32, 32)):
+    sha512 = (user.sha512_salt, user.sha512_stored_key, user.sha512_server_key)
+    if any(sha512) and not all(sha512):
+        return "the SCRAM-SHA-512 salt, stored key and server key go together"
+    checks = [("salt", 16, 64), ("stored_key", 32, 32), ("server_key", 32, 32)]
+    if all(sha512):
+        checks += [("sha512_salt", 16, 64), ("sha512_stored_key", 64, 64),
+                   ("sha512_server_key", 64, 64)]
+    for field, size_min, size_max in checks:
         try:
             raw = base64.b64decode(getattr(user, field), validate=True)
         except (binascii.Error, ValueError):
@@ -877,7 +888,7 @@ class ControllerState:
 
     def _validate_put_user(self, cmd: PutUser) -> PutUser | ApplyResult:
         reason = user_error(UserCredential(cmd.name, cmd.mechanism, cmd.iterations, cmd.salt,
-                                           cmd.stored_key, cmd.server_key))
+                                           cmd.stored_key, cmd.server_key, *cmd.sha512))
         if reason is not None:
             return _error(errors_pb2.INVALID_REQUEST, reason)
         if cmd.name in self._users and not cmd.replace:
@@ -902,7 +913,8 @@ class ControllerState:
     def _put_user(self, cmd: PutUser) -> ApplyResult:
         existed = cmd.name in self._users
         self._users[cmd.name] = UserCredential(cmd.name, cmd.mechanism, cmd.iterations,
-                                               cmd.salt, cmd.stored_key, cmd.server_key)
+                                               cmd.salt, cmd.stored_key, cmd.server_key,
+                                               *cmd.sha512)
         return _ok(f"{'changed the password of' if existed else 'created'} user {cmd.name!r}")
 
     def _delete_user(self, cmd: DeleteUser) -> ApplyResult:

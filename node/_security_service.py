@@ -159,7 +159,9 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
             cred = await asyncio.to_thread(scram_credential, request.name, request.password,
                                            iterations)
             return encode_put_user(cred.name, cred.mechanism, cred.iterations, cred.salt,
-                                   cred.stored_key, cred.server_key, request.replace)
+                                   cred.stored_key, cred.server_key, request.replace,
+                                   (cred.sha512_salt, cred.sha512_stored_key,
+                                    cred.sha512_server_key))
         before = self.broker.controller.state.users.get(request.name)
         await self._propose(context, "CreateUser", request, f"CreateUser {request.name}",
                             command)

@@ -196,7 +196,7 @@ async def serve(config: NodeConfig) -> int:
     kafka = None
     if config.kafka_listen:
         kafka_apis = KafkaApis(broker, broker_service, admin_service, groups, security,
-                               txns)
+                               txns, shares)
         try:
             kafka = KafkaListener(broker, kafka_apis, kafka_ssl_context(config))
             if not config.tls_cert:

@@ -65,6 +65,9 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
                    help="log: producers and a consumer group (Jepsen's Kafka test); "
                         "queue: producers and share-group workers with poison records and "
                         "a dead-letter topic (see README)")
+    p.add_argument("--client", default="grpc", choices=("grpc", "kafka"),
+                   help="grpc: our client; kafka: confluent-kafka through the nodes' Kafka "
+                        "listeners (the log workload only; see README)")
     p.add_argument("--nemesis", default="partition,kill,pause,disk",
                    help="comma-separated: partition, kill, pause, clock, disk (or none); "
                         "default partition,kill,pause,disk")
@@ -91,6 +94,8 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
         args.nemeses = parse_nemeses(args.nemesis)
     except ValueError as exc:
         p.error(str(exc))
+    if args.client == "kafka" and args.workload != "log":
+        p.error("--client kafka runs the log workload only")
     if args.replication_factor > args.nodes:
         p.error("--replication-factor cannot exceed --nodes")
     if args.seed is None:
@@ -114,7 +119,8 @@ def run_main(argv: list[str]) -> int:
         return 3
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=False)
-    cluster = NetCluster(args.nodes, out, faketime="clock" in args.nemeses)
+    cluster = NetCluster(args.nodes, out, faketime="clock" in args.nemeses,
+                         kafka=args.client == "kafka")
     atexit.register(cluster.close)
 
     def on_signal(signum, frame):
@@ -214,7 +220,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     main_hist.event("info", "harness", "config", {
         "nodes": args.nodes, "nemesis": args.nemeses, "time_s": args.time, "seed": args.seed,
         "keys": args.keys, "producers": args.producers, "consumers": args.consumers,
-        "workload": args.workload,
+        "workload": args.workload, "client": args.client,
         **({"attempts": queue.ATTEMPTS, "lock_ms": queue.LOCK_MS, "poison": queue.POISON_P,
             "failing": queue.FAILING_P, "delayed": queue.DELAYED_P,
             "delay_max_s": queue.DELAY_MAX_S} if args.workload == "queue" else {})})
@@ -227,6 +233,10 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     print(f"cluster up in {time.monotonic() - t0:.1f}s: {cluster.bootstrap}", flush=True)
 
     rng = random.Random(args.seed ^ 0x5EED)
+    kafka = args.client == "kafka"
+    if kafka:
+        from rkjepsen import kafka_client
+    workload_bootstrap = cluster.kafka_bootstrap if kafka else cluster.bootstrap
     env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{REPO}")
     next_consumer = [1000]
 
@@ -234,11 +244,12 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         pid = next_consumer[0]
         next_consumer[0] += 1
         log = open(out / f"consumer-{pid}.log", "ab")
-        module = "rkjepsen.queue" if args.workload == "queue" else "rkjepsen.workload"
+        module = "rkjepsen.queue" if args.workload == "queue" else \
+            "rkjepsen.kafka_client" if kafka else "rkjepsen.workload"
         extra = ["--seed", str(args.seed), "--drain-flag", str(out / "draining")] \
             if args.workload == "queue" else []
         consumers[pid] = subprocess.Popen(
-            [sys.executable, "-m", module, "--bootstrap", cluster.bootstrap,
+            [sys.executable, "-m", module, "--bootstrap", workload_bootstrap,
              "--process", str(pid), "--history", str(out / f"history.consumer-{pid}.jsonl"),
              "--t0", repr(t0), *extra], cwd=REPO, env=env, stdout=log, stderr=log)
         log.close()
@@ -246,10 +257,13 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     for _ in range(args.consumers):
         spawn_consumer()
 
-    producers = Producers(cluster.bootstrap, main_hist, args.producers, args.keys,
+    producers = Producers(workload_bootstrap, main_hist, args.producers, args.keys,
                           seed=args.seed, value_suffix=queue.value_suffix
                           if args.workload == "queue" else None,
-                          delivery=queue.delivery if args.workload == "queue" else None)
+                          delivery=queue.delivery if args.workload == "queue" else None,
+                          **({"make_producer": kafka_client.make_producer,
+                              "definitely_not_sent": kafka_client.definitely_not_sent}
+                             if kafka else {}))
     producers.start()
     nemesis = Nemesis(cluster, main_hist, args.nemeses, args.interval, args.seed,
                       _leader_finder(cluster), args.keys)
@@ -336,7 +350,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
             proc.wait()
             main_hist.event("info", pid, "crash", {"signal": "SIGKILL (did not stop)"})
     consumers.clear()
-    missing = final_read(cluster.bootstrap, main_hist, args.keys)
+    missing = (kafka_client.final_read if kafka else final_read)(
+        workload_bootstrap, main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for keys {missing}")
     extra_topics: tuple[str, ...] = ()

@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_PORT = 7001
+KAFKA_PORT = 9092  # with kafka=True: every node's Kafka listener (jepsen --client kafka)
 CLIENT_HOST = 250
 _CLONE_NEWNET = 0x40000000
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
@@ -81,7 +82,7 @@ class NetCluster:
     """N node namespaces + bridge + client namespace, node processes, and faults."""
 
     def __init__(self, size: int, workdir: Path, *, run_id: str | None = None,
-                 faketime: bool = False, tick_ms: int = 50) -> None:
+                 faketime: bool = False, tick_ms: int = 50, kafka: bool = False) -> None:
         self.size = size
         self.workdir = workdir
         self.run_id = run_id or secrets.token_hex(3)
@@ -92,6 +93,8 @@ class NetCluster:
         self.addresses = {i: f"10.77.0.{i}:{NODE_PORT}" for i in range(1, size + 1)}
         self.faketime = faketime
         self.tick_ms = tick_ms
+        self.kafka_addresses = {i: f"10.77.0.{i}:{KAFKA_PORT}" for i in self.addresses} \
+            if kafka else {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.log_offsets: dict[int, int] = {}  # node -> size of its log at its last start
         self.paused: set[int] = set()
@@ -102,6 +105,10 @@ class NetCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(self.addresses[i] for i in sorted(self.addresses))
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return ",".join(self.kafka_addresses[i] for i in sorted(self.kafka_addresses))
 
     # ------------------------------------------------------------------ network
 
@@ -176,6 +183,9 @@ class NetCluster:
                "--id", str(node_id), "--listen", self.addresses[node_id], "--peers", peers,
                "--data-dir", str(self.data_dir(node_id)), "--tick-ms", str(self.tick_ms),
                "--log-level", "info"]
+        if self.kafka_addresses:
+            cmd += ["--kafka-listen", self.kafka_addresses[node_id], "--kafka-peers",
+                    ",".join(f"{i}={a}" for i, a in sorted(self.kafka_addresses.items()))]
         env = dict(os.environ)
         if self.faketime:
             # Wall clock only (NTP-style skew); monotonic clocks, which drive Raft's ticks,

@@ -61,8 +61,14 @@ class Producers:
     def __init__(self, bootstrap: str, history: HistoryWriter, count: int, keys: int,
                  seed: int, delivery_timeout_ms: int = 8000,
                  value_suffix: Callable[[random.Random], str] | None = None,
-                 delivery: Callable[[random.Random], dict] | None = None) -> None:
+                 delivery: Callable[[random.Random], dict] | None = None,
+                 make_producer: Callable[[str, int], tuple[Any, bool]] = make_producer,
+                 definitely_not_sent: Callable[[BaseException], bool] = _definitely_not_sent
+                 ) -> None:
         self.bootstrap = bootstrap
+        # another client's producer (kafka_client.py): send(...).result(t), close(timeout)
+        self.make_producer = make_producer
+        self.definitely_not_sent = definitely_not_sent
         # the queue workload marks some values (poison, always failing) by a suffix
         self.value_suffix = value_suffix
         # ... and delays some (``delivery``: {} or send()'s ``delay``/``deliver_at``); the
@@ -102,7 +108,8 @@ class Producers:
 
     def _run(self, process: int, seed: int) -> None:
         rng = random.Random(seed)
-        producer, self.idempotent = make_producer(self.bootstrap, self.delivery_timeout_ms)
+        producer, self.idempotent = self.make_producer(self.bootstrap,
+                                                       self.delivery_timeout_ms)
         n = 0
         try:
             while not self._stop.is_set():
@@ -122,13 +129,14 @@ class Producers:
                     fut = producer.send(TOPIC, value.encode(), partition=key, **options)
                     partition, offset = fut.result(self.delivery_timeout_ms / 1000 + 5)
                 except Exception as exc:  # noqa: BLE001 - every failure is an outcome
-                    definite = _definitely_not_sent(exc)
+                    definite = self.definitely_not_sent(exc)
                     self.history.complete("fail" if definite else "info", process, "send",
                                           {"key": key, "value": value,
                                            "error": f"{type(exc).__name__}: {exc}"[:300]})
                     if not definite:  # retire the process (its write may still land)
                         producer.close(timeout=0)
-                        producer, _ = make_producer(self.bootstrap, self.delivery_timeout_ms)
+                        producer, _ = self.make_producer(self.bootstrap,
+                                                         self.delivery_timeout_ms)
                         process, n = self._new_process(), 0
                     continue
                 self.history.complete("ok", process, "send",

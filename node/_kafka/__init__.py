@@ -5,7 +5,8 @@ Modules: ``_listener`` (TCP server, framing, per-connection ordering), ``_codec`
 request parsing, response building), ``_apis`` (one handler per API, ``SUPPORTED`` =
 what ApiVersions advertises), ``_classic`` (the classic group protocol), ``_errors``
 (our error codes as Kafka's), ``_security`` (TLS, SASL, ACL checks and quotas of every
-API), ``_acls`` (the ACL APIs).
+API), ``_acls`` (the ACL APIs), ``_txn`` (the transaction APIs), ``_share`` (KIP-932
+share groups and share sessions).
 """
 
 from ._apis import SUPPORTED, KafkaApis

@@ -47,6 +47,7 @@ from ._codec import encode_data
 from ._consumer_protocol import ConsumerProtocol
 from ._errors import kafka_code
 from ._security import APIS, Connection, Ctx, ListenerSecurity, request_denial
+from ._share import KafkaShareGroups
 from . import _acls
 from ._txn import KafkaTransactions
 
@@ -83,6 +84,13 @@ SUPPORTED: dict[int, tuple[str, int, int]] = {
     29: ("DescribeAcls", 1, 3),
     30: ("CreateAcls", 1, 3),
     31: ("DeleteAcls", 1, 3),
+}
+# served when the node runs share groups (``_share.py``, KIP-932)
+SHARE_APIS: dict[int, tuple[str, int, int]] = {
+    76: ("ShareGroupHeartbeat", 1, 1),
+    77: ("ShareGroupDescribe", 1, 1),
+    78: ("ShareFetch", 1, 1),  # v2: acquire modes and lock renewal (RENEW) are not served
+    79: ("ShareAcknowledge", 1, 1),
 }
 # served when the node runs a transaction coordinator (``_txn.py``)
 TXN_APIS: dict[int, tuple[str, int, int]] = {
@@ -140,7 +148,8 @@ def _ms(value: Any) -> int:
 class KafkaApis:
     def __init__(self, broker: Broker, broker_service: BrokerService,
                  admin: AdminService, groups: GroupCoordinatorService,
-                 security: NodeSecurity | None = None, txns: Any = None) -> None:
+                 security: NodeSecurity | None = None, txns: Any = None,
+                 shares: Any = None) -> None:
         self.broker = broker
         self.listener_security = ListenerSecurity(
             security, broker.config.secured, lambda: broker.controller.state.users)
@@ -167,6 +176,12 @@ class KafkaApis:
             68: self.consumer_protocol.heartbeat,
             29: self.acls.describe, 30: self.acls.create, 31: self.acls.delete,
         }
+        if shares is not None:
+            share_groups = KafkaShareGroups(broker, shares)
+            self.supported.update(SHARE_APIS)
+            self._handlers.update({
+                76: share_groups.heartbeat, 77: share_groups.describe,
+                78: share_groups.fetch, 79: share_groups.acknowledge})
         if txns is not None:
             self.txns = KafkaTransactions(txns, self.classic)
             self.supported.update(TXN_APIS)
@@ -350,8 +365,11 @@ class KafkaApis:
             metrics.produce_latency[level].observe(time.perf_counter() - started)
             return None
         by_topic: dict[str, list[dict]] = {}
-        results = await asyncio.gather(*(self._produced(*item, acks, timeout_s)
-                                         for item in pending))
+        if len(pending) == 1:  # the usual request: no task for gather to make
+            results = [await self._produced(*pending[0], acks, timeout_s)]
+        else:
+            results = await asyncio.gather(*(self._produced(*item, acks, timeout_s)
+                                             for item in pending))
         elapsed = time.perf_counter() - started
         for _ in pending:  # one per partition request, as the gRPC door counts them
             metrics.produce_latency[level].observe(elapsed)

@@ -51,6 +51,10 @@ _MAP = {
     Code.CLUSTER_AUTHORIZATION_FAILED: K.cluster_authorization_failed,
     Code.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: K.transactional_id_authorization_failed,
     Code.AUTHENTICATION_FAILED: K.sasl_authentication_failed,
+    # share groups (_share.py): an acknowledgement of a record the member does not hold;
+    # a share group id used by a consumer group or the other way round
+    Code.INVALID_RECORD_STATE: K.invalid_record_state,
+    Code.INCONSISTENT_GROUP_TYPE: K.inconsistent_group_protocol,
 }
 
 

@@ -17,8 +17,12 @@ A connection's principal, rules:
    listener). Mechanisms: ``PLAIN`` (the password checked against the user's stored
    SCRAM-SHA-256 credential, as the gRPC door does) and ``SCRAM-SHA-256`` (RFC 5802/7677
    by ``scramp``, served from the stored salt, iteration count, stored key and server
-   key, so the password never reaches the node). ``SCRAM-SHA-512`` is not offered: the
-   stored credentials are SHA-256 keys, from which a SHA-512 exchange cannot be served.
+   key, so the password never reaches the node) and ``SCRAM-SHA-512`` (the same from the
+   user's SHA-512 keys). SaslHandshake names a mechanism before the user, so
+   SCRAM-SHA-512 is offered once some user has SHA-512 keys (stored when a user is
+   created or its password changed); a user whose password was set before has none and
+   fails a SCRAM-SHA-512 exchange like a wrong password (it keeps PLAIN and
+   SCRAM-SHA-256; changing its password adds them).
    A successful exchange replaces the principal of rule 2; a failed one is answered with
    SASL_AUTHENTICATION_FAILED and the connection is closed (as Kafka does).
 4. An unauthenticated connection may send only ApiVersions, SaslHandshake and
@@ -56,7 +60,7 @@ from .._authz import CALLER, Caller, NodeSecurity
 from .._errors import BrokerError, Code
 
 Check = tuple[str, str, str]
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 SASL_TOKEN_BYTES_MAX = 4096
 # APIs an unauthenticated connection may send (rule 4)
 PRE_AUTH_APIS = frozenset({17, 18, 36})
@@ -196,7 +200,7 @@ class Connection:
     def handshake(self, mechanism: str, raw: bool = False) -> dict:
         """SaslHandshake; v0 (``raw``): the next frames are bare SASL tokens, answered
         with bare tokens (Kafka 0.10's framing), until the exchange ends."""
-        offered = self._ls.mechanisms
+        offered = self._ls.offered()
         if self.mechanism is not None:
             return {"error_code": K.illegal_sasl_state, "mechanisms": list(offered)}
         if mechanism not in offered:
@@ -261,7 +265,9 @@ class Connection:
             return self._fail("a SCRAM message is UTF-8")
         try:
             if self._scram is None:
-                self._scram = ScramMechanism(self.mechanism).make_server(self._ls.scram_keys)
+                keys = self._ls.scram_keys_512 if self.mechanism == "SCRAM-SHA-512" \
+                    else self._ls.scram_keys
+                self._scram = ScramMechanism(self.mechanism).make_server(keys)
                 self._scram.set_client_first(message)
                 return {"error_code": K.none,
                         "auth_bytes": self._scram.get_server_first().encode()}
@@ -277,7 +283,7 @@ class Connection:
             final = server.get_server_final()
         except (ScramException, ValueError, KeyError, TypeError) as exc:
             return self._fail(f"SCRAM authentication failed: {exc}")
-        name = self._ls.scram_user(self._scram)
+        name = self._ls.scram_user(self._scram, self.mechanism == "SCRAM-SHA-512")
         if name is None:
             return self._fail("unknown user or wrong password")
         self._done(name)
@@ -297,6 +303,15 @@ class ListenerSecurity:
         self.checking = self.security
         self._users = users
         self._dummy = (os.urandom(16), os.urandom(32), os.urandom(32), 4096)
+        self._dummy_512 = (os.urandom(16), os.urandom(64), os.urandom(64), 4096)
+
+    def offered(self) -> tuple[str, ...]:
+        """The SASL mechanisms to offer now: SCRAM-SHA-512 only once some user has
+        SHA-512 keys (rule 3)."""
+        if "SCRAM-SHA-512" not in self.mechanisms or any(
+                u.sha512_salt for u in self._users().values()):
+            return self.mechanisms
+        return tuple(m for m in self.mechanisms if m != "SCRAM-SHA-512")
 
     def scram_keys(self, username: str) -> tuple[bytes, bytes, bytes, int]:
         """scramp's auth_fn: (salt, stored key, server key, iterations) of ``username``;
@@ -308,7 +323,17 @@ class ListenerSecurity:
         b64 = base64.b64decode
         return b64(user.salt), b64(user.stored_key), b64(user.server_key), user.iterations
 
-    def scram_user(self, server: Any) -> str | None:
+    def scram_keys_512(self, username: str) -> tuple[bytes, bytes, bytes, int]:
+        """``scram_keys`` for SCRAM-SHA-512: a user without SHA-512 keys (its password
+        was set before they were stored) gets random ones, as an unknown user does."""
+        user = self._users().get(_sasl_name(username))
+        if user is None or not user.sha512_salt:
+            return self._dummy_512
+        b64 = base64.b64decode
+        return (b64(user.sha512_salt), b64(user.sha512_stored_key),
+                b64(user.sha512_server_key), user.iterations)
+
+    def scram_user(self, server: Any, sha512: bool = False) -> str | None:
         """The user a finished exchange proved, if its credential still exists (a user
         deleted during the exchange is refused)."""
         first = server.client_first_bare  # n=<name>,r=<nonce>
@@ -318,7 +343,10 @@ class ListenerSecurity:
                 user = self._users().get(name)
                 if user is None:
                     return None
-                stored = base64.b64decode(user.stored_key)
+                stored = base64.b64decode(user.sha512_stored_key if sha512
+                                          else user.stored_key)
+                if not stored:
+                    return None
                 return name if hmac.compare_digest(stored, server.stored_key) else None
         return None
 
@@ -342,6 +370,16 @@ def _consumer_group_heartbeat(r: Any, v: int) -> Iterable[Check]:
     yield ("READ", "GROUP", r.group_id)
     for t in sorted(set(r.subscribed_topic_names or ())):
         yield ("READ", "TOPIC", t)
+
+
+def _share_group_heartbeat(r: Any, v: int) -> Iterable[Check]:
+    yield ("READ", "GROUP", r.group_id)
+    for t in sorted(set(r.subscribed_topic_names or ())):
+        yield ("READ", "TOPIC", t)
+
+
+def _share_group(r: Any, v: int) -> Iterable[Check]:
+    return (("READ", "GROUP", r.group_id or ""),)
 
 
 def _init_producer_id(r: Any, v: int) -> Iterable[Check]:
@@ -403,6 +441,10 @@ APIS: dict[int, tuple[str, Any]] = {
     47: (REQUEST, _offset_delete),
     60: (REQUEST, _cluster("DESCRIBE")),
     68: (REQUEST, _consumer_group_heartbeat),
+    76: (REQUEST, _share_group_heartbeat),
+    77: (IN_HANDLER, "DESCRIBE GROUP per group"),
+    78: (REQUEST, _share_group),  # and READ TOPIC per topic in the handler
+    79: (REQUEST, _share_group),  # and READ TOPIC per topic in the handler
 }
 
 

@@ -8,12 +8,13 @@ import subprocess
 import time
 
 import kafka as kafka_python
-from confluent_kafka import Consumer, Producer, TopicPartition
+import grpc
+from confluent_kafka import Consumer, Producer, ShareConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
 from raftka.client import Admin, Consumer as RaftkaConsumer, PartitionReader
 from raftka.client import Producer as RaftkaProducer
-from raftka.v1 import broker_pb2
+from raftka.v1 import broker_pb2, share_pb2, share_pb2_grpc
 from raftka.v1.recordbatch import parse_header, split_batches
 from tests.harness import Cluster, wait_for
 
@@ -511,3 +512,72 @@ def test_confluent_kafka_consume_transform_produce_commits_offsets_in_the_transa
         assert tp.offset == got[-1].offset() + 1
     finally:
         consumer.close()
+
+
+def _accepted(cluster: Cluster, group: str, topic: str, partitions: int) -> int | None:
+    """Records the group accepted on every partition (None: a leader did not answer), from
+    the gRPC door's view of the same share state."""
+    total = 0
+    for p in range(partitions):
+        leader = cluster.partition_leader(topic, p)
+        try:
+            d = share_pb2_grpc.ShareStub(cluster.channel(leader)).DescribeSharePartition(
+                share_pb2.DescribeSharePartitionRequest(group_id=group, topic=topic,
+                                                        partition=p), timeout=5)
+        except grpc.RpcError:
+            return None
+        total += d.accepted
+    return total
+
+
+def _share_consumer(cluster: Cluster, group: str) -> ShareConsumer:
+    return ShareConsumer(quiet({"bootstrap.servers": cluster.kafka_bootstrap,
+                                "group.id": group}))
+
+
+def _poll_values(consumer: ShareConsumer, want: int, timeout_s: float) -> list[bytes]:
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(values) < want and time.monotonic() < deadline:
+        for m in consumer.poll(1.0) or []:
+            assert m.error() is None, m.error()
+            values.append(m.value())
+    return values
+
+
+def test_a_share_consumer_gets_every_record_and_accepted_ones_are_not_redelivered(
+        kafka_cluster: Cluster) -> None:
+    """KIP-932 through the listener (node/_kafka/_share.py): librdkafka's ShareConsumer
+    in a share group of the node's own share groups, acknowledging in ShareFetch and in
+    ShareAcknowledge; the gRPC door sees the same acceptances."""
+    kafka_cluster.create_topic("share-q", partitions=2)  # preferred leaders
+    producer = Producer(quiet({"bootstrap.servers": kafka_cluster.kafka_bootstrap}))
+    sent = [f"v{i}".encode() for i in range(20)]
+    for i, v in enumerate(sent):
+        producer.produce("share-q", v, partition=i % 2)
+    assert producer.flush(20) == 0
+    consumer = _share_consumer(kafka_cluster, "sq")
+    consumer.subscribe(["share-q"])
+    try:
+        got = _poll_values(consumer, len(sent), 60)
+        assert sorted(got) == sorted(sent)
+        consumer.poll(0.5)  # the last poll's implicit acknowledgement, in a ShareFetch
+    finally:
+        consumer.close()
+    # every record accepted (ShareFetch/ShareAcknowledge acknowledgements), as the gRPC
+    # door sees the group: none is left locked to come back
+    wait_for(lambda: _accepted(kafka_cluster, "sq", "share-q", 2) == len(sent), 30,
+             "the share consumer's acknowledgements")
+    producer.produce("share-q", b"late", partition=0)
+    assert producer.flush(20) == 0
+    again = _share_consumer(kafka_cluster, "sq")
+    again.subscribe(["share-q"])
+    try:
+        assert _poll_values(again, 1, 60) == [b"late"]
+        # librdkafka sends an implicit acknowledgement with the next poll or a commit
+        # (close() alone releases the record): ShareAcknowledge this time
+        assert all(e is None for e in again.commit_sync(30).values())
+    finally:
+        again.close()
+    wait_for(lambda: _accepted(kafka_cluster, "sq", "share-q", 2) == len(sent) + 1, 30,
+             "the late record's acknowledgement")

@@ -157,10 +157,26 @@ def test_scram_producer_writes_where_allowed_and_gets_topic_authorization_failed
         consumer.close()
 
 
-def test_a_wrong_password_fails_authentication(secured: tuple[Cluster, Pki]) -> None:
+def test_scram_sha512_producer_writes_with_the_keys_stored_when_the_user_was_created(
+        secured: tuple[Cluster, Pki]) -> None:
+    """alice was created through the gRPC door: her SHA-512 keys were stored with her
+    SHA-256 ones, so librdkafka's SCRAM-SHA-512 exchange proves her password."""
+    cluster, pki = secured
+    producer = Producer(quiet({**_sasl(pki, "SCRAM-SHA-512"),
+                               "bootstrap.servers": cluster.kafka_bootstrap}))
+    delivered: list = []
+    producer.produce("granted", b"v-512", key=b"k512",
+                     on_delivery=lambda err, msg: delivered.append(err))
+    assert producer.flush(20) == 0
+    assert delivered == [None]
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_a_wrong_password_fails_authentication(secured: tuple[Cluster, Pki],
+                                               mechanism: str) -> None:
     cluster, pki = secured
     errors: list[KafkaError] = []
-    admin = AdminClient({**_sasl(pki, "SCRAM-SHA-256", "wrong"), "log_level": 0,
+    admin = AdminClient({**_sasl(pki, mechanism, "wrong"), "log_level": 0,
                          "bootstrap.servers": cluster.kafka[1], "error_cb": errors.append})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=2)
@@ -252,10 +268,10 @@ def test_a_producer_over_its_quota_is_throttled(secured: tuple[Cluster, Pki]) ->
 def test_every_served_api_has_an_authorization_rule() -> None:
     """The listener refuses an API without a rule (fail closed); this keeps a new API from
     being served without its checks."""
-    from raftka.node._kafka._apis import SASL_APIS, SUPPORTED, TXN_APIS
+    from raftka.node._kafka._apis import SASL_APIS, SHARE_APIS, SUPPORTED, TXN_APIS
     from raftka.node._kafka._security import APIS
 
-    assert set(SUPPORTED) | set(SASL_APIS) | set(TXN_APIS) <= set(APIS)
+    assert set(SUPPORTED) | set(SASL_APIS) | set(TXN_APIS) | set(SHARE_APIS) <= set(APIS)
 
 
 def test_an_unauthenticated_connection_may_only_ask_api_versions_and_sasl(
@@ -279,3 +295,46 @@ def test_an_unauthenticated_connection_may_only_ask_api_versions_and_sasl(
         s.sendall(_request(3, 12, 2, {"topics": None}))
         with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
             _read_frame(s)
+
+
+def test_share_groups_go_through_the_same_acls(secured: tuple[Cluster, Pki]) -> None:
+    """KIP-932 over SASL: alice may READ groups ``g-*`` and topic 'granted', so her share
+    consumer in ``g-share`` gets its records; in a group she may not read, the heartbeat is
+    refused with GROUP_AUTHORIZATION_FAILED and nothing is delivered."""
+    from confluent_kafka import ShareConsumer
+
+    cluster, pki = secured
+    producer = Producer(quiet({**_sasl(pki, "SCRAM-SHA-256"),
+                               "bootstrap.servers": cluster.kafka_bootstrap}))
+    producer.produce("granted", b"v-share")
+    assert producer.flush(20) == 0
+    allowed = ShareConsumer(quiet({**_sasl(pki, "SCRAM-SHA-256"), "group.id": "g-share",
+                                   "bootstrap.servers": cluster.kafka_bootstrap}))
+    try:
+        allowed.subscribe(["granted"])
+        deadline = time.monotonic() + 60
+        got: list = []
+        problems: list = []
+        while not got and time.monotonic() < deadline:
+            for m in allowed.poll(1.0) or []:
+                (got if m.error() is None else problems).append(m)
+        assert got and all(m.topic() == "granted" for m in got), \
+            [m.error() for m in problems]
+    finally:
+        allowed.close()
+    refused = ShareConsumer(quiet({**_sasl(pki, "SCRAM-SHA-256"), "group.id": "h-share",
+                                   "bootstrap.servers": cluster.kafka_bootstrap}))
+    try:
+        refused.subscribe(["granted"])
+        errors: list = []
+        deadline = time.monotonic() + 30
+        while not errors and time.monotonic() < deadline:
+            try:
+                for m in refused.poll(1.0) or []:
+                    assert m.error() is not None, "a record delivered to a denied group"
+                    errors.append(m.error())
+            except KafkaException as exc:
+                errors.append(exc.args[0])
+        assert errors and errors[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, errors
+    finally:
+        refused.close()

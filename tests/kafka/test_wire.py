@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import uuid
 
 from kio.index import load_request_schema, load_response_schema
 from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader, entity_writer
 
 from raftka.node._kafka import SUPPORTED
-from raftka.node._kafka._apis import TXN_APIS
+from raftka.node._kafka._apis import SHARE_APIS, TXN_APIS
 from raftka.node._kafka._codec import build
 from tests.harness import Cluster
 
@@ -80,7 +81,7 @@ def test_api_versions_advertises_exactly_the_served_versions(kafka_cluster: Clus
     assert header.correlation_id == 7
     assert body.error_code == ErrorCode.none
     assert {k.api_key: (k.min_version, k.max_version) for k in body.api_keys} == {
-        key: (lo, hi) for key, (_, lo, hi) in {**SUPPORTED, **TXN_APIS}.items()}
+        key: (lo, hi) for key, (_, lo, hi) in {**SUPPORTED, **TXN_APIS, **SHARE_APIS}.items()}
 
 
 def test_api_versions_at_an_unknown_version_gets_unsupported_version_and_the_list(
@@ -140,7 +141,7 @@ def test_every_served_api_version_answers_a_minimal_request(kafka_cluster: Clust
     special = {0: {"acks": 1, "timeout": 1000}, 1: {"max_wait": 0}}
     with _connect(kafka_cluster) as s:
         cid = 1000
-        for api_key, (name, low, high) in sorted({**SUPPORTED, **TXN_APIS}.items()):
+        for api_key, (name, low, high) in sorted({**SUPPORTED, **TXN_APIS, **SHARE_APIS}.items()):
             for version in range(low, high + 1):
                 cid += 1
                 s.sendall(_request(api_key, version, cid, special.get(api_key, {})))
@@ -198,3 +199,70 @@ def test_errors_clients_act_on_come_with_the_kafka_codes(kafka_cluster: Cluster)
         s.sendall(_request(9, 7, 7, {"group_id": "wire-g", "topics": None}))
         _, answer = _answer(_read_frame(s), 9, 7)
         assert answer.error_code == ErrorCode.not_coordinator
+
+
+def test_share_sessions_follow_kip_932_epochs(kafka_cluster: Cluster) -> None:
+    """ShareFetch (78) without a session, at the wrong epoch, and with acknowledgements in
+    the opening request: the KIP-932 errors, a kio-built request each."""
+    base = {"group_id": "wire-share", "member_id": "m-1", "max_wait": 0, "min_bytes": 1,
+            "max_records": 10, "batch_size": 10, "topics": [], "forgotten_topics_data": []}
+
+    def fetch(s: socket.socket, cid: int, epoch: int, **extra):
+        s.sendall(_request(78, 1, cid, {**base, "share_session_epoch": epoch, **extra}))
+        header, body = _answer(_read_frame(s), 78, 1)
+        assert header.correlation_id == cid
+        return body
+
+    with _connect(kafka_cluster) as s:
+        assert fetch(s, 1, 3).error_code == ErrorCode.share_session_not_found
+        assert fetch(s, 2, 0).error_code == ErrorCode.none  # opens: next epoch is 1
+        assert fetch(s, 3, 2).error_code == ErrorCode.invalid_share_session_epoch
+        assert fetch(s, 4, 1).error_code == ErrorCode.none
+        opening_with_acks = fetch(s, 5, 0, topics=[{
+            "topic_id": uuid.uuid4(), "partitions": [{
+                "partition_index": 0, "acknowledgement_batches": [
+                    {"first_offset": 0, "last_offset": 0, "acknowledge_types": [1]}]}]}])
+        assert opening_with_acks.error_code == ErrorCode.invalid_request
+    assert "Traceback" not in kafka_cluster.logs()
+
+
+def test_share_group_heartbeat_assigns_every_partition_and_describe_lists_the_member(
+        kafka_cluster: Cluster) -> None:
+    """ShareGroupHeartbeat (76) and ShareGroupDescribe (77) at the group's coordinator:
+    a member joins with its own id, gets every partition (topics by id) at epoch 1, keeps
+    the epoch while nothing changes, is described, and leaves with epoch -1."""
+    kafka_cluster.create_topic("wire-share", partitions=2)
+    group = "wire-share-group"
+    with _connect(kafka_cluster) as s:
+        s.sendall(_request(10, 4, 1, {"key_type": 0, "coordinator_keys": [group]}))
+        _, found = _answer(_read_frame(s), 10, 4)
+    [coordinator] = found.coordinators
+    node = next(n for n, a in kafka_cluster.kafka.items()
+                if a.endswith(f":{coordinator.port}"))
+    with _connect(kafka_cluster, node) as s:
+        s.sendall(_request(3, 12, 9, {"topics": [{"name": "wire-share",
+                                                  "topic_id": uuid.UUID(int=0)}]}))
+        _, metadata = _answer(_read_frame(s), 3, 12)
+        topic_id = metadata.topics[0].topic_id
+
+        def heartbeat(cid: int, epoch: int, topics):
+            s.sendall(_request(76, 1, cid, {"group_id": group, "member_id": "m-1",
+                                            "member_epoch": epoch,
+                                            "subscribed_topic_names": topics}))
+            header, body = _answer(_read_frame(s), 76, 1)
+            assert header.correlation_id == cid and body.error_code == ErrorCode.none, body
+            return body
+
+        joined = heartbeat(1, 0, ["wire-share"])
+        assert joined.member_epoch == 1
+        assert [(tp.topic_id, sorted(tp.partitions))
+                for tp in joined.assignment.topic_partitions] == [(topic_id, [0, 1])]
+        assert heartbeat(2, 1, None).member_epoch == 1  # null: the same subscription
+        s.sendall(_request(77, 1, 3, {"group_ids": [group, "no-such-share-group"],
+                                      "include_authorized_operations": False}))
+        _, described = _answer(_read_frame(s), 77, 1)
+        ours, unknown = described.groups
+        assert ours.error_code == ErrorCode.none and unknown.error_code != ErrorCode.none
+        [member] = ours.members
+        assert (member.member_id, member.subscribed_topic_names) == ("m-1", ("wire-share",))
+        assert heartbeat(4, -1, None).member_epoch == -1
