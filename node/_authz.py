@@ -210,6 +210,9 @@ RULES: dict[str, Rule] = {
     _A + "DecommissionNode": Rule(_cluster("ALTER")),
     _A + "ListNodes": Rule(_cluster("DESCRIBE")),
     _A + "JoinCluster": Rule(_cluster("CLUSTER_ACTION")),  # Kafka: BrokerRegistration
+    _A + "DescribeBalancer": Rule(_cluster("DESCRIBE")),
+    _A + "SetBalancer": Rule(_cluster("ALTER")),
+    _A + "DescribeReplicaSizes": Rule(_cluster("CLUSTER_ACTION")),  # the balancer's poll
     # GroupCoordinator
     _G + "FindCoordinator": Rule(_group("DESCRIBE")),
     _G + "Heartbeat": Rule(_group("READ", "READ", lambda r: r.topics)),

@@ -88,6 +88,11 @@ class NodeConfig:
     # The rack (zone, room) this node runs in, shown in Metadata; readers with
     # read_from="nearest" prefer a replica in their own rack. "" = none declared.
     rack: str = ""
+    # The automatic balancer (node/_balancer.py) runs on this node while it leads the
+    # controller; it makes its first move once an imbalance has lasted balance_delay_s
+    # (a node that restarts or a topic being created is not an imbalance to act on at once).
+    balancer: bool = True
+    balance_delay_s: float = 30.0
     # A partition leader aborts a transaction still open on its partition this long after
     # its first batch (Kafka's transaction.max.timeout.ms): the backstop against a
     # transaction nobody ends, which would hold the last stable offset back for ever.
@@ -291,6 +296,9 @@ class NodeConfig:
                                   f"{self.metrics_listen!r}")
         if not self.advertise:
             self.advertise = self.peers.get(self.node_id, self.listen)
+        if not 0 <= self.balance_delay_s <= 86_400:
+            raise ConfigError(f"balance_delay_s must be from 0 to 86400 seconds, got "
+                              f"{self.balance_delay_s}")
         if len(self.rack) > RACK_LENGTH_MAX or not self.rack.isprintable() \
                 or self.rack != self.rack.strip():
             raise ConfigError(f"rack must be printable, without surrounding spaces and at "
@@ -395,6 +403,7 @@ def load_toml(path: Path) -> NodeConfig:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
+             "balancer", "balance_delay_s",
              "transaction_max_timeout_ms", "transaction_max_partitions",
              *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers",
              "kafka_ssl_client_auth", "join"}
@@ -416,6 +425,8 @@ def load_toml(path: Path) -> NodeConfig:
             transaction_max_partitions=int(raw.get("transaction_max_partitions", 1000)),
             metrics_listen=str(raw.get("metrics_listen", "")),
             rack=str(raw.get("rack", "")),
+            balancer=bool(raw.get("balancer", True)),
+            balance_delay_s=float(raw.get("balance_delay_s", 30.0)),
             **_security_from_toml(raw),
             kafka_listen=str(raw.get("kafka_listen", "")),
             kafka_advertised=str(raw.get("kafka_advertised", "")),
@@ -454,6 +465,11 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics over HTTP there (GET /metrics); off by "
                    "default")
+    p.add_argument("--balancer", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the automatic balancer while this node leads the controller "
+                   "(default: on)")
+    p.add_argument("--balance-delay-s", type=float, default=None,
+                   help="how long an imbalance lasts before the balancer moves (default 30)")
     p.add_argument("--rack", default=None, help="the rack (zone) this node runs in, for "
                    "consumers that read from the nearest replica (default: none)")
     s = p.add_argument_group("security (README, Security)")
@@ -516,6 +532,10 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.metrics_listen = args.metrics_listen
     if args.rack is not None:
         cfg.rack = args.rack
+    if args.balancer is not None:
+        cfg.balancer = args.balancer
+    if args.balance_delay_s is not None:
+        cfg.balance_delay_s = args.balance_delay_s
     if args.kafka_listen is not None:
         cfg.kafka_listen = args.kafka_listen
     if args.kafka_advertised is not None:

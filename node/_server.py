@@ -117,6 +117,7 @@ async def serve(config: NodeConfig) -> int:
     broker_service = BrokerService(broker, forwarder)
     admin_service = AdminService(broker, forwarder)
     broker.reassignments.controller_write = admin_service.complete_reassignment
+    broker.balancer.channel_of = forwarder.channel  # log sizes from the other nodes
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
     txns = TransactionCoordinatorService(broker, forwarder, broker_service, groups)

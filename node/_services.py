@@ -30,6 +30,7 @@ from ._controller_commands import (
     encode_decommission_node,
     encode_reassign_partition,
     encode_set_reassignment_throttle,
+    encode_set_balancer,
     encode_add_partitions,
     encode_allocate_producer_ids,
     encode_alter_topic_configs,
@@ -943,6 +944,32 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
         return await self.controller_write(
             context, "JoinCluster", request,
             f"JoinCluster {request.node_id or '(any id)'} at {request.address}", local)
+
+    @_handler
+    async def DescribeBalancer(self, request, context):  # noqa: N802
+        """The balancer's status and plan, from the controller leader's balancer."""
+        async def local(timeout_s: float) -> Any:
+            self.broker.controller.require_leader()
+            return self.broker.balancer.describe()
+
+        return await self.controller_write(context, "DescribeBalancer", request,
+                                           "DescribeBalancer", local,
+                                           retry_if_leader_moves=True)
+
+    @_handler
+    async def SetBalancer(self, request, context):  # noqa: N802
+        paused = bool(request.paused)
+        return await self._command(
+            context, "SetBalancer", request,
+            "pause the balancer" if paused else "resume the balancer",
+            encode_set_balancer(paused), admin_pb2.SetBalancerResponse(),
+            lambda state: state.balancer_paused == paused)
+
+    @_handler
+    async def DescribeReplicaSizes(self, request, context):  # noqa: N802
+        sizes = sorted(self.broker.balancer.local_sizes().items())
+        return admin_pb2.DescribeReplicaSizesResponse(
+            group_ids=[g for g, _ in sizes], size_bytes=[s for _, s in sizes])
 
     @_handler
     async def ListReassignments(self, request, context):  # noqa: N802
