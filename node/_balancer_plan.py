@@ -139,6 +139,19 @@ def _replace(replicas: tuple[int, ...], old: int, new: int) -> tuple[int, ...]:
     return tuple(new if n == old else n for n in replicas)
 
 
+def _moved(work: _Placement, replicas: tuple[int, ...], old: int, new: int
+           ) -> tuple[int, ...]:
+    """``replicas`` with ``old`` replaced by ``new``; when ``old`` was the preferred leader,
+    the replica leading fewest partitions takes its place (ties: the new node, then the
+    lower id), so that data moves do not pile leaderships onto a new node only for leader
+    moves to take them away again."""
+    out = _replace(replicas, old, new)
+    if replicas[0] != old:
+        return out
+    lead = min(out, key=lambda n: (work.leaders.get(n, 0), n != new, n))
+    return (lead, *(n for n in out if n != lead))
+
+
 def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                moves_max: int = MOVES_MAX_DEFAULT,
                bytes_slack_fraction: float = BYTES_SLACK_FRACTION_DEFAULT,
@@ -203,7 +216,7 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
             if not spare:
                 continue
             dest = min(spare, key=lambda n: (work.count[n], work.bytes[n], n))
-            record(i, _replace(replicas, source, dest), "rack",
+            record(i, _moved(work, replicas, source, dest), "rack",
                    f"spans {len(seen)} rack(s), needs "
                    f"{min(len(replicas), work.rack_count)}: node {source} -> node {dest} "
                    f"(rack {work.racks[dest] or '-'})", data_moves)
@@ -230,7 +243,7 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                         best = key
                 if best is not None:
                     i = best[1]
-                    record(i, _replace(work.replicas[i], source, dest), "replicas",
+                    record(i, _moved(work, work.replicas[i], source, dest), "replicas",
                            f"node {source} holds {work.count[source]} replicas, node {dest} "
                            f"{work.count[dest]}", data_moves)
                     found = True
@@ -265,7 +278,7 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                         best = key
                 if best is not None:
                     i = best[1]
-                    record(i, _replace(work.replicas[i], source, dest), "bytes",
+                    record(i, _moved(work, work.replicas[i], source, dest), "bytes",
                            f"node {source} stores {work.bytes[source]} bytes, node {dest} "
                            f"{work.bytes[dest]}", data_moves)
                     found = True
