@@ -164,6 +164,9 @@ class Broker:
             if config.peers.get(nid) != addr.address:
                 config.peers[nid] = addr.address
             peer = addr.peer_address or addr.address
+            identity = self.peer_channels.identity
+            if identity is not None:  # its peer certificate is a member's now
+                identity.add(nid)
             if nid != self.node_id and self.peer_channels.addresses.get(nid) != peer:
                 self.peer_channels.addresses[nid] = peer
                 if self.host.transport.add_peer(nid, peer):

@@ -45,6 +45,11 @@ Joining a running cluster (instead of ``peers``; ``id`` optional: the controller
 
     join = ["10.0.0.1:7001", "10.0.0.2:7001"]   # any members; tried in turn
 
+With a peer port (``peer_listen``: mutual TLS, required by authentication), ``join`` names
+members' *peer ports* with their ids, ``["1=10.0.0.1:7101"]``, and ``id`` is required: the
+node dials a member's peer port with its own peer certificate, which must be made out to
+``peer_name_template`` of that id (it is its proof of membership), and checks the member's.
+
 The node asks a member to register it (``_join.py``) and writes what it learned to
 ``<data_dir>/membership.json``; from then on it starts from that file, without ``join``
 (a ``join`` given again is ignored once the file exists).
@@ -203,6 +208,7 @@ class NodeConfig:
             peers = {int(k): str(v) for k, v in dict(raw["peers"]).items()}
             kafka_peers = {int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()}
             initial = tuple(sorted(int(n) for n in raw["initial_node_ids"]))
+            peer_peers = {int(k): str(v) for k, v in dict(raw.get("peer_peers", {})).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"cannot read {path} (written when this node joined): {exc}; "
                               "restore it, or wipe the data directory and join again") from None
@@ -212,18 +218,29 @@ class NodeConfig:
         self.node_id = node_id
         self.peers = peers
         self.initial_node_ids = initial
+        if self.peer_listen:  # what it was told when it joined (nodes joined since: learned)
+            for nid, addr in peer_peers.items():
+                self.peer_peers.setdefault(nid, addr)
         if self.kafka_listen:  # without a Kafka listener, nobody asks for them
             for nid, addr in kafka_peers.items():
                 if nid != node_id:
                     self.kafka_peers.setdefault(nid, addr)
 
     def joined_as(self, node_id: int, peers: dict[int, str], kafka_peers: dict[int, str],
-                  initial_node_ids: tuple[int, ...]) -> None:
+                  initial_node_ids: tuple[int, ...],
+                  peer_peers: dict[int, str] | None = None) -> None:
         """Take what the join answer said, and persist it (fsynced) before anything else
         runs: a restart then starts from it without ``join``."""
         self.node_id = node_id
         self.peers = dict(peers)
         self.peers[node_id] = self.advertise
+        if self.peer_listen:
+            self.peer_peers = {n: a for n, a in (peer_peers or {}).items() if a}
+            self.peer_peers[node_id] = self.peer_listen
+            missing = sorted(set(self.peers) - set(self.peer_peers))
+            if missing:
+                raise ConfigError(f"the join answer gave no peer port for node(s) {missing}: "
+                                  "every member of a cluster with a peer port needs one")
         self.initial_node_ids = tuple(sorted(initial_node_ids))
         if self.kafka_listen:
             for nid, addr in kafka_peers.items():
@@ -233,7 +250,9 @@ class NodeConfig:
         body = json.dumps({"node_id": node_id, "initial_node_ids": list(self.initial_node_ids),
                            "peers": {str(k): v for k, v in sorted(self.peers.items())},
                            "kafka_peers": {str(k): v for k, v in sorted(kafka_peers.items())
-                                           if v and k != node_id}}, indent=1)
+                                           if v and k != node_id},
+                           "peer_peers": {str(k): v for k, v in sorted(self.peer_peers.items())}},
+                          indent=1)
         path = self.membership_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -251,13 +270,18 @@ class NodeConfig:
     def _validate_join(self) -> None:
         if self.node_id < 0:
             raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
-        for addr in self.join:
-            if not _is_host_port(addr):
-                raise ConfigError(f"--join takes HOST:PORT of running members, got {addr!r}")
-        if self.peer_listen or self.secured:
-            raise ConfigError("joining a cluster with a peer port or authentication is not "
-                              "supported yet: list the node in every node's --peers and "
-                              "peer_peers instead")
+        for entry in self.join:
+            member_id, addr = split_join_entry(entry)
+            if member_id < 0 or not _is_host_port(addr):
+                raise ConfigError(f"--join takes HOST:PORT (or ID=HOST:PORT) of running "
+                                  f"members, got {entry!r}")
+            if self.peer_listen and not member_id:
+                raise ConfigError(f"with a peer port, --join names members' peer ports with "
+                                  f"their ids, ID=HOST:PORT (the member's certificate is "
+                                  f"checked against its id), got {entry!r}")
+        if self.peer_listen and self.node_id <= 0:
+            raise ConfigError("with a peer port, a joining node needs --id: its peer "
+                              "certificate, made out to that id, is its proof of membership")
         if not self.advertise:
             self.advertise = self.listen
 
@@ -348,6 +372,16 @@ class NodeConfig:
         port = self.kafka_advertised.rpartition(":")[2]
         for nid, addr in self.peers.items():  # default: the peer's host, our Kafka port
             self.kafka_peers.setdefault(nid, f"{addr.rpartition(':')[0]}:{port}")
+
+
+def split_join_entry(entry: str) -> tuple[int, str]:
+    """``"ID=HOST:PORT"`` -> (id, address); ``"HOST:PORT"`` -> (0, address); -1 for a
+    malformed id."""
+    head, sep, addr = entry.partition("=")
+    if not sep:
+        return 0, entry
+    head = head.strip()
+    return (int(head) if head.isdigit() and int(head) > 0 else -1), addr.strip()
 
 
 def _is_host_port(value: str) -> bool:

@@ -19,7 +19,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, tx
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, parse_header, raw_records
 from raftka.raft import Role
 
-from ._authz import Denied, Held
+from ._authz import CALLER, JOINER, Denied, Held
 from ._broker import Broker
 from ._controller_commands import (
     encode_register_node,
@@ -923,6 +923,14 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
         if request.node_id < 0:
             raise BrokerError(Code.INVALID_REQUEST, f"a node id is positive (0: let the "
                               f"controller pick one), got {request.node_id}")
+        joiner = JOINER.get()
+        if joiner:  # on the peer port, proven by a peer certificate made out to `joiner`
+            if request.node_id != joiner:
+                raise BrokerError(Code.INVALID_REQUEST, f"the peer certificate is node "
+                                  f"{joiner}'s; join with --id {joiner}")
+            # forwarded to the controller leader as this member's own call: the joiner's
+            # certificate was checked here, and it has no principal the ACLs know
+            CALLER.set(None)
 
         async def local(timeout_s: float) -> Any:
             b.controller.require_leader()
