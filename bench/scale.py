@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from raftka.client import Admin
-from raftka.v1.errors import RaftkaError
+from raftka.v1.errors import RaftkaError, TopicExistsError
 from bench._common import idle_usage, proc_rss_bytes
 from tests.harness import Cluster
 
@@ -56,7 +56,10 @@ def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
     """Create the topic and wait until every partition has a leader, then its preferred
     one. Returns the times (None: not reached within ``timeout_s``)."""
     t0 = time.monotonic()
-    admin.create_topic(TOPIC, partitions=count, replication_factor=3, timeout=600)
+    try:
+        admin.create_topic(TOPIC, partitions=count, replication_factor=3, timeout=600)
+    except TopicExistsError:  # a retry after an answer that came too late: created
+        pass
     created_s = time.monotonic() - t0
     _log(f"topic created in {created_s:.1f} s")
     deadline = t0 + timeout_s
