@@ -59,7 +59,8 @@ SIZES_REFRESH_S = 10.0
 SIZES_CALL_TIMEOUT_S = 3.0
 MOVES_IN_FLIGHT_MAX = 2
 LEADER_MOVES_PER_STEP = 8
-PLAN_SHOWN_MAX = 100
+PLAN_SHOWN_MAX = 100  # DescribeBalancer's plan
+STEP_PLAN_MAX = LEADER_MOVES_PER_STEP + MOVES_IN_FLIGHT_MAX  # what one step may propose
 
 
 class Balancer:
@@ -71,8 +72,7 @@ class Balancer:
         self.sizes: dict[int, int] = {}  # group id -> log size in bytes, as last reported
         self._sizes_at = -SIZES_REFRESH_S  # monotonic
         self._sizes_version = 0
-        self._plan_key: tuple | None = None
-        self._plan: list[Move] = []
+        self._plans: dict[int, tuple[tuple, list[Move]]] = {}  # moves_max -> (inputs, plan)
         self._imbalanced_since: float | None = None
         self.status = "not the controller leader"
         self.proposed = 0  # moves proposed since start (tests, logs)
@@ -140,16 +140,20 @@ class Balancer:
             return f"waiting: node(s) {down} unreachable"
         return ""
 
-    def plan(self) -> list[Move]:
-        """The current plan (recomputed only when its inputs changed)."""
+    async def plan(self, moves_max: int = STEP_PLAN_MAX) -> list[Move]:
+        """The current plan, at most ``moves_max`` moves. Recomputed only when its inputs
+        changed, in a worker thread: with 10,000 partitions (and racks) a plan takes up to
+        a second of CPU, which must not stall the event loop in one piece."""
         b = self.broker
         state = b.controller.state
         key = (state.version, self._sizes_version, tuple(sorted(b.racks.items())))
-        if key != self._plan_key:
-            nodes, parts = self.loads()
-            self._plan = plan_moves(nodes, parts, moves_max=PLAN_SHOWN_MAX)
-            self._plan_key = key
-        return self._plan
+        cached = self._plans.get(moves_max)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        nodes, parts = self.loads()
+        plan = await asyncio.to_thread(plan_moves, nodes, parts, moves_max=moves_max)
+        self._plans[moves_max] = (key, plan)
+        return plan
 
     # ------------------------------------------------------------------ the step
     def is_leader(self) -> bool:
@@ -174,7 +178,9 @@ class Balancer:
             self.status = waiting
             self._imbalanced_since = None
             return
-        plan = self.plan()
+        plan = await self.plan()
+        if not self.is_leader():
+            return
         if not plan:
             self.status = "balanced"
             self._imbalanced_since = None
@@ -216,7 +222,7 @@ class Balancer:
                      list(move.target), result.message)
 
     # ------------------------------------------------------------------ describe
-    def describe(self) -> admin_pb2.DescribeBalancerResponse:
+    async def describe(self) -> admin_pb2.DescribeBalancerResponse:
         """The status, the nodes' loads and the plan (for DescribeBalancer)."""
         state = self.broker.controller.state
         nodes, parts = self.loads()
@@ -237,7 +243,7 @@ class Balancer:
         for n, rack in sorted(nodes.items()):
             response.nodes.add(id=n, rack=rack, replica_count=counts[n][0],
                                leader_count=counts[n][1], size_bytes=counts[n][2])
-        plan = self.plan()
+        plan = await self.plan(PLAN_SHOWN_MAX)
         if not waiting and not plan and self.enabled:
             response.status = "balanced"
         for move in plan:

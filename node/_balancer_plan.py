@@ -20,7 +20,8 @@ over ends (the sizes being fixed):
    leave a partition on fewer racks than it had (or than it needs).
 2. Replica counts. While some node holds at least 2 replicas more than another, a replica
    moves from the most loaded to the least loaded node that does not hold the partition
-   (of the partitions that could go, the one whose size best halves the bytes gap).
+   (of the first ``CANDIDATES_MAX`` partitions that could go, the one whose size best halves
+   the bytes gap).
 3. Bytes. When the largest and smallest node differ by more than ``bytes_slack_fraction``
    of the mean (and at least ``bytes_min``), a partition smaller than the gap moves from a
    node holding one replica more than the other (so counts stay as even as they are).
@@ -42,6 +43,13 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 MOVES_MAX_DEFAULT = 100
+# Of the partitions that could make a move, the first CANDIDATES_MAX (in (topic, partition)
+# order) are compared: a plan costs O(moves * CANDIDATES_MAX), not O(moves * partitions)
+# (10,000 partitions: 100 moves in well under a second instead of half a minute).
+CANDIDATES_MAX = 64
+# ... and at most EXAMINED_MAX partitions of a node are looked at for one pair of nodes (racks
+# can rule most of them out), so a plan stays bounded however the racks are laid out.
+EXAMINED_MAX = 2000
 BYTES_SLACK_FRACTION_DEFAULT = 0.1
 BYTES_MIN_DEFAULT = 64 << 20
 
@@ -180,15 +188,19 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
     while len(leader_moves) < moves_max:
         best = None
         for source in sorted(work.nodes, key=lambda n: (-work.leaders[n], n)):
+            seen = 0
             for i in sorted(work.on[source]):
                 replicas = work.replicas[i]
                 if replicas[0] != source or not movable(i):
                     continue
                 for n in replicas[1:]:
                     if n in work.leaders and work.leaders[source] - work.leaders[n] >= 2:
+                        seen += 1
                         key = (work.leaders[n], n, i)
                         if best is None or key < best[0]:
                             best = (key, i, source, n)
+                if seen >= CANDIDATES_MAX:
+                    break
             if best is not None:
                 break
         if best is None:
@@ -222,6 +234,8 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                    f"(rack {work.racks[dest] or '-'})", data_moves)
 
     def rack_ok(i: int, old: int, new: int) -> bool:
+        if work.rack_count <= 1:
+            return True
         before = work.replicas[i]
         return work.violation(_replace(before, old, new)) <= work.violation(before)
 
@@ -235,12 +249,18 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                     break
                 gap = work.bytes[source] - work.bytes[dest]
                 best = None
-                for i in sorted(work.on[source]):
+                seen = 0
+                for examined, i in enumerate(sorted(work.on[source])):
+                    if examined >= EXAMINED_MAX:
+                        break
                     if not movable(i) or dest in work.replicas[i] or not rack_ok(i, source, dest):
                         continue
                     key = (abs(gap - 2 * work.parts[i].size_bytes), i)
                     if best is None or key < best:
                         best = key
+                    seen += 1
+                    if seen >= CANDIDATES_MAX:
+                        break
                 if best is not None:
                     i = best[1]
                     record(i, _moved(work, work.replicas[i], source, dest), "replicas",
@@ -268,7 +288,10 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                 if work.count[source] - work.count[dest] != 1:
                     continue  # would make the counts less even (or cannot: >= 2 is step 2's)
                 best = None
-                for i in sorted(work.on[source]):
+                seen = 0
+                for examined, i in enumerate(sorted(work.on[source])):
+                    if examined >= EXAMINED_MAX:
+                        break
                     size = work.parts[i].size_bytes
                     if (not movable(i) or not 0 < size < gap or dest in work.replicas[i]
                             or not rack_ok(i, source, dest)):
@@ -276,6 +299,9 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                     key = (abs(gap - 2 * size), i)
                     if best is None or key < best:
                         best = key
+                    seen += 1
+                    if seen >= CANDIDATES_MAX:
+                        break
                 if best is not None:
                     i = best[1]
                     record(i, _moved(work, work.replicas[i], source, dest), "bytes",

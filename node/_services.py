@@ -958,7 +958,7 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
         """The balancer's status and plan, from the controller leader's balancer."""
         async def local(timeout_s: float) -> Any:
             self.broker.controller.require_leader()
-            return self.broker.balancer.describe()
+            return await self.broker.balancer.describe()
 
         return await self.controller_write(context, "DescribeBalancer", request,
                                            "DescribeBalancer", local,

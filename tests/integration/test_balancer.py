@@ -102,7 +102,7 @@ def test_a_joined_node_gets_replicas_and_leaders_and_pause_stops_new_moves(
                         and len(replicas) == 4 and leaders.get(4, 0) >= 1)
             wait_for(balanced, 90, "the balancer to spread replicas and leaders over 4 nodes")
             # the preferred leadership it got is taken up: node 4 leads a partition
-            wait_for(lambda: any(p.leader_id == 4 for name in [*WRITTEN, "bal-many"]
+            wait_for(lambda: any(p.leader_id == 4 for name in admin.list_topics()
                                  for p in admin.describe_topic(name).partitions), 30,
                      "node 4 to lead a partition")
             counts = [len(w.acked) for w in writers]
