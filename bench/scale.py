@@ -32,34 +32,55 @@ import time
 from pathlib import Path
 
 from raftka.client import Admin
-from raftka.v1.errors import RaftkaError, TopicExistsError
+from raftka.v1.errors import RaftkaError, RaftkaTimeoutError, TopicExistsError
 from bench._common import idle_usage, proc_rss_bytes
 from tests.harness import Cluster
 
-TOPIC = "scale"
+TOPIC_PREFIX = "scale-"
+TOPICS = 1  # set by --topics
+
+
+def _names(count: int) -> list[str]:
+    return [f"{TOPIC_PREFIX}{t}" for t in range(min(TOPICS, count))]
+
+
+def _sizes(count: int) -> list[int]:
+    n = len(_names(count))
+    return [count // n + (1 if t < count % n else 0) for t in range(n)]
 
 
 def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def _leader_terms(admin: Admin) -> dict[int, tuple[int, int]]:
+def _describe(admin: Admin, count: int) -> list:
+    """Every partition of the bench's topics, from one node's metadata."""
+    return [p for desc in admin.describe_topics(_names(count), timeout=120)
+            for p in desc.partitions]
+
+
+def _leader_terms(admin: Admin, count: int) -> dict[tuple[str, int], tuple[int, int]]:
     """(leader, term) of every partition, from one node's metadata ({} if none answered)."""
     try:
-        [desc] = admin.describe_topics([TOPIC], timeout=60)
+        descs = admin.describe_topics(_names(count), timeout=120)
     except (RaftkaError, ValueError):
         return {}
-    return {p.partition: (p.leader_id, p.leader_term) for p in desc.partitions}
+    return {(d.name, p.partition): (p.leader_id, p.leader_term)
+            for d in descs for p in d.partitions}
 
 
 def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
     """Create the topic and wait until every partition has a leader, then its preferred
     one. Returns the times (None: not reached within ``timeout_s``)."""
     t0 = time.monotonic()
-    try:
-        admin.create_topic(TOPIC, partitions=count, replication_factor=3, timeout=600)
-    except TopicExistsError:  # a retry after an answer that came too late: created
-        pass
+    for name, size in zip(_names(count), _sizes(count)):
+        try:
+            admin.create_topic(name, partitions=size, replication_factor=3, timeout=600)
+        except TopicExistsError:  # a retry after an answer that came too late: created
+            pass
+        except RaftkaTimeoutError as exc:  # the nodes are too busy to answer: look below
+            _log(f"create {name}: {exc}")
+        _log(f"created {name} ({size} partitions)")
     created_s = time.monotonic() - t0
     _log(f"topic created in {created_s:.1f} s")
     deadline = t0 + timeout_s
@@ -72,7 +93,7 @@ def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
             _log(f"cluster_status: {exc}")
             time.sleep(2)
             continue
-        leaderless = sum(1 for tp in status.leaderless if tp.topic == TOPIC)
+        leaderless = sum(1 for tp in status.leaderless if tp.topic.startswith(TOPIC_PREFIX))
         if status.partition_count < count:
             leaderless = max(leaderless, count - status.partition_count)
         _log(f"{count - leaderless}/{count} partitions have a leader")
@@ -83,12 +104,12 @@ def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
     not_preferred = None
     while leaders_s is not None and time.monotonic() < deadline:
         try:
-            [desc] = admin.describe_topics([TOPIC], timeout=60)
+            parts = _describe(admin, count)
         except (RaftkaError, ValueError) as exc:
             _log(f"describe: {exc}")
             time.sleep(2)
             continue
-        not_preferred = sum(1 for p in desc.partitions if p.leader_id != p.replicas[0])
+        not_preferred = sum(1 for p in parts if p.leader_id != p.replicas[0])
         _log(f"{count - not_preferred}/{count} partitions led by their preferred replica")
         if not not_preferred:
             preferred_s = time.monotonic() - t0
@@ -109,10 +130,10 @@ def phase_idle(root: Path, count: int, idle_s: float, settle_timeout_s: float) -
         rss0 = sum(proc_rss_bytes(p) for p in pids)
         with Admin(",".join(cluster.peers.values()), request_timeout_ms=60_000) as admin:
             out = _settle(admin, count, settle_timeout_s)
-            before = _leader_terms(admin)
+            before = _leader_terms(admin, count)
             _log(f"idle for {idle_s:.0f} s")
             usage = idle_usage(pids, idle_s)
-            after = _leader_terms(admin)
+            after = _leader_terms(admin, count)
         rss1 = sum(proc_rss_bytes(p) for p in pids)
         terms = sorted(t for _, t in before.values())
         out.update({
@@ -177,15 +198,25 @@ def _hosted(admin: Admin, node: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partitions", type=int, default=10_000)
+    parser.add_argument("--topics", type=int, default=1,
+                        help="spread the partitions over this many topics, created in turn")
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--settle-timeout", type=float, default=1800.0)
     parser.add_argument("--decommission-partitions", type=int, default=None)
     parser.add_argument("--decommission-timeout", type=float, default=1800.0)
     parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="keep the clusters' data and logs here (default: a temporary "
+                        "directory, removed at the end)")
     parser.add_argument("--skip-decommission", action="store_true")
     args = parser.parse_args()
-    result: dict = {}
+    global TOPICS
+    TOPICS = max(1, args.topics)
+    result: dict = {"topics": TOPICS}
     with tempfile.TemporaryDirectory(prefix="raftka-bench-scale-") as tmp:
+        if args.dir is not None:
+            args.dir.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.dir)
         if not args.skip_idle:
             result["idle"] = phase_idle(Path(tmp), args.partitions, args.idle_s,
                                         args.settle_timeout)
