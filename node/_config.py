@@ -14,6 +14,8 @@ TOML example::
     log_level = "warning"
     metrics_listen = "127.0.0.1:9301"   # Prometheus metrics over HTTP (default: off)
     rack = "eu-west-1a"                 # where this node runs (follower fetching; default: none)
+    balancer = true                     # run the automatic balancer when leading the controller
+    balance_delay_s = 30.0              # an imbalance lasts this long before the first move
 
     # Security (README, Security; node/_tls.py, _auth.py, _authz.py)
     tls_cert = "node1.pem"              # client port TLS (default: plain text)
