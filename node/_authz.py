@@ -388,10 +388,13 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         host = host_of(context.peer() or "")
         if self._peer_port:
             node = security.identity.node_of(auth_context) if security.identity else 0
-            if method == _A + "JoinCluster" and security.identity is not None:
+            forwarded = "raftka-forwarded-by" in metadata  # _forwarding.FORWARDED_BY_KEY
+            if (method == _A + "JoinCluster" and security.identity is not None
+                    and not (node and forwarded)):
                 # A joining node is no member yet: a certificate of the peer CA made out to
                 # a node name is its proof (the CA signs certificates for cluster machines
                 # only). The handler holds it to that id; it acts as a member's own call.
+                # (A member forwarding a join it took is a member's own call, below.)
                 joiner = node or security.identity.claimed_id(auth_context)
                 if joiner:
                     JOINER.set(joiner)
