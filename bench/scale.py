@@ -38,6 +38,7 @@ from tests.harness import Cluster
 
 TOPIC_PREFIX = "scale-"
 TOPICS = 1  # set by --topics
+PACED = False  # set by --paced
 
 
 def _names(count: int) -> list[str]:
@@ -69,22 +70,9 @@ def _leader_terms(admin: Admin, count: int) -> dict[tuple[str, int], tuple[int, 
             for d in descs for p in d.partitions}
 
 
-def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
-    """Create the topic and wait until every partition has a leader, then its preferred
-    one. Returns the times (None: not reached within ``timeout_s``)."""
-    t0 = time.monotonic()
-    for name, size in zip(_names(count), _sizes(count)):
-        try:
-            admin.create_topic(name, partitions=size, replication_factor=3, timeout=600)
-        except TopicExistsError:  # a retry after an answer that came too late: created
-            pass
-        except RaftkaTimeoutError as exc:  # the nodes are too busy to answer: look below
-            _log(f"create {name}: {exc}")
-        _log(f"created {name} ({size} partitions)")
-    created_s = time.monotonic() - t0
-    _log(f"topic created in {created_s:.1f} s")
-    deadline = t0 + timeout_s
-    leaders_s = preferred_s = None
+def _wait_led(admin: Admin, count: int, deadline: float) -> int:
+    """Poll until ``count`` partitions of the bench's topics exist and each has a leader, or
+    ``deadline``; the number still leaderless."""
     leaderless = count
     while time.monotonic() < deadline:
         try:
@@ -98,9 +86,35 @@ def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
             leaderless = max(leaderless, count - status.partition_count)
         _log(f"{count - leaderless}/{count} partitions have a leader")
         if not leaderless:
-            leaders_s = time.monotonic() - t0
+            return 0
+        time.sleep(2)
+    return leaderless
+
+
+def _settle(admin: Admin, count: int, timeout_s: float) -> dict:
+    """Create the topics and wait until every partition has a leader, then its preferred
+    one. With PACED, each topic is created once the previous ones' partitions all have a
+    leader. Returns the times (None: not reached within ``timeout_s``)."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    created = 0
+    for name, size in zip(_names(count), _sizes(count)):
+        try:
+            admin.create_topic(name, partitions=size, replication_factor=3, timeout=600)
+        except TopicExistsError:  # a retry after an answer that came too late: created
+            pass
+        except RaftkaTimeoutError as exc:  # the nodes are too busy to answer: look below
+            _log(f"create {name}: {exc}")
+        created += size
+        _log(f"created {name} ({size} partitions)")
+        if PACED and created < count and _wait_led(admin, created, deadline):
             break
-        time.sleep(5)
+    created_s = time.monotonic() - t0
+    _log(f"topics created in {created_s:.1f} s")
+    leaders_s = preferred_s = None
+    leaderless = _wait_led(admin, count, deadline)
+    if not leaderless:
+        leaders_s = time.monotonic() - t0
     not_preferred = None
     while leaders_s is not None and time.monotonic() < deadline:
         try:
@@ -200,6 +214,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=10_000)
     parser.add_argument("--topics", type=int, default=1,
                         help="spread the partitions over this many topics, created in turn")
+    parser.add_argument("--paced", action="store_true",
+                        help="create each topic once the previous ones all have leaders")
     parser.add_argument("--idle-s", type=float, default=30.0)
     parser.add_argument("--settle-timeout", type=float, default=1800.0)
     parser.add_argument("--decommission-partitions", type=int, default=None)
@@ -210,9 +226,10 @@ def main() -> None:
                         "directory, removed at the end)")
     parser.add_argument("--skip-decommission", action="store_true")
     args = parser.parse_args()
-    global TOPICS
+    global TOPICS, PACED
     TOPICS = max(1, args.topics)
-    result: dict = {"topics": TOPICS}
+    PACED = args.paced
+    result: dict = {"topics": TOPICS, "paced": PACED}
     with tempfile.TemporaryDirectory(prefix="raftka-bench-scale-") as tmp:
         if args.dir is not None:
             args.dir.mkdir(parents=True, exist_ok=True)
