@@ -76,7 +76,14 @@ from raftka.v1.errors import (
     error_class_for_code,
     error_from_rpc,
 )
-from raftka.client._cluster_ops import ClusterNode, Reassignment, ReplicaProgress
+from raftka.client._cluster_ops import (
+    BalancerMove,
+    BalancerNode,
+    BalancerStatus,
+    ClusterNode,
+    Reassignment,
+    ReplicaProgress,
+)
 from raftka.client._partitioner import default_partition, murmur2
 from raftka.client._producer import Producer, RecordMetadata
 from raftka.client._reader import PartitionReader, TopicReader
@@ -103,6 +110,9 @@ from raftka.client._types import (
 )
 
 __all__ = [
+    "BalancerMove",
+    "BalancerNode",
+    "BalancerStatus",
     "ClusterNode",
     "Reassignment",
     "ReplicaProgress",

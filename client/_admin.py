@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from raftka.client._cluster import Cluster, ClusterState
-from raftka.client._cluster_ops import ClusterNode, Reassignment
+from raftka.client._cluster_ops import BalancerStatus, ClusterNode, Reassignment
 from raftka.client._security import Acl, ClientSecurity, Quota, UserDescription
 from raftka.client._ops import Gather, Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._coordinator import GroupCoordinatorClient
@@ -763,6 +763,22 @@ class AdminOps(DeadLetterOps):
                                          "list nodes")
         return [ClusterNode.from_pb(n) for n in resp.nodes]
 
+    def describe_balancer_ops(self, *, timeout: float | None = None) -> Ops[BalancerStatus]:
+        """The automatic balancer's status, every active node's load and its plan (what it
+        would move next, in order: `raftka cluster balance --dry-run`)."""
+        resp = yield from self._call_ops("DescribeBalancer",
+                                         admin_pb2.DescribeBalancerRequest(), timeout,
+                                         "describe the balancer")
+        return BalancerStatus.from_pb(resp)
+
+    def set_balancer_paused_ops(self, paused: bool, *,
+                                timeout: float | None = None) -> Ops[None]:
+        """Pause the balancer (it plans no new move; moves under way finish) or resume it.
+        A replicated setting: it survives restarts and controller failover."""
+        yield from self._call_ops("SetBalancer", admin_pb2.SetBalancerRequest(paused=paused),
+                                  timeout, "pause the balancer" if paused
+                                  else "resume the balancer")
+
     # ------------------------------------------------------------------ security
 
     def _security_ops(self, method: str, request: Any, timeout: float | None,
@@ -1064,6 +1080,17 @@ class Admin(AdminOps):
 
     def list_nodes(self, *, timeout: float | None = None) -> list[ClusterNode]:
         return self._run(self.list_nodes_ops(timeout=timeout))
+
+    def describe_balancer(self, *, timeout: float | None = None) -> BalancerStatus:
+        """See :meth:`AdminOps.describe_balancer_ops`."""
+        return self._run(self.describe_balancer_ops(timeout=timeout))
+
+    def pause_balancer(self, *, timeout: float | None = None) -> None:
+        """Stop the balancer from planning new moves (moves under way finish)."""
+        self._run(self.set_balancer_paused_ops(True, timeout=timeout))
+
+    def resume_balancer(self, *, timeout: float | None = None) -> None:
+        self._run(self.set_balancer_paused_ops(False, timeout=timeout))
 
     def wait_for_brokers(self, timeout: float = 5.0) -> list[BrokerDescription]:
         """Wait until some broker answers a metadata request; returns the brokers it

@@ -50,4 +50,43 @@ class Reassignment:
                        for p in pb.progress))
 
 
-__all__ = ["ClusterNode", "Reassignment", "ReplicaProgress"]
+@dataclass(frozen=True)
+class BalancerNode:
+    id: int
+    rack: str
+    replica_count: int  # partitions it hosts once the moves under way are done
+    leader_count: int  # partitions whose preferred leader it is
+    size_bytes: int  # the log sizes of its replicas, as last reported
+
+
+@dataclass(frozen=True)
+class BalancerMove:
+    topic: str
+    partition: int
+    replicas: tuple[int, ...]  # now
+    target: tuple[int, ...]  # after the move ([0]: the preferred leader)
+    kind: str  # "leader" (a reorder: no data moves), "rack", "replicas" or "bytes"
+    reason: str
+
+
+@dataclass(frozen=True)
+class BalancerStatus:
+    paused: bool
+    status: str  # "balanced", "balancing", "paused", "waiting: ...", "imbalanced: ..."
+    nodes: tuple[BalancerNode, ...]
+    plan: tuple[BalancerMove, ...]  # what it would do next, in order
+    moves_in_flight: int
+    moves_in_flight_max: int
+
+    @classmethod
+    def from_pb(cls, pb: Any) -> BalancerStatus:
+        return cls(pb.paused, pb.status,
+                   tuple(BalancerNode(n.id, n.rack, n.replica_count, n.leader_count,
+                                      n.size_bytes) for n in pb.nodes),
+                   tuple(BalancerMove(m.topic, m.partition, tuple(m.replicas),
+                                      tuple(m.target), m.kind, m.reason) for m in pb.plan),
+                   pb.moves_in_flight, pb.moves_in_flight_max)
+
+
+__all__ = ["BalancerMove", "BalancerNode", "BalancerStatus", "ClusterNode", "Reassignment",
+           "ReplicaProgress"]

@@ -19,6 +19,7 @@
     raftka cluster decommission N [--wait] [--cancel]
     raftka cluster remove N --dead [--wait]     (a node gone for good: re-create its replicas)
     raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: no limit)
+    raftka cluster balance [--dry-run] | pause | resume | status   (automatic balancing)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
                    [--isolation read-committed]
@@ -278,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reassign-throttle", parents=[common, as_json, timeout],
         help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
     throttle.add_argument("bytes_per_s", metavar="BYTES_PER_S", type=_size)
+    balance = csub.add_parser(
+        "balance", parents=[common, as_json, timeout],
+        help="the automatic balancer: its plan (--dry-run), status, pause, resume",
+        description="The controller leader's balancer evens out replicas, bytes and "
+                    "preferred leaders per node (racks respected) by moving a few "
+                    "partitions at a time. `status` (the default) shows its state and each "
+                    "node's load; --dry-run also lists the moves it would make next; "
+                    "`pause` stops new moves (moves under way finish), `resume` lets it go "
+                    "on.")
+    balance.add_argument("balance_action", nargs="?", default="status",
+                         choices=("status", "pause", "resume"), metavar="ACTION",
+                         help="status (default), pause or resume")
+    balance.add_argument("--dry-run", action="store_true",
+                         help="show the moves it would make next (changes nothing)")
 
     txn = sub.add_parser("txn", help="list, describe or abort transactions")
     tsub = txn.add_subparsers(dest="txn_command", metavar="ACTION", required=True)
@@ -900,9 +915,51 @@ def _cmd_reassign(args: argparse.Namespace, admin: Admin) -> int:
     return 0
 
 
+def _cmd_cluster_balance(args: argparse.Namespace, admin: Admin) -> int:
+    out = sys.stdout
+    action = args.balance_action
+    if action in ("pause", "resume"):
+        if args.dry_run:
+            raise SystemExit(f"{PROG} cluster balance: --dry-run goes with status only")
+        if action == "pause":
+            admin.pause_balancer()
+            out.write("the balancer is paused (moves under way finish)\n")
+        else:
+            admin.resume_balancer()
+            out.write("the balancer is running\n")
+        return 0
+    status = admin.describe_balancer()
+    if args.json:
+        data = _plain(status)
+        if not args.dry_run:
+            data.pop("plan", None)
+        _json(data, out)
+        return 0
+    out.write(f"balancer: {status.status}\n")
+    out.write(f"moves under way: {status.moves_in_flight} (the balancer keeps at most "
+              f"{status.moves_in_flight_max})\n\n")
+    out.write(_table(["NODE", "RACK", "REPLICAS", "LEADERS", "BYTES"],
+                     [[n.id, n.rack or "-", n.replica_count, n.leader_count, n.size_bytes]
+                      for n in status.nodes]) + "\n")
+    if args.dry_run:
+        if not status.plan:
+            out.write("\nplan: nothing to move\n")
+        else:
+            out.write("\nplan (in order; leader moves move no data):\n")
+            out.write(_table(["TOPIC", "PARTITION", "FROM", "TO", "GOAL", "WHY"],
+                             [[m.topic, m.partition, ",".join(map(str, m.replicas)),
+                               ",".join(map(str, m.target)), m.kind, m.reason]
+                              for m in status.plan]) + "\n")
+    elif status.plan:
+        out.write(f"\n{len(status.plan)} move(s) planned (see --dry-run)\n")
+    return 0
+
+
 def _cmd_cluster_ops(args: argparse.Namespace, admin: Admin) -> int:
     out = sys.stdout
     action = args.cluster_command
+    if action == "balance":
+        return _cmd_cluster_balance(args, admin)
     if action == "reassign-throttle":
         admin.set_reassignment_throttle(args.bytes_per_s)
         out.write(f"reassignment throttle: {args.bytes_per_s} B/s per node"

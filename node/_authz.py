@@ -73,6 +73,9 @@ class Caller(NamedTuple):
 
 CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("raftka_caller",
                                                                         default=None)
+# JoinCluster on the peer port: the node id the caller's verified peer certificate is made
+# out to (0: not a peer-port join). The handler requires the join to be for that id.
+JOINER: contextvars.ContextVar[int] = contextvars.ContextVar("raftka_joiner", default=0)
 # seconds the request-rate quota held the current request (admit -> throttle_time_ms)
 held_s: contextvars.ContextVar[float] = contextvars.ContextVar("raftka_held_s", default=0.0)
 
@@ -210,6 +213,9 @@ RULES: dict[str, Rule] = {
     _A + "DecommissionNode": Rule(_cluster("ALTER")),
     _A + "ListNodes": Rule(_cluster("DESCRIBE")),
     _A + "JoinCluster": Rule(_cluster("CLUSTER_ACTION")),  # Kafka: BrokerRegistration
+    _A + "DescribeBalancer": Rule(_cluster("DESCRIBE")),
+    _A + "SetBalancer": Rule(_cluster("ALTER")),
+    _A + "DescribeReplicaSizes": Rule(_cluster("CLUSTER_ACTION")),  # the balancer's poll
     # GroupCoordinator
     _G + "FindCoordinator": Rule(_group("DESCRIBE")),
     _G + "Heartbeat": Rule(_group("READ", "READ", lambda r: r.topics)),
@@ -382,6 +388,20 @@ class SecurityInterceptor(grpc.aio.ServerInterceptor):
         host = host_of(context.peer() or "")
         if self._peer_port:
             node = security.identity.node_of(auth_context) if security.identity else 0
+            forwarded = "raftka-forwarded-by" in metadata  # _forwarding.FORWARDED_BY_KEY
+            if (method == _A + "JoinCluster" and security.identity is not None
+                    and not (node and forwarded)):
+                # A joining node is no member yet: a certificate of the peer CA made out to
+                # a node name is its proof (the CA signs certificates for cluster machines
+                # only). The handler holds it to that id; it acts as a member's own call.
+                # (A member forwarding a join it took is a member's own call, below.)
+                joiner = node or security.identity.claimed_id(auth_context)
+                if joiner:
+                    JOINER.set(joiner)
+                    caller = Caller(f"User:{security.identity.name_of(joiner)}", host, node,
+                                    trusted=True)
+                    CALLER.set(caller)
+                    return caller
             if not node:
                 raise BrokerError(Code.AUTHENTICATION_FAILED, "the peer port serves cluster "
                                   "members only: the certificate names no configured node")

@@ -7,6 +7,7 @@ moving leadership back to preferred leaders, every ``MAINTENANCE_INTERVAL_S``; a
 compaction where this node leads and one is due; run each replica's background pass), every
 ``COMPACTION_INTERVAL_S``, one replica's pass at a time; and ``_reassignments``
 (``_reassignment.py``): partition moves this node leads, decommission planning on the
+controller leader; and ``balancer`` (``_balancer.py``): automatic balancing on the
 controller leader.
 """
 
@@ -34,6 +35,7 @@ from ._txn_state import TXN_TOPIC, TxnStateReplica
 from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
 from ._reassignment import ReassignmentDriver, run as run_reassignments
+from ._balancer import Balancer, run as run_balancer
 
 log = logging.getLogger("raftka.broker")
 
@@ -86,6 +88,7 @@ class Broker:
         self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
         self.reassignments = ReassignmentDriver(self)
         self.host.transport.allow = self.reassignments.allow  # the catch-up throttle
+        self.balancer = Balancer(self, config.balancer, config.balance_delay_s)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -101,6 +104,7 @@ class Broker:
         self._tasks.append(loop.create_task(self._compaction(), name="broker-compaction"))
         self._tasks.append(loop.create_task(run_reassignments(self.reassignments),
                                             name="broker-reassignments"))
+        self._tasks.append(loop.create_task(run_balancer(self.balancer), name="balancer"))
         self._tasks.append(loop.create_task(self._ensure_offsets_topic(),
                                             name="offsets-topic"))
 
@@ -160,6 +164,9 @@ class Broker:
             if config.peers.get(nid) != addr.address:
                 config.peers[nid] = addr.address
             peer = addr.peer_address or addr.address
+            identity = self.peer_channels.identity
+            if identity is not None:  # its peer certificate is a member's now
+                identity.add(nid)
             if nid != self.node_id and self.peer_channels.addresses.get(nid) != peer:
                 self.peer_channels.addresses[nid] = peer
                 if self.host.transport.add_peer(nid, peer):

@@ -14,6 +14,8 @@ TOML example::
     log_level = "warning"
     metrics_listen = "127.0.0.1:9301"   # Prometheus metrics over HTTP (default: off)
     rack = "eu-west-1a"                 # where this node runs (follower fetching; default: none)
+    balancer = true                     # run the automatic balancer when leading the controller
+    balance_delay_s = 30.0              # an imbalance lasts this long before the first move
 
     # Security (README, Security; node/_tls.py, _auth.py, _authz.py)
     tls_cert = "node1.pem"              # client port TLS (default: plain text)
@@ -44,6 +46,11 @@ TOML example::
 Joining a running cluster (instead of ``peers``; ``id`` optional: the controller picks one)::
 
     join = ["10.0.0.1:7001", "10.0.0.2:7001"]   # any members; tried in turn
+
+With a peer port (``peer_listen``: mutual TLS, required by authentication), ``join`` names
+members' *peer ports* with their ids, ``["1=10.0.0.1:7101"]``, and ``id`` is required: the
+node dials a member's peer port with its own peer certificate, which must be made out to
+``peer_name_template`` of that id (it is its proof of membership), and checks the member's.
 
 The node asks a member to register it (``_join.py``) and writes what it learned to
 ``<data_dir>/membership.json``; from then on it starts from that file, without ``join``
@@ -88,6 +95,11 @@ class NodeConfig:
     # The rack (zone, room) this node runs in, shown in Metadata; readers with
     # read_from="nearest" prefer a replica in their own rack. "" = none declared.
     rack: str = ""
+    # The automatic balancer (node/_balancer.py) runs on this node while it leads the
+    # controller; it makes its first move once an imbalance has lasted balance_delay_s
+    # (a node that restarts or a topic being created is not an imbalance to act on at once).
+    balancer: bool = True
+    balance_delay_s: float = 30.0
     # A partition leader aborts a transaction still open on its partition this long after
     # its first batch (Kafka's transaction.max.timeout.ms): the backstop against a
     # transaction nobody ends, which would hold the last stable offset back for ever.
@@ -198,6 +210,7 @@ class NodeConfig:
             peers = {int(k): str(v) for k, v in dict(raw["peers"]).items()}
             kafka_peers = {int(k): str(v) for k, v in dict(raw.get("kafka_peers", {})).items()}
             initial = tuple(sorted(int(n) for n in raw["initial_node_ids"]))
+            peer_peers = {int(k): str(v) for k, v in dict(raw.get("peer_peers", {})).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"cannot read {path} (written when this node joined): {exc}; "
                               "restore it, or wipe the data directory and join again") from None
@@ -207,18 +220,29 @@ class NodeConfig:
         self.node_id = node_id
         self.peers = peers
         self.initial_node_ids = initial
+        if self.peer_listen:  # what it was told when it joined (nodes joined since: learned)
+            for nid, addr in peer_peers.items():
+                self.peer_peers.setdefault(nid, addr)
         if self.kafka_listen:  # without a Kafka listener, nobody asks for them
             for nid, addr in kafka_peers.items():
                 if nid != node_id:
                     self.kafka_peers.setdefault(nid, addr)
 
     def joined_as(self, node_id: int, peers: dict[int, str], kafka_peers: dict[int, str],
-                  initial_node_ids: tuple[int, ...]) -> None:
+                  initial_node_ids: tuple[int, ...],
+                  peer_peers: dict[int, str] | None = None) -> None:
         """Take what the join answer said, and persist it (fsynced) before anything else
         runs: a restart then starts from it without ``join``."""
         self.node_id = node_id
         self.peers = dict(peers)
         self.peers[node_id] = self.advertise
+        if self.peer_listen:
+            self.peer_peers = {n: a for n, a in (peer_peers or {}).items() if a}
+            self.peer_peers[node_id] = self.peer_listen
+            missing = sorted(set(self.peers) - set(self.peer_peers))
+            if missing:
+                raise ConfigError(f"the join answer gave no peer port for node(s) {missing}: "
+                                  "every member of a cluster with a peer port needs one")
         self.initial_node_ids = tuple(sorted(initial_node_ids))
         if self.kafka_listen:
             for nid, addr in kafka_peers.items():
@@ -228,7 +252,9 @@ class NodeConfig:
         body = json.dumps({"node_id": node_id, "initial_node_ids": list(self.initial_node_ids),
                            "peers": {str(k): v for k, v in sorted(self.peers.items())},
                            "kafka_peers": {str(k): v for k, v in sorted(kafka_peers.items())
-                                           if v and k != node_id}}, indent=1)
+                                           if v and k != node_id},
+                           "peer_peers": {str(k): v for k, v in sorted(self.peer_peers.items())}},
+                          indent=1)
         path = self.membership_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -246,13 +272,18 @@ class NodeConfig:
     def _validate_join(self) -> None:
         if self.node_id < 0:
             raise ConfigError(f"--id must be a positive integer, got {self.node_id}")
-        for addr in self.join:
-            if not _is_host_port(addr):
-                raise ConfigError(f"--join takes HOST:PORT of running members, got {addr!r}")
-        if self.peer_listen or self.secured:
-            raise ConfigError("joining a cluster with a peer port or authentication is not "
-                              "supported yet: list the node in every node's --peers and "
-                              "peer_peers instead")
+        for entry in self.join:
+            member_id, addr = split_join_entry(entry)
+            if member_id < 0 or not _is_host_port(addr):
+                raise ConfigError(f"--join takes HOST:PORT (or ID=HOST:PORT) of running "
+                                  f"members, got {entry!r}")
+            if self.peer_listen and not member_id:
+                raise ConfigError(f"with a peer port, --join names members' peer ports with "
+                                  f"their ids, ID=HOST:PORT (the member's certificate is "
+                                  f"checked against its id), got {entry!r}")
+        if self.peer_listen and self.node_id <= 0:
+            raise ConfigError("with a peer port, a joining node needs --id: its peer "
+                              "certificate, made out to that id, is its proof of membership")
         if not self.advertise:
             self.advertise = self.listen
 
@@ -291,6 +322,9 @@ class NodeConfig:
                                   f"{self.metrics_listen!r}")
         if not self.advertise:
             self.advertise = self.peers.get(self.node_id, self.listen)
+        if not 0 <= self.balance_delay_s <= 86_400:
+            raise ConfigError(f"balance_delay_s must be from 0 to 86400 seconds, got "
+                              f"{self.balance_delay_s}")
         if len(self.rack) > RACK_LENGTH_MAX or not self.rack.isprintable() \
                 or self.rack != self.rack.strip():
             raise ConfigError(f"rack must be printable, without surrounding spaces and at "
@@ -340,6 +374,16 @@ class NodeConfig:
         port = self.kafka_advertised.rpartition(":")[2]
         for nid, addr in self.peers.items():  # default: the peer's host, our Kafka port
             self.kafka_peers.setdefault(nid, f"{addr.rpartition(':')[0]}:{port}")
+
+
+def split_join_entry(entry: str) -> tuple[int, str]:
+    """``"ID=HOST:PORT"`` -> (id, address); ``"HOST:PORT"`` -> (0, address); -1 for a
+    malformed id."""
+    head, sep, addr = entry.partition("=")
+    if not sep:
+        return 0, entry
+    head = head.strip()
+    return (int(head) if head.isdigit() and int(head) > 0 else -1), addr.strip()
 
 
 def _is_host_port(value: str) -> bool:
@@ -395,6 +439,7 @@ def load_toml(path: Path) -> NodeConfig:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     known = {"id", "listen", "data_dir", "peers", "advertise", "tick_ms", "election_ticks",
              "heartbeat_ticks", "log_level", "offsets_compact_entries", "metrics_listen", "rack",
+             "balancer", "balance_delay_s",
              "transaction_max_timeout_ms", "transaction_max_partitions",
              *_SECURITY_KEYS, "kafka_listen", "kafka_advertised", "kafka_peers",
              "kafka_ssl_client_auth", "join"}
@@ -416,6 +461,8 @@ def load_toml(path: Path) -> NodeConfig:
             transaction_max_partitions=int(raw.get("transaction_max_partitions", 1000)),
             metrics_listen=str(raw.get("metrics_listen", "")),
             rack=str(raw.get("rack", "")),
+            balancer=bool(raw.get("balancer", True)),
+            balance_delay_s=float(raw.get("balance_delay_s", 30.0)),
             **_security_from_toml(raw),
             kafka_listen=str(raw.get("kafka_listen", "")),
             kafka_advertised=str(raw.get("kafka_advertised", "")),
@@ -454,6 +501,11 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--metrics-listen", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics over HTTP there (GET /metrics); off by "
                    "default")
+    p.add_argument("--balancer", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the automatic balancer while this node leads the controller "
+                   "(default: on)")
+    p.add_argument("--balance-delay-s", type=float, default=None,
+                   help="how long an imbalance lasts before the balancer moves (default 30)")
     p.add_argument("--rack", default=None, help="the rack (zone) this node runs in, for "
                    "consumers that read from the nearest replica (default: none)")
     s = p.add_argument_group("security (README, Security)")
@@ -516,6 +568,10 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
         cfg.metrics_listen = args.metrics_listen
     if args.rack is not None:
         cfg.rack = args.rack
+    if args.balancer is not None:
+        cfg.balancer = args.balancer
+    if args.balance_delay_s is not None:
+        cfg.balance_delay_s = args.balance_delay_s
     if args.kafka_listen is not None:
         cfg.kafka_listen = args.kafka_listen
     if args.kafka_advertised is not None:

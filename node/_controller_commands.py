@@ -42,6 +42,8 @@ Cluster operations (issue 19)::
      "peer_address":"","rack":"","v":1}
                                  (a node joins, or re-registers on restart; node_id 0: the
                                   controller picks the next unused id when it applies it)
+    {"op":"set_balancer","paused":true,"v":1}   (the automatic balancer stops planning new
+                                                moves; false resumes it)
 
 A user's password is never in a command: only its salted SCRAM keys (``_auth.py``).
 
@@ -93,6 +95,7 @@ OP_DECOMMISSION_NODE: Final = "decommission_node"
 OP_CANCEL_DECOMMISSION: Final = "cancel_decommission"
 OP_REMOVE_NODE: Final = "remove_node"
 OP_REGISTER_NODE: Final = "register_node"
+OP_SET_BALANCER: Final = "set_balancer"
 ACL_FIELDS: Final = ("principal", "host", "operation", "resource_type", "resource_name",
                      "pattern_type", "permission")  # AclBinding's fields, in its order
 
@@ -204,7 +207,11 @@ class RegisterNode(NamedTuple):
     rack: str
 
 
-Command = (ReassignPartition | CancelReassignment | CompleteReassignment
+class SetBalancer(NamedTuple):
+    paused: bool  # True: the balancer plans no new move (moves under way finish)
+
+
+Command = (SetBalancer | ReassignPartition | CancelReassignment | CompleteReassignment
            | AlterReplicationFactor | SetReassignmentThrottle | DecommissionNode
            | CancelDecommission | RemoveNode | RegisterNode | SetQuota | CreateTopic | DeleteTopic | AddPartitions | AllocateProducerIds | AlterTopicConfigs
            | PutUser | DeleteUser | CreateAcls | DeleteAcls)
@@ -343,6 +350,10 @@ def encode_remove_node(node_id: int) -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_REMOVE_NODE, "node_id": node_id})
 
 
+def encode_set_balancer(paused: bool) -> bytes:
+    return canonical_json({"v": COMMAND_VERSION, "op": OP_SET_BALANCER, "paused": paused})
+
+
 def encode_register_node(node_id: int, address: str, peer_address: str = "",
                          kafka_address: str = "", rack: str = "") -> bytes:
     return canonical_json({"v": COMMAND_VERSION, "op": OP_REGISTER_NODE, "node_id": node_id,
@@ -402,6 +413,7 @@ _OP_FIELDS: Final[Mapping[str, tuple[frozenset[str], frozenset[str]]]] = {
     OP_REMOVE_NODE: (frozenset({"node_id"}), frozenset()),
     OP_REGISTER_NODE: (frozenset({"node_id", "address", "peer_address", "kafka_address",
                                   "rack"}), frozenset()),
+    OP_SET_BALANCER: (frozenset({"paused"}), frozenset()),
 }
 
 
@@ -482,6 +494,8 @@ def decode_command(data: bytes | bytearray | memoryview) -> Command:
         return RegisterNode(_int_field(obj, "node_id"), _str_field(obj, "address"),
                             _str_field(obj, "peer_address"), _str_field(obj, "kafka_address"),
                             _str_field(obj, "rack"))
+    if op == OP_SET_BALANCER:
+        return SetBalancer(_bool_field(obj, "paused"))
     return AllocateProducerIds(_int_field(obj, "count"))
 
 
@@ -563,6 +577,8 @@ __all__ = [
     "ReassignPartition",
     "RegisterNode",
     "RemoveNode",
+    "SetBalancer",
+    "encode_set_balancer",
     "encode_register_node",
     "SetReassignmentThrottle",
     "encode_alter_replication_factor",

@@ -3,7 +3,9 @@
 A node compacts its controller log into a snapshot (``_broker.py``) and a follower that is
 too far behind receives one instead of the entries; every snapshot ever written is in one
 of these layouts, so they never change: a new field or meaning needs a new ``"v"``.
-Version 5 (written once a node has joined; until then version 4, which the previous release
+``balancer_paused`` (true) is written, in versions 4 and 5, only while the balancer is
+paused, so a node of the previous release reads every snapshot of a cluster whose balancer
+runs (pause it only once every node runs this release). Version 5 (written once a node has joined; until then version 4, which the previous release
 reads, so a rolling upgrade mixes releases) adds ``initial_node_ids`` (the nodes the
 cluster started with, sorted) and ``nodes`` (every registered node, sorted by id:
 ``{"id", "address", "peer_address", "kafka_address", "rack"}``); ``node_ids`` is then every
@@ -131,6 +133,8 @@ def encode_snapshot(state: ControllerState) -> bytes:
             "removed_nodes": sorted(state.removed_nodes),
             "reassign_throttle_bytes_per_s": state.reassign_throttle_bytes_per_s,
     }
+    if state.balancer_paused:
+        obj["balancer_paused"] = True
     if state.node_addresses or state.initial_node_ids != state.node_ids:
         obj["initial_node_ids"] = list(state.initial_node_ids)
         obj["nodes"] = [{"id": n, **addr._asdict()}
@@ -160,6 +164,10 @@ def decode_snapshot(data: bytes) -> ControllerState:
         f"unsupported snapshot version {version!r}; this node reads v="
         f"{' or '.join(map(str, sorted(SNAPSHOT_VERSIONS_READ)))}",
     )
+    paused = False
+    if version >= 4 and "balancer_paused" in obj:
+        paused = obj.pop("balancer_paused")
+        _require(paused is True, "balancer_paused is written only as true")
     _exact_keys(obj, _SNAPSHOT_KEYS_V5 if version >= 5 else
                 _SNAPSHOT_KEYS_V4 if version >= 4 else
                 _SNAPSHOT_KEYS_V3 if version >= 3 else _SNAPSHOT_KEYS, "snapshot")
@@ -239,6 +247,7 @@ def decode_snapshot(data: bytes) -> ControllerState:
             reassign_throttle_bytes_per_s=throttle,
             initial_node_ids=initial,
             node_addresses=addresses,
+            balancer_paused=paused,
         )
     except ValueError as error:
         raise ValueError(f"invalid controller snapshot: {error}") from None

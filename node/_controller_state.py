@@ -27,7 +27,9 @@ order, to a ``ControllerState``. The state is
   moving to); ``replicas`` then become that set and the others delete their copy;
 - ``decommissioning`` and ``removed_nodes``: nodes being drained and nodes drained (they
   get no new replica; a removed node holds none); ``reassign_throttle_bytes_per_s``: what
-  catch-up of moving replicas may send per second from each node (0: no limit).
+  catch-up of moving replicas may send per second from each node (0: no limit);
+- ``balancer_paused``: the automatic balancer (``_balancer.py``) plans no new move
+  (``set_balancer``; moves under way finish).
 
 The entries are commands (``_controller_commands.py``, their byte layout); new partitions
 are placed by ``_controller_placement.py``; ``_controller_snapshot.py`` writes and reads the
@@ -104,6 +106,7 @@ from ._controller_commands import (
     ReassignPartition,
     RegisterNode,
     RemoveNode,
+    SetBalancer,
     SetReassignmentThrottle,
     SetQuota,
     CreateAcls,
@@ -359,6 +362,7 @@ class ControllerState:
         self._decommissioning: frozenset[int] = frozenset()
         self._removed: frozenset[int] = frozenset()
         self._reassign_throttle = 0  # bytes/s per node; 0: no limit
+        self._balancer_paused = False
 
     # -- read-only views
 
@@ -422,6 +426,10 @@ class ControllerState:
     @property
     def reassign_throttle_bytes_per_s(self) -> int:
         return self._reassign_throttle
+
+    @property
+    def balancer_paused(self) -> bool:
+        return self._balancer_paused
 
     def node_state(self, node_id: int) -> str:
         if node_id in self._removed:
@@ -553,6 +561,9 @@ class ControllerState:
             self._reassign_throttle = validated.bytes_per_s
             return _ok(f"reassignment throttle: {validated.bytes_per_s} B/s per node "
                        "(0: no limit)")
+        if isinstance(validated, SetBalancer):
+            self._balancer_paused = validated.paused
+            return _ok(f"the balancer is {'paused' if validated.paused else 'running'}")
         if isinstance(validated, DecommissionNode):
             self._decommissioning = self._decommissioning | {validated.node_id}
             return _ok(f"node {validated.node_id} is decommissioning")
@@ -625,6 +636,8 @@ class ControllerState:
                 return self._validate_node_change(decoded)
             if isinstance(decoded, RegisterNode):
                 return self._validate_register_node(decoded)
+            if isinstance(decoded, SetBalancer):
+                return decoded
             return self._validate_allocate_producer_ids(decoded)
         except MalformedCommand as error:
             return _error(errors_pb2.INVALID_REQUEST, f"malformed controller command: {error}")
@@ -1100,6 +1113,7 @@ class ControllerState:
         reassign_throttle_bytes_per_s: int = 0,
         initial_node_ids: Sequence[int] | None = None,
         node_addresses: Mapping[int, NodeAddress] | None = None,
+        balancer_paused: bool = False,
     ) -> ControllerState:
         """The state with these parts, after checking every invariant ``apply`` keeps.
 
@@ -1146,6 +1160,8 @@ class ControllerState:
         state._decommissioning = decommissioning
         state._removed = removed
         state._reassign_throttle = reassign_throttle_bytes_per_s
+        _check(isinstance(balancer_paused, bool), "balancer_paused must be true or false")
+        state._balancer_paused = balancer_paused
         state._next_group_id = next_group_id
         state._next_producer_id = next_producer_id
         for meta in topics:

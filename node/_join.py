@@ -7,6 +7,17 @@ one asked for, or one the controller picked), every node's addresses and the clu
 nodes; ``NodeConfig.joined_as`` writes them to ``<data_dir>/membership.json`` (fsynced)
 before the node starts, so a restart needs no ``--join``.
 
+Security: without TLS the call is plain text. With a peer port (``peer_listen``, mutual TLS)
+``join`` names members' peer ports with their ids (``1=10.0.0.1:7101``): the node dials them
+with its own peer certificate, which must be made out to its id (``peer_name_template``),
+and checks each member's certificate against that member's id, as peers do. The member's
+peer port lets a JoinCluster in from a certificate of the peer CA that names a node that is
+no member yet, and only for that node id (``_authz.py``, ``JOINER``): the peer CA signs
+certificates for the cluster's machines only, so holding one is the proof. No user
+principal or ACL is involved (the member forwards the registration as its own call). With
+TLS on the client port and no peer port, the node dials the client ports with TLS, its own
+certificate as client certificate (as its peer channels will).
+
 Retries: a member that cannot be reached, or a retriable refusal (no controller leader yet,
 no quorum), moves on to the next member after a backoff, until ``JOIN_TIMEOUT_S``. A
 definite refusal (an id in use, a bad address) ends the attempt at once with the
@@ -28,7 +39,8 @@ import grpc
 from raftka.v1 import admin_pb2, admin_pb2_grpc
 from raftka.v1.errors import error_details
 
-from ._config import ConfigError, NodeConfig
+from ._config import ConfigError, NodeConfig, split_join_entry
+from ._tls import client_tls, peer_tls
 
 log = logging.getLogger("raftka.join")
 
@@ -46,7 +58,7 @@ async def join(config: NodeConfig, timeout_s: float = JOIN_TIMEOUT_S) -> None:
     """Register this node through ``config.join`` and take the answer into ``config``
     (persisted). Raises JoinRefused."""
     request = admin_pb2.JoinClusterRequest(
-        node_id=config.node_id, address=config.advertise,
+        node_id=config.node_id, address=config.advertise, peer_address=config.peer_listen,
         kafka_address=config.kafka_advertised if config.kafka_listen else "",
         rack=config.rack)
     loop = asyncio.get_running_loop()
@@ -54,12 +66,13 @@ async def join(config: NodeConfig, timeout_s: float = JOIN_TIMEOUT_S) -> None:
     backoff = BACKOFF_FIRST_S
     last = "no member answered"
     while True:
-        for member in config.join:
+        for entry in config.join:
+            member_id, member = split_join_entry(entry)
             budget = min(CALL_TIMEOUT_S, deadline - loop.time())
             if budget <= 0:
                 raise JoinRefused(f"could not join the cluster through {', '.join(config.join)} "
                                   f"within {timeout_s:.0f}s: {last}")
-            async with grpc.aio.insecure_channel(member) as channel:
+            async with _channel(config, member_id, member) as channel:
                 try:
                     answer = await admin_pb2_grpc.AdminStub(channel).JoinCluster(
                         request, timeout=budget)
@@ -78,6 +91,23 @@ async def join(config: NodeConfig, timeout_s: float = JOIN_TIMEOUT_S) -> None:
         backoff = min(backoff * 2, BACKOFF_MAX_S)
 
 
+def _channel(config: NodeConfig, member_id: int, member: str) -> grpc.aio.Channel:
+    """A channel to a member, secured as this node's peer channels will be (docstring)."""
+    try:
+        peer = peer_tls(config)
+        client = client_tls(config)
+    except ValueError as exc:
+        raise JoinRefused(str(exc)) from None
+    if peer is not None:
+        return grpc.aio.secure_channel(member, peer.channel_credentials(), options=[
+            ("grpc.ssl_target_name_override",
+             config.peer_name_template.format(id=member_id))])
+    if client is not None:
+        return grpc.aio.secure_channel(member, grpc.ssl_channel_credentials(
+            client.ca, client.key, client.cert))
+    return grpc.aio.insecure_channel(member)
+
+
 def _take(config: NodeConfig, answer: admin_pb2.JoinClusterResponse) -> None:
     if answer.node_id <= 0 or not answer.initial_node_ids:
         raise JoinRefused(f"the join answer is incomplete (node id {answer.node_id}, first "
@@ -85,4 +115,7 @@ def _take(config: NodeConfig, answer: admin_pb2.JoinClusterResponse) -> None:
                           "node of this release?")
     peers = {n.id: n.address for n in answer.nodes if n.id != answer.node_id and n.address}
     kafka = {n.id: n.kafka_address for n in answer.nodes if n.kafka_address}
-    config.joined_as(answer.node_id, peers, kafka, tuple(answer.initial_node_ids))
+    peer_ports = {n.id: n.peer_address for n in answer.nodes
+                  if n.id != answer.node_id and n.peer_address}
+    config.joined_as(answer.node_id, peers, kafka, tuple(answer.initial_node_ids),
+                     peer_ports)

@@ -56,7 +56,7 @@ from ._auth import Authenticator, PrincipalMapper
 from ._authz import NodeSecurity, SecurityInterceptor
 from ._quota import QuotaLimiter
 from ._security_service import SecurityService
-from ._tls import client_tls, peer_identity, peer_tls, warn_plain_text
+from ._tls import client_tls, peer_tls, warn_plain_text
 
 log = logging.getLogger("raftka.node")
 
@@ -117,6 +117,7 @@ async def serve(config: NodeConfig) -> int:
     broker_service = BrokerService(broker, forwarder)
     admin_service = AdminService(broker, forwarder)
     broker.reassignments.controller_write = admin_service.complete_reassignment
+    broker.balancer.channel_of = forwarder.channel  # log sizes from the other nodes
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
     txns = TransactionCoordinatorService(broker, forwarder, broker_service, groups)
@@ -266,8 +267,9 @@ def node_security(config: NodeConfig, broker: Broker) -> NodeSecurity:
                                       PrincipalMapper(config.principal_mapping_rules),
                                       lambda: state().users)
     authorizer = Authorizer(config.super_users) if config.authorization else None
+    # the peer channels' identity: nodes that join are added to it (Broker._learn_nodes)
     return NodeSecurity(authenticator, authorizer, lambda: state().acls,
-                        peer_identity(config), QuotaLimiter(lambda: state().quotas))
+                        broker.peer_channels.identity, QuotaLimiter(lambda: state().quotas))
 
 
 def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: ControllerForwarder,

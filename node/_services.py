@@ -19,7 +19,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, tx
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, parse_header, raw_records
 from raftka.raft import Role
 
-from ._authz import Denied, Held
+from ._authz import CALLER, JOINER, Denied, Held
 from ._broker import Broker
 from ._controller_commands import (
     encode_register_node,
@@ -30,6 +30,7 @@ from ._controller_commands import (
     encode_decommission_node,
     encode_reassign_partition,
     encode_set_reassignment_throttle,
+    encode_set_balancer,
     encode_add_partitions,
     encode_allocate_producer_ids,
     encode_alter_topic_configs,
@@ -923,6 +924,14 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
         if request.node_id < 0:
             raise BrokerError(Code.INVALID_REQUEST, f"a node id is positive (0: let the "
                               f"controller pick one), got {request.node_id}")
+        joiner = JOINER.get()
+        if joiner:  # on the peer port, proven by a peer certificate made out to `joiner`
+            if request.node_id != joiner:
+                raise BrokerError(Code.INVALID_REQUEST, f"the peer certificate is node "
+                                  f"{joiner}'s; join with --id {joiner}")
+            # forwarded to the controller leader as this member's own call: the joiner's
+            # certificate was checked here, and it has no principal the ACLs know
+            CALLER.set(None)
 
         async def local(timeout_s: float) -> Any:
             b.controller.require_leader()
@@ -944,6 +953,32 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
         return await self.controller_write(
             context, "JoinCluster", request,
             f"JoinCluster {request.node_id or '(any id)'} at {request.address}", local)
+
+    @_handler
+    async def DescribeBalancer(self, request, context):  # noqa: N802
+        """The balancer's status and plan, from the controller leader's balancer."""
+        async def local(timeout_s: float) -> Any:
+            self.broker.controller.require_leader()
+            return await self.broker.balancer.describe()
+
+        return await self.controller_write(context, "DescribeBalancer", request,
+                                           "DescribeBalancer", local,
+                                           retry_if_leader_moves=True)
+
+    @_handler
+    async def SetBalancer(self, request, context):  # noqa: N802
+        paused = bool(request.paused)
+        return await self._command(
+            context, "SetBalancer", request,
+            "pause the balancer" if paused else "resume the balancer",
+            encode_set_balancer(paused), admin_pb2.SetBalancerResponse(),
+            lambda state: state.balancer_paused == paused)
+
+    @_handler
+    async def DescribeReplicaSizes(self, request, context):  # noqa: N802
+        sizes = sorted(self.broker.balancer.local_sizes().items())
+        return admin_pb2.DescribeReplicaSizesResponse(
+            group_ids=[g for g, _ in sizes], size_bytes=[s for _, s in sizes])
 
     @_handler
     async def ListReassignments(self, request, context):  # noqa: N802

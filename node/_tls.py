@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,25 @@ class PeerIdentity:
     def __init__(self, node_ids: list[int], template: str) -> None:
         self.template = template
         self._by_name = {template.format(id=n): n for n in node_ids}
+        prefix, _, suffix = template.partition("{id}")
+        self._any_id = re.compile(re.escape(prefix) + r"([1-9][0-9]{0,9})" + re.escape(suffix))
 
     def name_of(self, node_id: int) -> str:
         return self.template.format(id=node_id)
+
+    def add(self, node_id: int) -> None:
+        """A node registered in the metadata (it joined) is a member from now on."""
+        self._by_name[self.template.format(id=node_id)] = node_id
+
+    def claimed_id(self, auth_context: dict) -> int:
+        """The node id a verified peer certificate is made out to, member or not (0: its
+        names fit no ``{id}`` of the template): a joining node's proof of who it is."""
+        for key in ("x509_subject_alternative_name", "x509_common_name"):
+            for raw in auth_context.get(key, ()):
+                match = self._any_id.fullmatch(raw.decode("utf-8", "replace"))
+                if match:
+                    return int(match.group(1))
+        return 0
 
     def node_of(self, auth_context: dict) -> int:
         """The node the verified peer certificate names, or 0 if it names none."""

@@ -178,8 +178,10 @@ class Cluster:
                  extra_args: tuple[str, ...] = (), metrics: bool = False,
                  node_args: Callable[[int], list[str]] | None = None,
                  channel_credentials: grpc.ChannelCredentials | None = None,
-                 kafka: bool = False) -> None:
+                 kafka: bool = False, balancer: bool = False) -> None:
         """``metrics``: every node serves Prometheus metrics (``metrics_url``).
+        ``balancer``: the nodes run the automatic balancer (off by default, so that no test
+        sees replicas or leaders move that it did not move itself).
         ``node_args(node_id)``: more flags for one node (its own certificate);
         ``channel_credentials``: TLS for the harness's own channels (``channel``);
         ``kafka``: every node serves the Kafka protocol (``kafka_bootstrap``)."""
@@ -189,6 +191,8 @@ class Cluster:
         self.size = size
         self.tick_ms = tick_ms
         self.extra_args = tuple(extra_args)  # more `python -m raftka.node` flags for every node
+        if not balancer:
+            self.extra_args = ("--no-balancer", *self.extra_args)
         ports = free_ports(size * (1 + bool(metrics) + bool(kafka)))  # all distinct
         self.peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(size)}
         self.metrics = ({i + 1: f"127.0.0.1:{ports[size + i]}" for i in range(size)}

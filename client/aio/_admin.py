@@ -169,6 +169,15 @@ class Admin(AdminOps):
     async def list_nodes(self, *, timeout: float | None = None):
         return await self._run(self.list_nodes_ops(timeout=timeout))
 
+    async def describe_balancer(self, *, timeout: float | None = None):
+        return await self._run(self.describe_balancer_ops(timeout=timeout))
+
+    async def pause_balancer(self, *, timeout: float | None = None) -> None:
+        await self._run(self.set_balancer_paused_ops(True, timeout=timeout))
+
+    async def resume_balancer(self, *, timeout: float | None = None) -> None:
+        await self._run(self.set_balancer_paused_ops(False, timeout=timeout))
+
     async def add_partitions(self, topic: str, total_count: int, *,
                        timeout: float | None = None) -> TopicDescription:
         """Grow ``topic`` to ``total_count`` partitions (Kafka's create-partitions). The new

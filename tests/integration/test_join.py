@@ -44,7 +44,8 @@ def admin(cluster3: Cluster) -> Iterator[Admin]:
 def _node_command(cluster: Cluster, data_dir: Path, address: str, node_id: int | None,
                   join: bool, kafka: str = "") -> list[str]:
     cmd = [sys.executable, "-m", "raftka.node", "--listen", address, "--data-dir",
-           str(data_dir), "--tick-ms", str(cluster.tick_ms), "--log-level", "info"]
+           str(data_dir), "--tick-ms", str(cluster.tick_ms), "--log-level", "info",
+           "--no-balancer"]  # like the harness's nodes: nothing moves unless a test moves it
     if kafka:
         cmd += ["--kafka-listen", kafka]
     if node_id is not None:

@@ -404,3 +404,75 @@ class JoinClusterResponse(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[ClusterNode]
     initial_node_ids: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, node_id: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[ClusterNode, _Mapping]]] = ..., initial_node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DescribeBalancerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BalancerNode(_message.Message):
+    __slots__ = ("id", "rack", "replica_count", "leader_count", "size_bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RACK_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LEADER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    rack: str
+    replica_count: int
+    leader_count: int
+    size_bytes: int
+    def __init__(self, id: _Optional[int] = ..., rack: _Optional[str] = ..., replica_count: _Optional[int] = ..., leader_count: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class BalancerMove(_message.Message):
+    __slots__ = ("topic", "partition", "replicas", "target", "kind", "reason")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    partition: int
+    replicas: _containers.RepeatedScalarFieldContainer[int]
+    target: _containers.RepeatedScalarFieldContainer[int]
+    kind: str
+    reason: str
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., replicas: _Optional[_Iterable[int]] = ..., target: _Optional[_Iterable[int]] = ..., kind: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DescribeBalancerResponse(_message.Message):
+    __slots__ = ("paused", "status", "nodes", "plan", "moves_in_flight", "moves_in_flight_max")
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    MOVES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MOVES_IN_FLIGHT_MAX_FIELD_NUMBER: _ClassVar[int]
+    paused: bool
+    status: str
+    nodes: _containers.RepeatedCompositeFieldContainer[BalancerNode]
+    plan: _containers.RepeatedCompositeFieldContainer[BalancerMove]
+    moves_in_flight: int
+    moves_in_flight_max: int
+    def __init__(self, paused: _Optional[bool] = ..., status: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[BalancerNode, _Mapping]]] = ..., plan: _Optional[_Iterable[_Union[BalancerMove, _Mapping]]] = ..., moves_in_flight: _Optional[int] = ..., moves_in_flight_max: _Optional[int] = ...) -> None: ...
+
+class SetBalancerRequest(_message.Message):
+    __slots__ = ("paused",)
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    paused: bool
+    def __init__(self, paused: _Optional[bool] = ...) -> None: ...
+
+class SetBalancerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeReplicaSizesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeReplicaSizesResponse(_message.Message):
+    __slots__ = ("group_ids", "size_bytes")
+    GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    group_ids: _containers.RepeatedScalarFieldContainer[int]
+    size_bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, group_ids: _Optional[_Iterable[int]] = ..., size_bytes: _Optional[_Iterable[int]] = ...) -> None: ...

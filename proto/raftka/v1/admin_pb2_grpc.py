@@ -124,6 +124,21 @@ class AdminStub:
                 request_serializer=raftka_dot_v1_dot_admin__pb2.JoinClusterRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_admin__pb2.JoinClusterResponse.FromString,
                 _registered_method=True)
+        self.DescribeBalancer = channel.unary_unary(
+                '/raftka.v1.Admin/DescribeBalancer',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.DescribeBalancerRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeBalancerResponse.FromString,
+                _registered_method=True)
+        self.SetBalancer = channel.unary_unary(
+                '/raftka.v1.Admin/SetBalancer',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.SetBalancerRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.SetBalancerResponse.FromString,
+                _registered_method=True)
+        self.DescribeReplicaSizes = channel.unary_unary(
+                '/raftka.v1.Admin/DescribeReplicaSizes',
+                request_serializer=raftka_dot_v1_dot_admin__pb2.DescribeReplicaSizesRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeReplicaSizesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -237,6 +252,24 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeReplicaSizes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +362,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.JoinCluster,
                     request_deserializer=raftka_dot_v1_dot_admin__pb2.JoinClusterRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_admin__pb2.JoinClusterResponse.SerializeToString,
+            ),
+            'DescribeBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeBalancer,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeBalancerRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.DescribeBalancerResponse.SerializeToString,
+            ),
+            'SetBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBalancer,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.SetBalancerRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.SetBalancerResponse.SerializeToString,
+            ),
+            'DescribeReplicaSizes': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeReplicaSizes,
+                    request_deserializer=raftka_dot_v1_dot_admin__pb2.DescribeReplicaSizesRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_admin__pb2.DescribeReplicaSizesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -817,6 +865,87 @@ class Admin:
             '/raftka.v1.Admin/JoinCluster',
             raftka_dot_v1_dot_admin__pb2.JoinClusterRequest.SerializeToString,
             raftka_dot_v1_dot_admin__pb2.JoinClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/DescribeBalancer',
+            raftka_dot_v1_dot_admin__pb2.DescribeBalancerRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.DescribeBalancerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/SetBalancer',
+            raftka_dot_v1_dot_admin__pb2.SetBalancerRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.SetBalancerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeReplicaSizes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.Admin/DescribeReplicaSizes',
+            raftka_dot_v1_dot_admin__pb2.DescribeReplicaSizesRequest.SerializeToString,
+            raftka_dot_v1_dot_admin__pb2.DescribeReplicaSizesResponse.FromString,
             options,
             channel_credentials,
             insecure,
