@@ -13,6 +13,10 @@ Asyncio tasks owned here (see also node/README.md):
 
 - ``_ticker``: calls ``driver.tick()`` every ``tick_s`` (ticks every group that is not
   quiesced, pings idle peers through ``PeerTransport.tick``, checks node-level liveness).
+  It measures its own lag: a tick that runs a whole interval late or more (the loop
+  stalled) drops the ticks missed meanwhile and is reported late (``tick(late=True)``,
+  driver rule 8a: not counted against peers whose batches are still unread), so election
+  timeouts widen while the loop lags (``driver.late_ticks`` / ``skipped_ticks`` count them).
 - ``_ready_loop``: the only caller of ``driver.run_pass()``, whenever the driver called
   ``wake`` (the ``_wakeup`` event). A pass that must sync hands its ONE ``save_many`` (one
   WAL sync for every group of the pass) to the host's own sync thread (``_SyncThread``) and
@@ -278,7 +282,17 @@ class RaftHost:
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            driver.tick()
+            # The loop's own lag: how late this tick runs. A whole interval or more means
+            # the loop stalled (a starved CPU, a long callback): the ticks missed meanwhile
+            # are dropped instead of fired back to back, and the driver skips this one
+            # (rule 8a) so the stall is not counted against the peers whose batches wait
+            # unread in our sockets. Election timeouts thus widen while the loop lags.
+            now = time.monotonic()
+            lag_s = now - next_at
+            late = lag_s >= interval
+            if late:
+                next_at = now
+            driver.tick(late)
 
     async def _ready_loop(self) -> None:
         wakeup = self._wakeup

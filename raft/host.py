@@ -50,6 +50,17 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
 8. Ticks: ``tick()`` ticks every group that is not quiesced (a quiesced group's timers are
    stopped: it is skipped and costs nothing) and asks the transport to ping every peer it
    sent nothing to since the previous tick.
+8a. Late ticks (a stall of the owner's own loop): the owner says ``tick(late=True)`` when
+   it ran the tick at least a whole tick interval after it was due, and drops the ticks it
+   missed meanwhile (it does not call ``tick`` for them). A late tick pings the peers but
+   ticks no group and checks no liveness, unless the tick before it was skipped too: the
+   peers' batches of the stall (heartbeats, acknowledgements) may still sit unread, and a
+   follower must not campaign against a leader it simply has not read yet, nor a leader
+   step down for followers it has not read. So a stall counts as no tick at all, and under
+   sustained lag at most every other tick is skipped: election timeouts widen (up to about
+   twice, in wall time, plus the lag) while the loop is late, never without bound (a dead
+   leader is still replaced). On time, nothing changes: failover on a healthy cluster is
+   as fast as before.
 9. Node-level liveness (for quiesced groups, which send no heartbeats): every batch from a
    peer, messages or an empty ping, stamps it heard. At a tick, a peer silent for an
    election timeout is a suspect; silent again at the next tick (two ticks in a row: after
@@ -237,6 +248,11 @@ class HostDriver:
         self._heard: dict[int, float] = {}
         self._down_reported: dict[int, float] = {}
         self._suspects: set[int] = set()
+        # Rule 8a: whether the previous tick was skipped as late; counters for the owner's
+        # statistics (never decrease).
+        self._skipped_last = False
+        self.late_ticks = 0  # ticks the owner reported late
+        self.skipped_ticks = 0  # of which skipped (no group ticked)
 
     # ------------------------------------------------------------------ groups, peers
     def add_group(self, group: HostGroup) -> None:
@@ -315,8 +331,19 @@ class HostDriver:
             group.node.report_snapshot(peer, ok)
             self.mark(group_id)
 
-    def tick(self) -> None:
-        """Rules 8 and 9: once per tick interval."""
+    def tick(self, late: bool = False) -> None:
+        """Rules 8, 8a and 9: once per tick interval. ``late``: the owner's loop ran this
+        tick at least a tick interval after it was due (and dropped the ticks it missed)."""
+        if late:
+            self.late_ticks += 1
+            if not self._skipped_last:
+                # rule 8a: what the peers sent during our stall is not read yet
+                self._skipped_last = True
+                self.skipped_ticks += 1
+                self._suspects.clear()
+                self._transport.tick()
+                return
+        self._skipped_last = False
         dirty = self._dirty
         for group in self.groups.values():
             node = group.node

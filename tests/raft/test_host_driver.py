@@ -330,6 +330,68 @@ def test_one_stalled_tick_does_not_report_a_peer_whose_batches_are_waiting():
     assert reported == []
 
 
+def test_a_late_tick_after_a_stall_lets_a_follower_read_its_leader_first():
+    """Rule 8a: our own loop stalled while leader 2's heartbeats waited in the socket. The
+    late tick does not count, so the follower reads them before its timer moves again;
+    without the flag the same tick makes it campaign against a live leader."""
+    outcomes = []
+    for late in (True, False):
+        h = Host(1)
+        node = h.node(1)
+        h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)
+        h.run()
+        timeout = node._raft.randomized_election_timeout
+        for _ in range(timeout - 1):
+            h.driver.tick()  # on time, nothing heard: one tick short of the timeout
+        h.run()
+        assert node.role == Role.FOLLOWER
+        h.driver.tick(late=late)  # the first tick after the stall ...
+        h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)  # ... then
+        h.run()  # the heartbeat that waited meanwhile
+        outcomes.append((node.role, node.term))
+        assert h.wire.ticks == timeout  # pings go out on the late tick too
+    assert outcomes[0] == (Role.FOLLOWER, 1)
+    assert outcomes[1][0] != Role.FOLLOWER  # the stall was held against the leader
+
+
+def test_under_sustained_lag_every_other_tick_counts():
+    """Rule 8a's bound: a loop that is late at every tick still times out, at most about
+    twice as slowly (a dead leader is still replaced)."""
+    h = Host(1)
+    node = h.node(1)
+    h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)
+    h.run()
+    timeout = node._raft.randomized_election_timeout
+    for _ in range(2 * timeout - 1):
+        h.driver.tick(late=True)
+        h.run()
+    assert node.role == Role.FOLLOWER and node.term == 1
+    h.driver.tick(late=True)
+    h.run()
+    assert node.role != Role.FOLLOWER  # campaigned after 2 x timeout late ticks
+    assert (h.driver.late_ticks, h.driver.skipped_ticks) == (2 * timeout, timeout)
+
+
+def test_a_late_tick_checks_no_liveness_and_forgets_suspects():
+    h = Host(1, quiesce=True)
+    h.driver.add_peer(2)
+    reported: list[int] = []
+    h.node(1).report_peer_down = reported.append
+    h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
+                                       commit=0))], 2)
+    h.clock.t = 10.0
+    h.driver.tick()  # silent for an election timeout: a suspect
+    h.clock.t = 40.0  # then our loop stalled: the next tick is late
+    h.driver.tick(late=True)
+    assert reported == []  # not reported on a late tick ...
+    h.clock.t = 41.0
+    h.driver.tick()  # ... and a suspect again from scratch, not reported yet
+    assert reported == []
+    h.clock.t = 42.0
+    h.driver.tick()
+    assert reported == [2]  # really silent: two on-time ticks in a row
+
+
 def test_transfer_leaderships_moves_each_led_group_to_a_reachable_voter():
     h = Host(1)
     node = h.node(1)
