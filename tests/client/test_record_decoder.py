@@ -131,3 +131,16 @@ def test_compiled_decoder_refuses_bad_arguments():
         rb._compiled_decode(batch, 61, len(batch) + 1, 1, 0, TS, None, -1, None, None, None)
     with pytest.raises(ValueError):  # a varint of 11 bytes
         rb._compiled_decode(b"\xff" * 11, 0, 11, 1, 0, TS, None, -1, None, None, None)
+
+
+def test_the_compiled_decoder_is_built_where_a_c_compiler_is_there():
+    """`pip install` (editable or a wheel) builds raftka.v1._records when it can: with a
+    compiler on this machine, its absence is a build regression, not the fallback."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    has_headers = (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
+    if not (shutil.which("cc") or shutil.which("gcc")) or not has_headers:
+        pytest.skip("no C compiler or Python headers here: the fallback decoder is used")
+    assert rb.COMPILED_DECODER
