@@ -90,7 +90,8 @@ VOTERS = ConfState(frozenset({1, 2, 3}))
 class Host:
     """Node 1 with groups 1..n, all members {1, 2, 3}."""
 
-    def __init__(self, groups: int = 2, *, quiesce: bool = False) -> None:
+    def __init__(self, groups: int = 2, *, quiesce: bool = False,
+                 late_skips_max: int = 3) -> None:
         self.clock = Clock()
         self.wire = Wire()
         self.stores = {g: MemoryStorage(VOTERS) for g in range(1, groups + 1)}
@@ -98,7 +99,7 @@ class Host:
         self.wakes = 0
         self.driver = HostDriver(1, transport=self.wire, storage=self.disk, clock=self.clock,
                                  wake=self._wake, election_timeout=10.0,
-                                 rng=random.Random(1))
+                                 rng=random.Random(1), late_skips_max=late_skips_max)
         self.machines: dict[int, Machine] = {}
         for g in self.stores:
             node = RawNode(Config(1, election_tick=10, heartbeat_tick=1, quiesce=quiesce,
@@ -354,22 +355,29 @@ def test_a_late_tick_after_a_stall_lets_a_follower_read_its_leader_first():
     assert outcomes[1][0] != Role.FOLLOWER  # the stall was held against the leader
 
 
-def test_under_sustained_lag_every_other_tick_counts():
-    """Rule 8a's bound: a loop that is late at every tick still times out, at most about
-    twice as slowly (a dead leader is still replaced)."""
-    h = Host(1)
+@pytest.mark.parametrize("skips", [0, 1, 3])
+def test_under_sustained_lag_one_tick_in_late_skips_max_plus_one_counts(skips):
+    """Rule 8a's bound: a loop that is late at every tick still times out, at most
+    ``late_skips_max + 1`` times as slowly (a dead leader is still replaced)."""
+    h = Host(1, late_skips_max=skips)
     node = h.node(1)
     h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)
     h.run()
     timeout = node._raft.randomized_election_timeout
-    for _ in range(2 * timeout - 1):
+    for _ in range((skips + 1) * timeout - 1):
         h.driver.tick(late=True)
         h.run()
     assert node.role == Role.FOLLOWER and node.term == 1
     h.driver.tick(late=True)
     h.run()
-    assert node.role != Role.FOLLOWER  # campaigned after 2 x timeout late ticks
-    assert (h.driver.late_ticks, h.driver.skipped_ticks) == (2 * timeout, timeout)
+    assert node.role != Role.FOLLOWER  # campaigned after (skips + 1) x timeout late ticks
+    assert (h.driver.late_ticks, h.driver.skipped_ticks) == ((skips + 1) * timeout,
+                                                             skips * timeout)
+
+
+def test_late_skips_max_must_not_be_negative():
+    with pytest.raises(ValueError):
+        Host(1, late_skips_max=-1)
 
 
 def test_a_late_tick_checks_no_liveness_and_forgets_suspects():
