@@ -8,7 +8,7 @@ sending ``send_many`` of 1,000 × 100 B to another topic throughout. Then one to
 (``all_leaders_s``; ``leaderless_left`` if it never happened), the Raft elections
 started on all nodes meanwhile (``raftka_raft_elections_started_total``), in the 5 s
 after, in the next 10 s, and how many partitions changed (leader, term) in those 10 s;
-then the ticker's late-tick warnings from the node logs. Run it from two checkouts to
+leadership transfers (preferred-leader hand-backs) in those 10 s; then the ticker's late-tick warnings from the node logs. Run it from two checkouts to
 compare (the load of the machine counts: alternate the runs). Not part of ``make test``;
 quoted in BENCHMARKS.md.
 """
@@ -19,7 +19,7 @@ from tests.harness import Cluster
 from raftka.client import Admin, Producer, RaftkaError
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 
-def elections(c):
+def elections(c, metric="raftka_raft_elections_started_total"):
     total = 0
     for nid in c.procs:
         try:
@@ -27,7 +27,7 @@ def elections(c):
         except Exception:
             continue
         for line in text.splitlines():
-            if line.startswith("raftka_raft_elections_started_total"):
+            if line.startswith(metric):
                 total += float(line.split()[-1])
     return int(total)
 
@@ -78,15 +78,17 @@ try:
             return {}
     time.sleep(5)
     e1b = elections(c)
+    x1 = elections(c, "raftka_raft_leadership_transfers_total")
     t1 = terms()
     time.sleep(10)
     t2 = terms()
     e2 = elections(c)
+    x2 = elections(c, "raftka_raft_leadership_transfers_total")
     changed = sum(1 for p, lt in t2.items() if t1.get(p) != lt) if t1 and t2 else None
     stop.set(); th.join(10)
     print(json.dumps({"repo": repo, "partitions": count, "all_leaders_s": round(settle_s, 1),
                       "leaderless_left": leaderless, "elections_during_create": e1 - e0,
-                      "elections_in_5s_after": e1b - e1, "elections_in_next_10s": e2 - e1b, "leader_changes_in_those_10s": changed, "load_records": sent[0]}), flush=True)
+                      "elections_in_5s_after": e1b - e1, "elections_in_next_10s": e2 - e1b, "leader_changes_in_those_10s": changed, "transfers_in_those_10s": x2 - x1, "load_records": sent[0]}), flush=True)
 finally:
     stop.set()
     import subprocess; print(subprocess.run(f"grep -h \"raft ticker\" {root}/node-*.log | tail -12", shell=True, capture_output=True, text=True).stdout)
