@@ -7,10 +7,11 @@ sending ``send_many`` of 1,000 × 100 B to another topic throughout. Then one to
 180 s) until every partition has a leader. Printed as JSON: the seconds until then
 (``all_leaders_s``; ``leaderless_left`` if it never happened), the Raft elections
 started on all nodes meanwhile (``raftka_raft_elections_started_total``), in the 5 s
-after, in the next 10 s, and how many partitions changed (leader, term) in those 10 s;
-leadership transfers (preferred-leader hand-backs) in those 10 s; then the ticker's late-tick warnings from the node logs. Run it from two checkouts to
-compare (the load of the machine counts: alternate the runs). Not part of ``make test``;
-quoted in BENCHMARKS.md.
+after, in the next 10 s, how many partitions changed (leader, term) in those 10 s and
+the leadership transfers (preferred-leader hand-backs) among them; then the ticker's
+late-tick warnings from the node logs. Run it from two checkouts to compare (the load of
+the machine counts: alternate the runs). Not part of ``make test``; quoted in
+BENCHMARKS.md.
 """
 import sys, time, tempfile, shutil, threading, urllib.request, json
 from pathlib import Path
