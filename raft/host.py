@@ -52,13 +52,16 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    sent nothing to since the previous tick.
 8a. Late ticks (a stall of the owner's own loop): the owner says ``tick(late=True)`` when
    it ran the tick at least a whole tick interval after it was due, and drops the ticks it
-   missed meanwhile (it does not call ``tick`` for them). A late tick pings the peers,
-   ticks only the groups this node leads (their heartbeats must keep reaching followers
-   elsewhere, whose timers run on time: skipping them caused the very churn this rule is
-   against) and checks no liveness, unless the ``late_skips_max`` ticks
-   before it were all skipped: the peers' batches of the stall (heartbeats, votes) may
-   still sit unread, and a follower or candidate must not time out against peers it simply
-   has not read yet. So for them a stall counts
+   missed meanwhile (it does not call ``tick`` for them). A late tick pings the peers but
+   ticks no group and checks no liveness, unless the ``late_skips_max`` ticks before it
+   were all skipped: the peers' batches of the stall (heartbeats, acknowledgements, votes)
+   may still sit unread, and a follower must not campaign against a leader it simply has
+   not read yet, nor a leader step down (check-quorum) for followers it has not read. A
+   starved leader's heartbeats slow down with it, so followers on healthy nodes may
+   replace it: that is wanted (a starved leader serves badly); what rule 8a prevents is a
+   starved node deposing healthy peers or itself. (Ticking leaders on late ticks was
+   tried: with check-quorum running at full rate on starved leaders, the 1,000-partition
+   creation under load churned again.) So a stall counts
    as no tick at all, and under sustained lag one tick in ``late_skips_max + 1`` counts:
    election timeouts widen (up to that factor, in wall time, plus the lag itself) while
    the loop is late, which also lets an election finish on a starved node before its
@@ -345,19 +348,10 @@ class HostDriver:
         if late:
             self.late_ticks += 1
             if self._skipped_in_a_row < self._late_skips_max:
-                # rule 8a: what the peers sent during our stall is not read yet; leaders
-                # still tick (their heartbeats keep the followers' timers, which run on
-                # time elsewhere, from expiring)
+                # rule 8a: what the peers sent during our stall is not read yet
                 self._skipped_in_a_row += 1
                 self.skipped_ticks += 1
                 self._suspects.clear()
-                dirty = self._dirty
-                for group in self.groups.values():
-                    node = group.node
-                    if node.role == Role.LEADER and not node.quiesced:
-                        node.tick()
-                        dirty.add(group.group_id)
-                self._wake()
                 self._transport.tick()
                 return
         self._skipped_in_a_row = 0
