@@ -270,6 +270,25 @@ class RaftkaSystem(Bounded):
         return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3),
                 "capped": got[0] < records}
 
+    def consume_batches(self, topic: str, records: int) -> dict:
+        """The same backlog through ``PartitionReader.poll_batches``: whole batches as
+        columns (values, keys, offsets lists), no object per record."""
+        got = [0]
+        cap = self.settings.consume_cap_s
+        with PartitionReader(self.bootstrap, topic, 0, "earliest", security=self.security,
+                             max_bytes=READER_MAX_BYTES) as reader:
+            if not hasattr(reader, "poll_batches"):
+                return {"error": "PartitionReader.poll_batches not available in this version"}
+            with Ticker(bar("Raftka PartitionReader.poll_batches consume backlog", records),
+                        lambda: got[0]):
+                start = time.perf_counter()
+                while got[0] < records and time.perf_counter() - start < cap:
+                    for batch in reader.poll_batches(timeout=1.0):
+                        got[0] += len(batch.values)
+                elapsed = time.perf_counter() - start
+        return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3),
+                "capped": got[0] < records}
+
     def consume_group(self, topic: str, records: int) -> dict:
         """The same backlog through a consumer group member (``client.Consumer``), timed
         from its creation: the group join is included (``first_record_s`` says how long

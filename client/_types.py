@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from raftka.v1 import admin_pb2, broker_pb2, group_pb2
@@ -161,6 +162,54 @@ class ConsumedRecord(NamedTuple):
     def timestamp(self) -> int:
         """Kafka's name for ``timestamp_ms`` (milliseconds since the epoch)."""
         return self.timestamp_ms
+
+
+class ConsumedBatch:
+    """The committed records of one stored batch (or its part at or after the reader's
+    position), as columns: what ``poll_batches`` returns, for applications that handle
+    values (and keys) in bulk and need no object per record. ``len()`` is its record count;
+    iterating yields :class:`ConsumedRecord` objects (built on demand)."""
+
+    __slots__ = ("topic", "partition", "offsets", "keys", "values", "timestamps_ms",
+                 "headers")
+
+    def __init__(self, topic: str, partition: int, offsets: list[int],
+                 keys: list[bytes | None], values: list[bytes | None],
+                 timestamps_ms: list[int],
+                 headers: list[tuple[tuple[str, bytes | None], ...]]) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offsets = offsets  # ascending
+        self.keys = keys
+        self.values = values
+        self.timestamps_ms = timestamps_ms
+        self.headers = headers  # one tuple per record, () without headers
+
+    @classmethod
+    def of_records(cls, topic: str, partition: int,
+                   records: list[ConsumedRecord]) -> ConsumedBatch:
+        return cls(topic, partition, [r.offset for r in records], [r.key for r in records],
+                   [r.value for r in records], [r.timestamp_ms for r in records],
+                   [r.headers for r in records])
+
+    @property
+    def next_offset(self) -> int:
+        """The offset after this batch's last record (a consumer's position after it)."""
+        return self.offsets[-1] + 1
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[ConsumedRecord]:
+        t, p = self.topic, self.partition
+        for o, k, v, h, ts in zip(self.offsets, self.keys, self.values, self.headers,
+                                  self.timestamps_ms):
+            yield ConsumedRecord(t, p, o, k, v, h, ts)
+
+    def __repr__(self) -> str:
+        return (f"ConsumedBatch({self.topic!r}, {self.partition}, offsets "
+                f"{self.offsets[0] if self.offsets else '-'}..{self.next_offset - 1 if self.offsets else '-'}, "
+                f"{len(self)} records)")
 
 
 # --------------------------------------------------------------------------- groups

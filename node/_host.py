@@ -13,6 +13,11 @@ Asyncio tasks owned here (see also node/README.md):
 
 - ``_ticker``: calls ``driver.tick()`` every ``tick_s`` (ticks every group that is not
   quiesced, pings idle peers through ``PeerTransport.tick``, checks node-level liveness).
+  It measures its own lag: a tick that runs a whole interval late or more (the loop
+  stalled) drops the ticks missed meanwhile and is reported late (``tick(late=True)``,
+  driver rule 8a: not counted against peers whose batches are still unread), so election
+  timeouts widen while the loop lags (``driver.late_ticks`` / ``skipped_ticks`` count them;
+  the ticker logs a warning at most every 10 s while it runs late).
 - ``_ready_loop``: the only caller of ``driver.run_pass()``, whenever the driver called
   ``wake`` (the ``_wakeup`` event). A pass that must sync hands its ONE ``save_many`` (one
   WAL sync for every group of the pass) to the host's own sync thread (``_SyncThread``) and
@@ -55,6 +60,7 @@ from ._transport import PeerTransport
 __all__ = ["Group", "HostObserver", "RaftHost", "RaftTiming", "StateMachine"]
 
 log = logging.getLogger("raftka.host")
+_LAG_REPORT_S = 10.0  # the ticker logs its late ticks at most this often
 
 
 class RaftTiming:
@@ -275,10 +281,35 @@ class RaftHost:
         for peer in self.transport.peer_ids:
             driver.add_peer(peer)
         next_at = time.monotonic()
+        report_at = next_at + _LAG_REPORT_S
+        ticks = late_ticks = 0
+        lag_max_s = 0.0
         while True:
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            driver.tick()
+            # The loop's own lag: how late this tick runs. A whole interval or more means
+            # the loop stalled (a starved CPU, a long callback): the ticks missed meanwhile
+            # are dropped instead of fired back to back, and the driver skips this one
+            # (rule 8a) so the stall is not counted against the peers whose batches wait
+            # unread in our sockets. Election timeouts thus widen while the loop lags.
+            now = time.monotonic()
+            lag_s = now - next_at
+            late = lag_s >= interval
+            if late:
+                next_at = now
+                late_ticks += 1
+            ticks += 1
+            lag_max_s = max(lag_max_s, lag_s)
+            driver.tick(late)
+            if now >= report_at:  # a stalling loop says so, at most once per period
+                if late_ticks:
+                    log.warning("raft ticker: %d of %d ticks ran a tick interval late or "
+                                "more in the last %.0f s (max lag %.0f ms): the event loop "
+                                "is starved; election timeouts widen meanwhile", late_ticks,
+                                ticks, _LAG_REPORT_S, lag_max_s * 1000)
+                report_at = now + _LAG_REPORT_S
+                ticks = late_ticks = 0
+                lag_max_s = 0.0
 
     async def _ready_loop(self) -> None:
         wakeup = self._wakeup

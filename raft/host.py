@@ -50,6 +50,23 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
 8. Ticks: ``tick()`` ticks every group that is not quiesced (a quiesced group's timers are
    stopped: it is skipped and costs nothing) and asks the transport to ping every peer it
    sent nothing to since the previous tick.
+8a. Late ticks (a stall of the owner's own loop): the owner says ``tick(late=True)`` when
+   it ran the tick at least a whole tick interval after it was due, and drops the ticks it
+   missed meanwhile (it does not call ``tick`` for them). A late tick pings the peers but
+   ticks no group and checks no liveness, unless the ``late_skips_max`` ticks before it
+   were all skipped: the peers' batches of the stall (heartbeats, acknowledgements, votes)
+   may still sit unread, and a follower must not campaign against a leader it simply has
+   not read yet, nor a leader step down (check-quorum) for followers it has not read. A
+   starved leader's heartbeats slow down with it, so followers on healthy nodes may
+   replace it: that is wanted (a starved leader serves badly); what rule 8a prevents is a
+   starved node deposing healthy peers or itself. (Ticking leaders on late ticks was
+   tried: with check-quorum running at full rate on starved leaders, the 1,000-partition
+   creation under load churned again.) So a stall counts
+   as no tick at all, and under sustained lag one tick in ``late_skips_max + 1`` counts:
+   election timeouts widen (up to that factor, in wall time, plus the lag itself) while
+   the loop is late, which also lets an election finish on a starved node before its
+   candidates time out again, but never without bound (a dead leader is still replaced).
+   On time, nothing changes: failover on a healthy cluster is as fast as before.
 9. Node-level liveness (for quiesced groups, which send no heartbeats): every batch from a
    peer, messages or an empty ping, stamps it heard. At a tick, a peer silent for an
    election timeout is a suspect; silent again at the next tick (two ticks in a row: after
@@ -211,11 +228,15 @@ class HostDriver:
 
     def __init__(self, node_id: int, *, transport: HostTransport, storage: HostStorage,
                  clock: HostClock, wake: Callable[[], None], election_timeout: float,
-                 rng: random.Random, events: HostEvents | None = None) -> None:
+                 rng: random.Random, events: HostEvents | None = None,
+                 late_skips_max: int = 3) -> None:
         """``wake``: called whenever a pass is due (a group became dirty); the owner then
         calls ``run_pass()`` soon, or after the outstanding sync completed.
         ``election_timeout``: ``election_tick`` ticks, in the clock's unit (rule 9).
-        ``rng``: picks leadership transfer targets."""
+        ``rng``: picks leadership transfer targets. ``late_skips_max``: late ticks
+        skipped in a row at most (rule 8a; 0 counts every tick)."""
+        if late_skips_max < 0:
+            raise ValueError(f"late_skips_max must be >= 0, got {late_skips_max}")
         self.node_id = node_id
         self.groups: dict[int, HostGroup] = {}
         self._transport = transport
@@ -237,6 +258,12 @@ class HostDriver:
         self._heard: dict[int, float] = {}
         self._down_reported: dict[int, float] = {}
         self._suspects: set[int] = set()
+        # Rule 8a: late ticks skipped in a row (0 <= it <= late_skips_max); counters for
+        # the owner's statistics (never decrease).
+        self._late_skips_max = late_skips_max
+        self._skipped_in_a_row = 0
+        self.late_ticks = 0  # ticks the owner reported late
+        self.skipped_ticks = 0  # of which skipped (no group ticked)
 
     # ------------------------------------------------------------------ groups, peers
     def add_group(self, group: HostGroup) -> None:
@@ -315,8 +342,19 @@ class HostDriver:
             group.node.report_snapshot(peer, ok)
             self.mark(group_id)
 
-    def tick(self) -> None:
-        """Rules 8 and 9: once per tick interval."""
+    def tick(self, late: bool = False) -> None:
+        """Rules 8, 8a and 9: once per tick interval. ``late``: the owner's loop ran this
+        tick at least a tick interval after it was due (and dropped the ticks it missed)."""
+        if late:
+            self.late_ticks += 1
+            if self._skipped_in_a_row < self._late_skips_max:
+                # rule 8a: what the peers sent during our stall is not read yet
+                self._skipped_in_a_row += 1
+                self.skipped_ticks += 1
+                self._suspects.clear()
+                self._transport.tick()
+                return
+        self._skipped_in_a_row = 0
         dirty = self._dirty
         for group in self.groups.values():
             node = group.node

@@ -44,7 +44,7 @@ from raftka.client._admin import AdminOps
 from raftka.client._coordinator import GroupCoordinatorClient
 from raftka.client._retry_topics import RetryRouter, RetryTopics, now_ms
 from raftka.client._transactions import ConsumerGroupMetadata
-from raftka.client._types import ConsumedRecord, TopicPartition
+from raftka.client._types import ConsumedBatch, ConsumedRecord, TopicPartition
 from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client._reader import check_read_from
 from raftka.client.aio._reader import PartitionReader
@@ -220,12 +220,20 @@ class Consumer:
                    max_records: int | None = None) -> list[ConsumedRecord]:
         """Records from the owned partitions (possibly none), waiting up to ``timeout``
         seconds. Applies assignment changes first."""
+        return await self._poll(timeout, max_records, False)
+
+    async def poll_batches(self, timeout: float = 1.0,
+                           max_records: int | None = None) -> list[ConsumedBatch]:
+        """:meth:`poll` by whole batches (see the blocking Consumer's ``poll_batches``)."""
+        return await self._poll(timeout, max_records, True)
+
+    async def _poll(self, timeout: float, max_records: int | None, batches: bool) -> list:
         self._check_open()
         limit = max_records or self._max_poll_records
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             await self._apply_assignment_changes()
-            records = self._take(limit)
+            records = self._take(limit, batches)
             if records:
                 break
             remaining = deadline - time.monotonic()
@@ -429,8 +437,11 @@ class Consumer:
     def _ready(self) -> bool:
         return (self._group.has_news or any(f.reader.fetched_batches or f.error for f in self._fetchers.values()))
 
-    def _take(self, limit: int) -> list[ConsumedRecord]:
-        out: list[ConsumedRecord] = []
+    def _take(self, limit: int, batches: bool = False) -> list:
+        """Up to ``limit`` records (ConsumedRecords, or ConsumedBatches when
+        ``batches``) from the fetchers' readers, partitions in rotation."""
+        out: list = []
+        count = 0
         fetchers = list(self._fetchers.values())
         if not fetchers:
             return out
@@ -444,17 +455,20 @@ class Consumer:
             if not f.reader.fetched_batches:
                 continue
             try:
-                records = f.reader.take(limit - len(out))
+                records = (f.reader.take_batches(limit - count) if batches
+                           else f.reader.take(limit - count))
             except CorruptBatchError as err:
                 if out:
                     break  # hand these out first; the next poll raises it
                 self._on_fetch_error(f, err)
             if records:
-                self._positions[f.tp] = records[-1].offset + 1
+                last = records[-1]
+                self._positions[f.tp] = last.next_offset if batches else last.offset + 1
+                count += sum(map(len, records)) if batches else len(records)
                 out += records
             if f.reader.fetched_batches < READ_AHEAD_BATCHES:
                 f.wake()
-            if len(out) >= limit:
+            if count >= limit:
                 break
         self._rotation += 1
         return out

@@ -16,7 +16,7 @@ from types import TracebackType
 from raftka.client._security import ClientSecurity
 from raftka.client._cluster import ClusterState
 from raftka.client._reader import PartitionReaderCore
-from raftka.client._types import ConsumedRecord
+from raftka.client._types import ConsumedBatch, ConsumedRecord
 from raftka.client.aio._cluster import AsyncCluster, run
 
 __all__ = ["PartitionReader"]
@@ -46,6 +46,11 @@ class PartitionReader(PartitionReaderCore):
         default 10,000), waiting up to ``timeout`` seconds for some to be committed.
         Retriable failures are retried inside the timeout; the others raise."""
         return await run(self._cluster, self._poll_ops(timeout, max_records))
+
+    async def poll_batches(self, timeout: float = 1.0,
+                           max_records: int | None = None) -> list[ConsumedBatch]:
+        """:meth:`poll` by whole batches (see the blocking reader's ``poll_batches``)."""
+        return await run(self._cluster, self._poll_batches_ops(timeout, max_records))
 
     async def fetch(self, timeout: float = 1.0) -> None:
         """One fetch (with its retries) into the reader, without decoding (see

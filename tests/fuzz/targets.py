@@ -33,7 +33,9 @@ def _with_valid_frame(data: bytes) -> bytes:
 def recordbatch(data: bytes) -> None:
     for buf in (data, _with_valid_frame(data)):
         for check in (rb.split_batches, rb.validate_records, rb.decode_records,
-                      lambda b: rb.raw_records(b, verify=False), rb.decode_batches):
+                      lambda b: rb.raw_records(b, verify=False), rb.decode_batches,
+                      lambda b: rb.decode_tuples(b, 0, tuple, "t", 0),  # C when built
+                      lambda b: rb.decode_columns(b, 0)):
             try:
                 check(buf)
             except rb.CorruptBatchError:

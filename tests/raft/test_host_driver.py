@@ -90,7 +90,8 @@ VOTERS = ConfState(frozenset({1, 2, 3}))
 class Host:
     """Node 1 with groups 1..n, all members {1, 2, 3}."""
 
-    def __init__(self, groups: int = 2, *, quiesce: bool = False) -> None:
+    def __init__(self, groups: int = 2, *, quiesce: bool = False,
+                 late_skips_max: int = 3) -> None:
         self.clock = Clock()
         self.wire = Wire()
         self.stores = {g: MemoryStorage(VOTERS) for g in range(1, groups + 1)}
@@ -98,7 +99,7 @@ class Host:
         self.wakes = 0
         self.driver = HostDriver(1, transport=self.wire, storage=self.disk, clock=self.clock,
                                  wake=self._wake, election_timeout=10.0,
-                                 rng=random.Random(1))
+                                 rng=random.Random(1), late_skips_max=late_skips_max)
         self.machines: dict[int, Machine] = {}
         for g in self.stores:
             node = RawNode(Config(1, election_tick=10, heartbeat_tick=1, quiesce=quiesce,
@@ -328,6 +329,96 @@ def test_one_stalled_tick_does_not_report_a_peer_whose_batches_are_waiting():
     h.clock.t = 26.0
     h.driver.tick()
     assert reported == []
+
+
+def test_a_late_tick_after_a_stall_lets_a_follower_read_its_leader_first():
+    """Rule 8a: our own loop stalled while leader 2's heartbeats waited in the socket. The
+    late tick does not count, so the follower reads them before its timer moves again;
+    without the flag the same tick makes it campaign against a live leader."""
+    outcomes = []
+    for late in (True, False):
+        h = Host(1)
+        node = h.node(1)
+        h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)
+        h.run()
+        timeout = node._raft.randomized_election_timeout
+        for _ in range(timeout - 1):
+            h.driver.tick()  # on time, nothing heard: one tick short of the timeout
+        h.run()
+        assert node.role == Role.FOLLOWER
+        h.driver.tick(late=late)  # the first tick after the stall ...
+        h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)  # ... then
+        h.run()  # the heartbeat that waited meanwhile
+        outcomes.append((node.role, node.term))
+        assert h.wire.ticks == timeout  # pings go out on the late tick too
+    assert outcomes[0] == (Role.FOLLOWER, 1)
+    assert outcomes[1][0] != Role.FOLLOWER  # the stall was held against the leader
+
+
+@pytest.mark.parametrize("skips", [0, 1, 3])
+def test_under_sustained_lag_one_tick_in_late_skips_max_plus_one_counts(skips):
+    """Rule 8a's bound: a loop that is late at every tick still times out, at most
+    ``late_skips_max + 1`` times as slowly (a dead leader is still replaced)."""
+    h = Host(1, late_skips_max=skips)
+    node = h.node(1)
+    h.driver.deliver_many([(1, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)
+    h.run()
+    timeout = node._raft.randomized_election_timeout
+    for _ in range((skips + 1) * timeout - 1):
+        h.driver.tick(late=True)
+        h.run()
+    assert node.role == Role.FOLLOWER and node.term == 1
+    h.driver.tick(late=True)
+    h.run()
+    assert node.role != Role.FOLLOWER  # campaigned after (skips + 1) x timeout late ticks
+    assert (h.driver.late_ticks, h.driver.skipped_ticks) == ((skips + 1) * timeout,
+                                                             skips * timeout)
+
+
+def test_late_skips_max_must_not_be_negative():
+    with pytest.raises(ValueError):
+        Host(1, late_skips_max=-1)
+
+
+def test_a_leader_skips_late_ticks_too_so_check_quorum_widens():
+    """Rule 8a: a starved leader does not step down (check-quorum) for followers whose
+    answers it has not read yet: its late ticks are skipped like a follower's."""
+    h = Host(2)
+    leader = h.node(1)
+    leader.campaign()
+    h.run()
+    h.driver.deliver_many([(1, Message(MsgType.VOTE_RESP, 1, 2, term=leader.term))], 2)
+    h.run()
+    assert leader.role == Role.LEADER
+    for _ in range(3 * 10):  # three election timeouts of late ticks, nothing heard
+        h.driver.tick(late=True)
+        h.run()
+    # one tick in 4 counted: not a whole election timeout (10 ticks) yet
+    assert leader.role == Role.LEADER
+    for _ in range(4 * 10 * 2):  # on time (or late without bound) it would step down
+        h.driver.tick()
+        h.run()
+    assert leader.role != Role.LEADER
+
+
+def test_a_late_tick_checks_no_liveness_and_forgets_suspects():
+    h = Host(1, quiesce=True)
+    h.driver.add_peer(2)
+    reported: list[int] = []
+    h.node(1).report_peer_down = reported.append
+    h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
+                                       commit=0))], 2)
+    h.clock.t = 10.0
+    h.driver.tick()  # silent for an election timeout: a suspect
+    h.clock.t = 40.0  # then our loop stalled: the next tick is late
+    h.driver.tick(late=True)
+    assert reported == []  # not reported on a late tick ...
+    h.clock.t = 41.0
+    h.driver.tick()  # ... and a suspect again from scratch, not reported yet
+    assert reported == []
+    h.clock.t = 42.0
+    h.driver.tick()
+    assert reported == [2]  # really silent: two on-time ticks in a row
 
 
 def test_transfer_leaderships_moves_each_led_group_to_a_reachable_voter():

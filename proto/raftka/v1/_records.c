@@ -1,0 +1,293 @@
+/* raftka.v1._records: the compiled decoder of a RecordBatch v2 records section.
+
+Optional: recordbatch.py falls back to aiokafka's compiled reader when this module did not
+build (no C compiler), with the same results and errors. What it adds is building the
+client's record objects straight from the bytes: one tuple-subclass instance per record
+(topic, partition, offset, key, value, headers, timestamp_ms), or, for the batch API, one
+list per column. No intermediate record objects, no per-record Python code.
+
+The bytes are hostile (they come from the network): every read is bounds-checked against
+the end of the section, varints longer than 10 bytes or wider than 64 bits are refused,
+every record must use exactly the bytes its length says, the section must hold exactly
+`count` records and nothing after them. Any violation raises ValueError saying which record
+and what was wrong (the caller turns it into CorruptBatchError).
+
+Record layout (varint = zigzag LEB128):
+    length varint | attributes int8 (read as a varint, as aiokafka does) | timestampDelta varlong | offsetDelta varint |
+    keyLength varint (-1 null) | key | valueLength varint (-1 null) | value |
+    headersCount varint | headers [keyLength varint, key utf-8, valueLength varint, value]
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} cursor;
+
+/* zigzag LEB128, at most 10 bytes, 64 bits; 0 on success */
+static int read_varint(cursor *c, int64_t *out) {
+    uint64_t v = 0;
+    int shift = 0;
+    while (c->p < c->end) {
+        unsigned char b = *c->p++;
+        if (shift == 63 && (b & 0xFE)) return -1; /* bit 64+ or an 11th byte */
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return 0;
+        }
+        shift += 7;
+    }
+    return -1;
+}
+
+/* bytes of length n at the cursor, or None for n == -1; NULL (error set) otherwise */
+static PyObject *read_bytes(cursor *c, int64_t n, Py_ssize_t index, const char *what) {
+    if (n == -1) Py_RETURN_NONE;
+    if (n < 0 || n > (int64_t)(c->end - c->p)) {
+        PyErr_Format(PyExc_ValueError,
+                     "record %zd: %s length %lld does not fit the %zd bytes left", index,
+                     what, (long long)n, (Py_ssize_t)(c->end - c->p));
+        return NULL;
+    }
+    PyObject *o = PyBytes_FromStringAndSize((const char *)c->p, (Py_ssize_t)n);
+    c->p += n;
+    return o;
+}
+
+static PyObject *varint_error(Py_ssize_t index, const char *what) {
+    PyErr_Format(PyExc_ValueError, "record %zd: %s is not a valid varint (truncated or "
+                 "over 64 bits)", index, what);
+    return NULL;
+}
+
+/* one record's headers as a tuple of (str, bytes | None); empty: the shared () */
+static PyObject *read_headers(cursor *c, Py_ssize_t index, PyObject *empty) {
+    int64_t n;
+    if (read_varint(c, &n)) return varint_error(index, "headersCount");
+    if (n == 0) {
+        Py_INCREF(empty);
+        return empty;
+    }
+    /* each header takes at least 2 bytes: a bound before allocating */
+    if (n < 0 || n > (int64_t)(c->end - c->p) / 2) {
+        PyErr_Format(PyExc_ValueError, "record %zd: headersCount %lld is invalid for the "
+                     "%zd bytes left", index, (long long)n, (Py_ssize_t)(c->end - c->p));
+        return NULL;
+    }
+    PyObject *headers = PyTuple_New((Py_ssize_t)n);
+    if (headers == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
+        int64_t klen, vlen;
+        if (read_varint(c, &klen)) goto varint_fail;
+        if (klen < 0 || klen > (int64_t)(c->end - c->p)) {
+            PyErr_Format(PyExc_ValueError, "record %zd: header key length %lld is invalid",
+                         index, (long long)klen);
+            goto fail;
+        }
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)c->p, (Py_ssize_t)klen, "strict");
+        if (key == NULL) goto fail; /* UnicodeDecodeError, a ValueError */
+        c->p += klen;
+        if (read_varint(c, &vlen)) {
+            Py_DECREF(key);
+            goto varint_fail;
+        }
+        PyObject *value = read_bytes(c, vlen, index, "header value");
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(pair, 0, key);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyTuple_SET_ITEM(headers, i, pair);
+    }
+    return headers;
+varint_fail:
+    varint_error(index, "a header length");
+fail:
+    Py_DECREF(headers);
+    return NULL;
+}
+
+/* decode(data, start, end, count, base_offset, base_timestamp, append_timestamp, first,
+          cls, topic, partition)
+
+   Records of data[start:end] (a records section, uncompressed). append_timestamp: None,
+   or the batch's maxTimestamp when it is log-append time (every record gets it). Records
+   below offset `first` are parsed (and checked) but not returned.
+   cls a tuple subclass: a list of cls(topic, partition, offset, key, value, headers,
+   timestamp). cls None: (offsets, keys, values, timestamps, headers), five lists. */
+static PyObject *decode(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t start, end, count;
+    long long base_offset, base_ts, first;
+    PyObject *append_ts_obj, *cls, *topic, *partition;
+    if (!PyArg_ParseTuple(args, "y*nnnLLOLOOO", &buf, &start, &end, &count, &base_offset,
+                          &base_ts, &append_ts_obj, &first, &cls, &topic, &partition))
+        return NULL;
+    PyObject *result = NULL, *out = NULL;
+    PyObject *cols[5] = {NULL, NULL, NULL, NULL, NULL};
+    PyObject *empty = PyTuple_New(0);
+    PyTypeObject *type = NULL;
+    int log_append = append_ts_obj != Py_None;
+    long long append_ts = 0;
+    if (empty == NULL) goto done;
+    if (log_append) {
+        append_ts = PyLong_AsLongLong(append_ts_obj);
+        if (append_ts == -1 && PyErr_Occurred()) goto done;
+    }
+    if (start < 0 || end < start || end > buf.len || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "records section bounds are outside the buffer");
+        goto done;
+    }
+    /* a record takes at least 7 bytes: a bound on count before allocating anything */
+    if (count > (end - start) / 7 + 1) {
+        PyErr_Format(PyExc_ValueError, "recordCount %zd cannot fit a records section of %zd "
+                     "bytes", count, end - start);
+        goto done;
+    }
+    if (cls != Py_None) {
+        if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &PyTuple_Type)) {
+            PyErr_SetString(PyExc_TypeError, "cls must be a tuple subclass or None");
+            goto done;
+        }
+        type = (PyTypeObject *)cls;
+        out = PyList_New(0);
+        if (out == NULL) goto done;
+    } else {
+        for (int k = 0; k < 5; k++) {
+            cols[k] = PyList_New(0);
+            if (cols[k] == NULL) goto done;
+        }
+    }
+    cursor c = {(const unsigned char *)buf.buf + start, (const unsigned char *)buf.buf + end};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t length, ts_delta, offset_delta, klen, vlen;
+        if (read_varint(&c, &length)) { varint_error(i, "length"); goto done; }
+        if (length < 1 || length > (int64_t)(c.end - c.p)) {
+            PyErr_Format(PyExc_ValueError, "record %zd: length %lld does not fit the %zd "
+                         "bytes left", i, (long long)length, (Py_ssize_t)(c.end - c.p));
+            goto done;
+        }
+        const unsigned char *record_end = c.p + length;
+        cursor r = {c.p, record_end};
+        int64_t attributes; /* unused; read as a varint like aiokafka's reader, which the
+                               node validates produced batches with (Kafka writes 0) */
+        if (read_varint(&r, &attributes)) { varint_error(i, "attributes"); goto done; }
+        if (read_varint(&r, &ts_delta)) { varint_error(i, "timestampDelta"); goto done; }
+        if (read_varint(&r, &offset_delta)) { varint_error(i, "offsetDelta"); goto done; }
+        if (read_varint(&r, &klen)) { varint_error(i, "keyLength"); goto done; }
+        long long offset = base_offset + offset_delta;
+        int keep = offset >= first;
+        PyObject *key = NULL, *value = NULL, *headers = NULL;
+        if (keep) {
+            if ((key = read_bytes(&r, klen, i, "key")) == NULL) goto done;
+        } else if (klen > 0) {
+            if (klen > (int64_t)(r.end - r.p)) { read_bytes(&r, klen, i, "key"); goto done; }
+            r.p += klen;
+        } else if (klen < -1) { read_bytes(&r, klen, i, "key"); goto done; }
+        if (read_varint(&r, &vlen)) { Py_XDECREF(key); varint_error(i, "valueLength"); goto done; }
+        if ((value = read_bytes(&r, vlen, i, "value")) == NULL) { Py_XDECREF(key); goto done; }
+        if ((headers = read_headers(&r, i, empty)) == NULL) {
+            Py_XDECREF(key);
+            Py_DECREF(value);
+            goto done;
+        }
+        if (r.p != record_end) {
+            PyErr_Format(PyExc_ValueError, "record %zd: its fields take %zd bytes where its "
+                         "length says %lld", i, (Py_ssize_t)(r.p - c.p), (long long)length);
+            Py_XDECREF(key);
+            Py_DECREF(value);
+            Py_DECREF(headers);
+            goto done;
+        }
+        c.p = record_end;
+        if (!keep) {
+            Py_DECREF(value);
+            Py_DECREF(headers);
+            continue;
+        }
+        long long ts = log_append ? append_ts : base_ts + ts_delta;
+        PyObject *offset_obj = PyLong_FromLongLong(offset);
+        PyObject *ts_obj = PyLong_FromLongLong(ts);
+        if (offset_obj == NULL || ts_obj == NULL) {
+            Py_XDECREF(offset_obj);
+            Py_XDECREF(ts_obj);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            Py_DECREF(headers);
+            goto done;
+        }
+        if (type != NULL) {
+            PyObject *rec = type == &PyTuple_Type ? PyTuple_New(7) : type->tp_alloc(type, 7);
+            if (rec == NULL) {
+                Py_DECREF(offset_obj);
+                Py_DECREF(ts_obj);
+                Py_DECREF(key);
+                Py_DECREF(value);
+                Py_DECREF(headers);
+                goto done;
+            }
+            Py_INCREF(topic);
+            Py_INCREF(partition);
+            PyTuple_SET_ITEM(rec, 0, topic);
+            PyTuple_SET_ITEM(rec, 1, partition);
+            PyTuple_SET_ITEM(rec, 2, offset_obj);
+            PyTuple_SET_ITEM(rec, 3, key);
+            PyTuple_SET_ITEM(rec, 4, value);
+            PyTuple_SET_ITEM(rec, 5, headers);
+            PyTuple_SET_ITEM(rec, 6, ts_obj);
+            int err = PyList_Append(out, rec);
+            Py_DECREF(rec);
+            if (err) goto done;
+        } else {
+            PyObject *items[5] = {offset_obj, key, value, ts_obj, headers};
+            int err = 0;
+            for (int k = 0; k < 5; k++) {
+                if (!err) err = PyList_Append(cols[k], items[k]);
+                Py_DECREF(items[k]);
+            }
+            if (err) goto done;
+        }
+    }
+    if (c.p != c.end) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes left after the %zd records the batch "
+                     "announces", (Py_ssize_t)(c.end - c.p), count);
+        goto done;
+    }
+    if (type != NULL) {
+        result = out;
+        out = NULL;
+    } else {
+        result = PyTuple_Pack(5, cols[0], cols[1], cols[2], cols[3], cols[4]);
+    }
+done:
+    Py_XDECREF(out);
+    for (int k = 0; k < 5; k++) Py_XDECREF(cols[k]);
+    Py_XDECREF(empty);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", decode, METH_VARARGS,
+     "decode(data, start, end, count, base_offset, base_timestamp, append_timestamp, first, "
+     "cls, topic, partition): the records of a records section (see the module source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "raftka.v1._records",
+    "Compiled decoder of RecordBatch v2 records sections (optional; see recordbatch.py).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__records(void) { return PyModule_Create(&module); }
