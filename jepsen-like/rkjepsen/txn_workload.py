@@ -64,7 +64,7 @@ TXN_STATE = "__transaction_state"
 TXN_STATE_PARTITIONS = 6  # node/README.md: created with 6 partitions
 CTP_GROUP = "jepsen-ctp"
 ABORT_P = 0.2  # transactions aborted on purpose
-TXN_TIMEOUT_MS = 6000  # an orphaned transaction is aborted by its coordinator after this
+TXN_TIMEOUT_MS = 4000  # an orphaned transaction is aborted by its coordinator after this
 RETIRE_EXIT = 78  # a producer whose commit's outcome is unknown exits with this
 COMMITTED_EVERY = 10  # a ctp producer reads its group's offsets every this many txns
 OPEN_WAIT_S = 60.0
@@ -357,6 +357,19 @@ def wait_no_open_transactions(bootstrap: str, history: HistoryWriter,
     return not open_
 
 
+def warm_up(bootstrap: str, timeout_s: float = 60.0) -> None:
+    """One init_transactions before the clients start: it creates ``__transaction_state``
+    (on the first FindCoordinator), so the clients' first transactions and the replica
+    comparison at the end find it."""
+    from raftka.client import Producer
+
+    producer = Producer(bootstrap, transactional_id="jepsen-warm-up", request_timeout_ms=3000)
+    try:
+        producer.init_transactions(timeout=timeout_s)
+    finally:
+        producer.close(timeout=2)
+
+
 def group_offsets(bootstrap: str, history: HistoryWriter) -> None:
     from raftka.client import Admin
 
@@ -427,6 +440,7 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
             admin.create_topic(topic, partitions=n, replication_factor=args.replication_factor)
         for topic in (TOPIC, TOPIC_B):
             admin.wait_for_topic_ready(topic, timeout=60)
+    warm_up(cluster.bootstrap)
     print(f"cluster up in {time.monotonic() - t0:.1f}s: {cluster.bootstrap}", flush=True)
 
     rng = random.Random(args.seed ^ 0x7A7)
@@ -512,7 +526,7 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
                 admin.wait_for_topic_ready(topic, timeout=60)
     except RaftkaError as exc:
         problems.append(f"after healing: {exc}")
-    time.sleep(3.0)  # clients run on the healed cluster a little; not a correctness wait
+    time.sleep(1.0)  # clients run on the healed cluster a little; not a correctness wait
     for proc in clients.values():
         proc.send_signal(signal.SIGTERM)
     for pid, proc in list(clients.items()):
@@ -526,6 +540,8 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     if not wait_no_open_transactions(cluster.bootstrap, main_hist):
         problems.append(f"transactions still open {OPEN_WAIT_S:g}s after the clients "
                         "stopped (see txn-states in the history)")
+    print(f"clients stopped, no transaction open at t={time.monotonic() - t0:.0f}s; "
+          "final reads", flush=True)
     missing = final_reads(cluster.bootstrap, main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for {missing}")
