@@ -68,6 +68,7 @@ TXN_TIMEOUT_MS = 4000  # an orphaned transaction is aborted by its coordinator a
 RETIRE_EXIT = 78  # a producer whose commit's outcome is unknown exits with this
 COMMITTED_EVERY = 10  # a ctp producer reads its group's offsets every this many txns
 OPEN_WAIT_S = 60.0
+READY_TIMEOUT_S = 120.0
 
 
 def keys_of(partitions: int) -> list[str]:
@@ -303,30 +304,36 @@ def final_reads(bootstrap: str, history: HistoryWriter, partitions: int,
     """Every key read from the start to its end, read_committed (``final-read``) and
     read_uncommitted (``final-read-raw``); returns the keys not read to their end."""
     from raftka.client import PartitionReader
+    from raftka.client._cluster import Cluster
 
     failed = []
-    for key in keys_of(partitions):
-        topic, partition = split_key(key)
-        for f, isolation in (("final-read", "read_committed"),
-                             ("final-read-raw", "read_uncommitted")):
-            history.invoke("final", f, {"key": key})
-            records: list[list[Any]] = []
-            deadline = time.monotonic() + timeout_s
-            try:
-                with PartitionReader(bootstrap, topic, partition, "earliest",
-                                     isolation_level=isolation) as reader:
-                    while True:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"{key} not read to its end in {timeout_s:g}s")
-                        batch = reader.poll(timeout=1.0)
-                        records += [[r.offset, r.value.decode()] for r in batch]
-                        if not batch and reader.at_end:
-                            break
-            except Exception as exc:  # noqa: BLE001
-                history.complete("info", "final", f, {"key": key, "error": _err(exc)})
-                failed.append(f"{key} ({isolation})")
-                continue
-            history.complete("ok", "final", f, {"key": key, "records": records})
+    cluster = Cluster(bootstrap, request_timeout_ms=3000)  # one for all the readers
+    try:
+        for key in keys_of(partitions):
+            topic, partition = split_key(key)
+            for f, isolation in (("final-read", "read_committed"),
+                                 ("final-read-raw", "read_uncommitted")):
+                history.invoke("final", f, {"key": key})
+                records: list[list[Any]] = []
+                deadline = time.monotonic() + timeout_s
+                try:
+                    with PartitionReader(cluster, topic, partition, "earliest",
+                                         max_wait_ms=50, isolation_level=isolation) as reader:
+                        while True:
+                            if time.monotonic() > deadline:
+                                raise TimeoutError(f"{key} not read to its end in "
+                                                   f"{timeout_s:g}s")
+                            batch = reader.poll(timeout=0.2)
+                            records += [[r.offset, r.value.decode()] for r in batch]
+                            if reader.at_end:  # no transaction is open: LSO = HW
+                                break
+                except Exception as exc:  # noqa: BLE001
+                    history.complete("info", "final", f, {"key": key, "error": _err(exc)})
+                    failed.append(f"{key} ({isolation})")
+                    continue
+                history.complete("ok", "final", f, {"key": key, "records": records})
+    finally:
+        cluster.close()
     return failed
 
 
@@ -416,6 +423,28 @@ def leader_finder(cluster, partitions: int):
     return leader_of, len(targets)
 
 
+def _clients_ready(out: Path, clients: dict[int, subprocess.Popen], slot_of: dict[int, int],
+                   timeout_s: float) -> bool:
+    """Wait (bounded) until every producer finished init_transactions and every reader
+    completed a poll: faults and the run's clock start then, so that a loaded machine's
+    slow process starts do not eat the run."""
+    deadline = time.monotonic() + timeout_s
+    waiting = set(clients)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            want = '"f":"init"' if pid in slot_of else '"f":"poll"'
+            try:
+                text = (out / f"history.client-{pid}.jsonl").read_text()
+            except FileNotFoundError:
+                continue
+            if any('"type":"ok"' in line and want in line for line in text.splitlines()):
+                waiting.discard(pid)
+        if clients and any(clients[p].poll() is not None for p in waiting):
+            return False
+        time.sleep(0.2)
+    return not waiting
+
+
 def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen]) -> int:
     """``jepsen-like/run --workload txn``: the harness side (``cli.run_main`` set up the
     cluster and tears it down)."""
@@ -478,6 +507,10 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     for _ in range(args.consumers):
         spawn("reader")
 
+    if not _clients_ready(out, clients, slot_of, READY_TIMEOUT_S):
+        problems.append(f"clients not all ready within {READY_TIMEOUT_S:g}s "
+                        "(an init_transactions or a first poll)")
+    print(f"clients ready at t={time.monotonic() - t0:.0f}s", flush=True)
     leader_of, targets = leader_finder(cluster, args.keys)
     nemesis = Nemesis(cluster, main_hist, args.nemeses, args.interval, args.seed,
                       leader_of, targets)
