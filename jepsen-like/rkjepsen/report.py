@@ -75,7 +75,8 @@ QUEUE_STATS = ("records_delivered", "redeliveries", "accepted", "dead_lettered",
                "dead_letter_reasons", "crashes_holding_records")
 TXN_STATS = ("txns", "txns_committed", "txns_aborted", "txns_never_asked_to_commit",
              "txns_indeterminate", "txns_indeterminate_committed",
-             "txns_indeterminate_not_committed", "txns_ctp_committed", "ctp_consumed_records")
+             "txns_indeterminate_not_committed", "txns_ctp_committed", "ctp_consumed_records",
+             "coordinator_faults")
 
 
 def summarize(ops: list[Op], report: Report) -> dict:
@@ -150,7 +151,9 @@ def format_summary(summary: dict) -> str:
                      f"{summary.get('txns_never_asked_to_commit', 0)}, indeterminate "
                      f"{summary.get('txns_indeterminate', 0)} (committed "
                      f"{summary.get('txns_indeterminate_committed', 0)}, not "
-                     f"{summary.get('txns_indeterminate_not_committed', 0)})")
+                     f"{summary.get('txns_indeterminate_not_committed', 0)}); faults on "
+                     f"the leader of a __transaction_state partition (a coordinator): "
+                     f"{summary.get('coordinator_faults', 0)}")
     lines.append("anomalies:")
     for c in summary["anomalies"] if own_classes else CLASSES:
         lines.append(f"  {c:<28} {summary['anomalies'].get(c, 0)}")

@@ -465,4 +465,13 @@ def _stats(ops, txns: dict[str, Txn], reads, final, reader_polls) -> dict:
     out["ctp_consumed_records"] = sum(len(t.read) for t in ts)
     out["final_read_keys"] = sorted(final)
     out["final_read_records"] = sum(len(r) for r in final.values())
+    # the nemesis' leader faults name a target: the keys, then __transaction_state's
+    # partitions (txn_workload.leader_finder): faults on transaction coordinators
+    config = next((o.value for o in ops if o.process == "harness" and o.f == "config"
+                   and isinstance(o.value, dict)), {})
+    n_keys = len(config.get("keys") or [])
+    out["coordinator_faults"] = sum(
+        1 for o in ops if o.process == "nemesis" and o.f == "start"
+        and isinstance(o.value, dict) and isinstance(o.value.get("key"), int)
+        and n_keys and o.value["key"] >= n_keys)
     return out
