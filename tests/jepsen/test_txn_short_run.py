@@ -1,7 +1,7 @@
 """The short transactional run of `make test` (issue 15): transactional producers (one of
 them consume-transform-produce) and a read_committed reader on a real 3-node cluster in
 network namespaces under partitions, kill -9 and SIGSTOP (transaction coordinators
-included) for 10 s, with clients killed mid-transaction; the txn checker must find no
+included) for 8 s, with clients killed mid-transaction; the txn checker must find no
 anomaly in a history that proves something (minimum counts from report.json).
 
 Needs root, iproute2 and nftables; skipped only when not root, as the log workload's short
@@ -41,7 +41,7 @@ def test_txn_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, str(RUN), "--workload", "txn", "--nemesis", "partition,kill,pause",
-         "--time", "10", "--nodes", "3", "--interval", "2", "--consumers", "1",
+         "--time", "8", "--nodes", "3", "--interval", "2", "--consumers", "1",
          "--consumer-crash-interval", "3", "--keys", str(KEYS), "--seed", str(SEED),
          "--out", str(out), "--no-plots"],
         capture_output=True, text=True, timeout=600)
