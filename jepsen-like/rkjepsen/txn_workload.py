@@ -423,26 +423,30 @@ def leader_finder(cluster, partitions: int):
     return leader_of, len(targets)
 
 
+def _is_ready(out: Path, pid: int, producer: bool) -> bool:
+    """The client finished init_transactions (a producer) or a poll (a reader)."""
+    want = '"f":"init"' if producer else '"f":"poll"'
+    try:
+        with open(out / f"history.client-{pid}.jsonl") as fh:
+            return any('"type":"ok"' in line and want in line for line in fh)
+    except FileNotFoundError:
+        return False
+
+
 def _clients_ready(out: Path, clients: dict[int, subprocess.Popen], slot_of: dict[int, int],
-                   timeout_s: float) -> bool:
-    """Wait (bounded) until every producer finished init_transactions and every reader
-    completed a poll: faults and the run's clock start then, so that a loaded machine's
-    slow process starts do not eat the run."""
+                   ready: set[int], timeout_s: float) -> bool:
+    """Wait (bounded) until every client is ready (``_is_ready``): faults and the run's
+    clock start then, so that a loaded machine's slow process starts do not eat the run."""
     deadline = time.monotonic() + timeout_s
-    waiting = set(clients)
-    while waiting and time.monotonic() < deadline:
-        for pid in list(waiting):
-            want = '"f":"init"' if pid in slot_of else '"f":"poll"'
-            try:
-                text = (out / f"history.client-{pid}.jsonl").read_text()
-            except FileNotFoundError:
-                continue
-            if any('"type":"ok"' in line and want in line for line in text.splitlines()):
-                waiting.discard(pid)
-        if clients and any(clients[p].poll() is not None for p in waiting):
+    while time.monotonic() < deadline:
+        ready |= {pid for pid in clients if pid not in ready
+                  and _is_ready(out, pid, pid in slot_of)}
+        if ready >= set(clients):
+            return True
+        if any(proc.poll() is not None for proc in clients.values()):
             return False
         time.sleep(0.2)
-    return not waiting
+    return False
 
 
 def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen]) -> int:
@@ -507,7 +511,8 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     for _ in range(args.consumers):
         spawn("reader")
 
-    if not _clients_ready(out, clients, slot_of, READY_TIMEOUT_S):
+    ready: set[int] = set()  # clients that did something: the ones the harness kills
+    if not _clients_ready(out, clients, slot_of, ready, READY_TIMEOUT_S):
         problems.append(f"clients not all ready within {READY_TIMEOUT_S:g}s "
                         "(an init_transactions or a first poll)")
     print(f"clients ready at t={time.monotonic() - t0:.0f}s", flush=True)
@@ -530,12 +535,18 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
                 cluster.start(nid)
             if args.consumer_crash_interval and time.monotonic() >= next_crash:
                 next_crash = time.monotonic() + args.consumer_crash_interval
-                victim = rng.choice(sorted(clients))
-                proc = clients.pop(victim)
-                proc.kill()
-                proc.wait()
-                main_hist.event("info", victim, "crash", {"signal": "SIGKILL"})
-                respawn(victim)
+                # a client still starting (slow on a loaded machine) is not worth killing:
+                # the victim is one that has done something
+                ready |= {pid for pid in clients if pid not in ready
+                          and _is_ready(out, pid, pid in slot_of)}
+                candidates = sorted(ready & set(clients))
+                if candidates:
+                    victim = rng.choice(candidates)
+                    proc = clients.pop(victim)
+                    proc.kill()
+                    proc.wait()
+                    main_hist.event("info", victim, "crash", {"signal": "SIGKILL"})
+                    respawn(victim)
             for pid, proc in list(clients.items()):
                 code = proc.poll()
                 if code is None:
