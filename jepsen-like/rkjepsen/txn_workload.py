@@ -197,18 +197,21 @@ def _transaction(h, proc, name, producer, consumer, sends, intent, offsets,
             raise _AbortOnPurpose()
     except (_AbortOnPurpose, RaftkaError) as exc:
         # EndTxn(commit) was never sent: this transaction cannot commit
-        aborted = _abort(producer, RaftkaError)
-        h.complete("fail", proc, "txn", {**value, "aborted": aborted, **(
-            {} if isinstance(exc, _AbortOnPurpose) else {"error": _err(exc)})})
-        return "fail" if aborted else "retire"
+        abort_error = _abort(producer, RaftkaError)
+        h.complete("fail", proc, "txn", {**value, "aborted": abort_error is None, **(
+            {} if isinstance(exc, _AbortOnPurpose) else {"error": _err(exc)}), **(
+            {"abort_error": abort_error} if abort_error else {})})
+        return "fail" if abort_error is None else "retire"
     h.event("info", f"{proc}-c", "commit-start", {"txn": name})
     try:
         producer.commit_transaction(timeout=15)
     except InvalidTxnStateError as exc:
         if "abort it" in str(exc):  # a send failed: refused before EndTxn was sent
-            aborted = _abort(producer, RaftkaError)
-            h.complete("fail", proc, "txn", {**value, "aborted": aborted, "error": _err(exc)})
-            return "fail" if aborted else "retire"
+            abort_error = _abort(producer, RaftkaError)
+            h.complete("fail", proc, "txn", {**value, "aborted": abort_error is None,
+                                             "error": _err(exc), **(
+                {"abort_error": abort_error} if abort_error else {})})
+            return "fail" if abort_error is None else "retire"
         h.complete("info", proc, "txn", {**value, "error": _err(exc)})
         return "retire"
     except Exception as exc:  # noqa: BLE001 - an unknown outcome
@@ -225,12 +228,13 @@ class _AbortOnPurpose(Exception):
     pass
 
 
-def _abort(producer, RaftkaError) -> bool:
+def _abort(producer, RaftkaError) -> str | None:
+    """Abort the open transaction; returns why it could not (None: aborted)."""
     try:
         producer.abort_transaction(timeout=10)
-        return True
-    except (RaftkaError, RuntimeError):
-        return False
+        return None
+    except (RaftkaError, RuntimeError) as exc:
+        return _err(exc)
 
 
 def _rewind(consumer, read: list[list[Any]]) -> None:
