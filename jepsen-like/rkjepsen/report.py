@@ -76,7 +76,7 @@ QUEUE_STATS = ("records_delivered", "redeliveries", "accepted", "dead_lettered",
 TXN_STATS = ("txns", "txns_committed", "txns_aborted", "txns_never_asked_to_commit",
              "txns_indeterminate", "txns_indeterminate_committed",
              "txns_indeterminate_not_committed", "txns_ctp_committed", "ctp_consumed_records",
-             "coordinator_faults")
+             "coordinator_faults", "txns_killed", "txns_killed_committing")
 
 
 def summarize(ops: list[Op], report: Report) -> dict:
@@ -151,7 +151,9 @@ def format_summary(summary: dict) -> str:
                      f"{summary.get('txns_never_asked_to_commit', 0)}, indeterminate "
                      f"{summary.get('txns_indeterminate', 0)} (committed "
                      f"{summary.get('txns_indeterminate_committed', 0)}, not "
-                     f"{summary.get('txns_indeterminate_not_committed', 0)}); faults on "
+                     f"{summary.get('txns_indeterminate_not_committed', 0)}); producers "
+                     f"killed mid-transaction {summary.get('txns_killed', 0)} (while "
+                     f"committing {summary.get('txns_killed_committing', 0)}); faults on "
                      f"the leader of a __transaction_state partition (a coordinator): "
                      f"{summary.get('coordinator_faults', 0)}")
     lines.append("anomalies:")

@@ -459,6 +459,10 @@ def _stats(ops, txns: dict[str, Txn], reads, final, reader_polls) -> dict:
     out["txns_indeterminate_not_committed"] = sum(t.inferred and t.status == ABORTED
                                                   for t in ts)
     out["txns_ctp_committed"] = sum(t.status == COMMITTED and bool(t.offsets) for t in ts)
+    # producers killed (kill -9) in the middle of a transaction: it never completed
+    out["txns_killed"] = sum(t.op.complete_time is None for t in ts)
+    out["txns_killed_committing"] = sum(t.op.complete_time is None
+                                        and t.commit_start is not None for t in ts)
     out["acked_sends"] = sum(len(t.sends) for t in ts if t.op.type == "ok")
     out["polled_records"] = sum(len((o.value or {}).get("records") or [])
                                 for polls in reader_polls.values() for o in polls)

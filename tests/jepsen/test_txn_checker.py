@@ -132,6 +132,7 @@ def test_uncommitted_read_of_a_transaction_that_never_asked_to_commit():
                reader=[("a/0", 0, "1-0.0"), ("a/0", 2, "3-0.0")]).check()
     assert found(rep) == {"uncommitted-read": 1}
     assert rep.stats["txns_never_asked_to_commit"] == 1
+    assert (rep.stats["txns_killed"], rep.stats["txns_killed_committing"]) == (1, 0)
 
 
 def test_uncommitted_read_before_the_commit_was_asked_for():
