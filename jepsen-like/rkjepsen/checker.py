@@ -142,6 +142,10 @@ def check(ops: list[Op]) -> Report:
         from rkjepsen import queue_checker
 
         return queue_checker.check(ops)
+    if config.get("workload") == "txn":  # transactions: rkjepsen/txn_checker.py
+        from rkjepsen import txn_checker
+
+        return txn_checker.check(ops)
     report = Report()
     sends = [o for o in ops if o.f == "send"]
     reads = [o for o in ops if o.type == "ok" and o.f in ("poll", "final-read")]

@@ -61,10 +61,11 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
         prog="jepsen-like/run",
         description="Run a real Raftka cluster in network namespaces under faults, record a "
                     "history and check it. Needs root, iproute2 and nftables.")
-    p.add_argument("--workload", default="log", choices=("log", "queue"),
+    p.add_argument("--workload", default="log", choices=("log", "queue", "txn"),
                    help="log: producers and a consumer group (Jepsen's Kafka test); "
                         "queue: producers and share-group workers with poison records and "
-                        "a dead-letter topic (see README)")
+                        "a dead-letter topic; txn: transactional producers (some "
+                        "consume-transform-produce) and read_committed readers (see README)")
     p.add_argument("--client", default="grpc", choices=("grpc", "kafka"),
                    help="grpc: our client; kafka: confluent-kafka through the nodes' Kafka "
                         "listeners (the log workload only; see README)")
@@ -214,6 +215,10 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     from rkjepsen import queue
     from rkjepsen.workload import TOPIC, Producers, final_read
 
+    if args.workload == "txn":  # transactions: rkjepsen/txn_workload.py
+        from rkjepsen import txn_workload
+
+        return txn_workload.run(args, cluster, consumers)
     out: Path = args.out
     t0 = time.monotonic()
     main_hist = history.HistoryWriter(out / "history.main.jsonl", t0)

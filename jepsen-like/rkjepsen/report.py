@@ -74,6 +74,10 @@ def _union(windows: list[dict]) -> list[dict]:
 QUEUE_STATS = ("records_delivered", "redeliveries", "accepted", "dead_lettered",
                "dead_letter_reasons", "crashes_holding_records", "delayed_acked_sends",
                "delayed_deliveries", "delayed_earliest_margin_s", "delayed_tolerance_s")
+TXN_STATS = ("txns", "txns_committed", "txns_aborted", "txns_never_asked_to_commit",
+             "txns_indeterminate", "txns_indeterminate_committed",
+             "txns_indeterminate_not_committed", "txns_ctp_committed", "ctp_consumed_records",
+             "coordinator_faults", "txns_killed", "txns_killed_committing")
 
 
 def summarize(ops: list[Op], report: Report) -> dict:
@@ -81,7 +85,7 @@ def summarize(ops: list[Op], report: Report) -> dict:
     faults: dict[str, int] = defaultdict(int)
     for w in windows:
         faults[w["detail"].get("kind", w["fault"])] += 1
-    extra = {k: report.stats[k] for k in QUEUE_STATS if k in report.stats}
+    extra = {k: report.stats[k] for k in (*QUEUE_STATS, *TXN_STATS) if k in report.stats}
     return {
         **extra,
         "workload": report.stats.get("workload", "log"),
@@ -144,11 +148,26 @@ def format_summary(summary: dict) -> str:
                          f"{summary.get('delayed_deliveries', 0)} deliveries, the earliest "
                          f"{summary.get('delayed_earliest_margin_s')} s after its due time "
                          f"(tolerance {summary.get('delayed_tolerance_s')} s)")
+    own_classes = summary.get("workload", "log") != "log"  # queue, txn: their own classes
+    if summary.get("workload") == "txn":
+        lines.append(f"txn: {summary.get('txns', 0)} transactions: committed "
+                     f"{summary.get('txns_committed', 0)} "
+                     f"({summary.get('txns_ctp_committed', 0)} consume-transform-produce), "
+                     f"aborted {summary.get('txns_aborted', 0)}, never asked to commit "
+                     f"{summary.get('txns_never_asked_to_commit', 0)}, indeterminate "
+                     f"{summary.get('txns_indeterminate', 0)} (committed "
+                     f"{summary.get('txns_indeterminate_committed', 0)}, not "
+                     f"{summary.get('txns_indeterminate_not_committed', 0)}); producers "
+                     f"killed mid-transaction {summary.get('txns_killed', 0)} (while "
+                     f"committing {summary.get('txns_killed_committing', 0)}); faults on "
+                     f"the leader of a __transaction_state partition (a coordinator): "
+                     f"{summary.get('coordinator_faults', 0)}")
     lines.append("anomalies:")
-    for c in summary["anomalies"] if queue else CLASSES:
+    for c in summary["anomalies"] if own_classes else CLASSES:
         lines.append(f"  {c:<28} {summary['anomalies'].get(c, 0)}")
     counted = summary.get("history_problems", {})
-    problems = {c: n for c, n in counted.items() if n and (queue or c in HISTORY_PROBLEMS)}
+    problems = {c: n for c, n in counted.items()
+                if n and (own_classes or c in HISTORY_PROBLEMS)}
     lines.append("history problems: " + (", ".join(f"{c} {n}" for c, n in problems.items())
                                          or "none"))
     evidence = (f"{summary.get('acked_sends', 0)} acked sends, "
