@@ -450,48 +450,56 @@ class Membership:
         from raftka.v1 import admin_pb2, admin_pb2_grpc
 
         c = self.cluster
-        out: list[str] = []
         with self._admin() as admin:
             view = {n.id: n for n in admin.list_nodes(timeout=5)}
             moves = admin.list_reassignments(timeout=5)
             descs = [admin.describe_topic(t, timeout=5) for t in topics]
-        active = {n for n, info in view.items() if info.state == "active"}
-        draining = sorted(n for n, info in view.items() if info.state == "decommissioning")
-        if draining:
-            out.append(f"nodes {draining} still decommissioning")
-        if moves:
-            out.append("moves still running: " + ", ".join(
-                f"{m.topic}/{m.partition} {list(m.replicas)}->{list(m.target)}"
-                for m in moves[:5]))
-        down = sorted(n for n in active if not c.running(n))
-        if down:
-            out.append(f"active nodes {down} not running")
-        for d in descs:
-            for p in d.partitions:
-                reps = list(p.replicas)
-                if (len(reps) != d.replication_factor or len(set(reps)) != len(reps)
-                        or not set(reps) <= active):
-                    out.append(f"{d.name}/{p.partition} replicas {reps} (replication "
-                               f"factor {d.replication_factor}, active nodes {sorted(active)})")
-        voters = sorted(n for n, info in view.items() if info.controller_voter)
-        want = min(CONTROLLER_VOTERS, len(active))
-        if len(voters) != want or not set(voters) <= active:
-            out.append(f"controller voters {voters}, want {want} of the active nodes "
-                       f"{sorted(active)}")
+        running = {n for n in view if c.running(n)}
         leaders: dict[int, int] = {}
-        for n in sorted(active):
-            if not c.running(n) or n not in c.addresses:
+        unanswered: list[str] = []
+        for n in sorted(n for n, info in view.items() if info.state == "active"):
+            if n not in running or n not in c.addresses:
                 continue
             with grpc.insecure_channel(c.addresses[n], options=channel_options()) as ch:
                 try:
-                    r = admin_pb2_grpc.AdminStub(ch).DescribeCluster(
-                        admin_pb2.DescribeClusterRequest(), timeout=5)
-                    leaders[n] = r.controller_id
+                    leaders[n] = admin_pb2_grpc.AdminStub(ch).DescribeCluster(
+                        admin_pb2.DescribeClusterRequest(), timeout=5).controller_id
                 except grpc.RpcError as exc:
-                    out.append(f"node {n} DescribeCluster: {exc.code().name}")
-        named = set(leaders.values())
-        if len(named) != 1 or 0 in named:
-            out.append(f"controller leader as each node names it: {leaders}")
-        elif named.pop() not in active:
-            out.append(f"controller leader {leaders} is not an active node")
-        return out
+                    unanswered.append(f"node {n} DescribeCluster: {exc.code().name}")
+        return convergence_problems(view, moves, descs, running, leaders) + unanswered
+
+
+def convergence_problems(view: dict[int, Any], moves: list[Any], descs: list[Any],
+                         running: set[int], leaders: dict[int, int]) -> list[str]:
+    """What keeps the cluster from having converged, from ``view`` (ListNodes: id ->
+    ClusterNode), ``moves`` (ListReassignments), ``descs`` (TopicDescriptions), the nodes
+    ``running`` and the controller leader each active node names (``leaders``)."""
+    out: list[str] = []
+    active = {n for n, info in view.items() if info.state == "active"}
+    draining = sorted(n for n, info in view.items() if info.state == "decommissioning")
+    if draining:
+        out.append(f"nodes {draining} still decommissioning")
+    if moves:
+        out.append("moves still running: " + ", ".join(
+            f"{m.topic}/{m.partition} {list(m.replicas)}->{list(m.target)}" for m in moves[:5]))
+    down = sorted(active - running)
+    if down:
+        out.append(f"active nodes {down} not running")
+    for d in descs:
+        for p in d.partitions:
+            reps = list(p.replicas)
+            if (len(reps) != d.replication_factor or len(set(reps)) != len(reps)
+                    or not set(reps) <= active):
+                out.append(f"{d.name}/{p.partition} replicas {reps} (replication factor "
+                           f"{d.replication_factor}, active nodes {sorted(active)})")
+    voters = sorted(n for n, info in view.items() if info.controller_voter)
+    want = min(CONTROLLER_VOTERS, len(active))
+    if len(voters) != want or not set(voters) <= active:
+        out.append(f"controller voters {voters}, want {want} of the active nodes "
+                   f"{sorted(active)}")
+    named = set(leaders.values())
+    if len(named) != 1 or 0 in named:
+        out.append(f"controller leader as each node names it: {leaders}")
+    elif named.pop() not in active:
+        out.append(f"controller leader {leaders} is not an active node")
+    return out

@@ -1,6 +1,8 @@
 """The short jepsen-like run of `make test`: a real 3-node cluster in network namespaces
-under partitions, kill -9 and SIGSTOP for about a minute, with producers and crashing
-consumers; the checker must find no anomaly, in a history that proves something (minimum
+under partitions, kill -9 and SIGSTOP for about a minute, while the membership nemesis
+adds nodes, drains or removes them and moves partitions, with producers and crashing
+consumers; the checker must find no anomaly, the cluster must converge (replicas on active
+nodes, one controller leader, its voters), in a history that proves something (minimum
 counts read from report.json, not only the verdict's word). `disk`, in make jepsen's mix,
 is left out here while a node recovered as node/README.md says cannot rejoin
 (jepsen-like/FINDINGS.md, finding 5): it would fail every run whose disk fault is refused.
@@ -34,10 +36,11 @@ KEYS = 4  # the harness's default --keys
 ACKED_SENDS_MIN = 500
 POLLED_RECORDS_MIN = 500
 FAULTS_MIN = 3
+MEMBERSHIP_OPS_MIN = 2  # done (ok or pending): from a 3-node start, the first is a join
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="jepsen-like needs root (network namespaces)")
-def test_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
+def test_short_run_partition_kill_pause_membership_finds_no_anomaly(tmp_path: Path):
     missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"running as root but {', '.join(missing)} missing: `make test` installs "
@@ -45,7 +48,7 @@ def test_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
                     f"longer runs")
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--nemesis", "partition,kill,pause", "--time", "60",
+        [sys.executable, str(RUN), "--nemesis", "partition,kill,pause,membership", "--time", "60",
          "--nodes", "3", "--interval", "6", "--seed", str(SEED), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     report = proc.stdout + proc.stderr
@@ -69,6 +72,8 @@ def test_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
     assert summary["final_read_keys"] == list(range(KEYS)), summary
     assert summary["final_read_records"] >= summary["acked_sends"], summary
     assert summary["faults_injected"] >= FAULTS_MIN, summary
+    assert summary["membership"]["done"] >= MEMBERSHIP_OPS_MIN, summary["membership"]
+    assert "membership-converged" in (out / "history.jsonl").read_text()
     assert "VALID: no anomaly in" in report
     assert (out / "history.jsonl").stat().st_size > 0
     assert (out / "throughput.png").exists() and (out / "latency.png").exists()
