@@ -317,11 +317,15 @@ class Membership:
         return None
 
     def _await_removed(self, victim: int) -> dict[str, Any]:
+        last: dict[int, Any] = {}
+
         def removed() -> bool:
-            v = self._view() or {}
-            return victim in v and v[victim].state == "removed"
+            last.clear()
+            last.update(self._view() or {})
+            return victim in last and last[victim].state == "removed"
         out = self._waited(self._wait(removed, DRAIN_WAIT_S), f"node {victim} removed")
-        if out["outcome"] == "ok":
+        if out["outcome"] == "ok":  # who votes in the controller group now
+            out["voters"] = sorted(n for n, info in last.items() if info.controller_voter)
             self._retire_removed()
         return out
 
@@ -446,14 +450,14 @@ class Membership:
         problems: list[str] = ["not checked"]
         deadline = time.monotonic() + CONVERGE_WAIT_S
         while time.monotonic() < deadline:
-            try:
+            try:  # a `remove --dead` the run's end cut short is asked again here
+                self._retire_removed()
                 problems = self._convergence_problems(topics)
             except Exception as exc:  # noqa: BLE001
                 problems = [f"cannot read the cluster's state: {exc!r}"]
             if not problems:
                 break
             time.sleep(1.0)
-        self._retire_removed()
         return problems
 
     def _convergence_problems(self, topics: tuple[str, ...]) -> list[str]:
