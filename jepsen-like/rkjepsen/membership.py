@@ -93,6 +93,7 @@ class Membership:
         self.counts: dict[str, dict[str, int]] = {}  # kind -> outcome -> count
         self.errors: list[str] = []
         self.retired: list[int] = []
+        self._started_ids: set[int] = set()
 
     # ------------------------------------------------------------------ schedule
 
@@ -195,12 +196,16 @@ class Membership:
             else:
                 outcome = {"outcome": "error", "message": repr(exc)[:300]}
                 self.errors.append(f"membership {kind}: {exc!r}")
+        if fid not in self._started_ids:  # it failed before it could start: say so too
+            self._started(detail)
+        self._started_ids.discard(fid)
         by_kind = self.counts.setdefault(kind, {})
         by_kind[outcome["outcome"]] = by_kind.get(outcome["outcome"], 0) + 1
         self.history.event("info", "nemesis", "stop", {
             "fault": "membership", "kind": detail["kind"], "id": fid, **outcome})
 
     def _started(self, detail: dict) -> None:
+        self._started_ids.add(detail["id"])
         self.history.event("info", "nemesis", "start", detail)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool | None:

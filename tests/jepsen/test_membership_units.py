@@ -147,3 +147,36 @@ def test_netcluster_starts_joined_first_and_retired_nodes(monkeypatch, tmp_path:
     assert len(started) == count
     with pytest.raises(netcluster.HarnessError):
         c.add_node(4)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def event(self, *args):
+        self.events.append(args)
+
+
+@pytest.mark.parametrize("error, outcome", [
+    ("InvalidRequestError", "refused"), ("NotEnoughReplicasError", "refused"),
+    ("RaftkaError", "unknown"), ("KeyError", "error")])
+def test_every_outcome_is_a_start_stop_pair_in_the_history(monkeypatch, error, outcome):
+    import raftka.client as client
+
+    exc_type = getattr(client, error, None) or KeyError
+    m = _membership(FakeCluster([1, 2, 3]))
+    m.history = Events()
+    view = _view(_info(1, voter=True), _info(2, voter=True), _info(3, voter=True))
+    monkeypatch.setattr(m, "_view", lambda: view)
+
+    def failing(view, detail, wait):  # fails before it could record its start
+        raise exc_type("no")
+    monkeypatch.setattr(m, "_op_join", failing)
+    monkeypatch.setattr(m, "_op_reassign_invalid", failing)
+    m._one_op()
+    (_, _, f1, start), (_, _, f2, stop) = m.history.events
+    assert (f1, f2) == ("start", "stop") and start["id"] == stop["id"]
+    assert start["fault"] == stop["fault"] == "membership"
+    assert stop["outcome"] == outcome
+    assert m.summary()["ops"] == 1
+    assert bool(m.errors) == (outcome == "error")
