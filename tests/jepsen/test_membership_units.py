@@ -180,3 +180,38 @@ def test_every_outcome_is_a_start_stop_pair_in_the_history(monkeypatch, error, o
     assert stop["outcome"] == outcome
     assert m.summary()["ops"] == 1
     assert bool(m.errors) == (outcome == "error")
+
+
+class FakeAdmin:
+    def __init__(self, moves) -> None:
+        self.moves = moves
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def reassign_partition(self, topic, key, target):
+        from raftka.client import InvalidRequestError
+        raise InvalidRequestError("names a node twice")
+
+    def list_reassignments(self, topic=""):
+        return self.moves
+
+
+@pytest.mark.parametrize("after, moves, flagged", [
+    ((1, 2, 3), [], False),
+    ((2, 3, 4), [], False),  # a drain moved it meanwhile: not the refused move's doing
+    ((1, 1, 3), [], True),
+    ((1, 2, 3), [SimpleNamespace(partition=0, target=(1, 1, 3))], True)])
+def test_a_refused_invalid_move_must_leave_no_trace(monkeypatch, after, moves, flagged):
+    m = _membership(FakeCluster([1, 2, 3]))
+    m.history = Events()
+    m.keys = 1
+    replicas = iter([(1, 2, 3), after])
+    monkeypatch.setattr(m, "_replicas", lambda key: next(replicas))
+    monkeypatch.setattr(m, "_admin", lambda: FakeAdmin(moves))
+    out = m._op_reassign_invalid({}, {"id": 1}, False)
+    assert out["outcome"] == "refused" and out["expected"]
+    assert bool(m.errors) == flagged
