@@ -347,7 +347,10 @@ class Membership:
         if not spare or not replicas:
             return None
         target = list(replicas)
-        target[self.rng.randrange(len(target))] = self.rng.choice(spare)
+        # a replica on a draining node goes first (a target naming it would be refused)
+        leaving = [i for i, n in enumerate(replicas) if n not in active]
+        at = self.rng.choice(leaving) if leaving else self.rng.randrange(len(target))
+        target[at] = self.rng.choice(spare)
         detail.update(key=key, replicas=list(replicas), target=target)
         return key, replicas, target
 

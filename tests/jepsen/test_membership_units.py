@@ -215,3 +215,14 @@ def test_a_refused_invalid_move_must_leave_no_trace(monkeypatch, after, moves, f
     out = m._op_reassign_invalid({}, {"id": 1}, False)
     assert out["outcome"] == "refused" and out["expected"]
     assert bool(m.errors) == flagged
+
+
+def test_a_move_replaces_a_replica_on_a_draining_node_first(monkeypatch):
+    m = _membership(FakeCluster([1, 2, 3, 4, 5]))
+    m.keys = 1
+    monkeypatch.setattr(m, "_replicas", lambda key: (1, 2, 3))
+    view = _view(_info(1), _info(2, "decommissioning"), _info(3), _info(4), _info(5))
+    for _ in range(20):
+        detail: dict = {}
+        key, before, target = m._pick_move(view, detail)
+        assert target[0] == 1 and target[2] == 3 and target[1] in (4, 5)
