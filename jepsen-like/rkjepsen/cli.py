@@ -70,8 +70,8 @@ def _parse_run_args(argv: list[str]) -> argparse.Namespace:
                    help="grpc: our client; kafka: confluent-kafka through the nodes' Kafka "
                         "listeners (the log workload only; see README)")
     p.add_argument("--nemesis", default="partition,kill,pause,disk",
-                   help="comma-separated: partition, kill, pause, clock, disk (or none); "
-                        "default partition,kill,pause,disk")
+                   help="comma-separated: partition, kill, pause, clock, disk, membership "
+                        "(or none); default partition,kill,pause,disk")
     p.add_argument("--time", type=float, default=60, help="seconds of workload under faults")
     p.add_argument("--nodes", type=int, default=3, choices=(3, 5))
     p.add_argument("--interval", type=float, default=8.0,
@@ -162,8 +162,7 @@ def _leader_finder(cluster: NetCluster):
     from raftka.client import channel_options
     from raftka.v1 import broker_pb2, broker_pb2_grpc
 
-    stubs = {i: broker_pb2_grpc.BrokerStub(grpc.insecure_channel(a, options=channel_options()))
-             for i, a in cluster.addresses.items()}
+    stubs: dict[int, broker_pb2_grpc.BrokerStub] = {}  # nodes may join during the run
 
     def leader_of(key: int) -> int:
         """The node that says it leads ``key``, highest term first (0: none)."""
@@ -171,6 +170,12 @@ def _leader_finder(cluster: NetCluster):
         for nid in cluster.alive():
             if nid in cluster.paused:
                 continue
+            if nid not in stubs:
+                address = cluster.addresses.get(nid)
+                if address is None:
+                    continue
+                stubs[nid] = broker_pb2_grpc.BrokerStub(
+                    grpc.insecure_channel(address, options=channel_options()))
             try:
                 md = stubs[nid].Metadata(broker_pb2.MetadataRequest(topics=["jepsen"]),
                                          timeout=1.0)
@@ -273,6 +278,20 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     nemesis = Nemesis(cluster, main_hist, args.nemeses, args.interval, args.seed,
                       _leader_finder(cluster), args.keys)
     nemesis.start()
+    membership = None
+    if "membership" in args.nemeses:
+        from rkjepsen.membership import Membership
+
+        def members_changed() -> None:  # new producers bootstrap from current members
+            producers.bootstrap = cluster.bootstrap
+
+        membership = Membership(cluster, main_hist, interval_s=args.interval, seed=args.seed,
+                                topic=TOPIC, keys=args.keys,
+                                replication_factor=args.replication_factor,
+                                max_nodes=args.nodes + 2, ids=nemesis._ids,
+                                busy_nodes=nemesis.busy_nodes,
+                                on_members_changed=members_changed)
+        membership.start()
     end = time.monotonic() + args.time
     next_crash = time.monotonic() + args.consumer_crash_interval
     next_report = time.monotonic() + 30
@@ -314,6 +333,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     finally:
         if args.workload == "queue":  # workers stop crashing on purpose: the harness no
             (out / "draining").touch()  # longer replaces them until the drain below
+        if membership is not None:
+            membership.stop()  # a drain it asked for goes on; converged() waits for it
         nemesis.stop()  # heals everything
     main_hist.event("info", "nemesis", "healed", {})
     print(f"healed at t={time.monotonic() - t0:.0f}s; settling", flush=True)
@@ -359,6 +380,12 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         workload_bootstrap, main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for keys {missing}")
+    if membership is not None:  # the cluster converged: replicas, voters, one controller
+        unsettled = membership.converged((TOPIC, "__consumer_offsets"))
+        main_hist.event("info", "harness", "membership-converged",
+                        {"ok": not unsettled, "problems": unsettled[:20]})
+        problems += [f"membership: {line}" for line in unsettled]
+        problems += membership.errors
     extra_topics: tuple[str, ...] = ()
     if args.workload == "queue":
         read = queue.final_read_dlq(cluster.bootstrap, main_hist)
@@ -381,6 +408,8 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
                    time_s=args.time, idempotent_producer=producers.idempotent,
                    consumers=args.consumers, problems=problems,
                    replica_disagreements=disagreements)
+    if membership is not None:
+        summary["membership"] = membership.summary()
     summary["valid"] = summary["valid"] and not disagreements
     (out / "report.json").write_text(json.dumps({**rep.to_json(), "summary": summary},
                                                 indent=1))
@@ -390,6 +419,12 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         except Exception as exc:  # noqa: BLE001 - plots never hide a verdict
             problems.append(f"plots failed: {exc!r}")
     print(report.format_summary(summary))
+    if membership is not None:
+        m = summary["membership"]
+        print(f"membership ops: {m['ops']} ({m['done']} done, {m['refused']} refused, "
+              f"{m['invalid_refused']} invalid ones refused): "
+              + ", ".join(f"{k} {dict(sorted(v.items()))}" for k, v in sorted(
+                  m["by_kind"].items())) + f"; nodes retired {m['retired_nodes']}")
     _print_examples(rep)
     for line in disagreements:
         print(f"  replicas disagree: {line}")

@@ -50,7 +50,9 @@ from typing import Any, Callable
 from rkjepsen.history import HistoryWriter
 from rkjepsen.netcluster import NetCluster
 
-FAMILIES = ("partition", "kill", "pause", "clock", "disk")
+FAMILIES = ("partition", "kill", "pause", "clock", "disk", "membership")
+# membership runs in a thread of its own, beside the faults (rkjepsen/membership.py)
+SCHEDULED = ("partition", "kill", "pause", "clock", "disk")
 KINDS = {
     "partition": ("halves", "isolate-one", "isolate-leader", "bridge", "one-way"),
     "kill": ("one", "minority", "leader"),
@@ -85,7 +87,7 @@ class Nemesis:
                  keys: int, high_watermarks: HighWatermarks | None = None) -> None:
         self.cluster = cluster
         self.history = history
-        self.families = families
+        self.families = [f for f in families if f in SCHEDULED]
         self.interval_s = interval_s
         self.rng = random.Random(seed)
         self.leader_of = leader_of  # key -> node id leading it now (0: unknown)
@@ -393,6 +395,12 @@ class Nemesis:
                 if key not in best or term > best[key][2]:
                     best[key] = (hw, replicas, term)
         return {key: (hw, replicas) for key, (hw, replicas, _) in best.items()}
+
+    def busy_nodes(self) -> set[int]:
+        """Nodes an active fault names (killed, paused, isolated, damaged)."""
+        with self._lock:
+            return {n for _, detail, _ in self._active.values()
+                    for n in detail.get("nodes", ())}
 
     def _stop_fault(self, fid: int) -> None:
         with self._lock:

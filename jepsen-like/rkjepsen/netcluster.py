@@ -95,6 +95,11 @@ class NetCluster:
         self.tick_ms = tick_ms
         self.kafka_addresses = {i: f"10.77.0.{i}:{KAFKA_PORT}" for i in self.addresses} \
             if kafka else {}
+        # the first nodes' --peers, fixed for the run (restarts pass the same list even after
+        # the membership nemesis added or removed nodes: rkjepsen/membership.py)
+        self.peers = ",".join(f"{i}={a}" for i, a in sorted(self.addresses.items()))
+        self.joined: set[int] = set()  # nodes started with --join instead of --peers
+        self.retired: set[int] = set()  # removed from the cluster: never started again
         self.procs: dict[int, subprocess.Popen] = {}
         self.log_offsets: dict[int, int] = {}  # node -> size of its log at its last start
         self.paused: set[int] = set()
@@ -113,24 +118,44 @@ class NetCluster:
     # ------------------------------------------------------------------ network
 
     def create_network(self) -> None:
-        def netns(name: str) -> None:
-            _run(["ip", "netns", "add", name])
-            self._created.append(name)
-            _run(["ip", "-n", name, "link", "set", "lo", "up"])
-
-        netns(self.sw)
+        _run(["ip", "netns", "add", self.sw])
+        self._created.append(self.sw)
+        _run(["ip", "-n", self.sw, "link", "set", "lo", "up"])
         _run(["ip", "-n", self.sw, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", self.sw, "link", "set", "br0", "up"])
         hosts = [(str(i), ns, i) for i, ns in self.node_ns.items()]
         hosts.append(("c", self.client_ns, CLIENT_HOST))
         for tag, ns, host in hosts:
-            netns(ns)
-            _run(["ip", "-n", self.sw, "link", "add", f"p{tag}", "type", "veth", "peer",
-                  "name", "eth0", "netns", ns])
-            _run(["ip", "-n", self.sw, "link", "set", f"p{tag}", "master", "br0", "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"10.77.0.{host}/24", "dev", "eth0"])
-            _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            self._add_host(tag, ns, host)
         self.heal()  # creates the (empty) table and chain
+
+    def _add_host(self, tag: str, ns: str, host: int) -> None:
+        _run(["ip", "netns", "add", ns])
+        self._created.append(ns)
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _run(["ip", "-n", self.sw, "link", "add", f"p{tag}", "type", "veth", "peer",
+              "name", "eth0", "netns", ns])
+        _run(["ip", "-n", self.sw, "link", "set", f"p{tag}", "master", "br0", "up"])
+        _run(["ip", "-n", ns, "addr", "add", f"10.77.0.{host}/24", "dev", "eth0"])
+        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+    def add_node(self, node_id: int) -> None:
+        """A namespace for a new node that will join with --join (not started here). The
+        maps are replaced, not changed in place: other threads iterate them."""
+        if node_id in self.node_ns or not 1 <= node_id < CLIENT_HOST:
+            raise HarnessError(f"cannot add node {node_id}")
+        ns = f"{self.prefix}-n{node_id}"
+        self._add_host(str(node_id), ns, node_id)
+        self.joined.add(node_id)
+        self.addresses = {**self.addresses, node_id: f"10.77.0.{node_id}:{NODE_PORT}"}
+        self.node_ns = {**self.node_ns, node_id: ns}
+
+    def retire(self, node_id: int) -> None:
+        """Forget a node the cluster removed: no fault picks it, nothing restarts it, it is
+        no longer in the bootstrap list. Its namespace stays until ``close``."""
+        self.retired.add(node_id)
+        self.node_ns = {i: ns for i, ns in self.node_ns.items() if i != node_id}
+        self.addresses = {i: a for i, a in self.addresses.items() if i != node_id}
 
     def set_drops(self, links: set[tuple[int, int]]) -> None:
         """Replace the partition: drop every frame from node a to node b for each (a, b)
@@ -174,13 +199,19 @@ class NetCluster:
             return ""
 
     def start(self, node_id: int) -> None:
+        if node_id in self.retired:
+            return  # removed from the cluster (a fault's undo may still name it)
         if node_id in self.procs:
             raise HarnessError(f"node {node_id} is already running")
+        if node_id in self.joined:  # any other member will do; ignored once it has joined
+            members = ",".join(a for i, a in sorted(self.addresses.items()) if i != node_id)
+            membership = ["--join", members]
+        else:
+            membership = ["--peers", self.peers]
         log = open(self.log_path(node_id), "ab")
         self.log_offsets[node_id] = log.tell()
-        peers = ",".join(f"{i}={a}" for i, a in sorted(self.addresses.items()))
         cmd = ["ip", "netns", "exec", self.node_ns[node_id], sys.executable, "-m", "raftka.node",
-               "--id", str(node_id), "--listen", self.addresses[node_id], "--peers", peers,
+               "--id", str(node_id), "--listen", self.addresses[node_id], *membership,
                "--data-dir", str(self.data_dir(node_id)), "--tick-ms", str(self.tick_ms),
                "--log-level", "info"]
         if self.kafka_addresses:
