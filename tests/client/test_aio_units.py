@@ -147,6 +147,7 @@ def _answer(member_id: str, epoch: int, *partitions: int):  # noqa: ANN202
 class _Settings:
     group_id, topics = "g", ("t",)
     _session_timeout_ms, _rebalance_timeout_ms, _assignor, _client_id = 10_000, 30_000, "", "c"
+    _isolation_level = "read_uncommitted"
 
 
 def test_membership_joins_applies_and_acknowledges() -> None:

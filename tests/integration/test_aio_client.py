@@ -76,9 +76,12 @@ def test_produce_and_read_back_round_trip(cluster: Cluster) -> None:
 
     async def main() -> None:
         async with raftka.aio.Producer(bootstrap, linger_ms=0) as producer:
-            futures = [await producer.send("aio-rt", b"v%d" % i, key=b"k%d" % (i % 7),
-                                           headers={"i": str(i)})
-                       for i in range(300)]
+            futures = []
+            for i in range(300):
+                futures.append(await producer.send("aio-rt", b"v%d" % i, key=b"k%d" % (i % 7),
+                                                   headers={"i": str(i)}))
+                if i % 25 == 0:  # send() returns without suspending when there is room:
+                    await asyncio.sleep(0)  # the test's own loop must yield (debug mode)
             acks = await asyncio.gather(*futures)
             bulk = await (await producer.send_many("aio-rt", [b"bulk%d" % i for i in range(50)],
                                                    partition=1))
@@ -192,8 +195,11 @@ def test_two_asyncio_consumers_rebalance_and_resume_from_commits(cluster: Cluste
     everything = {TopicPartition(topic, p) for p in range(4)}
 
     async def produce(producer: raftka.aio.Producer, start: int, count: int) -> None:
-        futures = [await producer.send(topic, b"%d" % i, partition=i % 4)
-                   for i in range(start, start + count)]
+        futures = []
+        for i in range(start, start + count):
+            futures.append(await producer.send(topic, b"%d" % i, partition=i % 4))
+            if i % 25 == 0:  # send() does not suspend when there is room: yield ourselves
+                await asyncio.sleep(0)
         await asyncio.gather(*futures)
 
     async def drain(consumer: raftka.aio.Consumer, into: dict, seconds: float) -> None:
