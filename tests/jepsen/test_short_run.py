@@ -1,5 +1,5 @@
 """The short jepsen-like run of `make test`: a real 3-node cluster in network namespaces
-under partitions, kill -9 and SIGSTOP for about a minute, with producers and crashing
+under partitions, kill -9 and SIGSTOP for 45 s, with producers and crashing
 consumers; the checker must find no anomaly, in a history that proves something (minimum
 counts read from report.json, not only the verdict's word). `disk`, in make jepsen's mix,
 is left out here while a node recovered as node/README.md says cannot rejoin
@@ -29,7 +29,7 @@ RUN = Path(__file__).resolve().parents[2] / "jepsen-like" / "run"
 STORE = RUN.parent / "store"
 SEED = int(os.environ.get("JEPSEN_SEED", "20261122"))
 KEYS = 4  # the harness's default --keys
-# Far below what a quiet 2-core machine does in 60 s (about 12,000 acked sends and as many
+# Far below what a quiet 2-core machine does in 45 s (about 12,000 acked sends and as many
 # polled records), far above what a run that hardly worked would leave.
 ACKED_SENDS_MIN = 500
 POLLED_RECORDS_MIN = 500
@@ -45,7 +45,7 @@ def test_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
                     f"longer runs")
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--nemesis", "partition,kill,pause", "--time", "60",
+        [sys.executable, str(RUN), "--nemesis", "partition,kill,pause", "--time", "45",
          "--nodes", "3", "--interval", "6", "--seed", str(SEED), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     report = proc.stdout + proc.stderr
