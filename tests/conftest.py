@@ -14,8 +14,3 @@ import signal
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    """The jepsen-like runs first: they are the longest files, and with xdist's loadfile
-    scheduling a long file that starts last makes the whole run wait for it alone."""
-    items.sort(key=lambda item: 0 if "/tests/jepsen/" in str(item.fspath) else 1)
