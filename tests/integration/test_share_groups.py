@@ -429,7 +429,6 @@ def test_group_redelivery_backoff_holds_a_released_record_back(cluster: Cluster)
 
 
 def test_share_state_survives_retention_snapshots_and_a_full_restart(cluster: Cluster):
-    from raftka.v1 import broker_pb2
     from raftka.v1.recordbatch import Record, build_batch
     cluster.create_topic(TOPIC, partitions=1)
     for i in range(50):  # one entry each, so that retention drops a few at a time
@@ -457,13 +456,13 @@ def test_share_state_survives_retention_snapshots_and_a_full_restart(cluster: Cl
     from raftka.client import Admin
     with Admin(bootstrap(cluster)) as admin:  # now keep about the last 15 entries
         admin.alter_topic_config(TOPIC, set={"retention.bytes": "2500"})
-    leader = cluster.wait_leader(TOPIC, 0)
 
-    def log_start() -> int:
-        return cluster.broker(leader).Fetch(broker_pb2.FetchRequest(
-            topic=TOPIC, partition=0, offset=69), timeout=5).log_start_offset
-    start = wait_for(lambda: log_start() > 50, 30, "retention to drop past the share "
-                     "entries", interval=0.5) and log_start()
+    def log_start() -> int:  # the lowest of all replicas: each applies retention itself,
+        # and any of them may lead after the restart
+        return min(cluster.replica_position(nid, TOPIC, 0).log_start_offset
+                   for nid in sorted(cluster.live()))
+    start = wait_for(lambda: log_start() > 50, 30, "every replica's retention to drop past "
+                     "the share entries", interval=0.5) and log_start()
     # the share state of the dropped entries is in the retention snapshot only now
     for nid in sorted(cluster.live()):
         cluster.kill(nid)
