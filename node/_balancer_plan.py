@@ -239,6 +239,27 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
         before = work.replicas[i]
         return work.violation(_replace(before, old, new)) <= work.violation(before)
 
+    def closest_move(source: int, dest: int, gap: int, bytes_must_shrink_gap: bool) -> int | None:
+        """Of a bounded sample of ``source``'s movable replicas that may go to ``dest``, the
+        one whose size best halves the byte ``gap`` between them (ties: lowest index)."""
+        best = None
+        seen = 0
+        for examined, i in enumerate(sorted(work.on[source])):
+            if examined >= EXAMINED_MAX:
+                break
+            size = work.parts[i].size_bytes
+            if (not movable(i) or dest in work.replicas[i]
+                    or (bytes_must_shrink_gap and not 0 < size < gap)
+                    or not rack_ok(i, source, dest)):
+                continue
+            key = (abs(gap - 2 * size), i)
+            if best is None or key < best:
+                best = key
+            seen += 1
+            if seen >= CANDIDATES_MAX:
+                break
+        return None if best is None else best[1]
+
     # 3. replica counts
     while len(data_moves) < budget:
         order = sorted(work.nodes, key=lambda n: (work.count[n], work.bytes[n], n))
@@ -247,22 +268,9 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
             for dest in order:
                 if work.count[source] - work.count[dest] < 2:
                     break
-                gap = work.bytes[source] - work.bytes[dest]
-                best = None
-                seen = 0
-                for examined, i in enumerate(sorted(work.on[source])):
-                    if examined >= EXAMINED_MAX:
-                        break
-                    if not movable(i) or dest in work.replicas[i] or not rack_ok(i, source, dest):
-                        continue
-                    key = (abs(gap - 2 * work.parts[i].size_bytes), i)
-                    if best is None or key < best:
-                        best = key
-                    seen += 1
-                    if seen >= CANDIDATES_MAX:
-                        break
-                if best is not None:
-                    i = best[1]
+                i = closest_move(source, dest, work.bytes[source] - work.bytes[dest],
+                                 bytes_must_shrink_gap=False)
+                if i is not None:
                     record(i, _moved(work, work.replicas[i], source, dest), "replicas",
                            f"node {source} holds {work.count[source]} replicas, node {dest} "
                            f"{work.count[dest]}", data_moves)
@@ -287,23 +295,8 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                     break
                 if work.count[source] - work.count[dest] != 1:
                     continue  # would make the counts less even (or cannot: >= 2 is step 2's)
-                best = None
-                seen = 0
-                for examined, i in enumerate(sorted(work.on[source])):
-                    if examined >= EXAMINED_MAX:
-                        break
-                    size = work.parts[i].size_bytes
-                    if (not movable(i) or not 0 < size < gap or dest in work.replicas[i]
-                            or not rack_ok(i, source, dest)):
-                        continue
-                    key = (abs(gap - 2 * size), i)
-                    if best is None or key < best:
-                        best = key
-                    seen += 1
-                    if seen >= CANDIDATES_MAX:
-                        break
-                if best is not None:
-                    i = best[1]
+                i = closest_move(source, dest, gap, bytes_must_shrink_gap=True)
+                if i is not None:
                     record(i, _moved(work, work.replicas[i], source, dest), "bytes",
                            f"node {source} stores {work.bytes[source]} bytes, node {dest} "
                            f"{work.bytes[dest]}", data_moves)
