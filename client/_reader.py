@@ -288,29 +288,29 @@ class PartitionReaderCore:
     def _poll_batches_ops(self, timeout: float,
                           max_records: int | None) -> Ops[list[ConsumedBatch]]:
         """``poll_batches``: as ``_poll_ops``, handing out batches."""
-        self._check_open()
-        deadline = time.monotonic() + max(timeout, 0.0)
-        first = True
-        while not (self._buffer or self._undecoded):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and not first:
-                return []
-            first = False
-            yield from self._fetch_once_ops(max(remaining, 0.0), deadline)
-        return self.take_batches(max_records)
+        if (yield from self._await_records_ops(timeout)):
+            return self.take_batches(max_records)
+        return []
 
     def _poll_ops(self, timeout: float, max_records: int | None) -> Ops[list[ConsumedRecord]]:
         """``poll``: fetch until some records are there or ``timeout`` passed."""
+        if (yield from self._await_records_ops(timeout)):
+            return self.take(max_records)
+        return []
+
+    def _await_records_ops(self, timeout: float) -> Ops[bool]:
+        """Fetch (at least once) until records are buffered; False once ``timeout`` passed
+        with none."""
         self._check_open()
         deadline = time.monotonic() + max(timeout, 0.0)
         first = True
         while not (self._buffer or self._undecoded):
             remaining = deadline - time.monotonic()
             if remaining <= 0 and not first:
-                return []
+                return False
             first = False
             yield from self._fetch_once_ops(max(remaining, 0.0), deadline)
-        return self.take(max_records)
+        return True
 
     def _fetch_once_ops(self, remaining: float, deadline: float) -> Ops[None]:
         """One attempt: resolve the start, fetch, decode. Retriable errors are absorbed
