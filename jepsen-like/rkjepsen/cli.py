@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +45,28 @@ def check_main(argv: list[str]) -> int:
         print(report.format_summary(summary))
         _print_examples(rep)
     return 0 if rep.valid else 1
+
+
+def check_run(out: Path, client_histories: str, args: argparse.Namespace,
+              problems: list[str], disagreements: list[str],
+              **fields) -> tuple[list, checker.Report, dict]:
+    """After a run: merge the harness's and the clients' histories (``client_histories``, a
+    glob in ``out``) into history.jsonl, check it, and write report.json with the run's
+    settings, ``problems``, replica ``disagreements`` and ``fields`` in its summary."""
+    parts = [out / "history.main.jsonl", *sorted(out.glob(client_histories))]
+    history.merge(parts, out / "history.jsonl")
+    for part in parts:
+        part.unlink()
+    ops = history.load(out / "history.jsonl")
+    rep = checker.check(ops)
+    summary = report.summarize(ops, rep)
+    summary.update(seed=args.seed, nodes=args.nodes, nemesis=args.nemeses,
+                   time_s=args.time, consumers=args.consumers, problems=problems,
+                   replica_disagreements=disagreements, **fields)
+    summary["valid"] = summary["valid"] and not disagreements
+    (out / "report.json").write_text(json.dumps({**rep.to_json(), "summary": summary},
+                                                indent=1))
+    return ops, rep, summary
 
 
 def _print_examples(rep: checker.Report, per_class: int = 3) -> None:
@@ -397,22 +418,10 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     main_hist.close()
     cluster.close()
 
-    parts = [out / "history.main.jsonl", *sorted(out.glob("history.consumer-*.jsonl"))]
-    history.merge(parts, out / "history.jsonl")
-    for p in parts:
-        p.unlink()
-    ops = history.load(out / "history.jsonl")
-    rep = checker.check(ops)
-    summary = report.summarize(ops, rep)
-    summary.update(seed=args.seed, nodes=args.nodes, nemesis=args.nemeses,
-                   time_s=args.time, idempotent_producer=producers.idempotent,
-                   consumers=args.consumers, problems=problems,
-                   replica_disagreements=disagreements)
-    if membership is not None:
-        summary["membership"] = membership.summary()
-    summary["valid"] = summary["valid"] and not disagreements
-    (out / "report.json").write_text(json.dumps({**rep.to_json(), "summary": summary},
-                                                indent=1))
+    extra = {"membership": membership.summary()} if membership is not None else {}
+    ops, rep, summary = check_run(out, "history.consumer-*.jsonl", args, problems,
+                                  disagreements, idempotent_producer=producers.idempotent,
+                                  **extra)
     if not args.no_plots:
         try:
             report.plot(ops, out)

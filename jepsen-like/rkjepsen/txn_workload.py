@@ -44,7 +44,6 @@ transaction ``"<process>-<n>"``):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -458,8 +457,8 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     cluster and tears it down)."""
     from raftka.client import Admin, RaftkaError
 
-    from rkjepsen import checker, history, report
-    from rkjepsen.cli import HERE, _print_examples, _replica_disagreements
+    from rkjepsen import history, report
+    from rkjepsen.cli import HERE, _print_examples, _replica_disagreements, check_run
     from rkjepsen.nemesis import Nemesis
     from rkjepsen.netcluster import REPO
 
@@ -598,19 +597,8 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     main_hist.close()
     cluster.close()
 
-    parts = [out / "history.main.jsonl", *sorted(out.glob("history.client-*.jsonl"))]
-    history.merge(parts, out / "history.jsonl")
-    for part in parts:
-        part.unlink()
-    ops = history.load(out / "history.jsonl")
-    rep = checker.check(ops)
-    summary = report.summarize(ops, rep)
-    summary.update(seed=args.seed, nodes=args.nodes, nemesis=args.nemeses,
-                   time_s=args.time, consumers=args.consumers, problems=problems,
-                   replica_disagreements=disagreements)
-    summary["valid"] = summary["valid"] and not disagreements
-    (out / "report.json").write_text(json.dumps({**rep.to_json(), "summary": summary},
-                                                indent=1))
+    _, rep, summary = check_run(out, "history.client-*.jsonl", args, problems,
+                                disagreements)
     print(report.format_summary(summary))
     _print_examples(rep)
     for line in disagreements:

@@ -11,18 +11,11 @@ it); on failure the run's folder is kept in jepsen-like/store/."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
+from tests.jepsen.short_run import assert_no_anomaly, needs_root, run_short
 
-RUN = Path(__file__).resolve().parents[2] / "jepsen-like" / "run"
-STORE = RUN.parent / "store"
 SEED = int(os.environ.get("JEPSEN_SEED", "20261205"))
 KEYS = 4
 # A quiet 2-core machine does about 6,000 acked sends, 5,600 accepts and 230 dead letters
@@ -35,35 +28,13 @@ DELAYED_MIN = 10  # a tenth of the sends are delayed
 FAULTS_MIN = 2
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="jepsen-like needs root (network namespaces)")
+@needs_root
 def test_queue_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"running as root but {', '.join(missing)} missing: `make test` installs "
-                    f"them (`make jepsen-deps`)")
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--workload", "queue", "--nemesis", "partition,kill,pause",
-         "--time", "20", "--nodes", "3", "--interval", "4", "--consumer-crash-interval", "4",
-         "--seed", str(SEED), "--out", str(out), "--no-plots"],
-        capture_output=True, text=True, timeout=600)
-    text = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        kept = STORE / f"make-test-queue-seed{SEED}-{time.strftime('%Y%m%dT%H%M%S')}"
-        if out.exists():
-            shutil.copytree(out, kept)
-            out = kept
-        logs = "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                         for p in sorted(out.glob("*.log")))
-        pytest.fail(f"jepsen-like queue run failed (exit {proc.returncode}, seed {SEED}, "
-                    f"out {out}):\n{text}\n{logs}")
-    doc = json.loads((out / "report.json").read_text())
-    summary = doc["summary"]
+    doc, text = run_short(tmp_path / "run", "queue-", SEED, [
+        "--workload", "queue", "--nemesis", "partition,kill,pause", "--time", "20",
+        "--nodes", "3", "--interval", "4", "--consumer-crash-interval", "4", "--no-plots"])
+    summary = assert_no_anomaly(doc, text)
     assert summary["workload"] == "queue", summary
-    assert doc["valid"] is True and summary["valid"] is True, text
-    assert not any(doc["counts"].values()), doc["counts"]
-    assert not any(doc["history_problem_counts"].values()), doc["history_problems"]
-    assert summary["problems"] == [], summary["problems"]
     assert summary["acked_sends"] >= ACKED_SENDS_MIN, summary
     assert summary["accepted"] >= ACCEPTED_MIN, summary
     reasons = summary["dead_letter_reasons"]
@@ -76,4 +47,3 @@ def test_queue_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
     assert summary["delayed_deliveries"] >= DELAYED_MIN, summary  # (lost ones: lost-record)
     assert summary["final_read_keys"] == list(range(KEYS)), summary
     assert summary["faults_injected"] >= FAULTS_MIN, summary
-    assert "VALID: no anomaly in" in text

@@ -10,18 +10,11 @@ it); on failure the run's folder is kept in jepsen-like/store/."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
+from tests.jepsen.short_run import assert_no_anomaly, needs_root, run_short
 
-RUN = Path(__file__).resolve().parents[2] / "jepsen-like" / "run"
-STORE = RUN.parent / "store"
 SEED = int(os.environ.get("JEPSEN_SEED", "20261206"))
 KEYS = 4  # partitions of topic jepsen; jepsen-b adds 2
 # A loaded 2-core machine did about 50 committed transactions (20 consume-transform-
@@ -32,36 +25,14 @@ POLLED_MIN = 10
 FAULTS_MIN = 1
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="jepsen-like needs root (network namespaces)")
+@needs_root
 def test_txn_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"running as root but {', '.join(missing)} missing: `make test` installs "
-                    f"them (`make jepsen-deps`)")
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(RUN), "--workload", "txn", "--nemesis", "partition,kill,pause",
-         "--time", "8", "--nodes", "3", "--interval", "2", "--consumers", "1",
-         "--consumer-crash-interval", "3", "--keys", str(KEYS), "--seed", str(SEED),
-         "--out", str(out), "--no-plots"],
-        capture_output=True, text=True, timeout=600)
-    text = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        kept = STORE / f"make-test-txn-seed{SEED}-{time.strftime('%Y%m%dT%H%M%S')}"
-        if out.exists():
-            shutil.copytree(out, kept)
-            out = kept
-        logs = "\n".join(f"==== {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                         for p in sorted(out.glob("*.log")))
-        pytest.fail(f"jepsen-like txn run failed (exit {proc.returncode}, seed {SEED}, "
-                    f"out {out}):\n{text}\n{logs}")
-    doc = json.loads((out / "report.json").read_text())
-    summary = doc["summary"]
+    doc, text = run_short(tmp_path / "run", "txn-", SEED, [
+        "--workload", "txn", "--nemesis", "partition,kill,pause", "--time", "8",
+        "--nodes", "3", "--interval", "2", "--consumers", "1",
+        "--consumer-crash-interval", "3", "--keys", str(KEYS), "--no-plots"])
+    summary = assert_no_anomaly(doc, text)
     assert summary["workload"] == "txn", summary
-    assert doc["valid"] is True and summary["valid"] is True, text
-    assert not any(doc["counts"].values()), doc["counts"]
-    assert not any(doc["history_problem_counts"].values()), doc["history_problems"]
-    assert summary["problems"] == [], summary["problems"]
     assert summary["txns_committed"] >= COMMITTED_MIN, summary
     assert summary["txns_aborted"] >= ABORTED_MIN, summary
     assert summary["txns_ctp_committed"] >= 1, summary
@@ -70,4 +41,3 @@ def test_txn_short_run_partition_kill_pause_finds_no_anomaly(tmp_path: Path):
     assert summary["final_read_records"] >= summary["acked_sends"] > 0, summary
     assert summary["faults_injected"] >= FAULTS_MIN, summary
     assert summary["consumer_crashes"] >= 1, summary
-    assert "VALID: no anomaly in" in text
