@@ -48,6 +48,7 @@ from raftka.v1 import admin_pb2, admin_pb2_grpc
 
 from ._balancer_plan import Move, PartitionLoad, plan_moves
 from ._controller_commands import encode_reassign_partition
+from ._periodic import every
 
 if TYPE_CHECKING:
     from ._broker import Broker
@@ -255,11 +256,4 @@ class Balancer:
 
 async def run(balancer: Balancer) -> None:
     """The task: ``balancer.step()`` every ``STEP_INTERVAL_S``; never ends on an error."""
-    while True:
-        await asyncio.sleep(STEP_INTERVAL_S)
-        try:
-            await balancer.step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - must never stop the node
-            log.exception("balancer step failed; will retry")
+    await every(STEP_INTERVAL_S, balancer.step, "balancer step", log)

@@ -31,6 +31,7 @@ from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
 from ._metrics import NodeMetrics
 from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
+from ._periodic import every
 from ._txn_state import TXN_TOPIC, TxnStateReplica
 from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
@@ -322,17 +323,13 @@ class Broker:
                 await asyncio.sleep(1.0)
 
     async def _maintenance(self) -> None:
-        while True:
-            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            try:
-                await self._apply_retention()
-                self._expire_transactions()
-                await self._snapshot_controller()
-                self._prefer_preferred_leaders()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - maintenance must never stop the node
-                log.exception("maintenance pass failed; will retry")
+        await every(MAINTENANCE_INTERVAL_S, self._maintenance_pass, "maintenance pass", log)
+
+    async def _maintenance_pass(self) -> None:
+        await self._apply_retention()
+        self._expire_transactions()
+        await self._snapshot_controller()
+        self._prefer_preferred_leaders()
 
     def _expire_transactions(self) -> None:
         """Abort the transactions open on a partition this node leads for longer than

@@ -61,7 +61,6 @@ caught-up learner is promoted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -76,6 +75,7 @@ from ._controller_commands import (
 from ._controller_replica import CONTROLLER_VOTERS_MAX
 from ._controller_state import PartitionMeta, TopicMeta
 from ._errors import BrokerError
+from ._periodic import every
 
 if TYPE_CHECKING:
     from ._broker import Broker
@@ -295,11 +295,4 @@ class ReassignmentDriver:
 
 async def run(driver: ReassignmentDriver) -> None:
     """The task: ``driver.step()`` every ``STEP_INTERVAL_S``; never ends on an error."""
-    while True:
-        await asyncio.sleep(STEP_INTERVAL_S)
-        try:
-            await driver.step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - must never stop the node
-            log.exception("reassignment step failed; will retry")
+    await every(STEP_INTERVAL_S, driver.step, "reassignment step", log)

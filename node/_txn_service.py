@@ -65,6 +65,7 @@ from ._errors import BrokerError, Code
 from ._forwarding import CHANNEL_OPTIONS, FORWARDED_BY_KEY, ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._offsets import GROUP_ID_MAX, OFFSETS_TOPIC, encode_pending_commits, offsets_partition_for
+from ._periodic import every
 from ._services import BrokerService, _ControllerWriter, _handler, _require_leader
 from ._txn_state import (
     COMPLETE_ABORT,
@@ -582,14 +583,7 @@ class TransactionCoordinatorService(_ControllerWriter,
 
     # ------------------------------------------------------------------ background
     async def _resume_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RESUME_INTERVAL_S)
-            try:
-                self._resume()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - must never stop the node
-                log.exception("transaction resume pass failed; will retry")
+        await every(RESUME_INTERVAL_S, self._resume, "transaction resume pass", log)
 
     def _resume(self) -> None:
         """Rules 4 and 5 for every id this node coordinates that no call holds."""
