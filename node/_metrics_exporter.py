@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import pickle
 import signal
 import socket
 import struct

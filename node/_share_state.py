@@ -315,7 +315,7 @@ class SharePartition:
                                f"{self.start}-{self.end - 1})")
         for s in self._covering(first, last):
             if s.state != ACQUIRED or s.member != member:
-                what = (f"held by another member" if s.state == ACQUIRED
+                what = ("held by another member" if s.state == ACQUIRED
                         else STATE_NAMES[s.state])
                 raise ShareOpError(
                     "INVALID_RECORD_STATE",
