@@ -75,6 +75,9 @@ class Batch:
     size_bytes: int = 0  # accounted against buffer_memory (rule 3)
     closed: bool = False  # no more appends (rule 1)
     done: bool = False  # acknowledged or failed for good
+    # its futures and groups hold the outcome (set after ``done``, outside the lock: a
+    # future's callbacks must not run under it); what ``flush`` waits for
+    resolved: bool = False
     # --- the sender's (``_sender.py``) and the idempotence state's (``_idempotence.py``)
     attempts: int = 0  # attempts sent so far
     payload: bytes | None = None  # built once, resent unchanged on retries (re-stamped

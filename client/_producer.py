@@ -633,8 +633,9 @@ class Producer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued now and wait until each of those records is
-        acknowledged or failed. Raises RaftkaTimeoutError if ``timeout`` (seconds) ends
-        first. Record failures are reported by their futures, not here."""
+        acknowledged or failed and its future says so. Raises RaftkaTimeoutError if
+        ``timeout`` (seconds) ends first. Record failures are reported by their futures,
+        not here."""
         deadline = None if timeout is None else time.monotonic() + timeout
         sender = self._sender
         with self._cond:
@@ -643,12 +644,12 @@ class Producer:
             self._sender_cond.notify()
             try:
                 for b in pending:
-                    while not b.done:
+                    while not b.resolved:
                         if sender.crashed is not None and not sender.is_alive():
                             return
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:
-                            left = sum(len(x.futures) for x in pending if not x.done)
+                            left = sum(len(x.futures) for x in pending if not x.resolved)
                             raise RaftkaTimeoutError(
                                 f"flush: {left} records still unacknowledged after {timeout:g}s"
                             )

@@ -655,6 +655,7 @@ class Sender:
         for group, group_start, batch_start, count in batch.groups:
             group.part_ok(group_start, partition,
                           base_offset + batch_start if base_offset >= 0 else -1, count)
+        self._resolved(batch)
 
     def _finish_failed(self, batch: Batch, err: BaseException) -> None:
         with self.cond:
@@ -691,6 +692,13 @@ class Sender:
                 f.set_exception(err)
         for group, _start, _bstart, _count in batch.groups:
             group.part_failed(err)
+        self._resolved(batch)
+
+    def _resolved(self, batch: Batch) -> None:
+        """The batch's futures hold its outcome now: wake ``flush``."""
+        with self.cond:
+            batch.resolved = True
+            self.cond.notify_all()
 
     # ------------------------------------------------------------------ producer id
 

@@ -112,7 +112,21 @@ def test_a_lone_record_follows_a_leader_change_without_idempotence(
     cluster.assert_replicas_agree("moving", 0)  # the restarted old leader included
 
 
-def test_flush_and_close_wait_for_records_sent_by_the_callers(cluster: Cluster) -> None:
+def test_flush_and_close_wait_for_records_sent_by_the_callers(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """flush() returns only once every record's future holds its outcome: the futures are
+    resolved after their batch is marked done (outside the producer's lock), so a future
+    that is slow to resolve must still hold flush back."""
+    from raftka.client._producer import _RecordFuture
+    set_result = _RecordFuture.set_result
+    slowed = threading.Event()
+
+    def slow_first_set_result(self, result) -> None:
+        if not slowed.is_set():
+            slowed.set()
+            threading.Event().wait(0.3)
+        set_result(self, result)
+    monkeypatch.setattr(_RecordFuture, "set_result", slow_first_set_result)
     cluster.create_topic("closing")
     cluster.wait_leader("closing", 0)
     producer = Producer(",".join(cluster.peers.values()), acks="all", linger_ms=0)
