@@ -103,7 +103,10 @@ func consume(brokers []string, topic, group string, count int) {
 	h := &handler{want: count, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := make(chan error, 1)
+	released := make(chan struct{})
 	go func() {
+		// Consume returns once its session is released, which commits the marked offsets
+		defer close(released)
 		for ctx.Err() == nil {
 			if err := g.Consume(ctx, []string{topic}, h); err != nil {
 				errs <- err
@@ -119,7 +122,10 @@ func consume(brokers []string, topic, group string, count int) {
 		fail("consumed %d of %d records in 60 s", len(h.lines), count)
 	}
 	cancel()
-	if err := g.Close(); err != nil { // commits the marked offsets
+	// as sarama's own example: wait for the session to end (and commit) before Close, whose
+	// LeaveGroup would otherwise race the final OffsetCommit (refused: unknown member)
+	<-released
+	if err := g.Close(); err != nil {
 		fail("close: %v", err)
 	}
 	h.mu.Lock()
