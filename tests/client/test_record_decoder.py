@@ -114,12 +114,36 @@ def test_corrupt_records_raise_the_same_way_in_both_decoders(monkeypatch):
             except CorruptBatchError:
                 outcomes.append("corrupt")
             monkeypatch.undo()
-        if outcomes[1] == "corrupt":
-            # the compiled decoder is at least as strict (it checks every length
-            # against the bytes left), never looser
-            assert outcomes[0] == "corrupt", bad.hex()
-        elif outcomes[0] != "corrupt":
-            assert outcomes[0] == outcomes[1], bad.hex()
+        # the same verdict and records: a stricter reader would refuse batches the node
+        # accepted (next test), a looser one would hand out what the node refuses
+        assert outcomes[0] == outcomes[1], bad.hex()
+
+
+def _batch_of_one_record(record_body: bytes) -> bytes:
+    """A batch (CRC right) whose one record is ``record_body`` after its length."""
+    header = bytearray(rb.HEADER_SIZE)
+    struct.pack_into(">hiqqqhii", header, 21, 0, 0, TS, TS, -1, -1, -1, 1)
+    out = header + rb._zigzag_varint(len(record_body)) + record_body
+    crc = rb._crc32c(memoryview(out)[21:])
+    struct.pack_into(">qiibI", out, 0, 0, len(out) - rb.LOG_OVERHEAD, -1, rb.MAGIC, crc)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("field", ["key", "value", "header value"])
+def test_a_batch_the_node_accepts_decodes_for_every_reader(decoder, field):
+    """Kafka's readers (and aiokafka's, the node's produce check) take any negative
+    length of a key, value or header value as null, not only -1. A reader that refused it
+    would be stuck on the partition for good: the node stored the batch, and a reader
+    never skips a batch it cannot decode."""
+    z = rb._zigzag_varint
+    key, value, header_value = (z(-7) if field == f else z(-1)
+                                for f in ("key", "value", "header value"))
+    batch = _batch_of_one_record(b"\x00" + z(0) + z(0) + key + value + z(1) + z(1) + b"h"
+                                 + header_value)
+    rb.validate_records(batch)  # what the node checks before it appends a produced batch
+    assert rb.decode_tuples(batch, 0, ConsumedRecord, "t", 0) == [
+        ConsumedRecord("t", 0, 0, None, None, (("h", None),), TS)]
+    assert rb.decode_columns(batch, 0) == ([0], [None], [None], [TS], [(("h", None),)])
 
 
 @needs_compiled
