@@ -168,3 +168,20 @@ def test_the_compiled_decoder_is_built_where_a_c_compiler_is_there():
     if not (shutil.which("cc") or shutil.which("gcc")) or not has_headers:
         pytest.skip("no C compiler or Python headers here: the fallback decoder is used")
     assert rb.COMPILED_DECODER
+
+
+def test_a_timestamp_delta_that_overflows_int64_wraps_in_both_decoders(decoder):
+    """The node does not check timestamps: a producer may write a delta that takes the
+    timestamp past int64. Both decoders wrap it as int64 arithmetic does (the compiled
+    one by unsigned addition: signed overflow would be undefined behaviour in C)."""
+    z = rb._zigzag_varint
+    header = bytearray(rb.HEADER_SIZE)
+    struct.pack_into(">hiqqqhii", header, 21, 0, 0, 2**63 - 1, 2**63 - 1, -1, -1, -1, 1)
+    body = b"\x00" + z(2**62) + z(0) + z(-1) + z(-1) + z(0)
+    out = header + z(len(body)) + body
+    struct.pack_into(">I", out, 17, rb._crc32c(memoryview(out)[21:]))
+    struct.pack_into(">qii", out, 0, 0, len(out) - rb.LOG_OVERHEAD, -1)
+    out[16] = rb.MAGIC
+    rb.validate_records(bytes(out))
+    [record] = rb.decode_tuples(bytes(out), 0, ConsumedRecord, "t", 0)
+    assert record.timestamp_ms == (2**63 - 1 + 2**62) - 2**64

@@ -190,7 +190,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         if (read_varint(&r, &ts_delta)) { varint_error(i, "timestampDelta"); goto done; }
         if (read_varint(&r, &offset_delta)) { varint_error(i, "offsetDelta"); goto done; }
         if (read_varint(&r, &klen)) { varint_error(i, "keyLength"); goto done; }
-        long long offset = base_offset + offset_delta;
+        /* the deltas come off the wire: add them unsigned, so an overflow wraps as in
+           aiokafka's int64 arithmetic instead of being undefined behaviour */
+        long long offset = (long long)((uint64_t)base_offset + (uint64_t)offset_delta);
         int keep = offset >= first;
         PyObject *key = NULL, *value = NULL, *headers = NULL;
         if (keep) {
@@ -220,7 +222,8 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             Py_DECREF(headers);
             continue;
         }
-        long long ts = log_append ? append_ts : base_ts + ts_delta;
+        long long ts = log_append ? append_ts
+                                  : (long long)((uint64_t)base_ts + (uint64_t)ts_delta);
         PyObject *offset_obj = PyLong_FromLongLong(offset);
         PyObject *ts_obj = PyLong_FromLongLong(ts);
         if (offset_obj == NULL || ts_obj == NULL) {
