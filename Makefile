@@ -11,7 +11,9 @@ TEST_JOBS ?= 2
 
 .PHONY: test dev bench bench-quick bench-micro soak fuzz proto clean
 
-$(STAMP): pyproject.toml
+# the compiled record decoder is built by the editable install: a change to its source
+# must rebuild it, or the venv keeps running the old one
+$(STAMP): pyproject.toml proto/raftka/v1/_records.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

@@ -246,22 +246,26 @@ class PartitionReaderCore:
             del out[limit:]
         return out
 
-    def take_batches(self, max_records: int | None = None) -> list[ConsumedBatch]:
+    def take_batches(self, max_records: int | None = None,
+                     first_whole: bool = True) -> list[ConsumedBatch]:
         """Like :meth:`take`, as whole batches (:class:`ConsumedBatch`, one list per
-        column): the first batch whole whatever its size, then more while the total stays
-        within ``max_records`` (default 10,000). No object per record is built."""
+        column): the first batch whole whatever its size (unless ``first_whole`` is False:
+        a consumer topping up a poll from another partition), then more while the total
+        stays within ``max_records`` (default 10,000). No object per record is built."""
         limit = _POLL_RECORDS if max_records is None else max_records
         out: list[ConsumedBatch] = []
         count = 0
         topic, partition = self.topic, self.partition
         while self._buffer or self._undecoded:
+            may_exceed = first_whole and not out
             if self._buffer:  # records decoded for take(): hand them out first, in order
-                if out and count + len(self._buffer[0]) > limit:
+                if not may_exceed and count + len(self._buffer[0]) > limit:
                     break
                 batch = ConsumedBatch.of_records(topic, partition, self._buffer.popleft())
             else:
                 buf, pos, first, _partly_read = self._undecoded[0]
-                if out and count + parse_header(buf, pos).next_offset - first > limit:
+                if (not may_exceed
+                        and count + parse_header(buf, pos).next_offset - first > limit):
                     break
                 try:
                     columns = decode_columns(buf, pos, first)

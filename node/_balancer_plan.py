@@ -260,51 +260,44 @@ def plan_moves(nodes: Mapping[int, str], partitions: Sequence[PartitionLoad], *,
                 break
         return None if best is None else best[1]
 
-    # 3. replica counts
-    while len(data_moves) < budget:
-        order = sorted(work.nodes, key=lambda n: (work.count[n], work.bytes[n], n))
-        found = False
+    def move_one(order: list[int], stop, skip, bytes_must_shrink_gap: bool, kind: str,
+                 reason) -> bool:
+        """One move from the most loaded source of ``order`` (ascending load) to the least
+        loaded destination that can take one of its replicas: a source's destinations are
+        tried until ``stop(source, dest)``, passing those ``skip`` rules out."""
         for source in reversed(order):
             for dest in order:
-                if work.count[source] - work.count[dest] < 2:
+                if stop(source, dest):
                     break
+                if skip(source, dest):
+                    continue
                 i = closest_move(source, dest, work.bytes[source] - work.bytes[dest],
-                                 bytes_must_shrink_gap=False)
+                                 bytes_must_shrink_gap)
                 if i is not None:
-                    record(i, _moved(work, work.replicas[i], source, dest), "replicas",
-                           f"node {source} holds {work.count[source]} replicas, node {dest} "
-                           f"{work.count[dest]}", data_moves)
-                    found = True
-                    break
-            if found:
-                break
-        if not found:
-            break
+                    record(i, _moved(work, work.replicas[i], source, dest), kind,
+                           reason(source, dest), data_moves)
+                    return True
+        return False
+
+    # 3. replica counts
+    while len(data_moves) < budget and move_one(
+            sorted(work.nodes, key=lambda n: (work.count[n], work.bytes[n], n)),
+            lambda s, d: work.count[s] - work.count[d] < 2, lambda s, d: False, False,
+            "replicas",
+            lambda s, d: f"node {s} holds {work.count[s]} replicas, node {d} {work.count[d]}"):
+        pass
 
     # 4. bytes
     while len(data_moves) < budget:
-        total = sum(work.bytes.values())
-        mean = total / len(work.nodes)
-        order = sorted(work.nodes, key=lambda n: (work.bytes[n], n))
-        slack = max(bytes_slack_fraction * mean, bytes_min)
-        found = False
-        for source in reversed(order):
-            for dest in order:
-                gap = work.bytes[source] - work.bytes[dest]
-                if gap <= slack:
-                    break
-                if work.count[source] - work.count[dest] != 1:
-                    continue  # would make the counts less even (or cannot: >= 2 is step 2's)
-                i = closest_move(source, dest, gap, bytes_must_shrink_gap=True)
-                if i is not None:
-                    record(i, _moved(work, work.replicas[i], source, dest), "bytes",
-                           f"node {source} stores {work.bytes[source]} bytes, node {dest} "
-                           f"{work.bytes[dest]}", data_moves)
-                    found = True
-                    break
-            if found:
-                break
-        if not found:
+        slack = max(bytes_slack_fraction * sum(work.bytes.values()) / len(work.nodes),
+                    bytes_min)
+        if not move_one(
+                sorted(work.nodes, key=lambda n: (work.bytes[n], n)),
+                lambda s, d: work.bytes[s] - work.bytes[d] <= slack,
+                # a count gap other than 1 would get less even (>= 2 is step 3's business)
+                lambda s, d: work.count[s] - work.count[d] != 1, True, "bytes",
+                lambda s, d: f"node {s} stores {work.bytes[s]} bytes, node {d} "
+                             f"{work.bytes[d]}"):
             break
 
     return leader_moves + data_moves

@@ -483,10 +483,12 @@ def from_args(argv: list[str] | None = None) -> NodeConfig:
     p.add_argument("--listen", help="host:port to serve clients and peers on")
     p.add_argument("--peers", help="every node of the cluster: 1=host:port,2=host:port,...")
     p.add_argument("--data-dir", type=Path, help="where this node keeps its data")
-    p.add_argument("--join", default=None, metavar="HOST:PORT,...",
+    p.add_argument("--join", default=None, metavar="[ID=]HOST:PORT,...",
                    help="join a running cluster through any of these members (instead of "
                    "--peers; --id optional: the controller picks one); a restart needs no "
-                   "--join")
+                   "--join. With --peer-listen: the members' peer ports with their ids, "
+                   "ID=HOST:PORT, and --id is required (the peer certificate made out to "
+                   "it is the proof of membership)")
     p.add_argument("--advertise", default="", help="address others use (default: peers entry)")
     p.add_argument("--tick-ms", type=int, default=None)
     p.add_argument("--log-level", default=None, help="debug, info, warning (default), error")

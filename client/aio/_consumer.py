@@ -455,7 +455,7 @@ class Consumer:
             if not f.reader.fetched_batches:
                 continue
             try:
-                records = (f.reader.take_batches(limit - count) if batches
+                records = (f.reader.take_batches(limit - count, not out) if batches
                            else f.reader.take(limit - count))
             except CorruptBatchError as err:
                 if out:

@@ -177,6 +177,22 @@ def run_main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def stop_clients(clients: dict[int, subprocess.Popen], main_hist: history.HistoryWriter,
+                 wait_s: float) -> None:
+    """SIGTERM every client process, then wait for each; one still running after
+    ``wait_s`` is killed (a ``crash`` event in the history). Empties ``clients``."""
+    for proc in clients.values():
+        proc.send_signal(signal.SIGTERM)
+    for pid, proc in list(clients.items()):
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            main_hist.event("info", pid, "crash", {"signal": "SIGKILL (did not stop)"})
+    clients.clear()
+
+
 def _leader_finder(cluster: NetCluster):
     import grpc
 
@@ -387,16 +403,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
                             f"{queue.DRAIN_TIMEOUT_S:g}s (see share-state in the history)")
     else:
         time.sleep(5.0 if args.consumers else 0.5)  # consumers drain; not a correctness wait
-    for pid, proc in consumers.items():
-        proc.send_signal(signal.SIGTERM)
-    for pid, proc in list(consumers.items()):
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            main_hist.event("info", pid, "crash", {"signal": "SIGKILL (did not stop)"})
-    consumers.clear()
+    stop_clients(consumers, main_hist, 15)
     missing = (kafka_client.final_read if kafka else final_read)(
         workload_bootstrap, main_hist, args.keys)
     if missing:

@@ -209,18 +209,23 @@ class Membership:
         self._started_ids.add(detail["id"])
         self.history.event("info", "nemesis", "start", detail)
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float) -> bool | None:
-        """True once ``predicate`` holds, False after ``timeout``, None if stopped."""
+    def _wait(self, predicate: Callable[[], bool], timeout: float, step_s: float = 0.5,
+              refusals: tuple[type[BaseException], ...] = ()) -> bool | None:
+        """True once ``predicate`` holds, False after ``timeout``, None if stopped. A
+        failed ``predicate`` is asked again (unavailable, a timeout), but for the
+        ``refusals``, which propagate."""
         deadline = time.monotonic() + timeout
         while not self._stop.is_set():
             try:
                 if predicate():
                     return True
+            except refusals:
+                raise
             except Exception:  # noqa: BLE001 - a view that failed; ask again
                 pass
             if time.monotonic() > deadline:
                 return False
-            self._stop.wait(0.5)
+            self._stop.wait(step_s)
         return None
 
     @staticmethod
@@ -263,7 +268,7 @@ class Membership:
         return self._op_decommission(view, detail, wait, voter=True)
 
     def _op_remove_dead(self, view, detail, wait) -> dict[str, Any]:
-        from raftka.client import InvalidRequestError
+        from raftka.client import InvalidRequestError, NotEnoughReplicasError
         usable = self._usable(view)
         voters = [n for n in usable if view[n].controller_voter]
         victim = self.rng.choice(voters if voters and self.rng.random() < 0.5 else usable)
@@ -290,7 +295,8 @@ class Membership:
                 refusals += 1
                 return False
         try:
-            got = self._wait_raising(accepted, DEAD_ACCEPT_WAIT_S)
+            got = self._wait(accepted, DEAD_ACCEPT_WAIT_S, 1.0,
+                             (InvalidRequestError, NotEnoughReplicasError))
         except Exception:  # refused for another reason: the node comes back as it was
             self._unretire(victim)
             self.cluster.start(victim)
@@ -304,23 +310,6 @@ class Membership:
         if not wait:
             return {"outcome": "pending", "alive_refusals": refusals}
         return {**self._await_removed(victim), "alive_refusals": refusals}
-
-    def _wait_raising(self, predicate: Callable[[], bool], timeout: float) -> bool | None:
-        """Like ``_wait`` but a refusal other than the awaited one propagates."""
-        from raftka.client import InvalidRequestError, NotEnoughReplicasError
-        deadline = time.monotonic() + timeout
-        while not self._stop.is_set():
-            try:
-                if predicate():
-                    return True
-            except (InvalidRequestError, NotEnoughReplicasError):
-                raise
-            except Exception:  # noqa: BLE001 - unavailable, timeout: ask again
-                pass
-            if time.monotonic() > deadline:
-                return False
-            self._stop.wait(1.0)
-        return None
 
     def _await_removed(self, victim: int) -> dict[str, Any]:
         last: dict[int, Any] = {}

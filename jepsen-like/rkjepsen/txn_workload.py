@@ -458,7 +458,8 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     from raftka.client import Admin, RaftkaError
 
     from rkjepsen import history, report
-    from rkjepsen.cli import HERE, _print_examples, _replica_disagreements, check_run
+    from rkjepsen.cli import (HERE, _print_examples, _replica_disagreements, check_run,
+                              stop_clients)
     from rkjepsen.nemesis import Nemesis
     from rkjepsen.netcluster import REPO
 
@@ -574,16 +575,7 @@ def run(args: argparse.Namespace, cluster, clients: dict[int, subprocess.Popen])
     except RaftkaError as exc:
         problems.append(f"after healing: {exc}")
     time.sleep(1.0)  # clients run on the healed cluster a little; not a correctness wait
-    for proc in clients.values():
-        proc.send_signal(signal.SIGTERM)
-    for pid, proc in list(clients.items()):
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            main_hist.event("info", pid, "crash", {"signal": "SIGKILL (did not stop)"})
-    clients.clear()
+    stop_clients(clients, main_hist, 20)
     if not wait_no_open_transactions(cluster.bootstrap, main_hist):
         problems.append(f"transactions still open {OPEN_WAIT_S:g}s after the clients "
                         "stopped (see txn-states in the history)")

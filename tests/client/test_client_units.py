@@ -46,7 +46,7 @@ from raftka.client._cluster import (
 from raftka.client._producer import _Group, _RecordFuture, parse_acks
 from raftka.client._retry import Backoff
 from raftka.client._reader import PartitionReader
-from raftka.client._types import PartitionDescription, TopicDescription
+from raftka.client._types import PartitionDescription, TopicDescription, TopicPartition
 from raftka.v1 import broker_pb2, errors_pb2
 
 # --------------------------------------------------------------------------- murmur2
@@ -484,6 +484,53 @@ def test_reader_poll_splits_and_tops_up_batches() -> None:
         assert [r.offset for r in reader.poll(0, max_records=3)] == [2, 3, 4]
         assert [r.offset for r in reader.poll(0)] == [5]
         assert reader.position == 6 and reader.at_end
+    finally:
+        c.close()
+
+
+def _consumer_of(readers: list[PartitionReader], aio: bool = False):
+    """A Consumer (threaded or asyncio) whose fetchers are ``readers``, no group, no
+    threads: enough for ``_take``."""
+    from types import SimpleNamespace
+
+    from raftka.client import Consumer
+    from raftka.client.aio import Consumer as AsyncConsumer
+
+    consumer = (AsyncConsumer if aio else Consumer).__new__(AsyncConsumer if aio else Consumer)
+    consumer._fetchers = {
+        (r.topic, r.partition): SimpleNamespace(tp=TopicPartition(r.topic, r.partition),
+                                                reader=r, error=None, wake=lambda: None)
+        for r in readers}
+    consumer._cond = threading.Condition()
+    consumer._rotation = 0
+    consumer._positions = {}
+    return consumer
+
+
+@pytest.mark.parametrize("aio", [False, True])
+def test_consumer_poll_batches_tops_up_only_with_batches_that_fit(aio) -> None:
+    """poll_batches' rule (README, Batch reads): the first batch whole whatever its size,
+    then more only while the total stays within max_records, across partitions too."""
+    c = Cluster("127.0.0.1:1")
+    try:
+        readers = []
+        for partition in (0, 1, 2):
+            reader = PartitionReader(c, "t", partition, offset=0)
+            sizes = {0: [60], 1: [60], 2: [30, 30]}[partition]
+            base, batches = 0, []
+            for n in sizes:
+                batches.append((base, [b"v"] * n))
+                base += n
+            reader._take(_fetched(batches, high_watermark=base))
+            readers.append(reader)
+        consumer = _consumer_of(readers, aio)
+        got = consumer._take(100, batches=True)
+        # partition 0's batch (60), not partition 1's (60 more would make 120), then one
+        # of partition 2's (90 in all)
+        assert [(b.partition, len(b)) for b in got] == [(0, 60), (2, 30)]
+        assert consumer._positions == {TopicPartition("t", 0): 60,
+                                       TopicPartition("t", 2): 30}
+        assert [len(b) for b in consumer._take(10, batches=True)] == [60]  # first: whole
     finally:
         c.close()
 

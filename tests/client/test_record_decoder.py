@@ -114,12 +114,36 @@ def test_corrupt_records_raise_the_same_way_in_both_decoders(monkeypatch):
             except CorruptBatchError:
                 outcomes.append("corrupt")
             monkeypatch.undo()
-        if outcomes[1] == "corrupt":
-            # the compiled decoder is at least as strict (it checks every length
-            # against the bytes left), never looser
-            assert outcomes[0] == "corrupt", bad.hex()
-        elif outcomes[0] != "corrupt":
-            assert outcomes[0] == outcomes[1], bad.hex()
+        # the same verdict and records: a stricter reader would refuse batches the node
+        # accepted (next test), a looser one would hand out what the node refuses
+        assert outcomes[0] == outcomes[1], bad.hex()
+
+
+def _batch_of_one_record(record_body: bytes) -> bytes:
+    """A batch (CRC right) whose one record is ``record_body`` after its length."""
+    header = bytearray(rb.HEADER_SIZE)
+    struct.pack_into(">hiqqqhii", header, 21, 0, 0, TS, TS, -1, -1, -1, 1)
+    out = header + rb._zigzag_varint(len(record_body)) + record_body
+    crc = rb._crc32c(memoryview(out)[21:])
+    struct.pack_into(">qiibI", out, 0, 0, len(out) - rb.LOG_OVERHEAD, -1, rb.MAGIC, crc)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("field", ["key", "value", "header value"])
+def test_a_batch_the_node_accepts_decodes_for_every_reader(decoder, field):
+    """Kafka's readers (and aiokafka's, the node's produce check) take any negative
+    length of a key, value or header value as null, not only -1. A reader that refused it
+    would be stuck on the partition for good: the node stored the batch, and a reader
+    never skips a batch it cannot decode."""
+    z = rb._zigzag_varint
+    key, value, header_value = (z(-7) if field == f else z(-1)
+                                for f in ("key", "value", "header value"))
+    batch = _batch_of_one_record(b"\x00" + z(0) + z(0) + key + value + z(1) + z(1) + b"h"
+                                 + header_value)
+    rb.validate_records(batch)  # what the node checks before it appends a produced batch
+    assert rb.decode_tuples(batch, 0, ConsumedRecord, "t", 0) == [
+        ConsumedRecord("t", 0, 0, None, None, (("h", None),), TS)]
+    assert rb.decode_columns(batch, 0) == ([0], [None], [None], [TS], [(("h", None),)])
 
 
 @needs_compiled
@@ -144,3 +168,20 @@ def test_the_compiled_decoder_is_built_where_a_c_compiler_is_there():
     if not (shutil.which("cc") or shutil.which("gcc")) or not has_headers:
         pytest.skip("no C compiler or Python headers here: the fallback decoder is used")
     assert rb.COMPILED_DECODER
+
+
+def test_a_timestamp_delta_that_overflows_int64_wraps_in_both_decoders(decoder):
+    """The node does not check timestamps: a producer may write a delta that takes the
+    timestamp past int64. Both decoders wrap it as int64 arithmetic does (the compiled
+    one by unsigned addition: signed overflow would be undefined behaviour in C)."""
+    z = rb._zigzag_varint
+    header = bytearray(rb.HEADER_SIZE)
+    struct.pack_into(">hiqqqhii", header, 21, 0, 0, 2**63 - 1, 2**63 - 1, -1, -1, -1, 1)
+    body = b"\x00" + z(2**62) + z(0) + z(-1) + z(-1) + z(0)
+    out = header + z(len(body)) + body
+    struct.pack_into(">I", out, 17, rb._crc32c(memoryview(out)[21:]))
+    struct.pack_into(">qii", out, 0, 0, len(out) - rb.LOG_OVERHEAD, -1)
+    out[16] = rb.MAGIC
+    rb.validate_records(bytes(out))
+    [record] = rb.decode_tuples(bytes(out), 0, ConsumedRecord, "t", 0)
+    assert record.timestamp_ms == (2**63 - 1 + 2**62) - 2**64

@@ -10,11 +10,15 @@ The bytes are hostile (they come from the network): every read is bounds-checked
 the end of the section, varints longer than 10 bytes or wider than 64 bits are refused,
 every record must use exactly the bytes its length says, the section must hold exactly
 `count` records and nothing after them. Any violation raises ValueError saying which record
-and what was wrong (the caller turns it into CorruptBatchError).
+and what was wrong (the caller turns it into CorruptBatchError). What it accepts is exactly
+what the node's produce check (aiokafka's reader, recordbatch.validate_records) accepts:
+a batch the node stored must decode for every reader, or its partition is stuck for them.
+So a negative key, value or header value length is null, whatever its value (Kafka's
+readers do the same), not only -1.
 
 Record layout (varint = zigzag LEB128):
     length varint | attributes int8 (read as a varint, as aiokafka does) | timestampDelta varlong | offsetDelta varint |
-    keyLength varint (-1 null) | key | valueLength varint (-1 null) | value |
+    keyLength varint (< 0 null) | key | valueLength varint (< 0 null) | value |
     headersCount varint | headers [keyLength varint, key utf-8, valueLength varint, value]
 */
 #define PY_SSIZE_T_CLEAN
@@ -43,10 +47,11 @@ static int read_varint(cursor *c, int64_t *out) {
     return -1;
 }
 
-/* bytes of length n at the cursor, or None for n == -1; NULL (error set) otherwise */
+/* bytes of length n at the cursor, or None for any negative n (null, as every Kafka
+   reader takes it); NULL (error set) when n overruns the bytes left */
 static PyObject *read_bytes(cursor *c, int64_t n, Py_ssize_t index, const char *what) {
-    if (n == -1) Py_RETURN_NONE;
-    if (n < 0 || n > (int64_t)(c->end - c->p)) {
+    if (n < 0) Py_RETURN_NONE;
+    if (n > (int64_t)(c->end - c->p)) {
         PyErr_Format(PyExc_ValueError,
                      "record %zd: %s length %lld does not fit the %zd bytes left", index,
                      what, (long long)n, (Py_ssize_t)(c->end - c->p));
@@ -185,7 +190,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         if (read_varint(&r, &ts_delta)) { varint_error(i, "timestampDelta"); goto done; }
         if (read_varint(&r, &offset_delta)) { varint_error(i, "offsetDelta"); goto done; }
         if (read_varint(&r, &klen)) { varint_error(i, "keyLength"); goto done; }
-        long long offset = base_offset + offset_delta;
+        /* the deltas come off the wire: add them unsigned, so an overflow wraps as in
+           aiokafka's int64 arithmetic instead of being undefined behaviour */
+        long long offset = (long long)((uint64_t)base_offset + (uint64_t)offset_delta);
         int keep = offset >= first;
         PyObject *key = NULL, *value = NULL, *headers = NULL;
         if (keep) {
@@ -193,7 +200,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         } else if (klen > 0) {
             if (klen > (int64_t)(r.end - r.p)) { read_bytes(&r, klen, i, "key"); goto done; }
             r.p += klen;
-        } else if (klen < -1) { read_bytes(&r, klen, i, "key"); goto done; }
+        }
         if (read_varint(&r, &vlen)) { Py_XDECREF(key); varint_error(i, "valueLength"); goto done; }
         if ((value = read_bytes(&r, vlen, i, "value")) == NULL) { Py_XDECREF(key); goto done; }
         if ((headers = read_headers(&r, i, empty)) == NULL) {
@@ -215,7 +222,8 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             Py_DECREF(headers);
             continue;
         }
-        long long ts = log_append ? append_ts : base_ts + ts_delta;
+        long long ts = log_append ? append_ts
+                                  : (long long)((uint64_t)base_ts + (uint64_t)ts_delta);
         PyObject *offset_obj = PyLong_FromLongLong(offset);
         PyObject *ts_obj = PyLong_FromLongLong(ts);
         if (offset_obj == NULL || ts_obj == NULL) {

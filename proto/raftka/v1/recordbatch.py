@@ -840,35 +840,15 @@ _DECODE_ERRORS = (_CorruptRecord, UnicodeDecodeError, IndexError, ValueError, Ov
 def _plain_batch(batch: bytes | bytearray | memoryview, offset: int,
                  verify: bool) -> tuple[BatchHeader, bytes]:
     """The header of the batch at ``offset`` and the batch's bytes with the records section
-    decompressed (codec bits cleared), ready for the compiled reader."""
-    if verify:
-        h = parse_header(batch, offset)
-    else:
-        if len(batch) - offset < HEADER_SIZE:
-            raise CorruptBatchError(
-                f"record batch: truncated, a batch header needs {HEADER_SIZE} bytes"
-            )
-        h = BatchHeader._make(_HEADER.unpack_from(batch, offset))
-        if h.magic != MAGIC or h.batch_length < _MIN_BATCH_LENGTH:
-            parse_header(batch, offset)  # raises
-    end = offset + h.size
-    if end > len(batch):
-        parse_header(batch, offset)  # raises the truncation error
-    view = memoryview(batch)
-    codec = h.attributes & _CODEC_MASK
-    if codec == CODEC_LZ4:
-        header = bytearray(view[offset : offset + HEADER_SIZE])
-        header[22] &= 0xFF ^ _CODEC_MASK  # attributes' low byte: codec "none"
-        return h, bytes(header) + _lz4_decompress(view[offset + HEADER_SIZE : end])
-    if codec == CODEC_NONE:
-        return h, bytes(view[offset:end])
-    decompress = _DECOMPRESSORS.get(codec)
-    if decompress is not None:
-        header = bytearray(view[offset : offset + HEADER_SIZE])
-        header[22] &= 0xFF ^ _CODEC_MASK
-        return h, bytes(header) + decompress(view[offset + HEADER_SIZE : end])
-    parse_header(batch, offset)  # raises: unknown codec
-    raise AssertionError("unreachable")
+    decompressed (codec bits cleared), ready for the compiled reader. ``verify``: the
+    header and CRC are checked first (``parse_header``)."""
+    h, data, start, end = _records_section(batch, offset,
+                                           parse_header(batch, offset) if verify else None)
+    if h.attributes & _CODEC_MASK == CODEC_NONE:
+        return h, bytes(memoryview(batch)[offset:end])
+    header = bytearray(memoryview(batch)[offset : offset + HEADER_SIZE])
+    header[22] &= 0xFF ^ _CODEC_MASK  # attributes' low byte: codec "none"
+    return h, bytes(header) + data
 
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"  # snappy-java's framing, what the Java client sends
@@ -960,8 +940,8 @@ def _zstd_decompress(section: memoryview) -> bytes:
     return bytes(memoryview(out)[:n])
 
 
-_DECOMPRESSORS = {CODEC_GZIP: _gzip_decompress, CODEC_SNAPPY: _snappy_decompress,
-                  CODEC_ZSTD: _zstd_decompress}
+_DECOMPRESSORS = {CODEC_LZ4: _lz4_decompress, CODEC_GZIP: _gzip_decompress,
+                  CODEC_SNAPPY: _snappy_decompress, CODEC_ZSTD: _zstd_decompress}
 
 
 def raw_records(
@@ -1067,32 +1047,32 @@ def decode_batches(buf: bytes | bytearray | memoryview) -> list[Record]:
 COMPILED_DECODER = _compiled_decode is not None
 
 
-def _records_section(batch: bytes | bytearray | memoryview,
-                     offset: int) -> tuple[BatchHeader, bytes | bytearray | memoryview, int, int]:
+def _records_section(batch: bytes | bytearray | memoryview, offset: int,
+                     header: BatchHeader | None = None
+                     ) -> tuple[BatchHeader, bytes | bytearray | memoryview, int, int]:
     """(header, data, start, end): the batch at ``offset``'s records section, uncompressed,
     as ``data[start:end]``. An uncompressed batch is not copied. No CRC check (the reader
-    checked it when it split the fetch)."""
-    if len(batch) - offset < HEADER_SIZE:
-        raise CorruptBatchError(
-            f"record batch: truncated, a batch header needs {HEADER_SIZE} bytes")
-    h = BatchHeader._make(_HEADER.unpack_from(batch, offset))
-    if h.magic != MAGIC or h.batch_length < _MIN_BATCH_LENGTH:
-        parse_header(batch, offset)  # raises
+    checked it when it split the fetch) unless the caller did it: ``header``, from
+    ``parse_header`` on the same bytes."""
+    h = header
+    if h is None:
+        if len(batch) - offset < HEADER_SIZE:
+            raise CorruptBatchError(
+                f"record batch: truncated, a batch header needs {HEADER_SIZE} bytes")
+        h = BatchHeader._make(_HEADER.unpack_from(batch, offset))
+        if h.magic != MAGIC or h.batch_length < _MIN_BATCH_LENGTH:
+            parse_header(batch, offset)  # raises
     end = offset + h.size
     if end > len(batch):
         parse_header(batch, offset)  # raises the truncation error
     codec = h.attributes & _CODEC_MASK
     if codec == CODEC_NONE:
         return h, batch, offset + HEADER_SIZE, end
-    view = memoryview(batch)[offset + HEADER_SIZE : end]
-    if codec == CODEC_LZ4:
-        plain = _lz4_decompress(view)
-    else:
-        decompress = _DECOMPRESSORS.get(codec)
-        if decompress is None:
-            parse_header(batch, offset)  # raises: unknown codec
-            raise AssertionError("unreachable")
-        plain = decompress(view)
+    decompress = _DECOMPRESSORS.get(codec)
+    if decompress is None:
+        parse_header(batch, offset)  # raises: unknown codec
+        raise AssertionError("unreachable")
+    plain = decompress(memoryview(batch)[offset + HEADER_SIZE : end])
     return h, plain, 0, len(plain)
 
 
