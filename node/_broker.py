@@ -25,7 +25,7 @@ from raftka.raft.rocksdb import RocksLogDB
 from ._config import NodeConfig
 from ._controller_commands import encode_create_topic
 from ._controller_replica import ControllerReplica, controller_conf
-from ._controller_state import PartitionMeta, TopicMeta
+from ._controller_state import FIRST_PARTITION_GROUP_ID, PartitionMeta, TopicMeta
 from ._delayed import RocksScheduleStore
 from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
@@ -84,6 +84,9 @@ class Broker:
         # Topic names deleted (or re-created under a new id) with the wall-clock ms this
         # node applied it; the group service drops their committed offsets and prunes this.
         self.deleted_topics: dict[str, int] = {}
+        # Look for tombstones of deleted topics' groups (_drop_stale_tombstones): at start
+        # (a topic may have been deleted while this node was down) and after a deletion.
+        self._tombstone_sweep_due = True
         self._tasks: list[asyncio.Task] = []
         self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
         self.reassignments = ReassignmentDriver(self)
@@ -133,6 +136,7 @@ class Broker:
         for name, topic_id in self._topic_ids.items():
             if ids.get(name) != topic_id:
                 self.deleted_topics[name] = now_ms
+                self._tombstone_sweep_due = True
         self._topic_ids = ids
         wanted: dict[tuple[str, int], tuple[TopicMeta, PartitionMeta]] = {
             (t.name, p.partition): (t, p) for t, p in state.partitions_on(self.node_id)
@@ -242,7 +246,11 @@ class Broker:
 
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
-        self.host.remove_group(replica.group_id, drop_data=True)
+        # A replica moved off this node (its group lives on) leaves a tombstone: a replica
+        # of the group re-created here later must vote as this one would have (rule 13 of
+        # raft/core/_raft.py). Group ids are never reused, so one of a deleted topic goes.
+        moved_off = self.controller.state.partition_by_group(replica.group_id) is not None
+        self.host.remove_group(replica.group_id, drop_data=True, tombstone=moved_off)
         replica.delayed.reset()  # its pending keys (the scheduled entries went with the log)
         meta = self.controller.state.topic(key[0])
         if meta is not None and key[1] < len(meta.partitions):  # moved off this node
@@ -326,6 +334,7 @@ class Broker:
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
             try:
                 await self._apply_retention()
+                await self._drop_stale_tombstones()
                 self._expire_transactions()
                 await self._snapshot_controller()
                 self._prefer_preferred_leaders()
@@ -333,6 +342,23 @@ class Broker:
                 raise
             except Exception:  # noqa: BLE001 - maintenance must never stop the node
                 log.exception("maintenance pass failed; will retry")
+
+    async def _drop_stale_tombstones(self) -> None:
+        """Drop what replicas moved off this node left behind (``_stop_partition``) once
+        their topic is deleted: group ids are never reused, so nothing will read it again.
+        Only with the metadata caught up: a topic missing from a state still being
+        replayed after a restart is not a deleted one."""
+        if not self._tombstone_sweep_due or not self.metadata_caught_up():
+            return
+        self._tombstone_sweep_due = False
+        state = self.controller.state
+        stored = await asyncio.to_thread(self.db.group_ids)
+        for group_id in stored:
+            if (FIRST_PARTITION_GROUP_ID <= group_id < state.next_group_id
+                    and group_id not in self.host.groups
+                    and state.partition_by_group(group_id) is None):
+                self.db.drop_group(group_id)
+                log.info("dropped the tombstone of group %d: its topic was deleted", group_id)
 
     def _expire_transactions(self) -> None:
         """Abort the transactions open on a partition this node leads for longer than
