@@ -58,7 +58,8 @@ class Broker:
         # The cluster's nodes: config.peers (client addresses), config.kafka_peers and
         # peer_channels.addresses start from --peers (or the membership file of a node that
         # joined) and grow with every node registered in the controller metadata
-        # (``_learn_nodes``); they are never shrunk (a removed node keeps its address).
+        # (``_learn_nodes``); config.peers is never shrunk (a removed node keeps its
+        # address), but a removed node leaves the Raft transport.
         self.config = config
         self.node_id = config.node_id
         self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
@@ -162,8 +163,16 @@ class Broker:
     def _learn_nodes(self) -> None:
         """Take the addresses of the nodes registered in the metadata (nodes that joined):
         the transport connects to new ones; Metadata, DescribeCluster and the Kafka
-        listener name them."""
+        listener name them. A removed node (final: ids are never reused) leaves the
+        transport: no node dials it again."""
         config = self.config
+        removed = self.controller.state.removed_nodes
+        for nid in removed:
+            if nid != self.node_id and self.host.transport.remove_peer(nid):
+                self.host.driver.remove_peer(nid)
+                self.peer_channels.addresses.pop(nid, None)
+                log.info("node %d was removed from the cluster; no longer connecting to it",
+                         nid)
         for nid, addr in self.controller.state.node_addresses.items():
             if config.peers.get(nid) != addr.address:
                 config.peers[nid] = addr.address
@@ -171,7 +180,8 @@ class Broker:
             identity = self.peer_channels.identity
             if identity is not None:  # its peer certificate is a member's now
                 identity.add(nid)
-            if nid != self.node_id and self.peer_channels.addresses.get(nid) != peer:
+            if (nid != self.node_id and nid not in removed
+                    and self.peer_channels.addresses.get(nid) != peer):
                 self.peer_channels.addresses[nid] = peer
                 if self.host.transport.add_peer(nid, peer):
                     self.host.driver.add_peer(nid)

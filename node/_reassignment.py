@@ -46,7 +46,9 @@ It also replaces controller voters (``_replace_controller_voters``): every node 
 controller group (voters, or learners for the others), so a voter that is decommissioning or
 removed is replaced by promoting the lowest-id active learner whose log has reached the
 commit index (ADD_VOTER), then demoted to learner (ADD_LEARNER; demoted rather than removed
-so that a node whose decommission is cancelled still follows the metadata). One change at a
+so that a node whose decommission is cancelled still follows the metadata). A learner that
+is *removed* (final, unlike decommissioning) then leaves the group (REMOVE_NODE), and every
+node drops it from its Raft transport (``Broker._learn_nodes``): nobody dials it again. One change at a
 time, promotion first: the group never has fewer voters than it started with while a
 replacement exists, and a lost voter of three (``remove --dead``) gets the group back to
 three healthy voters without an outage. A leader that is itself to be demoted hands its
@@ -144,8 +146,11 @@ class ReassignmentDriver:
         ctl = broker.controller
         if ctl.group is not None and ctl.group.node.role == Role.LEADER:
             self._replace_controller_voters()
-            for node_id in sorted(state.decommissioning):
-                await self._drain(node_id)
+            try:
+                for node_id in sorted(state.decommissioning):
+                    await self._drain(node_id)
+            except BrokerError as exc:  # leadership lost or no quorum: an expected event
+                log.info("decommission step: %s; retrying", exc.message)
 
     def _replace_controller_voters(self) -> None:
         ctl = self.broker.controller
@@ -178,10 +183,15 @@ class ReassignmentDriver:
                       and matches.get(n, 0) >= node.commit_index]
         healthy = len(conf.voters) - len(gone)
         wanted = min(CONTROLLER_VOTERS_MAX, len(state.active_node_ids))
-        if not gone and healthy >= wanted:
+        # A removed node (final: ids are never reused) leaves the group once demoted, so
+        # that no node replicates to it or dials it any more (Broker._learn_nodes).
+        dropped = sorted(conf.learners & state.removed_nodes)
+        if not gone and healthy >= wanted and not dropped:
             return
         change: ConfChange | None = None
-        if healthy < wanted:
+        if not gone and healthy >= wanted:
+            change = ConfChange(ConfChangeKind.REMOVE_NODE, dropped[0])
+        elif healthy < wanted:
             if not candidates:
                 return  # wait for an active learner to catch up
             change = ConfChange(ConfChangeKind.ADD_VOTER, candidates[0])
