@@ -16,6 +16,7 @@ Both come from the one ``BrokerError``, so they cannot disagree.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import grpc
@@ -31,7 +32,7 @@ from raftka.v1.errors import (
     status_for_code,
 )
 
-__all__ = ["BrokerError", "Code", "ERROR_METADATA_KEY", "abort_with"]
+__all__ = ["BrokerError", "Code", "ERROR_METADATA_KEY", "abort_with", "forget_outcome"]
 
 
 class BrokerError(Exception):
@@ -74,3 +75,16 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BrokerError) -> N
     status = rpc_status.to_status(error.rich_status())
     trailer = (*status.trailing_metadata, (ERROR_METADATA_KEY, error.info().SerializeToString()))
     await context.abort(status.code, status.details, trailing_metadata=trailer)
+
+
+def forget_outcome(future: asyncio.Future) -> None:
+    """Nobody will await ``future`` (a request's outcome) any more: its requester went
+    away. Its failure when it comes (NOT_LEADER: the write was lost in a leader change) is
+    an expected event, read here instead of logged by asyncio as "exception was never
+    retrieved" with a traceback."""
+    future.add_done_callback(_read_outcome)
+
+
+def _read_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
