@@ -109,16 +109,8 @@ from .core._errors import (
     StorageCorruption,
     UnavailableError,
 )
-from .core._types import (
-    ConfState,
-    Entry,
-    EntryKind,
-    HardState,
-    LogPosition,
-    Snapshot,
-    SnapshotMeta,
-    Tombstone,
-)
+from .core._types import (ConfState, Entry, EntryKind, HardState, LogPosition, Snapshot,
+                          SnapshotMeta, Tombstone)
 
 __all__ = [
     "RocksLogDB", "RocksGroupStorage", "SaveItem", "StorageCorruptError", "StorageFailed",
@@ -769,23 +761,10 @@ class RocksLogDB:
     @staticmethod
     def _load(db: rocksdict.Rdict, group_id: int) -> _Meta:
         """Read and validate one group's metadata (see "Validation" in the module doc)."""
-        key = hard_state_key(group_id)
-        value = db.get(key)
-        hard_state = HardState()
-        if value is not None:
-            body = _unframe(group_id, None, key, value, "hard state")
-            if len(body) != _HARD_STATE.size:
-                raise StorageCorruption(group_id, None, f"hard state: body of {len(body)} bytes")
-            hard_state = HardState(*_HARD_STATE.unpack(body))
-
-        key = vote_floor_key(group_id)
-        value = db.get(key)
-        vote_floor = LogPosition()
-        if value is not None:
-            body = _unframe(group_id, None, key, value, "vote floor")
-            if len(body) != _VOTE_FLOOR.size:
-                raise StorageCorruption(group_id, None, f"vote floor: body of {len(body)} bytes")
-            vote_floor = LogPosition(*_VOTE_FLOOR.unpack(body))
+        hard_state = HardState(*RocksLogDB._load_fields(
+            db, group_id, hard_state_key(group_id), _HARD_STATE, "hard state"))
+        vote_floor = LogPosition(*RocksLogDB._load_fields(
+            db, group_id, vote_floor_key(group_id), _VOTE_FLOOR, "vote floor"))
 
         key = snapshot_meta_key(group_id)
         value = db.get(key)
@@ -830,6 +809,18 @@ class RocksLogDB:
         if not it.valid():
             _check_iterator(group_id, it)
         return _Meta(first, last, last_term, snapshot, hard_state, tuple(conf), vote_floor)
+
+    @staticmethod
+    def _load_fields(db: rocksdict.Rdict, group_id: int, key: bytes, layout: struct.Struct,
+                     what: str) -> tuple[int, ...]:
+        """The fixed-size integer fields stored at ``key``, validated; () if none."""
+        value = db.get(key)
+        if value is None:
+            return ()
+        body = _unframe(group_id, None, key, value, what)
+        if len(body) != layout.size:
+            raise StorageCorruption(group_id, None, f"{what}: body of {len(body)} bytes")
+        return layout.unpack(body)
 
     @staticmethod
     def _key_index(group_id: int, key: bytes) -> int:
