@@ -1,6 +1,7 @@
 """Expected events are logged quietly (INFO, no traceback), real errors stay ERROR: a
-produce or metadata write whose requester went away before it failed, and a decommission
-step that lost the controller leadership (jepsen-like/FINDINGS.md, "Found on the way" 2)."""
+produce or metadata write whose requester went away before it failed, a decommission step
+that lost the controller leadership, an error answer to an RPC that has ended already
+(jepsen-like/FINDINGS.md, "Found on the way" 2)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from grpc._cython.cygrpc import ExecuteBatchError
 
 from raftka.node._controller_replica import ControllerReplica
-from raftka.node._errors import BrokerError, Code
+from raftka.node._errors import BrokerError, Code, abort_with
 from raftka.node._partition import PartitionReplica
 from raftka.node._reassignment import ReassignmentDriver
 from raftka.raft import Role
@@ -90,3 +92,29 @@ def test_a_decommission_step_that_lost_the_leadership_is_logged_at_info(caplog) 
     assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "leader change" in caplog.records[0].getMessage()
     assert caplog.records[0].exc_info is None
+
+
+class _EndedContext:
+    """A servicer context whose RPC has ended (``done``), or ends during the abort."""
+
+    def __init__(self, done: bool) -> None:
+        self._done = done
+        self.aborted = False
+
+    def done(self) -> bool:
+        return self._done
+
+    async def abort(self, code, details, trailing_metadata=()) -> None:
+        self.aborted = True
+        raise ExecuteBatchError("Failed 'execute_batch': (<grpc._cython.cygrpc."
+                                "SendStatusFromServerOperation ...>)")
+
+
+@pytest.mark.parametrize("done", [True, False], ids=["ended", "ends-during-abort"])
+def test_an_error_for_an_rpc_that_ended_ends_it_as_cancelled(done: bool) -> None:
+    """A forwarded join that timed out after its client gave up: nothing to answer, and no
+    ExecuteBatchError out of gRPC (which logs it with a traceback)."""
+    context = _EndedContext(done)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(abort_with(context, BrokerError(Code.NO_QUORUM, "timed out")))
+    assert context.aborted is not done
