@@ -411,6 +411,10 @@ class Broker:
             if point is None:
                 continue
             index, data = point
+            if index > group.node.applied_index:
+                # The replica applied it in a pass whose advance() has not run yet (the
+                # pass awaits its sync): Raft cannot snapshot there yet. Next time.
+                continue
             snapshot = Snapshot(group.node.snapshot_meta(index), data)
             # Hide the entries first: a fetch running while the worker thread deletes them
             # then sees OFFSET_OUT_OF_RANGE, never a half-deleted range.
