@@ -1,5 +1,5 @@
 """Expected events are logged quietly (INFO, no traceback), real errors stay ERROR: a
-produce or metadata write whose requester went away before it failed, a decommission step
+produce, offset commit or metadata write whose requester went away before it failed, a decommission step
 that lost the controller leadership, an error answer to an RPC that has ended already, a
 retention point Raft has not counted as applied yet (jepsen-like/FINDINGS.md, "Found on
 the way" 2)."""
@@ -17,6 +17,7 @@ from grpc._cython.cygrpc import ExecuteBatchError
 from raftka.node._broker import Broker
 from raftka.node._controller_replica import ControllerReplica
 from raftka.node._errors import BrokerError, Code, abort_with
+from raftka.node._group_service import GroupCoordinatorService
 from raftka.node._partition import PartitionReplica
 from raftka.node._reassignment import ReassignmentDriver
 from raftka.raft import Role
@@ -138,3 +139,21 @@ def test_retention_waits_for_raft_to_count_what_the_replica_applied() -> None:
     broker = SimpleNamespace(partitions={("t", 0): replica})
     asyncio.run(Broker._apply_retention(broker))  # type: ignore[arg-type]
     assert compacted == []
+
+
+def test_an_offset_commit_whose_client_went_away_fails_quietly() -> None:
+    """The commit's write runs as a task of its own (other readers wait for it); the
+    handler gone, the task's failure (NO_QUORUM after 10 s, seen in the membership
+    nemesis's run) is not logged as "Task exception was never retrieved"."""
+    inflight: set = set()
+
+    async def wait(future: asyncio.Future):
+        async def produce(payload: bytes, acks: int, timeout_s: float):
+            return await future
+        coordinated = SimpleNamespace(inflight=inflight)
+        replica = SimpleNamespace(produce=produce)
+        return await GroupCoordinatorService._write(
+            None, coordinated, replica, "g", [("t", 0, 5, "")])  # type: ignore[arg-type]
+
+    assert _unretrieved_after_the_requester_left(wait) == []
+    assert not inflight
