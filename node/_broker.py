@@ -163,16 +163,9 @@ class Broker:
     def _learn_nodes(self) -> None:
         """Take the addresses of the nodes registered in the metadata (nodes that joined):
         the transport connects to new ones; Metadata, DescribeCluster and the Kafka
-        listener name them. A removed node (final: ids are never reused) leaves the
-        transport: no node dials it again."""
+        listener name them. A departed node (``forget_departed_nodes``) is not dialed."""
         config = self.config
-        removed = self.controller.state.removed_nodes
-        for nid in removed:
-            if nid != self.node_id and self.host.transport.remove_peer(nid):
-                self.host.driver.remove_peer(nid)
-                self.peer_channels.addresses.pop(nid, None)
-                log.info("node %d was removed from the cluster; no longer connecting to it",
-                         nid)
+        departed = self.forget_departed_nodes()
         for nid, addr in self.controller.state.node_addresses.items():
             if config.peers.get(nid) != addr.address:
                 config.peers[nid] = addr.address
@@ -180,7 +173,7 @@ class Broker:
             identity = self.peer_channels.identity
             if identity is not None:  # its peer certificate is a member's now
                 identity.add(nid)
-            if (nid != self.node_id and nid not in removed
+            if (nid != self.node_id and nid not in departed
                     and self.peer_channels.addresses.get(nid) != peer):
                 self.peer_channels.addresses[nid] = peer
                 if self.host.transport.add_peer(nid, peer):
@@ -193,6 +186,26 @@ class Broker:
                 kafka = addr.kafka_address or f"{addr.address.rpartition(':')[0]}:{port}"
                 if nid != self.node_id:
                     config.kafka_peers[nid] = kafka
+
+    def forget_departed_nodes(self) -> frozenset[int]:
+        """Removed nodes (final: ids are never reused) that have left the controller group
+        as this node sees it: dropped from the Raft transport and liveness watch, so no
+        node dials them again. Not before they left the group: a removed node still running
+        must first learn of its own removal from the controller log (ReassignmentDriver).
+        Returns them. Called at every metadata change and reassignment step."""
+        group = self.controller.group
+        if group is None:
+            return frozenset()
+        members = group.node.conf_state.all_nodes()
+        departed = frozenset(n for n in self.controller.state.removed_nodes
+                             if n not in members and n != self.node_id)
+        for nid in departed:
+            if self.host.transport.remove_peer(nid):
+                self.host.driver.remove_peer(nid)
+                self.peer_channels.addresses.pop(nid, None)
+                log.info("node %d was removed from the cluster and left the controller "
+                         "group; no longer connecting to it", nid)
+        return departed
 
     def cluster_nodes(self) -> list[admin_pb2.ClusterNode]:
         """Every node this node knows, with its addresses (the join answer)."""

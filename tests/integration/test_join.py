@@ -183,7 +183,12 @@ def test_a_joined_learner_replaces_a_decommissioned_controller_voter(
     wait_for(lambda: cluster3.broker(1).Metadata(broker_pb2.MetadataRequest(),
                                                  timeout=5).controller_id in now, 30,
              "a controller leader among the voters")
-    # Removed for good: it leaves the controller group and no node dials it any more.
+    # Removed for good: node 3, still running, applies its own removal (it does not keep
+    # answering with its last metadata), then leaves the controller group, and no node
+    # dials it any more.
+    with Admin(cluster3.peers[3]) as own_view:
+        wait_for(lambda: {x.id: x.state for x in own_view.list_nodes()}.get(3) == "removed",
+                 30, "node 3 applies its own removal")
     running = [1, 2]  # the harness's other nodes (joined ones log under their names)
 
     def log_of(n: int) -> str:

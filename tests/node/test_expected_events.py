@@ -89,7 +89,8 @@ def test_a_decommission_step_that_lost_the_leadership_is_logged_at_info(caplog) 
                             hosts_anything=lambda n: False)
     controller = SimpleNamespace(group=SimpleNamespace(node=node), state=state,
                                  propose=propose)
-    driver = ReassignmentDriver(SimpleNamespace(controller=controller))  # type: ignore[arg-type]
+    broker = SimpleNamespace(controller=controller, forget_departed_nodes=lambda: None)
+    driver = ReassignmentDriver(broker)  # type: ignore[arg-type]
     with caplog.at_level(logging.INFO, logger="raftka.reassignment"):
         asyncio.run(driver.step())
     assert [r.levelno for r in caplog.records] == [logging.INFO]
