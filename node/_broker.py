@@ -25,7 +25,7 @@ from raftka.raft.rocksdb import RocksLogDB
 from ._config import NodeConfig
 from ._controller_commands import encode_create_topic
 from ._controller_replica import ControllerReplica, controller_conf
-from ._controller_state import PartitionMeta, TopicMeta
+from ._controller_state import FIRST_PARTITION_GROUP_ID, PartitionMeta, TopicMeta
 from ._delayed import RocksScheduleStore
 from ._errors import BrokerError, Code
 from ._host import RaftHost, RaftTiming
@@ -59,7 +59,8 @@ class Broker:
         # The cluster's nodes: config.peers (client addresses), config.kafka_peers and
         # peer_channels.addresses start from --peers (or the membership file of a node that
         # joined) and grow with every node registered in the controller metadata
-        # (``_learn_nodes``); they are never shrunk (a removed node keeps its address).
+        # (``_learn_nodes``); config.peers is never shrunk (a removed node keeps its
+        # address), but a removed node leaves the Raft transport.
         self.config = config
         self.node_id = config.node_id
         self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
@@ -85,6 +86,9 @@ class Broker:
         # Topic names deleted (or re-created under a new id) with the wall-clock ms this
         # node applied it; the group service drops their committed offsets and prunes this.
         self.deleted_topics: dict[str, int] = {}
+        # Look for tombstones of deleted topics' groups (_drop_stale_tombstones): at start
+        # (a topic may have been deleted while this node was down) and after a deletion.
+        self._tombstone_sweep_due = True
         self._tasks: list[asyncio.Task] = []
         self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
         self.reassignments = ReassignmentDriver(self)
@@ -134,6 +138,7 @@ class Broker:
         for name, topic_id in self._topic_ids.items():
             if ids.get(name) != topic_id:
                 self.deleted_topics[name] = now_ms
+                self._tombstone_sweep_due = True
         self._topic_ids = ids
         wanted: dict[tuple[str, int], tuple[TopicMeta, PartitionMeta]] = {
             (t.name, p.partition): (t, p) for t, p in state.partitions_on(self.node_id)
@@ -159,8 +164,9 @@ class Broker:
     def _learn_nodes(self) -> None:
         """Take the addresses of the nodes registered in the metadata (nodes that joined):
         the transport connects to new ones; Metadata, DescribeCluster and the Kafka
-        listener name them."""
+        listener name them. A departed node (``forget_departed_nodes``) is not dialed."""
         config = self.config
+        departed = self.forget_departed_nodes()
         for nid, addr in self.controller.state.node_addresses.items():
             if config.peers.get(nid) != addr.address:
                 config.peers[nid] = addr.address
@@ -168,7 +174,8 @@ class Broker:
             identity = self.peer_channels.identity
             if identity is not None:  # its peer certificate is a member's now
                 identity.add(nid)
-            if nid != self.node_id and self.peer_channels.addresses.get(nid) != peer:
+            if (nid != self.node_id and nid not in departed
+                    and self.peer_channels.addresses.get(nid) != peer):
                 self.peer_channels.addresses[nid] = peer
                 if self.host.transport.add_peer(nid, peer):
                     self.host.driver.add_peer(nid)
@@ -180,6 +187,26 @@ class Broker:
                 kafka = addr.kafka_address or f"{addr.address.rpartition(':')[0]}:{port}"
                 if nid != self.node_id:
                     config.kafka_peers[nid] = kafka
+
+    def forget_departed_nodes(self) -> frozenset[int]:
+        """Removed nodes (final: ids are never reused) that have left the controller group
+        as this node sees it: dropped from the Raft transport and liveness watch, so no
+        node dials them again. Not before they left the group: a removed node still running
+        must first learn of its own removal from the controller log (ReassignmentDriver).
+        Returns them. Called at every metadata change and reassignment step."""
+        group = self.controller.group
+        if group is None:
+            return frozenset()
+        members = group.node.conf_state.all_nodes()
+        departed = frozenset(n for n in self.controller.state.removed_nodes
+                             if n not in members and n != self.node_id)
+        for nid in departed:
+            if self.host.transport.remove_peer(nid):
+                self.host.driver.remove_peer(nid)
+                self.peer_channels.addresses.pop(nid, None)
+                log.info("node %d was removed from the cluster and left the controller "
+                         "group; no longer connecting to it", nid)
+        return departed
 
     def cluster_nodes(self) -> list[admin_pb2.ClusterNode]:
         """Every node this node knows, with its addresses (the join answer)."""
@@ -243,7 +270,11 @@ class Broker:
 
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
-        self.host.remove_group(replica.group_id, drop_data=True)
+        # A replica moved off this node (its group lives on) leaves a tombstone: a replica
+        # of the group re-created here later must vote as this one would have (rule 13 of
+        # raft/core/_raft.py). Group ids are never reused, so one of a deleted topic goes.
+        moved_off = self.controller.state.partition_by_group(replica.group_id) is not None
+        self.host.remove_group(replica.group_id, drop_data=True, tombstone=moved_off)
         replica.delayed.reset()  # its pending keys (the scheduled entries went with the log)
         meta = self.controller.state.topic(key[0])
         if meta is not None and key[1] < len(meta.partitions):  # moved off this node
@@ -327,9 +358,27 @@ class Broker:
 
     async def _maintenance_pass(self) -> None:
         await self._apply_retention()
+        await self._drop_stale_tombstones()
         self._expire_transactions()
         await self._snapshot_controller()
         self._prefer_preferred_leaders()
+
+    async def _drop_stale_tombstones(self) -> None:
+        """Drop what replicas moved off this node left behind (``_stop_partition``) once
+        their topic is deleted: group ids are never reused, so nothing will read it again.
+        Only with the metadata caught up: a topic missing from a state still being
+        replayed after a restart is not a deleted one."""
+        if not self._tombstone_sweep_due or not self.metadata_caught_up():
+            return
+        self._tombstone_sweep_due = False
+        state = self.controller.state
+        stored = await asyncio.to_thread(self.db.group_ids)
+        for group_id in stored:
+            if (FIRST_PARTITION_GROUP_ID <= group_id < state.next_group_id
+                    and group_id not in self.host.groups
+                    and state.partition_by_group(group_id) is None):
+                self.db.drop_group(group_id)
+                log.info("dropped the tombstone of group %d: its topic was deleted", group_id)
 
     def _expire_transactions(self) -> None:
         """Abort the transactions open on a partition this node leads for longer than
@@ -372,6 +421,10 @@ class Broker:
             if point is None:
                 continue
             index, data = point
+            if index > group.node.applied_index:
+                # The replica applied it in a pass whose advance() has not run yet (the
+                # pass awaits its sync): Raft cannot snapshot there yet. Next time.
+                continue
             snapshot = Snapshot(group.node.snapshot_meta(index), data)
             # Hide the entries first: a fetch running while the worker thread deletes them
             # then sees OFFSET_OUT_OF_RANGE, never a half-deleted range.

@@ -15,7 +15,7 @@ from raftka.raft import ConfState, Entry, EntryKind, Ready, Role, Snapshot
 
 from ._controller_snapshot import decode_snapshot, encode_snapshot
 from ._controller_state import CONTROLLER_GROUP_ID, ApplyResult, ControllerState
-from ._errors import BrokerError, Code
+from ._errors import BrokerError, Code, forget_outcome
 from ._host import Group
 
 CONTROLLER_VOTERS_MAX = 3
@@ -103,6 +103,9 @@ class ControllerReplica:
         self._mark_dirty(self.group_id)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except asyncio.CancelledError:
+            forget_outcome(future)  # the requester went away
+            raise
         except asyncio.TimeoutError:
             future.cancel()
             raise BrokerError(

@@ -16,6 +16,7 @@ Both come from the one ``BrokerError``, so they cannot disagree.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import grpc
@@ -23,6 +24,7 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from raftka.v1 import errors_pb2
+
 from raftka.v1.errors import (
     ERROR_METADATA_KEY,
     Code,
@@ -31,7 +33,12 @@ from raftka.v1.errors import (
     status_for_code,
 )
 
-__all__ = ["BrokerError", "Code", "ERROR_METADATA_KEY", "abort_with"]
+try:  # what context.abort raises when the RPC has ended meanwhile
+    from grpc._cython.cygrpc import ExecuteBatchError as _RPC_ENDED
+except ImportError:  # pragma: no cover - another gRPC build: only the done() check
+    _RPC_ENDED = ()
+
+__all__ = ["BrokerError", "Code", "ERROR_METADATA_KEY", "abort_with", "forget_outcome"]
 
 
 class BrokerError(Exception):
@@ -70,7 +77,29 @@ class BrokerError(Exception):
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: BrokerError) -> None:
-    """End the RPC with the error's status, message and both error trailers."""
+    """End the RPC with the error's status, message and both error trailers. An RPC that
+    has ended already (its client went away, or its deadline passed while the answer was
+    being worked out: a forwarded join that timed out) has nobody to tell: it ends as
+    cancelled, quietly, instead of failing inside gRPC (ExecuteBatchError, logged with a
+    traceback)."""
+    if context.done():
+        raise asyncio.CancelledError
     status = rpc_status.to_status(error.rich_status())
     trailer = (*status.trailing_metadata, (ERROR_METADATA_KEY, error.info().SerializeToString()))
-    await context.abort(status.code, status.details, trailing_metadata=trailer)
+    try:
+        await context.abort(status.code, status.details, trailing_metadata=trailer)
+    except _RPC_ENDED:  # it ended between the check and the abort
+        raise asyncio.CancelledError from None
+
+
+def forget_outcome(future: asyncio.Future) -> None:
+    """Nobody will await ``future`` (a request's outcome) any more: its requester went
+    away. Its failure when it comes (NOT_LEADER: the write was lost in a leader change) is
+    an expected event, read here instead of logged by asyncio as "exception was never
+    retrieved" with a traceback."""
+    future.add_done_callback(_read_outcome)
+
+
+def _read_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -33,7 +33,7 @@ from raftka.raft import Role
 from ._broker import Broker
 from ._controller_state import TopicMeta
 from ._coordinator import ConsumerGroup, TopicPartition
-from ._errors import BrokerError, Code
+from ._errors import BrokerError, Code, forget_outcome
 from ._offsets import (
     GROUP_ID_MAX,
     OFFSETS_TOPIC,
@@ -348,6 +348,7 @@ class GroupCoordinatorService(_Service, group_pb2_grpc.GroupCoordinatorServicer)
                 c.inflight.discard(task)
             else:
                 task.add_done_callback(c.inflight.discard)
+                forget_outcome(task)  # the committer went away: a failure now is expected
 
     @_handler
     async def FetchOffsets(self, request, context):  # noqa: N802

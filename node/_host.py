@@ -51,7 +51,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
-from raftka.raft import Config, ConfState, RawNode
+from raftka.raft import Config, ConfState, HardState, RawNode
 from raftka.raft.host import HostClock, HostDriver, HostGroup, StateMachine
 from raftka.raft.rocksdb import RocksGroupStorage, RocksLogDB
 
@@ -213,15 +213,26 @@ class RaftHost:
         nothing is stored yet; an empty ``ConfState()`` starts a replica that belongs to no
         configuration until the group's leader adds it (a partition move): it never
         campaigns and learns the configuration from the log or a snapshot. ``applied``: index the state machine already reflects
-        (default: the snapshot index, so every committed entry after it is re-applied)."""
+        (default: the snapshot index, so every committed entry after it is re-applied).
+
+        A group whose replica was moved off this node earlier left a tombstone (its term,
+        vote and vote floor: ``remove_group(..., tombstone=True)``); the replica re-created
+        here starts from it (rule 13 of ``raft/core/_raft.py``) and is never bootstrapped:
+        it learns its configuration from the group's leader."""
         if group_id in self.groups:
             raise ValueError(f"group {group_id} is already running on node {self.node_id}")
         storage = self.db.group(group_id)
-        fresh = storage.last_index() == 0 and storage.snapshot().meta.conf_state == ConfState()
-        if fresh:
+        empty = storage.last_index() == 0 and storage.snapshot().meta.conf_state == ConfState()
+        fresh = empty and storage.hard_state() == HardState()  # nothing ever held here
+        if empty:
             if bootstrap is None:
                 raise ValueError(f"group {group_id} has no state and no initial configuration")
-            if bootstrap != ConfState():  # empty: a new replica that the leader will add
+            if not fresh:
+                log.info("group %d: starting from the state its replica left on node %d "
+                         "(term %d, vote floor %s); it waits for the leader to add it",
+                         group_id, self.node_id, storage.hard_state().term,
+                         tuple(storage.vote_floor()))
+            elif bootstrap != ConfState():  # empty: a new replica that the leader will add
                 storage.bootstrap(bootstrap)
         snap = storage.snapshot()
         if not snap.is_empty:
@@ -232,6 +243,7 @@ class RaftHost:
             applied=applied if applied is not None else snap.meta.index,
             max_size_per_msg=4 << 20, max_inflight_msgs=64, max_inflight_learner_msgs=4,
             quiesce=t.quiesce,
+            vote_only_with_configuration=True,  # every server is added as a learner first
         )
         node = RawNode(cfg, storage, random.Random(self._rng.getrandbits(64)))
         group = Group(group_id, node, storage, sm)
@@ -239,12 +251,22 @@ class RaftHost:
         self.driver.add_group(group)
         return group
 
-    def remove_group(self, group_id: int, drop_data: bool) -> None:
+    def remove_group(self, group_id: int, drop_data: bool, tombstone: bool = False) -> None:
+        """Stop the replica of ``group_id``; ``drop_data``: delete what it stored. With
+        ``tombstone`` (the replica moved off this node; the group lives on elsewhere) its
+        term, vote and vote floor stay behind for a replica re-created here later (rule 13
+        of ``raft/core/_raft.py``); without, nothing is left (the topic was deleted)."""
         group = self.driver.remove_group(group_id)
         if group is not None:
             for i, n in enumerate(group.node.event_counts()):
                 self.retired_event_counts[i] += n
-        if drop_data:
+        if not drop_data:
+            return
+        if tombstone:
+            if group is None:
+                return  # not running here: whatever it left (a tombstone) stays
+            self.db.drop_group(group_id, group.node.tombstone())
+        else:
             self.db.drop_group(group_id)
 
     def _on_unreachable(self, peer: int) -> None:

@@ -111,7 +111,7 @@ from ._delayed import (
     encode_scheduled,
     scheduled_deliver_at,
 )
-from ._errors import BrokerError, Code
+from ._errors import BrokerError, Code, forget_outcome
 from ._host import Group
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
 from ._share_state import ENTRY_MAGIC as SHARE_MAGIC
@@ -771,6 +771,9 @@ class PartitionReplica:
                          timeout_s: float) -> tuple[int, int]:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except asyncio.CancelledError:
+            forget_outcome(future)  # the requester went away (its client cancelled)
+            raise
         except asyncio.TimeoutError:
             future.cancel()  # if still queued it is never proposed; if proposed, skipped
             raise BrokerError(

@@ -46,7 +46,11 @@ It also replaces controller voters (``_replace_controller_voters``): every node 
 controller group (voters, or learners for the others), so a voter that is decommissioning or
 removed is replaced by promoting the lowest-id active learner whose log has reached the
 commit index (ADD_VOTER), then demoted to learner (ADD_LEARNER; demoted rather than removed
-so that a node whose decommission is cancelled still follows the metadata). One change at a
+so that a node whose decommission is cancelled still follows the metadata). A learner that
+is *removed* (final, unlike decommissioning) then leaves the group (REMOVE_NODE) once it
+has had time to apply its own removal (``_told_of_its_removal``), and every node that sees
+it gone from the group drops it from its Raft transport (``Broker.forget_departed_nodes``):
+nobody dials it again. One change at a
 time, promotion first: the group never has fewer voters than it started with while a
 replacement exists, and a lost voter of three (``remove --dead``) gets the group back to
 three healthy voters without an outage. A leader that is itself to be demoted hands its
@@ -86,6 +90,11 @@ log = logging.getLogger("raftka.reassignment")
 STEP_INTERVAL_S = 0.2
 DECOMMISSION_MOVES_MAX = 2
 REPORT_RETRY_S = 1.0
+# A removed learner leaves the controller group once it has held the entries up to its
+# removal for this long (heartbeats tell it they are committed, so it applies its own
+# removal first), or once nothing was heard from it for REMOVED_SILENT_S (stopped or dead).
+REMOVED_LEARNER_GRACE_S = 2.0
+REMOVED_SILENT_S = 30.0
 
 # Records a finished move at the controller leader (here or forwarded there); raises
 # BrokerError. Set by the server (``AdminService.complete_reassignment``).
@@ -100,6 +109,10 @@ class ReassignmentDriver:
         self._tokens = 0.0
         self._tokens_at = time.monotonic()
         self.throttled_messages = 0  # dropped by the throttle (for tests and logs)
+        # Removed learners of the controller group, on its leader: the commit index when
+        # this leader first saw the node removed, and since when the node holds it.
+        self._removal_index: dict[int, int] = {}
+        self._holds_removal_since: dict[int, float] = {}
 
     # ------------------------------------------------------------------ throttle
     def allow(self, group_id: int, m: Message) -> bool:
@@ -141,11 +154,15 @@ class ReassignmentDriver:
             except BrokerError as exc:
                 log.info("move of %s/%d: %s; retrying", topic.name, meta.partition,
                          exc.message)
+        broker.forget_departed_nodes()
         ctl = broker.controller
         if ctl.group is not None and ctl.group.node.role == Role.LEADER:
             self._replace_controller_voters()
-            for node_id in sorted(state.decommissioning):
-                await self._drain(node_id)
+            try:
+                for node_id in sorted(state.decommissioning):
+                    await self._drain(node_id)
+            except BrokerError as exc:  # leadership lost or no quorum: an expected event
+                log.info("decommission step: %s; retrying", exc.message)
 
     def _replace_controller_voters(self) -> None:
         ctl = self.broker.controller
@@ -178,10 +195,17 @@ class ReassignmentDriver:
                       and matches.get(n, 0) >= node.commit_index]
         healthy = len(conf.voters) - len(gone)
         wanted = min(CONTROLLER_VOTERS_MAX, len(state.active_node_ids))
-        if not gone and healthy >= wanted:
+        # A removed node (final: ids are never reused) leaves the group once demoted and
+        # told of its removal, so that no node replicates to it or dials it any more
+        # (Broker.forget_departed_nodes).
+        dropped = [n for n in sorted(conf.learners & state.removed_nodes)
+                   if self._told_of_its_removal(n, node.commit_index, matches)]
+        if not gone and healthy >= wanted and not dropped:
             return
         change: ConfChange | None = None
-        if healthy < wanted:
+        if not gone and healthy >= wanted:
+            change = ConfChange(ConfChangeKind.REMOVE_NODE, dropped[0])
+        elif healthy < wanted:
             if not candidates:
                 return  # wait for an active learner to catch up
             change = ConfChange(ConfChangeKind.ADD_VOTER, candidates[0])
@@ -206,6 +230,21 @@ class ReassignmentDriver:
         self.broker.host.mark(group.group_id)
         log.info("controller: %s node %d (voters were %s)", change.kind.name,
                  change.node_id, sorted(conf.voters))
+
+    def _told_of_its_removal(self, node_id: int, commit_index: int,
+                             matches: dict[int, int]) -> bool:
+        """Whether removed learner ``node_id`` may leave the controller group: it has held
+        the entries up to its removal for ``REMOVED_LEARNER_GRACE_S`` (so a node still
+        running applies its own removal and says so to its clients, instead of answering
+        with the metadata of its last day forever), or it has been silent for
+        ``REMOVED_SILENT_S``."""
+        now = time.monotonic()
+        needed = self._removal_index.setdefault(node_id, commit_index)
+        if matches.get(node_id, 0) >= needed:
+            since = self._holds_removal_since.setdefault(node_id, now)
+            if now - since >= REMOVED_LEARNER_GRACE_S:
+                return True
+        return self.broker.host.driver.silent_for(node_id) >= REMOVED_SILENT_S
 
     async def _drive(self, topic: TopicMeta, meta: PartitionMeta,
                      replica: PartitionReplica) -> None:

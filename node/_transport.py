@@ -215,6 +215,18 @@ class PeerTransport:
             self._start_sender(peer)
         return True
 
+    def remove_peer(self, node_id: int) -> bool:
+        """Stop sending to node ``node_id`` (removed from the cluster): its sender ends and
+        its queue is dropped; messages to it are ignored from now on. Whether it was a
+        peer."""
+        peer = self._peers.pop(node_id, None)
+        if peer is None:
+            return False
+        if peer.task is not None:
+            peer.task.cancel()  # its channel closes in the sender's finally
+        peer.queue = []
+        return True
+
     async def close(self) -> None:
         self._closed = True
         tasks = [p.task for p in self._peers.values() if p.task is not None]

@@ -283,6 +283,12 @@ class HostDriver:
         """Watch ``peer``'s liveness from now on (as if just heard from)."""
         self._heard.setdefault(peer, self._now())
 
+    def remove_peer(self, peer: int) -> None:
+        """Stop watching ``peer`` (a node removed from the cluster)."""
+        self._heard.pop(peer, None)
+        self._down_reported.pop(peer, None)
+        self._suspects.discard(peer)
+
     def silent_for(self, peer: int) -> float:
         """Seconds since anything was last heard from ``peer`` (0 for an unknown peer);
         read-only, for the node's operators' checks (a node removed as dead)."""

@@ -13,12 +13,14 @@ Key layout (all integers big-endian, so byte order is index order)::
     u64 group_id | u8 kind | u64 index         kind 0x04 log entry
     u64 group_id | u8 kind | u64 index         kind 0x05 conf-entry index (secondary key:
                                                ``config_entries()`` without a log scan)
+    u64 group_id | u8 kind                     kind 0x06 vote floor (``drop_group`` with a
+                                               tombstone; read by ``vote_floor()``)
 
 Value layout. Every value carries a CRC-32 (zlib) and a length, and the CRC always covers
 the value's own *key* too, so a value copied under another key (other group, other index)
 fails its check::
 
-    generic (kinds 1, 2, 3, 5):  u32 crc | u32 body_size | body
+    generic (kinds 1, 2, 3, 5, 6): u32 crc | u32 body_size | body
                                  crc = crc32(key | body_size | body)
     entry (kind 4):              u32 head_crc | u32 data_size | u64 term | u8 entry_kind
                                  | u32 data_crc | data
@@ -29,6 +31,7 @@ fails its check::
                                  | u32 chunk_count | ConfState.encode()
     snapshot chunk body:         up to 1 MiB of the snapshot's data
     conf-entry index body:       empty (the key is the information)
+    vote floor body:             u64 term | u64 index
 
 An entry has two CRCs so that ``term()`` can verify the header without hashing the data.
 A missing group key means "nothing stored": a new group reads as ``MemoryStorage()``.
@@ -106,7 +109,8 @@ from .core._errors import (
     StorageCorruption,
     UnavailableError,
 )
-from .core._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from .core._types import (ConfState, Entry, EntryKind, HardState, LogPosition, Snapshot,
+                          SnapshotMeta, Tombstone)
 
 __all__ = [
     "RocksLogDB", "RocksGroupStorage", "SaveItem", "StorageCorruptError", "StorageFailed",
@@ -121,6 +125,7 @@ KIND_SNAPSHOT_META = 0x02
 KIND_SNAPSHOT_CHUNK = 0x03
 KIND_ENTRY = 0x04
 KIND_CONF_INDEX = 0x05
+KIND_VOTE_FLOOR = 0x06
 
 SNAPSHOT_CHUNK_SIZE_BYTES = 1 << 20
 _INDEX_MAX = (1 << 64) - 1
@@ -132,6 +137,7 @@ _INDEXED = struct.Struct(">QBQ")  # group_id, kind, index
 _ENTRY_HEAD = struct.Struct(">IIQBI")  # head_crc, data_size, term, entry_kind, data_crc
 _ENTRY_HEAD_REST = struct.Struct(">IQBI")  # what head_crc covers after the key
 _HARD_STATE = struct.Struct(">QQQ")
+_VOTE_FLOOR = struct.Struct(">QQ")  # term, index
 _SNAPSHOT_META = struct.Struct(">QQQII")  # index, term, data_size, data_crc, chunk_count
 _ENTRY_KINDS = tuple(EntryKind)  # stored u8 -> EntryKind, by position
 _crc32 = zlib.crc32
@@ -213,6 +219,10 @@ def _open_error(path: str, exc: Exception) -> StorageOpenError:
 
 def hard_state_key(group_id: int) -> bytes:
     return _PREFIX.pack(group_id, KIND_HARD_STATE)
+
+
+def vote_floor_key(group_id: int) -> bytes:
+    return _PREFIX.pack(group_id, KIND_VOTE_FLOOR)
 
 
 def snapshot_meta_key(group_id: int) -> bytes:
@@ -325,6 +335,7 @@ class _Meta(NamedTuple):
     first: snapshot.index + 1. last: >= first - 1 (== first - 1: empty log).
     last_term: term at ``last`` (the snapshot's term if the log is empty).
     conf: indices of CONF entries in [first, last], ascending.
+    vote_floor: from a tombstone (``drop_group``); never changed by a save.
     """
 
     first: int
@@ -333,6 +344,7 @@ class _Meta(NamedTuple):
     snapshot: _SnapshotInfo
     hard_state: HardState
     conf: tuple[int, ...]
+    vote_floor: LogPosition = LogPosition()
 
 
 _EMPTY_META = _Meta(1, 0, 0, _SnapshotInfo(), HardState(), ())
@@ -346,7 +358,8 @@ class _Work:
     save_many: the newest run that covers an index <= last holds its term.
     """
 
-    __slots__ = ("first", "last", "last_term", "snapshot", "hard_state", "conf", "appended")
+    __slots__ = ("first", "last", "last_term", "snapshot", "hard_state", "conf", "appended",
+                 "vote_floor")
 
     def __init__(self, m: _Meta) -> None:
         self.first = m.first
@@ -356,9 +369,11 @@ class _Work:
         self.hard_state = m.hard_state
         self.conf = list(m.conf)
         self.appended: list[Sequence[Entry]] = []
+        self.vote_floor = m.vote_floor
 
     def meta(self) -> _Meta:
-        return _Meta(self.first, self.last, self.last_term, self.snapshot, self.hard_state, tuple(self.conf))
+        return _Meta(self.first, self.last, self.last_term, self.snapshot, self.hard_state,
+                     tuple(self.conf), self.vote_floor)
 
 
 # -- the DB ----------------------------------------------------------------------------
@@ -505,13 +520,22 @@ class RocksLogDB:
             self._commit(db, batch, {gid: w.meta() for gid, w in work.items()}, destructive,
                          sync)
 
-    def drop_group(self, group_id: int) -> None:
-        """Durably delete everything stored for ``group_id`` (a deleted partition). Stores
-        handed out earlier for it must not be used afterwards."""
+    def drop_group(self, group_id: int, tombstone: Tombstone | None = None) -> None:
+        """Durably delete everything stored for ``group_id`` (a deleted partition, or a
+        replica moved off this node). Stores handed out earlier for it must not be used
+        afterwards. With ``tombstone`` (a replica moved off: the group lives on elsewhere)
+        its hard state and vote floor are kept in the same atomic write, so that a replica
+        re-created here starts from them (rule 13 of ``raft.core._raft``); a later
+        ``drop_group`` without one removes them (the group's topic was deleted)."""
         with self._write_lock:
             db = self._require_writable()
             batch = rocksdict.WriteBatch(raw_mode=True)
             batch.delete_range(struct.pack(">Q", group_id), struct.pack(">Q", group_id + 1))
+            if tombstone is not None:
+                key = hard_state_key(group_id)
+                batch.put(key, _frame(key, _HARD_STATE.pack(*tombstone.hard_state())))
+                key = vote_floor_key(group_id)
+                batch.put(key, _frame(key, _VOTE_FLOOR.pack(*tombstone.floor)))
             with self._read_lock:
                 db.write(batch, self._write_options)
                 self._sync(db)
@@ -737,14 +761,10 @@ class RocksLogDB:
     @staticmethod
     def _load(db: rocksdict.Rdict, group_id: int) -> _Meta:
         """Read and validate one group's metadata (see "Validation" in the module doc)."""
-        key = hard_state_key(group_id)
-        value = db.get(key)
-        hard_state = HardState()
-        if value is not None:
-            body = _unframe(group_id, None, key, value, "hard state")
-            if len(body) != _HARD_STATE.size:
-                raise StorageCorruption(group_id, None, f"hard state: body of {len(body)} bytes")
-            hard_state = HardState(*_HARD_STATE.unpack(body))
+        hard_state = HardState(*RocksLogDB._load_fields(
+            db, group_id, hard_state_key(group_id), _HARD_STATE, "hard state"))
+        vote_floor = LogPosition(*RocksLogDB._load_fields(
+            db, group_id, vote_floor_key(group_id), _VOTE_FLOOR, "vote floor"))
 
         key = snapshot_meta_key(group_id)
         value = db.get(key)
@@ -788,7 +808,19 @@ class RocksLogDB:
             it.next()
         if not it.valid():
             _check_iterator(group_id, it)
-        return _Meta(first, last, last_term, snapshot, hard_state, tuple(conf))
+        return _Meta(first, last, last_term, snapshot, hard_state, tuple(conf), vote_floor)
+
+    @staticmethod
+    def _load_fields(db: rocksdict.Rdict, group_id: int, key: bytes, layout: struct.Struct,
+                     what: str) -> tuple[int, ...]:
+        """The fixed-size integer fields stored at ``key``, validated; () if none."""
+        value = db.get(key)
+        if value is None:
+            return ()
+        body = _unframe(group_id, None, key, value, what)
+        if len(body) != layout.size:
+            raise StorageCorruption(group_id, None, f"{what}: body of {len(body)} bytes")
+        return layout.unpack(body)
 
     @staticmethod
     def _key_index(group_id: int, key: bytes) -> int:
@@ -819,6 +851,9 @@ class RocksGroupStorage:
 
     def hard_state(self) -> HardState:
         return self._meta.hard_state
+
+    def vote_floor(self) -> LogPosition:
+        return self._meta.vote_floor
 
     def first_index(self) -> int:
         return self._meta.first

@@ -32,18 +32,20 @@ from ._types import (
     EntryKind,
     HardState,
     Index,
+    LogPosition,
     NodeId,
     ReadState,
     Role,
     Snapshot,
     SnapshotMeta,
     Term,
+    Tombstone,
 )
 
 __all__ = [
     "CAMPAIGN_TRANSFER", "CompactedError", "ConfChange", "ConfChangeKind", "ConfChangeRejected",
-    "ConfState", "Config", "Entry", "EntryKind", "HardState", "Index", "LogWriter",
+    "ConfState", "Config", "Entry", "EntryKind", "HardState", "Index", "LogPosition", "LogWriter",
     "MemoryStorage", "Message", "MsgType", "NO_NODE", "NodeId", "NotLeader", "ProposalDropped",
     "RaftError", "RawNode", "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta",
-    "SnapshotOutOfDate", "Storage", "StorageCorruption", "Term", "UnavailableError",
+    "SnapshotOutOfDate", "Storage", "StorageCorruption", "Term", "Tombstone", "UnavailableError",
 ]

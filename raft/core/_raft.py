@@ -82,6 +82,27 @@ have lost its store.
    learner in its own latest configuration) never does, and a removed server raising its
    term then stalls the group for good (soak seed 437). Answering never changes our
    term, vote or log.
+
+13. A replica votes as if it still held every entry it ever acknowledged under its id on
+   this node. A node that deletes a replica's data (the replica was moved off it) keeps a
+   ``Tombstone``: term, vote and the most up-to-date log position the replica held; a
+   replica of that group re-created there later starts from that term and vote, and takes
+   that position as its *vote floor* (``Storage.vote_floor()``). It grants a (pre-)vote
+   only to a candidate whose log is at least as up to date as both its own log and the
+   floor, and does not campaign while its own log is below the floor (its vote for itself
+   would be such a grant). So the re-created replica votes exactly as the deleted one
+   would have, and Raft's election argument (§5.4.1) holds for it. Without this a stale
+   server whose log still has an old configuration naming the deleted replica can win an
+   election with the empty replica's vote and overwrite committed entries
+   (jepsen-like/FINDINGS.md, seed 2020).
+   With ``Config.vote_only_with_configuration`` a replica with no configuration at all
+   (created for a move, it never heard from a leader: no configuration entry, no snapshot)
+   refuses every (pre-)vote: it holds nothing, and no configuration that counts its vote
+   has reached it. A cheap guard for replicas re-created without a tombstone (deleted by
+   an older version). Only where servers are added as learners first (etcd's
+   learner-first rule; the broker does: node/_reassignment.py): a voter added directly to
+   an empty replica could not help elect anyone until it has received the log, and never
+   if the leader that added it is gone (soak seeds 89, 124, 221 with the guard always on).
 """
 
 from __future__ import annotations
@@ -105,6 +126,7 @@ from ._types import (
     Entry,
     EntryKind,
     HardState,
+    LogPosition,
     ReadState,
     Role,
 )
@@ -129,6 +151,9 @@ class Config:
     # Idle groups stop ticking and heartbeating (rules 7-9). The application must then
     # call report_peer_down() when a peer node stops answering.
     quiesce: bool = False
+    # Rule 13: a replica holding no configuration refuses every (pre-)vote. Only for an
+    # application that adds every server as a learner first.
+    vote_only_with_configuration: bool = False
 
     def validate(self) -> None:
         if self.id <= 0:
@@ -198,6 +223,7 @@ class Raft:
 
         self.term = hard_state.term
         self.vote = hard_state.vote
+        self.vote_floor: LogPosition = storage.vote_floor()  # rule 13
         self.lead = NO_NODE
         self.role = Role.FOLLOWER
         self.msgs: list[Message] = []
@@ -241,7 +267,10 @@ class Raft:
         itself from a 2-voter group and then lost its leadership leaves a survivor that
         needs its vote and a node that will never campaign. Votes are still counted in the
         latest configuration, where its own vote does not count; once elected it commits
-        the change without counting itself and steps down (thesis §4.2.2)."""
+        the change without counting itself and steps down (thesis §4.2.2).
+        Never while our log is below our vote floor (rule 13)."""
+        if self.vote_floor.index and self._below_vote_floor():
+            return False
         if self.id in self.conf.voters:
             return True
         history = self.conf_history
@@ -340,6 +369,14 @@ class Raft:
         return Progress(next_index, self.cfg.inflight_window(is_learner), is_learner)
 
     # ---------------------------------------------------------------- elections
+    def log_position(self) -> LogPosition:
+        log = self.log
+        return LogPosition(log.last_term(), log.last_index())
+
+    def _below_vote_floor(self) -> bool:
+        """Rule 13: our own log is behind what this replica id once held here."""
+        return self.log_position() < self.vote_floor
+
     def hup(self, transfer: bool = False) -> None:
         self._wake()
         if self.role == Role.LEADER or not self.promotable():
@@ -524,7 +561,7 @@ class Raft:
             or (m.type == MsgType.PRE_VOTE and m.term > self.term)
         )
         resp_type = MsgType.PRE_VOTE_RESP if m.type == MsgType.PRE_VOTE else MsgType.VOTE_RESP
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+        if can_vote and self._candidate_log_ok(m):
             # A granted pre-vote answers in the term asked about, so the pre-candidate
             # counts it; a real vote is recorded and must be durable before the answer.
             self._send(Message(resp_type, m.frm, self.id, term=m.term))
@@ -533,6 +570,14 @@ class Raft:
                 self.vote = m.frm
         else:
             self._send(Message(resp_type, m.frm, self.id, term=self.term, reject=True))
+
+    def _candidate_log_ok(self, m: Message) -> bool:
+        """§5.4.1 and rule 13: the candidate's log is at least as up to date as ours and
+        as our vote floor (and we have a configuration, if that is asked for)."""
+        if self.cfg.vote_only_with_configuration and not self.conf.voters:
+            return False
+        return (self.log.is_up_to_date(m.index, m.log_term)
+                and LogPosition(m.log_term, m.index) >= self.vote_floor)
 
     # ---------------------------------------------------------------- follower
     def _step_follower(self, m: Message) -> None:

@@ -28,7 +28,17 @@ from typing import Sequence
 from ._messages import Message
 from ._raft import Config, Raft
 from ._storage import Storage
-from ._types import ConfChange, ConfState, Entry, HardState, ReadState, Role, Snapshot, SnapshotMeta
+from ._types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    HardState,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    Tombstone,
+)
 
 __all__ = ["Config", "RawNode", "Ready"]
 
@@ -170,6 +180,13 @@ class RawNode:
         dropped) by this replica since it was created; for metrics, read-only."""
         r = self._raft
         return r.elections_started, r.elections_won, r.transfers_started, r.proposals_dropped
+
+    def tombstone(self) -> Tombstone:
+        """What this replica leaves on its node when the node deletes its data (rule 13 of
+        ``_raft``): its term and vote (in memory: never behind what is durable), and the
+        most up-to-date log position it held, its own vote floor included."""
+        r = self._raft
+        return Tombstone(r.term, r.vote, max(r.log_position(), r.vote_floor))
 
     def follower_matches(self) -> dict[int, int]:
         """On the leader: the match index it knows of every other replica (voters and

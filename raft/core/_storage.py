@@ -22,7 +22,16 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 from ._errors import CompactedError, SnapshotOutOfDate, UnavailableError
-from ._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from ._types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    LogPosition,
+    Snapshot,
+    SnapshotMeta,
+    Tombstone,
+)
 
 
 class Storage(Protocol):
@@ -56,6 +65,12 @@ class Storage(Protocol):
         Lets the core rebuild its configuration history on restart without a log scan."""
         ...
 
+    def vote_floor(self) -> LogPosition:
+        """The most up-to-date log position a replica of this group ever held on this node
+        before its data was deleted (``Tombstone.floor``); ``LogPosition()`` if the data
+        was never deleted. The core grants no vote to a log below it (rule 13)."""
+        ...
+
 
 class LogWriter(Protocol):
     """Writes that a node performs on behalf of the core, driven by ``Ready``."""
@@ -82,8 +97,12 @@ class MemoryStorage:
     throwing away a node's RawNode and keeping this object.
     """
 
-    def __init__(self, conf_state: ConfState | None = None) -> None:
-        self._hard_state = HardState()
+    def __init__(self, conf_state: ConfState | None = None,
+                 tombstone: Tombstone | None = None) -> None:
+        """``tombstone``: what the replica that held this group's data here before left
+        (``RawNode.tombstone()``); the store starts from its hard state and vote floor."""
+        self._hard_state = tombstone.hard_state() if tombstone else HardState()
+        self._vote_floor = tombstone.floor if tombstone else LogPosition()
         self._snapshot = Snapshot(SnapshotMeta(0, 0, conf_state or ConfState()))
         # _entries[0] is a dummy standing for the snapshot position (index, term).
         self._entries: list[Entry] = [Entry(0, 0)]
@@ -123,6 +142,9 @@ class MemoryStorage:
 
     def config_entries(self) -> list[Entry]:
         return list(self._conf)
+
+    def vote_floor(self) -> LogPosition:
+        return self._vote_floor
 
     def hard_state(self) -> HardState:
         return self._hard_state

@@ -49,6 +49,29 @@ class HardState(NamedTuple):
     commit: int = 0
 
 
+class LogPosition(NamedTuple):
+    """A log's last entry as Raft's election rule orders logs (§5.4.1): a later last term
+    wins, then a longer log. Tuples compare in exactly that order."""
+
+    term: int = 0
+    index: int = 0
+
+
+class Tombstone(NamedTuple):
+    """What a replica leaves on its node when the node deletes its data (the replica was
+    moved off the node) so that a replica of the same group re-created there later, under
+    the same Raft id, votes as the deleted one would have (raft/README.md, "Re-created
+    replicas"): it starts in ``term`` with ``vote`` cast, and takes ``floor``, the most
+    up-to-date log position the deleted replica held, as its vote floor."""
+
+    term: int
+    vote: int
+    floor: LogPosition
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, 0)  # no entry is held: nothing is committed
+
+
 _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -182,6 +183,26 @@ def test_a_joined_learner_replaces_a_decommissioned_controller_voter(
     wait_for(lambda: cluster3.broker(1).Metadata(broker_pb2.MetadataRequest(),
                                                  timeout=5).controller_id in now, 30,
              "a controller leader among the voters")
+    # Removed for good: node 3, still running, applies its own removal (it does not keep
+    # answering with its last metadata), then leaves the controller group, and no node
+    # dials it any more.
+    with Admin(cluster3.peers[3]) as own_view:
+        wait_for(lambda: {x.id: x.state for x in own_view.list_nodes()}.get(3) == "removed",
+                 30, "node 3 applies its own removal")
+    running = [1, 2]  # the harness's other nodes (joined ones log under their names)
+
+    def log_of(n: int) -> str:
+        return (cluster3.root / f"node-{n}.log").read_text(errors="replace")
+    wait_for(lambda: any("REMOVE_NODE node 3" in p.read_text(errors="replace")
+                         for p in cluster3.root.glob("node-*.log")), 30,
+             "the controller leader removes node 3 from the controller group")
+    wait_for(lambda: all("node 3 was removed from the cluster" in log_of(n)
+                         for n in running), 30, "every node drops node 3 from its transport")
+    seen = {n: len(log_of(n)) for n in running}
+    cluster3.kill(3)
+    time.sleep(2.0)  # a node still dialing it would log it every 0.5 s (reconnect backoff)
+    for n in running:
+        assert "peer 3 at" not in log_of(n)[seen[n]:], log_of(n)[seen[n]:][-2000:]
 
 
 def test_a_join_with_an_id_in_use_is_refused(cluster3: Cluster, admin: Admin) -> None:

@@ -316,13 +316,31 @@ def test_a_silent_peer_is_reported_after_two_ticks_and_again_every_election_time
     assert reported == [2, 2, 2]
 
 
-def test_one_stalled_tick_does_not_report_a_peer_whose_batches_are_waiting():
+def _quiesced_follower_of_node_2() -> tuple[Host, list[int]]:
+    """Node 1's group 1 quiesced behind leader 2; the peers it reports down, in order."""
     h = Host(1, quiesce=True)
     h.driver.add_peer(2)
     reported: list[int] = []
     h.node(1).report_peer_down = reported.append
     h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
                                        commit=0))], 2)
+    return h, reported
+
+
+def test_a_removed_peer_is_never_reported_down():
+    """A node removed from the cluster is no longer watched (HostDriver.remove_peer)."""
+    h, reported = _quiesced_follower_of_node_2()
+    h.clock.t = 10.0
+    h.driver.tick()  # a suspect
+    h.driver.remove_peer(2)
+    for t in (11.0, 12.0, 30.0):
+        h.clock.t = t
+        h.driver.tick()
+    assert reported == [] and h.driver.silent_for(2) == 0.0
+
+
+def test_one_stalled_tick_does_not_report_a_peer_whose_batches_are_waiting():
+    h, reported = _quiesced_follower_of_node_2()
     h.clock.t = 25.0  # our own loop stalled for 25 units: the first tick after it ...
     h.driver.tick()
     h.driver.deliver_many([], 2)  # ... is followed by node 2's batches that waited meanwhile
@@ -402,12 +420,7 @@ def test_a_leader_skips_late_ticks_too_so_check_quorum_widens():
 
 
 def test_a_late_tick_checks_no_liveness_and_forgets_suspects():
-    h = Host(1, quiesce=True)
-    h.driver.add_peer(2)
-    reported: list[int] = []
-    h.node(1).report_peer_down = reported.append
-    h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
-                                       commit=0))], 2)
+    h, reported = _quiesced_follower_of_node_2()
     h.clock.t = 10.0
     h.driver.tick()  # silent for an election timeout: a suspect
     h.clock.t = 40.0  # then our loop stalled: the next tick is late

@@ -26,11 +26,13 @@ from raftka.raft import (
     Entry,
     EntryKind,
     HardState,
+    LogPosition,
     MemoryStorage,
     Snapshot,
     SnapshotMeta,
     SnapshotOutOfDate,
     StorageCorruption,
+    Tombstone,
     UnavailableError,
 )
 from raftka.raft import rocksdb as rs
@@ -397,6 +399,54 @@ def test_bootstrap_refuses_a_group_with_state(db: RocksLogDB) -> None:
     db.group(2).bootstrap(CONF)
     with pytest.raises(ValueError):
         db.group(2).bootstrap(CONF)
+
+
+@pytest.mark.parametrize("crash", [False, True])
+def test_a_tombstone_keeps_term_vote_and_vote_floor_and_nothing_else(
+        tmp_path: Path, crash: bool) -> None:
+    """drop_group with a tombstone (a replica moved off the node): a replica re-created
+    later reads the hard state (commit 0: it holds nothing) and the vote floor, through a
+    restart; its own writes keep the floor; a drop without a tombstone removes it."""
+    db = RocksLogDB(tmp_path / "db")
+    db.group(7).bootstrap(CONF)
+    db.group(7).save(HardState(4, 2, 3), ents(1, 5, 4, conf_at=(2,)), None)
+    db.group(7).compact(snap(3, 4))
+    db.group(8).save(HardState(9, 9, 0), ents(1, 1, 9), None)  # a neighbour, untouched
+    db.drop_group(7, Tombstone(4, 2, LogPosition(4, 5)))
+    path = crash_image(db, tmp_path / "crash") if crash else tmp_path / "db"
+    db.close()
+    db = RocksLogDB(path)
+    g = db.group(7)
+    assert g.initial_state() == (HardState(4, 2, 0), ConfState())
+    assert g.vote_floor() == LogPosition(4, 5)
+    assert (g.first_index(), g.last_index()) == (1, 0)
+    assert g.snapshot() == Snapshot() and g.config_entries() == []
+    assert db.group(8).vote_floor() == LogPosition()
+    assert db.group(8).hard_state() == HardState(9, 9, 0)
+    with pytest.raises(ValueError):
+        g.bootstrap(CONF)  # a group with a past here is never bootstrapped again
+    g.save(HardState(5, 0, 0), ents(1, 2, 5), None)
+    g.save(None, [], snap(10, 5))
+    assert g.vote_floor() == LogPosition(4, 5)
+    db.drop_group(7)
+    assert 7 not in db.group_ids()
+    assert (db.group(7).hard_state(), db.group(7).vote_floor()) == (HardState(), LogPosition())
+    db.close()
+
+
+def test_a_damaged_vote_floor_refuses_to_load(tmp_path: Path) -> None:
+    db = RocksLogDB(tmp_path / "db")
+    db.drop_group(7, Tombstone(4, 2, LogPosition(4, 5)))
+    db.close()
+    raw = raw_open(tmp_path / "db")
+    value = bytearray(raw[rs.vote_floor_key(7)])
+    value[-1] ^= 0xFF
+    raw[rs.vote_floor_key(7)] = bytes(value)
+    raw.close()
+    db = RocksLogDB(tmp_path / "db")
+    with pytest.raises(StorageCorruption):
+        db.group(7)
+    db.close()
 
 
 # -- durability ------------------------------------------------------------------------

@@ -117,6 +117,7 @@ class SimOptions:
     max_inflight_learner_msgs: int = 0
     max_uncommitted_size: int = 64 << 20
     quiesce: bool = False  # idle groups stop their timers (node-level liveness wakes them)
+    vote_only_with_configuration: bool = False  # rule 13's guard (the broker turns it on)
     # the application
     snapshot_interval: int = 0  # compact once this many entries were applied (0: never)
     compaction_keep: int = 0  # entries kept behind the snapshot for slow followers
@@ -730,6 +731,25 @@ class Cluster:
                 other.driver.add_peer(node_id)
         self._start(node)
 
+    def recreate_replica(self, node_id: int, *, tombstone: bool = True) -> None:
+        """The node deletes its replica of the main group (it was moved off the node: the
+        broker's ``_stop_partition``) and starts a new, empty one under the same id outside
+        any configuration (a move back onto the node: ``_start_partition``). With
+        ``tombstone`` the new replica starts from what the old one left, as the broker
+        does (rule 13 of ``raft/core/_raft.py``); without, from nothing."""
+        node = self.nodes[node_id]
+        if node.status != UP:
+            raise ValueError(f"n{node_id} is not up: only a running replica is deleted")
+        left = node.raw.tombstone() if tombstone else None
+        self._trace("n%d deletes its replica and re-creates it empty (tombstone %s)",
+                    node_id, left)
+        self._shut(node, DOWN)
+        storage = MemoryStorage(ConfState(), left)
+        node.disk.add_group(MAIN_GROUP, storage)
+        node.replicas[MAIN_GROUP].storage = storage
+        self.checker.chains.pop(node_id, None)  # its durable log is gone with the replica
+        self._start(node)
+
     # ==================================================================================
     # the nodes: starting, stopping, calling their drivers
     # ==================================================================================
@@ -772,7 +792,7 @@ class Cluster:
                 max_size_per_msg=o.max_size_per_msg, max_inflight_msgs=o.max_inflight_msgs,
                 max_inflight_learner_msgs=o.max_inflight_learner_msgs,
                 max_uncommitted_size=o.max_uncommitted_size, applied=snapshot.meta.index,
-                quiesce=o.quiesce,
+                quiesce=o.quiesce, vote_only_with_configuration=o.vote_only_with_configuration,
             )
             rng = random.Random(self.rng.getrandbits(64))
             try:
