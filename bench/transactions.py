@@ -4,6 +4,7 @@ read_committed against read_uncommitted on one consume.
 
     .venv/bin/python -m bench.transactions [--transactions 400] [--producers 4]
                                           [--consume 1000000] [--records 100] [--aio]
+                                          [--ab N]
 
 A 3-node cluster on this machine (loopback, tick 50 ms), 3-partition topics, replication
 factor 3, acks=all, idempotent producers (``linger_ms=5``). One unit of work is a *group*
@@ -33,6 +34,11 @@ transaction must end before the next begins), so its ratio mostly measures commi
 latency, not the cost of transactions. Commit latency is ``commit_transaction``'s
 duration, p50/p99, per transactional run.
 
+``--ab N``: only ``groups xN`` and ``txn xN``, alternately, N times each (an A/B of the
+target alone, no consume), each line with the CPU per group of the nodes (user+system
+time of the three node processes, ``/proc/<pid>/stat``, over the run, divided by the
+groups) and of the clients (this process).
+
 Consume: ``--consume`` records of 100 B in a 1-partition topic, half of them in committed
 transactions of 1,000 (so read_committed works per batch), read once from the start by a
 PartitionReader (4 MiB fetches) with each isolation level, alternately, twice each;
@@ -42,6 +48,7 @@ records/s of the best run of each.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -79,6 +86,41 @@ def _in_threads(clients: list, work: Callable[[object], None]) -> float:
     if errors:
         raise errors[0]
     return elapsed
+
+
+def _nodes_cpu_s(cluster) -> float:
+    """User+system CPU seconds the cluster's node processes used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in cluster.procs.values():
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def _ab(cluster, bootstrap: str, producers: int, groups: int, rounds: int) -> None:
+    """``--ab``: groups xN against txn xN, alternately, with the CPU per group of the
+    nodes and of this (the clients') process."""
+    ratios: list[float] = []
+
+    def measured(run):
+        nodes, client = _nodes_cpu_s(cluster), time.process_time()
+        result = run()
+        return (result, (_nodes_cpu_s(cluster) - nodes) * 1000 / groups,
+                (time.process_time() - client) * 1000 / groups)
+
+    for r in range(rounds):
+        grouped, grouped_cpu, grouped_client = measured(
+            lambda: _grouped(bootstrap, producers, groups))
+        (txn, lat), txn_cpu, txn_client = measured(
+            lambda: _transactional(bootstrap, producers, groups))
+        ratios.append(txn / grouped)
+        print(f"round {r + 1}: groups x{producers} {grouped:,.0f} records/s (CPU per group: "
+              f"nodes {grouped_cpu:.1f} ms, client {grouped_client:.1f} ms); txn "
+              f"x{producers} {txn:,.0f} records/s (nodes {txn_cpu:.1f} ms, client "
+              f"{txn_client:.1f} ms) = {txn / grouped:.0%}; {_latency(lat)}", flush=True)
+    print(f"txn x{producers} / groups x{producers}: median {statistics.median(ratios):.0%} "
+          f"(min {min(ratios):.0%}, max {max(ratios):.0%}) over {rounds} rounds")
 
 
 def _best_case(bootstrap: str, groups: int) -> float:
@@ -213,6 +255,9 @@ def main() -> None:
                         help="records per group / transaction (the issue's figure: 100)")
     parser.add_argument("--aio", action="store_true",
                         help="also run groups/txn xN with raftka.aio producers on one loop")
+    parser.add_argument("--ab", type=int, default=0, metavar="N",
+                        help="only groups xN against txn xN, alternately, N rounds each, "
+                             "with the nodes' CPU per group")
     args = parser.parse_args()
     global GROUP
     GROUP = args.records
@@ -228,6 +273,9 @@ def main() -> None:
             cluster.create_topic("consume", partitions=1)
             bootstrap = ",".join(cluster.peers[i] for i in sorted(cluster.peers))
             n, k = args.transactions, args.producers
+            if args.ab:
+                _ab(cluster, bootstrap, k, n, args.ab)
+                return
             best = _best_case(bootstrap, n)
             grouped1 = _grouped(bootstrap, 1, n)
             txn1, lat1 = _transactional(bootstrap, 1, n)

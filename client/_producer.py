@@ -530,7 +530,7 @@ class Producer:
         self.flush(timeout_s)
         txn.records_failed([f.exception() for f in self._txn_futures])
         self._wait_adds_idle(deadline)
-        txn.end(True, max(deadline - time.monotonic(), 0.001))
+        self._next_epoch(txn.end(True, max(deadline - time.monotonic(), 0.001)))
         self._txn_futures = []
 
     def abort_transaction(self, timeout: float | None = None) -> None:
@@ -542,7 +542,7 @@ class Producer:
         deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)  # no batch of it may land after the abort marker
         self._wait_adds_idle(deadline)
-        txn.end(False, max(deadline - time.monotonic(), 0.001))
+        self._next_epoch(txn.end(False, max(deadline - time.monotonic(), 0.001)))
         self._txn_futures = []
 
     def send_offsets_to_transaction(self, offsets: Mapping[tuple[str, int], int],
@@ -560,6 +560,12 @@ class Producer:
             return
         txn.send_offsets(dict(offsets), group,
                          self._max_block_s if timeout is None else timeout)
+
+    def _next_epoch(self, producer: tuple[int, int]) -> None:
+        """After EndTxn: the next transaction's batches carry its epoch, from sequence 0."""
+        with self._cond:
+            assert self._idempotence is not None
+            self._idempotence.set_producer_id(*producer)
 
     def _require_txn(self, what: str) -> TransactionManager:
         if self._txn is None:

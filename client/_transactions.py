@@ -316,13 +316,16 @@ class TransactionManager:
             if isinstance(error, ProducerFencedError):
                 self.state, self.fatal = FATAL, error
 
-    def end(self, commit: bool, timeout_s: float) -> None:
+    def end(self, commit: bool, timeout_s: float) -> tuple[int, int]:
         with self._lock:
-            self._run(self.end_ops(commit, timeout_s))
+            return self._run(self.end_ops(commit, timeout_s))  # type: ignore[no-any-return]
 
-    def end_ops(self, commit: bool, timeout_s: float) -> Ops[None]:
+    def end_ops(self, commit: bool, timeout_s: float) -> Ops[tuple[int, int]]:
         """EndTxn (when anything was added); the owner flushed the transaction's records
-        and waited for its adds first."""
+        and waited for its adds first. The producer id and epoch for the next transaction:
+        the coordinator moves the epoch on with the decision (``next_epoch``, KIP-890
+        style), so the next transaction need not wait for this one's markers; the owner
+        restarts its sequences at the new epoch (``IdempotenceState.set_producer_id``)."""
         what = "commit_transaction()" if commit else "abort_transaction()"
         self._require(IN_TRANSACTION, what=what)
         if commit and self.error is not None:
@@ -331,14 +334,17 @@ class TransactionManager:
         if self.queued or self.adding:  # the owner waits for the adds first
             raise RuntimeError(f"{what} while partitions are being added")
         if self.partitions or self.offsets_added:
-            yield from self._call_ops("EndTxn", txn_pb2.EndTxnRequest(
+            r = yield from self._call_ops("EndTxn", txn_pb2.EndTxnRequest(
                 transactional_id=self.transactional_id, producer_id=self.producer_id,
-                producer_epoch=self.epoch,
+                producer_epoch=self.epoch, next_epoch=True,
                 result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
+            if r.producer_id == self.producer_id and r.producer_epoch > self.epoch:
+                self.epoch = r.producer_epoch
         self.partitions = set()
         self.offsets_added = False
         self.error = None
         self.state = READY
+        return self.producer_id, self.epoch
 
 
 def transactional_settings(transactional_id: str | None, enable_idempotence: bool | None,

@@ -818,6 +818,9 @@ class PartitionReplica:
             # out (their futures), and fail NOT_LEADER if leadership ends meanwhile.
             self._pending = pending + self._pending
             return
+        if len(pending) > 1 and any(r.marker for r in pending):
+            # markers first: a batch of a producer's next epoch may wait for one (below)
+            pending.sort(key=lambda r: not r.marker)
         next_offset, cumulative = self._next_offset, self._cumulative
         now_ms = self._clock_ms()
         datas: list[bytes] = []
@@ -825,6 +828,9 @@ class PartitionReplica:
         accepted: list[PendingBatch] = []
         duplicates: list[tuple[PendingBatch, asyncio.Future]] = []
         producers = self.producers
+        held: list[_Pending] = []  # wait for a marker (_awaits_marker), in their order
+        held_pids: set[int] = set()
+        markers: dict[int, int] = {}  # producer id: epoch of its marker placed this pass
         for req in pending:
             if req.future is not None and req.future.done():
                 continue  # the producer gave up before we proposed: never written
@@ -835,7 +841,13 @@ class PartitionReplica:
                         f"marker for producer id {req.producer_id} epoch {req.epoch}: the "
                         f"partition has seen epoch {current}; not written")))
                     continue
+                markers[req.producer_id] = req.epoch
             elif req.producer_id >= 0:
+                if req.producer_id in held_pids or (req.transactional
+                                                    and self._awaits_marker(req, markers)):
+                    held.append(req)
+                    held_pids.add(req.producer_id)
+                    continue
                 error = self._txn_refusal(req)
                 if error is not None:
                     _fail([req], error)
@@ -874,6 +886,8 @@ class PartitionReplica:
                 accepted.append(producers.add_pending(req.producer_id, req.epoch, req.sequence,
                                                       req.record_count, next_offset, nxt - 1))
             next_offset = nxt
+        if held:  # re-examined at the next pass (every apply makes one while any wait)
+            self._pending = held + self._pending
         if datas:
             try:
                 first_index, _ = node.propose_batch(datas)
@@ -901,6 +915,20 @@ class PartitionReplica:
         # a duplicate of a batch still in flight is answered when the original applies
         # (acks=1 included: its own durable write is long past)
         self._dup_waiters.extend(duplicates)
+
+    def _awaits_marker(self, req: _Pending, placed: dict[int, int]) -> bool:
+        """A transactional batch of a newer epoch than the producer's transaction open
+        here waits until that transaction's marker is proposed ahead of it: the coordinator
+        begins the next transaction before the previous one's markers are written
+        (``_txn_service.py`` rule 7), and the marker must end the previous one, not this."""
+        open_txn = self.txns.open.get(req.producer_id)
+        if open_txn is None or open_txn.epoch >= req.epoch:
+            return False
+        marker = placed.get(req.producer_id)
+        if marker is None:
+            proposed = self._marker_epochs.get(req.producer_id)
+            marker = proposed[0] if proposed is not None else None
+        return marker is None or marker < open_txn.epoch
 
     def _txn_refusal(self, req: _Pending) -> BrokerError | None:
         """Transaction rules for an idempotent batch at proposal time (the leader's view:

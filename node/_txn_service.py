@@ -29,7 +29,7 @@ handled one at a time (a lock per id). Rules:
    AbortTransaction) waits for that task, under the id's lock, for up to
    ``COMPLETION_WAIT_S`` and then answers CONCURRENT_TRANSACTIONS (retriable, as Kafka).
    So the next transaction's batches never reach a partition before the previous one's
-   marker: its partitions are added only after every marker is written. An
+   marker: its partitions are added only after every marker is written (but see rule 7). An
    AddPartitionsToTxn/AddOffsetsToTxn waiting so hands the next transaction's state
    (ongoing, its partitions) to the completion task, which writes it in place of the
    completion record (one Raft write less per transaction; the markers are all written
@@ -44,6 +44,23 @@ handled one at a time (a lock per id). Rules:
    transaction (it gets a marker like any other); ``TxnOffsetCommit``, served by the
    GROUP's coordinator, checks the member as ``CommitOffsets`` does and writes the offsets
    pending there (``_offsets.py``): the marker makes them committed, or drops them.
+
+7. The epoch moves on with every decision (KIP-890 "transactions v2", asked for by the
+   producer: ``EndTxn.next_epoch``, which our clients set; Kafka clients do not). The
+   decision record keeps the transaction's own epoch as ``marker_epoch`` (its markers carry
+   it) and the producer's next one as ``epoch``, answered to EndTxn. The next
+   transaction's AddPartitionsToTxn then begins it at once, without waiting for the
+   markers: its state (ongoing, the new epoch) records the previous transaction's
+   still-unfinished markers (``previous``: epoch, result, partitions), which the completion
+   task goes on writing, and which a new coordinator resumes. Order at each partition is
+   the partition's rule: a transactional batch of an epoch newer than the producer's open
+   transaction there waits until that transaction's marker is proposed ahead of it
+   (``_partition.py``), and a marker of an epoch older than the producer's latest batch is
+   refused (it is stale: its transaction ended there already, or never reached it). What
+   still waits for every previous marker: EndTxn (the decision record forgets
+   ``previous``), AddOffsetsToTxn (the group's pending offsets must not meet the previous
+   transaction's marker) and InitTransactions/AbortTransaction/the timeout abort (through
+   the decision). A retried EndTxn of the old epoch is recognized by ``marker_epoch``.
 
 The coordinator epoch in markers is the term of the coordinator's partition.
 """
@@ -118,6 +135,11 @@ class TransactionCoordinatorService(_ControllerWriter,
         # rule 4: the next transaction's first state of an id, waiting for the completion
         # task, which writes it in place of the completion record (one Raft write less)
         self._successors: dict[str, tuple[dict, asyncio.Future]] = {}
+        # rule 7: the state writes of each id under way (a completion task does not record
+        # the completion over a newer state), and per id the (producer id, marker epoch)
+        # of the last transaction whose markers are all written
+        self._writing: dict[str, int] = defaultdict(int)
+        self._marked: dict[str, tuple[int, int]] = {}
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,8 +181,16 @@ class TransactionCoordinatorService(_ControllerWriter,
 
     async def _write(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
         state = dict(state, update_ms=_now_ms())
-        await replica.produce(encode_state(tid, state, state["update_ms"]), -1,
-                              WRITE_TIMEOUT_S)
+        if "previous" in state and state["previous"] is None:
+            del state["previous"]
+        self._writing[tid] += 1
+        try:
+            await replica.produce(encode_state(tid, state, state["update_ms"]), -1,
+                                  WRITE_TIMEOUT_S)
+        finally:
+            self._writing[tid] -= 1
+            if not self._writing[tid]:
+                del self._writing[tid]
         return state
 
     def _current(self, replica: TxnStateReplica, tid: str, pid: int, epoch: int) -> dict:
@@ -255,26 +285,69 @@ class TransactionCoordinatorService(_ControllerWriter,
         async with self._locks[tid]:
             replica = self._replica(tid)
             state = self._current(replica, tid, pid, epoch)
-            if state["state"] in PREPARED:  # rule 4: after the previous one's markers
+            if state["state"] in PREPARED:
+                if "marker_epoch" in state and not groups:  # rule 7: at once
+                    self._check_limit(tid, wanted)
+                    await self._write(replica, tid, dict(
+                        _next_transaction(state), start_ms=_now_ms(),
+                        partitions=sorted([t, p] for t, p in wanted),
+                        previous=self._unmarked(tid, state)))
+                    if self._unmarked(tid, state) is not None:
+                        self._complete_later(replica, tid, state)  # runs, or resumes
+                    return
+                # rule 4: after the previous one's markers
                 if await self._begin_after(replica, tid, state, wanted, groups):
                     return
                 state = self._current(replica, tid, pid, epoch)
+            if groups and state.get("previous"):  # rule 7: offsets after every marker
+                state = await self._previous_marked(replica, tid, state)
             ongoing = state["state"] == ONGOING
             have = {tuple(x) for x in state["partitions"]} if ongoing else set()
             have_groups = set(state.get("groups", [])) if ongoing else set()
             union = have | wanted
-            limit = self.broker.config.transaction_max_partitions
-            if len(union) > limit:
-                raise BrokerError(Code.INVALID_REQUEST, f"transaction of {tid!r} would touch "
-                                  f"{len(union)} partitions, more than the maximum {limit} "
-                                  "(node config transaction_max_partitions); nothing added")
+            self._check_limit(tid, union)
             if ongoing and union == have and groups <= have_groups:
                 return
             if not ongoing:
-                state = dict(state, state=ONGOING, start_ms=_now_ms())
+                state = dict(_next_transaction(state), start_ms=_now_ms())
+            previous = state.get("previous")
+            if previous is not None:
+                state = dict(state, previous=self._unmarked(tid, state, previous))
             await self._write(replica, tid, dict(
                 state, partitions=sorted([t, p] for t, p in union),
                 groups=sorted(have_groups | groups)))
+
+    def _check_limit(self, tid: str, partitions: set[tuple[str, int]]) -> None:
+        limit = self.broker.config.transaction_max_partitions
+        if len(partitions) > limit:
+            raise BrokerError(Code.INVALID_REQUEST, f"transaction of {tid!r} would touch "
+                              f"{len(partitions)} partitions, more than the maximum {limit} "
+                              "(node config transaction_max_partitions); nothing added")
+
+    def _unmarked(self, tid: str, state: dict, previous: dict | None = None) -> dict | None:
+        """Rule 7: the markers still to write before ``state``'s transaction may end
+        (``previous``, or those of ``state`` itself when it is the prepared one); None once
+        the completion task wrote them all."""
+        if previous is None:
+            previous = {"epoch": state["marker_epoch"],
+                        "commit": state["state"] == PREPARE_COMMIT,
+                        "partitions": state["partitions"]}
+        if self._marked.get(tid) == (state["pid"], previous["epoch"]):
+            return None
+        return previous
+
+    async def _previous_marked(self, replica: TxnStateReplica, tid: str, state: dict
+                               ) -> dict:
+        """Rule 7 (under the id's lock): wait until every marker of the transaction
+        before ``state``'s is written (CONCURRENT_TRANSACTIONS after COMPLETION_WAIT_S);
+        ``state`` without them."""
+        previous = state.get("previous")
+        if previous is None or self._unmarked(tid, state, previous) is None:
+            return dict(state, previous=None)
+        await self._await_completion(replica, tid, state)
+        if self._unmarked(tid, state, previous) is not None:
+            raise _still_completing(tid)
+        return dict(state, previous=None)
 
     @_handler
     async def AddOffsetsToTxn(self, request, context):  # noqa: N802
@@ -331,7 +404,17 @@ class TransactionCoordinatorService(_ControllerWriter,
         replica = self._replica(tid)
         async with self._locks[tid]:
             replica = self._replica(tid)
-            state = self._current(replica, tid, request.producer_id, request.producer_epoch)
+            state = replica.transactions.get(tid)
+            if state is not None and state["state"] not in (EMPTY, ONGOING) \
+                    and state.get("marker_epoch") == request.producer_epoch \
+                    and state["pid"] == request.producer_id:
+                pass  # rule 7: a retry of the EndTxn that moved the epoch on
+            else:
+                state = self._current(replica, tid, request.producer_id,
+                                      request.producer_epoch)
+                if "marker_epoch" in state and state["state"] != ONGOING:
+                    raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open "
+                                      "transaction (its last one ended)")
             kind = state["state"]
             if kind in PREPARED:
                 if (kind == PREPARE_COMMIT) != commit:
@@ -347,8 +430,8 @@ class TransactionCoordinatorService(_ControllerWriter,
                 raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open transaction "
                                   "(nothing was sent in it)")
             else:
-                await self._end(replica, tid, state, commit)
-        return txn_pb2.EndTxnResponse()
+                state = await self._end(replica, tid, state, commit, request.next_epoch)
+        return txn_pb2.EndTxnResponse(producer_id=state["pid"], producer_epoch=state["epoch"])
 
     @_handler
     async def AbortTransaction(self, request, context):  # noqa: N802
@@ -410,11 +493,15 @@ class TransactionCoordinatorService(_ControllerWriter,
 
     # ------------------------------------------------------------------ ending
     async def _end(self, replica: TxnStateReplica, tid: str, state: dict,
-                   commit: bool) -> dict:
+                   commit: bool, next_epoch: bool = False) -> dict:
         """Rule 3 (under the id's lock): the decision, durable; then the completion task.
-        The prepared state."""
-        state = await self._write(replica, tid, dict(
-            state, state=PREPARE_COMMIT if commit else PREPARE_ABORT))
+        The prepared state. ``next_epoch``: rule 7 (the epoch moves on with it)."""
+        state = await self._previous_marked(replica, tid, state)
+        decided = {k: v for k, v in state.items() if k not in ("marker_epoch", "previous")}
+        decided["state"] = PREPARE_COMMIT if commit else PREPARE_ABORT
+        if next_epoch and state["epoch"] < EPOCH_MAX:
+            decided["marker_epoch"], decided["epoch"] = state["epoch"], state["epoch"] + 1
+        state = await self._write(replica, tid, decided)
         self._complete_later(replica, tid, state)
         return state
 
@@ -448,12 +535,8 @@ class TransactionCoordinatorService(_ControllerWriter,
         state (ongoing, these partitions) in place of the completion record, once every
         marker is written. True once that is durable; False if the task completed the
         old one without it (then the caller goes on as usual)."""
-        limit = self.broker.config.transaction_max_partitions
-        if len(wanted) > limit:
-            raise BrokerError(Code.INVALID_REQUEST, f"transaction of {tid!r} would touch "
-                              f"{len(wanted)} partitions, more than the maximum {limit} "
-                              "(node config transaction_max_partitions); nothing added")
-        successor = dict(state, state=ONGOING, start_ms=_now_ms(),
+        self._check_limit(tid, wanted)
+        successor = dict(_next_transaction(state), start_ms=_now_ms(),
                          partitions=sorted([t, p] for t, p in wanted), groups=sorted(groups))
         entry = (successor, asyncio.get_running_loop().create_future())
         self._successors[tid] = entry
@@ -468,18 +551,22 @@ class TransactionCoordinatorService(_ControllerWriter,
     async def _wait_completed(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
         """Rule 4 (under the id's lock): wait for the prepared transaction to complete; the
         state then. CONCURRENT_TRANSACTIONS after COMPLETION_WAIT_S."""
-        task = self._complete_later(replica, tid, state)
-        try:
-            await asyncio.wait_for(asyncio.shield(task), COMPLETION_WAIT_S)
-        except asyncio.TimeoutError:
-            raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction of "
-                              f"{tid!r} is still writing its markers; retry shortly",
-                              retriable=True) from None
+        await self._await_completion(replica, tid, state)
         current = replica.transactions.get(tid)
         if current is None or current["state"] in PREPARED:
             raise BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction of "
                               f"{tid!r} is still completing; retry shortly", retriable=True)
         return current
+
+    async def _await_completion(self, replica: TxnStateReplica, tid: str, state: dict
+                                ) -> None:
+        """Rules 4 and 7: the completion task of ``state`` (started if none runs) has
+        ended; CONCURRENT_TRANSACTIONS after COMPLETION_WAIT_S."""
+        task = self._complete_later(replica, tid, state)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), COMPLETION_WAIT_S)
+        except asyncio.TimeoutError:
+            raise _still_completing(tid) from None
 
     async def _abort_fencing(self, replica: TxnStateReplica, tid: str, state: dict,
                              why: str) -> dict:
@@ -495,11 +582,18 @@ class TransactionCoordinatorService(_ControllerWriter,
         """Rule 4: write the markers of a prepared transaction until all are written, then
         its completion. Raises NOT_COORDINATOR if this node stops coordinating it (the next
         coordinator finishes it)."""
-        commit = state["state"] == PREPARE_COMMIT
-        remaining = sorted((t, p) for t, p in state["partitions"])
+        prepared = state["state"] in PREPARED
+        if prepared:
+            marking = {"epoch": state.get("marker_epoch", state["epoch"]),
+                       "commit": state["state"] == PREPARE_COMMIT,
+                       "partitions": state["partitions"]}
+        else:  # rule 7: the previous transaction's, under the next one's state
+            marking = state["previous"]
+        commit = marking["commit"]
+        remaining = sorted((t, p) for t, p in marking["partitions"])
         coordinator_epoch = min(replica.group.node.term, 2**31 - 1) if replica.group else 0
         while remaining:
-            remaining = await self._markers(state["pid"], state["epoch"], commit,
+            remaining = await self._markers(state["pid"], marking["epoch"], commit,
                                             coordinator_epoch, remaining)
             if remaining:
                 if not replica.leader_ready():
@@ -507,6 +601,9 @@ class TransactionCoordinatorService(_ControllerWriter,
                                       f"{tid!r}; its next coordinator completes the "
                                       "transaction", retriable=True)
                 await asyncio.sleep(MARKER_BACKOFF_S)
+        self._marked[tid] = (state["pid"], marking["epoch"])
+        if not prepared:
+            return state
         successor = self._successors.pop(tid, None)
         if successor is not None:  # rule 4: the next transaction's state says it all
             next_state, future = successor
@@ -520,6 +617,10 @@ class TransactionCoordinatorService(_ControllerWriter,
             if not future.done():
                 future.set_result(written)
             return written
+        current = replica.transactions.get(tid)
+        if self._writing.get(tid) or current is None or any(
+                current.get(k) != state.get(k) for k in ("state", "epoch", "update_ms")):
+            return state  # rule 7: the next transaction began; its state says it all
         return await self._write(replica, tid, dict(
             state, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT))
 
@@ -591,10 +692,12 @@ class TransactionCoordinatorService(_ControllerWriter,
         for replica in self._led_replicas():
             for tid, state in list(replica.transactions.items()):
                 kind = state["state"]
-                if kind in PREPARED:
+                if kind in PREPARED or (state.get("previous") and self._unmarked(
+                        tid, state, state["previous"]) is not None):
                     if tid not in self._completing:
                         self._complete_later(replica, tid, state)
-                    continue
+                    if kind in PREPARED:
+                        continue
                 if tid in self._finishing or self._locks[tid].locked():
                     continue
                 if kind == ONGOING and now - state["start_ms"] > state["timeout_ms"]:
@@ -616,6 +719,18 @@ class TransactionCoordinatorService(_ControllerWriter,
         except BrokerError as exc:
             log.info("transactional id %s: completing failed (%s); will retry", tid,
                      exc.message)
+
+
+def _still_completing(tid: str) -> BrokerError:
+    return BrokerError(Code.CONCURRENT_TRANSACTIONS, f"the previous transaction of {tid!r} "
+                       "is still writing its markers; retry shortly", retriable=True)
+
+
+def _next_transaction(state: dict) -> dict:
+    """A new transaction's state from an ended or prepared one's (same producer id and
+    epoch): ongoing, nothing in it yet."""
+    fresh = {k: v for k, v in state.items() if k not in ("marker_epoch", "previous")}
+    return dict(fresh, state=ONGOING, partitions=[], groups=[])
 
 
 def _check_id(tid: str) -> None:

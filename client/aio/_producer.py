@@ -664,7 +664,10 @@ class Producer:
                 raise RaftkaTimeoutError("the transaction's AddPartitionsToTxn did not "
                                          "finish in time")
             await self._adds_ended.wait(remaining)
-        await run(self._cluster, txn.end_ops(commit, max(deadline - time.monotonic(), 0.001)))
+        pid, epoch = await run(self._cluster, txn.end_ops(
+            commit, max(deadline - time.monotonic(), 0.001)))
+        assert self._idempotence is not None
+        self._idempotence.set_producer_id(pid, epoch)  # the next transaction's epoch
         self._txn_futures = []
 
     def _require_txn(self, what: str) -> TransactionManager:

@@ -385,6 +385,8 @@ def test_coordinator_commit_abort_fencing_and_bad_inputs(cluster: Cluster) -> No
 
 def test_coordinator_kill_between_prepare_and_complete_finishes_the_commit(
         cluster: Cluster) -> None:
+    """Also the next epoch (EndTxn.next_epoch): the next transaction begins while the
+    previous one's markers cannot land, across a coordinator failover."""
     cluster.wait_healthy()
     tid = "pipeline"
     pid, epoch = _init(cluster, tid)
@@ -402,18 +404,38 @@ def test_coordinator_kill_between_prepare_and_complete_finishes_the_commit(
         cluster.produce(TOPIC, p, _txn_batch(pid, epoch, 0, b"r-%d" % p))
     cluster.pause(held)
     stub = txn_pb2_grpc.TransactionCoordinatorStub(cluster.channel(coordinator))
-    # answered once the decision is durable; a marker cannot land (its leader is paused)
-    stub.EndTxn(txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
-                                      producer_epoch=epoch, result=txn_pb2.TXN_COMMIT),
-                timeout=10)
+    # answered once the decision is durable; a marker cannot land (its leader is paused).
+    # The epoch moves on with the decision (next_epoch, as our producers ask)
+    request = txn_pb2.EndTxnRequest(transactional_id=tid, producer_id=pid,
+                                    producer_epoch=epoch, result=txn_pb2.TXN_COMMIT,
+                                    next_epoch=True)
+    assert stub.EndTxn(request, timeout=10).producer_epoch == epoch + 1
+    assert stub.EndTxn(request, timeout=10).producer_epoch == epoch + 1, "a retry"
     assert stub.DescribeTransactions(txn_pb2.DescribeTransactionsRequest(
         transactional_ids=[tid]), timeout=10).transactions[0].state == "prepare_commit"
+    # so the next transaction begins before the markers are written
+    stub.AddPartitionsToTxn(txn_pb2.AddPartitionsToTxnRequest(
+        transactional_id=tid, producer_id=pid, producer_epoch=epoch + 1,
+        topics=[txn_pb2.TxnTopicPartitions(topic=TOPIC, partitions=parts)]), timeout=10)
+    assert stub.DescribeTransactions(txn_pb2.DescribeTransactionsRequest(
+        transactional_ids=[tid]), timeout=10).transactions[0].state == "ongoing"
     cluster.kill(coordinator)
     cluster.resume(held)
-    # the next coordinator resumes the prepared commit and completes it
-    wait_for(lambda: _describe(cluster, tid).state == "complete_commit", 60,
+    # the next coordinator writes the previous transaction's markers from the next one's
+    # state; the next epoch's batches land after them, and its abort hides only them
+    wait_for(lambda: all(_committed(cluster, p)[0] == [b"r-%d" % p] for p in parts), 60,
              "the commit completed by the new coordinator")
-    assert [_committed(cluster, p)[0] for p in parts] == [[b"r-%d" % p] for p in parts]
+    for p in parts:
+        cluster.produce(TOPIC, p, _txn_batch(pid, epoch + 1, 0, b"next-%d" % p))
+    assert _call(cluster, tid, "EndTxn", txn_pb2.EndTxnRequest(
+        transactional_id=tid, producer_id=pid, producer_epoch=epoch + 1,
+        result=txn_pb2.TXN_ABORT, next_epoch=True)).producer_epoch == epoch + 2
+    wait_for(lambda: _describe(cluster, tid).state == "complete_abort", 60, "the abort")
+    for p in parts:
+        values, lso = _committed(cluster, p)
+        hw = cluster.broker(cluster.wait_leader(TOPIC, p)).Fetch(broker_pb2.FetchRequest(
+            topic=TOPIC, partition=p, offset=0, max_bytes=1), timeout=10).high_watermark
+        assert values == [b"r-%d" % p] and lso == hw >= 4
     cluster.start(coordinator)
 
 

@@ -172,6 +172,37 @@ def test_markers_fence_older_epochs_and_refusals_write_nothing() -> None:
     asyncio.run(scenario())
 
 
+def test_next_epoch_batch_waits_for_the_previous_transactions_marker() -> None:
+    """The coordinator begins a producer's next transaction (its next epoch) before the
+    previous one's markers are written: a batch of the next epoch is held until the
+    previous transaction's marker is proposed ahead of it, and a marker of the previous
+    epoch that comes after it is refused (it would end the wrong transaction)."""
+    async def scenario() -> None:
+        c = _Cluster()
+        r = c.replica
+        c.produce(_txn(7, 0, 0, b"n"))                    # 0: transaction N, epoch 0
+        early = r.submit(_txn(7, 1, 0, b"n+1"), -1)       # N+1 before N's marker
+        c.drive()
+        c.drive()
+        assert early is not None and not early.done(), "held for N's marker"
+        assert r.high_watermark == 1
+        marker = c.marker(7, 0, commit=True)              # queued after the held batch
+        await asyncio.sleep(0)
+        c.drive()
+        assert await marker == 1, "the marker goes first"
+        assert early.result() == (2, 2)
+        assert c.values(True) == [b"n"], "N committed, N+1 still open"
+        with pytest.raises(BrokerError) as info:
+            await _marker(c, 7, 0, commit=False)          # N's marker again: stale
+        assert info.value.code == Code.INVALID_PRODUCER_EPOCH
+        assert await _marker(c, 7, 1, commit=False) == 3
+        assert c.values(True) == [b"n"] and r.last_stable_offset == r.high_watermark
+        # no open transaction: a newer epoch's batch goes at once
+        assert c.produce(_txn(7, 2, 0, b"n+2")) == (4, 4)
+
+    asyncio.run(scenario())
+
+
 def test_state_survives_a_snapshot_and_a_restart() -> None:
     async def scenario() -> None:
         c = _Cluster()

@@ -194,7 +194,9 @@ class TransactionCoordinatorServicer:
         """Answered once the decision (prepare_commit/prepare_abort) is durable; the coordinator
         then writes the markers to every partition in parallel and records the completion. The
         next AddPartitionsToTxn of the id waits until every marker is written
-        (CONCURRENT_TRANSACTIONS after a few seconds: retry).
+        (CONCURRENT_TRANSACTIONS after a few seconds: retry), unless the request asked for
+        next_epoch: then the next transaction begins at once, its batches wait at each
+        partition for this one's marker, and its EndTxn (and AddOffsetsToTxn) for every marker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
