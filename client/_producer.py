@@ -411,6 +411,8 @@ class Producer:
             err = self._wait_for_room(size)
             if err is not None:
                 return _failed_future(err)
+            if self._txn is not None:  # a commit may have begun while this send waited
+                self._txn.check_send()
             batch, changed = self._accumulator.append(topic, partition, count, key_b, value_b,
                                                       hdrs, timestamp_ms, size, deliver_at_ms)
             if self._txn is not None:
@@ -477,6 +479,8 @@ class Producer:
             err = self._wait_for_room(total)
             if err is not None:
                 return _failed_future(err)
+            if self._txn is not None:  # a commit may have begun while this send waited
+                self._txn.check_send()
             part = self._accumulator.extend(topic, chosen, count, records, sizes, group)
             if self._txn is not None:
                 self._txn_gate(topic, part)
@@ -524,7 +528,8 @@ class Producer:
         Kafka). Raises the error of a record that failed (the transaction
         must then be aborted), ProducerFencedError if a newer producer took over."""
         txn = self._require_txn("commit_transaction()")
-        txn.check_send()
+        with self._cond:  # the lock sends append under: none joins after this
+            txn.start_end("commit_transaction()")
         timeout_s = self._max_block_s if timeout is None else timeout
         deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)
@@ -537,7 +542,8 @@ class Producer:
         """Abort the transaction: none of its records is ever visible to read_committed
         consumers (read_uncommitted ones see them, as in Kafka)."""
         txn = self._require_txn("abort_transaction()")
-        txn.check_send()
+        with self._cond:
+            txn.start_end("abort_transaction()")
         timeout_s = self._max_block_s if timeout is None else timeout
         deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)  # no batch of it may land after the abort marker

@@ -166,6 +166,9 @@ class TransactionManager:
         self.queued: set[tuple[str, int]] = set()
         self.adding: frozenset[tuple[str, int]] = frozenset()
         self.offsets_added = False  # AddOffsetsToTxn made the transaction open
+        # commit/abort has begun (Kafka's COMMITTING/ABORTING): no more sends; set under
+        # the owner's lock, so a send that waited for buffer room meanwhile sees it
+        self.ending = False
         self.error: BaseException | None = None  # makes the open transaction abortable
         self.fatal: BaseException | None = None
         self._lock = threading.RLock()
@@ -225,10 +228,22 @@ class TransactionManager:
             self.partitions = set()
             self.offsets_added = False
             self.error = None
+            self.ending = False
             self.state = IN_TRANSACTION
 
     def check_send(self) -> None:
         self._require(IN_TRANSACTION, what="send()")
+        if self.ending:
+            raise InvalidTxnStateError("send() while the transaction is being committed or "
+                                       "aborted: send it in the next transaction "
+                                       "(begin_transaction() once this one ended)")
+
+    def start_end(self, what: str) -> None:
+        """commit/abort begins: from now on a send fails (``check_send``) rather than join
+        a transaction whose records are being flushed. A failed commit may be retried or
+        the transaction aborted: both stay allowed."""
+        self._require(IN_TRANSACTION, what=what)
+        self.ending = True
 
     # ------------------------------------------------------------------ adding partitions
     # All under the owner's lock (the producer's); the owner's I/O makes the calls.
@@ -283,6 +298,9 @@ class TransactionManager:
         at our coordinator), then the offsets are written pending at the group's
         coordinator (TxnOffsetCommit); they count iff the transaction commits."""
         self._require(IN_TRANSACTION, what="send_offsets_to_transaction()")
+        if self.ending:
+            raise InvalidTxnStateError("send_offsets_to_transaction() while the transaction "
+                                       "is being committed or aborted")
         try:
             yield from self._call_ops("AddOffsetsToTxn", txn_pb2.AddOffsetsToTxnRequest(
                 transactional_id=self.transactional_id, producer_id=self.producer_id,
@@ -343,6 +361,7 @@ class TransactionManager:
         self.partitions = set()
         self.offsets_added = False
         self.error = None
+        self.ending = False
         self.state = READY
         return self.producer_id, self.epoch
 

@@ -493,6 +493,8 @@ class Producer:
         except RaftkaError as e:
             fut.set_exception(e)
             return self._txn_failed(fut, e)
+        if self._txn is not None:  # a commit may have begun while this send waited
+            self._txn.check_send()
         batch, changed = self._accumulator.append(topic, chosen, count, key_b, value_b,
                                                   hdrs, timestamp_ms, size, deliver_at_ms)
         batch.futures.append(fut)
@@ -541,6 +543,8 @@ class Producer:
         except RaftkaError as e:
             group.future.set_exception(e)
             return self._txn_failed(group.future, e)  # type: ignore[no-any-return]
+        if self._txn is not None:  # a commit may have begun while this send waited
+            self._txn.check_send()
         part = self._accumulator.extend(topic, chosen, count, records, sizes, group)
         if self._txn is not None:
             self._txn_gate(topic, part)
@@ -651,7 +655,7 @@ class Producer:
 
     async def _end(self, commit: bool, what: str, timeout: float | None) -> None:
         txn = self._require_txn(what)
-        txn.check_send()
+        txn.start_end(what)
         timeout_s = self._max_block_s if timeout is None else timeout
         deadline = time.monotonic() + timeout_s
         await self.flush(timeout_s)  # no batch of it may land after the marker

@@ -106,3 +106,25 @@ def test_transactional_settings_checks_the_configuration() -> None:
                           (("t", None, all_, 0), "at least 1")]:
         with pytest.raises(ValueError, match=message):
             transactional_settings(*args)
+
+
+def test_once_commit_or_abort_began_sends_fail_and_the_end_may_be_retried() -> None:
+    """Kafka's COMMITTING/ABORTING: a send that waited for buffer room while the commit
+    began must not join the transaction being flushed (it would be in no transaction
+    anyone ends); a failed commit may be retried or turned into an abort."""
+    from raftka.v1.errors import InvalidTxnStateError
+    txn = _open()
+    txn.check_send()
+    txn.start_end("commit_transaction()")
+    with pytest.raises(InvalidTxnStateError, match="being committed or aborted"):
+        txn.check_send()
+    with pytest.raises(InvalidTxnStateError, match="being committed or aborted"):
+        txn._run(txn.send_offsets_ops({("a", 0): 1}, None, 1.0))
+    txn.start_end("commit_transaction()")  # a retry after a failed commit
+    txn.start_end("abort_transaction()")  # or an abort
+    assert txn.end(False, 1.0) == (7, 3)  # nothing added: no EndTxn call
+    assert not txn.ending and txn.state == "ready"
+    with pytest.raises(InvalidTxnStateError):
+        txn.check_send()  # between transactions
+    txn.begin()
+    txn.check_send()
