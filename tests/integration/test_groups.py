@@ -576,7 +576,9 @@ def test_three_members_keep_ids_epochs_and_partitions_when_the_coordinator_is_ki
         wait_for(lambda: len(seen) >= 300, 60, "every record consumed after the failover")
         after = describe()
         assert not failures, failures
-        assert after.coordinator_id == new
+        # a loaded machine may elect twice (the survivors' leadership can move once more):
+        # what matters is that a survivor coordinates and nothing about the group changed
+        assert after.coordinator_id != old and after.coordinator_id in cluster.live()
         assert membership(after) == membership(before), "members, epochs or partitions changed"
         assert after.group_epoch == before.group_epoch, (
             f"group epoch {before.group_epoch} became {after.group_epoch}")
