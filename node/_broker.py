@@ -77,6 +77,9 @@ class Broker:
         # hello that opens each of their Raft streams to us (_transport.py)
         self.racks: dict[int, str] = {nid: "" for nid in config.peers}
         self.racks[config.node_id] = config.rack
+        # node id -> the Raft peer protocol version it last spoke to us (_transport.py):
+        # the partitions' produce coalescing reads it (_produce_coalescer.py rule 5)
+        self.peer_versions: dict[int, int] = {}
         self._metadata_ready = False  # metadata_ready()
         self.host.transport.hello = raft_pb2.NodeHello(rack=config.rack)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
@@ -223,6 +226,7 @@ class Broker:
             replica = PartitionReplica(*args,
                                        schedule_index=self.schedule.index(meta.group_id))
             replica.on_accepted = self.metrics.produce_accepted
+        replica.peer_versions = self.peer_versions
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
         # leader adds it as a learner and catches it up (_reassignment.py).
