@@ -71,11 +71,11 @@ class CpuAccount:
         self.cluster, self.leader = cluster, leader
         self.pids = {nid: proc.pid for nid, proc in cluster.procs.items()}
 
-    def _sample(self) -> tuple[dict[int, float], float, float, float]:
+    def _sample(self) -> tuple[dict[int, float], float, float, float, float]:
         url = self.cluster.metrics_url(self.leader)
         return ({nid: _cpu_s(pid) for nid, pid in self.pids.items()},
                 time.process_time(), _metric(url, "raftka_produce_requests_total"),
-                _metric(url, "raftka_wal_syncs_total"))
+                _metric(url, "raftka_wal_syncs_total"), _metric(url, "raftka_produce_bytes_total"))
 
     def __enter__(self) -> CpuAccount:
         self.before = self._sample()
@@ -85,7 +85,7 @@ class CpuAccount:
         self.after = self._sample()
 
     def per_million(self, records: int) -> dict:
-        (n0, c0, r0, s0), (n1, c1, r1, s1) = self.before, self.after
+        (n0, c0, r0, s0, b0), (n1, c1, r1, s1, b1) = self.before, self.after
         scale = 1e6 / max(records, 1)
         leader = n1[self.leader] - n0[self.leader]
         followers = sum(n1[n] - n0[n] for n in n1 if n != self.leader)
@@ -93,7 +93,8 @@ class CpuAccount:
                 "followers_cpu_s": round(followers * scale, 3),
                 "client_cpu_s": round((c1 - c0) * scale, 3),
                 "records_per_request": round(records / max(r1 - r0, 1)),
-                "records_per_sync": round(records / max(s1 - s0, 1))}
+                "records_per_sync": round(records / max(s1 - s0, 1)),
+                "bytes_per_record": round((b1 - b0) / max(records, 1), 1)}
 
 
 def grpc_produce(bootstrap: str, topic: str, seconds: float) -> dict:
@@ -258,12 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<20}{value:>20,.0f}{runs:>40}")
     if args.cpu:
         print("per produce run: CPU s per million records (leader / followers / client), "
-              "records per request, records per WAL sync (leader)")
+              "records per request, records per WAL sync (leader), stored bytes per record")
         for key in ("produce grpc", "produce kafka", "produce kafka batch"):
             for r in results[key]:
                 print(f"{key:<20}{r['leader_cpu_s']:>8.2f} /{r['followers_cpu_s']:>6.2f} /"
                       f"{r['client_cpu_s']:>6.2f}{r['records_per_request']:>10,}"
-                      f"{r['records_per_sync']:>10,}")
+                      f"{r['records_per_sync']:>10,}{r['bytes_per_record']:>8}")
     ratios = {"produce": summary["produce kafka"] / summary["produce grpc"],
               "produce batch": summary["produce kafka batch"] / summary["produce grpc"]}
     if "consume grpc" in summary:
