@@ -23,9 +23,9 @@ RocksDB compacts as the run goes on: whatever runs later is slower):
 
 Prints a table and the Kafka/gRPC ratios; ``--json FILE`` writes them. ``--cpu`` adds, for
 each produce run, where the work went: CPU seconds per million records of the partition
-leader, of the followers (together) and of the bench process (the client), and, from the
-leader's metrics, records per produce request and per WAL sync. Needs only the test extras:
-``.venv/bin/python -m bench.kafka_listener``.
+leader, of the followers (together; both less their CPU when idle) and of the bench process
+(the client), and, from the leader's metrics, records per produce request and per WAL sync.
+Needs only the test extras: ``.venv/bin/python -m bench.kafka_listener``.
 """
 
 from __future__ import annotations
@@ -63,12 +63,23 @@ def _metric(url: str, name: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
+def idle_cpu(cluster: Cluster, seconds: float = 3.0) -> dict[int, float]:
+    """CPU seconds per second each node spends with no client traffic (ticks, pings,
+    metrics, maintenance): ``CpuAccount`` takes it off a run's figures, which otherwise
+    grow as the run's rate falls."""
+    pids = {nid: proc.pid for nid, proc in cluster.procs.items()}
+    before = {nid: _cpu_s(pid) for nid, pid in pids.items()}
+    time.sleep(seconds)
+    return {nid: (_cpu_s(pid) - before[nid]) / seconds for nid, pid in pids.items()}
+
+
 class CpuAccount:
     """Where a produce run's work went (``--cpu``): CPU seconds of the leader, the followers
-    and this process, and the leader's produce requests and WAL syncs, over the run."""
+    (each less its ``idle`` rate over the run) and this process, and the leader's produce
+    requests and WAL syncs, over the run."""
 
-    def __init__(self, cluster: Cluster, leader: int) -> None:
-        self.cluster, self.leader = cluster, leader
+    def __init__(self, cluster: Cluster, leader: int, idle: dict[int, float]) -> None:
+        self.cluster, self.leader, self.idle = cluster, leader, idle
         self.pids = {nid: proc.pid for nid, proc in cluster.procs.items()}
 
     def _sample(self) -> tuple[dict[int, float], float, float, float, float]:
@@ -79,16 +90,19 @@ class CpuAccount:
 
     def __enter__(self) -> CpuAccount:
         self.before = self._sample()
+        self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc) -> None:
         self.after = self._sample()
+        self.elapsed = time.monotonic() - self.started
 
     def per_million(self, records: int) -> dict:
         (n0, c0, r0, s0, b0), (n1, c1, r1, s1, b1) = self.before, self.after
         scale = 1e6 / max(records, 1)
-        leader = n1[self.leader] - n0[self.leader]
-        followers = sum(n1[n] - n0[n] for n in n1 if n != self.leader)
+        busy = {n: n1[n] - n0[n] - self.idle.get(n, 0.0) * self.elapsed for n in n1}
+        leader = busy[self.leader]
+        followers = sum(v for n, v in busy.items() if n != self.leader)
         return {"leader_cpu_s": round(leader * scale, 3),
                 "followers_cpu_s": round(followers * scale, 3),
                 "client_cpu_s": round((c1 - c0) * scale, 3),
@@ -214,12 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                 for name in topics:
                     admin.wait_for_topic_ready(name, timeout=120)
             leaders = {name: cluster.wait_preferred_leader(name, 0) for name in topics}
+            idle = idle_cpu(cluster) if args.cpu else {}
 
             def produce_run(row: str, produce, bootstrap: str, topic: str, **kw) -> None:
                 if not args.cpu:
                     results[row].append(produce(bootstrap, topic, args.seconds, **kw))
                     return
-                with CpuAccount(cluster, leaders[topic]) as account:
+                with CpuAccount(cluster, leaders[topic], idle) as account:
                     result = produce(bootstrap, topic, args.seconds, **kw)
                 results[row].append({**result, **account.per_million(result["records"])})
 
@@ -258,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = ", ".join(f"{r['rate']:,}" for r in results[key])
         print(f"{key:<20}{value:>20,.0f}{runs:>40}")
     if args.cpu:
-        print("per produce run: CPU s per million records (leader / followers / client), "
+        print(f"idle node CPU (s/s): {', '.join(f'{v:.3f}' for v in idle.values())}")
+        print("per produce run: CPU s per million records (leader / followers / client; "
+              "nodes less their idle CPU), "
               "records per request, records per WAL sync (leader), stored bytes per record")
         for key in ("produce grpc", "produce kafka", "produce kafka batch"):
             for r in results[key]:
