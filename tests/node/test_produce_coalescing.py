@@ -5,19 +5,19 @@ requests into one entry while answering each request on its own."""
 from __future__ import annotations
 
 import asyncio
-import random
 
-from raftka.v1.recordbatch import Record, build_batch, split_batches
+from raftka.v1.recordbatch import Record, build_batch, parse_header, split_batches
 from raftka.node._errors import BrokerError, Code
-from raftka.node._host import Group
 from raftka.node._partition import (
-    _HEADER, ENTRY_MAGIC, HEADER_SIZE, PartitionConfig, PartitionReplica, entry_header,
+    _HEADER, ENTRY_MAGIC, HEADER_SIZE, PartitionReplica, entry_header,
 )
 from raftka.node._produce_coalescer import (
     BATCHES_PER_PRODUCER_MAX, COALESCED_ENTRIES_VERSION, EntryPacker,
 )
 from raftka.node._producer_state import ProducerStateTable
-from raftka.raft import Config, ConfState, Entry, EntryKind, MemoryStorage, RawNode, Role
+from raftka.raft import ConfState, Entry, EntryKind, MemoryStorage, RawNode, Role
+
+from tests.node.single_voter import drive, start_replica
 
 PID = 42
 
@@ -32,7 +32,7 @@ def _idem(seq: int, *values: bytes, pid: int = PID, epoch: int = 0) -> bytes:
 
 
 def _spans(payload: bytes) -> list[tuple[int, int]]:
-    return [(s, e) for s, e in split_batches(payload)]
+    return split_batches(payload)
 
 
 def _packer(max_bytes: int = 1 << 20, mixed_ok: bool = True, next_offset: int = 10,
@@ -43,7 +43,6 @@ def _packer(max_bytes: int = 1 << 20, mixed_ok: bool = True, next_offset: int = 
 
 def _entry_batches(data: bytes) -> list[tuple[int, int]]:
     """(base offset, last offset) of every batch of a packed entry."""
-    from raftka.v1.recordbatch import parse_header
     out, pos = [], HEADER_SIZE
     while pos < len(data):
         h = parse_header(data, pos)
@@ -122,35 +121,11 @@ def test_without_every_replica_reading_them_idempotent_batches_are_never_packed_
 
 
 # ------------------------------------------------------------------------------ the replica
-def _start(storage: MemoryStorage, seed: int) -> tuple[PartitionReplica, RawNode]:
-    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1), storage, random.Random(seed))
-    replica = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
-                               clock_ms=lambda: 1_000_000)
-    replica.attach(Group(2, node, storage, replica))  # type: ignore[arg-type]
-    return replica, node
-
-
-def _drive(replica: PartitionReplica, node: RawNode, storage: MemoryStorage,
-           held: list | None = None) -> None:
-    """The host's ready loop; with ``held`` committed entries are kept back, not applied."""
-    replica.before_ready()
-    while node.has_ready():
-        rd = node.ready()
-        storage.save(rd.hard_state, rd.entries, rd.snapshot)
-        if rd.committed_entries:
-            if held is None:
-                replica.apply(rd.committed_entries)
-            else:
-                held.extend(rd.committed_entries)
-        node.advance(rd)
-        replica.on_ready(rd)
-
-
 def _leader(seed: int = 1) -> tuple[PartitionReplica, RawNode, MemoryStorage]:
     storage = MemoryStorage(ConfState(frozenset({1})))
-    replica, node = _start(storage, seed)
+    replica, node = start_replica(storage, seed)
     node.campaign()
-    _drive(replica, node, storage)
+    drive(replica, node, storage)
     assert node.role == Role.LEADER
     return replica, node, storage
 
@@ -165,7 +140,7 @@ def test_one_pass_is_one_entry_and_each_request_gets_its_own_answer() -> None:
         gap = replica.submit(_idem(7, b"7"), acks=-1)  # out of order
         fenced = replica.submit(_idem(0, b"z", epoch=0, pid=99), acks=-1)
         later = replica.submit(_idem(3, b"3"), acks=-1)
-        _drive(replica, node, storage)
+        drive(replica, node, storage)
         assert node.last_index == before + 1, "every accepted request in one entry"
         assert [f.result() for f in idem] == [(0, 0), (1, 1), (2, 2)]
         assert plain.result() == (3, 4)
@@ -176,7 +151,7 @@ def test_one_pass_is_one_entry_and_each_request_gets_its_own_answer() -> None:
         assert gap.exception().code == Code.OUT_OF_ORDER_SEQUENCE
         assert replica.high_watermark == 7
         data, nxt = replica.read(0, 1 << 20)
-        assert nxt == 7 and [b for b in split_batches(data)].__len__() == 6
+        assert nxt == 7 and len(split_batches(data)) == 6
 
     asyncio.run(scenario())
 
@@ -187,7 +162,7 @@ def test_acks_1_is_answered_when_durable_and_acks_all_when_committed() -> None:
         leader_ack = replica.submit(_plain(b"a"), acks=1)
         all_ack = replica.submit(_plain(b"b"), acks=-1)
         held: list = []
-        _drive(replica, node, storage, held)
+        drive(replica, node, storage, held)
         assert leader_ack.done() and leader_ack.result() == (0, 0)
         assert not all_ack.done(), "not applied yet"
         replica.apply(held)
@@ -202,16 +177,16 @@ def test_a_restarted_replica_knows_every_batch_of_a_coalesced_entry() -> None:
     async def scenario() -> None:
         replica, node, storage = _leader()
         futures = [replica.submit(_idem(i, b"%d" % i), acks=-1) for i in range(4)]
-        _drive(replica, node, storage)
+        drive(replica, node, storage)
         assert [f.result() for f in futures] == [(i, i) for i in range(4)]
 
-        again, node = _start(storage, 2)
+        again, node = start_replica(storage, 2)
         node.campaign()
-        _drive(again, node, storage)
+        drive(again, node, storage)
         assert node.role == Role.LEADER
         retry = again.submit(_idem(2, b"2"), acks=-1)
         nxt = again.submit(_idem(4, b"4"), acks=-1)
-        _drive(again, node, storage)
+        drive(again, node, storage)
         assert retry.result() == (2, 2)
         assert nxt.result() == (4, 4)
         assert again.high_watermark == 5
@@ -237,7 +212,7 @@ def test_replaying_a_coalesced_entry_changes_nothing() -> None:
 
 def test_idempotent_batches_are_packed_together_only_once_every_replica_reads_them() -> None:
     storage = MemoryStorage(ConfState(frozenset({1, 2, 3})))
-    replica, _node = _start(storage, 4)
+    replica, _node = start_replica(storage, 4)
     assert not replica.coalesce_idempotent(), "nothing heard from 2 and 3 yet"
     replica.peer_versions = {2: COALESCED_ENTRIES_VERSION, 3: COALESCED_ENTRIES_VERSION - 1}
     assert not replica.coalesce_idempotent(), "node 3 speaks the previous version"
