@@ -116,7 +116,7 @@ from ._delayed import (
 )
 from ._errors import BrokerError, Code
 from ._host import Group
-from ._produce_coalescer import COALESCED_ENTRIES_VERSION, EntryPacker
+from ._produce_coalescer import ENTRY_FORMAT, EntryPacker
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
 from ._share_state import ENTRY_MAGIC as SHARE_MAGIC
 from ._share_state import ShareOpError, ShareTable, decode_op, encode_op
@@ -388,10 +388,10 @@ class PartitionReplica:
         # Called with (records, bytes) of every produce request accepted here (the
         # node's produce counters); per request, never per record.
         self.on_accepted: Callable[[int, int], None] | None = None
-        # node id -> the peer protocol version it last spoke to this node (the broker's,
-        # kept by the Raft transport): whether every replica reads entries that hold
-        # several requests' idempotent batches (_produce_coalescer.py rule 5)
-        self.peer_versions: Mapping[int, int] = {}
+        # node id -> the log entry format of its last hello (the broker's, kept by the
+        # Raft transport): whether every replica reads entries that hold several
+        # requests' idempotent batches (_produce_coalescer.py rule 5)
+        self.peer_entry_formats: Mapping[int, int] = {}
         # -- log compaction (see _compaction.py). Replicated state, moved by applied
         # control entries (and restored from snapshots); both never decrease:
         self.compaction_below_offset = 0
@@ -920,13 +920,13 @@ class PartitionReplica:
 
     def coalesce_idempotent(self) -> bool:
         """Rule 5 of ``_produce_coalescer.py``: every other replica of this partition (voter
-        or learner) was last heard speaking a peer protocol version that reads entries
-        holding several requests' idempotent batches."""
+        or learner) said in its last hello that it reads entries holding several
+        requests' idempotent batches."""
         node = self._require_group().node
-        me, versions = node.id, self.peer_versions
+        me, formats = node.id, self.peer_entry_formats
         conf = node.conf_state
         for replica in (*conf.voters, *conf.learners):
-            if replica != me and versions.get(replica, 0) < COALESCED_ENTRIES_VERSION:
+            if replica != me and formats.get(replica, 0) < ENTRY_FORMAT:
                 return False
         return True
 

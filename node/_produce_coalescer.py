@@ -28,10 +28,12 @@ Rules (``EntryPacker``):
    recognizes an entry it already applied by the Raft index and sequence of a batch it
    keeps, and keeps the last 5 (``_producer_state.BATCHES_KEPT``).
 5. Only where every replica reads such entries: an entry may hold an idempotent batch
-   after its first batch only when ``mixed_ok`` (the leader heard every other replica of
-   the group speak a peer protocol version that reads them: ``_transport.PROTOCOL_VERSION``
-   2); before that release, replicas fed their producer table from an entry's first batch
-   only. Non-idempotent batches were always read whole, so they are packed regardless.
+   after its first batch only when ``mixed_ok`` (every other replica of the group said
+   ``entry_format`` 2 in the hello that opens its Raft stream to the leader: ``NodeHello``,
+   ``ENTRY_FORMAT``); nodes from before fed their producer table from an entry's first
+   batch only, and ignore the field, so a mixed cluster keeps one request per entry for
+   idempotent batches. Non-idempotent batches were always read whole, so they are packed
+   regardless.
 
 Nothing here reads records: a request's batches were validated by ``submit``; packing
 copies their bytes once (into the entry, as before) and writes each batch's base offset.
@@ -47,9 +49,9 @@ from raftka.v1.recordbatch import assign_offsets
 from ._producer_state import BATCHES_KEPT
 
 BATCHES_PER_PRODUCER_MAX = BATCHES_KEPT
-# The peer protocol version (``_transport.PROTOCOL_VERSION``) from which a node reads
-# every idempotent batch of an entry (rule 5).
-COALESCED_ENTRIES_VERSION = 2
+# The log entry format this node reads (``NodeHello.entry_format``, sent to every peer):
+# every idempotent batch of an entry, not only its first (rule 5).
+ENTRY_FORMAT = 2
 
 
 class EntryPacker:

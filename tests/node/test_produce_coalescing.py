@@ -12,7 +12,7 @@ from raftka.node._partition import (
     _HEADER, ENTRY_MAGIC, HEADER_SIZE, PartitionReplica, entry_header,
 )
 from raftka.node._produce_coalescer import (
-    BATCHES_PER_PRODUCER_MAX, COALESCED_ENTRIES_VERSION, EntryPacker,
+    BATCHES_PER_PRODUCER_MAX, ENTRY_FORMAT, EntryPacker,
 )
 from raftka.node._producer_state import ProducerStateTable
 from raftka.raft import ConfState, Entry, EntryKind, MemoryStorage, RawNode, Role
@@ -213,8 +213,8 @@ def test_replaying_a_coalesced_entry_changes_nothing() -> None:
 def test_idempotent_batches_are_packed_together_only_once_every_replica_reads_them() -> None:
     storage = MemoryStorage(ConfState(frozenset({1, 2, 3})))
     replica, _node = start_replica(storage, 4)
-    assert not replica.coalesce_idempotent(), "nothing heard from 2 and 3 yet"
-    replica.peer_versions = {2: COALESCED_ENTRIES_VERSION, 3: COALESCED_ENTRIES_VERSION - 1}
-    assert not replica.coalesce_idempotent(), "node 3 speaks the previous version"
-    replica.peer_versions = {2: COALESCED_ENTRIES_VERSION, 3: COALESCED_ENTRIES_VERSION}
+    assert not replica.coalesce_idempotent(), "no hello from 2 and 3 yet"
+    replica.peer_entry_formats = {2: ENTRY_FORMAT, 3: 0}  # 3: a node from before the field
+    assert not replica.coalesce_idempotent()
+    replica.peer_entry_formats = {2: ENTRY_FORMAT, 3: ENTRY_FORMAT}
     assert replica.coalesce_idempotent()
