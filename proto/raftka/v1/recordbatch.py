@@ -72,9 +72,12 @@ from crc32c import crc32c as _crc32c
 
 try:  # optional (pyproject's ext-modules, built when a C compiler is there): see below
     from raftka.v1._records import decode as _compiled_decode
+except ImportError:  # pragma: no cover - exercised by the fallback tests
+    _compiled_decode = None
+try:  # separately: an extension built before validate() existed still decodes
     from raftka.v1._records import validate as _compiled_validate
 except ImportError:  # pragma: no cover - exercised by the fallback tests
-    _compiled_decode = _compiled_validate = None
+    _compiled_validate = None
 
 __all__ = [
     "CODEC_LZ4",
