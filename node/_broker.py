@@ -35,6 +35,7 @@ from ._periodic import every
 from ._txn_state import TXN_TOPIC, TxnStateReplica
 from ._tls import peer_channels
 from ._partition import PartitionConfig, PartitionReplica
+from ._produce_coalescer import ENTRY_FORMAT
 from ._reassignment import ReassignmentDriver, run as run_reassignments
 from ._balancer import Balancer, run as run_balancer
 
@@ -79,8 +80,12 @@ class Broker:
         # hello that opens each of their Raft streams to us (_transport.py)
         self.racks: dict[int, str] = {nid: "" for nid in config.peers}
         self.racks[config.node_id] = config.rack
+        # node id -> the log entry format of its last hello (_transport.py): the
+        # partitions' produce coalescing reads it (_produce_coalescer.py rule 5)
+        self.peer_entry_formats: dict[int, int] = {}
         self._metadata_ready = False  # metadata_ready()
-        self.host.transport.hello = raft_pb2.NodeHello(rack=config.rack)
+        self.host.transport.hello = raft_pb2.NodeHello(rack=config.rack,
+                                                       entry_format=ENTRY_FORMAT)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         self._topic_ids: dict[str, str] = {}
         # Topic names deleted (or re-created under a new id) with the wall-clock ms this
@@ -251,6 +256,7 @@ class Broker:
             replica = PartitionReplica(*args,
                                        schedule_index=self.schedule.index(meta.group_id))
             replica.on_accepted = self.metrics.produce_accepted
+        replica.peer_entry_formats = self.peer_entry_formats
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
         # leader adds it as a learner and catches it up (_reassignment.py).

@@ -1,7 +1,9 @@
 """A partition replica: Kafka meanings (offsets, high watermark, log start) on a Raft group.
 
-The Raft log *is* the partition log. A produce request becomes one Raft entry whose data is
-a small header plus the request's RecordBatch v2 bytes with offsets already assigned::
+The Raft log *is* the partition log. The produce requests a leader proposes in one pass
+become Raft entries (consecutive requests share one: ``_produce_coalescer.py`` has the
+rules) whose data is a small header plus the requests' RecordBatch v2 bytes with offsets
+already assigned::
 
     u8 magic 'R' | u8 version 1 | i64 base_offset | i64 last_offset | i64 append_time_ms
     | i64 cumulative_bytes | batches...            (big-endian; 34-byte header)
@@ -27,8 +29,9 @@ Idempotent producers (``_producer_state.py`` has the rules and verdicts):
   producer table plus its own proposed-but-unapplied batches. A duplicate is not written:
   it is answered with the original offsets (at once if applied, else when the original
   commits with the term it was proposed in).
-- Every replica feeds the table from committed entries, reading only the first batch's
-  header (producerId, producerEpoch, baseSequence) and the entry header's offsets.
+- Every replica feeds the table from committed entries, reading only batch headers
+  (producerId, producerEpoch, baseSequence, baseOffset, lastOffsetDelta) of every batch
+  of the entry (one entry may hold several requests' idempotent batches).
 - **A new leader accepts idempotent batches only once it has applied its log up to the
   first entry of its own term.** Entries of earlier terms that sit in its log unapplied may
   hold sequences the table does not show yet; accepting before that could write a batch
@@ -113,6 +116,7 @@ from ._delayed import (
 )
 from ._errors import BrokerError, Code, forget_outcome
 from ._host import Group
+from ._produce_coalescer import ENTRY_FORMAT, EntryPacker
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
 from ._share_state import ENTRY_MAGIC as SHARE_MAGIC
 from ._share_state import ShareOpError, ShareTable, decode_op, encode_op
@@ -138,26 +142,41 @@ _TRANSACTIONAL_BIT = 0x10
 _SCHEDULED_TIMES = struct.Struct(">q")  # a scheduled entry's append time, at byte 10
 _LAST_DELTA = struct.Struct(">i")  # a batch's lastOffsetDelta, at byte 23 of its header
 _CONTROL_BIT = 0x20
+_BATCH_POSITION = struct.Struct(">qi")  # a batch's baseOffset and batchLength (+12: its size)
+_BATCH_HEADER_SIZE = 61
 
 
 def _feed_producers(producers: ProducerStateTable, txns: TxnIndex, data: bytes, base: int,
                     last: int, at: int, index: int) -> None:
-    """One data entry's batch, as the producer table and the transaction index see it: at
-    apply, and when a restart replays the retained log (from its header fields alone;
-    records are never read, except the one record of a transaction marker)."""
+    """One data entry's batches, as the producer table and the transaction index see them:
+    at apply, and when a restart replays the retained log (from batch header fields alone;
+    records are never read, except the one record of a transaction marker). A marker or a
+    transactional batch is alone in its entry; other entries may hold several requests'
+    batches (``_produce_coalescer.py``), idempotent ones among them."""
     producers.observe_time(at)
-    if len(data) >= _PRODUCER_FIELDS_AT + _PRODUCER_FIELDS.size:
-        pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, _PRODUCER_FIELDS_AT)
-        if pid >= 0:  # idempotent: one batch per entry (checked at produce)
-            (attributes,) = _ATTRIBUTES.unpack_from(data, _ATTRIBUTES_AT)
-            if attributes & _CONTROL_BIT:  # a marker (only WriteTxnMarkers writes them)
-                producers.apply_epoch(pid, epoch, at, index)
-                commit, coordinator_epoch = _marker_fields(data)
-                txns.apply_marker(pid, commit, base, index, coordinator_epoch)
-                return
+    if len(data) < _PRODUCER_FIELDS_AT + _PRODUCER_FIELDS.size:
+        return
+    pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, _PRODUCER_FIELDS_AT)
+    if pid >= 0:
+        (attributes,) = _ATTRIBUTES.unpack_from(data, _ATTRIBUTES_AT)
+        if attributes & _CONTROL_BIT:  # a marker (only WriteTxnMarkers writes them)
+            producers.apply_epoch(pid, epoch, at, index)
+            commit, coordinator_epoch = _marker_fields(data)
+            txns.apply_marker(pid, commit, base, index, coordinator_epoch)
+            return
+        if attributes & _TRANSACTIONAL_BIT:
             producers.apply_batch(pid, epoch, seq, last - base + 1, base, last, at, index)
-            if attributes & _TRANSACTIONAL_BIT:
-                txns.apply_batch(pid, epoch, base, at, index)
+            txns.apply_batch(pid, epoch, base, at, index)
+            return
+    pos, end = HEADER_SIZE, len(data)
+    while pos + _BATCH_HEADER_SIZE <= end:
+        batch_base, batch_length = _BATCH_POSITION.unpack_from(data, pos)
+        pid, epoch, seq = _PRODUCER_FIELDS.unpack_from(data, pos + 43)
+        if pid >= 0:
+            (last_delta,) = _LAST_DELTA.unpack_from(data, pos + 23)
+            producers.apply_batch(pid, epoch, seq, last_delta + 1, batch_base,
+                                  batch_base + last_delta, at, index)
+        pos += 12 + batch_length
 
 
 def _feed_scheduled(producers: ProducerStateTable, data: bytes, index: int) -> None:
@@ -369,6 +388,10 @@ class PartitionReplica:
         # Called with (records, bytes) of every produce request accepted here (the
         # node's produce counters); per request, never per record.
         self.on_accepted: Callable[[int, int], None] | None = None
+        # node id -> the log entry format of its last hello (the broker's, kept by the
+        # Raft transport): whether every replica reads entries that hold several
+        # requests' idempotent batches (_produce_coalescer.py rule 5)
+        self.peer_entry_formats: Mapping[int, int] = {}
         # -- log compaction (see _compaction.py). Replicated state, moved by applied
         # control entries (and restored from snapshots); both never decrease:
         self.compaction_below_offset = 0
@@ -821,10 +844,10 @@ class PartitionReplica:
         if len(pending) > 1 and any(r.marker for r in pending):
             # markers first: a batch of a producer's next epoch may wait for one (below)
             pending.sort(key=lambda r: not r.marker)
-        next_offset, cumulative = self._next_offset, self._cumulative
-        now_ms = self._clock_ms()
-        datas: list[bytes] = []
-        placed: list[tuple[_Pending, int, int]] = []
+        packer = EntryPacker(_HEADER, ENTRY_MAGIC, self._next_offset, self._cumulative,
+                             self._clock_ms(), self.config.max_message_bytes,
+                             self.coalesce_idempotent())
+        placed: list[tuple[_Pending, int, int, int]] = []  # request, entry number, offsets
         accepted: list[PendingBatch] = []
         duplicates: list[tuple[PendingBatch, asyncio.Future]] = []
         producers = self.producers
@@ -866,51 +889,47 @@ class PartitionReplica:
                         req.future.set_result((original.base_offset, original.last_offset))
                     continue
             if req.deliver_at_ms:  # a scheduled entry: no offsets until it is released
-                datas.append(encode_scheduled(req.deliver_at_ms, now_ms, req.payload))
-                placed.append((req, -1, -1))
+                number = packer.add_entry(encode_scheduled(req.deliver_at_ms, packer.now_ms,
+                                                           req.payload))
+                placed.append((req, number, -1, -1))
                 if req.producer_id >= 0:  # its sequences are taken now (duplicates: -1, -1)
                     accepted.append(producers.add_pending(req.producer_id, req.epoch,
                                                           req.sequence, req.record_count,
                                                           -1, -1))
                 continue
-            buf = bytearray(HEADER_SIZE + len(req.payload))
-            buf[HEADER_SIZE:] = req.payload
-            view = memoryview(buf)[HEADER_SIZE:]
-            nxt = assign_offsets(view, next_offset, req.spans)
-            view.release()
-            cumulative += len(req.payload)
-            _HEADER.pack_into(buf, 0, ENTRY_MAGIC, 1, next_offset, nxt - 1, now_ms, cumulative)
-            datas.append(bytes(buf))
-            placed.append((req, next_offset, nxt - 1))
+            number, base, last = packer.add(req.payload, req.spans, req.producer_id,
+                                            alone=req.marker or req.transactional)
+            placed.append((req, number, base, last))
             if req.producer_id >= 0 and not req.marker:
                 accepted.append(producers.add_pending(req.producer_id, req.epoch, req.sequence,
-                                                      req.record_count, next_offset, nxt - 1))
-            next_offset = nxt
+                                                      req.record_count, base, last))
         if held:  # re-examined at the next pass (every apply makes one while any wait)
             self._pending = held + self._pending
+        datas = packer.finish()
         if datas:
             try:
                 first_index, _ = node.propose_batch(datas)
             except Exception as exc:  # NotLeader / ProposalDropped: nothing was written
                 producers.drop_pending(accepted)
                 error = _proposal_error(exc, node.leader_id)
-                _fail([p for p, _, _ in placed], error)
+                _fail([p for p, _, _, _ in placed], error)
                 for _, future in duplicates:
                     if not future.done():
                         future.set_exception(error)
                 return
-            self._next_offset, self._cumulative = next_offset, cumulative
+            self._next_offset, self._cumulative = packer.next_offset, packer.cumulative
             term = node.term
             batches = iter(accepted)
-            for i, (req, base, last) in enumerate(placed):
+            for req, number, base, last in placed:
+                index = first_index + number
                 if req.marker:
-                    self._marker_epochs[req.producer_id] = (req.epoch, first_index + i)
+                    self._marker_epochs[req.producer_id] = (req.epoch, index)
                 elif req.producer_id >= 0:
                     batch = next(batches)
-                    batch.index, batch.term = first_index + i, term
+                    batch.index, batch.term = index, term
                 if req.future is None:
                     continue
-                waiter = _Waiter(first_index + i, term, req.future, base, last)
+                waiter = _Waiter(index, term, req.future, base, last)
                 (self._acks_all if req.acks < 0 else self._acks_leader).append(waiter)
         # a duplicate of a batch still in flight is answered when the original applies
         # (acks=1 included: its own durable write is long past)
@@ -929,6 +948,18 @@ class PartitionReplica:
             proposed = self._marker_epochs.get(req.producer_id)
             marker = proposed[0] if proposed is not None else None
         return marker is None or marker < open_txn.epoch
+
+    def coalesce_idempotent(self) -> bool:
+        """Rule 5 of ``_produce_coalescer.py``: every other replica of this partition (voter
+        or learner) said in its last hello that it reads entries holding several
+        requests' idempotent batches."""
+        node = self._require_group().node
+        me, formats = node.id, self.peer_entry_formats
+        conf = node.conf_state
+        for replica in (*conf.voters, *conf.learners):
+            if replica != me and formats.get(replica, 0) < ENTRY_FORMAT:
+                return False
+        return True
 
     def _txn_refusal(self, req: _Pending) -> BrokerError | None:
         """Transaction rules for an idempotent batch at proposal time (the leader's view:

@@ -31,10 +31,12 @@ Verdicts of ``check(pid, epoch, first_seq, count)``:
 
 Rules that keep the applied table deterministic and bounded:
 
-- ``apply_batch`` is a monotone merge keyed on the Raft index: an entry at or below the
-  producer's last applied index is already reflected and skipped. A retention snapshot
-  holds the table as of the *applied* index (possibly past the snapshot index), so entries
-  replayed after restoring it change nothing.
+- ``apply_batch`` is a monotone merge keyed on the Raft index: an entry below the
+  producer's last applied index is already reflected and skipped; at that index (an entry
+  may hold up to ``BATCHES_KEPT`` batches of one producer: ``_produce_coalescer.py``), a
+  batch of the same epoch is skipped if a kept batch has its index and first sequence. A
+  retention snapshot holds the table as of the *applied* index (possibly past the
+  snapshot index), so entries replayed after restoring it change nothing.
 - Producers idle for ``PRODUCER_EXPIRY_MS`` (7 days) by **entry append time** are dropped.
   The sweep runs when an entry's append time enters a new ``SWEEP_INTERVAL_MS`` bucket,
   i.e. as a function of the log only, never of a replica's clock or apply batching.
@@ -151,8 +153,11 @@ class ProducerStateTable:
                          last_offset, index)
         if entry is None:
             entry = self.producers[producer_id] = ProducerEntry(epoch, append_ms)
-        elif index <= entry.index or epoch < entry.epoch:
+        elif index < entry.index or epoch < entry.epoch:
             return  # already reflected (replay after a snapshot) / fenced: not ours to judge
+        elif index == entry.index and epoch == entry.epoch and any(
+                b.index == index and b.first_seq == first_seq for b in entry.batches):
+            return  # this batch of a coalesced entry is already reflected
         elif epoch > entry.epoch:
             entry.epoch = epoch
             entry.batches.clear()

@@ -121,7 +121,8 @@ async def serve(config: NodeConfig) -> int:
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
     txns = TransactionCoordinatorService(broker, forwarder, broker_service, groups)
-    raft_service = RaftPeerService(config.node_id, broker.host.deliver_many, broker.racks)
+    raft_service = RaftPeerService(config.node_id, broker.host.deliver_many, broker.racks,
+                                   broker.peer_entry_formats)
     peer_server = None
     if config.peer_listen:  # Raft and forwarded calls on their own mutual-TLS port
         peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[

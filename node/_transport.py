@@ -22,8 +22,10 @@ rolling upgrade. Any other version ends the stream with INVALID_REQUEST naming b
 the receiver logs a warning once per peer and version, the sender once per refusal reason
 (it keeps reconnecting with backoff: the peer may be upgraded meanwhile).
 Version history: 0 = no field; 1 = ``RaftBatch.protocol_version`` (the messages are those of
-version 0). ``RaftBatch.hello`` (the sender's rack, first batch of a stream) is optional
-and ignored by nodes that do not know it, so it needed no new version.
+version 0). ``RaftBatch.hello`` (the sender's rack and the log entry format it reads, first
+batch of a stream) is optional and ignored by nodes that do not know it, and so are fields
+added to it, so they need no new version: the receiver keeps each peer's last
+``entry_format`` (``peer_entry_formats``; ``_produce_coalescer.py`` rule 5).
 
 Asyncio tasks owned here: one ``_sender`` per peer (owns that peer's queue and channel).
 """
@@ -342,13 +344,17 @@ _REFUSALS_LOGGED_MAX = 1024  # (peer, version) pairs warned about; the ids come 
 class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
     def __init__(self, node_id: int,
                  deliver_many: Callable[[list[tuple[int, Message]], int], None],
-                 racks: dict[int, str] | None = None):
+                 racks: dict[int, str] | None = None,
+                 peer_entry_formats: dict[int, int] | None = None):
         """``racks``: node id -> rack of every cluster member, updated from the peers'
-        hellos (Metadata shows them); ids not in it are not recorded."""
+        hellos (Metadata shows them); ids not in it are not recorded.
+        ``peer_entry_formats``: node id -> the ``entry_format`` of its last hello (ids of
+        members only, like ``racks``)."""
         self._node_id = node_id
         self._deliver_many = deliver_many
         self._refusals_logged: set[tuple[int, int]] = set()  # (peer, version): bounded by peers
         self._racks = racks if racks is not None else {}
+        self._entry_formats = peer_entry_formats if peer_entry_formats is not None else {}
 
     async def _refuse_version(self, context, batch: raft_pb2.RaftBatch) -> None:
         version = batch.protocol_version
@@ -382,6 +388,7 @@ class RaftPeerService(raft_pb2_grpc.RaftPeerServicer):
                 count += 1
                 if batch.HasField("hello") and batch.from_node in self._racks:
                     self._racks[batch.from_node] = batch.hello.rack[:RACK_LENGTH_MAX]
+                    self._entry_formats[batch.from_node] = batch.hello.entry_format
                 try:
                     messages = decode_batch(batch)
                 except MalformedPeerBatch as exc:

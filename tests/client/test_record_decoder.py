@@ -185,3 +185,44 @@ def test_a_timestamp_delta_that_overflows_int64_wraps_in_both_decoders(decoder):
     rb.validate_records(bytes(out))
     [record] = rb.decode_tuples(bytes(out), 0, ConsumedRecord, "t", 0)
     assert record.timestamp_ms == (2**63 - 1 + 2**62) - 2**64
+
+
+@needs_compiled
+def test_the_compiled_records_check_is_never_looser_than_aiokafkas(monkeypatch):
+    """validate_records with raftka.v1._records (the node's produce-time check) against
+    its fallback (aiokafka's reader): valid batches pass both; a damaged batch the
+    fallback refuses, the compiled check refuses too (it is as strict as the compiled
+    decoder, which is at least as strict as aiokafka's reader), so whatever the node
+    accepts every reader decodes."""
+    rng = random.Random(9)
+    refused = 0
+    for compression in ("none", "lz4"):
+        batch = build_batch(_records(rng, 6), compression=compression)
+        rb.validate_records(batch)
+        for bad in _corruptions(rng, batch):
+            bad = _fix_crc(bad)
+            outcomes = []
+            for compiled in (True, False):
+                if not compiled:
+                    monkeypatch.setattr(rb, "_compiled_validate", None)
+                try:
+                    rb.validate_records(bad)
+                    outcomes.append("ok")
+                except CorruptBatchError:
+                    outcomes.append("corrupt")
+                monkeypatch.undo()
+            if outcomes[1] == "corrupt":
+                assert outcomes[0] == "corrupt", bad.hex()
+                refused += 1
+            if outcomes[0] == "ok":
+                rb.decode_tuples(bad, 0, ConsumedRecord, "t", 0)  # every reader decodes it
+                rb.decode_records(bad)
+    assert refused > 100
+
+
+def _fix_crc(batch: bytes) -> bytes:
+    """The batch with its CRC computed over its (damaged) bytes, so the check reaches the
+    records section."""
+    out = bytearray(batch)
+    struct.pack_into(">I", out, 17, rb._crc32c(bytes(out[21:])))
+    return bytes(out)

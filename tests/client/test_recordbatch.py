@@ -751,6 +751,24 @@ def test_an_lz4_section_that_decompresses_beyond_the_bound_is_refused_without_in
         rb.validate_records(batch)
 
 
+def test_an_lz4_section_larger_than_the_first_output_piece_decodes_whole(monkeypatch) -> None:
+    """The output of a frame without a declared size comes in pieces (the first
+    LZ4_FIRST_OUTPUT_BYTES, then doubling): a records section spanning several pieces
+    decodes whole, and the bound still holds when it is reached in a later piece."""
+    from raftka.v1 import recordbatch as rb
+
+    monkeypatch.setattr(rb, "LZ4_FIRST_OUTPUT_BYTES", 64 << 10)
+    records = [(b"k%d" % i, bytes([i % 251]) * 3000) for i in range(200)]  # ~600 KiB
+    batch = rb.build_batch(records, "lz4")
+    assert rb.parse_header(batch).compression == "lz4"
+    decoded = rb.decode_records(batch)
+    assert [(r.key, r.value) for r in decoded] == records
+    rb.validate_records(batch)
+    monkeypatch.setattr(rb, "DECOMPRESSED_BYTES_MAX", 300 << 10)
+    with pytest.raises(rb.CorruptBatchError, match="decompress to more than"):
+        rb.validate_records(batch)
+
+
 def _gzipped(batch: bytes, section: bytes | None = None) -> bytes:
     """``batch`` (uncompressed) with its records section gzipped as a Kafka client sends
     it (or ``section`` in its place): codec bits 1, batchLength and CRC fixed."""

@@ -23,7 +23,7 @@ from raftka.node._errors import BrokerError, Code
 from raftka.node._host import Group
 from raftka.node._partition import PartitionConfig, PartitionReplica
 from raftka.raft import Config, ConfState, MemoryStorage, RawNode, Role, Snapshot, SnapshotMeta
-from tests.node.test_partition_idempotence import _drive
+from tests.node.single_voter import drive as _drive
 
 T0 = 1_000_000
 

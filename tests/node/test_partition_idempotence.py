@@ -5,13 +5,12 @@ entry) and duplicates answered from the state rebuilt from the log."""
 from __future__ import annotations
 
 import asyncio
-import random
 
 from raftka.v1.recordbatch import Record, build_batch
 from raftka.node._errors import BrokerError, Code
-from raftka.node._host import Group
-from raftka.node._partition import PartitionConfig, PartitionReplica
-from raftka.raft import Config, ConfState, MemoryStorage, RawNode, Role
+from raftka.raft import ConfState, MemoryStorage, Role
+
+from tests.node.single_voter import drive, start_replica
 
 PID = 42
 
@@ -21,37 +20,12 @@ def _batch(seq: int, *values: bytes) -> bytes:
                        producer_id=PID, producer_epoch=0, base_sequence=seq)
 
 
-def _start(storage: MemoryStorage, seed: int) -> tuple[PartitionReplica, RawNode]:
-    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1), storage, random.Random(seed))
-    replica = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
-                               clock_ms=lambda: 1_000_000)
-    replica.attach(Group(2, node, storage, replica))  # type: ignore[arg-type]
-    return replica, node
-
-
-def _drive(replica: PartitionReplica, node: RawNode, storage: MemoryStorage,
-           held: list | None = None) -> None:
-    """The host's ready loop; with ``held`` the committed entries are kept back (not
-    applied yet) instead of being applied."""
-    replica.before_ready()
-    while node.has_ready():
-        rd = node.ready()
-        storage.save(rd.hard_state, rd.entries, rd.snapshot)
-        if rd.committed_entries:
-            if held is None:
-                replica.apply(rd.committed_entries)
-            else:
-                held.extend(rd.committed_entries)
-        node.advance(rd)
-        replica.on_ready(rd)
-
-
 def test_a_new_leader_waits_for_its_term_start_before_judging_sequences() -> None:
     async def scenario() -> None:
         storage = MemoryStorage(ConfState(frozenset({1})))
-        first, node = _start(storage, 1)
+        first, node = start_replica(storage, 1)
         node.campaign()
-        _drive(first, node, storage)
+        drive(first, node, storage)
         assert node.role == Role.LEADER
         original = first.submit(_batch(0, b"a", b"b"), acks=-1)
         first.before_ready()  # proposed; then the process dies before applying it
@@ -60,10 +34,10 @@ def test_a_new_leader_waits_for_its_term_start_before_judging_sequences() -> Non
         assert original is not None and not original.done()
 
         # Restart: a new term, the old entry is in the log but not applied yet.
-        second, node = _start(storage, 2)
+        second, node = start_replica(storage, 2)
         held: list = []
         node.campaign()
-        _drive(second, node, storage, held)
+        drive(second, node, storage, held)
         assert node.role == Role.LEADER and second.applied_index == 0
         early = second.submit(_batch(0, b"a", b"b"), acks=-1)
         second.before_ready()
@@ -71,11 +45,11 @@ def test_a_new_leader_waits_for_its_term_start_before_judging_sequences() -> Non
         assert second.high_watermark == 0
 
         second.apply(held)  # now the earlier term's entries are applied
-        _drive(second, node, storage)
+        drive(second, node, storage)
         assert early.result() == (0, 1), "the original offsets"
         assert second.high_watermark == 2, "not written twice"
         nxt = second.submit(_batch(2, b"c"), acks=-1)
-        _drive(second, node, storage)
+        drive(second, node, storage)
         assert nxt is not None and nxt.result() == (2, 2)
 
     asyncio.run(scenario())
@@ -84,13 +58,13 @@ def test_a_new_leader_waits_for_its_term_start_before_judging_sequences() -> Non
 def test_pipelined_batches_of_one_pass_are_judged_in_order() -> None:
     async def scenario() -> None:
         storage = MemoryStorage(ConfState(frozenset({1})))
-        replica, node = _start(storage, 3)
+        replica, node = start_replica(storage, 3)
         node.campaign()
-        _drive(replica, node, storage)
+        drive(replica, node, storage)
         futures = [replica.submit(_batch(i, b"%d" % i), acks=-1) for i in range(5)]
         dup = replica.submit(_batch(2, b"2"), acks=-1)  # a retry while the original is pending
         gap = replica.submit(_batch(9, b"9"), acks=-1)
-        _drive(replica, node, storage)
+        drive(replica, node, storage)
         assert [f.result() for f in futures] == [(i, i) for i in range(5)]
         assert dup.result() == (2, 2)
         assert isinstance(gap.exception(), BrokerError)

@@ -14,7 +14,8 @@ from raftka.raft import ConfState, MemoryStorage, Role, Snapshot, SnapshotMeta
 from raftka.node._host import Group
 from raftka.node._partition import PartitionConfig, PartitionReplica
 from raftka.raft import Config, RawNode
-from tests.node.test_partition_idempotence import _drive, _start
+from tests.node.single_voter import drive as _drive
+from tests.node.single_voter import start_replica as _start
 
 LOCK = 30_000
 

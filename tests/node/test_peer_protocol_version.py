@@ -27,12 +27,15 @@ def _heartbeat_batch(version: int) -> raft_pb2.RaftBatch:
     return batch
 
 
-async def _serve_and_send(batches: list[raft_pb2.RaftBatch], streams: int = 1):
+async def _serve_and_send(batches: list[raft_pb2.RaftBatch], streams: int = 1,
+                          entry_formats: dict[int, int] | None = None):
     """Start node 1's peer service, send ``batches`` on each of ``streams`` streams (one
     after the other, as a reconnecting peer does) from node 2; returns (what was delivered,
-    the last stream's summary or its error)."""
+    the last stream's summary or its error). ``entry_formats``: the service's record of
+    its peers' hellos (node 2 is a member)."""
     delivered: list[tuple[int, int]] = []
-    service = RaftPeerService(1, lambda items, frm: delivered.extend((frm, g) for g, _ in items))
+    service = RaftPeerService(1, lambda items, frm: delivered.extend((frm, g) for g, _ in items),
+                              {1: "", 2: ""}, entry_formats)
     server = grpc.aio.server()
     raft_pb2_grpc.add_RaftPeerServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -82,3 +85,18 @@ def test_a_peer_of_an_unsupported_version_is_refused_with_a_clear_error_logged_o
                 r.getMessage()]
     assert len(warnings) == 1, warnings
     assert f"version {version} from node 2" in warnings[0]
+
+
+def test_a_peers_hello_tells_which_log_entries_it_reads() -> None:
+    """``NodeHello.entry_format`` (node/_produce_coalescer.py rule 5): kept per peer from
+    its last hello; a node from before the field sends none and counts as 0, and a field
+    it does not know changes nothing for an older receiver (protobuf skips it)."""
+    formats: dict[int, int] = {}
+    new = _heartbeat_batch(PROTOCOL_VERSION)
+    new.hello.CopyFrom(raft_pb2.NodeHello(rack="r1", entry_format=2))
+    asyncio.run(_serve_and_send([new], entry_formats=formats))
+    assert formats == {2: 2}
+    old = _heartbeat_batch(PROTOCOL_VERSION)
+    old.hello.CopyFrom(raft_pb2.NodeHello(rack="r1"))  # restarted on an older release
+    delivered, _ = asyncio.run(_serve_and_send([old], entry_formats=formats))
+    assert formats == {2: 0} and delivered == [(2, 7)]

@@ -122,6 +122,44 @@ fail:
     return NULL;
 }
 
+/* The head of record `i` at cursor c: its length (checked against the bytes left), then
+   attributes, timestampDelta and offsetDelta. Sets *r to the record's own bytes (after the
+   length; r->p after offsetDelta) and moves c past the record. 0, or -1 with the error set. */
+static int record_head(cursor *c, Py_ssize_t i, cursor *r, int64_t *ts_delta,
+                       int64_t *offset_delta) {
+    int64_t length, attributes; /* attributes unused; read as a varint like aiokafka's
+                                   reader (Kafka writes 0) */
+    if (read_varint(c, &length)) { varint_error(i, "length"); return -1; }
+    if (length < 1 || length > (int64_t)(c->end - c->p)) {
+        PyErr_Format(PyExc_ValueError, "record %zd: length %lld does not fit the %zd "
+                     "bytes left", i, (long long)length, (Py_ssize_t)(c->end - c->p));
+        return -1;
+    }
+    r->p = c->p;
+    r->end = c->p + length;
+    c->p = r->end;
+    if (read_varint(r, &attributes)) { varint_error(i, "attributes"); return -1; }
+    if (read_varint(r, ts_delta)) { varint_error(i, "timestampDelta"); return -1; }
+    if (read_varint(r, offset_delta)) { varint_error(i, "offsetDelta"); return -1; }
+    return 0;
+}
+
+/* 0 if record `i`'s fields ended exactly at its end, else -1 with the error set. */
+static int record_end_check(const cursor *r, Py_ssize_t i) {
+    if (r->p == r->end) return 0;
+    PyErr_Format(PyExc_ValueError, "record %zd: its fields end %zd bytes before the end its "
+                 "length gives", i, (Py_ssize_t)(r->end - r->p));
+    return -1;
+}
+
+/* 0 if the section ended right after the `count` records, else -1 with the error set. */
+static int section_end_check(const cursor *c, Py_ssize_t count) {
+    if (c->p == c->end) return 0;
+    PyErr_Format(PyExc_ValueError, "%zd bytes left after the %zd records the batch "
+                 "announces", (Py_ssize_t)(c->end - c->p), count);
+    return -1;
+}
+
 /* decode(data, start, end, count, base_offset, base_timestamp, append_timestamp, first,
           cls, topic, partition)
 
@@ -175,20 +213,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     }
     cursor c = {(const unsigned char *)buf.buf + start, (const unsigned char *)buf.buf + end};
     for (Py_ssize_t i = 0; i < count; i++) {
-        int64_t length, ts_delta, offset_delta, klen, vlen;
-        if (read_varint(&c, &length)) { varint_error(i, "length"); goto done; }
-        if (length < 1 || length > (int64_t)(c.end - c.p)) {
-            PyErr_Format(PyExc_ValueError, "record %zd: length %lld does not fit the %zd "
-                         "bytes left", i, (long long)length, (Py_ssize_t)(c.end - c.p));
-            goto done;
-        }
-        const unsigned char *record_end = c.p + length;
-        cursor r = {c.p, record_end};
-        int64_t attributes; /* unused; read as a varint like aiokafka's reader, which the
-                               node validates produced batches with (Kafka writes 0) */
-        if (read_varint(&r, &attributes)) { varint_error(i, "attributes"); goto done; }
-        if (read_varint(&r, &ts_delta)) { varint_error(i, "timestampDelta"); goto done; }
-        if (read_varint(&r, &offset_delta)) { varint_error(i, "offsetDelta"); goto done; }
+        int64_t ts_delta, offset_delta, klen, vlen;
+        cursor r;
+        if (record_head(&c, i, &r, &ts_delta, &offset_delta)) goto done;
         if (read_varint(&r, &klen)) { varint_error(i, "keyLength"); goto done; }
         /* the deltas come off the wire: add them unsigned, so an overflow wraps as in
            aiokafka's int64 arithmetic instead of being undefined behaviour */
@@ -208,15 +235,12 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             Py_DECREF(value);
             goto done;
         }
-        if (r.p != record_end) {
-            PyErr_Format(PyExc_ValueError, "record %zd: its fields take %zd bytes where its "
-                         "length says %lld", i, (Py_ssize_t)(r.p - c.p), (long long)length);
+        if (record_end_check(&r, i)) {
             Py_XDECREF(key);
             Py_DECREF(value);
             Py_DECREF(headers);
             goto done;
         }
-        c.p = record_end;
         if (!keep) {
             Py_DECREF(value);
             Py_DECREF(headers);
@@ -266,11 +290,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             if (err) goto done;
         }
     }
-    if (c.p != c.end) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes left after the %zd records the batch "
-                     "announces", (Py_ssize_t)(c.end - c.p), count);
-        goto done;
-    }
+    if (section_end_check(&c, count)) goto done;
     if (type != NULL) {
         result = out;
         out = NULL;
@@ -285,10 +305,90 @@ done:
     return result;
 }
 
+/* validate(data, start, end, count): check the records section data[start:end]
+   (uncompressed) as decode() reads it, and that it holds exactly `count` records whose
+   offsetDeltas run 0, 1, 2, ...; builds nothing (header keys are decoded as UTF-8 and
+   dropped). The node's produce-time check of every batch: ~10 ns a record instead of a
+   record object per record. Raises ValueError saying which record and what was wrong. */
+static PyObject *validate(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t start, end, count;
+    if (!PyArg_ParseTuple(args, "y*nnn", &buf, &start, &end, &count)) return NULL;
+    PyObject *result = NULL;
+    if (start < 0 || end < start || end > buf.len || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "records section bounds are outside the buffer");
+        goto done;
+    }
+    cursor c = {(const unsigned char *)buf.buf + start, (const unsigned char *)buf.buf + end};
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t ts_delta, offset_delta, n;
+        cursor r;
+        if (record_head(&c, i, &r, &ts_delta, &offset_delta)) goto done;
+        if (offset_delta != i) {
+            PyErr_Format(PyExc_ValueError, "record %zd has offsetDelta %lld (expected %zd)",
+                         i, (long long)offset_delta, i);
+            goto done;
+        }
+        for (int field = 0; field < 2; field++) { /* key, value */
+            if (read_varint(&r, &n)) {
+                varint_error(i, field ? "valueLength" : "keyLength");
+                goto done;
+            }
+            if (n == -1) continue;
+            if (n < 0 || n > (int64_t)(r.end - r.p)) {
+                PyErr_Format(PyExc_ValueError, "record %zd: %s length %lld does not fit the "
+                             "%zd bytes left", i, field ? "value" : "key", (long long)n,
+                             (Py_ssize_t)(r.end - r.p));
+                goto done;
+            }
+            r.p += n;
+        }
+        if (read_varint(&r, &n)) { varint_error(i, "headersCount"); goto done; }
+        if (n < 0 || n > (int64_t)(r.end - r.p) / 2) {
+            PyErr_Format(PyExc_ValueError, "record %zd: headersCount %lld is invalid for the "
+                         "%zd bytes left", i, (long long)n, (Py_ssize_t)(r.end - r.p));
+            goto done;
+        }
+        for (int64_t h = 0; h < n; h++) {
+            int64_t klen, vlen;
+            if (read_varint(&r, &klen)) { varint_error(i, "a header length"); goto done; }
+            if (klen < 0 || klen > (int64_t)(r.end - r.p)) {
+                PyErr_Format(PyExc_ValueError, "record %zd: header key length %lld is "
+                             "invalid", i, (long long)klen);
+                goto done;
+            }
+            PyObject *key = PyUnicode_DecodeUTF8((const char *)r.p, (Py_ssize_t)klen,
+                                                 "strict");
+            if (key == NULL) goto done; /* UnicodeDecodeError, a ValueError */
+            Py_DECREF(key);
+            r.p += klen;
+            if (read_varint(&r, &vlen)) { varint_error(i, "a header length"); goto done; }
+            if (vlen == -1) continue;
+            if (vlen < 0 || vlen > (int64_t)(r.end - r.p)) {
+                PyErr_Format(PyExc_ValueError, "record %zd: header value length %lld does "
+                             "not fit the %zd bytes left", i, (long long)vlen,
+                             (Py_ssize_t)(r.end - r.p));
+                goto done;
+            }
+            r.p += vlen;
+        }
+        if (record_end_check(&r, i)) goto done;
+    }
+    if (section_end_check(&c, count)) goto done;
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS,
      "decode(data, start, end, count, base_offset, base_timestamp, append_timestamp, first, "
      "cls, topic, partition): the records of a records section (see the module source)."},
+    {"validate", validate, METH_VARARGS,
+     "validate(data, start, end, count): None if the records section holds exactly count "
+     "records with offset deltas 0, 1, 2, ... that decode() reads; else ValueError."},
     {NULL, NULL, 0, NULL},
 };
 

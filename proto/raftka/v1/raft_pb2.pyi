@@ -89,10 +89,12 @@ class RaftBatch(_message.Message):
     def __init__(self, from_node: _Optional[int] = ..., to_node: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[RaftMessage, _Mapping]]] = ..., heartbeats: _Optional[_Union[HeartbeatPack, _Mapping]] = ..., heartbeat_responses: _Optional[_Union[HeartbeatPack, _Mapping]] = ..., protocol_version: _Optional[int] = ..., hello: _Optional[_Union[NodeHello, _Mapping]] = ...) -> None: ...
 
 class NodeHello(_message.Message):
-    __slots__ = ("rack",)
+    __slots__ = ("rack", "entry_format")
     RACK_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FORMAT_FIELD_NUMBER: _ClassVar[int]
     rack: str
-    def __init__(self, rack: _Optional[str] = ...) -> None: ...
+    entry_format: int
+    def __init__(self, rack: _Optional[str] = ..., entry_format: _Optional[int] = ...) -> None: ...
 
 class RaftStreamSummary(_message.Message):
     __slots__ = ("batches",)

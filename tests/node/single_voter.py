@@ -1,0 +1,36 @@
+"""A PartitionReplica over a real single-voter RawNode in memory, and the host's ready loop
+for it: what the partition unit tests drive."""
+
+from __future__ import annotations
+
+import random
+
+from raftka.node._host import Group
+from raftka.node._partition import PartitionConfig, PartitionReplica
+from raftka.raft import Config, MemoryStorage, RawNode
+
+
+def start_replica(storage: MemoryStorage, seed: int) -> tuple[PartitionReplica, RawNode]:
+    """Node 1's replica of group 2 (partition t/0) on ``storage``, its clock fixed."""
+    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1), storage, random.Random(seed))
+    replica = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
+                               clock_ms=lambda: 1_000_000)
+    replica.attach(Group(2, node, storage, replica))  # type: ignore[arg-type]
+    return replica, node
+
+
+def drive(replica: PartitionReplica, node: RawNode, storage: MemoryStorage,
+          held: list | None = None) -> None:
+    """The host's ready loop; with ``held`` the committed entries are kept back (not
+    applied yet) instead of being applied."""
+    replica.before_ready()
+    while node.has_ready():
+        rd = node.ready()
+        storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        if rd.committed_entries:
+            if held is None:
+                replica.apply(rd.committed_entries)
+            else:
+                held.extend(rd.committed_entries)
+        node.advance(rd)
+        replica.on_ready(rd)
