@@ -334,8 +334,8 @@ static PyObject *validate(PyObject *self, PyObject *args) {
                 varint_error(i, field ? "valueLength" : "keyLength");
                 goto done;
             }
-            if (n == -1) continue;
-            if (n < 0 || n > (int64_t)(r.end - r.p)) {
+            if (n < 0) continue; /* null: any negative length, as Kafka and the readers */
+            if (n > (int64_t)(r.end - r.p)) {
                 PyErr_Format(PyExc_ValueError, "record %zd: %s length %lld does not fit the "
                              "%zd bytes left", i, field ? "value" : "key", (long long)n,
                              (Py_ssize_t)(r.end - r.p));
@@ -363,8 +363,8 @@ static PyObject *validate(PyObject *self, PyObject *args) {
             Py_DECREF(key);
             r.p += klen;
             if (read_varint(&r, &vlen)) { varint_error(i, "a header length"); goto done; }
-            if (vlen == -1) continue;
-            if (vlen < 0 || vlen > (int64_t)(r.end - r.p)) {
+            if (vlen < 0) continue; /* null, as above */
+            if (vlen > (int64_t)(r.end - r.p)) {
                 PyErr_Format(PyExc_ValueError, "record %zd: header value length %lld does "
                              "not fit the %zd bytes left", i, (long long)vlen,
                              (Py_ssize_t)(r.end - r.p));
