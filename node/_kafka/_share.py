@@ -238,6 +238,26 @@ class KafkaShareGroups:
         host, _, port = address.rpartition(":")
         return leader, {"node_id": leader, "host": host.strip("[]"), "port": int(port)}
 
+    def _held(self, group_id: str, member_id: str) -> set[tuple[str, int]]:
+        """The partitions of the member's share session (before a close pops it)."""
+        session = self._sessions.get((group_id, member_id))
+        return set(session.partitions) if session is not None else set()
+
+    async def _acknowledge_all(self, group_id: str, member_id: str, acking: dict,
+                               held: set[tuple[str, int]], closing: bool,
+                               ctx) -> dict[tuple[str, int], tuple[K, str]]:
+        """The acknowledgements of ``acking`` ((topic, partition) -> the request's entry);
+        closing the session (epoch -1, in ShareFetch or ShareAcknowledge, as Kafka) also
+        releases what the member holds in every partition of it (``held``). The outcome
+        per partition of ``acking``."""
+        keys = sorted(set(acking) | (held if closing else set()))
+        results = await asyncio.gather(*(
+            self._acknowledge(group_id, member_id, name, index,
+                              acking[(name, index)].acknowledgement_batches
+                              if (name, index) in acking else (), closing, ctx)
+            for name, index in keys))
+        return {k: r for k, r in zip(keys, results) if k in acking}
+
     async def _acknowledge(self, group_id: str, member_id: str, topic: str, partition: int,
                            batches, leave: bool, ctx) -> tuple[K, str]:
         try:
@@ -299,6 +319,7 @@ class KafkaShareGroups:
             return {"error_code": K.invalid_request, "error_message": "a ShareFetch that "
                     "opens a share session (epoch 0) carries no acknowledgements",
                     "responses": []}
+        held = self._held(group_id, member_id)
         session, code, message = self._session(request, list(wanted))
         if session is None:
             return {"error_code": code, "error_message": message, "responses": []}
@@ -306,12 +327,9 @@ class KafkaShareGroups:
         for t in request.forgotten_topics_data:
             name = names.get(t.topic_id)
             session.partitions.difference_update((name, p) for p in t.partitions)
-        acked = await asyncio.gather(*(
-            self._acknowledge(group_id, member_id, name, index, p.acknowledgement_batches,
-                              False, ctx)
-            for (name, index), p in wanted.items() if p.acknowledgement_batches))
-        ack_errors = dict(zip([k for k, p in wanted.items() if p.acknowledgement_batches],
-                              acked))
+        acking = {k: p for k, p in wanted.items() if p.acknowledgement_batches}
+        ack_errors = await self._acknowledge_all(group_id, member_id, acking, held,
+                                                 request.share_session_epoch == -1, ctx)
         out: dict[tuple[str, int], dict] = {}
         endpoints: dict[int, dict] = {}
         local: list[tuple[str, int]] = []
@@ -380,20 +398,13 @@ class KafkaShareGroups:
             return {"error_code": K.invalid_share_session_epoch, "error_message":
                     "ShareAcknowledge needs an open share session (epoch 0 opens one in "
                     "ShareFetch)", "responses": []}
-        key = (group_id, member_id)
-        held = set(self._sessions[key].partitions) if key in self._sessions else set()
+        held = self._held(group_id, member_id)
         session, code, message = self._session(request, [])
         if session is None and code != K.none:
             return {"error_code": code, "error_message": message, "responses": []}
-        closing = request.share_session_epoch == -1
-        keys = sorted(set(wanted) | (held if closing else set()))
-        results = await asyncio.gather(*(
-            self._acknowledge(group_id, member_id, name, index,
-                              wanted[(name, index)].acknowledgement_batches
-                              if (name, index) in wanted else (), closing, ctx)
-            for name, index in keys))
-        out = {k: {"error_code": c, "error_message": m or None}
-               for k, (c, m) in zip(keys, results) if k in wanted}
+        results = await self._acknowledge_all(group_id, member_id, wanted, held,
+                                              request.share_session_epoch == -1, ctx)
+        out = {k: {"error_code": c, "error_message": m or None} for k, (c, m) in results.items()}
         return {"error_code": K.none,
                 "responses": self._by_topic(out, refused, self._ids(), "partition_index"),
                 "node_endpoints": []}

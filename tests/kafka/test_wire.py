@@ -266,3 +266,55 @@ def test_share_group_heartbeat_assigns_every_partition_and_describe_lists_the_me
         [member] = ours.members
         assert (member.member_id, member.subscribed_topic_names) == ("m-1", ("wire-share",))
         assert heartbeat(4, -1, None).member_epoch == -1
+
+
+def test_closing_a_share_session_in_share_fetch_releases_what_the_member_holds(
+        kafka_cluster: Cluster) -> None:
+    """KIP-932: a ShareFetch at epoch -1 closes the session and releases the member's
+    acquired records at once, as a ShareAcknowledge at epoch -1 does: another member gets
+    them now, not when the acquisition lock (30 s) expires."""
+    from raftka.v1.recordbatch import Record, build_batch
+
+    topic = "wire-share-close"
+    kafka_cluster.create_topic(topic, partitions=1)
+    leader = kafka_cluster.wait_leader(topic, 0)
+    group = "wire-share-close"
+    with _connect(kafka_cluster) as s:
+        s.sendall(_request(10, 4, 1, {"key_type": 0, "coordinator_keys": [group]}))
+        _, found = _answer(_read_frame(s), 10, 4)
+    [coordinator] = found.coordinators
+    node = next(n for n, a in kafka_cluster.kafka.items()
+                if a.endswith(f":{coordinator.port}"))
+    with _connect(kafka_cluster, node) as s:
+        for cid, member in enumerate(("m-1", "m-2")):  # both join: the group exists
+            s.sendall(_request(76, 1, cid, {"group_id": group, "member_id": member,
+                                            "member_epoch": 0,
+                                            "subscribed_topic_names": [topic]}))
+            _, joined = _answer(_read_frame(s), 76, 1)
+            assert joined.error_code == ErrorCode.none, joined
+    with _connect(kafka_cluster, leader) as s:
+        s.sendall(_request(3, 12, 1, {"topics": [{"name": topic,
+                                                  "topic_id": uuid.UUID(int=0)}]}))
+        _, metadata = _answer(_read_frame(s), 3, 12)
+        topic_id = metadata.topics[0].topic_id
+
+        def fetch(cid: int, member: str, epoch: int):
+            topics = [{"topic_id": topic_id, "partitions": [{"partition_index": 0}]}] \
+                if epoch == 0 else []
+            s.sendall(_request(78, 1, cid, {
+                "group_id": group, "member_id": member, "max_wait": 2000,
+                "min_bytes": 1, "max_records": 10, "batch_size": 10,
+                "share_session_epoch": epoch, "topics": topics,
+                "forgotten_topics_data": []}))
+            _, body = _answer(_read_frame(s), 78, 1)
+            assert body.error_code == ErrorCode.none, body
+            return [(a.first_offset, a.last_offset) for t in body.responses
+                    for p in t.partitions for a in p.acquired_records]
+
+        assert fetch(1, "m-1", 0) == []  # a new share group starts at the end (KIP-932)
+        kafka_cluster.produce(topic, 0, build_batch(
+            [Record(None, b"v%d" % i, (), 1_700_000_000_000) for i in range(3)], "none"))
+        assert fetch(2, "m-1", 1) == [(0, 2)]
+        fetch(3, "m-1", -1)  # closes the session
+        assert fetch(4, "m-2", 0) == [(0, 2)], "released by the close"
+    assert "Traceback" not in kafka_cluster.logs()
