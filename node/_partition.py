@@ -769,17 +769,17 @@ class PartitionReplica:
 
     async def wait_acked(self, future: asyncio.Future, acks: int,
                          timeout_s: float) -> tuple[int, int]:
+        """The request's offsets once acknowledged per ``acks``; BrokerError NO_QUORUM
+        after ``timeout_s``. Awaits the future itself, so the answer resumes the caller in
+        the loop iteration after the apply (``wait_for(shield(...))`` took three). A
+        failed or cancelled future (the timer, or the caller cancelled) is never proposed
+        if still queued and is skipped if proposed."""
+        timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future, acks,
+                                                      timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except asyncio.TimeoutError:
-            future.cancel()  # if still queued it is never proposed; if proposed, skipped
-            raise BrokerError(
-                Code.NO_QUORUM,
-                f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
-                f"{timeout_s:.1f}s (a replica may be down or partitioned); the write may "
-                "still be committed later, retry with idempotence to avoid a duplicate",
-                retriable=True,
-            ) from None
+            return await future
+        finally:
+            timer.cancel()
 
     def before_ready(self) -> None:
         """Propose every queued produce request as one batch of entries (the replicate
@@ -1724,6 +1724,17 @@ class PartitionReplica:
                 w = waiters.popleft()
                 if not w.future.done():
                     w.future.set_exception(error)
+
+
+def _expire(future: asyncio.Future, acks: int, timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(BrokerError(
+            Code.NO_QUORUM,
+            f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
+            f"{timeout_s:.1f}s (a replica may be down or partitioned); the write may "
+            "still be committed later, retry with idempotence to avoid a duplicate",
+            retriable=True,
+        ))
 
 
 def _not_leader(leader_id: int) -> BrokerError:
