@@ -43,6 +43,7 @@ def _start_cluster(root: Path, trace_dir: Path | None):
         site = str(REPO / "bench" / "_stage_trace_site")
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+    root.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(root, 3)
     cluster.start_all()
     for key in ("RAFTKA_STAGE_TRACE", "PYTHONPATH"):
@@ -109,22 +110,36 @@ def _run_raw(cluster, topic: str, rate: float, secs: float) -> list[tuple]:
     from raftka.v1 import broker_pb2, broker_pb2_grpc
     from raftka.v1.recordbatch import build_batch
 
-    leader = cluster.wait_leader(topic, 0)
     request = broker_pb2.ProduceRequest(
         topic=topic, partition=0, acks=broker_pb2.ACKS_ALL,
         record_batches=build_batch([(None, VALUE)], compression="none"))
     samples: list[tuple] = []
     now = time.monotonic_ns
-    with grpc.insecure_channel(cluster.peers[leader]) as channel:
-        produce = broker_pb2_grpc.BrokerStub(channel).Produce
-        produce(request, timeout=10)
+    channels = {nid: grpc.insecure_channel(addr) for nid, addr in cluster.peers.items()}
+    stubs = {nid: broker_pb2_grpc.BrokerStub(ch).Produce for nid, ch in channels.items()}
+    leader = [cluster.wait_leader(topic, 0)]
+
+    def produce():
+        """To the leader; a leader change is followed (that record is not a sample)."""
+        try:
+            return stubs[leader[0]](request, timeout=10)
+        except grpc.RpcError:
+            time.sleep(0.05)
+            leader[0] = cluster.wait_leader(topic, 0)
+            return None
+    try:
+        produce()
 
         def send(n: int, _due: float) -> None:
             for _ in range(n):
                 t0 = now()
-                response = produce(request, timeout=10)
-                samples.append((t0, now(), response.base_offset))
+                response = produce()
+                if response is not None:
+                    samples.append((t0, now(), response.base_offset))
         pace(rate, secs, send)
+    finally:
+        for ch in channels.values():
+            ch.close()
     return samples
 
 
@@ -280,7 +295,8 @@ def main() -> None:
                 samples = _run_aio(bootstrap, topic, args.rate, args.seconds)
             else:
                 raise SystemExit(f"unknown client {client!r}: raw, threaded or aio")
-            results[client] = (topic, samples)
+            results[client] = (topic, samples, client_calls[:])
+            client_calls.clear()
             print(f"  {_totals(samples)}", flush=True)
         for nid in list(cluster.procs):  # graceful: each node writes its events at exit
             cluster.terminate(nid, timeout=30)
@@ -289,9 +305,8 @@ def main() -> None:
     if trace_dir is None:
         return
     nodes = _load(trace_dir)
-    for client, (topic, samples) in results.items():
-        print(_table(f"{client} ({_totals(samples)})",
-                     analyse(topic, samples, nodes, client_calls)))
+    for client, (topic, samples, calls) in results.items():
+        print(_table(f"{client} ({_totals(samples)})", analyse(topic, samples, nodes, calls)))
 
 
 if __name__ == "__main__":
