@@ -76,7 +76,13 @@ def _run_threaded(bootstrap: str, topic: str, rate: float, secs: float) -> list[
                     (t0, now(), f.result()[1])) if f.exception() is None else None)
         pace(rate, secs, send)
         producer.flush(30)
+        _print_stats(producer.statistics())
     return samples
+
+
+def _print_stats(stats: dict) -> None:
+    print("  producer: " + ", ".join(f"{k} {stats.get(k, 0)}" for k in (
+        "requests", "retries", "sequence_resets")), flush=True)
 
 
 def _run_aio(bootstrap: str, topic: str, rate: float, secs: float) -> list[tuple]:
@@ -100,6 +106,7 @@ def _run_aio(bootstrap: str, topic: str, rate: float, secs: float) -> list[tuple
                 fut.add_done_callback(lambda f, t0=t0: samples.append(
                     (t0, now(), f.result()[1])) if f.exception() is None else None)
             await producer.flush()
+            _print_stats(producer.statistics())
     asyncio.run(main())
     return samples
 
