@@ -112,15 +112,19 @@ def install_node(directory: str) -> None:
         completed(self)
     raft_host.HostDriver.sync_completed = traced_completed
 
-    deliver = raft_host.HostDriver.deliver_many
-
-    def traced_deliver(self, items, frm=0):
+    def appends(prefix: str, items, peer: int) -> None:
+        """``prefix``_app / _resp events of the appends and acknowledgements in ``items``."""
         t = _now()
         for gid, m in items:
             if m.type == app and m.entries:
-                record(("recv_app", gid, m.entries[-1].index, frm, t))
+                record((prefix + "_app", gid, m.entries[-1].index, peer, t))
             elif m.type == app_resp and not m.reject:
-                record(("recv_resp", gid, m.index, frm, t))
+                record((prefix + "_resp", gid, m.index, peer, t))
+
+    deliver = raft_host.HostDriver.deliver_many
+
+    def traced_deliver(self, items, frm=0):
+        appends("recv", items, frm)
         deliver(self, items, frm)
     raft_host.HostDriver.deliver_many = traced_deliver
 
@@ -141,12 +145,7 @@ def install_node(directory: str) -> None:
     encode = _transport.encode_batch
 
     def traced_encode(frm, to, items):
-        t = _now()
-        for gid, m in items:
-            if m.type == app and m.entries:
-                record(("send_app", gid, m.entries[-1].index, to, t))
-            elif m.type == app_resp and not m.reject:
-                record(("send_resp", gid, m.index, to, t))
+        appends("send", items, to)
         return encode(frm, to, items)
     _transport.encode_batch = traced_encode
 
