@@ -100,7 +100,7 @@ class PartitionQueue:
     in_flight: int = 0  # batches with an attempt in flight; <= max_in_flight
     reset_pending: bool = False  # re-stamp once nothing is in flight (_idempotence.py)
     dispatching: bool = False  # a thread is sending its selected batches
-    unary: int = 0  # unary Produce calls of it in flight (_sender.py rule 5)
+    unary: bool = False  # a unary Produce of it is in flight: nothing else goes
     # a transactional producer's partition not yet added to the transaction (its
     # AddPartitionsToTxn is queued or out, _transactions.py): nothing of it goes
     txn_gated: bool = False

@@ -56,18 +56,11 @@ Rules:
    ``Produce`` call. gRPC writes it from the sending thread and runs the answer's callback
    on its channel thread, two thread hand-offs fewer each way than the stream (its
    request-iterator thread, our reader thread): at low rates the hand-offs, not the
-   broker, were most of the latency (p50 at 1k records/s ~40% lower). Separate calls may
-   reach the log in either order, so without idempotence nothing else of the partition
-   goes while the call is out: records arriving meanwhile gather into the next batch.
-   An idempotent (not transactional) producer pipelines them instead: the next lone
-   batch goes as another unary call at once, up to ``max_in_flight``, since the broker
-   orders its batches by sequence number: one that overtakes its predecessor is refused
-   OUT_OF_ORDER_SEQUENCE and resent right after it (``_idempotence.py`` rule 3). A record
-   no longer waits for the answer to the one before it (at 1,000 records/s it did, about
-   half a round trip on average). A batch that cannot go unary (not alone, or too big)
-   waits until the unary calls are answered; once batches queue up behind each other, the
-   partition pipelines them on its stream again. A unary call's deadline is the stream's
-   silence limit of rule 3.
+   broker, were most of the latency (p50 at 1k records/s ~40% lower). Nothing else of the
+   partition goes while the call is out (separate calls may reach the log in either
+   order), so records arriving meanwhile gather into the next batch; once batches queue
+   up behind each other, the partition pipelines them on its stream again. A unary call's
+   deadline is the stream's silence limit of rule 3.
 6. The offset of a record is the ``base_offset`` the broker returned for its batch plus the
    record's index in the batch (-1 with acks=0, where the broker assigns none yet).
 7. Without idempotence a retry after an ambiguous failure (deadline, dropped connection,
@@ -145,10 +138,6 @@ class Sender:
         self._delivery_timeout_s = delivery_timeout_s
         self._retry = retry
         self._unary_max_bytes = UNARY_MAX_BYTES
-        # rule 5: unary calls may overlap when the broker orders them by sequence number
-        # (idempotent, not transactional: a transactional producer cannot bump its epoch,
-        # which a reordered answer judged after its predecessor's success would ask for)
-        self._pipelined = idempotence is not None and not idempotence.transactional
         self.cond = threading.Condition(lock)  # callers waiting: flush(), buffer room
         self.sender_cond = threading.Condition(lock)  # the sender thread waiting for work
         # when the sleeping sender wakes by itself (inf: not before it is notified; 0: it
@@ -330,11 +319,9 @@ class Sender:
         now as in flight and returns them in queue order; calls ``wake(t)`` with the time
         a batch it held back becomes ready."""
         ready: list[Batch] = []
-        if q.reset_pending or q.txn_gated or (q.unary and not self._pipelined):
-            # _idempotence.py rule 4: every old-stamp answer first; rule 5: nothing
-            # overtakes a unary call (unless pipelined); a partition not yet in the
-            # transaction waits for its AddPartitionsToTxn
-            return ready
+        if q.reset_pending or q.unary or q.txn_gated:  # _idempotence.py rule 4: every
+            return ready  # old-stamp answer first; rule 5: nothing overtakes a unary call;
+        # a partition not yet in the transaction waits for its AddPartitionsToTxn
         max_in_flight = self._max_in_flight
         for position, b in enumerate(q.batches):
             if b.attempt or b.done:
@@ -347,20 +334,18 @@ class Sender:
             if not (b.closed or b.attempts or urgent or now >= b.created + self._linger_s):
                 wake(b.created + self._linger_s)
                 break
-            lone = (b.size_bytes <= self._unary_max_bytes
-                    and position == len(q.batches) - 1)
-            if q.unary and not lone:
-                break  # rule 5: only unary calls join unary calls in flight
             b.closed = True
             b.attempt = self._next_attempt
             self._next_attempt += 1
             b.sent_at = now
+            if (not q.in_flight and b.size_bytes <= self._unary_max_bytes
+                    and position == len(q.batches) - 1):
+                b.unary = q.unary = True  # rule 5
+                q.in_flight = 1
+                ready.append(b)
+                break
             q.in_flight += 1
             ready.append(b)
-            if lone and q.unary == q.in_flight - 1:
-                b.unary = True  # rule 5
-                q.unary += 1
-                break
         return ready
 
     # ------------------------------------------------------------------ any thread (rule 4)
@@ -374,8 +359,8 @@ class Sender:
         sooner than it planned (a stuck check, a linger deadline) or must do what only it
         does (get a producer id)."""
         q = self._queues.get((topic, partition))
-        if (q is None or q.dispatching or (q.unary and not self._pipelined)
-                or q.in_flight >= self._max_in_flight or self.aborting):
+        if (q is None or q.dispatching or q.unary or q.in_flight >= self._max_in_flight
+                or self.aborting):
             return None  # nothing can go before an answer comes (whose thread looks again)
         idempotence = self._idempotence
         if idempotence is not None and idempotence.producer_id < 0:
@@ -684,7 +669,7 @@ class Sender:
             if q is not None:
                 q.in_flight -= 1
                 if batch.unary:
-                    q.unary -= 1
+                    q.unary = False
             batch.unary = False
         return q
 

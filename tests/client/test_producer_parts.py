@@ -1,12 +1,10 @@
 """The producer's sans-I/O parts on their own (client/_accumulator.py,
-client/_idempotence.py, the selection of client/_sender.py): batching, stickiness and
-buffer accounting; stamps, sequence verdicts and epoch bumps; which batches go as unary
-calls. An injected clock and rng, no threads started, no network."""
+client/_idempotence.py): batching, stickiness and buffer accounting; stamps, sequence
+verdicts and epoch bumps. An injected clock and rng, no threads, no network."""
 
 from __future__ import annotations
 
 import random
-import threading
 
 import pytest
 
@@ -18,8 +16,6 @@ from raftka.client._idempotence import (
     is_sequence_error,
     restamp,
 )
-from raftka.client._retry import RetryPolicy
-from raftka.client._sender import Sender
 from raftka.v1 import recordbatch
 from raftka.v1.errors import (
     NotLeaderError,
@@ -234,57 +230,3 @@ def test_restamp_rewrites_the_producer_fields_and_keeps_the_crc_valid() -> None:
     assert (header.producer_id, header.producer_epoch, header.base_sequence) == (4242, 7, 1000)
     assert [r.value for r in recordbatch.decode_batches(stamped)] == [b"v", b"w"]
     assert len(stamped) == len(raw)
-
-
-# --------------------------------------------------------------------------- sender
-
-
-class _NoCluster:
-    """The sender's cluster, never called by ``claim``."""
-
-    def broker_stub(self, address: str):
-        raise AssertionError("no I/O in this test")
-
-
-def _lone_records_claimed(idempotence: IdempotenceState | None, records: int
-                          ) -> list[bool | None]:
-    """Append one record at a time to partition 0 with linger_ms=0 and let this thread
-    claim it (Sender rule 4), no answer ever coming: per record, whether it went as a unary
-    call (None: it could not go yet)."""
-    acc = accumulator(buffer_memory=1 << 20)
-    sender = Sender(_NoCluster(), acc, idempotence, acks=-1,
-                    max_in_flight=5 if idempotence is not None else 1, linger_s=0.0,
-                    request_timeout_ms=1000, delivery_timeout_s=10.0, retry=RetryPolicy(),
-                    lock=threading.RLock())
-    went: list[bool | None] = []
-    for _ in range(records):
-        add(acc, 0, b"v")
-        claimed = sender.claim("t", 0)
-        if claimed is None:
-            went.append(None)
-            continue
-        q, ready = claimed
-        q.dispatching = False  # as send_claimed does once it handed them over
-        assert len(ready) == 1
-        went.append(ready[0].unary)
-    return went
-
-
-def _idempotent(transactional: bool = False) -> IdempotenceState:
-    state = IdempotenceState(transactional=transactional)
-    state.producer_id, state.producer_epoch = 7, 0
-    return state
-
-
-def test_an_idempotent_producer_pipelines_lone_batches_as_unary_calls() -> None:
-    """Sender rule 5: the broker orders an idempotent producer's batches by sequence, so
-    each lone record goes at once as its own unary call, up to max_in_flight (5)."""
-    assert _lone_records_claimed(_idempotent(), 7) == [True] * 5 + [None, None]
-
-
-@pytest.mark.parametrize("idempotence", [None, "transactional"])
-def test_without_sequence_order_nothing_overtakes_a_unary_call(idempotence) -> None:
-    """Without idempotence (no sequences) and for a transactional producer (which cannot
-    bump its epoch after a reordered answer), records wait for the unary call out."""
-    state = None if idempotence is None else _idempotent(transactional=True)
-    assert _lone_records_claimed(state, 3) == [True, None, None]
