@@ -50,7 +50,6 @@ import asyncio
 import logging
 import queue
 import random
-import sys
 import threading
 import time
 from typing import Callable, Protocol
@@ -65,13 +64,6 @@ __all__ = ["Group", "HostObserver", "RaftHost", "RaftTiming", "StateMachine"]
 
 log = logging.getLogger("raftka.host")
 _LAG_REPORT_S = 10.0  # the ticker logs its late ticks at most this often
-# The GIL switch interval of a node process (Python's default: 5 ms). Every hand-off on
-# the write path crosses threads: gRPC's completion-queue poller hands each received
-# message and finished send to the loop, the sync thread its fsync. A thread that wants
-# the GIL while another runs Python waits up to this long before it is given the GIL, so
-# with the default a hand-off could cost 5 ms whenever the loop was busy (the p99 of every
-# stage of bench.latency_stages). The cost: a busy thread is interrupted more often.
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class RaftTiming:
@@ -275,7 +267,6 @@ class RaftHost:
 
     # ------------------------------------------------------------------ run
     def start(self) -> None:
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # process-wide: the node's threads
         self.transport.start()
         self._storage.thread = _SyncThread(
             self.db.save_many, f"raft-sync-{self.node_id}",
