@@ -21,11 +21,8 @@ Asyncio tasks owned here (see also node/README.md):
 - ``_ready_loop``: the only caller of ``driver.run_pass()``, whenever the driver called
   ``wake`` (the ``_wakeup`` event). A pass that must sync hands its ONE ``save_many`` (one
   WAL sync for every group of the pass) to the host's own sync thread (``_SyncThread``) and
-  awaits it, so the event loop keeps serving while the disk syncs. The sync thread's
-  completion callback, on the loop, calls ``driver.sync_completed()`` itself (it sends the
-  after-persist messages, applies and advances) before it wakes the ready loop: a
-  follower's acknowledgement and a leader's answers leave one loop iteration sooner than
-  if the woken task called it.
+  awaits it, so the event loop keeps serving while the disk syncs; then it calls
+  ``driver.sync_completed()``, which sends the after-persist messages, applies and advances.
   Messages and proposals that arrive during the sync are stepped into the RawNodes at once
   and ride the next pass: that is the group commit.
 
@@ -84,16 +81,11 @@ class _SyncThread:
     and without the GIL) and awaits the future; the thread completes it with
     ``call_soon_threadsafe``. The write itself is ``save_many`` (unsynced write, then
     ``flush_wal(True)``, which releases the GIL during the fsync: PERF-FACTS), never on the
-    loop thread. At most one write is outstanding: the ready loop awaits each. ``then``
-    (``driver.sync_completed``) runs on the loop in the callback that completes the
-    future, unless the future was cancelled (the host stopping); its exception fails the
-    future."""
+    loop thread. At most one write is outstanding: the ready loop awaits each."""
 
     def __init__(self, save: Callable[[list], None], name: str,
-                 observe: Callable[[float], None] | None = None,
-                 then: Callable[[], None] | None = None) -> None:
+                 observe: Callable[[float], None] | None = None) -> None:
         self._save = save
-        self._then = then
         self._observe = observe  # seconds of each synced write (metrics; thread-safe)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -113,7 +105,7 @@ class _SyncThread:
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting loop
                 loop.call_soon_threadsafe(_set_exception, future, exc)
             else:
-                loop.call_soon_threadsafe(_completed, future, self._then)
+                loop.call_soon_threadsafe(_set_result, future)
 
     def save(self, items: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -126,16 +118,9 @@ class _SyncThread:
         self._queue.put(None)
 
 
-def _completed(future: asyncio.Future, then: Callable[[], None] | None) -> None:
-    if future.done():
-        return  # cancelled: the ready loop stopped
-    try:
-        if then is not None:
-            then()
-    except BaseException as exc:  # noqa: BLE001 - handed to the awaiting ready loop
-        future.set_exception(exc)
-        return
-    future.set_result(None)
+def _set_result(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
@@ -270,8 +255,7 @@ class RaftHost:
         self.transport.start()
         self._storage.thread = _SyncThread(
             self.db.save_many, f"raft-sync-{self.node_id}",
-            self.observer.sync_seconds if self.observer is not None else None,
-            then=self.driver.sync_completed)
+            self.observer.sync_seconds if self.observer is not None else None)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._ticker(), name="raft-ticker"),
@@ -343,11 +327,11 @@ class RaftHost:
                 raise
 
     async def _pass(self) -> None:
-        """One pass of the driver; awaits its synced write (on the sync thread) if any,
-        whose completion callback has called ``driver.sync_completed()``."""
+        """One pass of the driver; awaits its synced write (on the sync thread) if any."""
         started = time.perf_counter()
         if self.driver.run_pass():
             await self._storage.synced
+            self.driver.sync_completed()
         if self.observer is not None:
             self.observer.pass_seconds(time.perf_counter() - started)
 
