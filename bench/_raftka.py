@@ -184,6 +184,51 @@ class RaftkaSystem(Bounded):
             retries = producer.statistics()["retries"]  # > 0: a leader change in the run
         return {**percentiles_ms(samples), "rate": round(sent / elapsed), "retries": retries}
 
+    def latency_aio(self, rate: float) -> dict:
+        """w3 at ``rate`` with the asyncio client (``raftka.aio.Producer``, ``linger_ms=0``)
+        on its own event loop (asyncio's): one ``await send()`` per due record, the due
+        ones in one ``send_many`` when behind. Latency counts from the ``send`` call: the
+        loop's timers wake the pacer up to ~1 ms late (their resolution), which is the
+        pacer's lateness, not the client's."""
+        import asyncio
+
+        import raftka.aio
+
+        topic = self.new_topic(1)
+        value = value_of(100)
+        secs = self.settings.latency_s
+        samples: list[float] = []
+
+        def record(n: int, t0: float):
+            return lambda f: (samples.extend([time.perf_counter() - t0] * n)
+                              if f.exception() is None else None)
+
+        async def run() -> tuple[int, float]:
+            async with raftka.aio.Producer(self.bootstrap, acks="all", security=self.security,
+                                           **PRODUCER_LATENCY) as producer:
+                await (await producer.send(topic, value, partition=0))  # warm the connection
+                total, done = int(rate * secs), 0
+                start = time.perf_counter()
+                while done < total:
+                    now = time.perf_counter()
+                    due = min(total, int((now - start) * rate) + 1)
+                    if due <= done:
+                        await asyncio.sleep(start + done / rate - now)
+                        continue
+                    n = due - done
+                    fut = await (producer.send(topic, value, partition=0) if n == 1 else
+                                 producer.send_many(topic, [value] * n, partition=0))
+                    fut.add_done_callback(record(n, now))
+                    done = due
+                elapsed = time.perf_counter() - start
+                await producer.flush(self.left_s())
+            return done, elapsed
+
+        with Ticker(bar(f"Raftka aio latency @{rate:,.0f}/s", rate * secs),
+                    lambda: len(samples)):
+            sent, elapsed = asyncio.run(run())
+        return {**percentiles_ms(samples), "rate": round(sent / elapsed)}
+
     def latency_raw(self, rate: float) -> dict:
         """The server's part of w3: unary Produce RPCs of one pre-built single-record batch
         (acks=all, not idempotent) straight to the leader through the public gRPC API

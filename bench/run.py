@@ -215,6 +215,7 @@ class Runner:
             step("w2_produce_100B_6p", lambda: s.produce("bulk", 100, 6), "produce")
         if self.has("w3"):
             step("w3_latency_1000", lambda: s.latency(1000), "latency")
+            step("w3_latency_1000_aio", lambda: s.latency_aio(1000), "latency")
             step("w3_latency_1000_raw", lambda: s.latency_raw(1000), "latency")
             half = _half_max(out)
             step("w3_latency_half", lambda: s.latency(half, bulk=True), "latency")

@@ -114,7 +114,7 @@ from ._delayed import (
     encode_scheduled,
     scheduled_deliver_at,
 )
-from ._errors import BrokerError, Code, forget_outcome
+from ._errors import BrokerError, Code
 from ._host import Group
 from ._produce_coalescer import ENTRY_FORMAT, EntryPacker
 from ._producer_state import DUPLICATE, REJECT, PendingBatch, ProducerStateTable
@@ -792,20 +792,17 @@ class PartitionReplica:
 
     async def wait_acked(self, future: asyncio.Future, acks: int,
                          timeout_s: float) -> tuple[int, int]:
+        """The request's offsets once acknowledged per ``acks``; BrokerError NO_QUORUM
+        after ``timeout_s``. Awaits the future itself, so the answer resumes the caller in
+        the loop iteration after the apply (``wait_for(shield(...))`` took three). A
+        failed or cancelled future (the timer, or the caller cancelled) is never proposed
+        if still queued and is skipped if proposed."""
+        timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future, acks,
+                                                      timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except asyncio.CancelledError:
-            forget_outcome(future)  # the requester went away (its client cancelled)
-            raise
-        except asyncio.TimeoutError:
-            future.cancel()  # if still queued it is never proposed; if proposed, skipped
-            raise BrokerError(
-                Code.NO_QUORUM,
-                f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
-                f"{timeout_s:.1f}s (a replica may be down or partitioned); the write may "
-                "still be committed later, retry with idempotence to avoid a duplicate",
-                retriable=True,
-            ) from None
+            return await future
+        finally:
+            timer.cancel()
 
     def before_ready(self) -> None:
         """Propose every queued produce request as one batch of entries (the replicate
@@ -1078,9 +1075,10 @@ class PartitionReplica:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            try:
-                await asyncio.wait_for(self._hw_changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            try:  # not wait_for: its extra task costs the woken fetch two loop iterations
+                async with asyncio.timeout(remaining):
+                    await self._hw_changed.wait()
+            except TimeoutError:
                 return
 
     def read(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
@@ -1126,9 +1124,10 @@ class PartitionReplica:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            try:
-                await asyncio.wait_for(self._hw_changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            try:  # not wait_for: its extra task costs the woken fetch two loop iterations
+                async with asyncio.timeout(remaining):
+                    await self._hw_changed.wait()
+            except TimeoutError:
                 return
 
     def read_committed(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
@@ -1786,6 +1785,17 @@ class PartitionReplica:
                 w = waiters.popleft()
                 if not w.future.done():
                     w.future.set_exception(error)
+
+
+def _expire(future: asyncio.Future, acks: int, timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(BrokerError(
+            Code.NO_QUORUM,
+            f"not {'committed by a majority' if acks < 0 else 'persisted'} within "
+            f"{timeout_s:.1f}s (a replica may be down or partitioned); the write may "
+            "still be committed later, retry with idempotence to avoid a duplicate",
+            retriable=True,
+        ))
 
 
 def _not_leader(leader_id: int) -> BrokerError:
