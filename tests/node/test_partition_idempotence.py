@@ -79,19 +79,19 @@ def test_a_write_not_acknowledged_in_time_fails_no_quorum_and_is_never_proposed(
     queued is then skipped by the next proposal pass (the producer retries it)."""
     async def scenario() -> None:
         storage = MemoryStorage(ConfState(frozenset({1})))
-        replica, node = _start(storage, 1)
+        replica, node = start_replica(storage, 1)
         node.campaign()
-        _drive(replica, node, storage)
+        drive(replica, node, storage)
         try:
             await replica.produce(_batch(0, b"late"), acks=-1, timeout_s=0.01)
         except BrokerError as exc:
             assert exc.code == Code.NO_QUORUM and exc.retriable
         else:
             raise AssertionError("produce returned without any pass")
-        _drive(replica, node, storage)
+        drive(replica, node, storage)
         assert replica.high_watermark == 0, "the expired request was proposed"
         # the retry of the same sequence is written (the first was not): the ready loop
         # runs once the call below has queued its request
-        asyncio.get_running_loop().call_soon(_drive, replica, node, storage)
+        asyncio.get_running_loop().call_soon(drive, replica, node, storage)
         assert await replica.produce(_batch(0, b"retry"), acks=-1, timeout_s=5) == (0, 0)
     asyncio.run(scenario())
