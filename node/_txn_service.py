@@ -591,16 +591,27 @@ class TransactionCoordinatorService(_ControllerWriter,
             marking = state["previous"]
         commit = marking["commit"]
         remaining = sorted((t, p) for t, p in marking["partitions"])
-        coordinator_epoch = min(replica.group.node.term, 2**31 - 1) if replica.group else 0
+        term = replica.group.node.term if replica.group else 0
+        coordinator_epoch = min(term, 2**31 - 1)
+        rounds = 0
         while remaining:
             remaining = await self._markers(state["pid"], marking["epoch"], commit,
                                             coordinator_epoch, remaining)
-            if remaining:
-                if not replica.leader_ready():
-                    raise BrokerError(Code.NOT_COORDINATOR, f"this node stopped coordinating "
-                                      f"{tid!r}; its next coordinator completes the "
-                                      "transaction", retriable=True)
-                await asyncio.sleep(MARKER_BACKOFF_S)
+            rounds += 1
+            if not remaining:
+                break
+            # A task of an earlier term must end even if this node leads again by now: its
+            # markers carry the old coordinator epoch, which the partitions refuse for
+            # good once a newer coordinator's marker landed (TRANSACTION_COORDINATOR_FENCED),
+            # and while it runs the resume task starts no task of the current term.
+            if not replica.leader_ready() or (replica.group and replica.group.node.term != term):
+                raise BrokerError(Code.NOT_COORDINATOR, f"this node stopped coordinating "
+                                  f"{tid!r} in term {term}; its coordinator of the current "
+                                  "term completes the transaction", retriable=True)
+            if rounds % 50 == 0:
+                log.info("transactional id %s: markers of epoch %d still missing on %s "
+                         "after %d rounds; retrying", tid, marking["epoch"], remaining, rounds)
+            await asyncio.sleep(MARKER_BACKOFF_S)
         self._marked[tid] = (state["pid"], marking["epoch"])
         if not prepared:
             return state
