@@ -201,6 +201,15 @@ def test_errors_clients_act_on_come_with_the_kafka_codes(kafka_cluster: Cluster)
         assert answer.error_code == ErrorCode.not_coordinator
 
 
+def _share_coordinator(cluster: Cluster, group: str) -> int:
+    """The node coordinating ``group`` (FindCoordinator v4)."""
+    with _connect(cluster) as s:
+        s.sendall(_request(10, 4, 1, {"key_type": 0, "coordinator_keys": [group]}))
+        _, found = _answer(_read_frame(s), 10, 4)
+    [coordinator] = found.coordinators
+    return next(n for n, a in cluster.kafka.items() if a.endswith(f":{coordinator.port}"))
+
+
 def test_share_sessions_follow_kip_932_epochs(kafka_cluster: Cluster) -> None:
     """ShareFetch (78) without a session, at the wrong epoch, and with acknowledgements in
     the opening request: the KIP-932 errors, a kio-built request each."""
@@ -233,12 +242,7 @@ def test_share_group_heartbeat_assigns_every_partition_and_describe_lists_the_me
     the epoch while nothing changes, is described, and leaves with epoch -1."""
     kafka_cluster.create_topic("wire-share", partitions=2)
     group = "wire-share-group"
-    with _connect(kafka_cluster) as s:
-        s.sendall(_request(10, 4, 1, {"key_type": 0, "coordinator_keys": [group]}))
-        _, found = _answer(_read_frame(s), 10, 4)
-    [coordinator] = found.coordinators
-    node = next(n for n, a in kafka_cluster.kafka.items()
-                if a.endswith(f":{coordinator.port}"))
+    node = _share_coordinator(kafka_cluster, group)
     with _connect(kafka_cluster, node) as s:
         s.sendall(_request(3, 12, 9, {"topics": [{"name": "wire-share",
                                                   "topic_id": uuid.UUID(int=0)}]}))
@@ -279,12 +283,7 @@ def test_closing_a_share_session_in_share_fetch_releases_what_the_member_holds(
     kafka_cluster.create_topic(topic, partitions=1)
     leader = kafka_cluster.wait_leader(topic, 0)
     group = "wire-share-close"
-    with _connect(kafka_cluster) as s:
-        s.sendall(_request(10, 4, 1, {"key_type": 0, "coordinator_keys": [group]}))
-        _, found = _answer(_read_frame(s), 10, 4)
-    [coordinator] = found.coordinators
-    node = next(n for n, a in kafka_cluster.kafka.items()
-                if a.endswith(f":{coordinator.port}"))
+    node = _share_coordinator(kafka_cluster, group)
     with _connect(kafka_cluster, node) as s:
         for cid, member in enumerate(("m-1", "m-2")):  # both join: the group exists
             s.sendall(_request(76, 1, cid, {"group_id": group, "member_id": member,
