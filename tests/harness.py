@@ -424,17 +424,28 @@ class Cluster:
             timeout_ms=int(timeout * 1000)), timeout=timeout + 2)
 
     def fetch_all(self, topic: str, partition: int, start: int = 0) -> bytes:
-        """Every committed batch from ``start`` to the high watermark, from the leader."""
-        leader = self.wait_leader(topic, partition)
-        out, offset = [], start
-        while True:
-            r = self.broker(leader).Fetch(broker_pb2.FetchRequest(
-                topic=topic, partition=partition, offset=offset, max_bytes=4 << 20), timeout=10)
-            if r.record_batches:
-                out.append(r.record_batches)
-            offset = r.next_offset
-            if offset >= r.high_watermark:
-                return b"".join(out)
+        """Every committed batch from ``start`` to the high watermark, from the leader. A
+        leadership that moves meanwhile (a preferred-leader handover after a restart)
+        restarts the read at the new leader."""
+        for attempt in range(5):
+            leader = self.wait_leader(topic, partition)
+            out, offset = [], start
+            try:
+                while True:
+                    r = self.broker(leader).Fetch(broker_pb2.FetchRequest(
+                        topic=topic, partition=partition, offset=offset,
+                        max_bytes=4 << 20), timeout=10)
+                    if r.record_batches:
+                        out.append(r.record_batches)
+                    offset = r.next_offset
+                    if offset >= r.high_watermark:
+                        return b"".join(out)
+            except grpc.RpcError as exc:
+                info = error_info(exc)
+                if attempt == 4 or info is None or info.code != errors_pb2.NOT_LEADER:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     def values(self, topic: str, partition: int, start: int = 0) -> list[tuple[int, bytes]]:
         """(offset, value) of every committed record from ``start``, from the leader."""
