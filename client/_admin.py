@@ -351,8 +351,9 @@ class AdminOps(DeadLetterOps):
                                                 timestamp_ms=timestamp_ms)
         resp = (yield from self._call_leader_ops(topic, partition, "ListOffsets", request, timeout,
                                  f"ListOffsets {topic}/{partition}"))
+        stable = resp.last_stable_offset if resp.HasField("last_stable_offset") else None
         return PartitionOffsets(topic, partition, resp.offset, resp.high_watermark,
-                                resp.log_start_offset, resp.last_stable_offset)
+                                resp.log_start_offset, stable)
 
     # ------------------------------------------------------------------ groups
 

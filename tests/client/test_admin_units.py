@@ -146,3 +146,22 @@ def test_json_output_turns_named_tuples_into_objects() -> None:
     cli._json({"tp": TopicPartition("t", 1), "list": [TopicPartition("u", 2)]}, out)
     assert json.loads(out.getvalue()) == {"tp": {"topic": "t", "partition": 1},
                                           "list": [{"topic": "u", "partition": 2}]}
+
+
+@pytest.mark.parametrize("answer, stable", [
+    (broker_pb2.ListOffsetsResponse(offset=9, high_watermark=9), None),  # a node before transactions
+    (broker_pb2.ListOffsetsResponse(offset=9, high_watermark=9, last_stable_offset=0), 0),
+    (broker_pb2.ListOffsetsResponse(offset=9, high_watermark=9, last_stable_offset=4), 4),
+])
+def test_a_stable_offset_the_leader_did_not_send_is_unknown_not_zero(monkeypatch, answer,
+                                                                     stable) -> None:
+    # During a rolling upgrade the leader may predate transactions: its answer has no
+    # last_stable_offset, which must not read as 0 (a read_committed lag would then be 0).
+    def leader_answers(*_args):
+        return answer
+        yield  # noqa: unreachable - makes this an Ops generator like the real call
+
+    with Admin("127.0.0.1:1") as admin:
+        monkeypatch.setattr(admin, "_call_leader_ops", leader_answers)
+        offsets = admin.list_offsets("t", 0, "latest")
+    assert (offsets.high_watermark, offsets.last_stable_offset) == (9, stable)
