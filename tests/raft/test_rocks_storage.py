@@ -64,18 +64,23 @@ def raw_open(path: Path) -> rocksdict.Rdict:
 def crash_image(db: RocksLogDB, dest: Path) -> Path:
     """Copy the files of an open DB: what a crash right now leaves on disk (synced data in
     the WAL, memtables never flushed). rocksdict's close() and drop always flush."""
-    # RocksDB compacts in background threads and may delete an SST file while we copy
-    # (rocksdict has no DisableFileDeletions); a copy that lost a file is retried whole.
-    def live() -> list[str]:
-        return sorted(f["name"] for f in db._db.live_files())  # noqa: SLF001 - test only
+    # RocksDB flushes and compacts in background threads and may replace an SST, the WAL
+    # or the MANIFEST while we copy (rocksdict has no DisableFileDeletions): a copy during
+    # which the live SSTs or any file's name or size changed is retried whole. (Checking
+    # the SSTs alone would let a WAL switch or a MANIFEST write slip into a copy: the
+    # suspected cause of a rare failure of the random test below.)
+    def live() -> list:
+        files = sorted((f.name, f.stat().st_size) for f in Path(db.path).iterdir()
+                       if f.is_file() and not f.name.startswith("LOG"))
+        return [sorted(f["name"] for f in db._db.live_files()), files]  # noqa: SLF001
 
     for _ in range(20):
-        before = live()
         try:
+            before = live()
             shutil.copytree(db.path, dest)
-            if live() == before:  # no compaction swapped files under the copy
+            if live() == before:  # nothing changed files under the copy
                 return dest
-        except shutil.Error:
+        except OSError:  # shutil.Error included: a file vanished while we listed or copied
             pass
         shutil.rmtree(dest, ignore_errors=True)
     raise RuntimeError(f"could not copy {db.path}: its files kept changing")
