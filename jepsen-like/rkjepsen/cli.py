@@ -194,36 +194,11 @@ def stop_clients(clients: dict[int, subprocess.Popen], main_hist: history.Histor
 
 
 def _leader_finder(cluster: NetCluster):
-    import grpc
+    from rkjepsen.leaders import LeaderFinder
+    from rkjepsen.workload import TOPIC
 
-    from raftka.client import channel_options
-    from raftka.v1 import broker_pb2, broker_pb2_grpc
-
-    stubs: dict[int, broker_pb2_grpc.BrokerStub] = {}  # nodes may join during the run
-
-    def leader_of(key: int) -> int:
-        """The node that says it leads ``key``, highest term first (0: none)."""
-        best = (-1, 0)
-        for nid in cluster.alive():
-            if nid in cluster.paused:
-                continue
-            if nid not in stubs:
-                address = cluster.addresses.get(nid)
-                if address is None:
-                    continue
-                stubs[nid] = broker_pb2_grpc.BrokerStub(
-                    grpc.insecure_channel(address, options=channel_options()))
-            try:
-                md = stubs[nid].Metadata(broker_pb2.MetadataRequest(topics=["jepsen"]),
-                                         timeout=1.0)
-                info = md.topics[0].partitions[key]
-            except (grpc.RpcError, IndexError):
-                continue
-            if info.leader_id == nid and info.leader_term > best[0]:
-                best = (info.leader_term, nid)
-        return best[1]
-
-    return leader_of
+    finder = LeaderFinder(cluster)
+    return lambda key: finder.leader_of(TOPIC, key)
 
 
 def _replica_disagreements(cluster: NetCluster, problems: list[str],

@@ -397,33 +397,12 @@ def group_offsets(bootstrap: str, history: HistoryWriter) -> None:
 def leader_finder(cluster, partitions: int):
     """``leader_of(k)`` for the nemesis: k over the keys of both topics, then the
     partitions of ``__transaction_state`` (so faults hit transaction coordinators)."""
-    import grpc
-
-    from raftka.client import channel_options
-    from raftka.v1 import broker_pb2, broker_pb2_grpc
+    from rkjepsen.leaders import LeaderFinder
 
     targets = [split_key(k) for k in keys_of(partitions)] + \
         [(TXN_STATE, p) for p in range(TXN_STATE_PARTITIONS)]
-    stubs = {i: broker_pb2_grpc.BrokerStub(grpc.insecure_channel(a, options=channel_options()))
-             for i, a in cluster.addresses.items()}
-
-    def leader_of(k: int) -> int:
-        topic, partition = targets[k % len(targets)]
-        best = (-1, 0)
-        for nid in cluster.alive():
-            if nid in cluster.paused:
-                continue
-            try:
-                md = stubs[nid].Metadata(broker_pb2.MetadataRequest(topics=[topic]),
-                                         timeout=1.0)
-                info = md.topics[0].partitions[partition]
-            except (grpc.RpcError, IndexError):
-                continue
-            if info.leader_id == nid and info.leader_term > best[0]:
-                best = (info.leader_term, nid)
-        return best[1]
-
-    return leader_of, len(targets)
+    finder = LeaderFinder(cluster)
+    return (lambda k: finder.leader_of(*targets[k % len(targets)])), len(targets)
 
 
 def _is_ready(out: Path, pid: int, producer: bool) -> bool:
