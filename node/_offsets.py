@@ -16,6 +16,11 @@ Record formats (big-endian)::
     group              key   = b"G" | u16 len | group
                        value = JSON {"assignor", "group_epoch"}
                                (None: the group was deleted, its members with it)
+    classic group      key   = b"C" | u16 len | group
+                       value = JSON classic group record (_kafka/_classic.py: generation,
+                               protocol, leader, members with metadata and assignment),
+                               written when a generation's assignment is complete
+                               (None: the group became empty)
     pending offset     key   = b"P" | i64 producer id | u16 len | group | u16 len | topic
                                | i32 partition
                        value = as a committed offset
@@ -25,9 +30,10 @@ Record formats (big-endian)::
 
 Unlike data partitions, every replica here *decodes* what it applies (commits and
 membership changes are small and rare next to data) into ``offsets``: group ->
-{(topic, partition): CommittedOffset}, ``members``: group -> {member id: record} and
-``groups``: group -> group record. The last two let a new coordinator (the next leader of
-the partition) rebuild the groups' membership (``_coordinator.py`` rules 7 and 8).
+{(topic, partition): CommittedOffset}, ``members``: group -> {member id: record},
+``groups``: group -> group record and ``classic``: group -> classic group record. The last
+three let a new coordinator (the next leader of the partition) rebuild the groups'
+membership (``_coordinator.py`` rules 7 and 8, ``_kafka/_classic.py``).
 Other keys are skipped, so a node that predates a record kind ignores it.
 
 Time and size retention never apply to this topic (its configs say -1). Instead the log is
@@ -40,8 +46,10 @@ the (few) entries after it. Snapshot data::
     u32 len | partition snapshot data (see _partition.py) | tables
     tables, version 2 = b"\x02" | JSON {"offsets": OFFSETS, "members": {group: {member id:
                         record}}, "groups": {group: group record},
+                        "classic": {group: classic group record},
                         "pending": {producer id: OFFSETS}}  (pending: absent before
-                        transactions)
+                        transactions; classic: absent before classic membership was
+                        persisted)
     tables, version 1 = OFFSETS (still read: a JSON object, so its first byte is "{")
     OFFSETS = {group: [[topic, partition, offset, metadata, commit_time_ms], ...]}
 """
@@ -124,7 +132,7 @@ def _group_key(kind: bytes, group_id: str, member_id: str | None = None) -> byte
 def _parse_group_key(key: bytes) -> tuple[str, str | None]:
     (glen,) = _U16.unpack_from(key, 1)
     group = key[3:3 + glen].decode()
-    if key[0:1] != b"M":
+    if key[0:1] != b"M":  # G and C keys name only the group
         return group, None
     pos = 3 + glen
     (mlen,) = _U16.unpack_from(key, pos)
@@ -161,6 +169,14 @@ def encode_group_changes(group_id: str, members: dict[str, dict | None], group: 
     return batches
 
 
+def encode_classic_group(group_id: str, record: dict | None, now_ms: int) -> bytes:
+    """One batch holding a classic group's record (None: the group is empty)."""
+    builder = BatchBuilder(compression="none", max_bytes=64 << 20)
+    builder.append(_group_key(b"C", group_id), None if record is None else _json(record), (),
+                   now_ms)
+    return builder.build()
+
+
 def encode_pending_commits(group_id: str, producer_id: int,
                            commits: list[tuple[str, int, int, str]], now_ms: int) -> bytes:
     """One record batch of a transaction's pending offsets (TxnOffsetCommit)."""
@@ -191,6 +207,7 @@ class OffsetsReplica(PartitionReplica):
         self.offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
         self.members: dict[str, dict[str, dict]] = {}  # group -> member id -> record
         self.groups: dict[str, dict] = {}  # group -> group record
+        self.classic: dict[str, dict] = {}  # group -> classic group record (Kafka listener)
         # producer id -> {(group, topic, partition): offset} of its open transaction
         self.pending: dict[int, dict[tuple[str, str, int], CommittedOffset]] = {}
 
@@ -227,6 +244,9 @@ class OffsetsReplica(PartitionReplica):
                     continue
                 if key[0:1] == b"P":
                     self._apply_pending(key, r.value)
+                    continue
+                if key[0:1] == b"C":
+                    self._apply_classic(key, r.value)
                     continue
                 try:
                     group, topic, partition = parse_offset_key(key)
@@ -269,6 +289,17 @@ class OffsetsReplica(PartitionReplica):
 
     def has_pending(self, group_id: str, topic: str, partition: int) -> bool:
         return any((group_id, topic, partition) in p for p in self.pending.values())
+
+    def _apply_classic(self, key: bytes, value: bytes | None) -> None:
+        try:
+            group, _ = _parse_group_key(key)
+            record = None if value is None else json.loads(value)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            return  # not ours (someone produced to the internal topic)
+        if isinstance(record, dict):
+            self.classic[group] = record
+        else:
+            self.classic.pop(group, None)
 
     def _apply_group_record(self, key: bytes, value: bytes | None) -> None:
         try:
@@ -327,7 +358,8 @@ class OffsetsReplica(PartitionReplica):
                               for (g, t, p), c in sorted(rows.items())]
                    for pid, rows in sorted(self.pending.items())}
         return TABLES_V2 + _json({"offsets": offsets, "members": self.members,
-                                  "groups": self.groups, "pending": pending})
+                                  "groups": self.groups, "classic": self.classic,
+                                  "pending": pending})
 
     def compacted(self, index: int, snapshot_data: bytes) -> None:
         base, _ = _split(snapshot_data)
@@ -341,12 +373,13 @@ class OffsetsReplica(PartitionReplica):
             offsets = doc["offsets"]
             self.members = {g: dict(m) for g, m in doc.get("members", {}).items()}
             self.groups = dict(doc.get("groups", {}))
+            self.classic = dict(doc.get("classic", {}))
             self.pending = {int(pid): {(g, t, p): CommittedOffset(o, m, at)
                                        for g, t, p, o, m, at in rows}
                             for pid, rows in doc.get("pending", {}).items()}
         else:  # version 1: committed offsets only
             offsets = json.loads(tables)
-            self.members, self.groups, self.pending = {}, {}, {}
+            self.members, self.groups, self.pending, self.classic = {}, {}, {}, {}
         self.offsets = {
             g: {(t, p): CommittedOffset(o, m, at) for t, p, o, m, at in rows}
             for g, rows in offsets.items()}

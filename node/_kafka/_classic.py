@@ -18,13 +18,17 @@ How classic members map onto our groups (the choice, and why):
   (``GroupCoordinatorService._write``) to the same partition, so a group's committed
   offsets read the same through both doors, and an empty group's offsets can be
   committed, fetched and reset from either.
-- Classic membership lives in the coordinator's memory while it coordinates the group
-  (checked at every request and every ``EXPIRY_INTERVAL_S``), not in the log: when the
-  coordinator moves, members get NOT_COORDINATOR, find the new one and rejoin there (the
-  classic protocol's own recovery; their offsets are in the log); a commit in between
-  fails with UNKNOWN_MEMBER_ID, which a Kafka client answers by rejoining. Generation ids
-  and member ids fence commits meanwhile. (Kafka's own coordinator writes classic
-  membership to its log so members survive a move; not done here yet.)
+- Classic membership is persisted the way Kafka's own coordinator does it: when a
+  generation's assignment is complete (the leader's SyncGroup), the whole group (generation,
+  protocol, leader, every member's metadata and assignment) is written to the group's
+  ``__consumer_offsets`` partition as one record (``_offsets.py``, key kind ``C``) and the
+  members get their assignments only once a majority has it; a group that becomes empty
+  writes a tombstone. A new coordinator (the partition's next leader, or this node
+  re-elected in a later term) rebuilds the group from that record, Stable, each member with
+  a fresh session timeout, so members keep their ids, generation and right to commit
+  across a coordinator move and do not rejoin from scratch. Between generations (a
+  rebalance in progress) only the last completed generation is in the log: a member of a
+  newer one gets ILLEGAL_GENERATION there and rejoins, as it would with Kafka.
 
 State machine per group (Kafka's GroupCoordinator, without static membership):
 
@@ -46,6 +50,9 @@ State machine per group (Kafka's GroupCoordinator, without static membership):
    rejoins), else it extends the member's session.
 5. A member whose session timeout passes without a heartbeat, join or sync is removed and
    the group rebalances; LeaveGroup removes it at once.
+5a. A failed write of a generation's assignment (no quorum, a move) answers the pending
+   SyncGroups REBALANCE_IN_PROGRESS and prepares a new rebalance: nothing is handed out
+   that a new coordinator would not know.
 6. OffsetCommit: a member of the current generation commits (REBALANCE_IN_PROGRESS while a
    rebalance is prepared, ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID otherwise); generation -1
    with no member id commits only for a group without members (admin tools, manual
@@ -57,6 +64,7 @@ State machine per group (Kafka's GroupCoordinator, without static membership):
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid
@@ -67,7 +75,8 @@ from kio.schema.errors import ErrorCode as K
 
 from .._broker import Broker
 from .._errors import BrokerError, Code
-from .._group_service import METADATA_MAX, GroupCoordinatorService
+from .._group_service import COMMIT_TIMEOUT_S, METADATA_MAX, GroupCoordinatorService
+from .._offsets import OFFSETS_TOPIC, OffsetsReplica, encode_classic_group
 from ._errors import kafka_code
 
 log = logging.getLogger("raftka.kafka.groups")
@@ -77,6 +86,9 @@ INITIAL_DELAY_S = 0.3
 EXPIRY_INTERVAL_S = 0.1
 SESSION_TIMEOUT_MS_MIN = 1_000
 SESSION_TIMEOUT_MS_MAX = 300_000
+# a group record above this is not persisted (the offsets topic's records stay well below
+# its 1 MiB max.message.bytes): such a group's membership lives in memory only, as before
+CLASSIC_RECORD_MAX = 768 << 10
 
 EMPTY, PREPARING, COMPLETING, STABLE = "Empty", "PreparingRebalance", \
     "CompletingRebalance", "Stable"
@@ -112,6 +124,42 @@ class _Group:
     # ids given with MEMBER_ID_REQUIRED (KIP-394) whose join has not come yet: not members
     # (a rebalance does not wait for them), forgotten after their session timeout
     pending: dict[str, float] = field(default_factory=dict)
+    term: int = 0  # the offsets partition's Raft term this state belongs to
+    storing: int = -1  # the generation whose assignment is being written
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _group_record(g: _Group, assignments: dict[str, bytes]) -> dict:
+    """What a new coordinator needs to go on serving the group (rule 5a's write)."""
+    return {"generation": g.generation, "protocol_type": g.protocol_type,
+            "protocol": g.protocol, "leader": g.leader,
+            "members": [{"member_id": m.member_id, "client_id": m.client_id, "host": m.host,
+                         "session_timeout_ms": round(m.session_timeout_s * 1000),
+                         "rebalance_timeout_ms": round(m.rebalance_timeout_s * 1000),
+                         "protocol_type": m.protocol_type,
+                         "protocols": [[n, _b64(md)] for n, md in m.protocols],
+                         "assignment": _b64(assignments.get(m.member_id, b""))}
+                        for m in g.members.values()]}
+
+
+def _restored(group_id: str, record: dict, term: int, now: float) -> _Group:
+    """The group as the record left it, Stable, every member with a fresh session."""
+    g = _Group(group_id, state=STABLE, generation=int(record["generation"]),
+               protocol_type=str(record["protocol_type"]), protocol=record["protocol"],
+               leader=str(record["leader"]), term=term)
+    for r in record["members"]:
+        session_s = int(r["session_timeout_ms"]) / 1000
+        m = _Member(str(r["member_id"]), str(r["client_id"]), str(r["host"]), session_s,
+                    int(r["rebalance_timeout_ms"]) / 1000, str(r["protocol_type"]),
+                    [(str(n), base64.b64decode(md)) for n, md in r["protocols"]],
+                    now + session_s, base64.b64decode(r["assignment"]))
+        g.members[m.member_id] = m
+    if not g.members or g.leader not in g.members:
+        raise ValueError("a classic group record without its leader")
+    return g
 
 
 def _ms(value: Any) -> int:
@@ -124,6 +172,7 @@ class ClassicGroups:
         self.groups = groups
         self._groups: dict[str, _Group] = {}
         self._task: asyncio.Task | None = None
+        self._stores: set[asyncio.Task] = set()
         groups.classic_members = self.has_members
 
     def start(self) -> None:
@@ -131,9 +180,10 @@ class ClassicGroups:
                                                             name="kafka-classic-groups")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._stores) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for g in self._groups.values():
             for m in g.members.values():
                 for f in (m.join, m.sync):
@@ -141,17 +191,39 @@ class ClassicGroups:
                         f.cancel()
 
     def has_members(self, group_id: str) -> bool:
-        g = self._groups.get(group_id)
+        try:
+            g = self._group(group_id, create=False)
+        except BrokerError:
+            return False
         return g is not None and bool(g.members)
 
     # ------------------------------------------------------------------ lookup
     def _group(self, group_id: str, create: bool) -> _Group | None:
         """The group, while this node coordinates it; raises BrokerError (NOT_COORDINATOR,
-        COORDINATOR_LOADING, INVALID_REQUEST for a bad id) when this node cannot serve it."""
-        self.groups._replica(group_id)  # raises unless this node coordinates it now
+        COORDINATOR_LOADING, INVALID_REQUEST for a bad id) when this node cannot serve it.
+        Within a term the state in memory is the truth; in a new term (another node may
+        have coordinated the group meanwhile) it is rebuilt from the log's record."""
+        replica = self.groups._replica(group_id)  # raises unless this node coordinates it now
+        term = replica.group.node.term
         g = self._groups.get(group_id)
-        if g is None and create:
-            g = self._groups[group_id] = _Group(group_id)
+        if g is not None and g.term != term:
+            self._drop(g)
+            g = None
+        if g is None:
+            record = replica.classic.get(group_id)
+            if record is not None:
+                try:
+                    g = _restored(group_id, record, term, time.monotonic())
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("group %s: its classic group record is unreadable (%s); "
+                                "the group starts empty", group_id, exc)
+                else:
+                    log.info("group %s: coordinating it in term %d with its %d classic "
+                             "member(s) from the log (generation %d)", group_id, term,
+                             len(g.members), g.generation)
+                    self._groups[group_id] = g
+            if g is None and create:
+                g = self._groups[group_id] = _Group(group_id, term=term)
         return g
 
     def _drop(self, g: _Group) -> None:
@@ -262,6 +334,7 @@ class ClassicGroups:
             g.protocol = None
             g.leader = ""
             g.generation += 1
+            self._store_empty(g)
             return
         g.generation += 1
         if g.leader not in g.members:
@@ -309,15 +382,71 @@ class ClassicGroups:
         if m.sync is not None and not m.sync.done():
             m.sync.set_result({"error_code": K.rebalance_in_progress, "assignment": b""})
         sync = m.sync = asyncio.get_running_loop().create_future()
-        if request.member_id == g.leader:
+        if request.member_id == g.leader and g.storing != g.generation:
             given = {a.member_id: bytes(a.assignment) for a in request.assignments}
-            g.state = STABLE
-            for o in g.members.values():
-                o.assignment = given.get(o.member_id, b"")
-                if o.sync is not None and not o.sync.done():
-                    o.sync.set_result({**answer, "assignment": o.assignment})
-                o.sync = None
+            g.storing = g.generation
+            task = asyncio.get_running_loop().create_task(
+                self._store_assignment(g, given, answer),
+                name=f"kafka-classic-store-{g.group_id}")
+            self._stores.add(task)
+            task.add_done_callback(self._stores.discard)
         return await asyncio.shield(sync)
+
+    async def _store_assignment(self, g: _Group, given: dict[str, bytes],
+                                answer: dict) -> None:
+        """Rule 5a: write the generation with its assignment, then hand it out."""
+        generation = g.generation
+        assignments = {m: given.get(m, b"") for m in g.members}
+        payload = encode_classic_group(g.group_id, _group_record(g, assignments),
+                                       int(time.time() * 1000))
+        stored = True
+        if len(payload) > CLASSIC_RECORD_MAX:
+            log.warning("group %s: its %d-byte classic group record is too large to persist; "
+                        "its membership lives in this coordinator's memory only",
+                        g.group_id, len(payload))
+        else:
+            try:
+                replica = self.groups._replica(g.group_id)
+                if replica.group.node.term != g.term:
+                    raise BrokerError(Code.NOT_COORDINATOR, "the coordinator moved",
+                                      retriable=True)
+                await replica.produce(payload, -1, COMMIT_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: the members rejoin
+                log.info("group %s: generation %d could not be written (%s); rebalancing",
+                         g.group_id, generation, exc)
+                stored = False
+        if g.storing == generation:
+            g.storing = -1
+        if self._groups.get(g.group_id) is not g or g.generation != generation \
+                or g.state != COMPLETING:
+            return  # overtaken (a rebalance, a move): the pending calls were answered then
+        now = time.monotonic()
+        if not stored:
+            self._rebalance(g, now)
+            self._maybe_complete(g, now)
+            return
+        g.state = STABLE
+        for o in g.members.values():
+            o.assignment = assignments.get(o.member_id, b"")
+            if o.sync is not None and not o.sync.done():
+                o.sync.set_result({**answer, "assignment": o.assignment})
+            o.sync = None
+
+    def _store_empty(self, g: _Group) -> None:
+        """A group that became empty: tombstone its record, so a new coordinator does not
+        bring back members that left (fire and forget: if it fails, they time out there)."""
+        try:
+            replica = self.groups._replica(g.group_id)
+        except BrokerError:
+            return
+        if g.group_id not in replica.classic or replica.group.node.term != g.term:
+            return
+        task = asyncio.ensure_future(replica.produce(
+            encode_classic_group(g.group_id, None, int(time.time() * 1000)), -1,
+            COMMIT_TIMEOUT_S))
+        task.add_done_callback(_ignore_outcome)
 
     # ------------------------------------------------------------------ Heartbeat, Leave
     async def heartbeat(self, request, version, ctx, header) -> dict:
@@ -368,6 +497,7 @@ class ClassicGroups:
                 g.generation += 1
                 g.protocol = None
                 g.leader = ""
+                self._store_empty(g)
 
     @staticmethod
     def _fail(m: _Member, code: K) -> None:
@@ -380,11 +510,15 @@ class ClassicGroups:
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL_S)
             now = time.monotonic()
-            for group_id, g in list(self._groups.items()):
+            for group_id in list(self._groups):
                 try:
-                    self.groups._replica(group_id)
+                    g = self._group(group_id, create=False)
                 except BrokerError:
-                    self._drop(g)  # membership lives while this node coordinates the group
+                    stale = self._groups.get(group_id)
+                    if stale is not None:  # not coordinating it now: its record is in the log
+                        self._drop(stale)
+                    continue
+                if g is None:
                     continue
                 for member_id, deadline in list(g.pending.items()):
                     if deadline < now:
@@ -500,17 +634,25 @@ class ClassicGroups:
     # ------------------------------------------------------------------ listing
     def listing(self) -> dict[str, str]:
         """State of every classic group this node coordinates now."""
+        ids = set(self._groups)
+        for (topic, _), replica in list(self.broker.partitions.items()):
+            if topic == OFFSETS_TOPIC and isinstance(replica, OffsetsReplica):
+                ids.update(replica.classic)  # coordinated groups not served since a move
         out = {}
-        for group_id, g in self._groups.items():
+        for group_id in sorted(ids):
             try:
-                self.groups._replica(group_id)
+                g = self._group(group_id, create=False)
             except BrokerError:
                 continue
-            out[group_id] = g.state
+            if g is not None:
+                out[group_id] = g.state
         return out
 
     def describe(self, group_id: str) -> dict | None:
-        g = self._groups.get(group_id)
+        try:
+            g = self._group(group_id, create=False)
+        except BrokerError:
+            return None
         if g is None or not g.members:
             return None
         return {"error_code": K.none, "group_id": group_id, "group_state": g.state,
@@ -520,6 +662,11 @@ class ClassicGroups:
                              "member_metadata": dict(m.protocols).get(g.protocol or "", b""),
                              "member_assignment": m.assignment}
                             for m in g.members.values()]}
+
+
+def _ignore_outcome(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed tombstone is not an unhandled error
 
 
 class _Kafka(Exception):

@@ -42,9 +42,10 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory,
 
 def wait_group_coordinators_settled(cluster: Cluster) -> None:
     """Wait until every ``__consumer_offsets`` partition is led by its preferred replica:
-    a new cluster moves leaderships there in its first seconds, and a classic group's
-    membership (kept by its coordinator, node/_kafka/_classic.py) does not survive a move,
-    which would make a test's first commit fail with UNKNOWN_MEMBER_ID at random."""
+    a new cluster moves leaderships there in its first seconds. A classic group's
+    membership survives a move once its first generation is written
+    (node/_kafka/_classic.py rule 5a), but a move while it forms makes the members rejoin,
+    which tests that count rebalances would see."""
     count = wait_for(lambda: _offsets_partitions(cluster), 30, "__consumer_offsets")
     for p in range(count):
         cluster.wait_preferred_leader("__consumer_offsets", p)

@@ -1,7 +1,8 @@
 """Group membership records in ``__consumer_offsets`` (node/_offsets.py): every replica
-decodes them into ``members``/``groups`` as it applies them, tombstones remove, a deleted
-group takes its members along, and the snapshot keeps them (and still reads the version-1
-snapshots that held committed offsets only)."""
+decodes them into ``members``/``groups`` (and a Kafka classic group's record into
+``classic``) as it applies them, tombstones remove, a deleted group takes its members
+along, and the snapshot keeps them (and still reads the version-1 snapshots that held
+committed offsets only, and version-2 ones written before classic records existed)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from raftka.node._offsets import (
     _LEN,
     OffsetsReplica,
+    encode_classic_group,
     encode_commits,
     encode_group_changes,
 )
@@ -79,3 +81,36 @@ def test_the_snapshot_keeps_membership_and_version_1_snapshots_still_load():
     v1 = json.dumps({"g": [["orders", 1, 7, "x", 5]]}).encode()
     old.restore(Snapshot(SnapshotMeta(2, 1), _LEN.pack(len(base)) + base + v1))
     assert old.offsets == replica.offsets and old.members == {} and old.groups == {}
+
+
+CLASSIC = {"generation": 3, "protocol_type": "consumer", "protocol": "range", "leader": "m1",
+           "members": [{"member_id": "m1", "client_id": "c", "host": "h",
+                        "session_timeout_ms": 45000, "rebalance_timeout_ms": 300000,
+                        "protocol_type": "consumer", "protocols": [["range", "AAE="]],
+                        "assignment": "AAI="}]}
+
+
+def test_a_classic_group_record_is_applied_kept_by_the_snapshot_and_tombstoned():
+    replica = _replica()
+    replica.apply(_entries([encode_classic_group("legacy", CLASSIC, 0),
+                            encode_group_changes("ours", {"m1": MEMBER}, None, 0)[0]]))
+    assert replica.classic == {"legacy": CLASSIC}
+    assert replica.members == {"ours": {"m1": MEMBER}}  # the kinds do not mix
+    assert "legacy" not in replica.groups
+
+    base = _SNAP.pack(SNAPSHOT_VERSION, 2, 0) + replica.producers.encode()
+    restored = _replica()
+    restored.restore(Snapshot(SnapshotMeta(2, 1),
+                              _LEN.pack(len(base)) + base + replica.encode_tables()))
+    assert restored.classic == {"legacy": CLASSIC}
+
+    restored.apply(_entries([encode_classic_group("legacy", None, 0)], first_index=3))
+    assert restored.classic == {}
+
+    older = _replica()  # a version-2 snapshot from before classic records
+    tables = replica.encode_tables()
+    doc = json.loads(tables[1:])
+    del doc["classic"]
+    older.restore(Snapshot(SnapshotMeta(2, 1), _LEN.pack(len(base)) + base + tables[:1]
+                           + json.dumps(doc).encode()))
+    assert older.classic == {} and older.members == replica.members
