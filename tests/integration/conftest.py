@@ -17,8 +17,34 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "shared_cluster: the test's `cluster` is its module's one 3-node cluster "
+        "(for tests that stop, kill or pause no node and change no cluster-wide setting; "
+        "each uses topics and groups of its own)")
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory,
+                   request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The cluster of a module's ``shared_cluster`` tests: a cluster start (2-5 s on 2
+    loaded cores) once per module instead of once per test."""
+    c = Cluster(tmp_path_factory.mktemp("shared"), 3)
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.stop_all()
+        if any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
+               for item in request.session.items if item.module is request.module):
+            print(c.logs())
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    if request.node.get_closest_marker("shared_cluster") is not None:
+        yield request.getfixturevalue("module_cluster")
+        return
     size = getattr(request, "param", 3)
     c = Cluster(tmp_path, size)
     try:

@@ -34,6 +34,7 @@ def _raftka(cluster: Cluster, *args: str, timeout: float = 60):
                           capture_output=True, env=env, cwd=REPO, timeout=timeout)
 
 
+@pytest.mark.shared_cluster
 def test_added_partitions_start_and_take_writes(cluster: Cluster) -> None:
     bootstrap = _bootstrap(cluster)
     with Admin(bootstrap) as admin:
@@ -64,6 +65,7 @@ def test_added_partitions_start_and_take_writes(cluster: Cluster) -> None:
         assert admin.list_offsets("grow", 4, "earliest").offset == 0
 
 
+@pytest.mark.shared_cluster
 def test_cli_add_partitions(cluster: Cluster) -> None:
     r = _raftka(cluster, "topic", "create", "cligrow", "-p", "1")
     assert r.returncode == 0, r.stderr
@@ -76,6 +78,7 @@ def test_cli_add_partitions(cluster: Cluster) -> None:
     assert "has 3 partitions" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.shared_cluster
 def test_list_offsets_by_time(cluster: Cluster) -> None:
     bootstrap = _bootstrap(cluster)
     with Admin(bootstrap) as admin:
@@ -132,6 +135,7 @@ def test_cluster_status_merges_every_node(cluster: Cluster) -> None:
     assert [n["reachable"] for n in data["nodes"]] == [True, True, False]
 
 
+@pytest.mark.shared_cluster
 def test_cli_produce_with_a_key_separator(cluster: Cluster) -> None:
     r = _raftka(cluster, "topic", "create", "keyed", "-p", "3")
     assert r.returncode == 0, r.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ def _raftka(cluster: Cluster, *args: str, stdin: str = "", timeout: float = 60):
                           capture_output=True, env=env, cwd=REPO, timeout=timeout)
 
 
+@pytest.mark.shared_cluster
 def test_cli_topic_produce_consume(cluster: Cluster) -> None:
     r = _raftka(cluster, "topic", "create", "lines", "-p", "2")
     assert r.returncode == 0, r.stderr
@@ -38,6 +41,7 @@ def test_cli_topic_produce_consume(cluster: Cluster) -> None:
     assert r.returncode == 1 and "already exists" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.shared_cluster
 def test_cli_reports_unknown_topic_without_a_traceback(cluster: Cluster) -> None:
     r = _raftka(cluster, "produce", "missing", stdin="x\n")
     assert r.returncode == 1
@@ -74,6 +78,7 @@ def test_producer_and_reader_follow_a_leader_change(cluster: Cluster) -> None:
     cluster.assert_replicas_agree("follow", 0)
 
 
+@pytest.mark.shared_cluster
 def test_cli_alter_and_describe_topic_configs(cluster: Cluster) -> None:
     assert _raftka(cluster, "topic", "create", "conf", "-c", "retention.ms=60000").returncode == 0
     r = _raftka(cluster, "topic", "alter-config", "conf", "--set", "retention.bytes=1000",

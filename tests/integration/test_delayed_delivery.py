@@ -59,6 +59,7 @@ def _replica_high_watermarks(cluster: Cluster, topic: str) -> list[int]:
     return [cluster.replica_position(n, topic, 0).high_watermark for n in cluster.responsive()]
 
 
+@pytest.mark.shared_cluster
 def test_delayed_records_are_invisible_everywhere_until_due_then_appear_once(
         cluster: Cluster) -> None:
     cluster.create_topic("later", partitions=1)
@@ -134,6 +135,7 @@ def test_kill_of_the_leader_while_pending_and_while_releasing_loses_and_doubles_
 
 @pytest.mark.parametrize("deliver_at, words", [(-1, "negative"),
                                                (None, "max.delivery.delay.ms")])
+@pytest.mark.shared_cluster
 def test_bad_delivery_times_are_refused_and_nothing_is_written(cluster: Cluster, deliver_at,
                                                                words) -> None:
     topic = "bad-delay" if deliver_at is None else "bad-delay-neg"
@@ -156,6 +158,7 @@ def _cli(cluster: Cluster, *args: str, stdin: str = "") -> subprocess.CompletedP
                           text=True, capture_output=True, env=env, timeout=60)
 
 
+@pytest.mark.shared_cluster
 def test_cli_produce_with_a_delay_and_a_time(cluster: Cluster) -> None:
     cluster.create_topic("cli-later", partitions=1)
     start = time.time()

@@ -53,6 +53,7 @@ def _values(cluster: Cluster, topic: str, partition: int = 0) -> list[tuple[int,
     return [(r.offset, r.value) for r in decode_batches(cluster.fetch_all(topic, partition))]
 
 
+@pytest.mark.shared_cluster
 def test_producer_ids_are_unique_across_nodes(cluster: Cluster) -> None:
     cluster.wait_healthy()
     ids = set()
@@ -79,6 +80,7 @@ def _try_init(cluster: Cluster, node: int):
         raise
 
 
+@pytest.mark.shared_cluster
 def test_a_duplicate_retry_is_answered_with_the_original_offsets(cluster: Cluster) -> None:
     cluster.create_topic("dups")
     pid, epoch = _init_producer_id(cluster)
@@ -116,6 +118,7 @@ def test_a_retry_after_a_leader_change_is_not_written_twice(cluster: Cluster) ->
     cluster.assert_replicas_agree("failover", 0)
 
 
+@pytest.mark.shared_cluster
 def test_an_out_of_order_sequence_is_rejected_with_a_clear_error(cluster: Cluster) -> None:
     cluster.create_topic("ooo")
     pid, epoch = _init_producer_id(cluster)
@@ -128,6 +131,7 @@ def test_an_out_of_order_sequence_is_rejected_with_a_clear_error(cluster: Cluste
     assert _values(cluster, "ooo") == [(0, b"x"), (1, b"y")]
 
 
+@pytest.mark.shared_cluster
 def test_an_older_epoch_is_fenced(cluster: Cluster) -> None:
     cluster.create_topic("fence")
     pid, _ = _init_producer_id(cluster)
@@ -139,6 +143,7 @@ def test_an_older_epoch_is_fenced(cluster: Cluster) -> None:
     assert [v for _, v in _values(cluster, "fence")] == [b"old", b"new"]
 
 
+@pytest.mark.shared_cluster
 def test_produce_stream_keeps_pipelined_batches_in_order(cluster: Cluster) -> None:
     cluster.create_topic("stream")
     pid, epoch = _init_producer_id(cluster)
@@ -337,6 +342,7 @@ def _try_produce(cluster: Cluster, topic: str, batch: bytes) -> tuple[int, int] 
         raise
 
 
+@pytest.mark.shared_cluster
 def test_a_batch_that_fails_for_good_does_not_block_or_duplicate_the_ones_behind_it(
         cluster: Cluster) -> None:
     """The too-large batch leaves a permanent sequence gap; the batches pipelined behind

@@ -15,6 +15,7 @@ def _batch(values: list[bytes]) -> bytes:
     return build_batch([Record(None, v) for v in values], compression="lz4")
 
 
+@pytest.mark.shared_cluster
 def test_create_produce_fetch_round_trip(cluster: Cluster) -> None:
     cluster.create_topic("orders", partitions=3)
     for p in range(3):
@@ -32,6 +33,7 @@ def test_create_produce_fetch_round_trip(cluster: Cluster) -> None:
     assert len(leaders) == 3, "leaders of a new topic are spread over the nodes"
 
 
+@pytest.mark.shared_cluster
 def test_plain_records_in_and_decoded_records_out(cluster: Cluster) -> None:
     """gRPC clients in any language: no RecordBatch encoding needed on either side."""
     cluster.create_topic("plain")
@@ -127,12 +129,14 @@ def test_produce_without_quorum_fails_within_its_timeout_with_a_retriable_status
     cluster.assert_replicas_agree("noquorum", 0)
 
 
+@pytest.mark.shared_cluster
 @pytest.mark.parametrize("case", ["bad_crc", "wrong_magic", "unknown_topic", "too_large"])
 def test_bad_input_is_refused_and_the_node_keeps_serving(cluster: Cluster, case: str) -> None:
-    cluster.create_topic("input")
-    leader = cluster.wait_leader("input", 0)
+    name = f"input-{case}"  # a topic per case: the module's tests share one cluster
+    cluster.create_topic(name)
+    leader = cluster.wait_leader(name, 0)
     good = _batch([b"ok"])
-    topic, payload = "input", good
+    topic, payload = name, good
     if case == "bad_crc":
         payload = good[:-1] + bytes([good[-1] ^ 0xFF])
         expected = (grpc.StatusCode.INVALID_ARGUMENT, errors_pb2.CORRUPT_BATCH)
@@ -151,9 +155,10 @@ def test_bad_input_is_refused_and_the_node_keeps_serving(cluster: Cluster, case:
     info = error_info(err.value)
     assert (err.value.code(), info.code if info else None) == expected, err.value.details()
     assert info.message
-    assert cluster.produce("input", 0, good).base_offset == 0  # nothing was written, still serving
+    assert cluster.produce(name, 0, good).base_offset == 0  # nothing was written, still serving
 
 
+@pytest.mark.shared_cluster
 def test_request_to_a_follower_names_the_leader(cluster: Cluster) -> None:
     cluster.create_topic("routing")
     leader = cluster.wait_leader("routing", 0)

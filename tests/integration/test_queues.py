@@ -51,6 +51,7 @@ def log_start(cluster: Cluster, node: int, topic: str) -> int:
     return cluster.replica_position(node, topic, 0).log_start_offset
 
 
+@pytest.mark.shared_cluster
 def test_a_queue_topic_deletes_what_every_share_group_finished(cluster: Cluster):
     queue = {"retention.share.groups": "true"}
     # created in this order, each node's retention visits jobs and idle before ctl
@@ -96,6 +97,7 @@ class Poison(Exception):
     pass
 
 
+@pytest.mark.shared_cluster
 def test_consumer_retry_topics_do_not_block_and_dead_letter_after_max_attempts(
         cluster: Cluster):
     from raftka.client import Admin, Consumer, Producer, RetryTopics
@@ -176,6 +178,7 @@ class Stop(BaseException):
     pass
 
 
+@pytest.mark.shared_cluster
 def test_process_stopped_in_the_middle_of_a_batch_reads_the_batch_again(cluster: Cluster):
     from raftka.client import Consumer, Producer, RetryTopics
     cluster.create_topic("stop-in")
@@ -199,6 +202,7 @@ def test_process_stopped_in_the_middle_of_a_batch_reads_the_batch_again(cluster:
     assert seen.count(b"2") == 2 and seen.count(b"3") == 1  # 2 again, nothing skipped
 
 
+@pytest.mark.shared_cluster
 def test_aio_consumer_and_admin_retry_and_dead_letter(cluster: Cluster):
     import asyncio
 
@@ -259,6 +263,7 @@ def share_call(cluster: Cluster, method: str, request, topic: str | None = None)
         time.sleep(0.1)
 
 
+@pytest.mark.shared_cluster
 def test_bad_share_input_is_refused_and_changes_nothing(cluster: Cluster):
     from raftka.client import (
         Admin,

@@ -31,6 +31,7 @@ def _ranges(r: debug_pb2.ReplicaDigestResponse) -> list[tuple]:
             for g in r.ranges]
 
 
+@pytest.mark.shared_cluster
 def test_every_replica_answers_and_agreeing_replicas_have_equal_digests(cluster: Cluster):
     cluster.create_topic("digest")
     for i in range(40):
@@ -64,12 +65,14 @@ def test_every_replica_answers_and_agreeing_replicas_have_equal_digests(cluster:
     cluster.assert_replicas_agree("digest", 0)
 
 
+@pytest.mark.shared_cluster
 @pytest.mark.parametrize("case", ["unknown_topic", "bad_partition", "below_log_start",
                                   "negative_range"])
 def test_bad_digest_requests_get_a_clear_error(cluster: Cluster, case: str) -> None:
-    cluster.create_topic("digest")
-    cluster.produce("digest", 0, _batch(b"x"))
-    fields = {"topic": "digest"}
+    name = f"digest-{case}"  # a topic per case: the module's tests share one cluster
+    cluster.create_topic(name)
+    cluster.produce(name, 0, _batch(b"x"))
+    fields = {"topic": name}
     if case == "unknown_topic":
         fields["topic"], expected = "nope", errors_pb2.UNKNOWN_TOPIC
     elif case == "bad_partition":
@@ -84,6 +87,7 @@ def test_bad_digest_requests_get_a_clear_error(cluster: Cluster, case: str) -> N
     assert info is not None and info.code == expected and info.message, err.value.details()
 
 
+@pytest.mark.shared_cluster
 def test_a_node_without_a_replica_says_where_the_replicas_are(cluster: Cluster) -> None:
     cluster.create_topic("single", replicas=1)
     holder = cluster.wait_leader("single", 0)

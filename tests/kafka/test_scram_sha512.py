@@ -27,16 +27,19 @@ def _put(cred, sha512: bool = True, replace: bool = False) -> bytes:
 
 
 def test_a_credential_holds_sha512_keys_derived_from_the_password_under_their_own_salt():
-    cred = scram_credential("alice", "pw")
+    # "-" and "!" are outside base64's alphabet: the stored salts and keys (base64) can
+    # never contain this password by chance, as they contained "pw" now and then
+    password = "pass-word!"
+    cred = scram_credential("alice", password)
     assert cred.sha512_salt != cred.salt  # a salt per mechanism
-    salted = hashlib.pbkdf2_hmac("sha512", b"pw", base64.b64decode(cred.sha512_salt),
-                                 cred.iterations)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(),
+                                 base64.b64decode(cred.sha512_salt), cred.iterations)
     client_key = hmac.digest(salted, b"Client Key", "sha512")
     assert base64.b64decode(cred.sha512_stored_key) == hashlib.sha512(client_key).digest()
     assert base64.b64decode(cred.sha512_server_key) == hmac.digest(salted, b"Server Key",
                                                                    "sha512")
-    assert "pw" not in json.dumps(cred._asdict())
-    assert verify_password(cred, "pw") and not verify_password(cred, "other")
+    assert password not in json.dumps(cred._asdict())
+    assert verify_password(cred, password) and not verify_password(cred, "other")
 
 
 def test_old_user_commands_and_snapshots_read_as_users_without_sha512_keys():
