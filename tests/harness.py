@@ -19,6 +19,7 @@ replica's content, offset by offset, through the ``Debug`` service.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 
@@ -165,6 +166,39 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
 
 
 _CLUSTERS: weakref.WeakSet[Cluster] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def running_cluster(root: Path, size: int = 3, **kwargs) -> Iterator[Cluster]:
+    """A started cluster (``Cluster``'s keyword arguments), stopped on the way out; the
+    nodes' logs are printed when the body fails (pytest shows them with the failure)."""
+    c = Cluster(root, size, **kwargs)
+    try:
+        c.start_all()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop_all()
+
+
+def module_cluster(root: Path, request, settle: Callable[[Cluster], None] | None = None,
+                   **kwargs) -> Iterator[Cluster]:
+    """The body of a module-scoped cluster fixture (``yield from`` it): one 3-node cluster
+    for the module's tests, ``settle``d after its start; the nodes' logs are printed when
+    any test of the module failed (needs a conftest hook that keeps ``item.rep_call``)."""
+    c = Cluster(root, 3, **kwargs)
+    try:
+        c.start_all()
+        if settle is not None:
+            settle(c)
+        yield c
+    finally:
+        c.stop_all()
+        if any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
+               for item in request.session.items if item.module is request.module):
+            print(c.logs())
 
 
 @atexit.register

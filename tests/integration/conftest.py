@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.harness import Cluster
+from tests.harness import Cluster, module_cluster
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -25,25 +25,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def module_cluster(tmp_path_factory: pytest.TempPathFactory,
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory,
                    request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The cluster of a module's ``shared_cluster`` tests: a cluster start (2-5 s on 2
     loaded cores) once per module instead of once per test."""
-    c = Cluster(tmp_path_factory.mktemp("shared"), 3)
-    try:
-        c.start_all()
-        yield c
-    finally:
-        c.stop_all()
-        if any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
-               for item in request.session.items if item.module is request.module):
-            print(c.logs())
+    yield from module_cluster(tmp_path_factory.mktemp("shared"), request)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     if request.node.get_closest_marker("shared_cluster") is not None:
-        yield request.getfixturevalue("module_cluster")
+        yield request.getfixturevalue("shared_cluster")
         return
     size = getattr(request, "param", 3)
     c = Cluster(tmp_path, size)

@@ -13,7 +13,7 @@ import pytest
 import grpc
 
 from raftka.v1 import broker_pb2
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, module_cluster, wait_for
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -28,16 +28,8 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory,
                   request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """One cluster for a module's tests (each test uses its own topics and groups); the
     nodes' logs are printed when a test of the module failed."""
-    c = Cluster(tmp_path_factory.mktemp("kafka"), 3, kafka=True)
-    try:
-        c.start_all()
-        wait_group_coordinators_settled(c)
-        yield c
-    finally:
-        c.stop_all()
-        if any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
-               for item in request.session.items if item.module is request.module):
-            print(c.logs())
+    yield from module_cluster(tmp_path_factory.mktemp("kafka"), request,
+                              settle=wait_group_coordinators_settled, kafka=True)
 
 
 def wait_group_coordinators_settled(cluster: Cluster) -> None:

@@ -14,7 +14,7 @@ import grpc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from raftka.v1 import group_pb2, group_pb2_grpc
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, running_cluster, wait_for
 
 from ._clients import consume, quiet
 from .conftest import wait_group_coordinators_settled
@@ -60,9 +60,7 @@ def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
 
 def test_a_classic_member_keeps_its_id_generation_and_partitions_across_coordinator_moves(
         tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path, 3, kafka=True)
-    try:
-        cluster.start_all()
+    with running_cluster(tmp_path, kafka=True) as cluster:
         wait_group_coordinators_settled(cluster)
         cluster.create_topic(TOPIC, partitions=2)
         producer = Producer(quiet({"bootstrap.servers": cluster.kafka_bootstrap}))
@@ -108,11 +106,6 @@ def test_a_classic_member_keeps_its_id_generation_and_partitions_across_coordina
             assert consumer.memberid() == member and rebalances == ["assign"]
         finally:
             consumer.close()
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop_all()
 
 
 def _offsets_partition(cluster: Cluster) -> int:

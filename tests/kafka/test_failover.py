@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from raftka.client import Admin, PartitionReader
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, running_cluster, wait_for
 
 from ._clients import quiet
 from .conftest import wait_group_coordinators_settled
@@ -22,16 +22,9 @@ RECORDS = 1500
 
 
 def test_leader_kill_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    cluster = Cluster(tmp_path, 3, kafka=True)
-    try:
-        cluster.start_all()
+    with running_cluster(tmp_path, kafka=True) as cluster:
         wait_group_coordinators_settled(cluster)
         _run(cluster)
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop_all()
 
 
 def _run(cluster: Cluster) -> None:
