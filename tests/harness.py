@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import weakref
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -57,7 +58,14 @@ _BAND_BASE, _BAND_SIZE, _BANDS = 12_000, 1_500, 13  # 12000-31499
 
 def _band() -> range:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    index = int(worker[2:]) if worker[2:].isdigit() else os.getpid()
+    if worker[2:].isdigit():
+        # the workers of one session take consecutive bands from an offset of the session's
+        # own, so that two sessions on one machine (a developer's and a helper's) seldom
+        # share one (they did always, gw0 with gw0)
+        session = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
+        index = int(worker[2:]) + zlib.crc32(session.encode())
+    else:
+        index = os.getpid()
     start = _BAND_BASE + (index % _BANDS) * _BAND_SIZE
     return range(start, start + _BAND_SIZE)
 
