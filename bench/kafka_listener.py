@@ -21,6 +21,14 @@ RocksDB compacts as the run goes on: whatever runs later is slower):
   confluent-kafka Consumer assigned the partition (no group: the read path alone);
   records per second.
 
+``--nats`` adds the NATS JetStream rows of the same run (the issue's "NATS comparison rows
+for both"): after the Raftka rounds, and with its cluster stopped, 3 nats-server processes
+(``bench/_nats.py``, as ``make bench`` runs them: R3 streams, fsync before the ack) and the
+Go client do the same two things, w1's and w4's shapes: ``--seconds`` of 100-byte publishes
+to one stream, and a ``--backlog``-message stream read to its end, once a round; the table
+then gives each door's rate against NATS's. Needs the bench extra (``make bench`` installs
+it, or ``pip install -e '.[test,bench]'``) and Debian's Go.
+
 Prints a table and the Kafka/gRPC ratios; ``--json FILE`` writes them. ``--cpu`` adds, for
 each produce run, where the work went: CPU seconds per million records of the partition
 leader, of the followers (together; both less their CPU when idle) and of the bench process
@@ -200,6 +208,25 @@ def kafka_consume(bootstrap: str, topic: str, count: int) -> dict:
     return {"rate": round(read / elapsed), "records": read}
 
 
+def nats_rows(results: dict[str, list[dict]], work: Path, seconds: float, backlog: int,
+              rounds: int) -> None:
+    """NATS JetStream's produce and consume rates, a run of each per round."""
+    from bench._common import Settings  # noqa: PLC0415 - the bench extra, only with --nats
+    from bench._nats import NatsSystem  # noqa: PLC0415
+
+    system = NatsSystem(Settings(produce_s=seconds, backlog_records=backlog), work)
+    system.start()
+    try:
+        if backlog:
+            system.fill(backlog)
+        for _ in range(rounds):
+            results["produce nats go"].append(system.produce("go", 100, 1))
+            if backlog:
+                results["consume nats go"].append(system.consume("go", backlog))
+    finally:
+        system.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kafka_listener",
                                      description=__doc__.splitlines()[0])
@@ -207,13 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--nats", action="store_true",
+                        help="also NATS JetStream's rows (Go client), for the ratios to NATS")
     parser.add_argument("--cpu", action="store_true",
                         help="per produce run: CPU s per million records of the leader, the "
                         "followers and the client; records per request and per WAL sync")
     args = parser.parse_args(argv)
     results: dict[str, list[dict]] = {"produce grpc": [], "produce kafka": [],
                                       "produce kafka batch": [],
-                                      "consume grpc": [], "consume kafka": []}
+                                      "consume grpc": [], "consume kafka": [],
+                                      "produce nats go": [], "consume nats go": []}
     with tempfile.TemporaryDirectory(prefix="raftka-kafka-bench-") as root:
         cluster = Cluster(Path(root), 3, kafka=True, metrics=args.cpu)
         try:
@@ -264,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                                 kafka_consume(kafka_bootstrap, "backlog", backlog))
         finally:
             cluster.stop_all()
+        if args.nats:
+            nats_rows(results, Path(root), args.seconds, backlog, args.rounds)
     results = {k: v for k, v in results.items() if v}
     summary = {k: statistics.median(r["rate"] for r in v) for k, v in results.items()}
     print(f"{args.rounds} rounds; produce {args.seconds:g} s per run (100-byte records, "
@@ -289,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Kafka listener / gRPC: produce {ratios['produce']:.2f} (produce_batch "
           f"{ratios['produce batch']:.2f}), consume "
           f"{ratios.get('consume', float('nan')):.2f} (the issue's target: at least 0.80)")
+    if args.nats:
+        to_nats = {f"{key} / nats": summary[key] / summary[f"{kind} nats go"]
+                   for key in summary for kind in ("produce", "consume")
+                   if key.startswith(kind) and "nats" not in key}
+        ratios.update(to_nats)
+        print("against NATS JetStream (Go client): " + ", ".join(
+            f"{key.removesuffix(' / nats')} {value:.2f}x" for key, value in to_nats.items()))
     if args.json is not None:
         args.json.write_text(json.dumps({"runs": results, "median": summary,
                                          "ratio": ratios}, indent=2))
