@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from kio.schema.errors import ErrorCode as K
@@ -100,21 +101,58 @@ def _ranges(batches) -> list[share_pb2.AcknowledgeRange]:
     return out
 
 
+class MemberTable:
+    """(group, member) -> (subscription, assignment, epoch) of rule 1, at most ``limit``
+    entries: beyond it the member heard from least recently is forgotten, and rejoins with
+    its subscription at its next heartbeat (as after a coordinator move). Dropping the
+    whole table instead made every member of every group rejoin at once."""
+
+    def __init__(self, limit: int = SESSIONS_MAX) -> None:
+        self.limit = limit
+        self._table: OrderedDict[tuple[str, str], tuple[list[str], Any, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def get(self, key: tuple[str, str]) -> tuple[list[str], Any, int] | None:
+        return self._table.get(key)
+
+    def put(self, key: tuple[str, str], value: tuple[list[str], Any, int]) -> None:
+        self._table[key] = value
+        self._table.move_to_end(key)
+        while len(self._table) > self.limit:
+            self._table.popitem(last=False)
+
+    def pop(self, key: tuple[str, str]) -> None:
+        self._table.pop(key, None)
+
+
 class KafkaShareGroups:
     def __init__(self, broker: Broker, shares: ShareService) -> None:
         self.broker = broker
         self.shares = shares
         self._sessions: dict[tuple[str, str], _Session] = {}
-        # (group, member) -> (subscription, assignment, epoch): rule 1
-        self._members: dict[tuple[str, str], tuple[list[str], Any, int]] = {}
+        self._members = MemberTable()
+        self._maps_of: object = None  # the controller state the topic maps were built from
+        self._maps_version = -1
+        self._maps: tuple[dict[str, uuid.UUID], dict[uuid.UUID, str]] = ({}, {})
 
     # ------------------------------------------------------------------ topics by id
+    def _topic_maps(self) -> tuple[dict[str, uuid.UUID], dict[uuid.UUID, str]]:
+        """Topic names to ids and back, built again only when the controller state changed
+        (every heartbeat and fetch asks; walking every topic each time cost O(topics))."""
+        state = self.broker.controller.state
+        if self._maps_of is not state or self._maps_version != state.version:
+            ids = {t.name: uuid.UUID(t.topic_id) for t in state.topics_sorted()}
+            self._maps = (ids, {topic_id: name for name, topic_id in ids.items()})
+            self._maps_of, self._maps_version = state, state.version
+        return self._maps
+
     def _ids(self) -> dict[str, uuid.UUID]:
-        return {t.name: uuid.UUID(t.topic_id) for t in self.broker.controller.state.topics_sorted()}
+        return self._topic_maps()[0]
 
     def _names(self) -> dict[uuid.UUID, str]:
-        return {uuid.UUID(t.topic_id): t.name
-                for t in self.broker.controller.state.topics_sorted()}
+        return self._topic_maps()[1]
 
     # ------------------------------------------------------------------ heartbeat
     async def heartbeat(self, request, version, ctx, header) -> dict:
@@ -139,15 +177,13 @@ class KafkaShareGroups:
             code, message = _err(exc)
             return {**base, "error_code": code, "error_message": message, "member_epoch": -1}
         if leave:
-            self._members.pop(key, None)
+            self._members.pop(key)
             return {**base, "error_code": K.none, "member_epoch": -1}
         ids = self._ids()
         assignment = sorted((ids[tp.topic], tuple(tp.partitions)) for tp in answer.assignment
                             if tp.topic in ids)
         epoch = 1 if known is None else known[2] + (known[1] != assignment)
-        if len(self._members) >= SESSIONS_MAX and key not in self._members:
-            self._members.clear()  # bounded; members re-send their subscription (above)
-        self._members[key] = (topics, assignment, epoch)
+        self._members.put(key, (topics, assignment, epoch))
         return {"error_code": K.none, "member_id": request.member_id, "member_epoch": epoch,
                 "heartbeat_interval": answer.heartbeat_interval_ms,
                 "assignment": {"topic_partitions": [
