@@ -279,6 +279,37 @@ def test_the_ticker_skips_quiesced_groups_and_pings_each_tick():
     assert h.node(2)._raft.election_elapsed == elapsed[1] + 1
 
 
+def test_ticks_visit_only_awake_groups_and_a_full_scan_finds_a_wake_the_driver_missed():
+    """Rule 8: a tick looks only at the groups the passes saw awake; a group woken behind
+    the driver's back (the owner calling the core, no mark) is found by the next full scan,
+    within FULL_SCAN_TICKS ticks."""
+    from raftka.raft.host import FULL_SCAN_TICKS
+
+    h = Host(3, quiesce=True)
+    for g in (1, 2, 3):
+        h.driver.deliver_many([(g, Message(MsgType.QUIESCE, 1, 2, term=1, index=0,
+                                           log_term=0, commit=0))], 2)
+    h.run()
+    h.driver.tick()  # the first tick's full scan: nobody is awake
+    assert h.driver._awake == set()
+
+    h.driver.deliver_many([(2, Message(MsgType.HEARTBEAT, 1, 2, term=1))], 2)  # wakes 2
+    h.run()
+    assert h.driver._awake == {2}
+    before = h.node(2)._raft.election_elapsed
+    h.driver.tick()
+    assert h.node(2)._raft.election_elapsed == before + 1
+
+    h.node(3)._raft._wake()  # woken without the driver knowing
+    ticks = 0
+    while 3 not in h.driver._awake:
+        h.driver.tick()
+        h.run()
+        ticks += 1
+        assert ticks <= FULL_SCAN_TICKS, "a full scan must find the awake group"
+    assert not h.node(3).quiesced
+
+
 def test_a_silent_peer_is_reported_after_two_ticks_and_again_every_election_timeout():
     h = Host(1, quiesce=True)
     for peer in (2, 3):
