@@ -391,6 +391,8 @@ class Broker:
         ``transaction_max_timeout_ms`` (in the background: a marker waits for its commit)."""
         max_ms = self.config.transaction_max_timeout_ms
         for replica in list(self.partitions.values()):
+            if not replica.txns.open:
+                continue  # most partitions, every pass: not even a call
             for pid, epoch in replica.expired_transactions(max_ms):
                 log.warning("%s/%d: aborting the transaction of producer id %d epoch %d, "
                             "open for more than %d ms", replica.topic, replica.partition,

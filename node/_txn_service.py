@@ -488,8 +488,15 @@ class TransactionCoordinatorService(_ControllerWriter,
         return out
 
     def _led_replicas(self) -> list[TxnStateReplica]:
-        return [r for (topic, _), r in sorted(self.broker.partitions.items())
-                if topic == TXN_TOPIC and isinstance(r, TxnStateReplica) and r.leader_ready()]
+        """This node's ready-led ``__transaction_state`` replicas, by partition (looked up
+        by key: sorting every partition of the node each resume pass cost O(partitions))."""
+        meta = self.broker.controller.state.topic(TXN_TOPIC)
+        if meta is None:
+            return []
+        partitions = self.broker.partitions
+        return [r for p in range(len(meta.partitions))
+                if isinstance(r := partitions.get((TXN_TOPIC, p)), TxnStateReplica)
+                and r.leader_ready()]
 
     # ------------------------------------------------------------------ ending
     async def _end(self, replica: TxnStateReplica, tid: str, state: dict,
