@@ -258,7 +258,12 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     kafka = args.client == "kafka"
     if kafka:
         from rkjepsen import kafka_client
-    workload_bootstrap = cluster.kafka_bootstrap if kafka else cluster.bootstrap
+
+    def workload_bootstrap() -> str:
+        """The clients' bootstrap of this moment: the membership nemesis retires nodes, and
+        after a long run none of the first ones may be left (a 30-minute run's final
+        reads, given the first list, found no node and timed out)."""
+        return cluster.kafka_bootstrap if kafka else cluster.bootstrap
     env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{REPO}")
     next_consumer = [1000]
 
@@ -271,7 +276,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         extra = ["--seed", str(args.seed), "--drain-flag", str(out / "draining")] \
             if args.workload == "queue" else []
         consumers[pid] = subprocess.Popen(
-            [sys.executable, "-m", module, "--bootstrap", workload_bootstrap,
+            [sys.executable, "-m", module, "--bootstrap", workload_bootstrap(),
              "--process", str(pid), "--history", str(out / f"history.consumer-{pid}.jsonl"),
              "--t0", repr(t0), *extra], cwd=REPO, env=env, stdout=log, stderr=log)
         log.close()
@@ -279,7 +284,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
     for _ in range(args.consumers):
         spawn_consumer()
 
-    producers = Producers(workload_bootstrap, main_hist, args.producers, args.keys,
+    producers = Producers(workload_bootstrap(), main_hist, args.producers, args.keys,
                           seed=args.seed, value_suffix=queue.value_suffix
                           if args.workload == "queue" else None,
                           delivery=queue.delivery if args.workload == "queue" else None,
@@ -295,7 +300,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         from rkjepsen.membership import Membership
 
         def members_changed() -> None:  # new producers bootstrap from current members
-            producers.bootstrap = cluster.bootstrap
+            producers.bootstrap = workload_bootstrap()
 
         membership = Membership(cluster, main_hist, interval_s=args.interval, seed=args.seed,
                                 topic=TOPIC, keys=args.keys,
@@ -380,7 +385,7 @@ def _run(args: argparse.Namespace, cluster: NetCluster,
         time.sleep(5.0 if args.consumers else 0.5)  # consumers drain; not a correctness wait
     stop_clients(consumers, main_hist, 15)
     missing = (kafka_client.final_read if kafka else final_read)(
-        workload_bootstrap, main_hist, args.keys)
+        workload_bootstrap(), main_hist, args.keys)
     if missing:
         problems.append(f"final read incomplete for keys {missing}")
     if membership is not None:  # the cluster converged: replicas, voters, one controller
