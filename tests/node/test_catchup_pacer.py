@@ -71,7 +71,8 @@ def test_learner_appends_wait_for_the_rate_in_order_and_are_never_dropped() -> N
     rig.wait(0.15)  # 650
     assert sizes(rig) == [600, 10_000, 10_000, 600]
     rig.wait(0.3)
-    assert [m.entries[0].index for g, m in rig.sent if g == GROUP and m.to == 4 and m.entries] == [1, 2, 3]
+    to_learner = [m for g, m in rig.sent if g == GROUP and m.to == 4 and m.entries]
+    assert [m.entries[0].index for m in to_learner] == [1, 2, 3]
     assert rig.pacer.queued == 0 and not rig.scheduled
     assert rig.pacer.delayed == 2 and rig.pacer.delayed_bytes == 900
     assert rig.pacer.overflowed == 0
