@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--wait", action="store_true", help="show progress until removed")
     throttle = csub.add_parser(
         "reassign-throttle", parents=[common, as_json, timeout],
-        help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
+        help="limit the bytes/s each node sends to catch up moving replicas "
+             "(0: the default, 32m)")
     throttle.add_argument("bytes_per_s", metavar="BYTES_PER_S", type=_size)
     balance = csub.add_parser(
         "balance", parents=[common, as_json, timeout],
