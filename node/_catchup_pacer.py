@@ -1,7 +1,7 @@
 """Pacing the catch-up traffic of partition moves (issue 19): delay, never drop.
 
-APP and SNAP messages to a *learner* of a group (a replica being added by a move,
-``_reassignment.py``) go through one token bucket per sending node, filled at
+APP and SNAP messages to a *learner* of a partition's group (a replica being added by a
+move, ``_reassignment.py``; the controller group's learners are not paced) go through one token bucket per sending node, filled at
 ``rate()`` bytes/s (the controller's ``reassign_throttle_bytes_per_s``, or
 ``DEFAULT_BYTES_PER_S`` when none is set). A message the bucket cannot pay for now waits in
 its destination's FIFO queue (``hold``) and is handed to the transport when the bucket has

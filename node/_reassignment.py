@@ -30,7 +30,7 @@ Nothing here is remembered between steps: each step reads the Raft configuration
 metadata afresh, so a leader change, a restart or a cancel in the middle is picked up by
 whoever leads next.
 
-Throttle: APP and SNAP messages to a *learner* of a moving group are paced, not dropped
+Throttle: APP and SNAP messages to a *learner* of a partition's group are paced, not dropped
 (``_catchup_pacer.py``): they share a token bucket of the controller's
 ``reassign_throttle_bytes_per_s`` per sending node (``DEFAULT_BYTES_PER_S`` when it is 0),
 and a message over budget waits in a queue per destination until the bucket has filled
@@ -127,6 +127,11 @@ class ReassignmentDriver:
                      or DEFAULT_BYTES_PER_S)
 
     def _is_learner(self, group_id: int, node: int) -> bool:
+        """Whether ``node`` catches up as a learner of partition group ``group_id``. The
+        controller group's learners (every node past its voters) follow the metadata for
+        good: never paced, nor held behind a partition's catch-up to the same node."""
+        if group_id == self.broker.controller.group_id:
+            return False
         group = self.broker.host.groups.get(group_id)
         return group is not None and node in group.node.conf_state.learners
 

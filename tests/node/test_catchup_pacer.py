@@ -130,17 +130,18 @@ def test_the_queue_is_bounded(monkeypatch) -> None:
     assert rig.pacer.queued == 3 and rig.pacer.overflowed == 2 and rig.sent == []
 
 
-def test_the_default_pace_applies_without_a_throttle() -> None:
+def test_the_default_pace_applies_without_a_throttle_and_only_partitions_are_paced() -> None:
     def rate(throttle: int) -> float:
         group = SimpleNamespace(node=SimpleNamespace(conf_state=ConfState(
             frozenset({1, 2, 3}), frozenset({4}))))
         broker = SimpleNamespace(
-            controller=SimpleNamespace(state=SimpleNamespace(
+            controller=SimpleNamespace(group_id=1, state=SimpleNamespace(
                 reassign_throttle_bytes_per_s=throttle)),
-            host=SimpleNamespace(groups={GROUP: group},
+            host=SimpleNamespace(groups={GROUP: group, 1: group},
                                  transport=SimpleNamespace(send_now=None)))
         d = ReassignmentDriver(broker)  # type: ignore[arg-type]
         assert d._is_learner(GROUP, 4) and not d._is_learner(GROUP, 2)
+        assert not d._is_learner(1, 4)  # the controller's learners follow, never paced
         return d.catchup_rate()
     assert rate(0) == DEFAULT_BYTES_PER_S
     assert rate(1 << 20) == 1 << 20
