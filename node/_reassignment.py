@@ -113,7 +113,7 @@ class ReassignmentDriver:
         self.controller_write: ControllerWrite | None = None
         self._reported: dict[tuple[int, tuple[int, ...]], float] = {}  # -> when (monotonic)
         self.pacer = CatchUpPacer(
-            send_now=broker.host.transport.send_now, is_learner=self._is_learner,
+            send_now=self._send_now, is_learner=self._is_learner,
             rate=self.catchup_rate, clock=time.monotonic, schedule=_call_later)
         # Removed learners of the controller group, on its leader: the commit index when
         # this leader first saw the node removed, and since when the node holds it.
@@ -125,6 +125,9 @@ class ReassignmentDriver:
         """Bytes/s this node may send to learners (module docstring, Throttle)."""
         return float(self.broker.controller.state.reassign_throttle_bytes_per_s
                      or DEFAULT_BYTES_PER_S)
+
+    def _send_now(self, group_id: int, m: Message) -> None:
+        self.broker.host.transport.send_now(group_id, m)
 
     def _is_learner(self, group_id: int, node: int) -> bool:
         """Whether ``node`` catches up as a learner of partition group ``group_id``. The

@@ -137,8 +137,7 @@ def test_the_default_pace_applies_without_a_throttle_and_only_partitions_are_pac
         broker = SimpleNamespace(
             controller=SimpleNamespace(group_id=1, state=SimpleNamespace(
                 reassign_throttle_bytes_per_s=throttle)),
-            host=SimpleNamespace(groups={GROUP: group, 1: group},
-                                 transport=SimpleNamespace(send_now=None)))
+            host=SimpleNamespace(groups={GROUP: group, 1: group}))
         d = ReassignmentDriver(broker)  # type: ignore[arg-type]
         assert d._is_learner(GROUP, 4) and not d._is_learner(GROUP, 2)
         assert not d._is_learner(1, 4)  # the controller's learners follow, never paced
