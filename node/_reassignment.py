@@ -98,6 +98,7 @@ REPORT_RETRY_S = 1.0
 REMOVED_LEARNER_GRACE_S = 2.0
 REMOVED_SILENT_S = 30.0
 
+
 def _call_later(delay_s: float, fn: Callable[[], None]) -> None:
     asyncio.get_running_loop().call_later(delay_s, fn)
 

@@ -4,7 +4,9 @@ Outgoing: ``PeerTransport.send(group_id, msg)`` queues a message for its peer; a
 per peer drains the queue into ``RaftBatch``es (every group's messages, one protobuf per
 flush), with heartbeats and their answers packed as columns. If the peer is down the
 stream is re-opened with backoff and queued messages beyond a bound are dropped (Raft
-retransmits; losing messages is always safe, reordering too).
+retransmits; losing messages is always safe, reordering too). Appends and snapshots to a
+partition's learner may first wait for the catch-up pace (``hold``, ``_catchup_pacer.py``),
+which hands them back through ``send_now``.
 
 Incoming: the ``RaftPeer.Stream`` handler decodes each batch and hands the messages, and
 the sending node's id, to the ``deliver`` callback given at construction, on the event loop.
