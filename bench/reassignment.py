@@ -10,10 +10,11 @@ asks for 3 producers at half of w1's rate: ``--producers 3 --rate 111529 --recor
 --linger-ms 5 --tick-ms 1``). After
 ``--before`` seconds the partition is moved so that its preferred leader leaves and the
 fourth node joins (issue 19: learner, catch-up, promotion, leadership hand-over, removal);
-the producer goes on for ``--after`` seconds after the move finished. Printed: the move's
-duration (reassign call to the metadata showing the new replicas) and the producer's
+the producers go on for ``--after`` seconds after the move finished. Printed: the move's
+duration (reassign call to the metadata showing the new replicas) and the producers'
 latency percentiles before and during the move (the send-to-ack latency, measured from
-when each record was due). Not part of ``make test``; figures quoted in README.md.
+when each record was due), the load average at the end and, with ``--pacer-counters``, what
+the catch-up pacer delayed and dropped. Not part of ``make test``; figures in README.md.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -48,14 +51,31 @@ def main() -> None:
     parser.add_argument("--linger-ms", type=float, default=0.0, help="each producer's linger")
     parser.add_argument("--tick-ms", type=float, default=0.0,
                         help="send what is due at most once per tick (0: as it falls due)")
+    parser.add_argument("--pacer-counters", action="store_true",
+                        help="serve metrics and add the catch-up pacer's counters, summed "
+                             "over the nodes (one exporter process more per node)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="raftka-bench-reassign-") as tmp:
-        cluster = Cluster(Path(tmp), 4)
+        cluster = Cluster(Path(tmp), 4, metrics=args.pacer_counters)
         try:
             cluster.start_all()
-            print(json.dumps(run(cluster, args)), flush=True)
+            result = run(cluster, args)
+            if args.pacer_counters:
+                result.update(pacer_counters(cluster))
+            print(json.dumps(result), flush=True)
         finally:
             cluster.stop_all()
+
+
+def pacer_counters(cluster: Cluster) -> dict[str, float]:
+    """raftka_catchup_*_total summed over the nodes (README, Monitoring)."""
+    total: dict[str, float] = {}
+    for node in cluster.peers:
+        with urllib.request.urlopen(cluster.metrics_url(node), timeout=10) as response:
+            text = response.read().decode()
+        for name, value in re.findall(r"^raftka_(catchup_\w+_total) (\S+)$", text, re.M):
+            total[name] = total.get(name, 0.0) + float(value)
+    return total
 
 
 def run(cluster: Cluster, args: argparse.Namespace) -> dict:
