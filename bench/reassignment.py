@@ -30,6 +30,8 @@ import urllib.request
 from concurrent.futures import Future
 from pathlib import Path
 
+import grpc
+
 from raftka.client import Admin, Producer
 from raftka.v1.recordbatch import Record, build_batch
 from bench._common import pace, percentiles_ms
@@ -83,7 +85,15 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict:
     cluster.create_topic(TOPIC, replicas=3)
     filled = time.perf_counter()
     for _ in range(args.mib):
-        cluster.produce(TOPIC, 0, build_batch([Record(None, os.urandom(1000 << 10))]))
+        batch = build_batch([Record(None, os.urandom(1000 << 10))])
+        for attempt in range(20):  # a leadership move on a loaded machine refuses a write
+            try:
+                cluster.produce(TOPIC, 0, batch)
+                break
+            except grpc.RpcError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
     filled = time.perf_counter() - filled
     value = b"v" * args.record_bytes
     phases: dict[str, list[float]] = {"before": [], "during": [], "after": []}
