@@ -98,7 +98,8 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict:
     value = b"v" * args.record_bytes
     phases: dict[str, list[float]] = {"before": [], "during": [], "after": []}
     phase = ["before"]
-    moved = {"seconds": 0.0}
+    moved = {"seconds": 0.0, "started": 0.0}
+    worst = [0.0, 0.0]  # the longest latency during the move, and when that record was due
     lock = threading.Lock()  # the samples lists are shared by the producers' callbacks
     producers = [Producer(bootstrap, acks="all", linger_ms=args.linger_ms)
                  for _ in range(args.producers)]
@@ -111,7 +112,7 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict:
         def mover() -> None:
             time.sleep(args.before)
             phase[0] = "during"
-            started = time.perf_counter()
+            started = moved["started"] = time.perf_counter()
             admin.reassign_partition(TOPIC, 0, target)
             while tuple(admin.describe_topic(TOPIC).partitions[0].replicas) != target:
                 time.sleep(0.05)
@@ -120,12 +121,16 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict:
 
         def produce(producer: Producer) -> None:
             def send(n: int, t0: float) -> None:
+                during = phase[0] == "during"
                 samples = phases[phase[0]]
 
                 def done(f: Future) -> None:
                     if f.exception() is None:
                         with lock:
-                            samples.extend([time.perf_counter() - t0] * n)
+                            latency = time.perf_counter() - t0
+                            samples.extend([latency] * n)
+                            if during and latency > worst[0]:
+                                worst[:] = [latency, t0]
                 fut: Future = (producer.send(TOPIC, value, partition=0) if n == 1 else
                                producer.send_many(TOPIC, [value] * n, partition=0))
                 fut.add_done_callback(done)
@@ -151,6 +156,8 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict:
                 p.close()
     load = os.getloadavg()
     return {"mib": args.mib, "fill_s": round(filled, 1), "move_s": round(moved["seconds"], 1),
+            # where in the move the worst wait began (s after the reassign call)
+            "during_worst_due_s": round(worst[1] - moved["started"], 1),
             "throttle_bytes_per_s": args.throttle, "producers": args.producers,
             "rate_each": args.rate, "record_bytes": args.record_bytes,
             "loadavg": [round(x, 1) for x in load],
