@@ -43,8 +43,8 @@ from raftka.raft import Message, MsgType
 # is CPU (the leader reading, encoding, sending the appends; the learner writing them), not
 # the disk (~950 MiB/s, PERF-FACTS) nor a gRPC stream (280-370 MiB/s). Measured on the
 # 2-core machine with 3 producers at half of w1's rate: at 16 MiB/s their p99 during a
-# 1 GiB move stayed within 2.5x of before it; 32 MiB/s let one 1.6 s stall through, 64 MiB/s
-# tripled the p50. Moves matter less than writes, so the lower one.
+# 1 GiB move stayed within 2.5x of before it; at 32 MiB/s it reached 1.6 s, at 64 MiB/s
+# (256 MiB) the p50 tripled. Moves matter less than writes, so the lower one.
 DEFAULT_BYTES_PER_S = 16 << 20
 QUEUE_MESSAGES_MAX = 256  # per destination node; far above Raft's learner window
 MIN_WAIT_S = 0.002  # a pump sooner than this would find the bucket no fuller
