@@ -742,7 +742,8 @@ class AdminOps(DeadLetterOps):
 
     def set_reassignment_throttle_ops(self, bytes_per_s: int, *,
                                       timeout: float | None = None) -> Ops[None]:
-        """What each node may send per second to catch up moving replicas (0: no limit)."""
+        """What each node may send per second to catch up moving replicas (0: the nodes'
+        default pace, 16 MiB/s)."""
         request = admin_pb2.SetReassignmentThrottleRequest(bytes_per_s=bytes_per_s)
         yield from self._call_ops("SetReassignmentThrottle", request, timeout,
                                   "set the reassignment throttle")

@@ -18,7 +18,7 @@
     raftka cluster nodes                        (state: active, decommissioning, removed)
     raftka cluster decommission N [--wait] [--cancel]
     raftka cluster remove N --dead [--wait]     (a node gone for good: re-create its replicas)
-    raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: no limit)
+    raftka cluster reassign-throttle BYTES_PER_S      (e.g. 10m; 0: the default, 16m)
     raftka cluster balance [--dry-run] | pause | resume | status   (automatic balancing)
     raftka produce TOPIC [--partition N] [--key K | --key-separator SEP] [--acks all|1|0]
     raftka consume TOPIC [--partition N] [--from-beginning | --offset N] [--exit-at-end]
@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--wait", action="store_true", help="show progress until removed")
     throttle = csub.add_parser(
         "reassign-throttle", parents=[common, as_json, timeout],
-        help="limit the bytes/s each node sends to catch up moving replicas (0: none)")
+        help="limit the bytes/s each node sends to catch up moving replicas "
+             "(0: the default, 16m)")
     throttle.add_argument("bytes_per_s", metavar="BYTES_PER_S", type=_size)
     balance = csub.add_parser(
         "balance", parents=[common, as_json, timeout],
@@ -963,7 +964,7 @@ def _cmd_cluster_ops(args: argparse.Namespace, admin: Admin) -> int:
     if action == "reassign-throttle":
         admin.set_reassignment_throttle(args.bytes_per_s)
         out.write(f"reassignment throttle: {args.bytes_per_s} B/s per node"
-                  f"{' (no limit)' if not args.bytes_per_s else ''}\n")
+                  f"{' (the default pace, 16 MiB/s)' if not args.bytes_per_s else ''}\n")
         return 0
     if action in ("decommission", "remove"):
         node = args.node_id

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from raftka.raft import ConfState, Role, Snapshot
+from raftka.raft import ConfState, Message, Role, Snapshot
 from raftka.v1 import admin_pb2, raft_pb2
 from raftka.raft.rocksdb import RocksLogDB
 
@@ -97,8 +97,21 @@ class Broker:
         self._tasks: list[asyncio.Task] = []
         self._metadata_applied = asyncio.Event()  # set and replaced at every metadata change
         self.reassignments = ReassignmentDriver(self)
-        self.host.transport.allow = self.reassignments.allow  # the catch-up throttle
+        self.host.transport.hold = self.reassignments.pacer.hold  # the catch-up pace
+        self.host.deliver_many = self._deliver_paced(self.host.deliver_many)
         self.balancer = Balancer(self, config.balancer, config.balance_delay_s)
+
+    def _deliver_paced(self, deliver: Callable[[list[tuple[int, Message]], int], None]
+                       ) -> Callable[[list[tuple[int, Message]], int], None]:
+        """``deliver`` (the host's, for the Raft stream handler) that holds back what the
+        catch-up pacer says must wait (``CatchUpPacer.admit``)."""
+        pacer = self.reassignments.pacer
+
+        def deliver_many(items: list[tuple[int, Message]], frm: int = 0) -> None:
+            if pacer.holding:
+                items = [(g, m) for g, m in items if pacer.admit(g, m, frm)]
+            deliver(items, frm)
+        return deliver_many
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -27,7 +27,8 @@ order, to a ``ControllerState``. The state is
   moving to); ``replicas`` then become that set and the others delete their copy;
 - ``decommissioning`` and ``removed_nodes``: nodes being drained and nodes drained (they
   get no new replica; a removed node holds none); ``reassign_throttle_bytes_per_s``: what
-  catch-up of moving replicas may send per second from each node (0: no limit);
+  catch-up of moving replicas may send per second from each node (0: the nodes'
+  default pace, ``_catchup_pacer.DEFAULT_BYTES_PER_S``);
 - ``balancer_paused``: the automatic balancer (``_balancer.py``) plans no new move
   (``set_balancer``; moves under way finish).
 
@@ -361,7 +362,7 @@ class ControllerState:
         self._quotas: dict[str, QuotaLimits] = {}
         self._decommissioning: frozenset[int] = frozenset()
         self._removed: frozenset[int] = frozenset()
-        self._reassign_throttle = 0  # bytes/s per node; 0: no limit
+        self._reassign_throttle = 0  # bytes/s per node; 0: the default pace
         self._balancer_paused = False
 
     # -- read-only views
@@ -560,7 +561,7 @@ class ControllerState:
         if isinstance(validated, SetReassignmentThrottle):
             self._reassign_throttle = validated.bytes_per_s
             return _ok(f"reassignment throttle: {validated.bytes_per_s} B/s per node "
-                       "(0: no limit)")
+                       "(0: the default pace)")
         if isinstance(validated, SetBalancer):
             self._balancer_paused = validated.paused
             return _ok(f"the balancer is {'paused' if validated.paused else 'running'}")
@@ -629,8 +630,9 @@ class ControllerState:
                 return self._validate_move(decoded)
             if isinstance(decoded, SetReassignmentThrottle):
                 if not 0 <= decoded.bytes_per_s <= QUOTA_BYTES_PER_S_MAX:
-                    return _error(errors_pb2.INVALID_REQUEST, "the reassignment throttle is 0 "
-                                  f"(no limit) to {QUOTA_BYTES_PER_S_MAX} bytes per second")
+                    return _error(errors_pb2.INVALID_REQUEST,
+                                  "the reassignment throttle is 0 (the default pace) to "
+                                  f"{QUOTA_BYTES_PER_S_MAX} bytes per second")
                 return decoded
             if isinstance(decoded, (DecommissionNode, CancelDecommission, RemoveNode)):
                 return self._validate_node_change(decoded)

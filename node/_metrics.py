@@ -345,13 +345,36 @@ class NodeCollector:
                 events[i] += n
         snapshot = Snapshot(broker.node_id, broker.controller.leader_id(), partitions,
                             self._group_views(now_ms), tuple(events))  # type: ignore[arg-type]
-        own = list(self.metrics.registry.collect())
+        own = list(self.metrics.registry.collect()) + self.catchup_families()
         on_loop += time.perf_counter() - began
         storage = await asyncio.to_thread(lambda: list(self.storage_families()))
         began = time.perf_counter()
         payload = pickle.dumps((snapshot, own, storage), protocol=pickle.HIGHEST_PROTOCOL)
         self.metrics.scrape_loop_seconds.observe(on_loop + time.perf_counter() - began)
         return payload
+
+    def catchup_families(self) -> list[Metric]:
+        """The catch-up pacer of partition moves (``_catchup_pacer.py``)."""
+        pacer = self.broker.reassignments.pacer
+        return [
+            CounterMetricFamily(
+                "raftka_catchup_delayed_messages", "Appends and snapshots to learners of "
+                "moving partitions that waited for the catch-up pace.", value=pacer.delayed),
+            CounterMetricFamily(
+                "raftka_catchup_delayed_bytes", "Bytes of those messages.",
+                value=pacer.delayed_bytes),
+            CounterMetricFamily(
+                "raftka_catchup_overflowed_messages", "Catch-up messages dropped because "
+                "their destination's pacing queue was full (Raft sends them again).",
+                value=pacer.overflowed),
+            GaugeMetricFamily(
+                "raftka_catchup_queued_messages", "Catch-up messages waiting for the pace "
+                "now.", value=pacer.queued),
+            GaugeMetricFamily(
+                "raftka_catchup_rate_bytes_per_second", "The catch-up pace of this node: "
+                "the reassignment throttle, or the default when none is set.",
+                value=self.broker.reassignments.catchup_rate()),
+        ]
 
     def storage_families(self) -> Iterable[Metric]:
         db = self.broker.db

@@ -30,11 +30,11 @@ Nothing here is remembered between steps: each step reads the Raft configuration
 metadata afresh, so a leader change, a restart or a cancel in the middle is picked up by
 whoever leads next.
 
-Throttle: APP and SNAP messages to a *learner* of a moving group share a token bucket of
-the controller's ``reassign_throttle_bytes_per_s`` (per sending node); a message over budget
-is dropped, which Raft repairs by retransmission (the leader probes again at the next
-heartbeat), so the bytes sent stay under the rate on average (a message larger than a
-second's worth waits until the bucket has filled to its size). Voters are never throttled:
+Throttle: APP and SNAP messages to a *learner* of a partition's group are paced, not dropped
+(``_catchup_pacer.py``): they share a token bucket of the controller's
+``reassign_throttle_bytes_per_s`` per sending node (``DEFAULT_BYTES_PER_S`` when it is 0),
+and a message over budget waits in a queue per destination until the bucket has filled
+(Raft's inflight window for learners keeps that queue short). Voters are never throttled:
 they carry the writes being acknowledged.
 
 On the controller leader, the same step plans decommissions: for each decommissioning
@@ -65,6 +65,7 @@ caught-up learner is promoted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -72,6 +73,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 from raftka.raft import ConfChange, ConfChangeKind, Message, MsgType, Role
 from raftka.v1 import admin_pb2
 
+from ._catchup_pacer import DEFAULT_BYTES_PER_S, CatchUpPacer
 from ._controller_commands import (
     encode_reassign_partition,
     encode_remove_node,
@@ -96,6 +98,11 @@ REPORT_RETRY_S = 1.0
 REMOVED_LEARNER_GRACE_S = 2.0
 REMOVED_SILENT_S = 30.0
 
+
+def _call_later(delay_s: float, fn: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_later(delay_s, fn)
+
+
 # Records a finished move at the controller leader (here or forwarded there); raises
 # BrokerError. Set by the server (``AdminService.complete_reassignment``).
 ControllerWrite = Callable[[admin_pb2.CompleteReassignmentRequest], Awaitable[None]]
@@ -106,38 +113,31 @@ class ReassignmentDriver:
         self.broker = broker
         self.controller_write: ControllerWrite | None = None
         self._reported: dict[tuple[int, tuple[int, ...]], float] = {}  # -> when (monotonic)
-        self._tokens = 0.0
-        self._tokens_at = time.monotonic()
-        self.throttled_messages = 0  # dropped by the throttle (for tests and logs)
+        self.pacer = CatchUpPacer(
+            send_now=self._send_now, is_learner=self._is_learner,
+            rate=self.catchup_rate, clock=time.monotonic, schedule=_call_later)
         # Removed learners of the controller group, on its leader: the commit index when
         # this leader first saw the node removed, and since when the node holds it.
         self._removal_index: dict[int, int] = {}
         self._holds_removal_since: dict[int, float] = {}
 
     # ------------------------------------------------------------------ throttle
-    def allow(self, group_id: int, m: Message) -> bool:
-        """Whether the transport may send ``m`` of ``group_id`` now (module docstring)."""
-        if m.type not in (MsgType.APP, MsgType.SNAP):
-            return True
-        rate = self.broker.controller.state.reassign_throttle_bytes_per_s
-        if rate <= 0:
-            return True
-        group = self.broker.host.groups.get(group_id)
-        if group is None or m.to not in group.node.conf_state.learners:
-            return True
-        size = (len(m.snapshot.data) if m.snapshot is not None else 0) + sum(
-            len(e.data) for e in m.entries)
-        now = time.monotonic()
-        # The bucket holds a second's worth, or one message if that is bigger (else a
-        # message larger than the rate could never go).
-        self._tokens = min(self._tokens + (now - self._tokens_at) * rate,
-                           float(max(rate, size)))
-        self._tokens_at = now
-        if self._tokens < size:
-            self.throttled_messages += 1
+    def catchup_rate(self) -> float:
+        """Bytes/s this node may send to learners (module docstring, Throttle)."""
+        return float(self.broker.controller.state.reassign_throttle_bytes_per_s
+                     or DEFAULT_BYTES_PER_S)
+
+    def _send_now(self, group_id: int, m: Message) -> None:
+        self.broker.host.transport.send_now(group_id, m)
+
+    def _is_learner(self, group_id: int, node: int) -> bool:
+        """Whether ``node`` catches up as a learner of partition group ``group_id``. The
+        controller group's learners (every node past its voters) follow the metadata for
+        good: never paced, nor held behind a partition's catch-up to the same node."""
+        if group_id == self.broker.controller.group_id:
             return False
-        self._tokens -= size
-        return True
+        group = self.broker.host.groups.get(group_id)
+        return group is not None and node in group.node.conf_state.learners
 
     # ------------------------------------------------------------------ the step
     async def step(self) -> None:

@@ -4,7 +4,9 @@ Outgoing: ``PeerTransport.send(group_id, msg)`` queues a message for its peer; a
 per peer drains the queue into ``RaftBatch``es (every group's messages, one protobuf per
 flush), with heartbeats and their answers packed as columns. If the peer is down the
 stream is re-opened with backoff and queued messages beyond a bound are dropped (Raft
-retransmits; losing messages is always safe, reordering too).
+retransmits; losing messages is always safe, reordering too). Appends and snapshots to a
+partition's learner may first wait for the catch-up pace (``hold``, ``_catchup_pacer.py``),
+which hands them back through ``send_now``.
 
 Incoming: the ``RaftPeer.Stream`` handler decodes each batch and hands the messages, and
 the sending node's id, to the ``deliver`` callback given at construction, on the event loop.
@@ -187,9 +189,9 @@ class PeerTransport:
         self._on_unreachable = on_unreachable
         self._closed = False
         self._started = False
-        # (group id, message) -> whether it may go now; False drops it (the reassignment
-        # throttle, _reassignment.py; Raft retransmits). None: everything goes.
-        self.allow: Callable[[int, Message], bool] | None = None
+        # (group id, message) -> whether the catch-up pacer took it (it sends it later
+        # through ``send_now``: _catchup_pacer.py). None: everything goes at once.
+        self.hold: Callable[[int, Message], bool] | None = None
         # sent as the first batch of every stream (this node's rack: RaftBatch.hello)
         self.hello: raft_pb2.NodeHello | None = None
 
@@ -256,11 +258,15 @@ class PeerTransport:
         return node_id == self.node_id or (peer is not None and peer.connected)
 
     def send(self, group_id: int, m: Message) -> None:
+        if self.hold is not None and self.hold(group_id, m):
+            return
+        self.send_now(group_id, m)
+
+    def send_now(self, group_id: int, m: Message) -> None:
+        """``send`` without the catch-up pacer (what it releases)."""
         peer = self._peers.get(m.to)
         if peer is None:
             return  # not a node we know: nothing to do (configs name only known nodes)
-        if self.allow is not None and not self.allow(group_id, m):
-            return
         if len(peer.queue) >= QUEUE_MESSAGES_MAX:
             peer.dropped += 1  # bounded: Raft recovers lost messages by retransmission
             return

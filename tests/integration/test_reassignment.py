@@ -1,7 +1,8 @@
 """Partition reassignment and node decommission on a real 4-node cluster (issue 19): a move
 while a producer with acks=all writes loses no acknowledged record, the new replicas agree
-record for record (Debug ReplicaDigest), the old replica is gone; a decommission drains a node
-and removes it; bad input is refused with nothing changed."""
+record for record (Debug ReplicaDigest), the old replica is gone; a move under a throttle
+delays its catch-up messages and drops none (the catch-up pacer's metrics); a decommission
+drains a node and removes it; bad input is refused with nothing changed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import re
 import threading
+import urllib.request
 from typing import Iterator
 
 import grpc
@@ -26,7 +29,7 @@ from tests.safety import check_replicas
 
 @pytest.fixture(scope="module")
 def cluster4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("reassign"), 4)
+    c = Cluster(tmp_path_factory.mktemp("reassign"), 4, metrics=True)  # the pacer's counters
     try:
         c.start_all()
         yield c
@@ -203,6 +206,47 @@ def test_throttled_move_shows_a_learner_catching_up_and_cancels(cluster4: Cluste
     wait_for(lambda: not _has_replica(cluster4, spare, "slow"), 30,
              f"node {spare} to drop its copy")
     assert len(cluster4.values("slow", 0)) == 8
+
+
+def _catchup_counters(cluster: Cluster) -> dict[str, float]:
+    """The catch-up pacer's counters summed over the nodes (README, Monitoring)."""
+    total: dict[str, float] = {}
+    for node in cluster.peers:
+        with urllib.request.urlopen(cluster.metrics_url(node), timeout=10) as response:
+            text = response.read().decode()
+        for name, value in re.findall(r"^raftka_catchup_(\w+_total) (\S+)$", text, re.M):
+            total[name] = total.get(name, 0.0) + float(value)
+    return total
+
+
+def test_throttled_move_delays_catch_up_and_drops_nothing(cluster4: Cluster,
+                                                          admin: Admin) -> None:
+    cluster4.create_topic("paced", replicas=3)
+    before = _replicas(admin, "paced")
+    newcomer = next(n for n in cluster4.peers if n not in before)
+    target = before[1:] + (newcomer,)
+    fill = [os.urandom(256 << 10) for _ in range(24)]  # at 1 MiB/s they must wait the pace
+    for value in fill:
+        cluster4.produce("paced", 0, build_batch([Record(None, value)]))
+    counted = _catchup_counters(cluster4)
+    admin.set_reassignment_throttle(1 << 20)
+    try:
+        with Writer(cluster4, "paced") as writer:
+            wait_for(lambda: len(writer.acked) >= 20, 30, "writes before the move")
+            admin.reassign_partition("paced", 0, target)
+            wait_for(lambda: _replicas(admin, "paced") == target, 120, "the move to finish")
+            count = len(writer.acked)
+            wait_for(lambda: len(writer.acked) >= count + 20, 30, "writes after the move")
+    finally:
+        admin.set_reassignment_throttle(0)
+    after = _catchup_counters(cluster4)
+    delayed = after["delayed_messages_total"] - counted.get("delayed_messages_total", 0)
+    delayed_bytes = after["delayed_bytes_total"] - counted.get("delayed_bytes_total", 0)
+    assert delayed > 0 and delayed_bytes >= 1 << 20, after  # waited for the pace...
+    assert after["overflowed_messages_total"] == 0, after  # ... and none was dropped
+    cluster4.assert_acknowledged("paced", 0, fill + writer.sent, fill + writer.acked)
+    check = check_replicas({n: cluster4.peers[n] for n in target}, "paced", 0, timeout=30)
+    assert not check.problem, check.problem
 
 
 def test_cli_reassign_and_nodes(cluster4: Cluster, admin: Admin) -> None:
