@@ -75,6 +75,7 @@ index; replaying entries after the snapshot into it changes nothing, see
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
@@ -265,11 +266,12 @@ class PartitionConfig:
     retention_share_groups: bool = False  # a queue topic: finished records are deleted
     max_delivery_delay_ms: int = 7 * 24 * 3600 * 1000
 
-    @property
+    # cached: the background passes read them for every partition every second
+    @functools.cached_property
     def compact(self) -> bool:
         return "compact" in self.cleanup_policy.split(",")
 
-    @property
+    @functools.cached_property
     def delete(self) -> bool:
         """Retention by time and size applies (Kafka: 'compact' alone keeps everything)."""
         return "delete" in self.cleanup_policy.split(",")
