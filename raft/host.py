@@ -78,6 +78,16 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    a stall of our own loop its batches may still sit unread), it is reported with
    ``RawNode.report_peer_down`` to every quiesced group, and again every election timeout
    while it stays silent (a group may have quiesced since). A batch from it clears both.
+9b. A false alarm widens that peer's silence threshold: a peer reported down and heard
+   from again within ``FALSE_ALARM_TIMEOUTS`` election timeouts of the report was slow, not
+   dead (its loop starved), and waking every quiesced group it leads made them all
+   campaign at once: on a loaded 2-core machine with thousands of partitions, each such
+   report woke ~1,000 groups, whose elections starved the nodes further (an election
+   storm). So its threshold doubles (at most ``SILENCE_FACTOR_MAX`` election timeouts) and
+   halves again after ``SILENCE_DECAY_TIMEOUTS`` election timeouts without a false alarm.
+   A peer that never had one keeps the single election timeout: a dead node's quiesced
+   groups fail over as fast as before. (Groups with traffic are not quiesced and keep
+   their own election timeouts; this only delays waking idle ones.)
 
 Messages from peers are stepped as they arrive (``deliver_many``); a message the core
 refuses is reported to ``HostEvents.message_failed`` and dropped: one bad message must not
@@ -104,6 +114,9 @@ SaveItem = tuple[int, HardState | None, list[Entry], Snapshot | None]
 
 
 FULL_SCAN_TICKS = 10  # rule 8: every this many ticks, every group's quiescence is read
+FALSE_ALARM_TIMEOUTS = 4  # rule 9b: heard again within this many election timeouts
+SILENCE_FACTOR_MAX = 8  # rule 9b: a silence threshold of at most this many timeouts
+SILENCE_DECAY_TIMEOUTS = 100  # rule 9b: calm this long halves a widened threshold
 
 
 class HostOrderError(RuntimeError):
@@ -270,6 +283,12 @@ class HostDriver:
         self._heard: dict[int, float] = {}
         self._down_reported: dict[int, float] = {}
         self._suspects: set[int] = set()
+        # Rule 9b: peer -> its silence threshold in election timeouts (absent: 1), and
+        # when it last changed
+        self._silence_factor: dict[int, float] = {}
+        self._factor_changed: dict[int, float] = {}
+        self._down_since: dict[int, float] = {}  # peer -> first report of its silence
+        self.false_alarms = 0  # peers heard from soon after being reported down (statistics)
         # Rule 8a: late ticks skipped in a row (0 <= it <= late_skips_max); counters for
         # the owner's statistics (never decrease).
         self._late_skips_max = late_skips_max
@@ -302,6 +321,9 @@ class HostDriver:
         self._heard.pop(peer, None)
         self._down_reported.pop(peer, None)
         self._suspects.discard(peer)
+        self._silence_factor.pop(peer, None)
+        self._factor_changed.pop(peer, None)
+        self._down_since.pop(peer, None)
 
     def silent_for(self, peer: int) -> float:
         """Seconds since anything was last heard from ``peer`` (0 for an unknown peer);
@@ -333,9 +355,15 @@ class HostDriver:
         """Step messages from node ``frm`` (0: unknown) into their groups. Any batch, even
         an empty one (a ping), is a sign of life of ``frm``."""
         if frm:
-            self._heard[frm] = self._now()
+            now = self._heard[frm] = self._now()
             if frm in self._down_reported:
                 del self._down_reported[frm]
+                since = self._down_since.pop(frm, now)  # its first report of this silence
+                if now - since < FALSE_ALARM_TIMEOUTS * self._silence:  # rule 9b
+                    self.false_alarms += 1
+                    self._silence_factor[frm] = min(
+                        self._silence_factor.get(frm, 1.0) * 2, SILENCE_FACTOR_MAX)
+                    self._factor_changed[frm] = now
                 self._events.peer_heard_again(frm)
         groups = self.groups
         dirty = self._dirty
@@ -396,10 +424,23 @@ class HostDriver:
         self._check_liveness(self._now())
 
     def _check_liveness(self, now: float) -> None:
-        silence = self._silence
         suspects = self._suspects
         down_reported = self._down_reported
+        factors = self._silence_factor
         for peer, heard in self._heard.items():
+            silence = self._silence
+            factor = factors.get(peer)
+            if factor is not None:  # rule 9b: widened after a false alarm; calm narrows it
+                if now - self._factor_changed[peer] >= SILENCE_DECAY_TIMEOUTS * silence:
+                    factor /= 2
+                    self._factor_changed[peer] = now
+                    if factor <= 1.0:
+                        del factors[peer], self._factor_changed[peer]
+                        factor = None
+                    else:
+                        factors[peer] = factor
+                if factor is not None:
+                    silence *= factor
             if now - heard < silence:
                 suspects.discard(peer)
                 continue
@@ -411,6 +452,8 @@ class HostDriver:
                 continue
             first = reported is None
             down_reported[peer] = now
+            if first:
+                self._down_since[peer] = now
             woken = 0
             for group in self.groups.values():
                 node = group.node

@@ -336,15 +336,64 @@ def test_a_silent_peer_is_reported_after_two_ticks_and_again_every_election_time
     assert reported == [2]  # not again within an election timeout
     tick_at(21.0)
     assert reported == [2, 2]  # still silent: again (a group may have quiesced since)
-    h.clock.t = 21.5
-    h.driver.deliver_many([], 2)  # heard from: cleared
-    tick_at(30.0)
-    tick_at(31.0)
-    assert reported == [2, 2]
-    tick_at(32.0)  # silent for an election timeout again: a suspect
-    assert reported == [2, 2]
-    tick_at(33.0)
-    assert reported == [2, 2, 2]
+    for t in (31.0, 41.0, 51.0):
+        tick_at(t)
+    assert reported == [2] * 5
+    h.clock.t = 55.5  # heard from, 4.45 timeouts after the first report: it was down
+    h.driver.deliver_many([], 2)  # cleared
+    assert h.driver.false_alarms == 0
+    tick_at(64.0)
+    tick_at(65.0)
+    assert reported == [2] * 5
+    tick_at(66.0)  # silent for an election timeout again: a suspect
+    assert reported == [2] * 5
+    tick_at(67.0)
+    assert reported == [2] * 6
+
+
+def test_a_peer_heard_soon_after_its_report_gets_a_wider_threshold_that_calm_narrows():
+    """Rule 9b: a false alarm (a starved peer, not a dead one) doubles that peer's silence
+    threshold, up to SILENCE_FACTOR_MAX timeouts; SILENCE_DECAY_TIMEOUTS of calm halve it."""
+    from raftka.raft.host import SILENCE_DECAY_TIMEOUTS, SILENCE_FACTOR_MAX
+
+    h = Host(1, quiesce=True)
+    h.driver.add_peer(2)
+    reported: list[float] = []
+    h.node(1).report_peer_down = lambda peer: reported.append(h.clock.t)
+    h.driver.deliver_many([(1, Message(MsgType.QUIESCE, 1, 2, term=1, index=0, log_term=0,
+                                       commit=0))], 2)
+    assert h.node(1).quiesced
+
+    def silent_until_reported(start: float) -> float:
+        """Tick every unit from ``start`` until peer 2 is reported; when it was."""
+        t = start
+        while not reported or reported[-1] < start:
+            t += 1.0
+            h.clock.t = t
+            h.driver.tick()
+            assert t < start + 200
+        return reported[-1] - start
+
+    h.clock.t = 0.0
+    h.driver.deliver_many([], 2)
+    assert silent_until_reported(0.0) == 11.0  # one timeout, then the second tick
+    factor = 1
+    for alarm in range(1, 5):
+        h.clock.t += 2.0  # back 2 units after its report: a false alarm
+        h.driver.deliver_many([], 2)
+        assert h.driver.false_alarms == alarm
+        factor = min(factor * 2, SILENCE_FACTOR_MAX)
+        assert silent_until_reported(h.clock.t) == 10.0 * factor + 1
+    assert factor == SILENCE_FACTOR_MAX
+    h.clock.t += 2.0
+    h.driver.deliver_many([], 2)  # widest already: stays at the maximum
+    calm_until = h.clock.t + SILENCE_DECAY_TIMEOUTS * 10.0
+    while h.clock.t < calm_until:  # calm: heard every unit
+        h.clock.t += 1.0
+        h.driver.deliver_many([], 2)
+        h.driver.tick()
+    h.driver.deliver_many([], 2)
+    assert silent_until_reported(h.clock.t) == 10.0 * SILENCE_FACTOR_MAX / 2 + 1
 
 
 def _quiesced_follower_of_node_2() -> tuple[Host, list[int]]:

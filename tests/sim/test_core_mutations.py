@@ -294,7 +294,9 @@ MUTATIONS = [
     Mutation(forget_vote_when_asked_again, "one vote per term", range(20)),  # 95/200
     Mutation(append_without_matching_the_previous_term, "log matching", range(50)),  # 35/200
     Mutation(propose_with_the_previous_term, "log terms never decrease", range(8), QUICK),
-    Mutation(every_log_is_up_to_date, "leader completeness", range(30)),  # 65/200
+    # 9/200 since host rule 9b moved the trajectories (first at seed 34): the acknowledged-
+    # writes invariant now reports most of these seeds first (it was 65/200)
+    Mutation(every_log_is_up_to_date, "leader completeness", range(60)),
     Mutation(keep_conflicting_entries, "state machine safety", range(25)),  # 73/200
     Mutation(hand_out_the_last_applied_entry_again, "apply each index once, in order",
              range(8), QUICK),
