@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -71,13 +69,7 @@ def main() -> None:
 
 def pacer_counters(cluster: Cluster) -> dict[str, float]:
     """raftka_catchup_*_total summed over the nodes (README, Monitoring)."""
-    total: dict[str, float] = {}
-    for node in cluster.peers:
-        with urllib.request.urlopen(cluster.metrics_url(node), timeout=10) as response:
-            text = response.read().decode()
-        for name, value in re.findall(r"^raftka_(catchup_\w+_total) (\S+)$", text, re.M):
-            total[name] = total.get(name, 0.0) + float(value)
-    return total
+    return cluster.counter_sums(r"^raftka_(catchup_\w+_total) (\S+)$")
 
 
 def run(cluster: Cluster, args: argparse.Namespace) -> dict:

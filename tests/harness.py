@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -356,6 +357,18 @@ class Cluster:
 
     def metrics_url(self, node_id: int) -> str:
         return f"http://{self.metrics[node_id]}/metrics"
+
+    def counter_sums(self, pattern: str) -> dict[str, float]:
+        """Counters of every node's metrics page (``metrics=True``) summed by name:
+        ``pattern`` (multi-line regex) captures a name and a value per line."""
+        import urllib.request  # noqa: PLC0415 - only the tests with metrics need it
+        total: dict[str, float] = {}
+        for node in self.metrics:
+            with urllib.request.urlopen(self.metrics_url(node), timeout=10) as response:
+                text = response.read().decode()
+            for name, value in re.findall(pattern, text, re.M):
+                total[name] = total.get(name, 0.0) + float(value)
+        return total
 
     def broker(self, node_id: int) -> broker_pb2_grpc.BrokerStub:
         return broker_pb2_grpc.BrokerStub(self.channel(node_id))

@@ -10,9 +10,7 @@ import json
 import os
 import subprocess
 import sys
-import re
 import threading
-import urllib.request
 from typing import Iterator
 
 import grpc
@@ -210,13 +208,7 @@ def test_throttled_move_shows_a_learner_catching_up_and_cancels(cluster4: Cluste
 
 def _catchup_counters(cluster: Cluster) -> dict[str, float]:
     """The catch-up pacer's counters summed over the nodes (README, Monitoring)."""
-    total: dict[str, float] = {}
-    for node in cluster.peers:
-        with urllib.request.urlopen(cluster.metrics_url(node), timeout=10) as response:
-            text = response.read().decode()
-        for name, value in re.findall(r"^raftka_catchup_(\w+_total) (\S+)$", text, re.M):
-            total[name] = total.get(name, 0.0) + float(value)
-    return total
+    return cluster.counter_sums(r"^raftka_catchup_(\w+_total) (\S+)$")
 
 
 def test_throttled_move_delays_catch_up_and_drops_nothing(cluster4: Cluster,
