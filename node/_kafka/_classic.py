@@ -74,7 +74,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode as K
 
 from .._broker import Broker
-from .._errors import BrokerError, Code
+from .._errors import BrokerError, Code, forget_outcome
 from .._group_service import COMMIT_TIMEOUT_S, METADATA_MAX, GroupCoordinatorService
 from .._offsets import OFFSETS_TOPIC, OffsetsReplica, encode_classic_group
 from ._errors import kafka_code
@@ -446,7 +446,7 @@ class ClassicGroups:
         task = asyncio.ensure_future(replica.produce(
             encode_classic_group(g.group_id, None, int(time.time() * 1000)), -1,
             COMMIT_TIMEOUT_S))
-        task.add_done_callback(_ignore_outcome)
+        forget_outcome(task)  # a failed tombstone: the members time out at the next coordinator
 
     # ------------------------------------------------------------------ Heartbeat, Leave
     async def heartbeat(self, request, version, ctx, header) -> dict:
@@ -635,8 +635,10 @@ class ClassicGroups:
     def listing(self) -> dict[str, str]:
         """State of every classic group this node coordinates now."""
         ids = set(self._groups)
-        for (topic, _), replica in list(self.broker.partitions.items()):
-            if topic == OFFSETS_TOPIC and isinstance(replica, OffsetsReplica):
+        meta = self.broker.controller.state.topic(OFFSETS_TOPIC)
+        for p in range(len(meta.partitions) if meta is not None else 0):
+            replica = self.broker.partitions.get((OFFSETS_TOPIC, p))
+            if isinstance(replica, OffsetsReplica):
                 ids.update(replica.classic)  # coordinated groups not served since a move
         out = {}
         for group_id in sorted(ids):
@@ -662,11 +664,6 @@ class ClassicGroups:
                              "member_metadata": dict(m.protocols).get(g.protocol or "", b""),
                              "member_assignment": m.assignment}
                             for m in g.members.values()]}
-
-
-def _ignore_outcome(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: a failed tombstone is not an unhandled error
 
 
 class _Kafka(Exception):
