@@ -139,6 +139,17 @@ def _parse_group_key(key: bytes) -> tuple[str, str | None]:
     return group, key[pos + 2:pos + 2 + mlen].decode()
 
 
+def _decode_group_record(key: bytes, value: bytes | None
+                         ) -> tuple[str, str | None, object] | None:
+    """(group, member id or None, JSON value or None) of a group, member or classic record;
+    None if it is not ours (someone produced to the internal topic)."""
+    try:
+        group, member_id = _parse_group_key(key)
+        return group, member_id, None if value is None else json.loads(value)
+    except (ValueError, struct.error, UnicodeDecodeError):
+        return None
+
+
 def _json(value: dict) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
@@ -291,22 +302,20 @@ class OffsetsReplica(PartitionReplica):
         return any((group_id, topic, partition) in p for p in self.pending.values())
 
     def _apply_classic(self, key: bytes, value: bytes | None) -> None:
-        try:
-            group, _ = _parse_group_key(key)
-            record = None if value is None else json.loads(value)
-        except (ValueError, struct.error, UnicodeDecodeError):
-            return  # not ours (someone produced to the internal topic)
+        decoded = _decode_group_record(key, value)
+        if decoded is None:
+            return
+        group, _, record = decoded
         if isinstance(record, dict):
             self.classic[group] = record
         else:
             self.classic.pop(group, None)
 
     def _apply_group_record(self, key: bytes, value: bytes | None) -> None:
-        try:
-            group, member_id = _parse_group_key(key)
-            record = None if value is None else json.loads(value)
-        except (ValueError, struct.error, UnicodeDecodeError):
-            return  # not ours (someone produced to the internal topic)
+        decoded = _decode_group_record(key, value)
+        if decoded is None:
+            return
+        group, member_id, record = decoded
         if member_id is not None:
             members = self.members.setdefault(group, {})
             if record is None:
