@@ -348,6 +348,7 @@ class Producer:
             request_timeout_ms=request_timeout_ms,
             delivery_timeout_s=delivery_timeout_ms / 1000, retry=retry,
             lock=lock)
+        self._sender.transaction = self._txn
         # the AddPartitionsToTxn thread waits on this (started by init_transactions)
         self._txn_cond = threading.Condition(lock)
         self._txn_thread: threading.Thread | None = None

@@ -127,6 +127,10 @@ class Sender:
         self._accumulator = accumulator
         self._queues = accumulator.queues  # the same dict, read on every selection
         self._idempotence = idempotence
+        # a transactional producer's TransactionManager (``_transactions.py``), set by the
+        # producer: its requests name the transactional id, so the partition leader joins
+        # the partition to the transaction with its first batch
+        self.transaction: Any = None
         self._acks = acks
         self._max_in_flight = max_in_flight
         self._linger_s = linger_s
@@ -455,6 +459,10 @@ class Sender:
             timeout_ms=broker_timeout_ms, record_batches=batch.payload,
             deliver_at_ms=batch.deliver_at_ms,
         )
+        txn = self.transaction
+        if txn is not None and txn.joining():
+            request.transactional_id = txn.transactional_id
+            request.transaction_partitions.extend(txn.hints(topic, partition))
         batch.attempts += 1
         with self.cond:
             self.stats["requests"] += 1

@@ -145,6 +145,7 @@ class GroupTxnClient(GroupCoordinatorClient):
 
 _ACKS_ALL = broker_pb2.ACKS_ALL
 
+EPOCH_MAX = 32767  # a producer epoch is an int16
 UNINITIALIZED, READY, IN_TRANSACTION, FATAL = "uninitialized", "ready", "in_transaction", "fatal"
 
 
@@ -170,6 +171,12 @@ class TransactionManager:
         # the owner's lock, so a send that waited for buffer room meanwhile sees it
         self.ending = False
         self.error: BaseException | None = None  # makes the open transaction abortable
+        # a partition joins the transaction with its first batch: the produce requests name
+        # the transactional id and the partition leader joins it (node/_txn_join.py), no
+        # AddPartitionsToTxn, no gating. Off (the AddPartitionsToTxn way) once EndTxn left
+        # the epoch where it was (at its maximum): a join relies on every transaction
+        # having an epoch of its own
+        self.joins = True
         self.fatal: BaseException | None = None
         self._lock = threading.RLock()
 
@@ -253,9 +260,22 @@ class TransactionManager:
         records must wait for an AddPartitionsToTxn (then the owner gates its queue)."""
         if key in self.partitions:
             return False
+        if self.joining():  # its leader joins it with its first batch
+            self.partitions.add(key)
+            return False
         if key not in self.adding:
             self.queued.add(key)
         return True
+
+    def joining(self) -> bool:
+        """Whether the open transaction's partitions join with their first batch (at the
+        highest epoch, EndTxn cannot move the epoch on: partitions are added first)."""
+        return self.joins and self.epoch < EPOCH_MAX
+
+    def hints(self, topic: str, partition: int) -> list[int]:
+        """The transaction's other partitions of ``topic`` known so far, for a produce
+        request to name (its leader joins them in the same coordinator write)."""
+        return sorted(p for t, p in list(self.partitions) if t == topic and p != partition)
 
     def take_adds(self) -> Any | None:
         """The next AddPartitionsToTxnRequest (every queued partition), or None when
@@ -358,6 +378,8 @@ class TransactionManager:
                 result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
             if r.producer_id == self.producer_id and r.producer_epoch > self.epoch:
                 self.epoch = r.producer_epoch
+            else:  # the epoch stayed: partitions are added first from now on
+                self.joins = False
         self.partitions = set()
         self.offsets_added = False
         self.error = None

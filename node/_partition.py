@@ -364,6 +364,9 @@ class PartitionReplica:
         self.txns = TxnIndex()
         self._marker_epochs: dict[int, tuple[int, int]] = {}
         self._expiring: set[int] = set()  # producer ids whose expired txn we are aborting
+        # _txn_join.py rule 3 (leader memory, this term): producer id -> (epoch, error):
+        # its transactional batches up to that epoch are refused, never written
+        self._txn_refused: dict[int, tuple[int, BrokerError]] = {}
         # first index of the current leader term; idempotent batches wait until it applies
         self._term_start_index = 0
         # duplicates of proposed-but-unapplied batches, answered when the original applies
@@ -584,6 +587,7 @@ class PartitionReplica:
             self._alloc_term = 0
             self.producers.clear_pending()
             self._marker_epochs.clear()
+            self._txn_refused.clear()
         if rd.role != Role.LEADER and self._release_timer is not None:
             self._cancel_release_timer()
         if rd.entries:
@@ -964,6 +968,9 @@ class PartitionReplica:
         """Transaction rules for an idempotent batch at proposal time (the leader's view:
         applied state plus its own proposed markers), or None to go on."""
         pid = req.producer_id
+        refused = self._txn_refused.get(pid)
+        if refused is not None and req.transactional and req.epoch <= refused[0]:
+            return refused[1]
         marker = self._marker_epochs.get(pid)
         if marker is not None and req.epoch < marker[0]:
             return BrokerError(Code.PRODUCER_FENCED, (
@@ -974,6 +981,14 @@ class PartitionReplica:
                 f"producer id {pid} has an open transaction on {self.topic}/"
                 f"{self.partition}: its batches must be transactional until it ends"))
         return None
+
+    def refuse_transactional(self, producer_id: int, epoch: int, error: BrokerError) -> None:
+        """Leader only (``_txn_join.py`` rule 3): from now on in this term, refuse the
+        producer's transactional batches up to ``epoch`` with ``error`` before they are
+        written (the ones already proposed stay ahead of the abort marker that follows)."""
+        known = self._txn_refused.get(producer_id)
+        if known is None or known[0] < epoch:
+            self._txn_refused[producer_id] = (epoch, error)
 
     def expired_transactions(self, max_timeout_ms: int) -> list[tuple[int, int]]:
         """Leader only: (producer id, epoch) of the transactions open here for longer than
@@ -1046,6 +1061,7 @@ class PartitionReplica:
         self._alloc_term = node.term
         self.producers.clear_pending()
         self._marker_epochs.clear()
+        self._txn_refused.clear()
         self._term_start_index = self._first_index_of_term(node.term)
 
     def _first_index_of_term(self, term: int) -> int:

@@ -121,6 +121,7 @@ async def serve(config: NodeConfig) -> int:
     groups = GroupCoordinatorService(broker)
     shares = ShareService(broker, groups)
     txns = TransactionCoordinatorService(broker, forwarder, broker_service, groups)
+    broker_service.joins = txns.joins
     raft_service = RaftPeerService(config.node_id, broker.host.deliver_many, broker.racks,
                                    broker.peer_entry_formats)
     peer_server = None
@@ -276,7 +277,9 @@ def node_security(config: NodeConfig, broker: Broker) -> NodeSecurity:
 def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: ControllerForwarder,
                   groups: GroupCoordinatorService, shares: ShareService,
                   txns: TransactionCoordinatorService) -> None:
-    broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker, forwarder), server)
+    broker_service = BrokerService(broker, forwarder)
+    broker_service.joins = txns.joins  # _txn_join.py: transactional batches join there
+    broker_pb2_grpc.add_BrokerServicer_to_server(broker_service, server)
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     share_pb2_grpc.add_ShareServicer_to_server(shares, server)

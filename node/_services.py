@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import struct
 import time
 from typing import Any, Awaitable, Callable
 
@@ -55,6 +56,11 @@ READ_YOUR_WRITES_S = 2.0  # a forwarded topic change: wait this long for this no
 PRODUCE_STREAM_IN_FLIGHT_MAX = 1000  # requests of one ProduceStream queued or unanswered
 PRODUCER_ID_BLOCK = 1000  # ids a node reserves from the controller at a time
 _ACKS = {broker_pb2.ACKS_ALL: -1, broker_pb2.ACKS_LEADER: 1, broker_pb2.ACKS_NONE: 0}
+# a record batch's attributes (byte 21) and producer id and epoch (byte 43): enough to know
+# a validated batch is transactional and whose (``BrokerService._joined``)
+_ATTRIBUTES = struct.Struct(">h")
+_PRODUCER = struct.Struct(">qh")
+_TRANSACTIONAL_BIT = 0x10
 
 
 def _handler(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -261,6 +267,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         super().__init__(broker, forwarder)
         self._producer_ids = (0, 0)  # [next, end) of the block this node reserved
         self._producer_ids_lock = asyncio.Lock()
+        # the partitions' joins to transactions (``_txn_join.py``), set by the server
+        self.joins: Any = None
 
     @_handler
     async def Produce(self, request, context):  # noqa: N802
@@ -270,8 +278,13 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         started = time.perf_counter()
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, request)
-            base, last = await replica.produce(payload, acks, timeout_s,
-                                               deliver_at_ms=request.deliver_at_ms)
+            if request.transactional_id and self.joins is not None:
+                future = replica.submit(payload, acks, deliver_at_ms=request.deliver_at_ms)
+                base, last = await replica.wait_acked(
+                    self._joined(replica, request, payload, future), acks, timeout_s)
+            else:
+                base, last = await replica.produce(payload, acks, timeout_s,
+                                                   deliver_at_ms=request.deliver_at_ms)
         finally:
             metrics.produce_latency[acks_level].observe(time.perf_counter() - started)
         return broker_pb2.ProduceResponse(base_offset=base, last_offset=last,
@@ -339,6 +352,8 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, item.request)
             future = replica.submit(payload, acks, deliver_at_ms=item.request.deliver_at_ms)
+            if item.request.transactional_id and self.joins is not None and future is not None:
+                future = self._joined(replica, item.request, payload, future)
         except BrokerError as exc:
             fail(exc)
             return
@@ -381,6 +396,17 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
                 fail(BrokerError(Code.INTERNAL_ERROR, f"internal error ({type(exc).__name__})"))
 
         future.add_done_callback(done)
+
+    def _joined(self, replica, request, payload: bytes, future: asyncio.Future
+                ) -> asyncio.Future:
+        """``_txn_join.py`` rule 1: a transactional batch of a request naming its
+        transactional id is answered once its partition joined the transaction too."""
+        attributes, = _ATTRIBUTES.unpack_from(payload, 21)
+        if not attributes & _TRANSACTIONAL_BIT:
+            return future
+        producer_id, epoch = _PRODUCER.unpack_from(payload, 43)
+        return self.joins.joined(replica, request.transactional_id, producer_id, epoch,
+                                 list(request.transaction_partitions), future)
 
     @_handler
     async def InitProducerId(self, request, context):  # noqa: N802

@@ -74,6 +74,7 @@ from collections import defaultdict
 import grpc
 
 from raftka.v1 import txn_pb2, txn_pb2_grpc
+from raftka.v1.errors import error_details
 from raftka.raft import Role
 
 from ._broker import Broker
@@ -84,10 +85,12 @@ from ._group_service import GroupCoordinatorService
 from ._offsets import GROUP_ID_MAX, OFFSETS_TOPIC, encode_pending_commits, offsets_partition_for
 from ._periodic import every
 from ._services import BrokerService, _ControllerWriter, _handler, _require_leader
+from ._txn_join import SETTLE_INTERVAL_S, TxnJoins
 from ._txn_state import (
     COMPLETE_ABORT,
     COMPLETE_COMMIT,
     EMPTY,
+    ENDED,
     ONGOING,
     PREPARE_ABORT,
     PREPARE_COMMIT,
@@ -140,16 +143,27 @@ class TransactionCoordinatorService(_ControllerWriter,
         # of the last transaction whose markers are all written
         self._writing: dict[str, int] = defaultdict(int)
         self._marked: dict[str, tuple[int, int]] = {}
+        # rule 8: per (id, producer id, epoch), the JoinTxn calls waiting for the id's lock:
+        # (partitions joining, hinted partitions, their answer), one write for all
+        self._joining: dict[tuple[str, int, int],
+                            tuple[set[tuple[str, int]], set[tuple[str, int]],
+                                  asyncio.Future]] = {}
         self._task: asyncio.Task | None = None
+        # rule 8, at the partitions this node leads: their joins (_txn_join.py)
+        self.joins = TxnJoins(self._ask_join)
+        self._settle_task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._resume_loop(),
-                                                            name="txn-resume")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._resume_loop(), name="txn-resume")
+        self._settle_task = loop.create_task(self._settle_loop(), name="txn-settle")
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._settle_task is not None:
+            self._settle_task.cancel()
         for task in list(self._completing.values()):
             task.cancel()
         channels, self._channels = self._channels, {}
@@ -283,39 +297,139 @@ class TransactionCoordinatorService(_ControllerWriter,
         """Rule 2 for AddPartitionsToTxn and AddOffsetsToTxn."""
         replica = self._replica(tid)
         async with self._locks[tid]:
-            replica = self._replica(tid)
-            state = self._current(replica, tid, pid, epoch)
-            if state["state"] in PREPARED:
-                if "marker_epoch" in state and not groups:  # rule 7: at once
-                    self._check_limit(tid, wanted)
-                    await self._write(replica, tid, dict(
-                        _next_transaction(state), start_ms=_now_ms(),
-                        partitions=sorted([t, p] for t, p in wanted),
-                        previous=self._unmarked(tid, state)))
-                    if self._unmarked(tid, state) is not None:
-                        self._complete_later(replica, tid, state)  # runs, or resumes
-                    return
-                # rule 4: after the previous one's markers
-                if await self._begin_after(replica, tid, state, wanted, groups):
-                    return
-                state = self._current(replica, tid, pid, epoch)
-            if groups and state.get("previous"):  # rule 7: offsets after every marker
-                state = await self._previous_marked(replica, tid, state)
-            ongoing = state["state"] == ONGOING
-            have = {tuple(x) for x in state["partitions"]} if ongoing else set()
-            have_groups = set(state.get("groups", [])) if ongoing else set()
-            union = have | wanted
-            self._check_limit(tid, union)
-            if ongoing and union == have and groups <= have_groups:
+            await self._add_locked(self._replica(tid), tid, pid, epoch, wanted, groups)
+
+    async def _add_locked(self, replica: TxnStateReplica, tid: str, pid: int, epoch: int,
+                          wanted: set[tuple[str, int]], groups: set[str]) -> None:
+        """Rule 2, under the id's lock."""
+        state = self._current(replica, tid, pid, epoch)
+        if state["state"] in PREPARED:
+            if "marker_epoch" in state and not groups:  # rule 7: at once
+                self._check_limit(tid, wanted)
+                await self._write(replica, tid, dict(
+                    _next_transaction(state), start_ms=_now_ms(),
+                    partitions=sorted([t, p] for t, p in wanted),
+                    previous=self._unmarked(tid, state)))
+                if self._unmarked(tid, state) is not None:
+                    self._complete_later(replica, tid, state)  # runs, or resumes
                 return
-            if not ongoing:
-                state = dict(_next_transaction(state), start_ms=_now_ms())
-            previous = state.get("previous")
-            if previous is not None:
-                state = dict(state, previous=self._unmarked(tid, state, previous))
-            await self._write(replica, tid, dict(
-                state, partitions=sorted([t, p] for t, p in union),
-                groups=sorted(have_groups | groups)))
+            # rule 4: after the previous one's markers
+            if await self._begin_after(replica, tid, state, wanted, groups):
+                return
+            state = self._current(replica, tid, pid, epoch)
+        if groups and state.get("previous"):  # rule 7: offsets after every marker
+            state = await self._previous_marked(replica, tid, state)
+        ongoing = state["state"] == ONGOING
+        have = {tuple(x) for x in state["partitions"]} if ongoing else set()
+        have_groups = set(state.get("groups", [])) if ongoing else set()
+        union = have | wanted
+        self._check_limit(tid, union)
+        if ongoing and union == have and groups <= have_groups:
+            return
+        if not ongoing:
+            state = dict(_next_transaction(state), start_ms=_now_ms())
+        previous = state.get("previous")
+        if previous is not None:
+            state = dict(state, previous=self._unmarked(tid, state, previous))
+        await self._write(replica, tid, dict(
+            state, partitions=sorted([t, p] for t, p in union),
+            groups=sorted(have_groups | groups)))
+
+    @_handler
+    async def JoinTxn(self, request, context):  # noqa: N802
+        """Rule 8: a partition leader joins its partition to the transaction."""
+        return await self._join_request(request)
+
+    async def _join_request(self, request: txn_pb2.JoinTxnRequest) -> txn_pb2.JoinTxnResponse:
+        joining = (request.topic, request.partition)
+        self._check_partitions({joining})
+        pid, epoch = request.producer_id, request.producer_epoch
+        if request.transactional_id:
+            hints = {(t.topic, p) for t in request.topics for p in t.partitions}
+            await self.join(request.transactional_id, pid, epoch, joining,
+                            self._valid_partitions(hints - {joining}))
+            return txn_pb2.JoinTxnResponse(found=True)
+        led = self._led_replicas()
+        for replica in led:  # settling (rule 8): which id is the producer id's
+            for tid, state in list(replica.transactions.items()):
+                if state["pid"] == pid:
+                    await self.join(tid, pid, epoch, joining, set())
+                    return txn_pb2.JoinTxnResponse(found=True)
+        return txn_pb2.JoinTxnResponse(found=False,
+                                       coordinated=[r.partition for r in led])
+
+    async def join(self, tid: str, pid: int, epoch: int, joining: tuple[str, int],
+                   hints: set[tuple[str, int]]) -> None:
+        """Rule 8. Joins of one transaction that arrive while its id's lock is held wait
+        together and make one write."""
+        key = (tid, pid, epoch)
+        batch = self._joining.get(key)
+        if batch is not None:  # the next write of this id takes ours too
+            batch[0].add(joining)
+            batch[1] |= hints
+            await asyncio.shield(batch[2])
+            return
+        batch = ({joining}, set(hints), asyncio.get_running_loop().create_future())
+        self._joining[key] = batch
+        try:
+            replica = self._replica(tid)
+            async with self._locks[tid]:
+                if self._joining.get(key) is batch:
+                    del self._joining[key]
+                replica = self._replica(tid)
+                state = replica.transactions.get(tid)
+                wanted = {tp for tp in batch[0]
+                          if not self._covers(tid, state, pid, epoch, tp)}
+                if wanted:
+                    extra = {tp for tp in batch[1] - wanted
+                             if not self._covers(tid, state, pid, epoch, tp)}
+                    have = (len(state["partitions"]) if state is not None
+                            and state["state"] == ONGOING else 0)
+                    if have + len(wanted) + len(extra) <= \
+                            self.broker.config.transaction_max_partitions:
+                        wanted |= extra  # the hints only when they fit
+                    await self._add_locked(replica, tid, pid, epoch, wanted, set())
+        except BaseException as exc:
+            if self._joining.get(key) is batch:
+                del self._joining[key]
+            if not batch[2].done():
+                batch[2].set_exception(exc)
+                batch[2].exception()  # retrieved: the waiters get it through the future
+            raise
+        if not batch[2].done():
+            batch[2].set_result(None)
+
+    def _covers(self, tid: str, state: dict | None, pid: int, epoch: int,
+                tp: tuple[str, int]) -> bool:
+        """Rule 8: a marker of ``epoch`` or later is still to reach ``tp`` for ``pid``'s
+        transaction there: the transaction ongoing at ``epoch`` has ``tp``, or a decided one
+        (prepared, or the previous one of rule 7) whose markers are not all written."""
+        if state is None or state["pid"] != pid:
+            return False
+        entry = [tp[0], tp[1]]
+        kind = state["state"]
+        if kind == ONGOING and state["epoch"] == epoch and entry in state["partitions"]:
+            return True
+        if kind in PREPARED and state.get("marker_epoch", state["epoch"]) >= epoch \
+                and entry in state["partitions"] and self._unmarked(
+                    tid, state, None if "marker_epoch" in state else {
+                        "epoch": state["epoch"], "partitions": state["partitions"],
+                        "commit": kind == PREPARE_COMMIT}) is not None:
+            return True
+        previous = state.get("previous")
+        return bool(previous and previous["epoch"] >= epoch
+                    and entry in previous["partitions"]
+                    and self._unmarked(tid, state, previous) is not None)
+
+    def _valid_partitions(self, wanted: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The ones of ``wanted`` that are partitions of ordinary topics (hints)."""
+        state = self.broker.controller.state
+        out = set()
+        for topic, p in wanted:
+            meta = state.topic(topic)
+            if meta is not None and not meta.internal and 0 <= p < len(meta.partitions):
+                out.add((topic, p))
+        return out
 
     def _check_limit(self, tid: str, partitions: set[tuple[str, int]]) -> None:
         limit = self.broker.config.transaction_max_partitions
@@ -412,6 +526,16 @@ class TransactionCoordinatorService(_ControllerWriter,
             else:
                 state = self._current(replica, tid, request.producer_id,
                                       request.producer_epoch)
+                if not commit and request.next_epoch and state["state"] in ENDED \
+                        and state["epoch"] < EPOCH_MAX:
+                    # rule 8: an abort with nothing open here still moves the epoch on, so
+                    # a join of that epoch still on its way is refused (and its partition
+                    # aborts what it wrote) rather than begin a transaction with it
+                    state = await self._write(replica, tid, dict(
+                        _next_transaction(state), state=COMPLETE_ABORT, start_ms=0,
+                        marker_epoch=state["epoch"], epoch=state["epoch"] + 1))
+                    return txn_pb2.EndTxnResponse(producer_id=state["pid"],
+                                                  producer_epoch=state["epoch"])
                 if "marker_epoch" in state and state["state"] != ONGOING:
                     raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open "
                                       "transaction (its last one ended)")
@@ -699,6 +823,80 @@ class TransactionCoordinatorService(_ControllerWriter,
             channel = self._channels[node_id] = self.broker.peer_channels.open(
                 node_id, CHANNEL_OPTIONS)
         return channel
+
+    # ------------------------------------------------------------------ joining (rule 8)
+    async def _ask_join(self, tid: str, pid: int, epoch: int, topic: str, partition: int,
+                        hints: list[int]) -> None:
+        """``_txn_join.Ask``: JoinTxn at the id's coordinator (this node's own directly);
+        with no id, at every node until one coordinates the producer id."""
+        request = txn_pb2.JoinTxnRequest(
+            transactional_id=tid, producer_id=pid, producer_epoch=epoch, topic=topic,
+            partition=partition,
+            topics=[txn_pb2.TxnTopicPartitions(topic=topic, partitions=hints)] if hints
+            else [])
+        meta = self.broker.controller.state.topic(TXN_TOPIC)
+        if meta is None:
+            raise BrokerError(Code.COORDINATOR_LOADING, f"{TXN_TOPIC} does not exist yet",
+                              retriable=True)
+        if tid:
+            pnum = txn_partition_for(tid, len(meta.partitions))
+            leader = self.broker.leader_of(meta, meta.partitions[pnum])
+            if leader == self.broker.node_id:
+                _check_id(tid)
+                await self.join(tid, pid, epoch, (topic, partition),
+                                self._valid_partitions({(topic, p) for p in hints}
+                                                       - {(topic, partition)}))
+                return
+            if not leader:
+                raise BrokerError(Code.NOT_COORDINATOR, f"the coordinator of {tid!r} is "
+                                  "being elected", retriable=True)
+            await self._join_at(leader, request)
+            return
+        # settling with no transactional id: ask every node which one coordinates it
+        covered: set[int] = set()
+        for node_id in sorted(self.broker.config.peers):
+            if node_id == self.broker.node_id:
+                answer = await self._join_request(request)
+            else:
+                answer = await self._join_at(node_id, request)
+            if answer.found:
+                return
+            covered.update(answer.coordinated)
+        if covered >= set(range(len(meta.partitions))):
+            raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND, f"no coordinator knows "
+                              f"producer id {pid}: its transaction can never commit")
+        raise BrokerError(Code.NOT_COORDINATOR, f"some {TXN_TOPIC} partitions have no ready "
+                          "coordinator; retry", retriable=True)
+
+    async def _join_at(self, node_id: int, request: txn_pb2.JoinTxnRequest
+                       ) -> txn_pb2.JoinTxnResponse:
+        try:
+            return await txn_pb2_grpc.TransactionCoordinatorStub(
+                self._channel(node_id)).JoinTxn(
+                    request, timeout=WRITE_TIMEOUT_S + 2,
+                    metadata=((FORWARDED_BY_KEY, str(self.broker.node_id)),))
+        except grpc.aio.AioRpcError as exc:
+            details = error_details(exc.trailing_metadata())
+            if details is not None and details.code:
+                raise BrokerError(details.code, details.message, details.retriable) from None
+            raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"JoinTxn at node {node_id}: "
+                              f"{exc.code().name if exc.code() else ''} {exc.details()}",
+                              retriable=True) from None
+
+    async def _settle_loop(self) -> None:
+        await every(SETTLE_INTERVAL_S, self._settle, "transaction settle pass", log)
+
+    def _settle(self) -> None:
+        """``_txn_join.py`` rule 4 for the ordinary partitions this node leads."""
+        state = self.broker.controller.state
+        replicas = []
+        for (topic, _), replica in list(self.broker.partitions.items()):
+            if not replica.txns.open:
+                continue
+            meta = state.topic(topic)
+            if meta is not None and not meta.internal:
+                replicas.append(replica)
+        self.joins.settle(replicas)
 
     # ------------------------------------------------------------------ background
     async def _resume_loop(self) -> None:

@@ -447,6 +447,7 @@ class Producer:
             max_in_flight=max_in_flight, linger_s=self._linger_s,
             request_timeout_ms=request_timeout_ms,
             delivery_timeout_s=delivery_timeout_ms / 1000, retry=retry)
+        self._sender.transaction = self._txn
         self._progress: _Signal = self._sender.cond  # type: ignore[assignment]
         self._wake_sender: _Signal = self._sender.sender_cond  # type: ignore[assignment]
         self._unknown_topics: dict[str, float] = {}

@@ -1,7 +1,9 @@
 """The transactional producer's AddPartitionsToTxn batching (``client/_transactions.py``):
 sends queue their partitions, one call carries every partition queued while no call is
 out, a failed call makes the transaction abortable, and the transaction ends only once the
-adds are idle. Pure state: no cluster."""
+adds are idle (the way partitions join at the highest epoch, where EndTxn cannot move the
+epoch on); and the usual way, where a partition joins with its first batch (its leader
+joins it: nothing queued, nothing gated). Pure state: no cluster."""
 
 from __future__ import annotations
 
@@ -11,11 +13,24 @@ from raftka.client._transactions import IN_TRANSACTION, TransactionManager
 from raftka.v1.errors import ProducerFencedError, RaftkaError
 
 
-def _open() -> TransactionManager:
+def _open(joins: bool = False) -> TransactionManager:
     txn = TransactionManager(coordinator=None, transactional_id="t", timeout_ms=60_000)
     txn.state, txn.producer_id, txn.epoch = "ready", 7, 3
+    txn.joins = joins
     txn.begin()
     return txn
+
+
+def test_partitions_join_with_their_first_batch_unless_the_epoch_is_at_its_maximum() -> None:
+    txn = _open(joins=True)
+    assert txn.joining()
+    assert not txn.queue_partition(("a", 0)) and not txn.queue_partition(("a", 2))
+    assert not txn.queue_partition(("b", 1))
+    assert txn.take_adds() is None and txn.adds_idle(), "no AddPartitionsToTxn"
+    assert txn.partitions == {("a", 0), ("a", 2), ("b", 1)}, "EndTxn knows to end it"
+    assert txn.hints("a", 0) == [2] and txn.hints("b", 1) == []
+    txn.epoch = 32767  # EndTxn could not move it on: partitions are added first again
+    assert not txn.joining() and txn.queue_partition(("c", 0))
 
 
 def _partitions(request) -> set[tuple[str, int]]:

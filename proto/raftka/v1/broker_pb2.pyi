@@ -53,7 +53,7 @@ class RecordList(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class ProduceRequest(_message.Message):
-    __slots__ = ("topic", "partition", "acks", "timeout_ms", "record_batches", "records", "deliver_at_ms")
+    __slots__ = ("topic", "partition", "acks", "timeout_ms", "record_batches", "records", "deliver_at_ms", "transactional_id", "transaction_partitions")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,8 @@ class ProduceRequest(_message.Message):
     RECORD_BATCHES_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
     acks: Acks
@@ -68,7 +70,9 @@ class ProduceRequest(_message.Message):
     record_batches: bytes
     records: RecordList
     deliver_at_ms: int
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., acks: _Optional[_Union[Acks, str]] = ..., timeout_ms: _Optional[int] = ..., record_batches: _Optional[bytes] = ..., records: _Optional[_Union[RecordList, _Mapping]] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
+    transactional_id: str
+    transaction_partitions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., acks: _Optional[_Union[Acks, str]] = ..., timeout_ms: _Optional[int] = ..., record_batches: _Optional[bytes] = ..., records: _Optional[_Union[RecordList, _Mapping]] = ..., deliver_at_ms: _Optional[int] = ..., transactional_id: _Optional[str] = ..., transaction_partitions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ProduceResponse(_message.Message):
     __slots__ = ("base_offset", "last_offset", "high_watermark", "throttle_time_ms")

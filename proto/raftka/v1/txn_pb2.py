@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from raftka.v1 import errors_pb2 as raftka_dot_v1_dot_errors__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13raftka/v1/txn.proto\x12\traftka.v1\x1a\x16raftka/v1/errors.proto\"6\n\x12TxnMarkerPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\xcd\x01\n\x16WriteTxnMarkersRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12$\n\x06result\x18\x03 \x01(\x0e\x32\x14.raftka.v1.TxnResult\x12\x19\n\x11\x63oordinator_epoch\x18\x04 \x01(\x05\x12\x31\n\npartitions\x18\x05 \x03(\x0b\x32\x1d.raftka.v1.TxnMarkerPartition\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x05\"h\n\x0fTxnMarkerResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.raftka.v1.ErrorInfo\"F\n\x17WriteTxnMarkersResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.raftka.v1.TxnMarkerResult\"5\n\x19\x46indTxnCoordinatorRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\">\n\x1a\x46indTxnCoordinatorResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"S\n\x17InitTransactionsRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\"G\n\x18InitTransactionsResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"7\n\x12TxnTopicPartitions\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"\x91\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12-\n\x06topics\x18\x04 \x03(\x0b\x32\x1d.raftka.v1.TxnTopicPartitions\"\x1c\n\x1a\x41\x64\x64PartitionsToTxnResponse\"q\n\x16\x41\x64\x64OffsetsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\"\x19\n\x17\x41\x64\x64OffsetsToTxnResponse\"O\n\tTxnOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\"\xc1\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\x12\x11\n\tmember_id\x18\x05 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x06 \x01(\x05\x12%\n\x07offsets\x18\x07 \x03(\x0b\x32\x14.raftka.v1.TxnOffset\"\x19\n\x17TxnOffsetCommitResponse\"\x90\x01\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12$\n\x06result\x18\x04 \x01(\x0e\x32\x14.raftka.v1.TxnResult\x12\x12\n\nnext_epoch\x18\x05 \x01(\x08\"=\n\x0e\x45ndTxnResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\")\n\x17ListTransactionsRequest\x12\x0e\n\x06states\x18\x01 \x03(\t\"\xf6\x01\n\x10TransactionState\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x05 \x01(\x05\x12\x15\n\rstart_time_ms\x18\x06 \x01(\x03\x12-\n\x06topics\x18\x07 \x03(\x0b\x32\x1d.raftka.v1.TxnTopicPartitions\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x16\n\x0e\x63oordinator_id\x18\t \x01(\x05\"M\n\x18ListTransactionsResponse\x12\x31\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1b.raftka.v1.TransactionState\"8\n\x1b\x44\x65scribeTransactionsRequest\x12\x19\n\x11transactional_ids\x18\x01 \x03(\t\"Q\n\x1c\x44\x65scribeTransactionsResponse\x12\x31\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1b.raftka.v1.TransactionState\"3\n\x17\x41\x62ortTransactionRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\"\x1a\n\x18\x41\x62ortTransactionResponse*F\n\tTxnResult\x12\x1a\n\x16TXN_RESULT_UNSPECIFIED\x10\x00\x12\x0e\n\nTXN_COMMIT\x10\x01\x12\r\n\tTXN_ABORT\x10\x02\x32\x66\n\nTxnMarkers\x12X\n\x0fWriteTxnMarkers\x12!.raftka.v1.WriteTxnMarkersRequest\x1a\".raftka.v1.WriteTxnMarkersResponse2\xce\x06\n\x16TransactionCoordinator\x12^\n\x0f\x46indCoordinator\x12$.raftka.v1.FindTxnCoordinatorRequest\x1a%.raftka.v1.FindTxnCoordinatorResponse\x12[\n\x10InitTransactions\x12\".raftka.v1.InitTransactionsRequest\x1a#.raftka.v1.InitTransactionsResponse\x12\x61\n\x12\x41\x64\x64PartitionsToTxn\x12$.raftka.v1.AddPartitionsToTxnRequest\x1a%.raftka.v1.AddPartitionsToTxnResponse\x12X\n\x0f\x41\x64\x64OffsetsToTxn\x12!.raftka.v1.AddOffsetsToTxnRequest\x1a\".raftka.v1.AddOffsetsToTxnResponse\x12X\n\x0fTxnOffsetCommit\x12!.raftka.v1.TxnOffsetCommitRequest\x1a\".raftka.v1.TxnOffsetCommitResponse\x12=\n\x06\x45ndTxn\x12\x18.raftka.v1.EndTxnRequest\x1a\x19.raftka.v1.EndTxnResponse\x12[\n\x10ListTransactions\x12\".raftka.v1.ListTransactionsRequest\x1a#.raftka.v1.ListTransactionsResponse\x12g\n\x14\x44\x65scribeTransactions\x12&.raftka.v1.DescribeTransactionsRequest\x1a\'.raftka.v1.DescribeTransactionsResponse\x12[\n\x10\x41\x62ortTransaction\x12\".raftka.v1.AbortTransactionRequest\x1a#.raftka.v1.AbortTransactionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13raftka/v1/txn.proto\x12\traftka.v1\x1a\x16raftka/v1/errors.proto\"6\n\x12TxnMarkerPartition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\"\xcd\x01\n\x16WriteTxnMarkersRequest\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\x12$\n\x06result\x18\x03 \x01(\x0e\x32\x14.raftka.v1.TxnResult\x12\x19\n\x11\x63oordinator_epoch\x18\x04 \x01(\x05\x12\x31\n\npartitions\x18\x05 \x03(\x0b\x32\x1d.raftka.v1.TxnMarkerPartition\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x05\"h\n\x0fTxnMarkerResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.raftka.v1.ErrorInfo\"F\n\x17WriteTxnMarkersResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.raftka.v1.TxnMarkerResult\"5\n\x19\x46indTxnCoordinatorRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\">\n\x1a\x46indTxnCoordinatorResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"S\n\x17InitTransactionsRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\"G\n\x18InitTransactionsResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\"7\n\x12TxnTopicPartitions\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"\x91\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12-\n\x06topics\x18\x04 \x03(\x0b\x32\x1d.raftka.v1.TxnTopicPartitions\"\x1c\n\x1a\x41\x64\x64PartitionsToTxnResponse\"\xa8\x01\n\x0eJoinTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\r\n\x05topic\x18\x04 \x01(\t\x12\x11\n\tpartition\x18\x05 \x01(\x05\x12-\n\x06topics\x18\x06 \x03(\x0b\x32\x1d.raftka.v1.TxnTopicPartitions\"5\n\x0fJoinTxnResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x13\n\x0b\x63oordinated\x18\x02 \x03(\x05\"q\n\x16\x41\x64\x64OffsetsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\"\x19\n\x17\x41\x64\x64OffsetsToTxnResponse\"O\n\tTxnOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x10\n\x08metadata\x18\x04 \x01(\t\"\xc1\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\x12\x11\n\tmember_id\x18\x05 \x01(\t\x12\x14\n\x0cmember_epoch\x18\x06 \x01(\x05\x12%\n\x07offsets\x18\x07 \x03(\x0b\x32\x14.raftka.v1.TxnOffset\"\x19\n\x17TxnOffsetCommitResponse\"\x90\x01\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12$\n\x06result\x18\x04 \x01(\x0e\x32\x14.raftka.v1.TxnResult\x12\x12\n\nnext_epoch\x18\x05 \x01(\x08\"=\n\x0e\x45ndTxnResponse\x12\x13\n\x0bproducer_id\x18\x01 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x02 \x01(\x05\")\n\x17ListTransactionsRequest\x12\x0e\n\x06states\x18\x01 \x03(\t\"\xf6\x01\n\x10TransactionState\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\r\n\x05state\x18\x04 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x05 \x01(\x05\x12\x15\n\rstart_time_ms\x18\x06 \x01(\x03\x12-\n\x06topics\x18\x07 \x03(\x0b\x32\x1d.raftka.v1.TxnTopicPartitions\x12\x0e\n\x06groups\x18\x08 \x03(\t\x12\x16\n\x0e\x63oordinator_id\x18\t \x01(\x05\"M\n\x18ListTransactionsResponse\x12\x31\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1b.raftka.v1.TransactionState\"8\n\x1b\x44\x65scribeTransactionsRequest\x12\x19\n\x11transactional_ids\x18\x01 \x03(\t\"Q\n\x1c\x44\x65scribeTransactionsResponse\x12\x31\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1b.raftka.v1.TransactionState\"3\n\x17\x41\x62ortTransactionRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\"\x1a\n\x18\x41\x62ortTransactionResponse*F\n\tTxnResult\x12\x1a\n\x16TXN_RESULT_UNSPECIFIED\x10\x00\x12\x0e\n\nTXN_COMMIT\x10\x01\x12\r\n\tTXN_ABORT\x10\x02\x32\x66\n\nTxnMarkers\x12X\n\x0fWriteTxnMarkers\x12!.raftka.v1.WriteTxnMarkersRequest\x1a\".raftka.v1.WriteTxnMarkersResponse2\x90\x07\n\x16TransactionCoordinator\x12^\n\x0f\x46indCoordinator\x12$.raftka.v1.FindTxnCoordinatorRequest\x1a%.raftka.v1.FindTxnCoordinatorResponse\x12[\n\x10InitTransactions\x12\".raftka.v1.InitTransactionsRequest\x1a#.raftka.v1.InitTransactionsResponse\x12\x61\n\x12\x41\x64\x64PartitionsToTxn\x12$.raftka.v1.AddPartitionsToTxnRequest\x1a%.raftka.v1.AddPartitionsToTxnResponse\x12@\n\x07JoinTxn\x12\x19.raftka.v1.JoinTxnRequest\x1a\x1a.raftka.v1.JoinTxnResponse\x12X\n\x0f\x41\x64\x64OffsetsToTxn\x12!.raftka.v1.AddOffsetsToTxnRequest\x1a\".raftka.v1.AddOffsetsToTxnResponse\x12X\n\x0fTxnOffsetCommit\x12!.raftka.v1.TxnOffsetCommitRequest\x1a\".raftka.v1.TxnOffsetCommitResponse\x12=\n\x06\x45ndTxn\x12\x18.raftka.v1.EndTxnRequest\x1a\x19.raftka.v1.EndTxnResponse\x12[\n\x10ListTransactions\x12\".raftka.v1.ListTransactionsRequest\x1a#.raftka.v1.ListTransactionsResponse\x12g\n\x14\x44\x65scribeTransactions\x12&.raftka.v1.DescribeTransactionsRequest\x1a\'.raftka.v1.DescribeTransactionsResponse\x12[\n\x10\x41\x62ortTransaction\x12\".raftka.v1.AbortTransactionRequest\x1a#.raftka.v1.AbortTransactionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raftka.v1.txn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TXNRESULT']._serialized_start=2261
-  _globals['_TXNRESULT']._serialized_end=2331
+  _globals['_TXNRESULT']._serialized_start=2487
+  _globals['_TXNRESULT']._serialized_end=2557
   _globals['_TXNMARKERPARTITION']._serialized_start=58
   _globals['_TXNMARKERPARTITION']._serialized_end=112
   _globals['_WRITETXNMARKERSREQUEST']._serialized_start=115
@@ -56,36 +56,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_end=980
   _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_start=982
   _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_end=1010
-  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_start=1012
-  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_end=1125
-  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_start=1127
-  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_end=1152
-  _globals['_TXNOFFSET']._serialized_start=1154
-  _globals['_TXNOFFSET']._serialized_end=1233
-  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=1236
-  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=1429
-  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=1431
-  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=1456
-  _globals['_ENDTXNREQUEST']._serialized_start=1459
-  _globals['_ENDTXNREQUEST']._serialized_end=1603
-  _globals['_ENDTXNRESPONSE']._serialized_start=1605
-  _globals['_ENDTXNRESPONSE']._serialized_end=1666
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1668
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1709
-  _globals['_TRANSACTIONSTATE']._serialized_start=1712
-  _globals['_TRANSACTIONSTATE']._serialized_end=1958
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1960
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2037
-  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_start=2039
-  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_end=2095
-  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_start=2097
-  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_end=2178
-  _globals['_ABORTTRANSACTIONREQUEST']._serialized_start=2180
-  _globals['_ABORTTRANSACTIONREQUEST']._serialized_end=2231
-  _globals['_ABORTTRANSACTIONRESPONSE']._serialized_start=2233
-  _globals['_ABORTTRANSACTIONRESPONSE']._serialized_end=2259
-  _globals['_TXNMARKERS']._serialized_start=2333
-  _globals['_TXNMARKERS']._serialized_end=2435
-  _globals['_TRANSACTIONCOORDINATOR']._serialized_start=2438
-  _globals['_TRANSACTIONCOORDINATOR']._serialized_end=3284
+  _globals['_JOINTXNREQUEST']._serialized_start=1013
+  _globals['_JOINTXNREQUEST']._serialized_end=1181
+  _globals['_JOINTXNRESPONSE']._serialized_start=1183
+  _globals['_JOINTXNRESPONSE']._serialized_end=1236
+  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_start=1238
+  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_end=1351
+  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_start=1353
+  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_end=1378
+  _globals['_TXNOFFSET']._serialized_start=1380
+  _globals['_TXNOFFSET']._serialized_end=1459
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=1462
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=1655
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=1657
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=1682
+  _globals['_ENDTXNREQUEST']._serialized_start=1685
+  _globals['_ENDTXNREQUEST']._serialized_end=1829
+  _globals['_ENDTXNRESPONSE']._serialized_start=1831
+  _globals['_ENDTXNRESPONSE']._serialized_end=1892
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1894
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1935
+  _globals['_TRANSACTIONSTATE']._serialized_start=1938
+  _globals['_TRANSACTIONSTATE']._serialized_end=2184
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=2186
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2263
+  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_start=2265
+  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_end=2321
+  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_start=2323
+  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_end=2404
+  _globals['_ABORTTRANSACTIONREQUEST']._serialized_start=2406
+  _globals['_ABORTTRANSACTIONREQUEST']._serialized_end=2457
+  _globals['_ABORTTRANSACTIONRESPONSE']._serialized_start=2459
+  _globals['_ABORTTRANSACTIONRESPONSE']._serialized_end=2485
+  _globals['_TXNMARKERS']._serialized_start=2559
+  _globals['_TXNMARKERS']._serialized_end=2661
+  _globals['_TRANSACTIONCOORDINATOR']._serialized_start=2664
+  _globals['_TRANSACTIONCOORDINATOR']._serialized_end=3576
 # @@protoc_insertion_point(module_scope)

@@ -113,6 +113,30 @@ class AddPartitionsToTxnResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class JoinTxnRequest(_message.Message):
+    __slots__ = ("transactional_id", "producer_id", "producer_epoch", "topic", "partition", "topics")
+    TRANSACTIONAL_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    transactional_id: str
+    producer_id: int
+    producer_epoch: int
+    topic: str
+    partition: int
+    topics: _containers.RepeatedCompositeFieldContainer[TxnTopicPartitions]
+    def __init__(self, transactional_id: _Optional[str] = ..., producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TxnTopicPartitions, _Mapping]]] = ...) -> None: ...
+
+class JoinTxnResponse(_message.Message):
+    __slots__ = ("found", "coordinated")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    COORDINATED_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    coordinated: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, found: _Optional[bool] = ..., coordinated: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class AddOffsetsToTxnRequest(_message.Message):
     __slots__ = ("transactional_id", "producer_id", "producer_epoch", "group_id")
     TRANSACTIONAL_ID_FIELD_NUMBER: _ClassVar[int]

@@ -124,6 +124,11 @@ class TransactionCoordinatorStub:
                 request_serializer=raftka_dot_v1_dot_txn__pb2.AddPartitionsToTxnRequest.SerializeToString,
                 response_deserializer=raftka_dot_v1_dot_txn__pb2.AddPartitionsToTxnResponse.FromString,
                 _registered_method=True)
+        self.JoinTxn = channel.unary_unary(
+                '/raftka.v1.TransactionCoordinator/JoinTxn',
+                request_serializer=raftka_dot_v1_dot_txn__pb2.JoinTxnRequest.SerializeToString,
+                response_deserializer=raftka_dot_v1_dot_txn__pb2.JoinTxnResponse.FromString,
+                _registered_method=True)
         self.AddOffsetsToTxn = channel.unary_unary(
                 '/raftka.v1.TransactionCoordinator/AddOffsetsToTxn',
                 request_serializer=raftka_dot_v1_dot_txn__pb2.AddOffsetsToTxnRequest.SerializeToString,
@@ -174,6 +179,13 @@ class TransactionCoordinatorServicer:
 
     def AddPartitionsToTxn(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JoinTxn(self, request, context):
+        """A partition leader joins its partition to the transaction (see JoinTxnRequest).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -238,6 +250,11 @@ def add_TransactionCoordinatorServicer_to_server(servicer, server):
                     servicer.AddPartitionsToTxn,
                     request_deserializer=raftka_dot_v1_dot_txn__pb2.AddPartitionsToTxnRequest.FromString,
                     response_serializer=raftka_dot_v1_dot_txn__pb2.AddPartitionsToTxnResponse.SerializeToString,
+            ),
+            'JoinTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinTxn,
+                    request_deserializer=raftka_dot_v1_dot_txn__pb2.JoinTxnRequest.FromString,
+                    response_serializer=raftka_dot_v1_dot_txn__pb2.JoinTxnResponse.SerializeToString,
             ),
             'AddOffsetsToTxn': grpc.unary_unary_rpc_method_handler(
                     servicer.AddOffsetsToTxn,
@@ -351,6 +368,33 @@ class TransactionCoordinator:
             '/raftka.v1.TransactionCoordinator/AddPartitionsToTxn',
             raftka_dot_v1_dot_txn__pb2.AddPartitionsToTxnRequest.SerializeToString,
             raftka_dot_v1_dot_txn__pb2.AddPartitionsToTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.TransactionCoordinator/JoinTxn',
+            raftka_dot_v1_dot_txn__pb2.JoinTxnRequest.SerializeToString,
+            raftka_dot_v1_dot_txn__pb2.JoinTxnResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,242 @@
+"""A partition joins its producer's transaction with the transaction's first batch there
+(as KIP-890 part 2 in Kafka 4.x), instead of the producer calling AddPartitionsToTxn and
+waiting for it before the first batch.
+
+The partition leader asks the transaction coordinator to add the partition
+(``TransactionCoordinator.JoinTxn``, ``_txn_service.py`` rule 8) while the batch
+replicates: one coordinator write beside the data's, instead of one before it. Rules:
+
+1. A transactional produce request that names its transactional id
+   (``ProduceRequest.transactional_id``: our producers) is answered only once this leader,
+   in its current term, has joined the partition to the producer's transaction at the
+   batch's epoch, and the batch is committed. A duplicate (a retry of a batch already in
+   the log) waits for the join too: its original may sit in the log of a leader that
+   crashed between the append and the join, so the coordinator may not know the partition
+   yet; an "OK" then would let the producer commit without a marker ever reaching it.
+2. One join per (producer id, epoch) per leader term: the batches of a transaction share
+   it. Retriable failures (the coordinator moving or loading, a previous transaction still
+   completing, an unreachable node) are retried until a definite answer, while this node
+   leads the partition in that term (``JOIN_GIVE_UP_S`` at most: the batch's answer then
+   is retriable, and rule 4 settles what is in the log).
+3. A refusal (fenced, no transaction at that epoch, too many partitions, unknown id) means
+   no marker of the coordinator will ever end what the producer wrote here at that epoch:
+   the leader refuses every later batch of the producer up to that epoch (leader memory,
+   ``PartitionReplica.refuse_transactional``), then writes an abort marker for it, and only
+   then answers the waiting requests with the refusal. The marker comes after every batch
+   already proposed, and the refused ones are never written, so nothing of it is ever read
+   as committed. If the leader loses the partition first, rule 4 at the next one does it.
+4. Settling: a leader that has applied its term's first entry joins every transaction
+   still open on its partition that no join of its term covers (after ``SETTLE_AFTER_MS``
+   of age by its first batch, so a fresh batch's own join goes first): by the
+   transactional id a produce request named, else by producer id at every coordinator. The
+   coordinator adds the partition if the transaction is ongoing at that epoch (a later
+   commit then writes a marker here) or confirms a decided one's marker is still to come;
+   anything else is a refusal and rule 3 aborts it. So a leader killed between the append
+   and the join leaves no hanging transaction.
+
+Kafka clients (``node/_kafka/``) add partitions with AddPartitionsToTxn before sending and
+name no transactional id in the gRPC sense: their batches are not joined (rule 4 still
+settles what they leave open, which finds the partition already added).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from raftka.raft import CompactedError, Role
+
+from ._errors import BrokerError, Code
+from ._partition import PartitionReplica
+
+log = logging.getLogger("raftka.transactions")
+
+JOIN_BACKOFF_S = 0.05
+JOIN_GIVE_UP_S = 60.0
+SETTLE_INTERVAL_S = 0.5
+SETTLE_AFTER_MS = 1000
+MARKER_TIMEOUT_S = 10.0
+# the coordinator's definite refusals (rule 3); anything else is retried
+REFUSALS = frozenset({Code.PRODUCER_FENCED, Code.INVALID_PRODUCER_EPOCH, Code.INVALID_REQUEST,
+                      Code.TRANSACTIONAL_ID_NOT_FOUND, Code.INVALID_TXN_STATE,
+                      Code.UNKNOWN_TOPIC, Code.UNKNOWN_PARTITION})
+
+# (transactional id or "" to look the producer id up, producer id, epoch, topic, partition,
+# hinted partitions of the topic) -> returns once joined; raises BrokerError
+Ask = Callable[[str, int, int, str, int, list[int]], Awaitable[None]]
+
+
+class _Join:
+    __slots__ = ("epoch", "term", "future")
+
+    def __init__(self, epoch: int, term: int, future: asyncio.Future) -> None:
+        self.epoch = epoch
+        self.term = term
+        self.future = future
+
+
+class TxnJoins:
+    """The joins of the partitions this node leads (module docstring). Event loop only."""
+
+    def __init__(self, ask: Ask, clock_ms: Callable[[], int] | None = None) -> None:
+        self._ask = ask
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        # (topic, partition) -> producer id -> its join of this leader term
+        self._joins: dict[tuple[str, int], dict[int, _Join]] = {}
+        self._tids: dict[int, str] = {}  # producer id -> transactional id (from requests)
+
+    def joined(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
+               hints: list[int], data: asyncio.Future) -> asyncio.Future:
+        """Rule 1: the future of a transactional request's answer: ``data``'s offsets once
+        the batch is committed and the partition joined; the join's refusal, or the
+        data's failure, otherwise."""
+        self._tids[producer_id] = tid
+        join = self._join(replica, tid, producer_id, epoch, hints)
+        answer = asyncio.get_running_loop().create_future()
+
+        def settle(_f: asyncio.Future) -> None:
+            if answer.done():
+                return
+            for f in (data, join.future):
+                if f.done() and (f.cancelled() or f.exception() is not None):
+                    answer.set_exception(
+                        f.exception() if not f.cancelled() else BrokerError(
+                            Code.NO_QUORUM, "the write was given up; retry it",
+                            retriable=True))
+                    return
+            if data.done() and join.future.done():
+                answer.set_result(data.result())
+
+        data.add_done_callback(settle)
+        join.future.add_done_callback(settle)
+        return answer
+
+    def _join(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
+              hints: list[int]) -> _Join:
+        """Rule 2: this term's join of (producer id, epoch), started if none."""
+        node = replica.group.node if replica.group is not None else None
+        term = node.term if node is not None else 0
+        joins = self._joins.setdefault((replica.topic, replica.partition), {})
+        join = joins.get(producer_id)
+        if join is not None and join.term == term and join.epoch == epoch and not (
+                join.future.done() and _gave_up(join.future)):
+            return join
+        future = asyncio.get_running_loop().create_future()
+        join = joins[producer_id] = _Join(epoch, term, future)
+        task = asyncio.get_running_loop().create_task(
+            self._run(replica, tid, producer_id, epoch, hints, term, future),
+            name=f"txn-join-{replica.topic}/{replica.partition}-{producer_id}")
+        task.add_done_callback(_log_failure)
+        return join
+
+    async def _run(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
+                   hints: list[int], term: int, future: asyncio.Future) -> None:
+        deadline = time.monotonic() + JOIN_GIVE_UP_S
+        refusal: BrokerError | None = None
+        while True:
+            if not _leads(replica, term):
+                _finish(future, BrokerError(Code.NOT_LEADER, f"this node stopped leading "
+                                            f"{replica.topic}/{replica.partition}; retry at "
+                                            "its new leader", retriable=True))
+                return
+            try:
+                await self._ask(tid, producer_id, epoch, replica.topic, replica.partition,
+                                hints)
+            except BrokerError as exc:
+                if exc.code in REFUSALS:
+                    refusal = exc
+                    break
+                if time.monotonic() > deadline:
+                    _finish(future, BrokerError(
+                        Code.COORDINATOR_LOADING, f"joining {replica.topic}/"
+                        f"{replica.partition} to the transaction failed for "
+                        f"{JOIN_GIVE_UP_S:.0f}s ({exc.message}); retry", retriable=True))
+                    return
+                await asyncio.sleep(JOIN_BACKOFF_S)
+                continue
+            except Exception:  # noqa: BLE001 - a bug or a broken call: retried as unknown
+                log.exception("joining %s/%d to the transaction of producer id %d failed",
+                              replica.topic, replica.partition, producer_id)
+                if time.monotonic() > deadline:
+                    _finish(future, BrokerError(Code.INTERNAL_ERROR, "joining the partition "
+                                                "to the transaction failed; retry",
+                                                retriable=True))
+                    return
+                await asyncio.sleep(JOIN_BACKOFF_S)
+                continue
+            _finish(future, None)
+            return
+        # rule 3: nothing of (producer id, up to epoch) here may ever be read as committed
+        replica.refuse_transactional(producer_id, epoch, refusal)
+        try:
+            await replica.write_marker(producer_id, epoch, False, -1, MARKER_TIMEOUT_S)
+        except BrokerError as exc:
+            log.info("%s/%d: abort marker of producer id %d epoch %d not written (%s); the "
+                     "next leader settles it", replica.topic, replica.partition, producer_id,
+                     epoch, exc.message)
+        _finish(future, refusal)
+
+    # ------------------------------------------------------------------ settling
+    def settle(self, replicas: list[PartitionReplica]) -> None:
+        """Rule 4 for the partitions this node leads (called every SETTLE_INTERVAL_S)."""
+        live = set()
+        for replica in replicas:
+            key = (replica.topic, replica.partition)
+            live.add(key)
+            if not replica.txns.open or not _ready(replica):
+                continue
+            term = replica.group.node.term  # type: ignore[union-attr]
+            cutoff = self._clock_ms() - SETTLE_AFTER_MS
+            joins = self._joins.get(key, {})
+            for pid, txn in list(replica.txns.open.items()):
+                join = joins.get(pid)
+                if join is not None and join.term == term and join.epoch == txn.epoch \
+                        and not (join.future.done() and _gave_up(join.future)):
+                    continue
+                if txn.start_ms > cutoff:
+                    continue
+                self._join(replica, self._tids.get(pid, ""), pid, txn.epoch, [])
+        for key in [k for k in self._joins if k not in live]:
+            del self._joins[key]  # no longer led here
+
+
+def _gave_up(future: asyncio.Future) -> bool:
+    """A join that ended without a definite answer (rule 2): the next request retries."""
+    exc = future.exception() if not future.cancelled() else None
+    return future.cancelled() or (isinstance(exc, BrokerError) and exc.code not in REFUSALS)
+
+
+def _finish(future: asyncio.Future, error: BrokerError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+        future.exception()  # retrieved: the answers read it
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("transaction join failed: %r", task.exception())
+
+
+def _leads(replica: PartitionReplica, term: int) -> bool:
+    group = replica.group
+    return (group is not None and not group.closed and group.node.role == Role.LEADER
+            and group.node.term == term)
+
+
+def _ready(replica: PartitionReplica) -> bool:
+    """Leader that has applied an entry of its own term: its open transactions are every
+    one the log holds (rule 4)."""
+    group = replica.group
+    if group is None or group.closed or group.node.role != Role.LEADER:
+        return False
+    node = group.node
+    try:
+        return node.term_at(replica.applied_index) == node.term
+    except CompactedError:
+        return False
