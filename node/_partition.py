@@ -364,9 +364,9 @@ class PartitionReplica:
         self.txns = TxnIndex()
         self._marker_epochs: dict[int, tuple[int, int]] = {}
         self._expiring: set[int] = set()  # producer ids whose expired txn we are aborting
-        # _txn_join.py rule 3 (leader memory, this term): producer id -> (epoch, error):
-        # its transactional batches up to that epoch are refused, never written
-        self._txn_refused: dict[int, tuple[int, BrokerError]] = {}
+        # _txn_join.py rule 3 (leader memory): producer id -> (epoch, error, term): in that
+        # term, its transactional batches up to that epoch are refused, never written
+        self._txn_refused: dict[int, tuple[int, BrokerError, int]] = {}
         # first index of the current leader term; idempotent batches wait until it applies
         self._term_start_index = 0
         # duplicates of proposed-but-unapplied batches, answered when the original applies
@@ -969,7 +969,8 @@ class PartitionReplica:
         applied state plus its own proposed markers), or None to go on."""
         pid = req.producer_id
         refused = self._txn_refused.get(pid)
-        if refused is not None and req.transactional and req.epoch <= refused[0]:
+        if refused is not None and req.transactional and req.epoch <= refused[0] \
+                and refused[2] == self._alloc_term:
             return refused[1]
         marker = self._marker_epochs.get(pid)
         if marker is not None and req.epoch < marker[0]:
@@ -986,9 +987,10 @@ class PartitionReplica:
         """Leader only (``_txn_join.py`` rule 3): from now on in this term, refuse the
         producer's transactional batches up to ``epoch`` with ``error`` before they are
         written (the ones already proposed stay ahead of the abort marker that follows)."""
+        term = self._require_group().node.term
         known = self._txn_refused.get(producer_id)
-        if known is None or known[0] < epoch:
-            self._txn_refused[producer_id] = (epoch, error)
+        if known is None or known[2] != term or known[0] < epoch:
+            self._txn_refused[producer_id] = (epoch, error, term)
 
     def expired_transactions(self, max_timeout_ms: int) -> list[tuple[int, int]]:
         """Leader only: (producer id, epoch) of the transactions open here for longer than
@@ -1061,7 +1063,6 @@ class PartitionReplica:
         self._alloc_term = node.term
         self.producers.clear_pending()
         self._marker_epochs.clear()
-        self._txn_refused.clear()
         self._term_start_index = self._first_index_of_term(node.term)
 
     def _first_index_of_term(self, term: int) -> int:

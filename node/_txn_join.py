@@ -58,6 +58,7 @@ JOIN_GIVE_UP_S = 60.0
 SETTLE_INTERVAL_S = 0.5
 SETTLE_AFTER_MS = 1000
 MARKER_TIMEOUT_S = 10.0
+TIDS_MAX = 65536
 # the coordinator's definite refusals (rule 3); anything else is retried
 REFUSALS = frozenset({Code.PRODUCER_FENCED, Code.INVALID_PRODUCER_EPOCH, Code.INVALID_REQUEST,
                       Code.TRANSACTIONAL_ID_NOT_FOUND, Code.INVALID_TXN_STATE,
@@ -170,25 +171,41 @@ class TxnJoins:
             return
         # rule 3: nothing of (producer id, up to epoch) here may ever be read as committed
         replica.refuse_transactional(producer_id, epoch, refusal)
-        try:
-            await replica.write_marker(producer_id, epoch, False, -1, MARKER_TIMEOUT_S)
-        except BrokerError as exc:
-            log.info("%s/%d: abort marker of producer id %d epoch %d not written (%s); the "
-                     "next leader settles it", replica.topic, replica.partition, producer_id,
-                     epoch, exc.message)
+        while _leads(replica, term):
+            try:
+                await replica.write_marker(producer_id, epoch, False, -1, MARKER_TIMEOUT_S)
+                break
+            except BrokerError as exc:
+                if exc.code == Code.INVALID_PRODUCER_EPOCH:
+                    break  # a marker of a later epoch is ahead of it: that one ended it
+                log.info("%s/%d: abort marker of producer id %d epoch %d not written (%s)",
+                         replica.topic, replica.partition, producer_id, epoch, exc.message)
+                await asyncio.sleep(JOIN_BACKOFF_S)
+        # (not leading any more: the next leader settles what is left, rule 4)
         _finish(future, refusal)
 
     # ------------------------------------------------------------------ settling
-    def settle(self, replicas: list[PartitionReplica]) -> None:
-        """Rule 4 for the partitions this node leads (called every SETTLE_INTERVAL_S)."""
-        live = set()
-        for replica in replicas:
-            key = (replica.topic, replica.partition)
-            live.add(key)
+    def settle(self, replicas: dict[tuple[str, int], PartitionReplica]) -> None:
+        """Rule 4 for the ordinary partitions this node hosts (called every
+        SETTLE_INTERVAL_S); forgets the joins of the ones it no longer leads and the ended
+        joins of producers with nothing open."""
+        for key in list(self._joins):
+            replica = replicas.get(key)
+            if replica is None or not _ready(replica):
+                del self._joins[key]
+                continue
+            joins, term, open_txns = self._joins[key], replica.group.node.term, \
+                replica.txns.open  # type: ignore[union-attr]
+            for pid in [p for p, j in joins.items() if j.term != term or (
+                    j.future.done() and p not in open_txns)]:
+                del joins[pid]
+        if len(self._tids) > TIDS_MAX:
+            self._tids.clear()  # only a hint: settling looks the producer id up without it
+        cutoff = self._clock_ms() - SETTLE_AFTER_MS
+        for key, replica in replicas.items():
             if not replica.txns.open or not _ready(replica):
                 continue
             term = replica.group.node.term  # type: ignore[union-attr]
-            cutoff = self._clock_ms() - SETTLE_AFTER_MS
             joins = self._joins.get(key, {})
             for pid, txn in list(replica.txns.open.items()):
                 join = joins.get(pid)
@@ -198,8 +215,6 @@ class TxnJoins:
                 if txn.start_ms > cutoff:
                     continue
                 self._join(replica, self._tids.get(pid, ""), pid, txn.epoch, [])
-        for key in [k for k in self._joins if k not in live]:
-            del self._joins[key]  # no longer led here
 
 
 def _gave_up(future: asyncio.Future) -> bool:

@@ -353,15 +353,30 @@ class TransactionCoordinatorService(_ControllerWriter,
         for replica in led:  # settling (rule 8): which id is the producer id's
             for tid, state in list(replica.transactions.items()):
                 if state["pid"] == pid:
-                    await self.join(tid, pid, epoch, joining, set())
+                    await self.join(tid, pid, epoch, joining, set(), settling=True)
                     return txn_pb2.JoinTxnResponse(found=True)
         return txn_pb2.JoinTxnResponse(found=False,
                                        coordinated=[r.partition for r in led])
 
     async def join(self, tid: str, pid: int, epoch: int, joining: tuple[str, int],
-                   hints: set[tuple[str, int]]) -> None:
+                   hints: set[tuple[str, int]], settling: bool = False) -> None:
         """Rule 8. Joins of one transaction that arrive while its id's lock is held wait
-        together and make one write."""
+        together and make one write. ``settling``: a partition leader settling what it
+        found open, looked up by producer id (it may be a Kafka client's)."""
+        if settling:
+            async with self._locks[tid]:
+                replica = self._replica(tid)
+                state = replica.transactions.get(tid)
+                if self._covers(tid, state, pid, epoch, joining):
+                    return
+                if state is not None and state["state"] in (COMPLETE_COMMIT, COMPLETE_ABORT) \
+                        and "marker_epoch" not in state and state["epoch"] == epoch:
+                    # a Kafka client's (its epoch stays from one transaction to the next):
+                    # this partition's marker came already, what is open began after it
+                    raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open "
+                                      "transaction that this partition is part of")
+                await self._add_locked(replica, tid, pid, epoch, {joining}, set())
+            return
         key = (tid, pid, epoch)
         batch = self._joining.get(key)
         if batch is not None:  # the next write of this id takes ours too
@@ -887,15 +902,13 @@ class TransactionCoordinatorService(_ControllerWriter,
         await every(SETTLE_INTERVAL_S, self._settle, "transaction settle pass", log)
 
     def _settle(self) -> None:
-        """``_txn_join.py`` rule 4 for the ordinary partitions this node leads."""
+        """``_txn_join.py`` rule 4 for the ordinary partitions this node hosts."""
         state = self.broker.controller.state
-        replicas = []
-        for (topic, _), replica in list(self.broker.partitions.items()):
-            if not replica.txns.open:
-                continue
-            meta = state.topic(topic)
+        replicas = {}
+        for key, replica in list(self.broker.partitions.items()):
+            meta = state.topic(key[0])
             if meta is not None and not meta.internal:
-                replicas.append(replica)
+                replicas[key] = replica
         self.joins.settle(replicas)
 
     # ------------------------------------------------------------------ background

@@ -1,0 +1,164 @@
+"""A partition joins its producer's transaction with the first batch (``node/_txn_join.py``)
+over a real single-voter RawNode, with the coordinator's JoinTxn replaced by a function: the
+answer waits for both the commit and the join, the batches of a transaction share one
+join, a refused join aborts what was written and refuses what follows (a retried duplicate
+included: never "OK" for aborted data), and a new leader settles a transaction it finds
+open (joined if the coordinator still has it, aborted if not)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from raftka.node._errors import BrokerError, Code
+from raftka.node._txn_join import SETTLE_AFTER_MS, TxnJoins
+from tests.node.test_partition_transactions import _Cluster, _txn
+
+
+class _Coordinator:
+    """JoinTxn as a function: records the calls; answers OK, a refusal, or waits."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.refuse: BrokerError | None = None
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, tid, pid, epoch, topic, partition, hints) -> None:
+        self.calls.append((tid, pid, epoch, topic, partition, tuple(hints)))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.refuse is not None:
+            raise self.refuse
+
+
+async def _run(c: _Cluster, *futures: asyncio.Future, rounds: int = 50) -> None:
+    """Drive the node and the loop until ``futures`` are done (or ``rounds`` passes)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+        c.drive()
+        if futures and all(f.done() for f in futures):
+            return
+
+
+def _send(c: _Cluster, joins: TxnJoins, payload: bytes, pid: int, epoch: int,
+          hints: tuple[int, ...] = ()) -> asyncio.Future:
+    data = c.replica.submit(payload, -1)
+    assert data is not None
+    return joins.joined(c.replica, "tx", pid, epoch, list(hints), data)
+
+
+def test_the_answer_waits_for_the_commit_and_the_join_which_batches_share() -> None:
+    async def scenario() -> None:
+        c = _Cluster()
+        coordinator = _Coordinator()
+        coordinator.gate = asyncio.Event()
+        joins = TxnJoins(coordinator)
+        first = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0, hints=(1, 2))
+        second = _send(c, joins, _txn(7, 0, 1, b"b"), 7, 0)
+        await _run(c, rounds=10)
+        assert c.replica.high_watermark == 2, "the batches replicate while the join runs"
+        assert not first.done() and not second.done(), "no answer before the join"
+        assert coordinator.calls == [("tx", 7, 0, "t", 0, (1, 2))], "one join, hints kept"
+        coordinator.gate.set()
+        await _run(c, first, second)
+        assert first.result() == (0, 0) and second.result() == (1, 1)
+        assert c.replica.last_stable_offset == 0, "open until the coordinator's marker"
+        # the next transaction (the next epoch) joins again
+        coordinator.gate = None
+        c.marker(7, 0, True)
+        await _run(c, rounds=5)
+        third = _send(c, joins, _txn(7, 1, 0, b"c"), 7, 1)
+        await _run(c, third)
+        assert third.result() == (3, 3) and len(coordinator.calls) == 2
+    asyncio.run(scenario())
+
+
+def test_a_refused_join_aborts_what_was_written_and_refuses_what_follows() -> None:
+    async def scenario() -> None:
+        c = _Cluster()
+        r = c.replica
+        coordinator = _Coordinator()
+        coordinator.refuse = BrokerError(Code.PRODUCER_FENCED, "fenced")
+        joins = TxnJoins(coordinator)
+        early = _send(c, joins, _txn(5, 0, 0, b"never"), 5, 0)
+        await _run(c, early)
+        assert early.exception().code == Code.PRODUCER_FENCED
+        assert r.high_watermark == 1 and not r.txns.open and not r.txns.aborted, \
+            "refused before it was written (only the abort marker was, as a no-op)"
+        c.produce(_txn(9, 0, 0, b"other"))              # 1: another producer's, open
+        coordinator.gate = asyncio.Event()
+        answer = _send(c, joins, _txn(7, 3, 0, b"zombie"), 7, 3)
+        await _run(c, rounds=10)
+        assert r.high_watermark == 3 and 7 in r.txns.open, "written while the join ran"
+        coordinator.gate.set()
+        await _run(c, answer)
+        assert isinstance(answer.exception(), BrokerError)
+        assert answer.exception().code == Code.PRODUCER_FENCED
+        assert 7 not in r.txns.open, "the partition's own abort marker ended it"
+        assert [a.producer_id for a in r.txns.aborted] == [7]
+        assert r.last_stable_offset == 1, "producer 9's transaction is still open"
+        c.marker(9, 0, True)
+        await _run(c, rounds=5)
+        assert c.values(True) == [b"other"], "the refused batch is never read committed"
+        hw = r.high_watermark
+        # a retried duplicate and a later batch of that epoch: refused, nothing written
+        dup = _send(c, joins, _txn(7, 3, 0, b"zombie"), 7, 3)
+        later = _send(c, joins, _txn(7, 3, 1, b"more"), 7, 3)
+        await _run(c, dup, later)
+        assert dup.exception().code == later.exception().code == Code.PRODUCER_FENCED
+        assert r.high_watermark == hw
+        assert len(coordinator.calls) == 2, "the refusal is kept for the leader's term"
+    asyncio.run(scenario())
+
+
+def test_a_duplicate_is_answered_only_once_its_partition_joined() -> None:
+    """A new leader (a fresh TxnJoins: nothing joined in its term) gets a retry of a batch
+    its predecessor appended but may never have joined: the retry's "OK" waits for the
+    join; refused, it is an error and the batch is aborted."""
+    async def scenario() -> None:
+        c = _Cluster()
+        r = c.replica
+        c.produce(_txn(7, 0, 0, b"a"))  # appended, the join lost with the old leader
+        coordinator = _Coordinator()
+        coordinator.gate = asyncio.Event()
+        joins = TxnJoins(coordinator)
+        dup = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0)
+        await _run(c, rounds=10)
+        assert not dup.done() and coordinator.calls, "the duplicate waits for the join"
+        coordinator.refuse = BrokerError(Code.INVALID_PRODUCER_EPOCH, "no such transaction")
+        coordinator.gate.set()
+        await _run(c, dup)
+        assert dup.exception().code == Code.INVALID_PRODUCER_EPOCH
+        assert r.high_watermark == 2 and not r.txns.open, "written once, then aborted"
+        assert c.values(True) == []
+    asyncio.run(scenario())
+
+
+def test_a_new_leader_settles_a_transaction_it_finds_open() -> None:
+    async def scenario() -> None:
+        c = _Cluster()
+        r = c.replica
+        c.produce(_txn(7, 0, 0, b"kept"))     # the coordinator still has it
+        c.produce(_txn(8, 2, 0, b"orphan"))   # the coordinator never heard of it
+        coordinator = _Coordinator()
+        now = [1_000_000]
+        joins = TxnJoins(coordinator, clock_ms=lambda: now[0])
+        replicas = {("t", 0): r}
+        joins.settle(replicas)
+        await _run(c, rounds=5)
+        assert coordinator.calls == [], "too young: a produce's own join goes first"
+        now[0] += SETTLE_AFTER_MS + 1
+
+        async def ask(tid, pid, epoch, topic, partition, hints):
+            coordinator.calls.append((tid, pid, epoch))
+            if pid == 8:
+                raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND, "nobody knows it")
+        joins._ask = ask
+        joins.settle(replicas)
+        await _run(c, rounds=30)
+        assert sorted(coordinator.calls) == [("", 7, 0), ("", 8, 2)], "by producer id"
+        assert set(r.txns.open) == {7}, "joined: left for the coordinator's marker"
+        assert [a.producer_id for a in r.txns.aborted] == [8]
+        joins.settle(replicas)
+        await _run(c, rounds=5)
+        assert len(coordinator.calls) == 2, "settled once per leader term"
+    asyncio.run(scenario())
