@@ -851,6 +851,8 @@ class TransactionCoordinatorService(_ControllerWriter,
             else [])
         meta = self.broker.controller.state.topic(TXN_TOPIC)
         if meta is None:
+            if not tid:
+                return  # no transactional id exists: nothing to settle it with (below)
             raise BrokerError(Code.COORDINATOR_LOADING, f"{TXN_TOPIC} does not exist yet",
                               retriable=True)
         if tid:
@@ -878,8 +880,11 @@ class TransactionCoordinatorService(_ControllerWriter,
                 return
             covered.update(answer.coordinated)
         if covered >= set(range(len(meta.partitions))):
-            raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND, f"no coordinator knows "
-                              f"producer id {pid}: its transaction can never commit")
+            # No transactional id has this producer id: written with the raw API (an
+            # operator's tool writes its markers), or by a producer whose id moved on to
+            # a new producer id, whose transactions all ended. Left to the partition's
+            # transaction_max_timeout_ms backstop.
+            return
         raise BrokerError(Code.NOT_COORDINATOR, f"some {TXN_TOPIC} partitions have no ready "
                           "coordinator; retry", retriable=True)
 

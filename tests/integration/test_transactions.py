@@ -726,3 +726,57 @@ def test_aio_producer_commit_abort_offsets_and_fencing(cluster: Cluster) -> None
     assert b"a0" in everything and b"zombie" in everything
     with Admin(bootstrap) as admin:  # offsets of the commit count, of the abort never
         assert admin.committed_offsets("aio-etl", [("in", 0)]) == {TopicPartition("in", 0): 7}
+
+
+def test_a_partition_leader_killed_between_append_and_commit(cluster: Cluster) -> None:
+    """A partition joins the transaction with its first batch (node/_txn_join.py). A kill -9
+    of a partition's leader (a) once the producer's batches were answered and before the
+    commit: the commit is not lost, every partition gets its marker; (b) once a batch was
+    appended but before its leader joined the partition to the transaction (a raw produce
+    that names no transactional id stands for that moment): the next leader settles it
+    with the coordinator, which adds the partition, so the transaction's timeout aborts
+    it there too and nothing hangs (before, only transaction_max_timeout_ms would)."""
+    from raftka.client import Producer
+
+    cluster.wait_healthy()
+    cluster.create_topic(TOPIC, partitions=3)
+    bootstrap = ",".join(cluster.peers.values())
+    with Producer(bootstrap, transactional_id="killed") as producer:
+        producer.init_transactions()
+        producer.begin_transaction()
+        for p in range(3):
+            producer.send(TOPIC, b"one-%d" % p, partition=p)
+        producer.commit_transaction()
+        producer.begin_transaction()
+        for p in range(3):
+            producer.send(TOPIC, b"two-%d" % p, partition=p)
+        producer.flush()  # every batch answered: appended and its partition joined
+        victim = cluster.wait_leader(TOPIC, 0)
+        cluster.kill(victim)
+        producer.commit_transaction()
+    wait_for(lambda: _describe(cluster, "killed").state == "complete_commit", 60,
+             "every marker of the commit, partition 0's at its new leader")
+    cluster.start(victim)
+    cluster.wait_healthy()
+
+    tid = "orphan"
+    pid, epoch = _init(cluster, tid, timeout_ms=2000)
+    leader = cluster.wait_leader(TOPIC, 1)
+    cluster.produce(TOPIC, 1, _txn_batch(pid, epoch, 0, b"orphan"))
+    cluster.kill(leader)
+    wait_for(lambda: cluster.partition_leader(TOPIC, 1) not in (0, leader), 30,
+             "a new leader of partition 1")
+
+    def settled() -> bool:
+        node = cluster.wait_leader(TOPIC, 1)
+        r = cluster.broker(node).Fetch(broker_pb2.FetchRequest(
+            topic=TOPIC, partition=1, offset=0, max_bytes=1,
+            isolation_level=broker_pb2.READ_COMMITTED), timeout=10)
+        return r.last_stable_offset == r.high_watermark
+    wait_for(settled, 30, "the transaction left open on partition 1 settled")
+    assert _describe(cluster, tid).state == "complete_abort"
+    for p in range(3):
+        assert _committed(cluster, p)[0] == [b"one-%d" % p, b"two-%d" % p]
+    cluster.start(leader)
+    for p in range(3):
+        cluster.assert_replicas_agree(TOPIC, p)
