@@ -170,6 +170,14 @@ def _filter_transactions(response: Any, allowed: Callable[[str, str, str], bool]
     response.transactions.extend(keep)
 
 
+def _produce_checks(r: Any) -> Iterable[Check]:
+    """WRITE on the topic; naming a transactional id (its leader then joins the partition
+    to that id's transaction: ``_txn_join.py``) is AddPartitionsToTxn's WRITE on it too."""
+    if r.transactional_id:
+        return (("WRITE", "TOPIC", r.topic), ("WRITE", "TRANSACTIONAL_ID", r.transactional_id))
+    return (("WRITE", "TOPIC", r.topic),)
+
+
 def _metadata_checks(r: Any) -> Iterable[Check]:
     return [("DESCRIBE", "TOPIC", t) for t in r.topics]  # listed: each; else filtered
 
@@ -185,8 +193,8 @@ _PUBLIC = Rule(public=True)
 
 RULES: dict[str, Rule] = {
     # Broker
-    _B + "Produce": Rule(_topic("WRITE"), quota=("produce", lambda r: r.ByteSize())),
-    _B + "ProduceStream": Rule(lambda item: (("WRITE", "TOPIC", item.request.topic),),
+    _B + "Produce": Rule(_produce_checks, quota=("produce", lambda r: r.ByteSize())),
+    _B + "ProduceStream": Rule(lambda item: _produce_checks(item.request),
                                per_item=True, quota=("produce", lambda i: i.ByteSize())),
     _B + "Fetch": Rule(_topic("READ"), quota=("fetch", lambda r: r.ByteSize())),
     _B + "FetchStream": Rule(_topic("READ"), quota=("fetch", lambda r: r.ByteSize())),
@@ -250,6 +258,8 @@ RULES: dict[str, Rule] = {
     _T + "AbortTransaction": Rule(_txn_id("ALTER")),
     # markers: a coordinator (cluster member) or an operator's tool (Kafka: CLUSTER_ACTION)
     "/raftka.v1.TxnMarkers/WriteTxnMarkers": Rule(_cluster("CLUSTER_ACTION")),
+    # a partition leader joining its partition to a transaction (_txn_join.py)
+    _T + "JoinTxn": Rule(_cluster("CLUSTER_ACTION")),
     # Security
     _S + "CreateAcls": Rule(_cluster("ALTER")),
     _S + "DeleteAcls": Rule(_cluster("ALTER")),
