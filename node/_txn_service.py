@@ -381,7 +381,7 @@ class TransactionCoordinatorService(_ControllerWriter,
         batch = self._joining.get(key)
         if batch is not None:  # the next write of this id takes ours too
             batch[0].add(joining)
-            batch[1] |= hints
+            batch[1].update(hints)
             await asyncio.shield(batch[2])
             return
         batch = ({joining}, set(hints), asyncio.get_running_loop().create_future())
