@@ -13,16 +13,22 @@ COORDINATOR_LOADING and CONCURRENT_TRANSACTIONS are retried after a backoff.
     in_transaction --commit_transaction / abort_transaction--> ready
     any --fenced (PRODUCER_FENCED) or a failed init--> fatal (close the producer)
 
-A send in a transaction queues its partition for the transaction and returns at once
-(Kafka's producer does the same): one AddPartitionsToTxn call adds every partition queued
-meanwhile (:meth:`TransactionManager.take_adds` / :meth:`TransactionManager.adds_done`,
-driven by the producer's I/O: a thread, or a task in ``raftka.aio``), and a partition's
-records wait in the accumulator (its queue is ``txn_gated``) until the call that adds it
-succeeded. So a batch never reaches a partition the coordinator would not write a marker
-to, and the adds of a transaction cost one round trip in parallel with filling the
-batches, not one per partition before the first record. A failed add fails the records
-waiting for it. A failed send makes the transaction abortable: ``commit_transaction``
-raises the error, ``abort_transaction`` is the way on.
+A send in a transaction returns at once. Its partition joins the transaction with its
+first batch (as KIP-890 part 2): the produce requests name the transactional id (and, as a
+hint, the transaction's other partitions of the topic queued so far), and the partition's
+leader joins the partition to the transaction at the coordinator while the batch
+replicates, answering once both are done (``node/_txn_join.py``); a refused join fails
+the batch, and the leader aborts what it wrote. Every record answered means every
+partition joined, so ``commit_transaction`` (which flushes first) can send EndTxn.
+
+At the highest epoch (EndTxn cannot move it on, so two transactions would share an
+epoch and a join could not tell them apart), partitions are added first, as before: one
+AddPartitionsToTxn call adds every partition queued meanwhile
+(:meth:`TransactionManager.take_adds` / :meth:`TransactionManager.adds_done`, driven by
+the producer's I/O: a thread, or a task in ``raftka.aio``), and a partition's records wait
+in the accumulator (its queue is ``txn_gated``) until the call that adds it succeeded. A
+failed add fails the records waiting for it. A failed send makes the transaction
+abortable: ``commit_transaction`` raises the error, ``abort_transaction`` is the way on.
 
 Written once for both producers: every coordinator call of the manager is a sans-I/O
 operation (``init_ops``, ``send_offsets_ops``, ``end_ops``; ``_ops.py``), which the threaded
@@ -33,9 +39,9 @@ operation (``init_ops``, ``send_offsets_ops``, ``end_ops``; ``_ops.py``), which 
 
 ``commit_transaction`` returns once the coordinator made the decision durable (KIP-98);
 the markers follow asynchronously, so a read_committed reader sees the transaction on each
-partition moments later (never partly for good). The next transaction's first
-AddPartitionsToTxn waits at the coordinator until every marker of the previous one is
-written, so its batches always land after them.
+partition moments later (never partly for good). The epoch moves on with every EndTxn
+(``next_epoch``), so the next transaction begins at once, and a partition holds its
+batches until the previous transaction's marker is ahead of them (``node/_partition.py``).
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ transactional attribute bit; a marker is a control batch the leader builds
 (``write_marker``) and appends as a data entry. Every replica feeds ``txns`` from the first
 batch header of each applied entry (open transactions, aborted index); ``read_committed``
 stops at the last stable offset and leaves out markers and aborted batches, per entry.
+A leader whose partition could not join a producer's transaction (``_txn_join.py`` rule
+3) refuses that producer's transactional batches up to that epoch for the rest of its
+term (``refuse_transactional``) before its abort marker, so none lands after it.
 
 Snapshot data (retention compaction point)::
 

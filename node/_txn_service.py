@@ -10,7 +10,8 @@ handled one at a time (a lock per id). Rules:
    AddPartitionsToTxn/EndTxn fail PRODUCER_FENCED here, their batches PRODUCER_FENCED at
    the partitions once a marker of the new epoch reached them. An open transaction of the
    id is aborted first with the new epoch (rule 3), a prepared one completed (rule 4).
-2. ``AddPartitionsToTxn`` begins a transaction (state ongoing, start time now) or extends
+2. ``AddPartitionsToTxn`` (Kafka clients; our producers' partitions join through their
+   leaders, rule 8) begins a transaction (state ongoing, start time now) or extends
    it; the set is durable before the answer, so the coordinator knows every partition it
    must write a marker to. More than ``transaction_max_partitions``: INVALID_REQUEST,
    nothing added.
@@ -61,6 +62,28 @@ handled one at a time (a lock per id). Rules:
    ``previous``), AddOffsetsToTxn (the group's pending offsets must not meet the previous
    transaction's marker) and InitTransactions/AbortTransaction/the timeout abort (through
    the decision). A retried EndTxn of the old epoch is recognized by ``marker_epoch``.
+
+8. ``JoinTxn``: a partition joins the transaction with its first batch there, its leader
+   asking while the batch replicates (``_txn_join.py``; our producers no longer call
+   AddPartitionsToTxn, Kafka clients still do). Answered once durable, as rule 2: the
+   transaction ongoing at the batch's epoch gets the partition, or one begins with it
+   (rules 4 and 7 as for AddPartitionsToTxn), or a decided transaction whose markers are
+   not all written already has it (``_covers``: its marker will end what is open there).
+   Anything else is refused (PRODUCER_FENCED for an older epoch, INVALID_REQUEST beyond
+   the partition limit, ...), and the leader aborts what the producer wrote there. The
+   joins of one transaction that wait for the id's lock are made by one write, and a join
+   may name more partitions of the transaction (the producer's hint: those its records
+   were queued for), added in the same write when within the limit: the three leaders of a
+   transaction over three partitions ask at about the same time and the first one's write
+   covers the others', so a transaction costs one coordinator write for its partitions,
+   as with AddPartitionsToTxn. A leader settling a transaction it found open on its
+   partition names no id (it looks up the producer id here); for a producer whose epoch
+   stays from one transaction to the next (a Kafka client) whose last transaction ended,
+   it is refused rather than begin one (what is open there began after that partition's
+   marker). An EndTxn abort with ``next_epoch`` of an id with no transaction open still
+   moves the epoch on (``complete_abort`` at the next epoch): a join of that epoch still
+   on its way is then refused, so it cannot begin a transaction with data the producer
+   gave up on.
 
 The coordinator epoch in markers is the term of the coordinator's partition.
 """
