@@ -1,0 +1,131 @@
+"""The coordinator's side of a partition joining a transaction (``_txn_service.py`` rule 8)
+over a real single-voter ``__transaction_state`` replica: the joins of one transaction that
+arrive together make one write, hinted partitions join in it, a decided transaction whose
+markers are still to come covers its partitions, an older epoch is refused, and an abort
+with nothing open moves the epoch on so a late join of that epoch is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import pytest
+
+from raftka.node._errors import BrokerError, Code
+from raftka.node._txn_service import TransactionCoordinatorService
+from raftka.node._txn_state import TXN_TOPIC, TxnStateReplica, encode_state, txn_partition_for
+from raftka.raft import ConfState, MemoryStorage, Role
+from raftka.v1 import txn_pb2
+from tests.node.test_txn_state import _drive, _start
+
+TID = "shop"
+PID = 42
+TOPIC = "orders"
+
+
+class _Meta:
+    def __init__(self, name: str, partitions: int, internal: bool = False) -> None:
+        self.name, self.internal = name, internal
+        self.partitions = [types.SimpleNamespace(partition=p) for p in range(partitions)]
+
+
+def _service() -> tuple[TransactionCoordinatorService, TxnStateReplica, list[dict]]:
+    storage = MemoryStorage(ConfState(frozenset({1})))
+    replica, node = _start(TxnStateReplica, storage)
+    node.campaign()
+    _drive(replica, node, storage)
+    assert node.role == Role.LEADER
+    topics = {TXN_TOPIC: _Meta(TXN_TOPIC, 1, internal=True), TOPIC: _Meta(TOPIC, 4)}
+    assert txn_partition_for(TID, 1) == 0
+    broker = types.SimpleNamespace(
+        node_id=1, partitions={(TXN_TOPIC, 0): replica},
+        controller=types.SimpleNamespace(state=types.SimpleNamespace(topic=topics.get)),
+        config=types.SimpleNamespace(transaction_max_partitions=3),
+        leader_of=lambda meta, p: 1)
+    service = TransactionCoordinatorService(broker, None, None, None)  # type: ignore[arg-type]
+    writes: list[dict] = []
+    write = service._write
+
+    async def counted(replica, tid, state):
+        writes.append(state)
+        return await write(replica, tid, state)
+    service._write = counted  # type: ignore[method-assign]
+
+    async def drive_forever() -> None:
+        while True:
+            _drive(replica, node, storage)
+            await asyncio.sleep(0.001)
+    service._driver = asyncio.get_running_loop().create_task(drive_forever())  # type: ignore
+    return service, replica, writes
+
+
+async def _initialized(service, replica, epoch: int, state: str = "empty", **extra) -> None:
+    record = {"pid": PID, "epoch": epoch, "state": state, "timeout_ms": 60000,
+              "start_ms": 0, "partitions": [], "groups": [], **extra}
+    await replica.produce(encode_state(TID, record, 1), -1, 5)
+
+
+def test_joins_arriving_together_make_one_write_with_the_hinted_partitions() -> None:
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        await _initialized(service, replica, 5)
+        async with service._locks[TID]:  # a write of the id under way: they wait together
+            joins = [asyncio.ensure_future(service.join(TID, PID, 5, (TOPIC, p),
+                                                        {(TOPIC, q) for q in hints}))
+                     for p, hints in ((0, (1, 2)), (1, ()), (2, (0,)))]
+            await asyncio.sleep(0.01)
+            assert not any(j.done() for j in joins)
+        await asyncio.gather(*joins)
+        assert len(writes) == 1, "one write for the three joins"
+        state = replica.transactions[TID]
+        assert state["state"] == "ongoing" and state["epoch"] == 5
+        assert state["partitions"] == [[TOPIC, 0], [TOPIC, 1], [TOPIC, 2]]
+        # a partition hinted by the first join is covered: no write for its own join
+        await service.join(TID, PID, 5, (TOPIC, 1), set())
+        assert len(writes) == 1
+        # beyond transaction_max_partitions: hints are dropped, the join itself refused
+        await service.join(TID, PID, 5, (TOPIC, 0), {(TOPIC, 3)})
+        assert len(writes) == 1, "the hint did not fit: nothing written"
+        with pytest.raises(BrokerError) as exc:
+            await service.join(TID, PID, 5, (TOPIC, 3), set())
+        assert exc.value.code == Code.INVALID_REQUEST
+        service._driver.cancel()
+    asyncio.run(scenario())
+
+
+def test_a_decided_transaction_covers_its_partitions_and_older_epochs_are_refused() -> None:
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        # the epoch moved on with the decision (rule 7): 6 is the next transaction's
+        await _initialized(service, replica, 6, state="prepare_commit", marker_epoch=5,
+                           partitions=[[TOPIC, 0], [TOPIC, 1]])
+        await service.join(TID, PID, 5, (TOPIC, 1), set())  # its marker is on its way
+        assert writes == []
+        with pytest.raises(BrokerError) as exc:  # not in it: a zombie's, fenced
+            await service.join(TID, PID, 5, (TOPIC, 2), set())
+        assert exc.value.code == Code.PRODUCER_FENCED
+        service._marked[TID] = (PID, 5)  # once every marker is written, nothing covers it
+        with pytest.raises(BrokerError):
+            await service.join(TID, PID, 5, (TOPIC, 1), set())
+        service._driver.cancel()
+    asyncio.run(scenario())
+
+
+def test_an_abort_with_nothing_open_moves_the_epoch_on() -> None:
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        await _initialized(service, replica, 8)
+        end = TransactionCoordinatorService.EndTxn.__wrapped__  # type: ignore[attr-defined]
+        request = txn_pb2.EndTxnRequest(transactional_id=TID, producer_id=PID,
+                                        producer_epoch=8, result=txn_pb2.TXN_ABORT,
+                                        next_epoch=True)
+        assert (await end(service, request, None)).producer_epoch == 9
+        assert (await end(service, request, None)).producer_epoch == 9, "a retry"
+        assert replica.transactions[TID]["state"] == "complete_abort"
+        with pytest.raises(BrokerError) as exc:  # a join of epoch 8 still on its way
+            await service.join(TID, PID, 8, (TOPIC, 0), set())
+        assert exc.value.code == Code.PRODUCER_FENCED
+        await service.join(TID, PID, 9, (TOPIC, 0), set())  # the next transaction's
+        assert replica.transactions[TID]["state"] == "ongoing"
+        service._driver.cancel()
+    asyncio.run(scenario())
