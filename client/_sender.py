@@ -548,6 +548,9 @@ class Sender:
         cluster = self._cluster
         if err is None:
             cluster.note_success(address)
+            txn = self.transaction
+            if txn is not None and not response.transaction_joined:
+                txn.not_joined(topic, partition)  # a node that does not join: add it
             self._finish_ok(batch, response.base_offset)
             return
         retry = self._retry_of(batch)

@@ -183,6 +183,10 @@ class TransactionManager:
         # the epoch where it was (at its maximum): a join relies on every transaction
         # having an epoch of its own
         self.joins = True
+        # partitions whose batches a node answered without joining them (it predates
+        # joins: an upgrade under way); EndTxn adds them first, and the next transactions
+        # add partitions first
+        self.unjoined: set[tuple[str, int]] = set()
         self.fatal: BaseException | None = None
         self._lock = threading.RLock()
 
@@ -239,6 +243,7 @@ class TransactionManager:
             if self.queued or self.adding:  # end() waits for them: a bug if not
                 raise RuntimeError("begin_transaction() while partitions are being added")
             self.partitions = set()
+            self.unjoined = set()
             self.offsets_added = False
             self.error = None
             self.ending = False
@@ -277,6 +282,13 @@ class TransactionManager:
         """Whether the open transaction's partitions join with their first batch (at the
         highest epoch, EndTxn cannot move the epoch on: partitions are added first)."""
         return self.joins and self.epoch < EPOCH_MAX
+
+    def not_joined(self, topic: str, partition: int) -> None:
+        """A transactional batch was answered without its partition joined (the node does
+        not join partitions): add it with AddPartitionsToTxn before EndTxn."""
+        with self._lock:
+            if self.joining() and self.state == IN_TRANSACTION:
+                self.unjoined.add((topic, partition))
 
     def hints(self, topic: str, partition: int) -> list[int]:
         """The transaction's other partitions of ``topic`` known so far, for a produce
@@ -377,6 +389,17 @@ class TransactionManager:
                                        f"failed ({self.error}); abort it") from self.error
         if self.queued or self.adding:  # the owner waits for the adds first
             raise RuntimeError(f"{what} while partitions are being added")
+        if self.unjoined:  # answered by nodes that do not join partitions
+            unjoined, self.joins = sorted(self.unjoined), False
+            by_topic: dict[str, list[int]] = {}
+            for topic, partition in unjoined:
+                by_topic.setdefault(topic, []).append(partition)
+            yield from self._call_ops("AddPartitionsToTxn", txn_pb2.AddPartitionsToTxnRequest(
+                transactional_id=self.transactional_id, producer_id=self.producer_id,
+                producer_epoch=self.epoch,
+                topics=[txn_pb2.TxnTopicPartitions(topic=t, partitions=ps)
+                        for t, ps in by_topic.items()]), timeout_s)
+            self.unjoined = set()
         if self.partitions or self.offsets_added:
             r = yield from self._call_ops("EndTxn", txn_pb2.EndTxnRequest(
                 transactional_id=self.transactional_id, producer_id=self.producer_id,

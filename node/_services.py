@@ -278,17 +278,20 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         started = time.perf_counter()
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, request)
+            joined = False
             if request.transactional_id and self.joins is not None:
                 future = replica.submit(payload, acks, deliver_at_ms=request.deliver_at_ms)
-                base, last = await replica.wait_acked(
-                    self._joined(replica, request, payload, future), acks, timeout_s)
+                answer = self._joined(replica, request, payload, future)
+                joined = answer is not future
+                base, last = await replica.wait_acked(answer, acks, timeout_s)
             else:
                 base, last = await replica.produce(payload, acks, timeout_s,
                                                    deliver_at_ms=request.deliver_at_ms)
         finally:
             metrics.produce_latency[acks_level].observe(time.perf_counter() - started)
         return broker_pb2.ProduceResponse(base_offset=base, last_offset=last,
-                                          high_watermark=replica.high_watermark)
+                                          high_watermark=replica.high_watermark,
+                                          transaction_joined=joined)
 
     async def ProduceStream(self, request_iterator, context):  # noqa: N802
         answers: asyncio.Queue[broker_pb2.ProduceStreamResponse] = asyncio.Queue()
@@ -349,11 +352,13 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
         if denied is not None:
             fail(denied.error)
             return
+        joined = False
         try:
             replica, payload, acks, timeout_s = _produce_args(self.broker, item.request)
             future = replica.submit(payload, acks, deliver_at_ms=item.request.deliver_at_ms)
             if item.request.transactional_id and self.joins is not None and future is not None:
-                future = self._joined(replica, item.request, payload, future)
+                answer = self._joined(replica, item.request, payload, future)
+                joined, future = answer is not future, answer
         except BrokerError as exc:
             fail(exc)
             return
@@ -388,7 +393,7 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
                     correlation_id=cid, response=broker_pb2.ProduceResponse(
                         base_offset=base, last_offset=last,
                         high_watermark=replica.high_watermark,
-                        throttle_time_ms=throttle_ms)))
+                        throttle_time_ms=throttle_ms, transaction_joined=joined)))
             elif isinstance(exc, BrokerError):
                 fail(exc)
             else:

@@ -143,3 +143,29 @@ def test_once_commit_or_abort_began_sends_fail_and_the_end_may_be_retried() -> N
         txn.check_send()  # between transactions
     txn.begin()
     txn.check_send()
+
+
+def test_partitions_a_node_answered_without_joining_are_added_before_end_txn() -> None:
+    """A node that predates joins ignores the transactional id of a produce request: the
+    answer says the partition did not join, and the producer adds it itself (after the
+    data, before EndTxn), then adds partitions first from the next transaction on."""
+    from raftka.v1 import txn_pb2
+
+    class Coordinator:
+        def call_ops(self, method, request, timeout_s):
+            return (yield (method, request))
+
+    txn = _open(joins=True)
+    txn.coordinator = Coordinator()
+    for key in (("a", 0), ("a", 1)):
+        txn.queue_partition(key)
+    txn.not_joined("a", 1)
+    ops = txn.end_ops(True, 5.0)
+    method, request = next(ops)
+    assert method == "AddPartitionsToTxn" and _partitions(request) == {("a", 1)}
+    method, request = ops.send(txn_pb2.AddPartitionsToTxnResponse())
+    assert method == "EndTxn"
+    with pytest.raises(StopIteration) as done:
+        ops.send(txn_pb2.EndTxnResponse(producer_id=7, producer_epoch=4))
+    assert done.value.value == (7, 4)
+    assert not txn.joining(), "the next transactions add their partitions first"

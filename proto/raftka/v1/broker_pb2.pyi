@@ -75,16 +75,18 @@ class ProduceRequest(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., acks: _Optional[_Union[Acks, str]] = ..., timeout_ms: _Optional[int] = ..., record_batches: _Optional[bytes] = ..., records: _Optional[_Union[RecordList, _Mapping]] = ..., deliver_at_ms: _Optional[int] = ..., transactional_id: _Optional[str] = ..., transaction_partitions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ProduceResponse(_message.Message):
-    __slots__ = ("base_offset", "last_offset", "high_watermark", "throttle_time_ms")
+    __slots__ = ("base_offset", "last_offset", "high_watermark", "throttle_time_ms", "transaction_joined")
     BASE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     LAST_OFFSET_FIELD_NUMBER: _ClassVar[int]
     HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
     THROTTLE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_JOINED_FIELD_NUMBER: _ClassVar[int]
     base_offset: int
     last_offset: int
     high_watermark: int
     throttle_time_ms: int
-    def __init__(self, base_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., throttle_time_ms: _Optional[int] = ...) -> None: ...
+    transaction_joined: bool
+    def __init__(self, base_offset: _Optional[int] = ..., last_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., throttle_time_ms: _Optional[int] = ..., transaction_joined: _Optional[bool] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
     __slots__ = ("topic", "partition", "offset", "max_bytes", "max_wait_ms", "decode_records", "isolation_level", "allow_follower")
