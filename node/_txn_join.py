@@ -32,7 +32,9 @@ replicates: one coordinator write beside the data's, instead of one before it. R
    coordinator adds the partition if the transaction is ongoing at that epoch (a later
    commit then writes a marker here) or confirms a decided one's marker is still to come;
    anything else is a refusal and rule 3 aborts it. So a leader killed between the append
-   and the join leaves no hanging transaction.
+   and the join leaves no hanging transaction. (A producer id that no transactional id
+   has, written through the raw API whose markers an operator's tool writes, is left to
+   the partition's ``transaction_max_timeout_ms`` backstop.)
 
 Kafka clients (``node/_kafka/``) add partitions with AddPartitionsToTxn before sending and
 name no transactional id in the gRPC sense: their batches are not joined (rule 4 still
@@ -185,12 +187,14 @@ class TxnJoins:
         _finish(future, refusal)
 
     # ------------------------------------------------------------------ settling
-    def settle(self, replicas: dict[tuple[str, int], PartitionReplica]) -> None:
-        """Rule 4 for the ordinary partitions this node hosts (called every
-        SETTLE_INTERVAL_S); forgets the joins of the ones it no longer leads and the ended
-        joins of producers with nothing open."""
+    def settle(self, lookup: Callable[[tuple[str, int]], PartitionReplica | None],
+               open_keys: list[tuple[str, int]]) -> None:
+        """Rule 4 (called every SETTLE_INTERVAL_S) for the partitions ``open_keys`` (the
+        ordinary ones this node hosts with a transaction open; ``lookup`` finds an ordinary
+        partition's replica); forgets the joins of the partitions it no longer leads and
+        the ended joins of producers with nothing open."""
         for key in list(self._joins):
-            replica = replicas.get(key)
+            replica = lookup(key)
             if replica is None or not _ready(replica):
                 del self._joins[key]
                 continue
@@ -202,8 +206,9 @@ class TxnJoins:
         if len(self._tids) > TIDS_MAX:
             self._tids.clear()  # only a hint: settling looks the producer id up without it
         cutoff = self._clock_ms() - SETTLE_AFTER_MS
-        for key, replica in replicas.items():
-            if not replica.txns.open or not _ready(replica):
+        for key in open_keys:
+            replica = lookup(key)
+            if replica is None or not replica.txns.open or not _ready(replica):
                 continue
             term = replica.group.node.term  # type: ignore[union-attr]
             joins = self._joins.get(key, {})

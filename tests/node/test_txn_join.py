@@ -138,12 +138,13 @@ def test_a_new_leader_settles_a_transaction_it_finds_open() -> None:
         c = _Cluster()
         r = c.replica
         c.produce(_txn(7, 0, 0, b"kept"))     # the coordinator still has it
-        c.produce(_txn(8, 2, 0, b"orphan"))   # the coordinator never heard of it
+        c.produce(_txn(8, 2, 0, b"orphan"))   # its producer moved on: epoch 2 is fenced
         coordinator = _Coordinator()
         now = [1_000_000]
         joins = TxnJoins(coordinator, clock_ms=lambda: now[0])
         replicas = {("t", 0): r}
-        joins.settle(replicas)
+        settle = lambda: joins.settle(replicas.get, list(replicas))  # noqa: E731
+        settle()
         await _run(c, rounds=5)
         assert coordinator.calls == [], "too young: a produce's own join goes first"
         now[0] += SETTLE_AFTER_MS + 1
@@ -151,14 +152,14 @@ def test_a_new_leader_settles_a_transaction_it_finds_open() -> None:
         async def ask(tid, pid, epoch, topic, partition, hints):
             coordinator.calls.append((tid, pid, epoch))
             if pid == 8:
-                raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND, "nobody knows it")
+                raise BrokerError(Code.PRODUCER_FENCED, "epoch 2 is fenced")
         joins._ask = ask
-        joins.settle(replicas)
+        settle()
         await _run(c, rounds=30)
         assert sorted(coordinator.calls) == [("", 7, 0), ("", 8, 2)], "by producer id"
         assert set(r.txns.open) == {7}, "joined: left for the coordinator's marker"
         assert [a.producer_id for a in r.txns.aborted] == [8]
-        joins.settle(replicas)
+        settle()
         await _run(c, rounds=5)
         assert len(coordinator.calls) == 2, "settled once per leader term"
     asyncio.run(scenario())
