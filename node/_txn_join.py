@@ -99,7 +99,7 @@ class TxnJoins:
         join = self._join(replica, tid, producer_id, epoch, hints)
         answer = asyncio.get_running_loop().create_future()
 
-        def settle(_f: asyncio.Future) -> None:
+        def decide(_f: asyncio.Future) -> None:
             if answer.done():
                 return
             for f in (data, join.future):
@@ -112,8 +112,8 @@ class TxnJoins:
             if data.done() and join.future.done():
                 answer.set_result(data.result())
 
-        data.add_done_callback(settle)
-        join.future.add_done_callback(settle)
+        data.add_done_callback(decide)
+        join.future.add_done_callback(decide)
         return answer
 
     def _join(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
