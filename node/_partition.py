@@ -390,6 +390,14 @@ class PartitionReplica:
         # Called with (records, bytes) of every produce request accepted here (the
         # node's produce counters); per request, never per record.
         self.on_accepted: Callable[[int, int], None] | None = None
+        # The node's periodic passes visit only the replicas these name (a walk over
+        # every replica, several times a second, was most of an idle node's CPU at
+        # thousands of partitions): called when this replica's Raft role changes, and
+        # when it first holds share-group state.
+        self.on_role_change: Callable[[], None] | None = None
+        self.on_share_groups: Callable[[PartitionReplica], None] | None = None
+        self._role = Role.FOLLOWER
+        self._share_groups_noted = False
         # node id -> the log entry format of its last hello (the broker's, kept by the
         # Raft transport): whether every replica reads entries that hold several
         # requests' idempotent batches (_produce_coalescer.py rule 5)
@@ -505,6 +513,7 @@ class PartitionReplica:
                 shares = ShareTable.decode(bytes(snapshot.data[pos:pos + n]))
                 if shares.applied_index >= self.shares.applied_index:
                     self.shares = shares
+                    self._note_share_groups()
                 pos += n
             if version >= 5:
                 (n,) = _TXN_LEN.unpack_from(snapshot.data, pos)
@@ -580,6 +589,10 @@ class PartitionReplica:
             self._arm_release_timer()
 
     def on_ready(self, rd: Ready) -> None:
+        if rd.role != self._role:
+            self._role = rd.role
+            if self.on_role_change is not None:
+                self.on_role_change()
         if rd.role != Role.LEADER and self._alloc_term:
             self._alloc_term = 0
             self.producers.clear_pending()
@@ -1290,14 +1303,15 @@ class PartitionReplica:
     def retention_point(self) -> tuple[int, bytes] | None:
         """The highest applied index whose entries retention drops (entries are removed
         whole, up to and including it), with the snapshot data for that point, or None."""
-        group = self._require_group()
-        node = group.node
-        first, last = node.first_index, self.applied_index
-        if last < first or not self._index_raft:
+        if not self._index_raft:
             # no applied data entry above the snapshot (the index holds every one, less
             # the oldest half when it overflows): nothing to drop, and no need to read the
-            # log (every idle partition every maintenance pass: a third of an idle node's
-            # CPU at 2,000 partitions)
+            # log nor the storage's first index (every idle partition every maintenance
+            # pass: a third of an idle node's CPU at 2,000 partitions)
+            return None
+        node = self._require_group().node
+        first, last = node.first_index, self.applied_index
+        if last < first:
             return None
         cut = 0
         cfg = self.config
@@ -1474,6 +1488,14 @@ class PartitionReplica:
         return self.delayed.pending_count
 
     # ------------------------------------------------------------------ share groups
+    def _note_share_groups(self) -> None:
+        """Tell the node once that this replica holds share-group state (a table's groups
+        are never dropped), so its share maintenance visits this replica from now on."""
+        if (not self._share_groups_noted and self.shares.groups
+                and self.on_share_groups is not None):
+            self._share_groups_noted = True
+            self.on_share_groups(self)
+
     def _apply_share(self, e: Entry, hw: int) -> None:
         """One share control entry (``_share_state.py``), at its log position: ``hw`` is
         the high watermark there. The leader's waiter gets the outcome."""
@@ -1490,6 +1512,7 @@ class PartitionReplica:
                 outcome = ShareOpError("INVALID_REQUEST", f"malformed share operation: {exc}")
         self.share_changed.set()
         self.share_changed = asyncio.Event()
+        self._note_share_groups()
         if waiter is None or waiter[1].done():
             return
         term, future = waiter
