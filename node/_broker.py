@@ -308,9 +308,8 @@ class Broker:
         self._preferred_check_due = True
 
     def _holds_share_groups(self, replica: PartitionReplica) -> None:
-        key = (replica.topic, replica.partition)
-        if self.partitions.get(key) is replica:
-            self.share_replicas[key] = replica
+        # may come from the replay in attach(), before the replica is in self.partitions
+        self.share_replicas[(replica.topic, replica.partition)] = replica
 
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
