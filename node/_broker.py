@@ -95,6 +95,7 @@ class Broker:
         # whether a leadership may be off its preferred replica (set by every role change
         # and metadata change, cleared by a preferred-leader pass that found none waiting).
         self.share_replicas: dict[tuple[str, int], PartitionReplica] = {}
+        self._data_replicas: dict[tuple[str, int], PartitionReplica] = {}  # for retention
         self._compacted_keys: list[tuple[str, int]] | None = None
         self._preferred_check_due = True
         self._topic_ids: dict[str, str] = {}
@@ -287,6 +288,7 @@ class Broker:
         replica.peer_entry_formats = self.peer_entry_formats
         replica.on_role_change = self._leadership_changed
         replica.on_share_groups = self._holds_share_groups
+        replica.on_data = self._holds_data
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
         # leader adds it as a learner and catches it up (_reassignment.py).
@@ -311,10 +313,15 @@ class Broker:
         # may come from the replay in attach(), before the replica is in self.partitions
         self.share_replicas[(replica.topic, replica.partition)] = replica
 
+    def _holds_data(self, replica: PartitionReplica) -> None:
+        self._data_replicas[(replica.topic, replica.partition)] = replica
+
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
         if self.share_replicas.get(key) is replica:
             del self.share_replicas[key]
+        if self._data_replicas.get(key) is replica:
+            del self._data_replicas[key]
         # A replica moved off this node (its group lives on) leaves a tombstone: a replica
         # of the group re-created here later must vote as this one would have (rule 13 of
         # raft/core/_raft.py). Group ids are never reused, so one of a deleted topic goes.
@@ -471,9 +478,16 @@ class Broker:
                                   replica.partition)
 
     async def _apply_retention(self) -> None:
-        for replica in list(self.partitions.values()):
+        # only the replicas holding data entries (they tell the broker, PartitionReplica.
+        # on_data): thousands of idle empty partitions cost nothing here
+        for key, replica in list(self._data_replicas.items()):
             group = replica.group
             if group is None or group.closed:
+                continue
+            if not replica.holds_data:
+                if self._data_replicas.get(key) is replica:
+                    del self._data_replicas[key]
+                    replica.data_unlisted()
                 continue
             point = replica.retention_point()
             if point is None:

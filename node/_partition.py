@@ -396,8 +396,12 @@ class PartitionReplica:
         # when it first holds share-group state.
         self.on_role_change: Callable[[], None] | None = None
         self.on_share_groups: Callable[[PartitionReplica], None] | None = None
+        # ... and when it first holds applied data entries (what retention may drop);
+        # ``data_unlisted`` re-arms it once the broker found none left
+        self.on_data: Callable[[PartitionReplica], None] | None = None
         self._role = Role.FOLLOWER
         self._share_groups_noted = False
+        self._data_noted = False
         # node id -> the log entry format of its last hello (the broker's, kept by the
         # Raft transport): whether every replica reads entries that hold several
         # requests' idempotent batches (_produce_coalescer.py rule 5)
@@ -579,6 +583,9 @@ class PartitionReplica:
         if len(offsets) > INDEX_CACHE_MAX:
             del offsets[: INDEX_CACHE_MAX // 2]
             del raft_indexes[: INDEX_CACHE_MAX // 2]
+        if raft_indexes and not self._data_noted and self.on_data is not None:
+            self._data_noted = True
+            self.on_data(self)
         self._advance_hw(hw)
         self._resolve(self._acks_all, entries)
         if self._share_waiters:
@@ -1300,6 +1307,17 @@ class PartitionReplica:
             del self._index_offsets[:cut]
 
     # ------------------------------------------------------------------ retention
+    @property
+    def holds_data(self) -> bool:
+        """Whether applied data entries are above the snapshot (retention has something to
+        look at; ``retention_point`` is None otherwise)."""
+        return bool(self._index_raft)
+
+    def data_unlisted(self) -> None:
+        """The broker stopped visiting this replica for retention (no data left): tell it
+        again (``on_data``) at the next applied data entry."""
+        self._data_noted = False
+
     def retention_point(self) -> tuple[int, bytes] | None:
         """The highest applied index whose entries retention drops (entries are removed
         whole, up to and including it), with the snapshot data for that point, or None."""

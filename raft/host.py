@@ -53,11 +53,12 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    whether each group it served is quiesced (anything that can wake a group marks it
    dirty first: a message, a proposal, a liveness report), and every ``FULL_SCAN_TICKS``
    ticks it looks at every group again, so a wake that bypassed the driver (the owner
-   calling the core directly) costs at most that many ticks of delay (1 s at the node's
-   50 ms tick). Reading every group's flag every tick cost ~0.27 ms a tick per 2,000
-   groups (~0.5% of a core per node at 20 ticks/s, ~2.7% at 10,000 groups); now it is
-   ~0.03 ms a tick. The scan itself was still ~1% of a core per node at 10,000 groups
-   every 10 ticks, hence 20.
+   calling the core directly) costs at most that many ticks of delay (2 s at the node's
+   50 ms tick; every wake the node makes goes through the driver, so this is a backstop).
+   Reading every group's flag every tick cost ~0.27 ms a tick per 2,000 groups (~0.5% of
+   a core per node at 20 ticks/s, ~2.7% at 10,000 groups); now it is ~0.03 ms a tick.
+   The scan itself, every 10 ticks, was still a visible part of an idle node's CPU at
+   10,000 groups, hence 40.
 8a. Late ticks (a stall of the owner's own loop): the owner says ``tick(late=True)`` when
    it ran the tick at least a whole tick interval after it was due, and drops the ticks it
    missed meanwhile (it does not call ``tick`` for them). A late tick pings the peers but
@@ -122,7 +123,7 @@ SaveItem = tuple[int, HardState | None, list[Entry], Snapshot | None]
 ``LogWriter.save`` takes for that group."""
 
 
-FULL_SCAN_TICKS = 20  # rule 8: every this many ticks, every group's quiescence is read
+FULL_SCAN_TICKS = 40  # rule 8: every this many ticks, every group's quiescence is read
 FALSE_ALARM_TIMEOUTS = 4  # rule 9b: heard again within this many election timeouts
 SILENCE_FACTOR_MAX = 8  # rule 9b: a silence threshold of at most this many timeouts
 SILENCE_DECAY_TIMEOUTS = 1000  # rule 9b: calm this long halves a widened threshold

@@ -89,10 +89,11 @@ def test_share_ops_survive_restart_and_snapshot_and_are_not_records() -> None:
     asyncio.run(scenario())
 
 
-def test_the_node_hears_once_of_share_state_and_of_every_role_change() -> None:
+def test_the_node_hears_of_share_state_data_and_every_role_change() -> None:
     """The node's periodic passes visit only the replicas these hooks name: a replica
-    tells it when its Raft role changes, and once when it first holds share-group state,
-    whether an applied operation or a snapshot brought it."""
+    tells it when its Raft role changes, once when it first holds share-group state
+    (whether an applied operation or a snapshot brought it), and when it holds data
+    entries again after retention left it none."""
     async def scenario() -> None:
         storage = MemoryStorage(ConfState(frozenset({1})))
         replica, node = _start(storage, 1)
@@ -105,9 +106,20 @@ def test_the_node_hears_once_of_share_state_and_of_every_role_change() -> None:
         node.campaign()
         _drive(replica, node, storage)
         assert roles == [Role.LEADER]
+        data_told: list[PartitionReplica] = []
+        replica.on_data = data_told.append
         produced = replica.submit(_records(b"a", b"b"), acks=-1)
         _drive(replica, node, storage)
         assert produced.result() == (0, 1) and told == []
+        assert data_told == [replica] and replica.holds_data  # retention visits it now
+        replica.config = PartitionConfig(retention_bytes=0)
+        replica.compacted(*replica.retention_point())
+        assert not replica.holds_data  # the broker stops visiting it ...
+        replica.data_unlisted()
+        replica.config = PartitionConfig()
+        replica.submit(_records(b"b2"), acks=-1)
+        _drive(replica, node, storage)
+        assert data_told == [replica, replica]  # ... until its next data entry
         base = {"g": "g", "now": 1000, "attempts": 5, "log_start": 0}
         for member in ("m1", "m2"):
             await _op(replica, node, storage, {**base, "op": "acquire", "m": member,
