@@ -65,6 +65,7 @@ class Broker:
         self.config = config
         self.node_id = config.node_id
         self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
+        self._txn_expiry_at = float("-inf")  # monotonic time of the last expiry walk
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = RocksLogDB(config.data_dir / "raft")
         # delayed delivery's pending keys (derived from the partition logs, rebuilt at start)
@@ -87,6 +88,16 @@ class Broker:
         self.host.transport.hello = raft_pb2.NodeHello(rack=config.rack,
                                                        entry_format=ENTRY_FORMAT)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
+        # What the periodic passes visit, so an idle node with thousands of replicas does
+        # not walk them all several times a second: the replicas that hold share-group
+        # state (the share service drops a stopped one); the compacted replicas' keys
+        # (None: rebuild at the next compaction pass, after any metadata change); and
+        # whether a leadership may be off its preferred replica (set by every role change
+        # and metadata change, cleared by a preferred-leader pass that found none waiting).
+        self.share_replicas: dict[tuple[str, int], PartitionReplica] = {}
+        self._data_replicas: dict[tuple[str, int], PartitionReplica] = {}  # for retention
+        self._compacted_keys: list[tuple[str, int]] | None = None
+        self._preferred_check_due = True
         self._topic_ids: dict[str, str] = {}
         # Topic names deleted (or re-created under a new id) with the wall-clock ms this
         # node applied it; the group service drops their committed offsets and prunes this.
@@ -166,16 +177,21 @@ class Broker:
             current = wanted.get(key)
             if current is None or current[1].group_id != replica.group_id:
                 self._stop_partition(key)
+        configs: dict[str, PartitionConfig] = {}  # per topic: parsed once, not per partition
         for key, (topic, meta) in wanted.items():
             replica = self.partitions.get(key)
             if replica is None:
                 self._start_partition(topic, meta)
                 continue
-            config = PartitionConfig.from_topic_configs(topic.configs)
+            config = configs.get(topic.name)
+            if config is None:
+                config = configs[topic.name] = PartitionConfig.from_topic_configs(topic.configs)
             if config != replica.config:
                 replica.config = config
                 log.info("%s/%d: configs now %s", key[0], key[1],
                          dict(topic.configs) or "the defaults")
+        self._compacted_keys = None
+        self._preferred_check_due = True
         self._metadata_applied.set()
         self._metadata_applied = asyncio.Event()
 
@@ -270,6 +286,9 @@ class Broker:
                                        schedule_index=self.schedule.index(meta.group_id))
             replica.on_accepted = self.metrics.produce_accepted
         replica.peer_entry_formats = self.peer_entry_formats
+        replica.on_role_change = self._leadership_changed
+        replica.on_share_groups = self._holds_share_groups
+        replica.on_data = self._holds_data
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
         # leader adds it as a learner and catches it up (_reassignment.py).
@@ -287,8 +306,22 @@ class Broker:
         log.info("started replica of %s/%d (group %d, replicas %s)", topic.name,
                  meta.partition, meta.group_id, list(meta.replicas))
 
+    def _leadership_changed(self) -> None:
+        self._preferred_check_due = True
+
+    def _holds_share_groups(self, replica: PartitionReplica) -> None:
+        # may come from the replay in attach(), before the replica is in self.partitions
+        self.share_replicas[(replica.topic, replica.partition)] = replica
+
+    def _holds_data(self, replica: PartitionReplica) -> None:
+        self._data_replicas[(replica.topic, replica.partition)] = replica
+
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
+        if self.share_replicas.get(key) is replica:
+            del self.share_replicas[key]
+        if self._data_replicas.get(key) is replica:
+            del self._data_replicas[key]
         # A replica moved off this node (its group lives on) leaves a tombstone: a replica
         # of the group re-created here later must vote as this one would have (rule 13 of
         # raft/core/_raft.py). Group ids are never reused, so one of a deleted topic goes.
@@ -401,8 +434,15 @@ class Broker:
 
     def _expire_transactions(self) -> None:
         """Abort the transactions open on a partition this node leads for longer than
-        ``transaction_max_timeout_ms`` (in the background: a marker waits for its commit)."""
+        ``transaction_max_timeout_ms`` (in the background: a marker waits for its commit).
+        Every twentieth of that timeout (at most every maintenance pass): an abort is at
+        most 5% late, and the walk over every replica runs every 45 s by default instead
+        of every 2 s."""
         max_ms = self.config.transaction_max_timeout_ms
+        now = time.monotonic()
+        if now - self._txn_expiry_at < max_ms / 20_000:
+            return
+        self._txn_expiry_at = now
         for replica in list(self.partitions.values()):
             if not replica.txns.open:
                 continue  # most partitions, every pass: not even a call
@@ -418,10 +458,14 @@ class Broker:
     async def _compaction(self) -> None:
         while True:
             await asyncio.sleep(COMPACTION_INTERVAL_S)
-            for replica in list(self.partitions.values()):
+            if self._compacted_keys is None:
+                self._compacted_keys = [key for key, replica in self.partitions.items()
+                                        if replica.config.compact]
+            for key in self._compacted_keys:
+                replica = self.partitions.get(key)
+                if replica is None or not replica.config.compact:
+                    continue  # stopped or altered meanwhile: the next list leaves it out
                 try:
-                    if not replica.config.compact:
-                        continue
                     replica.maybe_propose_compaction()
                     if replica.compaction_pending:
                         await replica.run_compaction()
@@ -434,9 +478,16 @@ class Broker:
                                   replica.partition)
 
     async def _apply_retention(self) -> None:
-        for replica in list(self.partitions.values()):
+        # only the replicas holding data entries (they tell the broker, PartitionReplica.
+        # on_data): thousands of idle empty partitions cost nothing here
+        for key, replica in list(self._data_replicas.items()):
             group = replica.group
             if group is None or group.closed:
+                continue
+            if not replica.holds_data:
+                if self._data_replicas.get(key) is replica:
+                    del self._data_replicas[key]
+                    replica.data_unlisted()
                 continue
             point = replica.retention_point()
             if point is None:
@@ -463,7 +514,13 @@ class Broker:
 
     def _prefer_preferred_leaders(self) -> None:
         """Kafka's preferred-leader election: a leader that is not its partition's
-        preferred replica hands over once that replica is reachable and caught up."""
+        preferred replica hands over once that replica is reachable and caught up.
+        Walks the replicas only after a role or metadata change, or while a leadership
+        found off its preferred replica waits (for that replica to vote or be reachable,
+        or for the transfer to happen)."""
+        if not self._preferred_check_due:
+            return
+        self._preferred_check_due = False
         state = self.controller.state
         for (topic, pnum), replica in self.partitions.items():
             group = replica.group
@@ -474,8 +531,11 @@ class Broker:
                 continue
             # during a move: the target's first node, once it votes (_reassignment.py)
             preferred = meta.partitions[pnum].desired[0]
+            if preferred == self.node_id:
+                continue
+            self._preferred_check_due = True  # look again until the handover happened
             if preferred not in group.node.conf_state.voters:
                 continue
-            if preferred != self.node_id and self.host.transport.is_reachable(preferred):
+            if self.host.transport.is_reachable(preferred):
                 group.node.transfer_leader(preferred)
                 self.host.mark(group.group_id)

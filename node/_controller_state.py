@@ -357,6 +357,7 @@ class ControllerState:
         self._next_group_id = FIRST_PARTITION_GROUP_ID  # never decreases
         self._next_producer_id = FIRST_PRODUCER_ID  # never decreases
         self._version = 0  # index of the last applied entry; never decreases
+        self._reassignments_cache: tuple[int, list] | None = None  # (version, moves)
         self._users: dict[str, UserCredential] = {}
         self._acls: tuple[AclBinding, ...] = ()  # sorted, distinct; replaced on change
         self._quotas: dict[str, QuotaLimits] = {}
@@ -440,9 +441,15 @@ class ControllerState:
         return "active"
 
     def reassignments(self) -> list[tuple[TopicMeta, PartitionMeta]]:
-        """Partitions with a move in progress, by topic name then partition."""
-        return [(meta, part) for meta in self.topics_sorted() for part in meta.partitions
-                if part.target]
+        """Partitions with a move in progress, by topic name then partition. Computed once
+        per version: the reassignment driver asks five times a second, and a walk of
+        every partition each time was a visible part of an idle node's CPU."""
+        cached = self._reassignments_cache
+        if cached is None or cached[0] != self._version:
+            moves = [(meta, part) for meta in self.topics_sorted() for part in meta.partitions
+                     if part.target]
+            cached = self._reassignments_cache = (self._version, moves)
+        return list(cached[1])
 
     def host_loads(self) -> dict[int, int]:
         """Node id -> partitions it hosts (moves in progress counted on both sides)."""

@@ -199,7 +199,9 @@ class RaftHost:
             node_id, transport=self.transport, storage=self._storage,
             clock=clock if clock is not None else _MonotonicClock(),
             wake=self._wakeup.set, election_timeout=timing.election_tick * timing.tick_s,
-            rng=random.Random(self._rng.getrandbits(64)))
+            rng=random.Random(self._rng.getrandbits(64)),
+            # rule 9: as often as a heartbeat, and at least three times an election timeout
+            ping_ticks=max(1, min(timing.heartbeat_tick, timing.election_tick // 3)))
         self.groups: dict[int, Group] = self.driver.groups  # type: ignore[assignment]
         # The driver's inputs, bound once: the peer stream handler and the replicas call
         # them per batch / per request.

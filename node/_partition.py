@@ -396,6 +396,18 @@ class PartitionReplica:
         # Called with (records, bytes) of every produce request accepted here (the
         # node's produce counters); per request, never per record.
         self.on_accepted: Callable[[int, int], None] | None = None
+        # The node's periodic passes visit only the replicas these name (a walk over
+        # every replica, several times a second, was most of an idle node's CPU at
+        # thousands of partitions): called when this replica's Raft role changes, and
+        # when it first holds share-group state.
+        self.on_role_change: Callable[[], None] | None = None
+        self.on_share_groups: Callable[[PartitionReplica], None] | None = None
+        # ... and when it first holds applied data entries (what retention may drop);
+        # ``data_unlisted`` re-arms it once the broker found none left
+        self.on_data: Callable[[PartitionReplica], None] | None = None
+        self._role = Role.FOLLOWER
+        self._share_groups_noted = False
+        self._data_noted = False
         # node id -> the log entry format of its last hello (the broker's, kept by the
         # Raft transport): whether every replica reads entries that hold several
         # requests' idempotent batches (_produce_coalescer.py rule 5)
@@ -511,6 +523,7 @@ class PartitionReplica:
                 shares = ShareTable.decode(bytes(snapshot.data[pos:pos + n]))
                 if shares.applied_index >= self.shares.applied_index:
                     self.shares = shares
+                    self._note_share_groups()
                 pos += n
             if version >= 5:
                 (n,) = _TXN_LEN.unpack_from(snapshot.data, pos)
@@ -576,6 +589,9 @@ class PartitionReplica:
         if len(offsets) > INDEX_CACHE_MAX:
             del offsets[: INDEX_CACHE_MAX // 2]
             del raft_indexes[: INDEX_CACHE_MAX // 2]
+        if raft_indexes and not self._data_noted and self.on_data is not None:
+            self._data_noted = True
+            self.on_data(self)
         self._advance_hw(hw)
         self._resolve(self._acks_all, entries)
         if self._share_waiters:
@@ -586,6 +602,10 @@ class PartitionReplica:
             self._arm_release_timer()
 
     def on_ready(self, rd: Ready) -> None:
+        if rd.role != self._role:
+            self._role = rd.role
+            if self.on_role_change is not None:
+                self.on_role_change()
         if rd.role != Role.LEADER and self._alloc_term:
             self._alloc_term = 0
             self.producers.clear_pending()
@@ -1307,17 +1327,29 @@ class PartitionReplica:
             del self._index_offsets[:cut]
 
     # ------------------------------------------------------------------ retention
+    @property
+    def holds_data(self) -> bool:
+        """Whether applied data entries are above the snapshot (retention has something to
+        look at; ``retention_point`` is None otherwise)."""
+        return bool(self._index_raft)
+
+    def data_unlisted(self) -> None:
+        """The broker stopped visiting this replica for retention (no data left): tell it
+        again (``on_data``) at the next applied data entry."""
+        self._data_noted = False
+
     def retention_point(self) -> tuple[int, bytes] | None:
         """The highest applied index whose entries retention drops (entries are removed
         whole, up to and including it), with the snapshot data for that point, or None."""
-        group = self._require_group()
-        node = group.node
-        first, last = node.first_index, self.applied_index
-        if last < first or not self._index_raft:
+        if not self._index_raft:
             # no applied data entry above the snapshot (the index holds every one, less
             # the oldest half when it overflows): nothing to drop, and no need to read the
-            # log (every idle partition every maintenance pass: a third of an idle node's
-            # CPU at 2,000 partitions)
+            # log nor the storage's first index (every idle partition every maintenance
+            # pass: a third of an idle node's CPU at 2,000 partitions)
+            return None
+        node = self._require_group().node
+        first, last = node.first_index, self.applied_index
+        if last < first:
             return None
         cut = 0
         cfg = self.config
@@ -1494,6 +1526,14 @@ class PartitionReplica:
         return self.delayed.pending_count
 
     # ------------------------------------------------------------------ share groups
+    def _note_share_groups(self) -> None:
+        """Tell the node once that this replica holds share-group state (a table's groups
+        are never dropped), so its share maintenance visits this replica from now on."""
+        if (not self._share_groups_noted and self.shares.groups
+                and self.on_share_groups is not None):
+            self._share_groups_noted = True
+            self.on_share_groups(self)
+
     def _apply_share(self, e: Entry, hw: int) -> None:
         """One share control entry (``_share_state.py``), at its log position: ``hw`` is
         the high watermark there. The leader's waiter gets the outcome."""
@@ -1510,6 +1550,7 @@ class PartitionReplica:
                 outcome = ShareOpError("INVALID_REQUEST", f"malformed share operation: {exc}")
         self.share_changed.set()
         self.share_changed = asyncio.Event()
+        self._note_share_groups()
         if waiter is None or waiter[1].done():
             return
         term, future = waiter

@@ -525,9 +525,9 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
 
     def _maintain(self) -> None:
         now_ms = int(time.time() * 1000)
-        # every partition, five times a second: no copy of the table (nothing here awaits,
-        # so it cannot change meanwhile) and one attribute walk for the common empty case
-        for (topic, partition), replica in self.broker.partitions.items():
+        # only the replicas that hold share-group state (the broker lists them as they
+        # first do), five times a second; nothing here awaits, so no copy of the table
+        for (topic, partition), replica in self.broker.share_replicas.items():
             groups = replica.shares.groups
             if not groups or not replica.share_ready():
                 continue

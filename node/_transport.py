@@ -245,7 +245,8 @@ class PeerTransport:
         return list(self._peers)
 
     def tick(self) -> None:
-        """Ping every peer that got nothing since the previous tick (node-level liveness)."""
+        """Ping every peer that got nothing since the previous call (node-level liveness;
+        the host driver calls this every ``ping_ticks`` ticks)."""
         for peer in self._peers.values():
             if peer.sent_since_tick:
                 peer.sent_since_tick = False

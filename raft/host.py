@@ -53,9 +53,12 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    whether each group it served is quiesced (anything that can wake a group marks it
    dirty first: a message, a proposal, a liveness report), and every ``FULL_SCAN_TICKS``
    ticks it looks at every group again, so a wake that bypassed the driver (the owner
-   calling the core directly) costs at most that many ticks of delay. Reading every
-   group's flag every tick cost ~0.27 ms a tick per 2,000 groups (~0.5% of a core per node
-   at 20 ticks/s, ~2.7% at 10,000 groups); now it is ~0.03 ms a tick.
+   calling the core directly) costs at most that many ticks of delay (2 s at the node's
+   50 ms tick; every wake the node makes goes through the driver, so this is a backstop).
+   Reading every group's flag every tick cost ~0.27 ms a tick per 2,000 groups (~0.5% of
+   a core per node at 20 ticks/s, ~2.7% at 10,000 groups); now it is ~0.03 ms a tick.
+   The scan itself, every 10 ticks, was still a visible part of an idle node's CPU at
+   10,000 groups, hence 40.
 8a. Late ticks (a stall of the owner's own loop): the owner says ``tick(late=True)`` when
    it ran the tick at least a whole tick interval after it was due, and drops the ticks it
    missed meanwhile (it does not call ``tick`` for them). A late tick pings the peers but
@@ -74,7 +77,10 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    candidates time out again, but never without bound (a dead leader is still replaced).
    On time, nothing changes: failover on a healthy cluster is as fast as before.
 9. Node-level liveness (for quiesced groups, which send no heartbeats): every batch from a
-   peer, messages or an empty ping, stamps it heard. At a tick, a peer silent for an
+   peer, messages or an empty ping, stamps it heard. The transport pings every
+   ``ping_ticks`` ticks (the node: its heartbeat interval, 2 ticks, as often as an awake
+   group heartbeats; every tick cost each idle node ~1.5% of a core in gRPC writes and
+   reads alone), and a late tick always pings. At a tick, a peer silent for an
    election timeout is a suspect; silent again at the next tick (two ticks in a row: after
    a stall of our own loop its batches may still sit unread), it is reported with
    ``RawNode.report_peer_down`` to every quiesced group, and again every election timeout
@@ -85,7 +91,10 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    campaign at once: on a loaded 2-core machine with thousands of partitions, each such
    report woke ~1,000 groups, whose elections starved the nodes further (an election
    storm). So its threshold doubles (at most ``SILENCE_FACTOR_MAX`` election timeouts) and
-   halves again after ``SILENCE_DECAY_TIMEOUTS`` election timeouts without a false alarm.
+   halves again after ``SILENCE_DECAY_TIMEOUTS`` election timeouts without a false alarm
+   (1,000: 5 minutes at the node's timing; with 100, a 10,000-partition creation on a
+   loaded machine brought a false alarm every ~35 s, each just after the threshold had
+   narrowed again, each waking 2,000-4,000 groups).
    A peer that never had one keeps the single election timeout: a dead node's quiesced
    groups fail over as fast as before. (Groups with traffic are not quiesced and keep
    their own election timeouts; this only delays waking idle ones.)
@@ -114,10 +123,10 @@ SaveItem = tuple[int, HardState | None, list[Entry], Snapshot | None]
 ``LogWriter.save`` takes for that group."""
 
 
-FULL_SCAN_TICKS = 10  # rule 8: every this many ticks, every group's quiescence is read
+FULL_SCAN_TICKS = 40  # rule 8: every this many ticks, every group's quiescence is read
 FALSE_ALARM_TIMEOUTS = 4  # rule 9b: heard again within this many election timeouts
 SILENCE_FACTOR_MAX = 8  # rule 9b: a silence threshold of at most this many timeouts
-SILENCE_DECAY_TIMEOUTS = 100  # rule 9b: calm this long halves a widened threshold
+SILENCE_DECAY_TIMEOUTS = 1000  # rule 9b: calm this long halves a widened threshold
 
 
 class HostOrderError(RuntimeError):
@@ -139,8 +148,9 @@ class HostTransport(Protocol):
         ...
 
     def tick(self) -> None:
-        """Called once per tick: send an empty batch (a ping) to every peer that was sent
-        nothing since the previous tick, so each peer hears from this node every tick."""
+        """Called every ``ping_ticks`` ticks (rule 9): send an empty batch (a ping) to every
+        peer that was sent nothing since the previous call, so each peer hears from this
+        node at least that often."""
         ...
 
 
@@ -251,14 +261,17 @@ class HostDriver:
     def __init__(self, node_id: int, *, transport: HostTransport, storage: HostStorage,
                  clock: HostClock, wake: Callable[[], None], election_timeout: float,
                  rng: random.Random, events: HostEvents | None = None,
-                 late_skips_max: int = 3) -> None:
+                 late_skips_max: int = 3, ping_ticks: int = 1) -> None:
         """``wake``: called whenever a pass is due (a group became dirty); the owner then
         calls ``run_pass()`` soon, or after the outstanding sync completed.
         ``election_timeout``: ``election_tick`` ticks, in the clock's unit (rule 9).
         ``rng``: picks leadership transfer targets. ``late_skips_max``: late ticks
-        skipped in a row at most (rule 8a; 0 counts every tick)."""
+        skipped in a row at most (rule 8a; 0 counts every tick). ``ping_ticks``: the
+        transport pings every this many ticks (rule 9; well below the election timeout)."""
         if late_skips_max < 0:
             raise ValueError(f"late_skips_max must be >= 0, got {late_skips_max}")
+        if ping_ticks < 1:
+            raise ValueError(f"ping_ticks must be >= 1, got {ping_ticks}")
         self.node_id = node_id
         self.groups: dict[int, HostGroup] = {}
         self._transport = transport
@@ -274,6 +287,8 @@ class HostDriver:
         # next look at every group
         self._awake: set[int] = set()
         self._ticks_to_scan = 0
+        self._ping_ticks = ping_ticks  # rule 9: the transport pings every this many ticks
+        self._ticks_to_ping = 0
         # The pass whose write is outstanding (rule 4), and whether that write is done.
         self._readies: list[tuple[HostGroup, Ready]] | None = None
         self._written = False
@@ -421,7 +436,10 @@ class HostDriver:
             group.node.tick()
             dirty.add(group_id)
         self._wake()
-        self._transport.tick()
+        self._ticks_to_ping -= 1
+        if self._ticks_to_ping <= 0:
+            self._ticks_to_ping = self._ping_ticks
+            self._transport.tick()
         self._check_liveness(self._now())
 
     def _check_liveness(self, now: float) -> None:

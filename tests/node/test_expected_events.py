@@ -135,10 +135,10 @@ def test_retention_waits_for_raft_to_count_what_the_replica_applied() -> None:
         raise AssertionError(f"snapshot at {index} asked of a node that applied 10")
 
     node = SimpleNamespace(applied_index=10, snapshot_meta=snapshot_meta)
-    replica = SimpleNamespace(group=SimpleNamespace(node=node, closed=False),
+    replica = SimpleNamespace(group=SimpleNamespace(node=node, closed=False), holds_data=True,
                               retention_point=lambda: (11, b"state"),
                               compacted=lambda index, data: compacted.append(index))
-    broker = SimpleNamespace(partitions={("t", 0): replica})
+    broker = SimpleNamespace(partitions={("t", 0): replica}, _data_replicas={("t", 0): replica})
     asyncio.run(Broker._apply_retention(broker))  # type: ignore[arg-type]
     assert compacted == []
 

@@ -89,6 +89,57 @@ def test_share_ops_survive_restart_and_snapshot_and_are_not_records() -> None:
     asyncio.run(scenario())
 
 
+def test_the_node_hears_of_share_state_data_and_every_role_change() -> None:
+    """The node's periodic passes visit only the replicas these hooks name: a replica
+    tells it when its Raft role changes, once when it first holds share-group state
+    (whether an applied operation or a snapshot brought it), and when it holds data
+    entries again after retention left it none."""
+    async def scenario() -> None:
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        replica, node = _start(storage, 1)
+        told: list[PartitionReplica] = []
+        roles: list[Role] = []
+        replica.on_share_groups = told.append
+        replica.on_role_change = lambda: roles.append(node.role)
+        _drive(replica, node, storage)
+        assert told == [] and roles == []  # a follower from the start: no change
+        node.campaign()
+        _drive(replica, node, storage)
+        assert roles == [Role.LEADER]
+        data_told: list[PartitionReplica] = []
+        replica.on_data = data_told.append
+        produced = replica.submit(_records(b"a", b"b"), acks=-1)
+        _drive(replica, node, storage)
+        assert produced.result() == (0, 1) and told == []
+        assert data_told == [replica] and replica.holds_data  # retention visits it now
+        replica.config = PartitionConfig(retention_bytes=0)
+        replica.compacted(*replica.retention_point())
+        assert not replica.holds_data  # the broker stops visiting it ...
+        replica.data_unlisted()
+        replica.config = PartitionConfig()
+        replica.submit(_records(b"b2"), acks=-1)
+        _drive(replica, node, storage)
+        assert data_told == [replica, replica]  # ... until its next data entry
+        base = {"g": "g", "now": 1000, "attempts": 5, "log_start": 0}
+        for member in ("m1", "m2"):
+            await _op(replica, node, storage, {**base, "op": "acquire", "m": member,
+                                               "lock_ms": LOCK, "max": 1, "cap": 100})
+        assert told == [replica]  # once, not once per operation
+
+        produced = replica.submit(_records(b"c"), acks=-1)  # the snapshot's last entry
+        _drive(replica, node, storage)
+        header = replica._header_at(replica.applied_index)
+        fresh, _ = _start(MemoryStorage(ConfState(frozenset({1}))), 3)
+        fresh_told: list[PartitionReplica] = []
+        fresh.on_share_groups = fresh_told.append
+        fresh.restore(Snapshot(SnapshotMeta(replica.applied_index, 1,
+                                            ConfState(frozenset({1}))),
+                               replica._snapshot_data(header)))
+        assert fresh_told == [fresh]
+
+    asyncio.run(scenario())
+
+
 def test_a_queue_topic_retains_what_some_share_group_has_not_finished() -> None:
     """retention.share.groups: the retention point drops the entries below the smallest
     share start offset, nothing while no group has state, and only on a queue topic."""

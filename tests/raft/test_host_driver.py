@@ -91,7 +91,7 @@ class Host:
     """Node 1 with groups 1..n, all members {1, 2, 3}."""
 
     def __init__(self, groups: int = 2, *, quiesce: bool = False,
-                 late_skips_max: int = 3) -> None:
+                 late_skips_max: int = 3, ping_ticks: int = 1) -> None:
         self.clock = Clock()
         self.wire = Wire()
         self.stores = {g: MemoryStorage(VOTERS) for g in range(1, groups + 1)}
@@ -99,7 +99,8 @@ class Host:
         self.wakes = 0
         self.driver = HostDriver(1, transport=self.wire, storage=self.disk, clock=self.clock,
                                  wake=self._wake, election_timeout=10.0,
-                                 rng=random.Random(1), late_skips_max=late_skips_max)
+                                 rng=random.Random(1), late_skips_max=late_skips_max,
+                                 ping_ticks=ping_ticks)
         self.machines: dict[int, Machine] = {}
         for g in self.stores:
             node = RawNode(Config(1, election_tick=10, heartbeat_tick=1, quiesce=quiesce,
@@ -427,6 +428,23 @@ def test_one_stalled_tick_does_not_report_a_peer_whose_batches_are_waiting():
     h.clock.t = 26.0
     h.driver.tick()
     assert reported == []
+
+
+def test_pings_go_every_ping_ticks_on_time_and_on_every_late_tick():
+    """Rule 9: the node pings once a heartbeat interval (``ping_ticks``), not every tick;
+    a late tick pings at once (its peers may be waiting on us)."""
+    h = Host(1, ping_ticks=2)
+    for _ in range(6):
+        h.driver.tick()
+    assert h.wire.ticks == 3
+    h.driver.tick(late=True)
+    h.driver.tick(late=True)
+    assert h.wire.ticks == 5
+    try:
+        Host(1, ping_ticks=0)
+        raise AssertionError("ping_ticks=0 was accepted")
+    except ValueError:
+        pass
 
 
 def test_a_late_tick_after_a_stall_lets_a_follower_read_its_leader_first():

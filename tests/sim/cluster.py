@@ -779,7 +779,8 @@ class Cluster:
             node.id, transport=node.transport, storage=node.disk, clock=self._clock,
             wake=lambda node=node, incarnation=node.incarnation: self._wake(node, incarnation),
             election_timeout=o.election_tick * node.tick_interval,
-            rng=random.Random(node.id), events=SimHostEvents(self, node.id))
+            rng=random.Random(node.id), events=SimHostEvents(self, node.id),
+            ping_ticks=max(1, min(o.heartbeat_tick, o.election_tick // 3)))
         node.driver = driver
         for peer in self.nodes:
             if peer != node.id:
