@@ -65,7 +65,6 @@ class Broker:
         self.config = config
         self.node_id = config.node_id
         self._txn_aborts: set[asyncio.Future] = set()  # expired transactions being aborted
-        self._txn_expiry_at = float("-inf")  # monotonic time of the last expiry walk
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = RocksLogDB(config.data_dir / "raft")
         # delayed delivery's pending keys (derived from the partition logs, rebuilt at start)
@@ -96,6 +95,8 @@ class Broker:
         # and metadata change, cleared by a preferred-leader pass that found none waiting).
         self.share_replicas: dict[tuple[str, int], PartitionReplica] = {}
         self._data_replicas: dict[tuple[str, int], PartitionReplica] = {}  # for retention
+        # the replicas with a transaction open (transaction expiry, the settle pass)
+        self.txn_replicas: dict[tuple[str, int], PartitionReplica] = {}
         self._compacted_keys: list[tuple[str, int]] | None = None
         self._preferred_check_due = True
         self._topic_ids: dict[str, str] = {}
@@ -289,6 +290,7 @@ class Broker:
         replica.on_role_change = self._leadership_changed
         replica.on_share_groups = self._holds_share_groups
         replica.on_data = self._holds_data
+        replica.on_open_transactions = self._holds_open_transactions
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
         # leader adds it as a learner and catches it up (_reassignment.py).
@@ -316,12 +318,31 @@ class Broker:
     def _holds_data(self, replica: PartitionReplica) -> None:
         self._data_replicas[(replica.topic, replica.partition)] = replica
 
+    def _holds_open_transactions(self, replica: PartitionReplica) -> None:
+        self.txn_replicas[(replica.topic, replica.partition)] = replica
+
+    def replicas_with_open_transactions(self) -> list[tuple[tuple[str, int], PartitionReplica]]:
+        """The hosted replicas with a transaction open; forgets (until one opens again)
+        those whose transactions all ended."""
+        found = []
+        for key, replica in list(self.txn_replicas.items()):
+            if self.partitions.get(key) is not replica:
+                del self.txn_replicas[key]
+            elif not replica.txns.open:
+                del self.txn_replicas[key]
+                replica.transactions_unlisted()
+            else:
+                found.append((key, replica))
+        return found
+
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
         if self.share_replicas.get(key) is replica:
             del self.share_replicas[key]
         if self._data_replicas.get(key) is replica:
             del self._data_replicas[key]
+        if self.txn_replicas.get(key) is replica:
+            del self.txn_replicas[key]
         # A replica moved off this node (its group lives on) leaves a tombstone: a replica
         # of the group re-created here later must vote as this one would have (rule 13 of
         # raft/core/_raft.py). Group ids are never reused, so one of a deleted topic goes.
@@ -435,17 +456,9 @@ class Broker:
     def _expire_transactions(self) -> None:
         """Abort the transactions open on a partition this node leads for longer than
         ``transaction_max_timeout_ms`` (in the background: a marker waits for its commit).
-        Every twentieth of that timeout (at most every maintenance pass): an abort is at
-        most 5% late, and the walk over every replica runs every 45 s by default instead
-        of every 2 s."""
+        Visits only the replicas with a transaction open."""
         max_ms = self.config.transaction_max_timeout_ms
-        now = time.monotonic()
-        if now - self._txn_expiry_at < max_ms / 20_000:
-            return
-        self._txn_expiry_at = now
-        for replica in list(self.partitions.values()):
-            if not replica.txns.open:
-                continue  # most partitions, every pass: not even a call
+        for _, replica in self.replicas_with_open_transactions():
             for pid, epoch in replica.expired_transactions(max_ms):
                 log.warning("%s/%d: aborting the transaction of producer id %d epoch %d, "
                             "open for more than %d ms", replica.topic, replica.partition,

@@ -405,6 +405,9 @@ class PartitionReplica:
         # ... and when it first holds applied data entries (what retention may drop);
         # ``data_unlisted`` re-arms it once the broker found none left
         self.on_data: Callable[[PartitionReplica], None] | None = None
+        # ... and when it holds open transactions (``transactions_unlisted`` re-arms it)
+        self.on_open_transactions: Callable[[PartitionReplica], None] | None = None
+        self._txns_noted = False
         self._role = Role.FOLLOWER
         self._share_groups_noted = False
         self._data_noted = False
@@ -531,6 +534,8 @@ class PartitionReplica:
                 txns = TxnIndex.decode(memoryview(snapshot.data)[pos:pos + n])
                 if txns.applied_index >= self.txns.applied_index:
                     self.txns = txns
+                    if txns.open:
+                        self._note_open_transactions()
                 pos += n
             self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[pos:])
         else:
@@ -592,6 +597,8 @@ class PartitionReplica:
         if raft_indexes and not self._data_noted and self.on_data is not None:
             self._data_noted = True
             self.on_data(self)
+        if txns.open:
+            self._note_open_transactions()
         self._advance_hw(hw)
         self._resolve(self._acks_all, entries)
         if self._share_waiters:
@@ -1325,6 +1332,16 @@ class PartitionReplica:
         if cut:
             del raft_indexes[:cut]
             del self._index_offsets[:cut]
+
+    def _note_open_transactions(self) -> None:
+        if not self._txns_noted and self.on_open_transactions is not None:
+            self._txns_noted = True
+            self.on_open_transactions(self)
+
+    def transactions_unlisted(self) -> None:
+        """The broker stopped visiting this replica for its transactions (none open): tell
+        it again (``on_open_transactions``) when one opens."""
+        self._txns_noted = False
 
     # ------------------------------------------------------------------ retention
     @property

@@ -930,16 +930,16 @@ class TransactionCoordinatorService(_ControllerWriter,
         await every(SETTLE_INTERVAL_S, self._settle, "transaction settle pass", log)
 
     def _settle(self) -> None:
-        """``_txn_join.py`` rule 4 for the ordinary partitions this node hosts (only those
-        with a transaction open cost more than a look at it)."""
+        """``_txn_join.py`` rule 4 for the ordinary partitions this node hosts with a
+        transaction open (the broker lists them: no walk over every partition)."""
         state = self.broker.controller.state
         partitions = self.broker.partitions
 
         def ordinary(key: tuple[str, int]):
             meta = state.topic(key[0])
             return partitions.get(key) if meta is not None and not meta.internal else None
-        self.joins.settle(ordinary, [key for key, r in list(partitions.items())
-                                     if r.txns.open and ordinary(key) is not None])
+        self.joins.settle(ordinary, [key for key, _ in self.broker.replicas_with_open_transactions()
+                                     if ordinary(key) is not None])
 
     # ------------------------------------------------------------------ background
     async def _resume_loop(self) -> None:

@@ -318,3 +318,25 @@ def test_a_deposed_coordinators_marker_is_refused() -> None:
         assert c.values(True) == [b"a"] and r.txns.coordinator_epochs == {7: 5}
 
     asyncio.run(scenario())
+
+
+def test_the_node_hears_when_a_replica_holds_an_open_transaction() -> None:
+    """Transaction expiry and the settle pass visit only the replicas that told the node
+    they hold an open transaction (``on_open_transactions``); once the broker finds none
+    open it stops visiting, until the next one opens."""
+    async def scenario() -> None:
+        c = _Cluster()
+        told: list = []
+        c.replica.on_open_transactions = told.append
+        c.produce(_plain(b"p0"))
+        assert told == []  # no transaction: nothing to visit
+        c.produce(_txn(7, 0, 0, b"a1"))
+        c.produce(_txn(7, 0, 1, b"a2"))
+        assert told == [c.replica]  # once, not once per batch
+        await _marker(c, 7, 0, True)
+        assert not c.replica.txns.open
+        c.replica.transactions_unlisted()  # what the broker does on finding none open
+        c.produce(_txn(7, 1, 0, b"b1"))
+        assert told == [c.replica, c.replica]
+
+    asyncio.run(scenario())
