@@ -62,7 +62,7 @@ import zlib
 from dataclasses import dataclass
 
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
-from raftka.raft import CompactedError, Entry, Role, Snapshot
+from raftka.raft import Entry, Snapshot
 
 from ._host import Group
 from ._partition import (
@@ -330,21 +330,6 @@ class OffsetsReplica(PartitionReplica):
         else:
             self.groups[group] = record
 
-    def leader_ready(self) -> bool:
-        """Leader that has applied an entry of its own term: its ``offsets`` include every
-        commit acknowledged by any earlier leader."""
-        group = self.group
-        if group is None or group.closed:
-            return False
-        node = group.node
-        if node.role != Role.LEADER:
-            return False
-        try:  # the applied index may be the snapshot's (compacted right after applying)
-            return node.term_at(node.applied_index) == node.term
-        except CompactedError:
-            return False
-
-    # ------------------------------------------------------------------ compaction
     def retention_point(self) -> tuple[int, bytes] | None:
         group = self._require_group()
         node = group.node

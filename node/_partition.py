@@ -1431,7 +1431,7 @@ class PartitionReplica:
         delayed = self.delayed
         delayed.new_term(node.term)
         start = self._term_start_index
-        if self.applied_index < start or (not start and not self.share_ready()):
+        if self.applied_index < start or (not start and not self.leader_ready()):
             return  # apply() arms the timer again once our term's first entry applied
         now_ms = self._clock_ms()
         keys = delayed.due(now_ms, min(IN_FLIGHT_MAX - len(delayed.in_flight),
@@ -1613,9 +1613,10 @@ class PartitionReplica:
         finally:
             self._share_waiters.pop(index, None)
 
-    def share_ready(self) -> bool:
-        """Leader that applied an entry of its own term: its share state includes every
-        operation an earlier leader answered."""
+    def leader_ready(self) -> bool:
+        """Leader that applied an entry of its own term: its replicated state (share groups,
+        open transactions; the internal topics' offsets and transaction states) includes
+        everything an earlier leader answered."""
         group = self.group
         if group is None or group.closed or group.node.role != Role.LEADER:
             return False

@@ -350,7 +350,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         if meta is not None and meta.internal:
             raise BrokerError(Code.INVALID_REQUEST, f"{topic} is internal; share groups read "
                               "ordinary topics")
-        if not replica.share_ready():
+        if not replica.leader_ready():
             raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"the new leader of {topic}/"
                               f"{partition} is catching up on its log; retry shortly",
                               retriable=True)
@@ -529,7 +529,7 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
         # first do), five times a second; nothing here awaits, so no copy of the table
         for (topic, partition), replica in self.broker.share_replicas.items():
             groups = replica.shares.groups
-            if not groups or not replica.share_ready():
+            if not groups or not replica.leader_ready():
                 continue
             for group_id, sp in list(groups.items()):
                 key = (topic, partition, group_id)
@@ -625,7 +625,7 @@ class _DeadLetterWriter:
                     return
                 backoff = 0.2
             except BrokerError as exc:
-                if not self.replica.share_ready():
+                if not self.replica.leader_ready():
                     return  # not the leader any more: the next one redoes it
                 log.warning("share group %s: dead-lettering from %s/%d failed (%s); retrying",
                             self.group_id, self.replica.topic, self.replica.partition,
@@ -639,7 +639,7 @@ class _DeadLetterWriter:
 
     async def _step(self) -> bool:
         replica = self.replica
-        if not replica.share_ready():
+        if not replica.leader_ready():
             return False
         sp = replica.shares.groups.get(self.group_id)
         if sp is None or not sp.has_dead():

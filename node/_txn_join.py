@@ -48,7 +48,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from raftka.raft import CompactedError, Role
+from raftka.raft import Role
 
 from ._errors import BrokerError, Code
 from ._partition import PartitionReplica
@@ -195,7 +195,7 @@ class TxnJoins:
         the ended joins of producers with nothing open."""
         for key in list(self._joins):
             replica = lookup(key)
-            if replica is None or not _ready(replica):
+            if replica is None or not replica.leader_ready():
                 del self._joins[key]
                 continue
             joins, term, open_txns = self._joins[key], replica.group.node.term, \
@@ -208,7 +208,7 @@ class TxnJoins:
         cutoff = self._clock_ms() - SETTLE_AFTER_MS
         for key in open_keys:
             replica = lookup(key)
-            if replica is None or not replica.txns.open or not _ready(replica):
+            if replica is None or not replica.txns.open or not replica.leader_ready():
                 continue
             term = replica.group.node.term  # type: ignore[union-attr]
             joins = self._joins.get(key, {})
@@ -247,16 +247,3 @@ def _leads(replica: PartitionReplica, term: int) -> bool:
     group = replica.group
     return (group is not None and not group.closed and group.node.role == Role.LEADER
             and group.node.term == term)
-
-
-def _ready(replica: PartitionReplica) -> bool:
-    """Leader that has applied an entry of its own term: its open transactions are every
-    one the log holds (rule 4)."""
-    group = replica.group
-    if group is None or group.closed or group.node.role != Role.LEADER:
-        return False
-    node = group.node
-    try:
-        return node.term_at(replica.applied_index) == node.term
-    except CompactedError:
-        return False

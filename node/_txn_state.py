@@ -33,7 +33,7 @@ import struct
 import zlib
 
 from raftka.v1.recordbatch import BatchBuilder, CorruptBatchError, decode_batches
-from raftka.raft import CompactedError, Entry, Role, Snapshot
+from raftka.raft import Entry, Snapshot
 
 from ._host import Group
 from ._partition import (
@@ -114,19 +114,6 @@ class TxnStateReplica(PartitionReplica):
                 elif isinstance(state, dict) and state.get("state") in STATES:
                     self.transactions[tid] = state
 
-    def leader_ready(self) -> bool:
-        """Leader that has applied an entry of its own term: its states include every
-        change an earlier leader acknowledged."""
-        group = self.group
-        if group is None or group.closed or group.node.role != Role.LEADER:
-            return False
-        node = group.node
-        try:
-            return node.term_at(node.applied_index) == node.term
-        except CompactedError:
-            return False
-
-    # ------------------------------------------------------------------ compaction
     def retention_point(self) -> tuple[int, bytes] | None:
         group = self._require_group()
         node = group.node

@@ -48,7 +48,7 @@ def test_share_ops_survive_restart_and_snapshot_and_are_not_records() -> None:
         replica, node = _start(storage, 1)
         node.campaign()
         _drive(replica, node, storage)
-        assert node.role == Role.LEADER and replica.share_ready()
+        assert node.role == Role.LEADER and replica.leader_ready()
         produced = replica.submit(_records(b"a", b"b", b"c"), acks=-1)
         _drive(replica, node, storage)
         assert produced.result() == (0, 2)
