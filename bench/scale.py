@@ -55,9 +55,24 @@ def _log(message: str) -> None:
 
 
 def _describe(admin: Admin, count: int) -> list:
-    """Every partition of the bench's topics, from one node's metadata."""
-    return [p for desc in admin.describe_topics(_names(count), timeout=120)
-            for p in desc.partitions]
+    """Every partition of the bench's topics, each as a node hosting it sees it (a node
+    that does not host a partition names its preferred replica as a hint, and one
+    client's merged view keeps the higher leader term it saw: with 4 nodes and RF 3 a
+    single node's metadata, or a long-lived client's, can show a leader that is long
+    gone). Asks every node, each with a fresh client."""
+    found: dict[tuple[str, int], object] = {}
+    for node_id, address in sorted(admin_brokers(admin).items()):
+        with Admin(address, request_timeout_ms=60_000) as one:
+            for desc in one.describe_topics(_names(count), timeout=120):
+                for p in desc.partitions:
+                    if node_id in p.replicas:
+                        found.setdefault((desc.name, p.partition), p)
+    return list(found.values())
+
+
+def admin_brokers(admin: Admin) -> dict[int, str]:
+    """Node id -> client address of every node of the cluster, from its metadata."""
+    return {n.id: n.address for n in admin.list_nodes(timeout=60) if n.state != "removed"}
 
 
 def _leader_terms(admin: Admin, count: int) -> dict[tuple[str, int], tuple[int, int]]:
