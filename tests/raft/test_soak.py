@@ -1,7 +1,7 @@
 """The randomized simulator soak (``tests/sim/soak.py``) over a fixed range of seeds.
 
 Every seed picks its own fault mix, runs with the safety checker after every step, then
-heals and must make progress. 300 seeds in chunks of 25, spread over two worker processes;
+heals and must make progress. 200 seeds in chunks of 25, spread over two worker processes;
 ``make soak`` runs thousands more. A failing seed prints the command that replays it with a
 full trace: ``.venv/bin/python -m tests.sim.soak --seed N``. Seeds outside that range that
 once found a core bug (tests/sim/FINDINGS.md) run as regressions.
@@ -16,7 +16,7 @@ import pytest
 
 from tests.sim.soak import _worker, replay_command, run_seed  # noqa: E402
 
-SEEDS = 300
+SEEDS = 200
 CHUNK = 25
 WORKERS = 2
 # Seeds that fail on a known core bug, documented in tests/sim/FINDINGS.md, and the
