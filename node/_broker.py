@@ -34,6 +34,7 @@ from ._offsets import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, OffsetsReplica
 from ._periodic import every
 from ._txn_state import TXN_TOPIC, TxnStateReplica
 from ._tls import peer_channels
+from ._watchlist import ReplicaWatchlist
 from ._partition import PartitionConfig, PartitionReplica
 from ._produce_coalescer import ENTRY_FORMAT
 from ._reassignment import ReassignmentDriver, run as run_reassignments
@@ -88,15 +89,16 @@ class Broker:
                                                        entry_format=ENTRY_FORMAT)
         self.partitions: dict[tuple[str, int], PartitionReplica] = {}
         # What the periodic passes visit, so an idle node with thousands of replicas does
-        # not walk them all several times a second: the replicas that hold share-group
-        # state (the share service drops a stopped one); the compacted replicas' keys
-        # (None: rebuild at the next compaction pass, after any metadata change); and
-        # whether a leadership may be off its preferred replica (set by every role change
-        # and metadata change, cleared by a preferred-leader pass that found none waiting).
-        self.share_replicas: dict[tuple[str, int], PartitionReplica] = {}
-        self._data_replicas: dict[tuple[str, int], PartitionReplica] = {}  # for retention
-        # the replicas with a transaction open (transaction expiry, the settle pass)
-        self.txn_replicas: dict[tuple[str, int], PartitionReplica] = {}
+        # not walk them all several times a second: the watch lists (``_watchlist.py``) of
+        # the replicas that hold share-group state (share maintenance), data entries
+        # (retention) and an open transaction (transaction expiry, the settle pass); the
+        # compacted replicas' keys (None: rebuild at the next compaction pass, after any
+        # metadata change); and whether a leadership may be off its preferred replica (set
+        # by every role change and metadata change, cleared by a preferred-leader pass
+        # that found none waiting).
+        self.share_replicas: ReplicaWatchlist[PartitionReplica] = ReplicaWatchlist()
+        self.data_replicas: ReplicaWatchlist[PartitionReplica] = ReplicaWatchlist()
+        self.txn_replicas: ReplicaWatchlist[PartitionReplica] = ReplicaWatchlist()
         self._compacted_keys: list[tuple[str, int]] | None = None
         # topic name -> the TopicMeta this node's replicas were last reconciled with
         self._reconciled_topics: dict[str, TopicMeta] = {}
@@ -322,9 +324,10 @@ class Broker:
             replica.on_accepted = self.metrics.produce_accepted
         replica.peer_entry_formats = self.peer_entry_formats
         replica.on_role_change = self._leadership_changed
-        replica.on_share_groups = self._holds_share_groups
-        replica.on_data = self._holds_data
-        replica.on_open_transactions = self._holds_open_transactions
+        # before attach(): restoring a snapshot may list the replica at once
+        replica.share_groups_listing.watchlist = self.share_replicas
+        replica.data_listing.watchlist = self.data_replicas
+        replica.transactions_listing.watchlist = self.txn_replicas
         storage = self.db.group(meta.group_id)
         # A node only in a move's target starts empty, outside any configuration: the
         # leader adds it as a learner and catches it up (_reassignment.py).
@@ -345,38 +348,16 @@ class Broker:
     def _leadership_changed(self) -> None:
         self._preferred_check_due = True
 
-    def _holds_share_groups(self, replica: PartitionReplica) -> None:
-        # may come from the replay in attach(), before the replica is in self.partitions
-        self.share_replicas[(replica.topic, replica.partition)] = replica
-
-    def _holds_data(self, replica: PartitionReplica) -> None:
-        self._data_replicas[(replica.topic, replica.partition)] = replica
-
-    def _holds_open_transactions(self, replica: PartitionReplica) -> None:
-        self.txn_replicas[(replica.topic, replica.partition)] = replica
-
-    def replicas_with_open_transactions(self) -> list[tuple[tuple[str, int], PartitionReplica]]:
+    def replicas_with_open_transactions(self) -> list[PartitionReplica]:
         """The hosted replicas with a transaction open; forgets (until one opens again)
         those whose transactions all ended."""
-        found = []
-        for key, replica in list(self.txn_replicas.items()):
-            if self.partitions.get(key) is not replica:
-                del self.txn_replicas[key]
-            elif not replica.txns.open:
-                del self.txn_replicas[key]
-                replica.transactions_unlisted()
-            else:
-                found.append((key, replica))
-        return found
+        return list(self.txn_replicas.visit(
+            lambda r: self.partitions.get((r.topic, r.partition)) is r and bool(r.txns.open)))
 
     def _stop_partition(self, key: tuple[str, int]) -> None:
         replica = self.partitions.pop(key)
-        if self.share_replicas.get(key) is replica:
-            del self.share_replicas[key]
-        if self._data_replicas.get(key) is replica:
-            del self._data_replicas[key]
-        if self.txn_replicas.get(key) is replica:
-            del self.txn_replicas[key]
+        for watchlist in (self.share_replicas, self.data_replicas, self.txn_replicas):
+            watchlist.discard(replica)
         # A replica moved off this node (its group lives on) leaves a tombstone: a replica
         # of the group re-created here later must vote as this one would have (rule 13 of
         # raft/core/_raft.py). Group ids are never reused, so one of a deleted topic goes.
@@ -492,7 +473,7 @@ class Broker:
         ``transaction_max_timeout_ms`` (in the background: a marker waits for its commit).
         Visits only the replicas with a transaction open."""
         max_ms = self.config.transaction_max_timeout_ms
-        for _, replica in self.replicas_with_open_transactions():
+        for replica in self.replicas_with_open_transactions():
             for pid, epoch in replica.expired_transactions(max_ms):
                 log.warning("%s/%d: aborting the transaction of producer id %d epoch %d, "
                             "open for more than %d ms", replica.topic, replica.partition,
@@ -525,16 +506,11 @@ class Broker:
                                   replica.partition)
 
     async def _apply_retention(self) -> None:
-        # only the replicas holding data entries (they tell the broker, PartitionReplica.
-        # on_data): thousands of idle empty partitions cost nothing here
-        for key, replica in list(self._data_replicas.items()):
+        # only the replicas holding data entries (they list themselves, PartitionReplica.
+        # data_listing): thousands of idle empty partitions cost nothing here
+        for replica in self.data_replicas.visit(lambda r: r.holds_data):
             group = replica.group
             if group is None or group.closed:
-                continue
-            if not replica.holds_data:
-                if self._data_replicas.get(key) is replica:
-                    del self._data_replicas[key]
-                    replica.data_unlisted()
                 continue
             point = replica.retention_point()
             if point is None:

@@ -126,6 +126,7 @@ from ._share_state import ENTRY_MAGIC as SHARE_MAGIC
 from ._share_state import ShareOpError, ShareTable, decode_op, encode_op
 from ._topic_configs import effective_configs
 from ._txn_index import TxnIndex
+from ._watchlist import Listing
 
 ENTRY_MAGIC = 0x52
 _HEADER = struct.Struct(">BBqqqq")
@@ -398,19 +399,15 @@ class PartitionReplica:
         self.on_accepted: Callable[[int, int], None] | None = None
         # The node's periodic passes visit only the replicas these name (a walk over
         # every replica, several times a second, was most of an idle node's CPU at
-        # thousands of partitions): called when this replica's Raft role changes, and
-        # when it first holds share-group state.
+        # thousands of partitions): ``on_role_change`` is called when this replica's Raft
+        # role changes; the listings are its places on the node's watch lists
+        # (``_watchlist.py``), noted when it holds share-group state (never dropped),
+        # applied data entries (what retention may drop) and an open transaction.
         self.on_role_change: Callable[[], None] | None = None
-        self.on_share_groups: Callable[[PartitionReplica], None] | None = None
-        # ... and when it first holds applied data entries (what retention may drop);
-        # ``data_unlisted`` re-arms it once the broker found none left
-        self.on_data: Callable[[PartitionReplica], None] | None = None
-        # ... and when it holds open transactions (``transactions_unlisted`` re-arms it)
-        self.on_open_transactions: Callable[[PartitionReplica], None] | None = None
-        self._txns_noted = False
+        self.share_groups_listing: Listing[PartitionReplica] = Listing(self)
+        self.data_listing: Listing[PartitionReplica] = Listing(self)
+        self.transactions_listing: Listing[PartitionReplica] = Listing(self)
         self._role = Role.FOLLOWER
-        self._share_groups_noted = False
-        self._data_noted = False
         # node id -> the log entry format of its last hello (the broker's, kept by the
         # Raft transport): whether every replica reads entries that hold several
         # requests' idempotent batches (_produce_coalescer.py rule 5)
@@ -535,7 +532,7 @@ class PartitionReplica:
                 if txns.applied_index >= self.txns.applied_index:
                     self.txns = txns
                     if txns.open:
-                        self._note_open_transactions()
+                        self.transactions_listing.note()
                 pos += n
             self.producers = ProducerStateTable.decode(memoryview(snapshot.data)[pos:])
         else:
@@ -594,11 +591,10 @@ class PartitionReplica:
         if len(offsets) > INDEX_CACHE_MAX:
             del offsets[: INDEX_CACHE_MAX // 2]
             del raft_indexes[: INDEX_CACHE_MAX // 2]
-        if raft_indexes and not self._data_noted and self.on_data is not None:
-            self._data_noted = True
-            self.on_data(self)
+        if raft_indexes:
+            self.data_listing.note()
         if txns.open:
-            self._note_open_transactions()
+            self.transactions_listing.note()
         self._advance_hw(hw)
         self._resolve(self._acks_all, entries)
         if self._share_waiters:
@@ -1333,27 +1329,12 @@ class PartitionReplica:
             del raft_indexes[:cut]
             del self._index_offsets[:cut]
 
-    def _note_open_transactions(self) -> None:
-        if not self._txns_noted and self.on_open_transactions is not None:
-            self._txns_noted = True
-            self.on_open_transactions(self)
-
-    def transactions_unlisted(self) -> None:
-        """The broker stopped visiting this replica for its transactions (none open): tell
-        it again (``on_open_transactions``) when one opens."""
-        self._txns_noted = False
-
     # ------------------------------------------------------------------ retention
     @property
     def holds_data(self) -> bool:
         """Whether applied data entries are above the snapshot (retention has something to
         look at; ``retention_point`` is None otherwise)."""
         return bool(self._index_raft)
-
-    def data_unlisted(self) -> None:
-        """The broker stopped visiting this replica for retention (no data left): tell it
-        again (``on_data``) at the next applied data entry."""
-        self._data_noted = False
 
     def retention_point(self) -> tuple[int, bytes] | None:
         """The highest applied index whose entries retention drops (entries are removed
@@ -1544,12 +1525,10 @@ class PartitionReplica:
 
     # ------------------------------------------------------------------ share groups
     def _note_share_groups(self) -> None:
-        """Tell the node once that this replica holds share-group state (a table's groups
-        are never dropped), so its share maintenance visits this replica from now on."""
-        if (not self._share_groups_noted and self.shares.groups
-                and self.on_share_groups is not None):
-            self._share_groups_noted = True
-            self.on_share_groups(self)
+        """List this replica for the node's share maintenance once it holds share-group
+        state (a table's groups are never dropped)."""
+        if self.shares.groups:
+            self.share_groups_listing.note()
 
     def _apply_share(self, e: Entry, hw: int) -> None:
         """One share control entry (``_share_state.py``), at its log position: ``hw`` is

@@ -525,9 +525,10 @@ class ShareService(_Service, share_pb2_grpc.ShareServicer):
 
     def _maintain(self) -> None:
         now_ms = int(time.time() * 1000)
-        # only the replicas that hold share-group state (the broker lists them as they
-        # first do), five times a second; nothing here awaits, so no copy of the table
-        for (topic, partition), replica in self.broker.share_replicas.items():
+        # only the replicas that hold share-group state (listed as they first do), five
+        # times a second
+        for replica in self.broker.share_replicas.visit():
+            topic, partition = replica.topic, replica.partition
             groups = replica.shares.groups
             if not groups or not replica.leader_ready():
                 continue

@@ -938,8 +938,8 @@ class TransactionCoordinatorService(_ControllerWriter,
         def ordinary(key: tuple[str, int]):
             meta = state.topic(key[0])
             return partitions.get(key) if meta is not None and not meta.internal else None
-        self.joins.settle(ordinary, [key for key, _ in self.broker.replicas_with_open_transactions()
-                                     if ordinary(key) is not None])
+        keys = [(r.topic, r.partition) for r in self.broker.replicas_with_open_transactions()]
+        self.joins.settle(ordinary, [key for key in keys if ordinary(key) is not None])
 
     # ------------------------------------------------------------------ background
     async def _resume_loop(self) -> None:

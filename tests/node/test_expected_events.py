@@ -20,6 +20,7 @@ from raftka.node._errors import BrokerError, Code, abort_with
 from raftka.node._group_service import GroupCoordinatorService
 from raftka.node._partition import PartitionReplica
 from raftka.node._reassignment import ReassignmentDriver
+from raftka.node._watchlist import Listing, ReplicaWatchlist
 from raftka.raft import Role
 
 
@@ -135,10 +136,13 @@ def test_retention_waits_for_raft_to_count_what_the_replica_applied() -> None:
         raise AssertionError(f"snapshot at {index} asked of a node that applied 10")
 
     node = SimpleNamespace(applied_index=10, snapshot_meta=snapshot_meta)
-    replica = SimpleNamespace(group=SimpleNamespace(node=node, closed=False), holds_data=True,
+    replica = SimpleNamespace(topic="t", partition=0,
+                              group=SimpleNamespace(node=node, closed=False), holds_data=True,
                               retention_point=lambda: (11, b"state"),
                               compacted=lambda index, data: compacted.append(index))
-    broker = SimpleNamespace(partitions={("t", 0): replica}, _data_replicas={("t", 0): replica})
+    data_replicas = ReplicaWatchlist()
+    data_replicas.add(Listing(replica))
+    broker = SimpleNamespace(partitions={("t", 0): replica}, data_replicas=data_replicas)
     asyncio.run(Broker._apply_retention(broker))  # type: ignore[arg-type]
     assert compacted == []
 

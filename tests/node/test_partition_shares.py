@@ -13,6 +13,7 @@ from raftka.raft import ConfState, MemoryStorage, Role, Snapshot, SnapshotMeta
 
 from raftka.node._host import Group
 from raftka.node._partition import PartitionConfig, PartitionReplica
+from raftka.node._watchlist import Listing, ReplicaWatchlist
 from raftka.raft import Config, RawNode
 from tests.node.single_voter import drive as _drive
 from tests.node.single_voter import start_replica as _start
@@ -89,33 +90,46 @@ def test_share_ops_survive_restart_and_snapshot_and_are_not_records() -> None:
     asyncio.run(scenario())
 
 
+def _listings(listing: Listing) -> list:
+    """Every time ``listing``'s replica lists itself: wires it to a watch list that
+    records its adds."""
+    told: list = []
+
+    class Recording(ReplicaWatchlist):
+        def add(self, added: Listing) -> None:
+            told.append(added.replica)
+            super().add(added)
+    listing.watchlist = Recording()
+    return told
+
+
 def test_the_node_hears_of_share_state_data_and_every_role_change() -> None:
-    """The node's periodic passes visit only the replicas these hooks name: a replica
-    tells it when its Raft role changes, once when it first holds share-group state
-    (whether an applied operation or a snapshot brought it), and when it holds data
-    entries again after retention left it none."""
+    """The node's periodic passes visit only the replicas these name: a replica tells it
+    when its Raft role changes, lists itself once when it first holds share-group state
+    (whether an applied operation or a snapshot brought it), and lists itself for
+    retention again when it holds data entries after retention left it none."""
     async def scenario() -> None:
         storage = MemoryStorage(ConfState(frozenset({1})))
         replica, node = _start(storage, 1)
-        told: list[PartitionReplica] = []
         roles: list[Role] = []
-        replica.on_share_groups = told.append
+        told = _listings(replica.share_groups_listing)
         replica.on_role_change = lambda: roles.append(node.role)
         _drive(replica, node, storage)
         assert told == [] and roles == []  # a follower from the start: no change
         node.campaign()
         _drive(replica, node, storage)
         assert roles == [Role.LEADER]
-        data_told: list[PartitionReplica] = []
-        replica.on_data = data_told.append
+        data_told = _listings(replica.data_listing)
         produced = replica.submit(_records(b"a", b"b"), acks=-1)
         _drive(replica, node, storage)
         assert produced.result() == (0, 1) and told == []
         assert data_told == [replica] and replica.holds_data  # retention visits it now
         replica.config = PartitionConfig(retention_bytes=0)
         replica.compacted(*replica.retention_point())
-        assert not replica.holds_data  # the broker stops visiting it ...
-        replica.data_unlisted()
+        assert not replica.holds_data  # retention's next visit unlists it ...
+        data_replicas = replica.data_listing.watchlist
+        assert list(data_replicas.visit(lambda r: r.holds_data)) == []
+        assert list(data_replicas.visit()) == []
         replica.config = PartitionConfig()
         replica.submit(_records(b"b2"), acks=-1)
         _drive(replica, node, storage)
@@ -130,8 +144,7 @@ def test_the_node_hears_of_share_state_data_and_every_role_change() -> None:
         _drive(replica, node, storage)
         header = replica._header_at(replica.applied_index)
         fresh, _ = _start(MemoryStorage(ConfState(frozenset({1}))), 3)
-        fresh_told: list[PartitionReplica] = []
-        fresh.on_share_groups = fresh_told.append
+        fresh_told = _listings(fresh.share_groups_listing)
         fresh.restore(Snapshot(SnapshotMeta(replica.applied_index, 1,
                                             ConfState(frozenset({1}))),
                                replica._snapshot_data(header)))

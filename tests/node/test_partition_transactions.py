@@ -23,6 +23,7 @@ from raftka.node._errors import BrokerError, Code
 from raftka.node._host import Group
 from raftka.node._partition import PartitionConfig, PartitionReplica
 from raftka.node._txn_index import AbortedTxn, TxnIndex
+from raftka.node._watchlist import Listing, ReplicaWatchlist
 from raftka.raft import Config, ConfState, MemoryStorage, RawNode, Role, Snapshot, SnapshotMeta
 
 
@@ -321,13 +322,20 @@ def test_a_deposed_coordinators_marker_is_refused() -> None:
 
 
 def test_the_node_hears_when_a_replica_holds_an_open_transaction() -> None:
-    """Transaction expiry and the settle pass visit only the replicas that told the node
-    they hold an open transaction (``on_open_transactions``); once the broker finds none
-    open it stops visiting, until the next one opens."""
+    """Transaction expiry and the settle pass visit only the replicas that list themselves
+    as holding an open transaction (``transactions_listing``); once a
+    visit finds none open it unlists the replica, until the next one opens."""
+    told: list = []
+
+    class Recording(ReplicaWatchlist):
+        def add(self, listing: Listing) -> None:
+            told.append(listing.replica)
+            super().add(listing)
+
     async def scenario() -> None:
         c = _Cluster()
-        told: list = []
-        c.replica.on_open_transactions = told.append
+        txn_replicas = Recording()
+        c.replica.transactions_listing.watchlist = txn_replicas
         c.produce(_plain(b"p0"))
         assert told == []  # no transaction: nothing to visit
         c.produce(_txn(7, 0, 0, b"a1"))
@@ -335,8 +343,10 @@ def test_the_node_hears_when_a_replica_holds_an_open_transaction() -> None:
         assert told == [c.replica]  # once, not once per batch
         await _marker(c, 7, 0, True)
         assert not c.replica.txns.open
-        c.replica.transactions_unlisted()  # what the broker does on finding none open
+        assert list(txn_replicas.visit(lambda r: bool(r.txns.open))) == []
+        assert list(txn_replicas.visit()) == []  # unlisted ...
         c.produce(_txn(7, 1, 0, b"b1"))
-        assert told == [c.replica, c.replica]
+        assert told == [c.replica, c.replica]  # ... until the next one opens
+        assert list(txn_replicas.visit(lambda r: bool(r.txns.open))) == [c.replica]
 
     asyncio.run(scenario())
