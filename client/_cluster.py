@@ -9,10 +9,16 @@
   address as recently failed so the next metadata request asks someone else first.
 - Metadata (brokers, controller, topics -> partitions -> leader) is refreshed on demand:
   the callers refresh when an error says ``invalid_metadata`` (rule 3 of the retry policy,
-  ``_retry.py``, which every retry loop of the client follows). A refreshed partition keeps
-  the leader it had if the new answer carries an older leader term (a lagging node must not
-  move us back to a deposed leader). A NOT_LEADER error that names the leader installs a
-  hint for that partition until the next refresh, so a redirect costs one round trip.
+  ``_retry.py``, which every retry loop of the client follows). A node answers for a
+  partition it hosts with its replica's leader and term, and for one it does not host with
+  a hint (the preferred replica, term 0). A refreshed partition keeps the leader it had
+  (``_merge``) only while that leader is still one of its replicas, and then if the new
+  answer carries an older term (a lagging node must not move us back to a deposed leader),
+  or is a hint: once, the kept leader becoming a hint itself, so a leader that failed or
+  lost its leadership since does not outweigh every hint to come. Terms are compared
+  within one incarnation of a topic only (its topic id): a re-created topic's Raft groups
+  start again at term 1. A NOT_LEADER error that names the leader installs a hint for that
+  partition until the next refresh, so a redirect costs one round trip.
 
 Threading: every method may be called from any thread; the sync gRPC stubs are thread-safe.
 :class:`ClusterState` is the part without channels (the cache, hints, failed addresses and
@@ -46,7 +52,7 @@ from raftka.v1.errors import (
 from raftka.client._ops import Ops, Refresh, Rpc, backoff, run_sync
 from raftka.client._retry import RetryPolicy
 from raftka.client._security import PLAINTEXT, ClientSecurity
-from raftka.client._types import BrokerDescription, TopicDescription
+from raftka.client._types import BrokerDescription, PartitionDescription, TopicDescription
 from raftka.v1 import admin_pb2_grpc, broker_pb2, broker_pb2_grpc, group_pb2_grpc
 
 __all__ = [
@@ -167,30 +173,45 @@ class _Connection:
 
 
 def _merge(old: ClusterMetadata, new: ClusterMetadata) -> ClusterMetadata:
-    """``new``, except that partitions keep the leader they had when ``new`` carries an
-    older leader term for them."""
+    """``new``, except for the partitions whose leader in ``old`` is the better guess
+    (``_merged_partition``)."""
     if not old.topics:
         return new
     topics: dict[str, TopicDescription] = {}
     for name, t in new.topics.items():
         prev = old.topics.get(name)
-        if prev is None:
-            topics[name] = t
+        if prev is None or (prev.topic_id and t.topic_id and prev.topic_id != t.topic_id):
+            topics[name] = t  # new, or re-created: its terms say nothing about the old one's
             continue
-        parts = []
-        changed = False
-        for p in t.partitions:
-            q = prev.partition(p.partition)
-            if q is not None and q.leader_id and q.leader_term > p.leader_term:
-                p = dataclasses.replace(p, leader_id=q.leader_id, leader_term=q.leader_term)
-                changed = True
-            parts.append(p)
+        parts = tuple(_merged_partition(prev.partition(p.partition), p) for p in t.partitions)
         topics[name] = (
-            TopicDescription(t.name, tuple(parts), t.replication_factor, t.configs)
-            if changed else t
+            dataclasses.replace(t, partitions=parts)
+            if any(a is not b for a, b in zip(parts, t.partitions)) else t
         )
     return ClusterMetadata(new.brokers, new.controller_id, topics, new.fetched_at, new.source,
                            new.racks)
+
+
+def _merged_partition(q: PartitionDescription | None, p: PartitionDescription
+                      ) -> PartitionDescription:
+    """``p`` (a new answer) with the leader of ``q`` (the same partition before) where that
+    is the better guess: ``q``'s leader is still one of ``p``'s replicas, and ``p`` either
+    carries an older term (a lagging replica answered) or is only a hint. Over a hint the
+    kept leader becomes a hint itself (term 0), so the next hint replaces it: a leader
+    that failed or lost its leadership since must not outweigh every hint to come (a client
+    whose metadata comes from a node that hosts no replica of the partition gets nothing
+    else)."""
+    if q is None or not q.leader_id or q.leader_id not in p.replicas:
+        return p  # nothing known before, or the old leader left the partition
+    if q.leader_id == p.leader_id:
+        # a hint naming the same leader is no evidence against q's term
+        return p if p.leader_term >= q.leader_term else dataclasses.replace(
+            p, leader_term=q.leader_term)
+    if q.leader_term <= p.leader_term:
+        return p  # as new, or newer; q a hint (term 0) never outweighs an answer
+    # a lagging replica's older term keeps q's; a hint keeps q's leader once, as a hint
+    return dataclasses.replace(p, leader_id=q.leader_id,
+                               leader_term=q.leader_term if p.leader_term else 0)
 
 
 _LEADERLESS_ASKS_MAX = 5  # brokers asked in one refresh while some partition has no leader
@@ -210,7 +231,7 @@ def _fill_leaders(base: ClusterMetadata, other: ClusterMetadata) -> ClusterMetad
         for p in t.partitions:
             q = o.partition(p.partition) if o is not None else None
             parts.append(q if not p.leader_id and q is not None and q.leader_id else p)
-        topics[name] = TopicDescription(t.name, tuple(parts), t.replication_factor, t.configs)
+        topics[name] = dataclasses.replace(t, partitions=tuple(parts))
     for name, t in other.topics.items():
         topics.setdefault(name, t)
     return ClusterMetadata(base.brokers or other.brokers,

@@ -39,7 +39,7 @@ class PartitionDescription:
     replicas: tuple[int, ...]
     high_watermark: int
     log_start_offset: int
-    leader_term: int
+    leader_term: int  # the answering replica's; 0: the answering node hosts none (a hint)
     dirty_ratio: float = 0.0  # compacted topics: as the answering replica computes it
     stored_bytes: int = 0  # batch bytes the answering node's replica keeps (0: none there)
 
@@ -67,6 +67,7 @@ class TopicDescription:
     partitions: tuple[PartitionDescription, ...]  # sorted by partition number
     replication_factor: int
     configs: dict[str, str] = field(default_factory=dict)
+    topic_id: str = ""  # differs after a re-creation under the same name; "": not known
 
     @property
     def partition_count(self) -> int:
@@ -87,6 +88,7 @@ class TopicDescription:
             partitions=tuple(parts),
             replication_factor=t.replication_factor,
             configs=dict(t.configs),
+            topic_id=t.topic_id,
         )
 
 

@@ -100,7 +100,7 @@ class _Service:
     def topic_info(self, topic: TopicMeta) -> broker_pb2.TopicInfo:
         b = self.broker
         info = broker_pb2.TopicInfo(name=topic.name, replication_factor=topic.replication_factor,
-                                    configs=topic.effective_configs())
+                                    configs=topic.effective_configs(), topic_id=topic.topic_id)
         for meta in topic.partitions:
             p = info.partitions.add(partition=meta.partition, replicas=list(meta.replicas),
                                     leader_id=b.leader_of(topic, meta))
