@@ -466,6 +466,11 @@ class PartitionReplica:
         producers, txns = self.producers, self.txns
         index, last = node.first_index, node.applied_index
         hw = self.log_start_offset
+        # the offset index, as applying these entries would have built it: retention and
+        # fetches look there first, and a partition no longer written to after a restart
+        # must still age out (retention visits only the replicas whose index holds some)
+        offsets, raft_indexes = self._index_offsets, self._index_raft
+        indexed_through = raft_indexes[-1] if raft_indexes else 0
         while index <= last:
             entries = node.log_entries(index, last + 1, REPLAY_CHUNK_BYTES)
             if not entries:
@@ -476,6 +481,9 @@ class PartitionReplica:
                     continue
                 if len(data) >= HEADER_SIZE and data[0] == ENTRY_MAGIC:
                     _, _, base, lst, at, _ = _HEADER.unpack_from(data, 0)
+                    if e.index > indexed_through:
+                        offsets.append(base)
+                        raft_indexes.append(e.index)
                     if not self.delayed.apply_data(e.index, e.term):  # not a release
                         _feed_producers(producers, txns, data, base, lst, at, e.index)
                     hw = lst + 1
@@ -494,6 +502,11 @@ class PartitionReplica:
                         self._apply_compaction(command)
                         self._compaction_entry_index = e.index
             index = entries[-1].index + 1
+            if len(offsets) > INDEX_CACHE_MAX:
+                del offsets[: len(offsets) - INDEX_CACHE_MAX // 2]
+                del raft_indexes[: len(raft_indexes) - INDEX_CACHE_MAX // 2]
+        if raft_indexes:
+            self.data_listing.note()
 
     def _header_at(self, index: int) -> EntryHeader | None:
         assert self.group is not None

@@ -4,17 +4,29 @@ for it: what the partition unit tests drive."""
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 from raftka.node._host import Group
 from raftka.node._partition import PartitionConfig, PartitionReplica
+from raftka.node._watchlist import ReplicaWatchlist
 from raftka.raft import Config, MemoryStorage, RawNode
 
 
-def start_replica(storage: MemoryStorage, seed: int) -> tuple[PartitionReplica, RawNode]:
-    """Node 1's replica of group 2 (partition t/0) on ``storage``, its clock fixed."""
-    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1), storage, random.Random(seed))
-    replica = PartitionReplica("t", 0, 2, PartitionConfig(), lambda _gid: None,
-                               clock_ms=lambda: 1_000_000)
+def start_replica(storage: MemoryStorage, seed: int, *, config: PartitionConfig | None = None,
+                  clock_ms: Callable[[], int] = lambda: 1_000_000,
+                  restart: bool = False, data_watchlist: ReplicaWatchlist | None = None
+                  ) -> tuple[PartitionReplica, RawNode]:
+    """Node 1's replica of group 2 (partition t/0) on ``storage``, its clock fixed unless
+    ``clock_ms`` is given. ``restart``: as the broker starts it over an existing log (the
+    stored commit index counts as applied: ``attach`` recovers from the log, the host does
+    not apply those entries again). ``data_watchlist``: retention's list of the replicas
+    holding data, wired as the broker wires it (before ``attach``)."""
+    applied = storage.hard_state().commit if restart else 0
+    node = RawNode(Config(1, election_tick=10, heartbeat_tick=1, applied=applied), storage,
+                   random.Random(seed))
+    replica = PartitionReplica("t", 0, 2, config or PartitionConfig(), lambda _gid: None,
+                               clock_ms=clock_ms)
+    replica.data_listing.watchlist = data_watchlist
     replica.attach(Group(2, node, storage, replica))  # type: ignore[arg-type]
     return replica, node
 
