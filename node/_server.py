@@ -43,6 +43,7 @@ from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
 from ._debug_service import add_debug_service
 from ._forwarding import ControllerForwarder
+from ._gc_watch import GcWatch
 from ._join import join as join_cluster
 from ._group_service import GroupCoordinatorService
 from ._kafka import KafkaApis, KafkaListener, kafka_ssl_context
@@ -298,6 +299,7 @@ async def _report_ready(broker: Broker, health_servicer: health.aio.HealthServic
              broker.controller.leader_id())
     if not os.environ.get("RAFTKA_NO_GC_FREEZE"):
         _freeze_startup_heap()
+    GcWatch().install()
 
 
 def _freeze_startup_heap() -> None:

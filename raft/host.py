@@ -83,11 +83,14 @@ Ordering rules (``HostOrderError`` marks the ones checked at run time; a violati
    reads alone), and a late tick always pings. At a tick, a peer silent for an
    election timeout is a suspect; silent again at the next tick (two ticks in a row: after
    a stall of our own loop its batches may still sit unread), it is reported with
-   ``RawNode.report_peer_down`` to every quiesced group, and again every election timeout
+   ``RawNode.report_peer_down`` (with the other peers reported down meanwhile: a leader
+   wakes only if its live voters are no longer a quorum) to every quiesced group, and again every election timeout
    while it stays silent (a group may have quiesced since). A batch from it clears both.
 9b. A false alarm widens that peer's silence threshold: a peer reported down and heard
    from again within ``FALSE_ALARM_TIMEOUTS`` election timeouts of the report was slow, not
-   dead (its loop starved), and waking every quiesced group it leads made them all
+   dead (its loop starved; 10 timeouts, 3 s at the node's timing, because our own loop may
+   be starved too and read its batches a second or more late: with 4, the storms of a
+   10,000-partition drain mostly went uncounted and lasted minutes), and waking every quiesced group it leads made them all
    campaign at once: on a loaded 2-core machine with thousands of partitions, each such
    report woke ~1,000 groups, whose elections starved the nodes further (an election
    storm). So its threshold doubles (at most ``SILENCE_FACTOR_MAX`` election timeouts) and
@@ -124,7 +127,7 @@ SaveItem = tuple[int, HardState | None, list[Entry], Snapshot | None]
 
 
 FULL_SCAN_TICKS = 40  # rule 8: every this many ticks, every group's quiescence is read
-FALSE_ALARM_TIMEOUTS = 4  # rule 9b: heard again within this many election timeouts
+FALSE_ALARM_TIMEOUTS = 10  # rule 9b: heard again within this many election timeouts
 SILENCE_FACTOR_MAX = 8  # rule 9b: a silence threshold of at most this many timeouts
 SILENCE_DECAY_TIMEOUTS = 1000  # rule 9b: calm this long halves a widened threshold
 
@@ -477,7 +480,7 @@ class HostDriver:
             for group in self.groups.values():
                 node = group.node
                 if node.quiesced:
-                    node.report_peer_down(peer)
+                    node.report_peer_down(peer, down_reported)
                     if not node.quiesced:
                         woken += 1
                         self._dirty.add(group.group_id)

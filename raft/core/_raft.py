@@ -51,7 +51,11 @@ rule are untouched, so safety does not depend on it.
 9. Anything wakes a quiesced replica: any message but QUIESCE, a proposal, a read, a
    transfer, a campaign, and ``report_peer_down(node)`` (the application's node-level
    liveness saw no sign of life from ``node`` for an election timeout) from a follower of
-   that node, or from a leader for one of its followers. A woken leader restarts its
+   that node, or from a leader whose voters, less that node and the others reported down,
+   are no longer a quorum (with a quorum still live it has nothing to do: it neither steps
+   down nor needs the dead follower; waking every group led here with that node as a
+   follower, on a loaded node's false alarm, woke thousands of groups at once and their
+   traffic starved the nodes into further false alarms). A woken leader restarts its
    check-quorum round (it must hear from a quorum within an election timeout); a follower
    woken by its leader's node going down treats the lease as expired and campaigns within
    its randomized timeout.
@@ -110,7 +114,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from ._errors import CompactedError, ConfChangeRejected, NotLeader, ProposalDropped
 from ._log import RaftLog
@@ -434,14 +438,19 @@ class Raft:
             for node, pr in self.progress.items():
                 pr.recent_active = node == self.id
 
-    def report_peer_down(self, node: int) -> None:
+    def report_peer_down(self, node: int, down: Collection[int] = ()) -> None:
         """The application's node-level liveness heard nothing from ``node`` for an
-        election timeout (rule 9). Only quiesced replicas care: others have timers."""
+        election timeout (rule 9); ``down``: the other nodes it reports down meanwhile.
+        Only quiesced replicas care: others have timers."""
         if not self.quiesced:
             return
         if self.role == Role.LEADER:
-            if node in self.progress and node != self.id:
-                self._wake()  # check-quorum runs again and steps down if needed
+            voters = self.conf.voters
+            if node in voters and node != self.id:
+                gone = set(down)
+                gone.add(node)
+                if not has_quorum(voters, voters - gone):
+                    self._wake()  # check-quorum runs again and steps down if needed
         elif node == self.lead:
             self._wake()
             # The lease is over: the leader's node has been silent for a timeout already.

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ._messages import Message
 from ._raft import Config, Raft
@@ -107,11 +107,12 @@ class RawNode:
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         self._raft.report_snapshot(node_id, ok)
 
-    def report_peer_down(self, node_id: int) -> None:
+    def report_peer_down(self, node_id: int, down: Collection[int] = ()) -> None:
         """Node-level liveness (with ``Config.quiesce``): nothing was heard from node
-        ``node_id`` for an election timeout. Wakes this group if it is quiesced and that
-        node is its leader (it will campaign) or one of its followers (it leads)."""
-        self._raft.report_peer_down(node_id)
+        ``node_id`` for an election timeout (nor from the nodes in ``down``). Wakes this
+        group if it is quiesced and that node is its leader (it will campaign), or it leads
+        and its voters less those nodes are no longer a quorum (it will step down)."""
+        self._raft.report_peer_down(node_id, down)
 
     # ------------------------------------------------------------------ state
     @property

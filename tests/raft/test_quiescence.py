@@ -123,12 +123,27 @@ def test_follower_restart_while_quiesced(sim):
     leader = quiesce(c)
     follower = next(n for n in c.live() if n != leader)
     c.crash(follower)
-    c.run_for(2 * c.election_timeout)  # liveness wakes the leader; it stays leader
+    c.run_for(2 * c.election_timeout)  # the leader keeps a quorum: it stays leader
     assert c.leader() == leader
     c.restart(follower)
     c.replicate(b"after-follower-restart")
     c.wait_for(lambda: all_quiesced(c), 6 * c.election_timeout, "quiet again")
     assert c.leader() == leader
+
+
+def test_a_quiesced_leader_stays_quiet_while_its_live_voters_are_a_quorum(sim):
+    """Rule 9: one follower of three silent leaves the leader a quorum, so it has nothing to
+    do and stays quiesced (on a loaded node, a false alarm used to wake every group led
+    there); a second silent follower leaves it none: it wakes and steps down."""
+    c = sim(nodes=3)
+    leader = quiesce(c)
+    first, second = [n for n in c.live() if n != leader]
+    c.crash(first)
+    c.run_for(4 * c.election_timeout)
+    assert c.leader() == leader and c.raw(leader).quiesced
+    c.crash(second)
+    c.wait_for(lambda: c.raw(leader).role != Role.LEADER, 4 * c.election_timeout,
+               "with no live quorum the leader wakes and steps down")
 
 
 def test_leader_partitioned_away_while_quiesced(sim):

@@ -1,0 +1,52 @@
+"""Garbage-collector pauses, measured and logged.
+
+A node's event loop stops while CPython's cyclic collector runs, and a collection of the
+oldest generation walks every tracked object the node holds (tens of millions of them with
+10,000 partition replicas, unless they were alive at startup and frozen, ``_server.py``).
+A pause longer than an election timeout (300 ms by default) makes the peers report this
+node silent and wake the groups it leads, so an operator must be able to see it:
+``GcWatch`` times every collection and logs the long ones.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+
+log = logging.getLogger("raftka.gc")
+
+LONG_PAUSE_S = 0.2
+
+
+class GcWatch:
+    """Installed with ``install()``; counters for the metrics and tests."""
+
+    def __init__(self, long_pause_s: float = LONG_PAUSE_S) -> None:
+        self.long_pause_s = long_pause_s
+        self.collections = 0
+        self.long_pauses = 0
+        self.longest_s = 0.0
+        self._started = 0.0
+
+    def install(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def uninstall(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        self.collections += 1
+        self.longest_s = max(self.longest_s, took)
+        if took >= self.long_pause_s:
+            self.long_pauses += 1
+            log.warning("garbage collection of generation %d paused the node for %.0f ms "
+                        "(%d unreachable objects collected); a pause beyond the election "
+                        "timeout makes the peers report this node silent",
+                        info.get("generation", -1), took * 1000, info.get("collected", 0))

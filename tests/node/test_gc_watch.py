@@ -1,0 +1,37 @@
+"""GcWatch: every collection is timed; one longer than the threshold is logged as a
+warning that names the generation and what it means for the cluster."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+from raftka.node._gc_watch import GcWatch
+
+
+def test_a_long_collection_is_logged_and_counted(caplog) -> None:
+    watch = GcWatch(long_pause_s=0.0)  # every collection counts as long
+    watch.install()
+    try:
+        with caplog.at_level(logging.WARNING, logger="raftka.gc"):
+            gc.collect(2)
+    finally:
+        watch.uninstall()
+    assert watch.collections >= 1 and watch.long_pauses >= 1
+    assert "generation 2 paused the node" in caplog.text
+    assert "report this node silent" in caplog.text
+    gc.collect(2)
+    assert watch.collections == 1, "uninstalled: no longer called"
+
+
+def test_a_short_collection_is_counted_not_logged(caplog) -> None:
+    watch = GcWatch(long_pause_s=60.0)
+    watch.install()
+    watch.install()  # once only
+    try:
+        with caplog.at_level(logging.WARNING, logger="raftka.gc"):
+            gc.collect(0)
+    finally:
+        watch.uninstall()
+    assert watch.collections == 1 and watch.long_pauses == 0
+    assert caplog.text == ""
