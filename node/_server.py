@@ -43,7 +43,7 @@ from ._broker import Broker
 from ._config import ConfigError, NodeConfig, from_args
 from ._debug_service import add_debug_service
 from ._forwarding import ControllerForwarder
-from ._gc_watch import GcWatch
+from ._gc import GcWatch, tune_thresholds
 from ._join import join as join_cluster
 from ._group_service import GroupCoordinatorService
 from ._kafka import KafkaApis, KafkaListener, kafka_ssl_context
@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raftka node: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    tune_thresholds()
     try:
         import uvloop  # measured 30-50% faster for grpc.aio streams (PERF-FACTS.md)
     except ImportError:

@@ -1,12 +1,13 @@
-"""GcWatch: every collection is timed; one longer than the threshold is logged as a
-warning that names the generation and what it means for the cluster."""
+"""The node's collector policy: its thresholds, and GcWatch (every collection is timed; one
+longer than the threshold is logged as a warning that names the generation and what it
+means for the cluster)."""
 
 from __future__ import annotations
 
 import gc
 import logging
 
-from raftka.node._gc_watch import GcWatch
+from raftka.node._gc import THRESHOLDS, GcWatch, tune_thresholds
 
 
 def test_a_long_collection_is_logged_and_counted(caplog) -> None:
@@ -35,3 +36,13 @@ def test_a_short_collection_is_counted_not_logged(caplog) -> None:
         watch.uninstall()
     assert watch.collections == 1 and watch.long_pauses == 0
     assert caplog.text == ""
+
+
+def test_the_node_thresholds_collect_the_young_generation_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_thresholds()
+        assert gc.get_threshold() == THRESHOLDS
+        assert THRESHOLDS[0] > before[0], "short-lived objects must die before a collection"
+    finally:
+        gc.set_threshold(*before)
