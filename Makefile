@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 SEEDS ?= 20000
 JOBS ?= 2
 # make test: pytest-xdist workers; --dist loadfile keeps a file's tests (and its module-scoped
-# clusters) on one worker
-TEST_JOBS ?= 2
+# clusters) on one worker. Three on two cores: most integration tests wait on their node
+# processes, so a third worker fills the idle time (446 s of pytest against 593 s with two)
+TEST_JOBS ?= 3
 
 .PHONY: test dev bench bench-quick bench-micro soak fuzz proto clean
 
