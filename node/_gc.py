@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
+from typing import Mapping
 
 log = logging.getLogger("raftka.gc")
 
@@ -33,9 +35,23 @@ LONG_PAUSE_S = 0.2
 THRESHOLDS = (50_000, 20, 10)
 
 
-def tune_thresholds() -> None:
-    """Set ``THRESHOLDS`` (module docstring); the node calls it once, at start."""
-    gc.set_threshold(*THRESHOLDS)
+def tune_thresholds(environ: Mapping[str, str] = os.environ) -> tuple[int, int, int]:
+    """Set ``THRESHOLDS`` (module docstring), or the three integers of the environment's
+    ``RAFTKA_GC_THRESHOLDS`` ("700,10,10": CPython's own, for a comparison); the node calls
+    it once, at start. Returns what it set."""
+    wanted = THRESHOLDS
+    raw = environ.get("RAFTKA_GC_THRESHOLDS", "")
+    if raw:
+        try:
+            parts = tuple(int(x) for x in raw.split(","))
+            if len(parts) != 3 or min(parts) < 0:
+                raise ValueError
+            wanted = parts  # type: ignore[assignment]
+        except ValueError:
+            log.warning("RAFTKA_GC_THRESHOLDS=%r is not three non-negative integers "
+                        "(e.g. 700,10,10); using %s", raw, ",".join(map(str, THRESHOLDS)))
+    gc.set_threshold(*wanted)
+    return wanted
 
 
 class GcWatch:

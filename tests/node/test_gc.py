@@ -38,11 +38,15 @@ def test_a_short_collection_is_counted_not_logged(caplog) -> None:
     assert caplog.text == ""
 
 
-def test_the_node_thresholds_collect_the_young_generation_less_often() -> None:
+def test_the_node_thresholds_and_the_environment_override(caplog) -> None:
     before = gc.get_threshold()
     try:
-        tune_thresholds()
-        assert gc.get_threshold() == THRESHOLDS
-        assert THRESHOLDS[0] > before[0], "short-lived objects must die before a collection"
+        assert tune_thresholds({}) == THRESHOLDS == gc.get_threshold()
+        assert THRESHOLDS[0] > 700, "short-lived objects must die before a collection"
+        assert tune_thresholds({"RAFTKA_GC_THRESHOLDS": "700,10,10"}) == (700, 10, 10)
+        assert gc.get_threshold() == (700, 10, 10)
+        with caplog.at_level(logging.WARNING, logger="raftka.gc"):
+            assert tune_thresholds({"RAFTKA_GC_THRESHOLDS": "7,x"}) == THRESHOLDS
+        assert "not three non-negative integers" in caplog.text
     finally:
         gc.set_threshold(*before)
