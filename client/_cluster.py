@@ -11,11 +11,12 @@
   the callers refresh when an error says ``invalid_metadata`` (rule 3 of the retry policy,
   ``_retry.py``, which every retry loop of the client follows). A node answers for a
   partition it hosts with its replica's leader and term, and for one it does not host with
-  a hint (the preferred replica, term 0). A refreshed partition keeps the leader it had
-  (``_merge``) only while that leader is still one of its replicas, and then if the new
-  answer carries an older term (a lagging node must not move us back to a deposed leader),
-  or is a hint: once, the kept leader becoming a hint itself, so a leader that failed or
-  lost its leadership since does not outweigh every hint to come. Terms are compared
+  a hint (the first replica it hears from, the preferred one first; term 0). A refreshed
+  partition keeps the leader it had (``_merge``) only while that leader is still one of its
+  replicas, and then if the new answer carries an older term (a lagging node must not move
+  us back to a deposed leader), or is a hint: once, the kept leader becoming a hint
+  itself, so a leader that failed or lost its leadership since does not outweigh every
+  hint to come. Terms are compared
   within one incarnation of a topic only (its topic id): a re-created topic's Raft groups
   start again at term 1. A NOT_LEADER error that names the leader installs a hint for that
   partition until the next refresh, so a redirect costs one round trip.

@@ -419,7 +419,11 @@ class Broker:
         replica = self.partitions.get((topic.name, meta.partition))
         if replica is not None and replica.group is not None:
             return replica.group.node.leader_id
-        return meta.replicas[0]  # a hint: a replica answers NOT_LEADER naming the leader
+        # A hint (a replica answers NOT_LEADER naming the leader): the preferred replica,
+        # unless this node has not heard from it within an election timeout, then the
+        # first replica it has, so clients are not sent to a dead node until it moves off.
+        heard = self.host.driver.heard_recently
+        return next((n for n in meta.replicas if heard(n)), meta.replicas[0])
 
     # ------------------------------------------------------------------ maintenance
     async def _ensure_offsets_topic(self) -> None:

@@ -66,9 +66,15 @@ def test_a_node_answers_term_0_and_its_topic_id_for_a_partition_it_does_not_host
     """What the merge relies on: a leader with term 0 is a hint (no Raft leader has term
     0), and the topic id tells incarnations apart."""
     topic = TopicMeta("t", "id-1", (PartitionMeta(0, 100, (3, 1, 2)),), 3, {}, False)
-    broker = SimpleNamespace(partitions={})
+    silent: set[int] = set()
+    broker = SimpleNamespace(partitions={}, host=SimpleNamespace(driver=SimpleNamespace(
+        heard_recently=lambda n: n not in silent)))
     broker.leader_of = lambda t, m: Broker.leader_of(broker, t, m)  # type: ignore[arg-type]
     info = _Service(broker).topic_info(topic)  # type: ignore[arg-type]
     assert info.topic_id == "id-1"
     p = info.partitions[0]
     assert (p.leader_id, p.leader_term, list(p.replicas)) == (3, 0, [3, 1, 2])
+    silent.add(3)  # the preferred replica's node went silent: the next replica is the hint
+    assert _Service(broker).topic_info(topic).partitions[0].leader_id == 1  # type: ignore
+    silent.update({1, 2})  # nothing heard from any: the preferred one still
+    assert _Service(broker).topic_info(topic).partitions[0].leader_id == 3  # type: ignore
