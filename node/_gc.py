@@ -55,13 +55,12 @@ def tune_thresholds(environ: Mapping[str, str] = os.environ) -> tuple[int, int, 
 
 
 class GcWatch:
-    """Installed with ``install()``; counters for the metrics and tests."""
+    """Installed with ``install()``; its counters are for the tests."""
 
     def __init__(self, long_pause_s: float = LONG_PAUSE_S) -> None:
         self.long_pause_s = long_pause_s
         self.collections = 0
         self.long_pauses = 0
-        self.longest_s = 0.0
         self._started = 0.0
 
     def install(self) -> None:
@@ -78,7 +77,6 @@ class GcWatch:
             return
         took = time.perf_counter() - self._started
         self.collections += 1
-        self.longest_s = max(self.longest_s, took)
         if took >= self.long_pause_s:
             self.long_pauses += 1
             log.warning("garbage collection of generation %d paused the node for %.0f ms "

@@ -502,9 +502,7 @@ class PartitionReplica:
                         self._apply_compaction(command)
                         self._compaction_entry_index = e.index
             index = entries[-1].index + 1
-            if len(offsets) > INDEX_CACHE_MAX:
-                del offsets[: len(offsets) - INDEX_CACHE_MAX // 2]
-                del raft_indexes[: len(raft_indexes) - INDEX_CACHE_MAX // 2]
+            self._bound_index()
         if raft_indexes:
             self.data_listing.note()
 
@@ -601,9 +599,7 @@ class PartitionReplica:
             self._resolve_duplicates(entries)
         if self._pending and self._term_start_index and self.applied_index >= self._term_start_index:
             self._mark_dirty(self.group_id)  # a queue held for the producer state may go
-        if len(offsets) > INDEX_CACHE_MAX:
-            del offsets[: INDEX_CACHE_MAX // 2]
-            del raft_indexes[: INDEX_CACHE_MAX // 2]
+        self._bound_index()
         if raft_indexes:
             self.data_listing.note()
         if txns.open:
@@ -1334,6 +1330,13 @@ class PartitionReplica:
                     return e.index, header
             i = entries[-1].index + 1
         return hi, None
+
+    def _bound_index(self) -> None:
+        """Past ``INDEX_CACHE_MAX`` entries the offset index drops its oldest half (reads
+        below it fall back to the log)."""
+        if len(self._index_offsets) > INDEX_CACHE_MAX:
+            del self._index_offsets[: INDEX_CACHE_MAX // 2]
+            del self._index_raft[: INDEX_CACHE_MAX // 2]
 
     def _drop_index_below(self, index: int) -> None:
         raft_indexes = self._index_raft

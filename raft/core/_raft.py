@@ -447,9 +447,8 @@ class Raft:
         if self.role == Role.LEADER:
             voters = self.conf.voters
             if node in voters and node != self.id:
-                gone = set(down)
-                gone.add(node)
-                if not has_quorum(voters, voters - gone):
+                # no copy of ``down``: the driver passes it to thousands of groups
+                if not has_quorum(voters, voters.difference(down, (node,))):
                     self._wake()  # check-quorum runs again and steps down if needed
         elif node == self.lead:
             self._wake()
