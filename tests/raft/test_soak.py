@@ -30,7 +30,12 @@ KNOWN_CORE_FAILURES: dict[int, str] = {}
 
 @pytest.fixture(scope="module")
 def pool():
-    with multiprocessing.get_context("fork").Pool(WORKERS) as workers:
+    # forkserver, not fork: the xdist worker that runs this file may have run gRPC tests
+    # before (gRPC's threads and state do not survive a fork), and a forked soak worker
+    # then died in a segfault, which leaves Pool.imap waiting forever
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.sim.soak"])
+    with context.Pool(WORKERS) as workers:
         yield workers
 
 
