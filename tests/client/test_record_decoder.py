@@ -226,3 +226,30 @@ def _fix_crc(batch: bytes) -> bytes:
     out = bytearray(batch)
     struct.pack_into(">I", out, 17, rb._crc32c(bytes(out[21:])))
     return bytes(out)
+
+
+@needs_compiled
+def test_compiled_records_are_outside_the_collectors_lists():
+    """A decoded record (and its headers) can be in no cycle, so the compiled decoder
+    untracks it: tracked, a backlog's records made every collection walk them (more CPU
+    than the decoding). A tuple subclass whose instances carry a __dict__ stays tracked."""
+    import gc
+
+    class WithDict(tuple):
+        pass
+
+    batch = build_batch([Record(b"k", b"v", (("h", b"x"), ("g", None)), TS)] * 3,
+                        compression="none")
+    records = rb.decode_tuples(batch, 0, ConsumedRecord, "t", 3, -1)
+    assert len(records) == 3
+    for record in records:
+        assert not gc.is_tracked(record)
+        assert not gc.is_tracked(record.headers)
+        assert not any(gc.is_tracked(pair) for pair in record.headers)
+    assert records[0] == ConsumedRecord("t", 3, 0, b"k", b"v", (("h", b"x"), ("g", None)), TS)
+    kept = rb._compiled_decode(batch, 61, len(batch), 3, 0, TS, None, -1, WithDict, "t", 3)
+    assert all(gc.is_tracked(record) for record in kept)
+    tracked_topic = ["a list is tracked"]
+    kept = rb._compiled_decode(batch, 61, len(batch), 3, 0, TS, None, -1, ConsumedRecord,
+                               tracked_topic, 3)
+    assert all(gc.is_tracked(record) for record in kept)

@@ -112,8 +112,10 @@ static PyObject *read_headers(cursor *c, Py_ssize_t index, PyObject *empty) {
         }
         PyTuple_SET_ITEM(pair, 0, key);
         PyTuple_SET_ITEM(pair, 1, value);
+        PyObject_GC_UnTrack(pair); /* a str and bytes: no cycle possible (see decode) */
         PyTuple_SET_ITEM(headers, i, pair);
     }
+    PyObject_GC_UnTrack(headers);
     return headers;
 varint_fail:
     varint_error(index, "a header length");
@@ -211,6 +213,15 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             if (cols[k] == NULL) goto done;
         }
     }
+    /* Records leave the collector's lists: a record holds only ints, bytes, None, the
+       caller's topic and partition and its (untracked) headers, so it can be in no cycle.
+       Tracked, each one made every collection walk it: reading a backlog spent more time
+       in the collector than in decoding (0.43-0.54 s of CPU per 1M records against 0.14 s
+       with the collector off). Not for a subclass with a __dict__ or slots of its own,
+       whose extra fields could point anywhere. */
+    int untrack = type != NULL && !PyObject_GC_IsTracked(topic) &&
+                  !PyObject_GC_IsTracked(partition) && type->tp_dictoffset == 0 &&
+                  type->tp_basicsize == PyTuple_Type.tp_basicsize;
     cursor c = {(const unsigned char *)buf.buf + start, (const unsigned char *)buf.buf + end};
     for (Py_ssize_t i = 0; i < count; i++) {
         int64_t ts_delta, offset_delta, klen, vlen;
@@ -277,6 +288,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             PyTuple_SET_ITEM(rec, 4, value);
             PyTuple_SET_ITEM(rec, 5, headers);
             PyTuple_SET_ITEM(rec, 6, ts_obj);
+            if (untrack) PyObject_GC_UnTrack(rec);
             int err = PyList_Append(out, rec);
             Py_DECREF(rec);
             if (err) goto done;
