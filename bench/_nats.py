@@ -339,15 +339,21 @@ class NatsSystem(Bounded):
                     progress.refresh()
                 else:
                     errors.append(line)
-        reader = threading.Thread(target=read_stderr, daemon=True)
-        reader.start()
+        # stdout has its own reader: communicate() would read stderr too, racing the
+        # progress reader and closing the pipe under it
+        out_parts: list[str] = []
+        readers = [threading.Thread(target=read_stderr, daemon=True),
+                   threading.Thread(target=lambda: out_parts.append(proc.stdout.read()),
+                                    daemon=True)]
+        for reader in readers:
+            reader.start()
         limit = self.left_s()
         try:
             try:
-                out, _ = proc.communicate(timeout=limit)
+                proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
                 raise WorkloadTimeout(f"natsload -mode {args[1] if len(args) > 1 else '?'} "
                                       f"killed after {limit:.0f} s") from None
         finally:
@@ -355,8 +361,10 @@ class NatsSystem(Bounded):
                 proc.kill()
                 proc.wait()
             self._children.discard(proc)
-            reader.join(5)
+            for reader in readers:
+                reader.join(5)
             progress.close()
+        out = "".join(out_parts)
         if proc.returncode != 0:
             msg = "".join(errors).strip()[-2000:] or f"exit code {proc.returncode}"
             raise RuntimeError(f"natsload {' '.join(args[:2])}: {msg}")
