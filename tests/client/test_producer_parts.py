@@ -230,3 +230,76 @@ def test_restamp_rewrites_the_producer_fields_and_keeps_the_crc_valid() -> None:
     assert (header.producer_id, header.producer_epoch, header.base_sequence) == (4242, 7, 1000)
     assert [r.value for r in recordbatch.decode_batches(stamped)] == [b"v", b"w"]
     assert len(stamped) == len(raw)
+
+
+# --------------------------------------------------------------------------- sender rule 5
+
+
+class _NoCluster:
+    """Selection (``Sender._select``) never touches the cluster; the streams need a stub
+    factory only when something is written."""
+
+    def broker_stub(self, address: str):  # pragma: no cover - never called here
+        raise AssertionError(address)
+
+
+def _sender(acc: Accumulator, linger_s: float):
+    import threading
+
+    from raftka.client._retry import RetryPolicy
+    from raftka.client._sender import Sender
+
+    return Sender(_NoCluster(), acc, None, acks=-1, max_in_flight=5, linger_s=linger_s,
+                  request_timeout_ms=30_000, delivery_timeout_s=120.0, retry=RetryPolicy(),
+                  lock=threading.RLock())
+
+
+def _on_the_stream(sender, q, batch) -> None:
+    """``batch`` selected and sent on the stream (not unary), as a retry or a burst does."""
+    batch.closed = True
+    batch.attempt = 99
+    q.in_flight += 1
+
+
+@pytest.mark.parametrize("linger_s", [0.0, 0.005])
+def test_a_lone_small_batch_behind_stream_requests_waits_and_goes_unary_at_linger_0(
+        linger_s) -> None:
+    """Sender rule 5: with linger_ms=0, records arriving while the partition's stream
+    requests are out gather into one batch that goes unary once they are answered (before,
+    each went on the stream at once, so the partition never left it: a request per record).
+    With a linger, the lone batch still joins the stream when its linger is over."""
+    clock = Clock()
+    acc = accumulator(batch_size=1 << 20, buffer_memory=1 << 22, clock=clock)
+    sender = _sender(acc, linger_s)
+    first, _ = add(acc, 0, b"a", count=1)
+    q = acc.queues[("t", 0)]
+    _on_the_stream(sender, q, first)
+    second, _ = add(acc, 0, b"b", count=1)
+    assert second is not first
+    clock.now += 0.01  # past any linger
+    wakes: list[float] = []
+    selected = sender._select(q, clock.now, False, wakes.append)
+    if linger_s:
+        assert selected == [second] and not second.unary and q.in_flight == 2
+        return
+    assert selected == [] and not second.closed  # it still takes records
+    add(acc, 0, b"c", count=1)
+    assert len(q.batches) == 2  # "c" joined the held batch
+    first.attempt, first.done = 0, True  # its answer came
+    q.in_flight -= 1
+    q.batches.popleft()
+    selected = sender._select(q, clock.now, False, wakes.append)
+    assert selected == [second] and second.unary and q.unary
+
+
+def test_a_retried_batch_is_not_held_behind_stream_requests() -> None:
+    clock = Clock()
+    acc = accumulator(batch_size=1 << 20, buffer_memory=1 << 22, clock=clock)
+    sender = _sender(acc, 0.0)
+    first, _ = add(acc, 0, b"a", count=1)
+    q = acc.queues[("t", 0)]
+    _on_the_stream(sender, q, first)
+    second, _ = add(acc, 0, b"b", count=1)
+    second.closed, second.attempts = True, 1  # handed back after a failure
+    selected = sender._select(q, clock.now, False, lambda _t: None)
+    assert selected == [second] and not second.unary
