@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.latency_stages [--seconds 10] [--rate 1000]
                                              [--clients raw,threaded,aio] [--no-trace]
+                                             [--preload-seconds 0]
 
 A fresh 3-node cluster (``tests/harness.py``) whose nodes run the stage tracer
 (``bench/stage_trace.py``, loaded by ``bench/_stage_trace_site/sitecustomize.py``); one
@@ -12,7 +13,11 @@ events) and every record is followed through the events of the client, the leade
 the follower whose acknowledgement arrived first; the table gives p50 / p99 of each stage
 (ms) and of the whole. Stages do not add up to the whole at p99 (each has its own tail).
 ``--no-trace``: the same run without the tracer (its cost, a few µs per event, is then
-out of the totals).
+out of the totals). ``--preload-seconds S``: first write S seconds of w1's shape (``send_many``
+of 1,000 records of 100 B or ``--preload-size``, ``linger_ms=5``, 1 MiB batches) into a
+topic of its own with ``--preload-partitions`` partitions (round robin) and wait 5 s, as
+``make bench``'s w3 runs on a cluster that has just taken w1 and w2 (w2's 6-partition run
+doubled w3's p99 in make bench).
 """
 
 from __future__ import annotations
@@ -78,6 +83,28 @@ def _run_threaded(bootstrap: str, topic: str, rate: float, secs: float) -> list[
         producer.flush(30)
         _print_stats(producer.statistics())
     return samples
+
+
+def _preload(bootstrap: str, cluster, seconds: float, size: int = 100,
+             partitions: int = 1) -> None:
+    from bench._common import value_of
+    from raftka.client import Admin, Producer
+
+    topic = "preload"
+    with Admin(bootstrap) as admin:
+        admin.create_topic(topic, partitions=partitions, replication_factor=3)
+    for partition in range(partitions):
+        cluster.wait_leader(topic, partition)
+    values = [value_of(size, i) for i in range(1000)]
+    written = 0
+    with Producer(bootstrap, acks="all", linger_ms=5, batch_size=1000 * 1024) as producer:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            producer.send_many(topic, values, partition=written // len(values) % partitions)
+            written += len(values)
+        producer.flush(300)
+    print(f"preload: {written:,} records in {seconds:.0f} s", flush=True)
+    time.sleep(5.0)
 
 
 def _print_stats(stats: dict) -> None:
@@ -278,6 +305,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--clients", default="raw,threaded,aio")
     ap.add_argument("--no-trace", action="store_true")
+    ap.add_argument("--preload-seconds", type=float, default=0.0)
+    ap.add_argument("--preload-size", type=int, default=100, help="bytes per record")
+    ap.add_argument("--preload-partitions", type=int, default=1)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raftka-stages-"))
     trace_dir = None if args.no_trace else work / "trace"
@@ -289,6 +319,9 @@ def main() -> None:
     results = {}
     try:
         bootstrap = ",".join(cluster.peers.values())
+        if args.preload_seconds > 0:
+            _preload(bootstrap, cluster, args.preload_seconds, args.preload_size,
+                     args.preload_partitions)
         for client in args.clients.split(","):
             topic = _new_topic(bootstrap, cluster, f"stages-{client}")
             time.sleep(1.0)
