@@ -355,6 +355,9 @@ class PartitionReplica:
         self.applied_index = 0
         self._index_offsets = array("q")  # base offsets of applied data entries, ascending
         self._index_raft = array("q")  # their raft indexes
+        # (log's first index, raft index, header) of the first committed data entry at or
+        # after that first index: immutable until the log start moves (_first_data_entry)
+        self._first_data: tuple[int, int, EntryHeader] | None = None
         self._alloc_term = 0  # term in which _next_offset/_cumulative are valid (leader)
         self._next_offset = 0
         self._cumulative = 0
@@ -516,6 +519,7 @@ class PartitionReplica:
 
     # ------------------------------------------------------------------ StateMachine
     def restore(self, snapshot: Snapshot) -> None:
+        self._first_data = None
         version, log_start, cumulative = _SNAP.unpack_from(snapshot.data, 0)
         if version == 1:
             self.producers = ProducerStateTable()
@@ -1623,8 +1627,19 @@ class PartitionReplica:
 
     def _last_index_where(self, lo: int, hi: int, pred: Callable[[EntryHeader], bool]) -> int:
         """Largest data-entry index in [lo, hi] whose header satisfies ``pred`` (a predicate
-        true on a prefix of the log), or 0."""
-        found = 0
+        true on a prefix of the log), or 0. ``lo`` is the log's first index (every caller's),
+        ``hi`` at most the applied index.
+
+        The first data entry decides most calls: retention and the compaction point ask
+        every maintenance pass (2 s) of every partition holding data, and while nothing is
+        old enough its header already fails ``pred``. Kept in memory, it spares the ~log2(n)
+        entry reads of the bisection, on the event loop: at 1-5M records a partition those
+        reads stalled the loop for tens of ms every pass (p99 at 1,000/s 6 -> 20-40 ms)."""
+        first = self._first_data_entry(lo, hi)
+        if first is None or not pred(first[1]):
+            return 0
+        found = first[0]
+        lo = found + 1
         while lo <= hi:
             mid = (lo + hi) // 2
             probe, header = self._next_data_entry(mid, hi)
@@ -1636,6 +1651,20 @@ class PartitionReplica:
             else:
                 hi = mid - 1
         return found
+
+    def _first_data_entry(self, lo: int, hi: int) -> tuple[int, EntryHeader] | None:
+        """The first data entry in ``[lo, hi]`` (``lo`` the log's first index, ``hi`` at
+        most the applied index), remembered per ``lo``: a committed entry never changes,
+        and entries from ``lo`` on are only dropped by moving the log start, which changes
+        ``lo``."""
+        cached = self._first_data
+        if cached is not None and cached[0] == lo:
+            return (cached[1], cached[2]) if cached[1] <= hi else None
+        index, header = self._next_data_entry(lo, hi)
+        if header is None:
+            return None  # not remembered: a data entry may be applied below hi later
+        self._first_data = (lo, index, header)
+        return index, header
 
     def _next_data_entry_backwards(self, index: int, lo: int) -> tuple[int, EntryHeader | None]:
         for i in range(index, lo - 1, -1):

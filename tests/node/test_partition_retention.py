@@ -41,3 +41,46 @@ def test_a_restarted_replica_lists_itself_and_ages_out_what_it_held_before() -> 
         assert point[0] == storage.last_index(), "up to the last record's entry"
 
     asyncio.run(scenario())
+
+
+def test_retention_reads_the_log_only_once_while_nothing_is_old_enough() -> None:
+    """Retention and the compaction point ask every maintenance pass whether a prefix of
+    the log is old enough. While the first data entry is too young the answer is no, and
+    that entry (committed, fixed until the log start moves) is kept in memory: the log is
+    not bisected every pass (at millions of records a partition the reads stalled the
+    event loop for tens of ms). Once it is old enough the cut is the same as bisecting."""
+    async def scenario() -> None:
+        clock = [T0]
+        config = PartitionConfig(retention_ms=10_000)
+        storage = MemoryStorage(ConfState(frozenset({1})))
+        replica, node = start_replica(storage, 1, config=config, clock_ms=lambda: clock[0])
+        node.campaign()
+        drive(replica, node, storage)
+        for i in range(64):
+            clock[0] = T0 + i * 100
+            replica.submit(build_batch([Record(None, b"%d" % i)], compression="none"),
+                           acks=-1)
+            drive(replica, node, storage)
+        reads = []
+        real = node.log_entries
+
+        def counted(*args, **kwargs):
+            reads.append(args)
+            return real(*args, **kwargs)
+
+        node.log_entries = counted  # type: ignore[method-assign]
+        clock[0] = T0 + 9_000  # the oldest record is 9 s old: nothing to drop
+        assert replica.retention_point() is None
+        first_pass = len(reads)
+        for _ in range(5):
+            assert replica.retention_point() is None
+        assert len(reads) == first_pass <= 1, reads
+        clock[0] = T0 + 10_000 + 3_050  # records 0..30 (appended up to T0+3,000) are old
+        point = replica.retention_point()
+        assert point is not None
+        assert point[0] == replica._find_index(30)  # the entry of the last old record
+        assert replica.offset_for_time(T0 + 3_050) == 31
+        replica.compacted(point[0], point[1])
+        assert replica.log_start_offset == 31
+
+    asyncio.run(scenario())
