@@ -14,7 +14,7 @@ the follower whose acknowledgement arrived first; the table gives p50 / p99 of e
 (ms) and of the whole. Stages do not add up to the whole at p99 (each has its own tail).
 ``--no-trace``: the same run without the tracer (its cost, a few µs per event, is then
 out of the totals). ``--preload-seconds S``: first write S seconds of w1's shape (``send_many``
-of 1,000 records of 100 B or ``--preload-size``, ``linger_ms=5``, 1 MiB batches) into a
+of 1,000 distinct records of 100 B or ``--preload-size``, ``linger_ms=5``, 1 MiB batches) into a
 topic of its own with ``--preload-partitions`` partitions (round robin) and wait 5 s, as
 ``make bench``'s w3 runs on a cluster that has just taken w1 and w2 (w2's 6-partition run
 doubled w3's p99 in make bench).
@@ -87,7 +87,7 @@ def _run_threaded(bootstrap: str, topic: str, rate: float, secs: float) -> list[
 
 def _preload(bootstrap: str, cluster, seconds: float, size: int = 100,
              partitions: int = 1) -> None:
-    from bench._common import value_of
+    from bench._raftka import distinct_values
     from raftka.client import Admin, Producer
 
     topic = "preload"
@@ -95,7 +95,7 @@ def _preload(bootstrap: str, cluster, seconds: float, size: int = 100,
         admin.create_topic(topic, partitions=partitions, replication_factor=3)
     for partition in range(partitions):
         cluster.wait_leader(topic, partition)
-    values = [value_of(size, i) for i in range(1000)]
+    values = distinct_values(size)
     written = 0
     with Producer(bootstrap, acks="all", linger_ms=5, batch_size=1000 * 1024) as producer:
         end = time.monotonic() + seconds
@@ -286,10 +286,17 @@ def analyse(topic: str, samples: list[tuple], nodes: dict[str, list[tuple]],
 
 
 def _table(title: str, stages: dict[str, list[float]]) -> str:
-    lines = [f"\n{title}", f"{'stage':58} {'p50':>7} {'p99':>7} {'n':>6}"]
+    """p50 and p99 of each stage, and its mean over the slowest 1% of records (by their
+    whole): stage p99s do not add up, the last column says where the tail records spent
+    their time (stages a record lacks an event of are left out of it)."""
+    total = stages.get("TOTAL", [])
+    slowest = sorted(range(len(total)), key=total.__getitem__)[-max(1, len(total) // 100):]
+    lines = [f"\n{title}", f"{'stage':58} {'p50':>7} {'p99':>7} {'n':>6} {'slowest 1%':>11}"]
     for name, values in stages.items():
+        tail = (f"{sum(values[i] for i in slowest) / len(slowest):11.3f}"
+                if total and len(values) == len(total) else f"{'':>11}")
         lines.append(f"{name:58} {_percentile(values, 0.5):7.3f} "
-                     f"{_percentile(values, 0.99):7.3f} {len(values):6d}")
+                     f"{_percentile(values, 0.99):7.3f} {len(values):6d} {tail}")
     return "\n".join(lines)
 
 
