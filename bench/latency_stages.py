@@ -16,8 +16,10 @@ the follower whose acknowledgement arrived first; the table gives p50 / p99 of e
 out of the totals). ``--preload-seconds S``: first write S seconds of w1's shape (``send_many``
 of 1,000 distinct records of 100 B or ``--preload-size``, ``linger_ms=5``, 1 MiB batches) into a
 topic of its own with ``--preload-partitions`` partitions (round robin) and wait 5 s, as
-``make bench``'s w3 runs on a cluster that has just taken w1 and w2 (w2's 6-partition run
-doubled w3's p99 in make bench).
+``make bench``'s w3 runs on a cluster that has just taken w1 and w2 (``--preload-seconds 8
+--preload-partitions 6`` is how retention's log reads on the event loop were found: they
+tripled w3's p99 after w2's 6-partition run). Each table's last column is a stage's mean
+over the slowest 1% of records: where the tail spent its time.
 """
 
 from __future__ import annotations
