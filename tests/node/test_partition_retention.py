@@ -16,14 +16,20 @@ from tests.node.single_voter import drive, start_replica
 T0 = 1_000_000
 
 
+def _leader(retention_ms: int, clock: list[int]):
+    """A single-voter partition that leads, with ``retention.ms`` and a clock to move."""
+    config = PartitionConfig(retention_ms=retention_ms)
+    storage = MemoryStorage(ConfState(frozenset({1})))
+    replica, node = start_replica(storage, 1, config=config, clock_ms=lambda: clock[0])
+    node.campaign()
+    drive(replica, node, storage)
+    return config, storage, replica, node
+
+
 def test_a_restarted_replica_lists_itself_and_ages_out_what_it_held_before() -> None:
     async def scenario() -> None:
         clock = [T0]
-        config = PartitionConfig(retention_ms=1000)
-        storage = MemoryStorage(ConfState(frozenset({1})))
-        replica, node = start_replica(storage, 1, config=config, clock_ms=lambda: clock[0])
-        node.campaign()
-        drive(replica, node, storage)
+        config, storage, replica, node = _leader(1000, clock)
         for value in (b"a", b"b", b"c"):
             replica.submit(build_batch([Record(None, value)], compression="none"), acks=-1)
             drive(replica, node, storage)
@@ -51,11 +57,7 @@ def test_retention_reads_the_log_only_once_while_nothing_is_old_enough() -> None
     event loop for tens of ms). Once it is old enough the cut is the same as bisecting."""
     async def scenario() -> None:
         clock = [T0]
-        config = PartitionConfig(retention_ms=10_000)
-        storage = MemoryStorage(ConfState(frozenset({1})))
-        replica, node = start_replica(storage, 1, config=config, clock_ms=lambda: clock[0])
-        node.campaign()
-        drive(replica, node, storage)
+        _, storage, replica, node = _leader(10_000, clock)
         for i in range(64):
             clock[0] = T0 + i * 100
             replica.submit(build_batch([Record(None, b"%d" % i)], compression="none"),
