@@ -87,6 +87,20 @@ def value_of(size: int, i: int = 0) -> bytes:
     return base[:size]
 
 
+def stored_records(buf: bytes) -> tuple[int, int]:
+    """The records in a buffer of stored RecordBatches, counted from the batch headers
+    (nothing decoded), and the offset after its last batch (-1: no batch): the raw Fetch
+    rows of both doors read the log this way."""
+    from raftka.v1.recordbatch import parse_header, split_batches  # noqa: PLC0415
+
+    count, end = 0, -1
+    for begin, _end in split_batches(buf):
+        header = parse_header(buf, begin)
+        count += header.record_count
+        end = header.base_offset + header.last_offset_delta + 1
+    return count, end
+
+
 def percentiles_ms(samples_s: list[float]) -> dict[str, float]:
     """p50/p99/p999/max/mean in milliseconds of latencies given in seconds (nearest rank)."""
     if not samples_s:

@@ -24,6 +24,7 @@ from bench._common import (
     idle_usage,
     pace,
     percentiles_ms,
+    stored_records,
     value_of,
 )
 from tests.harness import Cluster
@@ -366,7 +367,6 @@ class RaftkaSystem(Bounded):
         (``raftka.v1``), batches counted from their headers, records not decoded. Not a
         like-for-like consumer: it shows the server's side of w4."""
         from raftka.v1 import broker_pb2, broker_pb2_grpc
-        from raftka.v1.recordbatch import split_batches, parse_header
         import grpc
 
         assert self.cluster is not None
@@ -383,9 +383,7 @@ class RaftkaSystem(Bounded):
                     r = stub.Fetch(broker_pb2.FetchRequest(
                         topic=topic, partition=0, offset=offset, max_bytes=READER_MAX_BYTES),
                         timeout=10)
-                    buf = r.record_batches
-                    for begin, _end in split_batches(buf):
-                        got[0] += parse_header(buf, begin).record_count
+                    got[0] += stored_records(r.record_batches)[0]
                     offset = r.next_offset
                 elapsed = time.perf_counter() - start
         return {"rate": round(got[0] / elapsed), "count": got[0], "seconds": round(elapsed, 3)}

@@ -61,6 +61,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer as KafkaProducer, TopicPartition
 
+from bench._common import stored_records
 from raftka import Admin, PartitionReader, Producer
 from tests.harness import Cluster
 
@@ -221,7 +222,6 @@ def grpc_consume_raw(address: str, topic: str, count: int) -> dict:
     import grpc  # noqa: PLC0415
 
     from raftka.v1 import broker_pb2, broker_pb2_grpc  # noqa: PLC0415
-    from raftka.v1.recordbatch import parse_header, split_batches  # noqa: PLC0415
 
     with grpc.insecure_channel(address, options=[
             ("grpc.max_receive_message_length", 64 << 20)]) as channel:
@@ -235,9 +235,7 @@ def grpc_consume_raw(address: str, topic: str, count: int) -> dict:
             answer = stub.Fetch(broker_pb2.FetchRequest(
                 topic=topic, partition=0, offset=offset, max_bytes=RAW_FETCH_BYTES),
                 timeout=10)
-            buf = answer.record_batches
-            for begin, _end in split_batches(buf):
-                read += parse_header(buf, begin).record_count
+            read += stored_records(answer.record_batches)[0]
             offset = answer.next_offset
         return _consumed(read, start, cpu)
 
@@ -250,7 +248,6 @@ def kafka_consume_raw(address: str, topic: str, count: int) -> dict:
     from kio.serial import entity_reader, entity_writer  # noqa: PLC0415
 
     from raftka.node._kafka._codec import build  # noqa: PLC0415
-    from raftka.v1.recordbatch import parse_header, split_batches  # noqa: PLC0415
 
     request_cls, response_cls = load_request_schema(1, 12), load_response_schema(1, 12)
     write_header = entity_writer(request_cls.__header_schema__)
@@ -299,11 +296,9 @@ def kafka_consume_raw(address: str, topic: str, count: int) -> dict:
             answer = body.responses[0].partitions[0]
             if answer.error_code.value:
                 raise RuntimeError(f"Kafka Fetch error {answer.error_code.name}")
-            buf = answer.records or b""
-            for begin, _end in split_batches(buf):
-                header = parse_header(buf, begin)
-                read += header.record_count
-                offset = header.base_offset + header.last_offset_delta + 1
+            records, end = stored_records(answer.records or b"")
+            read += records
+            offset = end if end >= 0 else offset
         return _consumed(read, start, cpu)
 
 
