@@ -5,6 +5,9 @@ that the asyncio classes refuse to be made outside a running loop."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -15,7 +18,7 @@ from raftka.client.aio._cluster import AsyncCluster, run
 from raftka.client import TopicPartition
 from raftka.v1.errors import BrokerNotAvailableError, RaftkaError
 
-from tests.aio_loop import LoopBlocked, run_unblocked
+from tests.aio_loop import LoopBlocked, overlap, run_unblocked
 
 
 def test_a_sleeping_callback_fails_the_loop_check() -> None:
@@ -34,6 +37,29 @@ def test_a_busy_callback_fails_the_loop_check() -> None:
 
     with pytest.raises(LoopBlocked, match="on the CPU"):
         run_unblocked(main)
+
+
+def test_a_sleep_while_another_thread_spawns_a_process_still_fails_the_loop_check() -> None:
+    """The spawn's time is forgiven (CPython 3.11 holds the GIL across vfork), the rest
+    of the sleep is not."""
+    def spawn() -> None:
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+    async def main() -> None:
+        spawner = threading.Thread(target=spawn)
+        spawner.start()
+        time.sleep(0.5)
+        spawner.join()
+
+    with pytest.raises(LoopBlocked, match="asleep .* while another thread spawned"):
+        run_unblocked(main)
+
+
+def test_overlap_counts_the_covered_part_of_a_callback_once_per_span() -> None:
+    assert overlap(10.0, 11.0, []) == 0.0
+    assert overlap(10.0, 11.0, [(9.0, 9.5), (11.5, 12.0)]) == 0.0
+    assert overlap(10.0, 11.0, [(9.5, 10.25), (10.75, 12.0)]) == pytest.approx(0.5)
+    assert overlap(10.0, 11.0, [(9.0, 12.0), (10.0, 11.0)]) == 1.0  # never more than all
 
 
 def test_awaiting_does_not_fail_the_loop_check() -> None:
