@@ -245,6 +245,7 @@ class Cluster:
         self.procs: dict[int, subprocess.Popen] = {}  # running (maybe paused), by node id
         self.paused: set[int] = set()
         self._started: list[subprocess.Popen] = []  # every process, until it has exited
+        self._log_start: dict[int, int] = {}  # a node's log size when it was last started
         self._channels: dict[int, grpc.Channel] = {}
         _CLUSTERS.add(self)  # stop_all at interpreter exit, whatever happened before
 
@@ -265,15 +266,40 @@ class Cluster:
         if node_id in self.kafka:
             cmd += ["--kafka-listen", self.kafka[node_id], "--kafka-peers",
                     ",".join(f"{k}={v}" for k, v in sorted(self.kafka.items()))]
-        with open(self.root / f"node-{node_id}.log", "ab") as log:
+        log_path = self.root / f"node-{node_id}.log"
+        self._log_start[node_id] = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log,
                                     start_new_session=True)  # its own process group
         self._started.append(proc)
         self.procs[node_id] = proc
 
+    def wait_serving(self, node_id: int, timeout: float = 30.0) -> None:
+        """Until the node's own process says it serves on its address. Whoever answers on
+        the port may be someone else: a node that could not bind it (taken meanwhile, e.g.
+        by a concurrent test session's node) exits, and another cluster's node answered in
+        its place, so a test ran against the wrong cluster."""
+        proc, path = self.procs[node_id], self.root / f"node-{node_id}.log"
+
+        def serving() -> bool:
+            with open(path, "rb") as f:
+                f.seek(self._log_start.get(node_id, 0))
+                text = f.read()
+            if b" serving on " in text:
+                return True
+            if proc.poll() is not None:
+                tail = text.decode(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"node {node_id} exited with {proc.returncode} before "
+                                   "serving; its log ends:\n" + "\n".join(tail))
+            return False
+
+        wait_for(serving, timeout, f"node {node_id} to serve on {self.peers[node_id]}")
+
     def start_all(self) -> None:
         for nid in self.peers:
             self.start(nid)
+        for nid in self.peers:
+            self.wait_serving(nid)
         self.wait_healthy()
         for nid in self.responsive():  # every node, not only a majority, before the test
             wait_for(lambda nid=nid: self._answers_metadata(nid), 30,
