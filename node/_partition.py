@@ -1379,11 +1379,11 @@ class PartitionReplica:
             cutoff = self._clock_ms() - cfg.retention_ms
             cut = max(cut, self._last_index_where(first, last, lambda h: h.append_time_ms < cutoff))
         if cfg.delete and cfg.retention_bytes >= 0:
-            _, tail = self._next_data_entry_backwards(last, first)
-            if tail is not None:
-                limit = tail.cumulative_bytes - cfg.retention_bytes
-                cut = max(cut, self._last_index_where(
-                    first, last, lambda h: h.cumulative_bytes <= limit))
+            # the applied tail's count, kept by apply(): reading the tail entry instead cost
+            # a log read on the event loop every pass of every partition with a byte limit
+            limit = self._applied_cumulative - cfg.retention_bytes
+            cut = max(cut, self._last_index_where(
+                first, last, lambda h: h.cumulative_bytes <= limit))
         oldest = self.delayed.index.oldest_index() if self.delayed.pending_count else None
         if oldest is not None:
             cut = min(cut, oldest - 1)  # never drop a pending scheduled entry (_delayed.py 4)
@@ -1705,11 +1705,12 @@ class PartitionReplica:
         replica has run a pass since it started, so the ratio then reads 1.0."""
         if not self.config.compact or self.group is None or self.group.closed:
             return 0.0
-        node = self.group.node
-        _, tail = self._next_data_entry_backwards(self.applied_index, node.first_index)
-        if tail is None:
+        if not self._index_raft:  # no applied data entry above the snapshot
             return 0.0
-        dirty = tail.cumulative_bytes - max(self._clean_cumulative, self._snapshot_cumulative)
+        # the applied tail's count, kept by apply() (every metrics scrape and compaction
+        # check asks; reading the tail entry was a log read on the event loop each time)
+        dirty = self._applied_cumulative - max(self._clean_cumulative,
+                                               self._snapshot_cumulative)
         total = dirty + self._clean_bytes
         return max(0.0, min(1.0, dirty / total)) if total > 0 else 0.0
 

@@ -16,9 +16,10 @@ from tests.node.single_voter import drive, start_replica
 T0 = 1_000_000
 
 
-def _leader(retention_ms: int, clock: list[int]):
-    """A single-voter partition that leads, with ``retention.ms`` and a clock to move."""
-    config = PartitionConfig(retention_ms=retention_ms)
+def _leader(retention_ms: int, clock: list[int], **configs: object):
+    """A single-voter partition that leads, with ``retention.ms`` (and other ``configs``)
+    and a clock to move."""
+    config = PartitionConfig(retention_ms=retention_ms, **configs)  # type: ignore[arg-type]
     storage = MemoryStorage(ConfState(frozenset({1})))
     replica, node = start_replica(storage, 1, config=config, clock_ms=lambda: clock[0])
     node.campaign()
@@ -84,5 +85,50 @@ def test_retention_reads_the_log_only_once_while_nothing_is_old_enough() -> None
         assert replica.offset_for_time(T0 + 3_050) == 31
         replica.compacted(point[0], point[1])
         assert replica.log_start_offset == 31
+
+    asyncio.run(scenario())
+
+
+def _count_log_reads(node) -> list:
+    reads: list = []
+    real = node.log_entries
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return real(*args, **kwargs)
+
+    node.log_entries = counted  # type: ignore[method-assign]
+    return reads
+
+
+def test_a_byte_limit_costs_no_log_read_while_the_log_is_under_it() -> None:
+    """``retention.bytes`` compares the applied tail's byte count with the limit: the count
+    is kept as entries apply, not read from the tail entry each pass (a log read on the
+    event loop every 2 s for every partition with a limit). Over the limit, the cut keeps
+    the newest entries within it."""
+    async def scenario() -> None:
+        clock = [T0]
+        config, storage, replica, node = _leader(-1, clock, retention_bytes=1 << 30,
+                                                 cleanup_policy="compact,delete")
+        sizes = []
+        for i in range(64):
+            batch = build_batch([Record(b"k%d" % (i % 8), b"%d" % i)], compression="none")
+            sizes.append(len(batch))
+            replica.submit(batch, acks=-1)
+            drive(replica, node, storage)
+        assert replica.stored_bytes() == sum(sizes)
+        reads = _count_log_reads(node)
+        for _ in range(5):
+            assert replica.retention_point() is None
+            assert 0.0 < replica.dirty_ratio <= 1.0
+        assert len(reads) <= 1, reads  # the first data entry, once (kept in memory)
+        limit = sum(sizes[-10:])  # exactly the newest 10 batches
+        replica.config = PartitionConfig(retention_ms=-1, retention_bytes=limit,
+                                         cleanup_policy="compact,delete")
+        point = replica.retention_point()
+        assert point is not None
+        replica.compacted(point[0], point[1])
+        assert replica.log_start_offset == 54, "whole entries go while the rest holds the limit"
+        assert replica.stored_bytes() == limit
 
     asyncio.run(scenario())
