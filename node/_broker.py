@@ -48,6 +48,13 @@ OFFSETS_TOPIC_PARTITIONS = 6
 OFFSETS_TOPIC_CHECK_S = 0.2
 
 
+def _observe(histogram: Any, started: float) -> float:
+    """Observe the seconds since ``started`` in ``histogram``; now, for the next step."""
+    now = time.perf_counter()
+    histogram.observe(now - started)
+    return now
+
+
 def _log_abort_failure(task: asyncio.Future) -> None:
     if task.cancelled():
         return
@@ -449,11 +456,20 @@ class Broker:
         await every(MAINTENANCE_INTERVAL_S, self._maintenance_pass, "maintenance pass", log)
 
     async def _maintenance_pass(self) -> None:
+        # each step timed (raftka_maintenance_step_duration_seconds): a step that reads
+        # storage on the event loop stalls every partition's traffic, and shows here first
+        timed = self.metrics.maintenance_seconds
+        started = time.perf_counter()
         await self._apply_retention()
+        started = _observe(timed["retention"], started)
         await self._drop_stale_tombstones()
+        started = _observe(timed["tombstones"], started)
         self._expire_transactions()
+        started = _observe(timed["transaction_expiry"], started)
         await self._snapshot_controller()
+        started = _observe(timed["controller_snapshot"], started)
         self._prefer_preferred_leaders()
+        _observe(timed["preferred_leaders"], started)
 
     async def _drop_stale_tombstones(self) -> None:
         """Drop what replicas moved off this node left behind (``_stop_partition``) once

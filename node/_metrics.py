@@ -90,6 +90,9 @@ ROLE_LABELS = {Role.FOLLOWER: "follower", Role.PRE_CANDIDATE: "pre_candidate",
                Role.CANDIDATE: "candidate", Role.LEADER: "leader"}
 GROUP_STATES = ("empty", "reconciling", "stable")
 STREAM_KINDS = ("produce", "fetch")
+# the steps of Broker._maintenance_pass, in order
+MAINTENANCE_STEPS = ("retention", "tombstones", "transaction_expiry", "controller_snapshot",
+                     "preferred_leaders")
 ROCKSDB_PROPERTIES = {  # metric suffix -> RocksDB property
     "rocksdb_sst_files_bytes": ("rocksdb.total-sst-files-size",
                                 "Size of every SST file of the node's RocksDB (the Raft log "
@@ -167,6 +170,12 @@ class NodeMetrics:
         self.loop_stalls = Counter(
             "raftka_event_loop_stalls", f"Event-loop wake-ups later than {STALL_S} s (the "
             "loop was busy or blocked that long).", registry=r)
+        self._maintenance_seconds = Histogram(
+            "raftka_maintenance_step_duration_seconds", "Duration of each step of the "
+            "broker's maintenance pass (every 2 s: retention, tombstones, transaction "
+            "expiry, controller snapshot, preferred leaders). Steps run on the event loop; "
+            "a step that hands storage work to a thread (a retention cut, a snapshot) "
+            "includes that wait.", ["step"], buckets=SHORT_BUCKETS, registry=r)
         self.scrape_loop_seconds = Histogram(
             "raftka_scrape_loop_duration_seconds", "Event-loop time one scrape costs the node "
             "(snapshot of replica and group state, its own registry, pickling; the text is "
@@ -178,6 +187,8 @@ class NodeMetrics:
         self.produce_latency = {a: self._produce_latency.labels(acks=n)
                                 for a, n in ACKS_LABELS.items()}
         self.streams = {k: self._streams.labels(kind=k) for k in STREAM_KINDS}
+        self.maintenance_seconds = {k: self._maintenance_seconds.labels(step=k)
+                                    for k in MAINTENANCE_STEPS}
         self._error_children: dict[tuple[str, int], Any] = {}
 
     def error(self, method: str, code: int) -> None:

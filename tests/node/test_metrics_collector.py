@@ -171,6 +171,7 @@ def test_collector_payload_of_a_real_broker_decodes_in_another_process(tmp_path:
             payloads = [build_batch([(None, b"v%d" % i) for i in range(n)]) for n in (3, 4)]
             for payload in payloads:
                 await replica.produce(payload, -1, 5.0)
+            await broker._maintenance_pass()  # one pass now, not in 2 s: its steps' timings
             collector = NodeCollector(broker, None, broker.metrics)
             # the exporter process unpickles the payload and builds the families
             payload = await collector.payload()
@@ -192,6 +193,10 @@ def test_collector_payload_of_a_real_broker_decodes_in_another_process(tmp_path:
             assert s[("raftka_produce_bytes_total", ())] == sum(map(len, payloads))
             assert s[("raftka_wal_syncs_total", ())] >= 1
             assert s[("raftka_ready_pass_duration_seconds_count", ())] >= 1
+            for step in ("retention", "tombstones", "transaction_expiry",
+                         "controller_snapshot", "preferred_leaders"):
+                key = ("raftka_maintenance_step_duration_seconds_count", (("step", step),))
+                assert s[key] >= 1, step
         finally:
             await broker.stop(graceful=False)
 
