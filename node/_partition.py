@@ -1738,6 +1738,10 @@ class PartitionReplica:
             return False
         if self.compaction_pending:
             return False  # our own pass has not caught up with the last point yet
+        if self.dirty_ratio < cfg.min_cleanable_dirty_ratio:
+            # first: it reads nothing, and the point below bisects the log (every entry is
+            # old enough with the default lag 0), once a second per compacted partition
+            return False
         now = self._clock_ms()
         # the point: after the last committed entry appended at least the lag ago
         lo, hi = max(node.first_index, 1), self.applied_index
@@ -1747,8 +1751,6 @@ class PartitionReplica:
             return False
         header = self._header_at(index)
         if header is None or header.last_offset + 1 <= self.compaction_below_offset:
-            return False
-        if self.dirty_ratio < cfg.min_cleanable_dirty_ratio:
             return False
         tombstones_below, horizon = self.tombstones_below_offset, self.compaction_horizon_ms
         if node.min_match_index() >= self._compaction_entry_index:

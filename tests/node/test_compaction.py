@@ -320,6 +320,44 @@ def test_a_replica_compacts_in_the_background_and_survives_a_restart(tmp_path) -
     asyncio.run(scenario())
 
 
+def test_a_compaction_check_below_the_dirty_ratio_reads_no_log(tmp_path) -> None:
+    """The leader asks every second, for every compacted partition, whether a compaction
+    is due. Below ``min.cleanable.dirty.ratio`` the answer is no without a log read (the
+    ratio comes from counts kept in memory); it used to bisect the log first."""
+    async def scenario() -> None:
+        clock = [NOW]
+        db = RocksLogDB(tmp_path / "db")
+        config = PartitionConfig(cleanup_policy="compact", min_cleanable_dirty_ratio=0.5)
+        replica, node, storage = _start(db, config, clock)
+        node.campaign()
+        _drive(replica, node, storage)
+        for round_ in range(20):
+            replica.submit(build_batch([(b"key%d" % (round_ % 4), b"v%d" % round_)],
+                                       compression="none"), acks=-1)
+            _drive(replica, node, storage)
+            clock[0] += 10
+        assert replica.maybe_propose_compaction()  # no pass yet: the ratio reads 1.0
+        _drive(replica, node, storage)
+        assert await replica.run_compaction()
+        replica.submit(build_batch([(b"key9", b"new")], compression="none"), acks=-1)
+        _drive(replica, node, storage)
+        assert 0.0 < replica.dirty_ratio < 0.5
+        reads = []
+        real = node.log_entries
+
+        def counted(*args, **kwargs):
+            reads.append(args)
+            return real(*args, **kwargs)
+
+        node.log_entries = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            assert not replica.maybe_propose_compaction()
+        assert reads == []
+        db.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_compacted_topic_refuses_records_without_key(tmp_path) -> None:
     async def scenario() -> None:
         db = RocksLogDB(tmp_path / "db")
