@@ -46,3 +46,17 @@ def drive(replica: PartitionReplica, node: RawNode, storage: MemoryStorage,
                 held.extend(rd.committed_entries)
         node.advance(rd)
         replica.on_ready(rd)
+
+
+def count_log_reads(node: RawNode) -> list[tuple]:
+    """Every later ``node.log_entries`` call's arguments, appended to the list returned:
+    for tests that a periodic check reads no storage (on the event loop)."""
+    reads: list[tuple] = []
+    real = node.log_entries
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        reads.append(args)
+        return real(*args, **kwargs)
+
+    node.log_entries = counted  # type: ignore[method-assign]
+    return reads

@@ -28,6 +28,8 @@ from raftka.v1.recordbatch import (
     split_batches,
 )
 
+from tests.node.single_voter import count_log_reads
+
 # ------------------------------------------------------------------ record level
 
 
@@ -342,14 +344,7 @@ def test_a_compaction_check_below_the_dirty_ratio_reads_no_log(tmp_path) -> None
         replica.submit(build_batch([(b"key9", b"new")], compression="none"), acks=-1)
         _drive(replica, node, storage)
         assert 0.0 < replica.dirty_ratio < 0.5
-        reads = []
-        real = node.log_entries
-
-        def counted(*args, **kwargs):
-            reads.append(args)
-            return real(*args, **kwargs)
-
-        node.log_entries = counted  # type: ignore[method-assign]
+        reads = count_log_reads(node)
         for _ in range(3):
             assert not replica.maybe_propose_compaction()
         assert reads == []

@@ -11,7 +11,7 @@ from raftka.node._partition import PartitionConfig
 from raftka.node._watchlist import ReplicaWatchlist
 from raftka.raft import ConfState, MemoryStorage
 from raftka.v1.recordbatch import Record, build_batch
-from tests.node.single_voter import drive, start_replica
+from tests.node.single_voter import count_log_reads, drive, start_replica
 
 T0 = 1_000_000
 
@@ -64,14 +64,7 @@ def test_retention_reads_the_log_only_once_while_nothing_is_old_enough() -> None
             replica.submit(build_batch([Record(None, b"%d" % i)], compression="none"),
                            acks=-1)
             drive(replica, node, storage)
-        reads = []
-        real = node.log_entries
-
-        def counted(*args, **kwargs):
-            reads.append(args)
-            return real(*args, **kwargs)
-
-        node.log_entries = counted  # type: ignore[method-assign]
+        reads = count_log_reads(node)
         clock[0] = T0 + 9_000  # the oldest record is 9 s old: nothing to drop
         assert replica.retention_point() is None
         first_pass = len(reads)
@@ -87,18 +80,6 @@ def test_retention_reads_the_log_only_once_while_nothing_is_old_enough() -> None
         assert replica.log_start_offset == 31
 
     asyncio.run(scenario())
-
-
-def _count_log_reads(node) -> list:
-    reads: list = []
-    real = node.log_entries
-
-    def counted(*args, **kwargs):
-        reads.append(args)
-        return real(*args, **kwargs)
-
-    node.log_entries = counted  # type: ignore[method-assign]
-    return reads
 
 
 def test_a_byte_limit_costs_no_log_read_while_the_log_is_under_it() -> None:
@@ -117,7 +98,7 @@ def test_a_byte_limit_costs_no_log_read_while_the_log_is_under_it() -> None:
             replica.submit(batch, acks=-1)
             drive(replica, node, storage)
         assert replica.stored_bytes() == sum(sizes)
-        reads = _count_log_reads(node)
+        reads = count_log_reads(node)
         for _ in range(5):
             assert replica.retention_point() is None
             assert 0.0 < replica.dirty_ratio <= 1.0
