@@ -23,8 +23,9 @@ either kind (measured: a loop reading its own schedstat, next to three test runs
 host had stopped the virtual CPU. A callback caught by such a gap sums to "asleep" although
 it never slept. Such time is reported as lost by the machine, not judged. (A callback
 that slept briefly *and* was caught by a gap is still judged on the sum: the two cannot
-be told apart from inside the thread. Under three loaded test runs at once that did not
-happen in 14 runs of the kill test, against 9 failures in 16 before.)
+be told apart from inside the thread. Three runs of the kill test at once beside two busy
+processes: the check failed 5 runs of 20 as it was, 8 of 16 with the spawn rule below
+alone, 0 of 14 with both.)
 
 One more cause is the test's own, not the client's: a test that restarts a node from
 another thread (``asyncio.to_thread(cluster.start, ...)``) spawns it with
