@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import weakref
 import zlib
@@ -58,17 +60,39 @@ _BAND_BASE, _BAND_SIZE, _BANDS = 12_000, 1_500, 13  # 12000-31499
 
 
 def _band() -> range:
+    """This process's band: the first from its preferred one that no other process on the
+    machine holds (an exclusive lock on a file per band, held until the process exits).
+    Preferred: xdist workers of one session take consecutive bands from an offset of the
+    session's own; a process without xdist starts from its pid. Without the locks two
+    concurrent sessions (a developer's and a helper's) shared a band one time in 13, and a
+    node that found its port taken exited while the other session's node answered there."""
+    if _claimed:
+        return _claimed[0]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker[2:].isdigit():
-        # the workers of one session take consecutive bands from an offset of the session's
-        # own, so that two sessions on one machine (a developer's and a helper's) seldom
-        # share one (they did always, gw0 with gw0)
         session = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
-        index = int(worker[2:]) + zlib.crc32(session.encode())
+        preferred = int(worker[2:]) + zlib.crc32(session.encode())
     else:
-        index = os.getpid()
-    start = _BAND_BASE + (index % _BANDS) * _BAND_SIZE
-    return range(start, start + _BAND_SIZE)
+        preferred = os.getpid()
+    locks = Path(tempfile.gettempdir()) / "raftka-test-port-bands"
+    locks.mkdir(exist_ok=True)
+    index = preferred % _BANDS
+    for step in range(_BANDS):
+        candidate = (preferred + step) % _BANDS
+        fd = os.open(locks / f"{candidate}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        index = candidate  # the fd stays open (and locked) for the process's life
+        break
+    start = _BAND_BASE + index * _BAND_SIZE
+    _claimed.append(range(start, start + _BAND_SIZE))
+    return _claimed[0]
+
+
+_claimed: list[range] = []  # the band this process holds, once chosen
 
 
 _next_port = [0]  # cursor into the band: ports are not handed out again soon
