@@ -547,11 +547,17 @@ class Sender:
                   err: RaftkaError | None) -> None:
         if batch.attempt != attempt:
             return  # cannot happen: one attempt per batch at a time
+        # The attempt stays in flight until its outcome is settled, and ends in the same
+        # hold of the lock that settles it (_finish_ok, _finish_failed, _back_off,
+        # _sequence_error): in between, another thread's _select saw the batch neither in
+        # flight nor done and sent it again (a success resent: written twice without
+        # idempotence), or sent a failed one before its backoff was set.
         with self.cond:
-            q = self._end_attempt(batch)
+            q = self._queues.get((batch.topic, batch.partition))
             reset_pending = q is not None and q.reset_pending
-        if batch.done:
-            return
+            if batch.done:
+                self._end_attempt(batch)
+                return
         topic, partition = batch.topic, batch.partition
         cluster = self._cluster
         if err is None:
@@ -600,6 +606,7 @@ class Sender:
             if verdict is Verdict.RESET and q is not None:
                 q.reset_pending = True  # the gap before this batch is permanent
             if verdict is not Verdict.FAIL:
+                self._end_attempt(batch)
                 batch.retry_at = 0.0  # resent right after the batches before it
             self.sender_cond.notify()
         if verdict is Verdict.FAIL:
@@ -657,6 +664,7 @@ class Sender:
     def _finish_ok(self, batch: Batch, base_offset: int) -> None:
         """Rule 6: resolve the records' futures with their offsets."""
         with self.cond:
+            self._end_attempt(batch)
             if not self._release(batch):
                 return  # failed meanwhile by another thread (close)
             batch.acked = True
@@ -677,9 +685,7 @@ class Sender:
         self._resolved(batch)
 
     def _finish_failed(self, batch: Batch, err: BaseException) -> None:
-        with self.cond:
-            self._end_attempt(batch)
-        self._resolve_failure(batch, err)
+        self._resolve_failure(batch, err, end_attempt=True)
 
     def _end_attempt(self, batch: Batch) -> PartitionQueue | None:
         """Under the lock: the batch's attempt in flight (if any) is over; its queue."""
@@ -701,8 +707,11 @@ class Sender:
         self.cond.notify_all()
         return True
 
-    def _resolve_failure(self, batch: Batch, err: BaseException) -> None:
+    def _resolve_failure(self, batch: Batch, err: BaseException,
+                         end_attempt: bool = False) -> None:
         with self.cond:
+            if end_attempt:  # in the same hold as the release: see _complete
+                self._end_attempt(batch)
             if not self._release(batch):
                 return
             self.stats["records_failed"] += len(batch.futures)

@@ -243,13 +243,14 @@ class _NoCluster:
         raise AssertionError(address)
 
 
-def _sender(acc: Accumulator, linger_s: float):
+def _sender(acc: Accumulator, linger_s: float, cluster: object | None = None):
     import threading
 
     from raftka.client._retry import RetryPolicy
     from raftka.client._sender import Sender
 
-    return Sender(_NoCluster(), acc, None, acks=-1, max_in_flight=5, linger_s=linger_s,
+    return Sender(cluster or _NoCluster(), acc, None, acks=-1, max_in_flight=5,
+                  linger_s=linger_s,
                   request_timeout_ms=30_000, delivery_timeout_s=120.0, retry=RetryPolicy(),
                   lock=threading.RLock())
 
@@ -303,3 +304,39 @@ def test_a_retried_batch_is_not_held_behind_stream_requests() -> None:
     second.closed, second.attempts = True, 1  # handed back after a failure
     selected = sender._select(q, clock.now, False, lambda _t: None)
     assert selected == [second] and not second.unary
+
+
+class _AnswerCluster(_NoCluster):
+    """Runs ``during`` where a successful answer is noted, i.e. while it is completed."""
+
+    def __init__(self) -> None:
+        self.during = lambda: None
+
+    def note_success(self, address: str) -> None:
+        self.during()
+
+
+def test_a_batch_answered_ok_is_not_selected_again_while_its_answer_is_completed() -> None:
+    """Between the end of a batch's attempt and its release, another thread's selection
+    saw it neither in flight nor done and sent it again: 1 MB batches resent after their
+    success in every bulk run (3-13 'retries' a run of w1, no error behind them). With
+    idempotence the broker answered DUPLICATE; without, the records were written twice."""
+    import types
+
+    clock = Clock()
+    acc = accumulator(batch_size=1 << 20, buffer_memory=1 << 22, clock=clock)
+    cluster = _AnswerCluster()
+    sender = _sender(acc, 0.0, cluster)
+    batch, _ = add(acc, 0, b"a", count=1)
+    q = acc.queues[("t", 0)]
+    clock.now += 0.01
+    assert sender._select(q, clock.now, True, lambda _t: None) == [batch]
+    batch.attempts = 1  # written once
+    selected_meanwhile: list = []
+    cluster.during = lambda: selected_meanwhile.append(
+        sender._select(q, clock.now, True, lambda _t: None))
+    answer = types.SimpleNamespace(base_offset=0, transaction_joined=True)
+    sender._complete(batch, batch.attempt, "127.0.0.1:1", answer, None)
+    assert selected_meanwhile == [[]], "nothing selected while the answer was completed"
+    assert batch.done and not batch.attempt and q.in_flight == 0
+    assert sender._select(q, clock.now, True, lambda _t: None) == []
