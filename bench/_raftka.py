@@ -155,7 +155,8 @@ class RaftkaSystem(Bounded):
             s = stats()
         return {"rate": round(s["records_sent"] / elapsed), "acked": s["records_sent"],
                 "failed": s["records_failed"], "seconds": round(elapsed, 3),
-                "requests": s["requests"]}
+                "requests": s["requests"],
+                "retries": s["retries"]}  # > 0: a leader change (or a refused batch) in the run
 
     def latency(self, rate: float, bulk: bool = False) -> dict:
         """Send-to-ack latency at ``rate``, paced, one send() per due record (send_many of
