@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import signal
@@ -59,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 _BAND_BASE, _BAND_SIZE, _BANDS = 12_000, 1_500, 13  # 12000-31499
 
 
+@functools.cache
 def _band() -> range:
     """This process's band: the first from its preferred one that no other process on the
     machine holds (an exclusive lock on a file per band, held until the process exits).
@@ -66,8 +68,6 @@ def _band() -> range:
     session's own; a process without xdist starts from its pid. Without the locks two
     concurrent sessions (a developer's and a helper's) shared a band one time in 13, and a
     node that found its port taken exited while the other session's node answered there."""
-    if _claimed:
-        return _claimed[0]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker[2:].isdigit():
         session = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")
@@ -88,11 +88,7 @@ def _band() -> range:
         index = candidate  # the fd stays open (and locked) for the process's life
         break
     start = _BAND_BASE + index * _BAND_SIZE
-    _claimed.append(range(start, start + _BAND_SIZE))
-    return _claimed[0]
-
-
-_claimed: list[range] = []  # the band this process holds, once chosen
+    return range(start, start + _BAND_SIZE)
 
 
 _next_port = [0]  # cursor into the band: ports are not handed out again soon
