@@ -565,8 +565,10 @@ class Producer:
                  else group_metadata)
         if not offsets:
             return
-        txn.send_offsets(dict(offsets), group,
-                         self._max_block_s if timeout is None else timeout)
+        timeout_s = self._max_block_s if timeout is None else timeout
+        if txn.reset_due:
+            txn.reset(timeout_s, self._next_epoch)
+        txn.send_offsets(dict(offsets), group, timeout_s)
 
     def _next_epoch(self, producer: tuple[int, int]) -> None:
         """After EndTxn: the next transaction's batches carry its epoch, from sequence 0."""
@@ -586,6 +588,8 @@ class Producer:
         txn = self._txn
         assert txn is not None
         txn.check_send()
+        if txn.reset_due:  # the reopened transaction is ended first (_transactions.py)
+            txn.reset(self._max_block_s, self._next_epoch)
         if partition is None:
             with self._cond:
                 partition = self._accumulator.sticky_choice(topic, count)

@@ -37,6 +37,14 @@ operation (``init_ops``, ``send_offsets_ops``, ``end_ops``; ``_ops.py``), which 
 ``adds_done``, :func:`adds_finished`) and the configuration checks
 (:func:`transactional_settings`) are shared the same way.
 
+Each EndTxn also asks the coordinator to open the next transaction at once with this
+one's partitions (``EndTxnRequest.reopen``): a next transaction over the same partitions
+then costs the coordinator no write for its partitions, one write per transaction in all.
+Its timeout counts from that EndTxn, so a transaction begun more than half of
+``transaction_timeout_ms`` later first ends the reopened one (``reset_ops``: EndTxn abort,
+at the first send or ``send_offsets_to_transaction`` of the transaction), and goes on at
+the epoch that answers; a coordinator that already let it lapse answers the same way.
+
 ``commit_transaction`` returns once the coordinator made the decision durable (KIP-98);
 the markers follow asynchronously, so a read_committed reader sees the transaction on each
 partition moments later (never partly for good). The epoch moves on with every EndTxn
@@ -47,6 +55,8 @@ batches until the previous transaction's marker is ahead of them (``node/_partit
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,7 +198,13 @@ class TransactionManager:
         # add partitions first
         self.unjoined: set[tuple[str, int]] = set()
         self.fatal: BaseException | None = None
+        # EndTxnRequest.reopen (module docstring): when the EndTxn that reopened the next
+        # transaction was sent (monotonic s), and whether the open transaction began too
+        # long after it and must end the reopened one before its first send
+        self.reopened_at: float | None = None
+        self.reset_due = False
         self._lock = threading.RLock()
+        self._reset_lock = threading.Lock()
 
     # ------------------------------------------------------------------ checks
     def _require(self, *states: str, what: str) -> None:
@@ -234,6 +250,7 @@ class TransactionManager:
             transactional_id=self.transactional_id,
             transaction_timeout_ms=self.timeout_ms), timeout_s)
         self.producer_id, self.epoch = r.producer_id, r.producer_epoch
+        self.reopened_at, self.reset_due = None, False
         self.state = READY
         return self.producer_id, self.epoch
 
@@ -247,6 +264,8 @@ class TransactionManager:
             self.offsets_added = False
             self.error = None
             self.ending = False
+            self.reset_due = self.reopened_at is not None and \
+                time.monotonic() - self.reopened_at > self.timeout_ms / 2000
             self.state = IN_TRANSACTION
 
     def check_send(self) -> None:
@@ -255,6 +274,33 @@ class TransactionManager:
             raise InvalidTxnStateError("send() while the transaction is being committed or "
                                        "aborted: send it in the next transaction "
                                        "(begin_transaction() once this one ended)")
+
+    def reset(self, timeout_s: float, on_epoch: Callable[[tuple[int, int]], None]) -> None:
+        """The threaded producer's :meth:`reset_ops` (before the transaction's first send
+        or offsets): ``on_epoch`` gets the producer id and epoch to go on with before any
+        other send may see the reset done."""
+        with self._reset_lock:
+            if not self.reset_due:
+                return
+            with self._lock:
+                producer = self._run(self.reset_ops(timeout_s))
+            on_epoch(producer)
+            self.reset_due = False
+
+    def reset_ops(self, timeout_s: float) -> Ops[tuple[int, int]]:
+        """End the reopened transaction this one began too long after (module docstring):
+        EndTxn abort at its epoch, answered with the epoch to go on with (also once the
+        coordinator let it lapse). The caller applies it, then clears ``reset_due``."""
+        r = yield from self._call_ops("EndTxn", txn_pb2.EndTxnRequest(
+            transactional_id=self.transactional_id, producer_id=self.producer_id,
+            producer_epoch=self.epoch, next_epoch=True, result=txn_pb2.TXN_ABORT),
+            timeout_s)
+        if r.producer_id == self.producer_id and r.producer_epoch > self.epoch:
+            self.epoch = r.producer_epoch
+        else:  # the epoch stayed (its maximum): partitions are added first from now on
+            self.joins = False
+        self.reopened_at = None
+        return self.producer_id, self.epoch
 
     def start_end(self, what: str) -> None:
         """commit/abort begins: from now on a send fails (``check_send``) rather than join
@@ -401,14 +447,18 @@ class TransactionManager:
                         for t, ps in by_topic.items()]), timeout_s)
             self.unjoined = set()
         if self.partitions or self.offsets_added:
+            sent = time.monotonic()
             r = yield from self._call_ops("EndTxn", txn_pb2.EndTxnRequest(
                 transactional_id=self.transactional_id, producer_id=self.producer_id,
-                producer_epoch=self.epoch, next_epoch=True,
+                producer_epoch=self.epoch, next_epoch=True, reopen=True,
                 result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
             if r.producer_id == self.producer_id and r.producer_epoch > self.epoch:
                 self.epoch = r.producer_epoch
             else:  # the epoch stayed: partitions are added first from now on
                 self.joins = False
+            self.reopened_at = sent if r.reopened else None
+        # (nothing sent: the transaction reopened before, if any, stays as it was)
+        self.reset_due = False
         self.partitions = set()
         self.offsets_added = False
         self.error = None

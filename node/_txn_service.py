@@ -85,6 +85,23 @@ handled one at a time (a lock per id). Rules:
    on its way is then refused, so it cannot begin a transaction with data the producer
    gave up on.
 
+9. Reopening (``EndTxn.reopen`` with ``next_epoch``, asked for by our producers): the
+   decision record is the producer's next transaction already, ongoing at the next epoch
+   with the decided one's ordinary partitions (``reopened``: the decided epoch and
+   result), the decided one in ``previous`` for the completion task to mark. The next
+   transaction's joins of those partitions are then covered (rule 8): one coordinator
+   write per transaction. A retried EndTxn of the decided epoch is answered from
+   ``reopened``. The reopened transaction's timeout counts from the decision; past it the
+   coordinator lets it lapse (``_lapse``): aborted with markers of the epoch after its
+   own, so a later batch of its epoch is refused at the partitions rather than taken for
+   a new transaction there (a marker of the batch's own epoch would leave ``_covers``
+   unable to tell the two apart), and the producer goes on at the epoch after that
+   (``lapsed``: an EndTxn abort of the lapsed epoch is answered with it, a commit refused
+   PRODUCER_FENCED). A producer that begins a transaction more than half the timeout after
+   the reopening EndTxn ends the reopened one first (``client/_transactions.py``), so an
+   idle producer is never fenced. A reopen needs ``REOPEN_EPOCHS`` epochs of room, and
+   ordinary partitions (a transaction of offsets only is not reopened).
+
 The coordinator epoch in markers is the term of the coordinator's partition.
 """
 
@@ -135,6 +152,11 @@ MARKER_BACKOFF_S = 0.1
 RESUME_INTERVAL_S = 0.5
 COMPLETION_WAIT_S = 5.0  # rule 4: then CONCURRENT_TRANSACTIONS
 EPOCH_MAX = 32767
+# rule 9: a reopen needs room for its lapse (the epoch after the reopened one's for its
+# markers, the one after that for the producer)
+REOPEN_EPOCHS = 3
+# what a decision or a new transaction does not inherit from the state before it
+_DECISION_KEYS = ("marker_epoch", "previous", "reopened", "lapsed")
 _MARKER_DONE = frozenset({Code.UNKNOWN_TOPIC, Code.UNKNOWN_PARTITION,
                           Code.INVALID_PRODUCER_EPOCH})
 
@@ -557,6 +579,9 @@ class TransactionCoordinatorService(_ControllerWriter,
         async with self._locks[tid]:
             replica = self._replica(tid)
             state = replica.transactions.get(tid)
+            answered = self._reopen_retry(tid, state, request, commit)
+            if answered is not None:
+                return answered
             if state is not None and state["state"] not in (EMPTY, ONGOING) \
                     and state.get("marker_epoch") == request.producer_epoch \
                     and state["pid"] == request.producer_id:
@@ -592,8 +617,35 @@ class TransactionCoordinatorService(_ControllerWriter,
                 raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open transaction "
                                   "(nothing was sent in it)")
             else:
-                state = await self._end(replica, tid, state, commit, request.next_epoch)
-        return txn_pb2.EndTxnResponse(producer_id=state["pid"], producer_epoch=state["epoch"])
+                state = await self._end(replica, tid, state, commit, request.next_epoch,
+                                        reopen=request.reopen)
+        return txn_pb2.EndTxnResponse(producer_id=state["pid"], producer_epoch=state["epoch"],
+                                      reopened=state["state"] == ONGOING)
+
+    def _reopen_retry(self, tid: str, state: dict | None, request: txn_pb2.EndTxnRequest,
+                      commit: bool) -> txn_pb2.EndTxnResponse | None:
+        """Rule 9: the answer to a retry of the EndTxn that reopened the transaction open
+        now, and to an EndTxn of a reopened transaction the coordinator let lapse; None
+        for any other call."""
+        if state is None or state["pid"] != request.producer_id:
+            return None
+        reopened = state.get("reopened")
+        if state["state"] == ONGOING and reopened and reopened[0] == request.producer_epoch:
+            if reopened[1] != commit:
+                raise BrokerError(Code.INVALID_TXN_STATE, f"the transaction of {tid!r} at "
+                                  f"epoch {reopened[0]} was {'commit' if reopened[1] else 'abort'}"
+                                  "ed; no transaction of that epoch is open")
+            return txn_pb2.EndTxnResponse(producer_id=state["pid"],
+                                          producer_epoch=state["epoch"], reopened=True)
+        if state.get("lapsed") == request.producer_epoch and state["state"] != ONGOING:
+            if commit:
+                raise BrokerError(Code.PRODUCER_FENCED, (
+                    f"the transaction of {tid!r} at epoch {request.producer_epoch} timed out "
+                    "(it was opened by the previous commit, and its transaction_timeout_ms "
+                    "counts from there) and the coordinator aborted it; close this producer"))
+            return txn_pb2.EndTxnResponse(producer_id=state["pid"],
+                                          producer_epoch=state["epoch"])
+        return None
 
     @_handler
     async def AbortTransaction(self, request, context):  # noqa: N802
@@ -662,14 +714,26 @@ class TransactionCoordinatorService(_ControllerWriter,
 
     # ------------------------------------------------------------------ ending
     async def _end(self, replica: TxnStateReplica, tid: str, state: dict,
-                   commit: bool, next_epoch: bool = False) -> dict:
+                   commit: bool, next_epoch: bool = False, reopen: bool = False,
+                   lapsed: int | None = None) -> dict:
         """Rule 3 (under the id's lock): the decision, durable; then the completion task.
-        The prepared state. ``next_epoch``: rule 7 (the epoch moves on with it)."""
+        The prepared state. ``next_epoch``: rule 7 (the epoch moves on with it);
+        ``reopen``: rule 9 (then the state written is the next transaction's, ongoing);
+        ``lapsed``: rule 9's lapse of the reopened transaction of that epoch."""
         state = await self._previous_marked(replica, tid, state)
-        decided = {k: v for k, v in state.items() if k not in ("marker_epoch", "previous")}
+        decided = {k: v for k, v in state.items() if k not in _DECISION_KEYS}
         decided["state"] = PREPARE_COMMIT if commit else PREPARE_ABORT
+        if lapsed is not None:
+            decided["lapsed"] = lapsed
         if next_epoch and state["epoch"] < EPOCH_MAX:
             decided["marker_epoch"], decided["epoch"] = state["epoch"], state["epoch"] + 1
+            reopening = [[t, p] for t, p in state["partitions"] if self._ordinary(t)]
+            if reopen and reopening and state["epoch"] + REOPEN_EPOCHS <= EPOCH_MAX:
+                decided = dict(
+                    _next_transaction(decided), start_ms=_now_ms(), partitions=reopening,
+                    reopened=[state["epoch"], commit],
+                    previous={"epoch": state["epoch"], "commit": commit,
+                              "partitions": state["partitions"]})
         state = await self._write(replica, tid, decided)
         self._complete_later(replica, tid, state)
         return state
@@ -736,6 +800,21 @@ class TransactionCoordinatorService(_ControllerWriter,
             await asyncio.wait_for(asyncio.shield(task), COMPLETION_WAIT_S)
         except asyncio.TimeoutError:
             raise _still_completing(tid) from None
+
+    def _ordinary(self, topic: str) -> bool:
+        meta = self.broker.controller.state.topic(topic)
+        return meta is not None and not meta.internal
+
+    async def _lapse(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
+        """Rule 9: a reopened transaction timed out. Its markers carry the epoch after its
+        own (a batch of its epoch that comes later is refused, not taken for a new
+        transaction), and the producer goes on at the one after (EndTxn of the lapsed
+        epoch answers it)."""
+        epoch = state["epoch"]
+        log.info("transactional id %s: its transaction reopened at epoch %d timed out; "
+                 "aborted, the producer goes on at epoch %d", tid, epoch, epoch + 2)
+        return await self._end(replica, tid, dict(state, epoch=epoch + 1), commit=False,
+                               next_epoch=True, lapsed=epoch)
 
     async def _abort_fencing(self, replica: TxnStateReplica, tid: str, state: dict,
                              why: str) -> dict:
@@ -974,7 +1053,10 @@ class TransactionCoordinatorService(_ControllerWriter,
                     return
                 if state["state"] == ONGOING and \
                         _now_ms() - state["start_ms"] > state["timeout_ms"]:
-                    await self._abort_fencing(replica, tid, state, "timed out")
+                    if state.get("reopened") and state["epoch"] + 2 <= EPOCH_MAX:
+                        await self._lapse(replica, tid, state)
+                    else:
+                        await self._abort_fencing(replica, tid, state, "timed out")
         except BrokerError as exc:
             log.info("transactional id %s: completing failed (%s); will retry", tid,
                      exc.message)
@@ -988,7 +1070,7 @@ def _still_completing(tid: str) -> BrokerError:
 def _next_transaction(state: dict) -> dict:
     """A new transaction's state from an ended or prepared one's (same producer id and
     epoch): ongoing, nothing in it yet."""
-    fresh = {k: v for k, v in state.items() if k not in ("marker_epoch", "previous")}
+    fresh = {k: v for k, v in state.items() if k not in _DECISION_KEYS}
     return dict(fresh, state=ONGOING, partitions=[], groups=[])
 
 

@@ -438,6 +438,7 @@ class Producer:
         self._adds_task: asyncio.Task[None] | None = None
         self._adds_signal = _Signal()  # the AddPartitionsToTxn task's wake-up
         self._adds_ended = _Signal()  # a call of it ended (_end waits for none out)
+        self._reset_lock = asyncio.Lock()  # one reset of a reopened transaction at a time
         if transactional_id is not None:
             self._txn = TransactionManager(
                 TxnCoordinatorClient(self._cluster, transactional_id), transactional_id,
@@ -489,6 +490,7 @@ class Producer:
         size = record_size(key_b, value_b, hdrs)
         fut: _RecordFuture = _RecordFuture()
         try:
+            await self._txn_reset()
             chosen, count = await self._choose_partition(topic, key_b, partition)
             await self._wait_for_room(size)
         except RaftkaError as e:
@@ -539,6 +541,7 @@ class Producer:
             group.future.set_result([])
             return group.future  # type: ignore[no-any-return]
         try:
+            await self._txn_reset()
             chosen, count = await self._choose_partition(topic, key_b, partition)
             await self._wait_for_room(sum(sizes))
         except RaftkaError as e:
@@ -651,6 +654,7 @@ class Producer:
                  else group_metadata)
         if not offsets:
             return
+        await self._txn_reset()
         await run(self._cluster, txn.send_offsets_ops(
             dict(offsets), group, self._max_block_s if timeout is None else timeout))
 
@@ -674,6 +678,19 @@ class Producer:
         assert self._idempotence is not None
         self._idempotence.set_producer_id(pid, epoch)  # the next transaction's epoch
         self._txn_futures = []
+
+    async def _txn_reset(self) -> None:
+        """Before a transaction's first send or offsets: end the reopened transaction it
+        began too long after (``_transactions.py``), one call for all the sends."""
+        txn = self._txn
+        if txn is None or not txn.reset_due:
+            return
+        async with self._reset_lock:
+            if txn.reset_due:
+                producer = await run(self._cluster, txn.reset_ops(self._max_block_s))
+                assert self._idempotence is not None
+                self._idempotence.set_producer_id(*producer)
+                txn.reset_due = False
 
     def _require_txn(self, what: str) -> TransactionManager:
         if self._txn is None:

@@ -169,3 +169,43 @@ def test_partitions_a_node_answered_without_joining_are_added_before_end_txn() -
         ops.send(txn_pb2.EndTxnResponse(producer_id=7, producer_epoch=4))
     assert done.value.value == (7, 4)
     assert not txn.joining(), "the next transactions add their partitions first"
+
+
+def test_a_transaction_begun_long_after_a_reopening_commit_ends_the_reopened_one() -> None:
+    """EndTxn asks the coordinator to reopen the next transaction (txn.proto
+    EndTxnRequest.reopen); its timeout counts from that commit, so a transaction begun more
+    than half of transaction_timeout_ms later ends it first (EndTxn abort at its epoch) and
+    goes on at the epoch answered. One begun soon after just goes on."""
+    from raftka.v1 import txn_pb2
+
+    class Coordinator:
+        def call_ops(self, method, request, timeout_s):
+            return (yield (method, request))
+
+    txn = _open(joins=True)
+    txn.coordinator = Coordinator()
+    txn.queue_partition(("a", 0))
+    ops = txn.end_ops(True, 5.0)
+    method, request = next(ops)
+    assert method == "EndTxn" and request.reopen and request.next_epoch
+    with pytest.raises(StopIteration):
+        ops.send(txn_pb2.EndTxnResponse(producer_id=7, producer_epoch=4, reopened=True))
+    txn.begin()
+    assert not txn.reset_due, "begun at once: the reopened transaction is this one"
+    txn.state = "ready"
+    txn.reopened_at -= txn.timeout_ms / 1000  # the producer idled a whole timeout
+    txn.begin()
+    assert txn.reset_due
+    ops = txn.reset_ops(5.0)
+    method, request = next(ops)
+    assert (method, request.result, request.producer_epoch, request.next_epoch,
+            request.reopen) == ("EndTxn", txn_pb2.TXN_ABORT, 4, True, False)
+    with pytest.raises(StopIteration) as done:  # the coordinator let it lapse: epoch 6
+        ops.send(txn_pb2.EndTxnResponse(producer_id=7, producer_epoch=6))
+    assert done.value.value == (7, 6) and txn.epoch == 6 and txn.reopened_at is None
+    # an empty transaction sends no EndTxn: what it found reopened stays as it was
+    txn.reset_due, txn.reopened_at = False, 1.0
+    ops = txn.end_ops(True, 5.0)
+    with pytest.raises(StopIteration):
+        next(ops)
+    assert txn.reopened_at == 1.0

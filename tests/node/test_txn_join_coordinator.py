@@ -35,7 +35,8 @@ def _service() -> tuple[TransactionCoordinatorService, TxnStateReplica, list[dic
     node.campaign()
     _drive(replica, node, storage)
     assert node.role == Role.LEADER
-    topics = {TXN_TOPIC: _Meta(TXN_TOPIC, 1, internal=True), TOPIC: _Meta(TOPIC, 4)}
+    topics = {TXN_TOPIC: _Meta(TXN_TOPIC, 1, internal=True), TOPIC: _Meta(TOPIC, 4),
+              "__internal": _Meta("__internal", 1, internal=True)}
     assert txn_partition_for(TID, 1) == 0
     broker = types.SimpleNamespace(
         node_id=1, partitions={(TXN_TOPIC, 0): replica},
@@ -126,6 +127,97 @@ def test_an_abort_with_nothing_open_moves_the_epoch_on() -> None:
             await service.join(TID, PID, 8, (TOPIC, 0), set())
         assert exc.value.code == Code.PRODUCER_FENCED
         await service.join(TID, PID, 9, (TOPIC, 0), set())  # the next transaction's
+        assert replica.transactions[TID]["state"] == "ongoing"
+        service._driver.cancel()
+    asyncio.run(scenario())
+
+
+def _end_txn(service, epoch: int, commit: bool = True, reopen: bool = True):
+    end = TransactionCoordinatorService.EndTxn.__wrapped__  # type: ignore[attr-defined]
+    return end(service, txn_pb2.EndTxnRequest(
+        transactional_id=TID, producer_id=PID, producer_epoch=epoch, next_epoch=True,
+        reopen=reopen, result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), None)
+
+
+def _marking_instantly(service) -> list[tuple[int, bool, list]]:
+    """Markers written at once (the partitions are not part of this test): the rounds."""
+    rounds: list[tuple[int, bool, list]] = []
+
+    async def markers(pid, epoch, commit, coordinator_epoch, partitions):
+        rounds.append((epoch, commit, sorted(partitions)))
+        return []
+    service._markers = markers  # type: ignore[method-assign]
+    return rounds
+
+
+def test_a_commit_reopens_the_next_transaction_with_its_ordinary_partitions() -> None:
+    """Rule 9: one write per transaction. The decision is the next transaction's state
+    (ongoing at the next epoch, the ordinary partitions already in it, the previous
+    transaction's markers to write); its joins make no write; a retry of the EndTxn is
+    answered the same, the other result refused."""
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        rounds = _marking_instantly(service)
+        await _initialized(service, replica, 5, state="ongoing",
+                           partitions=[[TOPIC, 0], [TOPIC, 1], ["__internal", 0]])
+        answer = await _end_txn(service, 5)
+        assert (answer.producer_epoch, answer.reopened) == (6, True)
+        assert len(writes) == 1
+        state = replica.transactions[TID]
+        assert (state["state"], state["epoch"], state["partitions"]) == (
+            "ongoing", 6, [[TOPIC, 0], [TOPIC, 1]]), "internal partitions are not reopened"
+        assert state["previous"]["epoch"] == 5 and state["previous"]["commit"]
+        await asyncio.sleep(0.05)  # the completion task writes the markers, nothing else
+        assert rounds == [(5, True, [("__internal", 0), (TOPIC, 0), (TOPIC, 1)])]
+        assert len(writes) == 1
+        for p in (0, 1):
+            await service.join(TID, PID, 6, (TOPIC, p), set())
+        assert len(writes) == 1, "the reopened partitions join without a write"
+        retry = await _end_txn(service, 5)
+        assert (retry.producer_epoch, retry.reopened) == (6, True) and len(writes) == 1
+        with pytest.raises(BrokerError) as exc:
+            await _end_txn(service, 5, commit=False)
+        assert exc.value.code == Code.INVALID_TXN_STATE
+        await service.join(TID, PID, 6, (TOPIC, 2), set())  # a new partition: a write
+        assert len(writes) == 2
+        answer = await _end_txn(service, 6, reopen=False)
+        assert (answer.producer_epoch, answer.reopened) == (7, False)
+        assert replica.transactions[TID]["state"] == "prepare_commit"
+        assert "reopened" not in replica.transactions[TID]
+        service._driver.cancel()
+    asyncio.run(scenario())
+
+
+def test_a_reopened_transaction_that_times_out_lapses_without_fencing_the_producer() -> None:
+    """Rule 9: the coordinator aborts a reopened transaction past its timeout with markers
+    of the epoch after it (a late batch of its epoch is refused, not taken for a new
+    transaction), and answers the producer's EndTxn abort of the lapsed epoch with the
+    epoch to go on with; its commit is refused as fenced."""
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        rounds = _marking_instantly(service)
+        await _initialized(service, replica, 6, state="ongoing", start_ms=1,
+                           partitions=[[TOPIC, 0]], reopened=[5, True])
+        service._resume()  # past its timeout: lapses in the background
+        for _ in range(100):
+            if replica.transactions[TID]["state"] != "ongoing":
+                break
+            await asyncio.sleep(0.01)
+        state = replica.transactions[TID]
+        assert state["state"] in ("prepare_abort", "complete_abort")
+        assert (state["marker_epoch"], state["epoch"], state["lapsed"]) == (7, 8, 6)
+        await asyncio.sleep(0.05)
+        assert rounds == [(7, False, [(TOPIC, 0)])]
+        with pytest.raises(BrokerError) as exc:
+            await _end_txn(service, 6)
+        assert exc.value.code == Code.PRODUCER_FENCED and "timed out" in exc.value.message
+        answer = await _end_txn(service, 6, commit=False)
+        assert (answer.producer_epoch, answer.reopened) == (8, False)
+        with pytest.raises(BrokerError) as exc:  # a late batch's join of the lapsed epoch
+            service._marked[TID] = (PID, 7)
+            await service.join(TID, PID, 6, (TOPIC, 0), set())
+        assert exc.value.code == Code.PRODUCER_FENCED
+        await service.join(TID, PID, 8, (TOPIC, 0), set())  # the producer goes on
         assert replica.transactions[TID]["state"] == "ongoing"
         service._driver.cancel()
     asyncio.run(scenario())
