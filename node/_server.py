@@ -284,7 +284,9 @@ def _add_services(server: grpc.aio.Server, broker: Broker, forwarder: Controller
     admin_pb2_grpc.add_AdminServicer_to_server(AdminService(broker, forwarder), server)
     group_pb2_grpc.add_GroupCoordinatorServicer_to_server(groups, server)
     share_pb2_grpc.add_ShareServicer_to_server(shares, server)
-    txn_pb2_grpc.add_TxnMarkersServicer_to_server(TxnMarkersService(broker), server)
+    markers_service = TxnMarkersService(broker)
+    markers_service.joins = txns.joins  # _txn_join.py rule 5: markers pre-join there
+    txn_pb2_grpc.add_TxnMarkersServicer_to_server(markers_service, server)
     txn_pb2_grpc.add_TransactionCoordinatorServicer_to_server(txns, server)
     security_pb2_grpc.add_SecurityServicer_to_server(SecurityService(broker, forwarder), server)
 

@@ -204,6 +204,8 @@ class TxnMarkersService(_Service, txn_pb2_grpc.TxnMarkersServicer):
     partitions are written concurrently and answered one by one (a partition this node does
     not lead answers NOT_LEADER in its result, the others are still written)."""
 
+    joins: Any = None  # the node's TxnJoins (_txn_join.py rule 5), set by the server
+
     @_handler
     async def WriteTxnMarkers(self, request, context):  # noqa: N802
         if request.result not in (txn_pb2.TXN_COMMIT, txn_pb2.TXN_ABORT):
@@ -221,9 +223,16 @@ class TxnMarkersService(_Service, txn_pb2_grpc.TxnMarkersServicer):
             result = txn_pb2.TxnMarkerResult(topic=tp.topic, partition=tp.partition, offset=-1)
             try:
                 replica = _require_leader(self.broker, tp.topic, tp.partition)
+                joins = self.joins
+                if joins is not None and request.joined_epoch > request.producer_epoch:
+                    meta = self.broker.controller.state.topic(tp.topic)
+                    if meta is not None and not meta.internal:  # _txn_join.py rule 5
+                        joins.prejoined(replica, request.producer_id, request.joined_epoch)
                 result.offset = await replica.write_marker(
                     request.producer_id, request.producer_epoch, commit,
                     request.coordinator_epoch, timeout_s)
+                if joins is not None:
+                    joins.marked(replica, request.producer_id, request.producer_epoch)
             except BrokerError as exc:
                 self.broker.metrics.error("WriteTxnMarkers", exc.code)
                 result.error.CopyFrom(self.complete(exc).info())

@@ -36,6 +36,17 @@ replicates: one coordinator write beside the data's, instead of one before it. R
    has, written through the raw API whose markers an operator's tool writes, is left to
    the partition's ``transaction_max_timeout_ms`` backstop.)
 
+5. Pre-joined: a marker the coordinator writes for the transaction that reopened the
+   producer's next one (``_txn_service.py`` rule 9) names that next epoch
+   (``WriteTxnMarkersRequest.joined_epoch``): the coordinator made the partition part of it
+   durably before sending the marker, so when the marker arrives (before it is written:
+   the next transaction's first batch often comes right behind it) this leader records
+   the join of that epoch as done, in its term, and the next transaction's batches here
+   need no JoinTxn. Not when the partition has seen that epoch of the producer or a later
+   one (its batches came first and join themselves, or the request arrived late). Kept ``PREJOIN_KEEP_MS`` while nothing of the
+   producer is open here (a batch after that asks, which is only slower). A marker
+   written drops the producer's ended joins of its epoch and older.
+
 Kafka clients (``node/_kafka/``) add partitions with AddPartitionsToTxn before sending and
 name no transactional id in the gRPC sense: their batches are not joined (rule 4 still
 settles what they leave open, which finds the partition already added).
@@ -59,6 +70,7 @@ JOIN_BACKOFF_S = 0.05
 JOIN_GIVE_UP_S = 60.0
 SETTLE_INTERVAL_S = 0.5
 SETTLE_AFTER_MS = 1000
+PREJOIN_KEEP_MS = 60_000  # rule 5
 MARKER_TIMEOUT_S = 10.0
 TIDS_MAX = 65536
 # the coordinator's definite refusals (rule 3); anything else is retried
@@ -72,12 +84,14 @@ Ask = Callable[[str, int, int, str, int, list[int]], Awaitable[None]]
 
 
 class _Join:
-    __slots__ = ("epoch", "term", "future")
+    __slots__ = ("epoch", "term", "future", "prejoined_ms")
 
-    def __init__(self, epoch: int, term: int, future: asyncio.Future) -> None:
+    def __init__(self, epoch: int, term: int, future: asyncio.Future,
+                 prejoined_ms: int = 0) -> None:
         self.epoch = epoch
         self.term = term
         self.future = future
+        self.prejoined_ms = prejoined_ms  # rule 5: when a marker said it (0: asked)
 
 
 class TxnJoins:
@@ -186,6 +200,37 @@ class TxnJoins:
         # (not leading any more: the next leader settles what is left, rule 4)
         _finish(future, refusal)
 
+    def prejoined(self, replica: PartitionReplica, producer_id: int,
+                  joined_epoch: int) -> None:
+        """Rule 5: a marker for the producer arrived at ``replica`` (led here) saying the
+        coordinator has this partition in the producer's transaction of ``joined_epoch``
+        already."""
+        node = replica.group.node if replica.group is not None else None
+        if node is None or node.role != Role.LEADER:
+            return
+        seen = replica.producers.current_epoch(producer_id)
+        if seen is not None and seen >= joined_epoch:
+            # that epoch's batches came first (their own join covers them), or a late
+            # marker request: the producer is at that epoch's marker or past it here
+            return
+        key = (replica.topic, replica.partition)
+        current = self._joins.get(key, {}).get(producer_id)
+        if current is not None and current.term == node.term and \
+                current.epoch >= joined_epoch:
+            return  # that epoch's batches came first: their join is under way, or done
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        self._joins.setdefault(key, {})[producer_id] = _Join(
+            joined_epoch, node.term, future, self._clock_ms())
+
+    def marked(self, replica: PartitionReplica, producer_id: int, epoch: int) -> None:
+        """Rule 5: a marker of ``epoch`` for the producer was written on ``replica``: the
+        producer's ended joins of that epoch and older are forgotten."""
+        joins = self._joins.get((replica.topic, replica.partition))
+        current = joins.get(producer_id) if joins is not None else None
+        if current is not None and current.epoch <= epoch and current.future.done():
+            del joins[producer_id]  # type: ignore[union-attr]
+
     # ------------------------------------------------------------------ settling
     def settle(self, lookup: Callable[[tuple[str, int]], PartitionReplica | None],
                open_keys: list[tuple[str, int]]) -> None:
@@ -200,8 +245,9 @@ class TxnJoins:
                 continue
             joins, term, open_txns = self._joins[key], replica.group.node.term, \
                 replica.txns.open  # type: ignore[union-attr]
+            kept = self._clock_ms() - PREJOIN_KEEP_MS
             for pid in [p for p, j in joins.items() if j.term != term or (
-                    j.future.done() and p not in open_txns)]:
+                    j.future.done() and p not in open_txns and j.prejoined_ms < kept)]:
                 del joins[pid]
         if len(self._tids) > TIDS_MAX:
             self._tids.clear()  # only a hint: settling looks the producer id up without it

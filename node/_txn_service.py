@@ -811,8 +811,9 @@ class TransactionCoordinatorService(_ControllerWriter,
         transaction), and the producer goes on at the one after (EndTxn of the lapsed
         epoch answers it)."""
         epoch = state["epoch"]
-        log.info("transactional id %s: its transaction reopened at epoch %d timed out; "
-                 "aborted, the producer goes on at epoch %d", tid, epoch, epoch + 2)
+        # routine: every producer that stops for longer than its timeout gets one
+        log.debug("transactional id %s: its transaction reopened at epoch %d timed out; "
+                  "aborted, the producer goes on at epoch %d", tid, epoch, epoch + 2)
         return await self._end(replica, tid, dict(state, epoch=epoch + 1), commit=False,
                                next_epoch=True, lapsed=epoch)
 
@@ -838,13 +839,18 @@ class TransactionCoordinatorService(_ControllerWriter,
         else:  # rule 7: the previous transaction's, under the next one's state
             marking = state["previous"]
         commit = marking["commit"]
+        # rule 9: the markers of the transaction that reopened this one pre-join its
+        # partitions at their leaders (_txn_join.py rule 5)
+        reopened = state.get("reopened")
+        joined_epoch = state["epoch"] if not prepared and reopened \
+            and reopened[0] == marking["epoch"] else 0
         remaining = sorted((t, p) for t, p in marking["partitions"])
         term = replica.group.node.term if replica.group else 0
         coordinator_epoch = min(term, 2**31 - 1)
         rounds = 0
         while remaining:
             remaining = await self._markers(state["pid"], marking["epoch"], commit,
-                                            coordinator_epoch, remaining)
+                                            coordinator_epoch, remaining, joined_epoch)
             rounds += 1
             if not remaining:
                 break
@@ -884,7 +890,8 @@ class TransactionCoordinatorService(_ControllerWriter,
             state, state=COMPLETE_COMMIT if commit else COMPLETE_ABORT))
 
     async def _markers(self, pid: int, epoch: int, commit: bool, coordinator_epoch: int,
-                       partitions: list[tuple[str, int]]) -> list[tuple[str, int]]:
+                       partitions: list[tuple[str, int]], joined_epoch: int = 0
+                       ) -> list[tuple[str, int]]:
         """One round: a marker to each partition at its leader; the ones still missing."""
         by_leader: dict[int, list[tuple[str, int]]] = {}
         state = self.broker.controller.state
@@ -899,30 +906,34 @@ class TransactionCoordinatorService(_ControllerWriter,
             else:
                 by_leader.setdefault(leader, []).append((t, p))
         rounds = await asyncio.gather(*(
-            self._markers_at(leader, tps, pid, epoch, commit, coordinator_epoch)
+            self._markers_at(leader, tps, pid, epoch, commit, coordinator_epoch, joined_epoch)
             for leader, tps in by_leader.items()))
         for r in rounds:
             missing += r
         return missing
 
     async def _markers_at(self, leader: int, tps: list[tuple[str, int]], pid: int,
-                          epoch: int, commit: bool, coordinator_epoch: int
-                          ) -> list[tuple[str, int]]:
+                          epoch: int, commit: bool, coordinator_epoch: int,
+                          joined_epoch: int = 0) -> list[tuple[str, int]]:
         if leader == self.broker.node_id:
             async def one(tp: tuple[str, int]) -> tuple[str, int] | None:
                 try:
                     replica = _require_leader(self.broker, *tp)
+                    if joined_epoch > epoch and self._ordinary(tp[0]):
+                        self.joins.prejoined(replica, pid, joined_epoch)  # rule 9
                     await replica.write_marker(pid, epoch, commit, coordinator_epoch,
                                                MARKER_TIMEOUT_S)
                 except BrokerError as exc:
                     return None if exc.code in _MARKER_DONE else tp
+                self.joins.marked(replica, pid, epoch)
                 return None
             return [tp for tp in await asyncio.gather(*(one(tp) for tp in tps)) if tp]
         request = txn_pb2.WriteTxnMarkersRequest(
             producer_id=pid, producer_epoch=epoch,
             result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT,
             coordinator_epoch=coordinator_epoch, timeout_ms=int(MARKER_TIMEOUT_S * 1000),
-            partitions=[txn_pb2.TxnMarkerPartition(topic=t, partition=p) for t, p in tps])
+            partitions=[txn_pb2.TxnMarkerPartition(topic=t, partition=p) for t, p in tps],
+            joined_epoch=joined_epoch)
         try:
             answer = await txn_pb2_grpc.TxnMarkersStub(self._channel(leader)).WriteTxnMarkers(
                 request, timeout=MARKER_TIMEOUT_S + 2,

@@ -163,3 +163,35 @@ def test_a_new_leader_settles_a_transaction_it_finds_open() -> None:
         await _run(c, rounds=5)
         assert len(coordinator.calls) == 2, "settled once per leader term"
     asyncio.run(scenario())
+
+
+def test_a_marker_that_names_the_reopened_epoch_pre_joins_its_partition() -> None:
+    """Rule 5: the marker of a transaction whose commit reopened the next one names that
+    next epoch; its batches here then need no JoinTxn. A marker of a later epoch than the
+    producer's, or a late one whose producer is past the epoch, pre-joins nothing, and
+    the prejoin belongs to the leader's term."""
+    async def scenario() -> None:
+        c = _Cluster()
+        coordinator = _Coordinator()
+        joins = TxnJoins(coordinator)
+        first = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0)
+        await _run(c, first)
+        assert len(coordinator.calls) == 1
+        joins.prejoined(c.replica, 7, 1)  # the commit of epoch 0 reopened epoch 1 ...
+        c.marker(7, 0, True)
+        await _run(c, rounds=5)
+        joins.marked(c.replica, 7, 0)  # ... and its marker was written
+        second = _send(c, joins, _txn(7, 1, 0, b"b"), 7, 1)
+        await _run(c, second)
+        assert second.result() == (2, 2) and len(coordinator.calls) == 1, "no JoinTxn"
+        assert c.replica.last_stable_offset == 2, "open until its own marker"
+        c.marker(7, 1, True)
+        await _run(c, rounds=5)
+        joins.marked(c.replica, 7, 1)
+        joins.prejoined(c.replica, 7, 1)  # a late request: the producer is past it here
+        assert joins._joins[("t", 0)].get(7) is None, "nothing pre-joined"
+        third = _send(c, joins, _txn(7, 2, 0, b"c"), 7, 2)
+        await _run(c, third)
+        assert len(coordinator.calls) == 2, "epoch 2 was not pre-joined: it asks"
+        assert [call[2] for call in coordinator.calls] == [0, 2]
+    asyncio.run(scenario())

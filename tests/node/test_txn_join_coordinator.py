@@ -139,12 +139,12 @@ def _end_txn(service, epoch: int, commit: bool = True, reopen: bool = True):
         reopen=reopen, result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), None)
 
 
-def _marking_instantly(service) -> list[tuple[int, bool, list]]:
+def _marking_instantly(service) -> list[tuple[int, bool, list, int]]:
     """Markers written at once (the partitions are not part of this test): the rounds."""
-    rounds: list[tuple[int, bool, list]] = []
+    rounds: list[tuple[int, bool, list, int]] = []
 
-    async def markers(pid, epoch, commit, coordinator_epoch, partitions):
-        rounds.append((epoch, commit, sorted(partitions)))
+    async def markers(pid, epoch, commit, coordinator_epoch, partitions, joined_epoch=0):
+        rounds.append((epoch, commit, sorted(partitions), joined_epoch))
         return []
     service._markers = markers  # type: ignore[method-assign]
     return rounds
@@ -168,7 +168,8 @@ def test_a_commit_reopens_the_next_transaction_with_its_ordinary_partitions() ->
             "ongoing", 6, [[TOPIC, 0], [TOPIC, 1]]), "internal partitions are not reopened"
         assert state["previous"]["epoch"] == 5 and state["previous"]["commit"]
         await asyncio.sleep(0.05)  # the completion task writes the markers, nothing else
-        assert rounds == [(5, True, [("__internal", 0), (TOPIC, 0), (TOPIC, 1)])]
+        # they pre-join the reopened epoch at the partition leaders (_txn_join.py rule 5)
+        assert rounds == [(5, True, [("__internal", 0), (TOPIC, 0), (TOPIC, 1)], 6)]
         assert len(writes) == 1
         for p in (0, 1):
             await service.join(TID, PID, 6, (TOPIC, p), set())
@@ -207,7 +208,7 @@ def test_a_reopened_transaction_that_times_out_lapses_without_fencing_the_produc
         assert state["state"] in ("prepare_abort", "complete_abort")
         assert (state["marker_epoch"], state["epoch"], state["lapsed"]) == (7, 8, 6)
         await asyncio.sleep(0.05)
-        assert rounds == [(7, False, [(TOPIC, 0)])]
+        assert rounds == [(7, False, [(TOPIC, 0)], 0)]
         with pytest.raises(BrokerError) as exc:
             await _end_txn(service, 6)
         assert exc.value.code == Code.PRODUCER_FENCED and "timed out" in exc.value.message

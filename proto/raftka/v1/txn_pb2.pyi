@@ -26,20 +26,22 @@ class TxnMarkerPartition(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ...) -> None: ...
 
 class WriteTxnMarkersRequest(_message.Message):
-    __slots__ = ("producer_id", "producer_epoch", "result", "coordinator_epoch", "partitions", "timeout_ms")
+    __slots__ = ("producer_id", "producer_epoch", "result", "coordinator_epoch", "partitions", "timeout_ms", "joined_epoch")
     PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_EPOCH_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    JOINED_EPOCH_FIELD_NUMBER: _ClassVar[int]
     producer_id: int
     producer_epoch: int
     result: TxnResult
     coordinator_epoch: int
     partitions: _containers.RepeatedCompositeFieldContainer[TxnMarkerPartition]
     timeout_ms: int
-    def __init__(self, producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ..., result: _Optional[_Union[TxnResult, str]] = ..., coordinator_epoch: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[TxnMarkerPartition, _Mapping]]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    joined_epoch: int
+    def __init__(self, producer_id: _Optional[int] = ..., producer_epoch: _Optional[int] = ..., result: _Optional[_Union[TxnResult, str]] = ..., coordinator_epoch: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[TxnMarkerPartition, _Mapping]]] = ..., timeout_ms: _Optional[int] = ..., joined_epoch: _Optional[int] = ...) -> None: ...
 
 class TxnMarkerResult(_message.Message):
     __slots__ = ("topic", "partition", "offset", "error")
