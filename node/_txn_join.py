@@ -45,7 +45,10 @@ replicates: one coordinator write beside the data's, instead of one before it. R
    need no JoinTxn. Not when the partition has seen that epoch of the producer or a later
    one (its batches came first and join themselves, or the request arrived late). Kept ``PREJOIN_KEEP_MS`` while nothing of the
    producer is open here (a batch after that asks, which is only slower). A marker
-   written drops the producer's ended joins of its epoch and older.
+   written drops the producer's ended joins of its epoch and older. A batch of a newer
+   epoch than the producer's transaction open here cannot be written before that one's
+   marker anyway (``_partition.py``), so its join waits for the marker first (up to
+   ``MARKER_WAIT_S``) and asks only if the marker pre-joined nothing.
 
 Kafka clients (``node/_kafka/``) add partitions with AddPartitionsToTxn before sending and
 name no transactional id in the gRPC sense: their batches are not joined (rule 4 still
@@ -71,6 +74,7 @@ JOIN_GIVE_UP_S = 60.0
 SETTLE_INTERVAL_S = 0.5
 SETTLE_AFTER_MS = 1000
 PREJOIN_KEEP_MS = 60_000  # rule 5
+MARKER_WAIT_S = 0.5  # rule 5: a join behind its producer's previous marker waits for it
 MARKER_TIMEOUT_S = 10.0
 TIDS_MAX = 65536
 # the coordinator's definite refusals (rule 3); anything else is retried
@@ -103,6 +107,9 @@ class TxnJoins:
         # (topic, partition) -> producer id -> its join of this leader term
         self._joins: dict[tuple[str, int], dict[int, _Join]] = {}
         self._tids: dict[int, str] = {}  # producer id -> transactional id (from requests)
+        # rule 5: (topic, partition, producer id) -> the join waiting for the marker of the
+        # producer's transaction open there; resolved with the epoch it pre-joins (0: none)
+        self._marker_waits: dict[tuple[str, int, int], asyncio.Future] = {}
 
     def joined(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
                hints: list[int], data: asyncio.Future) -> asyncio.Future:
@@ -150,6 +157,9 @@ class TxnJoins:
 
     async def _run(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
                    hints: list[int], term: int, future: asyncio.Future) -> None:
+        if tid and await self._marker_prejoins(replica, producer_id, epoch):
+            _finish(future, None)  # rule 5
+            return
         deadline = time.monotonic() + JOIN_GIVE_UP_S
         refusal: BrokerError | None = None
         while True:
@@ -200,6 +210,30 @@ class TxnJoins:
         # (not leading any more: the next leader settles what is left, rule 4)
         _finish(future, refusal)
 
+    async def _marker_prejoins(self, replica: PartitionReplica, producer_id: int,
+                               epoch: int) -> bool:
+        """Rule 5: whether the marker of the producer's transaction open on ``replica``
+        (of an older epoch than ``epoch``) arrived within MARKER_WAIT_S pre-joining
+        ``epoch``; False at once when no such transaction is open."""
+        open_txn = replica.txns.open.get(producer_id)
+        if open_txn is None or open_txn.epoch >= epoch:
+            return False
+        key = (replica.topic, replica.partition, producer_id)
+        waiter = asyncio.get_running_loop().create_future()
+        self._marker_waits[key] = waiter
+        try:
+            return await asyncio.wait_for(waiter, MARKER_WAIT_S) == epoch
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if self._marker_waits.get(key) is waiter:
+                del self._marker_waits[key]
+
+    def _wake(self, replica: PartitionReplica, producer_id: int, joined_epoch: int) -> None:
+        waiter = self._marker_waits.pop((replica.topic, replica.partition, producer_id), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(joined_epoch)
+
     def prejoined(self, replica: PartitionReplica, producer_id: int,
                   joined_epoch: int) -> None:
         """Rule 5: a marker for the producer arrived at ``replica`` (led here) saying the
@@ -208,6 +242,7 @@ class TxnJoins:
         node = replica.group.node if replica.group is not None else None
         if node is None or node.role != Role.LEADER:
             return
+        self._wake(replica, producer_id, joined_epoch)
         seen = replica.producers.current_epoch(producer_id)
         if seen is not None and seen >= joined_epoch:
             # that epoch's batches came first (their own join covers them), or a late
@@ -226,6 +261,7 @@ class TxnJoins:
     def marked(self, replica: PartitionReplica, producer_id: int, epoch: int) -> None:
         """Rule 5: a marker of ``epoch`` for the producer was written on ``replica``: the
         producer's ended joins of that epoch and older are forgotten."""
+        self._wake(replica, producer_id, 0)  # a join waiting for it asks now
         joins = self._joins.get((replica.topic, replica.partition))
         current = joins.get(producer_id) if joins is not None else None
         if current is not None and current.epoch <= epoch and current.future.done():

@@ -195,3 +195,33 @@ def test_a_marker_that_names_the_reopened_epoch_pre_joins_its_partition() -> Non
         assert len(coordinator.calls) == 2, "epoch 2 was not pre-joined: it asks"
         assert [call[2] for call in coordinator.calls] == [0, 2]
     asyncio.run(scenario())
+
+
+def test_a_batch_behind_its_producers_previous_marker_waits_for_it_before_asking() -> None:
+    """Rule 5: the next transaction's batch that arrives before the previous one's marker
+    (it cannot be written before it anyway) joins through that marker when it pre-joins
+    the batch's epoch, and asks the coordinator only when it does not."""
+    async def scenario() -> None:
+        c = _Cluster()
+        coordinator = _Coordinator()
+        joins = TxnJoins(coordinator)
+        first = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0)
+        await _run(c, first)
+        second = _send(c, joins, _txn(7, 1, 0, b"b"), 7, 1)  # before epoch 0's marker
+        await _run(c, rounds=10)
+        assert len(coordinator.calls) == 1 and not second.done(), "waiting for the marker"
+        joins.prejoined(c.replica, 7, 1)
+        c.marker(7, 0, True)
+        await _run(c, second)
+        assert second.result() == (2, 2) and len(coordinator.calls) == 1, "no JoinTxn"
+        # a marker that pre-joins nothing: the waiting join asks once it is written
+        third = _send(c, joins, _txn(7, 2, 0, b"c"), 7, 2)
+        await _run(c, rounds=10)
+        assert len(coordinator.calls) == 1 and not third.done()
+        c.marker(7, 1, True)
+        await _run(c, rounds=5)
+        joins.marked(c.replica, 7, 1)
+        await _run(c, third)
+        assert third.result() == (4, 4)
+        assert [call[2] for call in coordinator.calls] == [0, 2]
+    asyncio.run(scenario())
