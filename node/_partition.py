@@ -232,6 +232,7 @@ PENDING_REQUESTS_MAX = 10_000
 # A transaction marker waits this long for a pass of its partition that proposes anyway
 # (the next transaction's batches usually come right behind it, and must follow it): one
 # Raft write and sync for both instead of two. Delays read_committed visibility by as much.
+# Not when requests wait already (they may be batches held for this very marker).
 MARKER_LINGER_S = 0.005
 RELEASE_RETRY_S = 0.05  # a release proposal that was dropped is tried again after this
 # Releases of one partition are at least this far apart (ms): at 10,000 due records/s with
@@ -1088,9 +1089,12 @@ class PartitionReplica:
         payload = build_control_batch(producer_id, epoch, commit, coordinator_epoch,
                                       self._clock_ms())
         future = asyncio.get_running_loop().create_future()
+        waiting = bool(self._pending)  # e.g. the next transaction's batches, held for it
         self._pending.append(_Pending(payload, [(0, len(payload))], -1, future, producer_id,
                                       epoch, -1, 1, transactional=True, marker=True))
-        if self._marker_timer is None:
+        if waiting:
+            self._mark_dirty(self.group_id)
+        elif self._marker_timer is None:
             self._marker_timer = asyncio.get_running_loop().call_later(
                 MARKER_LINGER_S, self._marker_due)
         base, _ = await self.wait_acked(future, -1, timeout_s)
