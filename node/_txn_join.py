@@ -43,9 +43,10 @@ replicates: one coordinator write beside the data's, instead of one before it. R
    the next transaction's first batch often comes right behind it) this leader records
    the join of that epoch as done, in its term, and the next transaction's batches here
    need no JoinTxn. Not when the partition has seen that epoch of the producer or a later
-   one (its batches came first and join themselves, or the request arrived late). Kept ``PREJOIN_KEEP_MS`` while nothing of the
-   producer is open here (a batch after that asks, which is only slower). A marker
-   written drops the producer's ended joins of its epoch and older. A batch of a newer
+   one (its batches came first and join themselves, or the request arrived late). Kept
+   ``PREJOIN_KEEP_MS`` while nothing of the producer is open here (a batch after that
+   asks, which is only slower). A marker written drops the producer's ended joins of its
+   epoch and older. A batch of a newer
    epoch than the producer's transaction open here cannot be written before that one's
    marker anyway (``_partition.py``), so its join waits for the marker first (up to
    ``MARKER_WAIT_S``) and asks only if the marker pre-joined nothing.
@@ -157,7 +158,8 @@ class TxnJoins:
 
     async def _run(self, replica: PartitionReplica, tid: str, producer_id: int, epoch: int,
                    hints: list[int], term: int, future: asyncio.Future) -> None:
-        if tid and await self._marker_prejoins(replica, producer_id, epoch):
+        if tid and await self._marker_prejoins(replica, producer_id, epoch) \
+                and _leads(replica, term):
             _finish(future, None)  # rule 5
             return
         deadline = time.monotonic() + JOIN_GIVE_UP_S
