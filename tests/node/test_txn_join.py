@@ -165,17 +165,22 @@ def test_a_new_leader_settles_a_transaction_it_finds_open() -> None:
     asyncio.run(scenario())
 
 
+async def _first_transaction_joined() -> tuple[_Cluster, _Coordinator, TxnJoins]:
+    """Producer id 7's transaction of epoch 0 written and joined (one JoinTxn)."""
+    c = _Cluster()
+    coordinator = _Coordinator()
+    joins = TxnJoins(coordinator)
+    first = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0)
+    await _run(c, first)
+    return c, coordinator, joins
+
+
 def test_a_marker_that_names_the_reopened_epoch_pre_joins_its_partition() -> None:
     """Rule 5: the marker of a transaction whose commit reopened the next one names that
-    next epoch; its batches here then need no JoinTxn. A marker of a later epoch than the
-    producer's, or a late one whose producer is past the epoch, pre-joins nothing, and
-    the prejoin belongs to the leader's term."""
+    next epoch; its batches here then need no JoinTxn. A late marker request, whose
+    producer is at that epoch's marker or past it here, pre-joins nothing."""
     async def scenario() -> None:
-        c = _Cluster()
-        coordinator = _Coordinator()
-        joins = TxnJoins(coordinator)
-        first = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0)
-        await _run(c, first)
+        c, coordinator, joins = await _first_transaction_joined()
         assert len(coordinator.calls) == 1
         joins.prejoined(c.replica, 7, 1)  # the commit of epoch 0 reopened epoch 1 ...
         c.marker(7, 0, True)
@@ -202,11 +207,7 @@ def test_a_batch_behind_its_producers_previous_marker_waits_for_it_before_asking
     (it cannot be written before it anyway) joins through that marker when it pre-joins
     the batch's epoch, and asks the coordinator only when it does not."""
     async def scenario() -> None:
-        c = _Cluster()
-        coordinator = _Coordinator()
-        joins = TxnJoins(coordinator)
-        first = _send(c, joins, _txn(7, 0, 0, b"a"), 7, 0)
-        await _run(c, first)
+        c, coordinator, joins = await _first_transaction_joined()
         second = _send(c, joins, _txn(7, 1, 0, b"b"), 7, 1)  # before epoch 0's marker
         await _run(c, rounds=10)
         assert len(coordinator.calls) == 1 and not second.done(), "waiting for the marker"
