@@ -640,9 +640,10 @@ class TransactionCoordinatorService(_ControllerWriter,
         if state.get("lapsed") == request.producer_epoch and state["state"] != ONGOING:
             if commit:
                 raise BrokerError(Code.PRODUCER_FENCED, (
-                    f"the transaction of {tid!r} at epoch {request.producer_epoch} timed out "
-                    "(it was opened by the previous commit, and its transaction_timeout_ms "
-                    "counts from there) and the coordinator aborted it; close this producer"))
+                    f"the transaction of {tid!r} at epoch {request.producer_epoch} was "
+                    "aborted by its coordinator: it timed out (it was opened by the previous "
+                    "commit, and its transaction_timeout_ms counts from there) or an "
+                    "operator aborted it; close this producer"))
             return txn_pb2.EndTxnResponse(producer_id=state["pid"],
                                           producer_epoch=state["epoch"])
         return None
@@ -657,7 +658,10 @@ class TransactionCoordinatorService(_ControllerWriter,
             if state is None:
                 raise BrokerError(Code.TRANSACTIONAL_ID_NOT_FOUND,
                                   f"transactional id {tid!r} is not known")
-            if state["state"] == ONGOING:
+            if state["state"] == ONGOING and state.get("reopened") \
+                    and state["epoch"] + 2 <= EPOCH_MAX:
+                state = await self._lapse(replica, tid, state, "aborted by an operator")
+            elif state["state"] == ONGOING:
                 state = await self._abort_fencing(replica, tid, state, "operator")
             elif state["state"] not in PREPARED:
                 raise BrokerError(Code.INVALID_TXN_STATE, f"{tid!r} has no open transaction "
@@ -805,15 +809,18 @@ class TransactionCoordinatorService(_ControllerWriter,
         meta = self.broker.controller.state.topic(topic)
         return meta is not None and not meta.internal
 
-    async def _lapse(self, replica: TxnStateReplica, tid: str, state: dict) -> dict:
-        """Rule 9: a reopened transaction timed out. Its markers carry the epoch after its
-        own (a batch of its epoch that comes later is refused, not taken for a new
-        transaction), and the producer goes on at the one after (EndTxn of the lapsed
-        epoch answers it)."""
+    async def _lapse(self, replica: TxnStateReplica, tid: str, state: dict,
+                     why: str = "timed out") -> dict:
+        """Rule 9: a reopened transaction timed out (or an operator aborts it: the
+        producer may be merely idle, so it is not fenced either). Its markers carry the
+        epoch after its own (a batch of its epoch that comes later is refused, not taken
+        for a new transaction), and the producer goes on at the one after (EndTxn of the
+        lapsed epoch answers it)."""
         epoch = state["epoch"]
-        # routine: every producer that stops for longer than its timeout gets one
-        log.debug("transactional id %s: its transaction reopened at epoch %d timed out; "
-                  "aborted, the producer goes on at epoch %d", tid, epoch, epoch + 2)
+        # a timeout is routine: every producer that stops for longer than it gets one
+        log.log(logging.DEBUG if why == "timed out" else logging.WARNING,
+                "transactional id %s: its transaction reopened at epoch %d %s; aborted, "
+                "the producer goes on at epoch %d", tid, epoch, why, epoch + 2)
         return await self._end(replica, tid, dict(state, epoch=epoch + 1), commit=False,
                                next_epoch=True, lapsed=epoch)
 

@@ -222,3 +222,22 @@ def test_a_reopened_transaction_that_times_out_lapses_without_fencing_the_produc
         assert replica.transactions[TID]["state"] == "ongoing"
         service._driver.cancel()
     asyncio.run(scenario())
+
+
+def test_an_operators_abort_of_a_reopened_transaction_does_not_fence_the_producer() -> None:
+    """Rule 9: ``raftka txn abort`` of a reopened transaction (its producer may be merely
+    idle) lapses it as the timeout does: the producer's EndTxn abort of that epoch is
+    answered with the epoch to go on with."""
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        _marking_instantly(service)
+        await _initialized(service, replica, 9, state="ongoing", start_ms=10**15,
+                           partitions=[[TOPIC, 1]], reopened=[8, True])
+        abort = TransactionCoordinatorService.AbortTransaction.__wrapped__  # type: ignore
+        await abort(service, txn_pb2.AbortTransactionRequest(transactional_id=TID), None)
+        state = replica.transactions[TID]
+        assert (state["marker_epoch"], state["epoch"], state["lapsed"]) == (10, 11, 9)
+        answer = await _end_txn(service, 9, commit=False)
+        assert answer.producer_epoch == 11
+        service._driver.cancel()
+    asyncio.run(scenario())
