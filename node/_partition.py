@@ -922,7 +922,7 @@ class PartitionReplica:
                     held.append(req)
                     held_pids.add(req.producer_id)
                     continue
-                error = self._txn_refusal(req)
+                error = self._txn_refusal(req, markers.get(req.producer_id))
                 if error is not None:
                     _fail([req], error)
                     continue
@@ -1012,15 +1012,22 @@ class PartitionReplica:
                 return False
         return True
 
-    def _txn_refusal(self, req: _Pending) -> BrokerError | None:
+    def _txn_refusal(self, req: _Pending, placed_marker: int | None = None
+                     ) -> BrokerError | None:
         """Transaction rules for an idempotent batch at proposal time (the leader's view:
-        applied state plus its own proposed markers), or None to go on."""
+        applied state plus its own proposed markers, and ``placed_marker``: the epoch of
+        the producer's marker placed ahead of it in this pass), or None to go on."""
         pid = req.producer_id
         refused = self._txn_refused.get(pid)
         if refused is not None and req.transactional and req.epoch <= refused[0] \
                 and refused[2] == self._alloc_term:
             return refused[1]
+        # a batch that waited for a marker (_awaits_marker) is placed in the marker's pass,
+        # before the marker is among the proposed ones: a fencing marker of a later epoch
+        # (a timeout's abort) must fence it too, or it opens a transaction nobody ends
         marker = self._marker_epochs.get(pid)
+        if placed_marker is not None and (marker is None or placed_marker > marker[0]):
+            marker = (placed_marker, 0)
         if marker is not None and req.epoch < marker[0]:
             return BrokerError(Code.PRODUCER_FENCED, (
                 f"producer id {pid} epoch {req.epoch} is fenced: a transaction marker of "

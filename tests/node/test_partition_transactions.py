@@ -204,6 +204,29 @@ def test_next_epoch_batch_waits_for_the_previous_transactions_marker() -> None:
     asyncio.run(scenario())
 
 
+def test_a_held_batch_is_fenced_by_a_fencing_marker_placed_in_its_pass() -> None:
+    """A batch of the next epoch held for the open transaction's marker, when the marker
+    that comes is a fencing abort of a later epoch (the coordinator aborted a timed-out
+    transaction): the batch is refused, not written after the marker, where it would open
+    a transaction no marker ever ends (found by a 30-minute jepsen-like txn run: the LSO
+    of a partition stuck behind it)."""
+    async def scenario() -> None:
+        c = _Cluster()
+        r = c.replica
+        c.produce(_txn(7, 4, 0, b"e4"))                   # 0: epoch 4, open
+        late = r.submit(_txn(7, 11, 0, b"e11"), -1)       # held for epoch 4's marker
+        c.drive()
+        assert late is not None and not late.done()
+        assert await _marker(c, 7, 12, commit=False) == 1, "the timeout's fencing abort"
+        c.drive()
+        assert isinstance(late.exception(), BrokerError)
+        assert late.exception().code == Code.PRODUCER_FENCED
+        assert r.high_watermark == 2 and r.last_stable_offset == r.high_watermark
+        assert c.values(True) == []
+
+    asyncio.run(scenario())
+
+
 def test_state_survives_a_snapshot_and_a_restart() -> None:
     async def scenario() -> None:
         c = _Cluster()
