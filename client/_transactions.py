@@ -295,12 +295,16 @@ class TransactionManager:
             transactional_id=self.transactional_id, producer_id=self.producer_id,
             producer_epoch=self.epoch, next_epoch=True, result=txn_pb2.TXN_ABORT),
             timeout_s)
+        self._take_epoch(r)
+        self.reopened_at = None
+        return self.producer_id, self.epoch
+
+    def _take_epoch(self, r: Any) -> None:
+        """An EndTxnResponse's epoch for the next transaction (``next_epoch``)."""
         if r.producer_id == self.producer_id and r.producer_epoch > self.epoch:
             self.epoch = r.producer_epoch
         else:  # the epoch stayed (its maximum): partitions are added first from now on
             self.joins = False
-        self.reopened_at = None
-        return self.producer_id, self.epoch
 
     def start_end(self, what: str) -> None:
         """commit/abort begins: from now on a send fails (``check_send``) rather than join
@@ -452,10 +456,7 @@ class TransactionManager:
                 transactional_id=self.transactional_id, producer_id=self.producer_id,
                 producer_epoch=self.epoch, next_epoch=True, reopen=True,
                 result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT), timeout_s)
-            if r.producer_id == self.producer_id and r.producer_epoch > self.epoch:
-                self.epoch = r.producer_epoch
-            else:  # the epoch stayed: partitions are added first from now on
-                self.joins = False
+            self._take_epoch(r)
             self.reopened_at = sent if r.reopened else None
         # (nothing sent: the transaction reopened before, if any, stays as it was)
         self.reset_due = False
