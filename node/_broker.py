@@ -387,6 +387,14 @@ class Broker:
         if replica is not None:
             return replica
         meta = self.controller.state.topic(topic)
+        if meta is None or not 0 <= partition < len(meta.partitions):
+            if not self.metadata_ready():
+                # not replayed yet: the topic or partition may well exist (a caller that
+                # took this for "deleted" would give up on it, see Metadata)
+                raise BrokerError(Code.LEADER_NOT_AVAILABLE, f"node {self.node_id} has just "
+                                  "started and has not caught up with the cluster metadata "
+                                  f"yet, so it cannot serve {topic}/{partition}; ask another "
+                                  "node or retry", retriable=True)
         if meta is None:
             raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {topic!r} does not exist; create it "
                               "first (raftka topic create)")
@@ -410,14 +418,17 @@ class Broker:
 
     def metadata_caught_up(self) -> bool:
         """Whether this node can answer for the cluster's metadata: it knows a controller
-        leader and has applied every controller entry it knows to be committed. (The
-        readiness the health service reports; it does not go back to False on a later
-        controller election.)"""
+        leader and has applied every controller entry it knows to be committed, including
+        those a leader said are committed that its log does not hold yet (a node whose
+        store was recreated empty: its own commit index stays 0 until the entries come).
+        (The readiness the health service reports; it does not go back to False on a
+        later controller election.)"""
         group = self.controller.group
         if group is None or group.closed:
             return False
         node = group.node
-        return node.leader_id != 0 and node.applied_index >= node.commit_index
+        return node.leader_id != 0 and \
+            node.applied_index >= max(node.commit_index, node.leader_commit)
 
     def address_of(self, node_id: int) -> str:
         return self.config.peers.get(node_id, "")

@@ -157,8 +157,14 @@ EPOCH_MAX = 32767
 REOPEN_EPOCHS = 3
 # what a decision or a new transaction does not inherit from the state before it
 _DECISION_KEYS = ("marker_epoch", "previous", "reopened", "lapsed")
-_MARKER_DONE = frozenset({Code.UNKNOWN_TOPIC, Code.UNKNOWN_PARTITION,
-                          Code.INVALID_PRODUCER_EPOCH})
+# A partition's answer that its marker is not needed: one of an epoch older than the
+# producer's latest there is stale (that transaction ended there, or never reached it).
+# Not UNKNOWN_TOPIC/UNKNOWN_PARTITION: a node that has not replayed its controller log yet
+# (restarted, or recreated empty) answers so for topics that exist, and taking it for a
+# deleted topic left a committed transaction unmarked there, which the partition's
+# settling then aborted (jepsen-like txn workload with disk faults: non-atomic reads).
+# Only this node's own caught-up metadata may say a topic is gone (_markers).
+_MARKER_DONE = frozenset({Code.INVALID_PRODUCER_EPOCH})
 
 
 def _now_ms() -> int:
@@ -560,6 +566,13 @@ class TransactionCoordinatorService(_ControllerWriter,
         state = self.broker.controller.state
         for topic, p in sorted(wanted):
             meta = state.topic(topic)
+            if (meta is None or not 0 <= p < len(meta.partitions)) \
+                    and not self.broker.metadata_caught_up():
+                # not a refusal: a partition leader aborts its part on one (_txn_join.py)
+                raise BrokerError(Code.COORDINATOR_LOADING, f"the coordinator (node "
+                                  f"{self.broker.node_id}) has not caught up with the "
+                                  f"cluster metadata for {topic}/{p} yet; retry",
+                                  retriable=True)
             if meta is None:
                 raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {topic!r} does not exist")
             if meta.internal:
@@ -903,10 +916,14 @@ class TransactionCoordinatorService(_ControllerWriter,
         by_leader: dict[int, list[tuple[str, int]]] = {}
         state = self.broker.controller.state
         missing: list[tuple[str, int]] = []
+        caught_up = self.broker.metadata_caught_up()
         for t, p in partitions:
             meta = state.topic(t)
             if meta is None or p >= len(meta.partitions):
-                continue  # the topic was deleted: nothing left to mark
+                if caught_up:
+                    continue  # the topic was deleted: nothing left to mark
+                missing.append((t, p))  # or created after what this node applied so far
+                continue
             leader = self.broker.leader_of(meta, meta.partitions[p])
             if not leader:
                 missing.append((t, p))

@@ -107,6 +107,12 @@ have lost its store.
    learner-first rule; the broker does: node/_reassignment.py): a voter added directly to
    an empty replica could not help elect anyone until it has received the log, and never
    if the leader that added it is gone (soak seeds 89, 124, 221 with the guard always on).
+
+14. A follower remembers the highest commit index its leaders sent it (``leader_commit``:
+   an APP's, HEARTBEAT's or QUIESCE's commit, a SNAP's index), never lowered. It decides
+   nothing here; it lets the host tell "applied all that is committed" from "applied all
+   it has" when its log is behind the leader's commit (rule 12's recreated replica, whose
+   own commit index stays at its empty log's until it is sent the entries).
 """
 
 from __future__ import annotations
@@ -192,6 +198,7 @@ _IMMEDIATE_TYPES = frozenset(
      MsgType.READ_INDEX, MsgType.TRANSFER_LEADER, MsgType.READ_INDEX_RESP, MsgType.QUIESCE}
 )
 _LEADER_CONTACT = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.QUIESCE})
+_CARRIES_COMMIT = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.QUIESCE})  # rule 14
 # A snapshot in flight that produced no answer for this many heartbeats is resent.
 _SNAPSHOT_RETRY_HEARTBEATS = 20
 
@@ -228,6 +235,7 @@ class Raft:
         self.term = hard_state.term
         self.vote = hard_state.vote
         self.vote_floor: LogPosition = storage.vote_floor()  # rule 13
+        self.leader_commit = 0  # rule 14
         self.lead = NO_NODE
         self.role = Role.FOLLOWER
         self.msgs: list[Message] = []
@@ -590,6 +598,8 @@ class Raft:
     # ---------------------------------------------------------------- follower
     def _step_follower(self, m: Message) -> None:
         t = m.type
+        if t in _CARRIES_COMMIT and m.commit > self.leader_commit:
+            self.leader_commit = m.commit  # rule 14
         if t == MsgType.APP:
             self.election_elapsed = 0
             self.lead = m.frm
@@ -664,6 +674,7 @@ class Raft:
         if snap is None:
             return
         meta = snap.meta
+        self.leader_commit = max(self.leader_commit, meta.index)  # rule 14
         log = self.log
         if meta.index <= log.committed:
             self._send(Message(MsgType.APP_RESP, m.frm, self.id, index=log.committed))

@@ -141,6 +141,12 @@ class RawNode:
         return self._raft.log.committed
 
     @property
+    def leader_commit(self) -> int:
+        """The highest commit index a leader sent this replica (rule 14 of ``_raft``): above
+        ``commit_index`` while the replica lacks committed entries (its store was lost)."""
+        return self._raft.leader_commit
+
+    @property
     def applied_index(self) -> int:
         return self._raft.log.applied
 

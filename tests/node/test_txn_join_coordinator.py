@@ -42,7 +42,7 @@ def _service() -> tuple[TransactionCoordinatorService, TxnStateReplica, list[dic
         node_id=1, partitions={(TXN_TOPIC, 0): replica},
         controller=types.SimpleNamespace(state=types.SimpleNamespace(topic=topics.get)),
         config=types.SimpleNamespace(transaction_max_partitions=3),
-        leader_of=lambda meta, p: 1)
+        leader_of=lambda meta, p: 1, metadata_caught_up=lambda: True)
     service = TransactionCoordinatorService(broker, None, None, None)  # type: ignore[arg-type]
     writes: list[dict] = []
     write = service._write
@@ -239,5 +239,86 @@ def test_an_operators_abort_of_a_reopened_transaction_does_not_fence_the_produce
         assert (state["marker_epoch"], state["epoch"], state["lapsed"]) == (10, 11, 9)
         answer = await _end_txn(service, 9, commit=False)
         assert answer.producer_epoch == 11
+        service._driver.cancel()
+    asyncio.run(scenario())
+
+
+def test_a_partition_leader_that_does_not_know_the_topic_has_not_written_the_marker(
+        monkeypatch) -> None:
+    """A node that has not replayed its controller log yet (restarted, or recreated empty
+    after a damaged disk) answers UNKNOWN_TOPIC for topics that exist. The coordinator once
+    took that for a deleted topic and counted the marker written: the partition's settling
+    then found the committed transaction open, the coordinator refused it, and the
+    partition aborted its part (the jepsen-like txn workload under disk faults: non-atomic
+    reads). Only the coordinator's own caught-up metadata says a topic is gone; a stale
+    marker (INVALID_PRODUCER_EPOCH) is still done."""
+    import raftka.node._txn_service as txn_service
+
+    answers: dict[int, int] = {}
+    sent: list[list[int]] = []
+
+    class _Stub:
+        def __init__(self, channel) -> None:
+            pass
+
+        async def WriteTxnMarkers(self, request, **kwargs):  # noqa: N802
+            sent.append([p.partition for p in request.partitions])
+            results = []
+            for p in request.partitions:
+                r = txn_pb2.TxnMarkerResult(topic=p.topic, partition=p.partition, offset=7)
+                if p.partition in answers:
+                    r.offset = -1
+                    r.error.code = answers[p.partition]
+                results.append(r)
+            return txn_pb2.WriteTxnMarkersResponse(results=results)
+
+    monkeypatch.setattr(txn_service.txn_pb2_grpc, "TxnMarkersStub", _Stub)
+
+    async def scenario() -> None:
+        service, replica, _ = _service()
+        caught_up = [True]
+        broker = service.broker
+        broker.leader_of = lambda meta, p: 2  # every partition led elsewhere
+        broker.metadata_caught_up = lambda: caught_up[0]
+        service._channel = lambda node_id: None  # type: ignore[method-assign]
+        tps = [(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)]
+        answers.update({0: Code.UNKNOWN_TOPIC, 1: Code.UNKNOWN_PARTITION,
+                        2: Code.INVALID_PRODUCER_EPOCH})
+        missing = await service._markers(PID, 5, True, 1, tps)
+        assert missing == [(TOPIC, 0), (TOPIC, 1)], "only the stale marker counts as done"
+        answers.clear()
+        assert await service._markers(PID, 5, True, 1, missing) == []
+        # the coordinator's own metadata lacks the topic: deleted only once it is caught up
+        gone = [("deleted", 0)]
+        caught_up[0] = False
+        assert await service._markers(PID, 5, True, 1, gone) == gone
+        caught_up[0] = True
+        assert await service._markers(PID, 5, True, 1, gone) == []
+        assert sent == [[0, 1, 2], [0, 1]], "nothing sent for a topic it does not know"
+        service._driver.cancel()
+    asyncio.run(scenario())
+
+
+def test_a_join_of_a_topic_the_coordinator_does_not_know_yet_is_not_refused() -> None:
+    """A refusal makes the partition leader abort what the producer wrote there, so a
+    coordinator whose metadata is behind answers COORDINATOR_LOADING (retried), and
+    UNKNOWN_TOPIC only once it is caught up."""
+    async def scenario() -> None:
+        service, replica, writes = _service()
+        await _initialized(service, replica, 5)
+        caught_up = [False]
+        service.broker.metadata_caught_up = lambda: caught_up[0]
+        with pytest.raises(BrokerError) as exc:
+            await service._join_request(txn_pb2.JoinTxnRequest(
+                transactional_id=TID, producer_id=PID, producer_epoch=5, topic="new",
+                partition=0))
+        assert exc.value.code == Code.COORDINATOR_LOADING and exc.value.retriable
+        caught_up[0] = True
+        with pytest.raises(BrokerError) as exc:
+            await service._join_request(txn_pb2.JoinTxnRequest(
+                transactional_id=TID, producer_id=PID, producer_epoch=5, topic="new",
+                partition=0))
+        assert exc.value.code == Code.UNKNOWN_TOPIC
+        assert writes == []
         service._driver.cancel()
     asyncio.run(scenario())

@@ -394,6 +394,33 @@ def test_a_heartbeat_beyond_a_followers_log_is_rejected_not_committed() -> None:
     assert node.commit_index == 0
 
 
+def test_a_follower_remembers_the_commit_its_leader_sent_beyond_its_log() -> None:
+    """Rule 14: the commit a heartbeat names is kept as ``leader_commit`` even when the
+    follower's log cannot take it, so its host can tell that it has not applied everything
+    committed (a node whose store was recreated empty once answered for the cluster's
+    metadata with none of it applied yet)."""
+    hand = Hand()
+    hand.elect(1)
+    _wipe(hand, 2)
+    node = hand.nodes[2]
+    assert node.leader_commit == 0
+    node.step(Message(MsgType.HEARTBEAT, 2, 1, term=hand.nodes[1].term, commit=5))
+    assert (node.commit_index, node.leader_commit) == (0, 5)
+    node.step(Message(MsgType.HEARTBEAT, 2, 1, term=hand.nodes[1].term, commit=3))
+    assert node.leader_commit == 5  # never lowered
+
+
+def test_leader_commit_follows_the_commit_once_the_follower_is_caught_up() -> None:
+    hand = Hand()
+    leader = hand.elect(1)
+    for value in (b"a", b"b"):
+        leader.propose(value)
+    hand.settle()
+    _ticks(hand, 1, 2)
+    follower = hand.nodes[2]
+    assert follower.leader_commit == follower.commit_index == leader.commit_index
+
+
 def test_a_learner_gets_the_smaller_inflight_window_until_it_is_promoted() -> None:
     """A replica being moved in catches up through max_inflight_learner_msgs messages at
     a time (so its catch-up cannot crowd out the voters' appends); promoted, it gets the
