@@ -194,6 +194,10 @@ class TransactionCoordinatorService(_ControllerWriter,
         # of the last transaction whose markers are all written
         self._writing: dict[str, int] = defaultdict(int)
         self._marked: dict[str, tuple[int, int]] = {}
+        # (topic, partition) -> the node to send its next marker to, from a failed round:
+        # the leader a replica named, else the replica after the one that failed (its
+        # preferred replica may be up but not leading, or not caught up after a restart)
+        self._marker_targets: dict[tuple[str, int], int] = {}
         # rule 8: per (id, producer id, epoch), the JoinTxn calls waiting for the id's lock:
         # (partitions joining, hinted partitions, their answer), one write for all
         self._joining: dict[tuple[str, int, int],
@@ -924,7 +928,8 @@ class TransactionCoordinatorService(_ControllerWriter,
                     continue  # the topic was deleted: nothing left to mark
                 missing.append((t, p))  # or created after what this node applied so far
                 continue
-            leader = self.broker.leader_of(meta, meta.partitions[p])
+            leader = self._marker_targets.pop((t, p), 0) or \
+                self.broker.leader_of(meta, meta.partitions[p])
             if not leader:
                 missing.append((t, p))
             else:
@@ -932,15 +937,26 @@ class TransactionCoordinatorService(_ControllerWriter,
         rounds = await asyncio.gather(*(
             self._markers_at(leader, tps, pid, epoch, commit, coordinator_epoch, joined_epoch)
             for leader, tps in by_leader.items()))
-        for r in rounds:
-            missing += r
+        for tried, failed in zip(by_leader, rounds):
+            for tp, named in failed:
+                missing.append(tp)
+                meta = self.broker.controller.state.topic(tp[0])
+                replicas = meta.partitions[tp[1]].replicas \
+                    if meta is not None and tp[1] < len(meta.partitions) else []
+                if named:
+                    self._marker_targets[tp] = named
+                elif tried in replicas:
+                    self._marker_targets[tp] = replicas[
+                        (replicas.index(tried) + 1) % len(replicas)]
         return missing
 
     async def _markers_at(self, leader: int, tps: list[tuple[str, int]], pid: int,
                           epoch: int, commit: bool, coordinator_epoch: int,
-                          joined_epoch: int = 0) -> list[tuple[str, int]]:
+                          joined_epoch: int = 0) -> list[tuple[tuple[str, int], int]]:
+        """The markers to ``leader``: those not written, each with the leader its answer
+        named (0: none)."""
         if leader == self.broker.node_id:
-            async def one(tp: tuple[str, int]) -> tuple[str, int] | None:
+            async def one(tp: tuple[str, int]) -> tuple[tuple[str, int], int] | None:
                 try:
                     replica = _require_leader(self.broker, *tp)
                     if joined_epoch > epoch and self._ordinary(tp[0]):
@@ -948,10 +964,10 @@ class TransactionCoordinatorService(_ControllerWriter,
                     await replica.write_marker(pid, epoch, commit, coordinator_epoch,
                                                MARKER_TIMEOUT_S)
                 except BrokerError as exc:
-                    return None if exc.code in _MARKER_DONE else tp
+                    return None if exc.code in _MARKER_DONE else (tp, exc.leader_id)
                 self.joins.marked(replica, pid, epoch)
                 return None
-            return [tp for tp in await asyncio.gather(*(one(tp) for tp in tps)) if tp]
+            return [r for r in await asyncio.gather(*(one(tp) for tp in tps)) if r]
         request = txn_pb2.WriteTxnMarkersRequest(
             producer_id=pid, producer_epoch=epoch,
             result=txn_pb2.TXN_COMMIT if commit else txn_pb2.TXN_ABORT,
@@ -962,11 +978,9 @@ class TransactionCoordinatorService(_ControllerWriter,
             answer = await txn_pb2_grpc.TxnMarkersStub(self._channel(leader)).WriteTxnMarkers(
                 request, timeout=MARKER_TIMEOUT_S + 2,
                 metadata=((FORWARDED_BY_KEY, str(self.broker.node_id)),))  # our own call
-        except grpc.aio.AioRpcError:
-            return tps  # unreachable or timed out: next round (after a metadata change)
-        except BrokerError:
-            return tps
-        return [(r.topic, r.partition) for r in answer.results
+        except (grpc.aio.AioRpcError, BrokerError):
+            return [(tp, 0) for tp in tps]  # unreachable or timed out: another next round
+        return [((r.topic, r.partition), r.error.leader_id) for r in answer.results
                 if r.HasField("error") and r.error.code not in _MARKER_DONE]
 
     def _channel(self, node_id: int) -> grpc.aio.Channel:

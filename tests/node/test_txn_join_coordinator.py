@@ -26,7 +26,8 @@ TOPIC = "orders"
 class _Meta:
     def __init__(self, name: str, partitions: int, internal: bool = False) -> None:
         self.name, self.internal = name, internal
-        self.partitions = [types.SimpleNamespace(partition=p) for p in range(partitions)]
+        self.partitions = [types.SimpleNamespace(partition=p, replicas=[2, 3, 1])
+                           for p in range(partitions)]
 
 
 def _service() -> tuple[TransactionCoordinatorService, TxnStateReplica, list[dict]]:
@@ -259,10 +260,10 @@ def test_a_partition_leader_that_does_not_know_the_topic_has_not_written_the_mar
 
     class _Stub:
         def __init__(self, channel) -> None:
-            pass
+            self.node = channel
 
         async def WriteTxnMarkers(self, request, **kwargs):  # noqa: N802
-            sent.append([p.partition for p in request.partitions])
+            sent.append((self.node, [p.partition for p in request.partitions]))
             results = []
             for p in request.partitions:
                 r = txn_pb2.TxnMarkerResult(topic=p.topic, partition=p.partition, offset=7)
@@ -280,7 +281,7 @@ def test_a_partition_leader_that_does_not_know_the_topic_has_not_written_the_mar
         broker = service.broker
         broker.leader_of = lambda meta, p: 2  # every partition led elsewhere
         broker.metadata_caught_up = lambda: caught_up[0]
-        service._channel = lambda node_id: None  # type: ignore[method-assign]
+        service._channel = lambda node_id: node_id  # type: ignore[method-assign]
         tps = [(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)]
         answers.update({0: Code.UNKNOWN_TOPIC, 1: Code.UNKNOWN_PARTITION,
                         2: Code.INVALID_PRODUCER_EPOCH})
@@ -294,7 +295,23 @@ def test_a_partition_leader_that_does_not_know_the_topic_has_not_written_the_mar
         assert await service._markers(PID, 5, True, 1, gone) == gone
         caught_up[0] = True
         assert await service._markers(PID, 5, True, 1, gone) == []
-        assert sent == [[0, 1, 2], [0, 1]], "nothing sent for a topic it does not know"
+        # nothing sent for a topic it does not know; a failed marker goes to the next
+        # replica (after 2: 3) next round, as the node that failed named no leader
+        assert sent == [(2, [0, 1, 2]), (3, [0, 1])]
+        # a replica that names the leader sends the next round there
+        sent.clear()
+
+        async def named(request, **kwargs):
+            sent.append(("named", [p.partition for p in request.partitions]))
+            return txn_pb2.WriteTxnMarkersResponse(results=[txn_pb2.TxnMarkerResult(
+                topic=TOPIC, partition=3, offset=-1, error=dict(code=Code.NOT_LEADER,
+                                                                leader_id=3))])
+        stub_send = _Stub.WriteTxnMarkers
+        _Stub.WriteTxnMarkers = lambda self, request, **kw: named(request)
+        assert await service._markers(PID, 5, True, 1, [(TOPIC, 3)]) == [(TOPIC, 3)]
+        _Stub.WriteTxnMarkers = stub_send
+        assert await service._markers(PID, 5, True, 1, [(TOPIC, 3)]) == []
+        assert sent == [("named", [3]), (3, [3])]
         service._driver.cancel()
     asyncio.run(scenario())
 
