@@ -76,6 +76,11 @@ have lost its store.
    hint and probes from there (``Progress.follower_lost_log``), so the follower is caught
    up by appends or a snapshot instead of waiting forever for entries it will never ask
    for. The commit index never moves back.
+   Likewise an APP rejection for an index at or above ``match`` whose hint is below it:
+   the follower lost a suffix of what it acknowledged (a write-ahead log cut short),
+   above the commit a heartbeat carries, so no heartbeat tells; the leader took such a
+   rejection for a stale one and probed at ``match`` forever. Lowering ``match`` is
+   always safe (a reordered old rejection only costs a resend).
 
 11. A message from an older term that expects an answer gets one carrying our term, in
    every configuration (Raft paper figure 2: replies carry currentTerm so the sender
@@ -741,6 +746,11 @@ class Raft:
 
     def _handle_append_response(self, m: Message, pr: Progress) -> None:
         log = self.log
+        if m.reject and m.index >= pr.match > m.reject_hint:
+            # rule 12: a probe at or above its match rejected with a hint below it
+            pr.follower_lost_log(m.reject_hint)
+            self._send_append(m.frm)
+            return
         if m.reject:
             hint = m.reject_hint
             if m.log_term > 0:

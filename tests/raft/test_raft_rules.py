@@ -382,6 +382,38 @@ def test_a_follower_whose_store_was_lost_is_caught_up_again(quiesce: bool) -> No
     assert hand.applied[3] == [b"a", b"b", b"c"]
 
 
+def test_a_follower_that_lost_a_suffix_above_the_commit_is_caught_up_again() -> None:
+    """Rule 12, appends: a follower whose write-ahead log lost acknowledged entries above
+    the commit (cut short; RocksDB reads it as a torn tail) takes every heartbeat (their
+    commit is within its log) and rejects the leader's appends at its old match. The
+    leader took those rejections for stale ones (at or below match) and probed at match
+    forever: with the follower needed for a quorum the group never committed again."""
+    hand = Hand(size=5)
+    leader = hand.elect(1)
+    leader.propose(b"a")
+    hand.settle()
+    committed = leader.commit_index
+    for value in (b"c", b"d"):  # acknowledged by node 3 only: not committed
+        leader.propose(value)
+    hand.settle(drop={2, 4, 5})
+    assert leader.commit_index == committed and hand.nodes[3].last_index == committed + 2
+    storage = hand.storage[3]  # node 3's log is cut back to the commit, and it restarts
+    storage._entries = storage._entries[: committed - storage.first_index() + 2]
+    assert storage.last_index() == committed
+    hand.nodes[3] = hand._node(3)
+    leader.propose(b"e")
+    for _ in range(3):  # heartbeats too: their commit is within node 3's log
+        hand.settle(drop={2, 4, 5})
+        leader.tick()
+    assert hand.nodes[3].last_index == leader.last_index
+    assert hand.nodes[3].leader_commit == committed
+    for _ in range(3):
+        hand.settle(drop={4, 5})
+        leader.tick()
+    assert leader.commit_index == leader.last_index, "nodes 1, 2 and 3 are a quorum again"
+    assert hand.applied[3][-3:] == [b"c", b"d", b"e"]
+
+
 def test_a_heartbeat_beyond_a_followers_log_is_rejected_not_committed() -> None:
     hand = Hand()
     hand.elect(1)
