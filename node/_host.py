@@ -51,7 +51,7 @@ import threading
 import time
 from typing import Callable, Protocol
 
-from raftka.raft import Config, ConfState, HardState, RawNode
+from raftka.raft import Config, ConfState, HardState, RawNode, StorageCorruption
 from raftka.raft.host import HostClock, HostDriver, HostGroup, StateMachine
 from raftka.raft.rocksdb import RocksGroupStorage, RocksLogDB
 
@@ -342,8 +342,8 @@ class RaftHost:
             wakeup.clear()
             try:
                 await self._pass()
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, StorageCorruption):
+                raise  # damage found while running: the server says so in one line
             except Exception:
                 # Storage failures end up here: a node that cannot persist must not keep
                 # acknowledging. Stop the loop; the server notices and exits non-zero.

@@ -255,7 +255,16 @@ async def serve(config: NodeConfig) -> int:
         await peer_server.stop(grace=1.0)
     await forwarder.close()
     if failed:
-        log.error("node %d stopped: its raft loop failed (see the error above)", config.node_id)
+        damage = ready_loop.exception()
+        if isinstance(damage, StorageCorruption):
+            # the same one line as a refused start, so an operator (or the jepsen-like
+            # harness) recovers it the same way instead of restarting it into the damage
+            log.error("node %d cannot go on: %s (raft log store %s, found while running); "
+                      "%s", config.node_id, damage, broker.db.path,
+                      damaged_store_advice(broker.db.path))
+        else:
+            log.error("node %d stopped: its raft loop failed (see the error above)",
+                      config.node_id)
         return 1
     return 0
 

@@ -452,8 +452,9 @@ def _damaged_store_line(output: str, node: int) -> str | None:
     if len(errors) != 1:
         return None
     line = errors[0]
-    wanted = (f"node {node} cannot start", "raft log store", "aside")
-    return line if all(w in line for w in wanted) else None
+    wanted = ("raft log store", "aside")
+    refused = f"node {node} cannot start" in line or f"node {node} cannot go on" in line
+    return line if refused and all(w in line for w in wanted) else None
 
 
 _stubs: dict[str, Any] = {}

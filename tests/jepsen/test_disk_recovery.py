@@ -193,3 +193,16 @@ def test_an_exit_that_is_not_a_damaged_store_stays_with_the_runner(make) -> None
     assert nemesis._await_start(3) == "exited"
     cluster.procs.pop(3)
     assert not nemesis.take_refusal(3, 3)
+
+
+def test_damage_found_while_running_is_the_same_refusal() -> None:
+    """A node that stops on damage its Raft loop found while it ran says so in the one
+    documented line ("cannot go on"); the nemesis recovers it like a refused start."""
+    from rkjepsen.nemesis import _damaged_store_line
+    line = ("ts=0 level=ERROR logger=raftka.node msg=node 4 cannot go on: corrupt raft "
+            "storage in group 8 index 91: missing entry inside [first, last] (raft log store "
+            "/d/node-4/raft, found while running); To recover: keep the node stopped, move "
+            "/d/node-4/raft aside")
+    assert _damaged_store_line("raftka node 4 serving on x\n" + line, 4) == line
+    assert _damaged_store_line(line, 3) is None, "another node's line"
+    assert _damaged_store_line(line + "\n" + line, 4) is None, "exactly one ERROR line"
