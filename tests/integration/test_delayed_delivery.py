@@ -85,7 +85,9 @@ def test_delayed_records_are_invisible_everywhere_until_due_then_appear_once(
     high_watermarks = set(_replica_high_watermarks(cluster, "later"))
     if _now_ms() < due_ms:  # looked before the time (a very slow machine may not have)
         assert values == [b"now"]
-        assert high_watermarks == {1}, "no replica shows a delayed record early"
+        # a follower may not have learned the commit of "now" yet (0): none is past it
+        assert max(high_watermarks) == 1 and high_watermarks <= {0, 1}, \
+            "no replica shows a delayed record early"
 
     expected = Counter([b"now", b"pb1", b"pb2", b"aio"] + [b"d%d" % i for i in range(5)])
 
