@@ -384,6 +384,12 @@ class HostDriver:
                         self._silence_factor.get(frm, 1.0) * 2, SILENCE_FACTOR_MAX)
                     self._factor_changed[frm] = now
                 self._events.peer_heard_again(frm)
+                for group in self.groups.values():  # rule 9 of _raft: learners' leaders
+                    node = group.node
+                    if node.quiesced:
+                        node.report_peer_up(frm)
+                        if not node.quiesced:
+                            self._dirty.add(group.group_id)
         groups = self.groups
         dirty = self._dirty
         for group_id, m in items:

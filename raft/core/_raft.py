@@ -58,7 +58,10 @@ rule are untouched, so safety does not depend on it.
    traffic starved the nodes into further false alarms). A woken leader restarts its
    check-quorum round (it must hear from a quorum within an election timeout); a follower
    woken by its leader's node going down treats the lease as expired and campaigns within
-   its randomized timeout.
+   its randomized timeout. And ``report_peer_up(node)`` (heard from again after a report)
+   wakes a leader that has ``node`` as a learner: a learner never campaigns, so a restarted
+   one learns who leads only from the leader's heartbeats (a restarted node that is a
+   learner of the controller group stayed without the cluster metadata on an idle cluster).
 10. A vote request from the node we know as leader is never ignored by the lease of rule
    5: that leader has stepped down or restarted (otherwise a quiesced follower, whose
    timer is frozen, would reject a restarted leader until woken by other means).
@@ -467,6 +470,15 @@ class Raft:
             self._wake()
             # The lease is over: the leader's node has been silent for a timeout already.
             self.election_elapsed = max(self.election_elapsed, self.cfg.election_tick)
+
+    def report_peer_up(self, node: int) -> None:
+        """Rule 9: ``node``, reported down before, is heard from again. A quiesced leader
+        that has it as a learner wakes, so its heartbeats tell it who leads: a learner never
+        campaigns, and a restarted one would otherwise wait for the group's next write (a
+        restarted node stayed without the cluster metadata on an idle cluster). A restarted
+        voter needs no help: its pre-vote wakes the leader."""
+        if self.quiesced and self.role == Role.LEADER and node in self.conf.learners:
+            self._wake()
 
     def _can_quiesce(self) -> bool:
         """Rule 7."""

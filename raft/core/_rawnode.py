@@ -114,6 +114,11 @@ class RawNode:
         and its voters less those nodes are no longer a quorum (it will step down)."""
         self._raft.report_peer_down(node_id, down)
 
+    def report_peer_up(self, node_id: int) -> None:
+        """The host heard from ``node_id`` again after reporting it down (rule 9 of
+        ``_raft``: a quiesced leader with it as a learner wakes)."""
+        self._raft.report_peer_up(node_id)
+
     # ------------------------------------------------------------------ state
     @property
     def id(self) -> int:

@@ -16,7 +16,8 @@ import random
 
 import pytest
 
-from raftka.raft import Config, ConfState, Entry, MemoryStorage, Message, MsgType, RawNode, Role
+from raftka.raft import (Config, ConfChange, ConfChangeKind, ConfState, Entry, MemoryStorage,
+                         Message, MsgType, RawNode, Role)
 from tests.sim import Cluster
 
 
@@ -245,3 +246,25 @@ def test_a_quiesce_overtaken_by_later_appends_is_not_obeyed():
     node.step(Message(MsgType.APP, 2, 1, term=node.term, index=3, log_term=1, commit=3))
     node.step(Message(MsgType.QUIESCE, 2, 1, term=node.term, index=3, log_term=1, commit=3))
     assert node.quiesced
+
+
+def test_a_restarted_learner_of_a_quiesced_group_learns_its_leader(sim):
+    """Rule 9, ``report_peer_up``: a learner never campaigns, so a restarted one heard
+    nothing until the group's next write while its leader stayed quiesced (a node that is
+    a learner of the controller group stayed without the cluster metadata on an idle
+    cluster). The leader's node hears from the learner's node again and wakes the group;
+    its heartbeats tell the learner who leads, and the group goes quiet again."""
+    from tests.raft.test_scenarios import _conf_change
+
+    c = sim(nodes=3)
+    leader = quiesce(c)
+    c.add_node(4)
+    _conf_change(c, ConfChange(ConfChangeKind.ADD_LEARNER, 4), 20 * c.election_timeout)
+    c.wait_for(lambda: all_quiesced(c), 8 * c.election_timeout, "quiet with the learner")
+    c.crash(4)
+    c.run_for(4 * c.election_timeout)  # reported down; the voters are a quorum: still quiet
+    assert c.raw(leader).quiesced
+    c.restart(4)
+    c.wait_for(lambda: c.raw(4).leader_id == leader, 4 * c.election_timeout,
+               "the restarted learner to learn its leader")
+    c.wait_for(lambda: all_quiesced(c), 8 * c.election_timeout, "quiet again")
