@@ -239,6 +239,13 @@ async def serve(config: NodeConfig) -> int:
     done, _ = await asyncio.wait([loop.create_task(stop.wait()), ready_loop],
                                  return_when=asyncio.FIRST_COMPLETED)
     failed = ready_loop in done
+    damage = ready_loop.exception() if failed else None
+    if isinstance(damage, StorageCorruption):
+        # the same one line as a refused start, so an operator (or the jepsen-like harness)
+        # recovers it the same way instead of restarting it into the damage; said first,
+        # as closing a damaged store may fail too
+        log.error("node %d cannot go on: %s (raft log store %s, found while running); %s",
+                  config.node_id, damage, broker.db.path, damaged_store_advice(broker.db.path))
     readiness.cancel()
     await health_servicer.enter_graceful_shutdown()  # every name NOT_SERVING, for good
     if kafka is not None:
@@ -249,20 +256,18 @@ async def serve(config: NodeConfig) -> int:
     await txns.close()
     if metrics_server is not None:
         await metrics_server.stop()
-    await broker.stop(graceful=not failed)
+    try:
+        await broker.stop(graceful=not failed)
+    except Exception as exc:  # noqa: BLE001 - RocksDB's background error on close, after
+        if not failed:        # the loop failed on the same damage: already said above
+            raise
+        log.warning("closing the raft log store after the failure: %s", exc)
     await server.stop(grace=1.0)
     if peer_server is not None:
         await peer_server.stop(grace=1.0)
     await forwarder.close()
     if failed:
-        damage = ready_loop.exception()
-        if isinstance(damage, StorageCorruption):
-            # the same one line as a refused start, so an operator (or the jepsen-like
-            # harness) recovers it the same way instead of restarting it into the damage
-            log.error("node %d cannot go on: %s (raft log store %s, found while running); "
-                      "%s", config.node_id, damage, broker.db.path,
-                      damaged_store_advice(broker.db.path))
-        else:
+        if not isinstance(damage, StorageCorruption):
             log.error("node %d stopped: its raft loop failed (see the error above)",
                       config.node_id)
         return 1
