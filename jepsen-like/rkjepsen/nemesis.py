@@ -306,6 +306,17 @@ class Nemesis:
             if not c.running(node):
                 self._recover_and_catch_up(node, code)
 
+    def _recover_refused_now(self, node: int) -> bool:
+        """Recover ``node`` if it refused to go on since (``take_refusal``); whether it
+        did. Its recovery takes a fault id of its own, as a later refusal does."""
+        with self._lock:
+            mine = [r for r in self._refused if r[0] == node]
+            self._refused = [r for r in self._refused if r[0] != node]
+        if not mine or self.cluster.running(node):
+            return False
+        self._recover(node, mine[-1][1], next(self._ids), None)
+        return True
+
     def _recover_and_catch_up(self, node: int, code: int | None) -> None:
         c = self.cluster
         fid = next(self._ids)  # an id of its own, for raft.damaged-<id>
@@ -368,6 +379,12 @@ class Nemesis:
         targets = self._leader_high_watermarks(exclude=node)
         behind: list[str] = ["no metadata yet"]
         while time.monotonic() - t0 < CATCH_UP_WAIT_S:
+            if self._recover_refused_now(node):
+                # it stopped on damage found while running (or refused a restart): the
+                # operator recovers it at once, and the wait starts again
+                t0 = time.monotonic()
+                targets = self._leader_high_watermarks(exclude=node)
+                continue
             mine = self.high_watermarks(node, False)
             if mine is not None:
                 behind = [f"{t}/{p} {mine.get((t, p), (-1,))[0]}<{hw}"

@@ -7,6 +7,7 @@ tests/integration/test_storage_damage.py."""
 from __future__ import annotations
 
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -206,3 +207,50 @@ def test_damage_found_while_running_is_the_same_refusal() -> None:
     assert _damaged_store_line("raftka node 4 serving on x\n" + line, 4) == line
     assert _damaged_store_line(line, 3) is None, "another node's line"
     assert _damaged_store_line(line + "\n" + line, 4) is None, "exactly one ERROR line"
+
+
+def test_a_node_that_stops_on_damage_while_caught_up_is_awaited_is_recovered_at_once(
+        make, monkeypatch) -> None:
+    """Damage the restart did not read, found by the node while the nemesis waits for it
+    to catch up: it exits with the documented line ("cannot go on"), and the nemesis
+    recovers it at once (log aside, restart) instead of after the whole wait."""
+    import threading
+
+    monkeypatch.setattr("rkjepsen.nemesis.CATCH_UP_WAIT_S", 20.0)
+    cluster, nemesis, events, replication = make()
+    fid = _disk_fault(nemesis, replication, "truncate-wal")  # accepted
+    victim = replication.victim
+    data = cluster.data_dir(victim)
+    # behind until its log was moved aside and it restarted empty
+    recovered = lambda: any(data.glob("raft.damaged-*"))  # noqa: E731
+    replication.victim_hw = 3
+    original = replication.__call__
+
+    def hws(node, leaders_only):
+        answer = original(node, leaders_only)
+        if node == victim and not leaders_only and recovered():
+            answer = {key: (7, *rest[1:]) for key, rest in answer.items()}
+        return answer
+    nemesis.high_watermarks = hws
+
+    def stops_on_damage() -> None:
+        time.sleep(1.0)
+        cluster.kill(victim)
+        with open(cluster.log_path(victim), "a") as log:
+            log.write(f"ts=0 level=ERROR logger=raftka.node msg=node {victim} cannot go on: "
+                      f"corrupt raft storage in group 9 index 5 (raft log store {data}/raft, "
+                      f"found while running); To recover: keep the node stopped, move "
+                      f"{data}/raft aside\n")
+        cluster.procs.pop(victim, None)
+        assert nemesis.take_refusal(victim, 1)  # what the runner does with the exit
+    stopper = threading.Thread(target=stops_on_damage)
+    stopper.start()
+    started = time.monotonic()
+    nemesis._stop_fault(fid)
+    stopper.join()
+    assert nemesis.errors == []
+    assert time.monotonic() - started < 15, "recovered during the wait, not after it"
+    (refused,) = events.of("disk-refused")
+    assert refused["node"] == victim and "cannot go on" in refused["error_line"]
+    assert cluster.running(victim) and [e["node"] for e in events.of("disk-caught-up")] \
+        == [victim]
