@@ -21,8 +21,9 @@ WAL = b"".join(b"record %04d synced\n" % i for i in range(40))
 # A stand-in node: keeps a one-file "log" in <data>/raft. A WAL that is a prefix of what it
 # wrote is taken for a torn tail (started anyway); any other difference refuses the start.
 FAKE_NODE = r"""
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a node stopping on damage: exit 1
 node, data, mode = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 wal_bytes = bytes.fromhex(sys.argv[4])
 store = data / "raft"
@@ -235,14 +236,15 @@ def test_a_node_that_stops_on_damage_while_caught_up_is_awaited_is_recovered_at_
 
     def stops_on_damage() -> None:
         time.sleep(1.0)
-        cluster.kill(victim)
         with open(cluster.log_path(victim), "a") as log:
             log.write(f"ts=0 level=ERROR logger=raftka.node msg=node {victim} cannot go on: "
                       f"corrupt raft storage in group 9 index 5 (raft log store {data}/raft, "
                       f"found while running); To recover: keep the node stopped, move "
                       f"{data}/raft aside\n")
-        cluster.procs.pop(victim, None)
-        assert nemesis.take_refusal(victim, 1)  # what the runner does with the exit
+        proc = cluster.procs[victim]  # it exits on its own: the runner leaves it to us
+        proc.terminate()  # the stand-in exits 1 on it, as a node stopping on damage does
+        proc.wait()
+        assert victim in cluster.expected_exits and victim not in cluster.exited()
     stopper = threading.Thread(target=stops_on_damage)
     stopper.start()
     started = time.monotonic()
