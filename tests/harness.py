@@ -479,6 +479,18 @@ class Cluster:
         wait_for(attempt, 20, f"topic {name} to be created")
         for p in range(partitions):
             self.wait_preferred_leader(name, p)
+        # Followers of the controller learn the commit at its next message, so a node that
+        # holds no replica may answer UNKNOWN_TOPIC for a moment after the replicas agree
+        wait_for(lambda: all(self._knows_topic(n, name) for n in self.responsive()), 10,
+                 f"every node to know topic {name}")
+
+    def _knows_topic(self, node_id: int, topic: str) -> bool:
+        try:
+            md = self.broker(node_id).Metadata(broker_pb2.MetadataRequest(topics=[topic]),
+                                               timeout=1)
+        except grpc.RpcError:
+            return False
+        return any(t.name == topic and t.partitions for t in md.topics)
 
     def _partition_views(self, topic: str, partition: int):
         """(node id, that node's PartitionInfo) from every responsive node that answers."""
