@@ -212,6 +212,11 @@ def encode_commits(group_id: str, commits: list[tuple[str, int, int, str]],
 class OffsetsReplica(PartitionReplica):
     """A ``__consumer_offsets`` partition replica that also keeps the decoded offsets."""
 
+    # a marker here makes a transaction's offsets committed: nothing comes behind it to
+    # share its write with (the next transaction's offsets come at its end), and the
+    # next AddOffsetsToTxn waits for it
+    marker_linger_s = 0.0
+
     def __init__(self, *args, compact_after: int = 10_000, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.compact_after = compact_after
