@@ -121,7 +121,10 @@ class TxnJoins:
         join = self._join(replica, tid, producer_id, epoch, hints)
         answer = asyncio.get_running_loop().create_future()
 
-        def decide(_f: asyncio.Future) -> None:
+        def decide(f: asyncio.Future) -> None:
+            if not f.cancelled():
+                f.exception()  # read: once the answer is decided, a later failure (the
+                # write lost in a leader change) has no reader and asyncio would log it
             if answer.done():
                 return
             for f in (data, join.future):

@@ -8,6 +8,7 @@ open (joined if the coordinator still has it, aborted if not)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from raftka.node._errors import BrokerError, Code
 from raftka.node._txn_join import SETTLE_AFTER_MS, TxnJoins
@@ -225,4 +226,27 @@ def test_a_batch_behind_its_producers_previous_marker_waits_for_it_before_asking
         await _run(c, third)
         assert third.result() == (4, 4)
         assert [call[2] for call in coordinator.calls] == [0, 2]
+    asyncio.run(scenario())
+
+
+def test_a_failure_of_the_write_after_the_answer_was_decided_is_read() -> None:
+    """The answer fails with the join's refusal; the write's own failure that comes later
+    (lost in a leader change) has no reader: it is read, not logged by asyncio as "Future
+    exception was never retrieved" (jepsen-like runs logged it after leader changes)."""
+    async def scenario() -> None:
+        unread: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unread.append(ctx))
+        c = _Cluster()
+        coordinator = _Coordinator()
+        coordinator.refuse = BrokerError(Code.PRODUCER_FENCED, "fenced")
+        joins = TxnJoins(coordinator)
+        data = asyncio.get_running_loop().create_future()
+        answer = joins.joined(c.replica, "tx", 7, 0, [], data)
+        await _run(c, answer)
+        assert answer.exception().code == Code.PRODUCER_FENCED
+        data.set_exception(BrokerError(Code.NOT_LEADER, "lost in a leader change"))
+        await asyncio.sleep(0)
+        del data
+        gc.collect()
+        assert [ctx["message"] for ctx in unread] == []
     asyncio.run(scenario())
