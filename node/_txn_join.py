@@ -42,8 +42,10 @@ replicates: one coordinator write beside the data's, instead of one before it. R
    durably before sending the marker, so when the marker arrives (before it is written:
    the next transaction's first batch often comes right behind it) this leader records
    the join of that epoch as done, in its term, and the next transaction's batches here
-   need no JoinTxn. Not when the partition has seen that epoch of the producer or a later
-   one (its batches came first and join themselves, or the request arrived late). Kept
+   need no JoinTxn. If that epoch's batches came first, their join of this term is
+   answered by the marker (whether it has asked the coordinator yet or not: the answer
+   would be the same). Nothing when the partition has seen a later epoch, or that one
+   without a join of this term (the request arrived late). Kept
    ``PREJOIN_KEEP_MS`` while nothing of the producer is open here (a batch after that
    asks, which is only slower). A marker written drops the producer's ended joins of its
    epoch and older. A batch of a newer
@@ -165,9 +167,16 @@ class TxnJoins:
                 and _leads(replica, term):
             _finish(future, None)  # rule 5
             return
+        if future.done():
+            return  # rule 5: a marker pre-joined it before this task began (prejoined)
         deadline = time.monotonic() + JOIN_GIVE_UP_S
         refusal: BrokerError | None = None
         while True:
+            if future.done():
+                # rule 5 (prejoined) answered it meanwhile: the coordinator has the
+                # partition in this epoch's transaction, so a refusal now means a later
+                # decision (a fencing abort) whose markers end what is open here
+                return
             if not _leads(replica, term):
                 _finish(future, BrokerError(Code.NOT_LEADER, f"this node stopped leading "
                                             f"{replica.topic}/{replica.partition}; retry at "
@@ -177,7 +186,7 @@ class TxnJoins:
                 await self._ask(tid, producer_id, epoch, replica.topic, replica.partition,
                                 hints)
             except BrokerError as exc:
-                if exc.code in REFUSALS:
+                if exc.code in REFUSALS and not future.done():
                     refusal = exc
                     break
                 if time.monotonic() > deadline:
@@ -248,16 +257,20 @@ class TxnJoins:
         if node is None or node.role != Role.LEADER:
             return
         self._wake(replica, producer_id, joined_epoch)
-        seen = replica.producers.current_epoch(producer_id)
-        if seen is not None and seen >= joined_epoch:
-            # that epoch's batches came first (their own join covers them), or a late
-            # marker request: the producer is at that epoch's marker or past it here
-            return
         key = (replica.topic, replica.partition)
         current = self._joins.get(key, {}).get(producer_id)
         if current is not None and current.term == node.term and \
                 current.epoch >= joined_epoch:
-            return  # that epoch's batches came first: their join is under way, or done
+            if current.epoch == joined_epoch:
+                # that epoch's batches came first and their join is under way (or its task
+                # has not begun: it starts on a later loop turn than this request): the
+                # coordinator's word here is the answer JoinTxn would give
+                _finish(current.future, None)
+            return
+        seen = replica.producers.current_epoch(producer_id)
+        if seen is not None and seen >= joined_epoch:
+            # a late marker request: the producer is at that epoch's marker or past it here
+            return
         future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         self._joins.setdefault(key, {})[producer_id] = _Join(
