@@ -123,10 +123,10 @@ class TxnJoins:
         join = self._join(replica, tid, producer_id, epoch, hints)
         answer = asyncio.get_running_loop().create_future()
 
-        def decide(f: asyncio.Future) -> None:
-            if not f.cancelled():
-                f.exception()  # read: once the answer is decided, a later failure (the
-                # write lost in a leader change) has no reader and asyncio would log it
+        def decide(settled: asyncio.Future) -> None:
+            if not settled.cancelled():
+                settled.exception()  # read: once the answer is decided, a later failure
+                # (the write lost in a leader change) has no reader and asyncio logs it
             if answer.done():
                 return
             for f in (data, join.future):
