@@ -746,13 +746,31 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             await self.broker.wait_for_metadata(altered, READ_YOUR_WRITES_S)
         return response
 
+    async def _topic_read(self, context, method: str, request,
+                          answer: Callable[[TopicMeta], Any]) -> Any:
+        """``answer`` for the topic ``request.name`` from this node's metadata. A topic it
+        does not know is asked of the controller leader, whose UNKNOWN_TOPIC is final
+        (clients take it so): this node may not have applied its creation yet (a
+        controller follower learns a commit with the leader's next message, and a client
+        whose view of the controller is stale asks it as if it were the leader)."""
+        topic = self.broker.controller.state.topic(request.name)
+        if topic is not None:
+            return answer(topic)
+
+        async def local(_timeout_s: float) -> Any:
+            known = self.broker.controller.state.topic(request.name)
+            if known is None:
+                raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {request.name!r} does not exist")
+            return answer(known)
+        return await self.controller_write(context, method, request,
+                                           f"{method} of topic {request.name!r}", local)
+
     @_handler
     async def DescribeTopicConfigs(self, request, context):  # noqa: N802
-        topic = self.broker.controller.state.topic(request.name)
-        if topic is None:
-            raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {request.name!r} does not exist")
-        return admin_pb2.DescribeTopicConfigsResponse(
-            configs=config_entries(topic.configs, topic.internal))
+        return await self._topic_read(
+            context, "DescribeTopicConfigs", request,
+            lambda topic: admin_pb2.DescribeTopicConfigsResponse(
+                configs=config_entries(topic.configs, topic.internal)))
 
     @_handler
     async def ListTopics(self, request, context):  # noqa: N802
@@ -761,10 +779,9 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
 
     @_handler
     async def DescribeTopic(self, request, context):  # noqa: N802
-        topic = self.broker.controller.state.topic(request.name)
-        if topic is None:
-            raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {request.name!r} does not exist")
-        return admin_pb2.DescribeTopicResponse(topic=self.topic_info(topic))
+        return await self._topic_read(
+            context, "DescribeTopic", request,
+            lambda topic: admin_pb2.DescribeTopicResponse(topic=self.topic_info(topic)))
 
     @_handler
     async def DescribeCluster(self, request, context):  # noqa: N802
