@@ -130,7 +130,8 @@ class _ControllerWriter(_Service):
                                local: Callable[[float], Awaitable[Any]],
                                retry_if_leader_moves: bool = False) -> Any:
         """``local`` at the controller leader: here, or at the leader by calling the same
-        ``method`` of this service there with the same request. ``retry_if_leader_moves``:
+        ``method`` of this service there with the same request. (Also for a read only the
+        leader answers for sure: ``AdminService._topic_read``.) ``retry_if_leader_moves``:
         see ``_forwarding.py`` (only for calls whose repetition is harmless)."""
         stub_class = self.stub_class
 

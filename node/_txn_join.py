@@ -167,16 +167,11 @@ class TxnJoins:
                 and _leads(replica, term):
             _finish(future, None)  # rule 5
             return
-        if future.done():
-            return  # rule 5: a marker pre-joined it before this task began (prejoined)
         deadline = time.monotonic() + JOIN_GIVE_UP_S
         refusal: BrokerError | None = None
         while True:
             if future.done():
-                # rule 5 (prejoined) answered it meanwhile: the coordinator has the
-                # partition in this epoch's transaction, so a refusal now means a later
-                # decision (a fencing abort) whose markers end what is open here
-                return
+                return  # rule 5: a marker answered it (prejoined), before or while we asked
             if not _leads(replica, term):
                 _finish(future, BrokerError(Code.NOT_LEADER, f"this node stopped leading "
                                             f"{replica.topic}/{replica.partition}; retry at "
@@ -186,7 +181,12 @@ class TxnJoins:
                 await self._ask(tid, producer_id, epoch, replica.topic, replica.partition,
                                 hints)
             except BrokerError as exc:
-                if exc.code in REFUSALS and not future.done():
+                if future.done():
+                    # a marker said the coordinator has the partition in this epoch's
+                    # transaction: a refusal now comes from a later decision (a fencing
+                    # abort), whose markers end what is open here
+                    return
+                if exc.code in REFUSALS:
                     refusal = exc
                     break
                 if time.monotonic() > deadline:

@@ -481,16 +481,8 @@ class Cluster:
             self.wait_preferred_leader(name, p)
         # Followers of the controller learn the commit at its next message, so a node that
         # holds no replica may answer UNKNOWN_TOPIC for a moment after the replicas agree
-        wait_for(lambda: all(self._knows_topic(n, name) for n in self.responsive()), 10,
-                 f"every node to know topic {name}")
-
-    def _knows_topic(self, node_id: int, topic: str) -> bool:
-        try:
-            md = self.broker(node_id).Metadata(broker_pb2.MetadataRequest(topics=[topic]),
-                                               timeout=1)
-        except grpc.RpcError:
-            return False
-        return any(t.name == topic and t.partitions for t in md.topics)
+        wait_for(lambda: {n for n, _ in self._partition_views(name, 0)}
+                 == set(self.responsive()), 10, f"every node to know topic {name}")
 
     def _partition_views(self, topic: str, partition: int):
         """(node id, that node's PartitionInfo) from every responsive node that answers."""
