@@ -26,6 +26,13 @@ ROWS: list[tuple[str, str, str, str, str | None]] = [
      "w3_latency_1000", "p50_ms", LOWER, "w3_latency_1000_raw"),
     ("w3 same, Raftka raw Produce RPC, 1 in flight (server side) p99, ms",
      "w3_latency_1000", "p99_ms", LOWER, "w3_latency_1000_raw"),
+    ("w3 floor: the same gRPC hops with no work (bench.grpc_floor), our Producer's "
+     "batching, p50, ms", "w3_latency_1000", "p50_ms", LOWER, "w3_floor_batched"),
+    ("w3 floor, batching, p99, ms", "w3_latency_1000", "p99_ms", LOWER, "w3_floor_batched"),
+    ("w3 floor, one stream message per record, p50, ms", "w3_latency_1000", "p50_ms", LOWER,
+     "w3_floor_stream"),
+    ("w3 floor, one stream message per record, p99, ms", "w3_latency_1000", "p99_ms", LOWER,
+     "w3_floor_stream"),
     ("w3 rate at 50% of own w1 max, records/s", "w3_latency_half", "rate", HIGHER, None),
     ("w3 ack latency @50% max p50, ms", "w3_latency_half", "p50_ms", LOWER, None),
     ("w3 ack latency @50% max p99, ms", "w3_latency_half", "p99_ms", LOWER, None),

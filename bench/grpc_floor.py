@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from bench._common import free_ports, pace, percentiles_ms, proc_cpu_seconds
 
@@ -86,6 +88,7 @@ async def _leader(port: int, follower_ports: list[int]) -> None:
 
     loop = asyncio.get_running_loop()
     streams = []
+    tasks = []  # the loop keeps only weak references to tasks
     tasks = []  # the loop keeps only weak references to tasks
     for fport in follower_ports:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{fport}")
@@ -316,11 +319,62 @@ def _spawn(role: str, *args: str) -> subprocess.Popen:
                             cwd=Path(__file__).resolve().parents[1])
 
 
+RUNNERS = {"stream": _run_stream, "batched": _run_batched, "aio": _run_aio,
+           "threaded": _run_threaded, "serial": _run_serial}
+
+
+@contextlib.contextmanager
+def skeleton(followers: int = 2, fsync: bool = True) -> Iterator[tuple[str, list]]:
+    """The leader and its followers, running: yields the leader's address and the
+    processes (followers first, the leader last)."""
+    leader_port, *follower_ports = free_ports(1 + followers)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="raftka-floor-") as root:
+        try:
+            for i, port in enumerate(follower_ports):
+                extra = [] if fsync else ["--no-fsync"]
+                procs.append(_spawn("follower", "--port", str(port),
+                                    "--file", str(Path(root) / f"wal-{i}"), *extra))
+            procs.append(_spawn("leader", "--port", str(leader_port),
+                                "--peers", ",".join(map(str, follower_ports))))
+            address = f"127.0.0.1:{leader_port}"
+            _wait_ready(address)
+            yield address, procs
+        finally:
+            for proc in procs:
+                proc.kill()
+            for proc in procs:
+                proc.wait()
+
+
+def measure(address: str, procs: list, client: str, rate: float, secs: float) -> dict:
+    """One client's run against a running skeleton: ``percentiles_ms`` plus the rate and
+    the CPU each process used per record (microseconds)."""
+    cpu0 = [proc_cpu_seconds(proc.pid) for proc in procs]
+    client0 = time.process_time()
+    latencies = RUNNERS[client](address, rate, secs)
+    n = max(1, len(latencies))
+    return {**percentiles_ms(latencies), "rate": rate,
+            "cpu_us_per_record": {
+                "leader": round((proc_cpu_seconds(procs[-1].pid) - cpu0[-1]) / n * 1e6),
+                "followers": [round((proc_cpu_seconds(p.pid) - c0) / n * 1e6)
+                              for p, c0 in zip(procs[:-1], cpu0[:-1])],
+                "client": round((time.process_time() - client0) / n * 1e6)}}
+
+
+def run(client: str, rate: float, secs: float) -> dict:
+    """``measure`` on a skeleton of its own (two followers, fsync on): ``make bench``'s
+    w3 floor rows."""
+    with skeleton() as (address, procs):
+        return measure(address, procs, client, rate, secs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--rate", type=float, default=1000.0)
-    ap.add_argument("--clients", default="stream,batched,aio,threaded")
+    ap.add_argument("--clients", default="stream,batched,aio,threaded",
+                    help=f"any of {','.join(RUNNERS)}")
     ap.add_argument("--no-fsync", action="store_true", help="followers skip the fdatasync")
     ap.add_argument("--followers", type=int, default=2,
                     help="0: the leader answers at once (one gRPC hop there and back)")
@@ -337,41 +391,17 @@ def main() -> None:
             uvloop.run(_leader(args.port, [int(p) for p in args.peers.split(",") if p]))
         return
 
-    leader_port, *follower_ports = free_ports(1 + args.followers)
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="raftka-floor-") as root:
-        try:
-            for i, port in enumerate(follower_ports):
-                extra = ["--no-fsync"] if args.no_fsync else []
-                procs.append(_spawn("follower", "--port", str(port),
-                                    "--file", str(Path(root) / f"wal-{i}"), *extra))
-            procs.append(_spawn("leader", "--port", str(leader_port),
-                                "--peers", ",".join(map(str, follower_ports))))
-            address = f"127.0.0.1:{leader_port}"
-            _wait_ready(address)
-            runners = {"threaded": _run_threaded, "aio": _run_aio, "serial": _run_serial,
-                       "stream": _run_stream,
-                       "batched": _run_batched}
-            for client in args.clients.split(","):
-                cpu0 = [proc_cpu_seconds(proc.pid) for proc in procs]
-                client0 = time.process_time()
-                latencies = runners[client](address, args.rate, args.seconds)
-                client_us = (time.process_time() - client0) / len(latencies) * 1e6
-                cpu_us = [(proc_cpu_seconds(proc.pid) - c0) / len(latencies) * 1e6
-                          for proc, c0 in zip(procs, cpu0)]
-                p = percentiles_ms(latencies)
-                print(f"{client}: {len(latencies)} records at {args.rate:.0f}/s, "
-                      f"{args.followers} followers, fsync {'off' if args.no_fsync else 'on'}: p50 {p['p50_ms']:.2f} "
-                      f"p99 {p['p99_ms']:.2f} p99.9 {p['p999_ms']:.2f} ms "
-                      f"(load {os.getloadavg()[0]:.2f}); CPU per record: leader "
-                      f"{cpu_us[-1]:.0f} us, followers "
-                      f"{' '.join(f'{c:.0f}' for c in cpu_us[:-1]) or '-'} us, client "
-                      f"{client_us:.0f} us", flush=True)
-        finally:
-            for proc in procs:
-                proc.kill()
-            for proc in procs:
-                proc.wait()
+    with skeleton(args.followers, not args.no_fsync) as (address, procs):
+        for client in args.clients.split(","):
+            r = measure(address, procs, client, args.rate, args.seconds)
+            cpu = r["cpu_us_per_record"]
+            print(f"{client}: {r['count']} records at {args.rate:.0f}/s, {args.followers} "
+                  f"followers, fsync {'off' if args.no_fsync else 'on'}: p50 {r['p50_ms']:.2f} "
+                  f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} ms "
+                  f"(load {os.getloadavg()[0]:.2f}); CPU per record: leader "
+                  f"{cpu['leader']} us, followers "
+                  f"{' '.join(map(str, cpu['followers'])) or '-'} us, client "
+                  f"{cpu['client']} us", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Raftka/NATS, written also as JSON and PNG charts (bench/_report.py).
 Workloads (issue 7):
   w1  produce throughput, 100 B records, 1 partition/stream, acks=all, pipelined
   w2  the same with 1 KiB records, and with 6 partitions/streams
-  w3  publish-to-ack latency p50/p99/p999 at 1,000/s and at 50% of the w1 maximum
+  w3  publish-to-ack latency p50/p99/p999 at 1,000/s and at 50% of the w1 maximum; with
+      Raftka, also the floor of its path: the same gRPC hops with no work (grpc_floor.py)
   w4  consume throughput from a backlog of 1,000,000 records
   w5  end-to-end latency (produce to consumer delivery) at 1,000/s
   w6  failover: unavailability after kill -9 of a leader (median and max of 10)
@@ -33,6 +34,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from bench import grpc_floor
 from bench._common import Settings, WorkloadTimeout, proc_cpu_seconds
 from bench._nats import NatsSystem
 from bench._raftka import RaftkaSystem
@@ -217,6 +219,10 @@ class Runner:
             step("w3_latency_1000", lambda: s.latency(1000), "latency")
             step("w3_latency_1000_aio", lambda: s.latency_aio(1000), "latency")
             step("w3_latency_1000_raw", lambda: s.latency_raw(1000), "latency")
+            for client in ("batched", "stream"):  # the gRPC skeleton's floor (grpc_floor.py)
+                step(f"w3_floor_{client}",
+                     lambda client=client: grpc_floor.run(client, 1000, self.settings.latency_s),
+                     "latency")
             half = _half_max(out)
             step("w3_latency_half", lambda: s.latency(half, bulk=True), "latency")
         if self.has("w4"):
