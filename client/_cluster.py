@@ -1,7 +1,8 @@
 """Connections and the metadata cache shared by Admin, Producer and readers.
 
-- One gRPC channel per broker address, created on first use, with the options FAULTS.md
-  asks for: keepalive pings every ~1 s (a dead peer is noticed in about 2 s, not after TCP
+- One gRPC channel per broker address, created on first use, with the options that
+  jepsen-like/README.md ("Fault injection on this kind of machine") found necessary:
+  keepalive pings every ~1 s (a dead peer is noticed in about 2 s, not after TCP
   retransmission backoff) and reconnect backoff 100-500 ms (a healed partition is usable
   again in well under a second); message size limit 64 MiB both ways.
 - Every RPC has a deadline. A failed RPC becomes a :class:`RaftkaError` (see ``_errors``);

@@ -41,7 +41,7 @@ from raftka.raft import Message, MsgType
 
 # What moves use when the operator set no throttle (README "What a move costs"). The limit
 # is CPU (the leader reading, encoding, sending the appends; the learner writing them), not
-# the disk (~950 MiB/s, PERF-FACTS) nor a gRPC stream (280-370 MiB/s). Measured on the
+# the disk (~950 MiB/s, bench/README.md) nor a gRPC stream (280-370 MiB/s). Measured on the
 # 2-core machine with 3 producers at half of w1's rate: at 16 MiB/s their p99 during a
 # 1 GiB move stayed within 2.5x of before it; at 32 MiB/s it reached 1.6 s, at 64 MiB/s
 # (256 MiB) the p50 tripled. Moves matter less than writes, so the lower one.

@@ -80,8 +80,8 @@ class _SyncThread:
     ``(items, future)`` on a ``SimpleQueue`` (the thread blocks in ``get()`` without polling
     and without the GIL) and awaits the future; the thread completes it with
     ``call_soon_threadsafe``. The write itself is ``save_many`` (unsynced write, then
-    ``flush_wal(True)``, which releases the GIL during the fsync: PERF-FACTS), never on the
-    loop thread. At most one write is outstanding: the ready loop awaits each."""
+    ``flush_wal(True)``, which releases the GIL during the fsync: bench/README.md), never on
+    the loop thread. At most one write is outstanding: the ready loop awaits each."""
 
     def __init__(self, save: Callable[[list], None], name: str,
                  observe: Callable[[float], None] | None = None) -> None:

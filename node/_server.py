@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_level)
     tune_thresholds()
     try:
-        import uvloop  # measured 30-50% faster for grpc.aio streams (PERF-FACTS.md)
+        import uvloop  # measured 30-50% faster for grpc.aio streams (bench/README.md)
     except ImportError:
         return asyncio.run(serve(config))
     return uvloop.run(serve(config))

@@ -48,8 +48,9 @@ from ._errors import BrokerError, Code, abort_with
 
 log = logging.getLogger("raftka.transport")
 
-# Channel settings from FAULTS.md: fast keepalive and reconnect backoff so that a healed
-# partition is usable again in well under a second.
+# Channel settings from jepsen-like/README.md ("Fault injection on this kind of
+# machine"): fast keepalive and reconnect backoff so that a healed partition is usable
+# again in well under a second.
 PEER_CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 1000),
     ("grpc.keepalive_timeout_ms", 1000),

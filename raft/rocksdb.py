@@ -41,7 +41,7 @@ deletes for suffix truncation, compaction and snapshot install; puts for the res
 order = apply order); any error drops the batch unwritten, so a bad item writes nothing. It
 writes the batch with ``sync=False`` and then makes it durable with ``flush_wal(True)``,
 which releases the GIL during the fsync (a synced rocksdict write would hold it: see
-PERF-FACTS.md). The in-memory metadata changes only after the sync returned. If the write or
+bench/README.md). The in-memory metadata changes only after the sync returned. If the write or
 the sync fails the DB is *poisoned*: every later write raises ``StorageFailed`` (the data may
 be in RocksDB's memtable without being durable), and so do reads if that batch was
 destructive (see below); reopen it.

@@ -1,6 +1,6 @@
 """A real Raftka cluster whose nodes live in network namespaces on a private bridge.
 
-Layout (FAULTS.md; every name carries the run id, so parallel runs never collide)::
+Layout (jepsen-like/README.md, "Fault injection on this kind of machine"; every name carries the run id, so parallel runs never collide)::
 
     netns rkj<id>-sw:  bridge br0, one veth end per host: p1..pN (nodes), pc (client)
     netns rkj<id>-nI:  eth0 = 10.77.0.I/24, node I listens on 10.77.0.I:7001

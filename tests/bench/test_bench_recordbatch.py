@@ -7,7 +7,7 @@
 - decode: 1000-record batches back into Records.
 
 Rates come from the median round and are reported in extra_info (see conftest.py).
-PERF-FACTS.md: kafka-python (pure Python) builds 369k-477k records/s and decodes 218k/s.
+bench/README.md: kafka-python (pure Python) builds 369k-477k records/s and decodes 218k/s.
 """
 
 from __future__ import annotations

@@ -754,7 +754,7 @@ def rebuild_batch(batch: bytes | bytearray | memoryview, offset: int, header: Ba
 # --------------------------------------------------------------------------- decoding
 # Records are decoded by aiokafka's compiled (Cython) RecordBatch v2 reader: per-record
 # varint parsing is the consumer's hot loop, and in pure Python it capped a reader near
-# 0.4-0.9M records/s on this machine against ~3M/s compiled (PERF-FACTS). We decompress
+# 0.4-0.9M records/s on this machine against ~3M/s compiled (bench/README.md). We decompress
 # lz4 ourselves (with the size guard below) and hand it the uncompressed section behind a
 # copy of the header whose codec bits are cleared; the CRC was checked (or skipped on
 # purpose) before, on the original bytes.
