@@ -89,7 +89,6 @@ async def _leader(port: int, follower_ports: list[int]) -> None:
     loop = asyncio.get_running_loop()
     streams = []
     tasks = []  # the loop keeps only weak references to tasks
-    tasks = []  # the loop keeps only weak references to tasks
     for fport in follower_ports:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{fport}")
         call = channel.stream_stream(PEER, request_serializer=_identity,
