@@ -27,7 +27,7 @@ from ._controller_commands import (
 )
 from ._controller_state import SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN, QuotaLimits
 from ._errors import BrokerError, Code
-from ._services import ADMIN_TIMEOUT_S, READ_YOUR_WRITES_S, _ControllerWriter, _handler
+from ._services import ADMIN_TIMEOUT_S, READ_YOUR_WRITES_S, _AtControllerLeader, _handler
 
 audit = logging.getLogger("raftka.audit")
 PASSWORD_LENGTH_MAX = 1024
@@ -82,7 +82,7 @@ def _who() -> str:
     return f"principal={caller.principal} host={caller.host}"
 
 
-class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
+class SecurityService(_AtControllerLeader, security_pb2_grpc.SecurityServicer):
     stub_class = security_pb2_grpc.SecurityStub
 
     async def _propose(self, context, method: str, request, what: str, command_of) -> object:
@@ -96,7 +96,7 @@ class SecurityService(_ControllerWriter, security_pb2_grpc.SecurityServicer):
             if not result.ok:
                 raise BrokerError(result.code, result.message)
             return result
-        return await self.controller_write(context, method, request, what, local)
+        return await self.at_controller_leader(context, method, request, what, local)
 
     @_handler
     async def CreateAcls(self, request, context):  # noqa: N802

@@ -115,9 +115,10 @@ class _Service:
         return info
 
 
-class _ControllerWriter(_Service):
-    """A service with calls that write the controller log: they run at the controller
-    leader, forwarded there from any other node (``_forwarding.py``)."""
+class _AtControllerLeader(_Service):
+    """A service with calls only the controller leader serves: writes to the controller
+    log, and reads only the leader answers for sure. They run at the leader, forwarded
+    there from any other node (``_forwarding.py``)."""
 
     stub_class: Any = None  # this service's gRPC stub: calls the same method at the leader
 
@@ -125,13 +126,13 @@ class _ControllerWriter(_Service):
         super().__init__(broker)
         self.forwarder = forwarder
 
-    async def controller_write(self, context: grpc.aio.ServicerContext, method: str,
-                               request: Any, what: str,
-                               local: Callable[[float], Awaitable[Any]],
-                               retry_if_leader_moves: bool = False) -> Any:
+    async def at_controller_leader(self, context: grpc.aio.ServicerContext, method: str,
+                                   request: Any, what: str,
+                                   local: Callable[[float], Awaitable[Any]],
+                                   retry_if_leader_moves: bool = False) -> Any:
         """``local`` at the controller leader: here, or at the leader by calling the same
-        ``method`` of this service there with the same request. (Also for a read only the
-        leader answers for sure: ``AdminService._topic_read``.) ``retry_if_leader_moves``:
+        ``method`` of this service there with the same request (a write, or a read only the
+        leader answers for sure: ``AdminService._topic_read``). ``retry_if_leader_moves``:
         see ``_forwarding.py`` (only for calls whose repetition is harmless)."""
         stub_class = self.stub_class
 
@@ -264,7 +265,7 @@ def _produce_args(broker: Broker, request) -> tuple[Any, bytes, int, float]:
     return replica, payload, acks, max(timeout_ms, 1) / 1000
 
 
-class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
+class BrokerService(_AtControllerLeader, broker_pb2_grpc.BrokerServicer):
     """Produce pipelining: ``ProduceStream`` reads one stream's requests in order and
     queues each on its partition (``PartitionReplica.submit``, synchronous) before reading
     the next, so a client's pipelined batches reach the Raft log in the order it sent
@@ -455,8 +456,9 @@ class BrokerService(_ControllerWriter, broker_pb2_grpc.BrokerServicer):
             return broker_pb2.InitProducerIdResponse(producer_id=nxt, producer_epoch=0)
 
         # repeating it only skips ids (never reused): follow a new leader at once
-        return await self.controller_write(context, "InitProducerId", request,
-                                           "InitProducerId", local, retry_if_leader_moves=True)
+        return await self.at_controller_leader(context, "InitProducerId", request,
+                                               "InitProducerId", local,
+                                               retry_if_leader_moves=True)
 
     @_handler
     async def Fetch(self, request, context):  # noqa: N802
@@ -642,7 +644,7 @@ def config_entries(configs: Any, internal: bool) -> list[admin_pb2.ConfigEntry]:
     return entries
 
 
-class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
+class AdminService(_AtControllerLeader, admin_pb2_grpc.AdminServicer):
     """Topic changes run at the controller leader; any other node forwards them there
     (``_forwarding.py``) and answers once its own metadata shows the change (at most
     READ_YOUR_WRITES_S), so the caller's next call to this node sees it. Reads answer
@@ -664,8 +666,8 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             assert isinstance(topic, TopicMeta)
             return admin_pb2.CreateTopicResponse(topic=self.topic_info(topic))
 
-        response = await self.controller_write(context, "CreateTopic", request,
-                                               f"CreateTopic {request.name}", local)
+        response = await self.at_controller_leader(context, "CreateTopic", request,
+                                                   f"CreateTopic {request.name}", local)
         await self.broker.wait_for_metadata(
             lambda state: state.topic(request.name) is not None, READ_YOUR_WRITES_S)
         return response
@@ -679,8 +681,8 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                 raise BrokerError(result.code, result.message)
             return admin_pb2.DeleteTopicResponse()
 
-        response = await self.controller_write(context, "DeleteTopic", request,
-                                               f"DeleteTopic {request.name}", local)
+        response = await self.at_controller_leader(context, "DeleteTopic", request,
+                                                   f"DeleteTopic {request.name}", local)
         await self.broker.wait_for_metadata(
             lambda state: state.topic(request.name) is None, READ_YOUR_WRITES_S)
         return response
@@ -703,8 +705,8 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             topic = state.topic(request.name)
             return topic is not None and len(topic.partitions) >= request.total_count
 
-        response = await self.controller_write(context, "AddPartitions", request,
-                                               f"AddPartitions {request.name}", local)
+        response = await self.at_controller_leader(context, "AddPartitions", request,
+                                                   f"AddPartitions {request.name}", local)
         await self.broker.wait_for_metadata(grown, READ_YOUR_WRITES_S)
         return response
 
@@ -735,8 +737,8 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             return admin_pb2.AlterTopicConfigsResponse(
                 configs=config_entries(topic.configs, topic.internal))
 
-        response = await self.controller_write(context, "AlterTopicConfigs", request,
-                                               f"AlterTopicConfigs {request.name}", local)
+        response = await self.at_controller_leader(context, "AlterTopicConfigs", request,
+                                                   f"AlterTopicConfigs {request.name}", local)
         if not request.validate_only:
             expected = {c.name: c.value for c in response.configs
                         if c.source == admin_pb2.CONFIG_SOURCE_TOPIC}
@@ -763,8 +765,8 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             if known is None:
                 raise BrokerError(Code.UNKNOWN_TOPIC, f"topic {request.name!r} does not exist")
             return answer(known)
-        return await self.controller_write(context, method, request,
-                                           f"{method} of topic {request.name!r}", local)
+        return await self.at_controller_leader(context, method, request,
+                                               f"{method} of topic {request.name!r}", local)
 
     @_handler
     async def DescribeTopicConfigs(self, request, context):  # noqa: N802
@@ -822,7 +824,7 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                 raise BrokerError(result.code, result.message)
             return response
 
-        answer = await self.controller_write(context, method, request, what, local)
+        answer = await self.at_controller_leader(context, method, request, what, local)
         if applied is not None:
             await self.broker.wait_for_metadata(applied, READ_YOUR_WRITES_S)
         return answer
@@ -944,8 +946,8 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                     raise BrokerError(result.code, result.message)
                 return admin_pb2.DecommissionNodeResponse()
 
-            answer = await self.controller_write(context, "DecommissionNode", request, what,
-                                                 local)
+            answer = await self.at_controller_leader(context, "DecommissionNode", request,
+                                                     what, local)
             await self.broker.wait_for_metadata(
                 lambda state: state.node_state(node_id) in wanted, READ_YOUR_WRITES_S)
             return answer
@@ -1008,7 +1010,7 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
                 node_id=result.value, nodes=b.cluster_nodes(),
                 initial_node_ids=list(b.controller.state.initial_node_ids))
 
-        return await self.controller_write(
+        return await self.at_controller_leader(
             context, "JoinCluster", request,
             f"JoinCluster {request.node_id or '(any id)'} at {request.address}", local)
 
@@ -1019,9 +1021,9 @@ class AdminService(_ControllerWriter, admin_pb2_grpc.AdminServicer):
             self.broker.controller.require_leader()
             return await self.broker.balancer.describe()
 
-        return await self.controller_write(context, "DescribeBalancer", request,
-                                           "DescribeBalancer", local,
-                                           retry_if_leader_moves=True)
+        return await self.at_controller_leader(context, "DescribeBalancer", request,
+                                               "DescribeBalancer", local,
+                                               retry_if_leader_moves=True)
 
     @_handler
     async def SetBalancer(self, request, context):  # noqa: N802

@@ -124,7 +124,7 @@ from ._forwarding import CHANNEL_OPTIONS, FORWARDED_BY_KEY, ControllerForwarder
 from ._group_service import GroupCoordinatorService
 from ._offsets import GROUP_ID_MAX, OFFSETS_TOPIC, encode_pending_commits, offsets_partition_for
 from ._periodic import every
-from ._services import BrokerService, _ControllerWriter, _handler, _require_leader
+from ._services import BrokerService, _AtControllerLeader, _handler, _require_leader
 from ._txn_join import SETTLE_INTERVAL_S, TxnJoins
 from ._txn_state import (
     COMPLETE_ABORT,
@@ -171,7 +171,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class TransactionCoordinatorService(_ControllerWriter,
+class TransactionCoordinatorService(_AtControllerLeader,
                                     txn_pb2_grpc.TransactionCoordinatorServicer):
     stub_class = txn_pb2_grpc.TransactionCoordinatorStub
 
@@ -302,8 +302,8 @@ class TransactionCoordinatorService(_ControllerWriter,
                     raise BrokerError(result.code, result.message)
             return txn_pb2.FindTxnCoordinatorResponse()
 
-        await self.controller_write(context, "FindCoordinator", request,
-                                    f"create {TXN_TOPIC}", local)
+        await self.at_controller_leader(context, "FindCoordinator", request,
+                                        f"create {TXN_TOPIC}", local)
 
     @_handler
     async def InitTransactions(self, request, context):  # noqa: N802
