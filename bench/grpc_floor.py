@@ -152,12 +152,29 @@ async def _leader(port: int, follower_ports: list[int]) -> None:
 
 
 # --------------------------------------------------------------------------- clients
+def _produce_call(channel):
+    """The leader's unary Produce on a ``grpc`` or ``grpc.aio`` channel."""
+    return channel.unary_unary(FRONT, request_serializer=_identity,
+                               response_deserializer=_identity)
+
+
+async def _paced(rate: float, total: int):
+    """Yields the due time of each of ``total`` records, sleeping until it is due (an
+    asyncio client's pacer; ``bench._common.pace`` is the threads' one)."""
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield due
+
+
 def _wait_ready(address: str) -> None:
     import grpc
 
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(FRONT, request_serializer=_identity,
-                                   response_deserializer=_identity)
+        call = _produce_call(channel)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -174,8 +191,7 @@ def _run_threaded(address: str, rate: float, secs: float) -> list[float]:
 
     latencies: list[float] = []
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(FRONT, request_serializer=_identity,
-                                   response_deserializer=_identity)
+        call = _produce_call(channel)
         pending = []
 
         def send(n: int, due: float) -> None:
@@ -196,8 +212,7 @@ def _run_serial(address: str, rate: float, secs: float) -> list[float]:
 
     latencies: list[float] = []
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(FRONT, request_serializer=_identity,
-                                   response_deserializer=_identity)
+        call = _produce_call(channel)
 
         def send(n: int, _due: float) -> None:
             for _ in range(n):
@@ -220,8 +235,7 @@ def _run_batched(address: str, rate: float, secs: float) -> list[float]:
 
     def sender() -> None:
         with grpc.insecure_channel(address) as channel:
-            call = channel.unary_unary(FRONT, request_serializer=_identity,
-                                       response_deserializer=_identity)
+            call = _produce_call(channel)
             while True:
                 with cond:
                     while not queued and not done[0]:
@@ -257,20 +271,13 @@ def _run_aio(address: str, rate: float, secs: float) -> list[float]:
 
     async def main() -> None:
         async with grpc.aio.insecure_channel(address) as channel:
-            call = channel.unary_unary(FRONT, request_serializer=_identity,
-                                       response_deserializer=_identity)
+            call = _produce_call(channel)
 
             async def one(t0: float) -> None:
                 await call(VALUE, timeout=10)
                 latencies.append(time.perf_counter() - t0)
-            tasks = []
-            start = time.perf_counter()
-            for i in range(int(rate * secs)):
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(due)))
+            tasks = [asyncio.create_task(one(due))
+                     async for due in _paced(rate, int(rate * secs))]
             await asyncio.gather(*tasks)
     uvloop.run(main())
     return latencies
@@ -298,12 +305,7 @@ def _run_stream(address: str, rate: float, secs: float) -> list[float]:
                     await call.read()
                     latencies.append(time.perf_counter() - due_times.popleft())
             reader = asyncio.create_task(read())
-            start = time.perf_counter()
-            for i in range(total):
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            async for due in _paced(rate, total):
                 due_times.append(due)
                 await call.write(VALUE)
             await reader
